@@ -1,0 +1,3 @@
+from skinnysip.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP JSON API (FastAPI). Thin: validate → call an operation → return its result."""

@@ -1,0 +1,5 @@
+"""HTTP routes for the SIP operations (filled in by the SIP work)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

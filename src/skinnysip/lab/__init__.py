@@ -1,0 +1,1 @@
+"""Local peers for demos and tests (an SCCP call manager, SIP helpers)."""

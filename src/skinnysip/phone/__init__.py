@@ -1,0 +1,1 @@
+"""User agents (softphones) built on the protocol core and the drivers."""

@@ -1,0 +1,138 @@
+"""Helpers for peer tests: free ports, waiting for listeners, tshark captures on loopback.
+
+Every helper has a deadline; every process started here is stopped by its context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port currently free for both TCP and UDP on ``host`` (best effort)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, other) as s2:
+                s2.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def require(program: str) -> str:
+    """Path of ``program``; skip the test (clearly) if the install step did not provide it."""
+    path = shutil.which(program)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{program} is not installed; scripts/install-deps.sh should have installed it")
+        pytest.skip(f"{program} not installed (run scripts/install-deps.sh)")
+    return path
+
+
+class TsharkCapture:
+    """A running ``tshark -i lo -f FILTER -w FILE``; ``stop()`` ends it and keeps the file.
+
+    ``decode(display_filter, fields)`` returns one dict per packet (field name → list of
+    values as tshark prints them), using tshark's own dissectors as the judge.
+    """
+
+    def __init__(self, capture_filter: str, decode_as: list[str] | None = None) -> None:
+        self.tshark = require("tshark")
+        self.dir = tempfile.mkdtemp(prefix="skinnysip-cap-")
+        self.file = Path(self.dir) / "capture.pcapng"
+        self.capture_filter = capture_filter
+        self.decode_as = decode_as or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> TsharkCapture:
+        self.proc = subprocess.Popen(
+            [self.tshark, "-i", "lo", "-f", self.capture_filter, "-w", str(self.file), "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        seen = b""
+        while time.monotonic() < deadline:
+            chunk = self.proc.stderr.read() or b""
+            seen += chunk
+            if b"Capturing on" in seen:
+                time.sleep(0.3)  # the capture is armed once dumpcap says so; give it a beat
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tshark exited: {seen.decode(errors='replace')}")
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"tshark did not start capturing: {seen.decode(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        time.sleep(0.5)  # let the last packets reach the ring buffer
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def decode(self, display_filter: str, fields: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        args = [self.tshark, "-r", str(self.file), "-T", "json"]
+        for d in self.decode_as:
+            args += ["-d", d]
+        if display_filter:
+            args += ["-Y", display_filter]
+        for f in fields:
+            args += ["-e", f]
+        out = subprocess.run(args, capture_output=True, timeout=timeout, check=True).stdout
+        packets = json.loads(out or b"[]")
+        return [p.get("_source", {}).get("layers", {}) for p in packets]
+
+    def __enter__(self) -> TsharkCapture:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def tshark_capture(capture_filter: str, decode_as: list[str] | None = None) -> Iterator[TsharkCapture]:
+    cap = TsharkCapture(capture_filter, decode_as)
+    cap.start()
+    try:
+        yield cap
+    finally:
+        cap.stop()
