@@ -1,0 +1,466 @@
+"""Real SIP peers for the tests: Kamailio (registrar with Digest, UDP/TCP/TLS) and SIPp (UAS).
+
+Both are started on 127.0.0.1 on free ports and always stopped by their context managers.
+Kamailio's configuration is generated here; one instance challenges with one algorithm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from peertools import free_port, require, wait_tcp
+
+USERS = {"alice": "wonderland", "bob": "builder"}
+REALM = "skinnysip.test"
+
+
+@dataclass
+class KamailioPeer:
+    host: str
+    udp_port: int
+    tcp_port: int
+    tls_port: int
+    realm: str
+    users: dict[str, str]
+    algorithm: str
+    ca_file: str
+    server_header: str
+    log_file: str
+
+    def port(self, transport: str) -> int:
+        return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
+
+
+def make_self_signed(directory: Path, common_name: str = "skinnysip test server") -> tuple[Path, Path]:
+    """A self-signed EC certificate for 127.0.0.1/localhost; returns (cert.pem, key.pem)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _module_dir() -> str:
+    for candidate in sorted(Path("/usr/lib").glob("*/kamailio/modules")):
+        if (candidate / "tls.so").exists():
+            return str(candidate) + "/"
+    raise RuntimeError("kamailio modules (with tls.so) not found; install kamailio-tls-modules")
+
+
+def _kamailio_cfg(host: str, udp: int, tcp: int, tls: int, algorithm: str, tls_cfg: Path, rundir: Path) -> str:
+    password_lines = "\n".join(
+        f'        if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in USERS.items()
+    )
+    return f"""#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=2
+auto_aliases=no
+listen=udp:{host}:{udp}
+listen=tcp:{host}:{tcp}
+listen=tls:{host}:{tls}
+alias="{host}"
+alias="localhost"
+alias="{REALM}"
+enable_tls=yes
+tcp_connection_lifetime=30
+server_signature=yes
+mpath="{_module_dir()}"
+
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "sanity.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+loadmodule "tls.so"
+loadmodule "ctl.so"
+
+modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", 3600)
+modparam("auth", "algorithm", "{algorithm}")
+modparam("auth", "nonce_expire", 60)
+modparam("auth", "secret", "skinnysip-test-secret")
+modparam("tls", "config", "{tls_cfg}")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (!sanity_check("17895", "7")) {{
+        xlog("L_WARN", "malformed request from $si:$sp\\n");
+        exit;
+    }}
+    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
+        append_to_reply("Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER\\r\\n");
+        append_to_reply("Supported: path, outbound, gruu\\r\\n");
+        append_to_reply("Accept: application/sdp, text/plain\\r\\n");
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (is_method("REGISTER")) {{
+        $var(pw) = "!no-such-user!";
+{password_lines}
+        if (!pv_www_authenticate("{REALM}", "$var(pw)", "0")) {{
+            if ($rc == -2 || $rc == -3) {{
+                sl_send_reply("403", "Forbidden");
+                exit;
+            }}
+            www_challenge("{REALM}", "1");
+            exit;
+        }}
+        consume_credentials();
+        if (!save("location")) {{
+            sl_reply_error();
+        }}
+        exit;
+    }}
+    if (is_method("ACK")) {{
+        exit;
+    }}
+    sl_send_reply("404", "Not Here");
+    exit;
+}}
+"""
+
+
+@contextlib.contextmanager
+def kamailio(algorithm: str = "MD5", host: str = "127.0.0.1", timeout: float = 15.0) -> Iterator[KamailioPeer]:
+    """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
+
+    REGISTER without or with stale credentials → 401 (``qop="auth"``, ``algorithm``);
+    a wrong password → 403; right → 200 with the binding. OPTIONS to the server → 200
+    with Allow/Supported/Accept/Server. Other requests → 404.
+    """
+    binary = require("kamailio")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
+    cert, key = make_self_signed(workdir)
+    tls_cfg = workdir / "tls.cfg"
+    tls_cfg.write_text(
+        f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        f"certificate = {cert}\nprivate_key = {key}\n\n"
+        "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+    )
+    udp = free_port(socket.SOCK_DGRAM, host)
+    tcp = free_port(socket.SOCK_STREAM, host)
+    tls = free_port(socket.SOCK_STREAM, host)
+    cfg = workdir / "kamailio.cfg"
+    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir))
+    log_file = workdir / "kamailio.log"
+    check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
+    pid_file = workdir / "kamailio.pid"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "-f", str(cfg), "-DD", "-E", "-P", str(pid_file), "-Y", str(workdir), "-m", "64", "-M", "8"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_tcp(host, tcp, timeout)
+        wait_tcp(host, tls, timeout)
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"version: kamailio ([\d.]+) \(([^)]*)\)", version)
+        server = f"kamailio ({m.group(1)} ({m.group(2)}))" if m else "kamailio"
+        yield KamailioPeer(
+            host=host,
+            udp_port=udp,
+            tcp_port=tcp,
+            tls_port=tls,
+            realm=REALM,
+            users=dict(USERS),
+            algorithm=algorithm,
+            ca_file=str(cert),
+            server_header=server,
+            log_file=str(log_file),
+        )
+    finally:
+        _stop_group(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            import os
+
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            import os
+
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+RING_NO_ANSWER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="ring, never answer; expect CANCEL">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+SIP/2.0 100 Trying
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+  <recv request="CANCEL"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <send>
+    <![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [cseq] INVITE
+Content-Length: 0
+
+]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <timewait milliseconds="500"/>
+</scenario>
+"""
+
+
+# SIPp's built-in "uas" ends with a 4 s timewait; over TCP a client that closes its
+# connection after the BYE's 200 (as it should) makes SIPp count the call failed. This
+# scenario is the same exchange without the timewait; used for TCP.
+ANSWER_NO_TIMEWAIT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="answer: 180, 200 with SDP, ACK, BYE">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]>
+  </send>
+  <recv request="ACK" rtd="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+</scenario>
+"""
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful_calls: int
+    failed_calls: int
+    log: str
+    messages: str = ""
+
+
+@dataclass
+class SippPeer:
+    host: str
+    port: int
+    transport: str
+    scenario: str
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    result: SippResult | None = field(default=None)
+
+    def finish(self, timeout: float = 10.0) -> SippResult:
+        """Wait (bounded) for SIPp to end its one call and return its statistics."""
+        if self.result is not None:
+            return self.result
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # SIPp: dump and quit
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        log = (self.workdir / "sipp.out").read_text(errors="replace")
+        stats = {"successful": 0, "failed": 0}
+        stat_files = list(self.workdir.glob("*_.csv"))
+        if stat_files:
+            lines = stat_files[0].read_text(errors="replace").strip().splitlines()
+            if len(lines) >= 2:
+                header = lines[0].split(";")
+                values = lines[-1].split(";")
+                row = dict(zip(header, values, strict=False))
+                stats["successful"] = int(row.get("SuccessfulCall(C)", 0) or 0)
+                stats["failed"] = int(row.get("FailedCall(C)", 0) or 0)
+        messages = "".join(p.read_text(errors="replace") for p in self.workdir.glob("*_messages.log"))
+        self.result = SippResult(self.proc.returncode, stats["successful"], stats["failed"], log, messages)
+        return self.result
+
+
+@contextlib.contextmanager
+def sipp_uas(scenario: str = "answer", transport: str = "udp", host: str = "127.0.0.1") -> Iterator[SippPeer]:
+    """Start SIPp as a UAS for one call (``-m 1``) on a free port.
+
+    ``scenario``: ``"answer"`` (SIPp's built-in ``uas`` on UDP, the same exchange without
+    its closing 4 s timewait on TCP: 180, 200, ACK, BYE → 200) or
+    ``"ring-no-answer"`` (100, 180, then CANCEL → 200 + 487, ACK). ``transport``: udp or tcp.
+    """
+    binary = require("sipp")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-"))
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    port = free_port(kind, host)
+    args = [binary, "-i", host, "-p", str(port), "-m", "1", "-t", "u1" if transport == "udp" else "t1"]
+    args += ["-nostdin", "-trace_stat", "-trace_msg", "-stf", str(workdir / "sipp_.csv")]
+    args += ["-message_file", str(workdir / "sipp_messages.log"), "-timeout", "60s", "-timeout_error"]
+    if scenario == "answer" and transport == "udp":
+        args += ["-sn", "uas"]
+    elif scenario == "answer":
+        xml = workdir / "answer.xml"
+        xml.write_text(ANSWER_NO_TIMEWAIT)
+        args += ["-sf", str(xml)]
+    elif scenario == "ring-no-answer":
+        xml = workdir / "ring_no_answer.xml"
+        xml.write_text(RING_NO_ANSWER)
+        args += ["-sf", str(xml)]
+    else:
+        raise ValueError(f"unknown SIPp scenario {scenario!r}")
+    out = open(workdir / "sipp.out", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+    peer = SippPeer(host, port, transport, scenario, proc, workdir)
+    try:
+        if transport == "tcp":
+            wait_tcp(host, port, 10)
+        else:
+            time.sleep(0.3)
+            if proc.poll() is not None:
+                raise RuntimeError(f"sipp exited at start: {(workdir / 'sipp.out').read_text(errors='replace')}")
+        yield peer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        out.close()
+        shutil.rmtree(workdir, ignore_errors=True)
