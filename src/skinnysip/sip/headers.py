@@ -1,0 +1,112 @@
+"""Structured header values: Via (RFC 3261 §20.42, §18.2.1; RFC 3581 rport) and CSeq (§20.16).
+
+Also re-exports the lexical helpers :func:`split_comma` and :func:`parse_params` from
+:mod:`skinnysip.sip.message`. Errors: :class:`~skinnysip.sip.message.SIPParseError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from skinnysip.sip.message import Headers, SIPParseError, parse_params, split_comma
+from skinnysip.sip.uri import format_host, parse_hostport
+
+__all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_comma"]
+
+#: RFC 3261 §8.1.1.7: branches of RFC 3261 transactions start with this.
+BRANCH_MAGIC_COOKIE = "z9hG4bK"
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_VIA_RE = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[^\]]*\]|[^\s:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*(;.*)?",
+    re.S,
+)
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]+)[ \t]+({_TOKEN})[ \t]*")
+
+
+@dataclass
+class Via:
+    """One ``Via`` value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;rport``.
+
+    ``protocol`` is ``"SIP/2.0"``; ``transport`` is upper-cased (``"UDP"``, ``"TCP"``,
+    ``"TLS"``, ``"SCTP"``, ``"WS"``, unknown tokens kept); ``host`` has no IPv6 brackets;
+    ``port`` is ``None`` when absent; ``params`` are lower-cased names → values
+    (``None`` for flags such as a bare ``rport``).
+    """
+
+    protocol: str = "SIP/2.0"
+    transport: str = "UDP"
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str) -> Via:
+        """Parse one Via value (not a comma list); raises :class:`SIPParseError`."""
+        if not isinstance(value, str):
+            raise SIPParseError("Via must be text")
+        m = _VIA_RE.fullmatch(value)
+        if m is None:
+            raise SIPParseError(f"bad Via value {value[:60]!r}")
+        name, version, transport, host_text, port_text, ptext = m.groups()
+        hostport = host_text if port_text is None else f"{host_text}:{port_text}"
+        host, port = parse_hostport(hostport)
+        params = parse_params(ptext) if ptext else {}
+        rport = params.get("rport")
+        if rport is not None and not (rport.isdigit() and rport.isascii() and int(rport) <= 65535):
+            raise SIPParseError(f"bad rport value {rport[:20]!r}")
+        return cls(f"{name}/{version}", transport.upper(), host, port, params)
+
+    @staticmethod
+    def parse_all(headers: Headers) -> list[Via]:
+        """Every Via value of ``headers`` (all fields, comma lists split), top first."""
+        return [Via.parse(v) for v in headers.values("Via")]
+
+    def __str__(self) -> str:
+        out = f"{self.protocol}/{self.transport} {format_host(self.host)}"
+        if self.port is not None:
+            out += f":{self.port}"
+        for name, value in self.params.items():
+            out += f";{name}" if value is None else f";{name}={value}"
+        return out
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter (transaction ID, RFC 3261 §17.1.3), or ``None``."""
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter (RFC 3261 §18.2.1), as written, or ``None``."""
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | bool | None:
+        """RFC 3581: ``None`` if absent, ``True`` for the bare flag, else the port number."""
+        if "rport" not in self.params:
+            return None
+        value = self.params["rport"]
+        return True if value is None else int(value)
+
+    @property
+    def sent_by(self) -> str:
+        """``host[:port]`` as in the Via (IPv6 bracketed)."""
+        host = format_host(self.host)
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    """Parse a ``CSeq`` value into ``(sequence number, method)`` (RFC 3261 §20.16).
+
+    The number must fit in 32 bits unsigned (RFC 3261 §8.1.1.5). Raises
+    :class:`SIPParseError`.
+    """
+    m = _CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise SIPParseError(f"bad CSeq value {value[:40]!r}")
+    number = int(m.group(1))
+    if number > 2**32 - 1:
+        raise SIPParseError(f"CSeq number {m.group(1)[:20]} larger than 2**32-1")
+    return number, m.group(2)

@@ -1,0 +1,703 @@
+"""SIP messages: parse and serialize requests and responses (RFC 3261 §7, §18.3, §25).
+
+Sans-IO: bytes in, :class:`Request` / :class:`Response` out, and back to bytes.
+
+* :func:`parse_message` parses one datagram (UDP) or one already framed message.
+* :class:`StreamParser` frames messages on a byte stream (TCP/TLS, RFC 3261 §18.3):
+  feed it whatever a read returned; it returns every complete message.
+* :class:`Headers` is the ordered multi-map of header fields: names are
+  case-insensitive, compact forms (RFC 3261 §7.3.3 and later RFCs) are expanded,
+  repeated fields keep their wire order.
+* :func:`validate_message` applies the RFC 3261 §8.1.1 / §8.2 checks a UA makes before
+  it acts on a message (mandatory single-valued fields, CSeq range and method, ...).
+
+Text is decoded as UTF-8 with ``surrogateescape``: any byte sequence survives a
+parse / serialize round trip unchanged. The one exception raised on bad bytes is
+:class:`SIPParseError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from skinnysip.sip.headers import Via
+
+__all__ = [
+    "COMPACT_FORMS",
+    "Headers",
+    "Request",
+    "Response",
+    "SIPParseError",
+    "StreamParser",
+    "canonical_name",
+    "parse_message",
+    "parse_params",
+    "split_comma",
+    "validate_message",
+]
+
+_ENC = "utf-8"
+_ERRORS = "surrogateescape"
+
+
+class SIPParseError(ValueError):
+    """Malformed SIP text (message, header field, URI, challenge).
+
+    ``reason`` is a short human-readable explanation, also used as the message.
+    It is the only exception the SIP parsers raise on bad input.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- names
+
+#: Compact header names (RFC 3261 §7.3.3 and §20; later: RFC 6665 o/u, RFC 3515 r,
+#: RFC 3892 b, RFC 4028 x, RFC 8224 y (was RFC 4474), RFC 4474 n, RFC 3841 a/j/d).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "y": "Identity",
+    "n": "Identity-Info",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+}
+
+_KNOWN_NAMES = (
+    # RFC 3261 §20
+    "Accept Accept-Encoding Accept-Language Alert-Info Allow Authentication-Info "
+    "Authorization Call-ID Call-Info Contact Content-Disposition Content-Encoding "
+    "Content-Language Content-Length Content-Type CSeq Date Error-Info Expires From "
+    "In-Reply-To Max-Forwards Min-Expires MIME-Version Organization Priority "
+    "Proxy-Authenticate Proxy-Authorization Proxy-Require Record-Route Reply-To Require "
+    "Retry-After Route Server Subject Supported Timestamp To Unsupported User-Agent Via "
+    "Warning WWW-Authenticate "
+    # later RFCs, as registered at IANA
+    "Event Allow-Events Subscription-State Refer-To Referred-By Replaces Session-Expires "
+    "Min-SE Identity Identity-Info Accept-Contact Reject-Contact Request-Disposition "
+    "RAck RSeq Path Service-Route Privacy P-Asserted-Identity P-Preferred-Identity "
+    "Reason SIP-ETag SIP-If-Match History-Info Diversion Security-Client "
+    "Security-Server Security-Verify Join Target-Dialog Max-Breadth Flow-Timer "
+    "Content-ID Recv-Info Info-Package Geolocation Geolocation-Routing Session-ID "
+    "Feature-Caps Refer-Sub P-Access-Network-Info P-Charging-Vector "
+    "P-Called-Party-ID P-Associated-URI P-Visited-Network-ID Proxy-Authentication-Info "
+    "Remote-Party-ID"
+).split()
+
+_CANONICAL: dict[str, str] = {n.lower(): n for n in _KNOWN_NAMES}
+_CANONICAL.update(COMPACT_FORMS)
+
+
+def canonical_name(name: str) -> str:
+    """Return the canonical spelling of a header name.
+
+    Compact forms are expanded (``"v"`` → ``"Via"``), known names get their RFC
+    spelling (``"call-id"`` → ``"Call-ID"``), unknown names are returned unchanged.
+    """
+    return _CANONICAL.get(name.lower(), name)
+
+
+def _key(name: str) -> str:
+    return _CANONICAL.get(name.lower(), name).lower()
+
+
+# Header fields whose grammar is not a comma-separated list and whose values may
+# contain commas: :meth:`Headers.values` returns them unsplit (RFC 3261 §7.3.1).
+_NOT_LISTS = frozenset(
+    k.lower()
+    for k in (
+        "WWW-Authenticate Authorization Proxy-Authenticate Proxy-Authorization "
+        "Authentication-Info Proxy-Authentication-Info Date Subject Organization Server "
+        "User-Agent Retry-After Timestamp Call-ID CSeq From To Content-Type "
+        "Content-Disposition Reply-To Identity Identity-Info Max-Forwards Content-Length "
+        "Expires Min-Expires MIME-Version Priority Refer-To Referred-By Replaces "
+        "Session-Expires Event Subscription-State RAck RSeq"
+    ).split()
+)
+
+
+# --------------------------------------------------------------------------- lexing
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_COMMA_PARTS_RE = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
+
+
+def split_comma(value: str) -> list[str]:
+    """Split a header value at commas that are outside quoted strings and ``<...>``.
+
+    Returns the stripped, non-empty elements (RFC 3261 §7.3.1).
+    Raises :class:`SIPParseError` on an unterminated quoted string or ``<``.
+    """
+    if "," not in value:
+        v = value.strip()
+        if '"' not in v and "<" not in v:
+            return [v] if v else []
+    out: list[str] = []
+    cur: list[str] = []
+    for m in _COMMA_PARTS_RE.finditer(value):
+        part = m.group(0)
+        if part == ",":
+            item = "".join(cur).strip()
+            if item:
+                out.append(item)
+            cur = []
+        elif part == '"':
+            raise SIPParseError("unterminated quoted string")
+        elif part == "<":
+            raise SIPParseError("unterminated '<'")
+        else:
+            cur.append(part)
+    item = "".join(cur).strip()
+    if item:
+        out.append(item)
+    return out
+
+
+_PARAM_RE = re.compile(
+    r'[ \t]*;[ \t]*([^;=\s"]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^;\s"]*))?[ \t]*', re.S
+)
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` generic parameters (RFC 3261 §25.1 ``generic-param``).
+
+    Names are lower-cased (parameter names are case-insensitive, RFC 3261 §7.3.1);
+    values are kept as written (quoted strings keep their quotes); a parameter without
+    ``=`` maps to ``None``. ``text`` must be empty or start with ``;`` (leading LWS ok).
+    Raises :class:`SIPParseError` on an empty name, a bad character or trailing junk.
+    """
+    params: dict[str, str | None] = {}
+    if not text or text.isspace():
+        return params
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = _PARAM_RE.match(text, pos)
+        if m is None or m.end() == pos:
+            raise SIPParseError(f"bad parameter syntax near {text[pos:pos + 20]!r}")
+        name = m.group(1)
+        if not name or not _TOKEN_RE.fullmatch(name):
+            raise SIPParseError(f"bad parameter name {name!r}")
+        params[name.lower()] = m.group(2)
+        pos = m.end()
+    return params
+
+
+# --------------------------------------------------------------------------- headers
+
+
+class Headers:
+    """Ordered multi-map of SIP header fields, wire order kept (RFC 3261 §7.3).
+
+    Names are case-insensitive and compact forms are expanded both when stored and
+    when looked up (``h.get("i") == h.get("Call-ID")``). Known names are stored in their
+    canonical spelling; unknown names as given. Values are strings without the folding
+    (RFC 3261 §7.3.1) and without leading/trailing whitespace.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+        h = cls.__new__(cls)
+        h._items = items
+        return h
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header field ``name: value``."""
+        canon = _CANONICAL.get(name.lower(), name)
+        self._items.append((canon.lower(), canon, value))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Value of the first field called ``name``, or ``default``."""
+        key = _key(name)
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every field line's value for ``name``, in wire order (not comma-split)."""
+        key = _key(name)
+        return [v for k, _, v in self._items if k == key]
+
+    def values(self, name: str) -> list[str]:
+        """All values of ``name``, comma-separated lists split (RFC 3261 §7.3.1).
+
+        Fields whose grammar is not a list (``WWW-Authenticate``, ``Date``, ``From``, ...)
+        are returned one value per field line. Raises :class:`SIPParseError` on an
+        unterminated quoted string or ``<``.
+        """
+        key = _key(name)
+        fields = [v for k, _, v in self._items if k == key]
+        if key in _NOT_LISTS:
+            return fields
+        out: list[str] = []
+        for v in fields:
+            out.extend(split_comma(v))
+        return out
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field called ``name`` by one field (at the first one's place)."""
+        canon = _CANONICAL.get(name.lower(), name)
+        key = canon.lower()
+        new: list[tuple[str, str, str]] = []
+        placed = False
+        for item in self._items:
+            if item[0] == key:
+                if not placed:
+                    new.append((key, canon, value))
+                    placed = True
+            else:
+                new.append(item)
+        if not placed:
+            new.append((key, canon, value))
+        self._items = new
+
+    def remove(self, name: str) -> None:
+        """Remove every field called ``name`` (no error if there is none)."""
+        key = _key(name)
+        self._items = [item for item in self._items if item[0] != key]
+
+    def copy(self) -> Headers:
+        """A shallow copy."""
+        return Headers._from_parsed(list(self._items))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._items:
+            yield name, value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = _key(name)
+        return any(k == key for k, _, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class _MessageMixin:
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str | None:
+        """The ``Call-ID`` value, or ``None`` when absent."""
+        return self.headers.get("Call-ID")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad."""
+        from skinnysip.sip.headers import parse_cseq
+
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise SIPParseError("no CSeq header field")
+        return parse_cseq(value)
+
+    def _tag(self, name: str) -> str | None:
+        from skinnysip.sip.uri import NameAddr
+
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        tag = NameAddr.parse(value).params.get("tag")
+        return tag
+
+    @property
+    def from_tag(self) -> str | None:
+        """The ``tag`` parameter of ``From`` (None if absent); SIPParseError if malformed."""
+        return self._tag("From")
+
+    @property
+    def to_tag(self) -> str | None:
+        """The ``tag`` parameter of ``To`` (None if absent); SIPParseError if malformed."""
+        return self._tag("To")
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every ``Via`` value, top first; :class:`SIPParseError` if one is malformed."""
+        from skinnysip.sip.headers import Via
+
+        return Via.parse_all(self.headers)
+
+    @property
+    def top_via(self) -> Via | None:
+        """The first ``Via`` value, or ``None`` if there is none."""
+        from skinnysip.sip.headers import Via
+
+        values = self.headers.values("Via")
+        return Via.parse(values[0]) if values else None
+
+    def _serialize(self, start_line: str) -> bytes:
+        parts = [start_line, "\r\n"]
+        has_cl = False
+        clen = str(len(self.body))
+        for key, name, value in self.headers._items:
+            if key == "content-length":
+                if has_cl:
+                    continue
+                has_cl = True
+                value = clen
+            parts.append(name)
+            parts.append(": ")
+            parts.append(value)
+            parts.append("\r\n")
+        if not has_cl:
+            parts.append("Content-Length: ")
+            parts.append(clen)
+            parts.append("\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode(_ENC, _ERRORS) + self.body
+
+
+@dataclass(eq=True)
+class Request(_MessageMixin):
+    """A SIP request (RFC 3261 §7.1). ``uri`` is the Request-URI text exactly as sent."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        """Serialize; ``Content-Length`` is set to ``len(body)`` (added if absent)."""
+        return self._serialize(f"{self.method} {self.uri} {self.version}")
+
+    @property
+    def summary(self) -> str:
+        """One line for ladders: ``"INVITE sip:bob@example.com"``."""
+        return f"{self.method} {self.uri}"
+
+
+@dataclass(eq=True)
+class Response(_MessageMixin):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    status_code: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        """Serialize; ``Content-Length`` is set to ``len(body)`` (added if absent)."""
+        return self._serialize(f"{self.version} {self.status_code} {self.reason}")
+
+    @property
+    def summary(self) -> str:
+        """One line for ladders: ``"200 OK"``."""
+        return f"{self.status_code} {self.reason}".rstrip()
+
+
+Message = Request | Response
+
+# --------------------------------------------------------------------------- parsing
+
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
+_SCHEME_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+_STATUS_RE = re.compile(r"[0-9]{3}")
+_FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_LINE_SPLIT_RE = re.compile(r"\r?\n")
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+_LEADING_CRLF_RE = re.compile(rb"(?:\r?\n)+")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
+    """Return ``(method, uri, version)`` or ``(status, reason, version)``."""
+    if line[:4].upper() == "SIP/":
+        version, sp, rest = line.partition(" ")
+        if not _VERSION_RE.fullmatch(version):
+            raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Status-Line")
+        code, _, reason = rest.partition(" ")
+        if not sp or not _STATUS_RE.fullmatch(code):
+            raise SIPParseError(f"bad Status-Code {code[:20]!r} (three digits required)")
+        status = int(code)
+        if status < 100:
+            raise SIPParseError(f"Status-Code {status} out of range 100-699")
+        return status, reason, version
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise SIPParseError(
+            "Request-Line must be 'Method SP Request-URI SP SIP-Version' "
+            f"(got {len(parts)} space-separated elements)"
+        )
+    method, uri, version = parts
+    if not _TOKEN_RE.fullmatch(method):
+        raise SIPParseError(f"bad Method {method[:20]!r}")
+    if not _VERSION_RE.fullmatch(version):
+        raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Request-Line")
+    if not _SCHEME_URI_RE.fullmatch(uri):
+        raise SIPParseError(f"bad Request-URI {uri[:40]!r}")
+    scheme = uri[: uri.index(":")].lower()
+    if scheme in ("sip", "sips", "tel"):
+        from skinnysip.sip.uri import SipURI
+
+        SipURI.parse(uri)  # validates; raises SIPParseError
+    return method, uri, version
+
+
+def _parse_head(head: bytes) -> tuple[str, Headers]:
+    """Parse the start line and header fields (``head`` excludes the empty line)."""
+    text = head.decode(_ENC, _ERRORS)
+    if "\n " in text or "\n\t" in text:
+        text = _FOLD_RE.sub(" ", text)
+    lines = text.split("\r\n")
+    if "\n" in text and any("\n" in line for line in lines):
+        lines = _LINE_SPLIT_RE.split(text)  # bare LF line ends (tolerated)
+    start = lines[0]
+    items: list[tuple[str, str, str]] = []
+    canon_map = _CANONICAL
+    token = _TOKEN_RE.fullmatch
+    for line in lines[1:]:
+        if not line:
+            raise SIPParseError("empty line inside the header section")
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SIPParseError(f"header line without ':' {line[:40]!r}")
+        name = name.rstrip(" \t")
+        if not token(name):
+            raise SIPParseError(f"bad header name {name[:40]!r}")
+        canon = canon_map.get(name.lower(), name)
+        items.append((canon.lower(), canon, value.strip(" \t")))
+    return start, Headers._from_parsed(items)
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.get_all("Content-Length")
+    if not values:
+        return None
+    if len(set(values)) > 1:
+        raise SIPParseError(f"several different Content-Length values {values[:4]!r}")
+    value = values[0]
+    if not _DIGITS_RE.fullmatch(value):
+        raise SIPParseError(f"bad Content-Length {value[:20]!r}")
+    return int(value)
+
+
+def _build(start: str, headers: Headers, body: bytes) -> Request | Response:
+    parsed = _parse_start_line(start)
+    if isinstance(parsed[0], int):
+        status, reason, version = parsed
+        assert isinstance(status, int)
+        return Response(status, str(reason), headers, body, str(version))
+    method, uri, version = parsed
+    return Request(str(method), str(uri), headers, body, str(version))
+
+
+def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
+    """Parse one SIP message from a datagram (or one already framed message).
+
+    Datagram rules (RFC 3261 §18.3): CRLFs before the start line are skipped; without
+    ``Content-Length`` the body is the rest of the datagram; octets beyond
+    ``Content-Length`` are discarded; a ``Content-Length`` larger than what is present
+    is an error. Tolerated: bare LF line ends, and a datagram whose header section ends
+    with its last line (no empty line, as in the RFC 5118 archive).
+
+    Raises :class:`SIPParseError` (with ``reason``) on anything malformed, on an empty
+    or keep-alive-only datagram, and on ``len(data) > max_size`` octets.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SIPParseError("message must be bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise SIPParseError(f"message of {len(data)} octets exceeds the {max_size}-octet limit")
+    m = _LEADING_CRLF_RE.match(data)
+    if m:
+        data = data[m.end():]
+    if not data:
+        raise SIPParseError("empty message (keep-alive)")
+    end = _HEAD_END_RE.search(data)
+    if end is None:
+        if data.endswith(b"\n"):
+            head, rest = data.rstrip(b"\r\n"), b""
+        else:
+            raise SIPParseError("no end of header section (missing empty line)")
+    else:
+        head, rest = data[: end.start()], data[end.end():]
+    start, headers = _parse_head(head)
+    clen = _content_length(headers)
+    if clen is None:
+        body = rest
+    elif clen > len(rest):
+        raise SIPParseError(f"Content-Length {clen} larger than the {len(rest)} body octets present")
+    else:
+        body = rest[:clen]
+    return _build(start, headers, body)
+
+
+class StreamParser:
+    """Incremental SIP framing on a stream transport (TCP/TLS, RFC 3261 §18.3).
+
+    Feed bytes as they arrive; :meth:`feed` returns the messages completed so far and
+    keeps the rest. CRLF keep-alives between messages (RFC 5626 §4.4.1) are skipped.
+    ``Content-Length`` is mandatory on streams. ``max_message_size`` caps the header
+    section and header+body of one message (octets).
+
+    After :meth:`feed` raised :class:`SIPParseError` the stream cannot be resynchronised:
+    the caller must close the connection.
+    """
+
+    def __init__(self, max_message_size: int = 65536) -> None:
+        self.max_message_size = max_message_size
+        self._buf = bytearray()
+        self._scan_from = 0
+        self._pending: tuple[str, Headers, int, int] | None = None  # start, headers, body start, length
+        self._failed: str | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Octets received and not yet returned as part of a message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        """Add ``data``; return the complete messages (possibly none).
+
+        Raises :class:`SIPParseError` on a malformed or oversize message, or when called
+        again after an error.
+        """
+        if self._failed is not None:
+            raise SIPParseError(f"stream already failed: {self._failed}")
+        try:
+            return self._feed(data)
+        except SIPParseError as exc:
+            self._failed = exc.reason
+            raise
+
+    def _feed(self, data: bytes) -> list[Request | Response]:
+        buf = self._buf
+        buf += data
+        out: list[Request | Response] = []
+        while True:
+            if self._pending is None:
+                # skip keep-alive CRLFs before a message
+                i = 0
+                n = len(buf)
+                while i < n and buf[i] in (13, 10):
+                    i += 1
+                if i:
+                    del buf[:i]
+                    self._scan_from = 0
+                if not buf:
+                    return out
+                m = _HEAD_END_RE.search(buf, max(0, self._scan_from - 3))
+                if m is None:
+                    if len(buf) > self.max_message_size:
+                        raise SIPParseError(
+                            f"header section exceeds the {self.max_message_size}-octet limit"
+                        )
+                    self._scan_from = len(buf)
+                    return out
+                if m.end() > self.max_message_size:
+                    raise SIPParseError(
+                        f"header section exceeds the {self.max_message_size}-octet limit"
+                    )
+                start, headers = _parse_head(bytes(buf[: m.start()]))
+                clen = _content_length(headers)
+                if clen is None:
+                    raise SIPParseError("no Content-Length on a stream transport (RFC 3261 §18.3)")
+                if m.end() + clen > self.max_message_size:
+                    raise SIPParseError(
+                        f"message of {m.end() + clen} octets exceeds the "
+                        f"{self.max_message_size}-octet limit"
+                    )
+                self._pending = (start, headers, m.end(), clen)
+            start, headers, body_start, clen = self._pending
+            if len(buf) < body_start + clen:
+                return out
+            body = bytes(buf[body_start: body_start + clen])
+            del buf[: body_start + clen]
+            self._pending = None
+            self._scan_from = 0
+            out.append(_build(start, headers, body))
+
+
+# --------------------------------------------------------------------------- validation
+
+_SINGLE = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type", "Expires")
+
+
+def validate_message(message: Request | Response) -> None:
+    """Check what a UA checks before acting on a message (RFC 3261 §8.1.3, §8.2, §20).
+
+    * ``Call-ID``, ``CSeq``, ``From``, ``To`` and at least one ``Via`` present; those
+      and ``Max-Forwards``, ``Content-Type``, ``Expires`` not repeated;
+    * ``CSeq`` number 0..2**32-1 and (requests) method equal to the Request-Line's;
+    * ``Max-Forwards`` 0..255, ``Expires`` 0..2**32-1;
+    * ``From``, ``To``, ``Contact``, ``Route``, ``Record-Route`` parse as name-addr /
+      addr-spec (RFC 3261 §20.10), every ``Via`` parses.
+
+    The SIP version is not checked here (RFC 3261 §8.2.1: a UAS answers 505).
+    Raises :class:`SIPParseError` naming the first problem.
+    """
+    from skinnysip.sip.uri import NameAddr
+
+    h = message.headers
+    for name in ("Call-ID", "CSeq", "From", "To"):
+        if name not in h:
+            raise SIPParseError(f"missing {name} header field")
+    for name in _SINGLE:
+        got = h.get_all(name)
+        if len(got) > 1:
+            raise SIPParseError(f"{name} header field appears {len(got)} times")
+    for name in ("From", "To"):
+        values = split_comma(h.get(name) or "")
+        if len(values) != 1:
+            raise SIPParseError(f"{name} must hold exactly one value")
+        NameAddr.parse(values[0])
+    number, method = message.cseq
+    if isinstance(message, Request) and method != message.method:
+        raise SIPParseError(f"CSeq method {method!r} differs from Request-Line method {message.method!r}")
+    for name, upper in (("Max-Forwards", 255), ("Expires", 2**32 - 1)):
+        value = h.get(name)
+        if value is not None and (not _DIGITS_RE.fullmatch(value) or int(value) > upper):
+            raise SIPParseError(f"{name} value {value[:20]!r} is not an integer 0..{upper}")
+    if not message.vias:
+        raise SIPParseError("missing Via header field")
+    for name in ("Contact", "Route", "Record-Route"):
+        for value in h.values(name):
+            if name == "Contact" and value == "*":
+                continue
+            addr = NameAddr.parse(value)
+            expires = addr.params.get("expires")
+            if expires is not None and (not _DIGITS_RE.fullmatch(expires) or int(expires) > 2**32 - 1):
+                raise SIPParseError(f"Contact expires {expires[:20]!r} is not an integer 0..2**32-1")
