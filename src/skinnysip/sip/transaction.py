@@ -1,0 +1,447 @@
+"""Sans-IO SIP client transactions (RFC 3261 §17.1, with the RFC 6026 "Accepted" state).
+
+A client transaction is fed three kinds of input and never touches a socket or a clock:
+
+- ``start(now)``: the request is handed to the transport for the first time;
+- ``receive(response, now)``: a response that :meth:`ClientTransaction.matches` (§17.1.3);
+- ``transport_error(reason, now)``: the transport could not deliver (§17.1.4);
+- ``tick(now)``: the time is now ``now``; due timers fire.
+
+Each call returns a :class:`TransactionOutput`: the messages to transmit (the request, its
+retransmissions, the ACK for a non-2xx final response), the events for the transaction user
+(:class:`ResponseReceived`, :class:`TimedOut`, :class:`TransportFailed`, :class:`Terminated`)
+and the next deadline at which ``tick`` must be called. All times are seconds (float) on a
+clock chosen by the caller (the drivers use the event loop's monotonic clock).
+
+Timers (§17.1.1.2, §17.1.2.2, Table 4): A and E retransmit on unreliable transports only
+(A doubles without limit, E doubles up to T2, and is T2 once a provisional arrived), B and F
+time the transaction out after 64·T1 on every transport, D (≥ 32 s, unreliable) and K (T4,
+unreliable) absorb retransmitted final responses; on reliable transports D and K are zero.
+RFC 6026 §7.2: a 2xx moves an INVITE transaction to "Accepted", where further 2xx responses
+are passed up (so the UA core can re-send its ACK) until Timer M (64·T1) fires.
+
+Also here: :func:`build_ack` (ACK for a non-2xx final response, §17.1.1.3, sent by the
+transaction itself) and :func:`build_cancel` (§9.1).
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+
+__all__ = [
+    "ClientTransaction",
+    "Event",
+    "InviteClientTransaction",
+    "NonInviteClientTransaction",
+    "ResponseReceived",
+    "State",
+    "Terminated",
+    "TimedOut",
+    "Timers",
+    "TransactionOutput",
+    "Transmit",
+    "TransportFailed",
+    "build_ack",
+    "build_cancel",
+    "new_branch",
+    "new_transaction",
+]
+
+BRANCH_COOKIE = "z9hG4bK"
+
+
+def new_branch() -> str:
+    """A fresh branch parameter: the RFC 3261 magic cookie ``z9hG4bK`` (§8.1.1.7) followed by
+    96 random bits (``secrets``), unique across space and time."""
+    return BRANCH_COOKIE + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class Timers:
+    """RFC 3261 timer values in seconds (§17, Table 4): T1 (RTT estimate), T2 (maximum
+    retransmit interval for non-INVITE requests), T4 (maximum time a message stays in the
+    network), and D for unreliable transports (at least 32 s)."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    d: float = 32.0
+
+    def __post_init__(self) -> None:
+        if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 >= 0 and self.d >= 0):
+            raise ValueError("timers: need T1 > 0, T2 >= T1, T4 >= 0, D >= 0")
+
+    @property
+    def timeout(self) -> float:
+        """Timers B, F and M: 64·T1."""
+        return 64 * self.t1
+
+
+class State(enum.Enum):
+    """Client transaction states (§17.1.1.2 Figure 5, §17.1.2.2 Figure 6, RFC 6026 Figure 5)."""
+
+    CALLING = "Calling"  # INVITE, before any response
+    TRYING = "Trying"  # non-INVITE, before any response
+    PROCEEDING = "Proceeding"
+    ACCEPTED = "Accepted"  # INVITE after a 2xx (RFC 6026)
+    COMPLETED = "Completed"
+    TERMINATED = "Terminated"
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """A message to hand to the transport. ``kind``: ``"request"`` (first transmission),
+    ``"retransmission"`` (timer A/E), or ``"ack"`` (ACK for a non-2xx final response,
+    including re-sent ACKs when the final response is retransmitted)."""
+
+    message: Request
+    kind: str
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    """A response for the transaction user: provisional (1xx) or final (≥ 200).
+    Retransmitted final responses are absorbed and not reported again, except 2xx to an
+    INVITE in the Accepted state (RFC 6026 §7.2), which the UA core must re-ACK."""
+
+    response: Response
+
+    @property
+    def final(self) -> bool:
+        return self.response.status_code >= 200
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """Timer B (INVITE) or F (non-INVITE) fired: no final response within 64·T1."""
+
+    timer: str
+
+
+@dataclass(frozen=True)
+class TransportFailed:
+    """The transport reported an error (§17.1.1.2 / §17.1.2.2 "transport error")."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminated:
+    """The transaction reached the Terminated state and can be forgotten."""
+
+
+Event = ResponseReceived | TimedOut | TransportFailed | Terminated
+
+
+@dataclass
+class TransactionOutput:
+    """What one input produced: messages to transmit (in order), events for the
+    transaction user (in order), and the absolute time of the next timer (None: no timer
+    is running, nothing to ``tick``)."""
+
+    transmit: list[Transmit] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    deadline: float | None = None
+
+
+def _top_via_value(request: Request) -> str:
+    vias = request.headers.values("Via")
+    if not vias:
+        raise SIPParseError("request has no Via header field")
+    return vias[0]
+
+
+def build_ack(request: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final ``response`` to INVITE ``request`` (RFC 3261 §17.1.1.3).
+
+    Same Request-URI, Call-ID, From and CSeq number as the INVITE; To from the response
+    (with its tag); one Via equal to the INVITE's top Via (same branch, the ACK is part of
+    the INVITE transaction, hop by hop); the INVITE's Route header fields. No body.
+    Raises :class:`SIPParseError` if the INVITE lacks Via, From, Call-ID or CSeq.
+    """
+    number, _method = request.cseq
+    headers = Headers()
+    headers.add("Via", _top_via_value(request))
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", _required(request, "From"))
+    headers.add("To", response.headers.get("To") or _required(request, "To"))
+    headers.add("Call-ID", _required(request, "Call-ID"))
+    headers.add("CSeq", f"{number} ACK")
+    return Request("ACK", request.uri, headers)
+
+
+def build_cancel(request: Request) -> Request:
+    """A CANCEL for ``request`` (RFC 3261 §9.1).
+
+    Same Request-URI, Call-ID, To (without a tag, as in the request), From and CSeq
+    number, method CANCEL; one Via equal to the request's top Via (same branch, so the
+    server matches it to the pending transaction); the request's Route header fields;
+    no Require/Proxy-Require; no body. The CANCEL is a new non-INVITE client transaction.
+    Raises :class:`SIPParseError` if the request lacks Via, From, To, Call-ID or CSeq.
+    """
+    number, _method = request.cseq
+    headers = Headers()
+    headers.add("Via", _top_via_value(request))
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", _required(request, "From"))
+    headers.add("To", _required(request, "To"))
+    headers.add("Call-ID", _required(request, "Call-ID"))
+    headers.add("CSeq", f"{number} CANCEL")
+    user_agent = request.headers.get("User-Agent")
+    if user_agent:
+        headers.add("User-Agent", user_agent)
+    return Request("CANCEL", request.uri, headers)
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.headers.get(name)
+    if value is None:
+        raise SIPParseError(f"request has no {name} header field")
+    return value
+
+
+class ClientTransaction:
+    """Common part of the INVITE and non-INVITE client transactions.
+
+    ``request`` must carry a top Via with an RFC 3261 branch (``z9hG4bK…``) and a CSeq;
+    ``reliable`` is true for TCP/TLS (no retransmissions, D/K zero). Raises
+    :class:`SIPParseError` if the request has no branch or CSeq.
+    """
+
+    def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
+        self.request = request
+        self.reliable = reliable
+        self.timers = timers or Timers()
+        top = request.top_via
+        if top is None or not top.branch:
+            raise SIPParseError("request has no Via branch")
+        self.branch: str = top.branch
+        self.method: str = request.method
+        self.cseq: tuple[int, str] = request.cseq
+        self.state: State = State.TERMINATED
+        self.final_response: Response | None = None
+        self.retransmissions: int = 0
+        self._timers: dict[str, float] = {}
+        self._interval: float = self.timers.t1
+
+    # -- matching (§17.1.3) ---------------------------------------------------------
+    def matches(self, response: Response) -> bool:
+        """True if ``response`` belongs to this transaction: its top Via branch equals the
+        request's branch and its CSeq method equals the request's method (§17.1.3)."""
+        try:
+            top = response.top_via
+            method = response.cseq[1]
+        except SIPParseError:
+            return False
+        return top is not None and top.branch == self.branch and method == self.method
+
+    @property
+    def deadline(self) -> float | None:
+        """Absolute time of the next timer, or None."""
+        return min(self._timers.values()) if self._timers else None
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    # -- inputs ------------------------------------------------------------------------
+    def start(self, now: float) -> TransactionOutput:
+        """Send the request for the first time and start the timers. Call once."""
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    def receive(self, response: Response, now: float) -> TransactionOutput:
+        """Feed a response that :meth:`matches` this transaction."""
+        out = TransactionOutput()
+        if self.terminated or not self.matches(response):
+            out.deadline = self.deadline
+            return out
+        if response.status_code < 200:
+            self._on_provisional(response, now, out)
+        else:
+            self._on_final(response, now, out)
+        out.deadline = self.deadline
+        return out
+
+    def transport_error(self, reason: str, now: float) -> TransactionOutput:
+        """The transport failed to send (or the connection broke): report and terminate."""
+        out = TransactionOutput()
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            out.events.append(TransportFailed(reason))
+        if not self.terminated:
+            self._terminate(out)
+        return out
+
+    def tick(self, now: float) -> TransactionOutput:
+        """Fire every timer due at or before ``now`` (in due order)."""
+        out = TransactionOutput()
+        # Each firing either removes its timer or moves it strictly later, so this ends.
+        for _ in range(1000):
+            due = [(t, name) for name, t in self._timers.items() if t <= now]
+            if not due or self.terminated:
+                break
+            _, name = min(due)
+            self._fire(name, now, out)
+        out.deadline = self.deadline
+        return out
+
+    # -- helpers -----------------------------------------------------------------------
+    def _terminate(self, out: TransactionOutput) -> None:
+        self.state = State.TERMINATED
+        self._timers.clear()
+        out.events.append(Terminated())
+
+    def _retransmit(self, out: TransactionOutput) -> None:
+        self.retransmissions += 1
+        out.transmit.append(Transmit(self.request, "retransmission"))
+
+    def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _on_final(self, response: Response, now: float, out: TransactionOutput) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _fire(self, name: str, now: float, out: TransactionOutput) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+class InviteClientTransaction(ClientTransaction):
+    """RFC 3261 §17.1.1 INVITE client transaction (Figure 5), with RFC 6026's Accepted state.
+
+    Calling —1xx→ Proceeding —2xx→ Accepted —Timer M→ Terminated; Calling/Proceeding
+    —300-699→ Completed (ACK sent) —Timer D→ Terminated; Calling —Timer B→ Terminated
+    (:class:`TimedOut`). Timer A retransmits the INVITE in Calling on unreliable transports.
+    """
+
+    def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
+        if request.method != "INVITE":
+            raise ValueError("InviteClientTransaction needs an INVITE")
+        super().__init__(request, reliable=reliable, timers=timers)
+        self.ack: Request | None = None
+
+    def start(self, now: float) -> TransactionOutput:
+        self.state = State.CALLING
+        out = TransactionOutput(transmit=[Transmit(self.request, "request")])
+        if not self.reliable:
+            self._interval = self.timers.t1
+            self._timers["A"] = now + self._interval
+        self._timers["B"] = now + self.timers.timeout
+        out.deadline = self.deadline
+        return out
+
+    def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
+        if self.state in (State.CALLING, State.PROCEEDING):
+            self.state = State.PROCEEDING
+            self._timers.pop("A", None)
+            self._timers.pop("B", None)
+            out.events.append(ResponseReceived(response))
+
+    def _on_final(self, response: Response, now: float, out: TransactionOutput) -> None:
+        code = response.status_code
+        if self.state in (State.CALLING, State.PROCEEDING):
+            self._timers.pop("A", None)
+            self._timers.pop("B", None)
+            self.final_response = response
+            out.events.append(ResponseReceived(response))
+            if code < 300:
+                self.state = State.ACCEPTED
+                self._timers["M"] = now + self.timers.timeout
+            else:
+                self.state = State.COMPLETED
+                self.ack = build_ack(self.request, response)
+                out.transmit.append(Transmit(self.ack, "ack"))
+                wait = 0.0 if self.reliable else self.timers.d
+                if wait <= 0:
+                    self._terminate(out)
+                else:
+                    self._timers["D"] = now + wait
+        elif self.state is State.ACCEPTED and code < 300:
+            out.events.append(ResponseReceived(response))  # the UA core re-sends its ACK
+        elif self.state is State.COMPLETED and code >= 300 and self.ack is not None:
+            out.transmit.append(Transmit(self.ack, "ack"))  # retransmitted final: ACK again
+
+    def _fire(self, name: str, now: float, out: TransactionOutput) -> None:
+        del self._timers[name]
+        if name == "A" and self.state is State.CALLING:
+            self._retransmit(out)
+            self._interval *= 2
+            self._timers["A"] = now + self._interval
+        elif name == "B" and self.state is State.CALLING:
+            out.events.append(TimedOut("B"))
+            self._terminate(out)
+        elif name in ("D", "M"):
+            self._terminate(out)
+
+
+class NonInviteClientTransaction(ClientTransaction):
+    """RFC 3261 §17.1.2 non-INVITE client transaction (Figure 6).
+
+    Trying —1xx→ Proceeding; Trying/Proceeding —final→ Completed —Timer K→ Terminated;
+    Timer F (64·T1) in Trying/Proceeding → :class:`TimedOut`. Timer E retransmits on
+    unreliable transports: T1, doubling up to T2 in Trying, T2 in Proceeding.
+    """
+
+    def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
+        if request.method in ("INVITE", "ACK"):
+            raise ValueError("NonInviteClientTransaction cannot carry INVITE or ACK")
+        super().__init__(request, reliable=reliable, timers=timers)
+
+    def start(self, now: float) -> TransactionOutput:
+        self.state = State.TRYING
+        out = TransactionOutput(transmit=[Transmit(self.request, "request")])
+        if not self.reliable:
+            self._interval = self.timers.t1
+            self._timers["E"] = now + self._interval
+        self._timers["F"] = now + self.timers.timeout
+        out.deadline = self.deadline
+        return out
+
+    def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
+        if self.state in (State.TRYING, State.PROCEEDING):
+            self.state = State.PROCEEDING
+            out.events.append(ResponseReceived(response))
+
+    def _on_final(self, response: Response, now: float, out: TransactionOutput) -> None:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return  # Completed: retransmissions of the final response are absorbed
+        self.final_response = response
+        self._timers.pop("E", None)
+        self._timers.pop("F", None)
+        self.state = State.COMPLETED
+        out.events.append(ResponseReceived(response))
+        wait = 0.0 if self.reliable else self.timers.t4
+        if wait <= 0:
+            self._terminate(out)
+        else:
+            self._timers["K"] = now + wait
+
+    def _fire(self, name: str, now: float, out: TransactionOutput) -> None:
+        del self._timers[name]
+        if name == "E" and self.state in (State.TRYING, State.PROCEEDING):
+            self._retransmit(out)
+            if self.state is State.TRYING:
+                self._interval = min(2 * self._interval, self.timers.t2)
+            else:
+                self._interval = self.timers.t2
+            self._timers["E"] = now + self._interval
+        elif name == "F" and self.state in (State.TRYING, State.PROCEEDING):
+            out.events.append(TimedOut("F"))
+            self._terminate(out)
+        elif name == "K":
+            self._terminate(out)
+
+
+def new_transaction(request: Request, *, reliable: bool, timers: Timers | None = None) -> ClientTransaction:
+    """The right client transaction for ``request``: INVITE → :class:`InviteClientTransaction`,
+    anything else but ACK → :class:`NonInviteClientTransaction` (an ACK for a 2xx is not a
+    transaction, RFC 3261 §17.1; send it directly). Raises ``ValueError`` for ACK."""
+    if request.method == "INVITE":
+        return InviteClientTransaction(request, reliable=reliable, timers=timers)
+    return NonInviteClientTransaction(request, reliable=reliable, timers=timers)
