@@ -1,0 +1,356 @@
+"""Digest authentication, client side (RFC 7616, RFC 8760 for SIP, RFC 2617, RFC 3261 §22).
+
+* :meth:`DigestChallenge.parse` reads one ``WWW-Authenticate`` / ``Proxy-Authenticate``
+  value; :func:`challenges_from` collects every challenge of a 401/407 response;
+  :func:`choose_challenge` picks the strongest one we support.
+* :class:`DigestClient` answers a challenge with an ``Authorization`` (401) or
+  ``Proxy-Authorization`` (407) value, counting ``nc`` per nonce and drawing a random
+  ``cnonce`` (``secrets``).
+* :func:`digest_response` is the pure response computation (RFC 7616 §3.4.1-§3.4.3).
+
+Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256, SHA-512-256-sess;
+qop ``auth``, ``auth-int`` (H(entity-body)) or none (RFC 2069 compatibility).
+``stale=true`` is exposed as :attr:`DigestChallenge.stale`; retrying is the caller's job.
+Errors: :class:`~skinnysip.sip.message.SIPParseError` for unparseable challenges,
+``ValueError`` for a challenge this client cannot answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from skinnysip.sip.message import Headers, SIPParseError
+
+__all__ = [
+    "ALGORITHMS",
+    "DigestChallenge",
+    "DigestClient",
+    "challenges_from",
+    "choose_challenge",
+    "digest_response",
+]
+
+#: Canonical algorithm names → (hash constructor name, strength rank). RFC 7616 §6.1.
+ALGORITHMS: dict[str, tuple[str, int]] = {
+    "MD5": ("md5", 1),
+    "MD5-sess": ("md5", 1),
+    "SHA-256": ("sha256", 2),
+    "SHA-256-sess": ("sha256", 2),
+    "SHA-512-256": ("sha512_256", 3),
+    "SHA-512-256-sess": ("sha512_256", 3),
+}
+_BY_UPPER = {name.upper(): name for name in ALGORITHMS}
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PARAM_RE = re.compile(rf"[ \t]*({_TOKEN})[ \t]*=[ \t]*({_QUOTED}|[^\s,\"]+)[ \t]*(?:,|$)", re.S)
+_SCHEME_RE = re.compile(rf"[ \t,]*({_TOKEN})(?:[ \t]+|$)")
+_TOKEN68_RE = re.compile(r"[ \t]*([A-Za-z0-9\-._~+/]+=*)[ \t]*(?:,|$)")
+_UNESCAPE_RE = re.compile(r"\\(.)", re.S)
+
+
+def _unquote(value: str) -> str:
+    if value.startswith('"'):
+        return _UNESCAPE_RE.sub(r"\1", value[1:-1])
+    return value
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
+    """Split one header value into ``(scheme, {param: unquoted value})`` challenges.
+
+    RFC 7235 §4.1 allows several challenges in one field: a new challenge starts where
+    a token is followed by whitespace instead of ``=``. A token68 credential (e.g.
+    ``Negotiate abc==``) is stored under the empty name.
+    """
+    out: list[tuple[str, dict[str, str]]] = []
+    pos = 0
+    n = len(value)
+    while True:
+        while pos < n and value[pos] in " \t,":
+            pos += 1
+        if pos >= n:
+            break
+        m = _SCHEME_RE.match(value, pos)
+        if m is None:
+            raise SIPParseError(f"bad challenge near {value[pos:pos + 30]!r}")
+        scheme = m.group(1)
+        pos = m.end()
+        params: dict[str, str] = {}
+        m68 = _TOKEN68_RE.match(value, pos)
+        if m68 is not None:
+            params[""] = m68.group(1)
+            pos = m68.end()
+        else:
+            while (pm := _PARAM_RE.match(value, pos)) is not None:
+                name = pm.group(1).lower()
+                if name in params:
+                    raise SIPParseError(f"auth-param {name!r} repeated")
+                params[name] = _unquote(pm.group(2))
+                pos = pm.end()
+        out.append((scheme, params))
+    if not out:
+        raise SIPParseError("empty challenge")
+    return out
+
+
+@dataclass
+class DigestChallenge:
+    """One Digest challenge (RFC 7616 §3.3, RFC 3261 §22.4).
+
+    ``algorithm`` is canonical (``"MD5"``, ``"MD5-sess"``, ``"SHA-256"``,
+    ``"SHA-256-sess"``, ``"SHA-512-256"``, ``"SHA-512-256-sess"``; ``"MD5"`` when absent;
+    unknown algorithms are kept as sent, see :attr:`supported`); ``algorithm_token`` is
+    the algorithm as the server spelled it (``None`` if absent). ``qop_options`` are
+    lower-cased tokens (``[]`` means RFC 2069 mode). ``proxy`` is true for a
+    ``Proxy-Authenticate`` challenge (answer with ``Proxy-Authorization``).
+    """
+
+    realm: str
+    nonce: str
+    algorithm: str = "MD5"
+    qop_options: list[str] = field(default_factory=list)
+    opaque: str | None = None
+    stale: bool = False
+    domain: str | None = None
+    charset: str | None = None
+    userhash: bool = False
+    proxy: bool = False
+    algorithm_token: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, header_value: str, proxy: bool = False) -> DigestChallenge:
+        """Parse one ``WWW-Authenticate``/``Proxy-Authenticate`` value holding one challenge.
+
+        Raises :class:`SIPParseError` for another scheme (e.g. ``Basic``), several
+        challenges, a missing ``realm`` or ``nonce``, or bad syntax.
+        """
+        if not isinstance(header_value, str):
+            raise SIPParseError("challenge must be text")
+        challenges = _parse_challenge_list(header_value)
+        if len(challenges) != 1:
+            raise SIPParseError(f"{len(challenges)} challenges in one value; use challenges_from()")
+        return cls._from_params(*challenges[0], proxy=proxy)
+
+    @classmethod
+    def _from_params(cls, scheme: str, params: dict[str, str], proxy: bool) -> DigestChallenge:
+        if scheme.lower() != "digest":
+            raise SIPParseError(f"unsupported authentication scheme {scheme!r} (only Digest)")
+        if "realm" not in params:
+            raise SIPParseError("Digest challenge without realm")
+        if "nonce" not in params:
+            raise SIPParseError("Digest challenge without nonce")
+        token = params.get("algorithm")
+        algorithm = "MD5" if token is None else _BY_UPPER.get(token.upper(), token)
+        qop = [q.strip().lower() for q in params.get("qop", "").split(",") if q.strip()]
+        return cls(
+            realm=params["realm"],
+            nonce=params["nonce"],
+            algorithm=algorithm,
+            qop_options=qop,
+            opaque=params.get("opaque"),
+            stale=params.get("stale", "").lower() == "true",
+            domain=params.get("domain"),
+            charset=params.get("charset"),
+            userhash=params.get("userhash", "").lower() == "true",
+            proxy=proxy,
+            algorithm_token=token,
+            params=dict(params),
+        )
+
+    @property
+    def supported(self) -> bool:
+        """True if :class:`DigestClient` can answer: known algorithm, and no qop or auth/auth-int."""
+        if self.algorithm not in ALGORITHMS:
+            return False
+        return not self.qop_options or any(q in ("auth", "auth-int") for q in self.qop_options)
+
+    @property
+    def strength(self) -> int:
+        """Rank for :func:`choose_challenge`: SHA-512-256 3, SHA-256 2, MD5 1, unsupported 0."""
+        return ALGORITHMS[self.algorithm][1] if self.supported else 0
+
+
+class _HasHeaders(Protocol):
+    headers: Headers
+
+
+def challenges_from(response: _HasHeaders) -> list[DigestChallenge]:
+    """Every Digest challenge of a response, in wire order (RFC 3261 §22.2, §22.3).
+
+    ``WWW-Authenticate`` fields give ``proxy=False``, ``Proxy-Authenticate`` fields
+    ``proxy=True``. Fields that do not parse, and non-Digest challenges, are skipped.
+    """
+    out: list[DigestChallenge] = []
+    for name, proxy in (("WWW-Authenticate", False), ("Proxy-Authenticate", True)):
+        for value in response.headers.get_all(name):
+            try:
+                items = _parse_challenge_list(value)
+            except SIPParseError:
+                continue
+            for scheme, params in items:
+                try:
+                    out.append(DigestChallenge._from_params(scheme, params, proxy))
+                except SIPParseError:
+                    continue
+    return out
+
+
+def choose_challenge(challenges: Iterable[DigestChallenge]) -> DigestChallenge | None:
+    """The strongest supported challenge (SHA-512-256 > SHA-256 > MD5; ``-sess`` ranks
+    like its base; first one wins a tie), or ``None`` if none is supported (RFC 7616 §3.7)."""
+    best: DigestChallenge | None = None
+    for c in challenges:
+        if c.strength and (best is None or c.strength > best.strength):
+            best = c
+    return best
+
+
+def _hash(algorithm: str) -> Callable[[bytes], str]:
+    canonical = _BY_UPPER.get(algorithm.upper())
+    if canonical is None:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    name = ALGORITHMS[canonical][0]
+
+    def h(data: bytes) -> str:
+        return hashlib.new(name, data).hexdigest()
+
+    return h
+
+
+def digest_response(
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    nc: str | None,
+    cnonce: str | None,
+    qop: str | None,
+    body: bytes = b"",
+) -> str:
+    """The ``response`` value (lower-case hex), RFC 7616 §3.4.1-§3.4.3 / RFC 2617 §3.2.2.
+
+    ``A1 = username:realm:password`` (``-sess``: ``H(A1):nonce:cnonce``);
+    ``A2 = method:uri`` (``auth-int``: ``method:uri:H(body)``); with ``qop``:
+    ``KD(H(A1), nonce:nc:cnonce:qop:H(A2))``, without: ``KD(H(A1), nonce:H(A2))``.
+    Strings are hashed as UTF-8. Raises ``ValueError`` for an unknown algorithm.
+    """
+    h = _hash(algorithm)
+    a1 = h(f"{username}:{realm}:{password}".encode())
+    if algorithm.upper().endswith("-SESS"):
+        a1 = h(f"{a1}:{nonce}:{cnonce or ''}".encode())
+    if qop == "auth-int":
+        a2 = h(f"{method}:{uri}:".encode() + h(body).encode())
+    else:
+        a2 = h(f"{method}:{uri}".encode())
+    if qop:
+        return h(f"{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}".encode())
+    return h(f"{a1}:{nonce}:{a2}".encode())
+
+
+def _default_cnonce() -> str:
+    return secrets.token_hex(16)
+
+
+class DigestClient:
+    """Answers Digest challenges for one set of credentials (RFC 7616 §3.4, RFC 3261 §22.2).
+
+    Keeps the nonce count per nonce (``nc``: ``"00000001"``, ``"00000002"``, ... for
+    successive requests under one nonce; at most 64 nonces remembered). ``cnonce_factory``
+    returns a fresh cnonce (default: 32 random hex digits from ``secrets``).
+    """
+
+    _MAX_NONCES = 64
+
+    def __init__(self, username: str, password: str, cnonce_factory: Callable[[], str] | None = None) -> None:
+        self.username = username
+        self._password = password
+        self._cnonce = cnonce_factory or _default_cnonce
+        self._nc: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"DigestClient(username={self.username!r})"
+
+    def _next_nc(self, nonce: str) -> str:
+        count = self._nc.pop(nonce, 0) + 1
+        self._nc[nonce] = count
+        while len(self._nc) > self._MAX_NONCES:
+            del self._nc[next(iter(self._nc))]
+        return f"{count:08x}"
+
+    def authorization(
+        self,
+        challenge: DigestChallenge,
+        method: str,
+        uri: str,
+        body: bytes = b"",
+        qop: str | None = None,
+    ) -> tuple[str, str]:
+        """Build the credentials for ``challenge``.
+
+        Returns ``(header name, value)``: ``"Authorization"`` or, for a proxy challenge,
+        ``"Proxy-Authorization"``. ``uri`` is the Request-URI exactly as sent (a ``sips:``
+        URI stays ``sips:``); ``body`` is the message body (used by ``auth-int``).
+        qop: ``qop`` if given (must be offered), else ``auth`` if offered, else
+        ``auth-int``, else none (RFC 2069 style). ``opaque`` is echoed; ``algorithm`` is
+        echoed as the server spelled it. Raises ``ValueError`` if the challenge is not
+        :attr:`~DigestChallenge.supported` or ``qop`` was not offered.
+        """
+        if not challenge.supported:
+            raise ValueError(
+                f"cannot answer challenge: algorithm {challenge.algorithm!r}, qop {challenge.qop_options!r}"
+            )
+        offered = challenge.qop_options
+        if qop is not None:
+            if qop not in offered or qop not in ("auth", "auth-int"):
+                raise ValueError(f"qop {qop!r} not offered (offered: {offered!r})")
+            chosen: str | None = qop
+        elif "auth" in offered:
+            chosen = "auth"
+        elif "auth-int" in offered:
+            chosen = "auth-int"
+        else:
+            chosen = None
+        sess = challenge.algorithm.endswith("-sess")
+        cnonce = self._cnonce() if (chosen or sess) else None
+        nc = self._next_nc(challenge.nonce) if chosen else None
+        response = digest_response(
+            challenge.algorithm, self.username, challenge.realm, self._password,
+            method, uri, challenge.nonce, nc, cnonce, chosen, body,
+        )
+        if challenge.userhash:
+            username = _hash(challenge.algorithm)(f"{self.username}:{challenge.realm}".encode())
+        else:
+            username = self.username
+        parts = [
+            f"Digest username={_quote(username)}",
+            f"realm={_quote(challenge.realm)}",
+            f"nonce={_quote(challenge.nonce)}",
+            f"uri={_quote(uri)}",
+            f"response={_quote(response)}",
+        ]
+        if challenge.algorithm_token is not None:
+            parts.append(f"algorithm={challenge.algorithm_token}")
+        if cnonce is not None:
+            parts.append(f"cnonce={_quote(cnonce)}")
+        if chosen:
+            parts.append(f"qop={chosen}")
+            parts.append(f"nc={nc}")
+        if challenge.opaque is not None:
+            parts.append(f"opaque={_quote(challenge.opaque)}")
+        if challenge.userhash:
+            parts.append("userhash=true")
+        name = "Proxy-Authorization" if challenge.proxy else "Authorization"
+        return name, ", ".join(parts)
