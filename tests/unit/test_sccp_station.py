@@ -1,0 +1,283 @@
+"""The sans-IO SCCP station: registration, keepalive, calls and media signalling, with fake time."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from skinnysip.sccp.messages import SCCPMessage, decode_frame, encode
+from skinnysip.sccp.station import (
+    CallEnded,
+    CallStateChanged,
+    Capability,
+    CloseReceiveChannelRequested,
+    IncomingCall,
+    KeepAliveAcked,
+    OpenReceiveChannelRequested,
+    Registered,
+    RegisterRejected,
+    RegistrationComplete,
+    StartMediaRequested,
+    Station,
+    StationConfig,
+    StationError,
+    StopMediaRequested,
+    Unregistered,
+    label_text,
+    validate_device_name,
+)
+
+
+def cm(name: str, fields: dict[str, Any] | None = None, pv: int = 0) -> SCCPMessage:
+    """A CM→station message as the station's driver would hand it over (encoded, then decoded)."""
+    return decode_frame(encode(name, fields or {}, protocol_version=pv), protocol_version=pv)
+
+
+def sent(st: Station) -> list[SCCPMessage]:
+    return [decode_frame(f, protocol_version=st.protocol_version) for f in st.take_outgoing()]
+
+
+def names(msgs: list[SCCPMessage]) -> list[str]:
+    return [m.name for m in msgs]
+
+
+def registered_station(pv: int = 11, lines: int = 1) -> Station:
+    st = Station(StationConfig(protocol_version=pv, station_ip="10.0.0.5"))
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30, "maxProtocolVer": pv}), 0.1)
+    st.receive(cm("CapabilitiesReq"), 0.1)
+    defs = [{"instanceNumber": i + 1, "buttonDefinition": 9} for i in range(lines)]
+    st.receive(cm("ButtonTemplate", {"buttonCount": lines, "totalButtonCount": lines, "definitions": defs}), 0.2)
+    st.take_outgoing()
+    return st
+
+
+@pytest.mark.parametrize("name", ["SEP001122334455", "SEPAABBCCDDEEFF", "SEP00aabbccddee", "ATA00112233AA01",
+                                  "BAT001122334455", "VGC001122334455", "AN0011223344001", "CSFjdoe"])
+def test_valid_device_names(name: str) -> None:
+    assert validate_device_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "SEP00112233445", "SEP0011223344556", "SEPGG1122334455", "XYZ001122334455",
+                                  "SEP001122334455\x00", "sep001122334455", "CSF", "CSFtoolongname123"])
+def test_invalid_device_names(name: str) -> None:
+    with pytest.raises(StationError, match="invalid device name"):
+        validate_device_name(name)
+    with pytest.raises(StationError):
+        StationConfig(device_name=name)
+
+
+def test_register_message_fields() -> None:
+    st = Station(StationConfig(device_name="SEP00AABBCCDDEE", device_type=8, protocol_version=15,
+                               station_ip="192.0.2.7"))
+    st.register(0.0)
+    [frame] = st.take_outgoing()
+    reg = decode_frame(frame)
+    assert reg.name == "Register"
+    assert reg.fields["deviceName"] == "SEP00AABBCCDDEE"
+    assert reg.fields["deviceType"] == 8
+    assert reg.fields["protocolVer"] == 15
+    assert reg.fields["stationIpAddr"] == "192.0.2.7"
+    assert frame[12 + 24 : 12 + 28] == bytes([192, 0, 2, 7])  # network order (reference §1.3)
+    assert frame[12 + 40] == 15  # protocolVer byte at payload offset 40 (§3.1)
+    with pytest.raises(StationError):
+        st.register(0.0)  # already registering
+
+
+def test_full_registration_sequence_collects_lines_speed_dials_and_soft_keys() -> None:
+    st = Station(StationConfig(station_ip="10.0.0.5"))
+    st.register(0.0)
+    assert names(sent(st)) == ["Register"]
+    events = st.receive(cm("RegisterAck", {"keepAliveInterval": 25, "dateTemplate": "D-M-Y",
+                                           "secondaryKeepAliveInterval": 25, "maxProtocolVer": 11}), 1.0)
+    assert events == [Registered(25, 25, 11, "D-M-Y")]
+    assert st.next_deadline() == pytest.approx(min(26.0, 1.0 + st.config.config_request_delay))
+    assert st.receive(cm("CapabilitiesReq"), 1.0) == []
+    out = sent(st)
+    assert names(out) == ["CapabilitiesRes", "ButtonTemplateReq", "SoftKeyTemplateReq", "SoftKeySetReq"]
+    caps = out[0].fields["caps"]
+    assert out[0].fields["capCount"] == 2
+    assert [c["payloadCapability"] for c in caps] == [4, 2]  # G.711 µ-law 4, A-law 2 (§4.9)
+    defs = [{"instanceNumber": 1, "buttonDefinition": 9}, {"instanceNumber": 2, "buttonDefinition": 9},
+            {"instanceNumber": 1, "buttonDefinition": 2}]
+    st.receive(cm("ButtonTemplate", {"buttonCount": 3, "totalButtonCount": 3, "definitions": defs}), 1.1)
+    out = sent(st)
+    assert names(out) == ["LineStatReq", "LineStatReq", "SpeedDialStatReq"]
+    assert [m.fields.get("lineNumber") for m in out[:2]] == [1, 2]
+    st.receive(cm("LineStat", {"lineNumber": 1, "lineDirNumber": "1001", "lineFullyQualifiedDisplayName": "Alice",
+                               "lineTextLabel": "A"}), 1.2)
+    st.receive(cm("LineStat", {"lineNumber": 2, "lineDirNumber": "1003", "lineTextLabel": "\x80\x0b"}), 1.2)
+    st.receive(cm("SpeedDialStat", {"number": 1, "dirNumber": "600", "displayName": "Echo"}), 1.2)
+    st.receive(cm("SoftKeyTemplateRes", {"softKeyCount": 2, "totalSoftKeyCount": 2, "definitions": [
+        {"softKeyLabel": "\x80\x01", "softKeyEvent": 1}, {"softKeyLabel": "\x80\x0b", "softKeyEvent": 11}]}), 1.3)
+    assert sent(st) == []  # SoftKeySetRes still missing
+    st.receive(cm("SoftKeySetRes", {"softKeySetCount": 1, "definitions": [
+        {"softKeyTemplateIndex": [1, 2] + [0] * 14, "softKeyInfoIndex": [301, 302] + [0] * 14}]}), 1.3)
+    assert names(sent(st)) == ["TimeDateReq"]
+    events = st.receive(cm("DefineTimeDate", {"year": 2024, "month": 5, "day": 1}), 1.4)
+    assert events == [RegistrationComplete()]
+    assert st.registration_complete
+    assert st.lines[1].dir_number == "1001" and st.lines[1].fully_qualified_display_name == "Alice"
+    assert st.lines[2].text_label == "Answer"  # 0x80 label escape expanded
+    assert st.speed_dials[1].dir_number == "600" and st.speed_dials[1].display_name == "Echo"
+    assert [(k.label, k.event) for k in st.soft_keys] == [("Redial", 1), ("Answer", 11)]
+    assert st.soft_key_sets == [[1, 2]]
+
+
+def test_configuration_requested_even_without_capabilities_req() -> None:
+    st = Station(StationConfig(config_request_delay=2.0))
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30}), 10.0)
+    st.take_outgoing()
+    st.tick(11.9)
+    assert sent(st) == []
+    st.tick(12.0)
+    assert names(sent(st)) == ["ButtonTemplateReq", "SoftKeyTemplateReq", "SoftKeySetReq"]
+
+
+def test_register_reject_reports_reason() -> None:
+    st = Station(StationConfig())
+    st.register(0.0)
+    events = st.receive(cm("RegisterReject", {"text": "No Authority: SEP001122334455"}), 0.5)
+    assert events == [RegisterRejected("No Authority: SEP001122334455")]
+    assert st.state == "rejected" and st.next_deadline() is None
+
+
+def test_keepalive_loop_honours_interval_and_measures_round_trip() -> None:
+    st = Station(StationConfig())
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30}), 0.0)
+    st.receive(cm("CapabilitiesReq"), 0.0)
+    st.take_outgoing()
+    assert st.next_deadline() == 30.0
+    st.tick(29.9)
+    assert sent(st) == []
+    st.tick(30.0)
+    assert names(sent(st)) == ["KeepAlive"]
+    assert st.next_deadline() == 60.0
+    [ev] = st.receive(cm("KeepAliveAck"), 30.25)
+    assert isinstance(ev, KeepAliveAcked) and ev.round_trip == pytest.approx(0.25)
+    st.tick(200.0)  # the driver was late: one KeepAlive, not a burst
+    assert names(sent(st)) == ["KeepAlive"]
+    assert st.next_deadline() == 230.0
+
+
+def test_protocol_version_negotiation() -> None:
+    st = Station(StationConfig(protocol_version=11))
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30, "maxProtocolVer": 0x30}), 0.0)  # [AST]'s ASCII '0'
+    assert st.protocol_version == 11
+    st2 = Station(StationConfig(protocol_version=17))
+    st2.register(0.0)
+    st2.receive(cm("RegisterAck", {"keepAliveInterval": 30, "maxProtocolVer": 8}), 0.0)
+    assert st2.protocol_version == 8
+
+
+def test_place_call_dials_after_offhook_including_star_and_hash() -> None:
+    st = registered_station()
+    call = st.place_call("6*0#", 1.0)
+    [off] = sent(st)
+    assert off.name == "OffHook" and off.fields["lineInstance"] == 1
+    events = st.receive(cm("CallState", {"callState": 1, "lineInstance": 1, "callReference": 77}), 1.1)
+    assert events == [CallStateChanged(1, "OffHook", 1, 77)]
+    keys = sent(st)
+    assert names(keys) == ["KeypadButton"] * 4
+    assert [k.fields["kpButton"] for k in keys] == [6, 14, 0, 15]  # '*' = 14, '#' = 15 (§3.11)
+    assert {k.fields["callReference"] for k in keys} == {77}
+    st.receive(cm("StartTone", {"tone": 0x21, "lineInstance": 1, "callReference": 77}), 1.1)
+    st.receive(cm("DisplayPromptStatus", {"promptStatus": "\x80\x16", "lineInstance": 1, "callReference": 77}), 1.2)
+    st.receive(cm("DialedNumber", {"dialedNumber": "6*0#", "lineInstance": 1, "callReference": 77}), 1.2)
+    st.receive(cm("CallInfo", {"callingParty": "1001", "calledParty": "600", "lineInstance": 1,
+                               "callReference": 77}), 1.2)
+    st.receive(cm("CallState", {"callState": 5, "lineInstance": 1, "callReference": 77}), 1.3)
+    assert call.call_reference == 77
+    assert call.states == ["OffHook", "Connected"]
+    assert call.tones == ["InsideDialTone"] and call.prompts == ["Ring out"]
+    assert call.dialed_number == "6*0#" and call.called_party == "600" and call.calling_party == "1001"
+    st.hang_up()
+    [on] = sent(st)
+    assert on.name == "OnHook" and on.fields["callReference"] == 77
+    events = st.receive(cm("CallState", {"callState": 2, "lineInstance": 1, "callReference": 77}), 2.0)
+    assert CallEnded(1, 77) in events and call.ended
+
+
+@pytest.mark.parametrize("pv, slot", [(11, 12), (17, 28)])
+def test_open_receive_channel_ack_puts_pass_thru_party_id_in_its_slot(pv: int, slot: int) -> None:
+    st = registered_station(pv)
+    [req] = st.receive(cm("OpenReceiveChannel", {"conferenceId": 5, "passThruPartyId": 0xABCD,
+                                                 "millisecondPacketSize": 30, "compressionType": 2,
+                                                 "callReference": 5}, pv), 1.0)
+    assert req == OpenReceiveChannelRequested(5, 0xABCD, 5, 30, 2)
+    st.receive_channel_opened(req, "127.0.0.1", 40000)
+    [frame] = st.take_outgoing()
+    payload = frame[12:]
+    assert struct.unpack_from("<I", payload, 0)[0] == 0  # status OK
+    assert payload[4:8] == bytes([127, 0, 0, 1]) if pv < 17 else payload[8:12] == bytes([127, 0, 0, 1])
+    assert struct.unpack_from("<I", payload, slot - 4)[0] == 40000  # port LE
+    assert struct.unpack_from("<I", payload, slot)[0] == 0xABCD  # passThruPartyId (§3.19, §7.3)
+    assert len(payload) == (20 if pv < 17 else 36)
+
+
+@pytest.mark.parametrize("pv", [11, 17])
+def test_media_start_stop_events(pv: int) -> None:
+    st = registered_station(pv)
+    [start] = st.receive(cm("StartMediaTransmission", {"conferenceId": 5, "passThruPartyId": 9, "callReference": 5,
+                                                       "remoteIpAddr": "127.0.0.2", "remotePortNumber": 30000,
+                                                       "millisecondPacketSize": 20, "compressionType": 4}, pv), 1.0)
+    assert start == StartMediaRequested(5, 9, 5, "127.0.0.2", 30000, 20, 4)
+    assert st.receive(cm("StopMediaTransmission", {"passThruPartyId": 9, "callReference": 5}, pv), 2.0) == [
+        StopMediaRequested(9, 5)]
+    assert st.receive(cm("CloseReceiveChannel", {"passThruPartyId": 9, "callReference": 5}, pv), 2.0) == [
+        CloseReceiveChannelRequested(9, 5)]
+
+
+def test_incoming_call_answered_by_offhook_or_soft_key() -> None:
+    st = registered_station()
+    st.receive(cm("SoftKeyTemplateRes", {"softKeyCount": 1, "definitions": [
+        {"softKeyLabel": "\x80\x0b", "softKeyEvent": 42}]}), 0.5)
+    st.take_outgoing()
+    events = st.receive(cm("CallState", {"callState": 4, "lineInstance": 1, "callReference": 900}), 1.0)
+    assert IncomingCall(1, 900) in events
+    st.receive(cm("SetRinger", {"ringMode": 2, "lineInstance": 1, "callReference": 900}), 1.0)
+    st.answer()
+    [off] = sent(st)
+    assert off.name == "OffHook" and off.fields == {"lineInstance": 1, "callReference": 900}
+    st.answer(use_soft_key=True)
+    [sk] = sent(st)
+    assert sk.name == "SoftKeyEvent" and sk.fields["softKeyEvent"] == 42  # read from the template
+    assert sk.fields["callReference"] == 900
+
+
+def test_bad_requests_raise_station_error() -> None:
+    st = Station(StationConfig())
+    with pytest.raises(StationError, match="not registered"):
+        st.place_call("600", 0.0)
+    st = registered_station()
+    with pytest.raises(StationError, match="cannot dial"):
+        st.place_call("60x", 0.0)
+    assert st.take_outgoing() == []  # nothing half-sent
+    with pytest.raises(StationError, match="no ringing call"):
+        st.answer()
+
+
+def test_unregister() -> None:
+    st = registered_station()
+    st.unregister(5.0)
+    [msg] = sent(st)
+    assert msg.name == "Unregister"
+    assert st.next_deadline() is None or st.next_deadline() > 5.0
+    assert st.receive(cm("UnregisterAck", {"status": 0}), 5.1) == [Unregistered(0)]
+    assert st.state == "unregistered"
+
+
+def test_custom_capabilities_and_label_text() -> None:
+    st = Station(StationConfig(capabilities=(Capability(2, 20),)))
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30}), 0.0)
+    st.receive(cm("CapabilitiesReq"), 0.0)
+    res = sent(st)[1]
+    assert res.fields["capCount"] == 1 and res.fields["caps"][0]["payloadCapability"] == 2
+    assert label_text("\x80\x18 to 1001") == "Connected to 1001"
+    assert label_text("\x80\x7e") == "<label 0x7E>"
