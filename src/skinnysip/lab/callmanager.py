@@ -1,0 +1,640 @@
+"""A small SCCP call manager for tests and demos, built on the same codec as the station.
+
+It behaves as ``sccp-reference.md`` §5 describes a real one (Asterisk's ``chan_skinny`` message
+sets, with chan-sccp's UnregisterAck):
+
+- registration (§5.1): configured device names get RegisterAck (+ CapabilitiesReq); others get
+  RegisterReject ``"No Authority: <name>"`` and the connection is closed; KeepAlive is answered
+  (also before Register); ButtonTemplate with the device's lines and speed dials, SoftKeyTemplateRes,
+  SoftKeySetRes, LineStat, SpeedDialStat, DefineTimeDate, Version; Unregister → UnregisterAck.
+- calls (§5.2, §5.3): off-hook gives dial tone; digits are collected until they name an
+  extension: the **echo extension** (the CM's own RTP socket sends the caller's audio back),
+  the **tone extension** (the CM sends a 1 kHz G.711 tone), or another registered device's
+  line (the callee rings: CallState RingIn, SetRinger, CallInfo; on answer both get
+  OpenReceiveChannel, then StartMediaTransmission pointing each at the other's RTP address, so
+  RTP flows station to station). OnHook tears down as §5.2 step 6.
+
+Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), header version 0, as [AST].
+Sessions end after 3 × keepalive of silence, or 30 s without Register. Everything is bounded:
+sessions, message records, tone duration, echo volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from skinnysip.net.rtp import RTPEndpoint, looping_source
+from skinnysip.net.sccp_transport import SCCPConnectionError, SCCPTransport
+from skinnysip.result import WireMessage
+from skinnysip.rtp import g711
+from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
+from skinnysip.rtp.packet import RTPPacket
+from skinnysip.rtp.stats import RTPSender
+from skinnysip.rtp.tones import sine
+from skinnysip.sccp import enums
+from skinnysip.sccp.messages import SCCPMessage, encode
+
+LINE = 0x09  # stimulus / button type Line
+SPEED_DIAL = 0x02
+MAX_PROTOCOL = 22
+MAX_RECORD = 5000  # wire messages kept per session
+ECHO_LIMIT = 500_000  # packets reflected per call leg, at most
+
+#: soft-key template: label escape 0x80+n for events 1–18 ([AST] style: label code = event)
+SOFT_KEYS = list(range(1, 19))
+#: soft-key sets by mode (§4.7), as 1-based template indices
+SOFT_KEY_SETS: dict[int, list[int]] = {
+    0: [1, 2, 5, 6, 7],  # OnHook: Redial NewCall CfwdAll CfwdBusy CfwdNoAnswer
+    1: [3, 9, 4, 14, 13],  # Connected: Hold EndCall Transfer Park Confrn
+    2: [10, 2],  # OnHold: Resume NewCall
+    3: [11, 9],  # RingIn: Answer EndCall
+    4: [1, 9, 5],  # OffHook: Redial EndCall CfwdAll
+    6: [8, 9],  # DigitsFollowing: BackSpace EndCall
+    8: [9],  # RingOut: EndCall
+}
+
+
+@dataclass
+class LabLine:
+    """A line on a lab device: directory number, label and display name."""
+
+    number: str
+    label: str = ""
+    display_name: str = ""
+
+
+@dataclass
+class LabDevice:
+    """A device the CM accepts, with its lines and speed dials (number, display name)."""
+
+    name: str
+    lines: list[LabLine]
+    speed_dials: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class LabConfig:
+    """The lab CM's configuration. ``port`` 0 picks a free port; ``tls_cert``/``tls_key``
+    (PEM files) switch the listener to TLS. ``keep_alive_interval`` is in seconds."""
+
+    devices: list[LabDevice]
+    echo_extension: str = "600"
+    tone_extension: str = "601"
+    host: str = "127.0.0.1"
+    port: int = 0
+    rtp_host: str | None = None
+    keep_alive_interval: int = 30
+    register_timeout: float = 30.0
+    tone_seconds: float = 120.0
+    max_sessions: int = 64
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def demo(cls, **kwargs: Any) -> LabConfig:
+        """Two phones: SEP001122334455 (line 1001, speed dial 600 "Echo") and SEP00112233445A
+        (line 1002); echo on 600, tone on 601."""
+        devices = [
+            LabDevice("SEP001122334455", [LabLine("1001", "Alice", "Alice Example")], [("600", "Echo")]),
+            LabDevice("SEP00112233445A", [LabLine("1002", "Bob", "Bob Example")]),
+        ]
+        return cls(devices=devices, **kwargs)
+
+
+def _payload_type(compression_type: int) -> int:
+    return PT_PCMA if compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
+
+
+class _Leg:
+    """One station's side of a call."""
+
+    def __init__(self, session: _Session, line: int, ref: int, outgoing: bool) -> None:
+        self.session = session
+        self.line = line
+        self.ref = ref
+        self.outgoing = outgoing
+        self.pass_thru = ref
+        self.state = "offhook"  # offhook, dialing, ringout, ringin, connected, ended
+        self.digits = ""
+        self.kind = ""  # echo, tone, station
+        self.peer: _Leg | None = None
+        self.rtp_addr: tuple[str, int] | None = None
+        self.media_requested = False
+        self.media_started = False
+        self.endpoint: RTPEndpoint | None = None
+        self.reflected = 0
+
+    @property
+    def number(self) -> str:
+        lines = self.session.device.lines if self.session.device else []
+        return lines[self.line - 1].number if 0 < self.line <= len(lines) else ""
+
+
+class _Session:
+    """One station connection on the lab CM."""
+
+    def __init__(self, cm: LabCallManager, transport: SCCPTransport) -> None:
+        self.cm = cm
+        self.transport = transport
+        self.device: LabDevice | None = None
+        self.name = ""
+        self.device_type = 0
+        self.protocol_version = 0
+        self.codec = enums.MEDIA_PAYLOAD_G711_ULAW_64K
+        self.legs: dict[int, _Leg] = {}
+        self.closing = False
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    async def send(self, name: str, fields: dict[str, Any] | None = None) -> None:
+        await self.transport.send(encode(name, fields or {}, protocol_version=self.protocol_version))
+        if len(self.transport.messages) > MAX_RECORD:
+            del self.transport.messages[: len(self.transport.messages) - MAX_RECORD]
+
+    async def run(self) -> None:
+        try:
+            while not self.closing:
+                timeout = (self.cm.config.register_timeout if self.device is None
+                           else 3 * self.cm.config.keep_alive_interval + 5)
+                msg = await self.transport.recv(timeout)
+                await self.handle(msg)
+        except SCCPConnectionError:
+            pass
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.closing = True
+        for leg in list(self.legs.values()):
+            await self.cm.end_call(leg, notify_self=False)
+        if self.device is not None and self.cm.sessions.get(self.name) is self:
+            del self.cm.sessions[self.name]
+        await self.transport.close()
+
+    async def handle(self, msg: SCCPMessage) -> None:
+        f = msg.fields
+        if msg.name == "KeepAlive":
+            await self.send("KeepAliveAck")
+            return
+        if self.device is None:
+            if msg.name == "Register":
+                await self.on_register(f)
+            return  # [AST]: only Register, Alarm and KeepAlive before registration
+        handler = getattr(self, f"on_{msg.name}", None)
+        if handler is not None:
+            await handler(f)
+
+    # ---- registration -------------------------------------------------------------------
+
+    async def on_register(self, f: dict[str, Any]) -> None:
+        name = str(f.get("deviceName", ""))
+        device = self.cm.devices.get(name.upper())
+        if device is None:
+            await self.send("RegisterReject", {"text": f"No Authority: {name}"[:31]})
+            self.closing = True
+            return
+        old = self.cm.sessions.get(device.name)
+        if old is not None and old is not self:
+            old.closing = True
+            await old.transport.close()
+        self.device, self.name = device, device.name
+        self.device_type = int(f.get("deviceType", 0) or 0)
+        self.protocol_version = min(int(f.get("protocolVer", 0) or 0), MAX_PROTOCOL)
+        self.transport.protocol_version = self.protocol_version
+        self.cm.sessions[device.name] = self
+        ka = self.cm.config.keep_alive_interval
+        await self.send("RegisterAck", {
+            "keepAliveInterval": ka, "dateTemplate": "D-M-Y", "secondaryKeepAliveInterval": ka,
+            "maxProtocolVer": self.protocol_version,
+        })
+        await self.send("CapabilitiesReq")
+
+    async def on_CapabilitiesRes(self, f: dict[str, Any]) -> None:
+        caps = [c for c in f.get("caps", []) if isinstance(c, dict)]
+        for cap in caps:
+            if cap.get("payloadCapability") in (enums.MEDIA_PAYLOAD_G711_ULAW_64K, enums.MEDIA_PAYLOAD_G711_ALAW_64K):
+                self.codec = int(cap["payloadCapability"])
+                break
+
+    async def on_ButtonTemplateReq(self, f: dict[str, Any]) -> None:
+        assert self.device is not None
+        defs = [{"instanceNumber": i + 1, "buttonDefinition": LINE} for i in range(len(self.device.lines))]
+        defs += [{"instanceNumber": i + 1, "buttonDefinition": SPEED_DIAL} for i in range(len(self.device.speed_dials))]
+        await self.send("ButtonTemplate", {"buttonOffset": 0, "buttonCount": len(defs),
+                                           "totalButtonCount": len(defs), "definitions": defs})
+
+    async def on_SoftKeyTemplateReq(self, f: dict[str, Any]) -> None:
+        defs = [{"softKeyLabel": "\x80" + chr(ev), "softKeyEvent": ev} for ev in SOFT_KEYS]
+        await self.send("SoftKeyTemplateRes", {"softKeyOffset": 0, "softKeyCount": len(defs),
+                                               "totalSoftKeyCount": len(defs), "definitions": defs})
+
+    async def on_SoftKeySetReq(self, f: dict[str, Any]) -> None:
+        sets = []
+        for mode in range(max(SOFT_KEY_SETS) + 1):
+            keys = SOFT_KEY_SETS.get(mode, [])
+            sets.append({"softKeyTemplateIndex": keys + [0] * (16 - len(keys)),
+                         "softKeyInfoIndex": [300 + k for k in keys] + [0] * (16 - len(keys))})
+        await self.send("SoftKeySetRes", {"softKeySetOffset": 0, "softKeySetCount": len(sets),
+                                          "totalSoftKeySetCount": len(sets), "definitions": sets})
+        await self.send("SelectSoftKeys", {"lineInstance": 0, "callReference": 0, "softKeySetIndex": 0,
+                                           "validKeyMask": 0xFFFFFFFF})
+
+    async def on_LineStatReq(self, f: dict[str, Any]) -> None:
+        assert self.device is not None
+        n = int(f.get("lineNumber", 0) or 0)
+        line = self.device.lines[n - 1] if 0 < n <= len(self.device.lines) else LabLine("")
+        await self.send("LineStat", {"lineNumber": n, "lineDirNumber": line.number,
+                                     "lineFullyQualifiedDisplayName": line.display_name,
+                                     "lineTextLabel": line.label, "lineDisplayOptions": 0})
+
+    async def on_SpeedDialStatReq(self, f: dict[str, Any]) -> None:
+        assert self.device is not None
+        n = int(f.get("speedDialNumber", 0) or 0)
+        number, label = self.device.speed_dials[n - 1] if 0 < n <= len(self.device.speed_dials) else ("", "")
+        await self.send("SpeedDialStat", {"number": n, "dirNumber": number, "displayName": label})
+
+    async def on_TimeDateReq(self, f: dict[str, Any]) -> None:
+        await self.send("DefineTimeDate", time_date_fields(dt.datetime.now(dt.UTC)))
+
+    async def on_VersionReq(self, f: dict[str, Any]) -> None:
+        await self.send("Version", {"version": "skinnysip-lab"})
+
+    async def on_Unregister(self, f: dict[str, Any]) -> None:
+        for leg in list(self.legs.values()):
+            await self.cm.end_call(leg)
+        await self.send("UnregisterAck", {"status": 0})
+        self.closing = True
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def _leg(self, ref: int) -> _Leg | None:
+        if ref and ref in self.legs:
+            return self.legs[ref]
+        live = [leg for leg in self.legs.values() if leg.state != "ended"]
+        return live[-1] if live else None
+
+    def _ringing(self) -> _Leg | None:
+        return next((leg for leg in self.legs.values() if leg.state == "ringin"), None)
+
+    async def on_OffHook(self, f: dict[str, Any]) -> None:
+        ringing = self._ringing()
+        if ringing is not None:
+            await self.cm.answer(ringing)
+            return
+        if self._leg(0) is not None:
+            return
+        await self.cm.new_outgoing(self, int(f.get("lineInstance", 0) or 0) or 1)
+
+    async def on_Stimulus(self, f: dict[str, Any]) -> None:
+        if f.get("stimulus") == LINE:
+            await self.on_OffHook({"lineInstance": f.get("stimulusInstance", 1)})
+
+    async def on_SoftKeyEvent(self, f: dict[str, Any]) -> None:
+        event = int(f.get("softKeyEvent", 0) or 0)
+        if event == 11:  # Answer
+            ringing = self._ringing()
+            if ringing is not None:
+                await self.cm.answer(ringing)
+        elif event == 2:  # NewCall
+            await self.on_OffHook(f)
+        elif event == 9:  # EndCall
+            await self.on_OnHook(f)
+
+    async def on_OnHook(self, f: dict[str, Any]) -> None:
+        leg = self._leg(int(f.get("callReference", 0) or 0))
+        if leg is not None:
+            await self.cm.end_call(leg)
+
+    async def on_KeypadButton(self, f: dict[str, Any]) -> None:
+        leg = self._leg(int(f.get("callReference", 0) or 0))
+        if leg is None or leg.state not in ("offhook", "dialing"):
+            return
+        key = enums.KEYPAD_BUTTONS.get(int(f.get("kpButton", -1)), "")
+        if not key:
+            return
+        if leg.state == "offhook":
+            leg.state = "dialing"
+            await self.send("StopTone", {"lineInstance": leg.line, "callReference": leg.ref})
+            await self.send("SelectSoftKeys", {"lineInstance": leg.line, "callReference": leg.ref,
+                                               "softKeySetIndex": 6, "validKeyMask": 0xFFFFFFFF})
+        if key == "#":
+            await self.cm.route(leg, leg.digits, final=True)
+            return
+        leg.digits += key
+        await self.cm.route(leg, leg.digits, final=False)
+
+    async def on_EnblocCall(self, f: dict[str, Any]) -> None:
+        leg = self._leg(0)
+        if leg is None:
+            leg = await self.cm.new_outgoing(self, int(f.get("lineInstance", 0) or 0) or 1)
+        leg.state = "dialing"
+        leg.digits = str(f.get("calledParty", ""))
+        await self.cm.route(leg, leg.digits, final=True)
+
+    async def on_OpenReceiveChannelAck(self, f: dict[str, Any]) -> None:
+        pass_thru = int(f.get("passThruPartyId", 0) or 0)
+        leg = next((lg for lg in self.legs.values() if lg.pass_thru == pass_thru), None)
+        if leg is None or leg.state == "ended":
+            return
+        if int(f.get("mediaReceptionStatus", 0) or 0) != 0:
+            await self.cm.end_call(leg)
+            return
+        ip = str(f.get("ipAddr") or self.transport.remote_ip)
+        if ip in ("0.0.0.0", "::", ""):
+            ip = self.transport.remote_ip
+        leg.rtp_addr = (ip, int(f.get("portNumber", 0) or 0))
+        await self.cm.media_ready(leg)
+
+
+def time_date_fields(t: dt.datetime) -> dict[str, int]:
+    """DefineTimeDate fields (reference §3.16) for ``t``; dayOfWeek with Sunday = 0 as [AST]."""
+    return {
+        "year": t.year, "month": t.month, "dayOfWeek": (t.weekday() + 1) % 7, "day": t.day,
+        "hour": t.hour, "minute": t.minute, "second": t.second, "milliseconds": t.microsecond // 1000,
+        "systemTime": int(t.timestamp()),
+    }
+
+
+class LabCallManager:
+    """The lab CM. ``async with LabCallManager(config) as cm:`` listens on ``cm.port``."""
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.devices = {d.name.upper(): d for d in config.devices}
+        self.sessions: dict[str, _Session] = {}
+        self.all_sessions: list[_Session] = []
+        self.server: asyncio.base_events.Server | None = None
+        self.port = config.port
+        self._refs = itertools.count(0x1001)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tone = g711.encode(PT_PCMU, sine(1000.0, 1.0))
+        self._tone_alaw = g711.encode(PT_PCMA, sine(1000.0, 1.0))
+
+    @property
+    def messages(self) -> list[WireMessage]:
+        """Every wire message of every session (in session order)."""
+        return [m for s in self.all_sessions for m in s.transport.messages]
+
+    async def start(self) -> LabCallManager:
+        ctx = None
+        if self.config.tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        self.server = await asyncio.start_server(self._accept, self.config.host, self.config.port, ssl=ctx)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for s in list(self.all_sessions):
+            s.closing = True
+            await s.transport.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+
+    async def __aenter__(self) -> LabCallManager:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len([s for s in self.all_sessions if not s.closing]) >= self.config.max_sessions:
+            writer.close()
+            return
+        transport = SCCPTransport(reader, writer, transport="tls" if self.config.tls_cert else "tcp")
+        session = _Session(self, transport)
+        self.all_sessions.append(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+
+    # ---- call control -------------------------------------------------------------------
+
+    async def new_outgoing(self, session: _Session, line: int) -> _Leg:
+        leg = _Leg(session, line, next(self._refs), outgoing=True)
+        session.legs[leg.ref] = leg
+        s, ln, ref = session, line, leg.ref
+        await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 2})
+        await s.send("CallState", {"callState": 1, "lineInstance": ln, "callReference": ref})
+        await s.send("ActivateCallPlane", {"lineInstance": ln})
+        await s.send("StartTone", {"tone": 0x21, "toneOutputDirection": 0, "lineInstance": ln, "callReference": ref})
+        await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 4,
+                                        "validKeyMask": 0xFFFFFFFF})
+        await s.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": "\x80\x20", "lineInstance": ln,
+                                             "callReference": ref})
+        return leg
+
+    def _find_line(self, number: str) -> tuple[LabDevice, int] | None:
+        for device in self.devices.values():
+            for i, line in enumerate(device.lines):
+                if line.number == number:
+                    return device, i + 1
+        return None
+
+    def _extensions(self) -> list[str]:
+        exts = [self.config.echo_extension, self.config.tone_extension]
+        exts += [ln.number for d in self.devices.values() for ln in d.lines]
+        return exts
+
+    async def route(self, leg: _Leg, number: str, *, final: bool) -> None:
+        """Route ``number`` once it names an extension; reorder tone if it cannot."""
+        s = leg.session
+        known = number in self._extensions()
+        if not known:
+            if final or not any(e.startswith(number) for e in self._extensions()):
+                await s.send("StartTone", {"tone": 0x25, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                           "callReference": leg.ref})
+                await s.send("CallState", {"callState": 7, "lineInstance": leg.line, "callReference": leg.ref})
+                leg.state = "failed"
+            return
+        await self._ring_out(leg, number)
+        if number == self.config.echo_extension:
+            leg.kind = "echo"
+            await self._connect(leg)
+            await self._open_media(leg)
+        elif number == self.config.tone_extension:
+            leg.kind = "tone"
+            await self._connect(leg)
+            await self._open_media(leg)
+        else:
+            found = self._find_line(number)
+            assert found is not None
+            device, callee_line = found
+            callee = self.sessions.get(device.name)
+            if callee is None or any(lg.state != "ended" for lg in callee.legs.values()) or callee is s:
+                await s.send("StartTone", {"tone": 0x23, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                           "callReference": leg.ref})
+                await s.send("CallState", {"callState": 6, "lineInstance": leg.line, "callReference": leg.ref})
+                leg.state = "failed"
+                return
+            leg.kind = "station"
+            other = _Leg(callee, callee_line, next(self._refs), outgoing=False)
+            other.kind = "station"
+            other.state = "ringin"
+            other.peer, leg.peer = leg, other
+            callee.legs[other.ref] = other
+            c, ln, ref = callee, callee_line, other.ref
+            await c.send("CallState", {"callState": 4, "lineInstance": ln, "callReference": ref})
+            await c.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 3,
+                                            "validKeyMask": 0xFFFFFFFF})
+            await c.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": f"\x80\x17{leg.number}",
+                                                 "lineInstance": ln, "callReference": ref})
+            await c.send("CallInfo", self._call_info(leg.session, leg.number, number, ln, ref, call_type=1))
+            await c.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 5})
+            await c.send("SetRinger", {"ringMode": 2, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
+            await c.send("ActivateCallPlane", {"lineInstance": ln})
+            await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                       "callReference": leg.ref})
+
+    def _call_info(self, caller: _Session, calling: str, called: str, line: int, ref: int,
+                   call_type: int) -> dict[str, Any]:
+        calling_name = ""
+        if caller.device is not None:
+            calling_name = next((ln.display_name for ln in caller.device.lines if ln.number == calling), "")
+        found = self._find_line(called)
+        called_name = ""
+        if found is not None:
+            called_name = found[0].lines[found[1] - 1].display_name
+        elif called == self.config.echo_extension:
+            called_name = "Echo test"
+        elif called == self.config.tone_extension:
+            called_name = "1 kHz tone"
+        return {"callingPartyName": calling_name, "callingParty": calling, "calledPartyName": called_name,
+                "calledParty": called, "lineInstance": line, "callReference": ref, "callType": call_type}
+
+    async def _ring_out(self, leg: _Leg, number: str) -> None:
+        s, ln, ref = leg.session, leg.line, leg.ref
+        leg.state = "ringout"
+        await s.send("CallState", {"callState": 12, "lineInstance": ln, "callReference": ref})
+        await s.send("CallState", {"callState": 3, "lineInstance": ln, "callReference": ref})
+        await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 8,
+                                        "validKeyMask": 0xFFFFFFFF})
+        await s.send("DialedNumber", {"dialedNumber": number, "lineInstance": ln, "callReference": ref})
+        await s.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": "\x80\x16", "lineInstance": ln,
+                                             "callReference": ref})
+        await s.send("CallInfo", self._call_info(s, leg.number, number, ln, ref, call_type=2))
+
+    async def _connect(self, leg: _Leg) -> None:
+        s, ln, ref = leg.session, leg.line, leg.ref
+        leg.state = "connected"
+        if not leg.outgoing:
+            await s.send("SetRinger", {"ringMode": 1, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
+            await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 2})
+            await s.send("CallState", {"callState": 1, "lineInstance": ln, "callReference": ref})
+        await s.send("StopTone", {"lineInstance": ln, "callReference": ref})
+        await s.send("CallState", {"callState": 5, "lineInstance": ln, "callReference": ref})
+        await s.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": "\x80\x18", "lineInstance": ln,
+                                             "callReference": ref})
+        await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 1,
+                                        "validKeyMask": 0xFFFFFFFF})
+
+    async def answer(self, callee: _Leg) -> None:
+        """The callee answered: connect both legs and open media on both (§5.2 step 5)."""
+        caller = callee.peer
+        await self._connect(callee)
+        if caller is not None and caller.state != "ended":
+            await self._connect(caller)
+            await self._open_media(caller)
+        await self._open_media(callee)
+
+    async def _open_media(self, leg: _Leg) -> None:
+        if leg.media_requested:
+            return
+        leg.media_requested = True
+        s = leg.session
+        await s.send("OpenReceiveChannel", {
+            "conferenceId": leg.ref, "passThruPartyId": leg.pass_thru, "millisecondPacketSize": 20,
+            "compressionType": s.codec, "echoCancellation": 0, "g723BitRate": 0, "callReference": leg.ref,
+        })
+
+    async def _start_media(self, leg: _Leg, remote: tuple[str, int]) -> None:
+        s = leg.session
+        leg.media_started = True
+        await s.send("StartMediaTransmission", {
+            "conferenceId": leg.ref, "passThruPartyId": leg.pass_thru, "remoteIpAddr": remote[0],
+            "remotePortNumber": remote[1], "millisecondPacketSize": 20, "compressionType": s.codec,
+            "precedenceValue": 127, "silenceSuppression": 0, "maxFramesPerPacket": 0, "g723BitRate": 0,
+            "callReference": leg.ref,
+        })
+
+    async def media_ready(self, leg: _Leg) -> None:
+        """The station acknowledged its receive channel: point the media where it belongs."""
+        assert leg.rtp_addr is not None
+        if leg.kind in ("echo", "tone"):
+            host = self.config.rtp_host or leg.session.transport.local_ip
+            endpoint = await RTPEndpoint.open(host, 0, keep_seconds=1.0, keep_payloads=0)
+            leg.endpoint = endpoint
+            pt = _payload_type(leg.session.codec)
+            if leg.kind == "echo":
+                sender = RTPSender(payload_type=pt, samples_per_packet=160)
+
+                def reflect(packet: RTPPacket, _addr: tuple[str, int], leg: _Leg = leg) -> None:
+                    if leg.rtp_addr is not None and leg.reflected < ECHO_LIMIT and leg.endpoint is not None:
+                        leg.reflected += 1
+                        leg.endpoint.send_packet(sender.packet(packet.payload), leg.rtp_addr)
+
+                endpoint.on_packet = reflect
+            else:
+                audio = self._tone if pt == PT_PCMU else self._tone_alaw
+                endpoint.start_sending(leg.rtp_addr, looping_source(audio, 160), payload_type=pt,
+                                       packet_ms=20, duration=self.config.tone_seconds)
+            await self._start_media(leg, (endpoint.local_ip, endpoint.local_port))
+        elif leg.kind == "station" and leg.peer is not None:
+            peer = leg.peer
+            if peer.rtp_addr is not None and peer.state != "ended":
+                await self._start_media(leg, peer.rtp_addr)
+                await self._start_media(peer, leg.rtp_addr)
+
+    async def end_call(self, leg: _Leg, notify_self: bool = True) -> None:
+        """Tear down ``leg`` and its peer (§5.2 step 6)."""
+        for lg in (leg, leg.peer):
+            if lg is None or lg.state == "ended":
+                continue
+            lg.state = "ended"
+            if lg.endpoint is not None:
+                await lg.endpoint.close()
+                lg.endpoint = None
+            s = lg.session
+            lg.session.legs.pop(lg.ref, None)
+            if s.closing or (lg is leg and not notify_self):
+                continue
+            with contextlib.suppress(SCCPConnectionError):
+                ln, ref = lg.line, lg.ref
+                if lg.media_requested:
+                    await s.send("CloseReceiveChannel", {"conferenceId": 0, "passThruPartyId": lg.pass_thru,
+                                                         "callReference": ref, "portHandlingFlag": 0})
+                if lg.media_started:
+                    await s.send("StopMediaTransmission", {"conferenceId": 0, "passThruPartyId": lg.pass_thru,
+                                                           "callReference": ref, "portHandlingFlag": 0})
+                await s.send("StopTone", {"lineInstance": ln, "callReference": ref})
+                await s.send("CallState", {"callState": 2, "lineInstance": ln, "callReference": ref})
+                await s.send("ClearPromptStatus", {"lineInstance": ln, "callReference": ref})
+                await s.send("SetRinger", {"ringMode": 1, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
+                await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 1})
+                await s.send("SelectSoftKeys", {"lineInstance": 0, "callReference": 0, "softKeySetIndex": 0,
+                                                "validKeyMask": 0xFFFFFFFF})
+
+
+async def serve_forever(config: LabConfig) -> None:
+    """Run the lab CM until cancelled (for ``skinnysip sccp lab-cm``)."""
+    async with LabCallManager(config) as cm:
+        assert cm.server is not None
+        await cm.server.serve_forever()

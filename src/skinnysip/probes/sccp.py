@@ -1,0 +1,585 @@
+"""SCCP operations: probe, register, linestate, call-setup (and the station session they share).
+
+Each operation connects a :class:`~skinnysip.sccp.station.Station` (sans-IO) to a call manager
+through :class:`~skinnysip.net.sccp_transport.SCCPTransport` and real RTP sockets
+(:class:`~skinnysip.net.rtp.RTPEndpoint`), and returns an :class:`SCCPResult` whose
+``to_api()`` is the HTTP API's response body. Operations never raise for peer problems
+(refused, silent, garbage, rejected): they return ``success: false`` with ``error``. Every
+operation is bounded by ``timeout`` (per wait) plus ``hold`` (media time).
+
+Units: Python arguments in seconds (float); results in ms (``connectMs``, ``latencyMs``) as
+the HTTP API; ``keepAliveInterval`` in seconds, as RegisterAck carries it (reference §3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import AliasChoices, Field, field_validator
+
+from skinnysip.net.rtp import RTPEndpoint, looping_source
+from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
+from skinnysip.result import ResultModel, TLSInfo, WireMessage
+from skinnysip.rtp import g711
+from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
+from skinnysip.sccp import enums
+from skinnysip.sccp.station import (
+    Call,
+    CallStateChanged,
+    CloseReceiveChannelRequested,
+    Event,
+    IncomingCall,
+    KeepAliveAcked,
+    OpenReceiveChannelRequested,
+    RegisterRejected,
+    StartMediaRequested,
+    Station,
+    StationConfig,
+    StationError,
+    StopMediaRequested,
+    Unregistered,
+    summarize_lines,
+    validate_device_name,
+)
+
+MAX_TIMEOUT_MS = 60_000
+MAX_HOLD_MS = 120_000
+DIAL_PATTERN = r"^[0-9*#A-Da-d+]{1,24}$"
+
+
+# --------------------------------------------------------------------------------------
+# request and result shapes
+
+
+class SCCPRequest(ResultModel):
+    """Request body of ``POST /api/sccp/{probe,register,linestate,call-setup}``.
+
+    ``timeout`` (ms) bounds every wait; ``holdMs`` is how long a call stays connected with
+    media. ``port`` defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
+    of ``host`` (the seed's field name).
+    """
+
+    host: str = Field(min_length=1, max_length=255, validation_alias=AliasChoices("host", "server"))
+    port: int | None = Field(default=None, ge=1, le=65535)
+    device_name: str = "SEP001122334455"
+    device_type: int = Field(default=7, ge=0, le=0xFFFFFFFF)
+    timeout: int = Field(default=10_000, ge=100, le=MAX_TIMEOUT_MS)
+    tls: bool = False
+    tls_verify: bool = True
+    protocol_version: int = Field(default=11, ge=0, le=22)
+    line_number: int = Field(default=1, ge=1, le=42)
+    dial_number: str | None = Field(default=None, pattern=DIAL_PATTERN)
+    hold_ms: int = Field(default=0, ge=0, le=MAX_HOLD_MS)
+
+    @field_validator("device_name")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        try:
+            return validate_device_name(v)
+        except StationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.strip()
+        if not v or any(c.isspace() or c in "/@?#" for c in v):
+            raise ValueError("must be a host name or IP address")
+        return v.strip("[]")
+
+    def effective_port(self) -> int:
+        return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
+
+
+class SCCPLine(ResultModel):
+    line_number: int
+    dir_number: str = ""
+    label: str = ""
+    display_name: str = ""
+
+
+class SCCPSpeedDial(ResultModel):
+    number: int
+    dir_number: str = ""
+    display_name: str = ""
+
+
+class SCCPSoftKey(ResultModel):
+    label: str
+    event: int
+
+
+class SCCPCallReport(ResultModel):
+    """One call as the station saw it; RTP counts are packets, durations ms."""
+
+    dialed: str = ""
+    call_reference: int = 0
+    line_instance: int = 0
+    incoming: bool = False
+    states: list[str] = []
+    tones: list[str] = []
+    prompts: list[str] = []
+    calling_party: str = ""
+    called_party: str = ""
+    connected: bool = False
+    codec: str | None = None
+    local_rtp: str | None = None
+    remote_rtp: str | None = None
+    rtp_packets_sent: int = 0
+    rtp_packets_received: int = 0
+    rtp_packets_lost: int = 0
+    rtp_jitter_ms: float = 0.0
+    echo_matched: int = 0
+
+
+class SCCPResult(ResultModel):
+    """Result of an SCCP operation; ``to_api()`` is the API response body.
+
+    Seed shape: ``success``, ``registered``, ``error``, ``messages`` (human-readable steps).
+    ``exchange``: every frame sent/received with direction, time, name, ID and decoded fields.
+    """
+
+    success: bool = False
+    operation: str
+    host: str
+    port: int
+    transport: str = "tcp"
+    registered: bool = False
+    status: str = "error"
+    error: str | None = None
+    messages: list[str] = []
+    device_name: str = ""
+    device_type: int = 0
+    device_type_name: str = ""
+    rejected: bool = False
+    reject_reason: str | None = None
+    keep_alive_interval: int | None = None
+    protocol_version: int | None = None
+    keep_alive_ack: bool | None = None
+    connect_ms: float | None = None
+    latency_ms: float | None = None
+    tls: TLSInfo | None = None
+    capabilities_requested: bool = False
+    capabilities: list[str] = []
+    lines: list[SCCPLine] = []
+    speed_dials: list[SCCPSpeedDial] = []
+    soft_keys: list[SCCPSoftKey] = []
+    call: SCCPCallReport | None = None
+    rtp_packets_sent: int | None = None
+    rtp_packets_received: int | None = None
+    unregistered: bool = False
+    exchange: list[WireMessage] = []
+
+
+# --------------------------------------------------------------------------------------
+# the station session (driver glue: Station + transport + RTP)
+
+
+def probe_audio(seed: int, seconds: float = 10.0) -> np.ndarray:
+    """Deterministic noise-like test audio (int16, 8 kHz) so every packet's payload differs
+    and echoed packets can be matched exactly."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0, 4000, int(8000 * seconds)), -32768, 32767).astype(np.int16)
+
+
+class _Media:
+    def __init__(self, endpoint: RTPEndpoint, request: OpenReceiveChannelRequested) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.remote: tuple[str, int] | None = None
+        self.payload_type = PT_PCMU
+        self.closed = False
+
+
+class StationSession:
+    """A live station: one control connection, its :class:`Station` and its RTP sockets.
+
+    Open with :meth:`connect`; drive with :meth:`pump` (or the helpers :meth:`register`,
+    :meth:`call`, :meth:`wait_incoming`, :meth:`hold`, :meth:`hang_up`, :meth:`unregister`);
+    always :meth:`close`. ``media_seconds`` bounds RTP sending per stream.
+    """
+
+    def __init__(self, transport: SCCPTransport, station: Station, *, timeout: float,
+                 media_seconds: float = 60.0, audio_seed: int = 1) -> None:
+        self.transport = transport
+        self.station = station
+        self.timeout = timeout
+        self.media_seconds = media_seconds
+        self.audio = probe_audio(audio_seed)
+        self.media: dict[int, _Media] = {}
+        self.finished_media: list[_Media] = []
+        self.events: list[Event] = []
+        self.notes: list[str] = []
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def connect(cls, host: str, port: int, config: StationConfig, *, timeout: float, use_tls: bool = False,
+                      tls_verify: bool = True, ca_file: str | None = None, media_seconds: float = 60.0,
+                      audio_seed: int = 1) -> StationSession:
+        """Connect and build the station (its IP is the connected socket's local address).
+        Raises :class:`SCCPConnectionError`."""
+        transport = await SCCPTransport.connect(host, port, timeout=timeout, use_tls=use_tls, tls_verify=tls_verify,
+                                                ca_file=ca_file, protocol_version=config.protocol_version)
+        config.station_ip = transport.local_ip if ":" not in transport.local_ip else "0.0.0.0"
+        return cls(transport, Station(config), timeout=timeout, media_seconds=media_seconds, audio_seed=audio_seed)
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def flush(self) -> None:
+        await self.transport.send_all(self.station.take_outgoing())
+
+    async def pump(self, until: Callable[[Event], bool] | None, timeout: float) -> Event | None:
+        """Exchange messages (running timers and media) until an event satisfies ``until``
+        (returned) or ``timeout`` seconds pass (``None``). Raises :class:`SCCPConnectionError`."""
+        deadline = self.now() + timeout
+        while True:
+            await self.flush()
+            now = self.now()
+            if now >= deadline:
+                return None
+            wait = deadline - now
+            nd = self.station.next_deadline()
+            if nd is not None:
+                wait = max(0.0, min(wait, nd - now))
+            msg = await self.transport.poll(wait)
+            now = self.now()
+            events = self.station.tick(now)
+            if msg is not None:
+                events += self.station.receive(msg, now)
+                self.transport.protocol_version = self.station.protocol_version
+            hit: Event | None = None
+            for ev in events:
+                self.events.append(ev)
+                await self._on_event(ev)
+                if hit is None and until is not None and until(ev):
+                    hit = ev
+            if hit is not None:
+                await self.flush()
+                return hit
+
+    async def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, OpenReceiveChannelRequested):
+            ip = self.transport.local_ip
+            if ":" in ip and self.station.protocol_version < 17:
+                self.station.receive_channel_failed(ev, status=11)  # RequestedIpAddrTypeUnavailable
+                return
+            try:
+                endpoint = await RTPEndpoint.open(ip, 0, keep_seconds=self.media_seconds)
+            except OSError:
+                self.station.receive_channel_failed(ev, status=8)  # OutOfSockets
+                return
+            old = self.media.pop(ev.pass_thru_party_id, None)
+            if old is not None:
+                await self._finish(old)
+            self.media[ev.pass_thru_party_id] = _Media(endpoint, ev)
+            self.station.receive_channel_opened(ev, endpoint.local_ip, endpoint.local_port)
+            self.notes.append(f"RTP receive channel open on {endpoint.local_ip}:{endpoint.local_port}")
+        elif isinstance(ev, StartMediaRequested):
+            media = self.media.get(ev.pass_thru_party_id)
+            if media is None:
+                return
+            media.remote = (ev.remote_ip, ev.remote_port)
+            media.payload_type = PT_PCMA if ev.compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
+            source = looping_source(g711.encode(media.payload_type, self.audio), 8 * ev.packet_ms)
+            media.endpoint.start_sending(media.remote, source, payload_type=media.payload_type,
+                                         packet_ms=ev.packet_ms, duration=self.media_seconds)
+            self.notes.append(f"RTP sending to {ev.remote_ip}:{ev.remote_port} every {ev.packet_ms} ms "
+                              f"({enums.name(enums.MEDIA_PAYLOADS, ev.compression_type)})")
+        elif isinstance(ev, StopMediaRequested):
+            media = self.media.get(ev.pass_thru_party_id)
+            if media is not None:
+                await media.endpoint.stop_sending()
+        elif isinstance(ev, CloseReceiveChannelRequested):
+            media = self.media.pop(ev.pass_thru_party_id, None)
+            if media is not None:
+                await self._finish(media)
+
+    async def _finish(self, media: _Media) -> None:
+        if not media.closed:
+            media.closed = True
+            await media.endpoint.close()
+            self.finished_media.append(media)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    async def register(self) -> Event | None:
+        """Register; returns Registered/RegisterRejected or ``None`` on timeout."""
+        self.station.register(self.now())
+        return await self.pump(lambda e: type(e).__name__ in ("Registered", "RegisterRejected"), self.timeout)
+
+    async def finish_registration(self) -> bool:
+        """Wait for the configuration answers (lines, soft keys, time); True when complete."""
+        if self.station.registration_complete:
+            return True
+        ev = await self.pump(lambda e: type(e).__name__ == "RegistrationComplete", self.timeout)
+        return ev is not None
+
+    async def call(self, number: str, line_instance: int | None = None) -> Call:
+        call = self.station.place_call(number, self.now(), line_instance)
+        return call
+
+    async def wait_state(self, states: set[str], timeout: float | None = None) -> CallStateChanged | None:
+        ev = await self.pump(lambda e: isinstance(e, CallStateChanged) and e.name in states, timeout or self.timeout)
+        return ev if isinstance(ev, CallStateChanged) else None
+
+    async def wait_incoming(self, timeout: float | None = None) -> IncomingCall | None:
+        ev = await self.pump(lambda e: isinstance(e, IncomingCall), timeout or self.timeout)
+        return ev if isinstance(ev, IncomingCall) else None
+
+    async def answer(self, use_soft_key: bool = False) -> None:
+        self.station.answer(use_soft_key=use_soft_key)
+        await self.flush()
+
+    async def hold(self, seconds: float) -> None:
+        """Stay in the call for ``seconds`` (signalling and media keep running)."""
+        await self.pump(None, seconds)
+
+    async def hang_up(self) -> bool:
+        """OnHook; True once the CM confirms CallState OnHook."""
+        self.station.hang_up()
+        ev = await self.pump(lambda e: isinstance(e, CallStateChanged) and e.name == "OnHook", self.timeout)
+        await self.pump(None, 0.05)  # collect the trailing teardown messages
+        for media in list(self.media.values()):
+            await media.endpoint.stop_sending()
+        return ev is not None
+
+    async def keepalive(self) -> KeepAliveAcked | None:
+        self.station.send_keepalive(self.now())
+        ev = await self.pump(lambda e: isinstance(e, KeepAliveAcked), self.timeout)
+        return ev if isinstance(ev, KeepAliveAcked) else None
+
+    async def unregister(self) -> bool:
+        """Unregister; True on UnregisterAck or on the CM closing the connection ([AST])."""
+        self.station.unregister(self.now())
+        try:
+            ev = await self.pump(lambda e: isinstance(e, Unregistered), min(self.timeout, 5.0))
+        except SCCPConnectionError as exc:
+            return "closed the connection" in exc.reason
+        return ev is not None
+
+    def all_media(self) -> list[_Media]:
+        return self.finished_media + list(self.media.values())
+
+    async def close(self) -> None:
+        for media in list(self.media.values()):
+            await self._finish(media)
+        self.media.clear()
+        await self.transport.close()
+
+
+# --------------------------------------------------------------------------------------
+# operations
+
+
+def _base(op: str, req: SCCPRequest) -> SCCPResult:
+    return SCCPResult(
+        operation=op, host=req.host, port=req.effective_port(), transport="tls" if req.tls else "tcp",
+        device_name=req.device_name, device_type=req.device_type,
+        device_type_name=enums.device_type_name(req.device_type),
+    )
+
+
+def _fill_registration(res: SCCPResult, st: Station) -> None:
+    res.registered = st.state == "registered" or (res.registered and st.state != "rejected")
+    res.keep_alive_interval = st.keep_alive_interval
+    res.protocol_version = st.protocol_version if st.keep_alive_interval is not None else None
+    res.capabilities_requested = st.capabilities_requested
+    if st.capabilities_requested:
+        res.capabilities = [enums.name(enums.MEDIA_PAYLOADS, c.payload_capability) for c in st.config.capabilities]
+    res.lines = [SCCPLine.model_validate(d) for d in summarize_lines(st.lines.values())]
+    res.speed_dials = [SCCPSpeedDial(number=s.number, dir_number=s.dir_number, display_name=s.display_name)
+                       for s in st.speed_dials.values()]
+    res.soft_keys = [SCCPSoftKey(label=k.label, event=k.event) for k in st.soft_keys]
+
+
+def _call_report(sess: StationSession, call: Call, dialed: str) -> SCCPCallReport:
+    rep = SCCPCallReport(
+        dialed=dialed, call_reference=call.call_reference, line_instance=call.line_instance, incoming=call.incoming,
+        states=list(call.states), tones=list(call.tones), prompts=list(call.prompts),
+        calling_party=call.calling_party, called_party=call.called_party, connected="Connected" in call.states,
+    )
+    medias = sess.all_media()
+    for m in medias:
+        ep = m.endpoint
+        rep.rtp_packets_sent += ep.packets_sent
+        rep.rtp_packets_received += ep.packets_received
+        rep.rtp_packets_lost += max(0, ep.stats.lost) if ep.packets_received else 0
+        rep.rtp_jitter_ms = max(rep.rtp_jitter_ms, round(ep.stats.jitter_seconds * 1000, 3))
+        sent = set(ep.sent_payloads)
+        rep.echo_matched += sum(1 for p in ep.received_payloads if p in sent)
+    if medias:
+        m = medias[-1]
+        rep.codec = enums.name(enums.MEDIA_PAYLOADS, m.request.compression_type)
+        rep.local_rtp = f"{m.endpoint.local_ip}:{m.endpoint.local_port}"
+        rep.remote_rtp = f"{m.remote[0]}:{m.remote[1]}" if m.remote else None
+    return rep
+
+
+async def _run(op: str, req: SCCPRequest, body: Callable[[StationSession, SCCPResult], Any], *,
+               ca_file: str | None = None, register: bool = True) -> SCCPResult:
+    res = _base(op, req)
+    timeout = req.timeout / 1000.0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    messages: list[WireMessage] = []
+    sess: StationSession | None = None
+    try:
+        config = StationConfig(device_name=req.device_name, device_type=req.device_type,
+                               protocol_version=req.protocol_version)
+        sess = await StationSession.connect(req.host, res.port, config, timeout=timeout, use_tls=req.tls,
+                                            tls_verify=req.tls_verify, ca_file=ca_file,
+                                            media_seconds=req.hold_ms / 1000.0 + timeout + 1.0)
+        sess.transport.messages = messages
+        sess.notes = res.messages
+        res.connect_ms = round((loop.time() - t0) * 1000, 3)
+        res.tls = sess.transport.tls_info
+        res.messages.append(f"Connected to {sess.transport.remote} over {res.transport.upper()} "
+                            f"in {res.connect_ms:.1f} ms")
+        if register:
+            t1 = loop.time()
+            ev = await sess.register()
+            if ev is None:
+                raise SCCPConnectionError(f"no RegisterAck or RegisterReject within {req.timeout} ms")
+            if isinstance(ev, RegisterRejected):
+                res.rejected, res.reject_reason, res.status = True, ev.reason, "rejected"
+                res.error = f"registration rejected: {ev.reason}"
+                res.messages.append(f"RegisterReject: {ev.reason}")
+                return res
+            res.latency_ms = round((loop.time() - t1) * 1000, 3)
+            res.registered, res.status = True, "registered"
+            st = sess.station
+            res.messages.append(f"Registered as {req.device_name} ({res.device_type_name}); keepalive "
+                                f"{st.keep_alive_interval} s, protocol {st.protocol_version}")
+        await body(sess, res)
+    except SCCPConnectionError as exc:
+        res.error = exc.reason
+        res.success = False
+        if res.status in ("registered",):
+            res.status = "error"
+    except StationError as exc:
+        res.error = str(exc)
+        res.success = False
+    finally:
+        if sess is not None:
+            _fill_registration(res, sess.station)
+            if res.rejected:
+                res.registered = False
+            await sess.close()
+        res.exchange = messages
+    return res
+
+
+async def probe(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+    """Connect and send KeepAlive; success when KeepAliveAck arrives (reference §3.4).
+    Reports ``keepAliveAck``, ``connectMs`` and ``latencyMs`` (KeepAlive round trip)."""
+
+    async def body(sess: StationSession, res: SCCPResult) -> None:
+        ev = await sess.keepalive()
+        res.keep_alive_ack = ev is not None
+        if ev is None:
+            res.status, res.error = "no-answer", f"no KeepAliveAck within {req.timeout} ms"
+            return
+        res.latency_ms = round((ev.round_trip or 0.0) * 1000, 3)
+        res.status, res.success = "keepalive-acked", True
+        res.messages.append(f"KeepAliveAck in {res.latency_ms:.1f} ms")
+
+    return await _run("probe", req, body, ca_file=ca_file, register=False)
+
+
+async def _unregister(sess: StationSession, res: SCCPResult) -> None:
+    if await sess.unregister():
+        res.unregistered = True
+        res.messages.append("Unregistered")
+    else:
+        res.messages.append("No UnregisterAck (closed anyway)")
+
+
+async def register(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+    """Register (RegisterAck/Reject, capabilities), then unregister (reference §5.1)."""
+
+    async def body(sess: StationSession, res: SCCPResult) -> None:
+        # registration is done; give the CM a moment for CapabilitiesReq (sent right after the ack)
+        if not sess.station.capabilities_requested:
+            await sess.pump(lambda e: False, min(0.3, req.timeout / 1000.0))
+        res.success = True
+        await _unregister(sess, res)
+
+    return await _run("register", req, body, ca_file=ca_file)
+
+
+async def linestate(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+    """Register and collect the configuration: button template, lines (LineStat), speed
+    dials, soft-key template and sets, time/date (reference §5.1 steps 4–12); then unregister."""
+
+    async def body(sess: StationSession, res: SCCPResult) -> None:
+        complete = await sess.finish_registration()
+        _fill_registration(res, sess.station)
+        if not complete:
+            res.status, res.error = "incomplete", f"configuration not complete within {req.timeout} ms"
+        else:
+            res.success = True
+            res.messages.append(f"{len(res.lines)} line(s), {len(res.speed_dials)} speed dial(s), "
+                                f"{len(res.soft_keys)} soft key(s)")
+        await _unregister(sess, res)
+
+    return await _run("linestate", req, body, ca_file=ca_file)
+
+
+async def call_setup(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+    """Register, go off-hook, dial ``dialNumber``, wait for Connected, stay ``holdMs`` with
+    real RTP both ways, go on-hook, unregister (reference §5.2, §3.18–§3.22)."""
+    if not req.dial_number:
+        res = _base("call-setup", req)
+        res.error = "dialNumber is required for call-setup"
+        return res
+
+    async def body(sess: StationSession, res: SCCPResult) -> None:
+        await sess.finish_registration()
+        number = req.dial_number or ""
+        call = await sess.call(number, req.line_number if req.line_number in sess.station.lines else None)
+        res.messages.append(f"Off hook on line {call.line_instance}, dialling {number}")
+        try:
+            ev = await sess.wait_state({"Connected", "Busy", "Congestion", "InvalidNumber", "OnHook"})
+            if ev is None:
+                res.status, res.error = "no-answer", f"call to {number} not connected within {req.timeout} ms"
+            elif ev.name != "Connected":
+                res.status, res.error = "call-failed", f"call to {number} failed: {ev.name}"
+            else:
+                res.messages.append(f"Connected (call reference {call.call_reference})")
+                if req.hold_ms:
+                    await sess.hold(req.hold_ms / 1000.0)
+                res.success = True
+                res.status = "call-completed"
+        finally:
+            if not call.ended:
+                await sess.hang_up()
+            res.call = _call_report(sess, call, number)
+            res.rtp_packets_sent = res.call.rtp_packets_sent
+            res.rtp_packets_received = res.call.rtp_packets_received
+            res.messages.append(f"On hook; RTP sent {res.rtp_packets_sent}, received {res.rtp_packets_received}")
+        await _unregister(sess, res)
+
+    return await _run("call-setup", req, body, ca_file=ca_file)
+
+
+OPERATIONS: dict[str, Callable[..., Any]] = {
+    "probe": probe, "register": register, "linestate": linestate, "call-setup": call_setup,
+}
+
+
+async def run_operation(name: str, req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+    """Run operation ``name`` (probe, register, linestate, call-setup); never raises for peer
+    problems. An overall guard of ``timeout × 6 + holdMs`` stops anything that would hang."""
+    op = OPERATIONS[name]
+    limit = req.timeout / 1000.0 * 6 + req.hold_ms / 1000.0 + 2.0
+    try:
+        return await asyncio.wait_for(op(req, ca_file=ca_file), limit)
+    except TimeoutError:
+        res = _base(name, req)
+        res.error = f"operation did not finish within {limit * 1000:.0f} ms"
+        return res
+
