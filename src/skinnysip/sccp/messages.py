@@ -88,7 +88,9 @@ class FieldDef:
     the number of slots.  ``count_field``: the earlier field giving how many group entries are
     used.  ``fixed_slots``: the group always occupies ``count`` slots on the wire (unused ones
     zero), otherwise only the used entries are present.  ``optional``: the field may be missing
-    at the end of the payload (firmware- or version-dependent tails, §3.1, §3.11, §3.18).
+    at the end of the payload (firmware- or version-dependent tails, §3.1, §3.11, §3.18);
+    ``by_default``: an optional field the encoder writes even when the caller does not give it
+    (False for tails that only some firmware sends, e.g. Register after byte 68).
     ``enum``: a key of :data:`skinnysip.sccp.enums.TABLES` for summaries.
     """
 
@@ -101,6 +103,7 @@ class FieldDef:
     fields: tuple[FieldDef, ...] = ()
     names: tuple[str, ...] = ()
     optional: bool = False
+    by_default: bool = True
     enum: str | None = None
     ref: str | None = None
 
@@ -133,8 +136,7 @@ class MessageDef:
     """One SCCP message: ``id``, ``name`` (Wireshark's, §2), ``direction`` (``"S->CM"``,
     ``"CM->S"``, ``"CM<->CM"`` or ``"?"``), and ``layouts``: ``((since_protocol_version,
     fields), ...)`` in ascending order — the last one whose version is <= the negotiated protocol
-    version applies.  ``default_size``: payload bytes encoded by default when the optional tail is
-    not given (``None`` = the whole layout).  ``documented``: False when the reference gives no
+    version applies.  ``documented``: False when the reference gives no
     payload layout, in which case the payload is one opaque ``data`` field.  ``dynamic``: a V2
     message ending in NUL-terminated strings, padded to 4 bytes."""
 
@@ -142,7 +144,6 @@ class MessageDef:
     name: str
     direction: str
     layouts: tuple[tuple[int, Layout], ...]
-    default_size: int | None = None
     documented: bool = True
     dynamic: bool = False
     brief: tuple[str, ...] = ()
@@ -205,6 +206,11 @@ def _opt(*items: FieldDef | tuple[FieldDef, ...]) -> tuple[FieldDef, ...]:
     return tuple(replace(f, optional=True) for f in _flat(items))
 
 
+def _extra(*items: FieldDef | tuple[FieldDef, ...]) -> tuple[FieldDef, ...]:
+    """Optional fields not written unless given (or a later field is given)."""
+    return tuple(replace(f, optional=True, by_default=False) for f in _flat(items))
+
+
 def _flat(items: Iterable[FieldDef | tuple[FieldDef, ...]]) -> tuple[FieldDef, ...]:
     out: list[FieldDef] = []
     for item in items:
@@ -237,7 +243,7 @@ _OPAQUE: Layout = (FieldDef("data", "rest"),)
 _DEFS: list[MessageDef] = []
 
 
-def _m(id_: int, name: str, direction: str, *layouts: Layout | tuple[int, Layout], default_size: int | None = None,
+def _m(id_: int, name: str, direction: str, *layouts: Layout | tuple[int, Layout],
        dynamic: bool = False, brief: tuple[str, ...] = ()) -> None:
     normalised: list[tuple[int, Layout]] = []
     for item in layouts:
@@ -248,19 +254,21 @@ def _m(id_: int, name: str, direction: str, *layouts: Layout | tuple[int, Layout
     documented = bool(normalised)
     if not normalised:
         normalised = [(0, _OPAQUE)]
-    _DEFS.append(MessageDef(id_, name, direction, tuple(normalised), default_size, documented, dynamic, brief))
+    _DEFS.append(MessageDef(id_, name, direction, tuple(normalised), documented, dynamic, brief))
 
 
 S, C, X, Q = "S->CM", "CM->S", "CM<->CM", "?"
 
-# §3.1 Register: 36 mandatory bytes, then firmware-dependent tails decoded by length.
+# §3.1 Register: 36 mandatory bytes, then firmware-dependent tails decoded by length.  Encoded by
+# default: the 68-byte form of a 7960 (protocolVer at offset 40), the rest only when given.
 _REGISTER = _L(
     _char("deviceName", 16), _u32("userId"), _u32("instance"), _ip4("stationIpAddr"),
     _u32("deviceType", enum="deviceType"), _u32("maxStreams"),
     _opt(_u32("activeStreams"), _u8("protocolVer"), _u8("unknown"), _u16("phoneFeatures"),
          _u32("maxConferences"), _u32("activeConferences"), _raw("macAddress", 12),
-         _u32("ipV4AddressScope"), _u32("maxNumberOfLines"), FieldDef("stationIpV6Addr", "ip6"),
-         _u32("ipV6AddressScope"), _char("firmwareLoadName", 32), _char("configVersionStamp", 48)),
+         _u32("ipV4AddressScope")),
+    _extra(_u32("maxNumberOfLines"), FieldDef("stationIpV6Addr", "ip6"), _u32("ipV6AddressScope"),
+           _char("firmwareLoadName", 32), _char("configVersionStamp", 48)),
 )
 
 _CAPS = FieldDef("caps", "group", count=18, count_field="capCount", fields=(
@@ -309,7 +317,7 @@ def _forward_stat(n: int) -> Layout:
 
 # ---- station -> call manager (§2, layouts §3)
 _m(0x0000, "KeepAlive", S, _EMPTY)
-_m(0x0001, "Register", S, _REGISTER, default_size=68,
+_m(0x0001, "Register", S, _REGISTER,
    brief=("deviceName", "deviceType", "stationIpAddr", "protocolVer"))
 _m(0x0002, "IpPort", S, _L(_u32("rtpMediaPort")))
 _m(0x0003, "KeypadButton", S, _L(_u32("kpButton", enum="keypad"), _opt(_li_cr())))
@@ -325,7 +333,7 @@ _m(0x000A, "SpeedDialStatReq", S, _L(_u32("speedDialNumber")))
 _m(0x000B, "LineStatReq", S, _L(_u32("lineNumber")))
 _m(0x000C, "ConfigStatReq", S, _EMPTY)
 _m(0x000D, "TimeDateReq", S, _EMPTY)
-_m(0x000E, "ButtonTemplateReq", S, _L(_opt(_u32("totalButtonCount"))), default_size=0)
+_m(0x000E, "ButtonTemplateReq", S, _L(_extra(_u32("totalButtonCount"))))
 _m(0x000F, "VersionReq", S, _EMPTY)
 _m(0x0010, "CapabilitiesRes", S, _L(_u32("capCount"), _CAPS))
 _m(0x0011, "MediaPortList", S)
@@ -343,7 +351,7 @@ _m(0x0023, "ConnectionStatisticsRes", S)
 _m(0x0024, "OffHookWithCgpn", S)
 _m(0x0025, "SoftKeySetReq", S, _EMPTY)
 _m(0x0026, "SoftKeyEvent", S, _L(_u32("softKeyEvent", enum="softKeyEvent"), _li_cr()))
-_m(0x0027, "Unregister", S, _L(_opt(_u32("reason", enum="unregisterReason"))), default_size=0)
+_m(0x0027, "Unregister", S, _L(_extra(_u32("reason", enum="unregisterReason"))))
 _m(0x0028, "SoftKeyTemplateReq", S, _EMPTY)
 _m(0x0029, "RegisterTokenReq", S)
 _m(0x002A, "MediaTransmissionFailure", S)
@@ -356,7 +364,7 @@ _m(0x0030, "UpdateCapabilities", S)
 _m(0x0031, "OpenMultiMediaReceiveChannelAck", S)
 _m(0x0032, "ClearConference", X)
 _m(0x0033, "ServiceURLStatReq", S, _L(_u32("serviceURLIndex")))
-_m(0x0034, "FeatureStatReq", S, _L(_u32("featureIndex"), _opt(_u32("capabilities"))), default_size=4)
+_m(0x0034, "FeatureStatReq", S, _L(_u32("featureIndex"), _extra(_u32("capabilities"))))
 _m(0x0035, "CreateConferenceRes", X)
 _m(0x0036, "DeleteConferenceRes", X)
 _m(0x0037, "ModifyConferenceRes", X)
@@ -437,8 +445,8 @@ _m(0x0104, "StopMulticastMediaTransmission", C)
 _m(0x0105, "OpenReceiveChannel", C,
    _L(_ORC_HEAD, _opt(_ORC_TAIL, _ip4("sourceIpAddr"), _u32("sourcePortNumber"), _u32("requestedIpAddrType"))),
    (17, _L(_ORC_HEAD, _opt(_ORC_TAIL, _ipv46("sourceIpAddr"), _u32("sourcePortNumber"),
-                           _u32("requestedIpAddrType"), FieldDef("audioLevelAdjustment", "i32"),
-                           _raw("latentCapsInfo", 36)))),
+                           _u32("requestedIpAddrType")),
+                      _extra(FieldDef("audioLevelAdjustment", "i32"), _raw("latentCapsInfo", 36)))),
    brief=("passThruPartyId", "compressionType", "millisecondPacketSize", "callReference"))
 _m(0x0106, "CloseReceiveChannel", C, _L(_u32("conferenceId"), _u32("passThruPartyId"), _u32("callReference"),
                                         _opt(_u32("portHandlingFlag", enum="portHandling"))))
@@ -910,15 +918,15 @@ def _prepare(layout: Layout, values: Mapping[str, Any], where: str) -> dict[str,
     return vals
 
 
-def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, default_size: int | None) -> bytes:
+def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str) -> bytes:
     vals = _prepare(layout, values, where)
-    # How much of the optional tail to write: everything up to the last field given, and at least
-    # default_size bytes (None = the whole layout).
+    # How much of the optional tail to write: everything up to the last field given, and the
+    # optional fields marked by_default.
     last_given = max((i for i, f in enumerate(layout)
                       if f.name in values or any(n in values for n in f.names)), default=-1)
     out = bytearray()
     for i, f in enumerate(layout):
-        if f.optional and i > last_given and default_size is not None and len(out) + f.wire_size > default_size:
+        if f.optional and not f.by_default and i > last_given:
             break
         val = vals.get(f.name)
         if f.type == "rest":
@@ -940,7 +948,7 @@ def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, defaul
                 raise ValueError(f"{where}.{f.count_field}={vals.get(f.count_field)} but {f.name} has "
                                  f"{len(entries)} entries")
             for entry in entries:
-                out += _encode_layout(f.fields, entry, f"{where}.{f.name}", None)
+                out += _encode_layout(f.fields, entry, f"{where}.{f.name}")
             if f.fixed_slots or not f.count_field:
                 out += bytes((slots - len(entries)) * f.item_size)
         elif f.count is not None:
@@ -962,9 +970,10 @@ def encode(message: str | int, fields: Mapping[str, Any] | None = None, *, proto
     ``message``: a name from :data:`MESSAGE_IDS`, an ID, or ``"Unknown_0xNNNN"``.  ``fields`` use
     the names and value types of :func:`decode_frame`'s output; missing fields encode as zero or
     empty; ``"_trailing"`` (hex or bytes) is appended after the layout.  Optional tails (e.g.
-    Register after byte 36) are written up to the last field given, and at least up to the
-    message's ``default_size`` (Register: the 68-byte form a 7960 sends, which carries
-    ``protocolVer`` at offset 40).  Dynamic (V2) messages are NUL-padded to a 4-byte frame.
+    Register after byte 36) are written up to the last field given, and at least their usual
+    part (Register: the 68-byte form a 7960 sends, which carries ``protocolVer`` at offset 40;
+    OffHook/OnHook/KeypadButton with lineInstance and callReference; Unregister and
+    ButtonTemplateReq empty).  Dynamic (V2) messages are NUL-padded to a 4-byte frame.
     Raises ``ValueError`` for an unknown message or field name and for a value that does not
     fit its field.
     """
@@ -973,8 +982,7 @@ def encode(message: str | int, fields: Mapping[str, Any] | None = None, *, proto
         raise ValueError(f"header_version out of range: {header_version!r}")
     values = dict(fields or {})
     layout = mdef.layout(protocol_version)
-    payload = _encode_layout(layout, {k: v for k, v in values.items() if k != "_trailing"}, mdef.name,
-                             mdef.default_size)
+    payload = _encode_layout(layout, {k: v for k, v in values.items() if k != "_trailing"}, mdef.name)
     if "_trailing" in values:
         payload += _as_bytes(FieldDef("_trailing", "bytes"), values["_trailing"], mdef.name)
     if mdef.dynamic:
