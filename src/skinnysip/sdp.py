@@ -38,7 +38,7 @@ class SDPParseError(ValueError):
 _SESSION_ORDER = "vosiuepcbtrzka"
 _MEDIA_ORDER = "icbka"
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
-_DIGITS_RE = re.compile(r"[0-9]+")
+_DIGITS_RE = re.compile(r"[0-9]{1,30}")  # bounded: int() of huge strings is slow/refused
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 #: Static payload types (RFC 3551 §6) we can describe in an offer: pt → (encoding, clock rate).

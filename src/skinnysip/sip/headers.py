@@ -23,7 +23,8 @@ _VIA_RE = re.compile(
     r"(\[[^\]]*\]|[^\s:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*(;.*)?",
     re.S,
 )
-_CSEQ_RE = re.compile(rf"[ \t]*([0-9]+)[ \t]+({_TOKEN})[ \t]*")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Via:
         host, port = parse_hostport(hostport)
         params = parse_params(ptext) if ptext else {}
         rport = params.get("rport")
-        if rport is not None and not (rport.isdigit() and rport.isascii() and int(rport) <= 65535):
+        if rport is not None and not (_PORT_RE.fullmatch(rport) and int(rport) <= 65535):
             raise SIPParseError(f"bad rport value {rport[:20]!r}")
         return cls(f"{name}/{version}", transport.upper(), host, port, params)
 

@@ -439,7 +439,7 @@ _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LEADING_CRLF_RE = re.compile(rb"(?:\r?\n)+")
-_DIGITS_RE = re.compile(r"[0-9]+")
+_DIGITS_RE = re.compile(r"[0-9]{1,30}")  # bounded: int() of huge strings is slow/refused
 
 
 def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
