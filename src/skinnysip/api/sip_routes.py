@@ -1,5 +1,256 @@
-"""HTTP routes for the SIP operations (filled in by the SIP work)."""
+"""HTTP routes for the SIP probes: ``POST /api/sip/{options,register,invite,digest-auth}``
+(transport ``udp`` by default, ``tcp`` or ``tls``) and ``POST /api/sips/{…}`` (always TLS,
+``sips:`` URIs, port 5061, 15 s timeout by default).
+
+A route validates the JSON body (strict types, bounded values; a bad field → 400
+``{"success": false, "error": "<field>: <what is wrong>"}``), calls the operation in
+:mod:`skinnysip.probes.sip` and returns its result's ``to_api()`` unchanged, so
+``skinnysip sip … --json`` prints the same body. An unreachable or silent server is a
+200 with ``success: false``. Times in the API are milliseconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
-router = APIRouter()
+from skinnysip.probes import sip as probes
+from skinnysip.sip.message import SIPParseError
+from skinnysip.sip.uri import SipURI
+
+router = APIRouter(tags=["sip"])
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+# RFC 3261 §25.1 user part without escapes and without ; ? / (which would end a URI part)
+_USER_RE = re.compile(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
+_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
+
+
+def check_host(value: str) -> str:
+    """A host name (RFC 1123), an IPv4 address or an IPv6 address (brackets optional).
+    Returns it without brackets; raises ValueError otherwise."""
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        ipaddress.IPv6Address(v[1:-1])  # raises ValueError
+        return v[1:-1]
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if len(v) > 253 or not _HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
+        raise ValueError("not a host name, IPv4 or IPv6 address")
+    return v
+
+
+def check_party(value: str) -> str:
+    """A user part (``alice``) or a full ``sip:``/``sips:``/``tel:`` URI."""
+    if _SCHEME_RE.match(value):
+        return check_uri(value)
+    if not _USER_RE.fullmatch(value):
+        raise ValueError("not a SIP user part or sip:/sips:/tel: URI")
+    return value
+
+
+def check_uri(value: str) -> str:
+    """A ``sip:``/``sips:``/``tel:`` URI (RFC 3261 §19.1, RFC 3966)."""
+    if any(c in value for c in "\r\n\t ") or len(value) > 1024:
+        raise ValueError("not a valid URI (whitespace or too long)")
+    try:
+        SipURI.parse(value)
+    except SIPParseError as exc:
+        raise ValueError(f"not a valid SIP URI: {exc.reason}") from exc
+    return value
+
+
+class _Body(BaseModel):
+    """Fields common to every SIP probe request (camelCase in JSON)."""
+
+    model_config = ConfigDict(
+        strict=True, extra="ignore", alias_generator=to_camel, populate_by_name=True, str_max_length=1024
+    )
+
+    host: str = Field(description="Server: host name, IPv4 or IPv6 address.", examples=["127.0.0.1"])
+    uri: str | None = Field(None, description="Request-URI (default depends on the operation).")
+    from_: str | None = Field(None, alias="from", description="From: user part or full URI.")
+    to: str | None = Field(None, description="To: user part or full URI.")
+    from_uri: str | None = Field(None, description="From as a full URI (same as `from`).")
+    to_uri: str | None = Field(None, description="To as a full URI (same as `to`).")
+    username: str | None = Field(None, description="User / Digest username (default `probe`).")
+    password: str | None = Field(None, max_length=256, description="Digest password; never returned.")
+    domain: str | None = Field(None, description="SIP domain for built URIs (default: host).")
+    t1: float | None = Field(None, ge=50, le=10000, description="RFC 3261 T1 in ms (UDP retransmission base; default 500).")
+    tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_host(v)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        return None if v is None else check_uri(v)
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _party(cls, v: str | None) -> str | None:
+        return None if v is None else check_party(v)
+
+    @field_validator("from_uri", "to_uri")
+    @classmethod
+    def _full_uri(cls, v: str | None) -> str | None:
+        return None if v is None else check_uri(v)
+
+    @field_validator("username")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and not _USER_RE.fullmatch(v):
+            raise ValueError("only letters, digits and ._~+-!*'()&=$, allowed (1-128)")
+        return v
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        host, port = v, None
+        if v.startswith("["):
+            host, _, rest = v[1:].partition("]")
+            host = f"[{host}]"
+            port = rest[1:] if rest.startswith(":") else (None if not rest else "x")
+        elif v.count(":") == 1:
+            host, port = v.split(":")
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError("bad port in domain")
+        check_host(host)
+        return v
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> _Body:
+        if self.from_ is not None and self.from_uri is not None and self.from_ != self.from_uri:
+            raise ValueError("give `from` or `fromUri`, not both")
+        if self.to is not None and self.to_uri is not None and self.to != self.to_uri:
+            raise ValueError("give `to` or `toUri`, not both")
+        return self
+
+    def _probe(self, **kw: Any) -> probes.ProbeRequest:
+        return probes.ProbeRequest(
+            host=self.host,
+            uri=self.uri,
+            from_uri=self.from_uri or self.from_,
+            to_uri=self.to_uri or self.to,
+            username=self.username,
+            password=self.password,
+            domain=self.domain,
+            t1=(self.t1 or 500) / 1000,
+            tls_verify=self.tls_verify,
+            **kw,
+        )
+
+
+class SIPBody(_Body):
+    """``/api/sip/*``: SIP over UDP (default), TCP or TLS with ``sip:`` URIs."""
+
+    port: int | None = Field(None, ge=1, le=65535, description="Server port (default 5060; 5061 for tls).")
+    transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
+    timeout: float = Field(10000, ge=100, le=120000, description="ms to wait for each final response.")
+
+    def to_probe(self) -> probes.ProbeRequest:
+        return self._probe(port=self.port, transport=self.transport, scheme="sip", timeout=self.timeout / 1000)
+
+
+class SIPSBody(_Body):
+    """``/api/sips/*``: SIP over TLS with ``sips:`` URIs (RFC 3261 §26.2.2)."""
+
+    port: int = Field(5061, ge=1, le=65535, description="Server port.")
+    timeout: float = Field(15000, ge=100, le=120000, description="ms to wait for each final response.")
+
+    def to_probe(self) -> probes.ProbeRequest:
+        return self._probe(port=self.port, transport="tls", scheme="sips", timeout=self.timeout / 1000)
+
+
+class _DigestFields(BaseModel):
+    username: str = Field(description="Digest username.")  # type: ignore[assignment]
+    password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")  # type: ignore[assignment]
+    expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
+
+
+class SIPDigestBody(SIPBody, _DigestFields):
+    """``/api/sip/digest-auth``."""
+
+    def to_probe(self) -> probes.ProbeRequest:
+        req = super().to_probe()
+        req.expires = self.expires
+        return req
+
+
+class SIPSDigestBody(SIPSBody, _DigestFields):
+    """``/api/sips/digest-auth``."""
+
+    def to_probe(self) -> probes.ProbeRequest:
+        req = super().to_probe()
+        req.expires = self.expires
+        return req
+
+
+async def _answer(operation: Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]],
+                  request: probes.ProbeRequest) -> JSONResponse:
+    result = await operation(request)
+    return JSONResponse(result.to_api())
+
+
+_DESCRIPTIONS = {
+    "options": "OPTIONS (RFC 3261 §11): status, Allow, Supported, Accept, Server.",
+    "register": "REGISTER with Expires: 0: does the registrar require authentication? Offered algorithms and qop.",
+    "invite": "INVITE with an SDP offer; follows 1xx; CANCEL on timeout; ACK (+BYE for 2xx): no dialog left open.",
+    "digest-auth": "Digest login by REGISTER (RFC 7616: MD5, SHA-256, SHA-512-256, -sess); binding removed after.",
+}
+
+
+@router.post("/api/sip/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
+async def sip_options(body: SIPBody) -> JSONResponse:
+    return await _answer(probes.options, body.to_probe())
+
+
+@router.post("/api/sip/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
+async def sip_register(body: SIPBody) -> JSONResponse:
+    return await _answer(probes.register, body.to_probe())
+
+
+@router.post("/api/sip/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
+async def sip_invite(body: SIPBody) -> JSONResponse:
+    return await _answer(probes.invite, body.to_probe())
+
+
+@router.post("/api/sip/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
+async def sip_digest_auth(body: SIPDigestBody) -> JSONResponse:
+    return await _answer(probes.digest_auth, body.to_probe())
+
+
+@router.post("/api/sips/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
+async def sips_options(body: SIPSBody) -> JSONResponse:
+    return await _answer(probes.options, body.to_probe())
+
+
+@router.post("/api/sips/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
+async def sips_register(body: SIPSBody) -> JSONResponse:
+    return await _answer(probes.register, body.to_probe())
+
+
+@router.post("/api/sips/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
+async def sips_invite(body: SIPSBody) -> JSONResponse:
+    return await _answer(probes.invite, body.to_probe())
+
+
+@router.post("/api/sips/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
+async def sips_digest_auth(body: SIPSDigestBody) -> JSONResponse:
+    return await _answer(probes.digest_auth, body.to_probe())

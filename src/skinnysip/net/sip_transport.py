@@ -446,7 +446,7 @@ class TransactionDriver:
     async def _apply(self, tx: ClientTransaction, out: TransactionOutput) -> None:
         for item in out.transmit:
             try:
-                await self.connection.send(item.message, "" if item.kind == "request" else item.kind)
+                await self.connection.send(item.message, "retransmission" if item.kind == "retransmission" else "")
             except SIPTransportError as exc:
                 self._queue_events(tx, out)
                 self._queue_events(tx, tx.transport_error(exc.reason, self.clock()))

@@ -1,0 +1,759 @@
+"""The four SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``.
+
+Each is an ``async`` function taking a :class:`ProbeRequest` and returning a pydantic result
+(derived from :class:`skinnysip.result.ResultModel`) whose ``to_api()`` is the HTTP API's
+response body. They never raise for network or peer problems: those give
+``success: false`` and a one-line ``error``. ``success`` means the probe ran to the end and
+got a final response (any status). Every result carries the whole ``exchange``: every
+message sent and received (retransmissions, ACK, CANCEL, BYE included).
+
+Units: the Python request uses seconds (``timeout``, ``t1``); results use milliseconds
+(``rtt``), as the HTTP API does.
+
+Sources: RFC 3261 (§8.1 requests, §10 REGISTER, §11 OPTIONS, §13 INVITE, §9 CANCEL,
+§17 transactions, §22 authentication), RFC 3581 (``rport``), RFC 7616 / RFC 8760 (Digest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from skinnysip import __version__
+from skinnysip.net.sip_transport import (
+    ClientEvent,
+    SIPConnection,
+    SIPTransportError,
+    Stray,
+    TransactionDriver,
+    open_connection,
+)
+from skinnysip.result import ResultModel, TLSInfo, WireMessage, hostport
+from skinnysip.sdp import audio_offer
+from skinnysip.sip.auth import DigestChallenge, DigestClient, challenges_from, choose_challenge
+from skinnysip.sip.dialog import Dialog, new_call_id, new_tag
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.transaction import (
+    ClientTransaction,
+    InviteClientTransaction,
+    ResponseReceived,
+    TimedOut,
+    Timers,
+    TransportFailed,
+    build_cancel,
+    new_branch,
+)
+from skinnysip.sip.uri import NameAddr, SipURI, format_host
+
+__all__ = [
+    "DigestAuthResult",
+    "HeaderField",
+    "InviteResult",
+    "OptionsResult",
+    "ProbeRequest",
+    "RegisterResult",
+    "SIPProbeResult",
+    "digest_auth",
+    "invite",
+    "options",
+    "register",
+]
+
+USER_AGENT = f"skinnysip/{__version__}"
+RAW_LIMIT = 16384  # characters of the final response kept in ``raw``
+DEFAULT_USER = "probe"
+_URI_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
+
+
+# --------------------------------------------------------------------------- request
+
+
+@dataclass
+class ProbeRequest:
+    """What to probe and how (Python units: seconds).
+
+    ``host``: name, IPv4 or IPv6 literal. ``port``: default 5060, or 5061 for TLS.
+    ``transport``: ``udp``/``tcp``/``tls``. ``scheme``: ``sip`` or ``sips`` (the URIs we
+    build; ``sips`` needs TLS). ``uri``: the Request-URI (default per operation).
+    ``from_uri``/``to_uri``: a user part (``alice``) or a full ``sip:``/``sips:``/``tel:``
+    URI. ``username``/``password``: Digest credentials (``username`` is also the user of
+    REGISTER's To/From/Contact; default ``probe``). ``domain``: SIP domain of built URIs
+    (default: host, with the port if not the scheme's default). ``timeout``: seconds to wait
+    for each final response (and for connecting). ``t1``: RFC 3261 T1 in seconds
+    (retransmission base on UDP). ``tls_verify``/``ca_file``: TLS certificate checking.
+    ``expires``: the Expires of digest-auth's REGISTER (seconds; 0 = only de-register).
+    """
+
+    host: str
+    port: int | None = None
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    scheme: Literal["sip", "sips"] = "sip"
+    uri: str | None = None
+    from_uri: str | None = None
+    to_uri: str | None = None
+    username: str | None = None
+    password: str | None = None
+    domain: str | None = None
+    timeout: float = 10.0
+    t1: float = 0.5
+    tls_verify: bool = True
+    ca_file: str | None = None
+    expires: int = 60
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 5061 if self.transport == "tls" else 5060
+
+    @property
+    def bare_host(self) -> str:
+        h = self.host.strip()
+        return h[1:-1] if h.startswith("[") and h.endswith("]") else h
+
+
+# --------------------------------------------------------------------------- results
+
+
+class HeaderField(ResultModel):
+    """One header field line of a response, in wire order (duplicates kept)."""
+
+    name: str
+    value: str
+
+
+class SIPProbeResult(ResultModel):
+    """Fields every SIP probe result has.
+
+    ``server``: ``host:port`` probed; ``status_code``/``status_text``: the final response
+    the operation reports; ``headers``: its header fields in order; ``raw``: its text
+    (first 16384 characters); ``server_agent``: its ``Server`` (else ``User-Agent``);
+    ``rtt``: milliseconds from the first transmission of the request to that response;
+    ``call_id``: the Call-ID used; ``tls``: the handshake report (TLS only);
+    ``exchange``: every message sent and received.
+    """
+
+    success: bool = False
+    error: str | None = None
+    server: str
+    transport: str
+    status_code: int | None = None
+    status_text: str | None = None
+    headers: list[HeaderField] = []
+    raw: str | None = None
+    server_agent: str | None = None
+    rtt: float | None = None
+    call_id: str | None = None
+    tls: TLSInfo | None = None
+    exchange: list[WireMessage] = []
+
+
+class OptionsResult(SIPProbeResult):
+    """OPTIONS (RFC 3261 §11): ``allowed_methods`` (Allow), ``supported_extensions``
+    (Supported), ``content_types`` (Accept); None when the header is absent."""
+
+    allowed_methods: list[str] | None = None
+    supported_extensions: list[str] | None = None
+    content_types: list[str] | None = None
+
+
+class RegisterResult(SIPProbeResult):
+    """REGISTER with ``Expires: 0`` (RFC 3261 §10.2.2): does the registrar demand
+    authentication? ``auth_scheme``/``auth_realm`` of the first challenge,
+    ``auth_algorithms``/``auth_qop`` offered across all challenges, ``contact_expires``
+    (seconds) from the Contact's ``expires`` or the Expires header."""
+
+    requires_auth: bool = False
+    auth_scheme: str | None = None
+    auth_realm: str | None = None
+    contact_expires: int | None = None
+    auth_algorithms: list[str] = []
+    auth_qop: list[str] = []
+
+
+class InviteResult(SIPProbeResult):
+    """INVITE (RFC 3261 §13): ``provisional`` lists the 1xx codes seen; ``cancelled`` is
+    true when the probe sent CANCEL; ``cleanup`` says what was sent after the final
+    response (``ack``, ``ack+bye``, ``cancel+ack``, ``cancel``, ``none``); ``allow`` is the
+    final response's Allow value; ``message`` a one-line summary."""
+
+    requires_auth: bool = False
+    auth_scheme: str | None = None
+    allow: str | None = None
+    provisional: list[int] = []
+    cancelled: bool = False
+    cleanup: str | None = None
+    message: str | None = None
+
+
+class DigestAuthResult(SIPProbeResult):
+    """Digest login by REGISTER (RFC 7616, RFC 3261 §22): ``authenticated`` iff the
+    authenticated REGISTER got a 2xx; ``no_auth_required`` if the first REGISTER already
+    did; ``challenge_code`` 401/407; ``nonce`` first 16 characters + ``...``;
+    ``unregistered``: the binding was removed again (``Expires: 0``) after success."""
+
+    authenticated: bool = False
+    no_auth_required: bool = False
+    challenge_code: int | None = None
+    realm: str | None = None
+    nonce: str | None = None
+    algorithm: str | None = None
+    qop: str | None = None
+    unregistered: bool | None = None
+
+
+R = TypeVar("R", bound=SIPProbeResult)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _ProbeFailure(Exception):
+    """Ends a probe with ``success: false`` and this error."""
+
+
+def _has_scheme(value: str) -> bool:
+    return bool(_URI_SCHEME_RE.match(value))
+
+
+def _uri_host(host: str) -> str:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return format_host(host)
+
+
+class _Session:
+    """One probe's flow: connection, transaction driver, Call-ID, From tag, CSeq."""
+
+    def __init__(self, request: ProbeRequest, conn: SIPConnection) -> None:
+        self.req = request
+        self.conn = conn
+        self.driver = TransactionDriver(conn, Timers(t1=request.t1, t2=max(4.0, request.t1)))
+        self.call_id = new_call_id()
+        self.from_tag = new_tag()
+        self.cseq = 0
+        self.bye_answer: str | None = None
+        self.scheme = request.scheme
+        default_port = 5061 if self.scheme == "sips" or request.transport == "tls" else 5060
+        port = request.effective_port
+        self.domain = request.domain or (
+            _uri_host(request.bare_host) + ("" if port == default_port else f":{port}")
+        )
+
+    # URIs ------------------------------------------------------------------------
+    def uri(self, value: str | None, default_user: str | None) -> str:
+        """A user part or full URI → a URI (user@domain, or the domain without user)."""
+        if value and _has_scheme(value):
+            return value
+        user = value or default_user
+        return f"{self.scheme}:{user}@{self.domain}" if user else f"{self.scheme}:{self.domain}"
+
+    def contact(self, user: str) -> str:
+        host = format_host(self.conn.local_host)
+        params = ""
+        if self.scheme == "sip" and self.conn.transport != "udp":
+            params = f";transport={self.conn.transport}"
+        return f"<{self.scheme}:{user}@{host}:{self.conn.local_port}{params}>"
+
+    def via(self) -> str:
+        return self.conn.via(new_branch())
+
+    def timeout_ms(self) -> str:
+        return f"{self.req.timeout * 1000:.0f} ms"
+
+    def build(self, method: str, request_uri: str, from_uri: str, to_uri: str, *,
+              contact_user: str | None = None, cseq: int | None = None) -> Request:
+        """A request per RFC 3261 §8.1.1 on this session's Call-ID and From tag."""
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        h = Headers()
+        h.add("Via", self.via())
+        h.add("Max-Forwards", "70")
+        h.add("From", f"<{from_uri}>;tag={self.from_tag}")
+        h.add("To", f"<{to_uri}>")
+        h.add("Call-ID", self.call_id)
+        h.add("CSeq", f"{cseq} {method}")
+        if contact_user is not None:
+            h.add("Contact", self.contact(contact_user))
+        h.add("User-Agent", USER_AGENT)
+        return Request(method, request_uri, h)
+
+    # transactions --------------------------------------------------------------------
+    async def transact(self, request: Request, on_stray: Callable[[Stray], Awaitable[None]] | None = None,
+                       ) -> tuple[Response, float]:
+        """Run a non-INVITE transaction to its final response → (response, rtt ms).
+        Raises :class:`_ProbeFailure` on timeout or transport failure."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tx = await self.driver.start(request)
+        deadline = started + self.req.timeout
+        last: Response | None = None
+        while True:
+            item = await self.driver.next_event(deadline)
+            if item is None:
+                raise _ProbeFailure(self.no_response(request.method, last))
+            if isinstance(item, Stray):
+                if on_stray is not None:
+                    await on_stray(item)
+                continue
+            if item.transaction is not tx:
+                continue
+            event = item.event
+            if isinstance(event, ResponseReceived):
+                if event.final:
+                    return event.response, (loop.time() - started) * 1000
+                last = event.response
+            elif isinstance(event, TimedOut):
+                raise _ProbeFailure(self.no_response(request.method, last))
+            elif isinstance(event, TransportFailed):
+                raise _ProbeFailure(event.reason)
+
+    def no_response(self, method: str, provisional: Response | None) -> str:
+        if provisional is not None:
+            return (f"no final response to {method} from {self.conn.where} within {self.timeout_ms()} "
+                    f"(last: {provisional.summary})")
+        return f"no response from {self.conn.where} within {self.timeout_ms()}"
+
+
+def _fill(result: SIPProbeResult, response: Response, rtt: float | None) -> None:
+    result.status_code = response.status_code
+    result.status_text = response.reason
+    result.headers = [HeaderField(name=n, value=v) for n, v in response.headers]
+    result.raw = response.to_bytes().decode("utf-8", errors="replace")[:RAW_LIMIT]
+    result.server_agent = response.headers.get("Server") or response.headers.get("User-Agent")
+    result.rtt = round(rtt, 3) if rtt is not None else None
+
+
+def _list(response: Response, name: str) -> list[str] | None:
+    if name not in response.headers:
+        return None
+    try:
+        return [v.strip() for v in response.headers.values(name) if v.strip()]
+    except SIPParseError:
+        return [v.strip() for v in ",".join(response.headers.get_all(name)).split(",") if v.strip()]
+
+
+def _auth_header_values(response: Response) -> list[str]:
+    name = "Proxy-Authenticate" if response.status_code == 407 else "WWW-Authenticate"
+    return response.headers.get_all(name) or response.headers.get_all(
+        "WWW-Authenticate" if name == "Proxy-Authenticate" else "Proxy-Authenticate")
+
+
+def _challenges(response: Response) -> list[DigestChallenge]:
+    try:
+        return challenges_from(response)
+    except SIPParseError:
+        return []
+
+
+def _auth_scheme(response: Response) -> str | None:
+    values = _auth_header_values(response)
+    if not values:
+        return None
+    first = values[0].strip().split(None, 1)
+    return first[0] if first else None
+
+
+async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]]) -> R:
+    """Connect, run ``flow``, always close; turn every failure into ``success: false``."""
+    conn: SIPConnection | None = None
+    try:
+        if request.scheme == "sips" and request.transport != "tls":
+            raise _ProbeFailure("sips: URIs need the tls transport (RFC 3261 §26.2.2)")
+        conn = await open_connection(
+            request.bare_host,
+            request.effective_port,
+            request.transport,
+            timeout=request.timeout,
+            verify=request.tls_verify,
+            ca_file=request.ca_file,
+        )
+        result.tls = conn.tls
+        session = _Session(request, conn)
+        result.call_id = session.call_id
+        await flow(session, result)
+        result.success = result.error is None
+    except _ProbeFailure as exc:
+        result.success, result.error = False, str(exc)
+    except SIPTransportError as exc:
+        result.success, result.error = False, exc.reason
+    except SIPParseError as exc:
+        result.success, result.error = False, f"malformed message from the server: {exc.reason}"
+    finally:
+        if conn is not None:
+            result.exchange = list(conn.exchange)
+            await conn.close()
+    return result
+
+
+def _new_result(cls: type[R], request: ProbeRequest) -> R:
+    return cls(server=hostport(request.bare_host, request.effective_port), transport=request.transport)
+
+
+# --------------------------------------------------------------------------- OPTIONS
+
+
+async def options(request: ProbeRequest) -> OptionsResult:
+    """Send OPTIONS (RFC 3261 §11) and report the server's capabilities.
+
+    Request-URI: ``uri``, else ``to_uri`` if it is a URI, else ``sip:<domain>``; To: the
+    ``to_uri`` (or Request-URI); From: ``from_uri`` or ``sip:probe@<domain>``.
+    """
+
+    async def flow(s: _Session, result: OptionsResult) -> None:
+        to = s.uri(request.to_uri, None)
+        ruri = request.uri or to
+        req = s.build("OPTIONS", ruri, s.uri(request.from_uri, DEFAULT_USER), to, contact_user=DEFAULT_USER)
+        req.headers.add("Accept", "application/sdp")
+        response, rtt = await s.transact(req)
+        _fill(result, response, rtt)
+        result.allowed_methods = _list(response, "Allow")
+        result.supported_extensions = _list(response, "Supported")
+        result.content_types = _list(response, "Accept")
+
+    return await _run(request, _new_result(OptionsResult, request), flow)
+
+
+# --------------------------------------------------------------------------- REGISTER
+
+
+def _contact_expires(response: Response, local_contact: str) -> int | None:
+    try:
+        contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
+    except SIPParseError:
+        contacts = []
+    mine = None
+    try:
+        ours = SipURI.parse(local_contact.strip("<>"))
+        for c in contacts:
+            if isinstance(c.uri, SipURI) and (c.uri.host, c.uri.port) == (ours.host, ours.port):
+                mine = c
+                break
+    except SIPParseError:
+        pass
+    for c in ([mine] if mine else []) + contacts:
+        value = c.params.get("expires")
+        if value is not None and value.isdigit():
+            return int(value)
+    expires = response.headers.get("Expires")
+    if expires is not None and expires.strip().isdigit():
+        return int(expires.strip())
+    return None
+
+
+async def register(request: ProbeRequest) -> RegisterResult:
+    """Send REGISTER with ``Expires: 0`` (RFC 3261 §10.2.2: remove our binding, so nothing
+    is left behind) to learn whether the registrar demands authentication.
+
+    Request-URI: ``uri`` or ``sip:<domain>``; To/From: ``sip:<username|probe>@<domain>``;
+    Contact: our real local address. No credentials are sent.
+    """
+
+    async def flow(s: _Session, result: RegisterResult) -> None:
+        user = request.username or DEFAULT_USER
+        aor = s.uri(request.from_uri or user, user)
+        ruri = request.uri or f"{s.scheme}:{s.domain}"
+        req = s.build("REGISTER", ruri, aor, aor, contact_user=user)
+        req.headers.add("Expires", "0")
+        response, rtt = await s.transact(req)
+        _fill(result, response, rtt)
+        result.requires_auth = response.status_code in (401, 407)
+        result.auth_scheme = _auth_scheme(response)
+        challenges = _challenges(response)
+        if challenges:
+            result.auth_realm = challenges[0].realm
+        result.auth_algorithms = list(dict.fromkeys(c.algorithm for c in challenges))
+        result.auth_qop = list(dict.fromkeys(q for c in challenges for q in c.qop_options))
+        result.contact_expires = _contact_expires(response, s.contact(user))
+
+    return await _run(request, _new_result(RegisterResult, request), flow)
+
+
+# --------------------------------------------------------------------------- digest-auth
+
+
+def _truncate_nonce(nonce: str) -> str:
+    return nonce[:16] + "..." if len(nonce) > 16 else nonce
+
+
+async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
+    """Log in with Digest by REGISTER (RFC 3261 §22.2, RFC 7616): REGISTER → 401/407 →
+    REGISTER with (Proxy-)Authorization (same Call-ID and From tag, CSeq + 1, new branch);
+    a ``stale=true`` challenge is answered once more with the new nonce. The strongest
+    supported challenge is used; the digest URI is the Request-URI as sent. After a
+    successful login with ``expires`` > 0 the binding is removed (``Expires: 0``,
+    authenticated). A wrong password is ``authenticated: false`` with the server's status.
+    """
+
+    async def flow(s: _Session, result: DigestAuthResult) -> None:
+        if not request.username:
+            raise _ProbeFailure("digest-auth needs a username")
+        user = request.username
+        client = DigestClient(user, request.password or "")
+        aor = s.uri(request.from_uri or user, user)
+        ruri = request.uri or f"{s.scheme}:{s.domain}"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        def make(expires: int, challenge: DigestChallenge | None) -> Request:
+            req = s.build("REGISTER", ruri, aor, aor, contact_user=user)
+            req.headers.add("Expires", str(expires))
+            if challenge is not None:
+                name, value = client.authorization(challenge, "REGISTER", ruri)
+                req.headers.add(name, value)
+            return req
+
+        response, _ = await s.transact(make(request.expires, None))
+        if 200 <= response.status_code < 300:
+            _fill(result, response, (loop.time() - started) * 1000)
+            result.authenticated = True
+            result.no_auth_required = True
+            if request.expires > 0:
+                cleanup, _ = await s.transact(make(0, None))
+                result.unregistered = 200 <= cleanup.status_code < 300
+            return
+        if response.status_code not in (401, 407):
+            _fill(result, response, (loop.time() - started) * 1000)
+            return  # neither accepted nor challenged: report the server's answer
+        result.challenge_code = response.status_code
+        offered = _challenges(response)
+        challenge = choose_challenge(offered)
+        if challenge is None:
+            _fill(result, response, (loop.time() - started) * 1000)
+            schemes = ", ".join(_auth_header_values(response))[:200] or "none"
+            raise _ProbeFailure(f"no supported Digest challenge in the {response.status_code} (offered: {schemes})")
+        result.realm = challenge.realm
+        result.nonce = _truncate_nonce(challenge.nonce)
+        result.algorithm = challenge.algorithm
+        offered_qop = challenge.qop_options
+        result.qop = "auth" if "auth" in offered_qop else ("auth-int" if "auth-int" in offered_qop else None)
+
+        response, _ = await s.transact(make(request.expires, challenge))
+        if response.status_code in (401, 407):
+            again = choose_challenge(_challenges(response))
+            if again is not None and again.stale:
+                challenge = again  # RFC 7616 §3.3: stale nonce, the credentials were right
+                result.nonce = _truncate_nonce(again.nonce)
+                response, _ = await s.transact(make(request.expires, challenge))
+        _fill(result, response, (loop.time() - started) * 1000)
+        result.authenticated = 200 <= response.status_code < 300
+        if result.authenticated and request.expires > 0:
+            result.unregistered = await _unregister(s, make, challenge)
+
+    return await _run(request, _new_result(DigestAuthResult, request), flow)
+
+
+async def _unregister(s: _Session, make: Callable[[int, DigestChallenge | None], Request],
+                      challenge: DigestChallenge) -> bool:
+    """Remove the binding just made (Expires: 0), answering one fresh challenge if asked."""
+    try:
+        response, _ = await s.transact(make(0, challenge))
+        if response.status_code in (401, 407):
+            fresh = choose_challenge(_challenges(response))
+            if fresh is None:
+                return False
+            response, _ = await s.transact(make(0, fresh))
+        return 200 <= response.status_code < 300
+    except _ProbeFailure:
+        return False
+
+
+# --------------------------------------------------------------------------- INVITE
+
+
+class _RTPSink(asyncio.DatagramProtocol):
+    """Absorbs media sent to the port we offer in SDP (bounded count, discarded)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.packets += 1
+
+
+async def _bind_rtp(local_host: str) -> tuple[asyncio.DatagramTransport, int]:
+    """Bind a UDP socket on our local address for the offered RTP port (even, RFC 3550 §11)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+    last: tuple[asyncio.DatagramTransport, int] | None = None
+    for _ in range(10):
+        transport, _proto = await loop.create_datagram_endpoint(_RTPSink, local_addr=(local_host, 0), family=family)
+        port = transport.get_extra_info("sockname")[1]
+        if port % 2 == 0:
+            if last is not None:
+                last[0].close()
+            return transport, port
+        if last is not None:
+            last[0].close()
+        last = (transport, port)
+    assert last is not None
+    return last
+
+
+async def invite(request: ProbeRequest) -> InviteResult:
+    """Place a probe call (RFC 3261 §13) and clean up so no dialog is left on the server.
+
+    INVITE with an SDP offer (our local address, a really bound RTP port, PCMU/PCMA/
+    telephone-event); provisional responses are followed to a final one. 2xx → ACK (new
+    branch, to the Contact, through the route set, §13.2.2.4) then BYE and its 200;
+    non-2xx → ACK (by the transaction, §17.1.1.3); 401/407 → ``requires_auth``, and with
+    credentials one authenticated retry (CSeq + 1). If ``timeout`` passes with only 1xx,
+    CANCEL (§9.1), then the 487 is consumed and ACKed. No response at all → failure.
+    Request-URI: ``uri``, else ``to_uri``/``sip:<to|probe>@<domain>``.
+    """
+
+    async def flow(s: _Session, result: InviteResult) -> None:
+        rtp, rtp_port = await _bind_rtp(s.conn.local_host)
+        try:
+            await _invite_flow(s, result, rtp_port)
+        finally:
+            rtp.close()
+
+    return await _run(request, _new_result(InviteResult, request), flow)
+
+
+async def _invite_flow(s: _Session, result: InviteResult, rtp_port: int) -> None:
+    req = s.req
+    from_uri = s.uri(req.from_uri, req.username or DEFAULT_USER)
+    to_uri = s.uri(req.to_uri, DEFAULT_USER)
+    ruri = req.uri or to_uri
+    user = req.username or (from_uri.split(":", 1)[1].split("@", 1)[0] if "@" in from_uri else DEFAULT_USER)
+    sdp = audio_offer(s.conn.local_host, rtp_port, session_id=int(time.time())).to_bytes()
+    client = DigestClient(req.username, req.password) if req.username and req.password is not None else None
+    challenge: DigestChallenge | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        invite_req = s.build("INVITE", ruri, from_uri, to_uri, contact_user=user)
+        invite_req.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+        invite_req.headers.add("Content-Type", "application/sdp")
+        invite_req.body = sdp
+        if challenge is not None and client is not None:
+            name, value = client.authorization(challenge, "INVITE", ruri, sdp)
+            invite_req.headers.add(name, value)
+        response, rtt = await _invite_once(s, result, invite_req)
+        if response is None:
+            return  # cancelled without a final response, or failed: already reported
+        _fill(result, response, rtt)
+        code = response.status_code
+        result.allow = ", ".join(response.headers.get_all("Allow")) or None
+        if code in (401, 407):
+            result.requires_auth = True
+            result.auth_scheme = _auth_scheme(response)
+            if client is not None and attempts == 1:
+                challenge = choose_challenge(_challenges(response))
+                if challenge is not None:
+                    continue
+        break
+    if result.cleanup is None:
+        result.cleanup = "ack+bye" if 200 <= (result.status_code or 0) < 300 else "ack"
+    result.message = f"INVITE {result.status_code} {result.status_text} in {result.rtt or 0:.0f} ms ({result.cleanup})"
+    if s.bye_answer is not None:
+        result.message += f"; BYE answered {s.bye_answer}"
+
+
+async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -> tuple[Response | None, float]:
+    """Send one INVITE and see it through: final response, or CANCEL at the deadline.
+    Returns (final response, rtt ms); (None, 0) when the outcome is already reported."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tx = await s.driver.start(invite_req)
+    assert isinstance(tx, InviteClientTransaction)
+    deadline = started + s.req.timeout
+    cancel_tx: ClientTransaction | None = None
+    last: Response | None = None
+    while True:
+        item = await s.driver.next_event(deadline)
+        if item is None:
+            if cancel_tx is not None:
+                raise _ProbeFailure(f"CANCEL sent but no final response to the INVITE from {s.conn.where}")
+            if last is None:
+                result.cleanup = "none"
+                raise _ProbeFailure(s.no_response("INVITE", None))
+            # only provisional responses: cancel (RFC 3261 §9.1), then wait for the 487
+            cancel = build_cancel(invite_req)
+            cancel_tx = await s.driver.start(cancel)
+            result.cancelled = True
+            result.cleanup = "cancel"
+            deadline = loop.time() + min(max(s.req.timeout, 4 * s.req.t1), 64 * s.req.t1)
+            continue
+        if isinstance(item, Stray):
+            continue
+        assert isinstance(item, ClientEvent)
+        event = item.event
+        if item.transaction is cancel_tx:
+            if isinstance(event, TransportFailed):
+                raise _ProbeFailure(event.reason)
+            continue  # 200 to CANCEL (or its timeout): we still wait for the INVITE's final
+        if item.transaction is not tx:
+            continue
+        if isinstance(event, ResponseReceived):
+            response = event.response
+            if not event.final:
+                last = response
+                result.provisional.append(response.status_code)
+                continue
+            rtt = (loop.time() - started) * 1000
+            if response.status_code < 300:
+                await _ack_and_bye(s, result, invite_req, tx, response)
+                result.cleanup = "cancel+ack+bye" if cancel_tx is not None else "ack+bye"
+            elif cancel_tx is not None:
+                result.cleanup = "cancel+ack"
+            return response, rtt
+        if isinstance(event, TimedOut):
+            result.cleanup = "none"
+            raise _ProbeFailure(s.no_response("INVITE", last))
+        if isinstance(event, TransportFailed):
+            raise _ProbeFailure(event.reason)
+
+
+async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request,
+                       tx: InviteClientTransaction, ok: Response) -> None:
+    """ACK the 2xx (§13.2.2.4) and end the dialog with BYE (§15.1.1), re-ACKing any 2xx
+    retransmission that arrives meanwhile. The ACK and BYE go over the same flow to the
+    server the user named (no other destination is contacted)."""
+    dialog = Dialog.from_2xx(invite_req, ok)
+    ack = dialog.ack(s.via())
+    await s.driver.send_direct(ack)
+    bye = dialog.bye(s.via(), USER_AGENT)
+
+    async def re_ack(item: Stray) -> None:
+        message = item.message
+        if isinstance(message, Response) and message.status_code < 300 and message.cseq[1] == "INVITE":
+            await s.driver.send_direct(ack, "re-ACK")
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    bye_tx = await s.driver.start(bye)
+    deadline = started + s.req.timeout
+    while True:
+        item = await s.driver.next_event(deadline)
+        if item is None:
+            raise _ProbeFailure(f"no response to BYE from {s.conn.where} within {s.timeout_ms()}; the call may remain")
+        if isinstance(item, Stray):
+            await re_ack(item)
+            continue
+        if item.transaction is tx and isinstance(item.event, ResponseReceived) and item.event.final:
+            await s.driver.send_direct(ack, "re-ACK")  # 2xx retransmission (RFC 6026 Accepted)
+            continue
+        if item.transaction is not bye_tx:
+            continue
+        event = item.event
+        if isinstance(event, ResponseReceived) and event.final:
+            if event.response.status_code >= 300:
+                s.bye_answer = event.response.summary
+            return
+        if isinstance(event, TimedOut):
+            raise _ProbeFailure(f"no response to BYE from {s.conn.where}; the call may remain")
+        if isinstance(event, TransportFailed):
+            raise _ProbeFailure(event.reason)
+
