@@ -14,11 +14,14 @@ the HTTP API; ``keepAliveInterval`` in seconds, as RegisterAck carries it (refer
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
@@ -48,6 +51,7 @@ from skinnysip.sccp.station import (
 MAX_TIMEOUT_MS = 60_000
 MAX_HOLD_MS = 120_000
 DIAL_PATTERN = r"^[0-9*#A-Da-d+]{1,24}$"
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 # --------------------------------------------------------------------------------------
@@ -59,8 +63,10 @@ class SCCPRequest(ResultModel):
 
     ``timeout`` (ms) bounds every wait; ``holdMs`` is how long a call stays connected with
     media. ``port`` defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
-    of ``host`` (the seed's field name).
+    of ``host`` (the seed's field name). Types are strict (``"7"`` is not a number).
     """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, strict=True, extra="ignore")
 
     host: str = Field(min_length=1, max_length=255, validation_alias=AliasChoices("host", "server"))
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -86,9 +92,15 @@ class SCCPRequest(ResultModel):
     @classmethod
     def _host(cls, v: str) -> str:
         v = v.strip()
-        if not v or any(c.isspace() or c in "/@?#" for c in v):
-            raise ValueError("must be a host name or IP address")
-        return v.strip("[]")
+        if v.startswith("[") and v.endswith("]"):
+            v = v[1:-1]
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            pass
+        if len(v) > 253 or not _HOSTNAME.fullmatch(v) or v.replace(".", "").isdigit():
+            raise ValueError("not a host name, IPv4 or IPv6 address")
+        return v
 
     def effective_port(self) -> int:
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
