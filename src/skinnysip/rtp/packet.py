@@ -88,6 +88,8 @@ class RTPPacket:
             pad = data[-1]
             if pad == 0:
                 raise RTPParseError("padding bit set but padding count is 0")
+            if pad > len(data) - HEADER_SIZE:
+                raise RTPParseError(f"padding count {pad} exceeds the packet")
             end -= pad
         pos = HEADER_SIZE
         cc = first & 0x0F
@@ -106,7 +108,7 @@ class RTPPacket:
             extension = (profile, data[pos:pos + 4 * words])
             pos += 4 * words
         if end < pos:
-            raise RTPParseError("padding count exceeds the packet")
+            raise RTPParseError("padding count exceeds the packet")  # overlaps CSRC/extension
         return cls(second & 0x7F, seq, ts, ssrc, data[pos:end], bool(second & 0x80), tuple(csrcs), extension)
 
 
