@@ -1,0 +1,80 @@
+"""skinnysip.sip.headers: Via (RFC 3261 §20.42, RFC 3581, RFC 5118) and CSeq."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skinnysip.sip.headers import Via, parse_cseq, parse_params, split_comma
+from skinnysip.sip.message import Headers, SIPParseError
+
+
+def test_via_fields() -> None:
+    v = Via.parse("SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK776asdhds;rport=5062;received=198.51.100.2")
+    assert (v.protocol, v.transport, v.host, v.port) == ("SIP/2.0", "UDP", "192.0.2.1", 5062)
+    assert v.branch == "z9hG4bK776asdhds" and v.rport == 5062 and v.received == "198.51.100.2"
+    assert str(v) == "SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK776asdhds;rport=5062;received=198.51.100.2"
+    assert v.sent_by == "192.0.2.1:5062"
+
+
+def test_via_rport_flag_and_absent() -> None:
+    assert Via.parse("SIP/2.0/TCP h;rport;branch=z9hG4bK1").rport is True
+    assert Via.parse("SIP/2.0/TCP h;branch=z9hG4bK1").rport is None
+
+
+def test_via_ipv6_and_lws() -> None:
+    v = Via.parse("SIP / 2.0 / tls [2001:db8::9:1] : 5061 ; branch = z9hG4bKx ; received=[2001:db8::9:255]")
+    assert (v.transport, v.host, v.port) == ("TLS", "2001:db8::9:1", 5061)
+    assert v.received == "[2001:db8::9:255]" and v.branch == "z9hG4bKx"
+    assert str(v) == "SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bKx;received=[2001:db8::9:255]"
+    assert str(Via(transport="UDP", host="::1", port=5060, params={"branch": "z9hG4bK1", "rport": None})) == (
+        "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1;rport"
+    )
+
+
+def test_via_parse_all_splits_fields_and_lists() -> None:
+    h = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b:5070;branch=z9hG4bK2"),
+                 ("v", "SIP/2.0/SCTP c;branch=z9hG4bK3")])
+    assert [(v.host, v.transport) for v in Via.parse_all(h)] == [("a", "UDP"), ("b", "TCP"), ("c", "SCTP")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "SIP/2.0 UDP host", "SIP/2.0/UDP", "SIP/2.0/UDP host:99999", "SIP/2.0/UDP host;;",
+     "SIP/2.0/UDP host;rport=abc", "SIP/2.0/UDP [::1", "SIP/2.0/UDP host junk"],
+)
+def test_bad_via_raises(text: str) -> None:
+    with pytest.raises(SIPParseError):
+        Via.parse(text)
+
+
+def test_cseq() -> None:
+    assert parse_cseq("0009 INVITE") == (9, "INVITE")
+    assert parse_cseq(" 4294967295  REGISTER ") == (4294967295, "REGISTER")
+    for bad in ("4294967296 INVITE", "INVITE", "1", "-1 INVITE", "1 IN VITE"):
+        with pytest.raises(SIPParseError):
+            parse_cseq(bad)
+
+
+def test_params_and_split_helpers() -> None:
+    assert parse_params(' ; Tag = abc ;lr; q=0.5;x="a;b"') == {"tag": "abc", "lr": None, "q": "0.5", "x": '"a;b"'}
+    assert parse_params("") == {}
+    with pytest.raises(SIPParseError):
+        parse_params(";=x")
+    assert split_comma('a, "b,c" , <d,e>;p, f') == ["a", '"b,c"', "<d,e>;p", "f"]
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(st.text(max_size=80),
+                 st.text(alphabet="SIP/2.0UDPTCPhost[]:;=,rportbranch 0123456789\"\t", max_size=80)))
+def test_via_and_cseq_raise_only_sip_parse_error(text: str) -> None:
+    try:
+        v = Via.parse(text)
+        assert Via.parse(str(v)) == v
+    except SIPParseError:
+        pass
+    try:
+        parse_cseq(text)
+    except SIPParseError:
+        pass
