@@ -1,0 +1,156 @@
+"""UDP retransmission (RFC 3261 §17.1.2.2 Timer E, §17.1.1.2 Timer A) against a real Kamailio
+behind a small UDP relay that drops the first request; and silent / closed servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from peertools import free_port
+from sip_peers import KamailioPeer
+
+from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options
+
+pytestmark = pytest.mark.peer
+
+
+class DropFirstRelay:
+    """Forwards datagrams between one client and Kamailio, dropping the first ``drop``
+    datagrams from the client. Bounded: at most ``limit`` datagrams relayed."""
+
+    def __init__(self, upstream: tuple[str, int], drop: int = 1, limit: int = 200) -> None:
+        self.upstream = upstream
+        self.drop = drop
+        self.limit = limit
+        self.dropped: list[bytes] = []
+        self.forwarded: list[bytes] = []
+        self.client: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                relay.client = addr
+                if len(relay.dropped) < relay.drop:
+                    relay.dropped.append(data)
+                    return
+                if len(relay.forwarded) < relay.limit and relay.back is not None:
+                    relay.forwarded.append(data)
+                    relay.back.sendto(data)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if relay.client is not None and relay.front is not None:
+                    relay.front.sendto(data, relay.client)
+
+        port = free_port(socket.SOCK_DGRAM)
+        self.front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", port))
+        self.back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.upstream)
+        return port
+
+    def close(self) -> None:
+        for t in (self.front, self.back):
+            if t is not None:
+                t.close()
+
+
+@pytest.fixture
+async def relay(kamailio_md5: KamailioPeer) -> AsyncIterator[tuple[DropFirstRelay, int]]:
+    r = DropFirstRelay((kamailio_md5.host, kamailio_md5.udp_port))
+    port = await r.start()
+    try:
+        yield r, port
+    finally:
+        r.close()
+
+
+@pytest.fixture
+async def silent_udp() -> AsyncIterator[int]:
+    """A bound UDP socket that reads nothing and answers nothing (no ICMP either)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+async def test_lost_options_is_retransmitted_after_t1(relay) -> None:
+    r, port = relay
+    t1 = 0.2
+    result = await options(ProbeRequest(host="127.0.0.1", port=port, timeout=5, t1=t1))
+    assert result.success, result.error
+    assert result.status_code == 200
+    assert len(r.dropped) == 1 and len(r.forwarded) == 1
+    sent = [m for m in result.exchange if m.direction == "sent"]
+    assert [m.summary for m in sent] == [sent[0].summary, sent[0].summary + " (retransmission)"]
+    assert sent[0].raw == sent[1].raw  # the same request, byte for byte (same branch)
+    gap = sent[1].time - sent[0].time
+    assert gap >= t1 * 0.9  # Timer E fired no earlier than T1
+    assert [m.direction for m in result.exchange] == ["sent", "sent", "received"]
+
+
+async def test_digest_auth_survives_a_lost_request(relay) -> None:
+    r, port = relay
+    result = await digest_auth(
+        ProbeRequest(host="127.0.0.1", port=port, timeout=5, t1=0.1, username="alice", password="wonderland")
+    )
+    assert result.authenticated, result.error
+    summaries = [m.summary for m in result.exchange if m.direction == "sent"]
+    assert summaries[1].endswith("(retransmission)") and len(summaries) == 4
+
+
+async def test_silent_server_times_out_with_retransmissions(silent_udp: int) -> None:
+    result = await options(ProbeRequest(host="127.0.0.1", port=silent_udp, timeout=1.0, t1=0.1))
+    assert result.success is False
+    assert result.error == f"no response from 127.0.0.1:{silent_udp}/udp within 1000 ms"
+    sent = [m for m in result.exchange if m.direction == "sent"]
+    # Timer E: 0.1, 0.3, 0.7 s → 3 retransmissions within the 1 s timeout (bounded, on schedule)
+    assert len(sent) == 4
+    assert all(m.summary.endswith("(retransmission)") for m in sent[1:])
+
+
+async def test_silent_server_invite_no_cancel_without_provisional(silent_udp: int) -> None:
+    result = await invite(ProbeRequest(host="127.0.0.1", port=silent_udp, timeout=0.5, t1=0.1))
+    assert result.success is False
+    assert "no response" in (result.error or "")
+    assert result.cancelled is False and result.cleanup == "none"  # RFC 3261 §9.1: no CANCEL before a 1xx
+    assert {m.summary.split()[0] for m in result.exchange} == {"INVITE"}
+
+
+async def test_closed_udp_port_is_connection_refused() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    result = await options(ProbeRequest(host="127.0.0.1", port=port, timeout=2))
+    assert result.success is False
+    assert result.error == f"connection refused by 127.0.0.1:{port}/udp (ICMP port unreachable)"
+
+
+async def test_closed_tcp_port_is_connection_refused() -> None:
+    port = free_port()
+    result = await options(ProbeRequest(host="127.0.0.1", port=port, transport="tcp", timeout=2))
+    assert result.success is False
+    assert result.error == f"connection refused by 127.0.0.1:{port}/tcp"
+    assert result.exchange == []
+
+
+async def test_lost_invite_is_retransmitted_timer_a(sipp_uas) -> None:
+    with sipp_uas("answer", "udp") as peer:
+        r = DropFirstRelay((peer.host, peer.port))
+        port = await r.start()
+        try:
+            result = await invite(ProbeRequest(host="127.0.0.1", port=port, timeout=5, t1=0.15))
+        finally:
+            r.close()
+        stats = peer.finish()
+    assert result.success, result.error
+    assert result.cleanup == "ack+bye"
+    sent = [m.summary.split()[0] + (" (r)" if m.summary.endswith("(retransmission)") else "")
+            for m in result.exchange if m.direction == "sent"]
+    assert sent == ["INVITE", "INVITE (r)", "ACK", "BYE"]
+    assert stats.successful_calls == 1 and stats.failed_calls == 0
