@@ -78,6 +78,8 @@ def _value_strategy(f: FieldDef) -> st.SearchStrategy:
     if f.type == "char":
         return st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=f.size).filter(
             lambda s, n=f.size: len(s.encode("latin-1")) <= n)
+    if f.type == "cstr":
+        return st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=30)
     if f.type == "bytes":
         return st.binary(min_size=f.size, max_size=f.size).map(bytes.hex)
     if f.type == "ip4":

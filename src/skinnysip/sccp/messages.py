@@ -80,7 +80,8 @@ class FieldDef:
     ``type``: ``u8 u16 u32 i32`` (little-endian integers), ``char`` (``size``-byte NUL-padded
     string), ``bytes`` (``size`` opaque bytes, hex str), ``ip4`` (4 bytes network order),
     ``ip6`` (16 bytes), ``ip16`` (the 16 address bytes of the protocol-17 form; ``ref`` names the
-    preceding u32 address-type field), ``group`` (repeated ``fields``), ``strings`` (the run of
+    preceding u32 address-type field), ``cstr`` (one NUL-terminated string of variable length),
+    ``group`` (repeated ``fields``), ``strings`` (the run of
     NUL-terminated strings of a dynamic V2 message, one per name in ``names``), ``rest`` (all
     remaining bytes, hex str; for messages whose layout is not in the reference).
 
@@ -494,7 +495,8 @@ _m(0x012B, "SubscribeDtmfPayloadErr", S)
 _m(0x012C, "UnSubscribeDtmfPayloadReq", C)
 _m(0x012D, "UnSubscribeDtmfPayloadRes", S)
 _m(0x012E, "UnSubscribeDtmfPayloadErr", S)
-_m(0x012F, "ServiceURLStat", C)
+_m(0x012F, "ServiceURLStat", C, _L(_u32("serviceURLIndex"), _char("serviceURL", 256),
+                                    _char("serviceURLDisplayName", 40)))
 _m(0x0130, "CallSelectStat", C)
 _m(0x0131, "OpenMultiMediaReceiveChannel", C)
 _m(0x0132, "StartMultiMediaTransmission", C)
@@ -513,16 +515,21 @@ _m(0x013E, "ChangeParticipantReq", X)
 _m(0x013F, "UserToDeviceDataVersion1", C)
 _m(0x0140, "VideoDisplayCommand", C)
 _m(0x0141, "FlowControlNotify", C)
-_m(0x0142, "ConfigStatV2", C)
+# 0x0142/0x0146/0x0148/0x0149 are not in the reference's §3; their layouts follow tshark 4.0's
+# dissector, with the field names of their fixed-size counterparts.
+_m(0x0142, "ConfigStatV2", C, _L(FieldDef("deviceName", "cstr"), _u32("userId"), _u32("instance"), _u32("numberOfLines"),
+                                 _u32("numberOfSpeedDials"), _strings("userName", "serverName")), dynamic=True)
 _m(0x0143, "DisplayNotifyV2", C, _L(_u32("timeout"), _strings("notify")), dynamic=True)
 _m(0x0144, "DisplayPriNotifyV2", C, _L(_u32("timeout"), _u32("priority"), _strings("notify")), dynamic=True)
 _m(0x0145, "DisplayPromptStatusV2", C, _L(_u32("timeout"), _li_cr(), _strings("promptStatus")), dynamic=True)
-_m(0x0146, "FeatureStatV2", C)
+_m(0x0146, "FeatureStatV2", C, _L(_u32("featureIndex"), _u32("featureID", enum="buttonType"), _u32("status"),
+                                  _strings("label")), dynamic=True)
 _m(0x0147, "LineStatV2", C, _L(_u32("lineNumber"), _u32("lineType"),
                                 _strings("lineDirNumber", "lineFullyQualifiedDisplayName", "lineTextLabel")),
    dynamic=True, brief=("lineNumber", "lineDirNumber", "lineFullyQualifiedDisplayName"))
-_m(0x0148, "ServiceURLStatV2", C)
-_m(0x0149, "SpeedDialStatV2", C)
+_m(0x0148, "ServiceURLStatV2", C, _L(_u32("serviceURLIndex"), _strings("serviceURL", "serviceURLDisplayName")),
+   dynamic=True)
+_m(0x0149, "SpeedDialStatV2", C, _L(_u32("number"), _strings("dirNumber", "displayName")), dynamic=True)
 _m(0x014A, "CallInfoV2", C, _L(_CALLINFO_V2_FIXED, _strings(*_CALLINFO_V2_STRINGS)),
    (17, _L(_CALLINFO_V2_FIXED, _strings(*_CALLINFO_V2_STRINGS, "HuntPilotNumber", "HuntPilotName"))),
    dynamic=True, brief=("callingParty", "callingPartyName", "calledParty", "callType", "callReference"))
@@ -696,6 +703,14 @@ def _decode_layout(layout: Layout, buf: bytes, pos: int, out: dict[str, Any], wh
             pos = len(buf)
         elif f.type == "strings":
             pos = _decode_strings(f, buf, pos, out)
+        elif f.type == "cstr":
+            end = buf.find(b"\0", pos)
+            if end < 0:
+                if f.optional:
+                    break
+                raise _fail(f"{where}: string {f.name} at offset {pos} has no terminating NUL")
+            out[f.name] = buf[pos:end].decode("latin-1")
+            pos = end + 1
         elif f.type == "group":
             slots = f.count or 0
             used = slots
@@ -931,6 +946,11 @@ def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str) -> byt
         val = vals.get(f.name)
         if f.type == "rest":
             out += _as_bytes(f, b"" if val is None else val, where)
+        elif f.type == "cstr":
+            data = _text_bytes(f.name, val, where)
+            if b"\0" in data:
+                raise ValueError(f"{where}.{f.name}: a NUL byte cannot appear inside a NUL-terminated string")
+            out += data + b"\0"
         elif f.type == "strings":
             for key in f.names:
                 data = _text_bytes(key, vals.get(key), where)
