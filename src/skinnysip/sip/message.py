@@ -486,20 +486,31 @@ def _parse_head(head: bytes) -> tuple[str, Headers]:
         lines = _LINE_SPLIT_RE.split(text)  # bare LF line ends (tolerated)
     start = lines[0]
     items: list[tuple[str, str, str]] = []
-    canon_map = _CANONICAL
-    token = _TOKEN_RE.fullmatch
+    cache = _NAME_CACHE
     for line in lines[1:]:
-        if not line:
-            raise SIPParseError("empty line inside the header section")
         name, colon, value = line.partition(":")
         if not colon:
             raise SIPParseError(f"header line without ':' {line[:40]!r}")
-        name = name.rstrip(" \t")
-        if not token(name):
-            raise SIPParseError(f"bad header name {name[:40]!r}")
-        canon = canon_map.get(name.lower(), name)
-        items.append((canon.lower(), canon, value.strip(" \t")))
+        known = cache.get(name)
+        if known is None:
+            known = _name_entry(name)
+        items.append((known[0], known[1], value.strip(" \t")))
     return start, Headers._from_parsed(items)
+
+
+# raw header name as written (before ':') -> (key, canonical name); bounded memo
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+
+
+def _name_entry(raw: str) -> tuple[str, str]:
+    name = raw.rstrip(" \t")
+    if not _TOKEN_RE.fullmatch(name):
+        raise SIPParseError(f"bad header name {name[:40]!r}")
+    canon = _CANONICAL.get(name.lower(), name)
+    entry = (canon.lower(), canon)
+    if len(_NAME_CACHE) < 4096:
+        _NAME_CACHE[raw] = entry
+    return entry
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -524,6 +535,18 @@ def _build(start: str, headers: Headers, body: bytes) -> Request | Response:
     return Request(str(method), str(uri), headers, body, str(version))
 
 
+def _find_head_end(buf: bytes | bytearray, start: int) -> tuple[int, int] | None:
+    """``(end of header section, start of body)`` or ``None``; CRLF, bare LF or a mix."""
+    i = buf.find(b"\r\n\r\n", start)
+    j = buf.find(b"\n\n", start, len(buf) if i < 0 else i)
+    if j >= 0:
+        return (j - 1 if j > 0 and buf[j - 1] == 13 else j), j + 2
+    if i >= 0:
+        return i, i + 4
+    m = _HEAD_END_RE.search(buf, start)  # "\n\r\n"
+    return (m.start(), m.end()) if m else None
+
+
 def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
     """Parse one SIP message from a datagram (or one already framed message).
 
@@ -546,14 +569,14 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
         data = data[m.end():]
     if not data:
         raise SIPParseError("empty message (keep-alive)")
-    end = _HEAD_END_RE.search(data)
+    end = _find_head_end(data, 0)
     if end is None:
         if data.endswith(b"\n"):
             head, rest = data.rstrip(b"\r\n"), b""
         else:
             raise SIPParseError("no end of header section (missing empty line)")
     else:
-        head, rest = data[: end.start()], data[end.end():]
+        head, rest = data[: end[0]], data[end[1]:]
     start, headers = _parse_head(head)
     clen = _content_length(headers)
     if clen is None:
@@ -619,7 +642,7 @@ class StreamParser:
                     self._scan_from = 0
                 if not buf:
                     return out
-                m = _HEAD_END_RE.search(buf, max(0, self._scan_from - 3))
+                m = _find_head_end(buf, max(0, self._scan_from - 3))
                 if m is None:
                     if len(buf) > self.max_message_size:
                         raise SIPParseError(
@@ -627,20 +650,21 @@ class StreamParser:
                         )
                     self._scan_from = len(buf)
                     return out
-                if m.end() > self.max_message_size:
+                head_end, body_start = m
+                if body_start > self.max_message_size:
                     raise SIPParseError(
                         f"header section exceeds the {self.max_message_size}-octet limit"
                     )
-                start, headers = _parse_head(bytes(buf[: m.start()]))
+                start, headers = _parse_head(bytes(buf[:head_end]))
                 clen = _content_length(headers)
                 if clen is None:
                     raise SIPParseError("no Content-Length on a stream transport (RFC 3261 §18.3)")
-                if m.end() + clen > self.max_message_size:
+                if body_start + clen > self.max_message_size:
                     raise SIPParseError(
-                        f"message of {m.end() + clen} octets exceeds the "
+                        f"message of {body_start + clen} octets exceeds the "
                         f"{self.max_message_size}-octet limit"
                     )
-                self._pending = (start, headers, m.end(), clen)
+                self._pending = (start, headers, body_start, clen)
             start, headers, body_start, clen = self._pending
             if len(buf) < body_start + clen:
                 return out
