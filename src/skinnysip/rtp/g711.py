@@ -87,22 +87,22 @@ def _index(samples: npt.ArrayLike) -> npt.NDArray[np.intp]:
 def ulaw_encode(samples: npt.ArrayLike) -> bytes:
     """16-bit linear PCM (int16 array, shape (n,)) -> n bytes of µ-law.  ``ValueError`` if a
     non-int16 input has values outside the int16 range."""
-    return _ULAW_ENC[_index(samples)].tobytes()
+    return _ULAW_ENC.take(_index(samples)).tobytes()
 
 
 def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
     """n bytes of µ-law -> int16 array of n samples."""
-    return _ULAW_DEC[np.frombuffer(bytes(data), dtype=np.uint8)]
+    return _ULAW_DEC.take(np.frombuffer(bytes(data), dtype=np.uint8).astype(np.intp))
 
 
 def alaw_encode(samples: npt.ArrayLike) -> bytes:
     """16-bit linear PCM (int16 array) -> A-law bytes (one per sample)."""
-    return _ALAW_ENC[_index(samples)].tobytes()
+    return _ALAW_ENC.take(_index(samples)).tobytes()
 
 
 def alaw_decode(data: bytes) -> npt.NDArray[np.int16]:
     """A-law bytes -> int16 array."""
-    return _ALAW_DEC[np.frombuffer(bytes(data), dtype=np.uint8)]
+    return _ALAW_DEC.take(np.frombuffer(bytes(data), dtype=np.uint8).astype(np.intp))
 
 
 def encode(payload_type: int, samples: npt.ArrayLike) -> bytes:
