@@ -12,8 +12,8 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from peertools import free_port
 
+from peertools import free_port
 from skinnysip.lab.callmanager import LabCallManager, LabConfig
 from skinnysip.probes.sccp import SCCPRequest, SCCPResult, run_operation
 from skinnysip.sccp.messages import encode
