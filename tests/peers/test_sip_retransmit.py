@@ -8,9 +8,9 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from peertools import free_port
 from sip_peers import KamailioPeer
 
+from peertools import free_port
 from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options
 
 pytestmark = pytest.mark.peer

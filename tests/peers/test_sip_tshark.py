@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from peertools import tshark_capture
 from sip_peers import KamailioPeer
 
+from peertools import tshark_capture
 from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options, register
 
 pytestmark = pytest.mark.peer

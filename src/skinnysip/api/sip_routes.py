@@ -184,7 +184,7 @@ class _DigestFields(BaseModel):
     expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
 
 
-class SIPDigestBody(SIPBody, _DigestFields):
+class SIPDigestBody(_DigestFields, SIPBody):
     """``/api/sip/digest-auth``."""
 
     def to_probe(self) -> probes.ProbeRequest:
@@ -193,7 +193,7 @@ class SIPDigestBody(SIPBody, _DigestFields):
         return req
 
 
-class SIPSDigestBody(SIPSBody, _DigestFields):
+class SIPSDigestBody(_DigestFields, SIPSBody):
     """``/api/sips/digest-auth``."""
 
     def to_probe(self) -> probes.ProbeRequest:
