@@ -1,0 +1,89 @@
+"""``skinnysip sip …`` through typer's CliRunner: arguments, exit codes, --json equals the API
+body shape, passwords never echoed. (Authenticated runs against Kamailio are in
+tests/peers/test_sip_kamailio.py and test_api_sip_http.py.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from peertools import free_port
+from skinnysip.api.app import create_app
+from skinnysip.cli import app as cli_app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_four_commands() -> None:
+    result = runner.invoke(cli_app, ["sip", "--help"])
+    assert result.exit_code == 0
+    for command in ("options", "register", "invite", "auth"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sip", "options", "bad host!"],
+        ["sip", "options", "127.0.0.1", "--port", "0"],
+        ["sip", "options", "127.0.0.1", "--transport", "sctp"],
+        ["sip", "options", "127.0.0.1", "--timeout", "5"],
+        ["sip", "invite", "127.0.0.1", "--to", "not a user"],
+        ["sip", "register", "127.0.0.1", "--uri", "http://x"],
+        ["sip", "auth", "127.0.0.1", "--password", "x"],  # --user is required
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str]) -> None:
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 2, result.output
+
+
+def test_unreachable_exits_1_and_json_matches_api_shape() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    cli = runner.invoke(cli_app, ["sip", "options", "127.0.0.1", "--port", str(port), "--timeout", "1000", "--json"])
+    assert cli.exit_code == 1
+    body = json.loads(cli.stdout)
+    api = TestClient(create_app()).post("/api/sip/options", json={"host": "127.0.0.1", "port": port, "timeout": 1000})
+    assert api.status_code == 200
+    assert list(body) == list(api.json())
+    assert body["success"] is False and body["error"] == api.json()["error"]
+    assert "ICMP port unreachable" in body["error"]
+
+
+def test_readable_failure_output() -> None:
+    port = free_port()
+    cli = runner.invoke(cli_app, ["sip", "register", "127.0.0.1", "-p", str(port), "-t", "tcp"])
+    assert cli.exit_code == 1
+    assert "failed:" in cli.output and f"connection refused by 127.0.0.1:{port}/tcp" in cli.output
+
+
+def test_password_from_environment_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cret-Value-42"
+    monkeypatch.setenv("SKINNYSIP_PASSWORD", secret)
+    port = free_port()
+    for extra in ([], ["--json"]):
+        cli = runner.invoke(cli_app, ["sip", "auth", "127.0.0.1", "-p", str(port), "-t", "tcp", "--user", "alice", *extra])
+        assert cli.exit_code == 1
+        assert secret not in cli.output
+    cli = runner.invoke(cli_app, ["sip", "auth", "127.0.0.1", "-p", str(port), "-t", "tcp", "-u", "alice",
+                                  "--password", secret, "--json"])
+    assert secret not in cli.output
+
+
+def test_auth_without_any_password_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SKINNYSIP_PASSWORD", raising=False)
+    cli = runner.invoke(cli_app, ["sip", "auth", "127.0.0.1", "--user", "alice"])  # stdin is not a terminal
+    assert cli.exit_code == 2
+    assert "no password" in cli.output
+
+
+def test_sips_implies_tls() -> None:
+    port = free_port()
+    cli = runner.invoke(cli_app, ["sip", "options", "127.0.0.1", "-p", str(port), "--sips", "--json"])
+    assert cli.exit_code == 1
+    body = json.loads(cli.stdout)
+    assert body["transport"] == "tls" and body["error"] == f"connection refused by 127.0.0.1:{port}/tls"
