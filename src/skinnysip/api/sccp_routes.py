@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from skinnysip.probes.sccp import SCCPRequest, run_operation
 
@@ -42,8 +43,11 @@ async def sccp_linestate(req: SCCPRequest) -> dict[str, Any]:
     return (await run_operation("linestate", req)).to_api()
 
 
-@router.post("/api/sccp/call-setup")
-async def sccp_call_setup(req: SCCPRequest) -> dict[str, Any]:
+@router.post("/api/sccp/call-setup", response_model=None)
+async def sccp_call_setup(req: SCCPRequest) -> dict[str, Any] | JSONResponse:
     """Register, go off-hook, dial ``dialNumber``, hold ``holdMs`` with RTP both ways, hang up;
-    reports ``rtpPacketsSent`` / ``rtpPacketsReceived`` and the call's states."""
+    reports ``rtpPacketsSent`` / ``rtpPacketsReceived`` and the call's states. ``dialNumber``
+    is required here (400 without it)."""
+    if not req.dial_number:
+        return JSONResponse(status_code=400, content={"success": False, "error": "dialNumber: Field required"})
     return (await run_operation("call-setup", req)).to_api()
