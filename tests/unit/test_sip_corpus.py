@@ -76,7 +76,7 @@ INVALID: dict[str, tuple[str, str]] = {
     "regbadct": ("validate", "SIP URI with '?' headers outside <> (RFC 3261 §20; §3.1.2.13: 400)"),
     "badaspec": ("accepted", "§3.1.2.14 allows liberal parsing of spaces inside <...>"),
     "baddn": ("validate", "unquoted comma in the From display name makes two From values (§3.1.2.15: 400)"),
-    "badvers": ("accepted", "parses with version SIP/7.0; a UAS answers 505 (RFC 3261 §8.2.1? §3.1.2.16)"),
+    "badvers": ("accepted", "parses with version SIP/7.0; a UAS answers 505 (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16)"),
     "mismatch01": ("validate", "CSeq method differs from the Request-Line method (§3.1.2.17: 400)"),
     "mismatch02": ("validate", "CSeq method differs from the unknown Request-Line method (§3.1.2.18: 400)"),
     "bigcode": ("parse", "Status-Code must be exactly three digits (§3.1.2.19)"),

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from skinnysip.sip.message import Headers, SIPParseError, parse_params, split_comma
-from skinnysip.sip.uri import format_host, parse_hostport
+from skinnysip.sip.uri import _PORT_RE, format_host, parse_hostport
 
 __all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_comma"]
 
@@ -23,7 +23,6 @@ _VIA_RE = re.compile(
     r"(\[[^\]]*\]|[^\s:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*(;.*)?",
     re.S,
 )
-_PORT_RE = re.compile(r"[0-9]{1,5}")
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
 
 

@@ -433,7 +433,6 @@ Message = Request | Response
 # --------------------------------------------------------------------------- parsing
 
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
-_SCHEME_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
 _STATUS_RE = re.compile(r"[0-9]{3}")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
@@ -466,13 +465,12 @@ def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
         raise SIPParseError(f"bad Method {method[:20]!r}")
     if not _VERSION_RE.fullmatch(version):
         raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Request-Line")
-    if not _SCHEME_URI_RE.fullmatch(uri):
-        raise SIPParseError(f"bad Request-URI {uri[:40]!r}")
-    scheme = uri[: uri.index(":")].lower()
-    if scheme in ("sip", "sips", "tel"):
-        from skinnysip.sip.uri import SipURI
+    from skinnysip.sip.uri import parse_uri
 
-        SipURI.parse(uri)  # validates; raises SIPParseError
+    try:
+        parse_uri(uri)  # sip/sips/tel fully checked; other schemes: scheme ":" non-space
+    except SIPParseError as exc:
+        raise SIPParseError(f"bad Request-URI {uri[:40]!r}: {exc.reason}") from None
     return method, uri, version
 
 
@@ -690,7 +688,7 @@ def validate_message(message: Request | Response) -> None:
     * ``From``, ``To``, ``Contact``, ``Route``, ``Record-Route`` parse as name-addr /
       addr-spec (RFC 3261 §20.10), every ``Via`` parses.
 
-    The SIP version is not checked here (RFC 3261 §8.2.1: a UAS answers 505).
+    The SIP version is not checked here (a UAS answers 505, RFC 3261 §21.5.6).
     Raises :class:`SIPParseError` naming the first problem.
     """
     from skinnysip.sip.uri import NameAddr
