@@ -273,20 +273,26 @@ class _StreamConnection(SIPConnection):
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
+        unframed = b""  # bytes fed to the parser and not yet returned in a message
         try:
             while True:
                 data = await self._reader.read(READ_CHUNK)
                 if not data:
                     await self._queue.put(_Failure(f"connection closed by {self.where}"))
                     return
+                unframed += data
                 try:
                     messages = self._parser.feed(data)
                 except SIPParseError as exc:
-                    self._record("received", f"unparseable ({exc.reason})", data)
+                    self._record("received", f"unparseable ({exc.reason})", unframed[-MAX_MESSAGE_SIZE:])
                     await self._queue.put(_Failure(f"malformed SIP from {self.where}: {exc.reason}"))
                     return
+                consumed = len(unframed) - self._parser.buffered
+                framed, unframed = unframed[:consumed], unframed[consumed:]
                 for message in messages:
-                    self._record("received", message.summary, message.to_bytes())
+                    # one message: its exact bytes; several in one read: re-serialized each
+                    raw = framed.lstrip(b"\r\n") if len(messages) == 1 else message.to_bytes()
+                    self._record("received", message.summary, raw)
                     await self._queue.put(message)  # bounded: back-pressure on the stream
         except (OSError, ssl.SSLError) as exc:
             reason = _describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
