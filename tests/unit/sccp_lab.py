@@ -1,4 +1,4 @@
-"""Test helper: the lab SCCP call manager as a real separate process (``skinnysip sccp lab-cm``)."""
+"""Test helpers: real separate processes (the lab SCCP call manager, the HTTP API) on free ports."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ from peertools import free_port, wait_tcp
 
 
 @contextlib.contextmanager
-def lab_cm_process(*extra: str) -> Iterator[int]:
-    """Start ``python -m skinnysip sccp lab-cm`` on a free port; yield the port; always stop it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "skinnysip", "sccp", "lab-cm", "--port", str(port), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+def python_process(*args: str, port: int) -> Iterator[int]:
+    """Run ``python ARGS`` in its own process group, wait until it accepts TCP on ``port``,
+    yield the port, and always stop it (SIGINT, then SIGKILL after 10 s)."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        wait_tcp("127.0.0.1", port, timeout=15)
+        wait_tcp("127.0.0.1", port, timeout=20)
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -31,5 +29,20 @@ def lab_cm_process(*extra: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def lab_cm_process(*extra: str) -> Iterator[int]:
+    """``python -m skinnysip sccp lab-cm`` on a free port; yields the port."""
+    port = free_port()
+    with python_process("-m", "skinnysip", "sccp", "lab-cm", "--port", str(port), *extra, port=port):
+        yield port
+
+
+@contextlib.contextmanager
+def api_process() -> Iterator[str]:
+    """The HTTP API under uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    with python_process("-m", "uvicorn", "skinnysip.api.app:app", "--host", "127.0.0.1", "--port", str(port),
+                        "--log-level", "warning", port=port):
+        yield f"http://127.0.0.1:{port}"

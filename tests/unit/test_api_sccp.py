@@ -4,20 +4,15 @@ process, httpx as the client. Bad inputs give 400 naming the field; peer failure
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sccp_lab import lab_cm_process
+from sccp_lab import api_process, lab_cm_process
 
-from peertools import free_port, wait_tcp
+from peertools import free_port
 from skinnysip.api.app import create_app
 
 
@@ -29,23 +24,8 @@ def lab_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "skinnysip.api.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        wait_tcp("127.0.0.1", port, timeout=20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    with api_process() as url:
+        yield url
 
 
 def post(api: str, path: str, body: Any) -> httpx.Response:
