@@ -11,7 +11,7 @@ from sip_peers import KamailioPeer
 from typer.testing import CliRunner
 
 from skinnysip.cli import app as cli_app
-from skinnysip.probes.sip import ProbeRequest, digest_auth, options, register
+from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options, register
 from skinnysip.sip.message import parse_message
 
 pytestmark = pytest.mark.peer
@@ -210,3 +210,15 @@ def test_cli_auth_json_and_exit_codes(kamailio_md5: KamailioPeer, monkeypatch: p
     assert insecure.exit_code == 0 and "verified=False" in insecure.output
     untrusted = CliRunner().invoke(cli_app, ["sip", "options", "127.0.0.1", "-t", "tls", "-p", str(peer.tls_port)])
     assert untrusted.exit_code == 1 and "certificate verification failed" in untrusted.output
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_invite_rejected_is_acked(kamailio_md5: KamailioPeer, transport: str) -> None:
+    """Kamailio answers INVITE with 404: the transaction ACKs it (same branch, To tag of the 404)."""
+    result = await invite(probe_request(kamailio_md5, transport, to_uri="nobody", timeout=3))
+    assert result.success, result.error
+    assert result.status_code == 404 and result.cleanup == "ack" and result.cancelled is False
+    assert [m.summary.split()[0] for m in result.exchange] == ["INVITE", "404", "ACK"]
+    inv, ack = (parse_message(m.raw.encode()) for m in result.exchange if m.direction == "sent")
+    assert ack.top_via.branch == inv.top_via.branch and ack.uri == inv.uri
+    assert ack.to_tag == parse_message(result.exchange[1].raw.encode()).to_tag

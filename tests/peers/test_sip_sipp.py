@@ -68,3 +68,17 @@ async def test_invite_ringing_is_cancelled(sipp_uas, transport: str) -> None:
     assert stats.successful_calls == 1, stats.log[-2000:]
     assert stats.failed_calls == 0, stats.log[-2000:]
     assert "CANCEL" in stats.messages and "ACK" in stats.messages
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_invite_over_ipv6(sipp_uas, transport: str) -> None:
+    with sipp_uas("answer", transport, host="::1") as peer:
+        result = await invite(ProbeRequest(host="::1", port=peer.port, transport=transport, timeout=5))
+        stats = peer.finish()
+    assert result.success, result.error
+    assert result.cleanup == "ack+bye" and result.server == f"[::1]:{peer.port}"
+    inv = parse_message(result.exchange[0].raw.encode())
+    assert inv.top_via.host in ("::1", "[::1]") and result.exchange[0].local.startswith("[::1]:")
+    assert inv.uri == f"sip:probe@[::1]:{peer.port}"
+    assert "c=IN IP6 ::1" in inv.body.decode()
+    assert stats.successful_calls == 1 and stats.failed_calls == 0
