@@ -4,6 +4,7 @@ that only rings is CANCELled, its 487 ACKed. SIPp's own statistics judge the exc
 from __future__ import annotations
 
 import pytest
+import sip_peers
 
 from skinnysip.probes.sip import ProbeRequest, invite
 from skinnysip.sdp import SessionDescription
@@ -82,3 +83,115 @@ async def test_invite_over_ipv6(sipp_uas, transport: str) -> None:
     assert inv.uri == f"sip:probe@[::1]:{peer.port}"
     assert "c=IN IP6 ::1" in inv.body.decode()
     assert stats.successful_calls == 1 and stats.failed_calls == 0
+
+
+# SIPp as a UAS that challenges the INVITE with Digest MD5 (qop=auth) and checks the
+# credentials with its own ``verifyauth``: 200 if they verify, 403 if not. sip_peers has no
+# such scenario, so it is put in the place of its ring-no-answer XML for these tests only.
+AUTH_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="challenge the INVITE, answer when the credentials verify">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: Digest realm="sipp.test", nonce="4a8c2f0e9b1d7c3e5f6a", qop="auth", algorithm=MD5
+Content-Length: 0
+
+]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>
+      <verifyauth assign_to="authvalid" username="alice" password="wonderland"/>
+    </action>
+  </recv>
+  <nop hide="true" test="authvalid" next="good"/>
+  <send next="bad">
+    <![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag02[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <label id="good"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag02[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send next="end">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <label id="bad"/>
+  <recv request="ACK" next="fail"/>
+  <label id="fail"/>
+  <nop><action><exec int_cmd="stop_now"/></action></nop>
+  <label id="end"/>
+</scenario>
+"""
+
+
+@pytest.mark.parametrize(("password", "code"), [("wonderland", 200), ("wrong", 403)])
+async def test_invite_challenged_retries_with_credentials(sipp_uas, monkeypatch, password: str, code: int) -> None:
+    monkeypatch.setattr(sip_peers, "RING_NO_ANSWER", AUTH_SCENARIO)
+    with sipp_uas("ring-no-answer", "udp") as peer:
+        result = await invite(ProbeRequest(host=peer.host, port=peer.port, to_uri="bob", timeout=5,
+                                           username="alice", password=password))
+        stats = peer.finish()
+    assert result.success, result.error
+    assert result.requires_auth is True and result.auth_scheme == "Digest"
+    assert result.status_code == code
+    flow = [m.summary.split()[0] for m in result.exchange]
+    inv1, ack1, inv2 = [parse_message(m.raw.encode()) for m in result.exchange if m.direction == "sent"][:3]
+    assert ack1.top_via.branch == inv1.top_via.branch  # the 401 is ACKed in its transaction
+    assert inv2.cseq == (inv1.cseq[0] + 1, "INVITE") and inv2.call_id == inv1.call_id
+    assert inv2.top_via.branch != inv1.top_via.branch
+    authorization = inv2.headers.get("Authorization") or ""
+    assert 'username="alice"' in authorization and f'uri="{inv2.uri}"' in authorization
+    if code == 200:
+        assert flow == ["INVITE", "401", "ACK", "INVITE", "200", "ACK", "BYE", "200"]
+        assert result.cleanup == "ack+bye"
+        assert stats.successful_calls == 1 and stats.failed_calls == 0  # SIPp verified our digest
+    else:
+        assert flow == ["INVITE", "401", "ACK", "INVITE", "403", "ACK"]
+        assert result.cleanup == "ack"
+        assert stats.messages.count("ACK sip:") == 2
