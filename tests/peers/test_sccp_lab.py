@@ -205,3 +205,28 @@ async def test_tls_register_and_certificate_check(tmp_path: Path) -> None:
         assert not refused.success and "certificate" in (refused.error or "").lower()
     finally:
         await cm.stop()
+
+
+async def test_lab_cm_accepts_real_7962_offhook_bytes(lab: LabCallManager) -> None:
+    """The 20-byte OffHook of a real 7962 quoted in the reference (§1.1, header version 0x16)
+    makes the CM start a call: CallState OffHook and dial tone come back."""
+    from skinnysip.net.sccp_transport import SCCPTransport
+    from skinnysip.sccp.messages import encode
+
+    conn = await SCCPTransport.connect("127.0.0.1", lab.port, timeout=3.0)
+    try:
+        await conn.send(encode("Register", {"deviceName": ALICE, "stationIpAddr": "127.0.0.1", "deviceType": 404,
+                                            "protocolVer": 22}))
+        assert (await conn.recv(3.0)).name == "RegisterAck"
+        conn.protocol_version = 22
+        real = bytes.fromhex("0c000000" "16000000" "06000000" "0000000000000000")
+        await conn.send(real)
+        seen = [(await conn.recv(3.0)) for _ in range(7)]
+        state = next(m for m in seen if m.name == "CallState")
+        assert state.fields["callState"] == 1 and state.fields["lineInstance"] == 1
+        tone = next(m for m in seen if m.name == "StartTone")
+        assert tone.fields["tone"] == 0x21
+        assert conn.messages[1].decoded is not None and conn.messages[2].summary == "OffHook"
+        assert conn.messages[2].raw == real.hex()
+    finally:
+        await conn.close()

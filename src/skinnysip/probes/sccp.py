@@ -475,6 +475,9 @@ async def _run(op: str, req: SCCPRequest, body: Callable[[StationSession, SCCPRe
     except StationError as exc:
         res.error = str(exc)
         res.success = False
+    except (OSError, ValueError) as exc:  # e.g. a field the CM sent that cannot be re-encoded
+        res.error = f"{type(exc).__name__}: {exc}"
+        res.success = False
     finally:
         if sess is not None:
             _fill_registration(res, sess.station)
@@ -585,9 +588,9 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
 
 async def run_operation(name: str, req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
     """Run operation ``name`` (probe, register, linestate, call-setup); never raises for peer
-    problems. An overall guard of ``timeout × 6 + holdMs`` stops anything that would hang."""
+    problems. An overall guard of ``timeout × 8 + holdMs`` stops anything that would hang."""
     op = OPERATIONS[name]
-    limit = req.timeout / 1000.0 * 6 + req.hold_ms / 1000.0 + 2.0
+    limit = req.timeout / 1000.0 * 8 + req.hold_ms / 1000.0 + 2.0
     try:
         return await asyncio.wait_for(op(req, ca_file=ca_file), limit)
     except TimeoutError:
