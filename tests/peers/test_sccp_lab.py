@@ -230,3 +230,15 @@ async def test_lab_cm_accepts_real_7962_offhook_bytes(lab: LabCallManager) -> No
         assert conn.messages[2].raw == real.hex()
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("via", ["stimulus", "softkey"])
+async def test_off_hook_by_stimulus_or_soft_key(lab: LabCallManager, via: str) -> None:
+    sess = await _station(lab, ALICE, seed=3)
+    try:
+        call = sess.station.place_call("600", sess.now(), via=via)
+        assert await sess.wait_state({"Connected"}) is not None
+        assert call.states[:1] == ["OffHook"] and call.dialed_number == "600"
+        assert await sess.hang_up()
+    finally:
+        await sess.close()

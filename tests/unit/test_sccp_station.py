@@ -281,3 +281,18 @@ def test_custom_capabilities_and_label_text() -> None:
     assert res.fields["capCount"] == 1 and res.fields["caps"][0]["payloadCapability"] == 2
     assert label_text("\x80\x18 to 1001") == "Connected to 1001"
     assert label_text("\x80\x7e") == "<label 0x7E>"
+
+
+@pytest.mark.parametrize("via, name, fields", [
+    ("offhook", "OffHook", {"lineInstance": 2, "callReference": 0}),
+    ("stimulus", "Stimulus", {"stimulus": 9, "stimulusInstance": 2, "callReference": 0}),
+    ("softkey", "SoftKeyEvent", {"softKeyEvent": 2, "lineInstance": 2, "callReference": 0}),
+])
+def test_off_hook_methods(via: str, name: str, fields: dict[str, int]) -> None:
+    st = registered_station(lines=2)
+    st.place_call("600", 0.0, 2, via=via)
+    [msg] = sent(st)
+    assert msg.name == name
+    assert {k: msg.fields[k] for k in fields} == fields
+    with pytest.raises(StationError, match="unknown off-hook method"):
+        st.place_call("600", 0.0, via="shout")

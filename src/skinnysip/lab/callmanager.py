@@ -44,6 +44,7 @@ LINE = 0x09  # stimulus / button type Line
 SPEED_DIAL = 0x02
 MAX_PROTOCOL = 22
 MAX_RECORD = 5000  # wire messages kept per session
+MAX_KEPT_SESSIONS = 256  # sessions (with their records) kept for inspection
 ECHO_LIMIT = 500_000  # packets reflected per call leg, at most
 
 #: soft-key template: label escape 0x80+n for events 1–18 ([AST] style: label code = event)
@@ -416,6 +417,8 @@ class LabCallManager:
             return
         transport = SCCPTransport(reader, writer, transport="tls" if self.config.tls_cert else "tcp")
         session = _Session(self, transport)
+        if len(self.all_sessions) >= MAX_KEPT_SESSIONS:  # forget the oldest finished sessions
+            self.all_sessions = [s for s in self.all_sessions if not s.closing][-MAX_KEPT_SESSIONS:]
         self.all_sessions.append(session)
         task = asyncio.current_task()
         if task is not None:

@@ -36,6 +36,7 @@ BUTTON_LINE = 0x09
 BUTTON_SPEED_DIAL = 0x02
 BUTTON_BLF_SPEED_DIAL = 0x15
 SOFTKEY_ANSWER_DEFAULT = 11  # reference §4.7 (events 1–18 agree in all three sources)
+SOFTKEY_NEWCALL_DEFAULT = 2
 RING_OFF = 1
 
 MEDIA_G711_ALAW_64K = enums.MEDIA_PAYLOAD_G711_ALAW_64K
@@ -436,16 +437,29 @@ class Station:
         self.keepalives_sent += 1
         self._keepalive_sent_at = now
 
-    def place_call(self, number: str, now: float, line_instance: int | None = None) -> Call:
-        """Go off-hook (OffHook) on ``line_instance`` (default: the first line) and dial
-        ``number`` digit by digit once the CM confirms CallState OffHook (reference §5.2)."""
+    def place_call(self, number: str, now: float, line_instance: int | None = None, *,
+                   via: str = "offhook") -> Call:
+        """Go off-hook on ``line_instance`` (default: the first line) and dial ``number`` digit
+        by digit once the CM confirms CallState OffHook (reference §5.2 step 1).
+
+        ``via``: ``"offhook"`` (OffHook), ``"stimulus"`` (Stimulus Line 0x09 with the line as
+        instance) or ``"softkey"`` (SoftKeyEvent NewCall, number read from the template).
+        """
         self._require_registered()
+        if via not in ("offhook", "stimulus", "softkey"):
+            raise StationError(f"unknown off-hook method {via!r}: use offhook, stimulus or softkey")
         for d in number:
             keypad_code(d)
         line = line_instance if line_instance is not None else self.first_line()
         call = Call(line_instance=line, pending_digits=number)
         self.pending_call = call
-        self._send("OffHook", {"lineInstance": line, "callReference": 0})
+        if via == "stimulus":
+            self._send("Stimulus", {"stimulus": BUTTON_LINE, "stimulusInstance": line, "callReference": 0})
+        elif via == "softkey":
+            self._send("SoftKeyEvent", {"softKeyEvent": self.soft_key_event("NewCall", SOFTKEY_NEWCALL_DEFAULT),
+                                        "lineInstance": line, "callReference": 0})
+        else:
+            self._send("OffHook", {"lineInstance": line, "callReference": 0})
         return call
 
     def dial(self, digits: str, call: Call | None = None) -> None:
