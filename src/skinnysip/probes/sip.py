@@ -313,9 +313,16 @@ class _Session:
                     return event.response, (loop.time() - started) * 1000
                 last = event.response
             elif isinstance(event, TimedOut):
-                raise _ProbeFailure(self.no_response(request.method, last))
+                raise _ProbeFailure(self.timed_out(request.method, event.timer, last))
             elif isinstance(event, TransportFailed):
                 raise _ProbeFailure(event.reason)
+
+    def timed_out(self, method: str, timer: str, provisional: Response | None) -> str:
+        """The transaction's own timeout (Timer B/F, 64·T1) came before ``timeout``."""
+        within = f"within {64 * self.req.t1 * 1000:.0f} ms (RFC 3261 Timer {timer})"
+        if provisional is not None:
+            return f"no final response to {method} from {self.conn.where} {within} (last: {provisional.summary})"
+        return f"no response from {self.conn.where} {within}"
 
     def no_response(self, method: str, provisional: Response | None) -> str:
         if provisional is not None:
@@ -388,6 +395,8 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
         result.success, result.error = False, exc.reason
     except SIPParseError as exc:
         result.success, result.error = False, f"malformed message from the server: {exc.reason}"
+    except ValueError as exc:  # a bad argument from a Python caller (the API validates first)
+        result.success, result.error = False, f"invalid request: {exc}"
     finally:
         if conn is not None:
             result.exchange = list(conn.exchange)
@@ -711,7 +720,7 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
             return response, rtt
         if isinstance(event, TimedOut):
             result.cleanup = "none"
-            raise _ProbeFailure(s.no_response("INVITE", last))
+            raise _ProbeFailure(s.timed_out("INVITE", event.timer, last))
         if isinstance(event, TransportFailed):
             raise _ProbeFailure(event.reason)
 
