@@ -1,5 +1,6 @@
 """UDP retransmission (RFC 3261 §17.1.2.2 Timer E, §17.1.1.2 Timer A) against a real Kamailio
-behind a small UDP relay that drops the first request; and silent / closed servers."""
+behind a small UDP relay that drops the first request; silent / closed servers; and the TCP
+driver's framing and failure reports against a scripted loopback server."""
 
 from __future__ import annotations
 
@@ -164,3 +165,64 @@ async def test_timer_f_ends_the_transaction_before_the_probe_timeout(silent_udp:
     # at 0, 10, 30, 70, 150, 310, 630 ms and F at 640 ms; a late wake-up shifts later ones
     # (each interval counts from the firing), so never more than 7
     assert 5 <= len(sent) <= 7
+
+
+# --- stream transport behaviour: a scripted TCP server on loopback sends what Kamailio never
+# would (a response split across writes, two responses in one write, garbage, a hang-up).
+
+
+async def scripted_tcp_server(script) -> tuple[asyncio.AbstractServer, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            await script(head.decode(), writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def response_to(request: str, status: str) -> bytes:
+    keep = [line for line in request.split("\r\n") if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+    return (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+async def test_tcp_response_split_and_coalesced() -> None:
+    async def script(request: str, writer: asyncio.StreamWriter) -> None:
+        trying, ok = response_to(request, "100 Trying"), response_to(request, "200 OK")
+        writer.write(b"\r\n\r\n" + trying + ok[:20])  # keep-alive, one whole response, a piece
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(ok[20:])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+    server, port = await scripted_tcp_server(script)
+    async with server:
+        result = await options(ProbeRequest(host="127.0.0.1", port=port, transport="tcp", timeout=3))
+    assert result.success, result.error
+    assert result.status_code == 200
+    received = [m for m in result.exchange if m.direction == "received"]
+    assert [m.summary for m in received] == ["100 Trying", "200 OK"]
+    assert received[1].raw.startswith("SIP/2.0 200 OK\r\n") and received[1].raw.endswith("\r\n\r\n")
+
+
+async def test_tcp_garbage_and_hangup_are_clear_errors() -> None:
+    async def garbage(request: str, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+    async def hangup(request: str, writer: asyncio.StreamWriter) -> None:
+        return None
+
+    server, port = await scripted_tcp_server(garbage)
+    async with server:
+        result = await options(ProbeRequest(host="127.0.0.1", port=port, transport="tcp", timeout=3))
+    assert result.success is False and result.error.startswith(f"malformed SIP from 127.0.0.1:{port}/tcp")
+    assert result.exchange[-1].summary.startswith("unparseable")
+    server, port = await scripted_tcp_server(hangup)
+    async with server:
+        result = await options(ProbeRequest(host="127.0.0.1", port=port, transport="tcp", timeout=3))
+    assert result.success is False and result.error == f"connection closed by 127.0.0.1:{port}/tcp"
