@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from peertools import free_port
 from skinnysip.api.app import create_app
-from skinnysip.api.sip_routes import SIPBody, SIPDigestBody, SIPSBody, check_host
+from skinnysip.api.sip_routes import SIPBody, SIPDigestBody, SIPSBody
+from skinnysip.probes.sip import check_host
 
 OPS = ["options", "register", "invite", "digest-auth"]
 

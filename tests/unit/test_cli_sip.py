@@ -34,6 +34,7 @@ def test_help_lists_the_four_commands() -> None:
         ["sip", "options", "127.0.0.1", "--timeout", "5"],
         ["sip", "invite", "127.0.0.1", "--to", "not a user"],
         ["sip", "register", "127.0.0.1", "--uri", "http://x"],
+        ["sip", "register", "127.0.0.1", "--user", "al ice"],
         ["sip", "auth", "127.0.0.1", "--password", "x"],  # --user is required
     ],
 )

@@ -11,8 +11,6 @@ A route validates the JSON body (strict types, bounded values; a bad field → 4
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -22,54 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from skinnysip.probes import sip as probes
-from skinnysip.sip.message import SIPParseError
-from skinnysip.sip.uri import SipURI
+from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
 
 router = APIRouter(tags=["sip"])
-
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-# RFC 3261 §25.1 user part without escapes and without ; ? / (which would end a URI part)
-_USER_RE = re.compile(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
-_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
-
-
-def check_host(value: str) -> str:
-    """A host name (RFC 1123), an IPv4 address or an IPv6 address (brackets optional).
-    Returns it without brackets; raises ValueError otherwise."""
-    v = value.strip()
-    if v.startswith("[") and v.endswith("]"):
-        ipaddress.IPv6Address(v[1:-1])  # raises ValueError
-        return v[1:-1]
-    try:
-        ipaddress.ip_address(v)
-        return v
-    except ValueError:
-        pass
-    if len(v) > 253 or not _HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
-        raise ValueError("not a host name, IPv4 or IPv6 address")
-    return v
-
-
-def check_party(value: str) -> str:
-    """A user part (``alice``) or a full ``sip:``/``sips:``/``tel:`` URI."""
-    if _SCHEME_RE.match(value):
-        return check_uri(value)
-    if not _USER_RE.fullmatch(value):
-        raise ValueError("not a SIP user part or sip:/sips:/tel: URI")
-    return value
-
-
-def check_uri(value: str) -> str:
-    """A ``sip:``/``sips:``/``tel:`` URI (RFC 3261 §19.1, RFC 3966)."""
-    if any(c in value for c in "\r\n\t ") or len(value) > 1024:
-        raise ValueError("not a valid URI (whitespace or too long)")
-    try:
-        SipURI.parse(value)
-    except SIPParseError as exc:
-        raise ValueError(f"not a valid SIP URI: {exc.reason}") from exc
-    return value
-
 
 class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
@@ -113,9 +66,7 @@ class _Body(BaseModel):
     @field_validator("username")
     @classmethod
     def _user(cls, v: str | None) -> str | None:
-        if v is not None and not _USER_RE.fullmatch(v):
-            raise ValueError("only letters, digits and ._~+-!*'()&=$, allowed (1-128)")
-        return v
+        return None if v is None else check_user(v)
 
     @field_validator("domain")
     @classmethod

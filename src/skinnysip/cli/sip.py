@@ -17,9 +17,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from skinnysip.api.sip_routes import check_host, check_party, check_uri
 from skinnysip.cli.common import console, emit, password_from
 from skinnysip.probes import sip as probes
+from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
 from skinnysip.result import ResultModel
 
 app = typer.Typer(no_args_is_help=True, help="SIP/SIPS probes: options, register, invite, auth.")
@@ -55,7 +55,7 @@ def _request(
         uri=_validated("--uri", uri, check_uri),
         from_uri=_validated("--from", from_, check_party),
         to_uri=_validated("--to", to, check_party),
-        username=user,
+        username=_validated("--user", user, check_user),
         password=password,
         domain=domain,
         timeout=timeout / 1000,

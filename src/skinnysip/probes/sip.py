@@ -52,6 +52,7 @@ from skinnysip.sip.transaction import (
 from skinnysip.sip.uri import NameAddr, SipURI, format_host
 
 __all__ = [
+    "USER_RE",
     "DigestAuthResult",
     "HeaderField",
     "InviteResult",
@@ -59,6 +60,10 @@ __all__ = [
     "ProbeRequest",
     "RegisterResult",
     "SIPProbeResult",
+    "check_host",
+    "check_party",
+    "check_uri",
+    "check_user",
     "digest_auth",
     "invite",
     "options",
@@ -72,6 +77,57 @@ _URI_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
 
 
 # --------------------------------------------------------------------------- request
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+# RFC 3261 §25.1 user part without escapes and without ; ? / (which would end a URI part)
+USER_RE = re.compile(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
+
+
+def check_host(value: str) -> str:
+    """A host name (RFC 1123), an IPv4 address or an IPv6 address (brackets optional).
+    Returns it without brackets; raises ValueError otherwise."""
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        ipaddress.IPv6Address(v[1:-1])  # raises ValueError
+        return v[1:-1]
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if len(v) > 253 or not HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
+        raise ValueError("not a host name, IPv4 or IPv6 address")
+    return v
+
+
+def check_user(value: str) -> str:
+    """A user name for URIs and Digest: 1-128 of letters, digits and ``._~+-!*'()&=$,``."""
+    if not USER_RE.fullmatch(value):
+        raise ValueError("only letters, digits and ._~+-!*'()&=$, allowed (1-128)")
+    return value
+
+
+def check_party(value: str) -> str:
+    """A user part (``alice``) or a full ``sip:``/``sips:``/``tel:`` URI."""
+    if _URI_SCHEME_RE.match(value):
+        return check_uri(value)
+    if not USER_RE.fullmatch(value):
+        raise ValueError("not a SIP user part or sip:/sips:/tel: URI")
+    return value
+
+
+def check_uri(value: str) -> str:
+    """A ``sip:``/``sips:``/``tel:`` URI (RFC 3261 §19.1, RFC 3966)."""
+    if any(c in value for c in "\r\n\t ") or len(value) > 1024:
+        raise ValueError("not a valid URI (whitespace or too long)")
+    try:
+        SipURI.parse(value)
+    except SIPParseError as exc:
+        raise ValueError(f"not a valid SIP URI: {exc.reason}") from exc
+    return value
+
+
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""OPTIONS round trips per second against the same local Kamailio: skinnysip vs sipsak.
+
+Run: ``python benchmarks/bench_sip_probe.py [--count N]``. Starts Kamailio (the tests'
+configuration) on 127.0.0.1 and measures, one after the other:
+
+- ``skinnysip in-process``: ``await options(...)`` N times (a new UDP socket, transaction
+  and result with its exchange each time);
+- ``skinnysip CLI``: ``skinnysip sip options --json`` as a process, N/10 times;
+- ``sipsak -s``: sipsak as a process (one OPTIONS, waits for the 200), N/10 times.
+
+The process rows include interpreter / program start-up, which dominates; compare them with
+each other. Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "peers")]
+
+from sip_peers import kamailio  # noqa: E402
+
+from skinnysip.probes.sip import ProbeRequest, options  # noqa: E402
+
+
+async def _ours(port: int, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        result = await options(ProbeRequest(host="127.0.0.1", port=port, timeout=2))
+        if result.status_code != 200:
+            raise RuntimeError(f"probe failed: {result.error}")
+    return time.perf_counter() - start
+
+
+def _processes(argv: list[str], count: int, ok: bytes) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        out = subprocess.run(argv, capture_output=True, timeout=30)
+        if ok not in out.stdout + out.stderr:
+            raise RuntimeError(f"{argv[0]} failed: {(out.stdout + out.stderr)[-300:]!r}")
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--count", type=int, default=500, help="in-process round trips (default 500)")
+    args = ap.parse_args()
+    proc_count = max(5, args.count // 10)
+    rows: list[tuple[str, int, float]] = []
+    with kamailio("MD5") as peer:
+        port = peer.udp_port
+        asyncio.run(_ours(port, 5))  # warm-up
+        rows.append(("skinnysip in-process", args.count, asyncio.run(_ours(port, args.count))))
+        cli = [shutil.which("skinnysip") or "skinnysip", "sip", "options", "127.0.0.1", "--port", str(port), "--json"]
+        rows.append(("skinnysip CLI process", proc_count, _processes(cli, proc_count, b'"statusCode": 200')))
+        sipsak = shutil.which("sipsak")
+        if sipsak:
+            argv = [sipsak, "-s", f"sip:127.0.0.1:{port}", "-vv"]
+            rows.append(("sipsak -s process", proc_count, _processes(argv, proc_count, b"200 OK")))
+    rates = {name: n / t for name, n, t in rows}
+    base = rates.get("sipsak -s process")
+    print(f"{'what':24} {'n':>6} {'round trips/s':>14} {'vs sipsak':>10}")
+    for name, n, _t in rows:
+        ratio = f"{rates[name] / base:.2f}x" if base else "-"
+        print(f"{name:24} {n:6d} {rates[name]:14.1f} {ratio:>10}")
+    out = ROOT / "benchmarks" / "results" / "sip_probe.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "OPTIONS round trips per second against local Kamailio (UDP)",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "rows": [{"what": name, "count": n, "seconds": t, "per_second": rates[name],
+                  "vs_sipsak": (rates[name] / base) if base else None} for name, n, t in rows],
+    }, indent=2) + "\n")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
