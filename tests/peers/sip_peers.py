@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from peertools import free_port, require, wait_tcp
 
 USERS = {"alice": "wonderland", "bob": "builder"}
@@ -51,7 +52,7 @@ def make_self_signed(directory: Path, common_name: str = "skinnysip test server"
     """A self-signed EC certificate for 127.0.0.1/localhost; returns (cert.pem, key.pem)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -89,10 +90,73 @@ def _module_dir() -> str:
     raise RuntimeError("kamailio modules (with tls.so) not found; install kamailio-tls-modules")
 
 
-def _kamailio_cfg(host: str, udp: int, tcp: int, tls: int, algorithm: str, tls_cfg: Path, rundir: Path) -> str:
+def _kamailio_cfg(
+    host: str,
+    udp: int,
+    tcp: int,
+    tls: int,
+    algorithm: str,
+    tls_cfg: Path,
+    rundir: Path,
+    qop: str = "auth",
+    stale_once: bool = False,
+    next_hop: str | None = None,
+) -> str:
+    qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
+    stale_flag = str(int(qop_flag) | 16)
+    stale_block = (
+        f"""        if ($sht(stale=>$ci) == $null) {{
+            $sht(stale=>$ci) = 1;
+            www_challenge("{REALM}", "{stale_flag}");
+            exit;
+        }}
+"""
+        if stale_once
+        else ""
+    )
+    forward_block = (
+        f"""    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_NOTICE", "loose_route -> $ru $du\n");
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{ t_relay(); }}
+            exit;
+        }}
+        sl_send_reply("404", "Not Here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        $var(pw) = "!no-such-user!";
+{{password_lines}}
+        if (!pv_proxy_authenticate("{REALM}", "$var(pw)", "0")) {{
+            if ($rc == -2 || $rc == -3) {{
+                sl_send_reply("403", "Forbidden");
+                exit;
+            }}
+            proxy_challenge("{REALM}", "{qop_flag}");
+            exit;
+        }}
+        consume_credentials();
+        record_route();
+        $du = "{next_hop}";
+        t_relay();
+        exit;
+    }}
+"""
+        if next_hop
+        else ""
+    )
     password_lines = "\n".join(
         f'        if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in USERS.items()
     )
+    forward_block = forward_block.replace("{password_lines}", password_lines)
     return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -103,8 +167,9 @@ auto_aliases=no
 listen=udp:{host}:{udp}
 listen=tcp:{host}:{tcp}
 listen=tls:{host}:{tls}
-alias="{host}"
-alias="localhost"
+alias="localhost:{udp}"
+alias="localhost:{tcp}"
+alias="localhost:{tls}"
 alias="{REALM}"
 enable_tls=yes
 tcp_connection_lifetime=30
@@ -127,6 +192,7 @@ loadmodule "registrar.so"
 loadmodule "auth.so"
 loadmodule "tls.so"
 loadmodule "ctl.so"
+loadmodule "htable.so"
 
 modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
 modparam("usrloc", "db_mode", 0)
@@ -135,8 +201,11 @@ modparam("auth", "algorithm", "{algorithm}")
 modparam("auth", "nonce_expire", 60)
 modparam("auth", "secret", "skinnysip-test-secret")
 modparam("tls", "config", "{tls_cfg}")
+modparam("htable", "htable", "stale=>size=8;autoexpire=300;")
+modparam("rr", "enable_full_lr", 1)
 
 request_route {{
+    xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) route=$hdr(Route)\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
@@ -152,7 +221,7 @@ request_route {{
         sl_send_reply("200", "OK");
         exit;
     }}
-    if (is_method("REGISTER")) {{
+{forward_block}    if (is_method("REGISTER")) {{
         $var(pw) = "!no-such-user!";
 {password_lines}
         if (!pv_www_authenticate("{REALM}", "$var(pw)", "0")) {{
@@ -160,10 +229,10 @@ request_route {{
                 sl_send_reply("403", "Forbidden");
                 exit;
             }}
-            www_challenge("{REALM}", "1");
+            www_challenge("{REALM}", "{qop_flag}");
             exit;
         }}
-        consume_credentials();
+{stale_block}        consume_credentials();
         if (!save("location")) {{
             sl_reply_error();
         }}
@@ -179,12 +248,25 @@ request_route {{
 
 
 @contextlib.contextmanager
-def kamailio(algorithm: str = "MD5", host: str = "127.0.0.1", timeout: float = 15.0) -> Iterator[KamailioPeer]:
+def kamailio(
+    algorithm: str = "MD5",
+    host: str = "127.0.0.1",
+    timeout: float = 15.0,
+    *,
+    qop: str = "auth",
+    stale_once: bool = False,
+    next_hop: str | None = None,
+) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
-    REGISTER without or with stale credentials → 401 (``qop="auth"``, ``algorithm``);
-    a wrong password → 403; right → 200 with the binding. OPTIONS to the server → 200
-    with Allow/Supported/Accept/Server. Other requests → 404.
+    REGISTER without credentials → 401 (``qop`` one of "auth", "auth-int",
+    "auth,auth-int", "none"; ``algorithm``); a wrong password or unknown user → 403;
+    right → 200 with the binding. ``stale_once``: the first correct credentials of each
+    Call-ID get a fresh challenge with ``stale=true`` instead (as after nonce expiry).
+    ``next_hop`` (a SIP URI): INVITEs are challenged with 407 (Proxy-Authenticate) and,
+    once authorised, record-routed and relayed there statefully (in-dialog requests
+    follow the route set). OPTIONS to the server → 200 with Allow/Supported/Accept/Server.
+    Other requests → 404.
     """
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
@@ -199,7 +281,7 @@ def kamailio(algorithm: str = "MD5", host: str = "127.0.0.1", timeout: float = 1
     tcp = free_port(socket.SOCK_STREAM, host)
     tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir))
+    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop))
     log_file = workdir / "kamailio.log"
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
@@ -313,7 +395,8 @@ Content-Length: 0
 
 # SIPp's built-in "uas" ends with a 4 s timewait; over TCP a client that closes its
 # connection after the BYE's 200 (as it should) makes SIPp count the call failed. This
-# scenario is the same exchange without the timewait; used for TCP.
+# scenario is the same exchange without the timewait (and with Record-Route copied into
+# the 200); used for TCP, and behind a record-routing proxy.
 ANSWER_NO_TIMEWAIT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="answer: 180, 200 with SDP, ACK, BYE">
@@ -339,6 +422,7 @@ SIP/2.0 200 OK
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
 [last_CSeq:]
+[last_Record-Route:]
 Contact: <sip:[local_ip]:[local_port];transport=[transport]>
 Content-Type: application/sdp
 Content-Length: [len]
@@ -425,7 +509,9 @@ def sipp_uas(scenario: str = "answer", transport: str = "udp", host: str = "127.
     """Start SIPp as a UAS for one call (``-m 1``) on a free port.
 
     ``scenario``: ``"answer"`` (SIPp's built-in ``uas`` on UDP, the same exchange without
-    its closing 4 s timewait on TCP: 180, 200, ACK, BYE → 200) or
+    its closing 4 s timewait on TCP: 180, 200, ACK, BYE → 200), ``"answer-record-route"``
+    (the same, copying Record-Route into the 200 as RFC 3261 §12.1.1 requires of a UAS —
+    the built-in ``uas`` does not, so it cannot sit behind a record-routing proxy) or
     ``"ring-no-answer"`` (100, 180, then CANCEL → 200 + 487, ACK). ``transport``: udp or tcp.
     """
     binary = require("sipp")
@@ -437,7 +523,7 @@ def sipp_uas(scenario: str = "answer", transport: str = "udp", host: str = "127.
     args += ["-message_file", str(workdir / "sipp_messages.log"), "-timeout", "60s", "-timeout_error"]
     if scenario == "answer" and transport == "udp":
         args += ["-sn", "uas"]
-    elif scenario == "answer":
+    elif scenario in ("answer", "answer-record-route"):
         xml = workdir / "answer.xml"
         xml.write_text(ANSWER_NO_TIMEWAIT)
         args += ["-sf", str(xml)]
