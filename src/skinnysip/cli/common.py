@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from skinnysip.result import ResultModel
+from skinnysip.result import ResultModel, WireMessage
 
 console = Console(highlight=False)
 
@@ -38,3 +39,20 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
         if sys.stdin.isatty():
             return typer.prompt("Password", hide_input=True, default="", show_default=False)
     return None
+
+
+def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | None = None) -> None:
+    """Print the exchange as a ladder: time since the first message (ms), direction arrow
+    (→ sent, ← received) and the one-line summary, plus ``detail(message)`` dimmed."""
+    if not exchange:
+        return
+    start = exchange[0].time
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(justify="right", style="dim")
+    table.add_column()
+    table.add_column()
+    for m in exchange:
+        arrow = "[cyan]→[/cyan]" if m.direction == "sent" else "[magenta]←[/magenta]"
+        extra = detail(m) if detail else ""
+        table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow, m.summary + (f" [dim]{extra}[/dim]" if extra else ""))
+    console.print(table)

@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from skinnysip.cli.common import console, emit
+from skinnysip.cli.common import console, emit, ladder
 from skinnysip.probes import sccp as probes
 from skinnysip.result import ResultModel
 
@@ -32,19 +32,7 @@ def _request(**kwargs: Any) -> probes.SCCPRequest:
 
 
 def _ladder(result: probes.SCCPResult) -> None:
-    if not result.exchange:
-        return
-    start = result.exchange[0].time
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(justify="right", style="dim")
-    table.add_column()
-    table.add_column()
-    for m in result.exchange:
-        arrow = "[cyan]→[/cyan]" if m.direction == "sent" else "[magenta]←[/magenta]"
-        fields = (m.decoded or {}).get("fields", {})
-        detail = _detail(m.summary, fields)
-        table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow, m.summary + (f" [dim]{detail}[/dim]" if detail else ""))
-    console.print(table)
+    ladder(result.exchange, lambda m: _detail(m.summary, (m.decoded or {}).get("fields", {})))
 
 
 _LADDER_FIELDS = {
