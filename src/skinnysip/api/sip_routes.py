@@ -130,12 +130,13 @@ class SIPSBody(_Body):
 
 
 class _DigestFields(BaseModel):
-    username: str = Field(description="Digest username.")  # type: ignore[assignment]
-    password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")  # type: ignore[assignment]
+    username: str = Field(description="Digest username.")
+    password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")
     expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
 
 
-class SIPDigestBody(_DigestFields, SIPBody):
+# The mixin comes first so its required username/password override the optional ones.
+class SIPDigestBody(_DigestFields, SIPBody):  # type: ignore[misc]
     """``/api/sip/digest-auth``."""
 
     def to_probe(self) -> probes.ProbeRequest:
@@ -144,7 +145,7 @@ class SIPDigestBody(_DigestFields, SIPBody):
         return req
 
 
-class SIPSDigestBody(_DigestFields, SIPSBody):
+class SIPSDigestBody(_DigestFields, SIPSBody):  # type: ignore[misc]
     """``/api/sips/digest-auth``."""
 
     def to_probe(self) -> probes.ProbeRequest:

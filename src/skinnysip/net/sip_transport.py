@@ -358,10 +358,11 @@ async def open_connection(
     if not infos:
         raise SIPTransportError(f"cannot resolve {host!r}: no address")
     family, _, _, _, address = infos[0]
+    ip, port = str(address[0]), int(address[1])
     if transport == "udp":
         protocol = _UDPProtocol()
         try:
-            dgram, _ = await loop.create_datagram_endpoint(lambda: protocol, remote_addr=address[:2], family=family)
+            dgram, _ = await loop.create_datagram_endpoint(lambda: protocol, remote_addr=(ip, port), family=family)
         except OSError as exc:
             raise SIPTransportError(_describe_os_error(exc, where)) from exc
         return _UDPConnection(dgram, protocol)
@@ -376,8 +377,8 @@ async def open_connection(
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                address[0],
-                address[1],
+                ip,
+                port,
                 ssl=context,
                 server_hostname=host if context is not None else None,
                 limit=max_message_size,
