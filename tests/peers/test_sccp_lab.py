@@ -242,3 +242,31 @@ async def test_off_hook_by_stimulus_or_soft_key(lab: LabCallManager, via: str) -
         assert await sess.hang_up()
     finally:
         await sess.close()
+
+
+@pytest.mark.parametrize("policy, basic, other", [("chan-sccp", 0, 0x11), ("asterisk", 0, 0)])
+async def test_cm_header_versions(policy: str, basic: int, other: int) -> None:
+    """Reference §1.2: as [CS] the CM sends 0 in RegisterAck/KeepAliveAck/UnregisterAck and the
+    negotiated version (17) in the rest; as [AST] it sends 0 always. The station decodes both."""
+    cm = LabCallManager(LabConfig.demo(header_versions=policy))
+    await cm.start()
+    try:
+        body = (await run_operation("linestate", req(cm, protocolVersion=17))).to_api()
+        assert body["success"] is True, body["error"]
+        got = [(m["summary"], int.from_bytes(bytes.fromhex(m["raw"])[4:8], "little"))
+               for m in body["exchange"] if m["direction"] == "received"]
+        names = [n for n, _ in got]
+        assert {"RegisterAck", "CapabilitiesReq", "LineStat", "DefineTimeDate", "UnregisterAck"} <= set(names)
+        for name, hv in got:
+            assert hv == (basic if name in ("RegisterAck", "KeepAliveAck", "UnregisterAck") else other), name
+        # the CM records what it sent with the same header versions
+        cm_sent = [(m.summary, int.from_bytes(bytes.fromhex(m.raw)[4:8], "little"))
+                   for s in cm.all_sessions for m in s.transport.messages if m.direction == "sent"]
+        assert cm_sent == got
+    finally:
+        await cm.stop()
+
+
+def test_lab_config_rejects_unknown_header_version_policy() -> None:
+    with pytest.raises(ValueError, match="header_versions"):
+        LabConfig.demo(header_versions="cisco")

@@ -26,6 +26,7 @@ from skinnysip.sccp.station import (
     StopMediaRequested,
     Unregistered,
     label_text,
+    negotiated_header_version,
     validate_device_name,
 )
 
@@ -296,3 +297,62 @@ def test_off_hook_methods(via: str, name: str, fields: dict[str, int]) -> None:
     assert {k: msg.fields[k] for k in fields} == fields
     with pytest.raises(StationError, match="unknown off-hook method"):
         st.place_call("600", 0.0, via="shout")
+
+
+def header_versions(frames: list[bytes]) -> list[tuple[str, int]]:
+    msgs = [decode_frame(f, protocol_version=17) for f in frames]
+    return [(m.name, m.header_version) for m in msgs]
+
+
+@pytest.mark.parametrize("pv, expected", [(0, 0), (8, 0), (9, 0), (10, 0x0A), (11, 0x0B), (12, 0), (14, 0),
+                                          (15, 0x0F), (17, 0x11), (22, 0x16), (23, 0)])
+def test_negotiated_header_version_table(pv: int, expected: int) -> None:
+    assert negotiated_header_version(pv) == expected  # reference §1.2: >= 10 and accepted by [WS]
+
+
+@pytest.mark.parametrize("announced, acked, after", [(17, 17, 0x11), (17, 8, 0), (11, 0x30, 0x0B), (12, 12, 0)])
+def test_auto_header_version_zero_until_register_ack(announced: int, acked: int, after: int) -> None:
+    st = Station(StationConfig(protocol_version=announced))
+    assert st.header_version == 0
+    st.register(0.0)
+    st.send_keepalive(0.5)  # before RegisterAck: still "Basic"
+    assert header_versions(st.take_outgoing()) == [("Register", 0), ("KeepAlive", 0)]
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30, "maxProtocolVer": acked}), 1.0)
+    st.receive(cm("CapabilitiesReq"), 1.0)
+    st.send_keepalive(2.0)
+    st.unregister(3.0)
+    out = header_versions(st.take_outgoing())
+    assert [n for n, _ in out][:2] == ["CapabilitiesRes", "ButtonTemplateReq"] and out[-1][0] == "Unregister"
+    assert {h for _, h in out} == {after} and st.header_version == after
+    st.receive(cm("UnregisterAck"), 3.1)
+    st.register(4.0)  # a new registration starts from 0 again
+    assert header_versions(st.take_outgoing()) == [("Register", 0)]
+
+
+@pytest.mark.parametrize("policy", [0, 0x16])
+def test_explicit_header_version_in_every_frame(policy: int) -> None:
+    st = Station(StationConfig(protocol_version=17, header_version=policy))
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30, "maxProtocolVer": 17}), 1.0)
+    st.receive(cm("CapabilitiesReq"), 1.0)
+    out = header_versions(st.take_outgoing())
+    assert out[0] == ("Register", policy) and len(out) > 2 and {h for _, h in out} == {policy}
+
+
+@pytest.mark.parametrize("bad", ["v17", -1, 2**32, True, 1.5])
+def test_bad_header_version_policy(bad: object) -> None:
+    with pytest.raises(StationError, match="header version"):
+        StationConfig(header_version=bad)  # type: ignore[arg-type]
+
+
+def test_header_version_does_not_change_decoding() -> None:
+    """Layouts follow the negotiated protocol only (§7 item 2): a v17 StartMediaTransmission
+    decodes the same under header version 0 and 0x11."""
+    fields = {"passThruPartyId": 7, "remoteIpAddr": "10.1.2.3", "remotePortNumber": 4000, "callReference": 9}
+    st = registered_station(pv=17)
+    for hv in (0, 0x11):
+        msg = decode_frame(encode("StartMediaTransmission", fields, protocol_version=17, header_version=hv),
+                           protocol_version=17)
+        [ev] = st.receive(msg, 1.0)
+        assert isinstance(ev, StartMediaRequested)
+        assert (ev.remote_ip, ev.remote_port, ev.pass_thru_party_id) == ("10.1.2.3", 4000, 7)

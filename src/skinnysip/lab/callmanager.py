@@ -14,7 +14,12 @@ sets, with chan-sccp's UnregisterAck):
   OpenReceiveChannel, then StartMediaTransmission pointing each at the other's RTP address, so
   RTP flows station to station). OnHook tears down as §5.2 step 6.
 
-Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), header version 0, as [AST].
+Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), as [AST] and [CS] do. The
+header version field (reference §1.2, §7 item 1) is set as [CS] does by default: 0 in
+KeepAliveAck, RegisterAck and UnregisterAck (and before registration), the negotiated protocol
+in every other message when it is >= 10 (0 for a version Wireshark does not accept);
+``LabConfig.header_versions="asterisk"`` sends 0 always, as [AST]. Received header versions are
+ignored: layouts never depend on them.
 Sessions end after 3 × keepalive of silence, or 30 s without Register. Everything is bounded:
 sessions, message records, tone duration, echo volume.
 """
@@ -39,6 +44,7 @@ from skinnysip.rtp.stats import RTPSender
 from skinnysip.rtp.tones import sine
 from skinnysip.sccp import enums
 from skinnysip.sccp.messages import SCCPMessage, encode
+from skinnysip.sccp.station import negotiated_header_version
 
 LINE = 0x09  # stimulus / button type Line
 SPEED_DIAL = 0x02
@@ -46,6 +52,10 @@ MAX_PROTOCOL = 22
 MAX_RECORD = 5000  # wire messages kept per session
 MAX_KEPT_SESSIONS = 256  # sessions (with their records) kept for inspection
 ECHO_LIMIT = 500_000  # packets reflected per call leg, at most
+#: header version policies (reference §1.2): "chan-sccp" as [CS], "asterisk" as [AST]
+HEADER_VERSION_POLICIES = ("chan-sccp", "asterisk")
+#: messages [CS] always sends with header version 0 (reference §1.2)
+BASIC_HEADER_MESSAGES = frozenset({"KeepAliveAck", "RegisterAck", "UnregisterAck"})
 
 #: soft-key template: label escape 0x80+n for events 1–18 ([AST] style: label code = event)
 SOFT_KEYS = list(range(1, 19))
@@ -82,7 +92,9 @@ class LabDevice:
 @dataclass
 class LabConfig:
     """The lab CM's configuration. ``port`` 0 picks a free port; ``tls_cert``/``tls_key``
-    (PEM files) switch the listener to TLS. ``keep_alive_interval`` is in seconds."""
+    (PEM files) switch the listener to TLS. ``keep_alive_interval`` is in seconds.
+    ``header_versions``: ``"chan-sccp"`` (default) or ``"asterisk"``, the header version field
+    policy (reference §1.2; see the module docstring). Raises ``ValueError`` for another value."""
 
     devices: list[LabDevice]
     echo_extension: str = "600"
@@ -96,6 +108,11 @@ class LabConfig:
     max_sessions: int = 64
     tls_cert: str | None = None
     tls_key: str | None = None
+    header_versions: str = "chan-sccp"
+
+    def __post_init__(self) -> None:
+        if self.header_versions not in HEADER_VERSION_POLICIES:
+            raise ValueError(f"header_versions {self.header_versions!r}: use one of {HEADER_VERSION_POLICIES}")
 
     @classmethod
     def demo(cls, **kwargs: Any) -> LabConfig:
@@ -153,8 +170,15 @@ class _Session:
 
     # ---- plumbing -----------------------------------------------------------------------
 
+    def header_version(self, name: str) -> int:
+        """The header version field for message ``name`` (reference §1.2)."""
+        if self.cm.config.header_versions == "asterisk" or name in BASIC_HEADER_MESSAGES:
+            return 0
+        return negotiated_header_version(self.protocol_version)
+
     async def send(self, name: str, fields: dict[str, Any] | None = None) -> None:
-        await self.transport.send(encode(name, fields or {}, protocol_version=self.protocol_version))
+        await self.transport.send(encode(name, fields or {}, protocol_version=self.protocol_version,
+                                         header_version=self.header_version(name)))
         if len(self.transport.messages) > MAX_RECORD:
             del self.transport.messages[: len(self.transport.messages) - MAX_RECORD]
 

@@ -39,6 +39,19 @@ SOFTKEY_ANSWER_DEFAULT = 11  # reference §4.7 (events 1–18 agree in all three
 SOFTKEY_NEWCALL_DEFAULT = 2
 RING_OFF = 1
 
+#: Header version values Wireshark's SKINNY dissector accepts (reference §1.2); with any other
+#: value it decides the message is not SKINNY and leaves it undissected.
+WIRESHARK_HEADER_VERSIONS: frozenset[int] = frozenset({0x00, 0x0A, 0x0B, *range(0x0F, 0x17)})
+
+
+def negotiated_header_version(protocol_version: int) -> int:
+    """The header version field for a message sent once ``protocol_version`` is negotiated
+    (reference §1.2, [CS]): the version itself when it is >= 10 and one of
+    :data:`WIRESHARK_HEADER_VERSIONS` (0x0A, 0x0B, 0x0F–0x16), otherwise 0 ("Basic")."""
+    if protocol_version >= 10 and protocol_version in WIRESHARK_HEADER_VERSIONS:
+        return protocol_version
+    return 0
+
 MEDIA_G711_ALAW_64K = enums.MEDIA_PAYLOAD_G711_ALAW_64K
 MEDIA_G711_ULAW_64K = enums.MEDIA_PAYLOAD_G711_ULAW_64K
 
@@ -245,6 +258,20 @@ class StationConfig:
 
     ``protocol_version`` is the Register protocolVer byte (≥ 17 asks for the v17 layouts);
     ``station_ip`` is the local address of the connected socket (the driver fills it in).
+
+    ``header_version`` is the policy for the 12-byte header's version field (reference §1.2):
+
+    - ``"auto"`` (default), as the phones in the [CS] captures do: 0 in Register and in anything
+      sent before RegisterAck; afterwards :func:`negotiated_header_version` of the negotiated
+      protocol (the version when it is >= 10 and Wireshark accepts it, else 0). Wireshark
+      picks its protocol-17 (20-byte address) layouts from this field, so a session at 17+
+      is only dissected correctly with it.
+    - an ``int`` (u32): written in every message, Register included. 0 is what [AST] sends
+      and accepts everywhere (§7 item 1); values outside 0, 0x0A, 0x0B, 0x0F–0x16 make
+      Wireshark skip the message and [CS] discard it (useful only for fault tests).
+
+    It never changes how received messages are decoded (layouts follow the negotiated
+    protocol, §7 item 2).
     """
 
     device_name: str = "SEP001122334455"
@@ -261,8 +288,12 @@ class StationConfig:
     #: configuration anyway (a CM may skip CapabilitiesReq).
     config_request_delay: float = 2.0
     validate_name: bool = True
+    header_version: int | str = "auto"
 
     def __post_init__(self) -> None:
+        hv = self.header_version
+        if hv != "auto" and (isinstance(hv, bool) or not isinstance(hv, int) or not 0 <= hv <= 0xFFFFFFFF):
+            raise StationError(f"header version {hv!r} is not 'auto' or a u32")
         if self.validate_name:
             validate_device_name(self.device_name)
         if not 0 <= self.protocol_version <= 255:
@@ -359,13 +390,15 @@ class Station:
         events = st.tick(now)            # at st.next_deadline()
 
     ``protocol_version`` is the negotiated version (decides classic vs v17 layouts; the
-    driver copies it to its frame decoder after each call).
+    driver copies it to its frame decoder after each call). :attr:`header_version` is the
+    header field the next frame will carry (policy: :class:`StationConfig`).
     """
 
     def __init__(self, config: StationConfig) -> None:
         self.config = config
         self.protocol_version = config.protocol_version
         self.state = "idle"  # idle, registering, registered, rejected, unregistering, unregistered
+        self.negotiated = False  # RegisterAck received for the current registration
         self.reject_reason = ""
         self.keep_alive_interval: int | None = None
         self.secondary_keep_alive_interval: int | None = None
@@ -397,8 +430,18 @@ class Station:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def header_version(self) -> int:
+        """The header version field of the next frame sent (reference §1.2; see
+        :class:`StationConfig` ``header_version``)."""
+        policy = self.config.header_version
+        if isinstance(policy, int):
+            return policy
+        return negotiated_header_version(self.protocol_version) if self.negotiated else 0
+
     def _send(self, name: str, fields: Mapping[str, Any] | None = None) -> None:
-        self._outbox.append(encode(name, dict(fields or {}), protocol_version=self.protocol_version))
+        self._outbox.append(encode(name, dict(fields or {}), protocol_version=self.protocol_version,
+                                   header_version=self.header_version))
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`tick` has work to do, or ``None``."""
@@ -417,6 +460,8 @@ class Station:
         if self.state not in ("idle", "unregistered"):
             raise StationError(f"cannot register in state {self.state}")
         self.state = "registering"
+        self.negotiated = False
+        self.protocol_version = self.config.protocol_version
         self._send(
             "Register",
             {
@@ -578,6 +623,7 @@ class Station:
 
     def _on_RegisterAck(self, f: Mapping[str, Any], now: float) -> list[Event]:
         self.state = "registered"
+        self.negotiated = True
         self.keep_alive_interval = _int(f, "keepAliveInterval", default=30) or 30
         self.secondary_keep_alive_interval = _int(f, "secondaryKeepAliveInterval")
         self.date_template = _str(f, "dateTemplate")
