@@ -505,7 +505,9 @@ class SippPeer:
 
 
 @contextlib.contextmanager
-def sipp_uas(scenario: str = "answer", transport: str = "udp", host: str = "127.0.0.1") -> Iterator[SippPeer]:
+def sipp_uas(
+    scenario: str = "answer", transport: str = "udp", host: str = "127.0.0.1", xml: str | None = None
+) -> Iterator[SippPeer]:
     """Start SIPp as a UAS for one call (``-m 1``) on a free port.
 
     ``scenario``: ``"answer"`` (SIPp's built-in ``uas`` on UDP, the same exchange without
@@ -521,7 +523,11 @@ def sipp_uas(scenario: str = "answer", transport: str = "udp", host: str = "127.
     args = [binary, "-i", host, "-p", str(port), "-m", "1", "-t", "u1" if transport == "udp" else "t1"]
     args += ["-nostdin", "-trace_stat", "-trace_msg", "-stf", str(workdir / "sipp_.csv")]
     args += ["-message_file", str(workdir / "sipp_messages.log"), "-timeout", "60s", "-timeout_error"]
-    if scenario == "answer" and transport == "udp":
+    if xml is not None:
+        path = workdir / "scenario.xml"
+        path.write_text(xml)
+        args += ["-sf", str(path)]
+    elif scenario == "answer" and transport == "udp":
         args += ["-sn", "uas"]
     elif scenario in ("answer", "answer-record-route"):
         xml = workdir / "answer.xml"

@@ -57,15 +57,19 @@ async def test_stale_nonce_is_retried_once_with_the_new_nonce() -> None:
         assert all("algorithm=SHA-256" in r for r in authorized)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_invite_through_proxy_407_then_answered(transport: str) -> None:
-    with sipp_uas("answer-record-route", transport) as uas:
-        hop = f"sip:{uas.host}:{uas.port};transport={transport}"
+    # SIPp here has no TLS: over TLS the proxy relays to SIPp over UDP.
+    hop_transport = "udp" if transport == "tls" else transport
+    with sipp_uas("answer-record-route", hop_transport) as uas:
+        hop = f"sip:{uas.host}:{uas.port};transport={hop_transport}"
         with kamailio("MD5", next_hop=hop) as peer:
             req = _request(peer, transport, to_uri="bob", timeout=8.0)
             result = await invite(req)
             assert result.success, result.error
             assert result.status_code == 200, [m.summary for m in result.exchange]
+            if transport == "tls":
+                assert result.tls is not None and result.tls.verified
             sent = [m.raw for m in result.exchange if m.direction == "sent"]
             invites = [r for r in sent if r.startswith("INVITE")]
             assert len({r for r in invites}) >= 2

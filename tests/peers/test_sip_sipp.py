@@ -4,7 +4,6 @@ that only rings is CANCELled, its 487 ACKed. SIPp's own statistics judge the exc
 from __future__ import annotations
 
 import pytest
-import sip_peers
 
 from skinnysip.probes.sip import ProbeRequest, invite
 from skinnysip.sdp import SessionDescription
@@ -86,8 +85,7 @@ async def test_invite_over_ipv6(sipp_uas, transport: str) -> None:
 
 
 # SIPp as a UAS that challenges the INVITE with Digest MD5 (qop=auth) and checks the
-# credentials with its own ``verifyauth``: 200 if they verify, 403 if not. sip_peers has no
-# such scenario, so it is put in the place of its ring-no-answer XML for these tests only.
+# credentials with its own ``verifyauth``: 200 if they verify, 403 if not.
 AUTH_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="challenge the INVITE, answer when the credentials verify">
@@ -171,9 +169,8 @@ Content-Length: 0
 
 
 @pytest.mark.parametrize(("password", "code"), [("wonderland", 200), ("wrong", 403)])
-async def test_invite_challenged_retries_with_credentials(sipp_uas, monkeypatch, password: str, code: int) -> None:
-    monkeypatch.setattr(sip_peers, "RING_NO_ANSWER", AUTH_SCENARIO)
-    with sipp_uas("ring-no-answer", "udp") as peer:
+async def test_invite_challenged_retries_with_credentials(sipp_uas, password: str, code: int) -> None:
+    with sipp_uas("challenge-then-answer", "udp", xml=AUTH_SCENARIO) as peer:
         result = await invite(ProbeRequest(host=peer.host, port=peer.port, to_uri="bob", timeout=5,
                                            username="alice", password=password))
         stats = peer.finish()

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from skinnysip.cli.common import console, emit, password_from
+from skinnysip.cli.common import console, emit, ladder, password_from
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
 from skinnysip.result import ResultModel
@@ -69,17 +69,7 @@ def _request(
 
 
 def _ladder(result: probes.SIPProbeResult) -> None:
-    if not result.exchange:
-        return
-    start = result.exchange[0].time
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(justify="right", style="dim")
-    table.add_column()
-    table.add_column()
-    for m in result.exchange:
-        arrow = "[cyan]→[/cyan]" if m.direction == "sent" else "[magenta]←[/magenta]"
-        table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow, m.summary)
-    console.print(table)
+    ladder(result.exchange)
 
 
 def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
