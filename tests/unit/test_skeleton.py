@@ -20,3 +20,12 @@ def test_api_health_and_unknown_route() -> None:
     r = client.get("/api/nope")
     assert r.status_code == 404
     assert r.json()["success"] is False
+
+
+def test_invalid_json_names_the_body() -> None:
+    client = TestClient(create_app())
+    r = client.post("/api/sip/options", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["success"] is False
+    assert body["error"].startswith("body: invalid JSON at character 1")

@@ -19,6 +19,10 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 def _describe_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "")
+            parts.append(f"body: invalid JSON at character {err['loc'][-1]}" + (f" ({reason})" if reason else ""))
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         field = ".".join(loc) or "body"
         parts.append(f"{field}: {err.get('msg', 'invalid')}")
