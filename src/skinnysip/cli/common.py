@@ -41,6 +41,17 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
     return None
 
 
+def field_table(rows: list[tuple[str, object]]) -> None:
+    """Print ``(label, value)`` rows as a two-column table; rows whose value is None are skipped."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        if value is not None:
+            table.add_row(label, str(value))
+    console.print(table)
+
+
 def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | None = None) -> None:
     """Print the exchange as a ladder: time since the first message (ms), direction arrow
     (→ sent, ← received) and the one-line summary, plus ``detail(message)`` dimmed."""

@@ -13,9 +13,8 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
-from skinnysip.cli.common import console, emit, ladder
+from skinnysip.cli.common import console, emit, field_table, ladder
 from skinnysip.probes import sccp as probes
 from skinnysip.result import ResultModel
 
@@ -94,13 +93,7 @@ def _render(result: ResultModel) -> None:
             ("RTP lost / jitter", f"{c.rtp_packets_lost} / {c.rtp_jitter_ms:.2f} ms" if c.rtp_packets_received else None),
         ]
     rows.append(("unregistered", r.unregistered if r.registered else None))
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for k, v in rows:
-        if v is not None:
-            table.add_row(k, str(v))
-    console.print(table)
+    field_table(rows)
     _ladder(r)
 
 

@@ -15,9 +15,8 @@ from enum import StrEnum
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from skinnysip.cli.common import console, emit, ladder, password_from
+from skinnysip.cli.common import console, emit, field_table, ladder, password_from
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
 from skinnysip.result import ResultModel
@@ -132,14 +131,7 @@ def render(result: ResultModel) -> None:
     else:
         headline = f"[red]failed:[/red] {result.error}"
     console.print(headline)
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    rows = _fields(result) if result.success else [("server", f"{result.server}/{result.transport}")]
-    for name, value in rows:
-        if value is not None:
-            table.add_row(name, str(value))
-    console.print(table)
+    field_table(_fields(result) if result.success else [("server", f"{result.server}/{result.transport}")])
     _ladder(result)
 
 
