@@ -437,7 +437,10 @@ a=rtpmap:0 PCMU/8000
 
 ]]>
   </send>
-  <recv request="ACK" rtd="true" crlf="true"/>
+  <recv request="ACK" rtd="true" crlf="true" optional="true" next="acked"/>
+  <!-- A proxy with several worker processes (Kamailio children=2) may relay the BYE ahead
+       of the ACK that the client sent first; a UAS must cope, so this path takes BYE, then
+       the late ACK. -->
   <recv request="BYE"/>
   <send>
     <![CDATA[
@@ -452,6 +455,23 @@ Content-Length: 0
 
 ]]>
   </send>
+  <recv request="ACK" crlf="true" next="done"/>
+  <label id="acked"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+  <label id="done"/>
 </scenario>
 """
 
