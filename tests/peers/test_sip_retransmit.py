@@ -226,3 +226,35 @@ async def test_tcp_garbage_and_hangup_are_clear_errors() -> None:
     async with server:
         result = await options(ProbeRequest(host="127.0.0.1", port=port, transport="tcp", timeout=3))
     assert result.success is False and result.error == f"connection closed by 127.0.0.1:{port}/tcp"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_stream_tries_the_next_resolved_address(kamailio_md5: KamailioPeer, transport: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 3263 §4.3: a name resolving to a dead address first (here ::1 on a closed port
+    is what the resolver gives first) and then the server: the probe connects to the second."""
+    loop = asyncio.get_running_loop()
+    port = kamailio_md5.port(transport)
+    dead = free_port(socket.SOCK_STREAM, "::1")
+
+    async def two_addresses(host: str, p: int, **kw: object) -> list[tuple]:
+        assert host == "sip.skinnysip.test"
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", dead, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+    result = await options(ProbeRequest(host="sip.skinnysip.test", port=port, transport=transport,
+                                        timeout=5.0, tls_verify=False))
+    assert result.success, result.error
+    assert result.status_code == 200
+    assert result.exchange[0].remote == f"127.0.0.1:{port}"
+
+    async def dead_only(host: str, p: int, **kw: object) -> list[tuple]:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", dead, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", free_port(socket.SOCK_STREAM)))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", dead_only)
+    failed = await options(ProbeRequest(host="sip.skinnysip.test", port=port, transport=transport, timeout=5.0))
+    assert not failed.success
+    assert f"connection refused by [::1]:{dead}/{transport}" in (failed.error or "")
+    assert "connection refused by 127.0.0.1:" in (failed.error or "")

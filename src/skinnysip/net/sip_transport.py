@@ -340,14 +340,18 @@ async def open_connection(
     """Open a flow to ``host:port`` over ``transport``.
 
     ``host``: name, IPv4 or IPv6 literal (brackets allowed); resolved with the system
-    resolver, first address used. ``timeout`` (seconds) bounds resolution, connect and the
-    TLS handshake. TLS: SNI is the host name (not sent for IP literals), the certificate is
-    verified unless ``verify`` is false (against ``ca_file`` or the system store).
+    resolver. UDP uses the first address; TCP and TLS try the addresses in the resolver's
+    order until one accepts (RFC 3263 §4.3: on failure, try the next), so ``localhost``
+    works whether the server listens on ``::1`` or ``127.0.0.1``. ``timeout`` (seconds)
+    bounds resolution, all connect attempts and the TLS handshake together. TLS: SNI is the
+    host name (not sent for IP literals), the certificate is verified unless ``verify`` is
+    false (against ``ca_file`` or the system store).
     Raises :class:`SIPTransportError` with a clear reason.
     """
     host = _strip_brackets(host)
     where = f"{hostport(host, port)}/{transport}"
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=kind), timeout)
@@ -357,12 +361,13 @@ async def open_connection(
         raise SIPTransportError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not infos:
         raise SIPTransportError(f"cannot resolve {host!r}: no address")
-    family, _, _, _, address = infos[0]
-    ip, port = str(address[0]), int(address[1])
     if transport == "udp":
+        family, _, _, _, address = infos[0]
         protocol = _UDPProtocol()
         try:
-            dgram, _ = await loop.create_datagram_endpoint(lambda: protocol, remote_addr=(ip, port), family=family)
+            dgram, _ = await loop.create_datagram_endpoint(
+                lambda: protocol, remote_addr=(str(address[0]), int(address[1])), family=family
+            )
         except OSError as exc:
             raise SIPTransportError(_describe_os_error(exc, where)) from exc
         return _UDPConnection(dgram, protocol)
@@ -374,24 +379,40 @@ async def open_connection(
             raise SIPTransportError(f"cannot load CA file {ca_file!r}: {exc}") from exc
     elif transport != "tcp":
         raise SIPTransportError(f"unknown transport {transport!r}")
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                ip,
-                port,
-                ssl=context,
-                server_hostname=host if context is not None else None,
-                limit=max_message_size,
-                family=family,
-            ),
-            timeout,
-        )
-    except TimeoutError as exc:
-        raise SIPTransportError(f"no connection to {where} within {timeout * 1000:.0f} ms") from exc
-    except ssl.SSLError as exc:
-        raise SIPTransportError(tlsmod.verification_error(exc)) from exc
-    except OSError as exc:
-        raise SIPTransportError(_describe_os_error(exc, where)) from exc
+    addresses = list(dict.fromkeys((family, str(a[0]), int(a[1])) for family, _, _, _, a in infos))
+    errors: list[str] = []
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    for family, ip, ip_port in addresses:
+        remaining = deadline - loop.time()
+        attempt = f"{hostport(ip, ip_port)}/{transport}" if len(addresses) > 1 else where
+        if remaining <= 0:
+            errors.append(f"no connection to {attempt} within {timeout * 1000:.0f} ms")
+            break
+        try:
+            streams = await asyncio.wait_for(
+                asyncio.open_connection(
+                    ip,
+                    ip_port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                    limit=max_message_size,
+                    family=family,
+                ),
+                remaining,
+            )
+            break
+        except TimeoutError:
+            errors.append(f"no connection to {attempt} within {timeout * 1000:.0f} ms")
+            break
+        except ssl.SSLError as exc:
+            # the server answered: a certificate or handshake problem is not a reason to
+            # try another address of the same name
+            raise SIPTransportError(tlsmod.verification_error(exc)) from exc
+        except OSError as exc:
+            errors.append(_describe_os_error(exc, attempt))
+    if streams is None:
+        raise SIPTransportError("; ".join(errors))
+    reader, writer = streams
     info = None
     if context is not None:
         info = tlsmod.describe(writer.get_extra_info("ssl_object"), verified=verify)
