@@ -29,7 +29,7 @@ FIELDS = [
     "frame.number", "tcp.srcport", "skinny.messageId", "_ws.col.Info", "skinny.DeviceName", "skinny.deviceType",
     "skinny.protocolVer", "skinny.portNumber", "skinny.passThroughPartyId", "skinny.remotePortNumber",
     "skinny.ipAddr.ipv4", "skinny.remoteIpAddr.ipv4", "skinny.kpButton", "skinny.hdr_version",
-    "skinny.ipv4or6",
+    "skinny.ipv4or6", "skinny.calledParty", "skinny.callingParty", "skinny.calledPartyName",
 ]
 #: CM messages [CS] (and so the lab CM) always sends with header version 0 (reference §1.2)
 CM_BASIC = {"KeepAliveAck", "RegisterAck", "UnregisterAck"}
@@ -83,7 +83,7 @@ def _sides(packets: list[dict[str, Any]], port: int, key: str) -> tuple[list[tup
 
 
 def test_every_frame_decodes_with_our_names(session: Any) -> None:
-    cap, result, port, _ = session
+    cap, result, port, pv = session
     ws_sent, ws_received = _sides(cap.decode("skinny", FIELDS), port, "_ws.col.Info")
     ours_sent = [(m.decoded["id"], m.summary) for m in result.exchange if m.direction == "sent" and m.decoded]
     ours_received = [(m.decoded["id"], m.summary) for m in result.exchange if m.direction == "received" and m.decoded]
@@ -93,8 +93,13 @@ def test_every_frame_decodes_with_our_names(session: Any) -> None:
         assert ws_name == wireshark_name(our_id), (our_name, ws_name)
     names = {n for _, n in ours_sent + ours_received}
     assert {"Register", "RegisterAck", "CapabilitiesRes", "ButtonTemplate", "LineStat", "OffHook", "KeypadButton",
-            "CallState", "CallInfo", "OpenReceiveChannel", "OpenReceiveChannelAck", "StartMediaTransmission",
+            "CallState", "OpenReceiveChannel", "OpenReceiveChannelAck", "StartMediaTransmission",
             "CloseReceiveChannel", "OnHook", "Unregister", "UnregisterAck"} <= names
+    # the lab CM sends the dynamic forms from protocol 17, as Asterisk does (reference §7 item 11)
+    if pv >= 17:
+        assert {"CallInfoV2", "DisplayPromptStatusV2"} <= names and "CallInfo" not in names
+    else:
+        assert {"CallInfo", "DisplayPromptStatus"} <= names and "CallInfoV2" not in names
 
 
 def test_header_versions_as_policy(session: Any) -> None:
@@ -147,6 +152,10 @@ def test_field_values_as_meant(session: Any) -> None:
     assert _ints(ack, "skinny.ipv4or6") == v17_type and _ints(smt, "skinny.ipv4or6") == v17_type
     keys = [k for layer in by_id[0x0003] for k in _ints(layer, "skinny.kpButton")]
     assert keys == [6, 0, 0]
+    # CallInfo (fixed 0x008F below 17, dynamic 0x014A from 17): the parties the CM meant
+    [info] = by_id[0x014A if pv >= 17 else 0x008F]
+    assert info["skinny.calledParty"] == ["600"] and info["skinny.callingParty"] == ["1001"]
+    assert info["skinny.calledPartyName"] == ["Echo test"]
 
 
 def test_rtp_both_ways(session: Any) -> None:

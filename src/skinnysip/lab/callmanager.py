@@ -14,7 +14,9 @@ sets, with chan-sccp's UnregisterAck):
   OpenReceiveChannel, then StartMediaTransmission pointing each at the other's RTP address, so
   RTP flows station to station). OnHook tears down as §5.2 step 6.
 
-Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), as [AST] and [CS] do. The
+Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), as [AST] and [CS] do; from 17 on,
+CallInfo and DisplayPromptStatus go out as the dynamic CallInfoV2 (0x014A) and
+DisplayPromptStatusV2 (0x0145), as [AST] sends them (reference §7 item 11). The
 header version field (reference §1.2, §7 item 1) is set as [CS] does by default: 0 in
 KeepAliveAck, RegisterAck and UnregisterAck (and before registration), the negotiated protocol
 in every other message when it is >= 10 (0 for a version Wireshark does not accept);
@@ -154,6 +156,12 @@ class _Leg:
         return lines[self.line - 1].number if 0 < self.line <= len(lines) else ""
 
 
+# [AST] sends these dynamic forms instead of the fixed ones when protocolVer >= 17
+# (reference §7 item 11); the fields keep their names, the strings move to the tail.
+V2_FROM_PROTOCOL = 17
+V2_FORMS = {"CallInfo": "CallInfoV2", "DisplayPromptStatus": "DisplayPromptStatusV2"}
+
+
 class _Session:
     """One station connection on the lab CM."""
 
@@ -177,6 +185,8 @@ class _Session:
         return negotiated_header_version(self.protocol_version)
 
     async def send(self, name: str, fields: dict[str, Any] | None = None) -> None:
+        if self.protocol_version >= V2_FROM_PROTOCOL:
+            name = V2_FORMS.get(name, name)
         await self.transport.send(encode(name, fields or {}, protocol_version=self.protocol_version,
                                          header_version=self.header_version(name)))
         if len(self.transport.messages) > MAX_RECORD:
