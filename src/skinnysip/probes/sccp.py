@@ -291,8 +291,10 @@ class StationSession:
             self.station.receive_channel_opened(ev, endpoint.local_ip, endpoint.local_port)
             self.notes.append(f"RTP receive channel open on {endpoint.local_ip}:{endpoint.local_port}")
         elif isinstance(ev, StartMediaRequested):
-            media = self.media.get(ev.pass_thru_party_id)
+            media = self._media_for(ev.pass_thru_party_id, ev.call_reference)
             if media is None:
+                self.notes.append(f"StartMediaTransmission for passThruPartyId {ev.pass_thru_party_id} "
+                                  "with no receive channel open: ignored")
                 return
             media.remote = (ev.remote_ip, ev.remote_port)
             media.payload_type = PT_PCMA if ev.compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
@@ -302,13 +304,25 @@ class StationSession:
             self.notes.append(f"RTP sending to {ev.remote_ip}:{ev.remote_port} every {ev.packet_ms} ms "
                               f"({enums.name(enums.MEDIA_PAYLOADS, ev.compression_type)})")
         elif isinstance(ev, StopMediaRequested):
-            media = self.media.get(ev.pass_thru_party_id)
+            media = self._media_for(ev.pass_thru_party_id, ev.call_reference)
             if media is not None:
                 await media.endpoint.stop_sending()
         elif isinstance(ev, CloseReceiveChannelRequested):
-            media = self.media.pop(ev.pass_thru_party_id, None)
+            media = self._media_for(ev.pass_thru_party_id, ev.call_reference)
             if media is not None:
+                self.media.pop(media.request.pass_thru_party_id, None)
                 await self._finish(media)
+
+    def _media_for(self, pass_thru_party_id: int, call_reference: int) -> _Media | None:
+        """The open stream a CM message means: by passThruPartyId (reference §3.19-3.22), else
+        by callReference, else the only one open (a CM that leaves the id 0 in Stop/Close)."""
+        media = self.media.get(pass_thru_party_id)
+        if media is not None:
+            return media
+        same_call = [m for m in self.media.values() if call_reference and m.request.call_reference == call_reference]
+        if len(same_call) == 1:
+            return same_call[0]
+        return next(iter(self.media.values())) if len(self.media) == 1 else None
 
     async def _finish(self, media: _Media) -> None:
         if not media.closed:
