@@ -9,21 +9,31 @@ the command line are milliseconds, as in the API.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 
 from skinnysip.cli.common import console, emit, field_table, ladder
-from skinnysip.probes import sccp as probes
 from skinnysip.result import ResultModel
+
+if TYPE_CHECKING:
+    from skinnysip.probes import sccp as probes
+
+
+def _probes() -> Any:
+    """The SCCP operations, imported on first use: they pull in numpy and the codec tables,
+    which ``skinnysip sip …`` and ``--help`` do not need (start-up time)."""
+    return importlib.import_module("skinnysip.probes.sccp")
 
 app = typer.Typer(no_args_is_help=True, help="SCCP station: probe, register, linestate, call; lab call manager.")
 
 
 def _request(**kwargs: Any) -> probes.SCCPRequest:
+    from pydantic import ValidationError
+
     try:
-        return probes.SCCPRequest.model_validate({k: v for k, v in kwargs.items() if v is not None})
+        return _probes().SCCPRequest.model_validate({k: v for k, v in kwargs.items() if v is not None})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ()))
@@ -55,7 +65,7 @@ def _detail(name: str, fields: dict[str, Any]) -> str:
 
 
 def _render(result: ResultModel) -> None:
-    assert isinstance(result, probes.SCCPResult)
+    assert isinstance(result, _probes().SCCPResult)
     r = result
     ok = "[green]success[/green]" if r.success else "[red]failed[/red]"
     console.print(f"SCCP {r.operation} {r.host}:{r.port}/{r.transport}: {ok} ({r.status})")
@@ -112,7 +122,7 @@ LineOpt = typer.Option(1, "--line", help="Line instance to call from.")
 
 def _go(op: str, ca_file: str | None, json_: bool, **kwargs: Any) -> None:
     req = _request(**kwargs)
-    result = asyncio.run(probes.run_operation(op, req, ca_file=ca_file))
+    result = asyncio.run(_probes().run_operation(op, req, ca_file=ca_file))
     emit(result, json_, _render)
 
 

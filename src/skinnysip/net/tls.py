@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import ssl
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
-
 from skinnysip.result import TLSInfo
 
 
@@ -44,6 +41,10 @@ def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, verified: bool) -
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return info
+    # imported here: only a TLS handshake needs it, and it costs ~40 ms of CLI start-up
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
