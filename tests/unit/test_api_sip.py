@@ -128,6 +128,25 @@ def test_closed_tcp_port_every_operation(client: TestClient) -> None:
         assert "pw" not in r.text.replace("\"password\"", "")
 
 
+@pytest.mark.parametrize("family", ["sip", "sips"])
+def test_method_field_must_match_the_route(client: TestClient, family: str) -> None:
+    """The reference's SIPS options route ignored its `method` field and always sent OPTIONS:
+    a mismatching method is refused naming the route to use; a matching one is accepted."""
+    port = free_port()
+    base = {"host": "127.0.0.1", "port": port, "timeout": 1000}
+    if family == "sip":
+        base["transport"] = "tcp"
+    r = client.post(f"/api/{family}/options", json={**base, "method": "REGISTER"})
+    assert r.status_code == 400
+    assert r.json() == {"success": False,
+                        "error": "method: this route sends OPTIONS, not 'REGISTER'; use the /register route"}
+    r = client.post(f"/api/{family}/invite", json={**base, "method": "BYE"})
+    assert r.status_code == 400 and r.json()["error"] == "method: this route sends INVITE, not 'BYE'"
+    ok = client.post(f"/api/{family}/options", json={**base, "method": "options"})
+    assert ok.status_code == 200 and ok.json()["error"].startswith("connection refused")
+    assert ok.json()["exchange"] == []
+
+
 def test_unknown_fields_ignored_and_defaults() -> None:
     b = SIPBody.model_validate({"host": "[::1]", "method": "OPTIONS", "whatever": 1})
     probe = b.to_probe()

@@ -42,6 +42,10 @@ class _Body(BaseModel):
     domain: str | None = Field(None, description="SIP domain for built URIs (default: host).")
     t1: float | None = Field(None, ge=50, le=10000, description="RFC 3261 T1 in ms (UDP retransmission base; default 500).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
+    method: str | None = Field(
+        None, max_length=32,
+        description="Optional; if given it must be the route's own method (each route sends one method).",
+    )
 
     @field_validator("host")
     @classmethod
@@ -154,9 +158,21 @@ class SIPSDigestBody(_DigestFields, SIPSBody):  # type: ignore[misc]
         return req
 
 
+_ROUTE_OF_METHOD = {"OPTIONS": "options", "REGISTER": "register", "INVITE": "invite"}
+
+
 async def _answer(operation: Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]],
-                  request: probes.ProbeRequest) -> JSONResponse:
-    result = await operation(request)
+                  body: SIPBody | SIPSBody, method: str) -> JSONResponse:
+    # The reference's SIPS options route declared a `method` field and ignored it (always
+    # OPTIONS). Here a `method` that is not the route's own is refused, naming the route to use.
+    if body.method is not None and body.method.upper() != method:
+        wanted = _ROUTE_OF_METHOD.get(body.method.upper())
+        hint = f"; use the /{wanted} route" if wanted else ""
+        return JSONResponse(
+            {"success": False, "error": f"method: this route sends {method}, not {body.method!r}{hint}"},
+            status_code=400,
+        )
+    result = await operation(body.to_probe())
     return JSONResponse(result.to_api())
 
 
@@ -170,39 +186,39 @@ _DESCRIPTIONS = {
 
 @router.post("/api/sip/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
 async def sip_options(body: SIPBody) -> JSONResponse:
-    return await _answer(probes.options, body.to_probe())
+    return await _answer(probes.options, body, "OPTIONS")
 
 
 @router.post("/api/sip/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
 async def sip_register(body: SIPBody) -> JSONResponse:
-    return await _answer(probes.register, body.to_probe())
+    return await _answer(probes.register, body, "REGISTER")
 
 
 @router.post("/api/sip/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
 async def sip_invite(body: SIPBody) -> JSONResponse:
-    return await _answer(probes.invite, body.to_probe())
+    return await _answer(probes.invite, body, "INVITE")
 
 
 @router.post("/api/sip/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
 async def sip_digest_auth(body: SIPDigestBody) -> JSONResponse:
-    return await _answer(probes.digest_auth, body.to_probe())
+    return await _answer(probes.digest_auth, body, "REGISTER")
 
 
 @router.post("/api/sips/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
 async def sips_options(body: SIPSBody) -> JSONResponse:
-    return await _answer(probes.options, body.to_probe())
+    return await _answer(probes.options, body, "OPTIONS")
 
 
 @router.post("/api/sips/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
 async def sips_register(body: SIPSBody) -> JSONResponse:
-    return await _answer(probes.register, body.to_probe())
+    return await _answer(probes.register, body, "REGISTER")
 
 
 @router.post("/api/sips/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
 async def sips_invite(body: SIPSBody) -> JSONResponse:
-    return await _answer(probes.invite, body.to_probe())
+    return await _answer(probes.invite, body, "INVITE")
 
 
 @router.post("/api/sips/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
 async def sips_digest_auth(body: SIPSDigestBody) -> JSONResponse:
-    return await _answer(probes.digest_auth, body.to_probe())
+    return await _answer(probes.digest_auth, body, "REGISTER")
