@@ -189,6 +189,30 @@ async def test_protocol_17_layouts_end_to_end(lab: LabCallManager) -> None:
     assert body["rtpPacketsReceived"] >= 5 and body["call"]["echoMatched"] == body["rtpPacketsReceived"]
 
 
+async def test_ipv6_media_needs_protocol_17() -> None:
+    """Over IPv6 (::1) the 20-byte address form of protocol 17 carries the station's IPv6 RTP
+    address and the echo call's audio comes back; at protocol 11 (IPv4-only layouts, §1.4) the
+    station answers OpenReceiveChannelAck with status 11 and says why there is no RTP."""
+    cm = LabCallManager(LabConfig.demo(host="::1"))
+    await cm.start()
+    try:
+        base = {"host": "::1", "port": cm.port, "timeout": 3000, "dialNumber": "600", "holdMs": 500}
+        body = (await run_operation("call-setup", SCCPRequest.model_validate({**base, "protocolVersion": 17}))).to_api()
+        assert body["success"] is True, body["error"]
+        ack = next(m for m in body["exchange"] if m["summary"] == "OpenReceiveChannelAck")
+        assert ack["decoded"]["fields"]["ipAddrType"] == 1 and ack["decoded"]["fields"]["ipAddr"] == "::1"
+        assert body["call"]["localRtp"].startswith("[::1]:") and body["call"]["remoteRtp"].startswith("[::1]:")
+        assert body["rtpPacketsReceived"] >= 5 and body["call"]["echoMatched"] == body["rtpPacketsReceived"]
+
+        classic = (await run_operation("call-setup", SCCPRequest.model_validate(base))).to_api()
+        assert classic["call"]["connected"] and classic["rtpPacketsSent"] == 0
+        ack = next(m for m in classic["exchange"] if m["summary"] == "OpenReceiveChannelAck")
+        assert ack["decoded"]["fields"]["mediaReceptionStatus"] == 11
+        assert any(m.startswith("no RTP: the station's address ::1 is IPv6") for m in classic["messages"])
+    finally:
+        await cm.stop()
+
+
 async def test_tls_register_and_certificate_check(tmp_path: Path) -> None:
     cert, key = make_self_signed(tmp_path)
     cm = LabCallManager(LabConfig.demo(tls_cert=str(cert), tls_key=str(key)))

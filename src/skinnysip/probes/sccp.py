@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
-from skinnysip.result import ResultModel, TLSInfo, WireMessage
+from skinnysip.result import ResultModel, TLSInfo, WireMessage, hostport
 from skinnysip.rtp import g711
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
@@ -278,11 +278,15 @@ class StationSession:
             ip = self.transport.local_ip
             if ":" in ip and self.station.protocol_version < 17:
                 self.station.receive_channel_failed(ev, status=11)  # RequestedIpAddrTypeUnavailable
+                self.notes.append(f"no RTP: the station's address {ip} is IPv6, but protocol "
+                                  f"{self.station.protocol_version} carries IPv4 addresses only (reference §1.4); "
+                                  "register with protocol version 17 or later for IPv6 media")
                 return
             try:
                 endpoint = await RTPEndpoint.open(ip, 0, keep_seconds=self.media_seconds)
-            except OSError:
+            except OSError as exc:
                 self.station.receive_channel_failed(ev, status=8)  # OutOfSockets
+                self.notes.append(f"no RTP: cannot bind a UDP port on {ip}: {exc.strerror or exc}")
                 return
             old = self.media.pop(ev.pass_thru_party_id, None)
             if old is not None:
@@ -440,8 +444,8 @@ def _call_report(sess: StationSession, call: Call, dialed: str) -> SCCPCallRepor
     if medias:
         m = medias[-1]
         rep.codec = enums.name(enums.MEDIA_PAYLOADS, m.request.compression_type)
-        rep.local_rtp = f"{m.endpoint.local_ip}:{m.endpoint.local_port}"
-        rep.remote_rtp = f"{m.remote[0]}:{m.remote[1]}" if m.remote else None
+        rep.local_rtp = hostport(m.endpoint.local_ip, m.endpoint.local_port)
+        rep.remote_rtp = hostport(m.remote[0], m.remote[1]) if m.remote else None
     return rep
 
 
