@@ -444,7 +444,8 @@ class TransactionDriver:
     :meth:`start` sends a request in a new transaction; :meth:`next_event` waits (until an
     absolute loop-clock ``deadline``) for the next transaction event or stray message,
     meanwhile firing the transactions' timers (retransmissions on UDP) on time.
-    ``clock`` defaults to the running loop's monotonic ``time()``.
+    ``clock`` defaults to the running loop's monotonic ``time()``. ``unmatched_responses``
+    counts responses that matched no transaction (RFC 3261 §17.1.3: wrong branch or method).
     """
 
     def __init__(
@@ -457,6 +458,7 @@ class TransactionDriver:
         self.timers = timers or Timers()
         self.clock = clock or asyncio.get_running_loop().time
         self.transactions: list[ClientTransaction] = []
+        self.unmatched_responses = 0
         self._pending: deque[ClientEvent | Stray] = deque()
 
     async def start(self, request: Request) -> ClientTransaction:
@@ -525,4 +527,5 @@ class TransactionDriver:
                 if tx.matches(message):
                     await self._apply(tx, tx.receive(message, self.clock()))
                     return
+            self.unmatched_responses += 1
         self._pending.append(Stray(message))

@@ -46,6 +46,7 @@ from skinnysip.sip.transaction import (
     TimedOut,
     Timers,
     TransportFailed,
+    build_ack,
     build_cancel,
     new_branch,
 )
@@ -378,13 +379,29 @@ class _Session:
         within = f"within {64 * self.req.t1 * 1000:.0f} ms (RFC 3261 Timer {timer})"
         if provisional is not None:
             return f"no final response to {method} from {self.conn.where} {within} (last: {provisional.summary})"
-        return f"no response from {self.conn.where} {within}"
+        return f"no response from {self.conn.where} {within}{self.ignored()}"
 
     def no_response(self, method: str, provisional: Response | None) -> str:
         if provisional is not None:
             return (f"no final response to {method} from {self.conn.where} within {self.timeout_ms()} "
                     f"(last: {provisional.summary})")
-        return f"no response from {self.conn.where} within {self.timeout_ms()}"
+        return f"no response from {self.conn.where} within {self.timeout_ms()}{self.ignored()}"
+
+    def ignored(self) -> str:
+        """What did arrive but could not be a response to us: malformed messages (dropped as
+        RFC 3261 §18.1.2 says; they stay in the exchange) and responses matching no request
+        of ours (§17.1.3), so "no response" is never said of a server that did answer."""
+        malformed = [m.summary for m in self.conn.exchange
+                     if m.direction == "received" and m.summary.startswith("unparseable (")]
+        notes = []
+        if malformed:
+            notes.append(f"{len(malformed)} malformed message{'s' if len(malformed) > 1 else ''} "
+                         f"ignored, last {malformed[-1]}")
+        if self.driver.unmatched_responses:
+            n = self.driver.unmatched_responses
+            notes.append(f"{n} response{'s' if n > 1 else ''} matching no request of ours "
+                         "(Via branch or CSeq method changed) ignored")
+        return f"; {'; '.join(notes)}" if notes else ""
 
 
 def _fill(result: SIPProbeResult, response: Response, rtt: float | None) -> None:
@@ -769,6 +786,7 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
                 continue
             rtt = (loop.time() - started) * 1000
             if response.status_code < 300:
+                _fill(result, response, rtt)  # kept even if the 2xx turns out unusable below
                 await _ack_and_bye(s, result, invite_req, tx, response)
                 result.cleanup = "cancel+ack+bye" if cancel_tx is not None else "ack+bye"
             elif cancel_tx is not None:
@@ -786,7 +804,15 @@ async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request,
     """ACK the 2xx (§13.2.2.4) and end the dialog with BYE (§15.1.1), re-ACKing any 2xx
     retransmission that arrives meanwhile. The ACK and BYE go over the same flow to the
     server the user named (no other destination is contacted)."""
-    dialog = Dialog.from_2xx(invite_req, ok)
+    try:
+        dialog = Dialog.from_2xx(invite_req, ok)
+    except SIPParseError as exc:
+        # A 2xx that cannot set up a dialog (RFC 3261 §12.1.2: no To tag, bad Contact, …).
+        # ACK it as well as we can so the server stops retransmitting; no BYE is possible.
+        await s.driver.send_direct(build_ack(invite_req, ok), "ACK, best effort")
+        result.cleanup = "ack"
+        raise _ProbeFailure(f"the {ok.summary} cannot set up a dialog ({exc.reason}): ACKed, "
+                            "but no BYE can be sent; the server may keep the call up") from exc
     ack = dialog.ack(s.via())
     await s.driver.send_direct(ack)
     bye = dialog.bye(s.via(), USER_AGENT)
