@@ -81,6 +81,17 @@ def test_classic_start_media_transmission_read_at_protocol_17() -> None:
     assert "RFC2833PayloadType" in again.fields and "RFC2833PayloadType" not in msg.fields
 
 
+def test_short_form_with_trailing_bytes_re_encodes_byte_exact() -> None:
+    """Found by the property above: a classic OpenReceiveChannel (112-byte payload) read with
+    the protocol-17 layout stops inside the optional tail and keeps 8 bytes as ``_trailing``;
+    encoding those fields must put the trailing bytes right after them, not after a
+    completed tail."""
+    frame = encode("OpenReceiveChannel", {"passThruPartyId": 7}, protocol_version=0)
+    msg = decode_frame(frame, protocol_version=17)
+    assert msg.fields["_trailing"] and "sourceIpAddr" not in msg.fields
+    assert encode(msg.id, msg.fields, protocol_version=17) == frame
+
+
 @SETTINGS
 @given(st.binary(min_size=0, max_size=300), st.integers(0, 0xFFFF))
 def test_any_payload_for_any_id(payload, mid):

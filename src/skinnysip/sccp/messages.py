@@ -933,15 +933,17 @@ def _prepare(layout: Layout, values: Mapping[str, Any], where: str) -> dict[str,
     return vals
 
 
-def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str) -> bytes:
+def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, short_form: bool = False) -> bytes:
     vals = _prepare(layout, values, where)
     # How much of the optional tail to write: everything up to the last field given, and the
-    # optional fields marked by_default.
+    # optional fields marked by_default -- unless ``short_form`` (the caller gives "_trailing"):
+    # then the payload was decoded from a frame that stopped before that tail, and the
+    # trailing bytes follow the last field given directly (decode -> encode gives the same bytes).
     last_given = max((i for i, f in enumerate(layout)
                       if f.name in values or any(n in values for n in f.names)), default=-1)
     out = bytearray()
     for i, f in enumerate(layout):
-        if f.optional and not f.by_default and i > last_given:
+        if f.optional and i > last_given and (short_form or not f.by_default):
             break
         val = vals.get(f.name)
         if f.type == "rest":
@@ -1002,7 +1004,8 @@ def encode(message: str | int, fields: Mapping[str, Any] | None = None, *, proto
         raise ValueError(f"header_version out of range: {header_version!r}")
     values = dict(fields or {})
     layout = mdef.layout(protocol_version)
-    payload = _encode_layout(layout, {k: v for k, v in values.items() if k != "_trailing"}, mdef.name)
+    payload = _encode_layout(layout, {k: v for k, v in values.items() if k != "_trailing"}, mdef.name,
+                             short_form="_trailing" in values)
     if "_trailing" in values:
         payload += _as_bytes(FieldDef("_trailing", "bytes"), values["_trailing"], mdef.name)
     if mdef.dynamic:
