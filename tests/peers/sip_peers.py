@@ -397,6 +397,22 @@ Content-Length: 0
 # connection after the BYE's 200 (as it should) makes SIPp count the call failed. This
 # scenario is the same exchange without the timewait (and with Record-Route copied into
 # the 200); used for TCP, and behind a record-routing proxy.
+# SIPp: the 200 that answers a BYE (used on both paths of the scenario below)
+_BYE_OK = """  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+"""
+
 ANSWER_NO_TIMEWAIT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="answer: 180, 200 with SDP, ACK, BYE">
@@ -442,36 +458,10 @@ a=rtpmap:0 PCMU/8000
        of the ACK that the client sent first; a UAS must cope, so this path takes BYE, then
        the late ACK. -->
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-]]>
-  </send>
-  <recv request="ACK" crlf="true" next="done"/>
+""" + _BYE_OK + """  <recv request="ACK" crlf="true" next="done"/>
   <label id="acked"/>
   <recv request="BYE"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-]]>
-  </send>
-  <label id="done"/>
+""" + _BYE_OK + """  <label id="done"/>
 </scenario>
 """
 
