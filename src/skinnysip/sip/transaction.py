@@ -253,9 +253,22 @@ class ClientTransaction:
         return self.state is State.TERMINATED
 
     # -- inputs ------------------------------------------------------------------------
+    #: set by each kind (§17.1.1.2 INVITE: Calling, A, B; §17.1.2.2 non-INVITE: Trying, E, F)
+    _initial_state: State
+    _retransmit_timer: str
+    _timeout_timer: str
+
     def start(self, now: float) -> TransactionOutput:
-        """Send the request for the first time and start the timers. Call once."""
-        raise NotImplementedError  # pragma: no cover - overridden
+        """Send the request for the first time and start the timers: the retransmission timer
+        (A or E, T1, unreliable transports only) and the timeout timer (B or F, 64·T1). Call once."""
+        self.state = self._initial_state
+        out = TransactionOutput(transmit=[Transmit(self.request, "request")])
+        if not self.reliable:
+            self._interval = self.timers.t1
+            self._timers[self._retransmit_timer] = now + self._interval
+        self._timers[self._timeout_timer] = now + self.timers.timeout
+        out.deadline = self.deadline
+        return out
 
     def receive(self, response: Response, now: float) -> TransactionOutput:
         """Feed a response that :meth:`matches` this transaction."""
@@ -320,21 +333,15 @@ class InviteClientTransaction(ClientTransaction):
     (:class:`TimedOut`). Timer A retransmits the INVITE in Calling on unreliable transports.
     """
 
+    _initial_state = State.CALLING
+    _retransmit_timer = "A"
+    _timeout_timer = "B"
+
     def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
         if request.method != "INVITE":
             raise ValueError("InviteClientTransaction needs an INVITE")
         super().__init__(request, reliable=reliable, timers=timers)
         self.ack: Request | None = None
-
-    def start(self, now: float) -> TransactionOutput:
-        self.state = State.CALLING
-        out = TransactionOutput(transmit=[Transmit(self.request, "request")])
-        if not self.reliable:
-            self._interval = self.timers.t1
-            self._timers["A"] = now + self._interval
-        self._timers["B"] = now + self.timers.timeout
-        out.deadline = self.deadline
-        return out
 
     def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
         if self.state in (State.CALLING, State.PROCEEDING):
@@ -388,20 +395,14 @@ class NonInviteClientTransaction(ClientTransaction):
     unreliable transports: T1, doubling up to T2 in Trying, T2 in Proceeding.
     """
 
+    _initial_state = State.TRYING
+    _retransmit_timer = "E"
+    _timeout_timer = "F"
+
     def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None) -> None:
         if request.method in ("INVITE", "ACK"):
             raise ValueError("NonInviteClientTransaction cannot carry INVITE or ACK")
         super().__init__(request, reliable=reliable, timers=timers)
-
-    def start(self, now: float) -> TransactionOutput:
-        self.state = State.TRYING
-        out = TransactionOutput(transmit=[Transmit(self.request, "request")])
-        if not self.reliable:
-            self._interval = self.timers.t1
-            self._timers["E"] = now + self._interval
-        self._timers["F"] = now + self.timers.timeout
-        out.deadline = self.deadline
-        return out
 
     def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
         if self.state in (State.TRYING, State.PROCEEDING):
