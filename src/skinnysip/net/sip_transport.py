@@ -70,6 +70,10 @@ class _Failure:
     reason: str
 
 
+#: summary prefix of a received message that did not parse
+_UNPARSEABLE = "unparseable ("
+
+
 def _describe_os_error(exc: OSError, where: str) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused by {where}"
@@ -121,6 +125,12 @@ class SIPConnection:
     def where(self) -> str:
         """``host:port/transport`` of the server, for error messages."""
         return f"{self.remote}/{self.transport}"
+
+    def unparseable_received(self) -> list[str]:
+        """Summaries (``"unparseable (<reason>)"``) of the received messages that did not
+        parse: dropped on UDP (RFC 3261 §18.1.2), the end of a TCP/TLS flow; kept in
+        :attr:`exchange` with their bytes."""
+        return [m.summary for m in self.exchange if m.direction == "received" and m.summary.startswith(_UNPARSEABLE)]
 
     def via(self, branch: str) -> str:
         """A Via header field value for a request on this flow: our real local address and
@@ -193,7 +203,7 @@ class SIPConnection:
         try:
             message = parse_message(data)
         except SIPParseError as exc:
-            self._record("received", f"unparseable ({exc.reason})", data)
+            self._record("received", f"{_UNPARSEABLE}{exc.reason})", data)
             return  # RFC 3261 §18.1.2: a malformed datagram is discarded
         self._record("received", message.summary, data)
         self._deliver(message)
@@ -284,7 +294,7 @@ class _StreamConnection(SIPConnection):
                 try:
                     messages = self._parser.feed(data)
                 except SIPParseError as exc:
-                    self._record("received", f"unparseable ({exc.reason})", unframed[-MAX_MESSAGE_SIZE:])
+                    self._record("received", f"{_UNPARSEABLE}{exc.reason})", unframed[-MAX_MESSAGE_SIZE:])
                     await self._queue.put(_Failure(f"malformed SIP from {self.where}: {exc.reason}"))
                     return
                 consumed = len(unframed) - self._parser.buffered

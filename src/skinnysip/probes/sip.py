@@ -391,8 +391,7 @@ class _Session:
         """What did arrive but could not be a response to us: malformed messages (dropped as
         RFC 3261 §18.1.2 says; they stay in the exchange) and responses matching no request
         of ours (§17.1.3), so "no response" is never said of a server that did answer."""
-        malformed = [m.summary for m in self.conn.exchange
-                     if m.direction == "received" and m.summary.startswith("unparseable (")]
+        malformed = self.conn.unparseable_received()
         notes = []
         if malformed:
             notes.append(f"{len(malformed)} malformed message{'s' if len(malformed) > 1 else ''} "
