@@ -209,6 +209,8 @@ async def test_ipv6_media_needs_protocol_17() -> None:
         ack = next(m for m in classic["exchange"] if m["summary"] == "OpenReceiveChannelAck")
         assert ack["decoded"]["fields"]["mediaReceptionStatus"] == 11
         assert any(m.startswith("no RTP: the station's address ::1 is IPv6") for m in classic["messages"])
+        assert classic["call"]["mediaError"].startswith("the station's address ::1 is IPv6, but protocol 11")
+        assert body["call"]["mediaError"] is None
     finally:
         await cm.stop()
 

@@ -97,7 +97,7 @@ def _render(result: ResultModel) -> None:
             ("prompts", ", ".join(c.prompts) or None),
             ("parties", f"{c.calling_party} → {c.called_party}" if c.calling_party or c.called_party else None),
             ("media", f"{c.codec} local {c.local_rtp} remote {c.remote_rtp}" if c.codec else
-             next((m for m in r.messages if m.startswith("no RTP")), None)),
+             c.media_error and f"no RTP: {c.media_error}"),
             ("RTP sent", c.rtp_packets_sent),
             ("RTP received", c.rtp_packets_received),
             ("RTP echoed back", c.echo_matched if c.echo_matched else None),

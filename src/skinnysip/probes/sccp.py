@@ -125,7 +125,8 @@ class SCCPSoftKey(ResultModel):
 
 
 class SCCPCallReport(ResultModel):
-    """One call as the station saw it; RTP counts are packets, durations ms."""
+    """One call as the station saw it; RTP counts are packets, durations ms. ``media_error``
+    says why no RTP stream could be opened when the CM asked for one (else None)."""
 
     dialed: str = ""
     call_reference: int = 0
@@ -145,6 +146,7 @@ class SCCPCallReport(ResultModel):
     rtp_packets_lost: int = 0
     rtp_jitter_ms: float = 0.0
     echo_matched: int = 0
+    media_error: str | None = None
 
 
 class SCCPResult(ResultModel):
@@ -225,6 +227,7 @@ class StationSession:
         self.finished_media: list[_Media] = []
         self.events: list[Event] = []
         self.notes: list[str] = []
+        self.media_error: str | None = None
         self.loop = asyncio.get_running_loop()
 
     @classmethod
@@ -278,15 +281,15 @@ class StationSession:
             ip = self.transport.local_ip
             if ":" in ip and self.station.protocol_version < 17:
                 self.station.receive_channel_failed(ev, status=11)  # RequestedIpAddrTypeUnavailable
-                self.notes.append(f"no RTP: the station's address {ip} is IPv6, but protocol "
-                                  f"{self.station.protocol_version} carries IPv4 addresses only (reference §1.4); "
-                                  "register with protocol version 17 or later for IPv6 media")
+                self._no_media(f"the station's address {ip} is IPv6, but protocol {self.station.protocol_version} "
+                               "carries IPv4 addresses only (reference §1.4); register with protocol version 17 "
+                               "or later for IPv6 media")
                 return
             try:
                 endpoint = await RTPEndpoint.open(ip, 0, keep_seconds=self.media_seconds)
             except OSError as exc:
                 self.station.receive_channel_failed(ev, status=8)  # OutOfSockets
-                self.notes.append(f"no RTP: cannot bind a UDP port on {ip}: {exc.strerror or exc}")
+                self._no_media(f"cannot bind a UDP port on {ip}: {exc.strerror or exc}")
                 return
             old = self.media.pop(ev.pass_thru_party_id, None)
             if old is not None:
@@ -316,6 +319,10 @@ class StationSession:
             if media is not None:
                 self.media.pop(media.request.pass_thru_party_id, None)
                 await self._finish(media)
+
+    def _no_media(self, reason: str) -> None:
+        self.media_error = reason
+        self.notes.append(f"no RTP: {reason}")
 
     def _media_for(self, pass_thru_party_id: int, call_reference: int) -> _Media | None:
         """The open stream a CM message means: by passThruPartyId (reference §3.19-3.22), else
@@ -431,6 +438,7 @@ def _call_report(sess: StationSession, call: Call, dialed: str) -> SCCPCallRepor
         dialed=dialed, call_reference=call.call_reference, line_instance=call.line_instance, incoming=call.incoming,
         states=list(call.states), tones=list(call.tones), prompts=list(call.prompts),
         calling_party=call.calling_party, called_party=call.called_party, connected="Connected" in call.states,
+        media_error=sess.media_error,
     )
     medias = sess.all_media()
     for m in medias:
