@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+# Re-export: skinnysip.probes.sip still imports hostport from here; new code uses addresses.
+from skinnysip.addresses import hostport as hostport
+
 
 class ResultModel(BaseModel):
     """Base for results and API request bodies: Python snake_case fields, JSON camelCase."""
@@ -43,13 +46,6 @@ class WireMessage(ResultModel):
     summary: str
     raw: str
     decoded: dict[str, Any] | None = None
-
-
-def hostport(host: str, port: int) -> str:
-    """Format ``host:port``, bracketing IPv6 literals (RFC 3986 §3.2.2)."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 def now() -> float:

@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from skinnysip.addresses import check_host
 from skinnysip.probes import sip as probes
-from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
+from skinnysip.probes.sip import check_party, check_uri, check_user
 
 router = APIRouter(tags=["sip"])
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import typer
 
+from skinnysip.addresses import check_host
 from skinnysip.cli.common import console, emit, field_table, ladder, password_from
 from skinnysip.probes import sip as probes
-from skinnysip.probes.sip import check_host, check_party, check_uri, check_user
+from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.result import ResultModel
 
 app = typer.Typer(no_args_is_help=True, help="SIP/SIPS probes: options, register, invite, auth.")

@@ -19,8 +19,9 @@ import socket
 import ssl
 from typing import Any
 
+from skinnysip.addresses import hostport
 from skinnysip.net import tls as tls_helpers
-from skinnysip.result import TLSInfo, WireMessage, hostport, now
+from skinnysip.result import TLSInfo, WireMessage, now
 from skinnysip.sccp.messages import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,

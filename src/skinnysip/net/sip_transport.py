@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -28,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net import tls as tlsmod
-from skinnysip.result import TLSInfo, WireMessage, hostport, now
+from skinnysip.result import TLSInfo, WireMessage, now
 from skinnysip.sip.message import Request, Response, SIPParseError, StreamParser, parse_message
 from skinnysip.sip.transaction import (
     ClientTransaction,
@@ -325,18 +325,6 @@ class _StreamConnection(SIPConnection):
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
 
 
-def _strip_brackets(host: str) -> str:
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 async def open_connection(
     host: str,
     port: int,
@@ -358,7 +346,7 @@ async def open_connection(
     false (against ``ca_file`` or the system store).
     Raises :class:`SIPTransportError` with a clear reason.
     """
-    host = _strip_brackets(host)
+    host = strip_brackets(host)
     where = f"{hostport(host, port)}/{transport}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +22,10 @@ import numpy as np
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from skinnysip.addresses import check_host, hostport, is_ip, strip_brackets
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
-from skinnysip.result import ResultModel, TLSInfo, WireMessage, hostport
+from skinnysip.result import ResultModel, TLSInfo, WireMessage
 from skinnysip.rtp import g711
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
@@ -51,7 +51,6 @@ from skinnysip.sccp.station import (
 MAX_TIMEOUT_MS = 60_000
 MAX_HOLD_MS = 120_000
 DIAL_PATTERN = r"^[0-9*#A-Da-d+]{1,24}$"
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 # --------------------------------------------------------------------------------------
@@ -91,16 +90,9 @@ class SCCPRequest(ResultModel):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        v = v.strip()
-        if v.startswith("[") and v.endswith("]"):
-            v = v[1:-1]
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            pass
-        if len(v) > 253 or not _HOSTNAME.fullmatch(v) or v.replace(".", "").isdigit():
-            raise ValueError("not a host name, IPv4 or IPv6 address")
-        return v
+        # brackets are allowed around any host here (not only IPv6); IP literals are normalized
+        host = check_host(strip_brackets(v.strip()))
+        return str(ipaddress.ip_address(host)) if is_ip(host) else host
 
     def effective_port(self) -> int:
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from skinnysip import __version__
+from skinnysip.addresses import check_host
 from skinnysip.net.sip_transport import (
     ClientEvent,
     SIPConnection,
@@ -79,27 +80,8 @@ _URI_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
 
 # --------------------------------------------------------------------------- request
 
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 # RFC 3261 §25.1 user part without escapes and without ; ? / (which would end a URI part)
 USER_RE = re.compile(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
-
-
-def check_host(value: str) -> str:
-    """A host name (RFC 1123), an IPv4 address or an IPv6 address (brackets optional).
-    Returns it without brackets; raises ValueError otherwise."""
-    v = value.strip()
-    if v.startswith("[") and v.endswith("]"):
-        ipaddress.IPv6Address(v[1:-1])  # raises ValueError
-        return v[1:-1]
-    try:
-        ipaddress.ip_address(v)
-        return v
-    except ValueError:
-        pass
-    if len(v) > 253 or not HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
-        raise ValueError("not a host name, IPv4 or IPv6 address")
-    return v
 
 
 def check_user(value: str) -> str:

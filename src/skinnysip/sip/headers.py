@@ -1,16 +1,18 @@
 """Structured header values: Via (RFC 3261 §20.42, §18.2.1; RFC 3581 rport) and CSeq (§20.16).
 
 Also re-exports the lexical helpers :func:`split_comma` and :func:`parse_params` from
-:mod:`skinnysip.sip.message`. Errors: :class:`~skinnysip.sip.message.SIPParseError`.
+:mod:`skinnysip.sip.syntax`. Errors: :class:`~skinnysip.sip.syntax.SIPParseError`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from skinnysip.sip.message import Headers, SIPParseError, parse_params, split_comma
-from skinnysip.sip.uri import _PORT_RE, format_host, parse_hostport
+from skinnysip.addresses import format_host
+from skinnysip.sip.syntax import SIPParseError, parse_params, split_comma
+from skinnysip.sip.uri import _PORT_RE, parse_hostport
 
 __all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_comma"]
 
@@ -24,6 +26,12 @@ _VIA_RE = re.compile(
     re.S,
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
+
+
+class _HasValues(Protocol):
+    """What :meth:`Via.parse_all` needs of :class:`skinnysip.sip.message.Headers`."""
+
+    def values(self, name: str) -> list[str]: ...
 
 
 @dataclass
@@ -60,7 +68,7 @@ class Via:
         return cls(f"{name}/{version}", transport.upper(), host, port, params)
 
     @staticmethod
-    def parse_all(headers: Headers) -> list[Via]:
+    def parse_all(headers: _HasValues) -> list[Via]:
         """Every Via value of ``headers`` (all fields, comma lists split), top first."""
         return [Via.parse(v) for v in headers.values("Via")]
 

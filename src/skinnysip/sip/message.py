@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from skinnysip.sip.headers import Via
+from skinnysip.sip.headers import Via, parse_cseq
+from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_comma
+from skinnysip.sip.uri import NameAddr, parse_uri
 
 __all__ = [
     "COMPACT_FORMS",
@@ -42,18 +42,6 @@ __all__ = [
 
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
-
-
-class SIPParseError(ValueError):
-    """Malformed SIP text (message, header field, URI, challenge).
-
-    ``reason`` is a short human-readable explanation, also used as the message.
-    It is the only exception the SIP parsers raise on bad input.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------- names
@@ -134,73 +122,6 @@ _NOT_LISTS = frozenset(
         "Session-Expires Event Subscription-State RAck RSeq"
     ).split()
 )
-
-
-# --------------------------------------------------------------------------- lexing
-
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_COMMA_PARTS_RE = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
-
-
-def split_comma(value: str) -> list[str]:
-    """Split a header value at commas that are outside quoted strings and ``<...>``.
-
-    Returns the stripped, non-empty elements (RFC 3261 §7.3.1).
-    Raises :class:`SIPParseError` on an unterminated quoted string or ``<``.
-    """
-    if "," not in value:
-        v = value.strip()
-        if '"' not in v and "<" not in v:
-            return [v] if v else []
-    out: list[str] = []
-    cur: list[str] = []
-    for m in _COMMA_PARTS_RE.finditer(value):
-        part = m.group(0)
-        if part == ",":
-            item = "".join(cur).strip()
-            if item:
-                out.append(item)
-            cur = []
-        elif part == '"':
-            raise SIPParseError("unterminated quoted string")
-        elif part == "<":
-            raise SIPParseError("unterminated '<'")
-        else:
-            cur.append(part)
-    item = "".join(cur).strip()
-    if item:
-        out.append(item)
-    return out
-
-
-_PARAM_RE = re.compile(
-    r'[ \t]*;[ \t]*([^;=\s"]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^;\s"]*))?[ \t]*', re.S
-)
-
-
-def parse_params(text: str) -> dict[str, str | None]:
-    """Parse ``;name=value;flag`` generic parameters (RFC 3261 §25.1 ``generic-param``).
-
-    Names are lower-cased (parameter names are case-insensitive, RFC 3261 §7.3.1);
-    values are kept as written (quoted strings keep their quotes); a parameter without
-    ``=`` maps to ``None``. ``text`` must be empty or start with ``;`` (leading LWS ok).
-    Raises :class:`SIPParseError` on an empty name, a bad character or trailing junk.
-    """
-    params: dict[str, str | None] = {}
-    if not text or text.isspace():
-        return params
-    pos = 0
-    n = len(text)
-    while pos < n:
-        m = _PARAM_RE.match(text, pos)
-        if m is None or m.end() == pos:
-            raise SIPParseError(f"bad parameter syntax near {text[pos:pos + 20]!r}")
-        name = m.group(1)
-        if not name or not _TOKEN_RE.fullmatch(name):
-            raise SIPParseError(f"bad parameter name {name!r}")
-        params[name.lower()] = m.group(2)
-        pos = m.end()
-    return params
 
 
 # --------------------------------------------------------------------------- headers
@@ -325,16 +246,12 @@ class _MessageMixin:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad."""
-        from skinnysip.sip.headers import parse_cseq
-
         value = self.headers.get("CSeq")
         if value is None:
             raise SIPParseError("no CSeq header field")
         return parse_cseq(value)
 
     def _tag(self, name: str) -> str | None:
-        from skinnysip.sip.uri import NameAddr
-
         value = self.headers.get(name)
         if value is None:
             return None
@@ -354,15 +271,11 @@ class _MessageMixin:
     @property
     def vias(self) -> list[Via]:
         """Every ``Via`` value, top first; :class:`SIPParseError` if one is malformed."""
-        from skinnysip.sip.headers import Via
-
         return Via.parse_all(self.headers)
 
     @property
     def top_via(self) -> Via | None:
         """The first ``Via`` value, or ``None`` if there is none."""
-        from skinnysip.sip.headers import Via
-
         values = self.headers.values("Via")
         return Via.parse(values[0]) if values else None
 
@@ -461,12 +374,10 @@ def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
             f"(got {len(parts)} space-separated elements)"
         )
     method, uri, version = parts
-    if not _TOKEN_RE.fullmatch(method):
+    if not TOKEN_RE.fullmatch(method):
         raise SIPParseError(f"bad Method {method[:20]!r}")
     if not _VERSION_RE.fullmatch(version):
         raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Request-Line")
-    from skinnysip.sip.uri import parse_uri
-
     try:
         parse_uri(uri)  # sip/sips/tel fully checked; other schemes: scheme ":" non-space
     except SIPParseError as exc:
@@ -502,7 +413,7 @@ _NAME_CACHE: dict[str, tuple[str, str]] = {}
 
 def _name_entry(raw: str) -> tuple[str, str]:
     name = raw.rstrip(" \t")
-    if not _TOKEN_RE.fullmatch(name):
+    if not TOKEN_RE.fullmatch(name):
         raise SIPParseError(f"bad header name {name[:40]!r}")
     canon = _CANONICAL.get(name.lower(), name)
     entry = (canon.lower(), canon)
@@ -691,8 +602,6 @@ def validate_message(message: Request | Response) -> None:
     The SIP version is not checked here (a UAS answers 505, RFC 3261 §21.5.6).
     Raises :class:`SIPParseError` naming the first problem.
     """
-    from skinnysip.sip.uri import NameAddr
-
     h = message.headers
     for name in ("Call-ID", "CSeq", "From", "To"):
         if name not in h:

@@ -14,7 +14,7 @@ Conventions:
   ``None``.
 * For ``tel:`` (RFC 3966) the number is in ``user`` and ``host`` is ``""``.
 
-Errors: :class:`~skinnysip.sip.message.SIPParseError`.
+Errors: :class:`~skinnysip.sip.syntax.SIPParseError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from skinnysip.sip.message import SIPParseError, parse_params
+from skinnysip.addresses import format_host
+from skinnysip.sip.syntax import SIPParseError, parse_params
 
 __all__ = ["NameAddr", "SipURI", "parse_uri"]
 
@@ -58,11 +59,6 @@ def _unescape(text: str) -> str:
     if "%" not in text:
         return text
     return unquote(text, encoding="utf-8", errors="surrogateescape")
-
-
-def format_host(host: str) -> str:
-    """``host`` as it appears in a URI or Via: IPv6 literals in brackets (RFC 3261 §25.1)."""
-    return f"[{host}]" if ":" in host else host
 
 
 def parse_hostport(text: str) -> tuple[str, int | None]:

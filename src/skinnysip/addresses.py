@@ -1,0 +1,108 @@
+"""Small helpers for host names and IP literals, shared by SIP, SCCP, the API and the CLI.
+
+Convention: a host is kept *without* IPv6 brackets internally (``"::1"``) and gets them
+only where it is written next to a port or into a URI (RFC 3986 §3.2.2, RFC 3261 §25.1).
+The SIP ``hostport`` grammar (parsing ``host[:port]``) lives in :mod:`skinnysip.sip.uri`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+__all__ = ["HOSTNAME_RE", "check_host", "format_host", "hostport", "is_ip", "is_ipv6", "strip_brackets"]
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+#: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, optional final dot.
+HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def strip_brackets(host: str) -> str:
+    """``host`` without enclosing IPv6 brackets; anything else unchanged.
+
+    >>> strip_brackets("[::1]")
+    '::1'
+    >>> strip_brackets("example.com")
+    'example.com'
+    """
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def format_host(host: str) -> str:
+    """``host`` as written before ``:port`` or in a URI: IPv6 literals in brackets.
+
+    Already-bracketed hosts, IPv4 literals and names are returned unchanged.
+
+    >>> format_host("::1")
+    '[::1]'
+    >>> format_host("[::1]")
+    '[::1]'
+    >>> format_host("192.0.2.1")
+    '192.0.2.1'
+    """
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def hostport(host: str, port: int) -> str:
+    """Format ``host:port``, bracketing IPv6 literals (RFC 3986 §3.2.2).
+
+    >>> hostport("::1", 5060)
+    '[::1]:5060'
+    >>> hostport("192.0.2.1", 5060)
+    '192.0.2.1:5060'
+    >>> hostport("example.com", 5060)
+    'example.com:5060'
+    """
+    return f"{format_host(host)}:{port}"
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(strip_brackets(host))
+    except ValueError:
+        return None
+
+
+def is_ip(host: str) -> bool:
+    """True if ``host`` is an IPv4 or IPv6 literal (IPv6 brackets allowed).
+
+    >>> is_ip("192.0.2.1"), is_ip("[::1]"), is_ip("example.com")
+    (True, True, False)
+    """
+    return _ip_address(host) is not None
+
+
+def is_ipv6(host: str) -> bool:
+    """True if ``host`` is an IPv6 literal (brackets allowed).
+
+    >>> is_ipv6("::1"), is_ipv6("[2001:db8::1]"), is_ipv6("192.0.2.1")
+    (True, True, False)
+    """
+    return isinstance(_ip_address(host), ipaddress.IPv6Address)
+
+
+def check_host(value: str) -> str:
+    """Validate a host: an RFC 1123 name, an IPv4 or an IPv6 address (brackets optional).
+
+    Surrounding whitespace is ignored. Returns the host without brackets; raises
+    ``ValueError`` otherwise (brackets around anything but IPv6, all-digit names, names
+    longer than 253 characters, ports).
+
+    >>> check_host(" example.com ")
+    'example.com'
+    >>> check_host("[2001:db8::1]")
+    '2001:db8::1'
+    >>> check_host("host:5060")
+    Traceback (most recent call last):
+        ...
+    ValueError: not a host name, IPv4 or IPv6 address
+    """
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        ipaddress.IPv6Address(v[1:-1])  # raises ValueError
+        return v[1:-1]
+    if is_ip(v):
+        return v
+    if len(v) > 253 or not HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
+        raise ValueError("not a host name, IPv4 or IPv6 address")
+    return v
