@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
-# the Debian peers (Kamailio with TLS, SIPp, tshark, openssl) and the package with its test extras.
+# the Debian peers (Kamailio with TLS, SIPp, tshark, openssl, dnsmasq as a test DNS server)
+# and the package with its test extras.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""
