@@ -250,11 +250,12 @@ async def test_stream_tries_the_next_resolved_address(kamailio_md5: KamailioPeer
     assert result.exchange[0].remote == f"127.0.0.1:{port}"
 
     async def dead_only(host: str, p: int, **kw: object) -> list[tuple]:
-        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", dead, 0, 0)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", free_port(socket.SOCK_STREAM)))]
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", p, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
 
     monkeypatch.setattr(loop, "getaddrinfo", dead_only)
-    failed = await options(ProbeRequest(host="sip.skinnysip.test", port=port, transport=transport, timeout=5.0))
+    # the explicit port is the one used on every address (RFC 3263 §4.2): closed on both
+    failed = await options(ProbeRequest(host="sip.skinnysip.test", port=dead, transport=transport, timeout=5.0))
     assert not failed.success
     assert f"connection refused by [::1]:{dead}/{transport}" in (failed.error or "")
     assert "connection refused by 127.0.0.1:" in (failed.error or "")

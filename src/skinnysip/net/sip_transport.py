@@ -1,19 +1,24 @@
-"""asyncio drivers for SIP over UDP, TCP and TLS (RFC 3261 §18), IPv4 and IPv6.
+"""asyncio SIP transports (RFC 3261 §18): UDP sockets, TCP and TLS listeners and connections.
 
-One :class:`SIPConnection` per flow to one server: a connected UDP socket, or a TCP / TLS
-stream framed by :class:`skinnysip.sip.message.StreamParser` (RFC 3261 §18.3). The local
-address used in ``Via`` and ``Contact`` is read from the connected socket
-(:attr:`SIPConnection.local_host`/``local_port``); nothing is sent anywhere but the
-server the caller named. Every message sent or received is recorded, with wall-clock time,
-local and remote address, transport and raw text, in :attr:`SIPConnection.exchange`.
+:class:`SIPTransportLayer` owns every socket of one endpoint:
 
-:class:`TransactionDriver` runs sans-IO client transactions
-(:mod:`skinnysip.sip.transaction`) over a connection: it transmits what they ask, feeds them
-matching responses, transport errors and the loop's monotonic time, and hands their events
-to the caller. Every wait has a deadline; every read a size cap; queues are bounded.
+- UDP sockets are bound and **not** connected, so a response or request from any address
+  is heard (RFC 3261 §18.2.1; a server answering from another port is fine);
+- TCP/TLS listeners accept connections; outgoing connections are opened on demand and
+  reused per remote flow (§18.1.1: a request to a peer we already have a connection with
+  goes on it); a connection idle for ``idle_timeout`` seconds is closed;
+- each stream is framed by :class:`skinnysip.sip.message.StreamParser` (Content-Length,
+  §18.3); a CRLF CRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1).
 
-Errors: :class:`SIPTransportError` (with a one-line ``reason``) for anything the network or
-the peer did wrong (refused, reset, TLS verification failed, malformed stream, …).
+Every message is handed to ``on_message(message, flow)`` with the
+:class:`~skinnysip.sip.transaction.Flow` it came on; a closed or broken stream is reported
+to ``on_lost(flow, reason)``, an ICMP error for a UDP destination to
+``on_unreachable(flow, reason)``. Everything sent and received is recorded in the
+:class:`~skinnysip.net.trace.Trace`. Every read is capped (``max_message_size``), every
+connect and handshake has a deadline, the number of connections is bounded.
+
+Errors: :class:`SIPTransportError` (one-line ``reason``) for anything the network or the
+peer did wrong.
 """
 
 from __future__ import annotations
@@ -22,39 +27,38 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections import deque
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net import tls as tlsmod
-from skinnysip.result import TLSInfo, WireMessage, now
+from skinnysip.net.trace import UNPARSEABLE, Trace
+from skinnysip.result import TLSInfo
 from skinnysip.sip.message import Request, Response, SIPParseError, StreamParser, parse_message
-from skinnysip.sip.transaction import (
-    ClientTransaction,
-    Event,
-    Timers,
-    TransactionOutput,
-    new_transaction,
-)
+from skinnysip.sip.transaction import Flow
 
 __all__ = [
-    "ClientEvent",
-    "SIPConnection",
+    "MAX_MESSAGE_SIZE",
+    "Connection",
     "SIPTransportError",
-    "Stray",
-    "TransactionDriver",
+    "SIPTransportLayer",
     "Transport",
-    "open_connection",
+    "describe_os_error",
+    "route_ip",
 ]
 
 Transport = Literal["udp", "tcp", "tls"]
 Message = Request | Response
 
 MAX_MESSAGE_SIZE = 65536  # bytes; one SIP message (datagram or framed) at most
-QUEUE_LIMIT = 256  # messages waiting to be read; datagrams beyond are dropped
 READ_CHUNK = 16384
+WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stuck
+MAX_CONNECTIONS = 1024
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 
 
 class SIPTransportError(Exception):
@@ -65,16 +69,8 @@ class SIPTransportError(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Failure:
-    reason: str
-
-
-#: summary prefix of a received message that did not parse
-_UNPARSEABLE = "unparseable ("
-
-
-def _describe_os_error(exc: OSError, where: str) -> str:
+def describe_os_error(exc: OSError, where: str) -> str:
+    """One line for an OSError met while talking to ``where``."""
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused by {where}"
     if isinstance(exc, ConnectionResetError):
@@ -82,448 +78,405 @@ def _describe_os_error(exc: OSError, where: str) -> str:
     return f"network error with {where}: {exc.strerror or exc}"
 
 
-class SIPConnection:
-    """A flow to one SIP server. Create with :func:`open_connection`; close with
-    :meth:`close` (or ``async with``).
+def route_ip(remote_ip: str) -> str:
+    """The local IP the system would use to reach ``remote_ip`` (a UDP ``connect`` sends
+    nothing; it only asks the routing table). Raises :class:`SIPTransportError`."""
+    family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((remote_ip, 9))
+        except OSError as exc:
+            raise SIPTransportError(describe_os_error(exc, remote_ip)) from exc
+        return str(s.getsockname()[0])
 
-    ``transport`` is ``udp``/``tcp``/``tls``; ``reliable`` is false only for UDP.
-    ``tls`` is the handshake report for TLS, else None. ``exchange`` lists every message
-    sent and received, in order, as :class:`WireMessage`.
-    """
 
-    def __init__(
-        self,
-        transport: Transport,
-        local: tuple[str, int],
-        remote: tuple[str, int],
-        *,
-        tls: TLSInfo | None = None,
-    ) -> None:
+def _summary(message: Message) -> str:
+    return message.summary
+
+
+def _call_id(message: Message) -> str | None:
+    return message.headers.get("Call-ID")
+
+
+class _UDPSocket(asyncio.DatagramProtocol):
+    """One bound, unconnected UDP socket."""
+
+    def __init__(self, layer: SIPTransportLayer) -> None:
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        name = transport.get_extra_info("sockname")
+        self.local = (str(name[0]), int(name[1]))
+        sock = transport.get_extra_info("socket")
+        # An unconnected socket hears ICMP errors only with IP_RECVERR (Linux): the
+        # error queue then names the destination that was unreachable (RFC 3261 §18.4).
+        with contextlib.suppress(OSError, AttributeError):
+            if ":" in self.local[0]:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.layer._datagram(self, data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        destinations: list[tuple[str, int]] = []
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        sock = getattr(sock, "_sock", sock)  # asyncio's TransportSocket hides recvmsg
+        for _ in range(64):  # drain the error queue (bounded)
+            try:
+                _data, _anc, _flags, address = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)  # type: ignore[union-attr]
+            except (OSError, AttributeError):
+                break
+            if address:
+                destinations.append((str(address[0]), int(address[1])))
+        self.layer._udp_error(self, exc, destinations)
+
+
+@dataclass(frozen=True)
+class _Listener:
+    transport: Transport
+    local: tuple[str, int]
+    server: asyncio.Server | None = None
+    udp: _UDPSocket | None = None
+
+
+class Connection:
+    """One TCP or TLS connection (inbound or outbound)."""
+
+    def __init__(self, layer: SIPTransportLayer, transport: Transport, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, *, inbound: bool, tls: TLSInfo | None = None) -> None:
+        self.layer = layer
         self.transport: Transport = transport
-        self.reliable = transport != "udp"
-        self.local_host, self.local_port = local[0], int(local[1])
-        self.remote_host, self.remote_port = remote[0], int(remote[1])
+        self.reader = reader
+        self.writer = writer
+        self.inbound = inbound
         self.tls = tls
-        self.exchange: list[WireMessage] = []
-        self.dropped = 0
-        self._queue: asyncio.Queue[Message | _Failure] = asyncio.Queue(QUEUE_LIMIT)
-        self._failure: _Failure | None = None
-        self._closed = False
-
-    # -- addresses -------------------------------------------------------------------
-    @property
-    def local(self) -> str:
-        """``host:port`` of our end of the socket (IPv6 bracketed)."""
-        return hostport(self.local_host, self.local_port)
-
-    @property
-    def remote(self) -> str:
-        """``host:port`` of the server."""
-        return hostport(self.remote_host, self.remote_port)
+        local = writer.get_extra_info("sockname")
+        remote = writer.get_extra_info("peername")
+        self.local = (str(local[0]), int(local[1]))
+        self.remote = (str(remote[0]), int(remote[1]))
+        self.id = id(self)
+        self.flow = Flow(transport, self.remote, connection=self.id, local=self.local)
+        self.last_activity = time.monotonic()
+        self.closed = False
+        self._parser = StreamParser(layer.max_message_size)
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @property
     def where(self) -> str:
-        """``host:port/transport`` of the server, for error messages."""
-        return f"{self.remote}/{self.transport}"
-
-    def unparseable_received(self) -> list[str]:
-        """Summaries (``"unparseable (<reason>)"``) of the received messages that did not
-        parse: dropped on UDP (RFC 3261 §18.1.2), the end of a TCP/TLS flow; kept in
-        :attr:`exchange` with their bytes."""
-        return [m.summary for m in self.exchange if m.direction == "received" and m.summary.startswith(_UNPARSEABLE)]
-
-    def via(self, branch: str) -> str:
-        """A Via header field value for a request on this flow: our real local address and
-        port, ``rport`` (RFC 3581) and ``branch`` (RFC 3261 §18.1.1, §8.1.1.7)."""
-        return f"SIP/2.0/{self.transport.upper()} {self.local};rport;branch={branch}"
-
-    # -- I/O -------------------------------------------------------------------------
-    async def send(self, message: Message, note: str = "") -> None:
-        """Write one message; record it. Raises :class:`SIPTransportError`."""
-        if self._closed:
-            raise SIPTransportError(f"connection to {self.where} is closed")
-        if self._failure is not None:
-            raise SIPTransportError(self._failure.reason)
-        data = message.to_bytes()
-        self._record("sent", message.summary + (f" ({note})" if note else ""), data)
-        try:
-            await self._write(data)
-        except OSError as exc:
-            raise SIPTransportError(_describe_os_error(exc, self.where)) from exc
-
-    async def receive(self, timeout: float) -> Message | None:
-        """The next message from the server, or None if none arrives within ``timeout``
-        seconds. Raises :class:`SIPTransportError` if the flow failed (refused, reset,
-        closed by the peer, malformed stream)."""
-        if self._failure is not None and self._queue.empty():
-            raise SIPTransportError(self._failure.reason)
-        try:
-            item = await asyncio.wait_for(self._queue.get(), max(0.0, timeout))
-        except TimeoutError:
-            return None
-        if isinstance(item, _Failure):
-            self._failure = item
-            raise SIPTransportError(item.reason)
-        return item
-
-    async def close(self) -> None:
-        """Close the socket (idempotent)."""
-        self._closed = True
-
-    async def __aenter__(self) -> SIPConnection:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # -- for subclasses --------------------------------------------------------------
-    async def _write(self, data: bytes) -> None:
-        raise NotImplementedError  # pragma: no cover
-
-    def _record(self, direction: Literal["sent", "received"], summary: str, data: bytes) -> None:
-        self.exchange.append(
-            WireMessage(
-                direction=direction,
-                time=now(),
-                local=self.local,
-                remote=self.remote,
-                transport=self.transport,
-                summary=summary,
-                raw=data.decode("utf-8", errors="replace"),
-            )
-        )
-
-    def _deliver(self, item: Message | _Failure) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    def _received_datagram(self, data: bytes) -> None:
-        try:
-            message = parse_message(data)
-        except SIPParseError as exc:
-            self._record("received", f"{_UNPARSEABLE}{exc.reason})", data)
-            return  # RFC 3261 §18.1.2: a malformed datagram is discarded
-        self._record("received", message.summary, data)
-        self._deliver(message)
-
-
-class _UDPProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.conn: _UDPConnection | None = None
-        self.early: list[bytes | Exception] = []
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.conn is None:
-            if len(self.early) < QUEUE_LIMIT:
-                self.early.append(data)
-            return
-        self.conn._received_datagram(data[:MAX_MESSAGE_SIZE])
-
-    def error_received(self, exc: Exception) -> None:
-        if self.conn is None:
-            self.early.append(exc)
-            return
-        self.conn._udp_error(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn is not None and exc is not None:
-            self.conn._udp_error(exc)
-
-
-class _UDPConnection(SIPConnection):
-    def __init__(self, transport: asyncio.DatagramTransport, protocol: _UDPProtocol) -> None:
-        sock = transport.get_extra_info("socket")
-        local = sock.getsockname()
-        remote = transport.get_extra_info("peername")
-        super().__init__("udp", (local[0], local[1]), (remote[0], remote[1]))
-        self._transport = transport
-        protocol.conn = self
-        for item in protocol.early:
-            if isinstance(item, Exception):
-                self._udp_error(item)
-            else:
-                self._received_datagram(item)
-        protocol.early.clear()
-
-    def _udp_error(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionRefusedError):
-            reason = f"connection refused by {self.where} (ICMP port unreachable)"
-        elif isinstance(exc, OSError):
-            reason = _describe_os_error(exc, self.where)
-        else:
-            reason = f"network error with {self.where}: {exc}"
-        self._deliver(_Failure(reason))
-
-    async def _write(self, data: bytes) -> None:
-        self._transport.sendto(data)
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._transport.close()
-
-
-class _StreamConnection(SIPConnection):
-    def __init__(
-        self,
-        transport: Transport,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        tls: TLSInfo | None,
-        max_message_size: int,
-    ) -> None:
-        local = writer.get_extra_info("sockname")
-        remote = writer.get_extra_info("peername")
-        super().__init__(transport, (local[0], local[1]), (remote[0], remote[1]), tls=tls)
-        self._reader = reader
-        self._writer = writer
-        self._parser = StreamParser(max_message_size)
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        return f"{hostport(*self.remote)}/{self.transport}"
 
     async def _read_loop(self) -> None:
-        unframed = b""  # bytes fed to the parser and not yet returned in a message
+        reason = f"connection closed by {self.where}"
+        unframed = b""
         try:
             while True:
-                data = await self._reader.read(READ_CHUNK)
+                data = await self.reader.read(READ_CHUNK)
                 if not data:
-                    await self._queue.put(_Failure(f"connection closed by {self.where}"))
-                    return
+                    break
+                self.last_activity = time.monotonic()
+                if self._parser.buffered == 0 and not data.strip(b"\r\n"):
+                    if b"\r\n\r\n" in data:  # RFC 5626 §4.4.1 ping: answer with a pong
+                        with contextlib.suppress(OSError, RuntimeError):
+                            self.writer.write(b"\r\n")
+                    continue
                 unframed += data
                 try:
                     messages = self._parser.feed(data)
                 except SIPParseError as exc:
-                    self._record("received", f"{_UNPARSEABLE}{exc.reason})", unframed[-MAX_MESSAGE_SIZE:])
-                    await self._queue.put(_Failure(f"malformed SIP from {self.where}: {exc.reason}"))
-                    return
+                    self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
+                                         f"{UNPARSEABLE}{exc.reason})", unframed[-self.layer.max_message_size:])
+                    reason = f"malformed SIP from {self.where}: {exc.reason}"
+                    break
                 consumed = len(unframed) - self._parser.buffered
                 framed, unframed = unframed[:consumed], unframed[consumed:]
                 for message in messages:
-                    # one message: its exact bytes; several in one read: re-serialized each
                     raw = framed.lstrip(b"\r\n") if len(messages) == 1 else message.to_bytes()
-                    self._record("received", message.summary, raw)
-                    await self._queue.put(message)  # bounded: back-pressure on the stream
+                    self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
+                                         _summary(message), raw, _call_id(message))
+                    self.layer.on_message(message, self.flow)
         except (OSError, ssl.SSLError) as exc:
-            reason = _describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(_Failure(reason))
+            reason = describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
+        except asyncio.CancelledError:
+            reason = "closed"
+        self.layer._lost(self, reason)
 
-    async def _write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await asyncio.wait_for(self._writer.drain(), 10.0)
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise SIPTransportError(f"connection to {self.where} is closed")
+        transport = self.writer.transport
+        if transport.is_closing():
+            raise SIPTransportError(f"connection to {self.where} is closed")
+        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            raise SIPTransportError(f"{self.where} does not read what we send (write buffer full)")
+        self.writer.write(data)
+        self.last_activity = time.monotonic()
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._task.cancel()
         with contextlib.suppress(BaseException):
             await self._task
-        self._writer.close()
+        self.writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
 
 
-async def open_connection(
-    host: str,
-    port: int,
-    transport: Transport = "udp",
-    *,
-    timeout: float = 10.0,
-    verify: bool = True,
-    ca_file: str | None = None,
-    max_message_size: int = MAX_MESSAGE_SIZE,
-) -> SIPConnection:
-    """Open a flow to ``host:port`` over ``transport``.
-
-    ``host``: name, IPv4 or IPv6 literal (brackets allowed); resolved with the system
-    resolver. UDP uses the first address; TCP and TLS try the addresses in the resolver's
-    order until one accepts (RFC 3263 §4.3: on failure, try the next), so ``localhost``
-    works whether the server listens on ``::1`` or ``127.0.0.1``. ``timeout`` (seconds)
-    bounds resolution, all connect attempts and the TLS handshake together. TLS: SNI is the
-    host name (not sent for IP literals), the certificate is verified unless ``verify`` is
-    false (against ``ca_file`` or the system store).
-    Raises :class:`SIPTransportError` with a clear reason.
-    """
-    host = strip_brackets(host)
-    where = f"{hostport(host, port)}/{transport}"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=kind), timeout)
-    except TimeoutError as exc:
-        raise SIPTransportError(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from exc
-    except (socket.gaierror, UnicodeError) as exc:
-        raise SIPTransportError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from exc
-    if not infos:
-        raise SIPTransportError(f"cannot resolve {host!r}: no address")
-    if transport == "udp":
-        family, _, _, _, address = infos[0]
-        protocol = _UDPProtocol()
-        try:
-            dgram, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, remote_addr=(str(address[0]), int(address[1])), family=family
-            )
-        except OSError as exc:
-            raise SIPTransportError(_describe_os_error(exc, where)) from exc
-        return _UDPConnection(dgram, protocol)
-    context: ssl.SSLContext | None = None
-    if transport == "tls":
-        try:
-            context = tlsmod.client_context(verify, ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise SIPTransportError(f"cannot load CA file {ca_file!r}: {exc}") from exc
-    elif transport != "tcp":
-        raise SIPTransportError(f"unknown transport {transport!r}")
-    addresses = list(dict.fromkeys((family, str(a[0]), int(a[1])) for family, _, _, _, a in infos))
-    errors: list[str] = []
-    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    for family, ip, ip_port in addresses:
-        remaining = deadline - loop.time()
-        attempt = f"{hostport(ip, ip_port)}/{transport}" if len(addresses) > 1 else where
-        if remaining <= 0:
-            errors.append(f"no connection to {attempt} within {timeout * 1000:.0f} ms")
-            break
-        try:
-            streams = await asyncio.wait_for(
-                asyncio.open_connection(
-                    ip,
-                    ip_port,
-                    ssl=context,
-                    server_hostname=host if context is not None else None,
-                    limit=max_message_size,
-                    family=family,
-                ),
-                remaining,
-            )
-            break
-        except TimeoutError:
-            errors.append(f"no connection to {attempt} within {timeout * 1000:.0f} ms")
-            break
-        except ssl.SSLError as exc:
-            # the server answered: a certificate or handshake problem is not a reason to
-            # try another address of the same name
-            raise SIPTransportError(tlsmod.verification_error(exc)) from exc
-        except OSError as exc:
-            errors.append(_describe_os_error(exc, attempt))
-    if streams is None:
-        raise SIPTransportError("; ".join(errors))
-    reader, writer = streams
-    info = None
-    if context is not None:
-        info = tlsmod.describe(writer.get_extra_info("ssl_object"), verified=verify)
-    return _StreamConnection(transport, reader, writer, info, max_message_size)
-
-
-# -- running client transactions over a connection ----------------------------------------
-
-
-@dataclass(frozen=True)
-class ClientEvent:
-    """An event of one of the driver's transactions."""
-
-    transaction: ClientTransaction
-    event: Event
-
-
-@dataclass(frozen=True)
-class Stray:
-    """A message that matched no running transaction (a request from the server, a late
-    retransmission of a 2xx after its transaction ended, …)."""
-
-    message: Message
-
-
-class TransactionDriver:
-    """Runs client transactions over one :class:`SIPConnection` (RFC 3261 §17.1).
-
-    :meth:`start` sends a request in a new transaction; :meth:`next_event` waits (until an
-    absolute loop-clock ``deadline``) for the next transaction event or stray message,
-    meanwhile firing the transactions' timers (retransmissions on UDP) on time.
-    ``clock`` defaults to the running loop's monotonic ``time()``. ``unmatched_responses``
-    counts responses that matched no transaction (RFC 3261 §17.1.3: wrong branch or method).
-    """
+class SIPTransportLayer:
+    """The sockets of one endpoint. ``on_message(message, flow)`` is called for every
+    parsed message, ``on_lost(flow, reason)`` when a stream ends. ``tls_server``: the
+    context for TLS listeners (certificate and key); ``tls_client``: for outgoing TLS.
+    ``idle_timeout``: seconds of silence after which a stream is closed."""
 
     def __init__(
         self,
-        connection: SIPConnection,
-        timers: Timers | None = None,
-        clock: Callable[[], float] | None = None,
+        on_message: Callable[[Message, Flow], None],
+        on_lost: Callable[[Flow, str], None],
+        *,
+        on_unreachable: Callable[[Flow, str], None] | None = None,
+        trace: Trace | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = 64.0,
     ) -> None:
-        self.connection = connection
-        self.timers = timers or Timers()
-        self.clock = clock or asyncio.get_running_loop().time
-        self.transactions: list[ClientTransaction] = []
-        self.unmatched_responses = 0
-        self._pending: deque[ClientEvent | Stray] = deque()
+        self.on_message = on_message
+        self.on_lost = on_lost
+        self.on_unreachable = on_unreachable
+        self.trace = trace if trace is not None else Trace()
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.listeners: list[_Listener] = []
+        self.udp: dict[tuple[str, int], _UDPSocket] = {}
+        self.connections: dict[int, Connection] = {}
+        self._by_remote: dict[tuple[str, str, int], Connection] = {}
+        self._connecting: dict[tuple[str, str, int], asyncio.Future[Connection]] = {}
+        self.udp_errors: list[tuple[tuple[str, int] | None, str]] = []
+        self.closed = False
 
-    async def start(self, request: Request) -> ClientTransaction:
-        """Create the client transaction for ``request`` and transmit it."""
-        tx = new_transaction(request, reliable=self.connection.reliable, timers=self.timers)
-        self.transactions.append(tx)
-        await self._apply(tx, tx.start(self.clock()))
-        return tx
+    # -- listening ------------------------------------------------------------------------
+    async def listen(self, transport: Transport, host: str, port: int, *,
+                     tls_server: ssl.SSLContext | None = None) -> tuple[str, int]:
+        """Bind a UDP socket or start a TCP/TLS listener on ``host:port`` (port 0: any).
+        Returns the bound (IP, port). Raises :class:`SIPTransportError` (e.g. port busy)."""
+        host = strip_brackets(host)
+        loop = asyncio.get_running_loop()
+        where = f"{hostport(host, port)}/{transport}"
+        try:
+            if transport == "udp":
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                _, proto = await loop.create_datagram_endpoint(lambda: _UDPSocket(self), local_addr=(host, port),
+                                                               family=family)
+                self.udp[proto.local] = proto
+                self.listeners.append(_Listener("udp", proto.local, udp=proto))
+                return proto.local
+            if transport == "tls" and tls_server is None:
+                raise SIPTransportError("a TLS listener needs a certificate and key")
+            server = await asyncio.start_server(
+                lambda r, w: self._accepted(transport, r, w), host, port,
+                ssl=tls_server if transport == "tls" else None, limit=self.max_message_size,
+                ssl_handshake_timeout=10.0 if transport == "tls" else None)
+        except OSError as exc:
+            if exc.errno in (98, 48):  # EADDRINUSE (Linux, BSD)
+                raise SIPTransportError(f"cannot listen on {where}: address already in use") from exc
+            raise SIPTransportError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        name = server.sockets[0].getsockname()
+        local = (str(name[0]), int(name[1]))
+        self.listeners.append(_Listener(transport, local, server=server))
+        return local
 
-    async def send_direct(self, request: Request, note: str = "") -> None:
-        """Send a request outside any transaction (the ACK for a 2xx, RFC 3261 §17.1).
+    def _accepted(self, transport: Transport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.closed or len(self.connections) >= self.max_connections:
+            writer.close()
+            return
+        info = None
+        if transport == "tls":
+            info = tlsmod.describe(writer.get_extra_info("ssl_object"), verified=False)
+        conn = Connection(self, transport, reader, writer, inbound=True, tls=info)
+        self.connections[conn.id] = conn
+        self._by_remote[(transport, *conn.remote)] = conn
+
+    # -- outgoing flows ---------------------------------------------------------------------
+    async def udp_flow(self, remote: tuple[str, int]) -> Flow:
+        """A UDP flow to ``remote`` (IP, port) from one of our UDP sockets: one bound to the
+        local address that routes there (or a wildcard of the same family); if there is
+        none, a socket is bound on that address with an ephemeral port."""
+        ip = strip_brackets(remote[0])
+        local_ip = route_ip(ip)
+        wildcard = "::" if ":" in local_ip else "0.0.0.0"
+        for (bound_ip, _), sock in self.udp.items():
+            if bound_ip in (local_ip, wildcard):
+                return Flow("udp", (ip, remote[1]), local=sock.local)
+        local = await self.listen("udp", local_ip, 0)
+        return Flow("udp", (ip, remote[1]), local=local)
+
+    async def connect(self, transport: Transport, remote: tuple[str, int], *, timeout: float,
+                      tls_client: ssl.SSLContext | None = None, server_name: str | None = None) -> Connection:
+        """The connection to ``remote`` over TCP/TLS: an open one is reused (inbound or
+        outbound), else a new one is opened within ``timeout`` seconds (TLS: handshake
+        included; SNI and name checks use ``server_name``). Raises
+        :class:`SIPTransportError`."""
+        ip = strip_brackets(remote[0])
+        key = (transport, ip, int(remote[1]))
+        conn = self._by_remote.get(key)
+        if conn is not None and not conn.closed:
+            return conn
+        pending = self._connecting.get(key)
+        if pending is not None:
+            return await asyncio.wait_for(asyncio.shield(pending), timeout)
+        if len(self.connections) >= self.max_connections:
+            raise SIPTransportError(f"too many connections open ({self.max_connections})")
+        future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._connecting[key] = future
+        try:
+            conn = await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name)
+            future.set_result(conn)
+            return conn
+        except SIPTransportError as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            del self._connecting[key]
+
+    async def _open(self, transport: Transport, ip: str, port: int, timeout: float,
+                    tls_client: ssl.SSLContext | None, server_name: str | None) -> Connection:
+        where = f"{hostport(ip, port)}/{transport}"
+        context = None
+        if transport == "tls":
+            context = tls_client or tlsmod.client_context(True, None)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(ip, port, ssl=context,
+                                        server_hostname=(server_name or ip) if context is not None else None,
+                                        limit=self.max_message_size),
+                timeout)
+        except TimeoutError as exc:
+            raise SIPTransportError(f"no connection to {where} within {timeout * 1000:.0f} ms") from exc
+        except ssl.SSLError as exc:
+            raise SIPTransportError(tlsmod.verification_error(exc)) from exc
+        except OSError as exc:
+            raise SIPTransportError(describe_os_error(exc, where)) from exc
+        info = None
+        if context is not None:
+            info = tlsmod.describe(writer.get_extra_info("ssl_object"),
+                                   verified=context.verify_mode != ssl.CERT_NONE)
+        conn = Connection(self, transport, reader, writer, inbound=False, tls=info)
+        self.connections[conn.id] = conn
+        self._by_remote[(transport, ip, port)] = conn
+        return conn
+
+    # -- sending ----------------------------------------------------------------------------
+    def local_address(self, flow: Flow) -> tuple[str, int]:
+        """Our (IP, port) on ``flow`` as the peer sees it: the connection's local end, or
+        the UDP socket's address (a wildcard socket reports the routed IP)."""
+        if flow.connection is not None and flow.connection in self.connections:
+            return self.connections[flow.connection].local
+        if flow.local is not None:
+            ip, port = flow.local
+            if ip in ("0.0.0.0", "::"):
+                ip = route_ip(flow.remote[0])
+            return ip, port
+        raise SIPTransportError(f"no socket for {hostport(*flow.remote)}/{flow.transport}")
+
+    def send(self, message: Message, flow: Flow, note: str = "") -> None:
+        """Transmit ``message`` on ``flow`` now (streams: the bytes are queued). A reliable
+        flow whose connection is gone uses another open connection to the same remote.
         Raises :class:`SIPTransportError`."""
-        await self.connection.send(request, note)
-
-    async def _apply(self, tx: ClientTransaction, out: TransactionOutput) -> None:
-        for item in out.transmit:
+        data = message.to_bytes()
+        if len(data) > self.max_message_size:
+            raise SIPTransportError(f"message of {len(data)} bytes is larger than {self.max_message_size}")
+        summary = _summary(message) + (f" ({note})" if note else "")
+        remote = hostport(*flow.remote)
+        if flow.transport == "udp":
+            sock = self.udp.get(flow.local) if flow.local is not None else None
+            if sock is None:
+                sock = next((s for s in self.udp.values() if (":" in s.local[0]) == (":" in flow.remote[0])), None)
+            if sock is None or sock.transport is None or sock.transport.is_closing():
+                raise SIPTransportError(f"no UDP socket to send to {remote}")
+            self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
+                           remote, "udp", summary, data, _call_id(message))
             try:
-                await self.connection.send(item.message, "retransmission" if item.kind == "retransmission" else "")
-            except SIPTransportError as exc:
-                self._queue_events(tx, out)
-                self._queue_events(tx, tx.transport_error(exc.reason, self.clock()))
-                return
-        self._queue_events(tx, out)
+                sock.transport.sendto(data, flow.remote)
+            except OSError as exc:
+                raise SIPTransportError(describe_os_error(exc, f"{remote}/udp")) from exc
+            return
+        conn = self.connections.get(flow.connection) if flow.connection is not None else None
+        if conn is None or conn.closed:
+            conn = self._by_remote.get((flow.transport, *flow.remote))
+        if conn is None or conn.closed:
+            raise SIPTransportError(f"no open {flow.transport.upper()} connection to {remote}")
+        self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data, _call_id(message))
+        conn.write(data)
 
-    def _queue_events(self, tx: ClientTransaction, out: TransactionOutput) -> None:
-        for event in out.events:
-            self._pending.append(ClientEvent(tx, event))
-        if tx.terminated and tx in self.transactions:
-            self.transactions.remove(tx)
+    # -- receiving --------------------------------------------------------------------------
+    def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
+        if not data.strip(b"\r\n"):
+            return  # CRLF keep-alive (RFC 5626 §3.5.1): nothing to parse
+        local = hostport(*sock.local)
+        remote = hostport(*source)
+        data = data[: self.max_message_size]
+        try:
+            message = parse_message(data, self.max_message_size)
+        except SIPParseError as exc:
+            self.trace.add("received", local, remote, "udp", f"{UNPARSEABLE}{exc.reason})", data)
+            return  # RFC 3261 §18.1.2: a malformed datagram is discarded
+        self.trace.add("received", local, remote, "udp", _summary(message), data, _call_id(message))
+        self.on_message(message, Flow("udp", source, local=sock.local))
 
-    def _next_timer(self) -> float | None:
-        deadlines = [d for tx in self.transactions if (d := tx.deadline) is not None]
-        return min(deadlines) if deadlines else None
+    def _udp_error(self, sock: _UDPSocket, exc: Exception, destinations: list[tuple[str, int]]) -> None:
+        for remote in destinations or [None]:  # type: ignore[list-item]
+            where = f"{hostport(*remote)}/udp" if remote else "a UDP peer"
+            if isinstance(exc, ConnectionRefusedError):
+                reason = f"connection refused by {where} (ICMP port unreachable)"
+            elif isinstance(exc, OSError):
+                reason = describe_os_error(exc, where)
+            else:
+                reason = f"network error with {where}: {exc}"
+            if len(self.udp_errors) < 100:
+                self.udp_errors.append((remote, reason))
+            if remote is not None and self.on_unreachable is not None:
+                self.on_unreachable(Flow("udp", remote, local=sock.local), reason)
 
-    async def next_event(self, deadline: float) -> ClientEvent | Stray | None:
-        """The next event, or None once the loop clock reaches ``deadline`` without one."""
-        for _ in range(100000):  # each pass consumes a message, fires a timer or ends
-            if self._pending:
-                return self._pending.popleft()
-            current = self.clock()
-            timer = self._next_timer()
-            if timer is not None and timer <= current:
-                for tx in list(self.transactions):
-                    if tx.deadline is not None and tx.deadline <= current:
-                        await self._apply(tx, tx.tick(current))
-                continue
-            if current >= deadline:
-                return None
-            wake = deadline if timer is None else min(deadline, timer)
-            try:
-                message = await self.connection.receive(wake - current)
-            except SIPTransportError as exc:
-                if not self.transactions:
-                    raise
-                for tx in list(self.transactions):
-                    self._queue_events(tx, tx.transport_error(exc.reason, self.clock()))
-                continue
-            if message is None:
-                continue
-            await self._dispatch(message)
-        return None
+    def _lost(self, conn: Connection, reason: str) -> None:
+        conn.closed = True
+        self.connections.pop(conn.id, None)
+        key = (conn.transport, *conn.remote)
+        if self._by_remote.get(key) is conn:
+            del self._by_remote[key]
+        with contextlib.suppress(Exception):
+            conn.writer.close()
+        if not self.closed:
+            self.on_lost(conn.flow, reason)
 
-    async def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Response):
-            for tx in self.transactions:
-                if tx.matches(message):
-                    await self._apply(tx, tx.receive(message, self.clock()))
-                    return
-            self.unmatched_responses += 1
-        self._pending.append(Stray(message))
+    # -- housekeeping -----------------------------------------------------------------------
+    async def close_idle(self, busy: set[int]) -> None:
+        """Close streams silent for ``idle_timeout`` seconds whose id is not in ``busy``."""
+        limit = time.monotonic() - self.idle_timeout
+        for conn in list(self.connections.values()):
+            if conn.last_activity < limit and conn.id not in busy:
+                await conn.close()
+                self._lost(conn, "idle")
+
+    async def close(self) -> None:
+        """Close every socket, listener and connection (idempotent)."""
+        self.closed = True
+        for listener in self.listeners:
+            if listener.server is not None:
+                listener.server.close()
+            if listener.udp is not None and listener.udp.transport is not None:
+                listener.udp.transport.close()
+        for conn in list(self.connections.values()):
+            await conn.close()
+        self.connections.clear()
+        self._by_remote.clear()
+        for listener in self.listeners:
+            if listener.server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.server.wait_closed(), 2.0)

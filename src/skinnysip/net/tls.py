@@ -28,6 +28,16 @@ def client_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLCo
     return ctx
 
 
+def server_context(cert_file: str, key_file: str | None = None) -> ssl.SSLContext:
+    """A server ``SSLContext`` with the PEM certificate (chain) ``cert_file`` and private
+    key ``key_file`` (or the key inside ``cert_file``). TLS 1.2 or newer; clients are not
+    asked for certificates. Raises ``OSError``/``ssl.SSLError`` if the files do not load."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
 def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, verified: bool) -> TLSInfo:
     """Report version, cipher and the peer certificate of an established TLS session."""
     if ssl_object is None:

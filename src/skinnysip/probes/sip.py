@@ -7,17 +7,23 @@ response body. They never raise for network or peer problems: those give
 got a final response (any status). Every result carries the whole ``exchange``: every
 message sent and received (retransmissions, ACK, CANCEL, BYE included).
 
+They are short flows on the SIP core: a :class:`~skinnysip.net.sip_endpoint.SIPEndpoint`
+(its own UDP socket, bound and listening, or TCP/TLS connections), RFC 3263 server
+location with failover to the next target when one does not answer, the transaction
+layer, the core's one digest retry rule and :class:`~skinnysip.sip.dialog.Dialog`.
+
 Units: the Python request uses seconds (``timeout``, ``t1``); results use milliseconds
-(``rtt``), as the HTTP API does.
+(``rtt``: from the first transmission of the request reported to its final response,
+both on the event loop's monotonic clock — the two points the ladder shows).
 
 Sources: RFC 3261 (§8.1 requests, §10 REGISTER, §11 OPTIONS, §13 INVITE, §9 CANCEL,
-§17 transactions, §22 authentication), RFC 3581 (``rport``), RFC 7616 / RFC 8760 (Digest).
+§17 transactions, §22 authentication), RFC 3263 (server location), RFC 3581 (``rport``),
+RFC 7616 / RFC 8760 (Digest).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 import time
@@ -25,33 +31,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from skinnysip import __version__
-from skinnysip.addresses import check_host
-from skinnysip.net.sip_transport import (
-    ClientEvent,
-    SIPConnection,
-    SIPTransportError,
-    Stray,
-    TransactionDriver,
-    open_connection,
-)
-from skinnysip.result import ResultModel, TLSInfo, WireMessage, hostport
+from skinnysip.addresses import check_host, format_host, hostport, is_ipv6, strip_brackets
+from skinnysip.net.resolver import ServerTarget
+from skinnysip.net.sip_endpoint import USER_AGENT, ClientEvent, ClientHandle, SIPEndpoint, SIPTransportError
+from skinnysip.net.trace import to_wire_messages
+from skinnysip.result import ResultModel, TLSInfo, WireMessage
 from skinnysip.sdp import audio_offer
-from skinnysip.sip.auth import DigestChallenge, DigestClient, challenges_from, choose_challenge
-from skinnysip.sip.dialog import Dialog, new_call_id, new_tag
-from skinnysip.sip.message import Headers, Request, Response, SIPParseError
-from skinnysip.sip.transaction import (
-    ClientTransaction,
-    InviteClientTransaction,
+from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
+from skinnysip.sip.dialog import Dialog
+from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.request import build_ack_for_failure, build_cancel, new_call_id, new_request, new_tag
+from skinnysip.sip.transaction import Flow, Timers
+from skinnysip.sip.transactions import (
+    LayerEvent,
     ResponseReceived,
+    SuccessRetransmission,
     TimedOut,
-    Timers,
     TransportFailed,
-    build_ack,
-    build_cancel,
-    new_branch,
 )
-from skinnysip.sip.uri import NameAddr, SipURI, format_host
+from skinnysip.sip.uri import NameAddr, SipURI, parse_uri
 
 __all__ = [
     "USER_RE",
@@ -72,7 +70,6 @@ __all__ = [
     "register",
 ]
 
-USER_AGENT = f"skinnysip/{__version__}"
 RAW_LIMIT = 16384  # characters of the final response kept in ``raw``
 DEFAULT_USER = "probe"
 _URI_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
@@ -117,7 +114,8 @@ def check_uri(value: str) -> str:
 class ProbeRequest:
     """What to probe and how (Python units: seconds).
 
-    ``host``: name, IPv4 or IPv6 literal. ``port``: default 5060, or 5061 for TLS.
+    ``host``: name, IPv4 or IPv6 literal. ``port``: explicit port; None: located by
+    RFC 3263 (SRV for the transport, else 5060, or 5061 for TLS; IP literals skip DNS).
     ``transport``: ``udp``/``tcp``/``tls``. ``scheme``: ``sip`` or ``sips`` (the URIs we
     build; ``sips`` needs TLS). ``uri``: the Request-URI (default per operation).
     ``from_uri``/``to_uri``: a user part (``alice``) or a full ``sip:``/``sips:``/``tel:``
@@ -153,8 +151,7 @@ class ProbeRequest:
 
     @property
     def bare_host(self) -> str:
-        h = self.host.strip()
-        return h[1:-1] if h.startswith("[") and h.endswith("]") else h
+        return strip_brackets(self.host.strip())
 
 
 # --------------------------------------------------------------------------- results
@@ -250,11 +247,17 @@ class DigestAuthResult(SIPProbeResult):
 R = TypeVar("R", bound=SIPProbeResult)
 
 
+
 # --------------------------------------------------------------------------- helpers
 
 
 class _ProbeFailure(Exception):
-    """Ends a probe with ``success: false`` and this error."""
+    """Ends a probe with ``success: false`` and this error. ``failover``: nothing at all
+    came back from this server, so the next RFC 3263 target may be tried."""
+
+    def __init__(self, reason: str, *, failover: bool = False) -> None:
+        super().__init__(reason)
+        self.failover = failover
 
 
 def _has_scheme(value: str) -> bool:
@@ -262,30 +265,37 @@ def _has_scheme(value: str) -> bool:
 
 
 def _uri_host(host: str) -> str:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return host
-    return format_host(host)
+    return format_host(host) if is_ipv6(host) else host
+
+
+def _name_addr(uri: str, tag: str | None = None) -> NameAddr:
+    """A From/To value for ``uri`` (a URI text we built or the user gave)."""
+    return NameAddr(None, parse_uri(uri), {"tag": tag} if tag else {})
 
 
 class _Session:
-    """One probe's flow: connection, transaction driver, Call-ID, From tag, CSeq."""
+    """One probe's flow on the core: endpoint, flow, Call-ID, From tag, CSeq."""
 
-    def __init__(self, request: ProbeRequest, conn: SIPConnection) -> None:
+    def __init__(self, request: ProbeRequest, ep: SIPEndpoint, flow: Flow, target: ServerTarget) -> None:
         self.req = request
-        self.conn = conn
-        self.driver = TransactionDriver(conn, Timers(t1=request.t1, t2=max(4.0, request.t1)))
+        self.ep = ep
+        self.flow = flow
+        self.target = target
         self.call_id = new_call_id()
         self.from_tag = new_tag()
         self.cseq = 0
         self.bye_answer: str | None = None
         self.scheme = request.scheme
+        self.answered = False  # did this server send anything back?
         default_port = 5061 if self.scheme == "sips" or request.transport == "tls" else 5060
         port = request.effective_port
         self.domain = request.domain or (
             _uri_host(request.bare_host) + ("" if port == default_port else f":{port}")
         )
+
+    @property
+    def where(self) -> str:
+        return f"{hostport(self.target.address, self.target.port)}/{self.target.transport}"
 
     # URIs ------------------------------------------------------------------------
     def uri(self, value: str | None, default_user: str | None) -> str:
@@ -295,93 +305,73 @@ class _Session:
         user = value or default_user
         return f"{self.scheme}:{user}@{self.domain}" if user else f"{self.scheme}:{self.domain}"
 
-    def contact(self, user: str) -> str:
-        host = format_host(self.conn.local_host)
-        params = ""
-        if self.scheme == "sip" and self.conn.transport != "udp":
-            params = f";transport={self.conn.transport}"
-        return f"<{self.scheme}:{user}@{host}:{self.conn.local_port}{params}>"
-
-    def via(self) -> str:
-        return self.conn.via(new_branch())
+    def contact(self, user: str) -> NameAddr:
+        return self.ep.contact(self.flow, user, scheme=self.scheme)
 
     def timeout_ms(self) -> str:
         return f"{self.req.timeout * 1000:.0f} ms"
 
     def build(self, method: str, request_uri: str, from_uri: str, to_uri: str, *,
-              contact_user: str | None = None, cseq: int | None = None) -> Request:
-        """A request per RFC 3261 §8.1.1 on this session's Call-ID and From tag."""
-        if cseq is None:
-            self.cseq += 1
-            cseq = self.cseq
-        h = Headers()
-        h.add("Via", self.via())
-        h.add("Max-Forwards", "70")
-        h.add("From", f"<{from_uri}>;tag={self.from_tag}")
-        h.add("To", f"<{to_uri}>")
-        h.add("Call-ID", self.call_id)
-        h.add("CSeq", f"{cseq} {method}")
-        if contact_user is not None:
-            h.add("Contact", self.contact(contact_user))
-        h.add("User-Agent", USER_AGENT)
-        return Request(method, request_uri, h)
+              contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
+              body: bytes = b"", content_type: str | None = None) -> Request:
+        """A request per RFC 3261 §8.1.1 on this session's Call-ID, From tag and next CSeq."""
+        self.cseq += 1
+        return new_request(
+            method, request_uri,
+            from_=_name_addr(from_uri, self.from_tag), to=_name_addr(to_uri),
+            via=self.ep.via(self.flow), call_id=self.call_id, cseq=self.cseq,
+            contact=self.contact(contact_user) if contact_user is not None else None,
+            user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type,
+        )
 
     # transactions --------------------------------------------------------------------
-    async def transact(self, request: Request, on_stray: Callable[[Stray], Awaitable[None]] | None = None,
-                       ) -> tuple[Response, float]:
-        """Run a non-INVITE transaction to its final response → (response, rtt ms).
-        Raises :class:`_ProbeFailure` on timeout or transport failure."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        tx = await self.driver.start(request)
-        deadline = started + self.req.timeout
-        last: Response | None = None
-        while True:
-            item = await self.driver.next_event(deadline)
-            if item is None:
-                raise _ProbeFailure(self.no_response(request.method, last))
-            if isinstance(item, Stray):
-                if on_stray is not None:
-                    await on_stray(item)
-                continue
-            if item.transaction is not tx:
-                continue
-            event = item.event
-            if isinstance(event, ResponseReceived):
-                if event.final:
-                    return event.response, (loop.time() - started) * 1000
-                last = event.response
-            elif isinstance(event, TimedOut):
-                raise _ProbeFailure(self.timed_out(request.method, event.timer, last))
-            elif isinstance(event, TransportFailed):
-                raise _ProbeFailure(event.reason)
+    async def transact(self, request: Request, auth: ChallengeRetry | None = None) -> tuple[Response, float]:
+        """Run a non-INVITE transaction (with the core's digest retry when ``auth`` has
+        credentials) to its final response → (response, rtt ms). Raises
+        :class:`_ProbeFailure` on timeout or transport failure."""
+        outcome = await self.ep.transact(request, self.flow, timeout=self.req.timeout, auth=auth)
+        self.cseq = max(self.cseq, outcome.request.cseq[0])
+        if outcome.response is not None:
+            self.answered = True
+            return outcome.response, (outcome.rtt or 0.0) * 1000
+        last = outcome.provisional[-1] if outcome.provisional else None
+        if last is not None:
+            self.answered = True
+        if outcome.error == "timeout":
+            if outcome.timer is not None:
+                raise _ProbeFailure(self.timed_out(request.method, outcome.timer, last), failover=not self.answered)
+            raise _ProbeFailure(self.no_response(request.method, last), failover=not self.answered)
+        raise _ProbeFailure(outcome.error or "no response", failover=not self.answered)
 
     def timed_out(self, method: str, timer: str, provisional: Response | None) -> str:
         """The transaction's own timeout (Timer B/F, 64·T1) came before ``timeout``."""
         within = f"within {64 * self.req.t1 * 1000:.0f} ms (RFC 3261 Timer {timer})"
         if provisional is not None:
-            return f"no final response to {method} from {self.conn.where} {within} (last: {provisional.summary})"
-        return f"no response from {self.conn.where} {within}{self.ignored()}"
+            return f"no final response to {method} from {self.where} {within} (last: {provisional.summary})"
+        return f"no response from {self.where} {within}{self.ignored()}"
 
     def no_response(self, method: str, provisional: Response | None) -> str:
         if provisional is not None:
-            return (f"no final response to {method} from {self.conn.where} within {self.timeout_ms()} "
+            return (f"no final response to {method} from {self.where} within {self.timeout_ms()} "
                     f"(last: {provisional.summary})")
-        return f"no response from {self.conn.where} within {self.timeout_ms()}{self.ignored()}"
+        return f"no response from {self.where} within {self.timeout_ms()}{self.ignored()}"
 
     def ignored(self) -> str:
         """What did arrive but could not be a response to us: malformed messages (dropped as
         RFC 3261 §18.1.2 says; they stay in the exchange) and responses matching no request
-        of ours (§17.1.3), so "no response" is never said of a server that did answer."""
-        malformed = self.conn.unparseable_received()
+        of ours (§17.1.3), so "no response" is never said of a server that did answer; and
+        ICMP errors the socket reported."""
+        malformed = [r.summary for r in self.ep.trace if r.direction == "received" and r.unparseable]
         notes = []
         if malformed:
             notes.append(f"{len(malformed)} malformed message{'s' if len(malformed) > 1 else ''} "
                          f"ignored, last {malformed[-1]}")
-        if self.driver.unmatched_responses:
-            n = self.driver.unmatched_responses
+        n = self.ep.layer.unmatched_responses
+        if n:
             notes.append(f"{n} response{'s' if n > 1 else ''} matching no request of ours "
                          "(Via branch or CSeq method changed) ignored")
+        if self.ep.transport.udp_errors:
+            notes.append(self.ep.transport.udp_errors[-1][1])
         return f"; {'; '.join(notes)}" if notes else ""
 
 
@@ -425,24 +415,42 @@ def _auth_scheme(response: Response) -> str | None:
 
 
 async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]]) -> R:
-    """Connect, run ``flow``, always close; turn every failure into ``success: false``."""
-    conn: SIPConnection | None = None
+    """Locate the server (RFC 3263), run ``flow`` against the first target that answers
+    (the next one when a target gives no response at all or refuses the connection),
+    always close; turn every failure into ``success: false``."""
+    ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
+                     ca_file=request.ca_file)
     try:
-        if request.scheme == "sips" and request.transport != "tls":
-            raise _ProbeFailure("sips: URIs need the tls transport (RFC 3261 §26.2.2)")
-        conn = await open_connection(
-            request.bare_host,
-            request.effective_port,
-            request.transport,
-            timeout=request.timeout,
-            verify=request.tls_verify,
-            ca_file=request.ca_file,
-        )
-        result.tls = conn.tls
-        session = _Session(request, conn)
-        result.call_id = session.call_id
-        await flow(session, result)
-        result.success = result.error is None
+        async with ep:
+            if request.scheme == "sips" and request.transport != "tls":
+                raise _ProbeFailure("sips: URIs need the tls transport (RFC 3261 §26.2.2)")
+            targets = await ep.resolve(request.bare_host, port=request.port, transport=request.transport,
+                                       secure=request.scheme == "sips", timeout=request.timeout)
+            targets = [t for t in targets if t.transport == request.transport] or targets[:1]
+            errors: list[str] = []
+            for index, target in enumerate(targets):
+                last = index == len(targets) - 1
+                try:
+                    link = await ep.flow_to(target, timeout=request.timeout, server_name=request.bare_host)
+                except SIPTransportError as exc:
+                    if exc.reason.startswith("TLS") or last:
+                        errors.append(exc.reason)
+                        raise _ProbeFailure("; ".join(errors)) from exc
+                    errors.append(exc.reason)
+                    continue
+                info = ep.tls_info(link)
+                result.tls = info if isinstance(info, TLSInfo) else None
+                session = _Session(request, ep, link, target)
+                result.call_id = session.call_id
+                try:
+                    await flow(session, result)
+                except _ProbeFailure as exc:
+                    if exc.failover and not last:
+                        errors.append(str(exc))
+                        continue
+                    raise
+                break
+            result.success = result.error is None
     except _ProbeFailure as exc:
         result.success, result.error = False, str(exc)
     except SIPTransportError as exc:
@@ -452,9 +460,7 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
     except ValueError as exc:  # a bad argument from a Python caller (the API validates first)
         result.success, result.error = False, f"invalid request: {exc}"
     finally:
-        if conn is not None:
-            result.exchange = list(conn.exchange)
-            await conn.close()
+        result.exchange = to_wire_messages(ep.trace)
     return result
 
 
@@ -475,8 +481,8 @@ async def options(request: ProbeRequest) -> OptionsResult:
     async def flow(s: _Session, result: OptionsResult) -> None:
         to = s.uri(request.to_uri, None)
         ruri = request.uri or to
-        req = s.build("OPTIONS", ruri, s.uri(request.from_uri, DEFAULT_USER), to, contact_user=DEFAULT_USER)
-        req.headers.add("Accept", "application/sdp")
+        req = s.build("OPTIONS", ruri, s.uri(request.from_uri, DEFAULT_USER), to, contact_user=DEFAULT_USER,
+                      headers=[("Accept", "application/sdp")])
         response, rtt = await s.transact(req)
         _fill(result, response, rtt)
         result.allowed_methods = _list(response, "Allow")
@@ -489,26 +495,23 @@ async def options(request: ProbeRequest) -> OptionsResult:
 # --------------------------------------------------------------------------- REGISTER
 
 
-def _contact_expires(response: Response, local_contact: str) -> int | None:
+def _contact_expires(response: Response, ours: NameAddr) -> int | None:
     try:
         contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
     except SIPParseError:
         contacts = []
     mine = None
-    try:
-        ours = SipURI.parse(local_contact.strip("<>"))
+    if isinstance(ours.uri, SipURI):
         for c in contacts:
-            if isinstance(c.uri, SipURI) and (c.uri.host, c.uri.port) == (ours.host, ours.port):
+            if isinstance(c.uri, SipURI) and (c.uri.host, c.uri.port) == (ours.uri.host, ours.uri.port):
                 mine = c
                 break
-    except SIPParseError:
-        pass
     for c in ([mine] if mine else []) + contacts:
         value = c.params.get("expires")
-        if value is not None and value.isdigit():
+        if value is not None and value.isdigit() and len(value) <= 10:
             return int(value)
     expires = response.headers.get("Expires")
-    if expires is not None and expires.strip().isdigit():
+    if expires is not None and expires.strip().isdigit() and len(expires.strip()) <= 10:
         return int(expires.strip())
     return None
 
@@ -525,8 +528,7 @@ async def register(request: ProbeRequest) -> RegisterResult:
         user = request.username or DEFAULT_USER
         aor = s.uri(request.from_uri or user, user)
         ruri = request.uri or f"{s.scheme}:{s.domain}"
-        req = s.build("REGISTER", ruri, aor, aor, contact_user=user)
-        req.headers.add("Expires", "0")
+        req = s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", "0")])
         response, rtt = await s.transact(req)
         _fill(result, response, rtt)
         result.requires_auth = response.status_code in (401, 407)
@@ -551,10 +553,11 @@ def _truncate_nonce(nonce: str) -> str:
 async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
     """Log in with Digest by REGISTER (RFC 3261 §22.2, RFC 7616): REGISTER → 401/407 →
     REGISTER with (Proxy-)Authorization (same Call-ID and From tag, CSeq + 1, new branch);
-    a ``stale=true`` challenge is answered once more with the new nonce. The strongest
-    supported challenge is used; the digest URI is the Request-URI as sent. After a
-    successful login with ``expires`` > 0 the binding is removed (``Expires: 0``,
-    authenticated). A wrong password is ``authenticated: false`` with the server's status.
+    a ``stale=true`` challenge is answered once more with the new nonce (the core's one
+    retry rule, :class:`~skinnysip.sip.auth.ChallengeRetry`). The strongest supported
+    challenge is used; the digest URI is the Request-URI as sent. After a successful login
+    with ``expires`` > 0 the binding is removed (``Expires: 0``, authenticated). A wrong
+    password is ``authenticated: false`` with the server's status.
     """
 
     async def flow(s: _Session, result: DigestAuthResult) -> None:
@@ -567,64 +570,47 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
 
-        def make(expires: int, challenge: DigestChallenge | None) -> Request:
-            req = s.build("REGISTER", ruri, aor, aor, contact_user=user)
-            req.headers.add("Expires", str(expires))
-            if challenge is not None:
-                name, value = client.authorization(challenge, "REGISTER", ruri)
-                req.headers.add(name, value)
-            return req
+        def make(expires: int) -> Request:
+            return s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", str(expires))])
 
-        response, _ = await s.transact(make(request.expires, None))
-        if 200 <= response.status_code < 300:
-            _fill(result, response, (loop.time() - started) * 1000)
-            result.authenticated = True
-            result.no_auth_required = True
-            if request.expires > 0:
-                cleanup, _ = await s.transact(make(0, None))
-                result.unregistered = 200 <= cleanup.status_code < 300
-            return
-        if response.status_code not in (401, 407):
-            _fill(result, response, (loop.time() - started) * 1000)
-            return  # neither accepted nor challenged: report the server's answer
-        result.challenge_code = response.status_code
-        offered = _challenges(response)
-        challenge = choose_challenge(offered)
-        if challenge is None:
-            _fill(result, response, (loop.time() - started) * 1000)
-            schemes = ", ".join(_auth_header_values(response))[:200] or "none"
-            raise _ProbeFailure(f"no supported Digest challenge in the {response.status_code} (offered: {schemes})")
+        rule = ChallengeRetry(client)
+        response, _ = await s.transact(make(request.expires), rule)
+        elapsed = (loop.time() - started) * 1000
+        if not rule.challenged:
+            _fill(result, response, elapsed)
+            if 200 <= response.status_code < 300:
+                result.authenticated = True
+                result.no_auth_required = True
+                if request.expires > 0:
+                    cleanup, _ = await s.transact(make(0))
+                    result.unregistered = 200 <= cleanup.status_code < 300
+            return  # accepted without a challenge, or neither accepted nor challenged
+        first = rule.challenged[0]
+        result.challenge_code = first.status_code
+        if rule.challenge is None:
+            _fill(result, response, elapsed)
+            schemes = ", ".join(_auth_header_values(first))[:200] or "none"
+            raise _ProbeFailure(f"no supported Digest challenge in the {first.status_code} (offered: {schemes})")
+        challenge = rule.challenge
         result.realm = challenge.realm
         result.nonce = _truncate_nonce(challenge.nonce)
         result.algorithm = challenge.algorithm
         offered_qop = challenge.qop_options
         result.qop = "auth" if "auth" in offered_qop else ("auth-int" if "auth-int" in offered_qop else None)
-
-        response, _ = await s.transact(make(request.expires, challenge))
-        if response.status_code in (401, 407):
-            again = choose_challenge(_challenges(response))
-            if again is not None and again.stale:
-                challenge = again  # RFC 7616 §3.3: stale nonce, the credentials were right
-                result.nonce = _truncate_nonce(again.nonce)
-                response, _ = await s.transact(make(request.expires, challenge))
-        _fill(result, response, (loop.time() - started) * 1000)
+        _fill(result, response, elapsed)
         result.authenticated = 200 <= response.status_code < 300
         if result.authenticated and request.expires > 0:
-            result.unregistered = await _unregister(s, make, challenge)
+            result.unregistered = await _unregister(s, make(0), rule, challenge)
 
     return await _run(request, _new_result(DigestAuthResult, request), flow)
 
 
-async def _unregister(s: _Session, make: Callable[[int, DigestChallenge | None], Request],
-                      challenge: DigestChallenge) -> bool:
-    """Remove the binding just made (Expires: 0), answering one fresh challenge if asked."""
+async def _unregister(s: _Session, request: Request, rule: ChallengeRetry, challenge: DigestChallenge) -> bool:
+    """Remove the binding just made (Expires: 0) with credentials for the last challenge;
+    a fresh challenge is answered once (the core's retry rule)."""
     try:
-        response, _ = await s.transact(make(0, challenge))
-        if response.status_code in (401, 407):
-            fresh = choose_challenge(_challenges(response))
-            if fresh is None:
-                return False
-            response, _ = await s.transact(make(0, fresh))
+        authorized = rule.authorize(request, challenge, s.ep.via(s.flow), next_cseq=False)
+        response, _ = await s.transact(authorized, ChallengeRetry(rule.client))
         return 200 <= response.status_code < 300
     except _ProbeFailure:
         return False
@@ -634,7 +620,7 @@ async def _unregister(s: _Session, make: Callable[[int, DigestChallenge | None],
 
 
 class _RTPSink(asyncio.DatagramProtocol):
-    """Absorbs media sent to the port we offer in SDP (bounded count, discarded)."""
+    """Absorbs media sent to the port we offer in SDP (discarded)."""
 
     def __init__(self) -> None:
         self.packets = 0
@@ -651,12 +637,10 @@ async def _bind_rtp(local_host: str) -> tuple[asyncio.DatagramTransport, int]:
     for _ in range(10):
         transport, _proto = await loop.create_datagram_endpoint(_RTPSink, local_addr=(local_host, 0), family=family)
         port = transport.get_extra_info("sockname")[1]
-        if port % 2 == 0:
-            if last is not None:
-                last[0].close()
-            return transport, port
         if last is not None:
             last[0].close()
+        if port % 2 == 0:
+            return transport, port
         last = (transport, port)
     assert last is not None
     return last
@@ -669,40 +653,38 @@ async def invite(request: ProbeRequest) -> InviteResult:
     telephone-event); provisional responses are followed to a final one. 2xx → ACK (new
     branch, to the Contact, through the route set, §13.2.2.4) then BYE and its 200;
     non-2xx → ACK (by the transaction, §17.1.1.3); 401/407 → ``requires_auth``, and with
-    credentials one authenticated retry (CSeq + 1). If ``timeout`` passes with only 1xx,
-    CANCEL (§9.1), then the 487 is consumed and ACKed. No response at all → failure.
-    Request-URI: ``uri``, else ``to_uri``/``sip:<to|probe>@<domain>``.
+    credentials the core's retry rule (CSeq + 1; once more on ``stale=true``). If
+    ``timeout`` passes with only 1xx, CANCEL (§9.1), then the 487 is consumed and ACKed.
+    No response at all → failure. Request-URI: ``uri``, else ``to_uri``/
+    ``sip:<to|probe>@<domain>``. Via and Contact name the endpoint's own socket, so
+    requests the server sends back (a BYE, a re-INVITE) are heard; ACK and BYE go over the
+    flow to the server the user named (no traffic to an address nobody named).
     """
 
     async def flow(s: _Session, result: InviteResult) -> None:
-        rtp, rtp_port = await _bind_rtp(s.conn.local_host)
+        local_host = s.ep.local_address(s.flow)[0]
+        rtp, rtp_port = await _bind_rtp(local_host)
         try:
-            await _invite_flow(s, result, rtp_port)
+            await _invite_flow(s, result, local_host, rtp_port)
         finally:
             rtp.close()
 
     return await _run(request, _new_result(InviteResult, request), flow)
 
 
-async def _invite_flow(s: _Session, result: InviteResult, rtp_port: int) -> None:
+async def _invite_flow(s: _Session, result: InviteResult, local_host: str, rtp_port: int) -> None:
     req = s.req
     from_uri = s.uri(req.from_uri, req.username or DEFAULT_USER)
     to_uri = s.uri(req.to_uri, DEFAULT_USER)
     ruri = req.uri or to_uri
     user = req.username or (from_uri.split(":", 1)[1].split("@", 1)[0] if "@" in from_uri else DEFAULT_USER)
-    sdp = audio_offer(s.conn.local_host, rtp_port, session_id=int(time.time())).to_bytes()
+    sdp = audio_offer(local_host, rtp_port, session_id=int(time.time())).to_bytes()
     client = DigestClient(req.username, req.password) if req.username and req.password is not None else None
-    challenge: DigestChallenge | None = None
-    attempts = 0
-    while True:
-        attempts += 1
-        invite_req = s.build("INVITE", ruri, from_uri, to_uri, contact_user=user)
-        invite_req.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-        invite_req.headers.add("Content-Type", "application/sdp")
-        invite_req.body = sdp
-        if challenge is not None and client is not None:
-            name, value = client.authorization(challenge, "INVITE", ruri, sdp)
-            invite_req.headers.add(name, value)
+    rule = ChallengeRetry(client)
+    invite_req = s.build("INVITE", ruri, from_uri, to_uri, contact_user=user,
+                         headers=[("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")],
+                         body=sdp, content_type="application/sdp")
+    for _ in range(3):  # first try + the retry rule's at most two answers to a challenge
         response, rtt = await _invite_once(s, result, invite_req)
         if response is None:
             return  # cancelled without a final response, or failed: already reported
@@ -712,10 +694,11 @@ async def _invite_flow(s: _Session, result: InviteResult, rtp_port: int) -> None
         if code in (401, 407):
             result.requires_auth = True
             result.auth_scheme = _auth_scheme(response)
-            if client is not None and attempts == 1:
-                challenge = choose_challenge(_challenges(response))
-                if challenge is not None:
-                    continue
+            retried = rule.retry(invite_req, response, s.ep.via(s.flow))
+            if retried is not None:
+                invite_req = retried
+                s.cseq = invite_req.cseq[0]
+                continue
         break
     if result.cleanup is None:
         result.cleanup = "ack+bye" if 200 <= (result.status_code or 0) < 300 else "ack"
@@ -728,38 +711,28 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
     """Send one INVITE and see it through: final response, or CANCEL at the deadline.
     Returns (final response, rtt ms); (None, 0) when the outcome is already reported."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    tx = await s.driver.start(invite_req)
-    assert isinstance(tx, InviteClientTransaction)
+    handle = s.ep.send_request(invite_req, s.flow)
+    assert handle is not None
+    started = handle.started
     deadline = started + s.req.timeout
-    cancel_tx: ClientTransaction | None = None
+    cancel_handle = None
     last: Response | None = None
     while True:
-        item = await s.driver.next_event(deadline)
-        if item is None:
-            if cancel_tx is not None:
-                raise _ProbeFailure(f"CANCEL sent but no final response to the INVITE from {s.conn.where}")
+        event = await handle.next_event(deadline)
+        if event is None:
+            if cancel_handle is not None:
+                raise _ProbeFailure(f"CANCEL sent but no final response to the INVITE from {s.where}")
             if last is None:
                 result.cleanup = "none"
-                raise _ProbeFailure(s.no_response("INVITE", None))
+                raise _ProbeFailure(s.no_response("INVITE", None), failover=not s.answered)
             # only provisional responses: cancel (RFC 3261 §9.1), then wait for the 487
-            cancel = build_cancel(invite_req)
-            cancel_tx = await s.driver.start(cancel)
+            cancel_handle = s.ep.send_request(build_cancel(invite_req), s.flow)
             result.cancelled = True
             result.cleanup = "cancel"
             deadline = loop.time() + min(max(s.req.timeout, 4 * s.req.t1), 64 * s.req.t1)
             continue
-        if isinstance(item, Stray):
-            continue
-        assert isinstance(item, ClientEvent)
-        event = item.event
-        if item.transaction is cancel_tx:
-            if isinstance(event, TransportFailed):
-                raise _ProbeFailure(event.reason)
-            continue  # 200 to CANCEL (or its timeout): we still wait for the INVITE's final
-        if item.transaction is not tx:
-            continue
         if isinstance(event, ResponseReceived):
+            s.answered = True
             response = event.response
             if not event.final:
                 last = response
@@ -768,64 +741,66 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
             rtt = (loop.time() - started) * 1000
             if response.status_code < 300:
                 _fill(result, response, rtt)  # kept even if the 2xx turns out unusable below
-                await _ack_and_bye(s, result, invite_req, tx, response)
-                result.cleanup = "cancel+ack+bye" if cancel_tx is not None else "ack+bye"
-            elif cancel_tx is not None:
+                await _ack_and_bye(s, result, invite_req, response, handle)
+                result.cleanup = "cancel+ack+bye" if cancel_handle is not None else "ack+bye"
+            elif cancel_handle is not None:
                 result.cleanup = "cancel+ack"
             return response, rtt
         if isinstance(event, TimedOut):
             result.cleanup = "none"
-            raise _ProbeFailure(s.timed_out("INVITE", event.timer, last))
+            raise _ProbeFailure(s.timed_out("INVITE", event.timer, last), failover=not s.answered)
         if isinstance(event, TransportFailed):
-            raise _ProbeFailure(event.reason)
+            raise _ProbeFailure(event.reason, failover=not s.answered)
 
 
-async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request,
-                       tx: InviteClientTransaction, ok: Response) -> None:
+async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request, ok: Response,
+                       invite_handle: ClientHandle) -> None:
     """ACK the 2xx (§13.2.2.4) and end the dialog with BYE (§15.1.1), re-ACKing any 2xx
-    retransmission that arrives meanwhile. The ACK and BYE go over the same flow to the
-    server the user named (no other destination is contacted)."""
+    retransmission that arrives meanwhile (from the INVITE transaction in Accepted, or
+    after it ended). ACK and BYE go over the flow to the server the user named."""
     try:
         dialog = Dialog.from_2xx(invite_req, ok)
     except SIPParseError as exc:
         # A 2xx that cannot set up a dialog (RFC 3261 §12.1.2: no To tag, bad Contact, …).
         # ACK it as well as we can so the server stops retransmitting; no BYE is possible.
-        await s.driver.send_direct(build_ack(invite_req, ok), "ACK, best effort")
+        s.ep.send_stateless(build_ack_for_failure(invite_req, ok), s.flow, "ACK, best effort")
         result.cleanup = "ack"
         raise _ProbeFailure(f"the {ok.summary} cannot set up a dialog ({exc.reason}): ACKed, "
                             "but no BYE can be sent; the server may keep the call up") from exc
-    ack = dialog.ack(s.via())
-    await s.driver.send_direct(ack)
-    bye = dialog.bye(s.via(), USER_AGENT)
+    ack = dialog.ack(s.ep.via(s.flow))
+    s.ep.send_stateless(ack, s.flow)
 
-    async def re_ack(item: Stray) -> None:
-        message = item.message
-        if isinstance(message, Response) and message.status_code < 300 and message.cseq[1] == "INVITE":
-            await s.driver.send_direct(ack, "re-ACK")
+    def re_ack(event: LayerEvent) -> bool:
+        if isinstance(event, SuccessRetransmission) and event.response.call_id == s.call_id:
+            s.ep.send_stateless(ack, s.flow, "re-ACK")
+            return True
+        return False
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    bye_tx = await s.driver.start(bye)
-    deadline = started + s.req.timeout
-    while True:
-        item = await s.driver.next_event(deadline)
-        if item is None:
-            raise _ProbeFailure(f"no response to BYE from {s.conn.where} within {s.timeout_ms()}; the call may remain")
-        if isinstance(item, Stray):
-            await re_ack(item)
-            continue
-        if item.transaction is tx and isinstance(item.event, ResponseReceived) and item.event.final:
-            await s.driver.send_direct(ack, "re-ACK")  # 2xx retransmission (RFC 6026 Accepted)
-            continue
-        if item.transaction is not bye_tx:
-            continue
-        event = item.event
-        if isinstance(event, ResponseReceived) and event.final:
-            if event.response.status_code >= 300:
-                s.bye_answer = event.response.summary
-            return
-        if isinstance(event, TimedOut):
-            raise _ProbeFailure(f"no response to BYE from {s.conn.where}; the call may remain")
-        if isinstance(event, TransportFailed):
+    remove = s.ep.add_handler(re_ack)
+
+    def re_ack_accepted(event: ClientEvent) -> None:
+        # the INVITE transaction reports 2xx retransmissions while Accepted (RFC 6026 §7.2)
+        if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300:
+            s.ep.send_stateless(ack, s.flow, "re-ACK")
+
+    invite_handle.listener = re_ack_accepted
+    try:
+        bye = dialog.bye(s.ep.via(s.flow), USER_AGENT)
+        handle = s.ep.send_request(bye, s.flow)
+        assert handle is not None
+        deadline = handle.started + s.req.timeout
+        while True:
+            event = await handle.next_event(deadline)
+            if event is None:
+                raise _ProbeFailure(f"no response to BYE from {s.where} within {s.timeout_ms()}; the call may remain")
+            if isinstance(event, ResponseReceived):
+                if event.final:
+                    if event.response.status_code >= 300:
+                        s.bye_answer = event.response.summary
+                    return
+                continue
+            if isinstance(event, TimedOut):
+                raise _ProbeFailure(f"no response to BYE from {s.where}; the call may remain")
             raise _ProbeFailure(event.reason)
-
+    finally:
+        remove()

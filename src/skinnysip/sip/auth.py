@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from skinnysip.sip.message import Headers, SIPParseError
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 
 __all__ = [
     "ALGORITHMS",
@@ -354,3 +354,62 @@ class DigestClient:
             parts.append("userhash=true")
         name = "Proxy-Authorization" if challenge.proxy else "Authorization"
         return name, ", ".join(parts)
+
+
+class ChallengeRetry:
+    """The one challenge-retry rule of the core (RFC 3261 §8.1.3.5, §22.2, §22.3; RFC 7616
+    §3.3): a 401/407 is answered once with credentials for the strongest supported
+    challenge; a further 401/407 is answered once more only if its challenge says
+    ``stale=true`` (the credentials were right, the nonce had expired). Every retry is the
+    same request with a new top Via (new branch), CSeq + 1 and the (Proxy-)Authorization
+    of that challenge. ``client`` None: never retries (the challenge is the answer).
+
+    ``challenge`` is the last challenge answered (for later requests that pre-empt it,
+    e.g. an unregister); ``attempts`` counts the retries made.
+    """
+
+    def __init__(self, client: DigestClient | None) -> None:
+        self.client = client
+        self.challenge: DigestChallenge | None = None
+        self.attempts = 0
+        self.refused: str | None = None
+        self.challenged: list[Response] = []  # every 401/407 seen, in order
+
+    def retry(self, request: Request, response: Response, via: str) -> Request | None:
+        """The retried request for ``response`` to ``request``, or None when the rule says
+        stop (not a 401/407, no credentials, no supported challenge, or already retried
+        and not stale; :attr:`refused` says which)."""
+        self.refused = None
+        if response.status_code not in (401, 407):
+            return None
+        self.challenged.append(response)
+        if self.client is None:
+            self.refused = "no credentials"
+            return None
+        challenge = choose_challenge(challenges_from(response))
+        if challenge is None:
+            self.refused = "no supported Digest challenge"
+            return None
+        if self.attempts >= 2 or (self.attempts == 1 and not challenge.stale):
+            self.refused = "credentials refused"
+            return None
+        self.attempts += 1
+        self.challenge = challenge
+        return self.authorize(request, challenge, via, next_cseq=True)
+
+    def authorize(self, request: Request, challenge: DigestChallenge, via: str, *, next_cseq: bool) -> Request:
+        """A copy of ``request`` with a new top Via, CSeq + 1 if ``next_cseq``, and
+        credentials for ``challenge`` replacing any it carried (RFC 3261 §22.2). Raises
+        ``ValueError`` without a client."""
+        if self.client is None:
+            raise ValueError("no credentials to answer the challenge with")
+        headers = request.headers.copy()
+        headers.remove("Authorization")
+        headers.remove("Proxy-Authorization")
+        headers.replace_top("Via", via)
+        number, method = request.cseq
+        if next_cseq:
+            headers.set("CSeq", f"{number + 1} {method}")
+        name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
+        headers.add(name, value)
+        return Request(request.method, request.uri, headers, request.body)

@@ -200,6 +200,17 @@ class Headers:
             new.append((key, canon, value))
         self._items = new
 
+    def replace_top(self, name: str, value: str) -> None:
+        """Replace the first value of the first field called ``name`` (the top Via, say),
+        keeping any further comma-separated values of that field. Adds the field if absent."""
+        key = _key(name)
+        for i, (k, canon, old) in enumerate(self._items):
+            if k == key:
+                rest = split_comma(old)[1:] if key not in _NOT_LISTS else []
+                self._items[i] = (k, canon, ", ".join([value, *rest]))
+                return
+        self.add(name, value)
+
     def remove(self, name: str) -> None:
         """Remove every field called ``name`` (no error if there is none)."""
         key = _key(name)

@@ -20,21 +20,24 @@ unreliable) absorb retransmitted final responses; on reliable transports D and K
 RFC 6026 §7.2: a 2xx moves an INVITE transaction to "Accepted", where further 2xx responses
 are passed up (so the UA core can re-send its ACK) until Timer M (64·T1) fires.
 
-Also here: :func:`build_ack` (ACK for a non-2xx final response, §17.1.1.3, sent by the
-transaction itself) and :func:`build_cancel` (§9.1).
+The requests themselves (ACK for a non-2xx, CANCEL, new branches) are built by
+:mod:`skinnysip.sip.request`, re-exported here for the code that imported them from this module.
 """
 
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
-from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.request import build_ack_for_failure as build_ack
+from skinnysip.sip.request import build_cancel, new_branch
 
 __all__ = [
     "ClientTransaction",
     "Event",
+    "Flow",
     "InviteClientTransaction",
     "NonInviteClientTransaction",
     "ResponseReceived",
@@ -51,13 +54,26 @@ __all__ = [
     "new_transaction",
 ]
 
-BRANCH_COOKIE = "z9hG4bK"
+@dataclass(frozen=True)
+class Flow:
+    """Where a message came from or goes to (RFC 3261 §18; RFC 5626 "flow").
 
+    ``transport``: ``udp``/``tcp``/``tls``; ``remote``: (IP, port) of the peer;
+    ``connection``: the stream connection's id (TCP/TLS; None: any connection to
+    ``remote``, opened if needed); ``local``: (IP, port) of our socket, when it matters
+    (an endpoint with several listening sockets). The transport layer owns the sockets;
+    this is only an address book entry.
+    """
 
-def new_branch() -> str:
-    """A fresh branch parameter: the RFC 3261 magic cookie ``z9hG4bK`` (§8.1.1.7) followed by
-    96 random bits (``secrets``), unique across space and time."""
-    return BRANCH_COOKIE + secrets.token_hex(12)
+    transport: str
+    remote: tuple[str, int]
+    connection: int | None = None
+    local: tuple[str, int] | None = None
+
+    @property
+    def reliable(self) -> bool:
+        """True for TCP/TLS: no retransmissions, Timers D/K/I/J zero (§17.1.1.2, §17.2.2)."""
+        return self.transport != "udp"
 
 
 @dataclass(frozen=True)
@@ -95,10 +111,11 @@ class State(enum.Enum):
 @dataclass(frozen=True)
 class Transmit:
     """A message to hand to the transport. ``kind``: ``"request"`` (first transmission),
-    ``"retransmission"`` (timer A/E), or ``"ack"`` (ACK for a non-2xx final response,
-    including re-sent ACKs when the final response is retransmitted)."""
+    ``"retransmission"`` (timer A/E; for server transactions Timer G, the 2xx timer or a
+    response re-sent for a retransmitted request), ``"ack"`` (ACK for a non-2xx final
+    response, including re-sent ACKs), or ``"response"`` (a server transaction's response)."""
 
-    message: Request
+    message: Request | Response
     kind: str
 
 
@@ -144,68 +161,8 @@ class TransactionOutput:
     is running, nothing to ``tick``)."""
 
     transmit: list[Transmit] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # Event here; ServerEvent for server transactions
     deadline: float | None = None
-
-
-def _top_via_value(request: Request) -> str:
-    vias = request.headers.values("Via")
-    if not vias:
-        raise SIPParseError("request has no Via header field")
-    return vias[0]
-
-
-def build_ack(request: Request, response: Response) -> Request:
-    """The ACK for a non-2xx final ``response`` to INVITE ``request`` (RFC 3261 §17.1.1.3).
-
-    Same Request-URI, Call-ID, From and CSeq number as the INVITE; To from the response
-    (with its tag); one Via equal to the INVITE's top Via (same branch, the ACK is part of
-    the INVITE transaction, hop by hop); the INVITE's Route header fields. No body.
-    Raises :class:`SIPParseError` if the INVITE lacks Via, From, Call-ID or CSeq.
-    """
-    number, _method = request.cseq
-    headers = Headers()
-    headers.add("Via", _top_via_value(request))
-    for route in request.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", _required(request, "From"))
-    headers.add("To", response.headers.get("To") or _required(request, "To"))
-    headers.add("Call-ID", _required(request, "Call-ID"))
-    headers.add("CSeq", f"{number} ACK")
-    return Request("ACK", request.uri, headers)
-
-
-def build_cancel(request: Request) -> Request:
-    """A CANCEL for ``request`` (RFC 3261 §9.1).
-
-    Same Request-URI, Call-ID, To (without a tag, as in the request), From and CSeq
-    number, method CANCEL; one Via equal to the request's top Via (same branch, so the
-    server matches it to the pending transaction); the request's Route header fields;
-    no Require/Proxy-Require; no body. The CANCEL is a new non-INVITE client transaction.
-    Raises :class:`SIPParseError` if the request lacks Via, From, To, Call-ID or CSeq.
-    """
-    number, _method = request.cseq
-    headers = Headers()
-    headers.add("Via", _top_via_value(request))
-    for route in request.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", _required(request, "From"))
-    headers.add("To", _required(request, "To"))
-    headers.add("Call-ID", _required(request, "Call-ID"))
-    headers.add("CSeq", f"{number} CANCEL")
-    user_agent = request.headers.get("User-Agent")
-    if user_agent:
-        headers.add("User-Agent", user_agent)
-    return Request("CANCEL", request.uri, headers)
-
-
-def _required(request: Request, name: str) -> str:
-    value = request.headers.get(name)
-    if value is None:
-        raise SIPParseError(f"request has no {name} header field")
-    return value
 
 
 class ClientTransaction:
@@ -227,6 +184,7 @@ class ClientTransaction:
         self.method: str = request.method
         self.cseq: tuple[int, str] = request.cseq
         self.state: State = State.TERMINATED
+        self.flow: Flow | None = None  # set by the transaction layer
         self.final_response: Response | None = None
         self.retransmissions: int = 0
         self._timers: dict[str, float] = {}

@@ -1,0 +1,443 @@
+"""The SIP endpoint: sockets, the transaction layer and one pump shared by every user.
+
+:class:`SIPEndpoint` ties :class:`~skinnysip.net.sip_transport.SIPTransportLayer` (the
+sockets) to :class:`~skinnysip.sip.transactions.TransactionLayer` (sans-IO) and runs one
+timer task. Any number of operations, dialogs and user agents share one endpoint:
+
+- a client transaction's events go to the :class:`ClientHandle` returned by
+  :meth:`SIPEndpoint.send_request` (``await handle.next_event(deadline)``);
+- everything else (new requests, CANCEL, ACK for a 2xx, 2xx retransmissions, unmatched
+  responses, server transaction failures) is offered to the handlers registered with
+  :meth:`SIPEndpoint.add_handler`, newest first; a handler returns True to take it.
+  New requests first pass the UAS core checks (:class:`~skinnysip.sip.uas.UASCore`);
+  what no handler takes gets the default answer (OPTIONS 200; 481 in-dialog; CANCEL 200
+  plus 487 to the INVITE; 480 otherwise).
+
+The received request's top Via gets ``received``/``rport`` (RFC 3261 §18.2.1, RFC 3581)
+before matching; responses go where §18.2.2 says. Every message is in :attr:`trace`.
+Python units: seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from skinnysip import __version__
+from skinnysip.addresses import hostport
+from skinnysip.net import tls as tlsmod
+from skinnysip.net.resolver import ResolveError, Resolver, ServerTarget
+from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport
+from skinnysip.net.trace import Trace
+from skinnysip.sip.auth import ChallengeRetry, DigestClient
+from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.request import build_response, new_branch, new_tag
+from skinnysip.sip.server_transaction import ServerTransaction
+from skinnysip.sip.transaction import ClientTransaction, Flow, Timers
+from skinnysip.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    LayerEvent,
+    LayerOutput,
+    RequestReceived,
+    ResponseReceived,
+    TimedOut,
+    TransactionLayer,
+    TransportFailed,
+    stamp_received,
+)
+from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uri import NameAddr, SipURI
+
+__all__ = [
+    "USER_AGENT",
+    "ClientHandle",
+    "Handler",
+    "Outcome",
+    "SIPEndpoint",
+    "SIPTransportError",
+]
+
+USER_AGENT = f"skinnysip/{__version__}"
+HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
+
+Handler = Callable[[LayerEvent], bool]
+ClientEvent = ResponseReceived | TimedOut | TransportFailed
+
+
+class ClientHandle:
+    """One client transaction as its user sees it: ``transaction``, ``flow``, the time it
+    was started (``started``, loop clock, seconds) and its events in order."""
+
+    def __init__(self, transaction: ClientTransaction, flow: Flow, started: float) -> None:
+        self.transaction = transaction
+        self.flow = flow
+        self.started = started
+        self._events: deque[ClientEvent] = deque(maxlen=HANDLE_QUEUE_LIMIT)
+        self._ready = asyncio.Event()
+        #: when set, events go to this callback (synchronously, from the pump) instead
+        #: of the queue; e.g. re-ACKing 2xx retransmissions of an answered INVITE
+        self.listener: Callable[[ClientEvent], None] | None = None
+
+    def _push(self, event: ClientEvent) -> None:
+        if self.listener is not None:
+            self.listener(event)
+            return
+        self._events.append(event)
+        self._ready.set()
+
+    async def next_event(self, deadline: float) -> ClientEvent | None:
+        """The next event, or None once the loop clock passes ``deadline`` (seconds)."""
+        loop = asyncio.get_running_loop()
+        while not self._events:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), remaining)
+        return self._events.popleft()
+
+
+@dataclass
+class Outcome:
+    """How one request ended (:meth:`SIPEndpoint.transact`): the final ``response`` (None
+    if none), ``rtt`` (seconds from the first transmission of the last request sent to its
+    final response), the ``provisional`` responses, the ``request`` last sent (after any
+    digest retry), ``error`` (timeout or transport failure, one line), ``timer`` (B/F when
+    the transaction's own timer ended it) and the ``auth`` rule state."""
+
+    request: Request
+    response: Response | None = None
+    rtt: float | None = None
+    provisional: list[Response] | None = None
+    error: str | None = None
+    timer: str | None = None
+    auth: ChallengeRetry | None = None
+
+
+class SIPEndpoint:
+    """A SIP endpoint: listens and sends on UDP/TCP/TLS, IPv4/IPv6, with one transaction
+    layer and one pump. Use as ``async with SIPEndpoint(...) as ep``.
+
+    ``timers``: RFC 3261 T1/T2/T4. ``trying_delay``: seconds before an INVITE server
+    transaction sends 100 Trying itself (None: never). ``trace``: record the wire (False
+    for load). ``tls_cert``/``tls_key``: certificate for TLS listeners; ``tls_verify``/
+    ``ca_file``: checking of servers we connect to. ``resolver``: RFC 3263 resolver
+    (default: system DNS). ``uas``: the UAS core (default: all methods of
+    :data:`~skinnysip.sip.uas.DEFAULT_ALLOW`). ``idle_timeout``: seconds before an idle
+    TCP/TLS connection is closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        timers: Timers | None = None,
+        trying_delay: float | None = 0.2,
+        trace: bool = True,
+        trace_limit: int = 10000,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify: bool = True,
+        ca_file: str | None = None,
+        resolver: Resolver | None = None,
+        uas: UASCore | None = None,
+        user_agent: str = USER_AGENT,
+        idle_timeout: float = 64.0,
+    ) -> None:
+        self.timers = timers or Timers()
+        self.layer = TransactionLayer(self.timers, trying_delay)
+        self.trace = Trace(trace_limit, enabled=trace)
+        self.transport = SIPTransportLayer(self._on_message, self._on_lost, trace=self.trace,
+                                           idle_timeout=idle_timeout, on_unreachable=self._on_lost)
+        self.user_agent = user_agent
+        self.uas = uas or UASCore(server=user_agent)
+        self.resolver = resolver or Resolver()
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+        self.tls_verify, self.ca_file = tls_verify, ca_file
+        self._tls_client: ssl.SSLContext | None = None
+        self._handlers: list[Handler] = []
+        self._handles: dict[int, ClientHandle] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.errors: deque[str] = deque(maxlen=100)  # transport errors outside transactions
+        self.default_answers = 0
+
+    # -- life -------------------------------------------------------------------------------
+    async def __aenter__(self) -> SIPEndpoint:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start the pump (idempotent; needs a running loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def close(self) -> None:
+        """Stop the pump and close every socket (idempotent)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.transport.close()
+
+    @property
+    def loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- sockets ----------------------------------------------------------------------------
+    async def listen(self, transport: Transport, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen on ``host:port`` (0: any free port) over ``transport``; returns the bound
+        (IP, port). TLS needs ``tls_cert``. Raises :class:`SIPTransportError`."""
+        self.start()
+        context = None
+        if transport == "tls":
+            if not self.tls_cert:
+                raise SIPTransportError("a TLS listener needs a certificate (tls_cert) and key")
+            try:
+                context = tlsmod.server_context(self.tls_cert, self.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise SIPTransportError(f"cannot load TLS certificate/key {self.tls_cert!r}: {exc}") from exc
+        return await self.transport.listen(transport, host, port, tls_server=context)
+
+    def _client_context(self) -> ssl.SSLContext:
+        if self._tls_client is None:
+            try:
+                self._tls_client = tlsmod.client_context(self.tls_verify, self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise SIPTransportError(f"cannot load CA file {self.ca_file!r}: {exc}") from exc
+        return self._tls_client
+
+    async def resolve(self, host: str, *, port: int | None, transport: Transport | None, secure: bool = False,
+                      timeout: float = 10.0) -> list[ServerTarget]:
+        """RFC 3263 targets for ``host`` (see :class:`~skinnysip.net.resolver.Resolver`).
+        Raises :class:`SIPTransportError` with the resolver's reason."""
+        try:
+            return await self.resolver.resolve(host, port=port, transport=transport, secure=secure, timeout=timeout)
+        except ResolveError as exc:
+            raise SIPTransportError(exc.reason) from exc
+
+    async def flow_to(self, target: ServerTarget, *, timeout: float = 10.0, server_name: str | None = None) -> Flow:
+        """A flow to ``target``: a UDP flow from our socket, or an open (reused or new)
+        TCP/TLS connection. ``server_name``: the TLS name to check (default: the target's
+        name). Raises :class:`SIPTransportError`."""
+        self.start()
+        if target.transport == "udp":
+            return await self.transport.udp_flow((target.address, target.port))
+        context = self._client_context() if target.transport == "tls" else None
+        conn = await self.transport.connect(target.transport, (target.address, target.port), timeout=timeout,
+                                            tls_client=context, server_name=server_name or target.name)
+        return conn.flow
+
+    def tls_info(self, flow: Flow) -> object | None:
+        """The TLS handshake report of a TLS flow's connection (``TLSInfo``), else None."""
+        conn = self.transport.connections.get(flow.connection or -1)
+        return conn.tls if conn is not None else None
+
+    def local_address(self, flow: Flow) -> tuple[str, int]:
+        """Our (IP, port) on ``flow``."""
+        return self.transport.local_address(flow)
+
+    def via(self, flow: Flow, branch: str | None = None) -> str:
+        """A Via value for a request on ``flow``: our address on it, ``rport`` (RFC 3581),
+        and ``branch`` (new if None; RFC 3261 §8.1.1.7)."""
+        host, port = self.local_address(flow)
+        return f"SIP/2.0/{flow.transport.upper()} {hostport(host, port)};rport;branch={branch or new_branch()}"
+
+    def contact(self, flow: Flow, user: str | None = None, *, scheme: str = "sip") -> NameAddr:
+        """A Contact for requests on ``flow``: our address on it, ``transport`` for streams."""
+        host, port = self.local_address(flow)
+        params: dict[str, str | None] = {}
+        if flow.transport != "udp" and scheme == "sip":
+            params["transport"] = flow.transport
+        return NameAddr(None, SipURI(scheme, user, None, host, port, params))
+
+    # -- sending ----------------------------------------------------------------------------
+    def send_request(self, request: Request, flow: Flow) -> ClientHandle | None:
+        """Send ``request`` on ``flow`` in a new client transaction (None for an ACK, which
+        is sent as it is). Raises :class:`SIPTransportError` if the ACK cannot be sent,
+        ``ValueError``/:class:`SIPParseError` for a request without branch or CSeq."""
+        self.start()
+        now = self.loop_time
+        tx, out = self.layer.send_request(request, flow, now)
+        handle = None
+        if tx is not None:
+            handle = ClientHandle(tx, flow, now)
+            self._handles[id(tx)] = handle
+        elif out.send:
+            self.transport.send(request, flow)
+            out.send.clear()
+        self._process(out)
+        return handle
+
+    def send_response(self, transaction: ServerTransaction, response: Response) -> None:
+        """Send the TU's ``response`` in ``transaction``. Raises ``ValueError`` if the
+        transaction cannot send it."""
+        self._process(self.layer.send_response(transaction, response, self.loop_time))
+
+    def respond(self, transaction: ServerTransaction, code: int, *, to_tag: str | None = None,
+                headers: list[tuple[str, str]] | None = None, body: bytes = b"", content_type: str | None = None,
+                contact: NameAddr | None = None) -> Response:
+        """Build (§8.2.6) and send a response to the transaction's request; returns it."""
+        response = build_response(transaction.request, code, to_tag=to_tag, headers=headers or [], body=body,
+                                  content_type=content_type, contact=contact, server=self.user_agent)
+        self.send_response(transaction, response)
+        return response
+
+    def send_stateless(self, message: Request | Response, flow: Flow, note: str = "") -> None:
+        """Send a message outside any transaction (a re-sent ACK, say). Raises
+        :class:`SIPTransportError`."""
+        self.transport.send(message, flow, note)
+
+    # -- handlers -------------------------------------------------------------------------
+    def add_handler(self, handler: Handler) -> Callable[[], None]:
+        """Offer every non-client event to ``handler`` (newest handler first) until one
+        returns True. Returns a function that removes it."""
+        self._handlers.insert(0, handler)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._handlers.remove(handler)
+
+        return remove
+
+    # -- the UAC helper -------------------------------------------------------------------
+    async def transact(self, request: Request, flow: Flow, *, timeout: float,
+                       credentials: DigestClient | None = None, auth: ChallengeRetry | None = None) -> Outcome:
+        """Run ``request`` (not INVITE) to its final response within ``timeout`` seconds,
+        answering 401/407 by the core's one retry rule (:class:`ChallengeRetry`) when
+        ``credentials`` (or ``auth``) are given. Never raises for network problems: the
+        :class:`Outcome` says what happened."""
+        rule = auth or ChallengeRetry(credentials)
+        outcome = Outcome(request=request, provisional=[], auth=rule)
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # first try + at most two retries (the rule stops earlier)
+            try:
+                handle = self.send_request(outcome.request, flow)
+            except SIPTransportError as exc:
+                outcome.error = exc.reason
+                return outcome
+            assert handle is not None
+            deadline = handle.started + timeout
+            while True:
+                event = await handle.next_event(deadline)
+                if event is None:
+                    outcome.error = "timeout"
+                    return outcome
+                if isinstance(event, ResponseReceived):
+                    if not event.final:
+                        assert outcome.provisional is not None
+                        outcome.provisional.append(event.response)
+                        continue
+                    outcome.response = event.response
+                    outcome.rtt = loop.time() - handle.started
+                    break
+                if isinstance(event, TimedOut):
+                    outcome.error, outcome.timer = "timeout", event.timer
+                    return outcome
+                outcome.error = event.reason
+                return outcome
+            retried = rule.retry(outcome.request, outcome.response, self.via(flow))
+            if retried is None:
+                return outcome
+            outcome.request = retried
+        return outcome
+
+    # -- the pump ---------------------------------------------------------------------------
+    def _on_message(self, message: Request | Response, flow: Flow) -> None:
+        if isinstance(message, Request):
+            stamp_received(message, flow.remote)
+        self._process(self.layer.receive(message, flow, self.loop_time))
+
+    def _on_lost(self, flow: Flow, reason: str) -> None:
+        self._process(self.layer.connection_lost(flow, reason, self.loop_time))
+
+    def _process(self, out: LayerOutput, depth: int = 0) -> None:
+        for item in out.send:
+            note = "retransmission" if item.kind == "retransmission" else ""
+            try:
+                self.transport.send(item.message, item.flow, note)
+            except SIPTransportError as exc:
+                if item.transaction is not None and depth < 4:
+                    self._process(self.layer.transport_error(item.transaction, exc.reason, self.loop_time), depth + 1)
+                else:
+                    self.errors.append(exc.reason)
+        for event in out.events:
+            self._dispatch(event)
+        self._wake.set()
+
+    def _dispatch(self, event: LayerEvent) -> None:
+        if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and isinstance(
+                event.transaction, ClientTransaction):
+            handle = self._handles.get(id(event.transaction))
+            if handle is not None:
+                handle._push(event)
+                if event.transaction.terminated:
+                    del self._handles[id(event.transaction)]
+            return
+        if isinstance(event, RequestReceived):
+            try:
+                branch = event.request.top_via.branch if event.request.top_via else None
+            except SIPParseError:
+                branch = None
+            refusal = self.uas.check(event.request, branch=branch)
+            if refusal is not None:
+                self.send_response(event.transaction, refusal)
+                return
+        for handler in list(self._handlers):
+            try:
+                if handler(event):
+                    return
+            except Exception as exc:  # a handler's bug must not stop the pump
+                self.errors.append(f"handler failed on {type(event).__name__}: {exc!r}")
+                if isinstance(event, RequestReceived) and not event.transaction.final:
+                    with contextlib.suppress(ValueError, SIPParseError):
+                        self.respond(event.transaction, 500)
+                return
+        self._default(event)
+
+    def _default(self, event: LayerEvent) -> None:
+        """What the endpoint answers when no handler took an event."""
+        with contextlib.suppress(ValueError, SIPParseError):
+            if isinstance(event, RequestReceived):
+                self.default_answers += 1
+                request, tx = event.request, event.transaction
+                if request.to_tag is not None:
+                    self.respond(tx, 481)
+                elif request.method == "OPTIONS":
+                    self.send_response(tx, self.uas.options(request))
+                else:
+                    self.respond(tx, 480, to_tag=new_tag())
+            elif isinstance(event, CancelReceived):
+                self.respond(event.transaction, 200)
+                if not event.invite.final:
+                    self.respond(event.invite, 487, to_tag=new_tag())
+            elif isinstance(event, AckReceived):
+                pass  # an ACK nobody waits for: nothing to answer (§17.2.3)
+
+    async def _pump(self) -> None:
+        ticks = 0
+        while not self._closed:
+            deadline = self.layer.next_deadline()
+            now = self.loop_time
+            wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - now))
+            self._wake.clear()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._process(self.layer.tick(self.loop_time))
+            ticks += 1
+            if ticks % 64 == 0 or (deadline is None and wait >= 5.0):
+                running: list[ClientTransaction | ServerTransaction] = [
+                    *self.layer.client.values(), *self.layer.server.values()]
+                busy = {tx.flow.connection for tx in running if tx.flow is not None and tx.flow.connection is not None}
+                await self.transport.close_idle(busy)

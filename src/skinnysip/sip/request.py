@@ -1,0 +1,296 @@
+"""One builder for every SIP request and response the core sends (sans-IO).
+
+- :func:`new_request`: an out-of-dialog request (RFC 3261 §8.1.1): Request-URI, To, From
+  (with a tag), Call-ID, CSeq, Max-Forwards, Via (with a fresh branch), Contact, and the
+  optional pre-existing route set (§8.1.2) applied with loose/strict routing rules.
+- :func:`apply_route_set`: the Request-URI and Route header fields for a route set and a
+  remote target (§12.2.1.1, §16.12.1.2): loose routing keeps the target as Request-URI;
+  a strict router becomes the Request-URI and the target goes last in Route.
+- :func:`build_ack_for_failure`: the ACK for a non-2xx final response (§17.1.1.3);
+  the ACK for a 2xx is built by :class:`skinnysip.sip.dialog.Dialog` (§13.2.2.4).
+- :func:`build_cancel`: CANCEL of a pending request (§9.1).
+- :func:`build_response`: a response to a request (§8.2.6): Via (all, in order), From,
+  Call-ID, CSeq copied, To copied with a tag added when the request had none (except 100),
+  Record-Route copied into 2xx/18x to dialog-creating requests (§12.1.1).
+
+From, To, Contact and Route are built from :class:`~skinnysip.sip.uri.NameAddr` values,
+never by pasting strings. Raises :class:`~skinnysip.sip.message.SIPParseError` when a
+request handed in lacks a header field the construction needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.uri import NameAddr, SipURI
+
+__all__ = [
+    "BRANCH_COOKIE",
+    "DIALOG_CREATING",
+    "REASON_PHRASES",
+    "apply_route_set",
+    "build_ack_for_failure",
+    "build_cancel",
+    "build_response",
+    "new_branch",
+    "new_call_id",
+    "new_request",
+    "new_tag",
+    "reason_phrase",
+]
+
+#: RFC 3261 §8.1.1.7: the branch of every RFC 3261 transaction starts with this.
+BRANCH_COOKIE = "z9hG4bK"
+
+#: Methods that can create a dialog (RFC 3261 §12.1; RFC 6665 SUBSCRIBE/NOTIFY; REFER §4 of RFC 3515).
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+#: Default reason phrases (RFC 3261 §21, RFC 3262, RFC 3265, RFC 4028, RFC 6026).
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    422: "Session Interval Too Small", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+def reason_phrase(code: int) -> str:
+    """The usual reason phrase for ``code`` (RFC 3261 §21), else one for its class."""
+    return REASON_PHRASES.get(code) or REASON_PHRASES.get(code - code % 100, "Unknown")
+
+
+def new_branch() -> str:
+    """A fresh branch: the magic cookie ``z9hG4bK`` (RFC 3261 §8.1.1.7) + 96 random bits."""
+    return BRANCH_COOKIE + secrets.token_hex(12)
+
+
+def new_tag() -> str:
+    """A From/To tag: 64 random bits, hex (RFC 3261 §19.3 asks for at least 32)."""
+    return secrets.token_hex(8)
+
+
+def new_call_id() -> str:
+    """A Call-ID: 128 random bits, hex, no host part (RFC 3261 §8.1.1.4 allows that, and a
+    host part would reveal the local address for no gain)."""
+    return secrets.token_hex(16)
+
+
+# URI parameters that may not appear in a Request-URI (RFC 3261 §19.1.1, Table 1).
+_NOT_IN_REQUEST_URI = ("method", "maddr", "ttl", "lr")
+
+
+def _as_name_addr(value: NameAddr | str) -> NameAddr:
+    return value if isinstance(value, NameAddr) else NameAddr.parse(value)
+
+
+def apply_route_set(remote_target: str, route_set: Iterable[NameAddr | str]) -> tuple[str, list[str]]:
+    """(Request-URI, Route values) for a request to ``remote_target`` through ``route_set``
+    (RFC 3261 §12.2.1.1 for dialogs, §8.1.2 for a pre-existing route set).
+
+    Empty route set: the target is the Request-URI, no Route. First route with ``lr``
+    (loose router): Request-URI = target, Route = the whole set. Otherwise (strict router,
+    RFC 2543): Request-URI = the first route's URI without the parameters not allowed in a
+    Request-URI, Route = the rest of the set followed by the target.
+    Raises :class:`SIPParseError` for a malformed route.
+    """
+    routes = [_as_name_addr(r) for r in route_set]
+    if not routes:
+        return remote_target, []
+    first = routes[0].uri
+    if isinstance(first, SipURI) and "lr" in first.params:
+        return remote_target, [str(r) for r in routes]
+    if isinstance(first, SipURI):
+        first = SipURI(first.scheme, first.user, first.password, first.host, first.port,
+                       {k: v for k, v in first.params.items() if k not in _NOT_IN_REQUEST_URI}, {})
+    return str(first), [*(str(r) for r in routes[1:]), str(NameAddr(None, parse_target(remote_target)))]
+
+
+def parse_target(text: str) -> SipURI | str:
+    """A remote target text → :class:`SipURI` (sip/sips/tel), else the text itself."""
+    try:
+        return SipURI.parse(text)
+    except SIPParseError:
+        return text
+
+
+def new_request(
+    method: str,
+    request_uri: str,
+    *,
+    from_: NameAddr,
+    to: NameAddr,
+    via: str,
+    call_id: str | None = None,
+    cseq: int = 1,
+    contact: NameAddr | None = None,
+    route_set: Iterable[NameAddr | str] = (),
+    max_forwards: int = 70,
+    user_agent: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Request:
+    """An out-of-dialog request (RFC 3261 §8.1.1).
+
+    ``from_`` must carry a ``tag`` (one is added if missing, §8.1.1.3); ``to`` must not
+    (§8.1.1.2: it is removed). ``via`` is the full Via value with a fresh branch (the
+    transport names its own address; see :func:`new_branch`). ``call_id``: a new one when
+    None. ``route_set``: a pre-existing route set (outbound proxy, §8.1.2), applied with
+    :func:`apply_route_set`. ``headers`` are extra fields appended in order. The
+    Content-Length is computed when serialised.
+    """
+    if from_.tag is None:
+        from_ = NameAddr(from_.display_name, from_.uri, {**from_.params, "tag": new_tag()})
+    if to.tag is not None:
+        to = NameAddr(to.display_name, to.uri, {k: v for k, v in to.params.items() if k != "tag"})
+    uri, routes = apply_route_set(request_uri, route_set)
+    h = Headers()
+    h.add("Via", via)
+    for route in routes:
+        h.add("Route", route)
+    h.add("Max-Forwards", str(max_forwards))
+    h.add("From", str(from_))
+    h.add("To", str(to))
+    h.add("Call-ID", call_id or new_call_id())
+    h.add("CSeq", f"{cseq} {method}")
+    if contact is not None:
+        h.add("Contact", str(contact))
+    if user_agent:
+        h.add("User-Agent", user_agent)
+    for name, value in headers:
+        h.add(name, value)
+    if body and content_type:
+        h.add("Content-Type", content_type)
+    return Request(method, uri, h, body)
+
+
+def _required(message: Request | Response, name: str) -> str:
+    value = message.headers.get(name)
+    if value is None:
+        raise SIPParseError(f"{'request' if isinstance(message, Request) else 'response'} has no {name} header field")
+    return value
+
+
+def _top_via_value(request: Request) -> str:
+    vias = request.headers.values("Via")
+    if not vias:
+        raise SIPParseError("request has no Via header field")
+    return vias[0]
+
+
+def _same_transaction(request: Request, method: str, to: str) -> Headers:
+    """Header fields of an ACK or CANCEL that belongs to ``request``'s transaction: its top
+    Via (same branch), Route set, From, Call-ID and CSeq number, with ``to``."""
+    number, _method = request.cseq
+    headers = Headers()
+    headers.add("Via", _top_via_value(request))
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", _required(request, "From"))
+    headers.add("To", to)
+    headers.add("Call-ID", _required(request, "Call-ID"))
+    headers.add("CSeq", f"{number} {method}")
+    return headers
+
+
+def build_ack_for_failure(request: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final ``response`` to INVITE ``request`` (RFC 3261 §17.1.1.3).
+
+    Same Request-URI, Call-ID, From and CSeq number as the INVITE; To from the response
+    (with its tag); one Via equal to the INVITE's top Via (same branch: the ACK belongs to
+    the INVITE transaction); the INVITE's Route header fields. No body.
+    Raises :class:`SIPParseError` if the INVITE lacks Via, From, Call-ID or CSeq.
+    """
+    headers = _same_transaction(request, "ACK", response.headers.get("To") or _required(request, "To"))
+    return Request("ACK", request.uri, headers)
+
+
+def build_cancel(request: Request) -> Request:
+    """A CANCEL for ``request`` (RFC 3261 §9.1).
+
+    Same Request-URI, Call-ID, To (as in the request), From and CSeq number, method CANCEL;
+    one Via equal to the request's top Via (same branch, so the server matches it to the
+    pending transaction); the request's Route header fields; no Require/Proxy-Require, no
+    body. The CANCEL is a non-INVITE client transaction of its own.
+    Raises :class:`SIPParseError` if the request lacks Via, From, To, Call-ID or CSeq.
+    """
+    headers = _same_transaction(request, "CANCEL", _required(request, "To"))
+    user_agent = request.headers.get("User-Agent")
+    if user_agent:
+        headers.add("User-Agent", user_agent)
+    return Request("CANCEL", request.uri, headers)
+
+
+def build_response(
+    request: Request,
+    status_code: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    contact: NameAddr | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    server: str | None = None,
+) -> Response:
+    """A response to ``request`` (RFC 3261 §8.2.6.2).
+
+    Copies every Via (in order, with the ``received``/``rport`` the transport added), From,
+    Call-ID and CSeq; copies To and adds ``to_tag`` when the request's To has no tag
+    (a 100 Trying never gets one, §8.2.6.1). Record-Route is copied into 18x/2xx responses
+    to dialog-creating requests (§12.1.1). ``contact`` is added as given (dialog-creating
+    2xx/18x need it, §12.1.1). Raises :class:`SIPParseError` if the request lacks Via, From,
+    To, Call-ID or CSeq, or its To is malformed.
+    """
+    if not 100 <= status_code <= 699:
+        raise ValueError(f"status code {status_code} outside 100-699")
+    h = Headers()
+    vias = request.headers.get_all("Via")
+    if not vias:
+        raise SIPParseError("request has no Via header field")
+    for via in vias:
+        h.add("Via", via)
+    if status_code in (180, 181, 182, 183) or 200 <= status_code < 300:
+        if request.method in DIALOG_CREATING:
+            for rr in request.headers.get_all("Record-Route"):
+                h.add("Record-Route", rr)
+    h.add("From", _required(request, "From"))
+    to_text = _required(request, "To")
+    if status_code != 100 and to_tag:
+        to = NameAddr.parse(to_text)
+        if to.tag is None:
+            to_text = str(NameAddr(to.display_name, to.uri, {**to.params, "tag": to_tag}))
+    h.add("To", to_text)
+    h.add("Call-ID", _required(request, "Call-ID"))
+    h.add("CSeq", _required(request, "CSeq"))
+    if status_code == 100:
+        timestamp = request.headers.get("Timestamp")
+        if timestamp:
+            h.add("Timestamp", timestamp)  # §8.2.6.1
+    if contact is not None:
+        h.add("Contact", str(contact))
+    if server:
+        h.add("Server", server)
+    for name, value in headers:
+        h.add(name, value)
+    if body and content_type:
+        h.add("Content-Type", content_type)
+    return Response(status_code, reason or reason_phrase(status_code), h, body)
