@@ -11,6 +11,7 @@ milliseconds, as in the API. The password comes from ``--password``,
 from __future__ import annotations
 
 import asyncio
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +23,7 @@ from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.result import ResultModel
 
-app = typer.Typer(no_args_is_help=True, help="SIP/SIPS probes: options, register, invite, auth.")
+app = typer.Typer(no_args_is_help=True, help="SIP/SIPS probes: options, register, invite, auth; listen (a UAS).")
 
 
 class TransportChoice(StrEnum):
@@ -139,7 +140,7 @@ def render(result: ResultModel) -> None:
 # -------------------------------------------------------------------- commands
 
 HostArg = typer.Argument(..., help="SIP server: host name, IPv4 or IPv6 address.")
-PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port [default: 5060, 5061 for tls].")
+PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port [default: DNS SRV (RFC 3263), else 5060, 5061 for tls].")
 TransportOpt = typer.Option(TransportChoice.udp, "--transport", "-t", help="udp, tcp or tls.")
 SipsOpt = typer.Option(False, "--sips", help="Use sips: URIs (implies --transport tls).")
 UserOpt = typer.Option(None, "--user", "-u", help="User / Digest username.")
@@ -220,3 +221,62 @@ def auth_cmd(
         raise typer.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure)
     _run(probes.digest_auth, req, as_json)
+
+
+@app.command("listen")
+def listen_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(5060, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    transport: TransportChoice = TransportOpt,
+    answer: str = typer.Option("200", "--answer", help="INVITE answer: 200 (SDP + RTP echo), ring (180 until "
+                               "CANCEL), or a code 300-699 (486, 603, ...)."),
+    tls_cert: str | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain) for --transport tls."),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
+    max_dialogs: int = typer.Option(100, "--max-dialogs", min=1, max=100000, help="Calls at once (more get 486)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message sent or received."),
+) -> None:
+    """A UAS for testers (like sipp -sn uas): answers OPTIONS, INVITE (--answer), BYE, CANCEL;
+    prints every request and response as it happens, until Ctrl-C."""
+    import json
+
+    from skinnysip.addresses import hostport
+    from skinnysip.net.sip_transport import SIPTransportError
+    from skinnysip.net.trace import TraceRecord
+    from skinnysip.probes.listen import ListenConfig, Responder
+
+    if answer != "ring" and not (answer.isdigit() and (answer == "200" or 300 <= int(answer) <= 699)):
+        raise typer.BadParameter("200, ring, or a status code 300-699", param_hint="--answer")
+    _validated("--host", host, check_host)
+
+    def show(record: TraceRecord) -> None:
+        if as_json:
+            print(json.dumps({"direction": record.direction, "time": record.time, "local": record.local,
+                              "remote": record.remote, "transport": record.transport, "summary": record.summary,
+                              "callId": record.call_id}), flush=True)
+        else:
+            arrow = "→" if record.direction == "sent" else "←"
+            console.print(f"{time.strftime('%H:%M:%S')} {arrow} {record.remote:<22} {record.summary}",
+                          markup=False, highlight=False)
+
+    async def run() -> None:
+        config = ListenConfig(host=host, port=port, transport=transport.value, answer=answer, tls_cert=tls_cert,
+                              tls_key=tls_key, max_dialogs=max_dialogs)
+        responder = Responder(config, on_record=show)
+        try:
+            local = await responder.start()
+        except SIPTransportError as exc:
+            await responder.close()
+            console.print(f"error: {exc.reason}", markup=False, highlight=False)
+            raise typer.Exit(3) from exc
+        if not as_json:
+            console.print(f"listening on {hostport(*local)}/{transport.value}; INVITE → {answer}; Ctrl-C to stop",
+                          markup=False, highlight=False)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await responder.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,8 +49,11 @@ class Trace:
     """A bounded log of :class:`TraceRecord` (oldest dropped beyond ``limit``).
     ``enabled=False`` records nothing (load generation)."""
 
-    def __init__(self, limit: int = 10000, enabled: bool = True) -> None:
+    def __init__(self, limit: int = 10000, enabled: bool = True,
+                 listener: Callable[[TraceRecord], None] | None = None) -> None:
         self.enabled = enabled
+        #: called with each record as it is made (a live view: ``sip listen``)
+        self.listener = listener
         self.records: deque[TraceRecord] = deque(maxlen=max(1, limit))
         self.dropped = 0
 
@@ -60,7 +63,10 @@ class Trace:
             return
         if len(self.records) == self.records.maxlen:
             self.dropped += 1
-        self.records.append(TraceRecord(direction, time.time(), local, remote, transport, summary, raw, call_id))
+        record = TraceRecord(direction, time.time(), local, remote, transport, summary, raw, call_id)
+        self.records.append(record)
+        if self.listener is not None:
+            self.listener(record)
 
     def __iter__(self) -> Iterator[TraceRecord]:
         return iter(self.records)
