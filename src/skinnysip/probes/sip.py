@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from skinnysip.addresses import check_host, format_host, hostport, is_ipv6, strip_brackets
-from skinnysip.net.resolver import ServerTarget
+from skinnysip.net.resolver import Resolver, ServerTarget
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientEvent, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.result import ResultModel, TLSInfo, WireMessage
@@ -116,7 +116,9 @@ class ProbeRequest:
 
     ``host``: name, IPv4 or IPv6 literal. ``port``: explicit port; None: located by
     RFC 3263 (SRV for the transport, else 5060, or 5061 for TLS; IP literals skip DNS).
-    ``transport``: ``udp``/``tcp``/``tls``. ``scheme``: ``sip`` or ``sips`` (the URIs we
+    ``transport``: ``udp``/``tcp``/``tls``; None (Python only): chosen by RFC 3263 (NAPTR,
+    then SRV, else UDP; TLS for ``sips``). ``nameservers``: DNS servers to ask, as
+    ``[(ip, port)]`` (Python only; default: the system's). ``scheme``: ``sip`` or ``sips`` (the URIs we
     build; ``sips`` needs TLS). ``uri``: the Request-URI (default per operation).
     ``from_uri``/``to_uri``: a user part (``alice``) or a full ``sip:``/``sips:``/``tel:``
     URI. ``username``/``password``: Digest credentials (``username`` is also the user of
@@ -129,7 +131,7 @@ class ProbeRequest:
 
     host: str
     port: int | None = None
-    transport: Literal["udp", "tcp", "tls"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] | None = "udp"
     scheme: Literal["sip", "sips"] = "sip"
     uri: str | None = None
     from_uri: str | None = None
@@ -142,12 +144,13 @@ class ProbeRequest:
     tls_verify: bool = True
     ca_file: str | None = None
     expires: int = 60
+    nameservers: list[tuple[str, int]] | None = None
 
     @property
     def effective_port(self) -> int:
         if self.port is not None:
             return self.port
-        return 5061 if self.transport == "tls" else 5060
+        return 5061 if self.transport == "tls" or (self.transport is None and self.scheme == "sips") else 5060
 
     @property
     def bare_host(self) -> str:
@@ -287,7 +290,7 @@ class _Session:
         self.bye_answer: str | None = None
         self.scheme = request.scheme
         self.answered = False  # did this server send anything back?
-        default_port = 5061 if self.scheme == "sips" or request.transport == "tls" else 5060
+        default_port = 5061 if self.scheme == "sips" or target.transport == "tls" else 5060
         port = request.effective_port
         self.domain = request.domain or (
             _uri_host(request.bare_host) + ("" if port == default_port else f":{port}")
@@ -419,14 +422,16 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
     (the next one when a target gives no response at all or refuses the connection),
     always close; turn every failure into ``success: false``."""
     ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
-                     ca_file=request.ca_file)
+                     ca_file=request.ca_file,
+                     resolver=Resolver(request.nameservers) if request.nameservers else None)
     try:
         async with ep:
-            if request.scheme == "sips" and request.transport != "tls":
+            if request.scheme == "sips" and request.transport not in ("tls", None):
                 raise _ProbeFailure("sips: URIs need the tls transport (RFC 3261 §26.2.2)")
             targets = await ep.resolve(request.bare_host, port=request.port, transport=request.transport,
                                        secure=request.scheme == "sips", timeout=request.timeout)
-            targets = [t for t in targets if t.transport == request.transport] or targets[:1]
+            if request.transport is not None:
+                targets = [t for t in targets if t.transport == request.transport] or targets[:1]
             errors: list[str] = []
             for index, target in enumerate(targets):
                 last = index == len(targets) - 1
@@ -438,6 +443,8 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
                         raise _ProbeFailure("; ".join(errors)) from exc
                     errors.append(exc.reason)
                     continue
+                result.transport = target.transport
+                result.server = hostport(request.bare_host, target.port)
                 info = ep.tls_info(link)
                 result.tls = info if isinstance(info, TLSInfo) else None
                 session = _Session(request, ep, link, target)
@@ -465,7 +472,7 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
 
 
 def _new_result(cls: type[R], request: ProbeRequest) -> R:
-    return cls(server=hostport(request.bare_host, request.effective_port), transport=request.transport)
+    return cls(server=hostport(request.bare_host, request.effective_port), transport=request.transport or "udp")
 
 
 # --------------------------------------------------------------------------- OPTIONS
