@@ -78,9 +78,23 @@ def describe_os_error(exc: OSError, where: str) -> str:
     return f"network error with {where}: {exc.strerror or exc}"
 
 
+_ROUTES: dict[str, str] = {}  # remote IP → local IP, a small cache (cleared when full)
+
+
 def route_ip(remote_ip: str) -> str:
     """The local IP the system would use to reach ``remote_ip`` (a UDP ``connect`` sends
-    nothing; it only asks the routing table). Raises :class:`SIPTransportError`."""
+    nothing; it only asks the routing table). Cached (at most 1024 entries). Raises
+    :class:`SIPTransportError`."""
+    cached = _ROUTES.get(remote_ip)
+    if cached is not None:
+        return cached
+    if len(_ROUTES) >= 1024:
+        _ROUTES.clear()
+    _ROUTES[remote_ip] = _route_ip(remote_ip)
+    return _ROUTES[remote_ip]
+
+
+def _route_ip(remote_ip: str) -> str:
     family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
@@ -400,8 +414,9 @@ class SIPTransportLayer:
                 sock = next((s for s in self.udp.values() if (":" in s.local[0]) == (":" in flow.remote[0])), None)
             if sock is None or sock.transport is None or sock.transport.is_closing():
                 raise SIPTransportError(f"no UDP socket to send to {remote}")
-            self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
-                           remote, "udp", summary, data, _call_id(message))
+            if self.trace.enabled:
+                self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
+                               remote, "udp", summary, data, _call_id(message))
             try:
                 sock.transport.sendto(data, flow.remote)
             except OSError as exc:
@@ -412,22 +427,24 @@ class SIPTransportLayer:
             conn = self._by_remote.get((flow.transport, *flow.remote))
         if conn is None or conn.closed:
             raise SIPTransportError(f"no open {flow.transport.upper()} connection to {remote}")
-        self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data, _call_id(message))
+        if self.trace.enabled:
+            self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data, _call_id(message))
         conn.write(data)
 
     # -- receiving --------------------------------------------------------------------------
     def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
         if not data.strip(b"\r\n"):
             return  # CRLF keep-alive (RFC 5626 §3.5.1): nothing to parse
-        local = hostport(*sock.local)
-        remote = hostport(*source)
         data = data[: self.max_message_size]
         try:
             message = parse_message(data, self.max_message_size)
         except SIPParseError as exc:
-            self.trace.add("received", local, remote, "udp", f"{UNPARSEABLE}{exc.reason})", data)
+            self.trace.add("received", hostport(*sock.local), hostport(*source), "udp",
+                           f"{UNPARSEABLE}{exc.reason})", data)
             return  # RFC 3261 §18.1.2: a malformed datagram is discarded
-        self.trace.add("received", local, remote, "udp", _summary(message), data, _call_id(message))
+        if self.trace.enabled:
+            self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message), data,
+                           _call_id(message))
         self.on_message(message, Flow("udp", source, local=sock.local))
 
     def _udp_error(self, sock: _UDPSocket, exc: Exception, destinations: list[tuple[str, int]]) -> None:

@@ -53,7 +53,6 @@ def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, verified: bool) -
         return info
     # imported here: only a TLS handshake needs it, and it costs ~40 ms of CLI start-up
     from cryptography import x509
-    from cryptography.x509.oid import ExtensionOID
 
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -63,7 +62,7 @@ def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, verified: bool) -
     info.issuer = cert.issuer.rfc4514_string()
     info.not_after = cert.not_valid_after_utc.isoformat()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
     if san is not None:
