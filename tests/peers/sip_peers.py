@@ -101,6 +101,7 @@ def _kamailio_cfg(
     qop: str = "auth",
     stale_once: bool = False,
     next_hop: str | None = None,
+    relay_registered: bool = False,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -151,6 +152,17 @@ def _kamailio_cfg(
     }}
 """
         if next_hop
+        else ""
+    )
+    # non-REGISTER requests to a registered AOR: the location table gives the target
+    relay_block = (
+        """    if (!is_method("ACK|CANCEL") && lookup("location")) {
+        xlog("L_NOTICE", "lookup -> $ru $du\\n");
+        t_relay();
+        exit;
+    }
+"""
+        if relay_registered
         else ""
     )
     password_lines = "\n".join(
@@ -238,7 +250,7 @@ request_route {{
         }}
         exit;
     }}
-    if (is_method("ACK")) {{
+{relay_block}    if (is_method("ACK")) {{
         exit;
     }}
     sl_send_reply("404", "Not Here");
@@ -256,6 +268,7 @@ def kamailio(
     qop: str = "auth",
     stale_once: bool = False,
     next_hop: str | None = None,
+    relay_registered: bool = False,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -266,6 +279,9 @@ def kamailio(
     ``next_hop`` (a SIP URI): INVITEs are challenged with 407 (Proxy-Authenticate) and,
     once authorised, record-routed and relayed there statefully (in-dialog requests
     follow the route set). OPTIONS to the server → 200 with Allow/Supported/Accept/Server.
+    ``relay_registered``: any other request (not ACK/CANCEL) whose Request-URI user is
+    registered is relayed statefully to the binding (``lookup("location")`` + ``t_relay()``;
+    over a stream, on the connection the REGISTER came on when the Contact is its far end).
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -281,7 +297,8 @@ def kamailio(
     tcp = free_port(socket.SOCK_STREAM, host)
     tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop))
+    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
+                                 relay_registered))
     log_file = workdir / "kamailio.log"
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:

@@ -116,7 +116,7 @@ class _Body(BaseModel):
 class SIPBody(_Body):
     """``/api/sip/*``: SIP over UDP (default), TCP or TLS with ``sip:`` URIs."""
 
-    port: int | None = Field(None, ge=1, le=65535, description="Server port (default 5060; 5061 for tls).")
+    port: int | None = Field(None, ge=1, le=65535, description="Server port (default: DNS SRV per RFC 3263 for a host name, else 5060; 5061 for tls).")
     transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
     timeout: float = Field(10000, ge=100, le=120000, description="ms to wait for each final response.")
 
