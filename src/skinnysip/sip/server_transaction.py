@@ -180,6 +180,7 @@ class InviteServerTransaction(ServerTransaction):
         super().__init__(request, reliable=reliable, timers=timers)
         self.trying_delay = trying_delay
         self.ack: Request | None = None
+        self._acknowledged = False
         self._interval = self.timers.t1
 
     def start(self, now: float) -> TransactionOutput:
@@ -207,18 +208,19 @@ class InviteServerTransaction(ServerTransaction):
                 else:
                     self._timers["I"] = now + wait
             elif self.state is ServerState.ACCEPTED:
-                self.ack = request  # an RFC 2543 peer's ACK for the 2xx matched us
-                self._timers.pop("2xx", None)
+                self.acknowledged(request)  # an RFC 2543 peer's ACK for the 2xx matched us
         elif self.state in (ServerState.PROCEEDING, ServerState.COMPLETED):
             self._resend(out)  # absorbed; last provisional or final response again
         out.deadline = self.deadline
         return out
 
-    def acknowledged(self) -> None:
+    def acknowledged(self, ack: Request | None = None) -> None:
         """The ACK for our 2xx arrived (matched by dialog, not by this transaction): stop
-        retransmitting the 2xx (§13.3.1.4). The state stays Accepted until Timer L."""
+        retransmitting the 2xx (§13.3.1.4) and keep ``ack`` in :attr:`ack` (the first one
+        seen). The state stays Accepted until Timer L, which then reports nothing."""
         if self.state is ServerState.ACCEPTED:
-            self.ack = self.ack or self.request
+            self._acknowledged = True
+            self.ack = self.ack or ack
             self._timers.pop("2xx", None)
 
     def send_response(self, response: Response, now: float) -> TransactionOutput:
@@ -261,7 +263,7 @@ class InviteServerTransaction(ServerTransaction):
         elif name == "I":
             self._terminate()
         elif name == "L":
-            if self.ack is None:
+            if not self._acknowledged:
                 out.events.append(AckTimedOut())
             self._terminate()
 

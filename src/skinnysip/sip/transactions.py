@@ -408,7 +408,7 @@ class TransactionLayer:
             dkey = self._dialog_key(request)
             invite = self._accepted.get(dkey) if dkey is not None else None
         if invite is not None:
-            invite.acknowledged()
+            invite.acknowledged(request)
             self._schedule(invite)
         out.events.append(AckReceived(request, flow, invite))
 
