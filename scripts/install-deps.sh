@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
-# the Debian peers (Kamailio with TLS, SIPp, tshark, openssl, dnsmasq as a test DNS server)
+# the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server)
 # and the package with its test extras.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -10,6 +10,7 @@ need_apt=()
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v sipsak >/dev/null 2>&1 || need_apt+=(sipsak)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)

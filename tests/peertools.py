@@ -1,10 +1,12 @@
-"""Helpers for peer tests: free ports, waiting for listeners, tshark captures on loopback.
+"""Helpers for peer tests: free ports, waiting for listeners, running a program with a deadline,
+a lossy UDP relay, tshark captures on loopback.
 
 Every helper has a deadline; every process started here is stopped by its context manager.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,83 @@ def require(program: str) -> str:
             pytest.fail(f"{program} is not installed; scripts/install-deps.sh should have installed it")
         pytest.skip(f"{program} not installed (run scripts/install-deps.sh)")
     return path
+
+
+async def run_program(args: list[str], timeout: float = 20.0, cwd: str | Path | None = None) -> tuple[int, str]:
+    """Run ``args`` to its end (killed after ``timeout`` seconds) without blocking the event
+    loop; returns (exit code, stdout and stderr as text)."""
+    proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, cwd=cwd)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+class UDPRelay:
+    """A UDP relay on 127.0.0.1 between one client and ``upstream`` (IP, port), in the event
+    loop. ``drop_up(data)`` / ``drop_down(data)`` say whether a datagram from the client /
+    from the upstream is dropped; ``up``/``down`` keep what was forwarded, ``dropped_up``/
+    ``dropped_down`` what was not. Bounded: at most ``limit`` datagrams forwarded each way.
+    Use ``port = await relay.start()`` … ``relay.close()``."""
+
+    def __init__(self, upstream: tuple[str, int], *, drop_up: Callable[[bytes], bool] | None = None,
+                 drop_down: Callable[[bytes], bool] | None = None, limit: int = 1000) -> None:
+        self.upstream = upstream
+        self.drop_up = drop_up or (lambda data: False)
+        self.drop_down = drop_down or (lambda data: False)
+        self.limit = limit
+        self.up: list[bytes] = []
+        self.down: list[bytes] = []
+        self.dropped_up: list[bytes] = []
+        self.dropped_down: list[bytes] = []
+        self.client: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+
+    def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.client = addr
+        if self.drop_up(data):
+            self.dropped_up.append(data)
+        elif len(self.up) < self.limit and self.back is not None:
+            self.up.append(data)
+            self.back.sendto(data)
+
+    def _from_upstream(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.client is None or self.front is None:
+            return
+        if self.drop_down(data):
+            self.dropped_down.append(data)
+        elif len(self.down) < self.limit:
+            self.down.append(data)
+            self.front.sendto(data, self.client)
+
+    async def start(self) -> int:
+        """Bind the client-facing socket on a free port (returned) and connect upstream."""
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Side(asyncio.DatagramProtocol):
+            def __init__(self, receive: Callable[[bytes, tuple[str, int]], None]) -> None:
+                self.receive = receive
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                self.receive(data, addr)
+
+        self.front, _ = await loop.create_datagram_endpoint(lambda: Side(relay._from_client),
+                                                            local_addr=("127.0.0.1", 0))
+        self.back, _ = await loop.create_datagram_endpoint(lambda: Side(relay._from_upstream),
+                                                           remote_addr=self.upstream)
+        return int(self.front.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        for t in (self.front, self.back):
+            if t is not None:
+                t.close()
 
 
 class TsharkCapture:

@@ -6,6 +6,7 @@ Kamailio's configuration is generated here; one instance challenges with one alg
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
@@ -490,6 +491,8 @@ class SippResult:
     failed_calls: int
     log: str
     messages: str = ""
+    screen: str = ""
+    errors: str = ""
 
 
 @dataclass
@@ -515,20 +518,30 @@ class SippPeer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        log = (self.workdir / "sipp.out").read_text(errors="replace")
-        stats = {"successful": 0, "failed": 0}
-        stat_files = list(self.workdir.glob("*_.csv"))
-        if stat_files:
-            lines = stat_files[0].read_text(errors="replace").strip().splitlines()
-            if len(lines) >= 2:
-                header = lines[0].split(";")
-                values = lines[-1].split(";")
-                row = dict(zip(header, values, strict=False))
-                stats["successful"] = int(row.get("SuccessfulCall(C)", 0) or 0)
-                stats["failed"] = int(row.get("FailedCall(C)", 0) or 0)
-        messages = "".join(p.read_text(errors="replace") for p in self.workdir.glob("*_messages.log"))
-        self.result = SippResult(self.proc.returncode, stats["successful"], stats["failed"], log, messages)
+        self.result = _sipp_result(self.proc.returncode, self.workdir)
         return self.result
+
+
+def _sipp_result(returncode: int, workdir: Path) -> SippResult:
+    """SIPp's own account of a run in ``workdir``: the cumulative successful/failed call
+    counts of the last line of its statistics file (``*_.csv``), its output (``sipp.out``),
+    message log, screen dump and unexpected-message log."""
+
+    def text(pattern: str) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(workdir.glob(pattern)))
+
+    stats = {"successful": 0, "failed": 0}
+    stat_files = list(workdir.glob("*_.csv"))
+    if stat_files:
+        lines = stat_files[0].read_text(errors="replace").strip().splitlines()
+        if len(lines) >= 2:
+            header = lines[0].split(";")
+            values = lines[-1].split(";")
+            row = dict(zip(header, values, strict=False))
+            stats["successful"] = int(row.get("SuccessfulCall(C)", 0) or 0)
+            stats["failed"] = int(row.get("FailedCall(C)", 0) or 0)
+    return SippResult(returncode, stats["successful"], stats["failed"], text("sipp.out"), text("*_messages.log"),
+                      text("*_screen.log"), text("*_errors.log"))
 
 
 @contextlib.contextmanager
@@ -582,4 +595,56 @@ def sipp_uas(
             proc.kill()
             proc.wait(timeout=5)
         out.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def sipp_uac(
+    host: str,
+    port: int,
+    *,
+    transport: str = "udp",
+    calls: int = 1,
+    rate: float = 10.0,
+    pause_ms: int = 0,
+    timeout: float = 20.0,
+    rport: bool = False,
+) -> SippResult:
+    """Run SIPp's built-in ``uac`` scenario against ``host:port`` (INVITE with SDP, 200, ACK,
+    pause ``pause_ms``, BYE, 200) for ``calls`` calls at ``rate`` calls per second, from a
+    free local port, over ``transport`` (udp or tcp: ``-t u1``/``-t t1``). ``rport``: the
+    same scenario with ``rport`` in every Via (RFC 3581), so that responses go back to where
+    the request came from (through a relay) instead of to the Via's port. Bounded: SIPp's
+    own ``-timeout`` (a failure when reached) and a kill ``timeout`` + 5 s later. Returns its
+    exit code (0: every call successful), its counts and its screen/error/message logs."""
+    binary = require("sipp")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    scenario = ["-sn", "uac"]
+    if rport:
+        dump = subprocess.run([binary, "-sd", "uac"], capture_output=True, text=True, timeout=10)  # exits 99
+        xml = dump.stdout.replace(";branch=[branch]", ";rport;branch=[branch]")
+        assert xml.count(";rport;") == 3, "SIPp's uac scenario changed"
+        (workdir / "uac_rport.xml").write_text(xml)
+        scenario = ["-sf", str(workdir / "uac_rport.xml")]
+    args = [binary, *scenario, target, "-i", host, "-p", str(free_port(kind, host)),
+            "-t", "u1" if transport == "udp" else "t1", "-m", str(calls), "-r", str(rate), "-d", str(pause_ms),
+            "-nostdin", "-timeout", f"{max(1, int(timeout))}s", "-timeout_error",
+            "-trace_stat", "-stf", str(workdir / "sipp_.csv"),
+            "-trace_screen", "-screen_file", str(workdir / "sipp_screen.log"),
+            "-trace_err", "-error_file", str(workdir / "sipp_errors.log"),
+            "-trace_msg", "-message_file", str(workdir / "sipp_messages.log")]
+    try:
+        with open(workdir / "sipp.out", "wb") as out:
+            proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=subprocess.STDOUT,
+                                                        stdin=subprocess.DEVNULL, cwd=workdir)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout + 5)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        assert proc.returncode is not None
+        return _sipp_result(proc.returncode, workdir)
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
