@@ -478,3 +478,20 @@ def test_challenge_retry_407_proxy_authorization_and_refusals() -> None:
     assert rule.retry(request(REGISTER), basic, via) is None
     assert rule.refused == "no supported Digest challenge"
     assert rule.retry(request(REGISTER), bobs_answer(403), via) is None and rule.attempts == 0
+
+
+def test_challenge_retry_proxy_then_registrar_realms() -> None:
+    """§22.3: an outbound proxy's 407 (realm A) then the registrar's 401 (realm B): each realm
+    is answered once; the second retry carries both credentials (Proxy-Authorization for A,
+    Authorization for B); a further non-stale 401 for B is a refusal."""
+    rule = ChallengeRetry(DigestClient("bob", "zanzibar"))
+    via = f"SIP/2.0/UDP bobspc.biloxi.example.com:5060;branch={new_branch()}"
+    proxy = parse_message(challenge(407).to_bytes().replace(b'realm="biloxi.example.com"', b'realm="proxy.example"'))
+    assert isinstance(proxy, Response)
+    second = rule.retry(request(REGISTER), proxy, via)
+    assert second is not None and 'realm="proxy.example"' in (second.headers.get("Proxy-Authorization") or "")
+    third = rule.retry(second, challenge(401), via)
+    assert third is not None and third.cseq == (1828, "REGISTER") and rule.attempts == 2
+    assert 'realm="proxy.example"' in (third.headers.get("Proxy-Authorization") or "")
+    assert 'realm="biloxi.example.com"' in (third.headers.get("Authorization") or "")
+    assert rule.retry(third, challenge(401, nonce="other"), via) is None and rule.refused == "credentials refused"

@@ -358,27 +358,32 @@ class DigestClient:
 
 class ChallengeRetry:
     """The one challenge-retry rule of the core (RFC 3261 §8.1.3.5, §22.2, §22.3; RFC 7616
-    §3.3): a 401/407 is answered once with credentials for the strongest supported
-    challenge; a further 401/407 is answered once more only if its challenge says
-    ``stale=true`` (the credentials were right, the nonce had expired). Every retry is the
-    same request with a new top Via (new branch), CSeq + 1 and the (Proxy-)Authorization
-    of that challenge. ``client`` None: never retries (the challenge is the answer).
+    §3.3), kept per realm: a 401/407 is answered with credentials for the strongest
+    supported challenge of each realm it names. A realm already answered is answered again
+    only if its new challenge says ``stale=true`` (the credentials were right, the nonce had
+    expired), once; otherwise the credentials were refused and the rule stops. So a proxy's
+    407 followed by the registrar's 401 (two realms) is answered twice, each retry carrying
+    the credentials of every realm so far. Every retry is the same request with a new top
+    Via (new branch) and CSeq + 1. ``client`` None: never retries. At most ``max_retries``.
 
     ``challenge`` is the last challenge answered (for later requests that pre-empt it,
     e.g. an unregister); ``attempts`` counts the retries made.
     """
 
-    def __init__(self, client: DigestClient | None) -> None:
+    def __init__(self, client: DigestClient | None, max_retries: int = 4) -> None:
         self.client = client
+        self.max_retries = max_retries
         self.challenge: DigestChallenge | None = None
+        self.answered: dict[tuple[bool, str], DigestChallenge] = {}
+        self._stale_used: set[tuple[bool, str]] = set()
         self.attempts = 0
         self.refused: str | None = None
         self.challenged: list[Response] = []  # every 401/407 seen, in order
 
     def retry(self, request: Request, response: Response, via: str) -> Request | None:
         """The retried request for ``response`` to ``request``, or None when the rule says
-        stop (not a 401/407, no credentials, no supported challenge, or already retried
-        and not stale; :attr:`refused` says which)."""
+        stop (not a 401/407, no credentials, no supported challenge, a realm answered
+        before and not stale, or too many retries; :attr:`refused` says which)."""
         self.refused = None
         if response.status_code not in (401, 407):
             return None
@@ -386,21 +391,37 @@ class ChallengeRetry:
         if self.client is None:
             self.refused = "no credentials"
             return None
-        challenge = choose_challenge(challenges_from(response))
-        if challenge is None:
+        best: dict[tuple[bool, str], DigestChallenge] = {}
+        for c in challenges_from(response):
+            key = (c.proxy, c.realm)
+            if c.strength and (key not in best or c.strength > best[key].strength):
+                best[key] = c
+        if not best:
             self.refused = "no supported Digest challenge"
             return None
-        if self.attempts >= 2 or (self.attempts == 1 and not challenge.stale):
-            self.refused = "credentials refused"
+        fresh: dict[tuple[bool, str], DigestChallenge] = {}
+        for key, c in best.items():
+            if key not in self.answered:
+                fresh[key] = c
+            elif c.stale and key not in self._stale_used:
+                self._stale_used.add(key)
+                fresh[key] = c
+        if not fresh or self.attempts >= self.max_retries:
+            self.refused = "credentials refused" if not fresh else "too many challenges"
             return None
         self.attempts += 1
-        self.challenge = challenge
-        return self.authorize(request, challenge, via, next_cseq=True)
+        self.answered.update(fresh)
+        self.challenge = next(reversed(fresh.values()))
+        return self._with_credentials(request, list(self.answered.values()), via, next_cseq=True)
 
     def authorize(self, request: Request, challenge: DigestChallenge, via: str, *, next_cseq: bool) -> Request:
         """A copy of ``request`` with a new top Via, CSeq + 1 if ``next_cseq``, and
         credentials for ``challenge`` replacing any it carried (RFC 3261 §22.2). Raises
         ``ValueError`` without a client."""
+        return self._with_credentials(request, [challenge], via, next_cseq=next_cseq)
+
+    def _with_credentials(self, request: Request, challenges: list[DigestChallenge], via: str, *,
+                          next_cseq: bool) -> Request:
         if self.client is None:
             raise ValueError("no credentials to answer the challenge with")
         headers = request.headers.copy()
@@ -410,6 +431,7 @@ class ChallengeRetry:
         number, method = request.cseq
         if next_cseq:
             headers.set("CSeq", f"{number + 1} {method}")
-        name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
-        headers.add(name, value)
+        for challenge in challenges:
+            name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
+            headers.add(name, value)
         return Request(request.method, request.uri, headers, request.body)
