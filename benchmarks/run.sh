@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every benchmark, one after the other (they compete for 2 cores otherwise).
 # Each prints a table of rates and ratios against a peer and writes JSON to benchmarks/results/.
-# Needs the test dependencies (bash scripts/install-deps.sh) for Kamailio and sipsak.
+# Needs the test dependencies (bash scripts/install-deps.sh) for Kamailio, sipsak and SIPp.
+# bench_sip_uas.py (SIPp load against our UAS and Kamailio) takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v sipsak >/dev/null 2>&1 || { echo "sipsak missing: apt-get install sipsak"; }
+command -v sipp >/dev/null 2>&1 || { echo "sipp missing: apt-get install sip-tester"; }
 for b in benchmarks/bench_*.py; do
   echo "== $b"
   python3 "$b" "$@"
