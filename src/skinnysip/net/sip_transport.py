@@ -56,6 +56,7 @@ MAX_MESSAGE_SIZE = 65536  # bytes; one SIP message (datagram or framed) at most
 READ_CHUNK = 16384
 WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stuck
 MAX_CONNECTIONS = 1024
+UDP_RECEIVE_BUFFER = 4 << 20  # bytes asked for each SIP UDP socket
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
@@ -125,6 +126,10 @@ class _UDPSocket(asyncio.DatagramProtocol):
         name = transport.get_extra_info("sockname")
         self.local = (str(name[0]), int(name[1]))
         sock = transport.get_extra_info("socket")
+        # A burst (a load test, a garbage-collection pause) must not overflow the kernel's
+        # default ~200 KiB receive buffer: ask for UDP_RECEIVE_BUFFER (capped by rmem_max).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         # An unconnected socket hears ICMP errors only with IP_RECVERR (Linux): the
         # error queue then names the destination that was unreachable (RFC 3261 §18.4).
         with contextlib.suppress(OSError, AttributeError):

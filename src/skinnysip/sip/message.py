@@ -286,9 +286,18 @@ class _MessageMixin:
 
     @property
     def top_via(self) -> Via | None:
-        """The first ``Via`` value, or ``None`` if there is none."""
+        """The first ``Via`` value, or ``None`` if there is none. Parsed once per distinct
+        header text (cached): treat the result as read-only, copy it to change it."""
+        raw = self.headers.get("Via")
+        if raw is None:
+            return None
+        cached = self.__dict__.get("_top_via")
+        if cached is not None and cached[0] is raw:
+            return cached[1]  # type: ignore[no-any-return]
         values = self.headers.values("Via")
-        return Via.parse(values[0]) if values else None
+        via = Via.parse(values[0]) if values else None
+        self.__dict__["_top_via"] = (raw, via)
+        return via
 
     def _serialize(self, start_line: str) -> bytes:
         parts = [start_line, "\r\n"]

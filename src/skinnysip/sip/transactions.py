@@ -29,6 +29,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from skinnysip.sip.headers import Via
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.request import BRANCH_COOKIE, reason_phrase
 from skinnysip.sip.server_transaction import (
@@ -211,6 +212,7 @@ def stamp_received(request: Request, source: tuple[str, int]) -> None:
         return
     if top is None:
         return
+    top = Via(top.protocol, top.transport, top.host, top.port, dict(top.params))  # the parsed one is cached
     ip, port = source
     changed = False
     if "rport" in top.params:
