@@ -23,7 +23,14 @@ __all__ = [
     "RtpMap",
     "SDPParseError",
     "SessionDescription",
+    "AUDIO_CODECS",
+    "AudioSession",
+    "audio_answer",
     "audio_offer",
+    "audio_offer_for",
+    "combine_directions",
+    "negotiate",
+    "reverse_direction",
 ]
 
 
@@ -398,3 +405,155 @@ def audio_offer(
         times=[(0, 0)],
         media=[media],
     )
+
+
+# --------------------------------------------------------------------------- offer/answer (RFC 3264)
+
+_REVERSE = {"sendonly": "recvonly", "recvonly": "sendonly", "sendrecv": "sendrecv", "inactive": "inactive"}
+#: audio payload types we can send and receive (G.711), in our order of preference
+AUDIO_CODECS: tuple[int, ...] = (0, 8)
+
+
+def reverse_direction(direction: str) -> str:
+    """The answerer's direction for an offered one (RFC 3264 §6.1): sendonly ↔ recvonly."""
+    return _REVERSE.get(direction, "sendrecv")
+
+
+def combine_directions(ours: str, theirs_reversed: str) -> str:
+    """The strictest of two directions, both seen from our side (RFC 3264 §6.1): we send
+    only if both allow it, receive only if both allow it."""
+    send = ours in ("sendrecv", "sendonly") and theirs_reversed in ("sendrecv", "sendonly")
+    recv = ours in ("sendrecv", "recvonly") and theirs_reversed in ("sendrecv", "recvonly")
+    return {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}.get(
+        (send, recv), "inactive")
+
+
+@dataclass
+class AudioSession:
+    """What an offer/answer exchange settled for the audio stream, from our side.
+
+    ``remote``: the peer's RTP (address, port), None when it is on hold with ``0.0.0.0``/
+    ``::`` or the stream was rejected (port 0); ``payload_type`` the codec both sides use
+    (0 PCMU, 8 PCMA); ``telephone_event`` the RFC 4733 payload type (None: not agreed);
+    ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive);
+    ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused.
+    """
+
+    remote: tuple[str, int] | None
+    payload_type: int
+    telephone_event: int | None
+    ptime: float
+    direction: str
+    rtcp_mux: bool = False
+    rejected: bool = False
+
+
+def _audio(sd: SessionDescription) -> MediaDescription | None:
+    return next((m for m in sd.media if m.media == "audio"), None)
+
+
+def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | None:
+    conn = sd.connection_for(m)
+    if conn is None or m.port == 0 or conn.host in ("0.0.0.0", "::"):
+        return None
+    return conn.host, m.port
+
+
+def _telephone_event(m: MediaDescription) -> int | None:
+    for pt, rtpmap in m.rtpmaps().items():
+        if rtpmap.encoding.lower() == "telephone-event" and rtpmap.clock_rate == 8000:
+            return pt
+    return None
+
+
+def audio_answer(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    *,
+    direction: str = "sendrecv",
+    codecs: tuple[int, ...] = AUDIO_CODECS,
+    session_id: int | None = None,
+    version: int = 0,
+    ptime: int = 20,
+) -> tuple[SessionDescription, AudioSession]:
+    """Answer an offer's first audio stream (RFC 3264 §6): the first offered codec we
+    support (the offerer's order), telephone-event if offered, our ``direction`` combined
+    with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761).
+    With no common codec the m-line is refused with port 0 (§6). Other media lines are
+    refused with port 0. Raises ``ValueError`` if the offer has no audio stream.
+    """
+    m = _audio(offer)
+    if m is None:
+        raise ValueError("the offer has no audio stream")
+    offered = m.payload_types
+    rtpmaps = m.rtpmaps()
+    chosen = next((pt for pt in offered if pt in codecs and pt in rtpmaps and rtpmaps[pt].clock_rate == 8000), None)
+    te = _telephone_event(m)
+    mine = combine_directions(direction, reverse_direction(offer.direction_of(m)))
+    mux = m.attribute("rtcp-mux") is not None
+    if chosen is None:
+        media = MediaDescription("audio", 0, m.proto, m.formats[:1] or ["0"])
+        answer = audio_offer(address, port, (0,), session_id=session_id)
+        answer.origin.session_version = version
+        answer.media = [media]
+        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
+    pts = [chosen] + ([te] if te is not None else [])
+    answer = _offer_with(address, port, pts, te, session_id, mine, ptime, version)
+    if mux:
+        answer.media[0].attributes.append(("rtcp-mux", None))
+    # other m-lines: refused (RFC 3264 §6: same count, port 0)
+    for other in offer.media:
+        if other is not m:
+            answer.media.append(MediaDescription(other.media, 0, other.proto, other.formats[:1]))
+    remote_ptime = m.ptime
+    session = AudioSession(_remote(offer, m), chosen, te, (remote_ptime or ptime) / 1000, mine, mux)
+    return answer, session
+
+
+def _offer_with(address: str, port: int, pts: list[int], te: int | None, session_id: int | None, direction: str,
+                ptime: int, version: int) -> SessionDescription:
+    """An audio description naming ``pts`` (the telephone-event one mapped to ``te``)."""
+    base = [pt for pt in pts if pt != te]
+    sd = audio_offer(address, port, tuple(base) + ((101,) if te is not None else ()), session_id=session_id,
+                     direction=direction, ptime=ptime)
+    sd.origin.session_version = version
+    if te is not None and te != 101:
+        media = sd.media[0]
+        media.formats = [str(pt) for pt in base] + [str(te)]
+        media.attributes = [(n, (v.replace("101 ", f"{te} ", 1) if v and v.startswith("101 ") else v))
+                            for n, v in media.attributes]
+    return sd
+
+
+def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] = AUDIO_CODECS,
+                    telephone_event: int | None = 101, session_id: int | None = None, version: int = 0,
+                    ptime: int = 20) -> SessionDescription:
+    """Our audio offer (RFC 3264 §5): ``codecs`` in preference order, telephone-event
+    (RFC 4733) on ``telephone_event``, ``direction`` (``sendonly`` to hold, §8.4), origin
+    ``version`` (increment on each new offer in a session, §8)."""
+    pts = list(codecs) + ([telephone_event] if telephone_event is not None else [])
+    return _offer_with(address, port, pts, telephone_event, session_id, direction, ptime, version)
+
+
+def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSession:
+    """What our ``offer`` and the peer's ``answer`` settled (RFC 3264 §7): the codec is the
+    first one in the answer that we offered; our direction is the reverse of the answer's
+    combined with what we offered. Raises ``ValueError`` if the answer has no audio stream,
+    refused it, or picked nothing we offered."""
+    ours = _audio(offer)
+    m = _audio(answer)
+    if ours is None or m is None:
+        raise ValueError("no audio stream in the offer or the answer")
+    if m.port == 0:
+        return AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
+    offered = set(ours.payload_types)
+    rtpmaps = m.rtpmaps()
+    chosen = next((pt for pt in m.payload_types if pt in offered and pt in AUDIO_CODECS
+                   and rtpmaps.get(pt) and rtpmaps[pt].clock_rate == 8000), None)
+    if chosen is None:
+        raise ValueError(f"the answer picked no codec we offered ({' '.join(m.formats)[:60]})")
+    te = _telephone_event(m) if _telephone_event(ours) is not None else None
+    mine = combine_directions(offer.direction_of(ours), reverse_direction(answer.direction_of(m)))
+    mux = m.attribute("rtcp-mux") is not None and ours.attribute("rtcp-mux") is not None
+    return AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux)

@@ -436,6 +436,22 @@ class SIPTransportLayer:
             self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data, _call_id(message))
         conn.write(data)
 
+    def send_keepalive(self, flow: Flow) -> None:
+        """A CRLF CRLF keep-alive ping on ``flow`` (RFC 5626 §4.4.1 on streams; on UDP the
+        same bytes, which SIP servers ignore, keep a NAT binding open). Not traced.
+        Raises :class:`SIPTransportError`."""
+        ping = b"\r\n\r\n"
+        if flow.transport == "udp":
+            sock = self.udp.get(flow.local) if flow.local is not None else None
+            if sock is None or sock.transport is None:
+                raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
+            sock.transport.sendto(ping, flow.remote)
+            return
+        conn = self.connections.get(flow.connection) if flow.connection is not None else None
+        if conn is None or conn.closed:
+            raise SIPTransportError(f"no open {flow.transport.upper()} connection to {hostport(*flow.remote)}")
+        conn.write(ping)
+
     # -- receiving --------------------------------------------------------------------------
     def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
         if not data.strip(b"\r\n"):

@@ -1,0 +1,308 @@
+"""The Phone/Call API shared by the SIP user agent and the SCCP phone.
+
+A :class:`Phone` is an async context manager; :meth:`Phone.events` yields
+:class:`PhoneEvent` values (registration changes, incoming calls, call state changes,
+DTMF, messages, errors) from a bounded queue. A :class:`Call` is driven with
+``answer()``, ``reject(code)``, ``hangup()``, ``hold()``, ``resume()``,
+``transfer(target)``, ``send_dtmf(digits)``; an action in the wrong state raises
+:class:`PhoneError`. Python units are seconds.
+
+Call states (:class:`CallState`) use RFC 3261's names where SIP has them: an outgoing call
+is ``calling`` (INVITE sent, no answer yet), ``proceeding`` (1xx), ``early`` (a 18x that
+created an early dialog); an incoming one is ``incoming`` (ringing here); both become
+``confirmed`` when answered and ``terminated`` at the end. Hold is not a state but a flag
+(:attr:`Call.local_hold`, :attr:`Call.remote_hold`); SCCP events also carry the call
+manager's own state name (``protocol_state``: ``RingIn``, ``Connected``, ``Hold``…).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from skinnysip.result import WireMessage
+
+__all__ = [
+    "Call",
+    "CallDirection",
+    "CallState",
+    "CallStateChanged",
+    "DTMFReceived",
+    "ErrorEvent",
+    "IncomingCall",
+    "MessageReceived",
+    "Phone",
+    "PhoneError",
+    "PhoneEvent",
+    "RegistrationChanged",
+    "RegistrationState",
+]
+
+EVENT_QUEUE_LIMIT = 1000  # events kept for a slow reader; the oldest are dropped beyond
+
+
+class PhoneError(Exception):
+    """An action the phone or call cannot do now (wrong state, no such call, closed),
+    or a request the far end refused; ``reason`` is one line for a user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RegistrationState(enum.Enum):
+    UNREGISTERED = "unregistered"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    EARLY = "early"
+    INCOMING = "incoming"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class CallDirection(enum.Enum):
+    OUTGOING = "outgoing"
+    INCOMING = "incoming"
+
+
+@dataclass(frozen=True)
+class RegistrationChanged:
+    """``state`` now; ``expires`` seconds granted (registered); ``reason`` of a failure or
+    of the change (``"200 OK"``, ``"403 Forbidden"``, ``"no response"``…)."""
+
+    state: RegistrationState
+    reason: str = ""
+    expires: int | None = None
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallStateChanged:
+    """``call`` moved to ``state``; ``reason``: the response or request that did it
+    (``"180 Ringing"``, ``"BYE"``, ``"486 Busy Here"``…); ``protocol_state``: SCCP's name."""
+
+    call: Call
+    state: CallState
+    reason: str = ""
+    protocol_state: str | None = None
+
+
+@dataclass(frozen=True)
+class DTMFReceived:
+    """A digit from the far end: ``method`` ``rfc4733``, ``info`` (SIP INFO
+    application/dtmf-relay) or ``inband``; ``duration`` seconds (None if unknown)."""
+
+    call: Call
+    digit: str
+    method: str
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """An instant message (RFC 3428 MESSAGE): ``sender`` URI, ``text``, ``content_type``."""
+
+    sender: str
+    text: str
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Something went wrong outside any action a caller awaits (a refresh failed…)."""
+
+    reason: str
+
+
+PhoneEvent = RegistrationChanged | IncomingCall | CallStateChanged | DTMFReceived | MessageReceived | ErrorEvent
+
+_call_ids = itertools.count(1)
+
+
+class Call:
+    """One call. ``id``: small integer unique in the process; ``direction``; ``remote``: the
+    far end's URI (SIP) or number (SCCP); ``state``; ``local_hold``/``remote_hold``;
+    ``started``/``connected``/``ended``: wall-clock seconds (None until then);
+    ``end_reason``: why it ended. Subclasses implement the actions."""
+
+    def __init__(self, direction: CallDirection, remote: str) -> None:
+        self.id = next(_call_ids)
+        self.direction = direction
+        self.remote = remote
+        self.state = CallState.INCOMING if direction is CallDirection.INCOMING else CallState.CALLING
+        self.local_hold = False
+        self.remote_hold = False
+        self.started = time.time()
+        self.connected: float | None = None
+        self.ended: float | None = None
+        self.end_reason: str | None = None
+        self.dtmf_received: list[str] = []
+        self._done = asyncio.Event()
+        self._connected_event = asyncio.Event()
+
+    # -- actions (subclasses) ------------------------------------------------------------------
+    async def answer(self) -> None:
+        """Answer an incoming call (SIP: 200 with the SDP answer). :class:`PhoneError` if
+        the call is not ``incoming``."""
+        raise NotImplementedError
+
+    async def reject(self, code: int = 486) -> None:
+        """Refuse an incoming call with ``code`` (486 Busy Here, 603 Decline…)."""
+        raise NotImplementedError
+
+    async def hangup(self) -> None:
+        """End the call: CANCEL while ringing out, reject while ringing in, BYE when up."""
+        raise NotImplementedError
+
+    async def hold(self) -> None:
+        """Put the far end on hold (SIP: re-INVITE with ``sendonly``, RFC 3264 §8.4)."""
+        raise NotImplementedError
+
+    async def resume(self) -> None:
+        """Take the call off hold (SIP: re-INVITE with ``sendrecv``)."""
+        raise NotImplementedError
+
+    async def transfer(self, target: str) -> None:
+        """Blind transfer to ``target`` (SIP: REFER, RFC 3515)."""
+        raise NotImplementedError
+
+    async def send_dtmf(self, digits: str, duration: float = 0.1) -> None:
+        """Send ``digits`` (0-9 * # A-D) as RFC 4733 events (SIP INFO when not negotiated)."""
+        raise NotImplementedError
+
+    # -- record ----------------------------------------------------------------------------
+    @property
+    def exchange(self) -> list[WireMessage]:
+        """Every signalling message of this call, in order."""
+        return []
+
+    def media_report(self) -> dict[str, Any] | None:
+        """The media quality report (packets, loss, jitter, RTT, MOS…), None without media."""
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description: id, direction, remote, state, hold flags, times, reason."""
+        return {
+            "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
+            "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
+            "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
+            "dtmfReceived": "".join(self.dtmf_received), "media": self.media_report(),
+        }
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """True once the call is confirmed, False if it ended or ``timeout`` passed."""
+        if self.state is CallState.CONFIRMED:
+            return True
+        connected = asyncio.ensure_future(self._connected_event.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({connected, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            done.cancel()
+        return self.state is CallState.CONFIRMED
+
+    async def wait_ended(self, timeout: float) -> bool:
+        """True once the call is terminated (within ``timeout`` seconds)."""
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _require(self, *states: CallState, action: str) -> None:
+        if self.state not in states:
+            names = "/".join(s.value for s in states)
+            raise PhoneError(f"cannot {action} call {self.id}: it is {self.state.value}, not {names}")
+
+
+class Phone:
+    """Common part of the SIP and SCCP phones: the call list and the event queue."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.registration = RegistrationState.UNREGISTERED
+        self._events: asyncio.Queue[PhoneEvent] = asyncio.Queue(EVENT_QUEUE_LIMIT)
+        self.events_dropped = 0
+        self.history: list[dict[str, Any]] = []  # ended calls' summaries (bounded)
+        self.closed = False
+
+    async def __aenter__(self) -> Phone:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def call(self, target: str) -> Call:
+        raise NotImplementedError
+
+    async def message(self, target: str, text: str) -> None:
+        raise PhoneError("this phone cannot send messages")
+
+    def emit(self, event: PhoneEvent) -> None:
+        """Queue an event for :meth:`events` (the oldest is dropped when the queue is full)."""
+        if self._events.full():
+            self._events.get_nowait()
+            self.events_dropped += 1
+        self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[PhoneEvent]:
+        """Every event, in order, until the phone is closed."""
+        while not (self.closed and self._events.empty()):
+            try:
+                yield await asyncio.wait_for(self._events.get(), 0.5)
+            except TimeoutError:
+                continue
+
+    async def next_event(self, timeout: float) -> PhoneEvent | None:
+        """The next event within ``timeout`` seconds, else None."""
+        try:
+            return await asyncio.wait_for(self._events.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def find(self, call_id: int) -> Call:
+        """The live call with ``id``; :class:`PhoneError` if there is none."""
+        for call in self.calls:
+            if call.id == call_id:
+                return call
+        raise PhoneError(f"no call {call_id}")
+
+    def _set_state(self, call: Call, state: CallState, reason: str = "", protocol_state: str | None = None) -> None:
+        if call.state is state and state is not CallState.CONFIRMED:
+            return
+        call.state = state
+        if state is CallState.CONFIRMED and call.connected is None:
+            call.connected = time.time()
+            call._connected_event.set()
+        if state is CallState.TERMINATED:
+            call.ended = time.time()
+            call.end_reason = call.end_reason or reason
+            call._done.set()
+            if call in self.calls:
+                self.calls.remove(call)
+                self.history.append(call.summary())
+                del self.history[:-100]
+        self.emit(CallStateChanged(call, state, reason, protocol_state))

@@ -1,0 +1,87 @@
+"""RFC 3264 offer/answer for one audio stream: codec intersection in the offerer's order,
+telephone-event, direction reversal and hold (§6.1, §8.4), rejection with port 0 (§6),
+rtcp-mux echo (RFC 5761), and reading the answer to our offer (§7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from skinnysip.sdp import (
+    SessionDescription,
+    audio_answer,
+    audio_offer_for,
+    combine_directions,
+    negotiate,
+    reverse_direction,
+)
+
+BARESIP_OFFER = (
+    "v=0\r\no=- 1234 5678 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 96 9 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:9 G722/8000\r\n"
+    "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\n"
+    "m=video 40002 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"
+)
+
+
+def test_answer_picks_first_common_codec_in_offer_order_and_refuses_video() -> None:
+    offer = SessionDescription.parse(BARESIP_OFFER)
+    answer, session = audio_answer(offer, "127.0.0.1", 5000, session_id=7, version=3)
+    audio = answer.media[0]
+    assert audio.port == 5000 and audio.formats == ["8", "101"]  # PCMA came before PCMU
+    assert audio.attribute("rtcp-mux") == ""  # echoed (RFC 5761)
+    assert [m.port for m in answer.media[1:]] == [0] and answer.media[1].media == "video"  # refused
+    assert answer.origin.session_id == 7 and answer.origin.session_version == 3
+    assert session.payload_type == 8 and session.telephone_event == 101 and session.rtcp_mux
+    assert session.remote == ("192.0.2.10", 40000) and session.direction == "sendrecv"
+    assert session.ptime == pytest.approx(0.02)
+    again = SessionDescription.parse(answer.to_bytes())  # what we send parses
+    assert again.media[0].rtpmaps()[101].encoding == "telephone-event"
+
+
+def test_hold_offer_is_answered_recvonly_and_inactive_stays_inactive() -> None:
+    """RFC 3264 §8.4 / RFC 6337: sendonly offer (hold) → recvonly answer; inactive →
+    inactive; a c=0.0.0.0 (RFC 2543 hold) has no remote address to send to."""
+    held = SessionDescription.parse(BARESIP_OFFER.replace("a=sendrecv", "a=sendonly"))
+    answer, session = audio_answer(held, "127.0.0.1", 5000)
+    assert answer.media[0].direction == "recvonly" and session.direction == "recvonly"
+    off = SessionDescription.parse(BARESIP_OFFER.replace("a=sendrecv", "a=inactive"))
+    assert audio_answer(off, "127.0.0.1", 5000)[1].direction == "inactive"
+    old = SessionDescription.parse(BARESIP_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"))
+    assert audio_answer(old, "127.0.0.1", 5000)[1].remote is None
+    # our own hold while they offer sendrecv: we answer sendonly
+    assert audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 5000,
+                        direction="sendonly")[1].direction == "sendonly"
+
+
+def test_no_common_codec_refuses_the_stream_with_port_zero() -> None:
+    only_opus = BARESIP_OFFER.replace("m=audio 40000 RTP/AVP 96 9 8 0 101", "m=audio 40000 RTP/AVP 96")
+    answer, session = audio_answer(SessionDescription.parse(only_opus), "127.0.0.1", 5000)
+    assert answer.media[0].port == 0 and session.rejected
+    with pytest.raises(ValueError):
+        audio_answer(SessionDescription.parse(BARESIP_OFFER.split("m=audio")[0]), "127.0.0.1", 5000)
+
+
+def test_our_offer_and_their_answer() -> None:
+    offer = audio_offer_for("127.0.0.1", 4000, direction="sendonly", version=2, telephone_event=96)
+    media = offer.media[0]
+    assert media.formats == ["0", "8", "96"] and media.direction == "sendonly"
+    assert media.rtpmaps()[96].encoding == "telephone-event" and media.fmtps()[96] == "0-16"
+    assert offer.origin.session_version == 2
+    answer = SessionDescription.parse(
+        "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+        "m=audio 7000 RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 telephone-event/8000\r\na=recvonly\r\n")
+    session = negotiate(offer, answer)
+    assert session.payload_type == 8 and session.telephone_event == 96
+    assert session.direction == "sendonly" and session.remote == ("10.0.0.2", 7000)
+    with pytest.raises(ValueError):
+        negotiate(offer, SessionDescription.parse(answer.to_bytes().replace(b"RTP/AVP 8 96", b"RTP/AVP 18")))
+
+
+@pytest.mark.parametrize(("ours", "theirs", "result"), [
+    ("sendrecv", "sendrecv", "sendrecv"), ("sendrecv", "sendonly", "sendonly"), ("sendonly", "recvonly", "inactive"),
+    ("recvonly", "sendrecv", "recvonly"), ("inactive", "sendrecv", "inactive"),
+])
+def test_direction_rules(ours: str, theirs: str, result: str) -> None:
+    assert combine_directions(ours, theirs) == result
+    assert reverse_direction("sendonly") == "recvonly" and reverse_direction("recvonly") == "sendonly"
