@@ -14,6 +14,8 @@ command -v sipsak >/dev/null 2>&1 || need_apt+=(sipsak)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
+command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""

@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from peertools import free_port, require, wait_tcp
 
-USERS = {"alice": "wonderland", "bob": "builder"}
+USERS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
 REALM = "skinnysip.test"
 
 
@@ -44,9 +44,16 @@ class KamailioPeer:
     ca_file: str
     server_header: str
     log_file: str
+    ctl_socket: str = ""
 
     def port(self, transport: str) -> int:
         return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
+
+    def contacts(self, user: str) -> list[str]:
+        """The Contacts registered for ``user`` now (``kamcmd ul.lookup``)."""
+        out = subprocess.run(["kamcmd", "-s", self.ctl_socket, "ul.lookup", "location", f"{user}@{self.realm}"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return re.findall(r"Address:\s*(\S+)", out)
 
 
 def make_self_signed(directory: Path, common_name: str = "skinnysip test server") -> tuple[Path, Path]:
@@ -103,6 +110,8 @@ def _kamailio_cfg(
     stale_once: bool = False,
     next_hop: str | None = None,
     relay_registered: bool = False,
+    pbx: bool = False,
+    max_expires: int = 3600,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -166,10 +175,56 @@ def _kamailio_cfg(
         if relay_registered
         else ""
     )
+    # a small PBX: calls, MESSAGE, REFER… between registered users, record-routed; in-dialog
+    # requests follow the route set; INVITE and MESSAGE from a user are proxy-authenticated
+    pbx_block = (
+        """    if (has_totag()) {
+        if (loose_route()) {
+            t_relay();
+            exit;
+        }
+        if (is_method("ACK")) {
+            if (t_check_trans()) { t_relay(); }
+            exit;
+        }
+        sl_send_reply("404", "Not Here");
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) { t_relay(); }
+        exit;
+    }
+    if (is_method("INVITE|MESSAGE") && $fd == "REALM_NAME") {
+        $var(pw) = "!no-such-user!";
+{password_lines}
+        if (!pv_proxy_authenticate("REALM_NAME", "$var(pw)", "0")) {
+            if ($rc == -2 || $rc == -3) {
+                sl_send_reply("403", "Forbidden");
+                exit;
+            }
+            proxy_challenge("REALM_NAME", "1");
+            exit;
+        }
+        consume_credentials();
+    }
+    if (!is_method("REGISTER|ACK")) {
+        if (is_method("INVITE|SUBSCRIBE|REFER")) { record_route(); }
+        if (!lookup("location")) {
+            sl_send_reply("480", "Temporarily Unavailable");
+            exit;
+        }
+        t_relay();
+        exit;
+    }
+""".replace("REALM_NAME", REALM)
+        if pbx
+        else ""
+    )
     password_lines = "\n".join(
         f'        if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in USERS.items()
     )
     forward_block = forward_block.replace("{password_lines}", password_lines)
+    pbx_block = pbx_block.replace("{password_lines}", password_lines)
     return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -209,7 +264,8 @@ loadmodule "htable.so"
 
 modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
 modparam("usrloc", "db_mode", 0)
-modparam("registrar", "max_expires", 3600)
+modparam("registrar", "max_expires", {max_expires})
+modparam("registrar", "min_expires", {min(10, max_expires)})
 modparam("auth", "algorithm", "{algorithm}")
 modparam("auth", "nonce_expire", 60)
 modparam("auth", "secret", "skinnysip-test-secret")
@@ -234,7 +290,7 @@ request_route {{
         sl_send_reply("200", "OK");
         exit;
     }}
-{forward_block}    if (is_method("REGISTER")) {{
+{forward_block}{pbx_block}    if (is_method("REGISTER")) {{
         $var(pw) = "!no-such-user!";
 {password_lines}
         if (!pv_www_authenticate("{REALM}", "$var(pw)", "0")) {{
@@ -270,6 +326,8 @@ def kamailio(
     stale_once: bool = False,
     next_hop: str | None = None,
     relay_registered: bool = False,
+    pbx: bool = False,
+    max_expires: int = 3600,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -283,7 +341,10 @@ def kamailio(
     ``relay_registered``: any other request (not ACK/CANCEL) whose Request-URI user is
     registered is relayed statefully to the binding (``lookup("location")`` + ``t_relay()``;
     over a stream, on the connection the REGISTER came on when the Contact is its far end).
-    Other requests → 404.
+    ``pbx``: a small PBX between registered users: INVITE/MESSAGE from the realm's users are
+    proxy-authenticated (407), INVITE/SUBSCRIBE/REFER record-routed, every new request relayed
+    to the callee's binding (480 when not registered), in-dialog requests by the route set.
+    ``max_expires``: the longest registration granted (seconds). Other requests → 404.
     """
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
@@ -299,7 +360,7 @@ def kamailio(
     tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
     cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                 relay_registered))
+                                 relay_registered, pbx, max_expires))
     log_file = workdir / "kamailio.log"
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
@@ -329,6 +390,7 @@ def kamailio(
             ca_file=str(cert),
             server_header=server,
             log_file=str(log_file),
+            ctl_socket=f"unix:{workdir}/kamailio_ctl",
         )
     finally:
         _stop_group(proc)

@@ -1,0 +1,207 @@
+"""baresip (Debian ``baresip`` 1.0) as a real far-end phone for the tests.
+
+Each instance runs headless in its own config directory: account from the arguments,
+``aufile`` as the microphone (a WAV file the test made), ``sndfile`` recording what it
+sends and receives (``dump-*-enc.wav``/``-dec.wav`` in ``record_dir``), ``aubridge`` as the
+"speaker", and ``ctrl_tcp`` so the test can give commands (dial, accept, hangup, hold…)
+and read baresip's events (CALL_INCOMING, CALL_ESTABLISHED, CALL_CLOSED, REGISTER_OK…) as
+JSON netstrings. Always stopped by its context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peertools import free_port, require
+from skinnysip.rtp.tones import sine
+
+MODULES = ["stdio", "menu", "account", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "srtp", "contact"]
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float = 30.0, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV of a sine (what baresip will send)."""
+    import wave
+
+    samples = sine(freq, seconds, rate=rate, amplitude=0.4).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return path
+
+
+@dataclass
+class Baresip:
+    """A running baresip: ``aor``, ``sip_port`` (its listening port), ``record_dir``,
+    ``events`` (every ctrl_tcp event dict, in order), ``log`` (its stdout file)."""
+
+    aor: str
+    sip_port: int
+    ctrl_port: int
+    record_dir: Path
+    log: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _reader: asyncio.StreamReader | None = None
+    _writer: asyncio.StreamWriter | None = None
+    _responses: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _token: int = 0
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._reader is not None
+        while True:
+            try:
+                length = await self._reader.readuntil(b":")
+                body = await self._reader.readexactly(int(length[:-1]))
+                await self._reader.readexactly(1)  # ","
+            except (asyncio.IncompleteReadError, ValueError, OSError):
+                return
+            try:
+                message = json.loads(body)
+            except json.JSONDecodeError:
+                continue
+            if message.get("response"):
+                future = self._responses.pop(str(message.get("token")), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif message.get("event"):
+                self.events.append(message)
+
+    async def command(self, command: str, params: str = "", timeout: float = 10.0) -> dict[str, Any]:
+        """Run a baresip command (``dial``, ``accept``, ``hangup``, ``hold``, ``resume``,
+        ``sndcode``…) and return its response dict."""
+        assert self._writer is not None
+        self._token += 1
+        token = str(self._token)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._responses[token] = future
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self._writer.write(str(len(body)).encode() + b":" + body + b",")
+        await self._writer.drain()
+        return await asyncio.wait_for(future, timeout)
+
+    async def wait_event(self, kind: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
+        """The first event of type ``kind`` (e.g. ``CALL_ESTABLISHED``) at index ≥ ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events[after:]:
+                if event.get("type") == kind:
+                    return event
+            await asyncio.sleep(0.05)
+        seen = [e.get("type") for e in self.events]
+        raise AssertionError(f"baresip: no {kind} event within {timeout} s (saw {seen})")
+
+    def event_types(self) -> list[str]:
+        return [str(e.get("type")) for e in self.events]
+
+    def recordings(self) -> dict[str, Path]:
+        """``{"enc": path, "dec": path}`` of the newest sndfile dumps (sent, received)."""
+        out: dict[str, Path] = {}
+        for kind in ("enc", "dec"):
+            files = sorted(self.record_dir.glob(f"dump-*-{kind}.wav"), key=lambda p: p.stat().st_mtime)
+            if files:
+                out[kind] = files[-1]
+        return out
+
+
+@contextlib.asynccontextmanager
+async def baresip(
+    user: str,
+    password: str,
+    registrar: str,
+    *,
+    transport: str = "udp",
+    tone_hz: float = 440.0,
+    answermode: str = "auto",
+    register: bool = True,
+    extra_account: str = "",
+    regint: int = 60,
+) -> AsyncIterator[Baresip]:
+    """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
+    sine, answering calls by itself (``answermode=auto``) unless told ``manual``."""
+    binary = require("baresip")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-baresip-"))
+    record_dir = workdir / "rec"
+    record_dir.mkdir()
+    tone = write_tone_wav(workdir / "tone.wav", tone_hz)
+    sip_port = free_port(socket.SOCK_DGRAM)
+    ctrl_port = free_port(socket.SOCK_STREAM)
+    domain = registrar.split(":")[0]
+    aor = f"sip:{user}@skinnysip.test"
+    params = [f"auth_pass={password}", f"answermode={answermode}",
+              f'outbound="sip:{registrar};transport={transport}"', f"regint={regint if register else 0}"]
+    if extra_account:
+        params.append(extra_account)
+    (workdir / "accounts").write_text(f"<{aor};transport={transport}>;" + ";".join(params) + "\n")
+    config = [
+        "poll_method epoll",
+        f"sip_listen 127.0.0.1:{sip_port}",
+        "sip_trans_bsize 128",
+        f"audio_source aufile,{tone}",
+        "audio_player aubridge,speaker",
+        "audio_alert aubridge,alert",
+        "audio_srate 8000",
+        "audio_channels 1",
+        "ausrc_srate 8000",
+        "auplay_srate 8000",
+        "rtp_stats yes",
+        "jitter_buffer_delay 1-10",
+        f"snd_path {record_dir}",
+        f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}",
+        "module_path /usr/lib/baresip/modules",
+        *[f"module {m}.so" for m in MODULES],
+        f"dns_server {domain}:53",
+    ]
+    (workdir / "config").write_text("\n".join(config) + "\n")
+    (workdir / "contacts").write_text("")
+    log = workdir / "baresip.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([binary, "-f", str(workdir), "-t", "600"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.PIPE, start_new_session=True)
+    peer = Baresip(aor, sip_port, ctrl_port, record_dir, log)
+    try:
+        await peer.connect()
+        yield peer
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(peer.command("quit"), 2)
+        if peer._writer is not None:
+            peer._writer.close()
+        if peer._task is not None:
+            peer._task.cancel()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stdin:
+            proc.stdin.close()
+        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
+            shutil.rmtree(workdir, ignore_errors=True)
