@@ -143,9 +143,11 @@ async def baresip(
     register: bool = True,
     extra_account: str = "",
     regint: int = 60,
+    contact: str | None = None,
 ) -> AsyncIterator[Baresip]:
     """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
-    sine, answering calls by itself (``answermode=auto``) unless told ``manual``."""
+    sine, answering calls by itself (``answermode=auto``) unless told ``manual``.
+    ``contact``: a URI made baresip's current contact (its ``message`` command sends there)."""
     binary = require("baresip")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-baresip-"))
     record_dir = workdir / "rec"
@@ -180,7 +182,9 @@ async def baresip(
         f"dns_server {domain}:53",
     ]
     (workdir / "config").write_text("\n".join(config) + "\n")
-    (workdir / "contacts").write_text("")
+    (workdir / "contacts").write_text(f'"peer" <{contact}>\n' if contact else "")
+    if contact:
+        (workdir / "current_contact").write_text(contact + "\n")
     log = workdir / "baresip.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([binary, "-f", str(workdir), "-t", "600"], stdout=out, stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from skinnysip import __version__
+from skinnysip.cli import phone as phone_cli
 from skinnysip.cli import sccp as sccp_cli
 from skinnysip.cli import sip as sip_cli
 
@@ -16,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
 app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
+app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.")(
+    phone_cli.phone_cmd)
 
 
 @app.command()
@@ -37,4 +40,7 @@ def version() -> None:
 
 
 def main() -> None:
+    import sys
+
+    sys.argv[1:] = phone_cli.fix_auto_answer(sys.argv[1:])
     app()

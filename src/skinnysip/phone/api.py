@@ -41,6 +41,7 @@ __all__ = [
     "PhoneEvent",
     "RegistrationChanged",
     "RegistrationState",
+    "event_to_dict",
 ]
 
 EVENT_QUEUE_LIMIT = 1000  # events kept for a slow reader; the oldest are dropped beyond
@@ -306,3 +307,26 @@ class Phone:
                 self.history.append(call.summary())
                 del self.history[:-100]
         self.emit(CallStateChanged(call, state, reason, protocol_state))
+
+
+def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
+    """The JSON form of an event (the CLI's ``--json`` lines and the API's WebSocket):
+    ``{"event": "registration"|"incomingCall"|"callState"|"dtmf"|"message"|"error", …}``
+    with camelCase keys and ``time`` (seconds since the epoch)."""
+    now = time.time()
+    if isinstance(event, RegistrationChanged):
+        return {"event": "registration", "time": now, "state": event.state.value, "reason": event.reason,
+                "expires": event.expires}
+    if isinstance(event, IncomingCall):
+        return {"event": "incomingCall", "time": now, "call": event.call.id, "remote": event.call.remote}
+    if isinstance(event, CallStateChanged):
+        return {"event": "callState", "time": now, "call": event.call.id, "state": event.state.value,
+                "reason": event.reason, "protocolState": event.protocol_state, "remote": event.call.remote,
+                "localHold": event.call.local_hold, "remoteHold": event.call.remote_hold}
+    if isinstance(event, DTMFReceived):
+        return {"event": "dtmf", "time": now, "call": event.call.id, "digit": event.digit, "method": event.method,
+                "duration": event.duration}
+    if isinstance(event, MessageReceived):
+        return {"event": "message", "time": now, "from": event.sender, "text": event.text,
+                "contentType": event.content_type}
+    return {"event": "error", "time": now, "reason": event.reason}

@@ -1,0 +1,274 @@
+"""``skinnysip phone sip:alice@example.com …``: the softphone on the command line.
+
+Three ways to run it:
+
+- **one call**: ``--call TARGET --duration S`` places a call, keeps it up S seconds, hangs
+  up; exit 0 when it connected, 1 when it did not (refused, busy, no answer), 3 when the
+  server could not be reached.
+- **answering**: ``--auto-answer [DELAY_S] --duration S`` answers every call (after DELAY_S)
+  for S seconds; each call lasts until the far end hangs up. Exit 0 when every call
+  connected.
+- **interactive** (otherwise): commands on stdin in the baresip manner — ``dial TARGET``,
+  ``accept [ID]``, ``reject [ID] [CODE]``, ``hangup [ID]``, ``hold [ID]``, ``resume [ID]``,
+  ``transfer TARGET [ID]``, ``dtmf DIGITS [ID]``, ``message TARGET TEXT``, ``calls``,
+  ``reg``, ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
+  first (a script). The current call is the newest live one.
+
+``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
+event. SIGINT/SIGTERM: calls are hung up and the phone unregistered before exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import sys
+from typing import Any
+
+import typer
+
+from skinnysip.cli.common import console, password_from
+
+EXIT_OK, EXIT_NO_CALL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    console.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def phone_cmd(
+    aor: str = typer.Argument(..., help="Your address of record, e.g. sip:alice@example.com."),
+    registrar: str | None = typer.Option(None, "--registrar", help="Registrar HOST[:PORT] [default: the AOR's host]."),
+    proxy: str | None = typer.Option(None, "--proxy", help="Outbound proxy HOST[:PORT] (loose route)."),
+    transport: str = typer.Option("udp", "--transport", "-t", help="udp, tcp or tls."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Digest auth user [default: the AOR's user]."),
+    password: str | None = typer.Option(None, "--password", help="Digest password (or $SKINNYSIP_PASSWORD)."),
+    ca_file: str | None = typer.Option(None, "--ca-file", help="PEM bundle to verify the server with (TLS)."),
+    insecure: bool = typer.Option(False, "--insecure", "-k", help="Do not verify the TLS certificate."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not register (direct calls)."),
+    listen_port: int = typer.Option(0, "--listen-port", min=0, max=65535, help="Local SIP port [default: any]."),
+    expires: int = typer.Option(600, "--expires", min=10, max=86400, help="Registration expiry asked for, s."),
+    auto_answer: float | None = typer.Option(None, "--auto-answer", min=0, max=3600,
+                                             help="Answer calls after DELAY_S seconds [default 0 if given alone]."),
+    call: str | None = typer.Option(None, "--call", help="Place one call to TARGET."),
+    duration: float | None = typer.Option(None, "--duration", min=0, max=86400,
+                                          help="Seconds a --call lasts / --auto-answer runs."),
+    play: str | None = typer.Option(None, "--play", help="WAV file to send [default: a 440 Hz tone]."),
+    tone: float = typer.Option(440.0, "--tone", min=20, max=3900, help="Tone to send when no --play, Hz."),
+    record: str | None = typer.Option(None, "--record", help="Directory for each call's WAV recordings."),
+    dtmf_mode: str = typer.Option("rfc4733", "--dtmf", help="rfc4733 or info."),
+    execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
+) -> None:
+    """A SIP softphone: register, call and answer, hold, transfer, DTMF, messages, recordings."""
+    from skinnysip.phone.sip_phone import SIPAccount
+
+    if transport not in ("udp", "tcp", "tls"):
+        raise _fail("--transport: udp, tcp or tls")
+    if dtmf_mode not in ("rfc4733", "info"):
+        raise _fail("--dtmf: rfc4733 or info")
+    if call is not None and auto_answer is not None:
+        raise _fail("--call and --auto-answer: choose one")
+    secret = password_from(password, prompt=False)
+    try:
+        acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
+                         auth_user=user, registrar=registrar, outbound_proxy=proxy, transport=transport,  # type: ignore[arg-type]
+                         tls_verify=not insecure, ca_file=ca_file, expires=expires, register=not no_register,
+                         listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
+                         record_dir=record, dtmf=dtmf_mode)  # type: ignore[arg-type]
+        acc.uri()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if play is not None:
+        from skinnysip.rtp.audio import WavSource
+
+        try:
+            WavSource(play)
+        except ValueError as exc:
+            raise _fail(f"--play: {exc}") from exc
+    try:
+        code = asyncio.run(_run(acc, call, duration, execute, as_json))
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    raise typer.Exit(code)
+
+
+async def _run(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool) -> int:
+    from skinnysip.phone.api import CallState, IncomingCall, PhoneError, event_to_dict
+    from skinnysip.phone.sip_phone import SIPPhone
+
+    phone = SIPPhone(acc)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    asked: list[Any] = []
+
+    def show(event: Any) -> None:
+        data = event_to_dict(event)
+        if as_json:
+            print(json.dumps(data), flush=True)
+            return
+        kind = data.pop("event")
+        data.pop("time", None)
+        text = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", False))
+        console.print(f"{kind}: {text}", markup=False, highlight=False)
+
+    async def printer() -> None:
+        async for event in phone.events():
+            show(event)
+            if isinstance(event, IncomingCall) and acc.auto_answer is not None:
+                asked.append(event.call)
+
+    try:
+        await phone.start()
+    except PhoneError as exc:
+        console.print(f"error: {exc.reason}", markup=False, highlight=False)
+        await phone.close()
+        return EXIT_UNREACHABLE
+    printing = loop.create_task(printer())
+    code = EXIT_OK
+    try:
+        if execute:
+            await _commands(phone, [c for c in execute.split(";") if c.strip()], stop)
+        if target is not None:
+            try:
+                placed = await phone.call(target)
+            except PhoneError as exc:
+                console.print(f"error: {exc.reason}", markup=False, highlight=False)
+                return EXIT_NO_CALL
+            asked.append(placed)
+            waiting = loop.create_task(placed.wait_connected(60))
+            stopping = loop.create_task(stop.wait())
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if placed.state is CallState.CONFIRMED:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration if duration is not None else 3600)
+        elif acc.auto_answer is not None or duration is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration if duration is not None else 86400)
+        elif not execute:
+            await _interactive(phone, stop)
+        code = EXIT_OK if all(c.connected is not None for c in asked) else EXIT_NO_CALL
+    finally:
+        await phone.close()
+        await asyncio.sleep(0)
+        printing.cancel()
+        with contextlib.suppress(BaseException):
+            await printing
+        while not phone._events.empty():
+            show(phone._events.get_nowait())
+    return code
+
+
+HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "
+        "transfer TARGET [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | sleep S | quit")
+
+
+async def _interactive(phone: Any, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    console.print(HELP, markup=False, highlight=False)
+    while not stop.is_set():
+        reader = loop.run_in_executor(None, sys.stdin.readline)
+        stopping = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if reader not in done:
+            return
+        line = reader.result()
+        if not line:
+            return  # end of input
+        if not await _commands(phone, [line], stop):
+            return
+
+
+async def _commands(phone: Any, lines: list[str], stop: asyncio.Event) -> bool:
+    """Run command lines; False after ``quit``. Errors are printed, never raised."""
+    from skinnysip.phone.api import PhoneError
+
+    for line in lines:
+        try:
+            words = shlex.split(line.strip())
+        except ValueError as exc:
+            console.print(f"error: {exc}", markup=False, highlight=False)
+            continue
+        if not words:
+            continue
+        verb, args = words[0].lower().lstrip("/"), words[1:]
+        try:
+            if verb in ("quit", "exit", "q"):
+                stop.set()
+                return False
+            await _command(phone, verb, args)
+        except PhoneError as exc:
+            console.print(f"error: {exc.reason}", markup=False, highlight=False)
+        except (ValueError, IndexError) as exc:
+            console.print(f"error: {verb}: {exc or 'missing argument'}; {HELP}", markup=False, highlight=False)
+    return True
+
+
+def _pick(phone: Any, args: list[str]) -> Any:
+    from skinnysip.phone.api import PhoneError
+
+    ids = [a for a in args if a.isdigit()]
+    if ids:
+        return phone.find(int(ids[-1]))
+    if not phone.calls:
+        raise PhoneError("no call")
+    return phone.calls[-1]
+
+
+async def _command(phone: Any, verb: str, args: list[str]) -> None:
+    if verb == "dial":
+        call = await phone.call(args[0])
+        console.print(f"call {call.id} → {call.remote}", markup=False, highlight=False)
+    elif verb in ("accept", "answer"):
+        await _pick(phone, args).answer()
+    elif verb == "reject":
+        codes = [int(a) for a in args[1:] if a.isdigit()]
+        await _pick(phone, args[:1]).reject(codes[0] if codes else 486)
+    elif verb == "hangup":
+        await _pick(phone, args).hangup()
+    elif verb == "hold":
+        await _pick(phone, args).hold()
+    elif verb == "resume":
+        await _pick(phone, args).resume()
+    elif verb == "transfer":
+        await _pick(phone, args[1:]).transfer(args[0])
+    elif verb == "dtmf":
+        await _pick(phone, args[1:]).send_dtmf(args[0])
+    elif verb == "message":
+        await phone.message(args[0], " ".join(args[1:]))
+    elif verb == "calls":
+        for call in phone.calls:
+            console.print(json.dumps({k: v for k, v in call.summary().items() if k != "media"}), markup=False,
+                          highlight=False)
+    elif verb == "reg":
+        console.print(f"registration: {phone.registration.value} {getattr(phone, 'registration_reason', '')}",
+                      markup=False, highlight=False)
+    elif verb == "sleep":
+        await asyncio.sleep(min(3600.0, float(args[0])))
+    else:
+        raise ValueError(f"unknown command {verb!r}")
+
+
+def fix_auto_answer(argv: list[str]) -> list[str]:
+    """``--auto-answer`` may be given without a delay (``[DELAY_S]``): insert ``0`` then."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--auto-answer":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            try:
+                float(nxt) if nxt is not None else None
+                if nxt is None:
+                    out.append("0")
+            except ValueError:
+                out.append("0")
+    return out

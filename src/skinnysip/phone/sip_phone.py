@@ -1,0 +1,1131 @@
+"""The SIP user agent: a softphone on the SIP core (RFC 3261 and the RFCs named below).
+
+:class:`SIPPhone` registers an :class:`SIPAccount` (digest; the expiry the registrar grants
+is honoured and refreshed before it runs out; re-registration with backoff after a failure;
+unregister on close), keeps its flow alive (CRLF pings, RFC 5626 §4.4.1), places and
+receives calls (:class:`SIPCall`: INVITE with an SDP offer, RFC 3264 answers, early media on
+183, CANCEL, 3xx followed, a forked second 2xx ACKed and ended, hold/resume by re-INVITE,
+the far end's re-INVITE/UPDATE answered, 491 glare retried, BYE both ways, DTMF by RFC 4733
+or SIP INFO ``application/dtmf-relay``, blind transfer by REFER with NOTIFY ``message/sipfrag``
+both ways, RFC 3515), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
+
+Media is :class:`skinnysip.net.media.MediaStream` (RTP/RTCP, recordings, quality report).
+Every call's signalling is on record (:attr:`SIPCall.exchange`). Python units: seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from skinnysip.addresses import strip_brackets
+from skinnysip.net.media import MediaConfig, MediaStream
+from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
+from skinnysip.net.trace import to_wire_messages
+from skinnysip.phone.api import (
+    Call,
+    CallDirection,
+    CallState,
+    CallStateChanged,
+    DTMFReceived,
+    ErrorEvent,
+    IncomingCall,
+    MessageReceived,
+    Phone,
+    PhoneError,
+    RegistrationChanged,
+    RegistrationState,
+)
+from skinnysip.result import WireMessage
+from skinnysip.rtp import audio
+from skinnysip.rtp.dtmf import dtmf_relay_body, parse_dtmf_relay
+from skinnysip.sdp import (
+    AudioSession,
+    SDPParseError,
+    SessionDescription,
+    audio_answer,
+    audio_offer_for,
+    negotiate,
+)
+from skinnysip.sip.auth import ChallengeRetry, DigestClient
+from skinnysip.sip.dialog import Dialog, dialog_id
+from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag
+from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
+from skinnysip.sip.transaction import Flow, Timers
+from skinnysip.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    LayerEvent,
+    RequestReceived,
+    ResponseReceived,
+    SuccessRetransmission,
+    TimedOut,
+    TransportFailed,
+)
+from skinnysip.sip.uri import NameAddr, SipURI
+
+__all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
+MAX_CALLS = 32
+MAX_REDIRECTS = 3
+KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
+
+
+@dataclass
+class SIPAccount:
+    """A SIP account (Python units: seconds).
+
+    ``aor``: address of record, ``sip:alice@example.com``. ``password``/``auth_user``:
+    digest credentials (``auth_user`` defaults to the AOR's user). ``registrar``:
+    ``host[:port]`` (default: the AOR's host). ``outbound_proxy``: ``host[:port]``, every
+    request goes there with a loose route (RFC 3261 §8.1.2). ``transport``: udp/tcp/tls.
+    ``tls_verify``/``ca_file``: checking of the server certificate. ``expires``: the
+    registration time asked for. ``register``: False for calls without a registrar.
+    ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
+    seconds after which an incoming call is answered (None: never). ``source``: what we
+    send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` or a WAV file path. ``record_dir``:
+    WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``.
+    """
+
+    aor: str
+    password: str | None = None
+    auth_user: str | None = None
+    registrar: str | None = None
+    outbound_proxy: str | None = None
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    tls_verify: bool = True
+    ca_file: str | None = None
+    expires: int = 600
+    display_name: str | None = None
+    register: bool = True
+    listen_host: str | None = None
+    listen_port: int = 0
+    auto_answer: float | None = None
+    source: str = "tone:440"
+    record_dir: str | None = None
+    dtmf: Literal["rfc4733", "info"] = "rfc4733"
+    timeout: float = 32.0
+    t1: float = 0.5
+
+    def uri(self) -> SipURI:
+        """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
+        try:
+            uri = SipURI.parse(self.aor)
+        except SIPParseError as exc:
+            raise ValueError(f"aor: {exc.reason}") from exc
+        if uri.scheme not in ("sip", "sips") or not uri.host:
+            raise ValueError("aor: a sip: or sips: URI with a host is needed")
+        return uri
+
+
+def _split_hostport(text: str) -> tuple[str, int | None]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return text, None
+
+
+def _make_source(spec: str) -> Any:
+    if spec.startswith("tone:"):
+        return audio.ToneSource(float(spec.split(":", 1)[1]))
+    if spec in ("silence", "echo", ""):
+        return audio.SilenceSource()
+    return audio.WavSource(spec, loop=True)
+
+
+class SIPCall(Call):
+    """A SIP call: the INVITE dialog, its media stream and its record."""
+
+    def __init__(self, phone: SIPPhone, direction: CallDirection, remote: str, call_id: str) -> None:
+        super().__init__(direction, remote)
+        self.phone = phone
+        self.call_id = call_id
+        self.dialog: Dialog | None = None
+        self.media: MediaStream | None = None
+        self.flow: Flow | None = None
+        self.invite: Request | None = None  # the INVITE that made the dialog (ours or theirs)
+        self.invite_tx: InviteServerTransaction | None = None
+        self.offer: SessionDescription | None = None  # the last offer we sent
+        self.remote_offer: SessionDescription | None = None
+        self.audio: AudioSession | None = None
+        self.sdp_version = 0
+        self.session_id = random.getrandbits(48)
+        self.to_tag: str | None = None
+        self.handle: ClientHandle | None = None
+        self.cancelled = False
+        self._reinvite_pending = False
+        self._task: asyncio.Task[None] | None = None
+        self._refer_result: asyncio.Future[int] | None = None
+
+    # -- record ----------------------------------------------------------------------------
+    @property
+    def exchange(self) -> list[WireMessage]:
+        ids = {self.call_id}
+        return to_wire_messages(r for r in self.phone.endpoint.trace if r.call_id in ids)
+
+    def media_report(self) -> dict[str, Any] | None:
+        if self.media is None:
+            return None
+        report = self.media.report()
+        if self.media.recordings:
+            report["recordings"] = {kind: str(path) for kind, path in self.media.recordings.items()}
+        return report
+
+    # -- actions -----------------------------------------------------------------------------
+    async def answer(self) -> None:
+        self._require(CallState.INCOMING, action="answer")
+        await self.phone._answer(self)
+
+    async def reject(self, code: int = 486) -> None:
+        self._require(CallState.INCOMING, action="reject")
+        if not 300 <= code <= 699:
+            raise PhoneError(f"reject needs a code 300-699, not {code}")
+        assert self.invite_tx is not None
+        self.phone._respond(self.invite_tx, code, to_tag=self.to_tag)
+        await self.phone._end(self, f"rejected {code}")
+
+    async def hangup(self) -> None:
+        if self.state is CallState.TERMINATED:
+            raise PhoneError(f"call {self.id} has ended")
+        if self.state is CallState.INCOMING:
+            await self.reject(603)
+        elif self.state in (CallState.CALLING, CallState.PROCEEDING, CallState.EARLY) and self.dialog is None \
+                or (self.dialog is not None and self.state is not CallState.CONFIRMED
+                    and self.direction is CallDirection.OUTGOING):
+            await self.phone._cancel(self)
+        else:
+            await self.phone._bye(self)
+
+    async def hold(self) -> None:
+        self._require(CallState.CONFIRMED, action="hold")
+        if self.local_hold:
+            raise PhoneError(f"call {self.id} is already on hold")
+        await self.phone._reinvite(self, "sendonly")
+        self.local_hold = True
+
+    async def resume(self) -> None:
+        self._require(CallState.CONFIRMED, action="resume")
+        if not self.local_hold:
+            raise PhoneError(f"call {self.id} is not on hold")
+        await self.phone._reinvite(self, "sendrecv")
+        self.local_hold = False
+
+    async def transfer(self, target: str) -> None:
+        self._require(CallState.CONFIRMED, action="transfer")
+        await self.phone._refer(self, target)
+
+    async def send_dtmf(self, digits: str, duration: float = 0.1) -> None:
+        self._require(CallState.CONFIRMED, CallState.EARLY, action="send DTMF on")
+        bad = [d for d in digits if d.upper() not in "0123456789*#ABCD"]
+        if bad or not digits:
+            raise PhoneError(f"DTMF digits are 0-9 * # A-D, not {digits!r}")
+        use_info = self.phone.account.dtmf == "info" or self.audio is None or self.audio.telephone_event is None
+        if not use_info and self.media is not None:
+            await self.media.send_dtmf(digits.upper(), duration)
+            return
+        for digit in digits.upper():
+            await self.phone._info_dtmf(self, digit, int(duration * 1000))
+
+
+class SIPPhone(Phone):
+    """A SIP softphone for one account. ``async with SIPPhone(account) as phone``."""
+
+    def __init__(self, account: SIPAccount) -> None:
+        super().__init__()
+        self.account = account
+        self.aor = account.uri()
+        self.user = self.aor.user or "skinnysip"
+        self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
+                                    tls_verify=account.tls_verify, ca_file=account.ca_file)
+        self.credentials = (DigestClient(account.auth_user or self.user, account.password)
+                            if account.password is not None else None)
+        self.flow: Flow | None = None
+        self.server_name: str | None = None
+        self.expires_granted: int | None = None
+        self.registration_reason = ""
+        self._reg_call_id = new_call_id()
+        self._reg_tag = new_tag()
+        self._reg_cseq = 0
+        self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reg_task: asyncio.Task[None] | None = None
+        self._ka_task: asyncio.Task[None] | None = None
+        self._remove_handler: Any = None
+        self.messages: list[dict[str, str]] = []
+
+    # -- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the flow to the registrar/outbound proxy (RFC 3263), listen, and register
+        (waiting for the first answer). Raises :class:`PhoneError` when the server cannot
+        be reached; a refused registration is an event, not an exception."""
+        self.endpoint.start()
+        self._remove_handler = self.endpoint.add_handler(self._on_event)
+        acc = self.account
+        if acc.listen_host or acc.listen_port:
+            try:
+                await self.endpoint.listen(acc.transport, acc.listen_host or "127.0.0.1", acc.listen_port)
+            except SIPTransportError as exc:
+                raise PhoneError(exc.reason) from exc
+        server = acc.outbound_proxy or acc.registrar
+        if server is None and acc.register:
+            server = self.aor.host + (f":{self.aor.port}" if self.aor.port else "")
+        if server is not None:
+            self.flow = await self._open_flow(server, secure=self.aor.scheme == "sips")
+        if acc.register and self.flow is not None:
+            await self.register()
+            self._reg_task = self._spawn(self._registration_loop())
+        if self.flow is not None:
+            self._ka_task = self._spawn(self._keepalive_loop())
+
+    async def close(self) -> None:
+        """Hang up every call, unregister, close the sockets (idempotent)."""
+        if self.closed:
+            return
+        for call in list(self.calls):
+            with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError):
+                await asyncio.wait_for(call.hangup(), 5)
+            await self._end(call, "phone closed")
+        for task in (self._reg_task, self._ka_task):
+            if task is not None:
+                task.cancel()
+        if self.registration is RegistrationState.REGISTERED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._register_once(0), 5)
+            self._set_registration(RegistrationState.UNREGISTERED, "unregistered")
+        for task in list(self._tasks):
+            task.cancel()
+        self.closed = True
+        if self._remove_handler is not None:
+            self._remove_handler()
+        await self.endpoint.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.emit(ErrorEvent(f"internal error: {task.exception()!r}"))
+
+    async def _open_flow(self, server: str, *, secure: bool) -> Flow:
+        host, port = _split_hostport(server)
+        host = strip_brackets(host)
+        try:
+            targets = await self.endpoint.resolve(host, port=port, transport=self.account.transport,
+                                                  secure=secure, timeout=10.0)
+            errors = []
+            for target in targets:
+                try:
+                    flow = await self.endpoint.flow_to(target, timeout=10.0, server_name=host)
+                    self.server_name = host
+                    return flow
+                except SIPTransportError as exc:
+                    errors.append(exc.reason)
+            raise PhoneError("; ".join(errors) or f"cannot reach {server}")
+        except SIPTransportError as exc:
+            raise PhoneError(exc.reason) from exc
+
+    # -- registration (RFC 3261 §10) -------------------------------------------------------------
+    def _contact(self, flow: Flow) -> NameAddr:
+        contact = self.endpoint.contact(flow, self.user, scheme="sip")
+        if self._public is not None and isinstance(contact.uri, SipURI):
+            contact.uri.host, contact.uri.port = self._public
+        return contact
+
+    def _registrar_uri(self) -> str:
+        if self.account.registrar:
+            host, port = _split_hostport(self.account.registrar)
+            return str(SipURI(self.aor.scheme, None, None, strip_brackets(host), port))
+        return str(SipURI(self.aor.scheme, None, None, self.aor.host, self.aor.port))
+
+    def _route_set(self) -> list[str]:
+        if not self.account.outbound_proxy:
+            return []
+        host, port = _split_hostport(self.account.outbound_proxy)
+        params: dict[str, str | None] = {"lr": None}
+        if self.account.transport != "udp":
+            params["transport"] = self.account.transport
+        return [str(NameAddr(None, SipURI("sip", None, None, strip_brackets(host), port, params)))]
+
+    async def register(self) -> bool:
+        """Register now (REGISTER with the account's expiry, digest if challenged). True
+        when the registrar accepted; the state and reason are in :attr:`registration`
+        and the events."""
+        self._set_registration(RegistrationState.REGISTERING, "")
+        return await self._register_once(self.account.expires)
+
+    async def _register_once(self, expires: int) -> bool:
+        if self.flow is None:
+            raise PhoneError("no registrar to register with")
+        flow = self.flow
+        self._reg_cseq += 1
+        aor = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
+                                                          self.aor.port))
+        request = new_request(
+            "REGISTER", self._registrar_uri(), from_=NameAddr(aor.display_name, aor.uri, {"tag": self._reg_tag}),
+            to=aor, via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
+            contact=self._contact(flow), route_set=self._route_set(), user_agent=USER_AGENT,
+            headers=[("Expires", str(expires)), ("Allow", ALLOW)],
+        )
+        outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
+                                               credentials=self.credentials)
+        self._reg_cseq = outcome.request.cseq[0]
+        response = outcome.response
+        if expires == 0:
+            return response is not None and 200 <= response.status_code < 300
+        if response is None:
+            self._set_registration(RegistrationState.FAILED, outcome.error or "no response")
+            return False
+        if not 200 <= response.status_code < 300:
+            reason = response.summary
+            if outcome.auth is not None and outcome.auth.refused:
+                reason += f" ({outcome.auth.refused})"
+            self._set_registration(RegistrationState.FAILED, reason)
+            return False
+        granted = self._granted(response, request) or expires
+        self.expires_granted = granted
+        if self._learn_public(response, flow):
+            return await self._register_once(expires)  # the Contact changed: register it (RFC 3581)
+        self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
+        return True
+
+    def _granted(self, response: Response, request: Request) -> int | None:
+        """The expiry the registrar granted for our Contact (its ``expires`` param, else
+        ``Expires``), RFC 3261 §10.2.4."""
+        ours = NameAddr.parse(request.headers.get("Contact") or "<sip:x@invalid>").uri
+        try:
+            contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
+        except SIPParseError:
+            contacts = []
+        for c in contacts:
+            if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
+                    ours.host, ours.port, ours.user):
+                value = c.params.get("expires")
+                if value and value.isdigit() and len(value) < 10:
+                    return int(value)
+        header = (response.headers.get("Expires") or "").strip()
+        return int(header) if header.isdigit() and len(header) < 10 else None
+
+    def _learn_public(self, response: Response, flow: Flow) -> bool:
+        """RFC 3581: the registrar saw us at ``received``:``rport``; if that differs from
+        the Contact we registered, use it (we are behind a NAT). True when it changed."""
+        try:
+            via = response.top_via
+        except SIPParseError:
+            return False
+        if via is None or flow.transport != "udp":
+            return False
+        received = via.params.get("received")
+        rport = via.params.get("rport")
+        if not received or not rport or not rport.isdigit():
+            return False
+        public = (received, int(rport))
+        local = self.endpoint.local_address(flow)
+        if public == local or public == self._public:
+            return False
+        self._public = public
+        return True
+
+    def _set_registration(self, state: RegistrationState, reason: str, expires: int | None = None) -> None:
+        if state is self.registration and state is not RegistrationState.REGISTERED:
+            return
+        self.registration = state
+        self.registration_reason = reason
+        self.emit(RegistrationChanged(state, reason, expires))
+
+    async def _registration_loop(self) -> None:
+        """Refresh before the granted expiry runs out (half of it up to 2 min, else 60 s
+        early); after a failure retry with exponential backoff (2 s … 300 s)."""
+        failures = 0
+        while True:
+            if self.registration is RegistrationState.REGISTERED and self.expires_granted:
+                granted = self.expires_granted
+                wait = granted / 2 if granted <= 120 else granted - 60
+                failures = 0
+            else:
+                failures += 1
+                wait = min(300.0, 2.0 ** min(failures, 8))
+            await asyncio.sleep(max(1.0, wait))
+            try:
+                await self._register_once(self.account.expires)
+            except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
+                self._set_registration(RegistrationState.FAILED, str(exc))
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            if self.flow is not None:
+                try:
+                    self.endpoint.transport.send_keepalive(self.flow)
+                except SIPTransportError as exc:
+                    self.emit(ErrorEvent(f"keep-alive failed: {exc.reason}"))
+
+    # -- outgoing calls (RFC 3261 §13.2) ------------------------------------------------------
+    def target_uri(self, target: str) -> str:
+        """A dial string → a Request-URI: a full sip:/sips:/tel: URI, ``user@host``, or a user
+        at the AOR's domain."""
+        if target.lower().startswith(("sip:", "sips:", "tel:")):
+            SipURI.parse(target) if not target.lower().startswith("tel:") else None
+            return target
+        if "@" in target:
+            return f"{self.aor.scheme}:{target}"
+        return str(SipURI(self.aor.scheme, target, None, self.aor.host, self.aor.port))
+
+    async def call(self, target: str) -> SIPCall:
+        """Place a call to ``target`` (``sip:bob@host[:port]``, ``bob@host`` or ``bob``).
+        Returns at once with the call in state ``calling``; follow it with the events or
+        :meth:`Call.wait_connected`. :class:`PhoneError` for a bad target or too many calls."""
+        if self.closed:
+            raise PhoneError("the phone is closed")
+        if len(self.calls) >= MAX_CALLS:
+            raise PhoneError(f"too many calls ({MAX_CALLS})")
+        try:
+            uri = self.target_uri(target)
+        except SIPParseError as exc:
+            raise PhoneError(f"bad target {target!r}: {exc.reason}") from exc
+        flow = self.flow
+        if flow is None:
+            parsed = SipURI.parse(uri)
+            flow = await self._open_flow(f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
+                                         secure=parsed.scheme == "sips")
+        call = SIPCall(self, CallDirection.OUTGOING, uri, new_call_id())
+        call.flow = flow
+        self.calls.append(call)
+        try:
+            call.media = await self._open_media(call, flow)
+        except (OSError, ValueError) as exc:
+            self.calls.remove(call)
+            raise PhoneError(f"cannot open media: {exc}") from exc
+        call._task = self._spawn(self._outgoing(call, uri))
+        return call
+
+    async def _open_media(self, call: SIPCall, flow: Flow) -> MediaStream:
+        local_ip = self.endpoint.local_address(flow)[0]
+        acc = self.account
+        return await MediaStream.open(local_ip, source=_make_source(acc.source), record_dir=acc.record_dir,
+                                      name=f"call{call.id}", echo=acc.source == "echo",
+                                      on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration))
+
+    def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
+        assert call.media is not None
+        call.sdp_version += 1
+        offer = audio_offer_for(call.media.local_ip, call.media.local_port, direction=direction,
+                                session_id=call.session_id, version=call.sdp_version)
+        call.offer = offer
+        return offer
+
+    async def _outgoing(self, call: SIPCall, uri: str) -> None:
+        assert call.flow is not None
+        flow = call.flow
+        offer = self._offer(call, "sendrecv")
+        local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
+                                                            self.aor.port), {"tag": new_tag()})
+        request = new_request(
+            "INVITE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri) if not uri.startswith("tel:") else uri),
+            via=self.endpoint.via(flow), call_id=call.call_id, cseq=1, contact=self._contact(flow),
+            route_set=self._route_set(), user_agent=USER_AGENT,
+            headers=[("Allow", ALLOW), ("Supported", "replaces")],
+            body=offer.to_bytes(), content_type="application/sdp",
+        )
+        rule = ChallengeRetry(self.credentials)
+        redirects = 0
+        try:
+            while True:
+                call.invite = request
+                final = await self._run_invite(call, request)
+                if final is None:
+                    return
+                code = final.status_code
+                if 200 <= code < 300:
+                    return
+                if code in (401, 407):
+                    retried = rule.retry(request, final, self.endpoint.via(flow))
+                    if retried is not None:
+                        request = retried
+                        continue
+                if 300 <= code < 400 and redirects < MAX_REDIRECTS:
+                    target = self._redirect_target(final)
+                    if target is not None:
+                        redirects += 1
+                        call.remote = target
+                        request = self._retarget(request, target, flow)
+                        continue
+                await self._end(call, final.summary)
+                return
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            await self._end(call, f"error: {getattr(exc, 'reason', exc)}")
+
+    def _redirect_target(self, response: Response) -> str | None:
+        """The best Contact of a 3xx (highest q, RFC 3261 §8.1.3.4), sip/sips only."""
+        try:
+            contacts = [NameAddr.parse(v) for v in response.headers.values("Contact")]
+        except SIPParseError:
+            return None
+        usable = [c for c in contacts if isinstance(c.uri, SipURI) and c.uri.scheme in ("sip", "sips")]
+        if not usable:
+            return None
+
+        def q(c: NameAddr) -> float:
+            try:
+                return float(c.params.get("q") or 1.0)
+            except ValueError:
+                return 0.0
+
+        return str(max(usable, key=q).uri)
+
+    def _retarget(self, request: Request, target: str, flow: Flow) -> Request:
+        headers = request.headers.copy()
+        headers.remove("Authorization")
+        headers.remove("Proxy-Authorization")
+        headers.replace_top("Via", self.endpoint.via(flow))
+        number, method = request.cseq
+        headers.set("CSeq", f"{number + 1} {method}")
+        return Request(request.method, target, headers, request.body)
+
+    async def _run_invite(self, call: SIPCall, request: Request) -> Response | None:
+        """Send one INVITE and follow it to its final response. Returns the final response
+        when the caller must act on it (non-2xx) or after a 2xx is handled; None when the
+        call ended here."""
+        assert call.flow is not None
+        flow = call.flow
+        handle = self.endpoint.send_request(request, flow)
+        assert handle is not None
+        call.handle = handle
+        deadline = handle.started + 300.0  # ringing at most 5 min
+        while True:
+            event = await handle.next_event(deadline)
+            if event is None:
+                if call.state is not CallState.TERMINATED:
+                    await self._cancel(call)
+                return None
+            if isinstance(event, ResponseReceived):
+                response = event.response
+                code = response.status_code
+                if code < 200:
+                    if call.state is CallState.TERMINATED:
+                        continue
+                    if code > 100 and response.to_tag:
+                        self._early(call, request, response)
+                    elif call.state is CallState.CALLING:
+                        self._set_state(call, CallState.PROCEEDING, response.summary)
+                    if call.cancelled:
+                        self.endpoint.send_request(build_cancel(request), flow)
+                        call.cancelled = False  # sent once
+                    continue
+                if code < 300:
+                    await self._answered(call, request, response, handle)
+                    return response
+                if call.cancelled or call.state is CallState.TERMINATED:
+                    await self._end(call, "cancelled")
+                    return None
+                return response
+            if isinstance(event, TimedOut):
+                await self._end(call, f"no answer (RFC 3261 Timer {event.timer})")
+                return None
+            if isinstance(event, TransportFailed):
+                await self._end(call, event.reason)
+                return None
+
+    def _early(self, call: SIPCall, request: Request, response: Response) -> None:
+        """A 18x with a To tag: an early dialog (§12.1.2); with SDP, early media (§13.2.1)."""
+        with contextlib.suppress(SIPParseError, ValueError):
+            if call.dialog is None or call.dialog.remote_tag != response.to_tag:
+                call.dialog = Dialog.uac(request, response)
+            if response.body and call.offer is not None and call.media is not None:
+                call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
+                self._apply_media(call)
+        self._set_state(call, CallState.EARLY, response.summary)
+
+    async def _answered(self, call: SIPCall, request: Request, response: Response, handle: ClientHandle) -> None:
+        """A 2xx to our INVITE: the dialog, the ACK on the route set (§13.2.2.4), the
+        negotiated media. A second 2xx from another fork is ACKed and ended with BYE."""
+        assert call.flow is not None
+        flow = call.flow
+        try:
+            dialog = Dialog.from_2xx(request, response)
+        except SIPParseError as exc:
+            await self._end(call, f"unusable {response.summary}: {exc.reason}")
+            return
+        ack = dialog.ack(self.endpoint.via(flow), request)
+        if call.dialog is not None and call.state is CallState.CONFIRMED and dialog.remote_tag != call.dialog.remote_tag:
+            self.endpoint.send_stateless(ack, flow)  # a forked second 2xx: ACK, then BYE
+            self.endpoint.send_request(dialog.bye(self.endpoint.via(flow), USER_AGENT), flow)
+            return
+        call.dialog = dialog
+        self.endpoint.send_stateless(ack, flow)
+
+        def re_ack(event: Any) -> None:  # 2xx retransmissions (RFC 6026 Accepted)
+            if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300:
+                if event.response.to_tag == dialog.remote_tag:
+                    with contextlib.suppress(SIPTransportError):
+                        self.endpoint.send_stateless(ack, flow, "re-ACK")
+                else:
+                    self._spawn(self._answered(call, request, event.response, handle))
+
+        handle.listener = re_ack
+        call.ack = ack  # type: ignore[attr-defined]
+        if call.cancelled:  # CANCEL crossed the 200: the call is up, end it (§9.1)
+            await self._bye(call)
+            return
+        if response.body and call.offer is not None:
+            try:
+                call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
+            except (SDPParseError, ValueError) as exc:
+                self._set_state(call, CallState.CONFIRMED, response.summary)
+                await self._bye(call, reason=f"bad SDP answer: {exc}")
+                return
+            self._apply_media(call)
+        self._set_state(call, CallState.CONFIRMED, response.summary)
+
+    def _apply_media(self, call: SIPCall) -> None:
+        if call.media is None or call.audio is None:
+            return
+        a = call.audio
+        call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
+        call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
+                                     direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux))
+
+    async def _cancel(self, call: SIPCall) -> None:
+        """CANCEL our pending INVITE (§9.1); the 487 ends the call. Before any provisional
+        response, the CANCEL waits for one (§9.1: it must not be sent before)."""
+        if call.invite is None or call.flow is None:
+            await self._end(call, "cancelled")
+            return
+        call.cancelled = True
+        if call.state in (CallState.PROCEEDING, CallState.EARLY):
+            with contextlib.suppress(SIPTransportError, ValueError):
+                self.endpoint.send_request(build_cancel(call.invite), call.flow)
+                call.cancelled = True
+        if not await call.wait_ended(8.0):
+            await self._end(call, "cancelled")
+
+    # -- incoming calls (RFC 3261 §13.3) ------------------------------------------------------
+    def _respond(self, tx: ServerTransaction, code: int, *, to_tag: str | None = None, body: bytes = b"",
+                 headers: list[tuple[str, str]] | None = None, flow: Flow | None = None) -> None:
+        contact = self._contact(flow or self.flow or tx.flow) if (code < 300 and tx.flow) else None  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError, SIPParseError, SIPTransportError):
+            self.endpoint.respond(tx, code, to_tag=to_tag, body=body, headers=headers or [],
+                                  content_type="application/sdp" if body else None, contact=contact)
+
+    def _incoming(self, event: RequestReceived) -> None:
+        request, tx = event.request, event.transaction
+        assert isinstance(tx, InviteServerTransaction)
+        if len(self.calls) >= MAX_CALLS or self.closed:
+            self._respond(tx, 486, to_tag=new_tag())
+            return
+        remote = request.headers.get("From") or "unknown"
+        with contextlib.suppress(SIPParseError):
+            remote = str(NameAddr.parse(remote).uri)
+        call = SIPCall(self, CallDirection.INCOMING, remote, request.call_id or "")
+        call.invite = request
+        call.invite_tx = tx
+        call.flow = event.flow
+        call.to_tag = new_tag()
+        if request.body:
+            try:
+                call.remote_offer = SessionDescription.parse(request.body)
+            except SDPParseError:
+                self._respond(tx, 400, to_tag=call.to_tag)
+                return
+        self.calls.append(call)
+        self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow)
+        with contextlib.suppress(SIPParseError, ValueError):
+            call.dialog = Dialog.uas(request, call.to_tag, early=True)
+        self.emit(IncomingCall(call))
+        if self.account.auto_answer is not None:
+            self._spawn(self._auto_answer(call, self.account.auto_answer))
+
+    async def _auto_answer(self, call: SIPCall, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if call.state is CallState.INCOMING:
+            with contextlib.suppress(PhoneError):
+                await call.answer()
+
+    async def _answer(self, call: SIPCall) -> None:
+        """200 with the SDP answer (or, to an offerless INVITE, our offer, answered in the
+        ACK, RFC 3261 §13.2.1); the call is confirmed by the ACK (§13.3.1.4)."""
+        assert call.invite_tx is not None and call.flow is not None and call.invite is not None
+        try:
+            call.media = await self._open_media(call, call.flow)
+        except (OSError, ValueError) as exc:
+            self._respond(call.invite_tx, 500, to_tag=call.to_tag)
+            await self._end(call, f"cannot open media: {exc}")
+            raise PhoneError(f"cannot open media: {exc}") from exc
+        if call.state is not CallState.INCOMING:  # cancelled meanwhile
+            await call.media.close()
+            raise PhoneError(f"call {call.id} is {call.state.value}")
+        if call.remote_offer is not None:
+            try:
+                answer, session = audio_answer(call.remote_offer, call.media.local_ip, call.media.local_port,
+                                               session_id=call.session_id)
+            except ValueError:
+                self._respond(call.invite_tx, 488, to_tag=call.to_tag)
+                await self._end(call, "488 no audio offered")
+                return
+            if session.rejected:
+                self._respond(call.invite_tx, 488, to_tag=call.to_tag)
+                await self._end(call, "488 no common codec")
+                return
+            call.audio = session
+            body = answer.to_bytes()
+        else:
+            body = self._offer(call, "sendrecv").to_bytes()
+        self._respond(call.invite_tx, 200, to_tag=call.to_tag, body=body, flow=call.flow)
+        if call.dialog is not None:
+            call.dialog.confirm()
+        self._apply_media(call)
+
+    def _acked(self, call: SIPCall, ack: Request) -> None:
+        if ack.body and call.offer is not None and call.audio is None:
+            with contextlib.suppress(SDPParseError, ValueError):
+                call.audio = negotiate(call.offer, SessionDescription.parse(ack.body))
+                self._apply_media(call)
+        if call.state is CallState.INCOMING:
+            self._set_state(call, CallState.CONFIRMED, "ACK")
+
+    # -- in-dialog requests we send ------------------------------------------------------------
+    def _in_dialog(self, call: SIPCall, method: str, *, body: bytes = b"", content_type: str | None = None,
+                   headers: list[tuple[str, str]] | None = None) -> Request:
+        assert call.dialog is not None and call.flow is not None
+        return call.dialog.request(method, self.endpoint.via(call.flow), body=body, content_type=content_type,
+                                   headers=[("User-Agent", USER_AGENT), *(headers or [])],
+                                   contact=self._contact(call.flow) if method in ("INVITE", "UPDATE", "REFER") else None)
+
+    async def _transact(self, call: SIPCall, request: Request) -> Response | None:
+        assert call.flow is not None
+        outcome = await self.endpoint.transact(request, call.flow, timeout=self.account.timeout,
+                                               credentials=self.credentials)
+        if call.dialog is not None:
+            call.dialog.local_cseq = max(call.dialog.local_cseq or 0, outcome.request.cseq[0])
+        return outcome.response
+
+    async def _bye(self, call: SIPCall, reason: str = "BYE sent") -> None:
+        if call.dialog is None or call.flow is None:
+            await self._end(call, reason)
+            return
+        request = self._in_dialog(call, "BYE")
+        await self._end(call, reason)
+        with contextlib.suppress(SIPTransportError, ValueError):
+            await self._transact(call, request)
+
+    async def _info_dtmf(self, call: SIPCall, digit: str, duration_ms: int) -> None:
+        request = self._in_dialog(call, "INFO", body=dtmf_relay_body(digit, duration_ms),
+                                  content_type="application/dtmf-relay")
+        response = await self._transact(call, request)
+        if response is None or not 200 <= response.status_code < 300:
+            raise PhoneError(f"INFO DTMF refused: {response.summary if response else 'no response'}")
+
+    async def _reinvite(self, call: SIPCall, direction: str) -> None:
+        """A re-INVITE with a new offer (hold: ``sendonly``; resume: ``sendrecv``, RFC 3264
+        §8.4). On 491 (glare, §14.1) it is retried after 2.1-4 s (Call-ID owner) or 0-2 s."""
+        if call._reinvite_pending:
+            raise PhoneError(f"call {call.id} has a re-INVITE pending")
+        call._reinvite_pending = True
+        try:
+            for _ in range(3):
+                offer = self._offer(call, direction)
+                request = self._in_dialog(call, "INVITE", body=offer.to_bytes(), content_type="application/sdp")
+                response = await self._reinvite_once(call, request)
+                if response is None:
+                    raise PhoneError("no answer to the re-INVITE")
+                if response.status_code == 491:
+                    owner = call.direction is CallDirection.OUTGOING
+                    await asyncio.sleep(random.uniform(2.1, 4.0) if owner else random.uniform(0.0, 2.0))
+                    continue
+                if not 200 <= response.status_code < 300:
+                    raise PhoneError(f"re-INVITE refused: {response.summary}")
+                if response.body:
+                    try:
+                        call.audio = negotiate(offer, SessionDescription.parse(response.body))
+                    except (SDPParseError, ValueError) as exc:
+                        raise PhoneError(f"bad SDP answer to the re-INVITE: {exc}") from exc
+                    if call.dialog is not None:
+                        call.dialog.receive_response(request, response)
+                    self._apply_media(call)
+                return
+            raise PhoneError("re-INVITE glare (491) three times")
+        finally:
+            call._reinvite_pending = False
+
+    async def _reinvite_once(self, call: SIPCall, request: Request) -> Response | None:
+        assert call.flow is not None and call.dialog is not None
+        rule = ChallengeRetry(self.credentials)
+        for _ in range(3):
+            handle = self.endpoint.send_request(request, call.flow)
+            assert handle is not None
+            deadline = handle.started + self.account.timeout
+            final: Response | None = None
+            while final is None:
+                event = await handle.next_event(deadline)
+                if event is None or isinstance(event, TimedOut | TransportFailed):
+                    return None
+                if isinstance(event, ResponseReceived) and event.final:
+                    final = event.response
+            if 200 <= final.status_code < 300:
+                ack = call.dialog.ack(self.endpoint.via(call.flow), request)
+                self.endpoint.send_stateless(ack, call.flow)
+                handle.listener = lambda e, a=ack: self._reack(e, a, call)
+                return final
+            retried = rule.retry(request, final, self.endpoint.via(call.flow))
+            if retried is None:
+                return final
+            request = retried
+            call.dialog.local_cseq = request.cseq[0]
+        return None
+
+    def _reack(self, event: Any, ack: Request, call: SIPCall) -> None:
+        if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300 and call.flow:
+            with contextlib.suppress(SIPTransportError):
+                self.endpoint.send_stateless(ack, call.flow, "re-ACK")
+
+    async def _refer(self, call: SIPCall, target: str) -> None:
+        """Blind transfer (RFC 3515, RFC 5589 §6): REFER with Refer-To; after 202 the
+        transferee's NOTIFYs (``message/sipfrag``) report the new call; on a 2xx there we
+        hang up. Raises :class:`PhoneError` if the REFER is refused or the transfer fails."""
+        uri = self.target_uri(target)
+        loop = asyncio.get_running_loop()
+        call._refer_result = loop.create_future()
+        request = self._in_dialog(call, "REFER", headers=[("Refer-To", f"<{uri}>"),
+                                                           ("Referred-By", f"<{self.aor}>")])
+        response = await self._transact(call, request)
+        if response is None or not 200 <= response.status_code < 300:
+            raise PhoneError(f"REFER refused: {response.summary if response else 'no response'}")
+        try:
+            code = await asyncio.wait_for(call._refer_result, 60.0)
+        except TimeoutError as exc:
+            raise PhoneError("no final NOTIFY for the transfer within 60 s") from exc
+        if not 200 <= code < 300:
+            raise PhoneError(f"transfer failed: the target answered {code}")
+        await self._bye(call, "transferred")
+
+    # -- MESSAGE (RFC 3428) ---------------------------------------------------------------------
+    async def message(self, target: str, text: str) -> None:
+        """Send an instant message (MESSAGE, ``text/plain``; digest if challenged).
+        :class:`PhoneError` when it is not accepted (2xx)."""
+        uri = self.target_uri(target)
+        flow = self.flow
+        if flow is None:
+            parsed = SipURI.parse(uri)
+            flow = await self._open_flow(f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
+                                         secure=parsed.scheme == "sips")
+        local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
+                                                            self.aor.port))
+        request = new_request("MESSAGE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri)),
+                              via=self.endpoint.via(flow), route_set=self._route_set(), user_agent=USER_AGENT,
+                              body=text.encode(), content_type="text/plain;charset=UTF-8")
+        outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
+                                               credentials=self.credentials)
+        if outcome.response is None:
+            raise PhoneError(f"MESSAGE: {outcome.error}")
+        if not 200 <= outcome.response.status_code < 300:
+            raise PhoneError(f"MESSAGE refused: {outcome.response.summary}")
+
+    # -- what the endpoint hands us ----------------------------------------------------------
+    def _call_for(self, request: Request) -> SIPCall | None:
+        did = dialog_id(request, local_is_from=False)
+        for call in self.calls:
+            if isinstance(call, SIPCall) and call.dialog is not None and did == call.dialog.id:
+                return call
+        return None
+
+    def _on_event(self, event: LayerEvent) -> bool:
+        if isinstance(event, CancelReceived):
+            call = next((c for c in self.calls if isinstance(c, SIPCall) and c.invite_tx is event.invite), None)
+            if call is None:
+                return False
+            self.endpoint.respond(event.transaction, 200)
+            if not event.invite.final:
+                self._respond(event.invite, 487, to_tag=call.to_tag)
+            self._spawn(self._end(call, "cancelled by the caller"))
+            return True
+        if isinstance(event, AckReceived):
+            call = self._call_for(event.request)
+            if call is not None:
+                self._acked(call, event.request)
+                return True
+            return False
+        if isinstance(event, SuccessRetransmission):
+            for other in self.calls:
+                if isinstance(other, SIPCall) and other.call_id == event.response.call_id and other.flow:
+                    ack = getattr(other, "ack", None)
+                    if ack is not None:
+                        with contextlib.suppress(SIPTransportError):
+                            self.endpoint.send_stateless(ack, other.flow, "re-ACK")
+                    return True
+            return False
+        if isinstance(event, TimedOut) and isinstance(event.transaction, InviteServerTransaction):
+            if event.timer == "L":
+                call = next((c for c in self.calls if isinstance(c, SIPCall) and c.invite_tx is event.transaction),
+                            None)
+                if call is not None and call.state is not CallState.CONFIRMED:
+                    self._spawn(self._bye(call, "no ACK for our 200 (RFC 3261 §13.3.1.4)"))
+            return True
+        if not isinstance(event, RequestReceived):
+            return False
+        request = event.request
+        method = request.method
+        if request.to_tag is None:
+            if method == "INVITE":
+                self._incoming(event)
+                return True
+            if method == "MESSAGE":
+                self._message_received(event)
+                return True
+            return False  # OPTIONS and the rest: the endpoint's UAS core
+        call = self._call_for(request)
+        if call is None:
+            return False  # 481
+        assert call.dialog is not None
+        refusal = call.dialog.receive_request(request)
+        if refusal is not None:
+            self.endpoint.respond(event.transaction, refusal)
+            return True
+        self._spawn(self._in_dialog_request(call, event))
+        return True
+
+    async def _in_dialog_request(self, call: SIPCall, event: RequestReceived) -> None:
+        request, tx = event.request, event.transaction
+        method = request.method
+        if method == "BYE":
+            self.endpoint.respond(tx, 200)
+            await self._end(call, "BYE received")
+        elif method in ("INVITE", "UPDATE"):
+            await self._remote_offer(call, tx, request)
+        elif method == "INFO":
+            self._info_received(call, tx, request)
+        elif method == "REFER":
+            await self._refer_received(call, tx, request)
+        elif method == "NOTIFY":
+            self._notify_received(call, tx, request)
+        elif method == "MESSAGE":
+            self._message_received(event)
+        elif method == "OPTIONS":
+            self.endpoint.send_response(tx, self.endpoint.uas.options(request))
+        else:
+            self.endpoint.respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    async def _remote_offer(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
+        """The far end's re-INVITE or UPDATE (RFC 3264 §8, RFC 3311): answer its offer
+        (hold when it offers sendonly/inactive); 491 while our own re-INVITE is pending."""
+        if request.method == "INVITE" and call._reinvite_pending:
+            self.endpoint.respond(tx, 491)
+            return
+        if call.media is None or call.flow is None:
+            self.endpoint.respond(tx, 488)
+            return
+        if not request.body:
+            body = self._offer(call, "sendonly" if call.local_hold else "sendrecv").to_bytes()
+            self._respond(tx, 200, body=body, flow=call.flow)
+            return
+        try:
+            offer = SessionDescription.parse(request.body)
+            answer, session = audio_answer(offer, call.media.local_ip, call.media.local_port,
+                                           direction="sendonly" if call.local_hold else "sendrecv",
+                                           session_id=call.session_id, version=call.sdp_version + 1)
+        except (SDPParseError, ValueError):
+            self.endpoint.respond(tx, 488)
+            return
+        call.sdp_version += 1
+        call.audio = session
+        self._respond(tx, 200, body=answer.to_bytes(), flow=call.flow)
+        self._apply_media(call)
+        self.emit_hold(call)
+
+    def emit_hold(self, call: SIPCall) -> None:
+        self.emit(CallStateChanged(call, call.state, "on hold by the far end" if call.remote_hold else "resumed"))
+
+    def _info_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == "application/dtmf-relay":
+            try:
+                digit, duration_ms = parse_dtmf_relay(request.body)
+            except ValueError:
+                self.endpoint.respond(tx, 400)
+                return
+            self.endpoint.respond(tx, 200)
+            self._dtmf(call, digit, "info", duration_ms / 1000)
+            return
+        self.endpoint.respond(tx, 200 if not request.body else 415)
+
+    def _dtmf(self, call: Call, digit: str, method: str, duration: float | None) -> None:
+        call.dtmf_received.append(digit)
+        del call.dtmf_received[:-1000]
+        self.emit(DTMFReceived(call, digit, method, duration))
+
+    async def _refer_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
+        """We are the transferee (RFC 3515): 202, NOTIFY 100 Trying, call the Refer-To
+        target, NOTIFY its outcome; the transferor then ends the original call."""
+        refer_to = request.headers.get("Refer-To")
+        try:
+            target = str(NameAddr.parse(refer_to or "").uri)
+            SipURI.parse(target)
+        except SIPParseError:
+            self.endpoint.respond(tx, 400)
+            return
+        self.endpoint.respond(tx, 202)
+        await self._notify_sipfrag(call, "SIP/2.0 100 Trying", active=True)
+        try:
+            new = await self.call(target)
+            ok = await new.wait_connected(60.0)
+            frag = "SIP/2.0 200 OK" if ok else f"SIP/2.0 {new.end_reason or '480 Temporarily Unavailable'}"
+            if not frag.split()[1].isdigit():
+                frag = "SIP/2.0 480 Temporarily Unavailable"
+        except PhoneError as exc:
+            frag = f"SIP/2.0 503 Service Unavailable ({exc.reason[:60]})"
+        with contextlib.suppress(Exception):
+            await self._notify_sipfrag(call, frag, active=False)
+
+    async def _notify_sipfrag(self, call: SIPCall, frag: str, *, active: bool) -> None:
+        if call.state is CallState.TERMINATED:
+            return
+        state = "active;expires=60" if active else "terminated;reason=noresource"
+        request = self._in_dialog(call, "NOTIFY", body=(frag + "\r\n").encode(), content_type="message/sipfrag",
+                                  headers=[("Event", "refer"), ("Subscription-State", state)])
+        await self._transact(call, request)
+
+    def _notify_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
+        """A NOTIFY of our REFER subscription: its sipfrag status line tells the outcome."""
+        self.endpoint.respond(tx, 200)
+        if (request.headers.get("Event") or "").split(";")[0].strip().lower() != "refer":
+            return
+        line = request.body.decode("utf-8", "replace").split("\r\n", 1)[0].split()
+        if len(line) >= 2 and line[1].isdigit():
+            code = int(line[1])
+            if code >= 200 and call._refer_result is not None and not call._refer_result.done():
+                call._refer_result.set_result(code)
+
+    def _message_received(self, event: RequestReceived) -> None:
+        request = event.request
+        ctype = (request.headers.get("Content-Type") or "text/plain").split(";")[0].strip().lower()
+        if not ctype.startswith("text/"):
+            self.endpoint.respond(event.transaction, 415, headers=[("Accept", "text/plain")])
+            return
+        self.endpoint.respond(event.transaction, 200)
+        sender = request.headers.get("From") or ""
+        with contextlib.suppress(SIPParseError):
+            sender = str(NameAddr.parse(sender).uri)
+        text = request.body.decode("utf-8", "replace")[:10000]
+        self.messages.append({"from": sender, "text": text})
+        del self.messages[:-100]
+        self.emit(MessageReceived(sender, text, ctype))
+
+    # -- the end of a call ----------------------------------------------------------------------
+    async def _end(self, call: Call, reason: str) -> None:
+        if call.state is CallState.TERMINATED:
+            return
+        if isinstance(call, SIPCall) and call.media is not None:
+            with contextlib.suppress(Exception):
+                await call.media.close()
+        self._set_state(call, CallState.TERMINATED, reason)

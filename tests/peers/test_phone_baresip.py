@@ -1,0 +1,166 @@
+"""The SIP softphone against real peers: Kamailio as registrar/PBX and baresip as the far-end
+phone (tone source, recordings, ctrl_tcp events), all on 127.0.0.1.
+
+Audio is proven by listening: in each recording the dominant frequency of ≥ 95 % of the 20 ms
+frames is the other side's tone (we send 440 Hz, baresip 660 Hz)."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from baresip_peer import Baresip, baresip
+from sip_peers import KamailioPeer, kamailio
+
+from skinnysip.phone.api import CallState, DTMFReceived, IncomingCall, MessageReceived, RegistrationState
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+OUR_TONE, THEIR_TONE = 440.0, 660.0
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+def _wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
+
+
+def share_of(path: Path, freq: float, skip: float = 0.3) -> float:
+    """Fraction of 20 ms frames (after ``skip`` s of start-up) whose dominant frequency is
+    within 25 Hz of ``freq``; silent frames count as misses."""
+    samples, rate = _wav(path)
+    samples = samples[int(skip * rate):]
+    freqs = dominant_frequencies(samples, rate)
+    return float(np.mean(np.abs(freqs - freq) < 25)) if len(freqs) else 0.0
+
+
+def account(pbx: KamailioPeer, user: str, transport: str = "udp", **kw: object) -> SIPAccount:
+    return SIPAccount(aor=f"sip:{user}@{pbx.realm}", password=pbx.users[user],
+                      registrar=f"127.0.0.1:{pbx.port(transport)}", transport=transport,  # type: ignore[arg-type]
+                      tls_verify=False, expires=60, source=f"tone:{OUR_TONE}", **kw)  # type: ignore[arg-type]
+
+
+async def registered(pbx: KamailioPeer, user: str, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if pbx.contacts(user):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{user} never registered")
+
+
+@pytest.fixture
+async def bob(pbx: KamailioPeer) -> AsyncIterator[Baresip]:
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                       contact=f"sip:alice@{pbx.realm}") as peer:
+        await registered(pbx, "bob")
+        yield peer
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_call_baresip_and_hear_each_other(pbx: KamailioPeer, bob: Baresip, transport: str,
+                                                tmp_path: Path) -> None:
+    async with SIPPhone(account(pbx, "alice", transport, record_dir=str(tmp_path))) as phone:
+        assert phone.registration is RegistrationState.REGISTERED
+        call = await phone.call("bob")
+        assert await call.wait_connected(15), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(3)
+        await call.hangup()
+        assert call.state is CallState.TERMINATED
+        await bob.wait_event("CALL_CLOSED")
+        report = call.media_report()
+    assert report is not None
+    rx = Path(report["recordings"]["rx"])
+    assert share_of(rx, THEIR_TONE) >= 0.95
+    assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+    samples, rate = _wav(rx)
+    assert abs(len(samples) / rate - (call.ended - call.connected)) < 0.3  # type: ignore[operator]
+    # the exchange of the call is on record: INVITE → 407 → INVITE → … 200 → ACK … BYE → 200
+    summaries = [m.summary for m in call.exchange]
+    assert summaries[0].startswith("INVITE") and "407 Proxy Authentication Required" in summaries
+    assert any(s.startswith("ACK") for s in summaries) and any(s.startswith("BYE") for s in summaries)
+
+
+async def test_baresip_calls_us_and_we_auto_answer(pbx: KamailioPeer, bob: Baresip, tmp_path: Path) -> None:
+    async with SIPPhone(account(pbx, "alice", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
+        await registered(pbx, "alice")
+        await bob.command("dial", f"sip:alice@{pbx.realm}")
+        event = await phone.next_event(10)
+        while event is not None and not isinstance(event, IncomingCall):
+            event = await phone.next_event(10)
+        assert isinstance(event, IncomingCall)
+        call = event.call
+        assert await call.wait_connected(10)
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(3)
+        await bob.command("hangup")
+        assert await call.wait_ended(10)
+        assert call.end_reason == "BYE received"
+        report = call.media_report()
+    assert report is not None
+    assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
+    assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+
+
+async def test_dtmf_both_ways_and_messages(pbx: KamailioPeer, bob: Baresip) -> None:
+    async with SIPPhone(account(pbx, "alice")) as phone:
+        call = await phone.call("bob")
+        assert await call.wait_connected(15), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+        await call.send_dtmf("159#", duration=0.12)
+        await asyncio.sleep(0.5)
+        # baresip reports each digit it received
+        digits = [e.get("param") for e in bob.events if e.get("type") == "CALL_DTMF_START"]
+        assert digits == ["1", "5", "9", "#"], bob.event_types()
+        for key in "42*":
+            await bob.command("sndcode", key)
+            await asyncio.sleep(0.25)
+        await bob.command("sndcode", "\n")  # key release ends the last event
+        await asyncio.sleep(1.0)
+        got = [e.digit for e in _drain(phone) if isinstance(e, DTMFReceived)]
+        assert got == ["4", "2", "*"]
+        await phone.message("bob", "hello from skinnysip")
+        await bob.command("message", "hi alice")  # to baresip's current contact: alice
+        await asyncio.sleep(1.0)
+        assert any(isinstance(e, MessageReceived) and e.text == "hi alice" for e in _drain(phone))
+        assert "hello from skinnysip" in bob.log.read_text(errors="replace")
+        await call.hangup()
+
+
+def _drain(phone: SIPPhone) -> list[object]:
+    out = []
+    while not phone._events.empty():
+        out.append(phone._events.get_nowait())
+    phone.drained = getattr(phone, "drained", []) + out  # type: ignore[attr-defined]
+    return phone.drained  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_hold_and_resume_by_reinvite(pbx: KamailioPeer, bob: Baresip, tmp_path: Path) -> None:
+    async with SIPPhone(account(pbx, "alice", record_dir=str(tmp_path))) as phone:
+        call = await phone.call("bob")
+        assert await call.wait_connected(15), call.end_reason
+        await asyncio.sleep(1)
+        await call.hold()  # re-INVITE a=sendonly: baresip answers recvonly and stops sending
+        assert call.local_hold and call.audio is not None and call.audio.direction == "sendonly"
+        await asyncio.sleep(0.3)
+        held = call.media.report()["received"]["packets"]  # type: ignore[union-attr]
+        await asyncio.sleep(1)
+        assert call.media.report()["received"]["packets"] - held <= 2  # type: ignore[union-attr]
+        await call.resume()
+        assert call.audio.direction == "sendrecv"
+        await asyncio.sleep(1)
+        assert call.media.report()["received"]["packets"] - held > 30  # type: ignore[union-attr]
+        summaries = [m.summary for m in call.exchange if m.direction == "sent"]
+        assert sum(s.startswith("INVITE") for s in summaries) >= 3  # INVITE(+auth) + hold + resume
+        await call.hangup()

@@ -1,0 +1,78 @@
+"""The SIP phone's registration against Kamailio: the granted expiry is honoured and refreshed
+with no gap in the location table, a refused login is an event with its reason, close
+unregisters (RFC 3261 §10)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from sip_peers import KamailioPeer, kamailio
+
+from skinnysip.phone.api import RegistrationChanged, RegistrationState
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def short_pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True, max_expires=20) as peer:
+        yield peer
+
+
+def _account(pbx: KamailioPeer, password: str = "wonderland", transport: str = "udp") -> SIPAccount:
+    return SIPAccount(aor=f"sip:alice@{pbx.realm}", password=password, registrar=f"127.0.0.1:{pbx.port(transport)}",
+                      transport=transport, tls_verify=False, expires=600)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_short_expiry_is_refreshed_without_a_gap(short_pbx: KamailioPeer, transport: str) -> None:
+    """Kamailio grants 20 s of the 600 asked; the phone refreshes in time, so for 60 s the
+    binding never leaves the location table; close removes it."""
+    async with SIPPhone(_account(short_pbx, transport=transport)) as phone:
+        assert phone.registration is RegistrationState.REGISTERED
+        assert phone.expires_granted == 20
+        started = time.monotonic()
+        gaps = 0
+        while time.monotonic() - started < 60:
+            if not short_pbx.contacts("alice"):
+                gaps += 1
+            await asyncio.sleep(0.5)
+        assert gaps == 0
+        registers = [m for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
+        assert len(registers) >= 2 * 6  # each refresh is challenged: REGISTER + authorised REGISTER, every 10 s
+    await asyncio.sleep(0.5)
+    assert short_pbx.contacts("alice") == []
+
+
+async def test_wrong_password_is_a_failed_registration_with_its_reason(short_pbx: KamailioPeer) -> None:
+    phone = SIPPhone(_account(short_pbx, password="not-it"))
+    try:
+        await phone.start()
+        assert phone.registration is RegistrationState.FAILED
+        events = []
+        while (event := await phone.next_event(0.2)) is not None:
+            events.append(event)
+        failed = [e for e in events if isinstance(e, RegistrationChanged) and e.state is RegistrationState.FAILED]
+        assert failed and failed[0].reason.startswith("403 Forbidden")
+    finally:
+        await phone.close()
+    assert short_pbx.contacts("alice") == []
+
+
+async def test_unreachable_registrar_is_a_clear_error() -> None:
+    import socket
+
+    from peertools import free_port
+
+    port = free_port(socket.SOCK_STREAM)
+    phone = SIPPhone(SIPAccount(aor="sip:alice@127.0.0.1", password="x", registrar=f"127.0.0.1:{port}",
+                                transport="tcp"))
+    from skinnysip.phone.api import PhoneError
+
+    with pytest.raises(PhoneError, match=f"connection refused by 127.0.0.1:{port}/tcp"):
+        await phone.start()
+    await phone.close()
