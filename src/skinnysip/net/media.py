@@ -1,0 +1,1019 @@
+"""asyncio driver of one RTP/RTCP media stream (RFC 3550) carrying G.711 audio and RFC 4733 DTMF.
+
+:class:`MediaStream` owns two UDP sockets (RTP on an even port, RTCP on the next one, RFC 3550
+§11) and runs the sans-IO pieces of :mod:`skinnysip.rtp` on the event loop's clock:
+
+* **one media clock**: every ``ptime`` seconds (absolute deadlines ``t0 + i × ptime`` from the
+  loop's monotonic clock, so sleep jitter never accumulates) the stream reads one frame from its
+  audio source, G.711-encodes and sends it, and plays one frame out of the
+  :class:`~skinnysip.rtp.jitter.JitterBuffer` into the recordings.  If the loop stalls for more
+  than one ``ptime`` the clock skips forward (RTP timestamps advance, nothing is burst) and the
+  skipped packets are counted in ``late_sent``.
+* **sending** follows the negotiated :class:`MediaConfig` (RFC 3264 directions: only
+  ``sendrecv``/``sendonly`` with a remote address send), from the socket we receive on
+  (symmetric RTP, RFC 4961), to the address SDP gave (no latching).  A new remote, payload type
+  or a resume after hold starts a talkspurt (marker bit, RFC 3551 §4.1).
+* **DTMF** (:meth:`MediaStream.send_dtmf`): RFC 4733 events from
+  :func:`~skinnysip.rtp.dtmf.dtmf_packets`, sent in the same schedule; audio pauses during an
+  event (RFC 4733 §2.5.1.2).  Received events go through
+  :class:`~skinnysip.rtp.dtmf.DTMFReceiver`; in-band tones are detected as a fallback.
+* **RTCP** (RFC 3550 §6): SR when we sent since the last report, else RR, each with SDES CNAME,
+  at the randomised :func:`~skinnysip.rtp.rtcp.rtcp_interval`; the peer's reports give the round
+  trip time (LSR/DLSR, §6.4.1) and its view of our stream; BYE on :meth:`MediaStream.close`.
+* **impairments** for testing: ``rx_drop``/``tx_drop`` drop that fraction of packets (seeded
+  :class:`random.Random`), ``tx_jitter`` delays each sent packet by up to that many seconds.
+* **recordings** (``record_dir``): ``<name>-rx.wav`` (what was played out, silence for gaps, so it
+  lasts as long as the call), ``<name>-tx.wav`` (what was sent) and ``<name>-mix.wav``.
+
+Everything is bounded: a stream stops its media clock after :data:`MAX_CALL_SECONDS`, queues have
+a size, datagrams a size cap; a datagram callback never raises (bad input is counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import math
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from skinnysip.rtp import g711
+from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
+from skinnysip.rtp.dtmf import DTMFReceiver, InBandDTMFDetector, dtmf_packets, dtmf_rtp_packet
+from skinnysip.rtp.jitter import JitterBuffer
+from skinnysip.rtp.packet import RTPPacket, RTPParseError
+from skinnysip.rtp.quality import estimate
+from skinnysip.rtp.rtcp import (
+    Bye,
+    ReceiverReport,
+    ReceptionReporter,
+    ReportBlock,
+    RTCPParseError,
+    SenderReport,
+    SourceDescription,
+    build_compound,
+    ntp_timestamp,
+    parse_compound,
+    round_trip_time,
+    rtcp_interval,
+)
+from skinnysip.rtp.stats import RTP_SEQ_MOD, RTPReceiverStats, RTPSender
+from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
+
+__all__ = ["MediaConfig", "MediaStream", "ReceivedDTMF", "DIRECTIONS", "MAX_CALL_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+CLOCK_RATE = 8000
+#: RFC 3264 §5.1 media directions (from our side)
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+#: the media clock of a stream stops after this many seconds, whatever happens
+MAX_CALL_SECONDS = 4 * 3600.0
+#: datagrams longer than this are not parsed (counted in ``parse_errors``)
+MAX_DATAGRAM = 2048
+#: attempts to find a free even/odd port pair
+PORT_PAIR_ATTEMPTS = 64
+#: bound of :attr:`MediaStream.dtmf_events` (the oldest event is dropped when full)
+DTMF_QUEUE_SIZE = 256
+#: received DTMF events kept for :meth:`MediaStream.report`
+DTMF_KEEP = 1000
+#: digits waiting to be sent, at most
+DTMF_SEND_QUEUE = 64
+#: audio between two RFC 4733 events we send (seconds)
+DTMF_GAP = 0.06
+#: seconds without packets from the current remote SSRC after which another SSRC takes over
+SSRC_SWITCH_AFTER = 0.5
+#: nominal session bandwidth of one G.711 direction with IP/UDP/RTP headers, octets per second
+_G711_OCTETS_PER_S = 8000 + 40 * 50
+_UDP_IP_OVERHEAD = 28
+_CODECS = {g711.PT_PCMU: "PCMU", g711.PT_PCMA: "PCMA"}
+_DTMF_KEYS = frozenset(DTMF_FREQUENCIES)
+
+Samples = npt.NDArray[np.int16]
+Address = tuple[str, int]
+
+
+@dataclass
+class MediaConfig:
+    """What offer/answer negotiated for one audio stream (RFC 3264), from our side.
+
+    ``payload_type``: 0 (PCMU) or 8 (PCMA).  ``ptime``: packet duration in seconds, 0.01..0.06.
+    ``telephone_event``: the RFC 4733 payload type (96..127) or None if not negotiated.
+    ``direction``: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (ours).
+    ``remote``: where to send RTP (IP literal, port); None = nowhere yet.
+    ``remote_rtcp``: where to send RTCP; None = the remote RTP port + 1, or the RTP port itself
+    with ``rtcp_mux`` (RFC 5761).
+    """
+
+    payload_type: int = g711.PT_PCMU
+    ptime: float = 0.02
+    telephone_event: int | None = 101
+    direction: str = "sendrecv"
+    remote: Address | None = None
+    remote_rtcp: Address | None = None
+    rtcp_mux: bool = False
+
+    def validate(self) -> None:
+        """``ValueError`` naming the first field that is out of range."""
+        if self.payload_type not in _CODECS:
+            raise ValueError(f"payload_type {self.payload_type!r}: only G.711 PCMU (0) or PCMA (8)")
+        if not isinstance(self.ptime, int | float) or not 0.01 - 1e-9 <= self.ptime <= 0.06 + 1e-9:
+            raise ValueError(f"ptime {self.ptime!r} s is outside 0.01..0.06 s")
+        if abs(self.ptime * CLOCK_RATE - round(self.ptime * CLOCK_RATE)) > 1e-6:
+            raise ValueError(f"ptime {self.ptime} s is not a whole number of 8000 Hz samples")
+        te = self.telephone_event
+        if te is not None and (isinstance(te, bool) or not isinstance(te, int) or not 96 <= te <= 127):
+            raise ValueError(f"telephone_event {te!r}: a dynamic payload type 96..127 or None")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction {self.direction!r}: one of {', '.join(DIRECTIONS)}")
+        for name, addr in (("remote", self.remote), ("remote_rtcp", self.remote_rtcp)):
+            if addr is not None:
+                _check_address(name, addr)
+
+    @property
+    def sends(self) -> bool:
+        """True if this direction sends media and there is somewhere to send it."""
+        return self.direction in ("sendrecv", "sendonly") and self.remote is not None
+
+    @property
+    def rtcp_target(self) -> Address | None:
+        """Where RTCP goes: ``remote_rtcp``, else the remote RTP port (mux) or port + 1."""
+        if self.remote_rtcp is not None:
+            return self.remote_rtcp
+        if self.remote is None:
+            return None
+        host, port = self.remote
+        return (host, port) if self.rtcp_mux else (host, port + 1)
+
+    @property
+    def samples_per_packet(self) -> int:
+        return int(round(self.ptime * CLOCK_RATE))
+
+
+def _check_address(name: str, addr: Address) -> None:
+    try:
+        host, port = addr
+        ipaddress.ip_address(host)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {addr!r}: must be (IP literal, port)") from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"{name} port {port!r} is outside 1..65535")
+
+
+@dataclass(frozen=True)
+class ReceivedDTMF:
+    """A DTMF digit heard by a stream.  ``duration`` in seconds (0.0 when detected in-band, where
+    it is not measured); ``method`` ``"rfc4733"`` or ``"inband"``; ``time`` seconds since the
+    stream opened."""
+
+    digit: str
+    duration: float
+    method: str
+    time: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"digit": self.digit, "duration": self.duration, "method": self.method, "time": self.time}
+
+
+@dataclass
+class _PendingDigit:
+    digit: str
+    duration: float
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _ActiveEvent:
+    digit: str
+    plans: list[Any]
+    timestamp: int
+    start_tick: int
+    tone: ToneSource
+    done: asyncio.Future[None]
+    sent: int = 0
+
+
+@dataclass
+class _PeerView:
+    """What the peer's RTCP says (RFC 3550 §6.4)."""
+
+    cname: str | None = None
+    ssrc: int | None = None
+    fraction_lost: float | None = None
+    cumulative_lost: int | None = None
+    jitter_ms: float | None = None
+    sender_reports: int = 0
+    receiver_reports: int = 0
+    packets_sent: int | None = None
+    octets_sent: int | None = None
+    bye: bool = False
+    bye_reason: str | None = None
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, receive: Callable[[bytes, Address], None], errors: Callable[[Exception], None]):
+        self.receive = receive
+        self.errors = errors
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.receive(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors(exc)
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on ``host``: RTP on an even port, RTCP on the next (RFC 3550 §11).
+    ``port`` 0 = any free pair (tried :data:`PORT_PAIR_ATTEMPTS` times).  ``OSError`` if none."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+    def bind(p: int) -> socket.socket:
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.bind((host, p))
+        except OSError:
+            s.close()
+            raise
+        s.setblocking(False)
+        return s
+
+    if port:
+        if port % 2 or not 0 < port < 65535:
+            raise ValueError(f"RTP port {port} must be even and below 65535 (RTCP takes port + 1)")
+        rtp = bind(port)
+        try:
+            return rtp, bind(port + 1)
+        except OSError:
+            rtp.close()
+            raise
+    last: OSError | None = None
+    for _ in range(PORT_PAIR_ATTEMPTS):
+        rtp = bind(0)
+        got = rtp.getsockname()[1]
+        if got % 2:
+            rtp.close()
+            try:
+                rtp = bind(got - 1)
+            except OSError as exc:
+                last = exc
+                continue
+            got -= 1
+        try:
+            return rtp, bind(got + 1)
+        except OSError as exc:
+            last = exc
+            rtp.close()
+    raise OSError(f"no free even/odd UDP port pair on {host} after {PORT_PAIR_ATTEMPTS} attempts ({last})")
+
+
+class MediaStream:
+    """One RTP/RTCP audio stream on the event loop.  Create with :meth:`open`, configure with
+    :meth:`apply`, always :meth:`close`.
+
+    Attributes: ``local_ip``, ``local_port`` (RTP, even), ``rtcp_port`` (``local_port + 1``),
+    ``config`` (the :class:`MediaConfig` in force), ``recordings`` (``{"rx"|"tx"|"mix": Path}``),
+    ``dtmf_events`` (bounded :class:`asyncio.Queue` of :class:`ReceivedDTMF`), ``on_dtmf``
+    (``callback(digit, duration_s)`` or None), ``stats`` (:class:`RTPReceiverStats` of the
+    current remote SSRC), ``ssrc`` (ours), and counters (``packets_received``, ``late_sent``,
+    ``parse_errors``, …) that :meth:`report` gathers.
+    """
+
+    def __init__(self, *, source: AudioSource, record_dir: Path | None, name: str, rx_drop: float,
+                 tx_drop: float, tx_jitter: float, jitter_min: float, jitter_max: float, echo: EchoSource | None,
+                 echo_payload: bool, cname: str | None, seed: int | None, rtcp_scale: float,
+                 on_dtmf: Callable[[str, float], None] | None) -> None:
+        self.local_ip = ""
+        self.local_port = 0
+        self.rtcp_port = 0
+        self.name = name
+        self.config = MediaConfig()
+        self.source = source
+        self.echo = echo
+        self.echo_payload = echo_payload
+        self.rx_drop = rx_drop
+        self.tx_drop = tx_drop
+        self.tx_jitter = tx_jitter
+        self.jitter_min = jitter_min
+        self.jitter_max = jitter_max
+        self.rtcp_scale = rtcp_scale
+        self.on_dtmf = on_dtmf
+        # separate generators, so that RTCP timing never shifts which packets are dropped
+        self._rng = random.Random(seed)
+        self._rx_rng = random.Random(f"{seed}-rx") if seed is not None else random.Random()
+        self._tx_rng = random.Random(f"{seed}-tx") if seed is not None else random.Random()
+        self._sender = RTPSender(g711.PT_PCMU, clock_rate=CLOCK_RATE, rng=random.Random(self._rng.getrandbits(64))
+                                 if seed is not None else None)
+        self.cname = cname or f"{name}-{self._sender.ssrc:08x}@skinnysip"
+        self.dtmf_events: asyncio.Queue[ReceivedDTMF] = asyncio.Queue(maxsize=DTMF_QUEUE_SIZE)
+        self.dtmf_received: deque[ReceivedDTMF] = deque(maxlen=DTMF_KEEP)
+        self.recordings: dict[str, Path] = {}
+        self._recorders: dict[str, WavRecorder] = {}
+        self._record_dir = record_dir
+        # receive side
+        self.stats = RTPReceiverStats(CLOCK_RATE)
+        self._reporter: ReceptionReporter | None = None
+        self._jitter = self._new_jitter_buffer(self.config.ptime)
+        self._jitter_retired: dict[str, float] = {}
+        self._dtmf_rx = DTMFReceiver()
+        self._inband = InBandDTMFDetector(rate=CLOCK_RATE)
+        self._rfc4733_seen = False
+        self._rx_pt = g711.PT_PCMU
+        self._last_rx = -math.inf
+        self.packets_received = 0
+        self.octets_received = 0
+        self.parse_errors = 0
+        self.rx_dropped = 0
+        self.foreign_packets = 0
+        self.unknown_payload_types = 0
+        self.callback_errors = 0
+        self.socket_errors = 0
+        self.remote_seen: Address | None = None
+        # send side
+        self.late_sent = 0
+        self.tx_dropped = 0
+        self.dtmf_sent = 0
+        self._new_spurt = True
+        self._reclock = False
+        self._tick = 0
+        self._tick_time = 0.0
+        self._tick_timestamp = self._sender.timestamp
+        self._pending_digits: deque[_PendingDigit] = deque()
+        self._event: _ActiveEvent | None = None
+        self._gap_until = 0
+        # RTCP
+        self.rtt: float | None = None
+        self.peer = _PeerView()
+        self.rtcp_sent = 0
+        self.rtcp_received = 0
+        self.rtcp_parse_errors = 0
+        self._avg_rtcp_size = 128.0
+        self._sent_at_last_report = 0
+        self._peer_sent_recently = False
+        # lifecycle
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._opened = 0.0
+        self._closed = False
+        self._final: dict[str, Any] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, local_ip: str, *, source: AudioSource | None = None,
+                   record_dir: str | Path | None = None, name: str = "call", rx_drop: float = 0.0,
+                   tx_drop: float = 0.0, tx_jitter: float = 0.0, jitter_min: float = 0.02,
+                   jitter_max: float = 0.2, echo: bool = False, echo_payload: bool = False,
+                   cname: str | None = None, port: int = 0, seed: int | None = None,
+                   rtcp_scale: float = 1.0, on_dtmf: Callable[[str, float], None] | None = None,
+                   ) -> MediaStream:
+        """Bind RTP on an even port of ``local_ip`` (IPv4 or IPv6 literal) and RTCP on the next,
+        and start the media clock and the RTCP timer.  Nothing is sent before :meth:`apply`
+        gives a remote address.
+
+        ``source``: audio to send (``read(n)`` int16 at 8000 Hz; default silence).  ``echo``:
+        send back what is played out (decoded audio); ``echo_payload``: send back each received
+        audio payload byte for byte at once, with our SSRC/sequence numbers/timestamps (what
+        SIPp's ``-rtp_echo`` check wants); in either mode ``source`` is ignored.  ``record_dir``: write
+        ``<name>-rx.wav``, ``<name>-tx.wav``, ``<name>-mix.wav`` there.  ``rx_drop``/``tx_drop``:
+        fraction 0..1 of received/sent packets dropped; ``tx_jitter``: up to that many seconds of
+        extra delay per sent packet (may reorder); ``seed`` makes these and the SSRC repeatable.
+        ``jitter_min``/``jitter_max``: jitter buffer delay bounds (s).  ``cname``: RTCP CNAME
+        (default ``<name>-<ssrc>@skinnysip``).  ``port``: an even RTP port (0 = any free pair).
+        ``rtcp_scale``: multiplies the RFC 3550 report interval (tests use < 1).
+        ``on_dtmf(digit, duration_s)``: called for every received digit.
+
+        Raises ``ValueError`` for bad arguments and ``OSError`` if no port pair can be bound.
+        """
+        try:
+            ipaddress.ip_address(local_ip)
+        except ValueError:
+            raise ValueError(f"local_ip {local_ip!r} is not an IP literal") from None
+        for label, frac in (("rx_drop", rx_drop), ("tx_drop", tx_drop)):
+            if not 0.0 <= frac <= 1.0:
+                raise ValueError(f"{label} {frac} must be a fraction within 0..1")
+        if not 0.0 <= tx_jitter <= 1.0:
+            raise ValueError(f"tx_jitter {tx_jitter} s must be within 0..1 s")
+        if not 0.0 <= jitter_min <= jitter_max <= 2.0:
+            raise ValueError("jitter buffer bounds must satisfy 0 <= jitter_min <= jitter_max <= 2 s")
+        if not 0.01 <= rtcp_scale <= 10.0:
+            raise ValueError(f"rtcp_scale {rtcp_scale} must be within 0.01..10")
+        if echo and echo_payload:
+            raise ValueError("echo and echo_payload are exclusive")
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"name {name!r} must be a plain file-name stem")
+        echo_source = EchoSource() if echo else None
+        stream = cls(source=echo_source or source or SilenceSource(),
+                     record_dir=Path(record_dir) if record_dir is not None else None, name=name,
+                     rx_drop=rx_drop, tx_drop=tx_drop, tx_jitter=tx_jitter, jitter_min=jitter_min,
+                     jitter_max=jitter_max, echo=echo_source, echo_payload=echo_payload, cname=cname,
+                     seed=seed, rtcp_scale=rtcp_scale, on_dtmf=on_dtmf)
+        await stream._start(local_ip, port)
+        return stream
+
+    async def _start(self, local_ip: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        rtp_sock, rtcp_sock = _bind_pair(local_ip, port)
+        try:
+            self._rtp, _ = await loop.create_datagram_endpoint(
+                lambda: _Socket(self._rtp_received, self._socket_error), sock=rtp_sock)
+            self._rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _Socket(self._rtcp_received, self._socket_error), sock=rtcp_sock)
+            if self._record_dir is not None:
+                self._record_dir.mkdir(parents=True, exist_ok=True)
+                for kind in ("rx", "tx", "mix"):
+                    path = self._record_dir / f"{self.name}-{kind}.wav"
+                    self._recorders[kind] = WavRecorder(path, CLOCK_RATE)
+                    self.recordings[kind] = path
+        except BaseException:
+            for transport in (self._rtp, self._rtcp):
+                if transport is not None:
+                    transport.close()
+            rtp_sock.close()
+            rtcp_sock.close()
+            for rec in self._recorders.values():
+                rec.close()
+            raise
+        name = self._rtp.get_extra_info("sockname")
+        self.local_ip, self.local_port = str(name[0]), int(name[1])
+        self.rtcp_port = int(self._rtcp.get_extra_info("sockname")[1])
+        self._opened = loop.time()
+        self._tasks = [asyncio.create_task(self._media_clock(), name=f"media-{self.name}"),
+                       asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
+
+    def apply(self, config: MediaConfig) -> None:
+        """Start or change what the stream does, at once: start/stop sending by direction and
+        remote (hold = ``recvonly``/``inactive``), switch remote address, payload type, ptime or
+        telephone-event payload type.  A change of remote or payload type starts a new
+        talkspurt (marker bit).  ``ValueError`` for a bad config or one whose addresses are of
+        the other IP family; ``RuntimeError`` after :meth:`close`."""
+        if self._closed:
+            raise RuntimeError("the media stream is closed")
+        config.validate()
+        family = ipaddress.ip_address(self.local_ip).version
+        for addr in (config.remote, config.remote_rtcp):
+            if addr is not None and ipaddress.ip_address(addr[0]).version != family:
+                raise ValueError(f"remote {addr[0]} is not IPv{family} like the local address {self.local_ip}")
+        old = self.config
+        config = replace(config)
+        if (config.remote, config.payload_type) != (old.remote, old.payload_type):
+            self._new_spurt = True
+        if abs(config.ptime - old.ptime) > 1e-9:
+            self._retire_jitter_buffer()
+            self._jitter = self._new_jitter_buffer(config.ptime)
+            self._reclock = True
+        self.config = config
+
+    @property
+    def sending(self) -> bool:
+        """True while the config says we send (direction and a remote) and the stream is open."""
+        return not self._closed and self.config.sends
+
+    @property
+    def ssrc(self) -> int:
+        """Our SSRC."""
+        return self._sender.ssrc
+
+    @property
+    def packets_sent(self) -> int:
+        return self._sender.packets_sent
+
+    @property
+    def octets_sent(self) -> int:
+        return self._sender.octets_sent
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the stream opened."""
+        return (self._loop.time() - self._opened) if self._loop is not None else 0.0
+
+    async def close(self, reason: str = "bye") -> dict[str, Any]:
+        """Send RTCP BYE (RFC 3550 §6.6), stop the media clock and timers, close the sockets and
+        finish the WAV files.  Returns (and keeps) the final :meth:`report`.  Idempotent."""
+        if self._final is not None:
+            return self._final
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._send_rtcp(bye=reason)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 2.0)
+        for pending in self._pending_digits:
+            if not pending.done.done():
+                pending.done.set_exception(RuntimeError("the media stream was closed"))
+        if self._event is not None and not self._event.done.done():
+            self._event.done.set_exception(RuntimeError("the media stream was closed"))
+        self._pending_digits.clear()
+        self._event = None
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        for rec in self._recorders.values():
+            rec.close()
+        if self._loop is not None:
+            for event in self._dtmf_rx.flush(self._loop.time(), force=True):
+                self._dtmf_heard(event.digit, event.duration, "rfc4733")
+        self._final = self.report()
+        self._final["final"] = True
+        return self._final
+
+    async def __aenter__(self) -> MediaStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- DTMF sending -------------------------------------------------------------------
+
+    async def send_dtmf(self, digits: str, duration: float = 0.1, timeout: float | None = None) -> None:
+        """Send ``digits`` (``0-9 * # A-D``) as RFC 4733 telephone-events of ``duration`` seconds
+        each (0.04..2 s), one after the other with :data:`DTMF_GAP` of audio between them, in
+        the stream's send schedule; returns when the last end packet has gone out.
+
+        Raises ``ValueError`` for an unknown digit or duration, ``RuntimeError`` if no
+        telephone-event payload type is negotiated, the stream does not send (hold, no remote),
+        too many digits are queued, or the stream closes first; ``TimeoutError`` after
+        ``timeout`` seconds (default: long enough for the digits, plus 2 s).
+        """
+        if self.config.telephone_event is None:
+            raise RuntimeError("no telephone-event payload type negotiated (RFC 4733)")
+        if not self.sending:
+            raise RuntimeError(f"the stream does not send (direction {self.config.direction}, "
+                               f"remote {self.config.remote})")
+        if self.echo_payload:
+            raise RuntimeError("an echo_payload stream sends only what it reflects")
+        if not 0.04 <= duration <= 2.0:
+            raise ValueError(f"DTMF duration {duration} s is outside 0.04..2 s")
+        keys = digits.upper()
+        bad = [d for d in keys if d not in _DTMF_KEYS]
+        if bad or not keys:
+            raise ValueError(f"not DTMF digits: {digits!r} (use 0-9 * # A-D)")
+        if len(self._pending_digits) + len(keys) > DTMF_SEND_QUEUE:
+            raise RuntimeError(f"more than {DTMF_SEND_QUEUE} DTMF digits waiting to be sent")
+        assert self._loop is not None
+        futures = []
+        for key in keys:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._pending_digits.append(_PendingDigit(key, duration, fut))
+            futures.append(fut)
+        if timeout is None:
+            backlog = len(self._pending_digits) + (1 if self._event else 0)
+            timeout = backlog * (duration + DTMF_GAP + 4 * self.config.ptime) + 2.0
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        finally:  # on a timeout or cancellation, digits not yet started are not sent later
+            mine = set(map(id, futures))
+            self._pending_digits = deque(p for p in self._pending_digits if id(p.done) not in mine)
+
+    # ---- the media clock ----------------------------------------------------------------
+
+    async def _media_clock(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        t0 = loop.time()
+        i = 0
+        ptime = self.config.ptime
+        while loop.time() - self._opened < MAX_CALL_SECONDS and not self._closed:
+            if self._reclock:
+                self._reclock = False
+                ptime = self.config.ptime
+                t0, i = loop.time(), 0
+            due = t0 + i * ptime
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._closed:
+                return
+            if self._reclock:
+                continue
+            now = loop.time()
+            behind = int((now - due) / ptime)
+            if behind >= 1:
+                # the loop stalled: play those frames out, but do not burst them onto the wire
+                for _ in range(min(behind, int(5.0 / ptime))):
+                    self._media_tick(now, transmit=False)
+                if self.sending:
+                    self.late_sent += behind
+                i += behind
+            self._media_tick(now, transmit=True)
+            i += 1
+        log.info("media stream %s: media clock stopped after %.0f s", self.name, loop.time() - self._opened)
+
+    def _media_tick(self, now: float, transmit: bool) -> None:
+        """One ptime: send one frame (or DTMF packets), play one frame out, record both."""
+        n = self.config.samples_per_packet
+        self._tick += 1
+        self._tick_time = now
+        self._tick_timestamp = self._sender.timestamp
+        try:
+            frame = self._transmit(n, transmit)
+        except Exception:  # a source raising must not stop the call
+            log.exception("media stream %s: audio source failed", self.name)
+            self.callback_errors += 1
+            frame = np.zeros(n, dtype=np.int16)
+        received = self._play_out(now, n)
+        if self._recorders:
+            self._recorders["tx"].write(frame)
+            self._recorders["rx"].write(received)
+            self._recorders["mix"].write(mix(received, frame))
+        for event in self._dtmf_rx.flush(now):
+            self._dtmf_heard(event.digit, event.duration, "rfc4733")
+
+    def _transmit(self, n: int, transmit: bool) -> Samples:
+        silence = np.zeros(n, dtype=np.int16)
+        if not self.sending:
+            self._new_spurt = True
+            if not self.echo_payload:
+                self._sender.skip(n)
+            return silence
+        if self.echo_payload:
+            return silence
+        event = self._event
+        if event is None and self._pending_digits and self._tick >= self._gap_until:
+            event = self._event = self._start_event()
+        if event is not None:
+            return self._transmit_event(event, n, transmit)
+        frame = np.asarray(self.source.read(n), dtype=np.int16).reshape(-1)
+        if len(frame) != n:
+            frame = np.resize(frame, n) if len(frame) else silence
+        if transmit:
+            marker = self._new_spurt
+            self._new_spurt = False
+            self._send(self.config.payload_type, g711.encode(self.config.payload_type, frame), marker)
+        self._sender.skip(n)
+        return frame
+
+    def _start_event(self) -> _ActiveEvent:
+        pending = self._pending_digits.popleft()
+        plans = list(dtmf_packets(pending.digit, duration=pending.duration, ptime=self.config.ptime,
+                                  clock_rate=CLOCK_RATE))
+        low, high = DTMF_FREQUENCIES[pending.digit]
+        return _ActiveEvent(pending.digit, plans, self._sender.timestamp, self._tick, ToneSource(low, high),
+                            pending.done)
+
+    def _transmit_event(self, event: _ActiveEvent, n: int, transmit: bool) -> Samples:
+        """RFC 4733 §2.5.1: all packets of one event carry its start timestamp; audio pauses."""
+        te = self.config.telephone_event
+        elapsed = (self._tick - event.start_tick) * self.config.ptime + 1e-6
+        while event.sent < len(event.plans) and event.plans[event.sent].offset <= elapsed:
+            plan = event.plans[event.sent]
+            event.sent += 1
+            if te is not None and transmit:
+                self._put_on_wire(dtmf_rtp_packet(self._sender, te, plan, event.timestamp))
+        self._sender.skip(n)
+        if event.sent >= len(event.plans):
+            self._event = None
+            self._new_spurt = True
+            self.dtmf_sent += 1
+            self._gap_until = self._tick + max(1, round(DTMF_GAP / self.config.ptime))
+            if not event.done.done():
+                event.done.set_result(None)
+        return event.tone.read(n)
+
+    def _send(self, payload_type: int, payload: bytes, marker: bool) -> None:
+        """Number one audio packet with our sender state at its current timestamp (the caller
+        advances the timestamp) and put it on the wire."""
+        sender = self._sender
+        packet = RTPPacket(payload_type, sender.sequence_number, sender.timestamp, sender.ssrc, payload, marker)
+        sender.sequence_number = (sender.sequence_number + 1) % RTP_SEQ_MOD
+        sender.packets_sent += 1
+        sender.octets_sent += len(payload)
+        self._put_on_wire(packet)
+
+    def _put_on_wire(self, packet: RTPPacket) -> None:
+        """Send from the RTP socket (symmetric RTP, RFC 4961) to the configured remote, through
+        the tx impairments (a dropped packet still used its sequence number)."""
+        remote = self.config.remote
+        if remote is None or self._rtp is None:
+            return
+        if self.tx_drop and self._tx_rng.random() < self.tx_drop:
+            self.tx_dropped += 1
+            return
+        data = packet.to_bytes()
+        if self.tx_jitter and self._loop is not None:
+            self._loop.call_later(self._tx_rng.uniform(0.0, self.tx_jitter), self._sendto, self._rtp, data, remote)
+        else:
+            self._sendto(self._rtp, data, remote)
+
+    def _sendto(self, transport: asyncio.DatagramTransport | None, data: bytes, remote: Address) -> None:
+        if transport is None or transport.is_closing():
+            return
+        try:
+            transport.sendto(data, remote)
+        except (OSError, ValueError, TypeError) as exc:
+            self._socket_error(exc)
+
+    def _socket_error(self, exc: Exception) -> None:
+        self.socket_errors += 1  # ICMP port unreachable and the like: the call goes on
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    def _play_out(self, now: float, n: int) -> Samples:
+        payload = self._jitter.get(now)
+        if payload:
+            received = g711.decode(self._rx_pt, payload)
+        else:
+            received = np.zeros(n, dtype=np.int16)
+        if self.echo is not None:
+            self.echo.write(received)
+        if not self._rfc4733_seen and payload:
+            for digit in self._inband.feed(received):
+                self._dtmf_heard(digit, 0.0, "inband")
+        return received
+
+    def _rtp_received(self, data: bytes, addr: Address) -> None:
+        try:
+            self._rtp_datagram(data, addr)
+        except Exception:  # never let a datagram break the loop; count it
+            self.callback_errors += 1
+            log.debug("media stream %s: RTP datagram from %s failed", self.name, addr, exc_info=True)
+
+    def _rtp_datagram(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return
+        if len(data) > MAX_DATAGRAM:
+            self.parse_errors += 1
+            return
+        if len(data) >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 §4)
+            self._rtcp_datagram(data, addr)
+            return
+        try:
+            packet = RTPPacket.parse(data)
+        except RTPParseError:
+            self.parse_errors += 1
+            return
+        if self.rx_drop and self._rx_rng.random() < self.rx_drop:
+            self.rx_dropped += 1
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        if self.stats.ssrc is not None and packet.ssrc != self.stats.ssrc:
+            if now - self._last_rx < SSRC_SWITCH_AFTER:
+                self.foreign_packets += 1
+                return
+            self._new_remote_source()
+        self.packets_received += 1
+        self.octets_received += len(packet.payload)
+        self.remote_seen = addr
+        self._last_rx = now
+        self._peer_sent_recently = True
+        self.stats.update(packet, now)
+        te = self.config.telephone_event
+        if te is not None and packet.payload_type == te:
+            self._rfc4733_seen = True
+            for event in self._dtmf_rx.feed(packet, now):
+                self._dtmf_heard(event.digit, event.duration, "rfc4733")
+        elif packet.payload_type in _CODECS:
+            self._rx_pt = packet.payload_type
+            self._jitter.put(packet, now)
+            if self.echo_payload and self.sending:
+                marker = self._new_spurt or packet.marker
+                self._new_spurt = False
+                self._send(packet.payload_type, packet.payload, marker)
+                self._sender.skip(len(packet.payload))  # G.711: one octet per sample
+        else:
+            self.unknown_payload_types += 1
+
+    def _new_remote_source(self) -> None:
+        """Another SSRC took over after the current one fell silent (re-INVITE to a new peer,
+        a restarted phone): start its statistics afresh."""
+        self.stats = RTPReceiverStats(CLOCK_RATE)
+        self._reporter = None
+        self._dtmf_rx = DTMFReceiver()
+        self._retire_jitter_buffer()
+        self._jitter = self._new_jitter_buffer(self.config.ptime)
+
+    def _dtmf_heard(self, digit: str, duration: float, method: str) -> None:
+        heard = ReceivedDTMF(digit, float(duration), method, round(self.elapsed, 3))
+        self.dtmf_received.append(heard)
+        if self.dtmf_events.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.dtmf_events.get_nowait()
+        self.dtmf_events.put_nowait(heard)
+        if self.on_dtmf is not None:
+            try:
+                self.on_dtmf(digit, float(duration))
+            except Exception:
+                self.callback_errors += 1
+                log.exception("media stream %s: on_dtmf callback failed", self.name)
+
+    def _new_jitter_buffer(self, ptime: float) -> JitterBuffer:
+        return JitterBuffer(clock_rate=CLOCK_RATE, ptime=ptime, min_delay=self.jitter_min,
+                            max_delay=self.jitter_max)
+
+    def _retire_jitter_buffer(self) -> None:
+        for key, value in self._jitter_counters(self._jitter).items():
+            if key != "delay":
+                self._jitter_retired[key] = self._jitter_retired.get(key, 0) + value
+
+    @staticmethod
+    def _jitter_counters(jb: JitterBuffer) -> dict[str, float]:
+        return {key: getattr(jb, key) for key in
+                ("played", "late", "duplicates", "concealed", "reordered", "overflow", "skipped", "delay")}
+
+    # ---- RTCP ---------------------------------------------------------------------------
+
+    async def _rtcp_timer(self) -> None:
+        assert self._loop is not None
+        initial = True
+        for _ in range(int(MAX_CALL_SECONDS)):  # at least 1 s apart: bounded by the call limit too
+            members = 2 if self.stats.ssrc is not None else 1
+            we_sent = self._sender.packets_sent > self._sent_at_last_report
+            senders = int(we_sent) + int(self._peer_sent_recently)
+            bandwidth = 0.05 * _G711_OCTETS_PER_S * 2  # RFC 3550 §6.2: 5 % of the session bandwidth
+            interval = rtcp_interval(members, senders, bandwidth, we_sent, self._avg_rtcp_size, initial,
+                                     rng=self._rng) * self.rtcp_scale
+            initial = False
+            await asyncio.sleep(max(0.05, interval))
+            if self._closed or self._loop.time() - self._opened > MAX_CALL_SECONDS:
+                return
+            try:
+                self._send_rtcp()
+            except Exception:
+                self.callback_errors += 1
+                log.exception("media stream %s: RTCP report failed", self.name)
+
+    def _send_rtcp(self, bye: str | None = None) -> None:
+        target = self.config.rtcp_target
+        transport = self._rtp if self.config.rtcp_mux else self._rtcp
+        if target is None or transport is None:
+            return
+        now_unix = time.time()
+        blocks: list[ReportBlock] = []
+        if self.stats.ssrc is not None and self.stats.received:
+            if self._reporter is None:
+                self._reporter = ReceptionReporter(self.stats.ssrc)
+            blocks.append(self._reporter.block(self.stats, now_unix))
+        sender = self._sender
+        report: SenderReport | ReceiverReport
+        if sender.packets_sent > self._sent_at_last_report:
+            rtp_now = self._tick_timestamp
+            if self._loop is not None:
+                rtp_now += int(round((self._loop.time() - self._tick_time) * CLOCK_RATE))
+            report = SenderReport(sender.ssrc, ntp_timestamp(now_unix), rtp_now % (1 << 32), sender.packets_sent,
+                                  sender.octets_sent, tuple(blocks))
+        else:
+            report = ReceiverReport(sender.ssrc, tuple(blocks))
+        packets: list[Any] = [report, SourceDescription(chunks=((sender.ssrc, self.cname),))]
+        if bye is not None:
+            packets.append(Bye((sender.ssrc,), bye))
+        data = build_compound(packets)
+        self._sent_at_last_report = sender.packets_sent
+        self._peer_sent_recently = False
+        self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
+        self.rtcp_sent += 1
+        self._sendto(transport, data, target)
+
+    def _rtcp_received(self, data: bytes, addr: Address) -> None:
+        try:
+            self._rtcp_datagram(data, addr)
+        except Exception:
+            self.callback_errors += 1
+            log.debug("media stream %s: RTCP datagram from %s failed", self.name, addr, exc_info=True)
+
+    def _rtcp_datagram(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return
+        arrival = time.time()
+        if len(data) > MAX_DATAGRAM:
+            self.rtcp_parse_errors += 1
+            return
+        try:
+            packets = parse_compound(data)
+        except RTCPParseError:
+            self.rtcp_parse_errors += 1
+            return
+        self.rtcp_received += 1
+        self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                self.peer.ssrc = packet.ssrc
+                self.peer.sender_reports += 1
+                self.peer.packets_sent = packet.packet_count
+                self.peer.octets_sent = packet.octet_count
+                if self.stats.ssrc is None or packet.ssrc == self.stats.ssrc:
+                    if self._reporter is None:
+                        self._reporter = ReceptionReporter(packet.ssrc)
+                    self._reporter.sender_report_received(packet, arrival)
+                self._peer_blocks(packet.reports, arrival)
+            elif isinstance(packet, ReceiverReport):
+                self.peer.ssrc = packet.ssrc
+                self.peer.receiver_reports += 1
+                self._peer_blocks(packet.reports, arrival)
+            elif isinstance(packet, SourceDescription):
+                for ssrc, cname in packet.chunks:
+                    if self.peer.ssrc is None or ssrc == self.peer.ssrc:
+                        self.peer.cname = cname
+            elif isinstance(packet, Bye):
+                self.peer.bye = True
+                self.peer.bye_reason = packet.reason
+
+    def _peer_blocks(self, blocks: Any, arrival: float) -> None:
+        for block in blocks:
+            if block.ssrc != self._sender.ssrc:
+                continue
+            self.peer.fraction_lost = block.fraction_lost / 256.0
+            self.peer.cumulative_lost = int(block.cumulative_lost)
+            self.peer.jitter_ms = block.jitter * 1000.0 / CLOCK_RATE
+            rtt = round_trip_time(arrival, block.lsr, block.dlsr)
+            if rtt is not None:
+                self.rtt = max(0.0, float(rtt))
+
+    # ---- report -------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The stream's figures now, JSON-ready (seconds unless a key ends in ``_ms``)::
+
+            {"local": [ip, port], "rtcp_port", "remote": [ip, port] | None, "ssrc", "cname",
+             "codec": "PCMU"|"PCMA", "payload_type", "ptime", "direction", "duration", "final",
+             "sent": {"packets", "octets", "late", "dropped", "dtmf"},
+             "received": {"packets", "octets", "expected", "lost", "loss", "duplicates",
+                          "reordered", "jitter_ms", "dropped", "parse_errors", "foreign",
+                          "unknown_payload_types", "ssrc", "from": [ip, port] | None},
+             "rtt_ms": float | None,
+             "peer": {"cname", "ssrc", "fraction_lost", "cumulative_lost", "jitter_ms",
+                      "sender_reports", "receiver_reports", "packets_sent", "octets_sent", "bye"},
+             "jitter_buffer": {"played", "late", "duplicates", "concealed", "reordered",
+                               "overflow", "skipped", "delay_ms"},
+             "dtmf": [{"digit", "duration", "method", "time"}, ...],
+             "quality": {"r", "mos", "delay_ms"} | None,   # None until audio was received
+             "rtcp": {"sent", "received", "parse_errors"},
+             "errors": {"socket", "callback"},
+             "recordings": {"rx"|"tx"|"mix": path}}
+
+        ``received.loss`` is lost / expected (0..1); ``peer.fraction_lost`` is the peer's
+        8-bit fraction as 0..1.  Callable at any time; :meth:`close` returns the final one."""
+        if self._final is not None:
+            return dict(self._final)
+        stats = self.stats
+        expected = stats.expected
+        lost = max(0, stats.lost)
+        loss = lost / expected if expected > 0 else 0.0
+        jb = self._jitter_counters(self._jitter)
+        for key, value in self._jitter_retired.items():
+            jb[key] = jb.get(key, 0) + value
+        jitter_ms = stats.jitter_seconds * 1000.0
+        rtt_ms = self.rtt * 1000.0 if self.rtt is not None else None
+        quality = None
+        if stats.received:
+            # discards for lateness are lost to the listener too (G.107 Ppl)
+            heard_loss = min(1.0, (lost + jb["late"]) / expected) if expected > 0 else 0.0
+            q = estimate(_CODECS[self._rx_pt], heard_loss, jitter_ms, rtt_ms, float(jb["delay"]) * 1000.0,
+                         ptime_ms=self.config.ptime * 1000.0)
+            quality = {"r": round(float(q.r), 2), "mos": round(float(q.mos), 2),
+                       "delay_ms": round(float(q.delay_ms), 1)}
+        peer = self.peer
+        return {
+            "local": [self.local_ip, self.local_port],
+            "rtcp_port": self.rtcp_port,
+            "remote": list(self.config.remote) if self.config.remote else None,
+            "ssrc": self._sender.ssrc,
+            "cname": self.cname,
+            "codec": _CODECS[self.config.payload_type],
+            "payload_type": self.config.payload_type,
+            "ptime": self.config.ptime,
+            "direction": self.config.direction,
+            "duration": round(self.elapsed, 3),
+            "final": False,
+            "sent": {"packets": self._sender.packets_sent, "octets": self._sender.octets_sent,
+                     "late": self.late_sent, "dropped": self.tx_dropped, "dtmf": self.dtmf_sent},
+            "received": {"packets": self.packets_received, "octets": self.octets_received,
+                         "expected": expected, "lost": lost, "loss": round(loss, 4),
+                         "duplicates": stats.duplicates, "reordered": stats.reordered,
+                         "jitter_ms": round(jitter_ms, 3), "dropped": self.rx_dropped,
+                         "parse_errors": self.parse_errors, "foreign": self.foreign_packets + stats.foreign_packets,
+                         "unknown_payload_types": self.unknown_payload_types, "ssrc": stats.ssrc,
+                         "from": list(self.remote_seen) if self.remote_seen else None},
+            "rtt_ms": round(rtt_ms, 3) if rtt_ms is not None else None,
+            "peer": {"cname": peer.cname, "ssrc": peer.ssrc, "fraction_lost": peer.fraction_lost,
+                     "cumulative_lost": peer.cumulative_lost,
+                     "jitter_ms": round(peer.jitter_ms, 3) if peer.jitter_ms is not None else None,
+                     "sender_reports": peer.sender_reports, "receiver_reports": peer.receiver_reports,
+                     "packets_sent": peer.packets_sent, "octets_sent": peer.octets_sent, "bye": peer.bye},
+            "jitter_buffer": {"played": jb["played"], "late": jb["late"], "duplicates": jb["duplicates"],
+                              "concealed": jb["concealed"], "reordered": jb["reordered"],
+                              "overflow": jb["overflow"], "skipped": jb["skipped"], "delay_ms": round(float(jb["delay"]) * 1000.0, 1)},
+            "dtmf": [d.as_dict() for d in self.dtmf_received],
+            "quality": quality,
+            "rtcp": {"sent": self.rtcp_sent, "received": self.rtcp_received,
+                     "parse_errors": self.rtcp_parse_errors},
+            "errors": {"socket": self.socket_errors, "callback": self.callback_errors},
+            "recordings": {kind: str(path) for kind, path in self.recordings.items()},
+        }
+
