@@ -164,3 +164,30 @@ async def test_hold_and_resume_by_reinvite(pbx: KamailioPeer, bob: Baresip, tmp_
         summaries = [m.summary for m in call.exchange if m.direction == "sent"]
         assert sum(s.startswith("INVITE") for s in summaries) >= 3  # INVITE(+auth) + hold + resume
         await call.hangup()
+
+
+async def test_blind_transfer_to_baresip(pbx: KamailioPeer, bob: Baresip) -> None:
+    """RFC 3515: alice calls carol (both our phones), then transfers carol to bob (baresip):
+    carol gets REFER, answers 202, calls bob and reports the outcome by NOTIFY sipfrag; alice
+    then hangs up. bob ends up in a call with carol."""
+    async with SIPPhone(account(pbx, "alice")) as alice, \
+            SIPPhone(account(pbx, "carol", auto_answer=0.1)) as carol:
+        await registered(pbx, "carol")
+        call = await alice.call("carol")
+        assert await call.wait_connected(15), call.end_reason
+        await asyncio.sleep(0.5)
+        await call.transfer("bob")
+        assert call.state is CallState.TERMINATED and call.end_reason == "transferred"
+        established = await bob.wait_event("CALL_ESTABLISHED", 15)
+        assert "carol" in str(established.get("peeruri"))
+        original = next(c for c in carol.calls + [] if "alice" in c.remote) if any(
+            "alice" in c.remote for c in carol.calls) else None
+        if original is not None:
+            assert await original.wait_ended(5)  # alice's BYE after the NOTIFY 200
+        live = [c for c in carol.calls if c.state is CallState.CONFIRMED]
+        assert len(live) == 1 and "bob" in live[0].remote
+        sent = [m.summary for m in call.exchange if m.direction == "sent"]
+        received = [m.summary for m in call.exchange if m.direction == "received"]
+        assert any(s.startswith("REFER") for s in sent) and "202 Accepted" in received
+        assert sum(s.startswith("NOTIFY") for s in received) >= 2  # 100 Trying, then 200 OK
+        await live[0].hangup()

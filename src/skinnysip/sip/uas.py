@@ -34,7 +34,7 @@ class UASCore:
         *,
         allow: Iterable[str] = DEFAULT_ALLOW,
         supported: Iterable[str] = ("replaces", "norefersub"),
-        accept: Iterable[str] = ("application/sdp", "text/plain", "application/dtmf-relay"),
+        accept: Iterable[str] = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag"),
         schemes: Iterable[str] = ("sip", "sips", "tel"),
         server: str | None = None,
         merge_memory: int = 4096,
