@@ -670,20 +670,25 @@ async def sipp_uac(
     pause_ms: int = 0,
     timeout: float = 20.0,
     rport: bool = False,
+    xml: str | None = None,
 ) -> SippResult:
     """Run SIPp's built-in ``uac`` scenario against ``host:port`` (INVITE with SDP, 200, ACK,
     pause ``pause_ms``, BYE, 200) for ``calls`` calls at ``rate`` calls per second, from a
     free local port, over ``transport`` (udp or tcp: ``-t u1``/``-t t1``). ``rport``: the
     same scenario with ``rport`` in every Via (RFC 3581), so that responses go back to where
     the request came from (through a relay) instead of to the Via's port. Bounded: SIPp's
-    own ``-timeout`` (a failure when reached) and a kill ``timeout`` + 5 s later. Returns its
+    own ``-timeout`` (a failure when reached) and a kill ``timeout`` + 5 s later. ``xml``: a
+    test's own scenario instead of the built-in one. Returns its
     exit code (0: every call successful), its counts and its screen/error/message logs."""
     binary = require("sipp")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     scenario = ["-sn", "uac"]
-    if rport:
+    if xml is not None:  # a test's own scenario
+        (workdir / "scenario.xml").write_text(xml)
+        scenario = ["-sf", str(workdir / "scenario.xml")]
+    elif rport:
         dump = subprocess.run([binary, "-sd", "uac"], capture_output=True, text=True, timeout=10)  # exits 99
         xml = dump.stdout.replace(";branch=[branch]", ";rport;branch=[branch]")
         assert xml.count(";rport;") == 3, "SIPp's uac scenario changed"

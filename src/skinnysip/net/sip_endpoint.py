@@ -90,6 +90,13 @@ class ClientHandle:
         self._events.append(event)
         self._ready.set()
 
+    def set_listener(self, listener: Callable[[ClientEvent], None]) -> None:
+        """From now on hand events to ``listener`` (synchronously, from the pump); events
+        already queued are handed to it first, in order."""
+        self.listener = listener
+        while self._events:
+            listener(self._events.popleft())
+
     async def next_event(self, deadline: float) -> ClientEvent | None:
         """The next event, or None once the loop clock passes ``deadline`` (seconds)."""
         loop = asyncio.get_running_loop()

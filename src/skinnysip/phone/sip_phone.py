@@ -560,6 +560,12 @@ class SIPPhone(Phone):
                     if target is not None:
                         redirects += 1
                         call.remote = target
+                        if self.flow is None:  # no proxy: the new target's own server (RFC 3263)
+                            parsed = SipURI.parse(target)
+                            flow = await self._open_flow(
+                                f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
+                                secure=parsed.scheme == "sips")
+                            call.flow = flow
                         request = self._retarget(request, target, flow)
                         continue
                 await self._end(call, final.summary)
@@ -674,8 +680,8 @@ class SIPPhone(Phone):
                 else:
                     self._spawn(self._answered(call, request, event.response, handle))
 
-        handle.listener = re_ack
         call.ack = ack  # type: ignore[attr-defined]
+        handle.set_listener(re_ack)
         if call.cancelled:  # CANCEL crossed the 200: the call is up, end it (§9.1)
             await self._bye(call)
             return
@@ -876,7 +882,10 @@ class SIPPhone(Phone):
             if 200 <= final.status_code < 300:
                 ack = call.dialog.ack(self.endpoint.via(call.flow), request)
                 self.endpoint.send_stateless(ack, call.flow)
-                handle.listener = lambda e, a=ack: self._reack(e, a, call)
+                def reack(event: Any, ack: Request = ack) -> None:
+                    self._reack(event, ack, call)
+
+                handle.set_listener(reack)
                 return final
             retried = rule.retry(request, final, self.endpoint.via(call.flow))
             if retried is None:

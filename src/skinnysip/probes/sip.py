@@ -790,7 +790,7 @@ async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request, o
         if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300:
             s.ep.send_stateless(ack, s.flow, "re-ACK")
 
-    invite_handle.listener = re_ack_accepted
+    invite_handle.set_listener(re_ack_accepted)
     try:
         bye = dialog.bye(s.ep.via(s.flow), USER_AGENT)
         handle = s.ep.send_request(bye, s.flow)

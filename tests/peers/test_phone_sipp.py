@@ -1,0 +1,218 @@
+"""The SIP phone against SIPp scenarios written here for what a friendly peer never does:
+183 early media, a 3xx redirect, a forked second 2xx, an offerless INVITE, re-INVITE glare
+(491), and a CANCEL crossing the 200 (RFC 3261 §9.1, §13.2.2.4, §13.2.1, §14.1; RFC 3264)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import sip_peers
+from sip_peers import sipp_uac
+
+from peertools import free_port
+from skinnysip.phone.api import CallState, CallStateChanged
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
+
+HEAD = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n'
+TAIL = "</scenario>\n"
+SDP = """Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+"""
+
+
+def response(status: str, tag: str = "[pid]SIPpTag01[call_number]", sdp: bool = False, extra: str = "",
+             cseq: str = "[last_CSeq:]") -> str:
+    body = SDP if sdp else "Content-Length: 0\n\n"
+    return f"""  <send><![CDATA[
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+[last_To:];tag={tag}
+[last_Call-ID:]
+{cseq}
+Contact: <sip:sipp@[local_ip]:[local_port]>
+{extra}{body}]]></send>
+"""
+
+
+def recv(what: str, optional: bool = False) -> str:
+    attr = f'request="{what}"' if not what.isdigit() else f'response="{what}"'
+    opt = ' optional="true"' if optional else ""
+    return f"  <recv {attr}{opt}/>\n"
+
+
+def bye_answer() -> str:
+    return recv("BYE") + response("200 OK", tag="")  # [last_To:] of the BYE already has the tag
+
+
+def phone_account(**kw: object) -> SIPAccount:
+    return SIPAccount(aor="sip:alice@127.0.0.1", register=False, listen_host="127.0.0.1",
+                      source="tone:440", **kw)  # type: ignore[arg-type]
+
+
+async def _events(phone: SIPPhone) -> list[object]:
+    out = []
+    while (event := await phone.next_event(0.05)) is not None:
+        out.append(event)
+    return out
+
+
+async def test_183_early_media_then_200() -> None:
+    xml = HEAD.format(name="early") + recv("INVITE") + response("183 Session Progress", sdp=True) + \
+        '  <pause milliseconds="800"/>\n' + response("200 OK", sdp=True) + recv("ACK") + bye_answer() + TAIL
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            await asyncio.sleep(0.5)
+            assert call.state is CallState.EARLY and call.audio is not None  # media set up by the 183
+            early_remote = call.audio.remote
+            assert early_remote is not None and call.media is not None
+            assert await call.wait_connected(5)
+            await asyncio.sleep(0.3)
+            await call.hangup()
+            states = [e.state for e in await _events(phone) if isinstance(e, CallStateChanged)]
+        assert states[:2] == [CallState.EARLY, CallState.CONFIRMED]
+        assert peer.finish().successful_calls == 1
+
+
+async def test_3xx_redirect_is_followed() -> None:
+    with sip_peers.sipp_uas("answer") as target:
+        xml = HEAD.format(name="redirect") + recv("INVITE") + response(
+            "302 Moved Temporarily", extra=f"Contact: <sip:moved@127.0.0.1:{target.port}>\n").replace(
+            "Contact: <sip:sipp@[local_ip]:[local_port]>\n", "") + recv("ACK") + TAIL
+        with sip_peers.sipp_uas(xml=xml) as redirector:
+            async with SIPPhone(phone_account()) as phone:
+                call = await phone.call(f"sip:service@127.0.0.1:{redirector.port}")
+                assert await call.wait_connected(10), call.end_reason
+                assert call.remote == f"sip:moved@127.0.0.1:{target.port}"
+                await call.hangup()
+            assert redirector.finish().successful_calls == 1
+        assert target.finish().successful_calls == 1
+
+
+async def test_forked_second_2xx_is_acked_and_ended() -> None:
+    """§13.2.2.4: a second 2xx with another To tag (a fork) creates a dialog too; we ACK it
+    and end it with BYE, and keep the first."""
+    invite = """  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+    </action>
+  </recv>
+"""
+    fork = response("200 OK", tag="fork2", sdp=True).replace("[last_Via:]", "Via:[$via]").replace(
+        "[last_CSeq:]", "CSeq: 1 INVITE").replace("[last_To:]", "To: <sip:service@[local_ip]:[local_port]>")
+    xml = (HEAD.format(name="fork") + invite + response("180 Ringing") + response("200 OK", sdp=True)
+           + recv("ACK") + fork + recv("ACK") + recv("BYE")
+           + response("200 OK", tag="") + recv("BYE") + response("200 OK", tag="") + TAIL)
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            assert await call.wait_connected(5)
+            await asyncio.sleep(1.0)
+            assert call.state is CallState.CONFIRMED and call.dialog is not None
+            assert call.dialog.remote_tag != "fork2"
+            sent = [m for m in call.exchange if m.direction == "sent"]
+            bye = [m for m in sent if m.summary.startswith("BYE")]
+            assert len(bye) == 1 and "tag=fork2" in bye[0].raw
+            await call.hangup()
+        assert peer.finish().successful_calls == 1
+
+
+async def test_offerless_invite_is_answered_with_an_offer() -> None:
+    """§13.2.1 / RFC 3264: an INVITE without SDP gets our offer in the 200; the answer comes
+    in the ACK and sets up the media."""
+    port = free_port(socket.SOCK_DGRAM)
+    xml = HEAD.format(name="offerless") + """  <send retrans="500"><![CDATA[
+INVITE sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""".replace("{port}", str(port)) + recv("100", True) + recv("180", True) + '  <recv response="200" rrs="true"/>\n' + \
+        """  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+""" + SDP + """]]></send>
+  <pause milliseconds="1500"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("200") + TAIL
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        events = await _events(phone)
+        calls = [e.call for e in events if isinstance(e, CallStateChanged)]
+        assert calls and calls[0].audio is not None and calls[0].audio.remote is not None  # from the ACK
+        states = [e.state for e in events if isinstance(e, CallStateChanged)]
+        assert CallState.CONFIRMED in states and states[-1] is CallState.TERMINATED
+
+
+async def test_reinvite_glare_491_is_retried() -> None:
+    """§14.1: our re-INVITE (hold) gets 491 Request Pending; we retry after 2.1-4 s (we own
+    the Call-ID) and the second one is accepted."""
+    xml = (HEAD.format(name="glare") + recv("INVITE") + response("200 OK", sdp=True) + recv("ACK")
+           + recv("INVITE") + response("491 Request Pending", tag="") + recv("ACK")
+           + recv("INVITE") + response("200 OK", tag="", sdp=True) + recv("ACK") + bye_answer() + TAIL)
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            assert await call.wait_connected(5)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await call.hold()
+            waited = loop.time() - started
+            assert call.local_hold and 2.0 <= waited < 6.0
+            await call.hangup()
+        assert peer.finish().successful_calls == 1
+
+
+async def test_cancel_crossing_the_200_ends_the_call_with_bye() -> None:
+    """§9.1: our CANCEL and the callee's 200 cross; the 200 wins, so we ACK it and send BYE."""
+    xml = (HEAD.format(name="cross") + recv("INVITE") + response("180 Ringing") + recv("CANCEL")
+           + response("200 OK", cseq="CSeq: 1 CANCEL").replace("Contact: <sip:sipp@[local_ip]:[local_port]>\n", "")
+           + response("200 OK", sdp=True, cseq="CSeq: 1 INVITE") + recv("ACK") + bye_answer() + TAIL)
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            await asyncio.sleep(0.5)
+            assert call.state is CallState.EARLY
+            await call.hangup()
+            assert call.state is CallState.TERMINATED
+            await asyncio.sleep(0.5)
+            sent = [m.summary for m in call.exchange if m.direction == "sent"]
+            assert [s.split()[0] for s in sent] == ["INVITE", "CANCEL", "ACK", "BYE"]
+        assert peer.finish().successful_calls == 1
