@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinnysip import __version__
-from skinnysip.api import sccp_routes, sip_routes
+from skinnysip.api import phone_routes, sccp_routes, sip_routes
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -36,6 +36,7 @@ def create_app() -> FastAPI:
         title="skinnysip",
         version=__version__,
         description="Probe SIP/SIPS and SCCP servers; every result carries the full wire exchange.",
+        lifespan=phone_routes.lifespan,  # closes every live phone on shutdown
     )
 
     @app.exception_handler(RequestValidationError)
@@ -52,6 +53,7 @@ def create_app() -> FastAPI:
 
     app.include_router(sip_routes.router)
     app.include_router(sccp_routes.router)
+    app.include_router(phone_routes.router)
 
     @app.get("/api/health", tags=["meta"])
     async def health() -> dict[str, Any]:

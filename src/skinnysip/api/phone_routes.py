@@ -1,0 +1,678 @@
+"""HTTP routes for live phones: a phone made from an account over the API stays up (registered,
+placing and taking calls) until it is deleted, idle too long, or the server stops.
+
+Routes (JSON camelCase; times of day are seconds since the epoch, durations milliseconds):
+
+- ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
+  "outboundProxy", "transport", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
+  "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
+  is started (and registered, when ``register``) before the answer.
+- ``GET /api/phones``, ``GET /api/phones/{id}``, ``DELETE /api/phones/{id}`` (hang up,
+  unregister, close), ``POST /api/phones/{id}/register``.
+- ``POST /api/phones/{id}/calls`` ``{"target"}`` → 201, the call's summary;
+  ``GET /api/phones/{id}/calls``; ``GET /api/phones/{id}/calls/{cid}`` (summary, media report
+  and the call's ``exchange``); ``POST …/calls/{cid}/answer|reject|hangup|hold|resume|transfer|dtmf``
+  (bodies ``{"code"}``, ``{"target"}``, ``{"digits", "duration"}``).
+- ``POST /api/phones/{id}/messages`` ``{"target", "text"}``.
+- WebSocket ``/api/phones/{id}/events``: every phone event from the moment of connection, as
+  :func:`skinnysip.phone.api.event_to_dict` JSON; a slow socket loses its oldest events
+  (then ``{"event": "overflow", "dropped": n}`` comes first); the socket is closed (1000)
+  when the phone goes. An unknown phone is closed with code 4404.
+
+Errors: bad input → 400 ``{"success": false, "error": "<field>: …"}`` (the app's validation
+handler); unknown phone or call → 404; an action the phone refuses (:class:`PhoneError`, wrong
+call state, too many phones or calls, server unreachable) → 409. The password is never returned.
+
+Bounds (read from ``app.state`` at each use): ``phone_limit`` phones per server (default 16),
+``phone_idle_timeout`` seconds (default 1800) after which a phone with no API use, no call
+and no event socket is closed. :func:`lifespan` closes every phone when the server stops.
+Protocols: ``sip``; ``sccp`` answers 400 until :mod:`skinnysip.phone.sccp_phone` exists and
+is wired here (see :data:`PROTOCOLS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import re
+import secrets
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from starlette.websockets import WebSocketDisconnect
+
+from skinnysip.net import tls
+from skinnysip.net.sip_transport import SIPTransportError
+from skinnysip.phone.api import Call, IncomingCall, Phone, PhoneError, event_to_dict
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.probes.sip import check_uri, check_user
+from skinnysip.result import ResultModel, WireMessage
+from skinnysip.sip.message import SIPParseError
+from skinnysip.sip.uri import SipURI, parse_hostport
+
+__all__ = ["PROTOCOLS", "PhoneManager", "lifespan", "router"]
+
+router = APIRouter(tags=["phones"])
+
+DEFAULT_PHONE_LIMIT = 16
+DEFAULT_IDLE_TIMEOUT = 1800.0  # s
+SOCKET_QUEUE = 256  # events kept per WebSocket for a slow reader
+SOCKETS_PER_PHONE = 8
+CALLS_KEPT = 50  # ended calls kept per phone for GET (the live ones are always there)
+CLOSE_TIMEOUT = 30.0  # s for one phone to hang up, unregister and close
+
+_TONE_RE = re.compile(r"tone:(\d{2,4}(?:\.\d{1,3})?)")
+_SCHEME_RE = re.compile(r"(?i)(sips?|tel):")
+
+
+# -- request bodies ------------------------------------------------------------------------------
+class _Body(ResultModel):
+    model_config = ConfigDict(strict=True, extra="forbid", str_max_length=1024)
+
+
+def _check_target(value: str) -> str:
+    """A dial string: a sip:/sips:/tel: URI, ``user@host[:port]`` or a user at the phone's domain."""
+    if _SCHEME_RE.match(value):
+        return check_uri(value)
+    if "@" in value:
+        check_uri("sip:" + value)
+        return value
+    return check_user(value)
+
+
+def _check_server(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_hostport(value.strip())
+    except SIPParseError as exc:
+        raise ValueError(f"not host[:port]: {exc.reason}") from exc
+    return value.strip()
+
+
+class SIPPhoneBody(_Body):
+    """``POST /api/phones`` with ``protocol`` ``sip``: the account (:class:`SIPAccount`)."""
+
+    protocol: Literal["sip"] = "sip"
+    aor: str = Field(description="Address of record, sip:alice@example.com.", examples=["sip:alice@127.0.0.1"])
+    password: str | None = Field(None, max_length=256, description="Digest password; never returned.")
+    auth_user: str | None = Field(None, description="Digest username (default: the AOR's user).")
+    registrar: str | None = Field(None, max_length=300, description="host[:port] (default: the AOR's host).")
+    outbound_proxy: str | None = Field(None, max_length=300, description="host[:port] every request goes through.")
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
+    ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with.")
+    expires: int = Field(600, ge=10, le=86400, description="Registration expiry asked for, s.")
+    do_register: bool = Field(True, alias="register",
+                              description="Register (and keep the registration fresh); false: calls only.")
+    auto_answer: float | None = Field(None, ge=0, le=3600, description="Answer incoming calls after this many s.")
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".')
+    dtmf: Literal["rfc4733", "info"] = "rfc4733"
+    timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response.")
+
+    @field_validator("aor")
+    @classmethod
+    def _aor(cls, v: str) -> str:
+        check_uri(v)
+        uri = SipURI.parse(v)
+        if uri.scheme not in ("sip", "sips") or not uri.host or not uri.user:
+            raise ValueError("a sip: or sips: URI with a user and a host is needed")
+        return v
+
+    @field_validator("auth_user")
+    @classmethod
+    def _auth_user(cls, v: str | None) -> str | None:
+        return None if v is None else check_user(v)
+
+    @field_validator("registrar", "outbound_proxy")
+    @classmethod
+    def _server(cls, v: str | None) -> str | None:
+        return _check_server(v)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        path = Path(v)
+        if not path.is_file() or path.stat().st_size > 4 << 20:
+            raise ValueError("no such file (a PEM bundle of at most 4 MiB)")
+        try:
+            tls.client_context(True, v)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load it: {exc}") from exc
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        tone = _TONE_RE.fullmatch(v)
+        if v in ("silence", "echo") or (tone and 20 <= float(tone.group(1)) <= 3900):
+            return v
+        raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
+
+    def account(self) -> SIPAccount:
+        return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
+                          outbound_proxy=self.outbound_proxy, transport=self.transport, tls_verify=self.tls_verify,
+                          ca_file=self.ca_file, expires=self.expires, register=self.do_register,
+                          auto_answer=self.auto_answer, source=self.source, dtmf=self.dtmf,
+                          timeout=self.timeout / 1000)
+
+    def public(self) -> dict[str, Any]:
+        """The account as shown back: everything but the password."""
+        shown = self.model_dump(mode="json", by_alias=True, exclude={"password"})
+        shown["hasPassword"] = self.password is not None
+        return shown
+
+
+class TargetBody(_Body):
+    target: str = Field(max_length=512, description="sip:/sips:/tel: URI, user@host[:port] or a user at the phone's domain.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return _check_target(v)
+
+
+class MessageBody(TargetBody):
+    text: str = Field(min_length=1, max_length=1000, description="text/plain body of the MESSAGE.")
+
+
+class RejectBody(_Body):
+    code: int = Field(486, ge=300, le=699, description="Final response: 486 Busy Here, 603 Decline…")
+
+
+class DTMFBody(_Body):
+    digits: str = Field(pattern=r"^[0-9A-Da-d*#]{1,32}$", description="0-9 * # A-D, at most 32.")
+    duration: int = Field(100, ge=40, le=2000, description="ms per digit.")
+
+
+# -- response bodies ------------------------------------------------------------------------------
+class Registration(ResultModel):
+    state: str
+    reason: str = ""
+    expires: int | None = None
+
+
+class CallSummary(ResultModel):
+    """:meth:`Call.summary` (extra keys a phone adds are passed through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    direction: str
+    remote: str
+    state: str
+    local_hold: bool
+    remote_hold: bool
+    started: float
+    connected: float | None
+    ended: float | None
+    end_reason: str | None
+    dtmf_received: str
+    media: dict[str, Any] | None
+
+
+class CallResult(CallSummary):
+    success: bool = True
+    phone: str
+
+
+class CallDetail(CallResult):
+    exchange: list[WireMessage]
+
+
+class PhoneResult(ResultModel):
+    success: bool = True
+    id: str
+    protocol: str
+    state: Literal["open", "closing"]
+    account: dict[str, Any]
+    registration: Registration
+    calls: list[CallSummary]
+    created: float
+    last_used: float
+    events_dropped: int
+
+
+class PhoneList(ResultModel):
+    success: bool = True
+    limit: int
+    phones: list[PhoneResult]
+
+
+class Done(ResultModel):
+    success: bool = True
+    id: str
+    registration: Registration | None = None
+
+
+# -- protocols ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """How a ``protocol`` value becomes a phone: the module that must be importable, the body
+    model and the factory (None: not wired into the API yet)."""
+
+    module: str
+    body: type[_Body] | None
+    build: Callable[[Any], Phone] | None
+
+
+def _sip_phone(body: SIPPhoneBody) -> Phone:
+    return SIPPhone(body.account())
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "sip": Protocol("skinnysip.phone.sip_phone", SIPPhoneBody, _sip_phone),
+    # To wire SCCP: an SCCPPhoneBody (with ``account()`` → SCCPAccount and ``public()``) and a factory.
+    "sccp": Protocol("skinnysip.phone.sccp_phone", None, None),
+}
+
+
+# -- sessions ----------------------------------------------------------------------------------------
+class _Subscriber:
+    """One WebSocket's bounded queue; ``None`` is the end."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SOCKET_QUEUE)
+        self.dropped = 0
+
+    def put(self, item: dict[str, Any] | None) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(item)
+
+
+class PhoneSession:
+    """A phone made over the API: its id, account view, calls on record and event fan-out."""
+
+    def __init__(self, phone_id: str, protocol: str, phone: Phone, account: dict[str, Any]) -> None:
+        self.id = phone_id
+        self.protocol = protocol
+        self.phone = phone
+        self.account = account
+        self.created = time.time()
+        self.last_used = time.time()
+        self.busy = 0
+        self.closing = False
+        self.subscribers: set[_Subscriber] = set()
+        self._calls: dict[int, Call] = {}
+        self._pump: asyncio.Task[None] | None = None
+
+    def start_pump(self) -> None:
+        self._pump = asyncio.get_running_loop().create_task(self._fan_out())
+
+    async def _fan_out(self) -> None:
+        async for event in self.phone.events():
+            if isinstance(event, IncomingCall):
+                self.remember(event.call)
+            data = event_to_dict(event)
+            for sub in list(self.subscribers):
+                sub.put(data)
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        self.busy += 1
+        self.last_used = time.time()
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            self.last_used = time.time()
+
+    def idle(self, now: float, timeout: float) -> bool:
+        return (not self.busy and not self.subscribers and not self.phone.calls and not self.closing
+                and now - self.last_used >= timeout)
+
+    # -- calls on record -----------------------------------------------------------------------
+    def remember(self, call: Call) -> None:
+        self._calls[call.id] = call
+        ended = [cid for cid, c in self._calls.items() if c not in self.phone.calls]
+        for cid in ended[:max(0, len(ended) - CALLS_KEPT)]:
+            del self._calls[cid]
+
+    def calls(self) -> list[Call]:
+        for call in self.phone.calls:
+            if call.id not in self._calls:
+                self.remember(call)
+        return sorted(self._calls.values(), key=lambda c: c.id)
+
+    def find(self, call_id: int) -> Call:
+        for call in self.calls():
+            if call.id == call_id:
+                return call
+        raise HTTPException(404, f"no call {call_id} on phone {self.id}")
+
+    # -- views -----------------------------------------------------------------------------------
+    def registration(self) -> Registration:
+        phone = self.phone
+        return Registration(state=phone.registration.value, reason=getattr(phone, "registration_reason", ""),
+                            expires=getattr(phone, "expires_granted", None))
+
+    def view(self) -> PhoneResult:
+        return PhoneResult(id=self.id, protocol=self.protocol, state="closing" if self.closing else "open",
+                           account=self.account, registration=self.registration(),
+                           calls=[CallSummary.model_validate(c.summary()) for c in self.calls()],
+                           created=self.created, last_used=self.last_used,
+                           events_dropped=self.phone.events_dropped)
+
+    def call_result(self, call: Call, *, detail: bool = False) -> dict[str, Any]:
+        fields = {**call.summary(), "phone": self.id}
+        if detail:
+            return CallDetail.model_validate({**fields, "exchange": call.exchange}).to_api()
+        return CallResult.model_validate(fields).to_api()
+
+    # -- the end ------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Hang up, unregister and close the phone; end the event sockets (after the last events)."""
+        self.closing = True
+        with contextlib.suppress(Exception):  # a phone that fails to close must not keep the server up
+            await asyncio.wait_for(self.phone.close(), CLOSE_TIMEOUT)
+        if self._pump is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._pump, 2.0)  # events() ends once the phone is closed
+        for sub in list(self.subscribers):
+            sub.put(None)
+
+
+class PhoneManager:
+    """The phones of one app (``app.state.phone_manager``), their limit and the idle reaper."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.sessions: dict[str, PhoneSession] = {}
+        self.starting = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        return int(getattr(self.app.state, "phone_limit", DEFAULT_PHONE_LIMIT))
+
+    @property
+    def idle_timeout(self) -> float:
+        return float(getattr(self.app.state, "phone_idle_timeout", DEFAULT_IDLE_TIMEOUT))
+
+    def get(self, phone_id: str) -> PhoneSession:
+        session = self.sessions.get(phone_id)
+        if session is None:
+            raise HTTPException(404, f"no phone {phone_id[:64]!r}")
+        return session
+
+    async def create(self, protocol: str, phone: Phone, account: dict[str, Any]) -> PhoneSession:
+        """Start ``phone`` and keep it; 409 when the server has its limit of phones or the
+        phone cannot start (it is closed again)."""
+        if len(self.sessions) + self.starting >= self.limit:
+            raise HTTPException(409, f"too many phones (at most {self.limit}); delete one first")
+        self.starting += 1
+        try:
+            try:
+                await phone.start()
+            except (PhoneError, SIPTransportError, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), CLOSE_TIMEOUT)
+                raise HTTPException(409, _reason(exc)) from exc
+            phone_id = secrets.token_hex(6)
+            session = PhoneSession(phone_id, protocol, phone, account)
+            session.start_pump()
+            self.sessions[phone_id] = session
+        finally:
+            self.starting -= 1
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        return session
+
+    async def remove(self, session: PhoneSession) -> None:
+        self.sessions.pop(session.id, None)
+        await session.close()
+
+    async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    async def _reap(self) -> None:
+        while self.sessions:
+            timeout = self.idle_timeout
+            await asyncio.sleep(min(60.0, max(0.05, timeout / 4)))
+            now = time.time()
+            for session in [s for s in self.sessions.values() if s.idle(now, timeout)]:
+                await self.remove(session)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+
+
+def manager(app: FastAPI) -> PhoneManager:
+    """The app's :class:`PhoneManager` (made on first use)."""
+    found = getattr(app.state, "phone_manager", None)
+    if found is None:
+        found = app.state.phone_manager = PhoneManager(app)
+    return found  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: on shutdown every phone hangs up, unregisters and closes."""
+    yield
+    found = getattr(app.state, "phone_manager", None)
+    if found is not None:
+        await found.close_all()
+
+
+@contextlib.asynccontextmanager
+async def _acting(request: Request, phone_id: str, target_field: str | None = None) -> AsyncIterator[PhoneSession]:
+    """The session (404 if unknown), marked in use; a refused action → 409."""
+    session = manager(request.app).get(phone_id)
+    with session.in_use():
+        try:
+            yield session
+        except PhoneError as exc:
+            raise HTTPException(409, exc.reason) from exc
+        except SIPParseError as exc:
+            if target_field is None:
+                raise HTTPException(409, exc.reason) from exc
+            raise HTTPException(400, f"{target_field}: {exc.reason}") from exc
+        except (SIPTransportError, OSError) as exc:
+            raise HTTPException(409, _reason(exc)) from exc
+
+
+# -- routes -------------------------------------------------------------------------------------------
+_CREATE_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": SIPPhoneBody.model_json_schema(by_alias=True)}}}}
+
+
+@router.post("/api/phones", status_code=201, response_model=PhoneResult, openapi_extra=_CREATE_SCHEMA)
+async def create_phone(request: Request, body: Annotated[dict[str, Any], Body(include_in_schema=False)]) -> dict[str, Any]:
+    """Create and start a phone (registering it unless ``register`` is false); 201 with the phone."""
+    name = body.get("protocol", "sip")
+    protocol = PROTOCOLS.get(name) if isinstance(name, str) else None
+    if protocol is None:
+        raise HTTPException(400, f"protocol: one of {', '.join(PROTOCOLS)}, not {str(name)[:40]!r}")
+    if protocol.body is None or protocol.build is None or importlib.util.find_spec(protocol.module) is None:
+        raise HTTPException(400, f"protocol: {name} phones are not available in this server yet")
+    try:
+        spec = protocol.body.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    try:
+        phone = protocol.build(spec)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    public = spec.public() if hasattr(spec, "public") else {}
+    session = await manager(request.app).create(name, phone, public)
+    return session.view().to_api()
+
+
+@router.get("/api/phones", response_model=PhoneList)
+async def list_phones(request: Request) -> dict[str, Any]:
+    """Every phone of this server."""
+    phones = manager(request.app)
+    return PhoneList(limit=phones.limit, phones=[s.view() for s in phones.sessions.values()]).to_api()
+
+
+@router.get("/api/phones/{phone_id}", response_model=PhoneResult)
+async def get_phone(request: Request, phone_id: str) -> dict[str, Any]:
+    """The phone: account (no password), registration, calls."""
+    async with _acting(request, phone_id) as session:
+        return session.view().to_api()
+
+
+@router.delete("/api/phones/{phone_id}", response_model=Done)
+async def delete_phone(request: Request, phone_id: str) -> dict[str, Any]:
+    """Hang up every call, unregister, close the phone and its event sockets."""
+    phones = manager(request.app)
+    session = phones.get(phone_id)
+    await phones.remove(session)
+    return Done(id=session.id, registration=session.registration()).to_api()
+
+
+@router.post("/api/phones/{phone_id}/register", response_model=Done)
+async def register_phone(request: Request, phone_id: str) -> dict[str, Any]:
+    """Register now; ``success`` is whether the registrar accepted (a refusal is not an error)."""
+    async with _acting(request, phone_id) as session:
+        register = getattr(session.phone, "register", None)
+        if register is None:
+            raise HTTPException(409, f"a {session.protocol} phone does not register on demand")
+        accepted = await register()
+        return Done(success=bool(accepted), id=session.id, registration=session.registration()).to_api()
+
+
+@router.post("/api/phones/{phone_id}/calls", status_code=201, response_model=CallResult)
+async def place_call(request: Request, phone_id: str, body: TargetBody) -> dict[str, Any]:
+    """Call ``target``; 201 at once with the call (``calling``): follow it by GET or the events."""
+    async with _acting(request, phone_id, "target") as session:
+        call = await session.phone.call(body.target)
+        session.remember(call)
+        return session.call_result(call)
+
+
+@router.get("/api/phones/{phone_id}/calls", response_model=list[CallSummary])
+async def list_calls(request: Request, phone_id: str) -> list[dict[str, Any]]:
+    """The phone's calls: live ones and the last ended ones, oldest first."""
+    async with _acting(request, phone_id) as session:
+        return [CallSummary.model_validate(c.summary()).to_api() for c in session.calls()]
+
+
+@router.get("/api/phones/{phone_id}/calls/{call_id}", response_model=CallDetail)
+async def get_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+    """The call with its media report and every signalling message (``exchange``)."""
+    async with _acting(request, phone_id) as session:
+        return session.call_result(session.find(call_id), detail=True)
+
+
+async def _call_action(request: Request, phone_id: str, call_id: int,
+                       action: Callable[[Call], Any], target_field: str | None = None) -> dict[str, Any]:
+    async with _acting(request, phone_id, target_field) as session:
+        call = session.find(call_id)
+        await action(call)
+        return session.call_result(call)
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/answer", response_model=CallResult)
+async def answer_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+    """Answer an incoming call."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.answer())
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/reject", response_model=CallResult)
+async def reject_call(request: Request, phone_id: str, call_id: int, body: RejectBody | None = None) -> dict[str, Any]:
+    """Refuse an incoming call with ``code`` (default 486)."""
+    code = body.code if body is not None else 486
+    return await _call_action(request, phone_id, call_id, lambda c: c.reject(code))
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/hangup", response_model=CallResult)
+async def hangup_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+    """End the call (CANCEL, reject or BYE as its state needs)."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.hangup())
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/hold", response_model=CallResult)
+async def hold_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+    """Put the far end on hold."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.hold())
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/resume", response_model=CallResult)
+async def resume_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+    """Take the call off hold."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.resume())
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/transfer", response_model=CallResult)
+async def transfer_call(request: Request, phone_id: str, call_id: int, body: TargetBody) -> dict[str, Any]:
+    """Blind transfer to ``target``; answers when the transfer has succeeded (or 409)."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.transfer(body.target), "target")
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/dtmf", response_model=CallResult)
+async def dtmf_call(request: Request, phone_id: str, call_id: int, body: DTMFBody) -> dict[str, Any]:
+    """Send ``digits``, ``duration`` ms each."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.send_dtmf(body.digits, body.duration / 1000))
+
+
+@router.post("/api/phones/{phone_id}/messages", response_model=Done)
+async def send_message(request: Request, phone_id: str, body: MessageBody) -> dict[str, Any]:
+    """Send an instant message; 200 once the far end accepted it (else 409 with its answer)."""
+    async with _acting(request, phone_id, "target") as session:
+        await session.phone.message(body.target, body.text)
+        return Done(id=session.id).to_api()
+
+
+@router.websocket("/api/phones/{phone_id}/events")
+async def phone_events(websocket: WebSocket, phone_id: str) -> None:
+    """Every event of the phone from now on, one JSON text message each."""
+    session = manager(websocket.app).sessions.get(phone_id)
+    if session is None or session.closing:
+        await websocket.accept()
+        await websocket.close(code=4404, reason="no such phone")
+        return
+    if len(session.subscribers) >= SOCKETS_PER_PHONE:
+        await websocket.accept()
+        await websocket.close(code=1013, reason=f"at most {SOCKETS_PER_PHONE} event sockets per phone")
+        return
+    sub = _Subscriber()
+    session.subscribers.add(sub)  # before accept: nothing after the handshake is missed
+    client_gone: asyncio.Future[None] | None = None
+    try:
+        await websocket.accept()
+        client_gone = asyncio.ensure_future(_until_disconnect(websocket))
+        while True:
+            getter = asyncio.ensure_future(sub.queue.get())
+            await asyncio.wait({getter, client_gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                return
+            item = getter.result()
+            if item is None:
+                await websocket.close(code=1000, reason="phone closed")
+                return
+            if sub.dropped:
+                await websocket.send_json({"event": "overflow", "time": time.time(), "dropped": sub.dropped})
+                sub.dropped = 0
+            await websocket.send_json(item)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client went away mid-send
+    finally:
+        session.subscribers.discard(sub)
+        if client_gone is not None:
+            client_gone.cancel()
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it goes."""
+    with contextlib.suppress(Exception):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
