@@ -1,0 +1,93 @@
+"""``skinnysip phone`` as a user runs it: one call with --call/--duration and --json events,
+answering with --auto-answer, SIGTERM unregisters, exit statuses (0 connected, 1 not, 3
+unreachable), against Kamailio as PBX and baresip as the far end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from baresip_peer import baresip
+from sip_peers import KamailioPeer, kamailio
+from test_phone_baresip import THEIR_TONE, registered, share_of
+
+from peertools import free_port
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+def _cmd(pbx: KamailioPeer, *args: str) -> list[str]:
+    return [sys.executable, "-m", "skinnysip", "phone", f"sip:alice@{pbx.realm}", "--registrar",
+            f"127.0.0.1:{pbx.udp_port}", *args]
+
+
+async def _run(args: list[str], timeout: float = 40.0) -> tuple[int, str, str]:
+    env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_one_call_with_json_events_and_recordings(pbx: KamailioPeer, tmp_path: Path) -> None:
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        code, out, err = await _run(_cmd(pbx, "--call", "bob", "--duration", "2", "--json", "--record",
+                                         str(tmp_path)))
+        assert code == 0, err + out
+        events = [json.loads(line) for line in out.splitlines()]
+        kinds = [(e["event"], e.get("state")) for e in events]
+        assert kinds[0] == ("registration", "registering") and ("registration", "registered") in kinds
+        states = [e["state"] for e in events if e["event"] == "callState"]
+        assert states[-2:] == ["confirmed", "terminated"]
+        assert "Traceback" not in err
+        rx = sorted(tmp_path.glob("*-rx.wav"))
+        assert rx and share_of(rx[0], THEIR_TONE) >= 0.95
+        await bob.wait_event("CALL_CLOSED")
+    assert pbx.contacts("alice") == []  # unregistered at the end
+
+
+async def test_call_to_nobody_exits_1_and_unreachable_exits_3(pbx: KamailioPeer) -> None:
+    code, out, err = await _run(_cmd(pbx, "--call", "carol", "--duration", "1"))
+    assert code == 1, out + err
+    assert "480 Temporarily Unavailable" in out
+    port = free_port(socket.SOCK_STREAM)
+    code, out, err = await _run([sys.executable, "-m", "skinnysip", "phone", "sip:alice@127.0.0.1", "--registrar",
+                                 f"127.0.0.1:{port}", "--transport", "tcp", "--call", "bob"])
+    assert code == 3 and "connection refused" in out and "Traceback" not in err
+
+
+async def test_auto_answer_and_sigterm_unregisters(pbx: KamailioPeer) -> None:
+    env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
+    proc = await asyncio.create_subprocess_exec(*_cmd(pbx, "--auto-answer", "--json"), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        await registered(pbx, "alice")
+        async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+            await registered(pbx, "bob")
+            await bob.command("dial", f"sip:alice@{pbx.realm}")
+            await bob.wait_event("CALL_ESTABLISHED", 15)
+            await asyncio.sleep(1)
+            await bob.command("hangup")
+            await bob.wait_event("CALL_CLOSED")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert any(e["event"] == "incomingCall" for e in events)
+    assert [e["state"] for e in events if e["event"] == "callState"][-2:] == ["confirmed", "terminated"]
+    assert pbx.contacts("alice") == []
