@@ -107,11 +107,11 @@ def test_sccp_is_400_not_available_until_wired(client: TestClient, monkeypatch: 
 
 
 def test_create_get_list_delete_and_the_password_never_shows(client: TestClient) -> None:
-    phone = new_phone(client, autoAnswer=1.5, source="echo", dtmf="info")
+    phone = new_phone(client, autoAnswer=1500, source="echo", dtmf="info")
     assert phone["success"] is True and phone["protocol"] == "sip" and phone["state"] == "open"
     assert phone["registration"] == {"state": "unregistered", "reason": "", "expires": None}
     assert phone["account"]["aor"] == AOR and phone["account"]["hasPassword"] is True
-    assert phone["account"]["autoAnswer"] == 1.5 and phone["account"]["register"] is False
+    assert phone["account"]["autoAnswer"] == 1500 and phone["account"]["register"] is False
     assert phone["calls"] == []
     got = client.get(f"/api/phones/{phone['id']}")
     listed = client.get("/api/phones")

@@ -113,7 +113,8 @@ class SIPPhoneBody(_Body):
     expires: int = Field(600, ge=10, le=86400, description="Registration expiry asked for, s.")
     do_register: bool = Field(True, alias="register",
                               description="Register (and keep the registration fresh); false: calls only.")
-    auto_answer: float | None = Field(None, ge=0, le=3600, description="Answer incoming calls after this many s.")
+    auto_answer: float | None = Field(None, ge=0, le=3600000,
+                                      description="Answer incoming calls after this many ms (absent: never).")
     source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".')
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response.")
@@ -163,7 +164,8 @@ class SIPPhoneBody(_Body):
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
                           outbound_proxy=self.outbound_proxy, transport=self.transport, tls_verify=self.tls_verify,
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
-                          auto_answer=self.auto_answer, source=self.source, dtmf=self.dtmf,
+                          auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
+                          source=self.source, dtmf=self.dtmf,
                           timeout=self.timeout / 1000)
 
     def public(self) -> dict[str, Any]:

@@ -202,7 +202,7 @@ class Call:
             "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
             "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
             "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
-            "dtmfReceived": "".join(self.dtmf_received), "media": self.media_report(),
+            "dtmfReceived": "".join(self.dtmf_received), "media": camel_keys(self.media_report()),
         }
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -307,6 +307,21 @@ class Phone:
                 self.history.append(call.summary())
                 del self.history[:-100]
         self.emit(CallStateChanged(call, state, reason, protocol_state))
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every dict key turned camelCase (``jitter_ms`` → ``jitterMs``), nested;
+    the API and ``--json`` speak camelCase."""
+    if isinstance(value, dict):
+        return {_camel(str(k)): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def event_to_dict(event: PhoneEvent) -> dict[str, Any]:

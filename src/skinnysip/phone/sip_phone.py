@@ -362,7 +362,9 @@ class SIPPhone(Phone):
     async def register(self) -> bool:
         """Register now (REGISTER with the account's expiry, digest if challenged). True
         when the registrar accepted; the state and reason are in :attr:`registration`
-        and the events."""
+        and the events. :class:`PhoneError` when the phone has no registrar."""
+        if self.flow is None:
+            raise PhoneError("no registrar to register with")
         self._set_registration(RegistrationState.REGISTERING, "")
         return await self._register_once(self.account.expires)
 
