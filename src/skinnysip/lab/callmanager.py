@@ -12,7 +12,16 @@ sets, with chan-sccp's UnregisterAck):
   the **tone extension** (the CM sends a 1 kHz G.711 tone), or another registered device's
   line (the callee rings: CallState RingIn, SetRinger, CallInfo; on answer both get
   OpenReceiveChannel, then StartMediaTransmission pointing each at the other's RTP address, so
-  RTP flows station to station). OnHook tears down as §5.2 step 6.
+  RTP flows station to station). OnHook (or the EndCall soft key) tears down as §5.2 step 6.
+- mid-call soft keys (event numbers of §4.7, as the template gives them): **Hold** closes the
+  media of both ends (CloseReceiveChannel + StopMediaTransmission) and sends the holder CallState
+  Hold, the OnHold soft-key set and a winking lamp, as [AST] does; **Resume** sends CallState
+  Connected and opens media on both ends again. **Transfer** (blind): the first press holds the
+  call and opens a second call reference with dial tone (CallState OffHook); the digits dialled
+  on it are collected, not routed; the second press ends both of the transferor's calls and rings
+  the dialled line for the held party, who is connected to it on answer (reorder tone and
+  CallState Congestion on the second call if the number cannot take the call). KeypadButton
+  during a connected call is recorded as the leg's ``dtmf`` (a lab CM has nowhere to send it).
 
 Layouts follow the phone's Register ``protocolVer`` (≥ 17 → v17), as [AST] and [CS] do; from 17 on,
 CallInfo and DisplayPromptStatus go out as the dynamic CallInfoV2 (0x014A) and
@@ -54,6 +63,7 @@ MAX_PROTOCOL = 22
 MAX_RECORD = 5000  # wire messages kept per session
 MAX_KEPT_SESSIONS = 256  # sessions (with their records) kept for inspection
 ECHO_LIMIT = 500_000  # packets reflected per call leg, at most
+MAX_DTMF = 100  # keypad digits kept per leg
 #: header version policies (reference §1.2): "chan-sccp" as [CS], "asterisk" as [AST]
 HEADER_VERSION_POLICIES = ("chan-sccp", "asterisk")
 #: messages [CS] always sends with header version 0 (reference §1.2)
@@ -149,6 +159,8 @@ class _Leg:
         self.media_started = False
         self.endpoint: RTPEndpoint | None = None
         self.reflected = 0
+        self.transfer_of: _Leg | None = None  # the held call a blind-transfer call belongs to
+        self.dtmf = ""  # keypad digits pressed during the connected call (bounded)
 
     @property
     def number(self) -> str:
@@ -185,10 +197,17 @@ class _Session:
         return negotiated_header_version(self.protocol_version)
 
     async def send(self, name: str, fields: dict[str, Any] | None = None) -> None:
+        """Send one message. A failed send ends this session only (its run loop sees the
+        closed transport), never the session whose handler was sending to it (a call's peer)."""
         if self.protocol_version >= V2_FROM_PROTOCOL:
             name = V2_FORMS.get(name, name)
-        await self.transport.send(encode(name, fields or {}, protocol_version=self.protocol_version,
-                                         header_version=self.header_version(name)))
+        frame = encode(name, fields or {}, protocol_version=self.protocol_version,
+                       header_version=self.header_version(name))
+        try:
+            await self.transport.send(frame)
+        except SCCPConnectionError:
+            self.closing = True
+            await self.transport.close()
         if len(self.transport.messages) > MAX_RECORD:
             del self.transport.messages[: len(self.transport.messages) - MAX_RECORD]
 
@@ -322,7 +341,7 @@ class _Session:
         if ringing is not None:
             await self.cm.answer(ringing)
             return
-        if self._leg(0) is not None:
+        if any(leg.state not in ("ended", "hold") for leg in self.legs.values()):
             return
         await self.cm.new_outgoing(self, int(f.get("lineInstance", 0) or 0) or 1)
 
@@ -340,6 +359,16 @@ class _Session:
             await self.on_OffHook(f)
         elif event == 9:  # EndCall
             await self.on_OnHook(f)
+        elif event in (3, 10, 4):  # Hold, Resume, Transfer
+            leg = self._leg(int(f.get("callReference", 0) or 0))
+            if leg is None:
+                return
+            if event == 3 and leg.state == "connected":
+                await self.cm.hold(leg)
+            elif event == 10 and leg.state == "hold":
+                await self.cm.resume(leg)
+            elif event == 4:
+                await self.cm.transfer_key(leg)
 
     async def on_OnHook(self, f: dict[str, Any]) -> None:
         leg = self._leg(int(f.get("callReference", 0) or 0))
@@ -348,16 +377,22 @@ class _Session:
 
     async def on_KeypadButton(self, f: dict[str, Any]) -> None:
         leg = self._leg(int(f.get("callReference", 0) or 0))
-        if leg is None or leg.state not in ("offhook", "dialing"):
-            return
         key = enums.KEYPAD_BUTTONS.get(int(f.get("kpButton", -1)), "")
-        if not key:
+        if leg is None or not key:
+            return
+        if leg.state == "connected":
+            leg.dtmf = (leg.dtmf + key)[-MAX_DTMF:]
+            return
+        if leg.state not in ("offhook", "dialing"):
             return
         if leg.state == "offhook":
             leg.state = "dialing"
             await self.send("StopTone", {"lineInstance": leg.line, "callReference": leg.ref})
             await self.send("SelectSoftKeys", {"lineInstance": leg.line, "callReference": leg.ref,
                                                "softKeySetIndex": 6, "validKeyMask": 0xFFFFFFFF})
+        if leg.transfer_of is not None:  # blind transfer: the second Transfer press routes
+            leg.digits = (leg.digits + key)[:MAX_DTMF]
+            return
         if key == "#":
             await self.cm.route(leg, leg.digits, final=True)
             return
@@ -497,10 +532,7 @@ class LabCallManager:
         known = number in self._extensions()
         if not known:
             if final or not any(e.startswith(number) for e in self._extensions()):
-                await s.send("StartTone", {"tone": 0x25, "toneOutputDirection": 0, "lineInstance": leg.line,
-                                           "callReference": leg.ref})
-                await s.send("CallState", {"callState": 7, "lineInstance": leg.line, "callReference": leg.ref})
-                leg.state = "failed"
+                await self._fail(leg, tone=0x25, call_state=7)  # reorder, Congestion
             return
         await self._ring_out(leg, number)
         if number == self.config.echo_extension:
@@ -512,34 +544,54 @@ class LabCallManager:
             await self._connect(leg)
             await self._open_media(leg)
         else:
-            found = self._find_line(number)
-            assert found is not None
-            device, callee_line = found
-            callee = self.sessions.get(device.name)
-            if callee is None or any(lg.state != "ended" for lg in callee.legs.values()) or callee is s:
-                await s.send("StartTone", {"tone": 0x23, "toneOutputDirection": 0, "lineInstance": leg.line,
-                                           "callReference": leg.ref})
-                await s.send("CallState", {"callState": 6, "lineInstance": leg.line, "callReference": leg.ref})
-                leg.state = "failed"
+            free = self._free_callee(number, s)
+            if free is None:
+                await self._fail(leg, tone=0x23, call_state=6)  # busy tone, Busy
                 return
-            leg.kind = "station"
-            other = _Leg(callee, callee_line, next(self._refs), outgoing=False)
-            other.kind = "station"
-            other.state = "ringin"
-            other.peer, leg.peer = leg, other
-            callee.legs[other.ref] = other
-            c, ln, ref = callee, callee_line, other.ref
-            await c.send("CallState", {"callState": 4, "lineInstance": ln, "callReference": ref})
-            await c.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 3,
-                                            "validKeyMask": 0xFFFFFFFF})
-            await c.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": f"\x80\x17{leg.number}",
-                                                 "lineInstance": ln, "callReference": ref})
-            await c.send("CallInfo", self._call_info(leg.session, leg.number, number, ln, ref, call_type=1))
-            await c.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 5})
-            await c.send("SetRinger", {"ringMode": 2, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
-            await c.send("ActivateCallPlane", {"lineInstance": ln})
-            await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
-                                       "callReference": leg.ref})
+            callee, callee_line = free
+            await self._ring(leg, callee, callee_line, number)
+
+    async def _fail(self, leg: _Leg, *, tone: int, call_state: int) -> None:
+        """The call cannot go on: ``tone`` (§4.2) and CallState ``call_state`` (§4.1); the CM
+        then waits for the station to hang up (§5.2)."""
+        s = leg.session
+        await s.send("StartTone", {"tone": tone, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                   "callReference": leg.ref})
+        await s.send("CallState", {"callState": call_state, "lineInstance": leg.line, "callReference": leg.ref})
+        leg.state = "failed"
+
+    def _free_callee(self, number: str, caller: _Session) -> tuple[_Session, int] | None:
+        """The registered, idle session and line instance of ``number`` (not ``caller`` itself)."""
+        found = self._find_line(number)
+        if found is None:
+            return None
+        device, line = found
+        callee = self.sessions.get(device.name)
+        if callee is None or callee is caller or any(lg.state != "ended" for lg in callee.legs.values()):
+            return None
+        return callee, line
+
+    async def _ring(self, leg: _Leg, callee: _Session, callee_line: int, number: str) -> None:
+        """Ring ``number`` on ``callee`` for ``leg`` (reference §5.3) and give ``leg`` ringback."""
+        s = leg.session
+        leg.kind = "station"
+        other = _Leg(callee, callee_line, next(self._refs), outgoing=False)
+        other.kind = "station"
+        other.state = "ringin"
+        other.peer, leg.peer = leg, other
+        callee.legs[other.ref] = other
+        c, ln, ref = callee, callee_line, other.ref
+        await c.send("CallState", {"callState": 4, "lineInstance": ln, "callReference": ref})
+        await c.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 3,
+                                        "validKeyMask": 0xFFFFFFFF})
+        await c.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": f"\x80\x17{leg.number}",
+                                             "lineInstance": ln, "callReference": ref})
+        await c.send("CallInfo", self._call_info(leg.session, leg.number, number, ln, ref, call_type=1))
+        await c.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 5})
+        await c.send("SetRinger", {"ringMode": 2, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
+        await c.send("ActivateCallPlane", {"lineInstance": ln})
+        await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                   "callReference": leg.ref})
 
     def _call_info(self, caller: _Session, calling: str, called: str, line: int, ref: int,
                    call_type: int) -> dict[str, Any]:
@@ -592,6 +644,75 @@ class LabCallManager:
             await self._open_media(caller)
         await self._open_media(callee)
 
+    async def _close_media(self, leg: _Leg, notify: bool = True) -> None:
+        """Close ``leg``'s RTP: our endpoint, and (``notify``) the station's CloseReceiveChannel +
+        StopMediaTransmission for what was opened, so that media can be opened again later."""
+        if leg.endpoint is not None:
+            await leg.endpoint.close()
+            leg.endpoint = None
+        s = leg.session
+        if notify and not s.closing:
+            if leg.media_requested:
+                await s.send("CloseReceiveChannel", {"conferenceId": 0, "passThruPartyId": leg.pass_thru,
+                                                     "callReference": leg.ref, "portHandlingFlag": 0})
+            if leg.media_started:
+                await s.send("StopMediaTransmission", {"conferenceId": 0, "passThruPartyId": leg.pass_thru,
+                                                       "callReference": leg.ref, "portHandlingFlag": 0})
+        leg.media_requested = leg.media_started = False
+        leg.rtp_addr = None
+
+    async def hold(self, leg: _Leg) -> None:
+        """The Hold soft key on a connected ``leg``: media off on both ends; the holder gets
+        CallState Hold, the OnHold soft keys and a winking line lamp ([AST])."""
+        leg.state = "hold"
+        for lg in (leg, leg.peer):
+            if lg is not None:
+                await self._close_media(lg)
+        s, ln, ref = leg.session, leg.line, leg.ref
+        await s.send("CallState", {"callState": 8, "lineInstance": ln, "callReference": ref})
+        await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 2,
+                                        "validKeyMask": 0xFFFFFFFF})
+        await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 3})
+
+    async def resume(self, leg: _Leg) -> None:
+        """The Resume soft key on a held ``leg``: Connected again, media reopened on both ends."""
+        leg.state = "connected"
+        s, ln, ref = leg.session, leg.line, leg.ref
+        await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 2})
+        await s.send("CallState", {"callState": 5, "lineInstance": ln, "callReference": ref})
+        await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 1,
+                                        "validKeyMask": 0xFFFFFFFF})
+        await self._open_media(leg)
+        if leg.peer is not None and leg.peer.state == "connected":
+            await self._open_media(leg.peer)
+
+    async def transfer_key(self, leg: _Leg) -> None:
+        """The Transfer soft key: on a connected call, hold it and open the transfer call (dial
+        tone); on that transfer call, blind-transfer the held party to the dialled number."""
+        if leg.state == "connected" and leg.transfer_of is None:
+            await self.hold(leg)
+            consult = await self.new_outgoing(leg.session, leg.line)
+            consult.transfer_of = leg
+            return
+        held = leg.transfer_of
+        if held is None or leg.state not in ("offhook", "dialing"):
+            return
+        s = leg.session
+        transferee = held.peer
+        free = self._free_callee(leg.digits, s) if transferee is not None else None
+        if free is None or transferee is None or transferee.state == "ended":
+            await self._fail(leg, tone=0x25, call_state=7)  # reorder, Congestion
+            return
+        number = leg.digits
+        await self.end_call(leg)
+        held.peer = transferee.peer = None
+        await self.end_call(held)
+        callee, callee_line = free
+        t = transferee.session
+        await t.send("CallInfo", self._call_info(t, transferee.number, number, transferee.line, transferee.ref,
+                                                 call_type=2))
+        await self._ring(transferee, callee, callee_line, number)
+
     async def _open_media(self, leg: _Leg) -> None:
         if leg.media_requested:
             return
@@ -641,33 +762,26 @@ class LabCallManager:
                 await self._start_media(peer, leg.rtp_addr)
 
     async def end_call(self, leg: _Leg, notify_self: bool = True) -> None:
-        """Tear down ``leg`` and its peer (§5.2 step 6)."""
+        """Tear down ``leg`` and its peer (§5.2 step 6); a transfer call ends alone, its held
+        call stays held."""
         for lg in (leg, leg.peer):
             if lg is None or lg.state == "ended":
                 continue
             lg.state = "ended"
-            if lg.endpoint is not None:
-                await lg.endpoint.close()
-                lg.endpoint = None
             s = lg.session
-            lg.session.legs.pop(lg.ref, None)
-            if s.closing or (lg is leg and not notify_self):
+            s.legs.pop(lg.ref, None)
+            notify = not s.closing and (lg is not leg or notify_self)
+            await self._close_media(lg, notify)
+            if not notify:
                 continue
-            with contextlib.suppress(SCCPConnectionError):
-                ln, ref = lg.line, lg.ref
-                if lg.media_requested:
-                    await s.send("CloseReceiveChannel", {"conferenceId": 0, "passThruPartyId": lg.pass_thru,
-                                                         "callReference": ref, "portHandlingFlag": 0})
-                if lg.media_started:
-                    await s.send("StopMediaTransmission", {"conferenceId": 0, "passThruPartyId": lg.pass_thru,
-                                                           "callReference": ref, "portHandlingFlag": 0})
-                await s.send("StopTone", {"lineInstance": ln, "callReference": ref})
-                await s.send("CallState", {"callState": 2, "lineInstance": ln, "callReference": ref})
-                await s.send("ClearPromptStatus", {"lineInstance": ln, "callReference": ref})
-                await s.send("SetRinger", {"ringMode": 1, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
-                await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 1})
-                await s.send("SelectSoftKeys", {"lineInstance": 0, "callReference": 0, "softKeySetIndex": 0,
-                                                "validKeyMask": 0xFFFFFFFF})
+            ln, ref = lg.line, lg.ref
+            await s.send("StopTone", {"lineInstance": ln, "callReference": ref})
+            await s.send("CallState", {"callState": 2, "lineInstance": ln, "callReference": ref})
+            await s.send("ClearPromptStatus", {"lineInstance": ln, "callReference": ref})
+            await s.send("SetRinger", {"ringMode": 1, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
+            await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 1})
+            await s.send("SelectSoftKeys", {"lineInstance": 0, "callReference": 0, "softKeySetIndex": 0,
+                                            "validKeyMask": 0xFFFFFFFF})
 
 
 async def serve_forever(config: LabConfig) -> None:

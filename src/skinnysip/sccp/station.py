@@ -37,6 +37,13 @@ BUTTON_SPEED_DIAL = 0x02
 BUTTON_BLF_SPEED_DIAL = 0x15
 SOFTKEY_ANSWER_DEFAULT = 11  # reference §4.7 (events 1–18 agree in all three sources)
 SOFTKEY_NEWCALL_DEFAULT = 2
+#: soft-key event numbers 1–18 by label (reference §4.7; the same in [WS], [AST] and [CS]). The
+#: number actually sent is the one the CM's template gives for the label; these are fallbacks.
+SOFTKEY_DEFAULTS: dict[str, int] = {
+    "Redial": 1, "NewCall": 2, "Hold": 3, "Transfer": 4, "CFwdALL": 5, "CFwdBusy": 6,
+    "CFwdNoAnswer": 7, "<<": 8, "EndCall": 9, "Resume": 10, "Answer": 11, "Info": 12,
+    "Confrn": 13, "Park": 14, "Join": 15, "MeetMe": 16, "PickUp": 17, "GPickUp": 18,
+}
 RING_OFF = 1
 
 #: Header version values Wireshark's SKINNY dissector accepts (reference §1.2); with any other
@@ -208,6 +215,8 @@ class StartMediaRequested(Event):
     remote_port: int
     packet_ms: int
     compression_type: int
+    #: the RFC2833PayloadType field (reference §3.20); 0 when the CM did not name one
+    rfc2833_payload_type: int = 0
 
 
 @dataclass(frozen=True)
@@ -501,8 +510,7 @@ class Station:
         if via == "stimulus":
             self._send("Stimulus", {"stimulus": BUTTON_LINE, "stimulusInstance": line, "callReference": 0})
         elif via == "softkey":
-            self._send("SoftKeyEvent", {"softKeyEvent": self.soft_key_event("NewCall", SOFTKEY_NEWCALL_DEFAULT),
-                                        "lineInstance": line, "callReference": 0})
+            self.press_soft_key("NewCall", line_instance=line)
         else:
             self._send("OffHook", {"lineInstance": line, "callReference": 0})
         return call
@@ -525,11 +533,27 @@ class Station:
         if call is None:
             raise StationError("no ringing call to answer")
         if use_soft_key:
-            event = self.soft_key_event("Answer", SOFTKEY_ANSWER_DEFAULT)
-            self._send("SoftKeyEvent", {"softKeyEvent": event, "lineInstance": call.line_instance,
-                                        "callReference": call.call_reference})
+            self.press_soft_key("Answer", call)
         else:
             self._send("OffHook", {"lineInstance": call.line_instance, "callReference": call.call_reference})
+
+    def press_soft_key(self, label: str, call: Call | None = None, *, line_instance: int | None = None) -> int:
+        """Queue SoftKeyEvent for the soft key labelled ``label`` (``"Hold"``, ``"Resume"``,
+        ``"Transfer"``, ``"EndCall"``, ``"Answer"``, ``"NewCall"``…) on ``call`` (its line
+        instance and call reference), or on ``line_instance`` with call reference 0. The event
+        number is the one the CM's soft-key template gives for the label, else the common
+        number of reference §4.7. Returns the number sent; :class:`StationError` for a label
+        neither the template nor §4.7 knows."""
+        default = SOFTKEY_DEFAULTS.get(label)
+        event = self.soft_key_event(label, default if default is not None else -1)
+        if event < 0:
+            raise StationError(f"no soft key {label!r} in the template or reference §4.7")
+        if call is not None:
+            line, ref = call.line_instance, call.call_reference
+        else:
+            line, ref = (line_instance if line_instance is not None else self.first_line()), 0
+        self._send("SoftKeyEvent", {"softKeyEvent": event, "lineInstance": line, "callReference": ref})
+        return event
 
     def hang_up(self, call: Call | None = None) -> None:
         """Queue OnHook for ``call`` (or the active call) (reference §5.2 step 6)."""
@@ -837,6 +861,7 @@ class Station:
             remote_port=_int(f, "remotePortNumber"),
             packet_ms=_int(f, "millisecondPacketSize", default=20) or 20,
             compression_type=_int(f, "compressionType", default=MEDIA_G711_ULAW_64K),
+            rfc2833_payload_type=_int(f, "RFC2833PayloadType"),
         )]
 
     def _on_StopMediaTransmission(self, f: Mapping[str, Any], now: float) -> list[Event]:
