@@ -32,8 +32,9 @@ from skinnysip.rtp.tones import sine
 MODULES = ["stdio", "menu", "account", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "srtp", "contact"]
 
 
-def write_tone_wav(path: Path, freq: float, seconds: float = 30.0, rate: int = 8000) -> Path:
-    """A mono 16-bit WAV of a sine (what baresip will send)."""
+def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV of a sine (what baresip will send). baresip 1.0's aufile does not loop:
+    at the end of the file it reports AUDIO_ERROR and hangs up, so the file outlasts any test call."""
     import wave
 
     samples = sine(freq, seconds, rate=rate, amplitude=0.4).astype(np.int16)
