@@ -209,3 +209,48 @@ async def test_server_shutdown_unregisters_every_phone(pbx: KamailioPeer) -> Non
         proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 40) == 0
     assert pbx.contacts("alice") == []
+
+
+async def test_sccp_phones_over_http_call_each_other(api: httpx.AsyncClient) -> None:
+    """Two SCCP phones made over the API on the lab call manager: alice dials bob's line,
+    bob answers over the API, both calls are confirmed, alice hangs up."""
+    from test_sccp_phone import ALICE, BOB, lab_config
+
+    from skinnysip.lab.callmanager import LabCallManager
+
+    cm = LabCallManager(lab_config())
+    await cm.start()
+    try:
+        made = {}
+        for name, device in (("alice", ALICE), ("bob", BOB)):
+            r = await api.post("/api/phones", json={"protocol": "sccp", "host": "127.0.0.1", "port": cm.port,
+                                                   "deviceName": device})
+            assert r.status_code == 201, r.text
+            assert r.json()["registration"]["state"] == "registered"
+            made[name] = r.json()["id"]
+        r = await api.post(f"/api/phones/{made['alice']}/calls", json={"target": "2002"})
+        assert r.status_code == 201, r.text
+        alice_call = r.json()["id"]
+        incoming: list[dict[str, Any]] = []
+        for _ in range(50):
+            incoming = (await api.get(f"/api/phones/{made['bob']}/calls")).json()
+            if incoming and incoming[0]["state"] == "incoming":
+                break
+            await asyncio.sleep(0.1)
+        assert incoming and incoming[0]["state"] == "incoming"
+        r = await api.post(f"/api/phones/{made['bob']}/calls/{incoming[0]['id']}/answer")
+        assert r.status_code == 200, r.text
+        detail = (await api.get(f"/api/phones/{made['alice']}/calls/{alice_call}")).json()
+        for _ in range(30):
+            if detail["state"] == "confirmed":
+                break
+            await asyncio.sleep(0.1)
+            detail = (await api.get(f"/api/phones/{made['alice']}/calls/{alice_call}")).json()
+        assert detail["state"] == "confirmed"
+        assert any(m["summary"].startswith("KeypadButton") or "OffHook" in m["summary"] for m in detail["exchange"])
+        r = await api.post(f"/api/phones/{made['alice']}/calls/{alice_call}/hangup")
+        assert r.status_code == 200, r.text
+        for phone_id in made.values():
+            assert (await api.delete(f"/api/phones/{phone_id}")).status_code == 200
+    finally:
+        await cm.stop()

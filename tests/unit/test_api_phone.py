@@ -96,10 +96,14 @@ def test_body_that_is_not_an_object_is_400(client: TestClient) -> None:
     assert_400(client.post("/api/phones"), "body")
 
 
-def test_sccp_is_400_not_available_until_wired(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    r = client.post("/api/phones", json={"protocol": "sccp", "host": "127.0.0.1"})
-    assert_400(r, "protocol")
-    assert "not available" in r.json()["error"]
+def test_sccp_phone_body_is_checked_and_a_dead_call_manager_is_409(client: TestClient,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_400(client.post("/api/phones", json={"protocol": "sccp", "host": "127.0.0.1", "deviceName": "SEPXYZ"}),
+               "deviceName")
+    assert_400(client.post("/api/phones", json={"protocol": "sccp", "host": "no host!"}), "host")
+    port = free_port(socket.SOCK_STREAM)
+    r = client.post("/api/phones", json={"protocol": "sccp", "host": "127.0.0.1", "port": port})
+    assert r.status_code == 409 and "connection refused" in r.json()["error"]
     # the module is looked up at request time: a protocol whose module is missing is not available
     monkeypatch.setitem(phone_routes.PROTOCOLS, "sip", phone_routes.Protocol(
         "skinnysip.phone.no_such_module", phone_routes.SIPPhoneBody, phone_routes.PROTOCOLS["sip"].build))

@@ -49,12 +49,15 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketDisconnect
 
+from skinnysip.addresses import check_host
 from skinnysip.net import tls
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.phone.api import Call, IncomingCall, Phone, PhoneError, event_to_dict
+from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import ResultModel, WireMessage
+from skinnysip.sccp.station import validate_device_name
 from skinnysip.sip.message import SIPParseError
 from skinnysip.sip.uri import SipURI, parse_hostport
 
@@ -96,6 +99,13 @@ def _check_server(value: str | None) -> str | None:
     except SIPParseError as exc:
         raise ValueError(f"not host[:port]: {exc.reason}") from exc
     return value.strip()
+
+
+def _check_source(v: str) -> str:
+    tone = _TONE_RE.fullmatch(v)
+    if v in ("silence", "echo") or (tone and 20 <= float(tone.group(1)) <= 3900):
+        return v
+    raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
 
 
 class SIPPhoneBody(_Body):
@@ -155,10 +165,7 @@ class SIPPhoneBody(_Body):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        tone = _TONE_RE.fullmatch(v)
-        if v in ("silence", "echo") or (tone and 20 <= float(tone.group(1)) <= 3900):
-            return v
-        raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
+        return _check_source(v)
 
     def account(self) -> SIPAccount:
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
@@ -173,6 +180,48 @@ class SIPPhoneBody(_Body):
         shown = self.model_dump(mode="json", by_alias=True, exclude={"password"})
         shown["hasPassword"] = self.password is not None
         return shown
+
+
+class SCCPPhoneBody(_Body):
+    """``POST /api/phones`` with ``protocol`` ``sccp``: a station (:class:`SCCPAccount`)."""
+
+    protocol: Literal["sccp"] = "sccp"
+    host: str = Field(description="Call manager: host name, IPv4 or IPv6 address.", examples=["127.0.0.1"])
+    port: int | None = Field(None, ge=1, le=65535, description="Call manager port (default 2000, 2443 with tls).")
+    tls: bool = Field(False, description="SCCP over TLS.")
+    tls_verify: bool = Field(True, description="Verify the call manager's certificate (TLS).")
+    device_name: str = Field("SEP001122334455", description="SEP + 12 hex digits.")
+    device_type: int = Field(7, ge=0, le=65535, description="Device type (7 = 7960).")
+    protocol_version: int = Field(11, ge=0, le=255, description="Register protocol version.")
+    auto_answer: float | None = Field(None, ge=0, le=3600000,
+                                      description="Answer incoming calls after this many ms (absent: never).")
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".')
+    timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_host(v)
+
+    @field_validator("device_name")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return validate_device_name(v)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return _check_source(v)
+
+    def account(self) -> SCCPAccount:
+        return SCCPAccount(host=self.host, port=self.port, tls=self.tls, tls_verify=self.tls_verify,
+                           device_name=self.device_name, device_type=self.device_type,
+                           protocol_version=self.protocol_version,
+                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
+                           source=self.source, timeout=self.timeout / 1000)
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class TargetBody(_Body):
@@ -272,10 +321,13 @@ def _sip_phone(body: SIPPhoneBody) -> Phone:
     return SIPPhone(body.account())
 
 
+def _sccp_phone(body: SCCPPhoneBody) -> Phone:
+    return SCCPPhone(body.account())
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "sip": Protocol("skinnysip.phone.sip_phone", SIPPhoneBody, _sip_phone),
-    # To wire SCCP: an SCCPPhoneBody (with ``account()`` → SCCPAccount and ``public()``) and a factory.
-    "sccp": Protocol("skinnysip.phone.sccp_phone", None, None),
+    "sccp": Protocol("skinnysip.phone.sccp_phone", SCCPPhoneBody, _sccp_phone),
 }
 
 
