@@ -3,6 +3,8 @@
 What a softphone or a probe needs: parse any description without losing lines,
 read the media sections (port, payload types, ``rtpmap``/``fmtp``, direction, ptime,
 connection address), and build a G.711 audio offer with :func:`audio_offer`.
+SRTP keys travel in ``a=crypto`` (SDES, RFC 4568): :class:`CryptoAttribute`, and the
+offer/answer functions take ``srtp="off"|"optional"|"mandatory"``.
 
 ``SessionDescription.parse(data)`` accepts ``str`` or ``bytes`` (UTF-8; undecodable
 bytes survive via ``surrogateescape``), CRLF or bare LF line ends, and raises
@@ -12,8 +14,11 @@ CRLF lines in the order RFC 4566 §5 prescribes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -24,12 +29,18 @@ __all__ = [
     "SDPParseError",
     "SessionDescription",
     "AUDIO_CODECS",
+    "SRTP_MODES",
+    "SRTP_SUITES",
     "AudioSession",
+    "CryptoAttribute",
+    "SRTPRefused",
     "audio_answer",
     "audio_offer",
     "audio_offer_for",
     "combine_directions",
+    "crypto_attributes",
     "negotiate",
+    "new_crypto",
     "reverse_direction",
 ]
 
@@ -361,6 +372,132 @@ def _parse_attribute(value: str) -> tuple[str, str | None]:
     return (name, rest) if colon else (name, None)
 
 
+# --------------------------------------------------------------------------- SDES keys (RFC 4568)
+
+#: SRTP crypto suites we can key (RFC 4568 §6.2), in our order of preference. Both take a
+#: 128-bit master key and a 112-bit master salt: 30 octets, 40 base64 characters inline.
+SRTP_SUITES: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+#: octets of master key || master salt for :data:`SRTP_SUITES`
+SRTP_KEY_LENGTH = 30
+#: ``off``: plain RTP/AVP; ``optional``: RTP/AVP with ``a=crypto`` (SRTP if the answer keys
+#: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted.
+SRTP_MODES = ("off", "optional", "mandatory")
+_SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+_CRYPTO_TAG_RE = re.compile(r"[0-9]{1,9}")
+_CRYPTO_SUITE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+_LIFETIME_RE = re.compile(r"(2\^)?[0-9]{1,20}")
+_MKI_RE = re.compile(r"([0-9]{1,20}):([0-9]{1,3})")
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/]{1,200}={0,2}")
+#: session parameters (RFC 4568 §6.3) that would change what libsrtp must do: not supported
+_UNSUPPORTED_PARAMS = ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP")
+
+
+class SRTPRefused(ValueError):
+    """The far end did not key SRTP for our RTP/SAVP offer (RFC 4568 §7.1.2); the message
+    starts with "the far end refused SRTP"."""
+
+
+@dataclass(frozen=True)
+class CryptoAttribute:
+    """``a=crypto:<tag> <crypto-suite> inline:<key||salt>[|<lifetime>][|<MKI>:<length>] [<session-params>]``
+    (RFC 4568 §9.1).
+
+    ``key``: the decoded master key || master salt (exactly :data:`SRTP_KEY_LENGTH` octets for
+    :data:`SRTP_SUITES`; as given for suites we do not know). ``lifetime`` and ``mki``: as
+    written, or None; checked for syntax, not used. Of several ``;``-separated keys the first
+    is kept. ``session_params``: the tokens after the key parameters (``KDR=0``, ``WSH=128``…).
+    """
+
+    tag: int
+    suite: str
+    key: bytes = field(repr=False)
+    lifetime: str | None = None
+    mki: str | None = None
+    session_params: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str) -> CryptoAttribute:
+        """Parse the value of an ``a=crypto`` line; :class:`SDPParseError` if malformed."""
+        parts = value.split()
+        if len(parts) < 3:
+            raise SDPParseError("a=crypto needs <tag> <crypto-suite> <key-params>")
+        tag, suite, key_params = parts[:3]
+        if not _CRYPTO_TAG_RE.fullmatch(tag):
+            raise SDPParseError(f"a=crypto tag {tag[:20]!r} is not 1-9 digits")
+        if not _CRYPTO_SUITE_RE.fullmatch(suite):
+            raise SDPParseError(f"a=crypto suite {suite[:30]!r} is not a suite name")
+        method, colon, info = key_params.split(";", 1)[0].partition(":")
+        if method.lower() != "inline" or not colon:
+            raise SDPParseError(f"a=crypto key method {method[:20]!r}: only inline is defined")
+        key_text, *extras = info.split("|")
+        if len(extras) > 2:
+            raise SDPParseError("a=crypto inline key has more than a lifetime and an MKI")
+        lifetime = mki = None
+        for extra in extras:
+            if _MKI_RE.fullmatch(extra) and mki is None:
+                mki = extra
+            elif _LIFETIME_RE.fullmatch(extra) and lifetime is None and mki is None:
+                lifetime = extra
+            else:
+                raise SDPParseError(f"a=crypto: {extra[:30]!r} is neither a lifetime nor MKI:length")
+        if not _BASE64_RE.fullmatch(key_text):
+            raise SDPParseError("a=crypto inline key is not base64")
+        try:
+            key = base64.b64decode(key_text.rstrip("=") + "=" * (-len(key_text.rstrip("=")) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise SDPParseError("a=crypto inline key is not base64") from None
+        if suite in SRTP_SUITES and len(key) != SRTP_KEY_LENGTH:
+            raise SDPParseError(f"a=crypto {suite} needs {SRTP_KEY_LENGTH} octets of key||salt, got {len(key)}")
+        return cls(int(tag), suite, key, lifetime, mki, tuple(parts[3:]))
+
+    def __str__(self) -> str:
+        inline = base64.b64encode(self.key).decode("ascii")
+        for extra in (self.lifetime, self.mki):
+            if extra is not None:
+                inline += f"|{extra}"
+        return " ".join([str(self.tag), self.suite, f"inline:{inline}", *self.session_params])
+
+    @property
+    def usable(self) -> bool:
+        """True if we can key SRTP with it: a suite of :data:`SRTP_SUITES`, no MKI in the
+        packets (none, or length 0), no ``KDR`` other than 0 and none of the UNENCRYPTED/
+        UNAUTHENTICATED session parameters."""
+        if self.suite not in SRTP_SUITES or len(self.key) != SRTP_KEY_LENGTH:
+            return False
+        if self.mki is not None and not self.mki.endswith(":0"):
+            return False
+        for param in self.session_params:
+            name, _, value = param.partition("=")
+            if name.upper() in _UNSUPPORTED_PARAMS or (name.upper() == "KDR" and value != "0"):
+                return False
+        return True
+
+
+def new_crypto(tag: int, suite: str = SRTP_SUITES[0]) -> CryptoAttribute:
+    """A fresh ``a=crypto`` line: ``tag``, ``suite`` and a random master key || salt from
+    :mod:`secrets` (RFC 4568 §6.1: keys must be random). ``ValueError`` for another suite."""
+    if suite not in SRTP_SUITES:
+        raise ValueError(f"crypto suite {suite!r}: one of {', '.join(SRTP_SUITES)}")
+    return CryptoAttribute(tag, suite, secrets.token_bytes(SRTP_KEY_LENGTH))
+
+
+def crypto_attributes(media: MediaDescription) -> list[CryptoAttribute]:
+    """The media's ``a=crypto`` lines in order; malformed ones are skipped (RFC 4568 §7.1.1:
+    an answerer ignores lines it does not understand)."""
+    out = []
+    for value in media.attribute_values("crypto"):
+        try:
+            out.append(CryptoAttribute.parse(value))
+        except SDPParseError:
+            continue
+    return out
+
+
+def _check_srtp_mode(srtp: str) -> None:
+    if srtp not in SRTP_MODES:
+        raise ValueError(f"srtp {srtp!r}: one of {', '.join(SRTP_MODES)}")
+
+
 def audio_offer(
     address: str,
     port: int,
@@ -436,7 +573,10 @@ class AudioSession:
     ``::`` or the stream was rejected (port 0); ``payload_type`` the codec both sides use
     (0 PCMU, 8 PCMA); ``telephone_event`` the RFC 4733 payload type (None: not agreed);
     ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive);
-    ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused.
+    ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused,
+    ``refusal`` why (when we refused it). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
+    suite, ``srtp_local_key`` our master key || salt (we protect with it), ``srtp_remote_key``
+    the peer's (we unprotect with it); all three None = plain RTP.
     """
 
     remote: tuple[str, int] | None
@@ -446,6 +586,10 @@ class AudioSession:
     direction: str
     rtcp_mux: bool = False
     rejected: bool = False
+    refusal: str | None = None
+    srtp_suite: str | None = None
+    srtp_local_key: bytes | None = field(default=None, repr=False)  # keys stay out of logs
+    srtp_remote_key: bytes | None = field(default=None, repr=False)
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
@@ -476,13 +620,25 @@ def audio_answer(
     session_id: int | None = None,
     version: int = 0,
     ptime: int = 20,
+    srtp: str = "off",
+    srtp_key: bytes | None = None,
 ) -> tuple[SessionDescription, AudioSession]:
     """Answer an offer's first audio stream (RFC 3264 §6): the first offered codec we
     support (the offerer's order), telephone-event if offered, our ``direction`` combined
     with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761).
     With no common codec the m-line is refused with port 0 (§6). Other media lines are
-    refused with port 0. Raises ``ValueError`` if the offer has no audio stream.
+    refused with port 0. Raises ``ValueError`` if the offer has no audio stream or ``srtp``
+    is not one of :data:`SRTP_MODES`.
+
+    SRTP (RFC 4568 §7.1.2): with ``srtp`` not ``off``, the first offered ``a=crypto`` we can
+    use (the offerer's order) is answered with the same tag and suite and our own key
+    (``srtp_key`` when it is a 30-octet key to keep, e.g. on a re-offer; else fresh from
+    :mod:`secrets`). The stream is refused (port 0, ``refusal`` says why) when the offer is
+    RTP/SAVP and ``srtp`` is ``off`` or no crypto line is usable, and when ``srtp`` is
+    ``mandatory`` and the offer has no usable crypto. With ``srtp`` ``off`` the crypto lines
+    of an RTP/AVP offer are ignored (plain RTP).
     """
+    _check_srtp_mode(srtp)
     m = _audio(offer)
     if m is None:
         raise ValueError("the offer has no audio stream")
@@ -492,14 +648,30 @@ def audio_answer(
     te = _telephone_event(m)
     mine = combine_directions(direction, reverse_direction(offer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None
-    if chosen is None:
+    secure = m.proto.upper() in _SECURE_PROTOS
+    usable = [c for c in crypto_attributes(m) if c.usable] if srtp != "off" else []
+    refusal = "no common codec" if chosen is None else None
+    if secure and srtp == "off":
+        refusal = f"{m.proto} (SRTP) offered, SRTP is off here"
+    elif (secure or srtp == "mandatory") and not usable:
+        suites = sorted({c.suite for c in crypto_attributes(m)})
+        refusal = f"SRTP needed but no usable a=crypto offered (suites: {', '.join(suites) or 'none'})"
+    if refusal is not None:
         media = MediaDescription("audio", 0, m.proto, m.formats[:1] or ["0"])
         answer = audio_offer(address, port, (0,), session_id=session_id)
         answer.origin.session_version = version
         answer.media = [media]
-        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
+        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=refusal)
+    assert chosen is not None
     pts = [chosen] + ([te] if te is not None else [])
     answer = _offer_with(address, port, pts, te, session_id, mine, ptime, version)
+    keyed: CryptoAttribute | None = None
+    if usable:
+        theirs = usable[0]
+        key = srtp_key if srtp_key is not None and len(srtp_key) == SRTP_KEY_LENGTH else None
+        keyed = CryptoAttribute(theirs.tag, theirs.suite, key or secrets.token_bytes(SRTP_KEY_LENGTH))
+        answer.media[0].proto = m.proto if secure else "RTP/AVP"
+        answer.media[0].attributes.insert(-2, ("crypto", str(keyed)))
     if mux:
         answer.media[0].attributes.append(("rtcp-mux", None))
     # other m-lines: refused (RFC 3264 §6: same count, port 0)
@@ -508,6 +680,8 @@ def audio_answer(
             answer.media.append(MediaDescription(other.media, 0, other.proto, other.formats[:1]))
     remote_ptime = m.ptime
     session = AudioSession(_remote(offer, m), chosen, te, (remote_ptime or ptime) / 1000, mine, mux)
+    if keyed is not None:
+        session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
     return answer, session
 
 
@@ -528,25 +702,60 @@ def _offer_with(address: str, port: int, pts: list[int], te: int | None, session
 
 def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] = AUDIO_CODECS,
                     telephone_event: int | None = 101, session_id: int | None = None, version: int = 0,
-                    ptime: int = 20) -> SessionDescription:
+                    ptime: int = 20, srtp: str = "off",
+                    crypto: Sequence[CryptoAttribute] | None = None) -> SessionDescription:
     """Our audio offer (RFC 3264 §5): ``codecs`` in preference order, telephone-event
     (RFC 4733) on ``telephone_event``, ``direction`` (``sendonly`` to hold, §8.4), origin
-    ``version`` (increment on each new offer in a session, §8)."""
+    ``version`` (increment on each new offer in a session, §8).
+
+    ``srtp`` (:data:`SRTP_MODES`): ``mandatory`` offers ``RTP/SAVP``, ``optional`` offers
+    ``RTP/AVP``, both with ``a=crypto`` lines (RFC 4568): ``crypto`` (e.g. the keys in use,
+    on a re-offer) or one fresh key per suite of :data:`SRTP_SUITES`, tags 1, 2.
+    ``ValueError`` for another ``srtp``."""
+    _check_srtp_mode(srtp)
     pts = list(codecs) + ([telephone_event] if telephone_event is not None else [])
-    return _offer_with(address, port, pts, telephone_event, session_id, direction, ptime, version)
+    offer = _offer_with(address, port, pts, telephone_event, session_id, direction, ptime, version)
+    if srtp != "off":
+        media = offer.media[0]
+        media.proto = "RTP/SAVP" if srtp == "mandatory" else "RTP/AVP"
+        lines = list(crypto) if crypto else [new_crypto(i, suite) for i, suite in enumerate(SRTP_SUITES, 1)]
+        media.attributes[-2:-2] = [("crypto", str(c)) for c in lines]
+    return offer
 
 
 def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSession:
     """What our ``offer`` and the peer's ``answer`` settled (RFC 3264 §7): the codec is the
     first one in the answer that we offered; our direction is the reverse of the answer's
     combined with what we offered. Raises ``ValueError`` if the answer has no audio stream,
-    refused it, or picked nothing we offered."""
+    refused it, or picked nothing we offered.
+
+    SRTP (RFC 4568 §7.1.2): if we offered ``a=crypto``, the answer's line with one of our
+    tags gives the suite and the peer's key. :class:`SRTPRefused` (a ``ValueError``) when we
+    offered RTP/SAVP and the answer has no such line or rejects the stream, or when the
+    answer's line names another suite than ours under that tag. An RTP/AVP offer answered
+    without crypto settles plain RTP."""
     ours = _audio(offer)
     m = _audio(answer)
     if ours is None or m is None:
         raise ValueError("no audio stream in the offer or the answer")
+    ours_crypto = {c.tag: c for c in crypto_attributes(ours)}
+    secure = ours.proto.upper() in _SECURE_PROTOS and bool(ours_crypto)
     if m.port == 0:
+        if secure:
+            raise SRTPRefused(f"the far end refused SRTP: it rejected our {ours.proto} audio stream")
         return AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
+    keys: tuple[str, bytes, bytes] | None = None
+    if ours_crypto:
+        theirs = [c for c in crypto_attributes(m) if c.tag in ours_crypto]
+        if theirs:
+            pick, mine_crypto = theirs[0], ours_crypto[theirs[0].tag]
+            if pick.suite != mine_crypto.suite or not pick.usable:
+                raise SRTPRefused(f"the far end refused SRTP: its a=crypto:{pick.tag} {pick.suite[:40]} does "
+                                  f"not key our {mine_crypto.suite} (RFC 4568 §7.1.2)")
+            keys = (pick.suite, mine_crypto.key, pick.key)
+        elif secure:
+            raise SRTPRefused("the far end refused SRTP: its answer has no a=crypto for our "
+                              f"{ours.proto} offer")
     offered = set(ours.payload_types)
     rtpmaps = m.rtpmaps()
     chosen = next((pt for pt in m.payload_types if pt in offered and pt in AUDIO_CODECS
@@ -556,4 +765,7 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     te = _telephone_event(m) if _telephone_event(ours) is not None else None
     mine = combine_directions(offer.direction_of(ours), reverse_direction(answer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None and ours.attribute("rtcp-mux") is not None
-    return AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux)
+    session = AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux)
+    if keys is not None:
+        session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys
+    return session

@@ -22,6 +22,10 @@
   trip time (LSR/DLSR, §6.4.1) and its view of our stream; BYE on :meth:`MediaStream.close`.
 * **impairments** for testing: ``rx_drop``/``tx_drop`` drop that fraction of packets (seeded
   :class:`random.Random`), ``tx_jitter`` delays each sent packet by up to that many seconds.
+* **SRTP** (RFC 3711, keys from SDES, RFC 4568): with ``MediaConfig.srtp`` set, every RTP and
+  RTCP packet is protected on the way out and unprotected on the way in by libsrtp
+  (:class:`SRTPContext`, through ``pylibsrtp``); a packet that fails authentication or the
+  replay check is dropped and counted (``report()["srtp"]``), never raised.
 * **recordings** (``record_dir``): ``<name>-rx.wav`` (what was played out, silence for gaps, so it
   lasts as long as the call), ``<name>-tx.wav`` (what was sent) and ``<name>-mix.wav``.
 
@@ -41,12 +45,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import pylibsrtp
 
 from skinnysip.rtp import g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
@@ -71,7 +76,11 @@ from skinnysip.rtp.rtcp import (
 from skinnysip.rtp.stats import RTP_SEQ_MOD, RTPReceiverStats, RTPSender
 from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
 
-__all__ = ["MediaConfig", "MediaStream", "ReceivedDTMF", "DIRECTIONS", "MAX_CALL_SECONDS"]
+if TYPE_CHECKING:
+    from skinnysip.sdp import AudioSession
+
+__all__ = ["MediaConfig", "MediaStream", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
+           "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,118 @@ Samples = npt.NDArray[np.int16]
 Address = tuple[str, int]
 
 
+#: SDES crypto suites (RFC 4568 §6.2) → libsrtp profiles. Both tag SRTCP with 80 bits (RFC 4568 §6.2.2).
+_SRTP_PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+}
+#: octets of master key (16) || master salt (14) for those suites
+_SRTP_KEY_LENGTH = 30
+
+
+@dataclass(frozen=True)
+class SRTPConfig:
+    """The SRTP keys of one stream (RFC 3711): ``suite`` an SDES suite name
+    (``AES_CM_128_HMAC_SHA1_80`` or ``AES_CM_128_HMAC_SHA1_32``), ``tx_key`` our master key ||
+    master salt (30 octets; protects what we send), ``rx_key`` the peer's (unprotects what we
+    receive). Keys are left out of ``repr``."""
+
+    suite: str
+    tx_key: bytes = field(repr=False)
+    rx_key: bytes = field(repr=False)
+
+    def validate(self) -> None:
+        """``ValueError`` for an unknown suite or a key that is not 30 octets."""
+        if self.suite not in _SRTP_PROFILES:
+            raise ValueError(f"srtp suite {self.suite!r}: one of {', '.join(_SRTP_PROFILES)}")
+        for name, key in (("tx_key", self.tx_key), ("rx_key", self.rx_key)):
+            if not isinstance(key, bytes) or len(key) != _SRTP_KEY_LENGTH:
+                raise ValueError(f"srtp {name}: {_SRTP_KEY_LENGTH} octets of master key || salt")
+
+    @classmethod
+    def from_audio(cls, audio: AudioSession) -> SRTPConfig | None:
+        """The keys an offer/answer settled (:class:`skinnysip.sdp.AudioSession`), or None
+        for plain RTP."""
+        if audio.srtp_suite is None or audio.srtp_local_key is None or audio.srtp_remote_key is None:
+            return None
+        return cls(audio.srtp_suite, audio.srtp_local_key, audio.srtp_remote_key)
+
+
+class SRTPContext:
+    """libsrtp sessions (``pylibsrtp``) for one stream: one outbound (any SSRC of ours), one
+    inbound (any SSRC of the peer's, each with its own replay window, RFC 3711 §3.3.2).
+
+    ``protect``/``protect_rtcp`` return the SRTP/SRTCP packet, or None if libsrtp refuses
+    (counted in ``protect_errors``). ``unprotect``/``unprotect_rtcp`` return the plain packet,
+    or None when it fails authentication or is too short or long (``auth_failures``) or is a
+    replay (``replays``). Nothing raises on packet data. :meth:`update` re-keys only the side
+    whose key changed, so an unchanged outbound key keeps its rollover counter (RFC 3711 §3.3.1:
+    a key never encrypts two packets with the same index)."""
+
+    def __init__(self, config: SRTPConfig) -> None:
+        config.validate()
+        self.config = config
+        self._tx = self._session(config.tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = self._session(config.rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self.auth_failures = 0
+        self.replays = 0
+        self.protect_errors = 0
+
+    def _session(self, key: bytes, ssrc_type: int) -> pylibsrtp.Session:
+        return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=ssrc_type,
+                                                  srtp_profile=_SRTP_PROFILES[self.config.suite]))
+
+    def update(self, config: SRTPConfig) -> None:
+        """New keys from a new offer/answer: a side whose suite and key are unchanged keeps its
+        session (and packet index); the other starts afresh. ``ValueError`` for a bad config."""
+        config.validate()
+        old, self.config = self.config, config
+        if (old.suite, old.tx_key) != (config.suite, config.tx_key):
+            self._tx = self._session(config.tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        if (old.suite, old.rx_key) != (config.suite, config.rx_key):
+            self._rx = self._session(config.rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+
+    def protect(self, packet: bytes) -> bytes | None:
+        """SRTP packet of an RTP packet (RFC 3711 §3.3)."""
+        return self._out(self._tx.protect, packet)
+
+    def protect_rtcp(self, packet: bytes) -> bytes | None:
+        """SRTCP packet of an RTCP compound packet (RFC 3711 §3.4)."""
+        return self._out(self._tx.protect_rtcp, packet)
+
+    def unprotect(self, packet: bytes) -> bytes | None:
+        """The RTP packet inside an SRTP packet, or None (counted)."""
+        return self._in(self._rx.unprotect, packet)
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
+        """The RTCP compound packet inside an SRTCP packet, or None (counted)."""
+        return self._in(self._rx.unprotect_rtcp, packet)
+
+    def _out(self, protect: Callable[[bytes], bytes], packet: bytes) -> bytes | None:
+        try:
+            return protect(packet)
+        except (pylibsrtp.Error, ValueError):
+            self.protect_errors += 1
+            return None
+
+    def _in(self, unprotect: Callable[[bytes], bytes], packet: bytes) -> bytes | None:
+        try:
+            return unprotect(packet)
+        except pylibsrtp.Error as exc:
+            if "replay" in str(exc):
+                self.replays += 1
+            else:
+                self.auth_failures += 1
+        except ValueError:  # longer than libsrtp's buffer
+            self.auth_failures += 1
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """``{"suite", "auth_failures", "replays", "protect_errors"}``."""
+        return {"suite": self.config.suite, "auth_failures": self.auth_failures, "replays": self.replays,
+                "protect_errors": self.protect_errors}
+
+
 @dataclass
 class MediaConfig:
     """What offer/answer negotiated for one audio stream (RFC 3264), from our side.
@@ -113,7 +234,8 @@ class MediaConfig:
     ``direction``: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (ours).
     ``remote``: where to send RTP (IP literal, port); None = nowhere yet.
     ``remote_rtcp``: where to send RTCP; None = the remote RTP port + 1, or the RTP port itself
-    with ``rtcp_mux`` (RFC 5761).
+    with ``rtcp_mux`` (RFC 5761). ``srtp``: :class:`SRTPConfig` to protect RTP and RTCP with
+    (RFC 3711), None = plain RTP.
     """
 
     payload_type: int = g711.PT_PCMU
@@ -123,6 +245,7 @@ class MediaConfig:
     remote: Address | None = None
     remote_rtcp: Address | None = None
     rtcp_mux: bool = False
+    srtp: SRTPConfig | None = None
 
     def validate(self) -> None:
         """``ValueError`` naming the first field that is out of range."""
@@ -140,6 +263,10 @@ class MediaConfig:
         for name, addr in (("remote", self.remote), ("remote_rtcp", self.remote_rtcp)):
             if addr is not None:
                 _check_address(name, addr)
+        if self.srtp is not None:
+            if not isinstance(self.srtp, SRTPConfig):
+                raise ValueError(f"srtp {type(self.srtp).__name__}: an SRTPConfig or None")
+            self.srtp.validate()
 
     @property
     def sends(self) -> bool:
@@ -339,6 +466,7 @@ class MediaStream:
         self.callback_errors = 0
         self.socket_errors = 0
         self.remote_seen: Address | None = None
+        self._srtp: SRTPContext | None = None
         # send side
         self.late_sent = 0
         self.tx_dropped = 0
@@ -457,8 +585,8 @@ class MediaStream:
     def apply(self, config: MediaConfig) -> None:
         """Start or change what the stream does, at once: start/stop sending by direction and
         remote (hold = ``recvonly``/``inactive``), switch remote address, payload type, ptime or
-        telephone-event payload type.  A change of remote or payload type starts a new
-        talkspurt (marker bit).  ``ValueError`` for a bad config or one whose addresses are of
+        telephone-event payload type, start, re-key or stop SRTP.  A change of remote or payload
+        type starts a new talkspurt (marker bit).  ``ValueError`` for a bad config or one whose addresses are of
         the other IP family; ``RuntimeError`` after :meth:`close`."""
         if self._closed:
             raise RuntimeError("the media stream is closed")
@@ -475,6 +603,12 @@ class MediaStream:
             self._retire_jitter_buffer()
             self._jitter = self._new_jitter_buffer(config.ptime)
             self._reclock = True
+        if config.srtp is None:
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SRTPContext(config.srtp)
+        else:
+            self._srtp.update(config.srtp)
         self.config = config
 
     @property
@@ -706,6 +840,11 @@ class MediaStream:
             self.tx_dropped += 1
             return
         data = packet.to_bytes()
+        if self._srtp is not None:
+            protected = self._srtp.protect(data)
+            if protected is None:
+                return
+            data = protected
         if self.tx_jitter and self._loop is not None:
             self._loop.call_later(self._tx_rng.uniform(0.0, self.tx_jitter), self._sendto, self._rtp, data, remote)
         else:
@@ -753,6 +892,11 @@ class MediaStream:
         if len(data) >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 §4)
             self._rtcp_datagram(data, addr)
             return
+        if self._srtp is not None:
+            plain = self._srtp.unprotect(data)
+            if plain is None:
+                return
+            data = plain
         try:
             packet = RTPPacket.parse(data)
         except RTPParseError:
@@ -876,6 +1020,11 @@ class MediaStream:
         data = build_compound(packets)
         self._sent_at_last_report = sender.packets_sent
         self._peer_sent_recently = False
+        if self._srtp is not None:
+            protected = self._srtp.protect_rtcp(data)
+            if protected is None:
+                return
+            data = protected
         self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
         self.rtcp_sent += 1
         self._sendto(transport, data, target)
@@ -894,6 +1043,11 @@ class MediaStream:
         if len(data) > MAX_DATAGRAM:
             self.rtcp_parse_errors += 1
             return
+        if self._srtp is not None:
+            plain = self._srtp.unprotect_rtcp(data)
+            if plain is None:
+                return
+            data = plain
         try:
             packets = parse_compound(data)
         except RTCPParseError:
@@ -954,6 +1108,7 @@ class MediaStream:
              "dtmf": [{"digit", "duration", "method", "time"}, ...],
              "quality": {"r", "mos", "delay_ms"} | None,   # None until audio was received
              "rtcp": {"sent", "received", "parse_errors"},
+             "srtp": {"suite", "auth_failures", "replays", "protect_errors"} | None,  # None: plain RTP
              "errors": {"socket", "callback"},
              "recordings": {"rx"|"tx"|"mix": path}}
 
@@ -1013,6 +1168,7 @@ class MediaStream:
             "quality": quality,
             "rtcp": {"sent": self.rtcp_sent, "received": self.rtcp_received,
                      "parse_errors": self.rtcp_parse_errors},
+            "srtp": self._srtp.report() if self._srtp is not None else None,
             "errors": {"socket": self.socket_errors, "callback": self.callback_errors},
             "recordings": {kind: str(path) for kind, path in self.recordings.items()},
         }
