@@ -31,6 +31,7 @@ from typing import Any
 import typer
 
 from skinnysip.cli.common import console, password_from
+from skinnysip.sdp import SRTP_MODES
 
 EXIT_OK, EXIT_NO_CALL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -61,6 +62,8 @@ def phone_cmd(
     tone: float = typer.Option(440.0, "--tone", min=20, max=3900, help="Tone to send when no --play, Hz."),
     record: str | None = typer.Option(None, "--record", help="Directory for each call's WAV recordings."),
     dtmf_mode: str = typer.Option("rfc4733", "--dtmf", help="rfc4733 or info."),
+    srtp: str = typer.Option("off", "--srtp", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + "
+                             "a=crypto, plain RTP if refused) or mandatory (RTP/SAVP) [mandatory if given alone]."),
     execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
     as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
 ) -> None:
@@ -71,6 +74,8 @@ def phone_cmd(
         raise _fail("--transport: udp, tcp or tls")
     if dtmf_mode not in ("rfc4733", "info"):
         raise _fail("--dtmf: rfc4733 or info")
+    if srtp not in SRTP_MODES:
+        raise _fail("--srtp: optional or mandatory (or off)")
     if call is not None and auto_answer is not None:
         raise _fail("--call and --auto-answer: choose one")
     secret = password_from(password, prompt=False)
@@ -79,7 +84,7 @@ def phone_cmd(
                          auth_user=user, registrar=registrar, outbound_proxy=proxy, transport=transport,  # type: ignore[arg-type]
                          tls_verify=not insecure, ca_file=ca_file, expires=expires, register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
-                         record_dir=record, dtmf=dtmf_mode)  # type: ignore[arg-type]
+                         record_dir=record, dtmf=dtmf_mode, srtp=srtp)  # type: ignore[arg-type]
         acc.uri()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
@@ -258,17 +263,30 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         raise ValueError(f"unknown command {verb!r}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: options whose value may be left out: option → (is this argument its value?, value to insert)
+OPTIONAL_VALUES = {
+    "--auto-answer": (_is_number, "0"),
+    "--srtp": (lambda text: text in SRTP_MODES, "mandatory"),
+}
+
+
 def fix_auto_answer(argv: list[str]) -> list[str]:
-    """``--auto-answer`` may be given without a delay (``[DELAY_S]``): insert ``0`` then."""
+    """Options of :data:`OPTIONAL_VALUES` may be given without their value: ``--auto-answer``
+    alone means ``--auto-answer 0``, ``--srtp`` alone ``--srtp mandatory``; the value is
+    inserted when the next argument is not one."""
     out: list[str] = []
     for i, arg in enumerate(argv):
         out.append(arg)
-        if arg == "--auto-answer":
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            try:
-                float(nxt) if nxt is not None else None
-                if nxt is None:
-                    out.append("0")
-            except ValueError:
-                out.append("0")
+        if arg in OPTIONAL_VALUES:
+            is_value, default = OPTIONAL_VALUES[arg]
+            if i + 1 >= len(argv) or not is_value(argv[i + 1]):
+                out.append(default)
     return out

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from skinnysip.addresses import strip_brackets
-from skinnysip.net.media import MediaConfig, MediaStream
+from skinnysip.net.media import MediaConfig, MediaStream, SRTPConfig
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.phone.api import (
@@ -44,8 +44,10 @@ from skinnysip.rtp import audio
 from skinnysip.rtp.dtmf import dtmf_relay_body, parse_dtmf_relay
 from skinnysip.sdp import (
     AudioSession,
+    CryptoAttribute,
     SDPParseError,
     SessionDescription,
+    SRTPRefused,
     audio_answer,
     audio_offer_for,
     negotiate,
@@ -89,7 +91,11 @@ class SIPAccount:
     ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
     seconds after which an incoming call is answered (None: never). ``source``: what we
     send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` or a WAV file path. ``record_dir``:
-    WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``.
+    WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``. ``srtp`` (SDES keys,
+    RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
+    RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
+    crypto) or ``"mandatory"`` (offer RTP/SAVP, the call fails if the far end refuses SRTP;
+    offers without usable crypto refused with 488).
     """
 
     aor: str
@@ -109,6 +115,7 @@ class SIPAccount:
     source: str = "tone:440"
     record_dir: str | None = None
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
+    srtp: Literal["off", "optional", "mandatory"] = "off"
     timeout: float = 32.0
     t1: float = 0.5
 
@@ -523,8 +530,13 @@ class SIPPhone(Phone):
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         assert call.media is not None
         call.sdp_version += 1
+        a = call.audio  # a re-offer keeps the keys in use (RFC 4568 §7.1.4), and with them the SRTP index
+        crypto = None
+        if a is not None and a.srtp_suite is not None and a.srtp_local_key is not None:
+            crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
         offer = audio_offer_for(call.media.local_ip, call.media.local_port, direction=direction,
-                                session_id=call.session_id, version=call.sdp_version)
+                                session_id=call.session_id, version=call.sdp_version, srtp=self.account.srtp,
+                                crypto=crypto)
         call.offer = offer
         return offer
 
@@ -570,7 +582,8 @@ class SIPPhone(Phone):
                             call.flow = flow
                         request = self._retarget(request, target, flow)
                         continue
-                await self._end(call, final.summary)
+                srtp_refused = code == 488 and self.account.srtp == "mandatory"
+                await self._end(call, f"the far end refused SRTP ({final.summary})" if srtp_refused else final.summary)
                 return
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             await self._end(call, f"error: {getattr(exc, 'reason', exc)}")
@@ -692,7 +705,7 @@ class SIPPhone(Phone):
                 call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
             except (SDPParseError, ValueError) as exc:
                 self._set_state(call, CallState.CONFIRMED, response.summary)
-                await self._bye(call, reason=f"bad SDP answer: {exc}")
+                await self._bye(call, reason=str(exc) if isinstance(exc, SRTPRefused) else f"bad SDP answer: {exc}")
                 return
             self._apply_media(call)
         self._set_state(call, CallState.CONFIRMED, response.summary)
@@ -703,7 +716,8 @@ class SIPPhone(Phone):
         a = call.audio
         call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
         call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
-                                     direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux))
+                                     direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux,
+                                     srtp=SRTPConfig.from_audio(a)))
 
     async def _cancel(self, call: SIPCall) -> None:
         """CANCEL our pending INVITE (§9.1); the 487 ends the call. Before any provisional
@@ -777,14 +791,14 @@ class SIPPhone(Phone):
         if call.remote_offer is not None:
             try:
                 answer, session = audio_answer(call.remote_offer, call.media.local_ip, call.media.local_port,
-                                               session_id=call.session_id)
+                                               session_id=call.session_id, srtp=self.account.srtp)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag)
                 await self._end(call, "488 no audio offered")
                 return
             if session.rejected:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag)
-                await self._end(call, "488 no common codec")
+                await self._end(call, f"488 {session.refusal or 'no common codec'}")
                 return
             call.audio = session
             body = answer.to_bytes()
@@ -1044,8 +1058,13 @@ class SIPPhone(Phone):
             offer = SessionDescription.parse(request.body)
             answer, session = audio_answer(offer, call.media.local_ip, call.media.local_port,
                                            direction="sendonly" if call.local_hold else "sendrecv",
-                                           session_id=call.session_id, version=call.sdp_version + 1)
+                                           session_id=call.session_id, version=call.sdp_version + 1,
+                                           srtp=self.account.srtp,
+                                           srtp_key=call.audio.srtp_local_key if call.audio else None)
         except (SDPParseError, ValueError):
+            self.endpoint.respond(tx, 488)
+            return
+        if session.rejected:  # e.g. RTP/SAVP while SRTP is off: 488 keeps the session as it is (RFC 3261 §14.2)
             self.endpoint.respond(tx, 488)
             return
         call.sdp_version += 1
