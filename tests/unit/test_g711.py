@@ -84,3 +84,18 @@ def test_tone_source_is_phase_continuous():
     joined = np.concatenate([src.read(160) for _ in range(50)])
     assert np.array_equal(joined, tones.sine(1000, 1.0, amplitude=0.5))
     assert not tones.ToneSource().read(10).any()
+
+
+
+def test_input_forms_give_the_same_codes():
+    """The one-frame fast paths (1-D int16 array, bytes) and the general paths agree."""
+    frame = tones.sine(1000, 0.02)
+    ulaw, alaw = g711.ulaw_encode(frame), g711.alaw_encode(frame)
+    strided = np.repeat(frame, 2)[::2]
+    assert not strided.flags.c_contiguous
+    for form in (frame.reshape(2, 80), frame.astype(np.int32), frame.tolist(), strided, frame.astype(">i2")):
+        assert g711.ulaw_encode(form) == ulaw and g711.alaw_encode(form) == alaw
+    both = memoryview(bytes(b for pair in zip(ulaw, ulaw, strict=True) for b in pair))[::2]  # strided buffer
+    for data in (bytearray(ulaw), memoryview(ulaw), list(ulaw), both):
+        assert np.array_equal(g711.ulaw_decode(data), g711.ulaw_decode(ulaw))
+        assert np.array_equal(g711.alaw_decode(data), g711.alaw_decode(ulaw))
