@@ -29,7 +29,9 @@ import numpy as np
 from peertools import free_port, require
 from skinnysip.rtp.tones import sine
 
-MODULES = ["stdio", "menu", "account", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "srtp", "contact"]
+# baresip 1.0 reads the accounts when ``account`` loads: what an account names (``mediaenc=srtp``,
+# codecs) must be loaded before it.
+MODULES = ["stdio", "menu", "srtp", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "contact", "account"]
 
 
 def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 8000) -> Path:

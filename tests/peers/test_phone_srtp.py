@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import baresip_peer
 import numpy as np
 import pytest
 from baresip_peer import baresip
@@ -38,14 +37,6 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 def pbx() -> Iterator[KamailioPeer]:
     with kamailio(pbx=True) as peer:
         yield peer
-
-
-@pytest.fixture(autouse=True)
-def srtp_before_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """baresip 1.0 reads its accounts when the ``account`` module loads: ``mediaenc=srtp-mand``
-    needs the ``srtp`` module loaded before it, else baresip says "mediaenc not found" and
-    runs plain RTP. The shared harness lists ``srtp`` after ``account``; put it first here."""
-    monkeypatch.setattr(baresip_peer, "MODULES", ["srtp", *(m for m in baresip_peer.MODULES if m != "srtp")])
 
 
 def bob_peer(pbx: KamailioPeer, mediaenc: str | None = "srtp-mand") -> Any:
