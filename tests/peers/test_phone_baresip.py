@@ -213,3 +213,32 @@ async def test_call_through_record_routing_proxy_lasts_60_s(pbx: KamailioPeer, b
         await bob.wait_event("CALL_CLOSED")
         bye = next(m for m in call.exchange if m.direction == "sent" and m.summary.startswith("BYE"))
         assert "Route: <sip:127.0.0.1:" in bye.raw
+
+
+async def test_pcma_both_ways(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """baresip limited to PCMA: it answers our PCMU+PCMA offer with PCMA, and offers only PCMA
+    when it calls us; the audio check holds on both calls."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                       extra_account="audio_codecs=PCMA") as bob:
+        await registered(pbx, "bob")
+        async with SIPPhone(account(pbx, "alice", auto_answer=0.1, record_dir=str(tmp_path))) as phone:
+            out = await phone.call("bob")
+            assert await out.wait_connected(15), out.end_reason
+            assert out.audio is not None and out.audio.payload_type == 8
+            await asyncio.sleep(2.5)
+            await out.hangup()
+            await bob.wait_event("CALL_CLOSED")
+            assert share_of(Path(out.media_report()["recordings"]["rx"]), THEIR_TONE) >= 0.95  # type: ignore[index]
+            assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+            await bob.command("dial", f"sip:alice@{pbx.realm}")
+            incoming = None
+            for _ in range(100):
+                incoming = next((c for c in phone.calls if c.state is CallState.CONFIRMED), None)
+                if incoming is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert incoming is not None and incoming.audio is not None and incoming.audio.payload_type == 8  # type: ignore[attr-defined]
+            await asyncio.sleep(2.5)
+            await bob.command("hangup")
+            assert await incoming.wait_ended(10)
+            assert share_of(Path(incoming.media_report()["recordings"]["rx"]), THEIR_TONE) >= 0.95  # type: ignore[index]
