@@ -242,6 +242,7 @@ class Phone:
         self.events_dropped = 0
         self.history: list[dict[str, Any]] = []  # ended calls' summaries (bounded)
         self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Phone:
         await self.start()
@@ -283,6 +284,25 @@ class Phone:
             return await asyncio.wait_for(self._events.get(), timeout)
         except TimeoutError:
             return None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the phone keeps (and cancels on close); a crash becomes an
+        :class:`ErrorEvent` instead of vanishing."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.emit(ErrorEvent(f"internal error: {task.exception()!r}"))
+
+    def _dtmf(self, call: Call, digit: str, method: str, duration: float | None) -> None:
+        """Record a received digit on ``call`` (bounded) and emit :class:`DTMFReceived`."""
+        call.dtmf_received.append(digit)
+        del call.dtmf_received[:-1000]
+        self.emit(DTMFReceived(call, digit, method, duration))
 
     def find(self, call_id: int) -> Call:
         """The live call with ``id``; :class:`PhoneError` if there is none."""

@@ -46,7 +46,6 @@ from skinnysip.phone.api import (
     CallDirection,
     CallState,
     CallStateChanged,
-    DTMFReceived,
     ErrorEvent,
     IncomingCall,
     Phone,
@@ -287,7 +286,6 @@ class SCCPPhone(Phone):
         self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._lost_reason = ""
         self._last_rx = 0.0
         self._closing = False
@@ -330,17 +328,6 @@ class SCCPPhone(Phone):
             task.cancel()
         self._resolve_all()
         self.closed = True
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.emit(ErrorEvent(f"internal error: {task.exception()!r}"))
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -687,7 +674,7 @@ class SCCPPhone(Phone):
         try:
             stream = await MediaStream.open(ip, source=_source(acc.source), record_dir=acc.record_dir, name=name,
                                             echo=acc.source == "echo",
-                                            on_dtmf=lambda digit, duration: self._dtmf(call, digit, duration))
+                                            on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration))
         except (OSError, ValueError) as exc:
             station.receive_channel_failed(ev, status=8)  # OutOfSockets
             call.media_error = f"cannot open media on {ip}: {exc}"
@@ -732,11 +719,9 @@ class SCCPPhone(Phone):
         with contextlib.suppress(Exception):
             call.reports.append(await stream.close())
 
-    def _dtmf(self, call: SCCPCall, digit: str, duration: float) -> None:
-        call.dtmf_received.append(digit)
-        del call.dtmf_received[:-1000]
-        method = "rfc4733" if duration > 0 else "inband"
-        self.emit(DTMFReceived(call, digit, method, duration or None))
+    def _stream_dtmf(self, call: SCCPCall, digit: str, duration: float) -> None:
+        """A digit heard in the call's RTP (RFC 4733 with a duration; in-band without)."""
+        self._dtmf(call, digit, "rfc4733" if duration > 0 else "inband", duration or None)
 
     # -- actions ----------------------------------------------------------------------------------
     def _station(self) -> st.Station:

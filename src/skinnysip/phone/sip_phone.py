@@ -30,7 +30,6 @@ from skinnysip.phone.api import (
     CallDirection,
     CallState,
     CallStateChanged,
-    DTMFReceived,
     ErrorEvent,
     IncomingCall,
     MessageReceived,
@@ -263,7 +262,6 @@ class SIPPhone(Phone):
         self._reg_tag = new_tag()
         self._reg_cseq = 0
         self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._reg_task: asyncio.Task[None] | None = None
         self._ka_task: asyncio.Task[None] | None = None
         self._remove_handler: Any = None
@@ -314,17 +312,6 @@ class SIPPhone(Phone):
         if self._remove_handler is not None:
             self._remove_handler()
         await self.endpoint.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.emit(ErrorEvent(f"internal error: {task.exception()!r}"))
 
     async def _open_flow(self, server: str, *, secure: bool) -> Flow:
         host, port = _split_hostport(server)
@@ -1088,11 +1075,6 @@ class SIPPhone(Phone):
             self._dtmf(call, digit, "info", duration_ms / 1000)
             return
         self.endpoint.respond(tx, 200 if not request.body else 415)
-
-    def _dtmf(self, call: Call, digit: str, method: str, duration: float | None) -> None:
-        call.dtmf_received.append(digit)
-        del call.dtmf_received[:-1000]
-        self.emit(DTMFReceived(call, digit, method, duration))
 
     async def _refer_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
         """We are the transferee (RFC 3515): 202, NOTIFY 100 Trying, call the Refer-To
