@@ -91,3 +91,30 @@ async def test_auto_answer_and_sigterm_unregisters(pbx: KamailioPeer) -> None:
     assert any(e["event"] == "incomingCall" for e in events)
     assert [e["state"] for e in events if e["event"] == "callState"][-2:] == ["confirmed", "terminated"]
     assert pbx.contacts("alice") == []
+
+
+async def test_sccp_phone_on_the_command_line() -> None:
+    """``skinnysip phone --sccp HOST:PORT --device SEP… --call 2002 --duration 2``: the lab call
+    manager rings our second phone (auto-answer), the call connects, exit 0; a bad device name
+    is a usage error (2) in one line."""
+    from test_sccp_phone import ALICE, BOB, lab_config
+
+    from skinnysip.lab.callmanager import LabCallManager
+    from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
+
+    cm = LabCallManager(lab_config())
+    await cm.start()
+    try:
+        async with SCCPPhone(SCCPAccount(host="127.0.0.1", port=cm.port, device_name=BOB, auto_answer=0.2)):
+            code, out, err = await _run([sys.executable, "-m", "skinnysip", "phone", "--sccp",
+                                         f"127.0.0.1:{cm.port}", "--device", ALICE, "--call", "2002",
+                                         "--duration", "2", "--json"])
+        assert code == 0, out + err
+        states = [json.loads(line).get("protocolState") for line in out.splitlines()
+                  if json.loads(line)["event"] == "callState"]
+        assert "Connected" in states and states[-1] == "OnHook"
+        code, out, err = await _run([sys.executable, "-m", "skinnysip", "phone", "--sccp", "127.0.0.1",
+                                     "--device", "SEPXYZ"])
+        assert code == 2 and "--device" in out and "Traceback" not in err
+    finally:
+        await cm.stop()

@@ -32,6 +32,7 @@ import typer
 
 from skinnysip.cli.common import console, password_from
 from skinnysip.sdp import SRTP_MODES
+from skinnysip.sip.syntax import SIPParseError
 
 EXIT_OK, EXIT_NO_CALL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -42,7 +43,11 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def phone_cmd(
-    aor: str = typer.Argument(..., help="Your address of record, e.g. sip:alice@example.com."),
+    aor: str | None = typer.Argument(None, help="Your address of record, e.g. sip:alice@example.com (SIP)."),
+    sccp: str | None = typer.Option(None, "--sccp", help="Be an SCCP phone on this call manager HOST[:PORT]."),
+    device: str = typer.Option("SEP001122334455", "--device", help="SCCP device name: SEP + 12 hex digits."),
+    device_type: int = typer.Option(7, "--device-type", min=0, max=65535, help="SCCP device type (7 = 7960)."),
+    sccp_tls: bool = typer.Option(False, "--sccp-tls", help="SCCP over TLS (port 2443 by default)."),
     registrar: str | None = typer.Option(None, "--registrar", help="Registrar HOST[:PORT] [default: the AOR's host]."),
     proxy: str | None = typer.Option(None, "--proxy", help="Outbound proxy HOST[:PORT] (loose route)."),
     transport: str = typer.Option("udp", "--transport", "-t", help="udp, tcp or tls."),
@@ -67,7 +72,8 @@ def phone_cmd(
     execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
     as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
 ) -> None:
-    """A SIP softphone: register, call and answer, hold, transfer, DTMF, messages, recordings."""
+    """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
+    messages (SIP), recordings."""
     from skinnysip.phone.sip_phone import SIPAccount
 
     if transport not in ("udp", "tcp", "tls"):
@@ -78,6 +84,21 @@ def phone_cmd(
         raise _fail("--srtp: optional or mandatory (or off)")
     if call is not None and auto_answer is not None:
         raise _fail("--call and --auto-answer: choose one")
+    if play is not None:
+        from skinnysip.rtp.audio import WavSource
+
+        try:
+            WavSource(play)
+        except ValueError as exc:
+            raise _fail(f"--play: {exc}") from exc
+    if sccp is not None:
+        if aor is not None:
+            raise _fail("an AOR is for SIP; with --sccp give --device")
+        acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, ca_file, auto_answer,
+                                 play or f"tone:{tone}", record)
+        raise typer.Exit(_guarded(acc_sccp, call, duration, execute, as_json))
+    if aor is None:
+        raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
     secret = password_from(password, prompt=False)
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
@@ -88,25 +109,47 @@ def phone_cmd(
         acc.uri()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    if play is not None:
-        from skinnysip.rtp.audio import WavSource
+    raise typer.Exit(_guarded(acc, call, duration, execute, as_json))
 
-        try:
-            WavSource(play)
-        except ValueError as exc:
-            raise _fail(f"--play: {exc}") from exc
+
+def _guarded(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool) -> int:
+    """Run the phone; Ctrl-C is a normal end, anything unexpected one line (no traceback)."""
     try:
-        code = asyncio.run(_run(acc, call, duration, execute, as_json))
+        return asyncio.run(_run(acc, target, duration, execute, as_json))
     except KeyboardInterrupt:
-        code = EXIT_OK
-    raise typer.Exit(code)
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last guard before the user
+        console.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        return EXIT_NO_CALL
+
+
+def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecure: bool, ca_file: str | None,
+                  auto_answer: float | None, source: str, record: str | None) -> Any:
+    from skinnysip.addresses import check_host
+    from skinnysip.phone.sccp_phone import SCCPAccount
+    from skinnysip.sip.uri import parse_hostport
+
+    try:
+        host, port = parse_hostport(server)
+        check_host(host)
+    except (ValueError, SIPParseError) as exc:
+        raise _fail(f"--sccp: not HOST[:PORT] ({exc})") from exc
+    try:
+        account = SCCPAccount(host=host, port=port, tls=tls, tls_verify=not insecure, ca_file=ca_file,
+                              device_name=device, device_type=device_type, auto_answer=auto_answer, source=source,
+                              record_dir=record)
+        account.station_config("0.0.0.0")  # checks the device name and type now
+        return account
+    except ValueError as exc:
+        raise _fail(f"--device: {exc}") from exc
 
 
 async def _run(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool) -> int:
     from skinnysip.phone.api import CallState, IncomingCall, PhoneError, event_to_dict
+    from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
     from skinnysip.phone.sip_phone import SIPPhone
 
-    phone = SIPPhone(acc)
+    phone: Any = SCCPPhone(acc) if isinstance(acc, SCCPAccount) else SIPPhone(acc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
