@@ -16,7 +16,8 @@
 * **DTMF** (:meth:`MediaStream.send_dtmf`): RFC 4733 events from
   :func:`~skinnysip.rtp.dtmf.dtmf_packets`, sent in the same schedule; audio pauses during an
   event (RFC 4733 §2.5.1.2).  Received events go through
-  :class:`~skinnysip.rtp.dtmf.DTMFReceiver`; in-band tones are detected as a fallback.
+  :class:`~skinnysip.rtp.dtmf.DTMFReceiver`; in-band tones are detected as a fallback when
+  no telephone-event was negotiated.
 * **RTCP** (RFC 3550 §6): SR when we sent since the last report, else RR, each with SDES CNAME,
   at the randomised :func:`~skinnysip.rtp.rtcp.rtcp_interval`; the peer's reports give the round
   trip time (LSR/DLSR, §6.4.1) and its view of our stream; BYE on :meth:`MediaStream.close`.
@@ -871,7 +872,9 @@ class MediaStream:
             received = np.zeros(n, dtype=np.int16)
         if self.echo is not None:
             self.echo.write(received)
-        if not self._rfc4733_seen and payload:
+        # in-band detection is the fallback for peers without RFC 4733 (it costs ~17 % of a
+        # stream's CPU): only when no telephone-event was negotiated and none arrived
+        if payload and self.config.telephone_event is None and not self._rfc4733_seen:
             for digit in self._inband.feed(received):
                 self._dtmf_heard(digit, 0.0, "inband")
         return received
