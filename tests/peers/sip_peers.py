@@ -328,6 +328,7 @@ def kamailio(
     relay_registered: bool = False,
     pbx: bool = False,
     max_expires: int = 3600,
+    ports: tuple[int, int, int] | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -344,7 +345,8 @@ def kamailio(
     ``pbx``: a small PBX between registered users: INVITE/MESSAGE from the realm's users are
     proxy-authenticated (407), INVITE/SUBSCRIBE/REFER record-routed, every new request relayed
     to the callee's binding (480 when not registered), in-dialog requests by the route set.
-    ``max_expires``: the longest registration granted (seconds). Other requests → 404.
+    ``max_expires``: the longest registration granted (seconds). ``ports``: (udp, tcp, tls) to
+    listen on (default: free ports) — to restart "the same" server. Other requests → 404.
     """
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
@@ -355,9 +357,12 @@ def kamailio(
         f"certificate = {cert}\nprivate_key = {key}\n\n"
         "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
     )
-    udp = free_port(socket.SOCK_DGRAM, host)
-    tcp = free_port(socket.SOCK_STREAM, host)
-    tls = free_port(socket.SOCK_STREAM, host)
+    if ports is not None:
+        udp, tcp, tls = ports
+    else:
+        udp = free_port(socket.SOCK_DGRAM, host)
+        tcp = free_port(socket.SOCK_STREAM, host)
+        tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
     cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
                                  relay_registered, pbx, max_expires))

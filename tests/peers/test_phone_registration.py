@@ -76,3 +76,25 @@ async def test_unreachable_registrar_is_a_clear_error() -> None:
     with pytest.raises(PhoneError, match=f"connection refused by 127.0.0.1:{port}/tcp"):
         await phone.start()
     await phone.close()
+
+
+async def test_a_registrar_restart_is_survived() -> None:
+    """Kamailio keeps its location table in memory: a restart forgets us. The next refresh
+    (or the retries after failures, with backoff) registers again, with no user action."""
+    with kamailio(pbx=True, max_expires=10) as first:
+        ports = (first.udp_port, first.tcp_port, first.tls_port)
+        phone = SIPPhone(_account(first))
+        await phone.start()
+        assert first.contacts("alice")
+    try:
+        await asyncio.sleep(3)  # down for a while: a refresh may fail meanwhile
+        with kamailio(pbx=True, max_expires=10, ports=ports) as second:
+            assert second.contacts("alice") == []  # forgotten
+            for _ in range(300):
+                if second.contacts("alice"):
+                    break
+                await asyncio.sleep(0.1)
+            assert second.contacts("alice"), phone.registration_reason
+            assert phone.registration is RegistrationState.REGISTERED
+    finally:
+        await phone.close()
