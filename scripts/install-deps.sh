@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
 # the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server)
-# and the package with its test extras.
+# Chromium for the web tests, and the package with its test extras (which include playwright; its own
+# browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
+# the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""

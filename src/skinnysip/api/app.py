@@ -1,4 +1,6 @@
-"""The FastAPI application: routers for SIP and SCCP, 400 on bad input, OpenAPI at /docs."""
+"""The FastAPI application: routers for SIP, SCCP, phones and pcap export, 400 on bad input;
+the web page at ``/`` (files of :mod:`skinnysip.web` under ``/web/``); Swagger UI at ``/docs``
+and ReDoc at ``/redoc`` from assets shipped in the ``fastapi-offline`` package (no CDN)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinnysip import __version__
-from skinnysip.api import phone_routes, sccp_routes, sip_routes
+from skinnysip.api import pcap_routes, phone_routes, sccp_routes, sip_routes
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -32,7 +36,9 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
 def create_app() -> FastAPI:
     """Build the API app. Every route answers JSON; client errors are 400
     ``{"success": false, "error": "<field>: <what is wrong>"}``."""
-    app = FastAPI(
+    # FastAPIOffline is FastAPI with /docs and /redoc pointing at its packaged assets
+    # (served under /static-offline-docs), so the docs render without internet.
+    app = FastAPIOffline(
         title="skinnysip",
         version=__version__,
         description="Probe SIP/SIPS and SCCP servers; every result carries the full wire exchange.",
@@ -54,12 +60,15 @@ def create_app() -> FastAPI:
     app.include_router(sip_routes.router)
     app.include_router(sccp_routes.router)
     app.include_router(phone_routes.router)
+    app.include_router(pcap_routes.router)
 
     @app.get("/api/health", tags=["meta"])
     async def health() -> dict[str, Any]:
         return {"success": True, "version": __version__}
 
     index = WEB_DIR / "index.html"
+    if WEB_DIR.is_dir():
+        app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def root() -> FileResponse | JSONResponse:
