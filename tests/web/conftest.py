@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
 from peertools import free_port, require
 
 # Kamailio comes from tests/peers' harness (sip_peers.kamailio), the same as tests/peers' fixture.
@@ -35,6 +36,7 @@ CHROMIUM_ARGS = [
 ]
 LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 UI_TIMEOUT_MS = 45_000  # one UI wait on a loaded 2-core machine (a probe is a few seconds at most)
 
 
@@ -101,6 +103,14 @@ class Guard:
 
     blocked: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # stopped by the page's Content-Security-Policy
+
+    def check(self) -> None:
+        assert self.blocked == [], f"the page tried to leave 127.0.0.1: {self.blocked}"
+        assert self.errors == [], f"script errors: {self.errors}"
+        # The one thing our pages' policy is known to stop: ReDoc's Redocly logo from its CDN.
+        others = [r for r in self.refused if REDOC_LOGO not in r]
+        assert others == [], f"stopped by Content-Security-Policy: {others}"
 
 
 def open_page(browser: object, viewport: dict[str, int]) -> tuple[object, object, Guard]:
@@ -123,37 +133,38 @@ def open_page(browser: object, viewport: dict[str, int]) -> tuple[object, object
     def console(msg: object) -> None:
         text = msg.text  # type: ignore[attr-defined]
         # Chromium logs every 4xx fetch; a 400 is how the API refuses a field (the tests provoke it)
-        if msg.type == "error" and "responded with a status of 400" not in text:  # type: ignore[attr-defined]
+        if msg.type != "error":  # type: ignore[attr-defined]
+            return
+        if "Content Security Policy" in text:
+            guard.refused.append(text)
+        elif "responded with a status of 400" not in text:
             guard.errors.append(f"console.error: {text}")
 
     page.on("console", console)
     return context, page, guard
 
 
-@pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    """A laptop-sized page; fails the test if it tried to reach anything but 127.0.0.1 or
-    logged a script error."""
-    context, pg, guard = open_page(browser, LAPTOP)
+def _guarded_page(browser: object, viewport: dict[str, int]) -> Iterator[object]:
+    context, pg, guard = open_page(browser, viewport)
     pg.guard = guard  # type: ignore[attr-defined]
     try:
         yield pg
     finally:
         context.close()  # type: ignore[attr-defined]
-    assert guard.blocked == [], f"the page tried to leave 127.0.0.1: {guard.blocked}"
-    assert guard.errors == [], f"script errors: {guard.errors}"
+    guard.check()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    """A laptop-sized page (1280 x 900); fails the test if it tried to reach anything but
+    127.0.0.1 or logged a script error. ``page.guard`` holds what it saw."""
+    yield from _guarded_page(browser, LAPTOP)
 
 
 @pytest.fixture
 def phone_page(browser: object) -> Iterator[object]:
     """As ``page``, phone-sized (390 x 844)."""
-    context, pg, guard = open_page(browser, PHONE)
-    try:
-        yield pg
-    finally:
-        context.close()  # type: ignore[attr-defined]
-    assert guard.blocked == [], f"the page tried to leave 127.0.0.1: {guard.blocked}"
-    assert guard.errors == [], f"script errors: {guard.errors}"
+    yield from _guarded_page(browser, PHONE)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The FastAPI application: routers for SIP, SCCP, phones and pcap export, 400 on bad input;
 the web page at ``/`` (files of :mod:`skinnysip.web` under ``/web/``); Swagger UI at ``/docs``
-and ReDoc at ``/redoc`` from assets shipped in the ``fastapi-offline`` package (no CDN)."""
+and ReDoc at ``/redoc`` from assets shipped in the ``fastapi-offline`` package (no CDN), each
+page with a Content-Security-Policy that keeps the browser on this server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,12 +35,62 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+DOCS_ASSETS = "/static-offline-docs"
+# No hidden traffic: the pages load nothing from anywhere but this server. ReDoc's bundle shows
+# a Redocly logo from its CDN; the policy stops that request in the browser (the logo hides
+# itself when it fails to load). Swagger UI's page starts it with an inline script.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:"
+
+
+def _docs_pages(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the assets under DOCS_ASSETS, with DOCS_CSP."""
+    assert app.openapi_url is not None and app.swagger_ui_oauth2_redirect_url is not None
+    openapi_url, oauth2_redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+
+    def guarded(page: HTMLResponse) -> HTMLResponse:
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return guarded(get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        ))
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return guarded(get_swagger_ui_oauth2_redirect_html())
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return guarded(get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        ))
+
+
 def create_app() -> FastAPI:
     """Build the API app. Every route answers JSON; client errors are 400
     ``{"success": false, "error": "<field>: <what is wrong>"}``."""
-    # FastAPIOffline is FastAPI with /docs and /redoc pointing at its packaged assets
-    # (served under /static-offline-docs), so the docs render without internet.
+    # FastAPIOffline is FastAPI plus the Swagger UI and ReDoc assets of its package, mounted at
+    # DOCS_ASSETS; the /docs and /redoc pages are ours (below) so they carry DOCS_CSP.
     app = FastAPIOffline(
+        docs_url=None,
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
         title="skinnysip",
         version=__version__,
         description="Probe SIP/SIPS and SCCP servers; every result carries the full wire exchange.",
@@ -66,6 +118,8 @@ def create_app() -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"success": True, "version": __version__}
 
+    _docs_pages(app)
+
     index = WEB_DIR / "index.html"
     if WEB_DIR.is_dir():
         app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
@@ -73,7 +127,7 @@ def create_app() -> FastAPI:
     @app.get("/", include_in_schema=False, response_model=None)
     async def root() -> FileResponse | JSONResponse:
         if index.exists():
-            return FileResponse(index)
+            return FileResponse(index, headers={"Content-Security-Policy": PAGE_CSP})
         return JSONResponse({"success": True, "docs": "/docs"})
 
     return app
