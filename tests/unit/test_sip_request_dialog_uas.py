@@ -390,7 +390,7 @@ def test_uas_core_options_answer() -> None:
     assert ok.status_code == 200 and ok.to_tag
     assert "INVITE" in (ok.headers.get("Allow") or "")
     assert ok.headers.get("Accept") == "application/sdp, text/plain, application/dtmf-relay, message/sipfrag"
-    assert ok.headers.get("Supported") == "replaces, norefersub"
+    assert ok.headers.get("Supported") == "replaces, norefersub, timer"
     assert ok.headers.get("Server") == "skinnysip-test"
 
 

@@ -7,7 +7,12 @@ receives calls (:class:`SIPCall`: INVITE with an SDP offer, RFC 3264 answers, ea
 183, CANCEL, 3xx followed, a forked second 2xx ACKed and ended, hold/resume by re-INVITE,
 the far end's re-INVITE/UPDATE answered, 491 glare retried, BYE both ways, DTMF by RFC 4733
 or SIP INFO ``application/dtmf-relay``, blind transfer by REFER with NOTIFY ``message/sipfrag``
-both ways, RFC 3515), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
+both ways, RFC 3515; attended transfer with ``Replaces``, RFC 3891, as transferor, transferee
+and target), session timers (RFC 4028: refresh by re-INVITE at half the interval when we are
+the refresher, BYE when the refresher stays silent, 422 retried once with the larger interval),
+reliable provisional responses to our INVITE acknowledged by PRACK (RFC 3262; we never send
+reliable provisionals ourselves, so an INVITE that requires ``100rel`` is refused 420 by the
+UAS core), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
 
 Media is :class:`skinnysip.net.media.MediaStream` (RTP/RTCP, recordings, quality report).
 Every call's signalling is on record (:attr:`SIPCall.exchange`). Python units: seconds.
@@ -18,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 from skinnysip.addresses import strip_brackets
 from skinnysip.net.media import MediaConfig, MediaStream, SRTPConfig
@@ -56,6 +62,7 @@ from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
+from skinnysip.sip.syntax import parse_params
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import (
     AckReceived,
@@ -72,6 +79,9 @@ from skinnysip.sip.uri import NameAddr, SipURI
 __all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
+SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891, RFC 4028)
+SUPPORTED_UAS = "replaces, timer"  # in our 2xx to INVITE: no reliable provisionals sent
+MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
 MAX_CALLS = 32
 MAX_REDIRECTS = 3
 KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
@@ -94,7 +104,11 @@ class SIPAccount:
     RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
     RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
     crypto) or ``"mandatory"`` (offer RTP/SAVP, the call fails if the far end refuses SRTP;
-    offers without usable crypto refused with 488).
+    offers without usable crypto refused with 488). ``session_expires``: the session interval
+    (RFC 4028) our INVITEs ask for, and that we impose on an incoming INVITE which supports
+    timers but asks for none (None: ask for none; the far end's interval is honoured either
+    way). ``min_se``: the smallest interval we accept; a smaller one in an incoming request is
+    refused 422 (RFC 4028 §9; the RFC's floor is 90 s, lower values are for tests).
     """
 
     aor: str
@@ -115,6 +129,8 @@ class SIPAccount:
     record_dir: str | None = None
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
     srtp: Literal["off", "optional", "mandatory"] = "off"
+    session_expires: int | None = None
+    min_se: int = MIN_SE
     timeout: float = 32.0
     t1: float = 0.5
 
@@ -138,6 +154,62 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
         host, _, port = text.partition(":")
         return host, int(port) if port.isdigit() else None
     return text, None
+
+
+def _option_tags(message: Request | Response, name: str) -> set[str]:
+    """The option tags of ``Supported``/``Require`` (lower-cased; a malformed field: none)."""
+    try:
+        return {v.strip().lower() for v in message.headers.values(name) if v.strip()}
+    except SIPParseError:
+        return set()
+
+
+def _session_expires(message: Request | Response) -> tuple[int, str | None] | None:
+    """``Session-Expires: delta[;refresher=uac|uas]`` (RFC 4028 §4) as (seconds, refresher),
+    None when absent or malformed."""
+    value = message.headers.get("Session-Expires")
+    if not value:
+        return None
+    delta, semi, ptext = value.partition(";")
+    delta = delta.strip()
+    if not delta.isdigit() or len(delta) > 9 or int(delta) == 0:
+        return None
+    try:
+        params = parse_params(";" + ptext) if semi else {}
+    except SIPParseError:
+        params = {}
+    refresher = (params.get("refresher") or "").lower()
+    return int(delta), refresher if refresher in ("uac", "uas") else None
+
+
+def _min_se(message: Request | Response) -> int | None:
+    value = (message.headers.get("Min-SE") or "").split(";")[0].strip()
+    return int(value) if value.isdigit() and len(value) <= 9 else None
+
+
+def _rseq(response: Response) -> int | None:
+    """The RSeq of a reliable provisional response (``Require: 100rel`` and ``RSeq``,
+    RFC 3262 §3), else None."""
+    if "100rel" not in _option_tags(response, "Require"):
+        return None
+    value = (response.headers.get("RSeq") or "").strip()
+    if not value.isdigit() or not 1 <= int(value) <= 2**32 - 1:
+        return None
+    return int(value)
+
+
+def _parse_replaces(value: str) -> tuple[str, str, str, bool] | None:
+    """``Replaces: call-id;to-tag=…;from-tag=…[;early-only]`` (RFC 3891 §6.1) as (Call-ID,
+    to-tag, from-tag, early-only), None if malformed."""
+    call_id, semi, ptext = value.strip().partition(";")
+    try:
+        params = parse_params(";" + ptext) if semi else {}
+    except SIPParseError:
+        return None
+    to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
+    if not call_id.strip() or not to_tag or not from_tag:
+        return None
+    return call_id.strip(), to_tag, from_tag, "early-only" in params
 
 
 def _make_source(spec: str) -> Any:
@@ -171,6 +243,16 @@ class SIPCall(Call):
         self._reinvite_pending = False
         self._task: asyncio.Task[None] | None = None
         self._refer_result: asyncio.Future[int] | None = None
+        self.local_sdp: SessionDescription | None = None  # the last SDP we sent (offer or answer)
+        self.early_dialogs: dict[str, Dialog] = {}  # our pending INVITE's early dialogs by To tag
+        #: RFC 4028: the session interval in force (seconds; None: no session timer), whether
+        #: we are the refresher, and the largest Min-SE learned (from a 422)
+        self.session_expires: int | None = None
+        self.session_refresher = False
+        self.min_se: int | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._session_answer: tuple[int, bool, list[tuple[str, str]]] | None = None
+        self.replaces: SIPCall | None = None  # RFC 3891: the call this incoming call replaces
 
     # -- record ----------------------------------------------------------------------------
     @property
@@ -225,9 +307,18 @@ class SIPCall(Call):
         await self.phone._reinvite(self, "sendrecv")
         self.local_hold = False
 
-    async def transfer(self, target: str) -> None:
+    async def transfer(self, target: str, *, replaces: SIPCall | None = None) -> None:
+        """Transfer the far end to ``target`` by REFER (RFC 3515). With ``replaces`` (another
+        confirmed call of this phone, to the target) the transfer is attended: the Refer-To
+        URI carries a ``Replaces`` header naming that call's dialog (RFC 3891 §6.1, RFC 5589
+        §7), so the transferee's INVITE replaces our call with the target; ``target`` may be
+        empty then (the other call's remote URI is used). Raises :class:`PhoneError`."""
         self._require(CallState.CONFIRMED, action="transfer")
-        await self.phone._refer(self, target)
+        if replaces is not None:
+            replaces._require(CallState.CONFIRMED, action="transfer to")
+            if replaces is self or replaces.phone is not self.phone or replaces.dialog is None:
+                raise PhoneError("replaces must be another confirmed call of this phone")
+        await self.phone._refer(self, target or (replaces.remote if replaces else ""), replaces=replaces)
 
     async def send_dtmf(self, digits: str, duration: float = 0.1) -> None:
         self._require(CallState.CONFIRMED, CallState.EARLY, action="send DTMF on")
@@ -479,10 +570,11 @@ class SIPPhone(Phone):
             return f"{self.aor.scheme}:{target}"
         return str(SipURI(self.aor.scheme, target, None, self.aor.host, self.aor.port))
 
-    async def call(self, target: str) -> SIPCall:
+    async def call(self, target: str, *, headers: list[tuple[str, str]] | None = None) -> SIPCall:
         """Place a call to ``target`` (``sip:bob@host[:port]``, ``bob@host`` or ``bob``).
         Returns at once with the call in state ``calling``; follow it with the events or
-        :meth:`Call.wait_connected`. :class:`PhoneError` for a bad target or too many calls."""
+        :meth:`Call.wait_connected`. ``headers``: extra header fields for the INVITE
+        (``Replaces``, ``Referred-By``…). :class:`PhoneError` for a bad target or too many calls."""
         if self.closed:
             raise PhoneError("the phone is closed")
         if len(self.calls) >= MAX_CALLS:
@@ -504,7 +596,7 @@ class SIPPhone(Phone):
         except (OSError, ValueError) as exc:
             self.calls.remove(call)
             raise PhoneError(f"cannot open media: {exc}") from exc
-        call._task = self._spawn(self._outgoing(call, uri))
+        call._task = self._spawn(self._outgoing(call, uri, headers or []))
         return call
 
     async def _open_media(self, call: SIPCall, flow: Flow) -> MediaStream:
@@ -524,24 +616,27 @@ class SIPPhone(Phone):
         offer = audio_offer_for(call.media.local_ip, call.media.local_port, direction=direction,
                                 session_id=call.session_id, version=call.sdp_version, srtp=self.account.srtp,
                                 crypto=crypto)
-        call.offer = offer
+        call.offer = call.local_sdp = offer
         return offer
 
-    async def _outgoing(self, call: SIPCall, uri: str) -> None:
+    async def _outgoing(self, call: SIPCall, uri: str, extra: list[tuple[str, str]]) -> None:
         assert call.flow is not None
         flow = call.flow
         offer = self._offer(call, "sendrecv")
         local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
                                                             self.aor.port), {"tag": new_tag()})
+        headers = [("Allow", ALLOW), ("Supported", SUPPORTED_UAC)]
+        if self.account.session_expires:
+            headers.append(("Session-Expires", str(self.account.session_expires)))
         request = new_request(
             "INVITE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri) if not uri.startswith("tel:") else uri),
             via=self.endpoint.via(flow), call_id=call.call_id, cseq=1, contact=self._contact(flow),
-            route_set=self._route_set(), user_agent=USER_AGENT,
-            headers=[("Allow", ALLOW), ("Supported", "replaces")],
+            route_set=self._route_set(), user_agent=USER_AGENT, headers=headers + extra,
             body=offer.to_bytes(), content_type="application/sdp",
         )
         rule = ChallengeRetry(self.credentials)
         redirects = 0
+        interval_retried = False
         try:
             while True:
                 call.invite = request
@@ -554,6 +649,12 @@ class SIPPhone(Phone):
                 if code in (401, 407):
                     retried = rule.retry(request, final, self.endpoint.via(flow))
                     if retried is not None:
+                        request = retried
+                        continue
+                if code == 422 and not interval_retried:
+                    retried = self._larger_interval(call, request, final, flow)
+                    if retried is not None:
+                        interval_retried = True
                         request = retried
                         continue
                 if 300 <= code < 400 and redirects < MAX_REDIRECTS:
@@ -593,6 +694,20 @@ class SIPPhone(Phone):
 
         return str(max(usable, key=q).uri)
 
+    def _larger_interval(self, call: SIPCall, request: Request, response: Response, flow: Flow) -> Request | None:
+        """RFC 4028 §7.3: after 422 Session Interval Too Small, the INVITE again with
+        ``Session-Expires`` and ``Min-SE`` at least the 422's ``Min-SE`` (new CSeq and
+        branch; credentials dropped, a new challenge is answered as usual). None if the 422
+        has no usable Min-SE."""
+        min_se = _min_se(response)
+        if min_se is None:
+            return None
+        call.min_se = max(call.min_se or 0, min_se)
+        retried = self._retarget(request, request.uri, flow)
+        retried.headers.set("Session-Expires", str(max(call.min_se, self.account.session_expires or 0)))
+        retried.headers.set("Min-SE", str(call.min_se))
+        return retried
+
     def _retarget(self, request: Request, target: str, flow: Flow) -> Request:
         headers = request.headers.copy()
         headers.remove("Authorization")
@@ -611,6 +726,8 @@ class SIPPhone(Phone):
         handle = self.endpoint.send_request(request, flow)
         assert handle is not None
         call.handle = handle
+        call.early_dialogs.clear()  # early dialogs belong to one INVITE
+        rseqs: dict[str, int] = {}  # RFC 3262 §4: the last RSeq acknowledged, per early dialog
         deadline = handle.started + 300.0  # ringing at most 5 min
         while True:
             event = await handle.next_event(deadline)
@@ -624,7 +741,15 @@ class SIPPhone(Phone):
                 if code < 200:
                     if call.state is CallState.TERMINATED:
                         continue
-                    if code > 100 and response.to_tag:
+                    rseq = _rseq(response) if code > 100 and response.to_tag else None
+                    if rseq is not None and response.to_tag:
+                        last = rseqs.get(response.to_tag)
+                        if last is not None and rseq != last + 1:
+                            continue  # a retransmission (or out of order): no PRACK, not processed (§4)
+                        rseqs[response.to_tag] = rseq
+                        self._early(call, request, response)
+                        self._prack(call, request, response, rseq)
+                    elif code > 100 and response.to_tag:
                         self._early(call, request, response)
                     elif call.state is CallState.CALLING:
                         self._set_state(call, CallState.PROCEEDING, response.summary)
@@ -649,12 +774,41 @@ class SIPPhone(Phone):
     def _early(self, call: SIPCall, request: Request, response: Response) -> None:
         """A 18x with a To tag: an early dialog (§12.1.2); with SDP, early media (§13.2.1)."""
         with contextlib.suppress(SIPParseError, ValueError):
-            if call.dialog is None or call.dialog.remote_tag != response.to_tag:
-                call.dialog = Dialog.uac(request, response)
+            tag = response.to_tag or ""
+            dialog = call.early_dialogs.get(tag)
+            if dialog is None and len(call.early_dialogs) < 16:
+                dialog = call.early_dialogs[tag] = Dialog.uac(request, response)
+            if dialog is not None:
+                call.dialog = dialog
             if response.body and call.offer is not None and call.media is not None:
                 call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
                 self._apply_media(call)
         self._set_state(call, CallState.EARLY, response.summary)
+
+    def _prack(self, call: SIPCall, invite: Request, response: Response, rseq: int) -> None:
+        """RFC 3262 §7.2: PRACK a reliable provisional response in its early dialog
+        (``RAck: RSeq CSeq-number INVITE``). Built now, so that CSeq follows the RSeq order;
+        sent in the background (a failure is an :class:`ErrorEvent`)."""
+        dialog = call.early_dialogs.get(response.to_tag or "")
+        if dialog is None or call.flow is None:
+            return
+        flow = call.flow
+        try:
+            request = dialog.request("PRACK", self.endpoint.via(flow),
+                                     headers=[("User-Agent", USER_AGENT), ("RAck", f"{rseq} {invite.cseq[0]} INVITE")])
+        except SIPParseError as exc:
+            self.emit(ErrorEvent(f"cannot PRACK {response.summary}: {exc.reason}"))
+            return
+
+        async def send() -> None:
+            outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
+                                                   credentials=self.credentials)
+            dialog.local_cseq = max(dialog.local_cseq or 0, outcome.request.cseq[0])
+            if outcome.response is None or not 200 <= outcome.response.status_code < 300:
+                why = outcome.response.summary if outcome.response is not None else outcome.error
+                self.emit(ErrorEvent(f"PRACK for {response.summary} (RSeq {rseq}): {why}"))
+
+        self._spawn(send())
 
     async def _answered(self, call: SIPCall, request: Request, response: Response, handle: ClientHandle) -> None:
         """A 2xx to our INVITE: the dialog, the ACK on the route set (§13.2.2.4), the
@@ -671,6 +825,9 @@ class SIPPhone(Phone):
             self.endpoint.send_stateless(ack, flow)  # a forked second 2xx: ACK, then BYE
             self.endpoint.send_request(dialog.bye(self.endpoint.via(flow), USER_AGENT), flow)
             return
+        early = call.early_dialogs.get(dialog.remote_tag)
+        if early is not None and early.local_cseq:  # PRACKs used CSeq numbers of this dialog
+            dialog.local_cseq = max(dialog.local_cseq or 0, early.local_cseq)
         call.dialog = dialog
         self.endpoint.send_stateless(ack, flow)
 
@@ -696,6 +853,7 @@ class SIPPhone(Phone):
                 return
             self._apply_media(call)
         self._set_state(call, CallState.CONFIRMED, response.summary)
+        self._session_from_response(call, response)
 
     def _apply_media(self, call: SIPCall) -> None:
         if call.media is None or call.audio is None:
@@ -734,6 +892,16 @@ class SIPPhone(Phone):
         if len(self.calls) >= MAX_CALLS or self.closed:
             self._respond(tx, 486, to_tag=new_tag())
             return
+        if self._session_too_small(request):  # RFC 4028 §9
+            self._respond(tx, 422, to_tag=new_tag(), headers=[("Min-SE", str(self.account.min_se))])
+            return
+        replaced: SIPCall | None = None
+        if request.headers.get_all("Replaces"):
+            found = self._replaced_call(request)
+            if isinstance(found, int):
+                self._respond(tx, found, to_tag=new_tag())
+                return
+            replaced = found
         remote = request.headers.get("From") or "unknown"
         with contextlib.suppress(SIPParseError):
             remote = str(NameAddr.parse(remote).uri)
@@ -742,6 +910,8 @@ class SIPPhone(Phone):
         call.invite_tx = tx
         call.flow = event.flow
         call.to_tag = new_tag()
+        call.replaces = replaced
+        call._session_answer = self._session_for_request(request)
         if request.body:
             try:
                 call.remote_offer = SessionDescription.parse(request.body)
@@ -753,8 +923,34 @@ class SIPPhone(Phone):
         with contextlib.suppress(SIPParseError, ValueError):
             call.dialog = Dialog.uas(request, call.to_tag, early=True)
         self.emit(IncomingCall(call))
-        if self.account.auto_answer is not None:
+        if replaced is not None:  # RFC 3891 §3: the replacing call is answered at once
+            self._spawn(self._auto_answer(call, 0.0))
+        elif self.account.auto_answer is not None:
             self._spawn(self._auto_answer(call, self.account.auto_answer))
+
+    def _replaced_call(self, request: Request) -> SIPCall | int:
+        """RFC 3891 §3: the call whose dialog the INVITE's ``Replaces`` names (Call-ID, our
+        tag as to-tag, the far end's as from-tag), or the status to refuse it with: 400 for
+        a malformed or repeated header, 481 when no dialog matches or it is an early dialog
+        we did not start (a call ringing here), 486 for ``early-only`` and a confirmed one,
+        603 when it has ended."""
+        values = request.headers.get_all("Replaces")
+        parsed = _parse_replaces(values[0]) if len(values) == 1 else None
+        if parsed is None:
+            return 400
+        call_id, to_tag, from_tag, early_only = parsed
+        for call in self.calls:
+            if not isinstance(call, SIPCall) or call.call_id != call_id:
+                continue
+            dialogs = [call.dialog, *call.early_dialogs.values()] if call.dialog else list(call.early_dialogs.values())
+            if not any(d.local_tag == to_tag and d.remote_tag == from_tag for d in dialogs if d is not None):
+                continue
+            if call.state is CallState.TERMINATED:
+                return 603
+            if call.state is CallState.CONFIRMED:
+                return 486 if early_only else call
+            return call if call.direction is CallDirection.OUTGOING else 481
+        return 481
 
     async def _auto_answer(self, call: SIPCall, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -788,12 +984,16 @@ class SIPPhone(Phone):
                 await self._end(call, f"488 {session.refusal or 'no common codec'}")
                 return
             call.audio = session
+            call.local_sdp = answer
             body = answer.to_bytes()
         else:
             body = self._offer(call, "sendrecv").to_bytes()
-        self._respond(call.invite_tx, 200, to_tag=call.to_tag, body=body, flow=call.flow)
+        timer = call._session_answer
+        self._respond(call.invite_tx, 200, to_tag=call.to_tag, body=body, flow=call.flow,
+                      headers=[("Supported", SUPPORTED_UAS), *(timer[2] if timer else [])])
         if call.dialog is not None:
             call.dialog.confirm()
+        self._set_session_timer(call, timer)
         self._apply_media(call)
 
     def _acked(self, call: SIPCall, ack: Request) -> None:
@@ -803,6 +1003,18 @@ class SIPPhone(Phone):
                 self._apply_media(call)
         if call.state is CallState.INCOMING:
             self._set_state(call, CallState.CONFIRMED, "ACK")
+            if call.replaces is not None:
+                self._spawn(self._end_replaced(call.replaces))
+
+    async def _end_replaced(self, old: SIPCall) -> None:
+        """RFC 3891 §3: once the replacing call is up, the replaced one ends: BYE when it
+        was confirmed, CANCEL when it was our INVITE still ringing."""
+        old.end_reason = old.end_reason or "replaced (RFC 3891)"
+        if old.state is CallState.CONFIRMED:
+            await self._bye(old, "replaced (RFC 3891)")
+        elif old.state is not CallState.TERMINATED:
+            with contextlib.suppress(PhoneError):
+                await old.hangup()
 
     # -- in-dialog requests we send ------------------------------------------------------------
     def _in_dialog(self, call: SIPCall, method: str, *, body: bytes = b"", content_type: str | None = None,
@@ -836,16 +1048,20 @@ class SIPPhone(Phone):
         if response is None or not 200 <= response.status_code < 300:
             raise PhoneError(f"INFO DTMF refused: {response.summary if response else 'no response'}")
 
-    async def _reinvite(self, call: SIPCall, direction: str) -> None:
+    async def _reinvite(self, call: SIPCall, direction: str, *, refresh: bool = False) -> None:
         """A re-INVITE with a new offer (hold: ``sendonly``; resume: ``sendrecv``, RFC 3264
-        §8.4). On 491 (glare, §14.1) it is retried after 2.1-4 s (Call-ID owner) or 0-2 s."""
+        §8.4), or with ``refresh`` the SDP we sent last, version unchanged (a session
+        refresh, RFC 4028 §7.4). Every re-INVITE carries the session timer in force and its
+        2xx sets the next one (§7.2). On 491 (glare, §14.1) it is retried after 2.1-4 s
+        (Call-ID owner) or 0-2 s."""
         if call._reinvite_pending:
             raise PhoneError(f"call {call.id} has a re-INVITE pending")
         call._reinvite_pending = True
         try:
             for _ in range(3):
-                offer = self._offer(call, direction)
-                request = self._in_dialog(call, "INVITE", body=offer.to_bytes(), content_type="application/sdp")
+                offer = call.local_sdp if refresh and call.local_sdp is not None else self._offer(call, direction)
+                request = self._in_dialog(call, "INVITE", body=offer.to_bytes(), content_type="application/sdp",
+                                          headers=self._session_headers(call))
                 response = await self._reinvite_once(call, request)
                 if response is None:
                     raise PhoneError("no answer to the re-INVITE")
@@ -863,6 +1079,7 @@ class SIPPhone(Phone):
                     if call.dialog is not None:
                         call.dialog.receive_response(request, response)
                     self._apply_media(call)
+                self._session_from_response(call, response)
                 return
             raise PhoneError("re-INVITE glare (491) three times")
         finally:
@@ -897,20 +1114,113 @@ class SIPPhone(Phone):
             call.dialog.local_cseq = request.cseq[0]
         return None
 
+    # -- session timers (RFC 4028) ----------------------------------------------------------------
+    def _session_headers(self, call: SIPCall) -> list[tuple[str, str]]:
+        """What a re-INVITE of ours says about the session timer (§7.4): the interval in
+        force and who refreshes (``uac``: we, the sender), the Min-SE learned."""
+        headers = [("Supported", SUPPORTED_UAS)]
+        if call.session_expires:
+            headers.append(("Session-Expires",
+                            f"{call.session_expires};refresher={'uac' if call.session_refresher else 'uas'}"))
+        elif self.account.session_expires:
+            headers.append(("Session-Expires", str(self.account.session_expires)))
+        if call.min_se and len(headers) > 1:
+            headers.append(("Min-SE", str(call.min_se)))
+        return headers
+
+    def _session_from_response(self, call: SIPCall, response: Response) -> None:
+        """§7.2: the 2xx to our INVITE or re-INVITE sets the session timer: none without
+        ``Session-Expires``; we refresh when its refresher is ``uac`` (or unnamed), else the
+        far end does."""
+        expires = _session_expires(response)
+        self._set_session_timer(call, (expires[0], expires[1] != "uas", []) if expires else None)
+
+    def _session_too_small(self, request: Request) -> bool:
+        """§9: a request whose ``Session-Expires`` is below our minimum gets 422."""
+        expires = _session_expires(request)
+        return expires is not None and expires[0] < self.account.min_se
+
+    def _session_for_request(self, request: Request) -> tuple[int, bool, list[tuple[str, str]]] | None:
+        """§9: the session timer our 2xx to an INVITE/UPDATE sets, as (interval, whether we
+        refresh, header fields for the 2xx); None: no session timer. The request's interval
+        is kept; an unnamed refresher is chosen: the UAC when it supports timers, else us;
+        a UAC that supports timers but asked for none gets the account's interval, if any.
+        ``Require: timer`` goes into the 2xx only when the UAC supports timers."""
+        supports = "timer" in _option_tags(request, "Supported") | _option_tags(request, "Require")
+        expires = _session_expires(request)
+        if expires is not None:
+            interval, refresher = expires
+            if not supports:
+                refresher = "uas"
+            elif refresher is None:
+                refresher = "uac"
+        elif supports and self.account.session_expires:
+            interval, refresher = max(self.account.session_expires, _min_se(request) or 0), "uac"
+        else:
+            return None
+        headers = [("Session-Expires", f"{interval};refresher={refresher}")]
+        if supports:
+            headers.append(("Require", "timer"))
+        return interval, refresher == "uas", headers
+
+    def _set_session_timer(self, call: SIPCall, timer: tuple[int, bool, list[tuple[str, str]]] | None) -> None:
+        """Restart (or stop, with None) the call's session timer: (interval, we refresh, _)."""
+        task = call._session_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        call._session_task = None
+        call.session_expires = timer[0] if timer else None
+        call.session_refresher = bool(timer and timer[1])
+        if timer is not None and call.state is not CallState.TERMINATED:
+            call._session_task = self._spawn(self._session_timer(call, timer[0], timer[1]))
+
+    async def _session_timer(self, call: SIPCall, interval: int, we_refresh: bool) -> None:
+        """§10: the refresher re-INVITEs at half the interval (a failed refresh ends the call
+        with BYE); the other side sends BYE when no refresh came by the interval minus
+        min(32 s, a third of it)."""
+        if not we_refresh:
+            await asyncio.sleep(interval - min(32.0, interval / 3))
+            if call.state is not CallState.TERMINATED:
+                await self._bye(call, f"session expired: no refresh within {interval} s (RFC 4028 §10)")
+            return
+        await asyncio.sleep(interval / 2)
+        for _ in range(40):  # a re-INVITE of ours in progress refreshes the session itself
+            if not call._reinvite_pending:
+                break
+            await asyncio.sleep(0.5)
+        if call._session_task is not asyncio.current_task() or call.state is not CallState.CONFIRMED:
+            return
+        try:
+            await self._reinvite(call, "sendonly" if call.local_hold else "sendrecv", refresh=True)
+        except PhoneError as exc:
+            if call.state is not CallState.TERMINATED:
+                await self._bye(call, f"session refresh failed: {exc.reason} (RFC 4028 §10)")
+
     def _reack(self, event: Any, ack: Request, call: SIPCall) -> None:
         if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300 and call.flow:
             with contextlib.suppress(SIPTransportError):
                 self.endpoint.send_stateless(ack, call.flow, "re-ACK")
 
-    async def _refer(self, call: SIPCall, target: str) -> None:
+    async def _refer(self, call: SIPCall, target: str, *, replaces: SIPCall | None = None) -> None:
         """Blind transfer (RFC 3515, RFC 5589 §6): REFER with Refer-To; after 202 the
         transferee's NOTIFYs (``message/sipfrag``) report the new call; on a 2xx there we
-        hang up. Raises :class:`PhoneError` if the REFER is refused or the transfer fails."""
-        uri = self.target_uri(target)
+        hang up. Attended (``replaces``, RFC 5589 §7): the Refer-To URI carries
+        ``?Replaces=`` with that call's dialog (Call-ID; to-tag = the target's tag, from-tag
+        = ours, RFC 3891 §6.1), escaped; the target ends that call itself (we do, if it
+        has not within 5 s). Raises :class:`PhoneError` if the REFER is refused or the
+        transfer fails."""
+        try:
+            uri = self.target_uri(target)
+        except SIPParseError as exc:
+            raise PhoneError(f"bad transfer target {target!r}: {exc.reason}") from exc
+        refer_to = f"<{uri}>"
+        if replaces is not None and replaces.dialog is not None:
+            d = replaces.dialog
+            value = f"{d.call_id};to-tag={d.remote_tag};from-tag={d.local_tag}"
+            refer_to = f"<{uri}?Replaces={quote(value, safe='')}>"
         loop = asyncio.get_running_loop()
         call._refer_result = loop.create_future()
-        request = self._in_dialog(call, "REFER", headers=[("Refer-To", f"<{uri}>"),
-                                                           ("Referred-By", f"<{self.aor}>")])
+        request = self._in_dialog(call, "REFER", headers=[("Refer-To", refer_to), ("Referred-By", f"<{self.aor}>")])
         response = await self._transact(call, request)
         if response is None or not 200 <= response.status_code < 300:
             raise PhoneError(f"REFER refused: {response.summary if response else 'no response'}")
@@ -921,6 +1231,8 @@ class SIPPhone(Phone):
         if not 200 <= code < 300:
             raise PhoneError(f"transfer failed: the target answered {code}")
         await self._bye(call, "transferred")
+        if replaces is not None and not await replaces.wait_ended(5.0):
+            await self._bye(replaces, "transferred (the target did not end the replaced call)")
 
     # -- MESSAGE (RFC 3428) ---------------------------------------------------------------------
     async def message(self, target: str, text: str) -> None:
@@ -1030,16 +1342,26 @@ class SIPPhone(Phone):
 
     async def _remote_offer(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
         """The far end's re-INVITE or UPDATE (RFC 3264 §8, RFC 3311): answer its offer
-        (hold when it offers sendonly/inactive); 491 while our own re-INVITE is pending."""
+        (hold when it offers sendonly/inactive); 491 while our own re-INVITE is pending.
+        It is a session refresh too (RFC 4028 §9): its 2xx carries the session timer."""
         if request.method == "INVITE" and call._reinvite_pending:
             self.endpoint.respond(tx, 491)
             return
         if call.media is None or call.flow is None:
             self.endpoint.respond(tx, 488)
             return
+        if self._session_too_small(request):
+            self.endpoint.respond(tx, 422, headers=[("Min-SE", str(self.account.min_se))])
+            return
+        timer = self._session_for_request(request)
+        headers = [("Supported", SUPPORTED_UAS), *(timer[2] if timer else [])]
         if not request.body:
-            body = self._offer(call, "sendonly" if call.local_hold else "sendrecv").to_bytes()
-            self._respond(tx, 200, body=body, flow=call.flow)
+            if request.method == "UPDATE":  # no offer: nothing to answer (RFC 3311 §5.2)
+                self.endpoint.respond(tx, 200, headers=headers, contact=self._contact(call.flow))
+            else:
+                body = self._offer(call, "sendonly" if call.local_hold else "sendrecv").to_bytes()
+                self._respond(tx, 200, body=body, flow=call.flow, headers=headers)
+            self._set_session_timer(call, timer)
             return
         try:
             offer = SessionDescription.parse(request.body)
@@ -1056,7 +1378,9 @@ class SIPPhone(Phone):
             return
         call.sdp_version += 1
         call.audio = session
-        self._respond(tx, 200, body=answer.to_bytes(), flow=call.flow)
+        call.local_sdp = answer
+        self._respond(tx, 200, body=answer.to_bytes(), flow=call.flow, headers=headers)
+        self._set_session_timer(call, timer)
         self._apply_media(call)
         self.emit_hold(call)
 
@@ -1081,15 +1405,20 @@ class SIPPhone(Phone):
         target, NOTIFY its outcome; the transferor then ends the original call."""
         refer_to = request.headers.get("Refer-To")
         try:
-            target = str(NameAddr.parse(refer_to or "").uri)
-            SipURI.parse(target)
+            uri = SipURI.parse(str(NameAddr.parse(refer_to or "").uri))
         except SIPParseError:
             self.endpoint.respond(tx, 400)
             return
+        # URI headers become header fields of the INVITE (RFC 3261 §19.1.5); we take Replaces
+        # (RFC 3891 §6.1, attended transfer) and nothing else; the Request-URI has none
+        headers = [("Replaces", unquote(v)) for k, v in uri.headers.items() if k.lower() == "replaces"][:1]
+        if request.headers.get("Referred-By"):
+            headers.append(("Referred-By", request.headers.get("Referred-By") or ""))
+        target = str(replace(uri, headers={}))
         self.endpoint.respond(tx, 202)
         await self._notify_sipfrag(call, "SIP/2.0 100 Trying", active=True)
         try:
-            new = await self.call(target)
+            new = await self.call(target, headers=headers)
             ok = await new.wait_connected(60.0)
             frag = "SIP/2.0 200 OK" if ok else f"SIP/2.0 {new.end_reason or '480 Temporarily Unavailable'}"
             if not frag.split()[1].isdigit():
@@ -1137,6 +1466,8 @@ class SIPPhone(Phone):
     async def _end(self, call: Call, reason: str) -> None:
         if call.state is CallState.TERMINATED:
             return
+        if isinstance(call, SIPCall):
+            self._set_session_timer(call, None)
         if isinstance(call, SIPCall) and call.media is not None:
             with contextlib.suppress(Exception):
                 await call.media.close()

@@ -25,7 +25,10 @@ DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", 
 
 class UASCore:
     """§8.2 checks for one user agent. ``allow``: methods handled; ``supported``: option
-    tags understood (``Require`` values outside it are refused); ``accept``: body types
+    tags understood (``Require`` values outside it are refused; ``timer``, RFC 4028, is
+    among the defaults so that the phone can take such INVITEs: a user of this core that
+    accepts them without doing session timers answers without ``Session-Expires``, which
+    RFC 4028 §7.2 reads as "no session timer"); ``accept``: body types
     read; ``schemes``: Request-URI schemes accepted; ``server``: the ``Server`` value of
     the responses made here. The merged-request memory keeps ``merge_memory`` entries."""
 
@@ -33,7 +36,7 @@ class UASCore:
         self,
         *,
         allow: Iterable[str] = DEFAULT_ALLOW,
-        supported: Iterable[str] = ("replaces", "norefersub"),
+        supported: Iterable[str] = ("replaces", "norefersub", "timer"),
         accept: Iterable[str] = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag"),
         schemes: Iterable[str] = ("sip", "sips", "tel"),
         server: str | None = None,
