@@ -1,0 +1,152 @@
+"""The SIP softphone against linphonec (liblinphone 5.1) on a Kamailio that challenges with
+SHA-256 digest (RFC 7616) only: both register, then calls both ways with audio, all on
+127.0.0.1.
+
+baresip 1.0 and SIPp 3.6 speak MD5 digest only; linphonec is the real client here that
+answers a SHA-256 challenge, so these tests show our phone and another implementation
+working through the same SHA-256 PBX. linphonec is limited to PCMU/PCMA here.
+
+Audio is proven by listening, as with baresip: we send 440 Hz, linphonec plays a 660 Hz WAV
+and records what it receives to a WAV; the dominant frequency of ≥ 95 % of the 20 ms frames
+of linphonec's recording is our tone, and of ours linphonec's tone (frames our jitter buffer
+concealed counted, see :func:`assert_heard`)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from linphone_peer import Linphone, linphonec
+from sip_peers import KamailioPeer, kamailio
+from test_phone_baresip import _wav, registered, share_of
+
+from skinnysip.phone.api import CallState, IncomingCall, RegistrationState
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
+
+OUR_TONE, THEIR_TONE = 440.0, 660.0
+SHA256_CREDENTIALS = re.compile(r"^(Proxy-)?Authorization:\s*Digest [^\r\n]*algorithm=SHA-256", re.M | re.I)
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio("SHA-256", pbx=True) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def bob(pbx: KamailioPeer) -> AsyncIterator[Linphone]:
+    async with linphonec("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", realm=pbx.realm,
+                         algorithm="SHA-256", tone_hz=THEIR_TONE) as peer:
+        await peer.wait_registered(15)
+        await registered(pbx, "bob")
+        yield peer
+
+
+def account(pbx: KamailioPeer, user: str, **kw: object) -> SIPAccount:
+    return SIPAccount(aor=f"sip:{user}@{pbx.realm}", password=pbx.users[user],
+                      registrar=f"127.0.0.1:{pbx.udp_port}", expires=60, source=f"tone:{OUR_TONE}",
+                      **kw)  # type: ignore[arg-type]
+
+
+def assert_heard(report: dict[str, Any], freq: float) -> None:
+    """Our received recording is the far end's ``freq`` tone in ≥ 95 % of its 20 ms frames
+    after start-up, counting as heard the frames our jitter buffer concealed (packets that came
+    after their playout time: seen on a loaded machine, where our event loop — not linphonec,
+    whose RTP stays on its 20 ms clock — is late), and the tone itself in ≥ 85 %."""
+    rx = Path(report["recordings"]["rx"])
+    share = share_of(rx, freq)
+    samples, rate = _wav(rx)
+    frames = max(1, (len(samples) - int(0.3 * rate)) // int(0.02 * rate))
+    concealed = report["jitter_buffer"]["concealed"]
+    assert share >= 0.85 and share + concealed / frames >= 0.95, (share, frames, report["received"],
+                                                                    report["jitter_buffer"])
+
+
+def _sip_messages(log: str, start: str) -> list[str]:
+    """The SIP messages in liblinphone's log whose first line starts with ``start`` (each up
+    to the next blank line)."""
+    return re.findall(rf"^{re.escape(start)}.*?(?:\n\n|\Z)", log, re.M | re.S)
+
+
+async def test_both_register_with_sha256_digest(pbx: KamailioPeer, bob: Linphone) -> None:
+    """Kamailio challenges with algorithm=SHA-256 only; linphonec and our phone both answer
+    with SHA-256 credentials and both end up in Kamailio's location table."""
+    assert pbx.algorithm == "SHA-256"
+    async with SIPPhone(account(pbx, "alice")) as phone:
+        assert phone.registration is RegistrationState.REGISTERED
+        await registered(pbx, "alice")
+        assert any(f"127.0.0.1:{bob.sip_port}" in c for c in pbx.contacts("bob")), pbx.contacts("bob")
+        ours = [r.raw.decode(errors="replace") for r in phone.endpoint.trace if r.direction == "sent"
+                and r.summary.startswith("REGISTER")]
+        challenges = [r.raw.decode(errors="replace") for r in phone.endpoint.trace if r.direction == "received"
+                      and r.summary.startswith("401")]
+        assert challenges and all("algorithm=SHA-256" in c for c in challenges)
+        authorised = [m for m in ours if SHA256_CREDENTIALS.search(m)]
+        assert authorised, ours
+        assert "algorithm=MD5" not in "".join(ours)
+    # linphonec's own REGISTER carried SHA-256 credentials too (its log holds the messages)
+    registers = _sip_messages(bob.sip_log(), "REGISTER sip:")
+    assert any(SHA256_CREDENTIALS.search(m) for m in registers), registers[-2:]
+
+
+async def test_we_call_linphonec_and_hang_up(pbx: KamailioPeer, bob: Linphone, tmp_path: Path) -> None:
+    """alice (us) → bob (linphonec, auto-answer): both sides report the call connected, each
+    hears the other's tone, our BYE ends it on linphonec too."""
+    async with SIPPhone(account(pbx, "alice", record_dir=str(tmp_path))) as phone:
+        mark = len(bob.lines)
+        call = await phone.call("bob")
+        assert await call.wait_connected(15), call.end_reason
+        assert call.state is CallState.CONFIRMED
+        connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
+        await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
+        await asyncio.sleep(3)
+        await call.hangup()
+        assert call.state is CallState.TERMINATED
+        await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
+        report = call.media_report()
+        summaries = [m.summary for m in call.exchange]
+        invites = [m.raw for m in call.exchange if m.direction == "sent" and m.summary.startswith("INVITE")]
+    # the INVITE was challenged (407) and re-sent with SHA-256 proxy credentials
+    assert "407 Proxy Authentication Required" in summaries
+    assert any(SHA256_CREDENTIALS.search(raw) for raw in invites)
+    assert any(s.startswith("ACK") for s in summaries) and any(s.startswith("BYE") for s in summaries)
+    assert report is not None, call.end_reason
+    assert_heard(report, THEIR_TONE)
+    assert share_of(bob.recording, OUR_TONE) >= 0.95
+
+
+async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone, tmp_path: Path) -> None:
+    """bob (linphonec) → alice (us, auto-answer): linphonec's INVITE carries SHA-256 proxy
+    credentials (liblinphone reuses the realm's nonce from its REGISTER, so Kamailio often
+    needs no 407), both sides report the call connected, each hears the other's tone, and
+    linphonec's BYE ends our call."""
+    async with SIPPhone(account(pbx, "alice", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
+        await registered(pbx, "alice")
+        mark = len(bob.lines)
+        await bob.command(f"call sip:alice@{pbx.realm}")
+        event = await phone.next_event(15)
+        while event is not None and not isinstance(event, IncomingCall):
+            event = await phone.next_event(15)
+        assert isinstance(event, IncomingCall)
+        call = event.call
+        assert await call.wait_connected(10), call.end_reason
+        assert call.state is CallState.CONFIRMED
+        connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
+        await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
+        await asyncio.sleep(3)
+        await bob.command(f"terminate {connected.group(1)}")
+        assert await call.wait_ended(10)
+        assert call.end_reason == "BYE received"
+        await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
+        report = call.media_report()
+    invites = _sip_messages(bob.sip_log(), "INVITE sip:alice@")
+    assert any(SHA256_CREDENTIALS.search(m) for m in invites), invites[-1:]
+    assert report is not None, call.end_reason
+    assert_heard(report, THEIR_TONE)
+    assert share_of(bob.recording, OUR_TONE) >= 0.95
