@@ -2,7 +2,8 @@
 
 What a softphone or a probe needs: parse any description without losing lines,
 read the media sections (port, payload types, ``rtpmap``/``fmtp``, direction, ptime,
-connection address), and build a G.711 audio offer with :func:`audio_offer`.
+connection address), and build an audio offer with :func:`audio_offer` (G.711, and G.722 and
+Opus where their bindings install: :mod:`skinnysip.rtp.codecs`).
 SRTP keys travel in ``a=crypto`` (SDES, RFC 4568): :class:`CryptoAttribute`, and the
 offer/answer functions take ``srtp="off"|"optional"|"mandatory"``.
 
@@ -21,6 +22,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from skinnysip.rtp import codecs as _codecs
+
 __all__ = [
     "Connection",
     "MediaDescription",
@@ -31,6 +34,8 @@ __all__ = [
     "AUDIO_CODECS",
     "SRTP_MODES",
     "SRTP_SUITES",
+    "TELEPHONE_EVENT_PT",
+    "TELEPHONE_EVENT_48K_PT",
     "AudioSession",
     "CryptoAttribute",
     "SRTPRefused",
@@ -67,6 +72,13 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
     9: ("G722", 8000),
     18: ("G729", 8000),
 }
+
+#: RFC 4733 payload types we offer: ``telephone-event/8000`` beside the 8000 Hz codecs (G.711,
+#: G.722) and ``telephone-event/48000`` beside Opus (RFC 4733 §2.1: an event uses the clock rate
+#: of the audio it replaces, so each codec gets the events at its own RTP clock)
+TELEPHONE_EVENT_PT = 101
+TELEPHONE_EVENT_48K_PT = 110
+_TELEPHONE_EVENTS = {TELEPHONE_EVENT_PT: 8000, TELEPHONE_EVENT_48K_PT: 48000}
 
 
 def _int(text: str, what: str, upper: int | None = None) -> int:
@@ -509,8 +521,9 @@ def audio_offer(
     """Build an audio offer (RFC 3264 §5): one ``m=audio <port> RTP/AVP`` section.
 
     ``address`` is the RTP address (``IN IP6`` when it contains ``:``); ``port`` the RTP
-    port. Static types 0 (PCMU), 3, 8 (PCMA), 9, 18 get an ``rtpmap``; 101 is
-    ``telephone-event/8000`` with ``fmtp:101 0-16`` (RFC 4733). ``ptime`` in ms.
+    port. Static types 0 (PCMU), 3, 8 (PCMA), 9 (G722), 18 get an ``rtpmap``; 101 is
+    ``telephone-event/8000`` and 110 ``telephone-event/48000``, each with ``fmtp 0-16``
+    (RFC 4733); 111 is ``opus/48000/2`` with ``fmtp:111 useinbandfec=1`` (RFC 7587). ``ptime`` in ms.
     ``session_id`` defaults to a random 62-bit number. Raises ``ValueError`` for an
     unknown payload type, a bad port or direction.
     """
@@ -522,12 +535,17 @@ def audio_offer(
     sid = secrets.randbits(62) if session_id is None else session_id
     attributes: list[tuple[str, str | None]] = []
     for pt in payload_types:
+        codec = _codecs.for_payload_type(pt)
         if pt in STATIC_PAYLOAD_TYPES:
             enc, rate = STATIC_PAYLOAD_TYPES[pt]
             attributes.append(("rtpmap", f"{pt} {enc}/{rate}"))
-        elif pt == 101:
-            attributes.append(("rtpmap", "101 telephone-event/8000"))
-            attributes.append(("fmtp", "101 0-16"))
+        elif pt in _TELEPHONE_EVENTS:
+            attributes.append(("rtpmap", f"{pt} telephone-event/{_TELEPHONE_EVENTS[pt]}"))
+            attributes.append(("fmtp", f"{pt} 0-16"))
+        elif codec is not None:
+            attributes.append(("rtpmap", codec.rtpmap()))
+            if codec.fmtp:
+                attributes.append(("fmtp", f"{pt} {codec.fmtp}"))
         else:
             raise ValueError(f"no rtpmap known for payload type {pt}")
     attributes.append(("ptime", str(ptime)))
@@ -547,8 +565,11 @@ def audio_offer(
 # --------------------------------------------------------------------------- offer/answer (RFC 3264)
 
 _REVERSE = {"sendonly": "recvonly", "recvonly": "sendonly", "sendrecv": "sendrecv", "inactive": "inactive"}
-#: audio payload types we can send and receive (G.711), in our order of preference
-AUDIO_CODECS: tuple[int, ...] = (0, 8)
+#: audio payload types we can send and receive, in our order of preference: the wideband codecs
+#: whose binding imports here (111 opus, 9 G722: :func:`skinnysip.rtp.codecs.available`), then
+#: G.711 (0 PCMU, 8 PCMA). A dynamic type here (111) stands for its codec, whatever type the
+#: peer's SDP maps it to.
+AUDIO_CODECS: tuple[int, ...] = tuple(c.payload_type for c in _codecs.available())
 
 
 def reverse_direction(direction: str) -> str:
@@ -571,7 +592,9 @@ class AudioSession:
 
     ``remote``: the peer's RTP (address, port), None when it is on hold with ``0.0.0.0``/
     ``::`` or the stream was rejected (port 0); ``payload_type`` the codec both sides use
-    (0 PCMU, 8 PCMA); ``telephone_event`` the RFC 4733 payload type (None: not agreed);
+    (0 PCMU, 8 PCMA, 9 G722, a dynamic one for opus), ``encoding``/``clock_rate``/``fmtp``
+    its rtpmap name, RTP clock rate and the peer's ``a=fmtp`` parameters; ``telephone_event``
+    the RFC 4733 payload type at that same clock rate (None: not agreed);
     ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive);
     ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused,
     ``refusal`` why (when we refused it). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
@@ -590,6 +613,9 @@ class AudioSession:
     srtp_suite: str | None = None
     srtp_local_key: bytes | None = field(default=None, repr=False)  # keys stay out of logs
     srtp_remote_key: bytes | None = field(default=None, repr=False)
+    encoding: str = "PCMU"
+    clock_rate: int = 8000
+    fmtp: str | None = None
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
@@ -603,11 +629,34 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     return conn.host, m.port
 
 
-def _telephone_event(m: MediaDescription) -> int | None:
+def _telephone_event(m: MediaDescription, clock_rate: int = 8000) -> int | None:
+    listed = set(m.payload_types)
     for pt, rtpmap in m.rtpmaps().items():
-        if rtpmap.encoding.lower() == "telephone-event" and rtpmap.clock_rate == 8000:
+        if pt in listed and rtpmap.encoding.lower() == "telephone-event" and rtpmap.clock_rate == clock_rate:
             return pt
     return None
+
+
+def _usable_codecs(payload_types: Sequence[int]) -> tuple[_codecs.Codec, ...]:
+    """The codecs ``payload_types`` name (:func:`skinnysip.rtp.codecs.for_payload_type`) whose
+    binding imports here."""
+    found = (_codecs.for_payload_type(pt) for pt in payload_types)
+    return tuple(c for c in found if c is not None and c.is_available)
+
+
+def _first_codec(m: MediaDescription, among: tuple[_codecs.Codec, ...]) -> tuple[int, _codecs.Codec] | None:
+    """The first payload type of ``m`` (its order) whose rtpmap names one of ``among``."""
+    rtpmaps = m.rtpmaps()
+    for pt in m.payload_types:
+        r = rtpmaps.get(pt)
+        codec = _codecs.matching(r.encoding, r.clock_rate, r.channels, among) if r else None
+        if codec is not None:
+            return pt, codec
+    return None
+
+
+def _te_default(clock_rate: int) -> int:
+    return TELEPHONE_EVENT_48K_PT if clock_rate == 48000 else TELEPHONE_EVENT_PT
 
 
 def audio_answer(
@@ -623,8 +672,10 @@ def audio_answer(
     srtp: str = "off",
     srtp_key: bytes | None = None,
 ) -> tuple[SessionDescription, AudioSession]:
-    """Answer an offer's first audio stream (RFC 3264 §6): the first offered codec we
-    support (the offerer's order), telephone-event if offered, our ``direction`` combined
+    """Answer an offer's first audio stream (RFC 3264 §6): the first offered codec of
+    ``codecs`` whose binding imports here (the offerer's order, matched by rtpmap name, clock
+    rate and channels, answered under the offerer's payload type), telephone-event if offered at
+    that codec's clock rate (RFC 4733 §2.1), our ``direction`` combined
     with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761).
     With no common codec the m-line is refused with port 0 (§6). Other media lines are
     refused with port 0. Raises ``ValueError`` if the offer has no audio stream or ``srtp``
@@ -642,10 +693,9 @@ def audio_answer(
     m = _audio(offer)
     if m is None:
         raise ValueError("the offer has no audio stream")
-    offered = m.payload_types
-    rtpmaps = m.rtpmaps()
-    chosen = next((pt for pt in offered if pt in codecs and pt in rtpmaps and rtpmaps[pt].clock_rate == 8000), None)
-    te = _telephone_event(m)
+    pick = _first_codec(m, _usable_codecs(codecs))
+    chosen, codec = pick if pick is not None else (None, _codecs.PCMU)
+    te = _telephone_event(m, codec.clock_rate)
     mine = combine_directions(direction, reverse_direction(offer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None
     secure = m.proto.upper() in _SECURE_PROTOS
@@ -663,8 +713,8 @@ def audio_answer(
         answer.media = [media]
         return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=refusal)
     assert chosen is not None
-    pts = [chosen] + ([te] if te is not None else [])
-    answer = _offer_with(address, port, pts, te, session_id, mine, ptime, version)
+    formats = [(chosen, codec.payload_type)] + ([(te, _te_default(codec.clock_rate))] if te is not None else [])
+    answer = _offer_with(address, port, formats, session_id, mine, ptime, version)
     keyed: CryptoAttribute | None = None
     if usable:
         theirs = usable[0]
@@ -679,42 +729,58 @@ def audio_answer(
         if other is not m:
             answer.media.append(MediaDescription(other.media, 0, other.proto, other.formats[:1]))
     remote_ptime = m.ptime
-    session = AudioSession(_remote(offer, m), chosen, te, (remote_ptime or ptime) / 1000, mine, mux)
+    session = AudioSession(_remote(offer, m), chosen, te, (remote_ptime or ptime) / 1000, mine, mux,
+                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
     return answer, session
 
 
-def _offer_with(address: str, port: int, pts: list[int], te: int | None, session_id: int | None, direction: str,
+def _offer_with(address: str, port: int, formats: list[tuple[int, int]], session_id: int | None, direction: str,
                 ptime: int, version: int) -> SessionDescription:
-    """An audio description naming ``pts`` (the telephone-event one mapped to ``te``)."""
-    base = [pt for pt in pts if pt != te]
-    sd = audio_offer(address, port, tuple(base) + ((101,) if te is not None else ()), session_id=session_id,
+    """An audio description of ``formats``: (payload type on the wire, the type
+    :func:`audio_offer` describes it under, e.g. (96, 101) for telephone-event/8000 as 96)."""
+    sd = audio_offer(address, port, tuple(known for _, known in formats), session_id=session_id,
                      direction=direction, ptime=ptime)
     sd.origin.session_version = version
-    if te is not None and te != 101:
+    remap = {str(known): str(pt) for pt, known in formats if pt != known}
+    if remap:
         media = sd.media[0]
-        media.formats = [str(pt) for pt in base] + [str(te)]
-        media.attributes = [(n, (v.replace("101 ", f"{te} ", 1) if v and v.startswith("101 ") else v))
-                            for n, v in media.attributes]
+        media.formats = [str(pt) for pt, _ in formats]
+        media.attributes = [(n, _renumber(v, remap) if n in ("rtpmap", "fmtp") else v) for n, v in media.attributes]
     return sd
 
 
+def _renumber(value: str | None, remap: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    pt, space, rest = value.partition(" ")
+    return f"{remap.get(pt, pt)}{space}{rest}"
+
+
 def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] = AUDIO_CODECS,
-                    telephone_event: int | None = 101, session_id: int | None = None, version: int = 0,
-                    ptime: int = 20, srtp: str = "off",
-                    crypto: Sequence[CryptoAttribute] | None = None) -> SessionDescription:
-    """Our audio offer (RFC 3264 §5): ``codecs`` in preference order, telephone-event
-    (RFC 4733) on ``telephone_event``, ``direction`` (``sendonly`` to hold, §8.4), origin
-    ``version`` (increment on each new offer in a session, §8).
+                    telephone_event: int | None = TELEPHONE_EVENT_PT, session_id: int | None = None, version: int = 0,
+                    ptime: int = 20, srtp: str = "off", crypto: Sequence[CryptoAttribute] | None = None,
+                    telephone_event_48k: int | None = TELEPHONE_EVENT_48K_PT) -> SessionDescription:
+    """Our audio offer (RFC 3264 §5): ``codecs`` in preference order (default: the wideband
+    codecs available here first, :data:`AUDIO_CODECS`), telephone-event/8000 (RFC 4733) on
+    ``telephone_event`` and, when Opus is offered, telephone-event/48000 on
+    ``telephone_event_48k`` (RFC 4733 §2.1; None = no events for Opus; left out if its type
+    is taken), ``direction`` (``sendonly`` to hold, §8.4), origin ``version`` (increment on
+    each new offer in a session, §8).
 
     ``srtp`` (:data:`SRTP_MODES`): ``mandatory`` offers ``RTP/SAVP``, ``optional`` offers
     ``RTP/AVP``, both with ``a=crypto`` lines (RFC 4568): ``crypto`` (e.g. the keys in use,
     on a re-offer) or one fresh key per suite of :data:`SRTP_SUITES`, tags 1, 2.
     ``ValueError`` for another ``srtp``."""
     _check_srtp_mode(srtp)
-    pts = list(codecs) + ([telephone_event] if telephone_event is not None else [])
-    offer = _offer_with(address, port, pts, telephone_event, session_id, direction, ptime, version)
+    formats = [(pt, pt) for pt in codecs]
+    if telephone_event is not None:
+        formats.append((telephone_event, TELEPHONE_EVENT_PT))
+        wideband = any(c is not None and c.clock_rate == 48000 for c in map(_codecs.for_payload_type, codecs))
+        if wideband and telephone_event_48k is not None and telephone_event_48k not in {pt for pt, _ in formats}:
+            formats.append((telephone_event_48k, TELEPHONE_EVENT_48K_PT))
+    offer = _offer_with(address, port, formats, session_id, direction, ptime, version)
     if srtp != "off":
         media = offer.media[0]
         media.proto = "RTP/SAVP" if srtp == "mandatory" else "RTP/AVP"
@@ -725,7 +791,9 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
 
 def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSession:
     """What our ``offer`` and the peer's ``answer`` settled (RFC 3264 §7): the codec is the
-    first one in the answer that we offered; our direction is the reverse of the answer's
+    first one in the answer that we offered (matched by rtpmap) and can run here, the
+    telephone-event the answer's at that codec's clock rate if we offered one there; our
+    direction is the reverse of the answer's
     combined with what we offered. Raises ``ValueError`` if the answer has no audio stream,
     refused it, or picked nothing we offered.
 
@@ -756,16 +824,18 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
         elif secure:
             raise SRTPRefused("the far end refused SRTP: its answer has no a=crypto for our "
                               f"{ours.proto} offer")
-    offered = set(ours.payload_types)
-    rtpmaps = m.rtpmaps()
-    chosen = next((pt for pt in m.payload_types if pt in offered and pt in AUDIO_CODECS
-                   and rtpmaps.get(pt) and rtpmaps[pt].clock_rate == 8000), None)
-    if chosen is None:
+    ours_maps = ours.rtpmaps()
+    offered = [_codecs.matching(r.encoding, r.clock_rate, r.channels, _codecs.available())
+               for r in (ours_maps.get(pt) for pt in ours.payload_types) if r is not None]
+    agreed = _first_codec(m, tuple(c for c in offered if c is not None))
+    if agreed is None:
         raise ValueError(f"the answer picked no codec we offered ({' '.join(m.formats)[:60]})")
-    te = _telephone_event(m) if _telephone_event(ours) is not None else None
+    chosen, codec = agreed
+    te = _telephone_event(m, codec.clock_rate) if _telephone_event(ours, codec.clock_rate) is not None else None
     mine = combine_directions(offer.direction_of(ours), reverse_direction(answer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None and ours.attribute("rtcp-mux") is not None
-    session = AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux)
+    session = AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux,
+                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keys is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys
     return session

@@ -32,16 +32,20 @@ from skinnysip.rtp.tones import sine
 # baresip 1.0 reads the accounts when ``account`` loads: what an account names (``mediaenc=srtp``,
 # codecs) must be loaded before it.
 MODULES = ["stdio", "menu", "srtp", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "contact", "account"]
+#: optional codec modules a test may ask for (baresip 1.0: ``g722.so``, ``opus.so``); without them
+#: baresip speaks G.711 only, as the tests written before them expect
+CODEC_MODULES = ("g722", "opus")
 
 
-def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 8000) -> Path:
-    """A mono 16-bit WAV of a sine (what baresip will send). baresip 1.0's aufile does not loop:
-    at the end of the file it reports AUDIO_ERROR and hangs up, so the file outlasts any test call."""
+def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 8000, channels: int = 1) -> Path:
+    """A 16-bit WAV of a sine (what baresip will send), the same on each of ``channels``.
+    baresip 1.0's aufile does not loop: at the end of the file it reports AUDIO_ERROR and hangs
+    up, so the file outlasts any test call."""
     import wave
 
-    samples = sine(freq, seconds, rate=rate, amplitude=0.4).astype(np.int16)
+    samples = np.repeat(sine(freq, seconds, rate=rate, amplitude=0.4).astype(np.int16), channels)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(samples.tobytes())
@@ -147,15 +151,26 @@ async def baresip(
     extra_account: str = "",
     regint: int = 60,
     contact: str | None = None,
+    codec_modules: tuple[str, ...] = (),
+    tone_channels: int = 1,
 ) -> AsyncIterator[Baresip]:
     """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
     sine, answering calls by itself (``answermode=auto``) unless told ``manual``.
-    ``contact``: a URI made baresip's current contact (its ``message`` command sends there)."""
+    ``contact``: a URI made baresip's current contact (its ``message`` command sends there).
+    ``codec_modules``: more of :data:`CODEC_MODULES` to load (e.g. ``("g722", "opus")``);
+    restrict what baresip offers and answers with ``extra_account="audio_codecs=G722/16000/1"``
+    (baresip names a codec by its audio rate: ``G722/16000/1``, ``opus/48000/2``).
+    ``tone_channels``: channels of the tone file; baresip 1.0's aufile must match the codec's
+    (2 for its ``opus/48000/2``), and its recordings then have as many."""
+    unknown = set(codec_modules) - set(CODEC_MODULES)
+    if unknown:
+        raise ValueError(f"codec modules {sorted(unknown)}: only {CODEC_MODULES}")
+    modules = MODULES[:MODULES.index("g711") + 1] + list(codec_modules) + MODULES[MODULES.index("g711") + 1:]
     binary = require("baresip")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-baresip-"))
     record_dir = workdir / "rec"
     record_dir.mkdir()
-    tone = write_tone_wav(workdir / "tone.wav", tone_hz)
+    tone = write_tone_wav(workdir / "tone.wav", tone_hz, channels=tone_channels)
     sip_port = free_port(socket.SOCK_DGRAM)
     ctrl_port = free_port(socket.SOCK_STREAM)
     domain = registrar.split(":")[0]
@@ -181,7 +196,7 @@ async def baresip(
         f"snd_path {record_dir}",
         f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}",
         "module_path /usr/lib/baresip/modules",
-        *[f"module {m}.so" for m in MODULES],
+        *[f"module {m}.so" for m in modules],
         f"dns_server {domain}:53",
     ]
     (workdir / "config").write_text("\n".join(config) + "\n")

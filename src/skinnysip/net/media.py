@@ -1,11 +1,11 @@
-"""asyncio driver of one RTP/RTCP media stream (RFC 3550) carrying G.711 audio and RFC 4733 DTMF.
+"""asyncio driver of one RTP/RTCP media stream (RFC 3550) carrying audio and RFC 4733 DTMF.
 
 :class:`MediaStream` owns two UDP sockets (RTP on an even port, RTCP on the next one, RFC 3550
 §11) and runs the sans-IO pieces of :mod:`skinnysip.rtp` on the event loop's clock:
 
 * **one media clock**: every ``ptime`` seconds (absolute deadlines ``t0 + i × ptime`` from the
   loop's monotonic clock, so sleep jitter never accumulates) the stream reads one frame from its
-  audio source, G.711-encodes and sends it, and plays one frame out of the
+  audio source, encodes and sends it, and plays one frame out of the
   :class:`~skinnysip.rtp.jitter.JitterBuffer` into the recordings.  If the loop stalls for more
   than one ``ptime`` the clock skips forward (RTP timestamps advance, nothing is burst) and the
   skipped packets are counted in ``late_sent``.
@@ -29,6 +29,14 @@
   replay check is dropped and counted (``report()["srtp"]``), never raised.
 * **recordings** (``record_dir``): ``<name>-rx.wav`` (what was played out, silence for gaps, so it
   lasts as long as the call), ``<name>-tx.wav`` (what was sent) and ``<name>-mix.wav``.
+* **codecs** (:mod:`skinnysip.rtp.codecs`): G.711 PCMU/PCMA, and G.722 (PT 9) and Opus
+  (dynamic PT) where their bindings install.  Audio inside the stream is always 8000 Hz: sources
+  give 8 kHz frames, recordings, echo and in-band DTMF detection are 8 kHz.  The wideband codecs
+  convert at the edge inside their binding (libg722's 8 kHz mode, libopus's 8 kHz PCM API), so no
+  resampler runs and a call is heard as narrowband whatever the codec.  RTP timestamps, the
+  jitter buffer, the receiver statistics and RTCP run at the codec's RTP clock (G.711/G.722:
+  8000 Hz, Opus: 48000 Hz); RFC 4733 events use that same clock (RFC 4733 §2.1: the SDP layer
+  negotiates ``telephone-event/48000`` beside Opus, ``/8000`` beside the others).
 
 Everything is bounded: a stream stops its media clock after :data:`MAX_CALL_SECONDS`, queues have
 a size, datagrams a size cap; a datagram callback never raises (bad input is counted).
@@ -54,12 +62,12 @@ import numpy as np
 import numpy.typing as npt
 import pylibsrtp
 
-from skinnysip.rtp import g711
+from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
 from skinnysip.rtp.dtmf import DTMFReceiver, InBandDTMFDetector, dtmf_packets, dtmf_rtp_packet
 from skinnysip.rtp.jitter import JitterBuffer
 from skinnysip.rtp.packet import RTPPacket, RTPParseError
-from skinnysip.rtp.quality import estimate
+from skinnysip.rtp.quality import mos_from_r, r_factor
 from skinnysip.rtp.rtcp import (
     Bye,
     ReceiverReport,
@@ -85,6 +93,7 @@ __all__ = ["MediaConfig", "MediaStream", "ReceivedDTMF", "SRTPConfig", "SRTPCont
 
 log = logging.getLogger(__name__)
 
+#: the audio sample rate inside a stream (sources, recordings), and G.711's RTP clock
 CLOCK_RATE = 8000
 #: RFC 3264 §5.1 media directions (from our side)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -107,7 +116,6 @@ SSRC_SWITCH_AFTER = 0.5
 #: nominal session bandwidth of one G.711 direction with IP/UDP/RTP headers, octets per second
 _G711_OCTETS_PER_S = 8000 + 40 * 50
 _UDP_IP_OVERHEAD = 28
-_CODECS = {g711.PT_PCMU: "PCMU", g711.PT_PCMA: "PCMA"}
 _DTMF_KEYS = frozenset(DTMF_FREQUENCIES)
 
 Samples = npt.NDArray[np.int16]
@@ -230,7 +238,12 @@ class SRTPContext:
 class MediaConfig:
     """What offer/answer negotiated for one audio stream (RFC 3264), from our side.
 
-    ``payload_type``: 0 (PCMU) or 8 (PCMA).  ``ptime``: packet duration in seconds, 0.01..0.06.
+    ``payload_type``: 0 (PCMU), 8 (PCMA), 9 (G722) or a dynamic type (96..127) for Opus.
+    ``codec``: the encoding name (``PCMU``, ``PCMA``, ``G722``, ``opus``, as
+    :attr:`skinnysip.sdp.AudioSession.encoding` has it); None = the codec ``payload_type``
+    means by itself: a static type, or for a dynamic one the only dynamic codec we have (Opus).
+    A codec whose binding is not installed is a ``ValueError``.
+    ``ptime``: packet duration in seconds, 0.01..0.06 (Opus: 0.01, 0.02, 0.04 or 0.06).
     ``telephone_event``: the RFC 4733 payload type (96..127) or None if not negotiated.
     ``direction``: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive`` (ours).
     ``remote``: where to send RTP (IP literal, port); None = nowhere yet.
@@ -247,15 +260,17 @@ class MediaConfig:
     remote_rtcp: Address | None = None
     rtcp_mux: bool = False
     srtp: SRTPConfig | None = None
+    codec: str | None = None
 
     def validate(self) -> None:
         """``ValueError`` naming the first field that is out of range."""
-        if self.payload_type not in _CODECS:
-            raise ValueError(f"payload_type {self.payload_type!r}: only G.711 PCMU (0) or PCMA (8)")
+        codec = self.audio_codec
         if not isinstance(self.ptime, int | float) or not 0.01 - 1e-9 <= self.ptime <= 0.06 + 1e-9:
             raise ValueError(f"ptime {self.ptime!r} s is outside 0.01..0.06 s")
         if abs(self.ptime * CLOCK_RATE - round(self.ptime * CLOCK_RATE)) > 1e-6:
             raise ValueError(f"ptime {self.ptime} s is not a whole number of 8000 Hz samples")
+        if codec.ptimes is not None and not any(abs(self.ptime - p) < 1e-9 for p in codec.ptimes):
+            raise ValueError(f"ptime {self.ptime} s: {codec.name} codes frames of {codec.ptimes} s")
         te = self.telephone_event
         if te is not None and (isinstance(te, bool) or not isinstance(te, int) or not 96 <= te <= 127):
             raise ValueError(f"telephone_event {te!r}: a dynamic payload type 96..127 or None")
@@ -286,7 +301,35 @@ class MediaConfig:
 
     @property
     def samples_per_packet(self) -> int:
+        """8000 Hz samples in one packet (the stream's audio rate, not the RTP clock)."""
         return int(round(self.ptime * CLOCK_RATE))
+
+    @property
+    def audio_codec(self) -> codecs.Codec:
+        """The :class:`~skinnysip.rtp.codecs.Codec` of ``codec``/``payload_type``;
+        ``ValueError`` if there is none or its binding is not installed here."""
+        pt = self.payload_type
+        if isinstance(pt, bool) or not isinstance(pt, int) or not 0 <= pt <= 127:
+            raise ValueError(f"payload_type {pt!r}: 0..127")
+        if self.codec is not None:
+            codec = codecs.by_name(self.codec)
+            if codec is None:
+                raise ValueError(f"codec {self.codec!r}: one of {', '.join(c.name for c in codecs.KNOWN)}")
+            if pt != codec.payload_type and (codec.static or not 96 <= pt <= 127):
+                raise ValueError(f"payload_type {pt} is not {codec.name}'s")
+        else:
+            found = codecs.for_payload_type(pt)
+            if found is None and 96 <= pt <= 127:
+                found = next((c for c in codecs.available() if not c.static), None)
+            if found is None:
+                raise ValueError(f"payload_type {pt!r}: only PCMU (0), PCMA (8), G722 (9) or a dynamic one "
+                                 "for opus")
+            codec = found
+        if not codec.is_available:
+            raise ValueError(f"codec {codec.name}: its binding is not installed (pip install 'skinnysip[codecs]')")
+        if pt == self.telephone_event:
+            raise ValueError(f"payload_type {pt} is also the telephone-event type")
+        return codec
 
 
 def _check_address(name: str, addr: Address) -> None:
@@ -448,12 +491,16 @@ class MediaStream:
         self.recordings: dict[str, Path] = {}
         self._recorders: dict[str, WavRecorder] = {}
         self._record_dir = record_dir
+        # codec (the config's): its encoder, and a decoder per received payload type
+        self._codec = self.config.audio_codec
+        self._encoder = self._codec.encoder(CLOCK_RATE)
+        self._decoders: dict[int, codecs.FrameDecoder] = {}
         # receive side
-        self.stats = RTPReceiverStats(CLOCK_RATE)
+        self.stats = RTPReceiverStats(self._codec.clock_rate)
         self._reporter: ReceptionReporter | None = None
         self._jitter = self._new_jitter_buffer(self.config.ptime)
         self._jitter_retired: dict[str, float] = {}
-        self._dtmf_rx = DTMFReceiver()
+        self._dtmf_rx = DTMFReceiver(self._codec.clock_rate)
         self._inband = InBandDTMFDetector(rate=CLOCK_RATE)
         self._rfc4733_seen = False
         self._rx_pt = g711.PT_PCMU
@@ -464,6 +511,7 @@ class MediaStream:
         self.rx_dropped = 0
         self.foreign_packets = 0
         self.unknown_payload_types = 0
+        self.decode_errors = 0
         self.callback_errors = 0
         self.socket_errors = 0
         self.remote_seen: Address | None = None
@@ -586,8 +634,9 @@ class MediaStream:
     def apply(self, config: MediaConfig) -> None:
         """Start or change what the stream does, at once: start/stop sending by direction and
         remote (hold = ``recvonly``/``inactive``), switch remote address, payload type, ptime or
-        telephone-event payload type, start, re-key or stop SRTP.  A change of remote or payload
-        type starts a new talkspurt (marker bit).  ``ValueError`` for a bad config or one whose addresses are of
+        telephone-event payload type or codec, start, re-key or stop SRTP.  A change of remote,
+        payload type or codec starts a new talkspurt (marker bit); a codec of another RTP clock
+        rate restarts the receive statistics and jitter buffer at that clock.  ``ValueError`` for a bad config or one whose addresses are of
         the other IP family; ``RuntimeError`` after :meth:`close`."""
         if self._closed:
             raise RuntimeError("the media stream is closed")
@@ -598,12 +647,23 @@ class MediaStream:
                 raise ValueError(f"remote {addr[0]} is not IPv{family} like the local address {self.local_ip}")
         old = self.config
         config = replace(config)
+        codec = config.audio_codec
         if (config.remote, config.payload_type) != (old.remote, old.payload_type):
             self._new_spurt = True
+        if codec != self._codec:
+            self._encoder = codec.encoder(CLOCK_RATE)
+            self._decoders.clear()
+            self._new_spurt = True
+        clock_changed = codec.clock_rate != self._codec.clock_rate
+        self._codec = codec
         if abs(config.ptime - old.ptime) > 1e-9:
+            self._reclock = True
+        if clock_changed:
+            self.config = config
+            self._new_remote_source()  # statistics, jitter buffer and DTMF timing at the new clock
+        elif abs(config.ptime - old.ptime) > 1e-9:
             self._retire_jitter_buffer()
             self._jitter = self._new_jitter_buffer(config.ptime)
-            self._reclock = True
         if config.srtp is None:
             self._srtp = None
         elif self._srtp is None:
@@ -775,7 +835,7 @@ class MediaStream:
         if not self.sending:
             self._new_spurt = True
             if not self.echo_payload:
-                self._sender.skip(n)
+                self._sender.skip(self._ticks(n))
             return silence
         if self.echo_payload:
             return silence
@@ -790,14 +850,18 @@ class MediaStream:
         if transmit:
             marker = self._new_spurt
             self._new_spurt = False
-            self._send(self.config.payload_type, g711.encode(self.config.payload_type, frame), marker)
-        self._sender.skip(n)
+            self._send(self.config.payload_type, self._encoder.encode(frame), marker)
+        self._sender.skip(self._ticks(n))
         return frame
+
+    def _ticks(self, samples: int) -> int:
+        """RTP timestamp units of ``samples`` 8000 Hz samples at the codec's clock."""
+        return self._codec.ticks(samples, CLOCK_RATE)
 
     def _start_event(self) -> _ActiveEvent:
         pending = self._pending_digits.popleft()
         plans = list(dtmf_packets(pending.digit, duration=pending.duration, ptime=self.config.ptime,
-                                  clock_rate=CLOCK_RATE))
+                                  clock_rate=self._codec.clock_rate))
         low, high = DTMF_FREQUENCIES[pending.digit]
         return _ActiveEvent(pending.digit, plans, self._sender.timestamp, self._tick, ToneSource(low, high),
                             pending.done)
@@ -811,7 +875,7 @@ class MediaStream:
             event.sent += 1
             if te is not None and transmit:
                 self._put_on_wire(dtmf_rtp_packet(self._sender, te, plan, event.timestamp))
-        self._sender.skip(n)
+        self._sender.skip(self._ticks(n))
         if event.sent >= len(event.plans):
             self._event = None
             self._new_spurt = True
@@ -866,9 +930,8 @@ class MediaStream:
 
     def _play_out(self, now: float, n: int) -> Samples:
         payload = self._jitter.get(now)
-        if payload:
-            received = g711.decode(self._rx_pt, payload)
-        else:
+        received = self._decode(payload) if payload else None
+        if received is None:
             received = np.zeros(n, dtype=np.int16)
         if self.echo is not None:
             self.echo.write(received)
@@ -878,6 +941,28 @@ class MediaStream:
             for digit in self._inband.feed(received):
                 self._dtmf_heard(digit, 0.0, "inband")
         return received
+
+    def _decode(self, payload: bytes) -> Samples | None:
+        """8000 Hz samples of a payload of the last received audio type; None (silence,
+        counted in ``decode_errors``) if the codec refuses it."""
+        decoder = self._decoders.get(self._rx_pt)
+        if decoder is None:
+            codec = self._codec if self._rx_pt == self.config.payload_type else codecs.for_payload_type(self._rx_pt)
+            decoder = self._decoders[self._rx_pt] = (codec or self._codec).decoder(CLOCK_RATE)
+        try:
+            return decoder.decode(payload)
+        except ValueError:
+            self.decode_errors += 1
+            return None
+
+    def _receivable(self, payload_type: int) -> bool:
+        """Audio we play: the negotiated type, and the static types of other codecs available
+        here at the same RTP clock (a peer may switch between G.711 µ/A-law unannounced)."""
+        if payload_type == self.config.payload_type:
+            return True
+        other = codecs.for_payload_type(payload_type)
+        return (other is not None and other.static and other.clock_rate == self._codec.clock_rate
+                and other.is_available)
 
     def _rtp_received(self, data: bytes, addr: Address) -> None:
         try:
@@ -926,23 +1011,25 @@ class MediaStream:
             self._rfc4733_seen = True
             for event in self._dtmf_rx.feed(packet, now):
                 self._dtmf_heard(event.digit, event.duration, "rfc4733")
-        elif packet.payload_type in _CODECS:
+        elif self._receivable(packet.payload_type):
             self._rx_pt = packet.payload_type
             self._jitter.put(packet, now)
             if self.echo_payload and self.sending:
                 marker = self._new_spurt or packet.marker
                 self._new_spurt = False
                 self._send(packet.payload_type, packet.payload, marker)
-                self._sender.skip(len(packet.payload))  # G.711: one octet per sample
+                # G.711 and G.722 (64 kbit/s): one octet per RTP clock tick; Opus: one ptime
+                self._sender.skip(len(packet.payload) if self._codec.clock_rate == CLOCK_RATE
+                                  else self._ticks(self.config.samples_per_packet))
         else:
             self.unknown_payload_types += 1
 
     def _new_remote_source(self) -> None:
         """Another SSRC took over after the current one fell silent (re-INVITE to a new peer,
         a restarted phone): start its statistics afresh."""
-        self.stats = RTPReceiverStats(CLOCK_RATE)
+        self.stats = RTPReceiverStats(self._codec.clock_rate)
         self._reporter = None
-        self._dtmf_rx = DTMFReceiver()
+        self._dtmf_rx = DTMFReceiver(self._codec.clock_rate)
         self._retire_jitter_buffer()
         self._jitter = self._new_jitter_buffer(self.config.ptime)
 
@@ -961,7 +1048,7 @@ class MediaStream:
                 log.exception("media stream %s: on_dtmf callback failed", self.name)
 
     def _new_jitter_buffer(self, ptime: float) -> JitterBuffer:
-        return JitterBuffer(clock_rate=CLOCK_RATE, ptime=ptime, min_delay=self.jitter_min,
+        return JitterBuffer(clock_rate=self._codec.clock_rate, ptime=ptime, min_delay=self.jitter_min,
                             max_delay=self.jitter_max)
 
     def _retire_jitter_buffer(self) -> None:
@@ -1012,7 +1099,7 @@ class MediaStream:
         if sender.packets_sent > self._sent_at_last_report:
             rtp_now = self._tick_timestamp
             if self._loop is not None:
-                rtp_now += int(round((self._loop.time() - self._tick_time) * CLOCK_RATE))
+                rtp_now += int(round((self._loop.time() - self._tick_time) * self._codec.clock_rate))
             report = SenderReport(sender.ssrc, ntp_timestamp(now_unix), rtp_now % (1 << 32), sender.packets_sent,
                                   sender.octets_sent, tuple(blocks))
         else:
@@ -1087,7 +1174,7 @@ class MediaStream:
                 continue
             self.peer.fraction_lost = block.fraction_lost / 256.0
             self.peer.cumulative_lost = int(block.cumulative_lost)
-            self.peer.jitter_ms = block.jitter * 1000.0 / CLOCK_RATE
+            self.peer.jitter_ms = block.jitter * 1000.0 / self._codec.clock_rate
             rtt = round_trip_time(arrival, block.lsr, block.dlsr)
             if rtt is not None:
                 self.rtt = max(0.0, float(rtt))
@@ -1098,11 +1185,11 @@ class MediaStream:
         """The stream's figures now, JSON-ready (seconds unless a key ends in ``_ms``)::
 
             {"local": [ip, port], "rtcp_port", "remote": [ip, port] | None, "ssrc", "cname",
-             "codec": "PCMU"|"PCMA", "payload_type", "ptime", "direction", "duration", "final",
+             "codec": "PCMU"|"PCMA"|"G722"|"opus", "payload_type", "ptime", "direction", "duration", "final",
              "sent": {"packets", "octets", "late", "dropped", "dtmf"},
              "received": {"packets", "octets", "expected", "lost", "loss", "duplicates",
                           "reordered", "jitter_ms", "dropped", "parse_errors", "foreign",
-                          "unknown_payload_types", "ssrc", "from": [ip, port] | None},
+                          "unknown_payload_types", "decode_errors", "ssrc", "from": [ip, port] | None},
              "rtt_ms": float | None,
              "peer": {"cname", "ssrc", "fraction_lost", "cumulative_lost", "jitter_ms",
                       "sender_reports", "receiver_reports", "packets_sent", "octets_sent", "bye"},
@@ -1132,10 +1219,14 @@ class MediaStream:
         if stats.received:
             # discards for lateness are lost to the listener too (G.107 Ppl)
             heard_loss = min(1.0, (lost + jb["late"]) / expected) if expected > 0 else 0.0
-            q = estimate(_CODECS[self._rx_pt], heard_loss, jitter_ms, rtt_ms, float(jb["delay"]) * 1000.0,
-                         ptime_ms=self.config.ptime * 1000.0)
-            quality = {"r": round(float(q.r), 2), "mos": round(float(q.mos), 2),
-                       "delay_ms": round(float(q.delay_ms), 1)}
+            # G.107 as skinnysip.rtp.quality.estimate does it, with the codec's Ie/Bpl (for
+            # G.722 and Opus an assumption: skinnysip.rtp.codecs.IMPAIRMENT_NOTE)
+            heard = self._codec if self._rx_pt == self.config.payload_type else codecs.for_payload_type(self._rx_pt)
+            heard = heard or self._codec
+            delay_ms = (rtt_ms / 2 if rtt_ms is not None else 0.0) + float(jb["delay"]) * 1000.0 \
+                + self.config.ptime * 1000.0
+            r = r_factor(ie=heard.ie, bpl=heard.bpl, loss=heard_loss, delay_ms=delay_ms)
+            quality = {"r": round(float(r), 2), "mos": round(float(mos_from_r(r)), 2), "delay_ms": round(delay_ms, 1)}
         peer = self.peer
         return {
             "local": [self.local_ip, self.local_port],
@@ -1143,7 +1234,7 @@ class MediaStream:
             "remote": list(self.config.remote) if self.config.remote else None,
             "ssrc": self._sender.ssrc,
             "cname": self.cname,
-            "codec": _CODECS[self.config.payload_type],
+            "codec": self._codec.name,
             "payload_type": self.config.payload_type,
             "ptime": self.config.ptime,
             "direction": self.config.direction,
@@ -1156,7 +1247,8 @@ class MediaStream:
                          "duplicates": stats.duplicates, "reordered": stats.reordered,
                          "jitter_ms": round(jitter_ms, 3), "dropped": self.rx_dropped,
                          "parse_errors": self.parse_errors, "foreign": self.foreign_packets + stats.foreign_packets,
-                         "unknown_payload_types": self.unknown_payload_types, "ssrc": stats.ssrc,
+                         "unknown_payload_types": self.unknown_payload_types,
+                         "decode_errors": self.decode_errors, "ssrc": stats.ssrc,
                          "from": list(self.remote_seen) if self.remote_seen else None},
             "rtt_ms": round(rtt_ms, 3) if rtt_ms is not None else None,
             "peer": {"cname": peer.cname, "ssrc": peer.ssrc, "fraction_lost": peer.fraction_lost,

@@ -1,0 +1,234 @@
+"""The audio codecs a media stream can use: G.711 (ours), G.722 and Opus (optional bindings).
+
+Each :class:`Codec` describes one RTP audio encoding: its name as ``a=rtpmap`` writes it, its
+payload type (static, RFC 3551 §6, or our default dynamic one), its RTP clock rate, its native
+audio sample rate, the ``a=rtpmap`` channel count and ``a=fmtp`` we offer, the ITU-T G.113
+figures the E-model needs, and encoder/decoder factories working on int16 numpy frames.
+
+=======  =====  =========  ==========  ==============================================
+codec    PT     RTP clock  audio rate  binding
+=======  =====  =========  ==========  ==============================================
+opus     111 d  48000      48000       ``opuslib`` (ctypes on the system's libopus)
+G722     9      8000       16000       ``g722`` (import name ``G722``, libg722)
+PCMU     0      8000       8000        :mod:`skinnysip.rtp.g711`
+PCMA     8      8000       8000        :mod:`skinnysip.rtp.g711`
+=======  =====  =========  ==========  ==============================================
+
+RFC 3551 §4.5.2: G.722's RTP clock is 8000 Hz although it samples at 16 kHz (one octet per
+clock tick at 64 kbit/s).  RFC 7587 §4.1: Opus's RTP clock is always 48000 Hz and its rtpmap is
+always ``opus/48000/2`` (the stream may still be mono: we send mono).
+
+:meth:`Codec.encoder` / :meth:`Codec.decoder` take the PCM ``rate`` the caller works at: the
+codec's audio rate by default, or any rate in :attr:`Codec.rates`.  Both bindings convert
+internally: libg722's 8000 Hz mode codes/decodes the lower sub-band only (0–4 kHz, bit-compatible
+with 16 kHz terminals), libopus accepts and produces 8/12/16/24/48 kHz PCM for any stream.  That
+is how a stream whose sources and recordings are 8 kHz speaks these codecs without a resampler.
+
+:func:`available` lists the codecs whose binding imports here, in our order of preference
+(wideband first).  A missing binding (or libopus) only leaves its codec out; importing this
+module never fails for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from skinnysip.rtp import g711
+
+__all__ = ["Codec", "FrameDecoder", "FrameEncoder", "KNOWN", "OPUS", "G722", "PCMU", "PCMA", "available",
+           "by_name", "for_payload_type", "matching"]
+
+Samples = npt.NDArray[np.int16]
+
+
+class FrameEncoder(Protocol):
+    def encode(self, samples: Samples) -> bytes: ...
+
+
+class FrameDecoder(Protocol):
+    def decode(self, payload: bytes) -> Samples: ...
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One RTP audio encoding.  ``name`` as rtpmap writes it; ``payload_type`` static
+    (``static``) or our default dynamic one; ``clock_rate`` RTP timestamp units per second;
+    ``audio_rate`` the codec's own sample rate; ``rates`` PCM rates its binding accepts;
+    ``channels`` the rtpmap channel count (None = none written); ``fmtp`` what we offer;
+    ``ptimes`` frame durations (s) it can code, None = any; ``ie``/``bpl`` equipment impairment
+    and packet-loss robustness for the G.107 E-model (see :data:`IMPAIRMENT_NOTE`);
+    ``binding`` the module to import (None = always there)."""
+
+    name: str
+    payload_type: int
+    static: bool
+    clock_rate: int
+    audio_rate: int
+    rates: tuple[int, ...]
+    ie: float
+    bpl: float
+    channels: int | None = None
+    fmtp: str | None = None
+    ptimes: tuple[float, ...] | None = None
+    binding: str | None = None
+    _make_encoder: Callable[[Codec, int], FrameEncoder] = field(default=lambda c, r: _G711(c.payload_type),
+                                                                repr=False, compare=False)
+    _make_decoder: Callable[[Codec, int], FrameDecoder] = field(default=lambda c, r: _G711(c.payload_type),
+                                                                repr=False, compare=False)
+
+    def _rate(self, rate: int | None) -> int:
+        rate = self.audio_rate if rate is None else rate
+        if rate not in self.rates:
+            raise ValueError(f"{self.name}: PCM at {rate} Hz is not supported (use {self.rates})")
+        return rate
+
+    def encoder(self, rate: int | None = None) -> FrameEncoder:
+        """A new (stateful) encoder of int16 frames at ``rate`` Hz (default: the audio rate).
+        ``ValueError`` for another rate, ``ImportError`` if the binding is missing."""
+        return self._make_encoder(self, self._rate(rate))
+
+    def decoder(self, rate: int | None = None) -> FrameDecoder:
+        """A new (stateful) decoder to int16 frames at ``rate`` Hz (default: the audio rate)."""
+        return self._make_decoder(self, self._rate(rate))
+
+    def rtpmap(self, payload_type: int | None = None) -> str:
+        """The ``a=rtpmap`` value, e.g. ``111 opus/48000/2`` or ``9 G722/8000``."""
+        pt = self.payload_type if payload_type is None else payload_type
+        tail = f"/{self.channels}" if self.channels else ""
+        return f"{pt} {self.name}/{self.clock_rate}{tail}"
+
+    def ticks(self, samples: int, rate: int) -> int:
+        """RTP timestamp units of ``samples`` PCM samples at ``rate`` Hz."""
+        return samples * self.clock_rate // rate
+
+    def matches(self, encoding: str, clock_rate: int, channels: int | None) -> bool:
+        """True if an rtpmap ``encoding/clock_rate[/channels]`` names this codec (names are
+        case-insensitive, RFC 4855 §3; a missing channel count means 1, RFC 4566 §6)."""
+        return (encoding.lower() == self.name.lower() and clock_rate == self.clock_rate
+                and (channels or 1) == (self.channels or 1))
+
+    @property
+    def is_available(self) -> bool:
+        """True if its binding imports here."""
+        return self.binding is None or _binding(self.binding) is not None
+
+
+#: How ``ie``/``bpl`` were chosen.  G.711 (with PLC): G.113 Appendix I.  G.113 gives G.722 and
+#: Opus only on the wideband scale (G.107.1, R up to 129), which :mod:`skinnysip.rtp.quality`
+#: does not implement; on its narrowband scale we assume G.722 and Opus are no worse than G.711
+#: (Ie 0, Bpl of G.711 with PLC): an assumption, not a G.113 figure.
+IMPAIRMENT_NOTE = "G.711: G.113 App. I; G.722/Opus: assumed equal to G.711 on the narrowband E-model"
+
+
+class _G711:
+    def __init__(self, payload_type: int) -> None:
+        self.payload_type = payload_type
+
+    def encode(self, samples: Samples) -> bytes:
+        return g711.encode(self.payload_type, samples)
+
+    def decode(self, payload: bytes) -> Samples:
+        return g711.decode(self.payload_type, payload)
+
+
+class _G722:
+    """libg722 at 64 kbit/s (the RTP mode, RFC 3551 §4.5.2); ``rate`` 8000 or 16000."""
+
+    def __init__(self, rate: int) -> None:
+        module = _binding("G722")
+        if module is None:
+            raise ImportError("G.722 needs the 'g722' package (pip install 'skinnysip[codecs]')")
+        self._codec = module.G722(rate, 64000)
+
+    def encode(self, samples: Samples) -> bytes:
+        return bytes(self._codec.encode(np.ascontiguousarray(samples, dtype=np.int16)))
+
+    def decode(self, payload: bytes) -> Samples:
+        return np.asarray(self._codec.decode(payload), dtype=np.int16)
+
+
+#: the longest Opus packet (RFC 6716 §3.2.5: 120 ms)
+_OPUS_MAX_SECONDS = 0.12
+
+
+class _OpusEncoder:
+    def __init__(self, rate: int) -> None:
+        opuslib = _opuslib()
+        self._enc = opuslib.Encoder(rate, 1, opuslib.APPLICATION_VOIP)
+
+    def encode(self, samples: Samples) -> bytes:
+        frame = np.ascontiguousarray(samples, dtype="<i2")
+        return bytes(self._enc.encode(frame.tobytes(), len(frame)))
+
+
+class _OpusDecoder:
+    def __init__(self, rate: int) -> None:
+        self._dec = _opuslib().Decoder(rate, 1)
+        self._max = int(rate * _OPUS_MAX_SECONDS)
+
+    def decode(self, payload: bytes) -> Samples:
+        """A packet's samples (mono: a stereo stream is downmixed by libopus).  A corrupt
+        packet raises ``ValueError``."""
+        try:
+            pcm = self._dec.decode(bytes(payload), self._max)
+        except Exception as exc:  # opuslib.OpusError: corrupt or empty packet
+            raise ValueError(f"opus: {exc}") from None
+        return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+
+
+def _opuslib() -> Any:
+    module = _binding("opuslib")
+    if module is None:
+        raise ImportError("Opus needs the 'opuslib' package and libopus (pip install 'skinnysip[codecs]', "
+                          "apt-get install libopus0)")
+    return module
+
+
+@functools.cache
+def _binding(name: str) -> Any:
+    """The imported binding, or None when it (or the C library under it) is missing."""
+    try:
+        return importlib.import_module(name)
+    except Exception:  # ImportError, or opuslib's bare Exception when libopus is not found
+        return None
+
+
+PCMU = Codec("PCMU", g711.PT_PCMU, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
+PCMA = Codec("PCMA", g711.PT_PCMA, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
+G722 = Codec("G722", 9, True, 8000, 16000, (8000, 16000), ie=0.0, bpl=25.1, binding="G722",
+             _make_encoder=lambda c, r: _G722(r), _make_decoder=lambda c, r: _G722(r))
+OPUS = Codec("opus", 111, False, 48000, 48000, (8000, 12000, 16000, 24000, 48000), ie=0.0, bpl=25.1,
+             channels=2, fmtp="useinbandfec=1", ptimes=(0.01, 0.02, 0.04, 0.06), binding="opuslib",
+             _make_encoder=lambda c, r: _OpusEncoder(r), _make_decoder=lambda c, r: _OpusDecoder(r))
+
+#: every codec we can describe, in our order of preference (wideband first)
+KNOWN: tuple[Codec, ...] = (OPUS, G722, PCMU, PCMA)
+
+
+def available() -> tuple[Codec, ...]:
+    """The codecs whose binding imports here, in our order of preference."""
+    return tuple(c for c in KNOWN if c.is_available)
+
+
+def by_name(name: str) -> Codec | None:
+    """The known codec with this encoding name (case-insensitive), or None."""
+    return next((c for c in KNOWN if c.name.lower() == name.lower()), None)
+
+
+def for_payload_type(payload_type: int) -> Codec | None:
+    """The codec a payload type means without SDP: a static one (RFC 3551), or the known
+    codec whose default dynamic type it is (111: opus); None otherwise."""
+    return next((c for c in KNOWN if c.payload_type == payload_type), None)
+
+
+def matching(encoding: str, clock_rate: int, channels: int | None,
+             among: tuple[Codec, ...] | None = None) -> Codec | None:
+    """The codec (of ``among``, default :data:`KNOWN`) an rtpmap names, or None."""
+    return next((c for c in (KNOWN if among is None else among) if c.matches(encoding, clock_rate, channels)), None)
