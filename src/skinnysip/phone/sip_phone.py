@@ -453,17 +453,20 @@ class SIPPhone(Phone):
         self._set_registration(RegistrationState.REGISTERING, "")
         return await self._register_once(self.account.expires)
 
-    async def _register_once(self, expires: int) -> bool:
+    async def _register_once(self, expires: int, contact: NameAddr | None = None) -> bool:
+        """One REGISTER of ``contact`` (default: ours now) for ``expires`` seconds, digest if
+        challenged; True on a 2xx. Updates the registration state unless ``expires`` is 0."""
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         flow = self.flow
+        contact = contact or self._contact(flow)
         self._reg_cseq += 1
         aor = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
                                                           self.aor.port))
         request = new_request(
             "REGISTER", self._registrar_uri(), from_=NameAddr(aor.display_name, aor.uri, {"tag": self._reg_tag}),
             to=aor, via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
-            contact=self._contact(flow), route_set=self._route_set(), user_agent=USER_AGENT,
+            contact=contact, route_set=self._route_set(), user_agent=USER_AGENT,
             headers=[("Expires", str(expires)), ("Allow", ALLOW)],
         )
         outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
@@ -484,7 +487,9 @@ class SIPPhone(Phone):
         granted = self._granted(response, request) or expires
         self.expires_granted = granted
         if self._learn_public(response, flow):
-            return await self._register_once(expires)  # the Contact changed: register it (RFC 3581)
+            # behind a NAT (RFC 3581): remove the private binding, register the public one
+            await self._register_once(0, contact)
+            return await self._register_once(expires)
         self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
         return True
 
@@ -514,11 +519,11 @@ class SIPPhone(Phone):
             return False
         if via is None or flow.transport != "udp":
             return False
-        received = via.params.get("received")
         rport = via.params.get("rport")
-        if not received or not rport or not rport.isdigit():
+        if not rport or not rport.isdigit():
             return False
-        public = (received, int(rport))
+        # ``received`` is absent when the registrar saw our own IP (§18.2.1); the port may differ
+        public = (via.params.get("received") or via.host, int(rport))
         local = self.endpoint.local_address(flow)
         if public == local or public == self._public:
             return False
