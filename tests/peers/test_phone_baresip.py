@@ -92,8 +92,11 @@ async def test_call_baresip_and_hear_each_other(pbx: KamailioPeer, bob: Baresip,
     assert any(s.startswith("ACK") for s in summaries) and any(s.startswith("BYE") for s in summaries)
 
 
-async def test_baresip_calls_us_and_we_auto_answer(pbx: KamailioPeer, bob: Baresip, tmp_path: Path) -> None:
-    async with SIPPhone(account(pbx, "alice", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_baresip_calls_us_and_we_auto_answer(pbx: KamailioPeer, bob: Baresip, tmp_path: Path,
+                                                   transport: str) -> None:
+    """baresip (UDP) calls us; Kamailio relays the INVITE over the flow we registered on."""
+    async with SIPPhone(account(pbx, "alice", transport, auto_answer=0.2, record_dir=str(tmp_path))) as phone:
         await registered(pbx, "alice")
         await bob.command("dial", f"sip:alice@{pbx.realm}")
         event = await phone.next_event(10)
@@ -163,6 +166,19 @@ async def test_hold_and_resume_by_reinvite(pbx: KamailioPeer, bob: Baresip, tmp_
         assert call.media.report()["received"]["packets"] - held > 30  # type: ignore[union-attr]
         summaries = [m.summary for m in call.exchange if m.direction == "sent"]
         assert sum(s.startswith("INVITE") for s in summaries) >= 3  # INVITE(+auth) + hold + resume
+        # the far end holds us: its re-INVITE says sendonly, we answer recvonly and flag it
+        await bob.command("hold")
+        for _ in range(50):
+            if call.remote_hold:
+                break
+            await asyncio.sleep(0.1)
+        assert call.remote_hold and call.audio.direction == "recvonly"
+        await bob.command("resume")
+        for _ in range(50):
+            if not call.remote_hold:
+                break
+            await asyncio.sleep(0.1)
+        assert not call.remote_hold and call.audio.direction == "sendrecv"
         await call.hangup()
 
 

@@ -12,7 +12,7 @@ import sip_peers
 from sip_peers import sipp_uac
 
 from peertools import free_port
-from skinnysip.phone.api import CallState, CallStateChanged
+from skinnysip.phone.api import CallState, CallStateChanged, PhoneError
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -215,4 +215,93 @@ async def test_cancel_crossing_the_200_ends_the_call_with_bye() -> None:
             await asyncio.sleep(0.5)
             sent = [m.summary for m in call.exchange if m.direction == "sent"]
             assert [s.split()[0] for s in sent] == ["INVITE", "CANCEL", "ACK", "BYE"]
+        assert peer.finish().successful_calls == 1
+
+
+async def test_caller_cancels_while_we_ring() -> None:
+    """§9.2: the caller's CANCEL gets 200, the INVITE 487 (ACKed), the call ends here."""
+    port = free_port(socket.SOCK_DGRAM)
+    xml = HEAD.format(name="cancel") + f"""  <send retrans="500"><![CDATA[
+INVITE sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+""" + SDP + """]]></send>
+""" + recv("100", True) + recv("180") + f"""  <pause milliseconds="500"/>
+  <send><![CDATA[
+CANCEL sip:alice@127.0.0.1:{port} SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("200") + recv("487") + f"""  <send><![CDATA[
+ACK sip:alice@127.0.0.1:{port} SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + TAIL
+    async with SIPPhone(phone_account(listen_port=port)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        events = await _events(phone)
+        ended = [e for e in events if isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED]
+        assert ended and ended[0].reason == "cancelled by the caller"
+        assert not phone.calls
+
+
+async def test_far_end_bye_during_our_reinvite() -> None:
+    """The callee sends BYE while our re-INVITE (hold) is pending, then 487s the re-INVITE:
+    we answer the BYE 200, the call ends, hold() says why, and the 487 is ACKed."""
+    first = """  <recv request="INVITE" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>
+    </action>
+  </recv>
+"""
+    reinvite = """  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+      <ereg regexp=".*" search_in="hdr" header="CSeq:" check_it="true" assign_to="cseq"/>
+    </action>
+  </recv>
+"""
+    bye = """  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$caller]
+Call-ID: [call_id]
+CSeq: 1 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+    terminated = response("487 Request Terminated", tag="").replace("[last_Via:]", "Via:[$via]").replace(
+        "[last_CSeq:]", "CSeq:[$cseq]").replace("[last_To:]", "To: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]").replace(
+        "[last_From:]", "From:[$caller]")
+    xml = (HEAD.format(name="bye-during-reinvite") + first + response("200 OK", sdp=True) + recv("ACK")
+           + reinvite + bye + recv("200") + terminated + recv("ACK") + TAIL)
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            assert await call.wait_connected(5)
+            with pytest.raises(PhoneError, match="487 Request Terminated"):
+                await call.hold()
+            assert await call.wait_ended(5) and call.end_reason == "BYE received"
         assert peer.finish().successful_calls == 1
