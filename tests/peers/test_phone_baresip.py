@@ -258,3 +258,41 @@ async def test_pcma_both_ways(pbx: KamailioPeer, tmp_path: Path) -> None:
             await bob.command("hangup")
             assert await incoming.wait_ended(10)
             assert share_of(Path(incoming.media_report()["recordings"]["rx"]), THEIR_TONE) >= 0.95  # type: ignore[index]
+
+
+async def test_hold_and_resume_seen_by_tshark(pbx: KamailioPeer, bob: Baresip) -> None:
+    """The same hold/resume, judged by tshark: the re-INVITEs' SDP says sendonly then sendrecv,
+    the answers recvonly then sendrecv, and baresip's RTP to us stops during the hold and
+    starts again after it (RFC 3264 §8.4)."""
+    from peertools import TsharkCapture
+
+    async with SIPPhone(account(pbx, "alice")) as phone:
+        cap = TsharkCapture(f"udp port {pbx.udp_port} or udp portrange 1024-65535").start()
+        try:
+            call = await phone.call("bob")
+            assert await call.wait_connected(15), call.end_reason
+            assert call.media is not None
+            our_rtp = call.media.local_port
+            await asyncio.sleep(1)
+            await call.hold()
+            await asyncio.sleep(1.5)
+            await call.resume()
+            await asyncio.sleep(1)
+            await call.hangup()
+        finally:
+            cap.stop()
+    sdp = cap.decode(f"sip.Method == \"INVITE\" && udp.srcport != {pbx.udp_port} && sdp", ["sdp.media_attr"])
+    directions = [next((a for a in p.get("sdp.media_attr", []) if a in ("sendonly", "sendrecv", "recvonly",
+                                                                        "inactive")), None) for p in sdp]
+    assert directions[-2:] == ["sendonly", "sendrecv"], directions
+    answers = cap.decode(f"sip.Status-Code == 200 && sip.CSeq.method == \"INVITE\" && udp.dstport != {pbx.udp_port}"
+                         " && sdp", ["sdp.media_attr"])
+    answer_dirs = [next((a for a in p.get("sdp.media_attr", []) if a in ("sendonly", "sendrecv", "recvonly",
+                                                                         "inactive")), "sendrecv") for p in answers]
+    assert "recvonly" in answer_dirs, answer_dirs
+    rtp = cap.decode(f"udp.dstport == {our_rtp}", ["frame.time_relative"])
+    times = sorted(float(p["frame.time_relative"][0]) for p in rtp)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) > 1.0  # the hold: baresip stopped sending to us
+    longest = gaps.index(max(gaps))
+    assert len(times) - longest - 1 > 30  # and sent again after the resume
