@@ -292,7 +292,7 @@ async def test_hold_and_resume_seen_by_tshark(pbx: KamailioPeer, bob: Baresip) -
     assert "recvonly" in answer_dirs, answer_dirs
     rtp = cap.decode(f"udp.dstport == {our_rtp}", ["frame.time_relative"])
     times = sorted(float(p["frame.time_relative"][0]) for p in rtp)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert max(gaps) > 1.0  # the hold: baresip stopped sending to us
     longest = gaps.index(max(gaps))
     assert len(times) - longest - 1 > 30  # and sent again after the resume
