@@ -118,3 +118,21 @@ async def test_sccp_phone_on_the_command_line() -> None:
         assert code == 2 and "--device" in out and "Traceback" not in err
     finally:
         await cm.stop()
+
+
+async def test_interactive_commands_on_stdin(pbx: KamailioPeer) -> None:
+    """baresip-style commands typed on stdin; the current call and its state are shown after
+    every event."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
+        proc = await asyncio.create_subprocess_exec(*_cmd(pbx), stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+        script = b"dial bob\nsleep 2\nhold\nsleep 1\ncalls\nresume\nsleep 1\nhangup\nsleep 1\nbogus\nquit\n"
+        out, err = await asyncio.wait_for(proc.communicate(script), 60)
+        text = out.decode()
+        assert proc.returncode == 0, text + err.decode()
+        assert "call 1 confirmed" in text and "call 1 confirmed on hold" in text, text + err.decode()
+        assert "unknown command 'bogus'" in text and "Traceback" not in err.decode()
+        await bob.wait_event("CALL_CLOSED")

@@ -166,6 +166,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         data.pop("time", None)
         text = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", False))
         console.print(f"{kind}: {text}", markup=False, highlight=False)
+        console.print(f"  [{_current(phone)}]", markup=False, highlight=False, style="dim")
 
     async def printer() -> None:
         async for event in phone.events():
@@ -213,6 +214,17 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         while not phone._events.empty():
             show(phone._events.get_nowait())
     return code
+
+
+def _current(phone: Any) -> str:
+    """The always-visible status: registration and the current (newest live) call."""
+    reg = getattr(phone.registration, "value", str(phone.registration))
+    if not phone.calls:
+        return f"{reg}; no call"
+    call = phone.calls[-1]
+    hold = " on hold" if call.local_hold else (" held by the far end" if call.remote_hold else "")
+    more = f" (+{len(phone.calls) - 1} more)" if len(phone.calls) > 1 else ""
+    return f"{reg}; call {call.id} {call.state.value}{hold} {call.remote}{more}"
 
 
 HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "

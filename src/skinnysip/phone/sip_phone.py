@@ -299,6 +299,7 @@ class SIPCall(Call):
             raise PhoneError(f"call {self.id} is already on hold")
         await self.phone._reinvite(self, "sendonly")
         self.local_hold = True
+        self.phone.emit(CallStateChanged(self, self.state, "on hold"))
 
     async def resume(self) -> None:
         self._require(CallState.CONFIRMED, action="resume")
@@ -306,6 +307,7 @@ class SIPCall(Call):
             raise PhoneError(f"call {self.id} is not on hold")
         await self.phone._reinvite(self, "sendrecv")
         self.local_hold = False
+        self.phone.emit(CallStateChanged(self, self.state, "resumed"))
 
     async def transfer(self, target: str, *, replaces: SIPCall | None = None) -> None:
         """Transfer the far end to ``target`` by REFER (RFC 3515). With ``replaces`` (another
