@@ -254,3 +254,49 @@ async def test_sccp_phones_over_http_call_each_other(api: httpx.AsyncClient) -> 
             assert (await api.delete(f"/api/phones/{phone_id}")).status_code == 200
     finally:
         await cm.stop()
+
+
+async def test_attended_transfer_over_http(api: httpx.AsyncClient, pbx: KamailioPeer) -> None:
+    """alice (made over the API) calls bob and carol (our phones, auto-answer), then transfers
+    bob to carol attended (``replaces``): bob's INVITE replaces alice–carol, bob and carol end
+    up connected, alice has no call left."""
+    from skinnysip.phone.api import CallState
+    from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+
+    def account(user: str) -> SIPAccount:
+        return SIPAccount(aor=f"sip:{user}@{pbx.realm}", password=pbx.users[user],
+                          registrar=f"127.0.0.1:{pbx.udp_port}", auto_answer=0.1)
+
+    async with SIPPhone(account("bob")) as bob, SIPPhone(account("carol")) as carol:
+        pid = (await api.post("/api/phones", json=alice(pbx))).json()["id"]
+        try:
+            ids = []
+            for target in ("bob", "carol"):
+                r = await api.post(f"/api/phones/{pid}/calls", json={"target": target})
+                assert r.status_code == 201, r.text
+                ids.append(r.json()["id"])
+                for _ in range(100):
+                    if (await api.get(f"/api/phones/{pid}/calls/{ids[-1]}")).json()["state"] == "confirmed":
+                        break
+                    await asyncio.sleep(0.1)
+            to_bob, to_carol = ids
+            assert (await api.post(f"/api/phones/{pid}/calls/{to_bob}/hold")).status_code == 200
+            r = await api.post(f"/api/phones/{pid}/calls/{to_bob}/transfer",
+                               json={"target": f"sip:carol@{pbx.realm}", "replaces": to_carol})
+            assert r.status_code == 200, r.text
+            for _ in range(100):
+                live_bob = [c for c in bob.calls if c.state is CallState.CONFIRMED]
+                live_carol = [c for c in carol.calls if c.state is CallState.CONFIRMED]
+                if len(live_bob) == 1 and len(live_carol) == 1 and "bob" in live_carol[0].remote:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(live_bob) == 1 and "carol" in live_bob[0].remote
+            assert len(live_carol) == 1 and "bob" in live_carol[0].remote
+            for _ in range(50):
+                calls = (await api.get(f"/api/phones/{pid}/calls")).json()
+                if all(c["state"] == "terminated" for c in calls):
+                    break
+                await asyncio.sleep(0.1)
+            assert all(c["state"] == "terminated" for c in calls), calls
+        finally:
+            await api.delete(f"/api/phones/{pid}")

@@ -174,6 +174,8 @@ def test_unknown_call_is_404(client: TestClient, action: str) -> None:
         ("calls/1/reject", {"code": "486"}, "code"),
         ("calls/1/transfer", {}, "target"),
         ("calls/1/transfer", {"target": "a b"}, "target"),
+        ("calls/1/transfer", {"target": "bob", "replaces": 0}, "replaces"),
+        ("calls/1/transfer", {"target": "bob", "replaces": "x"}, "replaces"),
         ("calls/1/dtmf", {}, "digits"),
         ("calls/1/dtmf", {"digits": "12x"}, "digits"),
         ("calls/1/dtmf", {"digits": "1" * 33}, "digits"),

@@ -54,7 +54,7 @@ from skinnysip.net import tls
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.phone.api import Call, IncomingCall, Phone, PhoneError, event_to_dict
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
-from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import ResultModel, WireMessage
 from skinnysip.sccp.station import validate_device_name
@@ -665,10 +665,28 @@ async def resume_call(request: Request, phone_id: str, call_id: int) -> dict[str
     return await _call_action(request, phone_id, call_id, lambda c: c.resume())
 
 
+class TransferBody(TargetBody):
+    replaces: int | None = Field(None, ge=1, description="Attended transfer (RFC 3891): the id of another "
+                                 "confirmed call of this phone, to the target, that the transferee's call replaces.")
+
+
 @router.post("/api/phones/{phone_id}/calls/{call_id}/transfer", response_model=CallResult)
-async def transfer_call(request: Request, phone_id: str, call_id: int, body: TargetBody) -> dict[str, Any]:
-    """Blind transfer to ``target``; answers when the transfer has succeeded (or 409)."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.transfer(body.target), "target")
+async def transfer_call(request: Request, phone_id: str, call_id: int, body: TransferBody) -> dict[str, Any]:
+    """Transfer to ``target`` by REFER: blind, or attended with ``replaces`` (SIP phones);
+    answers when the transfer has succeeded (or 409)."""
+
+    async def act(call: Call) -> None:
+        if body.replaces is None:
+            await call.transfer(body.target)
+            return
+        if not isinstance(call, SIPCall):
+            raise PhoneError("attended transfer (replaces) needs a SIP phone")
+        other = call.phone.find(body.replaces)
+        if not isinstance(other, SIPCall):
+            raise PhoneError(f"no SIP call {body.replaces}")
+        await call.transfer(body.target, replaces=other)
+
+    return await _call_action(request, phone_id, call_id, act, "target")
 
 
 @router.post("/api/phones/{phone_id}/calls/{call_id}/dtmf", response_model=CallResult)

@@ -10,7 +10,8 @@ Three ways to run it:
   connected.
 - **interactive** (otherwise): commands on stdin in the baresip manner — ``dial TARGET``,
   ``accept [ID]``, ``reject [ID] [CODE]``, ``hangup [ID]``, ``hold [ID]``, ``resume [ID]``,
-  ``transfer TARGET [ID]``, ``dtmf DIGITS [ID]``, ``message TARGET TEXT``, ``calls``,
+  ``transfer TARGET [ID]``, ``atransfer OTHER_ID [ID]`` (attended, RFC 3891), ``dtmf DIGITS [ID]``,
+  ``message TARGET TEXT``, ``calls``,
   ``reg``, ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
   first (a script). The current call is the newest live one.
 
@@ -228,7 +229,8 @@ def _current(phone: Any) -> str:
 
 
 HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "
-        "transfer TARGET [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | sleep S | quit")
+        "transfer TARGET [ID] | atransfer OTHER_ID [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | "
+        "sleep S | quit")
 
 
 async def _interactive(phone: Any, stop: asyncio.Event) -> None:
@@ -301,6 +303,9 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         await _pick(phone, args).resume()
     elif verb == "transfer":
         await _pick(phone, args[1:]).transfer(args[0])
+    elif verb == "atransfer":  # attended: atransfer OTHER_ID [ID] — the far end of ID replaces OTHER_ID's call
+        other = phone.find(int(args[0]))
+        await _pick(phone, args[1:]).transfer("", replaces=other)
     elif verb == "dtmf":
         await _pick(phone, args[1:]).send_dtmf(args[0])
     elif verb == "message":
