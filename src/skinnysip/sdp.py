@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from skinnysip.rtp import codecs as _codecs
 
@@ -31,7 +33,7 @@ __all__ = [
     "RtpMap",
     "SDPParseError",
     "SessionDescription",
-    "AUDIO_CODECS",
+    "AUDIO_CODECS",  # noqa: F822 - computed on first use by __getattr__
     "SRTP_MODES",
     "SRTP_SUITES",
     "TELEPHONE_EVENT_PT",
@@ -569,7 +571,19 @@ _REVERSE = {"sendonly": "recvonly", "recvonly": "sendonly", "sendrecv": "sendrec
 #: whose binding imports here (111 opus, 9 G722: :func:`skinnysip.rtp.codecs.available`), then
 #: G.711 (0 PCMU, 8 PCMA). A dynamic type here (111) stands for its codec, whatever type the
 #: peer's SDP maps it to.
-AUDIO_CODECS: tuple[int, ...] = tuple(c.payload_type for c in _codecs.available())
+# AUDIO_CODECS is computed on first use (module ``__getattr__``): finding which bindings import
+# loads them (libopus through ctypes), which the CLI's start-up should not pay for.
+
+
+@functools.cache
+def _audio_codecs() -> tuple[int, ...]:
+    return tuple(c.payload_type for c in _codecs.available())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AUDIO_CODECS":
+        return _audio_codecs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def reverse_direction(direction: str) -> str:
@@ -665,7 +679,7 @@ def audio_answer(
     port: int,
     *,
     direction: str = "sendrecv",
-    codecs: tuple[int, ...] = AUDIO_CODECS,
+    codecs: tuple[int, ...] | None = None,
     session_id: int | None = None,
     version: int = 0,
     ptime: int = 20,
@@ -693,7 +707,7 @@ def audio_answer(
     m = _audio(offer)
     if m is None:
         raise ValueError("the offer has no audio stream")
-    pick = _first_codec(m, _usable_codecs(codecs))
+    pick = _first_codec(m, _usable_codecs(_audio_codecs() if codecs is None else codecs))
     chosen, codec = pick if pick is not None else (None, _codecs.PCMU)
     te = _telephone_event(m, codec.clock_rate)
     mine = combine_directions(direction, reverse_direction(offer.direction_of(m)))
@@ -758,7 +772,7 @@ def _renumber(value: str | None, remap: dict[str, str]) -> str | None:
     return f"{remap.get(pt, pt)}{space}{rest}"
 
 
-def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] = AUDIO_CODECS,
+def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] | None = None,
                     telephone_event: int | None = TELEPHONE_EVENT_PT, session_id: int | None = None, version: int = 0,
                     ptime: int = 20, srtp: str = "off", crypto: Sequence[CryptoAttribute] | None = None,
                     telephone_event_48k: int | None = TELEPHONE_EVENT_48K_PT) -> SessionDescription:
@@ -774,6 +788,8 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
     on a re-offer) or one fresh key per suite of :data:`SRTP_SUITES`, tags 1, 2.
     ``ValueError`` for another ``srtp``."""
     _check_srtp_mode(srtp)
+    if codecs is None:
+        codecs = _audio_codecs()
     formats = [(pt, pt) for pt in codecs]
     if telephone_event is not None:
         formats.append((telephone_event, TELEPHONE_EVENT_PT))

@@ -35,17 +35,16 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy and the codec bindings load when a coder is made, not at import
+    import numpy as np
+    import numpy.typing as npt
 
-from skinnysip.rtp import g711
+    Samples = npt.NDArray[np.int16]
 
 __all__ = ["Codec", "FrameDecoder", "FrameEncoder", "KNOWN", "OPUS", "G722", "PCMU", "PCMA", "available",
            "by_name", "for_payload_type", "matching"]
-
-Samples = npt.NDArray[np.int16]
 
 
 class FrameEncoder(Protocol):
@@ -129,13 +128,16 @@ IMPAIRMENT_NOTE = "G.711: G.113 App. I; G.722/Opus: assumed equal to G.711 on th
 
 class _G711:
     def __init__(self, payload_type: int) -> None:
+        from skinnysip.rtp import g711
+
         self.payload_type = payload_type
+        self._g711 = g711
 
     def encode(self, samples: Samples) -> bytes:
-        return g711.encode(self.payload_type, samples)
+        return self._g711.encode(self.payload_type, samples)
 
     def decode(self, payload: bytes) -> Samples:
-        return g711.decode(self.payload_type, payload)
+        return self._g711.decode(self.payload_type, payload)
 
 
 class _G722:
@@ -145,13 +147,16 @@ class _G722:
         module = _binding("G722")
         if module is None:
             raise ImportError("G.722 needs the 'g722' package (pip install 'skinnysip[codecs]')")
+        import numpy
+
+        self._np = numpy
         self._codec = module.G722(rate, 64000)
 
     def encode(self, samples: Samples) -> bytes:
-        return bytes(self._codec.encode(np.ascontiguousarray(samples, dtype=np.int16)))
+        return bytes(self._codec.encode(self._np.ascontiguousarray(samples, dtype=self._np.int16)))
 
     def decode(self, payload: bytes) -> Samples:
-        return np.asarray(self._codec.decode(payload), dtype=np.int16)
+        return self._np.asarray(self._codec.decode(payload), dtype=self._np.int16)
 
 
 #: the longest Opus packet (RFC 6716 §3.2.5: 120 ms)
@@ -160,16 +165,22 @@ _OPUS_MAX_SECONDS = 0.12
 
 class _OpusEncoder:
     def __init__(self, rate: int) -> None:
+        import numpy
+
         opuslib = _opuslib()
+        self._np = numpy
         self._enc = opuslib.Encoder(rate, 1, opuslib.APPLICATION_VOIP)
 
     def encode(self, samples: Samples) -> bytes:
-        frame = np.ascontiguousarray(samples, dtype="<i2")
+        frame = self._np.ascontiguousarray(samples, dtype="<i2")
         return bytes(self._enc.encode(frame.tobytes(), len(frame)))
 
 
 class _OpusDecoder:
     def __init__(self, rate: int) -> None:
+        import numpy
+
+        self._np = numpy
         self._dec = _opuslib().Decoder(rate, 1)
         self._max = int(rate * _OPUS_MAX_SECONDS)
 
@@ -180,7 +191,7 @@ class _OpusDecoder:
             pcm = self._dec.decode(bytes(payload), self._max)
         except Exception as exc:  # opuslib.OpusError: corrupt or empty packet
             raise ValueError(f"opus: {exc}") from None
-        return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+        return self._np.frombuffer(pcm, dtype="<i2").astype(self._np.int16)
 
 
 def _opuslib() -> Any:
@@ -200,8 +211,8 @@ def _binding(name: str) -> Any:
         return None
 
 
-PCMU = Codec("PCMU", g711.PT_PCMU, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
-PCMA = Codec("PCMA", g711.PT_PCMA, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
+PCMU = Codec("PCMU", 0, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
+PCMA = Codec("PCMA", 8, True, 8000, 8000, (8000,), ie=0.0, bpl=25.1)
 G722 = Codec("G722", 9, True, 8000, 16000, (8000, 16000), ie=0.0, bpl=25.1, binding="G722",
              _make_encoder=lambda c, r: _G722(r), _make_decoder=lambda c, r: _G722(r))
 OPUS = Codec("opus", 111, False, 48000, 48000, (8000, 12000, 16000, 24000, 48000), ie=0.0, bpl=25.1,
