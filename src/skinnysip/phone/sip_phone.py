@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-from skinnysip.addresses import strip_brackets
+from skinnysip.addresses import hostport
 from skinnysip.net.media import MediaConfig, MediaStream, SRTPConfig
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
@@ -74,7 +74,7 @@ from skinnysip.sip.transactions import (
     TimedOut,
     TransportFailed,
 )
-from skinnysip.sip.uri import NameAddr, SipURI
+from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
 __all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
 
@@ -145,15 +145,15 @@ class SIPAccount:
         return uri
 
 
-def _split_hostport(text: str) -> tuple[str, int | None]:
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port) if port.isdigit() else None
-    return text, None
+def _server(field_name: str, text: str | None) -> tuple[str, int | None] | None:
+    """An account's ``host[:port]`` (IPv6 in brackets) parsed once; ``ValueError`` naming the
+    field when it is not one."""
+    if text is None:
+        return None
+    try:
+        return parse_hostport(text.strip())
+    except SIPParseError as exc:
+        raise ValueError(f"{field_name}: {exc.reason}") from exc
 
 
 def _option_tags(message: Request | Response, name: str) -> set[str]:
@@ -342,6 +342,8 @@ class SIPPhone(Phone):
         super().__init__()
         self.account = account
         self.aor = account.uri()
+        self.registrar = _server("registrar", account.registrar)
+        self.outbound_proxy = _server("outbound_proxy", account.outbound_proxy)
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file)
@@ -373,11 +375,11 @@ class SIPPhone(Phone):
                 await self.endpoint.listen(acc.transport, acc.listen_host or "127.0.0.1", acc.listen_port)
             except SIPTransportError as exc:
                 raise PhoneError(exc.reason) from exc
-        server = acc.outbound_proxy or acc.registrar
+        server = self.outbound_proxy or self.registrar
         if server is None and acc.register:
-            server = self.aor.host + (f":{self.aor.port}" if self.aor.port else "")
+            server = (self.aor.host, self.aor.port)
         if server is not None:
-            self.flow = await self._open_flow(server, secure=self.aor.scheme == "sips")
+            self.flow = await self._open_flow(*server, secure=self.aor.scheme == "sips")
         if acc.register and self.flow is not None:
             await self.register()
             self._reg_task = self._spawn(self._registration_loop())
@@ -406,9 +408,10 @@ class SIPPhone(Phone):
             self._remove_handler()
         await self.endpoint.close()
 
-    async def _open_flow(self, server: str, *, secure: bool) -> Flow:
-        host, port = _split_hostport(server)
-        host = strip_brackets(host)
+    async def _open_flow(self, host: str, port: int | None, *, secure: bool) -> Flow:
+        """A flow to ``host`` (no brackets) and ``port`` (None: RFC 3263 decides), trying each
+        located target in turn. :class:`PhoneError` when none can be reached."""
+        server = hostport(host, port) if port else host
         try:
             targets = await self.endpoint.resolve(host, port=port, transport=self.account.transport,
                                                   secure=secure, timeout=10.0)
@@ -431,20 +434,26 @@ class SIPPhone(Phone):
             contact.uri.host, contact.uri.port = self._public
         return contact
 
+    async def _flow_for(self, uri: str) -> Flow:
+        """The flow a request to ``uri`` goes on: the registrar/proxy flow, else one to the
+        URI's own host (calls without a registrar)."""
+        if self.flow is not None:
+            return self.flow
+        parsed = SipURI.parse(uri)
+        return await self._open_flow(parsed.host, parsed.port, secure=parsed.scheme == "sips")
+
     def _registrar_uri(self) -> str:
-        if self.account.registrar:
-            host, port = _split_hostport(self.account.registrar)
-            return str(SipURI(self.aor.scheme, None, None, strip_brackets(host), port))
-        return str(SipURI(self.aor.scheme, None, None, self.aor.host, self.aor.port))
+        host, port = self.registrar or (self.aor.host, self.aor.port)
+        return str(SipURI(self.aor.scheme, None, None, host, port))
 
     def _route_set(self) -> list[str]:
-        if not self.account.outbound_proxy:
+        if self.outbound_proxy is None:
             return []
-        host, port = _split_hostport(self.account.outbound_proxy)
+        host, port = self.outbound_proxy
         params: dict[str, str | None] = {"lr": None}
         if self.account.transport != "udp":
             params["transport"] = self.account.transport
-        return [str(NameAddr(None, SipURI("sip", None, None, strip_brackets(host), port, params)))]
+        return [str(NameAddr(None, SipURI("sip", None, None, host, port, params)))]
 
     async def register(self) -> bool:
         """Register now (REGISTER with the account's expiry, digest if challenged). True
@@ -590,11 +599,7 @@ class SIPPhone(Phone):
             uri = self.target_uri(target)
         except SIPParseError as exc:
             raise PhoneError(f"bad target {target!r}: {exc.reason}") from exc
-        flow = self.flow
-        if flow is None:
-            parsed = SipURI.parse(uri)
-            flow = await self._open_flow(f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
-                                         secure=parsed.scheme == "sips")
+        flow = await self._flow_for(uri)
         call = SIPCall(self, CallDirection.OUTGOING, uri, new_call_id())
         call.flow = flow
         self.calls.append(call)
@@ -669,12 +674,7 @@ class SIPPhone(Phone):
                     if target is not None:
                         redirects += 1
                         call.remote = target
-                        if self.flow is None:  # no proxy: the new target's own server (RFC 3263)
-                            parsed = SipURI.parse(target)
-                            flow = await self._open_flow(
-                                f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
-                                secure=parsed.scheme == "sips")
-                            call.flow = flow
+                        flow = call.flow = await self._flow_for(target)  # without a proxy: the new target's own server
                         request = self._retarget(request, target, flow)
                         continue
                 srtp_refused = code == 488 and self.account.srtp == "mandatory"
@@ -1246,11 +1246,7 @@ class SIPPhone(Phone):
         """Send an instant message (MESSAGE, ``text/plain``; digest if challenged).
         :class:`PhoneError` when it is not accepted (2xx)."""
         uri = self.target_uri(target)
-        flow = self.flow
-        if flow is None:
-            parsed = SipURI.parse(uri)
-            flow = await self._open_flow(f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host,
-                                         secure=parsed.scheme == "sips")
+        flow = await self._flow_for(uri)
         local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
                                                             self.aor.port))
         request = new_request("MESSAGE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri)),
