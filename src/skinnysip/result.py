@@ -13,9 +13,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-# Re-export: skinnysip.probes.sip still imports hostport from here; new code uses addresses.
-from skinnysip.addresses import hostport as hostport
-
 
 class ResultModel(BaseModel):
     """Base for results and API request bodies: Python snake_case fields, JSON camelCase."""

@@ -14,6 +14,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,6 +48,25 @@ def looping_source(encoded: bytes, packet_bytes: int) -> PayloadSource:
         return chunk
 
     return payload
+
+
+P = TypeVar("P", bound=asyncio.DatagramProtocol)
+
+
+async def bind_even_port(host: str, factory: Callable[[], P], attempts: int = 10) -> tuple[P, int]:
+    """Bind a UDP socket on ``host`` (IPv4 or IPv6 literal) with ``factory``'s protocol on an
+    even port, as an RTP port should be (RFC 3550 §11); after ``attempts`` odd ports the last
+    one is kept. Returns (protocol, port); the transport is ``protocol``'s. ``OSError`` if
+    nothing can be bound."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for attempt in range(attempts):
+        transport, protocol = await loop.create_datagram_endpoint(factory, local_addr=(host, 0), family=family)
+        port = int(transport.get_extra_info("sockname")[1])
+        if port % 2 == 0 or attempt == attempts - 1:
+            return protocol, port
+        transport.close()
+    raise OSError("no port bound")  # pragma: no cover - attempts >= 1
 
 
 @dataclass

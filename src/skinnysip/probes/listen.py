@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skinnysip.net.rtp import bind_even_port
 from skinnysip.net.sip_endpoint import SIPEndpoint
 from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord
@@ -207,7 +208,7 @@ class Responder:
                 self._end(call)
                 return
             local_ip = self.endpoint.local_address(event.flow)[0]
-            echo, port = await self._bind_echo(local_ip)
+            echo, port = await bind_even_port(local_ip, lambda: _Echo(self.config.echo_limit))
             call.echo = echo
             offered = offer.media[0].payload_types if offer and offer.media else [0, 8]
             chosen = [pt for pt in offered if pt in (0, 8)][:1] or [0]
@@ -223,18 +224,6 @@ class Responder:
                 if not tx.final:
                     self.endpoint.respond(tx, 500, to_tag=to_tag)
             self._end(call)
-
-    async def _bind_echo(self, local_ip: str) -> tuple[_Echo, int]:
-        loop = asyncio.get_running_loop()
-        for _ in range(10):  # an even port (RFC 3550 §11)
-            _, echo = await loop.create_datagram_endpoint(lambda: _Echo(self.config.echo_limit),
-                                                          local_addr=(local_ip, 0))
-            assert echo.transport is not None
-            port = int(echo.transport.get_extra_info("sockname")[1])
-            if port % 2 == 0:
-                return echo, port
-            echo.transport.close()
-        return echo, port
 
     def _end(self, call: _Call) -> None:
         if call.echo is not None and call.echo.transport is not None:

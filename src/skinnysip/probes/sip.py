@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from skinnysip.addresses import check_host, format_host, hostport, is_ipv6, strip_brackets
+from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget
+from skinnysip.net.rtp import bind_even_port
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientEvent, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.result import ResultModel, TLSInfo, WireMessage
@@ -267,10 +267,6 @@ def _has_scheme(value: str) -> bool:
     return bool(_URI_SCHEME_RE.match(value))
 
 
-def _uri_host(host: str) -> str:
-    return format_host(host) if is_ipv6(host) else host
-
-
 def _name_addr(uri: str, tag: str | None = None) -> NameAddr:
     """A From/To value for ``uri`` (a URI text we built or the user gave)."""
     return NameAddr(None, parse_uri(uri), {"tag": tag} if tag else {})
@@ -293,7 +289,7 @@ class _Session:
         default_port = 5061 if self.scheme == "sips" or target.transport == "tls" else 5060
         port = request.effective_port
         self.domain = request.domain or (
-            _uri_host(request.bare_host) + ("" if port == default_port else f":{port}")
+            format_host(request.bare_host) + ("" if port == default_port else f":{port}")
         )
 
     @property
@@ -631,26 +627,13 @@ class _RTPSink(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.packets = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets += 1
-
-
-async def _bind_rtp(local_host: str) -> tuple[asyncio.DatagramTransport, int]:
-    """Bind a UDP socket on our local address for the offered RTP port (even, RFC 3550 §11)."""
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
-    last: tuple[asyncio.DatagramTransport, int] | None = None
-    for _ in range(10):
-        transport, _proto = await loop.create_datagram_endpoint(_RTPSink, local_addr=(local_host, 0), family=family)
-        port = transport.get_extra_info("sockname")[1]
-        if last is not None:
-            last[0].close()
-        if port % 2 == 0:
-            return transport, port
-        last = (transport, port)
-    assert last is not None
-    return last
 
 
 async def invite(request: ProbeRequest) -> InviteResult:
@@ -670,11 +653,12 @@ async def invite(request: ProbeRequest) -> InviteResult:
 
     async def flow(s: _Session, result: InviteResult) -> None:
         local_host = s.ep.local_address(s.flow)[0]
-        rtp, rtp_port = await _bind_rtp(local_host)
+        sink, rtp_port = await bind_even_port(local_host, _RTPSink)
         try:
             await _invite_flow(s, result, local_host, rtp_port)
         finally:
-            rtp.close()
+            if sink.transport is not None:
+                sink.transport.close()
 
     return await _run(request, _new_result(InviteResult, request), flow)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from skinnysip.sip.headers import Via
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
-from skinnysip.sip.request import BRANCH_COOKIE, reason_phrase
+from skinnysip.sip.request import BRANCH_COOKIE
 from skinnysip.sip.server_transaction import (
     AckTimedOut,
     FinalResponseTimedOut,
@@ -535,8 +535,3 @@ class TransactionLayer:
                 dkey = self._dialog_key(tx.request)
                 if dkey is not None and self._accepted.get(dkey) is tx:
                     del self._accepted[dkey]
-
-
-def status_line(code: int) -> str:
-    """``"<code> <reason>"`` with the default reason phrase."""
-    return f"{code} {reason_phrase(code)}"
