@@ -25,7 +25,7 @@ import contextlib
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from skinnysip import __version__
 from skinnysip.addresses import hostport
@@ -121,7 +121,7 @@ class Outcome:
     request: Request
     response: Response | None = None
     rtt: float | None = None
-    provisional: list[Response] | None = None
+    provisional: list[Response] = field(default_factory=list)
     error: str | None = None
     timer: str | None = None
     auth: ChallengeRetry | None = None
@@ -325,7 +325,7 @@ class SIPEndpoint:
         ``credentials`` (or ``auth``) are given. Never raises for network problems: the
         :class:`Outcome` says what happened."""
         rule = auth or ChallengeRetry(credentials)
-        outcome = Outcome(request=request, provisional=[], auth=rule)
+        outcome = Outcome(request=request, auth=rule)
         loop = asyncio.get_running_loop()
         for _ in range(3):  # first try + at most two retries (the rule stops earlier)
             try:
@@ -342,7 +342,6 @@ class SIPEndpoint:
                     return outcome
                 if isinstance(event, ResponseReceived):
                     if not event.final:
-                        assert outcome.provisional is not None
                         outcome.provisional.append(event.response)
                         continue
                     outcome.response = event.response

@@ -128,15 +128,6 @@ class SCCPAccount:
                                 protocol_version=self.protocol_version, station_ip=station_ip)
 
 
-def _source(spec: str) -> audio.AudioSource | None:
-    """The audio source of ``spec`` (None for echo, which the stream builds itself)."""
-    if spec == "echo":
-        return None
-    if spec.startswith("tone:"):
-        return audio.ToneSource(float(spec.split(":", 1)[1]))
-    return audio.SilenceSource() if spec in ("silence", "") else audio.WavSource(spec, loop=True)
-
-
 def _fields(message: WireMessage) -> dict[str, Any]:
     fields = (message.decoded or {}).get("fields")
     return fields if isinstance(fields, dict) else {}
@@ -672,8 +663,8 @@ class SCCPPhone(Phone):
         call._streams_opened += 1
         name = f"{acc.device_name}-call{call.id}-{call._streams_opened}"
         try:
-            stream = await MediaStream.open(ip, source=_source(acc.source), record_dir=acc.record_dir, name=name,
-                                            echo=acc.source == "echo",
+            stream = await MediaStream.open(ip, source=audio.source_from_spec(acc.source),
+                                            record_dir=acc.record_dir, name=name, echo=acc.source == "echo",
                                             on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration))
         except (OSError, ValueError) as exc:
             station.receive_channel_failed(ev, status=8)  # OutOfSockets

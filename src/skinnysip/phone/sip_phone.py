@@ -212,14 +212,6 @@ def _parse_replaces(value: str) -> tuple[str, str, str, bool] | None:
     return call_id.strip(), to_tag, from_tag, "early-only" in params
 
 
-def _make_source(spec: str) -> Any:
-    if spec.startswith("tone:"):
-        return audio.ToneSource(float(spec.split(":", 1)[1]))
-    if spec in ("silence", "echo", ""):
-        return audio.SilenceSource()
-    return audio.WavSource(spec, loop=True)
-
-
 class SIPCall(Call):
     """A SIP call: the INVITE dialog, its media stream and its record."""
 
@@ -614,7 +606,7 @@ class SIPPhone(Phone):
     async def _open_media(self, call: SIPCall, flow: Flow) -> MediaStream:
         local_ip = self.endpoint.local_address(flow)[0]
         acc = self.account
-        return await MediaStream.open(local_ip, source=_make_source(acc.source), record_dir=acc.record_dir,
+        return await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source), record_dir=acc.record_dir,
                                       name=f"call{call.id}", echo=acc.source == "echo",
                                       on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration))
 

@@ -321,3 +321,17 @@ def dominant_frequencies(samples: npt.ArrayLike, rate: int = RATE, frame: float 
     spectrum[:, 0] = 0.0
     peaks = np.argmax(spectrum, axis=1).astype(np.float64) * rate / nfft
     return np.where(rms < silence_rms, 0.0, peaks)
+
+
+def source_from_spec(spec: str) -> AudioSource | None:
+    """The source an account names: ``"tone:<Hz>"`` (:class:`ToneSource`), ``"silence"`` or
+    ``""`` (:class:`SilenceSource`), ``"echo"`` (None: the media stream echoes what it hears)
+    or a WAV file path (:class:`WavSource`, looped). ``ValueError`` for a bad frequency or
+    WAV file."""
+    if spec == "echo":
+        return None
+    if spec.startswith("tone:"):
+        return ToneSource(float(spec.split(":", 1)[1]))
+    if spec in ("silence", ""):
+        return SilenceSource()
+    return WavSource(spec, loop=True)
