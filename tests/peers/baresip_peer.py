@@ -180,8 +180,11 @@ async def baresip(
     if extra_account:
         params.append(extra_account)
     (workdir / "accounts").write_text(f"<{aor};transport={transport}>;" + ";".join(params) + "\n")
+    # net_interface 127.0.0.1: baresip puts 127.0.0.1 in its SDP and sends media only there, never to
+    # the machine's other addresses (its config takes no trailing comments)
     config = [
         "poll_method epoll",
+        "net_interface 127.0.0.1",
         f"sip_listen 127.0.0.1:{sip_port}",
         "sip_trans_bsize 128",
         f"audio_source aufile,{tone}",
