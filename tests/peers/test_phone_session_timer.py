@@ -153,12 +153,12 @@ async def test_422_is_retried_once_with_the_larger_interval() -> None:
         assert result.successful_calls == 1, result.log
 
 
-@pytest.mark.parametrize(("header", "code"), [("Session-Expires: 30", 422), ("Require: 100rel", 420)])
+@pytest.mark.parametrize(("header", "code"), [("Session-Expires: 30", 422), ("Require: precondition", 420)])
 async def test_incoming_invite_refused(header: str, code: int) -> None:
-    """§9: 30 s is below our 90 s minimum: 422 with ``Min-SE: 90``. RFC 3262: we send no
-    reliable provisional responses, so an INVITE requiring them gets 420 ``Unsupported``."""
+    """§9: 30 s is below our 90 s minimum: 422 with ``Min-SE: 90``. An INVITE requiring an
+    extension we do not do (preconditions, RFC 3312) gets 420 ``Unsupported`` (RFC 3261 §8.2.2.3)."""
     port = free_port(socket.SOCK_DGRAM)
-    check = {422: ("Min-SE", "^ *90"), 420: ("Unsupported", "100rel")}[code]
+    check = {422: ("Min-SE", "^ *90"), 420: ("Unsupported", "precondition")}[code]
     xml = (HEAD.format(name="refused") + uac_invite(port, f"Supported: timer\n{header}\n")
            + recv_checked(str(code), dict([check])) + uac_ack(port, for_2xx=False) + TAIL)
     async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:

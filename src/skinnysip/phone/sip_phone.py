@@ -10,9 +10,11 @@ or SIP INFO ``application/dtmf-relay``, blind transfer by REFER with NOTIFY ``me
 both ways, RFC 3515; attended transfer with ``Replaces``, RFC 3891, as transferor, transferee
 and target), session timers (RFC 4028: refresh by re-INVITE at half the interval when we are
 the refresher, BYE when the refresher stays silent, 422 retried once with the larger interval),
-reliable provisional responses to our INVITE acknowledged by PRACK (RFC 3262; we never send
-reliable provisionals ourselves, so an INVITE that requires ``100rel`` is refused 420 by the
-UAS core), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
+reliable provisional responses (RFC 3262) both ways: a reliable 18x to our INVITE is
+acknowledged by PRACK; our 180 is sent reliably (``Require: 100rel``, ``RSeq``, retransmitted
+from T1 doubling until its PRACK, the INVITE refused 504 after 64·T1 without one) when the
+INVITE requires ``100rel``, or supports it and :attr:`SIPAccount.reliable_provisional` asks
+for it), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
 
 Media is :class:`skinnysip.net.media.MediaStream` (RTP/RTCP, recordings, quality report).
 Every call's signalling is on record (:attr:`SIPCall.exchange`). Python units: seconds.
@@ -74,13 +76,14 @@ from skinnysip.sip.transactions import (
     TimedOut,
     TransportFailed,
 )
+from skinnysip.sip.uas import UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
 __all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
 SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891, RFC 4028)
-SUPPORTED_UAS = "replaces, timer"  # in our 2xx to INVITE: no reliable provisionals sent
+SUPPORTED_UAS = "100rel, replaces, timer"  # in our 2xx to INVITE
 MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
 MAX_CALLS = 32
 MAX_REDIRECTS = 3
@@ -109,6 +112,8 @@ class SIPAccount:
     timers but asks for none (None: ask for none; the far end's interval is honoured either
     way). ``min_se``: the smallest interval we accept; a smaller one in an incoming request is
     refused 422 (RFC 4028 §9; the RFC's floor is 90 s, lower values are for tests).
+    ``reliable_provisional``: send our 180 reliably (RFC 3262) also when the INVITE only
+    supports ``100rel``; when it requires ``100rel`` we always do.
     """
 
     aor: str
@@ -131,6 +136,7 @@ class SIPAccount:
     srtp: Literal["off", "optional", "mandatory"] = "off"
     session_expires: int | None = None
     min_se: int = MIN_SE
+    reliable_provisional: bool = False
     timeout: float = 32.0
     t1: float = 0.5
 
@@ -245,6 +251,8 @@ class SIPCall(Call):
         self._session_task: asyncio.Task[None] | None = None
         self._session_answer: tuple[int, bool, list[tuple[str, str]]] | None = None
         self.replaces: SIPCall | None = None  # RFC 3891: the call this incoming call replaces
+        self.rseq: int | None = None  # RFC 3262: the RSeq of our reliable 180 awaiting its PRACK
+        self._rel_task: asyncio.Task[None] | None = None
 
     # -- record ----------------------------------------------------------------------------
     @property
@@ -338,7 +346,9 @@ class SIPPhone(Phone):
         self.outbound_proxy = _server("outbound_proxy", account.outbound_proxy)
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
-                                    tls_verify=account.tls_verify, ca_file=account.ca_file)
+                                    tls_verify=account.tls_verify, ca_file=account.ca_file,
+                                    uas=UASCore(supported=("100rel", "replaces", "norefersub", "timer"),
+                                                allow=ALLOW.split(", "), server=USER_AGENT))
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
         self.flow: Flow | None = None
@@ -881,6 +891,12 @@ class SIPPhone(Phone):
     def _respond(self, tx: ServerTransaction, code: int, *, to_tag: str | None = None, body: bytes = b"",
                  headers: list[tuple[str, str]] | None = None, flow: Flow | None = None) -> None:
         contact = self._contact(flow or self.flow or tx.flow) if (code < 300 and tx.flow) else None  # type: ignore[arg-type]
+        if code >= 200:  # a final response ends our reliable 180's retransmission (RFC 3262 §3)
+            for call in self.calls:
+                if isinstance(call, SIPCall) and call.invite_tx is tx and call._rel_task is not None:
+                    call.rseq = None
+                    if call._rel_task is not asyncio.current_task():
+                        call._rel_task.cancel()
         with contextlib.suppress(ValueError, SIPParseError, SIPTransportError):
             self.endpoint.respond(tx, code, to_tag=to_tag, body=body, headers=headers or [],
                                   content_type="application/sdp" if body else None, contact=contact)
@@ -918,7 +934,15 @@ class SIPPhone(Phone):
                 self._respond(tx, 400, to_tag=call.to_tag)
                 return
         self.calls.append(call)
-        self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow)
+        offered = _option_tags(request, "Supported") | _option_tags(request, "Require")
+        if "100rel" in _option_tags(request, "Require") or (
+                self.account.reliable_provisional and "100rel" in offered):
+            call.rseq = random.randint(1, 2**31 - 1)  # RFC 3262 §3
+            ringing = [("Require", "100rel"), ("RSeq", str(call.rseq))]
+            self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow, headers=ringing)
+            call._rel_task = self._spawn(self._retransmit_reliable(call, tx, ringing))
+        else:
+            self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow)
         with contextlib.suppress(SIPParseError, ValueError):
             call.dialog = Dialog.uas(request, call.to_tag, early=True)
         self.emit(IncomingCall(call))
@@ -926,6 +950,40 @@ class SIPPhone(Phone):
             self._spawn(self._auto_answer(call, 0.0))
         elif self.account.auto_answer is not None:
             self._spawn(self._auto_answer(call, self.account.auto_answer))
+
+    async def _retransmit_reliable(self, call: SIPCall, tx: InviteServerTransaction,
+                                   headers: list[tuple[str, str]]) -> None:
+        """RFC 3262 §3: the reliable 180 again after T1, doubling, until its PRACK arrives
+        or the INVITE ends; no PRACK within 64·T1 refuses the INVITE with 504."""
+        interval, waited, limit = self.account.t1, 0.0, 64 * self.account.t1
+        while waited + interval <= limit:
+            await asyncio.sleep(interval)
+            waited += interval
+            if call.rseq is None or call.state is not CallState.INCOMING:
+                return
+            self._respond(tx, 180, to_tag=call.to_tag, flow=call.flow, headers=headers)
+            interval *= 2
+        await asyncio.sleep(max(0.0, limit - waited))
+        if call.rseq is not None and call.state is CallState.INCOMING:
+            call.rseq = None
+            self._respond(tx, 504, to_tag=call.to_tag)
+            await self._end(call, "no PRACK for our reliable 180 (RFC 3262 §3)")
+
+    def _prack_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
+        """RFC 3262 §3: a PRACK whose ``RAck`` (RSeq, CSeq number, method) names our
+        unacknowledged reliable 180 stops its retransmission and gets 200; any other 481."""
+        rack = (request.headers.get("RAck") or "").split()
+        invite = call.invite
+        matches = (len(rack) == 3 and call.rseq is not None and invite is not None
+                   and rack[0] == str(call.rseq) and rack[2].upper() == "INVITE"
+                   and rack[1] == str(invite.cseq[0]))
+        if not matches:
+            self.endpoint.respond(tx, 481)
+            return
+        call.rseq = None
+        if call._rel_task is not None:
+            call._rel_task.cancel()
+        self.endpoint.respond(tx, 200)
 
     def _replaced_call(self, request: Request) -> SIPCall | int:
         """RFC 3891 §3: the call whose dialog the INVITE's ``Replaces`` names (Call-ID, our
@@ -1332,6 +1390,8 @@ class SIPPhone(Phone):
             self._message_received(event)
         elif method == "OPTIONS":
             self.endpoint.send_response(tx, self.endpoint.uas.options(request))
+        elif method == "PRACK":
+            self._prack_received(call, tx, request)
         else:
             self.endpoint.respond(tx, 405, headers=[("Allow", ALLOW)])
 
