@@ -65,21 +65,24 @@ async def test_reliable_183_and_180_are_pracked_once_each() -> None:
         assert result.successful_calls == 1, result.log
 
 
-def _prack(rack: str) -> str:
-    """SIPp's PRACK in the early dialog of the last 180 (its To tag, its Contact as target)."""
+def _in_dialog(method: str, cseq: int, extra: str = "") -> str:
+    """SIPp's request in the dialog of the last response (its To tag, its Contact as target)."""
     return f"""  <send retrans="500"><![CDATA[
-PRACK [next_url] SIP/2.0
+{method} [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
 From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
-CSeq: 2 PRACK
-RAck: {rack}
-Max-Forwards: 70
+CSeq: {cseq} {method}
+{extra}Max-Forwards: 70
 Content-Length: 0
 
 ]]></send>
 """
+
+
+def _prack(rack: str) -> str:
+    return _in_dialog("PRACK", 2, f"RAck: {rack}\n")
 
 
 def _reliable_180(use_rseq: bool = True) -> str:
@@ -93,18 +96,7 @@ def _reliable_180(use_rseq: bool = True) -> str:
 
 
 def _bye() -> str:
-    return """  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + recv("200")
+    return _in_dialog("BYE", 3) + recv("200")
 
 
 @pytest.mark.parametrize("header", ["Require: 100rel", "Supported: 100rel"])
