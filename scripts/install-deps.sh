@@ -27,4 +27,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# The tests start their own Kamailio on free ports: the package's system service (Debian enables
+# and, with systemd, starts it on install) is disabled and stopped, so nothing is left listening on
+# 5060. With systemd: disable --now. Without (a container): stop the init script's daemon by its
+# pid file only (never by name: a test's Kamailio may be running) and take it out of the runlevels.
+if command -v kamailio >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+  fi
+  if [ -x /etc/init.d/kamailio ]; then
+    for pidfile in /run/kamailio/kamailio.pid /var/run/kamailio/kamailio.pid; do
+      [ -s "$pidfile" ] || continue
+      $SUDO start-stop-daemon --stop --quiet --oknodo --retry 5 --pidfile "$pidfile" --exec /usr/sbin/kamailio || true
+    done
+    command -v update-rc.d >/dev/null 2>&1 && $SUDO update-rc.d kamailio disable >/dev/null 2>&1 || true
+  fi
+fi
+
 python3 -m pip install -q -e '.[test]'

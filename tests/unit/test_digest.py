@@ -184,9 +184,8 @@ def test_bad_challenges_raise(value: str) -> None:
 def test_challenges_from_corpus_responses() -> None:
     from pathlib import Path
 
-    corpus = Path(__file__).parents[3] / "shared" / "sip-corpus" / "real"
-    if not corpus.is_dir():  # pragma: no cover
-        pytest.skip("SIP corpus not found")
+    corpus = Path(__file__).parents[1] / "data" / "sip-corpus" / "real"
+    assert corpus.is_dir(), f"SIP corpus missing at {corpus}"
     www = challenges_from(parse_message((corpus / "02_401_www_authenticate.sip").read_bytes()))
     assert len(www) == 1 and not www[0].proxy and www[0].realm
     proxy = challenges_from(parse_message((corpus / "11_407_proxy_authenticate.sip").read_bytes()))

@@ -29,10 +29,12 @@ from skinnysip.sip.message import (
 )
 from skinnysip.sip.uri import NameAddr, SipURI
 
-CORPUS = Path(__file__).parents[3] / "shared" / "sip-corpus"
-if not (CORPUS / "rfc4475" / "index.json").is_file():  # pragma: no cover
-    pytest.skip(f"SIP corpus not found at {CORPUS} (expected ../shared/sip-corpus next to the repo)",
-                allow_module_level=True)
+# The corpus lives in the repository (tests/data/sip-corpus, copied with its SOURCES.md from
+# the project's shared corpus), so a fresh clone runs every corpus test. A missing corpus is a
+# failure, never a skip.
+CORPUS = Path(__file__).parents[1] / "data" / "sip-corpus"
+assert (CORPUS / "rfc4475" / "index.json").is_file(), f"SIP corpus missing at {CORPUS}"
+assert (CORPUS / "SOURCES.md").is_file(), f"SIP corpus without its SOURCES.md at {CORPUS}"
 
 
 def _load(folder: str) -> dict[str, tuple[dict, bytes]]:
