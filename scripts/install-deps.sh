@@ -19,6 +19,8 @@ command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)
+ls /usr/lib/*/libportaudio.so.2 >/dev/null 2>&1 || need_apt+=(libportaudio2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""

@@ -67,6 +67,9 @@ def phone_cmd(
     play: str | None = typer.Option(None, "--play", help="WAV file to send [default: a 440 Hz tone]."),
     tone: float = typer.Option(440.0, "--tone", min=20, max=3900, help="Tone to send when no --play, Hz."),
     record: str | None = typer.Option(None, "--record", help="Directory for each call's WAV recordings."),
+    soundcard: str | None = typer.Option(None, "--soundcard", help="Sound card as microphone and speaker (SIP): "
+                                         "'default', a PortAudio device name or index, or MIC,SPEAKER "
+                                         "(needs the 'soundcard' extra)."),
     dtmf_mode: str = typer.Option("rfc4733", "--dtmf", help="rfc4733 or info."),
     srtp: str = typer.Option("off", "--srtp", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + "
                              "a=crypto, plain RTP if refused) or mandatory (RTP/SAVP) [mandatory if given alone]."),
@@ -106,7 +109,7 @@ def phone_cmd(
                          auth_user=user, registrar=registrar, outbound_proxy=proxy, transport=transport,  # type: ignore[arg-type]
                          tls_verify=not insecure, ca_file=ca_file, expires=expires, register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
-                         record_dir=record, dtmf=dtmf_mode, srtp=srtp)  # type: ignore[arg-type]
+                         record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard)  # type: ignore[arg-type]
         acc.uri()
     except ValueError as exc:
         raise _fail(str(exc)) from exc

@@ -112,6 +112,8 @@ class SIPAccount:
     timers but asks for none (None: ask for none; the far end's interval is honoured either
     way). ``min_se``: the smallest interval we accept; a smaller one in an incoming request is
     refused 422 (RFC 4028 §9; the RFC's floor is 90 s, lower values are for tests).
+    ``soundcard``: a PortAudio device (name, index, or ``"default"``) that is the call's
+    microphone and speaker (the optional ``soundcard`` extra; it replaces ``source``).
     ``reliable_provisional``: send our 180 reliably (RFC 3262) also when the INVITE only
     supports ``100rel``; when it requires ``100rel`` we always do.
     """
@@ -137,6 +139,7 @@ class SIPAccount:
     session_expires: int | None = None
     min_se: int = MIN_SE
     reliable_provisional: bool = False
+    soundcard: str | None = None
     timeout: float = 32.0
     t1: float = 0.5
 
@@ -616,9 +619,18 @@ class SIPPhone(Phone):
     async def _open_media(self, call: SIPCall, flow: Flow) -> MediaStream:
         local_ip = self.endpoint.local_address(flow)[0]
         acc = self.account
-        return await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source), record_dir=acc.record_dir,
-                                      name=f"call{call.id}", echo=acc.source == "echo",
-                                      on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration))
+        stream = await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source),
+                                        record_dir=acc.record_dir, name=f"call{call.id}", echo=acc.source == "echo",
+                                        on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration))
+        if acc.soundcard is not None:
+            from skinnysip.net.soundcard import attach
+
+            try:
+                attach(stream, acc.soundcard)
+            except OSError:
+                await stream.close()
+                raise
+        return stream
 
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         assert call.media is not None
