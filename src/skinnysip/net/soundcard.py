@@ -79,6 +79,23 @@ def list_devices() -> list[dict[str, Any]]:
             for i, d in enumerate(devices)]
 
 
+def _take(queue: deque[Samples], rest: Samples, n: int) -> tuple[Samples, Samples, int]:
+    """``n`` samples from ``rest`` then the queue's blocks (one consumer only), zero-padded
+    when short: (samples, the new rest, 1 if it was short else 0)."""
+    parts = [rest] if len(rest) else []
+    have = len(rest)
+    while have < n and queue:
+        chunk = queue.popleft()
+        parts.append(chunk)
+        have += len(chunk)
+    joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+    short = 0
+    if have < n:
+        short = 1
+        joined = np.concatenate([joined, np.zeros(n - have, dtype=np.int16)])
+    return joined[:n], joined[n:], short
+
+
 class SoundCard:
     """A sound card opened for a call (16-bit mono, 8000 Hz seen from the call).
 
@@ -202,18 +219,9 @@ class SoundCard:
             column[:min(len(pcm), frames)] = pcm[:frames]
 
     def _take_output(self, n: int) -> Samples:
-        parts = [self._out_rest] if len(self._out_rest) else []
-        have = len(self._out_rest)
-        while have < n and self._out:
-            chunk = self._out.popleft()
-            parts.append(chunk)
-            have += len(chunk)
-        joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-        if have < n:
-            self.output_underruns += 1
-            joined = np.concatenate([joined, np.zeros(n - have, dtype=np.int16)])
-        self._out_rest = joined[n:]
-        return joined[:n]
+        pcm, self._out_rest, short = _take(self._out, self._out_rest, n)
+        self.output_underruns += short
+        return pcm
 
     # -- the call's side -------------------------------------------------------------------
     def read(self, n: int) -> Samples:
@@ -221,18 +229,9 @@ class SoundCard:
         delivered nothing yet. Never blocks (an :class:`~skinnysip.rtp.audio.AudioSource`)."""
         if n < 0:
             raise ValueError("n must be >= 0")
-        parts = [self._mic_rest] if len(self._mic_rest) else []
-        have = len(self._mic_rest)
-        while have < n and self._mic:
-            chunk = self._mic.popleft()
-            parts.append(chunk)
-            have += len(chunk)
-        joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-        if have < n:
-            self.input_underruns += 1
-            joined = np.concatenate([joined, np.zeros(n - have, dtype=np.int16)])
-        self._mic_rest = joined[n:]
-        return joined[:n]
+        pcm, self._mic_rest, short = _take(self._mic, self._mic_rest, n)
+        self.input_underruns += short
+        return pcm
 
     def write(self, samples: npt.ArrayLike) -> None:
         """Queue received audio (int16, 8000 Hz) for the speaker; the oldest is dropped
