@@ -6,7 +6,9 @@ How it is wired: each added call's :class:`~skinnysip.net.media.MediaStream` get
 
 * a **tap** on what it plays out: the stream's ``echo`` hook, which ``MediaStream`` writes with
   every played-out frame (decoded, after the jitter buffer; silence for gaps), set to a
-  bounded :class:`~skinnysip.rtp.audio.EchoSource` FIFO per call;
+  :class:`_FanOut` that copies each frame into one bounded
+  :class:`~skinnysip.rtp.audio.EchoSource` FIFO per *other* party (every reader gets every
+  frame, however many parties there are);
 * a new **source**: a :class:`MixingSource` summing the call's own source (what we sent
   before: the account's tone or WAV file; silence for an ``echo`` account) and the taps of the
   *other* calls of the conference, clipped to int16.
@@ -40,12 +42,32 @@ MAX_PARTIES = 8
 Samples = npt.NDArray[np.int16]
 
 
+class _FanOut(EchoSource):
+    """The tap a party's stream writes its played-out frames into (as its ``echo``): each
+    frame is copied into one FIFO per reader (:meth:`reader`), bounded to :data:`TAP_SECONDS`.
+    Read from those FIFOs, never from this object itself (it keeps nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_seconds=TAP_SECONDS)
+        self.readers: dict[int, EchoSource] = {}
+
+    def reader(self, key: int) -> EchoSource:
+        """A new FIFO of this party's audio for the reader ``key`` (a call id)."""
+        fifo = self.readers[key] = EchoSource(max_seconds=TAP_SECONDS)
+        return fifo
+
+    def write(self, samples: npt.ArrayLike) -> None:
+        for fifo in self.readers.values():
+            fifo.write(samples)
+
+
 class _Tap:
     """A reader of one party's played-out audio: waits until ``n`` samples are buffered once,
     then takes them frame by frame (zero-padded if the writer falls behind)."""
 
-    def __init__(self, fifo: EchoSource) -> None:
+    def __init__(self, fifo: EchoSource, writer: _FanOut | None = None) -> None:
         self.fifo = fifo
+        self.writer = writer
         self.primed = False
 
     def read(self, n: int) -> Samples:
@@ -82,7 +104,7 @@ class _Party:
     own: AudioSource
     saved_source: AudioSource
     saved_echo: EchoSource | None
-    fifo: EchoSource
+    fanout: _FanOut
     mixer: MixingSource
 
 
@@ -121,13 +143,13 @@ class Conference:
         # an "echo" account's source is the stream's own echo FIFO: our part is silence then
         own: AudioSource = SilenceSource() if media.echo is not None and media.source is media.echo \
             else media.source
-        fifo = EchoSource(max_seconds=TAP_SECONDS)
-        party = _Party(call, own, media.source, media.echo, fifo, MixingSource(own))
+        fanout = _FanOut()
+        party = _Party(call, own, media.source, media.echo, fanout, MixingSource(own))
         for other in self._parties.values():
-            other.mixer.others.append(_Tap(fifo))
-            party.mixer.others.append(_Tap(other.fifo))
+            other.mixer.others.append(_Tap(fanout.reader(other.call.id), fanout))
+            party.mixer.others.append(_Tap(other.fanout.reader(call.id), other.fanout))
         self._parties[call.id] = party
-        media.echo = fifo  # the tap: MediaStream writes each played-out frame into it
+        media.echo = fanout  # the tap: MediaStream writes each played-out frame into it
         media.source = party.mixer
 
     def remove(self, call: SIPCall) -> None:
@@ -138,7 +160,8 @@ class Conference:
             raise PhoneError(f"call {call.id} is not in the conference")
         for other in self._parties.values():
             other.mixer.others = [t for t in other.mixer.others
-                                  if not (isinstance(t, _Tap) and t.fifo is party.fifo)]
+                                  if not (isinstance(t, _Tap) and t.writer is party.fanout)]
+            other.fanout.readers.pop(call.id, None)
         media = call.media
         if media is not None:
             media.source = party.saved_source

@@ -4,6 +4,7 @@ Sources have ``read(n) -> int16 array of n samples`` and never block:
 
 * :class:`ToneSource` (from :mod:`skinnysip.rtp.tones`) — one or more summed sines,
 * :class:`SilenceSource` — zeros,
+* :class:`SamplesSource` — int16 samples held in memory, looped or played once,
 * :class:`WavSource` — a WAV file (stdlib :mod:`wave`; 8/16/24/32-bit PCM, any rate, any number
   of channels) mixed to mono and resampled to 8000 Hz with ``soxr``, looped or played once,
 * :class:`EchoSource` — plays back what a stream wrote into it (a bounded FIFO).
@@ -26,7 +27,8 @@ import numpy.typing as npt
 
 from skinnysip.rtp.tones import ToneSource
 
-__all__ = ["RATE", "AudioSource", "ToneSource", "SilenceSource", "WavSource", "EchoSource", "WavRecorder",
+__all__ = ["RATE", "AudioSource", "ToneSource", "SilenceSource", "SamplesSource", "WavSource", "EchoSource",
+           "WavRecorder",
            "dominant_frequencies", "mix", "MAX_WAV_SECONDS", "MAX_RECORD_SECONDS"]
 
 #: the sample rate of every source and of G.711 (RFC 3551 §4.5.14)
@@ -91,8 +93,52 @@ def _to_int16(signal: npt.NDArray[np.float64]) -> Samples:
     return np.round(np.clip(signal, -1.0, 32767 / 32768) * 32768).astype(np.int16)
 
 
-class WavSource:
-    """A WAV file as 8000 Hz mono int16 audio.
+class SamplesSource:
+    """Int16 samples held in memory (8000 Hz mono), looped or played once.
+
+    ``samples``: the audio (any int16-compatible array, flattened). ``loop``: start again at
+    the end (default) or yield silence after it. ``ValueError`` if there are no samples.
+    """
+
+    rate = RATE
+
+    def __init__(self, samples: npt.ArrayLike, loop: bool = True):
+        self.samples: Samples = np.asarray(samples, dtype=np.int16).reshape(-1).copy()
+        if len(self.samples) == 0:
+            raise ValueError("a samples source needs at least one sample")
+        self.loop = loop
+        self.position = 0
+
+    @property
+    def duration(self) -> float:
+        """Length of the audio in seconds."""
+        return len(self.samples) / RATE
+
+    @property
+    def finished(self) -> bool:
+        """True once a non-looping source has been read to its end."""
+        return not self.loop and self.position >= len(self.samples)
+
+    def read(self, n: int) -> Samples:
+        """The next ``n`` samples (looping, or zero-padded after the end when ``loop`` is False)."""
+        _check_n(n)
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        total = len(self.samples)
+        while filled < n:
+            if self.position >= total:
+                if not self.loop:
+                    break
+                self.position = 0
+            take = min(n - filled, total - self.position)
+            out[filled:filled + take] = self.samples[self.position:self.position + take]
+            filled += take
+            self.position += take
+        return out
+
+
+class WavSource(SamplesSource):
+    """A WAV file as 8000 Hz mono int16 audio (a :class:`SamplesSource` of its contents).
 
     ``path``: a PCM WAV file (format 1) with 8, 16, 24 or 32-bit samples, any rate and channel
     count; channels are averaged to mono and the audio is resampled to 8000 Hz with ``soxr``.
@@ -105,7 +151,6 @@ class WavSource:
 
     def __init__(self, path: str | Path, loop: bool = True):
         self.path = Path(path)
-        self.loop = loop
         try:
             with wave.open(str(self.path), "rb") as wav:
                 channels, width, rate, count = (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(),
@@ -132,38 +177,10 @@ class WavSource:
         self.source_rate = rate
         self.source_channels = channels
         self.source_width = width
-        self.samples: Samples = _to_int16(_resample(mono, rate))
-        if len(self.samples) == 0:
+        samples = _to_int16(_resample(mono, rate))
+        if len(samples) == 0:
             raise ValueError(f"{self.path}: the WAV file is too short to give one sample at {RATE} Hz")
-        self.rate = RATE
-        self.position = 0
-
-    @property
-    def duration(self) -> float:
-        """Length of the file's audio in seconds."""
-        return len(self.samples) / RATE
-
-    @property
-    def finished(self) -> bool:
-        """True once a non-looping source has been read to its end."""
-        return not self.loop and self.position >= len(self.samples)
-
-    def read(self, n: int) -> Samples:
-        """The next ``n`` samples (looping, or zero-padded after the end when ``loop`` is False)."""
-        _check_n(n)
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        total = len(self.samples)
-        while filled < n:
-            if self.position >= total:
-                if not self.loop:
-                    break
-                self.position = 0
-            take = min(n - filled, total - self.position)
-            out[filled:filled + take] = self.samples[self.position:self.position + take]
-            filled += take
-            self.position += take
-        return out
+        super().__init__(samples, loop)
 
 
 class EchoSource:

@@ -1,0 +1,196 @@
+"""The lab's services (skinnysip.lab.services) called directly at their UAS address by our own
+phone (SIPPhone, no registrar), proven by listening to what comes back.
+
+Echo: our 440 Hz tone comes back. Tone: 1004 Hz at the milliwatt level. Playback: the bundled
+prompt, found in the recording by correlation, then the service's BYE. Conference: three phones
+with three tones, each hears the other two and not itself. DTMF echo: digits sent by RFC 4733
+and by SIP INFO come back as RFC 4733 events, in order. Music on hold: a held party's stream
+carries the melody's notes in order, and stops on moh_stop. An unknown number gets 404."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skinnysip.lab.services import MILLIWATT_HZ, MOH_NOTES, LabServices, moh_melody, prompt_samples
+from skinnysip.net.media import MediaConfig, MediaStream
+from skinnysip.phone.api import CallState, DTMFReceived
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+EXTENSIONS = {"600": "echo", "601": "tone", "602": "playback", "603": "conference", "604": "dtmf-echo"}
+DOMAIN = "lab.skinnysip"
+
+
+def wav_samples(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float64)
+
+
+def share_near(samples: np.ndarray, freq: float, skip: float = 0.5, width: float = 25.0) -> float:
+    """Share of 20 ms frames (after ``skip`` s) whose dominant frequency is within ``width`` Hz
+    of ``freq``; silent frames count as misses."""
+    freqs = dominant_frequencies(samples[int(skip * 8000):])
+    return float(np.mean(np.abs(freqs - freq) < width)) if len(freqs) else 0.0
+
+
+def band_energy(samples: np.ndarray, freqs: list[float], width: float = 20.0) -> list[float]:
+    """Share of the spectral energy of ``samples`` within ± ``width`` Hz of each of ``freqs``."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
+    hz = np.fft.rfftfreq(len(samples), 1 / 8000)
+    total = float(spectrum.sum()) or 1.0
+    return [float(spectrum[np.abs(hz - f) < width].sum()) / total for f in freqs]
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[LabServices]:
+    async with LabServices(domain=DOMAIN, extensions=EXTENSIONS, record_dir=str(tmp_path / "services")) as svc:
+        yield svc
+
+
+def caller(tmp_path: Path, name: str, tone: float, **kw: object) -> SIPPhone:
+    return SIPPhone(SIPAccount(aor=f"sip:{name}@{DOMAIN}", register=False, source=f"tone:{tone}",
+                               record_dir=str(tmp_path / name), **kw))  # type: ignore[arg-type]
+
+
+async def dial(phone: SIPPhone, services: LabServices, number: str) -> SIPCall:
+    assert services.address is not None
+    host, port = services.address
+    call = await phone.call(f"sip:{number}@{host}:{port}")
+    assert await call.wait_connected(10), call.end_reason
+    return call
+
+
+def rx(call: SIPCall) -> Path:
+    assert call.media is not None
+    return call.media.recordings["rx"]
+
+
+async def test_echo_returns_our_tone(services: LabServices, tmp_path: Path) -> None:
+    async with caller(tmp_path, "alice", 440.0) as phone:
+        call = await dial(phone, services, "600")
+        await asyncio.sleep(4)
+        path = rx(call)
+        await call.hangup()
+    share = share_near(wav_samples(path), 440.0)
+    assert share >= 0.9, share
+    [record] = services.calls()
+    assert record["service"] == "echo" and record["to"].startswith("sip:600@")
+    summaries = [m["summary"] for m in record["messages"]]
+    assert summaries[0].startswith("INVITE sip:600@") and "200 OK" in summaries and any(s.startswith("BYE") for s in summaries)
+
+
+async def test_tone_is_1004_hz_milliwatt(services: LabServices, tmp_path: Path) -> None:
+    async with caller(tmp_path, "alice", 440.0) as phone:
+        call = await dial(phone, services, "601")
+        await asyncio.sleep(3)
+        path = rx(call)
+        await call.hangup()
+    samples = wav_samples(path)
+    assert share_near(samples, MILLIWATT_HZ, width=10) >= 0.9
+    heard = samples[8000:]
+    heard = heard[np.abs(heard) > 0] if np.any(heard) else heard
+    peak = np.percentile(np.abs(samples[8000:]), 99.5)
+    assert 20_000 < peak < 25_000, peak  # 0 dBm0: a sine of peak ~22 700 (the digital milliwatt's level)
+
+
+async def test_playback_plays_the_prompt_then_hangs_up(services: LabServices, tmp_path: Path) -> None:
+    prompt = prompt_samples().astype(np.float64)
+    async with caller(tmp_path, "alice", 440.0) as phone:
+        call = await dial(phone, services, "602")
+        assert await call.wait_ended(2 * len(prompt) / 8000 + 10), "the playback service did not hang up"
+        assert call.end_reason == "BYE received"
+        path = rx(call)
+    samples = wav_samples(path)
+    # speech energy: most 20 ms frames of the first play are not silent, and no single tone
+    first = samples[: len(prompt) + 8000]
+    freqs = dominant_frequencies(first)
+    assert np.mean(freqs > 0) > 0.5
+    assert len({round(f / 50) for f in freqs if f > 0}) > 10
+    # the prompt itself, found by normalised cross-correlation (G.711 and jitter buffer between)
+    window = prompt[8000:24000]  # 2 s from its second second on
+    corr = np.correlate(first, window, mode="valid")
+    energy = np.sqrt(np.convolve(first ** 2, np.ones(len(window)), mode="valid") * np.sum(window ** 2))
+    best = float(np.max(corr / np.maximum(energy, 1.0)))
+    assert best > 0.9, best
+
+
+async def test_conference_each_hears_the_other_two(services: LabServices, tmp_path: Path) -> None:
+    tones = {"alice": 440.0, "bob": 660.0, "carol": 880.0}
+    phones = {name: caller(tmp_path, name, hz) for name, hz in tones.items()}
+    for phone in phones.values():
+        await phone.start()
+    try:
+        calls = {name: await dial(phone, services, "603") for name, phone in phones.items()}
+        await asyncio.sleep(5)
+        paths = {name: rx(call) for name, call in calls.items()}
+        for call in calls.values():
+            await call.hangup()
+    finally:
+        for phone in phones.values():
+            await phone.close()
+    for name, path in paths.items():
+        samples = wav_samples(path)[-3 * 8000:]  # the last 3 s: all three were in the room
+        others = [hz for other, hz in tones.items() if other != name]
+        shares = band_energy(samples, [*others, tones[name]])
+        assert shares[0] > 0.25 and shares[1] > 0.25, (name, shares)
+        assert shares[2] < 0.02, (name, shares)  # not its own voice back
+    assert {r["service"] for r in services.calls()} == {"conference"}
+
+
+@pytest.mark.parametrize("method", ["rfc4733", "info"])
+async def test_dtmf_echo_reads_the_digits_back(services: LabServices, tmp_path: Path, method: str) -> None:
+    async with caller(tmp_path, "alice", 440.0, dtmf=method) as phone:
+        call = await dial(phone, services, "604")
+        await call.send_dtmf("1234#", 0.1)
+        heard = ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(heard) < 5 and loop.time() < deadline:
+            event = await phone.next_event(deadline - loop.time())
+            if isinstance(event, DTMFReceived) and event.call is call:
+                assert event.method == "rfc4733"
+                heard += event.digit
+        await call.hangup()
+    assert heard == "1234#"
+
+
+async def test_music_on_hold_reaches_a_held_party(services: LabServices, tmp_path: Path) -> None:
+    held = await MediaStream.open("127.0.0.1", record_dir=tmp_path, name="held")
+    try:
+        held.apply(MediaConfig(direction="recvonly"))
+        services.moh_start("call-1", ("127.0.0.1", held.local_port), 0)
+        assert services.moh_keys == ["call-1"]
+        await asyncio.sleep(5)
+        services.moh_stop("call-1")
+        await asyncio.sleep(0.5)
+        received = held.packets_received
+        await asyncio.sleep(1)
+        assert held.packets_received == received, "music went on after moh_stop"
+    finally:
+        await held.close()
+    samples = wav_samples(tmp_path / "held-rx.wav")
+    freqs = dominant_frequencies(samples)
+    notes = [hz for hz, _ in MOH_NOTES]
+    heard = [min(notes, key=lambda n: abs(n - f)) for f in freqs if f > 0 and min(abs(n - f) for n in notes) < 15]
+    assert len(heard) > 0.6 * len(freqs)
+    sequence = [n for i, n in enumerate(heard) if i == 0 or heard[i - 1] != n]  # note changes
+    period = [hz for i, (hz, _) in enumerate(MOH_NOTES) if i == 0 or MOH_NOTES[i - 1][0] != hz]
+    text = ",".join(map(str, sequence))
+    assert ",".join(map(str, period)) in text, (sequence, period)  # the whole tune, in order
+    assert len(moh_melody()) == int(sum(s for _, s in MOH_NOTES) * 8000)
+
+
+async def test_unknown_number_gets_404(services: LabServices, tmp_path: Path) -> None:
+    async with caller(tmp_path, "alice", 440.0) as phone:
+        assert services.address is not None
+        call = await phone.call(f"sip:699@{services.address[0]}:{services.address[1]}")
+        assert not await call.wait_connected(10)
+        assert call.state is CallState.TERMINATED and "404" in (call.end_reason or "")
