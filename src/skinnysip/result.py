@@ -45,6 +45,37 @@ class WireMessage(ResultModel):
     decoded: dict[str, Any] | None = None
 
 
+#: default bounds of one operation's exchange record (issue 11: floods do not eat memory)
+MAX_EXCHANGE_MESSAGES = 1000
+MAX_EXCHANGE_BYTES = 1_000_000
+
+
+class ExchangeLimit:
+    """The bound of one operation's exchange record: the first ``max_messages`` messages whose
+    raw text adds up to at most ``max_bytes`` characters are kept; every later message is only
+    counted in ``dropped`` (the result's ``droppedMessages``). A driver asks :meth:`admit`
+    *before* it builds a :class:`WireMessage`, so a flood costs a counter, not memory."""
+
+    def __init__(self, max_messages: int = MAX_EXCHANGE_MESSAGES, max_bytes: int = MAX_EXCHANGE_BYTES) -> None:
+        if max_messages < 0 or max_bytes < 0:
+            raise ValueError("max_messages and max_bytes must be >= 0")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.kept = 0
+        self.kept_bytes = 0
+        self.dropped = 0
+
+    def admit(self, raw_size: int) -> bool:
+        """True (and counted as kept) when a message of ``raw_size`` characters still fits;
+        False (counted in ``dropped``) otherwise."""
+        if self.kept >= self.max_messages or self.kept_bytes + raw_size > self.max_bytes:
+            self.dropped += 1
+            return False
+        self.kept += 1
+        self.kept_bytes += raw_size
+        return True
+
+
 def now() -> float:
     """Wall-clock seconds since the epoch, for ``WireMessage.time`` (drivers only)."""
     return time.time()

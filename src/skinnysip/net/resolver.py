@@ -41,6 +41,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from skinnysip import policy as target_policy
+
 __all__ = [
     "MAX_TARGETS",
     "NaptrRecord",
@@ -181,6 +183,16 @@ def order_naptr(records: Sequence[NaptrRecord], *, secure: bool) -> list[tuple[T
     return [(transport, name) for _, _, _, transport, name in usable]
 
 
+def _policy_checked(host: str, targets: list[ServerTarget]) -> list[ServerTarget]:
+    """The targets the active target policy allows (:mod:`skinnysip.policy`; none active:
+    all); the caller connects to these checked addresses only. A policy that allows none is
+    a :class:`ResolveError` with its reason."""
+    try:
+        return target_policy.check_targets(host, targets)
+    except target_policy.TargetRefused as exc:
+        raise ResolveError(exc.reason) from None
+
+
 def _strip_host(host: str) -> str:
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
@@ -277,7 +289,11 @@ class Resolver:
         the resolver's. Returns at least one and at most :data:`MAX_TARGETS` targets, without
         duplicates, in the order to try them.
 
-        Raises :class:`ResolveError` (with a one-line ``reason``) when nothing is found, a name
+        Every target is checked against the active target policy (:mod:`skinnysip.policy`);
+        refused ones are dropped.
+
+        Raises :class:`ResolveError` (with a one-line ``reason``) when nothing is found, the
+        target policy refuses every target, a name
         does not exist (NXDOMAIN), the DNS does not answer in time, an SRV record says the
         service is not available (target "."), or the arguments are invalid. Raises
         ``ValueError`` only for a ``timeout`` ≤ 0.
@@ -303,7 +319,7 @@ class Resolver:
         ip = _ip_literal(name)
         if ip is not None:  # RFC 3263 §4.1/§4.2: numeric IP, no DNS at all
             chosen: Transport = transport or ("tls" if secure else "udp")
-            return [ServerTarget(ip, port or default_port(chosen), chosen, ip)]
+            return _policy_checked(name, [ServerTarget(ip, port or default_port(chosen), chosen, ip)])
 
         try:
             dns.name.from_text(name)
@@ -318,7 +334,7 @@ class Resolver:
         except TimeoutError:
             raise ResolveError(self._timeout_reason(ctx)) from None
         unique = list(dict.fromkeys(targets))
-        return unique[:MAX_TARGETS]
+        return _policy_checked(name, unique[:MAX_TARGETS])
 
     # ------------------------------------------------------------------ RFC 3263 steps
 

@@ -19,6 +19,7 @@ import socket
 import ssl
 from typing import Any
 
+from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport
 from skinnysip.net import tls as tls_helpers
 from skinnysip.result import TLSInfo, WireMessage, now
@@ -117,7 +118,11 @@ class SCCPTransport:
     ) -> SCCPTransport:
         """Open TCP (or TLS) to ``host``:``port`` within ``timeout`` seconds.
 
-        Raises :class:`SCCPConnectionError` on refusal, timeout, DNS or TLS failure.
+        With an active target policy (:mod:`skinnysip.policy`) ``host`` is resolved once, checked,
+        and the connection goes to that address (``host`` stays the TLS server name).
+
+        Raises :class:`SCCPConnectionError` on refusal (by the peer or the target policy),
+        timeout, DNS or TLS failure.
         """
         ctx: ssl.SSLContext | None = None
         if use_tls:
@@ -126,9 +131,16 @@ class SCCPTransport:
             except (OSError, ssl.SSLError) as exc:
                 raise SCCPConnectionError(f"cannot load CA file {ca_file!r}: {exc}") from exc
         where = hostport(host, port)
+        address = host
+        policy = target_policy.active()
+        if policy is not None:  # resolved once and checked; the connection goes to that address
+            try:
+                address = (await policy.resolve(host, timeout=timeout))[0]
+            except target_policy.TargetRefused as exc:
+                raise SCCPConnectionError(exc.reason) from None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None,
+                asyncio.open_connection(address, port, ssl=ctx, server_hostname=host if ctx else None,
                                         limit=READ_SIZE),
                 timeout,
             )
