@@ -15,6 +15,7 @@ from skinnysip.sccp.station import (
     CloseReceiveChannelRequested,
     IncomingCall,
     KeepAliveAcked,
+    KeepAliveTimedOut,
     OpenReceiveChannelRequested,
     Registered,
     RegisterRejected,
@@ -157,12 +158,43 @@ def test_keepalive_loop_honours_interval_and_measures_round_trip() -> None:
     assert sent(st) == []
     st.tick(30.0)
     assert names(sent(st)) == ["KeepAlive"]
-    assert st.next_deadline() == 60.0
+    assert st.next_deadline() == 37.5  # its KeepAliveAck is due within 30/4 s
     [ev] = st.receive(cm("KeepAliveAck"), 30.25)
     assert isinstance(ev, KeepAliveAcked) and ev.round_trip == pytest.approx(0.25)
+    assert st.next_deadline() == 60.0
     st.tick(200.0)  # the driver was late: one KeepAlive, not a burst
     assert names(sent(st)) == ["KeepAlive"]
+    assert st.next_deadline() == 207.5
+    st.receive(cm("KeepAliveAck"), 200.1)
     assert st.next_deadline() == 230.0
+
+
+@pytest.mark.parametrize("interval, ack_timeout", [(1, 1.0), (2, 1.0), (8, 2.0), (30, 7.5), (120, 10.0)])
+def test_unanswered_keepalive_times_out_within_the_interval(interval: int, ack_timeout: float) -> None:
+    """Reference §3.4: KeepAlive every keepAliveInterval (RegisterAck); an overdue KeepAliveAck
+    is reported once, so a dead CM is noticed within one interval + the ack timeout."""
+    st = Station(StationConfig())
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": interval}), 0.0)
+    st.receive(cm("CapabilitiesReq"), 0.0)
+    st.take_outgoing()
+    assert st.keepalive_ack_timeout == ack_timeout
+    assert st.tick(interval) == [] and names(sent(st)) == ["KeepAlive"]
+    assert st.next_deadline() == interval + ack_timeout
+    assert st.tick(interval + ack_timeout - 0.01) == []
+    assert st.tick(interval + ack_timeout) == [KeepAliveTimedOut(ack_timeout, interval)]
+    assert st.tick(interval + ack_timeout + 0.01) == []  # once per unanswered KeepAlive
+
+
+def test_keepalive_before_registration_is_not_timed() -> None:
+    st = Station(StationConfig(keepalive_ack_timeout=0.5))
+    st.send_keepalive(0.0)
+    assert st.next_deadline() is None and st.tick(100.0) == []
+    st.register(100.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 5}), 100.0)
+    st.tick(105.0)
+    assert st.next_deadline() == 105.5
+    assert st.tick(105.5) == [KeepAliveTimedOut(0.5, 5)]
 
 
 def test_protocol_version_negotiation() -> None:

@@ -4,7 +4,10 @@ Framing is the protocol layer's :class:`~skinnysip.sccp.messages.FrameDecoder` (
 a frame split over reads and several frames in one read both work, and the frame size is
 capped. Every frame sent or received is recorded as a :class:`~skinnysip.result.WireMessage`
 (``summary`` = message name, ``raw`` = hex of the frame, ``decoded`` =
-``{"id", "name", "fields"}``).
+``{"id", "name", "fields"}``); with an :class:`~skinnysip.result.ExchangeLimit` the record keeps
+the first messages only and counts the rest, so a flooding peer costs a counter, not memory.
+A flood does not stretch deadlines either: :meth:`SCCPTransport.poll` gives the event loop a
+turn every :data:`YIELD_EVERY` frames and every read.
 
 Every failure of the connection — refused, TLS handshake, silence past a deadline, peer
 closing (cleanly or mid-frame), oversize length, garbage — raises one
@@ -17,12 +20,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections import deque
 from typing import Any
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport
 from skinnysip.net import tls as tls_helpers
-from skinnysip.result import TLSInfo, WireMessage, now
+from skinnysip.result import ExchangeLimit, TLSInfo, WireMessage, now
 from skinnysip.sccp.messages import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
@@ -32,6 +36,9 @@ from skinnysip.sccp.messages import (
 )
 
 READ_SIZE = 65536
+#: frames handed out by :meth:`SCCPTransport.poll` between two turns of the event loop, so a
+#: peer flooding frames never starves timers and other tasks (issue 11)
+YIELD_EVERY = 32
 SCCP_PORT = 2000
 SCCP_TLS_PORT = 2443
 
@@ -66,7 +73,9 @@ class SCCPTransport:
     ``protocol_version`` (settable) picks classic vs v17 layouts for decoding and for the
     record of sent frames; frames already buffered are re-decoded when it changes, so a
     RegisterAck followed in the same read by a layout-sensitive message is still right.
-    ``messages`` is the wire record, shared with the caller if a list is passed in.
+    ``messages`` is the wire record, shared with the caller if a list is passed in; ``limit``
+    (shared too, e.g. by the connections of one operation) bounds it: beyond it frames are
+    decoded and handed out as usual but only counted in ``limit.dropped``.
     """
 
     def __init__(
@@ -79,18 +88,21 @@ class SCCPTransport:
         max_frame: int = DEFAULT_MAX_FRAME,
         messages: list[WireMessage] | None = None,
         tls_info: TLSInfo | None = None,
+        limit: ExchangeLimit | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.transport = transport
         self.messages: list[WireMessage] = messages if messages is not None else []
         self.tls_info = tls_info
+        self.limit = limit
         self._decoder = FrameDecoder(protocol_version=protocol_version, max_frame=max_frame)
-        self._ready: list[tuple[SCCPMessage, int]] = []
+        self._ready: deque[tuple[SCCPMessage, int]] = deque()
+        self._taken = 0
         self._closed = False
         self._error: SCCPConnectionError | None = None
-        #: reasons of frames that were skipped because their payload was malformed
-        self.skipped: list[str] = []
+        #: reasons of the last frames skipped because their payload was malformed (bounded)
+        self.skipped: deque[str] = deque(maxlen=100)
         sock = writer.get_extra_info("sockname") or ("?", 0)
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.local_ip: str = str(sock[0])
@@ -115,6 +127,7 @@ class SCCPTransport:
         protocol_version: int = 0,
         max_frame: int = DEFAULT_MAX_FRAME,
         messages: list[WireMessage] | None = None,
+        limit: ExchangeLimit | None = None,
     ) -> SCCPTransport:
         """Open TCP (or TLS) to ``host``:``port`` within ``timeout`` seconds.
 
@@ -158,7 +171,7 @@ class SCCPTransport:
         if ctx is not None:
             info = tls_helpers.describe(writer.get_extra_info("ssl_object"), verified=tls_verify)
         return cls(reader, writer, transport="tls" if use_tls else "tcp", protocol_version=protocol_version,
-                   max_frame=max_frame, messages=messages, tls_info=info)
+                   max_frame=max_frame, messages=messages, tls_info=info, limit=limit)
 
     # ---- properties ---------------------------------------------------------------------
 
@@ -176,7 +189,14 @@ class SCCPTransport:
 
     # ---- record -------------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        """Messages not kept in the record because of ``limit`` (all connections sharing it)."""
+        return self.limit.dropped if self.limit is not None else 0
+
     def _record(self, direction: str, msg: SCCPMessage, raw: bytes) -> None:
+        if self.limit is not None and not self.limit.admit(2 * len(raw)):
+            return
         self.messages.append(
             WireMessage(
                 direction=direction,  # type: ignore[arg-type]
@@ -217,7 +237,7 @@ class SCCPTransport:
     # ---- receiving ----------------------------------------------------------------------
 
     def _take_ready(self) -> SCCPMessage:
-        msg, version = self._ready.pop(0)
+        msg, version = self._ready.popleft()
         if (version >= 17) != (self.protocol_version >= 17):
             # the layout family changed after this frame was decoded: decode it again
             try:
@@ -246,6 +266,10 @@ class SCCPTransport:
         """Like :meth:`recv`, but returns ``None`` when ``timeout`` seconds pass quietly."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
+        self._taken += 1
+        if self._taken >= YIELD_EVERY:
+            self._taken = 0
+            await asyncio.sleep(0)
         while not self._ready:
             if self._error is not None:
                 self._closed = True
@@ -270,6 +294,7 @@ class SCCPTransport:
                         f"{self.remote} closed the connection mid-frame ({pending} bytes of an incomplete frame)"
                     )
                 raise SCCPConnectionError(f"{self.remote} closed the connection")
+            await asyncio.sleep(0)  # a read that never waits must not starve the loop
             version = self.protocol_version
             try:
                 msgs = self._decoder.feed(data)

@@ -6,8 +6,11 @@
 
 - **registration** (§5.1): Register → RegisterAck (or RegisterReject) → capabilities, button
   and soft-key templates, lines, time; KeepAlive every keepAliveInterval the RegisterAck gave
-  (§3.4). Silence from the CM for 3 × that interval, a closed connection or a Reset end the
-  connection; the phone then connects and registers again with bounded exponential backoff.
+  (§3.4). A KeepAlive whose KeepAliveAck does not come within
+  :func:`~skinnysip.sccp.station.keepalive_ack_timeout` of that interval (a quarter of it, 1–10 s),
+  a closed connection or a Reset end the connection — a dead CM is so noticed within one
+  interval plus that margin; the phone then connects and registers again with bounded
+  exponential backoff.
   :meth:`SCCPPhone.close` unregisters (Unregister → UnregisterAck, or the CM closing, [AST]).
 - **outgoing calls** (§5.2): OffHook (or Stimulus Line, or the NewCall soft key), then one
   KeypadButton per digit once the CM confirms CallState OffHook.
@@ -53,7 +56,7 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
-from skinnysip.result import WireMessage
+from skinnysip.result import ExchangeLimit, WireMessage
 from skinnysip.rtp import audio
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
@@ -149,6 +152,7 @@ class SCCPCall(Call):
         self.remote_name = ""
         self.protocol_state: str | None = None
         self.protocol_states: list[str] = []
+        self.compression_type: int | None = None  # of the last OpenReceiveChannel (§4.9)
         self.station_call: st.Call | None = None
         self.streams: dict[int, MediaStream] = {}  # passThruPartyId → open stream
         self.reports: list[dict[str, Any]] = []  # final reports of closed streams
@@ -255,10 +259,15 @@ class SCCPPhone(Phone):
     Attributes beyond :class:`~skinnysip.phone.api.Phone`: ``station`` (the current
     :class:`~skinnysip.sccp.station.Station`: lines, soft keys…), ``transport``,
     ``keep_alive_interval`` (seconds, from RegisterAck), ``wire`` (every SCCP message of every
-    connection, bounded), ``connections`` (how many were opened), ``registration_reason``.
+    connection, bounded), ``connections`` (how many were opened), ``registration_reason``,
+    ``connection_error`` (why the last connection ended).
+
+    ``record_limit``: an :class:`~skinnysip.result.ExchangeLimit` for ``wire`` (an operation's
+    record: the first messages are kept, later ones counted in ``record_limit.dropped``);
+    without one the newest :data:`MAX_WIRE` messages are kept (a long-lived phone).
     """
 
-    def __init__(self, account: SCCPAccount) -> None:
+    def __init__(self, account: SCCPAccount, *, record_limit: ExchangeLimit | None = None) -> None:
         super().__init__()
         account.station_config("0.0.0.0")  # ValueError now for a bad device name/type/version
         self.account = account
@@ -267,6 +276,7 @@ class SCCPPhone(Phone):
         self.keep_alive_interval: int | None = None
         self.registration_reason = ""
         self.wire: list[WireMessage] = []
+        self.record_limit = record_limit
         self.connections = 0
         self._seen = 0
         self._by_ref: dict[int, SCCPCall] = {}  # call references (and transfer references) → call
@@ -278,7 +288,6 @@ class SCCPPhone(Phone):
         self._reader: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._lost_reason = ""
-        self._last_rx = 0.0
         self._closing = False
 
     # -- life ------------------------------------------------------------------------------
@@ -288,9 +297,45 @@ class SCCPPhone(Phone):
         (and the phone keeps retrying with backoff)."""
         if self._supervisor is not None or self.closed:
             return
-        await self._connect()
+        await self.connect()
         await self._register()
         self._supervisor = self._spawn(self._supervise())
+
+    @property
+    def connection_error(self) -> str:
+        """Why the last connection ended ("" while it is up)."""
+        return self._lost_reason
+
+    async def keepalive(self, timeout: float) -> st.KeepAliveAcked | None:
+        """Send one KeepAlive now (allowed before registration, reference §3.4) and wait up to
+        ``timeout`` seconds for KeepAliveAck (its ``round_trip`` in seconds); None without it.
+        :class:`PhoneError` when not connected."""
+        if self.station is None:
+            raise PhoneError("not connected to a call manager")
+        waiter = self._expect(lambda e: isinstance(e, st.KeepAliveAcked))
+        self.station.send_keepalive(self._now())
+        await self._flush()
+        ev = await self._wait(waiter, timeout)
+        return ev if isinstance(ev, st.KeepAliveAcked) else None
+
+    async def unregister(self, timeout: float) -> bool:
+        """Unregister (reference §3.17) and wait up to ``timeout`` seconds; True on UnregisterAck or
+        on the CM closing the connection ([AST] does that instead). The connection stays open
+        (``close()`` ends it); the phone does not register again by itself afterwards."""
+        station, transport = self.station, self.transport
+        if station is None or transport is None or transport.closed:
+            return False
+        waiter = self._expect(lambda e: isinstance(e, st.Unregistered))
+        try:
+            station.unregister(self._now())
+            await self._flush()
+        except PhoneError:
+            self._forget(waiter)
+            return "closed the connection" in self._lost_reason
+        ev = await self._wait(waiter, timeout)
+        if ev is None:
+            return "closed the connection" in self._lost_reason
+        return True
 
     async def close(self) -> None:
         """Hang up every call, unregister, close the connection and the media (idempotent)."""
@@ -303,12 +348,9 @@ class SCCPPhone(Phone):
             await self._end(call, "phone closed")
         if self._supervisor is not None:
             self._supervisor.cancel()
-        if self.registration is RegistrationState.REGISTERED and self.station is not None:
-            waiter = self._expect(lambda e: isinstance(e, st.Unregistered))
-            with contextlib.suppress(PhoneError):
-                self.station.unregister(self._now())
-                await self._flush()
-                await self._wait(waiter, min(self.account.timeout, 5.0))
+        if (self.registration is RegistrationState.REGISTERED and self.station is not None
+                and self.station.state == "registered"):  # not when an Unregister already went out
+            await self.unregister(min(self.account.timeout, 5.0))
             if self.registration is not RegistrationState.UNREGISTERED:
                 self._set_registration(RegistrationState.UNREGISTERED, "unregistered (connection closed)")
         if self._reader is not None:
@@ -324,12 +366,16 @@ class SCCPPhone(Phone):
         return asyncio.get_running_loop().time()
 
     # -- connection and registration (reference §5.1, §3.4) --------------------------------------
-    async def _connect(self) -> None:
+    async def connect(self, timeout: float | None = None) -> None:
+        """Open the control connection (TCP or TLS) within ``timeout`` seconds (default the
+        account's) and start reading; nothing is sent. :class:`PhoneError` (one sentence) when
+        the CM cannot be reached. :meth:`start` is ``connect()`` + registration + supervision."""
         acc = self.account
         try:
             transport = await SCCPTransport.connect(
-                acc.host, acc.effective_port(), timeout=acc.timeout, use_tls=acc.tls, tls_verify=acc.tls_verify,
-                ca_file=acc.ca_file, protocol_version=acc.protocol_version, messages=self.wire)
+                acc.host, acc.effective_port(), timeout=acc.timeout if timeout is None else timeout, use_tls=acc.tls,
+                tls_verify=acc.tls_verify, ca_file=acc.ca_file, protocol_version=acc.protocol_version,
+                messages=self.wire, limit=self.record_limit)
         except SCCPConnectionError as exc:
             raise PhoneError(exc.reason) from exc
         ip = transport.local_ip
@@ -337,14 +383,20 @@ class SCCPPhone(Phone):
         self._lost_reason = ""
         self.station = st.Station(acc.station_config(ip if ":" not in ip else "0.0.0.0"))
         self.connections += 1
-        self._last_rx = self._now()
         self._reader = self._spawn(self._read_loop(transport, self.station))
 
-    async def _register(self) -> bool:
-        """Register on the current connection; True once RegisterAck came. A refusal, or no
-        answer within the timeout, closes the connection (the supervisor retries)."""
-        station, transport = self.station, self.transport
-        assert station is not None and transport is not None
+    async def register(self, timeout: float | None = None, *,
+                       configuration: float | None = None) -> st.Registered | st.RegisterRejected | None:
+        """Register on the open connection (reference §5.1): Register, then wait up to ``timeout``
+        seconds (default the account's) for RegisterAck or RegisterReject, returned; None when
+        neither came (silence, or the connection ended: :attr:`connection_error`). After a
+        RegisterAck, wait up to ``configuration`` seconds more (default ``timeout``; 0: not at
+        all) for the configuration answers (lines, soft keys, time: ``station.registration_complete``).
+        :class:`PhoneError` when not connected."""
+        station = self.station
+        if station is None or self.transport is None:
+            raise PhoneError("not connected to a call manager")
+        timeout = self.account.timeout if timeout is None else timeout
         self._set_registration(RegistrationState.REGISTERING, "")
         answer = self._expect(lambda e: isinstance(e, st.Registered | st.RegisterRejected))
         complete = self._expect(lambda e: isinstance(e, st.RegistrationComplete))
@@ -353,15 +405,40 @@ class SCCPPhone(Phone):
             await self._flush()
         except PhoneError:
             pass
-        ev = await self._wait(answer, self.account.timeout)
+        ev = await self._wait(answer, timeout)
+        if not isinstance(ev, st.Registered):
+            self._forget(complete)
+            return ev if isinstance(ev, st.RegisterRejected) else None
+        wait = timeout if configuration is None else configuration
+        if wait > 0 and not station.registration_complete:
+            await self._wait(complete, wait)
+        else:
+            self._forget(complete)
+        return ev
+
+    async def wait_configuration(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the configuration answers after RegisterAck
+        (reference §5.1 steps 4–12); True once ``station.registration_complete``."""
+        station = self.station
+        if station is None:
+            return False
+        if station.registration_complete:
+            return True
+        await self._wait(self._expect(lambda e: isinstance(e, st.RegistrationComplete)), timeout)
+        return station.registration_complete
+
+    async def _register(self) -> bool:
+        """Register on the current connection; True once RegisterAck came. A refusal, or no
+        answer within the timeout, closes the connection (the supervisor retries)."""
+        transport = self.transport
+        assert transport is not None
+        ev = await self.register()
         if not isinstance(ev, st.Registered):
             if ev is None and self.registration is not RegistrationState.FAILED:
                 self._set_registration(RegistrationState.FAILED, self._lost_reason or
                                        f"no RegisterAck within {self.account.timeout:g} s")
-            self._forget(complete)
             await transport.close()
             return False
-        await self._wait(complete, self.account.timeout)  # lines and soft keys (best effort)
         return True
 
     async def _supervise(self) -> None:
@@ -379,7 +456,7 @@ class SCCPPhone(Phone):
                 delay = min(self.account.reconnect_max, self.account.reconnect_min * 2 ** (failures - 1))
                 await asyncio.sleep(delay)
                 try:
-                    await self._connect()
+                    await self.connect()
                 except PhoneError as exc:
                     self._set_registration(RegistrationState.FAILED, exc.reason)
                     continue
@@ -410,12 +487,16 @@ class SCCPPhone(Phone):
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
                 msg = await transport.poll(wait)
                 now = self._now()
-                events = station.tick(now)
-                if msg is not None:
-                    self._last_rx = now
+                events: list[st.Event] = []
+                if msg is not None:  # before the timers: an ack that came at its deadline counts
                     events += station.receive(msg, now)
                     transport.protocol_version = station.protocol_version
+                events += station.tick(now)
                 for ev in events:
+                    if isinstance(ev, st.KeepAliveTimedOut):
+                        raise SCCPConnectionError(
+                            f"no KeepAliveAck from the call manager within {ev.timeout:g} s "
+                            f"(keepalive interval {ev.keep_alive_interval} s)")
                     await self._on_station_event(ev)
                 if msg is not None:
                     self._after_message(msg)
@@ -423,9 +504,6 @@ class SCCPPhone(Phone):
                     self._resolve(ev)
                 await self._flush()
                 self._collect()
-                interval = station.keep_alive_interval
-                if interval and station.state == "registered" and now - self._last_rx > 3 * interval + 1:
-                    raise SCCPConnectionError(f"no message from the call manager for {3 * interval} s")
         except SCCPConnectionError as exc:
             self._lost_reason = exc.reason
         except PhoneError as exc:
@@ -674,6 +752,7 @@ class SCCPPhone(Phone):
         if old is not None:
             await self._close_stream(call, old)
         call.streams[ev.pass_thru_party_id] = stream
+        call.compression_type = ev.compression_type
         payload_type = PT_PCMA if ev.compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
         try:
             stream.apply(MediaConfig(payload_type=payload_type, ptime=ev.packet_ms / 1000, telephone_event=None,

@@ -1,11 +1,18 @@
-"""SCCP operations: probe, register, linestate, call-setup (and the station session they share).
+"""SCCP operations: probe, register, linestate, call-setup — short flows on the SCCP phone.
 
-Each operation connects a :class:`~skinnysip.sccp.station.Station` (sans-IO) to a call manager
-through :class:`~skinnysip.net.sccp_transport.SCCPTransport` and real RTP sockets
-(:class:`~skinnysip.net.rtp.RTPEndpoint`), and returns an :class:`SCCPResult` whose
-``to_api()`` is the HTTP API's response body. Operations never raise for peer problems
-(refused, silent, garbage, rejected): they return ``success: false`` with ``error``. Every
-operation is bounded by ``timeout`` (per wait) plus ``hold`` (media time).
+Each operation drives one :class:`~skinnysip.phone.sccp_phone.SCCPPhone` (the station of
+:mod:`skinnysip.sccp.station` on :class:`~skinnysip.net.sccp_transport.SCCPTransport`, media on
+:class:`~skinnysip.net.media.MediaStream`) through one flow and returns an :class:`SCCPResult`
+whose ``to_api()`` is the HTTP API's response body. Operations never raise for peer problems
+(refused, silent, garbage, rejected, flooding): they return ``success: false`` with ``error``.
+Every wait of an operation shares one budget of ``timeout`` plus ``hold`` (media time); hanging
+up and unregistering may take :data:`TEARDOWN` seconds each beyond it. The exchange is bounded
+(:class:`~skinnysip.result.ExchangeLimit`, 1000 messages / 1 MB of raw hex by default): later
+messages are counted in ``droppedMessages``, not kept.
+
+:class:`StationSession` is a bare station driver (the :class:`~skinnysip.sccp.station.Station`,
+the transport and :class:`~skinnysip.net.rtp.RTPEndpoint` sockets) kept for tests that drive the
+station message by message; the operations do not use it.
 
 Units: Python arguments in seconds (float); results in ms (``connectMs``, ``latencyMs``) as
 the HTTP API; ``keepAliveInterval`` in seconds, as RegisterAck carries it (reference §3.2).
@@ -14,9 +21,11 @@ the HTTP API; ``keepAliveInterval`` in seconds, as RegisterAck carries it (refer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Callable
-from typing import Any
+import tempfile
+import wave
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
@@ -25,8 +34,10 @@ from pydantic.alias_generators import to_camel
 from skinnysip.addresses import check_host, hostport, is_ip, strip_brackets
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
-from skinnysip.result import ResultModel, TLSInfo, WireMessage
-from skinnysip.rtp import g711
+from skinnysip.phone.api import CallDirection, CallState, PhoneError
+from skinnysip.phone.sccp_phone import FAILED_STATES, SCCPAccount, SCCPCall, SCCPPhone
+from skinnysip.result import ExchangeLimit, ResultModel, TLSInfo, WireMessage
+from skinnysip.rtp import audio, g711
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
 from skinnysip.sccp.station import (
@@ -60,8 +71,9 @@ DIAL_PATTERN = r"^[0-9*#A-Da-d+]{1,24}$"
 class SCCPRequest(ResultModel):
     """Request body of ``POST /api/sccp/{probe,register,linestate,call-setup}``.
 
-    ``timeout`` (ms) bounds every wait; ``holdMs`` is how long a call stays connected with
-    media. ``port`` defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
+    ``timeout`` (ms) bounds the whole operation (every wait shares it; hanging up and
+    unregistering may take up to 1 s each beyond it); ``holdMs`` is how long a call stays
+    connected with media (added to the budget). ``port`` defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
     of ``host`` (the seed's field name). Types are strict (``"7"`` is not a number).
     """
 
@@ -118,7 +130,10 @@ class SCCPSoftKey(ResultModel):
 
 class SCCPCallReport(ResultModel):
     """One call as the station saw it; RTP counts are packets, durations ms. ``media_error``
-    says why no RTP stream could be opened when the CM asked for one (else None)."""
+    says why no RTP stream could be opened when the CM asked for one (else None).
+    ``echo_matched``: 20 ms frames of the received audio whose dominant frequency is the
+    800 Hz tone the probe sends (:data:`PROBE_TONE_HZ` ± 25 Hz): the echo of our own audio
+    (50 per second of echo heard; 0 from a far end that sends anything else)."""
 
     dialed: str = ""
     call_reference: int = 0
@@ -145,7 +160,9 @@ class SCCPResult(ResultModel):
     """Result of an SCCP operation; ``to_api()`` is the API response body.
 
     Seed shape: ``success``, ``registered``, ``error``, ``messages`` (human-readable steps).
-    ``exchange``: every frame sent/received with direction, time, name, ID and decoded fields.
+    ``exchange``: every frame sent/received with direction, time, name, ID and decoded fields
+    — the first 1000 frames / 1 MB of raw hex (:class:`~skinnysip.result.ExchangeLimit`);
+    ``dropped_messages`` (``droppedMessages``) counts the frames beyond that, not kept.
     """
 
     success: bool = False
@@ -178,6 +195,7 @@ class SCCPResult(ResultModel):
     rtp_packets_received: int | None = None
     unregistered: bool = False
     exchange: list[WireMessage] = []
+    dropped_messages: int = 0
 
 
 # --------------------------------------------------------------------------------------
@@ -401,7 +419,29 @@ class StationSession:
 
 
 # --------------------------------------------------------------------------------------
-# operations
+# operations: short flows on the SCCP phone (phone/sccp_phone.py)
+
+#: the tone (Hz) the call-setup probe sends; the echo of it is what ``echoMatched`` counts
+PROBE_TONE_HZ = 800.0
+#: a received 20 ms frame is the echo of our tone when its dominant frequency is this close (Hz)
+ECHO_TOLERANCE_HZ = 25.0
+#: seconds each teardown step (hang up, unregister) may take beyond the operation's budget
+TEARDOWN = 1.0
+
+
+class _Budget:
+    """One operation's time: ``timeout`` (+ the hold time) from the start, for every wait."""
+
+    def __init__(self, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - self.loop.time())
+
+    def teardown(self) -> float:
+        """A teardown step's wait: what is left of the budget, at least :data:`TEARDOWN`."""
+        return max(TEARDOWN, self.left())
 
 
 def _base(op: str, req: SCCPRequest) -> SCCPResult:
@@ -425,194 +465,250 @@ def _fill_registration(res: SCCPResult, st: Station) -> None:
     res.soft_keys = [SCCPSoftKey(label=k.label, event=k.event) for k in st.soft_keys]
 
 
-def _call_report(sess: StationSession, call: Call, dialed: str) -> SCCPCallReport:
+def _echo_frames(path: str | None) -> int:
+    """20 ms frames of a received-audio recording whose dominant frequency is our tone."""
+    if not path:
+        return 0
+    try:
+        with wave.open(path, "rb") as wav:
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    except (OSError, EOFError, wave.Error):
+        return 0
+    freqs = audio.dominant_frequencies(samples)
+    return int(np.count_nonzero(np.abs(freqs - PROBE_TONE_HZ) < ECHO_TOLERANCE_HZ))
+
+
+def _call_report(call: SCCPCall, dialed: str) -> SCCPCallReport:
+    sc = call.station_call
     rep = SCCPCallReport(
-        dialed=dialed, call_reference=call.call_reference, line_instance=call.line_instance, incoming=call.incoming,
-        states=list(call.states), tones=list(call.tones), prompts=list(call.prompts),
-        calling_party=call.calling_party, called_party=call.called_party, connected="Connected" in call.states,
-        media_error=sess.media_error,
+        dialed=dialed, call_reference=call.call_reference, line_instance=call.line_instance,
+        incoming=call.direction is CallDirection.INCOMING, connected=call.connected is not None,
+        states=list(sc.states) if sc else list(call.protocol_states), media_error=call.media_error,
     )
-    medias = sess.all_media()
-    for m in medias:
-        ep = m.endpoint
-        rep.rtp_packets_sent += ep.packets_sent
-        rep.rtp_packets_received += ep.packets_received
-        rep.rtp_packets_lost += max(0, ep.stats.lost) if ep.packets_received else 0
-        rep.rtp_jitter_ms = max(rep.rtp_jitter_ms, round(ep.stats.jitter_seconds * 1000, 3))
-        sent = set(ep.sent_payloads)
-        rep.echo_matched += sum(1 for p in ep.received_payloads if p in sent)
-    if medias:
-        m = medias[-1]
-        rep.codec = enums.name(enums.MEDIA_PAYLOADS, m.request.compression_type)
-        rep.local_rtp = hostport(m.endpoint.local_ip, m.endpoint.local_port)
-        rep.remote_rtp = hostport(m.remote[0], m.remote[1]) if m.remote else None
+    if sc is not None:
+        rep.tones, rep.prompts = list(sc.tones), list(sc.prompts)
+        rep.calling_party, rep.called_party = sc.calling_party, sc.called_party
+    reports = call.media_reports()
+    for report in reports:
+        sent, received = report["sent"], report["received"]
+        rep.rtp_packets_sent += sent["packets"]
+        rep.rtp_packets_received += received["packets"]
+        rep.rtp_packets_lost += received["lost"] if received["packets"] else 0
+        rep.rtp_jitter_ms = max(rep.rtp_jitter_ms, received["jitter_ms"])
+        rep.echo_matched += _echo_frames(report["recordings"].get("rx"))
+    if reports:
+        last = reports[-1]
+        rep.codec = enums.name(enums.MEDIA_PAYLOADS, call.compression_type or 0)
+        rep.local_rtp = hostport(last["local"][0], last["local"][1])
+        rep.remote_rtp = hostport(last["remote"][0], last["remote"][1]) if last["remote"] else None
     return rep
 
 
-async def _run(op: str, req: SCCPRequest, body: Callable[[StationSession, SCCPResult], Any], *,
-               ca_file: str | None = None, register: bool = True) -> SCCPResult:
+Body = Callable[[SCCPPhone, SCCPResult, _Budget], Awaitable[None]]
+
+
+async def _run(op: str, req: SCCPRequest, body: Body, *, ca_file: str | None = None, register: bool = True,
+               record_limit: ExchangeLimit | None = None) -> SCCPResult:
     res = _base(op, req)
     timeout = req.timeout / 1000.0
+    budget = _Budget(timeout + req.hold_ms / 1000.0)
+    limit = record_limit or ExchangeLimit()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    messages: list[WireMessage] = []
-    sess: StationSession | None = None
+    record_dir = tempfile.TemporaryDirectory(prefix="skinnysip-sccp-") if op == "call-setup" else None
+    account = SCCPAccount(host=req.host, port=res.port, tls=req.tls, tls_verify=req.tls_verify, ca_file=ca_file,
+                          device_name=req.device_name, device_type=req.device_type,
+                          protocol_version=req.protocol_version, source=f"tone:{PROBE_TONE_HZ:g}",
+                          record_dir=record_dir.name if record_dir else None, timeout=timeout,
+                          reconnect_min=timeout, reconnect_max=timeout)
+    phone: SCCPPhone | None = None
     try:
-        config = StationConfig(device_name=req.device_name, device_type=req.device_type,
-                               protocol_version=req.protocol_version)
-        sess = await StationSession.connect(req.host, res.port, config, timeout=timeout, use_tls=req.tls,
-                                            tls_verify=req.tls_verify, ca_file=ca_file,
-                                            media_seconds=req.hold_ms / 1000.0 + timeout + 1.0)
-        sess.transport.messages = messages
-        sess.notes = res.messages
+        phone = SCCPPhone(account, record_limit=limit)
+        await phone.connect(timeout=budget.left())
+        transport = phone.transport
+        assert transport is not None
         res.connect_ms = round((loop.time() - t0) * 1000, 3)
-        res.tls = sess.transport.tls_info
-        res.messages.append(f"Connected to {sess.transport.remote} over {res.transport.upper()} "
-                            f"in {res.connect_ms:.1f} ms")
+        res.tls = transport.tls_info
+        res.messages.append(f"Connected to {transport.remote} over {res.transport.upper()} in {res.connect_ms:.1f} ms")
         if register:
             t1 = loop.time()
-            ev = await sess.register()
-            if ev is None:
-                raise SCCPConnectionError(f"no RegisterAck or RegisterReject within {req.timeout} ms")
+            ev = await phone.register(budget.left(), configuration=0)
             if isinstance(ev, RegisterRejected):
                 res.rejected, res.reject_reason, res.status = True, ev.reason, "rejected"
                 res.error = f"registration rejected: {ev.reason}"
                 res.messages.append(f"RegisterReject: {ev.reason}")
                 return res
+            if ev is None:
+                res.error = phone.connection_error or f"no RegisterAck or RegisterReject within {req.timeout} ms"
+                return res
             res.latency_ms = round((loop.time() - t1) * 1000, 3)
             res.registered, res.status = True, "registered"
-            st = sess.station
             res.messages.append(f"Registered as {req.device_name} ({res.device_type_name}); keepalive "
-                                f"{st.keep_alive_interval} s, protocol {st.protocol_version}")
-        await body(sess, res)
-    except SCCPConnectionError as exc:
-        res.error = exc.reason
-        res.success = False
-        if res.status in ("registered",):
+                                f"{ev.keep_alive_interval} s, protocol {ev.protocol_version}")
+        await body(phone, res, budget)
+        if res.success and phone.connection_error:  # the connection ended before we were done
+            res.success, res.status, res.error = False, "error", phone.connection_error
+    except PhoneError as exc:
+        res.error, res.success = exc.reason, False
+        if res.status == "registered":
             res.status = "error"
-    except StationError as exc:
-        res.error = str(exc)
-        res.success = False
     except (OSError, ValueError) as exc:  # e.g. a field the CM sent that cannot be re-encoded
-        res.error = f"{type(exc).__name__}: {exc}"
-        res.success = False
+        res.error, res.success = f"{type(exc).__name__}: {exc}", False
     finally:
-        if sess is not None:
-            _fill_registration(res, sess.station)
+        if phone is not None:
+            if phone.station is not None:
+                _fill_registration(res, phone.station)
             if res.rejected:
                 res.registered = False
-            await sess.close()
-        res.exchange = messages
+            account.timeout = budget.teardown()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(phone.close(), 3 * TEARDOWN + budget.left())
+        if record_dir is not None:
+            record_dir.cleanup()
+        res.exchange = list(phone.wire) if phone is not None else []
+        res.dropped_messages = limit.dropped
+        if limit.dropped:
+            res.messages.append(f"{limit.dropped} message(s) not kept in the exchange (the record keeps "
+                                f"{limit.max_messages} messages / {limit.max_bytes} bytes)")
     return res
 
 
-async def probe(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+async def probe(req: SCCPRequest, *, ca_file: str | None = None,
+                record_limit: ExchangeLimit | None = None) -> SCCPResult:
     """Connect and send KeepAlive; success when KeepAliveAck arrives (reference §3.4).
     Reports ``keepAliveAck``, ``connectMs`` and ``latencyMs`` (KeepAlive round trip)."""
 
-    async def body(sess: StationSession, res: SCCPResult) -> None:
-        ev = await sess.keepalive()
+    async def body(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
+        ev = await phone.keepalive(budget.left())
         res.keep_alive_ack = ev is not None
         if ev is None:
-            res.status, res.error = "no-answer", f"no KeepAliveAck within {req.timeout} ms"
+            res.status = "no-answer"
+            res.error = phone.connection_error or f"no KeepAliveAck within {req.timeout} ms"
             return
         res.latency_ms = round((ev.round_trip or 0.0) * 1000, 3)
         res.status, res.success = "keepalive-acked", True
         res.messages.append(f"KeepAliveAck in {res.latency_ms:.1f} ms")
 
-    return await _run("probe", req, body, ca_file=ca_file, register=False)
+    return await _run("probe", req, body, ca_file=ca_file, register=False, record_limit=record_limit)
 
 
-async def _unregister(sess: StationSession, res: SCCPResult) -> None:
-    if await sess.unregister():
+async def _unregister(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
+    if await phone.unregister(budget.teardown()):
         res.unregistered = True
         res.messages.append("Unregistered")
     else:
         res.messages.append("No UnregisterAck (closed anyway)")
 
 
-async def register(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+async def register(req: SCCPRequest, *, ca_file: str | None = None,
+                   record_limit: ExchangeLimit | None = None) -> SCCPResult:
     """Register (RegisterAck/Reject, capabilities), then unregister (reference §5.1)."""
 
-    async def body(sess: StationSession, res: SCCPResult) -> None:
+    async def body(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
         # registration is done; give the CM a moment for CapabilitiesReq (sent right after the ack)
-        if not sess.station.capabilities_requested:
-            await sess.pump(lambda e: False, min(0.3, req.timeout / 1000.0))
+        station = phone.station
+        wait_until = budget.loop.time() + min(0.3, budget.left())
+        while station is not None and not station.capabilities_requested and budget.loop.time() < wait_until:
+            await asyncio.sleep(0.02)
         res.success = True
-        await _unregister(sess, res)
+        await _unregister(phone, res, budget)
 
-    return await _run("register", req, body, ca_file=ca_file)
+    return await _run("register", req, body, ca_file=ca_file, record_limit=record_limit)
 
 
-async def linestate(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+async def linestate(req: SCCPRequest, *, ca_file: str | None = None,
+                    record_limit: ExchangeLimit | None = None) -> SCCPResult:
     """Register and collect the configuration: button template, lines (LineStat), speed
     dials, soft-key template and sets, time/date (reference §5.1 steps 4–12); then unregister."""
 
-    async def body(sess: StationSession, res: SCCPResult) -> None:
-        complete = await sess.finish_registration()
-        _fill_registration(res, sess.station)
-        if not complete:
-            res.status, res.error = "incomplete", f"configuration not complete within {req.timeout} ms"
+    async def body(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
+        station = phone.station
+        assert station is not None
+        if not station.registration_complete:
+            await phone.wait_configuration(budget.left())
+        _fill_registration(res, station)
+        if not station.registration_complete:
+            res.status = "incomplete"
+            res.error = phone.connection_error or f"configuration not complete within {req.timeout} ms"
         else:
             res.success = True
             res.messages.append(f"{len(res.lines)} line(s), {len(res.speed_dials)} speed dial(s), "
                                 f"{len(res.soft_keys)} soft key(s)")
-        await _unregister(sess, res)
+        await _unregister(phone, res, budget)
 
-    return await _run("linestate", req, body, ca_file=ca_file)
+    return await _run("linestate", req, body, ca_file=ca_file, record_limit=record_limit)
 
 
-async def call_setup(req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+async def call_setup(req: SCCPRequest, *, ca_file: str | None = None,
+                     record_limit: ExchangeLimit | None = None) -> SCCPResult:
     """Register, go off-hook, dial ``dialNumber``, wait for Connected, stay ``holdMs`` with
-    real RTP both ways, go on-hook, unregister (reference §5.2, §3.18–§3.22)."""
+    real RTP both ways (an 800 Hz tone; ``echoMatched`` counts the 20 ms frames heard back
+    with it), go on-hook, unregister (reference §5.2, §3.18–§3.22)."""
     if not req.dial_number:
         res = _base("call-setup", req)
         res.error = "dialNumber is required for call-setup"
         return res
 
-    async def body(sess: StationSession, res: SCCPResult) -> None:
-        await sess.finish_registration()
+    async def body(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
+        station = phone.station
+        assert station is not None
+        if not station.registration_complete:
+            await phone.wait_configuration(budget.left())
         number = req.dial_number or ""
-        call = await sess.call(number, req.line_number if req.line_number in sess.station.lines else None)
+        phone.account.line = req.line_number if req.line_number in station.lines else None
+        call = await phone.call(number)
         res.messages.append(f"Off hook on line {call.line_instance}, dialling {number}")
         try:
-            ev = await sess.wait_state({"Connected", "Busy", "Congestion", "InvalidNumber", "OnHook"})
-            if ev is None:
-                res.status, res.error = "no-answer", f"call to {number} not connected within {req.timeout} ms"
-            elif ev.name != "Connected":
-                res.status, res.error = "call-failed", f"call to {number} failed: {ev.name}"
-            else:
+            if await call.wait_connected(max(0.0, budget.left() - req.hold_ms / 1000.0)):
                 res.messages.append(f"Connected (call reference {call.call_reference})")
                 if req.hold_ms:
-                    await sess.hold(req.hold_ms / 1000.0)
-                res.success = True
-                res.status = "call-completed"
+                    await call.wait_ended(min(req.hold_ms / 1000.0, budget.left()))
+                if call.state is CallState.TERMINATED:
+                    res.status, res.error = "call-failed", f"call to {number} ended while held: {call.end_reason}"
+                else:
+                    res.success, res.status = True, "call-completed"
+            elif call.state is CallState.TERMINATED:
+                failed = next((s for s in call.protocol_states if s in FAILED_STATES), None)
+                res.status = "call-failed"
+                res.error = f"call to {number} failed: {failed or call.end_reason or 'OnHook'}"
+            else:
+                res.status, res.error = "no-answer", f"call to {number} not connected within {req.timeout} ms"
         finally:
-            if not call.ended:
-                await sess.hang_up()
-            res.call = _call_report(sess, call, number)
+            if call.state is not CallState.TERMINATED:
+                phone.account.timeout = budget.teardown()
+                with contextlib.suppress(PhoneError, TimeoutError):
+                    await asyncio.wait_for(call.hangup(), 2 * TEARDOWN + budget.left())
+            await _unregister(phone, res, budget)
+            res.call = _call_report(call, number)
             res.rtp_packets_sent = res.call.rtp_packets_sent
             res.rtp_packets_received = res.call.rtp_packets_received
+            if call.media_error:
+                res.messages.append(f"no RTP: {call.media_error}")
+            if res.call.codec:
+                res.messages.append(f"RTP {res.call.codec} {res.call.local_rtp} ↔ {res.call.remote_rtp}")
             res.messages.append(f"On hook; RTP sent {res.rtp_packets_sent}, received {res.rtp_packets_received}")
-        await _unregister(sess, res)
 
-    return await _run("call-setup", req, body, ca_file=ca_file)
+    return await _run("call-setup", req, body, ca_file=ca_file, record_limit=record_limit)
 
 
-OPERATIONS: dict[str, Callable[..., Any]] = {
+OPERATIONS: dict[str, Callable[..., Awaitable[SCCPResult]]] = {
     "probe": probe, "register": register, "linestate": linestate, "call-setup": call_setup,
 }
 
 
-async def run_operation(name: str, req: SCCPRequest, *, ca_file: str | None = None) -> SCCPResult:
+async def run_operation(name: str, req: SCCPRequest, *, ca_file: str | None = None,
+                        record_limit: ExchangeLimit | None = None) -> SCCPResult:
     """Run operation ``name`` (probe, register, linestate, call-setup); never raises for peer
-    problems. An overall guard of ``timeout × 8 + holdMs`` stops anything that would hang."""
+    problems. Every wait shares one budget of ``timeout`` + ``holdMs``; hanging up and
+    unregistering take at most :data:`TEARDOWN` seconds each beyond it, whatever the call
+    manager sends (floods included). ``record_limit`` bounds the exchange (default
+    :class:`~skinnysip.result.ExchangeLimit`: 1000 messages / 1 MB). A last guard of the
+    budget + 10 s stops anything that would still hang (its result then has no exchange)."""
     op = OPERATIONS[name]
-    limit = req.timeout / 1000.0 * 8 + req.hold_ms / 1000.0 + 2.0
+    limit = req.timeout / 1000.0 + req.hold_ms / 1000.0 + 10.0
     try:
-        return await asyncio.wait_for(op(req, ca_file=ca_file), limit)
+        return await asyncio.wait_for(op(req, ca_file=ca_file, record_limit=record_limit), limit)
     except TimeoutError:
         res = _base(name, req)
         res.error = f"operation did not finish within {limit * 1000:.0f} ms"
         return res
-

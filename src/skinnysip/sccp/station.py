@@ -91,6 +91,15 @@ DEVICE_NAME_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+def keepalive_ack_timeout(interval: float) -> float:
+    """How long a KeepAlive waits for its KeepAliveAck by default: a quarter of the keepalive
+    interval, at least 1 s and at most 10 s (and never beyond the interval, when the next
+    KeepAlive is due). A CM that stopped answering is so detected within one interval plus
+    this margin of its last KeepAliveAck (reference §3.4: the station keeps alive every
+    keepAliveInterval seconds; [AST] itself gives up after 3 intervals of silence)."""
+    return min(max(1.0, min(10.0, interval / 4)), max(interval, 1.0))
+
+
 class StationError(ValueError):
     """A request the station cannot carry out (bad device name, digit, or wrong state)."""
 
@@ -164,6 +173,16 @@ class KeepAliveAcked(Event):
     """KeepAliveAck arrived; ``round_trip`` seconds since the matching KeepAlive, if known."""
 
     round_trip: float | None
+
+
+@dataclass(frozen=True)
+class KeepAliveTimedOut(Event):
+    """No KeepAliveAck came within ``timeout`` seconds of a KeepAlive sent while registered
+    (reference §3.4): the call manager is taken for dead and the driver should drop the
+    connection and register again. Reported once per unanswered KeepAlive."""
+
+    timeout: float
+    keep_alive_interval: int
 
 
 @dataclass(frozen=True)
@@ -296,6 +315,10 @@ class StationConfig:
     #: seconds to wait for CapabilitiesReq after RegisterAck before asking for the
     #: configuration anyway (a CM may skip CapabilitiesReq).
     config_request_delay: float = 2.0
+    #: seconds a KeepAlive sent while registered may wait for its KeepAliveAck before
+    #: :class:`KeepAliveTimedOut`; None: :func:`keepalive_ack_timeout` of the interval the
+    #: RegisterAck gave. A dead call manager is so noticed within one interval plus this.
+    keepalive_ack_timeout: float | None = None
     validate_name: bool = True
     header_version: int | str = "auto"
 
@@ -431,6 +454,7 @@ class Station:
         self._registered_at: float | None = None
         self._next_keepalive: float | None = None
         self._keepalive_sent_at: float | None = None
+        self._ack_deadline: float | None = None
 
     # ---- output ------------------------------------------------------------------------
 
@@ -452,9 +476,16 @@ class Station:
         self._outbox.append(encode(name, dict(fields or {}), protocol_version=self.protocol_version,
                                    header_version=self.header_version))
 
+    @property
+    def keepalive_ack_timeout(self) -> float:
+        """Seconds a KeepAlive waits for its KeepAliveAck (see :class:`StationConfig`)."""
+        if self.config.keepalive_ack_timeout is not None:
+            return self.config.keepalive_ack_timeout
+        return keepalive_ack_timeout(self.keep_alive_interval or 30)
+
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`tick` has work to do, or ``None``."""
-        deadlines = [d for d in (self._next_keepalive, self._config_deadline()) if d is not None]
+        deadlines = [d for d in (self._next_keepalive, self._config_deadline(), self._ack_deadline) if d is not None]
         return min(deadlines) if deadlines else None
 
     def _config_deadline(self) -> float | None:
@@ -489,7 +520,10 @@ class Station:
         """Queue a KeepAlive now (allowed before registration, reference §3.4)."""
         self._send("KeepAlive")
         self.keepalives_sent += 1
-        self._keepalive_sent_at = now
+        if self._keepalive_sent_at is None:  # the oldest unanswered KeepAlive gives the round trip
+            self._keepalive_sent_at = now
+        if self.state == "registered" and self._ack_deadline is None:
+            self._ack_deadline = now + self.keepalive_ack_timeout
 
     def place_call(self, number: str, now: float, line_instance: int | None = None, *,
                    via: str = "offhook") -> Call:
@@ -567,6 +601,7 @@ class Station:
         """Queue Unregister (reason 0). The CM answers UnregisterAck ([CS]) or closes ([AST])."""
         self.state = "unregistering"
         self._next_keepalive = None
+        self._ack_deadline = None
         self._send("Unregister", {})
 
     def receive_channel_opened(self, request: OpenReceiveChannelRequested, ip: str, port: int) -> None:
@@ -623,7 +658,13 @@ class Station:
 
     def tick(self, now: float) -> list[Event]:
         """Run timers due at ``now``: the keepalive loop (every keepAliveInterval seconds) and
-        the fallback configuration requests."""
+        the fallback configuration requests; :class:`KeepAliveTimedOut` when a KeepAlive's
+        KeepAliveAck is overdue."""
+        events: list[Event] = []
+        if self._ack_deadline is not None and now >= self._ack_deadline:
+            self._ack_deadline = None
+            if self.state == "registered":
+                events.append(KeepAliveTimedOut(self.keepalive_ack_timeout, self.keep_alive_interval or 30))
         if self._next_keepalive is not None and now >= self._next_keepalive:
             self.send_keepalive(now)
             interval = self.keep_alive_interval or 30
@@ -633,7 +674,7 @@ class Station:
         deadline = self._config_deadline()
         if deadline is not None and now >= deadline:
             self._request_configuration()
-        return []
+        return events
 
     # ---- input -------------------------------------------------------------------------
 
@@ -670,6 +711,7 @@ class Station:
         self.keepalive_acks += 1
         rtt = None if self._keepalive_sent_at is None else max(0.0, now - self._keepalive_sent_at)
         self._keepalive_sent_at = None
+        self._ack_deadline = None
         return [KeepAliveAcked(rtt)]
 
     def _on_CapabilitiesReq(self, f: Mapping[str, Any], now: float) -> list[Event]:
@@ -769,6 +811,7 @@ class Station:
     def _on_UnregisterAck(self, f: Mapping[str, Any], now: float) -> list[Event]:
         self.state = "unregistered"
         self._next_keepalive = None
+        self._ack_deadline = None
         return [Unregistered(_int(f, "status"))]
 
     def _on_Reset(self, f: Mapping[str, Any], now: float) -> list[Event]:
