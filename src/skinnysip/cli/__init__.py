@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from skinnysip import __version__
+from skinnysip.cli import load as load_cli
 from skinnysip.cli import phone as phone_cli
 from skinnysip.cli import sccp as sccp_cli
 from skinnysip.cli import sip as sip_cli
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
 app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
+app.add_typer(load_cli.app, name="load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
 app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.")(
     phone_cli.phone_cmd)
 
@@ -25,12 +27,41 @@ app.command("phone", help="A SIP softphone: register, call and answer, hold, tra
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, min=1, max=65535, help="TCP port to listen on."),
+    allow: list[str] = typer.Option(
+        [], "--allow", envvar="SKINNYSIP_ALLOW", show_default=False,
+        help="Target the API may connect to: address, CIDR network, host name or *.domain (repeatable); "
+             "lifts the default denials of an exposed server (loopback, private ranges).",
+    ),
+    deny: list[str] = typer.Option(
+        [], "--deny", envvar="SKINNYSIP_DENY", show_default=False,
+        help="Target the API must not connect to: address, CIDR network, host name or *.domain (repeatable).",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SKINNYSIP_TOKEN", show_default=False,
+        help="Bearer token clients must send (default beyond loopback: one generated and printed at start).",
+    ),
 ) -> None:
-    """Run the HTTP API (OpenAPI page at /docs) and the web page at /."""
+    """Run the HTTP API (OpenAPI page at /docs) and the web page at /.
+
+    Listening beyond loopback, the API requires a bearer token and refuses targets in
+    loopback, private, link-local, metadata, multicast and broadcast ranges unless --allow
+    lifts them (403 with the reason)."""
     import uvicorn
 
+    from skinnysip.api.app import create_app
+    from skinnysip.api.guard import ServiceSettings
+
+    try:
+        settings = ServiceSettings.for_listen(host, allow=allow, deny=deny, token=token, environ={})
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
-    uvicorn.run("skinnysip.api.app:app", host=host, port=port, log_level="info")
+    if settings.token_generated:
+        typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
+    if settings.policy is not None:
+        typer.echo(f"target policy: {settings.policy}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 @app.command()

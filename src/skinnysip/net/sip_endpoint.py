@@ -174,6 +174,9 @@ class SIPEndpoint:
         self._closed = False
         self.errors: deque[str] = deque(maxlen=100)  # transport errors outside transactions
         self.default_answers = 0
+        #: messages our transactions sent again (Timers A/E/G, responses to retransmitted
+        #: requests; RFC 3261 §17): the load generator's Retransmissions counter
+        self.retransmissions = 0
 
     # -- life -------------------------------------------------------------------------------
     async def __aenter__(self) -> SIPEndpoint:
@@ -369,7 +372,10 @@ class SIPEndpoint:
 
     def _process(self, out: LayerOutput, depth: int = 0) -> None:
         for item in out.send:
-            note = "retransmission" if item.kind == "retransmission" else ""
+            note = ""
+            if item.kind == "retransmission":
+                note = "retransmission"
+                self.retransmissions += 1
             try:
                 self.transport.send(item.message, item.flow, note)
             except SIPTransportError as exc:

@@ -1,0 +1,289 @@
+"""``skinnysip load options|register|call|message|user HOST …``: SIP load in SIPp's spirit.
+
+Rate (``-r``, per second), concurrency limit (``-l``), total count (``-m``), ``--duration``
+and ``--ramp-up`` (seconds, as SIPp's options), ``--hold`` (seconds a call stays up),
+``--timeout`` (ms, as every skinnysip command). Users and passwords from a SIPp ``-inf``
+style file (``--users``), or ``--user``/``--password`` (``$SKINNYSIP_PASSWORD``).
+
+While it runs: a live view on a terminal; the rate changes with the keys ``+``/``-`` (±1/s)
+and ``*``/``/`` (±10/s), ``q`` stops starting new attempts (SIPp's keys); or write a number
+to the ``--rate-file`` (read once per interval). ``--csv FILE``: one row per interval with
+SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
+
+Exit status: 0 when the failures are within ``--max-failures`` (a count, or a percentage of
+the attempts such as ``1%``; default 0), 1 when they exceed it, 2 for bad arguments or a
+server that cannot be reached at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="SIP load: options, register, call, message, or your own scenario.")
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _port_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    first, _, last = value.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not FIRST-LAST", param_hint="--local-ports") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise typer.BadParameter(f"{value!r}: ports 1-65535, FIRST <= LAST", param_hint="--local-ports")
+    return lo, hi
+
+
+def max_failures_exceeded(limit: str, failed: int, attempted: int) -> bool:
+    """``--max-failures``: ``N`` (failures allowed) or ``P%`` (of the attempts)."""
+    text = limit.strip()
+    if text.endswith("%"):
+        return failed > float(text[:-1]) / 100.0 * attempted
+    return failed > int(text)
+
+
+def _check_max_failures(value: str) -> str:
+    try:
+        max_failures_exceeded(value, 0, 0)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a count or a percentage like 1%",
+                                 param_hint="--max-failures") from None
+    return value
+
+
+class _Keys:
+    """SIPp's rate keys on a terminal (cbreak mode, restored on exit)."""
+
+    def __init__(self, monitor_ref: dict[str, Any], view: Any) -> None:
+        self.ref = monitor_ref
+        self.view = view
+        self.saved: Any = None
+
+    def start(self) -> None:
+        if not sys.stdin.isatty():
+            return
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        self.saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        asyncio.get_running_loop().add_reader(fd, self._key)
+
+    def _key(self) -> None:
+        key = os.read(sys.stdin.fileno(), 1).decode(errors="replace")
+        monitor = self.ref.get("monitor")
+        if monitor is None:
+            return
+        step = {"+": 1.0, "-": -1.0, "*": 10.0, "/": -10.0}.get(key)
+        if step is not None:
+            monitor.set_rate(max(0.1, monitor.rate + step))
+            self.view.note = f"rate set to {monitor.rate:g}/s"
+        elif key in ("q", "Q"):
+            monitor.source.stop()
+            self.view.note = "stopping: no new attempts"
+
+    def stop(self) -> None:
+        if self.saved is None:
+            return
+        import termios
+
+        fd = sys.stdin.fileno()
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, self.saved)
+
+
+def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
+    """A sink that reads ``path`` each interval and applies the rate it holds."""
+
+    def sink(_: Any) -> None:
+        monitor = ref.get("monitor")
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")[:64].strip()
+            rate = float(text)
+        except (OSError, ValueError):
+            return
+        if monitor is not None and rate > 0 and math.isfinite(rate) and rate != monitor.rate:
+            monitor.set_rate(rate)
+
+    return sink
+
+
+def _run(scenario: str, host: str, port: int | None, transport: str, domain: str | None,
+         user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
+         count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
+         unregister: bool, text: str, local_ports: str | None, script: str | None, source: str,
+         csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
+         ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool, ca_file: str | None) -> None:
+    from skinnysip.addresses import check_host
+    from skinnysip.cli.common import password_from
+    from skinnysip.load.report import CsvSink, LiveView
+    from skinnysip.load.runner import run_local, summary
+    from skinnysip.load.scenarios import LoadConfig, User, read_users
+
+    transport = transport.strip().lower()
+    if transport not in ("udp", "tcp", "tls"):
+        _fail(f"--transport: {transport!r} is not udp, tcp or tls")
+    try:
+        host = check_host(host)
+    except ValueError as exc:
+        _fail(f"HOST: {exc}")
+    user_list: list[User] = []
+    order = "SEQUENTIAL"
+    if users is not None:
+        try:
+            user_list, order = read_users(users)
+        except (OSError, ValueError) as exc:
+            _fail(f"--users: {exc}")
+    elif user is not None:
+        user_list = [User(user, password_from(password, prompt=False))]
+    config = LoadConfig(
+        scenario=scenario, host=host, port=port, transport=transport, domain=domain,  # type: ignore[arg-type]
+        users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
+        ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
+        message=text, local_ports=_port_range(local_ports), user_script=script,
+        source=source, tls_verify=not insecure, ca_file=ca_file)
+    try:
+        config.validate()
+    except ValueError as exc:
+        _fail(str(exc))
+
+    view = LiveView(f"skinnysip load {scenario} {host}", calls=scenario == "call")
+    ref: dict[str, Any] = {}
+    sinks: list[Any] = [view]
+    csv_sink = None
+    if csv_path is not None:
+        try:
+            csv_sink = CsvSink(csv_path)
+        except OSError as exc:
+            _fail(f"--csv: cannot write {str(csv_path)!r}: {exc.strerror or exc}")
+        sinks.append(csv_sink)
+    if rate_file is not None:
+        sinks.append(_rate_file_sink(rate_file, ref))
+    live_on = not quiet and not as_json and sys.stderr.isatty()
+    worker_totals: list[dict[str, Any]] | None = None
+
+    def on_monitor(monitor: Any) -> None:
+        ref["monitor"] = monitor
+
+    async def main() -> Any:
+        nonlocal worker_totals
+        keys = _Keys(ref, view)
+        live = None
+        if live_on:
+            from rich.console import Console
+            from rich.live import Live
+
+            live = Live(view.render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            live.start()
+            view.live = live
+            keys.start()
+        try:
+            if processes > 1 or ray_address:
+                from skinnysip.load.distributed import run_distributed
+
+                monitor, worker_totals = await run_distributed(config, sinks, workers=max(1, processes),
+                                                               address=ray_address, interval=interval,
+                                                               on_monitor=on_monitor)
+                return monitor
+            return await run_local(config, sinks, interval=interval, on_monitor=on_monitor)
+        finally:
+            keys.stop()
+            if live is not None:
+                live.stop()
+
+    try:
+        monitor = asyncio.run(main())
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_FAILURES)
+    except Exception as exc:  # the server cannot be reached, Ray cannot start…: one line
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        _fail(reason)
+    finally:
+        if csv_sink is not None:
+            csv_sink.close()
+    result = summary(monitor, config, workers=max(1, processes))
+    if worker_totals is not None:
+        result["workerTotals"] = worker_totals
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        if not live_on and not quiet:
+            Console().print(view.render())
+        rt = result["responseTimeMs"]
+        typer.echo(f"{result['successful']} successful, {result['failed']} failed of {result['attempted']} "
+                   f"({result['rate']}/s; p50 {rt['p50']} ms, p99 {rt['p99']} ms; "
+                   f"{result['retransmissions']} retransmissions)")
+    exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
+    raise typer.Exit(EXIT_FAILURES if exceeded else EXIT_OK)
+
+
+def _command(scenario: str, doc: str) -> Any:
+    def command(
+        host: str = typer.Argument(..., help="The server (IP or name) every request goes to."),
+        port: int | None = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port (5060; TLS 5061)."),
+        transport: str = typer.Option("udp", "--transport", "-t", help="udp, tcp or tls."),
+        domain: str | None = typer.Option(None, help="Domain of the URIs (default: HOST[:PORT])."),
+        user: str | None = typer.Option(None, "--user", "-u", help="User name (From/To, digest)."),
+        password: str | None = typer.Option(None, help="Digest password (or $SKINNYSIP_PASSWORD)."),
+        users: str | None = typer.Option(None, "--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM] then user;password[;auth_user] lines."),
+        to: str | None = typer.Option(None, "--to", help="Target: bob, bob@host or a SIP URI (call, message)."),
+        rate: float = typer.Option(10.0, "--rate", "-r", min=0.001, help="Attempts started per second (SIPp -r)."),
+        limit: int = typer.Option(100, "--limit", "-l", min=1, help="Attempts in progress at most (SIPp -l)."),
+        count: int | None = typer.Option(None, "--count", "-m", min=1, help="Attempts in all (SIPp -m)."),
+        duration: float | None = typer.Option(None, "--duration", min=0.001, help="Seconds to start attempts for (default 10 without -m)."),
+        ramp_up: float = typer.Option(0.0, "--ramp-up", min=0.0, help="Seconds over which the rate grows from 5 % to -r."),
+        hold: float = typer.Option(5.0, "--hold", min=0.0, help="Seconds a call stays up with media."),
+        timeout: int = typer.Option(32000, "--timeout", min=1, help="Longest transaction, ms (Timer B/F: 32000)."),
+        expires: int = typer.Option(60, "--expires", min=0, help="REGISTER expiry, seconds."),
+        unregister: bool = typer.Option(True, "--unregister/--no-unregister", help="Remove each binding after registering."),
+        text: str = typer.Option("skinnysip load", "--text", help="MESSAGE body."),
+        local_ports: str | None = typer.Option(None, "--local-ports", help="Local UDP port range FIRST-LAST."),
+        script: str | None = typer.Option(None, "--script", help="user scenario: a Python file with async def scenario(phone, index)."),
+        source: str = typer.Option("tone:440", "--source", help="What calls send: tone:HZ, silence, echo or a WAV file."),
+        csv_path: str | None = typer.Option(None, "--csv", help="Per-interval statistics (SIPp -trace_stat columns)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+        interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between statistics rows."),
+        max_failures: str = typer.Option("0", "--max-failures", callback=_check_max_failures, help="Failures allowed before the exit status is 1: N or P%."),
+        processes: int = typer.Option(1, "--processes", min=1, max=1024, help="Worker processes (Ray)."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="Join a Ray cluster (auto, ray://host:10001)."),
+        rate_file: str | None = typer.Option(None, "--rate-file", help="A file holding the rate; re-read every interval."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or table."),
+        insecure: bool = typer.Option(False, "--insecure", help="TLS: do not check the server certificate."),
+        ca_file: str | None = typer.Option(None, "--ca-file", help="TLS: CA certificates to check the server with."),
+    ) -> None:
+        if scenario == "user" and script is None:
+            _fail("the user scenario needs --script FILE.py")
+        _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
+             ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, csv_path, as_json,
+             interval, max_failures, processes, ray_address, rate_file, quiet, insecure, ca_file)
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("options")(_command("options", "OPTIONS, one transaction per attempt."))
+app.command("register")(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))
+app.command("call")(_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE."))
+app.command("message")(_command("message", "MESSAGE (RFC 3428) to --to, digest when challenged."))
+app.command("user")(_command("user", "Your scenario: --script FILE.py with async def scenario(phone, index)."))

@@ -1,0 +1,161 @@
+"""What a load run shows and writes: the per-interval CSV and the live rich view.
+
+The CSV (``,``-separated, one header line, one row per interval: ``pandas.read_csv(path)``)
+has SIPp's ``-trace_stat`` columns under SIPp's names where they exist — ``(P)`` for the
+period, ``(C)`` cumulative — and skinnysip's own after them (:data:`CSV_COLUMNS`). Times are
+seconds since the start (SIPp writes ``HH:MM:SS``), response times ms. ``FailedByStatus(C)``
+is ``code:count`` pairs joined by spaces (``401:2 timeout:1``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import IO, Any
+
+from .runner import Interval
+from .stats import FAILURE_KINDS, Counters
+
+__all__ = ["CSV_COLUMNS", "CsvSink", "LiveView", "REPARTITION_MS"]
+
+#: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
+REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
+
+
+def _pc(name: str) -> list[str]:
+    return [f"{name}(P)", f"{name}(C)"]
+
+
+#: the CSV header: SIPp's names first, then skinnysip's
+CSV_COLUMNS: list[str] = [
+    "StartTime", "CurrentTime", *_pc("ElapsedTime"), "TargetRate", *_pc("CallRate"),
+    *_pc("OutgoingCall"), "TotalCallCreated", "CurrentCall", *_pc("SuccessfulCall"), *_pc("FailedCall"),
+    *[column for kind in FAILURE_KINDS for column in _pc(kind)],
+    *_pc("Retransmissions"), *_pc("ResponseTime1"), *_pc("ResponseTime1StDev"), *_pc("CallLength"),
+    *_pc("CallLengthStDev"),
+    *[f"ResponseTimeRepartition1_<{edge}" for edge in REPARTITION_MS],
+    f"ResponseTimeRepartition1_>={REPARTITION_MS[-1]}",
+    # skinnysip's own
+    *_pc("RequestsSent"), *_pc("ResponseTimeP50"), *_pc("ResponseTimeP90"), *_pc("ResponseTimeP95"),
+    *_pc("ResponseTimeP99"), *_pc("MOS"), "MOSMin(C)", *_pc("Loss"), *_pc("JitterMs"), "FailedByStatus(C)",
+]
+
+
+def _ms(value: float | None) -> float | str:
+    return "" if value is None else round(value, 3)
+
+
+def _row(item: Interval) -> dict[str, Any]:
+    p, c = item.period, item.total
+    row: dict[str, Any] = {
+        "StartTime": dt.datetime.fromtimestamp(item.start, dt.UTC).isoformat(timespec="milliseconds"),
+        "CurrentTime": dt.datetime.fromtimestamp(item.now, dt.UTC).isoformat(timespec="milliseconds"),
+        "ElapsedTime(P)": round(item.period_seconds, 3), "ElapsedTime(C)": round(item.elapsed, 3),
+        "TargetRate": item.target_rate,
+        "CallRate(P)": round(p.attempted / item.period_seconds, 3) if item.period_seconds > 0 else 0,
+        "CallRate(C)": round(c.attempted / item.elapsed, 3) if item.elapsed > 0 else 0,
+        "OutgoingCall(P)": p.attempted, "OutgoingCall(C)": c.attempted, "TotalCallCreated": c.attempted,
+        "CurrentCall": item.in_progress,
+        "SuccessfulCall(P)": p.successful, "SuccessfulCall(C)": c.successful,
+        "FailedCall(P)": p.failed, "FailedCall(C)": c.failed,
+        "Retransmissions(P)": p.retransmissions, "Retransmissions(C)": c.retransmissions,
+        "ResponseTime1(P)": _ms(p.response_time.mean_ms), "ResponseTime1(C)": _ms(c.response_time.mean_ms),
+        "ResponseTime1StDev(P)": _ms(p.response_time.stdev_ms), "ResponseTime1StDev(C)": _ms(c.response_time.stdev_ms),
+        "CallLength(P)": _ms(p.call_length.mean_ms), "CallLength(C)": _ms(c.call_length.mean_ms),
+        "CallLengthStDev(P)": _ms(p.call_length.stdev_ms), "CallLengthStDev(C)": _ms(c.call_length.stdev_ms),
+        "RequestsSent(P)": p.requests_sent, "RequestsSent(C)": c.requests_sent,
+        "MOS(P)": _ms(p.mos), "MOS(C)": _ms(c.mos), "MOSMin(C)": _ms(c.mos_min),
+        "Loss(P)": _ms(p.loss), "Loss(C)": _ms(c.loss), "JitterMs(P)": _ms(p.jitter_ms), "JitterMs(C)": _ms(c.jitter_ms),
+        "FailedByStatus(C)": " ".join(f"{k}:{v}" for k, v in sorted(c.failed_by_status.items())),
+    }
+    for kind in FAILURE_KINDS:
+        row[f"{kind}(P)"] = p.failed_by_kind.get(kind, 0)
+        row[f"{kind}(C)"] = c.failed_by_kind.get(kind, 0)
+    below_prev = 0
+    for edge in REPARTITION_MS:  # SIPp's repartition: cumulative counts per bucket
+        below = c.response_time.below(edge)
+        row[f"ResponseTimeRepartition1_<{edge}"] = below - below_prev
+        below_prev = below
+    row[f"ResponseTimeRepartition1_>={REPARTITION_MS[-1]}"] = c.response_time.count - below_prev
+    for q in (50, 90, 95, 99):
+        row[f"ResponseTimeP{q}(P)"] = _ms(p.response_time.percentile(q))
+        row[f"ResponseTimeP{q}(C)"] = _ms(c.response_time.percentile(q))
+    return row
+
+
+class CsvSink:
+    """Writes one CSV row per interval to ``path`` (flushed each row, so it can be read
+    while the run goes on). Use as a sink, then :meth:`close`. ``OSError`` from the
+    constructor when the file cannot be created."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._file: IO[str] = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+        self._writer.writeheader()
+        self._file.flush()
+
+    def __call__(self, item: Interval) -> None:
+        self._writer.writerow(_row(item))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+class LiveView:
+    """The live view (rich): rate, attempts, successes, failures by status, retransmissions,
+    response-time percentiles, and for calls MOS/loss/jitter. Use as a sink inside
+    ``rich.live.Live(view.render())``; ``view.live`` is updated when set."""
+
+    def __init__(self, title: str, calls: bool) -> None:
+        self.title = title
+        self.calls = calls
+        self.last: Interval | None = None
+        self.live: Any = None
+        self.note = ""
+
+    def __call__(self, item: Interval) -> None:
+        self.last = item
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self.title, caption=self.note or None, show_header=True, expand=False)
+        table.add_column("")
+        table.add_column("period", justify="right")
+        table.add_column("total", justify="right")
+        item = self.last
+        if item is None:
+            table.add_row("starting…", "", "")
+            return table
+        p, c = item.period, item.total
+
+        def pct(counters: Counters, q: float) -> str:
+            return _fmt(counters.response_time.percentile(q), " ms")
+
+        rate_p = p.attempted / item.period_seconds if item.period_seconds > 0 else 0.0
+        rate_c = c.finished / item.elapsed if item.elapsed > 0 else 0.0
+        table.add_row("elapsed", f"{item.period_seconds:.1f} s", f"{item.elapsed:.1f} s")
+        table.add_row("rate (target)", f"{rate_p:.1f}/s", f"{rate_c:.1f}/s ({item.target_rate:g}/s)")
+        table.add_row("attempted", str(p.attempted), str(c.attempted))
+        table.add_row("in progress", "", str(item.in_progress))
+        table.add_row("successful", f"[green]{p.successful}", f"[green]{c.successful}")
+        table.add_row("failed", f"[red]{p.failed}" if p.failed else "0", f"[red]{c.failed}" if c.failed else "0")
+        for status in sorted(c.failed_by_status):
+            table.add_row(f"  {status}", str(p.failed_by_status.get(status, 0)), str(c.failed_by_status[status]))
+        table.add_row("retransmissions", str(p.retransmissions), str(c.retransmissions))
+        for q in (50, 90, 99):
+            table.add_row(f"response p{q}", pct(p, q), pct(c, q))
+        if self.calls:
+            table.add_row("MOS", _fmt(p.mos), _fmt(c.mos))
+            table.add_row("loss", _fmt(None if p.loss is None else round(p.loss * 100, 2), " %"),
+                          _fmt(None if c.loss is None else round(c.loss * 100, 2), " %"))
+            table.add_row("jitter", _fmt(p.jitter_ms, " ms"), _fmt(c.jitter_ms, " ms"))
+        return table

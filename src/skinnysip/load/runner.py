@@ -1,0 +1,339 @@
+"""The load runner: starts attempts at a rate, keeps at most ``limit`` in progress, stops by
+itself, and hands out its counters interval by interval.
+
+:class:`LoadRunner` runs one scenario in one event loop (one process, or one worker of a
+distributed run). :class:`Monitor` is the driver's side: every ``interval`` seconds it takes
+an interval from a source (a local runner, or the Ray workers summed up: ``distributed.py``),
+adds it to the run's totals and hands both to its sinks (the live view, the CSV). The final
+summary is :func:`summary`. Python units: seconds; rates per second.
+
+Bounded: no more than ``count`` attempts (default: as many as ``rate`` × ``duration``; a run
+with neither ``count`` nor ``duration`` lasts :data:`DEFAULT_DURATION` seconds); no new
+attempt after ``duration``; in-flight attempts get ``timeout + hold +`` :data:`DRAIN_GRACE`
+seconds to end, then are cancelled and counted as failed (``aborted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .scenarios import LoadConfig, Scenario, make_scenario
+from .stats import Counters
+
+__all__ = ["DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "run_local", "summary"]
+
+DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
+DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
+MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
+MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
+
+
+class LoadRunner:
+    """One scenario at a rate, in this event loop. ``await runner.run()`` returns when the
+    run is over; meanwhile :meth:`take_interval`, :meth:`set_rate` and :meth:`stop` may be
+    called (from the same loop). ``counters`` is the interval being counted now.
+
+    Raises from :meth:`run` only what the scenario's ``open`` raises (the server cannot be
+    reached: ``SIPTransportError``/``PhoneError``/``ValueError`` with one line)."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        config.validate()
+        self.config = config
+        self.counters = Counters()
+        self.rate = config.rate
+        self.scenario: Scenario = make_scenario(config, lambda: self.counters)
+        self.started: float | None = None  # loop time of the first attempt
+        self.done = False
+        self.issued = 0
+        self._stop = asyncio.Event()
+        self._retrans_seen = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def count(self) -> int:
+        c = self.config
+        if c.count is not None:
+            return c.count
+        return max(1, math.ceil(c.rate * (c.duration or DEFAULT_DURATION)) * 4)  # the duration stops it first
+
+    @property
+    def duration(self) -> float:
+        c = self.config
+        if c.duration is not None:
+            return c.duration
+        return math.inf if c.count is not None else DEFAULT_DURATION
+
+    def set_rate(self, rate: float) -> None:
+        """A new target rate (attempts per second, > 0), effective from the next attempt."""
+        if rate > 0 and math.isfinite(rate):
+            self.rate = rate
+
+    def stop(self) -> None:
+        """Start no more attempts; the running ones end as they would."""
+        self._stop.set()
+
+    def in_progress(self) -> int:
+        return len(self._tasks)
+
+    def take_interval(self) -> Counters:
+        """The counters since the last call (retransmissions included), and a new interval."""
+        snapshot, self.counters = self.counters, Counters()
+        total = self.scenario.retransmissions()
+        snapshot.retransmissions += total - self._retrans_seen
+        self._retrans_seen = total
+        return snapshot
+
+    def _current_rate(self, now: float) -> float:
+        ramp = self.config.ramp_up
+        if ramp > 0 and self.started is not None and now - self.started < ramp:
+            return self.rate * max(MIN_RAMP_SHARE, (now - self.started) / ramp)
+        return self.rate
+
+    async def _attempt(self, index: int, slots: asyncio.Semaphore) -> None:
+        try:
+            await self.scenario.attempt(index)
+        except asyncio.CancelledError:
+            self.counters.failure("aborted", "FailedTimeoutOnRecv")
+            raise
+        except Exception as exc:  # a bug in a scenario must not stop the run; count it
+            self.counters.failure(f"error: {type(exc).__name__}", "FailedCallRejected")
+        finally:
+            slots.release()
+
+    async def run(self) -> None:
+        """Open the scenario, start attempts until ``count``/``duration``/:meth:`stop`, wait
+        for the last ones (bounded), close."""
+        loop = asyncio.get_running_loop()
+        c = self.config
+        slots = asyncio.Semaphore(c.limit)
+        await self.scenario.open()
+        try:
+            self.started = loop.time()
+            end = self.started + self.duration
+            next_at = self.started
+            count = self.count
+            while self.issued < count and not self._stop.is_set():
+                now = loop.time()
+                if now >= end:
+                    break
+                if next_at > now:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), min(next_at, end) - now)
+                    continue
+                try:  # at the concurrency limit: wait for a slot (the schedule slips, as SIPp's -l)
+                    await asyncio.wait_for(slots.acquire(), max(0.001, end - loop.time()))
+                except TimeoutError:
+                    break
+                if self._stop.is_set():
+                    slots.release()
+                    break
+                self.counters.attempted += 1
+                task = loop.create_task(self._attempt(c.index_start + self.issued * c.index_step, slots))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self.issued += 1
+                now = loop.time()
+                next_at = max(next_at + 1.0 / self._current_rate(now), now - MAX_BURST)
+            await self._drain()
+        finally:
+            await self.scenario.close()
+            self.done = True
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        grace = self.config.timeout + self.config.hold + DRAIN_GRACE
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+
+class IntervalSource(Protocol):
+    """Where a :class:`Monitor` takes intervals from."""
+
+    def take(self) -> Awaitable[tuple[Counters, int]]:
+        """(the interval's counters, attempts in progress now)."""
+        ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def set_rate(self, rate: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Interval:
+    """One period of a run as the sinks see it: ``period`` and cumulative ``total`` counters,
+    ``elapsed`` seconds since the start, ``period_seconds``, the ``target_rate`` and the
+    attempts ``in_progress``; ``start`` is the wall-clock start of the run (Unix seconds)."""
+
+    period: Counters
+    total: Counters
+    elapsed: float
+    period_seconds: float
+    target_rate: float
+    in_progress: int
+    start: float
+    now: float
+
+
+Sink = Callable[[Interval], None]
+
+
+@dataclass
+class Monitor:
+    """The driver: every ``interval`` seconds takes an interval from ``source``, adds it to
+    :attr:`total` and calls each sink with it; stops when the source has finished (and one
+    last interval is taken). ``rate`` is the target rate shown (kept in step with
+    :meth:`set_rate`)."""
+
+    source: IntervalSource
+    rate: float
+    interval: float = 1.0
+    sinks: list[Sink] = field(default_factory=list)
+    total: Counters = field(default_factory=Counters)
+    started_wall: float = field(default_factory=time.time)
+    history: list[Interval] = field(default_factory=list)
+    max_history: int = 100_000
+
+    def set_rate(self, rate: float) -> None:
+        if rate > 0 and math.isfinite(rate):
+            self.rate = rate
+            self.source.set_rate(rate)
+
+    async def tick(self, elapsed: float, period_seconds: float) -> Interval:
+        period, in_progress = await self.source.take()
+        self.total.merge(period)
+        item = Interval(period, self.total, elapsed, period_seconds, self.rate, in_progress, self.started_wall,
+                        time.time())
+        if len(self.history) < self.max_history:
+            self.history.append(item)
+        for sink in self.sinks:
+            sink(item)
+        return item
+
+    async def run(self, deadline: float) -> None:
+        """Tick until the source has finished or ``deadline`` (loop time) passes."""
+        loop = asyncio.get_running_loop()
+        t0 = last = loop.time()
+        while True:
+            next_tick = last + self.interval
+            while loop.time() < next_tick and not self.source.finished and loop.time() < deadline:
+                await asyncio.sleep(min(0.05, max(0.0, next_tick - loop.time())))
+            now = loop.time()
+            finished = self.source.finished
+            await self.tick(now - t0, now - last)
+            last = now
+            if finished or now >= deadline:
+                return
+
+
+class LocalSource:
+    """A :class:`LoadRunner` in this loop as an :class:`IntervalSource`."""
+
+    def __init__(self, runner: LoadRunner) -> None:
+        self.runner = runner
+
+    async def take(self) -> tuple[Counters, int]:
+        return self.runner.take_interval(), self.runner.in_progress()
+
+    @property
+    def finished(self) -> bool:
+        return self.runner.done
+
+    def set_rate(self, rate: float) -> None:
+        self.runner.set_rate(rate)
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+
+def run_deadline(config: LoadConfig, started: float) -> float:
+    """The loop time by which a run must be over, whatever happens (the monitor's bound)."""
+    duration = config.duration
+    if duration is None:
+        duration = (config.count / config.rate) if config.count is not None else DEFAULT_DURATION
+        duration = duration * 3 + 30.0  # a count at a slipping rate: generous but finite
+    return started + duration + config.ramp_up + config.timeout + config.hold + DRAIN_GRACE + 30.0
+
+
+async def run_local(config: LoadConfig, sinks: list[Sink], *, interval: float = 1.0,
+                    on_monitor: Callable[[Monitor], None] | None = None) -> Monitor:
+    """Run ``config`` in this event loop with a :class:`Monitor` feeding ``sinks``; returns
+    the monitor (its ``total`` and ``history``). ``on_monitor`` is called with the monitor
+    once it exists (to change the rate while running). Raises what the scenario's ``open``
+    raises."""
+    runner = LoadRunner(config)
+    monitor = Monitor(LocalSource(runner), config.rate, interval, list(sinks))
+    if on_monitor is not None:
+        on_monitor(monitor)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(runner.run())
+    watcher = loop.create_task(monitor.run(run_deadline(config, loop.time())))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_EXCEPTION)
+        if task.done() and task.exception() is not None:
+            watcher.cancel()
+            raise task.exception()  # type: ignore[misc]
+        await watcher
+    finally:
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+    return monitor
+
+
+def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[str, Any]:
+    """The final JSON summary (camelCase; times in ms; ``rate`` is successful+failed
+    attempts per second over the run, ``targetRate`` what was asked)::
+
+        {"scenario", "target", "transport", "attempted", "successful", "failed",
+         "failedByStatus": {"401": n, "timeout": n, …}, "failedByKind": {SIPp name: n},
+         "retransmissions", "requestsSent", "rate", "targetRate", "elapsedMs", "workers",
+         "responseTimeMs": {"p50", "p90", "p95", "p99", "max", "mean", "stdev"},
+         "callLengthMs": {"mean", "p50", "max"},
+         "media": {"mos", "mosMin", "loss", "jitterMs", "rtpExpected", "rtpLost"} | None}
+    """
+    total = monitor.total
+    elapsed = monitor.history[-1].elapsed if monitor.history else 0.0
+    rt = total.response_time
+    media = None
+    if config.scenario == "call":
+        media = {"mos": total.mos, "mosMin": total.mos_min, "loss": total.loss, "jitterMs": total.jitter_ms,
+                 "rtpExpected": total.rtp_expected, "rtpLost": total.rtp_lost}
+    return {
+        "scenario": config.scenario,
+        "target": f"{config.host}:{config.server_port}",
+        "transport": config.transport,
+        "attempted": total.attempted,
+        "successful": total.successful,
+        "failed": total.failed,
+        "failedByStatus": dict(sorted(total.failed_by_status.items())),
+        "failedByKind": dict(sorted(total.failed_by_kind.items())),
+        "retransmissions": total.retransmissions,
+        "requestsSent": total.requests_sent,
+        "rate": round(total.finished / elapsed, 2) if elapsed > 0 else 0.0,
+        "targetRate": monitor.rate,
+        "elapsedMs": round(elapsed * 1000),
+        "workers": workers,
+        "responseTimeMs": {"p50": rt.percentile(50), "p90": rt.percentile(90), "p95": rt.percentile(95),
+                           "p99": rt.percentile(99), "max": round(rt.max_ms, 3) if rt.count else None,
+                           "mean": round(rt.mean_ms, 3) if rt.mean_ms is not None else None,
+                           "stdev": round(rt.stdev_ms, 3) if rt.stdev_ms is not None else None},
+        "callLengthMs": {"mean": round(total.call_length.mean_ms, 1) if total.call_length.mean_ms else None,
+                         "p50": total.call_length.percentile(50),
+                         "max": round(total.call_length.max_ms, 1) if total.call_length.count else None},
+        "media": media,
+    }

@@ -1,0 +1,530 @@
+"""What one load *attempt* is: OPTIONS, REGISTER (digest, then unregister), MESSAGE, a call
+with media, or a user's own async function — all on the SIP core the probes and phones use.
+
+- ``options``/``register``/``message`` share one :class:`~skinnysip.net.sip_endpoint.SIPEndpoint`
+  (wire trace off) and its flow to the server; each attempt is one non-INVITE transaction
+  (:meth:`SIPEndpoint.transact`, digest by the core's :class:`~skinnysip.sip.auth.ChallengeRetry`).
+- ``call`` and user scenarios run on :class:`~skinnysip.phone.sip_phone.SIPPhone` objects
+  (one account per user, several phones per user when the concurrency needs it, each at most
+  ``MAX_CALLS`` calls): INVITE with auth → 200 → ACK → media both ways (RTP + RTCP,
+  :class:`~skinnysip.net.media.MediaStream`) for the hold time → BYE; the call's final media
+  report (G.107 MOS, loss, jitter) goes into the counters.
+
+Every attempt ends by itself: transactions end by Timer B/F (RFC 3261 §17.1) or the
+scenario's ``timeout``, calls by the hold time. Python units: seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import inspect
+import itertools
+import math
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from skinnysip.addresses import format_host, hostport
+from skinnysip.net.resolver import ServerTarget
+from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
+from skinnysip.net.sip_transport import route_ip
+from skinnysip.phone.api import CallState, PhoneError
+from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
+from skinnysip.sip.auth import ChallengeRetry, DigestClient
+from skinnysip.sip.message import Request, SIPParseError
+from skinnysip.sip.request import new_call_id, new_request, new_tag
+from skinnysip.sip.transaction import Flow, Timers
+from skinnysip.sip.uri import NameAddr, SipURI
+
+from .stats import Counters
+
+__all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
+
+ScenarioName = Literal["options", "register", "call", "message", "user"]
+SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user")
+MAX_USERS = 100_000  # lines read from a users file
+
+
+@dataclass(frozen=True)
+class User:
+    """One account of a users file: ``user``, ``password`` (None: no credentials) and an
+    optional ``auth_user`` (digest username, default ``user``)."""
+
+    user: str
+    password: str | None = None
+    auth_user: str | None = None
+
+
+def read_users(path: str | Path) -> tuple[list[User], str]:
+    """Users from a SIPp ``-inf`` style file: an optional first line ``SEQUENTIAL``,
+    ``RANDOM`` or ``USER`` (the order; default SEQUENTIAL), then one user a line,
+    ``user;password[;auth_user]`` (``,`` also accepted as the separator; ``#`` comments and
+    blank lines skipped). Returns (users, order). ``ValueError`` naming the line when a line
+    has no user, or the file has none; at most :data:`MAX_USERS` users."""
+    users: list[User] = []
+    order = "SEQUENTIAL"
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if number == 1 and line.upper() in ("SEQUENTIAL", "RANDOM", "USER"):
+            order = line.upper()
+            continue
+        fields = [f.strip() for f in (line.split(";") if ";" in line else line.split(","))]
+        if not fields[0]:
+            raise ValueError(f"{path}:{number}: no user")
+        users.append(User(fields[0], fields[1] if len(fields) > 1 and fields[1] else None,
+                          fields[2] if len(fields) > 2 and fields[2] else None))
+        if len(users) >= MAX_USERS:
+            break
+    if not users:
+        raise ValueError(f"{path}: no users")
+    return users, order
+
+
+@dataclass
+class LoadConfig:
+    """One load run (Python units: seconds; rates per second).
+
+    ``scenario``: ``options``, ``register``, ``call``, ``message`` or ``user``. ``host``/
+    ``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
+    (an IP literal or a name, RFC 3263 A/AAAA). ``domain``: of the Request-URI and the
+    From/To URIs (default ``host[:port]``). ``users``: the accounts (cycled through by
+    attempt index, SEQUENTIAL, or drawn at RANDOM: ``user_order``); none: ``load`` without
+    credentials. ``to``: MESSAGE/call target (``bob``, ``bob@host`` or a full URI); OPTIONS
+    goes to it too when given. ``rate``: attempts started per second; ``limit``: attempts in
+    progress at most (SIPp ``-l``); ``count``: attempts in all (``-m``); ``duration``: stop
+    starting new ones after this; ``ramp_up``: the rate grows linearly from 5 % to ``rate``
+    over these seconds. ``hold``: seconds a call stays up with media. ``timeout``: the
+    longest an attempt's transaction may take (Timer B/F is 64·T1 = 32 s by default).
+    ``expires``: of a REGISTER; ``unregister``: remove the binding after each successful
+    registration (REGISTER Expires 0, authenticated with the last challenge).
+    ``local_ports``: (first, last) local UDP ports to bind (SIP sockets; a phone per port).
+    ``user_script``: the Python file of a ``user`` scenario (``async def scenario(phone,
+    index)``). ``source``: what calls send (``tone:440``, ``silence``, ``echo``, a WAV).
+    ``t1``: RFC 3261 T1. ``index_start``/``index_step``: the attempt indexes this runner
+    uses (``start + k·step``; a distributed run's workers interleave them)."""
+
+    scenario: ScenarioName
+    host: str
+    port: int | None = None
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    domain: str | None = None
+    users: list[User] = field(default_factory=list)
+    user_order: str = "SEQUENTIAL"
+    to: str | None = None
+    rate: float = 10.0
+    limit: int = 100
+    count: int | None = None
+    duration: float | None = None
+    ramp_up: float = 0.0
+    hold: float = 5.0
+    timeout: float = 32.0
+    expires: int = 60
+    unregister: bool = True
+    message: str = "skinnysip load"
+    local_ports: tuple[int, int] | None = None
+    user_script: str | None = None
+    source: str = "tone:440"
+    tls_verify: bool = True
+    ca_file: str | None = None
+    t1: float = 0.5
+    index_start: int = 0
+    index_step: int = 1
+
+    def validate(self) -> None:
+        """``ValueError`` naming the first bad field."""
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario: one of {', '.join(SCENARIOS)}")
+        if not self.rate > 0 or not math.isfinite(self.rate):
+            raise ValueError("rate: must be > 0")
+        if self.limit < 1:
+            raise ValueError("limit: must be >= 1")
+        if self.count is not None and self.count < 1:
+            raise ValueError("count: must be >= 1")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError("duration: must be > 0")
+        if self.ramp_up < 0 or self.hold < 0 or not self.timeout > 0:
+            raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
+        if self.scenario in ("message", "call") and not self.to:
+            raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
+        if self.scenario == "user" and not self.user_script:
+            raise ValueError("user_script: the user scenario needs a Python file")
+        if self.local_ports is not None:
+            first, last = self.local_ports
+            if not 1 <= first <= last <= 65535:
+                raise ValueError("local_ports: FIRST-LAST within 1-65535")
+
+    @property
+    def server_port(self) -> int:
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def sip_domain(self) -> str:
+        if self.domain:
+            return self.domain
+        default = 5061 if self.transport == "tls" else 5060
+        host = format_host(self.host)
+        return host if self.server_port == default else f"{host}:{self.server_port}"
+
+    def user_for(self, index: int) -> User:
+        if not self.users:
+            return User("load")
+        if self.user_order == "RANDOM":
+            return random.choice(self.users)
+        return self.users[index % len(self.users)]
+
+    def uri(self, target: str) -> str:
+        """``bob`` → ``sip:bob@domain``, ``bob@host`` → ``sip:bob@host``, a URI as it is."""
+        if re.match(r"^(sips?|tel):", target, re.I):
+            return target
+        return f"sip:{target}" if "@" in target else f"sip:{target}@{self.sip_domain}"
+
+
+class Scenario:
+    """One kind of attempt. ``counters()`` is the runner's current interval (the runner
+    swaps it at each snapshot, so a scenario always asks for it). :meth:`open` before the
+    first attempt (may raise :class:`SIPTransportError`/:class:`PhoneError` with one line),
+    :meth:`attempt` per attempt (never raises for network problems: it counts them),
+    :meth:`close` at the end. :meth:`retransmissions` is the running total."""
+
+    def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
+        self.config = config
+        self.counters = counters
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def attempt(self, index: int) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def retransmissions(self) -> int:
+        raise NotImplementedError
+
+
+async def _bind_udp(ep: SIPEndpoint, local_ip: str, ports: tuple[int, int] | None, skip: set[int]) -> int:
+    """Bind one UDP socket of ``ep`` on ``local_ip`` in the port range (any port without one);
+    returns the port. :class:`SIPTransportError` when every port of the range is taken."""
+    if ports is None:
+        return (await ep.listen("udp", local_ip, 0))[1]
+    first, last = ports
+    for port in range(first, last + 1):
+        if port in skip:
+            continue
+        with contextlib.suppress(SIPTransportError):
+            return (await ep.listen("udp", local_ip, port))[1]
+    raise SIPTransportError(f"no free UDP port in {first}-{last}")
+
+
+class TransactionScenario(Scenario):
+    """OPTIONS, REGISTER and MESSAGE: one shared endpoint, one transaction (plus digest
+    retries and, for REGISTER, the unregister) per attempt."""
+
+    async def open(self) -> None:
+        c = self.config
+        self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=False, tls_verify=c.tls_verify,
+                              ca_file=c.ca_file)
+        self.ep.start()
+        targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
+        self.target: ServerTarget = targets[0]
+        if c.transport == "udp":
+            await _bind_udp(self.ep, route_ip(self.target.address), c.local_ports, set())
+        self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host)
+
+    async def close(self) -> None:
+        if hasattr(self, "ep"):
+            await self.ep.close()
+
+    def retransmissions(self) -> int:
+        return self.ep.retransmissions if hasattr(self, "ep") else 0
+
+    async def _flow(self) -> Flow | None:
+        """The flow for this attempt: UDP's one socket, or the open (or re-opened) connection."""
+        if self.config.transport == "udp":
+            return self.flow
+        try:
+            self.flow = await self.ep.flow_to(self.target, timeout=min(10.0, self.config.timeout),
+                                              server_name=self.config.host)
+            return self.flow
+        except SIPTransportError:
+            self.counters().failure("transport", "FailedTcpConnect")
+            return None
+
+    def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
+                 call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
+                 contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
+                 body: bytes = b"", content_type: str | None = None) -> Request:
+        return new_request(
+            method, ruri, from_=NameAddr(None, SipURI.parse(from_uri), {"tag": from_tag or new_tag()}),
+            to=NameAddr(None, SipURI.parse(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
+            cseq=cseq, contact=self.ep.contact(flow, contact_user) if contact_user is not None else None,
+            user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type)
+
+    async def _transact(self, request: Request, flow: Flow, rule: ChallengeRetry) -> Outcome:
+        outcome = await self.ep.transact(request, flow, timeout=self.config.timeout, auth=rule)
+        self.counters().requests_sent += 1 + rule.attempts
+        return outcome
+
+    def _failed(self, outcome: Outcome, elapsed: float) -> None:
+        """Count a failed outcome under its status and SIPp's failure kind."""
+        counters = self.counters()
+        if outcome.response is not None:
+            counters.failure(str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed)
+        elif outcome.error == "timeout":
+            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
+            counters.failure("timeout", kind)
+        else:
+            counters.failure("transport", "FailedCannotSendMessage")
+
+    def _credentials(self, user: User) -> DigestClient | None:
+        return DigestClient(user.auth_user or user.user, user.password) if user.password is not None else None
+
+    async def attempt(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        flow = await self._flow()
+        if flow is None:
+            return
+        c = self.config
+        user = c.user_for(index)
+        scheme = "sips" if c.transport == "tls" and c.sip_domain.startswith("sips:") else "sip"
+        aor = f"{scheme}:{user.user}@{c.sip_domain}"
+        rule = ChallengeRetry(self._credentials(user))
+        try:
+            if c.scenario == "options":
+                ruri = c.uri(c.to) if c.to else f"sip:{c.sip_domain}"
+                request = self._request("OPTIONS", ruri, aor, ruri, flow, headers=[("Accept", "application/sdp")])
+            elif c.scenario == "message":
+                assert c.to is not None
+                ruri = c.uri(c.to)
+                request = self._request("MESSAGE", ruri, aor, ruri, flow, body=c.message.encode(),
+                                        content_type="text/plain;charset=UTF-8")
+            else:
+                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, contact_user=user.user,
+                                        headers=[("Expires", str(c.expires))])
+            outcome = await self._transact(request, flow, rule)
+        except (SIPTransportError, SIPParseError, ValueError):
+            self.counters().failure("transport", "FailedCannotSendMessage")
+            return
+        elapsed = loop.time() - started
+        if outcome.response is None or not 200 <= outcome.response.status_code < 300:
+            self._failed(outcome, elapsed)
+            return
+        if c.scenario == "register" and c.unregister:
+            if not await self._unregister(outcome, flow, rule):
+                return
+        self.counters().success(elapsed, loop.time() - started)
+
+    async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
+        """REGISTER Expires: 0 on the same Call-ID, CSeq + 1, with credentials for the last
+        challenge (RFC 3261 §10.2.2, §22.3); a new challenge is answered once. Counts a
+        failure and returns False when it is refused."""
+        request = self._unregister_request(outcome.request, flow)
+        if rule.challenge is not None:
+            request = rule.authorize(request, rule.challenge, self.ep.via(flow), next_cseq=False)
+        again = ChallengeRetry(rule.client)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            removed = await self._transact(request, flow, again)
+        except (SIPTransportError, SIPParseError, ValueError):
+            self.counters().failure("transport", "FailedCannotSendMessage")
+            return False
+        if removed.response is None or not 200 <= removed.response.status_code < 300:
+            self._failed(removed, loop.time() - started)
+            return False
+        return True
+
+    def _unregister_request(self, registered: Request, flow: Flow) -> Request:
+        """The REGISTER that removes ``registered``'s binding: same Call-ID, From tag, To,
+        Contact; CSeq + 1; Expires 0; a new branch; no credentials (added by the caller)."""
+        headers = registered.headers.copy()
+        headers.remove("Authorization")
+        headers.remove("Proxy-Authorization")
+        headers.replace_top("Via", self.ep.via(flow))
+        number, method = registered.cseq
+        headers.set("CSeq", f"{number + 1} {method}")
+        headers.set("Expires", "0")
+        return Request(registered.method, registered.uri, headers, registered.body)
+
+
+class PhoneScenario(Scenario):
+    """Calls and user scenarios on :class:`SIPPhone` objects: one account per user, a new
+    phone for a user when its phones are all at ``MAX_CALLS`` calls (each on its own local
+    port, from ``local_ports`` when given)."""
+
+    def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
+        super().__init__(config, counters)
+        self.phones: dict[str, list[SIPPhone]] = {}
+        self.busy: dict[int, int] = {}  # id(phone) -> attempts running on it
+        self._ports = itertools.count(config.local_ports[0]) if config.local_ports else None
+        self._lock = asyncio.Lock()
+        self._retired = 0  # retransmissions of phones already closed
+        self.function: Callable[[SIPPhone, int], Awaitable[Any]] | None = None
+
+    async def open(self) -> None:
+        c = self.config
+        if c.scenario == "user":
+            assert c.user_script is not None
+            self.function = load_user_function(c.user_script)
+        # one phone up front: a server that cannot be reached fails the run at once
+        await self._phone(c.user_for(0), reserve=False)
+
+    async def _new_phone(self, user: User) -> SIPPhone:
+        c = self.config
+        port = 0
+        if self._ports is not None:
+            assert c.local_ports is not None
+            port = next(self._ports)
+            if port > c.local_ports[1]:
+                raise PhoneError(f"no free local port left in {c.local_ports[0]}-{c.local_ports[1]}")
+        account = SIPAccount(
+            aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
+            outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
+            ca_file=c.ca_file, register=False, source=c.source, t1=c.t1, timeout=c.timeout,
+            listen_host=route_ip(c.host) if port else None, listen_port=port)
+        phone = SIPPhone(account)
+        phone.endpoint.trace.enabled = False
+        try:
+            await phone.start()
+        except BaseException:
+            await phone.close()
+            raise
+        return phone
+
+    async def _phone(self, user: User, *, reserve: bool = True) -> SIPPhone:
+        async with self._lock:
+            phones = self.phones.setdefault(user.user, [])
+            for phone in phones:
+                if self.busy.get(id(phone), 0) < MAX_CALLS:
+                    break
+            else:
+                phone = await self._new_phone(user)
+                phones.append(phone)
+            if reserve:
+                self.busy[id(phone)] = self.busy.get(id(phone), 0) + 1
+            return phone
+
+    def _release(self, phone: SIPPhone) -> None:
+        self.busy[id(phone)] = max(0, self.busy.get(id(phone), 0) - 1)
+
+    async def close(self) -> None:
+        for phones in self.phones.values():
+            for phone in phones:
+                self._retired += phone.endpoint.retransmissions
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 10)
+        self.phones.clear()
+
+    def retransmissions(self) -> int:
+        return self._retired + sum(p.endpoint.retransmissions for ps in self.phones.values() for p in ps)
+
+    async def attempt(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            phone = await self._phone(self.config.user_for(index))
+        except (PhoneError, SIPTransportError):
+            kind = "FailedTcpConnect" if self.config.transport != "udp" else "FailedCannotSendMessage"
+            self.counters().failure("transport", kind)
+            return
+        try:
+            if self.function is not None:
+                await self._user(phone, index, started)
+            else:
+                await self._call(phone, started)
+        finally:
+            self._release(phone)
+
+    async def _user(self, phone: SIPPhone, index: int, started: float) -> None:
+        assert self.function is not None
+        loop = asyncio.get_running_loop()
+        try:
+            result = await self.function(phone, index)
+        except Exception as exc:  # the user's code: any failure is that attempt's failure
+            self.counters().failure(type(exc).__name__, "FailedCallRejected")
+            return
+        if result is False:
+            self.counters().failure("false", "FailedCallRejected")
+        else:
+            self.counters().success(None, loop.time() - started)
+
+    async def _call(self, phone: SIPPhone, started: float) -> None:
+        c = self.config
+        assert c.to is not None
+        loop = asyncio.get_running_loop()
+        counters = self.counters()
+        try:
+            call = await phone.call(c.to)
+        except (PhoneError, SIPTransportError):
+            counters.failure("transport", "FailedCannotSendMessage")
+            return
+        try:
+            connected = await call.wait_connected(c.timeout + 2.0)
+            answered = loop.time() - started
+            self.counters().requests_sent += 1 + (1 if call.invite is not None and call.invite.cseq[0] > 1 else 0)
+            if not connected:
+                self._call_failed(call, answered)
+                return
+            ended_early = await call.wait_ended(c.hold)
+            if ended_early:
+                self.counters().failure("ended", "FailedUnexpectedMessage", answered)
+                self.counters().media(call.media_report())
+                return
+            with contextlib.suppress(PhoneError, SIPTransportError):
+                await asyncio.wait_for(call.hangup(), c.timeout + 2.0)
+            self.counters().requests_sent += 1  # the BYE
+            self.counters().media(call.media_report())
+            self.counters().success(answered, loop.time() - started)
+        finally:
+            if call.state is not CallState.TERMINATED:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.hangup(), 5.0)
+
+    def _call_failed(self, call: SIPCall, elapsed: float) -> None:
+        counters = self.counters()
+        final = call.handle.transaction.final_response if call.handle is not None else None
+        reason = call.end_reason or ""
+        if final is not None and final.status_code >= 300:
+            counters.failure(str(final.status_code), "FailedUnexpectedMessage", elapsed)
+        elif "Timer" in reason or not reason or call.state is not CallState.TERMINATED:
+            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and "Timer" in reason else "FailedTimeoutOnRecv"
+            counters.failure("timeout", kind)
+        else:
+            counters.failure("transport", "FailedCannotSendMessage")
+
+
+def load_user_function(path: str) -> Callable[[SIPPhone, int], Awaitable[Any]]:
+    """The ``async def scenario(phone, index)`` of a Python file. ``ValueError`` with one
+    line when the file cannot be loaded or has no such coroutine function."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"user scenario {path!r}: no such file")
+    spec = importlib.util.spec_from_file_location(f"skinnysip_user_scenario_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"user scenario {path!r}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ValueError(f"user scenario {path!r} failed to load: {type(exc).__name__}: {exc}") from exc
+    function = getattr(module, "scenario", None)
+    if function is None or not inspect.iscoroutinefunction(function):
+        raise ValueError(f"user scenario {path!r}: define 'async def scenario(phone, index)'")
+    return function  # type: ignore[no-any-return]
+
+
+def make_scenario(config: LoadConfig, counters: Callable[[], Counters]) -> Scenario:
+    """The :class:`Scenario` for ``config.scenario``."""
+    if config.scenario in ("call", "user"):
+        return PhoneScenario(config, counters)
+    return TransactionScenario(config, counters)

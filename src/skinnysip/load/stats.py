@@ -1,0 +1,217 @@
+"""Counters of a load run, mergeable across tasks, processes and machines.
+
+:class:`Counters` is what one worker counts between two snapshots (an *interval*); the
+driver adds the workers' intervals up (:meth:`Counters.merge`) into the run's interval and
+its cumulative totals. Everything in it is plain data (ints, floats, dicts), so it pickles
+for Ray and serialises to JSON. Response times are kept in a :class:`LatencyHistogram`
+(log buckets 2 % wide, so percentiles merge exactly and memory is bounded whatever the
+count). Python units: seconds for times handed in; the reported percentiles are ms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["FAILURE_KINDS", "Counters", "LatencyHistogram"]
+
+#: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns)
+FAILURE_KINDS = (
+    "FailedCannotSendMessage",   # a send failed (socket error, connection gone)
+    "FailedMaxUDPRetrans",       # UDP: Timer B/F fired after the retransmissions (RFC 3261 §17.1)
+    "FailedTcpConnect",          # TCP/TLS: no connection (refused, handshake failed)
+    "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F, or our deadline
+    "FailedUnexpectedMessage",   # a final response other than the one the scenario waits for
+    "FailedCallRejected",        # the user scenario raised or returned False
+)
+
+_BASE_MS = 0.01  # smallest bucket edge: 10 µs
+_GROWTH = 1.02   # each bucket 2 % wider than the previous
+_LOG_GROWTH = math.log(_GROWTH)
+_MAX_BUCKET = 1200  # 0.01 ms x 1.02^1200 ≈ 2e8 ms: anything longer goes in the last bucket
+
+
+@dataclass
+class LatencyHistogram:
+    """Durations in log buckets (each 2 % wide): bounded memory, exact merge, percentiles
+    within 2 %. ``buckets`` maps bucket index → count; ``total_ms``/``total_sq_ms`` give the
+    mean and standard deviation exactly."""
+
+    buckets: dict[int, int] = field(default_factory=dict)
+    count: int = 0
+    total_ms: float = 0.0
+    total_sq_ms: float = 0.0
+    max_ms: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one duration (seconds; negative taken as 0)."""
+        ms = max(0.0, seconds * 1000.0)
+        index = 0 if ms <= _BASE_MS else min(_MAX_BUCKET, int(math.log(ms / _BASE_MS) / _LOG_GROWTH) + 1)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+        self.count += 1
+        self.total_ms += ms
+        self.total_sq_ms += ms * ms
+        self.max_ms = max(self.max_ms, ms)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        for index, n in other.buckets.items():
+            self.buckets[index] = self.buckets.get(index, 0) + n
+        self.count += other.count
+        self.total_ms += other.total_ms
+        self.total_sq_ms += other.total_sq_ms
+        self.max_ms = max(self.max_ms, other.max_ms)
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (0-100) in ms (the bucket's upper edge, at most the
+        largest value seen), None when empty."""
+        if self.count == 0:
+            return None
+        rank = max(1, math.ceil(self.count * q / 100.0))
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                edge = _BASE_MS * _GROWTH ** index
+                return round(min(edge, self.max_ms), 3)
+        return round(self.max_ms, 3)
+
+    @property
+    def mean_ms(self) -> float | None:
+        return self.total_ms / self.count if self.count else None
+
+    @property
+    def stdev_ms(self) -> float | None:
+        if not self.count:
+            return None
+        mean = self.total_ms / self.count
+        return math.sqrt(max(0.0, self.total_sq_ms / self.count - mean * mean))
+
+    def below(self, ms: float) -> int:
+        """How many durations were below ``ms`` (to bucket precision)."""
+        return sum(n for index, n in self.buckets.items() if _BASE_MS * _GROWTH ** index <= ms)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyHistogram:
+        return cls({int(k): int(v) for k, v in data["buckets"].items()}, int(data["count"]),
+                   float(data["total_ms"]), float(data["total_sq_ms"]), float(data["max_ms"]))
+
+
+@dataclass
+class Counters:
+    """What happened in one interval (or a whole run).
+
+    ``attempted``: scenario instances started (SIPp's OutgoingCall); ``successful`` /
+    ``failed``: ended so (SIPp's SuccessfulCall/FailedCall); ``failed_by_status``: final
+    status code (as a string, ``"timeout"``, ``"transport"`` or ``"error"`` when there was
+    none) → count; ``failed_by_kind``: the same failures by SIPp counter name
+    (:data:`FAILURE_KINDS`); ``retransmissions``: requests and responses sent again by our
+    transactions (RFC 3261 §17, Timers A/E/G); ``requests_sent``: requests sent by the
+    scenario (digest retries included, retransmissions not); ``response_time``: first
+    request sent → final response of the scenario's main transaction (a digest
+    retry included: the whole exchange up to the final response that decides the attempt);
+    ``call_length``: start → end of each
+    successful instance; for calls the media: ``mos_sum``/``mos_count`` (G.107 MOS of our
+    receive direction), ``rtp_expected``/``rtp_lost`` (RFC 3550 §6.4.1) and
+    ``jitter_ms_sum``/``jitter_count`` (interarrival jitter at the end of each call).
+    ``finished``: instances that ended (either way) — ``attempted - finished`` are still
+    running."""
+
+    attempted: int = 0
+    successful: int = 0
+    failed: int = 0
+    finished: int = 0
+    failed_by_status: dict[str, int] = field(default_factory=dict)
+    failed_by_kind: dict[str, int] = field(default_factory=dict)
+    retransmissions: int = 0
+    requests_sent: int = 0
+    response_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    call_length: LatencyHistogram = field(default_factory=LatencyHistogram)
+    mos_sum: float = 0.0
+    mos_count: int = 0
+    mos_min: float | None = None
+    rtp_expected: int = 0
+    rtp_lost: int = 0
+    jitter_ms_sum: float = 0.0
+    jitter_count: int = 0
+
+    # -- recording -------------------------------------------------------------------------
+    def success(self, response_time: float | None, length: float) -> None:
+        """One instance succeeded; ``response_time``/``length`` in seconds."""
+        self.successful += 1
+        self.finished += 1
+        if response_time is not None:
+            self.response_time.add(response_time)
+        self.call_length.add(length)
+
+    def failure(self, status: str, kind: str, response_time: float | None = None) -> None:
+        """One instance failed with ``status`` (a code, ``timeout``, ``transport``…) of
+        ``kind`` (one of :data:`FAILURE_KINDS`)."""
+        self.failed += 1
+        self.finished += 1
+        self.failed_by_status[status] = self.failed_by_status.get(status, 0) + 1
+        self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+        if response_time is not None:
+            self.response_time.add(response_time)
+
+    def media(self, report: dict[str, Any] | None) -> None:
+        """Add one call's final media report (:meth:`skinnysip.net.media.MediaStream.report`)."""
+        if not report:
+            return
+        received = report.get("received") or {}
+        self.rtp_expected += int(received.get("expected") or 0)
+        self.rtp_lost += int(received.get("lost") or 0)
+        if received.get("jitter_ms") is not None and received.get("packets"):
+            self.jitter_ms_sum += float(received["jitter_ms"])
+            self.jitter_count += 1
+        quality = report.get("quality")
+        if quality and quality.get("mos") is not None:
+            mos = float(quality["mos"])
+            self.mos_sum += mos
+            self.mos_count += 1
+            self.mos_min = mos if self.mos_min is None else min(self.mos_min, mos)
+
+    # -- combining ---------------------------------------------------------------------------
+    def merge(self, other: Counters) -> Counters:
+        """Add ``other`` into this one (returns self)."""
+        for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
+                     "mos_count", "rtp_expected", "rtp_lost", "jitter_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.mos_sum += other.mos_sum
+        self.jitter_ms_sum += other.jitter_ms_sum
+        if other.mos_min is not None:
+            self.mos_min = other.mos_min if self.mos_min is None else min(self.mos_min, other.mos_min)
+        for mine, theirs in ((self.failed_by_status, other.failed_by_status),
+                             (self.failed_by_kind, other.failed_by_kind)):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        self.response_time.merge(other.response_time)
+        self.call_length.merge(other.call_length)
+        return self
+
+    # -- figures ---------------------------------------------------------------------------
+    @property
+    def mos(self) -> float | None:
+        return round(self.mos_sum / self.mos_count, 2) if self.mos_count else None
+
+    @property
+    def loss(self) -> float | None:
+        """RTP packets lost / expected (0..1) over the calls, None without media."""
+        return round(self.rtp_lost / self.rtp_expected, 4) if self.rtp_expected else None
+
+    @property
+    def jitter_ms(self) -> float | None:
+        return round(self.jitter_ms_sum / self.jitter_count, 3) if self.jitter_count else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for Ray/JSON); :meth:`from_dict` reverses it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Counters:
+        values = dict(data)
+        values["response_time"] = LatencyHistogram.from_dict(values["response_time"])
+        values["call_length"] = LatencyHistogram.from_dict(values["call_length"])
+        values["failed_by_status"] = dict(values["failed_by_status"])
+        values["failed_by_kind"] = dict(values["failed_by_kind"])
+        return cls(**values)

@@ -1,0 +1,139 @@
+"""The load generator's pure parts: counters and histograms, users files, shares of a
+distributed run, the CSV columns, the failure threshold."""
+
+from __future__ import annotations
+
+import csv
+import random
+import statistics
+
+import pytest
+
+from skinnysip.cli.load import max_failures_exceeded
+from skinnysip.load.distributed import _config_dict, _config_from, worker_configs
+from skinnysip.load.report import CSV_COLUMNS, CsvSink
+from skinnysip.load.runner import Interval
+from skinnysip.load.scenarios import LoadConfig, User, read_users
+from skinnysip.load.stats import Counters, LatencyHistogram
+
+
+def test_histogram_percentiles_within_two_percent_of_exact() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(0, 1) / 100 for _ in range(5000)]  # seconds, ~10 ms median
+    h = LatencyHistogram()
+    for v in values:
+        h.add(v)
+    ordered = sorted(v * 1000 for v in values)
+    for q in (50, 90, 99):
+        exact = ordered[max(0, -(-len(ordered) * q // 100) - 1)]
+        got = h.percentile(q)
+        assert got is not None and exact <= got <= exact * 1.0201, (q, exact, got)
+    assert h.mean_ms == pytest.approx(statistics.fmean(ordered))
+    assert h.stdev_ms == pytest.approx(statistics.pstdev(ordered), rel=1e-6)
+    assert h.max_ms == pytest.approx(ordered[-1])
+    assert LatencyHistogram().percentile(50) is None
+
+
+def test_counters_merge_equals_counting_in_one() -> None:
+    rng = random.Random(3)
+    whole, parts = Counters(), [Counters() for _ in range(3)]
+    for i in range(300):
+        part = parts[i % 3]
+        value = rng.random() / 10 if i % 5 else None
+        for c in (whole, part):
+            c.attempted += 1
+            if i % 7 == 0:
+                c.failure("486" if i % 2 else "timeout", "FailedUnexpectedMessage", 0.01)
+            else:
+                c.success(value, 1.0)
+                c.media({"received": {"expected": 100, "lost": i % 3, "jitter_ms": 1.5, "packets": 100},
+                         "quality": {"mos": 4.0 + (i % 4) / 10}})
+    merged = Counters()
+    for part in parts:
+        merged.merge(Counters.from_dict(part.to_dict()))  # as the workers send them
+    for name in ("attempted", "successful", "failed", "finished", "rtp_expected", "rtp_lost", "mos_count"):
+        assert getattr(merged, name) == getattr(whole, name)
+    assert merged.failed_by_status == whole.failed_by_status
+    assert merged.response_time.buckets == whole.response_time.buckets
+    assert merged.response_time.percentile(90) == whole.response_time.percentile(90)
+    assert merged.mos == whole.mos and merged.mos_min == whole.mos_min == 4.0
+    assert merged.loss == pytest.approx(whole.rtp_lost / whole.rtp_expected, abs=1e-4)
+
+
+def test_users_file_sipp_format(tmp_path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("RANDOM\nalice;wonderland\n# comment\n\nbob;builder;bob-auth\ncarol\n")
+    users, order = read_users(path)
+    assert order == "RANDOM"
+    assert users == [User("alice", "wonderland"), User("bob", "builder", "bob-auth"), User("carol")]
+    path.write_text("dave,secret\n")
+    assert read_users(path) == ([User("dave", "secret")], "SEQUENTIAL")
+    path.write_text("SEQUENTIAL\n")
+    with pytest.raises(ValueError, match="no users"):
+        read_users(path)
+
+
+def test_worker_shares_add_up_and_interleave_users() -> None:
+    users = [User(f"u{i}", "pw") for i in range(5)]
+    config = LoadConfig("register", "127.0.0.1", rate=100, limit=7, count=1001, users=users,
+                        local_ports=(20000, 20099))
+    shares = worker_configs(config, 3)
+    assert sum(s.count or 0 for s in shares) == 1001
+    assert sum(s.rate for s in shares) == pytest.approx(100)
+    assert all(s.limit == 3 for s in shares)
+    ranges = [s.local_ports for s in shares]
+    assert ranges == [(20000, 20032), (20033, 20065), (20066, 20098)]
+    # attempt k of worker w has index start + k*step: together every index once, as one process
+    indexes = sorted(s.index_start + k * s.index_step for s in shares for k in range(s.count or 0))
+    assert indexes == list(range(1001))
+    assert [config.user_for(i) for i in range(6)] == [shares[i % 3].user_for(i) for i in range(6)]
+    assert _config_from(_config_dict(shares[1])) == shares[1]
+    assert len(worker_configs(LoadConfig("options", "h", count=2), 4)) == 2  # no empty workers
+    with pytest.raises(ValueError):
+        worker_configs(LoadConfig("options", "h", local_ports=(1000, 1001)), 3)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="to:"):
+        LoadConfig("call", "h").validate()
+    with pytest.raises(ValueError, match="rate"):
+        LoadConfig("options", "h", rate=0).validate()
+    assert LoadConfig("options", "h", port=5070).sip_domain == "h:5070"
+    assert LoadConfig("options", "::1", transport="tls").sip_domain == "[::1]"
+    assert LoadConfig("message", "h").uri("bob") == "sip:bob@h"
+    assert LoadConfig("message", "h").uri("sips:bob@x") == "sips:bob@x"
+
+
+def test_max_failures_count_or_percent() -> None:
+    assert not max_failures_exceeded("0", 0, 100)
+    assert max_failures_exceeded("0", 1, 100)
+    assert not max_failures_exceeded("1%", 1, 100)
+    assert max_failures_exceeded("1%", 2, 100)
+    with pytest.raises(ValueError):
+        max_failures_exceeded("x", 0, 0)
+
+
+def test_csv_has_sipp_names_and_one_row_per_interval(tmp_path) -> None:
+    path = tmp_path / "stats.csv"
+    sink = CsvSink(path)
+    total = Counters()
+    for second in range(1, 4):
+        period = Counters(attempted=10)
+        for _ in range(9):
+            period.success(0.005 * second, 0.01)
+        period.failure("503", "FailedUnexpectedMessage", 0.3)
+        total.merge(period)
+        sink(Interval(period, total, float(second), 1.0, 10.0, 0, 1_700_000_000.0, 1_700_000_000.0 + second))
+    sink.close()
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0].keys()) == CSV_COLUMNS
+    for name in ("SuccessfulCall(C)", "FailedCall(P)", "Retransmissions(C)", "ResponseTime1(C)",
+                 "FailedUnexpectedMessage(C)", "OutgoingCall(C)", "CurrentCall", "TargetRate"):
+        assert name in CSV_COLUMNS
+    assert [int(r["SuccessfulCall(C)"]) for r in rows] == [9, 18, 27]
+    assert rows[-1]["FailedByStatus(C)"] == "503:3"
+    last = rows[-1]
+    buckets = [int(last[c]) for c in CSV_COLUMNS if c.startswith("ResponseTimeRepartition1_")]
+    assert sum(buckets) == 30  # every response time in one bucket
+    assert int(last["ResponseTimeRepartition1_>=200"]) == 3  # the three 300 ms failures
+    assert int(last["ResponseTimeRepartition1_<10"]) >= 9  # the 5 ms ones
