@@ -7,6 +7,9 @@
   ``Proxy-Authorization`` (407) value, counting ``nc`` per nonce and drawing a random
   ``cnonce`` (``secrets``).
 * :func:`digest_response` is the pure response computation (RFC 7616 §3.4.1-§3.4.3).
+* Server side: :meth:`DigestCredentials.parse` reads one ``Authorization`` /
+  ``Proxy-Authorization`` value, :func:`verify_credentials` checks it against a password
+  (RFC 7616 §3.5, RFC 3261 §22.4), :func:`challenge_value` writes a challenge.
 
 Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256, SHA-512-256-sess;
 qop ``auth``, ``auth-int`` (H(entity-body)) or none (RFC 2069 compatibility).
@@ -30,9 +33,12 @@ __all__ = [
     "ALGORITHMS",
     "DigestChallenge",
     "DigestClient",
+    "DigestCredentials",
+    "challenge_value",
     "challenges_from",
     "choose_challenge",
     "digest_response",
+    "verify_credentials",
 ]
 
 #: Canonical algorithm names → (hash constructor name, strength rank). RFC 7616 §6.1.
@@ -435,3 +441,87 @@ class ChallengeRetry:
             name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
             headers.add(name, value)
         return Request(request.method, request.uri, headers, request.body)
+
+
+# --------------------------------------------------------------------------- server side
+
+
+@dataclass(frozen=True)
+class DigestCredentials:
+    """One Digest ``Authorization``/``Proxy-Authorization`` value (RFC 7616 §3.4, RFC 3261
+    §22.4): ``username``, ``realm``, ``nonce``, ``uri``, ``response`` (hex), ``algorithm``
+    (canonical name; ``"MD5"`` when absent), ``qop`` (``None``: RFC 2069 style), ``nc``
+    (8 hex digits), ``cnonce``, ``opaque``, ``userhash``."""
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str = "MD5"
+    qop: str | None = None
+    nc: str | None = None
+    cnonce: str | None = None
+    opaque: str | None = None
+    userhash: bool = False
+
+    @classmethod
+    def parse(cls, header_value: str) -> DigestCredentials:
+        """Parse one credentials value. Raises :class:`SIPParseError` for another scheme,
+        bad syntax, or a missing ``username``/``realm``/``nonce``/``uri``/``response``, or
+        ``qop`` without ``nc``/``cnonce`` (RFC 7616 §3.4)."""
+        if not isinstance(header_value, str):
+            raise SIPParseError("credentials must be text")
+        items = _parse_challenge_list(header_value)
+        if len(items) != 1:
+            raise SIPParseError(f"{len(items)} credentials in one value")
+        scheme, params = items[0]
+        if scheme.lower() != "digest":
+            raise SIPParseError(f"unsupported authentication scheme {scheme!r} (only Digest)")
+        missing = [n for n in ("username", "realm", "nonce", "uri", "response") if n not in params]
+        if missing:
+            raise SIPParseError(f"Digest credentials without {', '.join(missing)}")
+        token = params.get("algorithm")
+        algorithm = "MD5" if token is None else _BY_UPPER.get(token.upper(), token)
+        qop = params.get("qop")
+        if qop and ("nc" not in params or "cnonce" not in params):
+            raise SIPParseError("Digest credentials with qop but without nc or cnonce")
+        return cls(username=params["username"], realm=params["realm"], nonce=params["nonce"], uri=params["uri"],
+                   response=params["response"].lower(), algorithm=algorithm, qop=qop.lower() if qop else None,
+                   nc=params.get("nc"), cnonce=params.get("cnonce"), opaque=params.get("opaque"),
+                   userhash=params.get("userhash", "").lower() == "true")
+
+
+def verify_credentials(credentials: DigestCredentials, password: str, method: str, body: bytes = b"") -> bool:
+    """True if ``credentials`` carry the right ``response`` for ``password`` and ``method``
+    (RFC 7616 §3.4.1-§3.4.3: the server computes the same ``response`` the client did, from
+    the credentials' own realm, nonce, uri, nc, cnonce and qop; ``auth-int`` hashes
+    ``body``). Pure: the caller checks that the nonce is one it issued and still fresh
+    (§3.5, ``stale``), that the realm is its own and that the uri is the Request-URI.
+    A credential with ``userhash=true`` must be matched to its user by the caller first;
+    ``username`` is then not used here. Unknown algorithms give False (never raise)."""
+    if credentials.algorithm not in ALGORITHMS:
+        return False
+    if credentials.qop not in (None, "auth", "auth-int"):
+        return False
+    expected = digest_response(credentials.algorithm, credentials.username, credentials.realm, password, method,
+                               credentials.uri, credentials.nonce, credentials.nc, credentials.cnonce,
+                               credentials.qop, body)
+    return secrets.compare_digest(expected, credentials.response)
+
+
+def challenge_value(realm: str, nonce: str, *, algorithm: str = "MD5", qop: str | None = "auth",
+                    opaque: str | None = None, stale: bool = False) -> str:
+    """A ``WWW-Authenticate``/``Proxy-Authenticate`` value (RFC 7616 §3.3, RFC 3261
+    §22.1): ``Digest realm="…", nonce="…", algorithm=…, qop="auth"[, opaque="…"]
+    [, stale=true]``. Raises ``ValueError`` for an unknown algorithm."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}", f"algorithm={algorithm}"]
+    if qop:
+        parts.append(f"qop={_quote(qop)}")
+    if opaque is not None:
+        parts.append(f"opaque={_quote(opaque)}")
+    if stale:
+        parts.append("stale=true")
+    return ", ".join(parts)

@@ -1,0 +1,775 @@
+"""The lab's SIP registrar and stateful, record-routing proxy (RFC 3261 §10, §16).
+
+:class:`LabProxy` is one :class:`~skinnysip.net.sip_endpoint.SIPEndpoint` listening on UDP
+and TCP (``sip_port``) and TLS (``sips_port``) on every configured host (IPv4 and IPv6).
+It is a user of the core: the transaction layer matches and retransmits, the endpoint's
+handler hands the proxy every new request, CANCEL and ACK for a 2xx.
+
+- REGISTER (§10.3): 401 digest challenge (:class:`~skinnysip.lab.registrar.NonceGuard`,
+  MD5 or SHA-256, qop auth, ``stale=true`` for an expired nonce), then the
+  :class:`~skinnysip.lab.registrar.Registrar` updates the bindings and answers 200 with
+  them (423 + Min-Expires for too short a time).
+- A new request (INVITE, MESSAGE, SUBSCRIBE, …) from anyone but the lab's own services is
+  challenged with 407 and must come from the authenticated user (403 otherwise). Its
+  Request-URI's user names the target: an extension (600…) → the services' UAS; an SCCP line
+  (2001…) → the SCCP bridge's UAS; a user → every binding in parallel (forking); anything
+  else 404, a known user without bindings 480.
+- Forwarding is §16.6: copy, Request-URI = the target, Max-Forwards − 1 (483 at 0), our
+  Record-Route (two of them when the request changes transport or address family, RFC 5658)
+  for dialog-creating requests, our Via on top, and the request goes out in a client
+  transaction. A registered UA is reached over the flow its REGISTER came on (the TCP/TLS
+  connection, or the UDP source address): RFC 5626's flow reuse, so a UA behind a
+  connection or a NAT is callable from any transport.
+- Responses (§16.7): 100 is sent at once by the proxy and never forwarded; other 1xx and
+  every 2xx are forwarded at once (our Via popped); the best final response of all branches
+  is forwarded when none answered 2xx (6xx first, then the lowest class; 503 becomes 500);
+  a 2xx or 6xx CANCELs the other branches. Timer C: an INVITE branch ringing for
+  ``ring_timeout`` seconds is cancelled.
+- CANCEL (§16.10): answered 200 at once and forwarded to every pending branch (after its
+  first provisional, §9.1). ACK for a 2xx and every in-dialog request follow their Route
+  header (loose routing, §16.4: our own Route values are removed) or, without one, the
+  Request-URI — for a registered contact over its binding's flow.
+- Music on hold: a relayed re-INVITE that offers ``sendonly``/``inactive`` and is answered
+  ``recvonly``/``inactive`` starts the services' music towards the held party's RTP
+  address; the resuming re-INVITE or the BYE stops it.
+
+Every call (Call-ID of a request other than REGISTER/OPTIONS) is on record with every
+message the lab sent or received for it (:meth:`LabProxy.calls`; the last
+``MAX_CALLS`` calls, ``MAX_MESSAGES_PER_CALL`` messages each). Python units: seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from skinnysip.addresses import hostport, is_ip, strip_brackets
+from skinnysip.lab.config import LabSettings
+from skinnysip.lab.registrar import NonceGuard, Registrar
+from skinnysip.net.resolver import ServerTarget
+from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportError
+from skinnysip.net.sip_transport import Transport
+from skinnysip.net.trace import TraceRecord, to_wire_messages
+from skinnysip.sdp import SDPParseError, SessionDescription
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.request import DIALOG_CREATING, build_cancel, build_response, new_branch, new_tag
+from skinnysip.sip.server_transaction import ServerState, ServerTransaction
+from skinnysip.sip.syntax import split_comma
+from skinnysip.sip.transaction import Flow
+from skinnysip.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    LayerEvent,
+    RequestReceived,
+    ResponseReceived,
+    SuccessRetransmission,
+    TimedOut,
+    TransportFailed,
+)
+from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uri import NameAddr, SipURI
+
+__all__ = ["MAX_CALLS", "MAX_MESSAGES_PER_CALL", "CallRecord", "LabProxy", "MusicOnHold"]
+
+log = logging.getLogger("skinnysip.lab")
+
+MAX_CALLS = 200
+MAX_MESSAGES_PER_CALL = 1000
+MAX_PENDING = 2048  # proxy transactions in progress at once
+RING_TIMEOUT = 120.0  # Timer C (§16.6 step 11: > 3 min is the RFC's floor for real proxies; a lab rings less)
+AUTHENTICATED = ("INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH", "NOTIFY", "INFO", "UPDATE", "OPTIONS")
+
+
+class MusicOnHold(Protocol):
+    """What the proxy needs from the services for music on hold (``lab/services.py``)."""
+
+    def moh_start(self, key: str, remote: tuple[str, int], payload_type: int) -> None: ...
+
+    def moh_stop(self, key: str) -> None: ...
+
+
+@dataclass
+class CallRecord:
+    """One call (one Call-ID) as the lab saw it: ``call_id``, ``from_``/``to`` (URIs of the
+    first request), ``method``, ``state`` (``trying``, ``ringing``, ``connected``,
+    ``ended``, ``failed (486 Busy Here)``, ``delivered``…), ``started`` (epoch seconds) and
+    the ``records`` of every message on the wire (bounded)."""
+
+    call_id: str
+    from_: str
+    to: str
+    method: str
+    started: float
+    state: str = "trying"
+    records: deque[TraceRecord] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES_PER_CALL))
+
+    def to_api(self) -> dict[str, Any]:
+        """``{"callId", "from", "to", "method", "state", "started", "messages": [WireMessage…]}``."""
+        return {"callId": self.call_id, "from": self.from_, "to": self.to, "method": self.method,
+                "state": self.state, "started": self.started,
+                "messages": [m.to_api() for m in to_wire_messages(list(self.records))]}
+
+
+@dataclass
+class _Branch:
+    request: Request
+    flow: Flow
+    label: str
+    handle: ClientHandle | None = None
+    provisional: bool = False
+    final: Response | None = None
+    cancel_wanted: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _Forward:
+    """One proxied request: its server transaction and the branches (§16 "response context")."""
+
+    tx: ServerTransaction
+    request: Request
+    branches: list[_Branch] = field(default_factory=list)
+    answered: bool = False  # a final response went upstream
+    cancelled: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+def _uri_of(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return str(NameAddr.parse(value).uri)
+    except SIPParseError:
+        return value
+
+
+def _user_of(value: str | None) -> str | None:
+    try:
+        uri = NameAddr.parse(value or "").uri
+    except SIPParseError:
+        return None
+    return uri.user if isinstance(uri, SipURI) else None
+
+
+def _ignore(event: object) -> None:
+    """The listener of our CANCEL transactions: their 200 needs nothing."""
+
+
+def _pop_via(message: Response) -> Response:
+    """A copy of ``message`` without its top Via value (§16.7 step 3)."""
+    headers = Headers()
+    popped = False
+    for name, value in message.headers:
+        if name == "Via" and not popped:
+            popped = True
+            rest = split_comma(value)[1:]
+            if rest:
+                headers.add("Via", ", ".join(rest))
+            continue
+        headers.add(name, value)
+    return Response(message.status_code, message.reason, headers, message.body)
+
+
+def _audio_of(body: bytes) -> tuple[str, tuple[str, int] | None, int | None] | None:
+    """(direction, RTP address, first payload type) of the first audio stream of an SDP body."""
+    if not body:
+        return None
+    try:
+        sd = SessionDescription.parse(body)
+    except SDPParseError:
+        return None
+    for m in sd.media:
+        if m.media != "audio":
+            continue
+        conn = sd.connection_for(m)
+        remote = None
+        if conn is not None and m.port and conn.host not in ("0.0.0.0", "::"):
+            remote = (conn.host, m.port)
+        pts = m.payload_types
+        return sd.direction_of(m), remote, (pts[0] if pts else None)
+    return None
+
+
+class _ProxyChecks(UASCore):
+    """What a proxy checks before it acts on a request (RFC 3261 §16.3): the Request-URI
+    scheme (416) and ``Proxy-Require`` (420; the lab supports no proxy extension). A proxy
+    does not look at ``Require``, bodies or methods: those are the UAS's business."""
+
+    def check(self, request: Request, *, in_dialog_known: bool | None = None,
+              branch: str | None = None) -> Response | None:
+        if request.method in ("ACK", "CANCEL"):
+            return None
+        scheme = request.uri.split(":", 1)[0].lower()
+        if scheme not in ("sip", "sips", "tel"):
+            return self._response(request, 416)
+        required = [v.strip() for v in request.headers.values("Proxy-Require") if v.strip()]
+        if required:
+            return self._response(request, 420, [("Unsupported", ", ".join(required))])
+        return None
+
+
+class LabProxy:
+    """The lab's registrar + proxy. ``settings``: the lab's :class:`LabSettings`;
+    ``tls_cert``/``tls_key``: PEM files for the TLS listeners. After :meth:`start`:
+    ``services``/``bridge`` (the UDP addresses of the lab's own UASes; their requests are
+    trusted, not challenged) and ``moh`` may be set at any time."""
+
+    def __init__(self, settings: LabSettings, *, tls_cert: str | None = None, tls_key: str | None = None,
+                 ring_timeout: float = RING_TIMEOUT) -> None:
+        self.settings = settings
+        self.ring_timeout = ring_timeout
+        self.endpoint = SIPEndpoint(trying_delay=None, tls_cert=tls_cert, tls_key=tls_key, tls_verify=False,
+                                    uas=_ProxyChecks(server="skinnysip-lab"), user_agent="skinnysip-lab",
+                                    trace_limit=20000, idle_timeout=900.0)
+        self.guard = NonceGuard(settings.realm, {u.user: u.password for u in settings.users},
+                                algorithm=settings.algorithm, lifetime=settings.nonce_lifetime)
+        self.registrar = Registrar({u.user for u in settings.users}, min_expires=settings.min_expires,
+                                   max_expires=settings.max_expires, default_expires=settings.default_expires)
+        self.lines = {d.line for d in settings.devices}
+        self.services: tuple[str, int] | None = None
+        self.bridge: tuple[str, int] | None = None
+        self.moh: MusicOnHold | None = None
+        #: (transport, IP) → bound (IP, port)
+        self.listeners: dict[tuple[str, str], tuple[str, int]] = {}
+        self._calls: OrderedDict[str, CallRecord] = OrderedDict()
+        self._forwards: dict[int, _Forward] = {}
+        self._moh_keys: dict[str, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._remove_handler: Callable[[], None] | None = None
+
+    # -- life -------------------------------------------------------------------------------
+    async def start(self) -> dict[str, str]:
+        """Listen on every host: UDP and TCP on ``sip_port``, TLS on ``sips_port`` (0: a free
+        port, the same for UDP and TCP when it can be). Returns ``{"udp": "h:p", "tcp": …,
+        "tls": …}`` of the first host. Raises :class:`SIPTransportError` (a busy port)."""
+        self.endpoint.trace.listener = self._traced
+        self._remove_handler = self.endpoint.add_handler(self._handle)
+        s = self.settings
+        for host in s.hosts:
+            host = strip_brackets(host)
+            udp = await self.endpoint.listen("udp", host, s.sip_port)
+            self.listeners[("udp", host)] = udp
+            self.listeners[("tcp", host)] = await self._listen_stream("tcp", host, s.sip_port or udp[1])
+            self.listeners[("tls", host)] = await self._listen_stream("tls", host, s.sips_port)
+        first = strip_brackets(s.hosts[0])
+        return {t: hostport(*self.listeners[(t, first)]) for t in ("udp", "tcp", "tls")}
+
+    async def _listen_stream(self, transport: Transport, host: str, port: int) -> tuple[str, int]:
+        try:
+            return await self.endpoint.listen(transport, host, port)
+        except SIPTransportError:
+            fixed = self.settings.sip_port if transport == "tcp" else self.settings.sips_port
+            if fixed:
+                raise
+            return await self.endpoint.listen(transport, host, 0)  # UDP's free port is taken for TCP
+
+    async def close(self) -> None:
+        """Stop listening and end every task (idempotent)."""
+        if self._remove_handler is not None:
+            self._remove_handler()
+        for forward in self._forwards.values():
+            if forward.timer is not None:
+                forward.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.endpoint.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what the lab shows -----------------------------------------------------------------
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call on record, oldest first (:meth:`CallRecord.to_api`)."""
+        return [c.to_api() for c in self._calls.values()]
+
+    def bindings(self) -> list[dict[str, Any]]:
+        """The live registrations: ``{"user", "contact", "expires" (s), "transport", "source"}``."""
+        now = time.monotonic()
+        return [{"user": b.user, "contact": b.uri, "expires": b.remaining(now), "transport": b.flow.transport,
+                 "source": hostport(*b.flow.remote)} for b in self.registrar.all(now)]
+
+    def _traced(self, record: TraceRecord) -> None:
+        call = self._calls.get(record.call_id or "")
+        if call is not None:
+            call.records.append(record)
+
+    def _record(self, request: Request) -> CallRecord | None:
+        call_id = request.call_id or ""
+        call = self._calls.get(call_id)
+        if call is None and request.method not in ("REGISTER", "OPTIONS", "ACK", "CANCEL") and request.to_tag is None:
+            call = CallRecord(call_id, _uri_of(request.headers.get("From")), _uri_of(request.headers.get("To")),
+                              request.method, time.time())
+            call.records.extend(self.endpoint.trace.for_call(call_id)[-MAX_MESSAGES_PER_CALL:])
+            self._calls[call_id] = call
+            while len(self._calls) > MAX_CALLS:
+                self._calls.popitem(last=False)
+        return call
+
+    # -- our addresses ----------------------------------------------------------------------
+    def _ours(self, uri: SipURI | str) -> bool:
+        """True if ``uri`` names this proxy (its domain, or one of its listening addresses)."""
+        if not isinstance(uri, SipURI) or uri.scheme == "tel":
+            return False
+        host = strip_brackets(uri.host).lower()
+        if host in (self.settings.domain.lower(), "localhost"):
+            return True
+        ports = {p for (_t, ip), (_, p) in self.listeners.items() if ip == host}
+        if not ports:
+            return False
+        default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
+        return (uri.port or default) in ports
+
+    def _record_route(self, flow: Flow) -> str:
+        """Our Record-Route value as seen over ``flow``: the listener of its transport and
+        address family, ``lr`` (RFC 3261 §16.6 step 4)."""
+        local_ip = self.endpoint.local_address(flow)[0]
+        six = ":" in local_ip
+        ip, port = next(((ip, addr[1]) for (t, ip), addr in self.listeners.items()
+                         if t == flow.transport and (":" in ip) == six), (local_ip, 5060))
+        params: dict[str, str | None] = {} if flow.transport == "udp" else {"transport": flow.transport}
+        params["lr"] = None
+        return str(NameAddr(None, SipURI("sip", None, None, ip, port, params)))
+
+    # -- the handler ------------------------------------------------------------------------
+    def _handle(self, event: LayerEvent) -> bool:
+        if isinstance(event, RequestReceived):
+            self._record(event.request)
+            self._on_request(event)
+            return True
+        if isinstance(event, CancelReceived):
+            self._on_cancel(event)
+            return True
+        if isinstance(event, AckReceived):
+            self._spawn(self._forward_ack(event.request))
+            return True
+        if isinstance(event, SuccessRetransmission):
+            self._spawn(self._forward_stateless_response(event.response))
+            return True
+        return False
+
+    def _respond(self, tx: ServerTransaction, code: int, reason: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        with contextlib.suppress(ValueError, SIPParseError):
+            response = build_response(tx.request, code, reason, to_tag=new_tag() if code >= 200 else None,
+                                      headers=headers or [], server="skinnysip-lab")
+            self.endpoint.send_response(tx, response)
+            if code >= 300:
+                self._set_state(tx.request, f"failed ({response.summary})")
+
+    def _set_state(self, request: Request, state: str) -> None:
+        call = self._calls.get(request.call_id or "")
+        if call is not None and request.to_tag is None:
+            call.state = state
+
+    def _trusted(self, flow: Flow) -> bool:
+        return flow.transport == "udp" and flow.remote in (self.services, self.bridge)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        request, tx, flow = event.request, event.transaction, event.flow
+        if request.method == "INVITE":
+            self._respond(tx, 100)  # §16.2: at once, so the caller stops retransmitting
+        try:
+            max_forwards = int((request.headers.get("Max-Forwards") or "70").strip())
+        except ValueError:
+            self._respond(tx, 400, "Bad Request (Max-Forwards)")
+            return
+        routes = [r for r in request.headers.values("Route") if r.strip()]
+        while routes:
+            try:
+                if not self._ours(NameAddr.parse(routes[0]).uri):
+                    break
+            except SIPParseError:
+                self._respond(tx, 400, "Bad Request (Route)")
+                return
+            routes.pop(0)  # §16.4: our own Route value
+        try:
+            target = SipURI.parse(request.uri)
+        except SIPParseError:
+            self._respond(tx, 416)
+            return
+        in_dialog = request.to_tag is not None
+        if not routes and self._ours(target) and not in_dialog:
+            if request.method == "REGISTER":
+                self._register(tx, request, flow)
+                return
+            if request.method == "OPTIONS" and not target.user:
+                self.endpoint.send_response(tx, self.endpoint.uas.options(request))
+                return
+        if max_forwards <= 0:
+            self._respond(tx, 483)
+            return
+        if len(self._forwards) >= MAX_PENDING:
+            self._respond(tx, 503, headers=[("Retry-After", "5")])
+            return
+        if in_dialog or routes:
+            self._spawn(self._forward(tx, request, routes, max_forwards, in_dialog=in_dialog))
+            return
+        if not self._ours(target):
+            self._respond(tx, 404, "Not Found (not a lab domain)")
+            return
+        if not self._trusted(flow) and request.method in AUTHENTICATED:
+            result = self.guard.check(request, time.time(), proxy=True)
+            if result.user is None:
+                self._respond(tx, 407, headers=[self.guard.challenge(time.time(), proxy=True, stale=result.stale)])
+                return
+            if _user_of(request.headers.get("From")) != result.user:
+                self._respond(tx, 403, f"Forbidden (From is not {result.user})")
+                return
+        self._spawn(self._forward(tx, request, routes, max_forwards, in_dialog=False, user=target.user or ""))
+
+    # -- registrar --------------------------------------------------------------------------
+    def _register(self, tx: ServerTransaction, request: Request, flow: Flow) -> None:
+        now = time.time()
+        result = self.guard.check(request, now, proxy=False)
+        if result.user is None:
+            self._respond(tx, 401, headers=[self.guard.challenge(now, proxy=False, stale=result.stale)])
+            return
+        aor_user = _user_of(request.headers.get("To"))
+        if aor_user != result.user:
+            self._respond(tx, 403, f"Forbidden ({result.user} may not register {aor_user})")
+            return
+        outcome = self.registrar.register(result.user, request, flow, time.monotonic())
+        self._respond_register(tx, outcome.code, outcome.reason, outcome.headers)
+
+    def _respond_register(self, tx: ServerTransaction, code: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        phrase = None if code == 200 or not reason else f"{'Bad Request' if code == 400 else 'Error'} ({reason})"
+        if code == 423:
+            phrase = "Interval Too Brief"
+        self._respond(tx, code, phrase, headers)
+
+    # -- locating and forwarding ------------------------------------------------------------
+    async def _flow_for_uri(self, uri: SipURI) -> Flow:
+        """The flow to ``uri``: a registered contact's binding flow when it is one (its
+        connection if still open, else its source address over UDP), else the URI's own host,
+        port and transport (IP literals only: the lab does no DNS)."""
+        wanted = str(uri)
+        for binding in self.registrar.all(time.monotonic()):
+            if binding.uri == wanted:
+                flow = binding.flow
+                if flow.connection is None or flow.connection in self.endpoint.transport.connections:
+                    return flow if flow.transport != "udp" else Flow("udp", flow.remote, local=flow.local)
+        host = strip_brackets(uri.host)
+        if not is_ip(host):
+            raise SIPTransportError(f"{uri.host} is not an address the lab can reach (no DNS in the lab)")
+        transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise SIPTransportError(f"transport {transport} is not supported")
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        return await self.endpoint.flow_to(ServerTarget(host, port, transport, host), timeout=5.0)  # type: ignore[arg-type]
+
+    def _targets(self, user: str) -> list[tuple[str, Flow | None]] | tuple[int, str]:
+        """(Request-URI, known flow) of every target for ``user``, or (code, reason)."""
+        kind = self.settings.extensions.get(user)
+        if kind is not None:
+            if self.services is None:
+                return 480, f"Temporarily Unavailable ({kind} service not running)"
+            return [(f"sip:{user}@{hostport(*self.services)}", Flow("udp", self.services))]
+        if user in self.lines:
+            if self.bridge is None:
+                return 480, "Temporarily Unavailable (SCCP bridge not running)"
+            return [(f"sip:{user}@{hostport(*self.bridge)}", Flow("udp", self.bridge))]
+        if self.settings.user(user) is None:
+            return 404, "Not Found"
+        bindings = self.registrar.lookup(user, time.monotonic())
+        if not bindings:
+            return 480, "Temporarily Unavailable (not registered)"
+        return [(b.uri, None) for b in bindings]
+
+    async def _forward(self, tx: ServerTransaction, request: Request, routes: list[str], max_forwards: int, *,
+                       in_dialog: bool, user: str = "") -> None:
+        forward = _Forward(tx, request)
+        self._forwards[id(tx)] = forward
+        try:
+            if routes or in_dialog:
+                targets: list[tuple[str, Flow | None]] = [(request.uri, None)]
+            else:
+                found = self._targets(user)
+                if isinstance(found, tuple):
+                    self._respond(tx, found[0], found[1])
+                    return
+                targets = found
+            if request.method == "BYE":
+                self._stop_moh(request.call_id or "")
+            for uri, known in targets:
+                try:
+                    hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(uri)
+                    if not isinstance(hop, SipURI):
+                        raise SIPTransportError(f"cannot route to {hop}")
+                    flow = known or await self._flow_for_uri(hop)
+                    if flow.transport == "udp" and flow.local is None:
+                        flow = await self.endpoint.transport.udp_flow(flow.remote)
+                    branch = _Branch(self._outgoing(request, uri, routes, max_forwards, tx, flow), flow, uri)
+                except (SIPTransportError, SIPParseError) as exc:
+                    log.info("lab: cannot reach %s: %s", uri, exc.reason)
+                    continue
+                if forward.cancelled or forward.answered:
+                    break
+                forward.branches.append(branch)
+                try:
+                    handle = self.endpoint.send_request(branch.request, flow)
+                except (SIPTransportError, ValueError, SIPParseError) as exc:
+                    branch.final = self._synthetic(branch, 503, str(getattr(exc, "reason", exc)))
+                    continue
+                assert handle is not None
+                branch.handle = handle
+                handle.set_listener(functools.partial(self._branch_event, forward, branch))
+            if not forward.branches:
+                self._respond(tx, 480 if not routes else 502, "Temporarily Unavailable (no reachable contact)")
+                return
+            if tx.method == "INVITE" and not forward.answered:
+                loop = asyncio.get_running_loop()
+                forward.timer = loop.call_later(self.ring_timeout, self._timer_c, forward)
+            self._maybe_final(forward)
+        finally:
+            self._done(forward)
+
+    def _outgoing(self, request: Request, uri: str, routes: list[str], max_forwards: int, tx: ServerTransaction,
+                  flow: Flow) -> Request:
+        """The request to send on one branch (§16.6 steps 1-8)."""
+        headers = Headers()
+        headers.add("Via", self.endpoint.via(flow))
+        dialog_creating = request.method in DIALOG_CREATING and request.to_tag is None
+        if dialog_creating:
+            outer = self._record_route(flow)
+            inner = self._record_route(tx.flow) if tx.flow is not None else outer
+            headers.add("Record-Route", outer)
+            if inner != outer:  # RFC 5658: one for each side when transport or family changes
+                headers.add("Record-Route", inner)
+        for route in routes:
+            headers.add("Route", route)
+        for name, value in request.headers:
+            if name in ("Route", "Max-Forwards"):
+                continue
+            if name == "Proxy-Authorization" and f'realm="{self.settings.realm}"' in value:
+                continue  # our own credentials end here (RFC 3261 §22.3)
+            headers.add(name, value)
+        headers.set("Max-Forwards", str(max_forwards - 1))
+        return Request(request.method, uri, headers, request.body)
+
+    def _synthetic(self, branch: _Branch, code: int, reason: str) -> Response:
+        return build_response(branch.request, code, f"{'Request Timeout' if code == 408 else 'Service Unavailable'}"
+                              f" ({reason})"[:120], to_tag=new_tag())
+
+    # -- responses --------------------------------------------------------------------------
+    def _branch_event(self, forward: _Forward, branch: _Branch, event: ResponseReceived | TimedOut | TransportFailed) -> None:
+        if isinstance(event, TimedOut):
+            if branch.final is None:
+                branch.final = self._synthetic(branch, 408, "no answer")
+            self._maybe_final(forward)
+            return
+        if isinstance(event, TransportFailed):
+            if branch.final is None:
+                branch.final = self._synthetic(branch, 503, event.reason)
+            self._maybe_final(forward)
+            return
+        response = event.response
+        code = response.status_code
+        if code == 100:
+            return
+        upstream = _pop_via(response)
+        if code < 200:
+            branch.provisional = True
+            if branch.cancel_wanted and not branch.cancelled:
+                self._cancel_branch(branch)
+            if not forward.answered:
+                with contextlib.suppress(ValueError):
+                    self.endpoint.send_response(forward.tx, upstream)
+                if code in (180, 183):
+                    self._set_state(forward.request, "ringing")
+            return
+        if code < 300:
+            if branch.final is None:
+                branch.final = response
+            self._success(forward, branch, upstream)
+            return
+        if branch.final is None:
+            branch.final = response
+        if code >= 600:
+            self._cancel_all(forward)
+        self._maybe_final(forward)
+
+    def _success(self, forward: _Forward, branch: _Branch, upstream: Response) -> None:
+        """Forward a 2xx at once (§16.7 step 5), a retransmission or another branch's too."""
+        tx = forward.tx
+        if tx.state in (ServerState.PROCEEDING, ServerState.TRYING) and not forward.answered:
+            with contextlib.suppress(ValueError):
+                self.endpoint.send_response(tx, upstream)
+            forward.answered = True
+            if forward.timer is not None:
+                forward.timer.cancel()
+            method = forward.request.method
+            self._set_state(forward.request, "connected" if method == "INVITE" else "delivered")
+            if method == "BYE":
+                self._set_call_state(forward.request, "ended")
+            if method == "INVITE" and forward.request.to_tag is not None:
+                self._check_hold(branch.request, upstream)
+            self._cancel_all(forward)
+            self._done(forward)
+        elif tx.flow is not None and tx.method == "INVITE":
+            with contextlib.suppress(SIPTransportError):
+                self.endpoint.send_stateless(upstream, tx.flow, "2xx retransmission")
+
+    def _set_call_state(self, request: Request, state: str) -> None:
+        call = self._calls.get(request.call_id or "")
+        if call is not None:
+            call.state = state
+
+    def _maybe_final(self, forward: _Forward) -> None:
+        """When every branch has its final response and none was 2xx: send the best (§16.7
+        step 6)."""
+        if forward.answered or not forward.branches or any(b.final is None for b in forward.branches):
+            return
+        finals = [b.final for b in forward.branches if b.final is not None]
+        six = [r for r in finals if r.status_code >= 600]
+        best = six[0] if six else min(finals, key=lambda r: (r.status_code // 100, r.status_code))
+        upstream = _pop_via(best)
+        if upstream.status_code == 503:  # §16.7 step 6: a 503 is not passed on as such
+            upstream = Response(500, "Server Internal Error (next hop unavailable)", upstream.headers, upstream.body)
+        forward.answered = True
+        if forward.timer is not None:
+            forward.timer.cancel()
+        with contextlib.suppress(ValueError):
+            self.endpoint.send_response(forward.tx, upstream)
+        if forward.request.method == "BYE":
+            self._set_call_state(forward.request, "ended")
+        else:
+            self._set_state(forward.request, f"failed ({upstream.summary})")
+        self._done(forward)
+
+    def _done(self, forward: _Forward) -> None:
+        """Forget a proxied request once its final response went upstream (its branches'
+        listeners keep forwarding 2xx retransmissions)."""
+        if forward.answered:
+            self._forwards.pop(id(forward.tx), None)
+
+    # -- CANCEL -----------------------------------------------------------------------------
+    def _on_cancel(self, event: CancelReceived) -> None:
+        """§16.10: 200 to the CANCEL at once; CANCEL every pending branch (their 487 goes
+        upstream as the best response); 487 ourselves when nothing was forwarded yet."""
+        self._respond(event.transaction, 200)
+        forward = self._forwards.get(id(event.invite))
+        if forward is None or not forward.branches:
+            if not event.invite.final:
+                self._respond(event.invite, 487)
+                if forward is not None:
+                    forward.answered = True
+            if forward is not None:
+                forward.cancelled = True
+            return
+        forward.cancelled = True
+        self._set_state(forward.request, "cancelled")
+        self._cancel_all(forward)
+
+    def _cancel_all(self, forward: _Forward) -> None:
+        for branch in forward.branches:
+            if branch.final is None and not branch.cancelled:
+                if branch.provisional:
+                    self._cancel_branch(branch)
+                else:
+                    branch.cancel_wanted = True  # §9.1: only after a provisional response
+
+    def _cancel_branch(self, branch: _Branch) -> None:
+        if branch.request.method != "INVITE":
+            return
+        branch.cancelled = True
+        with contextlib.suppress(SIPTransportError, ValueError, SIPParseError):
+            handle = self.endpoint.send_request(build_cancel(branch.request), branch.flow)
+            if handle is not None:
+                handle.set_listener(_ignore)
+
+    def _timer_c(self, forward: _Forward) -> None:
+        """Timer C fired: nobody answered in ``ring_timeout`` seconds (§16.6 step 11)."""
+        if not forward.answered:
+            for branch in forward.branches:
+                if branch.final is None and not branch.provisional:
+                    branch.final = self._synthetic(branch, 408, "no answer")
+            self._cancel_all(forward)
+            self._maybe_final(forward)
+
+    # -- ACK and stray 2xx ------------------------------------------------------------------
+    async def _forward_ack(self, ack: Request) -> None:
+        """Forward an ACK for a 2xx along its Route (or to its Request-URI) with our Via
+        (§16.6, §16.11); not a transaction: sent once."""
+        routes = [r for r in ack.headers.values("Route") if r.strip()]
+        with contextlib.suppress(SIPParseError):
+            while routes and self._ours(NameAddr.parse(routes[0]).uri):
+                routes.pop(0)
+        try:
+            hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(ack.uri)
+            if not isinstance(hop, SipURI) or (not routes and self._ours(hop)):
+                return  # an ACK for us, or for nowhere
+            flow = await self._flow_for_uri(hop)
+            if flow.transport == "udp" and flow.local is None:
+                flow = await self.endpoint.transport.udp_flow(flow.remote)
+            max_forwards = int((ack.headers.get("Max-Forwards") or "70").strip())
+            if max_forwards <= 0:
+                return
+            headers = Headers()
+            headers.add("Via", self.endpoint.via(flow, new_branch()))
+            for route in routes:
+                headers.add("Route", route)
+            for name, value in ack.headers:
+                if name not in ("Route", "Max-Forwards"):
+                    headers.add(name, value)
+            headers.set("Max-Forwards", str(max_forwards - 1))
+            self.endpoint.send_request(Request("ACK", ack.uri, headers, ack.body), flow)
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            log.info("lab: ACK not forwarded: %s", getattr(exc, "reason", exc))
+
+    async def _forward_stateless_response(self, response: Response) -> None:
+        """A 2xx retransmission whose client transaction has ended (§16.7 step 5 / RFC
+        6026): pop our Via and send it where the next Via says."""
+        upstream = _pop_via(response)
+        try:
+            via = upstream.top_via
+            if via is None:
+                return
+            host = via.params.get("received") or via.host
+            rport = via.params.get("rport")
+            port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+            transport = via.transport.lower()
+            if transport == "udp":
+                flow = await self.endpoint.transport.udp_flow((strip_brackets(host), port))
+            else:
+                flow = Flow(transport, (strip_brackets(host), port))
+            self.endpoint.send_stateless(upstream, flow, "2xx retransmission")
+        except (SIPTransportError, SIPParseError, ValueError):
+            return
+
+    # -- music on hold ----------------------------------------------------------------------
+    def _check_hold(self, offer_request: Request, answer: Response) -> None:
+        """A re-INVITE's offer and its 2xx answer (RFC 3264 §8.4): hold starts the music
+        towards the answerer (the held party), resume stops it."""
+        if self.moh is None:
+            return
+        offer, reply = _audio_of(offer_request.body), _audio_of(answer.body)
+        if offer is None or reply is None:
+            return
+        call_id = offer_request.call_id or ""
+        key = f"{call_id}:{offer_request.to_tag or ''}"
+        held = offer[0] in ("sendonly", "inactive") and reply[0] in ("recvonly", "inactive")
+        try:
+            if held and reply[1] is not None and reply[2] is not None:
+                self.moh.moh_start(key, reply[1], reply[2])
+                self._moh_keys.setdefault(call_id, set()).add(key)
+                log.info("lab: music on hold for %s to %s", key, hostport(*reply[1]))
+            elif not held and key in self._moh_keys.get(call_id, set()):
+                self.moh.moh_stop(key)
+                self._moh_keys[call_id].discard(key)
+        except Exception as exc:  # the services are another module: their failure must not stop the proxy
+            log.warning("lab: music on hold failed: %r", exc)
+
+    def _stop_moh(self, call_id: str) -> None:
+        for key in self._moh_keys.pop(call_id, set()):
+            if self.moh is not None:
+                with contextlib.suppress(Exception):
+                    self.moh.moh_stop(key)
