@@ -64,3 +64,44 @@ def assert_clean_capture(path: Path, decode_as: list[str] | None = None) -> None
     bad = tshark_rows(path, "frame.number", "_ws.col.Info", decode_as=decode_as,
                       display_filter=f"_ws.malformed || _ws.expert.severity >= {EXPERT_WARN}")
     assert bad == [], f"tshark complains about {path}: {bad}"
+
+
+class LoopThread:
+    """An asyncio event loop in a daemon thread, for async peers (baresip's control socket)
+    beside Playwright's sync API: :meth:`run` a coroutine there and wait (bounded) for it."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="web-test-peers", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def wav_frames(path: Path, frame: float = 0.02) -> tuple[Any, Any]:
+    """Per ``frame`` seconds of a 16-bit mono WAV: the dominant frequency (Hz) and the RMS level
+    (int16 units), as two numpy arrays."""
+    import wave
+
+    import numpy as np
+
+    from skinnysip.rtp.audio import dominant_frequencies
+
+    with wave.open(str(path)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        rate = w.getframerate()
+    n = int(rate * frame)
+    count = len(samples) // n
+    rms = np.sqrt(np.mean(samples[:count * n].reshape(count, n).astype(np.float64) ** 2, axis=1)) if count else np.zeros(0)
+    return dominant_frequencies(samples, rate), rms

@@ -17,7 +17,21 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 - WebSocket ``/api/phones/{id}/events``: every phone event from the moment of connection, as
   :func:`skinnysip.phone.api.event_to_dict` JSON; a slow socket loses its oldest events
   (then ``{"event": "overflow", "dropped": n}`` comes first); the socket is closed (1000)
-  when the phone goes. An unknown phone is closed with code 4404.
+  when the phone goes. An unknown phone is closed with code 4404. Every second each call with
+  media also gets ``{"event": "media", "call", "state", "media": <its media report>}`` (the
+  live quality figures: packets, loss, jitter, RTT, MOS), so a page needs no polling.
+- WebSocket ``/api/phones/{id}/calls/{cid}/audio``: listen and speak. The server first sends
+  ``{"event": "audio", "format": "s16le", "rate": 8000, "channels": 1}``, then binary
+  messages of the call's decoded received audio (16-bit little-endian PCM, 8000 Hz mono, one
+  ``ptime`` frame each, as played out of the jitter buffer) and about once a second
+  ``{"event": "audioStats", "framesSent", "framesDropped", "micSamples", "micDropped",
+  "micUnderruns"}``. Binary messages from the client (same format, at most
+  :data:`MIC_MESSAGE_BYTES` each) become what the call sends, through a
+  :class:`~skinnysip.net.media.PushSource` (a small jitter buffer) in place of the account's
+  source until the socket closes or the client sends ``{"mic": false}``. Both ways are bounded
+  (:data:`AUDIO_TAP_FRAMES` frames to the client, :data:`MIC_BUFFER` s from it): the oldest
+  audio is dropped and counted rather than queued. When the call ends the server sends
+  ``{"event": "audioEnd", "reason"}`` and closes (1000); an unknown phone or call: 4404.
 
 Errors: bad input → 400 ``{"success": false, "error": "<field>: …"}`` (the app's validation
 handler); unknown phone or call → 404; an action the phone refuses (:class:`PhoneError`, wrong
@@ -35,25 +49,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import re
 import secrets
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from skinnysip.addresses import check_host
-from skinnysip.net import tls
+from skinnysip.api.guard import check_target
+from skinnysip.api.sip_routes import check_ca_file
+from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
-from skinnysip.phone.api import Call, IncomingCall, Phone, PhoneError, event_to_dict
-from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
+from skinnysip.phone.api import Call, CallState, IncomingCall, Phone, PhoneError, camel_keys, event_to_dict
+from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import ResultModel, WireMessage
@@ -71,6 +87,13 @@ SOCKET_QUEUE = 256  # events kept per WebSocket for a slow reader
 SOCKETS_PER_PHONE = 8
 CALLS_KEPT = 50  # ended calls kept per phone for GET (the live ones are always there)
 CLOSE_TIMEOUT = 30.0  # s for one phone to hang up, unregister and close
+MEDIA_INTERVAL = 1.0  # s between the "media" events of an event socket
+AUDIO_RATE = 8000  # Hz of the audio sockets' PCM (the rate inside every MediaStream)
+AUDIO_TAP_FRAMES = 15  # frames (ptime each, 300 ms at 20 ms) kept for a slow audio socket
+AUDIO_SOCKETS_PER_CALL = 4
+MIC_BUFFER = 0.5  # s of microphone audio kept ahead of the call's sending
+MIC_PRIME = 0.06  # s buffered before the microphone audio starts (and after it ran dry)
+MIC_MESSAGE_BYTES = 8000  # one client message: at most 0.5 s of 8000 Hz s16le
 
 _TONE_RE = re.compile(r"tone:(\d{2,4}(?:\.\d{1,3})?)")
 _SCHEME_RE = re.compile(r"(?i)(sips?|tel):")
@@ -151,16 +174,7 @@ class SIPPhoneBody(_Body):
     @field_validator("ca_file")
     @classmethod
     def _ca_file(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        path = Path(v)
-        if not path.is_file() or path.stat().st_size > 4 << 20:
-            raise ValueError("no such file (a PEM bundle of at most 4 MiB)")
-        try:
-            tls.client_context(True, v)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load it: {exc}") from exc
-        return v
+        return check_ca_file(v)
 
     @field_validator("source")
     @classmethod
@@ -359,6 +373,7 @@ class PhoneSession:
         self.busy = 0
         self.closing = False
         self.subscribers: set[_Subscriber] = set()
+        self.audio_sockets: dict[int, int] = {}  # call id → open audio sockets
         self._calls: dict[int, Call] = {}
         self._pump: asyncio.Task[None] | None = None
 
@@ -405,6 +420,17 @@ class PhoneSession:
             if call.id == call_id:
                 return call
         raise HTTPException(404, f"no call {call_id} on phone {self.id}")
+
+    def media_events(self) -> list[dict[str, Any]]:
+        """``{"event": "media", …}`` for every live call with a media stream, now."""
+        now = time.time()
+        out = []
+        for call in list(self.phone.calls):
+            report = call.media_report()
+            if report is not None:
+                out.append({"event": "media", "time": now, "call": call.id, "state": call.state.value,
+                            "media": camel_keys(report)})
+        return out
 
     # -- views -----------------------------------------------------------------------------------
     def registration(self) -> Registration:
@@ -542,6 +568,18 @@ async def _acting(request: Request, phone_id: str, target_field: str | None = No
             raise HTTPException(409, _reason(exc)) from exc
 
 
+def _connect_hosts(spec: Any) -> list[str]:
+    """The hosts a new phone connects to: the SIP outbound proxy, else the registrar, else
+    the AOR's host; the SCCP call manager. (Later connections — call targets, redirects — are
+    checked by the resolver under the same policy.)"""
+    if isinstance(spec, SCCPPhoneBody):
+        return [spec.host]
+    if isinstance(spec, SIPPhoneBody):
+        server = spec.outbound_proxy or spec.registrar
+        return [parse_hostport(server)[0] if server else SipURI.parse(spec.aor).host]
+    return []
+
+
 # -- routes -------------------------------------------------------------------------------------------
 _CREATE_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": SIPPhoneBody.model_json_schema(by_alias=True)}}}}
@@ -564,6 +602,8 @@ async def create_phone(request: Request, body: Annotated[dict[str, Any], Body(in
         phone = protocol.build(spec)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
+    for host in _connect_hosts(spec):  # the target policy: 403 with the reason
+        await check_target(host)
     public = spec.public() if hasattr(spec, "public") else {}
     session = await manager(request.app).create(name, phone, public)
     return session.view().to_api()
@@ -721,12 +761,24 @@ async def phone_events(websocket: WebSocket, phone_id: str) -> None:
     try:
         await websocket.accept()
         client_gone = asyncio.ensure_future(_until_disconnect(websocket))
+        loop = asyncio.get_running_loop()
+        next_media = loop.time() + MEDIA_INTERVAL
         while True:
             getter = asyncio.ensure_future(sub.queue.get())
-            await asyncio.wait({getter, client_gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
+            await asyncio.wait({getter, client_gone}, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=max(0.0, next_media - loop.time()))
+            if client_gone.done():
                 getter.cancel()
                 return
+            if not getter.done():
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getter
+                if getter.cancelled():
+                    next_media = loop.time() + MEDIA_INTERVAL
+                    for report in session.media_events():
+                        await websocket.send_json(report)
+                    continue
             item = getter.result()
             if item is None:
                 await websocket.close(code=1000, reason="phone closed")
@@ -748,3 +800,156 @@ async def _until_disconnect(websocket: WebSocket) -> None:
     with contextlib.suppress(Exception):
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
+
+
+# -- audio in the browser -------------------------------------------------------------------------
+def _media_of(call: Call) -> MediaStream | None:
+    """The call's media stream now (SCCP opens a new one after hold), None without one."""
+    if isinstance(call, SIPCall):
+        return call.media
+    if isinstance(call, SCCPCall) and call.streams:
+        return list(call.streams.values())[-1]
+    return None
+
+
+class _AudioLink:
+    """One audio socket's hold on a call's media: a tap of what it plays out, and (while the
+    client sends) a :class:`PushSource` in place of the stream's source. :meth:`follow` moves
+    both to the call's current stream; :meth:`release` gives the stream its source back."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.media: MediaStream | None = None
+        self.tap: AudioTap | None = None
+        self.mic: PushSource | None = None
+        self._saved_source: Any = None
+        self.frames_sent = 0
+        self.dropped_before = 0  # frames dropped by taps of streams left behind
+
+    def follow(self) -> None:
+        media = _media_of(self.call)
+        if media is self.media:
+            return
+        self._detach()
+        self.media = media
+        if media is None:
+            return
+        try:
+            self.tap = media.add_tap(AUDIO_TAP_FRAMES)
+        except ValueError:
+            self.tap = None
+        if self.mic is not None:
+            self._saved_source, media.source = media.source, self.mic
+
+    def speak(self, pcm: bytes) -> None:
+        """Queue client PCM (s16le, 8000 Hz) for the call to send."""
+        if self.mic is None:
+            self.mic = PushSource(MIC_BUFFER, MIC_PRIME)
+            if self.media is not None:
+                self._saved_source, self.media.source = self.media.source, self.mic
+        self.mic.feed(np.frombuffer(pcm, dtype="<i2"))
+
+    def mute(self) -> None:
+        """The client stopped its microphone: the stream sends its own source again."""
+        if self.media is not None and self.mic is not None and self.media.source is self.mic:
+            self.media.source = self._saved_source
+        self.mic = None
+
+    def _detach(self) -> None:
+        if self.media is not None:
+            if self.tap is not None:
+                self.dropped_before += self.tap.dropped
+                self.media.remove_tap(self.tap)
+            if self.mic is not None and self.media.source is self.mic:
+                self.media.source = self._saved_source
+        self.media = None
+        self.tap = None
+
+    def release(self) -> None:
+        self._detach()
+        self.mic = None
+
+    def stats(self) -> dict[str, Any]:
+        mic = self.mic
+        return {"event": "audioStats", "time": time.time(), "call": self.call.id, "framesSent": self.frames_sent,
+                "framesDropped": self.dropped_before + (self.tap.dropped if self.tap is not None else 0),
+                "micSamples": mic.received if mic else 0, "micDropped": mic.dropped if mic else 0,
+                "micUnderruns": mic.underruns if mic else 0}
+
+
+@router.websocket("/api/phones/{phone_id}/calls/{call_id}/audio")
+async def call_audio(websocket: WebSocket, phone_id: str, call_id: int) -> None:
+    """The call's received audio to the client and the client's microphone into the call
+    (see the module docstring for the messages)."""
+    session = manager(websocket.app).sessions.get(phone_id)
+    call = None
+    if session is not None and not session.closing:
+        call = next((c for c in session.calls() if c.id == call_id), None)
+    await websocket.accept()
+    if session is None or call is None or call.state is CallState.TERMINATED:
+        await websocket.close(code=4404, reason="no such live call")
+        return
+    if session.audio_sockets.get(call.id, 0) >= AUDIO_SOCKETS_PER_CALL:
+        await websocket.close(code=1013, reason=f"at most {AUDIO_SOCKETS_PER_CALL} audio sockets per call")
+        return
+    session.audio_sockets[call.id] = session.audio_sockets.get(call.id, 0) + 1
+    link = _AudioLink(call)
+    reader = asyncio.ensure_future(_audio_from_client(websocket, link))
+    loop = asyncio.get_running_loop()
+    try:
+        with session.in_use():
+            await websocket.send_json({"event": "audio", "call": call.id, "format": "s16le", "rate": AUDIO_RATE,
+                                       "channels": 1})
+            next_stats = loop.time() + 1.0
+            while not reader.done() and call.state is not CallState.TERMINATED and not session.closing:
+                link.follow()
+                frame = await link.tap.get(0.2) if link.tap is not None else None
+                if frame is None and link.tap is None:
+                    await asyncio.sleep(0.1)
+                if frame is not None:
+                    await websocket.send_bytes(frame.astype("<i2").tobytes())
+                    link.frames_sent += 1
+                if loop.time() >= next_stats:
+                    next_stats = loop.time() + 1.0
+                    await websocket.send_json(link.stats())
+            if not reader.done():
+                await websocket.send_json({**link.stats(), "event": "audioEnd",
+                                           "reason": call.end_reason or "phone closed"})
+                await websocket.close(code=1000, reason="call ended")
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client went away mid-send
+    finally:
+        reader.cancel()
+        link.release()
+        left = session.audio_sockets.pop(call.id, 1) - 1
+        if left > 0:
+            session.audio_sockets[call.id] = left
+
+
+async def _audio_from_client(websocket: WebSocket, link: _AudioLink) -> None:
+    """Microphone PCM from the client into the call until it goes; a message too long or of
+    an odd length closes the socket (1009 / 1003)."""
+    with contextlib.suppress(Exception):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is not None:
+                if len(data) > MIC_MESSAGE_BYTES or len(data) % 2:
+                    await websocket.close(code=1009 if len(data) > MIC_MESSAGE_BYTES else 1003,
+                                          reason=f"microphone audio: s16le, at most {MIC_MESSAGE_BYTES} bytes a message")
+                    return
+                link.follow()
+                link.speak(data)
+            elif _mic_off(message.get("text")):
+                link.mute()
+
+
+def _mic_off(text: str | None) -> bool:
+    """Whether a client text message is ``{"mic": false}``."""
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("mic") is False

@@ -27,6 +27,10 @@
   RTCP packet is protected on the way out and unprotected on the way in by libsrtp
   (:class:`SRTPContext`, through ``pylibsrtp``); a packet that fails authentication or the
   replay check is dropped and counted (``report()["srtp"]``), never raised.
+* **listeners and outside sources**: :meth:`MediaStream.add_tap` gives a bounded
+  :class:`AudioTap` of the decoded frames played out (what the far end is heard saying); any
+  :class:`~skinnysip.rtp.audio.AudioSource` can be put in ``MediaStream.source`` while the stream
+  runs, e.g. a :class:`PushSource` a microphone feeds (the web page's audio socket does both).
 * **recordings** (``record_dir``): ``<name>-rx.wav`` (what was played out, silence for gaps, so it
   lasts as long as the call), ``<name>-tx.wav`` (what was sent) and ``<name>-mix.wav``.
 * **codecs** (:mod:`skinnysip.rtp.codecs`): G.711 PCMU/PCMA, and G.722 (PT 9) and Opus
@@ -88,7 +92,7 @@ from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
 
-__all__ = ["MediaConfig", "MediaStream", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
+__all__ = ["AudioTap", "MediaConfig", "MediaStream", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
            "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,8 @@ DTMF_SEND_QUEUE = 64
 DTMF_GAP = 0.06
 #: seconds without packets from the current remote SSRC after which another SSRC takes over
 SSRC_SWITCH_AFTER = 0.5
+#: audio taps per stream (listeners such as the web page's audio sockets)
+MAX_TAPS = 8
 #: nominal session bandwidth of one G.711 direction with IP/UDP/RTP headers, octets per second
 _G711_OCTETS_PER_S = 8000 + 40 * 50
 _UDP_IP_OVERHEAD = 28
@@ -448,6 +454,89 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise OSError(f"no free even/odd UDP port pair on {host} after {PORT_PAIR_ATTEMPTS} attempts ({last})")
 
 
+class PushSource(EchoSource):
+    """An outside audio source a stream can send from (``MediaStream.source = PushSource()``),
+    e.g. a browser's microphone: :meth:`feed` int16 samples at 8000 Hz as they come; the media
+    clock :meth:`read` s them one ``ptime`` at a time.
+
+    A small jitter buffer: after start and after running dry it plays silence until ``prime``
+    seconds are queued (counted in ``underruns``); it keeps at most ``max_seconds`` and drops the
+    oldest audio beyond (``dropped`` samples), so a sender faster than the call never grows it.
+    ``received``: samples fed in all."""
+
+    def __init__(self, max_seconds: float = 0.5, prime: float = 0.06) -> None:
+        super().__init__(max_seconds)
+        if not 0 <= prime < max_seconds:
+            raise ValueError("prime must be within 0..max_seconds")
+        self.prime_samples = int(prime * CLOCK_RATE)
+        self.playing = False
+        self.received = 0
+        self.underruns = 0
+
+    def feed(self, samples: npt.ArrayLike) -> None:
+        """Queue ``samples`` (int16, 8000 Hz mono)."""
+        chunk = np.asarray(samples, dtype=np.int16).reshape(-1)
+        self.received += len(chunk)
+        self.write(chunk)
+
+    def read(self, n: int) -> Samples:
+        if not self.playing:
+            if self.buffered < max(self.prime_samples, n):
+                return np.zeros(n, dtype=np.int16)
+            self.playing = True
+        if self.buffered < n:
+            self.playing = False
+            self.underruns += 1
+        return super().read(n)
+
+
+class AudioTap:
+    """A bounded copy of the audio a :class:`MediaStream` plays out: each frame is the decoded
+    received audio of one ``ptime`` (int16, 8000 Hz mono, silence where nothing arrived), as
+    the recordings get it.  Holds at most ``max_frames``; when a slow reader lets it fill up the
+    oldest frame is dropped and counted in ``dropped`` (never grows).  Made by
+    :meth:`MediaStream.add_tap`, ended by :meth:`MediaStream.remove_tap` (then :meth:`get`
+    returns None at once)."""
+
+    def __init__(self, max_frames: int = 25) -> None:
+        if not 1 <= max_frames <= 1000:
+            raise ValueError(f"max_frames {max_frames} must be within 1..1000")
+        self.max_frames = max_frames
+        self.rate = CLOCK_RATE
+        self.frames: deque[Samples] = deque()
+        self.delivered = 0
+        self.dropped = 0
+        self.closed = False
+        self._ready = asyncio.Event()
+
+    def put(self, frame: Samples) -> None:
+        """Queue a copy of ``frame`` (called by the stream's media clock; never blocks)."""
+        if self.closed:
+            return
+        if len(self.frames) >= self.max_frames:
+            self.frames.popleft()
+            self.dropped += 1
+        self.frames.append(np.array(frame, dtype=np.int16, copy=True))
+        self._ready.set()
+
+    async def get(self, timeout: float) -> Samples | None:
+        """The oldest queued frame, waiting up to ``timeout`` seconds for one; None on timeout
+        or once the tap is closed."""
+        if not self.frames and not self.closed:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout)
+        if not self.frames or self.closed:
+            return None
+        self.delivered += 1
+        return self.frames.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self.frames.clear()
+        self._ready.set()
+
+
 class MediaStream:
     """One RTP/RTCP audio stream on the event loop.  Create with :meth:`open`, configure with
     :meth:`apply`, always :meth:`close`.
@@ -472,6 +561,7 @@ class MediaStream:
         self.source = source
         self.echo = echo
         self.echo_payload = echo_payload
+        self.taps: list[AudioTap] = []
         self.rx_drop = rx_drop
         self.tx_drop = tx_drop
         self.tx_jitter = tx_jitter
@@ -721,6 +811,9 @@ class MediaStream:
                 transport.close()
         for rec in self._recorders.values():
             rec.close()
+        for tap in self.taps:
+            tap.close()
+        self.taps.clear()
         if self._loop is not None:
             for event in self._dtmf_rx.flush(self._loop.time(), force=True):
                 self._dtmf_heard(event.digit, event.duration, "rfc4733")
@@ -775,6 +868,26 @@ class MediaStream:
         finally:  # on a timeout or cancellation, digits not yet started are not sent later
             mine = set(map(id, futures))
             self._pending_digits = deque(p for p in self._pending_digits if id(p.done) not in mine)
+
+    # ---- listeners ----------------------------------------------------------------------
+
+    def add_tap(self, max_frames: int = 25) -> AudioTap:
+        """A new :class:`AudioTap` of the decoded audio played out from now on (``max_frames``
+        frames of ``ptime`` kept for a slow reader).  ``ValueError`` beyond :data:`MAX_TAPS`
+        taps or after :meth:`close`."""
+        if self._closed:
+            raise ValueError("the media stream is closed")
+        if len(self.taps) >= MAX_TAPS:
+            raise ValueError(f"at most {MAX_TAPS} audio taps per stream")
+        tap = AudioTap(max_frames)
+        self.taps.append(tap)
+        return tap
+
+    def remove_tap(self, tap: AudioTap) -> None:
+        """Stop feeding ``tap`` and close it (idempotent)."""
+        if tap in self.taps:
+            self.taps.remove(tap)
+        tap.close()
 
     # ---- the media clock ----------------------------------------------------------------
 
@@ -935,6 +1048,8 @@ class MediaStream:
             received = np.zeros(n, dtype=np.int16)
         if self.echo is not None:
             self.echo.write(received)
+        for tap in self.taps:
+            tap.put(received)
         # in-band detection is the fallback for peers without RFC 4733 (it costs ~17 % of a
         # stream's CPU): only when no telephone-event was negotiated and none arrived
         if payload and self.config.telephone_event is None and not self._rfc4733_seen:

@@ -43,6 +43,7 @@ function stamp() {
 
 function setupTabs() {
   const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+  const shown = () => tabs.filter((t) => !t.hidden);
   function select(tab, focus) {
     for (const t of tabs) {
       const on = t === tab;
@@ -53,19 +54,22 @@ function setupTabs() {
     if (focus) tab.focus();
     history.replaceState(null, "", "#" + tab.id.replace(/^tab-/, ""));
   }
-  tabs.forEach((tab, i) => {
+  tabs.forEach((tab) => {
     tab.addEventListener("click", () => select(tab, false));
     tab.addEventListener("keydown", (ev) => {
+      const list = shown();
+      const i = list.indexOf(tab);
       let j = null;
-      if (ev.key === "ArrowRight") j = (i + 1) % tabs.length;
-      else if (ev.key === "ArrowLeft") j = (i - 1 + tabs.length) % tabs.length;
+      if (ev.key === "ArrowRight") j = (i + 1) % list.length;
+      else if (ev.key === "ArrowLeft") j = (i - 1 + list.length) % list.length;
       else if (ev.key === "Home") j = 0;
-      else if (ev.key === "End") j = tabs.length - 1;
-      if (j !== null) { ev.preventDefault(); select(tabs[j], true); }
+      else if (ev.key === "End") j = list.length - 1;
+      if (j !== null) { ev.preventDefault(); select(list[j], true); }
     });
   });
   const wanted = document.getElementById("tab-" + location.hash.slice(1));
-  if (wanted) select(wanted, false);
+  if (wanted && !wanted.hidden) select(wanted, false);
+  window.skinnysipSelectTab = (id) => select(document.getElementById(id), false);
 }
 
 // ------------------------------------------------------------------ forms → JSON bodies
@@ -111,8 +115,9 @@ function showErrors(form, error) {
   for (const part of parts) {
     const m = /^([A-Za-z_][\w.\[\]]*):\s([\s\S]*)$/.exec(part);
     const name = m ? m[1].split(".")[0] : null;
-    const input = name ? form.querySelector(`[name="${CSS.escape(name)}"]`) : null;
-    if (!input || input.closest("[hidden]")) { loose.push(part); continue; }
+    const input = name ? Array.from(form.querySelectorAll(`[name="${CSS.escape(name)}"]`))
+      .find((i) => !i.closest("[hidden]")) : null;
+    if (!input) { loose.push(part); continue; }
     const id = `${input.id}-error`;
     let box = document.getElementById(id);
     if (!box) {
@@ -363,7 +368,8 @@ function ladderModel(exchange, kind) {
 function ladderSvg(model) {
   const left = 190, colW = 300, top = 54, rowH = 46;
   const width = left + Math.max(model.columns.length - 1, 1) * colW + 140;
-  const height = top + model.rows.length * rowH + 20;
+  const band = model.rtp ? rowH : 0;
+  const height = top + model.rows.length * rowH + 20 + band;
   const root = svg("svg", {
     xmlns: SVG_NS, viewBox: `0 0 ${width} ${height}`, width, height, class: "ladder-svg",
     role: "group", "aria-label": `Ladder diagram: ${model.rows.length} messages between ${model.columns.join(", ")}`,
@@ -403,7 +409,23 @@ function ladderSvg(model) {
     if (r.detail) g.append(svg("text", { x: mid, y: y + 15, "text-anchor": "middle", fill: "#444", class: "detail" }, r.detail));
     root.append(g);
   }
+  if (model.rtp) {
+    // the call's RTP as a band under its signalling, with the packet counts of its media report
+    const y = top + model.rows.length * rowH + 6;
+    const r = model.rtp;
+    root.append(svg("rect", { x: 4, y, width: width - 8, height: rowH - 10, rx: 6, fill: "#e9f6ec", stroke: "#1a7f37", class: "rtp-band" }));
+    root.append(svg("text", { x: width / 2, y: y + (rowH - 10) / 2 + 4, "text-anchor": "middle", fill: "#14532d", "font-weight": "bold", class: "rtp-label" },
+      `RTP ${r.codec || ""} ${r.local} ⇄ ${r.remote}: sent ${r.sent}, received ${r.received} packets`));
+  }
   return root;
+}
+
+// The RTP band of a call's ladder from its media report (camelCase, as the phone API gives it).
+function rtpBand(media) {
+  if (!media || !media.local) return null;
+  const hp = (a) => (a ? (String(a[0]).includes(":") ? `[${a[0]}]:${a[1]}` : `${a[0]}:${a[1]}`) : "?");
+  return { codec: media.codec, local: hp(media.local), remote: hp(media.remote),
+    sent: (media.sent || {}).packets || 0, received: (media.received || {}).packets || 0 };
 }
 
 function ladderText(model) {
@@ -411,6 +433,7 @@ function ladderText(model) {
   const start = model.rows.length ? new Date(model.t0 * 1000).toISOString() : "-";
   lines.push(`# ${model.rows.length} messages, first at ${start}`);
   lines.push(`# columns: ${model.columns.join("  |  ")}`);
+  if (model.rtp) lines.push(`# RTP ${model.rtp.codec || ""} ${model.rtp.local} <-> ${model.rtp.remote}: sent ${model.rtp.sent}, received ${model.rtp.received} packets`);
   for (const r of model.rows) {
     const arrow = r.from < r.to ? "-->" : "<--";
     const [a, b] = r.from < r.to ? [r.src, r.dst] : [r.dst, r.src];
@@ -420,7 +443,7 @@ function ladderText(model) {
   return lines.join("\n") + "\n";
 }
 
-function ladderBlock(data, kind) {
+function ladderBlock(data, kind, media) {
   const exchange = data.exchange || [];
   const block = el("section", { class: "block ladder" }, el("h3", { text: `Ladder (${exchange.length} messages)` }));
   if (!exchange.length) {
@@ -428,6 +451,7 @@ function ladderBlock(data, kind) {
     return block;
   }
   const model = ladderModel(exchange, kind);
+  model.rtp = rtpBand(media);
   const picture = ladderSvg(model);
   const detail = el("div", { class: "message-detail", "aria-live": "polite" },
     el("p", { class: "hint", text: "Click (or focus and press Enter on) a message to see it raw." }));

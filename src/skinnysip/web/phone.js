@@ -1,0 +1,639 @@
+// skinnysip web page: the softphone panel on the phone API (/api/phones), audio in the browser
+// over the call's audio WebSocket, and the lab panel (/api/lab). Uses app.js's helpers (el,
+// formBody, showErrors, clearErrors, ladderBlock). Live state comes from the phone's event
+// WebSocket only; nothing here polls the server.
+"use strict";
+
+const AUDIO_RATE = 8000;            // Hz of the audio socket's PCM (s16le mono), both ways
+const MIC_SOCKET_BACKLOG = 16000;   // bytes (1 s) queued on the socket before mic frames are dropped
+const LOG_LINES = 200;              // event log lines kept in the page
+const MESSAGES_KEPT = 200;          // instant messages kept in the page
+const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
+
+// ------------------------------------------------------------------ API calls
+
+// fetch JSON with a deadline; answers {status, data}; data is {success:false, error} when not JSON
+async function api(method, url, body, timeoutMs = 40000) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), timeoutMs);
+  try {
+    const init = { method, signal: ctl.signal, headers: {} };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const resp = await fetch(url, init);
+    let data;
+    try { data = await resp.json(); } catch { data = { success: false, error: `HTTP ${resp.status}: not JSON` }; }
+    return { status: resp.status, data };
+  } catch (err) {
+    const error = err.name === "AbortError" ? "the server did not answer in time" : `request failed: ${err.message}`;
+    return { status: 0, data: { success: false, error } };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function wsUrl(path) {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${path}`;
+}
+
+// Answers of 400 name a field of `box` (shown there); others go to box's .form-error.
+function showApiError(box, result) {
+  const { status, data } = result;
+  const text = data.error || `HTTP ${status}`;
+  if (status === 400 || status === 422) showErrors(box, text);
+  else showErrors(box, status ? `${text} (HTTP ${status})` : text);
+}
+
+// ------------------------------------------------------------------ audio in the browser
+
+// One call's audio: the server's PCM played through the "pcm-player" worklet (jitter buffer)
+// into an AnalyserNode and the speakers; the microphone through "pcm-capture" back to the server.
+class CallAudio {
+  constructor(phoneId, callId, onStatus) {
+    this.url = wsUrl(`/api/phones/${phoneId}/calls/${callId}/audio`);
+    this.onStatus = onStatus;
+    this.ctx = null; this.ws = null; this.player = null; this.analyser = null;
+    this.micStream = null; this.capture = null; this.micDropped = 0; this.micSent = 0;
+    this.server = {}; this.buffer = {};
+    this.closed = false;
+  }
+
+  async open() {
+    // the context runs at the socket's rate: Chromium resamples to the device, and the
+    // analyser's bins are 8000/fftSize Hz wide
+    try {
+      this.ctx = new AudioContext({ sampleRate: AUDIO_RATE, latencyHint: "interactive" });
+    } catch {
+      this.ctx = new AudioContext({ latencyHint: "interactive" });
+    }
+    await this.ctx.audioWorklet.addModule("/web/audio-worklet.js");
+    this.player = new AudioWorkletNode(this.ctx, "pcm-player", {
+      numberOfInputs: 0, outputChannelCount: [1], processorOptions: { inputRate: AUDIO_RATE },
+    });
+    this.player.port.onmessage = (ev) => { this.buffer = ev.data; this.report(); };
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 2048;
+    this.analyser.smoothingTimeConstant = 0.2;
+    this.player.connect(this.analyser);
+    this.analyser.connect(this.ctx.destination);
+    await this.ctx.resume();
+    await new Promise((resolve, reject) => {
+      const ws = this.ws = new WebSocket(this.url);
+      ws.binaryType = "arraybuffer";
+      const timer = setTimeout(() => reject(new Error("the audio socket did not open in 10 s")), 10000);
+      ws.onopen = () => { clearTimeout(timer); resolve(); };
+      ws.onerror = () => { clearTimeout(timer); reject(new Error("the audio socket failed")); };
+      ws.onmessage = (ev) => this.received(ev.data);
+      ws.onclose = (ev) => { this.server.closed = ev.reason || `closed (${ev.code})`; this.report(); this.close(); };
+    });
+  }
+
+  received(data) {
+    if (typeof data === "string") {
+      try { Object.assign(this.server, JSON.parse(data)); } catch { /* not ours */ }
+      this.report();
+      return;
+    }
+    const pcm = new Int16Array(data);  // s16le: every browser we run on is little-endian
+    this.player.port.postMessage(pcm, [pcm.buffer]);
+  }
+
+  // the dominant frequency (Hz) of what is played now, and its level (dBFS); null in silence
+  peak() {
+    if (!this.analyser) return null;
+    const bins = new Float32Array(this.analyser.frequencyBinCount);
+    this.analyser.getFloatFrequencyData(bins);
+    let best = 1;
+    for (let i = 2; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+    if (!(bins[best] > -70)) return null;
+    return { hz: Math.round(best * this.ctx.sampleRate / this.analyser.fftSize), db: Math.round(bins[best]) };
+  }
+
+  async startMic() {
+    this.micStream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
+    });
+    const source = this.ctx.createMediaStreamSource(this.micStream);
+    this.capture = new AudioWorkletNode(this.ctx, "pcm-capture", {
+      numberOfOutputs: 1, outputChannelCount: [1], processorOptions: { outputRate: AUDIO_RATE, frame: 160 },
+    });
+    this.capture.port.onmessage = (ev) => this.sendMic(ev.data);
+    const mute = this.ctx.createGain();
+    mute.gain.value = 0;  // the capture node runs while pulled by the destination, silently
+    source.connect(this.capture).connect(mute).connect(this.ctx.destination);
+    this.micNodes = [source, mute];
+  }
+
+  sendMic(pcm) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    if (ws.bufferedAmount > MIC_SOCKET_BACKLOG) { this.micDropped += 1; return; }  // bounded: drop, count
+    ws.send(pcm.buffer);
+    this.micSent += 1;
+  }
+
+  stopMic() {
+    if (this.micStream) for (const t of this.micStream.getTracks()) t.stop();
+    if (this.capture) this.capture.disconnect();
+    for (const n of this.micNodes || []) n.disconnect();
+    this.micStream = null; this.capture = null; this.micNodes = [];
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ mic: false }));
+  }
+
+  report() {
+    if (this.onStatus) this.onStatus(this);
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopMic();
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000);
+    if (this.ctx) this.ctx.close().catch(() => {});
+    this.report();
+  }
+}
+
+// ------------------------------------------------------------------ the softphone
+
+const phone = {
+  id: null, protocol: "sip", ws: null, calls: new Map(), selected: null, audio: null,
+  audioCall: null, details: new Map(), detailTimers: new Map(), incoming: null,
+};
+
+function $(id) { return document.getElementById(id); }
+
+function logLine(text) {
+  const list = $("phone-log");
+  list.append(el("li", { text: `${new Date().toLocaleTimeString()} ${text}` }));
+  while (list.children.length > LOG_LINES) list.firstElementChild.remove();
+}
+
+function setRegistration(reg) {
+  const state = reg ? reg.state : "none";
+  $("phone-reg-state").textContent = reg ? state : "no phone";
+  $("phone-reg-state").dataset.state = state;
+  $("phone-reg-reason").textContent = reg && reg.reason ? `(${reg.reason}${reg.expires ? `, ${reg.expires} s` : ""})` : "";
+}
+
+function syncProtocol() {
+  const sccp = $("phone-protocol").value === "sccp";
+  for (const n of document.querySelectorAll("#phone-form .sip-only")) n.hidden = sccp;
+  for (const n of document.querySelectorAll("#phone-form .sccp-only")) n.hidden = !sccp;
+  $("phone-target").placeholder = sccp ? "600 (a number)" : "bob, 600 or sip:bob@example.com";
+}
+
+function setupPhoneForm() {
+  const form = $("phone-form");
+  // the SCCP device types are the SCCP tester's list (one copy in the page)
+  const types = $("phone-device-type");
+  for (const opt of $("sccp-device-type").options) types.append(opt.cloneNode(true));
+  types.value = "7";
+  $("phone-protocol").addEventListener("change", syncProtocol);
+  syncProtocol();
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    if (phone.id) await unregister();
+    const body = formBody(form);
+    $("phone-register").disabled = true;
+    $("phone-status").textContent = "Starting the phone …";
+    setRegistration({ state: body.register === false ? "unregistered" : "registering", reason: "" });
+    const result = await api("POST", "/api/phones", body, 130000);
+    $("phone-register").disabled = false;
+    if (result.status !== 201) {
+      $("phone-status").textContent = `Refused (HTTP ${result.status || "—"})`;
+      setRegistration(null);
+      showApiError(form, result);
+      return;
+    }
+    const data = result.data;
+    phone.id = data.id;
+    phone.protocol = data.protocol;
+    phone.calls.clear();
+    $("phone-status").textContent = `Phone ${data.id} (${data.protocol}) is up`;
+    setRegistration(data.registration);
+    $("phone-unregister").disabled = false;
+    $("phone-live").hidden = false;
+    renderCalls();
+    connectEvents(data.id);
+  });
+  $("phone-unregister").addEventListener("click", unregister);
+}
+
+async function unregister() {
+  if (!phone.id) return;
+  const id = phone.id;
+  $("phone-unregister").disabled = true;
+  $("phone-status").textContent = "Hanging up and unregistering …";
+  stopAudio();
+  const result = await api("DELETE", `/api/phones/${id}`, undefined, 60000);
+  phone.id = null;
+  if (phone.ws) { phone.ws.onclose = null; phone.ws.close(1000); phone.ws = null; }
+  $("phone-status").textContent = result.status === 200 ? `Phone ${id} closed` : `Phone ${id}: ${result.data.error}`;
+  setRegistration(result.data.registration || { state: "unregistered", reason: "" });
+  $("phone-incoming").hidden = true;
+}
+
+function connectEvents(id) {
+  const ws = phone.ws = new WebSocket(wsUrl(`/api/phones/${id}/events`));
+  ws.onmessage = (ev) => {
+    let data;
+    try { data = JSON.parse(ev.data); } catch { return; }
+    onEvent(data);
+  };
+  ws.onclose = (ev) => {
+    if (phone.ws !== ws) return;
+    phone.ws = null;
+    logLine(`event stream closed: ${ev.reason || ev.code}`);
+    if (ev.code === 4404 || ev.code === 1000) {
+      phone.id = null;
+      $("phone-unregister").disabled = true;
+      setRegistration({ state: "unregistered", reason: ev.reason || "phone closed" });
+    }
+  };
+}
+
+function callOf(id) {
+  let call = phone.calls.get(id);
+  if (!call) {
+    call = { id, direction: "outgoing", remote: "", state: "calling", localHold: false, remoteHold: false, media: null };
+    phone.calls.set(id, call);
+  }
+  return call;
+}
+
+function onEvent(ev) {
+  switch (ev.event) {
+    case "registration":
+      setRegistration(ev);
+      logLine(`registration ${ev.state} ${ev.reason || ""}`);
+      break;
+    case "incomingCall": {
+      const call = callOf(ev.call);
+      Object.assign(call, { direction: "incoming", remote: ev.remote, state: "incoming" });
+      phone.incoming = ev.call;
+      $("phone-incoming-from").textContent = ev.remote;
+      $("phone-incoming").hidden = false;
+      logLine(`incoming call ${ev.call} from ${ev.remote}`);
+      if (phone.selected === null || !liveState(callOf(phone.selected).state)) selectCall(ev.call);
+      renderCalls();
+      break;
+    }
+    case "callState": {
+      const call = callOf(ev.call);
+      Object.assign(call, { state: ev.state, remote: ev.remote || call.remote, localHold: ev.localHold,
+        remoteHold: ev.remoteHold, reason: ev.reason, protocolState: ev.protocolState });
+      logLine(`call ${ev.call} ${ev.state} ${ev.reason || ""}${ev.protocolState ? ` [${ev.protocolState}]` : ""}`);
+      if (phone.incoming === ev.call && ev.state !== "incoming") {
+        phone.incoming = null;
+        $("phone-incoming").hidden = true;
+      }
+      if (ev.state === "terminated" && phone.audioCall === ev.call) stopAudio();
+      renderCalls();
+      if (phone.selected === ev.call) { renderSelected(); loadDetail(ev.call); }
+      break;
+    }
+    case "media": {
+      const call = callOf(ev.call);
+      call.media = ev.media;
+      if (phone.selected === ev.call) renderQuality(call);
+      break;
+    }
+    case "dtmf":
+      logLine(`call ${ev.call}: DTMF ${ev.digit} received (${ev.method})`);
+      break;
+    case "message":
+      addMessage("in", ev.from, ev.text);
+      logLine(`message from ${ev.from}`);
+      break;
+    case "overflow":
+      logLine(`${ev.dropped} events lost (the page was too slow)`);
+      break;
+    case "error":
+      logLine(`error: ${ev.reason}`);
+      break;
+    default:
+      break;
+  }
+}
+
+function liveState(state) { return state !== "terminated"; }
+
+function renderCalls() {
+  const tbody = document.querySelector("#phone-calls tbody");
+  const rows = [];
+  for (const call of phone.calls.values()) {
+    const hold = call.localHold ? "held by us" : call.remoteHold ? "held by them" : "";
+    const pick = el("button", { type: "button", class: "pick", "aria-pressed": phone.selected === call.id ? "true" : "false",
+      "aria-label": `Select call ${call.id} with ${call.remote}`, onclick: () => selectCall(call.id) }, "Select");
+    rows.push(el("tr", { "data-call": call.id, "data-state": call.state, class: phone.selected === call.id ? "selected" : null },
+      el("td", { text: String(call.id) }), el("td", { text: call.direction }), el("td", { text: call.remote }),
+      el("td", { class: "state", text: call.state }), el("td", { text: hold }), el("td", {}, pick)));
+  }
+  tbody.replaceChildren(...rows);
+  const replaces = $("phone-transfer-replaces");
+  const keep = replaces.value;
+  replaces.replaceChildren(el("option", { value: "", text: "— blind —" }),
+    ...[...phone.calls.values()].filter((c) => c.id !== phone.selected && c.state === "confirmed")
+      .map((c) => el("option", { value: String(c.id), text: `call ${c.id} with ${c.remote}` })));
+  replaces.value = [...replaces.options].some((o) => o.value === keep) ? keep : "";
+}
+
+function selectCall(id) {
+  if (phone.selected !== id && phone.audio) stopAudio();
+  phone.selected = id;
+  $("phone-call-panel").hidden = false;
+  renderCalls();
+  renderSelected();
+  loadDetail(id);
+}
+
+function renderSelected() {
+  const call = phone.calls.get(phone.selected);
+  if (!call) return;
+  $("phone-call-title").textContent = `Call ${call.id}: ${call.direction} ${call.direction === "incoming" ? "from" : "to"} ${call.remote}`;
+  $("phone-call-state").textContent = call.state + (call.localHold ? " (on hold)" : call.remoteHold ? " (held by the far end)" : "");
+  $("phone-call-state").dataset.state = call.state;
+  $("phone-call-reason").textContent = call.reason ? `— ${call.reason}` : "";
+  const up = call.state === "confirmed";
+  $("phone-hangup").disabled = !liveState(call.state);
+  $("phone-hold").disabled = !up || call.localHold;
+  $("phone-resume").disabled = !up || !call.localHold;
+  $("phone-transfer-go").disabled = !up;
+  $("phone-listen").disabled = !up && phone.audioCall !== call.id;
+  for (const b of document.querySelectorAll("#phone-dialpad button")) b.disabled = !up;
+  renderQuality(call);
+}
+
+function renderQuality(call) {
+  const m = call.media;
+  const tbody = document.querySelector("#phone-quality tbody");
+  if (!m) { tbody.replaceChildren(el("tr", {}, el("td", { text: "no media yet" }))); return; }
+  const q = m.quality || {};
+  const rx = m.received || {}, tx = m.sent || {};
+  const rows = [
+    ["codec", `${m.codec} ${m.ptime ? Math.round(m.ptime * 1000) + " ms" : ""}`],
+    ["packetsSent", tx.packets], ["packetsReceived", rx.packets],
+    ["lost", `${rx.lost} (${((rx.loss || 0) * 100).toFixed(1)} %)`],
+    ["jitterMs", rx.jitterMs], ["rttMs", m.rttMs === null || m.rttMs === undefined ? "—" : m.rttMs],
+    ["mos", q.mos === undefined ? "—" : q.mos], ["rFactor", q.r === undefined ? "—" : q.r],
+    ["direction", m.direction], ["remote", m.remote ? m.remote.join(":") : "—"],
+  ];
+  tbody.replaceChildren(...rows.map(([k, v]) => el("tr", { "data-key": k }, el("th", { scope: "row", text: k }),
+    el("td", { text: v === undefined || v === null ? "—" : String(v) }))));
+}
+
+// The call's ladder, fetched when its state changes (at most one request in flight per call).
+function loadDetail(id) {
+  if (!phone.id || phone.detailTimers.has(id)) return;
+  const phoneId = phone.id;
+  phone.detailTimers.set(id, setTimeout(async () => {
+    const result = await api("GET", `/api/phones/${phoneId}/calls/${id}`);
+    phone.detailTimers.delete(id);
+    if (result.status !== 200 || phone.selected !== id) return;
+    const data = result.data;
+    const call = callOf(id);
+    if (data.media) call.media = data.media;
+    phone.details.set(id, data);
+    const box = $("phone-call-ladder");
+    const block = ladderBlock({ exchange: data.exchange }, phone.protocol === "sccp" ? "sccp" : "sip", data.media);
+    box.replaceChildren(block);
+    renderQuality(call);
+  }, 150));
+}
+
+async function callAction(action, body, box) {
+  const id = phone.selected;
+  if (!phone.id || id === null) return null;
+  box = box || $("phone-call-panel");
+  clearErrors(box);
+  const result = await api("POST", `/api/phones/${phone.id}/calls/${id}/${action}`, body, 60000);
+  if (result.status !== 200) { showApiError(box, result); return null; }
+  const call = callOf(id);
+  Object.assign(call, { state: result.data.state, localHold: result.data.localHold, remoteHold: result.data.remoteHold });
+  renderCalls();
+  renderSelected();
+  return result.data;
+}
+
+function setupCallControls() {
+  $("phone-dial").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = $("phone-dial");
+    clearErrors(form);
+    if (!phone.id) return;
+    $("phone-call").disabled = true;
+    const result = await api("POST", `/api/phones/${phone.id}/calls`, formBody(form), 60000);
+    $("phone-call").disabled = false;
+    if (result.status !== 201) { showApiError(form, result); return; }
+    const call = callOf(result.data.id);
+    Object.assign(call, { direction: "outgoing", remote: result.data.remote, state: result.data.state });
+    selectCall(call.id);
+  });
+  $("phone-answer").addEventListener("click", async () => {
+    if (phone.incoming === null) return;
+    selectCall(phone.incoming);
+    await callAction("answer", undefined, $("phone-incoming"));
+  });
+  $("phone-reject").addEventListener("click", async () => {
+    if (phone.incoming === null) return;
+    selectCall(phone.incoming);
+    await callAction("reject", { code: 486 }, $("phone-incoming"));
+  });
+  $("phone-hangup").addEventListener("click", () => callAction("hangup"));
+  $("phone-hold").addEventListener("click", () => callAction("hold"));
+  $("phone-resume").addEventListener("click", () => callAction("resume"));
+  $("phone-transfer").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = $("phone-transfer");
+    const body = formBody(form);
+    const done = await callAction("transfer", body, form);
+    if (done) logLine(`call ${phone.selected} transferred to ${body.target}`);
+  });
+  const pad = $("phone-dialpad");
+  for (const key of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"]) {
+    pad.append(el("button", { type: "button", "data-digit": key, "aria-label": `DTMF ${key}`, onclick: async () => {
+      const done = await callAction("dtmf", { digits: key, duration: 120 });
+      if (done) $("phone-dtmf-sent").textContent = `sent ${key}`;
+    } }, key));
+  }
+  $("phone-message").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = $("phone-message");
+    clearErrors(form);
+    if (!phone.id) return;
+    const body = formBody(form);
+    const result = await api("POST", `/api/phones/${phone.id}/messages`, body, 60000);
+    if (result.status !== 200) { showApiError(form, result); return; }
+    addMessage("out", body.target, body.text);
+    $("phone-message-text").value = "";
+  });
+  $("phone-listen").addEventListener("click", () => (phone.audio ? stopAudio() : startAudio(false)));
+  $("phone-mic").addEventListener("click", () => {
+    if (phone.audio && phone.audio.micStream) { phone.audio.stopMic(); micButton(false); return; }
+    startAudio(true);
+  });
+  const local = LOCAL_HOSTS.has(location.hostname) && window.isSecureContext;
+  $("phone-mic").disabled = !local;
+  $("phone-mic-hint").textContent = local
+    ? "Listen plays the call here; Microphone sends this browser's microphone into the call instead of the account's source."
+    : `The microphone is off on ${location.hostname}: browsers give it only to secure pages (HTTPS, or http://localhost / http://127.0.0.1). Open this page on the machine running skinnysip as http://127.0.0.1:${location.port || 80}/ to speak; Listen works everywhere.`;
+}
+
+function micButton(on) {
+  $("phone-mic").setAttribute("aria-pressed", on ? "true" : "false");
+  $("phone-mic").textContent = on ? "Microphone off" : "Microphone";
+}
+
+function audioStatus(audio) {
+  if (phone.audio !== audio) return;
+  const s = audio.server, b = audio.buffer;
+  const parts = [];
+  if (s.rate) parts.push(`${s.format} ${s.rate} Hz`);
+  if (b.played !== undefined) parts.push(`buffer ${b.bufferedMs} ms, underruns ${b.underruns}, dropped ${b.dropped}`);
+  if (s.framesDropped) parts.push(`server dropped ${s.framesDropped} frames`);
+  if (audio.micStream) parts.push(`mic: sent ${audio.micSent} frames, dropped ${audio.micDropped} here, ${s.micDropped || 0} at the server`);
+  if (s.event === "audioEnd" || s.closed) parts.push(`ended: ${s.reason || s.closed}`);
+  $("phone-audio-status").textContent = parts.join(" · ");
+}
+
+async function startAudio(withMic) {
+  const id = phone.selected;
+  if (!phone.id || id === null) return;
+  const box = $("phone-call-panel");
+  clearErrors(box);
+  try {
+    if (!phone.audio) {
+      const audio = new CallAudio(phone.id, id, audioStatus);
+      phone.audio = audio;
+      phone.audioCall = id;
+      await audio.open();
+      $("phone-listen").setAttribute("aria-pressed", "true");
+      $("phone-listen").textContent = "Stop listening";
+    }
+    if (withMic) {
+      await phone.audio.startMic();
+      micButton(true);
+    }
+  } catch (err) {
+    stopAudio();
+    showErrors(box, `audio: ${err.message}`);
+  }
+}
+
+function stopAudio() {
+  if (phone.audio) phone.audio.close();
+  phone.audio = null;
+  phone.audioCall = null;
+  $("phone-listen").setAttribute("aria-pressed", "false");
+  $("phone-listen").textContent = "Listen";
+  micButton(false);
+}
+
+// what the page hears now (shown, and read by the browser tests)
+function hearing() {
+  const now = phone.audio ? phone.audio.peak() : null;
+  const out = $("phone-hearing");
+  if (out) out.textContent = now ? `hearing ${now.hz} Hz at ${now.db} dB` : phone.audio ? "hearing silence" : "";
+  return now;
+}
+
+function addMessage(direction, who, text) {
+  const list = $("phone-messages");
+  list.append(el("li", { class: `im ${direction}`, "data-direction": direction },
+    el("strong", { text: direction === "in" ? `${who} → me: ` : `me → ${who}: ` }), text));
+  while (list.children.length > MESSAGES_KEPT) list.firstElementChild.remove();
+}
+
+// ------------------------------------------------------------------ the lab panel
+
+async function setupLab() {
+  const result = await api("GET", "/api/lab", undefined, 10000);
+  if (result.status !== 200 || !result.data || result.data.enabled === false) return;  // no lab: panel stays hidden
+  const lab = result.data;
+  const tab = $("tab-lab");
+  tab.hidden = false;
+  const info = $("lab-info");
+  const sip = lab.sip || {};
+  const addr = el("table", { class: "fields lab-addresses" }, el("caption", { text: "Where the lab listens" }),
+    el("tbody", {},
+      el("tr", { "data-key": "domain" }, el("th", { scope: "row", text: "SIP domain" }), el("td", { text: lab.domain || "—" })),
+      ...Object.entries(sip).map(([t, a]) => el("tr", { "data-key": `sip-${t}` }, el("th", { scope: "row", text: `SIP ${t.toUpperCase()}` }), el("td", { text: a }))),
+      el("tr", { "data-key": "sccp" }, el("th", { scope: "row", text: "SCCP call manager" }), el("td", { text: lab.sccp || "—" }))));
+  const accounts = (lab.accounts || []).map((a) => el("tr", { "data-user": a.user },
+    el("td", { text: a.user }), el("td", { text: a.password }), el("td", { text: a.aor }),
+    el("td", {}, el("button", { type: "button", class: "use-account", "data-user": a.user,
+      onclick: () => useAccount(lab, a) }, `Use demo account ${a.user}`))));
+  const devices = (lab.devices || []).map((d) => el("tr", {}, el("td", { text: d.name }), el("td", { text: d.line }),
+    el("td", {}, el("button", { type: "button", class: "use-device", onclick: () => useDevice(lab, d) }, `Use ${d.name}`))));
+  const ext = Object.entries(lab.extensions || {}).map(([n, what]) => el("tr", {}, el("td", { text: n }), el("td", { text: what })));
+  const head = (...cols) => el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { scope: "col", text: c }))));
+  info.replaceChildren(
+    el("h3", { text: "The lab" }),
+    el("p", { class: "hint", text: "A PBX and call manager running inside this skinnysip server, with demo accounts and services to call." }),
+    addr,
+    section("Demo SIP accounts", el("div", { class: "table-wrap" }, el("table", { class: "list lab-accounts" },
+      el("caption", { text: "Register one from the softphone" }), head("user", "password", "AOR", ""), el("tbody", {}, ...accounts)))),
+    devices.length ? section("SCCP devices", el("div", { class: "table-wrap" }, el("table", { class: "list lab-devices" },
+      el("caption", { text: "Stations the call manager knows" }), head("device", "line", ""), el("tbody", {}, ...devices)))) : null,
+    section("Extensions", el("div", { class: "table-wrap" }, el("table", { class: "list lab-extensions" },
+      el("caption", { text: "Numbers to call" }), head("number", "service"), el("tbody", {}, ...ext)))));
+  $("lab-refresh").addEventListener("click", showLabCalls);
+  if (location.hash === "#lab" && window.skinnysipSelectTab) window.skinnysipSelectTab("tab-lab");
+}
+
+function fillForm(values) {
+  for (const [id, value] of Object.entries(values)) {
+    const input = $(id);
+    if (input.type === "checkbox") input.checked = Boolean(value);
+    else input.value = value;
+  }
+}
+
+function useAccount(lab, account) {
+  const sip = lab.sip || {};
+  const registrar = sip.udp || sip.tcp || "";
+  fillForm({ "phone-protocol": "sip", "phone-aor": account.aor, "phone-password": account.password,
+    "phone-auth-user": "", "phone-registrar": registrar, "phone-transport": sip.udp ? "udp" : "tcp",
+    "phone-outbound-proxy": "" });
+  syncProtocol();
+  window.skinnysipSelectTab("tab-phone");
+  $("phone-register").focus();
+}
+
+function useDevice(lab, device) {
+  const at = (lab.sccp || "").lastIndexOf(":");
+  fillForm({ "phone-protocol": "sccp", "phone-host": at > 0 ? lab.sccp.slice(0, at).replace(/^\[|\]$/g, "") : lab.sccp,
+    "phone-port": at > 0 ? lab.sccp.slice(at + 1) : "", "phone-device-name": device.name });
+  syncProtocol();
+  window.skinnysipSelectTab("tab-phone");
+  $("phone-register").focus();
+}
+
+async function showLabCalls() {
+  const status = $("lab-status");
+  status.textContent = "Loading …";
+  const result = await api("GET", "/api/lab/calls", undefined, 10000);
+  const box = $("lab-calls");
+  if (result.status !== 200) { status.textContent = `failed: ${result.data.error}`; return; }
+  const calls = result.data.calls || [];
+  status.textContent = `${calls.length} call(s)`;
+  box.replaceChildren(...calls.map((c) => el("section", { class: "block lab-call", "data-call-id": c.callId },
+    el("h4", { text: `${c.from} → ${c.to} (${c.state})` }),
+    ladderBlock({ exchange: c.messages || [] }, "sip"))));
+}
+
+// ------------------------------------------------------------------ start
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupPhoneForm();
+  setupCallControls();
+  const hear = el("p", { id: "phone-hearing", class: "status", "aria-live": "off" });
+  $("phone-audio-status").after(hear);
+  setInterval(hearing, 250);  // the analyser, in the page; no request
+  window.skinnysipPhone = { state: phone, hearing };
+  setupLab();
+});

@@ -1,0 +1,305 @@
+"""The softphone panel of the web page in headless Chromium: a phone of ``skinnysip serve``
+registered to Kamailio (PBX mode) and calling baresip, all driven through the page.
+
+- the panel registers (live state from the event WebSocket), calls baresip (auto-answer), the
+  call goes to confirmed and the quality figures rise, the dial pad's DTMF reaches baresip (its
+  CALL_DTMF_START events), hold/resume, the call's ladder and pcapng (read by tshark), hang up;
+  baresip calls the page's phone, the page rings, answer, hang up; MESSAGEs both ways;
+  unregister;
+- audio: Chromium's fake microphone (a 1000 Hz WAV) reaches baresip's recording through the
+  call's audio WebSocket, and baresip's 440 Hz tone is heard by the page's AnalyserNode.
+
+Screenshots of the panel go to the artifacts directory.
+"""
+
+from __future__ import annotations
+
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from baresip_peer import Baresip, baresip
+from conftest import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PHONE, open_page
+from sip_peers import KamailioPeer, kamailio
+from webtools import LoopThread, tshark_rows, wav_frames
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(240)]
+
+THEIR_TONE = 440.0  # what baresip sends
+MIC_TONE = 1000.0   # what Chromium's fake microphone says
+UI_MS = 30_000
+OTHER_HOST = "skinnysip-web.test"  # mapped to 127.0.0.1 inside mic_browser only
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def peers_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def bob(pbx: KamailioPeer, peers_loop: LoopThread) -> Iterator[Baresip]:
+    """baresip as bob (auto-answer, 440 Hz), its current contact alice (for ``message``)."""
+    manager = baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                      contact=f"sip:alice@{pbx.realm}")
+    peer = peers_loop.run(manager.__aenter__())
+    try:
+        deadline = time.monotonic() + 15
+        while not pbx.contacts("bob"):
+            assert time.monotonic() < deadline, "baresip never registered"
+            time.sleep(0.1)
+        yield peer
+    finally:
+        peers_loop.run(manager.__aexit__(None, None, None))
+
+
+def register(page: Any, pbx: KamailioPeer, source: str = "tone:440") -> None:
+    page.click("#tab-phone")
+    page.select_option("#phone-protocol", "sip")
+    page.fill("#phone-aor", f"sip:alice@{pbx.realm}")
+    page.fill("#phone-password", pbx.users["alice"])
+    page.fill("#phone-registrar", f"127.0.0.1:{pbx.udp_port}")
+    page.select_option("#phone-transport", "udp")
+    page.fill("#phone-source", source)
+    page.fill("#phone-expires", "60")
+    page.click("#phone-register")
+    page.wait_for_selector('#phone-reg-state[data-state="registered"]', timeout=UI_MS)
+
+
+def call_state(page: Any, state: str) -> None:
+    try:
+        page.wait_for_selector(f'#phone-call-state[data-state="{state}"]', timeout=UI_MS)
+    except Exception as exc:  # say what the page showed instead
+        shown = page.evaluate("""() => ({state: document.getElementById('phone-call-state').textContent,
+            errors: [...document.querySelectorAll('.form-error, .field-error')].map(e => e.textContent).join(' | '),
+            log: [...document.querySelectorAll('#phone-log li')].map(e => e.textContent)})""")
+        raise AssertionError(f"the call never became {state}: {shown}") from exc
+
+
+def quality(page: Any, key: str) -> str:
+    return page.locator(f'#phone-quality tr[data-key="{key}"] td').text_content() or ""
+
+
+def baresip_digits(peer: Baresip) -> list[str]:
+    return [str(e.get("param")) for e in peer.events if e.get("type") == "CALL_DTMF_START"]
+
+
+def wait_for(check: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.1)
+
+
+def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx: KamailioPeer, bob: Baresip,
+                                                   peers_loop: LoopThread, artifacts: Path) -> None:
+    page.goto(f"{server}/")
+    register(page, pbx)
+    assert pbx.contacts("alice"), "Kamailio has no binding for alice"
+    page.screenshot(path=str(artifacts / "laptop-softphone-registered.png"), full_page=True)
+
+    # call baresip: confirmed, then the quality figures rise with every media event
+    page.fill("#phone-target", "bob")
+    page.click("#phone-call")
+    call_state(page, "confirmed")
+    peers_loop.run(bob.wait_event("CALL_ESTABLISHED"))
+    page.wait_for_function("() => Number(document.querySelector('#phone-quality tr[data-key=packetsReceived] td')"
+                           "?.textContent) > 20", timeout=UI_MS)
+    first = int(quality(page, "packetsReceived"))
+    page.wait_for_function(f"() => Number(document.querySelector('#phone-quality tr[data-key=packetsReceived] td')"
+                           f"?.textContent) > {first + 20}", timeout=UI_MS)
+    assert int(quality(page, "packetsSent")) > 20
+    assert quality(page, "codec").startswith("PCM")
+    assert float(quality(page, "mos")) > 3.5
+
+    # the dial pad: each key is one RFC 4733 event at baresip
+    for key in "15#":
+        page.click(f'#phone-dialpad button[data-digit="{key}"]')
+        page.wait_for_selector(f'#phone-dtmf-sent:has-text("sent {key}")')
+    wait_for(lambda: baresip_digits(bob) == ["1", "5", "#"], f"digits 1 5 # at baresip (got {baresip_digits(bob)})")
+
+    # hold and resume: the state says so and the buttons follow
+    page.click("#phone-hold")
+    page.wait_for_selector('#phone-call-state:has-text("on hold")', timeout=UI_MS)
+    assert page.is_disabled("#phone-hold") and page.is_enabled("#phone-resume")
+    page.click("#phone-resume")
+    page.wait_for_function("() => !document.getElementById('phone-call-state').textContent.includes('hold')",
+                           timeout=UI_MS)
+    page.screenshot(path=str(artifacts / "laptop-softphone-in-call.png"), full_page=True)
+
+    # the call's ladder: INVITE (407, INVITE again), 200, ACK and two re-INVITEs, with an RTP band
+    page.wait_for_function("() => document.querySelectorAll('#phone-call-ladder g.msg').length >= 10", timeout=UI_MS)
+    labels = page.locator("#phone-call-ladder g.msg text.label").all_text_contents()
+    assert labels[0].startswith("INVITE sip:bob@") and "407 Proxy Authentication Required (udp)" in labels
+    assert sum(label.startswith("INVITE") for label in labels) >= 4  # the call, its retry, hold, resume
+    assert "RTP PCM" in (page.locator("#phone-call-ladder text.rtp-label").text_content() or "")
+
+    # hang up from the page: baresip sees the call close
+    page.click("#phone-hangup")
+    call_state(page, "terminated")
+    peers_loop.run(bob.wait_event("CALL_CLOSED"))
+    page.wait_for_function("() => [...document.querySelectorAll('#phone-call-ladder g.msg text.label')]"
+                           ".some(t => t.textContent.startsWith('BYE'))", timeout=UI_MS)
+    with page.expect_download() as info:
+        page.click("#phone-call-ladder button.download-pcap")
+    pcap = artifacts / "softphone-call.pcapng"
+    info.value.save_as(pcap)
+    methods = [r[0] for r in tshark_rows(pcap, "sip.Method", display_filter="sip.Request-Line")]
+    assert methods[0] == "INVITE" and "ACK" in methods and methods[-1] == "BYE"
+
+    # baresip calls the page's phone: it rings, the page answers, then hangs up
+    n = len(bob.events)
+    peers_loop.run(bob.command("dial", f"sip:alice@{pbx.realm}"))
+    page.wait_for_selector("#phone-incoming:not([hidden])", timeout=UI_MS)
+    assert "bob" in (page.locator("#phone-incoming-from").text_content() or "")
+    page.screenshot(path=str(artifacts / "laptop-softphone-ringing.png"), full_page=True)
+    page.click("#phone-answer")
+    call_state(page, "confirmed")
+    peers_loop.run(bob.wait_event("CALL_ESTABLISHED", after=n))
+    assert page.locator("#phone-incoming").is_hidden()
+    page.click("#phone-hangup")
+    call_state(page, "terminated")
+    peers_loop.run(bob.wait_event("CALL_CLOSED", after=n))
+    assert page.locator("#phone-calls tbody tr").count() == 2
+
+    # instant messages both ways
+    peers_loop.run(bob.command("message", "hi alice"))
+    page.wait_for_selector('#phone-messages li[data-direction="in"]:has-text("hi alice")', timeout=UI_MS)
+    page.fill("#phone-message-target", "bob")
+    page.fill("#phone-message-text", "hello from the page")
+    page.click("#phone-message-send")
+    page.wait_for_selector('#phone-messages li[data-direction="out"]:has-text("hello from the page")', timeout=UI_MS)
+    wait_for(lambda: "hello from the page" in bob.log.read_text(errors="replace"), "the message in baresip's log")
+    page.screenshot(path=str(artifacts / "laptop-softphone-messages.png"), full_page=True)
+
+    # unregister: Kamailio forgets alice
+    page.click("#phone-unregister")
+    page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+    wait_for(lambda: not pbx.contacts("alice"), "alice's binding removed")
+
+
+def test_softphone_errors_sit_next_to_their_fields(phone_page: Any, server: str, pbx: KamailioPeer,
+                                                   artifacts: Path) -> None:
+    page = phone_page
+    page.goto(f"{server}/#phone")
+    page.fill("#phone-aor", "alice")  # not a URI
+    page.fill("#phone-registrar", "127.0.0.1:99999")
+    page.click("#phone-register")
+    page.wait_for_selector("#phone-aor-error")
+    assert "not a valid SIP URI" in (page.locator("#phone-aor-error").text_content() or "")
+    assert "host[:port]" in (page.locator("#phone-registrar-error").text_content() or "")
+    assert page.get_attribute("#phone-aor", "aria-invalid") == "true"
+    # a phone-sized screen: nothing but the ladders scrolls sideways, every control has a label
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('#panel-phone input, #panel-phone select')]
+        .filter(i => !i.labels || i.labels.length === 0).map(i => i.id)""")
+    assert unlabelled == []
+    page.screenshot(path=str(artifacts / "phone-softphone-errors.png"), full_page=True)
+    # the SCCP account form: its own fields, the SCCP tester's device types
+    page.select_option("#phone-protocol", "sccp")
+    assert page.locator("#phone-aor").is_hidden() and page.locator("#phone-host").is_visible()
+    assert page.locator("#phone-device-type option").count() == page.locator("#sccp-device-type option").count()
+
+
+# ------------------------------------------------------------------ audio in the browser
+
+def _tone_wav(path: Path, freq: float, seconds: float = 20.0, rate: int = 48000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.5 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def mic_browser(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second Chromium (same Playwright) whose microphone is a 1000 Hz tone (fake capture
+    device, no permission prompt) and which resolves OTHER_HOST to 127.0.0.1."""
+    wav = _tone_wav(tmp_path_factory.mktemp("mic") / "mic.wav", MIC_TONE)
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
+            f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1"]
+    b = browser.browser_type.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def test_listen_and_speak_through_the_browser(mic_browser: Any, server: str, pbx: KamailioPeer, bob: Baresip,
+                                              peers_loop: LoopThread, artifacts: Path) -> None:
+    context, page, guard = open_page(mic_browser, LAPTOP)
+    try:
+        context.grant_permissions(["microphone"], origin=server)
+        page.goto(f"{server}/")
+        register(page, pbx, source="silence")  # before the microphone the call sends silence
+        page.fill("#phone-target", "bob")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        peers_loop.run(bob.wait_event("CALL_ESTABLISHED"))
+
+        # listen: the page's AnalyserNode hears baresip's tone
+        page.click("#phone-listen")
+        page.wait_for_selector('#phone-listen[aria-pressed="true"]', timeout=UI_MS)
+        heard = []
+        for _ in range(40):  # 4 s of readings, 100 ms apart
+            peak = page.evaluate("() => window.skinnysipPhone.hearing()")
+            heard.append(peak["hz"] if peak else 0)
+            page.wait_for_timeout(100)
+        near = [hz for hz in heard if abs(hz - THEIR_TONE) <= 10]
+        assert len(near) >= 0.75 * len(heard), f"the page heard {heard}"
+        assert "hearing 4" in (page.locator("#phone-hearing").text_content() or "")
+
+        # speak: the fake microphone's 1000 Hz replaces the silence baresip was getting
+        page.click("#phone-mic")
+        page.wait_for_selector('#phone-mic[aria-pressed="true"]', timeout=UI_MS)
+        page.wait_for_function("() => /mic: sent (\\d+)/.test(document.getElementById('phone-audio-status').textContent)"
+                               " && Number(/mic: sent (\\d+)/.exec(document.getElementById('phone-audio-status')"
+                               ".textContent)[1]) > 150", timeout=UI_MS)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts / "laptop-softphone-audio.png"), full_page=True)
+        page.click("#phone-hangup")
+        call_state(page, "terminated")
+        peers_loop.run(bob.wait_event("CALL_CLOSED"))
+        guard.check()
+    finally:
+        context.close()
+    time.sleep(0.5)  # baresip finishes its WAV files on CALL_CLOSED
+    freqs, _ = wav_frames(bob.recordings()["dec"])
+    voiced = freqs[freqs > 0]
+    assert len(voiced) >= 100, f"baresip heard only {len(voiced)} non-silent 20 ms frames"
+    share = float(np.mean(np.abs(voiced - MIC_TONE) < 25))
+    assert share >= 0.9, f"{share:.0%} of baresip's non-silent frames are the microphone's {MIC_TONE:.0f} Hz"
+
+
+def test_microphone_is_refused_off_localhost(mic_browser: Any, server: str, artifacts: Path) -> None:
+    """Only a secure page gets a microphone: the same server under another host name (mapped to
+    127.0.0.1 by Chromium's resolver rules) shows the button off and says why; Listen stays."""
+    port = server.rsplit(":", 1)[1]
+    context = mic_browser.new_context(viewport=PHONE)
+    try:
+        page = context.new_page()
+        page.goto(f"http://{OTHER_HOST}:{port}/#phone")
+        assert page.evaluate("window.isSecureContext") is False
+        assert page.is_disabled("#phone-mic")
+        hint = page.locator("#phone-mic-hint").text_content() or ""
+        assert f"The microphone is off on {OTHER_HOST}" in hint and "127.0.0.1" in hint
+        page.screenshot(path=str(artifacts / "phone-softphone-no-mic.png"), full_page=True)
+    finally:
+        context.close()
