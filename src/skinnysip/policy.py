@@ -64,6 +64,7 @@ __all__ = [
     "Decision",
     "TargetPolicy",
     "TargetRefused",
+    "UnresolvedTarget",
     "active",
     "applied",
     "check_targets",
@@ -123,6 +124,11 @@ class TargetRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UnresolvedTarget(TargetRefused):
+    """The host name did not resolve (in time): not a policy decision, the connection simply
+    cannot be made."""
 
 
 @dataclass(frozen=True)
@@ -333,8 +339,8 @@ class TargetPolicy:
         and return its addresses (normalised text, IPv6 without brackets) if every one is
         allowed. Connect to these, keep ``host`` for TLS.
 
-        Raises :class:`TargetRefused` when the policy refuses the name or any address, or the
-        name does not resolve within ``timeout`` seconds.
+        Raises :class:`TargetRefused` when the policy refuses the name or any address, and its
+        subclass :class:`UnresolvedTarget` when the name does not resolve within ``timeout`` s.
         """
         literal = parse_address(host)
         if literal is not None:
@@ -351,9 +357,9 @@ class TargetPolicy:
             async with asyncio.timeout(timeout):
                 infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except TimeoutError:
-            raise TargetRefused(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
+            raise UnresolvedTarget(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
         except (socket.gaierror, UnicodeError, OSError) as exc:
-            raise TargetRefused(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise UnresolvedTarget(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
         d = self.decide(host, addresses)
         if not d.allowed:
@@ -438,13 +444,14 @@ def _split(value: str | None) -> list[str]:
 
 def from_env(allow: Sequence[str] = (), deny: Sequence[str] = (), *, listen_host: str = "127.0.0.1",
              environ: dict[str, str] | None = None) -> TargetPolicy | None:
-    """The server's policy from ``--allow``/``--deny`` values plus ``SKINNYSIP_ALLOW`` /
+    """The server's policy from ``--allow``/``--deny`` values (each may list several, comma- or
+    space-separated) plus ``SKINNYSIP_ALLOW`` /
     ``SKINNYSIP_DENY`` (comma- or space-separated). A server listening beyond loopback always
     restricts (default denials on); on loopback only the given lists apply, and with none
     there is no policy (None). Raises ``ValueError`` for a malformed entry."""
     env = os.environ if environ is None else environ
-    allow_all = [*allow, *_split(env.get("SKINNYSIP_ALLOW"))]
-    deny_all = [*deny, *_split(env.get("SKINNYSIP_DENY"))]
+    allow_all = [p for v in [*allow, env.get("SKINNYSIP_ALLOW")] for p in _split(v)]
+    deny_all = [p for v in [*deny, env.get("SKINNYSIP_DENY")] for p in _split(v)]
     restrict = not is_loopback_bind(listen_host)
     if not restrict and not allow_all and not deny_all:
         return None

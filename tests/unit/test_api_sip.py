@@ -147,8 +147,10 @@ def test_method_field_must_match_the_route(client: TestClient, family: str) -> N
     assert ok.json()["exchange"] == []
 
 
-def test_unknown_fields_ignored_and_defaults() -> None:
-    b = SIPBody.model_validate({"host": "[::1]", "method": "OPTIONS", "whatever": 1})
+def test_unknown_fields_refused_and_defaults() -> None:
+    with pytest.raises(ValueError, match="whatever"):
+        SIPBody.model_validate({"host": "[::1]", "method": "OPTIONS", "whatever": 1})
+    b = SIPBody.model_validate({"host": "[::1]", "method": "OPTIONS"})
     probe = b.to_probe()
     assert probe.host == "::1" and probe.port is None and probe.effective_port == 5060
     assert probe.transport == "udp" and probe.scheme == "sip" and probe.timeout == 10.0 and probe.t1 == 0.5

@@ -1,7 +1,13 @@
 """The FastAPI application: routers for SIP, SCCP, phones and pcap export, 400 on bad input;
 the web page at ``/`` (files of :mod:`skinnysip.web` under ``/web/``); Swagger UI at ``/docs``
 and ReDoc at ``/redoc`` from assets shipped in the ``fastapi-offline`` package (no CDN), each
-page with a Content-Security-Policy that keeps the browser on this server."""
+page with a Content-Security-Policy that keeps the browser on this server.
+
+As a service (:mod:`skinnysip.api.guard`, configured by :class:`ServiceSettings`): bearer
+token (401), target policy (403), body cap (413), per-client rate and concurrency limits
+(429 + ``Retry-After``), response cap; an unknown field is a 400 naming it; a wrong method a
+405 with ``Allow``; no CORS. The OpenAPI document describes the real error bodies
+(``{"success": false, "error": …}``) of every route instead of FastAPI's 422 model."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinnysip import __version__
 from skinnysip.api import pcap_routes, phone_routes, sccp_routes, sip_routes
+from skinnysip.api.guard import ServiceGuard, ServiceSettings
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -31,7 +38,8 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
             continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         field = ".".join(loc) or "body"
-        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        parts.append(f"{field}: {msg}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -82,9 +90,71 @@ def _docs_pages(app: FastAPI) -> None:
         ))
 
 
-def create_app() -> FastAPI:
-    """Build the API app. Every route answers JSON; client errors are 400
-    ``{"success": false, "error": "<field>: <what is wrong>"}``."""
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["success", "error"], "additionalProperties": True,
+    "properties": {"success": {"type": "boolean", "enum": [False]},
+                   "error": {"type": "string", "description": "What is wrong, one line."}},
+}
+_ERRORS = {
+    "400": "Bad input: malformed JSON, a missing, unknown or invalid field (named in `error`).",
+    "401": "The server requires `Authorization: Bearer <token>` and it is missing or wrong.",
+    "403": "The server's target policy refuses the host this request would connect to.",
+    "404": "No such phone or call.",
+    "409": "The phone refuses the action (wrong state, limit reached, server unreachable).",
+    "413": "The request body is larger than the server accepts.",
+    "429": "Too many requests or operations from this client (or in total); see `Retry-After`.",
+}
+
+
+def _error_response(code: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": _ERRORS[code],
+                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if code == "429":
+        out["headers"] = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+    if code == "401":
+        out["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return out
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document with the real error responses: 422 (never sent) replaced by the 400
+    body; 401/413/429 on every ``/api/`` route but health; 403 where a route connects
+    somewhere; 404/409 on the phone routes; a bearer security scheme."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["Error"] = ERROR_SCHEMA
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "Required when the server listens beyond loopback (or was given a token)."}}
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            if path in ("/api/health",):
+                continue
+            codes = ["400", "401", "413", "429"]
+            if method == "post" and any(path.startswith(p) for p in ("/api/sip/", "/api/sips/", "/api/sccp/")):
+                codes.append("403")
+            if path.startswith("/api/phones"):
+                codes += ["403", "404", "409"]
+            for code in codes:
+                responses.setdefault(code, _error_response(code))
+            op["security"] = [{}, {"bearer": []}]
+    app.openapi_schema = doc
+    return doc
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the API app guarded by ``settings`` (default: a loopback server's, from the
+    environment: :meth:`ServiceSettings.for_listen`). Every route answers JSON; client errors
+    are 400 ``{"success": false, "error": "<field>: <what is wrong>"}``."""
     # FastAPIOffline is FastAPI plus the Swagger UI and ReDoc assets of its package, mounted at
     # DOCS_ASSETS; the /docs and /redoc pages are ours (below) so they carry DOCS_CSP.
     app = FastAPIOffline(
@@ -103,7 +173,9 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"success": False, "error": str(exc.detail)})
+        # keeps the exception's headers: a 405 carries Allow (RFC 9110 §15.5.6)
+        return JSONResponse(status_code=exc.status_code, content={"success": False, "error": str(exc.detail)},
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # last resort; operations should not raise
@@ -113,6 +185,9 @@ def create_app() -> FastAPI:
     app.include_router(sccp_routes.router)
     app.include_router(phone_routes.router)
     app.include_router(pcap_routes.router)
+    app.state.settings = settings = settings or ServiceSettings.for_listen("127.0.0.1")
+    app.add_middleware(ServiceGuard, settings=settings)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/api/health", tags=["meta"])
     async def health() -> dict[str, Any]:

@@ -64,6 +64,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from skinnysip.addresses import check_host
+from skinnysip.api.guard import check_target
 from skinnysip.api.sip_routes import check_ca_file
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
@@ -567,6 +568,18 @@ async def _acting(request: Request, phone_id: str, target_field: str | None = No
             raise HTTPException(409, _reason(exc)) from exc
 
 
+def _connect_hosts(spec: Any) -> list[str]:
+    """The hosts a new phone connects to: the SIP outbound proxy, else the registrar, else
+    the AOR's host; the SCCP call manager. (Later connections — call targets, redirects — are
+    checked by the resolver under the same policy.)"""
+    if isinstance(spec, SCCPPhoneBody):
+        return [spec.host]
+    if isinstance(spec, SIPPhoneBody):
+        server = spec.outbound_proxy or spec.registrar
+        return [parse_hostport(server)[0] if server else SipURI.parse(spec.aor).host]
+    return []
+
+
 # -- routes -------------------------------------------------------------------------------------------
 _CREATE_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": SIPPhoneBody.model_json_schema(by_alias=True)}}}}
@@ -589,6 +602,8 @@ async def create_phone(request: Request, body: Annotated[dict[str, Any], Body(in
         phone = protocol.build(spec)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
+    for host in _connect_hosts(spec):  # the target policy: 403 with the reason
+        await check_target(host)
     public = spec.public() if hasattr(spec, "public") else {}
     session = await manager(request.app).create(name, phone, public)
     return session.view().to_api()

@@ -7,8 +7,9 @@ required; ``port`` 2000, or 2443 with ``tls``; ``deviceName`` ``SEP001122334455`
 ``holdMs`` (0–120000)), runs the operation of :mod:`skinnysip.probes.sccp` and returns its
 result's ``to_api()`` unchanged — the same body ``skinnysip sccp … --json`` prints.
 
-A bad field is a 400 ``{"success": false, "error": "<field>: <what is wrong>"}`` (the app's
-validation handler); a dead, silent, rejecting or garbage-speaking server is a 200 with
+A bad or unknown field is a 400 ``{"success": false, "error": "<field>: <what is wrong>"}``
+(the app's validation handler); a host the server's target policy refuses is a 403 with the
+reason (:mod:`skinnysip.api.guard`); a dead, silent, rejecting or garbage-speaking server is a 200 with
 ``success: false`` and ``error``. Times are milliseconds.
 """
 
@@ -18,36 +19,73 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import ConfigDict, Field, model_validator
 
+from skinnysip.api.guard import check_target
+from skinnysip.api.sip_routes import HOST_SCHEMA
 from skinnysip.probes.sccp import SCCPRequest, run_operation
+from skinnysip.sccp.station import DEVICE_NAME_RULES
 
 router = APIRouter(tags=["sccp"])
 
+#: the device names :func:`skinnysip.sccp.station.validate_device_name` accepts, as one pattern
+DEVICE_NAME_PATTERN = "^(?:" + "|".join(p.pattern for _, p in DEVICE_NAME_RULES) + ")$"
+
+
+class SCCPBody(SCCPRequest):
+    """:class:`SCCPRequest` with unknown fields refused (400 naming the field) and the host's
+    pattern in the schema. ``server`` is an alias of ``host`` (give one)."""
+
+    model_config = ConfigDict(**{**SCCPRequest.model_config, "extra": "forbid"})
+
+    host: str = Field(min_length=1, max_length=255, json_schema_extra=HOST_SCHEMA,
+                      description="Call manager: host name, IPv4 or IPv6 address.", examples=["127.0.0.1"])
+    device_name: str = Field("SEP001122334455", json_schema_extra={"pattern": DEVICE_NAME_PATTERN},
+                             description="; ".join(rule for rule, _ in DEVICE_NAME_RULES) + ".")
+
+    server: str | None = Field(None, min_length=1, max_length=255, json_schema_extra=HOST_SCHEMA,
+                               description="The seed's name for `host` (give one of them, or both equal).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("server") is not None:
+            if "host" not in data:
+                data = {**data, "host": data["server"]}
+            elif data["host"] != data["server"]:
+                raise ValueError("give `host` or `server` (the same field), not two different hosts")
+        return data
+
+
+async def _run(name: str, req: SCCPBody) -> dict[str, Any]:
+    await check_target(req.host)
+    return (await run_operation(name, req)).to_api()
+
 
 @router.post("/api/sccp/probe")
-async def sccp_probe(req: SCCPRequest) -> dict[str, Any]:
+async def sccp_probe(req: SCCPBody) -> dict[str, Any]:
     """Connect and exchange KeepAlive → KeepAliveAck; reports ``keepAliveAck``, ``connectMs``,
     ``latencyMs``."""
-    return (await run_operation("probe", req)).to_api()
+    return await _run("probe", req)
 
 
 @router.post("/api/sccp/register")
-async def sccp_register(req: SCCPRequest) -> dict[str, Any]:
+async def sccp_register(req: SCCPBody) -> dict[str, Any]:
     """Register (RegisterAck or RegisterReject with its reason), answer capabilities, unregister."""
-    return (await run_operation("register", req)).to_api()
+    return await _run("register", req)
 
 
 @router.post("/api/sccp/linestate")
-async def sccp_linestate(req: SCCPRequest) -> dict[str, Any]:
+async def sccp_linestate(req: SCCPBody) -> dict[str, Any]:
     """Register and report lines (number, label, display name), speed dials and soft keys."""
-    return (await run_operation("linestate", req)).to_api()
+    return await _run("linestate", req)
 
 
 @router.post("/api/sccp/call-setup", response_model=None)
-async def sccp_call_setup(req: SCCPRequest) -> dict[str, Any] | JSONResponse:
+async def sccp_call_setup(req: SCCPBody) -> dict[str, Any] | JSONResponse:
     """Register, go off-hook, dial ``dialNumber``, hold ``holdMs`` with RTP both ways, hang up;
     reports ``rtpPacketsSent`` / ``rtpPacketsReceived`` and the call's states. ``dialNumber``
     is required here (400 without it)."""
     if not req.dial_number:
         return JSONResponse(status_code=400, content={"success": False, "error": "dialNumber: Field required"})
-    return (await run_operation("call-setup", req)).to_api()
+    return await _run("call-setup", req)

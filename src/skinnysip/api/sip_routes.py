@@ -2,8 +2,10 @@
 (transport ``udp`` by default, ``tcp`` or ``tls``) and ``POST /api/sips/{…}`` (always TLS,
 ``sips:`` URIs, port 5061, 15 s timeout by default).
 
-A route validates the JSON body (strict types, bounded values; a bad field → 400
-``{"success": false, "error": "<field>: <what is wrong>"}``), calls the operation in
+A route validates the JSON body (strict types, bounded values, no unknown field; a bad field →
+400 ``{"success": false, "error": "<field>: <what is wrong>"}``; the OpenAPI schema states the
+same patterns and ranges), checks ``host`` against the server's target policy (403, see
+:mod:`skinnysip.api.guard`), calls the operation in
 :mod:`skinnysip.probes.sip` and returns its result's ``to_api()`` unchanged, so
 ``skinnysip sip … --json`` prints the same body. An unreachable or silent server is a
 200 with ``success: false``. Times in the API are milliseconds.
@@ -22,11 +24,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from skinnysip.addresses import check_host
+from skinnysip.api.guard import check_target
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 
 router = APIRouter(tags=["sip"])
+
+# The constraints the validators enforce, stated in the OpenAPI schema (JSON Schema patterns use
+# Python/ECMA regex syntax), so a request valid by the spec is not refused.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: an RFC 1123 host name that is not all digits and dots (those would be IPv4 forms)
+HOST_NAME_PATTERN = rf"^(?=.{{1,253}}$)(?=[0-9.]*[A-Za-z-]){_LABEL}(?:\.{_LABEL})*\.?$"
+HOST_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "format": "ipv4"},
+    {"type": "string", "format": "ipv6"},
+    {"type": "string", "pattern": HOST_NAME_PATTERN, "maxLength": 253},
+]}
+USER_SCHEMA: dict[str, Any] = {"pattern": r"^[A-Za-z0-9._~+\-!*'()&=$,]{1,128}$"}
+#: sip:/sips:/tel: then no whitespace (the URI parser decides the rest: RFC 3261 §19.1)
+URI_SCHEMA: dict[str, Any] = {"pattern": r"^(?i:sips?|tel):[^\s]+$", "maxLength": 1024}
+PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA}]}
+DOMAIN_SCHEMA: dict[str, Any] = {"pattern": (
+    rf"^(?:{HOST_NAME_PATTERN[1:-1]}|\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$")}
 
 CA_FILE_LIMIT = 4 << 20  # bytes of a CA bundle
 
@@ -45,30 +67,37 @@ def check_ca_file(value: str | None) -> str | None:
         raise ValueError(f"cannot load it: {exc}") from exc
     return value
 
-
 class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
 
     model_config = ConfigDict(
-        strict=True, extra="ignore", alias_generator=to_camel, populate_by_name=True, str_max_length=1024
+        strict=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, str_max_length=1024
     )
 
-    host: str = Field(description="Server: host name, IPv4 or IPv6 address.", examples=["127.0.0.1"])
-    uri: str | None = Field(None, description="Request-URI (default depends on the operation).")
-    from_: str | None = Field(None, alias="from", description="From: user part or full URI.")
-    to: str | None = Field(None, description="To: user part or full URI.")
-    from_uri: str | None = Field(None, description="From as a full URI (same as `from`).")
-    to_uri: str | None = Field(None, description="To as a full URI (same as `to`).")
-    username: str | None = Field(None, description="User / Digest username (default `probe`).")
+    host: str = Field(description="Server: host name, IPv4 or IPv6 address (brackets allowed).",
+                      examples=["127.0.0.1"], json_schema_extra=HOST_SCHEMA)
+    uri: str | None = Field(None, description="Request-URI (default depends on the operation).",
+                            json_schema_extra=URI_SCHEMA)
+    from_: str | None = Field(None, alias="from", description="From: user part or full URI.",
+                              json_schema_extra=PARTY_SCHEMA)
+    to: str | None = Field(None, description="To: user part or full URI.", json_schema_extra=PARTY_SCHEMA)
+    from_uri: str | None = Field(None, description="From as a full URI (same as `from`; give one of them).",
+                                 json_schema_extra=URI_SCHEMA)
+    to_uri: str | None = Field(None, description="To as a full URI (same as `to`; give one of them).",
+                               json_schema_extra=URI_SCHEMA)
+    username: str | None = Field(None, description="User / Digest username (default `probe`).",
+                                 json_schema_extra=USER_SCHEMA)
     password: str | None = Field(None, max_length=256, description="Digest password; never returned.")
-    domain: str | None = Field(None, description="SIP domain for built URIs (default: host).")
+    domain: str | None = Field(None, description="SIP domain for built URIs, host[:port] (default: host).",
+                               json_schema_extra=DOMAIN_SCHEMA)
     t1: float | None = Field(None, ge=50, le=10000, description="RFC 3261 T1 in ms (UDP retransmission base; default 500).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with "
                                 "(default: the system's CA store).")
     method: str | None = Field(
         None, max_length=32,
-        description="Optional; if given it must be the route's own method (each route sends one method).",
+        description="Optional; if given it must be the route's own method (each route sends one method; "
+                    "case does not matter).",
     )
 
     @field_validator("host")
@@ -202,6 +231,7 @@ async def _answer(operation: Callable[[probes.ProbeRequest], Awaitable[probes.SI
             {"success": False, "error": f"method: this route sends {method}, not {body.method!r}{hint}"},
             status_code=400,
         )
+    await check_target(body.host)
     result = await operation(body.to_probe())
     return JSONResponse(result.to_api())
 

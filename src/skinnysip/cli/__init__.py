@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from skinnysip import __version__
@@ -27,15 +29,15 @@ app.command("phone", help="A SIP softphone: register, call and answer, hold, tra
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, min=1, max=65535, help="TCP port to listen on."),
-    allow: list[str] = typer.Option(
-        [], "--allow", envvar="SKINNYSIP_ALLOW", show_default=False,
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", envvar="SKINNYSIP_ALLOW", show_default=False,
         help="Target the API may connect to: address, CIDR network, host name or *.domain (repeatable); "
              "lifts the default denials of an exposed server (loopback, private ranges).",
-    ),
-    deny: list[str] = typer.Option(
-        [], "--deny", envvar="SKINNYSIP_DENY", show_default=False,
+    )] = None,
+    deny: Annotated[list[str] | None, typer.Option(
+        "--deny", envvar="SKINNYSIP_DENY", show_default=False,
         help="Target the API must not connect to: address, CIDR network, host name or *.domain (repeatable).",
-    ),
+    )] = None,
     token: str | None = typer.Option(
         None, "--token", envvar="SKINNYSIP_TOKEN", show_default=False,
         help="Bearer token clients must send (default beyond loopback: one generated and printed at start).",
@@ -52,7 +54,8 @@ def serve(
     from skinnysip.api.guard import ServiceSettings
 
     try:
-        settings = ServiceSettings.for_listen(host, allow=allow, deny=deny, token=token, environ={})
+        settings = ServiceSettings.for_listen(host, allow=allow or [], deny=deny or [], token=token,
+                                              environ={})
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
