@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from baresip_peer import baresip
@@ -14,7 +15,8 @@ from test_phone_baresip import share_of
 
 from skinnysip.lab.config import LabSettings
 from skinnysip.lab.runner import Lab
-from skinnysip.phone.sip_phone import SIPAccount
+from skinnysip.phone.api import CallState, IncomingCall
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -73,3 +75,73 @@ async def test_baresip_registers_and_hears_the_echo(lab: Lab, transport: str) ->
     summaries = [m["summary"] for m in call["messages"]]
     assert "407 Proxy Authentication Required" in summaries and any(s.startswith("ACK") for s in summaries)
     assert any(s.startswith("BYE") for s in summaries) and call["state"] == "ended"
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_baresip_calls_our_phone_through_the_lab(lab: Lab, transport: str, tmp_path: Path) -> None:
+    """baresip (UDP) calls our phone registered over ``transport``: the lab forwards the INVITE
+    over the flow of our registration (cross-transport), audio flows both ways."""
+    async with SIPPhone(account(lab, "1002", transport, auto_answer=0.2, record_dir=str(tmp_path))) as ours, \
+            baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as theirs:
+        await registered(lab, "1001")
+        await registered(lab, "1002")
+        await theirs.command("dial", f"sip:1002@{DOMAIN}")
+        event = await ours.next_event(10)
+        while event is not None and not isinstance(event, IncomingCall):
+            event = await ours.next_event(10)
+        assert isinstance(event, IncomingCall)
+        call = event.call
+        assert await call.wait_connected(10)
+        await theirs.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(4)
+        await theirs.command("hangup")
+        assert await call.wait_ended(10)
+        assert call.end_reason == "BYE received"
+        report = call.media_report()
+        baresip_heard = share_of(theirs.recordings()["dec"], OUR_TONE, skip=0.5)
+    assert report is not None
+    assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE, skip=0.5) >= 0.85
+    assert baresip_heard >= 0.85
+    # the lab record-routed the call: our phone's INVITE carries the lab's Record-Route(s)
+    invite = next(m for m in call.exchange if m.summary.startswith("INVITE") and m.direction == "received")
+    assert "Record-Route:" in invite.raw
+    record = next(c for c in lab.calls() if c["to"].startswith(f"sip:1002@{DOMAIN}"))
+    assert record["state"] == "ended"
+
+
+async def test_our_phone_calls_baresip_and_status_codes(lab: Lab, tmp_path: Path) -> None:
+    """Our phone (TCP) calls baresip (UDP): audio both ways; then 404 for an unknown user, 480
+    for a known one without registration, 486 from a callee that is busy passes through."""
+    async with SIPPhone(account(lab, "1002", "tcp", record_dir=str(tmp_path))) as ours, \
+            baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as theirs:
+        await registered(lab, "1001")
+        call = await ours.call("1001")
+        assert await call.wait_connected(15), call.end_reason
+        await theirs.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(3)
+        await call.hangup()
+        assert call.state is CallState.TERMINATED
+        await theirs.wait_event("CALL_CLOSED")
+        report = call.media_report()
+        assert report is not None
+        assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE, skip=0.5) >= 0.85
+        assert share_of(theirs.recordings()["dec"], OUR_TONE, skip=0.5) >= 0.85
+
+        for target, code in (("9999", "404"), ("1003", "480")):
+            failed = await ours.call(target)
+            assert not await failed.wait_connected(10)
+            assert code in (failed.end_reason or ""), failed.end_reason
+
+        async with SIPPhone(account(lab, "1003")) as busy:
+            await registered(lab, "1003")
+            attempt = await ours.call("1003")
+            event = await busy.next_event(10)
+            while event is not None and not isinstance(event, IncomingCall):
+                event = await busy.next_event(10)
+            assert isinstance(event, IncomingCall)
+            await event.call.reject(486)
+            assert not await attempt.wait_connected(10)
+            assert "486" in (attempt.end_reason or ""), attempt.end_reason
+    states = {c["to"]: c["state"] for c in lab.calls()}
+    assert states[f"sip:9999@{DOMAIN}"].startswith("failed (404")
+    assert states[f"sip:1003@{DOMAIN}"].startswith("failed (486")
