@@ -184,7 +184,9 @@ def test_real_7962_offhook_frame():
     assert (msg.name, msg.header_version, msg.fields) == ("OffHook", 0x16, {"lineInstance": 1, "callReference": 0})
     assert encode("OffHook", msg.fields, header_version=0x16) == frame
     # old phones send OffHook without payload
-    assert decode_frame(bytes.fromhex("04000000 00000000 06000000")).fields == {}
+    old = bytes.fromhex("04000000 00000000 06000000")
+    assert decode_frame(old).fields == {"_short": "lineInstance"}  # where the payload ended
+    assert encode("OffHook", decode_frame(old).fields) == old  # and it encodes back byte-exact
 
 
 @pytest.mark.parametrize(("phone", "size", "b40_43", "ver", "unknown", "features"), [
@@ -347,8 +349,57 @@ def test_capabilities_res_variable_length():
     f = decode_frame(frame).fields
     assert f["capCount"] == 2 and [c["payloadCapability"] for c in f["caps"]] == [4, 2]
     bad = struct.pack("<III", 8 + 16, 0, 0x10) + struct.pack("<I", 3) + bytes(16)  # claims 3, has 1
-    with pytest.raises(SCCPDecodeError, match="caps"):
+    with pytest.raises(SCCPDecodeError, match="^CapabilitiesRes: capCount 3: caps needs 48 bytes at offset 4, 16 present$"):
         decode_frame(bad)
+
+
+@pytest.mark.parametrize("count", [19, 1000, 0xFFFFFFFF])
+def test_capabilities_res_count_beyond_the_slots_is_a_decode_error(count: int) -> None:
+    """Issue 11: a capCount the message cannot hold (at most 18, reference §3.5) decoded before
+    but did not encode; now it is the sender's fault, named by field."""
+    frame = struct.pack("<III", 8 + 16 * 18, 0, 0x10) + struct.pack("<I", count) + bytes(16 * 18)
+    with pytest.raises(SCCPDecodeError) as err:
+        decode_frame(frame)
+    assert err.value.reason == f"CapabilitiesRes: capCount {count} exceeds the 18 caps entries the message can hold"
+    dec = FrameDecoder()
+    with pytest.raises(SCCPDecodeError) as err2:
+        dec.feed(frame + encode("KeepAliveAck"))
+    assert not err2.value.fatal and "capCount" in err2.value.reason
+    assert [m.name for m in dec.feed(b"")] == ["KeepAliveAck"]  # the stream goes on after the bad frame
+
+
+def test_fixed_slot_count_beyond_the_slots_round_trips() -> None:
+    """ButtonTemplate's 42 slots are always on the wire: a buttonCount over 42 decodes 42 entries
+    and keeps the count, so the frame encodes back byte-exact."""
+    frame = struct.pack("<III", 4 + 12 + 84, 0, 0x97) + struct.pack("<III", 0, 99, 99) + bytes(84)
+    f = decode_frame(frame).fields
+    assert f["buttonCount"] == 99 and len(f["definitions"]) == 42
+    assert encode("ButtonTemplate", f) == frame
+
+
+def test_short_payloads_re_encode_byte_exact() -> None:
+    """Issue 11: an OnHook with only lineInstance stays 16 bytes (it grew to 20 before), an
+    [AST] 16-byte CloseReceiveChannel stays 24... and a V2 message whose strings end early or
+    whose trailing bytes are not the usual padding keeps its exact bytes."""
+    onhook = struct.pack("<IIII", 8, 0, 0x07, 1)
+    f = decode_frame(onhook).fields
+    assert f == {"lineInstance": 1, "_short": "callReference"}
+    assert encode("OnHook", f) == onhook
+    crc = struct.pack("<III", 16, 0, 0x106) + struct.pack("<III", 1, 2, 3)
+    assert encode("CloseReceiveChannel", decode_frame(crc).fields) == crc
+    strings = b"100\x00\x00200"  # the payload ends inside the third string
+    v2 = struct.pack("<III", 4 + 32 + len(strings), 0, 0x14A) + struct.pack("<8I", 1, 42, 2, 0, 0, 1, 0, 0) + strings
+    f = decode_frame(v2).fields
+    assert (f["callingParty"], f["calledParty"], f["_short"]) == ("100", "200", "calledParty")
+    assert encode("CallInfoV2", f) == v2
+    body = struct.pack("<8I", 1, 42, 2, 0, 0, 1, 0, 0) + b"\0" * 13 + b"\x07"  # not padding: kept
+    odd = struct.pack("<III", 4 + len(body), 0, 0x14A) + body
+    f = decode_frame(odd).fields
+    assert f["_trailing"] == "07" and encode("CallInfoV2", f) == odd
+    body = struct.pack("<8I", 1, 42, 2, 0, 0, 1, 0, 0) + b"\0" * 13 + b"\0" * 7  # 7 NULs: not 3
+    wide = struct.pack("<III", 4 + len(body), 0, 0x14A) + body
+    f = decode_frame(wide).fields
+    assert f["_trailing"] == "00" * 7 and encode("CallInfoV2", f) == wide
     with pytest.raises(ValueError, match="at most 18"):
         encode("CapabilitiesRes", {"caps": [{}] * 19})
 

@@ -8,7 +8,16 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skinnysip.sccp.messages import MESSAGES, FieldDef, FrameDecoder, SCCPDecodeError, decode_frame, encode
+from skinnysip.sccp.messages import (
+    HEADER_SIZE,
+    MESSAGES,
+    FieldDef,
+    FrameDecoder,
+    SCCPDecodeError,
+    decode_frame,
+    encode,
+    message_def,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,15 +61,53 @@ def test_mutated_valid_frames(frame_info, flips, cut, pv, chunk):
         msg = decode_frame(data, protocol_version=pv)
     except SCCPDecodeError:
         return
-    # whatever decodes must re-encode and decode to the same fields. A frame that ends before
-    # the layout's optional trailing fields (real CMs send shorter forms, e.g. [AST]'s 16-byte
-    # CloseReceiveChannel) decodes without them; re-encoding writes the whole layout, so those
-    # come back with their zero value and nothing else changes.
-    again = decode_frame(encode(msg.id, msg.fields, protocol_version=pv, header_version=msg.header_version),
-                         protocol_version=pv)
-    assert {k: again.fields.get(k) for k in msg.fields} == msg.fields
-    added = {k: v for k, v in again.fields.items() if k not in msg.fields}
-    assert all(v in (0, "", b"", "0.0.0.0", "::", None) or _all_zero(v) for v in added.values()), added
+    # whatever decodes re-encodes to a frame of the same length that decodes to the same fields,
+    # byte-exact but for the normalisations decode_frame names (bytes after the NUL of a char[n]
+    # field, unused slots of fixed-slot groups): those come back as zeros, a fixed point.
+    again = encode(msg.id, msg.fields, protocol_version=pv, header_version=msg.header_version)
+    assert len(again) == len(data)
+    assert decode_frame(again, protocol_version=pv).fields == msg.fields
+    if again != data:
+        assert encode(msg.id, msg.fields, protocol_version=pv, header_version=msg.header_version) == again
+        assert _only_normalised(msg, data, again, pv)
+
+
+def _only_normalised(msg, data: bytes, again: bytes, pv: int) -> bool:
+    """Every byte that differs is zero in ``again`` and lies where decode_frame says it
+    normalises: after a NUL inside a char[n] field, or in an unused slot of a fixed-slot group."""
+    layout = message_def(msg.id).layout(pv)
+    allowed: set[int] = set()
+    pos = HEADER_SIZE
+    for f in layout:
+        if f.type in ("char",) and f.count is None:
+            chunk = data[pos:pos + f.size]
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                allowed.update(range(pos + nul, pos + f.size))
+        elif f.type == "char":
+            for k in range(f.count or 0):
+                chunk = data[pos + k * f.size:pos + (k + 1) * f.size]
+                nul = chunk.find(b"\0")
+                if nul >= 0:
+                    allowed.update(range(pos + k * f.size + nul, pos + (k + 1) * f.size))
+        elif f.type == "group" and f.fixed_slots:
+            used = min(msg.fields.get(f.count_field, 0), f.count or 0) if f.count_field else (f.count or 0)
+            allowed.update(range(pos + used * f.item_size, pos + f.wire_size))
+            for k in range(used):  # char fields inside the used entries
+                inner = pos + k * f.item_size
+                for g in f.fields:
+                    if g.type == "char":
+                        chunk = data[inner:inner + g.size]
+                        nul = chunk.find(b"\0")
+                        if nul >= 0:
+                            allowed.update(range(inner + nul, inner + g.size))
+                    inner += g.wire_size
+        size = f.wire_size
+        if not size:
+            break  # variable-size fields: no char[n] or fixed slots after them in the table
+        pos += size
+    diff = {i for i, (a, b) in enumerate(zip(data, again, strict=True)) if a != b}
+    return diff <= allowed and all(again[i] == 0 for i in diff)
 
 
 def _all_zero(value: object) -> bool:
@@ -73,12 +120,14 @@ def _all_zero(value: object) -> bool:
 
 def test_classic_start_media_transmission_read_at_protocol_17() -> None:
     """Found by the property above: the 116-byte classic StartMediaTransmission read with the
-    protocol-17 layout decodes the fields present and leaves out the optional tail."""
+    protocol-17 layout decodes the fields present, notes where the payload ended (``_short``)
+    and encodes back byte-exact (issue 11: the optional tail is not added)."""
     frame = encode("StartMediaTransmission", {}, protocol_version=0)
     msg = decode_frame(frame, protocol_version=17)
+    assert "RFC2833PayloadType" not in msg.fields
+    assert encode(msg.id, msg.fields, protocol_version=17) == frame
     again = decode_frame(encode(msg.id, msg.fields, protocol_version=17), protocol_version=17)
-    assert {k: again.fields[k] for k in msg.fields} == msg.fields
-    assert "RFC2833PayloadType" in again.fields and "RFC2833PayloadType" not in msg.fields
+    assert again.fields == msg.fields
 
 
 def test_short_form_with_trailing_bytes_re_encodes_byte_exact() -> None:
@@ -170,3 +219,25 @@ def test_random_values_round_trip(item, header_version):
     assert msg.header_version == header_version
     assert msg.fields == fields
     assert FrameDecoder(protocol_version=since).feed(frame)[0].fields == fields
+
+
+@SETTINGS
+@given(_message_fields(), st.integers(0, 400), st.binary(max_size=12), st.booleans())
+def test_cut_or_extended_frames_re_encode_byte_exact(item, cut, extra, extend):
+    """Issue 11: a frame of any message cut short (an [AST]-style short form, an old phone's
+    empty OffHook, a V2 message ending inside its strings) or followed by bytes beyond the layout
+    decodes to fields that encode back to exactly its bytes (``_short``, ``_trailing``), and
+    decode -> encode -> decode is stable."""
+    mdef, since, fields = item
+    frame = encode(mdef.id, fields, protocol_version=since)
+    payload = frame[HEADER_SIZE:]
+    payload = payload + extra if extend else payload[:max(0, len(payload) - cut)]
+    data = struct.pack("<III", len(payload) + 4, 0, mdef.id) + payload
+    try:
+        msg = decode_frame(data, protocol_version=since)
+    except SCCPDecodeError as exc:
+        assert exc.reason.startswith(mdef.name)
+        return
+    again = encode(msg.id, msg.fields, protocol_version=since)
+    assert again == data, msg.fields
+    assert decode_frame(again, protocol_version=since).fields == msg.fields

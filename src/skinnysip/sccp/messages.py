@@ -24,7 +24,20 @@ Layouts are chosen by the **negotiated protocol version** (the Register ``protoc
 DialedNumber and ForwardStat.
 
 Errors: every malformed byte string raises :class:`SCCPDecodeError` (a ``ValueError``) with a
-``reason``; nothing else escapes the decoder.  The encoder raises ``ValueError`` for unknown
+``reason`` that starts with the message name and names the field (a group count beyond the slots
+the message has, e.g. ``capCount`` > 18, or beyond the bytes present); nothing else escapes the
+decoder.
+
+Symmetry: ``encode(m.id, m.fields, protocol_version=pv, header_version=m.header_version)`` of a
+decoded frame ``m`` gives back ``m.raw`` byte for byte, with two normalisations: the bytes after
+the first NUL inside a ``char[n]`` field, and the unused slots of a fixed-slot group
+(ButtonTemplate, SoftKeyTemplateRes, SoftKeySetRes), come back as zeros (their values are not
+part of the decoded form). Short and long payloads keep their exact size through two keys of
+``fields``: ``_short`` names the field where a payload ended before an optional tail the
+encoder would otherwise write (an old phone's empty OffHook, [AST]'s short forms, a V2 message
+ending inside its strings), and ``_trailing`` holds the bytes beyond the layout (hex); with
+either, the encoder writes no default tail and no V2 padding. Decode -> encode -> decode is
+always stable.  The encoder raises ``ValueError`` for unknown
 messages or field names and for values that do not fit their field.
 """
 
@@ -45,6 +58,10 @@ __all__ = [
 ]
 
 HEADER_SIZE = 12
+#: decoded-field key of the payload bytes beyond the layout (hex)
+TRAILING = "_trailing"
+#: decoded-field key naming the field where a short payload ended (see :func:`decode_frame`)
+SHORT = "_short"
 #: Largest whole frame (length + 8) accepted by :class:`FrameDecoder` by default ([AST] limit, §1.1).
 DEFAULT_MAX_FRAME = 2000
 #: Dynamic (V2) messages are padded so that the whole frame is a multiple of this (§1.1, §3.15).
@@ -707,6 +724,7 @@ def _decode_layout(layout: Layout, buf: bytes, pos: int, out: dict[str, Any], wh
             end = buf.find(b"\0", pos)
             if end < 0:
                 if f.optional:
+                    _cut(out, f)
                     break
                 raise _fail(f"{where}: string {f.name} at offset {pos} has no terminating NUL")
             out[f.name] = buf[pos:end].decode("latin-1")
@@ -715,13 +733,21 @@ def _decode_layout(layout: Layout, buf: bytes, pos: int, out: dict[str, Any], wh
             slots = f.count or 0
             used = slots
             if f.count_field:
-                used = min(int(out.get(f.count_field, 0)), slots)
+                count = out.get(f.count_field, 0)
+                if not isinstance(count, int) or count < 0:  # a table error, not input
+                    raise AssertionError(f"{where}: count field {f.count_field} is not a u8/u16/u32")
+                if count > slots and not f.fixed_slots:
+                    raise _fail(f"{where}: {f.count_field} {count} exceeds the {slots} {f.name} entries "
+                                "the message can hold")
+                used = min(count, slots)
             present = slots if (f.fixed_slots or not f.count_field) else used
             need = present * f.item_size
             if pos + need > len(buf):
                 if f.optional:
+                    _cut(out, f)
                     break
-                raise _fail(f"{where}: {f.name} needs {need} bytes at offset {pos}, "
+                what = f"{f.count_field} {used}: " if f.count_field and not f.fixed_slots else ""
+                raise _fail(f"{where}: {what}{f.name} needs {need} bytes at offset {pos}, "
                             f"{len(buf) - pos} present")
             entries = []
             for i in range(used):
@@ -734,6 +760,7 @@ def _decode_layout(layout: Layout, buf: bytes, pos: int, out: dict[str, Any], wh
             size = f.wire_size
             if pos + size > len(buf):
                 if f.optional:
+                    _cut(out, f)
                     break
                 raise _fail(f"{where}: field {f.name} needs {size} bytes at offset {pos}, "
                             f"payload has {len(buf)}")
@@ -747,15 +774,26 @@ def _decode_layout(layout: Layout, buf: bytes, pos: int, out: dict[str, Any], wh
     return pos
 
 
+def _cut(out: dict[str, Any], f: FieldDef, name: str | None = None) -> None:
+    """Note where a short payload ended (``_short``) when the encoder would otherwise write
+    more there (an optional field it writes by default, or a dynamic string's NUL)."""
+    if f.by_default and SHORT not in out:
+        out[SHORT] = name or f.name
+
+
 def _decode_strings(f: FieldDef, buf: bytes, pos: int, out: dict[str, Any]) -> int:
     for key in f.names:
         end = buf.find(b"\0", pos)
-        if end < 0:
-            end = len(buf)  # last string unterminated: take what is there
+        if end < 0:  # the payload ends inside (or before) this string: take what is there
+            out[key] = buf[pos:].decode("latin-1")
+            _cut(out, f, key)
+            pos = len(buf)
+            continue
         out[key] = buf[pos:end].decode("latin-1")
-        pos = min(end + 1, len(buf))
-    if not any(buf[pos:]):
-        return len(buf)  # NUL padding to the 4-byte boundary
+        pos = end + 1
+    tail = buf[pos:]
+    if tail and not any(tail) and len(tail) == -(pos + HEADER_SIZE) % DYNAMIC_STRING_PADDING:
+        return len(buf)  # exactly the NUL padding to the 4-byte boundary the encoder writes
     return pos
 
 
@@ -763,7 +801,7 @@ def _decode_payload(mdef: MessageDef, payload: bytes, protocol_version: int) -> 
     out: dict[str, Any] = {}
     pos = _decode_layout(mdef.layout(protocol_version), payload, 0, out, mdef.name)
     if pos < len(payload):
-        out["_trailing"] = payload[pos:].hex()
+        out[TRAILING] = payload[pos:].hex()
     return out
 
 
@@ -772,9 +810,12 @@ def decode_frame(frame: bytes, *, protocol_version: int = 0) -> SCCPMessage:
 
     ``protocol_version`` picks classic (< 17) or protocol-17 layouts (§1.4).  Unknown IDs give
     ``name="Unknown_0xNNNN"`` and ``fields={"data": <hex>}``.  Payload bytes beyond the layout
-    are kept as ``fields["_trailing"]`` (hex).  Raises :class:`SCCPDecodeError` if the frame is
-    shorter than 12 bytes, its length field is < 4 or disagrees with the frame size, or the
-    payload is shorter than the message's mandatory fields.
+    are kept as ``fields["_trailing"]`` (hex); a payload that ends before an optional field the
+    encoder writes by default says so in ``fields["_short"]`` (that field's name), so the
+    fields encode back to the same bytes (module docstring: Symmetry).  Raises
+    :class:`SCCPDecodeError` if the frame is shorter than 12 bytes, its length field is < 4 or
+    disagrees with the frame size, the payload is shorter than the message's mandatory fields,
+    or a group count exceeds the entries the message can hold or the bytes present.
     """
     frame = bytes(frame)
     if len(frame) < HEADER_SIZE:
@@ -919,7 +960,7 @@ def _prepare(layout: Layout, values: Mapping[str, Any], where: str) -> dict[str,
     for f in layout:
         if f.type == "strings":
             known.update(f.names)
-    unknown = set(values) - known - {"_trailing"}
+    unknown = set(values) - known - {TRAILING, SHORT}
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
     vals = dict(values)
@@ -933,7 +974,8 @@ def _prepare(layout: Layout, values: Mapping[str, Any], where: str) -> dict[str,
     return vals
 
 
-def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, short_form: bool = False) -> bytes:
+def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, short_form: bool = False,
+                   cut: str | None = None) -> bytes:
     vals = _prepare(layout, values, where)
     # How much of the optional tail to write: everything up to the last field given, and the
     # optional fields marked by_default -- unless ``short_form`` (the caller gives "_trailing"):
@@ -958,6 +1000,9 @@ def _encode_layout(layout: Layout, values: Mapping[str, Any], where: str, short_
                 data = _text_bytes(key, vals.get(key), where)
                 if b"\0" in data:
                     raise ValueError(f"{where}.{key}: a NUL byte cannot appear inside a dynamic string")
+                if key == cut:  # the decoded payload ended inside this string
+                    out += data
+                    return bytes(out)
                 out += data + b"\0"
         elif f.type == "group":
             entries = val if val is not None else []
@@ -996,6 +1041,9 @@ def encode(message: str | int, fields: Mapping[str, Any] | None = None, *, proto
     part (Register: the 68-byte form a 7960 sends, which carries ``protocolVer`` at offset 40;
     OffHook/OnHook/KeypadButton with lineInstance and callReference; Unregister and
     ButtonTemplateReq empty).  Dynamic (V2) messages are NUL-padded to a 4-byte frame.
+    ``"_short"`` (a field name, as :func:`decode_frame` gives it) stops the payload there: no
+    default tail, a dynamic string written without its NUL and nothing after it; with
+    ``"_short"`` or ``"_trailing"`` no V2 padding is added (the decoded frame's own bytes).
     Raises ``ValueError`` for an unknown message or field name and for a value that does not
     fit its field.
     """
@@ -1004,11 +1052,15 @@ def encode(message: str | int, fields: Mapping[str, Any] | None = None, *, proto
         raise ValueError(f"header_version out of range: {header_version!r}")
     values = dict(fields or {})
     layout = mdef.layout(protocol_version)
-    payload = _encode_layout(layout, {k: v for k, v in values.items() if k != "_trailing"}, mdef.name,
-                             short_form="_trailing" in values)
-    if "_trailing" in values:
-        payload += _as_bytes(FieldDef("_trailing", "bytes"), values["_trailing"], mdef.name)
-    if mdef.dynamic:
+    cut = values.get(SHORT)
+    if cut is not None and not isinstance(cut, str):
+        raise ValueError(f"{mdef.name}.{SHORT}: expected a field name, got {cut!r}")
+    exact = TRAILING in values or SHORT in values  # the payload of a decoded frame, as it was
+    payload = _encode_layout(layout, {k: v for k, v in values.items() if k not in (TRAILING, SHORT)}, mdef.name,
+                             short_form=exact, cut=cut)
+    if TRAILING in values:
+        payload += _as_bytes(FieldDef(TRAILING, "bytes"), values[TRAILING], mdef.name)
+    if mdef.dynamic and not exact:
         payload += bytes(-(len(payload) + HEADER_SIZE) % DYNAMIC_STRING_PADDING)
     if len(payload) + 4 > 0xFFFFFFFF:
         raise ValueError("payload too large")
