@@ -169,7 +169,8 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
     ray = _ray()
     config.validate()
     shares = worker_configs(config, workers)
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         try:
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -198,4 +199,7 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+        if started_here:
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # a local Ray started for this run stops with it
     return monitor, totals

@@ -1,0 +1,126 @@
+"""``skinnysip load call`` against SIPp ``-sn uas -rtp_echo``: SIPp counts the calls we count,
+media flows both ways (SIPp echoes our RTP), and RTP loss injected between us and SIPp
+(a :class:`peertools.UDPRelay` dropping every 10th datagram) shows in the quality report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sip_peers import SippResult, _sipp_result
+
+from peertools import UDPRelay, free_port, require
+from skinnysip.load.runner import run_local, summary
+from skinnysip.load.scenarios import LoadConfig
+
+pytestmark = pytest.mark.peer
+
+
+@dataclass
+class EchoUAS:
+    port: int
+    media_port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    def finish(self, timeout: float) -> SippResult:
+        """Wait (bounded) for SIPp to end its calls; its own statistics."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        return _sipp_result(self.proc.returncode, self.workdir)
+
+
+@contextmanager
+def sipp_echo_uas(calls: int, *, media_port: int | None = None, sdp_port: int | None = None) -> Iterator[EchoUAS]:
+    """SIPp's built-in ``uas`` for ``calls`` calls with ``-rtp_echo`` on its media port
+    (``media_port``, default a free one). ``sdp_port``: the port its SDP answer names instead
+    of its media port (a relay in front)."""
+    binary = require("sipp")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-echo-"))
+    port = free_port(socket.SOCK_DGRAM)
+    media = media_port or free_port(socket.SOCK_DGRAM)
+    args = [binary, "-i", "127.0.0.1", "-p", str(port), "-mp", str(media), "-rtp_echo", "-m", str(calls),
+            "-nostdin", "-trace_stat", "-stf", str(workdir / "sipp_.csv"), "-fd", "1", "-timeout", "120s"]
+    if sdp_port is None:
+        args += ["-sn", "uas"]
+    else:
+        xml = subprocess.run([binary, "-sd", "uas"], capture_output=True, text=True, timeout=10).stdout
+        assert "m=audio [media_port] RTP/AVP 0" in xml, "SIPp's uas scenario changed"
+        (workdir / "uas.xml").write_text(xml.replace("m=audio [media_port]", f"m=audio {sdp_port}"))
+        args += ["-sf", str(workdir / "uas.xml")]
+    with open(workdir / "sipp.out", "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None, (workdir / "sipp.out").read_text(errors="replace")
+        yield EchoUAS(port, media, proc, workdir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_load_call_counts_agree_with_sipp_and_media_echoes() -> None:
+    calls = 20
+    with sipp_echo_uas(calls) as uas:
+        proc = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(uas.port),
+             "--to", "service", "-r", "10", "-m", str(calls), "-l", str(calls), "--hold", "2", "--json"],
+            capture_output=True, text=True, timeout=90)
+        result = json.loads(proc.stdout)
+        sipp = uas.finish(timeout=15)  # SIPp's 4 s timewait after the last BYE
+    assert proc.returncode == 0, (result, proc.stderr[-2000:])
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0)
+    assert (sipp.successful_calls, sipp.failed_calls) == (calls, 0), sipp.log[-2000:]
+    media = result["media"]
+    # SIPp echoed our RTP: ~50 packets/s for each call's 2 s, none lost on loopback
+    assert media["rtpExpected"] >= calls * 2 * 50 * 0.8
+    assert media["rtpLost"] == 0 and media["loss"] == 0.0
+    assert media["mos"] >= 4.0 and media["jitterMs"] is not None
+    assert result["callLengthMs"]["mean"] >= 2000
+
+
+async def test_injected_loss_shows_in_the_quality_report() -> None:
+    counter = {"n": 0}
+
+    def every_tenth(data: bytes) -> bool:  # RTP (version 2) only: drop 1 datagram in 10
+        if not data or data[0] >> 6 != 2:
+            return False
+        counter["n"] += 1
+        return counter["n"] % 10 == 0
+
+    # our RTP → relay (named in SIPp's SDP) → SIPp's echo port → relay → us
+    sipp_media = free_port(socket.SOCK_DGRAM)
+    relay = UDPRelay(("127.0.0.1", sipp_media), drop_up=every_tenth, limit=100_000)
+    relay_port = await relay.start()
+    try:
+        with sipp_echo_uas(1, media_port=sipp_media, sdp_port=relay_port) as uas:
+            config = LoadConfig("call", "127.0.0.1", port=uas.port, to="service", rate=1, count=1, hold=4.0)
+            monitor = await run_local(config, [])
+            result = summary(monitor, config)
+            sipp = await asyncio.to_thread(uas.finish, 15)
+    finally:
+        relay.close()
+    assert result["successful"] == 1 and sipp.successful_calls == 1
+    media = result["media"]
+    dropped = len(relay.dropped_up)
+    assert dropped >= 15  # ~200 packets in 4 s, 1 in 10 dropped
+    # every datagram the relay dropped on the way to SIPp's echo is missing from what we heard
+    assert abs(media["rtpLost"] - dropped) <= 2, (media, dropped)
+    assert 0.07 <= media["loss"] <= 0.13
+    assert media["mos"] < 4.0  # G.107 with 10 % loss

@@ -1,0 +1,106 @@
+"""``skinnysip load register`` against Kamailio: our counts against Kamailio's own statistics
+(``kamcmd stats.get_statistics``), the CSV read by pandas, and the same load over two Ray
+worker processes giving the same totals."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sip_peers import KamailioPeer, kamailio
+
+from skinnysip.load.report import CSV_COLUMNS
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture(scope="module")
+def registrar() -> Iterator[KamailioPeer]:
+    with kamailio("MD5") as peer:
+        yield peer
+
+
+def kamailio_stats(peer: KamailioPeer) -> dict[str, int]:
+    out = subprocess.run(["kamcmd", "-s", peer.ctl_socket, "stats.get_statistics", "all"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\S+) = (-?\d+)$", out, re.M)}
+
+
+def users_file(peer: KamailioPeer, tmp_path: Path) -> Path:
+    path = tmp_path / "users.csv"
+    path.write_text("SEQUENTIAL\n" + "".join(f"{user};{password}\n" for user, password in peer.users.items()))
+    return path
+
+
+def run_load(args: list[str], timeout: float = 150.0) -> tuple[int, dict, str]:
+    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", *args, "--json"], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.stdout.strip(), proc.stderr[-2000:]
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def register_args(peer: KamailioPeer, users: Path, *extra: str) -> list[str]:
+    return ["register", "127.0.0.1", "--port", str(peer.udp_port), "--domain", peer.realm, "--users", str(users),
+            "-r", "200", "-m", "2000", *extra]
+
+
+def test_register_2000_at_200_per_second_agrees_with_kamailio(registrar: KamailioPeer, tmp_path: Path) -> None:
+    import pandas as pd
+
+    before = kamailio_stats(registrar)
+    csv_path = tmp_path / "register.csv"
+    code, result, stderr = run_load(register_args(registrar, users_file(registrar, tmp_path), "--csv", str(csv_path)))
+    after = kamailio_stats(registrar)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert code == 0, (result, stderr[-2000:])
+    assert (result["attempted"], result["successful"], result["failed"]) == (2000, 2000, 0)
+    assert result["failedByStatus"] == {}
+    # each attempt: REGISTER → 401, REGISTER with credentials → 200, REGISTER Expires 0 → 200
+    assert delta["registrar:accepted_regs"] == 2 * result["successful"]
+    assert delta["registrar:rejected_regs"] == 0
+    assert delta["sl:401_replies"] == result["successful"]
+    # what Kamailio received is what we sent, retransmissions included
+    assert delta["core:rcv_requests_register"] == result["requestsSent"] + result["retransmissions"]
+    assert result["requestsSent"] == 3 * 2000
+    assert after["usrloc:registered_users"] == 0  # every binding removed again
+    rt = result["responseTimeMs"]
+    assert 0 < rt["p50"] <= rt["p90"] <= rt["p95"] <= rt["p99"] <= rt["max"]
+
+    frame = pd.read_csv(csv_path)
+    assert list(frame.columns) == CSV_COLUMNS
+    assert len(frame) >= 5  # one row a second for ~10 s
+    last = frame.iloc[-1]
+    assert last["SuccessfulCall(C)"] == 2000 and last["FailedCall(C)"] == 0
+    assert frame["SuccessfulCall(P)"].sum() == 2000
+    assert frame["OutgoingCall(P)"].sum() == 2000
+    assert last["Retransmissions(C)"] == result["retransmissions"]
+    assert frame["ResponseTime1(C)"].iloc[-1] == pytest.approx(rt["mean"], rel=1e-3)
+
+
+def test_distributed_register_totals_equal_single_run_and_server(registrar: KamailioPeer, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the distributed extra (ray) is part of [test]")
+    users = users_file(registrar, tmp_path)
+    before = kamailio_stats(registrar)
+    code, single, _ = run_load(register_args(registrar, users))
+    middle = kamailio_stats(registrar)
+    # two worker processes: a local Ray with 2 CPUs on 127.0.0.1 started by the command
+    code2, fanned, stderr = run_load(register_args(registrar, users, "--processes", "2"), timeout=240)
+    after = kamailio_stats(registrar)
+    assert code == 0 and code2 == 0, stderr[-2000:]
+    assert fanned["workers"] == 2 and len(fanned["workerTotals"]) == 2
+    for key in ("attempted", "successful", "failed"):
+        assert fanned[key] == single[key], key
+        assert sum(w[key] for w in fanned["workerTotals"]) == fanned[key], key
+    assert fanned["requestsSent"] == single["requestsSent"] == 6000
+    assert all(w["attempted"] == 1000 for w in fanned["workerTotals"])
+    # the server saw the sum of the workers' counts
+    seen_single = middle["registrar:accepted_regs"] - before["registrar:accepted_regs"]
+    seen_fanned = after["registrar:accepted_regs"] - middle["registrar:accepted_regs"]
+    assert seen_single == seen_fanned == 2 * sum(w["successful"] for w in fanned["workerTotals"])
+    assert after["core:rcv_requests_register"] - middle["core:rcv_requests_register"] == \
+        fanned["requestsSent"] + fanned["retransmissions"]
