@@ -33,6 +33,19 @@ in every other message when it is >= 10 (0 for a version Wireshark does not acce
 ignored: layouts never depend on them.
 Sessions end after 3 × keepalive of silence, or 30 s without Register. Everything is bounded:
 sessions, message records, tone duration, echo volume.
+
+**Bridge** (:attr:`LabCallManager.bridge`, a :class:`CallBridge` such as
+:class:`skinnysip.lab.bridge.SCCPBridge`): a dialled number that is none of the CM's own is
+handed to the bridge once dialling ends (``#``, EnblocCall, or :attr:`LabConfig.dial_timeout`
+seconds without a digit): the station gets CallState Proceed and an OpenReceiveChannel, and
+the bridge calls out with the station's RTP address (:meth:`CallBridge.place`, then
+:meth:`CallBridge.media_ready`); the bridge reports back with :meth:`LabCallManager.bridge_alerting`
+(RingOut + alerting tone), :meth:`~LabCallManager.bridge_answered` (Connected +
+StartMediaTransmission to the far end's RTP address), :meth:`~LabCallManager.bridge_failed`
+(busy or reorder tone) and :meth:`~LabCallManager.bridge_ended`. The other way,
+:meth:`LabCallManager.bridge_ring` rings a line for a call from outside (or says 404/480/486/488),
+the station's answer opens its receive channel and :meth:`CallBridge.media_ready` follows; a
+station hanging up a bridged call calls :meth:`CallBridge.ended`.
 """
 
 from __future__ import annotations
@@ -42,8 +55,9 @@ import contextlib
 import datetime as dt
 import itertools
 import ssl
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCPConnectionError, SCCPTransport
@@ -106,7 +120,10 @@ class LabConfig:
     """The lab CM's configuration. ``port`` 0 picks a free port; ``tls_cert``/``tls_key``
     (PEM files) switch the listener to TLS. ``keep_alive_interval`` is in seconds.
     ``header_versions``: ``"chan-sccp"`` (default) or ``"asterisk"``, the header version field
-    policy (reference §1.2; see the module docstring). Raises ``ValueError`` for another value."""
+    policy (reference §1.2; see the module docstring). Raises ``ValueError`` for another value.
+    ``dial_timeout``: seconds without a new digit after which a number that is none of ours
+    goes to the bridge (only with a bridge; ``#`` sends it at once). An empty ``echo_extension``
+    or ``tone_extension`` turns that built-in service off (the number may then go to the bridge)."""
 
     devices: list[LabDevice]
     echo_extension: str = "600"
@@ -121,6 +138,7 @@ class LabConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     header_versions: str = "chan-sccp"
+    dial_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         if self.header_versions not in HEADER_VERSION_POLICIES:
@@ -141,7 +159,7 @@ def _payload_type(compression_type: int) -> int:
     return PT_PCMA if compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
 
 
-class _Leg:
+class CallLeg:
     """One station's side of a call."""
 
     def __init__(self, session: _Session, line: int, ref: int, outgoing: bool) -> None:
@@ -152,20 +170,46 @@ class _Leg:
         self.pass_thru = ref
         self.state = "offhook"  # offhook, dialing, ringout, ringin, connected, ended
         self.digits = ""
-        self.kind = ""  # echo, tone, station
-        self.peer: _Leg | None = None
+        self.kind = ""  # echo, tone, station, sip (bridged)
+        self.codec: int | None = None  # compression type of this leg's media (None: the session's)
+        self.dial_task: asyncio.Task[None] | None = None
+        self.bridge_done = False  # the bridge has ended its side already
+        self.peer: CallLeg | None = None
         self.rtp_addr: tuple[str, int] | None = None
         self.media_requested = False
         self.media_started = False
         self.endpoint: RTPEndpoint | None = None
         self.reflected = 0
-        self.transfer_of: _Leg | None = None  # the held call a blind-transfer call belongs to
+        self.transfer_of: CallLeg | None = None  # the held call a blind-transfer call belongs to
         self.dtmf = ""  # keypad digits pressed during the connected call (bounded)
 
     @property
     def number(self) -> str:
+        """The directory number of this leg's line."""
         lines = self.session.device.lines if self.session.device else []
         return lines[self.line - 1].number if 0 < self.line <= len(lines) else ""
+
+    @property
+    def compression_type(self) -> int:
+        """The media payload (reference §4.5) of this leg: G.711 µ-law or A-law."""
+        return self.codec if self.codec is not None else self.session.codec
+
+    @property
+    def device_name(self) -> str:
+        return self.session.name
+
+
+class CallBridge(Protocol):
+    """What the CM asks of a bridge to another signalling system (see the module docstring)."""
+
+    async def place(self, leg: CallLeg, number: str) -> None:
+        """The station of ``leg`` dialled ``number``, which is none of the CM's: call it."""
+
+    async def media_ready(self, leg: CallLeg) -> None:
+        """``leg.rtp_addr`` (the station's RTP address) is known, or changed."""
+
+    async def ended(self, leg: CallLeg) -> None:
+        """The station ended (or refused) the bridged call of ``leg``."""
 
 
 # [AST] sends these dynamic forms instead of the fixed ones when protocolVer >= 17
@@ -185,7 +229,8 @@ class _Session:
         self.device_type = 0
         self.protocol_version = 0
         self.codec = enums.MEDIA_PAYLOAD_G711_ULAW_64K
-        self.legs: dict[int, _Leg] = {}
+        self.codecs = [enums.MEDIA_PAYLOAD_G711_ULAW_64K]  # the G.711 payloads the station can do
+        self.legs: dict[int, CallLeg] = {}
         self.closing = False
 
     # ---- plumbing -----------------------------------------------------------------------
@@ -271,6 +316,8 @@ class _Session:
 
     async def on_CapabilitiesRes(self, f: dict[str, Any]) -> None:
         caps = [c for c in f.get("caps", []) if isinstance(c, dict)]
+        g711 = (enums.MEDIA_PAYLOAD_G711_ULAW_64K, enums.MEDIA_PAYLOAD_G711_ALAW_64K)
+        self.codecs = [int(c["payloadCapability"]) for c in caps if c.get("payloadCapability") in g711] or self.codecs
         for cap in caps:
             if cap.get("payloadCapability") in (enums.MEDIA_PAYLOAD_G711_ULAW_64K, enums.MEDIA_PAYLOAD_G711_ALAW_64K):
                 self.codec = int(cap["payloadCapability"])
@@ -327,13 +374,13 @@ class _Session:
 
     # ---- calls --------------------------------------------------------------------------
 
-    def _leg(self, ref: int) -> _Leg | None:
+    def _leg(self, ref: int) -> CallLeg | None:
         if ref and ref in self.legs:
             return self.legs[ref]
         live = [leg for leg in self.legs.values() if leg.state != "ended"]
         return live[-1] if live else None
 
-    def _ringing(self) -> _Leg | None:
+    def _ringing(self) -> CallLeg | None:
         return next((leg for leg in self.legs.values() if leg.state == "ringin"), None)
 
     async def on_OffHook(self, f: dict[str, Any]) -> None:
@@ -441,10 +488,13 @@ class LabCallManager:
         self.all_sessions: list[_Session] = []
         self.server: asyncio.base_events.Server | None = None
         self.port = config.port
+        self.errors: deque[str] = deque(maxlen=100)  # failures of the bridge's hooks
         self._refs = itertools.count(0x1001)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tone = g711.encode(PT_PCMU, sine(1000.0, 1.0))
         self._tone_alaw = g711.encode(PT_PCMA, sine(1000.0, 1.0))
+        #: where numbers that are none of ours go (set by the bridge; None: reorder tone)
+        self.bridge: CallBridge | None = None
 
     @property
     def messages(self) -> list[WireMessage]:
@@ -500,8 +550,8 @@ class LabCallManager:
 
     # ---- call control -------------------------------------------------------------------
 
-    async def new_outgoing(self, session: _Session, line: int) -> _Leg:
-        leg = _Leg(session, line, next(self._refs), outgoing=True)
+    async def new_outgoing(self, session: _Session, line: int) -> CallLeg:
+        leg = CallLeg(session, line, next(self._refs), outgoing=True)
         session.legs[leg.ref] = leg
         s, ln, ref = session, line, leg.ref
         await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 2})
@@ -522,14 +572,23 @@ class LabCallManager:
         return None
 
     def _extensions(self) -> list[str]:
-        exts = [self.config.echo_extension, self.config.tone_extension]
+        exts = [e for e in (self.config.echo_extension, self.config.tone_extension) if e]
         exts += [ln.number for d in self.devices.values() for ln in d.lines]
         return exts
 
-    async def route(self, leg: _Leg, number: str, *, final: bool) -> None:
+    async def route(self, leg: CallLeg, number: str, *, final: bool) -> None:
         """Route ``number`` once it names an extension; reorder tone if it cannot."""
         s = leg.session
         known = number in self._extensions()
+        if leg.dial_task is not None:
+            leg.dial_task.cancel()
+            leg.dial_task = None
+        if not known and self.bridge is not None and number:
+            if final:
+                await self._bridge_out(leg, number)
+            else:
+                leg.dial_task = self._spawn(self._dial_timeout(leg, number))
+            return
         if not known:
             if final or not any(e.startswith(number) for e in self._extensions()):
                 await self._fail(leg, tone=0x25, call_state=7)  # reorder, Congestion
@@ -551,7 +610,112 @@ class LabCallManager:
             callee, callee_line = free
             await self._ring(leg, callee, callee_line, number)
 
-    async def _fail(self, leg: _Leg, *, tone: int, call_state: int) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _dial_timeout(self, leg: CallLeg, number: str) -> None:
+        """No digit for ``dial_timeout`` seconds: the number dialled so far goes to the bridge."""
+        await asyncio.sleep(self.config.dial_timeout)
+        if leg.dial_task is asyncio.current_task():
+            leg.dial_task = None
+        if leg.state == "dialing" and leg.digits == number:
+            await self._bridge_out(leg, number)
+
+    # ---- the bridge -----------------------------------------------------------------------
+
+    async def _bridge_out(self, leg: CallLeg, number: str) -> None:
+        """Hand ``number`` to the bridge: Proceed to the station, its receive channel opened
+        (the bridge's offer names it), then :meth:`CallBridge.place`."""
+        if self.bridge is None:
+            return
+        leg.kind = "sip"
+        await self._ring_out(leg, number, alerting=False)
+        await self._open_media(leg)
+        try:
+            await self.bridge.place(leg, number)
+        except Exception as exc:  # a bridge's failure must not end the station's session
+            self.errors.append(f"bridge place {number}: {exc!r}")
+            await self.bridge_failed(leg, 503)
+
+    async def bridge_alerting(self, leg: CallLeg) -> None:
+        """The far end rings (SIP 180/183): CallState RingOut and the alerting tone (§5.2)."""
+        if leg.state != "ringout" or leg.media_started:
+            return
+        s = leg.session
+        await s.send("CallState", {"callState": 3, "lineInstance": leg.line, "callReference": leg.ref})
+        await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                   "callReference": leg.ref})
+
+    async def bridge_answered(self, leg: CallLeg, remote: tuple[str, int] | None, compression_type: int) -> None:
+        """The far end answered: Connected, and the station sends its media to ``remote``
+        (the far end's RTP address; None: not yet, the far end holds) with ``compression_type``."""
+        if leg.state == "ended":
+            return
+        leg.codec = compression_type
+        await self._connect(leg)
+        if remote is not None:
+            await self._start_media(leg, remote)
+
+    async def bridge_media(self, leg: CallLeg, remote: tuple[str, int] | None) -> None:
+        """The far end's RTP address for a connected bridged leg (again after a change):
+        StartMediaTransmission to it; None (far end on hold) stops the transmission."""
+        if leg.state == "ended":
+            return
+        if leg.media_started:
+            await leg.session.send("StopMediaTransmission", {"conferenceId": 0, "passThruPartyId": leg.pass_thru,
+                                                             "callReference": leg.ref, "portHandlingFlag": 0})
+            leg.media_started = False
+        if remote is not None:
+            await self._start_media(leg, remote)
+
+    async def bridge_failed(self, leg: CallLeg, status: int) -> None:
+        """The far end refused with SIP ``status``: busy tone and CallState Busy for 486/600,
+        InvalidNumber for 404/484/604, reorder and Congestion otherwise; the CM then waits
+        for the station to hang up (§5.2)."""
+        if leg.state in ("ended", "failed"):
+            return
+        leg.bridge_done = True
+        await self._close_media(leg)
+        if status in (486, 600):
+            await self._fail(leg, tone=0x23, call_state=6)  # LineBusyTone, Busy
+        elif status in (404, 484, 604):
+            await self._fail(leg, tone=0x25, call_state=14)  # ReorderTone, InvalidNumber
+        else:
+            await self._fail(leg, tone=0x25, call_state=7)  # ReorderTone, Congestion
+
+    async def bridge_ended(self, leg: CallLeg) -> None:
+        """The far end ended the bridged call (BYE, CANCEL): the station goes on-hook (§5.2)."""
+        leg.bridge_done = True
+        await self.end_call(leg)
+
+    async def bridge_ring(self, number: str, calling: str, calling_name: str,
+                          compression_types: list[int]) -> CallLeg | int:
+        """A call from outside to ``number``: ring its line (§5.3) and return the new leg, or
+        the SIP status to refuse with: 404 no such line, 480 its device is not registered,
+        486 it is busy, 488 none of ``compression_types`` (in the caller's order) is one the
+        station can do."""
+        found = self._find_line(number)
+        if found is None:
+            return 404
+        device, line = found
+        callee = self.sessions.get(device.name)
+        if callee is None or callee.closing:
+            return 480
+        if any(lg.state != "ended" for lg in callee.legs.values()):
+            return 486
+        codec = next((c for c in compression_types if c in callee.codecs), None)
+        if codec is None:
+            return 488
+        leg = CallLeg(callee, line, next(self._refs), outgoing=False)
+        leg.kind, leg.state, leg.codec = "sip", "ringin", codec
+        callee.legs[leg.ref] = leg
+        await self._ring_station(leg, calling, calling_name, number)
+        return leg
+
+    async def _fail(self, leg: CallLeg, *, tone: int, call_state: int) -> None:
         """The call cannot go on: ``tone`` (§4.2) and CallState ``call_state`` (§4.1); the CM
         then waits for the station to hang up (§5.2)."""
         s = leg.session
@@ -571,27 +735,37 @@ class LabCallManager:
             return None
         return callee, line
 
-    async def _ring(self, leg: _Leg, callee: _Session, callee_line: int, number: str) -> None:
+    async def _ring(self, leg: CallLeg, callee: _Session, callee_line: int, number: str) -> None:
         """Ring ``number`` on ``callee`` for ``leg`` (reference §5.3) and give ``leg`` ringback."""
         s = leg.session
         leg.kind = "station"
-        other = _Leg(callee, callee_line, next(self._refs), outgoing=False)
+        other = CallLeg(callee, callee_line, next(self._refs), outgoing=False)
         other.kind = "station"
         other.state = "ringin"
         other.peer, leg.peer = leg, other
         callee.legs[other.ref] = other
-        c, ln, ref = callee, callee_line, other.ref
+        calling_name = ""
+        if leg.session.device is not None:
+            calling_name = next((ln.display_name for ln in leg.session.device.lines if ln.number == leg.number), "")
+        await self._ring_station(other, leg.number, calling_name, number)
+        await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
+                                   "callReference": leg.ref})
+
+    async def _ring_station(self, leg: CallLeg, calling: str, calling_name: str, called: str) -> None:
+        """Ring the station of the incoming ``leg`` (§5.3): RingIn, soft keys, prompt,
+        CallInfo naming ``calling``/``calling_name``, lamp, ringer."""
+        c, ln, ref = leg.session, leg.line, leg.ref
         await c.send("CallState", {"callState": 4, "lineInstance": ln, "callReference": ref})
         await c.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 3,
                                         "validKeyMask": 0xFFFFFFFF})
-        await c.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": f"\x80\x17{leg.number}",
+        await c.send("DisplayPromptStatus", {"timeout": 0, "promptStatus": f"\x80\x17{calling}",
                                              "lineInstance": ln, "callReference": ref})
-        await c.send("CallInfo", self._call_info(leg.session, leg.number, number, ln, ref, call_type=1))
+        info = self._call_info(c, calling, called, ln, ref, call_type=1)
+        info["callingPartyName"] = calling_name
+        await c.send("CallInfo", info)
         await c.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 5})
         await c.send("SetRinger", {"ringMode": 2, "ringDuration": 1, "lineInstance": ln, "callReference": ref})
         await c.send("ActivateCallPlane", {"lineInstance": ln})
-        await s.send("StartTone", {"tone": 0x24, "toneOutputDirection": 0, "lineInstance": leg.line,
-                                   "callReference": leg.ref})
 
     def _call_info(self, caller: _Session, calling: str, called: str, line: int, ref: int,
                    call_type: int) -> dict[str, Any]:
@@ -609,11 +783,13 @@ class LabCallManager:
         return {"callingPartyName": calling_name, "callingParty": calling, "calledPartyName": called_name,
                 "calledParty": called, "lineInstance": line, "callReference": ref, "callType": call_type}
 
-    async def _ring_out(self, leg: _Leg, number: str) -> None:
+    async def _ring_out(self, leg: CallLeg, number: str, *, alerting: bool = True) -> None:
+        """Proceed, and (``alerting``) RingOut at once: the callee is here and rings now."""
         s, ln, ref = leg.session, leg.line, leg.ref
         leg.state = "ringout"
         await s.send("CallState", {"callState": 12, "lineInstance": ln, "callReference": ref})
-        await s.send("CallState", {"callState": 3, "lineInstance": ln, "callReference": ref})
+        if alerting:
+            await s.send("CallState", {"callState": 3, "lineInstance": ln, "callReference": ref})
         await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 8,
                                         "validKeyMask": 0xFFFFFFFF})
         await s.send("DialedNumber", {"dialedNumber": number, "lineInstance": ln, "callReference": ref})
@@ -621,7 +797,7 @@ class LabCallManager:
                                              "callReference": ref})
         await s.send("CallInfo", self._call_info(s, leg.number, number, ln, ref, call_type=2))
 
-    async def _connect(self, leg: _Leg) -> None:
+    async def _connect(self, leg: CallLeg) -> None:
         s, ln, ref = leg.session, leg.line, leg.ref
         leg.state = "connected"
         if not leg.outgoing:
@@ -635,7 +811,7 @@ class LabCallManager:
         await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 1,
                                         "validKeyMask": 0xFFFFFFFF})
 
-    async def answer(self, callee: _Leg) -> None:
+    async def answer(self, callee: CallLeg) -> None:
         """The callee answered: connect both legs and open media on both (§5.2 step 5)."""
         caller = callee.peer
         await self._connect(callee)
@@ -644,7 +820,7 @@ class LabCallManager:
             await self._open_media(caller)
         await self._open_media(callee)
 
-    async def _close_media(self, leg: _Leg, notify: bool = True) -> None:
+    async def _close_media(self, leg: CallLeg, notify: bool = True) -> None:
         """Close ``leg``'s RTP: our endpoint, and (``notify``) the station's CloseReceiveChannel +
         StopMediaTransmission for what was opened, so that media can be opened again later."""
         if leg.endpoint is not None:
@@ -661,7 +837,7 @@ class LabCallManager:
         leg.media_requested = leg.media_started = False
         leg.rtp_addr = None
 
-    async def hold(self, leg: _Leg) -> None:
+    async def hold(self, leg: CallLeg) -> None:
         """The Hold soft key on a connected ``leg``: media off on both ends; the holder gets
         CallState Hold, the OnHold soft keys and a winking line lamp ([AST])."""
         leg.state = "hold"
@@ -674,7 +850,7 @@ class LabCallManager:
                                         "validKeyMask": 0xFFFFFFFF})
         await s.send("SetLamp", {"stimulus": LINE, "stimulusInstance": ln, "lampMode": 3})
 
-    async def resume(self, leg: _Leg) -> None:
+    async def resume(self, leg: CallLeg) -> None:
         """The Resume soft key on a held ``leg``: Connected again, media reopened on both ends."""
         leg.state = "connected"
         s, ln, ref = leg.session, leg.line, leg.ref
@@ -686,7 +862,7 @@ class LabCallManager:
         if leg.peer is not None and leg.peer.state == "connected":
             await self._open_media(leg.peer)
 
-    async def transfer_key(self, leg: _Leg) -> None:
+    async def transfer_key(self, leg: CallLeg) -> None:
         """The Transfer soft key: on a connected call, hold it and open the transfer call (dial
         tone); on that transfer call, blind-transfer the held party to the dialled number."""
         if leg.state == "connected" and leg.transfer_of is None:
@@ -713,38 +889,38 @@ class LabCallManager:
                                                  call_type=2))
         await self._ring(transferee, callee, callee_line, number)
 
-    async def _open_media(self, leg: _Leg) -> None:
+    async def _open_media(self, leg: CallLeg) -> None:
         if leg.media_requested:
             return
         leg.media_requested = True
         s = leg.session
         await s.send("OpenReceiveChannel", {
             "conferenceId": leg.ref, "passThruPartyId": leg.pass_thru, "millisecondPacketSize": 20,
-            "compressionType": s.codec, "echoCancellation": 0, "g723BitRate": 0, "callReference": leg.ref,
+            "compressionType": leg.compression_type, "echoCancellation": 0, "g723BitRate": 0, "callReference": leg.ref,
         })
 
-    async def _start_media(self, leg: _Leg, remote: tuple[str, int]) -> None:
+    async def _start_media(self, leg: CallLeg, remote: tuple[str, int]) -> None:
         s = leg.session
         leg.media_started = True
         await s.send("StartMediaTransmission", {
             "conferenceId": leg.ref, "passThruPartyId": leg.pass_thru, "remoteIpAddr": remote[0],
-            "remotePortNumber": remote[1], "millisecondPacketSize": 20, "compressionType": s.codec,
+            "remotePortNumber": remote[1], "millisecondPacketSize": 20, "compressionType": leg.compression_type,
             "precedenceValue": 127, "silenceSuppression": 0, "maxFramesPerPacket": 0, "g723BitRate": 0,
             "callReference": leg.ref,
         })
 
-    async def media_ready(self, leg: _Leg) -> None:
+    async def media_ready(self, leg: CallLeg) -> None:
         """The station acknowledged its receive channel: point the media where it belongs."""
         assert leg.rtp_addr is not None
         if leg.kind in ("echo", "tone"):
             host = self.config.rtp_host or leg.session.transport.local_ip
             endpoint = await RTPEndpoint.open(host, 0, keep_seconds=1.0, keep_payloads=0)
             leg.endpoint = endpoint
-            pt = _payload_type(leg.session.codec)
+            pt = _payload_type(leg.compression_type)
             if leg.kind == "echo":
                 sender = RTPSender(payload_type=pt, samples_per_packet=160)
 
-                def reflect(packet: RTPPacket, _addr: tuple[str, int], leg: _Leg = leg) -> None:
+                def reflect(packet: RTPPacket, _addr: tuple[str, int], leg: CallLeg = leg) -> None:
                     if leg.rtp_addr is not None and leg.reflected < ECHO_LIMIT and leg.endpoint is not None:
                         leg.reflected += 1
                         leg.endpoint.send_packet(sender.packet(packet.payload), leg.rtp_addr)
@@ -755,19 +931,32 @@ class LabCallManager:
                 endpoint.start_sending(leg.rtp_addr, looping_source(audio, 160), payload_type=pt,
                                        packet_ms=20, duration=self.config.tone_seconds)
             await self._start_media(leg, (endpoint.local_ip, endpoint.local_port))
+        elif leg.kind == "sip" and self.bridge is not None:
+            try:
+                await self.bridge.media_ready(leg)
+            except Exception as exc:
+                self.errors.append(f"bridge media: {exc!r}")
         elif leg.kind == "station" and leg.peer is not None:
             peer = leg.peer
             if peer.rtp_addr is not None and peer.state != "ended":
                 await self._start_media(leg, peer.rtp_addr)
                 await self._start_media(peer, leg.rtp_addr)
 
-    async def end_call(self, leg: _Leg, notify_self: bool = True) -> None:
+    async def end_call(self, leg: CallLeg, notify_self: bool = True) -> None:
         """Tear down ``leg`` and its peer (§5.2 step 6); a transfer call ends alone, its held
         call stays held."""
         for lg in (leg, leg.peer):
             if lg is None or lg.state == "ended":
                 continue
             lg.state = "ended"
+            if lg.dial_task is not None:
+                lg.dial_task.cancel()
+            if lg.kind == "sip" and not lg.bridge_done and self.bridge is not None:
+                lg.bridge_done = True
+                try:
+                    await self.bridge.ended(lg)
+                except Exception as exc:
+                    self.errors.append(f"bridge end: {exc!r}")
             s = lg.session
             s.legs.pop(lg.ref, None)
             notify = not s.closing and (lg is not leg or notify_self)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from skinnysip.lab.tasks import TaskOwner
 from skinnysip.net.media import MediaConfig, MediaStream
 from skinnysip.net.sip_endpoint import SIPTransportError
 from skinnysip.phone.api import CallState, CallStateChanged, DTMFReceived, IncomingCall, PhoneError
@@ -142,7 +143,7 @@ class _Record:
                 "messages": messages}
 
 
-class LabServices:
+class LabServices(TaskOwner):
     """The lab's service extensions on one SIP UAS (see the module docstring).
 
     ``domain``: the lab's SIP domain (our From/To use it). ``extensions``: number → kind, each
@@ -204,19 +205,6 @@ class LabServices:
         await self.phone.close()
         for record in list(self._records.values()):
             self._finish(record)
-
-    async def __aenter__(self) -> LabServices:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)  # kept until done (and cancelled by close)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- record ----------------------------------------------------------------------------
     def calls(self) -> list[dict[str, Any]]:

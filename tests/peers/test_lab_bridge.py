@@ -1,0 +1,143 @@
+"""The SCCP ⇄ SIP bridge (skinnysip.lab.bridge) between our SCCP station (SCCPPhone on the lab
+call manager) and baresip, a real SIP phone, with the media flowing station ⇄ baresip directly.
+
+Here the bridge's "proxy" is baresip itself (its INVITEs go straight to baresip, and baresip
+dials the bridge's address), so the bridge is proven on its own; the same calls through the
+whole lab (registrar + proxy) are in test_lab_bridge_lab.py. Audio both ways is proven by tone
+frequency: the station sends 440 Hz, baresip 660 Hz; each recording has the other's tone."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from baresip_peer import baresip
+
+from skinnysip.lab.bridge import SCCPBridge
+from skinnysip.lab.callmanager import LabCallManager, LabConfig, LabDevice, LabLine
+from skinnysip.phone.api import CallState, IncomingCall
+from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+STATION_TONE, BARESIP_TONE = 440.0, 660.0
+DOMAIN = "skinnysip.test"  # baresip_peer's AOR domain
+ALICE, BOB = "SEP001122334455", "SEP00112233445A"
+
+
+def share_of(path: Path, freq: float, skip: float = 0.5) -> float:
+    """Share of 20 ms frames (after ``skip`` s) whose dominant frequency is within 25 Hz of
+    ``freq``; silent frames count as misses."""
+    with wave.open(str(path)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        rate = w.getframerate()
+    freqs = dominant_frequencies(samples[int(skip * rate):], rate)
+    return float(np.mean(np.abs(freqs - freq) < 25)) if len(freqs) else 0.0
+
+
+def lab_config(**kw: object) -> LabConfig:
+    devices = [LabDevice(ALICE, [LabLine("2001", "Alice", "Alice SCCP")]),
+               LabDevice(BOB, [LabLine("2002", "Bob", "Bob SCCP")])]
+    return LabConfig(devices=devices, echo_extension="", tone_extension="", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cm() -> AsyncIterator[LabCallManager]:
+    async with LabCallManager(lab_config(dial_timeout=1.0)) as manager:
+        yield manager
+
+
+def station(cm: LabCallManager, tmp_path: Path, device: str = ALICE, **kw: object) -> SCCPPhone:
+    return SCCPPhone(SCCPAccount(host="127.0.0.1", port=cm.port, device_name=device,
+                                 source=f"tone:{STATION_TONE}", record_dir=str(tmp_path / device),
+                                 **kw))  # type: ignore[arg-type]
+
+
+def station_rx(call: SCCPCall, tmp_path: Path, device: str = ALICE) -> Path:
+    files = sorted((tmp_path / device).glob(f"{device}-call{call.id}-*-rx.wav"))
+    assert files, f"no recording of call {call.id}"
+    return files[-1]
+
+
+async def test_station_calls_baresip(cm: LabCallManager, tmp_path: Path) -> None:
+    async with baresip("1001", "x", "127.0.0.1:9", tone_hz=BARESIP_TONE, register=False) as bob:
+        async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", bob.sip_port), domain=DOMAIN) as bridge:
+            async with station(cm, tmp_path) as alice:
+                call = await alice.call("1001#")
+                assert await call.wait_connected(15), call.end_reason
+                await bob.wait_event("CALL_ESTABLISHED")
+                await asyncio.sleep(4)
+                assert "RingOut" in call.protocol_states or "Proceed" in call.protocol_states
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED")
+                rx = station_rx(call, tmp_path)
+            records = bridge.calls()
+        heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+    assert share_of(rx, BARESIP_TONE) >= 0.9, "the station did not hear baresip"
+    assert heard_by_bob >= 0.9, "baresip did not hear the station"
+    [record] = records
+    assert record["direction"] == "sccp-to-sip" and record["from"] == f"sip:2001@{DOMAIN}"
+    summaries = [m["summary"] for m in record["messages"]]
+    assert summaries[0] == f"INVITE sip:1001@{DOMAIN}" and any(s.startswith("200 ") for s in summaries)
+    assert any(s.startswith("ACK") for s in summaries) and any(s.startswith("BYE") for s in summaries)
+    invite = record["messages"][0]["raw"]
+    assert "From: <sip:2001@" in invite and "m=audio" in invite
+
+
+async def test_baresip_calls_station_and_hangs_up(cm: LabCallManager, tmp_path: Path) -> None:
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge:
+        assert bridge.address is not None
+        host, port = bridge.address
+        async with station(cm, tmp_path, auto_answer=0.5) as alice:
+            async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
+                await bob.command("dial", f"sip:2001@{host}:{port}")
+                event = await alice.next_event(10)
+                while event is not None and not isinstance(event, IncomingCall):
+                    event = await alice.next_event(10)
+                assert isinstance(event, IncomingCall)
+                call = event.call
+                assert isinstance(call, SCCPCall)
+                assert await call.wait_connected(15)
+                await bob.wait_event("CALL_ESTABLISHED")
+                await asyncio.sleep(4)
+                await bob.command("hangup")
+                assert await call.wait_ended(10), "the station did not go on-hook after baresip's BYE"
+                rx = station_rx(call, tmp_path)
+                heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+            records = bridge.calls()
+    assert call.remote == "1001"
+    assert share_of(rx, BARESIP_TONE) >= 0.9, "the station did not hear baresip"
+    assert heard_by_bob >= 0.9, "baresip did not hear the station"
+    [record] = records
+    assert record["direction"] == "sip-to-sccp" and record["reason"] == "BYE received"
+    summaries = [m["summary"] for m in record["messages"]]
+    assert summaries[0].startswith(f"INVITE sip:2001@{host}:{port}") and "180 Ringing" in summaries and "200 OK" in summaries
+
+
+async def test_unregistered_and_busy_lines(cm: LabCallManager, tmp_path: Path) -> None:
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge:
+        assert bridge.address is not None
+        host, port = bridge.address
+        async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
+            await bob.command("dial", f"sip:2002@{host}:{port}")  # BOB's device is not registered
+            closed = await bob.wait_event("CALL_CLOSED")
+            assert "480" in str(closed.get("param")), closed
+            await bob.command("dial", f"sip:2999@{host}:{port}")  # no such line
+            after = len(bob.events)
+            closed = await bob.wait_event("CALL_CLOSED", after=after - 1)
+        async with station(cm, tmp_path) as alice, station(cm, tmp_path, BOB) as bob_station:
+            busy = await alice.call("2002")  # bob's station rings, unanswered: alice's line is busy
+            assert await busy.wait_connected(1) is False and busy.state is CallState.EARLY
+            async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
+                await bob.command("dial", f"sip:2001@{host}:{port}")
+                closed = await bob.wait_event("CALL_CLOSED")
+                assert "486" in str(closed.get("param")), closed
+            await busy.hangup()
+            assert bob_station.registration.value == "registered"
+    statuses = [r["reason"] for r in bridge.calls()]
+    assert statuses == ["refused 480", "refused 404", "refused 486"], statuses
