@@ -1,0 +1,43 @@
+"""``skinnysip load call`` against the lab's echo (extension 600) through the lab's proxy:
+INVITE challenged 407 and answered with digest, the echo reflects our RTP, the calls the lab
+recorded are the calls we counted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from skinnysip.lab.config import LabSettings
+from skinnysip.lab.runner import Lab
+from skinnysip.load.runner import run_local, summary
+from skinnysip.load.scenarios import LoadConfig, User
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+DOMAIN = "skinnysip.test"
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[Lab]:
+    settings = LabSettings(domain=DOMAIN, realm=DOMAIN, hosts=("127.0.0.1",), sip_port=0, sips_port=0,  # type: ignore[arg-type]
+                           sccp_port=0)
+    async with Lab(settings) as running:
+        yield running
+
+
+async def test_load_call_to_the_lab_echo(lab: Lab) -> None:
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    users = [User("1001", "demo1001"), User("1002", "demo1002")]
+    config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=users, to="600", rate=4, count=6,
+                        limit=6, hold=2.0)
+    monitor = await run_local(config, [])
+    result = summary(monitor, config)
+    assert (result["attempted"], result["successful"], result["failed"]) == (6, 6, 0), result
+    # INVITE, the INVITE again with Proxy-Authorization after the lab's 407, BYE
+    assert result["requestsSent"] == 6 * 3
+    media = result["media"]
+    assert media["rtpExpected"] >= 6 * 2 * 50 * 0.8  # the echo sent back ~50 packets/s each
+    assert media["rtpLost"] == 0 and media["mos"] >= 4.0
+    echo_calls = [c for c in lab.calls() if str(c.get("to", "")).startswith("sip:600@")]
+    assert len(echo_calls) == 6, lab.calls()
