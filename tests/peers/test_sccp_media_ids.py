@@ -1,9 +1,9 @@
 """Media control messages whose ids do not name the open stream.
 
 Reference §3.22 / §7 item 16: Asterisk puts conferenceId 0 in StopMediaTransmission and
-CloseReceiveChannel; other call managers are looser still. A station must still stop sending
-and close the right socket. The call manager here is a short script (no real program sends
-these on demand); the station, its RTP socket and the RTP it sends are real."""
+CloseReceiveChannel; other call managers are looser still. The SCCP phone must still stop sending
+and close the right stream. The call manager here is a short script (no real program sends
+these on demand); the phone, its media stream and the RTP it sends are real."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import asyncio
 
 import pytest
 
-from skinnysip.probes.sccp import StationSession
+from skinnysip.phone.api import CallState
+from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.sccp.messages import FrameDecoder, encode
-from skinnysip.sccp.station import StationConfig
 
 pytestmark = pytest.mark.peer
+
+REF = 9
 
 
 class Counter(asyncio.DatagramProtocol):
@@ -26,7 +28,15 @@ class Counter(asyncio.DatagramProtocol):
         self.packets += 1
 
 
-@pytest.mark.parametrize("stop_ids", [(0, 0), (0, 9)], ids=["no-ids", "call-reference-only"])
+async def wait_for(condition, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return bool(condition())
+
+
+@pytest.mark.parametrize("stop_ids", [(0, 0), (0, REF)], ids=["no-ids", "call-reference-only"])
 async def test_stop_and_close_without_pass_thru_party_id(stop_ids: tuple[int, int]) -> None:
     loop = asyncio.get_running_loop()
     counter = Counter()
@@ -45,15 +55,23 @@ async def test_stop_and_close_without_pass_thru_party_id(stop_ids: tuple[int, in
                 for msg in decoder.feed(data):
                     if msg.name == "Register":
                         writer.write(encode("RegisterAck", {"keepAliveInterval": 30}))
+                        # a call rings in, and the CM opens its media at once
+                        writer.write(encode("CallState", {"callState": 4, "lineInstance": 1, "callReference": REF}))
                         writer.write(encode("OpenReceiveChannel", {
-                            "conferenceId": 9, "passThruPartyId": 77, "millisecondPacketSize": 20,
-                            "compressionType": 4, "callReference": 9}))
+                            "conferenceId": REF, "passThruPartyId": 77, "millisecondPacketSize": 20,
+                            "compressionType": 4, "callReference": REF}))
                     elif msg.name == "OpenReceiveChannelAck":
                         acks.append(msg.fields)
                         writer.write(encode("StartMediaTransmission", {
-                            "conferenceId": 9, "passThruPartyId": 77, "remoteIpAddr": "127.0.0.1",
+                            "conferenceId": REF, "passThruPartyId": 77, "remoteIpAddr": "127.0.0.1",
                             "remotePortNumber": rtp_port, "millisecondPacketSize": 20, "compressionType": 4,
-                            "callReference": 9}))
+                            "callReference": REF}))
+                    elif msg.name == "KeepAlive":
+                        writer.write(encode("KeepAliveAck"))
+                    elif msg.name == "Unregister":
+                        writer.write(encode("UnregisterAck", {"status": 0}))
+                    elif msg.name in ("SoftKeyEvent", "OnHook"):  # the phone rejects the call on close
+                        writer.write(encode("CallState", {"callState": 2, "lineInstance": 1, "callReference": REF}))
                     await writer.drain()
                 if stop.is_set():
                     pass_thru, ref = stop_ids
@@ -66,24 +84,27 @@ async def test_stop_and_close_without_pass_thru_party_id(stop_ids: tuple[int, in
 
     server = await asyncio.start_server(cm, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    session = await StationSession.connect("127.0.0.1", port, StationConfig(), timeout=3.0, media_seconds=5.0)
+    phone = SCCPPhone(SCCPAccount(host="127.0.0.1", port=port, timeout=3.0, source="tone:440"))
     try:
-        assert type(await session.register()).__name__ == "Registered"
-        await session.pump(None, 0.4)
-        assert acks and acks[0]["passThruPartyId"] == 77
-        assert counter.packets >= 5, "the station never sent RTP"
-        assert list(session.media) == [77]
+        await phone.connect()
+        assert type(await phone.register(configuration=0)).__name__ == "Registered"
+        assert await wait_for(lambda: bool(phone.calls) and bool(phone.calls[0].streams))  # type: ignore[attr-defined]
+        call = phone.calls[0]
+        assert isinstance(call, SCCPCall) and call.state is CallState.INCOMING and call.call_reference == REF
+        assert await wait_for(lambda: counter.packets >= 5), "the phone never sent RTP"
+        assert acks and acks[0]["passThruPartyId"] == 77 and acks[0]["callReference"] == REF
+        assert list(call.streams) == [77]
         stop.set()
-        session.station.send_keepalive(session.now())  # makes the script read again and send Stop/Close
-        await session.pump(None, 0.3)
-        assert session.media == {}, "CloseReceiveChannel did not close the stream"
-        [closed] = session.finished_media
-        assert closed.closed and closed.request.pass_thru_party_id == 77
+        assert await phone.keepalive(3.0) is not None  # the script reads again and sends Stop/Close
+        assert await wait_for(lambda: not call.streams and bool(call.reports)), \
+            "CloseReceiveChannel did not close the stream"
+        [report] = call.reports
+        assert report["final"] and report["sent"]["packets"] >= 5
         before = counter.packets
         await asyncio.sleep(0.2)
         assert counter.packets == before, "RTP still sent after StopMediaTransmission"
     finally:
-        await session.close()
+        await phone.close()
         server.close()
         await server.wait_closed()
         rtp.close()
