@@ -23,8 +23,9 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinnysip import __version__
-from skinnysip.api import pcap_routes, phone_routes, sccp_routes, sip_routes
+from skinnysip.api import lab_routes, pcap_routes, phone_routes, sccp_routes, sip_routes
 from skinnysip.api.guard import ServiceGuard, ServiceSettings
+from skinnysip.lab.runner import Lab
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -116,6 +117,30 @@ def _error_response(code: str) -> dict[str, Any]:
     return out
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """The methods of every route whose path matches the request's (Starlette names only the
+    first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\x00"}
+    pending = list(app.router.routes)
+    for _ in range(10_000):  # bounded walk; FastAPI wraps included routers (original_router)
+        if not pending:
+            break
+        route = pending.pop()
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            pending.extend(inner.routes)
+            continue
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document with the real error responses: 422 (never sent) replaced by the 400
     body; 401/413/429 on every ``/api/`` route but health; 403 where a route connects
@@ -151,10 +176,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None, lab: Lab | None = None) -> FastAPI:
     """Build the API app guarded by ``settings`` (default: a loopback server's, from the
     environment: :meth:`ServiceSettings.for_listen`). Every route answers JSON; client errors
-    are 400 ``{"success": false, "error": "<field>: <what is wrong>"}``."""
+    are 400 ``{"success": false, "error": "<field>: <what is wrong>"}``. ``lab``: a running
+    embedded lab (``serve --lab``; its owner closes it) shown at ``/api/lab``."""
     # FastAPIOffline is FastAPI plus the Swagger UI and ReDoc assets of its package, mounted at
     # DOCS_ASSETS; the /docs and /redoc pages are ours (below) so they carry DOCS_CSP.
     app = FastAPIOffline(
@@ -172,10 +198,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return JSONResponse(status_code=400, content={"success": False, "error": _describe_validation(list(exc.errors()))})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # keeps the exception's headers: a 405 carries Allow (RFC 9110 §15.5.6)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow lists every method of the path (RFC 9110 §15.5.6)
+            headers["Allow"] = _allowed_methods(app, request) or headers.get("Allow", "")
         return JSONResponse(status_code=exc.status_code, content={"success": False, "error": str(exc.detail)},
-                            headers=exc.headers)
+                            headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # last resort; operations should not raise
@@ -185,6 +213,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(sccp_routes.router)
     app.include_router(phone_routes.router)
     app.include_router(pcap_routes.router)
+    app.include_router(lab_routes.router)
+    app.state.lab = lab
     app.state.settings = settings = settings or ServiceSettings.for_listen("127.0.0.1")
     app.add_middleware(ServiceGuard, settings=settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from skinnysip import __version__
+from skinnysip.cli import lab as lab_cli
 from skinnysip.cli import load as load_cli
 from skinnysip.cli import phone as phone_cli
 from skinnysip.cli import sccp as sccp_cli
@@ -21,6 +23,8 @@ app = typer.Typer(
 app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
 app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
 app.add_typer(load_cli.app, name="load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
+app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services.")(
+    lab_cli.lab_cmd)
 app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.")(
     phone_cli.phone_cmd)
 
@@ -42,6 +46,10 @@ def serve(
         None, "--token", envvar="SKINNYSIP_TOKEN", show_default=False,
         help="Bearer token clients must send (default beyond loopback: one generated and printed at start).",
     ),
+    lab: bool = typer.Option(False, "--lab", help="Also run the embedded lab (SIP 5060/5061, SCCP 2000, demo "
+                             "accounts 1001-1003) in the same process; the page shows it."),
+    lab_config: Annotated[Path | None, typer.Option(
+        "--lab-config", show_default=False, help="Lab configuration (TOML) for --lab.")] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs) and the web page at /.
 
@@ -64,6 +72,10 @@ def serve(
         typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
     if settings.policy is not None:
         typer.echo(f"target policy: {settings.policy}")
+    if lab or lab_config is not None:
+        lab_settings = lab_cli.settings_from_options(lab_config)
+        lab_cli.serve_with_lab(lab_settings, lambda running: create_app(settings, lab=running), host, port)
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

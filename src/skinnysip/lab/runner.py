@@ -183,7 +183,8 @@ class Lab:
         """The body of ``GET /api/lab``: ``{"enabled": true, "domain", "realm", "algorithm",
         "sip": {"udp", "tcp", "tls"} ("host:port"), "sccp", "accounts": [{"user", "password"
         (only a demo password; else null), "aor"}], "devices": [{"name", "line"}],
-        "extensions": {number: kind}, "notes": [...]}``."""
+        "extensions": {number: kind}, "listeners": ["udp 127.0.0.1:5060", …] (every
+        host), "notes": [...]}``."""
         s = self.settings
         return {
             "enabled": True, "domain": s.domain, "realm": s.realm, "algorithm": s.algorithm,
@@ -192,6 +193,8 @@ class Lab:
                           "aor": f"sip:{u.user}@{s.domain}"} for u in s.users],
             "devices": [{"name": d.name, "line": d.line} for d in s.devices],
             "extensions": dict(s.extensions),
+            "listeners": [f"{t} {hostport(*addr)}" for (t, _ip), addr in
+                          (self.proxy.listeners.items() if self.proxy is not None else [])],
             "notes": list(self.notes),
         }
 

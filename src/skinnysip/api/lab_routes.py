@@ -1,0 +1,50 @@
+"""The embedded lab over HTTP: ``GET /api/lab`` (addresses, demo accounts, devices,
+extensions) and ``GET /api/lab/calls`` (every call the lab handled, with its messages).
+
+The lab runs in the API server's event loop when ``skinnysip serve --lab`` started it
+(``app.state.lab``, a running :class:`~skinnysip.lab.runner.Lab`); without it both routes
+answer 404 ``{"success": false, "error": "no lab: start the server with --lab"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from skinnysip.lab.runner import Lab
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["lab"])
+
+NO_LAB = "no lab: start the server with 'skinnysip serve --lab'"
+
+
+def _lab(request: Request) -> Lab:
+    lab = getattr(request.app.state, "lab", None)
+    if lab is None or lab.proxy is None:
+        raise HTTPException(404, NO_LAB)
+    return lab  # type: ignore[no-any-return]
+
+
+@router.get("/api/lab")
+async def lab_info(request: Request) -> dict[str, Any]:
+    """The running lab: ``{"enabled": true, "domain", "realm", "algorithm", "sip": {"udp",
+    "tcp", "tls"} (each "host:port"), "sccp": "host:port", "accounts": [{"user", "password"
+    (demo passwords only, else null), "aor"}], "devices": [{"name", "line"}], "extensions":
+    {"600": "echo", …}, "registrations": [{"user", "contact", "expires" (s), "transport",
+    "source"}], "notes": [...]}``. 404 without a lab."""
+    lab = _lab(request)
+    body = lab.info()
+    assert lab.proxy is not None
+    body["registrations"] = lab.proxy.bindings()
+    return body
+
+
+@router.get("/api/lab/calls")
+async def lab_calls(request: Request) -> dict[str, Any]:
+    """``{"calls": [{"callId", "from", "to", "method", "state", "started" (epoch s),
+    "messages": [WireMessage…]}]}``, oldest first (the last 200 calls, 1000 messages each).
+    404 without a lab."""
+    return {"calls": _lab(request).calls()}

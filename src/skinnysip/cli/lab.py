@@ -1,0 +1,115 @@
+"""``skinnysip lab``: the embedded lab alone (SIP registrar/proxy on UDP, TCP and TLS, the SCCP
+call manager, the services), and the helper behind ``skinnysip serve --lab``.
+
+A bad configuration or a busy port is one line on stderr and exit status 2, never a
+traceback. Ctrl-C (or SIGTERM) stops the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skinnysip.cli.common import EXIT_USAGE, fail
+from skinnysip.lab.config import ConfigError, LabSettings, load_settings
+from skinnysip.lab.runner import Lab, LabError
+
+__all__ = ["describe", "lab_cmd", "serve_with_lab", "settings_from_options"]
+
+
+def settings_from_options(config: Path | None, *, sip_port: int | None = None, sips_port: int | None = None,
+                          sccp_port: int | None = None, hosts: list[str] | None = None) -> LabSettings:
+    """The lab settings of ``config`` (None: the defaults) with the command-line overrides;
+    a bad value exits with one line naming the key."""
+    try:
+        settings = load_settings(config)
+        return settings.with_overrides(sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
+                                       hosts=tuple(hosts) if hosts else None)
+    except ConfigError as exc:
+        fail(f"lab config: {exc}", EXIT_USAGE)
+
+
+def describe(lab: Lab) -> list[str]:
+    """The lines printed at start: addresses, accounts, devices, extensions."""
+    info = lab.info()
+    lines = [f"skinnysip lab: domain {info['domain']} (digest {info['algorithm']}, qop auth)",
+             "  SIP   " + "  ".join(info["listeners"]),
+             f"  SCCP  {info['sccp']} (TCP)"]
+    for account in info["accounts"]:
+        password = account["password"] or "(password from the config)"
+        lines.append(f"  account {account['user']} / {password}  {account['aor']}")
+    for device in info["devices"]:
+        lines.append(f"  SCCP device {device['name']}  line {device['line']}")
+    lines.append("  extensions " + ", ".join(f"{n} {k}" for n, k in info["extensions"].items()))
+    lines.extend(f"  note: {n}" for n in info["notes"])
+    return lines
+
+
+async def _start(settings: LabSettings) -> Lab:
+    lab = Lab(settings)
+    try:
+        await lab.start()
+    except LabError as exc:
+        fail(f"lab: {exc.reason}", EXIT_USAGE)
+    return lab
+
+
+def lab_cmd(
+    config: Annotated[Path | None, typer.Option("--config", help="Lab configuration (TOML).", show_default=False)] = None,
+    sip_port: Annotated[int | None, typer.Option("--sip-port", min=0, max=65535, show_default=False,
+                                                 help="SIP port for UDP and TCP [default: 5060].")] = None,
+    sips_port: Annotated[int | None, typer.Option("--sips-port", min=0, max=65535, show_default=False,
+                                                  help="SIP over TLS port [default: 5061].")] = None,
+    sccp_port: Annotated[int | None, typer.Option("--sccp-port", min=0, max=65535, show_default=False,
+                                                  help="SCCP port [default: 2000].")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", show_default=False,
+                                                   help="Address to listen on (repeatable) [default: 127.0.0.1 and ::1]."
+                                                   )] = None,
+) -> None:
+    """Run the lab: a SIP registrar and record-routing proxy (UDP, TCP, TLS; digest auth),
+    the SCCP call manager and the services (600 echo, 601 tone, 602 playback, 603
+    conference, 604 DTMF echo, music on hold), until Ctrl-C."""
+    settings = settings_from_options(config, sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
+                                     hosts=host)
+
+    async def run() -> None:
+        lab = await _start(settings)
+        try:
+            for line in describe(lab):
+                typer.echo(line)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await lab.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def serve_with_lab(settings: LabSettings, make_app: Callable[[Lab], Any], host: str, port: int) -> None:
+    """``serve --lab``: start the lab, then the API server (uvicorn) in the same event loop
+    with the app ``make_app(lab)``; the lab stops when the server does."""
+    import uvicorn
+
+    async def run() -> None:
+        lab = await _start(settings)
+        try:
+            for line in describe(lab):
+                typer.echo(line)
+            server = uvicorn.Server(uvicorn.Config(make_app(lab), host=host, port=port, log_level="info"))
+            await server.serve()
+        finally:
+            await lab.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

@@ -1,0 +1,112 @@
+"""``skinnysip lab`` and ``skinnysip serve --lab`` as a user runs them: a bad config and a busy
+port give one line and exit status 2 (never a traceback), demo passwords are refused beyond
+loopback, and the API shows the running lab (``GET /api/lab``, ``GET /api/lab/calls``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from peertools import free_port
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
+
+CLI = [sys.executable, "-m", "skinnysip"]
+
+
+def run(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "lab.toml"
+    config.write_text('[[users]]\nuser = "1001"\npassword = "secret1"\n\n[[users]]\nuser = "1002"\n')
+    assert one_line_error(run("lab", "--config", str(config))) == "error: lab config: users[1].password: missing"
+    config.write_text('algorithm = "SHA-1"\n')
+    assert "algorithm: 'SHA-1' is not one of MD5, SHA-256" in one_line_error(run("lab", "--config", str(config)))
+    config.write_text('[ports]\nsip = "five"\n')
+    assert "ports.sip: a port number expected" in one_line_error(run("lab", "--config", str(config)))
+    config.write_text("[ports\n")
+    assert "not valid TOML" in one_line_error(run("lab", "--config", str(config)))
+
+
+def test_demo_passwords_stay_on_loopback() -> None:
+    line = one_line_error(run("lab", "--host", "0.0.0.0", "--sip-port", "0", "--sips-port", "0", "--sccp-port", "0"))
+    assert "users[0].password: the demo password of 1001 may not be used when listening beyond loopback" in line
+
+
+@pytest.mark.parametrize("kind", ["sip", "sccp"])
+def test_busy_port_is_one_line(kind: str) -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "sip" else socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    if kind == "sccp":
+        busy.listen()
+    taken = busy.getsockname()[1]
+    try:
+        ports = {"sip": "0", "sips": "0", "sccp": "0", kind: str(taken)}
+        line = one_line_error(run("lab", "--host", "127.0.0.1", "--sip-port", ports["sip"], "--sips-port", ports["sips"],
+                                  "--sccp-port", ports["sccp"]))
+    finally:
+        busy.close()
+    assert line.startswith(f"error: lab: {kind.upper()}: cannot listen on 127.0.0.1:{taken}/")
+    assert line.endswith("address already in use")
+
+
+async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
+    config = tmp_path / "lab.toml"
+    config.write_text('hosts = ["127.0.0.1"]\n[ports]\nsip = 0\nsips = 0\nsccp = 0\n')
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--lab-config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = await client.get("/api/lab")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, "serve --lab did not come up"
+                    await asyncio.sleep(0.2)
+            assert response.status_code == 200
+            body = response.json()
+            assert body["enabled"] is True and body["domain"] == "lab.skinnysip"
+            assert set(body["sip"]) == {"udp", "tcp", "tls"} and body["sccp"].startswith("127.0.0.1:")
+            assert {"user": "1001", "password": "demo1001", "aor": "sip:1001@lab.skinnysip"} in body["accounts"]
+            assert {"name": "SEP001122334455", "line": "2001"} in body["devices"]
+            assert body["extensions"] == {"600": "echo", "601": "tone", "602": "playback", "603": "conference",
+                                          "604": "dtmf-echo"}
+            calls = await client.get("/api/lab/calls")
+            assert calls.status_code == 200 and calls.json() == {"calls": []}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "Traceback" not in out
+    assert "account 1001 / demo1001" in out
+
+
+def test_api_without_lab_answers_404() -> None:
+    from fastapi.testclient import TestClient
+
+    from skinnysip.api.app import create_app
+
+    with TestClient(create_app()) as client:
+        response = client.get("/api/lab")
+        assert response.status_code == 404
+        assert response.json() == {"success": False, "error": "no lab: start the server with 'skinnysip serve --lab'"}
+        assert client.get("/api/lab/calls").status_code == 404
