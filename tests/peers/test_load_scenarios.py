@@ -1,0 +1,130 @@
+"""The other scenarios and the command line's edges against real peers: OPTIONS over UDP and
+TCP counted by Kamailio, MESSAGE through the Kamailio PBX (407 digest) delivered to a
+registered phone, a user scenario file, refused logins and the failure threshold, a server
+that cannot be reached (one line, exit 2), the rate changed while running by the rate file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sip_peers import KamailioPeer, kamailio
+from test_load_register import kamailio_stats
+
+from skinnysip.load.runner import run_local, summary
+from skinnysip.load.scenarios import LoadConfig, User
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+def load_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "skinnysip", "load", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_options_counted_by_kamailio(pbx: KamailioPeer, transport: str) -> None:
+    before = kamailio_stats(pbx)
+    proc = load_cli("options", "127.0.0.1", "-p", str(pbx.port(transport)), "-t", transport, "-r", "200", "-m", "300",
+                    "--json")
+    after = kamailio_stats(pbx)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert (result["successful"], result["failed"], result["transport"]) == (300, 0, transport)
+    received = after["core:rcv_requests_options"] - before["core:rcv_requests_options"]
+    assert received == 300 + result["retransmissions"]
+    if transport == "tcp":
+        assert result["retransmissions"] == 0  # no retransmissions on a reliable transport (§17.1.1.2)
+
+
+def bob_account(pbx: KamailioPeer) -> SIPAccount:
+    return SIPAccount(aor=f"sip:bob@{pbx.realm}", password=pbx.users["bob"], registrar=f"127.0.0.1:{pbx.udp_port}")
+
+
+async def test_message_through_the_pbx_reaches_a_registered_phone(pbx: KamailioPeer) -> None:
+    async with SIPPhone(bob_account(pbx)) as bob:
+        config = LoadConfig("message", "127.0.0.1", port=pbx.udp_port, domain=pbx.realm,
+                            users=[User("alice", pbx.users["alice"])], to="bob", rate=50, count=40, message="load test")
+        result = summary(await run_local(config, []), config)
+        await asyncio.sleep(0.2)
+        assert (result["successful"], result["failed"]) == (40, 0), result
+        assert result["requestsSent"] == 80  # each MESSAGE challenged 407 once, then accepted
+        texts = [m["text"] for m in bob.messages]
+        assert texts.count("load test") == 40 and all(m["from"].startswith("sip:alice@") for m in bob.messages)
+
+
+async def test_user_scenario_file(pbx: KamailioPeer, tmp_path: Path) -> None:
+    script = tmp_path / "scenario.py"
+    script.write_text(
+        "async def scenario(phone, index):\n"
+        "    if index % 5 == 4:\n"
+        "        return False  # counted as a failure\n"
+        "    await phone.message('bob', f'hello {index}')\n")
+    async with SIPPhone(bob_account(pbx)) as bob:
+        config = LoadConfig("user", "127.0.0.1", port=pbx.udp_port, domain=pbx.realm, user_script=str(script),
+                            users=[User("alice", pbx.users["alice"])], rate=40, count=20)
+        result = summary(await run_local(config, []), config)
+        await asyncio.sleep(0.2)
+    assert (result["attempted"], result["successful"], result["failed"]) == (20, 16, 4)
+    assert result["failedByStatus"] == {"false": 4}
+    assert sorted(m["text"] for m in bob.messages) == sorted(f"hello {i}" for i in range(20) if i % 5 != 4)
+
+
+def test_refused_logins_and_the_failure_threshold(pbx: KamailioPeer) -> None:
+    args = ["register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+            "--password", "wrong", "-r", "50", "-m", "10", "--json"]
+    proc = load_cli(*args)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1  # failures beyond --max-failures 0
+    assert result["failedByStatus"] == {"403": 10} and result["failedByKind"] == {"FailedUnexpectedMessage": 10}
+    assert load_cli(*args, "--max-failures", "100%").returncode == 0
+    assert load_cli(*args, "--max-failures", "9").returncode == 1
+
+
+def test_unreachable_server_is_one_line() -> None:
+    from peertools import free_port
+
+    proc = load_cli("options", "127.0.0.1", "-p", str(free_port()), "-t", "tcp", "-m", "5")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: Path) -> None:
+    rate_file = tmp_path / "rate"
+    rate_file.write_text("5\n")
+    csv_path = tmp_path / "stats.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p",
+                             str(pbx.udp_port), "-r", "5", "--duration", "6", "--rate-file", str(rate_file),
+                             "--csv", str(csv_path), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(2.5)
+        rate_file.write_text("100\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    result = json.loads(out)
+    assert proc.returncode == 0, err
+    assert result["targetRate"] == 100
+    # 5/s for ~2.5 s, then 100/s for the rest: far more than 6 s at 5/s would give
+    assert result["attempted"] > 5 * 6 * 3
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path)
+    assert frame["TargetRate"].iloc[0] == 5 and frame["TargetRate"].iloc[-1] == 100
