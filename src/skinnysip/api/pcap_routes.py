@@ -26,9 +26,9 @@ PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 
 
 class PcapBody(BaseModel):
-    """The exchange to write; other fields of a result may ride along and are ignored."""
+    """The exchange to write (and an optional file name); any other field is a 400."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     exchange: Annotated[list[WireMessage], Field(max_length=MAX_MESSAGES)] = Field(
         description="A result's `exchange`, unchanged."
