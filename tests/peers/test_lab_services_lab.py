@@ -1,0 +1,102 @@
+"""The lab's services through the whole lab (skinnysip.lab.runner.Lab) with real phones:
+baresip calls the tone (1004 Hz) and the playback (speech, then the lab hangs up), SIPp calls
+the echo and gets its own RTP payloads back byte for byte (what ``sipp -rtp_echo`` does), and a
+party held by baresip hears the lab's music on hold (the melody's notes in order), which stops
+on resume. Each call is on the services' record."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from baresip_peer import baresip
+from test_lab_sip import DOMAIN, account, port, registered, settings
+
+from skinnysip.lab.runner import Lab
+from skinnysip.lab.services import MILLIWATT_HZ, MOH_NOTES
+from skinnysip.phone.sip_phone import SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+THEIR_TONE = 660.0
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[Lab]:
+    async with Lab(settings()) as running:
+        assert running.services is not None
+        yield running
+
+
+def frequencies(path: Path, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        rate = w.getframerate()
+    stop = None if end is None else int(end * rate)
+    return dominant_frequencies(samples[int(start * rate):stop], rate)
+
+
+async def test_baresip_hears_the_tone(lab: Lab) -> None:
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
+        await registered(lab, "1001")
+        await phone.command("dial", f"sip:601@{DOMAIN}")
+        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
+        await asyncio.sleep(3)
+        await phone.command("hangup")
+        await phone.wait_event("CALL_CLOSED")
+        freqs = frequencies(phone.recordings()["dec"], start=0.5)
+    assert np.mean(np.abs(freqs - MILLIWATT_HZ) < 10) >= 0.9
+    assert lab.services is not None
+    assert [c["service"] for c in lab.services.calls()] == ["tone"]
+
+
+async def test_baresip_hears_the_prompt_and_the_lab_hangs_up(lab: Lab) -> None:
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
+        await registered(lab, "1001")
+        await phone.command("dial", f"sip:602@{DOMAIN}")
+        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
+        closed = await phone.wait_event("CALL_CLOSED", timeout=40)  # the service's BYE
+        freqs = frequencies(phone.recordings()["dec"], start=0.5, end=9.0)
+    assert "BYE" in str(closed) or closed.get("type") == "CALL_CLOSED"
+    assert np.mean(freqs > 0) > 0.5  # speech energy in most frames of the first play
+    assert len({round(f / 50) for f in freqs if f > 0}) > 10  # many pitches: speech, not a tone
+    assert np.mean(np.abs(freqs - THEIR_TONE) < 25) < 0.05  # not our own audio back
+    assert lab.services is not None
+    [record] = lab.services.calls()
+    assert record["service"] == "playback" and record["reason"] == "BYE sent"
+
+
+async def test_held_party_hears_music_on_hold(lab: Lab, tmp_path: Path) -> None:
+    # baresip sends 300 Hz (no note of the melody); we record what reaches us
+    async with SIPPhone(account(lab, "1002", record_dir=str(tmp_path), auto_answer=0.2)), \
+            baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=300.0) as theirs:
+        await registered(lab, "1001")
+        await registered(lab, "1002")
+        await theirs.command("dial", f"sip:1002@{DOMAIN}")
+        await theirs.wait_event("CALL_ESTABLISHED", timeout=15)
+        await asyncio.sleep(2)
+        await theirs.command("hold")
+        await asyncio.sleep(6)
+        assert lab.services is not None and len(lab.services.moh_keys) == 1
+        await theirs.command("resume")
+        await asyncio.sleep(2)
+        assert lab.services.moh_keys == []
+        await theirs.command("hangup")
+        await theirs.wait_event("CALL_CLOSED")
+        await asyncio.sleep(0.5)
+    [recording] = list(tmp_path.glob("*-rx.wav"))
+    freqs = frequencies(recording)
+    notes = sorted({hz for hz, _ in MOH_NOTES})
+    near = [min(notes, key=lambda n: abs(n - f)) if min(abs(n - f) for n in notes) < 15 else 0 for f in freqs]
+    held = near[int(3 * 50):int(7 * 50)]  # seconds 3-7: on hold
+    assert np.mean([n != 0 for n in held]) > 0.6, held
+    changes = [n for i, n in enumerate(held) if n and (i == 0 or held[i - 1] != n)]
+    period = [hz for i, (hz, _) in enumerate(MOH_NOTES) if i == 0 or MOH_NOTES[i - 1][0] != hz]
+    assert ",".join(map(str, period)) in ",".join(map(str, changes)), changes
+    before = near[50:90]
+    assert np.mean([n != 0 for n in before]) < 0.1  # no music before the hold
