@@ -169,7 +169,7 @@ def test_keepalive_loop_honours_interval_and_measures_round_trip() -> None:
     assert st.next_deadline() == 230.0
 
 
-@pytest.mark.parametrize("interval, ack_timeout", [(1, 1.0), (2, 1.0), (8, 2.0), (30, 7.5), (120, 10.0)])
+@pytest.mark.parametrize("interval, ack_timeout", [(1, 2.0), (2, 2.0), (8, 2.0), (30, 7.5), (120, 10.0)])
 def test_unanswered_keepalive_times_out_within_the_interval(interval: int, ack_timeout: float) -> None:
     """Reference §3.4: KeepAlive every keepAliveInterval (RegisterAck); an overdue KeepAliveAck
     is reported once, so a dead CM is noticed within one interval + the ack timeout."""
@@ -180,8 +180,8 @@ def test_unanswered_keepalive_times_out_within_the_interval(interval: int, ack_t
     st.take_outgoing()
     assert st.keepalive_ack_timeout == ack_timeout
     assert st.tick(interval) == [] and names(sent(st)) == ["KeepAlive"]
-    assert st.next_deadline() == interval + ack_timeout
-    assert st.tick(interval + ack_timeout - 0.01) == []
+    assert st.next_deadline() == min(interval + ack_timeout, 2 * interval)  # the ack, or the next KeepAlive
+    assert st.tick(interval + ack_timeout - 0.01) == []  # (a later KeepAlive does not move the deadline)
     assert st.tick(interval + ack_timeout) == [KeepAliveTimedOut(ack_timeout, interval)]
     assert st.tick(interval + ack_timeout + 0.01) == []  # once per unanswered KeepAlive
 

@@ -7,8 +7,8 @@
 - **registration** (§5.1): Register → RegisterAck (or RegisterReject) → capabilities, button
   and soft-key templates, lines, time; KeepAlive every keepAliveInterval the RegisterAck gave
   (§3.4). A KeepAlive whose KeepAliveAck does not come within
-  :func:`~skinnysip.sccp.station.keepalive_ack_timeout` of that interval (a quarter of it, 1–10 s),
-  a closed connection or a Reset end the connection — a dead CM is so noticed within one
+  :func:`~skinnysip.sccp.station.keepalive_ack_timeout` of that interval (a quarter of it, 2–10 s;
+  ``SCCPAccount.keepalive_ack_timeout``), a closed connection or a Reset end the connection — a dead CM is so noticed within one
   interval plus that margin; the phone then connects and registers again with bounded
   exponential backoff.
   :meth:`SCCPPhone.close` unregisters (Unregister → UnregisterAck, or the CM closing, [AST]).
@@ -68,6 +68,8 @@ __all__ = ["SCCPAccount", "SCCPCall", "SCCPPhone"]
 MAX_CALLS = 8
 MAX_WIRE = 20_000  # messages kept in SCCPPhone.wire (all connections)
 MAX_CALL_EXCHANGE = 5_000  # messages kept per call
+#: seconds the phone still reads after a KeepAliveAck is overdue, before it drops the connection
+LAST_LOOK = 0.25
 ANNOUNCE_FALLBACK = 0.3  # seconds after RingIn to announce a call whose CM sent no SetRinger/CallInfo
 #: messages that belong to the registration, never to a call's exchange
 REGISTRATION_MESSAGES = frozenset({
@@ -101,6 +103,9 @@ class SCCPAccount:
     recordings of each media stream. ``auto_answer``: seconds after which an incoming call is
     answered (None: never). ``timeout``: bound of each wait for the CM. ``reconnect_min``/
     ``reconnect_max``: backoff between reconnection attempts (doubling).
+    ``keepalive_ack_timeout``: seconds a KeepAlive waits for its KeepAliveAck before the CM is
+    taken for dead (None: :func:`~skinnysip.sccp.station.keepalive_ack_timeout` of the interval
+    the RegisterAck gave: a quarter of it, 2–10 s).
     """
 
     host: str
@@ -120,6 +125,7 @@ class SCCPAccount:
     timeout: float = 10.0
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    keepalive_ack_timeout: float | None = None
 
     def effective_port(self) -> int:
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
@@ -128,7 +134,8 @@ class SCCPAccount:
         """The :class:`~skinnysip.sccp.station.StationConfig`; ``ValueError`` (StationError) for a
         bad device name, type or protocol version."""
         return st.StationConfig(device_name=self.device_name, device_type=self.device_type,
-                                protocol_version=self.protocol_version, station_ip=station_ip)
+                                protocol_version=self.protocol_version, station_ip=station_ip,
+                                keepalive_ack_timeout=self.keepalive_ack_timeout)
 
 
 def _fields(message: WireMessage) -> dict[str, Any]:
@@ -485,25 +492,16 @@ class SCCPPhone(Phone):
                 now = self._now()
                 deadline = station.next_deadline()
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
-                msg = await transport.poll(wait)
-                now = self._now()
-                events: list[st.Event] = []
-                if msg is not None:  # before the timers: an ack that came at its deadline counts
-                    events += station.receive(msg, now)
-                    transport.protocol_version = station.protocol_version
-                events += station.tick(now)
-                for ev in events:
-                    if isinstance(ev, st.KeepAliveTimedOut):
+                overdue = await self._pump_once(transport, station, await transport.poll(wait))
+                if overdue is not None:
+                    # a stalled event loop may have left the ack unread: one last look
+                    acks, end = station.keepalive_acks, self._now() + LAST_LOOK
+                    while station.keepalive_acks == acks and self._now() < end:
+                        await self._pump_once(transport, station, await transport.poll(end - self._now()))
+                    if station.keepalive_acks == acks:
                         raise SCCPConnectionError(
-                            f"no KeepAliveAck from the call manager within {ev.timeout:g} s "
-                            f"(keepalive interval {ev.keep_alive_interval} s)")
-                    await self._on_station_event(ev)
-                if msg is not None:
-                    self._after_message(msg)
-                for ev in events:
-                    self._resolve(ev)
-                await self._flush()
-                self._collect()
+                            f"no KeepAliveAck from the call manager within {overdue.timeout:g} s "
+                            f"(keepalive interval {overdue.keep_alive_interval} s)")
         except SCCPConnectionError as exc:
             self._lost_reason = exc.reason
         except PhoneError as exc:
@@ -512,6 +510,30 @@ class SCCPPhone(Phone):
             await transport.close()
             self._collect()
             self._resolve_all()
+
+    async def _pump_once(self, transport: SCCPTransport, station: st.Station,
+                         msg: SCCPMessage | None) -> st.KeepAliveTimedOut | None:
+        """One message (or none) through the station, then its timers; the events handled.
+        Returns the :class:`~skinnysip.sccp.station.KeepAliveTimedOut` of an overdue ack."""
+        now = self._now()
+        events: list[st.Event] = []
+        if msg is not None:  # before the timers: an ack that came at its deadline counts
+            events += station.receive(msg, now)
+            transport.protocol_version = station.protocol_version
+        events += station.tick(now)
+        overdue: st.KeepAliveTimedOut | None = None
+        for ev in events:
+            if isinstance(ev, st.KeepAliveTimedOut):
+                overdue = ev
+            else:
+                await self._on_station_event(ev)
+        if msg is not None:
+            self._after_message(msg)
+        for ev in events:
+            self._resolve(ev)
+        await self._flush()
+        self._collect()
+        return overdue
 
     async def _flush(self) -> None:
         """Send what the station queued (in order). :class:`PhoneError` if the connection fails."""

@@ -92,12 +92,12 @@ DEVICE_NAME_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def keepalive_ack_timeout(interval: float) -> float:
-    """How long a KeepAlive waits for its KeepAliveAck by default: a quarter of the keepalive
-    interval, at least 1 s and at most 10 s (and never beyond the interval, when the next
-    KeepAlive is due). A CM that stopped answering is so detected within one interval plus
-    this margin of its last KeepAliveAck (reference §3.4: the station keeps alive every
-    keepAliveInterval seconds; [AST] itself gives up after 3 intervals of silence)."""
-    return min(max(1.0, min(10.0, interval / 4)), max(interval, 1.0))
+    """How long a KeepAlive waits for its KeepAliveAck by default (seconds): a quarter of the
+    keepalive interval, at least 2 s (room for a loaded machine) and at most 10 s. A CM that
+    stopped answering is so detected within one interval plus this margin of its last
+    KeepAliveAck (reference §3.4: the station keeps alive every keepAliveInterval seconds;
+    [AST] itself gives up on a station after 3 intervals of silence)."""
+    return max(2.0, min(10.0, interval / 4))
 
 
 class StationError(ValueError):
