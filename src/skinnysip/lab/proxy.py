@@ -328,6 +328,14 @@ class LabProxy:
         default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
         return (uri.port or default) in ports
 
+    def _names_us(self, uri: str) -> bool:
+        """True if the text ``uri`` is a SIP URI naming this proxy without a user."""
+        try:
+            parsed = SipURI.parse(uri)
+        except SIPParseError:
+            return False
+        return parsed.user is None and self._ours(parsed)
+
     def _record_route(self, flow: Flow) -> str:
         """Our Record-Route value as seen over ``flow``: the listener of its transport and
         address family, ``lr`` (RFC 3261 §16.6 step 4)."""
@@ -417,7 +425,7 @@ class LabProxy:
             self._respond(tx, 404, "Not Found (not a lab domain)")
             return
         if not self._trusted(flow) and request.method in AUTHENTICATED:
-            result = self.guard.check(request, time.time(), proxy=True)
+            result = self.guard.check(request, time.time(), proxy=True, uri_ok=self._names_us)
             if result.user is None:
                 self._respond(tx, 407, headers=[self.guard.challenge(time.time(), proxy=True, stale=result.stale)])
                 return
@@ -429,7 +437,7 @@ class LabProxy:
     # -- registrar --------------------------------------------------------------------------
     def _register(self, tx: ServerTransaction, request: Request, flow: Flow) -> None:
         now = time.time()
-        result = self.guard.check(request, now, proxy=False)
+        result = self.guard.check(request, now, proxy=False, uri_ok=self._names_us)
         if result.user is None:
             self._respond(tx, 401, headers=[self.guard.challenge(now, proxy=False, stale=result.stale)])
             return

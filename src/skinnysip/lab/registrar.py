@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skinnysip.sip.auth import DigestCredentials, challenge_value, verify_credentials
@@ -80,10 +81,12 @@ class NonceGuard:
         return name, challenge_value(self.realm, self.nonce(now), algorithm=self.algorithm, qop="auth",
                                      opaque=self.opaque, stale=stale)
 
-    def check(self, request: Request, now: float, *, proxy: bool) -> AuthResult:
+    def check(self, request: Request, now: float, *, proxy: bool,
+              uri_ok: Callable[[str], bool] | None = None) -> AuthResult:
         """Check the credentials of ``request`` for our realm (``Proxy-Authorization`` when
         ``proxy``, else ``Authorization``). The credentials' ``uri`` must be the
-        Request-URI (RFC 7616 §3.4.6 asks the server to check it)."""
+        Request-URI (RFC 7616 §3.4.6 asks the server to check it) or a URI ``uri_ok``
+        accepts (SIPp 3.6 names the server it sends to, ``sip:IP:port``, there)."""
         name = "Proxy-Authorization" if proxy else "Authorization"
         values = request.headers.get_all(name)
         if not values:
@@ -100,7 +103,7 @@ class NonceGuard:
                 return AuthResult(None, reason=f"unknown user {cred.username!r}")
             if cred.algorithm != self.algorithm:
                 return AuthResult(None, reason=f"algorithm {cred.algorithm} not the challenged {self.algorithm}")
-            if cred.uri != request.uri:
+            if cred.uri != request.uri and not (uri_ok is not None and uri_ok(cred.uri)):
                 return AuthResult(None, reason="credentials for another Request-URI")
             issued = self._issued(cred.nonce)
             if issued is None:
