@@ -146,3 +146,31 @@ async def test_record_limit_is_configurable() -> None:
     # Register is an 80-byte frame (160 hex digits), then 12-byte KeepAliveAcks (24 each)
     assert [m.summary for m in result.exchange] == ["Register"] + ["KeepAliveAck"] * 3
     assert sum(len(m.raw) for m in result.exchange) == 232
+
+
+#: the biggest frame the station accepts (2000 bytes, [AST]'s cap) of a message it has no use for
+BIG = encode("Unknown_0x7777", {"data": bytes(2000 - 12)})
+
+
+@pytest.mark.parametrize("flood", [KEEPALIVE_ACK, BIG], ids=["keepalive-acks", "2000-byte-frames"])
+async def test_long_lived_phone_keeps_the_newest_bounded_record(flood: bytes) -> None:
+    """Without an operation's limit the phone keeps the newest messages, bounded in count and
+    raw size; its waits still end on time."""
+    from skinnysip.phone.sccp_phone import MAX_WIRE, MAX_WIRE_BYTES, SCCPAccount, SCCPPhone
+
+    async with flooding_cm(flood, ack_register=False) as (port, _):
+        phone = SCCPPhone(SCCPAccount(host="127.0.0.1", port=port, timeout=TIMEOUT_MS / 1000))
+        tracemalloc.start()
+        try:
+            await phone.connect()
+            t0 = time.monotonic()
+            assert await phone.register() is None
+            elapsed = time.monotonic() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            await asyncio.wait_for(phone.close(), 10)
+    assert elapsed < ENDS_WITHIN
+    assert len(phone.wire) <= MAX_WIRE and sum(len(m.raw) for m in phone.wire) <= MAX_WIRE_BYTES
+    assert phone.wire_dropped > 0 and phone.wire[-1].summary != "Register"  # the newest kept
+    assert peak < PEAK_BYTES, f"tracemalloc peak {peak / 1e6:.1f} MB"

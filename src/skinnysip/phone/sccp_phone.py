@@ -66,7 +66,8 @@ from skinnysip.sccp.messages import SCCPMessage
 __all__ = ["SCCPAccount", "SCCPCall", "SCCPPhone"]
 
 MAX_CALLS = 8
-MAX_WIRE = 20_000  # messages kept in SCCPPhone.wire (all connections)
+MAX_WIRE = 5_000  # newest messages kept in SCCPPhone.wire (all connections)…
+MAX_WIRE_BYTES = 4_000_000  # …and at most this much raw hex among them
 MAX_CALL_EXCHANGE = 5_000  # messages kept per call
 #: seconds the phone still reads after a KeepAliveAck is overdue, before it drops the connection
 LAST_LOOK = 0.25
@@ -271,7 +272,8 @@ class SCCPPhone(Phone):
 
     ``record_limit``: an :class:`~skinnysip.result.ExchangeLimit` for ``wire`` (an operation's
     record: the first messages are kept, later ones counted in ``record_limit.dropped``);
-    without one the newest :data:`MAX_WIRE` messages are kept (a long-lived phone).
+    without one the newest :data:`MAX_WIRE` messages (:data:`MAX_WIRE_BYTES` of raw hex) are
+    kept (a long-lived phone) and ``wire_dropped`` counts the older ones let go.
     """
 
     def __init__(self, account: SCCPAccount, *, record_limit: ExchangeLimit | None = None) -> None:
@@ -284,6 +286,8 @@ class SCCPPhone(Phone):
         self.registration_reason = ""
         self.wire: list[WireMessage] = []
         self.record_limit = record_limit
+        self.wire_dropped = 0
+        self._wire_bytes = 0
         self.connections = 0
         self._seen = 0
         self._by_ref: dict[int, SCCPCall] = {}  # call references (and transfer references) → call
@@ -584,6 +588,7 @@ class SCCPPhone(Phone):
         if self._seen > len(self.wire):
             self._seen = len(self.wire)
         for message in self.wire[self._seen:]:
+            self._wire_bytes += len(message.raw)
             if message.summary in REGISTRATION_MESSAGES:
                 continue
             ref = _fields(message).get("callReference")
@@ -594,10 +599,16 @@ class SCCPPhone(Phone):
                 call._exchange.append(message)
                 del call._exchange[:-MAX_CALL_EXCHANGE]
         self._seen = len(self.wire)
-        if len(self.wire) > MAX_WIRE:
-            excess = len(self.wire) - MAX_WIRE
+        if len(self.wire) > MAX_WIRE or self._wire_bytes > MAX_WIRE_BYTES:
+            excess = max(0, len(self.wire) - MAX_WIRE)
+            size = self._wire_bytes - sum(len(m.raw) for m in self.wire[:excess])
+            while size > MAX_WIRE_BYTES and excess < len(self.wire) - 1:
+                size -= len(self.wire[excess].raw)
+                excess += 1
             del self.wire[:excess]
+            self._wire_bytes = size
             self._seen -= excess
+            self.wire_dropped += excess
 
     # -- station events ------------------------------------------------------------------------
     async def _on_station_event(self, ev: st.Event) -> None:
