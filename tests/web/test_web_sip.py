@@ -181,3 +181,29 @@ def test_api_errors_show_next_to_their_field(page: Any, server: str) -> None:
     page.locator("#sip-username-error").wait_for()
     assert "required" in (page.locator("#sip-username-error").text_content() or "").lower()
     assert page.locator("#sip-host-error").count() == 0
+
+
+def test_tls_verified_with_the_ca_file_field(page: Any, server: str, kamailio_md5: KamailioPeer,
+                                             artifacts: Path, tmp_path: Path) -> None:
+    """The CA-file field: Kamailio's self-signed certificate verifies when it is the CA given
+    (a path on the server's disk), a file that is no PEM bundle is named at the field."""
+    k = kamailio_md5
+    page.goto(f"{server}/")
+    res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(k.tls_port), "ca-file": k.ca_file},
+                   selects={"operation": "options", "transport": "tls"}, checks={"tls-verify": True})
+    assert res["success"] is True, res["error"]
+    assert page.locator('#sip-result table.tls tr[data-key="verified"] td').text_content() == "true"
+    page.screenshot(path=str(artifacts / "sip-options-tls-ca-file.png"), full_page=True)
+    # without it the same certificate is refused (the system CAs do not know it)
+    res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(k.tls_port), "ca-file": ""},
+                   selects={"operation": "options", "transport": "tls"}, checks={"tls-verify": True})
+    assert res["success"] is False and "certificate" in (res["error"] or "").lower()
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("hello\n")
+    page.fill("#sip-ca-file", str(not_pem))
+    page.click("#sip-run")
+    page.locator("#sip-ca-file-error").wait_for()
+    assert "cannot load it" in (page.locator("#sip-ca-file-error").text_content() or "")
+    page.fill("#sip-ca-file", str(tmp_path / "missing.pem"))
+    page.click("#sip-run")
+    page.wait_for_selector('#sip-ca-file-error:has-text("no such file")')

@@ -274,6 +274,28 @@ def test_listen_and_speak_through_the_browser(mic_browser: Any, server: str, pbx
                                ".textContent)[1]) > 150", timeout=UI_MS)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(artifacts / "laptop-softphone-audio.png"), full_page=True)
+
+        # the socket's edges: its hello names the format; 0.5 s+ in one message is refused
+        # (1009); an unknown call is 4404
+        edges = page.evaluate("""async () => {
+            const st = window.skinnysipPhone.state;
+            const open = (path, send) => new Promise((resolve) => {
+                const ws = new WebSocket(`ws://${location.host}${path}`);
+                const seen = [];
+                ws.onopen = () => { if (send) ws.send(new Int16Array(send)); };
+                ws.onmessage = (ev) => { if (typeof ev.data === "string") seen.push(JSON.parse(ev.data)); };
+                ws.onclose = (ev) => resolve({code: ev.code, hello: seen[0] || null});
+                setTimeout(() => { ws.close(); resolve({code: "timeout"}); }, 10000);
+            });
+            return {
+                big: await open(`/api/phones/${st.id}/calls/${st.selected}/audio`, 4500),
+                unknown: await open(`/api/phones/${st.id}/calls/999999/audio`, 0),
+            };
+        }""")
+        assert edges["big"]["code"] == 1009, edges
+        assert edges["big"]["hello"] == {"event": "audio", "call": edges["big"]["hello"]["call"], "format": "s16le",
+                                         "rate": 8000, "channels": 1}
+        assert edges["unknown"]["code"] == 4404, edges
         page.click("#phone-hangup")
         call_state(page, "terminated")
         peers_loop.run(bob.wait_event("CALL_CLOSED"))

@@ -415,9 +415,13 @@ function ladderSvg(model) {
     const r = model.rtp;
     root.append(svg("rect", { x: 4, y, width: width - 8, height: rowH - 10, rx: 6, fill: "#e9f6ec", stroke: "#1a7f37", class: "rtp-band" }));
     root.append(svg("text", { x: width / 2, y: y + (rowH - 10) / 2 + 4, "text-anchor": "middle", fill: "#14532d", "font-weight": "bold", class: "rtp-label" },
-      `RTP ${r.codec || ""} ${r.local} ⇄ ${r.remote}: sent ${r.sent}, received ${r.received} packets`));
+      rtpLabel(r)));
   }
   return root;
+}
+
+function rtpLabel(r) {
+  return `RTP ${r.codec || ""} ${r.local} ⇄ ${r.remote}: sent ${r.sent}, received ${r.received} packets`;
 }
 
 // The RTP band of a call's ladder from its media report (camelCase, as the phone API gives it).

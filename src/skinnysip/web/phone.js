@@ -299,7 +299,12 @@ function onEvent(ev) {
     case "media": {
       const call = callOf(ev.call);
       call.media = ev.media;
-      if (phone.selected === ev.call) renderQuality(call);
+      if (phone.selected === ev.call) {
+        renderQuality(call);
+        const band = document.querySelector("#phone-call-ladder text.rtp-label");
+        const rtp = rtpBand(ev.media);
+        if (band && rtp) band.textContent = rtpLabel(rtp);  // the band's counts follow the call
+      }
       break;
     }
     case "dtmf":
