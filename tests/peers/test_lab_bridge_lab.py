@@ -10,14 +10,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from baresip_peer import baresip
 from test_lab_bridge import ALICE, BARESIP_TONE, STATION_TONE, share_of, station_rx
 from test_lab_sip import DOMAIN, port, registered, settings
 
+from peertools import TsharkCapture
 from skinnysip.lab.runner import Lab
+from skinnysip.lab.services import MOH_NOTES
 from skinnysip.phone.api import CallState, IncomingCall
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
+from skinnysip.rtp import g711
+from skinnysip.rtp.audio import dominant_frequencies
+from skinnysip.rtp.g711 import PT_PCMU
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -101,3 +107,51 @@ async def test_sip_busy_reaches_the_station(lab: Lab, tmp_path: Path) -> None:
         unknown = await alice.call("1999#")  # nobody: the lab's 404 → InvalidNumber
         assert await unknown.wait_ended(10)
         assert "InvalidNumber" in unknown.protocol_states, unknown.protocol_states
+
+
+async def test_station_holds_baresip_hears_music_then_resumes(lab: Lab, tmp_path: Path) -> None:
+    """The station's Hold becomes a sendonly re-INVITE: the lab plays its music on hold to
+    baresip; Resume re-INVITEs with the station's new RTP address and audio flows both ways
+    again. A keypad digit during the call reaches baresip as SIP INFO. (baresip 1.0 stops its
+    decode recording at a re-INVITE, so what reached baresip is judged from a capture: the RTP
+    sent to baresip's port, decoded and listened to per SSRC.)"""
+    cap = TsharkCapture("udp and not port 53")
+    cap.start()
+    try:
+        async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as bob, \
+                station(lab, tmp_path) as alice:
+            await registered(lab, "1001")
+            call = await alice.call("1001#")
+            assert await call.wait_connected(15), call.end_reason
+            await bob.wait_event("CALL_ESTABLISHED")
+            await asyncio.sleep(2)
+            await call.send_dtmf("5")
+            dtmf = await bob.wait_event("CALL_DTMF_START", timeout=5)
+            assert dtmf.get("param") == "5", dtmf
+            await call.hold()
+            await asyncio.sleep(5)
+            assert lab.services is not None and len(lab.services.moh_keys) == 1
+            await call.resume()
+            await asyncio.sleep(4)
+            assert lab.services.moh_keys == []
+            await call.hangup()
+            await bob.wait_event("CALL_CLOSED")
+            rx = station_rx(call, tmp_path)  # the stream opened on Resume
+    finally:
+        cap.stop()
+    assert share_of(rx, BARESIP_TONE) >= 0.85, "the station did not hear baresip after Resume"
+    assert lab.bridge is not None
+    [record] = lab.bridge.calls()
+    answer = next(m["raw"] for m in record["messages"] if m["summary"].startswith("200") and "m=audio" in m["raw"])
+    bob_rtp = int(answer.split("m=audio ", 1)[1].split()[0])
+    cap.decode_as = [f"udp.port=={bob_rtp},rtp"]
+    packets = cap.decode(f"rtp && udp.dstport == {bob_rtp}", ["udp.srcport", "rtp.ssrc", "rtp.p_type", "rtp.payload"])
+    streams: dict[str, list[bytes]] = {}
+    for p in packets:
+        streams.setdefault(p["rtp.ssrc"][0], []).append(bytes.fromhex(p["rtp.payload"][0].replace(":", "")))
+    heard = {ssrc: dominant_frequencies(g711.decode(PT_PCMU, b"".join(payloads))) for ssrc, payloads in streams.items()}
+    station_streams = [f for f in heard.values() if np.mean(np.abs(f - STATION_TONE) < 25) >= 0.9]
+    assert len(station_streams) == 2, {k: len(v) for k, v in heard.items()}  # before Hold, after Resume
+    notes = sorted({hz for hz, _ in MOH_NOTES})
+    music = [f for f in heard.values() if np.mean([min(abs(n - x) for n in notes) < 15 for x in f]) > 0.8]
+    assert len(music) == 1 and len(music[0]) >= 4 * 50, {k: len(v) for k, v in heard.items()}  # the held time

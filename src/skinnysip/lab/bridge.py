@@ -21,8 +21,10 @@ offer/answer of :mod:`skinnysip.sdp`), listening on UDP:
   offer's address. CANCEL or BYE from the SIP side puts the station on-hook; the station
   refusing gives 603 (480 when its device went away).
 * mid-call: a re-INVITE from the SIP side is answered with the station's address and moves
-  or stops (hold) the station's transmission; a station whose receive channel is reopened (its
-  Resume) sends a re-INVITE with its new address.
+  or stops (hold) the station's transmission; the station's Hold sends a re-INVITE with
+  ``sendonly`` (the lab proxy then plays music on hold to the SIP party), its Resume (a reopened
+  receive channel) one with ``sendrecv`` and its new address; its keypad digits go as SIP INFO
+  ``application/dtmf-relay``.
 
 Every call keeps its SIP exchange on record (:meth:`SCCPBridge.calls`; bounded). Python units:
 seconds.
@@ -41,6 +43,7 @@ from skinnysip.lab.callmanager import CallLeg, LabCallManager
 from skinnysip.lab.tasks import TaskOwner
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
+from skinnysip.rtp.dtmf import dtmf_relay_body
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
 from skinnysip.sdp import (
@@ -83,6 +86,8 @@ MAX_KEPT_CALLS = 200
 MAX_CALL_MESSAGES = 500
 #: seconds a request in a dialog (BYE, CANCEL, re-INVITE) may take
 REQUEST_SECONDS = 32.0
+#: the duration a keypad digit is given in its INFO (ms; SCCP's KeypadButton has none)
+DTMF_MS = 160
 
 #: SCCP media payload (reference §4.5) ⇄ RTP payload type (RFC 3551)
 _PAYLOAD_TYPES = {enums.MEDIA_PAYLOAD_G711_ULAW_64K: PT_PCMU, enums.MEDIA_PAYLOAD_G711_ALAW_64K: PT_PCMA}
@@ -114,6 +119,7 @@ class _BridgedCall:
         self.sdp_version = 0
         self.provisional = False  # a provisional response came (CANCEL allowed, §9.1)
         self.hung_up = False  # the station ended it
+        self.held = False  # the station holds it (our last offer was sendonly)
         self.messages: list[dict[str, Any]] | None = None
 
 
@@ -251,7 +257,8 @@ class SCCPBridge(TaskOwner):
         elif not call.outgoing and call.state in ("calling", "early"):
             await self._answer(call)
         elif call.state == "confirmed":
-            if leg.rtp_addr != call.station:
+            if leg.rtp_addr != call.station or call.held:
+                call.held = False
                 self._spawn(self._reinvite(call))
             elif call.audio is not None:
                 await self.cm.bridge_media(leg, self._send_to(call.audio))
@@ -264,6 +271,24 @@ class SCCPBridge(TaskOwner):
         call.hung_up = True
         refusal = 480 if leg.session.closing else 603
         await self._end_sip(call, refusal)
+
+    async def held(self, leg: CallLeg) -> None:
+        """The station holds the call: a re-INVITE with ``sendonly`` (RFC 3264 §8.4) — the lab
+        proxy then plays its music on hold to the SIP party."""
+        call = self._by_leg(leg)
+        if call is not None and call.state == "confirmed" and not call.held:
+            call.held = True
+            self._spawn(self._reinvite(call, "sendonly"))
+
+    async def dtmf(self, leg: CallLeg, digit: str) -> None:
+        """A keypad digit of the station during the call: SIP INFO ``application/dtmf-relay``
+        (the station's RTP carries no RFC 4733 events here)."""
+        call = self._by_leg(leg)
+        if call is None or call.state != "confirmed" or call.dialog is None or call.flow is None:
+            return
+        request = call.dialog.request("INFO", self.endpoint.via(call.flow), body=dtmf_relay_body(digit, DTMF_MS),
+                                      content_type="application/dtmf-relay", headers=[("User-Agent", USER_AGENT)])
+        self._spawn(self.endpoint.transact(request, call.flow, timeout=REQUEST_SECONDS))
 
     async def _end_sip(self, call: _BridgedCall, refusal: int) -> None:
         """End the SIP side: BYE in a dialog, CANCEL for our ringing INVITE (after a
@@ -293,13 +318,15 @@ class SCCPBridge(TaskOwner):
 
     # -- SCCP → SIP -----------------------------------------------------------------------
     def _sdp(self, call: _BridgedCall, direction: str = "sendrecv") -> SessionDescription:
-        """Our offer: the station's RTP address and codec (no telephone-event: the station's
-        digits are keypad messages, not RTP)."""
+        """Our offer: the station's RTP address (the last one while it holds) and codec (no
+        telephone-event: the station's digits go as SIP INFO)."""
         leg = call.leg
-        assert leg is not None and leg.rtp_addr is not None
+        assert leg is not None
+        address = leg.rtp_addr or call.station
+        assert address is not None
         call.sdp_version += 1
-        call.station = leg.rtp_addr
-        offer = audio_offer_for(leg.rtp_addr[0], leg.rtp_addr[1], codecs=(_payload_type(leg),), telephone_event=None,
+        call.station = address
+        offer = audio_offer_for(address[0], address[1], codecs=(_payload_type(leg),), telephone_event=None,
                                 session_id=call.session_id, version=call.sdp_version, direction=direction)
         call.offer = offer
         return offer
@@ -407,13 +434,14 @@ class SCCPBridge(TaskOwner):
         send (the far end holds us: RFC 3264 §8.4)."""
         return audio.remote if audio.direction in ("sendrecv", "sendonly") else None
 
-    async def _reinvite(self, call: _BridgedCall) -> None:
-        """The station's RTP address changed (its receive channel was reopened): offer it in a
-        re-INVITE (RFC 3264 §8) and point the station at the answer's address."""
+    async def _reinvite(self, call: _BridgedCall, direction: str = "sendrecv") -> None:
+        """A new offer in a re-INVITE (RFC 3264 §8): the station's new RTP address after its
+        receive channel was reopened (its Resume), or ``sendonly`` when it holds; with
+        ``sendrecv`` the station is pointed at the answer's address."""
         leg, flow, dialog = call.leg, call.flow, call.dialog
-        if leg is None or flow is None or dialog is None or leg.rtp_addr is None:
+        if leg is None or flow is None or dialog is None or (leg.rtp_addr or call.station) is None:
             return
-        offer = self._sdp(call)
+        offer = self._sdp(call, direction)
         request = dialog.request("INVITE", self.endpoint.via(flow), body=offer.to_bytes(),
                                  content_type="application/sdp", contact=self.endpoint.contact(flow, leg.number),
                                  headers=[("User-Agent", USER_AGENT)])
@@ -432,7 +460,8 @@ class SCCPBridge(TaskOwner):
                 self.endpoint.send_stateless(dialog.ack(self.endpoint.via(flow), request), flow)
                 with contextlib.suppress(SDPParseError, ValueError):
                     call.audio = negotiate(offer, SessionDescription.parse(event.response.body))
-                    await self.cm.bridge_media(leg, self._send_to(call.audio))
+                    if direction == "sendrecv":
+                        await self.cm.bridge_media(leg, self._send_to(call.audio))
             return
 
     # -- SIP → SCCP -----------------------------------------------------------------------

@@ -45,7 +45,9 @@ StartMediaTransmission to the far end's RTP address), :meth:`~LabCallManager.bri
 (busy or reorder tone) and :meth:`~LabCallManager.bridge_ended`. The other way,
 :meth:`LabCallManager.bridge_ring` rings a line for a call from outside (or says 404/480/486/488),
 the station's answer opens its receive channel and :meth:`CallBridge.media_ready` follows; a
-station hanging up a bridged call calls :meth:`CallBridge.ended`.
+station hanging up a bridged call calls :meth:`CallBridge.ended`, its Hold soft key
+:meth:`CallBridge.held` (Resume reopens the receive channel: ``media_ready`` again), its keypad
+during the call :meth:`CallBridge.dtmf`.
 """
 
 from __future__ import annotations
@@ -210,6 +212,12 @@ class CallBridge(Protocol):
 
     async def ended(self, leg: CallLeg) -> None:
         """The station ended (or refused) the bridged call of ``leg``."""
+
+    async def held(self, leg: CallLeg) -> None:
+        """The station put the bridged call of ``leg`` on hold (its media is closed)."""
+
+    async def dtmf(self, leg: CallLeg, digit: str) -> None:
+        """The station pressed keypad ``digit`` during the bridged call of ``leg``."""
 
 
 # [AST] sends these dynamic forms instead of the fixed ones when protocolVer >= 17
@@ -429,6 +437,11 @@ class _Session:
             return
         if leg.state == "connected":
             leg.dtmf = (leg.dtmf + key)[-MAX_DTMF:]
+            if leg.kind == "sip" and self.cm.bridge is not None:
+                try:
+                    await self.cm.bridge.dtmf(leg, key)
+                except Exception as exc:
+                    self.cm.errors.append(f"bridge dtmf: {exc!r}")
             return
         if leg.state not in ("offhook", "dialing"):
             return
@@ -844,6 +857,11 @@ class LabCallManager:
         for lg in (leg, leg.peer):
             if lg is not None:
                 await self._close_media(lg)
+        if leg.kind == "sip" and self.bridge is not None:
+            try:
+                await self.bridge.held(leg)
+            except Exception as exc:
+                self.errors.append(f"bridge hold: {exc!r}")
         s, ln, ref = leg.session, leg.line, leg.ref
         await s.send("CallState", {"callState": 8, "lineInstance": ln, "callReference": ref})
         await s.send("SelectSoftKeys", {"lineInstance": ln, "callReference": ref, "softKeySetIndex": 2,
