@@ -33,6 +33,8 @@ def test_a_full_file(tmp_path: Path) -> None:
     assert s.users[0].user == "2100" and s.devices[0].name == "SEP0011223344FF" and s.devices[0].line == "3001"
     assert s.extensions == {"700": "echo"}
     s.check_exposure()  # beyond loopback, but no demo password
+    path.write_text('algorithm = ["sha-256", "md5"]\n')
+    assert load_settings(path).algorithms == ("SHA-256", "MD5")
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -68,9 +68,9 @@ FLOW = Flow("udp", ("127.0.0.1", 5070), local=("127.0.0.1", 5060))
 
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
 def test_guard_challenge_answer_and_stale(algorithm: str) -> None:
-    guard = NonceGuard("lab", {"1001": "demo1001"}, algorithm=algorithm, lifetime=300)
+    guard = NonceGuard("lab", {"1001": "demo1001"}, algorithms=(algorithm,), lifetime=300)
     assert guard.check(register(), 1000.0, proxy=False).reason == "no credentials"
-    name, value = guard.challenge(1000.0, proxy=False)
+    [(name, value)] = guard.challenge(1000.0, proxy=False)
     assert name == "WWW-Authenticate"
     challenge = DigestChallenge.parse(value)
     assert challenge.algorithm == algorithm and challenge.qop_options == ["auth"] and not challenge.stale
@@ -78,7 +78,7 @@ def test_guard_challenge_answer_and_stale(algorithm: str) -> None:
     assert guard.check(register(auth=auth), 1010.0, proxy=False).user == "1001"
     late = guard.check(register(auth=auth), 1301.0, proxy=False)
     assert late.user is None and late.stale  # right password, nonce too old: stale=true
-    assert DigestChallenge.parse(guard.challenge(1301.0, proxy=True, stale=True)[1]).stale
+    assert DigestChallenge.parse(guard.challenge(1301.0, proxy=True, stale=True)[0][1]).stale
     _, wrong = DigestClient("1001", "nope").authorization(challenge, "REGISTER", "sip:lab")
     refused = guard.check(register(auth=wrong), 1010.0, proxy=False)
     assert refused.user is None and not refused.stale and "wrong password" in refused.reason
@@ -109,3 +109,12 @@ def test_bindings_expiry_multiple_contacts_and_star() -> None:
     assert reg.register("1001", register(contact="*", cseq=7), FLOW, 44.0).code == 400  # * needs Expires: 0
     assert reg.register("1001", register(contact="*", expires="0", cseq=8), FLOW, 44.0).code == 200
     assert reg.lookup("1001", 44.0) == []
+
+
+def test_guard_offers_two_algorithms_strongest_first() -> None:
+    guard = NonceGuard("lab", {"1001": "demo1001"}, algorithms=("SHA-256", "MD5"))
+    offered = [DigestChallenge.parse(v) for _, v in guard.challenge(1000.0, proxy=True)]
+    assert [c.algorithm for c in offered] == ["SHA-256", "MD5"] and offered[0].nonce == offered[1].nonce
+    for challenge in offered:
+        _, auth = DigestClient("1001", "demo1001").authorization(challenge, "REGISTER", "sip:lab")
+        assert guard.check(register(auth=auth), 1001.0, proxy=False).user == "1001"

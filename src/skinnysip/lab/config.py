@@ -4,7 +4,7 @@ Every key is optional; the defaults are the demo the README promises::
 
     domain = "lab.skinnysip"          # SIP domain; the digest realm defaults to it
     realm = "lab.skinnysip"
-    algorithm = "MD5"                 # digest algorithm: "MD5" or "SHA-256" (qop auth)
+    algorithm = "MD5"                 # digest: "MD5", "SHA-256" or ["SHA-256", "MD5"] (both offered; qop auth)
     hosts = ["127.0.0.1", "::1"]      # listen addresses (IPv4 and IPv6 loopback)
 
     [ports]
@@ -26,6 +26,7 @@ Every key is optional; the defaults are the demo the README promises::
     user = "1001"
     password = "demo1001"
     display_name = "Demo 1001"        # optional
+    algorithm = "SHA-256"             # optional: this user's digest algorithm(s), else the lab's
 
     [[devices]]
     name = "SEP001122334455"
@@ -74,11 +75,18 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class LabUser:
     """A SIP account of the lab: ``user`` (the AOR's user part, also the digest username),
-    ``password``, ``display_name``."""
+    ``password``, ``display_name``, ``algorithm`` (this user's digest algorithm(s), comma
+    separated; empty: the lab's)."""
 
     user: str
     password: str
     display_name: str = ""
+    algorithm: str = ""
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """This user's digest algorithms (empty: the lab's)."""
+        return tuple(a.strip() for a in self.algorithm.split(",") if a.strip())
 
     @property
     def demo_password(self) -> bool:
@@ -126,6 +134,12 @@ class LabSettings:
     default_expires: int = 3600
     nonce_lifetime: float = 300.0
 
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The digest algorithms challenged with, in order (``algorithm`` is one, or several
+        separated by commas: ``"SHA-256,MD5"``)."""
+        return tuple(a.strip() for a in self.algorithm.split(",") if a.strip())
+
     def user(self, name: str) -> LabUser | None:
         """The account called ``name``, or None."""
         return next((u for u in self.users if u.user == name), None)
@@ -138,8 +152,8 @@ class LabSettings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad key."""
-        if self.algorithm not in ALGORITHMS:
-            raise ConfigError(f"algorithm: {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if not self.algorithms or any(a not in ALGORITHMS for a in self.algorithms):
+            raise ConfigError(f"algorithm: {self.algorithm!r} is not one of {', '.join(ALGORITHMS)} (or a list of them)")
         if not self.hosts:
             raise ConfigError("hosts: at least one listen address is needed")
         for i, host in enumerate(self.hosts):
@@ -170,6 +184,8 @@ class LabSettings:
                 raise ConfigError(f"users[{i}].user: {u.user!r} appears twice")
             if not u.password:
                 raise ConfigError(f"users[{i}].password: empty")
+            if any(a not in ALGORITHMS for a in u.algorithms):
+                raise ConfigError(f"users[{i}].algorithm: {u.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
             if u.user in numbers:
                 raise ConfigError(f"users[{i}].user: {u.user!r} is also an extension")
             seen.add(u.user)
@@ -218,15 +234,23 @@ def _table(data: Any, key: str, allowed: set[str]) -> dict[str, Any]:
     return dict(data)
 
 
+def _algorithm(raw: Any, key: str) -> str:
+    """An algorithm name or a list of them → the canonical comma-separated text."""
+    names = raw if isinstance(raw, list) else [raw]
+    canonical = {"MD5": "MD5", "SHA-256": "SHA-256"}
+    return ",".join(canonical.get(n.upper(), n) for n in
+                    (_type(n, str, key, "a string or a list of strings") for n in names))
+
+
 def settings_from_dict(data: dict[str, Any]) -> LabSettings:
     """:class:`LabSettings` from parsed TOML ``data``. Raises :class:`ConfigError`."""
     top = _table(data, "", _TOP)
     kw: dict[str, Any] = {}
-    for key in ("domain", "realm", "algorithm"):
+    for key in ("domain", "realm"):
         if key in top:
             kw[key] = _type(top[key], str, key, "a string")
-    if "algorithm" in kw:
-        kw["algorithm"] = {"MD5": "MD5", "SHA-256": "SHA-256"}.get(kw["algorithm"].upper(), kw["algorithm"])
+    if "algorithm" in top:
+        kw["algorithm"] = _algorithm(top["algorithm"], "algorithm")
     if "realm" not in kw and "domain" in kw:
         kw["realm"] = kw["domain"]
     if "hosts" in top:
@@ -249,7 +273,7 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
     if "users" in top:
         users = []
         for i, item in enumerate(_type(top["users"], list, "users", "an array of tables ([[users]])")):
-            t = _table(item, f"users[{i}]", {"user", "password", "display_name"})
+            t = _table(item, f"users[{i}]", {"user", "password", "display_name", "algorithm"})
             for need in ("user", "password"):
                 if need not in t:
                     raise ConfigError(f"users[{i}].{need}: missing")
@@ -258,7 +282,8 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
                 user = str(user)
             users.append(LabUser(_type(user, str, f"users[{i}].user", "a string"),
                                  _type(t["password"], str, f"users[{i}].password", "a string"),
-                                 _type(t.get("display_name", ""), str, f"users[{i}].display_name", "a string")))
+                                 _type(t.get("display_name", ""), str, f"users[{i}].display_name", "a string"),
+                                 _algorithm(t.get("algorithm", ""), f"users[{i}].algorithm")))
         kw["users"] = tuple(users)
     if "devices" in top:
         devices = []

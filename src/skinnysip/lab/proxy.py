@@ -6,7 +6,7 @@ It is a user of the core: the transaction layer matches and retransmits, the end
 handler hands the proxy every new request, CANCEL and ACK for a 2xx.
 
 - REGISTER (§10.3): 401 digest challenge (:class:`~skinnysip.lab.registrar.NonceGuard`,
-  MD5 or SHA-256, qop auth, ``stale=true`` for an expired nonce), then the
+  MD5 and/or SHA-256, qop auth, ``stale=true`` for an expired nonce), then the
   :class:`~skinnysip.lab.registrar.Registrar` updates the bindings and answers 200 with
   them (423 + Min-Expires for too short a time).
 - A new request (INVITE, MESSAGE, SUBSCRIBE, …) from anyone but the lab's own services is
@@ -229,7 +229,8 @@ class LabProxy:
                                     uas=_ProxyChecks(server="skinnysip-lab"), user_agent="skinnysip-lab",
                                     trace_limit=20000, idle_timeout=900.0)
         self.guard = NonceGuard(settings.realm, {u.user: u.password for u in settings.users},
-                                algorithm=settings.algorithm, lifetime=settings.nonce_lifetime)
+                                algorithms=settings.algorithms, lifetime=settings.nonce_lifetime,
+                                per_user={u.user: u.algorithms for u in settings.users if u.algorithm})
         self.registrar = Registrar({u.user for u in settings.users}, min_expires=settings.min_expires,
                                    max_expires=settings.max_expires, default_expires=settings.default_expires)
         self.lines = {d.line for d in settings.devices}
@@ -427,7 +428,8 @@ class LabProxy:
         if not self._trusted(flow) and request.method in AUTHENTICATED:
             result = self.guard.check(request, time.time(), proxy=True, uri_ok=self._names_us)
             if result.user is None:
-                self._respond(tx, 407, headers=[self.guard.challenge(time.time(), proxy=True, stale=result.stale)])
+                self._respond(tx, 407, headers=self.guard.challenge(
+                    time.time(), proxy=True, stale=result.stale, user=_user_of(request.headers.get("From"))))
                 return
             if _user_of(request.headers.get("From")) != result.user:
                 self._respond(tx, 403, f"Forbidden (From is not {result.user})")
@@ -439,7 +441,8 @@ class LabProxy:
         now = time.time()
         result = self.guard.check(request, now, proxy=False, uri_ok=self._names_us)
         if result.user is None:
-            self._respond(tx, 401, headers=[self.guard.challenge(now, proxy=False, stale=result.stale)])
+            self._respond(tx, 401, headers=self.guard.challenge(
+                now, proxy=False, stale=result.stale, user=_user_of(request.headers.get("To"))))
             return
         aor_user = _user_of(request.headers.get("To"))
         if aor_user != result.user:

@@ -45,15 +45,22 @@ class AuthResult:
 
 
 class NonceGuard:
-    """Digest challenges and checks for one ``realm`` and ``algorithm`` (qop ``auth``).
-    ``passwords``: user → password. ``lifetime``: seconds a nonce stays fresh.
-    ``secret``: HMAC key (random by default)."""
+    """Digest challenges and checks for one ``realm`` (qop ``auth``). ``algorithms``: one
+    challenge per algorithm, in this order (RFC 8760 §2.4: strongest first, so that a client
+    picks the strongest it supports; e.g. ``("SHA-256", "MD5")`` serves SHA-256 clients and
+    MD5-only ones). ``passwords``: user → password. ``lifetime``: seconds a nonce stays
+    fresh. ``secret``: HMAC key (random by default). ``per_user``: user → algorithms for
+    that user instead (a server keeps credentials per algorithm; an MD5-only phone and a
+    SHA-256 one can then share a lab even when the MD5-only one fails on a SHA-256 challenge,
+    as baresip 1.0 does)."""
 
-    def __init__(self, realm: str, passwords: dict[str, str], *, algorithm: str = "MD5", lifetime: float = 300.0,
-                 secret: bytes | None = None) -> None:
+    def __init__(self, realm: str, passwords: dict[str, str], *, algorithms: tuple[str, ...] = ("MD5",),
+                 lifetime: float = 300.0, secret: bytes | None = None,
+                 per_user: dict[str, tuple[str, ...]] | None = None) -> None:
         self.realm = realm
         self.passwords = dict(passwords)
-        self.algorithm = algorithm
+        self.algorithms = algorithms
+        self.per_user = dict(per_user or {})
         self.lifetime = lifetime
         self._secret = secret or secrets.token_bytes(32)
         self.opaque = secrets.token_hex(8)
@@ -74,12 +81,18 @@ class NonceGuard:
         except ValueError:
             return None
 
-    def challenge(self, now: float, *, proxy: bool, stale: bool = False) -> tuple[str, str]:
-        """(header name, value): ``WWW-Authenticate`` for a 401, ``Proxy-Authenticate`` for
-        a 407 (RFC 3261 §22.1, §22.3)."""
+    def algorithms_for(self, user: str | None) -> tuple[str, ...]:
+        """The algorithms challenged for ``user`` (the lab's, unless the user has their own)."""
+        return self.per_user.get(user or "", self.algorithms)
+
+    def challenge(self, now: float, *, proxy: bool, stale: bool = False,
+                  user: str | None = None) -> list[tuple[str, str]]:
+        """[(header name, value)], one per algorithm of ``user``: ``WWW-Authenticate`` for a
+        401, ``Proxy-Authenticate`` for a 407 (RFC 3261 §22.1, §22.3)."""
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        return name, challenge_value(self.realm, self.nonce(now), algorithm=self.algorithm, qop="auth",
-                                     opaque=self.opaque, stale=stale)
+        nonce = self.nonce(now)
+        return [(name, challenge_value(self.realm, nonce, algorithm=algorithm, qop="auth", opaque=self.opaque,
+                                       stale=stale)) for algorithm in self.algorithms_for(user)]
 
     def check(self, request: Request, now: float, *, proxy: bool,
               uri_ok: Callable[[str], bool] | None = None) -> AuthResult:
@@ -101,8 +114,8 @@ class NonceGuard:
             password = self.passwords.get(cred.username)
             if password is None:
                 return AuthResult(None, reason=f"unknown user {cred.username!r}")
-            if cred.algorithm != self.algorithm:
-                return AuthResult(None, reason=f"algorithm {cred.algorithm} not the challenged {self.algorithm}")
+            if cred.algorithm not in self.algorithms_for(cred.username):
+                return AuthResult(None, reason=f"algorithm {cred.algorithm} was not challenged")
             if cred.uri != request.uri and not (uri_ok is not None and uri_ok(cred.uri)):
                 return AuthResult(None, reason="credentials for another Request-URI")
             issued = self._issued(cred.nonce)

@@ -1,0 +1,55 @@
+"""linphonec (SHA-256) and baresip (MD5 only) on one lab: the lab challenges user 1001 with
+SHA-256 and 1002 with MD5 (per-user algorithms: baresip 1.0 fails a registration whose 401
+offers SHA-256 at all, in either order beside MD5, so one lab-wide list cannot serve both).
+linphonec registers with SHA-256 credentials and calls baresip through the lab — two real
+third-party phones, neither of them ours — and each hears the other's tone."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from baresip_peer import baresip
+from linphone_peer import linphonec
+from test_lab_sip import DOMAIN, port, registered, settings
+from test_phone_baresip import share_of
+
+from skinnysip.lab.config import LabUser
+from skinnysip.lab.runner import Lab
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+LINPHONE_TONE, BARESIP_TONE = 660.0, 440.0
+SHA256_CREDENTIALS = re.compile(r"(?i)Authorization:\s*Digest[^\r\n]*algorithm=\"?SHA-256")
+
+
+async def test_linphonec_sha256_calls_baresip_through_the_lab() -> None:
+    users = (LabUser("1001", "demo1001", algorithm="SHA-256"), LabUser("1002", "demo1002"))
+    async with Lab(settings(algorithm="MD5", users=users)) as lab, \
+            baresip("1002", "demo1002", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as callee, \
+            linphonec("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", realm=DOMAIN, algorithm="SHA-256",
+                      tone_hz=LINPHONE_TONE, auto_answer=False) as caller:
+        await caller.wait_registered(15)
+        await registered(lab, "1001")
+        await registered(lab, "1002")
+        mark = len(caller.lines)
+        await caller.command(f"call sip:1002@{DOMAIN}")
+        await callee.wait_event("CALL_ESTABLISHED", timeout=20)
+        await caller.wait_line(r"^Call (\d+) with sip:1002@\S+ connected", 15, mark)
+        await asyncio.sleep(4)
+        await caller.command("terminate")
+        await callee.wait_event("CALL_CLOSED", timeout=10)
+        await asyncio.sleep(0.5)
+        sip_log = caller.sip_log()
+        baresip_heard = share_of(callee.recordings()["dec"], LINPHONE_TONE, skip=0.5)
+        assert caller.recording is not None
+        linphone_heard = share_of(caller.recording, BARESIP_TONE, skip=0.5)
+        calls = lab.calls()
+    registers = sip_log.split("REGISTER sip:")[1:]
+    assert any(SHA256_CREDENTIALS.search(m) for m in registers), "linphonec did not answer with SHA-256"
+    assert "algorithm=MD5" not in sip_log.replace("algorithm=MD5-", "")
+    assert baresip_heard >= 0.85, baresip_heard
+    assert linphone_heard >= 0.85, linphone_heard
+    call = next(c for c in calls if c["to"].startswith(f"sip:1002@{DOMAIN}"))
+    assert call["state"] == "ended", call["state"]
