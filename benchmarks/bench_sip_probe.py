@@ -6,7 +6,9 @@ configuration) on 127.0.0.1 and measures, one after the other:
 - ``skinnysip in-process``: ``await options(...)`` N times (a new UDP socket, transaction
   and result with its exchange each time);
 - ``skinnysip CLI``: ``skinnysip sip options --json`` as a process, N/10 times;
-- ``sipsak -s``: sipsak as a process (one OPTIONS, waits for the 200), N/10 times.
+- ``sipsak -s``: sipsak as a process (one OPTIONS, waits for the 200), N/10 times;
+- ``python -c "import asyncio, ssl, json"`` on the same interpreter, N/10 times: the floor
+  of a Python command (goal: the CLI within 1.3x of it).
 
 The process rows include interpreter / program start-up, which dominates; compare them with
 each other. Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
@@ -30,6 +32,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "peers")]
 from sip_peers import kamailio  # noqa: E402
 
 from skinnysip.probes.sip import ProbeRequest, options  # noqa: E402
+
+BARE = "python -c import asyncio,ssl,json"
 
 
 async def _ours(port: int, count: int) -> float:
@@ -66,18 +70,26 @@ def main() -> int:
         if sipsak:
             argv = [sipsak, "-s", f"sip:127.0.0.1:{port}", "-vv"]
             rows.append(("sipsak -s process", proc_count, _processes(argv, proc_count, b"200 OK")))
+        # the floor of any Python command on this interpreter: start-up plus the stdlib a probe needs
+        bare = [sys.executable, "-c", "import asyncio, ssl, json; print('ok')"]
+        rows.append((BARE, proc_count, _processes(bare, proc_count, b"ok")))
     rates = {name: n / t for name, n, t in rows}
     base = rates.get("sipsak -s process")
-    print(f"{'what':24} {'n':>6} {'round trips/s':>14} {'vs sipsak':>10}")
-    for name, n, _t in rows:
+    print(f"{'what':24} {'n':>6} {'round trips/s':>14} {'vs sipsak':>10} {'s per run':>10}")
+    for name, n, t in rows:
         ratio = f"{rates[name] / base:.2f}x" if base else "-"
-        print(f"{name:24} {n:6d} {rates[name]:14.1f} {ratio:>10}")
+        print(f"{name:24} {n:6d} {rates[name]:14.1f} {ratio:>10} {t / n:10.3f}")
+    startup = (rates[BARE] / rates["skinnysip CLI process"]) if rates.get("skinnysip CLI process") else None
+    if startup is not None:
+        print(f"CLI start-up: 'skinnysip sip options' takes {startup:.2f}x the bare import (goal <= 1.3x)")
     out = ROOT / "benchmarks" / "results" / "sip_probe.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "OPTIONS round trips per second against local Kamailio (UDP)",
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cli_over_bare_import": (rates[BARE] / rates["skinnysip CLI process"])
+        if rates.get("skinnysip CLI process") else None,
         "rows": [{"what": name, "count": n, "seconds": t, "per_second": rates[name],
                   "vs_sipsak": (rates[name] / base) if base else None} for name, n, t in rows],
     }, indent=2) + "\n")

@@ -504,9 +504,20 @@ class PhoneScenario(Scenario):
 
 
 def load_user_function(path: str) -> Callable[[SIPPhone, int], Awaitable[Any]]:
-    """The ``async def scenario(phone, index)`` of a Python file. ``ValueError`` with one
-    line when the file cannot be loaded or has no such coroutine function."""
+    """The ``async def scenario(phone, index)`` of a Python file, or ``module:function``
+    (an importable module's coroutine function, e.g. ``mypkg.scenarios:call_and_hold``).
+    ``ValueError`` with one line when it cannot be loaded or is not a coroutine function."""
     file = Path(path)
+    if not file.is_file() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", path):
+        module_name, _, name = path.partition(":")
+        try:
+            imported = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ValueError(f"user scenario {path!r}: cannot import {module_name}: {exc}") from exc
+        function = getattr(imported, name, None)
+        if function is None or not inspect.iscoroutinefunction(function):
+            raise ValueError(f"user scenario {path!r}: {name} is not an async function")
+        return function  # type: ignore[no-any-return]
     if not file.is_file():
         raise ValueError(f"user scenario {path!r}: no such file")
     spec = importlib.util.spec_from_file_location(f"skinnysip_user_scenario_{file.stem}", file)

@@ -1,0 +1,186 @@
+"""REGISTER with digest against the same Kamailio: ``skinnysip load register`` beside SIPp's
+REGISTER-with-auth scenario — the highest rate each keeps with 0 failures, and the CPU each
+spends per registration.
+
+Run: ``python benchmarks/bench_load_register.py [--rates 200,400,...] [--seconds 5]``.
+Starts Kamailio with the tests' configuration (``tests/peers/sip_peers.py``: MD5 digest,
+qop=auth, 2 UDP workers) on 127.0.0.1 and the users alice/bob/carol. For each rate, one
+after the other on the same Kamailio:
+
+- ``skinnysip load register 127.0.0.1 -r RATE --duration S --no-unregister -u alice``
+  (REGISTER → 401 → REGISTER with Authorization → 200; as a process);
+- ``sipp -sf register_auth.xml -au alice -ap PASSWORD -r RATE -m RATE·S`` (the same exchange, written
+  as SIPp's usual REGISTER-with-auth scenario: ``<recv response="401" auth="true"/>`` and
+  ``[authentication]``).
+
+A step passes when every attempt succeeded (no failure, no timeout) and the achieved rate is
+at least 90 % of the target. Each tool climbs until its first failing step; the result is its
+highest passing rate. CPU per registration: the child process's user + system time
+(``resource.getrusage(RUSAGE_CHILDREN)`` around the run) divided by the successful
+registrations of the highest passing step; the interpreter's start-up is in it (it is a
+whole command, as SIPp's is). Writes ``benchmarks/results/load_register.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "peers")]
+
+from sip_peers import kamailio  # noqa: E402
+
+from peertools import free_port  # noqa: E402
+
+SIPP_REGISTER_AUTH = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="REGISTER with digest">
+  <send retrans="500">
+    <![CDATA[
+REGISTER sip:{realm} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+Max-Forwards: 70
+From: <sip:{user}@{realm}>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{user}@{realm}>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Expires: 60
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+REGISTER sip:{realm} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+Max-Forwards: 70
+From: <sip:{user}@{realm}>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{user}@{realm}>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:{user}@[local_ip]:[local_port]>
+[authentication]
+Expires: 60
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float) -> dict[str, Any]:
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
+                           "--domain", realm, "-u", user, "--password", password, "-r", str(rate), "--duration", str(seconds),
+                           "-l", str(max(100, rate)), "--no-unregister", "--json", "--quiet"],
+                          capture_output=True, text=True, timeout=seconds * 4 + 120)
+    cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
+    try:
+        result = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"ok": False, "error": proc.stderr.strip()[-300:], "cpu": cpu}
+    successful, failed = result["successful"], result["failed"]
+    achieved = result["rate"]
+    return {"ok": failed == 0 and successful > 0 and achieved >= 0.9 * rate, "successful": successful,
+            "failed": failed, "retransmissions": result["retransmissions"], "achieved": achieved, "cpu": cpu,
+            "wall": wall, "cpu_ms_per_registration": cpu / successful * 1000 if successful else None}
+
+
+def sipp(port: int, realm: str, user: str, password: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    scenario = workdir / "register_auth.xml"
+    scenario.write_text(SIPP_REGISTER_AUTH.format(realm=realm, user=user))
+    count = int(rate * seconds)
+    stat = workdir / f"sipp_{rate}_.csv"
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    proc = subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-au", user, "-ap", password, "-nd", "-i", "127.0.0.1",
+                           "-p", str(free_port(socket.SOCK_DGRAM)), "-r", str(rate), "-m", str(count), "-l", str(max(100, rate)),
+                           "-nostdin", "-timeout", f"{int(seconds * 4 + 60)}s", "-trace_stat", "-stf", str(stat),
+                           "-fd", "1"], capture_output=True, text=True, timeout=seconds * 4 + 120, cwd=workdir)
+    cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
+    row: dict[str, str] = {}
+    if stat.exists():
+        lines = stat.read_text(errors="replace").strip().splitlines()
+        if len(lines) >= 2:
+            row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+    successful = int(row.get("SuccessfulCall(C)", 0) or 0)
+    failed = int(row.get("FailedCall(C)", 0) or 0)
+    retrans = int(row.get("Retransmissions(C)", 0) or 0)
+    achieved = float(row.get("CallRate(C)", 0) or 0)  # SIPp's own cumulative call rate
+    ok = proc.returncode == 0 and failed == 0 and successful == count and achieved >= 0.9 * rate
+    return {"ok": ok, "successful": successful, "failed": failed, "retransmissions": retrans,
+            "achieved": round(achieved, 1), "cpu": cpu, "wall": wall,
+            "cpu_ms_per_registration": cpu / successful * 1000 if successful else None, "exit": proc.returncode}
+
+
+def climb(name: str, run: Any, rates: list[int]) -> dict[str, Any]:
+    steps, best = [], None
+    for rate in rates:
+        step = run(rate)
+        step["rate"] = rate
+        steps.append(step)
+        print(f"  {name:<10} {rate:>6}/s  {'ok ' if step['ok'] else 'FAIL'} {step.get('successful', 0):>7} ok "
+              f"{step.get('failed', 0):>5} failed  {step.get('retransmissions', 0):>5} retrans  "
+              f"cpu {step.get('cpu_ms_per_registration') or 0:.3f} ms/reg", flush=True)
+        if not step["ok"]:
+            break
+        best = step
+    return {"steps": steps, "best": best}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    if shutil.which("sipp") is None or shutil.which("kamailio") is None:
+        print("needs sipp (sip-tester) and kamailio: bash scripts/install-deps.sh", file=sys.stderr)
+        return 1
+    rates = [int(r) for r in args.rates.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-bench-reg-"))
+    try:
+        with kamailio("MD5") as k:
+            user, password = "alice", k.users["alice"]
+            print(f"REGISTER with digest against Kamailio 127.0.0.1:{k.udp_port}, {args.seconds:g} s per step")
+            result = {
+                "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds), rates),
+                "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir), rates),
+            }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ob, sb = result["skinnysip"]["best"], result["sipp"]["best"]
+    print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
+    for name, best in (("skinnysip", ob), ("sipp", sb)):
+        print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}")
+    ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
+    cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
+    print(f"rate ratio skinnysip/sipp: {ratio if ratio is None else round(ratio, 2)} (goal >= 0.8); "
+          f"CPU per registration skinnysip/sipp: {cpu_ratio if cpu_ratio is None else round(cpu_ratio, 1)}x")
+    result.update({"rate_ratio": ratio, "cpu_ratio": cpu_ratio, "seconds": args.seconds,
+                   "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    out = ROOT / "benchmarks" / "results" / "load_register.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
