@@ -5,6 +5,10 @@
 # bench_sip_uas.py (SIPp load against our UAS and Kamailio) takes a few minutes.
 # bench_media_calls.py (up to 300 RTP streams in one process, then SIPp -rtp_echo) about 2 minutes;
 # bench_g711.py (per 20 ms frame and bulk, against audioop) a few seconds.
+# bench_sip_parse_peers.py creates benchmarks/.venv with pyVoIP, sipmessage and sippy on first run.
+# bench_load_register.py (skinnysip load vs SIPp REGISTER with digest, rising rates) ~2 minutes;
+# bench_load_calls.py (concurrent calls through skinnysip load, SIPp -rtp_echo) ~2 minutes.
+# At the end benchmarks/summary.py prints one table of the ratios (results/summary.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v sipsak >/dev/null 2>&1 || { echo "sipsak missing: apt-get install sipsak"; }
@@ -13,3 +17,5 @@ for b in benchmarks/bench_*.py; do
   echo "== $b"
   python3 "$b" "$@"
 done
+echo "== summary"
+python3 benchmarks/summary.py

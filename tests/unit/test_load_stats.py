@@ -137,3 +137,23 @@ def test_csv_has_sipp_names_and_one_row_per_interval(tmp_path) -> None:
     assert sum(buckets) == 30  # every response time in one bucket
     assert int(last["ResponseTimeRepartition1_>=200"]) == 3  # the three 300 ms failures
     assert int(last["ResponseTimeRepartition1_<10"]) >= 9  # the 5 ms ones
+
+
+def test_live_view_shows_rates_failures_and_call_quality() -> None:
+    from rich.console import Console
+
+    from skinnysip.load.report import LiveView
+
+    period = Counters(attempted=5, retransmissions=2)
+    for _ in range(4):
+        period.success(0.02, 3.0)
+        period.media({"received": {"expected": 150, "lost": 3, "jitter_ms": 2.0, "packets": 147},
+                      "quality": {"mos": 4.1}})
+    period.failure("486", "FailedUnexpectedMessage", 0.05)
+    view = LiveView("skinnysip load call", calls=True)
+    view(Interval(period, period, 1.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_001.0))
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    text = console.export_text()
+    for expected in ("successful", "486", "retransmissions", "response p99", "MOS", "4.1", "loss", "2 %", "jitter"):
+        assert expected in text, (expected, text)
