@@ -8,9 +8,9 @@ escaping is a crash, as is an input slower than ``-timeout`` seconds or memory b
 Seeds: the SIP corpus (tests/data/sip-corpus) for the SIP/SDP targets, generated valid
 frames/packets for SCCP and RTP (see :func:`seeds`).
 
-Known limit: under Python 3.11 with atheris 3.0 here libFuzzer reports only a handful of
-coverage edges (``cov: 4-7``), so the search is close to random mutation of the seeds;
-``atheris.instrument_all()`` did not help and made start-up minutes long. To be looked at.
+The seeds matter: most parsers are gated by a regular expression (matched in C, invisible to
+coverage), so without seeds libFuzzer sees ~4 edges; from the corpus it starts at tens to
+hundreds (e.g. Via 36 → 41, SIP datagram 125 → 151 edges in 4 s here).
 
 Why atheris and not only hypothesis: coverage guidance finds the deep branches of a parser
 (hypothesis' property tests in tests/unit/test_*_fuzz.py stay: they check round trips).

@@ -33,7 +33,7 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
         sys.path.pop(0)
     seeds = tmp_path / "seeds"
     harness.write_seeds(target, seeds)
-    assert target.startswith(("uri", "via", "digest")) or any(seeds.iterdir()), "no seeds"
+    assert any(seeds.iterdir()), "no seeds"
     work = tmp_path / "corpus"
     work.mkdir()
     proc = subprocess.run(
@@ -45,3 +45,5 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     tail = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))[-3000:]
     assert proc.returncode == 0 and not found, f"{target}: exit {proc.returncode}, artifacts {found}\n{tail}"
     assert "Done" in proc.stderr
+    inited = next(line for line in proc.stderr.splitlines() if "INITED" in line)
+    assert int(inited.split("cov: ")[1].split()[0]) > 6, f"seeds gave no coverage (~4 edges without): {inited}"
