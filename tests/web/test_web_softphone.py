@@ -325,3 +325,43 @@ def test_microphone_is_refused_off_localhost(mic_browser: Any, server: str, arti
         page.screenshot(path=str(artifacts / "phone-softphone-no-mic.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_sccp_softphone_calls_the_lab_echo_and_hears_it(page: Any, server: str, lab_cm: Any,
+                                                        artifacts: Path) -> None:
+    """The SCCP account form: a station registers to the lab call manager, dials 600 (echo),
+    the call's SCCP states and ladder show, and Listen hears the station's own tone back."""
+    page.goto(f"{server}/#phone")
+    page.select_option("#phone-protocol", "sccp")
+    page.fill("#phone-host", "127.0.0.1")
+    page.fill("#phone-port", str(lab_cm.port))
+    page.fill("#phone-device-name", "SEP001122334455")
+    page.fill("#phone-source", "tone:800")
+    page.click("#phone-register")
+    page.wait_for_selector('#phone-reg-state[data-state="registered"]', timeout=UI_MS)
+    page.fill("#phone-target", "600")
+    page.click("#phone-call")
+    call_state(page, "confirmed")
+    page.click("#phone-listen")
+    page.wait_for_selector('#phone-listen[aria-pressed="true"]', timeout=UI_MS)
+    heard = []
+    for _ in range(30):
+        peak = page.evaluate("() => window.skinnysipPhone.hearing()")
+        heard.append(peak["hz"] if peak else 0)
+        page.wait_for_timeout(100)
+    assert sum(abs(hz - 800) <= 10 for hz in heard) >= 0.6 * len(heard), f"the page heard {heard}"
+    page.wait_for_function("() => Number(document.querySelector('#phone-quality tr[data-key=packetsReceived] td')"
+                           "?.textContent) > 20", timeout=UI_MS)
+    # the SCCP ladder: decoded station messages, the call manager's CallState names in the log
+    labels = page.locator("#phone-call-ladder g.msg text.label").all_text_contents()
+    assert any(label.startswith("OffHook") for label in labels) and any("StartMediaTransmission" in label
+                                                                        for label in labels), labels
+    assert "[Connected]" in " ".join(page.locator("#phone-log li").all_text_contents())
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(artifacts / "phone-softphone-sccp-call.png"), full_page=True)
+    page.set_viewport_size(LAPTOP)
+    page.click("#phone-hangup")
+    call_state(page, "terminated")
+    page.click("#phone-unregister")
+    page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)

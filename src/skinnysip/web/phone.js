@@ -229,8 +229,8 @@ async function unregister() {
   $("phone-unregister").disabled = true;
   $("phone-status").textContent = "Hanging up and unregistering …";
   stopAudio();
+  phone.id = null;  // nothing more is asked about this phone
   const result = await api("DELETE", `/api/phones/${id}`, undefined, 60000);
-  phone.id = null;
   if (phone.ws) { phone.ws.onclose = null; phone.ws.close(1000); phone.ws = null; }
   $("phone-status").textContent = result.status === 200 ? `Phone ${id} closed` : `Phone ${id}: ${result.data.error}`;
   setRegistration(result.data.registration || { state: "unregistered", reason: "" });
@@ -396,6 +396,7 @@ function loadDetail(id) {
   if (!phone.id || phone.detailTimers.has(id)) return;
   const phoneId = phone.id;
   phone.detailTimers.set(id, setTimeout(async () => {
+    if (phone.id !== phoneId) { phone.detailTimers.delete(id); return; }  // the phone is gone
     const result = await api("GET", `/api/phones/${phoneId}/calls/${id}`);
     phone.detailTimers.delete(id);
     if (result.status !== 200 || phone.selected !== id) return;
@@ -417,8 +418,7 @@ async function callAction(action, body, box) {
   clearErrors(box);
   const result = await api("POST", `/api/phones/${phone.id}/calls/${id}/${action}`, body, 60000);
   if (result.status !== 200) { showApiError(box, result); return null; }
-  const call = callOf(id);
-  Object.assign(call, { state: result.data.state, localHold: result.data.localHold, remoteHold: result.data.remoteHold });
+  // the state is the event stream's (an answer may be older than the events already here)
   renderCalls();
   renderSelected();
   return result.data;
@@ -434,8 +434,10 @@ function setupCallControls() {
     const result = await api("POST", `/api/phones/${phone.id}/calls`, formBody(form), 60000);
     $("phone-call").disabled = false;
     if (result.status !== 201) { showApiError(form, result); return; }
+    const known = phone.calls.has(result.data.id);  // its events may have come first
     const call = callOf(result.data.id);
-    Object.assign(call, { direction: "outgoing", remote: result.data.remote, state: result.data.state });
+    Object.assign(call, { direction: "outgoing", remote: result.data.remote });
+    if (!known) call.state = result.data.state;
     selectCall(call.id);
   });
   $("phone-answer").addEventListener("click", async () => {
