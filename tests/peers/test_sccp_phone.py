@@ -223,7 +223,10 @@ async def test_blind_transfer_to_a_third_phone(lab: LabCallManager, tmp_path: Pa
         assert await ringing.call.wait_ended(5.0)
         ra, rc = out.media_reports(), ringing.call.media_reports()
         assert len(ra) == 2 and len(rc) == 1
-        assert share_of(ra[1]["recordings"]["rx"], TONES[CAROL]) >= 0.95
+        # Alice's second stream opened while Carol still rang (silence, longer on a loaded
+        # machine): judge the frames from Carol's answer on
+        ringing_time = max(0.0, ra[1]["duration"] - rc[0]["duration"])
+        assert share_of(ra[1]["recordings"]["rx"], TONES[CAROL], skip=0.3 + ringing_time) >= 0.95
         assert share_of(rc[0]["recordings"]["rx"], TONES[ALICE]) >= 0.95
 
 
