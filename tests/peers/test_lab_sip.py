@@ -51,9 +51,9 @@ async def registered(lab: Lab, user: str, count: int = 1, timeout: float = 10.0)
 
 
 def account(lab: Lab, user: str, transport: str = "udp", **kw: object) -> SIPAccount:
+    options: dict[str, object] = {"source": f"tone:{OUR_TONE}", "expires": 60, **kw}
     return SIPAccount(aor=f"sip:{user}@{DOMAIN}", password=f"demo{user}", registrar=f"127.0.0.1:{port(lab, transport)}",
-                      transport=transport, tls_verify=False, expires=60, source=f"tone:{OUR_TONE}",  # type: ignore[arg-type]
-                      **kw)  # type: ignore[arg-type]
+                      transport=transport, tls_verify=False, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
