@@ -14,7 +14,9 @@ Screenshots of the panel go to the artifacts directory.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +367,40 @@ def test_sccp_softphone_calls_the_lab_echo_and_hears_it(page: Any, server: str, 
     call_state(page, "terminated")
     page.click("#phone-unregister")
     page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+
+
+def _api(server: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{server}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        return json.load(resp)  # type: ignore[no-any-return]
+
+
+def test_blind_transfer_from_the_page(page: Any, server: str, pbx: KamailioPeer, bob: Baresip,
+                                      peers_loop: LoopThread, artifacts: Path) -> None:
+    """The page's alice calls carol (another phone of the same server, auto-answer) and
+    transfers her to bob (baresip) with the Transfer form: REFER, carol calls bob, alice's call
+    ends as transferred."""
+    carol = _api(server, "POST", "/api/phones", {
+        "aor": f"sip:carol@{pbx.realm}", "password": pbx.users["carol"], "registrar": f"127.0.0.1:{pbx.udp_port}",
+        "autoAnswer": 100, "expires": 60})
+    try:
+        page.goto(f"{server}/")
+        register(page, pbx)
+        page.fill("#phone-target", "carol")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        page.fill("#phone-transfer-target", "bob")
+        page.click("#phone-transfer-go")
+        call_state(page, "terminated")
+        assert "transferred" in (page.locator("#phone-call-reason").text_content() or "")
+        established = peers_loop.run(bob.wait_event("CALL_ESTABLISHED", 15))
+        assert "carol" in str(established.get("peeruri"))
+        page.wait_for_function("() => [...document.querySelectorAll('#phone-call-ladder g.msg text.label')]"
+                               ".some(t => t.textContent.startsWith('REFER'))", timeout=UI_MS)
+        page.screenshot(path=str(artifacts / "laptop-softphone-transferred.png"), full_page=True)
+        calls = _api(server, "GET", f"/api/phones/{carol['id']}/calls")
+        assert any("bob" in c["remote"] and c["state"] == "confirmed" for c in calls), calls
+    finally:
+        _api(server, "DELETE", f"/api/phones/{carol['id']}")
