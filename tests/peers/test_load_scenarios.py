@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -35,18 +36,18 @@ def load_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[s
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 def test_options_counted_by_kamailio(pbx: KamailioPeer, transport: str) -> None:
     before = kamailio_stats(pbx)
     proc = load_cli("options", "127.0.0.1", "-p", str(pbx.port(transport)), "-t", transport, "-r", "200", "-m", "300",
-                    "--json")
+                    "--ca-file", pbx.ca_file, "--json")
     after = kamailio_stats(pbx)
     result = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert (result["successful"], result["failed"], result["transport"]) == (300, 0, transport)
     received = after["core:rcv_requests_options"] - before["core:rcv_requests_options"]
     assert received == 300 + result["retransmissions"]
-    if transport == "tcp":
+    if transport != "udp":
         assert result["retransmissions"] == 0  # no retransmissions on a reliable transport (§17.1.1.2)
 
 
@@ -128,3 +129,25 @@ def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: P
 
     frame = pd.read_csv(csv_path)
     assert frame["TargetRate"].iloc[0] == 5 and frame["TargetRate"].iloc[-1] == 100
+
+
+def test_ramp_up_and_local_port_range(pbx: KamailioPeer, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from peertools import free_port
+
+    first = free_port(socket.SOCK_DGRAM)
+    csv_path = tmp_path / "ramp.csv"
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "carol",
+                    "--password", pbx.users["carol"], "--no-unregister", "--expires", "60", "-r", "100",
+                    "--duration", "4", "--ramp-up", "4", "--local-ports", f"{first}-{first + 20}", "--csv",
+                    str(csv_path), "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    # the rate grew linearly from 5 % to 100/s over the 4 s: about half of 400 attempts
+    assert 120 <= result["attempted"] <= 300, result["attempted"]
+    rates = pd.read_csv(csv_path)["CallRate(P)"].tolist()
+    assert rates[0] < rates[-2], rates  # rising (the last row is the drain's partial period)
+    # the binding Kamailio keeps names our socket, bound in the range we asked for
+    ports = [int(c.rsplit(":", 1)[1].split(";")[0].rstrip(">")) for c in pbx.contacts("carol")]
+    assert ports and all(first <= p <= first + 20 for p in ports), pbx.contacts("carol")
