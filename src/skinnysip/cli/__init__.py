@@ -76,7 +76,10 @@ def serve(
         lab_settings = lab_cli.settings_from_options(lab_config)
         lab_cli.serve_with_lab(lab_settings, lambda running: create_app(settings, lab=running), host, port)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # loop="asyncio": the SIP transport reads ICMP errors from the socket's error queue
+    # (IP_RECVERR + recvmsg), which uvloop's transport sockets do not offer (under uvloop a UDP
+    # probe to a closed port raised in a loop and the server crashed)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", loop="asyncio")
 
 
 @app.command()
