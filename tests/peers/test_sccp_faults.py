@@ -139,3 +139,53 @@ async def test_server_that_hangs_up_right_after_register() -> None:
     async for port in _serve(behaviour):
         res = await run("register", port)
     assert not res.success and res.error == f"127.0.0.1:{port} closed the connection"
+
+
+async def test_extreme_u32_values_from_the_call_manager() -> None:
+    """Issue 11 audit: every u32 at its maximum (keepalive interval, line instance, call
+    reference, packet size, port, counts) — the phone stays registered, keeps the call, and says
+    which field it could not use; nothing raises."""
+    from skinnysip.phone.api import ErrorEvent
+    from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
+    from skinnysip.sccp.messages import FrameDecoder
+
+    top = 0xFFFFFFFF
+    media = {"conferenceId": top, "passThruPartyId": top, "millisecondPacketSize": top, "callReference": top}
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        while data := await reader.read(4096):
+            for msg in decoder.feed(data):
+                if msg.name == "Register":
+                    writer.write(encode("RegisterAck", {"keepAliveInterval": top, "maxProtocolVer": 255})
+                                 + encode("CallState", {"callState": 4, "lineInstance": top, "callReference": top})
+                                 + encode("OpenReceiveChannel", {**media, "compressionType": top})
+                                 + encode("StartMediaTransmission", {**media, "compressionType": 4,
+                                                                     "remoteIpAddr": "127.0.0.1",
+                                                                     "remotePortNumber": top})
+                                 + encode("ButtonTemplate", {"buttonCount": top, "totalButtonCount": top}))
+                elif msg.name == "Unregister":
+                    writer.write(encode("UnregisterAck", {"status": 0}))
+            await writer.drain()
+
+    async for port in _serve(behaviour):
+        phone = SCCPPhone(SCCPAccount(host="127.0.0.1", port=port, timeout=2.0))
+        try:
+            await phone.connect()
+            registered = await phone.register(configuration=0)
+            assert registered is not None and registered.keep_alive_interval == top
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while loop.time() < deadline and not (phone.calls and phone.calls[0].media_error):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+            [call] = phone.calls
+            assert call.call_reference == top and call.line_instance == top  # type: ignore[attr-defined]
+            assert call.media_error == f"StartMediaTransmission: remotePortNumber {top} is not a UDP port"  # type: ignore[attr-defined]
+            events = []
+            while (ev := await phone.next_event(0.01)) is not None:
+                events.append(ev)
+            assert not [e for e in events if isinstance(e, ErrorEvent) and "internal error" in e.reason]
+            assert phone.connection_error == "" and phone.station is not None
+            assert phone.station.state == "registered"
+        finally:
+            await asyncio.wait_for(phone.close(), GUARD)

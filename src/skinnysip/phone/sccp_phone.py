@@ -791,7 +791,7 @@ class SCCPPhone(Phone):
             stream.apply(MediaConfig(payload_type=payload_type, ptime=ev.packet_ms / 1000, telephone_event=None,
                                      direction="recvonly"))
         except ValueError as exc:  # a packet size G.711 at 8 kHz cannot have: keep 20 ms
-            call.media_error = f"OpenReceiveChannel: {exc}"
+            call.media_error = f"OpenReceiveChannel: millisecondPacketSize {ev.packet_ms}: {exc}"
         station.receive_channel_opened(ev, stream.local_ip, stream.local_port)
 
     def _start_media(self, ev: st.StartMediaRequested) -> None:
@@ -809,9 +809,19 @@ class SCCPPhone(Phone):
         if remote_ip in ("", "0.0.0.0", "::") and self.transport is not None:
             remote_ip = self.transport.remote_ip
         te = ev.rfc2833_payload_type if 96 <= ev.rfc2833_payload_type <= 127 else None
+        if not 0 < ev.remote_port <= 0xFFFF:  # a u32 on the wire (reference §3.20)
+            call.media_error = f"StartMediaTransmission: remotePortNumber {ev.remote_port} is not a UDP port"
+            return
         try:
-            stream.apply(MediaConfig(payload_type=codecs[ev.compression_type], ptime=ev.packet_ms / 1000,
-                                     telephone_event=te, direction="sendrecv", remote=(remote_ip, ev.remote_port)))
+            config = MediaConfig(payload_type=codecs[ev.compression_type], ptime=ev.packet_ms / 1000,
+                                 telephone_event=te, direction="sendrecv", remote=(remote_ip, ev.remote_port))
+            config.validate()
+        except ValueError as exc:
+            call.media_error = (f"StartMediaTransmission (millisecondPacketSize {ev.packet_ms}, remoteIpAddr "
+                                f"{remote_ip}, remotePortNumber {ev.remote_port}): {exc}")
+            return
+        try:
+            stream.apply(config)
         except (ValueError, RuntimeError) as exc:
             call.media_error = f"StartMediaTransmission: {exc}"
 
