@@ -145,3 +145,41 @@ async def test_our_phone_calls_baresip_and_status_codes(lab: Lab, tmp_path: Path
     states = {c["to"]: c["state"] for c in lab.calls()}
     assert states[f"sip:9999@{DOMAIN}"].startswith("failed (404")
     assert states[f"sip:1003@{DOMAIN}"].startswith("failed (486")
+
+
+async def test_forking_to_two_contacts_and_cancel(lab: Lab, tmp_path: Path) -> None:
+    """User 1002 registered from two phones (two bindings): the lab rings both in parallel;
+    the one that answers gets the call and the other one is CANCELled (RFC 3261 §16.7 step 10).
+    Then a caller that gives up while both ring CANCELs through the lab: both stop ringing,
+    the caller's INVITE ends with 487."""
+    async with SIPPhone(account(lab, "1002", "udp")) as first, SIPPhone(account(lab, "1002", "tcp")) as second, \
+            SIPPhone(account(lab, "1001")) as caller:
+        await registered(lab, "1002", count=2)
+
+        async def ringing(phone: SIPPhone) -> IncomingCall:
+            event = await phone.next_event(10)
+            while event is not None and not isinstance(event, IncomingCall):
+                event = await phone.next_event(10)
+            assert isinstance(event, IncomingCall)
+            return event
+
+        call = await caller.call("1002")
+        one, two = await ringing(first), await ringing(second)
+        await two.call.answer()
+        assert await call.wait_connected(10), call.end_reason
+        assert await one.call.wait_ended(10)  # the other branch was cancelled
+        assert one.call.state is CallState.TERMINATED
+        await call.hangup()
+        assert await two.call.wait_ended(10)
+
+        attempt = await caller.call("1002")
+        one, two = await ringing(first), await ringing(second)
+        await asyncio.sleep(0.5)
+        await attempt.hangup()  # before any answer: CANCEL
+        assert await one.call.wait_ended(10) and await two.call.wait_ended(10)
+        assert await attempt.wait_ended(10)
+        assert not attempt.connected
+    cancelled = [c for c in lab.calls() if c["callId"] == attempt.call_id][0]
+    summaries = [m["summary"] for m in cancelled["messages"]]
+    assert sum(1 for s in summaries if s.startswith("CANCEL")) == 3  # ours in, one out per branch
+    assert any(s.startswith("487") for s in summaries)
