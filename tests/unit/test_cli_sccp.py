@@ -63,8 +63,26 @@ def test_failures_exit_non_zero(lab_port: int) -> None:
     assert r.returncode == 1
     assert json.loads(r.stdout)["rejectReason"] == "No Authority: SEP0000DEADBEEF"
     r = skinnysip("probe", "127.0.0.1", "--port", str(free_port()), "--timeout", "500")
-    assert r.returncode == 1 and "connection refused" in r.stdout
+    assert r.returncode == 3 and "connection refused" in r.stdout
     r = skinnysip("register", "127.0.0.1", "--device", "PHONE1")
-    assert r.returncode == 2 and "deviceName" in r.stderr
+    assert r.returncode == 2 and "--device" in r.stderr and "deviceName" not in r.stderr
+    assert "Value error" not in r.stderr
     r = skinnysip("call", "127.0.0.1", "--dial", "12x")
-    assert r.returncode == 2
+    assert r.returncode == 2 and "--dial" in r.stderr and "dialNumber" not in r.stderr
+    r = skinnysip("call", "127.0.0.1", "--dial", "600", "--hold", "-5")
+    assert r.returncode == 2 and "--hold" in r.stderr and "holdMs" not in r.stderr
+
+
+def test_busy_call_exits_1_and_host_port_form(lab_port: int) -> None:
+    # HOST:PORT instead of --port; 602 is no number of the lab CM: the call fails (answered otherwise)
+    r = skinnysip("call", f"127.0.0.1:{lab_port}", "--dial", "6029", "--timeout", "3000", "--json")
+    body = json.loads(r.stdout)
+    assert body["registered"] is True and body["success"] is False, body["error"]
+    assert r.returncode == 1
+    r = skinnysip("probe", f"127.0.0.1:{lab_port}", "--port", str(lab_port + 1))
+    assert r.returncode == 2 and "--port" in r.stderr
+
+
+def test_t_is_never_timeout_under_sccp() -> None:
+    r = skinnysip("probe", "127.0.0.1", "-t", "500")
+    assert r.returncode == 2 and "No such option" in r.stderr

@@ -43,10 +43,10 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
     assert result.exit_code == 2, result.output
 
 
-def test_unreachable_exits_1_and_json_matches_api_shape() -> None:
+def test_unreachable_exits_3_and_json_matches_api_shape() -> None:
     port = free_port(socket.SOCK_DGRAM)
     cli = runner.invoke(cli_app, ["sip", "options", "127.0.0.1", "--port", str(port), "--timeout", "1000", "--json"])
-    assert cli.exit_code == 1
+    assert cli.exit_code == 3
     body = json.loads(cli.stdout)
     api = TestClient(create_app()).post("/api/sip/options", json={"host": "127.0.0.1", "port": port, "timeout": 1000})
     assert api.status_code == 200
@@ -58,7 +58,7 @@ def test_unreachable_exits_1_and_json_matches_api_shape() -> None:
 def test_readable_failure_output() -> None:
     port = free_port()
     cli = runner.invoke(cli_app, ["sip", "register", "127.0.0.1", "-p", str(port), "-t", "tcp"])
-    assert cli.exit_code == 1
+    assert cli.exit_code == 3
     assert "failed:" in cli.output and f"connection refused by 127.0.0.1:{port}/tcp" in cli.output
 
 
@@ -68,7 +68,7 @@ def test_password_from_environment_never_printed(monkeypatch: pytest.MonkeyPatch
     port = free_port()
     for extra in ([], ["--json"]):
         cli = runner.invoke(cli_app, ["sip", "auth", "127.0.0.1", "-p", str(port), "-t", "tcp", "--user", "alice", *extra])
-        assert cli.exit_code == 1
+        assert cli.exit_code == 3
         assert secret not in cli.output
     cli = runner.invoke(cli_app, ["sip", "auth", "127.0.0.1", "-p", str(port), "-t", "tcp", "-u", "alice",
                                   "--password", secret, "--json"])
@@ -85,6 +85,6 @@ def test_auth_without_any_password_source(monkeypatch: pytest.MonkeyPatch) -> No
 def test_sips_implies_tls() -> None:
     port = free_port()
     cli = runner.invoke(cli_app, ["sip", "options", "127.0.0.1", "-p", str(port), "--sips", "--json"])
-    assert cli.exit_code == 1
+    assert cli.exit_code == 3
     body = json.loads(cli.stdout)
     assert body["transport"] == "tls" and body["error"] == f"connection refused by 127.0.0.1:{port}/tls"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from skinnysip import __version__
+from skinnysip.cli import common
 from skinnysip.cli import lab as lab_cli
 from skinnysip.cli import load as load_cli
 from skinnysip.cli import phone as phone_cli
@@ -19,13 +20,30 @@ app = typer.Typer(
     help="Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=common.MARKUP,
+    epilog=common.EXIT_STATUS_HELP,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"skinnysip {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire."""
 app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
 app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
 app.add_typer(load_cli.app, name="load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
 app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services.")(
     lab_cli.lab_cmd)
-app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.")(
+app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.",
+            epilog=common.EXIT_STATUS_HELP)(
     phone_cli.phone_cmd)
 
 
@@ -67,6 +85,7 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
     typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
     if settings.token_generated:
         typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
@@ -88,8 +107,37 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once (as uvicorn will, SO_REUSEADDR) and let go, so a busy port or
+    a host that is not ours fails with one line (exit 2) before anything is printed."""
+    import socket
+
+    from skinnysip.addresses import strip_brackets
+
+    try:
+        infos = socket.getaddrinfo(strip_brackets(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        common.fail(f"--host: cannot resolve {host!r} ({exc.strerror})")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def main() -> None:
+    """The ``skinnysip`` entry point. A last guard: whatever goes wrong, one line on stderr
+    and exit 2, never a traceback (Ctrl-C: exit 130)."""
     import sys
 
     sys.argv[1:] = phone_cli.fix_auto_answer(sys.argv[1:])
-    app()
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last guard before the user
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: {type(exc).__name__}{': ' + reason if reason else ''}", file=sys.stderr)
+        sys.exit(common.EXIT_USAGE)

@@ -1,10 +1,19 @@
-"""Helpers shared by the CLI sub-commands: JSON output, exit status, secrets."""
+"""Helpers shared by the CLI sub-commands: exit status, targets, JSON output, secrets, errors.
+
+Exit status, in the sipsak manner (:data:`EXIT_STATUS_HELP`, also in every command's
+``--help`` and the README): 0 the command got what it asked for, 1 the server answered
+otherwise, 2 usage or local error, 3 no usable answer.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -14,16 +23,44 @@ from skinnysip.result import ResultModel, WireMessage
 
 console = Console(highlight=False)
 
+#: got what was asked: a 2xx final; registered; authenticated; call connected
+EXIT_OK = 0
+#: the server answered otherwise: a 404 to REGISTER, a refused login, a busy call
+EXIT_ANSWERED = 1
+#: usage or local error: bad arguments, a file that cannot be read, a port already in use
+EXIT_USAGE = 2
+#: no usable answer: connection refused, timed out, TLS failure, malformed stream
+EXIT_NO_ANSWER = 3
 
-def emit(result: ResultModel, as_json: bool, render: Callable[[ResultModel], None]) -> None:
-    """Print ``result`` (the API body with ``--json``, else ``render``) and exit 0 on
-    ``success``, 1 otherwise."""
+EXIT_STATUS_HELP = (
+    "Exit status: 0 got what was asked (a 2xx final response; registered; authenticated; call "
+    "connected); 1 the server answered otherwise (e.g. 404 to REGISTER, a refused login, a busy "
+    "call); 2 usage or local error (bad arguments, unreadable file, port in use); 3 no usable "
+    "answer (refused, timed out, TLS failure, malformed stream)."
+)
+
+#: help texts are plain text: rich markup would eat bracketed words such as "[default: 5060]"
+MARKUP = None
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``."""
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def emit(result: ResultModel, as_json: bool, render: Callable[[ResultModel], None], status: int) -> NoReturn:
+    """Print ``result`` (the API body with ``--json``, else ``render``) and exit with ``status``
+    (one of the ``EXIT_*`` codes, chosen by the command from the result)."""
     body = result.to_api()
     if as_json:
         typer.echo(json.dumps(body, indent=2))
     else:
         render(result)
-    raise typer.Exit(0 if body.get("success") else 1)
+    raise typer.Exit(status)
 
 
 def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PASSWORD") -> str | None:
@@ -33,12 +70,96 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
         return option
     if env in os.environ:
         return os.environ[env]
-    if prompt:
-        import sys
-
-        if sys.stdin.isatty():
-            return typer.prompt("Password", hide_input=True, default="", show_default=False)
+    if prompt and sys.stdin.isatty():
+        return typer.prompt("Password", hide_input=True, default="", show_default=False)
     return None
+
+
+# --------------------------------------------------------------------------- targets
+
+_SCHEME_RE = re.compile(r"(?i)sips?:")
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server as a person writes it: ``host`` (no IPv6 brackets), ``port`` (None: not
+    written), ``transport`` (``udp``/``tcp``/``tls``, None: not written) and ``scheme``
+    (``sip``/``sips``, None: not a URI)."""
+
+    host: str
+    port: int | None = None
+    transport: str | None = None
+    scheme: str | None = None
+
+
+def parse_target(text: str, what: str = "HOST") -> Target:
+    """Parse ``HOST``, ``HOST:PORT``, ``[v6]:PORT``, a bare IPv6 address,
+    ``sip:host[:port][;transport=tcp]`` or ``sips:host`` (RFC 3261 §19.1; the user part of a
+    URI is ignored). ``sips:`` means TLS (§26.2.2). Raises ``typer.BadParameter`` naming
+    ``what`` (the argument or flag)."""
+    from skinnysip.addresses import check_host, is_ipv6
+    from skinnysip.sip.syntax import SIPParseError
+    from skinnysip.sip.uri import SipURI, parse_hostport
+
+    value = text.strip()
+    try:
+        if _SCHEME_RE.match(value):
+            uri = SipURI.parse(value)
+            scheme = uri.scheme.lower()
+            transport = uri.params.get("transport")
+            if transport is not None:
+                transport = transport.lower()
+                if transport not in TRANSPORTS:
+                    raise ValueError(f"transport={transport} is not udp, tcp or tls")
+                if scheme == "sips" and transport != "tls":
+                    # RFC 3261 §26.2.2: sips: is TLS; ;transport=tcp there means TLS over TCP
+                    transport = "tls"
+            elif scheme == "sips":
+                transport = "tls"
+            return Target(check_host(uri.host), uri.port, transport, scheme)
+        if is_ipv6(value):
+            return Target(check_host(value))
+        host, port = parse_hostport(value)
+        return Target(check_host(host), port)
+    except (ValueError, SIPParseError) as exc:
+        reason = exc.reason if isinstance(exc, SIPParseError) else str(exc)
+        raise typer.BadParameter(
+            f"{text!r} is not HOST, HOST:PORT, [IPv6]:PORT or a sip:/sips: URI ({reason})", param_hint=what
+        ) from None
+
+
+def merge_target(target: Target, port: int | None, transport: str | None, what: str = "HOST") -> Target:
+    """Combine a parsed target with ``--port``/``--transport``: a value given both ways
+    must agree (else ``typer.BadParameter`` saying so)."""
+    if port is not None and target.port is not None and port != target.port:
+        raise typer.BadParameter(f"{what} says port {target.port} but --port says {port}", param_hint="--port")
+    if transport is not None and target.transport is not None and transport != target.transport:
+        source = "sips: means tls" if target.scheme == "sips" and transport != "tls" else \
+            f"{what} says {target.transport}"
+        raise typer.BadParameter(f"{source} but --transport says {transport}", param_hint="--transport")
+    return Target(target.host, port if port is not None else target.port,
+                  transport if transport is not None else target.transport, target.scheme)
+
+
+def transport_value(value: str | None, flag: str = "--transport") -> str | None:
+    """``udp``/``tcp``/``tls`` in any case (``UDP``, ``Udp``); None stays None."""
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered not in TRANSPORTS:
+        raise typer.BadParameter(f"{value!r} is not udp, tcp or tls", param_hint=flag)
+    return lowered
+
+
+def readable_file(path: str | None, flag: str) -> str | None:
+    """``path`` if it names a readable file, else exit 2 with one line naming ``flag``."""
+    if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        fail(f"{flag}: cannot read {path!r}")
+    return path
+
+
+# --------------------------------------------------------------------------- rendering
 
 
 def field_table(rows: list[tuple[str, object]]) -> None:
@@ -52,9 +173,13 @@ def field_table(rows: list[tuple[str, object]]) -> None:
     console.print(table)
 
 
-def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | None = None) -> None:
+def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | None = None,
+           dropped: int = 0) -> None:
     """Print the exchange as a ladder: time since the first message (ms), direction arrow
-    (→ sent, ← received) and the one-line summary, plus ``detail(message)`` dimmed."""
+    (→ sent, ← received) and the one-line summary, plus ``detail(message)`` dimmed;
+    ``dropped``: messages counted but not kept (bounded exchange), said on a last line."""
+    from rich.markup import escape
+
     if not exchange:
         return
     start = exchange[0].time
@@ -65,5 +190,23 @@ def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | N
     for m in exchange:
         arrow = "[cyan]→[/cyan]" if m.direction == "sent" else "[magenta]←[/magenta]"
         extra = detail(m) if detail else ""
-        table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow, m.summary + (f" [dim]{extra}[/dim]" if extra else ""))
+        table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow,
+                      escape(m.summary) + (f" [dim]{escape(extra)}[/dim]" if extra else ""))
     console.print(table)
+    if dropped:
+        console.print(f"… {dropped} more messages not kept (exchange limit)", markup=False, style="dim")
+
+
+def write_pcap(path: str | None, exchange: list[WireMessage]) -> None:
+    """Write ``exchange`` to ``path`` as pcapng (:mod:`skinnysip.pcap`; Wireshark/tshark
+    read it). Nothing when ``path`` is None; exit 2 with one line if it cannot be written."""
+    if path is None:
+        return
+    from skinnysip.pcap import exchange_to_pcapng
+
+    try:
+        data = exchange_to_pcapng(exchange)
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except (OSError, ValueError) as exc:
+        fail(f"--pcap: cannot write {path!r}: {exc}")

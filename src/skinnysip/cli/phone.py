@@ -3,8 +3,8 @@
 Three ways to run it:
 
 - **one call**: ``--call TARGET --duration S`` places a call, keeps it up S seconds, hangs
-  up; exit 0 when it connected, 1 when it did not (refused, busy, no answer), 3 when the
-  server could not be reached.
+  up; exit 0 when it connected, 1 when it did not (refused, busy, no answer) or the
+  registration was refused, 3 when the server could not be reached.
 - **answering**: ``--auto-answer [DELAY_S] --duration S`` answers every call (after DELAY_S)
   for S seconds; each call lasts until the far end hangs up. Exit 0 when every call
   connected.
@@ -16,7 +16,11 @@ Three ways to run it:
   first (a script). The current call is the newest live one.
 
 ``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
-event. SIGINT/SIGTERM: calls are hung up and the phone unregistered before exit.
+event; ``--pcap FILE`` writes the phone's exchange as pcapng when it stops. SIGINT/SIGTERM:
+calls are hung up and the phone unregistered before exit. Servers (``--registrar``,
+``--proxy``, ``--sccp``) are written ``HOST``, ``HOST:PORT``, ``[v6]:PORT`` or (SIP) a
+``sip:``/``sips:`` URI whose ``;transport=`` must agree with ``--transport``. Exit status as
+every command (:data:`~skinnysip.cli.common.EXIT_STATUS_HELP`).
 """
 
 from __future__ import annotations
@@ -31,29 +35,71 @@ from typing import Any
 
 import typer
 
-from skinnysip.cli.common import console, password_from
+from skinnysip.addresses import hostport
+from skinnysip.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_NO_ANSWER,
+    EXIT_OK,
+    EXIT_USAGE,
+    Target,
+    console,
+    err_console,
+    merge_target,
+    parse_target,
+    password_from,
+    readable_file,
+    transport_value,
+    write_pcap,
+)
 from skinnysip.sdp import SRTP_MODES
-from skinnysip.sip.syntax import SIPParseError
 
-EXIT_OK, EXIT_NO_CALL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_NO_CALL, EXIT_UNREACHABLE = EXIT_ANSWERED, EXIT_NO_ANSWER
+
+#: account field named in a ValueError → the flag the user typed
+_FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
+          "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
+          "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"error: {message}", markup=False, highlight=False)
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _flag_message(text: str) -> str:
+    """An account ``ValueError`` (``registrar: bad host``) with the CLI flag instead of the field."""
+    text = text.removeprefix("Value error, ")
+    field, colon, rest = text.partition(":")
+    if colon and field in _FLAGS:
+        return f"{_FLAGS[field]}:{rest}"
+    return text
+
+
+def _server(text: str | None, flag: str) -> Target | None:
+    if text is None:
+        return None
+    return parse_target(text, flag)
 
 
 def phone_cmd(
     aor: str | None = typer.Argument(None, help="Your address of record, e.g. sip:alice@example.com (SIP)."),
-    sccp: str | None = typer.Option(None, "--sccp", help="Be an SCCP phone on this call manager HOST[:PORT]."),
-    device: str = typer.Option("SEP001122334455", "--device", help="SCCP device name: SEP + 12 hex digits."),
+    sccp: str | None = typer.Option(None, "--sccp", metavar="HOST[:PORT]",
+                                    help="Be an SCCP phone on this call manager."),
+    device: str = typer.Option("SEP001122334455", "--device", "-d", metavar="NAME",
+                               help="SCCP device name: SEP + 12 hex digits."),
     device_type: int = typer.Option(7, "--device-type", min=0, max=65535, help="SCCP device type (7 = 7960)."),
     sccp_tls: bool = typer.Option(False, "--sccp-tls", help="SCCP over TLS (port 2443 by default)."),
-    registrar: str | None = typer.Option(None, "--registrar", help="Registrar HOST[:PORT] [default: the AOR's host]."),
-    proxy: str | None = typer.Option(None, "--proxy", help="Outbound proxy HOST[:PORT] (loose route)."),
-    transport: str = typer.Option("udp", "--transport", "-t", help="udp, tcp or tls."),
+    registrar: str | None = typer.Option(None, "--registrar", metavar="HOST[:PORT]",
+                                         help="Registrar (or a sip: URI) [default: the AOR's host]."),
+    proxy: str | None = typer.Option(None, "--proxy", metavar="HOST[:PORT]",
+                                     help="Outbound proxy (or a sip: URI; loose route)."),
+    transport: str | None = typer.Option(None, "--transport", "-t", metavar="udp|tcp|tls",
+                                         help="Transport, any case [default: from --registrar/--proxy, else udp]."),
     user: str | None = typer.Option(None, "--user", "-u", help="Digest auth user [default: the AOR's user]."),
-    password: str | None = typer.Option(None, "--password", help="Digest password (or $SKINNYSIP_PASSWORD)."),
+    password: str | None = typer.Option(
+        None, "--password", metavar="PASSWORD",
+        help="Digest password, answering the registrar's and proxies' challenges to REGISTER, INVITE, "
+             "MESSAGE... (or $SKINNYSIP_PASSWORD; never prompted; SIP only)."),
     ca_file: str | None = typer.Option(None, "--ca-file", help="PEM bundle to verify the server with (TLS)."),
     insecure: bool = typer.Option(False, "--insecure", "-k", help="Do not verify the TLS certificate."),
     no_register: bool = typer.Option(False, "--no-register", help="Do not register (direct calls)."),
@@ -75,13 +121,17 @@ def phone_cmd(
                              "a=crypto, plain RTP if refused) or mandatory (RTP/SAVP) [mandatory if given alone]."),
     execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
     as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
+    pcap: str | None = typer.Option(None, "--pcap", metavar="FILE",
+                                    help="Write the exchange as pcapng when the phone stops."),
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
     from skinnysip.phone.sip_phone import SIPAccount
 
-    if transport not in ("udp", "tcp", "tls"):
-        raise _fail("--transport: udp, tcp or tls")
+    try:
+        chosen = transport_value(transport)
+    except typer.BadParameter as exc:
+        raise _fail(f"--transport: {exc.message}") from None
     if dtmf_mode not in ("rfc4733", "info"):
         raise _fail("--dtmf: rfc4733 or info")
     if srtp not in SRTP_MODES:
@@ -98,46 +148,75 @@ def phone_cmd(
     if sccp is not None:
         if aor is not None:
             raise _fail("an AOR is for SIP; with --sccp give --device")
-        acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, ca_file, auto_answer,
-                                 play or f"tone:{tone}", record)
-        raise typer.Exit(_guarded(acc_sccp, call, duration, execute, as_json))
+        acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, readable_file(ca_file, "--ca-file"),
+                                 auto_answer, play or f"tone:{tone}", record)
+        raise typer.Exit(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
     if aor is None:
         raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
     secret = password_from(password, prompt=False)
+    servers = {"--registrar": _server(registrar, "--registrar"), "--proxy": _server(proxy, "--proxy")}
+    for flag, server in servers.items():
+        if server is not None:
+            try:
+                chosen = merge_target(server, None, chosen, flag).transport
+            except typer.BadParameter as exc:
+                raise _fail(f"--transport: {exc.message}") from None
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
-                         auth_user=user, registrar=registrar, outbound_proxy=proxy, transport=transport,  # type: ignore[arg-type]
-                         tls_verify=not insecure, ca_file=ca_file, expires=expires, register=not no_register,
+                         auth_user=user, registrar=_hostport(servers["--registrar"]),
+                         outbound_proxy=_hostport(servers["--proxy"]), transport=chosen or "udp",  # type: ignore[arg-type]
+                         tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
+                         register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard)  # type: ignore[arg-type]
         acc.uri()
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    raise typer.Exit(_guarded(acc, call, duration, execute, as_json))
+        raise _fail(_flag_message(str(exc))) from exc
+    raise typer.Exit(_guarded(acc, call, duration, execute, as_json, pcap))
 
 
-def _guarded(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool) -> int:
+def _hostport(target: Target | None) -> str | None:
+    if target is None:
+        return None
+    return target.host if target.port is None else hostport(target.host, target.port)
+
+
+def _guarded(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool,
+             pcap: str | None = None) -> int:
     """Run the phone; Ctrl-C is a normal end, anything unexpected one line (no traceback)."""
     try:
-        return asyncio.run(_run(acc, target, duration, execute, as_json))
+        return asyncio.run(_run(acc, target, duration, execute, as_json, pcap))
     except KeyboardInterrupt:
         return EXIT_OK
+    except typer.Exit as done:
+        return int(done.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last guard before the user
-        console.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_NO_CALL
+
+
+def _exchange(phone: Any) -> list[Any]:
+    """Everything the phone sent and received: the SIP endpoint's trace, or the SCCP calls'
+    exchanges in time order."""
+    from skinnysip.net.trace import to_wire_messages
+
+    endpoint = getattr(phone, "endpoint", None)
+    if endpoint is not None:
+        return to_wire_messages(endpoint.trace)
+    return sorted((m for c in phone.calls for m in c.exchange), key=lambda m: m.time)
 
 
 def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecure: bool, ca_file: str | None,
                   auto_answer: float | None, source: str, record: str | None) -> Any:
-    from skinnysip.addresses import check_host
     from skinnysip.phone.sccp_phone import SCCPAccount
-    from skinnysip.sip.uri import parse_hostport
 
     try:
-        host, port = parse_hostport(server)
-        check_host(host)
-    except (ValueError, SIPParseError) as exc:
-        raise _fail(f"--sccp: not HOST[:PORT] ({exc})") from exc
+        target = parse_target(server, "--sccp")
+    except typer.BadParameter as exc:
+        raise _fail(f"--sccp: {exc.message}") from None
+    if target.scheme is not None:
+        raise _fail("--sccp: a SIP URI is not an SCCP call manager; give HOST[:PORT]")
+    host, port = target.host, target.port
     try:
         account = SCCPAccount(host=host, port=port, tls=tls, tls_verify=not insecure, ca_file=ca_file,
                               device_name=device, device_type=device_type, auto_answer=auto_answer, source=source,
@@ -148,7 +227,8 @@ def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecur
         raise _fail(f"--device: {exc}") from exc
 
 
-async def _run(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool) -> int:
+async def _run(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool,
+               pcap: str | None = None) -> int:
     from skinnysip.phone.api import CallState, IncomingCall, PhoneError, event_to_dict
     from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
     from skinnysip.phone.sip_phone import SIPPhone
@@ -181,8 +261,9 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
     try:
         await phone.start()
     except PhoneError as exc:
-        console.print(f"error: {exc.reason}", markup=False, highlight=False)
+        err_console.print(f"error: {exc.reason}", markup=False, highlight=False, soft_wrap=True)
         await phone.close()
+        write_pcap(pcap, _exchange(phone))
         return EXIT_UNREACHABLE
     printing = loop.create_task(printer())
     code = EXIT_OK
@@ -209,8 +290,11 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         elif not execute:
             await _interactive(phone, stop)
         code = EXIT_OK if all(c.connected is not None for c in asked) else EXIT_NO_CALL
+        if getattr(getattr(phone, "registration", None), "value", None) == "failed":
+            code = EXIT_ANSWERED  # the registrar refused us (403, 404…): answered otherwise
     finally:
         await phone.close()
+        write_pcap(pcap, _exchange(phone))
         await asyncio.sleep(0)
         printing.cancel()
         with contextlib.suppress(BaseException):

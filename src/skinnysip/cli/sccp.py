@@ -2,8 +2,12 @@
 
 By default a readable summary is printed (registration, lines, call states, RTP counts both
 ways) with a compact ladder (``→`` sent, ``←`` received); ``--json`` prints exactly the HTTP
-API's response body. Exit status 0 on success, 1 on failure, 2 for bad arguments. Times on
-the command line are milliseconds, as in the API.
+API's response body; ``--pcap FILE`` writes the exchange as pcapng. HOST may carry the port
+(``HOST:PORT``, ``[v6]:PORT``). Exit status in the sipsak manner
+(:data:`~skinnysip.cli.common.EXIT_STATUS_HELP`): 0 got what was asked (KeepAliveAck;
+registered; configuration complete; call connected), 1 the call manager answered otherwise
+(RegisterReject, a busy or failed call), 2 usage error, 3 no usable answer. Times on the
+command line are milliseconds, as in the API.
 """
 
 from __future__ import annotations
@@ -14,7 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from skinnysip.cli.common import console, emit, field_table, ladder
+from skinnysip.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_NO_ANSWER,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    EXIT_USAGE,
+    MARKUP,
+    console,
+    emit,
+    fail,
+    field_table,
+    ladder,
+    merge_target,
+    parse_target,
+    readable_file,
+    write_pcap,
+)
 from skinnysip.result import ResultModel
 
 if TYPE_CHECKING:
@@ -26,7 +46,24 @@ def _probes() -> Any:
     which ``skinnysip sip …`` and ``--help`` do not need (start-up time)."""
     return importlib.import_module("skinnysip.probes.sccp")
 
-app = typer.Typer(no_args_is_help=True, help="SCCP station: probe, register, linestate, call; lab call manager.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
+                  help="SCCP station: probe, register, linestate, call; lab call manager.")
+
+#: request field (API name) → the command-line flag that sets it
+FLAGS = {
+    "host": "HOST", "server": "HOST", "port": "--port", "deviceName": "--device", "deviceType": "--device-type",
+    "timeout": "--timeout", "tls": "--tls", "tlsVerify": "--insecure", "protocolVersion": "--protocol-version",
+    "lineNumber": "--line", "dialNumber": "--dial", "holdMs": "--hold",
+}
+
+
+def flag_error(field: str, message: str) -> str:
+    """``--flag: message`` for a request-model validation error on ``field`` (API name):
+    the flag the user typed, never the API field, without pydantic's ``Value error,``."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return f"{FLAGS.get(field, field)}: {message}"
 
 
 def _request(**kwargs: Any) -> probes.SCCPRequest:
@@ -36,8 +73,19 @@ def _request(**kwargs: Any) -> probes.SCCPRequest:
         return _probes().SCCPRequest.model_validate({k: v for k, v in kwargs.items() if v is not None})
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        raise typer.BadParameter(f"{field}: {err.get('msg')}") from None
+        field = str(err.get("loc", ("",))[0])
+        raise typer.BadParameter(flag_error(field, str(err.get("msg")))) from None
+
+
+def exit_status(result: Any) -> int:
+    """0: got what was asked; 1: the call manager answered otherwise (RegisterReject, the
+    call failed or was not connected, the configuration incomplete); 3: nothing usable came
+    back (refused, timed out before any answer, TLS failure, malformed stream)."""
+    if result.success:
+        return EXIT_OK
+    answered = (result.rejected or result.registered or bool(result.keep_alive_ack)
+                or result.status in ("call-failed", "rejected"))
+    return EXIT_ANSWERED if answered else EXIT_NO_ANSWER
 
 
 def _ladder(result: probes.SCCPResult) -> None:
@@ -108,104 +156,164 @@ def _render(result: ResultModel) -> None:
     _ladder(r)
 
 
-HostArg = typer.Argument(..., help="Call manager host name or IP address.")
-PortOpt = typer.Option(None, "--port", "-p", help="TCP port (default 2000, 2443 with --tls).")
-DeviceOpt = typer.Option("SEP001122334455", "--device", "-d", help="Device name (SEP + 12 hex digits, …).")
-DeviceTypeOpt = typer.Option(7, "--device-type", help="Register deviceType (7 = Cisco 7960, 8 = 7940, 115 = 7941…).")
+HostArg = typer.Argument(..., metavar="HOST", show_default=False,
+                         help="Call manager: HOST, HOST:PORT or [IPv6]:PORT.")
+PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, metavar="PORT",
+                       help="TCP port [default: from HOST, else 2000, 2443 with --tls].")
+DeviceOpt = typer.Option("SEP001122334455", "--device", "-d", metavar="NAME",
+                         help="Device name (SEP + 12 hex digits, …).")
+DeviceTypeOpt = typer.Option(7, "--device-type", metavar="N",
+                             help="Register deviceType (7 = Cisco 7960, 8 = 7940, 115 = 7941…).")
 TLSOpt = typer.Option(False, "--tls", help="Use TLS (port 2443 by default).")
 InsecureOpt = typer.Option(False, "--insecure", "-k", help="With --tls: do not verify the certificate.")
-CAOpt = typer.Option(None, "--ca-file", help="With --tls: PEM bundle of trusted CAs.")
-PVOpt = typer.Option(11, "--protocol-version", help="Register protocolVer (≥ 17 asks for the v17 layouts).")
-TimeoutOpt = typer.Option(10000, "--timeout", "-t", help="Per-step timeout in ms.")
+CAOpt = typer.Option(None, "--ca-file", metavar="FILE", help="With --tls: PEM bundle of trusted CAs.")
+PVOpt = typer.Option(11, "--protocol-version", metavar="N", help="Register protocolVer (17 or more asks for the "
+                     "v17 layouts).")
+TimeoutOpt = typer.Option(10000, "--timeout", metavar="MS", help="Timeout of the whole operation, ms.")
 JSONOpt = typer.Option(False, "--json", help="Print the API response body as JSON.")
-LineOpt = typer.Option(1, "--line", help="Line instance to call from.")
+LineOpt = typer.Option(1, "--line", metavar="N", help="Line instance to call from.")
+PcapOpt = typer.Option(None, "--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
 
 
-def _go(op: str, ca_file: str | None, json_: bool, **kwargs: Any) -> None:
-    req = _request(**kwargs)
-    result = asyncio.run(_probes().run_operation(op, req, ca_file=ca_file))
-    emit(result, json_, _render)
+def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, port: int | None,
+        **kwargs: Any) -> None:
+    target = merge_target(parse_target(host), port, None)
+    if target.scheme is not None:
+        raise typer.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
+    req = _request(host=target.host, port=target.port, **kwargs)
+    result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
+    write_pcap(pcap, result.exchange)
+    emit(result, json_, _render, exit_status(result))
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUS_HELP)
 def probe(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt,
           tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-          protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt) -> None:
-    """Connect and send KeepAlive; report KeepAliveAck and the round trip."""
-    _go("probe", ca_file, json_, host=host, port=port, deviceName=device, deviceType=device_type, tls=tls,
+          protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
+          pcap: str | None = PcapOpt) -> None:
+    """Connect and send KeepAlive; report KeepAliveAck and the round trip (exit 0 on KeepAliveAck)."""
+    _go("probe", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUS_HELP)
 def register(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt,
              tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-             protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt) -> None:
-    """Register the device (RegisterAck / RegisterReject), then unregister."""
-    _go("register", ca_file, json_, host=host, port=port, deviceName=device, deviceType=device_type, tls=tls,
+             protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
+             pcap: str | None = PcapOpt) -> None:
+    """Register the device (RegisterAck / RegisterReject), then unregister (exit 0 when registered,
+    1 on RegisterReject)."""
+    _go("register", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUS_HELP)
 def linestate(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt,
               device_type: int = DeviceTypeOpt, tls: bool = TLSOpt, insecure: bool = InsecureOpt,
               ca_file: str | None = CAOpt, protocol_version: int = PVOpt, timeout: int = TimeoutOpt,
-              json_: bool = JSONOpt) -> None:
-    """Register and list lines, speed dials and soft keys."""
-    _go("linestate", ca_file, json_, host=host, port=port, deviceName=device, deviceType=device_type, tls=tls,
+              json_: bool = JSONOpt, pcap: str | None = PcapOpt) -> None:
+    """Register and list lines, speed dials and soft keys (exit 0 when the configuration is complete)."""
+    _go("linestate", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command()
-def call(host: str = HostArg, dial: str = typer.Option(..., "--dial", help="Number to dial (0-9 * # A-D +)."),
-         hold: int = typer.Option(0, "--hold", help="Stay connected this many ms with RTP both ways."),
+@app.command(epilog=EXIT_STATUS_HELP)
+def call(host: str = HostArg,
+         dial: str = typer.Option(..., "--dial", metavar="NUMBER", help="Number to dial (0-9 * # A-D +)."),
+         hold: int = typer.Option(0, "--hold", metavar="MS", help="Stay connected this many ms with RTP both ways."),
          port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt, line: int = LineOpt,
          tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-         protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt) -> None:
-    """Register, dial, hold with real RTP, hang up; print call states and RTP counts."""
-    _go("call-setup", ca_file, json_, host=host, port=port, deviceName=device, deviceType=device_type, tls=tls,
+         protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
+         pcap: str | None = PcapOpt) -> None:
+    """Register, dial, hold with real RTP, hang up; print call states and RTP counts (exit 0 when
+    the call connected, 1 when it was busy or failed)."""
+    _go("call-setup", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout, dialNumber=dial, holdMs=hold,
         lineNumber=line)
 
 
-@app.command("lab-cm")
+@app.command("lab-cm", epilog="Exit status: 0 stopped by Ctrl-C; 2 usage or local error (bad arguments, "
+             "unreadable --tls-cert/--tls-key, address not local or port in use).")
 def lab_cm(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(2000, min=0, max=65535, help="TCP port (0 = any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Local address to listen on."),
+    port: int = typer.Option(2000, "--port", "-p", min=0, max=65535, metavar="PORT",
+                             help="TCP port (0 = any free port)."),
     device: list[str] | None = typer.Option(  # noqa: B008
-        None, "--device", help="NAME=NUMBER[:LABEL], repeatable (default: SEP001122334455=1001, SEP00112233445A=1002)."
+        None, "--device", "-d", metavar="NAME=NUMBER[:LABEL]",
+        help="A device, repeatable [default: SEP001122334455=1001, SEP00112233445A=1002]."
     ),
-    echo: str = typer.Option("600", help="Echo extension."),
-    tone: str = typer.Option("601", help="1 kHz tone extension."),
-    keepalive: int = typer.Option(30, min=1, max=3600, help="keepAliveInterval sent in RegisterAck (s)."),
-    tls_cert: str | None = typer.Option(None, help="PEM certificate: listen with TLS."),
-    tls_key: str | None = typer.Option(None, help="PEM private key for --tls-cert."),
+    echo: str = typer.Option("600", "--echo", metavar="NUMBER", help="Echo extension."),
+    tone: str = typer.Option("601", "--tone", metavar="NUMBER", help="1 kHz tone extension."),
+    keepalive: int = typer.Option(30, "--keepalive", min=1, max=3600, metavar="S",
+                                  help="keepAliveInterval sent in RegisterAck (s)."),
+    tls_cert: str | None = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate: listen with TLS."),
+    tls_key: str | None = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
 ) -> None:
     """Run the lab SCCP call manager (echo, tone and station-to-station calls) until Ctrl-C."""
+    import ssl
+
+    from skinnysip.addresses import check_host
     from skinnysip.lab.callmanager import LabCallManager, LabConfig, LabDevice, LabLine
 
+    try:
+        check_host(host)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--host") from None
+    readable_file(tls_cert, "--tls-cert")
+    readable_file(tls_key, "--tls-key")
     kwargs: dict[str, Any] = dict(host=host, port=port, echo_extension=echo, tone_extension=tone,
                                   keep_alive_interval=keepalive, tls_cert=tls_cert, tls_key=tls_key)
-    if device:
-        devices = []
-        for spec in device:
-            name, _, rest = spec.partition("=")
-            number, _, label = rest.partition(":")
-            if not name or not number:
-                raise typer.BadParameter(f"expected NAME=NUMBER[:LABEL], got {spec!r}", param_hint="--device")
-            devices.append(LabDevice(name, [LabLine(number, label or number, label or number)]))
-        config = LabConfig(devices=devices, **kwargs)
-    else:
-        config = LabConfig.demo(**kwargs)
+    try:
+        if device:
+            devices = []
+            for spec in device:
+                name, _, rest = spec.partition("=")
+                number, _, label = rest.partition(":")
+                if not name or not number:
+                    raise typer.BadParameter(f"expected NAME=NUMBER[:LABEL], got {spec!r}", param_hint="--device")
+                devices.append(LabDevice(name, [LabLine(number, label or number, label or number)]))
+            config = LabConfig(devices=devices, **kwargs)
+        else:
+            config = LabConfig.demo(**kwargs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
 
     async def run() -> None:
-        async with LabCallManager(config) as cm:
+        cm = LabCallManager(config)
+        try:
+            await cm.start()
+        except (OSError, ssl.SSLError) as exc:
+            await cm.stop()
+            fail(_listen_error(exc, host, port), EXIT_USAGE)
+        try:
             names = ", ".join(f"{d.name}={d.lines[0].number}" for d in config.devices)
             console.print(f"lab call manager on {host}:{cm.port} ({'TLS' if tls_cert else 'TCP'}); devices {names}; "
-                          f"echo {echo}, tone {tone}")
+                          f"echo {echo}, tone {tone}", markup=False)
             assert cm.server is not None
             await cm.server.serve_forever()
+        finally:
+            await cm.stop()
 
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+def _listen_error(exc: BaseException, host: str, port: int) -> str:
+    """One line for a listener that could not start."""
+    import errno
+    import socket
+
+    from skinnysip.addresses import hostport
+
+    where = hostport(host, port)
+    if isinstance(exc, socket.gaierror):
+        return f"--host: cannot resolve {host!r} ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: not an address of this machine"
+    if isinstance(exc, OSError):
+        return f"cannot listen on {where}: {exc.strerror or exc}"
+    return f"--tls-cert/--tls-key: cannot load ({exc})"

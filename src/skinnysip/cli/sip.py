@@ -1,58 +1,78 @@
 """``skinnysip sip options|register|invite|auth HOST …``: the SIP probes on the command line.
 
 By default a readable summary and a compact ladder (``→`` sent, ``←`` received) are
-printed; ``--json`` prints exactly the HTTP API's response body. The exit status is 0 when
-the probe succeeded, 1 otherwise (for ``auth`` also when the login was refused), 2 for
-bad arguments. Times on the command line are in
-milliseconds, as in the API. The password comes from ``--password``,
-``$SKINNYSIP_PASSWORD`` or a hidden prompt, and is never printed.
+printed; ``--json`` prints exactly the HTTP API's response body; ``--pcap FILE`` writes the
+exchange as pcapng. HOST is written as people write it: ``HOST``, ``HOST:PORT``,
+``[v6]:PORT``, ``sip:host:port;transport=tcp`` or ``sips:host`` (a port or transport given
+both there and by ``--port``/``--transport`` must agree). Exit status in the sipsak manner
+(:data:`~skinnysip.cli.common.EXIT_STATUS_HELP`): 0 a 2xx final response (``auth``:
+authenticated), 1 any other final response (``auth``: login refused), 2 usage error, 3 no
+usable answer. Times on the command line are in milliseconds, as in the API. The password
+comes from ``--password``, ``$SKINNYSIP_PASSWORD`` or (``auth`` only) a hidden prompt, and
+is never printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from enum import StrEnum
 from typing import Any
 
 import typer
 
 from skinnysip.addresses import check_host
-from skinnysip.cli.common import console, emit, field_table, ladder, password_from
+from skinnysip.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_NO_ANSWER,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    EXIT_USAGE,
+    MARKUP,
+    console,
+    emit,
+    fail,
+    field_table,
+    ladder,
+    merge_target,
+    parse_target,
+    password_from,
+    readable_file,
+    transport_value,
+    write_pcap,
+)
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.result import ResultModel
 
-app = typer.Typer(no_args_is_help=True, help="SIP/SIPS probes: options, register, invite, auth; listen (a UAS).")
-
-
-class TransportChoice(StrEnum):
-    udp = "udp"
-    tcp = "tcp"
-    tls = "tls"
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
+                  help="SIP/SIPS probes: options, register, invite, auth; listen (a UAS).")
 
 
 def _validated(kind: str, value: str | None, check: Any) -> str | None:
     if value is None:
         return None
     try:
-        return check(value)
+        return check(value)  # type: ignore[no-any-return]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=kind) from exc
 
 
 def _request(
-    host: str, port: int | None, transport: TransportChoice, sips: bool, user: str | None,
+    host: str, port: int | None, transport: str | None, sips: bool, user: str | None,
     password: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None,
     timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
 ) -> probes.ProbeRequest:
-    if sips and transport is not TransportChoice.tls:
-        transport = TransportChoice.tls
+    target = merge_target(parse_target(host), port, transport_value(transport))
+    if sips and target.transport not in (None, "tls"):
+        raise typer.BadParameter(f"--sips needs tls, but the transport is {target.transport}",
+                                 param_hint="--transport")
+    scheme = "sips" if sips or target.scheme == "sips" else "sip"
+    chosen = target.transport or ("tls" if scheme == "sips" else "udp")
     return probes.ProbeRequest(
-        host=_validated("HOST", host, check_host) or host,
-        port=port,
-        transport=transport.value,
-        scheme="sips" if sips else "sip",
+        host=target.host,
+        port=target.port,
+        transport=chosen,  # type: ignore[arg-type]
+        scheme=scheme,  # type: ignore[arg-type]
         uri=_validated("--uri", uri, check_uri),
         from_uri=_validated("--from", from_, check_party),
         to_uri=_validated("--to", to, check_party),
@@ -62,21 +82,33 @@ def _request(
         timeout=timeout / 1000,
         t1=(t1 or 500) / 1000,
         tls_verify=not insecure,
-        ca_file=ca_file,
+        ca_file=readable_file(ca_file, "--ca-file"),
     )
+
+
+def exit_status(result: probes.SIPProbeResult) -> int:
+    """0: a 2xx final response (``auth``: authenticated); 1: the server gave another final
+    response (``auth``: login refused); 3: no usable answer (nothing, or nothing parseable)."""
+    if isinstance(result, probes.DigestAuthResult):
+        if result.success and result.authenticated:
+            return EXIT_OK
+    elif result.success and result.status_code is not None and 200 <= result.status_code < 300:
+        return EXIT_OK
+    return EXIT_ANSWERED if result.status_code is not None else EXIT_NO_ANSWER
 
 
 # -------------------------------------------------------------------- rendering
 
 
 def _ladder(result: probes.SIPProbeResult) -> None:
-    ladder(result.exchange)
+    ladder(result.exchange, dropped=result.dropped_messages)
 
 
 def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [
         ("server", f"{result.server}/{result.transport}"),
         ("status", f"{result.status_code} {result.status_text}" if result.status_code else None),
+        ("error", result.error),
         ("server agent", result.server_agent),
         ("rtt", f"{result.rtt:.1f} ms" if result.rtt is not None else None),
     ]
@@ -124,129 +156,163 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
 
 
 def render(result: ResultModel) -> None:
-    """Print a summary table and the ladder of ``result`` (a SIP probe result)."""
+    """Print a headline (``ok`` only for what exits 0), a summary table and the ladder of
+    ``result`` (a SIP probe result)."""
+    from rich.markup import escape
+
     assert isinstance(result, probes.SIPProbeResult)
-    if result.success:
-        headline = "[green]ok[/green]"
-        if isinstance(result, probes.DigestAuthResult):
-            headline = "[green]authenticated[/green]" if result.authenticated else "[red]not authenticated[/red]"
+    status = exit_status(result)
+    if status == EXIT_OK:
+        headline = "[green]authenticated[/green]" if isinstance(result, probes.DigestAuthResult) else "[green]ok[/green]"
+    elif status == EXIT_ANSWERED and isinstance(result, probes.DigestAuthResult) and result.success:
+        headline = f"[red]not authenticated:[/red] {escape(f'{result.status_code} {result.status_text}')}"
+    elif status == EXIT_ANSWERED:
+        answer = escape(f"{result.status_code} {result.status_text}".rstrip())
+        headline = f"[red]answered {answer}[/red]" + (f": {escape(result.error)}" if result.error else "")
     else:
-        headline = f"[red]failed:[/red] {result.error}"
+        headline = f"[red]failed:[/red] {escape(result.error or 'no answer')}"
     console.print(headline)
-    field_table(_fields(result) if result.success else [("server", f"{result.server}/{result.transport}")])
+    field_table(_fields(result) if result.status_code is not None else
+                [("server", f"{result.server}/{result.transport}")])
     _ladder(result)
 
 
 # -------------------------------------------------------------------- commands
 
-HostArg = typer.Argument(..., help="SIP server: host name, IPv4 or IPv6 address.")
-PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port [default: DNS SRV (RFC 3263), else 5060, 5061 for tls].")
-TransportOpt = typer.Option(TransportChoice.udp, "--transport", "-t", help="udp, tcp or tls.")
+HostArg = typer.Argument(..., metavar="HOST", show_default=False,
+                         help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST.")
+PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, metavar="PORT",
+                       help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls].")
+TransportOpt = typer.Option(None, "--transport", "-t", metavar="udp|tcp|tls", show_default=False,
+                            help="Transport, any case [default: from HOST, else udp; tls for sips:].")
 SipsOpt = typer.Option(False, "--sips", help="Use sips: URIs (implies --transport tls).")
-UserOpt = typer.Option(None, "--user", "-u", help="User / Digest username.")
-PasswordOpt = typer.Option(None, "--password", help="Digest password (or $SKINNYSIP_PASSWORD, or a prompt).")
-DomainOpt = typer.Option(None, "--domain", help="SIP domain for the URIs [default: HOST].")
-FromOpt = typer.Option(None, "--from", help="From: user part or full URI.")
-ToOpt = typer.Option(None, "--to", help="To: user part or full URI.")
-UriOpt = typer.Option(None, "--uri", help="Request-URI.")
-TimeoutOpt = typer.Option(10000, "--timeout", min=100, max=120000, help="ms to wait for each final response.")
-T1Opt = typer.Option(None, "--t1", min=50, max=10000, help="RFC 3261 T1 in ms [default: 500].")
-CaOpt = typer.Option(None, "--ca-file", help="PEM bundle to verify the server certificate with.")
+UserOpt = typer.Option(None, "--user", "-u", metavar="USER", help="User part of the URIs we build / Digest username.")
+DomainOpt = typer.Option(None, "--domain", metavar="DOMAIN", help="SIP domain for the URIs [default: HOST].")
+FromOpt = typer.Option(None, "--from", metavar="URI", help="From: user part or full URI.")
+ToOpt = typer.Option(None, "--to", metavar="URI", help="To: user part or full URI.")
+UriOpt = typer.Option(None, "--uri", metavar="URI", help="Request-URI.")
+TimeoutOpt = typer.Option(10000, "--timeout", min=100, max=120000, metavar="MS",
+                          help="ms to wait for each final response (and to connect).")
+T1Opt = typer.Option(None, "--t1", min=50, max=10000, metavar="MS", help="RFC 3261 T1 in ms [default: 500].")
+CaOpt = typer.Option(None, "--ca-file", metavar="FILE", help="PEM bundle to verify the server certificate with.")
 InsecureOpt = typer.Option(False, "--insecure", "-k", help="Do not verify the TLS certificate.")
 JsonOpt = typer.Option(False, "--json", help="Print exactly the HTTP API's JSON body.")
+PcapOpt = typer.Option(None, "--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
 
 
-def _run(operation: Any, request: probes.ProbeRequest, as_json: bool) -> None:
+def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None) -> None:
     result = asyncio.run(operation(request))
-    try:
-        emit(result, as_json, render)
-    except typer.Exit as done:
-        # ``auth`` is a yes/no question: a refused login is a failure for scripts too.
-        if isinstance(result, probes.DigestAuthResult) and result.success and not result.authenticated:
-            raise typer.Exit(1) from done
-        raise
+    write_pcap(pcap, result.exchange)
+    emit(result, as_json, render, exit_status(result))
 
 
-@app.command("options")
+@app.command("options", epilog=EXIT_STATUS_HELP)
 def options_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: TransportChoice = TransportOpt,
+    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
     sips: bool = SipsOpt, user: str | None = UserOpt, domain: str | None = DomainOpt,
     from_: str | None = FromOpt, to: str | None = ToOpt, uri: str | None = UriOpt,
     timeout: int = TimeoutOpt, t1: int | None = T1Opt, ca_file: str | None = CaOpt,
-    insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
+    insecure: bool = InsecureOpt, as_json: bool = JsonOpt, pcap: str | None = PcapOpt,
 ) -> None:
     """OPTIONS: status, allowed methods, extensions, accepted types, server agent."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure)
-    _run(probes.options, req, as_json)
+    _run(probes.options, req, as_json, pcap)
 
 
-@app.command("register")
+@app.command("register", epilog=EXIT_STATUS_HELP)
 def register_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: TransportChoice = TransportOpt,
+    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
     sips: bool = SipsOpt, user: str | None = UserOpt, domain: str | None = DomainOpt,
     from_: str | None = FromOpt, uri: str | None = UriOpt,
     timeout: int = TimeoutOpt, t1: int | None = T1Opt, ca_file: str | None = CaOpt,
-    insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
+    insecure: bool = InsecureOpt, as_json: bool = JsonOpt, pcap: str | None = PcapOpt,
 ) -> None:
-    """REGISTER with Expires: 0: does the server require authentication, and how?"""
+    """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
+    and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
     req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure)
-    _run(probes.register, req, as_json)
+    _run(probes.register, req, as_json, pcap)
 
 
-@app.command("invite")
+@app.command("invite", epilog=EXIT_STATUS_HELP)
 def invite_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: TransportChoice = TransportOpt,
-    sips: bool = SipsOpt, user: str | None = UserOpt, password: str | None = PasswordOpt,
+    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
+    sips: bool = SipsOpt, user: str | None = UserOpt,
+    password: str | None = typer.Option(
+        None, "--password", metavar="PASSWORD",
+        help="Digest password, used only with --user and only if the server challenges the INVITE "
+             "(or $SKINNYSIP_PASSWORD; never prompted)."),
     domain: str | None = DomainOpt, from_: str | None = FromOpt, to: str | None = ToOpt,
     uri: str | None = UriOpt, timeout: int = TimeoutOpt, t1: int | None = T1Opt,
     ca_file: str | None = CaOpt, insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
+    pcap: str | None = PcapOpt,
 ) -> None:
-    """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left."""
+    """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left.
+    Exits 0 when the call connected (2xx)."""
     secret = password_from(password, prompt=False) if user else None
     req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure)
-    _run(probes.invite, req, as_json)
+    _run(probes.invite, req, as_json, pcap)
 
 
-@app.command("auth")
+@app.command("auth", epilog=EXIT_STATUS_HELP)
 def auth_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: TransportChoice = TransportOpt,
-    sips: bool = SipsOpt, user: str = typer.Option(..., "--user", "-u", help="Digest username."),
-    password: str | None = PasswordOpt, domain: str | None = DomainOpt, from_: str | None = FromOpt,
+    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
+    sips: bool = SipsOpt, user: str = typer.Option(..., "--user", "-u", metavar="USER", help="Digest username."),
+    password: str | None = typer.Option(
+        None, "--password", metavar="PASSWORD",
+        help="Digest password [default: $SKINNYSIP_PASSWORD, else a hidden prompt on a terminal]; "
+             "never printed."),
+    domain: str | None = DomainOpt, from_: str | None = FromOpt,
     uri: str | None = UriOpt, timeout: int = TimeoutOpt, t1: int | None = T1Opt,
     ca_file: str | None = CaOpt, insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
+    pcap: str | None = PcapOpt,
 ) -> None:
-    """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after."""
+    """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
+    Exits 0 when authenticated, 1 when the login was refused."""
     secret = password_from(password, prompt=True)
     if secret is None:
         raise typer.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure)
-    _run(probes.digest_auth, req, as_json)
+    _run(probes.digest_auth, req, as_json, pcap)
 
 
-@app.command("listen")
+@app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "
+             "(bad arguments, unreadable --tls-cert/--tls-key, address not local or port in use).")
 def listen_cmd(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(5060, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."),
-    transport: TransportChoice = TransportOpt,
-    answer: str = typer.Option("200", "--answer", help="INVITE answer: 200 (SDP + RTP echo), ring (180 until "
-                               "CANCEL), or a code 300-699 (486, 603, ...)."),
-    tls_cert: str | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain) for --transport tls."),
-    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
-    max_dialogs: int = typer.Option(100, "--max-dialogs", min=1, max=100000, help="Calls at once (more get 486)."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Local address to listen on."),
+    port: int = typer.Option(5060, "--port", "-p", min=0, max=65535, metavar="PORT",
+                             help="Port to listen on (0: any free port)."),
+    transport: str = typer.Option("udp", "--transport", "-t", metavar="udp|tcp|tls", help="Transport, any case."),
+    answer: str = typer.Option("200", "--answer", metavar="ANSWER",
+                               help="INVITE answer: 200 (SDP + RTP echo), ring (180 until CANCEL), or a code "
+                                    "300-699 (486, 603, ...)."),
+    tls_cert: str | None = typer.Option(None, "--tls-cert", metavar="FILE",
+                                        help="PEM certificate (chain) for --transport tls."),
+    tls_key: str | None = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
+    max_dialogs: int = typer.Option(100, "--max-dialogs", min=1, max=100000, metavar="N",
+                                    help="Calls at once (more get 486)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message sent or received."),
+    pcap: str | None = PcapOpt,
 ) -> None:
     """A UAS for testers (like sipp -sn uas): answers OPTIONS, INVITE (--answer), BYE, CANCEL;
-    prints every request and response as it happens, until Ctrl-C."""
+    prints every request and response as it happens, until Ctrl-C. With --pcap the
+    exchange (the last messages kept) is written when it stops."""
     import json
+    import signal
 
     from skinnysip.addresses import hostport
     from skinnysip.net.sip_transport import SIPTransportError
-    from skinnysip.net.trace import TraceRecord
+    from skinnysip.net.trace import TraceRecord, to_wire_messages
     from skinnysip.probes.listen import ListenConfig, Responder
 
-    if answer != "ring" and not (answer.isdigit() and (answer == "200" or 300 <= int(answer) <= 699)):
+    if answer != "ring" and not (answer.isascii() and answer.isdigit() and len(answer) == 3
+                                 and (answer == "200" or 300 <= int(answer) <= 699)):
         raise typer.BadParameter("200, ring, or a status code 300-699", param_hint="--answer")
-    _validated("--host", host, check_host)
+    chosen = transport_value(transport) or "udp"
+    bind_host = _validated("--host", host, check_host) or host
+    readable_file(tls_cert, "--tls-cert")
+    readable_file(tls_key, "--tls-key")
+    if chosen == "tls" and not tls_cert:
+        raise typer.BadParameter("--transport tls needs --tls-cert (and --tls-key)", param_hint="--tls-cert")
 
     def show(record: TraceRecord) -> None:
         if as_json:
@@ -259,22 +325,30 @@ def listen_cmd(
                           markup=False, highlight=False)
 
     async def run() -> None:
-        config = ListenConfig(host=host, port=port, transport=transport.value, answer=answer, tls_cert=tls_cert,
-                              tls_key=tls_key, max_dialogs=max_dialogs)
+        config = ListenConfig(host=bind_host, port=port, transport=chosen, answer=answer,  # type: ignore[arg-type]
+                              tls_cert=tls_cert, tls_key=tls_key, max_dialogs=max_dialogs)
         responder = Responder(config, on_record=show)
         try:
             local = await responder.start()
         except SIPTransportError as exc:
             await responder.close()
-            console.print(f"error: {exc.reason}", markup=False, highlight=False)
-            raise typer.Exit(3) from exc
+            fail(exc.reason, EXIT_USAGE)
         if not as_json:
-            console.print(f"listening on {hostport(*local)}/{transport.value}; INVITE → {answer}; Ctrl-C to stop",
+            console.print(f"listening on {hostport(*local)}/{chosen}; INVITE → {answer}; Ctrl-C to stop",
                           markup=False, highlight=False)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                pass
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            exchange = to_wire_messages(responder.endpoint.trace)
             await responder.close()
+            write_pcap(pcap, exchange)
 
     try:
         asyncio.run(run())

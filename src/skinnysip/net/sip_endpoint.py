@@ -33,6 +33,7 @@ from skinnysip.net import tls as tlsmod
 from skinnysip.net.resolver import ResolveError, Resolver, ServerTarget
 from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport
 from skinnysip.net.trace import Trace
+from skinnysip.result import ExchangeLimit
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_response, new_branch, new_tag
@@ -55,6 +56,7 @@ from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
     "USER_AGENT",
+    "round_trip",
     "ClientHandle",
     "Handler",
     "Outcome",
@@ -67,6 +69,15 @@ HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
 
 Handler = Callable[[LayerEvent], bool]
 ClientEvent = ResponseReceived | TimedOut | TransportFailed
+
+
+def round_trip(request: Request, response: Response, fallback: float) -> float:
+    """Seconds from the first transmission of ``request`` to the arrival of ``response``,
+    both as the transport stamped them in the trace (:func:`~skinnysip.net.trace.wire_time`:
+    the two points and the clock the ladder shows); ``fallback`` when either is unknown."""
+    if request.sent_at is None or response.received_at is None:
+        return fallback
+    return max(0.0, response.received_at - request.sent_at)
 
 
 class ClientHandle:
@@ -120,7 +131,7 @@ class Outcome:
 
     request: Request
     response: Response | None = None
-    rtt: float | None = None
+    rtt: float | None = None  # s; see round_trip
     provisional: list[Response] = field(default_factory=list)
     error: str | None = None
     timer: str | None = None
@@ -137,7 +148,9 @@ class SIPEndpoint:
     ``ca_file``: checking of servers we connect to. ``resolver``: RFC 3263 resolver
     (default: system DNS). ``uas``: the UAS core (default: all methods of
     :data:`~skinnysip.sip.uas.DEFAULT_ALLOW`). ``idle_timeout``: seconds before an idle
-    TCP/TLS connection is closed.
+    TCP/TLS connection is closed. ``trace_limit``: the newest records kept (long-running
+    users); ``exchange_limit``: instead, keep the first messages within this budget (one
+    operation's exchange) and count the rest (``trace.dropped``).
     """
 
     def __init__(
@@ -147,6 +160,7 @@ class SIPEndpoint:
         trying_delay: float | None = 0.2,
         trace: bool = True,
         trace_limit: int = 10000,
+        exchange_limit: ExchangeLimit | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_verify: bool = True,
@@ -158,7 +172,7 @@ class SIPEndpoint:
     ) -> None:
         self.timers = timers or Timers()
         self.layer = TransactionLayer(self.timers, trying_delay)
-        self.trace = Trace(trace_limit, enabled=trace)
+        self.trace = Trace(trace_limit, enabled=trace, exchange=exchange_limit)
         self.transport = SIPTransportLayer(self._on_message, self._on_lost, trace=self.trace,
                                            idle_timeout=idle_timeout, on_unreachable=self._on_lost)
         self.user_agent = user_agent
@@ -348,7 +362,8 @@ class SIPEndpoint:
                         outcome.provisional.append(event.response)
                         continue
                     outcome.response = event.response
-                    outcome.rtt = loop.time() - handle.started
+                    outcome.rtt = round_trip(handle.transaction.request, event.response,
+                                             loop.time() - handle.started)
                     break
                 if isinstance(event, TimedOut):
                     outcome.error, outcome.timer = "timeout", event.timer

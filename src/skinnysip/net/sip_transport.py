@@ -34,7 +34,7 @@ from typing import Literal
 
 from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net import tls as tlsmod
-from skinnysip.net.trace import UNPARSEABLE, Trace
+from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
 from skinnysip.result import TLSInfo
 from skinnysip.sip.message import Request, Response, SIPParseError, StreamParser, parse_message
 from skinnysip.sip.transaction import Flow
@@ -215,8 +215,10 @@ class Connection:
                 framed, unframed = unframed[:consumed], unframed[consumed:]
                 for message in messages:
                     raw = framed.lstrip(b"\r\n") if len(messages) == 1 else message.to_bytes()
-                    self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
-                                         _summary(message), raw, _call_id(message))
+                    stamp = self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote),
+                                                 self.transport, _summary(message), raw, _call_id(message))
+                    if isinstance(message, Response):
+                        message.received_at = stamp
                     self.layer.on_message(message, self.flow)
         except (OSError, ssl.SSLError) as exc:
             reason = describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
@@ -420,8 +422,12 @@ class SIPTransportLayer:
             if sock is None or sock.transport is None or sock.transport.is_closing():
                 raise SIPTransportError(f"no UDP socket to send to {remote}")
             if self.trace.enabled:
-                self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
-                               remote, "udp", summary, data, _call_id(message))
+                stamp = self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
+                                       remote, "udp", summary, data, _call_id(message))
+            else:
+                stamp = wire_time()
+            if isinstance(message, Request) and message.sent_at is None:
+                message.sent_at = stamp
             try:
                 sock.transport.sendto(data, flow.remote)
             except OSError as exc:
@@ -433,7 +439,12 @@ class SIPTransportLayer:
         if conn is None or conn.closed:
             raise SIPTransportError(f"no open {flow.transport.upper()} connection to {remote}")
         if self.trace.enabled:
-            self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data, _call_id(message))
+            stamp = self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data,
+                                   _call_id(message))
+        else:
+            stamp = wire_time()
+        if isinstance(message, Request) and message.sent_at is None:
+            message.sent_at = stamp
         conn.write(data)
 
     def send_keepalive(self, flow: Flow) -> None:
@@ -463,9 +474,10 @@ class SIPTransportLayer:
             self.trace.add("received", hostport(*sock.local), hostport(*source), "udp",
                            f"{UNPARSEABLE}{exc.reason})", data)
             return  # RFC 3261 §18.1.2: a malformed datagram is discarded
-        if self.trace.enabled:
-            self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message), data,
-                           _call_id(message))
+        stamp = self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message), data,
+                               _call_id(message))
+        if isinstance(message, Response):
+            message.received_at = stamp
         self.on_message(message, Flow("udp", source, local=sock.local))
 
     def _udp_error(self, sock: _UDPSocket, exc: Exception, destinations: list[tuple[str, int]]) -> None:

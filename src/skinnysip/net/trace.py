@@ -1,10 +1,13 @@
 """Cheap records of what crossed the wire, kept by the drivers (bounded, can be switched off).
 
-A :class:`TraceRecord` is made per message sent or received: direction, wall-clock time,
-local and remote ``host:port``, transport, a one-line summary, the raw bytes and the
-Call-ID (to pick one call's messages out of a shared endpoint). Pydantic
-``WireMessage`` objects are built from them only where a result is made
-(:func:`to_wire_messages`).
+A :class:`TraceRecord` is made per message sent or received: direction, time, local and
+remote ``host:port``, transport, a one-line summary, the raw bytes and the Call-ID (to pick
+one call's messages out of a shared endpoint). Pydantic ``WireMessage`` objects are built
+from them only where a result is made (:func:`to_wire_messages`).
+
+Times come from :func:`wire_time`: seconds since the epoch, but advancing with the monotonic
+clock (set from the wall clock once), so differences between records are true durations
+and a round trip measured from two records is the one the ladder shows.
 """
 
 from __future__ import annotations
@@ -15,9 +18,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from skinnysip.result import WireMessage
+from skinnysip.result import ExchangeLimit, WireMessage
 
-__all__ = ["Trace", "TraceRecord", "to_wire_messages"]
+__all__ = ["Trace", "TraceRecord", "to_wire_messages", "wire_time"]
+
+_EPOCH_AT_START = time.time() - time.monotonic()
+
+
+def wire_time() -> float:
+    """Seconds since the epoch on the monotonic clock (the wall clock read once at import):
+    the time stamp of every :class:`TraceRecord` and of ``Request.sent_at``/``received_at``."""
+    return _EPOCH_AT_START + time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +57,50 @@ UNPARSEABLE = "unparseable ("
 
 
 class Trace:
-    """A bounded log of :class:`TraceRecord` (oldest dropped beyond ``limit``).
-    ``enabled=False`` records nothing (load generation)."""
+    """A bounded log of :class:`TraceRecord`. ``enabled=False`` records nothing (load
+    generation).
+
+    Two bounds: without ``exchange`` the newest ``limit`` records are kept (a long-running
+    phone or listener); with an :class:`~skinnysip.result.ExchangeLimit` (an operation's
+    exchange) the first messages that fit its message and byte budget are kept and the rest
+    only counted. ``dropped`` counts the records not kept either way; ``listener`` sees
+    every record."""
 
     def __init__(self, limit: int = 10000, enabled: bool = True,
-                 listener: Callable[[TraceRecord], None] | None = None) -> None:
+                 listener: Callable[[TraceRecord], None] | None = None,
+                 exchange: ExchangeLimit | None = None) -> None:
         self.enabled = enabled
         #: called with each record as it is made (a live view: ``sip listen``)
         self.listener = listener
-        self.records: deque[TraceRecord] = deque(maxlen=max(1, limit))
+        self.exchange = exchange
+        self.records: deque[TraceRecord] = deque(maxlen=None if exchange is not None else max(1, limit))
+        self._seq: deque[int] = deque(maxlen=self.records.maxlen)
+        self._added = 0
         self.dropped = 0
 
     def add(self, direction: Literal["sent", "received"], local: str, remote: str, transport: str,
-            summary: str, raw: bytes, call_id: str | None = None) -> None:
+            summary: str, raw: bytes, call_id: str | None = None, at: float | None = None) -> float:
+        """Record one message (``at``: its :func:`wire_time`, now if None); returns the time
+        stamp used."""
+        stamp = wire_time() if at is None else at
         if not self.enabled:
-            return
-        if len(self.records) == self.records.maxlen:
+            return stamp
+        seq = self._added
+        self._added += 1
+        if self.exchange is not None:
+            if not self.exchange.admit(len(raw)):
+                self.dropped += 1
+                if self.listener is not None:
+                    self.listener(TraceRecord(direction, stamp, local, remote, transport, summary, raw, call_id))
+                return stamp
+        elif len(self.records) == self.records.maxlen:
             self.dropped += 1
-        record = TraceRecord(direction, time.time(), local, remote, transport, summary, raw, call_id)
+        record = TraceRecord(direction, stamp, local, remote, transport, summary, raw, call_id)
         self.records.append(record)
+        self._seq.append(seq)
         if self.listener is not None:
             self.listener(record)
+        return stamp
 
     def __iter__(self) -> Iterator[TraceRecord]:
         return iter(self.records)
@@ -75,13 +109,12 @@ class Trace:
         return len(self.records)
 
     def mark(self) -> int:
-        """A position to read from later with :meth:`since` (counts dropped records)."""
-        return self.dropped + len(self.records)
+        """A position to read from later with :meth:`since` (counts every record added)."""
+        return self._added
 
     def since(self, mark: int) -> list[TraceRecord]:
         """The records added after :meth:`mark` returned ``mark`` (those still kept)."""
-        skip = max(0, mark - self.dropped)
-        return list(self.records)[skip:]
+        return [r for s, r in zip(self._seq, self.records, strict=True) if s >= mark]
 
     def for_call(self, call_id: str) -> list[TraceRecord]:
         """The records of one Call-ID."""

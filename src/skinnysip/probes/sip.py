@@ -13,8 +13,10 @@ location with failover to the next target when one does not answer, the transact
 layer, the core's one digest retry rule and :class:`~skinnysip.sip.dialog.Dialog`.
 
 Units: the Python request uses seconds (``timeout``, ``t1``); results use milliseconds
-(``rtt``: from the first transmission of the request reported to its final response,
-both on the event loop's monotonic clock — the two points the ladder shows).
+(``rtt``: from the first transmission of the request that got the reported final response
+to that response's arrival, both as the transport stamped them in the exchange — the same
+two points and the same clock the ladder shows; see
+:func:`~skinnysip.net.sip_endpoint.round_trip`).
 
 Sources: RFC 3261 (§8.1 requests, §10 REGISTER, §11 OPTIONS, §13 INVITE, §9 CANCEL,
 §17 transactions, §22 authentication), RFC 3263 (server location), RFC 3581 (``rport``),
@@ -33,9 +35,23 @@ from typing import Literal, TypeVar
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget
 from skinnysip.net.rtp import bind_even_port
-from skinnysip.net.sip_endpoint import USER_AGENT, ClientEvent, ClientHandle, SIPEndpoint, SIPTransportError
+from skinnysip.net.sip_endpoint import (
+    USER_AGENT,
+    ClientEvent,
+    ClientHandle,
+    SIPEndpoint,
+    SIPTransportError,
+    round_trip,
+)
 from skinnysip.net.trace import to_wire_messages
-from skinnysip.result import ResultModel, TLSInfo, WireMessage
+from skinnysip.result import (
+    MAX_EXCHANGE_BYTES,
+    MAX_EXCHANGE_MESSAGES,
+    ExchangeLimit,
+    ResultModel,
+    TLSInfo,
+    WireMessage,
+)
 from skinnysip.sdp import audio_offer
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
 from skinnysip.sip.dialog import Dialog
@@ -127,6 +143,9 @@ class ProbeRequest:
     for each final response (and for connecting). ``t1``: RFC 3261 T1 in seconds
     (retransmission base on UDP). ``tls_verify``/``ca_file``: TLS certificate checking.
     ``expires``: the Expires of digest-auth's REGISTER (seconds; 0 = only de-register).
+    ``max_exchange_messages``/``max_exchange_bytes``: the bound of the result's ``exchange``
+    (the first messages within both are kept, later ones only counted in
+    ``dropped_messages``; default 1000 messages, 1,000,000 octets of raw text).
     """
 
     host: str
@@ -145,6 +164,8 @@ class ProbeRequest:
     ca_file: str | None = None
     expires: int = 60
     nameservers: list[tuple[str, int]] | None = None
+    max_exchange_messages: int = MAX_EXCHANGE_MESSAGES
+    max_exchange_bytes: int = MAX_EXCHANGE_BYTES
 
     @property
     def effective_port(self) -> int:
@@ -173,9 +194,13 @@ class SIPProbeResult(ResultModel):
     ``server``: ``host:port`` probed; ``status_code``/``status_text``: the final response
     the operation reports; ``headers``: its header fields in order; ``raw``: its text
     (first 16384 characters); ``server_agent``: its ``Server`` (else ``User-Agent``);
-    ``rtt``: milliseconds from the first transmission of the request to that response;
+    ``rtt``: milliseconds from the first transmission of the request that got that response
+    (after a digest retry, the authenticated one) to its arrival — the times of those two
+    messages in ``exchange``, on one monotonic clock;
     ``call_id``: the Call-ID used; ``tls``: the handshake report (TLS only);
-    ``exchange``: every message sent and received.
+    ``exchange``: every message sent and received, up to the request's bound (default the
+    first 1000 messages / 1,000,000 octets); ``dropped_messages``: how many more were sent or
+    received but not kept (JSON ``droppedMessages``).
     """
 
     success: bool = False
@@ -191,6 +216,7 @@ class SIPProbeResult(ResultModel):
     call_id: str | None = None
     tls: TLSInfo | None = None
     exchange: list[WireMessage] = []
+    dropped_messages: int = 0
 
 
 class OptionsResult(SIPProbeResult):
@@ -419,6 +445,7 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
     always close; turn every failure into ``success: false``."""
     ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
                      ca_file=request.ca_file,
+                     exchange_limit=ExchangeLimit(request.max_exchange_messages, request.max_exchange_bytes),
                      resolver=Resolver(request.nameservers) if request.nameservers else None)
     try:
         async with ep:
@@ -464,6 +491,7 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
         result.success, result.error = False, f"invalid request: {exc}"
     finally:
         result.exchange = to_wire_messages(ep.trace)
+        result.dropped_messages = ep.trace.dropped
     return result
 
 
@@ -570,15 +598,12 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
         client = DigestClient(user, request.password or "")
         aor = s.uri(request.from_uri or user, user)
         ruri = request.uri or f"{s.scheme}:{s.domain}"
-        loop = asyncio.get_running_loop()
-        started = loop.time()
 
         def make(expires: int) -> Request:
             return s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", str(expires))])
 
         rule = ChallengeRetry(client)
-        response, _ = await s.transact(make(request.expires), rule)
-        elapsed = (loop.time() - started) * 1000
+        response, elapsed = await s.transact(make(request.expires), rule)
         if not rule.challenged:
             _fill(result, response, elapsed)
             if 200 <= response.status_code < 300:
@@ -729,7 +754,7 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
                 last = response
                 result.provisional.append(response.status_code)
                 continue
-            rtt = (loop.time() - started) * 1000
+            rtt = round_trip(handle.transaction.request, response, loop.time() - started) * 1000
             if response.status_code < 300:
                 _fill(result, response, rtt)  # kept even if the 2xx turns out unusable below
                 await _ack_and_bye(s, result, invite_req, response, handle)

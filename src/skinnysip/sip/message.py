@@ -330,6 +330,8 @@ class Request(_MessageMixin):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = "SIP/2.0"
+    #: when the transport first sent it (``net.trace.wire_time``, s) — set by the driver
+    sent_at: float | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """Serialize; ``Content-Length`` is set to ``len(body)`` (added if absent)."""
@@ -350,6 +352,8 @@ class Response(_MessageMixin):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = "SIP/2.0"
+    #: when the transport received it (``net.trace.wire_time``, s) — set by the driver
+    received_at: float | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """Serialize; ``Content-Length`` is set to ``len(body)`` (added if absent)."""

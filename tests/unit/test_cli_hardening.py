@@ -1,0 +1,243 @@
+"""Issue 11, the command line as people script it: exit status in the sipsak manner, help
+texts, targets as people write them, flags named in errors, no traceback ever, --pcap.
+
+Servers that answer a given way are a thread with a raw socket (``rawsip.py``); processes are
+run for real where the point is what a user sees (stdout/stderr, exit status)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from peertools import free_port
+from rawsip import response, udp_server
+from skinnysip import __version__
+from skinnysip.cli import app as cli_app
+
+runner = CliRunner()
+
+
+def skinnysip(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "skinnysip", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", "TERM": "dumb"})
+
+
+def _answer(status: str):  # type: ignore[no-untyped-def]
+    return lambda data, f: [] if f["method"] == "ACK" else [response(f, status)]
+
+
+# ------------------------------------------------------------------ exit status
+
+
+@pytest.mark.parametrize(("command", "status", "code"), [
+    ("options", "200 OK", 0),
+    ("options", "404 Not Found", 1),
+    ("register", "200 OK", 0),
+    ("register", "404 Not Found", 1),
+    ("register", "401 Unauthorized", 1),
+])
+def test_exit_status_follows_the_final_response(command: str, status: str, code: int) -> None:
+    with udp_server(_answer(status)) as (port, _):
+        cli = runner.invoke(cli_app, ["sip", command, f"127.0.0.1:{port}", "--timeout", "3000"])
+    assert cli.exit_code == code, cli.output
+    headline = cli.output.splitlines()[0]
+    if code == 0:
+        assert headline == "ok"
+    else:  # a 404 to REGISTER is not "ok" any more
+        assert "ok" not in headline.split() and status in headline
+
+
+def test_no_answer_is_3_and_bad_arguments_2() -> None:
+    with udp_server(lambda data, f: []) as (port, received):
+        cli = runner.invoke(cli_app, ["sip", "options", f"127.0.0.1:{port}", "--timeout", "300", "--t1", "50"])
+    assert cli.exit_code == 3 and received
+    assert "failed:" in cli.output and "no response" in cli.output
+    assert runner.invoke(cli_app, ["sip", "options", "127.0.0.1", "--timeout", "1"]).exit_code == 2
+
+
+def test_auth_refused_login_is_1_and_accepted_0() -> None:
+    challenge = 'WWW-Authenticate: Digest realm="lab", nonce="abc123", algorithm=MD5, qop="auth"\r\n'
+
+    def reply(data: bytes, f: dict[str, str]) -> list[bytes]:
+        if not f["Authorization"]:
+            return [response(f, "401 Unauthorized", extra=challenge)]
+        return [response(f, "403 Forbidden")]
+
+    with udp_server(reply) as (port, _):
+        cli = runner.invoke(cli_app, ["sip", "auth", f"127.0.0.1:{port}", "-u", "alice", "--password", "pw",
+                                      "--timeout", "3000"])
+    assert cli.exit_code == 1, cli.output
+    assert cli.output.startswith("not authenticated: 403")
+
+    def accept(data: bytes, f: dict[str, str]) -> list[bytes]:
+        return [response(f, "200 OK")] if f["Authorization"] else [response(f, "401 Unauthorized", extra=challenge)]
+
+    with udp_server(accept) as (port, _):
+        cli = runner.invoke(cli_app, ["sip", "auth", f"127.0.0.1:{port}", "-u", "alice", "--password", "pw",
+                                      "--timeout", "3000"])
+    assert cli.exit_code == 0, cli.output
+
+
+def test_invite_busy_is_1() -> None:
+    with udp_server(_answer("486 Busy Here")) as (port, received):
+        cli = runner.invoke(cli_app, ["sip", "invite", f"127.0.0.1:{port}", "--timeout", "3000", "--json"])
+    assert cli.exit_code == 1
+    assert json.loads(cli.stdout)["statusCode"] == 486
+    assert any(r.startswith(b"ACK ") for r in received)
+
+
+# ------------------------------------------------------------------ --version and help
+
+
+def test_version() -> None:
+    for flag in ("--version", "-V"):
+        cli = runner.invoke(cli_app, [flag])
+        assert cli.exit_code == 0 and cli.output.strip() == f"skinnysip {__version__}"
+
+
+@pytest.mark.parametrize("command", [["sip", "options"], ["sip", "auth"], ["sip", "listen"], ["sccp", "call"],
+                                     ["sccp", "lab-cm"], ["phone"]])
+def test_help_reads_right(command: list[str]) -> None:
+    r = skinnysip(*command, "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())  # line wrapping aside
+    assert "<bool>" not in text
+    assert " ." not in text.replace(" ...", "")  # nothing eaten before a full stop
+    assert "Exit status:" in text
+    if command == ["sip", "options"]:
+        assert "Server port [default: from HOST" in text and "RFC 3261 T1 in ms [default: 500]." in text
+        assert "SIP domain for the URIs [default: HOST]." in text
+
+
+def test_password_help_says_what_happens() -> None:
+    auth = " ".join(skinnysip("sip", "auth", "--help").stdout.split())
+    invite = " ".join(skinnysip("sip", "invite", "--help").stdout.split())
+    phone = " ".join(skinnysip("phone", "--help").stdout.split())
+    assert "hidden prompt on a terminal" in auth
+    assert "only if the server challenges the INVITE" in invite and "never prompted" in invite
+    assert "REGISTER, INVITE" in phone
+    assert "--password" not in " ".join(skinnysip("sip", "options", "--help").stdout.split())
+
+
+# ------------------------------------------------------------------ targets
+
+
+@pytest.mark.parametrize(("target", "extra", "transport", "server"), [
+    ("127.0.0.1:{p}", [], "udp", "127.0.0.1:{p}"),
+    ("sip:127.0.0.1:{p};transport=tcp", [], "tcp", "127.0.0.1:{p}"),
+    ("sip:alice@127.0.0.1:{p};transport=TCP", ["--transport", "tcp"], "tcp", "127.0.0.1:{p}"),
+    ("sips:127.0.0.1:{p}", [], "tls", "127.0.0.1:{p}"),
+    ("[::1]:{p}", [], "udp", "[::1]:{p}"),
+    ("::1", ["--port", "{p}", "--transport", "TCP"], "tcp", "[::1]:{p}"),
+    ("127.0.0.1", ["-p", "{p}", "-t", "Udp"], "udp", "127.0.0.1:{p}"),
+])
+def test_targets_as_people_write_them(target: str, extra: list[str], transport: str, server: str) -> None:
+    port = free_port()
+    args = ["sip", "options", target.format(p=port), *(a.format(p=port) for a in extra), "--timeout", "500", "--json"]
+    cli = runner.invoke(cli_app, args)
+    body = json.loads(cli.stdout)
+    assert body["transport"] == transport and body["server"] == server.format(p=port)
+    assert cli.exit_code == 3  # nobody listens there: refused
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["127.0.0.1:5080", "--port", "5090"], "HOST says port 5080 but --port says 5090"),
+    (["sip:127.0.0.1;transport=tcp", "--transport", "udp"], "HOST says tcp but --transport says udp"),
+    (["sips:127.0.0.1", "-t", "udp"], "sips: means tls but --transport says udp"),
+    (["127.0.0.1", "--transport", "sctp"], "'sctp' is not udp, tcp or tls"),
+    (["http://127.0.0.1"], "is not HOST, HOST:PORT"),
+    (["127.0.0.1", "-t", "tcp", "--sips"], "--sips needs tls"),
+])
+def test_conflicts_and_bad_targets_say_so(args: list[str], says: str) -> None:
+    cli = runner.invoke(cli_app, ["sip", "options", *args])
+    assert cli.exit_code == 2
+    assert says in " ".join(cli.output.replace("│", " ").split())
+
+
+def test_phone_server_targets() -> None:
+    r = skinnysip("phone", "sip:alice@127.0.0.1", "--registrar", "sip:127.0.0.1;transport=tcp", "-t", "udp")
+    assert r.returncode == 2 and r.stderr.startswith("error: --transport:") and "Traceback" not in r.stderr
+    r = skinnysip("phone", "sip:alice@127.0.0.1", "--registrar", "not a host!")
+    assert r.returncode == 2 and "--registrar" in r.stderr
+    r = skinnysip("phone", "--sccp", "[::1]:x")
+    assert r.returncode == 2 and "--sccp" in r.stderr
+
+
+# ------------------------------------------------------------------ no traceback, ever
+
+
+@pytest.fixture
+def busy_tcp_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_one_line_before_any_banner(busy_tcp_port: int) -> None:
+    r = skinnysip("serve", "--port", str(busy_tcp_port), timeout=30)
+    assert r.returncode == 2
+    assert r.stdout == ""  # no banner, no "startup complete"
+    assert r.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{busy_tcp_port}: "
+                                             "Address already in use"]
+
+
+@pytest.mark.parametrize("command", [
+    ["sccp", "lab-cm", "--port", "{busy}"],
+    ["sccp", "lab-cm", "--host", "no-such-host.invalid", "--port", "0"],
+    ["sccp", "lab-cm", "--tls-cert", "/nonexistent/cert.pem", "--port", "0"],
+    ["sip", "listen", "--transport", "tcp", "--port", "{busy}"],
+    ["sip", "listen", "--host", "no-such-host.invalid", "--port", "0"],
+    ["sip", "listen", "--transport", "tls", "--tls-cert", "/nonexistent/cert.pem", "--port", "0"],
+    ["sip", "options", "127.0.0.1", "-t", "tls", "--ca-file", "/nonexistent/ca.pem"],
+    ["serve", "--host", "no-such-host.invalid"],
+    ["sip", "options", "no-such-host.invalid", "--timeout", "2000"],
+    ["sccp", "probe", "no-such-host.invalid", "--timeout", "2000"],
+])
+def test_no_traceback_one_line_non_zero(command: list[str], busy_tcp_port: int) -> None:
+    r = skinnysip(*(c.format(busy=busy_tcp_port) for c in command), timeout=60)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) <= 1, r.stderr
+    if r.returncode == 2:
+        assert r.stderr.startswith("error: ") and r.stdout == ""
+
+
+def test_main_is_the_last_guard(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from skinnysip import cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.setattr(sys, "argv", ["skinnysip", "sip", "options", "127.0.0.1"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2
+    assert capsys.readouterr().err == "error: RuntimeError: something nobody foresaw\n"
+
+
+# ------------------------------------------------------------------ --pcap
+
+
+def test_pcap_is_read_by_tshark_without_malformed_packets(tmp_path: Path) -> None:
+    pcap = tmp_path / "options.pcapng"
+    with udp_server(_answer("200 OK")) as (port, _):
+        cli = runner.invoke(cli_app, ["sip", "options", f"127.0.0.1:{port}", "--pcap", str(pcap)])
+    assert cli.exit_code == 0
+    out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
+                          "-e", "_ws.malformed"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    assert rows == [["OPTIONS", "", ""], ["", "200", ""]]
+    r = runner.invoke(cli_app, ["sip", "options", f"127.0.0.1:{port}", "--timeout", "300",
+                                "--pcap", str(tmp_path / "no-such-dir" / "x.pcapng")])
+    assert r.exit_code == 2 and "--pcap: cannot write" in r.output
