@@ -183,3 +183,13 @@ async def test_forking_to_two_contacts_and_cancel(lab: Lab, tmp_path: Path) -> N
     summaries = [m["summary"] for m in cancelled["messages"]]
     assert sum(1 for s in summaries if s.startswith("CANCEL")) == 3  # ours in, one out per branch
     assert any(s.startswith("487") for s in summaries)
+
+
+async def test_failed_forwards_leave_nothing_pending(lab: Lab) -> None:
+    """404/480 answered inside the forwarding path leave no proxy state behind (bounded
+    memory: MAX_PENDING forwards at once)."""
+    async with SIPPhone(account(lab, "1001")) as caller:
+        for target in ("9999", "1003", "9998"):
+            attempt = await caller.call(target)
+            assert not await attempt.wait_connected(10)
+    assert lab.proxy is not None and lab.proxy._forwards == {}

@@ -659,7 +659,7 @@ class LabProxy:
     def _done(self, forward: _Forward) -> None:
         """Forget a proxied request once its final response went upstream (its branches'
         listeners keep forwarding 2xx retransmissions)."""
-        if forward.answered:
+        if forward.answered or forward.tx.final or forward.tx.terminated:
             self._forwards.pop(id(forward.tx), None)
 
     # -- CANCEL -----------------------------------------------------------------------------
