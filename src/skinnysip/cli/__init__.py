@@ -86,13 +86,13 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
+    lab_settings = lab_cli.settings_from_options(lab_config) if lab or lab_config is not None else None
     typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
     if settings.token_generated:
         typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
     if settings.policy is not None:
         typer.echo(f"target policy: {settings.policy}")
-    if lab or lab_config is not None:
-        lab_settings = lab_cli.settings_from_options(lab_config)
+    if lab_settings is not None:
         lab_cli.serve_with_lab(lab_settings, lambda running: create_app(settings, lab=running), host, port)
         return
     # loop="asyncio": the SIP transport reads ICMP errors from the socket's error queue
