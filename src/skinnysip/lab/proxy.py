@@ -420,7 +420,7 @@ class LabProxy:
             self._respond(tx, 503, headers=[("Retry-After", "5")])
             return
         if in_dialog or routes:
-            self._spawn(self._forward(tx, request, routes, max_forwards, in_dialog=in_dialog))
+            self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=in_dialog))
             return
         if not self._ours(target):
             self._respond(tx, 404, "Not Found (not a lab domain)")
@@ -434,7 +434,8 @@ class LabProxy:
             if _user_of(request.headers.get("From")) != result.user:
                 self._respond(tx, 403, f"Forbidden (From is not {result.user})")
                 return
-        self._spawn(self._forward(tx, request, routes, max_forwards, in_dialog=False, user=target.user or ""))
+        self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
+                                  user=target.user or ""))
 
     # -- registrar --------------------------------------------------------------------------
     def _register(self, tx: ServerTransaction, request: Request, flow: Flow) -> None:
@@ -495,11 +496,19 @@ class LabProxy:
             return 480, "Temporarily Unavailable (not registered)"
         return [(b.uri, None) for b in bindings]
 
-    async def _forward(self, tx: ServerTransaction, request: Request, routes: list[str], max_forwards: int, *,
-                       in_dialog: bool, user: str = "") -> None:
+    def _pending(self, tx: ServerTransaction, request: Request) -> _Forward:
+        """The response context of a request about to be forwarded, registered at once so a
+        CANCEL arriving before the forwarding task runs finds it."""
         forward = _Forward(tx, request)
         self._forwards[id(tx)] = forward
+        return forward
+
+    async def _forward(self, forward: _Forward, routes: list[str], max_forwards: int, *,
+                       in_dialog: bool, user: str = "") -> None:
+        tx, request = forward.tx, forward.request
         try:
+            if forward.cancelled or forward.answered:
+                return
             if routes or in_dialog:
                 targets: list[tuple[str, Flow | None]] = [(request.uri, None)]
             else:
@@ -669,12 +678,11 @@ class LabProxy:
         self._respond(event.transaction, 200)
         forward = self._forwards.get(id(event.invite))
         if forward is None or not forward.branches:
+            if forward is not None:  # not forwarded yet: it never will be
+                forward.cancelled = forward.answered = True
+                self._forwards.pop(id(event.invite), None)
             if not event.invite.final:
                 self._respond(event.invite, 487)
-                if forward is not None:
-                    forward.answered = True
-            if forward is not None:
-                forward.cancelled = True
             return
         forward.cancelled = True
         self._set_state(forward.request, "cancelled")
