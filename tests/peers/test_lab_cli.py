@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_phone_baresip import share_of
 
 from peertools import free_port
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
 
@@ -68,6 +70,8 @@ def test_busy_port_is_one_line(kind: str) -> None:
 
 
 async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
+    """serve --lab: GET /api/lab shows the lab; a phone registered with what it shows calls the
+    echo, hears itself, and GET /api/lab/calls has the call's ladder."""
     config = tmp_path / "lab.toml"
     config.write_text('hosts = ["127.0.0.1"]\n[ports]\nsip = 0\nsips = 0\nsccp = 0\n')
     port = free_port()
@@ -93,6 +97,24 @@ async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
                                           "604": "dtmf-echo"}
             calls = await client.get("/api/lab/calls")
             assert calls.status_code == 200 and calls.json() == {"calls": []}
+            # a newcomer's first call, with what /api/lab told: register 1001, dial the echo
+            account = SIPAccount(aor="sip:1001@lab.skinnysip", password="demo1001", registrar=body["sip"]["udp"],
+                                 expires=60, source="tone:440", record_dir=str(tmp_path))
+            async with SIPPhone(account) as phone:
+                registrations = (await client.get("/api/lab")).json()["registrations"]
+                assert [r["user"] for r in registrations] == ["1001"]
+                call = await phone.call("600")
+                assert await call.wait_connected(15), call.end_reason
+                await asyncio.sleep(2)
+                await call.hangup()
+                report = call.media_report()
+            assert report is not None and share_of(Path(report["recordings"]["rx"]), 440.0, skip=0.5) >= 0.8
+            listed = (await client.get("/api/lab/calls")).json()["calls"]
+            assert [c["to"] for c in listed] == ["sip:600@lab.skinnysip"] and listed[0]["state"] == "ended"
+            assert listed[0]["callId"] == call.call_id and listed[0]["from"].startswith("sip:1001@lab.skinnysip")
+            summaries = [m["summary"] for m in listed[0]["messages"]]
+            assert summaries[:3] == ["INVITE sip:600@lab.skinnysip", "100 Trying", "407 Proxy Authentication Required"]
+            assert {"direction", "time", "local", "remote", "transport", "summary", "raw"} <= set(listed[0]["messages"][0])
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
