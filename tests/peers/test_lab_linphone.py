@@ -1,4 +1,5 @@
-"""linphonec (SHA-256) and baresip (MD5 only) on one lab: the lab challenges user 1001 with
+"""linphonec (SHA-256) and baresip (MD5 only) on one lab (nonces live 2 s, so linphonec's
+re-used nonce meets stale=true): the lab challenges user 1001 with
 SHA-256 and 1002 with MD5 (per-user algorithms: baresip 1.0 fails a registration whose 401
 offers SHA-256 at all, in either order beside MD5, so one lab-wide list cannot serve both).
 linphonec registers with SHA-256 credentials and calls baresip through the lab — two real
@@ -26,13 +27,14 @@ SHA256_CREDENTIALS = re.compile(r"(?i)Authorization:\s*Digest[^\r\n]*algorithm=\
 
 async def test_linphonec_sha256_calls_baresip_through_the_lab() -> None:
     users = (LabUser("1001", "demo1001", algorithm="SHA-256"), LabUser("1002", "demo1002"))
-    async with Lab(settings(algorithm="MD5", users=users)) as lab, \
+    async with Lab(settings(algorithm="MD5", users=users, nonce_lifetime=2.0)) as lab, \
             baresip("1002", "demo1002", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as callee, \
             linphonec("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", realm=DOMAIN, algorithm="SHA-256",
                       tone_hz=LINPHONE_TONE, auto_answer=False) as caller:
         await caller.wait_registered(15)
         await registered(lab, "1001")
         await registered(lab, "1002")
+        await asyncio.sleep(2.5)  # linphonec re-uses its REGISTER's nonce for the INVITE: now stale
         mark = len(caller.lines)
         await caller.command(f"call sip:1002@{DOMAIN}")
         await callee.wait_event("CALL_ESTABLISHED", timeout=20)
@@ -49,6 +51,8 @@ async def test_linphonec_sha256_calls_baresip_through_the_lab() -> None:
     registers = sip_log.split("REGISTER sip:")[1:]
     assert any(SHA256_CREDENTIALS.search(m) for m in registers), "linphonec did not answer with SHA-256"
     assert "algorithm=MD5" not in sip_log.replace("algorithm=MD5-", "")
+    # its INVITE with the expired nonce got a 407 with stale=true, and the retry went through
+    assert re.search(r"Proxy-Authenticate: Digest [^\r\n]*stale=true", sip_log), "no stale challenge seen"
     assert baresip_heard >= 0.85, baresip_heard
     assert linphone_heard >= 0.85, linphone_heard
     call = next(c for c in calls if c["to"].startswith(f"sip:1002@{DOMAIN}"))
