@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -151,3 +152,21 @@ def test_ramp_up_and_local_port_range(pbx: KamailioPeer, tmp_path: Path) -> None
     # the binding Kamailio keeps names our socket, bound in the range we asked for
     ports = [int(c.rsplit(":", 1)[1].split(";")[0].rstrip(">")) for c in pbx.contacts("carol")]
     assert ports and all(first <= p <= first + 20 for p in ports), pbx.contacts("carol")
+
+
+def test_ctrl_c_stops_new_attempts_and_prints_the_summary(pbx: KamailioPeer) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p", str(pbx.udp_port),
+                             "-r", "50", "--duration", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    result = json.loads(out)
+    assert proc.returncode == 0, err
+    assert 20 <= result["attempted"] < 60 * 50 / 4  # stopped early, every attempt accounted for
+    assert result["successful"] == result["attempted"] and "Traceback" not in err

@@ -7,7 +7,8 @@ style file (``--users``), or ``--user``/``--password`` (``$SKINNYSIP_PASSWORD``)
 
 While it runs: a live view on a terminal; the rate changes with the keys ``+``/``-`` (±1/s)
 and ``*``/``/`` (±10/s), ``q`` stops starting new attempts (SIPp's keys); or write a number
-to the ``--rate-file`` (read once per interval). ``--csv FILE``: one row per interval with
+to the ``--rate-file`` (read once per interval). The first Ctrl-C (SIGINT) stops starting new
+attempts too and the summary is printed once the running ones end; a second one aborts. ``--csv FILE``: one row per interval with
 SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
 
 Exit status: 0 when the failures are within ``--max-failures`` (a count, or a percentage of
@@ -22,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,17 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
         nonlocal worker_totals
         keys = _Keys(ref, view)
         live = None
+        loop = asyncio.get_running_loop()
+
+        def interrupted() -> None:  # the first Ctrl-C: no new attempts, the running ones end, summary
+            monitor = ref.get("monitor")
+            if monitor is not None:
+                monitor.source.stop()
+            view.note = "interrupted: no new attempts (Ctrl-C again to abort)"
+            loop.remove_signal_handler(signal.SIGINT)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, interrupted)
         if live_on:
             from rich.console import Console
             from rich.live import Live

@@ -7,9 +7,9 @@ an interval from a source (a local runner, or the Ray workers summed up: ``distr
 adds it to the run's totals and hands both to its sinks (the live view, the CSV). The final
 summary is :func:`summary`. Python units: seconds; rates per second.
 
-Bounded: no more than ``count`` attempts (default: as many as ``rate`` × ``duration``; a run
-with neither ``count`` nor ``duration`` lasts :data:`DEFAULT_DURATION` seconds); no new
-attempt after ``duration``; in-flight attempts get ``timeout + hold +`` :data:`DRAIN_GRACE`
+Bounded: no more than ``count`` attempts (:data:`MAX_ATTEMPTS` when only a duration is
+given; a run with neither ``count`` nor ``duration`` lasts :data:`DEFAULT_DURATION` seconds);
+no new attempt after ``duration``; in-flight attempts get ``timeout + hold +`` :data:`DRAIN_GRACE`
 seconds to end, then are cancelled and counted as failed (``aborted``).
 """
 
@@ -32,6 +32,7 @@ DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
 DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
 MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
+MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
 
 
 class LoadRunner:
@@ -57,10 +58,9 @@ class LoadRunner:
 
     @property
     def count(self) -> int:
-        c = self.config
-        if c.count is not None:
-            return c.count
-        return max(1, math.ceil(c.rate * (c.duration or DEFAULT_DURATION)) * 4)  # the duration stops it first
+        """Attempts to start at most: ``config.count``, else :data:`MAX_ATTEMPTS` (the
+        duration ends the run; the rate may be raised while it runs)."""
+        return self.config.count if self.config.count is not None else MAX_ATTEMPTS
 
     @property
     def duration(self) -> float:

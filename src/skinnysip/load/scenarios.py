@@ -296,8 +296,7 @@ class TransactionScenario(Scenario):
             return
         c = self.config
         user = c.user_for(index)
-        scheme = "sips" if c.transport == "tls" and c.sip_domain.startswith("sips:") else "sip"
-        aor = f"{scheme}:{user.user}@{c.sip_domain}"
+        aor = f"sip:{user.user}@{c.sip_domain}"
         rule = ChallengeRetry(self._credentials(user))
         try:
             if c.scenario == "options":
