@@ -15,7 +15,7 @@ from test_phone_baresip import share_of
 
 from skinnysip.lab.config import LabSettings
 from skinnysip.lab.runner import Lab
-from skinnysip.phone.api import CallState, IncomingCall
+from skinnysip.phone.api import CallState, IncomingCall, RegistrationState
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -193,3 +193,24 @@ async def test_failed_forwards_leave_nothing_pending(lab: Lab) -> None:
             attempt = await caller.call(target)
             assert not await attempt.wait_connected(10)
     assert lab.proxy is not None and lab.proxy._forwards == {}
+
+
+async def test_tls_certificate_made_at_start_or_given(tmp_path: Path) -> None:
+    """Without tls.cert/tls.key the lab makes a self-signed certificate naming its domain and
+    listen addresses: a phone that checks the server certificate against it (ca_file) registers
+    over TLS. A given certificate is used as it is."""
+    from skinnysip.lab.runner import self_signed_certificate
+
+    async with Lab(settings()) as made:
+        assert made.tls_cert is not None
+        strict = SIPAccount(aor=f"sip:1001@{DOMAIN}", password="demo1001", registrar=f"127.0.0.1:{port(made, 'tls')}",
+                            transport="tls", tls_verify=True, ca_file=made.tls_cert, expires=60, source="silence")
+        async with SIPPhone(strict) as phone:
+            assert phone.registration is RegistrationState.REGISTERED
+    cert, key = self_signed_certificate(tmp_path, ["given.test"], ["127.0.0.1"])
+    async with Lab(settings(tls_cert=cert, tls_key=key)) as given:
+        assert given.tls_cert == cert
+        strict = SIPAccount(aor=f"sip:1001@{DOMAIN}", password="demo1001", registrar=f"127.0.0.1:{port(given, 'tls')}",
+                            transport="tls", tls_verify=True, ca_file=cert, expires=60, source="silence")
+        async with SIPPhone(strict) as phone:
+            assert phone.registration is RegistrationState.REGISTERED
