@@ -112,6 +112,12 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     register(page, pbx)
     assert pbx.contacts("alice"), "Kamailio has no binding for alice"
     page.screenshot(path=str(artifacts / "laptop-softphone-registered.png"), full_page=True)
+    # a lost event stream is opened again (and the phone's state taken once); the rest of this
+    # test runs on the new one
+    first_socket = page.evaluate_handle("() => window.skinnysipPhone.state.ws")
+    page.evaluate("() => window.skinnysipPhone.state.ws.close(4000, 'test: connection lost')")
+    page.wait_for_function("(old) => { const ws = window.skinnysipPhone.state.ws;"
+                           " return ws && ws !== old && ws.readyState === 1; }", arg=first_socket, timeout=UI_MS)
 
     # call baresip: confirmed, then the quality figures rise with every media event
     page.fill("#phone-target", "bob")

@@ -237,8 +237,15 @@ async function unregister() {
   $("phone-incoming").hidden = true;
 }
 
-function connectEvents(id) {
+const EVENT_RETRIES = 5;        // reconnections of a lost event stream before giving up
+const EVENT_RETRY_MS = 1000;
+
+function connectEvents(id, attempt = 0) {
   const ws = phone.ws = new WebSocket(wsUrl(`/api/phones/${id}/events`));
+  ws.onopen = () => {
+    if (attempt > 0) resync(id);  // events of the gap are lost: take the phone's state once
+    attempt = 0;
+  };
   ws.onmessage = (ev) => {
     let data;
     try { data = JSON.parse(ev.data); } catch { return; }
@@ -252,8 +259,21 @@ function connectEvents(id) {
       phone.id = null;
       $("phone-unregister").disabled = true;
       setRegistration({ state: "unregistered", reason: ev.reason || "phone closed" });
+    } else if (phone.id === id && attempt < EVENT_RETRIES) {
+      setTimeout(() => { if (phone.id === id && !phone.ws) connectEvents(id, attempt + 1); }, EVENT_RETRY_MS);
+    } else if (phone.id === id) {
+      $("phone-status").textContent = "Lost the phone's event stream; reload the page to follow it again.";
     }
   };
+}
+
+async function resync(id) {
+  const result = await api("GET", `/api/phones/${id}`);
+  if (result.status !== 200 || phone.id !== id) return;
+  setRegistration(result.data.registration);
+  for (const c of result.data.calls || []) Object.assign(callOf(c.id), c);
+  renderCalls();
+  renderSelected();
 }
 
 function callOf(id) {
