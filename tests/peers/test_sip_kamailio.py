@@ -209,7 +209,7 @@ def test_cli_auth_json_and_exit_codes(kamailio_md5: KamailioPeer, monkeypatch: p
     insecure = CliRunner().invoke(cli_app, ["sip", "options", "127.0.0.1", "-t", "tls", "-p", str(peer.tls_port), "-k"])
     assert insecure.exit_code == 0 and "verified=False" in insecure.output
     untrusted = CliRunner().invoke(cli_app, ["sip", "options", "127.0.0.1", "-t", "tls", "-p", str(peer.tls_port)])
-    assert untrusted.exit_code == 1 and "certificate verification failed" in untrusted.output
+    assert untrusted.exit_code == 3 and "certificate verification failed" in untrusted.output
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

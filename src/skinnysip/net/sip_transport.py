@@ -109,6 +109,23 @@ def _summary(message: Message) -> str:
     return message.summary
 
 
+def unusable_response(message: Message) -> str | None:
+    """Why a parsed response cannot be matched to any transaction (no or bad CSeq, top Via
+    or Call-ID), else None. RFC 3261 §18.1.2: such a malformed response is discarded; the
+    trace keeps it as ``unparseable (…)`` and the operation goes on."""
+    if not isinstance(message, Response):
+        return None
+    try:
+        message.cseq  # noqa: B018 - parsed for its check
+        if message.top_via is None:
+            return "no Via header field"
+    except SIPParseError as exc:
+        return exc.reason
+    if message.call_id is None:
+        return "no Call-ID header field"
+    return None
+
+
 def _call_id(message: Message) -> str | None:
     return message.headers.get("Call-ID")
 
@@ -207,14 +224,19 @@ class Connection:
                 try:
                     messages = self._parser.feed(data)
                 except SIPParseError as exc:
-                    self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
-                                         f"{UNPARSEABLE}{exc.reason})", unframed[-self.layer.max_message_size:])
+                    self.layer.malformed(hostport(*self.local), hostport(*self.remote), self.transport, exc.reason,
+                                         unframed[-self.layer.max_message_size:])
                     reason = f"malformed SIP from {self.where}: {exc.reason}"
                     break
                 consumed = len(unframed) - self._parser.buffered
                 framed, unframed = unframed[:consumed], unframed[consumed:]
                 for message in messages:
                     raw = framed.lstrip(b"\r\n") if len(messages) == 1 else message.to_bytes()
+                    unusable = unusable_response(message)
+                    if unusable is not None:  # well framed but not matchable: dropped, the stream goes on
+                        self.layer.malformed(hostport(*self.local), hostport(*self.remote), self.transport,
+                                             f"{message.summary}: {unusable}", raw)
+                        continue
                     stamp = self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote),
                                                  self.transport, _summary(message), raw, _call_id(message))
                     if isinstance(message, Response):
@@ -279,6 +301,9 @@ class SIPTransportLayer:
         self._by_remote: dict[tuple[str, str, int], Connection] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Future[Connection]] = {}
         self.udp_errors: list[tuple[tuple[str, int] | None, str]] = []
+        #: received messages dropped as malformed (RFC 3261 §18.1.2), and the last one's summary
+        self.malformed_count = 0
+        self.last_malformed: str | None = None
         self.closed = False
 
     # -- listening ------------------------------------------------------------------------
@@ -372,18 +397,32 @@ class SIPTransportLayer:
         context = None
         if transport == "tls":
             context = tls_client or tlsmod.client_context(True, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(ip, port, ssl=context,
-                                        server_hostname=(server_name or ip) if context is not None else None,
-                                        limit=self.max_message_size),
-                timeout)
+                asyncio.open_connection(ip, port, limit=self.max_message_size), timeout)
         except TimeoutError as exc:
             raise SIPTransportError(f"no connection to {where} within {timeout * 1000:.0f} ms") from exc
-        except ssl.SSLError as exc:
-            raise SIPTransportError(tlsmod.verification_error(exc)) from exc
         except OSError as exc:
             raise SIPTransportError(describe_os_error(exc, where)) from exc
+        if context is not None:
+            # the handshake separately, so a port that accepts TCP but never speaks TLS says so
+            remaining = max(0.001, deadline - loop.time())
+            try:
+                await asyncio.wait_for(writer.start_tls(context, server_hostname=server_name or ip,
+                                                        ssl_handshake_timeout=remaining), remaining)
+            except TimeoutError as exc:
+                writer.close()
+                raise SIPTransportError(f"TLS handshake with {hostport(ip, port)} did not complete within "
+                                        f"{timeout * 1000:.0f} ms") from exc
+            except ssl.SSLError as exc:
+                writer.close()
+                raise SIPTransportError(tlsmod.verification_error(exc)) from exc
+            except (OSError, EOFError) as exc:  # closed during the handshake
+                writer.close()
+                reason = describe_os_error(exc, where) if isinstance(exc, OSError) else f"closed by {where}"
+                raise SIPTransportError(f"TLS handshake with {hostport(ip, port)} failed: {reason}") from exc
         info = None
         if context is not None:
             info = tlsmod.describe(writer.get_extra_info("ssl_object"),
@@ -471,14 +510,24 @@ class SIPTransportLayer:
         try:
             message = parse_message(data, self.max_message_size)
         except SIPParseError as exc:
-            self.trace.add("received", hostport(*sock.local), hostport(*source), "udp",
-                           f"{UNPARSEABLE}{exc.reason})", data)
+            self.malformed(hostport(*sock.local), hostport(*source), "udp", exc.reason, data)
             return  # RFC 3261 §18.1.2: a malformed datagram is discarded
+        unusable = unusable_response(message)
+        if unusable is not None:
+            self.malformed(hostport(*sock.local), hostport(*source), "udp", f"{message.summary}: {unusable}", data)
+            return
         stamp = self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message), data,
                                _call_id(message))
         if isinstance(message, Response):
             message.received_at = stamp
         self.on_message(message, Flow("udp", source, local=sock.local))
+
+    def malformed(self, local: str, remote: str, transport: str, reason: str, raw: bytes) -> None:
+        """Count a received message that was dropped as malformed and trace it as
+        ``unparseable (reason)`` (:attr:`malformed_count`, :attr:`last_malformed`)."""
+        self.malformed_count += 1
+        self.last_malformed = f"{UNPARSEABLE}{reason})"
+        self.trace.add("received", local, remote, transport, self.last_malformed, raw)
 
     def _udp_error(self, sock: _UDPSocket, exc: Exception, destinations: list[tuple[str, int]]) -> None:
         for remote in destinations or [None]:  # type: ignore[list-item]

@@ -64,7 +64,7 @@ from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
-from skinnysip.sip.syntax import parse_params
+from skinnysip.sip.syntax import parse_params, uint_or_none
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import (
     AckReceived,
@@ -180,20 +180,19 @@ def _session_expires(message: Request | Response) -> tuple[int, str | None] | No
     if not value:
         return None
     delta, semi, ptext = value.partition(";")
-    delta = delta.strip()
-    if not delta.isdigit() or len(delta) > 9 or int(delta) == 0:
+    seconds = uint_or_none(delta, 10**9 - 1)
+    if not seconds:
         return None
     try:
         params = parse_params(";" + ptext) if semi else {}
     except SIPParseError:
         params = {}
     refresher = (params.get("refresher") or "").lower()
-    return int(delta), refresher if refresher in ("uac", "uas") else None
+    return seconds, refresher if refresher in ("uac", "uas") else None
 
 
 def _min_se(message: Request | Response) -> int | None:
-    value = (message.headers.get("Min-SE") or "").split(";")[0].strip()
-    return int(value) if value.isdigit() and len(value) <= 9 else None
+    return uint_or_none((message.headers.get("Min-SE") or "").split(";")[0], 10**9 - 1)
 
 
 def _rseq(response: Response) -> int | None:
@@ -201,10 +200,8 @@ def _rseq(response: Response) -> int | None:
     RFC 3262 §3), else None."""
     if "100rel" not in _option_tags(response, "Require"):
         return None
-    value = (response.headers.get("RSeq") or "").strip()
-    if not value.isdigit() or not 1 <= int(value) <= 2**32 - 1:
-        return None
-    return int(value)
+    value = uint_or_none(response.headers.get("RSeq"))
+    return value if value else None
 
 
 def _parse_replaces(value: str) -> tuple[str, str, str, bool] | None:
@@ -520,11 +517,10 @@ class SIPPhone(Phone):
         for c in contacts:
             if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
                     ours.host, ours.port, ours.user):
-                value = c.params.get("expires")
-                if value and value.isdigit() and len(value) < 10:
-                    return int(value)
-        header = (response.headers.get("Expires") or "").strip()
-        return int(header) if header.isdigit() and len(header) < 10 else None
+                value = uint_or_none(c.params.get("expires"), 10**9 - 1)
+                if value is not None:
+                    return value
+        return uint_or_none(response.headers.get("Expires"), 10**9 - 1)
 
     def _learn_public(self, response: Response, flow: Flow) -> bool:
         """RFC 3581: the registrar saw us at ``received``:``rport``; if that differs from
@@ -535,11 +531,11 @@ class SIPPhone(Phone):
             return False
         if via is None or flow.transport != "udp":
             return False
-        rport = via.params.get("rport")
-        if not rport or not rport.isdigit():
+        rport = uint_or_none(via.params.get("rport"), 65535)
+        if not rport:
             return False
         # ``received`` is absent when the registrar saw our own IP (§18.2.1); the port may differ
-        public = (via.params.get("received") or via.host, int(rport))
+        public = (via.params.get("received") or via.host, rport)
         local = self.endpoint.local_address(flow)
         if public == local or public == self._public:
             return False
@@ -1488,7 +1484,7 @@ class SIPPhone(Phone):
             new = await self.call(target, headers=headers)
             ok = await new.wait_connected(60.0)
             frag = "SIP/2.0 200 OK" if ok else f"SIP/2.0 {new.end_reason or '480 Temporarily Unavailable'}"
-            if not frag.split()[1].isdigit():
+            if uint_or_none(frag.split()[1], 699) is None:
                 frag = "SIP/2.0 480 Temporarily Unavailable"
         except PhoneError as exc:
             frag = f"SIP/2.0 503 Service Unavailable ({exc.reason[:60]})"
@@ -1509,8 +1505,8 @@ class SIPPhone(Phone):
         if (request.headers.get("Event") or "").split(";")[0].strip().lower() != "refer":
             return
         line = request.body.decode("utf-8", "replace").split("\r\n", 1)[0].split()
-        if len(line) >= 2 and line[1].isdigit():
-            code = int(line[1])
+        code = uint_or_none(line[1], 699) if len(line) >= 2 else None
+        if code is not None:
             if code >= 200 and call._refer_result is not None and not call._refer_result.done():
                 call._refer_result.set_result(code)
 

@@ -57,6 +57,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, ch
 from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_ack_for_failure, build_cancel, new_call_id, new_request, new_tag
+from skinnysip.sip.syntax import parse_uint
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import (
     LayerEvent,
@@ -386,11 +387,11 @@ class _Session:
         RFC 3261 §18.1.2 says; they stay in the exchange) and responses matching no request
         of ours (§17.1.3), so "no response" is never said of a server that did answer; and
         ICMP errors the socket reported."""
-        malformed = [r.summary for r in self.ep.trace if r.direction == "received" and r.unparseable]
+        malformed = self.ep.transport.malformed_count
         notes = []
         if malformed:
-            notes.append(f"{len(malformed)} malformed message{'s' if len(malformed) > 1 else ''} "
-                         f"ignored, last {malformed[-1]}")
+            notes.append(f"{malformed} malformed message{'s' if malformed > 1 else ''} "
+                         f"ignored, last {self.ep.transport.last_malformed}")
         n = self.ep.layer.unmatched_responses
         if n:
             notes.append(f"{n} response{'s' if n > 1 else ''} matching no request of ours "
@@ -486,7 +487,8 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
     except SIPTransportError as exc:
         result.success, result.error = False, exc.reason
     except SIPParseError as exc:
-        result.success, result.error = False, f"malformed message from the server: {exc.reason}"
+        result.success = False
+        result.error = f"malformed message from the server {result.server}/{result.transport}: {exc.reason}"
     except ValueError as exc:  # a bad argument from a Python caller (the API validates first)
         result.success, result.error = False, f"invalid request: {exc}"
     finally:
@@ -527,6 +529,9 @@ async def options(request: ProbeRequest) -> OptionsResult:
 
 
 def _contact_expires(response: Response, ours: NameAddr) -> int | None:
+    """The expiry granted to our Contact (its ``expires`` parameter, else ``Expires``;
+    RFC 3261 §10.2.4), seconds. Raises :class:`SIPParseError` naming the header when the
+    server wrote a value that is not a number 0..2**32-1 (``Expires: ²``, 5000 digits)."""
     try:
         contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
     except SIPParseError:
@@ -539,12 +544,10 @@ def _contact_expires(response: Response, ours: NameAddr) -> int | None:
                 break
     for c in ([mine] if mine else []) + contacts:
         value = c.params.get("expires")
-        if value is not None and value.isdigit() and len(value) <= 10:
-            return int(value)
+        if value is not None:
+            return parse_uint(value, "Contact expires")
     expires = response.headers.get("Expires")
-    if expires is not None and expires.strip().isdigit() and len(expires.strip()) <= 10:
-        return int(expires.strip())
-    return None
+    return None if expires is None else parse_uint(expires, "Expires")
 
 
 async def register(request: ProbeRequest) -> RegisterResult:

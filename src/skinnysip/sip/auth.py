@@ -251,19 +251,30 @@ def digest_response(
     ``A1 = username:realm:password`` (``-sess``: ``H(A1):nonce:cnonce``);
     ``A2 = method:uri`` (``auth-int``: ``method:uri:H(body)``); with ``qop``:
     ``KD(H(A1), nonce:nc:cnonce:qop:H(A2))``, without: ``KD(H(A1), nonce:H(A2))``.
-    Strings are hashed as UTF-8. Raises ``ValueError`` for an unknown algorithm.
+    Strings are hashed as the octets they stand for (:func:`octets`): what we typed as
+    UTF-8, and a realm or nonce taken from a server's message exactly as the server sent
+    it, UTF-8 or not (a Latin-1 realm ``sip.c\xfcbercity.dk`` is hashed with its one octet
+    0xFC; RFC 7616 §3.4: ``charset=UTF-8`` only says how username and password are
+    encoded). Raises ``ValueError`` for an unknown algorithm.
     """
     h = _hash(algorithm)
-    a1 = h(f"{username}:{realm}:{password}".encode())
+    a1 = h(octets(f"{username}:{realm}:{password}"))
     if algorithm.upper().endswith("-SESS"):
-        a1 = h(f"{a1}:{nonce}:{cnonce or ''}".encode())
+        a1 = h(octets(f"{a1}:{nonce}:{cnonce or ''}"))
     if qop == "auth-int":
-        a2 = h(f"{method}:{uri}:".encode() + h(body).encode())
+        a2 = h(octets(f"{method}:{uri}:") + h(body).encode())
     else:
-        a2 = h(f"{method}:{uri}".encode())
+        a2 = h(octets(f"{method}:{uri}"))
     if qop:
-        return h(f"{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}".encode())
-    return h(f"{a1}:{nonce}:{a2}".encode())
+        return h(octets(f"{a1}:{nonce}:{nc}:{cnonce}:{qop}:{a2}"))
+    return h(octets(f"{a1}:{nonce}:{a2}"))
+
+
+def octets(text: str) -> bytes:
+    """The octets ``text`` stands for: UTF-8, except that text decoded from a message with
+    ``surrogateescape`` (how :mod:`skinnysip.sip.message` keeps octets that are not UTF-8)
+    gives those octets back unchanged."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _default_cnonce() -> str:
@@ -337,7 +348,7 @@ class DigestClient:
             method, uri, challenge.nonce, nc, cnonce, chosen, body,
         )
         if challenge.userhash:
-            username = _hash(challenge.algorithm)(f"{self.username}:{challenge.realm}".encode())
+            username = _hash(challenge.algorithm)(octets(f"{self.username}:{challenge.realm}"))
         else:
             username = self.username
         parts = [

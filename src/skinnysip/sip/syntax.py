@@ -1,7 +1,8 @@
 """Lexical pieces of SIP shared by messages, header values and URIs (RFC 3261 §7.3.1, §25.1).
 
 :class:`SIPParseError` (the one exception the SIP parsers raise on bad input),
-:func:`split_comma` and :func:`parse_params`. This module imports nothing from the rest of
+:func:`split_comma`, :func:`parse_params` and the numbers of header values
+(:func:`parse_uint`, :func:`uint_or_none`: ASCII digits only, bounded). This module imports nothing from the rest of
 :mod:`skinnysip.sip`, so :mod:`~skinnysip.sip.uri`, :mod:`~skinnysip.sip.headers` and
 :mod:`~skinnysip.sip.message` can all build on it without an import cycle. The names are
 re-exported by :mod:`skinnysip.sip.message`.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TOKEN_RE", "SIPParseError", "parse_params", "split_comma"]
+__all__ = ["TOKEN_RE", "SIPParseError", "parse_params", "parse_uint", "split_comma", "uint_or_none"]
 
 
 class SIPParseError(ValueError):
@@ -92,3 +93,39 @@ def parse_params(text: str) -> dict[str, str | None]:
         params[name.lower()] = m.group(2)
         pos = m.end()
     return params
+
+
+# --------------------------------------------------------------------------- numbers
+
+#: RFC 3261 §25.1 ``1*DIGIT``: ASCII digits only (``str.isdigit`` also takes "²", "٣"…);
+#: at most 30 of them (leading zeros allowed), so ``int()`` never sees a huge string
+_UINT_RE = re.compile(r"[0-9]{1,30}")
+
+
+def parse_uint(value: str, name: str, upper: int = 2**32 - 1) -> int:
+    """The number in a header value or parameter written ``1*DIGIT`` (Expires,
+    Content-Length, Max-Forwards, RSeq, Min-SE, rport, …; RFC 3261 §25.1, §20).
+
+    Only ASCII digits, surrounding blanks ignored, value 0..``upper``. Raises
+    :class:`SIPParseError` naming ``name`` and quoting (the start of) the value — the
+    peer's fault, not ours."""
+    text = value.strip(" \t")
+    if not _UINT_RE.fullmatch(text):
+        # octets that are not UTF-8 (kept as surrogates) are shown as \xNN
+        start = text[:20].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        shown = f"'{start}'" + (f"… ({len(text)} characters)" if len(text) > 20 else "")
+        raise SIPParseError(f"bad {name} value {shown}: not a number 0..{upper}")
+    number = int(text)
+    if number > upper:
+        raise SIPParseError(f"bad {name} value {text[:20]}: larger than {upper}")
+    return number
+
+
+def uint_or_none(value: str | None, upper: int = 2**32 - 1) -> int | None:
+    """:func:`parse_uint` for values where a bad one is ignored: None when absent or bad."""
+    if value is None:
+        return None
+    try:
+        return parse_uint(value, "", upper)
+    except SIPParseError:
+        return None

@@ -41,6 +41,7 @@ from skinnysip.sip.server_transaction import (
     ServerTransportFailed,
     new_server_transaction,
 )
+from skinnysip.sip.syntax import uint_or_none
 from skinnysip.sip.transaction import (
     ClientTransaction,
     Flow,
@@ -246,8 +247,9 @@ def response_flow(request: Request, flow: Flow) -> Flow:
         return Flow(flow.transport, (maddr, port), local=flow.local)
     rport = top.params.get("rport")
     host = top.params.get("received") or top.host
-    if rport and rport.isdigit():
-        return Flow(flow.transport, (host, int(rport)), local=flow.local)
+    port_from_rport = uint_or_none(rport, 65535)
+    if port_from_rport:
+        return Flow(flow.transport, (host, port_from_rport), local=flow.local)
     return Flow(flow.transport, (host, port), local=flow.local)
 
 
