@@ -34,11 +34,16 @@ def wav_samples(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float64)
 
 
-def share_near(samples: np.ndarray, freq: float, skip: float = 0.5, width: float = 25.0) -> float:
-    """Share of 20 ms frames (after ``skip`` s) whose dominant frequency is within ``width`` Hz
-    of ``freq``; silent frames count as misses."""
-    freqs = dominant_frequencies(samples[int(skip * 8000):])
-    return float(np.mean(np.abs(freqs - freq) < width)) if len(freqs) else 0.0
+def assert_heard(samples: np.ndarray, freq: float, width: float = 25.0) -> None:
+    """``samples`` (8000 Hz) are ``freq``: every audible 20 ms frame (≥ 95 %) within ``width``
+    Hz of it, and at least 70 % of the frames audible. On this loaded 2-core machine our
+    receiver's event loop is sometimes late and its jitter buffer plays silence (underruns, not
+    wrong audio: docs/NOTES.md), hence audible frames are judged, and most must be audible."""
+    freqs = dominant_frequencies(samples)
+    audible = freqs[freqs > 0]
+    assert len(freqs) and len(audible) >= 0.7 * len(freqs), f"{len(audible)} of {len(freqs)} frames audible"
+    share = float(np.mean(np.abs(audible - freq) < width))
+    assert share >= 0.95, f"only {share:.0%} of the audible frames are {freq} Hz"
 
 
 def band_energy(samples: np.ndarray, freqs: list[float], width: float = 20.0) -> list[float]:
@@ -79,8 +84,7 @@ async def test_echo_returns_our_tone(services: LabServices, tmp_path: Path) -> N
         await asyncio.sleep(4)
         path = rx(call)
         await call.hangup()
-    share = share_near(wav_samples(path), 440.0)
-    assert share >= 0.9, share
+    assert_heard(wav_samples(path)[4000:], 440.0)
     [record] = services.calls()
     assert record["service"] == "echo" and record["to"].startswith("sip:600@")
     summaries = [m["summary"] for m in record["messages"]]
@@ -94,9 +98,7 @@ async def test_tone_is_1004_hz_milliwatt(services: LabServices, tmp_path: Path) 
         path = rx(call)
         await call.hangup()
     samples = wav_samples(path)
-    assert share_near(samples, MILLIWATT_HZ, width=10) >= 0.9
-    heard = samples[8000:]
-    heard = heard[np.abs(heard) > 0] if np.any(heard) else heard
+    assert_heard(samples[4000:], MILLIWATT_HZ, width=10)
     peak = np.percentile(np.abs(samples[8000:]), 99.5)
     assert 20_000 < peak < 25_000, peak  # 0 dBm0: a sine of peak ~22 700 (the digital milliwatt's level)
 
