@@ -202,11 +202,27 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
 def test_softphone_errors_sit_next_to_their_fields(phone_page: Any, server: str, pbx: KamailioPeer,
                                                    artifacts: Path) -> None:
     page = phone_page
-    page.goto(f"{server}/#phone")
-    page.fill("#phone-aor", "alice")  # not a URI
-    page.fill("#phone-registrar", "127.0.0.1:99999")
-    page.click("#phone-register")
+    page.goto(f"{server}/")
+    # keyboard only: the tab list's arrows reach the Softphone tab, Tab walks into its form,
+    # Enter in a field submits it
+    page.focus("#tab-sip")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-phone", "aria-selected") == "true"
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+    assert order == ["API docs", "ReDoc", "phone-protocol", "phone-aor"]
+    page.keyboard.type("alice")  # not a URI
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "phone-registrar"
+    page.keyboard.type("127.0.0.1:99999")
+    page.keyboard.press("Enter")
     page.wait_for_selector("#phone-aor-error")
+    assert page.evaluate("document.activeElement.id") == "phone-aor"  # the first field in error
     assert "not a valid SIP URI" in (page.locator("#phone-aor-error").text_content() or "")
     assert "host[:port]" in (page.locator("#phone-registrar-error").text_content() or "")
     assert page.get_attribute("#phone-aor", "aria-invalid") == "true"
