@@ -364,10 +364,24 @@ class SCCPPhone(Phone):
             await self.unregister(min(self.account.timeout, 5.0))
             if self.registration is not RegistrationState.UNREGISTERED:
                 self._set_registration(RegistrationState.UNREGISTERED, "unregistered (connection closed)")
-        if self._reader is not None:
-            self._reader.cancel()
+        await self.abort()
+
+    async def abort(self) -> None:
+        """End everything now without a word to the CM: media streams and the connection closed
+        (at most ~1 s), tasks cancelled (idempotent). What :meth:`close` ends with, and what a
+        caller uses when a polite close took too long."""
+        if self.closed:
+            return
+        self._closing = True
+        for task in (self._supervisor, self._reader):
+            if task is not None:
+                task.cancel()
+        for call in list(self.calls):
+            if isinstance(call, SCCPCall):
+                for stream in list(call.streams.values()):
+                    await self._close_stream(call, stream)
         if self.transport is not None:
-            await self.transport.close()
+            await self.transport.close(timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         self._resolve_all()

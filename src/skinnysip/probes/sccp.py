@@ -561,8 +561,10 @@ async def _run(op: str, req: SCCPRequest, body: Body, *, ca_file: str | None = N
             if res.rejected:
                 res.registered = False
             account.timeout = budget.teardown()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(phone.close(), 3 * TEARDOWN + budget.left())
+            try:
+                await asyncio.wait_for(phone.close(), 2 * TEARDOWN + budget.left())
+            except TimeoutError:
+                await phone.abort()
         if record_dir is not None:
             record_dir.cleanup()
         res.exchange = list(phone.wire) if phone is not None else []
