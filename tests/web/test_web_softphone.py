@@ -183,6 +183,16 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     peers_loop.run(bob.wait_event("CALL_CLOSED", after=n))
     assert page.locator("#phone-calls tbody tr").count() == 2
 
+    # and once more: the page rejects it (486), baresip's call closes with that answer
+    n = len(bob.events)
+    peers_loop.run(bob.command("dial", f"sip:alice@{pbx.realm}"))
+    page.wait_for_selector("#phone-incoming:not([hidden])", timeout=UI_MS)
+    page.click("#phone-reject")
+    call_state(page, "terminated")
+    closed = peers_loop.run(bob.wait_event("CALL_CLOSED", after=n))
+    assert "486" in str(closed.get("param")), closed
+    assert page.locator("#phone-incoming").is_hidden()
+
     # instant messages both ways
     peers_loop.run(bob.command("message", "hi alice"))
     page.wait_for_selector('#phone-messages li[data-direction="in"]:has-text("hi alice")', timeout=UI_MS)
