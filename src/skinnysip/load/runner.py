@@ -122,14 +122,16 @@ class LoadRunner:
                 now = loop.time()
                 if now >= end:
                     break
-                if next_at > now:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), min(next_at, end) - now)
+                if next_at > now:  # a plain sleep (no task per attempt); stop() is seen within 0.25 s
+                    await asyncio.sleep(min(next_at, end, now + 0.25) - now)
                     continue
-                try:  # at the concurrency limit: wait for a slot (the schedule slips, as SIPp's -l)
-                    await asyncio.wait_for(slots.acquire(), max(0.001, end - loop.time()))
-                except TimeoutError:
-                    break
+                if slots.locked():  # at the concurrency limit: wait for a slot (the schedule slips, as SIPp's -l)
+                    try:
+                        await asyncio.wait_for(slots.acquire(), max(0.001, end - loop.time()))
+                    except TimeoutError:
+                        break
+                else:
+                    await slots.acquire()
                 if self._stop.is_set():
                     slots.release()
                     break
