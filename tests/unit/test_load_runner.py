@@ -1,0 +1,106 @@
+"""The load runner's own rules with a scenario that only sleeps (no network: what is tested
+is the runner's pacing, limit, count, stop and drain, not a protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from skinnysip.load.runner import LoadRunner, LocalSource, Monitor
+from skinnysip.load.scenarios import LoadConfig, Scenario
+from skinnysip.load.stats import Counters
+
+
+class Sleeper(Scenario):
+    """Each attempt sleeps ``seconds`` and succeeds; records the attempts in progress."""
+
+    def __init__(self, config: LoadConfig, counters, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, counters)
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+        self.indexes: list[int] = []
+        self.opened = self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def retransmissions(self) -> int:
+        return 7
+
+    async def attempt(self, index: int) -> None:
+        self.indexes.append(index)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+            self.counters().success(self.seconds, self.seconds)
+        finally:
+            self.running -= 1
+
+
+def runner_with(config: LoadConfig, seconds: float) -> tuple[LoadRunner, Sleeper]:
+    runner = LoadRunner(config)
+    sleeper = Sleeper(config, lambda: runner.counters, seconds)
+    runner.scenario = sleeper
+    return runner, sleeper
+
+
+async def test_count_limit_and_indexes() -> None:
+    config = LoadConfig("options", "127.0.0.1", rate=1000, limit=3, count=12, index_start=2, index_step=5)
+    runner, sleeper = runner_with(config, 0.05)
+    await runner.run()
+    total = runner.take_interval()
+    assert (total.attempted, total.successful, total.finished) == (12, 12, 12)
+    assert sleeper.most == 3  # never more than -l at once
+    assert sleeper.indexes == [2 + 5 * k for k in range(12)]
+    assert total.retransmissions == 7 and runner.take_interval().retransmissions == 0  # deltas
+    assert sleeper.opened and sleeper.closed and runner.done
+
+
+async def test_rate_and_duration_bound_the_run() -> None:
+    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=40, duration=1.0), 0.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await runner.run()
+    assert loop.time() - started < 3.0
+    attempted = runner.take_interval().attempted
+    assert 30 <= attempted <= 42  # 40/s for 1 s (the first at t=0)
+
+
+async def test_set_rate_and_stop_while_running() -> None:
+    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=5, duration=30.0), 0.0)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    await asyncio.sleep(0.5)
+    runner.set_rate(200)
+    runner.set_rate(-1)  # ignored
+    await asyncio.sleep(0.5)
+    runner.stop()
+    await asyncio.wait_for(task, 2.0)
+    assert runner.rate == 200
+    assert 60 <= runner.take_interval().attempted <= 110
+
+
+async def test_stuck_attempts_are_cancelled_after_the_grace_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import skinnysip.load.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "DRAIN_GRACE", 0.2)
+    config = LoadConfig("options", "127.0.0.1", rate=100, count=4, timeout=0.1, hold=0.0)
+    runner, _ = runner_with(config, 60.0)
+    await asyncio.wait_for(runner.run(), 5.0)
+    total = runner.take_interval()
+    assert (total.attempted, total.failed) == (4, 4)
+    assert total.failed_by_status == {"aborted": 4}
+
+
+async def test_monitor_sums_intervals_into_the_total() -> None:
+    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=200, count=60), 0.01)
+    seen: list[int] = []
+    monitor = Monitor(LocalSource(runner), 200, 0.1, [lambda item: seen.append(item.period.attempted)])
+    await asyncio.gather(runner.run(), monitor.run(asyncio.get_running_loop().time() + 10))
+    assert sum(seen) == monitor.total.attempted == 60 and len(seen) >= 2
+    assert isinstance(monitor.total, Counters) and monitor.total.successful == 60
