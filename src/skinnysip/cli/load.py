@@ -295,8 +295,12 @@ def _command(scenario: str, doc: str) -> Any:
     return command
 
 
-app.command("options")(_command("options", "OPTIONS, one transaction per attempt."))
-app.command("register")(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))
-app.command("call")(_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE."))
-app.command("message")(_command("message", "MESSAGE (RFC 3428) to --to, digest when challenged."))
-app.command("user")(_command("user", "Your scenario: --script FILE.py with async def scenario(phone, index)."))
+EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
+          "--rate-file FILE is re-read every interval; the first Ctrl-C stops new attempts and prints the "
+          "summary. Exit status: 0 failures within --max-failures, 1 beyond, 2 bad arguments or server "
+          "unreachable. See docs/load.md.")
+app.command("options", epilog=EPILOG)(_command("options", "OPTIONS, one transaction per attempt."))
+app.command("register", epilog=EPILOG)(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))
+app.command("call", epilog=EPILOG)(_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE."))
+app.command("message", epilog=EPILOG)(_command("message", "MESSAGE (RFC 3428) to --to, digest when challenged."))
+app.command("user", epilog=EPILOG)(_command("user", "Your scenario: --script FILE.py with async def scenario(phone, index)."))
