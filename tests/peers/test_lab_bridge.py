@@ -152,3 +152,81 @@ async def test_unregistered_and_busy_lines(cm: LabCallManager, tmp_path: Path) -
             assert bob_station.registration.value == "registered"
     statuses = [r["reason"] for r in bridge.calls()]
     assert statuses == ["refused 480", "refused 404", "refused 486"], statuses
+
+
+async def test_station_cancels_while_sip_rings(cm: LabCallManager, tmp_path: Path) -> None:
+    """The station hangs up while the SIP phone rings: CANCEL (after the 180, RFC 3261 §9.1),
+    200 and 487, and the SIP phone stops ringing."""
+    async with baresip("1001", "x", "127.0.0.1:9", tone_hz=BARESIP_TONE, register=False, answermode="manual") as bob:
+        async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", bob.sip_port), domain=DOMAIN) as bridge:
+            async with station(cm, tmp_path) as alice:
+                call = await alice.call("1001#")
+                await bob.wait_event("CALL_INCOMING", timeout=15)
+                for _ in range(50):
+                    if "RingOut" in call.protocol_states:
+                        break
+                    await asyncio.sleep(0.1)
+                assert "RingOut" in call.protocol_states
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED")
+                await asyncio.sleep(0.5)
+            [record] = bridge.calls()
+    summaries = [m["summary"] for m in record["messages"]]
+    assert "180 Ringing" in summaries and any(s.startswith("CANCEL") for s in summaries), summaries
+    assert any(s.startswith("487") for s in summaries), summaries
+
+
+async def test_sip_cancel_stops_the_station_ringing(cm: LabCallManager, tmp_path: Path) -> None:
+    """The SIP phone hangs up while the station rings: CANCEL, 200, 487, and the station's
+    call ends."""
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge:
+        assert bridge.address is not None
+        host, port = bridge.address
+        async with station(cm, tmp_path) as alice, \
+                baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
+            await bob.command("dial", f"sip:2001@{host}:{port}")
+            event = await alice.next_event(10)
+            while event is not None and not isinstance(event, IncomingCall):
+                event = await alice.next_event(10)
+            assert isinstance(event, IncomingCall)
+            await asyncio.sleep(0.5)
+            await bob.command("hangup")
+            assert await event.call.wait_ended(10), "the station kept ringing after the CANCEL"
+            await bob.wait_event("CALL_CLOSED")
+        [record] = bridge.calls()
+    assert record["reason"] == "cancelled by the caller"
+    summaries = [m["summary"] for m in record["messages"]]
+    assert any(s.startswith("CANCEL") for s in summaries) and any(s.startswith("487") for s in summaries), summaries
+
+
+async def test_pcma_only_offer_is_bridged_as_alaw(cm: LabCallManager, tmp_path: Path) -> None:
+    """baresip offers PCMA only: the station's receive channel and transmission use G.711
+    A-law (SCCP compression type 2) and audio flows both ways."""
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge:
+        assert bridge.address is not None
+        host, port = bridge.address
+        async with station(cm, tmp_path, auto_answer=0.5) as alice:
+            async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False,
+                               extra_account="audio_codecs=PCMA/8000/1") as bob:
+                await bob.command("dial", f"sip:2001@{host}:{port}")
+                event = await alice.next_event(10)
+                while event is not None and not isinstance(event, IncomingCall):
+                    event = await alice.next_event(10)
+                assert isinstance(event, IncomingCall)
+                call = event.call
+                assert isinstance(call, SCCPCall)
+                assert await call.wait_connected(15)
+                await bob.wait_event("CALL_ESTABLISHED")
+                await asyncio.sleep(4)
+                assert call.compression_type == 2  # G711Alaw64k (reference §4.5)
+                report = call.media_report()
+                await bob.command("hangup")
+                assert await call.wait_ended(10)
+                rx = station_rx(call, tmp_path)
+                heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+    station_heard(rx, BARESIP_TONE)
+    assert heard_by_bob >= 0.9, "baresip did not hear the station"
+    assert report is not None and report["payload_type"] == 8, report
+    [record] = bridge.calls()
+    answer = next(m["raw"] for m in record["messages"] if m["summary"].startswith("200") and "m=audio" in m["raw"])
+    assert "m=audio" in answer and "RTP/AVP 8" in answer and "PCMA/8000" in answer
