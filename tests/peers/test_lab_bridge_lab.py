@@ -155,3 +155,26 @@ async def test_station_holds_baresip_hears_music_then_resumes(lab: Lab, tmp_path
     notes = sorted({hz for hz, _ in MOH_NOTES})
     music = [f for f in heard.values() if np.mean([min(abs(n - x) for n in notes) < 15 for x in f]) > 0.8]
     assert len(music) == 1 and len(music[0]) >= 4 * 50, {k: len(v) for k, v in heard.items()}  # the held time
+
+
+async def test_station_reaches_the_lab_services_through_the_bridge(lab: Lab, tmp_path: Path) -> None:
+    """With the CM's own echo/tone turned off (empty extensions), a station's 601 and 600 go
+    through the bridge and the proxy to the lab's services: the 1004 Hz tone, then its own
+    440 Hz back from the echo."""
+    from skinnysip.lab.services import MILLIWATT_HZ
+
+    assert lab.callmanager is not None
+    lab.callmanager.config.echo_extension = lab.callmanager.config.tone_extension = ""
+    async with station(lab, tmp_path) as alice:
+        heard = {}
+        for number in ("601", "600"):
+            call = await alice.call(number + "#")
+            assert await call.wait_connected(15), call.end_reason
+            await asyncio.sleep(3)
+            await call.hangup()
+            heard[number] = station_rx(call, tmp_path)
+    station_heard(heard["601"], MILLIWATT_HZ, last=2.0)
+    station_heard(heard["600"], STATION_TONE, last=2.0)
+    assert lab.services is not None
+    assert [c["service"] for c in lab.services.calls()] == ["tone", "echo"]
+    assert all(c["from"].startswith("sip:2001@") for c in lab.services.calls())
