@@ -15,9 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -26,19 +24,9 @@ from peertools import free_port, require
 # Kamailio comes from tests/peers' harness (sip_peers.kamailio), the same as tests/peers' fixture.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 from sip_peers import KamailioPeer, kamailio  # noqa: E402
+from webtools import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PHONE, open_page  # noqa: E402
 
 from skinnysip.lab.callmanager import LabCallManager, LabConfig  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-LAPTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-UI_TIMEOUT_MS = 45_000  # one UI wait on a loaded 2-core machine (a probe is a few seconds at most)
-
 
 _ARTIFACTS: list[Path] = []
 
@@ -95,56 +83,6 @@ def browser() -> Iterator[object]:
             yield b
         finally:
             b.close()
-
-
-@dataclass
-class Guard:
-    """What a page tried that it should not have: requests beyond 127.0.0.1, script errors."""
-
-    blocked: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # stopped by the page's Content-Security-Policy
-
-    def check(self) -> None:
-        assert self.blocked == [], f"the page tried to leave 127.0.0.1: {self.blocked}"
-        assert self.errors == [], f"script errors: {self.errors}"
-        # The one thing our pages' policy is known to stop: ReDoc's Redocly logo from its CDN.
-        others = [r for r in self.refused if REDOC_LOGO not in r]
-        assert others == [], f"stopped by Content-Security-Policy: {others}"
-
-
-def open_page(browser: object, viewport: dict[str, int]) -> tuple[object, object, Guard]:
-    guard = Guard()
-    context = browser.new_context(viewport=viewport, accept_downloads=True)  # type: ignore[attr-defined]
-    context.set_default_timeout(UI_TIMEOUT_MS)
-
-    def only_loopback(route: object, request: object) -> None:
-        url = request.url  # type: ignore[attr-defined]
-        if urlparse(url).hostname == "127.0.0.1":
-            route.continue_()  # type: ignore[attr-defined]
-        else:
-            guard.blocked.append(url)
-            route.abort()  # type: ignore[attr-defined]
-
-    context.route("**/*", only_loopback)
-    page = context.new_page()
-    page.on("pageerror", lambda exc: guard.errors.append(f"pageerror: {exc}"))
-
-    def console(msg: object) -> None:
-        text = msg.text  # type: ignore[attr-defined]
-        # Chromium logs every 4xx fetch; a 400 is how the API refuses a field (the tests provoke it)
-        if msg.type != "error":  # type: ignore[attr-defined]
-            return
-        url = (getattr(msg, "location", None) or {}).get("url", "")
-        if "Content Security Policy" in text:
-            guard.refused.append(text)
-        elif "responded with a status of 404" in text and url.endswith("/api/lab"):
-            pass  # the page asks whether the server runs a lab: 404 is "no" (the lab panel stays hidden)
-        elif "responded with a status of 400" not in text:
-            guard.errors.append(f"console.error: {text}")
-
-    page.on("console", console)
-    return context, page, guard
 
 
 def _guarded_page(browser: object, viewport: dict[str, int]) -> Iterator[object]:

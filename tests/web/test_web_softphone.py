@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 from baresip_peer import Baresip, baresip
-from conftest import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PHONE, open_page
 from sip_peers import KamailioPeer, kamailio
-from webtools import LoopThread, tshark_rows, wav_frames
+from webtools import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PHONE, LoopThread, open_page, tshark_rows, wav_frames
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(240)]
 
