@@ -134,6 +134,13 @@ def test_newcomer_serve_lab_register_call_echo_hear_it(page: Any, serve_lab: tup
     assert labels[0].startswith("INVITE sip:600@") and any(label.startswith("BYE") for label in labels)
     assert len(labels) == len(call["messages"])
     page.screenshot(path=str(artifacts / "laptop-lab-calls.png"), full_page=True)
+    # an SCCP device of the lab fills the softphone's SCCP form with the call manager's address
+    page.click("#tab-lab")
+    page.click('#lab-info button.use-device:has-text("SEP001122334455")')
+    assert page.input_value("#phone-protocol") == "sccp" and page.locator("#phone-host").is_visible()
+    host, port = info["sccp"].rsplit(":", 1)
+    assert page.input_value("#phone-host") == host and page.input_value("#phone-port") == port
+    assert page.input_value("#phone-device-name") == "SEP001122334455"
 
 
 def test_lab_panel_is_hidden_without_a_lab(page: Any, server: str) -> None:

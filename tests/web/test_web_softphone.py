@@ -167,9 +167,14 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     methods = [r[0] for r in tshark_rows(pcap, "sip.Method", display_filter="sip.Request-Line")]
     assert methods[0] == "INVITE" and "ACK" in methods and methods[-1] == "BYE"
 
-    # baresip calls the page's phone: it rings, the page answers, then hangs up
+    # baresip calls the page's phone (the page is on another tab): the Softphone tab says it
+    # rings, the page answers, then hangs up
+    page.click("#tab-sip")
     n = len(bob.events)
     peers_loop.run(bob.command("dial", f"sip:alice@{pbx.realm}"))
+    page.wait_for_selector("#tab-phone.ringing", timeout=UI_MS)
+    assert page.locator("#tab-phone").text_content() == "Softphone: ringing"
+    page.click("#tab-phone")
     page.wait_for_selector("#phone-incoming:not([hidden])", timeout=UI_MS)
     assert "bob" in (page.locator("#phone-incoming-from").text_content() or "")
     page.screenshot(path=str(artifacts / "laptop-softphone-ringing.png"), full_page=True)
@@ -177,6 +182,7 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     call_state(page, "confirmed")
     peers_loop.run(bob.wait_event("CALL_ESTABLISHED", after=n))
     assert page.locator("#phone-incoming").is_hidden()
+    assert page.locator("#tab-phone").text_content() == "Softphone"
     page.click("#phone-hangup")
     call_state(page, "terminated")
     peers_loop.run(bob.wait_event("CALL_CLOSED", after=n))

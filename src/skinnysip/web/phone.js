@@ -297,6 +297,7 @@ function onEvent(ev) {
       phone.incoming = ev.call;
       $("phone-incoming-from").textContent = ev.remote;
       $("phone-incoming").hidden = false;
+      ringing(true);
       logLine(`incoming call ${ev.call} from ${ev.remote}`);
       if (phone.selected === null || !liveState(callOf(phone.selected).state)) selectCall(ev.call);
       renderCalls();
@@ -310,6 +311,7 @@ function onEvent(ev) {
       if (phone.incoming === ev.call && ev.state !== "incoming") {
         phone.incoming = null;
         $("phone-incoming").hidden = true;
+        ringing(false);
       }
       if (ev.state === "terminated" && phone.audioCall === ev.call) stopAudio();
       renderCalls();
@@ -343,6 +345,13 @@ function onEvent(ev) {
     default:
       break;
   }
+}
+
+// the Softphone tab says so while a call rings in (the page may be on another tab)
+function ringing(on) {
+  const tab = $("tab-phone");
+  tab.textContent = on ? "Softphone: ringing" : "Softphone";
+  tab.classList.toggle("ringing", on);
 }
 
 function liveState(state) { return state !== "terminated"; }
