@@ -98,6 +98,10 @@ def test_config_validation_names_the_field() -> None:
         LoadConfig("call", "h").validate()
     with pytest.raises(ValueError, match="rate"):
         LoadConfig("options", "h", rate=0).validate()
+    with pytest.raises(ValueError, match="to:"):
+        LoadConfig("message", "h", to="bob@exa mple").validate()
+    with pytest.raises(ValueError, match="domain:"):
+        LoadConfig("options", "h", domain="a b").validate()
     assert LoadConfig("options", "h", port=5070).sip_domain == "h:5070"
     assert LoadConfig("options", "::1", transport="tls").sip_domain == "[::1]"
     assert LoadConfig("message", "h").uri("bob") == "sip:bob@h"

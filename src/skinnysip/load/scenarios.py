@@ -160,6 +160,14 @@ class LoadConfig:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
                 raise ValueError("local_ports: FIRST-LAST within 1-65535")
+        checks = [("domain", f"sip:load@{self.sip_domain}")]
+        if self.to and not self.to.lower().startswith("tel:"):
+            checks.append(("to", self.uri(self.to)))
+        for name, text in checks:
+            try:
+                SipURI.parse(text)
+            except SIPParseError as exc:
+                raise ValueError(f"{name}: {text!r} is not a SIP URI ({exc.reason})") from None
 
     @property
     def server_port(self) -> int:
