@@ -100,3 +100,58 @@ async def test_held_party_hears_music_on_hold(lab: Lab, tmp_path: Path) -> None:
     assert ",".join(map(str, period)) in ",".join(map(str, changes)), changes
     before = near[50:90]
     assert np.mean([n != 0 for n in before]) < 0.1  # no music before the hold
+
+
+async def test_baresip_hears_its_digits_read_back(lab: Lab) -> None:
+    """baresip sends 4 2 * as RFC 4733 events to the DTMF echo (604); after the pause the lab
+    sends them back as RFC 4733 events and baresip detects them, in order."""
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
+        await registered(lab, "1001")
+        await phone.command("dial", f"sip:604@{DOMAIN}")
+        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
+        await asyncio.sleep(0.5)
+        after = len(phone.events)
+        for key in "42*":
+            await phone.command("sndcode", key)
+            await asyncio.sleep(0.25)
+        await phone.command("sndcode", "\n")  # key release ends the last event
+        for _ in range(60):
+            digits = [e.get("param") for e in phone.events[after:] if e.get("type") == "CALL_DTMF_START"]
+            if len(digits) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        await phone.command("hangup")
+    assert digits == ["4", "2", "*"], digits
+
+
+async def test_conference_with_baresip_and_two_of_ours(lab: Lab, tmp_path: Path) -> None:
+    """The conference room (603) with baresip (660 Hz) and two of our phones (440, 880 Hz):
+    each party's recording has the other two tones and not its own."""
+    from test_lab_services import band_energy, wav_samples
+
+    tones = {"1002": 440.0, "1003": 880.0}
+    async with SIPPhone(account(lab, "1002", record_dir=str(tmp_path / "1002"))) as a, \
+            SIPPhone(account(lab, "1003", record_dir=str(tmp_path / "1003"), source="tone:880")) as b, \
+            baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
+        await registered(lab, "1001")
+        calls = {"1002": await a.call("603"), "1003": await b.call("603")}
+        for call in calls.values():
+            assert await call.wait_connected(15), call.end_reason
+        await phone.command("dial", f"sip:603@{DOMAIN}")
+        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
+        await asyncio.sleep(5)
+        await phone.command("hangup")
+        await phone.wait_event("CALL_CLOSED")
+        with wave.open(str(phone.recordings()["dec"])) as w:
+            baresip_heard = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float64)
+        paths = {user: call.media.recordings["rx"] for user, call in calls.items() if call.media is not None}
+        for call in calls.values():
+            await call.hangup()
+    shares = band_energy(baresip_heard[-3 * 8000:], [440.0, 880.0, THEIR_TONE])
+    assert shares[0] > 0.25 and shares[1] > 0.25 and shares[2] < 0.02, ("baresip", shares)
+    for user, path in paths.items():
+        other = 880.0 if user == "1002" else 440.0
+        samples = wav_samples(path)
+        # the stretch when all three were in (before baresip hung up): the last 5 s minus the tail
+        shares = band_energy(samples[-6 * 8000:-2 * 8000], [THEIR_TONE, other, tones[user]])
+        assert shares[0] > 0.2 and shares[1] > 0.2 and shares[2] < 0.02, (user, shares)
