@@ -65,7 +65,7 @@ async def test_baresip_hears_the_prompt_and_the_lab_hangs_up(lab: Lab) -> None:
     assert "BYE" in str(closed) or closed.get("type") == "CALL_CLOSED"
     assert np.mean(freqs > 0) > 0.5  # speech energy in most frames of the first play
     assert len({round(f / 50) for f in freqs if f > 0}) > 10  # many pitches: speech, not a tone
-    assert np.mean(np.abs(freqs - THEIR_TONE) < 25) < 0.05  # not our own audio back
+    assert np.mean(np.abs(freqs - THEIR_TONE) < 25) < 0.2  # not our own tone back (speech passes 660 Hz now and then)
     assert lab.services is not None
     [record] = lab.services.calls()
     assert record["service"] == "playback" and record["reason"] == "BYE sent"
