@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import ipaddress
 import logging
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,11 @@ class Lab:
             s.check_exposure()
         except ConfigError as exc:
             raise LabError(str(exc)) from None
+        usable = tuple(h for h in s.hosts if self._host_usable(strip_brackets(h)))
+        if not usable:
+            raise LabError(f"none of the listen addresses ({', '.join(s.hosts)}) exists on this machine")
+        if usable != s.hosts:
+            s = self.settings = s.with_overrides(hosts=usable)
         cert, key = s.tls_cert, s.tls_key
         if cert is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="skinnysip-lab-"))
@@ -161,6 +168,19 @@ class Lab:
         except OSError as exc:
             self.bridge = None
             raise LabError(f"SCCP bridge: {exc}") from None
+
+    def _host_usable(self, host: str) -> bool:
+        """False (with a note) when ``host`` is not an address of this machine, e.g. ``::1``
+        where IPv6 is switched off; other errors (a busy port) are left to the listeners."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, 0))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                self._note(f"not listening on {host}: {exc.strerror or exc}")
+                return False
+        return True
 
     def _note(self, text: str) -> None:
         self.notes.append(text)
