@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webtools import heard_tones, mostly
 
 from peertools import free_port
 
@@ -93,12 +94,7 @@ def newcomer(page: Any, base: str, artifacts: Path, prefix: str) -> dict[str, An
     page.wait_for_selector('#phone-call-state[data-state="confirmed"]', timeout=UI_MS)
     page.click("#phone-listen")
     page.wait_for_selector('#phone-listen[aria-pressed="true"]', timeout=UI_MS)
-    heard = []
-    for _ in range(30):  # 3 s of the analyser, 100 ms apart
-        peak = page.evaluate("() => window.skinnysipPhone.hearing()")
-        heard.append(peak["hz"] if peak else 0)
-        page.wait_for_timeout(100)
-    shown["heard"] = heard
+    shown["heard"] = heard_tones(page)
     page.screenshot(path=str(artifacts / f"{prefix}-lab-echo-call.png"), full_page=True)
     page.click("#phone-hangup")
     page.wait_for_selector('#phone-call-state[data-state="terminated"]', timeout=UI_MS)
@@ -106,7 +102,7 @@ def newcomer(page: Any, base: str, artifacts: Path, prefix: str) -> dict[str, An
 
 
 def echoed(heard: list[int]) -> bool:
-    return sum(abs(hz - TONE) <= 10 for hz in heard) >= 0.6 * len(heard)
+    return mostly(heard, TONE)
 
 
 def test_newcomer_serve_lab_register_call_echo_hear_it(page: Any, serve_lab: tuple[str, float],

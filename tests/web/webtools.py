@@ -170,3 +170,24 @@ def wav_frames(path: Path, frame: float = 0.02) -> tuple[Any, Any]:
     count = len(samples) // n
     rms = np.sqrt(np.mean(samples[:count * n].reshape(count, n).astype(np.float64) ** 2, axis=1)) if count else np.zeros(0)
     return dominant_frequencies(samples, rate), rms
+
+
+def heard_tones(page: Any, count: int = 30, timeout: float = 20.0, every_ms: int = 100) -> list[int]:
+    """The dominant frequency (Hz) the page's AnalyserNode reports, every ``every_ms`` ms, until
+    ``count`` non-silent readings were taken or ``timeout`` s passed (a loaded machine may starve
+    the audio thread for a moment: silent readings are skipped, not counted as misses)."""
+    import time
+
+    readings: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(readings) < count and time.monotonic() < deadline:
+        peak = page.evaluate("() => window.skinnysipPhone.hearing()")
+        if peak:
+            readings.append(int(peak["hz"]))
+        page.wait_for_timeout(every_ms)
+    return readings
+
+
+def mostly(readings: list[int], hz: float, share: float = 0.8, least: int = 20, within: float = 10.0) -> bool:
+    """At least ``least`` readings and ``share`` of them within ``within`` Hz of ``hz``."""
+    return len(readings) >= least and sum(abs(r - hz) <= within for r in readings) >= share * len(readings)
