@@ -391,6 +391,17 @@ def test_sccp_softphone_calls_the_lab_echo_and_hears_it(page: Any, server: str, 
     page.wait_for_selector('#phone-listen[aria-pressed="true"]', timeout=UI_MS)
     heard = heard_tones(page)
     assert mostly(heard, 800.0), f"the page heard {heard}"
+    # hold and resume: the call manager closes the media and opens new streams; the audio
+    # socket follows the call onto them and the echo is heard again
+    page.click("#phone-hold")
+    page.wait_for_selector('#phone-call-state:has-text("on hold")', timeout=UI_MS)
+    page.click("#phone-resume")
+    page.wait_for_function("() => !document.getElementById('phone-call-state').textContent.includes('hold')",
+                           timeout=UI_MS)
+    page.wait_for_timeout(500)
+    heard = heard_tones(page)
+    assert mostly(heard, 800.0), f"after resume the page heard {heard}"
+    assert page.get_attribute("#phone-listen", "aria-pressed") == "true"
     page.wait_for_function("() => Number(document.querySelector('#phone-quality tr[data-key=packetsReceived] td')"
                            "?.textContent) > 20", timeout=UI_MS)
     # the SCCP ladder: decoded station messages, the call manager's CallState names in the log

@@ -828,7 +828,7 @@ class _AudioLink:
 
     def follow(self) -> None:
         media = _media_of(self.call)
-        if media is self.media:
+        if media is self.media and (self.tap is None or not self.tap.closed):
             return
         self._detach()
         self.media = media
@@ -903,8 +903,10 @@ async def call_audio(websocket: WebSocket, phone_id: str, call_id: int) -> None:
             next_stats = loop.time() + 1.0
             while not reader.done() and call.state is not CallState.TERMINATED and not session.closing:
                 link.follow()
-                frame = await link.tap.get(0.2) if link.tap is not None else None
-                if frame is None and link.tap is None:
+                frame = None
+                if link.tap is not None and not link.tap.closed:
+                    frame = await link.tap.get(0.2)
+                else:  # no stream (yet, or closed: SCCP opens a new one after hold): look again soon
                     await asyncio.sleep(0.1)
                 if frame is not None:
                     await websocket.send_bytes(frame.astype("<i2").tobytes())
