@@ -1,7 +1,8 @@
 """The lab proxy's request checks (RFC 3261 §16.3) and its own answers, byte-level over UDP
 from a plain socket: OPTIONS to the lab itself → 200; Max-Forwards 0 → 483; a mailto:
 Request-URI → 416; Proxy-Require → 420; a foreign domain → 404; an unauthenticated INVITE →
-100 then 407 with a fresh digest challenge; a REGISTER for someone else's AOR → 403."""
+100 then 407 with a fresh digest challenge; a REGISTER for someone else's AOR → 403; no open
+relay (forged in-dialog requests → 403, pre-loaded Routes → 407)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ def sock() -> Iterator[socket.socket]:
 
 
 def request(sock: socket.socket, method: str, uri: str, *, extra: str = "", to: str | None = None,
-            from_user: str = "1001", max_forwards: int = 70, cseq: int = 1) -> bytes:
+            from_user: str = "1001", max_forwards: int = 70, cseq: int = 1, to_tag: str | None = None) -> bytes:
     local = sock.getsockname()
     n = next(_numbers)
     return (f"{method} {uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{local[1]};rport;branch=z9hG4bK{method}{cseq}x{n}\r\n"
             f"Max-Forwards: {max_forwards}\r\n"
-            f"From: <sip:{from_user}@{DOMAIN}>;tag=t1\r\nTo: <{to or uri}>\r\n"
+            f"From: <sip:{from_user}@{DOMAIN}>;tag=t1\r\nTo: <{to or uri}>{f';tag={to_tag}' if to_tag else ''}\r\n"
             f"Call-ID: rules-{n if method != 'REGISTER' else 'reg'}\r\nCSeq: {cseq} {method}\r\n"
             f"Contact: <sip:{from_user}@127.0.0.1:{local[1]}>\r\n{extra}Content-Length: 0\r\n\r\n").encode()
 
@@ -90,3 +91,11 @@ async def test_proxy_rules(lab: Lab, sock: socket.socket) -> None:
     [forbidden] = await exchange(sock, lab, retry)
     assert forbidden.status_code == 403
     assert lab.proxy is not None and lab.proxy.bindings() == []
+    # no open relay: an "in-dialog" request (forged To tag) to an address that is neither a
+    # registered contact nor a lab service, without the lab's Route, is refused
+    [relay] = await exchange(sock, lab, request(sock, "MESSAGE", "sip:x@127.0.0.1:9", to_tag="f"))
+    assert relay.status_code == 403
+    # a pre-loaded Route beyond the lab needs credentials like any new request
+    routed = await exchange(sock, lab, request(sock, "MESSAGE", "sip:x@127.0.0.1:9",
+                                               extra="Route: <sip:127.0.0.1:9;lr>\r\n"))
+    assert [r.status_code for r in routed] == [407]

@@ -329,6 +329,24 @@ class LabProxy:
         default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
         return (uri.port or default) in ports
 
+    def _own_routes_removed(self, request: Request) -> tuple[list[str], int]:
+        """(Route values left after ours at the top are removed (§16.4), how many were ours).
+        Raises :class:`SIPParseError` for a malformed Route."""
+        routes = [r for r in request.headers.values("Route") if r.strip()]
+        popped = 0
+        while routes and self._ours(NameAddr.parse(routes[0]).uri):
+            routes.pop(0)
+            popped += 1
+        return routes, popped
+
+    def _known_target(self, uri: SipURI) -> bool:
+        """True if ``uri`` is a registered contact or the address of a lab service/bridge."""
+        if any(b.uri == str(uri) for b in self.registrar.all(time.monotonic())):
+            return True
+        if uri.port is None:
+            return False
+        return (strip_brackets(uri.host), uri.port) in (self.services, self.bridge)
+
     def _names_us(self, uri: str) -> bool:
         """True if the text ``uri`` is a SIP URI naming this proxy without a user."""
         try:
@@ -391,15 +409,11 @@ class LabProxy:
         except ValueError:
             self._respond(tx, 400, "Bad Request (Max-Forwards)")
             return
-        routes = [r for r in request.headers.values("Route") if r.strip()]
-        while routes:
-            try:
-                if not self._ours(NameAddr.parse(routes[0]).uri):
-                    break
-            except SIPParseError:
-                self._respond(tx, 400, "Bad Request (Route)")
-                return
-            routes.pop(0)  # §16.4: our own Route value
+        try:
+            routes, popped = self._own_routes_removed(request)
+        except SIPParseError:
+            self._respond(tx, 400, "Bad Request (Route)")
+            return
         try:
             target = SipURI.parse(request.uri)
         except SIPParseError:
@@ -419,10 +433,16 @@ class LabProxy:
         if len(self._forwards) >= MAX_PENDING:
             self._respond(tx, 503, headers=[("Retry-After", "5")])
             return
-        if in_dialog or routes:
-            self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=in_dialog))
+        if in_dialog:
+            # a dialog the lab record-routed (our Route value was on top), or a request straight
+            # to a registered contact or a lab service; anything else would make the lab an
+            # open relay for whoever forges a To tag
+            if not popped and not self._known_target(target):
+                self._respond(tx, 403, "Forbidden (not a dialog through the lab)")
+                return
+            self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=True))
             return
-        if not self._ours(target):
+        if not routes and not self._ours(target):
             self._respond(tx, 404, "Not Found (not a lab domain)")
             return
         if not self._trusted(flow) and request.method in AUTHENTICATED:
@@ -434,8 +454,9 @@ class LabProxy:
             if _user_of(request.headers.get("From")) != result.user:
                 self._respond(tx, 403, f"Forbidden (From is not {result.user})")
                 return
+        # a pre-loaded Route beyond the lab (§16.4) is followed, but only for an authenticated user
         self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
-                                  user=target.user or ""))
+                                  user="" if routes else target.user or ""))
 
     # -- registrar --------------------------------------------------------------------------
     def _register(self, tx: ServerTransaction, request: Request, flow: Flow) -> None:
@@ -718,14 +739,13 @@ class LabProxy:
     async def _forward_ack(self, ack: Request) -> None:
         """Forward an ACK for a 2xx along its Route (or to its Request-URI) with our Via
         (§16.6, §16.11); not a transaction: sent once."""
-        routes = [r for r in ack.headers.values("Route") if r.strip()]
-        with contextlib.suppress(SIPParseError):
-            while routes and self._ours(NameAddr.parse(routes[0]).uri):
-                routes.pop(0)
         try:
+            routes, popped = self._own_routes_removed(ack)
             hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(ack.uri)
             if not isinstance(hop, SipURI) or (not routes and self._ours(hop)):
                 return  # an ACK for us, or for nowhere
+            if not popped and not (not routes and self._known_target(hop)):
+                return  # not through a dialog the lab record-routed (no open relay)
             flow = await self._flow_for_uri(hop)
             if flow.transport == "udp" and flow.local is None:
                 flow = await self.endpoint.transport.udp_flow(flow.remote)
