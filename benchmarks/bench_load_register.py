@@ -18,7 +18,9 @@ at least 90 % of the target. Each tool climbs until its first failing step; the 
 highest passing rate. CPU per registration: the child process's user + system time
 (``resource.getrusage(RUSAGE_CHILDREN)`` around the run) divided by the successful
 registrations of the highest passing step; the interpreter's start-up is in it (it is a
-whole command, as SIPp's is). Writes ``benchmarks/results/load_register.json``.
+whole command, as SIPp's is). ``--processes N`` (default 2) adds a climb of
+``skinnysip load register --processes N`` (Ray workers; its CPU includes Ray's start-up, so
+only its rate compares). Writes ``benchmarks/results/load_register.json``.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float) -> dict[str, Any]:
+def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
+         processes: int = 1) -> dict[str, Any]:
     cpu0, t0 = _children_cpu(), time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
                            "--domain", realm, "-u", user, "--password", password, "-r", str(rate), "--duration", str(seconds),
-                           "-l", str(max(100, rate)), "--no-unregister", "--json", "--quiet"],
-                          capture_output=True, text=True, timeout=seconds * 4 + 120)
+                           "-l", str(max(100, rate)), "--no-unregister", "--json", "--quiet",
+                           "--processes", str(processes)],
+                          capture_output=True, text=True, timeout=seconds * 4 + 180)
     cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
     try:
         result = json.loads(proc.stdout)
@@ -150,6 +154,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--processes", type=int, default=2,
+                    help="also climb with skinnysip load --processes N (Ray; 1: skip)")
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None:
         print("needs sipp (sip-tester) and kamailio: bash scripts/install-deps.sh", file=sys.stderr)
@@ -162,13 +168,17 @@ def main() -> int:
             print(f"REGISTER with digest against Kamailio 127.0.0.1:{k.udp_port}, {args.seconds:g} s per step")
             result = {
                 "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds), rates),
+                **({f"skinnysip x{args.processes}": climb(
+                    f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
+                                                         args.processes), rates)} if args.processes > 1 else {}),
                 "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir), rates),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ob, sb = result["skinnysip"]["best"], result["sipp"]["best"]
     print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
-    for name, best in (("skinnysip", ob), ("sipp", sb)):
+    for name in [k for k in result if k != "sipp"] + ["sipp"]:
+        best = result[name]["best"]
         print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}")
     ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
