@@ -388,3 +388,22 @@ def test_header_version_does_not_change_decoding() -> None:
         [ev] = st.receive(msg, 1.0)
         assert isinstance(ev, StartMediaRequested)
         assert (ev.remote_ip, ev.remote_port, ev.pass_thru_party_id) == ("10.1.2.3", 4000, 7)
+
+
+def test_no_configuration_requests_after_unregister() -> None:
+    """Answers to the configuration requests that arrive after Unregister do not make the
+    station ask for more (LineStatReq, TimeDateReq) on a registration it is ending."""
+    st = Station(StationConfig())
+    st.register(0.0)
+    st.receive(cm("RegisterAck", {"keepAliveInterval": 30}), 0.0)
+    st.receive(cm("CapabilitiesReq"), 0.0)
+    st.take_outgoing()
+    st.unregister(0.1)
+    assert names(sent(st)) == ["Unregister"]
+    st.receive(cm("ButtonTemplate", {"buttonCount": 1, "totalButtonCount": 1,
+                                     "definitions": [{"instanceNumber": 1, "buttonDefinition": 9}]}), 0.2)
+    st.receive(cm("SoftKeyTemplateRes", {}), 0.2)
+    st.receive(cm("SoftKeySetRes", {}), 0.2)
+    st.receive(cm("CapabilitiesReq"), 0.2)
+    assert sent(st) == []
+    assert list(st.lines) == [1]  # what the CM said is still recorded

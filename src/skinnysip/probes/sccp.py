@@ -133,7 +133,11 @@ class SCCPCallReport(ResultModel):
     says why no RTP stream could be opened when the CM asked for one (else None).
     ``echo_matched``: 20 ms frames of the received audio whose dominant frequency is the
     800 Hz tone the probe sends (:data:`PROBE_TONE_HZ` ± 25 Hz): the echo of our own audio
-    (50 per second of echo heard; 0 from a far end that sends anything else)."""
+    (50 per second of echo heard; 0 from a far end that sends anything else). Frames are
+    counted as played out of the jitter buffer, so the count trails ``rtp_packets_received``
+    by the buffer's start-up and depth (and by frames a stalled event loop played as silence).
+    ``echo_share``: the share (0..1) of the audible received frames that are that tone — 1.0
+    when everything heard was our own audio coming back; None when nothing audible came."""
 
     dialed: str = ""
     call_reference: int = 0
@@ -153,6 +157,7 @@ class SCCPCallReport(ResultModel):
     rtp_packets_lost: int = 0
     rtp_jitter_ms: float = 0.0
     echo_matched: int = 0
+    echo_share: float | None = None
     media_error: str | None = None
 
 
@@ -427,6 +432,8 @@ PROBE_TONE_HZ = 800.0
 ECHO_TOLERANCE_HZ = 25.0
 #: seconds each teardown step (hang up, unregister) may take beyond the operation's budget
 TEARDOWN = 1.0
+#: seconds ``register`` waits for the configuration answers already asked for before Unregister
+CONFIG_GRACE = 1.0
 
 
 class _Budget:
@@ -465,17 +472,18 @@ def _fill_registration(res: SCCPResult, st: Station) -> None:
     res.soft_keys = [SCCPSoftKey(label=k.label, event=k.event) for k in st.soft_keys]
 
 
-def _echo_frames(path: str | None) -> int:
-    """20 ms frames of a received-audio recording whose dominant frequency is our tone."""
+def _echo_frames(path: str | None) -> tuple[int, int]:
+    """(frames at our tone, audible frames) of a received-audio recording, 20 ms frames."""
     if not path:
-        return 0
+        return 0, 0
     try:
         with wave.open(path, "rb") as wav:
             samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     except (OSError, EOFError, wave.Error):
-        return 0
+        return 0, 0
     freqs = audio.dominant_frequencies(samples)
-    return int(np.count_nonzero(np.abs(freqs - PROBE_TONE_HZ) < ECHO_TOLERANCE_HZ))
+    return (int(np.count_nonzero(np.abs(freqs - PROBE_TONE_HZ) < ECHO_TOLERANCE_HZ)),
+            int(np.count_nonzero(freqs > 0)))
 
 
 def _call_report(call: SCCPCall, dialed: str) -> SCCPCallReport:
@@ -489,13 +497,17 @@ def _call_report(call: SCCPCall, dialed: str) -> SCCPCallReport:
         rep.tones, rep.prompts = list(sc.tones), list(sc.prompts)
         rep.calling_party, rep.called_party = sc.calling_party, sc.called_party
     reports = call.media_reports()
+    heard = 0
     for report in reports:
         sent, received = report["sent"], report["received"]
         rep.rtp_packets_sent += sent["packets"]
         rep.rtp_packets_received += received["packets"]
         rep.rtp_packets_lost += received["lost"] if received["packets"] else 0
         rep.rtp_jitter_ms = max(rep.rtp_jitter_ms, received["jitter_ms"])
-        rep.echo_matched += _echo_frames(report["recordings"].get("rx"))
+        echoed, audible = _echo_frames(report["recordings"].get("rx"))
+        rep.echo_matched += echoed
+        heard += audible
+    rep.echo_share = round(rep.echo_matched / heard, 3) if heard else None
     if reports:
         last = reports[-1]
         rep.codec = enums.name(enums.MEDIA_PAYLOADS, call.compression_type or 0)
@@ -609,9 +621,12 @@ async def register(req: SCCPRequest, *, ca_file: str | None = None,
     async def body(phone: SCCPPhone, res: SCCPResult, budget: _Budget) -> None:
         # registration is done; give the CM a moment for CapabilitiesReq (sent right after the ack)
         station = phone.station
+        assert station is not None
         wait_until = budget.loop.time() + min(0.3, budget.left())
-        while station is not None and not station.capabilities_requested and budget.loop.time() < wait_until:
+        while not station.capabilities_requested and budget.loop.time() < wait_until:
             await asyncio.sleep(0.02)
+        if station.config_requested:  # let the answers in flight come before Unregister (a clean ladder)
+            await phone.wait_configuration(min(CONFIG_GRACE, budget.left()))
         res.success = True
         await _unregister(phone, res, budget)
 

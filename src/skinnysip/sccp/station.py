@@ -716,6 +716,8 @@ class Station:
 
     def _on_CapabilitiesReq(self, f: Mapping[str, Any], now: float) -> list[Event]:
         self.capabilities_requested = True
+        if self.state != "registered":  # e.g. Unregister already sent: nothing more to configure
+            return []
         caps = [
             {"payloadCapability": c.payload_capability, "maxFramesPerPacket": c.max_frames_per_packet}
             for c in self.config.capabilities
@@ -734,7 +736,8 @@ class Station:
 
     def _answered(self, key: tuple[str, int]) -> list[Event]:
         self._awaiting.discard(key)
-        if not self._awaiting and self.config_requested and not self._time_date_requested:
+        if (not self._awaiting and self.config_requested and not self._time_date_requested
+                and self.state == "registered"):
             self._time_date_requested = True
             self._send("TimeDateReq")
             self._awaiting.add(("DefineTimeDate", 0))
@@ -747,14 +750,17 @@ class Station:
             instance = _int(d, "instanceNumber")
             kind = _int(d, "buttonDefinition")
             self.buttons.append((instance, kind))
+            ask = self.state == "registered"  # not after Unregister
             if kind == BUTTON_LINE and instance not in self.lines:
                 self.lines[instance] = LineInfo(instance)
-                self._send("LineStatReq", {"lineNumber": instance})
-                self._awaiting.add(("LineStat", instance))
+                if ask:
+                    self._send("LineStatReq", {"lineNumber": instance})
+                    self._awaiting.add(("LineStat", instance))
             elif kind in (BUTTON_SPEED_DIAL, BUTTON_BLF_SPEED_DIAL) and instance not in self.speed_dials:
                 self.speed_dials[instance] = SpeedDialInfo(instance)
-                self._send("SpeedDialStatReq", {"speedDialNumber": instance})
-                self._awaiting.add(("SpeedDialStat", instance))
+                if ask:
+                    self._send("SpeedDialStatReq", {"speedDialNumber": instance})
+                    self._awaiting.add(("SpeedDialStat", instance))
         return self._answered(("ButtonTemplate", 0))
 
     def _on_LineStat(self, f: Mapping[str, Any], now: float) -> list[Event]:
