@@ -40,8 +40,8 @@ def _root(
 app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
 app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
 app.add_typer(load_cli.app, name="load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
-app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services.")(
-    lab_cli.lab_cmd)
+app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services. "
+            "Runs until Ctrl-C (exit 0); a bad config or a busy port: one line, exit 2.")(lab_cli.lab_cmd)
 app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.",
             epilog=common.EXIT_STATUS_HELP)(
     phone_cli.phone_cmd)
