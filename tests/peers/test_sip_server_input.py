@@ -16,7 +16,7 @@ import time
 import pytest
 
 from rawsip import response, silent_tcp_server, udp_server
-from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options, register
+from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, operation_budget, options, register
 
 pytestmark = pytest.mark.peer
 
@@ -162,7 +162,22 @@ def test_a_flood_of_provisionals_does_not_stretch_the_deadline() -> None:
         result = asyncio.run(invite(_req(port, timeout=1.0)))
         took = time.monotonic() - started
     assert result.cancelled and len(result.exchange) <= 1000 and result.dropped_messages > 0
-    assert took < 1.0 + 64 * 0.5 + 2  # timeout, then at most Timer B's wait for the 487, plus margin
+    assert took < operation_budget(_req(port, timeout=1.0), 8) + 1.0  # generous: the watchdog's bound
+
+
+def test_the_watchdog_ends_an_operation_that_would_run_on() -> None:
+    from skinnysip.probes import sip as probes
+
+    async def forever(session: object, result: object) -> None:
+        await asyncio.sleep(3600)
+
+    with udp_server(lambda data, f: []) as (port, _):
+        request = _req(port, timeout=0.2)
+        started = time.monotonic()
+        result = asyncio.run(probes._run(request, probes._new_result(probes.OptionsResult, request), forever,
+                                         steps=2))
+    assert time.monotonic() - started < 3.0
+    assert result.success is False and result.error == "operation did not finish within 1400 ms (2 × timeout + 1 s)"
 
 
 # ------------------------------------------------------------------ TLS that never completes

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -56,7 +58,12 @@ MAX_MESSAGE_SIZE = 65536  # bytes; one SIP message (datagram or framed) at most
 READ_CHUNK = 16384
 WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stuck
 MAX_CONNECTIONS = 1024
-UDP_RECEIVE_BUFFER = 4 << 20  # bytes asked for each SIP UDP socket
+UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
+UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
+UDP_SEND_QUEUE = 4096  # datagrams queued while the socket's send buffer is full (then dropped)
+#: the start of anything that can be a SIP message (RFC 3261 §7.1/§7.2: Request-Line or
+#: Status-Line); a datagram that does not begin so is dropped before any parsing
+_SIP_START_RE = re.compile(rb"[\r\n]*(?:SIP/[0-9]|[A-Za-z][A-Za-z0-9.!%*_+`'~-]* )")
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
@@ -130,23 +137,102 @@ def _call_id(message: Message) -> str | None:
     return message.headers.get("Call-ID")
 
 
-class _UDPSocket(asyncio.DatagramProtocol):
-    """One bound, unconnected UDP socket."""
+class _DrainingDatagramTransport:
+    """The part of ``asyncio.DatagramTransport`` the layer uses, on a non-blocking UDP socket
+    whose reader drains up to :data:`UDP_DRAIN_BATCH` datagrams per readiness callback
+    (asyncio's own reads one per loop iteration, so a burst overflowed the kernel buffer
+    while the loop went round). Sends that find the buffer full wait in a bounded queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: _UDPSocket) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._closing = False
+        self._pending: deque[tuple[bytes, tuple[str, int]]] = deque()
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        recvfrom, deliver = self._sock.recvfrom, self._protocol.datagram_received
+        size = self._protocol.layer.max_message_size + 1  # one more: an oversize datagram is seen as such
+        for _ in range(UDP_DRAIN_BATCH):
+            try:
+                data, addr = recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error reported through IP_RECVERR
+                self._protocol.error_received(exc)
+                return
+            deliver(data, addr)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send now, or queue (bounded) while the send buffer is full. Raises ``OSError``."""
+        if self._closing:
+            raise OSError("socket closed")
+        if not self._pending:
+            try:
+                self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(self._sock.fileno(), self._write_ready)
+        if len(self._pending) < UDP_SEND_QUEUE:
+            self._pending.append((data, addr))
+
+    def _write_ready(self) -> None:
+        while self._pending:
+            data, addr = self._pending[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            self._pending.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._loop.remove_writer(self._sock.fileno())
+        self._pending.clear()
+        self._sock.close()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "socket":
+            return self._sock
+        if name == "sockname":
+            return self._sock.getsockname()
+        return default
+
+
+class _UDPSocket:
+    """One bound, unconnected UDP socket (the protocol side of :class:`_DrainingDatagramTransport`)."""
 
     def __init__(self, layer: SIPTransportLayer) -> None:
         self.layer = layer
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: _DrainingDatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        name = transport.get_extra_info("sockname")
+    def connection_made(self, transport: _DrainingDatagramTransport) -> None:
+        self.transport = transport
+        name: tuple[str, int] = transport.get_extra_info("sockname")  # type: ignore[assignment]
         self.local = (str(name[0]), int(name[1]))
-        sock = transport.get_extra_info("socket")
-        # A burst (a load test, a garbage-collection pause) must not overflow the kernel's
-        # default ~200 KiB receive buffer: ask for UDP_RECEIVE_BUFFER (capped by rmem_max).
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        sock: socket.socket = transport.get_extra_info("socket")  # type: ignore[assignment]
+        # A burst (a flood of garbage before the answer, a load test, a garbage-collection
+        # pause) must not overflow the kernel's default ~200 KiB receive buffer: ask for
+        # UDP_RECEIVE_BUFFER (beyond rmem_max when allowed: SO_RCVBUFFORCE, CAP_NET_ADMIN).
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+                break
+            except OSError:
+                continue
         # An unconnected socket hears ICMP errors only with IP_RECVERR (Linux): the
         # error queue then names the destination that was unreachable (RFC 3261 §18.4).
         with contextlib.suppress(OSError, AttributeError):
@@ -161,10 +247,9 @@ class _UDPSocket(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         destinations: list[tuple[str, int]] = []
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        sock = getattr(sock, "_sock", sock)  # asyncio's TransportSocket hides recvmsg
         for _ in range(64):  # drain the error queue (bounded)
             try:
-                _data, _anc, _flags, address = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)  # type: ignore[union-attr]
+                _data, _anc, _flags, address = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)  # type: ignore[attr-defined]
             except (OSError, AttributeError):
                 break
             if address:
@@ -316,9 +401,7 @@ class SIPTransportLayer:
         where = f"{hostport(host, port)}/{transport}"
         try:
             if transport == "udp":
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                _, proto = await loop.create_datagram_endpoint(lambda: _UDPSocket(self), local_addr=(host, port),
-                                                               family=family)
+                proto = await self._bind_udp(loop, host, port)
                 self.udp[proto.local] = proto
                 self.listeners.append(_Listener("udp", proto.local, udp=proto))
                 return proto.local
@@ -336,6 +419,22 @@ class SIPTransportLayer:
         local = (str(name[0]), int(name[1]))
         self.listeners.append(_Listener(transport, local, server=server))
         return local
+
+    async def _bind_udp(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> _UDPSocket:
+        """A bound, non-blocking UDP socket on ``host:port`` with its draining transport.
+        Raises ``OSError`` (``socket.gaierror`` for a name that does not resolve)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(infos[0][4])
+        except OSError:
+            sock.close()
+            raise
+        proto = _UDPSocket(self)
+        proto.connection_made(_DrainingDatagramTransport(loop, sock, proto))
+        return proto
 
     def _accepted(self, transport: Transport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.closed or len(self.connections) >= self.max_connections:
@@ -504,9 +603,16 @@ class SIPTransportLayer:
 
     # -- receiving --------------------------------------------------------------------------
     def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
-        if not data.strip(b"\r\n"):
-            return  # CRLF keep-alive (RFC 5626 §3.5.1): nothing to parse
-        data = data[: self.max_message_size]
+        if not _SIP_START_RE.match(data):
+            if data.strip(b"\r\n"):  # not a CRLF keep-alive (RFC 5626 §3.5.1): garbage, dropped unparsed
+                self.malformed(hostport(*sock.local), hostport(*source), "udp", "not a SIP start line",
+                               data[: self.max_message_size])
+            return
+        if len(data) > self.max_message_size:
+            self.malformed(hostport(*sock.local), hostport(*source), "udp",
+                           f"datagram of {len(data)} octets exceeds the {self.max_message_size}-octet limit",
+                           data[: self.max_message_size])
+            return
         try:
             message = parse_message(data, self.max_message_size)
         except SIPParseError as exc:

@@ -141,7 +141,9 @@ class ProbeRequest:
     URI. ``username``/``password``: Digest credentials (``username`` is also the user of
     REGISTER's To/From/Contact; default ``probe``). ``domain``: SIP domain of built URIs
     (default: host, with the port if not the scheme's default). ``timeout``: seconds to wait
-    for each final response (and for connecting). ``t1``: RFC 3261 T1 in seconds
+    for each final response (and for connecting); whatever the peer sends, the whole
+    operation ends within ``steps × timeout + 1 s`` (:func:`operation_budget`; steps:
+    OPTIONS and REGISTER 2, digest-auth 6, INVITE 8). ``t1``: RFC 3261 T1 in seconds
     (retransmission base on UDP). ``tls_verify``/``ca_file``: TLS certificate checking.
     ``expires``: the Expires of digest-auth's REGISTER (seconds; 0 = only de-register).
     ``max_exchange_messages``/``max_exchange_bytes``: the bound of the result's ``exchange``
@@ -440,10 +442,31 @@ def _auth_scheme(response: Response) -> str | None:
     return first[0] if first else None
 
 
-async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]]) -> R:
+def operation_budget(request: ProbeRequest, steps: int) -> float:
+    """Seconds an operation of ``steps`` waits (locating and connecting, each final
+    response) may take at most, whatever the peer sends: ``steps × timeout + 1 s``."""
+    return steps * request.timeout + 1.0
+
+
+async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]],
+               steps: int = 2) -> R:
     """Locate the server (RFC 3263), run ``flow`` against the first target that answers
     (the next one when a target gives no response at all or refuses the connection),
-    always close; turn every failure into ``success: false``."""
+    always close; turn every failure into ``success: false``. A watchdog ends the whole
+    operation after :func:`operation_budget` (failover to many targets, a peer that keeps
+    the flow busy) with ``operation did not finish within N ms``."""
+    budget = operation_budget(request, steps)
+    try:
+        async with asyncio.timeout(budget):
+            return await _run_bounded(request, result, flow)
+    except TimeoutError:
+        result.success = False
+        result.error = (f"operation did not finish within {budget * 1000:.0f} ms "
+                        f"({steps} × timeout + 1 s){result.error and '; ' + result.error or ''}")
+        return result
+
+
+async def _run_bounded(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]]) -> R:
     ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
                      ca_file=request.ca_file,
                      exchange_limit=ExchangeLimit(request.max_exchange_messages, request.max_exchange_bytes),
@@ -633,7 +656,7 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
         if result.authenticated and request.expires > 0:
             result.unregistered = await _unregister(s, make(0), rule, challenge)
 
-    return await _run(request, _new_result(DigestAuthResult, request), flow)
+    return await _run(request, _new_result(DigestAuthResult, request), flow, steps=6)
 
 
 async def _unregister(s: _Session, request: Request, rule: ChallengeRetry, challenge: DigestChallenge) -> bool:
@@ -688,7 +711,7 @@ async def invite(request: ProbeRequest) -> InviteResult:
             if sink.transport is not None:
                 sink.transport.close()
 
-    return await _run(request, _new_result(InviteResult, request), flow)
+    return await _run(request, _new_result(InviteResult, request), flow, steps=8)
 
 
 async def _invite_flow(s: _Session, result: InviteResult, local_host: str, rtp_port: int) -> None:
