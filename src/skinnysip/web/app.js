@@ -39,6 +39,52 @@ function stamp() {
   return new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
 }
 
+// ------------------------------------------------------------------ the API token
+
+// A server beyond loopback wants "Authorization: Bearer <token>" on /api/ requests, and on a
+// WebSocket (where a browser cannot set headers) the subprotocol skinnysip.bearer.<token>.
+// The token is kept for this tab only (sessionStorage).
+const TOKEN_KEY = "skinnysip.token";
+const TOKEN_NEEDED = "this server needs its API token: enter it under \"API token\" at the top of the page";
+
+function apiToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+}
+
+function authHeaders(extra) {
+  const headers = Object.assign({}, extra || {});
+  const token = apiToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
+}
+
+function openSocket(url) {
+  const token = apiToken();
+  return token ? new WebSocket(url, [`skinnysip.bearer.${token}`]) : new WebSocket(url);
+}
+
+function needToken() {
+  const box = document.getElementById("token-box");
+  box.hidden = false;
+  box.open = true;
+  document.getElementById("token-status").textContent = "Needed: the server answered 401.";
+}
+
+function setupToken() {
+  const box = document.getElementById("token-box");
+  if (apiToken()) box.hidden = false;
+  document.getElementById("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = document.getElementById("api-token").value.trim();
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch { /* storage off: the token lasts until the page is left */ }
+    document.getElementById("api-token").value = "";
+    document.getElementById("token-status").textContent = value ? "Token set for this tab." : "Token cleared.";
+    document.dispatchEvent(new Event("skinnysip-token"));
+  });
+}
+
 // ------------------------------------------------------------------ tabs
 
 function setupTabs() {
@@ -144,10 +190,11 @@ async function callApi(url, body, timeoutMs) {
   try {
     const resp = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: authHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify(body),
       signal: ctl.signal,
     });
+    if (resp.status === 401) needToken();
     let data;
     try { data = await resp.json(); } catch { data = { success: false, error: `HTTP ${resp.status}: not JSON` }; }
     return { status: resp.status, data };
@@ -177,6 +224,11 @@ function setupTester(form, { url, render, wait }) {
       if (code === 400 || code === 422) {
         status.textContent = `Refused (HTTP ${code})`;
         showErrors(form, data.error || "invalid request");
+        return;
+      }
+      if (code === 401 || code === 403 || code === 429) {  // the server's guard, not a result
+        status.textContent = `Refused (HTTP ${code})`;
+        showErrors(form, code === 401 ? TOKEN_NEEDED : data.error || `HTTP ${code}`);
         return;
       }
       status.textContent = `HTTP ${code} in ${took} ms — ${data.success ? "success" : "failed"}`;
@@ -491,7 +543,7 @@ function ladderBlock(data, kind, media) {
       pcapStatus.textContent = "Writing pcapng …";
       try {
         const resp = await fetch("/api/pcap", {
-          method: "POST", headers: { "Content-Type": "application/json" },
+          method: "POST", headers: authHeaders({ "Content-Type": "application/json" }),
           body: JSON.stringify({ exchange, filename: `${name}.pcapng` }),
         });
         if (!resp.ok) {
@@ -568,6 +620,7 @@ function setupSccp() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setupToken();
   setupTabs();
   setupSip();
   setupSccp();

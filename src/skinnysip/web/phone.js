@@ -17,12 +17,13 @@ async function api(method, url, body, timeoutMs = 40000) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), timeoutMs);
   try {
-    const init = { method, signal: ctl.signal, headers: {} };
+    const init = { method, signal: ctl.signal, headers: authHeaders() };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
     const resp = await fetch(url, init);
+    if (resp.status === 401) needToken();
     let data;
     try { data = await resp.json(); } catch { data = { success: false, error: `HTTP ${resp.status}: not JSON` }; }
     return { status: resp.status, data };
@@ -41,7 +42,7 @@ function wsUrl(path) {
 // Answers of 400 name a field of `box` (shown there); others go to box's .form-error.
 function showApiError(box, result) {
   const { status, data } = result;
-  const text = data.error || `HTTP ${status}`;
+  const text = status === 401 ? TOKEN_NEEDED : data.error || `HTTP ${status}`;
   if (status === 400 || status === 422) showErrors(box, text);
   else showErrors(box, status ? `${text} (HTTP ${status})` : text);
 }
@@ -80,7 +81,7 @@ class CallAudio {
     this.analyser.connect(this.ctx.destination);
     await this.ctx.resume();
     await new Promise((resolve, reject) => {
-      const ws = this.ws = new WebSocket(this.url);
+      const ws = this.ws = openSocket(this.url);
       ws.binaryType = "arraybuffer";
       const timer = setTimeout(() => reject(new Error("the audio socket did not open in 10 s")), 10000);
       ws.onopen = () => { clearTimeout(timer); resolve(); };
@@ -241,7 +242,7 @@ const EVENT_RETRIES = 5;        // reconnections of a lost event stream before g
 const EVENT_RETRY_MS = 1000;
 
 function connectEvents(id, attempt = 0) {
-  const ws = phone.ws = new WebSocket(wsUrl(`/api/phones/${id}/events`));
+  const ws = phone.ws = openSocket(wsUrl(`/api/phones/${id}/events`));
   ws.onopen = () => {
     if (attempt > 0) resync(id);  // events of the gap are lost: take the phone's state once
     attempt = 0;
@@ -587,6 +588,7 @@ function addMessage(direction, who, text) {
 // ------------------------------------------------------------------ the lab panel
 
 async function setupLab() {
+  if (!$("tab-lab").hidden) return;
   const result = await api("GET", "/api/lab", undefined, 10000);
   if (result.status !== 200 || !result.data || result.data.enabled === false) return;  // no lab: panel stays hidden
   const lab = result.data;
@@ -672,4 +674,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(hearing, 250);  // the analyser, in the page; no request
   window.skinnysipPhone = { state: phone, hearing };
   setupLab();
+  document.addEventListener("skinnysip-token", setupLab);  // a token may open /api/lab
 });
