@@ -135,7 +135,7 @@ def test_page_device_types_are_the_sccp_table() -> None:
 
 
 def test_page_loads_nothing_from_elsewhere() -> None:
-    for name in ("index.html", "app.js", "style.css"):
+    for name in ("index.html", "app.js", "phone.js", "audio-worklet.js", "style.css"):
         text = (WEB_DIR / name).read_text()
         assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text), name
         assert "@import" not in text and "fonts.googleapis" not in text, name
