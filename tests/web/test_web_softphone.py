@@ -344,6 +344,8 @@ def test_listen_and_speak_through_the_browser(mic_browser: Any, server: str, pbx
         page.click("#phone-hangup")
         call_state(page, "terminated")
         peers_loop.run(bob.wait_event("CALL_CLOSED"))
+        page.click("#phone-unregister")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
         guard.check()
     finally:
         context.close()
@@ -452,5 +454,28 @@ def test_blind_transfer_from_the_page(page: Any, server: str, pbx: KamailioPeer,
         page.screenshot(path=str(artifacts / "laptop-softphone-transferred.png"), full_page=True)
         calls = _api(server, "GET", f"/api/phones/{carol['id']}/calls")
         assert any("bob" in c["remote"] and c["state"] == "confirmed" for c in calls), calls
+        page.click("#phone-unregister")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
     finally:
         _api(server, "DELETE", f"/api/phones/{carol['id']}")
+
+
+def test_follow_a_phone_after_a_reload(page: Any, server: str) -> None:
+    """A phone outlives the page: after a reload the panel lists the server's phones and
+    follows one (its state, its event stream); Unregister then deletes it."""
+    made = _api(server, "POST", "/api/phones", {"aor": "sip:dora@127.0.0.1", "register": False})
+    try:
+        page.goto(f"{server}/#phone")
+        page.wait_for_selector("#phone-existing-box:not([hidden])", timeout=UI_MS)
+        page.select_option("#phone-existing", made["id"])
+        page.click("#phone-follow")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]')
+        assert made["id"] in (page.locator("#phone-status").text_content() or "")
+        page.wait_for_function("() => window.skinnysipPhone.state.ws && window.skinnysipPhone.state.ws.readyState === 1",
+                               timeout=UI_MS)
+        page.click("#phone-unregister")
+        page.wait_for_selector(f'#phone-status:has-text("Phone {made["id"]} closed")', timeout=UI_MS)
+        assert made["id"] not in [p["id"] for p in _api(server, "GET", "/api/phones")["phones"]]
+    finally:
+        if made["id"] in [p["id"] for p in _api(server, "GET", "/api/phones")["phones"]]:
+            _api(server, "DELETE", f"/api/phones/{made['id']}")

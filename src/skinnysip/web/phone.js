@@ -585,6 +585,37 @@ function addMessage(direction, who, text) {
   while (list.children.length > MESSAGES_KEPT) list.firstElementChild.remove();
 }
 
+// Phones outlive the page (until deleted or idle): after a reload the panel can follow one.
+async function listPhones() {
+  const result = await api("GET", "/api/phones", undefined, 10000);
+  const phones = result.status === 200 ? result.data.phones || [] : [];
+  const select = $("phone-existing");
+  select.replaceChildren(...phones.map((p) => el("option", { value: p.id,
+    text: `${p.id}: ${p.account.aor || p.account.deviceName || p.protocol} (${p.registration.state}, ${p.calls.length} call(s))` })));
+  $("phone-existing-box").hidden = phones.length === 0;
+  phone.existing = new Map(phones.map((p) => [p.id, p]));
+}
+
+function follow() {
+  const found = phone.existing && phone.existing.get($("phone-existing").value);
+  if (!found) return;
+  if (phone.ws) { phone.ws.onclose = null; phone.ws.close(1000); phone.ws = null; }
+  stopAudio();
+  phone.id = found.id;
+  phone.protocol = found.protocol;
+  phone.calls.clear();
+  for (const c of found.calls) Object.assign(callOf(c.id), c);
+  $("phone-status").textContent = `Following phone ${found.id} (${found.protocol})`;
+  setRegistration(found.registration);
+  $("phone-unregister").disabled = false;
+  $("phone-live").hidden = false;
+  $("phone-existing-box").hidden = true;
+  renderCalls();
+  const live = found.calls.filter((c) => liveState(c.state));
+  if (live.length) selectCall(live[live.length - 1].id);
+  connectEvents(found.id);
+}
+
 // ------------------------------------------------------------------ the lab panel
 
 async function setupLab() {
@@ -674,5 +705,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(hearing, 250);  // the analyser, in the page; no request
   window.skinnysipPhone = { state: phone, hearing };
   setupLab();
-  document.addEventListener("skinnysip-token", setupLab);  // a token may open /api/lab
+  listPhones();
+  $("phone-follow").addEventListener("click", follow);
+  document.addEventListener("skinnysip-token", () => { setupLab(); listPhones(); });  // a token opens /api/
 });
