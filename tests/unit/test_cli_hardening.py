@@ -241,3 +241,18 @@ def test_pcap_is_read_by_tshark_without_malformed_packets(tmp_path: Path) -> Non
     r = runner.invoke(cli_app, ["sip", "options", f"127.0.0.1:{port}", "--timeout", "300",
                                 "--pcap", str(tmp_path / "no-such-dir" / "x.pcapng")])
     assert r.exit_code == 2 and "--pcap: cannot write" in r.output
+
+
+def test_phone_whose_registration_is_refused_exits_1(tmp_path: Path) -> None:
+    def reply(data: bytes, f: dict[str, str]) -> list[bytes]:
+        return [response(f, "403 Forbidden")] if f["method"] == "REGISTER" else []
+
+    pcap = tmp_path / "phone.pcapng"
+    with udp_server(reply) as (port, received):
+        r = skinnysip("phone", "sip:alice@127.0.0.1", "--registrar", f"127.0.0.1:{port}", "--duration", "0.5",
+                      "--pcap", str(pcap), timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and any(d.startswith(b"REGISTER ") for d in received)
+    out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "sip.Status-Code", "-e", "_ws.malformed"],
+                         capture_output=True, text=True, timeout=60)
+    assert "403\t" in out.stdout and all(line.split("\t")[1] == "" for line in out.stdout.splitlines())

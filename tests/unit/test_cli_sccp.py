@@ -86,3 +86,14 @@ def test_busy_call_exits_1_and_host_port_form(lab_port: int) -> None:
 def test_t_is_never_timeout_under_sccp() -> None:
     r = skinnysip("probe", "127.0.0.1", "-t", "500")
     assert r.returncode == 2 and "No such option" in r.stderr
+
+
+def test_pcap_of_an_sccp_call_is_read_by_tshark(lab_port: int, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pcap = tmp_path / "call.pcapng"
+    r = skinnysip("call", f"127.0.0.1:{lab_port}", "--dial", "600", "--hold", "500", "--pcap", str(pcap))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = subprocess.run(["tshark", "-r", str(pcap), "-d", f"tcp.port=={lab_port},skinny", "-T", "fields",
+                          "-e", "skinny.messageId", "-e", "_ws.malformed"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    assert len(rows) > 10 and all(row[-1] == "" for row in rows)

@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from pydantic import Field
+
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget
 from skinnysip.net.rtp import bind_even_port
@@ -215,11 +217,16 @@ class SIPProbeResult(ResultModel):
     headers: list[HeaderField] = []
     raw: str | None = None
     server_agent: str | None = None
-    rtt: float | None = None
+    rtt: float | None = Field(default=None, description=(
+        "Round trip in ms: from the first transmission of the request that got the reported final response "
+        "(after a digest retry, the authenticated one) to that response's arrival - the times of those two "
+        "messages in `exchange`, on one monotonic clock (the ladder's two points)."))
     call_id: str | None = None
     tls: TLSInfo | None = None
     exchange: list[WireMessage] = []
-    dropped_messages: int = 0
+    dropped_messages: int = Field(default=0, description=(
+        "Messages sent or received but not kept in `exchange` (its bound: by default the first 1000 messages "
+        "and 1,000,000 octets of raw text are kept)."))
 
 
 class OptionsResult(SIPProbeResult):
