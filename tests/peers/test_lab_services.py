@@ -208,3 +208,20 @@ async def test_unknown_number_gets_404(services: LabServices, tmp_path: Path) ->
         call = await phone.call(f"sip:699@{services.address[0]}:{services.address[1]}")
         assert not await call.wait_connected(10)
         assert call.state is CallState.TERMINATED and "404" in (call.end_reason or "")
+
+
+async def test_echo_returns_rfc4733_events_too(services: LabServices, tmp_path: Path) -> None:
+    """The echo reflects RFC 4733 event packets as it reflects audio: our digits come back."""
+    async with caller(tmp_path, "alice", 440.0) as phone:
+        call = await dial(phone, services, "600")
+        await call.send_dtmf("159", 0.1)
+        heard = ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(heard) < 3 and loop.time() < deadline:
+            event = await phone.next_event(deadline - loop.time())
+            if isinstance(event, DTMFReceived) and event.call is call:
+                assert event.method == "rfc4733" and event.duration is not None and event.duration >= 0.09
+                heard += event.digit
+        await call.hangup()
+    assert heard == "159"

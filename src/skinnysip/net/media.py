@@ -122,6 +122,7 @@ MAX_TAPS = 8
 #: nominal session bandwidth of one G.711 direction with IP/UDP/RTP headers, octets per second
 _G711_OCTETS_PER_S = 8000 + 40 * 50
 _UDP_IP_OVERHEAD = 28
+_RTP_TS_MOD = 1 << 32
 _DTMF_KEYS = frozenset(DTMF_FREQUENCIES)
 
 Samples = npt.NDArray[np.int16]
@@ -611,6 +612,7 @@ class MediaStream:
         self.tx_dropped = 0
         self.dtmf_sent = 0
         self._new_spurt = True
+        self._echo_offset: int | None = None  # echo_payload: our timestamp minus theirs
         self._reclock = False
         self._tick = 0
         self._tick_time = 0.0
@@ -653,7 +655,8 @@ class MediaStream:
         ``source``: audio to send (``read(n)`` int16 at 8000 Hz; default silence).  ``echo``:
         send back what is played out (decoded audio); ``echo_payload``: send back each received
         audio payload byte for byte at once, with our SSRC/sequence numbers/timestamps (what
-        SIPp's ``-rtp_echo`` check wants); in either mode ``source`` is ignored.  ``record_dir``: write
+        SIPp's ``-rtp_echo`` check wants; RFC 4733 event packets are reflected too); in either
+        mode ``source`` is ignored.  ``record_dir``: write
         ``<name>-rx.wav``, ``<name>-tx.wav``, ``<name>-mix.wav`` there.  ``rx_drop``/``tx_drop``:
         fraction 0..1 of received/sent packets dropped; ``tx_jitter``: up to that many seconds of
         extra delay per sent packet (may reorder); ``seed`` makes these and the SSRC repeatable.
@@ -1126,22 +1129,32 @@ class MediaStream:
             self._rfc4733_seen = True
             for event in self._dtmf_rx.feed(packet, now):
                 self._dtmf_heard(event.digit, event.duration, "rfc4733")
+            if self.echo_payload and self.sending:
+                self._reflect(packet)
         elif self._receivable(packet.payload_type):
             self._rx_pt = packet.payload_type
             self._jitter.put(packet, now)
             if self.echo_payload and self.sending:
-                marker = self._new_spurt or packet.marker
-                self._new_spurt = False
-                self._send(packet.payload_type, packet.payload, marker)
-                # G.711 and G.722 (64 kbit/s): one octet per RTP clock tick; Opus: one ptime
-                self._sender.skip(len(packet.payload) if self._codec.clock_rate == CLOCK_RATE
-                                  else self._ticks(self.config.samples_per_packet))
+                self._reflect(packet)
         else:
             self.unknown_payload_types += 1
+
+    def _reflect(self, packet: RTPPacket) -> None:
+        """``echo_payload``: send ``packet``'s payload back at once under our SSRC and sequence
+        numbers, its timestamp moved by one fixed offset per remote source — so audio and RFC
+        4733 events (whose packets all carry the event's start timestamp, RFC 4733 §2.5.1.2)
+        keep their timing relative to each other."""
+        if self._echo_offset is None:
+            self._echo_offset = (self._sender.timestamp - packet.timestamp) % _RTP_TS_MOD
+        marker = self._new_spurt or packet.marker
+        self._new_spurt = False
+        self._sender.timestamp = (packet.timestamp + self._echo_offset) % _RTP_TS_MOD
+        self._send(packet.payload_type, packet.payload, marker)
 
     def _new_remote_source(self) -> None:
         """Another SSRC took over after the current one fell silent (re-INVITE to a new peer,
         a restarted phone): start its statistics afresh."""
+        self._echo_offset = None  # echo_payload: the new source's timestamps get their own offset
         self.stats = RTPReceiverStats(self._codec.clock_rate)
         self._reporter = None
         self._dtmf_rx = DTMFReceiver(self._codec.clock_rate)
