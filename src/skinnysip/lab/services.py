@@ -4,9 +4,11 @@
 not register, listening on UDP) whose calls are answered by extension, the user part of the
 Request-URI (RFC 3261 §8.2.2.1 leaves routing by Request-URI to the UAS):
 
-* ``echo``: each received audio payload is sent back at once, byte for byte, with our own SSRC,
-  sequence numbers and timestamps (payload reflection, what SIPp's ``-rtp_echo`` does); the
-  caller hears itself with the jitter buffer's delay and nothing re-encoded.
+* ``echo``: each received audio payload is sent back at once, byte for byte, with our own SSRC
+  and sequence numbers and the sender's timestamps moved by a fixed offset (payload reflection,
+  what SIPp's ``-rtp_echo`` does); RFC 4733 event packets are reflected the same way, so the
+  caller's digits come back too. The caller hears itself with its own jitter buffer's delay and
+  nothing re-encoded.
 * ``tone``: the 1004 Hz test tone at 0 dBm0 — the G.711 digital milliwatt's level (ITU-T G.711
   Tables 5/6: the sequence ``1E 0B 0B 1E 9E 8B 8B 9E`` decodes to ±8828/±20860, a sine of peak
   ≈ 22 700 in 16-bit linear, :data:`MILLIWATT_PEAK`), at 1004 Hz rather than 1000 Hz so that a
