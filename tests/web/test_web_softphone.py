@@ -341,6 +341,11 @@ def test_listen_and_speak_through_the_browser(mic_browser: Any, server: str, pbx
         assert edges["big"]["hello"] == {"event": "audio", "call": edges["big"]["hello"]["call"], "format": "s16le",
                                          "rate": 8000, "channels": 1}
         assert edges["unknown"]["code"] == 4404, edges
+        # microphone off: the call sends the account's source (silence) again, still listening
+        page.click("#phone-mic")
+        page.wait_for_selector('#phone-mic[aria-pressed="false"]', timeout=UI_MS)
+        assert page.get_attribute("#phone-listen", "aria-pressed") == "true"
+        page.wait_for_timeout(2000)
         page.click("#phone-hangup")
         call_state(page, "terminated")
         peers_loop.run(bob.wait_event("CALL_CLOSED"))
@@ -355,6 +360,9 @@ def test_listen_and_speak_through_the_browser(mic_browser: Any, server: str, pbx
     assert len(voiced) >= 100, f"baresip heard only {len(voiced)} non-silent 20 ms frames"
     share = float(np.mean(np.abs(voiced - MIC_TONE) < 25))
     assert share >= 0.9, f"{share:.0%} of baresip's non-silent frames are the microphone's {MIC_TONE:.0f} Hz"
+    # the last second before the hang-up (after "Microphone off") is silence again
+    tail = freqs[-60:-10]
+    assert float(np.mean(tail == 0)) >= 0.9, f"after the microphone went off baresip heard {tail}"
 
 
 def test_microphone_is_refused_off_localhost(mic_browser: Any, server: str, artifacts: Path) -> None:
