@@ -7,6 +7,7 @@ ring (RingOut) before the answer, and the SIP side's busy reaches the station as
 from __future__ import annotations
 
 import asyncio
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -178,3 +179,39 @@ async def test_station_reaches_the_lab_services_through_the_bridge(lab: Lab, tmp
     assert lab.services is not None
     assert [c["service"] for c in lab.services.calls()] == ["tone", "echo"]
     assert all(c["from"].startswith("sip:2001@") for c in lab.services.calls())
+
+
+async def test_baresip_holds_the_station_which_hears_music(lab: Lab, tmp_path: Path) -> None:
+    """baresip holds the bridged call (re-INVITE sendonly): the bridge answers recvonly with the
+    station's address and stops the station's transmission; the lab's music on hold plays to
+    the station, which hears the melody; resume brings baresip's tone back and the station
+    sends again."""
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as bob, \
+            station(lab, tmp_path) as alice:
+        await registered(lab, "1001")
+        call = await alice.call("1001#")
+        assert await call.wait_connected(15), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(2)
+        [stream] = call.streams.values()
+        await bob.command("hold")
+        await asyncio.sleep(1)
+        sent = stream.packets_sent
+        await asyncio.sleep(5)
+        assert stream.packets_sent == sent, "the station kept sending while held"
+        assert lab.services is not None and len(lab.services.moh_keys) == 1
+        await bob.command("resume")
+        await asyncio.sleep(4)
+        assert stream.packets_sent > sent + 100, "the station did not send again after resume"
+        assert lab.services.moh_keys == []
+        await call.hangup()
+        await bob.wait_event("CALL_CLOSED")
+        rx = station_rx(call, tmp_path)
+    with wave.open(str(rx)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    freqs = dominant_frequencies(samples)
+    notes = sorted({hz for hz, _ in MOH_NOTES if abs(hz - BARESIP_TONE) > 20})
+    held = freqs[-9 * 50:-4 * 50]  # the 5 s on hold, before resume's 4 s
+    music = np.mean([min(abs(n - f) for n in notes) < 15 for f in held if f > 0] or [0.0])
+    assert music > 0.6, music
+    station_heard(rx, BARESIP_TONE, last=2.0)  # baresip again after resume
