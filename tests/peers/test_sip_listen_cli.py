@@ -71,3 +71,24 @@ def test_listen_on_a_busy_port_is_one_line() -> None:
     assert proc.returncode == 2  # a local error (issue 11: 3 is for servers that give no usable answer)
     assert "Traceback" not in out + err and out == ""
     assert f"cannot listen on 127.0.0.1:{port}/udp: address already in use" in out + err
+
+
+def test_sigterm_writes_the_pcap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM stops listen as Ctrl-C does (exit 0) and --pcap holds what it saw; tshark reads
+    it with no malformed packet."""
+    import asyncio
+
+    port = free_port(socket.SOCK_DGRAM)
+    pcap = tmp_path / "listen.pcapng"
+    proc = _start("--port", str(port), "--pcap", str(pcap))
+    try:
+        _wait_udp(port, proc)
+        result = asyncio.run(options(ProbeRequest(host="127.0.0.1", port=port, timeout=5)))
+        assert result.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in err
+    tshark = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
+                             "-e", "_ws.malformed"], capture_output=True, text=True, timeout=60)
+    assert [line.split("\t") for line in tshark.stdout.splitlines()] == [["OPTIONS", "", ""], ["", "200", ""]]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -256,3 +257,22 @@ def test_phone_whose_registration_is_refused_exits_1(tmp_path: Path) -> None:
     out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "sip.Status-Code", "-e", "_ws.malformed"],
                          capture_output=True, text=True, timeout=60)
     assert "403\t" in out.stdout and all(line.split("\t")[1] == "" for line in out.stdout.splitlines())
+
+
+def test_one_short_option_letter_means_one_thing_everywhere() -> None:
+    import typer.main
+
+    meaning: dict[str, set[str]] = {}
+
+    def walk(command: Any) -> None:
+        for param in command.params:
+            shorts = [o for o in param.opts if len(o) == 2]
+            longs = [o for o in param.opts if o.startswith("--")]
+            for short in shorts:
+                meaning.setdefault(short, set()).update(longs or [param.name or ""])
+        for sub in getattr(command, "commands", {}).values():  # a group's sub-commands
+            walk(sub)
+
+    walk(typer.main.get_command(cli_app))
+    assert meaning["-t"] == {"--transport"} and meaning["-p"] == {"--port"}
+    assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
