@@ -189,3 +189,18 @@ async def test_extreme_u32_values_from_the_call_manager() -> None:
             assert phone.station.state == "registered"
         finally:
             await asyncio.wait_for(phone.close(), GUARD)
+
+
+async def test_tls_port_that_never_completes_the_handshake() -> None:
+    """Issue 11: TCP is accepted but no ServerHello ever comes: the error names the TLS handshake
+    and the time it was given, not a lost connection."""
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)  # the ClientHello, never answered
+        await asyncio.sleep(5)
+
+    async for port in _serve(behaviour):
+        res = await run("probe", port, tls=True, tlsVerify=False)
+    assert not res.success and res.transport == "tls"
+    assert res.error == f"TLS handshake with 127.0.0.1:{port} did not complete within 800 ms"
+    assert res.exchange == [] and res.connect_ms is None

@@ -151,24 +151,33 @@ class SCCPTransport:
                 address = (await policy.resolve(host, timeout=timeout))[0]
             except target_policy.TargetRefused as exc:
                 raise SCCPConnectionError(exc.reason) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port, ssl=ctx, server_hostname=host if ctx else None,
-                                        limit=READ_SIZE),
-                timeout,
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, limit=READ_SIZE), timeout)
         except TimeoutError as exc:
             raise SCCPConnectionError(f"connection to {where} timed out after {timeout * 1000:.0f} ms") from exc
         except ConnectionRefusedError as exc:
             raise SCCPConnectionError(f"connection refused by {where}") from exc
-        except ssl.SSLError as exc:
-            raise SCCPConnectionError(tls_helpers.verification_error(exc)) from exc
         except socket.gaierror as exc:
             raise SCCPConnectionError(f"cannot resolve {host!r}: {exc.strerror}") from exc
         except OSError as exc:
             raise SCCPConnectionError(f"cannot connect to {where}: {exc.strerror or exc}") from exc
         info = None
-        if ctx is not None:
+        if ctx is not None:  # the handshake on the connected socket, so its failures say so
+            try:
+                await asyncio.wait_for(writer.start_tls(ctx, server_hostname=host),
+                                       max(0.0, deadline - loop.time()))
+            except TimeoutError as exc:
+                writer.transport.abort()
+                raise SCCPConnectionError(f"TLS handshake with {where} did not complete within "
+                                          f"{timeout * 1000:.0f} ms") from exc
+            except ssl.SSLError as exc:
+                writer.transport.abort()
+                raise SCCPConnectionError(tls_helpers.verification_error(exc)) from exc
+            except (ConnectionError, OSError) as exc:
+                writer.transport.abort()
+                raise SCCPConnectionError(f"TLS handshake with {where} failed: {exc.strerror or exc}") from exc
             info = tls_helpers.describe(writer.get_extra_info("ssl_object"), verified=tls_verify)
         return cls(reader, writer, transport="tls" if use_tls else "tcp", protocol_version=protocol_version,
                    max_frame=max_frame, messages=messages, tls_info=info, limit=limit)
