@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skinnysip.sip.headers import Via, parse_cseq, parse_params, split_comma
-from skinnysip.sip.message import Headers, SIPParseError
+from skinnysip.sip.message import Headers, SIPParseError, canonical_name
 
 
 def test_via_fields() -> None:
@@ -78,3 +78,39 @@ def test_via_and_cseq_raise_only_sip_parse_error(text: str) -> None:
         parse_cseq(text)
     except SIPParseError:
         pass
+
+
+# ------------------------------------------------------------------ the lookup index (issue 11)
+
+_NAMES = st.sampled_from(["Via", "v", "via", "Contact", "m", "CSeq", "Call-ID", "i", "X-Custom", "x-custom", "To"])
+_VALUES = st.sampled_from(["a", "b, c", "SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g", "<sip:x@y>", "1 INVITE"])
+_OPS = st.lists(st.tuples(st.sampled_from(["add", "set", "remove", "replace_top", "copy"]), _NAMES, _VALUES),
+                max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS, st.lists(_NAMES, min_size=1, max_size=5))
+def test_lookups_agree_with_a_plain_scan_after_any_edits(ops: list[tuple[str, str, str]], probes: list[str]) -> None:
+    """The index built on first lookup must follow add/set/remove/replace_top/copy: every
+    lookup answers what a scan of the fields in order answers."""
+    h = Headers()
+    for op, name, value in ops:
+        if op == "copy":
+            h = h.copy()
+        elif op == "remove":
+            h.remove(name)
+        else:
+            getattr(h, op)(name, value)
+        for probe in probes:  # lookups between edits build and use the index
+            key = canonical_name(probe).lower()
+            expected = [v for n, v in h if n.lower() == key]  # a plain scan in wire order
+            assert h.get_all(probe) == expected
+            assert h.get(probe) == (expected[0] if expected else None)
+            assert (probe in h) == bool(expected)
+
+
+def test_first_value_splits_only_the_first_field() -> None:
+    h = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"), ("Via", 'SIP/2.0/UDP c;x="unterminated')])
+    assert h.first_value("v") == "SIP/2.0/UDP a;branch=z9hG4bK1"  # the broken second field is never split
+    assert h.first_value("CSeq") is None
+    assert Headers([("From", "<sip:a@b>, <sip:c@d>")]).first_value("From") == "<sip:a@b>, <sip:c@d>"  # not a list
