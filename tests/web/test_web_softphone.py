@@ -487,3 +487,41 @@ def test_follow_a_phone_after_a_reload(page: Any, server: str) -> None:
     finally:
         if made["id"] in [p["id"] for p in _api(server, "GET", "/api/phones")["phones"]]:
             _api(server, "DELETE", f"/api/phones/{made['id']}")
+
+
+def test_attended_transfer_from_the_page(page: Any, server: str, pbx: KamailioPeer, artifacts: Path) -> None:
+    """RFC 3891 from the panel: alice (the page) calls carol, holds her, calls bob, then on
+    carol's call picks "replace call <bob's>" and transfers: carol's INVITE with Replaces takes
+    over alice's call with bob; carol and bob (phones of the same server, auto-answer) are
+    connected and alice's two calls end."""
+    others = {user: _api(server, "POST", "/api/phones", {
+        "aor": f"sip:{user}@{pbx.realm}", "password": pbx.users[user], "registrar": f"127.0.0.1:{pbx.udp_port}",
+        "autoAnswer": 100, "expires": 60}) for user in ("carol", "bob")}
+    try:
+        page.goto(f"{server}/")
+        register(page, pbx)
+        page.fill("#phone-target", "carol")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        to_carol = page.evaluate("window.skinnysipPhone.state.selected")
+        page.click("#phone-hold")
+        page.wait_for_selector('#phone-call-state:has-text("on hold")', timeout=UI_MS)
+        page.fill("#phone-target", "bob")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        to_bob = page.evaluate("window.skinnysipPhone.state.selected")
+        page.click(f'#phone-calls tr[data-call="{to_carol}"] button.pick')
+        page.select_option("#phone-transfer-replaces", str(to_bob))
+        page.fill("#phone-transfer-target", "bob")
+        page.click("#phone-transfer-go")
+        call_state(page, "terminated")
+        page.wait_for_selector(f'#phone-calls tr[data-call="{to_bob}"][data-state="terminated"]', timeout=UI_MS)
+        wait_for(lambda: any("bob" in c["remote"] and c["state"] == "confirmed"
+                             for c in _api(server, "GET", f"/api/phones/{others['carol']['id']}/calls")),
+                 "carol connected to bob")
+        page.screenshot(path=str(artifacts / "laptop-softphone-attended-transfer.png"), full_page=True)
+        page.click("#phone-unregister")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+    finally:
+        for made in others.values():
+            _api(server, "DELETE", f"/api/phones/{made['id']}")
