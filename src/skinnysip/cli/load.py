@@ -13,7 +13,8 @@ SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
 
 Exit status: 0 when the failures are within ``--max-failures`` (a count, or a percentage of
 the attempts such as ``1%``; default 0), 1 when they exceed it, 2 for bad arguments or a
-server that cannot be reached at all.
+local error (a file, Ray missing), 3 when the server cannot be reached at all (the project's
+sipsak-style statuses).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="SIP load: options, register, call, message, or your own scenario.")
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -228,8 +229,13 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_FAILURES)
     except Exception as exc:  # the server cannot be reached, Ray cannot start…: one line
+        from skinnysip.load.distributed import WorkersFailed
+        from skinnysip.net.sip_transport import SIPTransportError
+        from skinnysip.phone.api import PhoneError
+
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        _fail(reason)
+        unreachable = isinstance(exc, SIPTransportError | PhoneError | WorkersFailed)
+        _fail(reason, EXIT_NO_ANSWER if unreachable else EXIT_USAGE)
     finally:
         if csv_sink is not None:
             csv_sink.close()
@@ -297,8 +303,8 @@ def _command(scenario: str, doc: str) -> Any:
 
 EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
           "--rate-file FILE is re-read every interval; the first Ctrl-C stops new attempts and prints the "
-          "summary. Exit status: 0 failures within --max-failures, 1 beyond, 2 bad arguments or server "
-          "unreachable. See docs/load.md.")
+          "summary. Exit status: 0 failures within --max-failures, 1 beyond, 2 bad arguments or a local "
+          "error, 3 server unreachable. See docs/load.md.")
 app.command("options", epilog=EPILOG)(_command("options", "OPTIONS, one transaction per attempt."))
 app.command("register", epilog=EPILOG)(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))
 app.command("call", epilog=EPILOG)(_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE."))

@@ -27,11 +27,20 @@ from .runner import Monitor, Sink, run_deadline
 from .scenarios import LoadConfig, User
 from .stats import Counters
 
-__all__ = ["DistributedSource", "RayUnavailable", "run_distributed", "worker_configs"]
+__all__ = ["DistributedSource", "RayUnavailable", "WorkersFailed", "run_distributed", "worker_configs"]
 
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed (or cannot start); the message says what to do, in one line."""
+
+
+class WorkersFailed(Exception):
+    """No worker could start its scenario (the server cannot be reached from them);
+    ``reason`` is the first worker's error, one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
@@ -164,8 +173,8 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
     ``ray://host:10001``); None starts a local one with ``workers`` CPUs on 127.0.0.1 (or
     uses the Ray already initialised in this process). Returns the monitor and each worker's
     totals (``worker``, ``attempted``, ``successful``, ``failed``, ``retransmissions``).
-    Raises :class:`RayUnavailable`, ``ValueError`` (bad shares) or ``RuntimeError`` with the
-    first worker's error when every worker failed to start its scenario."""
+    Raises :class:`RayUnavailable`, ``ValueError`` (bad shares) or :class:`WorkersFailed` with
+    the first worker's error when every worker failed to start its scenario."""
     ray = _ray()
     config.validate()
     shares = worker_configs(config, workers)
@@ -193,7 +202,7 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
         loop = asyncio.get_running_loop()
         await monitor.run(run_deadline(config, loop.time()) + 60.0)
         if source.errors and monitor.total.attempted == 0:
-            raise RuntimeError(source.errors[0])
+            raise WorkersFailed(source.errors[0])
         totals = list(await asyncio.gather(*(actor.totals.remote() for actor in actors)))
     finally:
         for actor in actors:
