@@ -155,6 +155,8 @@ class _DrainingDatagramTransport:
         recvfrom, deliver = self._sock.recvfrom, self._protocol.datagram_received
         size = self._protocol.layer.max_message_size + 1  # one more: an oversize datagram is seen as such
         for _ in range(UDP_DRAIN_BATCH):
+            if self._closing:  # closed by a callback of the previous datagram
+                return
             try:
                 data, addr = recvfrom(size)
             except (BlockingIOError, InterruptedError):

@@ -60,21 +60,25 @@ class Trace:
     """A bounded log of :class:`TraceRecord`. ``enabled=False`` records nothing (load
     generation).
 
-    Two bounds: without ``exchange`` the newest ``limit`` records are kept (a long-running
-    phone or listener); with an :class:`~skinnysip.result.ExchangeLimit` (an operation's
-    exchange) the first messages that fit its message and byte budget are kept and the rest
-    only counted. ``dropped`` counts the records not kept either way; ``listener`` sees
-    every record."""
+    Two bounds: without ``exchange`` the newest records are kept, at most ``limit`` of them
+    and ``max_bytes`` octets of raw bytes (a long-running phone or listener: a flood of
+    64 KiB datagrams cannot hold more than ``max_bytes``); with an
+    :class:`~skinnysip.result.ExchangeLimit` (an operation's exchange) the first messages that
+    fit its message and byte budget are kept and the rest only counted. ``dropped`` counts
+    the records not kept either way; ``listener`` sees every record."""
 
     def __init__(self, limit: int = 10000, enabled: bool = True,
                  listener: Callable[[TraceRecord], None] | None = None,
-                 exchange: ExchangeLimit | None = None) -> None:
+                 exchange: ExchangeLimit | None = None, max_bytes: int = 8 << 20) -> None:
         self.enabled = enabled
         #: called with each record as it is made (a live view: ``sip listen``)
         self.listener = listener
         self.exchange = exchange
-        self.records: deque[TraceRecord] = deque(maxlen=None if exchange is not None else max(1, limit))
-        self._seq: deque[int] = deque(maxlen=self.records.maxlen)
+        self.max_bytes = max_bytes
+        self.records: deque[TraceRecord] = deque()
+        self._seq: deque[int] = deque()
+        self._limit = max(1, limit)
+        self._bytes = 0
         self._added = 0
         self.dropped = 0
 
@@ -93,11 +97,15 @@ class Trace:
                 if self.listener is not None:
                     self.listener(TraceRecord(direction, stamp, local, remote, transport, summary, raw, call_id))
                 return stamp
-        elif len(self.records) == self.records.maxlen:
-            self.dropped += 1
         record = TraceRecord(direction, stamp, local, remote, transport, summary, raw, call_id)
         self.records.append(record)
         self._seq.append(seq)
+        if self.exchange is None:  # newest kept: evict the oldest beyond either bound
+            self._bytes += len(raw)
+            while len(self.records) > 1 and (len(self.records) > self._limit or self._bytes > self.max_bytes):
+                self._bytes -= len(self.records.popleft().raw)
+                self._seq.popleft()
+                self.dropped += 1
         if self.listener is not None:
             self.listener(record)
         return stamp
