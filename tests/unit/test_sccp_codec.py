@@ -396,6 +396,10 @@ def test_short_payloads_re_encode_byte_exact() -> None:
     odd = struct.pack("<III", 4 + len(body), 0, 0x14A) + body
     f = decode_frame(odd).fields
     assert f["_trailing"] == "07" and encode("CallInfoV2", f) == odd
+    unpadded = struct.pack("<IIII", 9, 0, 0x143, 0) + b"\0"  # DisplayNotifyV2 its sender did not pad
+    f = decode_frame(unpadded).fields
+    assert f == {"timeout": 0, "notify": "", "_trailing": ""} and encode("DisplayNotifyV2", f) == unpadded
+    assert len(encode("DisplayNotifyV2", {"timeout": 0, "notify": ""})) == 20  # ours is padded
     body = struct.pack("<8I", 1, 42, 2, 0, 0, 1, 0, 0) + b"\0" * 13 + b"\0" * 7  # 7 NULs: not 3
     wide = struct.pack("<III", 4 + len(body), 0, 0x14A) + body
     f = decode_frame(wide).fields

@@ -35,9 +35,9 @@ the first NUL inside a ``char[n]`` field, and the unused slots of a fixed-slot g
 part of the decoded form). Short and long payloads keep their exact size through two keys of
 ``fields``: ``_short`` names the field where a payload ended before an optional tail the
 encoder would otherwise write (an old phone's empty OffHook, [AST]'s short forms, a V2 message
-ending inside its strings), and ``_trailing`` holds the bytes beyond the layout (hex); with
-either, the encoder writes no default tail and no V2 padding. Decode -> encode -> decode is
-always stable.  The encoder raises ``ValueError`` for unknown
+ending inside its strings), and ``_trailing`` holds the bytes beyond the layout (hex; ``""``
+for a V2 frame its sender did not pad to 4 bytes); with either, the encoder writes no default
+tail and no V2 padding. Decode -> encode -> decode is always stable.  The encoder raises ``ValueError`` for unknown
 messages or field names and for values that do not fit their field.
 """
 
@@ -802,6 +802,8 @@ def _decode_payload(mdef: MessageDef, payload: bytes, protocol_version: int) -> 
     pos = _decode_layout(mdef.layout(protocol_version), payload, 0, out, mdef.name)
     if pos < len(payload):
         out[TRAILING] = payload[pos:].hex()
+    elif mdef.dynamic and SHORT not in out and (len(payload) + HEADER_SIZE) % DYNAMIC_STRING_PADDING:
+        out[TRAILING] = ""  # a V2 frame its sender did not pad: none is added when re-encoded
     return out
 
 
