@@ -93,9 +93,17 @@ async def test_held_party_hears_music_on_hold(lab: Lab, tmp_path: Path) -> None:
     freqs = frequencies(recording)
     notes = sorted({hz for hz, _ in MOH_NOTES})
     near = [min(notes, key=lambda n: abs(n - f)) if min(abs(n - f) for n in notes) < 15 else 0 for f in freqs]
-    held = near[int(3 * 50):int(7 * 50)]  # seconds 3-7: on hold
-    assert np.mean([n != 0 for n in held]) > 0.6, held
-    changes = [n for i, n in enumerate(held) if n and (i == 0 or held[i - 1] != n)]
+    # the held stretch: from the first to the last frame of a note (where it falls depends on
+    # how fast the re-INVITE went on this loaded machine); silent frames there are receiver
+    # underruns, so the note sequence is read over the audible frames
+    first = next(i for i, n in enumerate(near) if n)
+    last = len(near) - next(i for i, n in enumerate(reversed(near)) if n)
+    held = near[first:last]
+    assert len(held) >= 4 * 50, len(held)  # about the 6 s on hold
+    audible = [n for n, f in zip(held, freqs[first:last], strict=True) if f > 0]
+    assert np.mean([n != 0 for n in audible]) > 0.8, held
+    tune = [n for n in audible if n]
+    changes = [n for i, n in enumerate(tune) if i == 0 or tune[i - 1] != n]
     period = [hz for i, (hz, _) in enumerate(MOH_NOTES) if i == 0 or MOH_NOTES[i - 1][0] != hz]
     assert ",".join(map(str, period)) in ",".join(map(str, changes)), changes
     before = near[50:90]
