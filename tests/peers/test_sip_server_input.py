@@ -68,6 +68,17 @@ def test_unicode_digits_are_not_numbers_anywhere_in_the_core() -> None:
     assert response_flow(msg, flow) == flow  # the unusable Via is ignored, no int('²')
 
 
+def test_unicode_digits_and_huge_numbers_in_sdp() -> None:
+    from skinnysip.sdp import SDPParseError, SessionDescription
+
+    base = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    for port in ("\u00b2", "9" * 5000, "70000"):
+        with pytest.raises(SDPParseError, match="media port"):
+            SessionDescription.parse(f"{base}m=audio {port} RTP/AVP 0\r\n".encode())
+    sd = SessionDescription.parse(f"{base}m=audio 4000 RTP/AVP \u0663\r\na=rtpmap:\u0663 PCMU/8000\r\n".encode())
+    assert sd.media[0].payload_types == [] and sd.media[0].rtpmaps() == {}  # '٣' is no payload type
+
+
 # ------------------------------------------------------------------ digest with a Latin-1 realm
 
 REALM = b"sip.c\xfcbercity.dk"
