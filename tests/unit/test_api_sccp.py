@@ -41,7 +41,10 @@ def test_probe_register_linestate_over_http(api: str, lab_port: int) -> None:
     assert body["connectMs"] >= 0 and body["latencyMs"] >= 0
     assert [m["summary"] for m in body["exchange"]] == ["KeepAlive", "KeepAliveAck"]
 
-    reg = post(api, "register", {**base, "server": "127.0.0.1"}).json()
+    # `server` (the seed's name) instead of `host`; both at once is a 400
+    both = post(api, "register", {**base, "server": "127.0.0.1"})
+    assert both.status_code == 400 and "not both" in both.json()["error"]
+    reg = post(api, "register", {**{k: v for k, v in base.items() if k != "host"}, "server": "127.0.0.1"}).json()
     for key in ("success", "registered", "error", "messages", "status", "deviceTypeName", "rejected", "rejectReason",
                 "keepAliveInterval", "protocolVersion", "connectMs", "latencyMs", "tls", "exchange"):
         assert key in reg

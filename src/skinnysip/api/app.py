@@ -100,7 +100,7 @@ _ERRORS = {
     "400": "Bad input: malformed JSON, a missing, unknown or invalid field (named in `error`).",
     "401": "The server requires `Authorization: Bearer <token>` and it is missing or wrong.",
     "403": "The server's target policy refuses the host this request would connect to.",
-    "404": "No such phone or call.",
+    "404": "No such phone or call (or no lab in this server).",
     "409": "The phone refuses the action (wrong state, limit reached, server unreachable).",
     "413": "The request body is larger than the server accepts.",
     "429": "Too many requests or operations from this client (or in total); see `Retry-After`.",
@@ -169,6 +169,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 codes.append("403")
             if path.startswith("/api/phones"):
                 codes += ["403", "404", "409"]
+            if path.startswith("/api/lab"):
+                codes += ["404", "409"]
             for code in codes:
                 responses.setdefault(code, _error_response(code))
             op["security"] = [{}, {"bearer": []}]

@@ -11,11 +11,11 @@ many messages) is a 400 naming the message and field: ``exchange[2].remote: …`
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skinnysip.pcap import MAX_MESSAGES, PcapError, exchange_to_pcapng
 from skinnysip.result import WireMessage
@@ -25,14 +25,53 @@ router = APIRouter(tags=["pcap"])
 PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 
 
+MAX_TIME = 1e12  # s since the epoch accepted in a message's time
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_H = "[0-9a-fA-F]{1,4}"
+_V6 = ("(?:" + "|".join([
+    f"(?:{_H}:){{7}}{_H}", f"(?:{_H}:){{1,7}}:", f"(?:{_H}:){{1,6}}:{_H}", f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+    f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+    f"{_H}:(?::{_H}){{1,6}}", f":(?:(?::{_H}){{1,7}}|:)"]) + ")")
+
+
+def _item(ip: str) -> dict[str, Any]:
+    endpoint = {"type": "string", "pattern": f"^{ip}:{_PORT}$"}
+    return {"properties": {"local": endpoint, "remote": endpoint}}
+
+
+#: What the writer needs of each message, stated in the schema: IP-literal endpoints of one IP
+#: version (IPv4 ``a.b.c.d:port`` or ``[v6]:port``), udp/tcp/tls, a time within pcapng's range,
+#: and ``raw`` in hex when ``decoded`` is present (an SCCP frame).
+EXCHANGE_ITEM_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/WireMessage"},
+        {"oneOf": [_item(_V4), _item(rf"\[{_V6}\]")]},
+        {"properties": {"transport": {"enum": ["udp", "tcp", "tls"]},
+                        "time": {"type": "number", "minimum": 0, "maximum": MAX_TIME}}},
+        {"if": {"required": ["decoded"], "properties": {"decoded": {"type": "object"}}},
+         "then": {"properties": {"raw": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{2})*$"}}}},
+    ]
+}
+
+
 class PcapBody(BaseModel):
     """The exchange to write (and an optional file name); any other field is a 400."""
 
     model_config = ConfigDict(extra="forbid")
 
     exchange: Annotated[list[WireMessage], Field(max_length=MAX_MESSAGES)] = Field(
-        description="A result's `exchange`, unchanged."
+        description="A result's `exchange`, unchanged.",
+        json_schema_extra={"items": EXCHANGE_ITEM_SCHEMA},
     )
+    @model_validator(mode="after")
+    def _times(self) -> PcapBody:
+        # pcapng stores microseconds since the epoch as an unsigned 64-bit number
+        for i, msg in enumerate(self.exchange):
+            if not 0 <= msg.time <= MAX_TIME:
+                raise ValueError(f"exchange[{i}].time: {msg.time} is not 0 to {MAX_TIME:.0f} s since the epoch")
+        return self
+
     filename: str | None = Field(
         None, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
         description="File name for the download (default skinnysip-exchange.pcapng).",

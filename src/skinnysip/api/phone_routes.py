@@ -60,12 +60,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
 from skinnysip.addresses import check_host
 from skinnysip.api.guard import check_target
-from skinnysip.api.sip_routes import check_ca_file
+from skinnysip.api.sip_routes import DOMAIN_SCHEMA, URI_SCHEMA, USER_SCHEMA, check_ca_file, integral_floats
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.phone.api import Call, CallState, IncomingCall, Phone, PhoneError, camel_keys, event_to_dict
@@ -103,6 +103,11 @@ _SCHEME_RE = re.compile(r"(?i)(sips?|tel):")
 class _Body(ResultModel):
     model_config = ConfigDict(strict=True, extra="forbid", str_max_length=1024)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        return integral_floats(cls, data)  # 5.0 is a JSON Schema integer
+
 
 def _check_target(value: str) -> str:
     """A dial string: a sip:/sips:/tel: URI, ``user@host[:port]`` or a user at the phone's domain."""
@@ -135,11 +140,14 @@ class SIPPhoneBody(_Body):
     """``POST /api/phones`` with ``protocol`` ``sip``: the account (:class:`SIPAccount`)."""
 
     protocol: Literal["sip"] = "sip"
-    aor: str = Field(description="Address of record, sip:alice@example.com.", examples=["sip:alice@127.0.0.1"])
+    aor: str = Field(description="Address of record, sip:alice@example.com.", examples=["sip:alice@127.0.0.1"],
+                     json_schema_extra={"pattern": r"^(?i:sips?):[A-Za-z0-9._~+\-!*'()&=$,]{1,128}@[^\s@;?]+$"})
     password: str | None = Field(None, max_length=256, description="Digest password; never returned.")
     auth_user: str | None = Field(None, description="Digest username (default: the AOR's user).")
-    registrar: str | None = Field(None, max_length=300, description="host[:port] (default: the AOR's host).")
-    outbound_proxy: str | None = Field(None, max_length=300, description="host[:port] every request goes through.")
+    registrar: str | None = Field(None, max_length=300, description="host[:port] (default: the AOR's host).",
+                                  json_schema_extra=DOMAIN_SCHEMA)
+    outbound_proxy: str | None = Field(None, max_length=300, description="host[:port] every request goes through.",
+                                       json_schema_extra=DOMAIN_SCHEMA)
     transport: Literal["udp", "tcp", "tls"] = "udp"
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with.")
@@ -239,7 +247,9 @@ class SCCPPhoneBody(_Body):
 
 
 class TargetBody(_Body):
-    target: str = Field(max_length=512, description="sip:/sips:/tel: URI, user@host[:port] or a user at the phone's domain.")
+    target: str = Field(max_length=512, description="sip:/sips:/tel: URI, user@host[:port] or a user at the phone's domain.",
+                        json_schema_extra={"anyOf": [{"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA},
+                                                     {"type": "string", "pattern": r"^[^\s@:]+@[^\s@]+$"}]})
 
     @field_validator("target")
     @classmethod

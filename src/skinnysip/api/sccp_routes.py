@@ -18,12 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, model_validator
 
 from skinnysip.api.guard import check_target
-from skinnysip.api.sip_routes import HOST_SCHEMA
-from skinnysip.probes.sccp import SCCPRequest, run_operation
+from skinnysip.api.sip_routes import HOST_SCHEMA, integral_floats
+from skinnysip.probes.sccp import DIAL_PATTERN, SCCPRequest, run_operation
 from skinnysip.sccp.station import DEVICE_NAME_RULES
 
 router = APIRouter(tags=["sccp"])
@@ -44,17 +43,37 @@ class SCCPBody(SCCPRequest):
                              description="; ".join(rule for rule, _ in DEVICE_NAME_RULES) + ".")
 
     server: str | None = Field(None, min_length=1, max_length=255, json_schema_extra=HOST_SCHEMA,
-                               description="The seed's name for `host` (give one of them, or both equal).")
+                               description="The seed's name for `host`: give exactly one of them.")
 
     @model_validator(mode="before")
     @classmethod
     def _server_alias(cls, data: Any) -> Any:
+        data = integral_floats(cls, data)
         if isinstance(data, dict) and data.get("server") is not None:
-            if "host" not in data:
-                data = {**data, "host": data["server"]}
-            elif data["host"] != data["server"]:
-                raise ValueError("give `host` or `server` (the same field), not two different hosts")
+            if data.get("host") is not None:
+                raise ValueError("give `host` or `server` (the same field), not both")
+            data = {**data, "host": data["server"]}
         return data
+
+
+def _one_host(schema: dict[str, Any]) -> None:
+    # the combination the validator enforces: exactly one of host / server
+    schema["required"] = [r for r in schema.get("required", []) if r != "host"]
+    schema["oneOf"] = [{"required": ["host"]}, {"required": ["server"]}]
+
+
+SCCPBody.model_config["json_schema_extra"] = _one_host
+SCCPBody.model_rebuild(force=True)
+
+
+class SCCPCallBody(SCCPBody):
+    """``/api/sccp/call-setup``: ``dialNumber`` is required."""
+
+    dial_number: str = Field(pattern=DIAL_PATTERN, description="Number to dial: 0-9 * # A-D +, 1-24.")
+
+
+SCCPCallBody.model_config["json_schema_extra"] = _one_host
+SCCPCallBody.model_rebuild(force=True)
 
 
 async def _run(name: str, req: SCCPBody) -> dict[str, Any]:
@@ -81,11 +100,9 @@ async def sccp_linestate(req: SCCPBody) -> dict[str, Any]:
     return await _run("linestate", req)
 
 
-@router.post("/api/sccp/call-setup", response_model=None)
-async def sccp_call_setup(req: SCCPBody) -> dict[str, Any] | JSONResponse:
+@router.post("/api/sccp/call-setup")
+async def sccp_call_setup(req: SCCPCallBody) -> dict[str, Any]:
     """Register, go off-hook, dial ``dialNumber``, hold ``holdMs`` with RTP both ways, hang up;
     reports ``rtpPacketsSent`` / ``rtpPacketsReceived`` and the call's states. ``dialNumber``
     is required here (400 without it)."""
-    if not req.dial_number:
-        return JSONResponse(status_code=400, content={"success": False, "error": "dialNumber: Field required"})
     return await _run("call-setup", req)

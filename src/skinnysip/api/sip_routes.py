@@ -16,7 +16,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -49,6 +49,30 @@ PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": (
     rf"^(?:{HOST_NAME_PATTERN[1:-1]}|\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[0-9A-Fa-f:.]+\])"
     r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$")}
+
+def _int_field(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    args = get_args(annotation)
+    return bool(args) and int in args and bool not in args and float not in args
+
+
+def integral_floats(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with integral floats (``5.0``) as ints in ``model``'s int fields: JSON Schema's
+    ``integer`` admits a number with a zero fraction, pydantic's strict int does not. Strings
+    stay refused (``"5"`` is not a number)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        if not _int_field(field.annotation):
+            continue
+        for key in {name, field.alias or name, to_camel(name)}:
+            value = out.get(key)
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+                out[key] = int(value)
+    return out
+
 
 CA_FILE_LIMIT = 4 << 20  # bytes of a CA bundle
 
@@ -99,6 +123,11 @@ class _Body(BaseModel):
         description="Optional; if given it must be the route's own method (each route sends one method; "
                     "case does not matter).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        return integral_floats(cls, data)
 
     @field_validator("host")
     @classmethod
@@ -193,7 +222,7 @@ class SIPSBody(_Body):
 
 
 class _DigestFields(BaseModel):
-    username: str = Field(description="Digest username.")
+    username: str = Field(description="Digest username.", json_schema_extra=USER_SCHEMA)
     password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")
     expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
 
