@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from baresip_peer import baresip
+from baresip_peer import Baresip, baresip
 from test_lab_services import assert_heard
 
 from skinnysip.lab.bridge import SCCPBridge
@@ -75,6 +75,34 @@ def station_rx(call: SCCPCall, tmp_path: Path, device: str = ALICE) -> Path:
     return files[-1]
 
 
+async def ringing_station(alice: SCCPPhone) -> SCCPCall:
+    """The next call ringing on ``alice`` (within 10 s)."""
+    event = await alice.next_event(10)
+    while event is not None and not isinstance(event, IncomingCall):
+        event = await alice.next_event(10)
+    assert isinstance(event, IncomingCall), "the station never rang"
+    assert isinstance(event.call, SCCPCall)
+    return event.call
+
+
+async def answered_by_station(alice: SCCPPhone, bob: Baresip, talk: float = 4.0) -> SCCPCall:
+    """The call baresip placed rings on ``alice``, which answers (auto-answer); both talk for
+    ``talk`` seconds."""
+    call = await ringing_station(alice)
+    assert await call.wait_connected(15)
+    await bob.wait_event("CALL_ESTABLISHED")
+    await asyncio.sleep(talk)
+    return call
+
+
+async def baresip_hangs_up(call: SCCPCall, bob: Baresip, tmp_path: Path) -> tuple[Path, float]:
+    """baresip's BYE puts the station on-hook; returns the station's recording and the share
+    of baresip's received frames that are the station's tone."""
+    await bob.command("hangup")
+    assert await call.wait_ended(10), "the station did not go on-hook after baresip's BYE"
+    return station_rx(call, tmp_path), share_of(bob.recordings()["dec"], STATION_TONE)
+
+
 async def test_station_calls_baresip(cm: LabCallManager, tmp_path: Path) -> None:
     async with baresip("1001", "x", "127.0.0.1:9", tone_hz=BARESIP_TONE, register=False) as bob:
         async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", bob.sip_port), domain=DOMAIN) as bridge:
@@ -107,19 +135,8 @@ async def test_baresip_calls_station_and_hangs_up(cm: LabCallManager, tmp_path: 
         async with station(cm, tmp_path, auto_answer=0.5) as alice:
             async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
                 await bob.command("dial", f"sip:2001@{host}:{port}")
-                event = await alice.next_event(10)
-                while event is not None and not isinstance(event, IncomingCall):
-                    event = await alice.next_event(10)
-                assert isinstance(event, IncomingCall)
-                call = event.call
-                assert isinstance(call, SCCPCall)
-                assert await call.wait_connected(15)
-                await bob.wait_event("CALL_ESTABLISHED")
-                await asyncio.sleep(4)
-                await bob.command("hangup")
-                assert await call.wait_ended(10), "the station did not go on-hook after baresip's BYE"
-                rx = station_rx(call, tmp_path)
-                heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+                call = await answered_by_station(alice, bob)
+                rx, heard_by_bob = await baresip_hangs_up(call, bob, tmp_path)
             records = bridge.calls()
     assert call.remote == "1001"
     station_heard(rx, BARESIP_TONE)
@@ -185,13 +202,10 @@ async def test_sip_cancel_stops_the_station_ringing(cm: LabCallManager, tmp_path
         async with station(cm, tmp_path) as alice, \
                 baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False) as bob:
             await bob.command("dial", f"sip:2001@{host}:{port}")
-            event = await alice.next_event(10)
-            while event is not None and not isinstance(event, IncomingCall):
-                event = await alice.next_event(10)
-            assert isinstance(event, IncomingCall)
+            ringing = await ringing_station(alice)
             await asyncio.sleep(0.5)
             await bob.command("hangup")
-            assert await event.call.wait_ended(10), "the station kept ringing after the CANCEL"
+            assert await ringing.wait_ended(10), "the station kept ringing after the CANCEL"
             await bob.wait_event("CALL_CLOSED")
         [record] = bridge.calls()
     assert record["reason"] == "cancelled by the caller"
@@ -209,21 +223,10 @@ async def test_pcma_only_offer_is_bridged_as_alaw(cm: LabCallManager, tmp_path: 
             async with baresip("1001", "x", f"{host}:{port}", tone_hz=BARESIP_TONE, register=False,
                                extra_account="audio_codecs=PCMA/8000/1") as bob:
                 await bob.command("dial", f"sip:2001@{host}:{port}")
-                event = await alice.next_event(10)
-                while event is not None and not isinstance(event, IncomingCall):
-                    event = await alice.next_event(10)
-                assert isinstance(event, IncomingCall)
-                call = event.call
-                assert isinstance(call, SCCPCall)
-                assert await call.wait_connected(15)
-                await bob.wait_event("CALL_ESTABLISHED")
-                await asyncio.sleep(4)
+                call = await answered_by_station(alice, bob)
                 assert call.compression_type == 2  # G711Alaw64k (reference §4.5)
                 report = call.media_report()
-                await bob.command("hangup")
-                assert await call.wait_ended(10)
-                rx = station_rx(call, tmp_path)
-                heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+                rx, heard_by_bob = await baresip_hangs_up(call, bob, tmp_path)
     station_heard(rx, BARESIP_TONE)
     assert heard_by_bob >= 0.9, "baresip did not hear the station"
     assert report is not None and report["payload_type"] == 8, report

@@ -13,14 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from baresip_peer import baresip
-from test_lab_bridge import ALICE, BARESIP_TONE, STATION_TONE, share_of, station_heard, station_rx
+from baresip_peer import Baresip, baresip
+from test_lab_bridge import (
+    ALICE,
+    BARESIP_TONE,
+    STATION_TONE,
+    answered_by_station,
+    baresip_hangs_up,
+    share_of,
+    station_heard,
+    station_rx,
+)
 from test_lab_sip import DOMAIN, port, registered, settings
 
 from peertools import TsharkCapture
 from skinnysip.lab.runner import Lab
 from skinnysip.lab.services import MOH_NOTES
-from skinnysip.phone.api import CallState, IncomingCall
+from skinnysip.phone.api import CallState
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.rtp import g711
 from skinnysip.rtp.audio import dominant_frequencies
@@ -35,6 +44,16 @@ async def lab() -> AsyncIterator[Lab]:
         assert running.bridge is not None and running.callmanager is not None
         running.callmanager.config.dial_timeout = 1.0
         yield running
+
+
+async def station_calls_1001(lab: Lab, alice: SCCPPhone, bob: Baresip) -> SCCPCall:
+    """``alice`` calls baresip (1001, auto-answer) through the lab; connected for 2 s."""
+    await registered(lab, "1001")
+    call = await alice.call("1001#")
+    assert await call.wait_connected(15), call.end_reason
+    await bob.wait_event("CALL_ESTABLISHED")
+    await asyncio.sleep(2)
+    return call
 
 
 def station(lab: Lab, tmp_path: Path, **kw: object) -> SCCPPhone:
@@ -78,19 +97,8 @@ async def test_baresip_calls_station_through_the_lab(lab: Lab, tmp_path: Path) -
             baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as bob:
         await registered(lab, "1001")
         await bob.command("dial", f"sip:2001@{DOMAIN}")
-        event = await alice.next_event(10)
-        while event is not None and not isinstance(event, IncomingCall):
-            event = await alice.next_event(10)
-        assert isinstance(event, IncomingCall)
-        call = event.call
-        assert isinstance(call, SCCPCall)
-        assert await call.wait_connected(15)
-        await bob.wait_event("CALL_ESTABLISHED")
-        await asyncio.sleep(4)
-        await bob.command("hangup")
-        assert await call.wait_ended(10), "the station did not go on-hook after baresip's BYE"
-        rx = station_rx(call, tmp_path)
-        heard_by_bob = share_of(bob.recordings()["dec"], STATION_TONE)
+        call = await answered_by_station(alice, bob)
+        rx, heard_by_bob = await baresip_hangs_up(call, bob, tmp_path)
     assert call.remote == "1001"
     station_heard(rx, BARESIP_TONE)
     assert heard_by_bob >= 0.9, "baresip did not hear the station"
@@ -121,11 +129,7 @@ async def test_station_holds_baresip_hears_music_then_resumes(lab: Lab, tmp_path
     try:
         async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as bob, \
                 station(lab, tmp_path) as alice:
-            await registered(lab, "1001")
-            call = await alice.call("1001#")
-            assert await call.wait_connected(15), call.end_reason
-            await bob.wait_event("CALL_ESTABLISHED")
-            await asyncio.sleep(2)
+            call = await station_calls_1001(lab, alice, bob)
             await call.send_dtmf("5")
             dtmf = await bob.wait_event("CALL_DTMF_START", timeout=5)
             assert dtmf.get("param") == "5", dtmf
@@ -188,11 +192,7 @@ async def test_baresip_holds_the_station_which_hears_music(lab: Lab, tmp_path: P
     sends again."""
     async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=BARESIP_TONE) as bob, \
             station(lab, tmp_path) as alice:
-        await registered(lab, "1001")
-        call = await alice.call("1001#")
-        assert await call.wait_connected(15), call.end_reason
-        await bob.wait_event("CALL_ESTABLISHED")
-        await asyncio.sleep(2)
+        call = await station_calls_1001(lab, alice, bob)
         [stream] = call.streams.values()
         await bob.command("hold")
         await asyncio.sleep(1)
