@@ -73,6 +73,18 @@ async def dial(phone: SIPPhone, services: LabServices, number: str) -> SIPCall:
     return call
 
 
+async def digits_heard(phone: SIPPhone, call: SIPCall, count: int, timeout: float) -> list[DTMFReceived]:
+    """The first ``count`` digits ``phone`` receives on ``call`` within ``timeout`` seconds."""
+    heard: list[DTMFReceived] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(heard) < count and loop.time() < deadline:
+        event = await phone.next_event(deadline - loop.time())
+        if isinstance(event, DTMFReceived) and event.call is call:
+            heard.append(event)
+    return heard
+
+
 def rx(call: SIPCall) -> Path:
     assert call.media is not None
     return call.media.recordings["rx"]
@@ -164,16 +176,10 @@ async def test_dtmf_echo_reads_the_digits_back(services: LabServices, tmp_path: 
     async with caller(tmp_path, "alice", 440.0, dtmf=method) as phone:
         call = await dial(phone, services, "604")
         await call.send_dtmf("1234#", 0.1)
-        heard = ""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while len(heard) < 5 and loop.time() < deadline:
-            event = await phone.next_event(deadline - loop.time())
-            if isinstance(event, DTMFReceived) and event.call is call:
-                assert event.method == "rfc4733"
-                heard += event.digit
+        heard = await digits_heard(phone, call, 5, timeout=10)
         await call.hangup()
-    assert heard == "1234#"
+    assert "".join(e.digit for e in heard) == "1234#"
+    assert {e.method for e in heard} == {"rfc4733"}
 
 
 async def test_music_on_hold_reaches_a_held_party(services: LabServices, tmp_path: Path) -> None:
@@ -215,13 +221,7 @@ async def test_echo_returns_rfc4733_events_too(services: LabServices, tmp_path: 
     async with caller(tmp_path, "alice", 440.0) as phone:
         call = await dial(phone, services, "600")
         await call.send_dtmf("159", 0.1)
-        heard = ""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while len(heard) < 3 and loop.time() < deadline:
-            event = await phone.next_event(deadline - loop.time())
-            if isinstance(event, DTMFReceived) and event.call is call:
-                assert event.method == "rfc4733" and event.duration is not None and event.duration >= 0.09
-                heard += event.digit
+        heard = await digits_heard(phone, call, 3, timeout=5)
         await call.hangup()
-    assert heard == "159"
+    assert "".join(e.digit for e in heard) == "159"
+    assert all(e.method == "rfc4733" and e.duration is not None and e.duration >= 0.09 for e in heard)
