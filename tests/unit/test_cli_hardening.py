@@ -276,3 +276,17 @@ def test_one_short_option_letter_means_one_thing_everywhere() -> None:
     walk(typer.main.get_command(cli_app))
     assert meaning["-t"] == {"--transport"} and meaning["-p"] == {"--port"}
     assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
+
+
+def test_sccp_phone_rejected_exits_1_and_a_silent_registrar_is_3() -> None:
+    from sccp_lab import lab_cm_process
+
+    from skinnysip.cli.phone import _registration_failure
+
+    with lab_cm_process() as port:
+        r = skinnysip("phone", "--sccp", f"127.0.0.1:{port}", "--device", "SEP0000DEADBEEF", "--duration", "0.5")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "RegisterReject" in r.stdout and "Traceback" not in r.stderr
+    # the reasons a SIP registration fails with: the registrar's answer, or none
+    assert [_registration_failure(x) for x in ("403 Forbidden", "404 Not Found (no such user)", "timeout",
+                                               "connection refused by 127.0.0.1:5060/tcp")] == [1, 1, 3, 3]

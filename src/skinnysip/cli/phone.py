@@ -229,7 +229,7 @@ def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecur
 
 async def _run(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool,
                pcap: str | None = None) -> int:
-    from skinnysip.phone.api import CallState, IncomingCall, PhoneError, event_to_dict
+    from skinnysip.phone.api import CallState, IncomingCall, PhoneError, RegistrationChanged, event_to_dict
     from skinnysip.phone.sccp_phone import SCCPAccount, SCCPPhone
     from skinnysip.phone.sip_phone import SIPPhone
 
@@ -240,8 +240,11 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     asked: list[Any] = []
+    failures: list[str] = []  # reasons of every failed registration (the registrar's answer, or none)
 
     def show(event: Any) -> None:
+        if isinstance(event, RegistrationChanged) and event.state.value == "failed":
+            failures.append(event.reason)
         data = event_to_dict(event)
         if as_json:
             print(json.dumps(data), flush=True)
@@ -267,6 +270,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         return EXIT_UNREACHABLE
     printing = loop.create_task(printer())
     code = EXIT_OK
+    failed, last_reason = False, ""
     try:
         if execute:
             await _commands(phone, [c for c in execute.split(";") if c.strip()], stop)
@@ -290,8 +294,8 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         elif not execute:
             await _interactive(phone, stop)
         code = EXIT_OK if all(c.connected is not None for c in asked) else EXIT_NO_CALL
-        if getattr(getattr(phone, "registration", None), "value", None) == "failed":
-            code = EXIT_ANSWERED  # the registrar refused us (403, 404…): answered otherwise
+        failed = getattr(getattr(phone, "registration", None), "value", None) == "failed"
+        last_reason = str(getattr(phone, "registration_reason", ""))
     finally:
         await phone.close()
         write_pcap(pcap, _exchange(phone))
@@ -301,7 +305,17 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
             await printing
         while not phone._events.empty():
             show(phone._events.get_nowait())
+    if failed:  # every event shown by now: answered once (403, RegisterReject, then maybe closed): 1, else 3
+        code = max(code, min(_registration_failure(r) for r in failures or [last_reason]))
     return code
+
+
+def _registration_failure(reason: str) -> int:
+    """Exit status of a failed registration: 1 when the registrar answered (``403 Forbidden``,
+    a RegisterReject), 3 when nothing usable came back (timeout, connection lost)."""
+    status = reason[:3]
+    answered = (len(reason) > 3 and status.isascii() and status.isdigit() and reason[3] == " ") or "Reject" in reason
+    return EXIT_ANSWERED if answered else EXIT_NO_ANSWER
 
 
 def _current(phone: Any) -> str:
