@@ -12,13 +12,15 @@ import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from skinnysip.cli.common import EXIT_USAGE, fail
 from skinnysip.lab.config import ConfigError, LabSettings, load_settings
-from skinnysip.lab.runner import Lab, LabError
+
+if TYPE_CHECKING:  # the lab (numpy, media) is imported when a lab starts, not with every command
+    from skinnysip.lab.runner import Lab
 
 __all__ = ["describe", "lab_cmd", "serve_with_lab", "settings_from_options"]
 
@@ -52,6 +54,8 @@ def describe(lab: Lab) -> list[str]:
 
 
 async def _start(settings: LabSettings) -> Lab:
+    from skinnysip.lab.runner import Lab, LabError
+
     lab = Lab(settings)
     try:
         await lab.start()

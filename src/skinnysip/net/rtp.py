@@ -14,14 +14,15 @@ import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-
-from skinnysip.rtp import g711
-from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.rtp.packet import RTPPacket, RTPParseError
 from skinnysip.rtp.stats import RTPReceiverStats, RTPSender
+
+if TYPE_CHECKING:  # numpy and G.711 load when audio is decoded, not when a probe binds a port
+    import numpy as np
+
+PT_PCMU, PT_PCMA = 0, 8  # RFC 3551 §6 (as skinnysip.rtp.g711 names them)
 
 CLOCK_RATE = 8000
 MAX_DATAGRAM = 2048
@@ -158,6 +159,8 @@ class RTPEndpoint(asyncio.DatagramProtocol):
             self.received_payloads.append(packet.payload)
         if self._audio_samples < self._keep_samples:
             if packet.payload_type in (PT_PCMU, PT_PCMA):
+                from skinnysip.rtp import g711
+
                 samples = g711.decode(packet.payload_type, packet.payload)
                 self._audio.append(samples)
                 self._audio_samples += len(samples)
@@ -169,6 +172,8 @@ class RTPEndpoint(asyncio.DatagramProtocol):
 
     def received_audio(self) -> np.ndarray:
         """Decoded audio received so far (int16, up to the keep cap)."""
+        import numpy as np
+
         if not self._audio:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self._audio)[: self._keep_samples]
