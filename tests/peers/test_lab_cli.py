@@ -70,12 +70,14 @@ def test_busy_port_is_one_line(kind: str) -> None:
 
 
 async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
-    """serve --lab: GET /api/lab shows the lab; a phone registered with what it shows calls the
+    """serve --lab (implied by --lab-config; --sip-port/--sips-port/--sccp-port override the
+    config): GET /api/lab shows the lab; a phone registered with what it shows calls the
     echo, hears itself, and GET /api/lab/calls has the call's ladder."""
     config = tmp_path / "lab.toml"
     config.write_text('hosts = ["127.0.0.1"]\n[ports]\nsip = 0\nsips = 0\nsccp = 0\n')
-    port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--lab-config", str(config)],
+    port, sip, sips, sccp = free_port(), free_port(), free_port(), free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--lab-config", str(config), "--sip-port", str(sip),
+                             "--sips-port", str(sips), "--sccp-port", str(sccp)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -90,7 +92,8 @@ async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
             assert response.status_code == 200
             body = response.json()
             assert body["enabled"] is True and body["domain"] == "lab.skinnysip"
-            assert set(body["sip"]) == {"udp", "tcp", "tls"} and body["sccp"].startswith("127.0.0.1:")
+            assert body["sip"] == {"udp": f"127.0.0.1:{sip}", "tcp": f"127.0.0.1:{sip}", "tls": f"127.0.0.1:{sips}"}
+            assert body["sccp"] == f"127.0.0.1:{sccp}"  # the flags win over the config file
             assert {"user": "1001", "password": "demo1001", "aor": "sip:1001@lab.skinnysip"} in body["accounts"]
             assert {"name": "SEP001122334455", "line": "2001"} in body["devices"]
             assert body["extensions"] == {"600": "echo", "601": "tone", "602": "playback", "603": "conference",

@@ -68,6 +68,12 @@ def serve(
                              "accounts 1001-1003) in the same process; the page shows it."),
     lab_config: Annotated[Path | None, typer.Option(
         "--lab-config", show_default=False, help="Lab configuration (TOML) for --lab.")] = None,
+    sip_port: int | None = typer.Option(None, "--sip-port", min=1, max=65535, show_default=False,
+                                        help="Lab SIP port, UDP and TCP (default 5060; implies --lab)."),
+    sips_port: int | None = typer.Option(None, "--sips-port", min=1, max=65535, show_default=False,
+                                         help="Lab SIP over TLS port (default 5061; implies --lab)."),
+    sccp_port: int | None = typer.Option(None, "--sccp-port", min=1, max=65535, show_default=False,
+                                         help="Lab SCCP call manager port (default 2000; implies --lab)."),
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs) and the web page at /.
 
@@ -86,7 +92,9 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
-    lab_settings = lab_cli.settings_from_options(lab_config) if lab or lab_config is not None else None
+    wants_lab = lab or any(v is not None for v in (lab_config, sip_port, sips_port, sccp_port))
+    lab_settings = (lab_cli.settings_from_options(lab_config, sip_port=sip_port, sips_port=sips_port,
+                                                  sccp_port=sccp_port) if wants_lab else None)
     typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
     if settings.token_generated:
         typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
