@@ -66,7 +66,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 def split_endpoint(value: str) -> tuple[IPAddress, int]:
     """``"127.0.0.1:5060"`` / ``"[::1]:5060"`` → (address, port). Raises ValueError."""
     host, sep, port_s = value.rpartition(":")
-    if not sep or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    if not sep or not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5) or not 0 < int(port_s) < 65536:
         raise ValueError(f"{value!r} is not host:port")
     try:
         addr = ipaddress.ip_address(strip_brackets(host))

@@ -118,3 +118,13 @@ def test_guard_offers_two_algorithms_strongest_first() -> None:
     for challenge in offered:
         _, auth = DigestClient("1001", "demo1001").authorization(challenge, "REGISTER", "sip:lab")
         assert guard.check(register(auth=auth), 1001.0, proxy=False).user == "1001"
+
+
+@pytest.mark.parametrize("bad", ["²", "٣", "9" * 5000, "-1"])
+def test_bad_expires_is_400_not_a_crash(bad: str) -> None:
+    """Expires and the Contact expires parameter are ASCII ``1*DIGIT`` (RFC 3261 §20.19):
+    a Unicode digit or a number beyond Python's int-conversion limit is the client's fault (400)."""
+    reg = Registrar({"1001"})
+    assert reg.register("1001", register(expires=bad), FLOW, 0.0).code == 400
+    assert reg.register("1001", register(contact=f"<sip:1001@127.0.0.1:5070>;expires={bad}", cseq=2),
+                        FLOW, 0.0).code == 400

@@ -61,7 +61,7 @@ from skinnysip.sdp import SDPParseError, SessionDescription
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.request import DIALOG_CREATING, build_cancel, build_response, new_branch, new_tag
 from skinnysip.sip.server_transaction import ServerState, ServerTransaction
-from skinnysip.sip.syntax import split_comma
+from skinnysip.sip.syntax import split_comma, uint_or_none
 from skinnysip.sip.transaction import Flow
 from skinnysip.sip.transactions import (
     AckReceived,
@@ -774,7 +774,7 @@ class LabProxy:
                 return
             host = via.params.get("received") or via.host
             rport = via.params.get("rport")
-            port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+            port = uint_or_none(rport, 65535) or via.port or 5060
             transport = via.transport.lower()
             if transport == "udp":
                 flow = await self.endpoint.transport.udp_flow((strip_brackets(host), port))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from skinnysip.sip.auth import DigestCredentials, challenge_value, verify_credentials
 from skinnysip.sip.message import Request, SIPParseError
+from skinnysip.sip.syntax import uint_or_none
 from skinnysip.sip.transaction import Flow
 from skinnysip.sip.uri import NameAddr, SipURI
 
@@ -217,9 +218,10 @@ class Registrar:
         header_expires: int | None = None
         raw = request.headers.get("Expires")
         if raw is not None:
-            if not raw.strip().isdigit():
+            asked = uint_or_none(raw)
+            if asked is None:
                 return RegisterOutcome(400, reason="bad Expires value")
-            header_expires = min(int(raw.strip()), 2**31)
+            header_expires = min(asked, 2**31)
         current = list(self.lookup(user, now))
         if any(c.strip() == "*" for c in contacts):
             if len(contacts) != 1 or header_expires != 0:
@@ -238,9 +240,10 @@ class Registrar:
             expires = header_expires
             param = contact.params.get("expires")
             if param is not None:
-                if not param.isdigit():
+                number = uint_or_none(param)
+                if number is None:
                     return RegisterOutcome(400, reason="bad Contact expires parameter")
-                expires = min(int(param), 2**31)
+                expires = min(number, 2**31)
             if expires is None:
                 expires = self.default_expires
             if 0 < expires < self.min_expires:
