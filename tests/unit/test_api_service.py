@@ -85,7 +85,7 @@ def test_openapi_documents_the_real_errors(client: TestClient) -> None:
                 assert {"400", "401", "413", "429"} <= set(op["responses"]), (path, method)
     for path in ("/api/sip/options", "/api/sccp/probe", "/api/phones"):
         assert "403" in doc["paths"][path]["post"]["responses"]
-    host = doc["components"]["schemas"]["SIPBody"]["properties"]["host"]
+    host = doc["components"]["schemas"]["SIPBodyOptions"]["properties"]["host"]
     assert {"format": "ipv4", "type": "string"} in host["anyOf"]
 
 

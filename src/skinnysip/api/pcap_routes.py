@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from skinnysip.api.sip_routes import IPV4_PATTERN, IPV6_PATTERN, PORT_PATTERN
 from skinnysip.pcap import MAX_MESSAGES, PcapError, exchange_to_pcapng
 from skinnysip.result import WireMessage
 
@@ -26,13 +27,7 @@ PCAP_MEDIA_TYPE = "application/vnd.tcpdump.pcap"
 
 
 MAX_TIME = 1e12  # s since the epoch accepted in a message's time
-_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_V4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_H = "[0-9a-fA-F]{1,4}"
-_V6 = ("(?:" + "|".join([
-    f"(?:{_H}:){{7}}{_H}", f"(?:{_H}:){{1,7}}:", f"(?:{_H}:){{1,6}}:{_H}", f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
-    f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
-    f"{_H}:(?::{_H}){{1,6}}", f":(?:(?::{_H}){{1,7}}|:)"]) + ")")
+_V4, _V6, _PORT = IPV4_PATTERN, IPV6_PATTERN, PORT_PATTERN
 
 
 def _item(ip: str) -> dict[str, Any]:

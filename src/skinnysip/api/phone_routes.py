@@ -109,6 +109,15 @@ class _Body(ResultModel):
         return integral_floats(cls, data)  # 5.0 is a JSON Schema integer
 
 
+_SIP_USER = r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}"
+#: sip:/sips: user@host[:port] (the AOR's shape the validator needs: a user and a host)
+AOR_PATTERN = rf"^(?i:sips?):{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
+USER_AT_HOST_PATTERN = rf"^{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
+#: what :func:`_check_source` accepts: tone:<20-3900 Hz>, silence, echo
+SOURCE_PATTERN = (r"^(?:silence|echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-9]{3}|3[0-8][0-9]{2})"
+                  r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
+
+
 def _check_target(value: str) -> str:
     """A dial string: a sip:/sips:/tel: URI, ``user@host[:port]`` or a user at the phone's domain."""
     if _SCHEME_RE.match(value):
@@ -141,9 +150,10 @@ class SIPPhoneBody(_Body):
 
     protocol: Literal["sip"] = "sip"
     aor: str = Field(description="Address of record, sip:alice@example.com.", examples=["sip:alice@127.0.0.1"],
-                     json_schema_extra={"pattern": r"^(?i:sips?):[A-Za-z0-9._~+\-!*'()&=$,]{1,128}@[^\s@;?]+$"})
+                     json_schema_extra={"pattern": AOR_PATTERN})
     password: str | None = Field(None, max_length=256, description="Digest password; never returned.")
-    auth_user: str | None = Field(None, description="Digest username (default: the AOR's user).")
+    auth_user: str | None = Field(None, description="Digest username (default: the AOR's user).",
+                                  json_schema_extra=USER_SCHEMA)
     registrar: str | None = Field(None, max_length=300, description="host[:port] (default: the AOR's host).",
                                   json_schema_extra=DOMAIN_SCHEMA)
     outbound_proxy: str | None = Field(None, max_length=300, description="host[:port] every request goes through.",
@@ -156,7 +166,8 @@ class SIPPhoneBody(_Body):
                               description="Register (and keep the registration fresh); false: calls only.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".')
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
+                        json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response.")
 
@@ -217,7 +228,8 @@ class SCCPPhoneBody(_Body):
     protocol_version: int = Field(11, ge=0, le=255, description="Register protocol version.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".')
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
+                        json_schema_extra={"pattern": SOURCE_PATTERN})
     timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
 
     @field_validator("host")
@@ -249,7 +261,7 @@ class SCCPPhoneBody(_Body):
 class TargetBody(_Body):
     target: str = Field(max_length=512, description="sip:/sips:/tel: URI, user@host[:port] or a user at the phone's domain.",
                         json_schema_extra={"anyOf": [{"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA},
-                                                     {"type": "string", "pattern": r"^[^\s@:]+@[^\s@]+$"}]})
+                                                     {"type": "string", "pattern": USER_AT_HOST_PATTERN}]})
 
     @field_validator("target")
     @classmethod

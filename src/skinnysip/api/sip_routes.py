@@ -16,11 +16,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from skinnysip.addresses import check_host
@@ -42,13 +42,29 @@ HOST_SCHEMA: dict[str, Any] = {"anyOf": [
     {"type": "string", "pattern": HOST_NAME_PATTERN, "maxLength": 253},
 ]}
 USER_SCHEMA: dict[str, Any] = {"pattern": r"^[A-Za-z0-9._~+\-!*'()&=$,]{1,128}$"}
-#: sip:/sips:/tel: then no whitespace (the URI parser decides the rest: RFC 3261 §19.1)
-URI_SCHEMA: dict[str, Any] = {"pattern": r"^(?i:sips?|tel):[^\s]+$", "maxLength": 1024}
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: an IPv4 dotted quad (no leading zeros)
+IPV4_PATTERN = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+_H = "[0-9a-fA-F]{1,4}"
+#: an IPv6 address in its full or compressed hex form (no embedded IPv4)
+IPV6_PATTERN = "(?:" + "|".join([
+    f"(?:{_H}:){{7}}{_H}", f"(?:{_H}:){{1,7}}:", f"(?:{_H}:){{1,6}}:{_H}", f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+    f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+    f"{_H}:(?::{_H}){{1,6}}", f":(?:(?::{_H}){{1,7}}|:)"]) + ")"
+#: port numbers 1-65535 without leading zeros
+PORT_PATTERN = _PORT
+_HOST_IN_URI = rf"(?:{HOST_NAME_PATTERN[1:-1]}|{IPV4_PATTERN}|\[{IPV6_PATTERN}\])"
+_URI_PARAM = r";[A-Za-z0-9\-_.]{1,32}(?:=[A-Za-z0-9\-_.]{1,64})?"
+#: the sip:/sips: URIs (RFC 3261 §19.1: user@host[:port];params) and global tel: numbers
+#: (RFC 3966) the probes take; the URI parser accepts more (headers, passwords, escapes)
+URI_SCHEMA: dict[str, Any] = {"pattern": (
+    rf"^(?:(?i:sips?):(?:[A-Za-z0-9._~+\-!*'()&=$,]{{1,128}}@)?{_HOST_IN_URI}(?::{_PORT})?(?:{_URI_PARAM}){{0,8}}"
+    r"|(?i:tel):\+[0-9]{1,32})$"), "maxLength": 1024}
 PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
     {"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA}]}
-DOMAIN_SCHEMA: dict[str, Any] = {"pattern": (
-    rf"^(?:{HOST_NAME_PATTERN[1:-1]}|\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[0-9A-Fa-f:.]+\])"
-    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$")}
+DOMAIN_SCHEMA: dict[str, Any] = {"pattern": rf"^{_HOST_IN_URI}(?::{_PORT})?$"}
+
 
 def _int_field(annotation: Any) -> bool:
     if annotation is int:
@@ -74,6 +90,11 @@ def integral_floats(model: type[BaseModel], data: Any) -> Any:
     return out
 
 
+def _NOT_BOTH(a: str, b: str) -> dict[str, Any]:  # noqa: N802 (reads as a schema keyword)
+    """JSON Schema: not both ``a`` and ``b`` given (as strings; null counts as absent)."""
+    return {"not": {"required": [a, b], "properties": {a: {"type": "string"}, b: {"type": "string"}}}}
+
+
 CA_FILE_LIMIT = 4 << 20  # bytes of a CA bundle
 
 
@@ -95,7 +116,8 @@ class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
 
     model_config = ConfigDict(
-        strict=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, str_max_length=1024
+        strict=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, str_max_length=1024,
+        json_schema_extra={"allOf": [_NOT_BOTH("from", "fromUri"), _NOT_BOTH("to", "toUri")]},
     )
 
     host: str = Field(description="Server: host name, IPv4 or IPv6 address (brackets allowed).",
@@ -178,9 +200,9 @@ class _Body(BaseModel):
 
     @model_validator(mode="after")
     def _one_of_each(self) -> _Body:
-        if self.from_ is not None and self.from_uri is not None and self.from_ != self.from_uri:
+        if self.from_ is not None and self.from_uri is not None:
             raise ValueError("give `from` or `fromUri`, not both")
-        if self.to is not None and self.to_uri is not None and self.to != self.to_uri:
+        if self.to is not None and self.to_uri is not None:
             raise ValueError("give `to` or `toUri`, not both")
         return self
 
@@ -246,6 +268,21 @@ class SIPSDigestBody(_DigestFields, SIPSBody):  # type: ignore[misc]
         return req
 
 
+def for_method(body: type[_B], method: str) -> type[_B]:
+    """``body`` whose optional ``method`` may only be ``method`` (any case), as the spec says."""
+    return create_model(  # type: ignore[no-any-return,call-overload]
+        f"{body.__name__}{method.title()}", __base__=body,
+        method=(str | None, Field(None, max_length=32, json_schema_extra={"pattern": f"^(?i:{method})$"},
+                                  description=f"Optional; if given, {method} (the method this route sends).")),
+    )
+
+
+_B = TypeVar("_B", bound=BaseModel)
+SIPOptionsBody, SIPRegisterBody, SIPInviteBody = (for_method(SIPBody, m) for m in ("OPTIONS", "REGISTER", "INVITE"))
+SIPSOptionsBody, SIPSRegisterBody, SIPSInviteBody = (for_method(SIPSBody, m) for m in ("OPTIONS", "REGISTER", "INVITE"))
+SIPDigestRouteBody = for_method(SIPDigestBody, "REGISTER")
+SIPSDigestRouteBody = for_method(SIPSDigestBody, "REGISTER")
+
 _ROUTE_OF_METHOD = {"OPTIONS": "options", "REGISTER": "register", "INVITE": "invite"}
 
 
@@ -274,40 +311,40 @@ _DESCRIPTIONS = {
 
 
 @router.post("/api/sip/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
-async def sip_options(body: SIPBody) -> JSONResponse:
+async def sip_options(body: SIPOptionsBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.options, body, "OPTIONS")
 
 
 @router.post("/api/sip/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
-async def sip_register(body: SIPBody) -> JSONResponse:
+async def sip_register(body: SIPRegisterBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.register, body, "REGISTER")
 
 
 @router.post("/api/sip/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
-async def sip_invite(body: SIPBody) -> JSONResponse:
+async def sip_invite(body: SIPInviteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.invite, body, "INVITE")
 
 
 @router.post("/api/sip/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
-async def sip_digest_auth(body: SIPDigestBody) -> JSONResponse:
+async def sip_digest_auth(body: SIPDigestRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.digest_auth, body, "REGISTER")
 
 
 @router.post("/api/sips/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
-async def sips_options(body: SIPSBody) -> JSONResponse:
+async def sips_options(body: SIPSOptionsBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.options, body, "OPTIONS")
 
 
 @router.post("/api/sips/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
-async def sips_register(body: SIPSBody) -> JSONResponse:
+async def sips_register(body: SIPSRegisterBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.register, body, "REGISTER")
 
 
 @router.post("/api/sips/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
-async def sips_invite(body: SIPSBody) -> JSONResponse:
+async def sips_invite(body: SIPSInviteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.invite, body, "INVITE")
 
 
 @router.post("/api/sips/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
-async def sips_digest_auth(body: SIPSDigestBody) -> JSONResponse:
+async def sips_digest_auth(body: SIPSDigestRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.digest_auth, body, "REGISTER")
