@@ -11,8 +11,8 @@ import ipaddress
 import socket
 
 import pytest
-from peers.dns_peer import dnsmasq_server
 
+from peers.dns_peer import dnsmasq_server
 from skinnysip import policy
 from skinnysip.net.resolver import ResolveError, Resolver
 from skinnysip.policy import TargetPolicy, TargetRefused, parse_address, parse_numeric_ipv4

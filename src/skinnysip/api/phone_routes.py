@@ -65,7 +65,15 @@ from starlette.websockets import WebSocketDisconnect
 
 from skinnysip.addresses import check_host
 from skinnysip.api.guard import check_target
-from skinnysip.api.sip_routes import DOMAIN_SCHEMA, URI_SCHEMA, USER_SCHEMA, check_ca_file, integral_floats
+from skinnysip.api.sip_routes import (
+    DOMAIN_SCHEMA,
+    URI_FORM,
+    URI_SCHEMA,
+    USER_SCHEMA,
+    check_ca_file,
+    integral_floats,
+    spec_match,
+)
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.phone.api import Call, CallState, IncomingCall, Phone, PhoneError, camel_keys, event_to_dict
@@ -113,6 +121,8 @@ _SIP_USER = r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}"
 #: sip:/sips: user@host[:port] (the AOR's shape the validator needs: a user and a host)
 AOR_PATTERN = rf"^(?i:sips?):{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
 USER_AT_HOST_PATTERN = rf"^{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
+TARGET_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA},
+                                           {"type": "string", "pattern": USER_AT_HOST_PATTERN}]}
 #: what :func:`_check_source` accepts: tone:<20-3900 Hz>, silence, echo
 SOURCE_PATTERN = (r"^(?:silence|echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-9]{3}|3[0-8][0-9]{2})"
                   r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
@@ -120,6 +130,7 @@ SOURCE_PATTERN = (r"^(?:silence|echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-
 
 def _check_target(value: str) -> str:
     """A dial string: a sip:/sips:/tel: URI, ``user@host[:port]`` or a user at the phone's domain."""
+    spec_match(TARGET_SCHEMA, value, "a user, user@host[:port] or " + URI_FORM)
     if _SCHEME_RE.match(value):
         return check_uri(value)
     if "@" in value:
@@ -131,6 +142,7 @@ def _check_target(value: str) -> str:
 def _check_server(value: str | None) -> str | None:
     if value is None:
         return None
+    spec_match(DOMAIN_SCHEMA, value, "host[:port] of the documented form")
     try:
         parse_hostport(value.strip())
     except SIPParseError as exc:
@@ -175,6 +187,7 @@ class SIPPhoneBody(_Body):
     @classmethod
     def _aor(cls, v: str) -> str:
         check_uri(v)
+        spec_match({"pattern": AOR_PATTERN}, v, "sip:user@host[:port] (the documented form)")
         uri = SipURI.parse(v)
         if uri.scheme not in ("sip", "sips") or not uri.host or not uri.user:
             raise ValueError("a sip: or sips: URI with a user and a host is needed")
@@ -260,8 +273,7 @@ class SCCPPhoneBody(_Body):
 
 class TargetBody(_Body):
     target: str = Field(max_length=512, description="sip:/sips:/tel: URI, user@host[:port] or a user at the phone's domain.",
-                        json_schema_extra={"anyOf": [{"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA},
-                                                     {"type": "string", "pattern": USER_AT_HOST_PATTERN}]})
+                        json_schema_extra=TARGET_SCHEMA)
 
     @field_validator("target")
     @classmethod

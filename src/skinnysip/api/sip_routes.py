@@ -13,6 +13,7 @@ same patterns and ranges), checks ``host`` against the server's target policy (4
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -90,6 +91,19 @@ def integral_floats(model: type[BaseModel], data: Any) -> Any:
     return out
 
 
+#: how the documented URI form reads in an error
+URI_FORM = "a sip:/sips: URI of the documented form (sip:user@host[:port];param=value) or tel:+digits"
+
+
+def spec_match(schema: dict[str, Any], value: str, what: str) -> str:
+    """``value`` if it matches the ``pattern`` (or one ``anyOf`` branch's) of ``schema``: the
+    server enforces exactly what the OpenAPI document says; ``ValueError`` naming ``what``."""
+    patterns = [branch["pattern"] for branch in schema.get("anyOf", [schema]) if "pattern" in branch]
+    if not any(re.fullmatch(p, value) for p in patterns):
+        raise ValueError(f"not {what}")
+    return value
+
+
 def _NOT_BOTH(a: str, b: str) -> dict[str, Any]:  # noqa: N802 (reads as a schema keyword)
     """JSON Schema: not both ``a`` and ``b`` given (as strings; null counts as absent)."""
     return {"not": {"required": [a, b], "properties": {a: {"type": "string"}, b: {"type": "string"}}}}
@@ -164,17 +178,17 @@ class _Body(BaseModel):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str | None) -> str | None:
-        return None if v is None else check_uri(v)
+        return None if v is None else spec_match(URI_SCHEMA, check_uri(v), URI_FORM)
 
     @field_validator("from_", "to")
     @classmethod
     def _party(cls, v: str | None) -> str | None:
-        return None if v is None else check_party(v)
+        return None if v is None else spec_match(PARTY_SCHEMA, check_party(v), "a user part or " + URI_FORM)
 
     @field_validator("from_uri", "to_uri")
     @classmethod
     def _full_uri(cls, v: str | None) -> str | None:
-        return None if v is None else check_uri(v)
+        return None if v is None else spec_match(URI_SCHEMA, check_uri(v), URI_FORM)
 
     @field_validator("username")
     @classmethod
@@ -196,7 +210,7 @@ class _Body(BaseModel):
         if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ValueError("bad port in domain")
         check_host(host)
-        return v
+        return spec_match(DOMAIN_SCHEMA, v, "host[:port] of the documented form")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> _Body:
