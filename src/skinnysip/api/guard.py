@@ -21,6 +21,8 @@ What a client sees (JSON bodies ``{"success": false, "error": "…"}``):
   :data:`EXPOSED_RATE`) or has ``client_operations``
   operations running, or the server has ``total_operations`` running. ``/api/health`` is
   exempt from both, so it answers while the server is busy.
+- Operations start at most one per ``start_interval`` (2 ms): a burst of 200 probes is started
+  over 0.4 s instead of in one turn of the event loop, so ``/api/health`` keeps answering.
 - **500** ``response exceeds …`` instead of an ``/api/`` response larger than
   ``max_response`` bytes (results are bounded, so this is a last line of defence).
 
@@ -31,6 +33,7 @@ the ``limits`` library's (moving-window, in memory).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -74,7 +77,9 @@ class ServiceSettings:
     """How the API guards itself. Sizes in bytes, ``rate`` in ``limits`` syntax
     (``"N/second"``, ``"N/minute"``…), operation counts as numbers of requests running at once.
     ``token``: the bearer token (None: no authentication). ``policy``: the target policy
-    (None: no restriction). ``rate``: None = no rate limit (a loopback server's default;
+    (None: no restriction). ``start_interval``: seconds between the starts of two operations
+    (a burst of requests is started one by one, so the event loop keeps answering others, e.g.
+    health, in between). ``rate``: None = no rate limit (a loopback server's default;
     :data:`EXPOSED_RATE` beyond loopback). ``token_generated``: the token was made here."""
 
     token: str | None = None
@@ -84,6 +89,7 @@ class ServiceSettings:
     rate: str | None = None
     client_operations: int = 64
     total_operations: int = 512
+    start_interval: float = 0.002
     token_generated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +149,7 @@ class ServiceGuard:
         self._rate = parse_rate(settings.rate) if settings.rate else None
         self._running: dict[str, int] = defaultdict(int)
         self._total = 0
+        self._next_start = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -217,6 +224,8 @@ class ServiceGuard:
             self._total += 1
             self._running[client] += 1
         try:
+            if operation:
+                await self._paced()
             await self.app(scope, _replay(body, receive), _capped(send, self.settings.max_response))
         finally:
             if operation:
@@ -224,6 +233,15 @@ class ServiceGuard:
                 self._running[client] -= 1
                 if self._running[client] <= 0:
                     del self._running[client]
+
+    async def _paced(self) -> None:
+        """Wait for this operation's start slot (``start_interval`` after the previous one)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next_start)
+        self._next_start = slot + self.settings.start_interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     def _matches(self, given: str) -> bool:
         token = self.settings.token
