@@ -19,7 +19,7 @@ Why atheris and not only hypothesis: coverage guidance finds the deep branches o
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import atheris
@@ -49,14 +49,19 @@ def sip_datagram(data: bytes) -> None:
         pass
 
 
+def _reads(fdp: atheris.FuzzedDataProvider) -> Iterator[bytes]:
+    """The rest of the input as up to 64 reads of 1-512 bytes (a stream split anywhere)."""
+    for _ in range(64):
+        if fdp.remaining_bytes() == 0:
+            return
+        yield fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 512))
+
+
 def sip_stream(data: bytes) -> None:
-    fdp = atheris.FuzzedDataProvider(data)
     parser = StreamParser()
     try:
-        for _ in range(64):
-            if fdp.remaining_bytes() == 0:
-                break
-            parser.feed(fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 512)))
+        for chunk in _reads(atheris.FuzzedDataProvider(data)):
+            parser.feed(chunk)
     except SIPParseError:
         pass
 
@@ -103,10 +108,8 @@ def sccp_stream(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     decoder = FrameDecoder(protocol_version=fdp.ConsumeIntInRange(0, 22))
     try:
-        for _ in range(64):
-            if fdp.remaining_bytes() == 0:
-                break
-            decoder.feed(fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 512)))
+        for chunk in _reads(fdp):
+            decoder.feed(chunk)
     except SCCPDecodeError:
         pass
 

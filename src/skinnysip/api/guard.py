@@ -145,8 +145,9 @@ class ServiceGuard:
     def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
         self.app = app
         self.settings = settings
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._rate = parse_rate(settings.rate) if settings.rate else None
+        # the storage keeps one moving window per client address, expired as it goes
+        self._limiter = MovingWindowRateLimiter(MemoryStorage()) if self._rate is not None else None
         self._running: dict[str, int] = defaultdict(int)
         self._total = 0
         self._next_start = 0.0
@@ -193,7 +194,7 @@ class ServiceGuard:
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("?", 0))[0]
-        if self._rate is not None and not self._limiter.hit(self._rate, client):
+        if self._rate is not None and self._limiter is not None and not self._limiter.hit(self._rate, client):
             stats = self._limiter.get_window_stats(self._rate, client)
             wait = max(1, int(stats.reset_time - time.time() + 0.999))
             await _error(send, 429, f"too many requests from {client} (at most {self.settings.rate})",
