@@ -214,3 +214,27 @@ def test_rfc3263_resolver_drops_denied_targets_from_a_real_dns_server() -> None:
 
     with dnsmasq_server(zone, f"probe.{ZONE}") as server:
         asyncio.run(run(server.resolver()))
+
+
+async def test_sccp_transport_connects_only_to_a_checked_address() -> None:
+    """The SCCP driver under a policy: a refused host never gets a connection attempt; an
+    allowed numeric form connects to the address it means (a listener on 127.0.0.1)."""
+    from skinnysip.net.sccp_transport import SCCPConnectionError, SCCPTransport
+
+    accepted: list[object] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with policy.applied(EXPOSED):
+            for host in ("127.0.0.1", "2130706433", "localhost"):
+                with pytest.raises(SCCPConnectionError, match="loopback"):
+                    await SCCPTransport.connect(host, port, timeout=2)
+        await asyncio.sleep(0.05)
+        assert accepted == []
+        with policy.applied(TargetPolicy(allow=["127.0.0.1"])):
+            transport = await SCCPTransport.connect("2130706433", port, timeout=2)
+            assert transport.remote_ip == "127.0.0.1"
+            transport.writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -329,3 +329,45 @@ def test_passwords_never_in_responses_or_the_access_log() -> None:
     assert "POST /api/sip/digest-auth" in log  # the access log was on
     assert all(MARK not in b for b in bodies), [b for b in bodies if MARK in b][:1]
     assert MARK not in log
+
+
+SERVE_SCRIPT = r"""
+set -u
+ip link set lo up
+"$PY" -m skinnysip serve --host 0.0.0.0 --port 18081 $EXTRA > "$OUT/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 150); do
+  curl -s -m 1 -o /dev/null http://127.0.0.1:18081/api/health && break
+  sleep 0.2
+done
+token=$(sed -n 's/^bearer token: \([^ ]*\).*/\1/p' "$OUT/serve.log")
+code() { curl -s -m 20 -o "$OUT/body" -w '%{http_code}' "$@"; }
+echo "health $(code http://127.0.0.1:18081/api/health)"
+echo "noauth $(code http://127.0.0.1:18081/api/phones)"
+echo "auth $(code -H "Authorization: Bearer $token" http://127.0.0.1:18081/api/phones)"
+echo "probe $(code -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  -d '{"host": "127.0.0.1", "port": 9, "timeout": 300}' http://127.0.0.1:18081/api/sip/options) $(cat "$OUT/body")"
+kill "$server"
+wait "$server"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("curl") is None,
+                    reason="needs root, unshare and curl")
+@pytest.mark.parametrize("extra", ["", "--allow 127.0.0.1"])
+def test_serve_beyond_loopback_prints_a_token_and_refuses_loopback_unless_allowed(extra: str, tmp_path) -> None:
+    """`skinnysip serve --host 0.0.0.0` inside a namespace with only loopback: it prints a
+    generated token; /api/ needs it (health does not); a probe of 127.0.0.1 is a 403 naming
+    loopback unless --allow 127.0.0.1 (then the probe runs: port 9 refuses, a 200 result)."""
+    env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path), "EXTRA": extra}
+    proc = subprocess.run(["unshare", "--net", "bash", "-c", SERVE_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=90)
+    log = (tmp_path / "serve.log").read_text()
+    assert "bearer token: " in log and "Traceback" not in log, log[-2000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines["health"] == "200" and lines["noauth"] == "401" and lines["auth"] == "200", proc.stdout
+    status, body = lines["probe"].split(" ", 1)
+    if extra:
+        assert status == "200" and '"success":false' in body, body
+    else:
+        assert status == "403" and "loopback" in body, body
