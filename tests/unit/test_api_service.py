@@ -371,3 +371,17 @@ def test_serve_beyond_loopback_prints_a_token_and_refuses_loopback_unless_allowe
         assert status == "200" and '"success":false' in body, body
     else:
         assert status == "403" and "loopback" in body, body
+
+
+def test_exposed_server_reads_no_file_a_client_names(tmp_path) -> None:
+    """caFile names a file on the server: beyond loopback it is refused before the disk is
+    touched (no existence oracle); on loopback a missing file is a 400 as before."""
+    exposed = TestClient(create_app(ServiceSettings(client_files=False)))
+    assert ServiceSettings.for_listen("0.0.0.0", environ={}).client_files is False
+    for path, body in (("/api/sip/options", {"host": "127.0.0.1", "caFile": "/etc/passwd"}),
+                       ("/api/phones", {"aor": "sip:a@127.0.0.1", "caFile": "/etc/passwd", "register": False})):
+        r = exposed.post(path, json=body)
+        assert r.status_code == 400 and r.json()["error"].startswith("caFile: ") and "beyond loopback" in r.json()["error"]
+    local = TestClient(create_app())
+    r = local.post("/api/sip/options", json={"host": "127.0.0.1", "caFile": str(tmp_path / "none.pem")})
+    assert r.status_code == 400 and "no such file" in r.json()["error"]

@@ -42,6 +42,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,8 @@ from limits.strategies import MovingWindowRateLimiter
 from skinnysip import policy as target_policy
 from skinnysip.policy import TargetPolicy
 
-__all__ = ["OPEN_PATHS", "WS_TOKEN_PREFIX", "ServiceGuard", "ServiceSettings", "check_target"]
+__all__ = ["OPEN_PATHS", "WS_TOKEN_PREFIX", "ServiceGuard", "ServiceSettings", "check_target",
+           "client_files_allowed"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,7 +81,9 @@ class ServiceSettings:
     ``token``: the bearer token (None: no authentication). ``policy``: the target policy
     (None: no restriction). ``start_interval``: seconds between the starts of two operations
     (a burst of requests is started one by one, so the event loop keeps answering others, e.g.
-    health, in between). ``rate``: None = no rate limit (a loopback server's default;
+    health, in between). ``client_files``: fields naming files on the server (``caFile``) are
+    accepted (a loopback server's default; beyond loopback they are refused, or any client
+    could probe the server's disk). ``rate``: None = no rate limit (a loopback server's default;
     :data:`EXPOSED_RATE` beyond loopback). ``token_generated``: the token was made here."""
 
     token: str | None = None
@@ -90,6 +94,7 @@ class ServiceSettings:
     client_operations: int = 64
     total_operations: int = 512
     start_interval: float = 0.002
+    client_files: bool = True
     token_generated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +118,17 @@ class ServiceSettings:
         generated = given is None and exposed
         if exposed:
             limits.setdefault("rate", EXPOSED_RATE)
+            limits.setdefault("client_files", False)
         return cls(token=secrets.token_urlsafe(32) if generated else given, policy=pol,
                    token_generated=generated, **limits)
+
+
+_client_files: ContextVar[bool] = ContextVar("skinnysip_client_files", default=True)
+
+
+def client_files_allowed() -> bool:
+    """May a request name files on this server (``caFile``)? False beyond loopback."""
+    return _client_files.get()
 
 
 async def check_target(host: str, *, timeout: float = 5.0) -> None:
@@ -156,11 +170,18 @@ class ServiceGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        with target_policy.applied(self.settings.policy):
-            if scope["type"] == "websocket":
-                await self._websocket(scope, receive, send)
-            else:
-                await self._http(scope, receive, send)
+        files = _client_files.set(self.settings.client_files)
+        try:
+            with target_policy.applied(self.settings.policy):
+                await self._dispatch(scope, receive, send)
+        finally:
+            _client_files.reset(files)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self._http(scope, receive, send)
 
     # ---- WebSocket ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
 from skinnysip.addresses import check_host
-from skinnysip.api.guard import check_target
+from skinnysip.api.guard import check_target, client_files_allowed
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
@@ -117,6 +117,8 @@ def check_ca_file(value: str | None) -> str | None:
     the CAs of a verifying TLS client context; ``ValueError`` naming what is wrong."""
     if value is None:
         return None
+    if not client_files_allowed():  # before touching the disk: no file oracle for clients
+        raise ValueError("not accepted by a server listening beyond loopback (it names a file on the server)")
     path = Path(value)
     if not path.is_file() or path.stat().st_size > CA_FILE_LIMIT:
         raise ValueError("no such file (a PEM bundle of at most 4 MiB)")
@@ -153,7 +155,7 @@ class _Body(BaseModel):
     t1: float | None = Field(None, ge=50, le=10000, description="RFC 3261 T1 in ms (UDP retransmission base; default 500).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with "
-                                "(default: the system's CA store).")
+                                "(default: the system's CA store); refused by a server listening beyond loopback.")
     method: str | None = Field(
         None, max_length=32,
         description="Optional; if given it must be the route's own method (each route sends one method; "
