@@ -15,6 +15,13 @@ direction, time in s since the epoch, ``local``/``remote`` ``host:port``, transp
   *File → Export PDUs*) naming the ``sip`` or ``skinny`` dissector and carrying the real
   addresses and ports; each packet's comment says it is TLS plaintext.
 
+RTP and RTCP of a call (``media``: :class:`~skinnysip.net.media.MediaPacket` records of its
+streams: time on the same clock, direction, local and remote ``(ip, port)``, the datagram as on
+the wire, SRTP-protected when SRTP was on) are written beside the messages as IP/UDP packets,
+everything in time order. tshark decodes them with ``-d udp.port==PORT,rtp`` or
+``-o rtp.heur_rtp_udp:TRUE`` (RTCP on odd ports is found by its heuristic). At most
+:data:`MAX_MEDIA_PACKETS` media packets are written.
+
 Each packet has the pcapng direction flag (outbound for ``sent``, inbound for ``received``)
 and the message summary as its comment. SIP ``raw`` is text (encoded back as UTF-8); SCCP
 ``raw`` is the frame in hex (length, header version, message ID, body).
@@ -30,9 +37,9 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from skinnysip.addresses import strip_brackets
 from skinnysip.result import WireMessage
@@ -41,6 +48,9 @@ LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_WIRESHARK_UPPER_PDU = 252
 MAX_MESSAGES = 5000
+#: media packets written at most (a stream's :class:`~skinnysip.net.media.PacketLog` keeps
+#: about 12 000 by default; the writer costs about 0.5 ms a packet)
+MAX_MEDIA_PACKETS = 50000
 _MAX_SEGMENT = 65000  # payload per IP packet (16-bit IP length; loopback MTU is 64 KiB)
 
 # Wireshark exported-PDU tags (epan/exported_pdu.h); values are stable across versions.
@@ -54,6 +64,22 @@ _EXP_PDU_TAG_PORT_TYPE = 24
 _EXP_PDU_TAG_SRC_PORT = 25
 _EXP_PDU_TAG_DST_PORT = 26
 _EXP_PDU_PT_TCP = 2
+
+
+class MediaRecord(Protocol):
+    """What :func:`exchange_to_pcapng` reads of a media packet (see
+    :class:`skinnysip.net.media.MediaPacket`)."""
+
+    @property
+    def time(self) -> float: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def local(self) -> tuple[str, int]: ...
+    @property
+    def remote(self) -> tuple[str, int]: ...
+    @property
+    def data(self) -> bytes: ...
 
 
 class PcapError(ValueError):
@@ -179,6 +205,39 @@ def _packets(exchange: Iterable[WireMessage]) -> list[_Packet]:
     return out
 
 
+def _media_packets(media: Iterable[MediaRecord]) -> list[_Packet]:
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+
+    out: list[_Packet] = []
+    addresses: dict[tuple[str, int], tuple[IPAddress, int]] = {}
+
+    def address(value: tuple[str, int], name: str) -> tuple[IPAddress, int]:
+        found = addresses.get(value)
+        if found is None:
+            try:
+                host, port = value
+                if not 0 < int(port) < 65536:
+                    raise ValueError(f"port {port!r} is not a UDP port")
+                found = addresses[value] = (ipaddress.ip_address(strip_brackets(str(host))), int(port))
+            except (TypeError, ValueError) as exc:
+                raise _FieldError(name, str(exc)) from None
+        return found
+
+    for i, pkt in enumerate(media):
+        if i >= MAX_MEDIA_PACKETS:
+            raise PcapError(f"media: more than {MAX_MEDIA_PACKETS} packets")
+        try:
+            local, remote = address(pkt.local, "local"), address(pkt.remote, "remote")
+            sent = pkt.direction == "sent"
+            src, dst = (local, remote) if sent else (remote, local)
+            data, linktype = _ip_packet(src[0], dst[0], UDP(sport=src[1], dport=dst[1]) / Raw(bytes(pkt.data)))
+        except _FieldError as exc:
+            raise PcapError(f"media[{i}].{exc}") from None
+        out.append(_Packet(data, linktype, pkt.time, 2 if sent else 1, ""))
+    return out
+
+
 _IFNAMES = {LINKTYPE_IPV4: "ipv4", LINKTYPE_IPV6: "ipv6", LINKTYPE_WIRESHARK_UPPER_PDU: "tls-plaintext"}
 
 
@@ -191,11 +250,14 @@ class _Frame(bytes):
     sniffed_on: str | None
 
 
-def exchange_to_pcapng(exchange: Iterable[WireMessage]) -> bytes:
-    """Return the pcapng bytes of ``exchange`` (see the module docstring). Raises PcapError."""
+def exchange_to_pcapng(exchange: Iterable[WireMessage], media: Sequence[MediaRecord] = ()) -> bytes:
+    """Return the pcapng bytes of ``exchange`` and of a call's ``media`` packets, in time order
+    (see the module docstring). Raises PcapError."""
     from scapy.utils import PcapNgWriter
 
     packets = _packets(exchange)
+    if media:
+        packets = sorted(packets + _media_packets(media), key=lambda p: p.time)  # stable: ties keep order
     # scapy's writer takes a file name only; the file lives for the duration of this call.
     with tempfile.TemporaryDirectory(prefix="skinnysip-pcap-") as tmp:
         path = os.path.join(tmp, "exchange.pcapng")
@@ -207,7 +269,7 @@ def exchange_to_pcapng(exchange: Iterable[WireMessage]) -> bytes:
                 frame = _Frame(pkt.data)
                 frame.time = pkt.time
                 frame.direction = pkt.direction
-                frame.comments = [pkt.comment.encode()]
+                frame.comments = [pkt.comment.encode()] if pkt.comment else []
                 # One interface per link type: a frame's bytes take the writer's current link
                 # type, which scapy records in the interface block it adds for a new name.
                 frame.sniffed_on = None if pkt.linktype == first else _IFNAMES[pkt.linktype]

@@ -60,6 +60,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
@@ -76,6 +77,7 @@ from skinnysip.api.sip_routes import (
 )
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
+from skinnysip.pcap import PcapError, exchange_to_pcapng
 from skinnysip.phone.api import Call, CallState, IncomingCall, Phone, PhoneError, camel_keys, event_to_dict
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
@@ -698,6 +700,26 @@ async def get_call(request: Request, phone_id: str, call_id: int) -> dict[str, A
     """The call with its media report and every signalling message (``exchange``)."""
     async with _acting(request, phone_id) as session:
         return session.call_result(session.find(call_id), detail=True)
+
+
+@router.get("/api/phones/{phone_id}/calls/{call_id}/pcap", response_class=Response,
+            responses={200: {"content": {"application/vnd.tcpdump.pcap": {}}, "description": "pcapng file"}})
+async def call_pcap(request: Request, phone_id: str, call_id: int) -> Response:
+    """The call as a pcapng file (``Content-Disposition: attachment``): its signalling and its
+    RTP/RTCP both ways as IP/UDP packets with the real addresses and ports, in time order
+    (:meth:`skinnysip.phone.api.Call.pcapng`). Bounded: each media stream keeps about its first
+    and last minute (:class:`~skinnysip.net.media.PacketLog`). 404: unknown phone or call."""
+    async with _acting(request, phone_id) as session:
+        call = session.find(call_id)
+        exchange, media = call.exchange, call.media_packets()  # snapshots, taken on the loop
+    try:
+        data = await asyncio.to_thread(exchange_to_pcapng, exchange, media)
+    except PcapError as exc:
+        raise HTTPException(409, f"cannot write the pcap: {exc}") from exc
+    name = f"skinnysip-phone-{phone_id[:32]}-call{call.id}.pcapng"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return Response(content=data, media_type="application/vnd.tcpdump.pcap",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 async def _call_action(request: Request, phone_id: str, call_id: int,

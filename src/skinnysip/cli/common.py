@@ -11,9 +11,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -197,15 +197,16 @@ def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | N
         console.print(f"… {dropped} more messages not kept (exchange limit)", markup=False, style="dim")
 
 
-def write_pcap(path: str | None, exchange: list[WireMessage]) -> None:
-    """Write ``exchange`` to ``path`` as pcapng (:mod:`skinnysip.pcap`; Wireshark/tshark
-    read it). Nothing when ``path`` is None; exit 2 with one line if it cannot be written."""
+def write_pcap(path: str | None, exchange: list[WireMessage], media: Sequence[Any] = ()) -> None:
+    """Write ``exchange`` (and calls' RTP/RTCP ``media``: :class:`~skinnysip.net.media.MediaPacket`)
+    to ``path`` as pcapng (:mod:`skinnysip.pcap`; Wireshark/tshark read it). Nothing when
+    ``path`` is None; exit 2 with one line if it cannot be written."""
     if path is None:
         return
     from skinnysip.pcap import exchange_to_pcapng
 
     try:
-        data = exchange_to_pcapng(exchange)
+        data = exchange_to_pcapng(exchange, media)
         with open(path, "wb") as fh:
             fh.write(data)
     except (OSError, ValueError) as exc:

@@ -16,7 +16,8 @@ Three ways to run it:
   first (a script). The current call is the newest live one.
 
 ``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
-event; ``--pcap FILE`` writes the phone's exchange as pcapng when it stops. SIGINT/SIGTERM:
+event; ``--pcap FILE`` writes the phone's exchange as pcapng when it stops, with every call's
+RTP and RTCP (each stream's bounded :class:`~skinnysip.net.media.PacketLog`). SIGINT/SIGTERM:
 calls are hung up and the phone unregistered before exit. Servers (``--registrar``,
 ``--proxy``, ``--sccp``) are written ``HOST``, ``HOST:PORT``, ``[v6]:PORT`` or (SIP) a
 ``sip:``/``sips:`` URI whose ``;transport=`` must agree with ``--transport``. Exit status as
@@ -31,6 +32,7 @@ import json
 import shlex
 import signal
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import typer
@@ -56,6 +58,8 @@ from skinnysip.sdp import SRTP_MODES
 EXIT_NO_CALL, EXIT_UNREACHABLE = EXIT_ANSWERED, EXIT_NO_ANSWER
 
 #: account field named in a ValueError → the flag the user typed
+#: calls whose RTP/RTCP ``--pcap`` writes at most (the newest)
+MAX_PCAP_CALLS = 50
 _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
           "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
           "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard"}
@@ -122,7 +126,7 @@ def phone_cmd(
     execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
     as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
     pcap: str | None = typer.Option(None, "--pcap", metavar="FILE",
-                                    help="Write the exchange as pcapng when the phone stops."),
+                                    help="Write the exchange as pcapng (SIP/SCCP and the calls' RTP/RTCP) when the phone stops."),
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
@@ -206,6 +210,25 @@ def _exchange(phone: Any) -> list[Any]:
     return sorted((m for c in phone.calls for m in c.exchange), key=lambda m: m.time)
 
 
+def _media(calls: Iterable[Any]) -> list[Any]:
+    """The RTP/RTCP packets of ``calls`` (each stream's bounded log), at most
+    :data:`~skinnysip.pcap.MAX_MEDIA_PACKETS` (the first calls' first); a dim line says how
+    many were left out."""
+    from skinnysip.pcap import MAX_MEDIA_PACKETS
+
+    out: list[Any] = []
+    left = 0
+    for call in calls:
+        packets = call.media_packets()
+        room = MAX_MEDIA_PACKETS - len(out)
+        out.extend(packets[:room])
+        left += max(0, len(packets) - room)
+    if left:
+        err_console.print(f"--pcap: {left} RTP/RTCP packets not written (limit {MAX_MEDIA_PACKETS})",
+                          markup=False, style="dim")
+    return out
+
+
 def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecure: bool, ca_file: str | None,
                   auto_answer: float | None, source: str, record: str | None) -> Any:
     from skinnysip.phone.sccp_phone import SCCPAccount
@@ -240,9 +263,15 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     asked: list[Any] = []
+    seen: dict[int, Any] = {}  # every call of the run by id (the newest MAX_PCAP_CALLS), for --pcap
     failures: list[str] = []  # reasons of every failed registration (the registrar's answer, or none)
 
     def show(event: Any) -> None:
+        call = getattr(event, "call", None)
+        if call is not None and pcap is not None and call.id not in seen:
+            seen[call.id] = call
+            while len(seen) > MAX_PCAP_CALLS:
+                del seen[next(iter(seen))]
         if isinstance(event, RegistrationChanged) and event.state.value == "failed":
             failures.append(event.reason)
         data = event_to_dict(event)
@@ -266,7 +295,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
     except PhoneError as exc:
         err_console.print(f"error: {exc.reason}", markup=False, highlight=False, soft_wrap=True)
         await phone.close()
-        write_pcap(pcap, _exchange(phone))
+        write_pcap(pcap, _exchange(phone), _media([*seen.values(), *phone.calls]))
         return EXIT_UNREACHABLE
     printing = loop.create_task(printer())
     code = EXIT_OK
@@ -298,13 +327,13 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         last_reason = str(getattr(phone, "registration_reason", ""))
     finally:
         await phone.close()
-        write_pcap(pcap, _exchange(phone))
         await asyncio.sleep(0)
         printing.cancel()
         with contextlib.suppress(BaseException):
             await printing
         while not phone._events.empty():
             show(phone._events.get_nowait())
+        write_pcap(pcap, _exchange(phone), _media(dict.fromkeys([*asked, *seen.values(), *phone.calls])))
     if failed:  # every event shown by now: answered once (403, RegisterReject, then maybe closed): 1, else 3
         code = max(code, min(_registration_failure(r) for r in failures or [last_reason]))
     return code

@@ -60,12 +60,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pylibsrtp
 
+from skinnysip.net.trace import wire_time
 from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
 from skinnysip.rtp.dtmf import DTMFReceiver, InBandDTMFDetector, dtmf_packets, dtmf_rtp_packet
@@ -92,7 +93,7 @@ from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
 
-__all__ = ["AudioTap", "MediaConfig", "MediaStream", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
+__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
            "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,66 @@ _DTMF_KEYS = frozenset(DTMF_FREQUENCIES)
 
 Samples = npt.NDArray[np.int16]
 Address = tuple[str, int]
+
+#: default bounds of a stream's :class:`PacketLog`: the first and the newest octets kept
+PACKET_LOG_HEAD_BYTES = 1 << 20
+PACKET_LOG_TAIL_BYTES = 1 << 20
+
+
+class MediaPacket(NamedTuple):
+    """One RTP or RTCP datagram as it crossed the wire (after SRTP protection, before
+    unprotection). ``time``: :func:`~skinnysip.net.trace.wire_time` seconds (the clock of the
+    exchange's ``WireMessage`` times); ``direction``: ``sent``/``received``; ``local``/``remote``:
+    ``(ip, port)`` of our socket and of the peer; ``data``: the UDP payload."""
+
+    time: float
+    direction: Literal["sent", "received"]
+    local: Address
+    remote: Address
+    data: bytes
+
+
+class PacketLog:
+    """A bounded record of a stream's datagrams (:class:`MediaPacket`), for a call's pcap.
+
+    Keeps the first packets up to ``head_bytes`` octets of payload (the call set-up, the first
+    RTCP reports) and then the newest up to ``tail_bytes`` (the end: RTCP BYE); what falls
+    between is counted in ``dropped``. With the defaults (1 MiB each) that is about the first
+    and the last minute of a G.711 20 ms call, both directions. No parsing: appending is a
+    tuple into a deque. ``enabled=False`` records nothing."""
+
+    def __init__(self, head_bytes: int = PACKET_LOG_HEAD_BYTES, tail_bytes: int = PACKET_LOG_TAIL_BYTES,
+                 enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.head_bytes = head_bytes
+        self.tail_bytes = tail_bytes
+        self.head: list[MediaPacket] = []
+        self.tail: deque[MediaPacket] = deque()
+        self.dropped = 0
+        self._head_size = 0
+        self._tail_size = 0
+
+    def add(self, direction: Literal["sent", "received"], local: Address, remote: Address, data: bytes) -> None:
+        """Record one datagram now."""
+        if not self.enabled:
+            return
+        packet = MediaPacket(wire_time(), direction, local, remote, data)
+        if not self.tail and self._head_size + len(data) <= self.head_bytes:
+            self.head.append(packet)
+            self._head_size += len(data)
+            return
+        self.tail.append(packet)
+        self._tail_size += len(data)
+        while self.tail and self._tail_size > self.tail_bytes:
+            self._tail_size -= len(self.tail.popleft().data)
+            self.dropped += 1
+
+    def packets(self) -> list[MediaPacket]:
+        """The packets kept, in the order they crossed the wire."""
+        return self.head + list(self.tail)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
 
 
 #: SDES crypto suites (RFC 4568 §6.2) → libsrtp profiles. Both tag SRTCP with 80 bits (RFC 4568 §6.2.2).
@@ -637,6 +698,8 @@ class MediaStream:
         self._opened = 0.0
         self._closed = False
         self._final: dict[str, Any] | None = None
+        #: every RTP/RTCP datagram sent and received, bounded (for a call's pcap)
+        self.packet_log = PacketLog()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -1038,6 +1101,9 @@ class MediaStream:
             transport.sendto(data, remote)
         except (OSError, ValueError, TypeError) as exc:
             self._socket_error(exc)
+            return
+        port = self.local_port if transport is self._rtp else self.rtcp_port
+        self.packet_log.add("sent", (self.local_ip, port), remote, data)
 
     def _socket_error(self, exc: Exception) -> None:
         self.socket_errors += 1  # ICMP port unreachable and the like: the call goes on
@@ -1083,6 +1149,8 @@ class MediaStream:
                 and other.is_available)
 
     def _rtp_received(self, data: bytes, addr: Address) -> None:
+        if not self._closed:
+            self.packet_log.add("received", (self.local_ip, self.local_port), addr, data)
         try:
             self._rtp_datagram(data, addr)
         except Exception:  # never let a datagram break the loop; count it
@@ -1248,6 +1316,8 @@ class MediaStream:
         self._sendto(transport, data, target)
 
     def _rtcp_received(self, data: bytes, addr: Address) -> None:
+        if not self._closed:
+            self.packet_log.add("received", (self.local_ip, self.rtcp_port), addr, data)
         try:
             self._rtcp_datagram(data, addr)
         except Exception:

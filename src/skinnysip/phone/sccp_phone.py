@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from skinnysip.net.media import MediaConfig, MediaStream
+from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, PacketLog
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import (
     Call,
@@ -69,6 +70,7 @@ MAX_CALLS = 8
 MAX_WIRE = 5_000  # newest messages kept in SCCPPhone.wire (all connections)…
 MAX_WIRE_BYTES = 4_000_000  # …and at most this much raw hex among them
 MAX_CALL_EXCHANGE = 5_000  # messages kept per call
+CLOSED_PACKET_LOGS = 4  # closed media streams whose RTP/RTCP a call's pcap keeps
 #: seconds the phone still reads after a KeepAliveAck is overdue, before it drops the connection
 LAST_LOOK = 0.25
 ANNOUNCE_FALLBACK = 0.3  # seconds after RingIn to announce a call whose CM sent no SetRinger/CallInfo
@@ -170,11 +172,17 @@ class SCCPCall(Call):
         self.announced = False
         self._streams_opened = 0
         self._exchange: list[WireMessage] = []
+        #: the packet logs of the last closed streams (each bounded), for the call's pcap
+        self.closed_packet_logs: deque[PacketLog] = deque(maxlen=CLOSED_PACKET_LOGS)
 
     # -- record ----------------------------------------------------------------------------
     @property
     def exchange(self) -> list[WireMessage]:
         return list(self._exchange)
+
+    def media_packets(self) -> list[MediaPacket]:
+        logs = [*self.closed_packet_logs, *(s.packet_log for s in self.streams.values())]
+        return sorted((p for log in logs for p in log.packets()), key=lambda p: p.time)
 
     def media_reports(self) -> list[dict[str, Any]]:
         """One report per media stream of the call (closed ones final), in order of opening."""
@@ -843,6 +851,7 @@ class SCCPPhone(Phone):
         for key, value in list(call.streams.items()):
             if value is stream:
                 del call.streams[key]
+        call.closed_packet_logs.append(stream.packet_log)
         with contextlib.suppress(Exception):
             call.reports.append(await stream.close())
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip.addresses import hostport
-from skinnysip.net.media import MediaConfig, MediaStream, SRTPConfig
+from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.phone.api import (
@@ -259,6 +259,9 @@ class SIPCall(Call):
     def exchange(self) -> list[WireMessage]:
         ids = {self.call_id}
         return to_wire_messages(r for r in self.phone.endpoint.trace if r.call_id in ids)
+
+    def media_packets(self) -> list[MediaPacket]:
+        return self.media.packet_log.packets() if self.media is not None else []
 
     def media_report(self) -> dict[str, Any] | None:
         if self.media is None:

@@ -436,9 +436,40 @@ function loadDetail(id) {
     phone.details.set(id, data);
     const box = $("phone-call-ladder");
     const block = ladderBlock({ exchange: data.exchange }, phone.protocol === "sccp" ? "sccp" : "sip", data.media);
+    callPcapButton(block, phoneId, id);
     box.replaceChildren(block);
     renderQuality(call);
   }, 150));
+}
+
+// A call's pcapng comes from the server (GET …/calls/{id}/pcap): its signalling and its RTP/RTCP
+// both ways, which the page does not hold. Replaces the ladder's exchange-only download.
+function callPcapButton(block, phoneId, id) {
+  const old = block.querySelector("button.download-pcap");
+  if (!old) return;
+  const status = old.nextElementSibling;
+  const name = `skinnysip-call${id}-${stamp()}.pcapng`;
+  const button = el("button", { type: "button", class: "download-pcap", onclick: async () => {
+    button.disabled = true;
+    status.textContent = "Writing pcapng (SIP and RTP) …";
+    try {
+      const resp = await fetch(`/api/phones/${encodeURIComponent(phoneId)}/calls/${id}/pcap`,
+        { headers: authHeaders({}) });
+      if (!resp.ok) {
+        let err = `HTTP ${resp.status}`;
+        try { const body = await resp.json(); err = body.error || body.detail || err; } catch { /* keep the status */ }
+        status.textContent = `pcap failed: ${err}`;
+        return;
+      }
+      download(await resp.blob(), name);
+      status.textContent = "pcapng downloaded (signalling and RTP)";
+    } catch (e) {
+      status.textContent = `pcap failed: ${e.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  } }, "Download pcapng (with RTP)");
+  old.replaceWith(button);
 }
 
 async function callAction(action, body, box) {
