@@ -41,6 +41,12 @@ phone sessions keep the policy of the request that created them). ``None`` (the 
 CLI and the Python API) means no restriction; the HTTP API sets the server's policy for every
 request (``skinnysip serve --allow/--deny``, :func:`from_env`).
 
+Media (RTP/RTCP) goes where the far end's signalling says: an SDP ``c=``/``m=`` address from a
+SIP peer (RFC 4566 §5.7, RFC 3264 §5), an SCCP StartMediaTransmission's ``remoteIpAddr``. A
+hostile PBX could aim it anywhere, so the phones and the probes that send media check every
+such destination with :func:`media_refusal` / :func:`sdp_media_refusal` before a packet goes
+there: the pure address decision, no DNS (with a policy, a name in ``c=`` is refused).
+
 Errors: :class:`TargetRefused` (``reason``: one line naming the host, address and rule);
 ``ValueError`` for a malformed allow/deny entry.
 """
@@ -56,7 +62,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from skinnysip.sdp import SessionDescription
 
 __all__ = [
     "DEFAULT_DENIED",
@@ -71,8 +80,10 @@ __all__ = [
     "effective_address",
     "from_env",
     "is_loopback_bind",
+    "media_refusal",
     "parse_address",
     "parse_numeric_ipv4",
+    "sdp_media_refusal",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -409,6 +420,48 @@ def check_targets(host: str, targets: Sequence[T], policy: TargetPolicy | None =
     if not kept:
         raise TargetRefused(f"target {host} refused: {reasons[0] if reasons else 'no address'}")
     return kept
+
+
+#: ``c=`` addresses that mean "no media to send" (hold, RFC 3264 §8.4): never a destination
+HOLD_ADDRESSES = ("0.0.0.0", "::")
+
+
+def media_refusal(address: str, policy: TargetPolicy | None, *, what: str = "media address") -> str | None:
+    """Why media must not be sent to ``address`` (an IP address as written in SDP ``c=`` or an
+    SCCP StartMediaTransmission), or None when it may (always None without a policy).
+
+    Pure: :meth:`TargetPolicy.decide_address` on the numeric address, no DNS. A host name is
+    refused when a policy is set (media goes only to addresses the policy has judged; resolving
+    the name would let DNS choose the destination). ``what`` starts the reason, e.g.
+    ``"SDP c= address 127.0.0.2 refused by the target policy: 127.0.0.2 is denied by --deny
+    127.0.0.2"``.
+    """
+    if policy is None:
+        return None
+    if parse_address(address) is None:
+        return (f"{what} {address!r} refused by the target policy: a host name, not an IP address "
+                "(media destinations are not resolved)")
+    d = policy.decide_address(address)
+    return None if d.allowed else f"{what} {address} refused by the target policy: {d.reason}"
+
+
+def sdp_media_refusal(sd: SessionDescription, policy: TargetPolicy | None, *, media: str = "audio") -> str | None:
+    """Why the SDP ``sd`` (an offer or an answer) names a media destination the policy refuses:
+    the ``c=`` (media-level, else session-level, RFC 4566 §5.7) of every ``m=<media>`` line with a
+    non-zero port that is not a hold address (``0.0.0.0``/``::``); None when all may be used
+    or there is no policy."""
+    if policy is None:
+        return None
+    for m in sd.media:
+        if m.media != media or m.port == 0:
+            continue
+        conn = sd.connection_for(m)
+        if conn is None or conn.host in HOLD_ADDRESSES:
+            continue
+        reason = media_refusal(conn.host, policy, what="SDP c= address")
+        if reason is not None:
+            return reason
+    return None
 
 
 _active: ContextVar[TargetPolicy | None] = ContextVar("skinnysip_target_policy", default=None)

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from skinnysip import policy as target_policy
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, PacketLog
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import (
@@ -151,7 +152,8 @@ class SCCPCall(Call):
 
     ``call_reference`` (0 until the CM names it), ``line_instance``, ``remote`` (the number
     dialled, or the caller's number from CallInfo), ``remote_name``, ``protocol_state`` (the
-    last CallState name), ``protocol_states`` (all of them), ``media_error``.
+    last CallState name), ``protocol_states`` (all of them), ``media_error``; ``media_refused``:
+    why the target policy kept media from where the call manager sent it (None: it did not).
     """
 
     def __init__(self, phone: SCCPPhone, direction: CallDirection, remote: str, line_instance: int) -> None:
@@ -167,6 +169,7 @@ class SCCPCall(Call):
         self.streams: dict[int, MediaStream] = {}  # passThruPartyId → open stream
         self.reports: list[dict[str, Any]] = []  # final reports of closed streams
         self.media_error: str | None = None
+        self.media_refused: str | None = None
         self.transfer_reference = 0  # the call reference of a blind transfer in progress
         self.transfer_references: set[int] = set()  # every transfer call's reference
         self.announced = False
@@ -308,6 +311,9 @@ class SCCPPhone(Phone):
         self._supervisor: asyncio.Task[None] | None = None
         self._lost_reason = ""
         self._closing = False
+        #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
+        #: the one active where the phone was made (the API's, for a phone it created)
+        self.policy = target_policy.active()
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -830,6 +836,13 @@ class SCCPPhone(Phone):
         remote_ip = ev.remote_ip
         if remote_ip in ("", "0.0.0.0", "::") and self.transport is not None:
             remote_ip = self.transport.remote_ip
+        # the address given is judged; none (0.0.0.0) means the call manager's, checked on connect
+        refused = (target_policy.media_refusal(remote_ip, self.policy, what="StartMediaTransmission remoteIpAddr")
+                   if remote_ip == ev.remote_ip else None)
+        if refused is not None:  # not followed: no packet goes there
+            call.media_error = call.media_refused = refused
+            self.emit(ErrorEvent(f"call {call.id}: {refused}: no media sent"))
+            return
         te = ev.rfc2833_payload_type if 96 <= ev.rfc2833_payload_type <= 127 else None
         if not 0 < ev.remote_port <= 0xFFFF:  # a u32 on the wire (reference §3.20)
             call.media_error = f"StartMediaTransmission: remotePortNumber {ev.remote_port} is not a UDP port"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
+from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
@@ -204,6 +205,13 @@ def _rseq(response: Response) -> int | None:
     return value if value else None
 
 
+def _warning(text: str) -> tuple[str, str]:
+    """A ``Warning: 399 skinnysip "<text>"`` header field (RFC 3261 §20.43: 399 miscellaneous,
+    the agent a pseudonym, the text a quoted-string)."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return ("Warning", f'399 skinnysip "{quoted}"')
+
+
 def _parse_replaces(value: str) -> tuple[str, str, str, bool] | None:
     """``Replaces: call-id;to-tag=…;from-tag=…[;early-only]`` (RFC 3891 §6.1) as (Call-ID,
     to-tag, from-tag, early-only), None if malformed."""
@@ -366,6 +374,9 @@ class SIPPhone(Phone):
         self._ka_task: asyncio.Task[None] | None = None
         self._remove_handler: Any = None
         self.messages: list[dict[str, str]] = []
+        #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
+        #: the one active where the phone was made (the API's, for a phone it created)
+        self.policy = target_policy.active()
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -801,7 +812,15 @@ class SIPPhone(Phone):
             if dialog is not None:
                 call.dialog = dialog
             if response.body and call.offer is not None and call.media is not None:
-                call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
+                session = negotiate(call.offer, SessionDescription.parse(response.body))
+                refused = self._media_refusal(session)
+                if refused is not None:  # no early media there; the call is cancelled (§9.1)
+                    self._set_state(call, CallState.EARLY, response.summary)
+                    if not call.cancelled:
+                        call.end_reason = call.end_reason or refused
+                        self._spawn(self._cancel(call))
+                    return
+                call.audio = session
                 self._apply_media(call)
         self._set_state(call, CallState.EARLY, response.summary)
 
@@ -866,19 +885,36 @@ class SIPPhone(Phone):
             return
         if response.body and call.offer is not None:
             try:
-                call.audio = negotiate(call.offer, SessionDescription.parse(response.body))
+                session = negotiate(call.offer, SessionDescription.parse(response.body))
             except (SDPParseError, ValueError) as exc:
                 self._set_state(call, CallState.CONFIRMED, response.summary)
                 await self._bye(call, reason=str(exc) if isinstance(exc, SRTPRefused) else f"bad SDP answer: {exc}")
                 return
+            refused = self._media_refusal(session)
+            if refused is not None:  # the answer aims our RTP where the policy forbids: hang up
+                self._set_state(call, CallState.CONFIRMED, response.summary)
+                await self._bye(call, reason=refused)
+                return
+            call.audio = session
             self._apply_media(call)
         self._set_state(call, CallState.CONFIRMED, response.summary)
         self._session_from_response(call, response)
+
+    def _media_refusal(self, session: AudioSession | None) -> str | None:
+        """Why the phone's target policy forbids sending RTP where ``session`` says (the SDP
+        ``c=``/``m=`` address of the far end), or None (:func:`skinnysip.policy.media_refusal`)."""
+        if session is None or session.remote is None:
+            return None
+        return target_policy.media_refusal(session.remote[0], self.policy, what="SDP c= address")
 
     def _apply_media(self, call: SIPCall) -> None:
         if call.media is None or call.audio is None:
             return
         a = call.audio
+        refused = self._media_refusal(a)
+        if refused is not None:  # every caller checked already: the last line of defence
+            self.emit(ErrorEvent(f"call {call.id}: {refused}: no media sent"))
+            return
         call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
         call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
                                      direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux,
@@ -943,6 +979,12 @@ class SIPPhone(Phone):
                 call.remote_offer = SessionDescription.parse(request.body)
             except SDPParseError:
                 self._respond(tx, 400, to_tag=call.to_tag)
+                return
+            refused = target_policy.sdp_media_refusal(call.remote_offer, self.policy)
+            if refused is not None:  # 488 Not Acceptable Here (RFC 3261 §21.4.26) with the reason
+                self._respond(tx, 488, to_tag=call.to_tag, headers=[_warning(refused)])
+                self.calls.append(call)
+                self._spawn(self._end(call, f"488 {refused}"))
                 return
         self.calls.append(call)
         offered = _option_tags(request, "Supported") | _option_tags(request, "Require")
@@ -1067,7 +1109,14 @@ class SIPPhone(Phone):
     def _acked(self, call: SIPCall, ack: Request) -> None:
         if ack.body and call.offer is not None and call.audio is None:
             with contextlib.suppress(SDPParseError, ValueError):
-                call.audio = negotiate(call.offer, SessionDescription.parse(ack.body))
+                session = negotiate(call.offer, SessionDescription.parse(ack.body))
+                refused = self._media_refusal(session)
+                if refused is not None:  # the answer in the ACK aims RTP where the policy forbids
+                    if call.state is CallState.INCOMING:
+                        self._set_state(call, CallState.CONFIRMED, "ACK")
+                    self._spawn(self._bye(call, refused))
+                    return
+                call.audio = session
                 self._apply_media(call)
         if call.state is CallState.INCOMING:
             self._set_state(call, CallState.CONFIRMED, "ACK")
@@ -1141,9 +1190,14 @@ class SIPPhone(Phone):
                     raise PhoneError(f"re-INVITE refused: {response.summary}")
                 if response.body:
                     try:
-                        call.audio = negotiate(offer, SessionDescription.parse(response.body))
+                        session = negotiate(offer, SessionDescription.parse(response.body))
                     except (SDPParseError, ValueError) as exc:
                         raise PhoneError(f"bad SDP answer to the re-INVITE: {exc}") from exc
+                    refused = self._media_refusal(session)
+                    if refused is not None:  # accepted, but aimed where we may not send: hang up
+                        self._spawn(self._bye(call, refused))
+                        raise PhoneError(f"re-INVITE answer refused: {refused}")
+                    call.audio = session
                     if call.dialog is not None:
                         call.dialog.receive_response(request, response)
                     self._apply_media(call)
@@ -1441,6 +1495,11 @@ class SIPPhone(Phone):
             return
         if session.rejected:  # e.g. RTP/SAVP while SRTP is off: 488 keeps the session as it is (RFC 3261 §14.2)
             self.endpoint.respond(tx, 488)
+            return
+        refused = self._media_refusal(session)
+        if refused is not None:  # 488: the session, and our media, stay as they were (RFC 3261 §14.2)
+            self.endpoint.respond(tx, 488, headers=[_warning(refused)])
+            self.emit(ErrorEvent(f"call {call.id}: {request.method} refused with 488: {refused}"))
             return
         call.sdp_version += 1
         call.audio = session

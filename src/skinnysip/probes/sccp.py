@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, hostport, is_ip, strip_brackets
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
@@ -244,6 +245,7 @@ class StationSession:
         self.notes: list[str] = []
         self.media_error: str | None = None
         self.loop = asyncio.get_running_loop()
+        self.policy = target_policy.active()  # media destinations are checked with it
 
     @classmethod
     async def connect(cls, host: str, port: int, config: StationConfig, *, timeout: float, use_tls: bool = False,
@@ -317,6 +319,11 @@ class StationSession:
             if media is None:
                 self.notes.append(f"StartMediaTransmission for passThruPartyId {ev.pass_thru_party_id} "
                                   "with no receive channel open: ignored")
+                return
+            refused = target_policy.media_refusal(ev.remote_ip, self.policy,
+                                                  what="StartMediaTransmission remoteIpAddr")
+            if refused is not None:  # not followed: no packet goes there
+                self._no_media(refused)
                 return
             media.remote = (ev.remote_ip, ev.remote_port)
             media.payload_type = PT_PCMA if ev.compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
@@ -682,6 +689,8 @@ async def call_setup(req: SCCPRequest, *, ca_file: str | None = None,
                     await call.wait_ended(min(req.hold_ms / 1000.0, budget.left()))
                 if call.state is CallState.TERMINATED:
                     res.status, res.error = "call-failed", f"call to {number} ended while held: {call.end_reason}"
+                elif call.media_refused is not None:  # connected, but the CM aimed RTP where we may not send
+                    res.status, res.error = "media-refused", f"call to {number}: {call.media_refused}"
                 else:
                     res.success, res.status = True, "call-completed"
             elif call.state is CallState.TERMINATED:

@@ -34,6 +34,7 @@ from typing import Literal, TypeVar
 
 from pydantic import Field
 
+from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget
 from skinnysip.net.rtp import bind_even_port
@@ -54,7 +55,7 @@ from skinnysip.result import (
     TLSInfo,
     WireMessage,
 )
-from skinnysip.sdp import audio_offer
+from skinnysip.sdp import SDPParseError, SessionDescription, audio_offer
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
 from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.message import Request, Response, SIPParseError
@@ -706,7 +707,10 @@ async def invite(request: ProbeRequest) -> InviteResult:
     No response at all → failure. Request-URI: ``uri``, else ``to_uri``/
     ``sip:<to|probe>@<domain>``. Via and Contact name the endpoint's own socket, so
     requests the server sends back (a BYE, a re-INVITE) are heard; ACK and BYE go over the
-    flow to the server the user named (no traffic to an address nobody named).
+    flow to the server the user named (no traffic to an address nobody named). The probe
+    sends no RTP; still, a 2xx whose SDP answer aims media at an address the target policy
+    refuses (:func:`skinnysip.policy.sdp_media_refusal`) makes it ``success: false`` with
+    that reason (after the ACK and BYE), as a phone would hang up on it.
     """
 
     async def flow(s: _Session, result: InviteResult) -> None:
@@ -792,6 +796,9 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
                 _fill(result, response, rtt)  # kept even if the 2xx turns out unusable below
                 await _ack_and_bye(s, result, invite_req, response, handle)
                 result.cleanup = "cancel+ack+bye" if cancel_handle is not None else "ack+bye"
+                refused = _answer_refusal(response)
+                if refused is not None:
+                    result.error = f"{refused} (no RTP sent; the call was ended)"
             elif cancel_handle is not None:
                 result.cleanup = "cancel+ack"
             return response, rtt
@@ -800,6 +807,19 @@ async def _invite_once(s: _Session, result: InviteResult, invite_req: Request) -
             raise _ProbeFailure(s.timed_out("INVITE", event.timer, last), failover=not s.answered)
         if isinstance(event, TransportFailed):
             raise _ProbeFailure(event.reason, failover=not s.answered)
+
+
+def _answer_refusal(response: Response) -> str | None:
+    """Why the active target policy refuses the media address of ``response``'s SDP (None:
+    allowed, no SDP, or no policy); unparsable SDP is not judged here."""
+    pol = target_policy.active()
+    if pol is None or not response.body:
+        return None
+    try:
+        answer = SessionDescription.parse(response.body)
+    except SDPParseError:
+        return None
+    return target_policy.sdp_media_refusal(answer, pol)
 
 
 async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request, ok: Response,
