@@ -114,6 +114,37 @@ async def test_early_media_at_a_denied_address_cancels_the_call() -> None:
             assert peer.finish().successful_calls == 1
 
 
+def test_a_phone_made_through_the_api_checks_media_with_the_servers_policy() -> None:
+    """The HTTP API hands its policy to the phones it makes (the request's context): a call of an
+    API phone answered with media at 127.0.0.2 ends with the refusal as its endReason."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from skinnysip.api.app import create_app
+    from skinnysip.api.guard import ServiceSettings
+
+    with listener(DENIED) as victim:
+        answer = response("200 OK", sdp=True).replace(SDP, sdp_at(DENIED, victim.port))
+        xml = HEAD.format(name="api-denied") + recv("INVITE") + answer + recv("ACK") + bye_answer() + TAIL
+        with sip_peers.sipp_uas(xml=xml) as peer, TestClient(create_app(ServiceSettings(policy=POLICY))) as client:
+            r = client.post("/api/phones", json={"aor": "sip:alice@127.0.0.1", "register": False})
+            assert r.status_code == 201, r.text
+            phone_id = r.json()["id"]
+            r = client.post(f"/api/phones/{phone_id}/calls", json={"target": f"sip:service@127.0.0.1:{peer.port}"})
+            assert r.status_code == 201, r.text
+            call_id = r.json()["id"]
+            deadline = time.monotonic() + 10
+            detail: dict[str, object] = {}
+            while time.monotonic() < deadline and not detail.get("ended"):
+                time.sleep(0.1)
+                detail = client.get(f"/api/phones/{phone_id}/calls/{call_id}").json()
+            assert detail["endReason"] == f"SDP c= address {DENIED} refused by the target policy: {RULE}", detail
+            assert client.delete(f"/api/phones/{phone_id}").status_code in (200, 204)
+            assert peer.finish().successful_calls == 1
+        assert victim.drain() == 0
+
+
 def _uac_invite(port: int, media: str, cseq: int = 1, uri: str | None = None, to: str | None = None) -> str:
     return f"""  <send retrans="500"><![CDATA[
 INVITE {uri or f'sip:alice@127.0.0.1:{port}'} SIP/2.0
