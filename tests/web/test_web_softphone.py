@@ -3,7 +3,7 @@ registered to Kamailio (PBX mode) and calling baresip, all driven through the pa
 
 - the panel registers (live state from the event WebSocket), calls baresip (auto-answer), the
   call goes to confirmed and the quality figures rise, the dial pad's DTMF reaches baresip (its
-  CALL_DTMF_START events), hold/resume, the call's ladder and pcapng (read by tshark), hang up;
+  CALL_DTMF_START events), hold/resume, the call's ladder and pcapng with its RTP (read by tshark), hang up;
   baresip calls the page's phone, the page rings, answer, hang up; MESSAGEs both ways;
   unregister;
 - audio: Chromium's fake microphone (a 1000 Hz WAV) reaches baresip's recording through the
@@ -177,6 +177,14 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     info.value.save_as(pcap)
     methods = [r[0] for r in tshark_rows(pcap, "sip.Method", display_filter="sip.Request-Line")]
     assert methods[0] == "INVITE" and "ACK" in methods and methods[-1] == "BYE"
+    # the call's RTP both ways (and RTCP) are in it, on the ports of the SDP offer and answer
+    ours = int(tshark_rows(pcap, "sdp.media.port", display_filter='sip.Method == "INVITE" && sdp')[0][0])
+    theirs = int(tshark_rows(pcap, "sdp.media.port", display_filter="sip.Status-Code == 200 && sdp")[0][0])
+    media = [f"udp.port=={ours},rtp", f"udp.port=={ours + 1},rtcp"]
+    rtp = tshark_rows(pcap, "udp.srcport", "udp.dstport", decode_as=media, display_filter="rtp")
+    assert {(int(a), int(b)) for a, b in rtp} == {(ours, theirs), (theirs, ours)}, f"RTP flows {set(map(tuple, rtp))}"
+    assert len(rtp) >= 100 and tshark_rows(pcap, "frame.number", decode_as=media, display_filter="rtcp")
+    assert tshark_rows(pcap, "frame.number", decode_as=media, display_filter="_ws.malformed") == []
 
     # baresip calls the page's phone (the page is on another tab): the Softphone tab says it
     # rings, the page answers, then hangs up
