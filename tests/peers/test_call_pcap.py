@@ -243,3 +243,47 @@ async def test_packet_log_holds_srtp_as_on_the_wire() -> None:
     assert len(sent) >= 40 and got == sent[:len(got)] and len(got) >= len(sent) - 2
     assert {len(d) for d in sent} == {12 + 160 + 10}
     assert b.packets_received >= len(got) - 1 and b.report()["srtp"]["auth_failures"] == 0
+
+
+async def test_sccp_call_pcap_has_skinny_and_both_streams_rtp(tmp_path: Path) -> None:
+    """Two SCCP phones of the lab call manager: held and resumed, so each end had two media
+    streams (a port pair each); the caller's pcap holds the SKINNY messages over TCP and the
+    RTP of both streams, both ways (four RTP streams for tshark), in time order."""
+    from test_sccp_phone import ALICE, BOB, connected_pair, lab_config
+    from test_sccp_phone import account as sccp_account
+
+    from skinnysip.lab.callmanager import LabCallManager
+    from skinnysip.phone.sccp_phone import SCCPPhone
+
+    cm = LabCallManager(lab_config())
+    await cm.start()
+    try:
+        async with SCCPPhone(sccp_account(cm, ALICE)) as alice, SCCPPhone(sccp_account(cm, BOB)) as bob_phone:
+            out, inc = await connected_pair(alice, bob_phone)
+            await asyncio.sleep(1.2)
+            await out.hold()
+            await asyncio.sleep(0.3)
+            await out.resume()
+            await asyncio.sleep(1.2)
+            await out.hangup()
+            assert await inc.wait_ended(5.0)
+            path = tmp_path / "sccp.pcapng"
+            await asyncio.to_thread(out.write_pcap, path)
+            reports = out.media_reports()
+    finally:
+        await cm.stop()
+    assert len(reports) == 2
+    decode = ["-d", f"tcp.port=={cm.port},skinny",
+              *(a for r in reports for a in ("-d", f"udp.port=={r['local'][1]},rtp"))]
+    rows = tshark(path, *decode, "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.protocols",
+                  "-e", "udp.srcport", "-e", "udp.dstport", "-e", "skinny.messageId")
+    assert [float(r[0]) for r in rows] == sorted(float(r[0]) for r in rows)
+    assert any(":tcp:skinny" in r[1] for r in rows)
+    flows = {(int(r[2]), int(r[3])) for r in rows if r[1].endswith(":rtp")}
+    for r in reports:
+        local, remote = r["local"][1], r["remote"][1]
+        assert {(local, remote), (remote, local)} <= flows, (r["local"], r["remote"], flows)
+    assert tshark(path, *decode, "-Y", "_ws.malformed") == []
+    streams = subprocess.run([require("tshark"), "-r", str(path), *decode, "-q", "-z", "rtp,streams"],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    assert len([line for line in streams.splitlines() if " 0x" in line]) == 4, streams
