@@ -160,7 +160,7 @@ Max-Forwards: 70
 
 
 def _uac_in_dialog(method: str, cseq: int, *, via: str = "Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;"
-                   "branch=[branch]", uri: str = "[next_url]") -> str:
+                   "branch=[branch]", uri: str = "[next_url]", body: str = "Content-Length: 0\n\n") -> str:
     return f"""  <send><![CDATA[
 {method} {uri} SIP/2.0
 {via}
@@ -169,9 +169,7 @@ From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 Call-ID: [call_id]
 CSeq: {cseq} {method}
 Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
+{body}]]></send>
 """
 
 
@@ -301,3 +299,51 @@ async def test_sccp_start_media_to_a_denied_address_is_not_followed() -> None:
                 assert victim.drain() == 0
             finally:
                 await asyncio.wait_for(phone.close(), 20)
+
+
+async def test_answer_in_the_ack_at_a_denied_address_ends_the_call_with_bye() -> None:
+    """RFC 3261 §13.2.1: an offerless INVITE gets our offer in the 200; the answer comes in the
+    ACK. Aimed at 127.0.0.2, it is not used: we send BYE."""
+    port = free_port(socket.SOCK_DGRAM)
+    with listener(DENIED) as victim:
+        xml = (HEAD.format(name="ack-denied") + _uac_invite(port, "Content-Length: 0\n\n")
+               + recv("100", True) + recv("180", True) + '  <recv response="200" rrs="true"/>\n'
+               + _uac_in_dialog("ACK", 1, body=sdp_at(DENIED, victim.port)) + bye_answer() + TAIL)
+        with target_policy.applied(POLICY):
+            phone = SIPPhone(phone_account(listen_port=port, auto_answer=0.0))
+        async with phone:
+            result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+            assert result.returncode == 0, result.errors or result.screen
+            [call] = {e.call for e in await _events(phone) if isinstance(e, CallStateChanged)}
+            assert call.state is CallState.TERMINATED
+            assert call.end_reason == f"SDP c= address {DENIED} refused by the target policy: {RULE}"
+            assert [m.summary.split()[0] for m in call.exchange if m.direction == "sent"][-1] == "BYE"
+            await _settle(0.5)
+            assert victim.drain() == 0
+
+
+async def test_answer_to_our_reinvite_at_a_denied_address_ends_the_call() -> None:
+    """Our hold re-INVITE is accepted with media moved to 127.0.0.2: that answer is not used;
+    the call ends with BYE and hold() says why."""
+    from skinnysip.phone.api import PhoneError
+
+    with listener("127.0.0.1") as first, listener(DENIED) as victim:
+        xml = (HEAD.format(name="our-reinvite-denied") + recv("INVITE")
+               + response("200 OK", sdp=True).replace(SDP, sdp_at("127.0.0.1", first.port)) + recv("ACK")
+               + recv("INVITE") + response("200 OK", tag="", sdp=True).replace(SDP, sdp_at(DENIED, victim.port))
+               + recv("ACK") + bye_answer() + TAIL)
+        with sip_peers.sipp_uas(xml=xml) as peer:
+            with target_policy.applied(POLICY):
+                phone = SIPPhone(phone_account())
+            async with phone:
+                call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+                assert await call.wait_connected(5), call.end_reason
+                await _settle(0.5)
+                assert first.drain() > 5  # the allowed address got media before
+                with pytest.raises(PhoneError, match=f"re-INVITE answer refused: SDP c= address {DENIED}"):
+                    await call.hold()
+                assert await call.wait_ended(5)
+                assert call.end_reason == f"SDP c= address {DENIED} refused by the target policy: {RULE}"
+                await _settle(0.5)
+                assert victim.drain() == 0
+            assert peer.finish().successful_calls == 1
