@@ -223,6 +223,15 @@ async def test_packet_log_keeps_head_and_tail_and_counts_the_rest() -> None:
         sink.close()
 
 
+def test_packet_log_bounds_tiny_datagrams_by_count() -> None:
+    """A flood of tiny datagrams is bounded by count as well as by octets."""
+    log = PacketLog(max_packets=10)
+    for i in range(100):
+        log.add("received", ("127.0.0.1", 4000), ("127.0.0.1", 5000), i.to_bytes(12, "big"))
+    kept = [int.from_bytes(p.data, "big") for p in log.packets()]
+    assert kept == [*range(10), *range(90, 100)] and log.dropped == 80 and len(log) == 20
+
+
 async def test_packet_log_holds_srtp_as_on_the_wire() -> None:
     """With SRTP (RFC 3711) the log holds the protected datagrams: what one stream logs as sent
     is, byte for byte, what the other logs as received, 10 octets longer than RTP (the 80-bit

@@ -129,9 +129,11 @@ _DTMF_KEYS = frozenset(DTMF_FREQUENCIES)
 Samples = npt.NDArray[np.int16]
 Address = tuple[str, int]
 
-#: default bounds of a stream's :class:`PacketLog`: the first and the newest octets kept
+#: default bounds of a stream's :class:`PacketLog`: the first and the newest octets kept, and
+#: at most this many packets each (6000: a minute of 20 ms packets both ways)
 PACKET_LOG_HEAD_BYTES = 1 << 20
 PACKET_LOG_TAIL_BYTES = 1 << 20
+PACKET_LOG_PACKETS = 6000
 
 
 class MediaPacket(NamedTuple):
@@ -150,17 +152,19 @@ class MediaPacket(NamedTuple):
 class PacketLog:
     """A bounded record of a stream's datagrams (:class:`MediaPacket`), for a call's pcap.
 
-    Keeps the first packets up to ``head_bytes`` octets of payload (the call set-up, the first
-    RTCP reports) and then the newest up to ``tail_bytes`` (the end: RTCP BYE); what falls
-    between is counted in ``dropped``. With the defaults (1 MiB each) that is about the first
-    and the last minute of a G.711 20 ms call, both directions. No parsing: appending is a
-    tuple into a deque. ``enabled=False`` records nothing."""
+    Keeps the first packets, up to ``head_bytes`` octets of payload and ``max_packets``
+    packets (the call set-up, the first RTCP reports), and then the newest, up to
+    ``tail_bytes`` and ``max_packets`` (the end: RTCP BYE); what falls between is counted in
+    ``dropped``. With the defaults that is the first and the last minute of a G.711 20 ms
+    call, both directions, at most 12 000 packets and 2 MiB. No parsing: appending is a tuple
+    into a deque. ``enabled=False`` records nothing."""
 
     def __init__(self, head_bytes: int = PACKET_LOG_HEAD_BYTES, tail_bytes: int = PACKET_LOG_TAIL_BYTES,
-                 enabled: bool = True) -> None:
+                 max_packets: int = PACKET_LOG_PACKETS, enabled: bool = True) -> None:
         self.enabled = enabled
         self.head_bytes = head_bytes
         self.tail_bytes = tail_bytes
+        self.max_packets = max(1, max_packets)
         self.head: list[MediaPacket] = []
         self.tail: deque[MediaPacket] = deque()
         self.dropped = 0
@@ -172,13 +176,13 @@ class PacketLog:
         if not self.enabled:
             return
         packet = MediaPacket(wire_time(), direction, local, remote, data)
-        if not self.tail and self._head_size + len(data) <= self.head_bytes:
+        if not self.tail and self._head_size + len(data) <= self.head_bytes and len(self.head) < self.max_packets:
             self.head.append(packet)
             self._head_size += len(data)
             return
         self.tail.append(packet)
         self._tail_size += len(data)
-        while self.tail and self._tail_size > self.tail_bytes:
+        while self.tail and (self._tail_size > self.tail_bytes or len(self.tail) > self.max_packets):
             self._tail_size -= len(self.tail.popleft().data)
             self.dropped += 1
 

@@ -71,7 +71,7 @@ MAX_CALLS = 8
 MAX_WIRE = 5_000  # newest messages kept in SCCPPhone.wire (all connections)…
 MAX_WIRE_BYTES = 4_000_000  # …and at most this much raw hex among them
 MAX_CALL_EXCHANGE = 5_000  # messages kept per call
-CLOSED_PACKET_LOGS = 4  # closed media streams whose RTP/RTCP a call's pcap keeps
+CLOSED_PACKET_LOGS = 3  # closed media streams whose RTP/RTCP a call's pcap keeps (4 logs ≤ MAX_MEDIA_PACKETS)
 #: seconds the phone still reads after a KeepAliveAck is overdue, before it drops the connection
 LAST_LOOK = 0.25
 ANNOUNCE_FALLBACK = 0.3  # seconds after RingIn to announce a call whose CM sent no SetRinger/CallInfo
