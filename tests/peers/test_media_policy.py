@@ -347,3 +347,33 @@ async def test_answer_to_our_reinvite_at_a_denied_address_ends_the_call() -> Non
                 await _settle(0.5)
                 assert victim.drain() == 0
             assert peer.finish().successful_calls == 1
+
+
+@pytest.mark.parametrize("policy", [POLICY, None], ids=["denied", "control-no-policy"])
+async def test_sccp_call_probe_reports_a_denied_media_address(policy: TargetPolicy | None) -> None:
+    """The lab call manager puts its echo on 127.0.0.2 (``rtp_host``): under the policy the
+    call-setup probe sends no RTP there (tshark sees no UDP to 127.0.0.2) and reports
+    ``success: false`` naming the address and rule; without one, the echo works (the control)."""
+    from peertools import TsharkCapture
+    from skinnysip.lab.callmanager import LabCallManager, LabConfig
+    from skinnysip.probes.sccp import SCCPRequest, run_operation
+
+    async with LabCallManager(LabConfig.demo(rtp_host=DENIED)) as cm:
+        request = SCCPRequest.model_validate({"host": "127.0.0.1", "port": cm.port, "timeout": 3000,
+                                              "dialNumber": "600", "holdMs": 1500})
+        cap = TsharkCapture(f"udp and dst host {DENIED}").start()
+        try:
+            with target_policy.applied(policy):
+                body = (await asyncio.wait_for(run_operation("call-setup", request), 30)).to_api()
+        finally:
+            cap.stop()
+    to_denied = cap.decode("udp", ["ip.src", "udp.dstport"])
+    if policy is None:
+        assert body["success"] is True, body["error"]
+        assert body["rtpPacketsSent"] >= 20 and len(to_denied) >= 20
+        return
+    expected = f"StartMediaTransmission remoteIpAddr {DENIED} refused by the target policy: {RULE}"
+    assert body["success"] is False and body["status"] == "media-refused"
+    assert body["error"] == f"call to 600: {expected}"
+    assert body["call"]["mediaError"] == expected and body["rtpPacketsSent"] == 0
+    assert to_denied == []
