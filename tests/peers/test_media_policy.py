@@ -377,3 +377,27 @@ async def test_sccp_call_probe_reports_a_denied_media_address(policy: TargetPoli
     assert body["error"] == f"call to 600: {expected}"
     assert body["call"]["mediaError"] == expected and body["rtpPacketsSent"] == 0
     assert to_denied == []
+
+
+async def test_bare_station_session_does_not_follow_a_denied_start_media() -> None:
+    """:class:`StationSession` (the lab's bare station driver) under the policy: the echo's
+    StartMediaTransmission to 127.0.0.2 is not followed; ``media_error`` names address and rule."""
+    from skinnysip.lab.callmanager import LabCallManager, LabConfig
+    from skinnysip.probes.sccp import StationSession
+    from skinnysip.sccp.station import StationConfig
+
+    async with LabCallManager(LabConfig.demo(rtp_host=DENIED)) as cm:
+        with target_policy.applied(POLICY):
+            sess = await StationSession.connect("127.0.0.1", cm.port, StationConfig(), timeout=3.0)
+        try:
+            assert type(await sess.register()).__name__ == "Registered"
+            assert await sess.finish_registration()
+            await sess.call("600")
+            assert (await sess.wait_state({"Connected"})) is not None
+            await sess.hold(0.8)
+            assert sess.media_error == f"StartMediaTransmission remoteIpAddr {DENIED} refused by the target policy: {RULE}"
+            [media] = sess.all_media()
+            assert media.remote is None and media.endpoint.packets_sent == 0
+            assert await sess.hang_up()
+        finally:
+            await sess.close()
