@@ -279,7 +279,10 @@ class SCCPPhone(Phone):
     :class:`~skinnysip.sccp.station.Station`: lines, soft keys…), ``transport``,
     ``keep_alive_interval`` (seconds, from RegisterAck), ``wire`` (every SCCP message of every
     connection, bounded), ``connections`` (how many were opened), ``registration_reason``,
-    ``connection_error`` (why the last connection ended).
+    ``connection_error`` (why the last connection ended), ``policy`` (the target policy active
+    where the phone was made: a StartMediaTransmission to an address it refuses is not followed,
+    no packet goes there, and the call's ``media_refused``/``media_error`` say why; an address of
+    0.0.0.0 means the call manager's own, checked when connecting).
 
     ``record_limit``: an :class:`~skinnysip.result.ExchangeLimit` for ``wire`` (an operation's
     record: the first messages are kept, later ones counted in ``record_limit.dropped``);

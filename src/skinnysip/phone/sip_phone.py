@@ -347,7 +347,15 @@ class SIPCall(Call):
 
 
 class SIPPhone(Phone):
-    """A SIP softphone for one account. ``async with SIPPhone(account) as phone``."""
+    """A SIP softphone for one account. ``async with SIPPhone(account) as phone``.
+
+    Media destinations follow the target policy active where the phone is made
+    (:attr:`policy`, :func:`skinnysip.policy.media_refusal`; None: any): an offer whose SDP
+    ``c=`` address it refuses gets 488 with ``Warning: 399`` naming the address and rule; such an
+    answer to our INVITE (in the 2xx or the ACK) or to our re-INVITE ends the call with BYE, in
+    an early 18x cancels it; a re-INVITE/UPDATE moving media there gets 488 and the media stays
+    (RFC 3261 §14.2). The call's ``end_reason`` says why; no RTP is sent to a refused address.
+    """
 
     def __init__(self, account: SIPAccount) -> None:
         super().__init__()
