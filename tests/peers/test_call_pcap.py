@@ -122,7 +122,7 @@ async def test_library_call_pcap_has_rtp_and_rtcp_both_ways(pbx: KamailioPeer, b
     assert report is not None and call.media is not None
     check_call_pcap(path, call.media.local_port, report["remote"][1])
     packets = call.media_packets()
-    assert call.media.packet_log.dropped == 0
+    assert call.media.packet_log.dropped == 0 and report["capture"] == {"packets": len(packets), "dropped": 0}
     # every datagram the stream counted is in the log, as sent (RTP + RTCP both ways)
     sent = [p for p in packets if p.direction == "sent" and p.local[1] == call.media.local_port]
     assert len(sent) == report["sent"]["packets"]

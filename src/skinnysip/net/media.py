@@ -1402,6 +1402,7 @@ class MediaStream:
              "rtcp": {"sent", "received", "parse_errors"},
              "srtp": {"suite", "auth_failures", "replays", "protect_errors"} | None,  # None: plain RTP
              "errors": {"socket", "callback"},
+             "capture": {"packets", "dropped"},  # the PacketLog: datagrams kept / left out of a pcap
              "recordings": {"rx"|"tx"|"mix": path}}
 
         ``received.loss`` is lost / expected (0..1); ``peer.fraction_lost`` is the peer's
@@ -1467,6 +1468,7 @@ class MediaStream:
                      "parse_errors": self.rtcp_parse_errors},
             "srtp": self._srtp.report() if self._srtp is not None else None,
             "errors": {"socket": self.socket_errors, "callback": self.callback_errors},
+            "capture": {"packets": len(self.packet_log), "dropped": self.packet_log.dropped},
             "recordings": {kind: str(path) for kind, path in self.recordings.items()},
         }
 
