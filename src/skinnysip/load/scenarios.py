@@ -37,7 +37,7 @@ from skinnysip.phone.api import CallState, PhoneError
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, SIPParseError
-from skinnysip.sip.request import new_call_id, new_request, new_tag
+from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.uri import NameAddr, SipURI
 
@@ -354,14 +354,9 @@ class TransactionScenario(Scenario):
     def _unregister_request(self, registered: Request, flow: Flow) -> Request:
         """The REGISTER that removes ``registered``'s binding: same Call-ID, From tag, To,
         Contact; CSeq + 1; Expires 0; a new branch; no credentials (added by the caller)."""
-        headers = registered.headers.copy()
-        headers.remove("Authorization")
-        headers.remove("Proxy-Authorization")
-        headers.replace_top("Via", self.ep.via(flow))
-        number, method = registered.cseq
-        headers.set("CSeq", f"{number + 1} {method}")
-        headers.set("Expires", "0")
-        return Request(registered.method, registered.uri, headers, registered.body)
+        request = resend_request(registered, self.ep.via(flow))
+        request.headers.set("Expires", "0")
+        return request
 
 
 class PhoneScenario(Scenario):

@@ -63,7 +63,7 @@ from skinnysip.sdp import (
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
-from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag
+from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag, resend_request
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
 from skinnysip.sip.syntax import parse_params, uint_or_none
 from skinnysip.sip.transaction import Flow, Timers
@@ -707,7 +707,7 @@ class SIPPhone(Phone):
                         redirects += 1
                         call.remote = target
                         flow = call.flow = await self._flow_for(target)  # without a proxy: the new target's own server
-                        request = self._retarget(request, target, flow)
+                        request = resend_request(request, self.endpoint.via(flow), uri=target)
                         continue
                 srtp_refused = code == 488 and self.account.srtp == "mandatory"
                 await self._end(call, f"the far end refused SRTP ({final.summary})" if srtp_refused else final.summary)
@@ -742,19 +742,11 @@ class SIPPhone(Phone):
         if min_se is None:
             return None
         call.min_se = max(call.min_se or 0, min_se)
-        retried = self._retarget(request, request.uri, flow)
+        retried = resend_request(request, self.endpoint.via(flow))
         retried.headers.set("Session-Expires", str(max(call.min_se, self.account.session_expires or 0)))
         retried.headers.set("Min-SE", str(call.min_se))
         return retried
 
-    def _retarget(self, request: Request, target: str, flow: Flow) -> Request:
-        headers = request.headers.copy()
-        headers.remove("Authorization")
-        headers.remove("Proxy-Authorization")
-        headers.replace_top("Via", self.endpoint.via(flow))
-        number, method = request.cseq
-        headers.set("CSeq", f"{number + 1} {method}")
-        return Request(request.method, target, headers, request.body)
 
     async def _run_invite(self, call: SIPCall, request: Request) -> Response | None:
         """Send one INVITE and follow it to its final response. Returns the final response

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.request import resend_request
 
 __all__ = [
     "ALGORITHMS",
@@ -441,17 +442,11 @@ class ChallengeRetry:
                           next_cseq: bool) -> Request:
         if self.client is None:
             raise ValueError("no credentials to answer the challenge with")
-        headers = request.headers.copy()
-        headers.remove("Authorization")
-        headers.remove("Proxy-Authorization")
-        headers.replace_top("Via", via)
-        number, method = request.cseq
-        if next_cseq:
-            headers.set("CSeq", f"{number + 1} {method}")
+        retry = resend_request(request, via, next_cseq=next_cseq)
         for challenge in challenges:
             name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
-            headers.add(name, value)
-        return Request(request.method, request.uri, headers, request.body)
+            retry.headers.add(name, value)
+        return retry
 
 
 # --------------------------------------------------------------------------- server side

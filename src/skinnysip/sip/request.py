@@ -39,6 +39,7 @@ __all__ = [
     "new_request",
     "new_tag",
     "reason_phrase",
+    "resend_request",
 ]
 
 #: RFC 3261 §8.1.1.7: the branch of every RFC 3261 transaction starts with this.
@@ -209,6 +210,22 @@ def _same_transaction(request: Request, method: str, to: str) -> Headers:
     headers.add("Call-ID", _required(request, "Call-ID"))
     headers.add("CSeq", f"{number} {method}")
     return headers
+
+
+def resend_request(request: Request, via: str, *, uri: str | None = None, next_cseq: bool = True) -> Request:
+    """``request`` again as a new transaction: a new top Via (``via``, with a new branch),
+    CSeq + 1 unless ``next_cseq`` is False, no ``Authorization``/``Proxy-Authorization``
+    (a caller adds fresh credentials), and ``uri`` as Request-URI if given (a redirect,
+    RFC 3261 §8.1.3.4). The rest — Call-ID, From tag, To, Contact, body — stays, as a
+    retry after a challenge (§22.2), a 3xx, a 422 (RFC 4028 §7.3) or an unregister needs."""
+    headers = request.headers.copy()
+    headers.remove("Authorization")
+    headers.remove("Proxy-Authorization")
+    headers.replace_top("Via", via)
+    if next_cseq:
+        number, method = request.cseq
+        headers.set("CSeq", f"{number + 1} {method}")
+    return Request(request.method, request.uri if uri is None else uri, headers, request.body)
 
 
 def build_ack_for_failure(request: Request, response: Response) -> Request:
