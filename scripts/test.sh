@@ -9,7 +9,7 @@ seed=()
 if [ "${HYPOTHESIS_SEED:-20261120}" != "random" ]; then
   seed=(--hypothesis-seed="${HYPOTHESIS_SEED:-20261120}")
 fi
-python3 -m pytest -q -p no:cacheprovider "${seed[@]}" "$@"
+python3 -m pytest -q -p no:cacheprovider --durations=30 "${seed[@]}" "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "pytest collected no tests: failing"
