@@ -2,26 +2,124 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from skinnysip import __version__
 from skinnysip.cli import common
-from skinnysip.cli import lab as lab_cli
-from skinnysip.cli import load as load_cli
-from skinnysip.cli import phone as phone_cli
-from skinnysip.cli import sccp as sccp_cli
-from skinnysip.cli import sip as sip_cli
+
+if TYPE_CHECKING:
+    from typer._click import Command
+
+#: the root's settings, shared by the scratch apps the lazy sub-commands are built in
+_ROOT_SETTINGS: dict[str, Any] = {"no_args_is_help": True, "add_completion": False,
+                                  "rich_markup_mode": common.MARKUP}
+
+
+# Sub-commands are imported when they run (or when a help page lists them), not at start-up:
+# ``skinnysip sip options`` does not pay for the lab, the phone, SCCP (numpy) or load. Each
+# registers itself exactly as it did on the root, on a scratch app with the root's settings,
+# so its click command, help texts and exit codes are the ones typer always built.
+
+def _add_sip(app: typer.Typer) -> None:
+    from skinnysip.cli import sip as sip_cli
+
+    app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
+
+
+def _add_sccp(app: typer.Typer) -> None:
+    from skinnysip.cli import sccp as sccp_cli
+
+    app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
+
+
+def _add_load(app: typer.Typer) -> None:
+    from skinnysip.cli import load as load_cli
+
+    app.add_typer(load_cli.app, name="load",
+                  help="SIP load in SIPp's spirit: options, register, call, message, user.")
+
+
+def _add_lab(app: typer.Typer) -> None:
+    from skinnysip.cli import lab as lab_cli
+
+    app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference "
+                "services. Runs until Ctrl-C (exit 0); a bad config or a busy port: one line, exit 2.")(
+        lab_cli.lab_cmd)
+
+
+def _add_phone(app: typer.Typer) -> None:
+    from skinnysip.cli import phone as phone_cli
+
+    app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.",
+                epilog=common.EXIT_STATUS_HELP, cls=phone_cli.PhoneCommand)(phone_cli.phone_cmd)
+
+
+#: the root's sub-commands in the order help lists them (typer's order: commands, then groups);
+#: a name maps to the function that registers it, None for the light ones defined below
+_COMMANDS: dict[str, Callable[[typer.Typer], None] | None] = {
+    "lab": _add_lab, "phone": _add_phone, "serve": None, "version": None,
+    "sip": _add_sip, "sccp": _add_sccp, "load": _add_load,
+}
+
+
+def _build(name: str, add: Callable[[typer.Typer], None]) -> Command:
+    scratch = typer.Typer(**_ROOT_SETTINGS)
+    add(scratch)
+    return typer.main.get_group(scratch).commands[name]
+
+
+class _LazyCommands(MutableMapping[str, "Command"]):
+    """The root group's ``commands``: names known at once, each command built on first look-up
+    (``commands["sip"]``); listing the names (``list(commands)``) builds nothing."""
+
+    def __init__(self, built: MutableMapping[str, Command]) -> None:
+        self._built: dict[str, Command | None] = {name: built.get(name) for name in _COMMANDS}
+        self._built.update(built)
+
+    def __getitem__(self, name: str) -> Command:
+        command = self._built[name]
+        if command is None:
+            add = _COMMANDS[name]
+            assert add is not None
+            command = self._built[name] = _build(name, add)
+        return command
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built)
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
+class _RootGroup(TyperGroup):
+    """typer's group with lazily built sub-commands (:class:`_LazyCommands`)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _LazyCommands(self.commands)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(self.commands)
+
 
 app = typer.Typer(
     name="skinnysip",
     help="Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=common.MARKUP,
     epilog=common.EXIT_STATUS_HELP,
+    cls=_RootGroup,
+    **_ROOT_SETTINGS,
 )
 
 
@@ -37,14 +135,6 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire."""
-app.add_typer(sip_cli.app, name="sip", help="SIP/SIPS probes: options, register, invite, auth.")
-app.add_typer(sccp_cli.app, name="sccp", help="SCCP station: probe, register, linestate, call.")
-app.add_typer(load_cli.app, name="load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
-app.command("lab", help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services. "
-            "Runs until Ctrl-C (exit 0); a bad config or a busy port: one line, exit 2.")(lab_cli.lab_cmd)
-app.command("phone", help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.",
-            epilog=common.EXIT_STATUS_HELP)(
-    phone_cli.phone_cmd)
 
 
 @app.command()
@@ -93,6 +183,8 @@ def serve(
         raise typer.Exit(2) from None
     _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
     wants_lab = lab or any(v is not None for v in (lab_config, sip_port, sips_port, sccp_port))
+    from skinnysip.cli import lab as lab_cli
+
     lab_settings = (lab_cli.settings_from_options(lab_config, sip_port=sip_port, sips_port=sips_port,
                                                   sccp_port=sccp_port) if wants_lab else None)
     typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
@@ -140,7 +232,6 @@ def main() -> None:
     and exit 2, never a traceback (Ctrl-C: exit 130)."""
     import sys
 
-    sys.argv[1:] = phone_cli.fix_auto_answer(sys.argv[1:])
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:

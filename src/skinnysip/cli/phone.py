@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from skinnysip.addresses import hostport
 from skinnysip.cli.common import (
@@ -480,3 +481,11 @@ def fix_auto_answer(argv: list[str]) -> list[str]:
             if i + 1 >= len(argv) or not is_value(argv[i + 1]):
                 out.append(default)
     return out
+
+
+class PhoneCommand(TyperCommand):
+    """The ``phone`` command: its arguments go through :func:`fix_auto_answer` before parsing
+    (only its own: other commands' arguments are never rewritten)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        return super().parse_args(ctx, fix_auto_answer(args))
