@@ -32,16 +32,19 @@ import random
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
-
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from skinnysip import policy as target_policy
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.name
+    import dns.rdatatype
+    import dns.resolver
+
+# dnspython (~50 ms to import) is imported where a step needs it: an IP literal never does;
+# a host name needs dns.name to be checked and the full resolver only for NAPTR/SRV records
+# or custom name servers (the system path looks addresses up with getaddrinfo).
 
 __all__ = [
     "MAX_TARGETS",
@@ -261,6 +264,9 @@ class Resolver:
         if nameservers is not None:
             if not nameservers:
                 raise ValueError("nameservers must not be empty (use None for the system resolver)")
+            import dns.asyncresolver
+            import dns.nameserver
+
             resolver = dns.asyncresolver.Resolver(configure=False)
             resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in nameservers]
             resolver.retry_servfail = False
@@ -320,6 +326,9 @@ class Resolver:
         if ip is not None:  # RFC 3263 §4.1/§4.2: numeric IP, no DNS at all
             chosen: Transport = transport or ("tls" if secure else "udp")
             return _policy_checked(name, [ServerTarget(ip, port or default_port(chosen), chosen, ip)])
+
+        import dns.exception
+        import dns.name
 
         try:
             dns.name.from_text(name)
@@ -430,6 +439,9 @@ class Resolver:
         self, ctx: _Ctx, qname: str, rdtype: dns.rdatatype.RdataType, lifetime: float
     ) -> list[Any]:
         """Records of one type (empty list if absent). Raises _Timeout, dns.resolver.NXDOMAIN, _DnsFailed."""
+        import dns.exception
+        import dns.resolver
+
         resolver = self._dns
         assert resolver is not None
         try:
@@ -449,6 +461,9 @@ class Resolver:
     def _system_dns(self) -> dns.asyncresolver.Resolver | None:
         if not self._system_loaded:
             self._system_loaded = True
+            import dns.asyncresolver
+            import dns.resolver
+
             try:
                 self._dns = dns.asyncresolver.Resolver()
             except (dns.resolver.NoResolverConfiguration, OSError):
@@ -459,6 +474,8 @@ class Resolver:
         self, ctx: _Ctx, qname: str, rdtype: dns.rdatatype.RdataType
     ) -> list[Any] | None:
         """NAPTR or SRV records, or None if absent (including: the system DNS is unusable)."""
+        import dns.resolver
+
         if not self._custom:
             if ctx.dns_dead or self._system_dns() is None or _is_localhost(ctx.host):
                 return None
@@ -480,6 +497,8 @@ class Resolver:
         return records or None
 
     async def _naptr(self, ctx: _Ctx, name: str) -> list[NaptrRecord] | None:
+        import dns.rdatatype
+
         rrs = await self._service_records(ctx, name, dns.rdatatype.NAPTR)
         if rrs is None:
             return None
@@ -497,6 +516,8 @@ class Resolver:
 
     async def _srv(self, ctx: _Ctx, qname: str) -> list[SrvRecord] | None:
         """Usable SRV records at ``qname``; None if absent. A lone "." target marks ctx."""
+        import dns.rdatatype
+
         rrs = await self._service_records(ctx, qname, dns.rdatatype.SRV)
         if rrs is None:
             return None
@@ -511,6 +532,9 @@ class Resolver:
         """IP addresses of ``name`` (maybe empty). Raises _Timeout or _DnsFailed (NXDOMAIN etc.)."""
         if not self._custom:
             return await self._getaddrinfo(name)
+        import dns.rdatatype
+        import dns.resolver
+
         lifetime = self._remaining(ctx)
         results = await asyncio.gather(
             self._query(ctx, name, dns.rdatatype.A, lifetime),
