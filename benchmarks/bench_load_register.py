@@ -2,7 +2,10 @@
 REGISTER-with-auth scenario — the highest rate each keeps with 0 failures, and the CPU each
 spends per registration.
 
-Run: ``python benchmarks/bench_load_register.py [--rates 200,400,...] [--seconds 5]``.
+Run: ``python benchmarks/bench_load_register.py [--rates 200,400,...] [--seconds 5]``. The
+default ladder climbs to 6400/s so SIPp's own ceiling on the machine is found, not the
+ladder's top; every step is bounded in time (:func:`step_bound`: a step that overruns is
+killed and fails).
 Starts Kamailio with the tests' configuration (``tests/peers/sip_peers.py``: MD5 digest,
 qop=auth, 2 UDP workers) on 127.0.0.1 and the users alice/bob/carol. For each rate, one
 after the other on the same Kamailio:
@@ -84,6 +87,12 @@ Content-Length: 0
 """
 
 
+def step_bound(seconds: float) -> float:
+    """Wall seconds one step may take at most (start-up, the run, our drain of late
+    transactions: ``timeout`` 32 s + grace), then it is killed and counted as failed."""
+    return seconds * 3 + 90
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -92,11 +101,14 @@ def _children_cpu() -> float:
 def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
          processes: int = 1) -> dict[str, Any]:
     cpu0, t0 = _children_cpu(), time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
-                           "--domain", realm, "-u", user, "--password", password, "-r", str(rate), "--duration", str(seconds),
-                           "-l", str(max(100, rate)), "--no-unregister", "--json", "--quiet",
-                           "--processes", str(processes)],
-                          capture_output=True, text=True, timeout=seconds * 4 + 180)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
+                               "--domain", realm, "-u", user, "--password", password, "-r", str(rate),
+                               "--duration", str(seconds), "-l", str(max(100, rate)), "--no-unregister", "--json",
+                               "--quiet", "--processes", str(processes)],
+                              capture_output=True, text=True, timeout=step_bound(seconds))
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"step overran {step_bound(seconds):.0f} s", "cpu": _children_cpu() - cpu0}
     cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
     try:
         result = json.loads(proc.stdout)
@@ -115,10 +127,14 @@ def sipp(port: int, realm: str, user: str, password: str, rate: int, seconds: fl
     count = int(rate * seconds)
     stat = workdir / f"sipp_{rate}_.csv"
     cpu0, t0 = _children_cpu(), time.monotonic()
-    proc = subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-au", user, "-ap", password, "-nd", "-i", "127.0.0.1",
-                           "-p", str(free_port(socket.SOCK_DGRAM)), "-r", str(rate), "-m", str(count), "-l", str(max(100, rate)),
-                           "-nostdin", "-timeout", f"{int(seconds * 4 + 60)}s", "-trace_stat", "-stf", str(stat),
-                           "-fd", "1"], capture_output=True, text=True, timeout=seconds * 4 + 120, cwd=workdir)
+    try:
+        proc = subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-au", user, "-ap", password, "-nd",
+                               "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-r", str(rate), "-m",
+                               str(count), "-l", str(max(100, rate)), "-nostdin", "-timeout",
+                               f"{int(step_bound(seconds) - 30)}s", "-trace_stat", "-stf", str(stat), "-fd", "1"],
+                              capture_output=True, text=True, timeout=step_bound(seconds), cwd=workdir)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"step overran {step_bound(seconds):.0f} s", "cpu": _children_cpu() - cpu0}
     cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
     row: dict[str, str] = {}
     if stat.exists():
@@ -152,7 +168,7 @@ def climb(name: str, run: Any, rates: list[int]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200")
+    ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200,4000,4800,6400")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--processes", type=int, default=2,
                     help="also climb with skinnysip load --processes N (Ray; 1: skip)")
