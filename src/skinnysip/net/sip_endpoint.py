@@ -66,6 +66,8 @@ __all__ = [
 
 USER_AGENT = f"skinnysip/{__version__}"
 HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
+TIMER_SLACK = 0.002  # s a transaction timer may fire late, so close deadlines share one tick
+HOUSEKEEPING_INTERVAL = 5.0  # s between checks for idle TCP/TLS connections
 
 Handler = Callable[[LayerEvent], bool]
 ClientEvent = ResponseReceived | TimedOut | TransportFailed
@@ -84,12 +86,15 @@ class ClientHandle:
     """One client transaction as its user sees it: ``transaction``, ``flow``, the time it
     was started (``started``, loop clock, seconds) and its events in order."""
 
+    __slots__ = ("transaction", "flow", "started", "_events", "_waiter", "listener")
+
     def __init__(self, transaction: ClientTransaction, flow: Flow, started: float) -> None:
         self.transaction = transaction
         self.flow = flow
         self.started = started
         self._events: deque[ClientEvent] = deque(maxlen=HANDLE_QUEUE_LIMIT)
-        self._ready = asyncio.Event()
+        #: the future :meth:`next_event` waits on (one waiter at a time), else None
+        self._waiter: asyncio.Future[None] | None = None
         #: when set, events go to this callback (synchronously, from the pump) instead
         #: of the queue; e.g. re-ACKing 2xx retransmissions of an answered INVITE
         self.listener: Callable[[ClientEvent], None] | None = None
@@ -99,7 +104,9 @@ class ClientHandle:
             self.listener(event)
             return
         self._events.append(event)
-        self._ready.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def set_listener(self, listener: Callable[[ClientEvent], None]) -> None:
         """From now on hand events to ``listener`` (synchronously, from the pump); events
@@ -109,16 +116,28 @@ class ClientHandle:
             listener(self._events.popleft())
 
     async def next_event(self, deadline: float) -> ClientEvent | None:
-        """The next event, or None once the loop clock passes ``deadline`` (seconds)."""
+        """The next event, or None once the loop clock passes ``deadline`` (seconds).
+        One future and one loop timer per wait (no task): the deadline is a
+        ``call_at`` that wakes the waiter."""
+        if self._events:
+            return self._events.popleft()
         loop = asyncio.get_running_loop()
         while not self._events:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline - loop.time() <= 0:
                 return None
-            self._ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), remaining)
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_at(deadline, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         return self._events.popleft()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass
@@ -183,7 +202,7 @@ class SIPEndpoint:
         self._tls_client: ssl.SSLContext | None = None
         self._handlers: list[Handler] = []
         self._handles: dict[int, ClientHandle] = {}
-        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.errors: deque[str] = deque(maxlen=100)  # transport errors outside transactions
@@ -208,6 +227,9 @@ class SIPEndpoint:
     async def close(self) -> None:
         """Stop the pump and close every socket (idempotent)."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -400,7 +422,7 @@ class SIPEndpoint:
                     self.errors.append(exc.reason)
         for event in out.events:
             self._dispatch(event)
-        self._wake.set()
+        self._arm(out.deadline)
 
     def _dispatch(self, event: LayerEvent) -> None:
         if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and isinstance(
@@ -451,20 +473,33 @@ class SIPEndpoint:
             elif isinstance(event, AckReceived):
                 pass  # an ACK nobody waits for: nothing to answer (§17.2.3)
 
+    def _arm(self, deadline: float | None) -> None:
+        """Make sure a loop timer fires at ``deadline`` (the layer's next timer; None:
+        nothing to time) or earlier. One ``call_at`` handle at a time: a later deadline
+        than the armed one needs nothing (the armed timer re-arms after its tick), an
+        earlier one replaces it. Timers fire up to :data:`TIMER_SLACK` late so a burst
+        of deadlines is handled by one tick."""
+        if deadline is None or self._closed:
+            return
+        armed = self._timer
+        if armed is not None:
+            if armed.when() <= deadline + TIMER_SLACK:
+                return
+            armed.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._closed:
+            self._process(self.layer.tick(self.loop_time))  # re-arms for the next deadline
+
     async def _pump(self) -> None:
-        ticks = 0
+        """Housekeeping every :data:`HOUSEKEEPING_INTERVAL` seconds: close idle streams
+        (transaction timers are loop timers, :meth:`_arm`)."""
         while not self._closed:
-            deadline = self.layer.next_deadline()
-            now = self.loop_time
-            wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - now))
-            self._wake.clear()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-            self._process(self.layer.tick(self.loop_time))
-            ticks += 1
-            if ticks % 64 == 0 or (deadline is None and wait >= 5.0):
-                running: list[ClientTransaction | ServerTransaction] = [
-                    *self.layer.client.values(), *self.layer.server.values()]
-                busy = {tx.flow.connection for tx in running if tx.flow is not None and tx.flow.connection is not None}
-                await self.transport.close_idle(busy)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            self._arm(self.layer.next_deadline())  # belt and braces: a lost timer is re-armed
+            running: list[ClientTransaction | ServerTransaction] = [
+                *self.layer.client.values(), *self.layer.server.values()]
+            busy = {tx.flow.connection for tx in running if tx.flow is not None and tx.flow.connection is not None}
+            await self.transport.close_idle(busy)
