@@ -127,17 +127,18 @@ IMPAIRMENT_NOTE = "G.711: G.113 App. I; G.722/Opus: assumed equal to G.711 on th
 
 
 class _G711:
+    """G.711 µ-law (PCMU) or A-law (PCMA): ``encode``/``decode`` are :mod:`skinnysip.rtp.g711`'s
+    functions themselves (C when its extension is built), so a frame costs no Python call here."""
+
     def __init__(self, payload_type: int) -> None:
         from skinnysip.rtp import g711
 
+        if payload_type not in (g711.PT_PCMU, g711.PT_PCMA):
+            raise ValueError(f"not a G.711 payload type: {payload_type}")
         self.payload_type = payload_type
-        self._g711 = g711
-
-    def encode(self, samples: Samples) -> bytes:
-        return self._g711.encode(self.payload_type, samples)
-
-    def decode(self, payload: bytes) -> Samples:
-        return self._g711.decode(self.payload_type, payload)
+        ulaw = payload_type == g711.PT_PCMU
+        self.encode: Callable[[Samples], bytes] = g711.ulaw_encode if ulaw else g711.alaw_encode
+        self.decode: Callable[[bytes], Samples] = g711.ulaw_decode if ulaw else g711.alaw_decode
 
 
 class _G722:
