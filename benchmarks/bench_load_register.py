@@ -3,7 +3,7 @@ REGISTER-with-auth scenario — the highest rate each keeps with 0 failures, and
 spends per registration.
 
 Run: ``python benchmarks/bench_load_register.py [--rates 200,400,...] [--seconds 5]``. The
-default ladder climbs to 6400/s so SIPp's own ceiling on the machine is found, not the
+default ladder climbs to 16000/s so SIPp's own ceiling on the machine is found, not the
 ladder's top; every step is bounded in time (:func:`step_bound`: a step that overruns is
 killed and fails).
 Starts Kamailio with the tests' configuration (``tests/peers/sip_peers.py``: MD5 digest,
@@ -168,7 +168,7 @@ def climb(name: str, run: Any, rates: list[int]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200,4000,4800,6400")
+    ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200,4000,4800,6400,8000,9600,12800,16000")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--processes", type=int, default=2,
                     help="also climb with skinnysip load --processes N (Ray; 1: skip)")
