@@ -21,6 +21,7 @@ command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)
 ls /usr/lib/*/libportaudio.so.2 >/dev/null 2>&1 || need_apt+=(libportaudio2)
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)  # builds skinnysip.rtp._g711 (setup.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""
