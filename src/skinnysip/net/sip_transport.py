@@ -112,8 +112,8 @@ def _route_ip(remote_ip: str) -> str:
         return str(s.getsockname()[0])
 
 
-def _summary(message: Message) -> str:
-    return message.summary
+def _summary(message: Message, note: str = "") -> str:
+    return f"{message.summary} ({note})" if note else message.summary
 
 
 def unusable_response(message: Message) -> str | None:
@@ -324,8 +324,9 @@ class Connection:
                         self.layer.malformed(hostport(*self.local), hostport(*self.remote), self.transport,
                                              f"{message.summary}: {unusable}", raw)
                         continue
-                    stamp = self.layer.trace.add("received", hostport(*self.local), hostport(*self.remote),
-                                                 self.transport, _summary(message), raw, _call_id(message))
+                    trace = self.layer.trace
+                    stamp = trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
+                                      _summary(message), raw, _call_id(message)) if trace.enabled else wire_time()
                     if isinstance(message, Response):
                         message.received_at = stamp
                     self.layer.on_message(message, self.flow)
@@ -553,17 +554,17 @@ class SIPTransportLayer:
         data = message.to_bytes()
         if len(data) > self.max_message_size:
             raise SIPTransportError(f"message of {len(data)} bytes is larger than {self.max_message_size}")
-        summary = _summary(message) + (f" ({note})" if note else "")
-        remote = hostport(*flow.remote)
+        tracing = self.trace.enabled
         if flow.transport == "udp":
             sock = self.udp.get(flow.local) if flow.local is not None else None
             if sock is None:
                 sock = next((s for s in self.udp.values() if (":" in s.local[0]) == (":" in flow.remote[0])), None)
             if sock is None or sock.transport is None or sock.transport.is_closing():
-                raise SIPTransportError(f"no UDP socket to send to {remote}")
-            if self.trace.enabled:
+                raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
+            if tracing:
                 stamp = self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
-                                       remote, "udp", summary, data, _call_id(message))
+                                       hostport(*flow.remote), "udp", _summary(message, note), data,
+                                       _call_id(message))
             else:
                 stamp = wire_time()
             if isinstance(message, Request) and message.sent_at is None:
@@ -571,16 +572,17 @@ class SIPTransportLayer:
             try:
                 sock.transport.sendto(data, flow.remote)
             except OSError as exc:
-                raise SIPTransportError(describe_os_error(exc, f"{remote}/udp")) from exc
+                raise SIPTransportError(describe_os_error(exc, f"{hostport(*flow.remote)}/udp")) from exc
             return
+        remote = hostport(*flow.remote)
         conn = self.connections.get(flow.connection) if flow.connection is not None else None
         if conn is None or conn.closed:
             conn = self._by_remote.get((flow.transport, *flow.remote))
         if conn is None or conn.closed:
             raise SIPTransportError(f"no open {flow.transport.upper()} connection to {remote}")
-        if self.trace.enabled:
-            stamp = self.trace.add("sent", hostport(*conn.local), remote, conn.transport, summary, data,
-                                   _call_id(message))
+        if tracing:
+            stamp = self.trace.add("sent", hostport(*conn.local), remote, conn.transport, _summary(message, note),
+                                   data, _call_id(message))
         else:
             stamp = wire_time()
         if isinstance(message, Request) and message.sent_at is None:
@@ -624,8 +626,11 @@ class SIPTransportLayer:
         if unusable is not None:
             self.malformed(hostport(*sock.local), hostport(*source), "udp", f"{message.summary}: {unusable}", data)
             return
-        stamp = self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message), data,
-                               _call_id(message))
+        if self.trace.enabled:
+            stamp = self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message),
+                                   data, _call_id(message))
+        else:  # load generation: no record, only the time stamp
+            stamp = wire_time()
         if isinstance(message, Response):
             message.received_at = stamp
         self.on_message(message, Flow("udp", source, local=sock.local))

@@ -229,9 +229,17 @@ class ClientTransaction:
         return out
 
     def receive(self, response: Response, now: float) -> TransactionOutput:
-        """Feed a response that :meth:`matches` this transaction."""
+        """Feed a response; one that does not :meth:`matches` this transaction is ignored."""
+        if not self.terminated and not self.matches(response):
+            return TransactionOutput(deadline=self.deadline)
+        return self.receive_matched(response, now)
+
+    def receive_matched(self, response: Response, now: float) -> TransactionOutput:
+        """Feed a response the caller has already matched to this transaction by its top
+        Via branch and CSeq method (§17.1.3; the transaction layer's lookup), so it is
+        not parsed again."""
         out = TransactionOutput()
-        if self.terminated or not self.matches(response):
+        if self.terminated:
             out.deadline = self.deadline
             return out
         if response.status_code < 200:

@@ -361,7 +361,7 @@ class TransactionLayer:
             else:
                 out.events.append(UnmatchedResponse(response, flow))
             return
-        self._apply(tx, tx.receive(response, now), out, flow)
+        self._apply(tx, tx.receive_matched(response, now), out, flow)  # matched by the key above
 
     def _receive_request(self, request: Request, flow: Flow, now: float, out: LayerOutput) -> None:
         try:
