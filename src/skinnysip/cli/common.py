@@ -13,15 +13,35 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from skinnysip.result import ResultModel, WireMessage
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console(highlight=False)
+    from skinnysip.result import ResultModel, WireMessage
+
+
+class _LazyConsole:
+    """A :class:`rich.console.Console` made on first use with ``options``: rich costs start-up
+    time (~15-25 ms) that a command printing only JSON does not need."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+#: stdout and stderr consoles of every command (rich, made on first print)
+console = cast("Console", _LazyConsole(highlight=False))
+err_console = cast("Console", _LazyConsole(stderr=True, highlight=False))
 
 #: got what was asked: a 2xx final; registered; authenticated; call connected
 EXIT_OK = 0
@@ -47,9 +67,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``."""
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-err_console = Console(stderr=True, highlight=False)
 
 
 def emit(result: ResultModel, as_json: bool, render: Callable[[ResultModel], None], status: int) -> NoReturn:
@@ -164,6 +181,8 @@ def readable_file(path: str | None, flag: str) -> str | None:
 
 def field_table(rows: list[tuple[str, object]]) -> None:
     """Print ``(label, value)`` rows as a two-column table; rows whose value is None are skipped."""
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -179,6 +198,7 @@ def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | N
     (→ sent, ← received) and the one-line summary, plus ``detail(message)`` dimmed;
     ``dropped``: messages counted but not kept (bounded exchange), said on a last line."""
     from rich.markup import escape
+    from rich.table import Table
 
     if not exchange:
         return
