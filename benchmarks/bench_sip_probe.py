@@ -11,7 +11,10 @@ configuration) on 127.0.0.1 and measures, one after the other:
   of a Python command (goal: the CLI within 1.3x of it).
 
 The process rows include interpreter / program start-up, which dominates; compare them with
-each other. Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
+each other. They run alternately (CLI, sipsak, bare import, CLI, …) so that load from
+elsewhere on the machine falls on all of them alike. The CLI is the ``skinnysip`` script
+installed beside this interpreter (not a wrapper found first on ``PATH``, such as a pyenv
+shim, which costs a shell and ~50 ms more per run). Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
 """
 
 from __future__ import annotations
@@ -45,13 +48,24 @@ async def _ours(port: int, count: int) -> float:
     return time.perf_counter() - start
 
 
-def _processes(argv: list[str], count: int, ok: bytes) -> float:
-    start = time.perf_counter()
+def _processes(commands: dict[str, tuple[list[str], bytes]], count: int) -> dict[str, float]:
+    """Run each command ``count`` times, alternately; seconds spent per command. A run whose
+    output lacks the command's ``ok`` bytes raises RuntimeError."""
+    spent = dict.fromkeys(commands, 0.0)
     for _ in range(count):
-        out = subprocess.run(argv, capture_output=True, timeout=30)
-        if ok not in out.stdout + out.stderr:
-            raise RuntimeError(f"{argv[0]} failed: {(out.stdout + out.stderr)[-300:]!r}")
-    return time.perf_counter() - start
+        for name, (argv, ok) in commands.items():
+            start = time.perf_counter()
+            out = subprocess.run(argv, capture_output=True, timeout=30)
+            spent[name] += time.perf_counter() - start
+            if ok not in out.stdout + out.stderr:
+                raise RuntimeError(f"{argv[0]} failed: {(out.stdout + out.stderr)[-300:]!r}")
+    return spent
+
+
+def _script(name: str) -> str:
+    """The console script ``name`` installed beside this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else shutil.which(name) or name
 
 
 def main() -> int:
@@ -64,15 +78,14 @@ def main() -> int:
         port = peer.udp_port
         asyncio.run(_ours(port, 5))  # warm-up
         rows.append(("skinnysip in-process", args.count, asyncio.run(_ours(port, args.count))))
-        cli = [shutil.which("skinnysip") or "skinnysip", "sip", "options", "127.0.0.1", "--port", str(port), "--json"]
-        rows.append(("skinnysip CLI process", proc_count, _processes(cli, proc_count, b'"statusCode": 200')))
+        commands = {"skinnysip CLI process": (
+            [_script("skinnysip"), "sip", "options", "127.0.0.1", "--port", str(port), "--json"], b'"statusCode": 200')}
         sipsak = shutil.which("sipsak")
         if sipsak:
-            argv = [sipsak, "-s", f"sip:127.0.0.1:{port}", "-vv"]
-            rows.append(("sipsak -s process", proc_count, _processes(argv, proc_count, b"200 OK")))
+            commands["sipsak -s process"] = ([sipsak, "-s", f"sip:127.0.0.1:{port}", "-vv"], b"200 OK")
         # the floor of any Python command on this interpreter: start-up plus the stdlib a probe needs
-        bare = [sys.executable, "-c", "import asyncio, ssl, json; print('ok')"]
-        rows.append((BARE, proc_count, _processes(bare, proc_count, b"ok")))
+        commands[BARE] = ([sys.executable, "-c", "import asyncio, ssl, json; print('ok')"], b"ok")
+        rows += [(name, proc_count, seconds) for name, seconds in _processes(commands, proc_count).items()]
     rates = {name: n / t for name, n, t in rows}
     base = rates.get("sipsak -s process")
     print(f"{'what':24} {'n':>6} {'round trips/s':>14} {'vs sipsak':>10} {'s per run':>10}")
