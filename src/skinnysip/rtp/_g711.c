@@ -24,7 +24,7 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
-/* Above this many samples the loop runs without the GIL (a minute of audio takes ~0.2 ms). */
+/* Above this many samples the loop runs without the GIL (a minute of audio: about 0.13 ms). */
 #define NOGIL_SAMPLES 65536
 
 static int16_t ulaw_dec[256], alaw_dec[256];
@@ -305,7 +305,7 @@ static PyMethodDef g711_methods[] = {
 static struct PyModuleDef g711_module = {
     PyModuleDef_HEAD_INIT, "_g711",
     "G.711 table loops for skinnysip.rtp.g711 (use that module: it loads the tables).",
-    -1, g711_methods,
+    -1, g711_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

@@ -15,12 +15,12 @@ built-ins when it imports (no Python frame on the hot path), the numpy ones othe
 take a C-contiguous native int16 ndarray directly and hand any other input (lists, other dtypes,
 strided views) to the numpy encoders, so conversions and range errors are the same.
 
-Speed (``benchmarks/bench_g711.py``, ours vs ``audioop``; 2-core machine under load, so ratios):
-with C, one 20 ms frame (160 samples) decodes in about 0.16 µs (0.55-0.6x audioop, which
-returns bytes where we return an array: making the array is most of our cost) and encodes in
-0.08 µs (about 20x); whole buffers decode at about 1.1x and encode at 30-37x.  With numpy only:
-0.8 µs per frame decode (0.13x: ``np.frombuffer`` alone is 0.28 µs), 0.9 µs encode (1.5-2x),
-bulk decode 0.33x, bulk encode 8-9x.
+Speed (``benchmarks/bench_g711.py``, ours vs ``audioop`` timed alternately; ratios > 1 mean
+faster).  With C, one 20 ms frame (160 samples) decodes in 0.16-0.17 µs (0.53-0.56x audioop,
+which returns bytes where we return an ndarray: making and freeing the array is about 0.09 µs of
+it, the loop 0.06 µs) and encodes in 0.08 µs (17-23x); whole buffers decode at 1.1x and encode
+at 30-38x.  The numpy tables: 0.85-0.89 µs per frame decode (0.11-0.12x; ``np.frombuffer``
+alone is 0.28 µs), 0.92-1.0 µs encode (1.5-2.1x), bulk decode 0.32-0.34x, bulk encode 7.5-8.6x.
 
 RTP static payload types (RFC 3551 §6): PCMU = 0, PCMA = 8, both 8000 Hz.
 """
