@@ -37,7 +37,6 @@ from pydantic import Field
 from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget
-from skinnysip.net.rtp import bind_even_port
 from skinnysip.net.sip_endpoint import (
     USER_AGENT,
     ClientEvent,
@@ -55,7 +54,6 @@ from skinnysip.result import (
     TLSInfo,
     WireMessage,
 )
-from skinnysip.sdp import SDPParseError, SessionDescription, audio_offer
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
 from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.message import Request, Response, SIPParseError
@@ -713,6 +711,9 @@ async def invite(request: ProbeRequest) -> InviteResult:
     that reason (after the ACK and BYE), as a phone would hang up on it.
     """
 
+    # imported here: only INVITE offers SDP and binds an RTP port (not the other probes' start-up)
+    from skinnysip.net.rtp import bind_even_port
+
     async def flow(s: _Session, result: InviteResult) -> None:
         local_host = s.ep.local_address(s.flow)[0]
         sink, rtp_port = await bind_even_port(local_host, _RTPSink)
@@ -731,6 +732,8 @@ async def _invite_flow(s: _Session, result: InviteResult, local_host: str, rtp_p
     to_uri = s.uri(req.to_uri, DEFAULT_USER)
     ruri = req.uri or to_uri
     user = req.username or (from_uri.split(":", 1)[1].split("@", 1)[0] if "@" in from_uri else DEFAULT_USER)
+    from skinnysip.sdp import audio_offer
+
     sdp = audio_offer(local_host, rtp_port, session_id=int(time.time())).to_bytes()
     client = DigestClient(req.username, req.password) if req.username and req.password is not None else None
     rule = ChallengeRetry(client)
@@ -815,6 +818,8 @@ def _answer_refusal(response: Response) -> str | None:
     pol = target_policy.active()
     if pol is None or not response.body:
         return None
+    from skinnysip.sdp import SDPParseError, SessionDescription
+
     try:
         answer = SessionDescription.parse(response.body)
     except SDPParseError:
