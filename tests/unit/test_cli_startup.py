@@ -1,0 +1,75 @@
+"""Start-up of the command line: what a command does not need is not imported (issue 12).
+
+No timing here (benchmarks/bench_sip_probe.py measures it beside peers): each check runs a
+fresh interpreter and looks at ``sys.modules`` after importing the CLI or running a command,
+so a heavy import creeping back to start-up fails by name.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: never needed to start the CLI, print a help page or run 'sip options' to an IP literal
+HEAVY = ("dns", "numpy", "cryptography", "skinnysip.lab", "skinnysip.load", "skinnysip.phone",
+         "skinnysip.sccp", "uvicorn", "fastapi")
+#: and not before a command asks for them (SDP: INVITE; rich: text output)
+HEAVY_FOR_SIP_OPTIONS = (*HEAVY, "skinnysip.sdp", "skinnysip.net.rtp", "rich")
+
+_RUN = """
+import json, sys
+{prelude}
+print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)
+"""
+
+_COMMAND = """
+from skinnysip.cli import app
+try:
+    app({argv!r}, standalone_mode=True)
+except SystemExit as done:
+    print("exit", done.code)
+"""
+
+
+def _modules_after(prelude: str) -> tuple[set[str], str]:
+    """Run ``prelude`` in a fresh interpreter; (its sys.modules, its stdout)."""
+    done = subprocess.run([sys.executable, "-c", _RUN.format(prelude=prelude)], capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    return set(json.loads(done.stderr.strip().splitlines()[-1])), done.stdout
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_importing_the_cli_loads_no_sub_command() -> None:
+    modules, _ = _modules_after("import skinnysip.cli")
+    assert _loaded(modules, (*HEAVY, "skinnysip.cli.sip", "skinnysip.probes", "pydantic", "rich")) == []
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["sip", "options", "--help"], ["sip", "--help"]])
+def test_version_and_sip_help_load_only_what_they_show(argv: list[str]) -> None:
+    modules, out = _modules_after(_COMMAND.format(argv=argv))
+    assert out.rstrip().endswith("exit 0"), out
+    assert _loaded(modules, HEAVY) == []
+
+
+def test_sip_options_to_an_ip_literal_needs_no_dns_sdp_or_rich() -> None:
+    """'sip options --json' to 127.0.0.1 (nobody listens on port 9: a quick ICMP refusal,
+    exit 3) runs the whole probe without dnspython, SDP, RTP, rich or the other commands."""
+    argv = ["sip", "options", "127.0.0.1", "--port", "9", "--timeout", "500", "--json"]
+    modules, out = _modules_after(_COMMAND.format(argv=argv))
+    assert out.rstrip().endswith("exit 3") and '"success": false' in out, out
+    assert _loaded(modules, HEAVY_FOR_SIP_OPTIONS) == []
+
+
+def test_root_help_still_lists_every_command() -> None:
+    _, out = _modules_after(_COMMAND.format(argv=["--help"]))
+    assert out.rstrip().endswith("exit 0"), out
+    section = out.split("Commands:\n")[1].split("\n\n")[0]
+    listed = [line.split()[0] for line in section.splitlines()]
+    assert listed == ["lab", "phone", "serve", "version", "sip", "sccp", "load"]
