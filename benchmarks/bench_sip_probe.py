@@ -14,7 +14,10 @@ The process rows include interpreter / program start-up, which dominates; compar
 each other. They run alternately (CLI, sipsak, bare import, CLI, …) so that load from
 elsewhere on the machine falls on all of them alike. The CLI is the ``skinnysip`` script
 installed beside this interpreter (not a wrapper found first on ``PATH``, such as a pyenv
-shim, which costs a shell and ~50 ms more per run). Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
+shim, which costs a shell and ~50 ms more per run). Python processes run with their bytecode
+cached (``PYTHONPYCACHEPREFIX`` in a temporary folder, one untimed run first), as an installed
+package has it: with ``PYTHONDONTWRITEBYTECODE`` set and an editable install, every source
+file changed since its last ``.pyc`` would be compiled again on every run. Prints a table of rates and ratios and writes ``benchmarks/results/sip_probe.json``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,16 +54,21 @@ async def _ours(port: int, count: int) -> float:
 
 
 def _processes(commands: dict[str, tuple[list[str], bytes]], count: int) -> dict[str, float]:
-    """Run each command ``count`` times, alternately; seconds spent per command. A run whose
-    output lacks the command's ``ok`` bytes raises RuntimeError."""
+    """Run each command once untimed, then ``count`` times alternately; seconds spent per
+    command. Bytecode is cached in a temporary folder. A run whose output lacks the
+    command's ``ok`` bytes raises RuntimeError."""
     spent = dict.fromkeys(commands, 0.0)
-    for _ in range(count):
-        for name, (argv, ok) in commands.items():
-            start = time.perf_counter()
-            out = subprocess.run(argv, capture_output=True, timeout=30)
-            spent[name] += time.perf_counter() - start
-            if ok not in out.stdout + out.stderr:
-                raise RuntimeError(f"{argv[0]} failed: {(out.stdout + out.stderr)[-300:]!r}")
+    with tempfile.TemporaryDirectory(prefix="bench-pyc-") as pyc:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = pyc
+        for timed in [False] + [True] * count:
+            for name, (argv, ok) in commands.items():
+                start = time.perf_counter()
+                out = subprocess.run(argv, capture_output=True, timeout=30, env=env)
+                if timed:
+                    spent[name] += time.perf_counter() - start
+                if ok not in out.stdout + out.stderr:
+                    raise RuntimeError(f"{argv[0]} failed: {(out.stdout + out.stderr)[-300:]!r}")
     return spent
 
 
