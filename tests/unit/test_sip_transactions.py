@@ -375,6 +375,27 @@ def test_2xx_after_timer_m_is_success_retransmission() -> None:
     assert layer.receive(busy, UDP, 34.0).events == [UnmatchedResponse(busy, UDP)]
 
 
+def test_ended_names_transactions_terminated_without_an_event() -> None:
+    """A non-INVITE client transaction over UDP ends by Timer K (T4) with no event for the
+    TU: ``LayerOutput.ended`` names it (and the server transaction ending by Timer J), so a
+    driver can drop what it kept for it; over TCP it ends with its final response."""
+    layer = TransactionLayer()
+    register = wire("REGISTER", branch=new_branch())
+    tx, out = layer.send_request(register, UDP, 0.0)
+    assert out.ended == []
+    out = layer.receive(answer(register, 200), UDP, 0.1)
+    assert isinstance(out.events[0], ResponseReceived) and out.ended == []
+    out = layer.tick(5.1)  # Timer K
+    assert out.events == [] and out.ended == [tx] and len(layer) == 0
+    stx, _ = new_server(layer, wire("OPTIONS", branch=new_branch()), now=6.0)
+    layer.send_response(stx, build_response(stx.request, 200, to_tag="x"), 6.0)
+    assert [t for _, o in drain(layer) for t in o.ended] == [stx]
+    tcp = Flow("tcp", PEER, connection=7)
+    options = wire("OPTIONS", branch=new_branch(), transport="TCP")
+    ttx, _ = layer.send_request(options, tcp, 40.0)
+    assert layer.receive(answer(options, 200), tcp, 40.1).ended == [ttx]
+
+
 def test_ack_is_sent_without_transaction() -> None:
     """§17.1: the ACK for a 2xx is not a transaction; it is simply sent."""
     layer = TransactionLayer()

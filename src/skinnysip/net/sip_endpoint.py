@@ -422,6 +422,8 @@ class SIPEndpoint:
                     self.errors.append(exc.reason)
         for event in out.events:
             self._dispatch(event)
+        for tx in out.ended:  # after its last event: the handle is no longer reachable from here
+            self._handles.pop(id(tx), None)
         self._arm(out.deadline)
 
     def _dispatch(self, event: LayerEvent) -> None:
@@ -430,8 +432,6 @@ class SIPEndpoint:
             handle = self._handles.get(id(event.transaction))
             if handle is not None:
                 handle._push(event)
-                if event.transaction.terminated:
-                    del self._handles[id(event.transaction)]
             return
         if isinstance(event, RequestReceived):
             try:

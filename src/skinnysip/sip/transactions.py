@@ -188,12 +188,15 @@ class Send:
 
 @dataclass
 class LayerOutput:
-    """What one input produced: messages to send (in order), events (in order), and the
-    layer's next deadline (None: no timer)."""
+    """What one input produced: messages to send (in order), events (in order), the
+    transactions that reached Terminated and were forgotten (``ended``: a driver drops what
+    it kept for them; a non-INVITE ends by Timer K with no event), and the layer's next
+    deadline (None: no timer)."""
 
     send: list[Send] = field(default_factory=list)
     events: list[LayerEvent] = field(default_factory=list)
     deadline: float | None = None
+    ended: list[Transaction] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- transport rules
@@ -520,6 +523,7 @@ class TransactionLayer:
                 pass
         if tx.terminated:
             self._forget(tx)
+            out.ended.append(tx)
         else:
             self._schedule(tx)
 

@@ -1,0 +1,91 @@
+"""The endpoint's driving of the transaction layer on loopback (127.0.0.1 only): timers are
+loop timers (retransmissions and Timer F still fire, RFC 3261 §17.1.2.2), a wait ends at its
+deadline, and a client transaction's handle is dropped once the transaction has ended, also
+when it ends by Timer K with no event (no handle kept per request for the endpoint's life)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from skinnysip.net.sip_endpoint import SIPEndpoint
+from skinnysip.sip.request import new_call_id, new_request
+from skinnysip.sip.transaction import Flow, Timers
+from skinnysip.sip.uri import NameAddr, SipURI
+
+pytestmark = pytest.mark.timeout(30)
+
+FAST = Timers(t1=0.02, t2=0.08, t4=0.1)  # Timer F = 64·T1 = 1.28 s, K = T4 = 0.1 s
+
+
+def _options(ep: SIPEndpoint, flow: Flow):
+    uri = SipURI.parse(f"sip:{flow.remote[0]}:{flow.remote[1]}")
+    return new_request("OPTIONS", str(uri), from_=NameAddr(None, SipURI.parse("sip:load@127.0.0.1")),
+                       to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
+
+
+async def test_handles_are_dropped_after_timer_k() -> None:
+    """OPTIONS to another endpoint (its default 200): the final response comes, then Timer K
+    ends the transaction with no event; the endpoint keeps no handle and no transaction."""
+    async with SIPEndpoint(timers=FAST, trace=False) as server, SIPEndpoint(timers=FAST, trace=False) as client:
+        _, port = await server.listen("udp", "127.0.0.1", 0)
+        await client.listen("udp", "127.0.0.1", 0)
+        flow = Flow("udp", ("127.0.0.1", port), local=client.transport.listeners[0].local)
+        outcomes = await asyncio.gather(*(client.transact(_options(client, flow), flow, timeout=5.0)
+                                          for _ in range(20)))
+        assert [o.response.status_code for o in outcomes if o.response] == [200] * 20
+        assert len(client._handles) == 20  # Completed: Timer K absorbs late retransmissions
+        await asyncio.sleep(0.4)
+        assert len(client._handles) == 0 and len(client.layer) == 0  # (the server keeps its own until Timer J)
+
+
+async def test_silent_server_retransmissions_then_timer_f() -> None:
+    """A UDP peer that never answers: Timer E retransmits (T1, 2·T1, … up to T2) from the
+    loop timer, Timer F (64·T1) ends the transaction as a timeout; the handle is dropped."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    try:
+        async with SIPEndpoint(timers=FAST, trace=False) as client:
+            await client.listen("udp", "127.0.0.1", 0)
+            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = await client.transact(_options(client, flow), flow, timeout=10.0)
+            elapsed = loop.time() - started
+            assert outcome.error == "timeout" and outcome.timer == "F"
+            assert 1.2 <= elapsed < 3.0
+            assert client.retransmissions >= 15  # 0.02, 0.04, 0.08 then every 0.08 s up to 1.28 s
+            assert len(client._handles) == 0 and len(client.layer) == 0
+            received = 0
+            while True:
+                try:
+                    silent.recv(65536)
+                except BlockingIOError:
+                    break
+                received += 1
+            assert received == 1 + client.retransmissions
+    finally:
+        silent.close()
+
+
+async def test_next_event_returns_none_at_its_deadline() -> None:
+    """A wait for an event that never comes ends at the deadline given (loop clock)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with SIPEndpoint(timers=FAST, trace=False) as client:
+            await client.listen("udp", "127.0.0.1", 0)
+            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
+            handle = client.send_request(_options(client, flow), flow)
+            assert handle is not None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 0.15
+            assert await handle.next_event(deadline) is None
+            assert deadline <= loop.time() < deadline + 0.1
+            outcome = await client.transact(_options(client, flow), flow, timeout=0.1)
+            assert outcome.error == "timeout" and outcome.timer is None  # our deadline, not Timer F
+    finally:
+        silent.close()
