@@ -4,10 +4,11 @@ is the runner's pacing, limit, count, stop and drain, not a protocol)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
-from skinnysip.load.runner import LoadRunner, LocalSource, Monitor
+from skinnysip.load.runner import GC_GEN0_THRESHOLD, LoadRunner, LocalSource, Monitor
 from skinnysip.load.scenarios import LoadConfig, Scenario
 from skinnysip.load.stats import Counters
 
@@ -60,6 +61,27 @@ async def test_count_limit_and_indexes() -> None:
     assert sleeper.indexes == [2 + 5 * k for k in range(12)]
     assert total.retransmissions == 7 and runner.take_interval().retransmissions == 0  # deltas
     assert sleeper.opened and sleeper.closed and runner.done
+
+
+async def test_collector_tuned_during_runs_and_restored_after() -> None:
+    """During a run the youngest generation is collected less often and what existed before
+    is frozen; two overlapping runs restore the thresholds when the last one ends."""
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    seen: list[tuple[int, ...]] = []
+
+    class Watcher(Sleeper):
+        async def attempt(self, index: int) -> None:
+            seen.append(gc.get_threshold())
+            await super().attempt(index)
+
+    runs = []
+    for seconds in (0.05, 0.2):
+        runner = LoadRunner(LoadConfig("options", "127.0.0.1", rate=100, count=2))
+        runner.scenario = Watcher(runner.config, lambda r=runner: r.counters, seconds)
+        runs.append(runner.run())
+    await asyncio.gather(*runs)
+    assert seen and all(t[0] == max(before[0], GC_GEN0_THRESHOLD) and t[1:] == before[1:] for t in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
 
 
 async def test_rate_and_duration_bound_the_run() -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +34,37 @@ DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
 MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
 MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
+#: the collector's youngest-generation threshold during a run (CPython's default 700): a
+#: transaction allocates hundreds of short-lived, acyclic objects (freed by reference
+#: counting), and a collection every 700 allocations was ~15 % of the CPU of a REGISTER load
+GC_GEN0_THRESHOLD = 20_000
+
+
+@contextlib.contextmanager
+def gc_tuned_for_load() -> Iterator[None]:
+    """During a run: what exists before it (modules, classes, the scenario's sockets) is
+    moved out of the collector's scans (``gc.freeze``) and the youngest generation is
+    collected every :data:`GC_GEN0_THRESHOLD` allocations; both undone when the last of
+    the runs in this process ends (the freeze only if nothing was frozen before). Cycles
+    are still collected, only less often."""
+    _gc_runs[0] += 1
+    if _gc_runs[0] == 1:
+        _gc_runs[1] = gc.get_threshold()
+        _gc_runs[2] = gc.get_freeze_count() == 0  # unfreeze after only if nobody else froze
+        gc.freeze()
+        gc.set_threshold(max(_gc_runs[1][0], GC_GEN0_THRESHOLD), *_gc_runs[1][1:])
+    try:
+        yield
+    finally:
+        _gc_runs[0] -= 1
+        if _gc_runs[0] == 0:
+            gc.set_threshold(*_gc_runs[1])
+            if _gc_runs[2]:
+                gc.unfreeze()
+
+
+#: runs in progress, the thresholds before the first, whether to unfreeze after the last
+_gc_runs: list[Any] = [0, gc.get_threshold(), False]
 
 
 class LoadRunner:
@@ -113,6 +145,11 @@ class LoadRunner:
         c = self.config
         slots = asyncio.Semaphore(c.limit)
         await self.scenario.open()
+        with gc_tuned_for_load():
+            await self._run(loop, slots)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
+        c = self.config
         try:
             self.started = loop.time()
             end = self.started + self.duration
