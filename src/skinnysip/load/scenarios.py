@@ -239,6 +239,8 @@ class TransactionScenario(Scenario):
 
     async def open(self) -> None:
         c = self.config
+        self._uris: dict[str, SipURI] = {}
+        self._contacts: dict[tuple[Flow, str], NameAddr] = {}
         self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=False, tls_verify=c.tls_verify,
                               ca_file=c.ca_file)
         self.ep.start()
@@ -267,14 +269,35 @@ class TransactionScenario(Scenario):
             self.counters().failure("transport", "FailedTcpConnect")
             return None
 
+    def _uri(self, text: str) -> SipURI:
+        """``text`` parsed, once per run (the users' AORs and the targets repeat every
+        attempt; the result is only read). Bounded: cleared past :data:`MAX_USERS` + 2."""
+        cache = self._uris
+        uri = cache.get(text)
+        if uri is None:
+            if len(cache) > MAX_USERS + 2:
+                cache.clear()
+            uri = cache[text] = SipURI.parse(text)
+        return uri
+
+    def _contact(self, flow: Flow, user: str) -> NameAddr:
+        """Our Contact on ``flow`` for ``user``, made once per (flow, user) (read only)."""
+        cache = self._contacts
+        contact = cache.get((flow, user))
+        if contact is None:
+            if len(cache) > MAX_USERS + 2:
+                cache.clear()
+            contact = cache[(flow, user)] = self.ep.contact(flow, user)
+        return contact
+
     def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
                  call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
                  contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"", content_type: str | None = None) -> Request:
         return new_request(
-            method, ruri, from_=NameAddr(None, SipURI.parse(from_uri), {"tag": from_tag or new_tag()}),
-            to=NameAddr(None, SipURI.parse(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
-            cseq=cseq, contact=self.ep.contact(flow, contact_user) if contact_user is not None else None,
+            method, ruri, from_=NameAddr(None, self._uri(from_uri), {"tag": from_tag or new_tag()}),
+            to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
+            cseq=cseq, contact=self._contact(flow, contact_user) if contact_user is not None else None,
             user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type)
 
     async def _transact(self, request: Request, flow: Flow, rule: ChallengeRetry) -> Outcome:

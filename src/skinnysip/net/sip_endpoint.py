@@ -392,6 +392,8 @@ class SIPEndpoint:
                     return outcome
                 outcome.error = event.reason
                 return outcome
+            if outcome.response.status_code not in (401, 407):  # the only ones the rule retries
+                return outcome
             retried = rule.retry(outcome.request, outcome.response, self.via(flow))
             if retried is None:
                 return outcome
