@@ -11,21 +11,37 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from skinnysip.addresses import format_host
-from skinnysip.sip.syntax import SIPParseError, parse_params, split_comma
-from skinnysip.sip.uri import _PORT_RE, parse_hostport
+from skinnysip.sip.syntax import (
+    COMMON_METHODS,
+    TOKEN_RE,
+    SIPParseError,
+    parse_params,
+    split_checked_params,
+    split_comma,
+)
+from skinnysip.sip.uri import _HOSTNAME_RE, _IPV6_RE, _PORT_RE, parse_hostport
 
 __all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_comma"]
 
 #: RFC 3261 §8.1.1.7: branches of RFC 3261 transactions start with this.
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN = TOKEN_RE.pattern
 _VIA_RE = re.compile(
     rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
     r"(\[[^\]]*\]|[^\s:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*(;.*)?",
     re.S,
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
+# Fast path: the common ``SIP/2.0/transport host[:port]*(;name[=value])`` with single spaces,
+# from the patterns the full parse checks (token, host name, IPv6 reference, port digits)
+# and parameter values narrower than the full parser's (token characters, ``:``, ``[``,
+# ``]``: no blanks, commas, quotes, ``;``). What it matches the full parse accepts, with
+# the same fields (port and rport range checked after the match); the rest goes the full way.
+_PLAIN_VIA_RE = re.compile(
+    rf"SIP/2\.0/({_TOKEN}) (?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]*)?)*)"
+)
 
 
 class _HasValues(Protocol):
@@ -55,6 +71,16 @@ class Via:
         """Parse one Via value (not a comma list); raises :class:`SIPParseError`."""
         if not isinstance(value, str):
             raise SIPParseError("Via must be text")
+        plain = _PLAIN_VIA_RE.fullmatch(value)
+        if plain is not None:
+            transport, hostname, ipv6, port_text, ptext = plain.groups()
+            port_number = None if port_text is None else int(port_text)
+            params = split_checked_params(ptext)
+            rport = params.get("rport")
+            if (port_number is None or port_number <= 65535) and (
+                rport is None or (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535)
+            ):
+                return cls("SIP/2.0", transport.upper(), ipv6 if hostname is None else hostname, port_number, params)
         m = _VIA_RE.fullmatch(value)
         if m is None:
             raise SIPParseError(f"bad Via value {value[:60]!r}")
@@ -111,6 +137,10 @@ def parse_cseq(value: str) -> tuple[int, str]:
     The number must fit in 32 bits unsigned (RFC 3261 §8.1.1.5). Raises
     :class:`SIPParseError`.
     """
+    number_text, space, method = value.partition(" ")
+    # fast path: "<at most 9 ASCII digits> <common method>" (always < 2**32, a token)
+    if space and method in COMMON_METHODS and len(number_text) < 10 and number_text.isdigit() and number_text.isascii():
+        return int(number_text), method
     m = _CSEQ_RE.fullmatch(value)
     if m is None:
         raise SIPParseError(f"bad CSeq value {value[:40]!r}")

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from skinnysip.sip.headers import Via, parse_cseq
-from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_comma
-from skinnysip.sip.uri import NameAddr, parse_uri
+from skinnysip.sip.syntax import COMMON_METHODS, TOKEN_RE, SIPParseError, parse_params, split_comma
+from skinnysip.sip.uri import NameAddr, check_uri
 
 __all__ = [
     "COMPACT_FORMS",
@@ -105,8 +105,17 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# name as asked (any spelling) -> lower-case canonical key; a bounded memo
+_KEYS: dict[str, str] = {}
+
+
 def _key(name: str) -> str:
-    return _CANONICAL.get(name.lower(), name).lower()
+    key = _KEYS.get(name)
+    if key is None:
+        key = _CANONICAL.get(name.lower(), name).lower()
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+    return key
 
 
 # Header fields whose grammar is not a comma-separated list and whose values may
@@ -136,45 +145,75 @@ class Headers:
     (RFC 3261 §7.3.1) and without leading/trailing whitespace.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_dups", "_first", "_index", "_items")
+
+    # _items: (key, name, value) per field in wire order, key the lower-case canonical name.
+    # _first: key -> position of its first field; _dups: the keys with more than one field
+    # (both built by the parser in its pass over the lines, else on the first lookup, and
+    # dropped by set/remove); _index: key -> every position, built on the first lookup of a
+    # repeated key. So k lookups in n fields cost O(n + k), not O(n·k): a message with 10⁵
+    # Via lines stays linear.
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
+        self._first: dict[str, int] | None = {}
+        self._dups: set[str] = set()
         self._index: dict[str, list[int]] | None = None
         for name, value in items:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+    def _from_parsed(
+        cls, items: list[tuple[str, str, str]], first: dict[str, int] | None = None, dups: set[str] | None = None
+    ) -> Headers:
         h = cls.__new__(cls)
         h._items = items
+        h._first = first
+        h._dups = set() if dups is None else dups
         h._index = None
         return h
 
+    def _first_positions(self) -> dict[str, int]:
+        first = self._first
+        if first is None:
+            first = {}
+            dups = set()
+            for i, item in enumerate(self._items):
+                if first.setdefault(item[0], i) != i:
+                    dups.add(item[0])
+            self._first, self._dups = first, dups
+        return first
+
     def _positions(self, key: str) -> list[int]:
-        """Where the fields with lower-case canonical name ``key`` are: an index built once
-        per message on the first lookup (one pass), so k lookups in n fields cost
-        O(n + k), not O(n·k) — a message with 10⁵ Via lines stays linear."""
+        """Where the fields with lower-case canonical name ``key`` are, in wire order."""
+        first = self._first_positions()
+        if key not in self._dups:
+            i = first.get(key)
+            return [] if i is None else [i]
         index = self._index
         if index is None:
             index = {}
             for i, item in enumerate(self._items):
                 index.setdefault(item[0], []).append(i)
             self._index = index
-        return index.get(key, [])
+        return index[key]
 
     def add(self, name: str, value: str) -> None:
         """Append a header field ``name: value``."""
         canon = _CANONICAL.get(name.lower(), name)
         key = canon.lower()
-        if self._index is not None:
-            self._index.setdefault(key, []).append(len(self._items))
+        n = len(self._items)
         self._items.append((key, canon, value))
+        if self._first is not None and self._first.setdefault(key, n) != n:
+            self._dups.add(key)
+        if self._index is not None:
+            self._index.setdefault(key, []).append(n)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first field called ``name``, or ``default``."""
-        positions = self._positions(_key(name))
-        return self._items[positions[0]][2] if positions else default
+        first = self._first
+        i = (self._first_positions() if first is None else first).get(_key(name))
+        return default if i is None else self._items[i][2]
 
     def get_all(self, name: str) -> list[str]:
         """Every field line's value for ``name``, in wire order (not comma-split)."""
@@ -225,7 +264,7 @@ class Headers:
         if not placed:
             new.append((key, canon, value))
         self._items = new
-        self._index = None
+        self._first = self._index = None
 
     def replace_top(self, name: str, value: str) -> None:
         """Replace the first value of the first field called ``name`` (the top Via, say),
@@ -244,7 +283,7 @@ class Headers:
         """Remove every field called ``name`` (no error if there is none)."""
         key = _key(name)
         self._items = [item for item in self._items if item[0] != key]
-        self._index = None
+        self._first = self._index = None
 
     def copy(self) -> Headers:
         """A shallow copy."""
@@ -323,8 +362,8 @@ class _MessageMixin:
         cached = self.__dict__.get("_top_via")
         if cached is not None and cached[0] is raw:
             return cached[1]  # type: ignore[no-any-return]
-        top = self.headers.first_value("Via")  # only the first field is split
-        via = Via.parse(top) if top is not None else None
+        tops = split_comma(raw)  # only the first field is split
+        via = Via.parse(tops[0]) if tops else None
         self.__dict__["_top_via"] = (raw, via)
         return via
 
@@ -407,11 +446,11 @@ _LEADING_CRLF_RE = re.compile(rb"(?:\r?\n)+")
 _DIGITS_RE = re.compile(r"[0-9]{1,30}")  # bounded: int() of huge strings is slow/refused
 
 
-def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
-    """Return ``(method, uri, version)`` or ``(status, reason, version)``."""
+def _build(line: str, headers: Headers, body: bytes) -> Request | Response:
+    """The message of start line ``line`` (RFC 3261 §7.1, §7.2) with ``headers`` and ``body``."""
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
-        if not _VERSION_RE.fullmatch(version):
+        if version != "SIP/2.0" and not _VERSION_RE.fullmatch(version):
             raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Status-Line")
         code, _, reason = rest.partition(" ")
         if not sp or not _STATUS_RE.fullmatch(code):
@@ -419,7 +458,7 @@ def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
         status = int(code)
         if status < 100:
             raise SIPParseError(f"Status-Code {status} out of range 100-699")
-        return status, reason, version
+        return Response(status, reason, headers, body, version)
     parts = line.split(" ")
     if len(parts) != 3:
         raise SIPParseError(
@@ -427,37 +466,62 @@ def _parse_start_line(line: str) -> tuple[str, str, str] | tuple[int, str, str]:
             f"(got {len(parts)} space-separated elements)"
         )
     method, uri, version = parts
-    if not TOKEN_RE.fullmatch(method):
+    if method not in COMMON_METHODS and not TOKEN_RE.fullmatch(method):
         raise SIPParseError(f"bad Method {method[:20]!r}")
-    if not _VERSION_RE.fullmatch(version):
+    if version != "SIP/2.0" and not _VERSION_RE.fullmatch(version):
         raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Request-Line")
     try:
-        parse_uri(uri)  # sip/sips/tel fully checked; other schemes: scheme ":" non-space
+        check_uri(uri)  # sip/sips/tel fully checked; other schemes: scheme ":" non-space
     except SIPParseError as exc:
         raise SIPParseError(f"bad Request-URI {uri[:40]!r}: {exc.reason}") from None
-    return method, uri, version
+    return Request(method, uri, headers, body, version)
 
 
 def _parse_head(head: bytes) -> tuple[str, Headers]:
     """Parse the start line and header fields (``head`` excludes the empty line)."""
-    text = head.decode(_ENC, _ERRORS)
-    if "\n " in text or "\n\t" in text:
-        text = _FOLD_RE.sub(" ", text)
+    return _parse_text(head.decode(_ENC, _ERRORS))
+
+
+def _split_lines(text: str) -> list[str]:
     lines = text.split("\r\n")
-    if "\n" in text and any("\n" in line for line in lines):
+    if text.count("\n") >= len(lines):  # a "\n" that is not part of a CRLF
         lines = _LINE_SPLIT_RE.split(text)  # bare LF line ends (tolerated)
+    return lines
+
+
+def _parse_text(text: str, lines: list[str] | None = None) -> tuple[str, Headers]:
+    """:func:`_parse_head` of the decoded head; ``lines``: its lines when the caller has
+    split it already (``text.split("\\r\\n")`` of a head with no bare LF)."""
+    try:
+        return _parse_lines(_split_lines(text) if lines is None else lines)
+    except SIPParseError:
+        # A folded line (RFC 3261 §7.3.1: a line starting with SP/HT continues the one
+        # before) never parses as a header field (no ':' or a name starting with a blank),
+        # so only a head that failed can hold one: unfold and parse that.
+        if "\n " not in text and "\n\t" not in text:
+            raise
+    return _parse_lines(_split_lines(_FOLD_RE.sub(" ", text)))
+
+
+def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
     start = lines[0]
     items: list[tuple[str, str, str]] = []
+    first: dict[str, int] = {}
+    dups: set[str] = set()
     cache = _NAME_CACHE
-    for line in lines[1:]:
+    first_at = first.setdefault
+    for i, line in enumerate(lines[1:]):
         name, colon, value = line.partition(":")
         if not colon:
             raise SIPParseError(f"header line without ':' {line[:40]!r}")
-        known = cache.get(name)
-        if known is None:
-            known = _name_entry(name)
-        items.append((known[0], known[1], value.strip(" \t")))
-    return start, Headers._from_parsed(items)
+        try:
+            key, canon = cache[name]
+        except KeyError:
+            key, canon = _name_entry(name)
+        items.append((key, canon, value.strip(" \t")))
+        if first_at(key, i) != i:
+            dups.add(key)
+    return start, Headers._from_parsed(items, first, dups)
 
 
 # raw header name as written (before ':') -> (key, canonical name); bounded memo
@@ -476,25 +540,17 @@ def _name_entry(raw: str) -> tuple[str, str]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = headers.get_all("Content-Length")
-    if not values:
+    i = headers._first_positions().get("content-length")
+    if i is None:
         return None
-    if len(set(values)) > 1:
-        raise SIPParseError(f"several different Content-Length values {values[:4]!r}")
-    value = values[0]
-    if not _DIGITS_RE.fullmatch(value):
-        raise SIPParseError(f"bad Content-Length {value[:20]!r}")
-    return int(value)
-
-
-def _build(start: str, headers: Headers, body: bytes) -> Request | Response:
-    parsed = _parse_start_line(start)
-    if isinstance(parsed[0], int):
-        status, reason, version = parsed
-        assert isinstance(status, int)
-        return Response(status, str(reason), headers, body, str(version))
-    method, uri, version = parsed
-    return Request(str(method), str(uri), headers, body, str(version))
+    value = headers._items[i][2]
+    if "content-length" in headers._dups:
+        values = headers.get_all("Content-Length")
+        if len(set(values)) > 1:
+            raise SIPParseError(f"several different Content-Length values {values[:4]!r}")
+    if len(value) <= 30 and value.isdigit() and value.isascii():  # 1*30 ASCII digits
+        return int(value)
+    raise SIPParseError(f"bad Content-Length {value[:20]!r}")
 
 
 def _find_head_end(buf: bytes | bytearray, start: int) -> tuple[int, int] | None:
@@ -521,25 +577,39 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
     Raises :class:`SIPParseError` (with ``reason``) on anything malformed, on an empty
     or keep-alive-only datagram, and on ``len(data) > max_size`` octets.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise SIPParseError("message must be bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SIPParseError("message must be bytes")
+        data = bytes(data)
     if len(data) > max_size:
         raise SIPParseError(f"message of {len(data)} octets exceeds the {max_size}-octet limit")
-    m = _LEADING_CRLF_RE.match(data)
-    if m:
-        data = data[m.end():]
+    if data[:1] in b"\r\n":  # also b"": empty
+        m = _LEADING_CRLF_RE.match(data)
+        if m:
+            data = data[m.end():]
     if not data:
         raise SIPParseError("empty message (keep-alive)")
-    end = _find_head_end(data, 0)
-    if end is None:
-        if data.endswith(b"\n"):
-            head, rest = data.rstrip(b"\r\n"), b""
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        # the head ends there unless a "\n\n" comes first, which needs a bare LF: one count
+        # tells, and the head is split once
+        text = data[:i].decode(_ENC, _ERRORS)
+        lines = text.split("\r\n")
+        if data.count(b"\n", 0, i) < len(lines):
+            start, headers = _parse_text(text, lines)
+            rest = data[i + 4:]
         else:
-            raise SIPParseError("no end of header section (missing empty line)")
-    else:
-        head, rest = data[: end[0]], data[end[1]:]
-    start, headers = _parse_head(head)
+            i = -1
+    if i < 0:
+        end = _find_head_end(data, 0)
+        if end is None:
+            if data.endswith(b"\n"):
+                head, rest = data.rstrip(b"\r\n"), b""
+            else:
+                raise SIPParseError("no end of header section (missing empty line)")
+        else:
+            head, rest = data[: end[0]], data[end[1]:]
+        start, headers = _parse_head(head)
     clen = _content_length(headers)
     if clen is None:
         body = rest

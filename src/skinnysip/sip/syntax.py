@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TOKEN_RE", "SIPParseError", "parse_params", "parse_uint", "split_comma", "uint_or_none"]
+__all__ = [
+    "COMMON_METHODS",
+    "TOKEN_RE",
+    "SIPParseError",
+    "parse_params",
+    "parse_uint",
+    "split_checked_params",
+    "split_comma",
+    "uint_or_none",
+]
 
 
 class SIPParseError(ValueError):
@@ -31,6 +40,13 @@ class SIPParseError(ValueError):
 
 #: RFC 3261 §25.1 ``token``
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+#: Methods of RFC 3261 and its extensions (RFC 3262, 3265/6665, 3311, 3428, 3515, 3903,
+#: 6086): all of them RFC 3261 §25.1 ``token``\s, so a parser that finds a method here
+#: needs no :data:`TOKEN_RE` check (a fast path; other tokens are checked as usual).
+COMMON_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
+)
 _COMMA_PARTS_RE = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
 
 
@@ -92,6 +108,19 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise SIPParseError(f"bad parameter name {name!r}")
         params[name.lower()] = m.group(2)
         pos = m.end()
+    return params
+
+
+def split_checked_params(text: str) -> dict[str, str | None]:
+    """:func:`parse_params` for text already known to be ``*( ";" token [ "=" value ] )``
+    with no blanks, quotes or ``;`` inside a value (a fast path's regex matched it): the same
+    result (names lower-cased, later duplicates win, a flag maps to ``None``), without the
+    per-parameter checks. Raises nothing; never call it on unchecked text."""
+    params: dict[str, str | None] = {}
+    if text:
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
     return params
 
 

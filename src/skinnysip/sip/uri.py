@@ -24,20 +24,38 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from skinnysip.addresses import format_host
-from skinnysip.sip.syntax import SIPParseError, parse_params
+from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_checked_params
 
-__all__ = ["NameAddr", "SipURI", "parse_uri"]
+__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
 # RFC 3261 §25.1 user / password, plus '#' accepted liberally (phones send "*97#").
-_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2})+")
+# (written unrolled, "(?=first char)C*(?:%XX C*)*", for speed: the same language as "(?:C|%XX)+")
+_USER_RE = re.compile(
+    r"(?=[A-Za-z0-9\-_.!~*'()&=+$,;?/#%])[A-Za-z0-9\-_.!~*'()&=+$,;?/#]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9\-_.!~*'()&=+$,;?/#]*)*"
+)
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9\-_.]*)")
 _IPV6_RE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
+
+# Fast path: the common ``sip:``/``sips:`` URI, ``[user@]host[:port]*(;name[=value])``,
+# built from the very patterns the full parser checks (user, host, IPv6 reference, port
+# digits, parameter name) with *narrower* classes where the full parser is liberal (no
+# password, no ``?headers``, no blanks, parameter values of RFC 3261 §25.1 ``paramchar``
+# only, no ``@``/``?``/``=``/``"`` in them). Whatever it matches the full parser accepts,
+# giving the same fields (the port's <= 65535 is checked after the match); whatever it
+# does not match goes to the full parser, which judges it exactly as before.
+_PLAIN_SIP_URI_RE = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):"
+    rf"(?:(?=[^@]*@)({_USER_RE.pattern})@)?"  # (the look-ahead spares a backtrack when there is no '@')
+    rf"(?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])"
+    r"(?::([0-9]{1,5}))?"
+    rf"((?:;{TOKEN_RE.pattern}(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*)?)*)"
+)
 
 _USER_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
 _PASSWORD_SAFE = _USER_SAFE - frozenset(";?/")
@@ -111,6 +129,13 @@ class SipURI:
         """Parse a sip/sips/tel URI; raises :class:`SIPParseError` if malformed or another scheme."""
         if not isinstance(text, str):
             raise SIPParseError("URI must be text")
+        plain = _PLAIN_SIP_URI_RE.fullmatch(text)
+        if plain is not None:
+            scheme_text, user_text, hostname, ipv6, port_text, ptext = plain.groups()
+            port_number = None if port_text is None else int(port_text)
+            if port_number is None or port_number <= 65535:
+                return cls(scheme_text.lower(), None if user_text is None else _unescape(user_text), None,
+                           ipv6 if hostname is None else hostname, port_number, split_checked_params(ptext), {})
         m = _SCHEME_RE.match(text)
         if m is None:
             raise SIPParseError(f"no URI scheme in {text[:60]!r}")
@@ -189,6 +214,19 @@ def parse_uri(text: str) -> SipURI | str:
     if not _ABSOLUTE_RE.fullmatch(text):
         raise SIPParseError(f"bad URI {text[:60]!r}")
     return text
+
+
+def check_uri(text: str) -> None:
+    """Check ``text`` as :func:`parse_uri` does (same acceptance, same errors) without
+    building the result — for the Request-URI, which is kept as text (RFC 3261 §25.1
+    ``Request-URI``). Common ``sip:``/``sips:`` URIs are recognised by one regex; anything
+    else is parsed in full. Raises :class:`SIPParseError`."""
+    plain = _PLAIN_SIP_URI_RE.fullmatch(text)
+    if plain is not None:
+        port_text = plain.group(5)
+        if port_text is None or int(port_text) <= 65535:
+            return
+    parse_uri(text)
 
 
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
