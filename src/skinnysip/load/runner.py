@@ -34,6 +34,7 @@ DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
 MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
 MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
+PACE_QUANTUM = 0.005  # s, the shortest sleep between starts (an attempt starts at most this late)
 #: the collector's youngest-generation threshold during a run (CPython's default 700): a
 #: transaction allocates hundreds of short-lived, acyclic objects (freed by reference
 #: counting), and a collection every 700 allocations was ~15 % of the CPU of a REGISTER load
@@ -160,7 +161,9 @@ class LoadRunner:
                 if now >= end:
                     break
                 if next_at > now:  # a plain sleep (no task per attempt); stop() is seen within 0.25 s
-                    await asyncio.sleep(min(next_at, end, now + 0.25) - now)
+                    # at least PACE_QUANTUM: at thousands per second the attempts due are started
+                    # in small bursts, not one loop round (a timer, a wake-up) per attempt
+                    await asyncio.sleep(max(PACE_QUANTUM, min(next_at, end, now + 0.25) - now))
                     continue
                 if slots.locked():  # at the concurrency limit: wait for a slot (the schedule slips, as SIPp's -l)
                     try:

@@ -63,7 +63,8 @@ _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 
 def _unquote(value: str) -> str:
     if value.startswith('"'):
-        return _UNESCAPE_RE.sub(r"\1", value[1:-1])
+        inner = value[1:-1]
+        return _UNESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
     return value
 
 

@@ -108,6 +108,12 @@ class State(enum.Enum):
     TERMINATED = "Terminated"
 
 
+# the members as plain module names: on Python 3.11 ``State.X`` goes through a descriptor
+# on every access, and the state is tested several times per message
+_CALLING, _TRYING, _PROCEEDING, _ACCEPTED, _COMPLETED, _TERMINATED = (
+    State.CALLING, State.TRYING, State.PROCEEDING, State.ACCEPTED, State.COMPLETED, State.TERMINATED)
+
+
 @dataclass(frozen=True)
 class Transmit:
     """A message to hand to the transport. ``kind``: ``"request"`` (first transmission),
@@ -183,7 +189,7 @@ class ClientTransaction:
         self.branch: str = top.branch
         self.method: str = request.method
         self.cseq: tuple[int, str] = request.cseq
-        self.state: State = State.TERMINATED
+        self.state: State = _TERMINATED
         self.flow: Flow | None = None  # set by the transaction layer
         self.final_response: Response | None = None
         self.retransmissions: int = 0
@@ -208,7 +214,7 @@ class ClientTransaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state is State.TERMINATED
+        return self.state is _TERMINATED
 
     # -- inputs ------------------------------------------------------------------------
     #: set by each kind (§17.1.1.2 INVITE: Calling, A, B; §17.1.2.2 non-INVITE: Trying, E, F)
@@ -252,7 +258,7 @@ class ClientTransaction:
     def transport_error(self, reason: str, now: float) -> TransactionOutput:
         """The transport failed to send (or the connection broke): report and terminate."""
         out = TransactionOutput()
-        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+        if self.state in (_CALLING, _TRYING, _PROCEEDING):
             out.events.append(TransportFailed(reason))
         if not self.terminated:
             self._terminate(out)
@@ -273,7 +279,7 @@ class ClientTransaction:
 
     # -- helpers -----------------------------------------------------------------------
     def _terminate(self, out: TransactionOutput) -> None:
-        self.state = State.TERMINATED
+        self.state = _TERMINATED
         self._timers.clear()
         out.events.append(Terminated())
 
@@ -299,7 +305,7 @@ class InviteClientTransaction(ClientTransaction):
     (:class:`TimedOut`). Timer A retransmits the INVITE in Calling on unreliable transports.
     """
 
-    _initial_state = State.CALLING
+    _initial_state = _CALLING
     _retransmit_timer = "A"
     _timeout_timer = "B"
 
@@ -310,24 +316,24 @@ class InviteClientTransaction(ClientTransaction):
         self.ack: Request | None = None
 
     def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
-        if self.state in (State.CALLING, State.PROCEEDING):
-            self.state = State.PROCEEDING
+        if self.state in (_CALLING, _PROCEEDING):
+            self.state = _PROCEEDING
             self._timers.pop("A", None)
             self._timers.pop("B", None)
             out.events.append(ResponseReceived(response))
 
     def _on_final(self, response: Response, now: float, out: TransactionOutput) -> None:
         code = response.status_code
-        if self.state in (State.CALLING, State.PROCEEDING):
+        if self.state in (_CALLING, _PROCEEDING):
             self._timers.pop("A", None)
             self._timers.pop("B", None)
             self.final_response = response
             out.events.append(ResponseReceived(response))
             if code < 300:
-                self.state = State.ACCEPTED
+                self.state = _ACCEPTED
                 self._timers["M"] = now + self.timers.timeout
             else:
-                self.state = State.COMPLETED
+                self.state = _COMPLETED
                 self.ack = build_ack(self.request, response)
                 out.transmit.append(Transmit(self.ack, "ack"))
                 wait = 0.0 if self.reliable else self.timers.d
@@ -335,18 +341,18 @@ class InviteClientTransaction(ClientTransaction):
                     self._terminate(out)
                 else:
                     self._timers["D"] = now + wait
-        elif self.state is State.ACCEPTED and code < 300:
+        elif self.state is _ACCEPTED and code < 300:
             out.events.append(ResponseReceived(response))  # the UA core re-sends its ACK
-        elif self.state is State.COMPLETED and code >= 300 and self.ack is not None:
+        elif self.state is _COMPLETED and code >= 300 and self.ack is not None:
             out.transmit.append(Transmit(self.ack, "ack"))  # retransmitted final: ACK again
 
     def _fire(self, name: str, now: float, out: TransactionOutput) -> None:
         del self._timers[name]
-        if name == "A" and self.state is State.CALLING:
+        if name == "A" and self.state is _CALLING:
             self._retransmit(out)
             self._interval *= 2
             self._timers["A"] = now + self._interval
-        elif name == "B" and self.state is State.CALLING:
+        elif name == "B" and self.state is _CALLING:
             out.events.append(TimedOut("B"))
             self._terminate(out)
         elif name in ("D", "M"):
@@ -361,7 +367,7 @@ class NonInviteClientTransaction(ClientTransaction):
     unreliable transports: T1, doubling up to T2 in Trying, T2 in Proceeding.
     """
 
-    _initial_state = State.TRYING
+    _initial_state = _TRYING
     _retransmit_timer = "E"
     _timeout_timer = "F"
 
@@ -371,17 +377,17 @@ class NonInviteClientTransaction(ClientTransaction):
         super().__init__(request, reliable=reliable, timers=timers)
 
     def _on_provisional(self, response: Response, now: float, out: TransactionOutput) -> None:
-        if self.state in (State.TRYING, State.PROCEEDING):
-            self.state = State.PROCEEDING
+        if self.state in (_TRYING, _PROCEEDING):
+            self.state = _PROCEEDING
             out.events.append(ResponseReceived(response))
 
     def _on_final(self, response: Response, now: float, out: TransactionOutput) -> None:
-        if self.state not in (State.TRYING, State.PROCEEDING):
+        if self.state not in (_TRYING, _PROCEEDING):
             return  # Completed: retransmissions of the final response are absorbed
         self.final_response = response
         self._timers.pop("E", None)
         self._timers.pop("F", None)
-        self.state = State.COMPLETED
+        self.state = _COMPLETED
         out.events.append(ResponseReceived(response))
         wait = 0.0 if self.reliable else self.timers.t4
         if wait <= 0:
@@ -391,14 +397,14 @@ class NonInviteClientTransaction(ClientTransaction):
 
     def _fire(self, name: str, now: float, out: TransactionOutput) -> None:
         del self._timers[name]
-        if name == "E" and self.state in (State.TRYING, State.PROCEEDING):
+        if name == "E" and self.state in (_TRYING, _PROCEEDING):
             self._retransmit(out)
-            if self.state is State.TRYING:
+            if self.state is _TRYING:
                 self._interval = min(2 * self._interval, self.timers.t2)
             else:
                 self._interval = self.timers.t2
             self._timers["E"] = now + self._interval
-        elif name == "F" and self.state in (State.TRYING, State.PROCEEDING):
+        elif name == "F" and self.state in (_TRYING, _PROCEEDING):
             out.events.append(TimedOut("F"))
             self._terminate(out)
         elif name == "K":
