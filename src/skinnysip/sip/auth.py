@@ -180,7 +180,8 @@ class DigestChallenge:
         """True if :class:`DigestClient` can answer: known algorithm, and no qop or auth/auth-int."""
         if self.algorithm not in ALGORITHMS:
             return False
-        return not self.qop_options or any(q in ("auth", "auth-int") for q in self.qop_options)
+        offered = self.qop_options
+        return not offered or "auth" in offered or "auth-int" in offered
 
     @property
     def strength(self) -> int:
