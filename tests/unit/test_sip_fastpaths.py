@@ -25,7 +25,7 @@ from skinnysip.sip import message as message_mod
 from skinnysip.sip import uri as uri_mod
 from skinnysip.sip.headers import Via, parse_cseq
 from skinnysip.sip.message import Headers, SIPParseError, canonical_name, parse_message
-from skinnysip.sip.syntax import TOKEN_RE
+from skinnysip.sip.syntax import TOKEN_RE, first_in_list, split_comma
 from skinnysip.sip.uri import SipURI, check_uri, parse_uri
 
 _NEVER = re.compile(r"(?!)")
@@ -124,6 +124,33 @@ _OLD_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/#]|%[0-9A-Fa-f]{2})+"
 @given(st.text(alphabet="aZ9-_.!~*'()&=+$,;?/#%fG:@ ü", max_size=12))
 def test_unrolled_user_pattern_is_the_same_language(text: str) -> None:
     assert bool(uri_mod._USER_RE.fullmatch(text)) == bool(_OLD_USER_RE.fullmatch(text))
+
+
+_OLD_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.text(alphabet="0aF:.g]", max_size=12))
+def test_ipv6_pattern_without_backtracking_is_the_same_language(text: str) -> None:
+    assert bool(uri_mod._IPV6_RE.fullmatch(text)) == bool(_OLD_IPV6_RE.fullmatch(text))
+
+
+def test_port_number_pattern_is_one_to_five_digits_up_to_65535() -> None:
+    port = re.compile(uri_mod._PORT_NUMBER)
+    for width in range(1, 7):
+        for n in [*range(0, 10 ** min(width, 5)), 65535, 65536, 99999, 123456]:
+            text = str(n).zfill(width)
+            expected = bool(uri_mod._PORT_RE.fullmatch(text)) and int(text) <= 65535
+            assert bool(port.fullmatch(text)) == expected, text
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.text(alphabet='ab ,"<>\\\t', max_size=14))
+def test_first_in_list_is_the_first_of_split_comma(text: str) -> None:
+    def first() -> str | None:
+        parts = split_comma(text)
+        return parts[0] if parts else None
+    assert _outcome(lambda: first_in_list(text)) == _outcome(first)
 
 
 # --------------------------------------------------------------------------- Via

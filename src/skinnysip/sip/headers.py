@@ -19,7 +19,7 @@ from skinnysip.sip.syntax import (
     split_checked_params,
     split_comma,
 )
-from skinnysip.sip.uri import _HOSTNAME_RE, _IPV6_RE, _PORT_RE, parse_hostport
+from skinnysip.sip.uri import _HOSTNAME_RE, _IPV6_RE, _PORT_NUMBER, _PORT_RE, parse_hostport
 
 __all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_comma"]
 
@@ -34,13 +34,13 @@ _VIA_RE = re.compile(
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
 # Fast path: the common ``SIP/2.0/transport host[:port]*(;name[=value])`` with single spaces,
-# from the patterns the full parse checks (token, host name, IPv6 reference, port digits)
+# from the patterns the full parse checks (token, host name, IPv6 reference, port number)
 # and parameter values narrower than the full parser's (token characters, ``:``, ``[``,
 # ``]``: no blanks, commas, quotes, ``;``). What it matches the full parse accepts, with
-# the same fields (port and rport range checked after the match); the rest goes the full way.
+# the same fields (rport's range checked after the match); the rest goes the full way.
 _PLAIN_VIA_RE = re.compile(
-    rf"SIP/2\.0/({_TOKEN}) (?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])(?::([0-9]{{1,5}}))?"
-    rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]*)?)*)"
+    rf"SIP/2\.0/({_TOKEN}) (?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])(?::({_PORT_NUMBER}))?"
+    rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]*)?)*+)"  # possessive: linear on a miss
 )
 
 
@@ -71,16 +71,9 @@ class Via:
         """Parse one Via value (not a comma list); raises :class:`SIPParseError`."""
         if not isinstance(value, str):
             raise SIPParseError("Via must be text")
-        plain = _PLAIN_VIA_RE.fullmatch(value)
-        if plain is not None:
-            transport, hostname, ipv6, port_text, ptext = plain.groups()
-            port_number = None if port_text is None else int(port_text)
-            params = split_checked_params(ptext)
-            rport = params.get("rport")
-            if (port_number is None or port_number <= 65535) and (
-                rport is None or (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535)
-            ):
-                return cls("SIP/2.0", transport.upper(), ipv6 if hostname is None else hostname, port_number, params)
+        via = cls._parse_plain(value)
+        if via is not None:
+            return via
         m = _VIA_RE.fullmatch(value)
         if m is None:
             raise SIPParseError(f"bad Via value {value[:60]!r}")
@@ -92,6 +85,21 @@ class Via:
         if rport is not None and not (_PORT_RE.fullmatch(rport) and int(rport) <= 65535):
             raise SIPParseError(f"bad rport value {rport[:20]!r}")
         return cls(f"{name}/{version}", transport.upper(), host, port, params)
+
+    @classmethod
+    def _parse_plain(cls, value: str) -> Via | None:
+        """:meth:`parse`'s fast path: the Via when ``value`` is a plain one (see
+        ``_PLAIN_VIA_RE``; then it is also a whole field's only value), else None."""
+        plain = _PLAIN_VIA_RE.fullmatch(value)
+        if plain is None:
+            return None
+        transport, hostname, ipv6, port_text, ptext = plain.groups()
+        params = split_checked_params(ptext)
+        rport = params.get("rport")
+        if rport is not None and not (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535):
+            return None
+        return cls("SIP/2.0", transport.upper(), ipv6 if hostname is None else hostname,
+                   None if port_text is None else int(port_text), params)
 
     @staticmethod
     def parse_all(headers: _HasValues) -> list[Via]:

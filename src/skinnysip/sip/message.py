@@ -23,7 +23,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from skinnysip.sip.headers import Via, parse_cseq
-from skinnysip.sip.syntax import COMMON_METHODS, TOKEN_RE, SIPParseError, parse_params, split_comma
+from skinnysip.sip.syntax import (
+    COMMON_METHODS,
+    TOKEN_RE,
+    SIPParseError,
+    first_in_list,
+    parse_params,
+    split_comma,
+)
 from skinnysip.sip.uri import NameAddr, check_uri
 
 __all__ = [
@@ -148,16 +155,16 @@ class Headers:
     __slots__ = ("_dups", "_first", "_index", "_items")
 
     # _items: (key, name, value) per field in wire order, key the lower-case canonical name.
-    # _first: key -> position of its first field; _dups: the keys with more than one field
-    # (both built by the parser in its pass over the lines, else on the first lookup, and
-    # dropped by set/remove); _index: key -> every position, built on the first lookup of a
-    # repeated key. So k lookups in n fields cost O(n + k), not O(n·k): a message with 10⁵
-    # Via lines stays linear.
+    # _first: key -> position of its first field; _dups: the keys with more than one field,
+    # None when there is none (both built on the first lookup, or by the parser when every
+    # name comes once; dropped by set/remove); _index: key -> every position, built on the
+    # first lookup of a repeated key. So k lookups in n fields cost O(n + k), not O(n·k):
+    # a message with 10⁵ Via lines stays linear.
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
         self._first: dict[str, int] | None = {}
-        self._dups: set[str] = set()
+        self._dups: set[str] | None = None
         self._index: dict[str, list[int]] | None = None
         for name, value in items:
             self.add(name, value)
@@ -169,7 +176,7 @@ class Headers:
         h = cls.__new__(cls)
         h._items = items
         h._first = first
-        h._dups = set() if dups is None else dups
+        h._dups = dups
         h._index = None
         return h
 
@@ -181,13 +188,13 @@ class Headers:
             for i, item in enumerate(self._items):
                 if first.setdefault(item[0], i) != i:
                     dups.add(item[0])
-            self._first, self._dups = first, dups
+            self._first, self._dups = first, dups or None
         return first
 
     def _positions(self, key: str) -> list[int]:
         """Where the fields with lower-case canonical name ``key`` are, in wire order."""
         first = self._first_positions()
-        if key not in self._dups:
+        if self._dups is None or key not in self._dups:
             i = first.get(key)
             return [] if i is None else [i]
         index = self._index
@@ -205,14 +212,17 @@ class Headers:
         n = len(self._items)
         self._items.append((key, canon, value))
         if self._first is not None and self._first.setdefault(key, n) != n:
+            if self._dups is None:
+                self._dups = set()
             self._dups.add(key)
         if self._index is not None:
             self._index.setdefault(key, []).append(n)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first field called ``name``, or ``default``."""
+        key = _KEYS.get(name)
         first = self._first
-        i = (self._first_positions() if first is None else first).get(_key(name))
+        i = (self._first_positions() if first is None else first).get(_key(name) if key is None else key)
         return default if i is None else self._items[i][2]
 
     def get_all(self, name: str) -> list[str]:
@@ -241,12 +251,9 @@ class Headers:
         the top Via), splitting only that field; None if absent."""
         key = _key(name)
         first = self.get(key)
-        if first is None:
-            return None
-        if key in _NOT_LISTS:
+        if first is None or key in _NOT_LISTS:
             return first
-        parts = split_comma(first)
-        return parts[0] if parts else None
+        return first_in_list(first)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (at the first one's place)."""
@@ -362,8 +369,10 @@ class _MessageMixin:
         cached = self.__dict__.get("_top_via")
         if cached is not None and cached[0] is raw:
             return cached[1]  # type: ignore[no-any-return]
-        tops = split_comma(raw)  # only the first field is split
-        via = Via.parse(tops[0]) if tops else None
+        via = None if "," in raw else Via._parse_plain(raw)  # a plain Via: the field's only value
+        if via is None:
+            top = first_in_list(raw)  # only the first value of the first field is split off
+            via = None if top is None else Via.parse(top)
         self.__dict__["_top_via"] = (raw, via)
         return via
 
@@ -489,11 +498,10 @@ def _split_lines(text: str) -> list[str]:
     return lines
 
 
-def _parse_text(text: str, lines: list[str] | None = None) -> tuple[str, Headers]:
-    """:func:`_parse_head` of the decoded head; ``lines``: its lines when the caller has
-    split it already (``text.split("\\r\\n")`` of a head with no bare LF)."""
+def _parse_text(text: str) -> tuple[str, Headers]:
+    """:func:`_parse_head` of the decoded head."""
     try:
-        return _parse_lines(_split_lines(text) if lines is None else lines)
+        return _parse_lines(_split_lines(text))
     except SIPParseError:
         # A folded line (RFC 3261 §7.3.1: a line starting with SP/HT continues the one
         # before) never parses as a header field (no ':' or a name starting with a blank),
@@ -506,10 +514,8 @@ def _parse_text(text: str, lines: list[str] | None = None) -> tuple[str, Headers
 def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
     start = lines[0]
     items: list[tuple[str, str, str]] = []
-    first: dict[str, int] = {}
-    dups: set[str] = set()
+    last: dict[str, int] = {}
     cache = _NAME_CACHE
-    first_at = first.setdefault
     for i, line in enumerate(lines[1:]):
         name, colon, value = line.partition(":")
         if not colon:
@@ -519,10 +525,16 @@ def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
         except KeyError:
             key, canon = _name_entry(name)
         items.append((key, canon, value.strip(" \t")))
-        if first_at(key, i) != i:
-            dups.add(key)
-    return start, Headers._from_parsed(items, first, dups)
+        last[key] = i
+    headers = _new_headers(Headers)  # Headers._from_parsed, without the call
+    # every name once (the common case): the last positions are the first ones; else the
+    # first lookup builds them
+    headers._items, headers._first, headers._dups, headers._index = (
+        items, last if len(last) == len(items) else None, None, None)
+    return start, headers
 
+
+_new_headers = object.__new__
 
 # raw header name as written (before ':') -> (key, canonical name); bounded memo
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
@@ -544,7 +556,7 @@ def _content_length(headers: Headers) -> int | None:
     if i is None:
         return None
     value = headers._items[i][2]
-    if "content-length" in headers._dups:
+    if headers._dups is not None and "content-length" in headers._dups:
         values = headers.get_all("Content-Length")
         if len(set(values)) > 1:
             raise SIPParseError(f"several different Content-Length values {values[:4]!r}")
@@ -596,7 +608,10 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
         text = data[:i].decode(_ENC, _ERRORS)
         lines = text.split("\r\n")
         if data.count(b"\n", 0, i) < len(lines):
-            start, headers = _parse_text(text, lines)
+            try:
+                start, headers = _parse_lines(lines)
+            except SIPParseError:
+                start, headers = _parse_text(text)  # a folded line? (else the same error)
             rest = data[i + 4:]
         else:
             i = -1

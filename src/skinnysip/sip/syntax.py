@@ -15,6 +15,7 @@ import re
 __all__ = [
     "COMMON_METHODS",
     "TOKEN_RE",
+    "first_in_list",
     "SIPParseError",
     "parse_params",
     "parse_uint",
@@ -79,6 +80,21 @@ def split_comma(value: str) -> list[str]:
     if item:
         out.append(item)
     return out
+
+
+def first_in_list(value: str) -> str | None:
+    """``split_comma(value)[0]``, or None when that list is empty: the first element of a
+    comma-separated field (the top Via of a field holding several), splitting no further
+    than it when ``value`` holds no quote or ``<``. Raises as :func:`split_comma`."""
+    if '"' in value or "<" in value:
+        parts = split_comma(value)
+        return parts[0] if parts else None
+    rest = value
+    while True:
+        item, comma, rest = rest.partition(",")
+        item = item.strip()
+        if item or not comma:
+            return item or None
 
 
 _PARAM_RE = re.compile(

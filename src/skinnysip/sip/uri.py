@@ -37,7 +37,9 @@ _USER_RE = re.compile(
 )
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9\-_.]*)")
-_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+# hex digits, '.' and ':' with at least one ':' — written so that no input backtracks
+# (the look-ahead finds the ':', the possessive run takes the rest), also inside longer patterns
+_IPV6_RE = re.compile(r"(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]*+")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
@@ -47,14 +49,16 @@ _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 # digits, parameter name) with *narrower* classes where the full parser is liberal (no
 # password, no ``?headers``, no blanks, parameter values of RFC 3261 §25.1 ``paramchar``
 # only, no ``@``/``?``/``=``/``"`` in them). Whatever it matches the full parser accepts,
-# giving the same fields (the port's <= 65535 is checked after the match); whatever it
-# does not match goes to the full parser, which judges it exactly as before.
+# giving the same fields; whatever it does not match goes to the full parser, which judges
+# it exactly as before.
+#: a port 0..65535 in one to five digits (leading zeros allowed, as ``_PORT_RE`` + range check)
+_PORT_NUMBER = r"(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _PLAIN_SIP_URI_RE = re.compile(
     r"([Ss][Ii][Pp][Ss]?):"
     rf"(?:(?=[^@]*@)({_USER_RE.pattern})@)?"  # (the look-ahead spares a backtrack when there is no '@')
     rf"(?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])"
-    r"(?::([0-9]{1,5}))?"
-    rf"((?:;{TOKEN_RE.pattern}(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*)?)*)"
+    rf"(?::({_PORT_NUMBER}))?"
+    rf"((?:;{TOKEN_RE.pattern}(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*)?)*+)"  # possessive: linear on a miss
 )
 
 _USER_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
@@ -132,10 +136,9 @@ class SipURI:
         plain = _PLAIN_SIP_URI_RE.fullmatch(text)
         if plain is not None:
             scheme_text, user_text, hostname, ipv6, port_text, ptext = plain.groups()
-            port_number = None if port_text is None else int(port_text)
-            if port_number is None or port_number <= 65535:
-                return cls(scheme_text.lower(), None if user_text is None else _unescape(user_text), None,
-                           ipv6 if hostname is None else hostname, port_number, split_checked_params(ptext), {})
+            return cls(scheme_text.lower(), None if user_text is None else _unescape(user_text), None,
+                       ipv6 if hostname is None else hostname, None if port_text is None else int(port_text),
+                       split_checked_params(ptext), {})
         m = _SCHEME_RE.match(text)
         if m is None:
             raise SIPParseError(f"no URI scheme in {text[:60]!r}")
@@ -221,12 +224,8 @@ def check_uri(text: str) -> None:
     building the result — for the Request-URI, which is kept as text (RFC 3261 §25.1
     ``Request-URI``). Common ``sip:``/``sips:`` URIs are recognised by one regex; anything
     else is parsed in full. Raises :class:`SIPParseError`."""
-    plain = _PLAIN_SIP_URI_RE.fullmatch(text)
-    if plain is not None:
-        port_text = plain.group(5)
-        if port_text is None or int(port_text) <= 65535:
-            return
-    parse_uri(text)
+    if _PLAIN_SIP_URI_RE.fullmatch(text) is None:
+        parse_uri(text)
 
 
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
