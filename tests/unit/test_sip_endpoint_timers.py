@@ -89,3 +89,25 @@ async def test_next_event_returns_none_at_its_deadline() -> None:
             assert outcome.error == "timeout" and outcome.timer is None  # our deadline, not Timer F
     finally:
         silent.close()
+
+
+async def test_two_waiters_on_one_handle_each_get_an_event() -> None:
+    """Two coroutines waiting on one handle: each event wakes them, one takes it, the other
+    waits on for the next; a cancelled waiter leaves the other waiting."""
+    from skinnysip.net.sip_endpoint import ClientHandle
+    from skinnysip.sip.transactions import TimedOut
+
+    loop = asyncio.get_running_loop()
+    handle = ClientHandle(None, Flow("udp", ("127.0.0.1", 9)), loop.time())  # type: ignore[arg-type]
+    deadline = loop.time() + 5.0
+    first, second = (loop.create_task(handle.next_event(deadline)) for _ in range(2))
+    doomed = loop.create_task(handle.next_event(deadline))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    events = [TimedOut(None, "F"), TimedOut(None, "B")]  # type: ignore[arg-type]
+    handle._push(events[0])
+    await asyncio.sleep(0.01)
+    assert first.done() != second.done()
+    handle._push(events[1])
+    assert sorted([await first, await second], key=lambda e: e.timer) == [events[1], events[0]]
+    assert handle._waiters == []

@@ -86,15 +86,15 @@ class ClientHandle:
     """One client transaction as its user sees it: ``transaction``, ``flow``, the time it
     was started (``started``, loop clock, seconds) and its events in order."""
 
-    __slots__ = ("transaction", "flow", "started", "_events", "_waiter", "listener")
+    __slots__ = ("transaction", "flow", "started", "_events", "_waiters", "listener")
 
     def __init__(self, transaction: ClientTransaction, flow: Flow, started: float) -> None:
         self.transaction = transaction
         self.flow = flow
         self.started = started
         self._events: deque[ClientEvent] = deque(maxlen=HANDLE_QUEUE_LIMIT)
-        #: the future :meth:`next_event` waits on (one waiter at a time), else None
-        self._waiter: asyncio.Future[None] | None = None
+        #: the futures :meth:`next_event` calls wait on (usually one)
+        self._waiters: list[asyncio.Future[None]] = []
         #: when set, events go to this callback (synchronously, from the pump) instead
         #: of the queue; e.g. re-ACKing 2xx retransmissions of an answered INVITE
         self.listener: Callable[[ClientEvent], None] | None = None
@@ -104,9 +104,9 @@ class ClientHandle:
             self.listener(event)
             return
         self._events.append(event)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def set_listener(self, listener: Callable[[ClientEvent], None]) -> None:
         """From now on hand events to ``listener`` (synchronously, from the pump); events
@@ -125,13 +125,14 @@ class ClientHandle:
         while not self._events:
             if deadline - loop.time() <= 0:
                 return None
-            waiter = self._waiter = loop.create_future()
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
             timer = loop.call_at(deadline, _wake, waiter)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                self._waiter = None
+                self._waiters.remove(waiter)
         return self._events.popleft()
 
 
