@@ -493,7 +493,7 @@ def _parse_head(head: bytes) -> tuple[str, Headers]:
 
 def _split_lines(text: str) -> list[str]:
     lines = text.split("\r\n")
-    if text.count("\n") >= len(lines):  # a "\n" that is not part of a CRLF
+    if "\n" in "".join(lines):  # a "\n" that is not part of a CRLF (faster than a count)
         lines = _LINE_SPLIT_RE.split(text)  # bare LF line ends (tolerated)
     return lines
 
@@ -552,7 +552,8 @@ def _name_entry(raw: str) -> tuple[str, str]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    i = headers._first_positions().get("content-length")
+    first = headers._first
+    i = (headers._first_positions() if first is None else first).get("content-length")
     if i is None:
         return None
     value = headers._items[i][2]
@@ -603,11 +604,11 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
         raise SIPParseError("empty message (keep-alive)")
     i = data.find(b"\r\n\r\n")
     if i >= 0:
-        # the head ends there unless a "\n\n" comes first, which needs a bare LF: one count
-        # tells, and the head is split once
+        # the head ends there unless a "\n\n" comes first, which needs a bare LF: a "\n"
+        # left in the lines split at CRLF tells (and the head is split once)
         text = data[:i].decode(_ENC, _ERRORS)
         lines = text.split("\r\n")
-        if data.count(b"\n", 0, i) < len(lines):
+        if "\n" not in "".join(lines):
             try:
                 start, headers = _parse_lines(lines)
             except SIPParseError:
