@@ -170,14 +170,10 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(
-        cls, items: list[tuple[str, str, str]], first: dict[str, int] | None = None, dups: set[str] | None = None
-    ) -> Headers:
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
         h = cls.__new__(cls)
         h._items = items
-        h._first = first
-        h._dups = dups
-        h._index = None
+        h._first = h._dups = h._index = None
         return h
 
     def _first_positions(self) -> dict[str, int]:
@@ -512,6 +508,7 @@ def _parse_text(text: str) -> tuple[str, Headers]:
 
 
 def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
+    """The start line and the header fields of the head's lines (no folded line)."""
     start = lines[0]
     items: list[tuple[str, str, str]] = []
     last: dict[str, int] = {}
@@ -526,7 +523,7 @@ def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
             key, canon = _name_entry(name)
         items.append((key, canon, value.strip(" \t")))
         last[key] = i
-    headers = _new_headers(Headers)  # Headers._from_parsed, without the call
+    headers = _new_headers(Headers)  # as Headers._from_parsed, without the call
     # every name once (the common case): the last positions are the first ones; else the
     # first lookup builds them
     headers._items, headers._first, headers._dups, headers._index = (

@@ -46,7 +46,7 @@ _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 
 # Fast path: the common ``sip:``/``sips:`` URI, ``[user@]host[:port]*(;name[=value])``,
 # built from the very patterns the full parser checks (user, host, IPv6 reference, port
-# digits, parameter name) with *narrower* classes where the full parser is liberal (no
+# number, parameter name) with *narrower* classes where the full parser is liberal (no
 # password, no ``?headers``, no blanks, parameter values of RFC 3261 §25.1 ``paramchar``
 # only, no ``@``/``?``/``=``/``"`` in them). Whatever it matches the full parser accepts,
 # giving the same fields; whatever it does not match goes to the full parser, which judges
