@@ -195,7 +195,9 @@ def main() -> int:
     print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
     for name in [k for k in result if k != "sipp"] + ["sipp"]:
         best = result[name]["best"]
-        print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}")
+        top = " (the top of the ladder: the ceiling is higher)" if best and best["rate"] == rates[-1] else ""
+        print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}"
+              f"{top}")
     ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
     print(f"rate ratio skinnysip/sipp: {ratio if ratio is None else round(ratio, 2)} (goal >= 0.8); "
