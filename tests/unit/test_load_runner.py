@@ -8,9 +8,10 @@ import gc
 
 import pytest
 
-from skinnysip.load.runner import GC_GEN0_THRESHOLD, LoadRunner, LocalSource, Monitor
+from skinnysip.load.runner import LoadRunner, LocalSource, Monitor
 from skinnysip.load.scenarios import LoadConfig, Scenario
 from skinnysip.load.stats import Counters
+from skinnysip.net.realtime import GC_GEN0_THRESHOLD
 
 
 class Sleeper(Scenario):

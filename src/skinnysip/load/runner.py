@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from skinnysip.net import realtime
 
 from .scenarios import LoadConfig, Scenario, make_scenario
 from .stats import Counters
@@ -35,37 +36,6 @@ MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
 MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
 PACE_QUANTUM = 0.005  # s, the shortest sleep between starts (an attempt starts at most this late)
-#: the collector's youngest-generation threshold during a run (CPython's default 700): a
-#: transaction allocates hundreds of short-lived, acyclic objects (freed by reference
-#: counting), and a collection every 700 allocations was ~15 % of the CPU of a REGISTER load
-GC_GEN0_THRESHOLD = 20_000
-
-
-@contextlib.contextmanager
-def gc_tuned_for_load() -> Iterator[None]:
-    """During a run: what exists before it (modules, classes, the scenario's sockets) is
-    moved out of the collector's scans (``gc.freeze``) and the youngest generation is
-    collected every :data:`GC_GEN0_THRESHOLD` allocations; both undone when the last of
-    the runs in this process ends (the freeze only if nothing was frozen before). Cycles
-    are still collected, only less often."""
-    _gc_runs[0] += 1
-    if _gc_runs[0] == 1:
-        _gc_runs[1] = gc.get_threshold()
-        _gc_runs[2] = gc.get_freeze_count() == 0  # unfreeze after only if nobody else froze
-        gc.freeze()
-        gc.set_threshold(max(_gc_runs[1][0], GC_GEN0_THRESHOLD), *_gc_runs[1][1:])
-    try:
-        yield
-    finally:
-        _gc_runs[0] -= 1
-        if _gc_runs[0] == 0:
-            gc.set_threshold(*_gc_runs[1])
-            if _gc_runs[2]:
-                gc.unfreeze()
-
-
-#: runs in progress, the thresholds before the first, whether to unfreeze after the last
-_gc_runs: list[Any] = [0, gc.get_threshold(), False]
 
 
 class LoadRunner:
@@ -146,7 +116,7 @@ class LoadRunner:
         c = self.config
         slots = asyncio.Semaphore(c.limit)
         await self.scenario.open()
-        with gc_tuned_for_load():
+        with realtime.tuned():  # the collector rarely, and not over what existed before the run
             await self._run(loop, slots)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:

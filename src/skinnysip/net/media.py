@@ -66,6 +66,7 @@ import numpy as np
 import numpy.typing as npt
 import pylibsrtp
 
+from skinnysip.net import realtime
 from skinnysip.net.trace import wire_time
 from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
@@ -704,6 +705,7 @@ class MediaStream:
         self._final: dict[str, Any] | None = None
         #: every RTP/RTCP datagram sent and received, bounded (for a call's pcap)
         self.packet_log = PacketLog()
+        self._gc_held = False  # a realtime.acquire() to release at close
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -731,6 +733,10 @@ class MediaStream:
         (default ``<name>-<ssrc>@skinnysip``).  ``port``: an even RTP port (0 = any free pair).
         ``rtcp_scale``: multiplies the RFC 3550 report interval (tests use < 1).
         ``on_dtmf(digit, duration_s)``: called for every received digit.
+
+        While the stream is open the process's garbage collector runs rarely and not over what
+        existed before (:mod:`skinnysip.net.realtime`; restored when the last stream or load run
+        ends): :meth:`close` every stream you open.
 
         Raises ``ValueError`` for bad arguments and ``OSError`` if no port pair can be bound.
         """
@@ -790,6 +796,8 @@ class MediaStream:
         self._opened = loop.time()
         self._tasks = [asyncio.create_task(self._media_clock(), name=f"media-{self.name}"),
                        asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
+        realtime.acquire()  # while media flows the collector runs rarely (net/realtime.py)
+        self._gc_held = True
 
     def apply(self, config: MediaConfig) -> None:
         """Start or change what the stream does, at once: start/stop sending by direction and
@@ -860,6 +868,9 @@ class MediaStream:
         finish the WAV files.  Returns (and keeps) the final :meth:`report`.  Idempotent."""
         if self._final is not None:
             return self._final
+        if self._gc_held:
+            self._gc_held = False
+            realtime.release()
         if not self._closed:
             self._closed = True
             with contextlib.suppress(Exception):
