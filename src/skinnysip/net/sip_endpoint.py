@@ -393,7 +393,7 @@ class SIPEndpoint:
                     return outcome
                 outcome.error = event.reason
                 return outcome
-            if outcome.response.status_code not in (401, 407):  # the only ones the rule retries
+            if not rule.answers(outcome.response):  # no retry: no Via to build
                 return outcome
             retried = rule.retry(outcome.request, outcome.response, self.via(flow))
             if retried is None:

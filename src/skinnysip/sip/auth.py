@@ -400,12 +400,18 @@ class ChallengeRetry:
         self.refused: str | None = None
         self.challenged: list[Response] = []  # every 401/407 seen, in order
 
+    @staticmethod
+    def answers(response: Response) -> bool:
+        """Whether ``response`` is one the rule may retry at all: a 401 or 407 (RFC 3261
+        §22.2, §22.3). A caller can skip building a retry's Via for anything else."""
+        return response.status_code in (401, 407)
+
     def retry(self, request: Request, response: Response, via: str) -> Request | None:
         """The retried request for ``response`` to ``request``, or None when the rule says
         stop (not a 401/407, no credentials, no supported challenge, a realm answered
         before and not stale, or too many retries; :attr:`refused` says which)."""
         self.refused = None
-        if response.status_code not in (401, 407):
+        if not self.answers(response):
             return None
         self.challenged.append(response)
         if self.client is None:
