@@ -324,9 +324,7 @@ class Connection:
                         self.layer.malformed(hostport(*self.local), hostport(*self.remote), self.transport,
                                              f"{message.summary}: {unusable}", raw)
                         continue
-                    trace = self.layer.trace
-                    stamp = trace.add("received", hostport(*self.local), hostport(*self.remote), self.transport,
-                                      _summary(message), raw, _call_id(message)) if trace.enabled else wire_time()
+                    stamp = self.layer.stamp("received", self.local, self.remote, self.transport, message, raw)
                     if isinstance(message, Response):
                         message.received_at = stamp
                     self.layer.on_message(message, self.flow)
@@ -554,19 +552,13 @@ class SIPTransportLayer:
         data = message.to_bytes()
         if len(data) > self.max_message_size:
             raise SIPTransportError(f"message of {len(data)} bytes is larger than {self.max_message_size}")
-        tracing = self.trace.enabled
         if flow.transport == "udp":
             sock = self.udp.get(flow.local) if flow.local is not None else None
             if sock is None:
                 sock = next((s for s in self.udp.values() if (":" in s.local[0]) == (":" in flow.remote[0])), None)
             if sock is None or sock.transport is None or sock.transport.is_closing():
                 raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
-            if tracing:
-                stamp = self.trace.add("sent", hostport(*self.local_address(Flow("udp", flow.remote, local=sock.local))),
-                                       hostport(*flow.remote), "udp", _summary(message, note), data,
-                                       _call_id(message))
-            else:
-                stamp = wire_time()
+            stamp = self.stamp("sent", sock.local, flow.remote, "udp", message, data, note)
             if isinstance(message, Request) and message.sent_at is None:
                 message.sent_at = stamp
             try:
@@ -574,20 +566,27 @@ class SIPTransportLayer:
             except OSError as exc:
                 raise SIPTransportError(describe_os_error(exc, f"{hostport(*flow.remote)}/udp")) from exc
             return
-        remote = hostport(*flow.remote)
         conn = self.connections.get(flow.connection) if flow.connection is not None else None
         if conn is None or conn.closed:
             conn = self._by_remote.get((flow.transport, *flow.remote))
         if conn is None or conn.closed:
-            raise SIPTransportError(f"no open {flow.transport.upper()} connection to {remote}")
-        if tracing:
-            stamp = self.trace.add("sent", hostport(*conn.local), remote, conn.transport, _summary(message, note),
-                                   data, _call_id(message))
-        else:
-            stamp = wire_time()
+            raise SIPTransportError(f"no open {flow.transport.upper()} connection to {hostport(*flow.remote)}")
+        stamp = self.stamp("sent", conn.local, flow.remote, conn.transport, message, data, note)
         if isinstance(message, Request) and message.sent_at is None:
             message.sent_at = stamp
         conn.write(data)
+
+    def stamp(self, direction: Literal["sent", "received"], local: tuple[str, int], remote: tuple[str, int],
+              transport: Transport, message: Message, raw: bytes, note: str = "") -> float:
+        """Trace one message that crossed the wire and return its :func:`wire_time` stamp. With
+        the trace off (load generation) nothing is formatted: only the stamp. A sent message's
+        ``local`` on a wildcard UDP socket is given as the routed IP (:meth:`local_address`)."""
+        if not self.trace.enabled:
+            return wire_time()
+        if direction == "sent":
+            local = self.local_address(Flow(transport, remote, local=local))
+        return self.trace.add(direction, hostport(*local), hostport(*remote), transport, _summary(message, note),
+                              raw, _call_id(message))
 
     def send_keepalive(self, flow: Flow) -> None:
         """A CRLF CRLF keep-alive ping on ``flow`` (RFC 5626 §4.4.1 on streams; on UDP the
@@ -626,11 +625,7 @@ class SIPTransportLayer:
         if unusable is not None:
             self.malformed(hostport(*sock.local), hostport(*source), "udp", f"{message.summary}: {unusable}", data)
             return
-        if self.trace.enabled:
-            stamp = self.trace.add("received", hostport(*sock.local), hostport(*source), "udp", _summary(message),
-                                   data, _call_id(message))
-        else:  # load generation: no record, only the time stamp
-            stamp = wire_time()
+        stamp = self.stamp("received", sock.local, source, "udp", message, data)
         if isinstance(message, Response):
             message.received_at = stamp
         self.on_message(message, Flow("udp", source, local=sock.local))
