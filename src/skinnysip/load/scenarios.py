@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import inspect
 import itertools
@@ -239,10 +240,12 @@ class TransactionScenario(Scenario):
 
     async def open(self) -> None:
         c = self.config
-        self._uris: dict[str, SipURI] = {}
-        self._contacts: dict[tuple[Flow, str], NameAddr] = {}
         self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=False, tls_verify=c.tls_verify,
                               ca_file=c.ca_file)
+        # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
+        # made once per run (bounded; the results are only read)
+        self._uri = functools.lru_cache(maxsize=MAX_USERS + 2)(SipURI.parse)
+        self._contact = functools.lru_cache(maxsize=MAX_USERS + 2)(self.ep.contact)
         self.ep.start()
         targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
         self.target: ServerTarget = targets[0]
@@ -268,27 +271,6 @@ class TransactionScenario(Scenario):
         except SIPTransportError:
             self.counters().failure("transport", "FailedTcpConnect")
             return None
-
-    def _uri(self, text: str) -> SipURI:
-        """``text`` parsed, once per run (the users' AORs and the targets repeat every
-        attempt; the result is only read). Bounded: cleared past :data:`MAX_USERS` + 2."""
-        cache = self._uris
-        uri = cache.get(text)
-        if uri is None:
-            if len(cache) > MAX_USERS + 2:
-                cache.clear()
-            uri = cache[text] = SipURI.parse(text)
-        return uri
-
-    def _contact(self, flow: Flow, user: str) -> NameAddr:
-        """Our Contact on ``flow`` for ``user``, made once per (flow, user) (read only)."""
-        cache = self._contacts
-        contact = cache.get((flow, user))
-        if contact is None:
-            if len(cache) > MAX_USERS + 2:
-                cache.clear()
-            contact = cache[(flow, user)] = self.ep.contact(flow, user)
-        return contact
 
     def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
                  call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
