@@ -16,6 +16,12 @@ after the other on the same Kamailio:
   as SIPp's usual REGISTER-with-auth scenario: ``<recv response="401" auth="true"/>`` and
   ``[authentication]``).
 
+- the Python floor: ``benchmarks/register_floor.py``, the leanest asyncio client with no SIP
+  stack (byte searches instead of parsing, no transactions or retransmissions), the same
+  exchange at the same rate as a process. It shows what any Python load generator on this
+  interpreter can reach against this Kamailio on this machine; skinnysip's rate is read
+  against it as well as against SIPp's.
+
 A step passes when every attempt succeeded (no failure, no timeout) and the achieved rate is
 at least 90 % of the target. Each tool climbs until its first failing step; the result is its
 highest passing rate. CPU per registration: the child process's user + system time
@@ -98,15 +104,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
-         processes: int = 1) -> dict[str, Any]:
+def _json_step(argv: list[str], rate: int, seconds: float) -> dict[str, Any]:
+    """Run one step's command, which prints a JSON summary (``successful``, ``failed``,
+    ``rate`` and, if it has them, ``retransmissions``); its CPU is the child's user + system
+    time. Passes with no failure and at least 90 % of ``rate`` achieved."""
     cpu0, t0 = _children_cpu(), time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
-                               "--domain", realm, "-u", user, "--password", password, "-r", str(rate),
-                               "--duration", str(seconds), "-l", str(max(100, rate)), "--no-unregister", "--json",
-                               "--quiet", "--processes", str(processes)],
-                              capture_output=True, text=True, timeout=step_bound(seconds))
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=step_bound(seconds))
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"step overran {step_bound(seconds):.0f} s", "cpu": _children_cpu() - cpu0}
     cpu, wall = _children_cpu() - cpu0, time.monotonic() - t0
@@ -117,8 +121,22 @@ def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: fl
     successful, failed = result["successful"], result["failed"]
     achieved = result["rate"]
     return {"ok": failed == 0 and successful > 0 and achieved >= 0.9 * rate, "successful": successful,
-            "failed": failed, "retransmissions": result["retransmissions"], "achieved": achieved, "cpu": cpu,
+            "failed": failed, "retransmissions": result.get("retransmissions", 0), "achieved": achieved, "cpu": cpu,
             "wall": wall, "cpu_ms_per_registration": cpu / successful * 1000 if successful else None}
+
+
+def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
+         processes: int = 1) -> dict[str, Any]:
+    return _json_step([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
+                       "--domain", realm, "-u", user, "--password", password, "-r", str(rate),
+                       "--duration", str(seconds), "-l", str(max(100, rate)), "--no-unregister", "--json",
+                       "--quiet", "--processes", str(processes)], rate, seconds)
+
+
+def floor(port: int, realm: str, user: str, password: str, rate: int, seconds: float) -> dict[str, Any]:
+    """One step of the Python floor (``register_floor.py``) as a process."""
+    return _json_step([sys.executable, str(ROOT / "benchmarks" / "register_floor.py"), str(port), str(rate),
+                       str(seconds), realm, user, password], rate, seconds)
 
 
 def sipp(port: int, realm: str, user: str, password: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
@@ -188,12 +206,14 @@ def main() -> int:
                     f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
                                                          args.processes), rates)} if args.processes > 1 else {}),
                 "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir), rates),
+                "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
+                                      rates),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ob, sb = result["skinnysip"]["best"], result["sipp"]["best"]
     print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
-    for name in [k for k in result if k != "sipp"] + ["sipp"]:
+    for name in [k for k in result if k not in ("sipp", "python floor")] + ["python floor", "sipp"]:
         best = result[name]["best"]
         top = " (the top of the ladder: the ceiling is higher)" if best and best["rate"] == rates[-1] else ""
         print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}"
@@ -202,7 +222,11 @@ def main() -> int:
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
     print(f"rate ratio skinnysip/sipp: {ratio if ratio is None else round(ratio, 2)} (goal >= 0.8); "
           f"CPU per registration skinnysip/sipp: {cpu_ratio if cpu_ratio is None else round(cpu_ratio, 1)}x")
-    result.update({"rate_ratio": ratio, "cpu_ratio": cpu_ratio, "seconds": args.seconds,
+    fb = result["python floor"]["best"]
+    floor_ratio = (fb["rate"] / sb["rate"]) if fb and sb else None
+    print(f"rate ratio python floor/sipp: {floor_ratio if floor_ratio is None else round(floor_ratio, 2)} "
+          "(the most any Python client reached here)")
+    result.update({"rate_ratio": ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
                    "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out = ROOT / "benchmarks" / "results" / "load_register.json"
     out.parent.mkdir(exist_ok=True)

@@ -8,7 +8,11 @@ configuration) on 127.0.0.1 and measures, one after the other:
 - ``skinnysip CLI``: ``skinnysip sip options --json`` as a process, N/10 times;
 - ``sipsak -s``: sipsak as a process (one OPTIONS, waits for the 200), N/10 times;
 - ``python -c "import asyncio, ssl, json"`` on the same interpreter, N/10 times: the floor
-  of a Python command (goal: the CLI within 1.3x of it).
+  of a Python command (goal: the CLI within 1.3x of it);
+- the same with ``typer`` and with ``pydantic.main`` added, N/10 times each: the floor of a
+  command built on the design's CLI library (typer) and result models (pydantic). typer 0.29
+  also imports pydantic as soon as it converts a command's parameters, so the second floor is
+  the lowest any typer command can reach, whatever skinnysip itself imports.
 
 The process rows include interpreter / program start-up, which dominates; compare them with
 each other. They run alternately (CLI, sipsak, bare import, CLI, …) so that load from
@@ -42,6 +46,8 @@ from sip_peers import kamailio  # noqa: E402
 from skinnysip.probes.sip import ProbeRequest, options  # noqa: E402
 
 BARE = "python -c import asyncio,ssl,json"
+#: floors of a command on the design's libraries: the bare import plus typer / plus pydantic
+LIBRARY_FLOORS = {"  + typer": "typer", "  + pydantic.main": "pydantic.main"}
 
 
 async def _ours(port: int, count: int) -> float:
@@ -95,6 +101,8 @@ def main() -> int:
             commands["sipsak -s process"] = ([sipsak, "-s", f"sip:127.0.0.1:{port}", "-vv"], b"200 OK")
         # the floor of any Python command on this interpreter: start-up plus the stdlib a probe needs
         commands[BARE] = ([sys.executable, "-c", "import asyncio, ssl, json; print('ok')"], b"ok")
+        for name, module in LIBRARY_FLOORS.items():
+            commands[name] = ([sys.executable, "-c", f"import {module}, asyncio, ssl, json; print('ok')"], b"ok")
         rows += [(name, proc_count, seconds) for name, seconds in _processes(commands, proc_count).items()]
     rates = {name: n / t for name, n, t in rows}
     base = rates.get("sipsak -s process")
@@ -105,6 +113,9 @@ def main() -> int:
     startup = (rates[BARE] / rates["skinnysip CLI process"]) if rates.get("skinnysip CLI process") else None
     if startup is not None:
         print(f"CLI start-up: 'skinnysip sip options' takes {startup:.2f}x the bare import (goal <= 1.3x)")
+    floors = {name.strip(" +"): rates[BARE] / rates[name] for name in LIBRARY_FLOORS if rates.get(name)}
+    for module, ratio in floors.items():
+        print(f"  floor: the bare import plus {module} alone takes {ratio:.2f}x the bare import")
     out = ROOT / "benchmarks" / "results" / "sip_probe.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -113,6 +124,7 @@ def main() -> int:
         "machine": platform.machine(),
         "cli_over_bare_import": (rates[BARE] / rates["skinnysip CLI process"])
         if rates.get("skinnysip CLI process") else None,
+        "library_floors_over_bare_import": floors,
         "rows": [{"what": name, "count": n, "seconds": t, "per_second": rates[name],
                   "vs_sipsak": (rates[name] / base) if base else None} for name, n, t in rows],
     }, indent=2) + "\n")
