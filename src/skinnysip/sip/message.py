@@ -203,8 +203,12 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header field ``name: value``."""
-        canon = _CANONICAL.get(name.lower(), name)
-        key = canon.lower()
+        entry = _NAME_CACHE.get(name)  # canonical spellings are in it from the start
+        if entry is None:
+            canon = _CANONICAL.get(name.lower(), name)
+            key = canon.lower()
+        else:
+            key, canon = entry
         n = len(self._items)
         self._items.append((key, canon, value))
         if self._first is not None and self._first.setdefault(key, n) != n:
@@ -373,25 +377,20 @@ class _MessageMixin:
         return via
 
     def _serialize(self, start_line: str) -> bytes:
-        parts = [start_line, "\r\n"]
-        has_cl = False
         clen = str(len(self.body))
+        lines = [start_line]
+        has_cl = False
         for key, name, value in self.headers._items:
             if key == "content-length":
                 if has_cl:
                     continue
                 has_cl = True
                 value = clen
-            parts.append(name)
-            parts.append(": ")
-            parts.append(value)
-            parts.append("\r\n")
+            lines.append(f"{name}: {value}")
         if not has_cl:
-            parts.append("Content-Length: ")
-            parts.append(clen)
-            parts.append("\r\n")
-        parts.append("\r\n")
-        return "".join(parts).encode(_ENC, _ERRORS) + self.body
+            lines.append(f"Content-Length: {clen}")
+        lines.append("\r\n")  # joined: the last field's CRLF, then the empty line
+        return "\r\n".join(lines).encode(_ENC, _ERRORS) + self.body
 
 
 @dataclass(eq=True)
@@ -533,8 +532,10 @@ def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
 
 _new_headers = object.__new__
 
-# raw header name as written (before ':') -> (key, canonical name); bounded memo
-_NAME_CACHE: dict[str, tuple[str, str]] = {}
+# raw header name as written (before ':') -> (key, canonical name); bounded memo of names
+# known to be tokens: the parser's, which :meth:`Headers.add` reads too (seeded with every
+# canonical spelling, so building a request finds its names here)
+_NAME_CACHE: dict[str, tuple[str, str]] = {n: (n.lower(), n) for n in _KNOWN_NAMES}
 
 
 def _name_entry(raw: str) -> tuple[str, str]:
