@@ -25,7 +25,8 @@ Facts this harness rests on (found by reading liblinphone 5.1.65 and its log):
 * linphonec 5.1 prints no registration line by itself; ``status register`` answers
   ``registered, identity=… duration=…`` once the account is registered.
 * mediastreamer sends a few STUN binding requests (RFC 5389, magic cookie ``2112A442``) from
-  its RTP and RTCP sockets besides the media (our media report counts them as parse errors).
+  its RTP and RTCP sockets besides the media (our media report counts them under
+  ``received.stun``, apart from parse errors: RFC 7983 §7).
 
 Always stopped by its context manager (``terminate all`` and ``quit``; its process group is
 killed if it has not exited 5 s later).

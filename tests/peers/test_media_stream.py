@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import struct
 import time
 import wave
 from pathlib import Path
@@ -393,3 +394,24 @@ async def test_rtcp_mux_and_a_wav_file_source(tmp_path):
         await b.close()
     rx, _ = read_wav(b.recordings["rx"])
     assert tone_share(rx, 1000.0) >= 0.95
+
+
+async def test_stun_on_the_media_ports_is_counted_apart():
+    """STUN binding requests at a stream's RTP and RTCP ports (as linphonec's mediastreamer and
+    ICE agents send them) are counted under ``received.stun``, not as parse errors, and the
+    call goes on (RFC 7983 §7 demultiplexing)."""
+    binding = struct.pack("!HH", 0x0001, 8) + b"\x21\x12\xa4\x42" + bytes(range(12)) \
+        + struct.pack("!HH", 0x8022, 4) + b"test"  # Binding request with a SOFTWARE attribute
+    a, b = await talking_pair(V4, None)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(binding, (V4, b.local_port))
+            s.sendto(binding, (V4, b.rtcp_port))
+            await asyncio.sleep(1.0)
+        report = b.report()
+        assert report["received"]["stun"] == 2, report["received"]
+        assert report["received"]["parse_errors"] == 0 and report["rtcp"]["parse_errors"] == 0
+        assert report["received"]["packets"] >= 40 and report["received"]["lost"] == 0
+    finally:
+        await a.close()
+        await b.close()

@@ -119,6 +119,9 @@ async def test_we_call_linphonec_and_hang_up(pbx: KamailioPeer, bob: Linphone, t
     assert report is not None, call.end_reason
     assert_heard(report, THEIR_TONE)
     assert share_of(bob.recording, OUR_TONE) >= 0.95
+    # mediastreamer's STUN binding requests on our RTP/RTCP ports are told apart (RFC 7983)
+    assert report["received"]["stun"] > 0 and report["received"]["parse_errors"] == 0, report["received"]
+    assert report["rtcp"]["parse_errors"] == 0, report["rtcp"]
 
 
 async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone, tmp_path: Path) -> None:

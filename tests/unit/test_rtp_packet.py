@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skinnysip.rtp.packet import RTPPacket, RTPParseError
+from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
 
 
 def test_header_bytes():
@@ -86,3 +86,36 @@ def test_random_bytes_only_raise_parse_error(data):
         assert exc.reason
     else:
         assert RTPPacket.parse(pkt.to_bytes()) == pkt
+
+
+def _stun(message_type: int, attributes: bytes = b"", cookie: bytes = b"\x21\x12\xa4\x42") -> bytes:
+    """A STUN message as RFC 8489 §5 lays it out: type, length of the attributes, magic
+    cookie, 96-bit transaction ID, attributes."""
+    return struct.pack("!HH", message_type, len(attributes)) + cookie + bytes(range(12)) + attributes
+
+
+# SOFTWARE (0x8022), 8 octets: "skinnysp"; USERNAME (0x0006), 4 octets
+STUN_ATTRIBUTES = struct.pack("!HH", 0x8022, 8) + b"skinnysp" + struct.pack("!HH", 0x0006, 4) + b"a:bc"
+
+
+@pytest.mark.parametrize("data", [
+    _stun(0x0001),                                   # Binding request, no attribute
+    _stun(0x0001, STUN_ATTRIBUTES),                  # with attributes (ICE checks carry several)
+    _stun(0x0101, STUN_ATTRIBUTES),                  # Binding success response
+    _stun(0x0011),                                   # Binding indication (RFC 7675-style keep-alive)
+    _stun(0x0001, cookie=b"\x00\x01\x02\x03"),       # RFC 3489 classic STUN: no magic cookie
+], ids=["request", "request+attributes", "success", "indication", "rfc3489"])
+def test_stun_on_the_media_port_is_recognised(data):
+    assert is_stun(data)
+
+
+def test_rtp_rtcp_and_damaged_stun_are_not_stun():
+    rtp = RTPPacket(payload_type=0, sequence_number=1, timestamp=160, ssrc=7, payload=b"\xff" * 160).to_bytes()
+    rtcp_rr = struct.pack("!BBHI", 0x80, 201, 1, 7)
+    assert not is_stun(rtp) and not is_stun(rtcp_rr)
+    assert not is_stun(_stun(0x0001)[:19])                 # shorter than the header
+    assert not is_stun(_stun(0x0001, STUN_ATTRIBUTES)[:-4])  # length field beyond the datagram
+    assert not is_stun(_stun(0x0001) + b"\x00\x00")          # octets beyond the length field
+    odd = struct.pack("!HH", 0x0001, 2) + b"\x21\x12\xa4\x42" + bytes(12) + b"ab"
+    assert not is_stun(odd)                                  # a length that is no multiple of 4
+    assert not is_stun(b"\x14" + _stun(0x0001)[1:])          # first octet 20: DTLS (RFC 7983 §7)

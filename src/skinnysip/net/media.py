@@ -72,7 +72,7 @@ from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
 from skinnysip.rtp.dtmf import DTMFReceiver, InBandDTMFDetector, dtmf_packets, dtmf_rtp_packet
 from skinnysip.rtp.jitter import JitterBuffer
-from skinnysip.rtp.packet import RTPPacket, RTPParseError
+from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
 from skinnysip.rtp.quality import mos_from_r, r_factor
 from skinnysip.rtp.rtcp import (
     Bye,
@@ -665,6 +665,7 @@ class MediaStream:
         self.packets_received = 0
         self.octets_received = 0
         self.parse_errors = 0
+        self.stun_received = 0  # STUN messages on the RTP or RTCP port: counted, not answered
         self.rx_dropped = 0
         self.foreign_packets = 0
         self.unknown_payload_types = 0
@@ -1178,6 +1179,9 @@ class MediaStream:
         if len(data) > MAX_DATAGRAM:
             self.parse_errors += 1
             return
+        if is_stun(data):  # a peer's ICE check or keep-alive on the media port (RFC 7983 §7)
+            self.stun_received += 1
+            return
         if len(data) >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 §4)
             self._rtcp_datagram(data, addr)
             return
@@ -1346,6 +1350,9 @@ class MediaStream:
         if len(data) > MAX_DATAGRAM:
             self.rtcp_parse_errors += 1
             return
+        if is_stun(data):
+            self.stun_received += 1
+            return
         if self._srtp is not None:
             plain = self._srtp.unprotect_rtcp(data)
             if plain is None:
@@ -1401,7 +1408,7 @@ class MediaStream:
              "codec": "PCMU"|"PCMA"|"G722"|"opus", "payload_type", "ptime", "direction", "duration", "final",
              "sent": {"packets", "octets", "late", "dropped", "dtmf"},
              "received": {"packets", "octets", "expected", "lost", "loss", "duplicates",
-                          "reordered", "jitter_ms", "dropped", "parse_errors", "foreign",
+                          "reordered", "jitter_ms", "dropped", "parse_errors", "stun", "foreign",
                           "unknown_payload_types", "decode_errors", "ssrc", "from": [ip, port] | None},
              "rtt_ms": float | None,
              "peer": {"cname", "ssrc", "fraction_lost", "cumulative_lost", "jitter_ms",
@@ -1460,7 +1467,8 @@ class MediaStream:
                          "expected": expected, "lost": lost, "loss": round(loss, 4),
                          "duplicates": stats.duplicates, "reordered": stats.reordered,
                          "jitter_ms": round(jitter_ms, 3), "dropped": self.rx_dropped,
-                         "parse_errors": self.parse_errors, "foreign": self.foreign_packets + stats.foreign_packets,
+                         "parse_errors": self.parse_errors, "stun": self.stun_received,
+                         "foreign": self.foreign_packets + stats.foreign_packets,
                          "unknown_payload_types": self.unknown_payload_types,
                          "decode_errors": self.decode_errors, "ssrc": stats.ssrc,
                          "from": list(self.remote_seen) if self.remote_seen else None},

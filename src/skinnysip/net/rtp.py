@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from skinnysip.rtp.packet import RTPPacket, RTPParseError
+from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
 from skinnysip.rtp.stats import RTPReceiverStats, RTPSender
 
 if TYPE_CHECKING:  # numpy and G.711 load when audio is decoded, not when a probe binds a port
@@ -143,6 +143,8 @@ class RTPEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         if len(data) > MAX_DATAGRAM:
             self.parse_errors += 1
+            return
+        if is_stun(data):  # a peer's STUN on the media port (RFC 7983 §7): not RTP, not an error
             return
         try:
             packet = RTPPacket.parse(data)
