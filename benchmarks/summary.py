@@ -66,8 +66,8 @@ def rows() -> list[dict[str, Any]]:
     if probe and probe.get("cli_over_bare_import") is not None:
         out.append({"what": "CLI start-up: skinnysip sip options / python -c 'import asyncio, ssl, json'",
                     "ours": None, "peer": None, "ratio": probe["cli_over_bare_import"], "goal": "<= 1.3"})
-        for module, ratio in (probe.get("library_floors_over_bare_import") or {}).items():
-            out.append({"what": f"  floor: the bare import + {module} / the bare import",
+        for what, ratio in (probe.get("library_floors_over_bare_import") or {}).items():
+            out.append({"what": f"  floor: {what} / the bare import",
                         "ours": None, "peer": None, "ratio": ratio, "goal": ""})
     uas = _load("sip_uas")
     if uas and uas.get("ratio_ours_vs"):
