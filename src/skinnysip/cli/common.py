@@ -39,9 +39,12 @@ class _LazyConsole:
         return getattr(self._console, name)
 
 
+#: the options of every rich console the CLI prints with: no highlighting, and no emoji codes
+#: (rich would turn a server's or user's ``:abc:`` — a reason phrase, a file name — into a glyph)
+CONSOLE_OPTIONS: dict[str, Any] = {"highlight": False, "emoji": False}
 #: stdout and stderr consoles of every command (rich, made on first print)
-console = cast("Console", _LazyConsole(highlight=False))
-err_console = cast("Console", _LazyConsole(stderr=True, highlight=False))
+console = cast("Console", _LazyConsole(**CONSOLE_OPTIONS))
+err_console = cast("Console", _LazyConsole(stderr=True, **CONSOLE_OPTIONS))
 
 #: got what was asked: a 2xx final; registered; authenticated; call connected
 EXIT_OK = 0
@@ -180,15 +183,17 @@ def readable_file(path: str | None, flag: str) -> str | None:
 
 
 def field_table(rows: list[tuple[str, object]]) -> None:
-    """Print ``(label, value)`` rows as a two-column table; rows whose value is None are skipped."""
+    """Print ``(label, value)`` rows as a two-column table; rows whose value is None are skipped.
+    Values are printed as they are (often a server's text): no rich markup is read in them."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     for label, value in rows:
         if value is not None:
-            table.add_row(label, str(value))
+            table.add_row(label, Text(str(value)))
     console.print(table)
 
 

@@ -137,7 +137,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
          csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool, ca_file: str | None) -> None:
     from skinnysip.addresses import check_host
-    from skinnysip.cli.common import password_from
+    from skinnysip.cli.common import CONSOLE_OPTIONS, password_from
     from skinnysip.load.report import CsvSink, LiveView
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
@@ -206,7 +206,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
             from rich.console import Console
             from rich.live import Live
 
-            live = Live(view.render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            live = Live(view.render(), console=Console(stderr=True, **CONSOLE_OPTIONS), refresh_per_second=4,
+                        transient=False)
             live.start()
             view.live = live
             keys.start()
@@ -248,11 +249,12 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
         from rich.console import Console
 
         if not live_on and not quiet:
-            Console().print(view.render())
+            Console(**CONSOLE_OPTIONS).print(view.render())
         rt = result["responseTimeMs"]
+        times = (f"p50 {rt['p50']} ms, p99 {rt['p99']} ms" if rt.get("p50") is not None
+                 else "no response times")  # nothing was answered
         typer.echo(f"{result['successful']} successful, {result['failed']} failed of {result['attempted']} "
-                   f"({result['rate']}/s; p50 {rt['p50']} ms, p99 {rt['p99']} ms; "
-                   f"{result['retransmissions']} retransmissions)")
+                   f"({result['rate']}/s; {times}; {result['retransmissions']} retransmissions)")
     exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
     raise typer.Exit(EXIT_FAILURES if exceeded else EXIT_OK)
 

@@ -36,6 +36,7 @@ from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTran
 from skinnysip.net.sip_transport import route_ip
 from skinnysip.phone.api import CallState, PhoneError
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
+from skinnysip.rtp.audio import source_from_spec
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
@@ -157,6 +158,11 @@ class LoadConfig:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
         if self.scenario == "user" and not self.user_script:
             raise ValueError("user_script: the user scenario needs a Python file")
+        if self.scenario in ("call", "user"):  # the calls' audio: read once here, not failed per call
+            try:
+                source_from_spec(self.source)
+            except ValueError as exc:
+                raise ValueError(f"source: {exc}") from None
         if self.local_ports is not None:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:

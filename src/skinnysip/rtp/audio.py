@@ -343,12 +343,20 @@ def dominant_frequencies(samples: npt.ArrayLike, rate: int = RATE, frame: float 
 def source_from_spec(spec: str) -> AudioSource | None:
     """The source an account names: ``"tone:<Hz>"`` (:class:`ToneSource`), ``"silence"`` or
     ``""`` (:class:`SilenceSource`), ``"echo"`` (None: the media stream echoes what it hears)
-    or a WAV file path (:class:`WavSource`, looped). ``ValueError`` for a bad frequency or
-    WAV file."""
+    or a WAV file path (:class:`WavSource`, looped). ``ValueError`` saying what is wrong for a
+    frequency that is not a number of Hz above 0 and below the 4000 Hz Nyquist limit of 8 kHz
+    audio, or a WAV file that cannot be read."""
     if spec == "echo":
         return None
     if spec.startswith("tone:"):
-        return ToneSource(float(spec.split(":", 1)[1]))
+        text = spec.split(":", 1)[1]
+        try:
+            hz = float(text)
+        except ValueError:
+            raise ValueError(f"{spec!r}: tone:<Hz> needs a frequency in Hz, e.g. tone:440") from None
+        if not 0 < hz < RATE / 2:
+            raise ValueError(f"{spec!r}: the frequency must be above 0 and below {RATE // 2} Hz")
+        return ToneSource(hz)
     if spec in ("silence", ""):
         return SilenceSource()
     return WavSource(spec, loop=True)
