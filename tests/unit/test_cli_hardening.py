@@ -35,18 +35,21 @@ def _answer(status: str):  # type: ignore[no-untyped-def]
     return lambda data, f: [] if f["method"] == "ACK" else [response(f, status)]
 
 
-def test_server_text_is_printed_as_sent_not_as_emoji_or_markup() -> None:
+def test_server_text_is_printed_as_sent_not_as_emoji_markup_or_terminal_controls() -> None:
     """A reason phrase and header values are the server's text: rich's ``:name:`` emoji codes
-    and ``[style]`` markup in them are printed literally (and a stray ``[/]`` raises nothing)."""
+    and ``[style]`` markup in them are printed literally (and a stray ``[/]`` raises nothing);
+    terminal control sequences (ESC …, BEL) are shown as ``\\xNN``, never sent to the terminal."""
     odd = "OK :thumbs_up: [bold]loud[/bold] [/]"
 
     def answer(data: bytes, f: dict[str, str]) -> list[bytes]:
-        return [response(f, f"200 {odd}", extra="Server: pbx :smile: [red]1[/red]\r\n")]
+        return [response(f, f"200 {odd}\x1b[2J", extra="Server: pbx :smile: [red]1[/red]\x1b]0;owned\x07\r\n")]
 
     with udp_server(answer) as (port, _):
         cli = skinnysip("sip", "options", f"127.0.0.1:{port}", "--timeout", "3000")
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert odd in cli.stdout and "pbx :smile: [red]1[/red]" in cli.stdout, cli.stdout
+    assert odd + "\\x1b[2J" in cli.stdout, cli.stdout
+    assert "pbx :smile: [red]1[/red]\\x1b]0;owned\\x07" in cli.stdout, cli.stdout
+    assert "\x1b" not in cli.stdout and "\x07" not in cli.stdout
     assert "Traceback" not in cli.stderr
     failed = skinnysip("load", "call", "127.0.0.1", "--source", "tone:abc", "--to", "bob", "-m", "1")
     assert failed.returncode == 2 and failed.stderr.strip() == (

@@ -39,6 +39,18 @@ class _LazyConsole:
         return getattr(self._console, name)
 
 
+#: C0 controls but tab and line feed, DEL and C1 controls: never sent to a terminal as they are
+_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` (a server's reason phrase, header value, display name or message; a file name)
+    safe to print on a terminal: control characters (ESC, CR, BEL, C1, …; not tab or line feed)
+    are shown as ``\\xNN`` escapes, so the wire cannot move the cursor, retitle the window
+    or hide what came before it (RFC 3261 §25.1 allows no control character there anyway)."""
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 #: the options of every rich console the CLI prints with: no highlighting, and no emoji codes
 #: (rich would turn a server's or user's ``:abc:`` — a reason phrase, a file name — into a glyph)
 CONSOLE_OPTIONS: dict[str, Any] = {"highlight": False, "emoji": False}
@@ -68,7 +80,7 @@ MARKUP = None
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``."""
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -193,7 +205,7 @@ def field_table(rows: list[tuple[str, object]]) -> None:
     table.add_column()
     for label, value in rows:
         if value is not None:
-            table.add_row(label, Text(str(value)))
+            table.add_row(label, Text(printable(str(value))))
     console.print(table)
 
 
@@ -216,7 +228,7 @@ def ladder(exchange: list[WireMessage], detail: Callable[[WireMessage], str] | N
         arrow = "[cyan]→[/cyan]" if m.direction == "sent" else "[magenta]←[/magenta]"
         extra = detail(m) if detail else ""
         table.add_row(f"{(m.time - start) * 1000:8.1f} ms", arrow,
-                      escape(m.summary) + (f" [dim]{escape(extra)}[/dim]" if extra else ""))
+                      escape(printable(m.summary)) + (f" [dim]{escape(printable(extra))}[/dim]" if extra else ""))
     console.print(table)
     if dropped:
         console.print(f"… {dropped} more messages not kept (exchange limit)", markup=False, style="dim")

@@ -50,6 +50,7 @@ from skinnysip.cli.common import (
     merge_target,
     parse_target,
     password_from,
+    printable,
     readable_file,
     transport_value,
     write_pcap,
@@ -67,7 +68,7 @@ _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy",
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -196,7 +197,8 @@ def _guarded(acc: Any, target: str | None, duration: float | None, execute: str 
     except typer.Exit as done:
         return int(done.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last guard before the user
-        err_console.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {type(exc).__name__}: {printable(str(exc))}", markup=False, highlight=False,
+                          soft_wrap=True)
         return EXIT_NO_CALL
 
 
@@ -282,7 +284,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
         kind = data.pop("event")
         data.pop("time", None)
         text = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", False))
-        console.print(f"{kind}: {text}", markup=False, highlight=False)
+        console.print(f"{kind}: {printable(text)}", markup=False, highlight=False)
         console.print(f"  [{_current(phone)}]", markup=False, highlight=False, style="dim")
 
     async def printer() -> None:
@@ -294,7 +296,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
     try:
         await phone.start()
     except PhoneError as exc:
-        err_console.print(f"error: {exc.reason}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {printable(exc.reason)}", markup=False, highlight=False, soft_wrap=True)
         await phone.close()
         write_pcap(pcap, _exchange(phone), _media([*seen.values(), *phone.calls]))
         return EXIT_UNREACHABLE
@@ -308,7 +310,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
             try:
                 placed = await phone.call(target)
             except PhoneError as exc:
-                console.print(f"error: {exc.reason}", markup=False, highlight=False)
+                console.print(f"error: {printable(exc.reason)}", markup=False, highlight=False)
                 return EXIT_NO_CALL
             asked.append(placed)
             waiting = loop.create_task(placed.wait_connected(60))
@@ -400,7 +402,7 @@ async def _commands(phone: Any, lines: list[str], stop: asyncio.Event) -> bool:
                 return False
             await _command(phone, verb, args)
         except PhoneError as exc:
-            console.print(f"error: {exc.reason}", markup=False, highlight=False)
+            console.print(f"error: {printable(exc.reason)}", markup=False, highlight=False)
         except (ValueError, IndexError) as exc:
             console.print(f"error: {verb}: {exc or 'missing argument'}; {HELP}", markup=False, highlight=False)
     return True
@@ -420,7 +422,7 @@ def _pick(phone: Any, args: list[str]) -> Any:
 async def _command(phone: Any, verb: str, args: list[str]) -> None:
     if verb == "dial":
         call = await phone.call(args[0])
-        console.print(f"call {call.id} → {call.remote}", markup=False, highlight=False)
+        console.print(f"call {call.id} → {printable(str(call.remote))}", markup=False, highlight=False)
     elif verb in ("accept", "answer"):
         await _pick(phone, args).answer()
     elif verb == "reject":
@@ -446,7 +448,8 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
             console.print(json.dumps({k: v for k, v in call.summary().items() if k != "media"}), markup=False,
                           highlight=False)
     elif verb == "reg":
-        console.print(f"registration: {phone.registration.value} {getattr(phone, 'registration_reason', '')}",
+        reason = printable(str(getattr(phone, "registration_reason", "")))
+        console.print(f"registration: {phone.registration.value} {reason}",
                       markup=False, highlight=False)
     elif verb == "sleep":
         await asyncio.sleep(min(3600.0, float(args[0])))

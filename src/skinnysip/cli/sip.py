@@ -36,6 +36,7 @@ from skinnysip.cli.common import (
     merge_target,
     parse_target,
     password_from,
+    printable,
     readable_file,
     transport_value,
     write_pcap,
@@ -165,12 +166,12 @@ def render(result: ResultModel) -> None:
     if status == EXIT_OK:
         headline = "[green]authenticated[/green]" if isinstance(result, probes.DigestAuthResult) else "[green]ok[/green]"
     elif status == EXIT_ANSWERED and isinstance(result, probes.DigestAuthResult) and result.success:
-        headline = f"[red]not authenticated:[/red] {escape(f'{result.status_code} {result.status_text}')}"
+        headline = f"[red]not authenticated:[/red] {escape(printable(f'{result.status_code} {result.status_text}'))}"
     elif status == EXIT_ANSWERED:
-        answer = escape(f"{result.status_code} {result.status_text}".rstrip())
-        headline = f"[red]answered {answer}[/red]" + (f": {escape(result.error)}" if result.error else "")
+        answer = escape(printable(f"{result.status_code} {result.status_text}".rstrip()))
+        headline = f"[red]answered {answer}[/red]" + (f": {escape(printable(result.error))}" if result.error else "")
     else:
-        headline = f"[red]failed:[/red] {escape(result.error or 'no answer')}"
+        headline = f"[red]failed:[/red] {escape(printable(result.error or 'no answer'))}"
     console.print(headline)
     field_table(_fields(result) if result.status_code is not None else
                 [("server", f"{result.server}/{result.transport}")])
@@ -321,7 +322,7 @@ def listen_cmd(
                               "callId": record.call_id}), flush=True)
         else:
             arrow = "→" if record.direction == "sent" else "←"
-            console.print(f"{time.strftime('%H:%M:%S')} {arrow} {record.remote:<22} {record.summary}",
+            console.print(f"{time.strftime('%H:%M:%S')} {arrow} {record.remote:<22} {printable(record.summary)}",
                           markup=False, highlight=False)
 
     async def run() -> None:
