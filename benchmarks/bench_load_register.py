@@ -28,8 +28,9 @@ highest passing rate. CPU per registration: the child process's user + system ti
 (``resource.getrusage(RUSAGE_CHILDREN)`` around the run) divided by the successful
 registrations of the highest passing step; the interpreter's start-up is in it (it is a
 whole command, as SIPp's is). ``--processes N`` (default 2) adds a climb of
-``skinnysip load register --processes N`` (Ray workers; its CPU includes Ray's start-up, so
-only its rate compares). Writes ``benchmarks/results/load_register.json``.
+``skinnysip load register --processes N`` (worker processes of this machine, the default
+engine; ``--engine ray`` climbs with Ray workers instead, whose CPU includes Ray's start-up,
+so only their rate compares). Writes ``benchmarks/results/load_register.json``.
 """
 
 from __future__ import annotations
@@ -126,11 +127,11 @@ def _json_step(argv: list[str], rate: int, seconds: float) -> dict[str, Any]:
 
 
 def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
-         processes: int = 1) -> dict[str, Any]:
+         processes: int = 1, engine: str = "processes") -> dict[str, Any]:
     return _json_step([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
                        "--domain", realm, "-u", user, "--password", password, "-r", str(rate),
                        "--duration", str(seconds), "-l", str(max(100, rate)), "--no-unregister", "--json",
-                       "--quiet", "--processes", str(processes)], rate, seconds)
+                       "--quiet", "--processes", str(processes), "--engine", engine], rate, seconds)
 
 
 def floor(port: int, realm: str, user: str, password: str, rate: int, seconds: float) -> dict[str, Any]:
@@ -189,7 +190,9 @@ def main() -> int:
     ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200,4000,4800,6400,8000,9600,12800,16000")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--processes", type=int, default=2,
-                    help="also climb with skinnysip load --processes N (Ray; 1: skip)")
+                    help="also climb with skinnysip load --processes N (1: skip)")
+    ap.add_argument("--engine", choices=("processes", "ray"), default="processes",
+                    help="what runs the --processes workers (default: processes)")
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None:
         print("needs sipp (sip-tester) and kamailio: bash scripts/install-deps.sh", file=sys.stderr)
@@ -204,7 +207,8 @@ def main() -> int:
                 "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds), rates),
                 **({f"skinnysip x{args.processes}": climb(
                     f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
-                                                         args.processes), rates)} if args.processes > 1 else {}),
+                                                         args.processes, args.engine), rates)}
+                   if args.processes > 1 else {}),
                 "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir), rates),
                 "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
                                       rates),

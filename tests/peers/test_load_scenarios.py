@@ -6,7 +6,9 @@ that cannot be reached (one line, exit 3), the rate changed while running by the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -154,19 +156,58 @@ def test_ramp_up_and_local_port_range(pbx: KamailioPeer, tmp_path: Path) -> None
     assert ports and all(first <= p <= first + 20 for p in ports), pbx.contacts("carol")
 
 
-def test_ctrl_c_stops_new_attempts_and_prints_the_summary(pbx: KamailioPeer) -> None:
+@contextlib.contextmanager
+def load_options(pbx: KamailioPeer, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``skinnysip load options … --json`` in a process group of its own, as a terminal runs a
+    command; the group is killed if it is still there at the end."""
     proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p", str(pbx.udp_port),
-                             "-r", "50", "--duration", "60", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        yield proc
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("workers", [[], ["--processes", "2"]], ids=["one process", "two worker processes"])
+def test_ctrl_c_stops_new_attempts_and_prints_the_summary(pbx: KamailioPeer, workers: list[str]) -> None:
+    """Ctrl-C as a terminal sends it: to the whole process group (the worker processes
+    ignore it; the driver stops them and still counts their last attempts)."""
+    with load_options(pbx, "-r", "50", "--duration", "60", *workers) as proc:
+        time.sleep(5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     result = json.loads(out)
     assert proc.returncode == 0, err
     assert 20 <= result["attempted"] < 60 * 50 / 4  # stopped early, every attempt accounted for
     assert result["successful"] == result["attempted"] and "Traceback" not in err
+    if workers:
+        assert sum(w["attempted"] for w in result["workerTotals"]) == result["attempted"]
+
+
+def test_a_worker_process_that_dies_is_named_and_the_run_ends(pbx: KamailioPeer) -> None:
+    """One of two worker processes is killed mid-run: the driver does not wait for it, the
+    other finishes its share, a warning names the lost worker and the exit status is 1."""
+    with load_options(pbx, "-r", "40", "--duration", "6", "--processes", "2") as proc:
+        deadline = time.monotonic() + 20
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:  # the spawned workers (and spawn's tracker)
+            time.sleep(0.5)
+            listed = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing.spawn"],
+                                    capture_output=True, text=True).stdout.split()
+            workers = [int(pid) for pid in listed
+                       if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 2, workers
+        time.sleep(2)
+        os.kill(max(workers), signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+    result = json.loads(out)
+    assert proc.returncode == 1, err
+    assert "warning: worker" in err and "ended" in err and "Traceback" not in err, err
+    lost = [w for w in result["workerTotals"] if w.get("error")]
+    kept = [w for w in result["workerTotals"] if not w.get("error")]
+    assert len(lost) == 1 and len(kept) == 1
+    assert kept[0]["attempted"] == 6 * 20 and kept[0]["successful"] == kept[0]["attempted"]
+    assert kept[0]["attempted"] < result["attempted"] < 6 * 40  # the lost worker's share is partly there

@@ -11,10 +11,14 @@ to the ``--rate-file`` (read once per interval). The first Ctrl-C (SIGINT) stops
 attempts too and the summary is printed once the running ones end; a second one aborts. ``--csv FILE``: one row per interval with
 SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
 
+``--processes N``: N worker processes on this machine, each with its share of the rate, count
+and limit, aggregated into the same view, CSV and summary (``--engine processes``, the
+default); ``--engine ray`` (or ``--ray-address``) runs them on Ray, across machines.
+
 Exit status: 0 when the failures are within ``--max-failures`` (a count, or a percentage of
-the attempts such as ``1%``; default 0), 1 when they exceed it, 2 for bad arguments or a
-local error (a file, Ray missing), 3 when the server cannot be reached at all (the project's
-sipsak-style statuses).
+the attempts such as ``1%``; default 0), 1 when they exceed it or a worker process failed
+(its share is missing; a warning names it), 2 for bad arguments or a local error (a file, Ray
+missing), 3 when the server cannot be reached at all (the project's sipsak-style statuses).
 """
 
 from __future__ import annotations
@@ -135,9 +139,10 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
          count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str,
          csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
-         ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool, ca_file: str | None) -> None:
+         engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
+         ca_file: str | None) -> None:
     from skinnysip.addresses import check_host
-    from skinnysip.cli.common import CONSOLE_OPTIONS, password_from
+    from skinnysip.cli.common import CONSOLE_OPTIONS, err_console, password_from, printable
     from skinnysip.load.report import CsvSink, LiveView
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
@@ -145,6 +150,11 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
     transport = transport.strip().lower()
     if transport not in ("udp", "tcp", "tls"):
         _fail(f"--transport: {transport!r} is not udp, tcp or tls")
+    engine = (engine or ("ray" if ray_address else "processes")).strip().lower()
+    if engine not in ("processes", "ray"):
+        _fail(f"--engine: {engine!r} is not processes or ray")
+    if ray_address and engine != "ray":
+        _fail("--ray-address joins a Ray cluster: it needs --engine ray (the default with it)")
     try:
         host = check_host(host)
     except ValueError as exc:
@@ -217,7 +227,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
 
                 monitor, worker_totals = await run_distributed(config, sinks, workers=max(1, processes),
                                                                address=ray_address, interval=interval,
-                                                               on_monitor=on_monitor)
+                                                               on_monitor=on_monitor,
+                                                               engine=engine)  # type: ignore[arg-type]
                 return monitor
             return await run_local(config, sinks, interval=interval, on_monitor=on_monitor)
         finally:
@@ -241,8 +252,12 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
         if csv_sink is not None:
             csv_sink.close()
     result = summary(monitor, config, workers=max(1, processes))
+    worker_errors: list[str] = []
     if worker_totals is not None:
         result["workerTotals"] = worker_totals
+        worker_errors = [w["error"] for w in worker_totals if w.get("error")]
+        for error in worker_errors:  # its share of the run is missing from the totals
+            err_console.print(f"warning: {printable(error)}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -256,7 +271,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
         typer.echo(f"{result['successful']} successful, {result['failed']} failed of {result['attempted']} "
                    f"({result['rate']}/s; {times}; {result['retransmissions']} retransmissions)")
     exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
-    raise typer.Exit(EXIT_FAILURES if exceeded else EXIT_OK)
+    raise typer.Exit(EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
 
 
 def _command(scenario: str, doc: str) -> Any:
@@ -286,7 +301,8 @@ def _command(scenario: str, doc: str) -> Any:
         as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
         interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between statistics rows."),
         max_failures: str = typer.Option("0", "--max-failures", callback=_check_max_failures, help="Failures allowed before the exit status is 1: N or P%."),
-        processes: int = typer.Option(1, "--processes", min=1, max=1024, help="Worker processes (Ray)."),
+        processes: int = typer.Option(1, "--processes", min=1, max=1024, help="Worker processes, each with its share of the run."),
+        engine: str | None = typer.Option(None, "--engine", help="What runs the workers: processes (this machine; the default) or ray (the 'distributed' extra; the default with --ray-address)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Join a Ray cluster (auto, ray://host:10001)."),
         rate_file: str | None = typer.Option(None, "--rate-file", help="A file holding the rate; re-read every interval."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or table."),
@@ -297,7 +313,7 @@ def _command(scenario: str, doc: str) -> Any:
             _fail("the user scenario needs --script FILE.py")
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, csv_path, as_json,
-             interval, max_failures, processes, ray_address, rate_file, quiet, insecure, ca_file)
+             interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
 
     command.__doc__ = doc
     return command
@@ -305,7 +321,7 @@ def _command(scenario: str, doc: str) -> Any:
 
 EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
           "--rate-file FILE is re-read every interval; the first Ctrl-C stops new attempts and prints the "
-          "summary. Exit status: 0 failures within --max-failures, 1 beyond, 2 bad arguments or a local "
+          "summary. Exit status: 0 failures within --max-failures, 1 beyond (or a worker failed), 2 bad arguments or a local "
           "error, 3 server unreachable. See docs/load.md.")
 app.command("options", epilog=EPILOG)(_command("options", "OPTIONS, one transaction per attempt."))
 app.command("register", epilog=EPILOG)(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))

@@ -1,6 +1,6 @@
-"""The same load run fanned out over worker processes and machines with Ray.
+"""The same load run fanned out over worker processes, and over machines with Ray.
 
-Each worker is a Ray *async actor* (:class:`LoadWorker`) running a
+Each worker (:class:`_Worker`) runs a
 :class:`~skinnysip.load.runner.LoadRunner` in its own event loop with its share of the run:
 ``rate / N``, ``count`` split so the shares add up exactly, ``limit`` split (rounded up), the
 local port range cut into N slices, and attempt indexes ``i, i + N, i + 2N…`` so users from
@@ -9,10 +9,18 @@ a file are used exactly as one process would use them. The driver's
 (:class:`DistributedSource`), adds them up and feeds the same live view and CSV as a local
 run; a rate change is split over the workers the same way.
 
-Ray is an optional extra: ``pip install 'skinnysip[distributed]'``. On one machine
-(``--processes N``) a local Ray instance with N CPUs is started (``ray.init``); on a cluster
-``--ray-address auto`` (or ``ray://head:10001``) joins it — see docs/load.md. Python units:
-seconds.
+Two engines run the workers (:func:`run_distributed`'s ``engine``):
+
+- ``processes`` (one machine, ``--processes N``, the default): N processes of this machine's
+  Python started with :mod:`multiprocessing` (``spawn``), each a worker with its own event
+  loop, asked for its interval over a pipe. Nothing to install, and no engine processes
+  beside the workers competing for the cores.
+- ``ray`` (``--engine ray``; any ``--ray-address``): each worker a Ray *async actor*. Ray is
+  an optional extra: ``pip install 'skinnysip[distributed]'``. Without an address a local
+  Ray instance with N CPUs is started (``ray.init``); on a cluster ``--ray-address auto``
+  (or ``ray://head:10001``) joins it — see docs/load.md.
+
+Python units: seconds.
 """
 
 from __future__ import annotations
@@ -21,13 +29,25 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-from typing import Any
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
 from .runner import Monitor, Sink, run_deadline
 from .scenarios import LoadConfig, User
 from .stats import Counters
 
-__all__ = ["DistributedSource", "RayUnavailable", "WorkersFailed", "run_distributed", "worker_configs"]
+__all__ = ["ENGINES", "DistributedSource", "ProcessSource", "RayUnavailable", "WorkersFailed", "run_distributed",
+           "worker_configs"]
+
+Engine = Literal["processes", "ray"]
+ENGINES: tuple[Engine, ...] = ("processes", "ray")
+#: seconds a worker process may take to answer the driver (its interval, its totals); one that
+#: does not answer in time is counted as finished with an error
+WORKER_ANSWER_TIMEOUT = 30.0
+#: seconds a spawned worker process may take to import skinnysip and make its worker
+WORKER_START_TIMEOUT = 60.0
 
 
 class RayUnavailable(RuntimeError):
@@ -125,24 +145,40 @@ class _Worker:
         self.runner.stop()
 
 
-class DistributedSource:
+class _WorkerAnswers:
+    """What the driver keeps of its workers' answers: which are ``done``, and their ``errors``
+    (one line each, ``workerN: …``, each once)."""
+
+    def __init__(self, workers: int) -> None:
+        self.done = [False] * workers
+        self.errors: list[str] = []
+
+    def _error(self, error: str) -> None:
+        if error not in self.errors:
+            self.errors.append(error)
+
+    def _add(self, i: int, answer: tuple[dict[str, Any], int, bool, str | None], total: Counters) -> int:
+        """Add worker ``i``'s answer to ``take`` (``_Worker.take``) to ``total``; returns its
+        attempts in progress."""
+        counters, running, done, error = answer
+        total.merge(Counters.from_dict(counters))
+        self.done[i] = done
+        if error:
+            self._error(error)
+        return running
+
+
+class DistributedSource(_WorkerAnswers):
     """The Ray workers as one :class:`~skinnysip.load.runner.IntervalSource`."""
 
     def __init__(self, actors: list[Any]) -> None:
+        super().__init__(len(actors))
         self.actors = actors
-        self.done = [False] * len(actors)
-        self.errors: list[str] = []
 
     async def take(self) -> tuple[Counters, int]:
         results = await asyncio.gather(*(actor.take.remote() for actor in self.actors))
         total = Counters()
-        in_progress = 0
-        for i, (counters, running, done, error) in enumerate(results):
-            total.merge(Counters.from_dict(counters))
-            in_progress += running
-            self.done[i] = done
-            if error and error not in self.errors:
-                self.errors.append(error)
+        in_progress = sum(self._add(i, answer, total) for i, answer in enumerate(results))
         return total, in_progress
 
     @property
@@ -158,6 +194,175 @@ class DistributedSource:
             actor.stop.remote()
 
 
+def _process_main(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
+    """A worker process's body (``multiprocessing``, spawn): the worker in its own event loop,
+    serving the driver's commands from ``conn`` until ``exit`` or the driver is gone; sets the
+    ``finished`` event (a ``multiprocessing.Event``) when its run is over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
+    asyncio.run(_serve(config, name, conn, finished))
+
+
+async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
+    """Sends ``ready`` once the worker is made, then serves commands (``(verb, argument)``):
+    ``start`` (the run begins); ``take`` → (interval, in progress, done, error);
+    ``totals`` → the worker's totals; ``set_rate`` r; ``stop``; ``exit``. Only ``take`` and
+    ``totals`` are answered. A closed pipe (the driver died) stops the run and ends the loop."""
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+
+    def readable() -> None:
+        try:
+            command = conn.recv()
+        except (EOFError, OSError):
+            command = ("exit", None)
+        if commands.full():  # the driver asks one thing at a time: never, but bounded all the same
+            return
+        commands.put_nowait(command)
+
+    worker = _Worker(config, name)
+    conn.send("ready")  # imported and made: the driver starts every worker at once
+    loop.add_reader(conn.fileno(), readable)
+    try:
+        while True:
+            verb, argument = await commands.get()
+            if verb == "start":
+                await worker.start()
+                assert worker.task is not None
+                worker.task.add_done_callback(lambda _: finished.set())  # the driver's monitor sees it at once
+            elif verb == "take":
+                conn.send(await worker.take())
+            elif verb == "totals":
+                conn.send(await worker.totals())
+            elif verb == "set_rate":
+                await worker.set_rate(float(argument))
+            elif verb == "stop":
+                await worker.stop()
+            else:  # exit, or the pipe closed
+                await worker.stop()
+                break
+    finally:
+        loop.remove_reader(conn.fileno())
+        if worker.task is not None:
+            worker.task.cancel()
+            with contextlib.suppress(BaseException):
+                await worker.task
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class ProcessSource(_WorkerAnswers):
+    """Worker processes of this machine (:mod:`multiprocessing`, spawn) as one
+    :class:`~skinnysip.load.runner.IntervalSource`: each asked over its pipe, one request at a
+    time, every answer awaited at most :data:`WORKER_ANSWER_TIMEOUT` seconds."""
+
+    def __init__(self, shares: list[LoadConfig]) -> None:
+        super().__init__(len(shares))
+        context = multiprocessing.get_context("spawn")  # the driver has threads and a loop: no fork
+        self.connections: list[Connection] = []
+        self.processes: list[Any] = []
+        self.finished_events = [context.Event() for _ in shares]
+        for i, share in enumerate(shares):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_process_main, name=f"skinnysip-load-worker{i}", daemon=True,
+                                      args=(_config_dict(share), f"worker{i}", theirs, self.finished_events[i]))
+            process.start()
+            theirs.close()
+            self.connections.append(ours)
+            self.processes.append(process)
+        self._locks = [asyncio.Lock() for _ in shares]
+
+    async def _ask(self, i: int, verb: str | None, timeout: float = WORKER_ANSWER_TIMEOUT) -> Any:
+        """Send ``verb`` to worker ``i`` (None: nothing, only wait) and wait for its answer.
+        ``EOFError`` when the process is gone, ``TimeoutError`` when it does not answer in
+        ``timeout`` seconds."""
+        conn = self.connections[i]
+        async with self._locks[i]:
+            loop = asyncio.get_running_loop()
+            if verb is not None:
+                conn.send((verb, None))
+            answered: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _resolve, answered)
+            try:
+                await asyncio.wait_for(answered, timeout)
+            finally:
+                loop.remove_reader(conn.fileno())
+            return conn.recv()
+
+    async def start(self) -> None:
+        """Wait until every worker process has started and made its worker (bounded by
+        :data:`WORKER_START_TIMEOUT`), then start them all at once, so the run's clock and
+        the workers' agree. A worker that did not come up is finished with an error."""
+        for i in range(len(self.connections)):
+            try:
+                await self._ask(i, None, WORKER_START_TIMEOUT)
+            except (EOFError, OSError, TimeoutError):
+                self.done[i] = True
+                self._error(f"worker{i}: the worker process did not start (exit code {self.processes[i].exitcode})")
+        for i in range(len(self.connections)):
+            if not self.done[i]:
+                self._tell(i, "start")
+
+    def _tell(self, i: int, verb: str, argument: Any = None) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.connections[i].send((verb, argument))
+
+    async def take(self) -> tuple[Counters, int]:
+        total = Counters()
+        in_progress = 0
+        for i in range(len(self.connections)):
+            if self.done[i] and not self.processes[i].is_alive():
+                continue
+            try:
+                answer = await self._ask(i, "take")
+            except (EOFError, OSError, TimeoutError) as exc:
+                self.done[i] = True
+                self._error(f"worker{i}: no answer in {WORKER_ANSWER_TIMEOUT:g} s" if isinstance(exc, TimeoutError)
+                            else f"worker{i}: the worker process ended (exit code {self.processes[i].exitcode})")
+                continue
+            in_progress += self._add(i, answer, total)
+        return total, in_progress
+
+    @property
+    def finished(self) -> bool:
+        """Every worker's run is over (its event is set, or it is gone): the monitor takes one
+        last interval and stops."""
+        return all(done or event.is_set() for done, event in zip(self.done, self.finished_events, strict=True))
+
+    def set_rate(self, rate: float) -> None:
+        for i in range(len(self.connections)):
+            self._tell(i, "set_rate", rate / len(self.connections))
+
+    def stop(self) -> None:
+        for i in range(len(self.connections)):
+            self._tell(i, "stop")
+
+    async def totals(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(len(self.connections)):
+            try:
+                out.append(await self._ask(i, "totals"))
+            except (EOFError, OSError, TimeoutError):  # gone: what it did is in the monitor's total only
+                out.append({"worker": f"worker{i}", "attempted": None, "successful": None, "failed": None,
+                            "retransmissions": None})
+        return out
+
+    async def close(self) -> None:
+        """Ask every worker to exit, wait for it (bounded), then kill what is left."""
+        for i in range(len(self.connections)):
+            self._tell(i, "exit")
+        loop = asyncio.get_running_loop()
+        for process in self.processes:
+            await loop.run_in_executor(None, process.join, 5.0)
+            if process.is_alive():
+                process.kill()
+                await loop.run_in_executor(None, process.join, 5.0)
+        for conn in self.connections:
+            conn.close()
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -167,24 +372,69 @@ def _ray() -> Any:
 
 
 async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int, address: str | None = None,
-                          interval: float = 1.0, on_monitor: Any = None) -> tuple[Monitor, list[dict[str, Any]]]:
-    """Run ``config`` over ``workers`` Ray actors and aggregate their counters into one
-    :class:`Monitor` feeding ``sinks``. ``address``: an existing Ray cluster (``auto``,
-    ``ray://host:10001``); None starts a local one with ``workers`` CPUs on 127.0.0.1 (or
-    uses the Ray already initialised in this process). Returns the monitor and each worker's
-    totals (``worker``, ``attempted``, ``successful``, ``failed``, ``retransmissions``).
-    Raises :class:`RayUnavailable`, ``ValueError`` (bad shares) or :class:`WorkersFailed` with
-    the first worker's error when every worker failed to start its scenario."""
-    ray = _ray()
+                          interval: float = 1.0, on_monitor: Any = None,
+                          engine: Engine = "processes") -> tuple[Monitor, list[dict[str, Any]]]:
+    """Run ``config`` over ``workers`` workers and aggregate their counters into one
+    :class:`Monitor` feeding ``sinks``. ``engine``: ``processes`` (this machine's processes,
+    see the module doc) or ``ray``; an ``address`` (an existing Ray cluster: ``auto``,
+    ``ray://host:10001``) means Ray. Ray without an address starts a local one with ``workers``
+    CPUs on 127.0.0.1 (or uses the Ray already initialised in this process). Returns the monitor
+    and each worker's totals (``worker``, ``attempted``, ``successful``, ``failed``,
+    ``retransmissions``: None for a process that is gone; ``error``: one line, where the worker
+    failed). Raises :class:`RayUnavailable`, ``ValueError`` (bad shares or engine)
+    or :class:`WorkersFailed` with the first worker's error when every worker failed to start
+    its scenario."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine: one of {', '.join(ENGINES)}")
     config.validate()
     shares = worker_configs(config, workers)
+    if engine == "processes" and not address:
+        return await _run_processes(config, shares, sinks, interval, on_monitor)
+    return await _run_ray(config, shares, sinks, address, interval, on_monitor)
+
+
+async def _watch(config: LoadConfig, source: DistributedSource | ProcessSource, sinks: list[Sink], interval: float,
+                 on_monitor: Any) -> Monitor:
+    """The driver's part of a fanned-out run: one monitor over ``source`` until it is finished."""
+    monitor = Monitor(source, config.rate, interval, list(sinks))
+    if on_monitor is not None:
+        on_monitor(monitor)
+    await monitor.run(run_deadline(config, asyncio.get_running_loop().time()) + 60.0)
+    if source.errors and monitor.total.attempted == 0:
+        raise WorkersFailed(source.errors[0])
+    return monitor
+
+
+def _with_errors(totals: list[dict[str, Any]], errors: list[str]) -> list[dict[str, Any]]:
+    """Each worker's totals with ``error`` (one line) added where that worker failed."""
+    for entry in totals:
+        reason = next((e for e in errors if e.startswith(f"{entry['worker']}:")), None)
+        if reason is not None:
+            entry["error"] = reason
+    return totals
+
+
+async def _run_processes(config: LoadConfig, shares: list[LoadConfig], sinks: list[Sink], interval: float,
+                         on_monitor: Any) -> tuple[Monitor, list[dict[str, Any]]]:
+    source = ProcessSource(shares)
+    try:
+        await source.start()
+        monitor = await _watch(config, source, sinks, interval, on_monitor)
+        return monitor, _with_errors(await source.totals(), source.errors)
+    finally:
+        await source.close()
+
+
+async def _run_ray(config: LoadConfig, shares: list[LoadConfig], sinks: list[Sink], address: str | None,
+                   interval: float, on_monitor: Any) -> tuple[Monitor, list[dict[str, Any]]]:
+    ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
         try:
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             else:
-                ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=max(len(shares), 1), include_dashboard=False, log_to_driver=False,
                          configure_logging=False, _node_ip_address="127.0.0.1")
         except Exception as exc:
             raise RayUnavailable(f"cannot start Ray: {exc}") from exc
@@ -194,16 +444,10 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
     actors = [actor_class.options(num_cpus=per_worker, max_concurrency=10_000).remote(_config_dict(share), f"worker{i}")
               for i, share in enumerate(shares)]
     source = DistributedSource(actors)
-    monitor = Monitor(source, config.rate, interval, list(sinks))
-    if on_monitor is not None:
-        on_monitor(monitor)
     try:
         await asyncio.gather(*(actor.start.remote() for actor in actors))
-        loop = asyncio.get_running_loop()
-        await monitor.run(run_deadline(config, loop.time()) + 60.0)
-        if source.errors and monitor.total.attempted == 0:
-            raise WorkersFailed(source.errors[0])
-        totals = list(await asyncio.gather(*(actor.totals.remote() for actor in actors)))
+        monitor = await _watch(config, source, sinks, interval, on_monitor)
+        totals = _with_errors(list(await asyncio.gather(*(actor.totals.remote() for actor in actors))), source.errors)
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
