@@ -643,6 +643,53 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     return conn.host, m.port
 
 
+#: packet durations (ms) our media streams send: RFC 3551 §4.2's G.711 range we implement
+PTIME_RANGE_MS = (10.0, 60.0)
+
+
+def agreed_ptime(remote_ms: float | None, ours_ms: float, codec: _codecs.Codec) -> float:
+    """The packet duration (s) to send with ``codec``: the far end's ``a=ptime`` (RFC 4566 §6:
+    what it would like to receive, a wish) when we can send it — 10 to 60 ms, a whole number of
+    8 kHz samples, a frame size the codec has — else ours. A zero, negative, huge or
+    fractional-sample ``a=ptime`` is ignored, not an error."""
+    if remote_ms is not None and PTIME_RANGE_MS[0] <= remote_ms <= PTIME_RANGE_MS[1] \
+            and abs(remote_ms * 8 - round(remote_ms * 8)) < 1e-6 \
+            and (codec.ptimes is None or any(abs(remote_ms / 1000 - p) < 1e-9 for p in codec.ptimes)):
+        return remote_ms / 1000
+    return ours_ms / 1000
+
+
+def _ip_version(host: str) -> int | None:
+    """4 or 6 for an IP literal (IPv6 in brackets or not), None for a name."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version
+    except ValueError:
+        return None
+
+
+def same_family_remote(remote: tuple[str, int] | None, local: str) -> tuple[tuple[str, int] | None, str | None]:
+    """``remote`` (the far end's RTP address from SDP) as our ``local`` media address's IP family
+    can send to: an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, RFC 4291 §2.5.5.2) becomes
+    its IPv4 address for an IPv4 ``local``. Returns (remote, None), or (None, why) when the
+    families differ otherwise — RFC 3261 §20.43's warning 301, "incompatible network address
+    formats"; a host name is left as it is (the target policy judges names)."""
+    import ipaddress
+
+    if remote is None:
+        return None, None
+    mine, theirs = _ip_version(local), _ip_version(remote[0])
+    if mine is None or theirs is None or mine == theirs:
+        return remote, None
+    if mine == 4:
+        mapped = ipaddress.IPv6Address(remote[0].strip("[]")).ipv4_mapped
+        if mapped is not None:
+            return (str(mapped), remote[1]), None
+    return None, (f"incompatible network address formats: SDP c= address {remote[0]} is IPv{theirs}, "
+                  f"our media address {local} is IPv{mine}")
+
+
 def _telephone_event(m: MediaDescription, clock_rate: int = 8000) -> int | None:
     listed = set(m.payload_types)
     for pt, rtpmap in m.rtpmaps().items():
@@ -690,9 +737,11 @@ def audio_answer(
     ``codecs`` whose binding imports here (the offerer's order, matched by rtpmap name, clock
     rate and channels, answered under the offerer's payload type), telephone-event if offered at
     that codec's clock rate (RFC 4733 §2.1), our ``direction`` combined
-    with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761).
-    With no common codec the m-line is refused with port 0 (§6). Other media lines are
-    refused with port 0. Raises ``ValueError`` if the offer has no audio stream or ``srtp``
+    with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761),
+    the offered ``a=ptime`` when we can send it (:func:`agreed_ptime`), else ``ptime``.
+    With no common codec, or media at an address of the other IP family than ``address``
+    (:func:`same_family_remote`), the m-line is refused with port 0 (§6) and ``refusal`` says
+    why. Other media lines are refused with port 0. Raises ``ValueError`` if the offer has no audio stream or ``srtp``
     is not one of :data:`SRTP_MODES`.
 
     SRTP (RFC 4568 §7.1.2): with ``srtp`` not ``off``, the first offered ``a=crypto`` we can
@@ -742,8 +791,11 @@ def audio_answer(
     for other in offer.media:
         if other is not m:
             answer.media.append(MediaDescription(other.media, 0, other.proto, other.formats[:1]))
-    remote_ptime = m.ptime
-    session = AudioSession(_remote(offer, m), chosen, te, (remote_ptime or ptime) / 1000, mine, mux,
+    remote, family_refusal = same_family_remote(_remote(offer, m), address)
+    if family_refusal is not None:  # nothing we could send to: refused as a whole (RFC 3264 §6)
+        answer.media[0].port = 0
+        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal)
+    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), mine, mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
@@ -810,8 +862,11 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     first one in the answer that we offered (matched by rtpmap) and can run here, the
     telephone-event the answer's at that codec's clock rate if we offered one there; our
     direction is the reverse of the answer's
-    combined with what we offered. Raises ``ValueError`` if the answer has no audio stream,
-    refused it, or picked nothing we offered.
+    combined with what we offered; ``ptime`` the answer's wish when we can send it
+    (:func:`agreed_ptime`). Raises ``ValueError`` if the answer has no audio stream,
+    refused it, picked nothing we offered, or puts its media at an address of the other IP
+    family than our offer's (:func:`same_family_remote`; an IPv4-mapped IPv6 address counts as
+    IPv4).
 
     SRTP (RFC 4568 §7.1.2): if we offered ``a=crypto``, the answer's line with one of our
     tags gives the suite and the peer's key. :class:`SRTPRefused` (a ``ValueError``) when we
@@ -850,7 +905,11 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     te = _telephone_event(m, codec.clock_rate) if _telephone_event(ours, codec.clock_rate) is not None else None
     mine = combine_directions(offer.direction_of(ours), reverse_direction(answer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None and ours.attribute("rtcp-mux") is not None
-    session = AudioSession(_remote(answer, m), chosen, te, (m.ptime or ours.ptime or 20) / 1000, mine, mux,
+    our_address = offer.connection_for(ours)
+    remote, family_refusal = same_family_remote(_remote(answer, m), our_address.host if our_address else "")
+    if family_refusal is not None:
+        raise ValueError(family_refusal)
+    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ours.ptime or 20, codec), mine, mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keys is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -676,6 +676,7 @@ async def sipp_uac(
     timeout: float = 20.0,
     rport: bool = False,
     xml: str | None = None,
+    extra: Sequence[str] = (),
 ) -> SippResult:
     """Run SIPp's built-in ``uac`` scenario against ``host:port`` (INVITE with SDP, 200, ACK,
     pause ``pause_ms``, BYE, 200) for ``calls`` calls at ``rate`` calls per second, from a
@@ -683,7 +684,8 @@ async def sipp_uac(
     same scenario with ``rport`` in every Via (RFC 3581), so that responses go back to where
     the request came from (through a relay) instead of to the Via's port. Bounded: SIPp's
     own ``-timeout`` (a failure when reached) and a kill ``timeout`` + 5 s later. ``xml``: a
-    test's own scenario instead of the built-in one. Returns its
+    test's own scenario instead of the built-in one; ``extra``: more SIPp options
+    (``-rtp_echo``, say). Returns its
     exit code (0: every call successful), its counts and its screen/error/message logs."""
     binary = require("sipp")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
@@ -705,7 +707,7 @@ async def sipp_uac(
             "-trace_stat", "-stf", str(workdir / "sipp_.csv"),
             "-trace_screen", "-screen_file", str(workdir / "sipp_screen.log"),
             "-trace_err", "-error_file", str(workdir / "sipp_errors.log"),
-            "-trace_msg", "-message_file", str(workdir / "sipp_messages.log")]
+            "-trace_msg", "-message_file", str(workdir / "sipp_messages.log"), *extra]
     try:
         with open(workdir / "sipp.out", "wb") as out:
             proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=subprocess.STDOUT,

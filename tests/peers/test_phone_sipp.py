@@ -12,7 +12,7 @@ import sip_peers
 from sip_peers import sipp_uac
 
 from peertools import free_port
-from skinnysip.phone.api import CallState, CallStateChanged, PhoneError
+from skinnysip.phone.api import CallState, CallStateChanged, ErrorEvent, PhoneError
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -305,3 +305,106 @@ Content-Length: 0
                 await call.hold()
             assert await call.wait_ended(5) and call.end_reason == "BYE received"
         assert peer.finish().successful_calls == 1
+
+
+def _invite_with(port: int, media: str) -> str:
+    """An INVITE to our phone whose SDP media part is ``media`` (lines, SIPp keywords allowed)."""
+    return f"""  <send retrans="500"><![CDATA[
+INVITE sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+t=0 0
+{media}
+]]></send>
+"""
+
+
+ACK_AFTER_ERROR = """  <send><![CDATA[
+ACK sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch-1]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+
+
+async def test_offer_of_the_other_ip_family_gets_488_with_the_reason() -> None:
+    """RFC 3264 §6 / RFC 3261 §20.43: an offer whose c= is IPv6 while our media is IPv4 is
+    refused with 488 and a Warning saying so — not answered 200 and left without media."""
+    port = free_port(socket.SOCK_DGRAM)
+    xml = HEAD.format(name="ipv6 offer") + _invite_with(port, "c=IN IP6 ::1\nm=audio 4000 RTP/AVP 0") + \
+        recv("100", True) + recv("180", True) + """  <recv response="488">
+    <action><ereg regexp="incompatible network address formats.*IPv6" search_in="hdr" header="Warning:"
+                  check_it="true" assign_to="reason"/></action>
+  </recv>
+""" + ACK_AFTER_ERROR.replace("{port}", str(port)) + '  <Reference variables="reason"/>\n' + TAIL
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        events = await _events(phone)
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events
+    ended = [e for e in events if isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED]
+    assert ended and "incompatible network address formats" in (ended[-1].call.end_reason or "")
+
+
+async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media() -> None:
+    """An a=ptime we cannot send (0, negative, 100 s: RFC 4566 makes it a wish) is ignored:
+    20 ms is answered and used, and RTP flows — no internal error. An IPv4-mapped IPv6 c=
+    (RFC 4291 §2.5.5.2) is the IPv4 host it maps."""
+    for ptime, conn in (("100000", "c=IN IP4 [media_ip]"), ("-5", "c=IN IP6 ::ffff:[media_ip]")):
+        port = free_port(socket.SOCK_DGRAM)
+        xml = HEAD.format(name=f"ptime {ptime}") + _invite_with(
+            port, f"{conn}\nm=audio [media_port] RTP/AVP 0\na=ptime:{ptime}") + recv("100", True) + recv("180", True) + \
+            """  <recv response="200" rrs="true">
+    <action><ereg regexp="a=ptime:20" search_in="body" check_it="true" assign_to="ptime"/></action>
+  </recv>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="1500"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("200") + '  <Reference variables="ptime"/>\n' + TAIL
+        async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+            result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15, extra=["-rtp_echo"])
+            assert result.returncode == 0, result.errors or result.screen
+            events = await _events(phone)
+        assert not [e for e in events if isinstance(e, ErrorEvent)], (ptime, events)
+        call = next(e.call for e in events if isinstance(e, CallStateChanged))
+        assert call.audio is not None and call.audio.ptime == 0.02 and call.audio.remote is not None
+        assert call.audio.remote[0] == "127.0.0.1", call.audio.remote
+        report = call.media_report()
+        assert report is not None and report["sent"]["packets"] >= 40, report and report["sent"]

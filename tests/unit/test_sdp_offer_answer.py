@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from skinnysip import sdp
+from skinnysip.rtp import codecs
 from skinnysip.sdp import (
     SessionDescription,
     audio_answer,
@@ -87,3 +89,48 @@ def test_our_offer_and_their_answer() -> None:
 def test_direction_rules(ours: str, theirs: str, result: str) -> None:
     assert combine_directions(ours, theirs) == result
     assert reverse_direction("sendonly") == "recvonly" and reverse_direction("recvonly") == "sendonly"
+
+
+@pytest.mark.parametrize(("remote", "expected"), [
+    (None, 0.02), (30.0, 0.03), (10.0, 0.01), (60.0, 0.06),      # what we can send is taken
+    (0.0, 0.02), (-5.0, 0.02), (100000.0, 0.02), (61.0, 0.02),   # a wish we cannot follow is ignored
+    (20.0625, 0.02),                                             # not a whole number of 8 kHz samples
+])
+def test_agreed_ptime_takes_the_far_ends_wish_only_when_we_can_send_it(remote, expected):
+    assert sdp.agreed_ptime(remote, 20, codecs.PCMU) == pytest.approx(expected)
+
+
+def test_agreed_ptime_follows_the_codecs_frame_sizes():
+    opus = codecs.by_name("opus")
+    assert opus is not None
+    assert sdp.agreed_ptime(40, 20, opus) == pytest.approx(0.04)
+    assert sdp.agreed_ptime(30, 20, opus) == pytest.approx(0.02)  # opus has no 30 ms frame
+
+
+@pytest.mark.parametrize(("remote", "local", "expected", "refused"), [
+    (("192.0.2.1", 4000), "127.0.0.1", ("192.0.2.1", 4000), False),
+    (("::ffff:192.0.2.1", 4000), "127.0.0.1", ("192.0.2.1", 4000), False),  # RFC 4291 §2.5.5.2
+    (("2001:db8::1", 4000), "127.0.0.1", None, True),
+    (("192.0.2.1", 4000), "::1", None, True),
+    (("2001:db8::1", 4000), "::1", ("2001:db8::1", 4000), False),
+    (("media.example.com", 4000), "127.0.0.1", ("media.example.com", 4000), False),  # names: the policy's
+    (None, "127.0.0.1", None, False),
+])
+def test_same_family_remote(remote, local, expected, refused):
+    got, why = sdp.same_family_remote(remote, local)
+    assert got == expected and (why is not None) == refused
+    if refused:
+        assert "incompatible network address formats" in why
+
+
+def test_an_offer_of_the_other_family_is_refused_and_odd_ptime_ignored():
+    v6 = sdp.SessionDescription.parse(
+        b"v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 0\r\na=ptime:30\r\n")
+    answer, session = sdp.audio_answer(v6, "127.0.0.1", 5000)
+    assert session.rejected and "IPv6" in (session.refusal or "") and answer.media[0].port == 0
+    odd = sdp.SessionDescription.parse(
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 0\r\na=ptime:0\r\n")
+    _, session = sdp.audio_answer(odd, "127.0.0.1", 5000)
+    assert not session.rejected and session.ptime == pytest.approx(0.02) and session.remote == ("192.0.2.1", 4000)

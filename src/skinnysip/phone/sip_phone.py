@@ -1089,8 +1089,9 @@ class SIPPhone(Phone):
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag)
                 await self._end(call, "488 no audio offered")
                 return
-            if session.rejected:
-                self._respond(call.invite_tx, 488, to_tag=call.to_tag)
+            if session.rejected:  # 488 with the reason (RFC 3261 §21.4.26, §20.43)
+                self._respond(call.invite_tx, 488, to_tag=call.to_tag,
+                              headers=[_warning(session.refusal)] if session.refusal else [])
                 await self._end(call, f"488 {session.refusal or 'no common codec'}")
                 return
             call.audio = session
@@ -1494,7 +1495,7 @@ class SIPPhone(Phone):
             self.endpoint.respond(tx, 488)
             return
         if session.rejected:  # e.g. RTP/SAVP while SRTP is off: 488 keeps the session as it is (RFC 3261 §14.2)
-            self.endpoint.respond(tx, 488)
+            self.endpoint.respond(tx, 488, headers=[_warning(session.refusal)] if session.refusal else None)
             return
         refused = self._media_refusal(session)
         if refused is not None:  # 488: the session, and our media, stay as they were (RFC 3261 §14.2)
