@@ -24,7 +24,8 @@ import pytest
 from baresip_peer import Baresip
 from sip_peers import KamailioPeer, sipp_uac
 from test_phone_baresip import account, bob, pbx  # noqa: F401 - bob, pbx: fixtures
-from test_phone_sipp import HEAD, TAIL, phone_account, recv
+from test_phone_sipp import HEAD, TAIL, phone_account, recv, sdp_body
+from test_phone_sipp import uac_invite as invite_with
 
 from peertools import TsharkCapture, free_port
 from skinnysip.net.media import MediaStream
@@ -148,25 +149,13 @@ class EchoPayloadPhone(SIPPhone):
 
 
 def uac_invite(port: int, sdp_payloads: str = "8") -> str:
+    """SIPp calls our phone offering ``sdp_payloads`` (at SIPp's media port), takes the 200
+    and ACKs it."""
     rtpmaps = {"0": "a=rtpmap:0 PCMU/8000\n", "8": "a=rtpmap:8 PCMA/8000\n",
                "101": "a=rtpmap:101 telephone-event/8000\n"}
-    sdp = (f"v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
-           f"m=audio [media_port] RTP/AVP {sdp_payloads}\n"
-           + "".join(rtpmaps[pt] for pt in sdp_payloads.split()))
-    return f"""  <send retrans="500"><![CDATA[
-INVITE sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:alice@127.0.0.1:{port}>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-{sdp}]]></send>
-""" + recv("100", True) + recv("180", True) + \
+    media = (f"m=audio [media_port] RTP/AVP {sdp_payloads}\n"
+             + "".join(rtpmaps[pt] for pt in sdp_payloads.split())).rstrip("\n")
+    return invite_with(port, body=sdp_body(media)) + recv("180", True) + \
         '  <recv response="200" rrs="true"/>\n' + in_dialog("ACK", 1)
 
 

@@ -12,7 +12,17 @@ import socket
 import pytest
 import sip_peers
 from sip_peers import sipp_uac
-from test_phone_sipp import HEAD, SDP, TAIL, _events, bye_answer, phone_account, recv, response
+from test_phone_sipp import (
+    HEAD,
+    TAIL,
+    _events,
+    bye_answer,
+    phone_account,
+    recv,
+    response,
+    uac_ack,
+    uac_invite,
+)
 
 from peertools import free_port
 from skinnysip.phone.api import CallState, IncomingCall
@@ -36,38 +46,6 @@ def recv_checked(what: str, checks: dict[str, str], timeout_ms: int | None = Non
         eregs = '      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>\n' + eregs
     return (f'  <recv {attrs}>\n    <action>\n{eregs}    </action>\n  </recv>\n'
             f'  <Reference variables="{",".join(names)}"/>\n')
-
-
-def uac_invite(port: int, headers: str) -> str:
-    """SIPp (as UAC) sends an INVITE with SDP and the ``headers`` lines to our phone."""
-    return f"""  <send retrans="500"><![CDATA[
-INVITE sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:alice@127.0.0.1:{port}>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-{headers}Max-Forwards: 70
-{SDP}]]></send>
-""" + recv("100", True)
-
-
-def uac_ack(port: int, *, for_2xx: bool) -> str:
-    """SIPp's ACK: for a 2xx a new transaction to the Contact; else in the INVITE's (its Via)."""
-    first = "ACK [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]" \
-        if for_2xx else f"ACK sip:alice@127.0.0.1:{port} SIP/2.0\n[last_Via:]"
-    return f"""  <send><![CDATA[
-{first}
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
 
 
 def in_dialog_ok(sdp: bool = False, extra: str = "") -> str:

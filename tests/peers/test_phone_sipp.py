@@ -58,6 +58,65 @@ def bye_answer() -> str:
     return recv("BYE") + response("200 OK", tag="")  # [last_To:] of the BYE already has the tag
 
 
+NO_BODY = "Content-Length: 0\n\n"
+
+
+def sdp_body(media: str, connection: str = "c=IN IP4 [media_ip]") -> str:
+    """An SDP body with its Content-Type and Content-Length lines: the session-level
+    ``connection`` line (RFC 4566 §5: before ``t=``), then ``media`` (``m=``/``a=`` lines;
+    SIPp keywords allowed)."""
+    return ("Content-Type: application/sdp\nContent-Length: [len]\n\n"
+            f"v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\n{connection}\nt=0 0\n{media}\n")
+
+
+def uac_invite(port: int, headers: str = "", body: str = SDP) -> str:
+    """SIPp (as UAC) sends an INVITE with ``body`` (default: our SDP offer) and the ``headers``
+    lines to our phone on ``port``; a 100 may come."""
+    return f"""  <send retrans="500"><![CDATA[
+INVITE sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+{headers}Max-Forwards: 70
+{body}]]></send>
+""" + recv("100", True)
+
+
+def uac_ack(port: int, *, for_2xx: bool, body: str = NO_BODY) -> str:
+    """SIPp's ACK: for a 2xx a new transaction to the Contact; else in the INVITE's (its Via)."""
+    first = "ACK [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]" \
+        if for_2xx else f"ACK sip:alice@127.0.0.1:{port} SIP/2.0\n[last_Via:]"
+    return f"""  <send><![CDATA[
+{first}
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+{body}]]></send>
+"""
+
+
+def uac_bye(after_ms: int) -> str:
+    """SIPp hangs up ``after_ms`` after the ACK: BYE in the dialog, then its 200."""
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("200")
+
+
 def phone_account(**kw: object) -> SIPAccount:
     return SIPAccount(aor="sip:alice@127.0.0.1", register=False, listen_host="127.0.0.1",
                       source="tone:440", **kw)  # type: ignore[arg-type]
@@ -135,42 +194,8 @@ async def test_offerless_invite_is_answered_with_an_offer() -> None:
     """§13.2.1 / RFC 3264: an INVITE without SDP gets our offer in the 200; the answer comes
     in the ACK and sets up the media."""
     port = free_port(socket.SOCK_DGRAM)
-    xml = HEAD.format(name="offerless") + """  <send retrans="500"><![CDATA[
-INVITE sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:alice@127.0.0.1:{port}>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""".replace("{port}", str(port)) + recv("100", True) + recv("180", True) + '  <recv response="200" rrs="true"/>\n' + \
-        """  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-""" + SDP + """]]></send>
-  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + recv("200") + TAIL
+    xml = (HEAD.format(name="offerless") + uac_invite(port, body=NO_BODY) + recv("180", True)
+           + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True, body=SDP) + uac_bye(1500) + TAIL)
     async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
         result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
         assert result.returncode == 0, result.errors or result.screen
@@ -221,17 +246,7 @@ async def test_cancel_crossing_the_200_ends_the_call_with_bye() -> None:
 async def test_caller_cancels_while_we_ring() -> None:
     """§9.2: the caller's CANCEL gets 200, the INVITE 487 (ACKed), the call ends here."""
     port = free_port(socket.SOCK_DGRAM)
-    xml = HEAD.format(name="cancel") + f"""  <send retrans="500"><![CDATA[
-INVITE sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:alice@127.0.0.1:{port}>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-""" + SDP + """]]></send>
-""" + recv("100", True) + recv("180") + f"""  <pause milliseconds="500"/>
+    xml = HEAD.format(name="cancel") + uac_invite(port) + recv("180") + f"""  <pause milliseconds="500"/>
   <send><![CDATA[
 CANCEL sip:alice@127.0.0.1:{port} SIP/2.0
 [last_Via:]
@@ -307,53 +322,16 @@ Content-Length: 0
         assert peer.finish().successful_calls == 1
 
 
-def _invite_with(port: int, media: str) -> str:
-    """An INVITE to our phone whose SDP media part is ``media`` (lines, SIPp keywords allowed)."""
-    return f"""  <send retrans="500"><![CDATA[
-INVITE sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:alice@127.0.0.1:{port}>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-t=0 0
-{media}
-]]></send>
-"""
-
-
-ACK_AFTER_ERROR = """  <send><![CDATA[
-ACK sip:alice@127.0.0.1:{port} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch-1]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
-
-
 async def test_offer_of_the_other_ip_family_gets_488_with_the_reason() -> None:
     """RFC 3264 §6 / RFC 3261 §20.43: an offer whose c= is IPv6 while our media is IPv4 is
     refused with 488 and a Warning saying so — not answered 200 and left without media."""
     port = free_port(socket.SOCK_DGRAM)
-    xml = HEAD.format(name="ipv6 offer") + _invite_with(port, "c=IN IP6 ::1\nm=audio 4000 RTP/AVP 0") + \
-        recv("100", True) + recv("180", True) + """  <recv response="488">
+    xml = HEAD.format(name="ipv6 offer") + uac_invite(port, body=sdp_body("m=audio 4000 RTP/AVP 0", "c=IN IP6 ::1")) + \
+        recv("180", True) + """  <recv response="488">
     <action><ereg regexp="incompatible network address formats.*IPv6" search_in="hdr" header="Warning:"
                   check_it="true" assign_to="reason"/></action>
   </recv>
-""" + ACK_AFTER_ERROR.replace("{port}", str(port)) + '  <Reference variables="reason"/>\n' + TAIL
+""" + uac_ack(port, for_2xx=False) + '  <Reference variables="reason"/>\n' + TAIL
     async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
         result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
         assert result.returncode == 0, result.errors or result.screen
@@ -369,35 +347,11 @@ async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media() 
     (RFC 4291 §2.5.5.2) is the IPv4 host it maps."""
     for ptime, conn in (("100000", "c=IN IP4 [media_ip]"), ("-5", "c=IN IP6 ::ffff:[media_ip]")):
         port = free_port(socket.SOCK_DGRAM)
-        xml = HEAD.format(name=f"ptime {ptime}") + _invite_with(
-            port, f"{conn}\nm=audio [media_port] RTP/AVP 0\na=ptime:{ptime}") + recv("100", True) + recv("180", True) + \
-            """  <recv response="200" rrs="true">
+        media = sdp_body(f"m=audio [media_port] RTP/AVP 0\na=ptime:{ptime}", conn)
+        xml = HEAD.format(name=f"ptime {ptime}") + uac_invite(port, body=media) + recv("180", True) + """  <recv response="200" rrs="true">
     <action><ereg regexp="a=ptime:20" search_in="body" check_it="true" assign_to="ptime"/></action>
   </recv>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + recv("200") + '  <Reference variables="ptime"/>\n' + TAIL
+""" + uac_ack(port, for_2xx=True) + uac_bye(1500) + '  <Reference variables="ptime"/>\n' + TAIL
         async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
             result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15, extra=["-rtp_echo"])
             assert result.returncode == 0, result.errors or result.screen
