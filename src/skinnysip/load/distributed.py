@@ -213,7 +213,8 @@ async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: 
     def readable() -> None:
         try:
             command = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the driver is gone: stop reading (the fd stays readable)
+            loop.remove_reader(conn.fileno())
             command = ("exit", None)
         if commands.full():  # the driver asks one thing at a time: never, but bounded all the same
             return
