@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import re
 import secrets
 from collections.abc import Sequence
@@ -643,7 +644,7 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     return conn.host, m.port
 
 
-#: packet durations (ms) our media streams send: RFC 3551 §4.2's G.711 range we implement
+#: packet durations (ms) our media streams can send (``MediaConfig``; RFC 3551 §4.2: 20 by default)
 PTIME_RANGE_MS = (10.0, 60.0)
 
 
@@ -661,8 +662,6 @@ def agreed_ptime(remote_ms: float | None, ours_ms: float, codec: _codecs.Codec) 
 
 def _ip_version(host: str) -> int | None:
     """4 or 6 for an IP literal (IPv6 in brackets or not), None for a name."""
-    import ipaddress
-
     try:
         return ipaddress.ip_address(host.strip("[]")).version
     except ValueError:
@@ -675,8 +674,6 @@ def same_family_remote(remote: tuple[str, int] | None, local: str) -> tuple[tupl
     its IPv4 address for an IPv4 ``local``. Returns (remote, None), or (None, why) when the
     families differ otherwise — RFC 3261 §20.43's warning 301, "incompatible network address
     formats"; a host name is left as it is (the target policy judges names)."""
-    import ipaddress
-
     if remote is None:
         return None, None
     mine, theirs = _ip_version(local), _ip_version(remote[0])
