@@ -224,11 +224,11 @@ def main() -> int:
               f"{top}")
     ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
-    print(f"rate ratio skinnysip/sipp: {ratio if ratio is None else round(ratio, 2)} (goal >= 0.8); "
-          f"CPU per registration skinnysip/sipp: {cpu_ratio if cpu_ratio is None else round(cpu_ratio, 1)}x")
+    print(f"rate ratio skinnysip/sipp: {'-' if ratio is None else round(ratio, 2)} (goal >= 0.8); "
+          f"CPU per registration skinnysip/sipp: {'-' if cpu_ratio is None else f'{cpu_ratio:.1f}x'}")
     fb = result["python floor"]["best"]
     floor_ratio = (fb["rate"] / sb["rate"]) if fb and sb else None
-    print(f"rate ratio python floor/sipp: {floor_ratio if floor_ratio is None else round(floor_ratio, 2)} "
+    print(f"rate ratio python floor/sipp: {'-' if floor_ratio is None else round(floor_ratio, 2)} "
           "(the most any Python client reached here)")
     result.update({"rate_ratio": ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
                    "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
