@@ -581,7 +581,7 @@ class SCCPBridge(TaskOwner):
             answer, audio = None, None
         if answer is None or audio is None or audio.rejected:
             self._respond(call, 488)
-            self._finish(call, "488 no common codec")
+            self._finish(call, f"488 {(audio.refusal if audio else None) or 'no common codec'}")
             leg.bridge_done = True
             await self.cm.end_call(leg)
             return
