@@ -149,6 +149,16 @@ def test_password_help_says_what_happens() -> None:
     assert "--password" not in " ".join(skinnysip("sip", "options", "--help").stdout.split())
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--processes", "2", "--engine", "threads"], "--engine: 'threads' is not processes or ray"),
+    (["--ray-address", "auto", "--engine", "processes"], "--ray-address joins a Ray cluster: it needs --engine ray"),
+])
+def test_load_engine_choices_say_so(args: list[str], says: str) -> None:
+    cli = skinnysip("load", "options", "127.0.0.1", "-m", "1", *args)
+    assert cli.returncode == 2 and cli.stderr.strip() == f"error: {says}" + (
+        " (the default with it)" if "Ray cluster" in says else ""), cli.stderr
+
+
 # ------------------------------------------------------------------ targets
 
 
