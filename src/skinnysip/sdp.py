@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skinnysip.addresses import is_ip, is_ipv6, strip_brackets
 from skinnysip.rtp import codecs as _codecs
 
 __all__ = [
@@ -644,28 +645,14 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     return conn.host, m.port
 
 
-#: packet durations (ms) our media streams can send (``MediaConfig``; RFC 3551 §4.2: 20 by default)
-PTIME_RANGE_MS = (10.0, 60.0)
-
-
 def agreed_ptime(remote_ms: float | None, ours_ms: float, codec: _codecs.Codec) -> float:
     """The packet duration (s) to send with ``codec``: the far end's ``a=ptime`` (RFC 4566 §6:
-    what it would like to receive, a wish) when we can send it — 10 to 60 ms, a whole number of
-    8 kHz samples, a frame size the codec has — else ours. A zero, negative, huge or
+    what it would like to receive, a wish) when we can send it
+    (:meth:`~skinnysip.rtp.codecs.Codec.ptime_problem`), else ours. A zero, negative, huge or
     fractional-sample ``a=ptime`` is ignored, not an error."""
-    if remote_ms is not None and PTIME_RANGE_MS[0] <= remote_ms <= PTIME_RANGE_MS[1] \
-            and abs(remote_ms * 8 - round(remote_ms * 8)) < 1e-6 \
-            and (codec.ptimes is None or any(abs(remote_ms / 1000 - p) < 1e-9 for p in codec.ptimes)):
+    if remote_ms is not None and codec.ptime_problem(remote_ms / 1000) is None:
         return remote_ms / 1000
     return ours_ms / 1000
-
-
-def _ip_version(host: str) -> int | None:
-    """4 or 6 for an IP literal (IPv6 in brackets or not), None for a name."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).version
-    except ValueError:
-        return None
 
 
 def same_family_remote(remote: tuple[str, int] | None, local: str) -> tuple[tuple[str, int] | None, str | None]:
@@ -674,15 +661,13 @@ def same_family_remote(remote: tuple[str, int] | None, local: str) -> tuple[tupl
     its IPv4 address for an IPv4 ``local``. Returns (remote, None), or (None, why) when the
     families differ otherwise — RFC 3261 §20.43's warning 301, "incompatible network address
     formats"; a host name is left as it is (the target policy judges names)."""
-    if remote is None:
-        return None, None
-    mine, theirs = _ip_version(local), _ip_version(remote[0])
-    if mine is None or theirs is None or mine == theirs:
+    if remote is None or not is_ip(local) or not is_ip(remote[0]) or is_ipv6(local) == is_ipv6(remote[0]):
         return remote, None
-    if mine == 4:
-        mapped = ipaddress.IPv6Address(remote[0].strip("[]")).ipv4_mapped
+    if not is_ipv6(local):
+        mapped = ipaddress.IPv6Address(strip_brackets(remote[0])).ipv4_mapped
         if mapped is not None:
             return (str(mapped), remote[1]), None
+    theirs, mine = (6, 4) if is_ipv6(remote[0]) else (4, 6)
     return None, (f"incompatible network address formats: SDP c= address {remote[0]} is IPv{theirs}, "
                   f"our media address {local} is IPv{mine}")
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # numpy and the codec bindings load when a coder is made, not
 
     Samples = npt.NDArray[np.int16]
 
-__all__ = ["Codec", "FrameDecoder", "FrameEncoder", "KNOWN", "OPUS", "G722", "PCMU", "PCMA", "available",
+__all__ = ["PTIME_RANGE", "Codec", "FrameDecoder", "FrameEncoder", "KNOWN", "OPUS", "G722", "PCMU", "PCMA", "available",
            "by_name", "for_payload_type", "matching"]
 
 
@@ -53,6 +53,10 @@ class FrameEncoder(Protocol):
 
 class FrameDecoder(Protocol):
     def decode(self, payload: bytes) -> Samples: ...
+
+
+#: the packet durations (s) our media streams send, shortest and longest
+PTIME_RANGE = (0.01, 0.06)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,18 @@ class Codec:
     def ticks(self, samples: int, rate: int) -> int:
         """RTP timestamp units of ``samples`` PCM samples at ``rate`` Hz."""
         return samples * self.clock_rate // rate
+
+    def ptime_problem(self, ptime: float) -> str | None:
+        """Why our media streams cannot send this codec in packets of ``ptime`` seconds, or None
+        when they can: :data:`PTIME_RANGE` (RFC 3551 §4.2: 20 ms by default), a whole number of
+        8000 Hz samples (the media clock's), and one of the codec's frame durations."""
+        if not PTIME_RANGE[0] - 1e-9 <= ptime <= PTIME_RANGE[1] + 1e-9:
+            return f"ptime {ptime!r} s is outside {PTIME_RANGE[0]}..{PTIME_RANGE[1]} s"
+        if abs(ptime * 8000 - round(ptime * 8000)) > 1e-6:
+            return f"ptime {ptime} s is not a whole number of 8000 Hz samples"
+        if self.ptimes is not None and not any(abs(ptime - p) < 1e-9 for p in self.ptimes):
+            return f"ptime {ptime} s: {self.name} codes frames of {self.ptimes} s"
+        return None
 
     def matches(self, encoding: str, clock_rate: int, channels: int | None) -> bool:
         """True if an rtpmap ``encoding/clock_rate[/channels]`` names this codec (names are
