@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 import sip_peers
 from sip_peers import sipp_uac
+from test_phone_baresip import share_of
 
 from peertools import free_port
 from skinnysip.phone.api import CallState, CallStateChanged, ErrorEvent, PhoneError
@@ -341,10 +343,11 @@ async def test_offer_of_the_other_ip_family_gets_488_with_the_reason() -> None:
     assert ended and "incompatible network address formats" in (ended[-1].call.end_reason or "")
 
 
-async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media() -> None:
+async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media(tmp_path: Path) -> None:
     """An a=ptime we cannot send (0, negative, 100 s: RFC 4566 makes it a wish) is ignored:
-    20 ms is answered and used, and RTP flows — no internal error. An IPv4-mapped IPv6 c=
-    (RFC 4291 §2.5.5.2) is the IPv4 host it maps."""
+    20 ms is answered and used, and our 440 Hz comes back from SIPp's RTP echo into our
+    recording — no internal error. An IPv4-mapped IPv6 c= (RFC 4291 §2.5.5.2) is the IPv4
+    host it maps."""
     for ptime, conn in (("100000", "c=IN IP4 [media_ip]"), ("-5", "c=IN IP6 ::ffff:[media_ip]")):
         port = free_port(socket.SOCK_DGRAM)
         media = sdp_body(f"m=audio [media_port] RTP/AVP 0\na=ptime:{ptime}", conn)
@@ -352,7 +355,8 @@ async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media() 
     <action><ereg regexp="a=ptime:20" search_in="body" check_it="true" assign_to="ptime"/></action>
   </recv>
 """ + uac_ack(port, for_2xx=True) + uac_bye(1500) + '  <Reference variables="ptime"/>\n' + TAIL
-        async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        record = tmp_path / f"ptime{ptime}"
+        async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0, record_dir=str(record))) as phone:
             result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15, extra=["-rtp_echo"])
             assert result.returncode == 0, result.errors or result.screen
             events = await _events(phone)
@@ -362,3 +366,5 @@ async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media() 
         assert call.audio.remote[0] == "127.0.0.1", call.audio.remote
         report = call.media_report()
         assert report is not None and report["sent"]["packets"] >= 40, report and report["sent"]
+        heard = share_of(Path(report["recordings"]["rx"]), 440)  # dominant frequency per 20 ms frame
+        assert heard >= 0.8, (ptime, heard, report["received"], report["jitter_buffer"])
