@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,3 +130,67 @@ def test_distributed_register_totals_equal_single_run_and_server(registrar: Kama
     assert code3 == 0, stderr3[-2000:]
     assert_fanned_out_equals_single(ray, single)
     assert_server_agrees({k: after_ray.get(k, 0) - after_processes.get(k, 0) for k in after_ray}, ray)
+
+
+def sipp_register_send(cseq: int, authorization: str = "") -> str:
+    """One REGISTER of a SIPp scenario, every user-specific value from the injection file:
+    field0 the user, field1 the domain (and field2 the [authentication ...] keyword)."""
+    return f"""  <send retrans="500"><![CDATA[
+REGISTER sip:[field1] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+Max-Forwards: 70
+From: <sip:[field0]@[field1]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[field0]@[field1]>
+Call-ID: [call_id]
+CSeq: {cseq} REGISTER
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+{authorization}Expires: 0
+Content-Length: 0
+
+]]></send>
+"""
+
+
+#: SIPp's usual REGISTER with digest, credentials injected from the file's field2
+SIPP_REGISTER_INF = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="register with auth from -inf">\n'
+    + sipp_register_send(1) + '  <recv response="401" auth="true"/>\n' + sipp_register_send(2, "[field2]\n")
+    + '  <recv response="200"/>\n</scenario>\n')
+
+
+def test_sipp_injection_file_with_authentication_keyword(registrar: KamailioPeer, tmp_path: Path) -> None:
+    """A users file written for SIPp (``user;domain;[authentication username=… password=…]``)
+    drives SIPp's REGISTER-with-auth scenario and ``skinnysip load register`` alike: every
+    registration of both succeeds on Kamailio, and a wrong password in the same form fails
+    with Kamailio's 403/401, counted by status."""
+    from peertools import free_port
+
+    path = tmp_path / "users.csv"
+    path.write_text("SEQUENTIAL\n# written for sipp -inf\n" + "".join(
+        f"{user};{registrar.realm};[authentication username={user} password={password}]\n"
+        for user, password in registrar.users.items()))
+    scenario = tmp_path / "register_inf.xml"
+    scenario.write_text(SIPP_REGISTER_INF)
+    count = 4 * len(registrar.users)
+    before = kamailio_stats(registrar)
+    sipp = subprocess.run(["sipp", f"127.0.0.1:{registrar.udp_port}", "-sf", str(scenario), "-inf", str(path),
+                           "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-r", "50", "-m", str(count),
+                           "-nd", "-nostdin", "-timeout", "60s", "-timeout_error"],
+                          capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    after_sipp = kamailio_stats(registrar)
+    assert sipp.returncode == 0, sipp.stdout[-2000:] + sipp.stderr[-2000:]
+    assert after_sipp["registrar:accepted_regs"] - before["registrar:accepted_regs"] == count
+
+    code, result, stderr = run_load(register_args(registrar, path, "--no-unregister", "--expires", "0",
+                                                  count=count))
+    after_ours = kamailio_stats(registrar)
+    assert code == 0, (result, stderr[-2000:])
+    assert (result["successful"], result["failed"]) == (count, 0)
+    assert after_ours["registrar:accepted_regs"] - after_sipp["registrar:accepted_regs"] >= count
+
+    wrong = tmp_path / "wrong.csv"
+    user = next(iter(registrar.users))
+    wrong.write_text(f"SEQUENTIAL\n{user};{registrar.realm};[authentication username={user} password=not-it]\n")
+    code, result, _ = run_load(register_args(registrar, wrong, count=3))
+    assert code == 1 and (result["successful"], result["failed"]) == (0, 3)
+    assert set(result["failedByStatus"]) <= {"401", "403"} and sum(result["failedByStatus"].values()) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import statistics
 
 import pytest
@@ -70,6 +71,56 @@ def test_users_file_sipp_format(tmp_path) -> None:
     assert read_users(path) == ([User("dave", "secret")], "SEQUENTIAL")
     path.write_text("SEQUENTIAL\n")
     with pytest.raises(ValueError, match="no users"):
+        read_users(path)
+
+
+def test_users_file_sipp_authentication_field(tmp_path) -> None:
+    """SIPp users keep credentials as the [authentication] keyword their scenario injects."""
+    path = tmp_path / "users.csv"
+    path.write_text("SEQUENTIAL\r\n20000;20000;[authentication username=20000 password=a111111]\r\n"
+                    "alice;pbx.example;[authentication username=alice-auth password=\"p w\"]\n"
+                    "bob;pbx.example;[Authentication password=b0b]\n")
+    users, order = read_users(path)
+    assert order == "SEQUENTIAL"
+    assert users == [User("20000", "a111111", "20000"), User("alice", "p w", "alice-auth"),
+                     User("bob", "b0b")]
+    path.write_text("carol;[authentication username=carol]\n")
+    with pytest.raises(ValueError, match=r"users.csv:1: .*no password="):
+        read_users(path)
+
+
+def test_users_file_sipp_printf(tmp_path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("SEQUENTIAL,PRINTF=5,PRINTFOFFSET=1001,PRINTFMULTIPLE=2\n"
+                    "%d;pw%d;[authentication username=%d password=secret%%%d]\nu%04d;x\n")
+    users, _ = read_users(path)
+    assert users == [User("1001", "secret%1001", "1001"), User("u1003", "x"),
+                     User("1005", "secret%1005", "1005"), User("u1007", "x"),
+                     User("1009", "secret%1009", "1009")]
+    path.write_text("RANDOM,PRINTF=3\nuser%-3d|;pw\n")
+    assert read_users(path) == ([User(f"user{i:<3d}|", "pw") for i in range(3)], "RANDOM")
+    for header, body, message in [
+        ("SEQUENTIAL,PRINTF=0", "u%d;pw", "PRINTF=0: a printf file makes"),
+        ("SEQUENTIAL,PRINTF=x", "u%d;pw", "PRINTF='x' is not a whole number"),
+        ("SEQUENTIAL,COUNT=3", "u%d;pw", "'COUNT=3' is not PRINTF=N"),
+        ("SEQUENTIAL,PRINTF=2", "u%s;pw", "may only hold %d formats"),
+        ("SEQUENTIAL,PRINTF=2", "u%1.2.3d;pw", "is not a printf %d format"),
+    ]:
+        path.write_text(f"{header}\n{body}\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_users(path)
+    # without PRINTF a % is just a character
+    path.write_text("USER\n50%;pw\n")
+    assert read_users(path) == ([User("50%", "pw")], "USER")
+
+
+def test_users_file_is_read_with_a_cap(tmp_path, monkeypatch) -> None:
+    import skinnysip.load.scenarios as scenarios
+
+    path = tmp_path / "users.csv"
+    path.write_text("alice;pw\n" * 100)
+    monkeypatch.setattr(scenarios, "MAX_USERS_FILE_BYTES", 512)
+    with pytest.raises(ValueError, match="larger than"):
         read_users(path)
 
 

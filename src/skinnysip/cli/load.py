@@ -282,7 +282,9 @@ def _command(scenario: str, doc: str) -> Any:
         domain: str | None = typer.Option(None, help="Domain of the URIs (default: HOST[:PORT])."),
         user: str | None = typer.Option(None, "--user", "-u", help="User name (From/To, digest)."),
         password: str | None = typer.Option(None, help="Digest password (or $SKINNYSIP_PASSWORD)."),
-        users: str | None = typer.Option(None, "--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM] then user;password[;auth_user] lines."),
+        users: str | None = typer.Option(
+            None, "--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM|USER[,PRINTF=N…]] then "
+            "user;password[;auth_user] or user;domain;[authentication username=U password=P] lines."),
         to: str | None = typer.Option(None, "--to", help="Target: bob, bob@host or a SIP URI (call, message)."),
         rate: float = typer.Option(10.0, "--rate", "-r", min=0.001, help="Attempts started per second (SIPp -r)."),
         limit: int = typer.Option(100, "--limit", "-l", min=1, help="Attempts in progress at most (SIPp -l)."),

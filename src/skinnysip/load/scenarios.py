@@ -62,31 +62,118 @@ class User:
     auth_user: str | None = None
 
 
+#: the orders a users file's first line may name (SIPp ``-inf``)
+USER_ORDERS = ("SEQUENTIAL", "RANDOM", "USER")
+MAX_USERS_FILE_BYTES = 32 * 1024 * 1024  # read from a users file at most
+_AUTH_FIELD = re.compile(r"\[authentication(?:\s+([^\]]*))?\]", re.IGNORECASE)
+_AUTH_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
+_PRINTF_FIELD = re.compile(r"%(%|[-0-9.]*d)?")
+
+
+def _users_header(line: str, where: str) -> tuple[str, int | None, int, int] | None:
+    """The first line of a SIPp injection file, ``ORDER[,PRINTF=N][,PRINTFOFFSET=N]
+    [,PRINTFMULTIPLE=N]``: (order, virtual lines or None, offset, multiple); None when the
+    line is a user line instead."""
+    words = [word.strip() for word in line.split(",")]
+    if ";" in line or words[0].upper() not in USER_ORDERS:
+        return None
+    options: dict[str, int] = {}
+    for word in words[1:]:
+        name, sep, value = word.partition("=")
+        name = name.strip().upper()
+        if not sep or name not in ("PRINTF", "PRINTFOFFSET", "PRINTFMULTIPLE"):
+            raise ValueError(f"{where}: {word!r} is not PRINTF=N, PRINTFOFFSET=N or PRINTFMULTIPLE=N")
+        try:
+            options[name] = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{where}: {name}={value.strip()!r} is not a whole number") from None
+        if options[name] < 0:
+            raise ValueError(f"{where}: {name} must not be negative")
+    virtual = options.get("PRINTF")
+    if virtual is not None and not 1 <= virtual <= MAX_USERS:
+        raise ValueError(f"{where}: PRINTF={virtual}: a printf file makes 1..{MAX_USERS} users")
+    return words[0].upper(), virtual, options.get("PRINTFOFFSET", 0), options.get("PRINTFMULTIPLE", 1)
+
+
+def _printf_field(text: str, number: int, where: str) -> str:
+    """SIPp's printf expansion of one field: every ``%d`` (with width/flags such as ``%04d``)
+    becomes ``number``, ``%%`` a ``%``."""
+    def expand(match: re.Match[str]) -> str:
+        spec = match.group(1)
+        if spec is None:
+            raise ValueError(f"{where}: {text!r}: a printf field may only hold %d formats (and %%)")
+        if spec == "%":
+            return "%"
+        try:
+            return ("%" + spec) % number
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {match.group(0)!r} is not a printf %d format") from None
+    return _PRINTF_FIELD.sub(expand, text)
+
+
+def _user_from_fields(fields: list[str], where: str) -> User:
+    """One user line's fields: ``user;password[;auth_user]``, or SIPp's habit of a field
+    ``[authentication username=U password=P]`` (the keyword a scenario injects with
+    ``[fieldN]``): then the password and digest username come from it and the other fields
+    after the user are ignored."""
+    if not fields[0]:
+        raise ValueError(f"{where}: no user")
+    for text in fields[1:]:
+        match = _AUTH_FIELD.fullmatch(text)
+        if match is None:
+            continue
+        params = {param.group(1).lower(): param.group(2) if param.group(2) is not None else param.group(3)
+                  for param in _AUTH_PARAM.finditer(match.group(1) or "")}
+        if "password" not in params:
+            raise ValueError(f"{where}: {text!r} has no password=")
+        return User(fields[0], params["password"], params.get("username") or None)
+    return User(fields[0], fields[1] if len(fields) > 1 and fields[1] else None,
+                fields[2] if len(fields) > 2 and fields[2] else None)
+
+
 def read_users(path: str | Path) -> tuple[list[User], str]:
-    """Users from a SIPp ``-inf`` style file: an optional first line ``SEQUENTIAL``,
-    ``RANDOM`` or ``USER`` (the order; default SEQUENTIAL), then one user a line,
-    ``user;password[;auth_user]`` (``,`` also accepted as the separator; ``#`` comments and
-    blank lines skipped). Returns (users, order). ``ValueError`` naming the line when a line
-    has no user, or the file has none; at most :data:`MAX_USERS` users."""
-    users: list[User] = []
-    order = "SEQUENTIAL"
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    for number, raw in enumerate(text.splitlines(), 1):
+    """Users from a SIPp ``-inf`` style injection file. Returns (users, order).
+
+    - First line, optional: ``SEQUENTIAL``, ``RANDOM`` or ``USER`` (the order; default
+      SEQUENTIAL), with SIPp's ``,PRINTF=N[,PRINTFOFFSET=O][,PRINTFMULTIPLE=M]``: N users made
+      from the lines in turn, every ``%d`` in a field replaced by ``O + i*M`` for user ``i``
+      (``user%04d;pw`` with ``PRINTF=1000,PRINTFOFFSET=1`` gives user0001 … user1000).
+    - Then one user a line: ``user;password[;auth_user]`` (``,`` also accepted as the
+      separator when a line has no ``;``), or SIPp's ``user;domain;[authentication
+      username=U password=P]``. ``#`` comments and blank lines are skipped.
+
+    ``ValueError`` naming the file and line for a line without a user, a malformed header or
+    printf field, an ``[authentication]`` field without a password, or a file without users;
+    ``OSError`` when it cannot be read. At most :data:`MAX_USERS` users (the rest of a longer
+    file is ignored) and :data:`MAX_USERS_FILE_BYTES` read."""
+    with open(path, "rb") as stream:
+        data = stream.read(MAX_USERS_FILE_BYTES + 1)
+    if len(data) > MAX_USERS_FILE_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_USERS_FILE_BYTES // (1024 * 1024)} MiB")
+    order, virtual, offset, multiple = "SEQUENTIAL", None, 0, 1
+    lines: list[tuple[int, list[str]]] = []
+    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if number == 1 and line.upper() in ("SEQUENTIAL", "RANDOM", "USER"):
-            order = line.upper()
-            continue
-        fields = [f.strip() for f in (line.split(";") if ";" in line else line.split(","))]
-        if not fields[0]:
-            raise ValueError(f"{path}:{number}: no user")
-        users.append(User(fields[0], fields[1] if len(fields) > 1 and fields[1] else None,
-                          fields[2] if len(fields) > 2 and fields[2] else None))
-        if len(users) >= MAX_USERS:
+        if number == 1:
+            header = _users_header(line, f"{path}:1")
+            if header is not None:
+                order, virtual, offset, multiple = header
+                continue
+        lines.append((number, [f.strip() for f in (line.split(";") if ";" in line else line.split(","))]))
+        if len(lines) >= MAX_USERS:
             break
-    if not users:
+    if not lines:
         raise ValueError(f"{path}: no users")
+    if virtual is None:
+        return [_user_from_fields(fields, f"{path}:{number}") for number, fields in lines], order
+    users = []
+    for index in range(virtual):
+        number, fields = lines[index % len(lines)]
+        where = f"{path}:{number}"
+        value = offset + index * multiple
+        users.append(_user_from_fields([_printf_field(f, value, where) for f in fields], where))
     return users, order
 
 
