@@ -194,6 +194,27 @@ def test_conflicts_and_bad_targets_say_so(args: list[str], says: str) -> None:
     assert says in " ".join(cli.output.replace("│", " ").split())
 
 
+def test_load_takes_targets_as_sipp_and_the_other_commands_do() -> None:
+    """``skinnysip load`` reads HOST as ``sipp remote_host[:remote_port]`` and every other
+    skinnysip command do: HOST:PORT, [IPv6]:PORT, sip:/sips: URIs; conflicts with --port or
+    --transport are usage errors (exit 2), as for ``sip options``."""
+    with udp_server(_answer("200 OK")) as (port, requests):
+        cli = skinnysip("load", "options", f"127.0.0.1:{port}", "-m", "3", "-r", "50", "--json")
+        uri_cli = skinnysip("load", "options", f"sip:127.0.0.1:{port};transport=udp", "-m", "2", "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert (json.loads(cli.stdout)["successful"], json.loads(uri_cli.stdout)["successful"]) == (3, 2)
+    assert len(requests) == 5 and all(r.startswith(b"OPTIONS sip:127.0.0.1:%d SIP/2.0" % port) for r in requests)
+    for args, says in [
+        (["127.0.0.1:5080", "--port", "5090"], "HOST says port 5080 but --port says 5090"),
+        (["sips:127.0.0.1", "-t", "udp"], "sips: means tls but --transport says udp"),
+        (["127.0.0.1", "-t", "sctp"], "'sctp' is not udp, tcp or tls"),
+        (["http://127.0.0.1"], "is not HOST, HOST:PORT"),
+    ]:
+        bad = skinnysip("load", "options", *args, "-m", "1")
+        assert bad.returncode == 2 and says in " ".join(bad.stderr.split()), bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
 def test_phone_server_targets() -> None:
     r = skinnysip("phone", "sip:alice@127.0.0.1", "--registrar", "sip:127.0.0.1;transport=tcp", "-t", "udp")
     assert r.returncode == 2 and r.stderr.startswith("error: --transport:") and "Traceback" not in r.stderr

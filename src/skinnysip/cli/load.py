@@ -134,31 +134,34 @@ def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
     return sink
 
 
-def _run(scenario: str, host: str, port: int | None, transport: str, domain: str | None,
+def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str,
          csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None) -> None:
-    from skinnysip.addresses import check_host
-    from skinnysip.cli.common import CONSOLE_OPTIONS, err_console, password_from, printable
+    from skinnysip.cli.common import (
+        CONSOLE_OPTIONS,
+        err_console,
+        merge_target,
+        parse_target,
+        password_from,
+        printable,
+        transport_value,
+    )
     from skinnysip.load.report import CsvSink, LiveView
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
 
-    transport = transport.strip().lower()
-    if transport not in ("udp", "tcp", "tls"):
-        _fail(f"--transport: {transport!r} is not udp, tcp or tls")
+    # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
+    target = merge_target(parse_target(host), port, transport_value(transport))
+    host, port, transport = target.host, target.port, target.transport or "udp"
     engine = (engine or ("ray" if ray_address else "processes")).strip().lower()
     if engine not in ("processes", "ray"):
         _fail(f"--engine: {engine!r} is not processes or ray")
     if ray_address and engine != "ray":
         _fail("--ray-address joins a Ray cluster: it needs --engine ray (the default with it)")
-    try:
-        host = check_host(host)
-    except ValueError as exc:
-        _fail(f"HOST: {exc}")
     user_list: list[User] = []
     order = "SEQUENTIAL"
     if users is not None:
@@ -276,9 +279,11 @@ def _run(scenario: str, host: str, port: int | None, transport: str, domain: str
 
 def _command(scenario: str, doc: str) -> Any:
     def command(
-        host: str = typer.Argument(..., help="The server (IP or name) every request goes to."),
+        host: str = typer.Argument(..., help="The server every request goes to: HOST, HOST:PORT, [IPv6]:PORT, "
+                                   "sip:HOST:PORT;transport=tcp or sips:HOST."),
         port: int | None = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port (5060; TLS 5061)."),
-        transport: str = typer.Option("udp", "--transport", "-t", help="udp, tcp or tls."),
+        transport: str | None = typer.Option(None, "--transport", "-t", show_default=False,
+                                             help="udp, tcp or tls [default: from HOST, else udp]."),
         domain: str | None = typer.Option(None, help="Domain of the URIs (default: HOST[:PORT])."),
         user: str | None = typer.Option(None, "--user", "-u", help="User name (From/To, digest)."),
         password: str | None = typer.Option(None, help="Digest password (or $SKINNYSIP_PASSWORD)."),
