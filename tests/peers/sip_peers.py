@@ -112,6 +112,7 @@ def _kamailio_cfg(
     relay_registered: bool = False,
     pbx: bool = False,
     max_expires: int = 3600,
+    min_expires: int | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -265,7 +266,8 @@ loadmodule "htable.so"
 modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", {max_expires})
-modparam("registrar", "min_expires", {min(10, max_expires)})
+modparam("registrar", "min_expires", {min(10, max_expires) if min_expires is None else min_expires})
+modparam("registrar", "min_expires_mode", {0 if min_expires is None else 1})
 modparam("auth", "algorithm", "{algorithm}")
 modparam("auth", "nonce_expire", 60)
 modparam("auth", "secret", "skinnysip-test-secret")
@@ -328,6 +330,7 @@ def kamailio(
     relay_registered: bool = False,
     pbx: bool = False,
     max_expires: int = 3600,
+    min_expires: int | None = None,
     ports: tuple[int, int, int] | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
@@ -345,7 +348,9 @@ def kamailio(
     ``pbx``: a small PBX between registered users: INVITE/MESSAGE from the realm's users are
     proxy-authenticated (407), INVITE/SUBSCRIBE/REFER record-routed, every new request relayed
     to the callee's binding (480 when not registered), in-dialog requests by the route set.
-    ``max_expires``: the longest registration granted (seconds). ``ports``: (udp, tcp, tls) to
+    ``max_expires``: the longest registration granted (seconds). ``min_expires``: a shorter
+    one asked for is refused with 423 (Interval Too Brief) and Min-Expires (Kamailio's
+    ``min_expires_mode`` 1; default: raised to 10 s silently). ``ports``: (udp, tcp, tls) to
     listen on (default: free ports) — to restart "the same" server. Other requests → 404.
     """
     binary = require("kamailio")
@@ -365,7 +370,7 @@ def kamailio(
         tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
     cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                 relay_registered, pbx, max_expires))
+                                 relay_registered, pbx, max_expires, min_expires))
     log_file = workdir / "kamailio.log"
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:

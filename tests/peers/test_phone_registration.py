@@ -5,6 +5,7 @@ unregisters (RFC 3261 §10)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 
@@ -47,6 +48,25 @@ async def test_short_expiry_is_refreshed_without_a_gap(short_pbx: KamailioPeer, 
         assert len(registers) >= 2 * int(watch // 10)  # each refresh: REGISTER + authorised REGISTER, every 10 s
     await asyncio.sleep(0.5)
     assert short_pbx.contacts("alice") == []
+
+
+async def test_interval_too_brief_is_retried_with_min_expires() -> None:
+    """Kamailio set to refuse registrations shorter than 60 s (423 with Min-Expires: 60):
+    the phone asking for 20 s registers again for 60 s at once (RFC 3261 §10.2.8), and its
+    refresh asks for 60 s straight away instead of drawing another 423."""
+    with kamailio(pbx=True, min_expires=60) as pbx:
+        account = _account(pbx)
+        account.expires = 20
+        async with SIPPhone(account) as phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert phone.expires_granted == 60 and pbx.contacts("alice")
+            assert await phone.register()
+            exchange = [m.summary for m in phone.endpoint.trace if m.direction == "received"]
+            expires = [re.search(rb"^Expires: *(\d+)", m.raw, re.M | re.I).group(1).decode()  # type: ignore[union-attr]
+                       for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
+        assert sum("423" in line for line in exchange) == 1, exchange
+        # Kamailio checks the credentials first: 20 → 401, 20 with credentials → 423, then 60s only
+        assert expires[:2] == ["20", "20"] and set(expires[2:]) == {"60"} and len(expires) >= 6, expires
 
 
 async def test_wrong_password_is_a_failed_registration_with_its_reason(short_pbx: KamailioPeer) -> None:

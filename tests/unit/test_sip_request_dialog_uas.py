@@ -14,6 +14,7 @@ from skinnysip.sip.request import (
     build_ack_for_failure,
     build_cancel,
     build_response,
+    min_expires_retry,
     new_branch,
     new_request,
     reason_phrase,
@@ -495,3 +496,21 @@ def test_challenge_retry_proxy_then_registrar_realms() -> None:
     assert 'realm="proxy.example"' in (third.headers.get("Proxy-Authorization") or "")
     assert 'realm="biloxi.example.com"' in (third.headers.get("Authorization") or "")
     assert rule.retry(third, challenge(401, nonce="other"), via) is None and rule.refused == "credentials refused"
+
+
+@pytest.mark.parametrize(("status", "min_expires", "asked", "retry"), [
+    ("423 Interval Too Brief", "Min-Expires: 60\r\n", 20, 60),
+    ("423 Interval Too Brief", "Min-Expires: 4294967295\r\n", 3600, 4294967295),
+    ("423 Interval Too Brief", "Min-Expires: 20\r\n", 20, None),  # not longer: retrying cannot help
+    ("423 Interval Too Brief", "", 20, None),  # §10.2.8 needs the Min-Expires it names
+    ("423 Interval Too Brief", "Min-Expires: soon\r\n", 20, None),
+    ("423 Interval Too Brief", "Min-Expires: 4294967296\r\n", 20, None),  # beyond §20.23's range
+    ("200 OK", "Min-Expires: 60\r\n", 20, None),
+])
+def test_min_expires_retry_after_423(status: str, min_expires: str, asked: int, retry: int | None) -> None:
+    """RFC 3261 §10.2.8: after a 423 a REGISTER may be sent again with the Min-Expires of it."""
+    response = parse_message((f"SIP/2.0 {status}\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bKx\r\n"
+                              "From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\nCall-ID: c\r\n"
+                              f"CSeq: 2 REGISTER\r\n{min_expires}Content-Length: 0\r\n\r\n").encode())
+    assert isinstance(response, Response)
+    assert min_expires_retry(response, asked) == retry

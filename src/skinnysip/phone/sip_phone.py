@@ -63,7 +63,14 @@ from skinnysip.sdp import (
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
-from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag, resend_request
+from skinnysip.sip.request import (
+    build_cancel,
+    min_expires_retry,
+    new_call_id,
+    new_request,
+    new_tag,
+    resend_request,
+)
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
 from skinnysip.sip.syntax import parse_params, uint_or_none
 from skinnysip.sip.transaction import Flow, Timers
@@ -373,6 +380,7 @@ class SIPPhone(Phone):
         self.flow: Flow | None = None
         self.server_name: str | None = None
         self.expires_granted: int | None = None
+        self._min_expires = 0  # raised by a 423's Min-Expires
         self.registration_reason = ""
         self._reg_call_id = new_call_id()
         self._reg_tag = new_tag()
@@ -486,11 +494,18 @@ class SIPPhone(Phone):
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         self._set_registration(RegistrationState.REGISTERING, "")
-        return await self._register_once(self.account.expires)
+        return await self._register_once(self._expires_wanted())
 
-    async def _register_once(self, expires: int, contact: NameAddr | None = None) -> bool:
+    def _expires_wanted(self) -> int:
+        """The expiry to ask for: the account's, raised to what a registrar's 423 named."""
+        return max(self.account.expires, self._min_expires)
+
+    async def _register_once(self, expires: int, contact: NameAddr | None = None, *,
+                             brief_retry: bool = True) -> bool:
         """One REGISTER of ``contact`` (default: ours now) for ``expires`` seconds, digest if
-        challenged; True on a 2xx. Updates the registration state unless ``expires`` is 0."""
+        challenged; True on a 2xx. Updates the registration state unless ``expires`` is 0.
+        A 423 (Interval Too Brief) naming a longer Min-Expires is retried once with it, and
+        later registrations ask for it too (RFC 3261 §10.2.8)."""
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         flow = self.flow
@@ -513,6 +528,10 @@ class SIPPhone(Phone):
         if response is None:
             self._set_registration(RegistrationState.FAILED, outcome.error or "no response")
             return False
+        longer = min_expires_retry(response, expires) if brief_retry else None
+        if longer is not None:
+            self._min_expires = longer
+            return await self._register_once(longer, contact, brief_retry=False)
         if not 200 <= response.status_code < 300:
             reason = response.summary
             if outcome.auth is not None and outcome.auth.refused:
@@ -524,7 +543,7 @@ class SIPPhone(Phone):
         if self._learn_public(response, flow):
             # behind a NAT (RFC 3581): remove the private binding, register the public one
             await self._register_once(0, contact)
-            return await self._register_once(expires)
+            return await self._register_once(self._expires_wanted())
         self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
         return True
 
@@ -585,7 +604,7 @@ class SIPPhone(Phone):
                 wait = min(300.0, 2.0 ** min(failures, 8))
             await asyncio.sleep(max(1.0, wait))
             try:
-                await self._register_once(self.account.expires)
+                await self._register_once(self._expires_wanted())
             except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                 self._set_registration(RegistrationState.FAILED, str(exc))
 

@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Iterable
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.syntax import uint_or_none
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "build_ack_for_failure",
     "build_cancel",
     "build_response",
+    "min_expires_retry",
     "new_branch",
     "new_call_id",
     "new_request",
@@ -226,6 +228,18 @@ def resend_request(request: Request, via: str, *, uri: str | None = None, next_c
         number, method = request.cseq
         headers.set("CSeq", f"{number + 1} {method}")
     return Request(request.method, request.uri if uri is None else uri, headers, request.body)
+
+
+def min_expires_retry(response: Response, expires: int) -> int | None:
+    """The expiry (seconds) to send a REGISTER again with after a 423 (Interval Too Brief)
+    answered one asking for ``expires``: the response's Min-Expires (RFC 3261 §10.2.8,
+    §20.23: 0 … 2**32-1 seconds) when it is larger than ``expires``. None when ``response``
+    is not a 423 or names no usable longer interval (missing, malformed, not larger): then a
+    retry cannot succeed."""
+    if response.status_code != 423:
+        return None
+    longer = uint_or_none(response.headers.get("Min-Expires"))
+    return longer if longer is not None and longer > expires else None
 
 
 def build_ack_for_failure(request: Request, response: Response) -> Request:
