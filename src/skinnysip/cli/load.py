@@ -313,7 +313,7 @@ def _command(scenario: str, doc: str) -> Any:
         ray_address: str | None = typer.Option(None, "--ray-address", help="Join a Ray cluster (auto, ray://host:10001)."),
         rate_file: str | None = typer.Option(None, "--rate-file", help="A file holding the rate; re-read every interval."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or table."),
-        insecure: bool = typer.Option(False, "--insecure", help="TLS: do not check the server certificate."),
+        insecure: bool = typer.Option(False, "--insecure", "-k", help="TLS: do not check the server certificate."),
         ca_file: str | None = typer.Option(None, "--ca-file", help="TLS: CA certificates to check the server with."),
     ) -> None:
         if scenario == "user" and script is None:
