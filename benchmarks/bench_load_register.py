@@ -30,13 +30,20 @@ registrations of the highest passing step; the interpreter's start-up is in it (
 whole command, as SIPp's is). ``--processes N`` (default 2) adds a climb of
 ``skinnysip load register --processes N`` (worker processes of this machine, the default
 engine; ``--engine ray`` climbs with Ray workers instead, whose CPU includes Ray's start-up,
-so only their rate compares). Writes ``benchmarks/results/load_register.json``.
+so only their rate compares).
+
+Kamailio's own CPU is read from ``/proc`` around every step (all its processes) and given per
+registration too. With it the run ends with the budget the goal leaves a client on this
+machine: at 0.8 × SIPp's best rate, Kamailio needs ``rate × server ms/reg`` of the cores;
+what is left, divided by that rate, is the most CPU a client may spend per registration —
+to be read beside the Python floor's. Writes ``benchmarks/results/load_register.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -170,15 +177,38 @@ def sipp(port: int, realm: str, user: str, password: str, rate: int, seconds: fl
             "cpu_ms_per_registration": cpu / successful * 1000 if successful else None, "exit": proc.returncode}
 
 
-def climb(name: str, run: Any, rates: list[int]) -> dict[str, Any]:
+def server_cpu(config_path: str) -> float:
+    """CPU seconds (user + system) spent so far by every process running ``config_path``
+    (Kamailio's main process and its workers), from ``/proc/PID/stat``."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if config_path.encode() not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def climb(name: str, run: Any, rates: list[int], server_config: str = "") -> dict[str, Any]:
     steps, best = [], None
     for rate in rates:
+        server0 = server_cpu(server_config) if server_config else 0.0
         step = run(rate)
         step["rate"] = rate
+        if server_config and step.get("successful"):
+            step["server_cpu_ms_per_registration"] = (server_cpu(server_config) - server0) / step["successful"] * 1000
         steps.append(step)
         print(f"  {name:<10} {rate:>6}/s  {'ok ' if step['ok'] else 'FAIL'} {step.get('successful', 0):>7} ok "
               f"{step.get('failed', 0):>5} failed  {step.get('retransmissions', 0):>5} retrans  "
-              f"cpu {step.get('cpu_ms_per_registration') or 0:.3f} ms/reg", flush=True)
+              f"cpu {step.get('cpu_ms_per_registration') or 0:.3f} ms/reg  "
+              f"server {step.get('server_cpu_ms_per_registration') or 0:.3f} ms/reg", flush=True)
         if not step["ok"]:
             break
         best = step
@@ -203,15 +233,18 @@ def main() -> int:
         with kamailio("MD5") as k:
             user, password = "alice", k.users["alice"]
             print(f"REGISTER with digest against Kamailio 127.0.0.1:{k.udp_port}, {args.seconds:g} s per step")
+            cfg = str(Path(k.log_file).with_name("kamailio.cfg"))  # on every Kamailio process's command line
             result = {
-                "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds), rates),
+                "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds),
+                                   rates, cfg),
                 **({f"skinnysip x{args.processes}": climb(
                     f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
-                                                         args.processes, args.engine), rates)}
+                                                         args.processes, args.engine), rates, cfg)}
                    if args.processes > 1 else {}),
-                "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir), rates),
+                "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir),
+                              rates, cfg),
                 "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
-                                      rates),
+                                      rates, cfg),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -230,7 +263,19 @@ def main() -> int:
     floor_ratio = (fb["rate"] / sb["rate"]) if fb and sb else None
     print(f"rate ratio python floor/sipp: {'-' if floor_ratio is None else round(floor_ratio, 2)} "
           "(the most any Python client reached here)")
-    result.update({"rate_ratio": ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
+    budget = None
+    if sb and sb.get("server_cpu_ms_per_registration"):
+        goal_rate = 0.8 * sb["rate"]
+        server_cores = goal_rate * sb["server_cpu_ms_per_registration"] / 1000
+        cores = os.cpu_count() or 1
+        budget = {"goal_rate": goal_rate, "server_cores": round(server_cores, 2), "cores": cores,
+                  "client_ms_per_registration": round(max(0.0, cores - server_cores) / goal_rate * 1000, 3)}
+        print(f"the goal's budget on this machine: at {goal_rate:.0f}/s Kamailio needs {server_cores:.2f} of "
+              f"{cores} cores ({sb['server_cpu_ms_per_registration']:.3f} ms/reg), leaving a client "
+              f"{budget['client_ms_per_registration']:.3f} ms CPU per registration; the python floor spends "
+              f"{(fb or {}).get('cpu_ms_per_registration') or 0:.3f}, skinnysip "
+              f"{(ob or {}).get('cpu_ms_per_registration') or 0:.3f}")
+    result.update({"goal_budget": budget, "rate_ratio": ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
                    "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out = ROOT / "benchmarks" / "results" / "load_register.json"
     out.parent.mkdir(exist_ok=True)
