@@ -212,3 +212,9 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     text = console.export_text()
     for expected in ("successful", "486", "retransmissions", "response p99", "MOS", "4.1", "loss", "2 %", "jitter"):
         assert expected in text, (expected, text)
+    # what just happened and what the keys do stand under the table, one line each
+    view.note, view.hint = "rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    assert lines[-2:] == ["rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"], lines

@@ -93,6 +93,7 @@ class _Keys:
         self.saved = termios.tcgetattr(fd)
         tty.setcbreak(fd)
         asyncio.get_running_loop().add_reader(fd, self._key)
+        self.view.hint = "keys  + - ±1/s  * / ±10/s  q stop"
 
     def _key(self) -> None:
         key = os.read(sys.stdin.fileno(), 1).decode(errors="replace")
@@ -141,6 +142,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None) -> None:
+    from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
         err_console,
@@ -182,7 +184,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     except ValueError as exc:
         _fail(str(exc))
 
-    view = LiveView(f"skinnysip load {scenario} {host}", calls=scenario == "call")
+    server = f"{format_host(host)}:{port or (5061 if transport == 'tls' else 5060)}/{transport}"
+    view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario == "call")
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
     csv_sink = None

@@ -117,7 +117,8 @@ class LiveView:
         self.calls = calls
         self.last: Interval | None = None
         self.live: Any = None
-        self.note = ""
+        self.note = ""  # what just happened (a rate change, stopping), shown under the table
+        self.hint = ""  # what the keys do, under the note
 
     def __call__(self, item: Interval) -> None:
         self.last = item
@@ -127,7 +128,8 @@ class LiveView:
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=self.title, caption=self.note or None, show_header=True, expand=False)
+        caption = "\n".join(line for line in (self.note, self.hint) if line)
+        table = Table(title=self.title, caption=caption or None, show_header=True, expand=False)
         table.add_column("")
         table.add_column("period", justify="right")
         table.add_column("total", justify="right")
