@@ -98,6 +98,32 @@ def test_refused_logins_and_the_failure_threshold(pbx: KamailioPeer) -> None:
     assert load_cli(*args, "--max-failures", "9").returncode == 1
 
 
+def test_trace_err_writes_what_each_failure_was(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """``--trace-err`` (SIPp's -trace_err): every refused login's request and Kamailio's 403,
+    here from two worker processes through the driver; a user scenario's exception with where
+    it was raised."""
+    log = tmp_path / "errors.log"
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", "wrong", "-r", "50", "-m", "6", "--processes", "2", "--trace-err", str(log))
+    assert proc.returncode == 1, proc.stderr
+    blocks = log.read_text().split("\n----- ")
+    assert len(blocks) == 6, log.read_text()
+    for block in blocks:
+        assert "403 (FailedUnexpectedMessage)\nsent:\nREGISTER sip:" in block, block
+        assert "Authorization: Digest username=\"alice\"" in block
+        assert "received:\nSIP/2.0 403 " in block and "Server: " in block
+
+    script = tmp_path / "scenario.py"
+    script.write_text("async def scenario(phone, index):\n"
+                      "    raise LookupError(f'no route for {index}')\n")
+    proc = load_cli("user", "127.0.0.1", "-p", str(pbx.udp_port), "--script", str(script), "-r", "50", "-m", "2",
+                    "--trace-err", str(log))
+    assert proc.returncode == 1
+    text = log.read_text()
+    for index in (0, 1):
+        assert f"LookupError (FailedCallRejected): LookupError: no route for {index} at {script}:2 in scenario" in text
+
+
 def test_unreachable_server_is_one_line() -> None:
     from peertools import free_port
 

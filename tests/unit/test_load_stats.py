@@ -218,3 +218,36 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     console.print(view.render())
     lines = [line.strip() for line in console.export_text().splitlines()]
     assert lines[-2:] == ["rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"], lines
+
+
+def test_failure_details_are_bounded_and_travel_with_the_counters(tmp_path) -> None:
+    """Counters keep the first MAX_ERRORS failures' texts (also through merge and the dict a
+    worker sends); the --trace-err file writes them and counts what it left out."""
+    from skinnysip.load.report import MAX_ERRORS_LOGGED, ErrorLogSink
+    from skinnysip.load.scenarios import record_failure
+    from skinnysip.load.stats import MAX_ERRORS
+    from skinnysip.sip.message import parse_message
+
+    request = parse_message(b"OPTIONS sip:pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa\r\n"
+                            b"From: <sip:a@pbx.example>;tag=1\r\nTo: <sip:pbx.example>\r\nCall-ID: c1\r\n"
+                            b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    worker = Counters()
+    for i in range(MAX_ERRORS + 5):
+        record_failure(worker, "timeout", "FailedMaxUDPRetrans", sent=request, note=f"no final response {i}")  # type: ignore[arg-type]
+    assert worker.failed == MAX_ERRORS + 5 and len(worker.errors) == MAX_ERRORS
+    assert worker.errors[0].startswith("timeout (FailedMaxUDPRetrans): no final response 0\nsent:\nOPTIONS sip:")
+    shipped = Counters.from_dict(worker.to_dict())
+    assert shipped.errors == worker.errors
+    merged = Counters().merge(shipped).merge(shipped)
+    assert merged.errors == worker.errors and merged.failed == 2 * (MAX_ERRORS + 5)
+
+    path = tmp_path / "errors.log"
+    sink = ErrorLogSink(path)
+    for second in range(MAX_ERRORS_LOGGED // MAX_ERRORS + 2):
+        sink(Interval(shipped, shipped, float(second), 1.0, 10.0, 0, 1_700_000_000.0, 1_700_000_000.0 + second))
+    sink.close()
+    text = path.read_text()
+    assert text.count("\n----- ") + 1 == MAX_ERRORS_LOGGED + 1  # the blocks, then the line of what was left out
+    failed = (MAX_ERRORS_LOGGED // MAX_ERRORS + 2) * (MAX_ERRORS + 5)
+    assert text.rstrip().endswith(f"----- {failed - MAX_ERRORS_LOGGED} more failures not written "
+                                  f"(at most {MAX_ERRORS} an interval, {MAX_ERRORS_LOGGED} in all)")

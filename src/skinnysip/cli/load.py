@@ -139,7 +139,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str,
-         csv_path: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
+         csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None) -> None:
     from skinnysip.addresses import format_host
@@ -152,7 +152,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         printable,
         transport_value,
     )
-    from skinnysip.load.report import CsvSink, LiveView
+    from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
 
@@ -188,13 +188,15 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario == "call")
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
-    csv_sink = None
-    if csv_path is not None:
+    files: list[Any] = []  # sinks writing files, closed at the end
+    for flag, path, make in (("--csv", csv_path, CsvSink), ("--trace-err", trace_err, ErrorLogSink)):
+        if path is None:
+            continue
         try:
-            csv_sink = CsvSink(csv_path)
+            files.append(make(path))
         except OSError as exc:
-            _fail(f"--csv: cannot write {str(csv_path)!r}: {exc.strerror or exc}")
-        sinks.append(csv_sink)
+            _fail(f"{flag}: cannot write {str(path)!r}: {exc.strerror or exc}")
+    sinks += files
     if rate_file is not None:
         sinks.append(_rate_file_sink(rate_file, ref))
     live_on = not quiet and not as_json and sys.stderr.isatty()
@@ -255,8 +257,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         unreachable = isinstance(exc, SIPTransportError | PhoneError | WorkersFailed)
         _fail(reason, EXIT_NO_ANSWER if unreachable else EXIT_USAGE)
     finally:
-        if csv_sink is not None:
-            csv_sink.close()
+        for sink in files:
+            sink.close()
     result = summary(monitor, config, workers=max(1, processes))
     worker_errors: list[str] = []
     if worker_totals is not None:
@@ -308,6 +310,9 @@ def _command(scenario: str, doc: str) -> Any:
         script: str | None = typer.Option(None, "--script", help="user scenario: a Python file with async def scenario(phone, index)."),
         source: str = typer.Option("tone:440", "--source", help="What calls send: tone:HZ, silence, echo or a WAV file."),
         csv_path: str | None = typer.Option(None, "--csv", help="Per-interval statistics (SIPp -trace_stat columns)."),
+        trace_err: str | None = typer.Option(
+            None, "--trace-err", help="Write what failed attempts were (status, the request sent, the answer; "
+            "the first 20 an interval, 1000 in all), as SIPp -trace_err."),
         as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
         interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between statistics rows."),
         max_failures: str = typer.Option("0", "--max-failures", callback=_check_max_failures, help="Failures allowed before the exit status is 1: N or P%."),
@@ -322,8 +327,8 @@ def _command(scenario: str, doc: str) -> Any:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
-             ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, csv_path, as_json,
-             interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
+             ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, csv_path, trace_err,
+             as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
 
     command.__doc__ = doc
     return command

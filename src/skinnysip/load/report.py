@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .runner import Interval
-from .stats import FAILURE_KINDS, Counters
+from .stats import FAILURE_KINDS, MAX_ERRORS, Counters
 
-__all__ = ["CSV_COLUMNS", "CsvSink", "LiveView", "REPARTITION_MS"]
+__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "REPARTITION_MS"]
 
 #: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
@@ -100,6 +100,40 @@ class CsvSink:
         self._file.flush()
 
     def close(self) -> None:
+        self._file.close()
+
+
+#: failure details one ``--trace-err`` file holds at most
+MAX_ERRORS_LOGGED = 1000
+
+
+class ErrorLogSink:
+    """Writes what failed attempts were to ``path`` as text, as SIPp's ``-trace_err`` does:
+    one block per failure (a ``-----`` line with the time, then :attr:`Counters.errors`'s
+    text: status, SIPp failure kind, the request sent and the answer received, or the user
+    scenario's exception). The first :data:`~skinnysip.load.stats.MAX_ERRORS` failures of
+    each interval, :data:`MAX_ERRORS_LOGGED` in all; the last line counts the failures left
+    out. Flushed every interval. ``OSError`` from the constructor when the file cannot be
+    created."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.logged = 0
+        self.left_out = 0
+
+    def __call__(self, item: Interval) -> None:
+        stamp = dt.datetime.fromtimestamp(item.now).isoformat(sep=" ", timespec="milliseconds")
+        room = max(0, MAX_ERRORS_LOGGED - self.logged)
+        for text in item.period.errors[:room]:
+            self.logged += 1
+            self._file.write(f"----- {stamp} (+{item.elapsed:.3f} s) failure {self.logged}\n{text}\n\n")
+        self.left_out += item.period.failed - min(len(item.period.errors), room)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self.left_out:
+            self._file.write(f"----- {self.left_out} more failures not written (at most {MAX_ERRORS} an "
+                             f"interval, {MAX_ERRORS_LOGGED} in all)\n")
         self._file.close()
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from skinnysip.net import realtime
 
-from .scenarios import LoadConfig, Scenario, make_scenario
+from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
 from .stats import Counters
 
 __all__ = ["DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "run_local", "summary"]
@@ -105,7 +105,8 @@ class LoadRunner:
             self.counters.failure("aborted", "FailedTimeoutOnRecv")
             raise
         except Exception as exc:  # a bug in a scenario must not stop the run; count it
-            self.counters.failure(f"error: {type(exc).__name__}", "FailedCallRejected")
+            record_failure(self.counters, f"error: {type(exc).__name__}", "FailedCallRejected",
+                           note=exception_note(exc))
         finally:
             slots.release()
 

@@ -25,6 +25,7 @@ import itertools
 import math
 import random
 import re
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from skinnysip.phone.api import CallState, PhoneError
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp.audio import source_from_spec
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
-from skinnysip.sip.message import Request, SIPParseError
+from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.uri import NameAddr, SipURI
@@ -50,6 +51,40 @@ __all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read
 ScenarioName = Literal["options", "register", "call", "message", "user"]
 SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user")
 MAX_USERS = 100_000  # lines read from a users file
+
+
+MAX_ERROR_MESSAGE = 4000  # characters of one message in a failure's text (Counters.errors)
+
+
+def _message_text(message: Request | Response) -> str:
+    text = message.to_bytes().decode("utf-8", errors="replace").rstrip("\r\n")
+    return text if len(text) <= MAX_ERROR_MESSAGE else f"{text[:MAX_ERROR_MESSAGE]}\n… ({len(text)} characters)"
+
+
+def record_failure(counters: Counters, status: str, kind: str, response_time: float | None = None, *,
+                   sent: Request | None = None, received: Response | None = None, note: str = "") -> None:
+    """Count one failed attempt (:meth:`Counters.failure`) and, while the counters keep
+    failure details, what it was: ``status (kind): note`` then the request ``sent`` and the
+    response ``received`` as text (each cut at :data:`MAX_ERROR_MESSAGE` characters)."""
+    counters.failure(status, kind, response_time)
+    if not counters.wants_error:
+        return
+    parts = [f"{status} ({kind})" + (f": {note}" if note else "")]
+    if sent is not None:
+        parts.append("sent:\n" + _message_text(sent))
+    if received is not None:
+        parts.append("received:\n" + _message_text(received))
+    counters.errors.append("\n".join(parts))
+
+
+def exception_note(exc: BaseException) -> str:
+    """``Type: message at file:line in function`` (the innermost frame) for a failure's text."""
+    note = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE]
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        note += f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}"
+    return note
+
 
 
 @dataclass(frozen=True)
@@ -361,8 +396,8 @@ class TransactionScenario(Scenario):
             self.flow = await self.ep.flow_to(self.target, timeout=min(10.0, self.config.timeout),
                                               server_name=self.config.host)
             return self.flow
-        except SIPTransportError:
-            self.counters().failure("transport", "FailedTcpConnect")
+        except SIPTransportError as exc:
+            record_failure(self.counters(), "transport", "FailedTcpConnect", note=str(exc))
             return None
 
     def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
@@ -384,12 +419,15 @@ class TransactionScenario(Scenario):
         """Count a failed outcome under its status and SIPp's failure kind."""
         counters = self.counters()
         if outcome.response is not None:
-            counters.failure(str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed)
+            record_failure(counters, str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed,
+                           sent=outcome.request, received=outcome.response)
         elif outcome.error == "timeout":
             kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
-            counters.failure("timeout", kind)
+            record_failure(counters, "timeout", kind, sent=outcome.request,
+                           note=f"no final response ({outcome.timer or 'deadline'})")
         else:
-            counters.failure("transport", "FailedCannotSendMessage")
+            record_failure(counters, "transport", "FailedCannotSendMessage", sent=outcome.request,
+                           note=outcome.error or "")
 
     def _credentials(self, user: User) -> DigestClient | None:
         return DigestClient(user.auth_user or user.user, user.password) if user.password is not None else None
@@ -417,8 +455,8 @@ class TransactionScenario(Scenario):
                 request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, contact_user=user.user,
                                         headers=[("Expires", str(c.expires))])
             outcome = await self._transact(request, flow, rule)
-        except (SIPTransportError, SIPParseError, ValueError):
-            self.counters().failure("transport", "FailedCannotSendMessage")
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return
         elapsed = loop.time() - started
         if outcome.response is None or not 200 <= outcome.response.status_code < 300:
@@ -441,8 +479,8 @@ class TransactionScenario(Scenario):
         started = loop.time()
         try:
             removed = await self._transact(request, flow, again)
-        except (SIPTransportError, SIPParseError, ValueError):
-            self.counters().failure("transport", "FailedCannotSendMessage")
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            record_failure(self.counters(), "transport", "FailedCannotSendMessage", sent=request, note=str(exc))
             return False
         if removed.response is None or not 200 <= removed.response.status_code < 300:
             self._failed(removed, loop.time() - started)
@@ -533,9 +571,9 @@ class PhoneScenario(Scenario):
         started = loop.time()
         try:
             phone = await self._phone(self.config.user_for(index))
-        except (PhoneError, SIPTransportError):
+        except (PhoneError, SIPTransportError) as exc:
             kind = "FailedTcpConnect" if self.config.transport != "udp" else "FailedCannotSendMessage"
-            self.counters().failure("transport", kind)
+            record_failure(self.counters(), "transport", kind, note=str(exc))
             return
         try:
             if self.function is not None:
@@ -551,10 +589,10 @@ class PhoneScenario(Scenario):
         try:
             result = await self.function(phone, index)
         except Exception as exc:  # the user's code: any failure is that attempt's failure
-            self.counters().failure(type(exc).__name__, "FailedCallRejected")
+            record_failure(self.counters(), type(exc).__name__, "FailedCallRejected", note=exception_note(exc))
             return
         if result is False:
-            self.counters().failure("false", "FailedCallRejected")
+            record_failure(self.counters(), "false", "FailedCallRejected", note=f"scenario returned False (attempt {index})")
         else:
             self.counters().success(None, loop.time() - started)
 
@@ -565,8 +603,8 @@ class PhoneScenario(Scenario):
         counters = self.counters()
         try:
             call = await phone.call(c.to)
-        except (PhoneError, SIPTransportError):
-            counters.failure("transport", "FailedCannotSendMessage")
+        except (PhoneError, SIPTransportError) as exc:
+            record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
             return
         try:
             connected = await call.wait_connected(c.timeout + 2.0)
@@ -577,7 +615,8 @@ class PhoneScenario(Scenario):
                 return
             ended_early = await call.wait_ended(c.hold)
             if ended_early:
-                self.counters().failure("ended", "FailedUnexpectedMessage", answered)
+                record_failure(self.counters(), "ended", "FailedUnexpectedMessage", answered, sent=call.invite,
+                               note=f"the call ended before --hold: {call.end_reason or 'no reason given'}")
                 self.counters().media(call.media_report())
                 return
             with contextlib.suppress(PhoneError, SIPTransportError):
@@ -595,12 +634,13 @@ class PhoneScenario(Scenario):
         final = call.handle.transaction.final_response if call.handle is not None else None
         reason = call.end_reason or ""
         if final is not None and final.status_code >= 300:
-            counters.failure(str(final.status_code), "FailedUnexpectedMessage", elapsed)
+            record_failure(counters, str(final.status_code), "FailedUnexpectedMessage", elapsed, sent=call.invite,
+                           received=final)
         elif "Timer" in reason or not reason or call.state is not CallState.TERMINATED:
             kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and "Timer" in reason else "FailedTimeoutOnRecv"
-            counters.failure("timeout", kind)
+            record_failure(counters, "timeout", kind, sent=call.invite, note=reason or "not answered in time")
         else:
-            counters.failure("transport", "FailedCannotSendMessage")
+            record_failure(counters, "transport", "FailedCannotSendMessage", sent=call.invite, note=reason)
 
 
 def load_user_function(path: str) -> Callable[[SIPPhone, int], Awaitable[Any]]:

@@ -14,7 +14,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAILURE_KINDS", "Counters", "LatencyHistogram"]
+__all__ = ["FAILURE_KINDS", "MAX_ERRORS", "Counters", "LatencyHistogram"]
+
+#: failure details (``Counters.errors``) one counters object keeps: the first ones
+MAX_ERRORS = 20
 
 #: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns)
 FAILURE_KINDS = (
@@ -115,7 +118,9 @@ class Counters:
     receive direction), ``rtp_expected``/``rtp_lost`` (RFC 3550 §6.4.1) and
     ``jitter_ms_sum``/``jitter_count`` (interarrival jitter at the end of each call).
     ``finished``: instances that ended (either way) — ``attempted - finished`` are still
-    running."""
+    running. ``errors``: what the first :data:`MAX_ERRORS` failures were (text: the status,
+    the request sent and the answer, or the user scenario's exception), for
+    ``--trace-err``."""
 
     attempted: int = 0
     successful: int = 0
@@ -134,6 +139,7 @@ class Counters:
     rtp_lost: int = 0
     jitter_ms_sum: float = 0.0
     jitter_count: int = 0
+    errors: list[str] = field(default_factory=list)
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -153,6 +159,11 @@ class Counters:
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
         if response_time is not None:
             self.response_time.add(response_time)
+
+    @property
+    def wants_error(self) -> bool:
+        """True while :attr:`errors` has room: build a failure's text only then."""
+        return len(self.errors) < MAX_ERRORS
 
     def media(self, report: dict[str, Any] | None) -> None:
         """Add one call's final media report (:meth:`skinnysip.net.media.MediaStream.report`)."""
@@ -187,6 +198,8 @@ class Counters:
                 mine[key] = mine.get(key, 0) + n
         self.response_time.merge(other.response_time)
         self.call_length.merge(other.call_length)
+        if other.errors and self.wants_error:
+            self.errors.extend(other.errors[:MAX_ERRORS - len(self.errors)])
         return self
 
     # -- figures ---------------------------------------------------------------------------
@@ -214,4 +227,5 @@ class Counters:
         values["call_length"] = LatencyHistogram.from_dict(values["call_length"])
         values["failed_by_status"] = dict(values["failed_by_status"])
         values["failed_by_kind"] = dict(values["failed_by_kind"])
+        values["errors"] = [str(e) for e in values.get("errors", ())][:MAX_ERRORS]
         return cls(**values)
