@@ -251,3 +251,22 @@ def test_failure_details_are_bounded_and_travel_with_the_counters(tmp_path) -> N
     failed = (MAX_ERRORS_LOGGED // MAX_ERRORS + 2) * (MAX_ERRORS + 5)
     assert text.rstrip().endswith(f"----- {failed - MAX_ERRORS_LOGGED} more failures not written "
                                   f"(at most {MAX_ERRORS} an interval, {MAX_ERRORS_LOGGED} in all)")
+
+
+def test_progress_lines_for_a_log_every_ten_seconds() -> None:
+    """Without a terminal the run writes one line of its totals every 10 s (not every interval)."""
+    from skinnysip.load.report import ProgressLines
+
+    lines: list[str] = []
+    sink = ProgressLines(lines.append)
+    total = Counters(attempted=30)
+    for _ in range(25):
+        total.success(0.002, 0.002)
+    total.failure("503", "FailedUnexpectedMessage")
+    total.failure("timeout", "FailedMaxUDPRetrans")
+    total.failure("503", "FailedUnexpectedMessage")
+    for second in range(1, 26):
+        sink(Interval(Counters(), total, float(second), 1.0, 3.0, 2, 1_700_000_000.0, 1_700_000_000.0 + second))
+    assert len(lines) == 2 and lines[0].lstrip().startswith("10.0 s") and lines[1].lstrip().startswith("20.0 s")
+    assert "30 attempted, 25 successful, 3 failed (503: 2, timeout: 1), 2 in progress" in lines[0], lines[0]
+    assert re.search(r"\(target 3/s\), p50 2(\.\d+)? ms p99 2(\.\d+)? ms$", lines[0]), lines[0]

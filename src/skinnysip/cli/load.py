@@ -152,7 +152,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         printable,
         transport_value,
     )
-    from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView
+    from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView, ProgressLines
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
 
@@ -200,6 +200,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     if rate_file is not None:
         sinks.append(_rate_file_sink(rate_file, ref))
     live_on = not quiet and not as_json and sys.stderr.isatty()
+    if not live_on and not quiet:  # a log: a line every 10 s, so a long run is not silent
+        sinks.append(ProgressLines(lambda line: print(line, file=sys.stderr, flush=True)))
     worker_totals: list[dict[str, Any]] | None = None
 
     def on_monitor(monitor: Any) -> None:

@@ -17,7 +17,8 @@ from typing import IO, Any
 from .runner import Interval
 from .stats import FAILURE_KINDS, MAX_ERRORS, Counters
 
-__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "REPARTITION_MS"]
+__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "ProgressLines",
+           "REPARTITION_MS"]
 
 #: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
@@ -139,6 +140,31 @@ class ErrorLogSink:
 
 def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
+
+
+class ProgressLines:
+    """For a log rather than a terminal: one line of the run so far every ``every`` seconds
+    (elapsed, attempted, successful, failed with the top statuses, rate, p50/p99, for calls
+    MOS/loss), handed to ``write`` (a function taking the line)."""
+
+    def __init__(self, write: Any, every: float = 10.0) -> None:
+        self.write = write
+        self.every = every
+        self._next = every
+
+    def __call__(self, item: Interval) -> None:
+        if item.elapsed < self._next:
+            return
+        self._next = item.elapsed + self.every
+        c = item.total
+        statuses = ", ".join(f"{k}: {n}" for k, n in sorted(c.failed_by_status.items(), key=lambda kv: -kv[1])[:3])
+        p50, p99 = c.response_time.percentile(50), c.response_time.percentile(99)
+        times = f"p50 {p50:.3g} ms p99 {p99:.3g} ms" if p50 is not None and p99 is not None else "no response times"
+        media = f", MOS {c.mos} loss {c.loss * 100:.2g} %" if c.mos is not None and c.loss is not None else ""
+        rate = c.finished / item.elapsed if item.elapsed > 0 else 0.0
+        self.write(f"{item.elapsed:7.1f} s  {c.attempted} attempted, {c.successful} successful, {c.failed} failed"
+                   f"{f' ({statuses})' if statuses else ''}, {item.in_progress} in progress, {rate:.1f}/s "
+                   f"(target {item.target_rate:g}/s), {times}{media}")
 
 
 class LiveView:
