@@ -86,7 +86,6 @@ def exception_note(exc: BaseException) -> str:
     return note
 
 
-
 @dataclass(frozen=True)
 class User:
     """One account of a users file: ``user``, ``password`` (None: no credentials) and an
