@@ -66,7 +66,10 @@ async def test_interval_too_brief_is_retried_with_min_expires() -> None:
                        for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
         assert sum("423" in line for line in exchange) == 1, exchange
         # Kamailio checks the credentials first: 20 → 401, 20 with credentials → 423, then 60s only
-        assert expires[:2] == ["20", "20"] and set(expires[2:]) == {"60"} and len(expires) >= 6, expires
+        # (a UDP retransmission may repeat an entry)
+        first_long = expires.index("60")
+        assert first_long >= 2 and set(expires[:first_long]) == {"20"} and set(expires[first_long:]) == {"60"}, expires
+        assert len(expires) - first_long >= 4, expires  # the retry (challenged again), then register()'s two
 
 
 async def test_wrong_password_is_a_failed_registration_with_its_reason(short_pbx: KamailioPeer) -> None:
