@@ -60,7 +60,7 @@ from skinnysip.sdp import (
     audio_offer_for,
     negotiate,
 )
-from skinnysip.sip.auth import ChallengeRetry, DigestClient
+from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import (
@@ -501,11 +501,12 @@ class SIPPhone(Phone):
         return max(self.account.expires, self._min_expires)
 
     async def _register_once(self, expires: int, contact: NameAddr | None = None, *,
-                             brief_retry: bool = True) -> bool:
+                             brief_retry: bool = True, challenge: DigestChallenge | None = None) -> bool:
         """One REGISTER of ``contact`` (default: ours now) for ``expires`` seconds, digest if
         challenged; True on a 2xx. Updates the registration state unless ``expires`` is 0.
         A 423 (Interval Too Brief) naming a longer Min-Expires is retried once with it, and
-        later registrations ask for it too (RFC 3261 §10.2.8)."""
+        later registrations ask for it too (RFC 3261 §10.2.8); the retry carries credentials
+        for the challenge just answered (§22.3), so it needs no new challenge."""
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         flow = self.flow
@@ -519,6 +520,9 @@ class SIPPhone(Phone):
             contact=contact, route_set=self._route_set(), user_agent=USER_AGENT,
             headers=[("Expires", str(expires)), ("Allow", ALLOW)],
         )
+        if challenge is not None and self.credentials is not None:
+            request = ChallengeRetry(self.credentials).authorize(request, challenge, self.endpoint.via(flow),
+                                                                  next_cseq=False)
         outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
                                                credentials=self.credentials)
         self._reg_cseq = outcome.request.cseq[0]
@@ -531,7 +535,8 @@ class SIPPhone(Phone):
         longer = min_expires_retry(response, expires) if brief_retry else None
         if longer is not None:
             self._min_expires = longer
-            return await self._register_once(longer, contact, brief_retry=False)
+            answered = outcome.auth.challenge if outcome.auth is not None else None
+            return await self._register_once(longer, contact, brief_retry=False, challenge=answered)
         if not 200 <= response.status_code < 300:
             reason = response.summary
             if outcome.auth is not None and outcome.auth.refused:
