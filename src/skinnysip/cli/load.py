@@ -188,7 +188,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario == "call")
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
-    files: list[Any] = []  # sinks writing files, closed at the end
+    files: list[CsvSink | ErrorLogSink] = []  # sinks writing files, closed at the end
     for flag, path, make in (("--csv", csv_path, CsvSink), ("--trace-err", trace_err, ErrorLogSink)):
         if path is None:
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -147,7 +148,7 @@ class ProgressLines:
     (elapsed, attempted, successful, failed with the top statuses, rate, p50/p99, for calls
     MOS/loss), handed to ``write`` (a function taking the line)."""
 
-    def __init__(self, write: Any, every: float = 10.0) -> None:
+    def __init__(self, write: Callable[[str], None], every: float = 10.0) -> None:
         self.write = write
         self.every = every
         self._next = every
