@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from skinnysip.load.runner import LoadRunner, LocalSource, Monitor
+from skinnysip.load.runner import LoadRunner, LocalSource, Monitor, summary
 from skinnysip.load.scenarios import LoadConfig, Scenario
 from skinnysip.load.stats import Counters
 from skinnysip.net.realtime import GC_GEN0_THRESHOLD
@@ -127,3 +127,13 @@ async def test_monitor_sums_intervals_into_the_total() -> None:
     await asyncio.gather(runner.run(), monitor.run(asyncio.get_running_loop().time() + 10))
     assert sum(seen) == monitor.total.attempted == 60 and len(seen) >= 2
     assert isinstance(monitor.total, Counters) and monitor.total.successful == 60
+
+
+async def test_summary_names_an_ipv6_target_in_brackets() -> None:
+    config = LoadConfig("options", "::1", port=5070, rate=200, count=4)
+    runner, _ = runner_with(config, 0.0)
+    monitor = Monitor(LocalSource(runner), 200, 0.1, [])
+    await asyncio.gather(runner.run(), monitor.run(asyncio.get_running_loop().time() + 10))
+    result = summary(monitor, config)
+    assert result["target"] == "[::1]:5070" and result["successful"] == 4
+    assert summary(monitor, LoadConfig("options", "192.0.2.1", transport="tls", count=1))["target"] == "192.0.2.1:5061"

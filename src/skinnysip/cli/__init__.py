@@ -172,6 +172,7 @@ def serve(
     lifts them (403 with the reason)."""
     import uvicorn
 
+    from skinnysip.addresses import hostport
     from skinnysip.api.app import create_app
     from skinnysip.api.guard import ServiceSettings
 
@@ -187,7 +188,7 @@ def serve(
 
     lab_settings = (lab_cli.settings_from_options(lab_config, sip_port=sip_port, sips_port=sips_port,
                                                   sccp_port=sccp_port) if wants_lab else None)
-    typer.echo(f"skinnysip {__version__}: http://{host}:{port}/  (API docs at /docs)")
+    typer.echo(f"skinnysip {__version__}: http://{hostport(host, port)}/  (API docs at /docs)")
     if settings.token_generated:
         typer.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")
     if settings.policy is not None:
@@ -212,7 +213,7 @@ def _check_listen(host: str, port: int) -> None:
     a host that is not ours fails with one line (exit 2) before anything is printed."""
     import socket
 
-    from skinnysip.addresses import strip_brackets
+    from skinnysip.addresses import hostport, strip_brackets
 
     try:
         infos = socket.getaddrinfo(strip_brackets(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -224,7 +225,7 @@ def _check_listen(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            common.fail(f"cannot listen on {hostport(host, port)}: {exc.strerror or exc}")
 
 
 def main() -> None:

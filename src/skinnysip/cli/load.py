@@ -278,8 +278,11 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         rt = result["responseTimeMs"]
         times = (f"p50 {rt['p50']} ms, p99 {rt['p99']} ms" if rt.get("p50") is not None
                  else "no response times")  # nothing was answered
-        typer.echo(f"{result['successful']} successful, {result['failed']} failed of {result['attempted']} "
-                   f"({result['rate']}/s; {times}; {result['retransmissions']} retransmissions)")
+        by_status = sorted(result["failedByStatus"].items(), key=lambda kv: -kv[1])
+        why = ", ".join(f"{status}: {n}" for status, n in by_status[:3]) + (", …" if len(by_status) > 3 else "")
+        typer.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
+                   f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
+                   "retransmissions)")
     exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
     raise typer.Exit(EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
 

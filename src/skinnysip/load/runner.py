@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from skinnysip.addresses import hostport
 from skinnysip.net import realtime
 
 from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
@@ -328,7 +329,7 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
                  "rtpExpected": total.rtp_expected, "rtpLost": total.rtp_lost}
     return {
         "scenario": config.scenario,
-        "target": f"{config.host}:{config.server_port}",
+        "target": hostport(config.host, config.server_port),
         "transport": config.transport,
         "attempted": total.attempted,
         "successful": total.successful,
