@@ -26,19 +26,29 @@ def _options(ep: SIPEndpoint, flow: Flow):
                        to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
 
 
-async def test_handles_are_dropped_after_timer_k() -> None:
-    """OPTIONS to another endpoint (its default 200): the final response comes, then Timer K
-    ends the transaction with no event; the endpoint keeps no handle and no transaction."""
+async def test_handles_are_dropped_at_the_final_response_and_timer_k_absorbs() -> None:
+    """OPTIONS to another endpoint (its default 200): with the final response the endpoint
+    keeps no handle and no transaction; a retransmission of that 200 within T4 (Timer K) is
+    absorbed, one after T4 is an unmatched response (RFC 3261 §17.1.2.2)."""
     async with SIPEndpoint(timers=FAST, trace=False) as server, SIPEndpoint(timers=FAST, trace=False) as client:
         _, port = await server.listen("udp", "127.0.0.1", 0)
         await client.listen("udp", "127.0.0.1", 0)
-        flow = Flow("udp", ("127.0.0.1", port), local=client.transport.listeners[0].local)
+        local = client.transport.listeners[0].local
+        flow = Flow("udp", ("127.0.0.1", port), local=local)
         outcomes = await asyncio.gather(*(client.transact(_options(client, flow), flow, timeout=5.0)
                                           for _ in range(20)))
         assert [o.response.status_code for o in outcomes if o.response] == [200] * 20
-        assert len(client._handles) == 20  # Completed: Timer K absorbs late retransmissions
-        await asyncio.sleep(0.4)
         assert len(client._handles) == 0 and len(client.layer) == 0  # (the server keeps its own until Timer J)
+        late = outcomes[0].response
+        assert late is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(late.to_bytes(), local)
+            await asyncio.sleep(0.03)
+            assert client.layer.unmatched_responses == 0  # absorbed in Completed
+            await asyncio.sleep(0.15)  # T4 = 0.1 s
+            raw.sendto(late.to_bytes(), local)
+            await asyncio.sleep(0.03)
+            assert client.layer.unmatched_responses == 1
 
 
 async def test_silent_server_retransmissions_then_timer_f() -> None:

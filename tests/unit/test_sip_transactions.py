@@ -376,17 +376,24 @@ def test_2xx_after_timer_m_is_success_retransmission() -> None:
 
 
 def test_ended_names_transactions_terminated_without_an_event() -> None:
-    """A non-INVITE client transaction over UDP ends by Timer K (T4) with no event for the
-    TU: ``LayerOutput.ended`` names it (and the server transaction ending by Timer J), so a
-    driver can drop what it kept for it; over TCP it ends with its final response."""
+    """``LayerOutput.ended`` names a transaction the driver may forget: a non-INVITE client
+    transaction with its final response (over UDP its Completed state, Timer K = T4, is kept
+    by the layer by key: a retransmitted final response is absorbed until T4 has passed,
+    §17.1.2.2), and the server transaction ending by Timer J."""
     layer = TransactionLayer()
     register = wire("REGISTER", branch=new_branch())
     tx, out = layer.send_request(register, UDP, 0.0)
     assert out.ended == []
-    out = layer.receive(answer(register, 200), UDP, 0.1)
-    assert isinstance(out.events[0], ResponseReceived) and out.ended == []
-    out = layer.tick(5.1)  # Timer K
-    assert out.events == [] and out.ended == [tx] and len(layer) == 0
+    ok = answer(register, 200)
+    out = layer.receive(ok, UDP, 0.1)
+    assert isinstance(out.events[0], ResponseReceived) and out.ended == [tx] and len(layer) == 0
+    assert tx is not None and tx.terminated and tx.request is register and tx.final_response is ok
+    for now in (0.2, 5.0):  # Completed: absorbed, no event
+        assert layer.receive(ok, UDP, now).events == [] and layer.unmatched_responses == 0
+    assert layer.tick(5.1).events == []
+    assert layer.receive(ok, UDP, 5.2).events == [UnmatchedResponse(ok, UDP)]  # Timer K has fired
+    again, _ = layer.send_request(register, UDP, 6.0)  # the same branch again: a transaction of its own
+    assert again is not None and isinstance(layer.receive(ok, UDP, 6.1).events[0], ResponseReceived)
     stx, _ = new_server(layer, wire("OPTIONS", branch=new_branch()), now=6.0)
     layer.send_response(stx, build_response(stx.request, 200, to_tag="x"), 6.0)
     assert [t for _, o in drain(layer) for t in o.ended] == [stx]

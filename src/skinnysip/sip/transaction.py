@@ -410,6 +410,18 @@ class NonInviteClientTransaction(ClientTransaction):
         elif name == "K":
             self._terminate(out)
 
+    def release(self) -> float | None:
+        """Hand the Completed state's Timer K to the caller and terminate: returns K's expiry
+        (seconds, the caller's clock), or None when the transaction is not in Completed
+        waiting on K (nothing changes then). Completed only absorbs retransmissions of the
+        final response (§17.1.2.2); the transaction layer does that for the rest of T4 with
+        the transaction's key alone, so the request and response need not stay alive."""
+        expiry = self._timers.get("K") if self.state is _COMPLETED else None
+        if expiry is not None:
+            self.state = _TERMINATED
+            self._timers.clear()
+        return expiry
+
 
 def new_transaction(request: Request, *, reliable: bool, timers: Timers | None = None) -> ClientTransaction:
     """The right client transaction for ``request``: INVITE → :class:`InviteClientTransaction`,

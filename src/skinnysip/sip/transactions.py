@@ -20,13 +20,18 @@ Matching, in dicts (no scans):
   transaction in the Accepted state by Call-ID, CSeq number and From tag, which stops that
   transaction's 2xx retransmissions (§13.3.1.4), and handed up as :class:`AckReceived`.
 
-Timers: one heap, lazily cleaned; ``tick(now)`` fires what is due.
+Timers: one heap, lazily cleaned; ``tick(now)`` fires what is due. A non-INVITE client
+transaction over UDP that got its final response is ended at once (``LayerOutput.ended``):
+its Completed state, which only absorbs retransmissions of that response for T4 (Timer K,
+§17.1.2.2), is kept here by its key alone (:data:`MAX_ABSORBING` keys at most), so a load of
+thousands of transactions per second does not keep each request and response alive for T4.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from skinnysip.sip.headers import Via
@@ -45,6 +50,8 @@ from skinnysip.sip.syntax import uint_or_none
 from skinnysip.sip.transaction import (
     ClientTransaction,
     Flow,
+    NonInviteClientTransaction,
+    State,
     Terminated,
     Timers,
     TransactionOutput,
@@ -60,6 +67,7 @@ __all__ = [
     "Discarded",
     "LayerEvent",
     "LayerOutput",
+    "MAX_ABSORBING",
     "RequestReceived",
     "ResponseReceived",
     "Send",
@@ -73,6 +81,9 @@ __all__ = [
 ]
 
 Transaction = ClientTransaction | ServerTransaction
+
+#: Completed states of non-INVITE client transactions kept by key at most (10 000/s for T4 = 5 s)
+MAX_ABSORBING = 50_000
 
 
 # --------------------------------------------------------------------------- events
@@ -296,6 +307,10 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, Transaction]] = []
         self._scheduled: dict[int, float] = {}
         self._seq = itertools.count()
+        #: the Completed states kept by key (Timer K, §17.1.2.2): key → expiry, and the keys in
+        #: expiry order (T4 is the layer's: the order they were added in)
+        self._absorbing: dict[tuple[str, str], float] = {}
+        self._absorb_order: deque[tuple[float, tuple[str, str]]] = deque()
         self.unmatched_responses = 0
         self.retransmissions_received = 0
 
@@ -316,6 +331,8 @@ class TransactionLayer:
         if key in self.client:
             raise ValueError(f"a {tx.method} client transaction with branch {tx.branch} is already running")
         self.client[key] = tx
+        if self._absorbing:
+            self._absorbing.pop(key, None)  # a branch used again (not by us): the new one gets the responses
         self._client_keys[id(tx)] = key
         self._apply(tx, tx.start(now), out)
         out.deadline = self.next_deadline()
@@ -356,8 +373,13 @@ class TransactionLayer:
             method = response.cseq[1]
         except SIPParseError:
             top, method = None, ""
-        tx = self.client.get((top.branch or "", method)) if top is not None else None
+        key = (top.branch or "", method) if top is not None else None
+        tx = self.client.get(key) if key is not None else None
         if tx is None:
+            if key is not None and self._absorbing:
+                self._purge(now)
+                if key in self._absorbing:
+                    return  # a retransmission of a final response, in its transaction's Completed state
             self.unmatched_responses += 1
             if 200 <= response.status_code < 300 and method == "INVITE":
                 out.events.append(SuccessRetransmission(response, flow))
@@ -474,6 +496,7 @@ class TransactionLayer:
     def tick(self, now: float) -> LayerOutput:
         """Fire every transaction timer due at or before ``now``."""
         out = LayerOutput()
+        self._purge(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, tx = heapq.heappop(heap)
@@ -524,8 +547,34 @@ class TransactionLayer:
         if tx.terminated:
             self._forget(tx)
             out.ended.append(tx)
+        elif tx.state is State.COMPLETED and isinstance(tx, NonInviteClientTransaction):
+            self._absorb(tx)
+            out.ended.append(tx)
         else:
             self._schedule(tx)
+
+    def _absorb(self, tx: NonInviteClientTransaction) -> None:
+        """Keep ``tx``'s Completed state (Timer K) by its key and let the transaction go."""
+        key = self._client_keys.get(id(tx))
+        expiry = tx.release()
+        self._forget(tx)
+        if key is None or expiry is None:
+            return
+        absorbing, order = self._absorbing, self._absorb_order
+        while len(order) >= MAX_ABSORBING:  # the oldest lose their protection early
+            old_expiry, old_key = order.popleft()
+            if absorbing.get(old_key) == old_expiry:
+                del absorbing[old_key]
+        absorbing[key] = expiry
+        order.append((expiry, key))
+
+    def _purge(self, now: float) -> None:
+        """Drop the kept Completed states whose Timer K has fired by ``now``."""
+        order = self._absorb_order
+        while order and order[0][0] <= now:
+            expiry, key = order.popleft()
+            if self._absorbing.get(key) == expiry:
+                del self._absorbing[key]
 
     def _forget(self, tx: Transaction) -> None:
         self._scheduled.pop(id(tx), None)
