@@ -4,7 +4,8 @@ with media, or a user's own async function — all on the SIP core the probes an
 - ``options``/``register``/``message`` share one :class:`~skinnysip.net.sip_endpoint.SIPEndpoint`
   (wire trace off) and its flow to the server; each attempt is one non-INVITE transaction
   (:meth:`SIPEndpoint.transact`, digest by the core's :class:`~skinnysip.sip.auth.ChallengeRetry`).
-- ``call`` and user scenarios run on :class:`~skinnysip.phone.sip_phone.SIPPhone` objects
+- ``call`` and user scenarios (:mod:`skinnysip.load.calls`, imported only for them) run on
+  :class:`~skinnysip.phone.sip_phone.SIPPhone` objects
   (one account per user, several phones per user when the concurrency needs it, each at most
   ``MAX_CALLS`` calls): INVITE with auth → 200 → ACK → media both ways (RTP + RTCP,
   :class:`~skinnysip.net.media.MediaStream`) for the hold time → BYE; the call's final media
@@ -19,25 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
-import inspect
-import itertools
 import math
 import random
 import re
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from skinnysip.addresses import format_host, hostport
+from skinnysip.addresses import format_host
 from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
-from skinnysip.phone.api import CallState, PhoneError
-from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
-from skinnysip.rtp.audio import source_from_spec
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
@@ -280,6 +275,8 @@ class LoadConfig:
         if self.scenario == "user" and not self.user_script:
             raise ValueError("user_script: the user scenario needs a Python file")
         if self.scenario in ("call", "user"):  # the calls' audio: read once here, not failed per call
+            from skinnysip.rtp.audio import source_from_spec
+
             try:
                 source_from_spec(self.source)
             except ValueError as exc:
@@ -494,187 +491,10 @@ class TransactionScenario(Scenario):
         return request
 
 
-class PhoneScenario(Scenario):
-    """Calls and user scenarios on :class:`SIPPhone` objects: one account per user, a new
-    phone for a user when its phones are all at ``MAX_CALLS`` calls (each on its own local
-    port, from ``local_ports`` when given)."""
-
-    def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
-        super().__init__(config, counters)
-        self.phones: dict[str, list[SIPPhone]] = {}
-        self.busy: dict[int, int] = {}  # id(phone) -> attempts running on it
-        self._ports = itertools.count(config.local_ports[0]) if config.local_ports else None
-        self._lock = asyncio.Lock()
-        self._retired = 0  # retransmissions of phones already closed
-        self.function: Callable[[SIPPhone, int], Awaitable[Any]] | None = None
-
-    async def open(self) -> None:
-        c = self.config
-        if c.scenario == "user":
-            assert c.user_script is not None
-            self.function = load_user_function(c.user_script)
-        # one phone up front: a server that cannot be reached fails the run at once
-        await self._phone(c.user_for(0), reserve=False)
-
-    async def _new_phone(self, user: User) -> SIPPhone:
-        c = self.config
-        port = 0
-        if self._ports is not None:
-            assert c.local_ports is not None
-            port = next(self._ports)
-            if port > c.local_ports[1]:
-                raise PhoneError(f"no free local port left in {c.local_ports[0]}-{c.local_ports[1]}")
-        account = SIPAccount(
-            aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
-            outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
-            ca_file=c.ca_file, register=False, source=c.source, t1=c.t1, timeout=c.timeout,
-            listen_host=route_ip(c.host) if port else None, listen_port=port)
-        phone = SIPPhone(account)
-        phone.endpoint.trace.enabled = False
-        try:
-            await phone.start()
-        except BaseException:
-            await phone.close()
-            raise
-        return phone
-
-    async def _phone(self, user: User, *, reserve: bool = True) -> SIPPhone:
-        async with self._lock:
-            phones = self.phones.setdefault(user.user, [])
-            for phone in phones:
-                if self.busy.get(id(phone), 0) < MAX_CALLS:
-                    break
-            else:
-                phone = await self._new_phone(user)
-                phones.append(phone)
-            if reserve:
-                self.busy[id(phone)] = self.busy.get(id(phone), 0) + 1
-            return phone
-
-    def _release(self, phone: SIPPhone) -> None:
-        self.busy[id(phone)] = max(0, self.busy.get(id(phone), 0) - 1)
-
-    async def close(self) -> None:
-        for phones in self.phones.values():
-            for phone in phones:
-                self._retired += phone.endpoint.retransmissions
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(phone.close(), 10)
-        self.phones.clear()
-
-    def retransmissions(self) -> int:
-        return self._retired + sum(p.endpoint.retransmissions for ps in self.phones.values() for p in ps)
-
-    async def attempt(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            phone = await self._phone(self.config.user_for(index))
-        except (PhoneError, SIPTransportError) as exc:
-            kind = "FailedTcpConnect" if self.config.transport != "udp" else "FailedCannotSendMessage"
-            record_failure(self.counters(), "transport", kind, note=str(exc))
-            return
-        try:
-            if self.function is not None:
-                await self._user(phone, index, started)
-            else:
-                await self._call(phone, started)
-        finally:
-            self._release(phone)
-
-    async def _user(self, phone: SIPPhone, index: int, started: float) -> None:
-        assert self.function is not None
-        loop = asyncio.get_running_loop()
-        try:
-            result = await self.function(phone, index)
-        except Exception as exc:  # the user's code: any failure is that attempt's failure
-            record_failure(self.counters(), type(exc).__name__, "FailedCallRejected", note=exception_note(exc))
-            return
-        if result is False:
-            record_failure(self.counters(), "false", "FailedCallRejected", note=f"scenario returned False (attempt {index})")
-        else:
-            self.counters().success(None, loop.time() - started)
-
-    async def _call(self, phone: SIPPhone, started: float) -> None:
-        c = self.config
-        assert c.to is not None
-        loop = asyncio.get_running_loop()
-        counters = self.counters()
-        try:
-            call = await phone.call(c.to)
-        except (PhoneError, SIPTransportError) as exc:
-            record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
-            return
-        try:
-            connected = await call.wait_connected(c.timeout + 2.0)
-            answered = loop.time() - started
-            self.counters().requests_sent += 1 + (1 if call.invite is not None and call.invite.cseq[0] > 1 else 0)
-            if not connected:
-                self._call_failed(call, answered)
-                return
-            ended_early = await call.wait_ended(c.hold)
-            if ended_early:
-                record_failure(self.counters(), "ended", "FailedUnexpectedMessage", answered, sent=call.invite,
-                               note=f"the call ended before --hold: {call.end_reason or 'no reason given'}")
-                self.counters().media(call.media_report())
-                return
-            with contextlib.suppress(PhoneError, SIPTransportError):
-                await asyncio.wait_for(call.hangup(), c.timeout + 2.0)
-            self.counters().requests_sent += 1  # the BYE
-            self.counters().media(call.media_report())
-            self.counters().success(answered, loop.time() - started)
-        finally:
-            if call.state is not CallState.TERMINATED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(call.hangup(), 5.0)
-
-    def _call_failed(self, call: SIPCall, elapsed: float) -> None:
-        counters = self.counters()
-        final = call.handle.transaction.final_response if call.handle is not None else None
-        reason = call.end_reason or ""
-        if final is not None and final.status_code >= 300:
-            record_failure(counters, str(final.status_code), "FailedUnexpectedMessage", elapsed, sent=call.invite,
-                           received=final)
-        elif "Timer" in reason or not reason or call.state is not CallState.TERMINATED:
-            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and "Timer" in reason else "FailedTimeoutOnRecv"
-            record_failure(counters, "timeout", kind, sent=call.invite, note=reason or "not answered in time")
-        else:
-            record_failure(counters, "transport", "FailedCannotSendMessage", sent=call.invite, note=reason)
-
-
-def load_user_function(path: str) -> Callable[[SIPPhone, int], Awaitable[Any]]:
-    """The ``async def scenario(phone, index)`` of a Python file, or ``module:function``
-    (an importable module's coroutine function, e.g. ``mypkg.scenarios:call_and_hold``).
-    ``ValueError`` with one line when it cannot be loaded or is not a coroutine function."""
-    file = Path(path)
-    if not file.is_file() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", path):
-        module_name, _, name = path.partition(":")
-        try:
-            imported = importlib.import_module(module_name)
-        except Exception as exc:
-            raise ValueError(f"user scenario {path!r}: cannot import {module_name}: {exc}") from exc
-        function = getattr(imported, name, None)
-        if function is None or not inspect.iscoroutinefunction(function):
-            raise ValueError(f"user scenario {path!r}: {name} is not an async function")
-        return function  # type: ignore[no-any-return]
-    if not file.is_file():
-        raise ValueError(f"user scenario {path!r}: no such file")
-    spec = importlib.util.spec_from_file_location(f"skinnysip_user_scenario_{file.stem}", file)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"user scenario {path!r}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ValueError(f"user scenario {path!r} failed to load: {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, "scenario", None)
-    if function is None or not inspect.iscoroutinefunction(function):
-        raise ValueError(f"user scenario {path!r}: define 'async def scenario(phone, index)'")
-    return function  # type: ignore[no-any-return]
-
-
 def make_scenario(config: LoadConfig, counters: Callable[[], Counters]) -> Scenario:
     """The :class:`Scenario` for ``config.scenario``."""
     if config.scenario in ("call", "user"):
+        from .calls import PhoneScenario  # the phone and media stack: only for calls
+
         return PhoneScenario(config, counters)
     return TransactionScenario(config, counters)
