@@ -1,7 +1,12 @@
 """schemathesis hooks for tests/unit/test_api_schemathesis.py (loaded via SCHEMATHESIS_HOOKS).
 
-``caFile`` names a file on the server's disk: no generator can know which exist, so a
-generated string value is dropped (a value of the wrong type stays: it must still be a 400)."""
+``caFile`` names a file on the server's disk: no generator can know which exist. A
+schema-valid case (positive mode) with a generated string ``caFile`` has the field dropped;
+a schema-violating case (negative mode) with a string ``caFile`` is not sent at all: dropping
+the field could leave a valid request, which the API rightly accepts (schemathesis then
+reports ST201), and a string there is no violation to begin with (``caFile`` is a string or
+null). A value of another type in a positive case is impossible, in a negative case it stays:
+it must still be a 400."""
 
 from __future__ import annotations
 
@@ -10,8 +15,23 @@ from typing import Any
 import schemathesis
 
 
+def _negative(case: Any) -> bool:
+    meta = getattr(case, "meta", None)
+    return meta is not None and str(meta.generation.mode) == "negative"
+
+
+def _string_ca_file(case: Any) -> bool:
+    body = getattr(case, "body", None)
+    return isinstance(body, dict) and isinstance(body.get("caFile"), str)
+
+
 @schemathesis.hook
-def map_body(context: Any, body: Any) -> Any:
-    if isinstance(body, dict) and isinstance(body.get("caFile"), str):
-        body = {k: v for k, v in body.items() if k != "caFile"}
-    return body
+def filter_case(context: Any, case: Any) -> bool:
+    return not (_negative(case) and _string_ca_file(case))
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    if not _negative(case) and _string_ca_file(case):
+        case.body = {k: v for k, v in case.body.items() if k != "caFile"}
+    return case

@@ -113,21 +113,37 @@ def test_new_request_creates_server_transaction_and_retransmissions_are_absorbed
 
 
 def test_non_invite_retransmissions_trying_then_completed_then_timer_j() -> None:
-    """§17.2.2: absorbed in Trying, answered with the final response in Completed, and the
-    transaction is forgotten when Timer J (64·T1) fires."""
+    """§17.2.2: absorbed in Trying, answered with the final response in Completed until Timer
+    J (64·T1) fires; over UDP the layer keeps Completed by key and final response alone (the
+    transaction ends with its final response: ``ended``), then the same request is new."""
     layer = TransactionLayer()
     tx, _ = new_server(layer, wire("OPTIONS"))
     assert layer.receive(wire("OPTIONS"), UDP, 0.5).send == []
-    layer.send_response(tx, build_response(tx.request, 200, to_tag="x"), 1.0)
-    out = layer.receive(wire("OPTIONS"), UDP, 2.0)
-    assert [(s.kind, s.message.status_code) for s in out.send] == [("retransmission", 200)]
+    ok = build_response(tx.request, 200, to_tag="x")
+    out = layer.send_response(tx, ok, 1.0)
+    assert [(s.kind, s.message) for s in out.send] == [("response", ok)] and out.ended == [tx]
+    assert tx.terminated and len(layer) == 0 and tx.last_response is ok
+    for now in (2.0, 32.9):
+        out = layer.receive(wire("OPTIONS"), UDP, now)
+        assert [(s.kind, s.message, s.flow) for s in out.send] == [("retransmission", ok, tx.flow)]
+        assert out.events == []
+    assert layer.retransmissions_received == 3
+    layer.tick(33.0)  # Timer J: the same request is new again
+    new_server(layer, wire("OPTIONS"), now=33.1)
+
+
+def test_rfc2543_non_invite_keeps_its_transaction_through_completed() -> None:
+    """A request without the z9hG4bK cookie is matched with its To tag (§17.2.3), so its
+    Completed state stays a whole transaction, ended by Timer J."""
+    layer = TransactionLayer()
+    old = wire("OPTIONS", branch="oldstyle1")
+    tx, _ = new_server(layer, old)
+    ok = build_response(tx.request, 200, to_tag="x")
+    assert layer.send_response(tx, ok, 1.0).ended == [] and len(layer) == 1
+    out = layer.receive(wire("OPTIONS", branch="oldstyle1"), UDP, 2.0)
+    assert [(s.kind, s.message) for s in out.send] == [("retransmission", ok)]
     assert layer.next_deadline() == pytest.approx(33.0)
-    layer.tick(32.9)
-    assert len(layer) == 1
-    layer.tick(33.0)
-    assert len(layer) == 0 and layer.next_deadline() is None
-    # after J, the same request is new again
-    new_server(layer, wire("OPTIONS"), now=40.0)
+    assert layer.tick(33.0).ended == [tx] and len(layer) == 0
 
 
 def test_reliable_server_transactions_have_no_retransmissions_and_zero_j() -> None:
@@ -379,7 +395,8 @@ def test_ended_names_transactions_terminated_without_an_event() -> None:
     """``LayerOutput.ended`` names a transaction the driver may forget: a non-INVITE client
     transaction with its final response (over UDP its Completed state, Timer K = T4, is kept
     by the layer by key: a retransmitted final response is absorbed until T4 has passed,
-    §17.1.2.2), and the server transaction ending by Timer J."""
+    §17.1.2.2), and a server transaction with its final response (its Completed state is
+    kept by key as well, §17.2.2)."""
     layer = TransactionLayer()
     register = wire("REGISTER", branch=new_branch())
     tx, out = layer.send_request(register, UDP, 0.0)
@@ -395,8 +412,8 @@ def test_ended_names_transactions_terminated_without_an_event() -> None:
     again, _ = layer.send_request(register, UDP, 6.0)  # the same branch again: a transaction of its own
     assert again is not None and isinstance(layer.receive(ok, UDP, 6.1).events[0], ResponseReceived)
     stx, _ = new_server(layer, wire("OPTIONS", branch=new_branch()), now=6.0)
-    layer.send_response(stx, build_response(stx.request, 200, to_tag="x"), 6.0)
-    assert [t for _, o in drain(layer) for t in o.ended] == [stx]
+    assert layer.send_response(stx, build_response(stx.request, 200, to_tag="x"), 6.0).ended == [stx]
+    assert [t for _, o in drain(layer) for t in o.ended] == []
     tcp = Flow("tcp", PEER, connection=7)
     options = wire("OPTIONS", branch=new_branch(), transport="TCP")
     ttx, _ = layer.send_request(options, tcp, 40.0)

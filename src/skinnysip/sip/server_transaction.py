@@ -313,6 +313,19 @@ class NonInviteServerTransaction(ServerTransaction):
         if name == "J":
             self._terminate()
 
+    def release(self) -> tuple[float, Response] | None:
+        """Hand the Completed state's Timer J and final response to the caller and terminate:
+        (J's expiry in seconds on the caller's clock, the response), or None when the
+        transaction is not in Completed waiting on J (nothing changes then). Completed only
+        re-sends that response for a retransmitted request (§17.2.2); the transaction layer
+        does that for the rest of 64·T1 by the request's key, without keeping the request."""
+        expiry = self._timers.get("J") if self.state is ServerState.COMPLETED else None
+        response = self.last_response
+        if expiry is None or response is None:
+            return None
+        self._terminate()
+        return expiry, response
+
 
 def new_server_transaction(request: Request, *, reliable: bool, timers: Timers | None = None,
                            trying_delay: float | None = 0.2) -> ServerTransaction:

@@ -20,11 +20,16 @@ Matching, in dicts (no scans):
   transaction in the Accepted state by Call-ID, CSeq number and From tag, which stops that
   transaction's 2xx retransmissions (§13.3.1.4), and handed up as :class:`AckReceived`.
 
-Timers: one heap, lazily cleaned; ``tick(now)`` fires what is due. A non-INVITE client
-transaction over UDP that got its final response is ended at once (``LayerOutput.ended``):
-its Completed state, which only absorbs retransmissions of that response for T4 (Timer K,
-§17.1.2.2), is kept here by its key alone (:data:`MAX_ABSORBING` keys at most), so a load of
-thousands of transactions per second does not keep each request and response alive for T4.
+Timers: one heap, lazily cleaned; ``tick(now)`` fires what is due. Non-INVITE transactions
+over UDP are ended (``LayerOutput.ended``) once their final response is received or sent; the
+Completed state that follows is kept here by key, so a load of thousands of transactions per
+second does not keep every request alive for it:
+
+- client (§17.1.2.2, Timer K = T4): only the key; a retransmission of the final response is
+  absorbed (:data:`MAX_ABSORBING` keys at most);
+- server (§17.2.2, Timer J = 64·T1): the key, the final response and its flow; a
+  retransmission of the request gets the response again (:data:`MAX_ANSWERED` at most; an
+  RFC 2543 request, matched with its To tag, keeps its whole transaction instead).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from skinnysip.sip.server_transaction import (
     AckTimedOut,
     FinalResponseTimedOut,
     InviteServerTransaction,
+    NonInviteServerTransaction,
     ServerState,
     ServerTransaction,
     ServerTransportFailed,
@@ -68,6 +74,7 @@ __all__ = [
     "LayerEvent",
     "LayerOutput",
     "MAX_ABSORBING",
+    "MAX_ANSWERED",
     "RequestReceived",
     "ResponseReceived",
     "Send",
@@ -84,6 +91,9 @@ Transaction = ClientTransaction | ServerTransaction
 
 #: Completed states of non-INVITE client transactions kept by key at most (10 000/s for T4 = 5 s)
 MAX_ABSORBING = 50_000
+#: Completed states of non-INVITE server transactions kept (key, final response) at most
+#: (3000/s for 64·T1 = 32 s); beyond it the oldest stop answering retransmissions early
+MAX_ANSWERED = 100_000
 
 
 # --------------------------------------------------------------------------- events
@@ -311,6 +321,9 @@ class TransactionLayer:
         #: expiry order (T4 is the layer's: the order they were added in)
         self._absorbing: dict[tuple[str, str], float] = {}
         self._absorb_order: deque[tuple[float, tuple[str, str]]] = deque()
+        #: the same for server transactions (Timer J, §17.2.2): key → (expiry, final response, flow)
+        self._answered: dict[_ServerKey, tuple[float, Response, Flow]] = {}
+        self._answer_order: deque[tuple[float, _ServerKey]] = deque()
         self.unmatched_responses = 0
         self.retransmissions_received = 0
 
@@ -410,6 +423,13 @@ class TransactionLayer:
             self.retransmissions_received += 1
             self._apply(tx, tx.receive_request(request, now), out)
             return
+        if self._answered:
+            self._purge(now)
+            answered = self._answered.get(key)
+            if answered is not None:  # a retransmission, in its transaction's Completed state
+                self.retransmissions_received += 1
+                out.send.append(Send(answered[1], answered[2], "retransmission"))
+                return
         stx = new_server_transaction(request, reliable=flow.reliable, timers=self.timers,
                                      trying_delay=self.trying_delay)
         stx.flow = response_flow(request, flow)
@@ -550,8 +570,29 @@ class TransactionLayer:
         elif tx.state is State.COMPLETED and isinstance(tx, NonInviteClientTransaction):
             self._absorb(tx)
             out.ended.append(tx)
+        elif (tx.state is ServerState.COMPLETED and isinstance(tx, NonInviteServerTransaction)
+              and self._server_keys.get(id(tx), ("2543",))[0] != "2543"):
+            self._keep_answer(tx)
+            out.ended.append(tx)
         else:
             self._schedule(tx)
+
+    def _keep_answer(self, tx: NonInviteServerTransaction) -> None:
+        """Keep ``tx``'s Completed state (Timer J) as its key and final response; let it go."""
+        key = self._server_keys.get(id(tx))
+        flow = tx.flow
+        released = tx.release()
+        self._forget(tx)
+        if key is None or released is None or flow is None:
+            return
+        expiry, response = released
+        answered, order = self._answered, self._answer_order
+        while len(order) >= MAX_ANSWERED:  # the oldest stop answering retransmissions early
+            old_expiry, old_key = order.popleft()
+            if answered.get(old_key, (None,))[0] == old_expiry:
+                del answered[old_key]
+        answered[key] = (expiry, response, flow)
+        order.append((expiry, key))
 
     def _absorb(self, tx: NonInviteClientTransaction) -> None:
         """Keep ``tx``'s Completed state (Timer K) by its key and let the transaction go."""
@@ -569,12 +610,17 @@ class TransactionLayer:
         order.append((expiry, key))
 
     def _purge(self, now: float) -> None:
-        """Drop the kept Completed states whose Timer K has fired by ``now``."""
+        """Drop the kept Completed states whose Timer K or J has fired by ``now``."""
         order = self._absorb_order
         while order and order[0][0] <= now:
             expiry, key = order.popleft()
             if self._absorbing.get(key) == expiry:
                 del self._absorbing[key]
+        answers = self._answer_order
+        while answers and answers[0][0] <= now:
+            expiry, skey = answers.popleft()
+            if self._answered.get(skey, (None,))[0] == expiry:
+                del self._answered[skey]
 
     def _forget(self, tx: Transaction) -> None:
         self._scheduled.pop(id(tx), None)
