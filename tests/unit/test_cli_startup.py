@@ -73,3 +73,20 @@ def test_root_help_still_lists_every_command() -> None:
     section = out.split("Commands:\n")[1].split("\n\n")[0]
     listed = [line.split()[0] for line in section.splitlines()]
     assert listed == ["lab", "phone", "serve", "version", "sip", "sccp", "load"]
+
+
+def test_a_transaction_load_run_does_not_load_the_phone_or_media_stack() -> None:
+    """'load register/options/message' (and each of their worker processes) import the runner
+    and the transaction scenarios only: the call scenarios' phone, media and numpy come with
+    'load call'/'load user'."""
+    modules, _ = _modules_after(
+        "from skinnysip.load.runner import LoadRunner\n"
+        "from skinnysip.load.distributed import worker_configs\n"
+        "from skinnysip.load.scenarios import LoadConfig\n"
+        "LoadRunner(LoadConfig('register', '127.0.0.1', rate=10, count=1))")
+    assert _loaded(modules, ("skinnysip.phone", "skinnysip.net.media", "skinnysip.load.calls", "numpy")) == []
+    modules, _ = _modules_after(
+        "from skinnysip.load.runner import LoadRunner\n"
+        "from skinnysip.load.scenarios import LoadConfig\n"
+        "LoadRunner(LoadConfig('call', '127.0.0.1', to='600', rate=10, count=1))")
+    assert _loaded(modules, ("skinnysip.phone", "skinnysip.load.calls")) != []

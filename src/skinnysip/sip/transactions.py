@@ -211,8 +211,8 @@ class Send:
 class LayerOutput:
     """What one input produced: messages to send (in order), events (in order), the
     transactions that reached Terminated and were forgotten (``ended``: a driver drops what
-    it kept for them; a non-INVITE ends by Timer K with no event), and the layer's next
-    deadline (None: no timer)."""
+    it kept for them; a non-INVITE one ends with its final response, its Completed state
+    kept by the layer), and the layer's next deadline (None: no timer)."""
 
     send: list[Send] = field(default_factory=list)
     events: list[LayerEvent] = field(default_factory=list)
