@@ -38,7 +38,7 @@ async def test_handles_are_dropped_at_the_final_response_and_timer_k_absorbs() -
         outcomes = await asyncio.gather(*(client.transact(_options(client, flow), flow, timeout=5.0)
                                           for _ in range(20)))
         assert [o.response.status_code for o in outcomes if o.response] == [200] * 20
-        assert len(client._handles) == 0 and len(client.layer) == 0  # (the server keeps its own until Timer J)
+        assert len(client._handles) == 0 and len(client.layer) == 0
         late = outcomes[0].response
         assert late is not None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
