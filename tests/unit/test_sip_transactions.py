@@ -556,3 +556,28 @@ def test_thousand_client_and_thousand_server_transactions_in_one_layer() -> None
     timeouts = [e for _, o in outputs for e in o.events if isinstance(e, TimedOut)]
     assert timeouts == []  # every final was ACKed, every client got its answer
     assert outputs[-1][0] < 40.0
+
+
+def test_completed_states_kept_by_key_are_bounded() -> None:
+    """At most ``limit`` Completed states are kept by key (MAX_ABSORBING, MAX_ANSWERED): the
+    oldest goes early, so its late retransmission is unmatched, the newer ones are absorbed."""
+    layer = TransactionLayer()
+    layer._absorbing.limit = 2
+    oks = []
+    for i in range(3):
+        request = wire("REGISTER", branch=new_branch())
+        layer.send_request(request, UDP, float(i))
+        oks.append(answer(request, 200))
+        layer.receive(oks[-1], UDP, i + 0.1)
+    assert layer.receive(oks[0], UDP, 3.0).events == [UnmatchedResponse(oks[0], UDP)]
+    assert [layer.receive(ok, UDP, 3.0).events for ok in oks[1:]] == [[], []]
+    layer._answered.limit = 1
+    answered = []
+    for i, branch in enumerate(("z9hG4bKfirst", "z9hG4bKsecond")):
+        stx, _ = new_server(layer, wire("OPTIONS", branch=branch), now=4.0 + i)
+        answered.append(build_response(stx.request, 200, to_tag="x"))
+        layer.send_response(stx, answered[-1], 4.0 + i)
+    again = layer.receive(wire("OPTIONS", branch="z9hG4bKsecond"), UDP, 6.0)
+    assert [s.message for s in again.send] == [answered[1]]
+    first = layer.receive(wire("OPTIONS", branch="z9hG4bKfirst"), UDP, 6.0)
+    assert first.send == [] and isinstance(first.events[0], RequestReceived)  # a new transaction

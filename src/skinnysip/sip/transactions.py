@@ -37,7 +37,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from skinnysip.sip.headers import Via
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
@@ -94,6 +96,49 @@ MAX_ABSORBING = 50_000
 #: Completed states of non-INVITE server transactions kept (key, final response) at most
 #: (3000/s for 64·T1 = 32 s); beyond it the oldest stop answering retransmissions early
 MAX_ANSWERED = 100_000
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _CompletedStates(Generic[_K, _V]):
+    """Completed states kept by transaction key until their timer (K or J) fires: key →
+    (expiry, value), and the keys in expiry order (a layer's T4 and 64·T1 are fixed, so the
+    order they were added in). At most ``limit``: beyond it the oldest go early."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_key: dict[_K, tuple[float, _V]] = {}
+        self._order: deque[tuple[float, _K]] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._by_key)
+
+    def add(self, key: _K, expiry: float, value: _V) -> None:
+        while len(self._order) >= self.limit:
+            self._drop_oldest()
+        self._by_key[key] = (expiry, value)
+        self._order.append((expiry, key))
+
+    def find(self, key: _K, now: float) -> tuple[float, _V] | None:
+        """(expiry, value) of ``key`` if its timer has not fired by ``now``."""
+        self.purge(now)
+        return self._by_key.get(key)
+
+    def discard(self, key: _K) -> None:
+        self._by_key.pop(key, None)
+
+    def purge(self, now: float) -> None:
+        """Forget the states whose timer has fired by ``now``."""
+        order = self._order
+        while order and order[0][0] <= now:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        expiry, key = self._order.popleft()
+        entry = self._by_key.get(key)
+        if entry is not None and entry[0] == expiry:  # not re-added later under the same key
+            del self._by_key[key]
 
 
 # --------------------------------------------------------------------------- events
@@ -317,13 +362,10 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, Transaction]] = []
         self._scheduled: dict[int, float] = {}
         self._seq = itertools.count()
-        #: the Completed states kept by key (Timer K, §17.1.2.2): key → expiry, and the keys in
-        #: expiry order (T4 is the layer's: the order they were added in)
-        self._absorbing: dict[tuple[str, str], float] = {}
-        self._absorb_order: deque[tuple[float, tuple[str, str]]] = deque()
-        #: the same for server transactions (Timer J, §17.2.2): key → (expiry, final response, flow)
-        self._answered: dict[_ServerKey, tuple[float, Response, Flow]] = {}
-        self._answer_order: deque[tuple[float, _ServerKey]] = deque()
+        #: Completed states kept by key: client (Timer K, §17.1.2.2) and server (Timer J,
+        #: §17.2.2, with the final response and its flow)
+        self._absorbing: _CompletedStates[tuple[str, str], None] = _CompletedStates(MAX_ABSORBING)
+        self._answered: _CompletedStates[_ServerKey, tuple[Response, Flow]] = _CompletedStates(MAX_ANSWERED)
         self.unmatched_responses = 0
         self.retransmissions_received = 0
 
@@ -345,7 +387,7 @@ class TransactionLayer:
             raise ValueError(f"a {tx.method} client transaction with branch {tx.branch} is already running")
         self.client[key] = tx
         if self._absorbing:
-            self._absorbing.pop(key, None)  # a branch used again (not by us): the new one gets the responses
+            self._absorbing.discard(key)  # a branch used again (not by us): the new one gets the responses
         self._client_keys[id(tx)] = key
         self._apply(tx, tx.start(now), out)
         out.deadline = self.next_deadline()
@@ -389,10 +431,8 @@ class TransactionLayer:
         key = (top.branch or "", method) if top is not None else None
         tx = self.client.get(key) if key is not None else None
         if tx is None:
-            if key is not None and self._absorbing:
-                self._purge(now)
-                if key in self._absorbing:
-                    return  # a retransmission of a final response, in its transaction's Completed state
+            if key is not None and self._absorbing and self._absorbing.find(key, now) is not None:
+                return  # a retransmission of a final response, in its transaction's Completed state
             self.unmatched_responses += 1
             if 200 <= response.status_code < 300 and method == "INVITE":
                 out.events.append(SuccessRetransmission(response, flow))
@@ -423,13 +463,12 @@ class TransactionLayer:
             self.retransmissions_received += 1
             self._apply(tx, tx.receive_request(request, now), out)
             return
-        if self._answered:
-            self._purge(now)
-            answered = self._answered.get(key)
-            if answered is not None:  # a retransmission, in its transaction's Completed state
-                self.retransmissions_received += 1
-                out.send.append(Send(answered[1], answered[2], "retransmission"))
-                return
+        answered = self._answered.find(key, now) if self._answered else None
+        if answered is not None:  # a retransmission, in its transaction's Completed state
+            response, response_to = answered[1]
+            self.retransmissions_received += 1
+            out.send.append(Send(response, response_to, "retransmission"))
+            return
         stx = new_server_transaction(request, reliable=flow.reliable, timers=self.timers,
                                      trying_delay=self.trying_delay)
         stx.flow = response_flow(request, flow)
@@ -516,7 +555,8 @@ class TransactionLayer:
     def tick(self, now: float) -> LayerOutput:
         """Fire every transaction timer due at or before ``now``."""
         out = LayerOutput()
-        self._purge(now)
+        self._absorbing.purge(now)
+        self._answered.purge(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, tx = heapq.heappop(heap)
@@ -583,44 +623,17 @@ class TransactionLayer:
         flow = tx.flow
         released = tx.release()
         self._forget(tx)
-        if key is None or released is None or flow is None:
-            return
-        expiry, response = released
-        answered, order = self._answered, self._answer_order
-        while len(order) >= MAX_ANSWERED:  # the oldest stop answering retransmissions early
-            old_expiry, old_key = order.popleft()
-            if answered.get(old_key, (None,))[0] == old_expiry:
-                del answered[old_key]
-        answered[key] = (expiry, response, flow)
-        order.append((expiry, key))
+        if key is not None and released is not None and flow is not None:
+            expiry, response = released
+            self._answered.add(key, expiry, (response, flow))
 
     def _absorb(self, tx: NonInviteClientTransaction) -> None:
         """Keep ``tx``'s Completed state (Timer K) by its key and let the transaction go."""
         key = self._client_keys.get(id(tx))
         expiry = tx.release()
         self._forget(tx)
-        if key is None or expiry is None:
-            return
-        absorbing, order = self._absorbing, self._absorb_order
-        while len(order) >= MAX_ABSORBING:  # the oldest lose their protection early
-            old_expiry, old_key = order.popleft()
-            if absorbing.get(old_key) == old_expiry:
-                del absorbing[old_key]
-        absorbing[key] = expiry
-        order.append((expiry, key))
-
-    def _purge(self, now: float) -> None:
-        """Drop the kept Completed states whose Timer K or J has fired by ``now``."""
-        order = self._absorb_order
-        while order and order[0][0] <= now:
-            expiry, key = order.popleft()
-            if self._absorbing.get(key) == expiry:
-                del self._absorbing[key]
-        answers = self._answer_order
-        while answers and answers[0][0] <= now:
-            expiry, skey = answers.popleft()
-            if self._answered.get(skey, (None,))[0] == expiry:
-                del self._answered[skey]
+        if key is not None and expiry is not None:
+            self._absorbing.add(key, expiry, None)
 
     def _forget(self, tx: Transaction) -> None:
         self._scheduled.pop(id(tx), None)
