@@ -270,3 +270,10 @@ def test_progress_lines_for_a_log_every_ten_seconds() -> None:
     assert len(lines) == 2 and lines[0].lstrip().startswith("10.0 s") and lines[1].lstrip().startswith("20.0 s")
     assert "30 attempted, 25 successful, 3 failed (503: 2, timeout: 1), 2 in progress" in lines[0], lines[0]
     assert re.search(r"\(target 3/s\), p50 2(\.\d+)? ms p99 2(\.\d+)? ms$", lines[0]), lines[0]
+
+
+def test_top_statuses_names_the_commonest_three() -> None:
+    from skinnysip.load.report import top_statuses
+
+    assert top_statuses({}) == ""
+    assert top_statuses({"408": 1, "503": 4, "timeout": 2, "403": 3}) == "503: 4, 403: 3, timeout: 2, …"

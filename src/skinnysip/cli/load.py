@@ -152,7 +152,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         printable,
         transport_value,
     )
-    from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView, ProgressLines
+    from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView, ProgressLines, top_statuses
     from skinnysip.load.runner import run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
 
@@ -278,8 +278,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         rt = result["responseTimeMs"]
         times = (f"p50 {rt['p50']} ms, p99 {rt['p99']} ms" if rt.get("p50") is not None
                  else "no response times")  # nothing was answered
-        by_status = sorted(result["failedByStatus"].items(), key=lambda kv: -kv[1])
-        why = ", ".join(f"{status}: {n}" for status, n in by_status[:3]) + (", …" if len(by_status) > 3 else "")
+        why = top_statuses(result["failedByStatus"])
         typer.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")

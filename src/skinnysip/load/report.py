@@ -19,7 +19,7 @@ from .runner import Interval
 from .stats import FAILURE_KINDS, MAX_ERRORS, Counters
 
 __all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "ProgressLines",
-           "REPARTITION_MS"]
+           "REPARTITION_MS", "top_statuses"]
 
 #: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
@@ -143,6 +143,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 
 
+def top_statuses(failed_by_status: dict[str, int], most: int = 3) -> str:
+    """The commonest failure statuses, ``"503: 2, timeout: 1"`` (``, …`` when there are more
+    than ``most``); empty when nothing failed."""
+    ranked = sorted(failed_by_status.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{status}: {n}" for status, n in ranked[:most]) + (", …" if len(ranked) > most else "")
+
+
 class ProgressLines:
     """For a log rather than a terminal: one line of the run so far every ``every`` seconds
     (elapsed, attempted, successful, failed with the top statuses, rate, p50/p99, for calls
@@ -158,7 +165,7 @@ class ProgressLines:
             return
         self._next = item.elapsed + self.every
         c = item.total
-        statuses = ", ".join(f"{k}: {n}" for k, n in sorted(c.failed_by_status.items(), key=lambda kv: -kv[1])[:3])
+        statuses = top_statuses(c.failed_by_status)
         p50, p99 = c.response_time.percentile(50), c.response_time.percentile(99)
         times = f"p50 {p50:.3g} ms p99 {p99:.3g} ms" if p50 is not None and p99 is not None else "no response times"
         media = f", MOS {c.mos} loss {c.loss * 100:.2g} %" if c.mos is not None and c.loss is not None else ""
