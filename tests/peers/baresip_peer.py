@@ -52,6 +52,24 @@ def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 
     return path
 
 
+class BaresipDidNotStart(RuntimeError):
+    """baresip exited (or never listened) before its ctrl_tcp port accepted a connection."""
+
+
+def sip_listen_port() -> int:
+    """A port for baresip's ``sip_listen``: baresip 1.0 binds it for UDP and TCP and the next
+    port for its TLS listener, so all three must be free."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for baresip")
+
+
 @dataclass
 class Baresip:
     """A running baresip: ``aor``, ``sip_port`` (its listening port), ``record_dir``,
@@ -69,15 +87,20 @@ class Baresip:
     _task: asyncio.Task[None] | None = None
     _token: int = 0
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    async def connect(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        """Connect to ctrl_tcp; :class:`BaresipDidNotStart` when ``proc`` exits first or the
+        port stays closed for ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
                 break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
+            except OSError as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+                    state = f"exited with {proc.returncode}" if proc.poll() is not None else "still running"
+                    raise BaresipDidNotStart(f"baresip ({state}) never opened ctrl_tcp {self.ctrl_port} "
+                                             f"(sip {self.sip_port}): {exc}; its log ends:\n{tail}") from exc
                 await asyncio.sleep(0.1)
         self._task = asyncio.get_running_loop().create_task(self._read())
 
@@ -171,8 +194,6 @@ async def baresip(
     record_dir = workdir / "rec"
     record_dir.mkdir()
     tone = write_tone_wav(workdir / "tone.wav", tone_hz, channels=tone_channels)
-    sip_port = free_port(socket.SOCK_DGRAM)
-    ctrl_port = free_port(socket.SOCK_STREAM)
     domain = registrar.split(":")[0]
     aor = f"sip:{user}@skinnysip.test"
     params = [f"auth_pass={password}", f"answermode={answermode}",
@@ -180,6 +201,63 @@ async def baresip(
     if extra_account:
         params.append(extra_account)
     (workdir / "accounts").write_text(f"<{aor};transport={transport}>;" + ";".join(params) + "\n")
+    (workdir / "contacts").write_text(f'"peer" <{contact}>\n' if contact else "")
+    if contact:
+        (workdir / "current_contact").write_text(contact + "\n")
+    log = workdir / "baresip.log"
+    proc: subprocess.Popen[bytes] | None = None
+    peer: Baresip | None = None
+    try:
+        # a port picked free can be taken before baresip binds it (by any process on the machine):
+        # baresip then exits, and it is started again on other ports, at most three times
+        for attempt in range(3):
+            sip_port = sip_listen_port()
+            ctrl_port = free_port(socket.SOCK_STREAM)
+            if ctrl_port in (sip_port, sip_port + 1):
+                continue
+            _write_config(workdir, sip_port=sip_port, ctrl_port=ctrl_port, tone=tone, record_dir=record_dir,
+                          modules=modules, dns=f"{domain}:53")
+            with open(log, "wb") as out:
+                proc = subprocess.Popen([binary, "-f", str(workdir), "-t", "600"], stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
+            peer = Baresip(aor, sip_port, ctrl_port, record_dir, log)
+            try:
+                await peer.connect(proc)
+                break
+            except BaresipDidNotStart:
+                _stop(proc)
+                proc = None
+                if attempt == 2:
+                    raise
+        assert peer is not None and proc is not None
+        yield peer
+    finally:
+        if peer is not None and proc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(peer.command("quit"), 2)
+            if peer._writer is not None:
+                peer._writer.close()
+            if peer._task is not None:
+                peer._task.cancel()
+        if proc is not None:
+            _stop(proc)
+        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Wait up to 3 s for ``proc`` to end by itself, then kill it."""
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    if proc.stdin:
+        proc.stdin.close()
+
+
+def _write_config(workdir: Path, *, sip_port: int, ctrl_port: int, tone: Path, record_dir: Path,
+                  modules: list[str], dns: str) -> None:
     # net_interface 127.0.0.1: baresip puts 127.0.0.1 in its SDP and sends media only there, never to
     # the machine's other addresses (its config takes no trailing comments)
     config = [
@@ -200,33 +278,6 @@ async def baresip(
         f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}",
         "module_path /usr/lib/baresip/modules",
         *[f"module {m}.so" for m in modules],
-        f"dns_server {domain}:53",
+        f"dns_server {dns}",
     ]
     (workdir / "config").write_text("\n".join(config) + "\n")
-    (workdir / "contacts").write_text(f'"peer" <{contact}>\n' if contact else "")
-    if contact:
-        (workdir / "current_contact").write_text(contact + "\n")
-    log = workdir / "baresip.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "-f", str(workdir), "-t", "600"], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.PIPE, start_new_session=True)
-    peer = Baresip(aor, sip_port, ctrl_port, record_dir, log)
-    try:
-        await peer.connect()
-        yield peer
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(peer.command("quit"), 2)
-        if peer._writer is not None:
-            peer._writer.close()
-        if peer._task is not None:
-            peer._task.cancel()
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        if proc.stdin:
-            proc.stdin.close()
-        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
-            shutil.rmtree(workdir, ignore_errors=True)

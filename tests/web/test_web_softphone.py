@@ -516,8 +516,13 @@ def test_attended_transfer_from_the_page(page: Any, server: str, pbx: KamailioPe
         page.wait_for_selector('#phone-call-state:has-text("on hold")', timeout=UI_MS)
         page.fill("#phone-target", "bob")
         page.click("#phone-call")
+        # carol's call, still selected until the POST answers, is "confirmed" too (on hold): wait
+        # for the page to select the new call before reading its state
+        page.wait_for_function("(old) => window.skinnysipPhone.state.selected !== old", arg=to_carol,
+                               timeout=UI_MS)
         call_state(page, "confirmed")
         to_bob = page.evaluate("window.skinnysipPhone.state.selected")
+        assert to_bob != to_carol
         page.click(f'#phone-calls tr[data-call="{to_carol}"] button.pick')
         page.select_option("#phone-transfer-replaces", str(to_bob))
         page.fill("#phone-transfer-target", "bob")
