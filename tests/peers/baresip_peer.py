@@ -70,6 +70,16 @@ def sip_listen_port() -> int:
     raise RuntimeError("no free port pair for baresip")
 
 
+def _free_ports() -> tuple[int, int]:
+    """``(sip_listen, ctrl_tcp)`` ports: the control port is none of the three SIP binds."""
+    sip_port = sip_listen_port()
+    for _ in range(50):
+        ctrl_port = free_port(socket.SOCK_STREAM)
+        if ctrl_port not in (sip_port, sip_port + 1):
+            return sip_port, ctrl_port
+    raise RuntimeError("no free control port for baresip")
+
+
 @dataclass
 class Baresip:
     """A running baresip: ``aor``, ``sip_port`` (its listening port), ``record_dir``,
@@ -211,10 +221,7 @@ async def baresip(
         # a port picked free can be taken before baresip binds it (by any process on the machine):
         # baresip then exits, and it is started again on other ports, at most three times
         for attempt in range(3):
-            sip_port = sip_listen_port()
-            ctrl_port = free_port(socket.SOCK_STREAM)
-            if ctrl_port in (sip_port, sip_port + 1):
-                continue
+            sip_port, ctrl_port = _free_ports()
             _write_config(workdir, sip_port=sip_port, ctrl_port=ctrl_port, tone=tone, record_dir=record_dir,
                           modules=modules, dns=f"{domain}:53")
             with open(log, "wb") as out:
