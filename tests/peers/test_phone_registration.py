@@ -106,12 +106,14 @@ async def test_unreachable_registrar_is_a_clear_error() -> None:
     await phone.close()
 
 
-async def test_a_registrar_restart_is_survived() -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_registrar_restart_is_survived(transport: str) -> None:
     """Kamailio keeps its location table in memory: a restart forgets us. The next refresh
-    (or the retries after failures, with backoff) registers again, with no user action."""
+    (or the retries after failures, with backoff) registers again, with no user action;
+    over TCP on a new connection, the old one having died with the server (RFC 3261 §18.1.1)."""
     with kamailio(pbx=True, max_expires=10) as first:
         ports = (first.udp_port, first.tcp_port, first.tls_port)
-        phone = SIPPhone(_account(first))
+        phone = SIPPhone(_account(first, transport=transport))
         await phone.start()
         assert first.contacts("alice")
     try:

@@ -5,6 +5,7 @@ not register, or their registrar is a closed local port. (The peer tests do the 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -260,6 +261,115 @@ def test_events_socket_streams_events_and_closes_with_the_phone(client: TestClie
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1000
+
+
+@pytest.fixture
+def silent_udp() -> Iterator[socket.socket]:
+    """A UDP socket on 127.0.0.1 that takes everything and answers nothing (a dead registrar
+    whose host is up: no ICMP, so a REGISTER waits for Timer F)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[bytes]:
+    out = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            out.append(sock.recv(65535))
+    return out
+
+
+def wait_event(ws: Any, name: str) -> dict[str, Any]:
+    for _ in range(50):
+        event = ws.receive_json()
+        if event["event"] == name:
+            return event  # type: ignore[no-any-return]
+    raise AssertionError(f"no {name} event")
+
+
+def test_a_register_the_registrar_does_not_answer_is_202_and_goes_on(
+        client: TestClient, silent_udp: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No request waits for Timer F (64·T1 = 32 s by default, past HTTP clients' own deadlines).
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)
+    port = silent_udp.getsockname()[1]
+    pid = new_phone(client, registrar=f"127.0.0.1:{port}", timeout=1500)["id"]
+    with client.websocket_connect(f"/api/phones/{pid}/events") as ws:
+        first = client.post(f"/api/phones/{pid}/register")
+        assert first.status_code == 202, first.text
+        body = first.json()
+        assert body["success"] is False and body["pending"] is True
+        assert body["registration"]["state"] == "registering"
+        assert client.get(f"/api/phones/{pid}").json()["pending"] == ["register"]
+        second = client.post(f"/api/phones/{pid}/register")  # joins the REGISTER going on (RFC 3261 §10.2)
+        assert second.status_code in (200, 202), second.text
+        done = wait_event(ws, "actionDone")
+        assert done["action"] == "register" and done["success"] is False
+    registers = [m for m in received(silent_udp) if m.startswith(b"REGISTER ")]
+    cseqs = {line for m in registers for line in m.split(b"\r\n") if line.startswith(b"CSeq:")}
+    assert len(registers) >= 2 and cseqs == {b"CSeq: 1 REGISTER"}  # retransmissions of one request
+    phone = client.get(f"/api/phones/{pid}").json()
+    assert phone["pending"] == [] and phone["registration"]["state"] == "failed"
+    assert phone["registration"]["reason"], phone
+
+
+def test_a_start_that_outlasts_the_answer_is_201_starting(
+        client: TestClient, silent_udp: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)
+    port = silent_udp.getsockname()[1]
+    r = client.post("/api/phones", json={"aor": AOR, "registrar": f"127.0.0.1:{port}", "timeout": 1000})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "starting" and body["pending"] == ["start"]
+    assert body["registration"]["state"] == "registering"
+    refused = client.post(f"/api/phones/{body['id']}/calls", json={"target": closed_udp_target()})
+    assert refused.status_code == 409 and "still starting" in refused.json()["error"]
+    for _ in range(60):
+        phone = client.get(f"/api/phones/{body['id']}").json()
+        if phone["state"] != "starting":
+            break
+        time.sleep(0.05)
+    # no answer is a failed registration (retried by the phone), not a failed phone
+    assert phone["state"] == "open" and phone["registration"]["state"] == "failed", phone
+
+
+def test_a_start_that_fails_after_the_answer_is_failed_with_its_reason(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)
+    with socket.socket() as mute:  # TCP that accepts and never speaks TLS: the handshake times out
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        port = mute.getsockname()[1]
+        r = client.post("/api/phones", json={"aor": AOR, "registrar": f"127.0.0.1:{port}", "transport": "tls",
+                                             "timeout": 1000})
+        assert r.status_code == 201 and r.json()["state"] == "starting", r.text
+        pid = r.json()["id"]
+        for _ in range(100):
+            phone = client.get(f"/api/phones/{pid}").json()
+            if phone["state"] != "starting":
+                break
+            time.sleep(0.05)
+    assert phone["state"] == "failed" and phone["reason"] and phone["pending"] == [], phone
+    refused = client.post(f"/api/phones/{pid}/register")
+    assert refused.status_code == 409 and refused.json()["error"].startswith("the phone failed to start: ")
+    assert client.delete(f"/api/phones/{pid}").status_code == 200
+    assert client.get("/api/phones").json()["phones"] == []
+
+
+def test_a_message_nobody_answers_is_202_then_an_actiondone_event(
+        client: TestClient, silent_udp: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)
+    pid = new_phone(client, timeout=1000)["id"]
+    port = silent_udp.getsockname()[1]
+    with client.websocket_connect(f"/api/phones/{pid}/events") as ws:
+        r = client.post(f"/api/phones/{pid}/messages", json={"target": f"sip:bob@127.0.0.1:{port}", "text": "hi"})
+        assert r.status_code == 202 and r.json() == {"success": False, "pending": True, "id": pid,
+                                                     "registration": None}, r.text
+        done = wait_event(ws, "actionDone")
+    assert done["action"] == "message" and done["success"] is False and done["reason"], done
+    assert any(m.startswith(b"MESSAGE ") for m in received(silent_udp))
 
 
 def test_events_socket_for_an_unknown_phone_closes_4404(client: TestClient) -> None:

@@ -6,7 +6,9 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
   "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
-  is started (and registered, when ``register``) before the answer.
+  is started (and registered, when ``register``) before the answer — or, when that takes
+  longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
+  goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
 - ``GET /api/phones``, ``GET /api/phones/{id}``, ``DELETE /api/phones/{id}`` (hang up,
   unregister, close), ``POST /api/phones/{id}/register``.
 - ``POST /api/phones/{id}/calls`` ``{"target"}`` → 201, the call's summary;
@@ -33,6 +35,14 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
   audio is dropped and counted rather than queued. When the call ends the server sends
   ``{"event": "audioEnd", "reason"}`` and closes (1000); an unknown phone or call: 4404.
 
+No request waits on the network longer than :data:`ANSWER_WAIT` seconds (10): an action that
+has not finished by then (a REGISTER to a silent registrar waits for Timer F, 64·T1 = 32 s, RFC
+3261 §17.1.2.2; a transfer for the target to answer; a MESSAGE for its final response) answers
+202 with ``success: false, pending: true`` and the state so far, and goes on; its outcome comes
+as ``{"event": "actionDone", "action", "call", "success", "reason"}`` on the event socket and
+in the phone's state. A second ``register`` while one is still going on joins it (a UA sends
+no new REGISTER before the last one's final response, §10.2).
+
 Errors: bad input → 400 ``{"success": false, "error": "<field>: …"}`` (the app's validation
 handler); unknown phone or call → 404; an action the phone refuses (:class:`PhoneError`, wrong
 call state, too many phones or calls, server unreachable) → 409. The password is never returned.
@@ -53,14 +63,14 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
@@ -90,6 +100,7 @@ from skinnysip.sip.uri import SipURI, parse_hostport
 __all__ = ["PROTOCOLS", "PhoneManager", "lifespan", "router"]
 
 router = APIRouter(tags=["phones"])
+T = TypeVar("T")
 
 DEFAULT_PHONE_LIMIT = 16
 DEFAULT_IDLE_TIMEOUT = 1800.0  # s
@@ -97,6 +108,7 @@ SOCKET_QUEUE = 256  # events kept per WebSocket for a slow reader
 SOCKETS_PER_PHONE = 8
 CALLS_KEPT = 50  # ended calls kept per phone for GET (the live ones are always there)
 CLOSE_TIMEOUT = 30.0  # s for one phone to hang up, unregister and close
+ANSWER_WAIT = 10.0  # s an API request waits for the network before answering 202 (the action goes on)
 MEDIA_INTERVAL = 1.0  # s between the "media" events of an event socket
 AUDIO_RATE = 8000  # Hz of the audio sockets' PCM (the rate inside every MediaStream)
 AUDIO_TAP_FRAMES = 15  # frames (ptime each, 300 ms at 20 ms) kept for a slow audio socket
@@ -183,7 +195,8 @@ class SIPPhoneBody(_Body):
     source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
-    timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response.")
+    timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
+                         "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
 
     @field_validator("aor")
     @classmethod
@@ -324,6 +337,8 @@ class CallSummary(ResultModel):
 
 class CallResult(CallSummary):
     success: bool = True
+    pending: bool = Field(False, description="The action had not finished after ANSWER_WAIT s (HTTP 202): "
+                          "it goes on, its outcome comes as an actionDone event.")
     phone: str
 
 
@@ -331,11 +346,17 @@ class CallDetail(CallResult):
     exchange: list[WireMessage]
 
 
+PhoneState = Literal["starting", "open", "closing", "failed"]
+
+
 class PhoneResult(ResultModel):
     success: bool = True
     id: str
     protocol: str
-    state: Literal["open", "closing"]
+    state: PhoneState
+    reason: str = Field("", description="Why the phone failed to start (state failed).")
+    pending: list[str] = Field(default_factory=list, description="Actions still going on (start, register, "
+                               "message, hangup…), each to end with an actionDone event.")
     account: dict[str, Any]
     registration: Registration
     calls: list[CallSummary]
@@ -352,6 +373,8 @@ class PhoneList(ResultModel):
 
 class Done(ResultModel):
     success: bool = True
+    pending: bool = Field(False, description="The action had not finished after ANSWER_WAIT s (HTTP 202): "
+                          "it goes on, its outcome comes as an actionDone event.")
     id: str
     registration: Registration | None = None
 
@@ -412,6 +435,11 @@ class PhoneSession:
         self.audio_sockets: dict[int, int] = {}  # call id → open audio sockets
         self._calls: dict[int, Call] = {}
         self._pump: asyncio.Task[None] | None = None
+        self.pending: dict[asyncio.Future[Any], str] = {}  # actions answered 202, still going on
+        self.register_task: asyncio.Future[Any] | None = None
+        self.starting = False
+        self.failure = ""  # why the phone failed to start after the answer
+        self._closer: asyncio.Task[None] | None = None
 
     def start_pump(self) -> None:
         self._pump = asyncio.get_running_loop().create_task(self._fan_out())
@@ -433,6 +461,71 @@ class PhoneSession:
         finally:
             self.busy -= 1
             self.last_used = time.time()
+
+    def publish(self, data: dict[str, Any]) -> None:
+        """Send ``data`` to every event socket of the phone."""
+        for sub in list(self.subscribers):
+            sub.put(data)
+
+    async def bounded(self, action: Awaitable[T], what: str, call: int | None = None) -> tuple[bool, T | None]:
+        """Run ``action`` for at most :data:`ANSWER_WAIT` s of this request: ``(True, result)``
+        when it finished (its exception raised here), else ``(False, None)`` and it goes on,
+        followed (:meth:`follow`). A request that is cancelled leaves it followed too."""
+        task = asyncio.ensure_future(action)
+        try:
+            await asyncio.wait({task}, timeout=ANSWER_WAIT)
+        except asyncio.CancelledError:
+            self.follow(task, what, call)
+            raise
+        if task.done():
+            return True, task.result()
+        self.follow(task, what, call)
+        return False, None
+
+    def follow(self, task: asyncio.Future[Any], what: str, call: int | None = None) -> None:
+        """Keep ``task`` (the phone counts as busy meanwhile, and is listed ``pending``) and
+        publish ``{"event": "actionDone", "action", "call", "success", "reason"}`` when it
+        ends; an exception is its reason, never raised. Following a followed task is a no-op."""
+        if task in self.pending:
+            return
+        self.pending[task] = what
+        self.busy += 1
+
+        def done(_: asyncio.Future[Any]) -> None:
+            self.pending.pop(task, None)
+            self.busy -= 1
+            self.last_used = time.time()
+            if task.cancelled():
+                success, reason = False, "cancelled"
+            elif (exc := task.exception()) is not None:
+                success, reason = False, _reason(exc)
+            else:
+                success, reason = task.result() is not False, ""
+            self.publish({"event": "actionDone", "time": time.time(), "action": what, "call": call,
+                          "success": success, "reason": reason})
+
+        task.add_done_callback(done)
+
+    def follow_start(self, task: asyncio.Future[Any]) -> None:
+        """The phone was answered while ``task`` (its start) goes on: when it fails the phone
+        is closed and stays listed as ``failed`` with the reason until it is deleted or idle."""
+        self.starting = True
+
+        def done(_: asyncio.Future[Any]) -> None:
+            self.starting = False
+            if task.cancelled():
+                self.failure = "start cancelled"
+            elif (exc := task.exception()) is not None:
+                self.failure = _reason(exc)
+            if self.failure and not self.closing:
+                self._closer = asyncio.get_running_loop().create_task(self._close_phone())
+
+        task.add_done_callback(done)
+        self.follow(task, "start")
+
+    async def _close_phone(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.phone.close(), CLOSE_TIMEOUT)
 
     def idle(self, now: float, timeout: float) -> bool:
         return (not self.busy and not self.subscribers and not self.phone.calls and not self.closing
@@ -475,8 +568,11 @@ class PhoneSession:
                             expires=getattr(phone, "expires_granted", None))
 
     def view(self) -> PhoneResult:
-        return PhoneResult(id=self.id, protocol=self.protocol, state="closing" if self.closing else "open",
-                           account=self.account, registration=self.registration(),
+        state: PhoneState = ("closing" if self.closing else "failed" if self.failure else "starting" if self.starting
+                 else "open")
+        return PhoneResult(id=self.id, protocol=self.protocol, state=state, reason=self.failure,
+                           pending=sorted(self.pending.values()), account=self.account,
+                           registration=self.registration(),
                            calls=[CallSummary.model_validate(c.summary()) for c in self.calls()],
                            created=self.created, last_used=self.last_used,
                            events_dropped=self.phone.events_dropped)
@@ -491,8 +587,10 @@ class PhoneSession:
     async def close(self) -> None:
         """Hang up, unregister and close the phone; end the event sockets (after the last events)."""
         self.closing = True
-        with contextlib.suppress(Exception):  # a phone that fails to close must not keep the server up
-            await asyncio.wait_for(self.phone.close(), CLOSE_TIMEOUT)
+        for task in [*self.pending, self.register_task]:
+            if task is not None:
+                task.cancel()
+        await self._close_phone()  # a phone that fails to close must not keep the server up
         if self._pump is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._pump, 2.0)  # events() ends once the phone is closed
@@ -529,16 +627,25 @@ class PhoneManager:
         if len(self.sessions) + self.starting >= self.limit:
             raise HTTPException(409, f"too many phones (at most {self.limit}); delete one first")
         self.starting += 1
+        start = asyncio.ensure_future(phone.start())
         try:
             try:
-                await phone.start()
-            except (PhoneError, SIPTransportError, OSError) as exc:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(phone.close(), CLOSE_TIMEOUT)
-                raise HTTPException(409, _reason(exc)) from exc
+                await asyncio.wait({start}, timeout=ANSWER_WAIT)
+            except asyncio.CancelledError:  # the client went: the phone must not be left half made
+                start.cancel()
+                await _close_quietly(phone)
+                raise
+            if start.done():
+                try:
+                    start.result()
+                except (PhoneError, SIPTransportError, OSError) as exc:
+                    await _close_quietly(phone)
+                    raise HTTPException(409, _reason(exc)) from exc
             phone_id = secrets.token_hex(6)
             session = PhoneSession(phone_id, protocol, phone, account)
             session.start_pump()
+            if not start.done():
+                session.follow_start(start)
             self.sessions[phone_id] = session
         finally:
             self.starting -= 1
@@ -566,6 +673,11 @@ class PhoneManager:
                 await self.remove(session)
 
 
+async def _close_quietly(phone: Phone) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(phone.close(), CLOSE_TIMEOUT)
+
+
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
@@ -588,9 +700,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _acting(request: Request, phone_id: str, target_field: str | None = None) -> AsyncIterator[PhoneSession]:
-    """The session (404 if unknown), marked in use; a refused action → 409."""
+async def _acting(request: Request, phone_id: str, target_field: str | None = None, *,
+                  act: bool = True) -> AsyncIterator[PhoneSession]:
+    """The session (404 if unknown), marked in use; a refused action → 409, as is any action
+    (``act``) on a phone that failed to start or is still starting."""
     session = manager(request.app).get(phone_id)
+    if act and session.failure:
+        raise HTTPException(409, f"the phone failed to start: {session.failure}")
+    if act and session.starting:
+        raise HTTPException(409, "the phone is still starting (see its registration, or wait for the "
+                                 "actionDone event of start)")
     with session.in_use():
         try:
             yield session
@@ -655,28 +774,47 @@ async def list_phones(request: Request) -> dict[str, Any]:
 @router.get("/api/phones/{phone_id}", response_model=PhoneResult)
 async def get_phone(request: Request, phone_id: str) -> dict[str, Any]:
     """The phone: account (no password), registration, calls."""
-    async with _acting(request, phone_id) as session:
+    async with _acting(request, phone_id, act=False) as session:
         return session.view().to_api()
 
 
-@router.delete("/api/phones/{phone_id}", response_model=Done)
-async def delete_phone(request: Request, phone_id: str) -> dict[str, Any]:
-    """Hang up every call, unregister, close the phone and its event sockets."""
+def _pending_doc(model: type[ResultModel]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entry of an action's 202 answer."""
+    return {202: {"model": model, "description": "Not finished after ANSWER_WAIT (10 s): the action goes on "
+                  "and ends with an actionDone event; the body is the state so far, success false, pending true."}}
+
+
+def _pending(model: ResultModel) -> JSONResponse:
+    return JSONResponse(model.to_api(), status_code=202)
+
+
+@router.delete("/api/phones/{phone_id}", response_model=Done, responses=_pending_doc(Done))
+async def delete_phone(request: Request, phone_id: str) -> Any:
+    """Hang up every call, unregister, close the phone and its event sockets; 202 when that
+    takes longer than ANSWER_WAIT (the phone is gone from the list at once either way)."""
     phones = manager(request.app)
     session = phones.get(phone_id)
-    await phones.remove(session)
-    return Done(id=session.id, registration=session.registration()).to_api()
+    finished, _ = await session.bounded(phones.remove(session), "close")
+    done = Done(success=finished, pending=not finished, id=session.id, registration=session.registration())
+    return done.to_api() if finished else _pending(done)
 
 
-@router.post("/api/phones/{phone_id}/register", response_model=Done)
-async def register_phone(request: Request, phone_id: str) -> dict[str, Any]:
-    """Register now; ``success`` is whether the registrar accepted (a refusal is not an error)."""
+@router.post("/api/phones/{phone_id}/register", response_model=Done, responses=_pending_doc(Done))
+async def register_phone(request: Request, phone_id: str) -> Any:
+    """Register now; ``success`` is whether the registrar accepted (a refusal is not an error).
+    202 when the registrar has not answered within ANSWER_WAIT; a register still going on is
+    joined, not repeated (RFC 3261 §10.2)."""
     async with _acting(request, phone_id) as session:
         register = getattr(session.phone, "register", None)
         if register is None:
             raise HTTPException(409, f"a {session.protocol} phone does not register on demand")
-        accepted = await register()
-        return Done(success=bool(accepted), id=session.id, registration=session.registration()).to_api()
+        task = session.register_task
+        if task is None or task.done():
+            task = session.register_task = asyncio.ensure_future(register())
+        finished, accepted = await session.bounded(asyncio.shield(task), "register")
+        done = Done(success=finished and bool(accepted), pending=not finished, id=session.id,
+                    registration=session.registration())
+        return done.to_api() if finished else _pending(done)
 
 
 @router.post("/api/phones/{phone_id}/calls", status_code=201, response_model=CallResult)
@@ -691,14 +829,14 @@ async def place_call(request: Request, phone_id: str, body: TargetBody) -> dict[
 @router.get("/api/phones/{phone_id}/calls", response_model=list[CallSummary])
 async def list_calls(request: Request, phone_id: str) -> list[dict[str, Any]]:
     """The phone's calls: live ones and the last ended ones, oldest first."""
-    async with _acting(request, phone_id) as session:
+    async with _acting(request, phone_id, act=False) as session:
         return [CallSummary.model_validate(c.summary()).to_api() for c in session.calls()]
 
 
 @router.get("/api/phones/{phone_id}/calls/{call_id}", response_model=CallDetail)
 async def get_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
     """The call with its media report and every signalling message (``exchange``)."""
-    async with _acting(request, phone_id) as session:
+    async with _acting(request, phone_id, act=False) as session:
         return session.call_result(session.find(call_id), detail=True)
 
 
@@ -709,7 +847,7 @@ async def call_pcap(request: Request, phone_id: str, call_id: int) -> Response:
     RTP/RTCP both ways as IP/UDP packets with the real addresses and ports, in time order
     (:meth:`skinnysip.phone.api.Call.pcapng`). Bounded: each media stream keeps about its first
     and last minute (:class:`~skinnysip.net.media.PacketLog`). 404: unknown phone or call."""
-    async with _acting(request, phone_id) as session:
+    async with _acting(request, phone_id, act=False) as session:
         call = session.find(call_id)
         exchange, media = call.exchange, call.media_packets()  # snapshots, taken on the loop
     try:
@@ -722,43 +860,45 @@ async def call_pcap(request: Request, phone_id: str, call_id: int) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-async def _call_action(request: Request, phone_id: str, call_id: int,
-                       action: Callable[[Call], Any], target_field: str | None = None) -> dict[str, Any]:
+async def _call_action(request: Request, phone_id: str, call_id: int, action: Callable[[Call], Awaitable[Any]],
+                       what: str, target_field: str | None = None) -> Any:
     async with _acting(request, phone_id, target_field) as session:
         call = session.find(call_id)
-        await action(call)
-        return session.call_result(call)
+        finished, _ = await session.bounded(action(call), what, call.id)
+        if finished:
+            return session.call_result(call)
+        return JSONResponse({**session.call_result(call), "success": False, "pending": True}, status_code=202)
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/answer", response_model=CallResult)
-async def answer_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/answer", response_model=CallResult, responses=_pending_doc(CallResult))
+async def answer_call(request: Request, phone_id: str, call_id: int) -> Any:
     """Answer an incoming call."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.answer())
+    return await _call_action(request, phone_id, call_id, lambda c: c.answer(), "answer")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/reject", response_model=CallResult)
-async def reject_call(request: Request, phone_id: str, call_id: int, body: RejectBody | None = None) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/reject", response_model=CallResult, responses=_pending_doc(CallResult))
+async def reject_call(request: Request, phone_id: str, call_id: int, body: RejectBody | None = None) -> Any:
     """Refuse an incoming call with ``code`` (default 486)."""
     code = body.code if body is not None else 486
-    return await _call_action(request, phone_id, call_id, lambda c: c.reject(code))
+    return await _call_action(request, phone_id, call_id, lambda c: c.reject(code), "reject")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/hangup", response_model=CallResult)
-async def hangup_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/hangup", response_model=CallResult, responses=_pending_doc(CallResult))
+async def hangup_call(request: Request, phone_id: str, call_id: int) -> Any:
     """End the call (CANCEL, reject or BYE as its state needs)."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.hangup())
+    return await _call_action(request, phone_id, call_id, lambda c: c.hangup(), "hangup")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/hold", response_model=CallResult)
-async def hold_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/hold", response_model=CallResult, responses=_pending_doc(CallResult))
+async def hold_call(request: Request, phone_id: str, call_id: int) -> Any:
     """Put the far end on hold."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.hold())
+    return await _call_action(request, phone_id, call_id, lambda c: c.hold(), "hold")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/resume", response_model=CallResult)
-async def resume_call(request: Request, phone_id: str, call_id: int) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/resume", response_model=CallResult, responses=_pending_doc(CallResult))
+async def resume_call(request: Request, phone_id: str, call_id: int) -> Any:
     """Take the call off hold."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.resume())
+    return await _call_action(request, phone_id, call_id, lambda c: c.resume(), "resume")
 
 
 class TransferBody(TargetBody):
@@ -766,10 +906,11 @@ class TransferBody(TargetBody):
                                  "confirmed call of this phone, to the target, that the transferee's call replaces.")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/transfer", response_model=CallResult)
-async def transfer_call(request: Request, phone_id: str, call_id: int, body: TransferBody) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/transfer", response_model=CallResult, responses=_pending_doc(CallResult))
+async def transfer_call(request: Request, phone_id: str, call_id: int, body: TransferBody) -> Any:
     """Transfer to ``target`` by REFER: blind, or attended with ``replaces`` (SIP phones);
-    answers when the transfer has succeeded (or 409)."""
+    answers when the transfer has succeeded (or 409), or 202 after ANSWER_WAIT while the
+    target has not answered yet."""
 
     async def act(call: Call) -> None:
         if body.replaces is None:
@@ -782,21 +923,23 @@ async def transfer_call(request: Request, phone_id: str, call_id: int, body: Tra
             raise PhoneError(f"no SIP call {body.replaces}")
         await call.transfer(body.target, replaces=other)
 
-    return await _call_action(request, phone_id, call_id, act, "target")
+    return await _call_action(request, phone_id, call_id, act, "transfer", "target")
 
 
-@router.post("/api/phones/{phone_id}/calls/{call_id}/dtmf", response_model=CallResult)
-async def dtmf_call(request: Request, phone_id: str, call_id: int, body: DTMFBody) -> dict[str, Any]:
+@router.post("/api/phones/{phone_id}/calls/{call_id}/dtmf", response_model=CallResult, responses=_pending_doc(CallResult))
+async def dtmf_call(request: Request, phone_id: str, call_id: int, body: DTMFBody) -> Any:
     """Send ``digits``, ``duration`` ms each."""
-    return await _call_action(request, phone_id, call_id, lambda c: c.send_dtmf(body.digits, body.duration / 1000))
+    return await _call_action(request, phone_id, call_id, lambda c: c.send_dtmf(body.digits, body.duration / 1000), "dtmf")
 
 
-@router.post("/api/phones/{phone_id}/messages", response_model=Done)
-async def send_message(request: Request, phone_id: str, body: MessageBody) -> dict[str, Any]:
-    """Send an instant message; 200 once the far end accepted it (else 409 with its answer)."""
+@router.post("/api/phones/{phone_id}/messages", response_model=Done, responses=_pending_doc(Done))
+async def send_message(request: Request, phone_id: str, body: MessageBody) -> Any:
+    """Send an instant message; 200 once the far end accepted it (else 409 with its answer),
+    202 when it has not answered within ANSWER_WAIT."""
     async with _acting(request, phone_id, "target") as session:
-        await session.phone.message(body.target, body.text)
-        return Done(id=session.id).to_api()
+        finished, _ = await session.bounded(session.phone.message(body.target, body.text), "message")
+        done = Done(success=finished, pending=not finished, id=session.id)
+        return done.to_api() if finished else _pending(done)
 
 
 @router.websocket("/api/phones/{phone_id}/events")

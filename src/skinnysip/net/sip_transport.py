@@ -588,6 +588,16 @@ class SIPTransportLayer:
         return self.trace.add(direction, hostport(*local), hostport(*remote), transport, _summary(message, note),
                               raw, _call_id(message))
 
+    def is_open(self, flow: Flow) -> bool:
+        """Whether ``flow`` can carry a message now: always on UDP; on TCP/TLS while its
+        connection (or another open one to the same remote) is up."""
+        if flow.transport == "udp":
+            return True
+        conn = self.connections.get(flow.connection) if flow.connection is not None else None
+        if conn is None or conn.closed:
+            conn = self._by_remote.get((flow.transport, *flow.remote))
+        return conn is not None and not conn.closed
+
     def send_keepalive(self, flow: Flow) -> None:
         """A CRLF CRLF keep-alive ping on ``flow`` (RFC 5626 §4.4.1 on streams; on UDP the
         same bytes, which SIP servers ignore, keep a NAT binding open). Not traced.

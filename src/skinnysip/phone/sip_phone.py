@@ -378,6 +378,7 @@ class SIPPhone(Phone):
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
         self.flow: Flow | None = None
+        self._server: tuple[str, int | None] | None = None  # the registrar or outbound proxy (host, port)
         self.server_name: str | None = None
         self.expires_granted: int | None = None
         self._min_expires = 0  # raised by a 423's Min-Expires
@@ -410,6 +411,7 @@ class SIPPhone(Phone):
         server = self.outbound_proxy or self.registrar
         if server is None and acc.register:
             server = (self.aor.host, self.aor.port)
+        self._server = server
         if server is not None:
             self.flow = await self._open_flow(*server, secure=self.aor.scheme == "sips")
         if acc.register and self.flow is not None:
@@ -450,7 +452,8 @@ class SIPPhone(Phone):
             errors = []
             for target in targets:
                 try:
-                    flow = await self.endpoint.flow_to(target, timeout=10.0, server_name=host)
+                    flow = await self.endpoint.flow_to(target, timeout=min(10.0, self.account.timeout),
+                                                      server_name=host)
                     self.server_name = host
                     return flow
                 except SIPTransportError as exc:
@@ -469,10 +472,20 @@ class SIPPhone(Phone):
     async def _flow_for(self, uri: str) -> Flow:
         """The flow a request to ``uri`` goes on: the registrar/proxy flow, else one to the
         URI's own host (calls without a registrar)."""
-        if self.flow is not None:
-            return self.flow
+        flow = await self._server_flow()
+        if flow is not None:
+            return flow
         parsed = SipURI.parse(uri)
         return await self._open_flow(parsed.host, parsed.port, secure=parsed.scheme == "sips")
+
+    async def _server_flow(self) -> Flow | None:
+        """The flow to the registrar/outbound proxy (None without one), opened again when it
+        was a TCP/TLS connection the server or the network has closed (RFC 3261 §18.1.1: a
+        client opens a new connection when none is open). :class:`PhoneError` when that fails."""
+        if self.flow is None or self._server is None or self.endpoint.transport.is_open(self.flow):
+            return self.flow
+        self.flow = await self._open_flow(*self._server, secure=self.aor.scheme == "sips")
+        return self.flow
 
     def _registrar_uri(self) -> str:
         host, port = self.registrar or (self.aor.host, self.aor.port)
@@ -507,9 +520,9 @@ class SIPPhone(Phone):
         A 423 (Interval Too Brief) naming a longer Min-Expires is retried once with it, and
         later registrations ask for it too (RFC 3261 §10.2.8); the retry carries credentials
         for the challenge just answered (§22.3), so it needs no new challenge."""
-        if self.flow is None:
+        flow = await self._server_flow()
+        if flow is None:
             raise PhoneError("no registrar to register with")
-        flow = self.flow
         contact = contact or self._contact(flow)
         self._reg_cseq += 1
         aor = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
@@ -616,11 +629,19 @@ class SIPPhone(Phone):
     async def _keepalive_loop(self) -> None:
         while True:
             await asyncio.sleep(KEEPALIVE_INTERVAL)
-            if self.flow is not None:
+            if self.flow is None:
+                continue
+            if not self.endpoint.transport.is_open(self.flow) and self.account.register:
+                # the server closed our connection: connect and register again now, not at the refresh
                 try:
-                    self.endpoint.transport.send_keepalive(self.flow)
-                except SIPTransportError as exc:
-                    self.emit(ErrorEvent(f"keep-alive failed: {exc.reason}"))
+                    await self._register_once(self._expires_wanted())
+                except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
+                    self._set_registration(RegistrationState.FAILED, str(exc))
+                continue
+            try:
+                self.endpoint.transport.send_keepalive(self.flow)
+            except SIPTransportError as exc:
+                self.emit(ErrorEvent(f"keep-alive failed: {exc.reason}"))
 
     # -- outgoing calls (RFC 3261 §13.2) ------------------------------------------------------
     def target_uri(self, target: str) -> str:

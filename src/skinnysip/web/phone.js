@@ -214,7 +214,9 @@ function setupPhoneForm() {
     phone.id = data.id;
     phone.protocol = data.protocol;
     phone.calls.clear();
-    $("phone-status").textContent = `Phone ${data.id} (${data.protocol}) is up`;
+    $("phone-status").textContent = data.state === "starting"
+      ? `Phone ${data.id} (${data.protocol}) is starting (the server has not answered yet)`
+      : `Phone ${data.id} (${data.protocol}) is up`;
     setRegistration(data.registration);
     $("phone-unregister").disabled = false;
     $("phone-live").hidden = false;
@@ -343,6 +345,14 @@ function onEvent(ev) {
     case "error":
       logLine(`error: ${ev.reason}`);
       break;
+    case "actionDone": {  // an action the server answered 202 for has ended
+      const what = ev.call ? `call ${ev.call}: ${ev.action}` : ev.action;
+      logLine(`${what} ${ev.success ? "done" : `failed: ${ev.reason || "refused"}`}`);
+      if (ev.action === "start" && phone.id) {
+        $("phone-status").textContent = ev.success ? `Phone ${phone.id} is up` : `Phone ${phone.id} failed to start: ${ev.reason}`;
+      }
+      break;
+    }
     default:
       break;
   }
@@ -478,6 +488,10 @@ async function callAction(action, body, box) {
   box = box || $("phone-call-panel");
   clearErrors(box);
   const result = await api("POST", `/api/phones/${phone.id}/calls/${id}/${action}`, body, 60000);
+  if (result.status === 202) {  // not finished after the server's answer wait: it goes on
+    logLine(`call ${id}: ${action} still going on (its outcome comes as an event)`);
+    return null;
+  }
   if (result.status !== 200) { showApiError(box, result); return null; }
   // the state is the event stream's (an answer may be older than the events already here)
   renderCalls();
@@ -535,8 +549,8 @@ function setupCallControls() {
     if (!phone.id) return;
     const body = formBody(form);
     const result = await api("POST", `/api/phones/${phone.id}/messages`, body, 60000);
-    if (result.status !== 200) { showApiError(form, result); return; }
-    addMessage("out", body.target, body.text);
+    if (result.status !== 200 && result.status !== 202) { showApiError(form, result); return; }
+    addMessage("out", body.target, result.status === 202 ? `${body.text} (not answered yet)` : body.text);
     $("phone-message-text").value = "";
   });
   $("phone-listen").addEventListener("click", () => (phone.audio ? stopAudio() : startAudio(false)));
