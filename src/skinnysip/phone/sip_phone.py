@@ -386,6 +386,7 @@ class SIPPhone(Phone):
         self._reg_call_id = new_call_id()
         self._reg_tag = new_tag()
         self._reg_cseq = 0
+        self._reg_lock = asyncio.Lock()
         self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
         self._reg_task: asyncio.Task[None] | None = None
         self._ka_task: asyncio.Task[None] | None = None
@@ -507,7 +508,14 @@ class SIPPhone(Phone):
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         self._set_registration(RegistrationState.REGISTERING, "")
-        return await self._register_once(self._expires_wanted())
+        return await self._register_now()
+
+    async def _register_now(self) -> bool:
+        """One registration for the wanted expiry, never two at once: a UA sends no new
+        REGISTER before the previous one's final response or timeout (RFC 3261 §10.2), so
+        the refresh loop, the reconnect on the keep-alive tick and :meth:`register` queue."""
+        async with self._reg_lock:
+            return await self._register_once(self._expires_wanted())
 
     def _expires_wanted(self) -> int:
         """The expiry to ask for: the account's, raised to what a registrar's 423 named."""
@@ -622,7 +630,7 @@ class SIPPhone(Phone):
                 wait = min(300.0, 2.0 ** min(failures, 8))
             await asyncio.sleep(max(1.0, wait))
             try:
-                await self._register_once(self._expires_wanted())
+                await self._register_now()
             except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                 self._set_registration(RegistrationState.FAILED, str(exc))
 
@@ -634,7 +642,7 @@ class SIPPhone(Phone):
             if not self.endpoint.transport.is_open(self.flow) and self.account.register:
                 # the server closed our connection: connect and register again now, not at the refresh
                 try:
-                    await self._register_once(self._expires_wanted())
+                    await self._register_now()
                 except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                     self._set_registration(RegistrationState.FAILED, str(exc))
                 continue
