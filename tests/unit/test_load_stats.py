@@ -74,6 +74,22 @@ def test_users_file_sipp_format(tmp_path) -> None:
         read_users(path)
 
 
+@pytest.mark.parametrize(("text", "where"), [
+    ("root:x:0:0:root:/root:/bin/bash\n", ":1: 'root:x:0:0:root:/root:/bin/bash' is not a SIP user name "
+     "(user;password[;auth_user] lines)"),
+    ("SEQUENTIAL\nal ice;pw\n", ":2: 'al ice' is not a SIP user name"),
+    ("alice@example.com;pw\n", ":1: 'alice@example.com' is not a SIP user name (user;password[;auth_user] lines)"),
+    ("RANDOM,PRINTF=2\nu<%d>;pw\n", ":2: 'u<0>' is not a SIP user name"),
+])
+def test_users_file_lines_that_are_not_users_are_refused(tmp_path, text: str, where: str) -> None:
+    # a wrong file (/etc/passwd, a CSV of e-mail addresses) is named at its line, not sent as users
+    path = tmp_path / "users.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as refused:
+        read_users(path)
+    assert str(refused.value) == f"{path}{where}"
+
+
 def test_users_file_sipp_authentication_field(tmp_path) -> None:
     """SIPp users keep credentials as the [authentication] keyword their scenario injects."""
     path = tmp_path / "users.csv"
@@ -97,8 +113,8 @@ def test_users_file_sipp_printf(tmp_path) -> None:
     assert users == [User("1001", "secret%1001", "1001"), User("u1003", "x"),
                      User("1005", "secret%1005", "1005"), User("u1007", "x"),
                      User("1009", "secret%1009", "1009")]
-    path.write_text("RANDOM,PRINTF=3\nuser%-3d|;pw\n")
-    assert read_users(path) == ([User(f"user{i:<3d}|", "pw") for i in range(3)], "RANDOM")
+    path.write_text("RANDOM,PRINTF=3\nuser%-1d_;pw\n")
+    assert read_users(path) == ([User(f"user{i}_", "pw") for i in range(3)], "RANDOM")
     for header, body, message in [
         ("SEQUENTIAL,PRINTF=0", "u%d;pw", "PRINTF=0: a printf file makes"),
         ("SEQUENTIAL,PRINTF=x", "u%d;pw", "PRINTF='x' is not a whole number"),
@@ -110,8 +126,8 @@ def test_users_file_sipp_printf(tmp_path) -> None:
         with pytest.raises(ValueError, match=re.escape(message)):
             read_users(path)
     # without PRINTF a % is just a character
-    path.write_text("USER\n50%;pw\n")
-    assert read_users(path) == ([User("50%", "pw")], "USER")
+    path.write_text("USER\n50%25;pw\n")
+    assert read_users(path) == ([User("50%25", "pw")], "USER")
 
 
 def test_users_file_is_read_with_a_cap(tmp_path, monkeypatch) -> None:

@@ -147,6 +147,12 @@ def _user_from_fields(fields: list[str], where: str) -> User:
     after the user are ignored."""
     if not fields[0]:
         raise ValueError(f"{where}: no user")
+    if ":" in fields[0] or "@" in fields[0]:
+        raise ValueError(f"{where}: {fields[0][:40]!r} is not a SIP user name (user;password[;auth_user] lines)")
+    try:
+        SipURI.parse(f"sip:{fields[0]}@user.invalid")  # RFC 3261 §25.1 user
+    except SIPParseError:
+        raise ValueError(f"{where}: {fields[0][:40]!r} is not a SIP user name") from None
     for text in fields[1:]:
         match = _AUTH_FIELD.fullmatch(text)
         if match is None:
