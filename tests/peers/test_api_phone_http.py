@@ -228,6 +228,8 @@ async def test_sccp_phones_over_http_call_each_other(api: httpx.AsyncClient) -> 
             assert r.status_code == 201, r.text
             assert r.json()["registration"]["state"] == "registered"
             made[name] = r.json()["id"]
+        again = await api.post(f"/api/phones/{made['alice']}/register")  # once a connection (§3.1): refused, not 500
+        assert again.status_code == 409 and "the station is registered" in again.json()["error"], again.text
         r = await api.post(f"/api/phones/{made['alice']}/calls", json={"target": "2002"})
         assert r.status_code == 201, r.text
         alice_call = r.json()["id"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -370,6 +371,46 @@ def test_a_message_nobody_answers_is_202_then_an_actiondone_event(
         done = wait_event(ws, "actionDone")
     assert done["action"] == "message" and done["success"] is False and done["reason"], done
     assert any(m.startswith(b"MESSAGE ") for m in received(silent_udp))
+
+
+def test_an_sccp_call_manager_that_answers_garbage_is_never_a_500(client: TestClient) -> None:
+    # a CM port that is really a web server: it answers "HTTP/1.1 400" to Register and closes
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    worker = threading.Thread(target=answer, daemon=True)
+    worker.start()
+    try:
+        r = client.post("/api/phones", json={"protocol": "sccp", "host": "127.0.0.1",
+                                             "port": server.getsockname()[1], "timeout": 1000})
+        assert r.status_code == 201, r.text
+        pid = r.json()["id"]
+        assert r.json()["registration"]["state"] == "failed" and "malformed" in r.json()["registration"]["reason"]
+        for _ in range(10):  # whatever state the reconnecting station is in: an answer, never a 500
+            again = client.post(f"/api/phones/{pid}/register")
+            assert again.status_code in (200, 409), again.text
+            if again.status_code == 200:
+                assert again.json()["success"] is False  # a refusal or silence is not success
+            time.sleep(0.1)
+        assert client.delete(f"/api/phones/{pid}").status_code == 200
+    finally:
+        stop.set()
+        worker.join(2)
+        server.close()
 
 
 def test_events_socket_for_an_unknown_phone_closes_4404(client: TestClient) -> None:

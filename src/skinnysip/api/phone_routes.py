@@ -88,7 +88,16 @@ from skinnysip.api.sip_routes import (
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.pcap import PcapError, exchange_to_pcapng
-from skinnysip.phone.api import Call, CallState, IncomingCall, Phone, PhoneError, camel_keys, event_to_dict
+from skinnysip.phone.api import (
+    Call,
+    CallState,
+    IncomingCall,
+    Phone,
+    PhoneError,
+    RegistrationState,
+    camel_keys,
+    event_to_dict,
+)
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
@@ -467,25 +476,28 @@ class PhoneSession:
         for sub in list(self.subscribers):
             sub.put(data)
 
-    async def bounded(self, action: Awaitable[T], what: str, call: int | None = None) -> tuple[bool, T | None]:
+    async def bounded(self, action: Awaitable[T], what: str, call: int | None = None,
+                      judge: Callable[[Any], bool] | None = None) -> tuple[bool, T | None]:
         """Run ``action`` for at most :data:`ANSWER_WAIT` s of this request: ``(True, result)``
         when it finished (its exception raised here), else ``(False, None)`` and it goes on,
-        followed (:meth:`follow`). A request that is cancelled leaves it followed too."""
+        followed (:meth:`follow`, with ``judge``). A request that is cancelled leaves it followed too."""
         task = asyncio.ensure_future(action)
         try:
             await asyncio.wait({task}, timeout=ANSWER_WAIT)
         except asyncio.CancelledError:
-            self.follow(task, what, call)
+            self.follow(task, what, call, judge)
             raise
         if task.done():
             return True, task.result()
-        self.follow(task, what, call)
+        self.follow(task, what, call, judge)
         return False, None
 
-    def follow(self, task: asyncio.Future[Any], what: str, call: int | None = None) -> None:
+    def follow(self, task: asyncio.Future[Any], what: str, call: int | None = None,
+               judge: Callable[[Any], bool] | None = None) -> None:
         """Keep ``task`` (the phone counts as busy meanwhile, and is listed ``pending``) and
         publish ``{"event": "actionDone", "action", "call", "success", "reason"}`` when it
-        ends; an exception is its reason, never raised. Following a followed task is a no-op."""
+        ends; an exception is its reason, never raised. ``success``: ``judge(result)``, by
+        default that the result is not False. Following a followed task is a no-op."""
         if task in self.pending:
             return
         self.pending[task] = what
@@ -500,7 +512,8 @@ class PhoneSession:
             elif (exc := task.exception()) is not None:
                 success, reason = False, _reason(exc)
             else:
-                success, reason = task.result() is not False, ""
+                result = task.result()
+                success, reason = (judge(result) if judge is not None else result is not False), ""
             self.publish({"event": "actionDone", "time": time.time(), "action": what, "call": call,
                           "success": success, "reason": reason})
 
@@ -811,8 +824,10 @@ async def register_phone(request: Request, phone_id: str) -> Any:
         task = session.register_task
         if task is None or task.done():
             task = session.register_task = asyncio.ensure_future(register())
-        finished, accepted = await session.bounded(asyncio.shield(task), "register")
-        done = Done(success=finished and bool(accepted), pending=not finished, id=session.id,
+        finished, _ = await session.bounded(asyncio.shield(task), "register",
+                                            judge=lambda _: session.phone.registration is RegistrationState.REGISTERED)
+        accepted = session.phone.registration is RegistrationState.REGISTERED  # SCCP answers RegisterReject objects
+        done = Done(success=finished and accepted, pending=not finished, id=session.id,
                     registration=session.registration())
         return done.to_api() if finished else _pending(done)
 

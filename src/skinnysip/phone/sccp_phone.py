@@ -434,10 +434,14 @@ class SCCPPhone(Phone):
         neither came (silence, or the connection ended: :attr:`connection_error`). After a
         RegisterAck, wait up to ``configuration`` seconds more (default ``timeout``; 0: not at
         all) for the configuration answers (lines, soft keys, time: ``station.registration_complete``).
-        :class:`PhoneError` when not connected."""
+        :class:`PhoneError` when not connected, or when the station is registering or registered
+        already (a station registers once a connection, §3.1; unregister first)."""
         station = self.station
         if station is None or self.transport is None:
             raise PhoneError("not connected to a call manager")
+        if station.state not in ("idle", "unregistered"):
+            raise PhoneError(f"cannot register now: the station is {station.state} "
+                             "(an SCCP station registers once a connection; unregister first)")
         timeout = self.account.timeout if timeout is None else timeout
         self._set_registration(RegistrationState.REGISTERING, "")
         answer = self._expect(lambda e: isinstance(e, st.Registered | st.RegisterRejected))
