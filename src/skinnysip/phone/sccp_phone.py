@@ -906,9 +906,12 @@ class SCCPPhone(Phone):
         if not number or len(number) > 24:
             raise PhoneError(f"cannot dial {target!r}: 1-24 digits are needed")
         line = self.account.line if self.account.line is not None else station.first_line()
-        try:
-            for digit in number:
+        for digit in number:
+            try:
                 st.keypad_code(digit)
+            except st.StationError:
+                raise PhoneError(f"cannot dial {target!r}: {digit!r} is not a key (0-9, *, #, A-D or +)") from None
+        try:
             station.place_call(number, self._now(), line, via=self.account.off_hook)
         except st.StationError as exc:
             raise PhoneError(str(exc)) from exc
