@@ -151,3 +151,42 @@ async def test_phone_and_baresip_limited_to_the_codec(pbx: KamailioPeer, tmp_pat
             assert report is not None and report["codec"] == name
             assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
             assert heard_share(bob.recordings()["dec"], OUR_TONE) >= 0.95
+
+
+@pytest.mark.skipif(not (codecs.G722.is_available and codecs.OPUS.is_available), reason="no g722 or opus binding")
+async def test_the_phone_offers_and_accepts_only_the_codecs_it_is_given(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """Our phone limited to PCMA (``SIPAccount.codecs``) against baresip with opus, G.722, PCMU
+    and PCMA: our offer lists PCMA alone (and telephone-event), baresip answers PCMA; baresip's
+    own offer of all four is answered with PCMA (RFC 3264 §6.1); each side hears the other."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                       codec_modules=("g722", "opus")) as bob:
+        await registered(pbx, "bob")
+        async with SIPPhone(account(pbx, "alice", auto_answer=0.1, record_dir=str(tmp_path),
+                                    codecs=("pcma",))) as phone:
+            out = await phone.call("bob")
+            assert await out.wait_connected(15), out.end_reason
+            assert isinstance(out, SIPCall) and out.offer is not None
+            offered = out.offer.media[0]
+            assert [offered.rtpmaps()[pt].encoding for pt in offered.payload_types] == ["PCMA", "telephone-event"]
+            assert out.audio is not None and out.audio.encoding == "PCMA"
+            await asyncio.sleep(2.5)
+            report = out.media_report()
+            await out.hangup()
+            await bob.wait_event("CALL_CLOSED")
+            assert report is not None and report["codec"] == "PCMA"
+            assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
+            assert heard_share(bob.recordings()["dec"], OUR_TONE) >= 0.95
+
+            await bob.command("dial", f"sip:alice@{pbx.realm}")
+            incoming = await answered_call(phone)
+            assert isinstance(incoming, SIPCall) and incoming.remote_offer is not None
+            theirs = incoming.remote_offer.media[0]
+            assert {theirs.rtpmaps()[pt].encoding.upper() for pt in theirs.payload_types} >= {"OPUS", "G722", "PCMA"}
+            assert incoming.audio is not None and incoming.audio.encoding == "PCMA"
+            await asyncio.sleep(2.5)
+            await bob.command("hangup")
+            assert await incoming.wait_ended(10)
+            report = incoming.media_report()
+            assert report is not None and report["codec"] == "PCMA"
+            assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
+            assert heard_share(bob.recordings()["dec"], OUR_TONE) >= 0.95

@@ -222,6 +222,8 @@ def test_phone_server_targets() -> None:
     assert r.returncode == 2 and "--registrar" in r.stderr
     r = skinnysip("phone", "--sccp", "[::1]:x")
     assert r.returncode == 2 and "--sccp" in r.stderr
+    r = skinnysip("phone", "sip:alice@127.0.0.1", "--no-register", "--codecs", "PCMA,MP3")
+    assert r.returncode == 2 and r.stderr.startswith("error: --codecs: unknown codec 'MP3'"), r.stderr
 
 
 # ------------------------------------------------------------------ no traceback, ever

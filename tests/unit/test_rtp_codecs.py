@@ -47,6 +47,21 @@ def test_registry_describes_the_codecs() -> None:
         codecs.PCMU.encoder(16000)
 
 
+def test_codec_names_become_payload_types_in_order() -> None:
+    assert codecs.payload_types(["pcma", "PCMU", "PCMA"]) == (8, 0)  # any case, duplicates dropped
+    for names, message in [(["MP3"], "unknown codec 'MP3'"), ([], "name at least one codec")]:
+        with pytest.raises(ValueError, match=message):
+            codecs.payload_types(names)
+
+
+def test_an_answer_takes_only_the_codecs_given_and_refuses_an_offer_without_them() -> None:
+    offer = audio_offer_for("127.0.0.1", 4000, codecs=(0, 8))  # PCMU first
+    _, session = audio_answer(offer, "127.0.0.1", 5000, codecs=codecs.payload_types(["PCMA"]))
+    assert (session.payload_type, session.encoding) == (8, "PCMA")
+    _, refused = audio_answer(audio_offer_for("127.0.0.1", 4000, codecs=(0,)), "127.0.0.1", 5000, codecs=(8,))
+    assert refused.rejected  # the phone answers such an INVITE 488
+
+
 def test_g711_round_trip() -> None:
     out, payloads = round_trip(codecs.PCMA, 8000)
     assert len(payloads[0]) == 160 and dominant_share(out, 8000, 1000.0) == 1.0

@@ -102,6 +102,7 @@ from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import ResultModel, WireMessage
+from skinnysip.rtp.codecs import payload_types
 from skinnysip.sccp.station import validate_device_name
 from skinnysip.sip.message import SIPParseError
 from skinnysip.sip.uri import SipURI, parse_hostport
@@ -204,6 +205,9 @@ class SIPPhoneBody(_Body):
     source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
+    codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
+        None, min_length=1, max_length=4, description="Audio codecs offered and accepted, in order of preference "
+        "(default: every one available on the server, wideband first); one the server lacks is a 400.")
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
 
@@ -242,8 +246,18 @@ class SIPPhoneBody(_Body):
                           outbound_proxy=self.outbound_proxy, transport=self.transport, tls_verify=self.tls_verify,
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
-                          source=self.source, dtmf=self.dtmf,
+                          source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           timeout=self.timeout / 1000)
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            try:
+                payload_types(v)
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("codecs: ")) from None
+        return v
 
     def public(self) -> dict[str, Any]:
         """The account as shown back: everything but the password."""

@@ -64,7 +64,8 @@ EXIT_NO_CALL, EXIT_UNREACHABLE = EXIT_ANSWERED, EXIT_NO_ANSWER
 MAX_PCAP_CALLS = 50
 _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
           "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
-          "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard"}
+          "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard",
+          "codecs": "--codecs"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -123,6 +124,9 @@ def phone_cmd(
                                          "'default', a PortAudio device name or index, or MIC,SPEAKER "
                                          "(needs the 'soundcard' extra)."),
     dtmf_mode: str = typer.Option("rfc4733", "--dtmf", help="rfc4733 or info."),
+    codecs: str | None = typer.Option(None, "--codecs", metavar="LIST",
+                                      help="Audio codecs offered and accepted, in order, e.g. PCMA,PCMU (SIP; of "
+                                           "PCMU, PCMA, G722, opus) [default: all available, wideband first]."),
     srtp: str = typer.Option("off", "--srtp", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + "
                              "a=crypto, plain RTP if refused) or mandatory (RTP/SAVP) [mandatory if given alone]."),
     execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
@@ -133,6 +137,7 @@ def phone_cmd(
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
     from skinnysip.phone.sip_phone import SIPAccount
+    from skinnysip.rtp.codecs import payload_types
 
     try:
         chosen = transport_value(transport)
@@ -174,8 +179,11 @@ def phone_cmd(
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
-                         record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard)  # type: ignore[arg-type]
+                         record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
+                         codecs=None if codecs is None else tuple(n.strip() for n in codecs.split(",") if n.strip()))
         acc.uri()
+        if acc.codecs is not None:
+            payload_types(acc.codecs)
     except ValueError as exc:
         raise _fail(_flag_message(str(exc))) from exc
     raise typer.Exit(_guarded(acc, call, duration, execute, as_json, pcap))

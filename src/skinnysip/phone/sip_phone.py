@@ -49,6 +49,7 @@ from skinnysip.phone.api import (
 )
 from skinnysip.result import WireMessage
 from skinnysip.rtp import audio
+from skinnysip.rtp.codecs import payload_types
 from skinnysip.rtp.dtmf import dtmf_relay_body, parse_dtmf_relay
 from skinnysip.sdp import (
     AudioSession,
@@ -122,6 +123,13 @@ class SIPAccount:
     refused 422 (RFC 4028 §9; the RFC's floor is 90 s, lower values are for tests).
     ``soundcard``: a PortAudio device (name, index, or ``"default"``) that is the call's
     microphone and speaker (the optional ``soundcard`` extra; it replaces ``source``).
+    ``codecs``: the audio codecs offered and accepted, by rtpmap name (``PCMU``, ``PCMA``,
+    ``G722``, ``opus``; any case) in preference order — our offers list them in this order,
+    our answers take the offer's first codec that is in the list (the offerer's preference,
+    RFC 3264 §6.1), and an offer with none of them is refused 488; None: every codec
+    available here, wideband first
+    (:func:`skinnysip.rtp.codecs.available`). :meth:`SIPPhone.__init__` raises ``ValueError``
+    for a name unknown or whose binding is missing here.
     ``reliable_provisional``: send our 180 reliably (RFC 3262) also when the INVITE only
     supports ``100rel``; when it requires ``100rel`` we always do.
     """
@@ -148,6 +156,7 @@ class SIPAccount:
     min_se: int = MIN_SE
     reliable_provisional: bool = False
     soundcard: str | None = None
+    codecs: tuple[str, ...] | None = None
     timeout: float = 32.0
     t1: float = 0.5
 
@@ -370,6 +379,8 @@ class SIPPhone(Phone):
         self.aor = account.uri()
         self.registrar = _server("registrar", account.registrar)
         self.outbound_proxy = _server("outbound_proxy", account.outbound_proxy)
+        #: payload types of ``account.codecs`` (None: every codec available here)
+        self.codecs = payload_types(account.codecs) if account.codecs is not None else None
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -712,7 +723,7 @@ class SIPPhone(Phone):
             crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
         offer = audio_offer_for(call.media.local_ip, call.media.local_port, direction=direction,
                                 session_id=call.session_id, version=call.sdp_version, srtp=self.account.srtp,
-                                crypto=crypto)
+                                crypto=crypto, codecs=self.codecs)
         call.offer = call.local_sdp = offer
         return offer
 
@@ -1137,7 +1148,8 @@ class SIPPhone(Phone):
         if call.remote_offer is not None:
             try:
                 answer, session = audio_answer(call.remote_offer, call.media.local_ip, call.media.local_port,
-                                               session_id=call.session_id, srtp=self.account.srtp)
+                                               session_id=call.session_id, srtp=self.account.srtp,
+                                               codecs=self.codecs)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag)
                 await self._end(call, "488 no audio offered")
@@ -1542,7 +1554,7 @@ class SIPPhone(Phone):
             answer, session = audio_answer(offer, call.media.local_ip, call.media.local_port,
                                            direction="sendonly" if call.local_hold else "sendrecv",
                                            session_id=call.session_id, version=call.sdp_version + 1,
-                                           srtp=self.account.srtp,
+                                           srtp=self.account.srtp, codecs=self.codecs,
                                            srtp_key=call.audio.srtp_local_key if call.audio else None)
         except (SDPParseError, ValueError):
             self.endpoint.respond(tx, 488)

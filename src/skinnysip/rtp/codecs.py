@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # numpy and the codec bindings load when a coder is made, not
     Samples = npt.NDArray[np.int16]
 
 __all__ = ["PTIME_RANGE", "Codec", "FrameDecoder", "FrameEncoder", "KNOWN", "OPUS", "G722", "PCMU", "PCMA", "available",
-           "by_name", "for_payload_type", "matching"]
+           "by_name", "for_payload_type", "matching", "payload_types"]
 
 
 class FrameEncoder(Protocol):
@@ -248,6 +248,24 @@ def available() -> tuple[Codec, ...]:
 def by_name(name: str) -> Codec | None:
     """The known codec with this encoding name (case-insensitive), or None."""
     return next((c for c in KNOWN if c.name.lower() == name.lower()), None)
+
+
+def payload_types(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """The payload types of codecs named as rtpmap writes them (any case), in the given order,
+    duplicates dropped. ``ValueError`` for an empty list, an unknown name, or a codec whose
+    binding is missing here (:attr:`Codec.is_available`)."""
+    chosen: list[int] = []
+    for name in names:
+        codec = by_name(name)
+        if codec is None:
+            raise ValueError(f"codecs: unknown codec {name[:20]!r} (one of {', '.join(c.name for c in KNOWN)})")
+        if not codec.is_available:
+            raise ValueError(f"codecs: {codec.name} is not available here (its binding does not import)")
+        if codec.payload_type not in chosen:
+            chosen.append(codec.payload_type)
+    if not chosen:
+        raise ValueError("codecs: name at least one codec")
+    return tuple(chosen)
 
 
 def for_payload_type(payload_type: int) -> Codec | None:
