@@ -42,3 +42,18 @@ async def test_load_call_to_the_lab_echo(lab: Lab) -> None:
     assert media["rtpLost"] == 0 and media["mos"] >= 3.6
     echo_calls = [c for c in lab.calls() if str(c.get("to", "")).startswith("sip:600@")]
     assert len(echo_calls) == 6, lab.calls()
+
+
+async def test_load_calls_offer_only_the_codecs_given(lab: Lab) -> None:
+    """``--codecs PCMA``: every INVITE the lab saw offers PCMA alone (and telephone-event), and
+    the calls still carry media both ways."""
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=[User("1001", "demo1001")], to="600",
+                        rate=4, count=2, limit=2, hold=1.0, codecs=("PCMA",))
+    config.validate()
+    result = summary(await run_local(config, []), config)
+    assert (result["attempted"], result["successful"]) == (2, 2), result
+    assert result["media"]["rtpLost"] == 0 and result["media"]["rtpExpected"] >= 2 * 40
+    offers = [m["raw"] for c in lab.calls() for m in c["messages"]
+              if m["direction"] == "received" and m["summary"].startswith("INVITE") and "m=audio" in m["raw"]]
+    assert offers and all("RTP/AVP 8 101\r\n" in raw for raw in offers), offers[:1]

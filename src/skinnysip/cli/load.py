@@ -138,7 +138,7 @@ def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
-         unregister: bool, text: str, local_ports: str | None, script: str | None, source: str,
+         unregister: bool, text: str, local_ports: str | None, script: str | None, source: str, codecs: str | None,
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None) -> None:
@@ -178,7 +178,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
         message=text, local_ports=_port_range(local_ports), user_script=script,
-        source=source, tls_verify=not insecure, ca_file=ca_file)
+        source=source, tls_verify=not insecure, ca_file=ca_file,
+        codecs=None if codecs is None else tuple(n.strip() for n in codecs.split(",") if n.strip()))
     try:
         config.validate()
     except ValueError as exc:
@@ -313,6 +314,8 @@ def _command(scenario: str, doc: str) -> Any:
         local_ports: str | None = typer.Option(None, "--local-ports", help="Local UDP port range FIRST-LAST."),
         script: str | None = typer.Option(None, "--script", help="user scenario: a Python file with async def scenario(phone, index)."),
         source: str = typer.Option("tone:440", "--source", help="What calls send: tone:HZ, silence, echo or a WAV file."),
+        codecs: str | None = typer.Option(None, "--codecs", metavar="LIST", help="Audio codecs calls offer and accept, "
+                                          "in order, e.g. PCMA,PCMU [default: all available, wideband first]."),
         csv_path: str | None = typer.Option(None, "--csv", help="Per-interval statistics (SIPp -trace_stat columns)."),
         trace_err: str | None = typer.Option(
             None, "--trace-err", help="Write what failed attempts were (status, the request sent, the answer; "
@@ -331,7 +334,7 @@ def _command(scenario: str, doc: str) -> Any:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
-             ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, csv_path, trace_err,
+             ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
 
     command.__doc__ = doc

@@ -60,7 +60,7 @@ class PhoneScenario(Scenario):
         account = SIPAccount(
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
             outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
-            ca_file=c.ca_file, register=False, source=c.source, t1=c.t1, timeout=c.timeout,
+            ca_file=c.ca_file, register=False, source=c.source, codecs=c.codecs, t1=c.t1, timeout=c.timeout,
             listen_host=route_ip(c.host) if port else None, listen_port=port)
         phone = SIPPhone(account)
         phone.endpoint.trace.enabled = False

@@ -100,8 +100,9 @@ def _config_dict(config: LoadConfig) -> dict[str, Any]:
 def _config_from(data: dict[str, Any]) -> LoadConfig:
     values = dict(data)
     values["users"] = [User(**u) for u in values["users"]]
-    if values.get("local_ports") is not None:
-        values["local_ports"] = tuple(values["local_ports"])
+    for name in ("local_ports", "codecs"):  # JSON has no tuples
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
     return LoadConfig(**values)
 
 

@@ -232,6 +232,8 @@ class LoadConfig:
     ``local_ports``: (first, last) local UDP ports to bind (SIP sockets; a phone per port).
     ``user_script``: the Python file of a ``user`` scenario (``async def scenario(phone,
     index)``). ``source``: what calls send (``tone:440``, ``silence``, ``echo``, a WAV).
+    ``codecs``: the audio codecs calls offer and accept, by name in preference order
+    (:attr:`~skinnysip.phone.sip_phone.SIPAccount.codecs`; None: every one available).
     ``t1``: RFC 3261 T1. ``index_start``/``index_step``: the attempt indexes this runner
     uses (``start + k·step``; a distributed run's workers interleave them)."""
 
@@ -256,6 +258,7 @@ class LoadConfig:
     local_ports: tuple[int, int] | None = None
     user_script: str | None = None
     source: str = "tone:440"
+    codecs: tuple[str, ...] | None = None
     tls_verify: bool = True
     ca_file: str | None = None
     t1: float = 0.5
@@ -287,6 +290,10 @@ class LoadConfig:
                 source_from_spec(self.source)
             except ValueError as exc:
                 raise ValueError(f"source: {exc}") from None
+            if self.codecs is not None:
+                from skinnysip.rtp.codecs import payload_types
+
+                payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
         if self.local_ports is not None:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
