@@ -476,6 +476,37 @@ def test_blind_transfer_from_the_page(page: Any, server: str, pbx: KamailioPeer,
         _api(server, "DELETE", f"/api/phones/{carol['id']}")
 
 
+def test_codecs_chosen_on_the_page(page: Any, server: str, pbx: KamailioPeer) -> None:
+    """The Codecs field: an unknown name is an error next to it; "PCMA" makes the page's phone
+    offer PCMA alone, so its call to carol (another phone of the server, every codec) runs PCMA."""
+    carol = _api(server, "POST", "/api/phones", {
+        "aor": f"sip:carol@{pbx.realm}", "password": pbx.users["carol"], "registrar": f"127.0.0.1:{pbx.udp_port}",
+        "autoAnswer": 100, "expires": 60})
+    try:
+        page.goto(f"{server}/")
+        page.click("#tab-phone")
+        page.fill("#phone-codecs", "PCMA, MP3")
+        page.fill("#phone-aor", f"sip:alice@{pbx.realm}")
+        page.click("#phone-register")
+        page.wait_for_selector("#phone-codecs-error", timeout=UI_MS)
+        assert "PCMU" in (page.locator("#phone-codecs-error").text_content() or "")
+        page.fill("#phone-codecs", "PCMA")
+        register(page, pbx)
+        page.fill("#phone-target", "carol")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        phone_id = page.evaluate("() => window.skinnysipPhone.state.id")
+        call_id = page.evaluate("() => window.skinnysipPhone.state.selected")
+        wait_for(lambda: (_api(server, "GET", f"/api/phones/{phone_id}/calls/{call_id}").get("media") or {})
+                 .get("codec") == "PCMA", "PCMA on the page's call")
+        theirs = _api(server, "GET", f"/api/phones/{carol['id']}/calls")
+        assert theirs and theirs[-1]["media"]["codec"] == "PCMA", theirs
+        page.click("#phone-unregister")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+    finally:
+        _api(server, "DELETE", f"/api/phones/{carol['id']}")
+
+
 def test_follow_a_phone_after_a_reload(page: Any, server: str) -> None:
     """A phone outlives the page: after a reload the panel lists the server's phones and
     follows one (its state, its event stream); Unregister then deletes it."""

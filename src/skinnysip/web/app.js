@@ -129,7 +129,9 @@ function formBody(form) {
     if (input.type === "checkbox") { body[input.name] = input.checked; continue; }
     const value = input.value.trim();
     if (value === "" && !input.dataset.sendEmpty) continue;
-    if (input.type === "number" || input.dataset.type === "number") {
+    if (input.dataset.type === "list") {  // "PCMA, PCMU" → ["PCMA", "PCMU"]
+      body[input.name] = value.split(",").map((item) => item.trim()).filter((item) => item !== "");
+    } else if (input.type === "number" || input.dataset.type === "number") {
       const n = Number(value);
       body[input.name] = Number.isFinite(n) ? n : value;  // let the API name a bad number
     } else {
