@@ -76,6 +76,19 @@ class ExchangeLimit:
         return True
 
 
+#: what pydantic puts before the message of a ``ValueError``/``AssertionError`` raised in a validator
+_VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def validation_message(message: str) -> str:
+    """A validation error's message as users read it: without pydantic's ``Value error, ``
+    (or ``Assertion failed, ``) in front of our own validators' words."""
+    for prefix in _VALIDATOR_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
 def now() -> float:
     """Wall-clock seconds since the epoch, for ``WireMessage.time`` (drivers only)."""
     return time.time()

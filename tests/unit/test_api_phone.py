@@ -53,6 +53,7 @@ def assert_400(r: Any, field: str) -> None:
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["success"] is False and body["error"].startswith(f"{field}:"), body
+    assert "Value error" not in body["error"], body  # our words, not pydantic's wrapper
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from skinnysip import __version__
 from skinnysip.api import lab_routes, pcap_routes, phone_routes, sccp_routes, sip_routes
 from skinnysip.api.guard import ServiceGuard, ServiceSettings
 from skinnysip.lab.runner import Lab
+from skinnysip.result import validation_message
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -39,7 +40,7 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
             continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         field = ".".join(loc) or "body"
-        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else validation_message(str(err.get("msg", "invalid")))
         parts.append(f"{field}: {msg}")
     return "; ".join(parts) or "invalid request"
 

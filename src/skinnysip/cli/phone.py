@@ -75,7 +75,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 def _flag_message(text: str) -> str:
     """An account ``ValueError`` (``registrar: bad host``) with the CLI flag instead of the field."""
-    text = text.removeprefix("Value error, ")
+    from skinnysip.result import validation_message
+
+    text = validation_message(text)
     field, colon, rest = text.partition(":")
     if colon and field in _FLAGS:
         return f"{_FLAGS[field]}:{rest}"

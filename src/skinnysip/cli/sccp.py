@@ -35,7 +35,7 @@ from skinnysip.cli.common import (
     readable_file,
     write_pcap,
 )
-from skinnysip.result import ResultModel
+from skinnysip.result import ResultModel, validation_message
 
 if TYPE_CHECKING:
     from skinnysip.probes import sccp as probes
@@ -60,10 +60,7 @@ FLAGS = {
 def flag_error(field: str, message: str) -> str:
     """``--flag: message`` for a request-model validation error on ``field`` (API name):
     the flag the user typed, never the API field, without pydantic's ``Value error,``."""
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    return f"{FLAGS.get(field, field)}: {message}"
+    return f"{FLAGS.get(field, field)}: {validation_message(message)}"
 
 
 def _request(**kwargs: Any) -> probes.SCCPRequest:
