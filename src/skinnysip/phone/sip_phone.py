@@ -650,12 +650,14 @@ class SIPPhone(Phone):
             await asyncio.sleep(KEEPALIVE_INTERVAL)
             if self.flow is None:
                 continue
-            if not self.endpoint.transport.is_open(self.flow) and self.account.register:
-                # the server closed our connection: connect and register again now, not at the refresh
-                try:
-                    await self._register_now()
-                except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
-                    self._set_registration(RegistrationState.FAILED, str(exc))
+            if not self.endpoint.transport.is_open(self.flow):
+                # the server closed our connection: connect and register again now, not at the
+                # refresh (a phone that does not register opens one at its next request)
+                if self.account.register:
+                    try:
+                        await self._register_now()
+                    except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
+                        self._set_registration(RegistrationState.FAILED, str(exc))
                 continue
             try:
                 self.endpoint.transport.send_keepalive(self.flow)
