@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -137,6 +138,29 @@ def test_help_reads_right(command: list[str]) -> None:
     if command == ["sip", "options"]:
         assert "Server port [default: from HOST" in text and "RFC 3261 T1 in ms [default: 500]." in text
         assert "SIP domain for the URIs [default: HOST]." in text
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        subs = getattr(command, "commands", None)
+        if not subs:
+            return [path]
+        return [path] + [p for name in list(subs) for p in walk(subs[name], [*path, name])]
+
+    return walk(typer.main.get_command(cli_app), [])
+
+
+def test_every_help_names_values_not_python_types() -> None:
+    # typer 0.29 writes "<str>", "<int range>", "<list[str]>" where no metavar was chosen; an
+    # option's value is named as argparse names it (--rate RATE) instead
+    paths = _command_paths()
+    assert ["load", "register"] in paths and ["serve"] in paths and ["sccp", "probe"] in paths
+    for path in paths:
+        out = runner.invoke(cli_app, [*path, "--help"], terminal_width=200).output
+        options = out.split("Options:", 1)[-1]
+        assert not re.search(r"<(str|int|float|path|list|bool)", options), (path, options)
 
 
 def test_password_help_says_what_happens() -> None:

@@ -71,7 +71,9 @@ _COMMANDS: dict[str, Callable[[typer.Typer], None] | None] = {
 def _build(name: str, add: Callable[[typer.Typer], None]) -> Command:
     scratch = typer.Typer(**_ROOT_SETTINGS)
     add(scratch)
-    return typer.main.get_group(scratch).commands[name]
+    command = typer.main.get_group(scratch).commands[name]
+    common.plain_metavars(command)
+    return command
 
 
 class _LazyCommands(MutableMapping[str, "Command"]):
@@ -108,6 +110,7 @@ class _RootGroup(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
+        common.plain_metavars(self)  # its own options and the light commands built with it
         self.commands = _LazyCommands(self.commands)
 
     def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]

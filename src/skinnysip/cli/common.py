@@ -248,3 +248,18 @@ def write_pcap(path: str | None, exchange: list[WireMessage], media: Sequence[An
             fh.write(data)
     except (OSError, ValueError) as exc:
         fail(f"--pcap: cannot write {path!r}: {exc}")
+
+
+def plain_metavars(command: Any) -> None:
+    """Name each value in ``command``'s help (and its sub-commands', as built) the way argparse
+    does — ``--rate RATE``, ``HOST`` — where no metavar was chosen: typer 0.29 writes Python
+    types instead (``<str>``, ``<int range>``, ``<list[str]>``). Ranges and defaults stay in the
+    help text. Only commands already built are visited."""
+    for param in getattr(command, "params", ()):
+        if param.metavar is None and not getattr(param, "is_flag", False) and not getattr(param, "count", False) \
+                and param.name:
+            param.metavar = param.name.upper()
+    commands = getattr(command, "commands", None)
+    if isinstance(commands, dict):
+        for sub in commands.values():
+            plain_metavars(sub)
