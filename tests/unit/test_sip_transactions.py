@@ -432,18 +432,20 @@ def test_ack_is_sent_without_transaction() -> None:
 # ------------------------------------------------------------------------------ failures
 
 
-def test_connection_lost_fails_every_transaction_on_the_connection() -> None:
-    """§17.1.4 / §17.2.4: a closed TCP connection fails the client and server
-    transactions using it, and only them."""
+def test_connection_lost_fails_the_client_transactions_on_the_connection() -> None:
+    """§17.1.4: a closed TCP connection fails the client transactions using it (their
+    responses would have come on it), and only them. Server transactions live on (§17.2.4):
+    a response is sent over a new connection (§18.2.2), and only a failed send fails them."""
     layer = TransactionLayer()
     conn7, conn8 = Flow("tcp", PEER, connection=7), Flow("tcp", PEER, connection=8)
     ctx, _ = layer.send_request(wire("OPTIONS", branch=new_branch(), transport="TCP"), conn7, 0.0)
+    ctx8, _ = layer.send_request(wire("OPTIONS", branch=new_branch(), transport="TCP"), conn8, 0.0)
     stx, _ = new_server(layer, wire("INVITE", transport="TCP"), conn7)
-    other, _ = new_server(layer, wire("INVITE", transport="TCP", branch="z9hG4bKother"), conn8)
     out = layer.connection_lost(conn7, "connection reset", 1.0)
-    assert sorted(map(id, (e.transaction for e in out.events))) == sorted((id(ctx), id(stx)))
-    assert all(isinstance(e, TransportFailed) and e.reason == "connection reset" for e in out.events)
-    assert len(layer) == 1 and not other.terminated
+    assert out.events == [TransportFailed(ctx, "connection reset")]
+    assert not stx.terminated and not ctx8.terminated and len(layer) == 2
+    out = layer.transport_error(stx, "no new connection", 1.5)
+    assert out.events == [TransportFailed(stx, "no new connection")] and len(layer) == 1
 
 
 def test_icmp_error_fails_client_transactions_to_that_destination() -> None:

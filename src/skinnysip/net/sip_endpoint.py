@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skinnysip import __version__
-from skinnysip.addresses import hostport
+from skinnysip import policy as target_policy
+from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.resolver import ResolveError, Resolver, ServerTarget
 from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport
@@ -68,6 +69,7 @@ USER_AGENT = f"skinnysip/{__version__}"
 HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
 TIMER_SLACK = 0.002  # s a transaction timer may fire late, so close deadlines share one tick
 HOUSEKEEPING_INTERVAL = 5.0  # s between checks for idle TCP/TLS connections
+RESPONSE_CONNECT_TIMEOUT = 4.0  # s to open a new connection for a response (RFC 3261 §18.2.2)
 
 Handler = Callable[[LayerEvent], bool]
 ClientEvent = ResponseReceived | TimedOut | TransportFailed
@@ -211,6 +213,7 @@ class SIPEndpoint:
         #: messages our transactions sent again (Timers A/E/G, responses to retransmitted
         #: requests; RFC 3261 §17): the load generator's Retransmissions counter
         self.retransmissions = 0
+        self._resends: set[asyncio.Task[None]] = set()  # responses going over a new connection
 
     # -- life -------------------------------------------------------------------------------
     async def __aenter__(self) -> SIPEndpoint:
@@ -228,6 +231,8 @@ class SIPEndpoint:
     async def close(self) -> None:
         """Stop the pump and close every socket (idempotent)."""
         self._closed = True
+        for task in list(self._resends):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -419,6 +424,8 @@ class SIPEndpoint:
             try:
                 self.transport.send(item.message, item.flow, note)
             except SIPTransportError as exc:
+                if self._resend_on_new_connection(item.message, item.flow, item.transaction, note):
+                    continue
                 if item.transaction is not None and depth < 4:
                     self._process(self.layer.transport_error(item.transaction, exc.reason, self.loop_time), depth + 1)
                 else:
@@ -428,6 +435,43 @@ class SIPEndpoint:
         for tx in out.ended:  # after its last event: the handle is no longer reachable from here
             self._handles.pop(id(tx), None)
         self._arm(out.deadline)
+
+    def _resend_on_new_connection(self, message: Request | Response, flow: Flow,
+                                  transaction: ClientTransaction | ServerTransaction | None, note: str) -> bool:
+        """RFC 3261 §18.2.2: a response over TCP/TLS whose connection has closed goes over a
+        new connection to the Via's ``received`` address (else its sent-by, when an IP
+        address) at the sent-by port (default 5060, 5061 for TLS), opened within
+        :data:`RESPONSE_CONNECT_TIMEOUT` s; the target policy applies. True when that was
+        started (failing it, the transaction hears a transport error then)."""
+        if not isinstance(message, Response) or flow.transport == "udp" or self._closed:
+            return False
+        try:
+            via = message.top_via
+        except SIPParseError:
+            return False
+        if via is None:
+            return False
+        host = via.params.get("received") or via.host
+        if not host or not is_ip(host) or target_policy.media_refusal(host, target_policy.active()) is not None:
+            return False
+        transport: Transport = "tls" if flow.transport == "tls" else "tcp"
+        remote = (strip_brackets(host), via.port or (5061 if transport == "tls" else 5060))
+        task = asyncio.get_running_loop().create_task(self._resend(message, transport, remote, transaction, note))
+        self._resends.add(task)
+        task.add_done_callback(self._resends.discard)
+        return True
+
+    async def _resend(self, message: Response, transport: Transport, remote: tuple[str, int],
+                      transaction: ClientTransaction | ServerTransaction | None, note: str) -> None:
+        try:
+            conn = await self.transport.connect(transport, remote, timeout=RESPONSE_CONNECT_TIMEOUT,
+                                                tls_client=self._client_context() if transport == "tls" else None)
+            self.transport.send(message, conn.flow, note or "on a new connection (RFC 3261 §18.2.2)")
+        except SIPTransportError as exc:
+            if transaction is not None and not self._closed:
+                self._process(self.layer.transport_error(transaction, exc.reason, self.loop_time))
+            else:
+                self.errors.append(exc.reason)
 
     def _dispatch(self, event: LayerEvent) -> None:
         if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and isinstance(

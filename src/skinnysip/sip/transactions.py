@@ -533,20 +533,19 @@ class TransactionLayer:
         return out
 
     def connection_lost(self, flow: Flow, reason: str, now: float) -> LayerOutput:
-        """A flow failed: a stream connection closed (every transaction on it fails), or an
-        ICMP error named a UDP destination (the client transactions sending there fail,
-        RFC 3261 §18.4)."""
+        """A flow failed: a stream connection closed (the client transactions on it fail: their
+        answers would have come on it), or an ICMP error named a UDP destination (the client
+        transactions sending there fail, RFC 3261 §18.4). Server transactions live on: their
+        responses go over a new connection when they are sent (§18.2.2, the endpoint's part)."""
         out = LayerOutput()
-        running: list[Transaction] = [*self.client.values(), *self.server.values()]
-        for tx in running:
+        for tx in list(self.client.values()):
             f = tx.flow
             if f is None or tx.terminated:
                 continue
             if flow.connection is not None:
                 hit = f.reliable and f.connection == flow.connection
             else:
-                hit = (isinstance(tx, ClientTransaction) and f.transport == flow.transport
-                       and f.remote == flow.remote)
+                hit = f.transport == flow.transport and f.remote == flow.remote
             if hit:
                 self._apply(tx, tx.transport_error(reason, now), out)
         out.deadline = self.next_deadline()
