@@ -128,3 +128,20 @@ async def test_a_registrar_restart_is_survived(transport: str) -> None:
             assert phone.registration is RegistrationState.REGISTERED
     finally:
         await phone.close()
+
+
+async def test_a_lost_tcp_connection_is_replaced_and_its_binding_removed(short_pbx: KamailioPeer) -> None:
+    """Our TCP connection to Kamailio dies (closed under the phone): the next registration
+    opens a new one (RFC 3261 §18.1.1), registers the new Contact (a new local port) and
+    removes the old binding, so the location table holds one contact, the live one."""
+    async with SIPPhone(_account(short_pbx, transport="tcp")) as phone:
+        assert phone.registration is RegistrationState.REGISTERED
+        before = short_pbx.contacts("alice")
+        assert len(before) == 1
+        assert phone.flow is not None and phone.flow.connection is not None
+        await phone.endpoint.transport.connections[phone.flow.connection].close()
+        assert not phone.endpoint.transport.is_open(phone.flow)
+        assert await phone.register()
+        after = short_pbx.contacts("alice")
+        assert len(after) == 1 and after != before, (before, after)
+        assert phone.endpoint.transport.is_open(phone.flow)

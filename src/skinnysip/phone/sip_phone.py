@@ -398,6 +398,7 @@ class SIPPhone(Phone):
         self._reg_tag = new_tag()
         self._reg_cseq = 0
         self._reg_lock = asyncio.Lock()
+        self._bound: NameAddr | None = None  # the Contact of our last accepted registration
         self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
         self._reg_task: asyncio.Task[None] | None = None
         self._ka_task: asyncio.Task[None] | None = None
@@ -581,6 +582,12 @@ class SIPPhone(Phone):
             # behind a NAT (RFC 3581): remove the private binding, register the public one
             await self._register_once(0, contact)
             return await self._register_once(self._expires_wanted())
+        stale, self._bound = self._bound, contact
+        if stale is not None and str(stale.uri) != str(contact.uri):
+            # a new connection (or address) made a new Contact: remove the binding of the old
+            # one, which nothing reaches any more, so the registrar does not fork calls there
+            with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError):
+                await self._register_once(0, stale)
         self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
         return True
 
