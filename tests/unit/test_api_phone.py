@@ -374,6 +374,41 @@ def test_a_message_nobody_answers_is_202_then_an_actiondone_event(
     assert any(m.startswith(b"MESSAGE ") for m in received(silent_udp))
 
 
+@pytest.fixture
+def unreachable_tcp_port() -> Iterator[int]:
+    """A loopback TCP port whose accept queue is full: a new connect waits (SYNs dropped)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        fillers.append(sock)
+    time.sleep(0.2)
+    yield port
+    for sock in fillers:
+        sock.close()
+    server.close()
+
+
+def test_a_call_whose_server_is_slow_to_reach_is_202_then_an_actiondone(
+        client: TestClient, unreachable_tcp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)
+    pid = new_phone(client, transport="tcp", timeout=1500)["id"]
+    with client.websocket_connect(f"/api/phones/{pid}/events") as ws:
+        r = client.post(f"/api/phones/{pid}/calls", json={"target": f"sip:bob@127.0.0.1:{unreachable_tcp_port}"})
+        assert r.status_code == 202 and r.json() == {"success": False, "pending": True, "id": pid,
+                                                     "registration": None}, r.text
+        assert client.get(f"/api/phones/{pid}").json()["pending"] == ["call"]
+        done = wait_event(ws, "actionDone")
+    assert done["action"] == "call" and done["success"] is False and "127.0.0.1" in done["reason"], done
+    assert client.get(f"/api/phones/{pid}/calls").json() == []
+
+
 def test_an_sccp_call_manager_that_answers_garbage_is_never_a_500(client: TestClient) -> None:
     # a CM port that is really a web server: it answers "HTTP/1.1 400" to Register and closes
     server = socket.socket()

@@ -846,11 +846,17 @@ async def register_phone(request: Request, phone_id: str) -> Any:
         return done.to_api() if finished else _pending(done)
 
 
-@router.post("/api/phones/{phone_id}/calls", status_code=201, response_model=CallResult)
-async def place_call(request: Request, phone_id: str, body: TargetBody) -> dict[str, Any]:
-    """Call ``target``; 201 at once with the call (``calling``): follow it by GET or the events."""
+@router.post("/api/phones/{phone_id}/calls", status_code=201, response_model=CallResult,
+             responses=_pending_doc(Done))
+async def place_call(request: Request, phone_id: str, body: TargetBody) -> Any:
+    """Call ``target``; 201 at once with the call (``calling``): follow it by GET or the events.
+    202 (no call yet) when reaching the target's server takes longer than ANSWER_WAIT (DNS,
+    a TCP/TLS connection): the call is placed when it is reached (its events follow), or
+    ``actionDone`` says why not."""
     async with _acting(request, phone_id, "target") as session:
-        call = await session.phone.call(body.target)
+        finished, call = await session.bounded(session.phone.call(body.target), "call")
+        if not finished or call is None:
+            return _pending(Done(success=False, pending=True, id=session.id))
         session.remember(call)
         return session.call_result(call)
 

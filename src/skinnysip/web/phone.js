@@ -508,6 +508,10 @@ function setupCallControls() {
     $("phone-call").disabled = true;
     const result = await api("POST", `/api/phones/${phone.id}/calls`, formBody(form), 60000);
     $("phone-call").disabled = false;
+    if (result.status === 202) {  // the target's server is slow to reach: the call follows as events
+      logLine(`calling ${formBody(form).target || ""}: still reaching the server`);
+      return;
+    }
     if (result.status !== 201) { showApiError(form, result); return; }
     const known = phone.calls.has(result.data.id);  // its events may have come first
     const call = callOf(result.data.id);
