@@ -317,6 +317,30 @@ def test_a_register_the_registrar_does_not_answer_is_202_and_goes_on(
     assert phone["registration"]["reason"], phone
 
 
+def test_a_register_going_on_when_the_phone_is_deleted_is_a_409(
+        client: TestClient, silent_udp: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DELETE cancels the REGISTER in flight: the register request answers 409, never a 500
+    monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 5.0)
+    pid = new_phone(client, registrar=f"127.0.0.1:{silent_udp.getsockname()[1]}", timeout=10000)["id"]
+    answers: list[Any] = []
+    def register() -> None:
+        try:
+            answers.append(client.post(f"/api/phones/{pid}/register"))
+        except BaseException as exc:  # noqa: BLE001 - shown by the assertion below
+            answers.append(exc)
+
+    worker = threading.Thread(target=register)
+    worker.start()
+    for _ in range(50):
+        if client.get(f"/api/phones/{pid}").json()["registration"]["state"] == "registering":
+            break
+        time.sleep(0.05)
+    assert client.delete(f"/api/phones/{pid}").status_code == 200
+    worker.join(10)
+    assert answers and answers[0].status_code == 409, answers[0].text if answers else "no answer"
+    assert "closed meanwhile" in answers[0].json()["error"]
+
+
 def test_a_start_that_outlasts_the_answer_is_201_starting(
         client: TestClient, silent_udp: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(phone_routes, "ANSWER_WAIT", 0.3)

@@ -493,7 +493,8 @@ class PhoneSession:
     async def bounded(self, action: Awaitable[T], what: str, call: int | None = None,
                       judge: Callable[[Any], bool] | None = None) -> tuple[bool, T | None]:
         """Run ``action`` for at most :data:`ANSWER_WAIT` s of this request: ``(True, result)``
-        when it finished (its exception raised here), else ``(False, None)`` and it goes on,
+        when it finished (its exception raised here; :class:`PhoneError` when it was cancelled
+        by the phone closing), else ``(False, None)`` and it goes on,
         followed (:meth:`follow`, with ``judge``). A request that is cancelled leaves it followed too."""
         task = asyncio.ensure_future(action)
         try:
@@ -502,6 +503,8 @@ class PhoneSession:
             self.follow(task, what, call, judge)
             raise
         if task.done():
+            if task.cancelled():  # the phone was closed (DELETE, idle, shutdown) meanwhile
+                raise PhoneError(f"{what}: the phone was closed meanwhile")
             return True, task.result()
         self.follow(task, what, call, judge)
         return False, None
