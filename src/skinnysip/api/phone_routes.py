@@ -460,7 +460,6 @@ class PhoneSession:
         self._pump: asyncio.Task[None] | None = None
         self.pending: dict[asyncio.Future[Any], str] = {}  # actions answered 202, still going on
         self.register_task: asyncio.Future[Any] | None = None
-        self.starting = False
         self.failure = ""  # why the phone failed to start after the answer
         self._closer: asyncio.Task[None] | None = None
 
@@ -484,6 +483,11 @@ class PhoneSession:
         finally:
             self.busy -= 1
             self.last_used = time.time()
+
+    @property
+    def starting(self) -> bool:
+        """The phone was answered while its start still goes on."""
+        return "start" in self.pending.values()
 
     def publish(self, data: dict[str, Any]) -> None:
         """Send ``data`` to every event socket of the phone."""
@@ -539,10 +543,7 @@ class PhoneSession:
     def follow_start(self, task: asyncio.Future[Any]) -> None:
         """The phone was answered while ``task`` (its start) goes on: when it fails the phone
         is closed and stays listed as ``failed`` with the reason until it is deleted or idle."""
-        self.starting = True
-
         def done(_: asyncio.Future[Any]) -> None:
-            self.starting = False
             if task.cancelled():
                 self.failure = "start cancelled"
             elif (exc := task.exception()) is not None:
@@ -554,8 +555,7 @@ class PhoneSession:
         self.follow(task, "start")
 
     async def _close_phone(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.phone.close(), CLOSE_TIMEOUT)
+        await _close_quietly(self.phone)
 
     def idle(self, now: float, timeout: float) -> bool:
         return (not self.busy and not self.subscribers and not self.phone.calls and not self.closing
@@ -841,10 +841,11 @@ async def register_phone(request: Request, phone_id: str) -> Any:
         task = session.register_task
         if task is None or task.done():
             task = session.register_task = asyncio.ensure_future(register())
-        finished, _ = await session.bounded(asyncio.shield(task), "register",
-                                            judge=lambda _: session.phone.registration is RegistrationState.REGISTERED)
-        accepted = session.phone.registration is RegistrationState.REGISTERED  # SCCP answers RegisterReject objects
-        done = Done(success=finished and accepted, pending=not finished, id=session.id,
+        def accepted(_: object = None) -> bool:  # the state, not the result: SCCP returns RegisterReject objects
+            return session.phone.registration is RegistrationState.REGISTERED
+
+        finished, _ = await session.bounded(asyncio.shield(task), "register", judge=accepted)
+        done = Done(success=finished and accepted(), pending=not finished, id=session.id,
                     registration=session.registration())
         return done.to_api() if finished else _pending(done)
 

@@ -263,3 +263,8 @@ def plain_metavars(command: Any) -> None:
     if isinstance(commands, dict):
         for sub in commands.values():
             plain_metavars(sub)
+
+
+def comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"PCMA, PCMU"`` → ``("PCMA", "PCMU")`` (empty items dropped); None stays None."""
+    return None if text is None else tuple(item.strip() for item in text.split(",") if item.strip())

@@ -145,6 +145,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
+        comma_list,
         err_console,
         merge_target,
         parse_target,
@@ -179,7 +180,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
         message=text, local_ports=_port_range(local_ports), user_script=script,
         source=source, tls_verify=not insecure, ca_file=ca_file,
-        codecs=None if codecs is None else tuple(n.strip() for n in codecs.split(",") if n.strip()))
+        codecs=comma_list(codecs))
     try:
         config.validate()
     except ValueError as exc:

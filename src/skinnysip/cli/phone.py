@@ -45,6 +45,7 @@ from skinnysip.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     Target,
+    comma_list,
     console,
     err_console,
     merge_target,
@@ -182,7 +183,7 @@ def phone_cmd(
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
-                         codecs=None if codecs is None else tuple(n.strip() for n in codecs.split(",") if n.strip()))
+                         codecs=comma_list(codecs))
         acc.uri()
         if acc.codecs is not None:
             payload_types(acc.codecs)

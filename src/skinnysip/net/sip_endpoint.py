@@ -452,7 +452,8 @@ class SIPEndpoint:
         if via is None:
             return False
         host = via.params.get("received") or via.host
-        if not host or not is_ip(host) or target_policy.media_refusal(host, target_policy.active()) is not None:
+        policy = target_policy.active()
+        if not host or not is_ip(host) or (policy is not None and not policy.decide_address(host).allowed):
             return False
         transport: Transport = "tls" if flow.transport == "tls" else "tcp"
         remote = (strip_brackets(host), via.port or (5061 if transport == "tls" else 5060))
