@@ -1,30 +1,79 @@
-"""Shared shapes for operation results: the wire trace and the camelCase JSON base model.
+"""Shared shapes for operation results: the wire trace and the camelCase JSON of a result.
 
-Every operation returns a pydantic model derived from :class:`ResultModel`. Its
-``to_api()`` output is exactly the HTTP API's response body, and the CLI's ``--json``
-prints the same dict, so no interface re-shapes a result.
+Results are plain dataclasses (:class:`Result`): building them costs no validation and
+importing them no pydantic, so a command that prints one (``skinnysip sip options --json``)
+starts quickly. ``to_api()`` turns a result into exactly the HTTP API's response body
+(camelCase keys, JSON types), and the CLI's ``--json`` prints the same dict, so no interface
+re-shapes a result. The API describes these shapes in its OpenAPI document with pydantic
+models made from the dataclasses (:func:`skinnysip.models.api_model`); request bodies and the
+SCCP results are pydantic models (:class:`skinnysip.models.ResultModel`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
 import time
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from typing import Any, ClassVar, Literal
 
 
-class ResultModel(BaseModel):
-    """Base for results and API request bodies: Python snake_case fields, JSON camelCase."""
+def camel(name: str) -> str:
+    """A Python field name as the JSON key the API uses: ``status_code`` → ``statusCode``,
+    ``subject_alt_names`` → ``subjectAltNames`` (pydantic's ``to_camel`` for our names)."""
+    if "_" not in name.strip("_"):
+        return name
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+#: per dataclass: its fields as (Python name, JSON key)
+_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON types, the way the API sends it: a dataclass → a dict with camelCase
+    keys (:func:`camel`), lists/tuples/sets → lists, dict values converted, enums → their
+    value, bytes → UTF-8 text, NaN/±inf → None; str, int, float, bool and None as they are."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    cls = type(value)
+    keys = _KEYS.get(cls)
+    if keys is None and dataclasses.is_dataclass(value):
+        keys = _KEYS[cls] = tuple((f.name, camel(f.name)) for f in dataclasses.fields(value))
+    if keys is not None:
+        return {key: to_json(getattr(value, name)) for name, key in keys}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    model_dump = getattr(value, "model_dump", None)  # a pydantic model inside a result
+    if model_dump is not None:
+        return model_dump(mode="json", by_alias=True)
+    raise TypeError(f"{cls.__name__} is not a JSON result type")
+
+
+class Result:
+    """Base of result dataclasses: ``to_api()`` gives the JSON-ready dict (camelCase keys)
+    that the HTTP API answers with and ``--json`` prints."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_api(self) -> dict[str, Any]:
         """Return the JSON-ready dict (camelCase keys) that the API and ``--json`` emit."""
-        return self.model_dump(mode="json", by_alias=True)
+        out: dict[str, Any] = to_json(self)
+        return out
 
 
-class WireMessage(ResultModel):
+@dataclasses.dataclass(eq=True)
+class WireMessage(Result):
     """One message that crossed the wire, as sent or received.
 
     ``time`` is the wall-clock time in seconds since the epoch (float); ``local`` and
@@ -94,7 +143,8 @@ def now() -> float:
     return time.time()
 
 
-class TLSInfo(ResultModel):
+@dataclasses.dataclass(eq=True)
+class TLSInfo(Result):
     """What the TLS handshake established (RFC 8446 / RFC 5246) and who the peer claims to be.
 
     ``subject`` and ``issuer`` are RFC 4514 strings; ``subject_alt_names`` entries look
@@ -107,5 +157,5 @@ class TLSInfo(ResultModel):
     verified: bool = False
     subject: str | None = None
     issuer: str | None = None
-    subject_alt_names: list[str] = []
+    subject_alt_names: list[str] = dataclasses.field(default_factory=list)
     not_after: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 
@@ -152,7 +153,7 @@ def test_ten_thousand_garbage_datagrams_then_the_200() -> None:
     # OPTIONS, 10,000 garbage datagrams and the 200 at least (more if OPTIONS was retransmitted meanwhile)
     assert result.dropped_messages >= 10_002 - len(result.exchange)
     assert result.to_api()["droppedMessages"] == result.dropped_messages
-    assert len(result.model_dump_json()) < 1_500_000
+    assert len(json.dumps(result.to_api())) < 1_500_000
 
 
 def test_exchange_bound_is_configurable() -> None:

@@ -85,6 +85,7 @@ from skinnysip.api.sip_routes import (
     integral_floats,
     spec_match,
 )
+from skinnysip.models import ResultModel
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
 from skinnysip.net.sip_transport import SIPTransportError
 from skinnysip.pcap import PcapError, exchange_to_pcapng
@@ -101,7 +102,7 @@ from skinnysip.phone.api import (
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
-from skinnysip.result import ResultModel, WireMessage
+from skinnysip.result import WireMessage
 from skinnysip.rtp.codecs import payload_types
 from skinnysip.sccp.station import validate_device_name
 from skinnysip.sip.message import SIPParseError

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from skinnysip.addresses import check_host
 from skinnysip.api.guard import check_target, client_files_allowed
+from skinnysip.models import api_model
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
@@ -326,41 +327,41 @@ _DESCRIPTIONS = {
 }
 
 
-@router.post("/api/sip/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
+@router.post("/api/sip/options", response_model=api_model(probes.OptionsResult), description=_DESCRIPTIONS["options"])
 async def sip_options(body: SIPOptionsBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.options, body, "OPTIONS")
 
 
-@router.post("/api/sip/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
+@router.post("/api/sip/register", response_model=api_model(probes.RegisterResult), description=_DESCRIPTIONS["register"])
 async def sip_register(body: SIPRegisterBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.register, body, "REGISTER")
 
 
-@router.post("/api/sip/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
+@router.post("/api/sip/invite", response_model=api_model(probes.InviteResult), description=_DESCRIPTIONS["invite"])
 async def sip_invite(body: SIPInviteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.invite, body, "INVITE")
 
 
-@router.post("/api/sip/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
+@router.post("/api/sip/digest-auth", response_model=api_model(probes.DigestAuthResult), description=_DESCRIPTIONS["digest-auth"])
 async def sip_digest_auth(body: SIPDigestRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.digest_auth, body, "REGISTER")
 
 
-@router.post("/api/sips/options", response_model=probes.OptionsResult, description=_DESCRIPTIONS["options"])
+@router.post("/api/sips/options", response_model=api_model(probes.OptionsResult), description=_DESCRIPTIONS["options"])
 async def sips_options(body: SIPSOptionsBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.options, body, "OPTIONS")
 
 
-@router.post("/api/sips/register", response_model=probes.RegisterResult, description=_DESCRIPTIONS["register"])
+@router.post("/api/sips/register", response_model=api_model(probes.RegisterResult), description=_DESCRIPTIONS["register"])
 async def sips_register(body: SIPSRegisterBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.register, body, "REGISTER")
 
 
-@router.post("/api/sips/invite", response_model=probes.InviteResult, description=_DESCRIPTIONS["invite"])
+@router.post("/api/sips/invite", response_model=api_model(probes.InviteResult), description=_DESCRIPTIONS["invite"])
 async def sips_invite(body: SIPSInviteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.invite, body, "INVITE")
 
 
-@router.post("/api/sips/digest-auth", response_model=probes.DigestAuthResult, description=_DESCRIPTIONS["digest-auth"])
+@router.post("/api/sips/digest-auth", response_model=api_model(probes.DigestAuthResult), description=_DESCRIPTIONS["digest-auth"])
 async def sips_digest_auth(body: SIPSDigestRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.digest_auth, body, "REGISTER")

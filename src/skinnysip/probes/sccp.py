@@ -33,11 +33,12 @@ from pydantic.alias_generators import to_camel
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, hostport, is_ip, strip_brackets
+from skinnysip.models import ResultModel
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import CallDirection, CallState, PhoneError
 from skinnysip.phone.sccp_phone import FAILED_STATES, SCCPAccount, SCCPCall, SCCPPhone
-from skinnysip.result import ExchangeLimit, ResultModel, TLSInfo, WireMessage
+from skinnysip.result import ExchangeLimit, TLSInfo, WireMessage
 from skinnysip.rtp import audio, g711
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums

@@ -29,10 +29,8 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
-
-from pydantic import Field
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
@@ -50,7 +48,7 @@ from skinnysip.result import (
     MAX_EXCHANGE_BYTES,
     MAX_EXCHANGE_MESSAGES,
     ExchangeLimit,
-    ResultModel,
+    Result,
     TLSInfo,
     WireMessage,
 )
@@ -185,14 +183,16 @@ class ProbeRequest:
 # --------------------------------------------------------------------------- results
 
 
-class HeaderField(ResultModel):
+@dataclass
+class HeaderField(Result):
     """One header field line of a response, in wire order (duplicates kept)."""
 
     name: str
     value: str
 
 
-class SIPProbeResult(ResultModel):
+@dataclass(kw_only=True)
+class SIPProbeResult(Result):
     """Fields every SIP probe result has.
 
     ``server``: ``host:port`` probed; ``status_code``/``status_text``: the final response
@@ -213,21 +213,22 @@ class SIPProbeResult(ResultModel):
     transport: str
     status_code: int | None = None
     status_text: str | None = None
-    headers: list[HeaderField] = []
+    headers: list[HeaderField] = field(default_factory=list)
     raw: str | None = None
     server_agent: str | None = None
-    rtt: float | None = Field(default=None, description=(
+    rtt: float | None = field(default=None, metadata={"description": (
         "Round trip in ms: from the first transmission of the request that got the reported final response "
         "(after a digest retry, the authenticated one) to that response's arrival - the times of those two "
-        "messages in `exchange`, on one monotonic clock (the ladder's two points)."))
+        "messages in `exchange`, on one monotonic clock (the ladder's two points).")})
     call_id: str | None = None
     tls: TLSInfo | None = None
-    exchange: list[WireMessage] = []
-    dropped_messages: int = Field(default=0, description=(
+    exchange: list[WireMessage] = field(default_factory=list)
+    dropped_messages: int = field(default=0, metadata={"description": (
         "Messages sent or received but not kept in `exchange` (its bound: by default the first 1000 messages "
-        "and 1,000,000 octets of raw text are kept)."))
+        "and 1,000,000 octets of raw text are kept).")})
 
 
+@dataclass(kw_only=True)
 class OptionsResult(SIPProbeResult):
     """OPTIONS (RFC 3261 §11): ``allowed_methods`` (Allow), ``supported_extensions``
     (Supported), ``content_types`` (Accept); None when the header is absent."""
@@ -237,6 +238,7 @@ class OptionsResult(SIPProbeResult):
     content_types: list[str] | None = None
 
 
+@dataclass(kw_only=True)
 class RegisterResult(SIPProbeResult):
     """REGISTER with ``Expires: 0`` (RFC 3261 §10.2.2): does the registrar demand
     authentication? ``auth_scheme``/``auth_realm`` of the first challenge,
@@ -247,10 +249,11 @@ class RegisterResult(SIPProbeResult):
     auth_scheme: str | None = None
     auth_realm: str | None = None
     contact_expires: int | None = None
-    auth_algorithms: list[str] = []
-    auth_qop: list[str] = []
+    auth_algorithms: list[str] = field(default_factory=list)
+    auth_qop: list[str] = field(default_factory=list)
 
 
+@dataclass(kw_only=True)
 class InviteResult(SIPProbeResult):
     """INVITE (RFC 3261 §13): ``provisional`` lists the 1xx codes seen; ``cancelled`` is
     true when the probe sent CANCEL; ``cleanup`` says what was sent after the final
@@ -260,12 +263,13 @@ class InviteResult(SIPProbeResult):
     requires_auth: bool = False
     auth_scheme: str | None = None
     allow: str | None = None
-    provisional: list[int] = []
+    provisional: list[int] = field(default_factory=list)
     cancelled: bool = False
     cleanup: str | None = None
     message: str | None = None
 
 
+@dataclass(kw_only=True)
 class DigestAuthResult(SIPProbeResult):
     """Digest login by REGISTER (RFC 7616, RFC 3261 §22): ``authenticated`` iff the
     authenticated REGISTER got a 2xx; ``no_auth_required`` if the first REGISTER already
