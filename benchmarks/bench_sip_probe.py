@@ -9,11 +9,9 @@ configuration) on 127.0.0.1 and measures, one after the other:
 - ``sipsak -s``: sipsak as a process (one OPTIONS, waits for the 200), N/10 times;
 - ``python -c "import asyncio, ssl, json"`` on the same interpreter, N/10 times: the floor
   of a Python command (goal: the CLI within 1.3x of it);
-- floors of a command built on libraries, N/10 times each: a one-command typer app (a host
-  argument, ``--port``, ``--json``; it prints ``ok``), the same app on click, and the bare
-  import plus ``pydantic.main``. typer 0.29 converts every parameter through a pydantic
-  TypeAdapter, so its floor includes pydantic's import; the design's CLI library (typer) and
-  result models (pydantic) each put their floor above the 1.3x goal on their own.
+- floors of a command built on libraries, N/10 times each: a one-command click app (a host
+  argument, ``--port``, ``--json``; it prints ``ok``) — the CLI's library — and the bare
+  import plus ``pydantic.main`` (the API's models; no SIP command imports pydantic).
 
 The process rows include interpreter / program start-up, which dominates; compare them with
 each other. They run alternately (CLI, sipsak, bare import, CLI, …) so that load from
@@ -49,13 +47,6 @@ from skinnysip.probes.sip import ProbeRequest, options  # noqa: E402
 BARE = "python -c import asyncio,ssl,json"
 #: floors of a command built on libraries: (row name, program for python -c); each prints "ok"
 LIBRARY_FLOORS = {
-    "floor: typer app": (
-        "import asyncio, ssl, json, typer\n"
-        "app = typer.Typer()\n"
-        "@app.command()\n"
-        "def options(host: str, port: int = 5060, json_out: bool = typer.Option(False, '--json')) -> None:\n"
-        "    print('ok')\n"
-        "app()\n"),
     "floor: click app": (
         "import asyncio, ssl, json, click\n"
         "@click.command()\n"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from sip_peers import KamailioPeer
-from typer.testing import CliRunner
 
 from peertools import free_port, wait_tcp
 from skinnysip.cli import app as cli_app

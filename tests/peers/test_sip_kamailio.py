@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
+from click.testing import CliRunner
 from sip_peers import KamailioPeer
-from typer.testing import CliRunner
 
 from skinnysip.cli import app as cli_app
 from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options, register

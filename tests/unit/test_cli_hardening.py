@@ -14,10 +14,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import click
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from peertools import free_port
 from rawsip import response, udp_server
@@ -140,27 +140,36 @@ def test_help_reads_right(command: list[str]) -> None:
         assert "SIP domain for the URIs [default: HOST]." in text
 
 
+def _commands(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+    """Every command of the tree under ``command`` (groups too) with its path of names; a
+    group's sub-commands as it lists and loads them (the root's are imported on demand)."""
+    yield path, command
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, [*path, name]
+            yield from _commands(sub, [*path, name])
+
+
 def _command_paths() -> list[list[str]]:
-    import typer.main
-
-    def walk(command: Any, path: list[str]) -> list[list[str]]:
-        subs = getattr(command, "commands", None)
-        if not subs:
-            return [path]
-        return [path] + [p for name in list(subs) for p in walk(subs[name], [*path, name])]
-
-    return walk(typer.main.get_command(cli_app), [])
+    return [path for path, _ in _commands(cli_app, [])]
 
 
 def test_every_help_names_values_not_python_types() -> None:
-    # typer 0.29 writes "<str>", "<int range>", "<list[str]>" where no metavar was chosen; an
-    # option's value is named as argparse names it (--rate RATE) instead
+    # where no metavar is chosen, typer 0.29 writes "<str>", "<int range>", "<list[str]>" and
+    # click "TEXT", "INTEGER RANGE", "PATH"; an option's value is named as argparse names it
+    # (--rate RATE) instead
     paths = _command_paths()
     assert ["load", "register"] in paths and ["serve"] in paths and ["sccp", "probe"] in paths
-    for path in paths:
+    for path, command in _commands(cli_app, []):
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.is_flag and not param.count:
+                assert param.metavar, (path, param.opts)
         out = runner.invoke(cli_app, [*path, "--help"], terminal_width=200).output
         options = out.split("Options:", 1)[-1]
         assert not re.search(r"<(str|int|float|path|list|bool)", options), (path, options)
+        assert not re.search(r"\b(INTEGER|FLOAT|PATH|BOOLEAN)\b|RANGE\b", options), (path, options)
 
 
 def test_password_help_says_what_happens() -> None:
@@ -338,20 +347,13 @@ def test_phone_whose_registration_is_refused_exits_1(tmp_path: Path) -> None:
 
 
 def test_one_short_option_letter_means_one_thing_everywhere() -> None:
-    import typer.main
-
     meaning: dict[str, set[str]] = {}
-
-    def walk(command: Any) -> None:
+    for _, command in _commands(cli_app, []):  # every command and group, sub-commands loaded
         for param in command.params:
             shorts = [o for o in param.opts if len(o) == 2]
             longs = [o for o in param.opts if o.startswith("--")]
             for short in shorts:
                 meaning.setdefault(short, set()).update(longs or [param.name or ""])
-        for sub in getattr(command, "commands", {}).values():  # a group's sub-commands
-            walk(sub)
-
-    walk(typer.main.get_command(cli_app))
     assert meaning["-t"] == {"--transport"} and meaning["-p"] == {"--port"}
     assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
 

@@ -1,4 +1,4 @@
-"""``skinnysip sip …`` through typer's CliRunner: arguments, exit codes, --json equals the API
+"""``skinnysip sip …`` through click's CliRunner: arguments, exit codes, --json equals the API
 body shape, passwords never echoed. (Authenticated runs against Kamailio are in
 tests/peers/test_sip_kamailio.py and test_api_sip_http.py.)"""
 
@@ -8,8 +8,8 @@ import json
 import socket
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from peertools import free_port
 from skinnysip.api.app import create_app

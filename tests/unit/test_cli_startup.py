@@ -16,8 +16,9 @@ import pytest
 #: never needed to start the CLI, print a help page or run 'sip options' to an IP literal
 HEAVY = ("dns", "numpy", "cryptography", "skinnysip.lab", "skinnysip.load", "skinnysip.phone",
          "skinnysip.sccp", "uvicorn", "fastapi")
-#: and not before a command asks for them (SDP: INVITE; rich: text output)
-HEAVY_FOR_SIP_OPTIONS = (*HEAVY, "skinnysip.sdp", "skinnysip.net.rtp", "rich")
+#: and not before a command asks for them (SDP: INVITE; rich: text output); pydantic is the
+#: HTTP API's and the SCCP results' (SIP results are plain dataclasses); typer is not used at all
+HEAVY_FOR_SIP_OPTIONS = (*HEAVY, "skinnysip.sdp", "skinnysip.net.rtp", "rich", "pydantic", "typer")
 
 _RUN = """
 import json, sys
@@ -48,7 +49,7 @@ def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 def test_importing_the_cli_loads_no_sub_command() -> None:
     modules, _ = _modules_after("import skinnysip.cli")
-    assert _loaded(modules, (*HEAVY, "skinnysip.cli.sip", "skinnysip.probes", "pydantic", "rich")) == []
+    assert _loaded(modules, (*HEAVY, "skinnysip.cli.sip", "skinnysip.probes", "pydantic", "rich", "typer")) == []
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["sip", "options", "--help"], ["sip", "--help"]])
@@ -58,9 +59,10 @@ def test_version_and_sip_help_load_only_what_they_show(argv: list[str]) -> None:
     assert _loaded(modules, HEAVY) == []
 
 
-def test_sip_options_to_an_ip_literal_needs_no_dns_sdp_or_rich() -> None:
+def test_sip_options_to_an_ip_literal_needs_no_dns_sdp_rich_or_pydantic() -> None:
     """'sip options --json' to 127.0.0.1 (nobody listens on port 9: a quick ICMP refusal,
-    exit 3) runs the whole probe without dnspython, SDP, RTP, rich or the other commands."""
+    exit 3) runs the whole probe without dnspython, SDP, RTP, rich, pydantic or the other
+    commands."""
     argv = ["sip", "options", "127.0.0.1", "--port", "9", "--timeout", "500", "--json"]
     modules, out = _modules_after(_COMMAND.format(argv=argv))
     assert out.rstrip().endswith("exit 3") and '"success": false' in out, out

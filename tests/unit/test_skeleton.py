@@ -1,7 +1,7 @@
 """The package imports, the CLI answers, and the API turns bad input into 400 JSON."""
 
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from skinnysip import __version__
 from skinnysip.api.app import create_app

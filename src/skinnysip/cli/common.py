@@ -13,14 +13,20 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from skinnysip.result import ResultModel, WireMessage
+    from skinnysip.result import WireMessage
+
+
+class ApiResult(Protocol):
+    """What a command prints: a result whose ``to_api()`` is the HTTP API's JSON body."""
+
+    def to_api(self) -> dict[str, Any]: ...
 
 
 class _LazyConsole:
@@ -74,25 +80,112 @@ EXIT_STATUS_HELP = (
     "answer (refused, timed out, TLS failure, malformed stream)."
 )
 
-#: help texts are plain text: rich markup would eat bracketed words such as "[default: 5060]"
-MARKUP = None
+
+# --------------------------------------------------------------------------- click building blocks
+#
+# The commands are plain click (no typer: typer 0.29 converts every parameter through a pydantic
+# TypeAdapter and so imports pydantic at every start). These classes keep what users saw:
+# defaults and environment variables in the help, values named as argparse names them, an
+# "Arguments:" section, sub-commands listed in the order they are defined.
+
+
+class Option(click.Option):
+    """A click option that shows its default and environment variable in the help, and names
+    its value as argparse does (``--rate RATE``, from the parameter's name) unless a metavar
+    is chosen; flags take no value and have none."""
+
+    def __init__(self, param_decls: Sequence[str], *, show_default: bool | str | None = True,
+                 show_envvar: bool = True, **attrs: Any) -> None:
+        super().__init__(param_decls, show_default=show_default, show_envvar=show_envvar, **attrs)
+        if self.metavar is None and not self.is_flag and not self.count and self.name:
+            self.metavar = self.name.upper()
+
+
+class Argument(click.Argument):
+    """A click argument with a help text (click's own have none), listed by :class:`Command`."""
+
+    def __init__(self, param_decls: Sequence[str], required: bool | None = None, *, help: str | None = None,
+                 **attrs: Any) -> None:
+        super().__init__(param_decls, required=required, **attrs)
+        self.help = help
+
+
+class Command(click.Command):
+    """A click command whose help lists its arguments (with their help) before the options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for param in self.get_params(ctx):
+            if isinstance(param, Argument) and param.help:
+                extra = "  [required]" if param.required else ""
+                rows.append((param.metavar or (param.name or "").upper(), param.help + extra))
+        if rows:
+            with formatter.section("Arguments"):
+                formatter.write_dl(rows)
+        super().format_options(ctx, formatter)
+
+
+class Group(click.Group):
+    """A click group of :class:`Command` s, listed in the order they were added (not sorted);
+    with no arguments it shows its help (exit 2)."""
+
+    command_class = Command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+class FloatRange(click.FloatRange):
+    """click's float range, but ``nan`` is refused (it compares false with both bounds, so
+    click would let it through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:  # nan
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+def option(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """``@click.option`` making an :class:`Option`."""
+    return click.option(*param_decls, cls=Option, **attrs)
+
+
+def argument(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """``@click.argument`` making an :class:`Argument` (which takes ``help``)."""
+    return click.argument(*param_decls, cls=Argument, **attrs)
+
+
+def stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator applying ``decorators`` as if written one above the other in this order
+    (the first is the outermost: click lists parameters in that order)."""
+    def apply(f: Any) -> Any:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+def exit_with(code: int) -> click.exceptions.Exit:
+    """The exception that ends a command with exit status ``code`` (``raise exit_with(1)``)."""
+    return click.exceptions.Exit(code)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``."""
     err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    raise exit_with(code)
 
 
-def emit(result: ResultModel, as_json: bool, render: Callable[[ResultModel], None], status: int) -> NoReturn:
+def emit(result: ApiResult, as_json: bool, render: Callable[[Any], None], status: int) -> NoReturn:
     """Print ``result`` (the API body with ``--json``, else ``render``) and exit with ``status``
     (one of the ``EXIT_*`` codes, chosen by the command from the result)."""
     body = result.to_api()
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
+        click.echo(json.dumps(body, indent=2))
     else:
         render(result)
-    raise typer.Exit(status)
+    raise exit_with(status)
 
 
 def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PASSWORD") -> str | None:
@@ -103,7 +196,7 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
     if env in os.environ:
         return os.environ[env]
     if prompt and sys.stdin.isatty():
-        return typer.prompt("Password", hide_input=True, default="", show_default=False)
+        return str(click.prompt("Password", hide_input=True, default="", show_default=False))
     return None
 
 
@@ -128,7 +221,7 @@ class Target:
 def parse_target(text: str, what: str = "HOST") -> Target:
     """Parse ``HOST``, ``HOST:PORT``, ``[v6]:PORT``, a bare IPv6 address,
     ``sip:host[:port][;transport=tcp]`` or ``sips:host`` (RFC 3261 §19.1; the user part of a
-    URI is ignored). ``sips:`` means TLS (§26.2.2). Raises ``typer.BadParameter`` naming
+    URI is ignored). ``sips:`` means TLS (§26.2.2). Raises ``click.BadParameter`` naming
     ``what`` (the argument or flag)."""
     from skinnysip.addresses import check_host, is_ipv6
     from skinnysip.sip.syntax import SIPParseError
@@ -156,20 +249,20 @@ def parse_target(text: str, what: str = "HOST") -> Target:
         return Target(check_host(host), port)
     except (ValueError, SIPParseError) as exc:
         reason = exc.reason if isinstance(exc, SIPParseError) else str(exc)
-        raise typer.BadParameter(
+        raise click.BadParameter(
             f"{text!r} is not HOST, HOST:PORT, [IPv6]:PORT or a sip:/sips: URI ({reason})", param_hint=what
         ) from None
 
 
 def merge_target(target: Target, port: int | None, transport: str | None, what: str = "HOST") -> Target:
     """Combine a parsed target with ``--port``/``--transport``: a value given both ways
-    must agree (else ``typer.BadParameter`` saying so)."""
+    must agree (else ``click.BadParameter`` saying so)."""
     if port is not None and target.port is not None and port != target.port:
-        raise typer.BadParameter(f"{what} says port {target.port} but --port says {port}", param_hint="--port")
+        raise click.BadParameter(f"{what} says port {target.port} but --port says {port}", param_hint="--port")
     if transport is not None and target.transport is not None and transport != target.transport:
         source = "sips: means tls" if target.scheme == "sips" and transport != "tls" else \
             f"{what} says {target.transport}"
-        raise typer.BadParameter(f"{source} but --transport says {transport}", param_hint="--transport")
+        raise click.BadParameter(f"{source} but --transport says {transport}", param_hint="--transport")
     return Target(target.host, port if port is not None else target.port,
                   transport if transport is not None else target.transport, target.scheme)
 
@@ -180,7 +273,7 @@ def transport_value(value: str | None, flag: str = "--transport") -> str | None:
         return None
     lowered = value.strip().lower()
     if lowered not in TRANSPORTS:
-        raise typer.BadParameter(f"{value!r} is not udp, tcp or tls", param_hint=flag)
+        raise click.BadParameter(f"{value!r} is not udp, tcp or tls", param_hint=flag)
     return lowered
 
 
@@ -248,21 +341,6 @@ def write_pcap(path: str | None, exchange: list[WireMessage], media: Sequence[An
             fh.write(data)
     except (OSError, ValueError) as exc:
         fail(f"--pcap: cannot write {path!r}: {exc}")
-
-
-def plain_metavars(command: Any) -> None:
-    """Name each value in ``command``'s help (and its sub-commands', as built) the way argparse
-    does — ``--rate RATE``, ``HOST`` — where no metavar was chosen: typer 0.29 writes Python
-    types instead (``<str>``, ``<int range>``, ``<list[str]>``). Ranges and defaults stay in the
-    help text. Only commands already built are visited."""
-    for param in getattr(command, "params", ()):
-        if param.metavar is None and not getattr(param, "is_flag", False) and not getattr(param, "count", False) \
-                and param.name:
-            param.metavar = param.name.upper()
-    commands = getattr(command, "commands", None)
-    if isinstance(commands, dict):
-        for sub in commands.values():
-            plain_metavars(sub)
 
 
 def comma_list(text: str | None) -> tuple[str, ...] | None:

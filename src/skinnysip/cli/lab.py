@@ -12,11 +12,11 @@ import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
-from skinnysip.cli.common import EXIT_USAGE, fail
+from skinnysip.cli.common import EXIT_USAGE, Command, fail, option
 from skinnysip.lab.config import ConfigError, LabSettings, load_settings
 
 if TYPE_CHECKING:  # the lab (numpy, media) is imported when a lab starts, not with every command
@@ -64,29 +64,29 @@ async def _start(settings: LabSettings) -> Lab:
     return lab
 
 
-def lab_cmd(
-    config: Annotated[Path | None, typer.Option("--config", help="Lab configuration (TOML).", show_default=False)] = None,
-    sip_port: Annotated[int | None, typer.Option("--sip-port", min=0, max=65535, show_default=False,
-                                                 help="SIP port for UDP and TCP [default: 5060].")] = None,
-    sips_port: Annotated[int | None, typer.Option("--sips-port", min=0, max=65535, show_default=False,
-                                                  help="SIP over TLS port [default: 5061].")] = None,
-    sccp_port: Annotated[int | None, typer.Option("--sccp-port", min=0, max=65535, show_default=False,
-                                                  help="SCCP port [default: 2000].")] = None,
-    host: Annotated[list[str] | None, typer.Option("--host", show_default=False,
-                                                   help="Address to listen on (repeatable) [default: 127.0.0.1 and ::1]."
-                                                   )] = None,
-) -> None:
+@click.command("lab", cls=Command,
+               help="The embedded lab: SIP registrar/proxy, SCCP call manager, echo/tone/conference services. "
+                    "Runs until Ctrl-C (exit 0); a bad config or a busy port: one line, exit 2.")
+@option("--config", type=click.Path(path_type=Path), show_default=False, help="Lab configuration (TOML).")
+@option("--sip-port", type=click.IntRange(0, 65535), show_default=False,
+        help="SIP port for UDP and TCP [default: 5060].")
+@option("--sips-port", type=click.IntRange(0, 65535), show_default=False, help="SIP over TLS port [default: 5061].")
+@option("--sccp-port", type=click.IntRange(0, 65535), show_default=False, help="SCCP port [default: 2000].")
+@option("--host", multiple=True, show_default=False,
+        help="Address to listen on (repeatable) [default: 127.0.0.1 and ::1].")
+def lab_cmd(config: Path | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None,
+            host: tuple[str, ...]) -> None:
     """Run the lab: a SIP registrar and record-routing proxy (UDP, TCP, TLS; digest auth),
     the SCCP call manager and the services (600 echo, 601 tone, 602 playback, 603
     conference, 604 DTMF echo, music on hold), until Ctrl-C."""
     settings = settings_from_options(config, sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
-                                     hosts=host)
+                                     hosts=list(host))
 
     async def run() -> None:
         lab = await _start(settings)
         try:
             for line in describe(lab):
-                typer.echo(line)
+                click.echo(line)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,7 +109,7 @@ def serve_with_lab(settings: LabSettings, make_app: Callable[[Lab], Any], host: 
         lab = await _start(settings)
         try:
             for line in describe(lab):
-                typer.echo(line)
+                click.echo(line)
             server = uvicorn.Server(uvicorn.Config(make_app(lab), host=host, port=port, log_level="info"))
             await server.serve()
         finally:

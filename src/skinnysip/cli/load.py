@@ -33,16 +33,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer
+import click
 
-app = typer.Typer(no_args_is_help=True, help="SIP load: options, register, call, message, or your own scenario.")
+from skinnysip.cli.common import FloatRange, Group, argument, exit_with, option
+
+app = Group("load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    click.echo(f"error: {message}", err=True)
+    raise exit_with(code)
 
 
 def _port_range(value: str | None) -> tuple[int, int] | None:
@@ -52,9 +54,9 @@ def _port_range(value: str | None) -> tuple[int, int] | None:
     try:
         lo, hi = int(first), int(last or first)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not FIRST-LAST", param_hint="--local-ports") from None
+        raise click.BadParameter(f"{value!r} is not FIRST-LAST", param_hint="--local-ports") from None
     if not 1 <= lo <= hi <= 65535:
-        raise typer.BadParameter(f"{value!r}: ports 1-65535, FIRST <= LAST", param_hint="--local-ports")
+        raise click.BadParameter(f"{value!r}: ports 1-65535, FIRST <= LAST", param_hint="--local-ports")
     return lo, hi
 
 
@@ -66,11 +68,11 @@ def max_failures_exceeded(limit: str, failed: int, attempted: int) -> bool:
     return failed > int(text)
 
 
-def _check_max_failures(value: str) -> str:
+def _check_max_failures(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         max_failures_exceeded(value, 0, 0)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a count or a percentage like 1%",
+        raise click.BadParameter(f"{value!r} is not a count or a percentage like 1%",
                                  param_hint="--max-failures") from None
     return value
 
@@ -271,7 +273,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         for error in worker_errors:  # its share of the run is missing from the totals
             err_console.print(f"warning: {printable(error)}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result, indent=2))
     else:
         from rich.console import Console
 
@@ -281,56 +283,64 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         times = (f"p50 {rt['p50']} ms, p99 {rt['p99']} ms" if rt.get("p50") is not None
                  else "no response times")  # nothing was answered
         why = top_statuses(result["failedByStatus"])
-        typer.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
+        click.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")
     exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
-    raise typer.Exit(EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
+    raise exit_with(EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
 
 
-def _command(scenario: str, doc: str) -> Any:
+def _command(scenario: str, doc: str) -> click.Command:
+    @argument("host", help="The server every request goes to: HOST, HOST:PORT, [IPv6]:PORT, "
+              "sip:HOST:PORT;transport=tcp or sips:HOST.")
+    @option("--port", "-p", type=click.IntRange(1, 65535), help="Server port (5060; TLS 5061).")
+    @option("--transport", "-t", show_default=False, help="udp, tcp or tls [default: from HOST, else udp].")
+    @option("--domain", help="Domain of the URIs (default: HOST[:PORT]).")
+    @option("--user", "-u", help="User name (From/To, digest).")
+    @option("--password", help="Digest password (or $SKINNYSIP_PASSWORD).")
+    @option("--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM|USER[,PRINTF=N…]] then "
+            "user;password[;auth_user] or user;domain;[authentication username=U password=P] lines.")
+    @option("--to", help="Target: bob, bob@host or a SIP URI (call, message).")
+    @option("--rate", "-r", default=10.0, type=FloatRange(min=0.001), help="Attempts started per second (SIPp -r).")
+    @option("--limit", "-l", default=100, type=click.IntRange(min=1), help="Attempts in progress at most (SIPp -l).")
+    @option("--count", "-m", type=click.IntRange(min=1), help="Attempts in all (SIPp -m).")
+    @option("--duration", type=FloatRange(min=0.001), help="Seconds to start attempts for (default 10 without -m).")
+    @option("--ramp-up", default=0.0, type=FloatRange(min=0.0),
+            help="Seconds over which the rate grows from 5 % to -r.")
+    @option("--hold", default=5.0, type=FloatRange(min=0.0), help="Seconds a call stays up with media.")
+    @option("--timeout", default=32000, type=click.IntRange(min=1), help="Longest transaction, ms (Timer B/F: 32000).")
+    @option("--expires", default=60, type=click.IntRange(min=0), help="REGISTER expiry, seconds.")
+    @option("--unregister/--no-unregister", default=True, help="Remove each binding after registering.")
+    @option("--text", default="skinnysip load", help="MESSAGE body.")
+    @option("--local-ports", help="Local UDP port range FIRST-LAST.")
+    @option("--script", help="user scenario: a Python file with async def scenario(phone, index).")
+    @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo or a WAV file.")
+    @option("--codecs", metavar="LIST", help="Audio codecs calls offer and accept, in order, e.g. PCMA,PCMU "
+            "[default: all available, wideband first].")
+    @option("--csv", "csv_path", help="Per-interval statistics (SIPp -trace_stat columns).")
+    @option("--trace-err", help="Write what failed attempts were (status, the request sent, the answer; the first "
+            "20 an interval, 1000 in all), as SIPp -trace_err.")
+    @option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+    @option("--interval", default=1.0, type=FloatRange(min=0.05), help="Seconds between statistics rows.")
+    @option("--max-failures", default="0", callback=_check_max_failures,
+            help="Failures allowed before the exit status is 1: N or P%.")
+    @option("--processes", default=1, type=click.IntRange(1, 1024), help="Worker processes, each with its share of "
+            "the run.")
+    @option("--engine", help="What runs the workers: processes (this machine; the default) or ray (the "
+            "'distributed' extra; the default with --ray-address).")
+    @option("--ray-address", help="Join a Ray cluster (auto, ray://host:10001).")
+    @option("--rate-file", help="A file holding the rate; re-read every interval.")
+    @option("--quiet", "-q", is_flag=True, help="No live view or table.")
+    @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
+    @option("--ca-file", help="TLS: CA certificates to check the server with.")
     def command(
-        host: str = typer.Argument(..., help="The server every request goes to: HOST, HOST:PORT, [IPv6]:PORT, "
-                                   "sip:HOST:PORT;transport=tcp or sips:HOST."),
-        port: int | None = typer.Option(None, "--port", "-p", min=1, max=65535, help="Server port (5060; TLS 5061)."),
-        transport: str | None = typer.Option(None, "--transport", "-t", show_default=False,
-                                             help="udp, tcp or tls [default: from HOST, else udp]."),
-        domain: str | None = typer.Option(None, help="Domain of the URIs (default: HOST[:PORT])."),
-        user: str | None = typer.Option(None, "--user", "-u", help="User name (From/To, digest)."),
-        password: str | None = typer.Option(None, help="Digest password (or $SKINNYSIP_PASSWORD)."),
-        users: str | None = typer.Option(
-            None, "--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM|USER[,PRINTF=N…]] then "
-            "user;password[;auth_user] or user;domain;[authentication username=U password=P] lines."),
-        to: str | None = typer.Option(None, "--to", help="Target: bob, bob@host or a SIP URI (call, message)."),
-        rate: float = typer.Option(10.0, "--rate", "-r", min=0.001, help="Attempts started per second (SIPp -r)."),
-        limit: int = typer.Option(100, "--limit", "-l", min=1, help="Attempts in progress at most (SIPp -l)."),
-        count: int | None = typer.Option(None, "--count", "-m", min=1, help="Attempts in all (SIPp -m)."),
-        duration: float | None = typer.Option(None, "--duration", min=0.001, help="Seconds to start attempts for (default 10 without -m)."),
-        ramp_up: float = typer.Option(0.0, "--ramp-up", min=0.0, help="Seconds over which the rate grows from 5 % to -r."),
-        hold: float = typer.Option(5.0, "--hold", min=0.0, help="Seconds a call stays up with media."),
-        timeout: int = typer.Option(32000, "--timeout", min=1, help="Longest transaction, ms (Timer B/F: 32000)."),
-        expires: int = typer.Option(60, "--expires", min=0, help="REGISTER expiry, seconds."),
-        unregister: bool = typer.Option(True, "--unregister/--no-unregister", help="Remove each binding after registering."),
-        text: str = typer.Option("skinnysip load", "--text", help="MESSAGE body."),
-        local_ports: str | None = typer.Option(None, "--local-ports", help="Local UDP port range FIRST-LAST."),
-        script: str | None = typer.Option(None, "--script", help="user scenario: a Python file with async def scenario(phone, index)."),
-        source: str = typer.Option("tone:440", "--source", help="What calls send: tone:HZ, silence, echo or a WAV file."),
-        codecs: str | None = typer.Option(None, "--codecs", metavar="LIST", help="Audio codecs calls offer and accept, "
-                                          "in order, e.g. PCMA,PCMU [default: all available, wideband first]."),
-        csv_path: str | None = typer.Option(None, "--csv", help="Per-interval statistics (SIPp -trace_stat columns)."),
-        trace_err: str | None = typer.Option(
-            None, "--trace-err", help="Write what failed attempts were (status, the request sent, the answer; "
-            "the first 20 an interval, 1000 in all), as SIPp -trace_err."),
-        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
-        interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between statistics rows."),
-        max_failures: str = typer.Option("0", "--max-failures", callback=_check_max_failures, help="Failures allowed before the exit status is 1: N or P%."),
-        processes: int = typer.Option(1, "--processes", min=1, max=1024, help="Worker processes, each with its share of the run."),
-        engine: str | None = typer.Option(None, "--engine", help="What runs the workers: processes (this machine; the default) or ray (the 'distributed' extra; the default with --ray-address)."),
-        ray_address: str | None = typer.Option(None, "--ray-address", help="Join a Ray cluster (auto, ray://host:10001)."),
-        rate_file: str | None = typer.Option(None, "--rate-file", help="A file holding the rate; re-read every interval."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or table."),
-        insecure: bool = typer.Option(False, "--insecure", "-k", help="TLS: do not check the server certificate."),
-        ca_file: str | None = typer.Option(None, "--ca-file", help="TLS: CA certificates to check the server with."),
+        host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
+        password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
+        duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int, unregister: bool, text: str,
+        local_ports: str | None, script: str | None, source: str, codecs: str | None, csv_path: str | None,
+        trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
+        engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
+        ca_file: str | None,
     ) -> None:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
@@ -338,16 +348,15 @@ def _command(scenario: str, doc: str) -> Any:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
 
-    command.__doc__ = doc
-    return command
+    return app.command(scenario, help=doc, epilog=EPILOG)(command)
 
 
 EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
           "--rate-file FILE is re-read every interval; the first Ctrl-C stops new attempts and prints the "
           "summary. Exit status: 0 failures within --max-failures, 1 beyond (or a worker failed), 2 bad arguments or a local "
           "error, 3 server unreachable. See docs/load.md.")
-app.command("options", epilog=EPILOG)(_command("options", "OPTIONS, one transaction per attempt."))
-app.command("register", epilog=EPILOG)(_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister."))
-app.command("call", epilog=EPILOG)(_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE."))
-app.command("message", epilog=EPILOG)(_command("message", "MESSAGE (RFC 3428) to --to, digest when challenged."))
-app.command("user", epilog=EPILOG)(_command("user", "Your scenario: --script FILE.py with async def scenario(phone, index)."))
+_command("options", "OPTIONS, one transaction per attempt.")
+_command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister.")
+_command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE.")
+_command("message", "MESSAGE (RFC 3428) to --to, digest when challenged.")
+_command("user", "Your scenario: --script FILE.py with async def scenario(phone, index).")

@@ -35,20 +35,25 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import typer
-from typer.core import TyperCommand
+import click
 
 from skinnysip.addresses import hostport
 from skinnysip.cli.common import (
     EXIT_ANSWERED,
     EXIT_NO_ANSWER,
     EXIT_OK,
+    EXIT_STATUS_HELP,
     EXIT_USAGE,
+    Command,
+    FloatRange,
     Target,
+    argument,
     comma_list,
     console,
     err_console,
+    exit_with,
     merge_target,
+    option,
     parse_target,
     password_from,
     printable,
@@ -69,9 +74,9 @@ _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy",
           "codecs": "--codecs"}
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_USAGE) -> click.exceptions.Exit:
     err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return exit_with(code)
 
 
 def _flag_message(text: str) -> str:
@@ -91,51 +96,59 @@ def _server(text: str | None, flag: str) -> Target | None:
     return parse_target(text, flag)
 
 
-def phone_cmd(
-    aor: str | None = typer.Argument(None, help="Your address of record, e.g. sip:alice@example.com (SIP)."),
-    sccp: str | None = typer.Option(None, "--sccp", metavar="HOST[:PORT]",
-                                    help="Be an SCCP phone on this call manager."),
-    device: str = typer.Option("SEP001122334455", "--device", "-d", metavar="NAME",
-                               help="SCCP device name: SEP + 12 hex digits."),
-    device_type: int = typer.Option(7, "--device-type", min=0, max=65535, help="SCCP device type (7 = 7960)."),
-    sccp_tls: bool = typer.Option(False, "--sccp-tls", help="SCCP over TLS (port 2443 by default)."),
-    registrar: str | None = typer.Option(None, "--registrar", metavar="HOST[:PORT]",
-                                         help="Registrar (or a sip: URI) [default: the AOR's host]."),
-    proxy: str | None = typer.Option(None, "--proxy", metavar="HOST[:PORT]",
-                                     help="Outbound proxy (or a sip: URI; loose route)."),
-    transport: str | None = typer.Option(None, "--transport", "-t", metavar="udp|tcp|tls",
-                                         help="Transport, any case [default: from --registrar/--proxy, else udp]."),
-    user: str | None = typer.Option(None, "--user", "-u", help="Digest auth user [default: the AOR's user]."),
-    password: str | None = typer.Option(
-        None, "--password", metavar="PASSWORD",
+class PhoneCommand(Command):
+    """The ``phone`` command: its arguments go through :func:`fix_auto_answer` before parsing
+    (only its own: other commands' arguments are never rewritten)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fix_auto_answer(args))
+
+
+@click.command("phone", cls=PhoneCommand, epilog=EXIT_STATUS_HELP,
+               help="A SIP softphone: register, call and answer, hold, transfer, DTMF, messages.")
+@argument("aor", required=False, help="Your address of record, e.g. sip:alice@example.com (SIP).")
+@option("--sccp", metavar="HOST[:PORT]", help="Be an SCCP phone on this call manager.")
+@option("--device", "-d", default="SEP001122334455", metavar="NAME", help="SCCP device name: SEP + 12 hex digits.")
+@option("--device-type", default=7, type=click.IntRange(0, 65535), help="SCCP device type (7 = 7960).")
+@option("--sccp-tls", is_flag=True, help="SCCP over TLS (port 2443 by default).")
+@option("--registrar", metavar="HOST[:PORT]", help="Registrar (or a sip: URI) [default: the AOR's host].")
+@option("--proxy", metavar="HOST[:PORT]", help="Outbound proxy (or a sip: URI; loose route).")
+@option("--transport", "-t", metavar="udp|tcp|tls",
+        help="Transport, any case [default: from --registrar/--proxy, else udp].")
+@option("--user", "-u", help="Digest auth user [default: the AOR's user].")
+@option("--password", metavar="PASSWORD",
         help="Digest password, answering the registrar's and proxies' challenges to REGISTER, INVITE, "
-             "MESSAGE... (or $SKINNYSIP_PASSWORD; never prompted; SIP only)."),
-    ca_file: str | None = typer.Option(None, "--ca-file", help="PEM bundle to verify the server with (TLS)."),
-    insecure: bool = typer.Option(False, "--insecure", "-k", help="Do not verify the TLS certificate."),
-    no_register: bool = typer.Option(False, "--no-register", help="Do not register (direct calls)."),
-    listen_port: int = typer.Option(0, "--listen-port", min=0, max=65535, help="Local SIP port [default: any]."),
-    expires: int = typer.Option(600, "--expires", min=10, max=86400, help="Registration expiry asked for, s."),
-    auto_answer: float | None = typer.Option(None, "--auto-answer", min=0, max=3600,
-                                             help="Answer calls after DELAY_S seconds [default 0 if given alone]."),
-    call: str | None = typer.Option(None, "--call", help="Place one call to TARGET."),
-    duration: float | None = typer.Option(None, "--duration", min=0, max=86400,
-                                          help="Seconds a --call lasts / --auto-answer runs."),
-    play: str | None = typer.Option(None, "--play", help="WAV file to send [default: a 440 Hz tone]."),
-    tone: float = typer.Option(440.0, "--tone", min=20, max=3900, help="Tone to send when no --play, Hz."),
-    record: str | None = typer.Option(None, "--record", help="Directory for each call's WAV recordings."),
-    soundcard: str | None = typer.Option(None, "--soundcard", help="Sound card as microphone and speaker (SIP): "
-                                         "'default', a PortAudio device name or index, or MIC,SPEAKER "
-                                         "(needs the 'soundcard' extra)."),
-    dtmf_mode: str = typer.Option("rfc4733", "--dtmf", help="rfc4733 or info."),
-    codecs: str | None = typer.Option(None, "--codecs", metavar="LIST",
-                                      help="Audio codecs offered and accepted, in order, e.g. PCMA,PCMU (SIP; of "
-                                           "PCMU, PCMA, G722, opus) [default: all available, wideband first]."),
-    srtp: str = typer.Option("off", "--srtp", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + "
-                             "a=crypto, plain RTP if refused) or mandatory (RTP/SAVP) [mandatory if given alone]."),
-    execute: str | None = typer.Option(None, "--exec", help="Commands to run first, separated by ';'."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
-    pcap: str | None = typer.Option(None, "--pcap", metavar="FILE",
-                                    help="Write the exchange as pcapng (SIP/SCCP and the calls' RTP/RTCP) when the phone stops."),
+             "MESSAGE... (or $SKINNYSIP_PASSWORD; never prompted; SIP only).")
+@option("--ca-file", help="PEM bundle to verify the server with (TLS).")
+@option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
+@option("--no-register", is_flag=True, help="Do not register (direct calls).")
+@option("--listen-port", default=0, type=click.IntRange(0, 65535), help="Local SIP port [default: any].")
+@option("--expires", default=600, type=click.IntRange(10, 86400), help="Registration expiry asked for, s.")
+@option("--auto-answer", type=FloatRange(0, 3600),
+        help="Answer calls after DELAY_S seconds [default 0 if given alone].")
+@option("--call", help="Place one call to TARGET.")
+@option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
+@option("--play", help="WAV file to send [default: a 440 Hz tone].")
+@option("--tone", default=440.0, type=FloatRange(20, 3900), help="Tone to send when no --play, Hz.")
+@option("--record", help="Directory for each call's WAV recordings.")
+@option("--soundcard", help="Sound card as microphone and speaker (SIP): 'default', a PortAudio device name or "
+        "index, or MIC,SPEAKER (needs the 'soundcard' extra).")
+@option("--dtmf", "dtmf_mode", default="rfc4733", help="rfc4733 or info.")
+@option("--codecs", metavar="LIST", help="Audio codecs offered and accepted, in order, e.g. PCMA,PCMU (SIP; of "
+        "PCMU, PCMA, G722, opus) [default: all available, wideband first].")
+@option("--srtp", default="off", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + a=crypto, plain RTP "
+        "if refused) or mandatory (RTP/SAVP) [mandatory if given alone].")
+@option("--exec", "execute", help="Commands to run first, separated by ';'.")
+@option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@option("--pcap", metavar="FILE",
+        help="Write the exchange as pcapng (SIP/SCCP and the calls' RTP/RTCP) when the phone stops.")
+def phone_cmd(
+    aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
+    proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
+    insecure: bool, no_register: bool, listen_port: int, expires: int, auto_answer: float | None,
+    call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
+    pcap: str | None,
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
@@ -144,7 +157,7 @@ def phone_cmd(
 
     try:
         chosen = transport_value(transport)
-    except typer.BadParameter as exc:
+    except click.BadParameter as exc:
         raise _fail(f"--transport: {exc.message}") from None
     if dtmf_mode not in ("rfc4733", "info"):
         raise _fail("--dtmf: rfc4733 or info")
@@ -164,7 +177,7 @@ def phone_cmd(
             raise _fail("an AOR is for SIP; with --sccp give --device")
         acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, readable_file(ca_file, "--ca-file"),
                                  auto_answer, play or f"tone:{tone}", record)
-        raise typer.Exit(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
+        raise exit_with(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
     if aor is None:
         raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
     secret = password_from(password, prompt=False)
@@ -173,7 +186,7 @@ def phone_cmd(
         if server is not None:
             try:
                 chosen = merge_target(server, None, chosen, flag).transport
-            except typer.BadParameter as exc:
+            except click.BadParameter as exc:
                 raise _fail(f"--transport: {exc.message}") from None
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
@@ -189,7 +202,7 @@ def phone_cmd(
             payload_types(acc.codecs)
     except ValueError as exc:
         raise _fail(_flag_message(str(exc))) from exc
-    raise typer.Exit(_guarded(acc, call, duration, execute, as_json, pcap))
+    raise exit_with(_guarded(acc, call, duration, execute, as_json, pcap))
 
 
 def _hostport(target: Target | None) -> str | None:
@@ -205,7 +218,7 @@ def _guarded(acc: Any, target: str | None, duration: float | None, execute: str 
         return asyncio.run(_run(acc, target, duration, execute, as_json, pcap))
     except KeyboardInterrupt:
         return EXIT_OK
-    except typer.Exit as done:
+    except click.exceptions.Exit as done:
         return int(done.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last guard before the user
         err_console.print(f"error: {type(exc).__name__}: {printable(str(exc))}", markup=False, highlight=False,
@@ -249,7 +262,7 @@ def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecur
 
     try:
         target = parse_target(server, "--sccp")
-    except typer.BadParameter as exc:
+    except click.BadParameter as exc:
         raise _fail(f"--sccp: {exc.message}") from None
     if target.scheme is not None:
         raise _fail("--sccp: a SIP URI is not an SCCP call manager; give HOST[:PORT]")
@@ -495,11 +508,3 @@ def fix_auto_answer(argv: list[str]) -> list[str]:
             if i + 1 >= len(argv) or not is_value(argv[i + 1]):
                 out.append(default)
     return out
-
-
-class PhoneCommand(TyperCommand):
-    """The ``phone`` command: its arguments go through :func:`fix_auto_answer` before parsing
-    (only its own: other commands' arguments are never rewritten)."""
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        return super().parse_args(ctx, fix_auto_answer(args))

@@ -16,7 +16,7 @@ import asyncio
 import importlib
 from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from skinnysip.cli.common import (
     EXIT_ANSWERED,
@@ -24,18 +24,21 @@ from skinnysip.cli.common import (
     EXIT_OK,
     EXIT_STATUS_HELP,
     EXIT_USAGE,
-    MARKUP,
+    ApiResult,
+    Group,
+    argument,
     console,
     emit,
     fail,
     field_table,
     ladder,
     merge_target,
+    option,
     parse_target,
     readable_file,
     write_pcap,
 )
-from skinnysip.result import ResultModel, validation_message
+from skinnysip.result import validation_message
 
 if TYPE_CHECKING:
     from skinnysip.probes import sccp as probes
@@ -46,8 +49,8 @@ def _probes() -> Any:
     which ``skinnysip sip …`` and ``--help`` do not need (start-up time)."""
     return importlib.import_module("skinnysip.probes.sccp")
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
-                  help="SCCP station: probe, register, linestate, call; lab call manager.")
+
+app = Group("sccp", help="SCCP station: probe, register, linestate, call.")
 
 #: request field (API name) → the command-line flag that sets it
 FLAGS = {
@@ -64,14 +67,15 @@ def flag_error(field: str, message: str) -> str:
 
 
 def _request(**kwargs: Any) -> probes.SCCPRequest:
-    from pydantic import ValidationError
-
     try:
         return _probes().SCCPRequest.model_validate({k: v for k, v in kwargs.items() if v is not None})
-    except ValidationError as exc:
-        err = exc.errors()[0]
+    except ValueError as exc:  # the request model's ValidationError (a ValueError): the first error
+        errors = getattr(exc, "errors", None)
+        if errors is None:
+            raise
+        err = errors()[0]
         field = str(err.get("loc", ("",))[0])
-        raise typer.BadParameter(flag_error(field, str(err.get("msg")))) from None
+        raise click.BadParameter(flag_error(field, str(err.get("msg")))) from None
 
 
 def exit_status(result: Any) -> int:
@@ -109,7 +113,7 @@ def _detail(name: str, fields: dict[str, Any]) -> str:
     return " ".join(f"{k}={fields[k]}" for k in keys if k in fields)
 
 
-def _render(result: ResultModel) -> None:
+def _render(result: ApiResult) -> None:
     assert isinstance(result, _probes().SCCPResult)
     r = result
     ok = "[green]success[/green]" if r.success else "[red]failed[/red]"
@@ -153,75 +157,89 @@ def _render(result: ResultModel) -> None:
     _ladder(r)
 
 
-HostArg = typer.Argument(..., metavar="HOST", show_default=False,
-                         help="Call manager: HOST, HOST:PORT or [IPv6]:PORT.")
-PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, metavar="PORT",
-                       help="TCP port [default: from HOST, else 2000, 2443 with --tls].")
-DeviceOpt = typer.Option("SEP001122334455", "--device", "-d", metavar="NAME",
-                         help="Device name (SEP + 12 hex digits, …).")
-DeviceTypeOpt = typer.Option(7, "--device-type", metavar="N",
-                             help="Register deviceType (7 = Cisco 7960, 8 = 7940, 115 = 7941…).")
-TLSOpt = typer.Option(False, "--tls", help="Use TLS (port 2443 by default).")
-InsecureOpt = typer.Option(False, "--insecure", "-k", help="With --tls: do not verify the certificate.")
-CAOpt = typer.Option(None, "--ca-file", metavar="FILE", help="With --tls: PEM bundle of trusted CAs.")
-PVOpt = typer.Option(11, "--protocol-version", metavar="N", help="Register protocolVer (17 or more asks for the "
-                     "v17 layouts).")
-TimeoutOpt = typer.Option(10000, "--timeout", metavar="MS", help="Timeout of the whole operation, ms.")
-JSONOpt = typer.Option(False, "--json", help="Print the API response body as JSON.")
-LineOpt = typer.Option(1, "--line", metavar="N", help="Line instance to call from.")
-PcapOpt = typer.Option(None, "--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+HostArg = argument("host", metavar="HOST", help="Call manager: HOST, HOST:PORT or [IPv6]:PORT.")
+PortOpt = option("--port", "-p", type=click.IntRange(1, 65535), metavar="PORT",
+                 help="TCP port [default: from HOST, else 2000, 2443 with --tls].")
+DeviceOpt = option("--device", "-d", default="SEP001122334455", metavar="NAME",
+                   help="Device name (SEP + 12 hex digits, …).")
+DeviceTypeOpt = option("--device-type", default=7, type=int, metavar="N",
+                       help="Register deviceType (7 = Cisco 7960, 8 = 7940, 115 = 7941…).")
+TLSOpt = option("--tls", is_flag=True, help="Use TLS (port 2443 by default).")
+InsecureOpt = option("--insecure", "-k", is_flag=True, help="With --tls: do not verify the certificate.")
+CAOpt = option("--ca-file", metavar="FILE", help="With --tls: PEM bundle of trusted CAs.")
+PVOpt = option("--protocol-version", default=11, type=int, metavar="N",
+               help="Register protocolVer (17 or more asks for the v17 layouts).")
+TimeoutOpt = option("--timeout", default=10000, type=int, metavar="MS", help="Timeout of the whole operation, ms.")
+JSONOpt = option("--json", "json_", is_flag=True, help="Print the API response body as JSON.")
+LineOpt = option("--line", default=1, type=int, metavar="N", help="Line instance to call from.")
+PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+
+
+def _station_options(command: Any) -> Any:
+    """HOST and the options every station command takes, in help order."""
+    for decorate in reversed((HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt,
+                              TimeoutOpt, JSONOpt, PcapOpt)):
+        command = decorate(command)
+    return command
 
 
 def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, port: int | None,
         **kwargs: Any) -> None:
     target = merge_target(parse_target(host), port, None)
     if target.scheme is not None:
-        raise typer.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
+        raise click.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
     req = _request(host=target.host, port=target.port, **kwargs)
     result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
     write_pcap(pcap, result.exchange)
     emit(result, json_, _render, exit_status(result))
 
 
-@app.command(epilog=EXIT_STATUS_HELP)
-def probe(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt,
-          tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-          protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
-          pcap: str | None = PcapOpt) -> None:
+@app.command("probe", epilog=EXIT_STATUS_HELP)
+@_station_options
+def probe(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
+          ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
     """Connect and send KeepAlive; report KeepAliveAck and the round trip (exit 0 on KeepAliveAck)."""
     _go("probe", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command(epilog=EXIT_STATUS_HELP)
-def register(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt,
-             tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-             protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
-             pcap: str | None = PcapOpt) -> None:
+@app.command("register", epilog=EXIT_STATUS_HELP)
+@_station_options
+def register(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
+             ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
     """Register the device (RegisterAck / RegisterReject), then unregister (exit 0 when registered,
     1 on RegisterReject)."""
     _go("register", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command(epilog=EXIT_STATUS_HELP)
-def linestate(host: str = HostArg, port: int | None = PortOpt, device: str = DeviceOpt,
-              device_type: int = DeviceTypeOpt, tls: bool = TLSOpt, insecure: bool = InsecureOpt,
-              ca_file: str | None = CAOpt, protocol_version: int = PVOpt, timeout: int = TimeoutOpt,
-              json_: bool = JSONOpt, pcap: str | None = PcapOpt) -> None:
+@app.command("linestate", epilog=EXIT_STATUS_HELP)
+@_station_options
+def linestate(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
+              ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
     """Register and list lines, speed dials and soft keys (exit 0 when the configuration is complete)."""
     _go("linestate", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
-@app.command(epilog=EXIT_STATUS_HELP)
-def call(host: str = HostArg,
-         dial: str = typer.Option(..., "--dial", metavar="NUMBER", help="Number to dial (0-9 * # A-D +)."),
-         hold: int = typer.Option(0, "--hold", metavar="MS", help="Stay connected this many ms with RTP both ways."),
-         port: int | None = PortOpt, device: str = DeviceOpt, device_type: int = DeviceTypeOpt, line: int = LineOpt,
-         tls: bool = TLSOpt, insecure: bool = InsecureOpt, ca_file: str | None = CAOpt,
-         protocol_version: int = PVOpt, timeout: int = TimeoutOpt, json_: bool = JSONOpt,
-         pcap: str | None = PcapOpt) -> None:
+@app.command("call", epilog=EXIT_STATUS_HELP)
+@HostArg
+@option("--dial", required=True, metavar="NUMBER", help="Number to dial (0-9 * # A-D +).")
+@option("--hold", default=0, type=int, metavar="MS", help="Stay connected this many ms with RTP both ways.")
+@PortOpt
+@DeviceOpt
+@DeviceTypeOpt
+@LineOpt
+@TLSOpt
+@InsecureOpt
+@CAOpt
+@PVOpt
+@TimeoutOpt
+@JSONOpt
+@PcapOpt
+def call(host: str, dial: str, hold: int, port: int | None, device: str, device_type: int, line: int, tls: bool,
+         insecure: bool, ca_file: str | None, protocol_version: int, timeout: int, json_: bool,
+         pcap: str | None) -> None:
     """Register, dial, hold with real RTP, hang up; print call states and RTP counts (exit 0 when
     the call connected, 1 when it was busy or failed)."""
     _go("call-setup", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
@@ -231,21 +249,19 @@ def call(host: str = HostArg,
 
 @app.command("lab-cm", epilog="Exit status: 0 stopped by Ctrl-C; 2 usage or local error (bad arguments, "
              "unreadable --tls-cert/--tls-key, address not local or port in use).")
-def lab_cm(
-    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Local address to listen on."),
-    port: int = typer.Option(2000, "--port", "-p", min=0, max=65535, metavar="PORT",
-                             help="TCP port (0 = any free port)."),
-    device: list[str] | None = typer.Option(  # noqa: B008
-        None, "--device", "-d", metavar="NAME=NUMBER[:LABEL]",
-        help="A device, repeatable [default: SEP001122334455=1001, SEP00112233445A=1002]."
-    ),
-    echo: str = typer.Option("600", "--echo", metavar="NUMBER", help="Echo extension."),
-    tone: str = typer.Option("601", "--tone", metavar="NUMBER", help="1 kHz tone extension."),
-    keepalive: int = typer.Option(30, "--keepalive", min=1, max=3600, metavar="S",
-                                  help="keepAliveInterval sent in RegisterAck (s)."),
-    tls_cert: str | None = typer.Option(None, "--tls-cert", metavar="FILE", help="PEM certificate: listen with TLS."),
-    tls_key: str | None = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
-) -> None:
+@option("--host", default="127.0.0.1", metavar="ADDRESS", help="Local address to listen on.")
+@option("--port", "-p", default=2000, type=click.IntRange(0, 65535), metavar="PORT",
+        help="TCP port (0 = any free port).")
+@option("--device", "-d", multiple=True, metavar="NAME=NUMBER[:LABEL]",
+        help="A device, repeatable [default: SEP001122334455=1001, SEP00112233445A=1002].")
+@option("--echo", default="600", metavar="NUMBER", help="Echo extension.")
+@option("--tone", default="601", metavar="NUMBER", help="1 kHz tone extension.")
+@option("--keepalive", default=30, type=click.IntRange(1, 3600), metavar="S",
+        help="keepAliveInterval sent in RegisterAck (s).")
+@option("--tls-cert", metavar="FILE", help="PEM certificate: listen with TLS.")
+@option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert.")
+def lab_cm(host: str, port: int, device: tuple[str, ...], echo: str, tone: str, keepalive: int,
+           tls_cert: str | None, tls_key: str | None) -> None:
     """Run the lab SCCP call manager (echo, tone and station-to-station calls) until Ctrl-C."""
     import ssl
 
@@ -255,7 +271,7 @@ def lab_cm(
     try:
         check_host(host)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--host") from None
+        raise click.BadParameter(str(exc), param_hint="--host") from None
     readable_file(tls_cert, "--tls-cert")
     readable_file(tls_key, "--tls-key")
     kwargs: dict[str, Any] = dict(host=host, port=port, echo_extension=echo, tone_extension=tone,
@@ -267,13 +283,13 @@ def lab_cm(
                 name, _, rest = spec.partition("=")
                 number, _, label = rest.partition(":")
                 if not name or not number:
-                    raise typer.BadParameter(f"expected NAME=NUMBER[:LABEL], got {spec!r}", param_hint="--device")
+                    raise click.BadParameter(f"expected NAME=NUMBER[:LABEL], got {spec!r}", param_hint="--device")
                 devices.append(LabDevice(name, [LabLine(number, label or number, label or number)]))
             config = LabConfig(devices=devices, **kwargs)
         else:
             config = LabConfig.demo(**kwargs)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--device") from None
+        raise click.BadParameter(str(exc), param_hint="--device") from None
 
     async def run() -> None:
         cm = LabCallManager(config)

@@ -18,7 +18,7 @@ import asyncio
 import time
 from typing import Any
 
-import typer
+import click
 
 from skinnysip.addresses import check_host
 from skinnysip.cli.common import (
@@ -27,26 +27,28 @@ from skinnysip.cli.common import (
     EXIT_OK,
     EXIT_STATUS_HELP,
     EXIT_USAGE,
-    MARKUP,
+    ApiResult,
+    Group,
+    argument,
     console,
     emit,
     fail,
     field_table,
     ladder,
     merge_target,
+    option,
     parse_target,
     password_from,
     printable,
     readable_file,
+    stacked,
     transport_value,
     write_pcap,
 )
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
-from skinnysip.result import ResultModel
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
-                  help="SIP/SIPS probes: options, register, invite, auth; listen (a UAS).")
+app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth.")
 
 
 def _validated(kind: str, value: str | None, check: Any) -> str | None:
@@ -55,7 +57,7 @@ def _validated(kind: str, value: str | None, check: Any) -> str | None:
     try:
         return check(value)  # type: ignore[no-any-return]
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=kind) from exc
+        raise click.BadParameter(str(exc), param_hint=kind) from exc
 
 
 def _request(
@@ -65,7 +67,7 @@ def _request(
 ) -> probes.ProbeRequest:
     target = merge_target(parse_target(host), port, transport_value(transport))
     if sips and target.transport not in (None, "tls"):
-        raise typer.BadParameter(f"--sips needs tls, but the transport is {target.transport}",
+        raise click.BadParameter(f"--sips needs tls, but the transport is {target.transport}",
                                  param_hint="--transport")
     scheme = "sips" if sips or target.scheme == "sips" else "sip"
     chosen = target.transport or ("tls" if scheme == "sips" else "udp")
@@ -156,7 +158,7 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
     return rows
 
 
-def render(result: ResultModel) -> None:
+def render(result: ApiResult) -> None:
     """Print a headline (``ok`` only for what exits 0), a summary table and the ladder of
     ``result`` (a SIP probe result)."""
     from rich.markup import escape
@@ -180,25 +182,31 @@ def render(result: ResultModel) -> None:
 
 # -------------------------------------------------------------------- commands
 
-HostArg = typer.Argument(..., metavar="HOST", show_default=False,
-                         help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST.")
-PortOpt = typer.Option(None, "--port", "-p", min=1, max=65535, metavar="PORT",
-                       help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls].")
-TransportOpt = typer.Option(None, "--transport", "-t", metavar="udp|tcp|tls", show_default=False,
-                            help="Transport, any case [default: from HOST, else udp; tls for sips:].")
-SipsOpt = typer.Option(False, "--sips", help="Use sips: URIs (implies --transport tls).")
-UserOpt = typer.Option(None, "--user", "-u", metavar="USER", help="User part of the URIs we build / Digest username.")
-DomainOpt = typer.Option(None, "--domain", metavar="DOMAIN", help="SIP domain for the URIs [default: HOST].")
-FromOpt = typer.Option(None, "--from", metavar="URI", help="From: user part or full URI.")
-ToOpt = typer.Option(None, "--to", metavar="URI", help="To: user part or full URI.")
-UriOpt = typer.Option(None, "--uri", metavar="URI", help="Request-URI.")
-TimeoutOpt = typer.Option(10000, "--timeout", min=100, max=120000, metavar="MS",
-                          help="ms to wait for each final response (and to connect).")
-T1Opt = typer.Option(None, "--t1", min=50, max=10000, metavar="MS", help="RFC 3261 T1 in ms [default: 500].")
-CaOpt = typer.Option(None, "--ca-file", metavar="FILE", help="PEM bundle to verify the server certificate with.")
-InsecureOpt = typer.Option(False, "--insecure", "-k", help="Do not verify the TLS certificate.")
-JsonOpt = typer.Option(False, "--json", help="Print exactly the HTTP API's JSON body.")
-PcapOpt = typer.Option(None, "--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+HostArg = argument("host", metavar="HOST",
+                   help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST.")
+PortOpt = option("--port", "-p", type=click.IntRange(1, 65535), metavar="PORT",
+                 help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls].")
+TransportOpt = option("--transport", "-t", metavar="udp|tcp|tls", show_default=False,
+                      help="Transport, any case [default: from HOST, else udp; tls for sips:].")
+SipsOpt = option("--sips", is_flag=True, help="Use sips: URIs (implies --transport tls).")
+UserOpt = option("--user", "-u", metavar="USER", help="User part of the URIs we build / Digest username.")
+DomainOpt = option("--domain", metavar="DOMAIN", help="SIP domain for the URIs [default: HOST].")
+FromOpt = option("--from", "from_", metavar="URI", help="From: user part or full URI.")
+ToOpt = option("--to", metavar="URI", help="To: user part or full URI.")
+UriOpt = option("--uri", metavar="URI", help="Request-URI.")
+TimeoutOpt = option("--timeout", default=10000, type=click.IntRange(100, 120000), metavar="MS",
+                    help="ms to wait for each final response (and to connect).")
+T1Opt = option("--t1", type=click.IntRange(50, 10000), metavar="MS", help="RFC 3261 T1 in ms [default: 500].")
+CaOpt = option("--ca-file", metavar="FILE", help="PEM bundle to verify the server certificate with.")
+InsecureOpt = option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
+JsonOpt = option("--json", "as_json", is_flag=True, help="Print exactly the HTTP API's JSON body.")
+PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+
+
+#: the first parameters of every probe command (HOST and how to reach it) and the last (timing,
+#: TLS checking and output)
+_TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt)
+_OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt)
 
 
 def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None) -> None:
@@ -208,12 +216,17 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
 
 
 @app.command("options", epilog=EXIT_STATUS_HELP)
+@stacked(*_TARGET)
+@UserOpt
+@DomainOpt
+@FromOpt
+@ToOpt
+@UriOpt
+@stacked(*_OUTPUT)
 def options_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
-    sips: bool = SipsOpt, user: str | None = UserOpt, domain: str | None = DomainOpt,
-    from_: str | None = FromOpt, to: str | None = ToOpt, uri: str | None = UriOpt,
-    timeout: int = TimeoutOpt, t1: int | None = T1Opt, ca_file: str | None = CaOpt,
-    insecure: bool = InsecureOpt, as_json: bool = JsonOpt, pcap: str | None = PcapOpt,
+    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, domain: str | None,
+    from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
+    insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """OPTIONS: status, allowed methods, extensions, accepted types, server agent."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure)
@@ -221,12 +234,16 @@ def options_cmd(
 
 
 @app.command("register", epilog=EXIT_STATUS_HELP)
+@stacked(*_TARGET)
+@UserOpt
+@DomainOpt
+@FromOpt
+@UriOpt
+@stacked(*_OUTPUT)
 def register_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
-    sips: bool = SipsOpt, user: str | None = UserOpt, domain: str | None = DomainOpt,
-    from_: str | None = FromOpt, uri: str | None = UriOpt,
-    timeout: int = TimeoutOpt, t1: int | None = T1Opt, ca_file: str | None = CaOpt,
-    insecure: bool = InsecureOpt, as_json: bool = JsonOpt, pcap: str | None = PcapOpt,
+    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, domain: str | None,
+    from_: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
+    insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
@@ -235,17 +252,20 @@ def register_cmd(
 
 
 @app.command("invite", epilog=EXIT_STATUS_HELP)
-def invite_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
-    sips: bool = SipsOpt, user: str | None = UserOpt,
-    password: str | None = typer.Option(
-        None, "--password", metavar="PASSWORD",
+@stacked(*_TARGET)
+@UserOpt
+@option("--password", metavar="PASSWORD",
         help="Digest password, used only with --user and only if the server challenges the INVITE "
-             "(or $SKINNYSIP_PASSWORD; never prompted)."),
-    domain: str | None = DomainOpt, from_: str | None = FromOpt, to: str | None = ToOpt,
-    uri: str | None = UriOpt, timeout: int = TimeoutOpt, t1: int | None = T1Opt,
-    ca_file: str | None = CaOpt, insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
-    pcap: str | None = PcapOpt,
+             "(or $SKINNYSIP_PASSWORD; never prompted).")
+@DomainOpt
+@FromOpt
+@ToOpt
+@UriOpt
+@stacked(*_OUTPUT)
+def invite_cmd(
+    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, password: str | None,
+    domain: str | None, from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None,
+    ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left.
     Exits 0 when the call connected (2xx)."""
@@ -255,44 +275,46 @@ def invite_cmd(
 
 
 @app.command("auth", epilog=EXIT_STATUS_HELP)
-def auth_cmd(
-    host: str = HostArg, port: int | None = PortOpt, transport: str | None = TransportOpt,
-    sips: bool = SipsOpt, user: str = typer.Option(..., "--user", "-u", metavar="USER", help="Digest username."),
-    password: str | None = typer.Option(
-        None, "--password", metavar="PASSWORD",
+@stacked(*_TARGET)
+@option("--user", "-u", required=True, metavar="USER", help="Digest username.")
+@option("--password", metavar="PASSWORD",
         help="Digest password [default: $SKINNYSIP_PASSWORD, else a hidden prompt on a terminal]; "
-             "never printed."),
-    domain: str | None = DomainOpt, from_: str | None = FromOpt,
-    uri: str | None = UriOpt, timeout: int = TimeoutOpt, t1: int | None = T1Opt,
-    ca_file: str | None = CaOpt, insecure: bool = InsecureOpt, as_json: bool = JsonOpt,
-    pcap: str | None = PcapOpt,
+             "never printed.")
+@DomainOpt
+@FromOpt
+@UriOpt
+@stacked(*_OUTPUT)
+def auth_cmd(
+    host: str, port: int | None, transport: str | None, sips: bool, user: str, password: str | None,
+    domain: str | None, from_: str | None, uri: str | None, timeout: int, t1: int | None,
+    ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
     Exits 0 when authenticated, 1 when the login was refused."""
     secret = password_from(password, prompt=True)
     if secret is None:
-        raise typer.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
+        raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure)
     _run(probes.digest_auth, req, as_json, pcap)
 
 
 @app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "
              "(bad arguments, unreadable --tls-cert/--tls-key, address not local or port in use).")
+@option("--host", default="127.0.0.1", metavar="ADDRESS", help="Local address to listen on.")
+@option("--port", "-p", default=5060, type=click.IntRange(0, 65535), metavar="PORT",
+        help="Port to listen on (0: any free port).")
+@option("--transport", "-t", default="udp", metavar="udp|tcp|tls", help="Transport, any case.")
+@option("--answer", default="200", metavar="ANSWER",
+        help="INVITE answer: 200 (SDP + RTP echo), ring (180 until CANCEL), or a code 300-699 (486, 603, ...).")
+@option("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --transport tls.")
+@option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert.")
+@option("--max-dialogs", default=100, type=click.IntRange(1, 100000), metavar="N",
+        help="Calls at once (more get 486).")
+@option("--json", "as_json", is_flag=True, help="One JSON object per message sent or received.")
+@PcapOpt
 def listen_cmd(
-    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Local address to listen on."),
-    port: int = typer.Option(5060, "--port", "-p", min=0, max=65535, metavar="PORT",
-                             help="Port to listen on (0: any free port)."),
-    transport: str = typer.Option("udp", "--transport", "-t", metavar="udp|tcp|tls", help="Transport, any case."),
-    answer: str = typer.Option("200", "--answer", metavar="ANSWER",
-                               help="INVITE answer: 200 (SDP + RTP echo), ring (180 until CANCEL), or a code "
-                                    "300-699 (486, 603, ...)."),
-    tls_cert: str | None = typer.Option(None, "--tls-cert", metavar="FILE",
-                                        help="PEM certificate (chain) for --transport tls."),
-    tls_key: str | None = typer.Option(None, "--tls-key", metavar="FILE", help="PEM private key for --tls-cert."),
-    max_dialogs: int = typer.Option(100, "--max-dialogs", min=1, max=100000, metavar="N",
-                                    help="Calls at once (more get 486)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per message sent or received."),
-    pcap: str | None = PcapOpt,
+    host: str, port: int, transport: str, answer: str, tls_cert: str | None, tls_key: str | None,
+    max_dialogs: int, as_json: bool, pcap: str | None,
 ) -> None:
     """A UAS for testers (like sipp -sn uas): answers OPTIONS, INVITE (--answer), BYE, CANCEL;
     prints every request and response as it happens, until Ctrl-C. With --pcap the
@@ -307,13 +329,13 @@ def listen_cmd(
 
     if answer != "ring" and not (answer.isascii() and answer.isdigit() and len(answer) == 3
                                  and (answer == "200" or 300 <= int(answer) <= 699)):
-        raise typer.BadParameter("200, ring, or a status code 300-699", param_hint="--answer")
+        raise click.BadParameter("200, ring, or a status code 300-699", param_hint="--answer")
     chosen = transport_value(transport) or "udp"
     bind_host = _validated("--host", host, check_host) or host
     readable_file(tls_cert, "--tls-cert")
     readable_file(tls_key, "--tls-key")
     if chosen == "tls" and not tls_cert:
-        raise typer.BadParameter("--transport tls needs --tls-cert (and --tls-key)", param_hint="--tls-cert")
+        raise click.BadParameter("--transport tls needs --tls-cert (and --tls-key)", param_hint="--tls-cert")
 
     def show(record: TraceRecord) -> None:
         if as_json:
