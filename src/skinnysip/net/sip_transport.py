@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net import tls as tlsmod
@@ -425,11 +425,16 @@ class SIPTransportLayer:
         """A bound, non-blocking UDP socket on ``host:port`` with its draining transport.
         Raises ``OSError`` (``socket.gaierror`` for a name that does not resolve)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        try:  # an IP literal needs no look-up (nor the executor thread getaddrinfo runs in)
+            socket.inet_pton(family, host)
+            address: tuple[Any, ...] = (host, port)
+        except OSError:
+            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            address = infos[0][4]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            sock.bind(infos[0][4])
+            sock.bind(address)
         except OSError:
             sock.close()
             raise
