@@ -23,8 +23,9 @@ after the other on the same Kamailio:
   against it as well as against SIPp's.
 
 A step passes when every attempt succeeded (no failure, no timeout) and the achieved rate is
-at least 90 % of the target. Each tool climbs until its first failing step; the result is its
-highest passing rate. CPU per registration: the child process's user + system time
+at least 90 % of the target. Each tool climbs until its first failing step, then bisects
+between that rate and the last passing one (``--refine`` steps, default 2, rounded to 100/s);
+the result is its highest passing rate. CPU per registration: the child process's user + system time
 (``resource.getrusage(RUSAGE_CHILDREN)`` around the run) divided by the successful
 registrations of the highest passing step; the interpreter's start-up is in it (it is a
 whole command, as SIPp's is). ``--processes N`` (default 2) adds a climb of
@@ -196,9 +197,15 @@ def server_cpu(config_path: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def climb(name: str, run: Any, rates: list[int], server_config: str = "") -> dict[str, Any]:
-    steps, best = [], None
-    for rate in rates:
+def climb(name: str, run: Any, rates: list[int], server_config: str = "", refine: int = 2) -> dict[str, Any]:
+    """Run ``run(rate)`` up the ladder ``rates`` until a step fails, then ``refine`` more steps
+    bisecting between the last passing rate and the first failing one (rounded to 100/s), so
+    the ceiling is known to within a few percent rather than a ladder step. Returns
+    ``{"steps": [...], "best": the highest passing step or None}``."""
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+
+    def measure(rate: int) -> dict[str, Any]:
         server0 = server_cpu(server_config) if server_config else 0.0
         step = run(rate)
         step["rate"] = rate
@@ -209,9 +216,25 @@ def climb(name: str, run: Any, rates: list[int], server_config: str = "") -> dic
               f"{step.get('failed', 0):>5} failed  {step.get('retransmissions', 0):>5} retrans  "
               f"cpu {step.get('cpu_ms_per_registration') or 0:.3f} ms/reg  "
               f"server {step.get('server_cpu_ms_per_registration') or 0:.3f} ms/reg", flush=True)
+        return step
+
+    failed_at = None
+    for rate in rates:
+        step = measure(rate)
         if not step["ok"]:
+            failed_at = rate
             break
         best = step
+    low = best["rate"] if best else 0
+    for _ in range(refine if failed_at is not None and low else 0):
+        rate = round((low + failed_at) / 2 / 100) * 100
+        if rate in (low, failed_at):
+            break
+        step = measure(rate)
+        if step["ok"]:
+            best, low = step, rate
+        else:
+            failed_at = rate
     return {"steps": steps, "best": best}
 
 
@@ -223,6 +246,8 @@ def main() -> int:
                     help="also climb with skinnysip load --processes N (1: skip)")
     ap.add_argument("--engine", choices=("processes", "ray"), default="processes",
                     help="what runs the --processes workers (default: processes)")
+    ap.add_argument("--refine", type=int, default=2,
+                    help="steps bisecting between the last passing and the first failing rate (default 2)")
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None:
         print("needs sipp (sip-tester) and kamailio: bash scripts/install-deps.sh", file=sys.stderr)
@@ -236,15 +261,15 @@ def main() -> int:
             cfg = str(Path(k.log_file).with_name("kamailio.cfg"))  # on every Kamailio process's command line
             result = {
                 "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds),
-                                   rates, cfg),
+                                   rates, cfg, args.refine),
                 **({f"skinnysip x{args.processes}": climb(
                     f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
-                                                         args.processes, args.engine), rates, cfg)}
+                                                         args.processes, args.engine), rates, cfg, args.refine)}
                    if args.processes > 1 else {}),
                 "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir),
-                              rates, cfg),
+                              rates, cfg, args.refine),
                 "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
-                                      rates, cfg),
+                                      rates, cfg, args.refine),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -259,6 +284,11 @@ def main() -> int:
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
     print(f"rate ratio skinnysip/sipp: {'-' if ratio is None else round(ratio, 2)} (goal >= 0.8); "
           f"CPU per registration skinnysip/sipp: {'-' if cpu_ratio is None else f'{cpu_ratio:.1f}x'}")
+    xb = result.get(f"skinnysip x{args.processes}", {}).get("best")
+    processes_ratio = (xb["rate"] / sb["rate"]) if xb and sb else None
+    if args.processes > 1:
+        print(f"rate ratio skinnysip --processes {args.processes}/sipp: "
+              f"{'-' if processes_ratio is None else round(processes_ratio, 2)}")
     fb = result["python floor"]["best"]
     floor_ratio = (fb["rate"] / sb["rate"]) if fb and sb else None
     print(f"rate ratio python floor/sipp: {'-' if floor_ratio is None else round(floor_ratio, 2)} "
@@ -275,7 +305,7 @@ def main() -> int:
               f"{budget['client_ms_per_registration']:.3f} ms CPU per registration; the python floor spends "
               f"{(fb or {}).get('cpu_ms_per_registration') or 0:.3f}, skinnysip "
               f"{(ob or {}).get('cpu_ms_per_registration') or 0:.3f}")
-    result.update({"goal_budget": budget, "rate_ratio": ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
+    result.update({"goal_budget": budget, "rate_ratio": ratio, "processes_rate_ratio": processes_ratio, "cpu_ratio": cpu_ratio, "floor_rate_ratio": floor_ratio, "seconds": args.seconds,
                    "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out = ROOT / "benchmarks" / "results" / "load_register.json"
     out.parent.mkdir(exist_ok=True)
