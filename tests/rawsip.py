@@ -67,6 +67,14 @@ def udp_server(reply: Reply, *, requests: int = 100) -> Iterator[tuple[int, list
                     sock.sendto(datagram, addr)
                 except OSError:
                     pass
+        # what arrived before the block ended is kept, answered or not (the client's last
+        # datagram, e.g. the ACK of a final response, may still wait in the socket)
+        sock.setblocking(False)
+        while len(received) < requests:
+            try:
+                received.append(sock.recv(65536))
+            except OSError:
+                return
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -93,6 +93,10 @@ class WireMessage(Result):
     raw: str
     decoded: dict[str, Any] | None = None
 
+    #: read by pydantic where an API body holds messages (``POST /api/pcap``): fields it does
+    #: not know are ignored, whatever the body's own setting (a plain dict: no pydantic import)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "ignore"}
+
 
 #: default bounds of one operation's exchange record (issue 11: floods do not eat memory)
 MAX_EXCHANGE_MESSAGES = 1000

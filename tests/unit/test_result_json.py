@@ -89,3 +89,22 @@ def test_to_json_converts_what_pydantic_json_mode_converts() -> None:
 def test_api_model_refuses_what_is_not_a_dataclass() -> None:
     with pytest.raises(TypeError, match="not a dataclass"):
         api_model(int)  # type: ignore[arg-type]
+
+
+def test_an_api_body_holding_messages_ignores_their_unknown_fields() -> None:
+    """``POST /api/pcap`` takes a result's ``exchange``: its items are ``WireMessage``
+    dataclasses, whose schema allows other properties, so a body with one is valid (the body's
+    own unknown fields stay refused). schemathesis found this as ST202 (schema-valid request
+    rejected) once results became dataclasses."""
+    from pydantic import ValidationError
+
+    from skinnysip.api.pcap_routes import PcapBody
+
+    item = {"direction": "sent", "time": 1.0, "local": "127.0.0.1:1", "remote": "127.0.0.1:2", "transport": "udp",
+            "summary": "OPTIONS", "raw": "OPTIONS sip:x SIP/2.0", "x-other": {"a": 1}}
+    body = PcapBody.model_validate({"exchange": [item]})
+    assert body.exchange == [WireMessage(**{k: v for k, v in item.items() if k != "x-other"})]  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="unknown"):
+        PcapBody.model_validate({"exchange": [item], "unknown": 1})
+    with pytest.raises(ValidationError, match="direction"):
+        PcapBody.model_validate({"exchange": [{**item, "direction": "sideways"}]})

@@ -36,6 +36,7 @@ from skinnysip.cli.common import (
     option,
     parse_target,
     readable_file,
+    stacked,
     write_pcap,
 )
 from skinnysip.result import validation_message
@@ -175,12 +176,9 @@ LineOpt = option("--line", default=1, type=int, metavar="N", help="Line instance
 PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
 
 
-def _station_options(command: Any) -> Any:
-    """HOST and the options every station command takes, in help order."""
-    for decorate in reversed((HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt,
-                              TimeoutOpt, JSONOpt, PcapOpt)):
-        command = decorate(command)
-    return command
+#: HOST and the options every station command takes, in help order
+_station_options = stacked(HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt,
+                           TimeoutOpt, JSONOpt, PcapOpt)
 
 
 def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, port: int | None,
