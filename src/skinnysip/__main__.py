@@ -1,3 +1,6 @@
+"""``python -m skinnysip``: the command line (:func:`skinnysip.cli.main`)."""
+
 from skinnysip.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
