@@ -1,8 +1,8 @@
 """pydantic's side of results: the camelCase base model, and result dataclasses described for
 OpenAPI.
 
-Imported by the HTTP API and by the SCCP probes, never by the SIP core, the drivers or a SIP
-probe (pydantic costs ~40 ms of a command's start-up; :mod:`skinnysip.result` is plain).
+Imported by the HTTP API and by the SCCP probes' request, never by the SIP core, the drivers or a
+SIP probe (pydantic costs ~40 ms of a command's start-up; :mod:`skinnysip.result` is plain).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ CAMEL_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class ResultModel(BaseModel):
-    """Base for API request bodies and pydantic results: Python snake_case fields, JSON
-    camelCase."""
+    """Base for API request and response bodies (and ``SCCPRequest``): Python snake_case fields,
+    JSON camelCase."""
 
     model_config = CAMEL_CONFIG
 

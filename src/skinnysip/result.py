@@ -5,8 +5,9 @@ importing them no pydantic, so a command that prints one (``skinnysip sip option
 starts quickly. ``to_api()`` turns a result into exactly the HTTP API's response body
 (camelCase keys, JSON types), and the CLI's ``--json`` prints the same dict, so no interface
 re-shapes a result. The API describes these shapes in its OpenAPI document with pydantic
-models made from the dataclasses (:func:`skinnysip.models.api_model`); request bodies and the
-SCCP results are pydantic models (:class:`skinnysip.models.ResultModel`).
+models made from the dataclasses (:func:`skinnysip.models.api_model`); request bodies (the
+API's, and :class:`skinnysip.probes.sccp.SCCPRequest`) are pydantic models
+(:class:`skinnysip.models.ResultModel`).
 """
 
 from __future__ import annotations

@@ -53,6 +53,23 @@ def test_keys_are_pydantics_camel_case(cls: type) -> None:
         assert camel(name) == to_camel(name), name
 
 
+def test_sccp_results_are_dataclasses_with_the_same_keys() -> None:
+    """The SCCP results (``probes/sccp.py``) are the same kind of result: their JSON keys are
+    what pydantic gave them, nested reports included."""
+    from skinnysip.probes import sccp
+
+    result = sccp.SCCPResult(operation="linestate", host="127.0.0.1", port=2000)
+    result.lines = [sccp.SCCPLine(line_number=1, dir_number="1001", display_name="Alice")]
+    result.call = sccp.SCCPCallReport(dialed="600", rtp_jitter_ms=1.5, states=["RingOut"])
+    body = result.to_api()
+    for cls in (sccp.SCCPResult, sccp.SCCPLine, sccp.SCCPSpeedDial, sccp.SCCPSoftKey, sccp.SCCPCallReport):
+        for f in dataclasses.fields(cls):
+            assert camel(f.name) == to_camel(f.name), f.name
+    assert body["lines"] == [{"lineNumber": 1, "dirNumber": "1001", "label": "", "displayName": "Alice"}]
+    assert body["call"]["rtpJitterMs"] == 1.5 and body["call"]["states"] == ["RingOut"]
+    assert body["keepAliveAck"] is None and body["droppedMessages"] == 0 and body["exchange"] == []
+
+
 @pytest.mark.parametrize("cls", RESULTS)
 def test_to_api_is_what_the_openapi_model_describes(cls: type[probes.SIPProbeResult]) -> None:
     body = _full(cls).to_api()

@@ -26,6 +26,7 @@ import ipaddress
 import tempfile
 import wave
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
@@ -38,7 +39,7 @@ from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import CallDirection, CallState, PhoneError
 from skinnysip.phone.sccp_phone import FAILED_STATES, SCCPAccount, SCCPCall, SCCPPhone
-from skinnysip.result import ExchangeLimit, TLSInfo, WireMessage
+from skinnysip.result import ExchangeLimit, Result, TLSInfo, WireMessage
 from skinnysip.rtp import audio, g711
 from skinnysip.rtp.g711 import PT_PCMA, PT_PCMU
 from skinnysip.sccp import enums
@@ -112,25 +113,36 @@ class SCCPRequest(ResultModel):
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
 
 
-class SCCPLine(ResultModel):
+@dataclass(kw_only=True)
+class SCCPLine(Result):
+    """One line button the call manager configured (LineStatRes): number, directory number,
+    label and display name."""
+
     line_number: int
     dir_number: str = ""
     label: str = ""
     display_name: str = ""
 
 
-class SCCPSpeedDial(ResultModel):
+@dataclass(kw_only=True)
+class SCCPSpeedDial(Result):
+    """One speed dial the call manager configured (SpeedDialStatRes)."""
+
     number: int
     dir_number: str = ""
     display_name: str = ""
 
 
-class SCCPSoftKey(ResultModel):
+@dataclass(kw_only=True)
+class SCCPSoftKey(Result):
+    """One soft key of the call manager's template (SoftKeyTemplateRes): label and event."""
+
     label: str
     event: int
 
 
-class SCCPCallReport(ResultModel):
+@dataclass(kw_only=True)
+class SCCPCallReport(Result):
     """One call as the station saw it; RTP counts are packets, durations ms. ``media_error``
     says why no RTP stream could be opened when the CM asked for one (else None).
     ``echo_matched``: 20 ms frames of the received audio whose dominant frequency is the
@@ -145,9 +157,9 @@ class SCCPCallReport(ResultModel):
     call_reference: int = 0
     line_instance: int = 0
     incoming: bool = False
-    states: list[str] = []
-    tones: list[str] = []
-    prompts: list[str] = []
+    states: list[str] = field(default_factory=list)
+    tones: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
     calling_party: str = ""
     called_party: str = ""
     connected: bool = False
@@ -163,7 +175,8 @@ class SCCPCallReport(ResultModel):
     media_error: str | None = None
 
 
-class SCCPResult(ResultModel):
+@dataclass(kw_only=True)
+class SCCPResult(Result):
     """Result of an SCCP operation; ``to_api()`` is the API response body.
 
     Seed shape: ``success``, ``registered``, ``error``, ``messages`` (human-readable steps).
@@ -180,7 +193,7 @@ class SCCPResult(ResultModel):
     registered: bool = False
     status: str = "error"
     error: str | None = None
-    messages: list[str] = []
+    messages: list[str] = field(default_factory=list)
     device_name: str = ""
     device_type: int = 0
     device_type_name: str = ""
@@ -193,15 +206,15 @@ class SCCPResult(ResultModel):
     latency_ms: float | None = None
     tls: TLSInfo | None = None
     capabilities_requested: bool = False
-    capabilities: list[str] = []
-    lines: list[SCCPLine] = []
-    speed_dials: list[SCCPSpeedDial] = []
-    soft_keys: list[SCCPSoftKey] = []
+    capabilities: list[str] = field(default_factory=list)
+    lines: list[SCCPLine] = field(default_factory=list)
+    speed_dials: list[SCCPSpeedDial] = field(default_factory=list)
+    soft_keys: list[SCCPSoftKey] = field(default_factory=list)
     call: SCCPCallReport | None = None
     rtp_packets_sent: int | None = None
     rtp_packets_received: int | None = None
     unregistered: bool = False
-    exchange: list[WireMessage] = []
+    exchange: list[WireMessage] = field(default_factory=list)
     dropped_messages: int = 0
 
 
@@ -474,7 +487,8 @@ def _fill_registration(res: SCCPResult, st: Station) -> None:
     res.capabilities_requested = st.capabilities_requested
     if st.capabilities_requested:
         res.capabilities = [enums.name(enums.MEDIA_PAYLOADS, c.payload_capability) for c in st.config.capabilities]
-    res.lines = [SCCPLine.model_validate(d) for d in summarize_lines(st.lines.values())]
+    res.lines = [SCCPLine(line_number=d["lineNumber"], dir_number=d["dirNumber"], label=d["label"],
+                          display_name=d["displayName"]) for d in summarize_lines(st.lines.values())]
     res.speed_dials = [SCCPSpeedDial(number=s.number, dir_number=s.dir_number, display_name=s.display_name)
                        for s in st.speed_dials.values()]
     res.soft_keys = [SCCPSoftKey(label=k.label, event=k.event) for k in st.soft_keys]
