@@ -40,32 +40,26 @@ def to_json(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
     cls = type(value)
     keys = _KEYS.get(cls)
     if keys is None and dataclasses.is_dataclass(value):
         keys = _KEYS[cls] = tuple((f.name, camel(f.name)) for f in dataclasses.fields(value))
     if keys is not None:
         return {key: to_json(getattr(value, name)) for name, key in keys}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, enum.Enum):
         return to_json(value.value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    model_dump = getattr(value, "model_dump", None)  # a pydantic model inside a result
-    if model_dump is not None:
-        return model_dump(mode="json", by_alias=True)
     raise TypeError(f"{cls.__name__} is not a JSON result type")
 
 
 class Result:
     """Base of result dataclasses: ``to_api()`` gives the JSON-ready dict (camelCase keys)
     that the HTTP API answers with and ``--json`` prints."""
-
-    __slots__ = ()
-    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_api(self) -> dict[str, Any]:
         """Return the JSON-ready dict (camelCase keys) that the API and ``--json`` emit."""

@@ -52,10 +52,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit(0)
 
 
-@click.group(
-    "skinnysip", cls=_RootGroup, epilog=common.EXIT_STATUS_HELP,
-    help="Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire.",
-)
+@click.group("skinnysip", cls=_RootGroup, epilog=common.EXIT_STATUS_HELP)
 @option("--version", "-V", is_flag=True, callback=_print_version, is_eager=True, expose_value=False,
         help="Print the version and exit.")
 def app() -> None:
