@@ -132,6 +132,49 @@ def test_distributed_register_totals_equal_single_run_and_server(registrar: Kama
     assert_server_agrees({k: after_ray.get(k, 0) - after_processes.get(k, 0) for k in after_ray}, ray)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_rate_steps_to_rate_max_as_sipp_rate_increase(registrar: KamailioPeer, tmp_path: Path, processes: int) -> None:
+    """``-r 40 --rate-increase 40 --rate-max 120`` (SIPp -rate_increase/-rate_max): 40, 80
+    and 120 registrations a second for an interval each, then no new attempts; each step's
+    counts in the summary and as one CSV row, adding up to the totals Kamailio counted too;
+    the same over two worker processes (the driver steps their shares)."""
+    import pandas as pd
+
+    users = users_file(registrar, tmp_path)
+    csv_path = tmp_path / "steps.csv"
+    before = kamailio_stats(registrar)
+    args = ["register", "127.0.0.1", "--port", str(registrar.udp_port), "--domain", registrar.realm, "--users",
+            str(users), "-r", "40", "--rate-increase", "40", "--rate-max", "120", "--interval", "1", "--csv",
+            str(csv_path), "--processes", str(processes)]
+    code, result, stderr = run_load(args)
+    after = kamailio_stats(registrar)
+    assert code == 0, (result, stderr[-2000:])
+    steps = result["rateSteps"]
+    assert [s["rate"] for s in steps] == [40, 80, 120] and result["stoppedAtRateMax"]
+    for step in steps:
+        assert step["elapsedMs"] == pytest.approx(1000, abs=150)
+        assert step["attemptRate"] == pytest.approx(step["rate"], rel=0.2)
+        assert step["failed"] == 0 and step["responseTimeMs"]["p50"] > 0
+    for key in ("attempted", "successful"):
+        assert sum(s[key] for s in steps) == result[key]
+    assert result["failed"] == 0 and 0.8 * 240 <= result["attempted"] <= 1.1 * 240
+    assert result["elapsedMs"] < 3000 + 1500  # the steps ended the run: no default duration
+    assert_server_agrees({k: after.get(k, 0) - before.get(k, 0) for k in after}, result)
+    frame = pd.read_csv(csv_path)
+    assert list(frame["TargetRate"].iloc[:3]) == [40, 80, 120]
+    assert list(frame["OutgoingCall(P)"].iloc[:3]) == [s["attempted"] for s in steps]
+
+
+def test_rate_step_options_are_checked_before_anything_is_sent(registrar: KamailioPeer) -> None:
+    base = ["options", "127.0.0.1", "--port", str(registrar.udp_port), "-r", "10", "-q"]
+    for extra, words in ((["--rate-max", "20"], "--rate-increase"),
+                         (["--rate-increase", "5", "--rate-max", "5"], "starting rate 10"),
+                         (["--rate-increase", "5", "--rate-max", "50", "--no-rate-quit"], "needs a count")):
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", *base, *extra], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def sipp_register_send(cseq: int, authorization: str = "") -> str:
     """One REGISTER of a SIPp scenario, every user-specific value from the injection file:
     field0 the user, field1 the domain (and field2 the [authentication ...] keyword)."""

@@ -137,3 +137,56 @@ async def test_summary_names_an_ipv6_target_in_brackets() -> None:
     result = summary(monitor, config)
     assert result["target"] == "[::1]:5070" and result["successful"] == 4
     assert summary(monitor, LoadConfig("options", "192.0.2.1", transport="tls", count=1))["target"] == "192.0.2.1:5061"
+
+
+async def run_monitored(config: LoadConfig, interval: float) -> tuple[LoadRunner, Monitor, float]:
+    """``config`` with a sleeping scenario under the monitor a run gets; (runner, monitor,
+    seconds the run took)."""
+    runner, _ = runner_with(config, 0.01)
+    monitor = Monitor.for_config(LocalSource(runner), config, interval, [])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(asyncio.gather(runner.run(), monitor.run(started + 20)), 20)
+    return runner, monitor, loop.time() - started
+
+
+async def test_rate_steps_up_to_rate_max_then_no_new_attempts() -> None:
+    """SIPp -rate_increase 50 -rate_max 150 from -r 50: 50, 100, 150 for an interval each,
+    then the step that would pass 150 stops new attempts."""
+    config = LoadConfig("options", "127.0.0.1", rate=50, rate_increase=50, rate_max=150, rate_interval=0.4,
+                        limit=1000)
+    assert config.stepped_duration() == pytest.approx(1.2)
+    runner, monitor, seconds = await run_monitored(config, 0.4)
+    assert [s.rate for s in monitor.steps] == [50, 100, 150]
+    assert monitor.quit_at_max and runner.rate == 150
+    assert seconds < 1.2 + 0.4 + 0.5  # not the runner's own bound, nor DEFAULT_DURATION
+    for step in monitor.steps:  # each ran for its interval at its rate
+        assert step.seconds == pytest.approx(0.4, abs=0.15)
+        assert step.counters.attempted == pytest.approx(step.rate * step.seconds, rel=0.4, abs=4)
+    assert sum(s.counters.attempted for s in monitor.steps) == monitor.total.attempted
+    assert sum(s.counters.successful for s in monitor.steps) == monitor.total.successful == monitor.total.attempted
+    result = summary(monitor, config)
+    assert result["stoppedAtRateMax"] and [s["rate"] for s in result["rateSteps"]] == [50, 100, 150]
+    assert [item.target_rate for item in monitor.history[:3]] == [50, 100, 150]  # one interval a step
+
+
+async def test_rate_steps_stay_at_rate_max_without_quit_and_follow_a_rate_set_by_hand() -> None:
+    config = LoadConfig("options", "127.0.0.1", rate=40, rate_increase=100, rate_max=150, rate_interval=0.3,
+                        rate_quit=False, duration=1.5, limit=1000)
+    runner, _ = runner_with(config, 0.01)
+    monitor = Monitor.for_config(LocalSource(runner), config, 0.3, [])
+    loop = asyncio.get_running_loop()
+
+    async def by_hand() -> None:
+        await asyncio.sleep(0.15)
+        monitor.set_rate(20)  # during the first step: the next one is 20 + 100
+
+    await asyncio.wait_for(asyncio.gather(runner.run(), monitor.run(loop.time() + 20), by_hand()), 20)
+    assert [s.rate for s in monitor.steps] == [20, 120, 150]  # then it stays at 150: the same step
+    assert not monitor.quit_at_max and not summary(monitor, config)["stoppedAtRateMax"]
+    assert monitor.steps[-1].seconds == pytest.approx(0.9, abs=0.3)  # 150/s until the duration ended
+
+
+async def test_a_run_without_steps_has_none() -> None:
+    runner, monitor, _ = await run_monitored(LoadConfig("options", "127.0.0.1", rate=100, count=10), 0.1)
+    assert monitor.steps == [] and summary(monitor, runner.config)["rateSteps"] == []

@@ -175,6 +175,29 @@ def test_config_validation_names_the_field() -> None:
     assert LoadConfig("message", "h").uri("sips:bob@x") == "sips:bob@x"
 
 
+def test_rate_steps_config_as_sipp() -> None:
+    """-rate_increase/-rate_max: the step that would pass rate_max ends the run, so the steps
+    last one interval each up to it, itself included; a fanned-out run steps on the driver."""
+    steps = LoadConfig("options", "h", rate=10, rate_increase=20, rate_max=40, rate_interval=5)
+    assert steps.stepped and steps.stepped_duration() == 10  # 10/s, 30/s; 50 > 40 ends it
+    assert LoadConfig("options", "h", rate=10, rate_increase=15, rate_max=40).stepped_duration() == 3  # 10, 25, 40
+    assert LoadConfig("options", "h", rate=10, rate_increase=15).stepped_duration() is None  # no end by steps
+    assert LoadConfig("options", "h", rate=10, rate_increase=15, rate_max=40, rate_quit=False,
+                      duration=9).stepped_duration() is None
+    for bad, match in (({"rate_max": 40}, "rate_max: only with rate_increase"),
+                       ({"rate_increase": 5, "rate_max": 5}, "rate_max: must be >= the starting rate 10"),
+                       ({"rate_increase": -1}, "rate_increase"), ({"rate_increase": 1, "rate_interval": 0}, "rate_interval"),
+                       ({"rate_increase": 5, "rate_max": 50, "rate_quit": False}, "needs a count")):
+        with pytest.raises(ValueError, match=match):
+            LoadConfig("options", "h", rate=10, **bad).validate()  # type: ignore[arg-type]
+    shares = worker_configs(steps, 2)
+    assert [(s.rate, s.rate_increase, s.rate_max, s.duration) for s in shares] == [(5, 0.0, None, 15)] * 2
+    for share in shares:
+        share.validate()
+    kept = worker_configs(LoadConfig("options", "h", rate=10, rate_increase=5, duration=7.0), 2)
+    assert [s.duration for s in kept] == [7.0, 7.0]
+
+
 def test_max_failures_count_or_percent() -> None:
     assert not max_failures_exceeded("0", 0, 100)
     assert max_failures_exceeded("0", 1, 100)

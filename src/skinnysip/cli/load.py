@@ -7,7 +7,11 @@ style file (``--users``), or ``--user``/``--password`` (``$SKINNYSIP_PASSWORD``)
 
 While it runs: a live view on a terminal; the rate changes with the keys ``+``/``-`` (±1/s)
 and ``*``/``/`` (±10/s), ``q`` stops starting new attempts (SIPp's keys); or write a number
-to the ``--rate-file`` (read once per interval). The first Ctrl-C (SIGINT) stops starting new
+to the ``--rate-file`` (read once per interval). ``--rate-increase N`` steps the rate up by N
+every ``--rate-interval`` seconds (default: ``--interval``) until the step that would pass
+``--rate-max`` (then no new attempts; ``--no-rate-quit``: keep going at it), as SIPp's
+``-rate_increase``/``-rate_interval``/``-rate_max``/``-no_rate_quit``: the summary lists each
+step's counts, the way to find the rate a server stops keeping up at. The first Ctrl-C (SIGINT) stops starting new
 attempts too and the summary is printed once the running ones end; a second one aborts. ``--csv FILE``: one row per interval with
 SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
 
@@ -143,7 +147,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str, codecs: str | None,
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
-         ca_file: str | None) -> None:
+         ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True)) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -182,7 +186,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
         message=text, local_ports=_port_range(local_ports), user_script=script,
         source=source, tls_verify=not insecure, ca_file=ca_file,
-        codecs=comma_list(codecs))
+        codecs=comma_list(codecs), rate_increase=steps[0],
+        rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3])
     try:
         config.validate()
     except ValueError as exc:
@@ -283,6 +288,14 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         times = (f"p50 {rt['p50']} ms, p99 {rt['p99']} ms" if rt.get("p50") is not None
                  else "no response times")  # nothing was answered
         why = top_statuses(result["failedByStatus"])
+        for step in result["rateSteps"]:
+            srt = step["responseTimeMs"]
+            step_times = f"p50 {srt['p50']} ms, p99 {srt['p99']} ms" if srt["p50"] is not None else "no response times"
+            click.echo(f"  step {step['rate']:g}/s for {step['elapsedMs'] / 1000:g} s: {step['attempted']} attempted "
+                       f"({step['attemptRate']}/s), {step['successful']} successful, {step['failed']} failed; "
+                       f"{step_times}; {step['retransmissions']} retransmissions")
+        if result["stoppedAtRateMax"]:
+            click.echo("  the next step would pass --rate-max: no new attempts after it")
         click.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")
@@ -330,6 +343,14 @@ def _command(scenario: str, doc: str) -> click.Command:
             "'distributed' extra; the default with --ray-address).")
     @option("--ray-address", help="Join a Ray cluster (auto, ray://host:10001).")
     @option("--rate-file", help="A file holding the rate; re-read every interval.")
+    @option("--rate-increase", default=0.0, type=FloatRange(min=0.0),
+            help="Attempts/s added to the rate every --rate-interval (SIPp -rate_increase).")
+    @option("--rate-interval", type=FloatRange(min=0.05),
+            help="Seconds between rate steps [default: --interval] (SIPp -rate_interval).")
+    @option("--rate-max", type=FloatRange(min=0.001), help="With --rate-increase: the last step's rate; the "
+            "step that would pass it stops new attempts (SIPp -rate_max).")
+    @option("--no-rate-quit", is_flag=True, help="With --rate-max: keep going at it (needs -m or --duration) "
+            "(SIPp -no_rate_quit).")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
     @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
     @option("--ca-file", help="TLS: CA certificates to check the server with.")
@@ -339,21 +360,24 @@ def _command(scenario: str, doc: str) -> click.Command:
         duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int, unregister: bool, text: str,
         local_ports: str | None, script: str | None, source: str, codecs: str | None, csv_path: str | None,
         trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
-        engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
+        engine: str | None, ray_address: str | None, rate_file: str | None, rate_increase: float,
+        rate_interval: float | None, rate_max: float | None, no_rate_quit: bool, quiet: bool, insecure: bool,
         ca_file: str | None,
     ) -> None:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
-             as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file)
+             as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
+             (rate_increase, rate_interval, rate_max, not no_rate_quit))
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 
 
 EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
-          "--rate-file FILE is re-read every interval; the first Ctrl-C stops new attempts and prints the "
-          "summary. Exit status: 0 failures within --max-failures, 1 beyond (or a worker failed), 2 bad arguments or a local "
+          "--rate-file FILE is re-read every interval; --rate-increase N steps the rate up by N every "
+          "--rate-interval up to --rate-max, to find a server's capacity; the first Ctrl-C stops new attempts "
+          "and prints the summary. Exit status: 0 failures within --max-failures, 1 beyond (or a worker failed), 2 bad arguments or a local "
           "error, 3 server unreachable. See docs/load.md.")
 _command("options", "OPTIONS, one transaction per attempt.")
 _command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister.")

@@ -7,7 +7,8 @@ local port range cut into N slices, and attempt indexes ``i, i + N, i + 2N…`` 
 a file are used exactly as one process would use them. The driver's
 :class:`~skinnysip.load.runner.Monitor` takes every worker's interval once per period
 (:class:`DistributedSource`), adds them up and feeds the same live view and CSV as a local
-run; a rate change is split over the workers the same way.
+run; a rate change is split over the workers the same way, rate steps (``rate_increase``)
+included: the driver takes them, and each share ends when the steps would have.
 
 Two engines run the workers (:func:`run_distributed`'s ``engine``):
 
@@ -68,6 +69,12 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
     ``workers`` < 1 or a port range is too small to give each worker a port."""
     if workers < 1:
         raise ValueError("processes: at least 1")
+    # rate steps are the driver's (its monitor changes every share's rate and ends the
+    # steps); a share gets their time and one interval more as its own bound, as a local run
+    duration = config.duration
+    stepped = config.stepped_duration()
+    if duration is None and config.count is None and stepped is not None:
+        duration = stepped + config.rate_interval
     shares = []
     for i in range(workers):
         count = None
@@ -85,7 +92,7 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
         shares.append(dataclasses.replace(
             config, rate=config.rate / workers, count=count, limit=max(1, math.ceil(config.limit / workers)),
             local_ports=ports, index_start=config.index_start + i * config.index_step,
-            index_step=config.index_step * workers))
+            index_step=config.index_step * workers, duration=duration, rate_increase=0.0, rate_max=None))
     for share in shares:  # shares of the rate follow the number of workers really started
         share.rate = config.rate / len(shares)
     return shares
@@ -398,7 +405,7 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
 async def _watch(config: LoadConfig, source: DistributedSource | ProcessSource, sinks: list[Sink], interval: float,
                  on_monitor: Any) -> Monitor:
     """The driver's part of a fanned-out run: one monitor over ``source`` until it is finished."""
-    monitor = Monitor(source, config.rate, interval, list(sinks))
+    monitor = Monitor.for_config(source, config, interval, sinks)
     if on_monitor is not None:
         on_monitor(monitor)
     await monitor.run(run_deadline(config, asyncio.get_running_loop().time()) + 60.0)

@@ -29,7 +29,7 @@ from skinnysip.net import realtime
 from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
 from .stats import Counters
 
-__all__ = ["DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "run_local", "summary"]
+__all__ = ["DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep", "run_local", "summary"]
 
 DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
 DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
@@ -37,6 +37,7 @@ MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
 MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
 PACE_QUANTUM = 0.005  # s, the shortest sleep between starts (an attempt starts at most this late)
+TICK_SLACK = 0.06  # s, how early a statistics interval may end against a step's due time (the poll's 0.05 s)
 
 
 class LoadRunner:
@@ -68,10 +69,17 @@ class LoadRunner:
 
     @property
     def duration(self) -> float:
+        """Seconds to start attempts for: ``config.duration``; with a count only, no time
+        bound (the count ends the run); else :data:`DEFAULT_DURATION`, or with rate steps up
+        to ``rate_max`` their time (:meth:`LoadConfig.stepped_duration`) and one interval
+        more: the monitor ends the steps, this is the bound behind it."""
         c = self.config
         if c.duration is not None:
             return c.duration
-        return math.inf if c.count is not None else DEFAULT_DURATION
+        if c.count is not None:
+            return math.inf
+        stepped = c.stepped_duration()
+        return stepped + c.rate_interval if stepped is not None else DEFAULT_DURATION
 
     def set_rate(self, rate: float) -> None:
         """A new target rate (attempts per second, > 0), effective from the next attempt."""
@@ -205,11 +213,44 @@ Sink = Callable[[Interval], None]
 
 
 @dataclass
+class RateStep:
+    """One step of a stepped run (SIPp ``-rate_increase``): the target ``rate`` (per
+    second; a rate set by hand during the step replaces it) from ``started`` (seconds since
+    the run's start) for ``seconds``, and the
+    ``counters`` of the statistics intervals taken while it was the target (attempts that
+    end in a later step, a timeout say, count there: SIPp's per-period counters do alike)."""
+
+    rate: float
+    started: float
+    seconds: float = 0.0
+    counters: Counters = field(default_factory=Counters)
+
+    def to_api(self) -> dict[str, Any]:
+        """The summary's ``rateSteps`` entry (camelCase, times in ms)."""
+        c = self.counters
+        return {"rate": round(self.rate, 3), "startedMs": round(self.started * 1000),
+                "elapsedMs": round(self.seconds * 1000), "attempted": c.attempted, "successful": c.successful,
+                "failed": c.failed, "failedByStatus": dict(sorted(c.failed_by_status.items())),
+                "retransmissions": c.retransmissions,
+                "attemptRate": round(c.attempted / self.seconds, 2) if self.seconds > 0 else 0.0,
+                "responseTimeMs": {"p50": c.response_time.percentile(50), "p99": c.response_time.percentile(99)}}
+
+
+@dataclass
 class Monitor:
     """The driver: every ``interval`` seconds takes an interval from ``source``, adds it to
     :attr:`total` and calls each sink with it; stops when the source has finished (and one
     last interval is taken). ``rate`` is the target rate shown (kept in step with
-    :meth:`set_rate`)."""
+    :meth:`set_rate`).
+
+    Rate steps (``rate_increase`` > 0; SIPp ``-rate_increase``, ``-rate_interval``,
+    ``-rate_max``, ``-no_rate_quit``): every ``rate_interval`` seconds the current rate (a
+    rate changed by hand included) grows by ``rate_increase``; past ``rate_max`` it stays
+    there and, with ``rate_quit``, the source is told to stop (:attr:`quit_at_max` is set).
+    A step is taken as the statistics interval during which it falls due ends, so each
+    step's counters are whole intervals (a ``rate_interval`` shorter than ``interval``
+    steps once per interval). :attr:`steps` lists the steps taken (at most
+    ``max_history``)."""
 
     source: IntervalSource
     rate: float
@@ -219,11 +260,51 @@ class Monitor:
     started_wall: float = field(default_factory=time.time)
     history: list[Interval] = field(default_factory=list)
     max_history: int = 100_000
+    rate_increase: float = 0.0
+    rate_interval: float = 1.0
+    rate_max: float | None = None
+    rate_quit: bool = True
+    steps: list[RateStep] = field(default_factory=list)
+    quit_at_max: bool = False
+
+    @classmethod
+    def for_config(cls, source: IntervalSource, config: LoadConfig, interval: float,
+                   sinks: list[Sink]) -> Monitor:
+        """A monitor of a run of ``config`` (its rate and rate steps)."""
+        return cls(source, config.rate, interval, list(sinks), rate_increase=config.rate_increase,
+                   rate_interval=config.rate_interval, rate_max=config.rate_max, rate_quit=config.rate_quit)
 
     def set_rate(self, rate: float) -> None:
+        """A new target rate (per second, > 0; else ignored) for the source; during rate
+        steps it is the current step's rate from now on."""
         if rate > 0 and math.isfinite(rate):
             self.rate = rate
             self.source.set_rate(rate)
+            if self.steps and not self.quit_at_max:
+                self.steps[-1].rate = rate
+
+    def _step(self, elapsed: float) -> bool:
+        """Close the current step at ``elapsed`` seconds and take the next one; False when
+        there is no next one (the rate passed ``rate_max`` and the run stops)."""
+        rate = self.rate + self.rate_increase
+        if self.rate_max is not None and rate > self.rate_max * (1 + 1e-9):
+            if self.rate_quit:
+                self._close_step(elapsed)
+                self.quit_at_max = True
+                self.source.stop()
+                return False
+            rate = self.rate_max
+            if rate == self.rate:
+                return True  # it stays at rate_max: the same step goes on
+        self._close_step(elapsed)
+        if len(self.steps) < self.max_history:
+            self.steps.append(RateStep(rate, elapsed))
+        self.set_rate(rate)
+        return True
+
+    def _close_step(self, elapsed: float) -> None:
+        if self.steps:
+            self.steps[-1].seconds = elapsed - self.steps[-1].started
 
     async def tick(self, elapsed: float, period_seconds: float) -> Interval:
         period, in_progress = await self.source.take()
@@ -232,6 +313,8 @@ class Monitor:
                         time.time())
         if len(self.history) < self.max_history:
             self.history.append(item)
+        if self.steps:  # after the last step (rate_max passed), what ends still counts there
+            self.steps[-1].counters.merge(period)
         for sink in self.sinks:
             sink(item)
         return item
@@ -240,16 +323,27 @@ class Monitor:
         """Tick until the source has finished or ``deadline`` (loop time) passes."""
         loop = asyncio.get_running_loop()
         t0 = last = loop.time()
+        stepping = self.rate_increase > 0
+        next_step = t0 + self.rate_interval if stepping else math.inf
+        if stepping:
+            self.steps.append(RateStep(self.rate, 0.0))
         while True:
             next_tick = last + self.interval
             while loop.time() < next_tick and not self.source.finished and loop.time() < deadline:
                 await asyncio.sleep(min(0.05, max(0.0, next_tick - loop.time())))
             now = loop.time()
             finished = self.source.finished
-            await self.tick(now - t0, now - last)
+            await self.tick(now - t0, now - last)  # the interval's target rate is the one it ran at
             last = now
             if finished or now >= deadline:
+                if not self.quit_at_max:
+                    self._close_step(now - t0)
                 return
+            # steps are taken as a statistics interval ends, so each step's counters are
+            # whole intervals; a step falls due at most once per interval (no burst)
+            if now >= next_step - TICK_SLACK:
+                next_step = math.inf if not self._step(now - t0) else max(next_step + self.rate_interval,
+                                                                           now + TICK_SLACK)
 
 
 class LocalSource:
@@ -276,7 +370,10 @@ def run_deadline(config: LoadConfig, started: float) -> float:
     """The loop time by which a run must be over, whatever happens (the monitor's bound)."""
     duration = config.duration
     if duration is None:
-        duration = (config.count / config.rate) if config.count is not None else DEFAULT_DURATION
+        if config.count is not None:
+            duration = config.count / config.rate
+        else:
+            duration = config.stepped_duration() or DEFAULT_DURATION
         duration = duration * 3 + 30.0  # a count at a slipping rate: generous but finite
     return started + duration + config.ramp_up + config.timeout + config.hold + DRAIN_GRACE + 30.0
 
@@ -288,7 +385,7 @@ async def run_local(config: LoadConfig, sinks: list[Sink], *, interval: float = 
     once it exists (to change the rate while running). Raises what the scenario's ``open``
     raises."""
     runner = LoadRunner(config)
-    monitor = Monitor(LocalSource(runner), config.rate, interval, list(sinks))
+    monitor = Monitor.for_config(LocalSource(runner), config, interval, sinks)
     if on_monitor is not None:
         on_monitor(monitor)
     loop = asyncio.get_running_loop()
@@ -318,7 +415,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "retransmissions", "requestsSent", "rate", "targetRate", "elapsedMs", "workers",
          "responseTimeMs": {"p50", "p90", "p95", "p99", "max", "mean", "stdev"},
          "callLengthMs": {"mean", "p50", "max"},
-         "media": {"mos", "mosMin", "loss", "jitterMs", "rtpExpected", "rtpLost"} | None}
+         "media": {"mos", "mosMin", "loss", "jitterMs", "rtpExpected", "rtpLost"} | None,
+         "rateSteps": [RateStep.to_api(), …] (empty without rate steps),
+         "stoppedAtRateMax": the steps passed ``rate_max`` and ended the run}
     """
     total = monitor.total
     elapsed = monitor.history[-1].elapsed if monitor.history else 0.0
@@ -350,4 +449,6 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
                          "p50": total.call_length.percentile(50),
                          "max": round(total.call_length.max_ms, 1) if total.call_length.count else None},
         "media": media,
+        "rateSteps": [step.to_api() for step in monitor.steps],
+        "stoppedAtRateMax": monitor.quit_at_max,
     }

@@ -235,7 +235,16 @@ class LoadConfig:
     ``codecs``: the audio codecs calls offer and accept, by name in preference order
     (:attr:`~skinnysip.phone.sip_phone.SIPAccount.codecs`; None: every one available).
     ``t1``: RFC 3261 T1. ``index_start``/``index_step``: the attempt indexes this runner
-    uses (``start + k·step``; a distributed run's workers interleave them)."""
+    uses (``start + k·step``; a distributed run's workers interleave them).
+
+    Rate steps, as SIPp's ``-rate_increase``/``-rate_interval``/``-rate_max``/``-no_rate_quit``:
+    every ``rate_interval`` seconds the driver (:class:`~skinnysip.load.runner.Monitor`) adds
+    ``rate_increase`` to the current rate (0: no steps); when that would pass ``rate_max``
+    the rate stays at ``rate_max`` and, with ``rate_quit``, no new attempt starts (the run
+    ends once the running ones have). So with ``rate_max`` every step up to it, itself
+    included, runs for a whole interval. A stepped run with ``rate_quit`` and neither
+    ``count`` nor ``duration`` starts attempts for :meth:`stepped_duration` seconds (the
+    runner's own bound is one ``rate_interval`` later)."""
 
     scenario: ScenarioName
     host: str
@@ -264,6 +273,24 @@ class LoadConfig:
     t1: float = 0.5
     index_start: int = 0
     index_step: int = 1
+    rate_increase: float = 0.0
+    rate_interval: float = 1.0
+    rate_max: float | None = None
+    rate_quit: bool = True
+
+    @property
+    def stepped(self) -> bool:
+        """True when the rate steps up while the run goes (``rate_increase`` > 0)."""
+        return self.rate_increase > 0
+
+    def stepped_duration(self) -> float | None:
+        """Seconds until a stepped run passes ``rate_max`` and stops starting attempts
+        (``rate_quit``): one ``rate_interval`` for each step from ``rate`` to ``rate_max``;
+        None when the steps do not end the run (no steps, no ``rate_max`` or no quit)."""
+        if not self.stepped or self.rate_max is None or not self.rate_quit:
+            return None
+        steps = math.floor((self.rate_max - self.rate) / self.rate_increase + 1e-9) + 1
+        return max(1, steps) * self.rate_interval
 
     def validate(self) -> None:
         """``ValueError`` naming the first bad field."""
@@ -279,6 +306,19 @@ class LoadConfig:
             raise ValueError("duration: must be > 0")
         if self.ramp_up < 0 or self.hold < 0 or not self.timeout > 0:
             raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
+        if not (self.rate_increase >= 0 and math.isfinite(self.rate_increase)):
+            raise ValueError("rate_increase: must be >= 0")
+        if not (self.rate_interval > 0 and math.isfinite(self.rate_interval)):
+            raise ValueError("rate_interval: must be > 0")
+        if self.rate_max is not None:
+            if not self.stepped:
+                raise ValueError("rate_max: only with rate_increase, which steps the rate up to it (--rate-increase)")
+            if not (math.isfinite(self.rate_max) and self.rate_max >= self.rate):
+                raise ValueError(f"rate_max: must be >= the starting rate {self.rate:g} (-r)")
+        if (self.rate_max is not None and not self.rate_quit and self.count is None
+                and self.duration is None):
+            raise ValueError("rate_quit: a run that keeps going at rate_max (--no-rate-quit) needs a count (-m) "
+                             "or a duration (--duration) to end")
         if self.scenario in ("message", "call") and not self.to:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
         if self.scenario == "user" and not self.user_script:
