@@ -54,6 +54,28 @@ def test_options_counted_by_kamailio(pbx: KamailioPeer, transport: str) -> None:
         assert result["retransmissions"] == 0  # no retransmissions on a reliable transport (§17.1.1.2)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_connection_per_attempt_as_sipp_t_tn(pbx: KamailioPeer, transport: str) -> None:
+    """--connection-per-attempt (SIPp -t tn/ln): Kamailio accepts a connection per
+    registration (its tcp:passive_open; the start-up check's connection sends nothing and
+    Kamailio may not count it) and none is left open; without it, the run shares one."""
+    args = ["register", "127.0.0.1", "-p", str(pbx.port(transport)), "-t", transport, "--domain", pbx.realm,
+            "-u", "alice", "--password", pbx.users["alice"], "-r", "50", "-m", "30", "--ca-file", pbx.ca_file,
+            "--json"]
+    before = kamailio_stats(pbx)
+    proc = load_cli(*args, "--connection-per-attempt")
+    after = kamailio_stats(pbx)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"], result["retransmissions"]) == (30, 0, 0)
+    assert 30 <= after["tcp:passive_open"] - before["tcp:passive_open"] <= 31
+    assert after["usrloc:registered_users"] == before["usrloc:registered_users"]  # each binding removed on its own
+    proc = load_cli(*args)
+    shared = kamailio_stats(pbx)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["successful"] == 30, proc.stderr
+    assert shared["tcp:passive_open"] - after["tcp:passive_open"] == 1
+
+
 def bob_account(pbx: KamailioPeer) -> SIPAccount:
     return SIPAccount(aor=f"sip:bob@{pbx.realm}", password=pbx.users["bob"], registrar=f"127.0.0.1:{pbx.udp_port}")
 

@@ -147,7 +147,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str, codecs: str | None,
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
-         ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True)) -> None:
+         ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
+         connection_per_attempt: bool = False) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -187,7 +188,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         message=text, local_ports=_port_range(local_ports), user_script=script,
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), rate_increase=steps[0],
-        rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3])
+        rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
+        connection_per_attempt=connection_per_attempt)
     try:
         config.validate()
     except ValueError as exc:
@@ -351,6 +353,8 @@ def _command(scenario: str, doc: str) -> click.Command:
             "step that would pass it stops new attempts (SIPp -rate_max).")
     @option("--no-rate-quit", is_flag=True, help="With --rate-max: keep going at it (needs -m or --duration) "
             "(SIPp -no_rate_quit).")
+    @option("--connection-per-attempt", is_flag=True, help="TCP/TLS: each attempt on a new connection, closed "
+            "after it (SIPp -t tn / -t ln); options, register, message.")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
     @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
     @option("--ca-file", help="TLS: CA certificates to check the server with.")
@@ -361,15 +365,15 @@ def _command(scenario: str, doc: str) -> click.Command:
         local_ports: str | None, script: str | None, source: str, codecs: str | None, csv_path: str | None,
         trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
         engine: str | None, ray_address: str | None, rate_file: str | None, rate_increase: float,
-        rate_interval: float | None, rate_max: float | None, no_rate_quit: bool, quiet: bool, insecure: bool,
-        ca_file: str | None,
+        rate_interval: float | None, rate_max: float | None, no_rate_quit: bool, connection_per_attempt: bool,
+        quiet: bool, insecure: bool, ca_file: str | None,
     ) -> None:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
-             (rate_increase, rate_interval, rate_max, not no_rate_quit))
+             (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

@@ -244,7 +244,11 @@ class LoadConfig:
     ends once the running ones have). So with ``rate_max`` every step up to it, itself
     included, runs for a whole interval. A stepped run with ``rate_quit`` and neither
     ``count`` nor ``duration`` starts attempts for :meth:`stepped_duration` seconds (the
-    runner's own bound is one ``rate_interval`` later)."""
+    runner's own bound is one ``rate_interval`` later).
+
+    ``connection_per_attempt`` (TCP/TLS; SIPp ``-t tn``/``-t ln``): each attempt opens its
+    own connection (TLS: its own handshake) and closes it when done, instead of all sharing
+    one; options, register and message scenarios (a call's phone keeps its connection)."""
 
     scenario: ScenarioName
     host: str
@@ -277,6 +281,7 @@ class LoadConfig:
     rate_interval: float = 1.0
     rate_max: float | None = None
     rate_quit: bool = True
+    connection_per_attempt: bool = False
 
     @property
     def stepped(self) -> bool:
@@ -334,6 +339,9 @@ class LoadConfig:
                 from skinnysip.rtp.codecs import payload_types
 
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
+        if self.connection_per_attempt and (self.transport == "udp" or self.scenario in ("call", "user")):
+            raise ValueError("connection_per_attempt: TCP or TLS, options/register/message only "
+                             "(--connection-per-attempt)")
         if self.local_ports is not None:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
@@ -429,6 +437,8 @@ class TransactionScenario(Scenario):
         if c.transport == "udp":
             await _bind_udp(self.ep, route_ip(self.target.address), c.local_ports, set())
         self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host)
+        if c.connection_per_attempt:  # it showed the server answers; each attempt opens its own
+            await self.ep.close_flow(self.flow)
 
     async def close(self) -> None:
         if hasattr(self, "ep"):
@@ -438,16 +448,20 @@ class TransactionScenario(Scenario):
         return self.ep.retransmissions if hasattr(self, "ep") else 0
 
     async def _flow(self) -> Flow | None:
-        """The flow for this attempt: UDP's one socket, or the open (or re-opened) connection."""
+        """The flow for this attempt: UDP's one socket, the open (or re-opened) connection,
+        or with ``connection_per_attempt`` a new connection of its own."""
         if self.config.transport == "udp":
             return self.flow
+        own = self.config.connection_per_attempt
         try:
-            self.flow = await self.ep.flow_to(self.target, timeout=min(10.0, self.config.timeout),
-                                              server_name=self.config.host)
-            return self.flow
+            flow = await self.ep.flow_to(self.target, timeout=min(10.0, self.config.timeout),
+                                         server_name=self.config.host, reuse=not own)
         except SIPTransportError as exc:
             record_failure(self.counters(), "transport", "FailedTcpConnect", note=str(exc))
             return None
+        if not own:
+            self.flow = flow
+        return flow
 
     def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
                  call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
@@ -487,6 +501,16 @@ class TransactionScenario(Scenario):
         flow = await self._flow()
         if flow is None:
             return
+        if not self.config.connection_per_attempt:
+            await self._attempt_on(flow, index, started)
+            return
+        try:
+            await self._attempt_on(flow, index, started)
+        finally:
+            await self.ep.close_flow(flow)
+
+    async def _attempt_on(self, flow: Flow, index: int, started: float) -> None:
+        loop = asyncio.get_running_loop()
         c = self.config
         user = c.user_for(index)
         aor = f"sip:{user.user}@{c.sip_domain}"

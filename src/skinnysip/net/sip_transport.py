@@ -468,12 +468,18 @@ class SIPTransportLayer:
         return Flow("udp", (ip, remote[1]), local=local)
 
     async def connect(self, transport: Transport, remote: tuple[str, int], *, timeout: float,
-                      tls_client: ssl.SSLContext | None = None, server_name: str | None = None) -> Connection:
+                      tls_client: ssl.SSLContext | None = None, server_name: str | None = None,
+                      reuse: bool = True) -> Connection:
         """The connection to ``remote`` over TCP/TLS: an open one is reused (inbound or
         outbound), else a new one is opened within ``timeout`` seconds (TLS: handshake
-        included; SNI and name checks use ``server_name``). Raises
-        :class:`SIPTransportError`."""
+        included; SNI and name checks use ``server_name``). ``reuse=False``: always a new
+        one, the caller's alone (never handed out for ``remote`` again; close it with
+        :meth:`close_connection`). Raises :class:`SIPTransportError`."""
         ip = strip_brackets(remote[0])
+        if not reuse:
+            if len(self.connections) >= self.max_connections:
+                raise SIPTransportError(f"too many connections open ({self.max_connections})")
+            return await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name, shared=False)
         key = (transport, ip, int(remote[1]))
         conn = self._by_remote.get(key)
         if conn is not None and not conn.closed:
@@ -497,7 +503,7 @@ class SIPTransportLayer:
             del self._connecting[key]
 
     async def _open(self, transport: Transport, ip: str, port: int, timeout: float,
-                    tls_client: ssl.SSLContext | None, server_name: str | None) -> Connection:
+                    tls_client: ssl.SSLContext | None, server_name: str | None, *, shared: bool = True) -> Connection:
         where = f"{hostport(ip, port)}/{transport}"
         context = None
         if transport == "tls":
@@ -534,8 +540,16 @@ class SIPTransportLayer:
                                    verified=context.verify_mode != ssl.CERT_NONE)
         conn = Connection(self, transport, reader, writer, inbound=False, tls=info)
         self.connections[conn.id] = conn
-        self._by_remote[(transport, ip, port)] = conn
+        if shared:
+            self._by_remote[(transport, ip, port)] = conn
         return conn
+
+    async def close_connection(self, flow: Flow) -> None:
+        """Close the TCP/TLS connection of ``flow`` (none, or already closed: nothing to do);
+        its transactions hear that it was lost, as when the peer closes it."""
+        conn = self.connections.get(flow.connection) if flow.connection is not None else None
+        if conn is not None:
+            await conn.close()
 
     # -- sending ----------------------------------------------------------------------------
     def local_address(self, flow: Flow) -> tuple[str, int]:
