@@ -312,13 +312,15 @@ class LoadConfig:
         if self.ramp_up < 0 or self.hold < 0 or not self.timeout > 0:
             raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
         if not (self.rate_increase >= 0 and math.isfinite(self.rate_increase)):
-            raise ValueError("rate_increase: must be >= 0")
+            raise ValueError("rate_increase: must be a finite number >= 0 (--rate-increase)")
         if not (self.rate_interval > 0 and math.isfinite(self.rate_interval)):
-            raise ValueError("rate_interval: must be > 0")
+            raise ValueError("rate_interval: must be a finite number of seconds > 0 (--rate-interval)")
         if self.rate_max is not None:
             if not self.stepped:
                 raise ValueError("rate_max: only with rate_increase, which steps the rate up to it (--rate-increase)")
-            if not (math.isfinite(self.rate_max) and self.rate_max >= self.rate):
+            if not math.isfinite(self.rate_max):
+                raise ValueError("rate_max: must be a finite number (--rate-max)")
+            if self.rate_max < self.rate:
                 raise ValueError(f"rate_max: must be >= the starting rate {self.rate:g} (-r)")
         if (self.rate_max is not None and not self.rate_quit and self.count is None
                 and self.duration is None):
