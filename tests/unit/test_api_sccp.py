@@ -29,7 +29,19 @@ def api() -> Iterator[str]:
 
 
 def post(api: str, path: str, body: Any) -> httpx.Response:
-    return httpx.post(f"{api}/api/sccp/{path}", json=body, timeout=30)
+    response = httpx.post(f"{api}/api/sccp/{path}", json=body, timeout=30)
+    if response.status_code == 200:
+        assert_documented(response.json())
+    return response
+
+
+def assert_documented(body: dict[str, Any]) -> None:
+    """A 200 body is what the OpenAPI document says (the SCCPResult model): it validates,
+    and it has no key the document leaves out, nested ones included."""
+    from skinnysip.api.sccp_routes import RESPONSE_MODEL
+
+    model = RESPONSE_MODEL.model_validate(body)
+    assert model.model_dump(mode="json", by_alias=True) == body
 
 
 def test_probe_register_linestate_over_http(api: str, lab_port: int) -> None:
@@ -115,6 +127,10 @@ def test_non_json_bodies_are_400(api: str) -> None:
 
 def test_openapi_lists_the_routes() -> None:
     client = TestClient(create_app())
-    paths = client.get("/openapi.json").json()["paths"]
+    document = client.get("/openapi.json").json()
+    paths = document["paths"]
     for p in ("probe", "register", "linestate", "call-setup"):
-        assert f"/api/sccp/{p}" in paths
+        ok = paths[f"/api/sccp/{p}"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/SCCPResult"}
+    result = document["components"]["schemas"]["SCCPResult"]
+    assert {"success", "error", "registered", "keepAliveAck", "lines", "call", "exchange"} <= set(result["properties"])

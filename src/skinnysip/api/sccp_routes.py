@@ -5,7 +5,8 @@ required; ``port`` 2000, or 2443 with ``tls``; ``deviceName`` ``SEP001122334455`
 ``deviceType`` 7 (Cisco 7960); ``timeout`` ms (100–60000, default 10000); ``tls``,
 ``tlsVerify``, ``protocolVersion`` (0–22, default 11), ``lineNumber``, ``dialNumber``,
 ``holdMs`` (0–120000)), runs the operation of :mod:`skinnysip.probes.sccp` and returns its
-result's ``to_api()`` unchanged — the same body ``skinnysip sccp … --json`` prints.
+result's ``to_api()`` unchanged — the same body ``skinnysip sccp … --json`` prints, described
+in the OpenAPI document by :data:`RESPONSE_MODEL` (the ``SCCPResult`` dataclass's fields).
 
 A bad or unknown field is a 400 ``{"success": false, "error": "<field>: <what is wrong>"}``
 (the app's validation handler); a host the server's target policy refuses is a 403 with the
@@ -18,11 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, model_validator
 
 from skinnysip.api.guard import check_target
 from skinnysip.api.sip_routes import HOST_SCHEMA, integral_floats
-from skinnysip.probes.sccp import DIAL_PATTERN, SCCPRequest, run_operation
+from skinnysip.models import api_model
+from skinnysip.probes.sccp import DIAL_PATTERN, SCCPRequest, SCCPResult, run_operation
 from skinnysip.sccp.station import DEVICE_NAME_RULES
 
 router = APIRouter(tags=["sccp"])
@@ -76,32 +79,36 @@ SCCPCallBody.model_config["json_schema_extra"] = _one_host
 SCCPCallBody.model_rebuild(force=True)
 
 
-async def _run(name: str, req: SCCPBody) -> dict[str, Any]:
+#: the response body of every SCCP route: the operation's result as ``to_api()`` gives it
+RESPONSE_MODEL = api_model(SCCPResult)
+
+
+async def _run(name: str, req: SCCPBody) -> JSONResponse:
     await check_target(req.host)
-    return (await run_operation(name, req)).to_api()
+    return JSONResponse((await run_operation(name, req)).to_api())
 
 
-@router.post("/api/sccp/probe")
-async def sccp_probe(req: SCCPBody) -> dict[str, Any]:
+@router.post("/api/sccp/probe", response_model=RESPONSE_MODEL)
+async def sccp_probe(req: SCCPBody) -> JSONResponse:
     """Connect and exchange KeepAlive → KeepAliveAck; reports ``keepAliveAck``, ``connectMs``,
     ``latencyMs``."""
     return await _run("probe", req)
 
 
-@router.post("/api/sccp/register")
-async def sccp_register(req: SCCPBody) -> dict[str, Any]:
+@router.post("/api/sccp/register", response_model=RESPONSE_MODEL)
+async def sccp_register(req: SCCPBody) -> JSONResponse:
     """Register (RegisterAck or RegisterReject with its reason), answer capabilities, unregister."""
     return await _run("register", req)
 
 
-@router.post("/api/sccp/linestate")
-async def sccp_linestate(req: SCCPBody) -> dict[str, Any]:
+@router.post("/api/sccp/linestate", response_model=RESPONSE_MODEL)
+async def sccp_linestate(req: SCCPBody) -> JSONResponse:
     """Register and report lines (number, label, display name), speed dials and soft keys."""
     return await _run("linestate", req)
 
 
-@router.post("/api/sccp/call-setup")
-async def sccp_call_setup(req: SCCPCallBody) -> dict[str, Any]:
+@router.post("/api/sccp/call-setup", response_model=RESPONSE_MODEL)
+async def sccp_call_setup(req: SCCPCallBody) -> JSONResponse:
     """Register, go off-hook, dial ``dialNumber``, hold ``holdMs`` with RTP both ways, hang up;
     reports ``rtpPacketsSent`` / ``rtpPacketsReceived`` and the call's states. ``dialNumber``
     is required here (400 without it)."""
