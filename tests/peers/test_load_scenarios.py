@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,6 +75,28 @@ def test_a_connection_per_attempt_as_sipp_t_tn(pbx: KamailioPeer, transport: str
     shared = kamailio_stats(pbx)
     assert proc.returncode == 0 and json.loads(proc.stdout)["successful"] == 30, proc.stderr
     assert shared["tcp:passive_open"] - after["tcp:passive_open"] == 1
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_trace_msg_writes_every_message_as_sipp(pbx: KamailioPeer, tmp_path: Path, processes: int) -> None:
+    """--trace-msg (SIPp -trace_msg): each registration's six messages (REGISTER, 401,
+    REGISTER with credentials, 200, REGISTER Expires 0, 200) as sent and received, with
+    addresses and sizes; two workers write FILE.0 and FILE.1, together the same."""
+    path = tmp_path / "messages.log"
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", pbx.users["alice"], "-r", "20", "-m", "6", "--trace-msg", str(path),
+                    "--processes", str(processes), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    files = [path] if processes == 1 else [tmp_path / "messages.log.0", tmp_path / "messages.log.1"]
+    text = "".join(f.read_text(encoding="utf-8") for f in files)
+    heads = re.findall(r"^----- \S+ \S+ (sent|received) UDP 127\.0\.0\.1:\d+ (->|<-) 127\.0\.0\.1:(\d+) \((\d+) bytes\)$",
+                       text, re.M)
+    assert len(heads) == 6 * 6 == result["requestsSent"] * 2 + 2 * result["retransmissions"]
+    assert all((d == "sent") == (a == "->") and int(port) == pbx.udp_port for d, a, port, _ in heads)
+    starts = re.findall(r"bytes\)\n(REGISTER sip:|SIP/2\.0 (?:401|200) )", text)
+    assert starts.count("REGISTER sip:") == 18 and starts.count("SIP/2.0 401 ") == 6
+    assert len(set(re.findall(r"^Call-ID: (\S+)", text, re.M))) == 6
 
 
 def bob_account(pbx: KamailioPeer) -> SIPAccount:

@@ -202,6 +202,24 @@ def test_rate_steps_config_as_sipp() -> None:
     assert [s.duration for s in kept] == [7.0, 7.0]
 
 
+def test_message_log_is_bounded_and_says_what_it_left_out(tmp_path) -> None:
+    from skinnysip.load.report import MessageLog
+    from skinnysip.net.trace import TraceRecord
+
+    log = MessageLog(tmp_path / "m.log", max_bytes=300)
+    record = TraceRecord("received", 1_700_000_000.25, "127.0.0.1:5060", "[::1]:5070", "tcp", "200 OK",
+                         b"SIP/2.0 200 OK\r\nX: \xff\r\n\r\n")
+    for _ in range(10):
+        log(record)
+    log.close()
+    log(record)  # after close: counted, not written
+    text = (tmp_path / "m.log").read_bytes().decode("utf-8")
+    blocks = text.count(f"received TCP 127.0.0.1:5060 <- [::1]:5070 ({len(record.raw)} bytes)")
+    assert 1 <= blocks < 10 and "SIP/2.0 200 OK\r\nX: \ufffd" in text
+    assert text.endswith(f"----- {10 - blocks} more messages not written (the file holds at most 300 octets)\n")
+    assert log.left_out == 10 - blocks + 1
+
+
 def test_max_failures_count_or_percent() -> None:
     assert not max_failures_exceeded("0", 0, 100)
     assert max_failures_exceeded("0", 1, 100)

@@ -148,7 +148,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
-         connection_per_attempt: bool = False) -> None:
+         connection_per_attempt: bool = False, trace_msg: str | None = None) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -189,7 +189,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
-        connection_per_attempt=connection_per_attempt)
+        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg)
     try:
         config.validate()
     except ValueError as exc:
@@ -208,6 +208,12 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         except OSError as exc:
             _fail(f"{flag}: cannot write {str(path)!r}: {exc.strerror or exc}")
     sinks += files
+    if trace_msg is not None:  # each worker writes FILE.i: can the first be written?
+        where = trace_msg if processes <= 1 and not ray_address else f"{trace_msg}.0"
+        try:
+            open(where, "w").close()  # noqa: SIM115 - a check; the run writes it
+        except OSError as exc:
+            _fail(f"--trace-msg: cannot write {where!r}: {exc.strerror or exc}")
     if rate_file is not None:
         sinks.append(_rate_file_sink(rate_file, ref))
     live_on = not quiet and not as_json and sys.stderr.isatty()
@@ -335,6 +341,8 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--csv", "csv_path", help="Per-interval statistics (SIPp -trace_stat columns).")
     @option("--trace-err", help="Write what failed attempts were (status, the request sent, the answer; the first "
             "20 an interval, 1000 in all), as SIPp -trace_err.")
+    @option("--trace-msg", help="Write every SIP message sent and received, as SIPp -trace_msg (at most 256 MiB; "
+            "with --processes N worker i writes FILE.i).")
     @option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
     @option("--interval", default=1.0, type=FloatRange(min=0.05), help="Seconds between statistics rows.")
     @option("--max-failures", default="0", callback=_check_max_failures,
@@ -363,7 +371,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int, unregister: bool, text: str,
         local_ports: str | None, script: str | None, source: str, codecs: str | None, csv_path: str | None,
-        trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
+        trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
+        processes: int,
         engine: str | None, ray_address: str | None, rate_file: str | None, rate_increase: float,
         rate_interval: float | None, rate_max: float | None, no_rate_quit: bool, connection_per_attempt: bool,
         quiet: bool, insecure: bool, ca_file: str | None,
@@ -373,7 +382,7 @@ def _command(scenario: str, doc: str) -> click.Command:
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
-             (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt)
+             (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

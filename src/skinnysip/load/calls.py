@@ -46,6 +46,7 @@ class PhoneScenario(Scenario):
         if c.scenario == "user":
             assert c.user_script is not None
             self.function = load_user_function(c.user_script)
+        self.open_message_log()
         # one phone up front: a server that cannot be reached fails the run at once
         await self._phone(c.user_for(0), reserve=False)
 
@@ -63,7 +64,9 @@ class PhoneScenario(Scenario):
             ca_file=c.ca_file, register=False, source=c.source, codecs=c.codecs, t1=c.t1, timeout=c.timeout,
             listen_host=route_ip(c.host) if port else None, listen_port=port)
         phone = SIPPhone(account)
-        phone.endpoint.trace.enabled = False
+        # no wire trace (load), unless every message goes to the --trace-msg file
+        phone.endpoint.trace.enabled = self.message_log is not None
+        phone.endpoint.trace.listener = self.message_log
         try:
             await phone.start()
         except BaseException:
@@ -94,6 +97,7 @@ class PhoneScenario(Scenario):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(phone.close(), 10)
         self.phones.clear()
+        self.close_message_log()
 
     def retransmissions(self) -> int:
         return self._retired + sum(p.endpoint.retransmissions for ps in self.phones.values() for p in ps)

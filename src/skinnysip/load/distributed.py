@@ -92,7 +92,8 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
         shares.append(dataclasses.replace(
             config, rate=config.rate / workers, count=count, limit=max(1, math.ceil(config.limit / workers)),
             local_ports=ports, index_start=config.index_start + i * config.index_step,
-            index_step=config.index_step * workers, duration=duration, rate_increase=0.0, rate_max=None))
+            index_step=config.index_step * workers, duration=duration, rate_increase=0.0, rate_max=None,
+            trace_msg=None if config.trace_msg is None else f"{config.trace_msg}.{i}"))
     for share in shares:  # shares of the rate follow the number of workers really started
         share.rate = config.rate / len(shares)
     return shares

@@ -139,6 +139,47 @@ class ErrorLogSink:
         self._file.close()
 
 
+#: octets one ``--trace-msg`` file holds at most
+MAX_MESSAGE_LOG_BYTES = 256 << 20
+
+
+class MessageLog:
+    """Every SIP message of a load run written to ``path`` as text, as SIPp's
+    ``-trace_msg``: per message a ``-----`` line with the wall-clock time, ``sent`` or
+    ``received``, the transport, our address, the peer's and the size, then the message
+    (UTF-8, undecodable octets replaced). A :class:`~skinnysip.net.trace.Trace` listener. At
+    most ``max_bytes`` octets are written; later messages are only counted and :meth:`close`
+    says how many were left out. ``OSError`` from the constructor when the file cannot be
+    created."""
+
+    def __init__(self, path: str | Path, max_bytes: int = MAX_MESSAGE_LOG_BYTES) -> None:
+        self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.left_out = 0
+
+    def __call__(self, record: Any) -> None:
+        """Write one :class:`~skinnysip.net.trace.TraceRecord`."""
+        if self.written >= self.max_bytes or self._file.closed:
+            self.left_out += 1
+            return
+        stamp = dt.datetime.fromtimestamp(record.time).isoformat(sep=" ", timespec="microseconds")
+        arrow = "->" if record.direction == "sent" else "<-"
+        data = (f"----- {stamp} {record.direction} {record.transport.upper()} {record.local} {arrow} "
+                f"{record.remote} ({len(record.raw)} bytes)\n"
+                f"{record.raw.decode('utf-8', 'replace')}\n\n").encode()
+        self._file.write(data)
+        self.written += len(data)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self.left_out:
+            self._file.write(f"----- {self.left_out} more messages not written (the file holds at most "
+                             f"{self.max_bytes} octets)\n".encode())
+        self._file.close()
+
+
 def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from skinnysip.addresses import format_host
 from skinnysip.net.resolver import ServerTarget
@@ -40,6 +40,9 @@ from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.uri import NameAddr, SipURI
 
 from .stats import Counters
+
+if TYPE_CHECKING:
+    from .report import MessageLog
 
 __all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
 
@@ -248,7 +251,11 @@ class LoadConfig:
 
     ``connection_per_attempt`` (TCP/TLS; SIPp ``-t tn``/``-t ln``): each attempt opens its
     own connection (TLS: its own handshake) and closes it when done, instead of all sharing
-    one; options, register and message scenarios (a call's phone keeps its connection)."""
+    one; options, register and message scenarios (a call's phone keeps its connection).
+
+    ``trace_msg``: a file to write every SIP message sent and received to, as SIPp's
+    ``-trace_msg`` (:class:`~skinnysip.load.report.MessageLog`; a fanned-out run's worker
+    ``i`` writes ``trace_msg.i``)."""
 
     scenario: ScenarioName
     host: str
@@ -282,6 +289,7 @@ class LoadConfig:
     rate_max: float | None = None
     rate_quit: bool = True
     connection_per_attempt: bool = False
+    trace_msg: str | None = None
 
     @property
     def stepped(self) -> bool:
@@ -393,6 +401,24 @@ class Scenario:
     def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
         self.config = config
         self.counters = counters
+        self.message_log: MessageLog | None = None
+
+    def open_message_log(self) -> MessageLog | None:
+        """The ``trace_msg`` file's :class:`~skinnysip.load.report.MessageLog` (None without
+        one); ``ValueError`` with one line when it cannot be created."""
+        if self.config.trace_msg is None:
+            return None
+        from .report import MessageLog
+
+        try:
+            self.message_log = MessageLog(self.config.trace_msg)
+        except OSError as exc:
+            raise ValueError(f"--trace-msg: cannot write {self.config.trace_msg!r}: {exc.strerror or exc}") from None
+        return self.message_log
+
+    def close_message_log(self) -> None:
+        if self.message_log is not None:
+            self.message_log.close()
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -427,8 +453,12 @@ class TransactionScenario(Scenario):
 
     async def open(self) -> None:
         c = self.config
-        self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=False, tls_verify=c.tls_verify,
-                              ca_file=c.ca_file)
+        log = self.open_message_log()
+        # no wire trace (load), unless every message goes to the --trace-msg file: then the
+        # trace keeps only the newest record and hands each to the file
+        self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=log is not None, trace_limit=1,
+                              tls_verify=c.tls_verify, ca_file=c.ca_file)
+        self.ep.trace.listener = log
         # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
         # made once per run (bounded; the results are only read)
         self._uri = functools.lru_cache(maxsize=MAX_USERS + 2)(SipURI.parse)
@@ -445,6 +475,7 @@ class TransactionScenario(Scenario):
     async def close(self) -> None:
         if hasattr(self, "ep"):
             await self.ep.close()
+        self.close_message_log()
 
     def retransmissions(self) -> int:
         return self.ep.retransmissions if hasattr(self, "ep") else 0
