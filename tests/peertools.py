@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,6 +38,26 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
             continue
         return port
     raise RuntimeError("no free port found")
+
+
+def free_even_range(pairs: int) -> tuple[int, int]:
+    """(first, last): an even first port and ``pairs`` UDP port pairs after it on 127.0.0.1,
+    all free now (bound and let go), for ``rtp_ports`` ranges."""
+    for _ in range(200):
+        first = random.randrange(20000, 60000 - 2 * pairs, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(first, first + 2 * pairs):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first, first + 2 * pairs - 1
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
 
 
 def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:

@@ -103,6 +103,26 @@ async def test_echo_returns_our_tone(services: LabServices, tmp_path: Path) -> N
     assert summaries[0].startswith("INVITE sip:600@") and "200 OK" in summaries and any(s.startswith("BYE") for s in summaries)
 
 
+async def test_echo_over_rtp_ports_from_a_range(services: LabServices, tmp_path: Path) -> None:
+    """A phone whose media must use a port range (``rtp_ports``, baresip's ``rtp_ports``):
+    the offer names an even port inside it, and the echo comes back there."""
+    from peertools import free_even_range
+
+    first, last = free_even_range(10)
+    async with caller(tmp_path, "alice", 440.0, rtp_ports=(first, last)) as phone:
+        call = await dial(phone, services, "600")
+        assert call.media is not None
+        local = call.media.local_port
+        await asyncio.sleep(3)
+        path = rx(call)
+        await call.hangup()
+    assert first <= local < last and local % 2 == 0
+    assert_heard(wav_samples(path)[4000:], 440.0)
+    [record] = services.calls()
+    offer = next(m["raw"] for m in record["messages"] if m["summary"].startswith("INVITE"))
+    assert f"m=audio {local} RTP/AVP" in offer
+
+
 async def test_tone_is_1004_hz_milliwatt(services: LabServices, tmp_path: Path) -> None:
     async with caller(tmp_path, "alice", 440.0) as phone:
         call = await dial(phone, services, "601")

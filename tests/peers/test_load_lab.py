@@ -57,3 +57,21 @@ async def test_load_calls_offer_only_the_codecs_given(lab: Lab) -> None:
     offers = [m["raw"] for c in lab.calls() for m in c["messages"]
               if m["direction"] == "received" and m["summary"].startswith("INVITE") and "m=audio" in m["raw"]]
     assert offers and all("RTP/AVP 8 101\r\n" in raw for raw in offers), offers[:1]
+
+
+async def test_load_calls_take_their_rtp_ports_from_the_range(lab: Lab) -> None:
+    """``--rtp-ports FIRST-LAST``: every INVITE the lab saw offers an RTP port inside the
+    range (even, its RTCP port too), and the calls carry media both ways."""
+    from peertools import free_even_range
+
+    first, last = free_even_range(16)
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=[User("1001", "demo1001")], to="600",
+                        rate=4, count=3, limit=3, hold=1.0, rtp_ports=(first, last))
+    config.validate()
+    result = summary(await run_local(config, []), config)
+    assert (result["attempted"], result["successful"]) == (3, 3), result
+    assert result["media"]["rtpLost"] == 0 and result["media"]["rtpExpected"] >= 3 * 40
+    offered = [int(m["raw"].split("m=audio ", 1)[1].split(" ", 1)[0]) for c in lab.calls() for m in c["messages"]
+               if m["direction"] == "received" and m["summary"].startswith("INVITE") and "m=audio" in m["raw"]]
+    assert len(set(offered)) == 3 and all(first <= p < last and p % 2 == 0 for p in offered), offered

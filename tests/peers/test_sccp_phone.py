@@ -188,6 +188,25 @@ async def test_call_between_two_phones_audio_both_ways(lab: LabCallManager, tmp_
         assert out.summary()["callReference"] == out.call_reference and out.summary()["media"]["streams"] == 1
 
 
+async def test_media_ports_from_a_range(lab: LabCallManager, tmp_path: Path) -> None:
+    """``rtp_ports`` on a station: the port its OpenReceiveChannelAck names (where the other
+    phone sends) is inside the range, and each side still hears the other's tone."""
+    from peertools import free_even_range
+
+    first, last = free_even_range(10)
+    async with SCCPPhone(account(lab, ALICE, tmp_path, rtp_ports=(first, last))) as alice, \
+            SCCPPhone(account(lab, BOB, tmp_path)) as bob:
+        out, inc = await connected_pair(alice, bob)
+        await asyncio.sleep(1.5)
+        await out.hangup()
+        await inc.wait_ended(5.0)
+        [ra], [rb] = out.media_reports(), inc.media_reports()
+        assert first <= ra["local"][1] < last and ra["local"][1] % 2 == 0
+        assert tuple(rb["remote"]) == tuple(ra["local"])
+        assert_heard(ra["recordings"]["rx"], TONES[BOB])
+        assert_heard(rb["recordings"]["rx"], TONES[ALICE])
+
+
 async def test_hold_and_resume(lab: LabCallManager, tmp_path: Path) -> None:
     async with SCCPPhone(account(lab, ALICE, tmp_path)) as alice, SCCPPhone(account(lab, BOB, tmp_path)) as bob:
         out, inc = await connected_pair(alice, bob)

@@ -343,6 +343,21 @@ def write_pcap(path: str | None, exchange: list[WireMessage], media: Sequence[An
         fail(f"--pcap: cannot write {path!r}: {exc}")
 
 
+def port_range(value: str | None, flag: str) -> tuple[int, int] | None:
+    """``FIRST-LAST`` (or one port) as (first, last) within 1-65535, FIRST <= LAST; None for
+    None. ``click.BadParameter`` naming ``flag`` otherwise."""
+    if value is None:
+        return None
+    first, _, last = value.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not FIRST-LAST", param_hint=flag) from None
+    if not 1 <= lo <= hi <= 65535:
+        raise click.BadParameter(f"{value!r}: ports 1-65535, FIRST <= LAST", param_hint=flag)
+    return lo, hi
+
+
 def comma_list(text: str | None) -> tuple[str, ...] | None:
     """``"PCMA, PCMU"`` → ``("PCMA", "PCMU")`` (empty items dropped); None stays None."""
     return None if text is None else tuple(item.strip() for item in text.split(",") if item.strip())

@@ -39,7 +39,7 @@ from typing import Any
 
 import click
 
-from skinnysip.cli.common import FloatRange, Group, argument, exit_with, option
+from skinnysip.cli.common import FloatRange, Group, argument, exit_with, option, port_range
 
 app = Group("load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
 
@@ -49,19 +49,6 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     click.echo(f"error: {message}", err=True)
     raise exit_with(code)
-
-
-def _port_range(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    first, _, last = value.partition("-")
-    try:
-        lo, hi = int(first), int(last or first)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not FIRST-LAST", param_hint="--local-ports") from None
-    if not 1 <= lo <= hi <= 65535:
-        raise click.BadParameter(f"{value!r}: ports 1-65535, FIRST <= LAST", param_hint="--local-ports")
-    return lo, hi
 
 
 def max_failures_exceeded(limit: str, failed: int, attempted: int) -> bool:
@@ -148,7 +135,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
-         connection_per_attempt: bool = False, trace_msg: str | None = None) -> None:
+         connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -185,7 +172,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         scenario=scenario, host=host, port=port, transport=transport, domain=domain,  # type: ignore[arg-type]
         users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
-        message=text, local_ports=_port_range(local_ports), user_script=script,
+        message=text, local_ports=port_range(local_ports, "--local-ports"), user_script=script,
+        rtp_ports=port_range(rtp_ports, "--rtp-ports"),
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
@@ -334,6 +322,8 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--unregister/--no-unregister", default=True, help="Remove each binding after registering.")
     @option("--text", default="skinnysip load", help="MESSAGE body.")
     @option("--local-ports", help="Local UDP port range FIRST-LAST.")
+    @option("--rtp-ports", metavar="FIRST-LAST", help="Calls: the range their RTP/RTCP port pairs are taken from "
+            "(baresip rtp_ports).")
     @option("--script", help="user scenario: a Python file with async def scenario(phone, index).")
     @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo or a WAV file.")
     @option("--codecs", metavar="LIST", help="Audio codecs calls offer and accept, in order, e.g. PCMA,PCMU "
@@ -370,7 +360,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int, unregister: bool, text: str,
-        local_ports: str | None, script: str | None, source: str, codecs: str | None, csv_path: str | None,
+        local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, codecs: str | None,
+        csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
         processes: int,
         engine: str | None, ray_address: str | None, rate_file: str | None, rate_increase: float,
@@ -382,7 +373,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         _run(scenario, host, port, transport, domain, user, password, users, to, rate, limit, count, duration,
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
-             (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg)
+             (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
+             rtp_ports)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

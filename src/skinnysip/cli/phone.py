@@ -56,6 +56,7 @@ from skinnysip.cli.common import (
     option,
     parse_target,
     password_from,
+    port_range,
     printable,
     readable_file,
     transport_value,
@@ -123,6 +124,8 @@ class PhoneCommand(Command):
 @option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
 @option("--no-register", is_flag=True, help="Do not register (direct calls).")
 @option("--listen-port", default=0, type=click.IntRange(0, 65535), help="Local SIP port [default: any].")
+@option("--rtp-ports", metavar="FIRST-LAST", help="Range the calls' RTP/RTCP port pairs are taken from (baresip "
+        "rtp_ports) [default: any free pair].")
 @option("--expires", default=600, type=click.IntRange(10, 86400), help="Registration expiry asked for, s.")
 @option("--auto-answer", type=FloatRange(0, 3600),
         help="Answer calls after DELAY_S seconds [default 0 if given alone].")
@@ -145,7 +148,8 @@ class PhoneCommand(Command):
 def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
-    insecure: bool, no_register: bool, listen_port: int, expires: int, auto_answer: float | None,
+    insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
+    auto_answer: float | None,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
     pcap: str | None,
@@ -165,6 +169,16 @@ def phone_cmd(
         raise _fail("--srtp: optional or mandatory (or off)")
     if call is not None and auto_answer is not None:
         raise _fail("--call and --auto-answer: choose one")
+    from skinnysip.net.media import check_port_range
+
+    try:
+        media_ports = port_range(rtp_ports, "--rtp-ports")
+        if media_ports is not None:
+            check_port_range(media_ports)
+    except click.BadParameter as exc:
+        raise _fail(f"--rtp-ports: {exc.message}") from None
+    except ValueError as exc:
+        raise _fail(f"--rtp-ports: {exc}") from None
     if play is not None:
         from skinnysip.rtp.audio import WavSource
 
@@ -176,7 +190,7 @@ def phone_cmd(
         if aor is not None:
             raise _fail("an AOR is for SIP; with --sccp give --device")
         acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, readable_file(ca_file, "--ca-file"),
-                                 auto_answer, play or f"tone:{tone}", record)
+                                 auto_answer, play or f"tone:{tone}", record, media_ports)
         raise exit_with(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
     if aor is None:
         raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
@@ -196,7 +210,7 @@ def phone_cmd(
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
-                         codecs=comma_list(codecs))
+                         codecs=comma_list(codecs), rtp_ports=media_ports)
         acc.uri()
         if acc.codecs is not None:
             payload_types(acc.codecs)
@@ -257,7 +271,8 @@ def _media(calls: Iterable[Any]) -> list[Any]:
 
 
 def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecure: bool, ca_file: str | None,
-                  auto_answer: float | None, source: str, record: str | None) -> Any:
+                  auto_answer: float | None, source: str, record: str | None,
+                  rtp_ports: tuple[int, int] | None = None) -> Any:
     from skinnysip.phone.sccp_phone import SCCPAccount
 
     try:
@@ -270,7 +285,7 @@ def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecur
     try:
         account = SCCPAccount(host=host, port=port, tls=tls, tls_verify=not insecure, ca_file=ca_file,
                               device_name=device, device_type=device_type, auto_answer=auto_answer, source=source,
-                              record_dir=record)
+                              record_dir=record, rtp_ports=rtp_ports)
         account.station_config("0.0.0.0")  # checks the device name and type now
         return account
     except ValueError as exc:

@@ -62,7 +62,7 @@ class PhoneScenario(Scenario):
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
             outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
             ca_file=c.ca_file, register=False, source=c.source, codecs=c.codecs, t1=c.t1, timeout=c.timeout,
-            listen_host=route_ip(c.host) if port else None, listen_port=port)
+            listen_host=route_ip(c.host) if port else None, listen_port=port, rtp_ports=c.rtp_ports)
         phone = SIPPhone(account)
         # no wire trace (load), unless every message goes to the --trace-msg file
         phone.endpoint.trace.enabled = self.message_log is not None

@@ -253,6 +253,9 @@ class LoadConfig:
     own connection (TLS: its own handshake) and closes it when done, instead of all sharing
     one; options, register and message scenarios (a call's phone keeps its connection).
 
+    ``rtp_ports``: (first, last), the range calls take their RTP/RTCP port pairs from
+    (:attr:`~skinnysip.phone.sip_phone.SIPAccount.rtp_ports`; None: any free pair).
+
     ``trace_msg``: a file to write every SIP message sent and received to, as SIPp's
     ``-trace_msg`` (:class:`~skinnysip.load.report.MessageLog`; a fanned-out run's worker
     ``i`` writes ``trace_msg.i``)."""
@@ -290,6 +293,7 @@ class LoadConfig:
     rate_quit: bool = True
     connection_per_attempt: bool = False
     trace_msg: str | None = None
+    rtp_ports: tuple[int, int] | None = None
 
     @property
     def stepped(self) -> bool:
@@ -356,6 +360,13 @@ class LoadConfig:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
                 raise ValueError("local_ports: FIRST-LAST within 1-65535")
+        if self.rtp_ports is not None:
+            from skinnysip.net.media import check_port_range
+
+            try:
+                check_port_range(self.rtp_ports)
+            except ValueError as exc:
+                raise ValueError(f"rtp_ports: {exc} (--rtp-ports)") from None
         checks = [("domain", f"sip:load@{self.sip_domain}")]
         if self.to and not self.to.lower().startswith("tel:"):
             checks.append(("to", self.uri(self.to)))

@@ -94,7 +94,7 @@ from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
 
-__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS",
+__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS", "check_port_range",
            "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -476,9 +476,23 @@ class _Socket(asyncio.DatagramProtocol):
         self.errors(exc)
 
 
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+def check_port_range(ports: tuple[int, int]) -> tuple[int, int]:
+    """``ports`` (first, last) as an RTP port range: within 1..65535, first <= last, and at
+    least one even RTP port whose RTCP port (+1) is in it too. Returns it; ``ValueError``
+    saying what is wrong."""
+    first, last = ports
+    if not (isinstance(first, int) and isinstance(last, int) and 1 <= first <= last <= 65535):
+        raise ValueError(f"RTP ports {first}-{last}: FIRST-LAST within 1-65535, FIRST <= LAST")
+    if first + first % 2 + 1 > last:
+        raise ValueError(f"RTP ports {first}-{last}: no even port with its RTCP port (+1) inside")
+    return first, last
+
+
+def _bind_pair(host: str, port: int, ports: tuple[int, int] | None = None) -> tuple[socket.socket, socket.socket]:
     """Two UDP sockets on ``host``: RTP on an even port, RTCP on the next (RFC 3550 §11).
-    ``port`` 0 = any free pair (tried :data:`PORT_PAIR_ATTEMPTS` times).  ``OSError`` if none."""
+    ``port`` 0 = any free pair (tried :data:`PORT_PAIR_ATTEMPTS` times), or with ``ports``
+    (first, last: :func:`check_port_range`) a free pair inside that range, every pair tried
+    once from a random one on.  ``OSError`` if none."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
     def bind(p: int) -> socket.socket:
@@ -491,16 +505,31 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         s.setblocking(False)
         return s
 
-    if port:
-        if port % 2 or not 0 < port < 65535:
-            raise ValueError(f"RTP port {port} must be even and below 65535 (RTCP takes port + 1)")
-        rtp = bind(port)
+    def with_rtcp(rtp: socket.socket) -> tuple[socket.socket, socket.socket]:
+        # RTCP on the port after RTP's; RTP's socket is closed when that one cannot be had
         try:
-            return rtp, bind(port + 1)
+            return rtp, bind(rtp.getsockname()[1] + 1)
         except OSError:
             rtp.close()
             raise
+
+    if port:
+        if port % 2 or not 0 < port < 65535:
+            raise ValueError(f"RTP port {port} must be even and below 65535 (RTCP takes port + 1)")
+        return with_rtcp(bind(port))
     last: OSError | None = None
+    if ports is not None:
+        first, top = check_port_range(ports)
+        first += first % 2
+        pairs = (top - 1 - first) // 2 + 1  # even RTP ports p with p + 1 <= top
+        start = random.randrange(pairs)  # concurrent streams do not all try the first pairs first
+        for k in range(pairs):
+            candidate = first + 2 * ((start + k) % pairs)
+            try:
+                return with_rtcp(bind(candidate))
+            except OSError as exc:
+                last = exc
+        raise OSError(f"no free even/odd UDP port pair in {ports[0]}-{ports[1]} on {host} ({last})")
     for _ in range(PORT_PAIR_ATTEMPTS):
         rtp = bind(0)
         got = rtp.getsockname()[1]
@@ -511,12 +540,10 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
             except OSError as exc:
                 last = exc
                 continue
-            got -= 1
         try:
-            return rtp, bind(got + 1)
+            return with_rtcp(rtp)
         except OSError as exc:
             last = exc
-            rtp.close()
     raise OSError(f"no free even/odd UDP port pair on {host} after {PORT_PAIR_ATTEMPTS} attempts ({last})")
 
 
@@ -716,7 +743,7 @@ class MediaStream:
                    jitter_max: float = 0.2, echo: bool = False, echo_payload: bool = False,
                    cname: str | None = None, port: int = 0, seed: int | None = None,
                    rtcp_scale: float = 1.0, on_dtmf: Callable[[str, float], None] | None = None,
-                   ) -> MediaStream:
+                   ports: tuple[int, int] | None = None) -> MediaStream:
         """Bind RTP on an even port of ``local_ip`` (IPv4 or IPv6 literal) and RTCP on the next,
         and start the media clock and the RTCP timer.  Nothing is sent before :meth:`apply`
         gives a remote address.
@@ -730,8 +757,9 @@ class MediaStream:
         fraction 0..1 of received/sent packets dropped; ``tx_jitter``: up to that many seconds of
         extra delay per sent packet (may reorder); ``seed`` makes these and the SSRC repeatable.
         ``jitter_min``/``jitter_max``: jitter buffer delay bounds (s).  ``cname``: RTCP CNAME
-        (default ``<name>-<ssrc>@skinnysip``).  ``port``: an even RTP port (0 = any free pair).
-        ``rtcp_scale``: multiplies the RFC 3550 report interval (tests use < 1).
+        (default ``<name>-<ssrc>@skinnysip``).  ``port``: an even RTP port (0 = any free pair);
+        ``ports``: (first, last), a free pair inside that range (as baresip's ``rtp_ports``;
+        :func:`check_port_range`).  ``rtcp_scale``: multiplies the RFC 3550 report interval (tests use < 1).
         ``on_dtmf(digit, duration_s)``: called for every received digit.
 
         While the stream is open the process's garbage collector runs rarely and not over what
@@ -755,6 +783,8 @@ class MediaStream:
             raise ValueError(f"rtcp_scale {rtcp_scale} must be within 0.01..10")
         if echo and echo_payload:
             raise ValueError("echo and echo_payload are exclusive")
+        if ports is not None:
+            check_port_range(ports)
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise ValueError(f"name {name!r} must be a plain file-name stem")
         echo_source = EchoSource() if echo else None
@@ -763,13 +793,13 @@ class MediaStream:
                      rx_drop=rx_drop, tx_drop=tx_drop, tx_jitter=tx_jitter, jitter_min=jitter_min,
                      jitter_max=jitter_max, echo=echo_source, echo_payload=echo_payload, cname=cname,
                      seed=seed, rtcp_scale=rtcp_scale, on_dtmf=on_dtmf)
-        await stream._start(local_ip, port)
+        await stream._start(local_ip, port, ports)
         return stream
 
-    async def _start(self, local_ip: str, port: int) -> None:
+    async def _start(self, local_ip: str, port: int, ports: tuple[int, int] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        rtp_sock, rtcp_sock = _bind_pair(local_ip, port)
+        rtp_sock, rtcp_sock = _bind_pair(local_ip, port, ports)
         try:
             self._rtp, _ = await loop.create_datagram_endpoint(
                 lambda: _Socket(self._rtp_received, self._socket_error), sock=rtp_sock)

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from skinnysip import policy as target_policy
-from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, PacketLog
+from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, PacketLog, check_port_range
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import (
     Call,
@@ -109,7 +109,9 @@ class SCCPAccount:
     ``reconnect_max``: backoff between reconnection attempts (doubling).
     ``keepalive_ack_timeout``: seconds a KeepAlive waits for its KeepAliveAck before the CM is
     taken for dead (None: :func:`~skinnysip.sccp.station.keepalive_ack_timeout` of the interval
-    the RegisterAck gave: a quarter of it, 2–10 s).
+    the RegisterAck gave: a quarter of it, 2–10 s). ``rtp_ports``: (first, last), the range
+    each media stream's RTP/RTCP port pair is taken from (None: any free pair; ``ValueError``
+    from :meth:`SCCPPhone.__init__` for a range without an even port and its successor).
     """
 
     host: str
@@ -130,6 +132,7 @@ class SCCPAccount:
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
     keepalive_ack_timeout: float | None = None
+    rtp_ports: tuple[int, int] | None = None
 
     def effective_port(self) -> int:
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
@@ -293,6 +296,11 @@ class SCCPPhone(Phone):
     def __init__(self, account: SCCPAccount, *, record_limit: ExchangeLimit | None = None) -> None:
         super().__init__()
         account.station_config("0.0.0.0")  # ValueError now for a bad device name/type/version
+        if account.rtp_ports is not None:
+            try:
+                check_port_range(account.rtp_ports)
+            except ValueError as exc:
+                raise ValueError(f"rtp_ports: {exc}") from None
         self.account = account
         self.station: st.Station | None = None
         self.transport: SCCPTransport | None = None
@@ -811,7 +819,8 @@ class SCCPPhone(Phone):
         try:
             stream = await MediaStream.open(ip, source=audio.source_from_spec(acc.source),
                                             record_dir=acc.record_dir, name=name, echo=acc.source == "echo",
-                                            on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration))
+                                            on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
+                                            ports=acc.rtp_ports)
         except (OSError, ValueError) as exc:
             station.receive_channel_failed(ev, status=8)  # OutOfSockets
             call.media_error = f"cannot open media on {ip}: {exc}"

@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport
-from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig
+from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.phone.api import (
@@ -132,6 +132,10 @@ class SIPAccount:
     for a name unknown or whose binding is missing here.
     ``reliable_provisional``: send our 180 reliably (RFC 3262) also when the INVITE only
     supports ``100rel``; when it requires ``100rel`` we always do.
+    ``rtp_ports``: (first, last), the range each call's RTP/RTCP port pair is taken from (as
+    baresip's ``rtp_ports``, pjsua's ``--rtp-port``; for a firewall that opens only these);
+    None: any free pair. ``ValueError`` from :meth:`SIPPhone.__init__` for a range without an
+    even port and its successor; a call fails (``PhoneError``) when the range has no free pair.
     """
 
     aor: str
@@ -159,6 +163,7 @@ class SIPAccount:
     codecs: tuple[str, ...] | None = None
     timeout: float = 32.0
     t1: float = 0.5
+    rtp_ports: tuple[int, int] | None = None
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -381,6 +386,11 @@ class SIPPhone(Phone):
         self.outbound_proxy = _server("outbound_proxy", account.outbound_proxy)
         #: payload types of ``account.codecs`` (None: every codec available here)
         self.codecs = payload_types(account.codecs) if account.codecs is not None else None
+        if account.rtp_ports is not None:
+            try:
+                check_port_range(account.rtp_ports)
+            except ValueError as exc:
+                raise ValueError(f"rtp_ports: {exc}") from None
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -712,7 +722,8 @@ class SIPPhone(Phone):
         acc = self.account
         stream = await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source),
                                         record_dir=acc.record_dir, name=f"call{call.id}", echo=acc.source == "echo",
-                                        on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration))
+                                        on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration),
+                                        ports=acc.rtp_ports)
         if acc.soundcard is not None:
             from skinnysip.net.soundcard import attach
 
