@@ -6,7 +6,12 @@ a schema-violating case (negative mode) with a string ``caFile`` is not sent at 
 the field could leave a valid request, which the API rightly accepts (schemathesis then
 reports ST201), and a string there is no violation to begin with (``caFile`` is a string or
 null). A value of another type in a positive case is impossible, in a negative case it stays:
-it must still be a 400."""
+it must still be a 400.
+
+``rtpPorts`` is ``[first, last]`` with first <= last holding an even port and its successor:
+a relation between the items JSON Schema cannot state. A schema-valid case whose pair breaks
+it gets the pair around its smaller port instead (``[p, p + 1]``, p even); a negative case is
+sent as it is (a 400 either way)."""
 
 from __future__ import annotations
 
@@ -30,8 +35,23 @@ def filter_case(context: Any, case: Any) -> bool:
     return not (_negative(case) and _string_ca_file(case))
 
 
+def _usable_rtp_ports(value: Any) -> Any:
+    if not (isinstance(value, list) and len(value) == 2
+            and all(type(p) in (int, float) and float(p).is_integer() for p in value)):
+        return value
+    first, last = (int(p) for p in value)  # 5.0 is a JSON Schema integer
+    if first <= last and first + first % 2 + 1 <= last:
+        return value
+    low = min(first, last)
+    low = min(low - low % 2, 65534) or 2
+    return [low, low + 1]
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     if not _negative(case) and _string_ca_file(case):
         case.body = {k: v for k, v in case.body.items() if k != "caFile"}
+    body = getattr(case, "body", None)
+    if not _negative(case) and isinstance(body, dict) and "rtpPorts" in body:
+        case.body = {**body, "rtpPorts": _usable_rtp_ports(body["rtpPorts"])}
     return case

@@ -182,6 +182,10 @@ def _check_source(v: str) -> str:
     raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
 
 
+#: one port of ``rtpPorts``
+RTPPort = Annotated[int, Field(ge=1, le=65535)]
+
+
 def _check_rtp_ports(value: list[int] | None) -> list[int] | None:
     if value is not None:
         from skinnysip.net.media import check_port_range
@@ -219,9 +223,10 @@ class SIPPhoneBody(_Body):
         "(default: every one available on the server, wideband first); one the server lacks is a 400.")
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
-    rtp_ports: list[int] | None = Field(
+    rtp_ports: list[RTPPort] | None = Field(
         None, min_length=2, max_length=2, description="[first, last]: the range each call's RTP/RTCP port pair is "
-        "taken from (an even RTP port and the next; default: any free pair).", examples=[[16384, 16483]])
+        "taken from (an even RTP port and the next; default: any free pair). first <= last, and the range must "
+        "hold an even port and its successor (else a 400).", examples=[[16384, 16483]])
 
     @field_validator("aor")
     @classmethod
@@ -300,9 +305,10 @@ class SCCPPhoneBody(_Body):
     source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
-    rtp_ports: list[int] | None = Field(
+    rtp_ports: list[RTPPort] | None = Field(
         None, min_length=2, max_length=2, description="[first, last]: the range each call's RTP/RTCP port pair is "
-        "taken from (an even RTP port and the next; default: any free pair).", examples=[[16384, 16483]])
+        "taken from (an even RTP port and the next; default: any free pair). first <= last, and the range must "
+        "hold an even port and its successor (else a 400).", examples=[[16384, 16483]])
 
     @field_validator("host")
     @classmethod

@@ -17,7 +17,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -75,20 +75,40 @@ def _int_field(annotation: Any) -> bool:
     return bool(args) and int in args and bool not in args and float not in args
 
 
+def _int_list_field(annotation: Any) -> bool:
+    """A list of ints (items possibly ``Annotated``), or that or None."""
+    for arg in (annotation, *get_args(annotation)):
+        if get_origin(arg) is list:
+            items = get_args(arg)
+            item = items[0] if items else None
+            if get_origin(item) is Annotated:
+                item = get_args(item)[0]
+            return item is int
+    return False
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def integral_floats(model: type[BaseModel], data: Any) -> Any:
-    """``data`` with integral floats (``5.0``) as ints in ``model``'s int fields: JSON Schema's
-    ``integer`` admits a number with a zero fraction, pydantic's strict int does not. Strings
-    stay refused (``"5"`` is not a number)."""
+    """``data`` with integral floats (``5.0``) as ints in ``model``'s int fields and the items
+    of its int-list fields: JSON Schema's ``integer`` admits a number with a zero fraction,
+    pydantic's strict int does not. Strings stay refused (``"5"`` is not a number)."""
     if not isinstance(data, dict):
         return data
     out = dict(data)
     for name, field in model.model_fields.items():
-        if not _int_field(field.annotation):
+        one, many = _int_field(field.annotation), _int_list_field(field.annotation)
+        if not (one or many):
             continue
         for key in {name, field.alias or name, to_camel(name)}:
-            value = out.get(key)
-            if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-                out[key] = int(value)
+            if key not in out:
+                continue
+            value = out[key]
+            out[key] = _integral(value) if one else [_integral(v) for v in value] if isinstance(value, list) else value
     return out
 
 
