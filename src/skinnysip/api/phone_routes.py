@@ -71,7 +71,7 @@ import numpy as np
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
 from skinnysip.addresses import check_host
@@ -182,16 +182,26 @@ def _check_source(v: str) -> str:
     raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
 
 
-#: one port of ``rtpPorts``
-RTPPort = Annotated[int, Field(ge=1, le=65535)]
-
-
 def _check_rtp_ports(value: list[int] | None) -> list[int] | None:
     if value is not None:
         from skinnysip.net.media import check_port_range
 
         check_port_range((value[0], value[1]))  # ValueError: "RTP ports …: …"
     return value
+
+
+def _port_pair(value: list[int] | None) -> tuple[int, int] | None:
+    return (value[0], value[1]) if value else None
+
+
+#: ``rtpPorts`` of both phone kinds: [first, last], each 1-65535, checked as a range
+RTPPorts = Annotated[
+    list[Annotated[int, Field(ge=1, le=65535)]] | None,
+    Field(min_length=2, max_length=2, description="[first, last]: the range each call's RTP/RTCP port pair is "
+          "taken from (an even RTP port and the next; default: any free pair). first <= last, and the range must "
+          "hold an even port and its successor (else a 400).", examples=[[16384, 16483]]),
+    AfterValidator(_check_rtp_ports),
+]
 
 
 class SIPPhoneBody(_Body):
@@ -223,10 +233,7 @@ class SIPPhoneBody(_Body):
         "(default: every one available on the server, wideband first); one the server lacks is a 400.")
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
-    rtp_ports: list[RTPPort] | None = Field(
-        None, min_length=2, max_length=2, description="[first, last]: the range each call's RTP/RTCP port pair is "
-        "taken from (an even RTP port and the next; default: any free pair). first <= last, and the range must "
-        "hold an even port and its successor (else a 400).", examples=[[16384, 16483]])
+    rtp_ports: RTPPorts = None
 
     @field_validator("aor")
     @classmethod
@@ -258,11 +265,6 @@ class SIPPhoneBody(_Body):
     def _source(cls, v: str) -> str:
         return _check_source(v)
 
-    @field_validator("rtp_ports")
-    @classmethod
-    def _rtp_ports(cls, v: list[int] | None) -> list[int] | None:
-        return _check_rtp_ports(v)
-
     def account(self) -> SIPAccount:
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
                           outbound_proxy=self.outbound_proxy, transport=self.transport, tls_verify=self.tls_verify,
@@ -270,7 +272,7 @@ class SIPPhoneBody(_Body):
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           timeout=self.timeout / 1000,
-                          rtp_ports=(self.rtp_ports[0], self.rtp_ports[1]) if self.rtp_ports else None)
+                          rtp_ports=_port_pair(self.rtp_ports))
 
     @field_validator("codecs")
     @classmethod
@@ -305,10 +307,7 @@ class SCCPPhoneBody(_Body):
     source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
-    rtp_ports: list[RTPPort] | None = Field(
-        None, min_length=2, max_length=2, description="[first, last]: the range each call's RTP/RTCP port pair is "
-        "taken from (an even RTP port and the next; default: any free pair). first <= last, and the range must "
-        "hold an even port and its successor (else a 400).", examples=[[16384, 16483]])
+    rtp_ports: RTPPorts = None
 
     @field_validator("host")
     @classmethod
@@ -325,18 +324,13 @@ class SCCPPhoneBody(_Body):
     def _source(cls, v: str) -> str:
         return _check_source(v)
 
-    @field_validator("rtp_ports")
-    @classmethod
-    def _rtp_ports(cls, v: list[int] | None) -> list[int] | None:
-        return _check_rtp_ports(v)
-
     def account(self) -> SCCPAccount:
         return SCCPAccount(host=self.host, port=self.port, tls=self.tls, tls_verify=self.tls_verify,
                            device_name=self.device_name, device_type=self.device_type,
                            protocol_version=self.protocol_version,
                            auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
                            source=self.source, timeout=self.timeout / 1000,
-                           rtp_ports=(self.rtp_ports[0], self.rtp_ports[1]) if self.rtp_ports else None)
+                           rtp_ports=_port_pair(self.rtp_ports))
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

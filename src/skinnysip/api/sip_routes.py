@@ -105,10 +105,11 @@ def integral_floats(model: type[BaseModel], data: Any) -> Any:
         if not (one or many):
             continue
         for key in {name, field.alias or name, to_camel(name)}:
-            if key not in out:
-                continue
-            value = out[key]
-            out[key] = _integral(value) if one else [_integral(v) for v in value] if isinstance(value, list) else value
+            value = out.get(key)
+            if one and key in out:
+                out[key] = _integral(value)
+            elif many and isinstance(value, list):
+                out[key] = [_integral(v) for v in value]
     return out
 
 

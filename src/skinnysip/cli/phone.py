@@ -174,11 +174,11 @@ def phone_cmd(
     try:
         media_ports = port_range(rtp_ports, "--rtp-ports")
         if media_ports is not None:
-            check_port_range(media_ports)
+            check_port_range(media_ports, "--rtp-ports")
     except click.BadParameter as exc:
         raise _fail(f"--rtp-ports: {exc.message}") from None
     except ValueError as exc:
-        raise _fail(f"--rtp-ports: {exc}") from None
+        raise _fail(str(exc)) from None
     if play is not None:
         from skinnysip.rtp.audio import WavSource
 

@@ -363,10 +363,7 @@ class LoadConfig:
         if self.rtp_ports is not None:
             from skinnysip.net.media import check_port_range
 
-            try:
-                check_port_range(self.rtp_ports)
-            except ValueError as exc:
-                raise ValueError(f"rtp_ports: {exc} (--rtp-ports)") from None
+            check_port_range(self.rtp_ports, "rtp_ports (--rtp-ports)")
         checks = [("domain", f"sip:load@{self.sip_domain}")]
         if self.to and not self.to.lower().startswith("tel:"):
             checks.append(("to", self.uri(self.to)))

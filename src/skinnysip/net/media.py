@@ -476,15 +476,16 @@ class _Socket(asyncio.DatagramProtocol):
         self.errors(exc)
 
 
-def check_port_range(ports: tuple[int, int]) -> tuple[int, int]:
+def check_port_range(ports: tuple[int, int], field: str | None = None) -> tuple[int, int]:
     """``ports`` (first, last) as an RTP port range: within 1..65535, first <= last, and at
     least one even RTP port whose RTCP port (+1) is in it too. Returns it; ``ValueError``
-    saying what is wrong."""
+    saying what is wrong (after ``field: `` when a field name is given)."""
     first, last = ports
+    lead = f"{field}: " if field else ""
     if not (isinstance(first, int) and isinstance(last, int) and 1 <= first <= last <= 65535):
-        raise ValueError(f"RTP ports {first}-{last}: FIRST-LAST within 1-65535, FIRST <= LAST")
+        raise ValueError(f"{lead}RTP ports {first}-{last}: FIRST-LAST within 1-65535, FIRST <= LAST")
     if first + first % 2 + 1 > last:
-        raise ValueError(f"RTP ports {first}-{last}: no even port with its RTCP port (+1) inside")
+        raise ValueError(f"{lead}RTP ports {first}-{last}: no even port with its RTCP port (+1) inside")
     return first, last
 
 

@@ -297,10 +297,7 @@ class SCCPPhone(Phone):
         super().__init__()
         account.station_config("0.0.0.0")  # ValueError now for a bad device name/type/version
         if account.rtp_ports is not None:
-            try:
-                check_port_range(account.rtp_ports)
-            except ValueError as exc:
-                raise ValueError(f"rtp_ports: {exc}") from None
+            check_port_range(account.rtp_ports, "rtp_ports")
         self.account = account
         self.station: st.Station | None = None
         self.transport: SCCPTransport | None = None

@@ -387,10 +387,7 @@ class SIPPhone(Phone):
         #: payload types of ``account.codecs`` (None: every codec available here)
         self.codecs = payload_types(account.codecs) if account.codecs is not None else None
         if account.rtp_ports is not None:
-            try:
-                check_port_range(account.rtp_ports)
-            except ValueError as exc:
-                raise ValueError(f"rtp_ports: {exc}") from None
+            check_port_range(account.rtp_ports, "rtp_ports")
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
