@@ -99,6 +99,42 @@ def test_trace_msg_writes_every_message_as_sipp(pbx: KamailioPeer, tmp_path: Pat
     assert len(set(re.findall(r"^Call-ID: (\S+)", text, re.M))) == 6
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_output_files_that_cannot_be_written_stop_their_writing_not_the_run(pbx: KamailioPeer, tmp_path: Path,
+                                                                           processes: int) -> None:
+    """A file that stops taking writes during the run (here the file size limit, as a full
+    disk would): the run goes on to its end, its summary is whole, one warning names each
+    file and why, and the exit status is 2 (an output asked for is incomplete). The CSV keeps
+    what was written before; nothing is a traceback."""
+    import resource
+
+    from skinnysip.load.report import CSV_COLUMNS
+
+    header = len(",".join(CSV_COLUMNS)) + 2
+    limit = header + 200  # the header fits, the first row does not; a trace-msg block neither
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # CPython ignores SIGXFSZ: EFBIG
+
+    csv_path, msg_path = tmp_path / "stats.csv", tmp_path / "messages.log"
+    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p",
+                           str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"],
+                           "-r", "20", "-m", "20", "--interval", "0.25", "--csv", str(csv_path), "--trace-msg",
+                           str(msg_path), "--processes", str(processes), "--json"],
+                          capture_output=True, text=True, timeout=60, preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["successful"] == result["attempted"] == 20 and result["failed"] == 0
+    names = [str(msg_path)] if processes == 1 else [f"{msg_path}.{i}" for i in range(processes)]
+    expected = [f"--trace-msg: writing {name!r} stopped: File too large" for name in names]
+    expected.append(f"--csv: writing {str(csv_path)!r} stopped: File too large")
+    assert sorted(result["warnings"]) == sorted(expected)
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert sorted(warned) == sorted(f"warning: {w}" for w in expected)
+    assert csv_path.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+
+
 def bob_account(pbx: KamailioPeer) -> SIPAccount:
     return SIPAccount(aor=f"sip:bob@{pbx.realm}", password=pbx.users["bob"], registrar=f"127.0.0.1:{pbx.udp_port}")
 

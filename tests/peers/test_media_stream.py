@@ -76,6 +76,24 @@ async def talking_pair(host: str, tmp_path: Path | None, *, payload_type: int = 
     return a, b
 
 
+async def test_a_recording_that_cannot_be_written_stops_the_recording_not_the_media(tmp_path):
+    """b's recordings go to a full disk (/dev/full): its recording stops with the reason in
+    the report, while both directions keep flowing and a's recording still hears b's tone."""
+    for kind in ("rx", "tx", "mix"):
+        (tmp_path / f"b-{kind}.wav").symlink_to("/dev/full")
+    a, b = await talking_pair(V4, tmp_path)
+    await asyncio.sleep(2.0)
+    final_b = await b.close()
+    final_a = await a.close()
+    assert final_b["errors"]["recording"] in {f"recording {str(tmp_path / f'b-{kind}.wav')!r} stopped: No space "
+                                              "left on device" for kind in ("rx", "tx", "mix")}, final_b["errors"]
+    assert final_b["errors"]["callback"] == 0 and final_a["errors"]["recording"] is None
+    for final in (final_a, final_b):
+        assert 90 <= final["sent"]["packets"] <= 115 and final["received"]["packets"] >= 85, final
+    rx, _ = read_wav(a.recordings["rx"])
+    assert tone_share(rx, 660.0) >= 0.95
+
+
 @pytest.mark.parametrize(("host", "payload_type"), [(V4, 0), (V4, 8), (V6, 0)],
                          ids=["ipv4-PCMU", "ipv4-PCMA", "ipv6-PCMU"])
 async def test_two_streams_hear_each_other(tmp_path, host, payload_type):

@@ -220,6 +220,44 @@ def test_message_log_is_bounded_and_says_what_it_left_out(tmp_path) -> None:
     assert log.left_out == 10 - blocks + 1
 
 
+def test_a_message_log_that_cannot_write_says_so_once_and_drops_the_rest() -> None:
+    from skinnysip.load.report import MessageLog
+    from skinnysip.net.trace import TraceRecord
+
+    said: list[str] = []
+    log = MessageLog("/dev/full", max_bytes=1 << 20, on_error=said.append)
+    record = TraceRecord("sent", 1_700_000_000.0, "127.0.0.1:5070", "127.0.0.1:5060", "udp", "OPTIONS",
+                         b"OPTIONS sip:a SIP/2.0\r\n" + b"X: y\r\n" * 2000 + b"\r\n")  # past the buffer
+    for _ in range(5):
+        log(record)  # never raises
+    log.close()
+    assert said == ["--trace-msg: writing '/dev/full' stopped: No space left on device"] and log.error == said[0]
+    assert log.left_out >= 4
+
+
+def test_the_csv_header_is_the_csv_modules_and_a_full_disk_is_refused_at_once(tmp_path) -> None:
+    path = tmp_path / "h.csv"
+    CsvSink(path).close()
+    with path.open(newline="") as file:
+        assert next(csv.reader(file)) == CSV_COLUMNS
+    assert path.read_bytes().endswith(b")\r\n")  # one CRLF line, as csv.DictWriter writes
+    with pytest.raises(OSError):
+        CsvSink("/dev/full")
+
+
+def test_warnings_merge_once_and_survive_the_trip_through_plain_data() -> None:
+    a, b = Counters(), Counters()
+    a.warn("--trace-msg: writing 'x.0' stopped: File too large")
+    b.warn("--trace-msg: writing 'x.0' stopped: File too large")
+    b.warn("--trace-msg: writing 'x.1' stopped: File too large")
+    total = Counters().merge(Counters.from_dict(a.to_dict())).merge(Counters.from_dict(b.to_dict()))
+    assert total.warnings == ["--trace-msg: writing 'x.0' stopped: File too large",
+                              "--trace-msg: writing 'x.1' stopped: File too large"]
+    for i in range(100):
+        total.warn(str(i))
+    assert len(total.warnings) == 20
+
+
 def test_max_failures_count_or_percent() -> None:
     assert not max_failures_exceeded("0", 0, 100)
     assert max_failures_exceeded("0", 1, 100)

@@ -22,7 +22,8 @@ default); ``--engine ray`` (or ``--ray-address``) runs them on Ray, across machi
 Exit status: 0 when the failures are within ``--max-failures`` (a count, or a percentage of
 the attempts such as ``1%``; default 0), 1 when they exceed it or a worker process failed
 (its share is missing; a warning names it), 2 for bad arguments or a local error (a file, Ray
-missing), 3 when the server cannot be reached at all (the project's sipsak-style statuses).
+missing; also an output file that could not be written to the end, such as on a full disk: the
+run goes on and a warning names the file), 3 when the server cannot be reached at all (the project's sipsak-style statuses).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import math
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -118,8 +118,8 @@ def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
     def sink(_: Any) -> None:
         monitor = ref.get("monitor")
         try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")[:64].strip()
-            rate = float(text)
+            with open(path, "rb") as file:  # a number: the first 64 octets are plenty
+                rate = float(file.read(64).decode("utf-8", "replace").strip())
         except (OSError, ValueError):
             return
         if monitor is not None and rate > 0 and math.isfinite(rate) and rate != monitor.rate:
@@ -267,12 +267,14 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         for sink in files:
             sink.close()
     result = summary(monitor, config, workers=max(1, processes))
+    # files that could not be written to the end (disk full…): the output asked for is incomplete
+    result["warnings"] += [sink.error for sink in files if sink.error]
     worker_errors: list[str] = []
     if worker_totals is not None:
         result["workerTotals"] = worker_totals
         worker_errors = [w["error"] for w in worker_totals if w.get("error")]
-        for error in worker_errors:  # its share of the run is missing from the totals
-            err_console.print(f"warning: {printable(error)}", markup=False, highlight=False, soft_wrap=True)
+    for warning in worker_errors + result["warnings"]:  # a worker's share is missing from the totals
+        err_console.print(f"warning: {printable(warning)}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -296,7 +298,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")
     exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
-    raise exit_with(EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
+    raise exit_with(EXIT_USAGE if result["warnings"] else EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
 
 
 def _command(scenario: str, doc: str) -> click.Command:

@@ -9,6 +9,7 @@ is ``code:count`` pairs joined by spaces (``401:2 timeout:1``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 from collections.abc import Callable
@@ -18,8 +19,8 @@ from typing import IO, Any
 from .runner import Interval
 from .stats import FAILURE_KINDS, MAX_ERRORS, Counters
 
-__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "ProgressLines",
-           "REPARTITION_MS", "top_statuses"]
+__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "MessageLog", "OutputFile",
+           "ProgressLines", "REPARTITION_MS", "top_statuses"]
 
 #: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
@@ -86,30 +87,88 @@ def _row(item: Interval) -> dict[str, Any]:
     return row
 
 
-class CsvSink:
+class OutputFile:
+    """A file a load run writes as it goes (``--csv``, ``--trace-err``, ``--trace-msg``).
+
+    A write that fails during the run (disk full, a file that refuses writes) stops the
+    writing, not the run: :attr:`error` then says, in one line naming ``flag`` and the file,
+    what happened and the later writes are only counted (:attr:`left_out`). ``OSError`` from
+    the constructor when the file cannot be created (checked before the run starts).
+    ``on_error`` is called once with :attr:`error`."""
+
+    def __init__(self, path: str | Path, flag: str, *, binary: bool = False,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.path = str(path)
+        self.flag = flag
+        self.error: str | None = None
+        self.on_error = on_error
+        if binary:
+            self._file: IO[Any] = open(path, "wb")  # noqa: SIM115 - closed by close()
+        else:
+            self._file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def _write(self, data: str | bytes, *, flush: bool = False) -> bool:
+        """Write ``data`` (then flush, if asked); False when it was not written."""
+        if self.error is not None:
+            return False
+        try:
+            self._file.write(data)
+            if flush:
+                self._file.flush()
+        except (OSError, ValueError) as exc:  # ValueError: written to after a failed close
+            self._failed(exc)
+            return False
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = (f"{self.flag}: writing {self.path!r} stopped: "
+                      f"{getattr(exc, 'strerror', None) or exc}")
+        with contextlib.suppress(OSError, ValueError):
+            self._file.close()  # what is still buffered is lost with the writing
+        if self.on_error is not None:
+            self.on_error(self.error)
+
+    def close(self) -> None:
+        """Flush and close (a failure then sets :attr:`error`, as a write's would)."""
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as exc:
+            self._failed(exc)
+
+
+class CsvSink(OutputFile):
     """Writes one CSV row per interval to ``path`` (flushed each row, so it can be read
     while the run goes on). Use as a sink, then :meth:`close`. ``OSError`` from the
-    constructor when the file cannot be created."""
+    constructor when the file cannot be created or its header line written."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file: IO[str] = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
-        self._writer.writeheader()
-        self._file.flush()
+        super().__init__(path, "--csv")
+        self.left_out = 0  # rows not written
+        self._writer = csv.DictWriter(self, fieldnames=CSV_COLUMNS)  # it calls self.write once a row
+        try:
+            self._file.write(",".join(CSV_COLUMNS) + "\r\n")  # the header (no column needs quotes)
+            self._file.flush()
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise
+
+    def write(self, line: str) -> None:
+        """The csv writer's output: one row, written and flushed at once."""
+        if not self._write(line, flush=True):
+            self.left_out += 1
 
     def __call__(self, item: Interval) -> None:
         self._writer.writerow(_row(item))
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 #: failure details one ``--trace-err`` file holds at most
 MAX_ERRORS_LOGGED = 1000
 
 
-class ErrorLogSink:
+class ErrorLogSink(OutputFile):
     """Writes what failed attempts were to ``path`` as text, as SIPp's ``-trace_err`` does:
     one block per failure (a ``-----`` line with the time, then :attr:`Counters.errors`'s
     text: status, SIPp failure kind, the request sent and the answer received, or the user
@@ -119,48 +178,52 @@ class ErrorLogSink:
     created."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        super().__init__(path, "--trace-err")
         self.logged = 0
-        self.left_out = 0
+        self.left_out = 0  # failures not written
 
     def __call__(self, item: Interval) -> None:
         stamp = dt.datetime.fromtimestamp(item.now).isoformat(sep=" ", timespec="milliseconds")
         room = max(0, MAX_ERRORS_LOGGED - self.logged)
+        written = 0
         for text in item.period.errors[:room]:
-            self.logged += 1
-            self._file.write(f"----- {stamp} (+{item.elapsed:.3f} s) failure {self.logged}\n{text}\n\n")
-        self.left_out += item.period.failed - min(len(item.period.errors), room)
-        self._file.flush()
+            if self._write(f"----- {stamp} (+{item.elapsed:.3f} s) failure {self.logged + 1}\n{text}\n\n"):
+                self.logged += 1
+                written += 1
+        self.left_out += item.period.failed - written
+        if written:
+            self._write("", flush=True)
 
     def close(self) -> None:
-        if self.left_out:
-            self._file.write(f"----- {self.left_out} more failures not written (at most {MAX_ERRORS} an "
-                             f"interval, {MAX_ERRORS_LOGGED} in all)\n")
-        self._file.close()
+        if self.left_out and self.error is None:
+            self._write(f"----- {self.left_out} more failures not written (at most {MAX_ERRORS} an "
+                        f"interval, {MAX_ERRORS_LOGGED} in all)\n")
+        super().close()
 
 
 #: octets one ``--trace-msg`` file holds at most
 MAX_MESSAGE_LOG_BYTES = 256 << 20
 
 
-class MessageLog:
+class MessageLog(OutputFile):
     """Every SIP message of a load run written to ``path`` as text, as SIPp's
     ``-trace_msg``: per message a ``-----`` line with the wall-clock time, ``sent`` or
     ``received``, the transport, our address, the peer's and the size, then the message
     (UTF-8, undecodable octets replaced). A :class:`~skinnysip.net.trace.Trace` listener. At
     most ``max_bytes`` octets are written; later messages are only counted and :meth:`close`
     says how many were left out. ``OSError`` from the constructor when the file cannot be
-    created."""
+    created; a write that fails later is :class:`OutputFile`'s ``error``."""
 
-    def __init__(self, path: str | Path, max_bytes: int = MAX_MESSAGE_LOG_BYTES) -> None:
-        self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
+    def __init__(self, path: str | Path, max_bytes: int = MAX_MESSAGE_LOG_BYTES, *,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        super().__init__(path, "--trace-msg", binary=True, on_error=on_error)
         self.max_bytes = max_bytes
         self.written = 0
-        self.left_out = 0
+        self.left_out = 0  # messages not written
 
     def __call__(self, record: Any) -> None:
         """Write one :class:`~skinnysip.net.trace.TraceRecord`."""
-        if self.written >= self.max_bytes or self._file.closed:
+        if self.written >= self.max_bytes or self.error is not None:
             self.left_out += 1
             return
         stamp = dt.datetime.fromtimestamp(record.time).isoformat(sep=" ", timespec="microseconds")
@@ -168,16 +231,16 @@ class MessageLog:
         data = (f"----- {stamp} {record.direction} {record.transport.upper()} {record.local} {arrow} "
                 f"{record.remote} ({len(record.raw)} bytes)\n"
                 f"{record.raw.decode('utf-8', 'replace')}\n\n").encode()
-        self._file.write(data)
-        self.written += len(data)
+        if self._write(data):
+            self.written += len(data)
+        else:
+            self.left_out += 1
 
     def close(self) -> None:
-        if self._file.closed:
-            return
-        if self.left_out:
-            self._file.write(f"----- {self.left_out} more messages not written (the file holds at most "
-                             f"{self.max_bytes} octets)\n".encode())
-        self._file.close()
+        if self.left_out and self.error is None:
+            self._write(f"----- {self.left_out} more messages not written (the file holds at most "
+                        f"{self.max_bytes} octets)\n".encode())
+        super().close()
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

@@ -417,7 +417,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "callLengthMs": {"mean", "p50", "max"},
          "media": {"mos", "mosMin", "loss", "jitterMs", "rtpExpected", "rtpLost"} | None,
          "rateSteps": [RateStep.to_api(), …] (empty without rate steps),
-         "stoppedAtRateMax": the steps passed ``rate_max`` and ended the run}
+         "stoppedAtRateMax": the steps passed ``rate_max`` and ended the run,
+         "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files')}
     """
     total = monitor.total
     elapsed = monitor.history[-1].elapsed if monitor.history else 0.0
@@ -451,4 +452,5 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "media": media,
         "rateSteps": [step.to_api() for step in monitor.steps],
         "stoppedAtRateMax": monitor.quit_at_max,
+        "warnings": list(total.warnings),
     }

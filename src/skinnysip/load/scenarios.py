@@ -419,7 +419,7 @@ class Scenario:
         from .report import MessageLog
 
         try:
-            self.message_log = MessageLog(self.config.trace_msg)
+            self.message_log = MessageLog(self.config.trace_msg, on_error=lambda text: self.counters().warn(text))
         except OSError as exc:
             raise ValueError(f"--trace-msg: cannot write {self.config.trace_msg!r}: {exc.strerror or exc}") from None
         return self.message_log

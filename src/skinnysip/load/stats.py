@@ -14,10 +14,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAILURE_KINDS", "MAX_ERRORS", "Counters", "LatencyHistogram"]
+__all__ = ["FAILURE_KINDS", "MAX_ERRORS", "MAX_WARNINGS", "Counters", "LatencyHistogram"]
 
 #: failure details (``Counters.errors``) one counters object keeps: the first ones
 MAX_ERRORS = 20
+#: distinct warnings (``Counters.warnings``) one counters object keeps
+MAX_WARNINGS = 20
 
 #: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns)
 FAILURE_KINDS = (
@@ -120,7 +122,8 @@ class Counters:
     ``finished``: instances that ended (either way) — ``attempted - finished`` are still
     running. ``errors``: what the first :data:`MAX_ERRORS` failures were (text: the status,
     the request sent and the answer, or the user scenario's exception), for
-    ``--trace-err``."""
+    ``--trace-err``. ``warnings``: problems of the run that are no attempt's failure (a
+    ``--trace-msg`` file that could no longer be written), one line each, each once."""
 
     attempted: int = 0
     successful: int = 0
@@ -140,6 +143,7 @@ class Counters:
     jitter_ms_sum: float = 0.0
     jitter_count: int = 0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -159,6 +163,11 @@ class Counters:
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
         if response_time is not None:
             self.response_time.add(response_time)
+
+    def warn(self, text: str) -> None:
+        """Record a warning (one line; kept once, at most :data:`MAX_WARNINGS`)."""
+        if text not in self.warnings and len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(text)
 
     @property
     def wants_error(self) -> bool:
@@ -200,6 +209,8 @@ class Counters:
         self.call_length.merge(other.call_length)
         if other.errors and self.wants_error:
             self.errors.extend(other.errors[:MAX_ERRORS - len(self.errors)])
+        for text in other.warnings:
+            self.warn(text)
         return self
 
     # -- figures ---------------------------------------------------------------------------
@@ -228,4 +239,5 @@ class Counters:
         values["failed_by_status"] = dict(values["failed_by_status"])
         values["failed_by_kind"] = dict(values["failed_by_kind"])
         values["errors"] = [str(e) for e in values.get("errors", ())][:MAX_ERRORS]
+        values["warnings"] = [str(w) for w in values.get("warnings", ())][:MAX_WARNINGS]
         return cls(**values)

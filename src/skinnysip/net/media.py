@@ -1449,7 +1449,7 @@ class MediaStream:
              "quality": {"r", "mos", "delay_ms"} | None,   # None until audio was received
              "rtcp": {"sent", "received", "parse_errors"},
              "srtp": {"suite", "auth_failures", "replays", "protect_errors"} | None,  # None: plain RTP
-             "errors": {"socket", "callback"},
+             "errors": {"socket", "callback", "recording": str | None},  # why a recording stopped
              "capture": {"packets", "dropped"},  # the PacketLog: datagrams kept / left out of a pcap
              "recordings": {"rx"|"tx"|"mix": path}}
 
@@ -1516,7 +1516,8 @@ class MediaStream:
             "rtcp": {"sent": self.rtcp_sent, "received": self.rtcp_received,
                      "parse_errors": self.rtcp_parse_errors},
             "srtp": self._srtp.report() if self._srtp is not None else None,
-            "errors": {"socket": self.socket_errors, "callback": self.callback_errors},
+            "errors": {"socket": self.socket_errors, "callback": self.callback_errors,
+                       "recording": next((r.error for r in self._recorders.values() if r.error), None)},
             "capture": {"packets": len(self.packet_log), "dropped": self.packet_log.dropped},
             "recordings": {kind: str(path) for kind, path in self.recordings.items()},
         }

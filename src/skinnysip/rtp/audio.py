@@ -16,6 +16,8 @@ is how tests prove that audio went through ("listening", not counting packets).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import struct
 import wave
 from collections import deque
@@ -26,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from skinnysip.rtp.tones import ToneSource
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RATE", "AudioSource", "ToneSource", "SilenceSource", "SamplesSource", "WavSource", "EchoSource",
            "WavRecorder",
@@ -246,8 +250,11 @@ class WavRecorder:
     """Writes int16 mono samples to a 16-bit PCM WAV file at ``rate`` Hz.
 
     At most ``max_seconds`` of audio are written; the rest is counted in ``truncated`` samples.
-    ``OSError`` if the file cannot be created.  Use :meth:`close` (or ``with``) to finish the
-    file; closing twice is harmless.
+    ``OSError`` if the file cannot be created.  A write that fails later (disk full) stops the
+    recording, not its caller: :attr:`error` says why in one line, the samples from then on
+    are counted in ``truncated``, and what was written stays (its WAV header may then
+    understate it).  Use :meth:`close` (or ``with``) to finish the file; closing twice is
+    harmless.
     """
 
     def __init__(self, path: str | Path, rate: int = RATE, max_seconds: float = MAX_RECORD_SECONDS):
@@ -258,6 +265,7 @@ class WavRecorder:
         self.max_samples = int(max_seconds * rate)
         self.samples_written = 0
         self.truncated = 0
+        self.error: str | None = None
         self._wav: wave.Wave_write | None = wave.open(str(self.path), "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
@@ -280,19 +288,37 @@ class WavRecorder:
                 raise ValueError("samples must be 16-bit (-32768..32767)")
             arr = arr.astype(np.int16)
         if self._wav is None:
+            if self.error is not None:
+                self.truncated += len(arr)
             return
         room = self.max_samples - self.samples_written
         if len(arr) > room:
             self.truncated += len(arr) - max(room, 0)
             arr = arr[:max(room, 0)]
         if len(arr):
-            self._wav.writeframes(arr.astype("<i2").tobytes())
+            try:
+                self._wav.writeframes(arr.astype("<i2").tobytes())
+            except OSError as exc:
+                self.truncated += len(arr)
+                self._failed(exc)
+                return
             self.samples_written += len(arr)
 
+    def _failed(self, exc: OSError) -> None:
+        self.error = f"recording {str(self.path)!r} stopped: {exc.strerror or exc}"
+        log.warning("%s", self.error)
+        wav, self._wav = self._wav, None
+        if wav is not None:
+            with contextlib.suppress(OSError):
+                wav.close()  # the file is closed even when the header cannot be patched
+
     def close(self) -> None:
-        """Finish the WAV header and close the file."""
+        """Finish the WAV header and close the file (a failure sets :attr:`error`)."""
         if self._wav is not None:
-            self._wav.close()
+            try:
+                self._wav.close()
+            except OSError as exc:
+                self._failed(exc)
             self._wav = None
 
     def __enter__(self) -> WavRecorder:
