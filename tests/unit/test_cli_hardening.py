@@ -259,6 +259,17 @@ def test_phone_server_targets() -> None:
     assert r.returncode == 2 and r.stderr.startswith("error: --codecs: unknown codec 'MP3'"), r.stderr
 
 
+@pytest.mark.parametrize(("record", "says"), [("/dev/null", "cannot make the directory '/dev/null': File exists"),
+                                               ("/proc/skinnysip/rec", "cannot make the directory")])
+def test_phone_record_directory_is_checked_before_anything_is_sent(record: str, says: str) -> None:
+    """Refused at once (exit 2), not when the first call's media opens."""
+    for sccp in (False, True):
+        args = ["--sccp", "127.0.0.1:9"] if sccp else ["sip:alice@127.0.0.1", "--registrar", "127.0.0.1:9"]
+        r = skinnysip("phone", *args, "--record", record, timeout=20)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: --record: {says}"), r.stderr
+        assert "Traceback" not in r.stderr and r.stdout == ""
+
+
 # ------------------------------------------------------------------ no traceback, ever
 
 
