@@ -1,6 +1,8 @@
 """``skinnysip load call`` against SIPp ``-sn uas -rtp_echo``: SIPp counts the calls we count,
 media flows both ways (SIPp echoes our RTP), and RTP loss injected between us and SIPp
-(a :class:`peertools.UDPRelay` dropping every 10th datagram) shows in the quality report."""
+(a :class:`peertools.UDPRelay` dropping every 10th datagram) shows in the quality report.
+Through Kamailio as a PBX to a registered baresip answering by itself: baresip counts the
+calls we count and hears our tone in every one."""
 
 from __future__ import annotations
 
@@ -131,3 +133,46 @@ async def test_injected_loss_shows_in_the_quality_report() -> None:
     # play-out discard only lowers it): ~3.4 at 10 %, against 4.4 without loss
     ceiling = mos_from_r(r_factor(ie=PCMU.ie, bpl=PCMU.bpl, loss=media["loss"]))
     assert media["mos"] <= ceiling + 0.01 and ceiling < 3.6, (media["mos"], ceiling)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_load_calls_through_a_pbx_to_baresip_are_answered_and_heard(transport: str) -> None:
+    """The load a PBX admin runs: calls from alice (digest, 407) through Kamailio to bob, a
+    baresip registered over ``transport`` that answers by itself. Every call is established
+    and closed on baresip's side, our MOS is G.711's without loss, and baresip's recordings
+    have our 440 Hz tone as the dominant frequency of their 20 ms frames."""
+    from baresip_peer import baresip
+    from sip_peers import kamailio
+    from test_phone_baresip import share_of
+
+    calls = 4
+    with kamailio(pbx=True) as pbx:
+        port = pbx.udp_port if transport == "udp" else pbx.tcp_port
+        async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{port}", transport=transport,
+                           tone_hz=660.0) as bob:
+            for _ in range(100):
+                if pbx.contacts("bob"):
+                    break
+                await asyncio.sleep(0.1)
+            assert pbx.contacts("bob"), "baresip never registered"
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "-p", str(port), "-t", transport,
+                 "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", "-r", "2",
+                 "-m", str(calls), "-l", "2", "--hold", "2", "--source", "tone:440", "--json"],
+                capture_output=True, text=True, timeout=90)
+            for _ in range(50):  # the last BYE's CALL_CLOSED
+                if bob.event_types().count("CALL_CLOSED") >= calls:
+                    break
+                await asyncio.sleep(0.1)
+            kinds = bob.event_types()
+            dumps = sorted(bob.record_dir.glob("dump-*-dec.wav"))
+            heard = [share_of(path, 440.0) for path in dumps]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
+    assert kinds.count("CALL_ESTABLISHED") == kinds.count("CALL_CLOSED") == calls, kinds
+    assert result["media"]["rtpLost"] == 0 and result["media"]["mos"] >= 3.6, result["media"]
+    # baresip names its dumps by the second a call started: calls started in the same second
+    # share one file (the last one's audio), so there are between 1 and ``calls`` of them
+    assert 1 <= len(heard) <= calls and min(heard) >= 0.9, heard
