@@ -77,6 +77,37 @@ def test_a_connection_per_attempt_as_sipp_t_tn(pbx: KamailioPeer, transport: str
     assert shared["tcp:passive_open"] - after["tcp:passive_open"] == 1
 
 
+@pytest.mark.parametrize("local_ports", [None, (41000, 41003)])
+def test_a_udp_socket_per_attempt_as_sipp_t_un(pbx: KamailioPeer, tmp_path: Path,
+                                               local_ports: tuple[int, int] | None) -> None:
+    """--connection-per-attempt over UDP (SIPp -t un): each registration's messages (its
+    REGISTERs and Kamailio's answers, seen in --trace-msg) go from and to one local port of
+    its own, and no two registrations share one; with --local-ports the ports are the range's
+    (4 ports for 12 attempts, at most 2 at a time: each is used again once closed)."""
+    path = tmp_path / "messages.log"
+    ports = [] if local_ports is None else ["--local-ports", f"{local_ports[0]}-{local_ports[1]}"]
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", pbx.users["alice"], "-r", "20", "-m", "12", "-l", "2", "--connection-per-attempt",
+                    "--trace-msg", str(path), *ports, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"], result["retransmissions"]) == (12, 0, 0)
+    text = path.read_text(encoding="utf-8")
+    heads = re.findall(r"^----- \S+ \S+ (?:sent|received) UDP 127\.0\.0\.1:(\d+) (?:->|<-) 127\.0\.0\.1:\d+ "
+                       r"\(\d+ bytes\)\n(?:.*\n)*?Call-ID: (\S+)", text, re.M)
+    assert len(heads) == 12 * 6
+    port_of: dict[str, set[str]] = {}
+    for port, call_id in heads:
+        port_of.setdefault(call_id, set()).add(port)
+    assert len(port_of) == 12 and all(len(p) == 1 for p in port_of.values()), port_of
+    used = [next(iter(p)) for p in port_of.values()]
+    if local_ports is None:
+        assert len(set(used)) == 12  # ephemeral ports: a new one each time
+    else:
+        assert {int(p) for p in used} <= set(range(local_ports[0], local_ports[1] + 1))
+        assert len(set(used)) >= 2
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_trace_msg_writes_every_message_as_sipp(pbx: KamailioPeer, tmp_path: Path, processes: int) -> None:
     """--trace-msg (SIPp -trace_msg): each registration's six messages (REGISTER, 401,

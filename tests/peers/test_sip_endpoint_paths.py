@@ -117,3 +117,51 @@ async def test_crlf_keepalive_is_answered_on_a_stream() -> None:
     assert head.startswith(b"SIP/2.0 200 OK")
     # received stamped on the Via we sent (RFC 3261 §18.2.1: its host is not the source)
     assert b"received=127.0.0.1" in head
+
+
+async def test_a_udp_socket_of_a_flows_own_is_closed_with_it_and_never_borrowed() -> None:
+    """``flow_to(reuse=False)`` over UDP (the load generator's SIPp ``-t un``): a socket of
+    the flow's own, on a port of the range asked for, that :meth:`close_flow` closes while
+    the shared socket stays; a message sent on the closed flow is an error, not a datagram
+    from another attempt's socket."""
+    from skinnysip.net.resolver import ServerTarget
+    from skinnysip.net.sip_transport import SIPTransportError
+    from skinnysip.sip.message import parse_message
+
+    heard: list[tuple[str, int]] = []
+
+    class Sink(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            heard.append(addr)
+
+    loop = asyncio.get_running_loop()
+    server, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+    target = ServerTarget("127.0.0.1", server.get_extra_info("sockname")[1], "udp", "127.0.0.1")
+    ep = SIPEndpoint()
+    try:
+        shared = await ep.flow_to(target)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        first = probe.getsockname()[1]
+        probe.close()
+        own = [await ep.flow_to(target, reuse=False, ports=(first, first + 2)) for _ in range(2)]
+        assert [f.local for f in own] == [("127.0.0.1", first), ("127.0.0.1", first + 1)]
+        assert await ep.flow_to(target) == shared  # the shared socket is not one of them
+        message = parse_message(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKa\r\n"
+                                b"Call-ID: a\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@b>\r\n\r\n")
+        ep.send_stateless(message, own[0])
+        await ep.close_flow(own[0])
+        await ep.close_flow(shared)  # shared: stays open
+        with pytest.raises(SIPTransportError):
+            ep.send_stateless(message, own[0])
+        ep.send_stateless(message, shared)
+        ep.send_stateless(message, own[1])
+        third = await ep.flow_to(target, reuse=False, ports=(first, first + 2))
+        assert third.local == ("127.0.0.1", first + 2)  # the range is searched on from the last
+        with pytest.raises(SIPTransportError, match="no free UDP port"):
+            await ep.flow_to(target, reuse=False, ports=(first + 1, first + 2))
+        await asyncio.sleep(0.2)
+        assert [port for _, port in heard] == [first, shared.local[1], first + 1]  # type: ignore[index]
+    finally:
+        await ep.close()
+        server.close()

@@ -169,10 +169,11 @@ def test_config_validation_names_the_field() -> None:
         LoadConfig("message", "h", to="bob@exa mple").validate()
     with pytest.raises(ValueError, match="domain:"):
         LoadConfig("options", "h", domain="a b").validate()
-    for bad in ({"transport": "udp"}, {"transport": "tcp", "scenario": "call", "to": "bob"}):
-        with pytest.raises(ValueError, match="connection_per_attempt: TCP or TLS"):
-            LoadConfig(**{"scenario": "options", "host": "h", "connection_per_attempt": True, **bad}).validate()
+    for bad in ({"transport": "udp", "scenario": "call", "to": "bob"}, {"transport": "tcp", "scenario": "call", "to": "bob"}):
+        with pytest.raises(ValueError, match="connection_per_attempt: options, register and message only"):
+            LoadConfig(**{"host": "h", "connection_per_attempt": True, **bad}).validate()  # type: ignore[arg-type]
     LoadConfig("register", "h", transport="tls", connection_per_attempt=True).validate()
+    LoadConfig("options", "h", transport="udp", connection_per_attempt=True, local_ports=(5070, 5071)).validate()
     assert LoadConfig("options", "h", port=5070).sip_domain == "h:5070"
     assert LoadConfig("options", "::1", transport="tls").sip_domain == "[::1]"
     assert LoadConfig("message", "h").uri("bob") == "sip:bob@h"

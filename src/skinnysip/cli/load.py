@@ -353,8 +353,8 @@ def _command(scenario: str, doc: str) -> click.Command:
             "step that would pass it stops new attempts (SIPp -rate_max).")
     @option("--no-rate-quit", is_flag=True, help="With --rate-max: keep going at it (needs -m or --duration) "
             "(SIPp -no_rate_quit).")
-    @option("--connection-per-attempt", is_flag=True, help="TCP/TLS: each attempt on a new connection, closed "
-            "after it (SIPp -t tn / -t ln); options, register, message.")
+    @option("--connection-per-attempt", is_flag=True, help="Each attempt on a new connection (TCP/TLS) or UDP "
+            "socket, closed after it (SIPp -t tn / -t ln / -t un); options, register, message.")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
     @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
     @option("--ca-file", help="TLS: CA certificates to check the server with.")

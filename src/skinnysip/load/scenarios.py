@@ -249,9 +249,10 @@ class LoadConfig:
     ``count`` nor ``duration`` starts attempts for :meth:`stepped_duration` seconds (the
     runner's own bound is one ``rate_interval`` later).
 
-    ``connection_per_attempt`` (TCP/TLS; SIPp ``-t tn``/``-t ln``): each attempt opens its
-    own connection (TLS: its own handshake) and closes it when done, instead of all sharing
-    one; options, register and message scenarios (a call's phone keeps its connection).
+    ``connection_per_attempt`` (SIPp ``-t tn``/``-t ln``/``-t un``): each attempt opens its
+    own connection (TLS: its own handshake), or over UDP binds its own socket (a port of
+    ``local_ports`` when given), and closes it when done, instead of all sharing one;
+    options, register and message scenarios (a call's phone keeps its connection).
 
     ``rtp_ports``: (first, last), the range calls take their RTP/RTCP port pairs from
     (:attr:`~skinnysip.phone.sip_phone.SIPAccount.rtp_ports`; None: any free pair).
@@ -353,9 +354,8 @@ class LoadConfig:
                 from skinnysip.rtp.codecs import payload_types
 
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
-        if self.connection_per_attempt and (self.transport == "udp" or self.scenario in ("call", "user")):
-            raise ValueError("connection_per_attempt: TCP or TLS, options/register/message only "
-                             "(--connection-per-attempt)")
+        if self.connection_per_attempt and self.scenario in ("call", "user"):
+            raise ValueError("connection_per_attempt: options, register and message only (--connection-per-attempt)")
         if self.local_ports is not None:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
@@ -474,9 +474,10 @@ class TransactionScenario(Scenario):
         self.ep.start()
         targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
         self.target: ServerTarget = targets[0]
-        if c.transport == "udp":
+        if c.transport == "udp" and not c.connection_per_attempt:
             await _bind_udp(self.ep, route_ip(self.target.address), c.local_ports, set())
-        self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host)
+        self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host,
+                                                reuse=not c.connection_per_attempt, ports=c.local_ports)
         if c.connection_per_attempt:  # it showed the server answers; each attempt opens its own
             await self.ep.close_flow(self.flow)
 
@@ -490,15 +491,16 @@ class TransactionScenario(Scenario):
 
     async def _flow(self) -> Flow | None:
         """The flow for this attempt: UDP's one socket, the open (or re-opened) connection,
-        or with ``connection_per_attempt`` a new connection of its own."""
-        if self.config.transport == "udp":
-            return self.flow
+        or with ``connection_per_attempt`` a new connection, or UDP socket, of its own."""
         own = self.config.connection_per_attempt
+        if self.config.transport == "udp" and not own:
+            return self.flow
         try:
             flow = await self.ep.flow_to(self.target, timeout=min(10.0, self.config.timeout),
-                                         server_name=self.config.host, reuse=not own)
+                                         server_name=self.config.host, reuse=not own, ports=self.config.local_ports)
         except SIPTransportError as exc:
-            record_failure(self.counters(), "transport", "FailedTcpConnect", note=str(exc))
+            kind = "FailedCannotSendMessage" if self.config.transport == "udp" else "FailedTcpConnect"
+            record_failure(self.counters(), "transport", kind, note=str(exc))
             return None
         if not own:
             self.flow = flow

@@ -279,22 +279,27 @@ class SIPEndpoint:
             raise SIPTransportError(exc.reason) from exc
 
     async def flow_to(self, target: ServerTarget, *, timeout: float = 10.0, server_name: str | None = None,
-                      reuse: bool = True) -> Flow:
+                      reuse: bool = True, ports: tuple[int, int] | None = None) -> Flow:
         """A flow to ``target``: a UDP flow from our socket, or an open (reused or new)
-        TCP/TLS connection; ``reuse=False``: a new connection of the caller's own, to end
-        with :meth:`close_flow`. ``server_name``: the TLS name to check (default: the
-        target's name). Raises :class:`SIPTransportError`."""
+        TCP/TLS connection; ``reuse=False``: a new connection, or UDP socket (on a port of
+        ``ports`` when given), of the caller's own, to end with :meth:`close_flow`.
+        ``server_name``: the TLS name to check (default: the target's name). Raises
+        :class:`SIPTransportError`."""
         self.start()
         if target.transport == "udp":
-            return await self.transport.udp_flow((target.address, target.port))
+            return await self.transport.udp_flow((target.address, target.port), reuse=reuse, ports=ports)
         context = self._client_context() if target.transport == "tls" else None
         conn = await self.transport.connect(target.transport, (target.address, target.port), timeout=timeout,
                                             tls_client=context, server_name=server_name or target.name, reuse=reuse)
         return conn.flow
 
     async def close_flow(self, flow: Flow) -> None:
-        """Close ``flow``'s TCP/TLS connection (a UDP flow: nothing to close)."""
-        await self.transport.close_connection(flow)
+        """Close ``flow``'s TCP/TLS connection, or the UDP socket it has of its own
+        (:meth:`flow_to` with ``reuse=False``; a shared UDP socket stays open)."""
+        if flow.transport == "udp":
+            self.transport.close_udp(flow)
+        else:
+            await self.transport.close_connection(flow)
 
     def tls_info(self, flow: Flow) -> object | None:
         """The TLS handshake report of a TLS flow's connection (``TLSInfo``), else None."""

@@ -383,6 +383,9 @@ class SIPTransportLayer:
         self.idle_timeout = idle_timeout
         self.listeners: list[_Listener] = []
         self.udp: dict[tuple[str, int], _UDPSocket] = {}
+        #: sockets of one flow's own (:meth:`udp_flow` with ``reuse=False``), closed by :meth:`close_udp`
+        self._own_udp: set[tuple[str, int]] = set()
+        self._port_cursor = 0  # where the next own socket's search of a port range starts
         self.connections: dict[int, Connection] = {}
         self._by_remote: dict[tuple[str, str, int], Connection] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Future[Connection]] = {}
@@ -454,18 +457,56 @@ class SIPTransportLayer:
         self._by_remote[(transport, *conn.remote)] = conn
 
     # -- outgoing flows ---------------------------------------------------------------------
-    async def udp_flow(self, remote: tuple[str, int]) -> Flow:
+    async def udp_flow(self, remote: tuple[str, int], *, reuse: bool = True,
+                       ports: tuple[int, int] | None = None) -> Flow:
         """A UDP flow to ``remote`` (IP, port) from one of our UDP sockets: one bound to the
         local address that routes there (or a wildcard of the same family); if there is
-        none, a socket is bound on that address with an ephemeral port."""
+        none, a socket is bound on that address with an ephemeral port. ``reuse=False``: a
+        socket of the flow's own (SIPp ``-t un``), on a port of ``ports`` (first, last) when
+        given, to end with :meth:`close_udp`. Raises :class:`SIPTransportError` (no free port)."""
         ip = strip_brackets(remote[0])
         local_ip = route_ip(ip)
+        if not reuse:
+            return Flow("udp", (ip, remote[1]), local=await self._own_socket(local_ip, ports))
         wildcard = "::" if ":" in local_ip else "0.0.0.0"
         for (bound_ip, _), sock in self.udp.items():
-            if bound_ip in (local_ip, wildcard):
+            if bound_ip in (local_ip, wildcard) and sock.local not in self._own_udp:
                 return Flow("udp", (ip, remote[1]), local=sock.local)
         local = await self.listen("udp", local_ip, 0)
         return Flow("udp", (ip, remote[1]), local=local)
+
+    async def _own_socket(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
+        if ports is None:
+            local = await self.listen("udp", local_ip, 0)
+        else:
+            first, last = ports
+            size = last - first + 1
+            for step in range(size):  # from where the last search ended: the ports just freed come last
+                port = first + (self._port_cursor + step) % size
+                if (local_ip, port) in self.udp:
+                    continue
+                try:
+                    local = await self.listen("udp", local_ip, port)
+                except SIPTransportError:
+                    continue
+                self._port_cursor = (self._port_cursor + step + 1) % size
+                break
+            else:
+                raise SIPTransportError(f"no free UDP port in {first}-{last}")
+        self._own_udp.add(local)
+        return local
+
+    def close_udp(self, flow: Flow) -> None:
+        """Close the UDP socket ``flow`` has of its own (:meth:`udp_flow` with
+        ``reuse=False``); a shared socket, or one already closed: nothing to do."""
+        local = flow.local
+        if local is None or local not in self._own_udp:
+            return
+        self._own_udp.discard(local)
+        sock = self.udp.pop(local, None)
+        self.listeners = [listener for listener in self.listeners if listener.udp is not sock]
+        if sock is not None and sock.transport is not None:
+            sock.transport.close()
 
     async def connect(self, transport: Transport, remote: tuple[str, int], *, timeout: float,
                       tls_client: ssl.SSLContext | None = None, server_name: str | None = None,
@@ -572,8 +613,9 @@ class SIPTransportLayer:
         if len(data) > self.max_message_size:
             raise SIPTransportError(f"message of {len(data)} bytes is larger than {self.max_message_size}")
         if flow.transport == "udp":
-            sock = self.udp.get(flow.local) if flow.local is not None else None
-            if sock is None:
+            if flow.local is not None:  # that socket, or none (an own one closed: not another's)
+                sock = self.udp.get(flow.local)
+            else:
                 sock = next((s for s in self.udp.values() if (":" in s.local[0]) == (":" in flow.remote[0])), None)
             if sock is None or sock.transport is None or sock.transport.is_closing():
                 raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
