@@ -58,6 +58,13 @@ def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_a_file_that_never_ends_or_is_not_there_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="^/dev/zero: larger than 1024 KiB"):
+        load_settings("/dev/zero")  # read up to a cap, not until memory runs out
+    with pytest.raises(ConfigError, match="^/nonexistent.toml: cannot read"):
+        load_settings("/nonexistent.toml")
+
+
 def test_demo_passwords_refused_beyond_loopback() -> None:
     with pytest.raises(ConfigError, match=r"users\[0\]\.password: the demo password of 1001"):
         LabSettings(hosts=("127.0.0.1", "192.0.2.10")).check_exposure()

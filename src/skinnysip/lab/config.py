@@ -304,6 +304,10 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
     return settings
 
 
+#: the most a lab configuration file may hold (octets): a TOML of accounts and rules
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_settings(path: str | Path | None = None) -> LabSettings:
     """The settings in the TOML file ``path`` (None: the defaults). Raises
     :class:`ConfigError` naming the key, or the file when it cannot be read or parsed."""
@@ -312,9 +316,12 @@ def load_settings(path: str | Path | None = None) -> LabSettings:
         settings.validate()
         return settings
     try:
-        text = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            text = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a lab configuration")
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
