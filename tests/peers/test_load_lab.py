@@ -75,3 +75,21 @@ async def test_load_calls_take_their_rtp_ports_from_the_range(lab: Lab) -> None:
     offered = [int(m["raw"].split("m=audio ", 1)[1].split(" ", 1)[0]) for c in lab.calls() for m in c["messages"]
                if m["direction"] == "received" and m["summary"].startswith("INVITE") and "m=audio" in m["raw"]]
     assert len(set(offered)) == 3 and all(first <= p < last and p % 2 == 0 for p in offered), offered
+
+
+async def test_load_calls_carry_the_added_header_fields(lab: Lab, tmp_path) -> None:
+    """--header on calls: the INVITE (first and with Proxy-Authorization) carries the
+    fields; the lab's echo answers as ever."""
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    path = tmp_path / "messages.log"
+    config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=[User("1001", "demo1001")], to="600",
+                        rate=4, count=2, limit=2, hold=0.5, trace_msg=str(path),
+                        headers=[("X-Campaign", "load 1"), ("User-Agent", "load-agent/2")])
+    monitor = await run_local(config, [])
+    assert summary(monitor, config)["successful"] == 2
+    text = path.read_bytes().decode("utf-8")  # as written: CRLF line ends
+    invites = [m for m in text.split("\n----- ") if " sent UDP " in m and "\nINVITE sip:600@" in m]
+    assert len(invites) == 4, text[:3000]  # each call: INVITE, then with Proxy-Authorization
+    for invite in invites:
+        assert "\r\nX-Campaign: load 1\r\n" in invite and invite.count("\r\nUser-Agent: ") == 1
+        assert "\r\nUser-Agent: load-agent/2\r\n" in invite

@@ -109,6 +109,41 @@ def test_a_udp_socket_per_attempt_as_sipp_t_un(pbx: KamailioPeer, tmp_path: Path
 
 
 @pytest.mark.parametrize("processes", [1, 2])
+def test_added_header_fields_go_with_every_request_of_an_attempt(pbx: KamailioPeer, tmp_path: Path,
+                                                                processes: int) -> None:
+    """--header (SIPp's own scenario lines, sipsak -j): each REGISTER of an attempt — the
+    first, the digest retry and the unregister — carries the fields in order, and a
+    User-Agent given replaces ours (a security tester's ``friendly-scanner``)."""
+    path = tmp_path / "messages.log"
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", pbx.users["alice"], "-r", "20", "-m", "4", "--trace-msg", str(path),
+                    "--header", "X-Load-Run: night 7", "--header", "User-Agent: friendly-scanner",
+                    "--header", "P-Asserted-Identity: <sip:alice@skinnysip.test>", "--processes", str(processes),
+                    "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["successful"] == 4
+    files = [path] if processes == 1 else [tmp_path / f"messages.log.{i}" for i in range(processes)]
+    text = "".join(f.read_bytes().decode("utf-8") for f in files)  # as written: CRLF line ends
+    registers = re.findall(r"bytes\)\n(REGISTER sip:.*?)\r\n\r\n", text, re.S)
+    assert len(registers) == 4 * 3
+    for request in registers:
+        names = [line.split(":", 1)[0] for line in request.split("\r\n")[1:]]
+        assert names.count("User-Agent") == 1 and "User-Agent: friendly-scanner" in request, request
+        added = [n for n in names if n in ("X-Load-Run", "User-Agent", "P-Asserted-Identity")]
+        assert added == ["X-Load-Run", "User-Agent", "P-Asserted-Identity"], request
+        assert "X-Load-Run: night 7\r\n" in request
+
+
+def test_header_fields_the_scenario_writes_are_refused_before_anything_is_sent() -> None:
+    for header, says in (("Call-ID: x", "Call-ID is written by the scenario itself"),
+                         ("v: SIP/2.0/UDP x", "Via is written by the scenario itself"),
+                         ("Expires: 5", "use --expires"), ("X-A", "is not 'Name: value'"),
+                         ("X A: b", "is not a header name")):
+        proc = load_cli("register", "127.0.0.1", "-p", "9", "-m", "1", "--header", header)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("processes", [1, 2])
 def test_trace_msg_writes_every_message_as_sipp(pbx: KamailioPeer, tmp_path: Path, processes: int) -> None:
     """--trace-msg (SIPp -trace_msg): each registration's six messages (REGISTER, 401,
     REGISTER with credentials, 200, REGISTER Expires 0, 200) as sent and received, with

@@ -4,6 +4,7 @@ distributed run, the CSV columns, the failure threshold."""
 from __future__ import annotations
 
 import csv
+import json
 import random
 import re
 import statistics
@@ -143,7 +144,7 @@ def test_users_file_is_read_with_a_cap(tmp_path, monkeypatch) -> None:
 def test_worker_shares_add_up_and_interleave_users() -> None:
     users = [User(f"u{i}", "pw") for i in range(5)]
     config = LoadConfig("register", "127.0.0.1", rate=100, limit=7, count=1001, users=users,
-                        local_ports=(20000, 20099))
+                        local_ports=(20000, 20099), rtp_ports=(30000, 30099), headers=[("X-Run", "7")])
     shares = worker_configs(config, 3)
     assert sum(s.count or 0 for s in shares) == 1001
     assert sum(s.rate for s in shares) == pytest.approx(100)
@@ -155,6 +156,7 @@ def test_worker_shares_add_up_and_interleave_users() -> None:
     assert indexes == list(range(1001))
     assert [config.user_for(i) for i in range(6)] == [shares[i % 3].user_for(i) for i in range(6)]
     assert _config_from(_config_dict(shares[1])) == shares[1]
+    assert _config_from(json.loads(json.dumps(_config_dict(shares[1])))) == shares[1]  # as JSON, tuples come back
     assert len(worker_configs(LoadConfig("options", "h", count=2), 4)) == 2  # no empty workers
     with pytest.raises(ValueError):
         worker_configs(LoadConfig("options", "h", local_ports=(1000, 1001)), 3)
@@ -257,6 +259,26 @@ def test_warnings_merge_once_and_survive_the_trip_through_plain_data() -> None:
     for i in range(100):
         total.warn(str(i))
     assert len(total.warnings) == 20
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("Call-ID", "x", "Call-ID is written by the scenario itself"),
+    ("f", "<sip:a@b>", "From is written by the scenario itself"),  # a compact form
+    ("X-A", "one\r\nVia: injected", "must be one line"),
+    ("X-A", "a" * 1025, "at most 1024"),
+    ("X:A", "b", "is not a header name"),
+    ("", "b", "is not a header name"),
+])
+def test_added_header_fields_are_checked(name: str, value: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        LoadConfig("options", "h", headers=[(name, value)]).validate()
+
+
+def test_added_header_fields_that_are_fine() -> None:
+    LoadConfig("call", "h", to="bob", headers=[("P-Asserted-Identity", "<sip:a@b>"), ("User-Agent", "x"),
+                                               ("X-Empty", "")]).validate()
+    with pytest.raises(ValueError, match="user scenario writes its own"):
+        LoadConfig("user", "h", user_script="s.py", headers=[("X-A", "b")]).validate()
 
 
 def test_max_failures_count_or_percent() -> None:

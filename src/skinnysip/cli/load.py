@@ -128,6 +128,17 @@ def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
     return sink
 
 
+def _header_fields(texts: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``--header 'Name: value'`` options as (name, value) pairs (checked by LoadConfig)."""
+    fields = []
+    for text in texts:
+        name, colon, value = text.partition(":")
+        if not colon:
+            _fail(f"--header: {text[:60]!r} is not 'Name: value'")
+        fields.append((name.strip(" \t"), value.strip(" \t")))
+    return fields
+
+
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
@@ -135,7 +146,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
-         connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None) -> None:
+         connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
+         headers: tuple[str, ...] = ()) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -177,7 +189,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
-        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg)
+        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers))
     try:
         config.validate()
     except ValueError as exc:
@@ -355,6 +367,9 @@ def _command(scenario: str, doc: str) -> click.Command:
             "(SIPp -no_rate_quit).")
     @option("--connection-per-attempt", is_flag=True, help="Each attempt on a new connection (TCP/TLS) or UDP "
             "socket, closed after it (SIPp -t tn / -t ln / -t un); options, register, message.")
+    @option("--header", "headers", metavar="'NAME: VALUE'", multiple=True,
+            help="A header field added to each attempt's request (repeatable), as a SIPp scenario's own lines or "
+            "sipsak -j: X-…, P-Asserted-Identity, Route…; a User-Agent replaces ours.")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
     @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
     @option("--ca-file", help="TLS: CA certificates to check the server with.")
@@ -368,7 +383,7 @@ def _command(scenario: str, doc: str) -> click.Command:
         processes: int,
         engine: str | None, ray_address: str | None, rate_file: str | None, rate_increase: float,
         rate_interval: float | None, rate_max: float | None, no_rate_quit: bool, connection_per_attempt: bool,
-        quiet: bool, insecure: bool, ca_file: str | None,
+        headers: tuple[str, ...], quiet: bool, insecure: bool, ca_file: str | None,
     ) -> None:
         if scenario == "user" and script is None:
             _fail("the user scenario needs --script FILE.py")
@@ -376,7 +391,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports)
+             rtp_ports, headers)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

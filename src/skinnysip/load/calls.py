@@ -138,7 +138,7 @@ class PhoneScenario(Scenario):
         loop = asyncio.get_running_loop()
         counters = self.counters()
         try:
-            call = await phone.call(c.to)
+            call = await phone.call(c.to, headers=c.headers)
         except (PhoneError, SIPTransportError) as exc:
             record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
             return

@@ -108,9 +108,10 @@ def _config_dict(config: LoadConfig) -> dict[str, Any]:
 def _config_from(data: dict[str, Any]) -> LoadConfig:
     values = dict(data)
     values["users"] = [User(**u) for u in values["users"]]
-    for name in ("local_ports", "codecs"):  # JSON has no tuples
+    for name in ("local_ports", "codecs", "rtp_ports"):  # JSON has no tuples
         if values.get(name) is not None:
             values[name] = tuple(values[name])
+    values["headers"] = [(str(name), str(value)) for name, value in values.get("headers", ())]
     return LoadConfig(**values)
 
 

@@ -34,8 +34,9 @@ from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
-from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
+from skinnysip.sip.syntax import TOKEN_RE
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.uri import NameAddr, SipURI
 
@@ -215,6 +216,28 @@ def read_users(path: str | Path) -> tuple[list[User], str]:
     return users, order
 
 
+#: header fields a load scenario writes itself: ``headers`` may not name them
+MANAGED_HEADERS = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact", "Content-Length",
+                             "Content-Type", "Authorization", "Proxy-Authorization", "Expires"})
+#: the longest value of an added header field (characters)
+MAX_HEADER_VALUE = 1024
+
+
+def check_header_field(name: str, value: str) -> None:
+    """``ValueError`` naming what is wrong with an added header field ``name: value``: a
+    name that is no token (RFC 3261 §25.1) or one of :data:`MANAGED_HEADERS` (compact forms
+    too), a value with CR, LF or NUL or longer than :data:`MAX_HEADER_VALUE`."""
+    if not TOKEN_RE.fullmatch(name):
+        raise ValueError(f"headers: {name[:40]!r} is not a header name (--header 'Name: value')")
+    canonical = canonical_name(name)
+    if canonical in MANAGED_HEADERS:
+        hint = " (use --expires)" if canonical == "Expires" else ""
+        raise ValueError(f"headers: {canonical} is written by the scenario itself{hint or ' (--header)'}")
+    if any(c in value for c in "\r\n\0") or len(value) > MAX_HEADER_VALUE:
+        raise ValueError(f"headers: the value of {canonical} must be one line of at most {MAX_HEADER_VALUE} "
+                         "characters (--header)")
+
+
 @dataclass
 class LoadConfig:
     """One load run (Python units: seconds; rates per second).
@@ -257,6 +280,13 @@ class LoadConfig:
     ``rtp_ports``: (first, last), the range calls take their RTP/RTCP port pairs from
     (:attr:`~skinnysip.phone.sip_phone.SIPAccount.rtp_ports`; None: any free pair).
 
+    ``headers``: (name, value) header fields added, in order, to the request each attempt
+    starts (its digest retry and a REGISTER's unregister too; a call's INVITE), as a SIPp
+    scenario's own lines or sipsak's ``-j``: ``X-…``, ``P-Asserted-Identity``, ``Route``…
+    A ``User-Agent`` replaces ours. The fields the scenario writes itself
+    (:data:`MANAGED_HEADERS`) are refused, as are names that are no token (RFC 3261 §25.1)
+    and values with a line break.
+
     ``trace_msg``: a file to write every SIP message sent and received to, as SIPp's
     ``-trace_msg`` (:class:`~skinnysip.load.report.MessageLog`; a fanned-out run's worker
     ``i`` writes ``trace_msg.i``)."""
@@ -295,6 +325,7 @@ class LoadConfig:
     connection_per_attempt: bool = False
     trace_msg: str | None = None
     rtp_ports: tuple[int, int] | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def stepped(self) -> bool:
@@ -354,6 +385,10 @@ class LoadConfig:
                 from skinnysip.rtp.codecs import payload_types
 
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
+        for name, value in self.headers:
+            check_header_field(name, value)
+        if self.headers and self.scenario == "user":
+            raise ValueError("headers: a user scenario writes its own requests (--header)")
         if self.connection_per_attempt and self.scenario in ("call", "user"):
             raise ValueError("connection_per_attempt: options, register and message only (--connection-per-attempt)")
         if self.local_ports is not None:
@@ -471,6 +506,8 @@ class TransactionScenario(Scenario):
         # made once per run (bounded; the results are only read)
         self._uri = functools.lru_cache(maxsize=MAX_USERS + 2)(SipURI.parse)
         self._contact = functools.lru_cache(maxsize=MAX_USERS + 2)(self.ep.contact)
+        added = {canonical_name(name) for name, _ in c.headers}
+        self._user_agent = None if "User-Agent" in added else USER_AGENT
         self.ep.start()
         targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
         self.target: ServerTarget = targets[0]
@@ -510,11 +547,12 @@ class TransactionScenario(Scenario):
                  call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
                  contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"", content_type: str | None = None) -> Request:
+        added = self.config.headers
         return new_request(
             method, ruri, from_=NameAddr(None, self._uri(from_uri), {"tag": from_tag or new_tag()}),
             to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
             cseq=cseq, contact=self._contact(flow, contact_user) if contact_user is not None else None,
-            user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type)
+            user_agent=self._user_agent, headers=[*(headers or ()), *added], body=body, content_type=content_type)
 
     async def _transact(self, request: Request, flow: Flow, rule: ChallengeRetry) -> Outcome:
         outcome = await self.ep.transact(request, flow, timeout=self.config.timeout, auth=rule)

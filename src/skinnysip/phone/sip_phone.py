@@ -63,7 +63,7 @@ from skinnysip.sdp import (
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import Dialog, dialog_id
-from skinnysip.sip.message import Request, Response, SIPParseError
+from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
     build_cancel,
     min_expires_retry,
@@ -693,7 +693,7 @@ class SIPPhone(Phone):
         """Place a call to ``target`` (``sip:bob@host[:port]``, ``bob@host`` or ``bob``).
         Returns at once with the call in state ``calling``; follow it with the events or
         :meth:`Call.wait_connected`. ``headers``: extra header fields for the INVITE
-        (``Replaces``, ``Referred-By``…). :class:`PhoneError` for a bad target or too many calls."""
+        (``Replaces``, ``Referred-By``…; a ``User-Agent`` replaces ours). :class:`PhoneError` for a bad target or too many calls."""
         if self.closed:
             raise PhoneError("the phone is closed")
         if len(self.calls) >= MAX_CALLS:
@@ -756,7 +756,8 @@ class SIPPhone(Phone):
         request = new_request(
             "INVITE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri) if not uri.startswith("tel:") else uri),
             via=self.endpoint.via(flow), call_id=call.call_id, cseq=1, contact=self._contact(flow),
-            route_set=self._route_set(), user_agent=USER_AGENT, headers=headers + extra,
+            route_set=self._route_set(), headers=headers + extra,
+            user_agent=None if any(canonical_name(name) == "User-Agent" for name, _ in extra) else USER_AGENT,
             body=offer.to_bytes(), content_type="application/sdp",
         )
         rule = ChallengeRetry(self.credentials)
