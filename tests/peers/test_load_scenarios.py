@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import re
@@ -359,6 +360,69 @@ def test_ctrl_c_stops_new_attempts_and_prints_the_summary(pbx: KamailioPeer, wor
     assert result["successful"] == result["attempted"] and "Traceback" not in err
     if workers:
         assert sum(w["attempted"] for w in result["workerTotals"]) == result["attempted"]
+
+
+@pytest.mark.parametrize("workers", [[], ["--processes", "2"]], ids=["one", "two-workers"])
+def test_sipp_keys_on_a_terminal_change_the_rate_and_stop(pbx: KamailioPeer, tmp_path: Path,
+                                                          workers: list[str]) -> None:
+    """On a terminal (a pseudo-terminal here) SIPp's keys work as in SIPp: ``*`` adds 10/s,
+    ``+`` 1/s, ``-`` takes 1/s, ``p`` pauses and resumes, and ``q`` starts no new attempt —
+    the CSV's TargetRate follows the keys, intervals while paused start nothing, and the run
+    ends long before its 60 s; the terminal is restored afterwards."""
+    import pty
+    import select
+    import termios
+
+    csv_path = tmp_path / "rate.csv"
+    leader, follower = pty.openpty()
+    before = termios.tcgetattr(follower)
+    proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p", str(pbx.udp_port),
+                             "-r", "5", "--duration", "60", "--interval", "0.5", "--csv", str(csv_path), *workers],
+                            stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+    screen = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal screen
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                with contextlib.suppress(OSError):
+                    screen += os.read(leader, 65536)
+
+    try:
+        read_for(3.0)  # up and running, the hint on the screen
+        for key in (b"*", b"+", b"+", b"-"):
+            os.write(leader, key)
+            read_for(0.3)
+        read_for(1.5)
+        os.write(leader, b"p")
+        read_for(2.0)
+        os.write(leader, b"p")
+        read_for(1.5)
+        os.write(leader, b"q")
+        for _ in range(100):
+            read_for(0.2)
+            if proc.poll() is not None:
+                break
+        read_for(0.5)
+        after = termios.tcgetattr(follower)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(leader)
+        os.close(follower)
+    text = screen.decode("utf-8", "replace")
+    assert proc.returncode == 0, text[-2000:]
+    assert "keys" in text and "Traceback" not in text
+    rows = list(csv.DictReader(csv_path.open()))
+    rates = [float(r["TargetRate"]) for r in rows]
+    assert rates[0] == 5 and rates[-1] == 16, rates  # 5 + 10 + 1 + 1 - 1
+    assert sorted(set(rates)) == sorted(set(rates) & {5.0, 15.0, 16.0, 17.0}), rates
+    started = "".join("0" if int(r["OutgoingCall(P)"]) == 0 else "1" for r in rows)
+    assert re.search(r"1+0{3,}1+", started), started  # running, paused (2 s: 4 intervals), running again
+    assert after[3] == before[3]  # the terminal's local modes (echo, canonical) are back
 
 
 def test_a_worker_process_that_dies_is_named_and_the_run_ends(pbx: KamailioPeer) -> None:

@@ -190,3 +190,25 @@ async def test_rate_steps_stay_at_rate_max_without_quit_and_follow_a_rate_set_by
 async def test_a_run_without_steps_has_none() -> None:
     runner, monitor, _ = await run_monitored(LoadConfig("options", "127.0.0.1", rate=100, count=10), 0.1)
     assert monitor.steps == [] and summary(monitor, runner.config)["rateSteps"] == []
+
+
+async def test_pause_starts_nothing_and_resume_goes_on_without_a_burst() -> None:
+    """SIPp's ``p``: paused, no attempt starts (the running ones end); resumed, the rate goes
+    on from then — the time paused is not made up with a burst."""
+    config = LoadConfig("options", "127.0.0.1", rate=50, limit=100, duration=1.6)
+    runner, sleeper = runner_with(config, 0.01)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    await asyncio.sleep(0.4)
+    monitor = Monitor(LocalSource(runner), 50)
+    monitor.pause(True)
+    assert monitor.paused and runner.paused
+    before = runner.issued
+    await asyncio.sleep(0.6)
+    during = runner.issued - before
+    monitor.pause(False)
+    await asyncio.sleep(0.3)
+    after = runner.issued - before - during
+    await task
+    assert during <= 1  # at most the one whose start was already due
+    assert 8 <= after <= 20  # ~15 in 0.3 s at 50/s, not the 30 the pause skipped on top
+    assert 45 <= runner.issued <= 60  # ~1 s of the 1.6 s ran

@@ -86,7 +86,7 @@ class _Keys:
         self.saved = termios.tcgetattr(fd)
         tty.setcbreak(fd)
         asyncio.get_running_loop().add_reader(fd, self._key)
-        self.view.hint = "keys  + - ±1/s  * / ±10/s  q stop"
+        self.view.hint = "keys  + - ±1/s  * / ±10/s  p pause/resume  q stop"
 
     def _key(self) -> None:
         key = os.read(sys.stdin.fileno(), 1).decode(errors="replace")
@@ -97,6 +97,9 @@ class _Keys:
         if step is not None:
             monitor.set_rate(max(0.1, monitor.rate + step))
             self.view.note = f"rate set to {monitor.rate:g}/s"
+        elif key == "p":
+            monitor.pause(not monitor.paused)
+            self.view.note = "paused: no new attempts (p to resume)" if monitor.paused else "resumed"
         elif key in ("q", "Q"):
             monitor.source.stop()
             self.view.note = "stopping: no new attempts"
@@ -396,7 +399,7 @@ def _command(scenario: str, doc: str) -> click.Command:
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 
 
-EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), q (no new attempts) on a terminal; "
+EPILOG = ("While running: keys + - (rate ±1/s), * / (±10/s), p (pause/resume), q (no new attempts) on a terminal; "
           "--rate-file FILE is re-read every interval; --rate-increase N steps the rate up by N every "
           "--rate-interval up to --rate-max, to find a server's capacity; the first Ctrl-C stops new attempts "
           "and prints the summary. Exit status: 0 failures within --max-failures, 1 beyond (or a worker failed), 2 bad arguments or a local "

@@ -37,6 +37,7 @@ MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
 MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration only
 PACE_QUANTUM = 0.005  # s, the shortest sleep between starts (an attempt starts at most this late)
+PAUSE_POLL = 0.05  # s, how often a paused runner looks whether it was resumed or stopped
 TICK_SLACK = 0.06  # s, how early a statistics interval may end against a step's due time (the poll's 0.05 s)
 
 
@@ -58,6 +59,7 @@ class LoadRunner:
         self.done = False
         self.issued = 0
         self._stop = asyncio.Event()
+        self.paused = False
         self._retrans_seen = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -89,6 +91,12 @@ class LoadRunner:
     def stop(self) -> None:
         """Start no more attempts; the running ones end as they would."""
         self._stop.set()
+
+    def pause(self, paused: bool) -> None:
+        """Start no attempts while ``paused`` (SIPp's ``p`` key); then go on at the rate from
+        the moment it is resumed (no burst to catch up). The run's duration and deadline go
+        on meanwhile."""
+        self.paused = paused
 
     def in_progress(self) -> int:
         return len(self._tasks)
@@ -140,6 +148,10 @@ class LoadRunner:
                 now = loop.time()
                 if now >= end:
                     break
+                if self.paused:
+                    await asyncio.sleep(min(PAUSE_POLL, end - now))
+                    next_at = loop.time()
+                    continue
                 if next_at > now:  # a plain sleep (no task per attempt); stop() is seen within 0.25 s
                     # at least PACE_QUANTUM: at thousands per second the attempts due are started
                     # in small bursts, not one loop round (a timer, a wake-up) per attempt
@@ -191,6 +203,8 @@ class IntervalSource(Protocol):
     def set_rate(self, rate: float) -> None: ...
 
     def stop(self) -> None: ...
+
+    def pause(self, paused: bool) -> None: ...
 
 
 @dataclass
@@ -266,6 +280,7 @@ class Monitor:
     rate_quit: bool = True
     steps: list[RateStep] = field(default_factory=list)
     quit_at_max: bool = False
+    paused: bool = False
 
     @classmethod
     def for_config(cls, source: IntervalSource, config: LoadConfig, interval: float,
@@ -282,6 +297,11 @@ class Monitor:
             self.source.set_rate(rate)
             if self.steps and not self.quit_at_max:
                 self.steps[-1].rate = rate
+
+    def pause(self, paused: bool) -> None:
+        """No new attempts while ``paused`` (SIPp's ``p``); rate steps wait for the resume."""
+        self.paused = paused
+        self.source.pause(paused)
 
     def _step(self, elapsed: float) -> bool:
         """Close the current step at ``elapsed`` seconds and take the next one; False when
@@ -341,7 +361,9 @@ class Monitor:
                 return
             # steps are taken as a statistics interval ends, so each step's counters are
             # whole intervals; a step falls due at most once per interval (no burst)
-            if now >= next_step - TICK_SLACK:
+            if self.paused:  # the step falls due at the first interval's end after the resume
+                next_step = max(next_step, now)
+            elif now >= next_step - TICK_SLACK:
                 next_step = math.inf if not self._step(now - t0) else max(next_step + self.rate_interval,
                                                                            now + TICK_SLACK)
 
@@ -364,6 +386,9 @@ class LocalSource:
 
     def stop(self) -> None:
         self.runner.stop()
+
+    def pause(self, paused: bool) -> None:
+        self.runner.pause(paused)
 
 
 def run_deadline(config: LoadConfig, started: float) -> float:
