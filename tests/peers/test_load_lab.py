@@ -93,3 +93,20 @@ async def test_load_calls_carry_the_added_header_fields(lab: Lab, tmp_path) -> N
     for invite in invites:
         assert "\r\nX-Campaign: load 1\r\n" in invite and invite.count("\r\nUser-Agent: ") == 1
         assert "\r\nUser-Agent: load-agent/2\r\n" in invite
+
+
+async def test_load_calls_over_ipv6_to_the_lab_echo_are_answered_over_ipv6() -> None:
+    """The lab on both families: load calls to ``[::1]`` reach the echo (the services phone
+    sits on IPv4 behind the proxy) and are answered in the offer's family — before, the echo
+    refused the IPv6 offer with 488 (incompatible network address formats)."""
+    settings = LabSettings(domain=DOMAIN, realm=DOMAIN, hosts=("127.0.0.1", "::1"), sip_port=0, sips_port=0,  # type: ignore[arg-type]
+                           sccp_port=0)
+    async with Lab(settings) as lab:
+        assert lab.proxy is not None
+        port = lab.proxy.listeners[("udp", "::1")][1]
+        config = LoadConfig("call", "::1", port=port, domain=DOMAIN, users=[User("1001", "demo1001")], to="600",
+                            rate=4, count=2, limit=2, hold=1.5)
+        monitor = await run_local(config, [])
+        result = summary(monitor, config)
+    assert (result["successful"], result["failed"]) == (2, 0), result
+    assert result["media"]["rtpExpected"] >= 2 * 1.5 * 50 * 0.8 and result["media"]["rtpLost"] == 0

@@ -259,6 +259,17 @@ def test_phone_server_targets() -> None:
     assert r.returncode == 2 and r.stderr.startswith("error: --codecs: unknown codec 'MP3'"), r.stderr
 
 
+@pytest.mark.parametrize(("text", "account"), [("[::1]", "[::1]"), ("[::1]:5070", "[::1]:5070"),
+                                                ("sip:[::1];transport=tcp", "[::1]"), ("127.0.0.1", "127.0.0.1")])
+def test_phone_servers_reach_the_account_as_host_port(text: str, account: str) -> None:
+    """An IPv6 registrar or proxy without a port keeps its brackets (was "bad host ''")."""
+    from skinnysip.cli.phone import _hostport, _server
+    from skinnysip.phone.sip_phone import SIPAccount
+
+    assert _hostport(_server(text, "--registrar")) == account
+    SIPAccount(aor="sip:alice@example.com", registrar=account, outbound_proxy=account).uri()
+
+
 @pytest.mark.parametrize(("record", "says"), [("/dev/null", "cannot make the directory '/dev/null': File exists"),
                                                ("/proc/skinnysip/rec", "cannot make the directory")])
 def test_phone_record_directory_is_checked_before_anything_is_sent(record: str, says: str) -> None:

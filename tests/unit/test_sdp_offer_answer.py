@@ -134,3 +134,19 @@ def test_an_offer_of_the_other_family_is_refused_and_odd_ptime_ignored():
         b"m=audio 4000 RTP/AVP 0\r\na=ptime:0\r\n")
     _, session = sdp.audio_answer(odd, "127.0.0.1", 5000)
     assert not session.rejected and session.ptime == pytest.approx(0.02) and session.remote == ("192.0.2.1", 4000)
+
+
+@pytest.mark.parametrize(("c_line", "local", "expected"), [
+    ("IN IP6 ::1", "127.0.0.1", "::1"),  # an IPv6 offer over IPv4 signalling: answered from IPv6
+    ("IN IP4 127.0.0.1", "::1", "127.0.0.1"),  # and the reverse
+    ("IN IP4 127.0.0.1", "127.0.0.1", "127.0.0.1"),
+    ("IN IP6 ::ffff:127.0.0.1", "127.0.0.1", "127.0.0.1"),  # IPv4-mapped: stays IPv4
+    ("IN IP4 0.0.0.0", "::1", "::1"),  # on hold (RFC 2543): nothing to route to
+    ("IN IP4 media.example.com", "::1", "::1"),  # a name: the policy's, not resolved here
+])
+def test_a_dual_stack_phone_answers_in_the_offers_family(c_line: str, local: str, expected: str) -> None:
+    from skinnysip.phone.sip_phone import media_ip_for
+
+    offer = sdp.SessionDescription.parse(f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc={c_line}\r\nt=0 0\r\n"
+                                         "m=audio 4000 RTP/AVP 0\r\n".encode())
+    assert media_ip_for(offer, local) == expected

@@ -39,7 +39,7 @@ from typing import Any
 
 import click
 
-from skinnysip.addresses import hostport
+from skinnysip.addresses import format_host, hostport
 from skinnysip.cli.common import (
     EXIT_ANSWERED,
     EXIT_NO_ANSWER,
@@ -231,7 +231,7 @@ def phone_cmd(
 def _hostport(target: Target | None) -> str | None:
     if target is None:
         return None
-    return target.host if target.port is None else hostport(target.host, target.port)
+    return format_host(target.host) if target.port is None else hostport(target.host, target.port)
 
 
 def _guarded(acc: Any, target: str | None, duration: float | None, execute: str | None, as_json: bool,

@@ -30,9 +30,10 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport
+from skinnysip.addresses import hostport, is_ip, is_ipv6, strip_brackets
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
+from skinnysip.net.sip_transport import route_ip
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.phone.api import (
     Call,
@@ -97,6 +98,26 @@ MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the
 MAX_CALLS = 32
 MAX_REDIRECTS = 3
 KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
+
+
+def media_ip_for(offer: SessionDescription, local_ip: str) -> str:
+    """Our media IP for answering ``offer``: ``local_ip`` (where the INVITE came in), unless
+    the offer's audio is at an IP address of the other family that this host routes to — then
+    that route's local address, so a dual-stack phone answers an IPv6 offer arriving over IPv4
+    signalling (or the reverse) in the offer's family instead of refusing it (RFC 3264 §6: the
+    answer's address is what the offerer sends to; RFC 4566 §5.7). IPv4-mapped IPv6 offers to
+    an IPv4 phone stay IPv4 (:func:`skinnysip.sdp.same_family_remote` maps them)."""
+    audio = next((m for m in offer.media if m.media == "audio" and m.port), None)
+    conn = offer.connection_for(audio) if audio is not None else None
+    if conn is None or not is_ip(local_ip) or not is_ip(conn.host) or conn.host in ("0.0.0.0", "::"):
+        return local_ip
+    remote = strip_brackets(conn.host)
+    if is_ipv6(remote) == is_ipv6(local_ip) or (is_ipv6(remote) and remote.lower().startswith("::ffff:")):
+        return local_ip
+    try:
+        return route_ip(remote)
+    except SIPTransportError:  # no route in that family: the answer says why (488)
+        return local_ip
 
 
 @dataclass
@@ -714,8 +735,10 @@ class SIPPhone(Phone):
         call._task = self._spawn(self._outgoing(call, uri, headers or []))
         return call
 
-    async def _open_media(self, call: SIPCall, flow: Flow) -> MediaStream:
+    async def _open_media(self, call: SIPCall, flow: Flow, offer: SessionDescription | None = None) -> MediaStream:
         local_ip = self.endpoint.local_address(flow)[0]
+        if offer is not None:
+            local_ip = media_ip_for(offer, local_ip)
         acc = self.account
         stream = await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source),
                                         record_dir=acc.record_dir, name=f"call{call.id}", echo=acc.source == "echo",
@@ -1155,7 +1178,7 @@ class SIPPhone(Phone):
         ACK, RFC 3261 §13.2.1); the call is confirmed by the ACK (§13.3.1.4)."""
         assert call.invite_tx is not None and call.flow is not None and call.invite is not None
         try:
-            call.media = await self._open_media(call, call.flow)
+            call.media = await self._open_media(call, call.flow, call.remote_offer)
         except (OSError, ValueError) as exc:
             self._respond(call.invite_tx, 500, to_tag=call.to_tag)
             await self._end(call, f"cannot open media: {exc}")
