@@ -92,9 +92,10 @@ class OutputFile:
 
     A write that fails during the run (disk full, a file that refuses writes) stops the
     writing, not the run: :attr:`error` then says, in one line naming ``flag`` and the file,
-    what happened and the later writes are only counted (:attr:`left_out`). ``OSError`` from
-    the constructor when the file cannot be created (checked before the run starts).
-    ``on_error`` is called once with :attr:`error`."""
+    what happened, and later writes are dropped (each kind of file counts what it left out),
+    as are writes after :meth:`close`. ``OSError`` from the constructor when the file cannot
+    be created (checked before the run starts). ``on_error`` is called once with
+    :attr:`error`."""
 
     def __init__(self, path: str | Path, flag: str, *, binary: bool = False,
                  on_error: Callable[[str], None] | None = None) -> None:
@@ -109,13 +110,13 @@ class OutputFile:
 
     def _write(self, data: str | bytes, *, flush: bool = False) -> bool:
         """Write ``data`` (then flush, if asked); False when it was not written."""
-        if self.error is not None:
+        if self.error is not None or self._file.closed:
             return False
         try:
             self._file.write(data)
             if flush:
                 self._file.flush()
-        except (OSError, ValueError) as exc:  # ValueError: written to after a failed close
+        except OSError as exc:
             self._failed(exc)
             return False
         return True
