@@ -142,8 +142,8 @@ class EchoPayloadPhone(SIPPhone):
     received audio payload goes back at once, byte for byte (``SIPAccount.source = "echo"``
     echoes decoded audio instead). Set before the stream has a remote, so nothing else is sent."""
 
-    async def _open_media(self, call: SIPCall, flow: Any) -> MediaStream:
-        stream = await super()._open_media(call, flow)
+    async def _open_media(self, call: SIPCall, flow: Any, offer: Any = None) -> MediaStream:
+        stream = await super()._open_media(call, flow, offer)
         stream.echo_payload = True
         return stream
 
