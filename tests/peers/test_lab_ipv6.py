@@ -1,8 +1,9 @@
 """The lab on IPv4 and IPv6 at once: our phone registered over IPv6 UDP (``[::1]``) calls our
 phone registered over IPv6 TCP while an IPv4 phone is registered beside them; the lab forwards
 across transports, record-routing twice (RFC 5658: one Record-Route per side), and audio flows
-both ways over IPv6. (Between an IPv4 and an IPv6 phone the signalling would pass but the
-media cannot: the lab is a proxy, not a media relay, and each phone's SDP names its own family.)"""
+both ways over IPv6. (The lab is a proxy, not a media relay: between a phone registered over
+IPv4 and one over IPv6 the media flows only because our phones answer an offer in its own
+family when they have a route there, RFC 6157 §3.2 — a single-stack phone would refuse it.)"""
 
 from __future__ import annotations
 
