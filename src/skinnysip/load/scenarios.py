@@ -18,7 +18,6 @@ scenario's ``timeout``, calls by the hold time. Python units: seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 import random
@@ -476,20 +475,6 @@ class Scenario:
         raise NotImplementedError
 
 
-async def _bind_udp(ep: SIPEndpoint, local_ip: str, ports: tuple[int, int] | None, skip: set[int]) -> int:
-    """Bind one UDP socket of ``ep`` on ``local_ip`` in the port range (any port without one);
-    returns the port. :class:`SIPTransportError` when every port of the range is taken."""
-    if ports is None:
-        return (await ep.listen("udp", local_ip, 0))[1]
-    first, last = ports
-    for port in range(first, last + 1):
-        if port in skip:
-            continue
-        with contextlib.suppress(SIPTransportError):
-            return (await ep.listen("udp", local_ip, port))[1]
-    raise SIPTransportError(f"no free UDP port in {first}-{last}")
-
-
 class TransactionScenario(Scenario):
     """OPTIONS, REGISTER and MESSAGE: one shared endpoint, one transaction (plus digest
     retries and, for REGISTER, the unregister) per attempt."""
@@ -512,7 +497,7 @@ class TransactionScenario(Scenario):
         targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
         self.target: ServerTarget = targets[0]
         if c.transport == "udp" and not c.connection_per_attempt:
-            await _bind_udp(self.ep, route_ip(self.target.address), c.local_ports, set())
+            await self.ep.transport.bind_udp(route_ip(self.target.address), c.local_ports)
         self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host,
                                                 reuse=not c.connection_per_attempt, ports=c.local_ports)
         if c.connection_per_attempt:  # it showed the server answers; each attempt opens its own

@@ -475,24 +475,29 @@ class SIPTransportLayer:
         local = await self.listen("udp", local_ip, 0)
         return Flow("udp", (ip, remote[1]), local=local)
 
-    async def _own_socket(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
+    async def bind_udp(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
+        """Bind a UDP socket on ``local_ip``: on a free port of ``ports`` (first, last), searched
+        on from where the last search ended (the ports just freed come last), or on any port
+        when None. Returns the bound (IP, port); :class:`SIPTransportError` when every port of
+        the range is taken."""
         if ports is None:
-            local = await self.listen("udp", local_ip, 0)
-        else:
-            first, last = ports
-            size = last - first + 1
-            for step in range(size):  # from where the last search ended: the ports just freed come last
-                port = first + (self._port_cursor + step) % size
-                if (local_ip, port) in self.udp:
-                    continue
-                try:
-                    local = await self.listen("udp", local_ip, port)
-                except SIPTransportError:
-                    continue
-                self._port_cursor = (self._port_cursor + step + 1) % size
-                break
-            else:
-                raise SIPTransportError(f"no free UDP port in {first}-{last}")
+            return await self.listen("udp", local_ip, 0)
+        first, last = ports
+        size = last - first + 1
+        for step in range(size):
+            port = first + (self._port_cursor + step) % size
+            if (local_ip, port) in self.udp:
+                continue
+            try:
+                local = await self.listen("udp", local_ip, port)
+            except SIPTransportError:
+                continue
+            self._port_cursor = (self._port_cursor + step + 1) % size
+            return local
+        raise SIPTransportError(f"no free UDP port in {first}-{last}")
+
+    async def _own_socket(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
+        local = await self.bind_udp(local_ip, ports)
         self._own_udp.add(local)
         return local
 
