@@ -30,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport, is_ip, is_ipv6, strip_brackets
+from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
@@ -61,6 +61,7 @@ from skinnysip.sdp import (
     audio_answer,
     audio_offer_for,
     negotiate,
+    same_family_remote,
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import Dialog, dialog_id
@@ -103,19 +104,16 @@ KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 sugges
 def media_ip_for(offer: SessionDescription, local_ip: str) -> str:
     """Our media IP for answering ``offer``: ``local_ip`` (where the INVITE came in), unless
     the offer's audio is at an IP address of the other family that this host routes to — then
-    that route's local address, so a dual-stack phone answers an IPv6 offer arriving over IPv4
-    signalling (or the reverse) in the offer's family instead of refusing it (RFC 3264 §6: the
-    answer's address is what the offerer sends to; RFC 4566 §5.7). IPv4-mapped IPv6 offers to
-    an IPv4 phone stay IPv4 (:func:`skinnysip.sdp.same_family_remote` maps them)."""
+    that route's local address: the answer's c= has the offer's network type (RFC 6157 §3.2,
+    updating RFC 3264), so a dual-stack phone answers an IPv6 offer arriving over IPv4
+    signalling (or the reverse) instead of refusing it. What :func:`same_family_remote`
+    accepts for ``local_ip`` (same family, IPv4-mapped, a name) keeps ``local_ip``."""
     audio = next((m for m in offer.media if m.media == "audio" and m.port), None)
     conn = offer.connection_for(audio) if audio is not None else None
-    if conn is None or not is_ip(local_ip) or not is_ip(conn.host) or conn.host in ("0.0.0.0", "::"):
-        return local_ip
-    remote = strip_brackets(conn.host)
-    if is_ipv6(remote) == is_ipv6(local_ip) or (is_ipv6(remote) and remote.lower().startswith("::ffff:")):
+    if conn is None or conn.host in ("0.0.0.0", "::") or same_family_remote((conn.host, 0), local_ip)[1] is None:
         return local_ip
     try:
-        return route_ip(remote)
+        return route_ip(strip_brackets(conn.host))
     except SIPTransportError:  # no route in that family: the answer says why (488)
         return local_ip
 
