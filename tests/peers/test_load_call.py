@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,54 @@ def test_load_call_counts_agree_with_sipp_and_media_echoes() -> None:
     # (our event loop starved on a loaded machine) count as loss in G.107, hence the margin
     assert media["mos"] >= 3.6 and media["jitterMs"] is not None
     assert result["callLengthMs"]["mean"] >= 2000
+
+
+def _sipp_current_calls(workdir: Path) -> int:
+    """SIPp's ``CurrentCall`` in the last row of its -trace_stat file (0 before the first)."""
+    files = list(workdir.glob("*_.csv"))
+    lines = files[0].read_text(errors="replace").strip().splitlines() if files else []
+    if len(lines) < 2:
+        return 0
+    row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+    return int(row.get("CurrentCall", 0) or 0)
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one", "two-workers"])
+def test_a_second_ctrl_c_hangs_up_the_running_calls_and_the_summary_follows(processes: int) -> None:
+    """Ctrl-C once: no new calls; twice: the calls still up are aborted — each hung up with a
+    BYE (SIPp counts a call successful only when its BYE came), counted as ``aborted`` —
+    and the summary is printed all the same, as SIPp prints its statistics when it aborts."""
+    calls = 6
+    with sipp_echo_uas(calls) as uas:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(uas.port),
+             "--to", "service", "-r", "20", "-m", str(calls), "-l", str(calls), "--hold", "120", "--json",
+             "--processes", str(processes)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 40
+            while _sipp_current_calls(uas.workdir) < calls and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+            assert _sipp_current_calls(uas.workdir) == calls, "the calls did not all come up"
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert proc.poll() is None  # the first stops new calls only: these go on
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=5)
+        sipp = uas.finish(timeout=20)  # its calls end on our BYEs (then SIPp's 4 s timewait)
+    result = json.loads(out)
+    assert proc.returncode == 1, err[-2000:]  # the aborted calls are failures
+    assert took < 15  # the hang-ups, not the 120 s hold
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, 0, calls)
+    assert result["failedByStatus"] == {"aborted": calls} and result["stopped"] == "abort"
+    assert (sipp.successful_calls, sipp.failed_calls) == (calls, 0), sipp.log[-2000:]
 
 
 async def test_injected_loss_shows_in_the_quality_report() -> None:

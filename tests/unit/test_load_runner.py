@@ -212,3 +212,34 @@ async def test_pause_starts_nothing_and_resume_goes_on_without_a_burst() -> None
     assert during <= 1  # at most the one whose start was already due
     assert 8 <= after <= 20  # ~15 in 0.3 s at 50/s, not the 30 the pause skipped on top
     assert 45 <= runner.issued <= 60  # ~1 s of the 1.6 s ran
+
+
+async def test_abort_cancels_the_running_attempts_and_counts_them_aborted() -> None:
+    """The second Ctrl-C: nothing new starts and what runs is cancelled now (each attempt's
+    own clean-up still runs), counted failed as ``aborted``; the run closes as usual."""
+    config = LoadConfig("options", "127.0.0.1", rate=100, limit=5, count=50)
+    runner, sleeper = runner_with(config, 60.0)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    await asyncio.sleep(0.3)
+    monitor = Monitor(LocalSource(runner), 100)
+    assert runner.in_progress() == 5 and monitor.stopped is None
+    monitor.abort()
+    await asyncio.wait_for(task, 2.0)  # not the 60 s the attempts sleep, nor the drain's grace
+    total = runner.take_interval()
+    assert (total.attempted, total.successful, total.failed) == (5, 0, 5)
+    assert total.failed_by_status == {"aborted": 5}
+    assert sleeper.running == 0 and sleeper.closed and runner.done
+    assert monitor.stopped == "abort" and summary(monitor, config)["stopped"] == "abort"
+
+
+async def test_stop_is_told_in_the_summary() -> None:
+    config = LoadConfig("options", "127.0.0.1", rate=100, limit=5, count=50)
+    runner, _ = runner_with(config, 0.2)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    await asyncio.sleep(0.1)
+    monitor = Monitor(LocalSource(runner), 100)
+    monitor.stop()
+    await asyncio.wait_for(task, 2.0)
+    total = runner.take_interval()
+    assert total.attempted == total.successful < 50  # the running ones ended as they would
+    assert summary(monitor, config)["stopped"] == "stop"

@@ -12,7 +12,9 @@ every ``--rate-interval`` seconds (default: ``--interval``) until the step that 
 ``--rate-max`` (then no new attempts; ``--no-rate-quit``: keep going at it), as SIPp's
 ``-rate_increase``/``-rate_interval``/``-rate_max``/``-no_rate_quit``: the summary lists each
 step's counts, the way to find the rate a server stops keeping up at. The first Ctrl-C (SIGINT) stops starting new
-attempts too and the summary is printed once the running ones end; a second one aborts. ``--csv FILE``: one row per interval with
+attempts too and the summary is printed once the running ones end; a second one aborts the
+running ones (calls hang up: BYE, or CANCEL while ringing; counted failed as ``aborted``) and
+the summary follows; a third quits at once. ``--csv FILE``: one row per interval with
 SIPp's ``-trace_stat`` column names; ``--json``: the final summary.
 
 ``--processes N``: N worker processes on this machine, each with its share of the rate, count
@@ -101,7 +103,7 @@ class _Keys:
             monitor.pause(not monitor.paused)
             self.view.note = "paused: no new attempts (p to resume)" if monitor.paused else "resumed"
         elif key in ("q", "Q"):
-            monitor.source.stop()
+            monitor.stop()
             self.view.note = "stopping: no new attempts"
 
     def stop(self) -> None:
@@ -233,12 +235,23 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         live = None
         loop = asyncio.get_running_loop()
 
-        def interrupted() -> None:  # the first Ctrl-C: no new attempts, the running ones end, summary
+        interrupts = 0
+
+        def interrupted() -> None:
+            # the first Ctrl-C: no new attempts, the running ones end; the second: they are
+            # cancelled (calls hang up); either way the summary follows. The third: out at once.
+            nonlocal interrupts
+            interrupts += 1
             monitor = ref.get("monitor")
-            if monitor is not None:
-                monitor.source.stop()
-            view.note = "interrupted: no new attempts (Ctrl-C again to abort)"
-            loop.remove_signal_handler(signal.SIGINT)
+            if interrupts == 1:
+                if monitor is not None:
+                    monitor.stop()
+                view.note = "interrupted: no new attempts (Ctrl-C again to abort the running ones)"
+            else:
+                if monitor is not None:
+                    monitor.abort()
+                view.note = "aborting: the running attempts end now, calls hang up (Ctrl-C again to quit at once)"
+                loop.remove_signal_handler(signal.SIGINT)
 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, interrupted)
@@ -309,6 +322,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
                        f"{step_times}; {step['retransmissions']} retransmissions")
         if result["stoppedAtRateMax"]:
             click.echo("  the next step would pass --rate-max: no new attempts after it")
+        if result["stopped"] == "abort":
+            click.echo("  aborted: the attempts still running were cancelled (counted as 'aborted')")
         click.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")

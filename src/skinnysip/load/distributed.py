@@ -157,6 +157,9 @@ class _Worker:
     async def pause(self, paused: bool) -> None:
         self.runner.pause(paused)
 
+    async def abort(self) -> None:
+        self.runner.abort()
+
 
 class _WorkerAnswers:
     """What the driver keeps of its workers' answers: which are ``done``, and their ``errors``
@@ -210,6 +213,10 @@ class DistributedSource(_WorkerAnswers):
         for actor in self.actors:
             actor.pause.remote(paused)
 
+    def abort(self) -> None:
+        for actor in self.actors:
+            actor.abort.remote()
+
 
 def _process_main(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
     """A worker process's body (``multiprocessing``, spawn): the worker in its own event loop,
@@ -222,7 +229,7 @@ def _process_main(config: dict[str, Any], name: str, conn: Connection, finished:
 async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
     """Sends ``ready`` once the worker is made, then serves commands (``(verb, argument)``):
     ``start`` (the run begins); ``take`` → (interval, in progress, done, error);
-    ``totals`` → the worker's totals; ``set_rate`` r; ``stop``; ``pause`` flag; ``exit``. Only ``take`` and
+    ``totals`` → the worker's totals; ``set_rate`` r; ``stop``; ``pause`` flag; ``abort``; ``exit``. Only ``take`` and
     ``totals`` are answered. A closed pipe (the driver died) stops the run and ends the loop."""
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
@@ -257,6 +264,8 @@ async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: 
                 await worker.stop()
             elif verb == "pause":
                 await worker.pause(bool(argument))
+            elif verb == "abort":
+                await worker.abort()
             else:  # exit, or the pipe closed
                 await worker.stop()
                 break
@@ -362,6 +371,10 @@ class ProcessSource(_WorkerAnswers):
     def pause(self, paused: bool) -> None:
         for i in range(len(self.connections)):
             self._tell(i, "pause", paused)
+
+    def abort(self) -> None:
+        for i in range(len(self.connections)):
+            self._tell(i, "abort")
 
     async def totals(self) -> list[dict[str, Any]]:
         out = []

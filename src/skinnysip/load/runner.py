@@ -98,6 +98,15 @@ class LoadRunner:
         on meanwhile."""
         self.paused = paused
 
+    def abort(self) -> None:
+        """Start no more attempts and cancel the running ones now: each is counted failed
+        (``aborted``) and ends as a cancelled attempt does, a call by hanging up (BYE, or
+        CANCEL while it rings; each bounded), as SIPp sends when it aborts a call. The run
+        then closes as usual."""
+        self._stop.set()
+        for task in list(self._tasks):
+            task.cancel()
+
     def in_progress(self) -> int:
         return len(self._tasks)
 
@@ -206,6 +215,8 @@ class IntervalSource(Protocol):
 
     def pause(self, paused: bool) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass
 class Interval:
@@ -281,6 +292,7 @@ class Monitor:
     steps: list[RateStep] = field(default_factory=list)
     quit_at_max: bool = False
     paused: bool = False
+    stopped: str | None = None
 
     @classmethod
     def for_config(cls, source: IntervalSource, config: LoadConfig, interval: float,
@@ -302,6 +314,18 @@ class Monitor:
         """No new attempts while ``paused`` (SIPp's ``p``); rate steps wait for the resume."""
         self.paused = paused
         self.source.pause(paused)
+
+    def stop(self) -> None:
+        """No new attempts; the running ones end as they would (SIPp's ``q``, the first
+        Ctrl-C). :attr:`stopped` becomes ``"stop"``."""
+        self.stopped = self.stopped or "stop"
+        self.source.stop()
+
+    def abort(self) -> None:
+        """No new attempts, and the running ones are cancelled (:meth:`LoadRunner.abort`;
+        the second Ctrl-C). :attr:`stopped` becomes ``"abort"``."""
+        self.stopped = "abort"
+        self.source.abort()
 
     def _step(self, elapsed: float) -> bool:
         """Close the current step at ``elapsed`` seconds and take the next one; False when
@@ -390,6 +414,9 @@ class LocalSource:
     def pause(self, paused: bool) -> None:
         self.runner.pause(paused)
 
+    def abort(self) -> None:
+        self.runner.abort()
+
 
 def run_deadline(config: LoadConfig, started: float) -> float:
     """The loop time by which a run must be over, whatever happens (the monitor's bound)."""
@@ -443,6 +470,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "media": {"mos", "mosMin", "loss", "jitterMs", "rtpExpected", "rtpLost"} | None,
          "rateSteps": [RateStep.to_api(), …] (empty without rate steps),
          "stoppedAtRateMax": the steps passed ``rate_max`` and ended the run,
+         "stopped": None | "stop" (asked to start no more: ``q``, Ctrl-C) | "abort" (the
+             running attempts were cancelled too: a second Ctrl-C),
          "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files')}
     """
     total = monitor.total
@@ -477,5 +506,6 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "media": media,
         "rateSteps": [step.to_api() for step in monitor.steps],
         "stoppedAtRateMax": monitor.quit_at_max,
+        "stopped": monitor.stopped,
         "warnings": list(total.warnings),
     }
