@@ -238,3 +238,32 @@ def test_sipp_injection_file_with_authentication_keyword(registrar: KamailioPeer
     code, result, _ = run_load(register_args(registrar, wrong, count=3))
     assert code == 1 and (result["successful"], result["failed"]) == (0, 3)
     assert set(result["failedByStatus"]) <= {"401", "403"} and sum(result["failedByStatus"].values()) == 3
+
+
+def test_a_423_is_answered_once_with_the_registrars_min_expires(tmp_path: Path) -> None:
+    """Kamailio refusing Expires under 120 s with 423 and Min-Expires (``min_expires_mode``):
+    each attempt REGISTERs for 30 s → 401 → with credentials → 423 → the same REGISTER for
+    120 s, CSeq + 1, with the credentials already given (RFC 3261 §10.2.8, §22.3) → 200,
+    then Expires 0 → 200."""
+    with kamailio("MD5", min_expires=120) as peer:
+        trace = tmp_path / "msgs.txt"
+        before = kamailio_stats(peer)
+        code, result, stderr = run_load(["register", "127.0.0.1", "--port", str(peer.udp_port), "--domain",
+                                         peer.realm, "-u", "alice", "--password", peer.users["alice"],
+                                         "--expires", "30", "-r", "20", "-m", "10", "--trace-msg", str(trace)])
+        after = kamailio_stats(peer)
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        assert code == 0, (result, stderr[-2000:])
+        assert (result["attempted"], result["successful"], result["failed"]) == (10, 10, 0)
+        assert result["requestsSent"] == 4 * 10  # REGISTER, with credentials, for Min-Expires, Expires 0
+        # the retry and the unregister accepted (a retransmission answered again: one more)
+        assert 2 * 10 <= delta["registrar:accepted_regs"] <= 2 * 10 + result["retransmissions"]
+        assert after["usrloc:registered_users"] == 0
+        sent = [block for block in trace.read_bytes().decode().split("\n-----") if " sent " in block.split("\n", 1)[0]]
+        retries = [b for b in sent if "\nExpires: 120\r" in b]
+        assert len(retries) == 10 and all("Authorization: Digest" in b and "CSeq: 3 REGISTER" in b for b in retries)
+        # asked for 150 s: accepted at once, nothing retried
+        code, longer, _ = run_load(["register", "127.0.0.1", "--port", str(peer.udp_port), "--domain", peer.realm,
+                                    "-u", "alice", "--password", peer.users["alice"], "--expires", "150",
+                                    "-r", "20", "-m", "2"])
+        assert code == 0 and longer["requestsSent"] == 3 * 2

@@ -34,7 +34,7 @@ from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTran
 from skinnysip.net.sip_transport import route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
-from skinnysip.sip.request import new_call_id, new_request, new_tag, resend_request
+from skinnysip.sip.request import min_expires_retry, new_call_id, new_request, new_tag, resend_request
 from skinnysip.sip.syntax import TOKEN_RE
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.uri import NameAddr, SipURI
@@ -594,6 +594,10 @@ class TransactionScenario(Scenario):
                 request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, contact_user=user.user,
                                         headers=[("Expires", str(c.expires))])
             outcome = await self._transact(request, flow, rule)
+            longer = min_expires_retry(outcome.response, c.expires) if c.scenario == "register" and \
+                outcome.response is not None else None
+            if longer is not None:  # 423: once more for the registrar's Min-Expires, as a phone does
+                outcome, rule = await self._follow_up(outcome.request, flow, rule, longer)
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return
@@ -606,32 +610,34 @@ class TransactionScenario(Scenario):
                 return
         self.counters().success(elapsed, loop.time() - started)
 
-    async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
-        """REGISTER Expires: 0 on the same Call-ID, CSeq + 1, with credentials for the last
-        challenge (RFC 3261 §10.2.2, §22.3); a new challenge is answered once. Counts a
-        failure and returns False when it is refused."""
-        request = self._unregister_request(outcome.request, flow)
+    async def _follow_up(self, previous: Request, flow: Flow, rule: ChallengeRetry,
+                         expires: int) -> tuple[Outcome, ChallengeRetry]:
+        """REGISTER ``previous``'s binding again for ``expires`` seconds (0: remove it): same
+        Call-ID, From tag, To, Contact; CSeq + 1; a new branch; credentials for the last
+        challenge ``rule`` answered (RFC 3261 §10.2.2, §10.2.8, §22.3), a new challenge
+        answered once. The outcome, and the rule that holds the newest challenge."""
+        request = resend_request(previous, self.ep.via(flow))
+        request.headers.set("Expires", str(expires))
         if rule.challenge is not None:
             request = rule.authorize(request, rule.challenge, self.ep.via(flow), next_cseq=False)
         again = ChallengeRetry(rule.client)
+        outcome = await self._transact(request, flow, again)
+        return outcome, (again if again.challenge is not None else rule)
+
+    async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
+        """REGISTER Expires: 0 for ``outcome``'s binding (:meth:`_follow_up`). Counts a
+        failure and returns False when it is refused."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            removed = await self._transact(request, flow, again)
+            removed, _ = await self._follow_up(outcome.request, flow, rule, 0)
         except (SIPTransportError, SIPParseError, ValueError) as exc:
-            record_failure(self.counters(), "transport", "FailedCannotSendMessage", sent=request, note=str(exc))
+            record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return False
         if removed.response is None or not 200 <= removed.response.status_code < 300:
             self._failed(removed, loop.time() - started)
             return False
         return True
-
-    def _unregister_request(self, registered: Request, flow: Flow) -> Request:
-        """The REGISTER that removes ``registered``'s binding: same Call-ID, From tag, To,
-        Contact; CSeq + 1; Expires 0; a new branch; no credentials (added by the caller)."""
-        request = resend_request(registered, self.ep.via(flow))
-        request.headers.set("Expires", "0")
-        return request
 
 
 def make_scenario(config: LoadConfig, counters: Callable[[], Counters]) -> Scenario:
