@@ -125,6 +125,13 @@ async def test_phone_over_http_registers_calls_baresip_and_unregisters(
         assert again["success"] is True and again["registration"]["state"] == "registered"
         first, second = await next_event(ws, "registration"), await next_event(ws, "registration")
         assert (first["state"], second["state"]) == ("registering", "registered") and second["expires"] == 60
+        off = (await api.post(f"/api/phones/{pid}/unregister")).json()  # REGISTER Expires 0
+        assert off["success"] is True and off["registration"]["state"] == "unregistered", off
+        assert (await next_event(ws, "registration"))["state"] == "unregistered"
+        assert pbx.contacts("alice") == []
+        back = (await api.post(f"/api/phones/{pid}/register")).json()
+        assert back["success"] is True and back["registration"]["state"] == "registered", back
+        await contacts_become(pbx, "alice", True)
 
         placed = await api.post(f"/api/phones/{pid}/calls", json={"target": "bob"})
         assert placed.status_code == 201, placed.text

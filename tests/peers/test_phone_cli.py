@@ -136,3 +136,37 @@ async def test_interactive_commands_on_stdin(pbx: KamailioPeer) -> None:
         assert "call 1 confirmed" in text and "call 1 confirmed on hold" in text, text + err.decode()
         assert "unknown command 'bogus'" in text and "Traceback" not in err.decode()
         await bob.wait_event("CALL_CLOSED")
+
+
+async def test_unregister_and_register_again_on_stdin(pbx: KamailioPeer) -> None:
+    """``unregister`` (pjsua's ``ru``) empties Kamailio's location table for us while the
+    phone runs; ``register`` fills it again; ``quit`` removes it for good."""
+    env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
+    proc = await asyncio.create_subprocess_exec(*_cmd(pbx), stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def line_with(word: str) -> str:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()  # type: ignore[union-attr]
+            assert line, "the phone ended"
+            if word in line:
+                return line
+
+    try:
+        await line_with("state=registered,")  # the event
+        assert pbx.contacts("alice")
+        proc.stdin.write(b"unregister\n")
+        await line_with("registration: unregistered")  # the command's answer, once it is done
+        assert pbx.contacts("alice") == []
+        proc.stdin.write(b"register\n")
+        await line_with("registration: registered")
+        assert pbx.contacts("alice")
+        proc.stdin.write(b"quit\n")
+        await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert pbx.contacts("alice") == []

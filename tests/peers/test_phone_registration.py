@@ -145,3 +145,37 @@ async def test_a_lost_tcp_connection_is_replaced_and_its_binding_removed(short_p
         after = short_pbx.contacts("alice")
         assert len(after) == 1 and after != before, (before, after)
         assert phone.endpoint.transport.is_open(phone.flow)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_unregister_removes_the_binding_and_stops_the_refresh(short_pbx: KamailioPeer, transport: str) -> None:
+    """``unregister()`` (pjsua's ``ru``): REGISTER Expires 0 for our Contact on the same
+    Call-ID, CSeq + 1 (RFC 3261 §10.2.2) → the location table is empty and stays so (no
+    refresh comes back: the 10 s granted would bring one within 5 s); ``register()``
+    registers again and refreshes again."""
+    async with SIPPhone(_account(short_pbx, transport=transport)) as phone:
+        assert phone.registration is RegistrationState.REGISTERED and short_pbx.contacts("alice")
+        assert await phone.unregister()
+        assert phone.registration is RegistrationState.UNREGISTERED
+        assert short_pbx.contacts("alice") == []
+        registers = [m for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
+        last = registers[-1].raw.decode()
+        assert re.search(r"^Expires: *0\r$", last, re.M | re.I) and "Authorization: Digest" in last
+        call_ids = {re.search(r"^Call-ID: *(\S+)", m.raw.decode(), re.M | re.I).group(1)  # type: ignore[union-attr]
+                    for m in registers}
+        assert len(call_ids) == 1
+        await asyncio.sleep(6.5)  # past the refresh due at half the granted 10 s
+        assert short_pbx.contacts("alice") == []
+        sent = [m for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
+        assert len(sent) == len(registers)
+        assert await phone.register()
+        assert phone.registration is RegistrationState.REGISTERED and short_pbx.contacts("alice")
+        for _ in range(70):  # and it is refreshed again: a REGISTER more within 5 s or so
+            await asyncio.sleep(0.1)
+            if len([m for m in phone.endpoint.trace if m.direction == "sent"
+                    and m.summary.startswith("REGISTER")]) > len(sent) + 2:
+                break
+        else:
+            raise AssertionError("no refresh after register()")
+    await asyncio.sleep(0.5)
+    assert short_pbx.contacts("alice") == []

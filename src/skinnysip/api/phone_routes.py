@@ -10,7 +10,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
   goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
 - ``GET /api/phones``, ``GET /api/phones/{id}``, ``DELETE /api/phones/{id}`` (hang up,
-  unregister, close), ``POST /api/phones/{id}/register``.
+  unregister, close), ``POST /api/phones/{id}/register``, ``POST /api/phones/{id}/unregister``.
 - ``POST /api/phones/{id}/calls`` ``{"target"}`` → 201, the call's summary;
   ``GET /api/phones/{id}/calls``; ``GET /api/phones/{id}/calls/{cid}`` (summary, media report
   and the call's ``exchange``); ``POST …/calls/{cid}/answer|reject|hangup|hold|resume|transfer|dtmf``
@@ -873,6 +873,19 @@ async def register_phone(request: Request, phone_id: str) -> Any:
 
         finished, _ = await session.bounded(asyncio.shield(task), "register", judge=accepted)
         done = Done(success=finished and accepted(), pending=not finished, id=session.id,
+                    registration=session.registration())
+        return done.to_api() if finished else _pending(done)
+
+
+@router.post("/api/phones/{phone_id}/unregister", response_model=Done, responses=_pending_doc(Done))
+async def unregister_phone(request: Request, phone_id: str) -> Any:
+    """Remove the phone's binding now and stop refreshing it (SIP: REGISTER with Expires 0 on
+    the registration's Call-ID, RFC 3261 §10.2.2; SCCP: Unregister, reference §3.17);
+    ``success`` is whether the server accepted. ``POST …/register`` registers again. 202
+    when the server has not answered within ANSWER_WAIT."""
+    async with _acting(request, phone_id) as session:
+        finished, accepted = await session.bounded(session.phone.unregister(), "unregister")
+        done = Done(success=finished and accepted is True, pending=not finished, id=session.id,
                     registration=session.registration())
         return done.to_api() if finished else _pending(done)
 

@@ -12,7 +12,7 @@ Three ways to run it:
   ``accept [ID]``, ``reject [ID] [CODE]``, ``hangup [ID]``, ``hold [ID]``, ``resume [ID]``,
   ``transfer TARGET [ID]``, ``atransfer OTHER_ID [ID]`` (attended, RFC 3891), ``dtmf DIGITS [ID]``,
   ``message TARGET TEXT``, ``calls``,
-  ``reg``, ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
+  ``reg`` (the registration's state), ``register``, ``unregister`` (now), ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
   first (a script). The current call is the newest live one.
 
 ``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
@@ -411,6 +411,7 @@ def _current(phone: Any) -> str:
 
 HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "
         "transfer TARGET [ID] | atransfer OTHER_ID [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | "
+        "register | unregister | "
         "sleep S | quit")
 
 
@@ -495,6 +496,10 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         for call in phone.calls:
             console.print(json.dumps({k: v for k, v in call.summary().items() if k != "media"}), markup=False,
                           highlight=False)
+    elif verb in ("register", "unregister"):  # now: pjsua's rr/ru, baresip's uareg
+        await getattr(phone, verb)()
+        reason = printable(str(getattr(phone, "registration_reason", "")))
+        console.print(f"registration: {phone.registration.value} {reason}", markup=False, highlight=False)
     elif verb == "reg":
         reason = printable(str(getattr(phone, "registration_reason", "")))
         console.print(f"registration: {phone.registration.value} {reason}",

@@ -286,6 +286,11 @@ class Phone:
     async def message(self, target: str, text: str) -> None:
         raise PhoneError("this phone cannot send messages")
 
+    async def unregister(self) -> bool:
+        """Remove the phone's registration now (SIP: REGISTER Expires 0; SCCP: Unregister);
+        True when the server accepted."""
+        raise PhoneError("this phone does not unregister on demand")
+
     def emit(self, event: PhoneEvent) -> None:
         """Queue an event for :meth:`events` (the oldest is dropped when the queue is full)."""
         if self._events.full():

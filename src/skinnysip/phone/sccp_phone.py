@@ -351,13 +351,15 @@ class SCCPPhone(Phone):
         ev = await self._wait(waiter, timeout)
         return ev if isinstance(ev, st.KeepAliveAcked) else None
 
-    async def unregister(self, timeout: float) -> bool:
-        """Unregister (reference §3.17) and wait up to ``timeout`` seconds; True on UnregisterAck or
+    async def unregister(self, timeout: float | None = None) -> bool:
+        """Unregister (reference §3.17) and wait up to ``timeout`` seconds (default the
+        account's); True on UnregisterAck or
         on the CM closing the connection ([AST] does that instead). The connection stays open
         (``close()`` ends it); the phone does not register again by itself afterwards."""
         station, transport = self.station, self.transport
         if station is None or transport is None or transport.closed:
             return False
+        timeout = self.account.timeout if timeout is None else timeout
         waiter = self._expect(lambda e: isinstance(e, st.Unregistered))
         try:
             station.unregister(self._now())

@@ -454,8 +454,7 @@ class SIPPhone(Phone):
         if server is not None:
             self.flow = await self._open_flow(*server, secure=self.aor.scheme == "sips")
         if acc.register and self.flow is not None:
-            await self.register()
-            self._reg_task = self._spawn(self._registration_loop())
+            await self.register()  # and keeps refreshing it
         if self.flow is not None:
             self._ka_task = self._spawn(self._keepalive_loop())
 
@@ -546,7 +545,36 @@ class SIPPhone(Phone):
         if self.flow is None:
             raise PhoneError("no registrar to register with")
         self._set_registration(RegistrationState.REGISTERING, "")
-        return await self._register_now()
+        accepted = await self._register_now()
+        # a phone that registers by itself refreshes (also after unregister() and register())
+        if self.account.register and not self.closed and (self._reg_task is None or self._reg_task.done()):
+            self._reg_task = self._spawn(self._registration_loop())
+        return accepted
+
+    async def unregister(self) -> bool:
+        """Remove this phone's binding now and stop refreshing it: REGISTER with ``Expires:
+        0`` for our Contact on the registration's Call-ID, digest if challenged (RFC 3261
+        §10.2.2; pjsua's ``ru``, baresip's ``uareg 0``). True when the registrar accepted
+        (state ``unregistered``); False when it refused or did not answer (state ``failed``
+        with the reason; the binding may still be there until it expires). :meth:`register`
+        registers again. :class:`PhoneError` when the phone has no registrar."""
+        if self.flow is None:
+            raise PhoneError("no registrar to unregister from")
+        task, self._reg_task = self._reg_task, None
+        if task is not None:
+            task.cancel()
+        async with self._reg_lock:  # after a REGISTER in flight (RFC 3261 §10.2)
+            try:
+                accepted = await self._register_once(0)
+            except (SIPTransportError, SIPParseError, ValueError) as exc:
+                self._set_registration(RegistrationState.FAILED, f"unregister: {exc}")
+                return False
+        if not accepted:
+            self._set_registration(RegistrationState.FAILED, "the registrar did not accept the unregister")
+            return False
+        self._bound = None
+        self._set_registration(RegistrationState.UNREGISTERED, "unregistered")
+        return True
 
     async def _register_now(self) -> bool:
         """One registration for the wanted expiry, never two at once: a UA sends no new
