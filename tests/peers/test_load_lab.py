@@ -110,3 +110,18 @@ async def test_load_calls_over_ipv6_to_the_lab_echo_are_answered_over_ipv6() -> 
         result = summary(monitor, config)
     assert (result["successful"], result["failed"]) == (2, 0), result
     assert result["media"]["rtpExpected"] >= 2 * 1.5 * 50 * 0.8 and result["media"]["rtpLost"] == 0
+
+
+async def test_load_calls_take_each_users_target_from_its_line(lab: Lab) -> None:
+    """``to="[field3]"`` (SIPp's keyword): 1001 calls the echo (600), 1002 the tone (601), each
+    as its users-file line says; the lab saw each pair's calls."""
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    users = [User("1001", "demo1001", None, ("1001", "demo1001", "1001", "600")),
+             User("1002", "demo1002", None, ("1002", "demo1002", "1002", "601"))]
+    config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=users, to="[field3]", rate=4, count=4,
+                        limit=4, hold=1.0)
+    config.validate()
+    result = summary(await run_local(config, []), config)
+    assert (result["attempted"], result["successful"], result["failed"]) == (4, 4, 0), result
+    pairs = sorted((str(c.get("from", "")).split("@")[0], str(c.get("to", "")).split("@")[0]) for c in lab.calls())
+    assert pairs == [("sip:1001", "sip:600")] * 2 + [("sip:1002", "sip:601")] * 2, lab.calls()

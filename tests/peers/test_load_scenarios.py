@@ -206,6 +206,40 @@ def bob_account(pbx: KamailioPeer) -> SIPAccount:
     return SIPAccount(aor=f"sip:bob@{pbx.realm}", password=pbx.users["bob"], registrar=f"127.0.0.1:{pbx.udp_port}")
 
 
+async def test_each_users_line_names_its_own_target_as_sipp_field_keywords(pbx: KamailioPeer,
+                                                                            tmp_path: Path) -> None:
+    """SIPp's ``[fieldN]``: ``--to '[field3]'`` and ``--header 'X-Pair: [field0]>[field3]'``
+    take field 3 of the line of each attempt's user: alice messages bob, bob messages carol
+    (both registered phones), through Kamailio with its 407 digest."""
+    users = tmp_path / "pairs.csv"
+    users.write_text(f"SEQUENTIAL\nalice;{pbx.users['alice']};alice;bob\nbob;{pbx.users['bob']};bob;carol\n")
+    trace = tmp_path / "msgs.txt"
+    carol_account = SIPAccount(aor=f"sip:carol@{pbx.realm}", password=pbx.users["carol"],
+                               registrar=f"127.0.0.1:{pbx.udp_port}")
+    async with SIPPhone(bob_account(pbx)) as bob, SIPPhone(carol_account) as carol:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "skinnysip", "load", "message", "127.0.0.1", "--port", str(pbx.udp_port),
+            "--domain", pbx.realm, "--users", str(users), "--to", "[field3]", "--header", "X-Pair: [field0]>[field3]",
+            "-r", "20", "-m", "6", "--text", "paired", "--trace-msg", str(trace), "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        await asyncio.sleep(0.3)
+        result = json.loads(out)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert (result["attempted"], result["successful"], result["failed"]) == (6, 6, 0)
+        assert [m["from"].split(";")[0] for m in bob.messages] == [f"sip:alice@{pbx.realm}"] * 3, bob.messages
+        assert [m["from"].split(";")[0] for m in carol.messages] == [f"sip:bob@{pbx.realm}"] * 3, carol.messages
+    sent = [b for b in trace.read_bytes().decode().split("\n-----") if " sent " in b.split("\n", 1)[0]]
+    pairs = sorted(set(re.findall(r"^X-Pair: (\S+)\r$", "".join(sent), re.M)))
+    assert pairs == ["alice>bob", "bob>carol"]
+    # a line without the field named is refused before anything is sent
+    users.write_text("alice;pw;alice\n")
+    refused = subprocess.run([sys.executable, "-m", "skinnysip", "load", "message", "127.0.0.1", "--port",
+                              str(pbx.udp_port), "--users", str(users), "--to", "[field3]", "-m", "1"],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "[field3] but the line of user 'alice' has 3 field(s)" in refused.stderr
+
+
 async def test_message_through_the_pbx_reaches_a_registered_phone(pbx: KamailioPeer) -> None:
     async with SIPPhone(bob_account(pbx)) as bob:
         config = LoadConfig("message", "127.0.0.1", port=pbx.udp_port, domain=pbx.realm,

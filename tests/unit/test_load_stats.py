@@ -399,3 +399,27 @@ def test_top_statuses_names_the_commonest_three() -> None:
 
     assert top_statuses({}) == ""
     assert top_statuses({"408": 1, "503": 4, "timeout": 2, "403": 3}) == "503: 4, 403: 3, timeout: 2, …"
+
+
+def test_users_file_fields_for_sipp_field_keywords(tmp_path) -> None:
+    """``[fieldN]`` in --to and --header values: field N (0-based) of the attempt's user's line."""
+    from skinnysip.load.scenarios import substitute_fields
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("SEQUENTIAL\n1001;pw1;1001;2001\n1002;pw2;1002;2002;extra\n")
+    users, _ = read_users(path)
+    assert [u.fields for u in users] == [("1001", "pw1", "1001", "2001"), ("1002", "pw2", "1002", "2002", "extra")]
+    config = LoadConfig("call", "127.0.0.1", users=users, to="[field3]", headers=[("X-Pair", "[field0]->[field3]")])
+    config.validate()
+    assert [config.target_for(u) for u in users] == ["2001", "2002"]
+    assert config.headers_for(users[1]) == [("X-Pair", "1002->2002")]
+    assert substitute_fields("sip:bob@[::1]:5060", users[0]) == "sip:bob@[::1]:5060"  # IPv6 brackets stay
+    # every line must have the fields named; without a users file there are none
+    for to, headers, message in [("[field4]", [], "to: [field4] but the line of user '1001' has 4 field(s)"),
+                                 ("bob", [("X-A", "[field9]")], "headers: X-A: [field9] but the line of user '1001'")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            LoadConfig("call", "127.0.0.1", users=users, to=to, headers=headers).validate()
+    with pytest.raises(ValueError, match=re.escape("to: [field1] needs a users file (--users)")):
+        LoadConfig("message", "127.0.0.1", to="[field1]").validate()
+    with pytest.raises(ValueError, match="to: 'sip:a b@"):  # a field that makes no URI is refused up front
+        LoadConfig("message", "127.0.0.1", users=[User("x", fields=("x", "a b"))], to="[field1]").validate()

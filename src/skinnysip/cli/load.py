@@ -341,7 +341,8 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--password", help="Digest password (or $SKINNYSIP_PASSWORD).")
     @option("--users", help="SIPp -inf style file: [SEQUENTIAL|RANDOM|USER[,PRINTF=N…]] then "
             "user;password[;auth_user] or user;domain;[authentication username=U password=P] lines.")
-    @option("--to", help="Target: bob, bob@host or a SIP URI (call, message).")
+    @option("--to", help="Target: bob, bob@host or a SIP URI (call, message); [fieldN]: field N (0-based) of "
+            "the attempt's --users line, as in SIPp (alice;pw;alice;bob with --to '[field3]').")
     @option("--rate", "-r", default=10.0, type=FloatRange(min=0.001), help="Attempts started per second (SIPp -r).")
     @option("--limit", "-l", default=100, type=click.IntRange(min=1), help="Attempts in progress at most (SIPp -l).")
     @option("--count", "-m", type=click.IntRange(min=1), help="Attempts in all (SIPp -m).")
@@ -387,7 +388,7 @@ def _command(scenario: str, doc: str) -> click.Command:
             "socket, closed after it (SIPp -t tn / -t ln / -t un); options, register, message.")
     @option("--header", "headers", metavar="'NAME: VALUE'", multiple=True,
             help="A header field added to each attempt's request (repeatable), as a SIPp scenario's own lines or "
-            "sipsak -j: X-…, P-Asserted-Identity, Route…; a User-Agent replaces ours.")
+            "sipsak -j: X-…, P-Asserted-Identity, Route…; a User-Agent replaces ours; [fieldN] as in --to.")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
     @option("--insecure", "-k", is_flag=True, help="TLS: do not check the server certificate.")
     @option("--ca-file", help="TLS: CA certificates to check the server with.")

@@ -105,8 +105,9 @@ class PhoneScenario(Scenario):
     async def attempt(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        user = self.config.user_for(index)  # once: a RANDOM order draws again on each call
         try:
-            phone = await self._phone(self.config.user_for(index))
+            phone = await self._phone(user)
         except (PhoneError, SIPTransportError) as exc:
             kind = "FailedTcpConnect" if self.config.transport != "udp" else "FailedCannotSendMessage"
             record_failure(self.counters(), "transport", kind, note=str(exc))
@@ -115,7 +116,7 @@ class PhoneScenario(Scenario):
             if self.function is not None:
                 await self._user(phone, index, started)
             else:
-                await self._call(phone, started)
+                await self._call(phone, user, started)
         finally:
             self._release(phone)
 
@@ -132,13 +133,14 @@ class PhoneScenario(Scenario):
         else:
             self.counters().success(None, loop.time() - started)
 
-    async def _call(self, phone: SIPPhone, started: float) -> None:
+    async def _call(self, phone: SIPPhone, user: User, started: float) -> None:
         c = self.config
-        assert c.to is not None
+        target = c.target_for(user)
+        assert target is not None
         loop = asyncio.get_running_loop()
         counters = self.counters()
         try:
-            call = await phone.call(c.to, headers=c.headers)
+            call = await phone.call(target, headers=c.headers_for(user))
         except (PhoneError, SIPTransportError) as exc:
             record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
             return

@@ -107,7 +107,7 @@ def _config_dict(config: LoadConfig) -> dict[str, Any]:
 
 def _config_from(data: dict[str, Any]) -> LoadConfig:
     values = dict(data)
-    values["users"] = [User(**u) for u in values["users"]]
+    values["users"] = [User(**{**u, "fields": tuple(u.get("fields", ()))}) for u in values["users"]]
     for name in ("local_ports", "codecs", "rtp_ports"):  # JSON has no tuples
         if values.get(name) is not None:
             values[name] = tuple(values[name])

@@ -87,11 +87,33 @@ def exception_note(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class User:
     """One account of a users file: ``user``, ``password`` (None: no credentials) and an
-    optional ``auth_user`` (digest username, default ``user``)."""
+    optional ``auth_user`` (digest username, default ``user``). ``fields``: every field of
+    its line, as SIPp's ``[fieldN]`` (0-based) names them in ``--to`` and ``--header`` values."""
 
     user: str
     password: str | None = None
     auth_user: str | None = None
+    fields: tuple[str, ...] = field(default=(), compare=False)  # the same account, whatever else its line says
+
+
+#: SIPp's keyword for a field of the injection file's line of this attempt's user
+FIELD_KEYWORD = re.compile(r"\[field(\d{1,3})\]")
+
+
+def substitute_fields(text: str, user: User) -> str:
+    """``text`` with every ``[fieldN]`` replaced by field N (0-based) of ``user``'s line, as
+    SIPp's scenarios inject ``-inf`` fields. ``ValueError`` naming the user when its line
+    has no field N."""
+    if "[field" not in text:
+        return text
+
+    def field_value(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if n >= len(user.fields):
+            raise ValueError(f"[field{n}]: the line of user {user.user!r} has {len(user.fields)} field(s)")
+        return user.fields[n]
+
+    return FIELD_KEYWORD.sub(field_value, text)
 
 
 #: the orders a users file's first line may name (SIPp ``-inf``)
@@ -164,9 +186,9 @@ def _user_from_fields(fields: list[str], where: str) -> User:
                   for param in _AUTH_PARAM.finditer(match.group(1) or "")}
         if "password" not in params:
             raise ValueError(f"{where}: {text!r} has no password=")
-        return User(fields[0], params["password"], params.get("username") or None)
+        return User(fields[0], params["password"], params.get("username") or None, tuple(fields))
     return User(fields[0], fields[1] if len(fields) > 1 and fields[1] else None,
-                fields[2] if len(fields) > 2 and fields[2] else None)
+                fields[2] if len(fields) > 2 and fields[2] else None, tuple(fields))
 
 
 def read_users(path: str | Path) -> tuple[list[User], str]:
@@ -178,7 +200,9 @@ def read_users(path: str | Path) -> tuple[list[User], str]:
       (``user%04d;pw`` with ``PRINTF=1000,PRINTFOFFSET=1`` gives user0001 … user1000).
     - Then one user a line: ``user;password[;auth_user]`` (``,`` also accepted as the
       separator when a line has no ``;``), or SIPp's ``user;domain;[authentication
-      username=U password=P]``. ``#`` comments and blank lines are skipped.
+      username=U password=P]``. ``#`` comments and blank lines are skipped. Every field is
+      kept (:attr:`User.fields`) for ``[fieldN]`` in ``--to`` and ``--header`` values
+      (``alice;pw;alice;bob`` with ``--to '[field3]'``: alice calls bob).
 
     ``ValueError`` naming the file and line for a line without a user, a malformed header or
     printf field, an ``[authentication]`` field without a password, or a file without users;
@@ -278,6 +302,10 @@ class LoadConfig:
 
     ``rtp_ports``: (first, last), the range calls take their RTP/RTCP port pairs from
     (:attr:`~skinnysip.phone.sip_phone.SIPAccount.rtp_ports`; None: any free pair).
+
+    ``to`` and ``headers`` values may hold SIPp's ``[fieldN]``: field N (0-based) of the
+    users file line of the attempt's user (:func:`substitute_fields`; every user's line must
+    have it: checked by :meth:`validate`), so each user calls, or messages, its own target.
 
     ``headers``: (name, value) header fields added, in order, to the request each attempt
     starts (its digest retry and a REGISTER's unregister too; a call's INVITE), as a SIPp
@@ -386,6 +414,7 @@ class LoadConfig:
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
         for name, value in self.headers:
             check_header_field(name, value)
+        self._check_fields()
         if self.headers and self.scenario == "user":
             raise ValueError("headers: a user scenario writes its own requests (--header)")
         if self.connection_per_attempt and self.scenario in ("call", "user"):
@@ -399,13 +428,40 @@ class LoadConfig:
 
             check_port_range(self.rtp_ports, "rtp_ports (--rtp-ports)")
         checks = [("domain", f"sip:load@{self.sip_domain}")]
-        if self.to and not self.to.lower().startswith("tel:"):
-            checks.append(("to", self.uri(self.to)))
+        targets = {self.target_for(user) for user in self.users} if self.to and "[field" in self.to else {self.to}
+        for target in sorted(t for t in targets if t):
+            if not target.lower().startswith("tel:"):
+                checks.append(("to", self.uri(target)))
         for name, text in checks:
             try:
                 SipURI.parse(text)
             except SIPParseError as exc:
                 raise ValueError(f"{name}: {text!r} is not a SIP URI ({exc.reason})") from None
+
+    def _check_fields(self) -> None:
+        """``ValueError`` when ``to`` or a header value names a ``[fieldN]`` that a user's
+        line lacks, or names one with no users file."""
+        texts = [("to", self.to or "")] + [(f"headers: {name}", value) for name, value in self.headers]
+        for what, text in texts:
+            numbers = [int(n) for n in FIELD_KEYWORD.findall(text)]
+            if not numbers:
+                continue
+            if not self.users:
+                raise ValueError(f"{what}: [field{numbers[0]}] needs a users file (--users) whose lines have it")
+            short = next((u for u in self.users if len(u.fields) <= max(numbers)), None)
+            if short is not None:
+                raise ValueError(f"{what}: [field{max(numbers)}] but the line of user {short.user!r} has "
+                                 f"{len(short.fields)} field(s)")
+
+    def target_for(self, user: User) -> str | None:
+        """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""
+        return None if self.to is None else substitute_fields(self.to, user)
+
+    def headers_for(self, user: User) -> list[tuple[str, str]]:
+        """``headers`` for an attempt of ``user``: ``[fieldN]`` in their values replaced."""
+        if not any("[field" in value for _, value in self.headers):
+            return self.headers
+        return [(name, substitute_fields(value, user)) for name, value in self.headers]
 
     @property
     def server_port(self) -> int:
@@ -528,11 +584,11 @@ class TransactionScenario(Scenario):
             self.flow = flow
         return flow
 
-    def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, *,
+    def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, user: User, *,
                  call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
                  contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"", content_type: str | None = None) -> Request:
-        added = self.config.headers
+        added = self.config.headers_for(user)
         return new_request(
             method, ruri, from_=NameAddr(None, self._uri(from_uri), {"tag": from_tag or new_tag()}),
             to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
@@ -583,15 +639,17 @@ class TransactionScenario(Scenario):
         rule = ChallengeRetry(self._credentials(user))
         try:
             if c.scenario == "options":
-                ruri = c.uri(c.to) if c.to else f"sip:{c.sip_domain}"
-                request = self._request("OPTIONS", ruri, aor, ruri, flow, headers=[("Accept", "application/sdp")])
+                target = c.target_for(user)
+                ruri = c.uri(target) if target else f"sip:{c.sip_domain}"
+                request = self._request("OPTIONS", ruri, aor, ruri, flow, user, headers=[("Accept", "application/sdp")])
             elif c.scenario == "message":
-                assert c.to is not None
-                ruri = c.uri(c.to)
-                request = self._request("MESSAGE", ruri, aor, ruri, flow, body=c.message.encode(),
+                target = c.target_for(user)
+                assert target is not None
+                ruri = c.uri(target)
+                request = self._request("MESSAGE", ruri, aor, ruri, flow, user, body=c.message.encode(),
                                         content_type="text/plain;charset=UTF-8")
             else:
-                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, contact_user=user.user,
+                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user, contact_user=user.user,
                                         headers=[("Expires", str(c.expires))])
             outcome = await self._transact(request, flow, rule)
             longer = min_expires_retry(outcome.response, c.expires) if c.scenario == "register" and \
