@@ -452,6 +452,10 @@ class LoadConfig:
             if short is not None:
                 raise ValueError(f"{what}: [field{max(numbers)}] but the line of user {short.user!r} has "
                                  f"{len(short.fields)} field(s)")
+        for name, value in self.headers:  # what each user's fields make of a value: still one (bounded)
+            if "[field" in value:
+                for user in self.users:
+                    check_header_field(name, substitute_fields(value, user))
 
     def target_for(self, user: User) -> str | None:
         """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""
