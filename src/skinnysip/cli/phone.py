@@ -496,11 +496,9 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         for call in phone.calls:
             console.print(json.dumps({k: v for k, v in call.summary().items() if k != "media"}), markup=False,
                           highlight=False)
-    elif verb in ("register", "unregister"):  # now: pjsua's rr/ru, baresip's uareg
-        await getattr(phone, verb)()
-        reason = printable(str(getattr(phone, "registration_reason", "")))
-        console.print(f"registration: {phone.registration.value} {reason}", markup=False, highlight=False)
-    elif verb == "reg":
+    elif verb in ("reg", "register", "unregister"):
+        if verb != "reg":  # now: pjsua's rr/ru, baresip's uareg
+            await getattr(phone, verb)()
         reason = printable(str(getattr(phone, "registration_reason", "")))
         console.print(f"registration: {phone.registration.value} {reason}",
                       markup=False, highlight=False)

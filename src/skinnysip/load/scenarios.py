@@ -110,7 +110,7 @@ def substitute_fields(text: str, user: User) -> str:
     def field_value(match: re.Match[str]) -> str:
         n = int(match.group(1))
         if n >= len(user.fields):
-            raise ValueError(f"[field{n}]: the line of user {user.user!r} has {len(user.fields)} field(s)")
+            raise ValueError(f"[field{n}] but the line of user {user.user!r} has {len(user.fields)} field(s)")
         return user.fields[n]
 
     return FIELD_KEYWORD.sub(field_value, text)
@@ -441,21 +441,20 @@ class LoadConfig:
     def _check_fields(self) -> None:
         """``ValueError`` when ``to`` or a header value names a ``[fieldN]`` that a user's
         line lacks, or names one with no users file."""
-        texts = [("to", self.to or "")] + [(f"headers: {name}", value) for name, value in self.headers]
-        for what, text in texts:
-            numbers = [int(n) for n in FIELD_KEYWORD.findall(text)]
-            if not numbers:
+        texts = [("to", None, self.to or "")] + [(f"headers: {name}", name, value) for name, value in self.headers]
+        for what, header, text in texts:
+            keyword = FIELD_KEYWORD.search(text)
+            if keyword is None:
                 continue
             if not self.users:
-                raise ValueError(f"{what}: [field{numbers[0]}] needs a users file (--users) whose lines have it")
-            short = next((u for u in self.users if len(u.fields) <= max(numbers)), None)
-            if short is not None:
-                raise ValueError(f"{what}: [field{max(numbers)}] but the line of user {short.user!r} has "
-                                 f"{len(short.fields)} field(s)")
-        for name, value in self.headers:  # what each user's fields make of a value: still one (bounded)
-            if "[field" in value:
-                for user in self.users:
-                    check_header_field(name, substitute_fields(value, user))
+                raise ValueError(f"{what}: {keyword.group(0)} needs a users file (--users) whose lines have it")
+            for user in self.users:
+                try:
+                    filled = substitute_fields(text, user)
+                except ValueError as exc:
+                    raise ValueError(f"{what}: {exc}") from None
+                if header is not None:  # what a user's fields make of a value: still one (bounded)
+                    check_header_field(header, filled)
 
     def target_for(self, user: User) -> str | None:
         """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""
@@ -656,10 +655,10 @@ class TransactionScenario(Scenario):
                 request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user, contact_user=user.user,
                                         headers=[("Expires", str(c.expires))])
             outcome = await self._transact(request, flow, rule)
-            longer = min_expires_retry(outcome.response, c.expires) if c.scenario == "register" and \
-                outcome.response is not None else None
-            if longer is not None:  # 423: once more for the registrar's Min-Expires, as a phone does
-                outcome, rule = await self._follow_up(outcome.request, flow, rule, longer)
+            if c.scenario == "register" and outcome.response is not None:
+                longer = min_expires_retry(outcome.response, c.expires)
+                if longer is not None:  # 423: once more for the registrar's Min-Expires, as a phone does
+                    outcome, rule = await self._follow_up(outcome.request, flow, rule, longer)
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return

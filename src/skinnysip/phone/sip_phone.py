@@ -471,8 +471,9 @@ class SIPPhone(Phone):
                 task.cancel()
         if self.registration is RegistrationState.REGISTERED:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._register_once(0), 5)
-            self._set_registration(RegistrationState.UNREGISTERED, "unregistered")
+                await asyncio.wait_for(self.unregister(), 5)
+            if self.registration is not RegistrationState.UNREGISTERED:  # closed: no binding kept, whatever was said
+                self._set_registration(RegistrationState.UNREGISTERED, "unregistered")
         for task in list(self._tasks):
             task.cancel()
         self.closed = True
