@@ -125,3 +125,46 @@ async def test_load_calls_take_each_users_target_from_its_line(lab: Lab) -> None
     assert (result["attempted"], result["successful"], result["failed"]) == (4, 4, 0), result
     pairs = sorted((str(c.get("from", "")).split("@")[0], str(c.get("to", "")).split("@")[0]) for c in lab.calls())
     assert pairs == [("sip:1001", "sip:600")] * 2 + [("sip:1002", "sip:601")] * 2, lab.calls()
+
+
+async def test_load_answer_in_two_worker_processes_answers_the_lab_calls(lab: Lab, tmp_path) -> None:
+    """``load answer --processes 2``: worker 0 registers 1002, worker 1 registers 1003 (the
+    users file split as attempts are); 1001's load calls through the lab's proxy to each are
+    answered by the worker that holds it, the summary adds both workers' calls, and at the
+    end the lab has no binding left."""
+    import asyncio
+    import json
+    import sys
+
+    port = int(lab.sip["udp"].rsplit(":", 1)[1])
+    assert lab.proxy is not None
+    users = tmp_path / "callees.csv"
+    users.write_text("SEQUENTIAL\n1002;demo1002\n1003;demo1003\n")
+    answer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", str(port), "--domain", DOMAIN,
+        "--users", str(users), "--processes", "2", "-m", "4", "--duration", "60", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        for _ in range(200):  # both registered (each worker started by spawn: a few seconds)
+            if {b["user"] for b in lab.proxy.bindings()} >= {"1002", "1003"}:
+                break
+            await asyncio.sleep(0.1)
+        bound = {b["user"]: b["source"] for b in lab.proxy.bindings()}
+        assert set(bound) == {"1002", "1003"} and bound["1002"] != bound["1003"], bound
+        callers = [User("1001", "demo1001", None, ("1001", "demo1001", "1001", callee)) for callee in ("1002", "1003")]
+        config = LoadConfig("call", "127.0.0.1", port=port, domain=DOMAIN, users=callers, to="[field3]", rate=4,
+                            count=4, limit=4, hold=1.0)
+        called = summary(await run_local(config, []), config)
+        out, err = await asyncio.wait_for(answer.communicate(), 60)
+    finally:
+        if answer.returncode is None:
+            answer.kill()
+            await answer.wait()
+    assert (called["successful"], called["failed"]) == (4, 0), called
+    result = json.loads(out)
+    assert answer.returncode == 0, err.decode()[-2000:]
+    assert (result["attempted"], result["successful"], result["workers"]) == (4, 4, 2), result
+    assert (result["registered"], result["notRegistered"]) == (2, 0)
+    assert [w["attempted"] for w in result["workerTotals"]] == [2, 2], result["workerTotals"]
+    assert result["media"]["rtpExpected"] > 0 and result["media"]["rtpLost"] == 0
+    assert lab.proxy.bindings() == []

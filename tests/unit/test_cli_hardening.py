@@ -279,6 +279,10 @@ def test_phone_record_directory_is_checked_before_anything_is_sent(record: str, 
         r = skinnysip("phone", *args, "--record", record, timeout=20)
         assert r.returncode == 2 and r.stderr.startswith(f"error: --record: {says}"), r.stderr
         assert "Traceback" not in r.stderr and r.stdout == ""
+    for scenario in ("call", "answer"):  # the load's calls too
+        r = skinnysip("load", scenario, "127.0.0.1:9", *(["--to", "bob"] if scenario == "call" else []),
+                      "--record", record, timeout=20)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: --record: {says}"), r.stderr
 
 
 # ------------------------------------------------------------------ no traceback, ever

@@ -243,3 +243,88 @@ async def test_stop_is_told_in_the_summary() -> None:
     total = runner.take_interval()
     assert total.attempted == total.successful < 50  # the running ones ended as they would
     assert summary(monitor, config)["stopped"] == "stop"
+
+
+class FarEnd(Scenario):
+    """The answer scenario's shape without a network: open() starts a far end that brings
+    calls (each lasting ``seconds``) through :attr:`admit`, in ``bursts`` separated by
+    ``gap`` seconds, and records what each got back."""
+
+    answers = True
+
+    def __init__(self, config: LoadConfig, counters, bursts: list[int], seconds: float,  # type: ignore[no-untyped-def]
+                 gap: float) -> None:
+        super().__init__(config, counters)
+        self.bursts, self.seconds, self.gap = bursts, seconds, gap
+        self.answers_got: list[int | None] = []
+        self.far_end: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.far_end = asyncio.get_running_loop().create_task(self._bring())
+
+    async def _bring(self) -> None:
+        for burst in self.bursts:
+            for _ in range(burst):
+                self.answers_got.append(self.admit(self._call()))
+            await asyncio.sleep(self.gap)
+
+    async def _call(self) -> None:
+        await asyncio.sleep(self.seconds)
+        self.counters().success(0.001, self.seconds)
+
+    async def close(self) -> None:
+        if self.far_end is not None:
+            self.far_end.cancel()
+
+    def retransmissions(self) -> int:
+        return 0
+
+    async def attempt(self, index: int) -> None:
+        raise AssertionError("the runner starts no attempts of an answering scenario")
+
+
+async def test_an_answering_scenario_admits_calls_up_to_the_limit_and_the_count() -> None:
+    """Calls the far end brings: at most ``limit`` at once (one more is refused 486 and counted
+    failed, ``limit``), ``count`` in all (the run then ends; later ones are refused 480 and not
+    counted), and none while paused (480)."""
+    config = LoadConfig("answer", "127.0.0.1", limit=2, count=5, hold=None, duration=30)
+    config.validate()
+    runner = LoadRunner(config)
+    far = FarEnd(config, lambda: runner.counters, bursts=[3, 4], seconds=0.2, gap=0.4)
+    runner.scenario = far
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(runner.run(), 10)
+    assert loop.time() - started < 2  # the count ended it, not the 30 s
+    assert far.answers_got == [None, None, 486, None, None, 480, 480]
+    total = runner.take_interval()
+    assert (total.attempted, total.successful, total.failed) == (5, 4, 1)
+    assert total.failed_by_status == {"limit": 1}
+    # paused: refused 480, not counted
+    config = LoadConfig("answer", "127.0.0.1", hold=None, duration=0.5)
+    runner = LoadRunner(config)
+    far = FarEnd(config, lambda: runner.counters, bursts=[2], seconds=0.01, gap=0.01)
+    runner.scenario = far
+    runner.pause(True)
+    await asyncio.wait_for(runner.run(), 10)
+    assert far.answers_got == [480, 480] and runner.take_interval().attempted == 0
+
+
+def test_the_answer_scenario_refuses_what_the_callers_decide() -> None:
+    for changes, message in (({"to": "bob"}, "takes no --to"), ({"ramp_up": 1.0}, "takes no --ramp-up"),
+                             ({"headers": [("X-A", "b")]}, "takes no --header"),
+                             ({"user_order": "RANDOM"}, "takes no RANDOM"),
+                             ({"rate_increase": 1.0}, "takes no --rate-increase")):
+        with pytest.raises(ValueError, match=message):
+            LoadConfig("answer", "127.0.0.1", **changes).validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hold: calls need a hold time"):
+        LoadConfig("call", "127.0.0.1", to="bob", hold=None).validate()
+    LoadConfig("answer", "127.0.0.1", hold=None).validate()
+
+
+def test_registration_counts_merge_across_workers() -> None:
+    one, two = Counters(registered=2), Counters(registered=1)
+    two.not_registered("carol: 403 Forbidden")
+    total = Counters().merge(one).merge(Counters.from_dict(two.to_dict()))
+    assert (total.registered, total.not_registered_count, total.registration_failures) == (
+        3, 1, ["carol: 403 Forbidden"])

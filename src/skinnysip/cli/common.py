@@ -284,6 +284,21 @@ def readable_file(path: str | None, flag: str) -> str | None:
     return path
 
 
+def writable_directory(path: str | None, flag: str) -> str | None:
+    """``path`` made (with its parents) if missing, when it is a directory we can write
+    files in; else exit 2 with one line naming ``flag`` — before anything is sent, not when
+    the first call opens its recording."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        fail(f"{flag}: cannot make the directory {path!r}: {exc.strerror or exc}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"{flag}: the directory {path!r} cannot be written")
+    return path
+
+
 # --------------------------------------------------------------------------- rendering
 
 

@@ -1,4 +1,10 @@
-"""``skinnysip load options|register|call|message|user HOST …``: SIP load in SIPp's spirit.
+"""``skinnysip load options|register|call|message|user|answer HOST …``: SIP load in SIPp's spirit.
+
+``answer`` is the called side (SIPp ``-sn uas`` behind a registration): every ``--users``
+user registers (``-r`` registrations per second at first) and each call brought to one is
+an attempt, answered with media until the caller hangs up (or ``--hold``); it runs for
+``--duration``, until ``-m`` calls, or until stopped (``q``, Ctrl-C), an hour at most. A user
+that cannot register is named and makes the exit status 1; when none can, it is 3.
 
 Rate (``-r``, per second), concurrency limit (``-l``), total count (``-m``), ``--duration``
 and ``--ramp-up`` (seconds, as SIPp's options), ``--hold`` (seconds a call stays up),
@@ -43,7 +49,7 @@ import click
 
 from skinnysip.cli.common import FloatRange, Group, argument, exit_with, option, port_range
 
-app = Group("load", help="SIP load in SIPp's spirit: options, register, call, message, user.")
+app = Group("load", help="SIP load in SIPp's spirit: options, register, call, message, user, answer.")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
@@ -146,13 +152,13 @@ def _header_fields(texts: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
-         count: int | None, duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int,
+         count: int | None, duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int,
          unregister: bool, text: str, local_ports: str | None, script: str | None, source: str, codecs: str | None,
          csv_path: str | None, trace_err: str | None, as_json: bool, interval: float, max_failures: str, processes: int,
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
          connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
-         headers: tuple[str, ...] = ()) -> None:
+         headers: tuple[str, ...] = (), record: str | None = None) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -163,6 +169,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         password_from,
         printable,
         transport_value,
+        writable_directory,
     )
     from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView, ProgressLines, top_statuses
     from skinnysip.load.runner import run_local, summary
@@ -185,6 +192,9 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
             _fail(f"--users: {exc}")
     elif user is not None:
         user_list = [User(user, password_from(password, prompt=False))]
+    if hold is None and scenario != "answer":
+        hold = 5.0
+    writable_directory(record, "--record")  # the calls make their files there: refused now
     config = LoadConfig(
         scenario=scenario, host=host, port=port, transport=transport, domain=domain,  # type: ignore[arg-type]
         users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
@@ -194,14 +204,15 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
-        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers))
+        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
+        record_dir=record)
     try:
         config.validate()
     except ValueError as exc:
         _fail(str(exc))
 
     server = f"{format_host(host)}:{port or (5061 if transport == 'tls' else 5060)}/{transport}"
-    view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario == "call")
+    view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario in ("call", "answer"))
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
     files: list[CsvSink | ErrorLogSink] = []  # sinks writing files, closed at the end
@@ -303,6 +314,12 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         worker_errors = [w["error"] for w in worker_totals if w.get("error")]
     for warning in worker_errors + result["warnings"]:  # a worker's share is missing from the totals
         err_console.print(f"warning: {printable(warning)}", markup=False, highlight=False, soft_wrap=True)
+    not_registered = result.get("notRegistered", 0)
+    for refusal in result.get("registrationFailures", []):
+        err_console.print(f"not registered: {printable(refusal)}", markup=False, highlight=False, soft_wrap=True)
+    if not_registered > len(result.get("registrationFailures", [])):
+        err_console.print(f"not registered: {not_registered - len(result['registrationFailures'])} more users",
+                          markup=False, highlight=False)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -324,10 +341,13 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
             click.echo("  the next step would pass --rate-max: no new attempts after it")
         if result["stopped"] == "abort":
             click.echo("  aborted: the attempts still running were cancelled (counted as 'aborted')")
+        if scenario == "answer":
+            click.echo(f"  {result['registered']} users registered, {not_registered} not; each call brought to "
+                       "one is an attempt")
         click.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
                    f"of {result['attempted']} ({result['rate']}/s; {times}; {result['retransmissions']} "
                    "retransmissions)")
-    exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"])
+    exceeded = max_failures_exceeded(max_failures, result["failed"], result["attempted"]) or not_registered > 0
     raise exit_with(EXIT_USAGE if result["warnings"] else EXIT_FAILURES if exceeded or worker_errors else EXIT_OK)
 
 
@@ -349,7 +369,8 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--duration", type=FloatRange(min=0.001), help="Seconds to start attempts for (default 10 without -m).")
     @option("--ramp-up", default=0.0, type=FloatRange(min=0.0),
             help="Seconds over which the rate grows from 5 % to -r.")
-    @option("--hold", default=5.0, type=FloatRange(min=0.0), help="Seconds a call stays up with media.")
+    @option("--hold", type=FloatRange(min=0.0), help="Seconds a call stays up with media [default: 5; answer: "
+            "until the caller hangs up, --hold S: at most S]")
     @option("--timeout", default=32000, type=click.IntRange(min=1), help="Longest transaction, ms (Timer B/F: 32000).")
     @option("--expires", default=60, type=click.IntRange(min=0), help="REGISTER expiry, seconds.")
     @option("--unregister/--no-unregister", default=True, help="Remove each binding after registering.")
@@ -359,6 +380,8 @@ def _command(scenario: str, doc: str) -> click.Command:
             "(baresip rtp_ports).")
     @option("--script", help="user scenario: a Python file with async def scenario(phone, index).")
     @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo or a WAV file.")
+    @option("--record", metavar="DIR", help="Calls: each call's WAV recordings there (callN-rx.wav, callN-tx.wav; "
+            "with --processes N in DIR/0 … DIR/N-1); mind the disk on long runs.")
     @option("--codecs", metavar="LIST", help="Audio codecs calls offer and accept, in order, e.g. PCMA,PCMU "
             "[default: all available, wideband first].")
     @option("--csv", "csv_path", help="Per-interval statistics (SIPp -trace_stat columns).")
@@ -395,8 +418,9 @@ def _command(scenario: str, doc: str) -> click.Command:
     def command(
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
-        duration: float | None, ramp_up: float, hold: float, timeout: int, expires: int, unregister: bool, text: str,
-        local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, codecs: str | None,
+        duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
+        text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, record: str | None,
+        codecs: str | None,
         csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
         processes: int,
@@ -410,7 +434,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports, headers)
+             rtp_ports, headers, record)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 
@@ -425,3 +449,7 @@ _command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregiste
 _command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE.")
 _command("message", "MESSAGE (RFC 3428) to --to, digest when challenged.")
 _command("user", "Your scenario: --script FILE.py with async def scenario(phone, index).")
+_command("answer", "The called side (SIPp -sn uas behind a registration): every --users user registers (-r per "
+         "second), each call to one is answered (180, 200 with SDP) with media both ways and RTCP until the caller's "
+         "BYE (--hold S: ours after S); -m calls, --duration or q/Ctrl-C end it (an hour at most); then each user "
+         "unregisters.")

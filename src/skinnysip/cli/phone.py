@@ -29,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shlex
 import signal
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -62,6 +60,7 @@ from skinnysip.cli.common import (
     printable,
     readable_file,
     transport_value,
+    writable_directory,
     write_pcap,
 )
 from skinnysip.sdp import SRTP_MODES
@@ -188,13 +187,7 @@ def phone_cmd(
             WavSource(play)
         except ValueError as exc:
             raise _fail(f"--play: {exc}") from exc
-    if record is not None:  # the calls make their files there: refused now, not at the first call
-        try:
-            Path(record).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _fail(f"--record: cannot make the directory {record!r}: {exc.strerror or exc}") from None
-        if not os.access(record, os.W_OK | os.X_OK):
-            raise _fail(f"--record: the directory {record!r} cannot be written")
+    writable_directory(record, "--record")  # the calls make their files there: refused now
     if sccp is not None:
         if aor is not None:
             raise _fail("an AOR is for SIP; with --sccp give --device")

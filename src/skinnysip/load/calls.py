@@ -1,6 +1,7 @@
-"""The ``call`` and ``user`` load scenarios: attempts on :class:`~skinnysip.phone.sip_phone.SIPPhone`
-objects (see :mod:`skinnysip.load.scenarios`). A module of its own so the transaction
-scenarios (``options``, ``register``, ``message``) do not import the phone and media stack."""
+"""The ``call``, ``user`` and ``answer`` load scenarios: attempts on
+:class:`~skinnysip.phone.sip_phone.SIPPhone` objects (see :mod:`skinnysip.load.scenarios`).
+A module of its own so the transaction scenarios (``options``, ``register``, ``message``) do
+not import the phone and media stack."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ from typing import Any
 from skinnysip.addresses import hostport
 from skinnysip.net.sip_endpoint import SIPTransportError
 from skinnysip.net.sip_transport import route_ip
-from skinnysip.phone.api import CallState, PhoneError
+from skinnysip.phone.api import CallState, IncomingCall, PhoneError, RegistrationChanged, RegistrationState
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
 
 from .scenarios import LoadConfig, Scenario, User, exception_note, record_failure
 from .stats import Counters
 
-__all__ = ["PhoneScenario", "load_user_function"]
+__all__ = ["AnswerScenario", "PhoneScenario", "load_user_function"]
+
+MAX_REGISTERING = 50  # registrations of the answer scenario in flight at once
+MAX_CALL_SECONDS = 86_400.0  # the answer scenario's longest call without a hold time (s)
 
 
 class PhoneScenario(Scenario):
@@ -50,7 +54,10 @@ class PhoneScenario(Scenario):
         # one phone up front: a server that cannot be reached fails the run at once
         await self._phone(c.user_for(0), reserve=False)
 
-    async def _new_phone(self, user: User) -> SIPPhone:
+    async def _new_phone(self, user: User, *, register: bool = False) -> SIPPhone:
+        """A started phone for ``user`` through the server (``register``: registered with
+        ``expires`` and refreshing, answered by :class:`AnswerScenario`). ``PhoneError``/
+        ``SIPTransportError`` when the server cannot be reached."""
         c = self.config
         port = 0
         if self._ports is not None:
@@ -61,8 +68,9 @@ class PhoneScenario(Scenario):
         account = SIPAccount(
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
             outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
-            ca_file=c.ca_file, register=False, source=c.source, codecs=c.codecs, t1=c.t1, timeout=c.timeout,
-            listen_host=route_ip(c.host) if port else None, listen_port=port, rtp_ports=c.rtp_ports)
+            ca_file=c.ca_file, register=register, expires=c.expires, source=c.source, codecs=c.codecs, t1=c.t1,
+            timeout=c.timeout, listen_host=route_ip(c.host) if port else None, listen_port=port,
+            rtp_ports=c.rtp_ports, record_dir=c.record_dir)
         phone = SIPPhone(account)
         # no wire trace (load), unless every message goes to the --trace-msg file
         phone.endpoint.trace.enabled = self.message_log is not None
@@ -151,6 +159,7 @@ class PhoneScenario(Scenario):
             if not connected:
                 self._call_failed(call, answered)
                 return
+            assert c.hold is not None  # checked by LoadConfig.validate
             ended_early = await call.wait_ended(c.hold)
             if ended_early:
                 record_failure(self.counters(), "ended", "FailedUnexpectedMessage", answered, sent=call.invite,
@@ -179,6 +188,149 @@ class PhoneScenario(Scenario):
             record_failure(counters, "timeout", kind, sent=call.invite, note=reason or "not answered in time")
         else:
             record_failure(counters, "transport", "FailedCannotSendMessage", sent=call.invite, note=reason)
+
+
+class AnswerScenario(PhoneScenario):
+    """The called side (``answer``, SIPp ``-sn uas`` behind a registration): one registered
+    phone per user of this runner's share, and each call the server brings to one is an
+    attempt (:meth:`LoadRunner.admit`): answered at once (180 was sent on arrival) with the
+    SDP answer, media both ways with RTCP until the caller's BYE, or our BYE after ``hold``
+    seconds when one is given. Success: the call was confirmed by the ACK and ended by
+    either BYE; its response time is INVITE → ACK, its length INVITE → the end. Failed:
+    ``cancelled`` (CANCEL before the answer), ``timeout`` (no ACK within ``timeout``),
+    ``ended`` (the call ended otherwise, e.g. a session timer), ``media`` (the answer
+    could not be sent). Users that cannot register are counted in
+    :attr:`Counters.registration_failures` with their reason, as is a registration lost while
+    running (a refresh refused or unanswered; the phone goes on trying); when none can
+    register, :meth:`open` raises :class:`PhoneError`. At :meth:`close` the calls left are hung up and every user
+    unregisters."""
+
+    answers = True
+
+    def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
+        super().__init__(config, counters)
+        self._watchers: list[asyncio.Task[None]] = []
+        self._lost: set[int] = set()  # id() of phones whose registration was lost while running
+
+    def users(self) -> list[User]:
+        """This runner's users: ``users[index_start::index_step]`` (one ``load`` user
+        without a users file, on the first runner only)."""
+        c = self.config
+        return c.users[c.index_start::c.index_step] if c.users else ([User("load")] if c.index_start == 0 else [])
+
+    async def open(self) -> None:
+        c = self.config
+        self.open_message_log()
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(MAX_REGISTERING)
+        registering: list[asyncio.Task[str | None]] = []
+        next_at = loop.time()
+        try:
+            for user in self.users():  # paced at the rate, as SIPp's -r paces its REGISTER scenario
+                if self.halted():
+                    break
+                if next_at > loop.time():
+                    await asyncio.sleep(next_at - loop.time())
+                next_at = max(next_at + 1.0 / c.rate, loop.time() - 1.0)
+                await gate.acquire()
+                registering.append(loop.create_task(self._register(user, gate)))
+            refusals = [r for r in await asyncio.gather(*registering) if r is not None]
+        except BaseException:
+            for task in registering:
+                task.cancel()
+            await self.close()
+            raise
+        if registering and len(refusals) == len(registering):
+            await self.close()
+            raise PhoneError(f"no user could register: {refusals[0]}"
+                             + (f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""))
+
+    async def _register(self, user: User, gate: asyncio.Semaphore) -> str | None:
+        """Register ``user``'s phone; None when registered, else the reason (one line),
+        counted in :attr:`Counters.registration_failures`."""
+        try:
+            try:
+                phone = await self._new_phone(user, register=True)
+            except (PhoneError, SIPTransportError) as exc:
+                reason = f"{user.user}: {exc}"
+            else:
+                if phone.registration is RegistrationState.REGISTERED:
+                    self.phones.setdefault(user.user, []).append(phone)
+                    self.counters().registered += 1
+                    self._watchers.append(asyncio.get_running_loop().create_task(self._watch(phone)))
+                    return None
+                reason = f"{user.user}: {phone.registration_reason or 'not registered'}"
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 10)
+            self.counters().not_registered(reason)
+            return reason
+        finally:
+            gate.release()
+
+    async def _watch(self, phone: SIPPhone) -> None:
+        """Each call brought to ``phone`` becomes an attempt, or is refused as the runner says."""
+        while not phone.closed:
+            event = await phone.next_event(60.0)
+            if (isinstance(event, RegistrationChanged) and event.state is RegistrationState.FAILED
+                    and id(phone) not in self._lost):  # a refresh refused or unanswered: counted once
+                self._lost.add(id(phone))
+                self.counters().not_registered(f"{phone.aor.user}: lost its registration: {event.reason}")
+            if not isinstance(event, IncomingCall) or not isinstance(event.call, SIPCall):
+                continue
+            call = event.call
+            refusal = self.admit(self._answer(call))
+            if refusal is not None and call.state is CallState.INCOMING:
+                with contextlib.suppress(PhoneError, SIPTransportError):
+                    await asyncio.wait_for(call.reject(refusal), 5.0)
+
+    async def attempt(self, index: int) -> None:
+        raise PhoneError("the answer scenario starts no attempts: the callers do")
+
+    async def _answer(self, call: SIPCall) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        counters = self.counters
+        try:
+            try:
+                await asyncio.wait_for(call.answer(), c.timeout)
+            except (PhoneError, SIPTransportError, TimeoutError) as exc:
+                if call.state is CallState.TERMINATED and "cancel" in (call.end_reason or ""):
+                    record_failure(counters(), "cancelled", "FailedCallRejected", received=call.invite,
+                                   note=f"cancelled by the caller before the answer: {call.end_reason}")
+                else:
+                    record_failure(counters(), "media", "FailedCannotSendMessage", received=call.invite,
+                                   note=f"could not answer: {exc or type(exc).__name__}")
+                return
+            if not await call.wait_connected(c.timeout + 2.0):  # the ACK (Timer H is 64·T1)
+                reason = call.end_reason or "no ACK"
+                status = "cancelled" if "cancel" in reason else "timeout"
+                record_failure(counters(), status, "FailedTimeoutOnRecv" if status == "timeout" else "FailedCallRejected",
+                               received=call.invite, note=f"the answer was not acknowledged: {reason}")
+                return
+            acknowledged = loop.time() - started
+            ended = await call.wait_ended(c.hold if c.hold is not None else MAX_CALL_SECONDS)
+            if ended and call.end_reason != "BYE received":
+                record_failure(counters(), "ended", "FailedUnexpectedMessage", acknowledged, received=call.invite,
+                               note=f"the call ended without a BYE: {call.end_reason or 'no reason given'}")
+                counters().media(call.media_report())
+                return
+            if not ended:  # hold passed: our BYE
+                with contextlib.suppress(PhoneError, SIPTransportError):
+                    await asyncio.wait_for(call.hangup(), c.timeout + 2.0)
+                counters().requests_sent += 1
+            counters().media(call.media_report())
+            counters().success(acknowledged, loop.time() - started)
+        finally:
+            if call.state is not CallState.TERMINATED:  # aborted, or the run ended first: hang up
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.hangup(), 5.0)
+
+    async def close(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        self._watchers.clear()
+        await super().close()  # every call hung up, every user unregistered
 
 
 def load_user_function(path: str) -> Callable[[SIPPhone, int], Awaitable[Any]]:

@@ -4,7 +4,9 @@ Each worker (:class:`_Worker`) runs a
 :class:`~skinnysip.load.runner.LoadRunner` in its own event loop with its share of the run:
 ``rate / N``, ``count`` split so the shares add up exactly, ``limit`` split (rounded up), the
 local port range cut into N slices, and attempt indexes ``i, i + N, i + 2N…`` so users from
-a file are used exactly as one process would use them. The driver's
+a file are used exactly as one process would use them (the ``answer`` scenario: worker ``i``
+registers users ``i, i + N…`` and counts the calls to them; ``record_dir`` gets a folder per
+worker, ``record_dir/i``). The driver's
 :class:`~skinnysip.load.runner.Monitor` takes every worker's interval once per period
 (:class:`DistributedSource`), adds them up and feeds the same live view and CSV as a local
 run; a rate change is split over the workers the same way, rate steps (``rate_increase``)
@@ -31,6 +33,7 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
+import os
 import signal
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -69,6 +72,10 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
     ``workers`` < 1 or a port range is too small to give each worker a port."""
     if workers < 1:
         raise ValueError("processes: at least 1")
+    if config.scenario == "answer" and config.count is not None and config.count < workers:
+        # each worker answers for its own users: one without a share of -m would register none
+        raise ValueError(f"count: the answer scenario split over {workers} workers needs -m {workers} or more "
+                         "(each counts the calls to its own users)")
     # rate steps are the driver's (its monitor changes every share's rate and ends the
     # steps); a share gets their time and one interval more as its own bound, as a local run
     duration = config.duration
@@ -93,7 +100,8 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
             config, rate=config.rate / workers, count=count, limit=max(1, math.ceil(config.limit / workers)),
             local_ports=ports, index_start=config.index_start + i * config.index_step,
             index_step=config.index_step * workers, duration=duration, rate_increase=0.0, rate_max=None,
-            trace_msg=None if config.trace_msg is None else f"{config.trace_msg}.{i}"))
+            trace_msg=None if config.trace_msg is None else f"{config.trace_msg}.{i}",
+            record_dir=None if config.record_dir is None else os.path.join(config.record_dir, str(i))))
     for share in shares:  # shares of the rate follow the number of workers really started
         share.rate = config.rate / len(shares)
     return shares

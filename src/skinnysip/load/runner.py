@@ -11,6 +11,10 @@ Bounded: no more than ``count`` attempts (:data:`MAX_ATTEMPTS` when only a durat
 given; a run with neither ``count`` nor ``duration`` lasts :data:`DEFAULT_DURATION` seconds);
 no new attempt after ``duration``; in-flight attempts get ``timeout + hold +`` :data:`DRAIN_GRACE`
 seconds to end, then are cancelled and counted as failed (``aborted``).
+
+The ``answer`` scenario (the called side) starts no attempts: the calls the server brings
+are its attempts (:meth:`LoadRunner.admit`), counted, limited and ended the same way; it
+waits for them ``duration`` seconds, else until ``count`` calls or :data:`ANSWER_DURATION`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,9 +33,10 @@ from skinnysip.net import realtime
 from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
 from .stats import Counters
 
-__all__ = ["DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep", "run_local", "summary"]
+__all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep", "run_local", "summary"]
 
 DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
+ANSWER_DURATION = 3600.0  # seconds the answer scenario waits for calls without a duration
 DRAIN_GRACE = 10.0  # seconds beyond timeout + hold for the last attempts to end
 MIN_RAMP_SHARE = 0.05  # the ramp starts at 5 % of the rate
 MAX_BURST = 1.0  # seconds of attempts started at once to catch up after a stall, at most
@@ -78,6 +83,8 @@ class LoadRunner:
         c = self.config
         if c.duration is not None:
             return c.duration
+        if c.scenario == "answer":
+            return ANSWER_DURATION
         if c.count is not None:
             return math.inf
         stepped = c.stepped_duration()
@@ -124,9 +131,33 @@ class LoadRunner:
             return self.rate * max(MIN_RAMP_SHARE, (now - self.started) / ramp)
         return self.rate
 
-    async def _attempt(self, index: int, slots: asyncio.Semaphore) -> None:
+    def admit(self, attempt: Coroutine[Any, Any, None]) -> int | None:
+        """Run ``attempt``, one the far end started (a call brought to the answer
+        scenario), as an attempt of this run: None when it runs; else the SIP status to
+        refuse the call with — 480 (Temporarily Unavailable) once the run takes no more
+        (stopped, paused, ``count`` reached; not counted), 486 (Busy Here) when ``limit``
+        attempts are running (counted failed, ``limit``). The run stops once ``count``
+        were admitted."""
+        if self._stop.is_set() or self.paused or self.done or self.issued >= self.count:
+            attempt.close()
+            return 480
+        self.issued += 1
+        self.counters.attempted += 1
+        if self.issued >= self.count:
+            self._stop.set()
+        if len(self._tasks) >= self.config.limit:
+            attempt.close()
+            record_failure(self.counters, "limit", "FailedCallRejected",
+                           note=f"refused 486: {self.config.limit} calls at once already (-l)")
+            return 486
+        task = asyncio.get_running_loop().create_task(self._attempt(attempt, None))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _attempt(self, attempt: Awaitable[None], slots: asyncio.Semaphore | None) -> None:
         try:
-            await self.scenario.attempt(index)
+            await attempt
         except asyncio.CancelledError:
             self.counters.failure("aborted", "FailedTimeoutOnRecv")
             raise
@@ -134,7 +165,8 @@ class LoadRunner:
             record_failure(self.counters, f"error: {type(exc).__name__}", "FailedCallRejected",
                            note=exception_note(exc))
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
 
     async def run(self) -> None:
         """Open the scenario, start attempts until ``count``/``duration``/:meth:`stop`, wait
@@ -142,6 +174,8 @@ class LoadRunner:
         loop = asyncio.get_running_loop()
         c = self.config
         slots = asyncio.Semaphore(c.limit)
+        self.scenario.admit = self.admit
+        self.scenario.halted = self._stop.is_set
         await self.scenario.open()
         with realtime.tuned():  # the collector rarely, and not over what existed before the run
             await self._run(loop, slots)
@@ -151,6 +185,10 @@ class LoadRunner:
         try:
             self.started = loop.time()
             end = self.started + self.duration
+            if self.scenario.answers:
+                await self._serve(loop, end)
+                await self._drain()
+                return
             next_at = self.started
             count = self.count
             while self.issued < count and not self._stop.is_set():
@@ -177,7 +215,8 @@ class LoadRunner:
                     slots.release()
                     break
                 self.counters.attempted += 1
-                task = loop.create_task(self._attempt(c.index_start + self.issued * c.index_step, slots))
+                task = loop.create_task(self._attempt(self.scenario.attempt(c.index_start + self.issued * c.index_step),
+                                                      slots))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 self.issued += 1
@@ -188,10 +227,20 @@ class LoadRunner:
             await self.scenario.close()
             self.done = True
 
+    async def _serve(self, loop: asyncio.AbstractEventLoop, end: float) -> None:
+        """The answer scenario's run: its calls come through :meth:`admit` until the end,
+        ``count`` calls or :meth:`stop`."""
+        while not self._stop.is_set():
+            left = end - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(left, 1.0))
+
     async def _drain(self) -> None:
         if not self._tasks:
             return
-        grace = self.config.timeout + self.config.hold + DRAIN_GRACE
+        grace = self.config.timeout + (self.config.hold or 0.0) + DRAIN_GRACE
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
@@ -421,13 +470,15 @@ class LocalSource:
 def run_deadline(config: LoadConfig, started: float) -> float:
     """The loop time by which a run must be over, whatever happens (the monitor's bound)."""
     duration = config.duration
+    if duration is None and config.scenario == "answer":  # and its users' first registrations
+        duration = ANSWER_DURATION + max(1, len(config.users)) / config.rate / max(1, config.index_step)
     if duration is None:
         if config.count is not None:
             duration = config.count / config.rate
         else:
             duration = config.stepped_duration() or DEFAULT_DURATION
         duration = duration * 3 + 30.0  # a count at a slipping rate: generous but finite
-    return started + duration + config.ramp_up + config.timeout + config.hold + DRAIN_GRACE + 30.0
+    return started + duration + config.ramp_up + config.timeout + (config.hold or 0.0) + DRAIN_GRACE + 30.0
 
 
 async def run_local(config: LoadConfig, sinks: list[Sink], *, interval: float = 1.0,
@@ -473,15 +524,18 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "stopped": None | "stop" (asked to start no more: ``q``, Ctrl-C) | "abort" (the
              running attempts were cancelled too: a second Ctrl-C),
          "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files')}
+
+    and for the ``answer`` scenario ``"registered"`` (users registered), ``"notRegistered"``
+    (users that could not) and ``"registrationFailures"`` (``user: reason``, the first 20).
     """
     total = monitor.total
     elapsed = monitor.history[-1].elapsed if monitor.history else 0.0
     rt = total.response_time
     media = None
-    if config.scenario == "call":
+    if config.scenario in ("call", "answer"):
         media = {"mos": total.mos, "mosMin": total.mos_min, "loss": total.loss, "jitterMs": total.jitter_ms,
                  "rtpExpected": total.rtp_expected, "rtpLost": total.rtp_lost}
-    return {
+    result: dict[str, Any] = {
         "scenario": config.scenario,
         "target": hostport(config.host, config.server_port),
         "transport": config.transport,
@@ -509,3 +563,7 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "stopped": monitor.stopped,
         "warnings": list(total.warnings),
     }
+    if config.scenario == "answer":
+        result.update(registered=total.registered, notRegistered=total.not_registered_count,
+                      registrationFailures=list(total.registration_failures))
+    return result

@@ -10,6 +10,10 @@ with media, or a user's own async function — all on the SIP core the probes an
   ``MAX_CALLS`` calls): INVITE with auth → 200 → ACK → media both ways (RTP + RTCP,
   :class:`~skinnysip.net.media.MediaStream`) for the hold time → BYE; the call's final media
   report (G.107 MOS, loss, jitter) goes into the counters.
+- ``answer`` (:mod:`skinnysip.load.calls` too) is the called side, as SIPp's ``-sn uas``
+  behind a registration: one registered :class:`~skinnysip.phone.sip_phone.SIPPhone` per
+  user, and each call the server brings is an attempt: 180 → 200 with the SDP answer → ACK
+  → media both ways until the caller's BYE (or ``hold``) — the runner starts none itself.
 
 Every attempt ends by itself: transactions end by Timer B/F (RFC 3261 §17.1) or the
 scenario's ``timeout``, calls by the hold time. Python units: seconds.
@@ -23,10 +27,10 @@ import math
 import random
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from skinnysip.addresses import format_host
 from skinnysip.net.resolver import ServerTarget
@@ -46,8 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
 
-ScenarioName = Literal["options", "register", "call", "message", "user"]
-SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user")
+ScenarioName = Literal["options", "register", "call", "message", "user", "answer"]
+SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user", "answer")
 MAX_USERS = 100_000  # lines read from a users file
 
 
@@ -60,7 +64,8 @@ def _message_text(message: Request | Response) -> str:
 
 
 def record_failure(counters: Counters, status: str, kind: str, response_time: float | None = None, *,
-                   sent: Request | None = None, received: Response | None = None, note: str = "") -> None:
+                   sent: Request | None = None, received: Request | Response | None = None,
+                   note: str = "") -> None:
     """Count one failed attempt (:meth:`Counters.failure`) and, while the counters keep
     failure details, what it was: ``status (kind): note`` then the request ``sent`` and the
     response ``received`` as text (each cut at :data:`MAX_ERROR_MESSAGE` characters)."""
@@ -265,7 +270,7 @@ def check_header_field(name: str, value: str) -> None:
 class LoadConfig:
     """One load run (Python units: seconds; rates per second).
 
-    ``scenario``: ``options``, ``register``, ``call``, ``message`` or ``user``. ``host``/
+    ``scenario``: ``options``, ``register``, ``call``, ``message``, ``user`` or ``answer``. ``host``/
     ``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
     (an IP literal or a name, RFC 3263 A/AAAA). ``domain``: of the Request-URI and the
     From/To URIs (default ``host[:port]``). ``users``: the accounts (cycled through by
@@ -316,7 +321,20 @@ class LoadConfig:
 
     ``trace_msg``: a file to write every SIP message sent and received to, as SIPp's
     ``-trace_msg`` (:class:`~skinnysip.load.report.MessageLog`; a fanned-out run's worker
-    ``i`` writes ``trace_msg.i``)."""
+    ``i`` writes ``trace_msg.i``). ``record_dir``: calls (``call``, ``user``, ``answer``)
+    write their WAV recordings there (``call<N>-rx.wav``/``-tx.wav``,
+    :class:`~skinnysip.net.media.MediaStream`; a fanned-out run's worker ``i`` writes to
+    ``record_dir/i``).
+
+    The ``answer`` scenario is the called side (SIPp ``-sn uas`` behind a registration):
+    each user of ``users`` (the share ``index_start + k·index_step`` of a worker) registers
+    (``expires``, refreshed; ``rate`` registrations started per second at first) and every
+    call the server brings to one is an attempt, answered at once: its response time is
+    INVITE → ACK, its length INVITE → the end. The caller hangs up; ``hold`` (when not None)
+    is the longest we keep a call before hanging up ourselves. ``limit``: calls at once (one
+    more is refused 486 and counted failed, ``limit``); ``count``: calls in all, then the run
+    ends (later ones, and calls while paused or stopping, are refused 480 and not counted).
+    At the end every user unregisters."""
 
     scenario: ScenarioName
     host: str
@@ -331,7 +349,7 @@ class LoadConfig:
     count: int | None = None
     duration: float | None = None
     ramp_up: float = 0.0
-    hold: float = 5.0
+    hold: float | None = 5.0
     timeout: float = 32.0
     expires: int = 60
     unregister: bool = True
@@ -353,6 +371,7 @@ class LoadConfig:
     trace_msg: str | None = None
     rtp_ports: tuple[int, int] | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    record_dir: str | None = None
 
     @property
     def stepped(self) -> bool:
@@ -380,8 +399,10 @@ class LoadConfig:
             raise ValueError("count: must be >= 1")
         if self.duration is not None and not self.duration > 0:
             raise ValueError("duration: must be > 0")
-        if self.ramp_up < 0 or self.hold < 0 or not self.timeout > 0:
+        if self.ramp_up < 0 or (self.hold is not None and self.hold < 0) or not self.timeout > 0:
             raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
+        if self.hold is None and self.scenario != "answer":
+            raise ValueError("hold: calls need a hold time (only the answer scenario waits for the caller's BYE)")
         if not (self.rate_increase >= 0 and math.isfinite(self.rate_increase)):
             raise ValueError("rate_increase: must be a finite number >= 0 (--rate-increase)")
         if not (self.rate_interval > 0 and math.isfinite(self.rate_interval)):
@@ -401,7 +422,9 @@ class LoadConfig:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
         if self.scenario == "user" and not self.user_script:
             raise ValueError("user_script: the user scenario needs a Python file")
-        if self.scenario in ("call", "user"):  # the calls' audio: read once here, not failed per call
+        if self.scenario == "answer":
+            self._check_answer()
+        if self.scenario in ("call", "user", "answer"):  # the calls' audio: read once here, not failed per call
             from skinnysip.rtp.audio import source_from_spec
 
             try:
@@ -417,7 +440,7 @@ class LoadConfig:
         self._check_fields()
         if self.headers and self.scenario == "user":
             raise ValueError("headers: a user scenario writes its own requests (--header)")
-        if self.connection_per_attempt and self.scenario in ("call", "user"):
+        if self.connection_per_attempt and self.scenario in ("call", "user", "answer"):
             raise ValueError("connection_per_attempt: options, register and message only (--connection-per-attempt)")
         if self.local_ports is not None:
             first, last = self.local_ports
@@ -437,6 +460,18 @@ class LoadConfig:
                 SipURI.parse(text)
             except SIPParseError as exc:
                 raise ValueError(f"{name}: {text!r} is not a SIP URI ({exc.reason})") from None
+
+    def _check_answer(self) -> None:
+        """``ValueError`` for what the called side does not take: a target, added header
+        fields, rate steps or a ramp (the caller sets the pace; ``rate`` paces the first
+        registrations), ``user_order`` RANDOM (each user registers once)."""
+        refused = [("to", "--to", self.to is not None), ("headers", "--header", bool(self.headers)),
+                   ("rate_increase", "--rate-increase", self.stepped), ("ramp_up", "--ramp-up", self.ramp_up > 0),
+                   ("user_order", "RANDOM", self.user_order == "RANDOM")]
+        for name, flag, given in refused:
+            if given:
+                raise ValueError(f"{name}: the answer scenario is the called side; it takes no {flag} "
+                                 "(the callers choose targets and pace)")
 
     def _check_fields(self) -> None:
         """``ValueError`` when ``to`` or a header value names a ``[fieldN]`` that a user's
@@ -492,6 +527,11 @@ class LoadConfig:
         return f"sip:{target}" if "@" in target else f"sip:{target}@{self.sip_domain}"
 
 
+def _refuse(attempt: Coroutine[Any, Any, None]) -> int:
+    attempt.close()
+    return 480
+
+
 class Scenario:
     """One kind of attempt. ``counters()`` is the runner's current interval (the runner
     swaps it at each snapshot, so a scenario always asks for it). :meth:`open` before the
@@ -499,10 +539,18 @@ class Scenario:
     :meth:`attempt` per attempt (never raises for network problems: it counts them),
     :meth:`close` at the end. :meth:`retransmissions` is the running total."""
 
+    #: True for a scenario whose attempts the far end starts (``answer``): the runner starts
+    #: none and the scenario hands each to :attr:`admit`
+    answers = False
+
     def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
         self.config = config
         self.counters = counters
         self.message_log: MessageLog | None = None
+        # set by the runner: run an attempt the far end started (None) or the status to refuse
+        # it with (LoadRunner.admit); whether the run was asked to stop
+        self.admit: Callable[[Coroutine[Any, Any, None]], int | None] = _refuse
+        self.halted: Callable[[], bool] = lambda: False
 
     def open_message_log(self) -> MessageLog | None:
         """The ``trace_msg`` file's :class:`~skinnysip.load.report.MessageLog` (None without
@@ -703,8 +751,8 @@ class TransactionScenario(Scenario):
 
 def make_scenario(config: LoadConfig, counters: Callable[[], Counters]) -> Scenario:
     """The :class:`Scenario` for ``config.scenario``."""
-    if config.scenario in ("call", "user"):
-        from .calls import PhoneScenario  # the phone and media stack: only for calls
+    if config.scenario in ("call", "user", "answer"):
+        from .calls import AnswerScenario, PhoneScenario  # the phone and media stack: only for calls
 
-        return PhoneScenario(config, counters)
+        return (AnswerScenario if config.scenario == "answer" else PhoneScenario)(config, counters)
     return TransactionScenario(config, counters)

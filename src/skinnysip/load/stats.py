@@ -123,7 +123,10 @@ class Counters:
     running. ``errors``: what the first :data:`MAX_ERRORS` failures were (text: the status,
     the request sent and the answer, or the user scenario's exception), for
     ``--trace-err``. ``warnings``: problems of the run that are no attempt's failure (a
-    ``--trace-msg`` file that could no longer be written), one line each, each once."""
+    ``--trace-msg`` file that could no longer be written), one line each, each once.
+    ``registered``/``registration_failures``: the ``answer`` scenario's users that registered,
+    and one line (``user: reason``) for each that could not (at most :data:`MAX_WARNINGS`
+    kept; ``not_registered_count`` counts them all)."""
 
     attempted: int = 0
     successful: int = 0
@@ -144,6 +147,9 @@ class Counters:
     jitter_count: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    registered: int = 0
+    not_registered_count: int = 0
+    registration_failures: list[str] = field(default_factory=list)
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -168,6 +174,12 @@ class Counters:
         """Record a warning (one line; kept once, at most :data:`MAX_WARNINGS`)."""
         if text not in self.warnings and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(text)
+
+    def not_registered(self, reason: str) -> None:
+        """One user of the ``answer`` scenario could not register: ``reason`` is ``user: why``."""
+        self.not_registered_count += 1
+        if len(self.registration_failures) < MAX_WARNINGS:
+            self.registration_failures.append(reason)
 
     @property
     def wants_error(self) -> bool:
@@ -195,7 +207,7 @@ class Counters:
     def merge(self, other: Counters) -> Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
-                     "mos_count", "rtp_expected", "rtp_lost", "jitter_count"):
+                     "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.mos_sum += other.mos_sum
         self.jitter_ms_sum += other.jitter_ms_sum
@@ -211,6 +223,7 @@ class Counters:
             self.errors.extend(other.errors[:MAX_ERRORS - len(self.errors)])
         for text in other.warnings:
             self.warn(text)
+        self.registration_failures.extend(other.registration_failures[:MAX_WARNINGS - len(self.registration_failures)])
         return self
 
     # -- figures ---------------------------------------------------------------------------
@@ -240,4 +253,5 @@ class Counters:
         values["failed_by_kind"] = dict(values["failed_by_kind"])
         values["errors"] = [str(e) for e in values.get("errors", ())][:MAX_ERRORS]
         values["warnings"] = [str(w) for w in values.get("warnings", ())][:MAX_WARNINGS]
+        values["registration_failures"] = [str(r) for r in values.get("registration_failures", ())][:MAX_WARNINGS]
         return cls(**values)

@@ -1,0 +1,224 @@
+"""``skinnysip load answer``: the called side of a call load, as SIPp's ``-sn uas`` behind a
+registration. Every user of ``--users`` registers at Kamailio (a PBX: INVITE 407 digest,
+record-routed, relayed to the callee's binding), each call Kamailio brings is counted and
+answered with media both ways, and at the end the users unregister.
+
+Callers: SIPp's own ``uac`` scenario with ``-rtp_echo`` (SIPp counts the calls we count; our
+recordings hear our own tone echoed back by SIPp), and ``skinnysip load call`` (each side's
+recordings hear the other side's tone)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sip_peers import KamailioPeer, _sipp_result, kamailio
+
+from peertools import free_port, require
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = pytest.mark.peer
+
+OUR_TONE, THEIR_TONE = 1000.0, 440.0
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+def users_file(pbx: KamailioPeer, path: Path, *names: str) -> Path:
+    path.write_text("SEQUENTIAL\n" + "".join(f"{name};{pbx.users[name]}\n" for name in names))
+    return path
+
+
+def start_answer(pbx: KamailioPeer, users: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", str(pbx.udp_port),
+         "--domain", pbx.realm, "--users", str(users), "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_registered(pbx: KamailioPeer, names: list[str], proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(pbx.contacts(name) for name in names):
+            return
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.1)
+    raise AssertionError(f"not all of {names} registered: {[(n, pbx.contacts(n)) for n in names]}")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, dict, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"load answer did not end: {err[-2000:]}") from None
+    assert out.strip(), err[-2000:]
+    return proc.returncode, json.loads(out), err
+
+
+def sipp_uac_with_route_set(directory: Path) -> Path:
+    """SIPp's built-in ``uac`` made to follow a record-routing proxy, as SIPp users do: the
+    200's Record-Route kept (``rrs``), ACK and BYE sent to its Contact (``[next_url]``) along
+    ``[routes]`` (RFC 3261 §12.2.1.1). The built-in one sends them to the Request-URI
+    without a Route, which Kamailio's PBX answers 404 (and the ACK is lost)."""
+    xml = subprocess.run([require("sipp"), "-sd", "uac"], capture_output=True, text=True, timeout=10).stdout
+    for method in ("ACK", "BYE"):
+        line = f"{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0"
+        assert line in xml, "SIPp's uac scenario changed"
+        xml = xml.replace(line, f"{method} [next_url] SIP/2.0\n      [routes]")
+    assert '<recv response="200" rtd="true">' in xml, "SIPp's uac scenario changed"
+    xml = xml.replace('<recv response="200" rtd="true">', '<recv response="200" rtd="true" rrs="true">')
+    path = directory / "uac_rr.xml"
+    path.write_text(xml)
+    return path
+
+
+def tone_share(path: Path, hz: float, skip: float = 0.5) -> float:
+    """The share of 20 ms frames of the WAV at ``path`` whose dominant frequency is ``hz``
+    (± 10 Hz), past its first ``skip`` seconds."""
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    freqs = dominant_frequencies(samples[int(skip * rate):], rate)
+    return float(np.mean(np.abs(freqs - hz) < 10)) if len(freqs) else 0.0
+
+
+def test_sipp_calls_are_answered_counted_and_echoed(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """SIPp's ``uac`` calls bob and carol (registered by ``load answer``) through Kamailio:
+    SIPp counts every call successful, so does the answering side; SIPp echoes our RTP, so
+    each call's recording hears our own tone; afterwards the location table is empty."""
+    calls = 4
+    users = users_file(pbx, tmp_path / "callees.csv", "bob", "carol")
+    record = tmp_path / "rec"
+    answer = start_answer(pbx, users, "-m", str(calls), "--source", f"tone:{OUR_TONE:g}", "--record", str(record),
+                          "--duration", "60")
+    sipp_dir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
+    scenario = sipp_uac_with_route_set(sipp_dir)
+    try:
+        wait_registered(pbx, ["bob", "carol"], answer)
+        results = []
+        for callee in ("bob", "carol"):  # SIPp's uac calls -s USER; two calls each, 3 s of media
+            sipp = subprocess.run(
+                [require("sipp"), f"127.0.0.1:{pbx.udp_port}", "-sf", str(scenario), "-s", callee, "-i", "127.0.0.1",
+                 "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_port(socket.SOCK_DGRAM)), "-rtp_echo",
+                 "-d", "3000", "-m", "2", "-l", "2", "-r", "2", "-nostdin", "-timeout", "60s", "-trace_stat",
+                 "-stf", str(sipp_dir / f"{callee}_.csv"), "-fd", "1"],
+                capture_output=True, text=True, timeout=90, cwd=sipp_dir)
+            results.append(_sipp_result(sipp.returncode, sipp_dir))
+            (sipp_dir / f"{callee}_.csv").rename(sipp_dir / f"{callee}.done")
+        code, result, err = finish(answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+        shutil.rmtree(sipp_dir, ignore_errors=True)
+    assert [(r.successful_calls, r.failed_calls) for r in results] == [(2, 0), (2, 0)], results[-1].log[-2000:]
+    assert code == 0, err[-2000:]
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
+    assert (result["registered"], result["notRegistered"]) == (2, 0)
+    assert result["responseTimeMs"]["p50"] is not None and result["callLengthMs"]["mean"] >= 2500
+    assert result["media"]["rtpExpected"] > 0 and result["media"]["mos"] > 4.0, result["media"]
+    heard = sorted(record.glob("*-rx.wav"))
+    assert len(heard) == calls
+    for path in heard:  # SIPp sent our tone back
+        assert tone_share(path, OUR_TONE) > 0.8, path
+    assert pbx.contacts("bob") == [] and pbx.contacts("carol") == []  # unregistered at the end
+
+
+def test_load_calls_to_load_answer_hear_each_other(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """Both sides of a call load are skinnysip: alice calls bob and carol (``[field3]``)
+    through Kamailio's 407 digest, ``load answer`` answers for them; the caller's recordings
+    hear the answering tone, the answering side's hear the caller's, and the counts agree."""
+    calls = 6
+    callees = users_file(pbx, tmp_path / "callees.csv", "bob", "carol")
+    callers = tmp_path / "callers.csv"
+    callers.write_text(f"SEQUENTIAL\nalice;{pbx.users['alice']};alice;bob\nalice;{pbx.users['alice']};alice;carol\n")
+    answer_rec, call_rec = tmp_path / "answered", tmp_path / "called"
+    answer = start_answer(pbx, callees, "--source", f"tone:{OUR_TONE:g}", "--record", str(answer_rec),
+                          "--duration", "25", "--csv", str(tmp_path / "answer.csv"))
+    try:
+        wait_registered(pbx, ["bob", "carol"], answer)
+        caller = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
+             "--domain", pbx.realm, "--users", str(callers), "--to", "[field3]", "-r", "3", "-m", str(calls),
+             "--hold", "2", "--source", f"tone:{THEIR_TONE:g}", "--record", str(call_rec), "--json"],
+            capture_output=True, text=True, timeout=90)
+        answer.send_signal(2)  # Ctrl-C: no more calls; the summary follows
+        code, result, err = finish(answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+    called = json.loads(caller.stdout)
+    assert caller.returncode == 0, caller.stderr[-2000:]
+    assert (called["successful"], called["failed"]) == (calls, 0)
+    assert code == 0, err[-2000:]
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
+    assert result["stopped"] == "stop"
+    for directory, tone in ((answer_rec, THEIR_TONE), (call_rec, OUR_TONE)):
+        heard = sorted(directory.glob("*-rx.wav"))
+        assert len(heard) == calls, heard
+        for path in heard:
+            assert tone_share(path, tone) > 0.8, path
+    rows = (tmp_path / "answer.csv").read_text().splitlines()
+    assert len(rows) >= 2
+    assert pbx.contacts("bob") == [] and pbx.contacts("carol") == []
+
+
+def test_a_user_that_cannot_register_is_named_and_the_others_answer(pbx: KamailioPeer, tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text(f"SEQUENTIAL\nbob;{pbx.users['bob']}\ncarol;not-her-password\n")
+    answer = start_answer(pbx, users, "--duration", "2")
+    code, result, err = finish(answer)
+    assert code == 1, err
+    assert (result["registered"], result["notRegistered"]) == (1, 1)
+    assert result["registrationFailures"] == ["carol: 403 Forbidden"]
+    assert "not registered: carol: 403 Forbidden" in err
+    assert pbx.contacts("bob") == []
+    # nobody can: one line, exit 3 (the server would not have us)
+    users.write_text("SEQUENTIAL\nbob;wrong\ncarol;wrong\n")
+    refused = subprocess.run([sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port",
+                              str(pbx.udp_port), "--domain", pbx.realm, "--users", str(users), "--duration", "2"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3, refused.stderr
+    assert refused.stderr.strip() == "error: no user could register: bob: 403 Forbidden (and 1 more)"
+
+
+def test_what_the_called_side_does_not_take_is_refused_before_anything_is_sent() -> None:
+    for args, message in ((["--to", "bob"], "takes no --to"), (["--rate-increase", "1"], "takes no --rate-increase"),
+                          (["--header", "X-A: b"], "takes no --header"),
+                          (["--connection-per-attempt"], "connection_per_attempt")):
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", "9",
+                               *args], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+
+
+def test_a_registration_lost_while_answering_is_named() -> None:
+    """Kamailio goes away mid-run: bob's refresh (``--expires 10``: due after 5 s) gets no
+    answer, and the summary names the lost registration (exit 1) instead of answering
+    nothing in silence."""
+    with kamailio(pbx=True) as short_lived:
+        users = Path(tempfile.mkdtemp(prefix="skinnysip-answer-")) / "users.csv"
+        users_file(short_lived, users, "bob")
+        answer = start_answer(short_lived, users, "--expires", "10", "--timeout", "2000", "--duration", "10")
+        wait_registered(short_lived, ["bob"], answer)
+    # the server is gone now
+    code, result, err = finish(answer)
+    shutil.rmtree(users.parent, ignore_errors=True)
+    assert code == 1, err[-2000:]
+    assert (result["registered"], result["notRegistered"]) == (1, 1), result
+    assert result["registrationFailures"][0].startswith("bob: lost its registration: "), result
+    assert "not registered: bob: lost its registration" in err
