@@ -43,10 +43,10 @@ def users_file(pbx: KamailioPeer, path: Path, *names: str) -> Path:
     return path
 
 
-def start_answer(pbx: KamailioPeer, users: Path, *args: str) -> subprocess.Popen[str]:
+def start_answer(pbx: KamailioPeer, users: Path, *args: str, transport: str = "udp") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", str(pbx.udp_port),
-         "--domain", pbx.realm, "--users", str(users), "--json", *args],
+        [sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", str(pbx.port(transport)),
+         "-t", transport, "--ca-file", pbx.ca_file, "--domain", pbx.realm, "--users", str(users), "--json", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -139,22 +139,26 @@ def test_sipp_calls_are_answered_counted_and_echoed(pbx: KamailioPeer, tmp_path:
     assert pbx.contacts("bob") == [] and pbx.contacts("carol") == []  # unregistered at the end
 
 
-def test_load_calls_to_load_answer_hear_each_other(pbx: KamailioPeer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+def test_load_calls_to_load_answer_hear_each_other(pbx: KamailioPeer, tmp_path: Path, transport: str) -> None:
     """Both sides of a call load are skinnysip: alice calls bob and carol (``[field3]``)
     through Kamailio's 407 digest, ``load answer`` answers for them; the caller's recordings
-    hear the answering tone, the answering side's hear the caller's, and the counts agree."""
+    hear the answering tone, the answering side's hear the caller's, and the counts agree;
+    each call rang half a second (``--ring``) before its answer.
+    Over TCP and TLS Kamailio brings each call over the connection its callee registered on."""
     calls = 6
     callees = users_file(pbx, tmp_path / "callees.csv", "bob", "carol")
     callers = tmp_path / "callers.csv"
     callers.write_text(f"SEQUENTIAL\nalice;{pbx.users['alice']};alice;bob\nalice;{pbx.users['alice']};alice;carol\n")
     answer_rec, call_rec = tmp_path / "answered", tmp_path / "called"
     answer = start_answer(pbx, callees, "--source", f"tone:{OUR_TONE:g}", "--record", str(answer_rec),
-                          "--duration", "25", "--csv", str(tmp_path / "answer.csv"))
+                          "--duration", "25", "--csv", str(tmp_path / "answer.csv"), "--ring", "0.5",
+                          transport=transport)
     try:
         wait_registered(pbx, ["bob", "carol"], answer)
         caller = subprocess.run(
-            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
-             "--domain", pbx.realm, "--users", str(callers), "--to", "[field3]", "-r", "3", "-m", str(calls),
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.port(transport)),
+             "-t", transport, "--ca-file", pbx.ca_file, "--domain", pbx.realm, "--users", str(callers), "--to", "[field3]", "-r", "3", "-m", str(calls),
              "--hold", "2", "--source", f"tone:{THEIR_TONE:g}", "--record", str(call_rec), "--json"],
             capture_output=True, text=True, timeout=90)
         answer.send_signal(2)  # Ctrl-C: no more calls; the summary follows
@@ -165,6 +169,7 @@ def test_load_calls_to_load_answer_hear_each_other(pbx: KamailioPeer, tmp_path: 
     called = json.loads(caller.stdout)
     assert caller.returncode == 0, caller.stderr[-2000:]
     assert (called["successful"], called["failed"]) == (calls, 0)
+    assert called["responseTimeMs"]["p50"] >= 500  # INVITE → 200 waited for our --ring 0.5
     assert code == 0, err[-2000:]
     assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
     assert result["stopped"] == "stop"
@@ -222,3 +227,23 @@ def test_a_registration_lost_while_answering_is_named() -> None:
     assert (result["registered"], result["notRegistered"]) == (1, 1), result
     assert result["registrationFailures"][0].startswith("bob: lost its registration: "), result
     assert "not registered: bob: lost its registration" in err
+
+
+def test_calls_cancelled_while_ringing_are_counted_cancelled(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """``--ring 10`` outlasts the callers' patience (``--timeout 1000`` then CANCEL): the
+    answering side counts each call failed as ``cancelled`` and answers none."""
+    callees = users_file(pbx, tmp_path / "callees.csv", "bob")
+    answer = start_answer(pbx, callees, "--ring", "10", "-m", "2", "--duration", "30")
+    try:
+        wait_registered(pbx, ["bob"], answer)
+        caller = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
+             "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", "-r", "5", "-m", "2",
+             "--timeout", "1000", "--hold", "1", "--json"], capture_output=True, text=True, timeout=60)
+        code, result, err = finish(answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+    assert json.loads(caller.stdout)["failed"] == 2, caller.stderr[-2000:]
+    assert code == 1, err[-2000:]
+    assert (result["attempted"], result["successful"], result["failedByStatus"]) == (2, 0, {"cancelled": 2}), result

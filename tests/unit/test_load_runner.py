@@ -317,6 +317,8 @@ def test_the_answer_scenario_refuses_what_the_callers_decide() -> None:
                              ({"rate_increase": 1.0}, "takes no --rate-increase")):
         with pytest.raises(ValueError, match=message):
             LoadConfig("answer", "127.0.0.1", **changes).validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ring: seconds >= 0"):
+        LoadConfig("call", "127.0.0.1", to="bob", ring=1.0).validate()
     with pytest.raises(ValueError, match="hold: calls need a hold time"):
         LoadConfig("call", "127.0.0.1", to="bob", hold=None).validate()
     LoadConfig("answer", "127.0.0.1", hold=None).validate()

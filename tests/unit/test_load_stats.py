@@ -394,6 +394,26 @@ def test_progress_lines_for_a_log_every_ten_seconds() -> None:
     assert re.search(r"\(target 3/s\), p50 2(\.\d+)? ms p99 2(\.\d+)? ms$", lines[0]), lines[0]
 
 
+def test_the_answering_side_shows_its_users_not_a_target_rate() -> None:
+    """``load answer``: the callers set the pace, so the line and the view tell how many users
+    are registered (and how many are not) instead of the registrations' rate."""
+    from rich.console import Console
+
+    from skinnysip.load.report import LiveView, ProgressLines
+
+    total = Counters(attempted=2, registered=3)
+    total.not_registered("carol: 403 Forbidden")
+    lines: list[str] = []
+    ProgressLines(lines.append, answering=True)(Interval(Counters(), total, 10.0, 1.0, 10.0, 2, 0.0, 10.0))
+    assert "(3 users registered, 1 not)" in lines[0] and "target" not in lines[0], lines
+    view = LiveView("skinnysip load answer", calls=True, answering=True)
+    view(Interval(total, total, 10.0, 1.0, 10.0, 2, 0.0, 10.0))
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    text = console.export_text()
+    assert "3 users registered, 1 not" in text and "target" not in text, text
+
+
 def test_top_statuses_names_the_commonest_three() -> None:
     from skinnysip.load.report import top_statuses
 

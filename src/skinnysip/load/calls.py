@@ -193,8 +193,8 @@ class PhoneScenario(Scenario):
 class AnswerScenario(PhoneScenario):
     """The called side (``answer``, SIPp ``-sn uas`` behind a registration): one registered
     phone per user of this runner's share, and each call the server brings to one is an
-    attempt (:meth:`LoadRunner.admit`): answered at once (180 was sent on arrival) with the
-    SDP answer, media both ways with RTCP until the caller's BYE, or our BYE after ``hold``
+    attempt (:meth:`LoadRunner.admit`): answered (180 was sent on arrival; after ``ring``
+    seconds) with the SDP answer, media both ways with RTCP until the caller's BYE, or our BYE after ``hold``
     seconds when one is given. Success: the call was confirmed by the ACK and ended by
     either BYE; its response time is INVITE → ACK, its length INVITE → the end. Failed:
     ``cancelled`` (CANCEL before the answer), ``timeout`` (no ACK within ``timeout``),
@@ -292,6 +292,10 @@ class AnswerScenario(PhoneScenario):
         started = loop.time()
         counters = self.counters
         try:
+            if c.ring > 0 and await call.wait_ended(c.ring):  # ringing (our 180 is out)
+                record_failure(counters(), "cancelled", "FailedCallRejected", received=call.invite,
+                               note=f"ended while ringing: {call.end_reason or 'no reason given'}")
+                return
             try:
                 await asyncio.wait_for(call.answer(), c.timeout)
             except (PhoneError, SIPTransportError, TimeoutError) as exc:

@@ -330,7 +330,9 @@ class LoadConfig:
     each user of ``users`` (the share ``index_start + k·index_step`` of a worker) registers
     (``expires``, refreshed; ``rate`` registrations started per second at first) and every
     call the server brings to one is an attempt, answered at once: its response time is
-    INVITE → ACK, its length INVITE → the end. The caller hangs up; ``hold`` (when not None)
+    INVITE → ACK, its length INVITE → the end. ``ring``: seconds between our 180 (Ringing)
+    and the 200, as a phone rings (a CANCEL meanwhile fails the call as ``cancelled``). The
+    caller hangs up; ``hold`` (when not None)
     is the longest we keep a call before hanging up ourselves. ``limit``: calls at once (one
     more is refused 486 and counted failed, ``limit``); ``count``: calls in all, then the run
     ends (later ones, and calls while paused or stopping, are refused 480 and not counted).
@@ -372,6 +374,7 @@ class LoadConfig:
     rtp_ports: tuple[int, int] | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     record_dir: str | None = None
+    ring: float = 0.0
 
     @property
     def stepped(self) -> bool:
@@ -401,6 +404,8 @@ class LoadConfig:
             raise ValueError("duration: must be > 0")
         if self.ramp_up < 0 or (self.hold is not None and self.hold < 0) or not self.timeout > 0:
             raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
+        if not (self.ring >= 0 and math.isfinite(self.ring)) or (self.ring and self.scenario != "answer"):
+            raise ValueError("ring: seconds >= 0 that the answer scenario rings before answering (--ring)")
         if self.hold is None and self.scenario != "answer":
             raise ValueError("hold: calls need a hold time (only the answer scenario waits for the caller's BYE)")
         if not (self.rate_increase >= 0 and math.isfinite(self.rate_increase)):
