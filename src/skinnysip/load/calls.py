@@ -27,7 +27,7 @@ from .stats import Counters
 
 __all__ = ["AnswerScenario", "PhoneScenario", "load_user_function"]
 
-MAX_REGISTERING = 50  # registrations of the answer scenario in flight at once
+MAX_REGISTERING = 50  # registrations (and closes: unregistrations) in flight at once
 MAX_CALL_SECONDS = 86_400.0  # the answer scenario's longest call without a hold time (s)
 
 
@@ -99,11 +99,17 @@ class PhoneScenario(Scenario):
         self.busy[id(phone)] = max(0, self.busy.get(id(phone), 0) - 1)
 
     async def close(self) -> None:
-        for phones in self.phones.values():
-            for phone in phones:
-                self._retired += phone.endpoint.retransmissions
+        """Close every phone (calls hung up, registrations removed), at most
+        :data:`MAX_REGISTERING` at once, each bounded to 10 s."""
+        gate = asyncio.Semaphore(MAX_REGISTERING)
+
+        async def close_one(phone: SIPPhone) -> None:
+            async with gate:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(phone.close(), 10)
+                self._retired += phone.endpoint.retransmissions
+
+        await asyncio.gather(*(close_one(phone) for phones in self.phones.values() for phone in phones))
         self.phones.clear()
         self.close_message_log()
 
