@@ -70,7 +70,8 @@ class PhoneScenario(Scenario):
             outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
             ca_file=c.ca_file, register=register, expires=c.expires, source=c.source, codecs=c.codecs, t1=c.t1,
             timeout=c.timeout, listen_host=route_ip(c.host) if port else None, listen_port=port,
-            rtp_ports=c.rtp_ports, record_dir=c.record_dir)
+            rtp_ports=c.rtp_ports, record_dir=c.record_dir,
+            max_calls=c.limit + MAX_CALLS if register else MAX_CALLS)  # answer: the runner refuses at -l, counted
         phone = SIPPhone(account)
         # no wire trace (load), unless every message goes to the --trace-msg file
         phone.endpoint.trace.enabled = self.message_log is not None

@@ -155,6 +155,8 @@ class SIPAccount:
     baresip's ``rtp_ports``, pjsua's ``--rtp-port``; for a firewall that opens only these);
     None: any free pair. ``ValueError`` from :meth:`SIPPhone.__init__` for a range without an
     even port and its successor; a call fails (``PhoneError``) when the range has no free pair.
+    ``max_calls``: calls at once at most (an INVITE beyond is answered 486 Busy Here, placing
+    one more raises ``PhoneError``); ``ValueError`` from :meth:`SIPPhone.__init__` when < 1.
     """
 
     aor: str
@@ -183,6 +185,7 @@ class SIPAccount:
     timeout: float = 32.0
     t1: float = 0.5
     rtp_ports: tuple[int, int] | None = None
+    max_calls: int = MAX_CALLS
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -407,6 +410,8 @@ class SIPPhone(Phone):
         self.codecs = payload_types(account.codecs) if account.codecs is not None else None
         if account.rtp_ports is not None:
             check_port_range(account.rtp_ports, "rtp_ports")
+        if account.max_calls < 1:
+            raise ValueError("max_calls: at least 1")
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -744,8 +749,8 @@ class SIPPhone(Phone):
         (``Replaces``, ``Referred-By``…; a ``User-Agent`` replaces ours). :class:`PhoneError` for a bad target or too many calls."""
         if self.closed:
             raise PhoneError("the phone is closed")
-        if len(self.calls) >= MAX_CALLS:
-            raise PhoneError(f"too many calls ({MAX_CALLS})")
+        if len(self.calls) >= self.account.max_calls:
+            raise PhoneError(f"too many calls ({self.account.max_calls})")
         try:
             uri = self.target_uri(target)
         except SIPParseError as exc:
@@ -1083,7 +1088,7 @@ class SIPPhone(Phone):
     def _incoming(self, event: RequestReceived) -> None:
         request, tx = event.request, event.transaction
         assert isinstance(tx, InviteServerTransaction)
-        if len(self.calls) >= MAX_CALLS or self.closed:
+        if len(self.calls) >= self.account.max_calls or self.closed:
             self._respond(tx, 486, to_tag=new_tag())
             return
         if self._session_too_small(request):  # RFC 4028 §9
