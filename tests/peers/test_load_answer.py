@@ -289,3 +289,36 @@ def test_one_callee_takes_more_calls_at_once_than_a_phone_line(pbx: KamailioPeer
     assert (called["successful"], called["failed"]) == (40, 0), called
     assert code == 0, err[-2000:]
     assert (result["attempted"], result["successful"]) == (40, 40), result
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_without_registration_it_answers_on_its_own_port_as_sipp_uas(tmp_path: Path, transport: str) -> None:
+    """``--no-register``: SIPp's ``uac`` (``-rtp_echo``) calls HOST:PORT directly, as it would
+    call ``sipp -sn uas``; both count the same calls, our recordings hear our tone echoed."""
+    port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
+    record = tmp_path / "rec"
+    answer = subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "-t", transport, "--no-register",
+         "-m", "3", "--duration", "60", "--source", f"tone:{OUR_TONE:g}", "--record", str(record), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sipp_dir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
+    try:
+        time.sleep(2)  # listening
+        assert answer.poll() is None, answer.communicate()[1]
+        sipp = subprocess.run(
+            [require("sipp"), f"127.0.0.1:{port}", "-sn", "uac", "-t", "u1" if transport == "udp" else "t1",
+             "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_port(socket.SOCK_DGRAM)),
+             "-rtp_echo", "-d", "2000", "-m", "3", "-l", "3", "-r", "3", "-nostdin", "-timeout", "60s",
+             "-trace_stat", "-stf", str(sipp_dir / "uac_.csv"), "-fd", "1"],
+            capture_output=True, text=True, timeout=90, cwd=sipp_dir)
+        counted = _sipp_result(sipp.returncode, sipp_dir)
+        code, result, err = finish(answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+        shutil.rmtree(sipp_dir, ignore_errors=True)
+    assert (counted.successful_calls, counted.failed_calls) == (3, 0), counted.log[-2000:]
+    assert code == 0, err[-2000:]
+    assert (result["attempted"], result["successful"], result["registered"]) == (3, 3, 0), result
+    heard = sorted(record.glob("*-rx.wav"))
+    assert len(heard) == 3 and all(tone_share(path, OUR_TONE) > 0.8 for path in heard), heard

@@ -9,7 +9,7 @@ import gc
 import pytest
 
 from skinnysip.load.runner import LoadRunner, LocalSource, Monitor, summary
-from skinnysip.load.scenarios import LoadConfig, Scenario
+from skinnysip.load.scenarios import LoadConfig, Scenario, User
 from skinnysip.load.stats import Counters
 from skinnysip.net.realtime import GC_GEN0_THRESHOLD
 
@@ -322,6 +322,19 @@ def test_the_answer_scenario_refuses_what_the_callers_decide() -> None:
     with pytest.raises(ValueError, match="hold: calls need a hold time"):
         LoadConfig("call", "127.0.0.1", to="bob", hold=None).validate()
     LoadConfig("answer", "127.0.0.1", hold=None).validate()
+    # --no-register: one phone on HOST:PORT for every caller
+    for changes, message in (({"users": [User("bob", "pw")]}, "takes no --users"),
+                             ({"transport": "tls"}, "takes no tls"), ({"index_step": 2}, "takes no --processes")):
+        with pytest.raises(ValueError, match=message):
+            LoadConfig("answer", "127.0.0.1", register=False, **changes).validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="register: only the answer scenario"):
+        LoadConfig("options", "127.0.0.1", register=False).validate()
+    from skinnysip.load.distributed import worker_configs
+
+    with pytest.raises(ValueError, match="listens on one port: one process"):
+        worker_configs(LoadConfig("answer", "127.0.0.1", register=False), 2)
+    with pytest.raises(ValueError, match="needs -m 3 or more"):
+        worker_configs(LoadConfig("answer", "127.0.0.1", count=2), 3)
 
 
 def test_registration_counts_merge_across_workers() -> None:

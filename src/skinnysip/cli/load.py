@@ -5,6 +5,8 @@ user registers (``-r`` registrations per second at first) and each call brought 
 an attempt, answered with media until the caller hangs up (or ``--hold``); it runs for
 ``--duration``, until ``-m`` calls, or until stopped (``q``, Ctrl-C), an hour at most. A user
 that cannot register is named and makes the exit status 1; when none can, it is 3.
+``--no-register`` listens on HOST:PORT instead and answers every call sent there (``sipp -sn
+uas``).
 
 Rate (``-r``, per second), concurrency limit (``-l``), total count (``-m``), ``--duration``
 and ``--ramp-up`` (seconds, as SIPp's options), ``--hold`` (seconds a call stays up),
@@ -158,7 +160,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          engine: str | None, ray_address: str | None, rate_file: str | None, quiet: bool, insecure: bool,
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
          connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
-         headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0) -> None:
+         headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -205,15 +207,16 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         codecs=comma_list(codecs), rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
-        record_dir=record, ring=ring)
+        record_dir=record, ring=ring, register=register)
     try:
         config.validate()
     except ValueError as exc:
         _fail(str(exc))
 
     server = f"{format_host(host)}:{port or (5061 if transport == 'tls' else 5060)}/{transport}"
+    listening = None if register or scenario != "answer" else server
     view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario in ("call", "answer"),
-                    answering=scenario == "answer")
+                    answering=scenario == "answer", listening=listening)
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
     files: list[CsvSink | ErrorLogSink] = []  # sinks writing files, closed at the end
@@ -236,7 +239,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     live_on = not quiet and not as_json and sys.stderr.isatty()
     if not live_on and not quiet:  # a log: a line every 10 s, so a long run is not silent
         sinks.append(ProgressLines(lambda line: print(line, file=sys.stderr, flush=True),
-                                   answering=scenario == "answer"))
+                                   answering=scenario == "answer", listening=listening))
     worker_totals: list[dict[str, Any]] | None = None
 
     def on_monitor(monitor: Any) -> None:
@@ -343,7 +346,9 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
             click.echo("  the next step would pass --rate-max: no new attempts after it")
         if result["stopped"] == "abort":
             click.echo("  aborted: the attempts still running were cancelled (counted as 'aborted')")
-        if scenario == "answer":
+        if scenario == "answer" and listening:
+            click.echo(f"  listened on {listening}; each call sent there is an attempt")
+        elif scenario == "answer":
             click.echo(f"  {result['registered']} users registered, {not_registered} not; each call brought to "
                        "one is an attempt")
         click.echo(f"{result['successful']} successful, {result['failed']} failed{f' ({why})' if why else ''} "
@@ -382,6 +387,8 @@ def _command(scenario: str, doc: str) -> click.Command:
             "(baresip rtp_ports).")
     @option("--script", help="user scenario: a Python file with async def scenario(phone, index).")
     @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo or a WAV file.")
+    @option("--register/--no-register", default=True, help="answer: register the --users at HOST "
+            "(--no-register: listen on HOST:PORT and answer every call sent there, as sipp -sn uas).")
     @option("--ring", default=0.0, type=FloatRange(min=0.0), help="answer: seconds of ringing (after our 180) "
             "before the 200.")
     @option("--record", metavar="DIR", help="Calls: each call's WAV recordings there (callN-rx.wav, callN-tx.wav; "
@@ -423,8 +430,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
-        text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, ring: float,
-        record: str | None, codecs: str | None,
+        text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, register: bool,
+        ring: float, record: str | None, codecs: str | None,
         csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
         processes: int,
@@ -438,7 +445,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports, headers, record, ring)
+             rtp_ports, headers, record, ring, register)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

@@ -54,24 +54,27 @@ class PhoneScenario(Scenario):
         # one phone up front: a server that cannot be reached fails the run at once
         await self._phone(c.user_for(0), reserve=False)
 
-    async def _new_phone(self, user: User, *, register: bool = False) -> SIPPhone:
+    async def _new_phone(self, user: User, *, register: bool = False, listen: bool = False) -> SIPPhone:
         """A started phone for ``user`` through the server (``register``: registered with
-        ``expires`` and refreshing, answered by :class:`AnswerScenario`). ``PhoneError``/
-        ``SIPTransportError`` when the server cannot be reached."""
+        ``expires`` and refreshing; ``listen``: no server, listening on ``host:port`` itself:
+        both for :class:`AnswerScenario`). ``PhoneError``/``SIPTransportError`` when the server
+        cannot be reached or the port cannot be listened on."""
         c = self.config
         port = 0
-        if self._ports is not None:
+        if self._ports is not None and not listen:
             assert c.local_ports is not None
             port = next(self._ports)
             if port > c.local_ports[1]:
                 raise PhoneError(f"no free local port left in {c.local_ports[0]}-{c.local_ports[1]}")
+        answering = register or listen  # the runner refuses calls at -l (counted), not the phone
         account = SIPAccount(
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
-            outbound_proxy=hostport(c.host, c.server_port), transport=c.transport, tls_verify=c.tls_verify,
-            ca_file=c.ca_file, register=register, expires=c.expires, source=c.source, codecs=c.codecs, t1=c.t1,
-            timeout=c.timeout, listen_host=route_ip(c.host) if port else None, listen_port=port,
-            rtp_ports=c.rtp_ports, record_dir=c.record_dir,
-            max_calls=c.limit + MAX_CALLS if register else MAX_CALLS)  # answer: the runner refuses at -l, counted
+            outbound_proxy=None if listen else hostport(c.host, c.server_port), transport=c.transport,
+            tls_verify=c.tls_verify, ca_file=c.ca_file, register=register, expires=c.expires, source=c.source,
+            codecs=c.codecs, t1=c.t1, timeout=c.timeout,
+            listen_host=c.host if listen else route_ip(c.host) if port else None,
+            listen_port=c.server_port if listen else port, rtp_ports=c.rtp_ports, record_dir=c.record_dir,
+            max_calls=c.limit + MAX_CALLS if answering else MAX_CALLS)
         phone = SIPPhone(account)
         # no wire trace (load), unless every message goes to the --trace-msg file
         phone.endpoint.trace.enabled = self.message_log is not None
@@ -210,7 +213,8 @@ class AnswerScenario(PhoneScenario):
     :attr:`Counters.registration_failures` with their reason, as is a registration lost while
     running (a refresh refused or unanswered; the phone goes on trying); when none can
     register, :meth:`open` raises :class:`PhoneError`. At :meth:`close` the calls left are hung up and every user
-    unregisters."""
+    unregisters. With ``register`` False no user registers: one phone listens on ``host:port``
+    and answers every call sent there (SIPp ``-sn uas``)."""
 
     answers = True
 
@@ -228,6 +232,11 @@ class AnswerScenario(PhoneScenario):
     async def open(self) -> None:
         c = self.config
         self.open_message_log()
+        if not c.register:  # SIPp -sn uas: the calls come to host:port itself
+            phone = await self._new_phone(User("load"), listen=True)
+            self.phones["load"] = [phone]
+            self._watchers.append(asyncio.get_running_loop().create_task(self._watch(phone)))
+            return
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(MAX_REGISTERING)
         registering: list[asyncio.Task[str | None]] = []

@@ -72,6 +72,9 @@ def worker_configs(config: LoadConfig, workers: int) -> list[LoadConfig]:
     ``workers`` < 1 or a port range is too small to give each worker a port."""
     if workers < 1:
         raise ValueError("processes: at least 1")
+    if config.scenario == "answer" and not config.register and workers > 1:
+        raise ValueError("register: the answer scenario without registration listens on one port: one process "
+                         "(no --processes)")
     if config.scenario == "answer" and config.count is not None and config.count < workers:
         # each worker answers for its own users: one without a share of -m would register none
         raise ValueError(f"count: the answer scenario split over {workers} workers needs -m {workers} or more "

@@ -259,12 +259,15 @@ class ProgressLines:
     """For a log rather than a terminal: one line of the run so far every ``every`` seconds
     (elapsed, attempted, successful, failed with the top statuses, rate, p50/p99, for calls
     MOS/loss), handed to ``write`` (a function taking the line). ``answering``: the ``answer``
-    scenario's run (users registered instead of a target rate: the callers set the pace)."""
+    scenario's run (users registered instead of a target rate: the callers set the pace);
+    ``listening``: where it answers without registering (``--no-register``)."""
 
-    def __init__(self, write: Callable[[str], None], every: float = 10.0, *, answering: bool = False) -> None:
+    def __init__(self, write: Callable[[str], None], every: float = 10.0, *, answering: bool = False,
+                 listening: str | None = None) -> None:
         self.write = write
         self.every = every
         self.answering = answering
+        self.listening = listening
         self._next = every
 
     def __call__(self, item: Interval) -> None:
@@ -277,7 +280,8 @@ class ProgressLines:
         times = f"p50 {p50:.3g} ms p99 {p99:.3g} ms" if p50 is not None and p99 is not None else "no response times"
         media = f", MOS {c.mos} loss {c.loss * 100:.2g} %" if c.mos is not None and c.loss is not None else ""
         rate = c.finished / item.elapsed if item.elapsed > 0 else 0.0
-        pace = registered_text(c) if self.answering else f"target {item.target_rate:g}/s"
+        pace = (f"listening on {self.listening}" if self.listening else registered_text(c) if self.answering
+                else f"target {item.target_rate:g}/s")
         self.write(f"{item.elapsed:7.1f} s  {c.attempted} attempted, {c.successful} successful, {c.failed} failed"
                    f"{f' ({statuses})' if statuses else ''}, {item.in_progress} in progress, {rate:.1f}/s "
                    f"({pace}), {times}{media}")
@@ -292,12 +296,14 @@ class LiveView:
     """The live view (rich): rate, attempts, successes, failures by status, retransmissions,
     response-time percentiles, and for calls MOS/loss/jitter. Use as a sink inside
     ``rich.live.Live(view.render())``; ``view.live`` is updated when set. ``answering``: the
-    ``answer`` scenario's run (its users registered instead of a target rate)."""
+    ``answer`` scenario's run (its users registered instead of a target rate; ``listening``:
+    where it answers without registering)."""
 
-    def __init__(self, title: str, calls: bool, *, answering: bool = False) -> None:
+    def __init__(self, title: str, calls: bool, *, answering: bool = False, listening: str | None = None) -> None:
         self.title = title
         self.calls = calls
         self.answering = answering
+        self.listening = listening
         self.last: Interval | None = None
         self.live: Any = None
         self.note = ""  # what just happened (a rate change, stopping), shown under the table
@@ -330,7 +336,7 @@ class LiveView:
         table.add_row("elapsed", f"{item.period_seconds:.1f} s", f"{item.elapsed:.1f} s")
         if self.answering:
             table.add_row("rate", f"{rate_p:.1f}/s", f"{rate_c:.1f}/s")
-            table.add_row("users", "", registered_text(c))
+            table.add_row("listening" if self.listening else "users", "", self.listening or registered_text(c))
         else:
             table.add_row("rate (target)", f"{rate_p:.1f}/s", f"{rate_c:.1f}/s ({item.target_rate:g}/s)")
         table.add_row("attempted", str(p.attempted), str(c.attempted))

@@ -336,7 +336,9 @@ class LoadConfig:
     is the longest we keep a call before hanging up ourselves. ``limit``: calls at once (one
     more is refused 486 and counted failed, ``limit``); ``count``: calls in all, then the run
     ends (later ones, and calls while paused or stopping, are refused 480 and not counted).
-    At the end every user unregisters."""
+    At the end every user unregisters. ``register`` False: no registration — the scenario
+    listens on ``host:port`` itself (UDP or TCP) and answers every call sent there, as
+    SIPp's ``-sn uas`` (no users; one process)."""
 
     scenario: ScenarioName
     host: str
@@ -375,6 +377,7 @@ class LoadConfig:
     headers: list[tuple[str, str]] = field(default_factory=list)
     record_dir: str | None = None
     ring: float = 0.0
+    register: bool = True
 
     @property
     def stepped(self) -> bool:
@@ -404,6 +407,8 @@ class LoadConfig:
             raise ValueError("duration: must be > 0")
         if self.ramp_up < 0 or (self.hold is not None and self.hold < 0) or not self.timeout > 0:
             raise ValueError("ramp_up/hold must be >= 0, timeout > 0")
+        if not self.register and self.scenario != "answer":
+            raise ValueError("register: only the answer scenario listens instead of registering (--no-register)")
         if not (self.ring >= 0 and math.isfinite(self.ring)) or (self.ring and self.scenario != "answer"):
             raise ValueError("ring: seconds >= 0 that the answer scenario rings before answering (--ring)")
         if self.hold is None and self.scenario != "answer":
@@ -473,10 +478,14 @@ class LoadConfig:
         refused = [("to", "--to", self.to is not None), ("headers", "--header", bool(self.headers)),
                    ("rate_increase", "--rate-increase", self.stepped), ("ramp_up", "--ramp-up", self.ramp_up > 0),
                    ("user_order", "RANDOM", self.user_order == "RANDOM")]
+        if not self.register:
+            refused += [("users", "--users", bool(self.users)), ("transport", "tls", self.transport == "tls"),
+                        ("index_step", "--processes", self.index_step > 1)]
         for name, flag, given in refused:
             if given:
-                raise ValueError(f"{name}: the answer scenario is the called side; it takes no {flag} "
-                                 "(the callers choose targets and pace)")
+                why = ("listens on HOST:PORT for every caller (--no-register)" if name in ("users", "transport",
+                       "index_step") else "is the called side (the callers choose targets and pace)")
+                raise ValueError(f"{name}: the answer scenario takes no {flag}: it {why}")
 
     def _check_fields(self) -> None:
         """``ValueError`` when ``to`` or a header value names a ``[fieldN]`` that a user's
