@@ -343,3 +343,22 @@ def test_registration_counts_merge_across_workers() -> None:
     total = Counters().merge(one).merge(Counters.from_dict(two.to_dict()))
     assert (total.registered, total.not_registered_count, total.registration_failures) == (
         3, 1, ["carol: 403 Forbidden"])
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    """As SIPp does at start: a load holds sockets per user, connection and call."""
+    import resource
+    import subprocess
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 64:
+        pytest.skip(f"hard limit {hard}: nothing to raise to")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+    out = subprocess.run([sys.executable, "-c", "import resource\nfrom skinnysip.load.runner import "
+                          "raise_open_files_limit as r\nprint(r(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"],
+                         capture_output=True, text=True, timeout=30, preexec_fn=lower)
+    assert out.stdout.split() == [str(hard), str(hard)], out.stderr

@@ -174,7 +174,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         writable_directory,
     )
     from skinnysip.load.report import CsvSink, ErrorLogSink, LiveView, ProgressLines, top_statuses
-    from skinnysip.load.runner import run_local, summary
+    from skinnysip.load.runner import raise_open_files_limit, run_local, summary
     from skinnysip.load.scenarios import LoadConfig, User, read_users
 
     # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
@@ -213,6 +213,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     except ValueError as exc:
         _fail(str(exc))
 
+    raise_open_files_limit()  # sockets per user, connection and call (worker processes inherit it)
     server = f"{format_host(host)}:{port or (5061 if transport == 'tls' else 5060)}/{transport}"
     listening = None if register or scenario != "answer" else server
     view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario in ("call", "answer"),

@@ -33,7 +33,8 @@ from skinnysip.net import realtime
 from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
 from .stats import Counters
 
-__all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep", "run_local", "summary"]
+__all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep",
+           "raise_open_files_limit", "run_local", "summary"]
 
 DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
 ANSWER_DURATION = 3600.0  # seconds the answer scenario waits for calls without a duration
@@ -465,6 +466,22 @@ class LocalSource:
 
     def abort(self) -> None:
         self.runner.abort()
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files (``RLIMIT_NOFILE``) to its hard limit, as
+    SIPp does at start: a load holds a socket per user or connection and two per call's
+    media. Returns the soft limit now (unchanged where the platform has no ``resource``)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
 
 
 def run_deadline(config: LoadConfig, started: float) -> float:
