@@ -170,6 +170,8 @@ def test_load_calls_to_load_answer_hear_each_other(pbx: KamailioPeer, tmp_path: 
     assert caller.returncode == 0, caller.stderr[-2000:]
     assert (called["successful"], called["failed"]) == (calls, 0)
     assert called["responseTimeMs"]["p50"] >= 500  # INVITE → 200 waited for our --ring 0.5
+    # the post-dial delay (INVITE → 180, sent on arrival) is short, and every call rang
+    assert called["alertingTimeMs"]["count"] == calls and called["alertingTimeMs"]["p99"] < 500, called
     assert code == 0, err[-2000:]
     assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
     assert result["stopped"] == "stop"

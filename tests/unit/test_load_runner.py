@@ -337,12 +337,14 @@ def test_the_answer_scenario_refuses_what_the_callers_decide() -> None:
         worker_configs(LoadConfig("answer", "127.0.0.1", count=2), 3)
 
 
-def test_registration_counts_merge_across_workers() -> None:
+def test_registration_counts_and_post_dial_delays_merge_across_workers() -> None:
     one, two = Counters(registered=2), Counters(registered=1)
     two.not_registered("carol: 403 Forbidden")
+    two.alerting_time.add(0.025)
     total = Counters().merge(one).merge(Counters.from_dict(two.to_dict()))
     assert (total.registered, total.not_registered_count, total.registration_failures) == (
         3, 1, ["carol: 403 Forbidden"])
+    assert total.alerting_time.count == 1 and 20 <= (total.alerting_time.percentile(50) or 0) <= 30
 
 
 def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:

@@ -347,6 +347,10 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
             click.echo("  the next step would pass --rate-max: no new attempts after it")
         if result["stopped"] == "abort":
             click.echo("  aborted: the attempts still running were cancelled (counted as 'aborted')")
+        pdd = result.get("alertingTimeMs")
+        if pdd and pdd["count"]:
+            click.echo(f"  post-dial delay (INVITE → first 18x) p50 {pdd['p50']} ms, p99 {pdd['p99']} ms "
+                       f"of {pdd['count']} calls alerted")
         if scenario == "answer" and listening:
             click.echo(f"  listened on {listening}; each call sent there is an attempt")
         elif scenario == "answer":

@@ -165,6 +165,8 @@ class PhoneScenario(Scenario):
         try:
             connected = await call.wait_connected(c.timeout + 2.0)
             answered = loop.time() - started
+            if call.alerting is not None:  # post-dial delay: INVITE → first 18x (wall clock, both)
+                self.counters().alerting_time.add(max(0.0, call.alerting - call.started))
             self.counters().requests_sent += 1 + (1 if call.invite is not None and call.invite.cseq[0] > 1 else 0)
             if not connected:
                 self._call_failed(call, answered)

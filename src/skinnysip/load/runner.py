@@ -542,7 +542,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
              running attempts were cancelled too: a second Ctrl-C),
          "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files')}
 
-    and for the ``answer`` scenario ``"registered"`` (users registered), ``"notRegistered"``
+    and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
+    (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
+    ``answer`` scenario ``"registered"`` (users registered), ``"notRegistered"``
     (users that could not) and ``"registrationFailures"`` (``user: reason``, the first 20).
     """
     total = monitor.total
@@ -580,6 +582,10 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "stopped": monitor.stopped,
         "warnings": list(total.warnings),
     }
+    if config.scenario == "call":  # post-dial delay (INVITE → first 18x) of the calls alerted
+        pdd = total.alerting_time
+        result["alertingTimeMs"] = {"p50": pdd.percentile(50), "p90": pdd.percentile(90), "p99": pdd.percentile(99),
+                                    "max": round(pdd.max_ms, 3) if pdd.count else None, "count": pdd.count}
     if config.scenario == "answer":
         result.update(registered=total.registered, notRegistered=total.not_registered_count,
                       registrationFailures=list(total.registration_failures))

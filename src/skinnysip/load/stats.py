@@ -116,7 +116,8 @@ class Counters:
     request sent → final response of the scenario's main transaction (a digest
     retry included: the whole exchange up to the final response that decides the attempt);
     ``call_length``: start → end of each
-    successful instance; for calls the media: ``mos_sum``/``mos_count`` (G.107 MOS of our
+    successful instance; ``alerting_time``: a call's INVITE → its first 18x with a To tag
+    (the post-dial delay, ITU-T E.721; calls that were alerted); for calls the media: ``mos_sum``/``mos_count`` (G.107 MOS of our
     receive direction), ``rtp_expected``/``rtp_lost`` (RFC 3550 §6.4.1) and
     ``jitter_ms_sum``/``jitter_count`` (interarrival jitter at the end of each call).
     ``finished``: instances that ended (either way) — ``attempted - finished`` are still
@@ -138,6 +139,7 @@ class Counters:
     requests_sent: int = 0
     response_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     call_length: LatencyHistogram = field(default_factory=LatencyHistogram)
+    alerting_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     mos_sum: float = 0.0
     mos_count: int = 0
     mos_min: float | None = None
@@ -219,6 +221,7 @@ class Counters:
                 mine[key] = mine.get(key, 0) + n
         self.response_time.merge(other.response_time)
         self.call_length.merge(other.call_length)
+        self.alerting_time.merge(other.alerting_time)
         if other.errors and self.wants_error:
             self.errors.extend(other.errors[:MAX_ERRORS - len(self.errors)])
         for text in other.warnings:
@@ -249,6 +252,8 @@ class Counters:
         values = dict(data)
         values["response_time"] = LatencyHistogram.from_dict(values["response_time"])
         values["call_length"] = LatencyHistogram.from_dict(values["call_length"])
+        if "alerting_time" in values:
+            values["alerting_time"] = LatencyHistogram.from_dict(values["alerting_time"])
         values["failed_by_status"] = dict(values["failed_by_status"])
         values["failed_by_kind"] = dict(values["failed_by_kind"])
         values["errors"] = [str(e) for e in values.get("errors", ())][:MAX_ERRORS]

@@ -142,7 +142,9 @@ _call_ids = itertools.count(1)
 class Call:
     """One call. ``id``: small integer unique in the process; ``direction``; ``remote``: the
     far end's URI (SIP) or number (SCCP); ``state``; ``local_hold``/``remote_hold``;
-    ``started``/``connected``/``ended``: wall-clock seconds (None until then);
+    ``started``/``alerting``/``connected``/``ended``: wall-clock seconds (None until then;
+    ``alerting``: the call's first early state, an outgoing SIP call's first 18x with a To
+    tag, so ``alerting - started`` is its post-dial delay);
     ``end_reason``: why it ended. Subclasses implement the actions."""
 
     def __init__(self, direction: CallDirection, remote: str) -> None:
@@ -153,6 +155,7 @@ class Call:
         self.local_hold = False
         self.remote_hold = False
         self.started = time.time()
+        self.alerting: float | None = None  # the first early state: SIP 18x with a To tag
         self.connected: float | None = None
         self.ended: float | None = None
         self.end_reason: str | None = None
@@ -343,6 +346,8 @@ class Phone:
         if call.state is state and state is not CallState.CONFIRMED:
             return
         call.state = state
+        if state is CallState.EARLY and call.alerting is None:
+            call.alerting = time.time()
         if state is CallState.CONFIRMED and call.connected is None:
             call.connected = time.time()
             call._connected_event.set()
