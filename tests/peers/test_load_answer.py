@@ -3,9 +3,11 @@ registration. Every user of ``--users`` registers at Kamailio (a PBX: INVITE 407
 record-routed, relayed to the callee's binding), each call Kamailio brings is counted and
 answered with media both ways, and at the end the users unregister.
 
-Callers: SIPp's own ``uac`` scenario with ``-rtp_echo`` (SIPp counts the calls we count; our
-recordings hear our own tone echoed back by SIPp), and ``skinnysip load call`` (each side's
-recordings hear the other side's tone)."""
+Callers: SIPp's ``uac`` scenario with ``-rtp_echo``, made to follow the proxy's route set
+(SIPp counts the calls we count; our recordings hear our own tone echoed back by SIPp),
+``skinnysip load call`` over UDP, TCP and TLS (each side's recordings hear the other side's
+tone) and baresip (a real phone dialling; each side hears the other). Without registration
+(``--no-register``) SIPp's plain ``uac`` calls our port directly, as it calls ``sipp -sn uas``."""
 
 from __future__ import annotations
 
@@ -324,3 +326,45 @@ def test_without_registration_it_answers_on_its_own_port_as_sipp_uas(tmp_path: P
     assert (result["attempted"], result["successful"], result["registered"]) == (3, 3, 0), result
     heard = sorted(record.glob("*-rx.wav"))
     assert len(heard) == 3 and all(tone_share(path, OUR_TONE) > 0.8 for path in heard), heard
+
+
+async def test_a_real_phone_calling_the_answering_side_hears_it(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """baresip, registered as alice, dials bob (registered by ``load answer``) three times
+    through Kamailio: each call is counted successful (baresip hangs up: our side saw its
+    BYE), baresip hears our tone and our recordings hear baresip's."""
+    import asyncio
+
+    from baresip_peer import baresip
+    from test_phone_baresip import share_of
+
+    calls = 3
+    callees = users_file(pbx, tmp_path / "callees.csv", "bob")
+    record = tmp_path / "rec"
+    answer = start_answer(pbx, callees, "-m", str(calls), "--duration", "60", "--source", f"tone:{OUR_TONE:g}",
+                          "--record", str(record))
+    try:
+        await asyncio.to_thread(wait_registered, pbx, ["bob"], answer)
+        async with baresip("alice", pbx.users["alice"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as alice:
+            for _ in range(100):
+                if pbx.contacts("alice"):
+                    break
+                await asyncio.sleep(0.1)
+            heard_by_alice = []
+            for _ in range(calls):
+                mark = len(alice.events)
+                await alice.command("dial", f"sip:bob@{pbx.realm}")
+                await alice.wait_event("CALL_ESTABLISHED", timeout=15, after=mark)
+                await asyncio.sleep(2.0)
+                await alice.command("hangup")
+                await alice.wait_event("CALL_CLOSED", timeout=15, after=mark)
+                heard_by_alice.append(share_of(alice.recordings()["dec"], OUR_TONE))
+                await asyncio.sleep(1.1)  # baresip names its dumps by the second: one file a call
+        code, result, err = await asyncio.to_thread(finish, answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+    assert code == 0, err[-2000:]
+    assert (result["attempted"], result["successful"], result["failed"]) == (calls, calls, 0), result
+    assert min(heard_by_alice) >= 0.8, heard_by_alice
+    heard = sorted(record.glob("*-rx.wav"))
+    assert len(heard) == calls and all(tone_share(path, THEIR_TONE) > 0.8 for path in heard), heard

@@ -205,18 +205,19 @@ class PhoneScenario(Scenario):
 class AnswerScenario(PhoneScenario):
     """The called side (``answer``, SIPp ``-sn uas`` behind a registration): one registered
     phone per user of this runner's share, and each call the server brings to one is an
-    attempt (:meth:`LoadRunner.admit`): answered (180 was sent on arrival; after ``ring``
-    seconds) with the SDP answer, media both ways with RTCP until the caller's BYE, or our BYE after ``hold``
-    seconds when one is given. Success: the call was confirmed by the ACK and ended by
-    either BYE; its response time is INVITE → ACK, its length INVITE → the end. Failed:
-    ``cancelled`` (CANCEL before the answer), ``timeout`` (no ACK within ``timeout``),
-    ``ended`` (the call ended otherwise, e.g. a session timer), ``media`` (the answer
-    could not be sent). Users that cannot register are counted in
-    :attr:`Counters.registration_failures` with their reason, as is a registration lost while
-    running (a refresh refused or unanswered; the phone goes on trying); when none can
-    register, :meth:`open` raises :class:`PhoneError`. At :meth:`close` the calls left are hung up and every user
-    unregisters. With ``register`` False no user registers: one phone listens on ``host:port``
-    and answers every call sent there (SIPp ``-sn uas``)."""
+    attempt (:meth:`LoadRunner.admit`): our 180 goes out on arrival, the 200 with the SDP
+    answer at once or after ``ring`` seconds, media both ways with RTCP until the caller's
+    BYE (or ours after ``hold`` seconds when one is given). Success: the ACK confirmed the
+    call and either BYE ended it; its response time is INVITE → ACK, its length INVITE → the
+    end. Failed: ``cancelled`` (CANCEL before the answer or the ACK), ``timeout`` (no ACK
+    within ``timeout``), ``ended`` (ended otherwise, e.g. a session timer), ``media`` (the
+    answer could not be sent), ``limit`` (the runner's). Users that cannot register are
+    counted in :attr:`Counters.registration_failures` with their reason, as is a
+    registration lost while running (a refresh refused or unanswered; the phone goes on
+    trying); when none can register, :meth:`open` raises :class:`PhoneError`. At
+    :meth:`close` the calls left are hung up and every user unregisters. With ``register``
+    False no user registers: one phone listens on ``host:port`` and answers every call sent
+    there (SIPp ``-sn uas``)."""
 
     answers = True
 
@@ -269,7 +270,7 @@ class AnswerScenario(PhoneScenario):
         try:
             try:
                 phone = await self._new_phone(user, register=True)
-            except (PhoneError, SIPTransportError) as exc:
+            except (PhoneError, SIPTransportError, ValueError) as exc:  # ValueError: a user name no AOR takes
                 reason = f"{user.user}: {exc}"
             else:
                 if phone.registration is RegistrationState.REGISTERED:
