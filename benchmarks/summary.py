@@ -62,6 +62,10 @@ def rows() -> list[dict[str, Any]]:
         out.append({"what": "concurrent calls < 1 % late (load vs SIPp echo) / in-process stream pairs",
                     "ours": calls.get("max_calls"), "peer": bound,
                     "ratio": (calls["max_calls"] / bound) if calls.get("max_calls") and bound else None, "goal": ""})
+        far = calls.get("far_end_cpu_ratio")
+        if far:
+            out.append({"what": f"echoing far end CPU/call-s, {far['calls']} calls: load answer / SIPp", "ours": far["skinnysip_ms"], "peer": far["sipp_ms"], "ratio": far["ratio"],
+                        "goal": ""})
     probe = _load("sip_probe")
     if probe and probe.get("cli_over_bare_import") is not None:
         out.append({"what": "CLI start-up: skinnysip sip options / python -c 'import asyncio, ssl, json'",
