@@ -466,6 +466,7 @@ _command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP 
 _command("message", "MESSAGE (RFC 3428) to --to, digest when challenged.")
 _command("user", "Your scenario: --script FILE.py with async def scenario(phone, index).")
 _command("answer", "The called side (SIPp -sn uas behind a registration): every --users user registers (-r per "
-         "second), each call to one is answered (180, 200 with SDP) with media both ways and RTCP until the caller's "
-         "BYE (--hold S: ours after S); -m calls, --duration or q/Ctrl-C end it (an hour at most); then each user "
-         "unregisters.")
+         "second), each call to one is answered (180, then 200 with SDP; --ring S later) with media both ways and "
+         "RTCP until the caller's BYE (--hold S: ours after S); -m calls, --duration or q/Ctrl-C end it (an hour at "
+         "most); then each user unregisters. --no-register: listen on HOST:PORT and answer every call sent there "
+         "(sipp -sn uas).")
