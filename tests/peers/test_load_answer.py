@@ -213,6 +213,13 @@ def test_what_the_called_side_does_not_take_is_refused_before_anything_is_sent()
         proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "answer", "127.0.0.1", "--port", "9",
                                *args], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:  # --no-register on a port in use: exit 2
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}",
+                               "--no-register", "--duration", "1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: cannot listen on 127.0.0.1:{port}/udp: address already in use\n"
 
 
 def test_a_registration_lost_while_answering_is_named() -> None:

@@ -217,7 +217,7 @@ class AnswerScenario(PhoneScenario):
     trying); when none can register, :meth:`open` raises :class:`PhoneError`. At
     :meth:`close` the calls left are hung up and every user unregisters. With ``register``
     False no user registers: one phone listens on ``host:port`` and answers every call sent
-    there (SIPp ``-sn uas``)."""
+    there (SIPp ``-sn uas``); :meth:`open` raises ``ValueError`` when it cannot listen there."""
 
     answers = True
 
@@ -236,7 +236,10 @@ class AnswerScenario(PhoneScenario):
         c = self.config
         self.open_message_log()
         if not c.register:  # SIPp -sn uas: the calls come to host:port itself
-            phone = await self._new_phone(User("load"), listen=True)
+            try:
+                phone = await self._new_phone(User("load"), listen=True)
+            except (PhoneError, SIPTransportError) as exc:  # a busy port: a local error, not an unreachable server
+                raise ValueError(str(exc)) from None
             self.phones["load"] = [phone]
             self._watchers.append(asyncio.get_running_loop().create_task(self._watch(phone)))
             return
