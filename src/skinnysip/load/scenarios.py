@@ -270,8 +270,8 @@ def check_header_field(name: str, value: str) -> None:
 class LoadConfig:
     """One load run (Python units: seconds; rates per second).
 
-    ``scenario``: ``options``, ``register``, ``call``, ``message``, ``user`` or ``answer``. ``host``/
-    ``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
+    ``scenario``: ``options``, ``register``, ``call``, ``message``, ``user`` or ``answer``.
+    ``host``/``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
     (an IP literal or a name, RFC 3263 A/AAAA). ``domain``: of the Request-URI and the
     From/To URIs (default ``host[:port]``). ``users``: the accounts (cycled through by
     attempt index, SEQUENTIAL, or drawn at RANDOM: ``user_order``); none: ``load`` without
@@ -332,13 +332,13 @@ class LoadConfig:
     call the server brings to one is an attempt, answered at once: its response time is
     INVITE → ACK, its length INVITE → the end. ``ring``: seconds between our 180 (Ringing)
     and the 200, as a phone rings (a CANCEL meanwhile fails the call as ``cancelled``). The
-    caller hangs up; ``hold`` (when not None)
-    is the longest we keep a call before hanging up ourselves. ``limit``: calls at once (one
-    more is refused 486 and counted failed, ``limit``); ``count``: calls in all, then the run
-    ends (later ones, and calls while paused or stopping, are refused 480 and not counted).
-    At the end every user unregisters. ``register`` False: no registration — the scenario
-    listens on ``host:port`` itself (UDP or TCP) and answers every call sent there, as
-    SIPp's ``-sn uas`` (no users; one process)."""
+    caller hangs up; ``hold`` (when not None) is the longest we keep a call before hanging
+    up ourselves. ``limit``: calls at once (one more is refused 486 and counted failed,
+    ``limit``); ``count``: calls in all, then the run ends (later ones, and calls while
+    paused or stopping, are refused 480 and not counted). At the end every user
+    unregisters. ``register`` False: no registration — the scenario listens on
+    ``host:port`` itself (UDP or TCP) and answers every call sent there, as SIPp's ``-sn
+    uas`` (no users; one process)."""
 
     scenario: ScenarioName
     host: str

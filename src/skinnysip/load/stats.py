@@ -115,11 +115,11 @@ class Counters:
     scenario (digest retries included, retransmissions not); ``response_time``: first
     request sent → final response of the scenario's main transaction (a digest
     retry included: the whole exchange up to the final response that decides the attempt);
-    ``call_length``: start → end of each
-    successful instance; ``alerting_time``: a call's INVITE → its first 18x with a To tag
-    (the post-dial delay, ITU-T E.721; calls that were alerted); for calls the media: ``mos_sum``/``mos_count`` (G.107 MOS of our
-    receive direction), ``rtp_expected``/``rtp_lost`` (RFC 3550 §6.4.1) and
-    ``jitter_ms_sum``/``jitter_count`` (interarrival jitter at the end of each call).
+    ``call_length``: start → end of each successful instance; ``alerting_time``: a call's
+    INVITE → its first 18x with a To tag (the post-dial delay; calls that were alerted);
+    for calls the media: ``mos_sum``/``mos_count`` (G.107 MOS of our receive direction),
+    ``rtp_expected``/``rtp_lost`` (RFC 3550 §6.4.1) and ``jitter_ms_sum``/``jitter_count``
+    (interarrival jitter at the end of each call).
     ``finished``: instances that ended (either way) — ``attempted - finished`` are still
     running. ``errors``: what the first :data:`MAX_ERRORS` failures were (text: the status,
     the request sent and the answer, or the user scenario's exception), for
