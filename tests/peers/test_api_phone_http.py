@@ -144,6 +144,8 @@ async def test_phone_over_http_registers_calls_baresip_and_unregisters(
         assert held.status_code == 200 and held.json()["localHold"] is True, held.text
         resumed = await api.post(f"/api/phones/{pid}/calls/{cid}/resume")
         assert resumed.status_code == 200 and resumed.json()["localHold"] is False, resumed.text
+        times = resumed.json()  # baresip's 180 alerted the call before its 200 confirmed it
+        assert times["started"] <= times["alerting"] <= times["connected"], times
         assert (await api.post(f"/api/phones/{pid}/calls/{cid}/resume")).status_code == 409  # not on hold
 
         sent = await api.post(f"/api/phones/{pid}/calls/{cid}/dtmf", json={"digits": "159#", "duration": 120})

@@ -378,6 +378,9 @@ class CallSummary(ResultModel):
     local_hold: bool
     remote_hold: bool
     started: float
+    alerting: float | None = Field(None, description="When the call was first alerted (wall-clock seconds): an "
+                                   "outgoing SIP call's first 18x with a To tag (alerting - started: the "
+                                   "post-dial delay).")
     connected: float | None
     ended: float | None
     end_reason: str | None

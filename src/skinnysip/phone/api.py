@@ -223,11 +223,12 @@ class Call:
         Path(path).write_bytes(self.pcapng())
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready description: id, direction, remote, state, hold flags, times, reason."""
+        """A JSON-ready description: id, direction, remote, state, hold flags, times
+        (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reason."""
         return {
             "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
             "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
-            "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
+            "alerting": self.alerting, "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
             "dtmfReceived": "".join(self.dtmf_received), "media": camel_keys(self.media_report()),
         }
 
