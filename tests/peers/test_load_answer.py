@@ -240,22 +240,33 @@ def test_a_registration_lost_while_answering_is_named() -> None:
     assert "not registered: bob: lost its registration" in err
 
 
-def test_calls_cancelled_while_ringing_are_counted_cancelled(pbx: KamailioPeer, tmp_path: Path) -> None:
-    """``--ring 10`` outlasts the callers' patience (``--timeout 1000`` then CANCEL): the
-    answering side counts each call failed as ``cancelled`` and answers none."""
+def alice_calls_bob(pbx: KamailioPeer, tmp_path: Path, answer_args: list[str], call_args: list[str],
+                    timeout: float = 60.0) -> tuple[dict, int, dict, str]:
+    """``load answer`` for bob with ``answer_args``, and alice's ``load call`` to bob with
+    ``call_args`` through Kamailio: (the caller's summary, the answering side's exit status,
+    its summary, its stderr)."""
     callees = users_file(pbx, tmp_path / "callees.csv", "bob")
-    answer = start_answer(pbx, callees, "--ring", "10", "-m", "2", "--duration", "30")
+    answer = start_answer(pbx, callees, *answer_args)
     try:
         wait_registered(pbx, ["bob"], answer)
         caller = subprocess.run(
             [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
-             "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", "-r", "5", "-m", "2",
-             "--timeout", "1000", "--hold", "1", "--json"], capture_output=True, text=True, timeout=60)
+             "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", *call_args,
+             "--json"], capture_output=True, text=True, timeout=timeout)
         code, result, err = finish(answer)
     finally:
         if answer.poll() is None:
             answer.kill()
-    assert json.loads(caller.stdout)["failed"] == 2, caller.stderr[-2000:]
+    assert caller.stdout.strip(), caller.stderr[-2000:]
+    return json.loads(caller.stdout), code, result, err
+
+
+def test_calls_cancelled_while_ringing_are_counted_cancelled(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """``--ring 10`` outlasts the callers' patience (``--timeout 1000`` then CANCEL): the
+    answering side counts each call failed as ``cancelled`` and answers none."""
+    called, code, result, err = alice_calls_bob(pbx, tmp_path, ["--ring", "10", "-m", "2", "--duration", "30"],
+                                                ["-r", "5", "-m", "2", "--timeout", "1000", "--hold", "1"])
+    assert called["failed"] == 2, called
     assert code == 1, err[-2000:]
     assert (result["attempted"], result["successful"], result["failedByStatus"]) == (2, 0, {"cancelled": 2}), result
 
@@ -263,19 +274,8 @@ def test_calls_cancelled_while_ringing_are_counted_cancelled(pbx: KamailioPeer, 
 def test_calls_beyond_the_limit_are_refused_busy_and_counted(pbx: KamailioPeer, tmp_path: Path) -> None:
     """``-l 2`` on the called side: three calls at once to bob, the third refused 486 (Busy
     Here) and counted failed as ``limit``; the caller sees the 486."""
-    callees = users_file(pbx, tmp_path / "callees.csv", "bob")
-    answer = start_answer(pbx, callees, "-l", "2", "-m", "3", "--duration", "30")
-    try:
-        wait_registered(pbx, ["bob"], answer)
-        caller = subprocess.run(
-            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
-             "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", "-r", "20", "-m", "3",
-             "-l", "3", "--hold", "2", "--json"], capture_output=True, text=True, timeout=60)
-        code, result, err = finish(answer)
-    finally:
-        if answer.poll() is None:
-            answer.kill()
-    called = json.loads(caller.stdout)
+    called, code, result, err = alice_calls_bob(pbx, tmp_path, ["-l", "2", "-m", "3", "--duration", "30"],
+                                                ["-r", "20", "-m", "3", "-l", "3", "--hold", "2"])
     assert (called["successful"], called["failedByStatus"]) == (2, {"486": 1}), called
     assert code == 1, err[-2000:]
     assert (result["attempted"], result["successful"], result["failedByStatus"]) == (3, 2, {"limit": 1}), result
@@ -284,19 +284,8 @@ def test_calls_beyond_the_limit_are_refused_busy_and_counted(pbx: KamailioPeer, 
 def test_one_callee_takes_more_calls_at_once_than_a_phone_line(pbx: KamailioPeer, tmp_path: Path) -> None:
     """40 calls at once to bob alone: more than a phone's own 32 (``MAX_CALLS``), all answered
     — the called side's bound is its ``-l`` (default 100), counted, not the phone's."""
-    callees = users_file(pbx, tmp_path / "callees.csv", "bob")
-    answer = start_answer(pbx, callees, "-m", "40", "--duration", "60")
-    try:
-        wait_registered(pbx, ["bob"], answer)
-        caller = subprocess.run(
-            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(pbx.udp_port),
-             "--domain", pbx.realm, "-u", "alice", "--password", pbx.users["alice"], "--to", "bob", "-r", "40",
-             "-m", "40", "-l", "40", "--hold", "3", "--json"], capture_output=True, text=True, timeout=90)
-        code, result, err = finish(answer)
-    finally:
-        if answer.poll() is None:
-            answer.kill()
-    called = json.loads(caller.stdout)
+    called, code, result, err = alice_calls_bob(pbx, tmp_path, ["-m", "40", "--duration", "60"],
+                                                ["-r", "40", "-m", "40", "-l", "40", "--hold", "3"], timeout=90)
     assert (called["successful"], called["failed"]) == (40, 0), called
     assert code == 0, err[-2000:]
     assert (result["attempted"], result["successful"]) == (40, 40), result
