@@ -4,6 +4,8 @@ endpoint keeps its newest messages within a message count and a byte budget."""
 
 from __future__ import annotations
 
+import pytest
+
 from skinnysip.net.trace import Trace, to_wire_messages, wire_time
 from skinnysip.result import ExchangeLimit
 
@@ -45,3 +47,27 @@ def test_wire_time_is_epoch_seconds_that_never_go_back() -> None:
 
     stamps = [wire_time() for _ in range(1000)]
     assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 5.0
+
+
+def test_wire_time_catches_up_with_a_wall_clock_that_jumped_ahead_but_never_goes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from skinnysip.net import trace
+
+    wall = time.time()
+    monkeypatch.setattr(trace, "_epoch_at_start", wall - time.monotonic())
+    before = wire_time()
+    # the machine slept for a minute: the monotonic clock did not count it, the wall clock did
+    monkeypatch.setattr(time, "time", lambda: wall + 60.0)
+    after = wire_time()
+    assert 59.0 < after - before < 61.0
+    # the clock is stepped back by an hour: the stamps go on from where they were
+    monkeypatch.setattr(time, "time", lambda: wall - 3600.0)
+    later = [wire_time() for _ in range(100)]
+    assert later == sorted(later) and later[0] >= after
+    # a wall clock a little ahead (less than RESYNC_AFTER) is not followed
+    now = wire_time()
+    monkeypatch.setattr(time, "time", lambda: now + trace.RESYNC_AFTER / 2)
+    assert wire_time() - now < trace.RESYNC_AFTER / 2

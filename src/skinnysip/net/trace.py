@@ -6,8 +6,11 @@ one call's messages out of a shared endpoint). Pydantic ``WireMessage`` objects 
 from them only where a result is made (:func:`to_wire_messages`).
 
 Times come from :func:`wire_time`: seconds since the epoch, but advancing with the monotonic
-clock (set from the wall clock once), so differences between records are true durations
-and a round trip measured from two records is the one the ladder shows.
+clock (set from the wall clock), so differences between records are true durations and a
+round trip measured from two records is the one the ladder shows. When the wall clock gets
+ahead of it by more than :data:`RESYNC_AFTER` (the machine was suspended, or its clock was
+stepped forward) the stamps catch up with the wall clock; a clock stepped back is not
+followed, so stamps never go back.
 """
 
 from __future__ import annotations
@@ -22,13 +25,23 @@ from skinnysip.result import ExchangeLimit, WireMessage
 
 __all__ = ["Trace", "TraceRecord", "to_wire_messages", "wire_time"]
 
-_EPOCH_AT_START = time.time() - time.monotonic()
+RESYNC_AFTER = 1.0
+"""Seconds the wall clock may run ahead of :func:`wire_time` before the stamps catch up."""
+
+_epoch_at_start = time.time() - time.monotonic()
 
 
 def wire_time() -> float:
-    """Seconds since the epoch on the monotonic clock (the wall clock read once at import):
-    the time stamp of every :class:`TraceRecord` and of ``Request.sent_at``/``received_at``."""
-    return _EPOCH_AT_START + time.monotonic()
+    """Seconds since the epoch on the monotonic clock (set from the wall clock at import, moved
+    forward when the wall clock gets :data:`RESYNC_AFTER` ahead, never back): the time stamp
+    of every :class:`TraceRecord` and of ``Request.sent_at``/``received_at``."""
+    global _epoch_at_start
+    now = _epoch_at_start + time.monotonic()
+    ahead = time.time() - now
+    if ahead > RESYNC_AFTER:
+        _epoch_at_start += ahead
+        now += ahead
+    return now
 
 
 @dataclass(frozen=True, slots=True)
