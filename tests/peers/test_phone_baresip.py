@@ -282,12 +282,13 @@ async def test_hold_and_resume_seen_by_tshark(pbx: KamailioPeer, bob: Baresip) -
             await call.hangup()
         finally:
             cap.stop()
-    sdp = cap.decode(f"sip.Method == \"INVITE\" && udp.srcport != {pbx.udp_port} && sdp", ["sdp.media_attr"])
+    ours = f"sip.Call-ID == \"{call.call_id}\""  # not another test's calls on lo
+    sdp = cap.decode(f"sip.Method == \"INVITE\" && udp.srcport != {pbx.udp_port} && sdp && {ours}", ["sdp.media_attr"])
     directions = [next((a for a in p.get("sdp.media_attr", []) if a in ("sendonly", "sendrecv", "recvonly",
                                                                         "inactive")), None) for p in sdp]
     assert directions[-2:] == ["sendonly", "sendrecv"], directions
     answers = cap.decode(f"sip.Status-Code == 200 && sip.CSeq.method == \"INVITE\" && udp.dstport != {pbx.udp_port}"
-                         " && sdp", ["sdp.media_attr"])
+                         f" && sdp && {ours}", ["sdp.media_attr"])
     answer_dirs = [next((a for a in p.get("sdp.media_attr", []) if a in ("sendonly", "sendrecv", "recvonly",
                                                                          "inactive")), "sendrecv") for p in answers]
     assert "recvonly" in answer_dirs, answer_dirs
