@@ -36,11 +36,13 @@ def wire_time() -> float:
     forward when the wall clock gets :data:`RESYNC_AFTER` ahead, never back): the time stamp
     of every :class:`TraceRecord` and of ``Request.sent_at``/``received_at``."""
     global _epoch_at_start
-    now = _epoch_at_start + time.monotonic()
-    ahead = time.time() - now
-    if ahead > RESYNC_AFTER:
-        _epoch_at_start += ahead
-        now += ahead
+    monotonic = time.monotonic()
+    now = _epoch_at_start + monotonic
+    wall = time.time()
+    if wall - now > RESYNC_AFTER:
+        # set, not added to: two threads catching up at once must not move it twice
+        _epoch_at_start = max(_epoch_at_start, wall - monotonic)
+        now = _epoch_at_start + monotonic
     return now
 
 
