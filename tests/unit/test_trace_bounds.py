@@ -57,7 +57,7 @@ def test_wire_time_catches_up_with_a_wall_clock_that_jumped_ahead_but_never_goes
     from skinnysip.net import trace
 
     wall = time.time()
-    monkeypatch.setattr(trace, "_epoch_at_start", wall - time.monotonic())
+    monkeypatch.setattr(trace, "_epoch_offset", wall - time.monotonic())
     before = wire_time()
     # the machine slept for a minute: the monotonic clock did not count it, the wall clock did
     monkeypatch.setattr(time, "time", lambda: wall + 60.0)

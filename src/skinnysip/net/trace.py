@@ -28,21 +28,21 @@ __all__ = ["Trace", "TraceRecord", "to_wire_messages", "wire_time"]
 RESYNC_AFTER = 1.0
 """Seconds the wall clock may run ahead of :func:`wire_time` before the stamps catch up."""
 
-_epoch_at_start = time.time() - time.monotonic()
+_epoch_offset = time.time() - time.monotonic()
 
 
 def wire_time() -> float:
     """Seconds since the epoch on the monotonic clock (set from the wall clock at import, moved
     forward when the wall clock gets :data:`RESYNC_AFTER` ahead, never back): the time stamp
     of every :class:`TraceRecord` and of ``Request.sent_at``/``received_at``."""
-    global _epoch_at_start
+    global _epoch_offset
     monotonic = time.monotonic()
-    now = _epoch_at_start + monotonic
+    now = _epoch_offset + monotonic
     wall = time.time()
     if wall - now > RESYNC_AFTER:
         # set, not added to: two threads catching up at once must not move it twice
-        _epoch_at_start = max(_epoch_at_start, wall - monotonic)
-        now = _epoch_at_start + monotonic
+        _epoch_offset = max(_epoch_offset, wall - monotonic)
+        now = _epoch_offset + monotonic
     return now
 
 
