@@ -1,8 +1,10 @@
-"""Build of the optional C extension ``skinnysip.rtp._g711`` (the G.711 frame loops).
+"""Build of the optional C extensions: ``skinnysip.rtp._g711`` (the G.711 frame loops) and
+``skinnysip.sip._fields`` (the SIP parser's header-field loop).
 
-Everything else is in pyproject.toml.  The extension is optional: without a C compiler (or
-without numpy's headers) the install goes on without it and :mod:`skinnysip.rtp.g711` uses its
-numpy tables (``skinnysip.rtp.g711.IMPLEMENTATION`` says which).
+Everything else is in pyproject.toml.  The extensions are optional: without a C compiler (or,
+for ``_g711``, without numpy's headers) the install goes on without them, :mod:`skinnysip.rtp.g711`
+uses its numpy tables and :mod:`skinnysip.sip.message` its Python loop (``IMPLEMENTATION`` in each
+says which).
 
 numpy C API: ``NPY_TARGET_VERSION`` 1.25 makes a build against numpy 2.x headers import on any
 runtime numpy >= 1.25 (our dependency is >= 1.26); numpy 2.x builds also run on later numpy.
@@ -15,7 +17,7 @@ try:
 except ImportError:  # not through pip's isolated build (numpy is a build requirement): no extension
     numpy = None
 
-ext_modules = []
+ext_modules = [Extension("skinnysip.sip._fields", sources=["src/skinnysip/sip/_fields.c"], optional=True)]
 if numpy is not None:
     ext_modules.append(Extension(
         "skinnysip.rtp._g711",

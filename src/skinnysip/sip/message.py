@@ -35,6 +35,7 @@ from skinnysip.sip.uri import NameAddr, check_uri
 
 __all__ = [
     "COMPACT_FORMS",
+    "IMPLEMENTATION",
     "Headers",
     "Request",
     "Response",
@@ -369,7 +370,10 @@ class _MessageMixin:
         cached = self.__dict__.get("_top_via")
         if cached is not None and cached[0] is raw:
             return cached[1]  # type: ignore[no-any-return]
-        via = None if "," in raw else Via._parse_plain(raw)  # a plain Via: the field's only value
+        head, comma, _ = raw.partition(",")
+        # a plain Via (no blanks, commas, quotes or '<') before the first comma is the first
+        # value, unless a quote or '<' further on makes it a list split_comma must read
+        via = Via._parse_plain(head) if not comma or ('"' not in raw and "<" not in raw) else None
         if via is None:
             top = first_in_list(raw)  # only the first value of the first field is split off
             via = None if top is None else Via.parse(top)
@@ -442,7 +446,6 @@ Message = Request | Response
 # --------------------------------------------------------------------------- parsing
 
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
-_STATUS_RE = re.compile(r"[0-9]{3}")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
@@ -457,7 +460,7 @@ def _build(line: str, headers: Headers, body: bytes) -> Request | Response:
         if version != "SIP/2.0" and not _VERSION_RE.fullmatch(version):
             raise SIPParseError(f"bad SIP-Version {version[:20]!r} in Status-Line")
         code, _, reason = rest.partition(" ")
-        if not sp or not _STATUS_RE.fullmatch(code):
+        if not sp or len(code) != 3 or not (code.isdigit() and code.isascii()):  # 3 ASCII digits
             raise SIPParseError(f"bad Status-Code {code[:20]!r} (three digits required)")
         status = int(code)
         if status < 100:
@@ -496,7 +499,8 @@ def _split_lines(text: str) -> list[str]:
 def _parse_text(text: str) -> tuple[str, Headers]:
     """:func:`_parse_head` of the decoded head."""
     try:
-        return _parse_lines(_split_lines(text))
+        parsed = _parse_crlf_text(text)
+        return _parse_lines(_LINE_SPLIT_RE.split(text)) if parsed is None else parsed
     except SIPParseError:
         # A folded line (RFC 3261 §7.3.1: a line starting with SP/HT continues the one
         # before) never parses as a header field (no ':' or a name starting with a blank),
@@ -506,9 +510,23 @@ def _parse_text(text: str) -> tuple[str, Headers]:
     return _parse_lines(_split_lines(_FOLD_RE.sub(" ", text)))
 
 
+def _parse_crlf_text(text: str) -> tuple[str, Headers] | None:
+    """:func:`_parse_text` of a head whose lines all end with CRLF (no folded line), or None
+    when a ``"\n"`` in ``text`` is not part of a CRLF. The C loop when it is built."""
+    if _split_head is not None:
+        split = _split_head(text, _NAME_CACHE, _name_entry)
+        if split is not None:
+            return split[0], _headers(split[1], split[2])
+        # else a bare LF or a line without ':': the Python loop tells which
+    lines = text.split("\r\n")
+    if "\n" in "".join(lines):
+        return None
+    return _parse_lines(lines)
+
+
 def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
-    """The start line and the header fields of the head's lines (no folded line)."""
-    start = lines[0]
+    """The start line and the header fields of the head's lines (no folded line).
+    ``skinnysip.sip._fields.split_head`` does the same in C, when it is built."""
     items: list[tuple[str, str, str]] = []
     last: dict[str, int] = {}
     cache = _NAME_CACHE
@@ -522,15 +540,29 @@ def _parse_lines(lines: list[str]) -> tuple[str, Headers]:
             key, canon = _name_entry(name)
         items.append((key, canon, value.strip(" \t")))
         last[key] = i
+    return lines[0], _headers(items, last)
+
+
+def _headers(items: list[tuple[str, str, str]], last: dict[str, int]) -> Headers:
+    """The parsed fields ``items`` as :class:`Headers` (``last``: key → its last position)."""
     headers = _new_headers(Headers)  # as Headers._from_parsed, without the call
     # every name once (the common case): the last positions are the first ones; else the
     # first lookup builds them
     headers._items, headers._first, headers._dups, headers._index = (
         items, last if len(last) == len(items) else None, None, None)
-    return start, headers
+    return headers
 
 
 _new_headers = object.__new__
+
+try:  # the C loop (setup.py builds it where a compiler is)
+    from skinnysip.sip._fields import split_head as _split_head
+except ImportError:  # pragma: no cover - depends on the build
+    _split_head = None
+
+#: which header-field loop the parser runs: ``"c"`` (``skinnysip.sip._fields``) or
+#: ``"python"``; both give the same result
+IMPLEMENTATION = "python" if _split_head is None else "c"
 
 # raw header name as written (before ':') -> (key, canonical name); bounded memo of names
 # known to be tokens: the parser's, which :meth:`Headers.add` reads too (seeded with every
@@ -602,18 +634,16 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
         raise SIPParseError("empty message (keep-alive)")
     i = data.find(b"\r\n\r\n")
     if i >= 0:
-        # the head ends there unless a "\n\n" comes first, which needs a bare LF: a "\n"
-        # left in the lines split at CRLF tells (and the head is split once)
         text = data[:i].decode(_ENC, _ERRORS)
-        lines = text.split("\r\n")
-        if "\n" not in "".join(lines):
-            try:
-                start, headers = _parse_lines(lines)
-            except SIPParseError:
-                start, headers = _parse_text(text)  # a folded line? (else the same error)
-            rest = data[i + 4:]
-        else:
+        try:
+            parsed = _parse_crlf_text(text)
+        except SIPParseError:
+            parsed = _parse_text(text)  # a folded line? (else the same error)
+        if parsed is None:  # a bare LF: the head ends at the CRLF CRLF unless a "\n\n" comes first
             i = -1
+        else:
+            start, headers = parsed
+            rest = data[i + 4:]
     if i < 0:
         end = _find_head_end(data, 0)
         if end is None:
