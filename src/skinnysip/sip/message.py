@@ -370,10 +370,14 @@ class _MessageMixin:
         cached = self.__dict__.get("_top_via")
         if cached is not None and cached[0] is raw:
             return cached[1]  # type: ignore[no-any-return]
-        head, comma, _ = raw.partition(",")
-        # a plain Via (no blanks, commas, quotes or '<') before the first comma is the first
-        # value, unless a quote or '<' further on makes it a list split_comma must read
-        via = Via._parse_plain(head) if not comma or ('"' not in raw and "<" not in raw) else None
+        if "," not in raw:
+            via = Via._parse_plain(raw)
+        elif '"' not in raw and "<" not in raw:
+            # a plain Via (no blanks, commas, quotes or '<') before the first comma is the
+            # first value (a quote or '<' further on: a list split_comma must read)
+            via = Via._parse_plain(raw.partition(",")[0])
+        else:
+            via = None
         if via is None:
             top = first_in_list(raw)  # only the first value of the first field is split off
             via = None if top is None else Via.parse(top)
