@@ -3,8 +3,9 @@ REGISTER-with-auth scenario — the highest rate each keeps with 0 failures, and
 spends per registration.
 
 Run: ``python benchmarks/bench_load_register.py [--rates 200,400,...] [--seconds 5]``. The
-default ladder climbs to 16000/s so SIPp's own ceiling on the machine is found, not the
-ladder's top; every step is bounded in time (:func:`step_bound`: a step that overruns is
+default ladder climbs to 16000/s and, while steps pass, ``--beyond`` steps more (each 1.25×
+the last, up to ~61000/s), so SIPp's own ceiling on the machine is found, not the ladder's
+top; every step is bounded in time (:func:`step_bound`: a step that overruns is
 killed and fails).
 Starts Kamailio with the tests' configuration (``tests/peers/sip_peers.py``: MD5 digest,
 qop=auth, 2 UDP workers) on 127.0.0.1 and the users alice/bob/carol. For each rate, one
@@ -28,9 +29,9 @@ between that rate and the last passing one (``--refine`` steps, default 2, round
 the result is its highest passing rate. CPU per registration: the child process's user + system time
 (``resource.getrusage(RUSAGE_CHILDREN)`` around the run) divided by the successful
 registrations of the highest passing step; the interpreter's start-up is in it (it is a
-whole command, as SIPp's is). ``--processes N`` (default 2) adds a climb of
-``skinnysip load register --processes N`` (worker processes of this machine, the default
-engine; ``--engine ray`` climbs with Ray workers instead, whose CPU includes Ray's start-up,
+whole command, as SIPp's is). ``--processes N`` (default: one worker per core of the
+machine, at least 2) adds a climb of ``skinnysip load register --processes N`` (worker
+processes of this machine, the default engine; ``--engine ray`` climbs with Ray workers instead, whose CPU includes Ray's start-up,
 so only their rate compares).
 
 Kamailio's own CPU is read from ``/proc`` around every step (all its processes) and given per
@@ -100,6 +101,10 @@ Content-Length: 0
   <recv response="200"/>
 </scenario>
 """
+
+
+#: each step past the ladder's top is this many times the last one (``--beyond``)
+BEYOND_FACTOR = 1.25
 
 
 def step_bound(seconds: float) -> float:
@@ -197,8 +202,10 @@ def server_cpu(config_path: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def climb(name: str, run: Any, rates: list[int], server_config: str = "", refine: int = 2) -> dict[str, Any]:
-    """Run ``run(rate)`` up the ladder ``rates`` until a step fails, then ``refine`` more steps
+def climb(name: str, run: Any, rates: list[int], server_config: str = "", refine: int = 2,
+          beyond: int = 0) -> dict[str, Any]:
+    """Run ``run(rate)`` up the ladder ``rates`` until a step fails; when its top passes, up to
+    ``beyond`` more steps, each :data:`BEYOND_FACTOR` × the last; then ``refine`` more steps
     bisecting between the last passing rate and the first failing one (rounded to 100/s), so
     the ceiling is known to within a few percent rather than a ladder step. Returns
     ``{"steps": [...], "best": the highest passing step or None}``."""
@@ -225,6 +232,14 @@ def climb(name: str, run: Any, rates: list[int], server_config: str = "", refine
             failed_at = rate
             break
         best = step
+    rate = rates[-1]
+    for _ in range(beyond if failed_at is None else 0):  # the top passed: the ceiling is higher
+        rate = round(rate * BEYOND_FACTOR / 100) * 100
+        step = measure(rate)
+        if not step["ok"]:
+            failed_at = rate
+            break
+        best = step
     low = best["rate"] if best else 0
     for _ in range(refine if failed_at is not None and low else 0):
         rate = round((low + failed_at) / 2 / 100) * 100
@@ -242,12 +257,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rates", default="200,400,800,1200,1600,2400,3200,4000,4800,6400,8000,9600,12800,16000")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--processes", type=int, default=2,
-                    help="also climb with skinnysip load --processes N (1: skip)")
+    ap.add_argument("--processes", type=int, default=max(2, os.cpu_count() or 1),
+                    help="also climb with skinnysip load --processes N (default: every core of the machine, at "
+                         "least 2; 1: skip)")
     ap.add_argument("--engine", choices=("processes", "ray"), default="processes",
                     help="what runs the --processes workers (default: processes)")
     ap.add_argument("--refine", type=int, default=2,
                     help="steps bisecting between the last passing and the first failing rate (default 2)")
+    ap.add_argument("--beyond", type=int, default=6,
+                    help=f"steps past the ladder's top when it passes, each {BEYOND_FACTOR}x the last (default 6)")
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None:
         print("needs sipp (sip-tester) and kamailio: bash scripts/install-deps.sh", file=sys.stderr)
@@ -261,15 +279,15 @@ def main() -> int:
             cfg = str(Path(k.log_file).with_name("kamailio.cfg"))  # on every Kamailio process's command line
             result = {
                 "skinnysip": climb("skinnysip", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds),
-                                   rates, cfg, args.refine),
+                                   rates, cfg, args.refine, args.beyond),
                 **({f"skinnysip x{args.processes}": climb(
                     f"x{args.processes}", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
-                                                         args.processes, args.engine), rates, cfg, args.refine)}
+                                                         args.processes, args.engine), rates, cfg, args.refine, args.beyond)}
                    if args.processes > 1 else {}),
                 "sipp": climb("sipp", lambda r: sipp(k.udp_port, k.realm, user, password, r, args.seconds, workdir),
-                              rates, cfg, args.refine),
+                              rates, cfg, args.refine, args.beyond),
                 "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
-                                      rates, cfg, args.refine),
+                                      rates, cfg, args.refine, args.beyond),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -277,7 +295,7 @@ def main() -> int:
     print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
     for name in [k for k in result if k not in ("sipp", "python floor")] + ["python floor", "sipp"]:
         best = result[name]["best"]
-        top = " (the top of the ladder: the ceiling is higher)" if best and best["rate"] == rates[-1] else ""
+        top = " (no step failed: the ceiling is higher)" if all(st["ok"] for st in result[name]["steps"]) else ""
         print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}"
               f"{top}")
     ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
