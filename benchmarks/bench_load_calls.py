@@ -17,7 +17,8 @@ media" and ``bench_media_calls.py``), holds, hangs up and keeps the final media 
 
 A step passes when every call succeeded, < 1 % of the packets sent were more than 10 ms
 late (skipped frames count as late) and no RTP was lost on the way back. Steps stop at the
-first failing one. The same N as in-process stream pairs (``bench_media_calls.py``) is the
+first failing one (past the ladder's top, ``--beyond`` steps more, each 1.25× the last, while
+they pass). The same N as in-process stream pairs (``bench_media_calls.py``) is the
 upper bound this compares with: there each call is two streams and no signalling. CPU: this
 process's ``time.process_time()`` over the step per call-second; the far end's the same
 (its CPU as a child process, ``RUSAGE_CHILDREN``; a Python far end's start-up, about 0.5 s
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +126,20 @@ async def step(n: int, hold: float, far_end: str = "sipp") -> dict[str, Any]:
             "ok": result["successful"] == n and far_ok == n and late_share < 0.01 and lost == 0}
 
 
-async def climb(steps: list[int], hold: float, far_end: str) -> dict[str, Any]:
+def _beyond(steps: list[int], extra: int) -> Iterator[int]:
+    """The ladder ``steps``, then up to ``extra`` more, each 1.25 × the last (rounded to 5)."""
+    yield from steps
+    n = steps[-1]
+    for _ in range(extra):
+        n = max(n + 5, round(n * 1.25 / 5) * 5)
+        yield n
+
+
+async def climb(steps: list[int], hold: float, far_end: str, beyond: int = 0) -> dict[str, Any]:
+    """Steps up the ladder (and ``beyond`` steps past its top while they pass) until one
+    fails; ``max_calls`` is the highest passing step, ``ceiling_higher`` whether none failed."""
     results, best = [], None
-    for n in steps:
+    for n in _beyond(steps, beyond):
         r = await step(n, hold, far_end)
         results.append(r)
         print(f"  {far_end:>9} {n:>4} calls  {'ok ' if r['ok'] else 'FAIL'}  {r['successful']:>4} ok "
@@ -136,13 +149,13 @@ async def climb(steps: list[int], hold: float, far_end: str) -> dict[str, Any]:
         if not r["ok"]:
             break
         best = n
-    return {"steps": results, "max_calls": best}
+    return {"steps": results, "max_calls": best, "ceiling_higher": all(r["ok"] for r in results)}
 
 
-async def main_async(steps: list[int], hold: float, far_ends: list[str]) -> dict[str, Any]:
+async def main_async(steps: list[int], hold: float, far_ends: list[str], beyond: int = 0) -> dict[str, Any]:
     """The climb against each far end; with both, the called side's CPU per call-second at
     the highest step both passed, ours over SIPp's."""
-    runs = {far_end: await climb(steps, hold, far_end) for far_end in far_ends}
+    runs = {far_end: await climb(steps, hold, far_end, beyond) for far_end in far_ends}
     result: dict[str, Any] = dict(runs.get("sipp") or runs[far_ends[0]])  # the historical keys: SIPp's climb
     result["far_ends"] = runs
     if len(runs) == 2:
@@ -163,6 +176,8 @@ def main() -> int:
     ap.add_argument("--far-end", choices=("sipp", "skinnysip", "both"), default="both",
                     help="what answers the calls: SIPp -sn uas -rtp_echo, skinnysip load answer --no-register "
                     "--source echo, or each in turn (the called sides' CPU side by side)")
+    ap.add_argument("--beyond", type=int, default=4,
+                    help="steps past the ladder's top while they pass, each 1.25x the last (default 4)")
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         print("needs sipp (sip-tester): bash scripts/install-deps.sh", file=sys.stderr)
@@ -170,9 +185,10 @@ def main() -> int:
     steps = [int(s) for s in args.steps.split(",")]
     far_ends = ["sipp", "skinnysip"] if args.far_end == "both" else [args.far_end]
     print(f"Calls through skinnysip load against {' and '.join(far_ends)} as the echoing far end, hold {args.hold:g} s")
-    result = asyncio.run(main_async(steps, args.hold, far_ends))
+    result = asyncio.run(main_async(steps, args.hold, far_ends, args.beyond))
     for far_end, run in result["far_ends"].items():
-        print(f"most concurrent calls with < 1 % late packets and no loss, {far_end} far end: {run['max_calls']}")
+        higher = " (no step failed: the ceiling is higher)" if run["ceiling_higher"] else ""
+        print(f"most concurrent calls with < 1 % late packets and no loss, {far_end} far end: {run['max_calls']}{higher}")
     if "far_end_cpu_ratio" in result:
         r = result["far_end_cpu_ratio"]
         print(f"the called side's CPU at {r['calls']} calls: skinnysip {r['skinnysip_ms']} ms/call-s, SIPp "
