@@ -11,6 +11,7 @@ tone) and baresip (a real phone dialling; each side hears the other). Without re
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import socket
@@ -107,8 +108,9 @@ def test_sipp_calls_are_answered_counted_and_echoed(pbx: KamailioPeer, tmp_path:
     calls = 4
     users = users_file(pbx, tmp_path / "callees.csv", "bob", "carol")
     record = tmp_path / "rec"
+    stats = tmp_path / "answer.csv"
     answer = start_answer(pbx, users, "-m", str(calls), "--source", f"tone:{OUR_TONE:g}", "--record", str(record),
-                          "--duration", "60")
+                          "--duration", "60", "--csv", str(stats))
     sipp_dir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-uac-"))
     scenario = sipp_uac_with_route_set(sipp_dir)
     try:
@@ -134,6 +136,10 @@ def test_sipp_calls_are_answered_counted_and_echoed(pbx: KamailioPeer, tmp_path:
     assert (result["registered"], result["notRegistered"]) == (2, 0)
     assert result["responseTimeMs"]["p50"] is not None and result["callLengthMs"]["mean"] >= 2500
     assert result["media"]["rtpExpected"] > 0 and result["media"]["mos"] > 4.0, result["media"]
+    with stats.open() as file:  # the called side's calls are SIPp's IncomingCall, as SIPp's UAS counts them
+        last = list(csv.DictReader(file))[-1]
+    assert (int(last["IncomingCall(C)"]), int(last["OutgoingCall(C)"])) == (calls, 0)
+    assert int(last["SuccessfulCall(C)"]) == sum(r.successful_calls for r in results)
     heard = sorted(record.glob("*-rx.wav"))
     assert len(heard) == calls
     for path in heard:  # SIPp sent our tone back

@@ -202,6 +202,30 @@ def test_output_files_that_cannot_be_written_stop_their_writing_not_the_run(pbx:
     assert csv_path.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
 
 
+def test_csv_columns_under_sipp_names_are_sipp_trace_stat_columns_in_its_order(tmp_path: Path) -> None:
+    """SIPp's own ``-trace_stat`` file (``sipp -sn uac``, one call to a UDP port where nothing
+    answers, failed after 500 ms) has every column skinnysip writes under a SIPp name, in the
+    same order; the columns after them (from ``RequestsSent``) are skinnysip's own."""
+    from peertools import require
+    from skinnysip.load.report import CSV_COLUMNS
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        subprocess.run([require("sipp"), f"127.0.0.1:{silent.getsockname()[1]}", "-sn", "uac", "-m", "1", "-i",
+                        "127.0.0.1", "-nd", "-nostdin", "-recv_timeout", "500", "-trace_stat", "-stf",
+                        str(tmp_path / "sipp_.csv"), "-fd", "1"], capture_output=True, timeout=30, cwd=tmp_path)
+    finally:
+        silent.close()
+    sipp_columns = (tmp_path / "sipp_.csv").read_text().splitlines()[0].rstrip(";").split(";")
+    ours = CSV_COLUMNS[:CSV_COLUMNS.index("RequestsSent(P)")]
+    assert [c for c in ours if c not in sipp_columns] == []
+    assert [c for c in sipp_columns if c in ours] == ours  # SIPp's order
+    assert not set(CSV_COLUMNS[len(ours):]) & set(sipp_columns)
+    for name in ("IncomingCall(C)", "LastResetTime", "CallLengthRepartition_>=10000", "Warnings(P)"):
+        assert name in ours
+
+
 def bob_account(pbx: KamailioPeer) -> SIPAccount:
     return SIPAccount(aor=f"sip:bob@{pbx.realm}", password=pbx.users["bob"], registrar=f"127.0.0.1:{pbx.udp_port}")
 

@@ -316,6 +316,39 @@ def test_csv_has_sipp_names_and_one_row_per_interval(tmp_path) -> None:
     assert int(last["ResponseTimeRepartition1_<10"]) >= 9  # the 5 ms ones
 
 
+def test_csv_period_start_call_lengths_warnings_and_incoming_calls(tmp_path) -> None:
+    """``LastResetTime`` is the period's start, ``CallLengthRepartition_*`` SIPp's call-length
+    buckets (cumulative), ``Warnings`` the warnings counted, and an answering run's calls are
+    ``IncomingCall`` (SIPp's UAS counts them so), with ``OutgoingCall`` 0."""
+    from skinnysip.load.report import CALL_LENGTH_REPARTITION_MS
+
+    lengths = [0.005, 0.07, 0.7, 3.0, 12.0]  # seconds: buckets <10, <100, <1000, <5000, >=10000 ms
+    for incoming in (False, True):
+        path = tmp_path / f"stats-{incoming}.csv"
+        sink = CsvSink(path, incoming=incoming)
+        period = Counters(attempted=len(lengths), warnings=["--trace-msg: writing stopped"])
+        for length in lengths:
+            period.success(0.01, length)
+        total = Counters()
+        total.merge(period)
+        sink(Interval(period, total, 2.5, 0.5, 5.0, 1, 1_700_000_000.0, 1_700_000_002.5))
+        sink.close()
+        (row,) = list(csv.DictReader(path.open()))
+        assert row["StartTime"] == "2023-11-14T22:13:20.000+00:00"
+        assert row["LastResetTime"] == "2023-11-14T22:13:22.000+00:00"  # now - the 0.5 s period
+        assert row["CurrentTime"] == "2023-11-14T22:13:22.500+00:00"
+        calls, other = ("IncomingCall", "OutgoingCall") if incoming else ("OutgoingCall", "IncomingCall")
+        assert (row[f"{calls}(P)"], row[f"{calls}(C)"], row[f"{other}(P)"], row[f"{other}(C)"]) == ("5", "5", "0", "0")
+        assert row["TotalCallCreated"] == "5"
+        assert (row["Warnings(P)"], row["Warnings(C)"]) == ("1", "1")
+        buckets = {c: int(row[c]) for c in CSV_COLUMNS if c.startswith("CallLengthRepartition_")}
+        assert list(buckets) == [f"CallLengthRepartition_<{e}" for e in CALL_LENGTH_REPARTITION_MS] + [
+            "CallLengthRepartition_>=10000"]
+        assert [buckets[f"CallLengthRepartition_<{e}"] for e in (10, 50, 100, 500, 1000, 5000, 10000)] == [
+            1, 0, 1, 0, 1, 1, 0]
+        assert buckets["CallLengthRepartition_>=10000"] == 1
+
+
 def test_live_view_shows_rates_failures_and_call_quality() -> None:
     from rich.console import Console
 

@@ -221,7 +221,10 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     ref: dict[str, Any] = {}
     sinks: list[Any] = [view]
     files: list[CsvSink | ErrorLogSink] = []  # sinks writing files, closed at the end
-    for flag, path, make in (("--csv", csv_path, CsvSink), ("--trace-err", trace_err, ErrorLogSink)):
+    def csv_sink(path: str) -> CsvSink:
+        return CsvSink(path, incoming=scenario == "answer")
+
+    for flag, path, make in (("--csv", csv_path, csv_sink), ("--trace-err", trace_err, ErrorLogSink)):
         if path is None:
             continue
         try:

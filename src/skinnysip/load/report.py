@@ -2,9 +2,12 @@
 
 The CSV (``,``-separated, one header line, one row per interval: ``pandas.read_csv(path)``)
 has SIPp's ``-trace_stat`` columns under SIPp's names where they exist — ``(P)`` for the
-period, ``(C)`` cumulative — and skinnysip's own after them (:data:`CSV_COLUMNS`). Times are
-seconds since the start (SIPp writes ``HH:MM:SS``), response times ms. ``FailedByStatus(C)``
-is ``code:count`` pairs joined by spaces (``401:2 timeout:1``).
+period, ``(C)`` cumulative — and skinnysip's own after them (:data:`CSV_COLUMNS`).
+``StartTime``/``LastResetTime``/``CurrentTime`` are ISO 8601 UTC times (the run's start, the
+period's start, now), ``ElapsedTime`` seconds (SIPp writes ``HH:MM:SS``), response times and
+call lengths ms. The calls of the ``answer`` scenario are ``IncomingCall`` (SIPp's UAS
+counts them so), every other scenario's ``OutgoingCall``. ``FailedByStatus(C)`` is
+``code:count`` pairs joined by spaces (``401:2 timeout:1``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from .runner import Interval
-from .stats import FAILURE_KINDS, MAX_ERRORS, Counters
+from .stats import FAILURE_KINDS, MAX_ERRORS, Counters, LatencyHistogram
 
-__all__ = ["CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "MessageLog", "OutputFile",
+__all__ = ["CALL_LENGTH_REPARTITION_MS", "CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "MessageLog", "OutputFile",
            "ProgressLines", "REPARTITION_MS", "top_statuses"]
 
-#: SIPp's ResponseTimeRepartition1 bucket edges (ms), with the same column names
+#: SIPp's ResponseTimeRepartition1 bucket edges (ms, its default), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
+#: SIPp's CallLengthRepartition bucket edges (ms, its default), with the same column names
+CALL_LENGTH_REPARTITION_MS = (10, 50, 100, 500, 1000, 5000, 10000)
 
 
 def _pc(name: str) -> list[str]:
@@ -32,13 +37,15 @@ def _pc(name: str) -> list[str]:
 
 #: the CSV header: SIPp's names first, then skinnysip's
 CSV_COLUMNS: list[str] = [
-    "StartTime", "CurrentTime", *_pc("ElapsedTime"), "TargetRate", *_pc("CallRate"),
-    *_pc("OutgoingCall"), "TotalCallCreated", "CurrentCall", *_pc("SuccessfulCall"), *_pc("FailedCall"),
-    *[column for kind in FAILURE_KINDS for column in _pc(kind)],
-    *_pc("Retransmissions"), *_pc("ResponseTime1"), *_pc("ResponseTime1StDev"), *_pc("CallLength"),
-    *_pc("CallLengthStDev"),
+    "StartTime", "LastResetTime", "CurrentTime", *_pc("ElapsedTime"), "TargetRate", *_pc("CallRate"),
+    *_pc("IncomingCall"), *_pc("OutgoingCall"), "TotalCallCreated", "CurrentCall", *_pc("SuccessfulCall"),
+    *_pc("FailedCall"), *[column for kind in FAILURE_KINDS for column in _pc(kind)],
+    *_pc("Retransmissions"), *_pc("Warnings"), *_pc("ResponseTime1"), *_pc("ResponseTime1StDev"),
+    *_pc("CallLength"), *_pc("CallLengthStDev"),
     *[f"ResponseTimeRepartition1_<{edge}" for edge in REPARTITION_MS],
     f"ResponseTimeRepartition1_>={REPARTITION_MS[-1]}",
+    *[f"CallLengthRepartition_<{edge}" for edge in CALL_LENGTH_REPARTITION_MS],
+    f"CallLengthRepartition_>={CALL_LENGTH_REPARTITION_MS[-1]}",
     # skinnysip's own
     *_pc("RequestsSent"), *_pc("ResponseTimeP50"), *_pc("ResponseTimeP90"), *_pc("ResponseTimeP95"),
     *_pc("ResponseTimeP99"), *_pc("MOS"), "MOSMin(C)", *_pc("Loss"), *_pc("JitterMs"), "FailedByStatus(C)",
@@ -49,20 +56,39 @@ def _ms(value: float | None) -> float | str:
     return "" if value is None else round(value, 3)
 
 
-def _row(item: Interval) -> dict[str, Any]:
+def _time(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _repartition(row: dict[str, Any], name: str, histogram: LatencyHistogram, edges: tuple[int, ...]) -> None:
+    """SIPp's repartition columns ``name_<edge`` … ``name_>=last``: how many of the
+    ``histogram``'s samples fall in each bucket (ms), as SIPp counts them: cumulative."""
+    below_prev = 0
+    for edge in edges:
+        below = histogram.below(edge)
+        row[f"{name}_<{edge}"] = below - below_prev
+        below_prev = below
+    row[f"{name}_>={edges[-1]}"] = histogram.count - below_prev
+
+
+def _row(item: Interval, incoming: bool = False) -> dict[str, Any]:
     p, c = item.period, item.total
+    calls = "IncomingCall" if incoming else "OutgoingCall"
+    other = "OutgoingCall" if incoming else "IncomingCall"
     row: dict[str, Any] = {
-        "StartTime": dt.datetime.fromtimestamp(item.start, dt.UTC).isoformat(timespec="milliseconds"),
-        "CurrentTime": dt.datetime.fromtimestamp(item.now, dt.UTC).isoformat(timespec="milliseconds"),
+        "StartTime": _time(item.start), "LastResetTime": _time(item.now - item.period_seconds),
+        "CurrentTime": _time(item.now),
         "ElapsedTime(P)": round(item.period_seconds, 3), "ElapsedTime(C)": round(item.elapsed, 3),
         "TargetRate": item.target_rate,
         "CallRate(P)": round(p.attempted / item.period_seconds, 3) if item.period_seconds > 0 else 0,
         "CallRate(C)": round(c.attempted / item.elapsed, 3) if item.elapsed > 0 else 0,
-        "OutgoingCall(P)": p.attempted, "OutgoingCall(C)": c.attempted, "TotalCallCreated": c.attempted,
+        f"{calls}(P)": p.attempted, f"{calls}(C)": c.attempted, f"{other}(P)": 0, f"{other}(C)": 0,
+        "TotalCallCreated": c.attempted,
         "CurrentCall": item.in_progress,
         "SuccessfulCall(P)": p.successful, "SuccessfulCall(C)": c.successful,
         "FailedCall(P)": p.failed, "FailedCall(C)": c.failed,
         "Retransmissions(P)": p.retransmissions, "Retransmissions(C)": c.retransmissions,
+        "Warnings(P)": len(p.warnings), "Warnings(C)": len(c.warnings),
         "ResponseTime1(P)": _ms(p.response_time.mean_ms), "ResponseTime1(C)": _ms(c.response_time.mean_ms),
         "ResponseTime1StDev(P)": _ms(p.response_time.stdev_ms), "ResponseTime1StDev(C)": _ms(c.response_time.stdev_ms),
         "CallLength(P)": _ms(p.call_length.mean_ms), "CallLength(C)": _ms(c.call_length.mean_ms),
@@ -75,12 +101,8 @@ def _row(item: Interval) -> dict[str, Any]:
     for kind in FAILURE_KINDS:
         row[f"{kind}(P)"] = p.failed_by_kind.get(kind, 0)
         row[f"{kind}(C)"] = c.failed_by_kind.get(kind, 0)
-    below_prev = 0
-    for edge in REPARTITION_MS:  # SIPp's repartition: cumulative counts per bucket
-        below = c.response_time.below(edge)
-        row[f"ResponseTimeRepartition1_<{edge}"] = below - below_prev
-        below_prev = below
-    row[f"ResponseTimeRepartition1_>={REPARTITION_MS[-1]}"] = c.response_time.count - below_prev
+    _repartition(row, "ResponseTimeRepartition1", c.response_time, REPARTITION_MS)
+    _repartition(row, "CallLengthRepartition", c.call_length, CALL_LENGTH_REPARTITION_MS)
     for q in (50, 90, 95, 99):
         row[f"ResponseTimeP{q}(P)"] = _ms(p.response_time.percentile(q))
         row[f"ResponseTimeP{q}(C)"] = _ms(c.response_time.percentile(q))
@@ -141,11 +163,13 @@ class OutputFile:
 
 class CsvSink(OutputFile):
     """Writes one CSV row per interval to ``path`` (flushed each row, so it can be read
-    while the run goes on). Use as a sink, then :meth:`close`. ``OSError`` from the
+    while the run goes on). Use as a sink, then :meth:`close`. ``incoming``: the run answers
+    calls (``answer``): its instances are counted as ``IncomingCall``. ``OSError`` from the
     constructor when the file cannot be created or its header line written."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, incoming: bool = False) -> None:
         super().__init__(path, "--csv")
+        self.incoming = incoming  # the answer scenario: its calls are SIPp's IncomingCall
         self.left_out = 0  # rows not written
         self._writer = csv.DictWriter(self, fieldnames=CSV_COLUMNS)  # it calls self.write once a row
         try:
@@ -162,7 +186,7 @@ class CsvSink(OutputFile):
             self.left_out += 1
 
     def __call__(self, item: Interval) -> None:
-        self._writer.writerow(_row(item))
+        self._writer.writerow(_row(item, self.incoming))
 
 
 #: failure details one ``--trace-err`` file holds at most

@@ -21,14 +21,14 @@ MAX_ERRORS = 20
 #: distinct warnings (``Counters.warnings``) one counters object keeps
 MAX_WARNINGS = 20
 
-#: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns)
+#: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns, in its order)
 FAILURE_KINDS = (
     "FailedCannotSendMessage",   # a send failed (socket error, connection gone)
     "FailedMaxUDPRetrans",       # UDP: Timer B/F fired after the retransmissions (RFC 3261 §17.1)
     "FailedTcpConnect",          # TCP/TLS: no connection (refused, handshake failed)
-    "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F, or our deadline
     "FailedUnexpectedMessage",   # a final response other than the one the scenario waits for
     "FailedCallRejected",        # the user scenario raised or returned False
+    "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F, or our deadline
 )
 
 _BASE_MS = 0.01  # smallest bucket edge: 10 µs
