@@ -340,6 +340,54 @@ def test_unreachable_server_is_one_line() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_malformed_answers_are_counted_and_named_not_only_timed_out(tmp_path: Path, processes: int) -> None:
+    """A server whose every answer lacks CSeq (no real program does this on demand: a few
+    lines of socket code answer each request, copying its Via/From/To/Call-ID): the answers
+    are dropped (RFC 3261 §18.1.2), so each attempt times out — and the summary, the failure
+    notes and one line on stderr say how many malformed messages came and what the last was,
+    summed over the workers. The exit status is the failures' (1), not an output's."""
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def answer_without_cseq() -> None:
+        while not done.is_set():
+            try:
+                data, source = server.recvfrom(65535)
+            except TimeoutError:
+                continue
+            head = data.decode("latin-1").split("\r\n\r\n", 1)[0].split("\r\n")
+            kept = [line for line in head[1:] if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id")]
+            server.sendto(("SIP/2.0 200 OK\r\n" + "\r\n".join(kept) + "\r\nContent-Length: 0\r\n\r\n").encode(),
+                          source)
+
+    thread = threading.Thread(target=answer_without_cseq, daemon=True)
+    thread.start()
+    log = tmp_path / "errors.txt"
+    try:
+        proc = load_cli("options", "127.0.0.1", "-p", str(server.getsockname()[1]), "-r", "20", "-m", "4",
+                        "--timeout", "1000", "--processes", str(processes), "--trace-err", str(log), "--json")
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"], result["failedByStatus"]) == (0, 4, {"timeout": 4})
+    sent = 4 + result["retransmissions"]
+    assert result["malformedReceived"] == sent  # one answer to each request and retransmission
+    assert result["lastMalformed"] == "unparseable (200 OK: no CSeq header field)"
+    assert f"note: {sent} malformed message(s) received and dropped (RFC 3261 §18.1.2); the last: unparseable" \
+        in proc.stderr
+    assert log.read_text().count("malformed message(s) received and dropped so far") == 4
+    assert result["warnings"] == []
+
+
 def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: Path) -> None:
     rate_file = tmp_path / "rate"
     rate_file.write_text("5\n")

@@ -476,3 +476,17 @@ def test_users_file_fields_for_sipp_field_keywords(tmp_path) -> None:
         LoadConfig("message", "127.0.0.1", to="[field1]").validate()
     with pytest.raises(ValueError, match="to: 'sip:a b@"):  # a field that makes no URI is refused up front
         LoadConfig("message", "127.0.0.1", users=[User("x", fields=("x", "a b"))], to="[field1]").validate()
+
+
+def test_malformed_messages_add_up_over_workers_and_keep_the_last() -> None:
+    a, b, total = Counters(), Counters(), Counters()
+    a.dropped(0, None)
+    assert (a.malformed, a.last_malformed) == (0, None)
+    a.dropped(3, "unparseable (200 OK: no CSeq header field)")
+    b.dropped(2, "unparseable (not a SIP start line)")
+    total.merge(a)
+    assert (total.malformed, total.last_malformed) == (3, "unparseable (200 OK: no CSeq header field)")
+    total.merge(Counters())  # a worker with none keeps the last one seen
+    assert total.last_malformed == "unparseable (200 OK: no CSeq header field)"
+    total.merge(b)
+    assert (total.malformed, total.last_malformed) == (5, "unparseable (not a SIP start line)")

@@ -329,6 +329,10 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     if not_registered > len(result.get("registrationFailures", [])):
         err_console.print(f"not registered: {not_registered - len(result['registrationFailures'])} more users",
                           markup=False, highlight=False)
+    if result["malformedReceived"]:  # answers that did not count: the server's, not our failure to wait
+        err_console.print(f"note: {result['malformedReceived']} malformed message(s) received and dropped (RFC 3261 "
+                          f"§18.1.2); the last: {printable(result['lastMalformed'] or '')}", markup=False, highlight=False,
+                          soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

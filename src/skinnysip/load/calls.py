@@ -112,6 +112,8 @@ class PhoneScenario(Scenario):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(phone.close(), 10)
                 self._retired += phone.endpoint.retransmissions
+                transport = phone.endpoint.transport
+                self.counters().dropped(transport.malformed_count, transport.last_malformed)
 
         await asyncio.gather(*(close_one(phone) for phones in self.phones.values() for phone in phones))
         self.phones.clear()

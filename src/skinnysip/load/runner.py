@@ -540,7 +540,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "stoppedAtRateMax": the steps passed ``rate_max`` and ended the run,
          "stopped": None | "stop" (asked to start no more: ``q``, Ctrl-C) | "abort" (the
              running attempts were cancelled too: a second Ctrl-C),
-         "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files')}
+         "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files'),
+         "malformedReceived": messages received and dropped as malformed (RFC 3261 §18.1.2),
+         "lastMalformed": what the last one was (``unparseable (reason)``) | None}
 
     and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
     (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
@@ -581,6 +583,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "stoppedAtRateMax": monitor.quit_at_max,
         "stopped": monitor.stopped,
         "warnings": list(total.warnings),
+        "malformedReceived": total.malformed,
+        "lastMalformed": total.last_malformed,
     }
     if config.scenario == "call":  # post-dial delay (INVITE → first 18x) of the calls alerted
         pdd = total.alerting_time

@@ -626,11 +626,19 @@ class TransactionScenario(Scenario):
 
     async def close(self) -> None:
         if hasattr(self, "ep"):
+            self.counters().dropped(self.ep.transport.malformed_count, self.ep.transport.last_malformed)
             await self.ep.close()
         self.close_message_log()
 
     def retransmissions(self) -> int:
         return self.ep.retransmissions if hasattr(self, "ep") else 0
+
+    def _dropped(self) -> str:
+        """``; N malformed message(s) dropped so far…`` when the server sent any, else ``""``:
+        a timeout's note says why the answers that came did not count."""
+        malformed = self.ep.transport.malformed_count
+        return (f"; {malformed} malformed message(s) received and dropped so far, the last: "
+                f"{self.ep.transport.last_malformed}") if malformed else ""
 
     async def _flow(self) -> Flow | None:
         """The flow for this attempt: UDP's one socket, the open (or re-opened) connection,
@@ -674,7 +682,7 @@ class TransactionScenario(Scenario):
         elif outcome.error == "timeout":
             kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
             record_failure(counters, "timeout", kind, sent=outcome.request,
-                           note=f"no final response ({outcome.timer or 'deadline'})")
+                           note=f"no final response ({outcome.timer or 'deadline'}){self._dropped()}")
         else:
             record_failure(counters, "transport", "FailedCannotSendMessage", sent=outcome.request,
                            note=outcome.error or "")

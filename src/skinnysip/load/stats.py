@@ -127,7 +127,9 @@ class Counters:
     ``--trace-msg`` file that could no longer be written), one line each, each once.
     ``registered``/``registration_failures``: the ``answer`` scenario's users that registered,
     and one line (``user: reason``) for each that could not (at most :data:`MAX_WARNINGS`
-    kept; ``not_registered_count`` counts them all)."""
+    kept; ``not_registered_count`` counts them all). ``malformed``: messages received and
+    dropped as malformed (RFC 3261 §18.1.2: a response without a usable Via, CSeq…),
+    ``last_malformed`` what the last one was (``unparseable (reason)``)."""
 
     attempted: int = 0
     successful: int = 0
@@ -152,6 +154,8 @@ class Counters:
     registered: int = 0
     not_registered_count: int = 0
     registration_failures: list[str] = field(default_factory=list)
+    malformed: int = 0
+    last_malformed: str | None = None
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -176,6 +180,13 @@ class Counters:
         """Record a warning (one line; kept once, at most :data:`MAX_WARNINGS`)."""
         if text not in self.warnings and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(text)
+
+    def dropped(self, count: int, last: str | None) -> None:
+        """``count`` malformed messages were received and dropped, the last described by
+        ``last`` (a transport's ``malformed_count``/``last_malformed``)."""
+        if count:
+            self.malformed += count
+            self.last_malformed = last
 
     def not_registered(self, reason: str) -> None:
         """One user of the ``answer`` scenario could not register: ``reason`` is ``user: why``."""
@@ -209,8 +220,10 @@ class Counters:
     def merge(self, other: Counters) -> Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
-                     "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count"):
+                     "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
+                     "malformed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.last_malformed = other.last_malformed or self.last_malformed
         self.mos_sum += other.mos_sum
         self.jitter_ms_sum += other.jitter_ms_sum
         if other.mos_min is not None:
