@@ -388,6 +388,24 @@ def test_malformed_answers_are_counted_and_named_not_only_timed_out(tmp_path: Pa
     assert result["warnings"] == []
 
 
+@pytest.mark.parametrize(("timeout", "kind"), [(0.8, "FailedTimeoutOnRecv"), (1.6, "FailedMaxUDPRetrans")])
+async def test_a_silent_udp_server_fails_on_timer_f_or_on_a_shorter_deadline(timeout: float, kind: str) -> None:
+    """No answer over UDP: with the deadline at Timer F (64·T1; T1 25 ms here, so 1.6 s) the
+    attempts fail as SIPp's FailedMaxUDPRetrans — the retransmissions ran out, whichever of
+    the two fires first — and with a shorter deadline as FailedTimeoutOnRecv (the user's
+    limit, SIPp's -recv_timeout)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        config = LoadConfig("options", "127.0.0.1", port=silent.getsockname()[1], rate=20, count=2, timeout=timeout,
+                            t1=0.025)
+        result = summary(await run_local(config, []), config)
+    finally:
+        silent.close()
+    assert (result["failed"], result["failedByStatus"], result["failedByKind"]) == (2, {"timeout": 2}, {kind: 2})
+    assert result["retransmissions"] >= 2 * 4  # Timer E: 25, 50, 100, 200 ms… before the first deadline
+
+
 def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: Path) -> None:
     rate_file = tmp_path / "rate"
     rate_file.write_text("5\n")

@@ -680,7 +680,10 @@ class TransactionScenario(Scenario):
             record_failure(counters, str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed,
                            sent=outcome.request, received=outcome.response)
         elif outcome.error == "timeout":
-            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
+            # on UDP, Timer F (64·T1, after the retransmissions) or our deadline when it is no
+            # shorter (the two fall together by default: 32 s); a shorter --timeout is ours
+            timer_f = outcome.timer or self.config.timeout >= 64 * self.config.t1
+            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and timer_f else "FailedTimeoutOnRecv"
             record_failure(counters, "timeout", kind, sent=outcome.request,
                            note=f"no final response ({outcome.timer or 'deadline'}){self._dropped()}")
         else:

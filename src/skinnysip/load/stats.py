@@ -24,11 +24,11 @@ MAX_WARNINGS = 20
 #: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns, in its order)
 FAILURE_KINDS = (
     "FailedCannotSendMessage",   # a send failed (socket error, connection gone)
-    "FailedMaxUDPRetrans",       # UDP: Timer B/F fired after the retransmissions (RFC 3261 §17.1)
+    "FailedMaxUDPRetrans",       # UDP: no answer once the retransmissions ran out (Timer B/F, RFC 3261 §17.1)
     "FailedTcpConnect",          # TCP/TLS: no connection (refused, handshake failed)
     "FailedUnexpectedMessage",   # a final response other than the one the scenario waits for
     "FailedCallRejected",        # the user scenario raised or returned False
-    "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F, or our deadline
+    "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F; a --timeout shorter than it
 )
 
 _BASE_MS = 0.01  # smallest bucket edge: 10 µs
