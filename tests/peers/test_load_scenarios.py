@@ -293,6 +293,37 @@ async def test_user_scenario_file(pbx: KamailioPeer, tmp_path: Path) -> None:
     assert sorted(m["text"] for m in bob.messages) == sorted(f"hello {i}" for i in range(20) if i % 5 != 4)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_stalled_event_loop_trips_sipps_watchdog_and_says_so(pbx: KamailioPeer, tmp_path: Path,
+                                                               processes: int) -> None:
+    """A user scenario that blocks its worker's event loop for 0.9 s once (as an overloaded
+    generator would): SIPp's watchdog (every 0.4 s, a minor trip when > 0.5 s apart) counts
+    it in the summary, the CSV's WatchdogMinor column and a note on stderr that the numbers are
+    the generator's limit — the attempts themselves all succeed."""
+    script = tmp_path / "stall.py"
+    script.write_text(
+        "import time\n"
+        "async def scenario(phone, index):\n"
+        "    if index == 0:\n"
+        "        time.sleep(0.9)  # blocks this worker's event loop\n")
+    csv_path = tmp_path / "stats.csv"
+    proc = load_cli("user", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", pbx.users["alice"], "--script", str(script), "-r", "10", "-m", str(4 * processes),
+                    "--processes", str(processes), "--csv", str(csv_path), "--interval", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"]) == (4 * processes, 0)
+    dog = result["watchdog"]
+    assert dog["minor"] >= 1 and dog["major"] == 0, dog
+    assert 400 <= dog["maxLagMs"] < 2600, dog  # 0.9 s asleep, less the 0.4 s period at most
+    assert "note: this load generator's event loop ran late" in proc.stderr
+    with csv_path.open() as file:
+        rows = list(csv.DictReader(file))
+    assert int(rows[-1]["WatchdogMinor(C)"]) == dog["minor"]
+    assert sum(int(r["WatchdogMinor(P)"]) for r in rows) == dog["minor"]
+    assert float(rows[-1]["LoopLagMaxMs(C)"]) == dog["maxLagMs"]
+
+
 def test_refused_logins_and_the_failure_threshold(pbx: KamailioPeer) -> None:
     args = ["register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
             "--password", "wrong", "-r", "50", "-m", "10", "--json"]

@@ -490,3 +490,19 @@ def test_malformed_messages_add_up_over_workers_and_keep_the_last() -> None:
     assert total.last_malformed == "unparseable (200 OK: no CSeq header field)"
     total.merge(b)
     assert (total.malformed, total.last_malformed) == (5, "unparseable (not a SIP start line)")
+
+
+def test_watchdog_trips_as_sipp_counts_them_and_add_up_over_workers() -> None:
+    from skinnysip.load.stats import WATCHDOG_INTERVAL, WATCHDOG_MAJOR, WATCHDOG_MINOR
+
+    assert (WATCHDOG_INTERVAL, WATCHDOG_MINOR, WATCHDOG_MAJOR) == (0.4, 0.5, 3.0)  # SIPp's defaults
+    a, b, total = Counters(), Counters(), Counters()
+    for gap in (0.4, 0.45, 0.5, 0.51, 2.9, 3.0, 3.2):  # > 0.5 s apart: minor; > 3 s: major
+        a.watchdog(gap)
+    assert (a.watchdog_minor, a.watchdog_major) == (3, 1)
+    assert a.loop_lag_max == pytest.approx(2.8)
+    b.watchdog(1.0)
+    total.merge(a)
+    total.merge(b)
+    assert (total.watchdog_minor, total.watchdog_major, total.loop_lag_max) == (4, 1, pytest.approx(2.8))
+    assert Counters.from_dict(total.to_dict()).watchdog_minor == 4  # as workers hand them over

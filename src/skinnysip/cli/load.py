@@ -333,6 +333,13 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         err_console.print(f"note: {result['malformedReceived']} malformed message(s) received and dropped (RFC 3261 "
                           f"§18.1.2); the last: {printable(result['lastMalformed'] or '')}", markup=False, highlight=False,
                           soft_wrap=True)
+    dog = result["watchdog"]
+    if dog["minor"] or dog["major"]:  # SIPp's watchdog tripped: the numbers are this process's limit
+        err_console.print(f"note: this load generator's event loop ran late {dog['minor'] + dog['major']} times "
+                          f"(SIPp's watchdog: {dog['minor']} minor, {dog['major']} major; the longest "
+                          f"{dog['maxLagMs']:g} ms late): attempts started late and response times include "
+                          "its delay — lower the rate or use --processes", markup=False, highlight=False,
+                          soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -40,7 +40,8 @@ CSV_COLUMNS: list[str] = [
     "StartTime", "LastResetTime", "CurrentTime", *_pc("ElapsedTime"), "TargetRate", *_pc("CallRate"),
     *_pc("IncomingCall"), *_pc("OutgoingCall"), "TotalCallCreated", "CurrentCall", *_pc("SuccessfulCall"),
     *_pc("FailedCall"), *[column for kind in FAILURE_KINDS for column in _pc(kind)],
-    *_pc("Retransmissions"), *_pc("Warnings"), *_pc("ResponseTime1"), *_pc("ResponseTime1StDev"),
+    *_pc("Retransmissions"), *_pc("Warnings"), *_pc("WatchdogMajor"), *_pc("WatchdogMinor"),
+    *_pc("ResponseTime1"), *_pc("ResponseTime1StDev"),
     *_pc("CallLength"), *_pc("CallLengthStDev"),
     *[f"ResponseTimeRepartition1_<{edge}" for edge in REPARTITION_MS],
     f"ResponseTimeRepartition1_>={REPARTITION_MS[-1]}",
@@ -49,6 +50,7 @@ CSV_COLUMNS: list[str] = [
     # skinnysip's own
     *_pc("RequestsSent"), *_pc("ResponseTimeP50"), *_pc("ResponseTimeP90"), *_pc("ResponseTimeP95"),
     *_pc("ResponseTimeP99"), *_pc("MOS"), "MOSMin(C)", *_pc("Loss"), *_pc("JitterMs"), "FailedByStatus(C)",
+    *_pc("LoopLagMaxMs"),
 ]
 
 
@@ -89,6 +91,9 @@ def _row(item: Interval, incoming: bool = False) -> dict[str, Any]:
         "FailedCall(P)": p.failed, "FailedCall(C)": c.failed,
         "Retransmissions(P)": p.retransmissions, "Retransmissions(C)": c.retransmissions,
         "Warnings(P)": len(p.warnings), "Warnings(C)": len(c.warnings),
+        "WatchdogMajor(P)": p.watchdog_major, "WatchdogMajor(C)": c.watchdog_major,
+        "WatchdogMinor(P)": p.watchdog_minor, "WatchdogMinor(C)": c.watchdog_minor,
+        "LoopLagMaxMs(P)": round(p.loop_lag_max * 1000, 1), "LoopLagMaxMs(C)": round(c.loop_lag_max * 1000, 1),
         "ResponseTime1(P)": _ms(p.response_time.mean_ms), "ResponseTime1(C)": _ms(c.response_time.mean_ms),
         "ResponseTime1StDev(P)": _ms(p.response_time.stdev_ms), "ResponseTime1StDev(C)": _ms(c.response_time.stdev_ms),
         "CallLength(P)": _ms(p.call_length.mean_ms), "CallLength(C)": _ms(c.call_length.mean_ms),
@@ -377,4 +382,7 @@ class LiveView:
             table.add_row("loss", _fmt(None if p.loss is None else round(p.loss * 100, 2), " %"),
                           _fmt(None if c.loss is None else round(c.loss * 100, 2), " %"))
             table.add_row("jitter", _fmt(p.jitter_ms, " ms"), _fmt(c.jitter_ms, " ms"))
+        if c.watchdog_minor or c.watchdog_major:  # this process could not keep up: say so where it shows
+            table.add_row("[yellow]loop late", f"[yellow]{p.watchdog_minor + p.watchdog_major}",
+                          f"[yellow]{c.watchdog_minor + c.watchdog_major} (max {c.loop_lag_max * 1000:.0f} ms)")
         return table

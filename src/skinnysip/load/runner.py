@@ -31,7 +31,7 @@ from skinnysip.addresses import hostport
 from skinnysip.net import realtime
 
 from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
-from .stats import Counters
+from .stats import WATCHDOG_INTERVAL, Counters
 
 __all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep",
            "raise_open_files_limit", "run_local", "summary"]
@@ -178,8 +178,26 @@ class LoadRunner:
         self.scenario.admit = self.admit
         self.scenario.halted = self._stop.is_set
         await self.scenario.open()
-        with realtime.tuned():  # the collector rarely, and not over what existed before the run
-            await self._run(loop, slots)
+        watchdog = loop.create_task(self._watchdog(loop))
+        try:
+            with realtime.tuned():  # the collector rarely, and not over what existed before the run
+                await self._run(loop, slots)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIPp's watchdog: wake every :data:`WATCHDOG_INTERVAL` and count in the interval's
+        counters how late this event loop let it run (:meth:`Counters.watchdog`): a late
+        watchdog means late attempts, late retransmissions and response times that measure
+        this process, not the server. Ends when cancelled."""
+        last = loop.time()
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = loop.time()
+            self.counters.watchdog(now - last)
+            last = now
 
     async def _run(self, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
         c = self.config
@@ -542,7 +560,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
              running attempts were cancelled too: a second Ctrl-C),
          "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files'),
          "malformedReceived": messages received and dropped as malformed (RFC 3261 §18.1.2),
-         "lastMalformed": what the last one was (``unparseable (reason)``) | None}
+         "lastMalformed": what the last one was (``unparseable (reason)``) | None,
+         "watchdog": {"minor", "major", "maxLagMs"}: SIPp's watchdog trips of our own event
+             loop (:meth:`Counters.watchdog`; summed over workers, the longest lag)}
 
     and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
     (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
@@ -585,6 +605,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "warnings": list(total.warnings),
         "malformedReceived": total.malformed,
         "lastMalformed": total.last_malformed,
+        "watchdog": {"minor": total.watchdog_minor, "major": total.watchdog_major,
+                     "maxLagMs": round(total.loop_lag_max * 1000, 1)},
     }
     if config.scenario == "call":  # post-dial delay (INVITE → first 18x) of the calls alerted
         pdd = total.alerting_time

@@ -14,12 +14,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAILURE_KINDS", "MAX_ERRORS", "MAX_WARNINGS", "Counters", "LatencyHistogram"]
+__all__ = ["FAILURE_KINDS", "MAX_ERRORS", "MAX_WARNINGS", "WATCHDOG_INTERVAL", "WATCHDOG_MAJOR",
+           "WATCHDOG_MINOR", "Counters", "LatencyHistogram"]
 
 #: failure details (``Counters.errors``) one counters object keeps: the first ones
 MAX_ERRORS = 20
 #: distinct warnings (``Counters.warnings``) one counters object keeps
 MAX_WARNINGS = 20
+
+#: SIPp's watchdog (its defaults, seconds): it runs every ``WATCHDOG_INTERVAL``; a run more
+#: than ``WATCHDOG_MINOR`` after the previous one is a minor trip, more than ``WATCHDOG_MAJOR``
+#: a major one (``-watchdog_interval``, ``-watchdog_minor_threshold``, ``-watchdog_major_threshold``)
+WATCHDOG_INTERVAL = 0.4
+WATCHDOG_MINOR = 0.5
+WATCHDOG_MAJOR = 3.0
 
 #: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns, in its order)
 FAILURE_KINDS = (
@@ -129,7 +137,10 @@ class Counters:
     and one line (``user: reason``) for each that could not (at most :data:`MAX_WARNINGS`
     kept; ``not_registered_count`` counts them all). ``malformed``: messages received and
     dropped as malformed (RFC 3261 §18.1.2: a response without a usable Via, CSeq…),
-    ``last_malformed`` what the last one was (``unparseable (reason)``)."""
+    ``last_malformed`` what the last one was (``unparseable (reason)``).
+    ``watchdog_minor``/``watchdog_major``: SIPp's watchdog trips — our own event loop ran its
+    watchdog more than 0.5 s / 3 s apart instead of every 0.4 s (the load generator was
+    overloaded or stalled); ``loop_lag_max``: the longest such delay beyond 0.4 s, seconds."""
 
     attempted: int = 0
     successful: int = 0
@@ -156,6 +167,9 @@ class Counters:
     registration_failures: list[str] = field(default_factory=list)
     malformed: int = 0
     last_malformed: str | None = None
+    watchdog_minor: int = 0
+    watchdog_major: int = 0
+    loop_lag_max: float = 0.0
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -187,6 +201,15 @@ class Counters:
         if count:
             self.malformed += count
             self.last_malformed = last
+
+    def watchdog(self, gap: float) -> None:
+        """The watchdog ran ``gap`` seconds after its previous run (due every
+        :data:`WATCHDOG_INTERVAL`): count SIPp's minor/major trips and the lag."""
+        self.loop_lag_max = max(self.loop_lag_max, gap - WATCHDOG_INTERVAL)
+        if gap > WATCHDOG_MAJOR:
+            self.watchdog_major += 1
+        elif gap > WATCHDOG_MINOR:
+            self.watchdog_minor += 1
 
     def not_registered(self, reason: str) -> None:
         """One user of the ``answer`` scenario could not register: ``reason`` is ``user: why``."""
@@ -221,8 +244,9 @@ class Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
                      "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
-                     "malformed"):
+                     "malformed", "watchdog_minor", "watchdog_major"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.loop_lag_max = max(self.loop_lag_max, other.loop_lag_max)
         self.last_malformed = other.last_malformed or self.last_malformed
         self.mos_sum += other.mos_sum
         self.jitter_ms_sum += other.jitter_ms_sum
