@@ -136,7 +136,8 @@ def _json_step(argv: list[str], rate: int, seconds: float) -> dict[str, Any]:
     achieved = result["rate"]
     return {"ok": failed == 0 and successful > 0 and achieved >= 0.9 * rate, "successful": successful,
             "failed": failed, "retransmissions": result.get("retransmissions", 0), "achieved": achieved, "cpu": cpu,
-            "wall": wall, "cpu_ms_per_registration": cpu / successful * 1000 if successful else None}
+            "wall": wall, "cpu_ms_per_registration": cpu / successful * 1000 if successful else None,
+            "watchdog": result.get("watchdog")}  # skinnysip's: its own event loop late (SIPp's watchdog)
 
 
 def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
