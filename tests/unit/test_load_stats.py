@@ -367,6 +367,12 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     text = console.export_text()
     for expected in ("successful", "486", "retransmissions", "response p99", "MOS", "4.1", "loss", "2 %", "jitter"):
         assert expected in text, (expected, text)
+    assert "loop late" not in text  # shown only once the watchdog tripped
+    period.watchdog(1.2)
+    view(Interval(period, period, 2.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_002.0))
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    assert "loop late" in console.export_text() and "(max 800 ms)" in console.export_text()
     # what just happened and what the keys do stand under the table, one line each
     view.note, view.hint = "rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"
     console = Console(record=True, width=100)

@@ -22,8 +22,8 @@ from typing import IO, Any
 from .runner import Interval
 from .stats import FAILURE_KINDS, MAX_ERRORS, Counters, LatencyHistogram
 
-__all__ = ["CALL_LENGTH_REPARTITION_MS", "CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView", "MessageLog", "OutputFile",
-           "ProgressLines", "REPARTITION_MS", "top_statuses"]
+__all__ = ["CALL_LENGTH_REPARTITION_MS", "CSV_COLUMNS", "MAX_ERRORS_LOGGED", "CsvSink", "ErrorLogSink", "LiveView",
+           "MessageLog", "OutputFile", "ProgressLines", "REPARTITION_MS", "top_statuses"]
 
 #: SIPp's ResponseTimeRepartition1 bucket edges (ms, its default), with the same column names
 REPARTITION_MS = (10, 20, 30, 40, 50, 100, 150, 200)
