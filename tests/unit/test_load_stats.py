@@ -372,7 +372,8 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     view(Interval(period, period, 2.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_002.0))
     console = Console(record=True, width=100)
     console.print(view.render())
-    assert "loop late" in console.export_text() and "(max 800 ms)" in console.export_text()
+    late = console.export_text()
+    assert "loop late" in late and "(max 800 ms)" in late
     # what just happened and what the keys do stand under the table, one line each
     view.note, view.hint = "rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"
     console = Console(record=True, width=100)
