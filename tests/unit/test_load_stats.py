@@ -279,6 +279,8 @@ def test_added_header_fields_that_are_fine() -> None:
                                                ("X-Empty", "")]).validate()
     with pytest.raises(ValueError, match="user scenario writes its own"):
         LoadConfig("user", "h", user_script="s.py", headers=[("X-A", "b")]).validate()
+    with pytest.raises(ValueError, match="only the user scenario runs a Python file, not register"):
+        LoadConfig("register", "h", user_script="s.py").validate()  # a script given to the wrong scenario
 
 
 def test_max_failures_count_or_percent() -> None:

@@ -432,6 +432,8 @@ class LoadConfig:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
         if self.scenario == "user" and not self.user_script:
             raise ValueError("user_script: the user scenario needs a Python file")
+        if self.user_script and self.scenario != "user":
+            raise ValueError(f"user_script: only the user scenario runs a Python file, not {self.scenario} (--script)")
         if self.scenario == "answer":
             self._check_answer()
         if self.scenario in ("call", "user", "answer"):  # the calls' audio: read once here, not failed per call
