@@ -1,5 +1,5 @@
 """Build of the optional C extensions: ``skinnysip.rtp._g711`` (the G.711 frame loops) and
-``skinnysip.sip._fields`` (the SIP parser's header-field loop).
+``skinnysip.sip._fields`` (the SIP parser's header-field loop and plain Via values).
 
 Everything else is in pyproject.toml.  The extensions are optional: without a C compiler (or,
 for ``_g711``, without numpy's headers) the install goes on without them, :mod:`skinnysip.rtp.g711`

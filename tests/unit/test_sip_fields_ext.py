@@ -1,6 +1,7 @@
 """The C header-field loop (``skinnysip.sip._fields.split_head``) gives what the Python loop
 gives (RFC 3261 §7.3: ``name: value`` lines, CRLF line ends; folding and bare LFs left to the
-Python path), on generated heads of every string width, and keeps no reference it should not.
+Python path), on generated heads of every string width, and keeps no reference it should not;
+so does the C plain Via value (``plain_via``) beside the regex it stands for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skinnysip.sip import headers as headers_mod
 from skinnysip.sip import message as message_mod
 from skinnysip.sip.message import SIPParseError, parse_message
 
@@ -216,3 +218,82 @@ def test_no_reference_is_kept_or_lost() -> None:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes more after 20000 parses"
     assert sys.getrefcount(entry) == count
+
+
+# --------------------------------------------------------------------------- plain Via values
+
+plain_via = headers_mod._plain_via if headers_mod._plain_via is not headers_mod._plain_via_python else None
+needs_via = pytest.mark.skipif(plain_via is None, reason="skinnysip.sip._fields is not built here")
+
+# pieces of Via values around the plain grammar's edges (RFC 3261 §20.42, §25.1): tokens,
+# host names, IPv4 and IPv6 references, ports at and past 65535, parameters with and
+# without values, and what a plain value may not hold (blanks, quotes, commas, '=' in a
+# value, non-ASCII, NUL)
+_PREFIXES = ["SIP/2.0/", "SIP/2.0/", "SIP/2.0/", "sip/2.0/", "SIP/2.0 /", "SIP/2.1/", "SIP/2.0", ""]
+_TRANSPORTS = ["UDP", "udp", "TcP", "TLS", "SCTP", "WS", "x-y.z!%*_+`'~", "", "U DP", "ü", "U/P"]
+_HOSTS = ["h", "192.168.1.2", "example.com", "a-b_c.d.", "_x", "-x", ".x", "[::1]", "[2001:db8::1]", "[fe80::1.2.3.4]",
+          "[1.2.3.4]", "[]", "[::g]", "[::1", "::1", "h\u00e9", "h h", "", "h]", "[::1]x"]
+_PORTS = ["", ":5060", ":0", ":00000", ":065535", ":65535", ":65536", ":99999", ":123456", ":", ":5a", " :5060",
+          ": 5060", ":\u0665"]
+_PARAMS = ["", ";branch=z9hG4bK776asdhds", ";rport", ";rport=5060", ";RPort=0", ";received=1.2.3.4",
+           ";maddr=[::1]", ";x=", ";X-Y=a:b[c]", ";a=b=c", ";", ";;a", ";=x", ";a b", ";a=\"q\"", ";a=b,c",
+           ";ttl=1;TTL=2", ";a=\u00fc", "\x00", " ", ";a;b;c=d;e", ";rport=99999"]
+
+
+@st.composite
+def _via_values(draw: st.DrawFn) -> str:
+    out = draw(st.sampled_from(_PREFIXES)) + draw(st.sampled_from(_TRANSPORTS))
+    out += draw(st.sampled_from([" ", " ", " ", "  ", "\t", ""])) + draw(st.sampled_from(_HOSTS))
+    out += draw(st.sampled_from(_PORTS))
+    for _ in range(draw(st.integers(0, 4))):
+        out += draw(st.sampled_from(_PARAMS))
+    if draw(st.integers(0, 7)) == 0:
+        out += draw(st.text(max_size=4))
+    return out
+
+
+@needs_via
+@settings(max_examples=3000, deadline=None)
+@given(_via_values())
+def test_c_and_python_read_every_via_value_alike(value: str) -> None:
+    assert plain_via(value) == headers_mod._plain_via_python(value)
+
+
+@needs_via
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="SIP/2.0UDPudph19:[];=branchz-._ \t,\"\u00fc", max_size=40))
+def test_c_and_python_read_any_text_alike(value: str) -> None:
+    assert plain_via(value) == headers_mod._plain_via_python(value)
+
+
+@needs_via
+def test_plain_via_results_and_refusals() -> None:
+    assert plain_via("SIP/2.0/udp 192.0.2.1:05060;Branch=z9hG4bK1;rport;branch=z9hG4bK2;maddr=[::1]") == (
+        "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK2", "rport": None, "maddr": "[::1]"})  # later duplicate wins
+    assert plain_via("SIP/2.0/TLS [2001:db8::1]:5061") == ("TLS", "2001:db8::1", 5061, {})
+    for value in ("SIP/2.0/UDP h:65536", "SIP/2.0/UDP h:123456", "SIP/2.0/UDP h;a=b=c", "SIP/2.0/UDP  h",
+                  "SIP/2.0/UDP h, SIP/2.0/UDP g", "SIP/2.0/UDP [1.2.3.4]", "SIP/2.0/UDP h\u00e9", "SIP/2.0/ h"):
+        assert plain_via(value) is None, value
+    with pytest.raises(TypeError):
+        plain_via(b"SIP/2.0/UDP h")  # type: ignore[arg-type]
+
+
+@needs_via
+def test_plain_via_keeps_no_reference() -> None:
+    value = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport;received=192.0.2.9"
+    for _ in range(200):
+        plain_via(value)
+    count = sys.getrefcount(value)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            plain_via(value)
+            plain_via("SIP/2.0/UDP h;a=b=c")
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes more after 40000 calls"
+    assert sys.getrefcount(value) == count

@@ -1,5 +1,6 @@
 /*
- * skinnysip.sip._fields: the header-field loop of skinnysip.sip.message in C.
+ * skinnysip.sip._fields: the header-field loop of skinnysip.sip.message in C, and the
+ * plain Via value of skinnysip.sip.headers (plain_via, below).
  *
  * A SIP head is a start line and header fields "name: value", each line ended by CRLF
  * (RFC 3261 §7, §7.3).  Cutting the head into lines, each line at its first ':', looking the
@@ -239,15 +240,197 @@ error:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ plain Via values */
+
+PyDoc_STRVAR(plain_via_doc,
+"plain_via(value, /)\n"
+"--\n\n"
+"The parts of a plain Via value (RFC 3261 §20.42): \"SIP/2.0/\" transport SP host [\":\" port]\n"
+"*(\";\" name [\"=\" value]), where transport and names are RFC 3261 §25.1 tokens, host a\n"
+"host name or IPv4 address ([A-Za-z0-9_][A-Za-z0-9-_.]*) or an IPv6 reference (hex digits,\n"
+"':' and '.', at least one ':', in brackets), port at most 65535 in 1 to 5 digits, and a\n"
+"parameter value made of token characters, ':', '[' and ']' (no blanks, quotes, commas).\n\n"
+"Returns (transport upper-cased, host without brackets, port or None, params) with params a\n"
+"dict of lower-cased names -> value or None (a flag; a later duplicate wins), or None for\n"
+"anything else: the same language and result as skinnysip.sip.headers' _PLAIN_VIA_RE path,\n"
+"whose tests compare both.");
+
+enum {
+    C_TOKEN = 1,      /* RFC 3261 token: alphanum and -.!%*_+`'~ */
+    C_HOST_FIRST = 2, /* alphanum and _ */
+    C_HOST = 4,       /* alphanum and -_. */
+    C_IPV6 = 8,       /* hex digits, ':' and '.' */
+    C_VALUE = 16,     /* token characters, ':', '[' and ']' */
+    C_DIGIT = 32,
+};
+
+static unsigned char via_class[128];
+
+static void
+via_class_init(void)
+{
+    for (int c = 0; c < 128; c++) {
+        unsigned char k = 0;
+        int alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (alnum || strchr("-.!%*_+`'~", c) != NULL)
+            k |= C_TOKEN | C_VALUE;
+        if (c != 0 && strchr(":[]", c) != NULL)
+            k |= C_VALUE;
+        if (alnum || c == '_')
+            k |= C_HOST_FIRST;
+        if (alnum || c == '-' || c == '_' || c == '.')
+            k |= C_HOST;
+        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f') || c == ':' || c == '.')
+            k |= C_IPV6;
+        if (c >= '0' && c <= '9')
+            k |= C_DIGIT;
+        via_class[c] = c == 0 ? 0 : k;
+    }
+}
+
+/* text[start:end] (ASCII) as a new str, letters changed by delta for those in [from, to] */
+static PyObject *
+ascii_recased(const Py_UCS1 *text, Py_ssize_t start, Py_ssize_t end, char from, char to, int delta)
+{
+    PyObject *out = PyUnicode_New(end - start, 127);
+    if (out == NULL)
+        return NULL;
+    Py_UCS1 *dst = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS1 c = text[i];
+        dst[i - start] = (c >= (Py_UCS1)from && c <= (Py_UCS1)to) ? (Py_UCS1)(c + delta) : c;
+    }
+    return out;
+}
+
+#define IS(c, k) (via_class[(c)] & (k))
+
+static PyObject *
+plain_via(PyObject *module, PyObject *value)
+{
+    if (!PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "plain_via() argument must be str");
+        return NULL;
+    }
+    /* every character the grammar allows is ASCII: anything else is not plain */
+    if (!PyUnicode_IS_ASCII(value))
+        Py_RETURN_NONE;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    Py_ssize_t i = 8;
+    if (n < 10 || memcmp(s, "SIP/2.0/", 8) != 0)
+        Py_RETURN_NONE;
+    Py_ssize_t transport_end;
+    while (i < n && IS(s[i], C_TOKEN))
+        i++;
+    if (i == 8 || i >= n || s[i] != ' ')
+        Py_RETURN_NONE;
+    transport_end = i++;
+    Py_ssize_t host_start, host_end;
+    if (i < n && s[i] == '[') {
+        int colon = 0;
+        host_start = ++i;
+        while (i < n && IS(s[i], C_IPV6)) {
+            colon |= s[i] == ':';
+            i++;
+        }
+        if (!colon || i >= n || s[i] != ']')
+            Py_RETURN_NONE;
+        host_end = i++;
+    }
+    else {
+        if (i >= n || !IS(s[i], C_HOST_FIRST))
+            Py_RETURN_NONE;
+        host_start = i++;
+        while (i < n && IS(s[i], C_HOST))
+            i++;
+        host_end = i;
+    }
+    long port = -1;
+    if (i < n && s[i] == ':') {
+        Py_ssize_t digits = ++i;
+        port = 0;
+        while (i < n && IS(s[i], C_DIGIT) && i - digits < 6) {
+            port = port * 10 + (s[i] - '0');
+            i++;
+        }
+        if (i == digits || i - digits > 5 || port > 65535)
+            Py_RETURN_NONE;
+    }
+    /* the parameters: checked first, so nothing is built for a value that is not plain */
+    Py_ssize_t params_start = i;
+    while (i < n) {
+        if (s[i] != ';')
+            Py_RETURN_NONE;
+        Py_ssize_t name = ++i;
+        while (i < n && IS(s[i], C_TOKEN))
+            i++;
+        if (i == name)
+            Py_RETURN_NONE;
+        if (i < n && s[i] == '=') {
+            i++;
+            while (i < n && IS(s[i], C_VALUE))
+                i++;
+        }
+    }
+    PyObject *transport = NULL, *host = NULL, *port_obj = NULL, *params = NULL;
+    transport = ascii_recased(s, 8, transport_end, 'a', 'z', 'A' - 'a');
+    host = PyUnicode_Substring(value, host_start, host_end);
+    if (port < 0) {
+        port_obj = Py_None;
+        Py_INCREF(port_obj);
+    }
+    else
+        port_obj = PyLong_FromLong(port);
+    params = PyDict_New();
+    if (transport == NULL || host == NULL || port_obj == NULL || params == NULL)
+        goto error;
+    i = params_start;
+    while (i < n) {
+        Py_ssize_t name_start = ++i; /* past the ';' */
+        while (i < n && IS(s[i], C_TOKEN))
+            i++;
+        Py_ssize_t name_end = i;
+        PyObject *item;
+        if (i < n && s[i] == '=') {
+            Py_ssize_t item_start = ++i;
+            while (i < n && IS(s[i], C_VALUE))
+                i++;
+            item = PyUnicode_Substring(value, item_start, i);
+        }
+        else {
+            item = Py_None;
+            Py_INCREF(item);
+        }
+        PyObject *key = ascii_recased(s, name_start, name_end, 'A', 'Z', 'a' - 'A');
+        int failed = item == NULL || key == NULL || PyDict_SetItem(params, key, item) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(item);
+        if (failed)
+            goto error;
+    }
+    return Py_BuildValue("(NNNN)", transport, host, port_obj, params);
+
+error:
+    Py_XDECREF(transport);
+    Py_XDECREF(host);
+    Py_XDECREF(port_obj);
+    Py_XDECREF(params);
+    return NULL;
+}
+
+#undef IS
+
 static PyMethodDef methods[] = {
     {"split_head", (PyCFunction)(void (*)(void))split_head, METH_FASTCALL, split_head_doc},
+    {"plain_via", (PyCFunction)plain_via, METH_O, plain_via_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "skinnysip.sip._fields",
-    "The header-field loop of skinnysip.sip.message in C (see that module).",
+    "The header-field loop of skinnysip.sip.message and the plain Via value of skinnysip.sip.headers in C.",
     0,
     methods,
 };
@@ -255,5 +438,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fields(void)
 {
+    via_class_init();
     return PyModule_Create(&module);
 }

@@ -44,6 +44,24 @@ _PLAIN_VIA_RE = re.compile(
 )
 
 
+def _plain_via_python(value: str) -> tuple[str, str, int | None, dict[str, str | None]] | None:
+    """The parts of a plain Via value — (transport upper-cased, host without brackets, port
+    or None, parameters) — when ``_PLAIN_VIA_RE`` matches it, else None. The reference for
+    the C extension's ``plain_via``, used in its place where it is not built."""
+    plain = _PLAIN_VIA_RE.fullmatch(value)
+    if plain is None:
+        return None
+    transport, hostname, ipv6, port_text, ptext = plain.groups()
+    return (transport.upper(), ipv6 if hostname is None else hostname, None if port_text is None else int(port_text),
+            split_checked_params(ptext))
+
+
+try:  # the same in C (sip/_fields.c), built by setup.py where a compiler is
+    from skinnysip.sip._fields import plain_via as _plain_via
+except ImportError:  # pragma: no cover - the C extension is optional
+    _plain_via = _plain_via_python
+
+
 class _HasValues(Protocol):
     """What :meth:`Via.parse_all` needs of :class:`skinnysip.sip.message.Headers`."""
 
@@ -90,16 +108,14 @@ class Via:
     def _parse_plain(cls, value: str) -> Via | None:
         """:meth:`parse`'s fast path: the Via when ``value`` is a plain one (see
         ``_PLAIN_VIA_RE``; then it is also a whole field's only value), else None."""
-        plain = _PLAIN_VIA_RE.fullmatch(value)
+        plain = _plain_via(value)
         if plain is None:
             return None
-        transport, hostname, ipv6, port_text, ptext = plain.groups()
-        params = split_checked_params(ptext)
+        transport, host, port, params = plain
         rport = params.get("rport")
         if rport is not None and not (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535):
             return None
-        return cls("SIP/2.0", transport.upper(), ipv6 if hostname is None else hostname,
-                   None if port_text is None else int(port_text), params)
+        return cls("SIP/2.0", transport, host, port, params)
 
     @staticmethod
     def parse_all(headers: _HasValues) -> list[Via]:
