@@ -200,24 +200,34 @@ def test_no_reference_is_kept_or_lost() -> None:
     data = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
             b"To: <sip:bob@example.com>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nX-Name: \xe5\x90\x8d\r\n"
             b"Content-Length: 0\r\n\r\n")
-    for _ in range(200):
+    bad = data.replace(b"CSeq:", b"CS eq:")
+
+    def parse_both() -> None:
         parse_message(data)
+        with pytest.raises(SIPParseError):
+            parse_message(bad)
+
+    for _ in range(200):
+        parse_both()
     entry = message_mod._NAME_CACHE["Via"]
     count = sys.getrefcount(entry)
+    grown = _memory_grown(parse_both, 10_000)
+    assert grown < 64 * 1024, f"{grown} bytes more after 20000 parses"
+    assert sys.getrefcount(entry) == count
+
+
+def _memory_grown(step: Any, times: int) -> int:
+    """Bytes of traced memory more after ``times`` calls of ``step`` (collected before and after)."""
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(10_000):
-            parse_message(data)
-            with pytest.raises(SIPParseError):
-                parse_message(data.replace(b"CSeq:", b"CS eq:"))
+        for _ in range(times):
+            step()
         gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
+        return tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert grown < 64 * 1024, f"{grown} bytes more after 20000 parses"
-    assert sys.getrefcount(entry) == count
 
 
 # --------------------------------------------------------------------------- plain Via values
@@ -284,16 +294,11 @@ def test_plain_via_keeps_no_reference() -> None:
     for _ in range(200):
         plain_via(value)
     count = sys.getrefcount(value)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20_000):
-            plain_via(value)
-            plain_via("SIP/2.0/UDP h;a=b=c")
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+
+    def both() -> None:
+        plain_via(value)
+        plain_via("SIP/2.0/UDP h;a=b=c")
+
+    grown = _memory_grown(both, 20_000)
     assert grown < 64 * 1024, f"{grown} bytes more after 40000 calls"
     assert sys.getrefcount(value) == count
