@@ -312,6 +312,8 @@ plain_via(PyObject *module, PyObject *value)
         PyErr_SetString(PyExc_TypeError, "plain_via() argument must be str");
         return NULL;
     }
+    if (PyUnicode_READY(value) < 0)
+        return NULL;
     /* every character the grammar allows is ASCII: anything else is not plain */
     if (!PyUnicode_IS_ASCII(value))
         Py_RETURN_NONE;
