@@ -81,6 +81,23 @@ async def test_silent_server_retransmissions_then_timer_f() -> None:
         silent.close()
 
 
+async def test_a_timeout_equal_to_timer_f_is_reported_as_timer_f() -> None:
+    """``transact`` with ``timeout`` = 64·T1 (the default 32 s of every command): the
+    transaction's own Timer F and the wait's deadline fall together, and Timer F is what the
+    outcome names (SIPp's FailedMaxUDPRetrans in ``load``), not the deadline."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with SIPEndpoint(timers=FAST, trace=False) as client:
+            await client.listen("udp", "127.0.0.1", 0)
+            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
+            for _ in range(3):
+                outcome = await client.transact(_options(client, flow), flow, timeout=FAST.timeout)
+                assert outcome.error == "timeout" and outcome.timer == "F"
+    finally:
+        silent.close()
+
+
 async def test_next_event_returns_none_at_its_deadline() -> None:
     """A wait for an event that never comes ends at the deadline given (loop clock)."""
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -635,13 +635,6 @@ class TransactionScenario(Scenario):
     def retransmissions(self) -> int:
         return self.ep.retransmissions if hasattr(self, "ep") else 0
 
-    def _dropped(self) -> str:
-        """``; N malformed message(s) dropped so far…`` when the server sent any, else ``""``:
-        a timeout's note says why the answers that came did not count."""
-        malformed = self.ep.transport.malformed_count
-        return (f"; {malformed} malformed message(s) received and dropped so far, the last: "
-                f"{self.ep.transport.last_malformed}") if malformed else ""
-
     async def _flow(self) -> Flow | None:
         """The flow for this attempt: UDP's one socket, the open (or re-opened) connection,
         or with ``connection_per_attempt`` a new connection, or UDP socket, of its own."""
@@ -682,12 +675,10 @@ class TransactionScenario(Scenario):
             record_failure(counters, str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed,
                            sent=outcome.request, received=outcome.response)
         elif outcome.error == "timeout":
-            # on UDP, Timer F (64·T1, after the retransmissions) or our deadline when it is no
-            # shorter (the two fall together by default: 32 s); a shorter --timeout is ours
-            timer_f = outcome.timer or self.config.timeout >= 64 * self.config.t1
-            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and timer_f else "FailedTimeoutOnRecv"
+            # on UDP, Timer F ended it after the retransmissions; a --timeout shorter than Timer F is ours
+            kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
             record_failure(counters, "timeout", kind, sent=outcome.request,
-                           note=f"no final response ({outcome.timer or 'deadline'}){self._dropped()}")
+                           note=f"no final response ({outcome.timer or 'deadline'}){self.ep.ignored_note()}")
         else:
             record_failure(counters, "transport", "FailedCannotSendMessage", sent=outcome.request,
                            note=outcome.error or "")

@@ -306,6 +306,24 @@ class SIPEndpoint:
         conn = self.transport.connections.get(flow.connection or -1)
         return conn.tls if conn is not None else None
 
+    def ignored_note(self) -> str:
+        """What did arrive but could not be an answer, as ``"; note; note"`` (``""`` when
+        nothing): malformed messages (dropped as RFC 3261 §18.1.2 says), responses matching
+        no request of ours (§17.1.3) and the last ICMP error the socket reported — so a
+        timeout is never told as "no response" of a server that did answer."""
+        malformed = self.transport.malformed_count
+        notes = []
+        if malformed:
+            notes.append(f"{malformed} malformed message{'s' if malformed > 1 else ''} "
+                         f"ignored, last {self.transport.last_malformed}")
+        n = self.layer.unmatched_responses
+        if n:
+            notes.append(f"{n} response{'s' if n > 1 else ''} matching no request of ours "
+                         "(Via branch or CSeq method changed) ignored")
+        if self.transport.udp_errors:
+            notes.append(self.transport.udp_errors[-1][1])
+        return f"; {'; '.join(notes)}" if notes else ""
+
     def local_address(self, flow: Flow) -> tuple[str, int]:
         """Our (IP, port) on ``flow``."""
         return self.transport.local_address(flow)
@@ -379,7 +397,8 @@ class SIPEndpoint:
         """Run ``request`` (not INVITE) to its final response within ``timeout`` seconds,
         answering 401/407 by the core's one retry rule (:class:`ChallengeRetry`) when
         ``credentials`` (or ``auth``) are given. Never raises for network problems: the
-        :class:`Outcome` says what happened."""
+        :class:`Outcome` says what happened. A ``timeout`` no shorter than Timer F (64·T1,
+        RFC 3261 §17.1.2.2) leaves the end to Timer F: ``outcome.timer`` is then ``"F"``."""
         rule = auth or ChallengeRetry(credentials)
         outcome = Outcome(request=request, auth=rule)
         loop = asyncio.get_running_loop()
@@ -391,6 +410,8 @@ class SIPEndpoint:
                 return outcome
             assert handle is not None
             deadline = handle.started + timeout
+            if timeout >= self.timers.timeout:  # Timer B/F ends it by then: let it say so (outcome.timer)
+                deadline += 2 * TIMER_SLACK
             while True:
                 event = await handle.next_event(deadline)
                 if event is None:

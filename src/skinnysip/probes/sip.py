@@ -395,22 +395,9 @@ class _Session:
         return f"no response from {self.where} within {self.timeout_ms()}{self.ignored()}"
 
     def ignored(self) -> str:
-        """What did arrive but could not be a response to us: malformed messages (dropped as
-        RFC 3261 §18.1.2 says; they stay in the exchange) and responses matching no request
-        of ours (§17.1.3), so "no response" is never said of a server that did answer; and
-        ICMP errors the socket reported."""
-        malformed = self.ep.transport.malformed_count
-        notes = []
-        if malformed:
-            notes.append(f"{malformed} malformed message{'s' if malformed > 1 else ''} "
-                         f"ignored, last {self.ep.transport.last_malformed}")
-        n = self.ep.layer.unmatched_responses
-        if n:
-            notes.append(f"{n} response{'s' if n > 1 else ''} matching no request of ours "
-                         "(Via branch or CSeq method changed) ignored")
-        if self.ep.transport.udp_errors:
-            notes.append(self.ep.transport.udp_errors[-1][1])
-        return f"; {'; '.join(notes)}" if notes else ""
+        """What did arrive but could not be a response to us (:meth:`SIPEndpoint.ignored_note`;
+        malformed messages stay in the exchange)."""
+        return self.ep.ignored_note()
 
 
 def _fill(result: SIPProbeResult, response: Response, rtt: float | None) -> None:
