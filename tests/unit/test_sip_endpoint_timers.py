@@ -6,7 +6,9 @@ when it ends by Timer K with no event (no handle kept per request for the endpoi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,6 +26,20 @@ def _options(ep: SIPEndpoint, flow: Flow):
     uri = SipURI.parse(f"sip:{flow.remote[0]}:{flow.remote[1]}")
     return new_request("OPTIONS", str(uri), from_=NameAddr(None, SipURI.parse("sip:load@127.0.0.1")),
                        to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
+
+
+@contextlib.asynccontextmanager
+async def _to_a_silent_peer() -> AsyncIterator[tuple[SIPEndpoint, Flow, socket.socket]]:
+    """An endpoint (FAST timers) and a UDP flow from it to a bound socket that never answers."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    try:
+        async with SIPEndpoint(timers=FAST, trace=False) as client:
+            await client.listen("udp", "127.0.0.1", 0)
+            yield client, Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local), silent
+    finally:
+        silent.close()
 
 
 async def test_handles_are_dropped_at_the_final_response_and_timer_k_absorbs() -> None:
@@ -54,68 +70,46 @@ async def test_handles_are_dropped_at_the_final_response_and_timer_k_absorbs() -
 async def test_silent_server_retransmissions_then_timer_f() -> None:
     """A UDP peer that never answers: Timer E retransmits (T1, 2·T1, … up to T2) from the
     loop timer, Timer F (64·T1) ends the transaction as a timeout; the handle is dropped."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    silent.setblocking(False)
-    try:
-        async with SIPEndpoint(timers=FAST, trace=False) as client:
-            await client.listen("udp", "127.0.0.1", 0)
-            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            outcome = await client.transact(_options(client, flow), flow, timeout=10.0)
-            elapsed = loop.time() - started
-            assert outcome.error == "timeout" and outcome.timer == "F"
-            assert 1.2 <= elapsed < 3.0
-            assert client.retransmissions >= 15  # 0.02, 0.04, 0.08 then every 0.08 s up to 1.28 s
-            assert len(client._handles) == 0 and len(client.layer) == 0
-            received = 0
-            while True:
-                try:
-                    silent.recv(65536)
-                except BlockingIOError:
-                    break
-                received += 1
-            assert received == 1 + client.retransmissions
-    finally:
-        silent.close()
+    async with _to_a_silent_peer() as (client, flow, silent):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await client.transact(_options(client, flow), flow, timeout=10.0)
+        elapsed = loop.time() - started
+        assert outcome.error == "timeout" and outcome.timer == "F"
+        assert 1.2 <= elapsed < 3.0
+        assert client.retransmissions >= 15  # 0.02, 0.04, 0.08 then every 0.08 s up to 1.28 s
+        assert len(client._handles) == 0 and len(client.layer) == 0
+        received = 0
+        while True:
+            try:
+                silent.recv(65536)
+            except BlockingIOError:
+                break
+            received += 1
+        assert received == 1 + client.retransmissions
 
 
 async def test_a_timeout_equal_to_timer_f_is_reported_as_timer_f() -> None:
     """``transact`` with ``timeout`` = 64·T1 (the default 32 s of every command): the
     transaction's own Timer F and the wait's deadline fall together, and Timer F is what the
     outcome names (SIPp's FailedMaxUDPRetrans in ``load``), not the deadline."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    try:
-        async with SIPEndpoint(timers=FAST, trace=False) as client:
-            await client.listen("udp", "127.0.0.1", 0)
-            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
-            for _ in range(3):
-                outcome = await client.transact(_options(client, flow), flow, timeout=FAST.timeout)
-                assert outcome.error == "timeout" and outcome.timer == "F"
-    finally:
-        silent.close()
+    async with _to_a_silent_peer() as (client, flow, _):
+        for _ in range(3):
+            outcome = await client.transact(_options(client, flow), flow, timeout=FAST.timeout)
+            assert outcome.error == "timeout" and outcome.timer == "F"
 
 
 async def test_next_event_returns_none_at_its_deadline() -> None:
     """A wait for an event that never comes ends at the deadline given (loop clock)."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    try:
-        async with SIPEndpoint(timers=FAST, trace=False) as client:
-            await client.listen("udp", "127.0.0.1", 0)
-            flow = Flow("udp", silent.getsockname(), local=client.transport.listeners[0].local)
-            handle = client.send_request(_options(client, flow), flow)
-            assert handle is not None
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 0.15
-            assert await handle.next_event(deadline) is None
-            assert deadline <= loop.time() < deadline + 0.1
-            outcome = await client.transact(_options(client, flow), flow, timeout=0.1)
-            assert outcome.error == "timeout" and outcome.timer is None  # our deadline, not Timer F
-    finally:
-        silent.close()
+    async with _to_a_silent_peer() as (client, flow, _):
+        handle = client.send_request(_options(client, flow), flow)
+        assert handle is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.15
+        assert await handle.next_event(deadline) is None
+        assert deadline <= loop.time() < deadline + 0.1
+        outcome = await client.transact(_options(client, flow), flow, timeout=0.1)
+        assert outcome.error == "timeout" and outcome.timer is None  # our deadline, not Timer F
 
 
 async def test_two_waiters_on_one_handle_each_get_an_event() -> None:
