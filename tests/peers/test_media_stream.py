@@ -285,6 +285,82 @@ async def test_pacing_skips_forward_after_a_stalled_loop():
         await b.close()
 
 
+async def test_streams_of_one_loop_share_one_clock_timer_and_keep_their_own_phase():
+    """MediaClock: N streams opened at different moments wake the loop at most once per 1 ms
+    batch of due times, not once per stream, and each still sends every 20 ms at its own
+    phase (the send times of one stream, minus i x 20 ms, stay within the batch)."""
+    from skinnysip.net.media import MediaClock
+
+    loop = asyncio.get_running_loop()
+    clock = MediaClock.of(loop)
+    fires = 0
+    original = clock._fire
+
+    def counting_fire() -> None:
+        nonlocal fires
+        fires += 1
+        original()
+
+    clock._fire = counting_fire  # type: ignore[method-assign]
+    streams = []
+    try:
+        for _ in range(20):
+            streams.append(await MediaStream.open(V4))
+            await asyncio.sleep(0.0013)  # 20 phases over ~26 ms (more than one ptime)
+        assert len(clock) >= 20
+        sends: dict[int, list[float]] = {i: [] for i in range(len(streams))}
+        for i, s in enumerate(streams):
+            original_sendto = s._sendto
+
+            def sendto(transport, data, remote, i=i, original_sendto=original_sendto, s=s):
+                if transport is s._rtp:
+                    sends[i].append(loop.time())
+                original_sendto(transport, data, remote)
+
+            s._sendto = sendto  # type: ignore[method-assign]
+        for a, b in zip(streams[0::2], streams[1::2], strict=True):
+            a.apply(MediaConfig(remote=(V4, b.local_port)))
+            b.apply(MediaConfig(remote=(V4, a.local_port)))
+        fires = 0
+        await asyncio.sleep(1.0)
+        ticks = sum(len(v) for v in sends.values())
+        assert ticks >= 20 * 45
+        # 20 streams x 50 frames: at most one wake-up per ms of the cycle (and a few more for
+        # phases that cross a batch edge), far fewer than one per stream-frame
+        assert fires <= 50 * (0.02 / MediaClock.BATCH) * 1.3, (fires, ticks)
+        assert fires < ticks / 2
+        for times in sends.values():
+            offsets = np.asarray(times) - 0.02 * np.arange(len(times))
+            assert offsets.max() - offsets.min() <= MediaClock.BATCH + 0.004  # no drift, no burst
+    finally:
+        clock._fire = original  # type: ignore[method-assign]
+        await asyncio.gather(*(s.close() for s in streams))
+    await asyncio.sleep(0.05)
+    assert len(clock) == 0  # closed streams leave the clock within a ptime
+
+
+async def test_a_stream_whose_tick_fails_stops_and_the_others_go_on(caplog):
+    a, b = await talking_pair(V4, None)
+    c = await MediaStream.open(V4, source=ToneSource(440.0), name="c")
+    try:
+        c.apply(MediaConfig(remote=(V4, b.local_port)))
+        await asyncio.sleep(0.2)
+
+        def broken(now: float, n: int):
+            raise RuntimeError("recorder disk full")
+
+        c._play_out = broken  # type: ignore[method-assign]
+        await asyncio.sleep(0.1)
+        stopped = c.packets_sent
+        sent = a.packets_sent
+        await asyncio.sleep(0.4)
+        assert c.callback_errors == 1 and c.packets_sent == stopped
+        assert a.packets_sent - sent >= 15  # the shared clock still ticks the others
+        assert "media clock stopped" in caplog.text
+    finally:
+        await asyncio.gather(a.close(), b.close(), c.close())
+
+
 async def test_bad_arguments():
     with pytest.raises(ValueError, match="IP literal"):
         await MediaStream.open("localhost")

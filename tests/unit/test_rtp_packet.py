@@ -54,12 +54,19 @@ def test_parse_errors(data, match):
 
 @pytest.mark.parametrize("kwargs", [
     {"payload_type": 128}, {"sequence_number": 65536}, {"timestamp": -1}, {"ssrc": 2**32},
-    {"csrcs": tuple(range(16))}, {"extension": (1, b"abc")},
+    {"csrcs": tuple(range(16))}, {"extension": (1, b"abc")}, {"sequence_number": True}, {"ssrc": 1.0},
+    {"payload_type": -1},
 ])
 def test_to_bytes_rejects_out_of_range(kwargs):
     base = {"payload_type": 0, "sequence_number": 0, "timestamp": 0, "ssrc": 0}
     with pytest.raises(ValueError):
         RTPPacket(**{**base, **kwargs}).to_bytes()
+
+
+def test_a_payload_in_any_buffer_serialises_to_the_same_bytes():
+    for payload in (b"\x01\x02", bytearray(b"\x01\x02"), memoryview(b"\x01\x02")):
+        data = RTPPacket(0, 1, 2, 3, payload).to_bytes()
+        assert type(data) is bytes and data == bytes.fromhex("8000 0001 00000002 00000003 0102")
 
 
 packets = st.builds(

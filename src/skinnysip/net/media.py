@@ -8,7 +8,8 @@
   audio source, encodes and sends it, and plays one frame out of the
   :class:`~skinnysip.rtp.jitter.JitterBuffer` into the recordings.  If the loop stalls for more
   than one ``ptime`` the clock skips forward (RTP timestamps advance, nothing is burst) and the
-  skipped packets are counted in ``late_sent``.
+  skipped packets are counted in ``late_sent``.  All the streams of one event loop share one
+  timer (:class:`MediaClock`), which ticks together those due within 1 ms of each other.
 * **sending** follows the negotiated :class:`MediaConfig` (RFC 3264 directions: only
   ``sendrecv``/``sendonly`` with a remote address send), from the socket we receive on
   (symmetric RTP, RFC 4961), to the address SDP gave (no latching).  A new remote, payload type
@@ -50,12 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import ipaddress
+import itertools
 import logging
 import math
 import random
 import socket
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -631,6 +635,74 @@ class AudioTap:
         self._ready.set()
 
 
+class MediaClock:
+    """The frame clock of every :class:`MediaStream` on one event loop: one timer (a
+    ``loop.call_at`` handle) armed at the earliest stream's next frame time, instead of a task
+    sleeping per stream.  When it fires it ticks every stream due within :attr:`BATCH` seconds
+    (sending up to that much early; RTP receivers play out by timestamp, RFC 3550 §5.1), so N
+    streams at random phases of a 20 ms ptime wake the loop at most ``ptime / BATCH`` times a
+    frame, not N.  A stream's tick returns its next due time or ``None`` (it stopped); one that
+    raises is logged, counted in its ``callback_errors`` and stops, and the others go on.
+    Bounded: it holds one entry per open stream."""
+
+    #: seconds: streams due this close to the earliest are ticked with it
+    BATCH = 0.001
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the registry is keyed weakly by the loop: no cycle back
+        self._heap: list[tuple[float, int, MediaStream]] = []
+        self._order = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
+        """The clock of ``loop`` (made on first use)."""
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls(loop)
+        return clock
+
+    def __len__(self) -> int:
+        """Streams scheduled."""
+        return len(self._heap)
+
+    def schedule(self, due: float, stream: MediaStream) -> None:
+        """Tick ``stream`` at ``due`` (loop seconds)."""
+        heapq.heappush(self._heap, (due, next(self._order), stream))
+        if due < self._armed_at:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        loop = self._loop()
+        if loop is None:
+            return
+        self._armed_at = due
+        self._handle = loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed_at = None, math.inf
+        heap, loop = self._heap, self._loop()
+        if loop is None:
+            return
+        horizon = loop.time() + self.BATCH
+        while heap and heap[0][0] <= horizon:
+            _, _, stream = heapq.heappop(heap)
+            try:
+                due = stream._clock_tick()
+            except Exception:  # one stream's fault must not stop the others' media
+                log.exception("media stream %s: media clock stopped", stream.name)
+                stream.callback_errors += 1
+                due = None
+            if due is not None:
+                heapq.heappush(heap, (due, next(self._order), stream))
+        if heap:
+            self._arm(heap[0][0])
+
+
 class MediaStream:
     """One RTP/RTCP audio stream on the event loop.  Create with :meth:`open`, configure with
     :meth:`apply`, always :meth:`close`.
@@ -708,6 +780,9 @@ class MediaStream:
         self._new_spurt = True
         self._echo_offset: int | None = None  # echo_payload: our timestamp minus theirs
         self._reclock = False
+        self._clock_t0 = 0.0  # the media clock (_clock_tick): frame i is due at t0 + i * ptime
+        self._clock_i = 0
+        self._clock_ptime = self.config.ptime
         self._tick = 0
         self._tick_time = 0.0
         self._tick_timestamp = self._sender.timestamp
@@ -825,8 +900,9 @@ class MediaStream:
         self.local_ip, self.local_port = str(name[0]), int(name[1])
         self.rtcp_port = int(self._rtcp.get_extra_info("sockname")[1])
         self._opened = loop.time()
-        self._tasks = [asyncio.create_task(self._media_clock(), name=f"media-{self.name}"),
-                       asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
+        self._clock_t0, self._clock_i, self._clock_ptime = self._opened, 0, self.config.ptime
+        MediaClock.of(loop).schedule(self._opened, self)
+        self._tasks = [asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
         realtime.acquire()  # while media flows the collector runs rarely (net/realtime.py)
         self._gc_held = True
 
@@ -1003,37 +1079,36 @@ class MediaStream:
 
     # ---- the media clock ----------------------------------------------------------------
 
-    async def _media_clock(self) -> None:
+    def _clock_tick(self) -> float | None:
+        """Called by the loop's :class:`MediaClock` at (or up to ``MediaClock.BATCH`` before)
+        this stream's next frame time: send and play out that frame and return when the next
+        one is due (loop seconds), or ``None`` to stop the clock (closed, or past
+        :data:`MAX_CALL_SECONDS`).  Frames are due at ``t0 + i * ptime``; ``t0`` restarts when
+        ``apply`` changes the ptime."""
+        if self._closed:
+            return None
         assert self._loop is not None
-        loop = self._loop
-        t0 = loop.time()
-        i = 0
-        ptime = self.config.ptime
-        while loop.time() - self._opened < MAX_CALL_SECONDS and not self._closed:
-            if self._reclock:
-                self._reclock = False
-                ptime = self.config.ptime
-                t0, i = loop.time(), 0
-            due = t0 + i * ptime
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._closed:
-                return
-            if self._reclock:
-                continue
-            now = loop.time()
-            behind = int((now - due) / ptime)
-            if behind >= 1:
-                # the loop stalled: play those frames out, but do not burst them onto the wire
-                for _ in range(min(behind, int(5.0 / ptime))):
-                    self._media_tick(now, transmit=False)
-                if self.sending:
-                    self.late_sent += behind
-                i += behind
-            self._media_tick(now, transmit=True)
-            i += 1
-        log.info("media stream %s: media clock stopped after %.0f s", self.name, loop.time() - self._opened)
+        now = self._loop.time()
+        if now - self._opened >= MAX_CALL_SECONDS:
+            log.info("media stream %s: media clock stopped after %.0f s", self.name, now - self._opened)
+            return None
+        ptime = self._clock_ptime
+        if self._reclock:
+            self._reclock = False
+            ptime = self._clock_ptime = self.config.ptime
+            self._clock_t0, self._clock_i = now, 0
+        due = self._clock_t0 + self._clock_i * ptime
+        behind = int((now - due) / ptime)
+        if behind >= 1:
+            # the loop stalled: play those frames out, but do not burst them onto the wire
+            for _ in range(min(behind, int(5.0 / ptime))):
+                self._media_tick(now, transmit=False)
+            if self.sending:
+                self.late_sent += behind
+            self._clock_i += behind
+        self._media_tick(now, transmit=True)
+        self._clock_i += 1
+        return self._clock_t0 + self._clock_i * ptime
 
     def _media_tick(self, now: float, transmit: bool) -> None:
         """One ptime: send one frame (or DTMF packets), play one frame out, record both."""
@@ -1056,14 +1131,13 @@ class MediaStream:
             self._dtmf_heard(event.digit, event.duration, "rfc4733")
 
     def _transmit(self, n: int, transmit: bool) -> Samples:
-        silence = np.zeros(n, dtype=np.int16)
         if not self.sending:
             self._new_spurt = True
             if not self.echo_payload:
                 self._sender.skip(self._ticks(n))
-            return silence
+            return np.zeros(n, dtype=np.int16)
         if self.echo_payload:
-            return silence
+            return np.zeros(n, dtype=np.int16)
         event = self._event
         if event is None and self._pending_digits and self._tick >= self._gap_until:
             event = self._event = self._start_event()
@@ -1071,7 +1145,7 @@ class MediaStream:
             return self._transmit_event(event, n, transmit)
         frame = np.asarray(self.source.read(n), dtype=np.int16).reshape(-1)
         if len(frame) != n:
-            frame = np.resize(frame, n) if len(frame) else silence
+            frame = np.resize(frame, n) if len(frame) else np.zeros(n, dtype=np.int16)
         if transmit:
             marker = self._new_spurt
             self._new_spurt = False

@@ -16,7 +16,8 @@ __all__ = ["RTPParseError", "RTPPacket", "RTP_VERSION", "HEADER_SIZE", "is_stun"
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
-STUN_HEADER_SIZE = 20  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
+STUN_HEADER_SIZE = 20
+_FIXED_HEADER = struct.Struct("!BBHII")  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
 
 
 def is_stun(data: bytes) -> bool:
@@ -64,6 +65,12 @@ class RTPPacket:
     def to_bytes(self, padding: int = 0) -> bytes:
         """Serialise.  ``padding`` (0..255) octets are appended with the P bit set (the last
         octet holds the count).  ``ValueError`` if a field is out of range."""
+        pt, seq, ts, ssrc = self.payload_type, self.sequence_number, self.timestamp, self.ssrc
+        if (not padding and not self.csrcs and self.extension is None
+                and type(pt) is int and type(seq) is int and type(ts) is int and type(ssrc) is int
+                and 0 <= pt <= 0x7F and 0 <= seq <= 0xFFFF and 0 <= ts <= 0xFFFFFFFF and 0 <= ssrc <= 0xFFFFFFFF):
+            # the usual packet (audio, DTMF): the fixed header and the payload
+            return _FIXED_HEADER.pack(RTP_VERSION << 6, (0x80 if self.marker else 0) | pt, seq, ts, ssrc) + self.payload
         _check("payload_type", self.payload_type, 0x7F)
         _check("sequence_number", self.sequence_number, 0xFFFF)
         _check("timestamp", self.timestamp, 0xFFFFFFFF)
@@ -96,7 +103,7 @@ class RTPPacket:
         data = bytes(data)
         if len(data) < HEADER_SIZE:
             raise RTPParseError(f"{len(data)} bytes is shorter than the 12-byte RTP header")
-        first, second, seq, ts, ssrc = struct.unpack_from("!BBHII", data)
+        first, second, seq, ts, ssrc = _FIXED_HEADER.unpack_from(data)
         if first >> 6 != RTP_VERSION:
             raise RTPParseError(f"RTP version {first >> 6}, expected 2")
         end = len(data)
