@@ -86,6 +86,25 @@ def test_tone_source_is_phase_continuous():
     assert not tones.ToneSource().read(10).any()
 
 
+@pytest.mark.parametrize("freqs", [(440,), (697, 1209), (941, 1633), (440.5,), (3,)])
+def test_tone_source_reads_across_its_period_as_one_long_tone(freqs):
+    """Whole-Hz tones are read from one computed period (440 Hz: 200 samples); reads of any
+    size, across the period's end, give the tone computed in one go (± 1 for rounding), and a
+    caller changing a frame does not change the next periods."""
+    src = tones.ToneSource(*freqs, amplitude=0.4)
+    sizes = [160, 7, 333, 8000, 1, 16001, 0, 160] * 3
+    got = []
+    for n in sizes:
+        frame = src.read(n)
+        assert frame.dtype == np.int16 and frame.shape == (n,)
+        got.append(frame.copy())
+        frame[:] = 0
+    joined = np.concatenate(got).astype(int)
+    idx = np.arange(joined.size, dtype=np.float64)
+    want = sum(np.sin(2 * np.pi * f * idx / 8000) for f in freqs) / len(freqs)
+    assert np.abs(joined - np.round(want * 0.4 * 32767)).max() <= 1
+
+
 
 def test_input_forms_give_the_same_codes():
     """The one-frame fast paths (1-D int16 array, bytes) and the general paths agree."""

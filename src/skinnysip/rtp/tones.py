@@ -81,7 +81,12 @@ class ToneSource:
     """An endless tone (one or more summed sines) read frame by frame without phase jumps.
 
     ``read(n)`` returns the next ``n`` int16 samples.  With no frequencies it yields silence.
+    When every frequency is a whole number of Hz the tone repeats every ``rate / gcd`` samples
+    (at most one second): that period is computed once and ``read`` copies from it.
     """
+
+    #: periods longer than this many samples are not tabled (a rate above 192 kHz)
+    MAX_TABLE = 192_000
 
     def __init__(self, *freqs_hz: float, rate: int = 8000, amplitude: float = 0.5):
         if rate <= 0:
@@ -92,14 +97,31 @@ class ToneSource:
         self.rate = rate
         self.amplitude = amplitude
         self._position = 0  # samples produced so far
+        self._table: npt.NDArray[np.int16] | None = None
+        if self.freqs and all(f.is_integer() for f in self.freqs):
+            period = rate // math.gcd(rate, *(int(abs(f)) for f in self.freqs))
+            if period <= self.MAX_TABLE:
+                self._table = self._compute(0, period)
+
+    def _compute(self, start: int, n: int) -> npt.NDArray[np.int16]:
+        idx = np.arange(start, start + n, dtype=np.float64)
+        signal = sum(np.sin(2 * np.pi * f * idx / self.rate) for f in self.freqs) / len(self.freqs)
+        return _to_int16(np.asarray(signal, dtype=np.float64), self.amplitude)
 
     def read(self, n: int) -> npt.NDArray[np.int16]:
         """The next ``n`` samples."""
         if n < 0:
             raise ValueError("n must be >= 0")
-        idx = np.arange(self._position, self._position + n, dtype=np.float64)
+        start = self._position
         self._position += n
         if not self.freqs:
             return np.zeros(n, dtype=np.int16)
-        signal = sum(np.sin(2 * np.pi * f * idx / self.rate) for f in self.freqs) / len(self.freqs)
-        return _to_int16(np.asarray(signal, dtype=np.float64), self.amplitude)
+        table = self._table
+        if table is None:
+            return self._compute(start, n)
+        period = table.size
+        first = start % period
+        self._position %= period
+        if first + n <= period:
+            return table[first:first + n].copy()
+        return table[(first + np.arange(n)) % period]
