@@ -225,3 +225,54 @@ async def test_load_calls_through_a_pbx_to_baresip_are_answered_and_heard(transp
     # baresip names its dumps by the second a call started: calls started in the same second
     # share one file (the last one's audio), so there are between 1 and ``calls`` of them
     assert 1 <= len(heard) <= calls and min(heard) >= 0.9, heard
+
+
+LATE_200 = """
+  <pause milliseconds="150"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-late-[call_number]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      CSeq: 1 INVITE
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_path: Path) -> None:
+    """SIPp's built-in ``uas``, changed to send its INVITE's 200 once more 150 ms after it
+    answered our BYE (as a UAS whose ACK got lost would): each such 2xx that reaches us matches
+    no transaction and no call the phone still has, so it counts as SIPp's DeadCallMsgs (the
+    call ended less than 33 s before) — as many as the --trace-msg file shows arrived (the last
+    call's may come after the run ended) — and no call fails for it."""
+    binary = require("sipp")
+    xml = subprocess.run([binary, "-sd", "uas"], capture_output=True, text=True, timeout=10).stdout
+    marker = '<timewait milliseconds="4000"/>'
+    assert marker in xml, "SIPp's uas scenario changed"
+    (tmp_path / "uas.xml").write_text(xml.replace(marker, LATE_200 + marker))
+    port = free_port(socket.SOCK_DGRAM)
+    sipp = subprocess.Popen([binary, "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port(socket.SOCK_DGRAM)),
+                             "-sf", "uas.xml", "-m", "6", "-nostdin", "-timeout", "60s"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        messages = tmp_path / "messages.log"
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port),
+                               "--to", "service", "-r", "4", "-m", "6", "--hold", "0.5", "--trace-msg", str(messages),
+                               "--json"], capture_output=True, text=True, timeout=90)
+    finally:
+        sipp.kill()
+        sipp.wait(5)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"]) == (6, 0)
+    late = messages.read_text(encoding="utf-8").count(";branch=z9hG4bK-late-")
+    assert late >= 4
+    assert (result["deadCallMsgs"], result["outOfCallMsgs"]) == (late, 0)

@@ -23,6 +23,7 @@ import pytest
 from sip_peers import KamailioPeer, kamailio
 from test_load_register import kamailio_stats
 
+from peertools import free_port, require
 from skinnysip.load.runner import run_local, summary
 from skinnysip.load.scenarios import LoadConfig, User
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
@@ -206,7 +207,6 @@ def test_csv_columns_under_sipp_names_are_sipp_trace_stat_columns_in_its_order(t
     """SIPp's own ``-trace_stat`` file (``sipp -sn uac``, one call to a UDP port where nothing
     answers, failed after 500 ms) has every column skinnysip writes under a SIPp name, in the
     same order; the columns after them (from ``RequestsSent``) are skinnysip's own."""
-    from peertools import require
     from skinnysip.load.report import CSV_COLUMNS
 
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -418,6 +418,78 @@ def test_malformed_answers_are_counted_and_named_not_only_timed_out(tmp_path: Pa
     # each timeout's note says what came instead (the endpoint's ignored_note, as the probes say it)
     assert log.read_text().count("malformed messages ignored, last unparseable (200 OK: no CSeq header field)") == 4
     assert result["warnings"] == []
+
+
+LATE_ANSWERS_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answers, then late and stray responses">
+  <recv request="OPTIONS"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPp[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="150"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-late-[call_number]
+[last_From:]
+[last_To:];tag=[pid]SIPp[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 200 OK
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-odd-[call_number]
+From: <sip:nobody@127.0.0.1>;tag=odd[call_number]
+To: <sip:nobody@127.0.0.1>;tag=odd[call_number]
+Call-ID: stranger-[call_number]@[local_ip]
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+def test_late_and_stray_responses_count_as_sipps_dead_call_and_out_of_call_messages(tmp_path: Path) -> None:
+    """SIPp as the server answers each OPTIONS, then 150 ms later sends two more 200s that
+    match no transaction of ours (other branches): one with the ended attempt's Call-ID
+    (SIPp's DeadCallMsgs: a message of a call that ended less than 33 s ago) and one with a
+    Call-ID that was never ours (OutOfCallMsgs). Each received one is counted once, in the
+    summary and the CSV, exactly as many as the --trace-msg file shows arrived (the last
+    attempts' may come after the run ended), and none fails an attempt."""
+    port = free_port(socket.SOCK_DGRAM)
+    (tmp_path / "late.xml").write_text(LATE_ANSWERS_XML)
+    sipp = subprocess.Popen([require("sipp"), "-i", "127.0.0.1", "-p", str(port), "-sf", "late.xml", "-m", "15",
+                             "-nostdin", "-timeout", "30s"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        messages, stats = tmp_path / "messages.log", tmp_path / "stats.csv"
+        proc = load_cli("options", "127.0.0.1", "-p", str(port), "-r", "5", "-m", "15", "--trace-msg", str(messages),
+                        "--csv", str(stats), "--interval", "0.5", "--json")
+    finally:
+        sipp.kill()
+        sipp.wait(5)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"]) == (15, 0)
+    text = messages.read_text(encoding="utf-8")
+    late = text.count(";branch=z9hG4bK-late-")
+    stray = len(re.findall(r"^Call-ID: stranger-", text, re.M))
+    assert late >= 12 and stray >= 12  # all but the last attempts' at least
+    assert (result["deadCallMsgs"], result["outOfCallMsgs"]) == (late, stray)
+    with stats.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (int(rows[-1]["DeadCallMsgs(C)"]), int(rows[-1]["OutOfCallMsgs(C)"])) == (late, stray)
+    assert sum(int(r["DeadCallMsgs(P)"]) for r in rows) == late
 
 
 @pytest.mark.parametrize(("timeout", "kind"), [(0.8, "FailedTimeoutOnRecv"), (1.6, "FailedMaxUDPRetrans")])

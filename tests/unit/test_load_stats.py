@@ -515,3 +515,43 @@ def test_watchdog_trips_as_sipp_counts_them_and_add_up_over_workers() -> None:
     total.merge(b)
     assert (total.watchdog_minor, total.watchdog_major, total.loop_lag_max) == (4, 1, pytest.approx(2.8))
     assert Counters.from_dict(total.to_dict()).watchdog_minor == 4  # as workers hand them over
+
+
+def test_the_call_ledger_tells_dead_calls_from_strangers_for_33_seconds_and_stays_bounded() -> None:
+    """SIPp's -deadcall_wait (33 s): a message with the Call-ID of an attempt that ended at
+    most that long ago is a DeadCallMsg, one with a Call-ID never ours (or forgotten) an
+    OutOfCallMsg; an attempt still running is neither. At most ``limit`` ended Call-IDs are
+    kept, the oldest forgotten first."""
+    from skinnysip.load.scenarios import DEAD_CALL_WAIT, CallLedger
+
+    assert DEAD_CALL_WAIT == 33.0
+    ledger = CallLedger()
+    ledger.start("a")
+    ledger.start("a")  # REGISTER then its unregister: the same Call-ID twice
+    assert ledger.classify("a", 0.0) == "live"
+    ledger.end("a", 1.0)
+    assert ledger.classify("a", 1.0) == "live"  # one attempt still uses it
+    ledger.end("a", 2.0)
+    assert [ledger.classify("a", t) for t in (2.0, 35.0, 35.1)] == ["dead", "dead", "out-of-call"]
+    assert ledger.classify("a", 3.0) == "out-of-call"  # forgotten for good, not revived by an earlier time
+    assert ledger.classify("never", 0.0) == ledger.classify(None, 0.0) == "out-of-call"
+    small = CallLedger(limit=3)
+    for i in range(5):
+        small.start(str(i))
+        small.end(str(i), float(i))
+    assert [small.classify(str(i), 5.0) for i in range(5)] == ["out-of-call"] * 2 + ["dead"] * 3
+    assert len(small._ended) == 3
+    small.start("3")  # a Call-ID used again is live, no longer dead
+    assert small.classify("3", 5.0) == "live"
+
+
+def test_dead_call_and_out_of_call_messages_add_up_over_workers_into_the_csv() -> None:
+    a, b, total = Counters(), Counters(), Counters()
+    a.dead_call_msgs, a.out_of_call_msgs = 2, 1
+    b.dead_call_msgs, b.out_of_call_msgs = 3, 4
+    for worker in (a, b):
+        total.merge(Counters.from_dict(worker.to_dict()))
+    assert (total.dead_call_msgs, total.out_of_call_msgs) == (5, 5)
+    i = CSV_COLUMNS.index("OutOfCallMsgs(P)")
+    assert CSV_COLUMNS[i:i + 5] == ["OutOfCallMsgs(P)", "OutOfCallMsgs(C)", "DeadCallMsgs(P)", "DeadCallMsgs(C)",
+                                    "Retransmissions(P)"]  # SIPp's order

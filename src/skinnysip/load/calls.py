@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -21,6 +22,7 @@ from skinnysip.net.sip_endpoint import SIPTransportError
 from skinnysip.net.sip_transport import route_ip
 from skinnysip.phone.api import CallState, IncomingCall, PhoneError, RegistrationChanged, RegistrationState
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
+from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 
 from .scenarios import LoadConfig, Scenario, User, exception_note, record_failure
 from .stats import Counters
@@ -84,7 +86,22 @@ class PhoneScenario(Scenario):
         except BaseException:
             await phone.close()
             raise
+        phone.endpoint.add_handler(functools.partial(self._unexpected, phone))  # offered before the phone's own
         return phone
+
+    def _unexpected(self, phone: SIPPhone, event: LayerEvent) -> bool:
+        """Count a response matching no transaction, or an in-dialog request, for no call the
+        phone has now (SIPp's OutOfCallMsgs, DeadCallMsgs); the phone still handles it (a 2xx
+        retransmission of a live call is ACKed again, a request for no dialog gets 481)."""
+        if isinstance(event, UnmatchedResponse | SuccessRetransmission):
+            call_id = event.response.call_id
+        elif isinstance(event, RequestReceived) and event.request.to_tag is not None:
+            call_id = event.request.call_id
+        else:
+            return False
+        if not any(isinstance(call, SIPCall) and call.call_id == call_id for call in phone.calls):
+            self.stray(call_id)
+        return False
 
     async def _phone(self, user: User, *, reserve: bool = True) -> SIPPhone:
         async with self._lock:
@@ -164,6 +181,7 @@ class PhoneScenario(Scenario):
         except (PhoneError, SIPTransportError) as exc:
             record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
             return
+        self.ledger.start(call.call_id)
         try:
             connected = await call.wait_connected(c.timeout + 2.0)
             answered = loop.time() - started
@@ -189,6 +207,7 @@ class PhoneScenario(Scenario):
             if call.state is not CallState.TERMINATED:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(call.hangup(), 5.0)
+            self.ledger.end(call.call_id, loop.time())
 
     def _call_failed(self, call: SIPCall, elapsed: float) -> None:
         counters = self.counters()
@@ -315,6 +334,7 @@ class AnswerScenario(PhoneScenario):
         loop = asyncio.get_running_loop()
         started = loop.time()
         counters = self.counters
+        self.ledger.start(call.call_id)
         try:
             if c.ring > 0 and await call.wait_ended(c.ring):  # ringing (our 180 is out)
                 record_failure(counters(), "cancelled", "FailedCallRejected", received=call.invite,
@@ -353,6 +373,7 @@ class AnswerScenario(PhoneScenario):
             if call.state is not CallState.TERMINATED:  # aborted, or the run ended first: hang up
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(call.hangup(), 5.0)
+            self.ledger.end(call.call_id, loop.time())
 
     async def close(self) -> None:
         for task in self._watchers:

@@ -562,7 +562,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "malformedReceived": messages received and dropped as malformed (RFC 3261 §18.1.2),
          "lastMalformed": what the last one was (``unparseable (reason)``) | None,
          "watchdog": {"minor", "major", "maxLagMs"}: SIPp's watchdog trips of our own event
-             loop (:meth:`Counters.watchdog`; summed over workers, the longest lag)}
+             loop (:meth:`Counters.watchdog`; summed over workers, the longest lag),
+         "outOfCallMsgs", "deadCallMsgs": SIPp's counters of messages for no running attempt
+             (:class:`Counters`: never ours / an attempt that ended in the last 33 s)}
 
     and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
     (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
@@ -607,6 +609,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "lastMalformed": total.last_malformed,
         "watchdog": {"minor": total.watchdog_minor, "major": total.watchdog_major,
                      "maxLagMs": round(total.loop_lag_max * 1000, 1)},
+        "outOfCallMsgs": total.out_of_call_msgs,
+        "deadCallMsgs": total.dead_call_msgs,
     }
     if config.scenario == "call":  # post-dial delay (INVITE → first 18x) of the calls alerted
         pdd = total.alerting_time

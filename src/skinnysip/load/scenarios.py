@@ -27,6 +27,7 @@ import math
 import random
 import re
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from skinnysip.sip.message import Request, Response, SIPParseError, canonical_na
 from skinnysip.sip.request import min_expires_retry, new_call_id, new_request, new_tag, resend_request
 from skinnysip.sip.syntax import TOKEN_RE
 from skinnysip.sip.transaction import Flow, Timers
+from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 from skinnysip.sip.uri import NameAddr, SipURI
 
 from .stats import Counters
@@ -53,6 +55,59 @@ __all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read
 ScenarioName = Literal["options", "register", "call", "message", "user", "answer"]
 SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user", "answer")
 MAX_USERS = 100_000  # lines read from a users file
+
+
+#: SIPp's ``-deadcall_wait`` default: seconds an ended attempt's Call-ID is remembered, so a
+#: message for it counts as ``DeadCallMsgs`` and not ``OutOfCallMsgs``
+DEAD_CALL_WAIT = 33.0
+#: ended Call-IDs remembered at most (the oldest forgotten first: at 3000 attempts/s, 33 s)
+MAX_DEAD_CALLS = 100_000
+
+
+class CallLedger:
+    """The Call-IDs of the attempts running now and of those that ended in the last ``wait``
+    seconds (at most ``limit`` of them): what tells a late message of an ended attempt
+    (SIPp's ``DeadCallMsgs``) from one of no attempt of ours (``OutOfCallMsgs``)."""
+
+    def __init__(self, wait: float = DEAD_CALL_WAIT, limit: int = MAX_DEAD_CALLS) -> None:
+        self.wait = wait
+        self.limit = max(1, limit)
+        self._live: dict[str, int] = {}  # Call-ID -> attempts using it now
+        self._ended: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when it ended, oldest first
+
+    def start(self, call_id: str) -> None:
+        """An attempt now uses ``call_id``."""
+        self._live[call_id] = self._live.get(call_id, 0) + 1
+        self._ended.pop(call_id, None)
+
+    def end(self, call_id: str, now: float) -> None:
+        """An attempt that used ``call_id`` ended at ``now`` (loop seconds)."""
+        left = self._live.get(call_id, 0) - 1
+        if left > 0:
+            self._live[call_id] = left
+            return
+        self._live.pop(call_id, None)
+        self._ended[call_id] = now
+        self._ended.move_to_end(call_id)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        ended = self._ended
+        while ended:
+            oldest, when = next(iter(ended.items()))
+            if now - when <= self.wait and len(ended) <= self.limit:
+                break
+            del ended[oldest]
+
+    def classify(self, call_id: str | None, now: float) -> Literal["live", "dead", "out-of-call"]:
+        """``live`` (an attempt uses it now), ``dead`` (one ended at most ``wait`` s before
+        ``now``) or ``out-of-call`` (none of ours, or ended longer ago)."""
+        self._forget(now)
+        if call_id is None:
+            return "out-of-call"
+        if call_id in self._live:
+            return "live"
+        return "dead" if call_id in self._ended else "out-of-call"
 
 
 MAX_ERROR_MESSAGE = 4000  # characters of one message in a failure's text (Counters.errors)
@@ -567,6 +622,17 @@ class Scenario:
         # it with (LoadRunner.admit); whether the run was asked to stop
         self.admit: Callable[[Coroutine[Any, Any, None]], int | None] = _refuse
         self.halted: Callable[[], bool] = lambda: False
+        self.ledger = CallLedger()
+
+    def stray(self, call_id: str | None) -> None:
+        """A message that belongs to no running attempt arrived (a response matching no
+        transaction, an in-dialog request for no call): count it as SIPp does, by its Call-ID
+        (:class:`CallLedger`)."""
+        kind = self.ledger.classify(call_id, asyncio.get_running_loop().time())
+        if kind == "dead":
+            self.counters().dead_call_msgs += 1
+        elif kind == "out-of-call":
+            self.counters().out_of_call_msgs += 1
 
     def open_message_log(self) -> MessageLog | None:
         """The ``trace_msg`` file's :class:`~skinnysip.load.report.MessageLog` (None without
@@ -610,6 +676,7 @@ class TransactionScenario(Scenario):
         self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=log is not None, trace_limit=1,
                               tls_verify=c.tls_verify, ca_file=c.ca_file)
         self.ep.trace.listener = log
+        self.ep.add_handler(self._unexpected)
         # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
         # made once per run (bounded; the results are only read)
         self._uri = functools.lru_cache(maxsize=MAX_USERS + 2)(SipURI.parse)
@@ -634,6 +701,15 @@ class TransactionScenario(Scenario):
 
     def retransmissions(self) -> int:
         return self.ep.retransmissions if hasattr(self, "ep") else 0
+
+    def _unexpected(self, event: LayerEvent) -> bool:
+        """Count what reaches the endpoint outside our transactions (SIPp's OutOfCallMsgs,
+        DeadCallMsgs); the endpoint's default still answers a request (§8.2)."""
+        if isinstance(event, UnmatchedResponse | SuccessRetransmission):
+            self.stray(event.response.call_id)
+        elif isinstance(event, RequestReceived):
+            self.stray(event.request.call_id)
+        return False
 
     async def _flow(self) -> Flow | None:
         """The flow for this attempt: UDP's one socket, the open (or re-opened) connection,
@@ -706,20 +782,32 @@ class TransactionScenario(Scenario):
         user = c.user_for(index)
         aor = f"sip:{user.user}@{c.sip_domain}"
         rule = ChallengeRetry(self._credentials(user))
+        call_id = new_call_id()
+        self.ledger.start(call_id)
+        try:
+            await self._exchange(flow, user, aor, rule, call_id, started)
+        finally:
+            self.ledger.end(call_id, loop.time())
+
+    async def _exchange(self, flow: Flow, user: User, aor: str, rule: ChallengeRetry, call_id: str,
+                        started: float) -> None:
+        loop = asyncio.get_running_loop()
+        c = self.config
         try:
             if c.scenario == "options":
                 target = c.target_for(user)
                 ruri = c.uri(target) if target else f"sip:{c.sip_domain}"
-                request = self._request("OPTIONS", ruri, aor, ruri, flow, user, headers=[("Accept", "application/sdp")])
+                request = self._request("OPTIONS", ruri, aor, ruri, flow, user, call_id=call_id,
+                                        headers=[("Accept", "application/sdp")])
             elif c.scenario == "message":
                 target = c.target_for(user)
                 assert target is not None
                 ruri = c.uri(target)
-                request = self._request("MESSAGE", ruri, aor, ruri, flow, user, body=c.message.encode(),
+                request = self._request("MESSAGE", ruri, aor, ruri, flow, user, call_id=call_id, body=c.message.encode(),
                                         content_type="text/plain;charset=UTF-8")
             else:
-                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user, contact_user=user.user,
-                                        headers=[("Expires", str(c.expires))])
+                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user, call_id=call_id,
+                                        contact_user=user.user, headers=[("Expires", str(c.expires))])
             outcome = await self._transact(request, flow, rule)
             if c.scenario == "register" and outcome.response is not None:
                 longer = min_expires_retry(outcome.response, c.expires)

@@ -140,7 +140,12 @@ class Counters:
     ``last_malformed`` what the last one was (``unparseable (reason)``).
     ``watchdog_minor``/``watchdog_major``: SIPp's watchdog trips — our own event loop ran its
     watchdog more than 0.5 s / 3 s apart instead of every 0.4 s (the load generator was
-    overloaded or stalled); ``loop_lag_max``: the longest such delay beyond 0.4 s, seconds."""
+    overloaded or stalled); ``loop_lag_max``: the longest such delay beyond 0.4 s, seconds.
+    ``out_of_call_msgs``/``dead_call_msgs``: SIPp's counters of messages that belong to no
+    running attempt — a response matching no transaction of ours (RFC 3261 §17.1.3) or an
+    in-dialog request for no call of ours — whose Call-ID was never ours (``OutOfCallMsgs``),
+    or is that of an attempt that ended at most 33 s before (``DeadCallMsgs``, SIPp's
+    ``-deadcall_wait``)."""
 
     attempted: int = 0
     successful: int = 0
@@ -170,6 +175,8 @@ class Counters:
     watchdog_minor: int = 0
     watchdog_major: int = 0
     loop_lag_max: float = 0.0
+    out_of_call_msgs: int = 0
+    dead_call_msgs: int = 0
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -244,7 +251,7 @@ class Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
                      "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
-                     "malformed", "watchdog_minor", "watchdog_major"):
+                     "malformed", "watchdog_minor", "watchdog_major", "out_of_call_msgs", "dead_call_msgs"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.loop_lag_max = max(self.loop_lag_max, other.loop_lag_max)
         self.last_malformed = other.last_malformed or self.last_malformed
