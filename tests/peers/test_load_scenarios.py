@@ -420,42 +420,30 @@ def test_malformed_answers_are_counted_and_named_not_only_timed_out(tmp_path: Pa
     assert result["warnings"] == []
 
 
-LATE_ANSWERS_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answers, then late and stray responses">
-  <recv request="OPTIONS"/>
-  <send><![CDATA[
+def _sipp_200(via: str, dialog: str) -> str:
+    """A SIPp ``<send>`` of a 200 with this Via line and these From/To/Call-ID/CSeq lines."""
+    return f"""  <send><![CDATA[
 SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPp[call_number]
-[last_Call-ID:]
-[last_CSeq:]
+{via}
+{dialog}
 Content-Length: 0
 
 ]]></send>
-  <pause milliseconds="150"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-late-[call_number]
-[last_From:]
-[last_To:];tag=[pid]SIPp[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 200 OK
-Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-odd-[call_number]
-From: <sip:nobody@127.0.0.1>;tag=odd[call_number]
-To: <sip:nobody@127.0.0.1>;tag=odd[call_number]
-Call-ID: stranger-[call_number]@[local_ip]
-CSeq: 1 OPTIONS
-Content-Length: 0
-
-]]></send>
-</scenario>
 """
+
+
+_ANSWERED = "[last_From:]\n[last_To:];tag=[pid]SIPp[call_number]\n[last_Call-ID:]\n[last_CSeq:]"
+LATE_ANSWERS_XML = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="answers, then late and stray responses">\n'
+    '  <recv request="OPTIONS"/>\n'
+    + _sipp_200("[last_Via:]", _ANSWERED)
+    + '  <pause milliseconds="150"/>\n'
+    + _sipp_200("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-late-[call_number]", _ANSWERED)
+    + _sipp_200("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-odd-[call_number]",
+                "From: <sip:nobody@127.0.0.1>;tag=odd[call_number]\nTo: <sip:nobody@127.0.0.1>;tag=odd[call_number]\n"
+                "Call-ID: stranger-[call_number]@[local_ip]\nCSeq: 1 OPTIONS")
+    + "</scenario>\n"
+)
 
 
 def test_late_and_stray_responses_count_as_sipps_dead_call_and_out_of_call_messages(tmp_path: Path) -> None:
