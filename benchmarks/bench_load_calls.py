@@ -1,14 +1,15 @@
 """Calls with media through ``skinnysip load``: the most concurrent calls (signalling + G.711
 both ways + RTCP, one process) that keep < 1 % of RTP packets more than 10 ms late, with SIPp
 ``-sn uas -rtp_echo`` as the far end — and, side by side (``--far-end both``), with
-``skinnysip load answer --no-register --source echo`` as the far end: the called side's CPU
-per call-second beside SIPp's, as a ratio.
+``skinnysip load answer --no-register --source rtp-echo`` as the far end (each payload sent back
+as it came, as SIPp's ``-rtp_echo`` does): the called side's CPU per call-second beside SIPp's,
+as a ratio.
 
 Run: ``python benchmarks/bench_load_calls.py [--steps 25,50,75,100,125,150] [--hold 12]
 [--far-end sipp|skinnysip|both]`` (default both).
 Per step N: ``sipp -sn uas -rtp_echo -m N`` on 127.0.0.1 (or ``skinnysip load answer
-127.0.0.1:PORT --no-register --source echo -m N``: it decodes, jitter-buffers and encodes
-what it echoes, where SIPp sends each packet back as it came), and the load runner (in this
+127.0.0.1:PORT --no-register --source rtp-echo -m N``: it sends each payload back at once, as
+SIPp does, and keeps its receive statistics, jitter buffer and RTCP as in any call), and the load runner (in this
 process) places N calls at N/2 per second, all up together for at least ``hold - 2`` s: a
 user scenario (``load_call_probe:scenario``, the user-scenario API of ``skinnysip load``)
 calls, attaches :class:`bench_media_calls.SendProbe` to the call's
@@ -74,7 +75,7 @@ async def step(n: int, hold: float, far_end: str = "sipp") -> dict[str, Any]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     else:
         far = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}",
-                                "--no-register", "--source", "echo", "-m", str(n), "-l", str(n),
+                                "--no-register", "--source", "rtp-echo", "-m", str(n), "-l", str(n),
                                 "--duration", str(int(hold * 3 + 60)), "--json", "--quiet"],
                                stdout=open(workdir / "answer.json", "w"), stderr=subprocess.DEVNULL,  # noqa: SIM115
                                cwd=workdir)
@@ -175,7 +176,7 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=12.0)
     ap.add_argument("--far-end", choices=("sipp", "skinnysip", "both"), default="both",
                     help="what answers the calls: SIPp -sn uas -rtp_echo, skinnysip load answer --no-register "
-                    "--source echo, or each in turn (the called sides' CPU side by side)")
+                    "--source rtp-echo, or each in turn (the called sides' CPU side by side)")
     ap.add_argument("--beyond", type=int, default=4,
                     help="steps past the ladder's top while they pass, each 1.25x the last (default 4)")
     args = ap.parse_args()

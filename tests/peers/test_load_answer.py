@@ -330,6 +330,58 @@ def test_without_registration_it_answers_on_its_own_port_as_sipp_uas(tmp_path: P
     assert len(heard) == 3 and all(tone_share(path, OUR_TONE) > 0.8 for path in heard), heard
 
 
+def test_rtp_echo_sends_each_payload_back_as_it_came_as_sipp_rtp_echo(tmp_path: Path) -> None:
+    """``--source rtp-echo`` (SIPp's ``-rtp_echo``): the answering side sends every audio
+    payload it receives straight back, byte for byte: tshark sees each RTP packet from it
+    carry the payload of the one it received last (a tone of 437.3 Hz, so no two frames are
+    alike; a decoding echo sends a frame back a jitter buffer later) — and the caller hears
+    its own tone."""
+    from peertools import TsharkCapture
+
+    port = free_port(socket.SOCK_DGRAM)
+    first = free_port(socket.SOCK_DGRAM) // 2 * 2
+    ports = f"{first}-{first + 9}"
+    answer = subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", "2",
+         "--duration", "60", "--source", "rtp-echo", "--rtp-ports", ports, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capture = TsharkCapture(f"udp and portrange {ports}")
+    try:
+        time.sleep(2)  # listening
+        assert answer.poll() is None, answer.communicate()[1]
+        capture.start()
+        record = tmp_path / "rec"
+        caller = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port), "--to", "echo",
+             "-r", "2", "-m", "2", "--hold", "2", "--source", "tone:437.3", "--record", str(record),
+             "--json"], capture_output=True, text=True, timeout=90)
+        code, result, err = finish(answer)
+    finally:
+        capture.stop()
+        if answer.poll() is None:
+            answer.kill()
+    assert caller.returncode == 0, caller.stderr[-2000:]
+    assert code == 0 and (result["successful"], result["failed"]) == (2, 0), err[-2000:]
+    ours = range(first, first + 10)
+    capture.decode_as = [f"udp.port=={p},rtp" for p in ours[::2]]  # the RTP ports the answering side may take
+    packets = capture.decode("rtp", ["udp.srcport", "udp.dstport", "rtp.payload"])
+    last_in: dict[int, str] = {}  # the answering side's port -> the payload it received last
+    received = echoed = same = 0
+    for p in packets:  # in capture order
+        src, dst, payload = int(p["udp.srcport"][0]), int(p["udp.dstport"][0]), p["rtp.payload"][0]
+        if dst in ours:
+            received += 1
+            last_in[dst] = payload
+        elif src in ours:
+            echoed += 1
+            same += last_in.get(src) == payload  # sent back at once: before the next one came
+    assert received >= 2 * 2 * 50 * 0.8, received
+    assert abs(echoed - received) <= 4  # the last ones may cross the BYE
+    assert same >= echoed - 2, (same, echoed)
+    heard = sorted(record.glob("*-rx.wav"))
+    assert len(heard) == 2 and all(tone_share(path, 437.3) > 0.8 for path in heard), heard
+
+
 async def test_a_real_phone_calling_the_answering_side_hears_it(pbx: KamailioPeer, tmp_path: Path) -> None:
     """baresip, registered as alice, dials bob (registered by ``load answer``) three times
     through Kamailio: each call is counted successful (baresip hangs up: our side saw its

@@ -17,6 +17,7 @@ import asyncio
 import re
 import socket
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from test_phone_sipp import HEAD, TAIL, phone_account, recv, sdp_body
 from test_phone_sipp import uac_invite as invite_with
 
 from peertools import TsharkCapture, free_port
-from skinnysip.net.media import MediaStream
-from skinnysip.phone.api import CallState, DTMFReceived, IncomingCall
+from skinnysip.phone.api import CallState, CallStateChanged, DTMFReceived, IncomingCall, PhoneError
+from skinnysip.phone.conference import Conference
 from skinnysip.phone.sip_phone import SIPCall, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -137,17 +138,6 @@ async def test_rtcp_and_jitter_agree_with_tshark(pbx: KamailioPeer, bob: Baresip
 
 # ---- payload echo against SIPp ------------------------------------------------------------
 
-class EchoPayloadPhone(SIPPhone):
-    """Our phone whose call media is a :class:`MediaStream` in ``echo_payload`` mode: every
-    received audio payload goes back at once, byte for byte (``SIPAccount.source = "echo"``
-    echoes decoded audio instead). Set before the stream has a remote, so nothing else is sent."""
-
-    async def _open_media(self, call: SIPCall, flow: Any, offer: Any = None) -> MediaStream:
-        stream = await super()._open_media(call, flow, offer)
-        stream.echo_payload = True
-        return stream
-
-
 def uac_invite(port: int, sdp_payloads: str = "8") -> str:
     """SIPp calls our phone offering ``sdp_payloads`` (at SIPp's media port), takes the 200
     and ACKs it."""
@@ -184,8 +174,9 @@ def bye(cseq: int) -> str:
 
 @pytest.mark.skipif(not SIPP_PCAP.exists(), reason="SIPp's example pcap is not installed")
 async def test_echo_payload_returns_sipp_pcap_audio_byte_for_byte() -> None:
-    """SIPp calls us and plays g711a.pcap (236 PCMA packets of 30 ms); tshark sees our stream
-    send back the same payloads, in the same order, and nothing else."""
+    """SIPp calls our phone (``source="rtp-echo"``) and plays g711a.pcap (236 PCMA packets of
+    30 ms); tshark sees our stream send back the same payloads, in the same order, and nothing
+    else. Such a call has no audio of its own: a conference refuses it."""
     port = free_port(socket.SOCK_DGRAM)
     xml = (HEAD.format(name="pcap-echo") + uac_invite(port)
            + f'  <nop><action><exec play_pcap_audio="{SIPP_PCAP}"/></action></nop>\n'
@@ -193,10 +184,20 @@ async def test_echo_payload_returns_sipp_pcap_audio_byte_for_byte() -> None:
     cap = TsharkCapture("udp and not port 53")
     cap.start()
     try:
-        async with EchoPayloadPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
-            result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=30)
+        # SIPp's -rtp_echo: every received audio payload goes back at once, byte for byte
+        async with SIPPhone(replace(phone_account(listen_port=port, auto_answer=0.0), source="rtp-echo")) as phone:
+            sipp = asyncio.create_task(sipp_uac("127.0.0.1", port, xml=xml, timeout=30))
+            events = []
+            while not any(isinstance(e, CallStateChanged) and e.state is CallState.CONFIRMED for e in events):
+                event = await phone.next_event(15)
+                assert event is not None, events
+                events.append(event)
+            answered = next(e.call for e in events if isinstance(e, IncomingCall))
+            with pytest.raises(PhoneError, match="rtp-echo"):  # no audio of its own to mix
+                Conference(phone).add(answered)
+            result = await sipp
             assert result.returncode == 0, result.errors or result.screen
-            events = await _events(phone)
+            events += await _events(phone)
             calls = {e.call for e in events if isinstance(e, IncomingCall)}
             assert len(calls) == 1
             call = calls.pop()

@@ -82,6 +82,7 @@ def assert_400(r: Any, field: str) -> None:
         ({"aor": AOR, "source": "/etc/passwd"}, "source"),
         ({"aor": AOR, "source": "tone:5"}, "source"),
         ({"aor": AOR, "source": "tone:abc"}, "source"),
+        ({"aor": AOR, "source": "rtp"}, "source"),
         ({"aor": AOR, "dtmf": "inband"}, "dtmf"),
         ({"aor": AOR, "timeout": 5}, "timeout"),
         ({"aor": AOR, "autoanswer": 1}, "autoanswer"),  # a misspelt field is refused, not ignored
@@ -111,6 +112,12 @@ def test_sccp_phone_body_is_checked_and_a_dead_call_manager_is_409(client: TestC
     monkeypatch.setitem(phone_routes.PROTOCOLS, "sip", phone_routes.Protocol(
         "skinnysip.phone.no_such_module", phone_routes.SIPPhoneBody, phone_routes.PROTOCOLS["sip"].build))
     assert "not available" in client.post("/api/phones", json=LOCAL).json()["error"]
+
+
+def test_a_phone_echoing_rtp_payloads_as_sipp_rtp_echo(client: TestClient) -> None:
+    phone = new_phone(client, source="rtp-echo")
+    assert phone["success"] is True and phone["account"]["source"] == "rtp-echo"
+    client.delete(f"/api/phones/{phone['id']}")
 
 
 def test_create_get_list_delete_and_the_password_never_shows(client: TestClient) -> None:

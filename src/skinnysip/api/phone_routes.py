@@ -148,8 +148,8 @@ AOR_PATTERN = rf"^(?i:sips?):{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
 USER_AT_HOST_PATTERN = rf"^{_SIP_USER}@{DOMAIN_SCHEMA['pattern'][1:-1]}$"
 TARGET_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA},
                                            {"type": "string", "pattern": USER_AT_HOST_PATTERN}]}
-#: what :func:`_check_source` accepts: tone:<20-3900 Hz>, silence, echo
-SOURCE_PATTERN = (r"^(?:silence|echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-9]{3}|3[0-8][0-9]{2})"
+#: what :func:`_check_source` accepts: tone:<20-3900 Hz>, silence, echo, rtp-echo
+SOURCE_PATTERN = (r"^(?:silence|echo|rtp-echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-9]{3}|3[0-8][0-9]{2})"
                   r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
 
 
@@ -177,9 +177,9 @@ def _check_server(value: str | None) -> str | None:
 
 def _check_source(v: str) -> str:
     tone = _TONE_RE.fullmatch(v)
-    if v in ("silence", "echo") or (tone and 20 <= float(tone.group(1)) <= 3900):
+    if v in ("silence", "echo", "rtp-echo") or (tone and 20 <= float(tone.group(1)) <= 3900):
         return v
-    raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence" or "echo"')
+    raise ValueError('"tone:<Hz>" with 20-3900 Hz, "silence", "echo" or "rtp-echo"')
 
 
 def _check_rtp_ports(value: list[int] | None) -> list[int] | None:
@@ -225,7 +225,7 @@ class SIPPhoneBody(_Body):
                               description="Register (and keep the registration fresh); false: calls only.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears), "rtp-echo" (each RTP payload back as it came).',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
@@ -304,7 +304,7 @@ class SCCPPhoneBody(_Body):
     protocol_version: int = Field(11, ge=0, le=255, description="Register protocol version.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo".',
+    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears), "rtp-echo" (each RTP payload back as it came).',
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
     rtp_ports: RTPPorts = None

@@ -405,7 +405,7 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--rtp-ports", metavar="FIRST-LAST", help="Calls: the range their RTP/RTCP port pairs are taken from "
             "(baresip rtp_ports).")
     @option("--script", help="user scenario: a Python file with async def scenario(phone, index).")
-    @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo or a WAV file.")
+    @option("--source", default="tone:440", help="What calls send: tone:HZ, silence, echo (what they hear), rtp-echo (each payload back as it came, as SIPp -rtp_echo) or a WAV file.")
     @option("--register/--no-register", default=True, help="answer: register the --users at HOST "
             "(--no-register: listen on HOST:PORT and answer every call sent there, as sipp -sn uas).")
     @option("--ring", default=0.0, type=FloatRange(min=0.0), help="answer: seconds of ringing (after our 180) "

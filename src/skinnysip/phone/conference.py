@@ -140,6 +140,8 @@ class Conference:
             raise PhoneError(f"call {call.id} has no media stream")
         if len(self._parties) >= MAX_PARTIES:
             raise PhoneError(f"a conference mixes at most {MAX_PARTIES} calls")
+        if media.echo_payload:
+            raise PhoneError(f"call {call.id} echoes RTP payloads (source rtp-echo): it has no audio of its own to mix")
         # an "echo" account's source is the stream's own echo FIFO: our part is silence then
         own: AudioSource = SilenceSource() if media.echo is not None and media.source is media.echo \
             else media.source

@@ -103,7 +103,8 @@ class SCCPAccount:
     IPv6-capable layouts). ``line``: the line instance calls are placed on (None: the first).
     ``off_hook``: how a call starts (``offhook``, ``stimulus`` = Stimulus Line, ``softkey`` =
     NewCall); ``answer_with``: ``offhook`` or ``softkey`` (Answer). ``source``: what we send:
-    ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` or a WAV file path; ``record_dir``: WAV
+    ``"tone:440"`` (Hz), ``"silence"``, ``"echo"``, ``"rtp-echo"`` (see
+    :class:`~skinnysip.phone.sip_phone.SIPAccount`) or a WAV file path; ``record_dir``: WAV
     recordings of each media stream. ``auto_answer``: seconds after which an incoming call is
     answered (None: never). ``timeout``: bound of each wait for the CM. ``reconnect_min``/
     ``reconnect_max``: backoff between reconnection attempts (doubling).
@@ -818,6 +819,7 @@ class SCCPPhone(Phone):
         try:
             stream = await MediaStream.open(ip, source=audio.source_from_spec(acc.source),
                                             record_dir=acc.record_dir, name=name, echo=acc.source == "echo",
+                                        echo_payload=acc.source == "rtp-echo",
                                             on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                             ports=acc.rtp_ports)
         except (OSError, ValueError) as exc:

@@ -130,7 +130,9 @@ class SIPAccount:
     registration time asked for. ``register``: False for calls without a registrar.
     ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
     seconds after which an incoming call is answered (None: never). ``source``: what we
-    send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` or a WAV file path. ``record_dir``:
+    send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` (what it hears, decoded and encoded
+    again), ``"rtp-echo"`` (each received payload sent back as it came, SIPp's ``-rtp_echo``)
+    or a WAV file path. ``record_dir``:
     WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``. ``srtp`` (SDES keys,
     RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
     RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
@@ -774,6 +776,7 @@ class SIPPhone(Phone):
         acc = self.account
         stream = await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source),
                                         record_dir=acc.record_dir, name=f"call{call.id}", echo=acc.source == "echo",
+                                        echo_payload=acc.source == "rtp-echo",
                                         on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration),
                                         ports=acc.rtp_ports)
         if acc.soundcard is not None:
