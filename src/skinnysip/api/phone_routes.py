@@ -153,6 +153,10 @@ SOURCE_PATTERN = (r"^(?:silence|echo|rtp-echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2
                   r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
 
 
+SOURCE_DESCRIPTION = ('What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears) or '
+                      '"rtp-echo" (each RTP payload back as it came).')
+
+
 def _check_target(value: str) -> str:
     """A dial string: a sip:/sips:/tel: URI, ``user@host[:port]`` or a user at the phone's domain."""
     spec_match(TARGET_SCHEMA, value, "a user, user@host[:port] or " + URI_FORM)
@@ -225,7 +229,7 @@ class SIPPhoneBody(_Body):
                               description="Register (and keep the registration fresh); false: calls only.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears), "rtp-echo" (each RTP payload back as it came).',
+    source: str = Field("tone:440", description=SOURCE_DESCRIPTION,
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
@@ -304,7 +308,7 @@ class SCCPPhoneBody(_Body):
     protocol_version: int = Field(11, ge=0, le=255, description="Register protocol version.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
-    source: str = Field("tone:440", description='What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears), "rtp-echo" (each RTP payload back as it came).',
+    source: str = Field("tone:440", description=SOURCE_DESCRIPTION,
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     timeout: int = Field(10000, ge=1000, le=120000, description="ms to wait for each call manager answer.")
     rtp_ports: RTPPorts = None

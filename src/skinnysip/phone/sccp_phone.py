@@ -819,7 +819,7 @@ class SCCPPhone(Phone):
         try:
             stream = await MediaStream.open(ip, source=audio.source_from_spec(acc.source),
                                             record_dir=acc.record_dir, name=name, echo=acc.source == "echo",
-                                        echo_payload=acc.source == "rtp-echo",
+                                            echo_payload=acc.source == "rtp-echo",
                                             on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                             ports=acc.rtp_ports)
         except (OSError, ValueError) as exc:

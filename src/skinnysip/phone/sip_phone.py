@@ -132,8 +132,7 @@ class SIPAccount:
     seconds after which an incoming call is answered (None: never). ``source``: what we
     send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` (what it hears, decoded and encoded
     again), ``"rtp-echo"`` (each received payload sent back as it came, SIPp's ``-rtp_echo``)
-    or a WAV file path. ``record_dir``:
-    WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``. ``srtp`` (SDES keys,
+    or a WAV file path. ``record_dir``: WAV recordings of each call. ``dtmf``: ``"rfc4733"`` or ``"info"``. ``srtp`` (SDES keys,
     RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
     RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
     crypto) or ``"mandatory"`` (offer RTP/SAVP, the call fails if the far end refuses SRTP;
