@@ -371,8 +371,9 @@ def source_from_spec(spec: str) -> AudioSource | None:
     ``""`` (:class:`SilenceSource`), ``"echo"`` (None: the media stream echoes what it hears,
     decoded and encoded again), ``"rtp-echo"`` (None: the media stream sends each received
     audio payload back at once, byte for byte, as SIPp's ``-rtp_echo``) or a WAV file path
-    (:class:`WavSource`, looped). ``ValueError`` saying what is wrong for a frequency that is not a number of Hz above 0 and below the 4000 Hz Nyquist limit of 8 kHz
-    audio, or a WAV file that cannot be read."""
+    (:class:`WavSource`, looped). ``ValueError`` saying what is wrong for a frequency that is
+    not a number of Hz above 0 and below the 4000 Hz Nyquist limit of 8 kHz audio, or a WAV
+    file that cannot be read."""
     if spec in ("echo", "rtp-echo"):
         return None
     if spec.startswith("tone:"):
