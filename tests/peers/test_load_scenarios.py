@@ -480,6 +480,38 @@ def test_late_and_stray_responses_count_as_sipps_dead_call_and_out_of_call_messa
     assert sum(int(r["DeadCallMsgs(P)"]) for r in rows) == late
 
 
+@pytest.mark.parametrize(("scenario", "method"), [("options", "OPTIONS"), ("call", "INVITE")])
+def test_a_server_closing_the_connection_before_its_answer_is_sipps_failed_tcp_closed(
+        tmp_path: Path, scenario: str, method: str) -> None:
+    """SIPp over TCP takes the request and quits at once (its ``stop_now``), closing the
+    connection with no answer: the attempt fails as SIPp counts it, FailedTcpClosed (not a
+    send failure), in the summary and the CSV, its note naming the connection closed."""
+    port = free_port(socket.SOCK_STREAM)
+    (tmp_path / "quit.xml").write_text(
+        f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="take it and quit">\n'
+        f'  <recv request="{method}"/>\n  <nop><action><exec int_cmd="stop_now"/></action></nop>\n</scenario>\n')
+    sipp = subprocess.Popen([require("sipp"), "-i", "127.0.0.1", "-p", str(port), "-t", "t1", "-sf", "quit.xml",
+                             "-m", "1", "-nostdin", "-timeout", "30s"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        errors, stats = tmp_path / "errors.txt", tmp_path / "stats.csv"
+        extra = ["--to", "service", "--hold", "1"] if scenario == "call" else []
+        proc = load_cli(scenario, "127.0.0.1", "-p", str(port), "-t", "tcp", "-r", "1", "-m", "1", *extra,
+                        "--trace-err", str(errors), "--csv", str(stats), "--json")
+        assert sipp.wait(10) is not None
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait(5)
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"], result["failedByKind"]) == (0, 1, {"FailedTcpClosed": 1})
+    assert f"connection closed by 127.0.0.1:{port}/tcp" in errors.read_text()
+    with stats.open(newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["FailedTcpClosed(C)"]) == 1
+
+
 @pytest.mark.parametrize(("timeout", "kind"), [(0.8, "FailedTimeoutOnRecv"), (1.6, "FailedMaxUDPRetrans")])
 async def test_a_silent_udp_server_fails_on_timer_f_or_on_a_shorter_deadline(timeout: float, kind: str) -> None:
     """No answer over UDP: with the deadline at Timer F (64·T1; T1 25 ms here, so 1.6 s) the

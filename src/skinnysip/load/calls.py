@@ -19,7 +19,7 @@ from typing import Any
 
 from skinnysip.addresses import hostport
 from skinnysip.net.sip_endpoint import SIPTransportError
-from skinnysip.net.sip_transport import route_ip
+from skinnysip.net.sip_transport import closed_by_peer, route_ip
 from skinnysip.phone.api import CallState, IncomingCall, PhoneError, RegistrationChanged, RegistrationState
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
@@ -220,7 +220,8 @@ class PhoneScenario(Scenario):
             kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and "Timer" in reason else "FailedTimeoutOnRecv"
             record_failure(counters, "timeout", kind, sent=call.invite, note=reason or "not answered in time")
         else:
-            record_failure(counters, "transport", "FailedCannotSendMessage", sent=call.invite, note=reason)
+            kind = "FailedTcpClosed" if closed_by_peer(reason) else "FailedCannotSendMessage"
+            record_failure(counters, "transport", kind, sent=call.invite, note=reason)
 
 
 class AnswerScenario(PhoneScenario):

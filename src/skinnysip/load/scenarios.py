@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from skinnysip.addresses import format_host
 from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
-from skinnysip.net.sip_transport import route_ip
+from skinnysip.net.sip_transport import closed_by_peer, route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import min_expires_retry, new_call_id, new_request, new_tag, resend_request
@@ -756,8 +756,8 @@ class TransactionScenario(Scenario):
             record_failure(counters, "timeout", kind, sent=outcome.request,
                            note=f"no final response ({outcome.timer or 'deadline'}){self.ep.ignored_note()}")
         else:
-            record_failure(counters, "transport", "FailedCannotSendMessage", sent=outcome.request,
-                           note=outcome.error or "")
+            kind = "FailedTcpClosed" if closed_by_peer(outcome.error or "") else "FailedCannotSendMessage"
+            record_failure(counters, "transport", kind, sent=outcome.request, note=outcome.error or "")
 
     def _credentials(self, user: User) -> DigestClient | None:
         return DigestClient(user.auth_user or user.user, user.password) if user.password is not None else None

@@ -34,6 +34,7 @@ FAILURE_KINDS = (
     "FailedCannotSendMessage",   # a send failed (socket error, connection gone)
     "FailedMaxUDPRetrans",       # UDP: no answer once the retransmissions ran out (Timer B/F, RFC 3261 §17.1)
     "FailedTcpConnect",          # TCP/TLS: no connection (refused, handshake failed)
+    "FailedTcpClosed",           # TCP/TLS: the server closed or reset the connection before the answer
     "FailedUnexpectedMessage",   # a final response other than the one the scenario waits for
     "FailedCallRejected",        # the user scenario raised or returned False
     "FailedTimeoutOnRecv",       # TCP/TLS: no final response before Timer B/F; a --timeout shorter than it

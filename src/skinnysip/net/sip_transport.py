@@ -77,12 +77,22 @@ class SIPTransportError(Exception):
         self.reason = reason
 
 
+#: how a transport failure's reason starts when the peer ended the stream connection (FIN, RST)
+PEER_CLOSED = ("connection closed by ", "connection reset by ")
+
+
+def closed_by_peer(reason: str) -> bool:
+    """True if ``reason`` (a transport failure's text, or a call's end reason quoting one)
+    says the peer closed or reset the stream connection (SIPp's ``FailedTcpClosed``)."""
+    return any(prefix in reason for prefix in PEER_CLOSED)
+
+
 def describe_os_error(exc: OSError, where: str) -> str:
     """One line for an OSError met while talking to ``where``."""
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused by {where}"
     if isinstance(exc, ConnectionResetError):
-        return f"connection reset by {where}"
+        return f"{PEER_CLOSED[1]}{where}"
     return f"network error with {where}: {exc.strerror or exc}"
 
 
@@ -294,7 +304,7 @@ class Connection:
         return f"{hostport(*self.remote)}/{self.transport}"
 
     async def _read_loop(self) -> None:
-        reason = f"connection closed by {self.where}"
+        reason = f"{PEER_CLOSED[0]}{self.where}"
         unframed = b""
         try:
             while True:
