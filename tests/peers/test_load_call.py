@@ -276,3 +276,32 @@ def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_p
     late = messages.read_text(encoding="utf-8").count(";branch=z9hG4bK-late-")
     assert late >= 4
     assert (result["deadCallMsgs"], result["outOfCallMsgs"]) == (late, 0)
+
+
+LOG_PROBE = '''
+import asyncio
+
+
+async def scenario(phone, index):
+    call = await phone.call("service")
+    if not await call.wait_connected(10):
+        return False
+    await asyncio.sleep(1.0)
+    media = call.media
+    flowing = media.packets_sent > 30 and media.packets_received > 30
+    kept = len(media.packet_log)
+    await call.hangup()
+    return flowing and kept == 0 and not media.packet_log.enabled
+'''
+
+
+async def test_load_calls_keep_no_media_packet_log(tmp_path: Path) -> None:
+    """A phone keeps each call's RTP/RTCP datagrams (up to 2 MiB a stream) for its pcap; the
+    phones of a load run do not (``SIPAccount.packet_log=False``): thousands of calls would
+    hold gigabytes. A user scenario on SIPp's echo sees media flow both ways and nothing kept."""
+    script = tmp_path / "probe.py"
+    script.write_text(LOG_PROBE)
+    with sipp_echo_uas(2) as uas:
+        config = LoadConfig("user", "127.0.0.1", port=uas.port, user_script=str(script), rate=2, count=2)
+        result = summary(await run_local(config, []), config)
+    assert (result["successful"], result["failed"]) == (2, 0), result

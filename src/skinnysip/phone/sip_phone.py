@@ -158,6 +158,9 @@ class SIPAccount:
     even port and its successor; a call fails (``PhoneError``) when the range has no free pair.
     ``max_calls``: calls at once at most (an INVITE beyond is answered 486 Busy Here, placing
     one more raises ``PhoneError``); ``ValueError`` from :meth:`SIPPhone.__init__` when < 1.
+    ``packet_log``: keep each call's RTP/RTCP datagrams (bounded: the first and the last 1 MiB
+    of each stream, :class:`~skinnysip.net.media.PacketLog`) for its pcap; False keeps none
+    (a load run's thousands of calls: neither the memory nor the time per packet).
     """
 
     aor: str
@@ -187,6 +190,7 @@ class SIPAccount:
     t1: float = 0.5
     rtp_ports: tuple[int, int] | None = None
     max_calls: int = MAX_CALLS
+    packet_log: bool = True
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -778,6 +782,7 @@ class SIPPhone(Phone):
                                         echo_payload=acc.source == "rtp-echo",
                                         on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration),
                                         ports=acc.rtp_ports)
+        stream.packet_log.enabled = acc.packet_log
         if acc.soundcard is not None:
             from skinnysip.net.soundcard import attach
 
