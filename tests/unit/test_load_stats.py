@@ -376,6 +376,13 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     console.print(view.render())
     late = console.export_text()
     assert "loop late" in late and "(max 800 ms)" in late
+    assert "dead call msgs" not in late  # shown only once a message of no running call came
+    period.dead_call_msgs, period.out_of_call_msgs = 3, 1
+    view(Interval(period, period, 2.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_002.0))
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    stray = console.export_text()
+    assert re.search(r"dead call msgs\s+.\s+3\s+.\s+3", stray) and re.search(r"out-of-call msgs\s+.\s+1", stray), stray
     # what just happened and what the keys do stand under the table, one line each
     view.note, view.hint = "rate set to 12/s", "keys  + - ±1/s  * / ±10/s  q stop"
     console = Console(record=True, width=100)

@@ -385,6 +385,9 @@ class LiveView:
             table.add_row("loss", _fmt(None if p.loss is None else round(p.loss * 100, 2), " %"),
                           _fmt(None if c.loss is None else round(c.loss * 100, 2), " %"))
             table.add_row("jitter", _fmt(p.jitter_ms, " ms"), _fmt(c.jitter_ms, " ms"))
+        if c.dead_call_msgs or c.out_of_call_msgs:  # SIPp's screen lines for messages of no running call
+            table.add_row("dead call msgs", str(p.dead_call_msgs), str(c.dead_call_msgs))
+            table.add_row("out-of-call msgs", str(p.out_of_call_msgs), str(c.out_of_call_msgs))
         if c.watchdog_minor or c.watchdog_major:  # this process could not keep up: say so where it shows
             table.add_row("[yellow]loop late", f"[yellow]{p.watchdog_minor + p.watchdog_major}",
                           f"[yellow]{c.watchdog_minor + c.watchdog_major} (max {c.loop_lag_max * 1000:.0f} ms)")
