@@ -422,3 +422,26 @@ async def test_a_real_phone_calling_the_answering_side_hears_it(pbx: KamailioPee
     assert min(heard_by_alice) >= 0.8, heard_by_alice
     heard = sorted(record.glob("*-rx.wav"))
     assert len(heard) == calls and all(tone_share(path, THEIR_TONE) > 0.8 for path in heard), heard
+
+
+def test_options_pings_to_the_answering_side_are_auto_answered_as_sipp_counts_them() -> None:
+    """sipsak pings the answering side (``--no-register``) with OPTIONS, as a registrar or an
+    SBC keeps its contacts alive: each gets 200 from the phone's UAS core, and the summary
+    counts them as SIPp's AutoAnswered, none as out of call and no attempt."""
+    port = free_port(socket.SOCK_DGRAM)
+    answer = subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", "1",
+         "--duration", "6", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)  # listening
+        assert answer.poll() is None, answer.communicate()[1]
+        for _ in range(3):
+            ping = subprocess.run([require("sipsak"), "-v", "-s", f"sip:ping@127.0.0.1:{port}"], capture_output=True,
+                                  text=True, timeout=20)
+            assert ping.returncode == 0 and "200 OK" in ping.stdout + ping.stderr, ping.stdout + ping.stderr
+        code, result, err = finish(answer)
+    finally:
+        if answer.poll() is None:
+            answer.kill()
+    assert code == 0, err[-2000:]
+    assert (result["autoAnswered"], result["outOfCallMsgs"], result["attempted"]) == (3, 0, 0), result

@@ -442,6 +442,21 @@ LATE_ANSWERS_XML = (
     + _sipp_200("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-odd-[call_number]",
                 "From: <sip:nobody@127.0.0.1>;tag=odd[call_number]\nTo: <sip:nobody@127.0.0.1>;tag=odd[call_number]\n"
                 "Call-ID: stranger-[call_number]@[local_ip]\nCSeq: 1 OPTIONS")
+    # a keep-alive ping to us, as a registrar sends its contacts (SIPp files our 200 under the
+    # Call-ID it sent: the ping reuses the attempt's, an out-of-dialog OPTIONS all the same)
+    + """  <send><![CDATA[
+OPTIONS sip:load@127.0.0.1 SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:ping@[local_ip]>;tag=ping[call_number]
+To: <sip:load@127.0.0.1>
+[last_Call-ID:]
+CSeq: 1 OPTIONS
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+"""
     + "</scenario>\n"
 )
 
@@ -450,9 +465,11 @@ def test_late_and_stray_responses_count_as_sipps_dead_call_and_out_of_call_messa
     """SIPp as the server answers each OPTIONS, then 150 ms later sends two more 200s that
     match no transaction of ours (other branches): one with the ended attempt's Call-ID
     (SIPp's DeadCallMsgs: a message of a call that ended less than 33 s ago) and one with a
-    Call-ID that was never ours (OutOfCallMsgs). Each received one is counted once, in the
-    summary and the CSV, exactly as many as the --trace-msg file shows arrived (the last
-    attempts' may come after the run ended), and none fails an attempt."""
+    Call-ID that was never ours (OutOfCallMsgs), and then an OPTIONS of its own, which our
+    endpoint answers 200 (AutoAnswered, as SIPp counts it under -aa; not out of call). Each
+    received one is counted once, in the summary and the CSV, exactly as many as the
+    --trace-msg file shows arrived (the last attempts' may come after the run ended), and none
+    fails an attempt."""
     port = free_port(socket.SOCK_DGRAM)
     (tmp_path / "late.xml").write_text(LATE_ANSWERS_XML)
     sipp = subprocess.Popen([require("sipp"), "-i", "127.0.0.1", "-p", str(port), "-sf", "late.xml", "-m", "15",
@@ -473,10 +490,14 @@ def test_late_and_stray_responses_count_as_sipps_dead_call_and_out_of_call_messa
     late = text.count(";branch=z9hG4bK-late-")
     stray = len(re.findall(r"^Call-ID: stranger-", text, re.M))
     assert late >= 12 and stray >= 12  # all but the last attempts' at least
-    assert (result["deadCallMsgs"], result["outOfCallMsgs"]) == (late, stray)
+    pinged = len(re.findall(r"^OPTIONS sip:load@", text, re.M))
+    answered = len(re.findall(r"^SIP/2\.0 200 OK\r?\n(?:.+\n)*?From: <sip:ping@", text, re.M))  # ours, sent
+    assert pinged >= 12 and answered == pinged
+    assert (result["deadCallMsgs"], result["outOfCallMsgs"], result["autoAnswered"]) == (late, stray, pinged)
     with stats.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert (int(rows[-1]["DeadCallMsgs(C)"]), int(rows[-1]["OutOfCallMsgs(C)"])) == (late, stray)
+    assert (int(rows[-1]["DeadCallMsgs(C)"]), int(rows[-1]["OutOfCallMsgs(C)"]), int(rows[-1]["AutoAnswered(C)"])) == (
+        late, stray, pinged)
     assert sum(int(r["DeadCallMsgs(P)"]) for r in rows) == late
 
 

@@ -554,11 +554,12 @@ def test_the_call_ledger_tells_dead_calls_from_strangers_for_33_seconds_and_stay
 
 def test_dead_call_and_out_of_call_messages_add_up_over_workers_into_the_csv() -> None:
     a, b, total = Counters(), Counters(), Counters()
-    a.dead_call_msgs, a.out_of_call_msgs = 2, 1
+    a.dead_call_msgs, a.out_of_call_msgs, a.auto_answered = 2, 1, 7
     b.dead_call_msgs, b.out_of_call_msgs = 3, 4
     for worker in (a, b):
         total.merge(Counters.from_dict(worker.to_dict()))
-    assert (total.dead_call_msgs, total.out_of_call_msgs) == (5, 5)
+    assert (total.dead_call_msgs, total.out_of_call_msgs, total.auto_answered) == (5, 5, 7)
     i = CSV_COLUMNS.index("OutOfCallMsgs(P)")
-    assert CSV_COLUMNS[i:i + 5] == ["OutOfCallMsgs(P)", "OutOfCallMsgs(C)", "DeadCallMsgs(P)", "DeadCallMsgs(C)",
-                                    "Retransmissions(P)"]  # SIPp's order
+    assert CSV_COLUMNS[i:i + 9] == ["OutOfCallMsgs(P)", "OutOfCallMsgs(C)", "DeadCallMsgs(P)", "DeadCallMsgs(C)",
+                                    "Retransmissions(P)", "Retransmissions(C)", "AutoAnswered(P)", "AutoAnswered(C)",
+                                    "Warnings(P)"]  # SIPp's order

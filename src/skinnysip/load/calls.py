@@ -91,13 +91,16 @@ class PhoneScenario(Scenario):
 
     def _unexpected(self, phone: SIPPhone, event: LayerEvent) -> bool:
         """Count a response matching no transaction, or an in-dialog request, for no call the
-        phone has now (SIPp's OutOfCallMsgs, DeadCallMsgs); the phone still handles it (a 2xx
-        retransmission of a live call is ACKed again, a request for no dialog gets 481)."""
+        phone has now (SIPp's OutOfCallMsgs, DeadCallMsgs), and an out-of-dialog OPTIONS
+        (AutoAnswered); the phone still handles each (a 2xx retransmission of a live call is
+        ACKed again, a request for no dialog gets 481, the OPTIONS 200)."""
         if isinstance(event, UnmatchedResponse | SuccessRetransmission):
             call_id = event.response.call_id
         elif isinstance(event, RequestReceived) and event.request.to_tag is not None:
             call_id = event.request.call_id
         else:
+            if isinstance(event, RequestReceived):
+                self.auto_answers(event.request)
             return False
         if not any(isinstance(call, SIPCall) and call.call_id == call_id for call in phone.calls):
             self.stray(call_id)

@@ -564,7 +564,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "watchdog": {"minor", "major", "maxLagMs"}: SIPp's watchdog trips of our own event
              loop (:meth:`Counters.watchdog`; summed over workers, the longest lag),
          "outOfCallMsgs", "deadCallMsgs": SIPp's counters of messages for no running attempt
-             (:class:`Counters`: never ours / an attempt that ended in the last 33 s)}
+             (:class:`Counters`: never ours / an attempt that ended in the last 33 s),
+         "autoAnswered": out-of-dialog OPTIONS answered 200 by our endpoint itself}
 
     and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
     (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
@@ -611,6 +612,7 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
                      "maxLagMs": round(total.loop_lag_max * 1000, 1)},
         "outOfCallMsgs": total.out_of_call_msgs,
         "deadCallMsgs": total.dead_call_msgs,
+        "autoAnswered": total.auto_answered,
     }
     if config.scenario == "call":  # post-dial delay (INVITE → first 18x) of the calls alerted
         pdd = total.alerting_time

@@ -634,6 +634,14 @@ class Scenario:
         elif kind == "out-of-call":
             self.counters().out_of_call_msgs += 1
 
+    def auto_answers(self, request: Request) -> bool:
+        """True (and counted as SIPp's AutoAnswered) for an out-of-dialog OPTIONS: the
+        endpoint answers it 200 by itself (RFC 3261 §11.2), as SIPp does under ``-aa``."""
+        if request.method == "OPTIONS" and request.to_tag is None:
+            self.counters().auto_answered += 1
+            return True
+        return False
+
     def open_message_log(self) -> MessageLog | None:
         """The ``trace_msg`` file's :class:`~skinnysip.load.report.MessageLog` (None without
         one); ``ValueError`` with one line when it cannot be created."""
@@ -707,7 +715,7 @@ class TransactionScenario(Scenario):
         DeadCallMsgs); the endpoint's default still answers a request (§8.2)."""
         if isinstance(event, UnmatchedResponse | SuccessRetransmission):
             self.stray(event.response.call_id)
-        elif isinstance(event, RequestReceived):
+        elif isinstance(event, RequestReceived) and not self.auto_answers(event.request):
             self.stray(event.request.call_id)
         return False
 

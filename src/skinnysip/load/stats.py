@@ -146,7 +146,8 @@ class Counters:
     running attempt — a response matching no transaction of ours (RFC 3261 §17.1.3) or an
     in-dialog request for no call of ours — whose Call-ID was never ours (``OutOfCallMsgs``),
     or is that of an attempt that ended at most 33 s before (``DeadCallMsgs``, SIPp's
-    ``-deadcall_wait``)."""
+    ``-deadcall_wait``). ``auto_answered``: out-of-dialog OPTIONS our endpoint answered 200 by
+    itself (a registrar's keep-alive pings; SIPp's ``AutoAnswered`` under ``-aa``)."""
 
     attempted: int = 0
     successful: int = 0
@@ -178,6 +179,7 @@ class Counters:
     loop_lag_max: float = 0.0
     out_of_call_msgs: int = 0
     dead_call_msgs: int = 0
+    auto_answered: int = 0
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -252,7 +254,8 @@ class Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
                      "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
-                     "malformed", "watchdog_minor", "watchdog_major", "out_of_call_msgs", "dead_call_msgs"):
+                     "malformed", "watchdog_minor", "watchdog_major", "out_of_call_msgs", "dead_call_msgs",
+                     "auto_answered"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.loop_lag_max = max(self.loop_lag_max, other.loop_lag_max)
         self.last_malformed = other.last_malformed or self.last_malformed
