@@ -72,21 +72,17 @@ class CallLedger:
     def __init__(self, wait: float = DEAD_CALL_WAIT, limit: int = MAX_DEAD_CALLS) -> None:
         self.wait = wait
         self.limit = max(1, limit)
-        self._live: dict[str, int] = {}  # Call-ID -> attempts using it now
+        self._live: set[str] = set()  # the Call-IDs of the attempts running now
         self._ended: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when it ended, oldest first
 
     def start(self, call_id: str) -> None:
         """An attempt now uses ``call_id``."""
-        self._live[call_id] = self._live.get(call_id, 0) + 1
+        self._live.add(call_id)
         self._ended.pop(call_id, None)
 
     def end(self, call_id: str, now: float) -> None:
         """An attempt that used ``call_id`` ended at ``now`` (loop seconds)."""
-        left = self._live.get(call_id, 0) - 1
-        if left > 0:
-            self._live[call_id] = left
-            return
-        self._live.pop(call_id, None)
+        self._live.discard(call_id)
         self._ended[call_id] = now
         self._ended.move_to_end(call_id)
         self._forget(now)
@@ -737,13 +733,13 @@ class TransactionScenario(Scenario):
         return flow
 
     def _request(self, method: str, ruri: str, from_uri: str, to_uri: str, flow: Flow, user: User, *,
-                 call_id: str | None = None, from_tag: str | None = None, cseq: int = 1,
+                 call_id: str, from_tag: str | None = None, cseq: int = 1,
                  contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"", content_type: str | None = None) -> Request:
         added = self.config.headers_for(user)
         return new_request(
             method, ruri, from_=NameAddr(None, self._uri(from_uri), {"tag": from_tag or new_tag()}),
-            to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id or new_call_id(),
+            to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id,
             cseq=cseq, contact=self._contact(flow, contact_user) if contact_user is not None else None,
             user_agent=self._user_agent, headers=[*(headers or ()), *added], body=body, content_type=content_type)
 

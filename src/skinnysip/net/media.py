@@ -779,8 +779,9 @@ class MediaStream:
         self.dtmf_sent = 0
         self._new_spurt = True
         self._echo_offset: int | None = None  # echo_payload: our timestamp minus theirs
-        self._reclock = False
-        self._clock_t0 = 0.0  # the media clock (_clock_tick): frame i is due at t0 + i * ptime
+        # the media clock (_clock_tick): frame i is due at t0 + i * ptime, ptime the one it
+        # ticks at (a new ptime from apply restarts it)
+        self._clock_t0 = 0.0
         self._clock_i = 0
         self._clock_ptime = self.config.ptime
         self._tick = 0
@@ -900,7 +901,7 @@ class MediaStream:
         self.local_ip, self.local_port = str(name[0]), int(name[1])
         self.rtcp_port = int(self._rtcp.get_extra_info("sockname")[1])
         self._opened = loop.time()
-        self._clock_t0, self._clock_i, self._clock_ptime = self._opened, 0, self.config.ptime
+        self._clock_t0 = self._opened
         MediaClock.of(loop).schedule(self._opened, self)
         self._tasks = [asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
         realtime.acquire()  # while media flows the collector runs rarely (net/realtime.py)
@@ -931,8 +932,6 @@ class MediaStream:
             self._new_spurt = True
         clock_changed = codec.clock_rate != self._codec.clock_rate
         self._codec = codec
-        if abs(config.ptime - old.ptime) > 1e-9:
-            self._reclock = True
         if clock_changed:
             self.config = config
             self._new_remote_source()  # statistics, jitter buffer and DTMF timing at the new clock
@@ -1093,8 +1092,7 @@ class MediaStream:
             log.info("media stream %s: media clock stopped after %.0f s", self.name, now - self._opened)
             return None
         ptime = self._clock_ptime
-        if self._reclock:
-            self._reclock = False
+        if abs(self.config.ptime - ptime) > 1e-9:  # apply() changed it: restart at the new one
             ptime = self._clock_ptime = self.config.ptime
             self._clock_t0, self._clock_i = now, 0
         due = self._clock_t0 + self._clock_i * ptime
