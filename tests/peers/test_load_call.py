@@ -15,11 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sip_peers import SippResult, _sipp_result
 
@@ -28,6 +30,7 @@ from skinnysip.load.runner import run_local, summary
 from skinnysip.load.scenarios import LoadConfig
 from skinnysip.rtp.codecs import PCMU
 from skinnysip.rtp.quality import mos_from_r, r_factor
+from skinnysip.rtp.tones import dtmf, silence
 
 pytestmark = pytest.mark.peer
 
@@ -305,3 +308,53 @@ async def test_load_calls_keep_no_media_packet_log(tmp_path: Path) -> None:
         config = LoadConfig("user", "127.0.0.1", port=uas.port, user_script=str(script), rate=2, count=2)
         result = summary(await run_local(config, []), config)
     assert (result["successful"], result["failed"]) == (2, 0), result
+
+
+INBAND_PROBE = '''
+import asyncio
+import json
+
+
+async def scenario(phone, index):
+    if index == 1:  # the second call: in-band detection turned on, as a scenario may
+        phone.account.inband_dtmf = True
+    call = await phone.call("service")
+    if not await call.wait_connected(10):
+        return False
+    await asyncio.sleep(1.6)
+    report = call.media.report()
+    await call.hangup()
+    line = {"index": index, "inband": call.media.inband_dtmf, "received": report["received"]["packets"],
+            "digits": "".join(d["digit"] for d in report["dtmf"]), "methods": sorted({d["method"] for d in report["dtmf"]})}
+    with open(OUT, "a") as out:
+        out.write(json.dumps(line) + "\\n")
+    return True
+'''
+
+
+async def test_load_calls_look_for_no_inband_dtmf_unless_a_scenario_asks(tmp_path: Path) -> None:
+    """A load run's phones hear RFC 4733 (and INFO) digits only (``SIPAccount.inband_dtmf=False``):
+    the Goertzel fallback costs a stream a few µs every 20 ms and SIPp hears no digits either.
+    Our calls send key presses of '5' (a WAV, no telephone-event: SIPp's answer has none) to
+    SIPp's echo: the first call, as a load run makes it, finds no digit in what comes back; the
+    second, whose scenario set ``phone.account.inband_dtmf = True``, finds the '5's in band."""
+    wav = tmp_path / "keys.wav"
+    samples = np.concatenate([silence(0.2), *[part for _ in range(3) for part in (dtmf("5", 0.1), silence(0.1))]])
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples.astype("<i2").tobytes())
+    lines = tmp_path / "calls.jsonl"
+    script = tmp_path / "probe.py"
+    script.write_text(f"OUT = {str(lines)!r}\n" + INBAND_PROBE)
+    with sipp_echo_uas(2) as uas:
+        config = LoadConfig("user", "127.0.0.1", port=uas.port, user_script=str(script), rate=1, count=2,
+                            source=str(wav), codecs=("PCMU",))
+        result = summary(await run_local(config, []), config)
+    assert (result["successful"], result["failed"]) == (2, 0), result
+    calls = {line["index"]: line for line in map(json.loads, lines.read_text().splitlines())}
+    assert calls[0]["inband"] is False and calls[1]["inband"] is True, calls
+    assert min(calls[0]["received"], calls[1]["received"]) > 50, calls  # the echo came back to both
+    assert calls[0]["digits"] == "", calls
+    assert "5" in calls[1]["digits"] and set(calls[1]["digits"]) == {"5"} and calls[1]["methods"] == ["inband"], calls

@@ -472,6 +472,28 @@ async def test_inband_dtmf_is_detected_when_no_telephone_event_arrives():
         await b.close()
 
 
+
+async def test_a_stream_with_inband_dtmf_off_hears_rfc4733_only():
+    """``inband_dtmf=False`` (a load run's phones): the same key presses as above, with no
+    telephone-event, arrive as audio and give no digit; the digits sent as RFC 4733 events
+    afterwards are heard."""
+    a = await MediaStream.open(V4, source=KeyPresses("159#"), name="a")
+    b = await MediaStream.open(V4, name="b", inband_dtmf=False)
+    try:
+        a.apply(MediaConfig(payload_type=8, telephone_event=None, remote=(V4, b.local_port)))
+        b.apply(MediaConfig(payload_type=8, telephone_event=None, remote=(V4, a.local_port)))
+        await asyncio.sleep(1.2)  # the four key presses have played
+        assert b.packets_received > 40
+        assert b.report()["dtmf"] == []
+        a.apply(MediaConfig(payload_type=8, telephone_event=101, remote=(V4, b.local_port)))
+        b.apply(MediaConfig(payload_type=8, telephone_event=101, remote=(V4, a.local_port)))
+        await a.send_dtmf("7", duration=0.1)
+        event = await asyncio.wait_for(b.dtmf_events.get(), 3.0)
+        assert (event.digit, event.method) == ("7", "rfc4733")
+    finally:
+        await a.close()
+        await b.close()
+
 async def test_rtcp_mux_and_a_wav_file_source(tmp_path):
     """RFC 5761: RTCP on the RTP port both ways; a 44.1 kHz stereo WAV file is what b hears."""
     path = tmp_path / "tone.wav"
