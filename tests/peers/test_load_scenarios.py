@@ -350,6 +350,11 @@ def test_trace_err_writes_what_each_failure_was(pbx: KamailioPeer, tmp_path: Pat
         assert "403 (FailedUnexpectedMessage)\nsent:\nREGISTER sip:" in block, block
         assert "Authorization: Digest username=\"alice\"" in block
         assert "received:\nSIP/2.0 403 " in block and "Server: " in block
+    # a 401 left unanswered says why: here no password was given
+    proc = load_cli("register", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "-m", "1", "--trace-err", str(log))
+    assert proc.returncode == 1, proc.stderr
+    assert "401 (FailedUnexpectedMessage): not answered: no credentials\nsent:\nREGISTER sip:" in log.read_text()
 
     script = tmp_path / "scenario.py"
     script.write_text("async def scenario(phone, index):\n"

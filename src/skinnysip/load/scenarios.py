@@ -752,8 +752,11 @@ class TransactionScenario(Scenario):
         """Count a failed outcome under its status and SIPp's failure kind."""
         counters = self.counters()
         if outcome.response is not None:
+            # a 401/407 left unanswered: the digest rule says why (credentials refused, …)
+            refused = outcome.auth.refused if outcome.auth is not None else None
             record_failure(counters, str(outcome.response.status_code), "FailedUnexpectedMessage", elapsed,
-                           sent=outcome.request, received=outcome.response)
+                           sent=outcome.request, received=outcome.response,
+                           note=f"not answered: {refused}" if refused else "")
         elif outcome.error == "timeout":
             # on UDP, Timer F ended it after the retransmissions; a --timeout shorter than Timer F is ours
             kind = "FailedMaxUDPRetrans" if self.config.transport == "udp" and outcome.timer else "FailedTimeoutOnRecv"
