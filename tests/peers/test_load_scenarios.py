@@ -557,8 +557,10 @@ async def test_a_silent_udp_server_fails_on_timer_f_or_on_a_shorter_deadline(tim
 
 
 def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """The number written into ``--rate-file`` becomes the rate at the next interval; what is
+    not a rate is named once on stderr (not every interval) and the rate stays."""
     rate_file = tmp_path / "rate"
-    rate_file.write_text("5\n")
+    rate_file.write_text("fast\n")
     csv_path = tmp_path / "stats.csv"
     proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p",
                              str(pbx.udp_port), "-r", "5", "--duration", "6", "--rate-file", str(rate_file),
@@ -574,6 +576,9 @@ def test_rate_file_changes_the_rate_while_running(pbx: KamailioPeer, tmp_path: P
             proc.wait(timeout=5)
     result = json.loads(out)
     assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: --rate-file")]
+    assert warnings == [f"warning: --rate-file: 'fast' in {str(rate_file)!r} is not a rate (attempts per second "
+                        "above 0); the rate stays"], err
     assert result["targetRate"] == 100
     # 5/s for ~2.5 s, then 100/s for the rest: far more than 6 s at 5/s would give
     assert result["attempted"] > 5 * 6 * 3

@@ -288,8 +288,10 @@ def test_max_failures_count_or_percent() -> None:
     assert max_failures_exceeded("0", 1, 100)
     assert not max_failures_exceeded("1%", 1, 100)
     assert max_failures_exceeded("1%", 2, 100)
-    with pytest.raises(ValueError):
-        max_failures_exceeded("x", 0, 0)
+    assert not max_failures_exceeded("100%", 100, 100)
+    for bad in ("x", "-1", "101%", "-5%", "nan%", "inf%"):
+        with pytest.raises(ValueError):
+            max_failures_exceeded(bad, 0, 0)
 
 
 def test_csv_has_sipp_names_and_one_row_per_interval(tmp_path) -> None:

@@ -45,6 +45,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -62,18 +63,25 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def max_failures_exceeded(limit: str, failed: int, attempted: int) -> bool:
-    """``--max-failures``: ``N`` (failures allowed) or ``P%`` (of the attempts)."""
+    """``--max-failures``: ``N`` (failures allowed, N >= 0) or ``P%`` (of the attempts,
+    0 <= P <= 100). ``ValueError`` for anything else."""
     text = limit.strip()
     if text.endswith("%"):
-        return failed > float(text[:-1]) / 100.0 * attempted
-    return failed > int(text)
+        percent = float(text[:-1])
+        if not 0.0 <= percent <= 100.0:  # also refuses nan
+            raise ValueError(f"{text}: a percentage is within 0-100 %")
+        return failed > percent / 100.0 * attempted
+    count = int(text)
+    if count < 0:
+        raise ValueError(f"{text}: a count is 0 or more")
+    return failed > count
 
 
 def _check_max_failures(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         max_failures_exceeded(value, 0, 0)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a count or a percentage like 1%",
+        raise click.BadParameter(f"{value!r} is not a count (0 or more) or a percentage within 0-100 like 1%",
                                  param_hint="--max-failures") from None
     return value
 
@@ -125,17 +133,36 @@ class _Keys:
         termios.tcsetattr(fd, termios.TCSADRAIN, self.saved)
 
 
-def _rate_file_sink(path: str, ref: dict[str, Any]) -> Any:
-    """A sink that reads ``path`` each interval and applies the rate it holds."""
+def _rate_file_sink(path: str, ref: dict[str, Any], warn: Callable[[str], None]) -> Any:
+    """A sink that reads ``path`` each interval and applies the rate it holds. A file that
+    cannot be read, or holds no rate, is reported through ``warn`` once (until it changes);
+    an empty file (being written) is skipped silently."""
+    said = {"problem": ""}
+
+    def problem(text: str) -> None:
+        if text != said["problem"]:
+            said["problem"] = text
+            warn(f"--rate-file: {text}; the rate stays")
 
     def sink(_: Any) -> None:
         monitor = ref.get("monitor")
         try:
             with open(path, "rb") as file:  # a number: the first 64 octets are plenty
-                rate = float(file.read(64).decode("utf-8", "replace").strip())
-        except (OSError, ValueError):
+                text = file.read(64).decode("utf-8", "replace").strip()
+        except OSError as exc:
+            problem(f"cannot read {path!r}: {exc.strerror or exc}")
             return
-        if monitor is not None and rate > 0 and math.isfinite(rate) and rate != monitor.rate:
+        if not text:
+            return
+        try:
+            rate = float(text)
+        except ValueError:
+            rate = math.nan
+        if not (rate > 0 and math.isfinite(rate)):
+            problem(f"{text[:20]!r} in {path!r} is not a rate (attempts per second above 0)")
+            return
+        said["problem"] = ""
+        if monitor is not None and rate != monitor.rate:
             monitor.set_rate(rate)
 
     return sink
@@ -238,9 +265,15 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
             open(where, "w").close()  # noqa: SIM115 - a check; the run writes it
         except OSError as exc:
             _fail(f"--trace-msg: cannot write {where!r}: {exc.strerror or exc}")
-    if rate_file is not None:
-        sinks.append(_rate_file_sink(rate_file, ref))
     live_on = not quiet and not as_json and sys.stderr.isatty()
+    if rate_file is not None:
+        def rate_file_warning(text: str) -> None:
+            if live_on:
+                view.note = text
+            else:
+                print(f"warning: {text}", file=sys.stderr, flush=True)
+
+        sinks.append(_rate_file_sink(rate_file, ref, rate_file_warning))
     if not live_on and not quiet:  # a log: a line every 10 s, so a long run is not silent
         sinks.append(ProgressLines(lambda line: print(line, file=sys.stderr, flush=True),
                                    answering=scenario == "answer", listening=listening))
