@@ -710,10 +710,10 @@ class MediaStream:
     Attributes: ``local_ip``, ``local_port`` (RTP, even), ``rtcp_port`` (``local_port + 1``),
     ``config`` (the :class:`MediaConfig` in force), ``recordings`` (``{"rx"|"tx"|"mix": Path}``),
     ``dtmf_events`` (bounded :class:`asyncio.Queue` of :class:`ReceivedDTMF`), ``on_dtmf``
-    (``callback(digit, duration_s)`` or None), ``inband_dtmf`` (whether digits are also looked
-    for in the received audio when the peer sends no RFC 4733 events), ``stats`` (:class:`RTPReceiverStats` of the
-    current remote SSRC), ``ssrc`` (ours), and counters (``packets_received``, ``late_sent``,
-    ``parse_errors``, …) that :meth:`report` gathers.
+    (``callback(digit, duration_s)`` or None), ``inband_dtmf`` (whether digits are also
+    looked for in the received audio when the peer sends no RFC 4733 events), ``stats``
+    (:class:`RTPReceiverStats` of the current remote SSRC), ``ssrc`` (ours), and counters
+    (``packets_received``, ``late_sent``, ``parse_errors``, …) that :meth:`report` gathers.
     """
 
     def __init__(self, *, source: AudioSource, record_dir: Path | None, name: str, rx_drop: float,
