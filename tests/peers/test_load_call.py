@@ -249,12 +249,37 @@ LATE_200 = """
 """
 
 
-def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_path: Path) -> None:
+def call_scenario(hold: float, check: str = "True") -> str:
+    """A user scenario: call ``service``, hold ``hold`` s, hang up; the attempt succeeds when
+    ``check`` (an expression over ``call`` and ``media``, read before the hangup) holds."""
+    return f'''
+import asyncio
+
+
+async def scenario(phone, index):
+    call = await phone.call("service")
+    if not await call.wait_connected(10):
+        return False
+    await asyncio.sleep({hold})
+    media = call.media
+    ok = {check}
+    await call.hangup()
+    return ok
+'''
+
+
+USER_CALL = call_scenario(0.5)
+
+
+@pytest.mark.parametrize("scenario", ["call", "user"])
+def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_path: Path, scenario: str) -> None:
     """SIPp's built-in ``uas``, changed to send its INVITE's 200 once more 150 ms after it
     answered our BYE (as a UAS whose ACK got lost would): each such 2xx that reaches us matches
     no transaction and no call the phone still has, so it counts as SIPp's DeadCallMsgs (the
     call ended less than 33 s before) — as many as the --trace-msg file shows arrived (the last
-    call's may come after the run ended) — and no call fails for it."""
+    call's may come after the run ended) — and no call fails for it. The same for calls a
+    ``user`` scenario places itself (the phone tells the load run each call's end,
+    ``Phone.on_call_ended``)."""
     binary = require("sipp")
     xml = subprocess.run([binary, "-sd", "uas"], capture_output=True, text=True, timeout=10).stdout
     marker = '<timewait milliseconds="4000"/>'
@@ -267,9 +292,14 @@ def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_p
     try:
         time.sleep(0.3)
         messages = tmp_path / "messages.log"
-        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port),
-                               "--to", "service", "-r", "4", "-m", "6", "--hold", "0.5", "--trace-msg", str(messages),
-                               "--json"], capture_output=True, text=True, timeout=90)
+        if scenario == "call":
+            what = ["--to", "service", "--hold", "0.5"]
+        else:
+            (tmp_path / "calls.py").write_text(USER_CALL)
+            what = ["--script", str(tmp_path / "calls.py")]
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", scenario, "127.0.0.1", "--port", str(port),
+                               *what, "-r", "4", "-m", "6", "--trace-msg", str(messages), "--json"],
+                              capture_output=True, text=True, timeout=90)
     finally:
         sipp.kill()
         sipp.wait(5)
@@ -281,21 +311,8 @@ def test_a_200_repeated_after_the_call_ended_counts_as_a_dead_call_message(tmp_p
     assert (result["deadCallMsgs"], result["outOfCallMsgs"]) == (late, 0)
 
 
-LOG_PROBE = '''
-import asyncio
-
-
-async def scenario(phone, index):
-    call = await phone.call("service")
-    if not await call.wait_connected(10):
-        return False
-    await asyncio.sleep(1.0)
-    media = call.media
-    flowing = media.packets_sent > 30 and media.packets_received > 30
-    kept = len(media.packet_log)
-    await call.hangup()
-    return flowing and kept == 0 and not media.packet_log.enabled
-'''
+LOG_PROBE = call_scenario(1.0, "media.packets_sent > 30 and media.packets_received > 30 "
+                                "and len(media.packet_log) == 0 and not media.packet_log.enabled")
 
 
 async def test_load_calls_keep_no_media_packet_log(tmp_path: Path) -> None:

@@ -20,7 +20,14 @@ from typing import Any
 from skinnysip.addresses import hostport
 from skinnysip.net.sip_endpoint import SIPTransportError
 from skinnysip.net.sip_transport import closed_by_peer, route_ip
-from skinnysip.phone.api import CallState, IncomingCall, PhoneError, RegistrationChanged, RegistrationState
+from skinnysip.phone.api import (
+    Call,
+    CallState,
+    IncomingCall,
+    PhoneError,
+    RegistrationChanged,
+    RegistrationState,
+)
 from skinnysip.phone.sip_phone import MAX_CALLS, SIPAccount, SIPCall, SIPPhone
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 
@@ -87,7 +94,14 @@ class PhoneScenario(Scenario):
             await phone.close()
             raise
         phone.endpoint.add_handler(functools.partial(self._unexpected, phone))  # offered before the phone's own
+        phone.on_call_ended = self._call_ended  # every call's, a user scenario's too
         return phone
+
+    def _call_ended(self, call: Call) -> None:
+        """Remember an ended call's Call-ID (:class:`CallLedger`): a message for it within
+        33 s is SIPp's DeadCallMsgs, not OutOfCallMsgs."""
+        if isinstance(call, SIPCall):
+            self.ledger.end(call.call_id, asyncio.get_running_loop().time())
 
     def _unexpected(self, phone: SIPPhone, event: LayerEvent) -> bool:
         """Count a response matching no transaction, or an in-dialog request, for no call the

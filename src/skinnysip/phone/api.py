@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from skinnysip.result import WireMessage
 
 if TYPE_CHECKING:
     from skinnysip.net.media import MediaPacket
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Call",
@@ -260,9 +263,14 @@ class Call:
 
 
 class Phone:
-    """Common part of the SIP and SCCP phones: the call list and the event queue."""
+    """Common part of the SIP and SCCP phones: the call list and the event queue.
+
+    ``on_call_ended``: None, or a function called with each call as it ends (its state
+    just became ``TERMINATED``, before the event is queued); one that raises is logged and
+    the phone goes on. A load run remembers ended Call-IDs with it (SIPp's DeadCallMsgs)."""
 
     def __init__(self) -> None:
+        self.on_call_ended: Callable[[Call], None] | None = None
         self.calls: list[Call] = []
         self.registration = RegistrationState.UNREGISTERED
         self._events: asyncio.Queue[PhoneEvent] = asyncio.Queue(EVENT_QUEUE_LIMIT)
@@ -360,6 +368,11 @@ class Phone:
                 self.calls.remove(call)
                 self.history.append(call.summary())
                 del self.history[:-100]
+                if self.on_call_ended is not None:
+                    try:
+                        self.on_call_ended(call)
+                    except Exception:  # the listener's bug must not stop the phone
+                        log.exception("on_call_ended failed for call %s", call.id)
         self.emit(CallStateChanged(call, state, reason, protocol_state))
 
 
