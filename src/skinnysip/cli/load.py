@@ -137,14 +137,16 @@ def _rate_file_sink(path: str, ref: dict[str, Any], warn: Callable[[str], None])
     """A sink that reads ``path`` each interval and applies the rate it holds. A file that
     cannot be read, or holds no rate, is reported through ``warn`` once (until it changes);
     an empty file (being written) is skipped silently."""
-    said = {"problem": ""}
+    said = ""  # the problem last reported
 
     def problem(text: str) -> None:
-        if text != said["problem"]:
-            said["problem"] = text
+        nonlocal said
+        if text != said:
+            said = text
             warn(f"--rate-file: {text}; the rate stays")
 
     def sink(_: Any) -> None:
+        nonlocal said
         monitor = ref.get("monitor")
         try:
             with open(path, "rb") as file:  # a number: the first 64 octets are plenty
@@ -161,7 +163,7 @@ def _rate_file_sink(path: str, ref: dict[str, Any], warn: Callable[[str], None])
         if not (rate > 0 and math.isfinite(rate)):
             problem(f"{text[:20]!r} in {path!r} is not a rate (attempts per second above 0)")
             return
-        said["problem"] = ""
+        said = ""
         if monitor is not None and rate != monitor.rate:
             monitor.set_rate(rate)
 

@@ -198,7 +198,6 @@ class PhoneScenario(Scenario):
         except (PhoneError, SIPTransportError) as exc:
             record_failure(counters, "transport", "FailedCannotSendMessage", note=str(exc))
             return
-        self.ledger.start(call.call_id)
         try:
             connected = await call.wait_connected(c.timeout + 2.0)
             answered = loop.time() - started
@@ -224,7 +223,6 @@ class PhoneScenario(Scenario):
             if call.state is not CallState.TERMINATED:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(call.hangup(), 5.0)
-            self.ledger.end(call.call_id, loop.time())
 
     def _call_failed(self, call: SIPCall, elapsed: float) -> None:
         counters = self.counters()
@@ -352,7 +350,6 @@ class AnswerScenario(PhoneScenario):
         loop = asyncio.get_running_loop()
         started = loop.time()
         counters = self.counters
-        self.ledger.start(call.call_id)
         try:
             if c.ring > 0 and await call.wait_ended(c.ring):  # ringing (our 180 is out)
                 record_failure(counters(), "cancelled", "FailedCallRejected", received=call.invite,
@@ -391,7 +388,6 @@ class AnswerScenario(PhoneScenario):
             if call.state is not CallState.TERMINATED:  # aborted, or the run ended first: hang up
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(call.hangup(), 5.0)
-            self.ledger.end(call.call_id, loop.time())
 
     async def close(self) -> None:
         for task in self._watchers:

@@ -16,8 +16,9 @@ __all__ = ["RTPParseError", "RTPPacket", "RTP_VERSION", "HEADER_SIZE", "is_stun"
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
-STUN_HEADER_SIZE = 20
-_FIXED_HEADER = struct.Struct("!BBHII")  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
+STUN_HEADER_SIZE = 20  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
+#: RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+_FIXED_HEADER = struct.Struct("!BBHII")
 
 
 def is_stun(data: bytes) -> bool:

@@ -96,7 +96,7 @@ class ToneSource:
         self.freqs = tuple(float(f) for f in freqs_hz)
         self.rate = rate
         self.amplitude = amplitude
-        self._position = 0  # samples produced so far
+        self._position = 0  # samples produced so far (modulo the period, when tabled)
         self._table: npt.NDArray[np.int16] | None = None
         if self.freqs and all(f.is_integer() for f in self.freqs):
             period = rate // math.gcd(rate, *(int(abs(f)) for f in self.freqs))
