@@ -12,16 +12,18 @@ qop=auth, 2 UDP workers) on 127.0.0.1 and the users alice/bob/carol. For each ra
 after the other on the same Kamailio:
 
 - ``skinnysip load register 127.0.0.1 -r RATE --duration S --no-unregister -u alice``
-  (REGISTER → 401 → REGISTER with Authorization → 200; as a process);
+  (REGISTER → 401 → REGISTER with Authorization → 200; as a process, on its default event
+  loop, uvloop; and again with ``--loop asyncio`` unless ``--no-asyncio``);
 - ``sipp -sf register_auth.xml -au alice -ap PASSWORD -r RATE -m RATE·S`` (the same exchange, written
   as SIPp's usual REGISTER-with-auth scenario: ``<recv response="401" auth="true"/>`` and
   ``[authentication]``).
 
 - the Python floor: ``benchmarks/register_floor.py``, the leanest asyncio client with no SIP
   stack (byte searches instead of parsing, no transactions or retransmissions), the same
-  exchange at the same rate as a process. It shows what any Python load generator on this
-  interpreter can reach against this Kamailio on this machine; skinnysip's rate is read
-  against it as well as against SIPp's.
+  exchange at the same rate as a process, on uvloop (and on asyncio's own loop unless
+  ``--no-asyncio``). It shows what any Python load generator on this interpreter and loop
+  can reach against this Kamailio on this machine; skinnysip's rate is read against it as
+  well as against SIPp's.
 
 A step passes when every attempt succeeded (no failure, no timeout) and the achieved rate is
 at least 90 % of the target. Each tool climbs until its first failing step, then bisects
@@ -141,17 +143,19 @@ def _json_step(argv: list[str], rate: int, seconds: float) -> dict[str, Any]:
 
 
 def ours(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
-         processes: int = 1, engine: str = "processes") -> dict[str, Any]:
+         processes: int = 1, engine: str = "processes", event_loop: str = "auto") -> dict[str, Any]:
     return _json_step([sys.executable, "-m", "skinnysip", "load", "register", "127.0.0.1", "-p", str(port),
                        "--domain", realm, "-u", user, "--password", password, "-r", str(rate),
                        "--duration", str(seconds), "-l", str(max(100, rate)), "--no-unregister", "--json",
-                       "--quiet", "--processes", str(processes), "--engine", engine], rate, seconds)
+                       "--quiet", "--processes", str(processes), "--engine", engine, "--loop", event_loop], rate,
+                      seconds)
 
 
-def floor(port: int, realm: str, user: str, password: str, rate: int, seconds: float) -> dict[str, Any]:
-    """One step of the Python floor (``register_floor.py``) as a process."""
+def floor(port: int, realm: str, user: str, password: str, rate: int, seconds: float,
+          event_loop: str = "uvloop") -> dict[str, Any]:
+    """One step of the Python floor (``register_floor.py``) as a process, on ``event_loop``."""
     return _json_step([sys.executable, str(ROOT / "benchmarks" / "register_floor.py"), str(port), str(rate),
-                       str(seconds), realm, user, password], rate, seconds)
+                       str(seconds), realm, user, password, event_loop], rate, seconds)
 
 
 def sipp(port: int, realm: str, user: str, password: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
@@ -264,6 +268,9 @@ def main() -> int:
                          "least 2; 1: skip)")
     ap.add_argument("--engine", choices=("processes", "ray"), default="processes",
                     help="what runs the --processes workers (default: processes)")
+    ap.add_argument("--no-asyncio", dest="asyncio", action="store_false",
+                    help="skip the climbs of skinnysip and of the floor on asyncio's own loop (the others run "
+                         "on uvloop, skinnysip load's default)")
     ap.add_argument("--refine", type=int, default=2,
                     help="steps bisecting between the last passing and the first failing rate (default 2)")
     ap.add_argument("--beyond", type=int, default=6,
@@ -290,15 +297,22 @@ def main() -> int:
                               rates, cfg, args.refine, args.beyond),
                 "python floor": climb("floor", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds),
                                       rates, cfg, args.refine, args.beyond),
+                **({"skinnysip asyncio": climb(
+                    "asyncio", lambda r: ours(k.udp_port, k.realm, user, password, r, args.seconds,
+                                              event_loop="asyncio"), rates, cfg, args.refine, args.beyond),
+                    "python floor asyncio": climb(
+                    "floor aio", lambda r: floor(k.udp_port, k.realm, user, password, r, args.seconds, "asyncio"),
+                    rates, cfg, args.refine, args.beyond)} if args.asyncio else {}),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ob, sb = result["skinnysip"]["best"], result["sipp"]["best"]
-    print(f"{'tool':<10} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
-    for name in [k for k in result if k not in ("sipp", "python floor")] + ["python floor", "sipp"]:
+    print(f"{'tool':<20} {'max rate 0 fail':>16} {'cpu ms/reg':>11}")
+    floors = [k for k in result if k.startswith("python floor")]
+    for name in [k for k in result if k != "sipp" and k not in floors] + floors + ["sipp"]:
         best = result[name]["best"]
         top = " (no step failed: the ceiling is higher)" if result[name]["ceiling_higher"] else ""
-        print(f"{name:<10} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}"
+        print(f"{name:<20} {best['rate'] if best else 0:>14}/s {(best or {}).get('cpu_ms_per_registration') or 0:>11.3f}"
               f"{top}")
     ratio = (ob["rate"] / sb["rate"]) if ob and sb else None
     cpu_ratio = (ob["cpu_ms_per_registration"] / sb["cpu_ms_per_registration"]) if ob and sb else None
@@ -311,8 +325,12 @@ def main() -> int:
               f"{'-' if processes_ratio is None else round(processes_ratio, 2)}")
     fb = result["python floor"]["best"]
     floor_ratio = (fb["rate"] / sb["rate"]) if fb and sb else None
-    print(f"rate ratio python floor/sipp: {'-' if floor_ratio is None else round(floor_ratio, 2)} "
-          "(the most any Python client reached here)")
+    print(f"rate ratio python floor (uvloop)/sipp: {'-' if floor_ratio is None else round(floor_ratio, 2)} "
+          "(the leanest Python client on skinnysip load's loop)")
+    for name in ("skinnysip asyncio", "python floor asyncio"):
+        best = (result.get(name) or {}).get("best")
+        if name in result:
+            print(f"rate ratio {name}/sipp: {'-' if not (best and sb) else round(best['rate'] / sb['rate'], 2)}")
     budget = None
     if sb and sb.get("server_cpu_ms_per_registration"):
         goal_rate = 0.8 * sb["rate"]

@@ -14,7 +14,8 @@ a new Call-ID/tag/branch per attempt, an asyncio task per attempt paced at ``rat
 401 → Authorization → 200 exchange (RFC 3261 §22, RFC 2617 digest with qop=auth),
 ``os.urandom`` for the random parts.
 
-Run: ``python benchmarks/register_floor.py PORT RATE SECONDS REALM USER PASSWORD``. Prints one
+Run: ``python benchmarks/register_floor.py PORT RATE SECONDS REALM USER PASSWORD [LOOP]``
+(LOOP: ``asyncio``, the default, or ``uvloop``, the event loop it runs on). Prints one
 JSON line: ``attempted``, ``successful``, ``failed``, ``rate`` (achieved, per second), ``cpu``
 (this process's user + system seconds). Bounded: ``RATE·SECONDS`` attempts, each waits at
 most ``ATTEMPT_TIMEOUT`` seconds.
@@ -139,11 +140,17 @@ async def run(port: int, rate: float, seconds: float, realm: str, user: str, pas
 
 
 def main() -> int:
-    if len(sys.argv) != 7:
+    if len(sys.argv) not in (7, 8) or sys.argv[7:] not in ([], ["asyncio"], ["uvloop"]):
         print(__doc__, file=sys.stderr)
         return 2
     port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-    print(json.dumps(asyncio.run(run(port, rate, seconds, *sys.argv[4:7]))))
+    factory = None
+    if sys.argv[7:] == ["uvloop"]:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        print(json.dumps(runner.run(run(port, rate, seconds, *sys.argv[4:7]))))
     return 0
 
 

@@ -57,6 +57,13 @@ def rows() -> list[dict[str, Any]]:
                                     f"/ SIPp{higher('sipp')}",
                             "ours": best and best["rate"], "peer": sb and sb["rate"],
                             "ratio": (best["rate"] / sb["rate"]) if best and sb else None, "goal": ">= 0.8"})
+        for name, label in (("skinnysip asyncio", "load --loop asyncio"), ("python floor", "Python floor (uvloop)"),
+                            ("python floor asyncio", "Python floor (asyncio)")):
+            best = (reg.get(name) or {}).get("best")
+            if name in reg:
+                out.append({"what": f"REGISTER+digest max rate, 0 failures: {label}{higher(name)} / SIPp{higher('sipp')}",
+                            "ours": best and best["rate"], "peer": sb and sb["rate"],
+                            "ratio": (best["rate"] / sb["rate"]) if best and sb else None, "goal": ""})
         out.append({"what": "CPU ms per registration: load / SIPp",
                     "ours": ob and round(ob["cpu_ms_per_registration"], 3),
                     "peer": sb and round(sb["cpu_ms_per_registration"], 3), "ratio": reg.get("cpu_ratio"), "goal": ""})

@@ -4,7 +4,9 @@ processes (this machine's, and Ray's) giving the same totals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
 import socket
 import subprocess
@@ -16,6 +18,11 @@ import pytest
 from sip_peers import KamailioPeer, kamailio
 
 from skinnysip.load.report import CSV_COLUMNS
+from skinnysip.load.runner import Monitor, run_local
+from skinnysip.load.scenarios import LoadConfig
+from skinnysip.load.scenarios import User as LoadUser
+from skinnysip.load.stats import LatencyHistogram
+from skinnysip.net import event_loop as event_loops
 
 pytestmark = pytest.mark.peer
 
@@ -267,3 +274,52 @@ def test_a_423_is_answered_once_with_the_registrars_min_expires(tmp_path: Path) 
                                     "-u", "alice", "--password", peer.users["alice"], "--expires", "150",
                                     "-r", "20", "-m", "2"])
         assert code == 0 and longer["requestsSent"] == 3 * 2
+
+
+def _on_whole_milliseconds(histogram: LatencyHistogram) -> float:
+    """The share of ``histogram``'s durations whose 2 % bucket holds a whole number of
+    milliseconds (0 included): all of them when the clock that measured them stepped by 1 ms."""
+    whole = 0
+    for index, n in histogram.buckets.items():
+        low, high = (0.0, 0.01) if index == 0 else (0.01 * 1.02 ** (index - 1), 0.01 * 1.02 ** index)
+        if math.floor(high + 1e-6) >= low - 1e-6:
+            whole += n
+    return whole / histogram.count
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_response_times_keep_full_resolution_on_either_event_loop(registrar: KamailioPeer, event_loop: str) -> None:
+    """uvloop's ``loop.time()`` steps by 1 ms (libuv's ``uv_now``): the run's response times
+    and call lengths come from ``time.monotonic()``, so on uvloop too they spread over the 2 %
+    buckets instead of sitting on whole milliseconds (as they did when read from the loop)."""
+    user, password = next(iter(registrar.users.items()))
+    config = LoadConfig("register", "127.0.0.1", port=registrar.udp_port, domain=registrar.realm,
+                        users=[LoadUser(user, password)], rate=150, count=300)
+    used: list[str] = []
+
+    async def main() -> Monitor:
+        used.append(event_loops.loop_name(asyncio.get_running_loop()))
+        return await run_local(config, [])
+
+    monitor = event_loops.run(main(), event_loop)
+    total = monitor.total
+    assert used == [event_loop]
+    assert (total.successful, total.failed) == (300, 0)
+    assert len(total.response_time.buckets) >= 10, total.response_time.buckets
+    assert _on_whole_milliseconds(total.response_time) < 0.5, total.response_time.buckets
+    assert _on_whole_milliseconds(total.call_length) < 0.5, total.call_length.buckets
+
+
+def test_loop_option_chooses_the_loop_of_the_run_and_of_its_workers(registrar: KamailioPeer, tmp_path: Path) -> None:
+    """``--loop asyncio`` runs the driver and its ``--processes`` workers on asyncio's loop; the
+    default (``auto``) on uvloop, which comes with the package; each says so in the summary."""
+    users = users_file(registrar, tmp_path)
+    for choice, expected in (("asyncio", "asyncio"), ("auto", "uvloop")):
+        code, result, stderr = run_load(register_args(registrar, users, "--processes", "2", "--loop", choice,
+                                                      count=100))
+        assert code == 0 and result["successful"] == 100, stderr[-2000:]
+        assert result["eventLoop"] == expected
+        assert [w["eventLoop"] for w in result["workerTotals"]] == [expected, expected]
+    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "--loop", "libev"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--loop" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

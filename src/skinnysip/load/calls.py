@@ -15,6 +15,7 @@ import itertools
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from time import monotonic  # call times at full resolution on any loop (skinnysip.net.event_loop)
 from typing import Any
 
 from skinnysip.addresses import hostport
@@ -157,8 +158,7 @@ class PhoneScenario(Scenario):
         return self._retired + sum(p.endpoint.retransmissions for ps in self.phones.values() for p in ps)
 
     async def attempt(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = monotonic()
         user = self.config.user_for(index)  # once: a RANDOM order draws again on each call
         try:
             phone = await self._phone(user)
@@ -176,7 +176,6 @@ class PhoneScenario(Scenario):
 
     async def _user(self, phone: SIPPhone, index: int, started: float) -> None:
         assert self.function is not None
-        loop = asyncio.get_running_loop()
         try:
             result = await self.function(phone, index)
         except Exception as exc:  # the user's code: any failure is that attempt's failure
@@ -185,13 +184,12 @@ class PhoneScenario(Scenario):
         if result is False:
             record_failure(self.counters(), "false", "FailedCallRejected", note=f"scenario returned False (attempt {index})")
         else:
-            self.counters().success(None, loop.time() - started)
+            self.counters().success(None, monotonic() - started)
 
     async def _call(self, phone: SIPPhone, user: User, started: float) -> None:
         c = self.config
         target = c.target_for(user)
         assert target is not None
-        loop = asyncio.get_running_loop()
         counters = self.counters()
         try:
             call = await phone.call(target, headers=c.headers_for(user))
@@ -200,7 +198,7 @@ class PhoneScenario(Scenario):
             return
         try:
             connected = await call.wait_connected(c.timeout + 2.0)
-            answered = loop.time() - started
+            answered = monotonic() - started
             if call.alerting is not None:  # post-dial delay: INVITE → first 18x (wall clock, both)
                 self.counters().alerting_time.add(max(0.0, call.alerting - call.started))
             self.counters().requests_sent += 1 + (1 if call.invite is not None and call.invite.cseq[0] > 1 else 0)
@@ -218,7 +216,7 @@ class PhoneScenario(Scenario):
                 await asyncio.wait_for(call.hangup(), c.timeout + 2.0)
             self.counters().requests_sent += 1  # the BYE
             self.counters().media(call.media_report())
-            self.counters().success(answered, loop.time() - started)
+            self.counters().success(answered, monotonic() - started)
         finally:
             if call.state is not CallState.TERMINATED:
                 with contextlib.suppress(Exception):
@@ -347,8 +345,7 @@ class AnswerScenario(PhoneScenario):
 
     async def _answer(self, call: SIPCall) -> None:
         c = self.config
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = monotonic()
         counters = self.counters
         try:
             if c.ring > 0 and await call.wait_ended(c.ring):  # ringing (our 180 is out)
@@ -371,7 +368,7 @@ class AnswerScenario(PhoneScenario):
                 record_failure(counters(), status, "FailedTimeoutOnRecv" if status == "timeout" else "FailedCallRejected",
                                received=call.invite, note=f"the answer was not acknowledged: {reason}")
                 return
-            acknowledged = loop.time() - started
+            acknowledged = monotonic() - started
             ended = await call.wait_ended(c.hold if c.hold is not None else MAX_CALL_SECONDS)
             if ended and call.end_reason != "BYE received":
                 record_failure(counters(), "ended", "FailedUnexpectedMessage", acknowledged, received=call.invite,
@@ -383,7 +380,7 @@ class AnswerScenario(PhoneScenario):
                     await asyncio.wait_for(call.hangup(), c.timeout + 2.0)
                 counters().requests_sent += 1
             counters().media(call.media_report())
-            counters().success(acknowledged, loop.time() - started)
+            counters().success(acknowledged, monotonic() - started)
         finally:
             if call.state is not CallState.TERMINATED:  # aborted, or the run ended first: hang up
                 with contextlib.suppress(Exception):

@@ -38,6 +38,8 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from skinnysip.net import event_loop as event_loops
+
 from .runner import Monitor, Sink, run_deadline
 from .scenarios import LoadConfig, User
 from .stats import Counters
@@ -157,7 +159,8 @@ class _Worker:
 
     async def totals(self) -> dict[str, Any]:
         return {"worker": self.name, "attempted": self.total.attempted, "successful": self.total.successful,
-                "failed": self.total.failed, "retransmissions": self.total.retransmissions}
+                "failed": self.total.failed, "retransmissions": self.total.retransmissions,
+                "eventLoop": event_loops.loop_name(asyncio.get_running_loop())}
 
     async def set_rate(self, rate: float) -> None:
         self.runner.set_rate(rate)
@@ -229,12 +232,13 @@ class DistributedSource(_WorkerAnswers):
             actor.abort.remote()
 
 
-def _process_main(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
-    """A worker process's body (``multiprocessing``, spawn): the worker in its own event loop,
-    serving the driver's commands from ``conn`` until ``exit`` or the driver is gone; sets the
-    ``finished`` event (a ``multiprocessing.Event``) when its run is over."""
+def _process_main(config: dict[str, Any], name: str, conn: Connection, finished: Any, event_loop: str) -> None:
+    """A worker process's body (``multiprocessing``, spawn): the worker in its own event loop
+    (``event_loop``: :mod:`skinnysip.net.event_loop`), serving the driver's commands from
+    ``conn`` until ``exit`` or the driver is gone; sets the ``finished`` event (a
+    ``multiprocessing.Event``) when its run is over."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver decides
-    asyncio.run(_serve(config, name, conn, finished))
+    event_loops.run(_serve(config, name, conn, finished), event_loop)
 
 
 async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: Any) -> None:
@@ -296,9 +300,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class ProcessSource(_WorkerAnswers):
     """Worker processes of this machine (:mod:`multiprocessing`, spawn) as one
     :class:`~skinnysip.load.runner.IntervalSource`: each asked over its pipe, one request at a
-    time, every answer awaited at most :data:`WORKER_ANSWER_TIMEOUT` seconds."""
+    time, every answer awaited at most :data:`WORKER_ANSWER_TIMEOUT` seconds. ``event_loop``:
+    the workers' (:mod:`skinnysip.net.event_loop`)."""
 
-    def __init__(self, shares: list[LoadConfig]) -> None:
+    def __init__(self, shares: list[LoadConfig], event_loop: str = "auto") -> None:
         super().__init__(len(shares))
         context = multiprocessing.get_context("spawn")  # the driver has threads and a loop: no fork
         self.connections: list[Connection] = []
@@ -307,7 +312,8 @@ class ProcessSource(_WorkerAnswers):
         for i, share in enumerate(shares):
             ours, theirs = context.Pipe()
             process = context.Process(target=_process_main, name=f"skinnysip-load-worker{i}", daemon=True,
-                                      args=(_config_dict(share), f"worker{i}", theirs, self.finished_events[i]))
+                                      args=(_config_dict(share), f"worker{i}", theirs, self.finished_events[i],
+                                            event_loop))
             process.start()
             theirs.close()
             self.connections.append(ours)
@@ -394,7 +400,7 @@ class ProcessSource(_WorkerAnswers):
                 out.append(await self._ask(i, "totals"))
             except (EOFError, OSError, TimeoutError):  # gone: what it did is in the monitor's total only
                 out.append({"worker": f"worker{i}", "attempted": None, "successful": None, "failed": None,
-                            "retransmissions": None})
+                            "retransmissions": None, "eventLoop": None})
         return out
 
     async def close(self) -> None:
@@ -421,7 +427,8 @@ def _ray() -> Any:
 
 async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int, address: str | None = None,
                           interval: float = 1.0, on_monitor: Any = None,
-                          engine: Engine = "processes") -> tuple[Monitor, list[dict[str, Any]]]:
+                          engine: Engine = "processes", event_loop: str = "auto",
+                          ) -> tuple[Monitor, list[dict[str, Any]]]:
     """Run ``config`` over ``workers`` workers and aggregate their counters into one
     :class:`Monitor` feeding ``sinks``. ``engine``: ``processes`` (this machine's processes,
     see the module doc) or ``ray``; an ``address`` (an existing Ray cluster: ``auto``,
@@ -429,7 +436,9 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
     CPUs on 127.0.0.1 (or uses the Ray already initialised in this process). Returns the monitor
     and each worker's totals (``worker``, ``attempted``, ``successful``, ``failed``,
     ``retransmissions``: None for a process that is gone; ``error``: one line, where the worker
-    failed). Raises :class:`RayUnavailable`, ``ValueError`` (bad shares or engine)
+    failed). ``event_loop``: what the ``processes`` engine's workers run on (see
+    :mod:`skinnysip.net.event_loop`; Ray's actors run Ray's own). Raises
+    :class:`RayUnavailable`, ``ValueError`` (bad shares or engine)
     or :class:`WorkersFailed` with the first worker's error when every worker failed to start
     its scenario."""
     if engine not in ENGINES:
@@ -437,7 +446,7 @@ async def run_distributed(config: LoadConfig, sinks: list[Sink], *, workers: int
     config.validate()
     shares = worker_configs(config, workers)
     if engine == "processes" and not address:
-        return await _run_processes(config, shares, sinks, interval, on_monitor)
+        return await _run_processes(config, shares, sinks, interval, on_monitor, event_loop)
     return await _run_ray(config, shares, sinks, address, interval, on_monitor)
 
 
@@ -463,8 +472,8 @@ def _with_errors(totals: list[dict[str, Any]], errors: list[str]) -> list[dict[s
 
 
 async def _run_processes(config: LoadConfig, shares: list[LoadConfig], sinks: list[Sink], interval: float,
-                         on_monitor: Any) -> tuple[Monitor, list[dict[str, Any]]]:
-    source = ProcessSource(shares)
+                         on_monitor: Any, event_loop: str) -> tuple[Monitor, list[dict[str, Any]]]:
+    source = ProcessSource(shares, event_loop)
     try:
         await source.start()
         monitor = await _watch(config, source, sinks, interval, on_monitor)

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic  # response times at full resolution on any loop (skinnysip.net.event_loop)
 from typing import TYPE_CHECKING, Any, Literal
 
 from skinnysip.addresses import format_host
@@ -770,8 +771,7 @@ class TransactionScenario(Scenario):
         return DigestClient(user.auth_user or user.user, user.password) if user.password is not None else None
 
     async def attempt(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = monotonic()
         flow = await self._flow()
         if flow is None:
             return
@@ -798,7 +798,6 @@ class TransactionScenario(Scenario):
 
     async def _exchange(self, flow: Flow, user: User, aor: str, rule: ChallengeRetry, call_id: str,
                         started: float) -> None:
-        loop = asyncio.get_running_loop()
         c = self.config
         try:
             if c.scenario == "options":
@@ -823,14 +822,14 @@ class TransactionScenario(Scenario):
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return
-        elapsed = loop.time() - started
+        elapsed = monotonic() - started
         if outcome.response is None or not 200 <= outcome.response.status_code < 300:
             self._failed(outcome, elapsed)
             return
         if c.scenario == "register" and c.unregister:
             if not await self._unregister(outcome, flow, rule):
                 return
-        self.counters().success(elapsed, loop.time() - started)
+        self.counters().success(elapsed, monotonic() - started)
 
     async def _follow_up(self, previous: Request, flow: Flow, rule: ChallengeRetry,
                          expires: int) -> tuple[Outcome, ChallengeRetry]:
@@ -849,15 +848,14 @@ class TransactionScenario(Scenario):
     async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
         """REGISTER Expires: 0 for ``outcome``'s binding (:meth:`_follow_up`). Counts a
         failure and returns False when it is refused."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = monotonic()
         try:
             removed, _ = await self._follow_up(outcome.request, flow, rule, 0)
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
             return False
         if removed.response is None or not 200 <= removed.response.status_code < 300:
-            self._failed(removed, loop.time() - started)
+            self._failed(removed, monotonic() - started)
             return False
         return True
 

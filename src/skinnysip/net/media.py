@@ -1305,8 +1305,8 @@ class MediaStream:
         if self.rx_drop and self._rx_rng.random() < self.rx_drop:
             self.rx_dropped += 1
             return
-        assert self._loop is not None
-        now = self._loop.time()
+        # the arrival time at full resolution (the loop's own clock may step by 1 ms: uvloop)
+        now = time.monotonic()
         if self.stats.ssrc is not None and packet.ssrc != self.stats.ssrc:
             if now - self._last_rx < SSRC_SWITCH_AFTER:
                 self.foreign_packets += 1

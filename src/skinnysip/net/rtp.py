@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -106,7 +107,6 @@ class RTPEndpoint(asyncio.DatagramProtocol):
         self._audio: list[np.ndarray] = []
         self._audio_samples = 0
         self._send_task: asyncio.Task[SendReport] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -127,7 +127,6 @@ class RTPEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram transport
-        self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("sockname")
         self.local_ip, self.local_port = str(sock[0]), int(sock[1])
 
@@ -151,7 +150,7 @@ class RTPEndpoint(asyncio.DatagramProtocol):
         except RTPParseError:
             self.parse_errors += 1
             return
-        arrival = self._loop.time() if self._loop else 0.0
+        arrival = time.monotonic()  # full resolution on any loop (uvloop's loop.time() steps by 1 ms)
         self.stats.update(packet, arrival)
         self.packets_received += 1
         self.octets_received += len(packet.payload)
