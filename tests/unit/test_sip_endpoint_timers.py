@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from skinnysip.net import event_loop as event_loops
 from skinnysip.net.sip_endpoint import SIPEndpoint
 from skinnysip.sip.request import new_call_id, new_request
 from skinnysip.sip.transaction import Flow, Timers
@@ -132,3 +133,27 @@ async def test_two_waiters_on_one_handle_each_get_an_event() -> None:
     handle._push(events[1])
     assert sorted([await first, await second], key=lambda e: e.timer) == [events[1], events[0]]
     assert handle._waiters == []
+
+
+def test_timers_on_uvloop_when_a_deadline_has_already_passed() -> None:
+    """uvloop's ``call_at`` for a time already past (the loop was busy: a deadline overdue
+    when the layer hands it over) answers a plain ``Handle``, which has no ``when()``. The
+    endpoint keeps the armed time itself: arming again afterwards raises nothing, and the
+    retransmissions and Timer F of a transaction to a silent peer still fire on time."""
+    pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with _to_a_silent_peer() as (client, flow, _):
+            loop = asyncio.get_running_loop()
+            assert event_loops.loop_name(loop) == "uvloop"
+            started = loop.time()
+            waiting = asyncio.ensure_future(client.transact(_options(client, flow), flow, timeout=10.0))
+            await asyncio.sleep(0.01)
+            client._arm(loop.time() - 1.0)  # overdue: uvloop answers a Handle, not a TimerHandle
+            client._arm(loop.time() + 5.0)  # the armed time is ours, not the handle's when()
+            outcome = await waiting
+            assert outcome.error == "timeout" and outcome.timer == "F"
+            assert 1.2 <= loop.time() - started < 3.0
+            assert client.retransmissions >= 15
+
+    event_loops.run(main(), "uvloop")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -205,7 +206,10 @@ class SIPEndpoint:
         self._tls_client: ssl.SSLContext | None = None
         self._handlers: list[Handler] = []
         self._handles: dict[int, ClientHandle] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        # the armed loop timer and the loop time it fires at (uvloop's call_at answers a
+        # plain Handle, without when(), for a time already past)
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = math.inf
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.errors: deque[str] = deque(maxlen=100)  # transport errors outside transactions
@@ -235,7 +239,7 @@ class SIPEndpoint:
             task.cancel()
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -563,13 +567,14 @@ class SIPEndpoint:
             return
         armed = self._timer
         if armed is not None:
-            if armed.when() <= deadline + TIMER_SLACK:
+            if self._timer_at <= deadline + TIMER_SLACK:
                 return
             armed.cancel()
-        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK, self._on_timer)
+        self._timer_at = deadline + TIMER_SLACK
+        self._timer = asyncio.get_running_loop().call_at(self._timer_at, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         if not self._closed:
             self._process(self.layer.tick(self.loop_time))  # re-arms for the next deadline
 
