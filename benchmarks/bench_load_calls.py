@@ -10,7 +10,7 @@ Run: ``python benchmarks/bench_load_calls.py [--steps 25,50,75,100,125,150] [--h
 Per step N: ``sipp -sn uas -rtp_echo -m N`` on 127.0.0.1 (or ``skinnysip load answer
 127.0.0.1:PORT --no-register --source rtp-echo -m N``: it sends each payload back at once, as
 SIPp does, and keeps its receive statistics, jitter buffer and RTCP as in any call), and the load runner (in this
-process) places N calls at N/2 per second, all up together for at least ``hold - 2`` s: a
+process, on the event loop ``skinnysip load`` runs on: ``--loop``, default uvloop when installed) places N calls at N/2 per second, all up together for at least ``hold - 2`` s: a
 user scenario (``load_call_probe:scenario``, the user-scenario API of ``skinnysip load``)
 calls, attaches :class:`bench_media_calls.SendProbe` to the call's
 :class:`~skinnysip.net.media.MediaStream` (per-packet send lateness, the measure of "Call
@@ -54,6 +54,7 @@ import load_call_probe  # noqa: E402
 from peertools import free_port  # noqa: E402
 from skinnysip.load.runner import run_local, summary  # noqa: E402
 from skinnysip.load.scenarios import LoadConfig  # noqa: E402
+from skinnysip.net import event_loop as event_loops  # noqa: E402
 
 LATE = 0.010
 
@@ -64,7 +65,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def step(n: int, hold: float, far_end: str = "sipp") -> dict[str, Any]:
+async def step(n: int, hold: float, far_end: str = "sipp", loop: str = "auto") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-bench-calls-"))
     port, media = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     far_cpu0 = children_cpu()
@@ -76,7 +77,7 @@ async def step(n: int, hold: float, far_end: str = "sipp") -> dict[str, Any]:
     else:
         far = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}",
                                 "--no-register", "--source", "rtp-echo", "-m", str(n), "-l", str(n),
-                                "--duration", str(int(hold * 3 + 60)), "--json", "--quiet"],
+                                "--duration", str(int(hold * 3 + 60)), "--json", "--quiet", "--loop", loop],
                                stdout=open(workdir / "answer.json", "w"), stderr=subprocess.DEVNULL,  # noqa: SIM115
                                cwd=workdir)
     load_call_probe.reset(hold)
@@ -136,12 +137,12 @@ def _beyond(steps: list[int], extra: int) -> Iterator[int]:
         yield n
 
 
-async def climb(steps: list[int], hold: float, far_end: str, beyond: int = 0) -> dict[str, Any]:
+async def climb(steps: list[int], hold: float, far_end: str, beyond: int = 0, loop: str = "auto") -> dict[str, Any]:
     """Steps up the ladder (and ``beyond`` steps past its top while they pass) until one
     fails; ``max_calls`` is the highest passing step, ``ceiling_higher`` whether none failed."""
     results, best = [], None
     for n in _beyond(steps, beyond):
-        r = await step(n, hold, far_end)
+        r = await step(n, hold, far_end, loop)
         results.append(r)
         print(f"  {far_end:>9} {n:>4} calls  {'ok ' if r['ok'] else 'FAIL'}  {r['successful']:>4} ok "
               f"({r['far_end_successful']} by the far end)  late {r['late_share'] * 100:5.2f} %  p99 "
@@ -153,10 +154,11 @@ async def climb(steps: list[int], hold: float, far_end: str, beyond: int = 0) ->
     return {"steps": results, "max_calls": best, "ceiling_higher": all(r["ok"] for r in results)}
 
 
-async def main_async(steps: list[int], hold: float, far_ends: list[str], beyond: int = 0) -> dict[str, Any]:
+async def main_async(steps: list[int], hold: float, far_ends: list[str], beyond: int = 0,
+                     loop: str = "auto") -> dict[str, Any]:
     """The climb against each far end; with both, the called side's CPU per call-second at
     the highest step both passed, ours over SIPp's."""
-    runs = {far_end: await climb(steps, hold, far_end, beyond) for far_end in far_ends}
+    runs = {far_end: await climb(steps, hold, far_end, beyond, loop) for far_end in far_ends}
     result: dict[str, Any] = dict(runs.get("sipp") or runs[far_ends[0]])  # the historical keys: SIPp's climb
     result["far_ends"] = runs
     if len(runs) == 2:
@@ -177,6 +179,9 @@ def main() -> int:
     ap.add_argument("--far-end", choices=("sipp", "skinnysip", "both"), default="both",
                     help="what answers the calls: SIPp -sn uas -rtp_echo, skinnysip load answer --no-register "
                     "--source rtp-echo, or each in turn (the called sides' CPU side by side)")
+    ap.add_argument("--loop", choices=event_loops.EVENT_LOOPS, default="auto",
+                    help="the event loop of the load side and of skinnysip's far end (default auto: uvloop "
+                    "when installed, as skinnysip load runs)")
     ap.add_argument("--beyond", type=int, default=4,
                     help="steps past the ladder's top while they pass, each 1.25x the last (default 4)")
     args = ap.parse_args()
@@ -186,7 +191,7 @@ def main() -> int:
     steps = [int(s) for s in args.steps.split(",")]
     far_ends = ["sipp", "skinnysip"] if args.far_end == "both" else [args.far_end]
     print(f"Calls through skinnysip load against {' and '.join(far_ends)} as the echoing far end, hold {args.hold:g} s")
-    result = asyncio.run(main_async(steps, args.hold, far_ends, args.beyond))
+    result = event_loops.run(main_async(steps, args.hold, far_ends, args.beyond, args.loop), args.loop)
     for far_end, run in result["far_ends"].items():
         higher = " (no step failed: the ceiling is higher)" if run["ceiling_higher"] else ""
         print(f"most concurrent calls with < 1 % late packets and no loss, {far_end} far end: {run['max_calls']}{higher}")
@@ -194,7 +199,7 @@ def main() -> int:
         r = result["far_end_cpu_ratio"]
         print(f"the called side's CPU at {r['calls']} calls: skinnysip {r['skinnysip_ms']} ms/call-s, SIPp "
               f"{r['sipp_ms']} ms/call-s: {r['ratio']}x")
-    result.update({"hold": args.hold, "python": platform.python_version(),
+    result.update({"hold": args.hold, "loop": args.loop, "python": platform.python_version(),
                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out = ROOT / "benchmarks" / "results" / "load_calls.json"
     out.parent.mkdir(exist_ok=True)

@@ -1,12 +1,14 @@
 """Which event loop a long run goes on: asyncio's own, or uvloop (libuv).
 
-The standard loop spends most of a busy load run's CPU going round: per readiness callback,
-timer and task step it does Python work that uvloop does in C. Measured on this project's
-2-core machine (``benchmarks/bench_load_register.py``'s Python floor, REGISTER with digest
-against Kamailio): the leanest asyncio client spent 0.19 ms of CPU a registration and kept no
-more than 4800/s; the same program on uvloop 0.05 ms, and 12000/s. ``skinnysip load`` runs on
-uvloop when it is installed (it comes with ``uvicorn[standard]``, a dependency) and on asyncio
-otherwise or when asked (``--loop asyncio``).
+The standard loop does in Python, per readiness callback, timer and task step, what uvloop
+does in C. Measured on this project's 2-core machine (``benchmarks/bench_load_register.py``,
+REGISTER with digest against Kamailio, one run): its Python floor, the leanest client with
+no SIP stack, spent 0.17 ms of CPU a registration and kept 4800/s on asyncio, 0.05 ms and
+10400/s on uvloop (SIPp: 9600/s); ``skinnysip load register`` 3200/s on asyncio, 3600/s on
+uvloop (its UDP transport already drains a burst of datagrams per wake-up, and most of its
+CPU is the SIP stack's). ``skinnysip load`` runs on uvloop when it is installed (it comes with
+``uvicorn[standard]``, a dependency) and on asyncio otherwise or when asked
+(``--loop asyncio``).
 
 What the SIP and media drivers need from a loop, both give: ``add_reader``/``add_writer`` on
 a socket (the UDP transport reads its own socket, so ICMP errors through ``IP_RECVERR`` are
