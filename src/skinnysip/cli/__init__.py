@@ -112,9 +112,10 @@ def serve(host: str, port: int, allow: tuple[str, ...], deny: tuple[str, ...], t
     if lab_settings is not None:
         lab_cli.serve_with_lab(lab_settings, lambda running: create_app(settings, lab=running), host, port)
         return
-    # loop="asyncio": the SIP transport reads ICMP errors from the socket's error queue
-    # (IP_RECVERR + recvmsg), which uvloop's transport sockets do not offer (under uvloop a UDP
-    # probe to a closed port raised in a loop and the server crashed)
+    # loop="asyncio": the server, its phones and the lab are proven on asyncio's loop (web and API
+    # tests). uvloop once crashed it (a UDP probe to a closed port raised in a loop, when the SIP
+    # transport used the loop's datagram transport); the transport now reads its own socket and
+    # `load` runs on uvloop (net/event_loop.py), but the server has not been proven on it
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", loop="asyncio")
 
 
