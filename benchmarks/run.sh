@@ -6,7 +6,8 @@
 # bench_media_calls.py (up to 300 RTP streams in one process, then SIPp -rtp_echo) about 2 minutes;
 # bench_g711.py (per 20 ms frame and bulk, against audioop) a few seconds.
 # bench_sip_parse_peers.py creates benchmarks/.venv with pyVoIP, sipmessage and sippy on first run.
-# bench_load_register.py (skinnysip load vs SIPp REGISTER with digest, rising rates) ~2 minutes;
+# bench_load_register.py (skinnysip load on uvloop and on asyncio, SIPp and the Python floor: REGISTER with digest,
+# rising rates) ~15 minutes;
 # bench_load_calls.py (concurrent calls through skinnysip load, SIPp -rtp_echo then skinnysip load answer as the
 # far end) ~4 minutes.
 # At the end benchmarks/summary.py prints one table of the ratios (results/summary.json).

@@ -472,8 +472,9 @@ def _command(scenario: str, doc: str) -> click.Command:
             "'distributed' extra; the default with --ray-address).")
     @option("--ray-address", help="Join a Ray cluster (auto, ray://host:10001).")
     @option("--loop", "event_loop", default="auto", type=click.Choice(["auto", "asyncio", "uvloop"]),
-            help="The event loop of this process and its worker processes: uvloop (libuv; about a third of "
-            "asyncio's CPU per message), asyncio, or auto (uvloop when installed).")
+            metavar="auto|asyncio|uvloop",
+            help="The event loop of this process and its worker processes: uvloop (libuv: the loop's own work "
+            "in C), asyncio, or auto (uvloop when installed).")
     @option("--rate-file", help="A file holding the rate; re-read every interval.")
     @option("--rate-increase", default=0.0, type=FloatRange(min=0.0),
             help="Attempts/s added to the rate every --rate-interval (SIPp -rate_increase).")
