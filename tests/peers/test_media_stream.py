@@ -472,7 +472,6 @@ async def test_inband_dtmf_is_detected_when_no_telephone_event_arrives():
         await b.close()
 
 
-
 async def test_a_stream_with_inband_dtmf_off_hears_rfc4733_only():
     """``inband_dtmf=False`` (a load run's phones): the same key presses as above, with no
     telephone-event, arrive as audio and give no digit; the digits sent as RFC 4733 events
@@ -493,6 +492,7 @@ async def test_a_stream_with_inband_dtmf_off_hears_rfc4733_only():
     finally:
         await a.close()
         await b.close()
+
 
 async def test_rtcp_mux_and_a_wav_file_source(tmp_path):
     """RFC 5761: RTCP on the RTP port both ways; a 44.1 kHz stereo WAV file is what b hears."""

@@ -51,6 +51,7 @@ from typing import Any
 import click
 
 from skinnysip.cli.common import FloatRange, Group, argument, exit_with, option, port_range
+from skinnysip.net.event_loop import EVENT_LOOPS
 
 app = Group("load", help="SIP load in SIPp's spirit: options, register, call, message, user, answer.")
 
@@ -471,8 +472,7 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--engine", help="What runs the workers: processes (this machine; the default) or ray (the "
             "'distributed' extra; the default with --ray-address).")
     @option("--ray-address", help="Join a Ray cluster (auto, ray://host:10001).")
-    @option("--loop", "event_loop", default="auto", type=click.Choice(["auto", "asyncio", "uvloop"]),
-            metavar="auto|asyncio|uvloop",
+    @option("--loop", "event_loop", default="auto", type=click.Choice(EVENT_LOOPS), metavar="|".join(EVENT_LOOPS),
             help="The event loop of this process and its worker processes: uvloop (libuv: the loop's own work "
             "in C), asyncio, or auto (uvloop when installed).")
     @option("--rate-file", help="A file holding the rate; re-read every interval.")

@@ -14,7 +14,7 @@ What the SIP and media drivers need from a loop, both give: ``add_reader``/``add
 a socket (the UDP transport reads its own socket, so ICMP errors through ``IP_RECVERR`` are
 heard on either), datagram endpoints, streams with TLS, ``call_at``, signal handlers. One
 difference matters to measurements: uvloop's ``loop.time()`` has millisecond steps (libuv's
-``uv_now``, taken once per loop pass), asyncio's is :func:`time.monotonic`. Response times,
+``uv_now``, whole milliseconds), asyncio's is :func:`time.monotonic`. Response times,
 call lengths and packet arrival times are therefore read from :func:`time.monotonic` (the
 same clock as either loop's time, at full resolution); deadlines and timers keep
 ``loop.time()``.
