@@ -239,6 +239,21 @@ def test_cseq_property_errors() -> None:
         _ = Request("OPTIONS", "sip:a@b", Headers([("CSeq", "x OPTIONS")])).cseq
 
 
+def test_cseq_and_top_via_follow_a_changed_header_field() -> None:
+    # both are parsed once per header text and kept; a new value must be read again
+    req = Request("OPTIONS", "sip:a@b", Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("CSeq", "1 OPTIONS")]))
+    assert req.cseq == (1, "OPTIONS") and req.top_via is not None and req.top_via.branch == "z9hG4bK1"
+    req.headers.set("CSeq", "2 OPTIONS")
+    req.headers.replace_top("Via", "SIP/2.0/UDP h;branch=z9hG4bK2")
+    assert req.cseq == (2, "OPTIONS") and req.top_via.branch == "z9hG4bK2"
+    req.headers.set("CSeq", "x OPTIONS")
+    with pytest.raises(SIPParseError):
+        _ = req.cseq
+    req.headers.remove("CSeq")
+    with pytest.raises(SIPParseError, match="no CSeq"):
+        _ = req.cseq
+
+
 def test_validate_message_rules() -> None:
     good = parse_message(REGISTER)
     validate_message(good)

@@ -332,11 +332,17 @@ class _MessageMixin:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad."""
+        """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad.
+        Parsed once per distinct header text (cached, as :attr:`top_via`)."""
         value = self.headers.get("CSeq")
         if value is None:
             raise SIPParseError("no CSeq header field")
-        return parse_cseq(value)
+        cached = self.__dict__.get("_cseq")
+        if cached is not None and cached[0] is value:
+            return cached[1]  # type: ignore[no-any-return]
+        parsed = parse_cseq(value)
+        self.__dict__["_cseq"] = (value, parsed)
+        return parsed
 
     def _tag(self, name: str) -> str | None:
         value = self.headers.get(name)

@@ -66,7 +66,7 @@ _PASSWORD_SAFE = _USER_SAFE - frozenset(";?/")
 
 
 def _escape(text: str, safe: frozenset[str]) -> str:
-    if all(c in safe for c in text):
+    if safe.issuperset(text):  # the usual case, checked in C
         return text
     out = []
     for c in text:
