@@ -11,12 +11,14 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sip_peers import KamailioPeer, kamailio
 
+from peertools import free_port
 from skinnysip.load.report import CSV_COLUMNS
 from skinnysip.load.runner import Monitor, run_local
 from skinnysip.load.scenarios import LoadConfig
@@ -323,3 +325,31 @@ def test_loop_option_chooses_the_loop_of_the_run_and_of_its_workers(registrar: K
     proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "--loop", "libev"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "--loop" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_a_server_that_comes_up_during_the_run_is_heard_after_its_icmp_errors(loop_name: str) -> None:
+    """``load options`` at 20/s for 7 s to a port where Kamailio starts only after ~2 s: the
+    attempts before are refused by ICMP (port unreachable, RFC 3261 §18.4) at once, the
+    ones after get Kamailio's 200, and none times out. Before, on uvloop (the default loop)
+    the socket heard nothing after its first ICMP error (libuv stops watching a socket whose
+    poll reported POLLERR): every later attempt timed out although Kamailio answered."""
+    ports = (free_port(), free_port(), free_port())
+    proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "-p", str(ports[0]),
+                             "-r", "20", "--duration", "7", "--timeout", "3000", "--max-failures", "100%", "--json",
+                             "--quiet", "--loop", loop_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        with kamailio("MD5", ports=ports):
+            out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = json.loads(out)
+    assert result["eventLoop"] == loop_name, err
+    refused = result["failedByKind"].get("FailedCannotSendMessage", 0)
+    assert refused >= 20, result  # ~2 s at 20/s before Kamailio listened
+    assert result["successful"] >= 40, result  # ~3-4 s at 20/s after
+    assert "timeout" not in result["failedByStatus"], result
+    assert result["successful"] + result["failed"] == result["attempted"]

@@ -12,8 +12,11 @@ CPU is the SIP stack's). ``skinnysip load`` runs on uvloop when it is installed 
 
 What the SIP and media drivers need from a loop, both give: ``add_reader``/``add_writer`` on
 a socket (the UDP transport reads its own socket, so ICMP errors through ``IP_RECVERR`` are
-heard on either), datagram endpoints, streams with TLS, ``call_at``, signal handlers. One
-difference matters to measurements: uvloop's ``loop.time()`` has millisecond steps (libuv's
+heard on either), datagram endpoints, streams with TLS, ``call_at``, signal handlers. Two
+differences matter. libuv stops watching a socket once its poll reported an error
+(POLLERR, as an ICMP error does), where asyncio's selector keeps reporting it: the UDP
+transport watches the socket again after each error it reads
+(``sip_transport._DrainingDatagramTransport._rearm``). And for measurements: uvloop's ``loop.time()`` has millisecond steps (libuv's
 ``uv_now``, whole milliseconds), asyncio's is :func:`time.monotonic`. Response times,
 call lengths and packet arrival times are therefore read from :func:`time.monotonic` (the
 same clock as either loop's time, at full resolution); deadlines and timers keep

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,12 +63,16 @@ MAX_CONNECTIONS = 1024
 UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
 UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
 UDP_SEND_QUEUE = 4096  # datagrams queued while the socket's send buffer is full (then dropped)
+UDP_SEND_TRIES = 4  # sends of one datagram while each attempt meets an earlier datagram's ICMP error
+UDP_ERROR_QUEUE_READS = 64  # ICMP errors read from a socket's error queue at a time (bounded)
 #: the start of anything that can be a SIP message (RFC 3261 §7.1/§7.2: Request-Line or
 #: Status-Line); a datagram that does not begin so is dropped before any parsing
 _SIP_START_RE = re.compile(rb"[\r\n]*(?:SIP/[0-9]|[A-Za-z][A-Za-z0-9.!%*_+`'~-]* )")
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+#: the control messages an error queue entry carries its ``sock_extended_err`` in
+_RECVERR_CMSGS = ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR))
 
 
 class SIPTransportError(Exception):
@@ -164,25 +170,60 @@ class _DrainingDatagramTransport:
     def _read_ready(self) -> None:
         recvfrom, deliver = self._sock.recvfrom, self._protocol.datagram_received
         size = self._protocol.layer.max_message_size + 1  # one more: an oversize datagram is seen as such
-        for _ in range(UDP_DRAIN_BATCH):
+        for n in range(UDP_DRAIN_BATCH):
             if self._closing:  # closed by a callback of the previous datagram
                 return
             try:
                 data, addr = recvfrom(size)
             except (BlockingIOError, InterruptedError):
+                if n == 0:
+                    # woken with nothing to read: ICMP errors wait in the error queue (a send
+                    # took the socket's pending error). Read them, or the level-triggered
+                    # readiness would call this again at once, for ever.
+                    self._protocol.report_queued_errors()
+                    self._rearm()
                 return
             except OSError as exc:  # an ICMP error reported through IP_RECVERR
                 self._protocol.error_received(exc)
+                self._rearm()
                 return
             deliver(data, addr)
 
+    def _rearm(self) -> None:
+        """Watch the socket for reading again after an error woke the reader: libuv (uvloop)
+        stops a poll handle that reported an error (POLLERR), so without this the socket
+        would hear nothing more after its first ICMP error. Harmless on asyncio's loop."""
+        if not self._closing:
+            fd = self._sock.fileno()
+            self._loop.remove_reader(fd)
+            self._loop.add_reader(fd, self._read_ready)
+
+    def _send_now(self, data: bytes, addr: tuple[str, int]) -> None:
+        """``sendto``, once more for each time it only reports an earlier datagram's error.
+
+        With IP_RECVERR an unconnected socket hands the newest ICMP error (for any
+        destination) to the next send, which then sends nothing. That error is not this
+        datagram's: the queued errors go to their destinations (after this call:
+        :meth:`_UDPSocket.report_queued_errors`) and the datagram is sent again. With no error
+        queued the error is this datagram's own (no route, say) and is raised."""
+        for attempt in range(UDP_SEND_TRIES):
+            try:
+                self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError:
+                if attempt == UDP_SEND_TRIES - 1 or not self._protocol.report_queued_errors(later=True):
+                    raise
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Send now, or queue (bounded) while the send buffer is full. Raises ``OSError``."""
+        """Send now, or queue (bounded) while the send buffer is full. Raises ``OSError``
+        for this datagram's own error (:meth:`_send_now`)."""
         if self._closing:
             raise OSError("socket closed")
         if not self._pending:
             try:
-                self._sock.sendto(data, addr)
+                self._send_now(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
                 self._loop.add_writer(self._sock.fileno(), self._write_ready)
@@ -193,11 +234,11 @@ class _DrainingDatagramTransport:
         while self._pending:
             data, addr = self._pending[0]
             try:
-                self._sock.sendto(data, addr)
+                self._send_now(data, addr)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:
-                self._protocol.error_received(exc)
+            except OSError as exc:  # this datagram's own error: reported for its destination, dropped
+                self._protocol.report([(addr, exc)])
             self._pending.popleft()
         self._loop.remove_writer(self._sock.fileno())
 
@@ -257,16 +298,46 @@ class _UDPSocket:
         self.layer._datagram(self, data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
-        destinations: list[tuple[str, int]] = []
+        """A receive met the socket's pending error: the queued errors name their
+        destinations (RFC 3261 §18.4); without any, ``exc`` is reported for no destination."""
+        errors = self._queued_errors()
+        self.report(errors or [(None, exc)])
+
+    def report_queued_errors(self, *, later: bool = False) -> bool:
+        """Read the ICMP errors queued on the socket (IP_RECVERR) and report each for its
+        destination (``later``: from the event loop's next round, not from inside a send).
+        True when there was one."""
+        errors = self._queued_errors()
+        if errors:
+            if later:
+                asyncio.get_running_loop().call_soon(self.report, errors)
+            else:
+                self.report(errors)
+        return bool(errors)
+
+    def report(self, errors: list[tuple[tuple[str, int] | None, Exception]]) -> None:
+        """Hand ``(destination, error)`` pairs to the transport layer (unless it closed since)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.layer._udp_error(self, errors)
+
+    def _queued_errors(self) -> list[tuple[tuple[str, int] | None, Exception]]:
+        """The socket's error queue, read (at most :data:`UDP_ERROR_QUEUE_READS`): each
+        entry's original destination and its error (``ee_errno`` of the
+        ``sock_extended_err`` the kernel attaches, ip(7)/ipv6(7))."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        for _ in range(64):  # drain the error queue (bounded)
+        if not isinstance(sock, socket.socket):
+            return []
+        errors: list[tuple[tuple[str, int] | None, Exception]] = []
+        for _ in range(UDP_ERROR_QUEUE_READS):
             try:
-                _data, _anc, _flags, address = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)  # type: ignore[attr-defined]
-            except (OSError, AttributeError):
+                _data, ancillary, _flags, address = sock.recvmsg(1, 1024, _MSG_ERRQUEUE)
+            except OSError:
                 break
-            if address:
-                destinations.append((str(address[0]), int(address[1])))
-        self.layer._udp_error(self, exc, destinations)
+            code = next((int.from_bytes(data[:4], sys.byteorder) for level, kind, data in ancillary
+                         if (level, kind) in _RECVERR_CMSGS and len(data) >= 4), 0)
+            error = OSError(code, os.strerror(code)) if code else OSError("ICMP error")
+            errors.append(((str(address[0]), int(address[1])) if address else None, error))
+        return errors
 
 
 @dataclass(frozen=True)
@@ -723,8 +794,15 @@ class SIPTransportLayer:
         self.last_malformed = f"{UNPARSEABLE}{reason})"
         self.trace.add("received", local, remote, transport, self.last_malformed, raw)
 
-    def _udp_error(self, sock: _UDPSocket, exc: Exception, destinations: list[tuple[str, int]]) -> None:
-        for remote in destinations or [None]:  # type: ignore[list-item]
+    def _udp_error(self, sock: _UDPSocket, errors: list[tuple[tuple[str, int] | None, Exception]]) -> None:
+        """ICMP (or other) errors of UDP datagrams: each is kept in :attr:`udp_errors` and
+        fails the client transactions sending to its destination (``on_unreachable``, once
+        per destination)."""
+        seen: set[tuple[str, int] | None] = set()
+        for remote, exc in errors:
+            if remote in seen:
+                continue
+            seen.add(remote)
             where = f"{hostport(*remote)}/udp" if remote else "a UDP peer"
             if isinstance(exc, ConnectionRefusedError):
                 reason = f"connection refused by {where} (ICMP port unreachable)"
