@@ -180,7 +180,7 @@ class _DrainingDatagramTransport:
                     # woken with nothing to read: ICMP errors wait in the error queue (a send
                     # took the socket's pending error). Read them, or the level-triggered
                     # readiness would call this again at once, for ever.
-                    self._protocol.report_queued_errors()
+                    self._protocol.report(self._protocol.queued_errors())
                     self._rearm()
                 return
             except OSError as exc:  # an ICMP error reported through IP_RECVERR
@@ -203,9 +203,9 @@ class _DrainingDatagramTransport:
 
         With IP_RECVERR an unconnected socket hands the newest ICMP error (for any
         destination) to the next send, which then sends nothing. That error is not this
-        datagram's: the queued errors go to their destinations (after this call:
-        :meth:`_UDPSocket.report_queued_errors`) and the datagram is sent again. With no error
-        queued the error is this datagram's own (no route, say) and is raised."""
+        datagram's: the queued errors go to their destinations (from the loop's next round,
+        not from inside a send) and the datagram is sent again. With no error queued the
+        error is this datagram's own (no route, say) and is raised."""
         for attempt in range(UDP_SEND_TRIES):
             try:
                 self._sock.sendto(data, addr)
@@ -213,8 +213,10 @@ class _DrainingDatagramTransport:
             except (BlockingIOError, InterruptedError):
                 raise
             except OSError:
-                if attempt == UDP_SEND_TRIES - 1 or not self._protocol.report_queued_errors(later=True):
+                errors = self._protocol.queued_errors() if attempt < UDP_SEND_TRIES - 1 else []
+                if not errors:
                     raise
+                self._loop.call_soon(self._protocol.report, errors)
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send now, or queue (bounded) while the send buffer is full. Raises ``OSError``
@@ -300,27 +302,15 @@ class _UDPSocket:
     def error_received(self, exc: Exception) -> None:
         """A receive met the socket's pending error: the queued errors name their
         destinations (RFC 3261 §18.4); without any, ``exc`` is reported for no destination."""
-        errors = self._queued_errors()
-        self.report(errors or [(None, exc)])
-
-    def report_queued_errors(self, *, later: bool = False) -> bool:
-        """Read the ICMP errors queued on the socket (IP_RECVERR) and report each for its
-        destination (``later``: from the event loop's next round, not from inside a send).
-        True when there was one."""
-        errors = self._queued_errors()
-        if errors:
-            if later:
-                asyncio.get_running_loop().call_soon(self.report, errors)
-            else:
-                self.report(errors)
-        return bool(errors)
+        self.report(self.queued_errors() or [(None, exc)])
 
     def report(self, errors: list[tuple[tuple[str, int] | None, Exception]]) -> None:
-        """Hand ``(destination, error)`` pairs to the transport layer (unless it closed since)."""
-        if self.transport is not None and not self.transport.is_closing():
+        """Hand ``(destination, error)`` pairs to the transport layer (unless there are none,
+        or the socket closed since)."""
+        if errors and self.transport is not None and not self.transport.is_closing():
             self.layer._udp_error(self, errors)
 
-    def _queued_errors(self) -> list[tuple[tuple[str, int] | None, Exception]]:
+    def queued_errors(self) -> list[tuple[tuple[str, int] | None, Exception]]:
         """The socket's error queue, read (at most :data:`UDP_ERROR_QUEUE_READS`): each
         entry's original destination and its error (``ee_errno`` of the
         ``sock_extended_err`` the kernel attaches, ip(7)/ipv6(7))."""
