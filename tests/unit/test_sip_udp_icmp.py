@@ -26,9 +26,9 @@ pytestmark = pytest.mark.timeout(30)
 LOOPS = ["asyncio", "uvloop"]  # uvloop: a declared dependency (skinnysip load runs on it)
 
 
-def _closed_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+def _closed_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -38,22 +38,24 @@ def _options(ep: SIPEndpoint, flow: Flow):
                        to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str) -> None:
-    """Four OPTIONS in one loop round to a port nobody listens on: each fails on its ICMP
+def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str, host: str) -> None:
+    """Four OPTIONS in one loop round to a port nobody listens on (IPv4, and IPv6 whose
+    errors come as IPV6_RECVERR control messages): each fails on its ICMP
     port unreachable within 0.4 s (before Timer E's first retransmission at T1 = 0.5 s),
     none is retransmitted. Before: the sends after the first met the first one's error and
     failed without being sent, the others waited for their retransmissions (0.5 s, 1.5 s)."""
 
     async def main() -> None:
         async with SIPEndpoint(trace=False) as client:
-            await client.listen("udp", "127.0.0.1", 0)
-            flow = Flow("udp", ("127.0.0.1", _closed_udp_port()), local=client.transport.listeners[0].local)
+            await client.listen("udp", host, 0)
+            flow = Flow("udp", (host, _closed_udp_port(host)), local=client.transport.listeners[0].local)
             started = time.monotonic()
             outcomes = await asyncio.gather(*(client.transact(_options(client, flow), flow, timeout=5.0)
                                               for _ in range(4)))
             elapsed = time.monotonic() - started
-            where = f"127.0.0.1:{flow.remote[1]}/udp"
+            where = f"{'[::1]' if host == '::1' else host}:{flow.remote[1]}/udp"
             assert [o.error for o in outcomes] == [f"connection refused by {where} (ICMP port unreachable)"] * 4
             assert elapsed < 0.4, elapsed
             assert client.retransmissions == 0
