@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from skinnysip.addresses import hostport
 from skinnysip.net import event_loop as event_loops
 from skinnysip.net import sip_transport
 from skinnysip.net.sip_endpoint import SIPEndpoint
@@ -33,7 +34,7 @@ def _closed_udp_port(host: str = "127.0.0.1") -> int:
 
 
 def _options(ep: SIPEndpoint, flow: Flow):
-    uri = SipURI.parse(f"sip:{flow.remote[0]}:{flow.remote[1]}")
+    uri = SipURI.parse(f"sip:{hostport(*flow.remote)}")
     return new_request("OPTIONS", str(uri), from_=NameAddr(None, SipURI.parse("sip:probe@127.0.0.1")),
                        to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
 
@@ -55,7 +56,7 @@ def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str
             outcomes = await asyncio.gather(*(client.transact(_options(client, flow), flow, timeout=5.0)
                                               for _ in range(4)))
             elapsed = time.monotonic() - started
-            where = f"{'[::1]' if host == '::1' else host}:{flow.remote[1]}/udp"
+            where = f"{hostport(*flow.remote)}/udp"
             assert [o.error for o in outcomes] == [f"connection refused by {where} (ICMP port unreachable)"] * 4
             assert elapsed < 0.4, elapsed
             assert client.retransmissions == 0
