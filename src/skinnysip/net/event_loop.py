@@ -16,11 +16,11 @@ heard on either), datagram endpoints, streams with TLS, ``call_at``, signal hand
 differences matter. libuv stops watching a socket once its poll reported an error
 (POLLERR, as an ICMP error does), where asyncio's selector keeps reporting it: the UDP
 transport watches the socket again after each error it reads
-(``sip_transport._DrainingDatagramTransport._rearm``). And for measurements: uvloop's ``loop.time()`` has millisecond steps (libuv's
-``uv_now``, whole milliseconds), asyncio's is :func:`time.monotonic`. Response times,
-call lengths and packet arrival times are therefore read from :func:`time.monotonic` (the
-same clock as either loop's time, at full resolution); deadlines and timers keep
-``loop.time()``.
+(``sip_transport._DrainingDatagramTransport._rearm``). And for measurements: uvloop's
+``loop.time()`` has millisecond steps (libuv's ``uv_now``, whole milliseconds), asyncio's is
+:func:`time.monotonic`. Response times, call lengths and packet arrival times are therefore
+read from :func:`time.monotonic` (the same clock as either loop's time, at full resolution);
+deadlines and timers keep ``loop.time()``.
 """
 
 from __future__ import annotations
