@@ -165,6 +165,7 @@ class _DrainingDatagramTransport:
         self._protocol = protocol
         self._closing = False
         self._pending: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._rearming = False  # a _watch_again is scheduled
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _read_ready(self) -> None:
@@ -190,13 +191,25 @@ class _DrainingDatagramTransport:
             deliver(data, addr)
 
     def _rearm(self) -> None:
-        """Watch the socket for reading again after an error woke the reader: libuv (uvloop)
-        stops a poll handle that reported an error (POLLERR), so without this the socket
-        would hear nothing more after its first ICMP error. Harmless on asyncio's loop."""
-        if not self._closing:
-            fd = self._sock.fileno()
-            self._loop.remove_reader(fd)
-            self._loop.add_reader(fd, self._read_ready)
+        """Watch the socket again after an error woke the reader: uvloop closes a poll handle
+        that reported an error (POLLERR) once its reader and writer callbacks have run, so
+        without this the socket would hear nothing more after its first ICMP error (and
+        sends waiting for room would wait for ever). From the loop's next round, after
+        uvloop is done with the old handle; harmless on asyncio's loop."""
+        if not self._rearming and not self._closing:
+            self._rearming = True
+            self._loop.call_soon(self._watch_again)
+
+    def _watch_again(self) -> None:
+        self._rearming = False
+        if self._closing:
+            return
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        self._loop.add_reader(fd, self._read_ready)
+        if self._pending:
+            self._loop.remove_writer(fd)
+            self._loop.add_writer(fd, self._write_ready)
 
     def _send_now(self, data: bytes, addr: tuple[str, int]) -> None:
         """``sendto``, once more for each time it only reports an earlier datagram's error.
@@ -228,7 +241,10 @@ class _DrainingDatagramTransport:
                 self._send_now(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
-                self._loop.add_writer(self._sock.fileno(), self._write_ready)
+                try:
+                    self._loop.add_writer(self._sock.fileno(), self._write_ready)
+                except RuntimeError:  # uvloop: its poll handle closed after an error; _watch_again adds the writer
+                    self._rearm()
         if len(self._pending) < UDP_SEND_QUEUE:
             self._pending.append((data, addr))
 
