@@ -384,3 +384,53 @@ async def test_the_watchdog_counts_a_stalled_loop() -> None:
     total = runner.take_interval()
     assert total.watchdog_minor >= 1 and total.watchdog_major == 0
     assert 0.35 <= total.loop_lag_max < 1.5
+
+
+def test_the_rate_keys_stop_reading_a_terminal_that_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load``'s rate keys read stdin when it is readable. At an end of file (the terminal
+    hung up) the reader is removed: one left there would be called on every loop round, for
+    ever, a core at 100 %. A key before the end still changes the rate."""
+    import os
+    import sys
+
+    from skinnysip.cli.load import _Keys
+
+    class _View:
+        note = ""
+
+    class _Monitor:
+        rate = 10.0
+        paused = False
+
+        def set_rate(self, rate: float) -> None:
+            self.rate = rate
+
+    read_end, write_end = os.pipe()
+
+    class _Stdin:
+        def fileno(self) -> int:
+            return read_end
+
+    monkeypatch.setattr(sys, "stdin", _Stdin())
+    monitor = _Monitor()
+    keys = _Keys({"monitor": monitor}, _View())
+    calls = 0
+
+    def key() -> None:
+        nonlocal calls
+        calls += 1
+        keys._key()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(read_end, key)
+        os.write(write_end, b"*")
+        os.close(write_end)
+        await asyncio.sleep(0.2)
+        assert not loop.remove_reader(read_end)  # already removed by _key at the end of file
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(read_end)
+    assert monitor.rate == 20.0 and calls == 2

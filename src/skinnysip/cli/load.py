@@ -108,7 +108,16 @@ class _Keys:
         self.view.hint = "keys  + - ±1/s  * / ±10/s  p pause/resume  q stop"
 
     def _key(self) -> None:
-        key = os.read(sys.stdin.fileno(), 1).decode(errors="replace")
+        fd = sys.stdin.fileno()
+        try:
+            data = os.read(fd, 1)
+        except OSError:  # the terminal is gone (EIO)
+            data = b""
+        if not data:  # no more keys: a reader left on an end of file would be called for ever
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(fd)
+            return
+        key = data.decode(errors="replace")
         monitor = self.ref.get("monitor")
         if monitor is None:
             return
