@@ -164,16 +164,19 @@ def new_request(
     if to.tag is not None:
         to = NameAddr(to.display_name, to.uri, {k: v for k, v in to.params.items() if k != "tag"})
     uri, routes = apply_route_set(request_uri, route_set)
-    # the fields of every request, in canonical spelling: (key, name, value) as Headers keeps them
-    items = [("via", "Via", via), *(("route", "Route", route) for route in routes),
-             ("max-forwards", "Max-Forwards", str(max_forwards)), ("from", "From", str(from_)),
-             ("to", "To", str(to)), ("call-id", "Call-ID", call_id or new_call_id()),
-             ("cseq", "CSeq", f"{cseq} {method}")]
+    h = Headers()
+    h.add("Via", via)
+    for route in routes:
+        h.add("Route", route)
+    h.add("Max-Forwards", str(max_forwards))
+    h.add("From", str(from_))
+    h.add("To", str(to))
+    h.add("Call-ID", call_id or new_call_id())
+    h.add("CSeq", f"{cseq} {method}")
     if contact is not None:
-        items.append(("contact", "Contact", str(contact)))
+        h.add("Contact", str(contact))
     if user_agent:
-        items.append(("user-agent", "User-Agent", user_agent))
-    h = Headers._from_parsed(items)
+        h.add("User-Agent", user_agent)
     for name, value in headers:
         h.add(name, value)
     if body and content_type:
