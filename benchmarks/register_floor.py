@@ -144,13 +144,10 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-    factory = None
-    if sys.argv[7:] == ["uvloop"]:
-        import uvloop
+    # the loop as skinnysip load chooses it (net/event_loop.py: a few ms to import, no SIP stack)
+    from skinnysip.net.event_loop import run as run_on
 
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        print(json.dumps(runner.run(run(port, rate, seconds, *sys.argv[4:7]))))
+    print(json.dumps(run_on(run(port, rate, seconds, *sys.argv[4:7]), (sys.argv[7:] or ["asyncio"])[0])))
     return 0
 
 
