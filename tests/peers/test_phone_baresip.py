@@ -16,7 +16,14 @@ import pytest
 from baresip_peer import Baresip, baresip
 from sip_peers import KamailioPeer, kamailio
 
-from skinnysip.phone.api import CallState, DTMFReceived, IncomingCall, MessageReceived, RegistrationState
+from skinnysip.phone.api import (
+    CallState,
+    DTMFReceived,
+    IncomingCall,
+    MessageReceived,
+    PhoneError,
+    RegistrationState,
+)
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
@@ -173,12 +180,20 @@ async def test_hold_and_resume_by_reinvite(pbx: KamailioPeer, bob: Baresip, tmp_
                 break
             await asyncio.sleep(0.1)
         assert call.remote_hold and call.audio.direction == "recvonly"
+        # held, we may send no RTP (RFC 3264 §5.1): RFC 4733 digits are refused, the call stays
+        with pytest.raises(PhoneError, match="holds the call"):
+            await call.send_dtmf("1")
+        assert call.state is CallState.CONFIRMED and call.remote_hold
         await bob.command("resume")
         for _ in range(50):
             if not call.remote_hold:
                 break
             await asyncio.sleep(0.1)
         assert not call.remote_hold and call.audio.direction == "sendrecv"
+        await call.send_dtmf("7", duration=0.12)
+        await asyncio.sleep(0.5)
+        digits = [e.get("param") for e in bob.events if e.get("type") == "CALL_DTMF_START"]
+        assert digits == ["7"], bob.event_types()
         await call.hangup()
 
 

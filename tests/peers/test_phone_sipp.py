@@ -377,3 +377,25 @@ async def test_odd_ptime_offers_are_answered_with_ours_and_the_call_has_media(tm
         assert report is not None and report["sent"]["packets"] >= 40, report and report["sent"]
         heard = share_of(Path(report["recordings"]["rx"]), 440)  # dominant frequency per 20 ms frame
         assert heard >= 0.8, (ptime, heard, report["received"], report["jitter_buffer"])
+
+
+async def test_closing_the_phone_while_the_far_end_ignores_our_bye() -> None:
+    """A callee that never answers BYE (it sees every retransmission and says nothing): closing
+    the phone gives up on the BYE after its 5 s and returns; the call is ended, nothing is
+    raised (it was a ``TimeoutError`` out of ``close()``, found against twinkle 1.10, which
+    left a BYE unanswered after a REFER it did not follow)."""
+    ignore_byes = """  <recv request="BYE"/>
+  <pause milliseconds="6000"/>
+"""  # SIPp absorbs the retransmissions of the BYE it received
+    xml = HEAD.format(name="bye-ignored") + recv("INVITE") + response("200 OK", sdp=True) + recv("ACK") + ignore_byes + TAIL
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            assert await call.wait_connected(5), call.end_reason
+            closing = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - closing < 8
+        assert call.state is CallState.TERMINATED and call.end_reason == "BYE sent"
+        result = peer.finish(15)
+    assert result.successful_calls == 1, result.log
+    # SIPp saw the BYE and its retransmissions (T1 doubling: 0.5, 1.5, 3.5 s) and answered none
+    assert result.messages.count("BYE sip:") >= 3 and "SIP/2.0 200" not in result.messages.split("BYE sip:", 1)[1]

@@ -447,6 +447,8 @@ async def _commands(phone: Any, lines: list[str], stop: asyncio.Event) -> bool:
             console.print(f"error: {printable(exc.reason)}", markup=False, highlight=False)
         except (ValueError, IndexError) as exc:
             console.print(f"error: {verb}: {exc or 'missing argument'}; {HELP}", markup=False, highlight=False)
+        except Exception as exc:  # last resort: one command's fault must not end the phone and its calls
+            console.print(f"error: {verb}: {type(exc).__name__}: {printable(str(exc))}", markup=False, highlight=False)
     return True
 
 

@@ -386,13 +386,28 @@ class SIPCall(Call):
         await self.phone._refer(self, target or (replaces.remote if replaces else ""), replaces=replaces)
 
     async def send_dtmf(self, digits: str, duration: float = 0.1) -> None:
+        """Send ``digits`` (0-9 * # A-D), ``duration`` seconds each: as RFC 4733
+        telephone-events in the call's RTP when negotiated and the account's ``dtmf`` is
+        ``rfc4733``, else as SIP INFO (``application/dtmf-relay``, RFC 6086). Raises
+        :class:`PhoneError` for bad digits, a call not early or confirmed, and RFC 4733
+        digits the media cannot carry now: while the far end holds the call (our stream is
+        ``recvonly`` or ``inactive``, RFC 3264 §5.1: we must not send RTP), an early call we
+        send no media in, a duration outside 0.04–2 s, a full send queue or a deadline. The call is
+        left as it was."""
         self._require(CallState.CONFIRMED, CallState.EARLY, action="send DTMF on")
         bad = [d for d in digits if d.upper() not in "0123456789*#ABCD"]
         if bad or not digits:
             raise PhoneError(f"DTMF digits are 0-9 * # A-D, not {digits!r}")
         use_info = self.phone.account.dtmf == "info" or self.audio is None or self.audio.telephone_event is None
         if not use_info and self.media is not None:
-            await self.media.send_dtmf(digits.upper(), duration)
+            if not self.media.sending:
+                held = " (the far end holds the call)" if self.remote_hold else ""
+                raise PhoneError(f"cannot send DTMF {digits!r} as RFC 4733 events: call {self.id}'s media "
+                                 f"is {self.media.config.direction}{held}, so no RTP may be sent")
+            try:
+                await self.media.send_dtmf(digits.upper(), duration)
+            except (RuntimeError, ValueError, TimeoutError) as exc:  # a bad duration, a full queue, closed, late
+                raise PhoneError(f"cannot send DTMF {digits!r} as RFC 4733 events: {exc}") from None
             return
         for digit in digits.upper():
             await self.phone._info_dtmf(self, digit, int(duration * 1000))
@@ -477,7 +492,7 @@ class SIPPhone(Phone):
         if self.closed:
             return
         for call in list(self.calls):
-            with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError):
+            with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError, TimeoutError):
                 await asyncio.wait_for(call.hangup(), 5)
             await self._end(call, "phone closed")
         for task in (self._reg_task, self._ka_task):
