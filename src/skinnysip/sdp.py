@@ -611,7 +611,8 @@ class AudioSession:
     (0 PCMU, 8 PCMA, 9 G722, a dynamic one for opus), ``encoding``/``clock_rate``/``fmtp``
     its rtpmap name, RTP clock rate and the peer's ``a=fmtp`` parameters; ``telephone_event``
     the RFC 4733 payload type at that same clock rate (None: not agreed);
-    ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive);
+    ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive; never
+    sending to a peer holding with ``c=0.0.0.0``, RFC 3264 §8.4);
     ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused,
     ``refusal`` why (when we refused it). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
     suite, ``srtp_local_key`` our master key || salt (we protect with it), ``srtp_remote_key``
@@ -643,6 +644,20 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     if conn is None or m.port == 0 or conn.host in ("0.0.0.0", "::"):
         return None
     return conn.host, m.port
+
+
+def held_by_address(sd: SessionDescription, m: MediaDescription) -> bool:
+    """True when ``m`` (a stream of ``sd`` with a port) has the unspecified connection
+    address, ``0.0.0.0`` or ``::``: RFC 2543's hold, which RFC 3264 §8.4 still requires an
+    agent to understand as "send neither RTP nor RTCP to the peer", whatever the direction
+    attribute says."""
+    conn = sd.connection_for(m)
+    return m.port != 0 and conn is not None and conn.host in ("0.0.0.0", "::")
+
+
+def _what_we_do(direction: str, sd: SessionDescription, m: MediaDescription) -> str:
+    """Our ``direction`` without sending when the peer's stream ``m`` is held by address."""
+    return combine_directions(direction, "recvonly") if held_by_address(sd, m) else direction
 
 
 def agreed_ptime(remote_ms: float | None, ours_ms: float, codec: _codecs.Codec) -> float:
@@ -719,7 +734,9 @@ def audio_answer(
     ``codecs`` whose binding imports here (the offerer's order, matched by rtpmap name, clock
     rate and channels, answered under the offerer's payload type), telephone-event if offered at
     that codec's clock rate (RFC 4733 §2.1), our ``direction`` combined
-    with the reverse of the offered one (§6.1), ``a=rtcp-mux`` echoed if offered (RFC 5761),
+    with the reverse of the offered one (§6.1; the session's ``direction`` also loses sending
+    when the offer holds by address, :func:`held_by_address`, while the answer says what we
+    are willing to do), ``a=rtcp-mux`` echoed if offered (RFC 5761),
     the offered ``a=ptime`` when we can send it (:func:`agreed_ptime`), else ``ptime``.
     With no common codec, or media at an address of the other IP family than ``address``
     (:func:`same_family_remote`), the m-line is refused with port 0 (§6) and ``refusal`` says
@@ -777,7 +794,7 @@ def audio_answer(
     if family_refusal is not None:  # nothing we could send to: refused as a whole (RFC 3264 §6)
         answer.media[0].port = 0
         return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal)
-    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), mine, mux,
+    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), _what_we_do(mine, offer, m), mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
@@ -844,7 +861,8 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     first one in the answer that we offered (matched by rtpmap) and can run here, the
     telephone-event the answer's at that codec's clock rate if we offered one there; our
     direction is the reverse of the answer's
-    combined with what we offered; ``ptime`` the answer's wish when we can send it
+    combined with what we offered, without sending when the answer holds by address
+    (:func:`held_by_address`); ``ptime`` the answer's wish when we can send it
     (:func:`agreed_ptime`). Raises ``ValueError`` if the answer has no audio stream,
     refused it, picked nothing we offered, or puts its media at an address of the other IP
     family than our offer's (:func:`same_family_remote`; an IPv4-mapped IPv6 address counts as
@@ -891,7 +909,8 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     remote, family_refusal = same_family_remote(_remote(answer, m), our_address.host if our_address else "")
     if family_refusal is not None:
         raise ValueError(family_refusal)
-    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ours.ptime or 20, codec), mine, mux,
+    session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ours.ptime or 20, codec),
+                           _what_we_do(mine, answer, m), mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
     if keys is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys

@@ -399,3 +399,64 @@ async def test_closing_the_phone_while_the_far_end_ignores_our_bye() -> None:
     assert result.successful_calls == 1, result.log
     # SIPp saw the BYE and its retransmissions (T1 doubling: 0.5, 1.5, 3.5 s) and answered none
     assert result.messages.count("BYE sip:") >= 3 and "SIP/2.0 200" not in result.messages.split("BYE sip:", 1)[1]
+
+
+def uac_reinvite(cseq: int, body: str) -> str:
+    """SIPp (the caller) re-INVITEs in its dialog with ``body``, then ACKs the 2xx."""
+    return f"""  <send retrans="500"><![CDATA[
+INVITE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+{body}]]></send>
+""" + recv("100", True) + recv("200") + uac_ack(0, for_2xx=True).replace("CSeq: 1 ACK", f"CSeq: {cseq} ACK")
+
+
+async def test_a_reinvite_to_the_unspecified_address_is_the_far_ends_hold() -> None:
+    """RFC 3264 §8.4: an agent must understand RFC 2543's hold, ``c=0.0.0.0`` (here with
+    ``a=sendrecv``, as twinkle's ``hold_variant=rfc2543`` sends it), as "send neither RTP nor
+    RTCP to the peer": the call is held by the far end and our RTP stops; a re-INVITE with
+    its address again resumes it. (Before, the call stayed ``sendrecv`` and unflagged.)"""
+    port = free_port(socket.SOCK_DGRAM)
+    media = "m=audio [media_port] RTP/AVP 0\na=sendrecv"
+    hold = sdp_body(media, "c=IN IP4 0.0.0.0").replace("o=sipp 1 1", "o=sipp 1 2")
+    back = sdp_body(media).replace("o=sipp 1 1", "o=sipp 1 3")
+    xml = (HEAD.format(name="rfc2543 hold") + uac_invite(port, body=sdp_body(media)) + recv("180", True)
+           + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True) + '  <pause milliseconds="1500"/>\n'
+           + uac_reinvite(2, hold) + '  <pause milliseconds="2500"/>\n' + uac_reinvite(3, back)
+           + uac_bye(1500).replace("CSeq: 2 BYE", "CSeq: 4 BYE") + TAIL)
+
+    async def wait_for(check: object, seconds: float) -> bool:
+        for _ in range(int(seconds / 0.05)):
+            if check():  # type: ignore[operator]
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        sipp = asyncio.ensure_future(sipp_uac("127.0.0.1", port, xml=xml, timeout=20))
+        try:
+            assert await wait_for(lambda: phone.calls and phone.calls[-1].state is CallState.CONFIRMED, 5)
+            call = phone.calls[-1]
+            assert await wait_for(lambda: call.remote_hold, 5), call.audio
+            assert call.audio is not None and call.audio.direction == "recvonly" and call.audio.remote is None
+            await asyncio.sleep(0.2)
+            sent = call.media_report()["sent"]["packets"]  # type: ignore[index]
+            await asyncio.sleep(1.0)
+            assert call.media_report()["sent"]["packets"] == sent  # type: ignore[index]  # nothing to 0.0.0.0
+            assert await wait_for(lambda: not call.remote_hold, 5), call.audio
+            assert call.audio.direction == "sendrecv" and call.audio.remote is not None
+            await asyncio.sleep(0.5)
+            assert call.media_report()["sent"]["packets"] > sent + 15  # type: ignore[index]
+            result = await sipp
+        finally:
+            sipp.cancel()
+        events = await _events(phone)
+    assert result.returncode == 0, result.errors or result.screen
+    reasons = [e.reason for e in events if isinstance(e, CallStateChanged)]
+    assert "on hold by the far end" in reasons and "resumed" in reasons, reasons
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events

@@ -52,7 +52,17 @@ def test_hold_offer_is_answered_recvonly_and_inactive_stays_inactive() -> None:
     off = SessionDescription.parse(BARESIP_OFFER.replace("a=sendrecv", "a=inactive"))
     assert audio_answer(off, "127.0.0.1", 5000)[1].direction == "inactive"
     old = SessionDescription.parse(BARESIP_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"))
-    assert audio_answer(old, "127.0.0.1", 5000)[1].remote is None
+    answer, session = audio_answer(old, "127.0.0.1", 5000)
+    # "neither RTP nor RTCP should be sent to the peer": we only receive, whatever a= says;
+    # the answer still says what we are willing to do (sendrecv, as RFC 2543 peers expect)
+    assert session.remote is None and session.direction == "recvonly"
+    assert answer.media[0].direction == "sendrecv"
+    v6 = SessionDescription.parse(BARESIP_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP6 ::"))
+    assert audio_answer(v6, "::1", 5000)[1].direction == "recvonly"
+    both = SessionDescription.parse(BARESIP_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0")
+                                    .replace("a=sendrecv", "a=sendonly"))
+    assert audio_answer(both, "127.0.0.1", 5000)[1].direction == "recvonly"
+    assert audio_answer(old, "127.0.0.1", 5000, direction="sendonly")[1].direction == "inactive"
     # our own hold while they offer sendrecv: we answer sendonly
     assert audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 5000,
                         direction="sendonly")[1].direction == "sendonly"
@@ -80,6 +90,11 @@ def test_our_offer_and_their_answer() -> None:
     assert session.direction == "sendonly" and session.remote == ("10.0.0.2", 7000)
     with pytest.raises(ValueError):
         negotiate(offer, SessionDescription.parse(answer.to_bytes().replace(b"RTP/AVP 8 96", b"RTP/AVP 18")))
+    # an answer at c=0.0.0.0 (RFC 2543's hold, RFC 3264 §8.4): we send nothing
+    ours = audio_offer_for("127.0.0.1", 4000, codecs=G711)
+    held = negotiate(ours, SessionDescription.parse(answer.to_bytes().replace(b"IN IP4 10.0.0.2\r\nt=", b"IN IP4 0.0.0.0\r\nt=")
+                                                    .replace(b"a=recvonly", b"a=sendrecv")))
+    assert held.remote is None and held.direction == "recvonly"
 
 
 @pytest.mark.parametrize(("ours", "theirs", "result"), [
