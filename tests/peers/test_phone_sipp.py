@@ -460,3 +460,65 @@ async def test_a_reinvite_to_the_unspecified_address_is_the_far_ends_hold() -> N
     reasons = [e.reason for e in events if isinstance(e, CallStateChanged)]
     assert "on hold by the far end" in reasons and "resumed" in reasons, reasons
     assert not [e for e in events if isinstance(e, ErrorEvent)], events
+
+
+async def test_a_transferees_notify_carries_a_contact() -> None:
+    """We are the transferee (RFC 3515) of a SIPp transferor: 202, then NOTIFYs of the
+    referred call's progress, each with a Contact (RFC 6665 §4.4.1 makes NOTIFY a target
+    refresh request; RFC 3265 §7.1 lists Contact as mandatory in it) and the last one with
+    ``SIP/2.0 200 OK``. twinkle 1.10 refused our NOTIFYs "400 Contact header missing" and so
+    never ended its side of an attended transfer."""
+    with sip_peers.sipp_uas("answer") as target:
+        port = free_port(socket.SOCK_DGRAM)
+        refer = f"""  <send retrans="500"><![CDATA[
+REFER [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To:[$to]
+Call-ID: [call_id]
+CSeq: 2 REFER
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Refer-To: <sip:target@127.0.0.1:{target.port}>
+Referred-By: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("202")
+
+        def notify(n: int, final: bool) -> str:
+            body = ('      <ereg regexp="SIP/2.0 200 OK" search_in="body" check_it="true" assign_to="ok"/>\n'
+                    if final else "")
+            return f"""  <recv request="NOTIFY">
+    <action>
+      <ereg regexp="sips?:[^ ]+" search_in="hdr" header="Contact:" check_it="true" assign_to="contact{n}"/>
+{body}    </action>
+  </recv>
+""" + response("200 OK", tag="").replace("Contact: <sip:sipp@[local_ip]:[local_port]>\n", "")
+
+        bye = """  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To:[$to]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + recv("200")
+        answered = """  <recv response="200" rrs="true">
+    <action><ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to"/></action>
+  </recv>
+"""
+        xml = (HEAD.format(name="transferor") + uac_invite(port) + recv("180", True) + answered
+               + uac_ack(port, for_2xx=True) + '  <pause milliseconds="500"/>\n' + refer + notify(1, False)
+               + notify(2, True) + bye + '  <Reference variables="contact1,contact2,ok"/>\n' + TAIL)
+        async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+            result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+            assert result.returncode == 0, result.errors or result.screen
+            referred = [c for c in phone.calls if c.remote == f"sip:target@127.0.0.1:{target.port}"]
+            assert referred and referred[0].state is CallState.CONFIRMED, [(c.remote, c.state) for c in phone.calls]
+            await referred[0].hangup()
+        assert target.finish().successful_calls == 1

@@ -64,7 +64,7 @@ from skinnysip.sdp import (
     same_family_remote,
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
-from skinnysip.sip.dialog import Dialog, dialog_id
+from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
     build_cancel,
@@ -1301,10 +1301,13 @@ class SIPPhone(Phone):
     # -- in-dialog requests we send ------------------------------------------------------------
     def _in_dialog(self, call: SIPCall, method: str, *, body: bytes = b"", content_type: str | None = None,
                    headers: list[tuple[str, str]] | None = None) -> Request:
+        """A request in ``call``'s dialog (RFC 3261 §12.2.1.1); a target refresh request
+        (re-INVITE, UPDATE, REFER, and NOTIFY: RFC 6665 §4.4.1 makes it one, RFC 3265 §7.1
+        a Contact mandatory in it) carries ours."""
         assert call.dialog is not None and call.flow is not None
         return call.dialog.request(method, self.endpoint.via(call.flow), body=body, content_type=content_type,
                                    headers=[("User-Agent", USER_AGENT), *(headers or [])],
-                                   contact=self._contact(call.flow) if method in ("INVITE", "UPDATE", "REFER") else None)
+                                   contact=self._contact(call.flow) if method in TARGET_REFRESH else None)
 
     async def _transact(self, call: SIPCall, request: Request) -> Response | None:
         assert call.flow is not None
