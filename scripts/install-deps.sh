@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
-# the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server)
+# the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server,
+# baresip, linphonec and twinkle-console as far-end phones)
 # Chromium for the web tests, and the package with its test extras (which include playwright; its own
 # browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
@@ -17,6 +18,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
+command -v twinkle-console >/dev/null 2>&1 || need_apt+=(twinkle-console)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)

@@ -1497,8 +1497,10 @@ class SIPPhone(Phone):
         hang up. Attended (``replaces``, RFC 5589 §7): the Refer-To URI carries
         ``?Replaces=`` with that call's dialog (Call-ID; to-tag = the target's tag, from-tag
         = ours, RFC 3891 §6.1), escaped; the target ends that call itself (we do, if it
-        has not within 5 s). Raises :class:`PhoneError` if the REFER is refused or the
-        transfer fails."""
+        has not within 5 s). Raises :class:`PhoneError` if the REFER is refused, the
+        transfer fails or no final NOTIFY comes within 60 s. A transferee that ends the
+        call itself before its final NOTIFY (BYE, as Twinkle does) ends the wait: the
+        transfer returns then, its outcome untold."""
         try:
             uri = self.target_uri(target)
         except SIPParseError as exc:
@@ -1514,13 +1516,27 @@ class SIPPhone(Phone):
         response = await self._transact(call, request)
         if response is None or not 200 <= response.status_code < 300:
             raise PhoneError(f"REFER refused: {response.summary if response else 'no response'}")
+        result = call._refer_result
+        ended = asyncio.ensure_future(call._done.wait())
         try:
-            code = await asyncio.wait_for(call._refer_result, 60.0)
-        except TimeoutError as exc:
-            raise PhoneError("no final NOTIFY for the transfer within 60 s") from exc
+            await asyncio.wait({result, ended}, timeout=60.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not result.done() and call.state is CallState.TERMINATED:
+            # the transferee ended the call before its final NOTIFY (Twinkle sends its BYE
+            # first, and that NOTIFY then arrives out of order, refused 500 by RFC 3261
+            # §12.2.2): one in flight still counts; otherwise the outcome was not told
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(result), 1.0)
+            if not result.done():
+                return
+        if not result.done():
+            raise PhoneError("no final NOTIFY for the transfer within 60 s")
+        code = result.result()
         if not 200 <= code < 300:
             raise PhoneError(f"transfer failed: the target answered {code}")
-        await self._bye(call, "transferred")
+        if call.state is not CallState.TERMINATED:
+            await self._bye(call, "transferred")
         if replaces is not None and not await replaces.wait_ended(5.0):
             await self._bye(replaces, "transferred (the target did not end the replaced call)")
 

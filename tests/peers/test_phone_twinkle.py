@@ -1,0 +1,185 @@
+"""The SIP phone against Twinkle (Debian ``twinkle-console`` 1.10), a phone with its own
+stack and habits: RFC 2543 hold (``c=0.0.0.0``), 100rel required, INFO digits, NOTIFYs it
+checks (a NOTIFY without Contact is refused 400), attended transfer as the transferor.
+Direct calls on 127.0.0.1, no registrar.
+
+Audio is proven by listening on Twinkle's side: its speaker is an ALSA file device, and the
+dominant frequency of the 20 ms frames it played is our tone. (With ALSA's ``null`` as its
+microphone Twinkle sends next to no RTP, so the other direction is not judged here; baresip
+and linphonec prove it.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from twinkle_peer import twinkle
+
+from peertools import free_port
+from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, IncomingCall, MessageReceived
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
+
+OUR_TONE = 440.0
+
+
+def account(user: str = "alice", **kw: object) -> SIPAccount:
+    return SIPAccount(aor=f"sip:{user}@127.0.0.1", register=False, listen_host="127.0.0.1",
+                      listen_port=free_port(socket.SOCK_DGRAM), source=f"tone:{OUR_TONE}",
+                      codecs=("PCMU", "PCMA"), **kw)  # type: ignore[arg-type]
+
+
+async def until(check: Callable[[], object], seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(check())
+
+
+async def incoming(phone: SIPPhone, timeout: float = 10.0) -> SIPCall:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (event := await phone.next_event(max(0.01, end - loop.time()))) is not None:
+        if isinstance(event, IncomingCall) and isinstance(event.call, SIPCall):
+            return event.call
+    raise AssertionError("no incoming call")
+
+
+async def events(phone: SIPPhone) -> list[object]:
+    out = []
+    while (event := await phone.next_event(0.05)) is not None:
+        out.append(event)
+    return out
+
+
+async def test_twinkle_hears_our_call_our_digits_and_our_message() -> None:
+    async with twinkle() as tw, SIPPhone(account()) as phone:
+        call = await phone.call(tw.uri)
+        await tw.wait_line(r"incoming call")
+        await tw.command("answer")
+        assert await call.wait_connected(5), call.end_reason
+        await asyncio.sleep(3)
+        await call.send_dtmf("159", duration=0.1)
+        for digit in "159":
+            await tw.wait_line(rf"DTMF detected: {digit}")
+        await phone.message(tw.uri, "hello twinkle")
+        await tw.wait_line(r"^hello twinkle$")
+        mark = len(tw.lines)
+        await call.hangup()
+        await tw.wait_line(r"far end ended call", after=mark)
+        assert not [e for e in await events(phone) if isinstance(e, ErrorEvent)]
+        samples = np.fromfile(tw.speaker, dtype="<i2")  # G.711: Twinkle plays at 8000 Hz
+    assert len(samples) >= 8000 * 2, len(samples)
+    freqs = dominant_frequencies(samples[8000 // 2:], 8000)
+    assert np.mean(np.abs(freqs - OUR_TONE) < 25) >= 0.9, np.round(freqs[:50])
+
+
+@pytest.mark.parametrize(("hold_variant", "dtmf"), [("rfc3264", "telephone-event"), ("rfc2543", "info")])
+async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str) -> None:
+    """Twinkle's hold is ``a=sendonly`` or (RFC 2543) ``c=0.0.0.0``: both flag the far end's
+    hold (RFC 3264 §8.4) and stop our RTP; its digits come as RFC 4733 events or INFO."""
+    async with twinkle(profile=f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as tw, \
+            SIPPhone(account()) as phone:
+        await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
+        call = await incoming(phone)
+        await call.answer()
+        assert await call.wait_connected(5), call.end_reason
+        await tw.wait_line(r"far end answered call")
+        await tw.command("hold")
+        assert await until(lambda: call.remote_hold), call.audio
+        assert call.audio is not None and call.audio.direction == "recvonly"
+        await asyncio.sleep(0.2)
+        sent = call.media_report()["sent"]["packets"]  # type: ignore[index]
+        await asyncio.sleep(0.6)
+        assert call.media_report()["sent"]["packets"] == sent  # type: ignore[index]
+        await tw.command("retrieve")
+        assert await until(lambda: not call.remote_hold), call.audio
+        assert call.audio.direction == "sendrecv"
+        await asyncio.sleep(0.5)
+        await tw.command("dtmf 42#")
+        method = "rfc4733" if dtmf == "telephone-event" else "info"
+        got: list[DTMFReceived] = []
+        for _ in range(40):
+            got += [e for e in await events(phone) if isinstance(e, DTMFReceived)]
+            if len(got) >= 3:
+                break
+        assert [(e.digit, e.method) for e in got] == [("4", method), ("2", method), ("#", method)]
+        await tw.command("bye")
+        assert await call.wait_ended(5) and call.end_reason == "BYE received"
+
+
+async def test_twinkle_requires_100rel_and_we_send_a_reliable_180() -> None:
+    """``ext_100rel=required``: Twinkle's INVITE has ``Require: 100rel``; our 180 is reliable
+    (RSeq) and Twinkle's PRACK is answered (RFC 3262) before we answer the call."""
+    async with twinkle(profile="ext_100rel=required\n") as tw, SIPPhone(account()) as phone:
+        await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
+        call = await incoming(phone)
+        assert await until(lambda: any(m.summary.startswith("PRACK") for m in call.exchange)), \
+            [m.summary for m in call.exchange]
+        await call.answer()
+        assert await call.wait_connected(5), call.end_reason
+        ringing = next(m for m in call.exchange if m.direction == "sent" and m.summary.startswith("180"))
+        assert "RSeq:" in ringing.raw and "100rel" in ringing.raw
+        await tw.command("bye")
+        assert await call.wait_ended(5)
+
+
+async def test_twinkle_transfers_us_attended_to_another_phone() -> None:
+    """Twinkle calls alice, consults carol on its second line (alice is held), then transfers:
+    REFER to alice with ``Replaces`` (RFC 3891); alice's INVITE replaces Twinkle's call with
+    carol, alice's NOTIFYs (with a Contact) tell Twinkle it worked, and Twinkle ends its call
+    with alice. alice and carol are left in one call, with media."""
+    async with twinkle() as tw, SIPPhone(account()) as alice, SIPPhone(account("carol")) as carol:
+        await tw.command(f"call sip:alice@127.0.0.1:{alice.account.listen_port}")
+        first = await incoming(alice)
+        await first.answer()
+        assert await first.wait_connected(5), first.end_reason
+        await tw.wait_line(r"far end answered call")
+        await tw.command(f"transfer -c sip:carol@127.0.0.1:{carol.account.listen_port}")
+        consult = await incoming(carol)
+        await consult.answer()
+        assert await consult.wait_connected(5), consult.end_reason
+        assert await until(lambda: first.remote_hold)
+        await asyncio.sleep(0.5)
+        await tw.command("transfer -c")
+        await tw.wait_line(r"call successfully referred")
+        assert await first.wait_ended(5) and first.end_reason == "BYE received"
+        assert await consult.wait_ended(5) and consult.end_reason == "replaced (RFC 3891)"
+        live = [c for c in alice.calls if c.state is CallState.CONFIRMED]
+        assert len(live) == 1 and live[0].remote == f"sip:carol@127.0.0.1:{carol.account.listen_port}"
+        assert [c.state for c in carol.calls if c is not consult] == [CallState.CONFIRMED]
+        await asyncio.sleep(0.5)
+        assert live[0].media_report()["received"]["packets"] > 10  # type: ignore[index]  # carol's RTP
+        assert not [e for e in await events(alice) + await events(carol) if isinstance(e, ErrorEvent)]
+
+
+async def test_we_transfer_twinkle_blind_to_another_phone() -> None:
+    async with twinkle() as tw, SIPPhone(account()) as alice, SIPPhone(account("carol")) as carol:
+        call = await alice.call(tw.uri)
+        await tw.wait_line(r"incoming call")
+        await tw.command("answer")
+        assert await call.wait_connected(5), call.end_reason
+        transfer = asyncio.ensure_future(call.transfer(f"sip:carol@127.0.0.1:{carol.account.listen_port}"))
+        try:
+            referred = await incoming(carol)
+            await referred.answer()
+            assert await referred.wait_connected(5), referred.end_reason
+            await asyncio.wait_for(transfer, 10)  # the final NOTIFY said 200
+        finally:
+            transfer.cancel()
+        assert await call.wait_ended(5)
+        assert referred.remote.startswith("sip:twinkle@127.0.0.1")
+        await tw.wait_line(r"Line 1: far end answered call")
+        messages = []
+        await tw.command(f'message sip:carol@127.0.0.1:{carol.account.listen_port} "transferred fine"')
+        for _ in range(40):
+            messages += [e for e in await events(carol) if isinstance(e, MessageReceived)]
+            if messages:
+                break
+        assert [m.text for m in messages] == ["transferred fine"]
