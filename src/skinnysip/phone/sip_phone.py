@@ -1516,10 +1516,10 @@ class SIPPhone(Phone):
         response = await self._transact(call, request)
         if response is None or not 200 <= response.status_code < 300:
             raise PhoneError(f"REFER refused: {response.summary if response else 'no response'}")
-        result = call._refer_result
-        ended = asyncio.ensure_future(call._done.wait())
+        result: asyncio.Future[int] = call._refer_result
+        ended: asyncio.Future[Any] = asyncio.ensure_future(call._done.wait())
         try:
-            await asyncio.wait({result, ended}, timeout=60.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((result, ended), timeout=60.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
         if not result.done() and call.state is CallState.TERMINATED:
