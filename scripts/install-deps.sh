@@ -19,6 +19,7 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dns
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 command -v twinkle-console >/dev/null 2>&1 || need_apt+=(twinkle-console)
+command -v sngrep >/dev/null 2>&1 || need_apt+=(sngrep)  # reads our pcapng files back (test_pcap_sngrep.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)

@@ -4,8 +4,10 @@ Input is the ``exchange`` of any result (a list of :class:`~skinnysip.result.Wir
 direction, time in s since the epoch, ``local``/``remote`` ``host:port``, transport,
 ``raw``). Output is pcapng bytes (``application/vnd.tcpdump.pcap``):
 
-- ``udp``: one IPv4 or IPv6 (LINKTYPE_IPV4 228 / LINKTYPE_IPV6 229) + UDP packet per message, the real
-  addresses and ports, checksums computed.
+- ``udp``: one IPv4 or IPv6 + UDP packet per message (LINKTYPE_RAW 101, raw IP: the version
+  nibble tells the two apart, and libpcap-based readers such as tcpdump and sngrep read it,
+  which LINKTYPE_IPV4/IPV6, 228/229, they do not), the real addresses and ports, checksums
+  computed.
 - ``tcp``: one IP + TCP segment (PSH|ACK) per message; sequence and acknowledgement numbers are
   synthesized per connection and direction, continuous from message to message, so
   tshark's TCP reassembly and its SIP/SKINNY dissectors see the streams as sent. The
@@ -43,8 +45,7 @@ from typing import Any, Protocol
 from skinnysip.addresses import strip_brackets
 from skinnysip.result import WireMessage
 
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
+LINKTYPE_RAW = 101
 LINKTYPE_WIRESHARK_UPPER_PDU = 252
 MAX_MESSAGES = 5000
 #: media packets written at most (a stream's :class:`~skinnysip.net.media.PacketLog` keeps at
@@ -115,7 +116,7 @@ def _payload(msg: WireMessage) -> bytes:
 @dataclass
 class _Packet:
     data: bytes
-    linktype: int  # LINKTYPE_IPV4, LINKTYPE_IPV6 or LINKTYPE_WIRESHARK_UPPER_PDU
+    linktype: int  # LINKTYPE_RAW or LINKTYPE_WIRESHARK_UPPER_PDU
     time: float
     direction: int  # pcapng epb_flags: 1 inbound, 2 outbound
     comment: str
@@ -135,9 +136,9 @@ def _ip_packet(src: IPAddress, dst: IPAddress, l4: Any) -> tuple[bytes, int]:
         raise _FieldError("remote", "local and remote are of different IP versions")
     proto = dpkt.ip.IP_PROTO_UDP if isinstance(l4, dpkt.udp.UDP) else dpkt.ip.IP_PROTO_TCP
     if src.version == 4:
-        return bytes(dpkt.ip.IP(src=src.packed, dst=dst.packed, ttl=64, p=proto, data=l4)), LINKTYPE_IPV4
+        return bytes(dpkt.ip.IP(src=src.packed, dst=dst.packed, ttl=64, p=proto, data=l4)), LINKTYPE_RAW
     packet = dpkt.ip6.IP6(src=src.packed, dst=dst.packed, hlim=64, nxt=proto, plen=len(l4), data=l4)
-    return bytes(packet), LINKTYPE_IPV6
+    return bytes(packet), LINKTYPE_RAW
 
 
 def _udp(src: tuple[IPAddress, int], dst: tuple[IPAddress, int], payload: bytes, field: str) -> Any:
@@ -251,7 +252,7 @@ def _media_packets(media: Iterable[MediaRecord]) -> list[_Packet]:
     return out
 
 
-_IFNAMES = {LINKTYPE_IPV4: "ipv4", LINKTYPE_IPV6: "ipv6", LINKTYPE_WIRESHARK_UPPER_PDU: "tls-plaintext"}
+_IFNAMES = {LINKTYPE_RAW: "ip", LINKTYPE_WIRESHARK_UPPER_PDU: "tls-plaintext"}
 
 
 def exchange_to_pcapng(exchange: Iterable[WireMessage], media: Sequence[MediaRecord] = ()) -> bytes:
@@ -267,7 +268,7 @@ def exchange_to_pcapng(exchange: Iterable[WireMessage], media: Sequence[MediaRec
     for pkt in packets:
         interfaces.setdefault(pkt.linktype, len(interfaces))
     if not interfaces:
-        interfaces[LINKTYPE_IPV4] = 0
+        interfaces[LINKTYPE_RAW] = 0
     end = pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT)
     blocks = [pcapng.InterfaceDescriptionBlockLE(
         linktype=linktype, snaplen=0,  # 0: no limit (an exported PDU may exceed 64 KiB)
