@@ -3,12 +3,16 @@
 :class:`Responder` listens on one transport and answers:
 
 - OPTIONS → 200 with Allow/Accept/Supported (RFC 3261 §11.2);
-- INVITE → the chosen ``answer``: ``200`` (an SDP answer, RFC 3264, and an RTP echo on the
-  port it names: every packet received is sent back to where it came from), any code
-  300-699 (a rejection), or ``ring`` (180 Ringing until the caller sends CANCEL → 200 to
-  the CANCEL and 487 to the INVITE, §9.2);
-- BYE in a known dialog → 200 (the dialog and its RTP echo end); re-INVITE → 200 with the
-  same SDP; INFO/UPDATE/MESSAGE/NOTIFY in a dialog → 200;
+- INVITE → the chosen ``answer``: ``200`` (an SDP answer, RFC 3264 §6: the offerer's first
+  codec we know under its payload type, its telephone-event, the reverse of its direction;
+  and an RTP echo on the port it names: every packet received is sent back to where it came
+  from; an offerless INVITE gets our offer in the 200; an offer with no audio we can answer
+  gets 488), any code 300-699 (a rejection), or ``ring`` (180 Ringing until the caller
+  sends CANCEL → 200 to the CANCEL and 487 to the INVITE, §9.2);
+- BYE in a known dialog → 200 (the dialog and its RTP echo end); re-INVITE → 200 answering
+  its offer the same way (hold: ``sendonly`` is answered ``recvonly``, §8.4), the SDP version
+  one up, or our last SDP when it has none; INFO/UPDATE/MESSAGE/NOTIFY in a dialog → 200;
+- MESSAGE outside a dialog → 200 (RFC 3428 §7);
 - anything else per the UAS core (405 with Allow, 481 for no dialog, …).
 
 Bounded: at most ``max_dialogs`` calls at once (more get 486 Busy Here), a dialog idle for
@@ -28,7 +32,7 @@ from skinnysip.net.rtp import bind_even_port
 from skinnysip.net.sip_endpoint import SIPEndpoint
 from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord
-from skinnysip.sdp import SDPParseError, SessionDescription, audio_offer
+from skinnysip.sdp import SDPParseError, SessionDescription, audio_answer, audio_offer
 from skinnysip.sip.dialog import Dialog, DialogID, dialog_id
 from skinnysip.sip.request import new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction
@@ -85,6 +89,9 @@ class _Call:
     sdp: bytes = b""
     echo: _Echo | None = None
     last_activity: float = field(default_factory=time.monotonic)
+    media: tuple[str, int] = ("", 0)  # the echo's (IP, port), what our SDP names
+    session_id: int = 0
+    version: int = 0  # of our SDP's o= line, one up on each new answer (RFC 3264 §8)
 
 
 class Responder:
@@ -162,12 +169,14 @@ class Responder:
                 self.endpoint.respond(tx, 200)
                 self._end(call)
             elif request.method == "INVITE":
-                self.endpoint.respond(tx, 200, body=call.sdp, content_type="application/sdp",
-                                      contact=self.endpoint.contact(event.flow))
+                self._reinvite(call, event)
             elif request.method in _IN_DIALOG_OK:
                 self.endpoint.respond(tx, 200)
             else:
                 return False
+            return True
+        if request.method == "MESSAGE":
+            self.endpoint.respond(tx, 200, to_tag=new_tag())
             return True
         if request.method != "INVITE" or not isinstance(tx, InviteServerTransaction):
             return False  # OPTIONS and the rest: the endpoint's defaults
@@ -209,12 +218,15 @@ class Responder:
                 return
             local_ip = self.endpoint.local_address(event.flow)[0]
             echo, port = await bind_even_port(local_ip, lambda: _Echo(self.config.echo_limit))
-            call.echo = echo
-            offered = offer.media[0].payload_types if offer and offer.media else [0, 8]
-            chosen = [pt for pt in offered if pt in (0, 8)][:1] or [0]
-            if 101 in offered:
-                chosen.append(101)
-            call.sdp = audio_offer(local_ip, port, chosen).to_bytes()
+            call.echo, call.media = echo, (local_ip, port)
+            if offer is None:  # offerless INVITE: our offer goes in the 200 (RFC 3264 §5)
+                sdp = audio_offer(local_ip, port, (0, 8, 101))
+                call.session_id = sdp.origin.session_id
+                call.sdp = sdp.to_bytes()
+            elif not self._answer(call, offer):
+                self.endpoint.respond(tx, 488, to_tag=to_tag)
+                self._end(call)
+                return
             contact = self.endpoint.contact(event.flow)
             self.endpoint.respond(tx, 200, to_tag=to_tag, body=call.sdp, content_type="application/sdp",
                                   contact=contact)
@@ -224,6 +236,37 @@ class Responder:
                 if not tx.final:
                     self.endpoint.respond(tx, 500, to_tag=to_tag)
             self._end(call)
+
+    def _answer(self, call: _Call, offer: SessionDescription) -> bool:
+        """Answer ``offer`` from the echo's address into ``call.sdp`` (RFC 3264 §6; any codec
+        we know: the echo returns every payload as it came); False when its audio cannot be
+        answered (none, or refused: no common codec, SRTP, the other IP family)."""
+        try:
+            answer, session = audio_answer(offer, *call.media, session_id=call.session_id or None,
+                                           version=call.version + 1 if call.sdp else 0)
+        except ValueError:  # no audio stream
+            return False
+        if session.rejected:
+            return False
+        call.session_id, call.version = answer.origin.session_id, answer.origin.session_version
+        call.sdp = answer.to_bytes()
+        return True
+
+    def _reinvite(self, call: _Call, event: RequestReceived) -> None:
+        """A re-INVITE (RFC 3261 §14.2): its offer answered anew (488 and the session as it
+        was when it cannot be), or our last SDP as the offer when it has none."""
+        request, tx = event.request, event.transaction
+        if request.body:
+            try:
+                offer = SessionDescription.parse(request.body)
+            except SDPParseError:
+                self.endpoint.respond(tx, 488)
+                return
+            if not self._answer(call, offer):  # call.sdp stays as it was
+                self.endpoint.respond(tx, 488)
+                return
+        self.endpoint.respond(tx, 200, body=call.sdp, content_type="application/sdp",
+                              contact=self.endpoint.contact(event.flow))
 
     def _end(self, call: _Call) -> None:
         if call.echo is not None and call.echo.transport is not None:

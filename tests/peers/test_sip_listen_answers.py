@@ -1,0 +1,73 @@
+"""What ``skinnysip sip listen`` (the :class:`Responder`) answers, judged by SIPp scenarios:
+its SDP answers follow RFC 3264 §6 (the offerer's codec and telephone-event payload types,
+the reverse of the offered direction, so a hold's re-INVITE ``sendonly`` is answered
+``recvonly`` with the o= version one up, §8), an offer it cannot answer gets 488, and a
+MESSAGE outside a dialog gets 200 (RFC 3428 §7; its Allow names MESSAGE). Before, it
+answered every offer with PCMU/PCMA and PT 101, ``sendrecv``, the same SDP again on a
+re-INVITE, and MESSAGE with 480."""
+
+from __future__ import annotations
+
+import pytest
+from sip_peers import sipp_uac
+from test_phone_sipp import HEAD, TAIL, recv, sdp_body, uac_ack, uac_bye, uac_invite, uac_reinvite
+
+from skinnysip.probes.listen import ListenConfig, Responder
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
+
+HOST = "127.0.0.1"
+
+
+def check(name: str, regexp: str) -> str:
+    """A SIPp action: the received message's body must match ``regexp`` (else the call fails)."""
+    return f'      <ereg regexp="{regexp}" search_in="body" check_it="true" assign_to="{name}"/>\n'
+
+
+async def test_offers_are_answered_per_rfc_3264_and_a_hold_reinvite_recvonly() -> None:
+    offer = sdp_body("m=audio [media_port] RTP/AVP 8 96\na=rtpmap:8 PCMA/8000\na=rtpmap:96 telephone-event/8000\n"
+                     "a=fmtp:96 0-15\na=sendrecv")
+    hold = sdp_body("m=audio [media_port] RTP/AVP 8 96\na=rtpmap:8 PCMA/8000\na=rtpmap:96 telephone-event/8000\n"
+                    "a=sendonly").replace("o=sipp 1 1", "o=sipp 1 2")
+    answered = ('  <recv response="200" rrs="true">\n    <action>\n'
+                + check("codecs", "m=audio [0-9]+ RTP/AVP 8 96") + check("te", "a=rtpmap:96 telephone-event/8000")
+                + check("first", "o=[^ ]+ [0-9]+ 0 ") + check("both", "a=sendrecv") + "    </action>\n  </recv>\n")
+    held = (uac_reinvite(2, hold).replace('  <recv response="200"/>\n', '  <recv response="200">\n    <action>\n'
+                                          + check("recvonly", "a=recvonly") + check("second", "o=[^ ]+ [0-9]+ 1 ")
+                                          + "    </action>\n  </recv>\n"))
+    names = "codecs,te,first,both,recvonly,second"
+    async with Responder(ListenConfig(HOST, 0, "udp")) as responder:
+        assert responder.local is not None
+        port = responder.local[1]
+        xml = (HEAD.format(name="rfc3264") + uac_invite(port, body=offer) + recv("180", True) + answered
+               + uac_ack(port, for_2xx=True) + held + uac_bye(100).replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+               + f'  <Reference variables="{names}"/>\n' + TAIL)
+        assert '<recv response="200">' in held  # the hold's 200 is checked
+        result = await sipp_uac(HOST, port, xml=xml, timeout=15)
+    assert result.returncode == 0, result.errors or result.screen
+
+
+async def test_an_offer_without_a_known_codec_is_488_and_message_is_200() -> None:
+    video_only = sdp_body("m=video [media_port] RTP/AVP 97\na=rtpmap:97 H264/90000")
+    refused = HEAD.format(name="488") + uac_invite(0, body=video_only) + recv("488") + uac_ack(0, for_2xx=False) + TAIL
+    message = HEAD.format(name="message") + """  <send retrans="500"><![CDATA[
+MESSAGE sip:bob@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bob@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 MESSAGE
+Max-Forwards: 70
+Content-Type: text/plain
+Content-Length: [len]
+
+hello listener]]></send>
+""" + recv("200") + TAIL
+    async with Responder(ListenConfig(HOST, 0, "udp")) as responder:
+        assert responder.local is not None
+        port = responder.local[1]
+        result = await sipp_uac(HOST, port, xml=refused.replace("127.0.0.1:0", f"127.0.0.1:{port}"), timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        result = await sipp_uac(HOST, port, xml=message, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        assert responder.calls == {}
