@@ -56,6 +56,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "CallStateChanged": ("skinnysip.phone.api", "CallStateChanged"),
     "DTMFReceived": ("skinnysip.phone.api", "DTMFReceived"),
     "MessageReceived": ("skinnysip.phone.api", "MessageReceived"),
+    "MessageWaiting": ("skinnysip.phone.api", "MessageWaiting"),
     "Lab": ("skinnysip.lab.runner", "Lab"),
     "LabSettings": ("skinnysip.lab.config", "LabSettings"),
     "LoadConfig": ("skinnysip.load.scenarios", "LoadConfig"),

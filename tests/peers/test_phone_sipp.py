@@ -14,7 +14,14 @@ from sip_peers import sipp_uac
 from test_phone_baresip import share_of
 
 from peertools import free_port
-from skinnysip.phone.api import CallState, CallStateChanged, ErrorEvent, PhoneError
+from skinnysip.phone.api import (
+    CallState,
+    CallStateChanged,
+    ErrorEvent,
+    MessageWaiting,
+    PhoneError,
+    event_to_dict,
+)
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -522,3 +529,44 @@ Content-Length: 0
             assert referred and referred[0].state is CallState.CONFIRMED, [(c.remote, c.state) for c in phone.calls]
             await referred[0].hangup()
         assert target.finish().successful_calls == 1
+
+
+def uac_notify(port: int, n: int, event: str, body: str, status: str) -> str:
+    """SIPp sends an out-of-dialog NOTIFY (as a voicemail server does for message-waiting) to
+    our phone on ``port`` and expects ``status``."""
+    return f"""  <send retrans="500"><![CDATA[
+NOTIFY sip:alice@127.0.0.1:{port} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:voicemail@[local_ip]:[local_port]>;tag=[pid]SIPpTagN{n}[call_number]
+To: <sip:alice@127.0.0.1:{port}>
+Call-ID: [call_id]
+CSeq: {n} NOTIFY
+Contact: <sip:voicemail@[local_ip]:[local_port]>
+Event: {event}
+Subscription-State: active
+Max-Forwards: 70
+Content-Type: application/simple-message-summary
+Content-Length: [len]
+
+{body}]]></send>
+""" + recv(status)
+
+
+async def test_a_voicemail_servers_unsolicited_notify_is_a_message_waiting_event() -> None:
+    """RFC 3842: ``Event: message-summary`` outside a dialog (Asterisk sends it without a
+    SUBSCRIBE) → 200 and :class:`MessageWaiting`; a body without ``Messages-Waiting`` → 400;
+    another event package (``check-sync``) → 481, no subscription matches (RFC 6665). All
+    three were 480 before."""
+    port = free_port(socket.SOCK_DGRAM)
+    summary = "Messages-Waiting: yes\nMessage-Account: sip:*97@127.0.0.1\nVoice-Message: 2/8 (1/0)\n"
+    xml = (HEAD.format(name="mwi") + uac_notify(port, 1, "message-summary", summary, "200")
+           + uac_notify(port, 2, "message-summary", "Voice-Message: 1/0\n", "400")
+           + uac_notify(port, 3, "check-sync", "", "481") + TAIL)
+    async with SIPPhone(phone_account(listen_port=port)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        events = await _events(phone)
+    waiting = [e for e in events if isinstance(e, MessageWaiting)]
+    assert waiting == [MessageWaiting(True, "sip:*97@127.0.0.1", (("voice-message", (2, 8, 1, 0)),))], events
+    assert event_to_dict(waiting[0])["counts"] == {"voice-message": {"new": 2, "old": 8, "newUrgent": 1,
+                                                                     "oldUrgent": 0}}

@@ -43,6 +43,7 @@ __all__ = [
     "ErrorEvent",
     "IncomingCall",
     "MessageReceived",
+    "MessageWaiting",
     "Phone",
     "PhoneError",
     "PhoneEvent",
@@ -131,13 +132,27 @@ class MessageReceived:
 
 
 @dataclass(frozen=True)
+class MessageWaiting:
+    """A message-waiting indication (RFC 3842 ``message-summary``, from the voicemail server's
+    NOTIFY): ``waiting`` (``Messages-Waiting: yes``), ``account`` (``Message-Account``, None
+    if absent) and ``counts``: per message context class (RFC 3458: ``voice-message``,
+    ``fax-message``…, lower case) the numbers of new and old messages and of new and old
+    urgent ones, as (new, old, new_urgent, old_urgent)."""
+
+    waiting: bool
+    account: str | None = None
+    counts: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """Something went wrong outside any action a caller awaits (a refresh failed…)."""
 
     reason: str
 
 
-PhoneEvent = RegistrationChanged | IncomingCall | CallStateChanged | DTMFReceived | MessageReceived | ErrorEvent
+PhoneEvent = (RegistrationChanged | IncomingCall | CallStateChanged | DTMFReceived | MessageReceived
+              | MessageWaiting | ErrorEvent)
 
 _call_ids = itertools.count(1)
 
@@ -393,7 +408,7 @@ def _camel(name: str) -> str:
 
 def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     """The JSON form of an event (the CLI's ``--json`` lines and the API's WebSocket):
-    ``{"event": "registration"|"incomingCall"|"callState"|"dtmf"|"message"|"error", …}``
+    ``{"event": "registration"|"incomingCall"|"callState"|"dtmf"|"message"|"messageWaiting"|"error", …}``
     with camelCase keys and ``time`` (seconds since the epoch)."""
     now = time.time()
     if isinstance(event, RegistrationChanged):
@@ -411,4 +426,8 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     if isinstance(event, MessageReceived):
         return {"event": "message", "time": now, "from": event.sender, "text": event.text,
                 "contentType": event.content_type}
+    if isinstance(event, MessageWaiting):
+        return {"event": "messageWaiting", "time": now, "waiting": event.waiting, "account": event.account,
+                "counts": {kind: dict(zip(("new", "old", "newUrgent", "oldUrgent"), n, strict=True))
+                           for kind, n in event.counts}}
     return {"event": "error", "time": now, "reason": event.reason}

@@ -14,7 +14,8 @@ reliable provisional responses (RFC 3262) both ways: a reliable 18x to our INVIT
 acknowledged by PRACK; our 180 is sent reliably (``Require: 100rel``, ``RSeq``, retransmitted
 from T1 doubling until its PRACK, the INVITE refused 504 after 64·T1 without one) when the
 INVITE requires ``100rel``, or supports it and :attr:`SIPAccount.reliable_provisional` asks
-for it), sends and receives MESSAGE (RFC 3428) and answers OPTIONS.
+for it), sends and receives MESSAGE (RFC 3428), reports a voicemail server's unsolicited
+message-waiting NOTIFY (RFC 3842, :class:`~skinnysip.phone.api.MessageWaiting`) and answers OPTIONS.
 
 Media is :class:`skinnysip.net.media.MediaStream` (RTP/RTCP, recordings, quality report).
 Every call's signalling is on record (:attr:`SIPCall.exchange`). Python units: seconds.
@@ -43,6 +44,7 @@ from skinnysip.phone.api import (
     ErrorEvent,
     IncomingCall,
     MessageReceived,
+    MessageWaiting,
     Phone,
     PhoneError,
     RegistrationChanged,
@@ -66,6 +68,7 @@ from skinnysip.sdp import (
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
+from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
 from skinnysip.sip.request import (
     build_cancel,
     min_expires_retry,
@@ -93,6 +96,10 @@ from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 __all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
+#: body types the phone reads (RFC 3261 §20.1): SDP, MESSAGE text, INFO digits, REFER progress,
+#: RFC 3842 message summaries
+ACCEPT = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag",
+          "application/simple-message-summary")
 SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891, RFC 4028)
 SUPPORTED_UAS = "100rel, replaces, timer"  # in our 2xx to INVITE
 MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
@@ -440,7 +447,7 @@ class SIPPhone(Phone):
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
                                     uas=UASCore(supported=("100rel", "replaces", "norefersub", "timer"),
-                                                allow=ALLOW.split(", "), server=USER_AGENT))
+                                                allow=ALLOW.split(", "), server=USER_AGENT, accept=ACCEPT))
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
         self.flow: Flow | None = None
@@ -1609,6 +1616,9 @@ class SIPPhone(Phone):
             if method == "MESSAGE":
                 self._message_received(event)
                 return True
+            if method == "NOTIFY":
+                self._unsolicited_notify(event)
+                return True
             return False  # OPTIONS and the rest: the endpoint's UAS core
         call = self._call_for(request)
         if call is None:
@@ -1770,6 +1780,25 @@ class SIPPhone(Phone):
         self.messages.append({"from": sender, "text": text})
         del self.messages[:-100]
         self.emit(MessageReceived(sender, text, ctype))
+
+    def _unsolicited_notify(self, event: RequestReceived) -> None:
+        """A NOTIFY outside any dialog. A voicemail server's message-waiting indication
+        (``Event: message-summary``, RFC 3842; servers such as Asterisk send it without a
+        SUBSCRIBE) → 200 and a :class:`MessageWaiting` event (400 when its body is not a
+        summary); any other event package → 481, no subscription of ours matches it
+        (RFC 6665 §4.1.3)."""
+        request, tx = event.request, event.transaction
+        package = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if package != "message-summary":
+            self.endpoint.respond(tx, 481, to_tag=new_tag())
+            return
+        try:
+            summary = parse_message_summary(request.body)
+        except MessageSummaryError as exc:
+            self.endpoint.respond(tx, 400, to_tag=new_tag(), headers=[("Warning", f'399 - "{exc}"')])
+            return
+        self.endpoint.respond(tx, 200, to_tag=new_tag())
+        self.emit(MessageWaiting(summary.waiting, summary.account, summary.counts))
 
     # -- the end of a call ----------------------------------------------------------------------
     async def _end(self, call: Call, reason: str) -> None:

@@ -339,6 +339,12 @@ function onEvent(ev) {
       addMessage("in", ev.from, ev.text);
       logLine(`message from ${ev.from}`);
       break;
+    case "messageWaiting": {  // the voicemail server's RFC 3842 summary
+      const counts = Object.entries(ev.counts || {}).map(([kind, n]) => `${kind} ${n.new} new / ${n.old} old`);
+      logLine(`voicemail${ev.account ? ` ${ev.account}` : ""}: ${ev.waiting ? "messages waiting" : "no new messages"}`
+        + (counts.length ? ` (${counts.join(", ")})` : ""));
+      break;
+    }
     case "overflow":
       logLine(`${ev.dropped} events lost (the page was too slow)`);
       break;
