@@ -16,9 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from test_lab_sip import DOMAIN, lab, port, registered  # noqa: F401 - lab: fixture
 from twinkle_peer import twinkle
 
 from peertools import free_port
+from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, IncomingCall, MessageReceived
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
@@ -183,3 +185,42 @@ async def test_we_transfer_twinkle_blind_to_another_phone() -> None:
             if messages:
                 break
         assert [m.text for m in messages] == ["transferred fine"]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_twinkle_transfers_attended_through_the_lab(lab: Lab, transport: str) -> None:  # noqa: F811
+    """The same attended transfer with everyone registered at the lab: Twinkle (1001) calls
+    1002, consults 1003, and its Refer-To names 1003's *Contact* (Twinkle's default), so 1002's
+    INVITE with Replaces reaches the lab's proxy with a Request-URI that is a registered contact,
+    not a lab domain. The proxy forwards it to that contact (it answered 404 "not a lab domain"
+    before, and the transfer failed)."""
+    lab_port = port(lab, transport)
+    profile = (f"user_domain={DOMAIN}\nauth_realm={DOMAIN}\nauth_name=1001\nauth_pass=demo1001\n"
+               f"registrar=127.0.0.1:{lab_port}\nregister_at_startup=yes\nsip_transport={transport}\n")
+
+    def member(user: str) -> SIPAccount:
+        return SIPAccount(aor=f"sip:{user}@{DOMAIN}", password=f"demo{user}", registrar=f"127.0.0.1:{lab_port}",
+                          transport=transport, expires=60, source=f"tone:{OUR_TONE}")  # type: ignore[arg-type]
+
+    async with twinkle("1001", profile=profile) as tw, SIPPhone(member("1002")) as b, SIPPhone(member("1003")) as c:
+        await tw.wait_line(r"registration succeeded")
+        await registered(lab, "1002")
+        await registered(lab, "1003")
+        await tw.command(f"call sip:1002@127.0.0.1:{lab_port}")  # Twinkle does no DNS for the lab's domain here
+        first = await incoming(b)
+        await first.answer()
+        assert await first.wait_connected(5), first.end_reason
+        await tw.wait_line(r"far end answered call")
+        await tw.command(f"transfer -c sip:1003@127.0.0.1:{lab_port}")
+        consult = await incoming(c)
+        await consult.answer()
+        assert await consult.wait_connected(5), consult.end_reason
+        await asyncio.sleep(0.5)
+        await tw.command("transfer -c")
+        await tw.wait_line(r"call successfully referred")
+        assert await first.wait_ended(5) and await consult.wait_ended(5)
+        assert consult.end_reason == "replaced (RFC 3891)"
+        live = [x for x in b.calls if x.state is CallState.CONFIRMED]
+        assert len(live) == 1 and live[0].remote.startswith("sip:1003@127.0.0.1")
+        await asyncio.sleep(0.5)
+        assert live[0].media_report()["received"]["packets"] > 10  # type: ignore[index]  # 1003's RTP

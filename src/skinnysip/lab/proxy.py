@@ -12,8 +12,9 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
 - A new request (INVITE, MESSAGE, SUBSCRIBE, …) from anyone but the lab's own services is
   challenged with 407 and must come from the authenticated user (403 otherwise). Its
   Request-URI's user names the target: an extension (600…) → the services' UAS; an SCCP line
-  (2001…) → the SCCP bridge's UAS; a user → every binding in parallel (forking); anything
-  else 404, a known user without bindings 480.
+  (2001…) → the SCCP bridge's UAS; a user → every binding in parallel (forking); a
+  Request-URI that is itself a registered contact (the Refer-To of an attended transfer, as
+  Twinkle writes it) → that contact; anything else 404, a known user without bindings 480.
 - Forwarding is §16.6: copy, Request-URI = the target, Max-Forwards − 1 (483 at 0), our
   Record-Route (two of them when the request changes transport or address family, RFC 5658)
   for dialog-creating requests, our Via on top, and the request goes out in a client
@@ -442,7 +443,10 @@ class LabProxy:
                 return
             self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=True))
             return
-        if not routes and not self._ours(target):
+        # a Request-URI that is a registered contact (an attended transfer's Refer-To names the
+        # target's Contact, as Twinkle's does) is forwarded to it; other domains are not ours
+        direct = not routes and not self._ours(target)
+        if direct and not self._known_target(target):
             self._respond(tx, 404, "Not Found (not a lab domain)")
             return
         if not self._trusted(flow) and request.method in AUTHENTICATED:
@@ -456,7 +460,7 @@ class LabProxy:
                 return
         # a pre-loaded Route beyond the lab (§16.4) is followed, but only for an authenticated user
         self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
-                                  user="" if routes else target.user or ""))
+                                  direct=direct, user="" if routes else target.user or ""))
 
     # -- registrar --------------------------------------------------------------------------
     def _register(self, tx: ServerTransaction, request: Request, flow: Flow) -> None:
@@ -525,12 +529,12 @@ class LabProxy:
         return forward
 
     async def _forward(self, forward: _Forward, routes: list[str], max_forwards: int, *,
-                       in_dialog: bool, user: str = "") -> None:
+                       in_dialog: bool, direct: bool = False, user: str = "") -> None:
         tx, request = forward.tx, forward.request
         try:
             if forward.cancelled or forward.answered:
                 return
-            if routes or in_dialog:
+            if routes or in_dialog or direct:
                 targets: list[tuple[str, Flow | None]] = [(request.uri, None)]
             else:
                 found = self._targets(user)
