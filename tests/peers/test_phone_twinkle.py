@@ -1,4 +1,4 @@
-"""The SIP phone against Twinkle (Debian ``twinkle-console`` 1.10), a phone with its own
+"""The SIP phone and the lab against Twinkle (Debian ``twinkle-console`` 1.10), a phone with its own
 stack and habits: RFC 2543 hold (``c=0.0.0.0``), 100rel required, INFO digits, NOTIFYs it
 checks (a NOTIFY without Contact is refused 400), attended transfer as the transferor.
 Direct calls on 127.0.0.1, no registrar.
@@ -21,6 +21,7 @@ from twinkle_peer import twinkle
 
 from peertools import free_port
 from skinnysip.lab.runner import Lab
+from skinnysip.lab.services import MILLIWATT_HZ
 from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, IncomingCall, MessageReceived
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
@@ -224,3 +225,32 @@ async def test_twinkle_transfers_attended_through_the_lab(lab: Lab, transport: s
         assert len(live) == 1 and live[0].remote.startswith("sip:1003@127.0.0.1")
         await asyncio.sleep(0.5)
         assert live[0].media_report()["received"]["packets"] > 10  # type: ignore[index]  # 1003's RTP
+
+
+async def test_twinkle_hears_the_labs_tone_and_gets_its_digits_echoed(lab: Lab) -> None:  # noqa: F811
+    """Twinkle registered at the lab calls the tone service (601): its speaker plays the lab's
+    tone in ≥ 90 % of the 20 ms frames; then the DTMF echo (604): the digits it sends come back
+    as RFC 4733 events it detects."""
+    lab_port = port(lab, "udp")
+    profile = (f"user_domain={DOMAIN}\nauth_realm={DOMAIN}\nauth_name=1001\nauth_pass=demo1001\n"
+               f"registrar=127.0.0.1:{lab_port}\nregister_at_startup=yes\n")
+    async with twinkle("1001", profile=profile) as tw:
+        await tw.wait_line(r"registration succeeded")
+        await tw.command(f"call sip:601@127.0.0.1:{lab_port}")
+        await tw.wait_line(r"far end answered call")
+        await asyncio.sleep(3)
+        mark = len(tw.lines)
+        await tw.command("bye")
+        await tw.wait_line(r"call ended", after=mark)
+        samples = np.fromfile(tw.speaker, dtype="<i2")
+        assert len(samples) >= 8000 * 2, len(samples)
+        freqs = dominant_frequencies(samples[8000 // 2:], 8000)
+        assert np.mean(np.abs(freqs - MILLIWATT_HZ) < 25) >= 0.9, np.round(freqs[:50])
+        mark = len(tw.lines)
+        await tw.command(f"call sip:604@127.0.0.1:{lab_port}")
+        await tw.wait_line(r"far end answered call", after=mark)
+        await asyncio.sleep(0.5)
+        await tw.command("dtmf 159")
+        for digit in "159":
+            await tw.wait_line(rf"DTMF detected: {digit}", after=mark)
+        await tw.command("bye")
