@@ -1,7 +1,8 @@
-"""The SIP phone and the lab against Twinkle (Debian ``twinkle-console`` 1.10), a phone with its own
-stack and habits: RFC 2543 hold (``c=0.0.0.0``), 100rel required, INFO digits, NOTIFYs it
-checks (a NOTIFY without Contact is refused 400), attended transfer as the transferor.
-Direct calls on 127.0.0.1, no registrar.
+"""The SIP phone and the lab against Twinkle (Debian ``twinkle-console`` 1.10), a phone with
+its own stack and habits: RFC 2543 hold (``c=0.0.0.0``), 100rel required, INFO digits, NOTIFYs
+it checks (a NOTIFY without Contact is refused 400), attended transfer as the transferor with
+the target's Contact as Refer-To. Direct calls on 127.0.0.1, then registered at the lab (its
+proxy, tone and DTMF echo services).
 
 Audio is proven by listening on Twinkle's side: its speaker is an ALSA file device, and the
 dominant frequency of the 20 ms frames it played is our tone. (With ALSA's ``null`` as its
