@@ -12,7 +12,9 @@ and linphonec prove it.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -255,3 +257,26 @@ async def test_twinkle_hears_the_labs_tone_and_gets_its_digits_echoed(lab: Lab) 
         for digit in "159":
             await tw.wait_line(rf"DTMF detected: {digit}", after=mark)
         await tw.command("bye")
+
+
+async def test_the_sip_probes_address_the_user_written_in_host() -> None:
+    """``skinnysip sip options|invite sip:twinkle@127.0.0.1:PORT``: the user part of HOST is
+    whom the probe addresses (Request-URI and To), as sipsak's ``-s``. Twinkle answers a
+    Request-URI without its user 404, and did, as the user part was dropped."""
+
+    async def probe(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "skinnysip", "sip", *args, "--json",
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode() + err.decode()
+
+    async with twinkle() as tw:
+        code, out = await probe("options", tw.uri)
+        assert code == 0 and json.loads(out)["statusCode"] == 200, out
+        assert f"OPTIONS {tw.uri} SIP/2.0" in json.loads(out)["exchange"][0]["raw"]
+        await tw.command("auto_answer -a on")
+        await tw.wait_line(r"Auto answer enabled")
+        code, out = await probe("invite", tw.uri, "--timeout", "5000")
+        assert code == 0 and json.loads(out)["statusCode"] == 200, out
+        await tw.wait_line(r"far end ended call")  # the probe's BYE

@@ -88,3 +88,26 @@ def test_sips_implies_tls() -> None:
     assert cli.exit_code == 3
     body = json.loads(cli.stdout)
     assert body["transport"] == "tls" and body["error"] == f"connection refused by 127.0.0.1:{port}/tls"
+
+
+def test_a_user_written_in_host_is_whom_the_probe_addresses() -> None:
+    """``sip:bob@HOST``: OPTIONS/INVITE address bob (Request-URI and To, as sipsak's ``-s``),
+    REGISTER registers bob; ``--to``/``--uri``/``--user`` still win."""
+    from skinnysip.cli.sip import _request
+
+    def request(host: str, **kw: object) -> object:
+        args: dict[str, object] = dict(port=None, transport=None, sips=False, user=None, password=None, domain=None,
+                                       from_=None, to=None, uri=None, timeout=1000, t1=None, ca_file=None,
+                                       insecure=False)
+        args.update(kw)
+        return _request(host, **args)  # type: ignore[arg-type]
+
+    options = request("sip:bob@127.0.0.1:5070;transport=tcp")
+    assert options.to_uri == "sip:bob@127.0.0.1:5070;transport=tcp" and options.uri is None  # type: ignore[attr-defined]
+    assert (options.host, options.port, options.transport) == ("127.0.0.1", 5070, "tcp")  # type: ignore[attr-defined]
+    assert request("sip:bob@127.0.0.1", to="carol").to_uri == "carol"  # type: ignore[attr-defined]
+    assert request("sip:bob@127.0.0.1", uri="sip:x@127.0.0.1").to_uri is None  # type: ignore[attr-defined]
+    register = request("sip:alice@127.0.0.1", host_user="user")
+    assert register.username == "alice" and register.to_uri is None  # type: ignore[attr-defined]
+    assert request("sip:alice@127.0.0.1", host_user="user", user="bob").username == "bob"  # type: ignore[attr-defined]
+    assert request("sip:127.0.0.1").to_uri is None  # type: ignore[attr-defined]

@@ -209,20 +209,31 @@ TRANSPORTS = ("udp", "tcp", "tls")
 @dataclass(frozen=True)
 class Target:
     """A server as a person writes it: ``host`` (no IPv6 brackets), ``port`` (None: not
-    written), ``transport`` (``udp``/``tcp``/``tls``, None: not written) and ``scheme``
-    (``sip``/``sips``, None: not a URI)."""
+    written), ``transport`` (``udp``/``tcp``/``tls``, None: not written), ``scheme``
+    (``sip``/``sips``, None: not a URI) and ``uri`` (the URI as written when it has a user
+    part, ``sip:bob@host``: whom to address there, as sipsak's ``-s``; else None)."""
 
     host: str
     port: int | None = None
     transport: str | None = None
     scheme: str | None = None
+    uri: str | None = None
+
+    @property
+    def user(self) -> str | None:
+        """The user part of :attr:`uri` (None without one)."""
+        if self.uri is None:
+            return None
+        from skinnysip.sip.uri import SipURI
+
+        return SipURI.parse(self.uri).user
 
 
 def parse_target(text: str, what: str = "HOST") -> Target:
     """Parse ``HOST``, ``HOST:PORT``, ``[v6]:PORT``, a bare IPv6 address,
-    ``sip:host[:port][;transport=tcp]`` or ``sips:host`` (RFC 3261 §19.1; the user part of a
-    URI is ignored). ``sips:`` means TLS (§26.2.2). Raises ``click.BadParameter`` naming
-    ``what`` (the argument or flag)."""
+    ``sip:[user@]host[:port][;transport=tcp]`` or ``sips:host`` (RFC 3261 §19.1; a URI with a
+    user part is kept as :attr:`Target.uri`). ``sips:`` means TLS (§26.2.2). Raises
+    ``click.BadParameter`` naming ``what`` (the argument or flag)."""
     from skinnysip.addresses import check_host, is_ipv6
     from skinnysip.sip.syntax import SIPParseError
     from skinnysip.sip.uri import SipURI, parse_hostport
@@ -242,7 +253,7 @@ def parse_target(text: str, what: str = "HOST") -> Target:
                     transport = "tls"
             elif scheme == "sips":
                 transport = "tls"
-            return Target(check_host(uri.host), uri.port, transport, scheme)
+            return Target(check_host(uri.host), uri.port, transport, scheme, value if uri.user else None)
         if is_ipv6(value):
             return Target(check_host(value))
         host, port = parse_hostport(value)
@@ -264,7 +275,7 @@ def merge_target(target: Target, port: int | None, transport: str | None, what: 
             f"{what} says {target.transport}"
         raise click.BadParameter(f"{source} but --transport says {transport}", param_hint="--transport")
     return Target(target.host, port if port is not None else target.port,
-                  transport if transport is not None else target.transport, target.scheme)
+                  transport if transport is not None else target.transport, target.scheme, target.uri)
 
 
 def transport_value(value: str | None, flag: str = "--transport") -> str | None:

@@ -63,9 +63,18 @@ def _validated(kind: str, value: str | None, check: Any) -> str | None:
 def _request(
     host: str, port: int | None, transport: str | None, sips: bool, user: str | None,
     password: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None,
-    timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
+    timeout: int, t1: int | None, ca_file: str | None, insecure: bool, *, host_user: str = "to",
 ) -> probes.ProbeRequest:
+    """The probe request of a command line. A HOST written as a URI with a user part
+    (``sip:bob@host``) names whom to address: the To and Request-URI (``host_user="to"``:
+    OPTIONS, INVITE, as sipsak's ``-s``) or the registering user (``"user"``: REGISTER,
+    digest login) — unless ``--to``/``--uri`` (or ``--user``) say otherwise."""
     target = merge_target(parse_target(host), port, transport_value(transport))
+    if target.uri is not None:
+        if host_user == "to" and to is None and uri is None:
+            to = target.uri
+        elif host_user == "user" and user is None:
+            user = target.user
     if sips and target.transport not in (None, "tls"):
         raise click.BadParameter(f"--sips needs tls, but the transport is {target.transport}",
                                  param_hint="--transport")
@@ -247,7 +256,8 @@ def register_cmd(
 ) -> None:
     """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
-    req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure)
+    req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure,
+                   host_user="user")
     _run(probes.register, req, as_json, pcap)
 
 
@@ -294,7 +304,8 @@ def auth_cmd(
     secret = password_from(password, prompt=True)
     if secret is None:
         raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
-    req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure)
+    req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
+                   host_user="user")
     _run(probes.digest_auth, req, as_json, pcap)
 
 
