@@ -728,3 +728,23 @@ def test_a_worker_process_that_dies_is_named_and_the_run_ends(pbx: KamailioPeer)
     assert len(lost) == 1 and len(kept) == 1
     assert kept[0]["attempted"] == 6 * 20 and kept[0]["successful"] == kept[0]["attempted"]
     assert kept[0]["attempted"] < result["attempted"] < 6 * 40  # the lost worker's share is partly there
+
+
+async def test_a_user_written_in_host_is_the_target() -> None:
+    """``skinnysip load call|options sip:bob@HOST:PORT``: bob is the target (Request-URI, To),
+    as ``--to bob``; a call needed ``--to`` before ("the call scenario needs --to"), OPTIONS
+    went to ``sip:HOST:PORT``. The judge is the SIPp-like responder's own record."""
+    from skinnysip.probes.listen import ListenConfig, Responder
+
+    async with Responder(ListenConfig("127.0.0.1", 0, "udp")) as responder:
+        assert responder.local is not None
+        host = f"sip:bob@127.0.0.1:{responder.local[1]}"
+        for scenario, extra in (("options", []), ("call", ["--hold", "0.2", "--source", "silence"])):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "skinnysip", "load", scenario, host, "-m", "1", "--json", *extra,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, (scenario, out.decode()[-800:], err.decode()[-800:])
+            assert json.loads(out)["successful"] == 1
+        firsts = [r.summary for r in responder.endpoint.trace if r.direction == "received"]
+    assert f"OPTIONS {host}" in firsts and f"INVITE {host}" in firsts, firsts

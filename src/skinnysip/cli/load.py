@@ -221,6 +221,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
     target = merge_target(parse_target(host), port, transport_value(transport))
     host, port, transport = target.host, target.port, target.transport or "udp"
+    if target.uri is not None and to is None and scenario in ("options", "message", "call"):
+        to = target.uri  # sip:bob@host: bob is the target, as SIPp's -s bob with host
     engine = (engine or ("ray" if ray_address else "processes")).strip().lower()
     if engine not in ("processes", "ray"):
         _fail(f"--engine: {engine!r} is not processes or ray")
