@@ -434,7 +434,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
 
 def _command(scenario: str, doc: str) -> click.Command:
     @argument("host", help="The server every request goes to: HOST, HOST:PORT, [IPv6]:PORT, "
-              "sip:HOST:PORT;transport=tcp or sips:HOST.")
+              "sip:HOST:PORT;transport=tcp or sips:HOST (sip:bob@HOST: bob is the target, as --to).")
     @option("--port", "-p", type=click.IntRange(1, 65535), help="Server port (5060; TLS 5061).")
     @option("--transport", "-t", show_default=False, help="udp, tcp or tls [default: from HOST, else udp].")
     @option("--domain", help="Domain of the URIs (default: HOST[:PORT]).")

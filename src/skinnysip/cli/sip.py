@@ -192,7 +192,8 @@ def render(result: ApiResult) -> None:
 # -------------------------------------------------------------------- commands
 
 HostArg = argument("host", metavar="HOST",
-                   help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST.")
+                   help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST "
+                        "(sip:bob@HOST addresses bob: To and Request-URI; register: the user).")
 PortOpt = option("--port", "-p", type=click.IntRange(1, 65535), metavar="PORT",
                  help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls].")
 TransportOpt = option("--transport", "-t", metavar="udp|tcp|tls", show_default=False,
