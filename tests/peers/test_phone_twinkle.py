@@ -86,10 +86,13 @@ async def test_twinkle_hears_our_call_our_digits_and_our_message() -> None:
     assert np.mean(np.abs(freqs - OUR_TONE) < 25) >= 0.9, np.round(freqs[:50])
 
 
-@pytest.mark.parametrize(("hold_variant", "dtmf"), [("rfc3264", "telephone-event"), ("rfc2543", "info")])
+@pytest.mark.parametrize(("hold_variant", "dtmf"), [("rfc3264", "telephone-event"), ("rfc2543", "info"),
+                                                    ("rfc3264", "inband")])
 async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str) -> None:
     """Twinkle's hold is ``a=sendonly`` or (RFC 2543) ``c=0.0.0.0``: both flag the far end's
-    hold (RFC 3264 §8.4) and stop our RTP; its digits come as RFC 4733 events or INFO."""
+    hold (RFC 3264 §8.4) and stop our RTP; its digits come as RFC 4733 events, INFO or tones
+    in the audio (no telephone-event offered), and each is reported with how it came (in-band
+    digits were reported as ``rfc4733``)."""
     async with twinkle(profile=f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as tw, \
             SIPPhone(account()) as phone:
         await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
@@ -109,7 +112,7 @@ async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str
         assert call.audio.direction == "sendrecv"
         await asyncio.sleep(0.5)
         await tw.command("dtmf 42#")
-        method = "rfc4733" if dtmf == "telephone-event" else "info"
+        method = {"telephone-event": "rfc4733", "info": "info", "inband": "inband"}[dtmf]
         got: list[DTMFReceived] = []
         for _ in range(40):
             got += [e for e in await events(phone) if isinstance(e, DTMFReceived)]

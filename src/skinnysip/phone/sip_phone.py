@@ -806,7 +806,7 @@ class SIPPhone(Phone):
         stream = await MediaStream.open(local_ip, source=audio.source_from_spec(acc.source),
                                         record_dir=acc.record_dir, name=f"call{call.id}", echo=acc.source == "echo",
                                         echo_payload=acc.source == "rtp-echo",
-                                        on_dtmf=lambda digit, duration: self._dtmf(call, digit, "rfc4733", duration),
+                                        on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                         ports=acc.rtp_ports, inband_dtmf=acc.inband_dtmf)
         stream.packet_log.enabled = acc.packet_log
         if acc.soundcard is not None:
@@ -1780,6 +1780,12 @@ class SIPPhone(Phone):
         self.messages.append({"from": sender, "text": text})
         del self.messages[:-100]
         self.emit(MessageReceived(sender, text, ctype))
+
+    def _stream_dtmf(self, call: SIPCall, digit: str, duration: float) -> None:
+        """A digit heard in the call's RTP: an RFC 4733 event (with its duration) or, when no
+        telephone-event was agreed, found in the audio (``inband``: the stream reports no
+        duration for those, :class:`~skinnysip.net.media.ReceivedDTMF`)."""
+        self._dtmf(call, digit, "rfc4733" if duration > 0 else "inband", duration or None)
 
     def _unsolicited_notify(self, event: RequestReceived) -> None:
         """A NOTIFY outside any dialog. A voicemail server's message-waiting indication
