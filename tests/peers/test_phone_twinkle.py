@@ -283,3 +283,22 @@ async def test_the_sip_probes_address_the_user_written_in_host() -> None:
         code, out = await probe("invite", tw.uri, "--timeout", "5000")
         assert code == 0 and json.loads(out)["statusCode"] == 200, out
         await tw.wait_line(r"far end ended call")  # the probe's BYE
+
+
+async def test_the_cli_phone_goes_on_while_a_transfer_waits() -> None:
+    """``skinnysip phone`` in script mode: ``transfer`` to a Twinkle that asks its (absent) user
+    before following a REFER — it answers 202 and then nothing, not even our BYE — does not
+    hold up the next commands (they waited 60 s for the final NOTIFY, and ``hangup`` 32 s for
+    the BYE's answer)."""
+    async with twinkle(profile="ask_user_to_refer=yes\n") as tw:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "skinnysip", "phone", "sip:alice@127.0.0.1", "--no-register", "--exec",
+            f"dial {tw.uri}; sleep 2; transfer sip:carol@127.0.0.1:9; calls; hangup; sleep 0.5; quit",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        await tw.wait_line(r"incoming call")
+        await tw.command("answer")
+        out, _ = await asyncio.wait_for(proc.communicate(), 25)  # the 60 s and 32 s waits are gone
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert '"state": "confirmed"' in text.replace("\n", " ")  # `calls` ran while the transfer waited
+    assert "state=terminated, reason=BYE sent" in text.replace("\n", " "), text

@@ -13,7 +13,10 @@ Three ways to run it:
   ``transfer TARGET [ID]``, ``atransfer OTHER_ID [ID]`` (attended, RFC 3891), ``dtmf DIGITS [ID]``,
   ``message TARGET TEXT``, ``calls``,
   ``reg`` (the registration's state), ``register``, ``unregister`` (now), ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
-  first (a script). The current call is the newest live one.
+  first (a script). The current call is the newest live one. A transfer goes on in the
+  background (it may wait up to 60 s for the transferee's final NOTIFY) and prints
+  ``transfer of call N: done`` or an ``error:`` line when it ends; the next command does not
+  wait for it.
 
 ``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
 event; ``--pcap FILE`` writes the phone's exchange as pcapng when it stops, with every call's
@@ -32,7 +35,7 @@ import json
 import shlex
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import click
@@ -463,6 +466,39 @@ def _pick(phone: Any, args: list[str]) -> Any:
     return phone.calls[-1]
 
 
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _transfer_outcome(call: Any) -> str:
+    status = getattr(call, "transfer_status", None)
+    if status is None:
+        return "the call ended before the transferee's final NOTIFY (the outcome was not told)"
+    return f"done (the target answered {status})"
+
+
+def _in_background(what: str, action: Awaitable[Any], done: Callable[[], str] | None = None) -> None:
+    """Run a long action — a transfer waits up to 60 s for the transferee's final NOTIFY, a
+    BYE up to 32 s for a far end that does not answer — without holding up the next command.
+    A failure prints an ``error:`` line; success prints ``done()`` when given."""
+    from skinnysip.phone.api import PhoneError
+
+    async def run() -> None:
+        try:
+            await action
+        except PhoneError as exc:
+            console.print(f"error: {what}: {printable(exc.reason)}", markup=False, highlight=False)
+        except Exception as exc:  # the command loop's last resort, for a command that went on alone
+            console.print(f"error: {what}: {type(exc).__name__}: {printable(str(exc))}", markup=False,
+                          highlight=False)
+        else:
+            if done is not None:
+                console.print(f"{what}: {done()}", markup=False, highlight=False)
+
+    task = asyncio.ensure_future(run())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 async def _command(phone: Any, verb: str, args: list[str]) -> None:
     if verb == "dial":
         call = await phone.call(args[0])
@@ -472,17 +508,17 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
     elif verb == "reject":
         codes = [int(a) for a in args[1:] if a.isdigit()]
         await _pick(phone, args[:1]).reject(codes[0] if codes else 486)
-    elif verb == "hangup":
-        await _pick(phone, args).hangup()
+    elif verb == "hangup":  # the call ends at once; its BYE's answer is not waited for here
+        call = _pick(phone, args)
+        _in_background(f"hangup of call {call.id}", call.hangup())
     elif verb == "hold":
         await _pick(phone, args).hold()
     elif verb == "resume":
         await _pick(phone, args).resume()
-    elif verb == "transfer":
-        await _pick(phone, args[1:]).transfer(args[0])
-    elif verb == "atransfer":  # attended: atransfer OTHER_ID [ID] — the far end of ID replaces OTHER_ID's call
-        other = phone.find(int(args[0]))
-        await _pick(phone, args[1:]).transfer("", replaces=other)
+    elif verb in ("transfer", "atransfer"):  # atransfer OTHER_ID [ID]: ID's far end replaces OTHER_ID's call
+        call = _pick(phone, args[1:])
+        action = call.transfer(args[0]) if verb == "transfer" else call.transfer("", replaces=phone.find(int(args[0])))
+        _in_background(f"transfer of call {call.id}", action, lambda: _transfer_outcome(call))
     elif verb == "dtmf":
         await _pick(phone, args[1:]).send_dtmf(args[0])
     elif verb == "message":

@@ -308,6 +308,9 @@ class SIPCall(Call):
         self._reinvite_pending = False
         self._task: asyncio.Task[None] | None = None
         self._refer_result: asyncio.Future[int] | None = None
+        #: the status of the transferee's final NOTIFY for our last transfer (RFC 3515 §2.4.5's
+        #: sipfrag status line); None: none yet, or the call ended before it came
+        self.transfer_status: int | None = None
         self.local_sdp: SessionDescription | None = None  # the last SDP we sent (offer or answer)
         self.early_dialogs: dict[str, Dialog] = {}  # our pending INVITE's early dialogs by To tag
         #: RFC 4028: the session interval in force (seconds; None: no session timer), whether
@@ -1519,6 +1522,7 @@ class SIPPhone(Phone):
             refer_to = f"<{uri}?Replaces={quote(value, safe='')}>"
         loop = asyncio.get_running_loop()
         call._refer_result = loop.create_future()
+        call.transfer_status = None
         request = self._in_dialog(call, "REFER", headers=[("Refer-To", refer_to), ("Referred-By", f"<{self.aor}>")])
         response = await self._transact(call, request)
         if response is None or not 200 <= response.status_code < 300:
@@ -1539,7 +1543,7 @@ class SIPPhone(Phone):
                 return
         if not result.done():
             raise PhoneError("no final NOTIFY for the transfer within 60 s")
-        code = result.result()
+        code = call.transfer_status = result.result()
         if not 200 <= code < 300:
             raise PhoneError(f"transfer failed: the target answered {code}")
         if call.state is not CallState.TERMINATED:
