@@ -302,3 +302,32 @@ async def test_the_cli_phone_goes_on_while_a_transfer_waits() -> None:
     assert proc.returncode == 0, text
     assert '"state": "confirmed"' in text.replace("\n", " ")  # `calls` ran while the transfer waited
     assert "state=terminated, reason=BYE sent" in text.replace("\n", " "), text
+
+
+@pytest.mark.parametrize("hold_variant", ["rfc3264", "rfc2543"])
+async def test_twinkles_hold_through_the_lab_starts_its_music(lab: Lab, hold_variant: str) -> None:  # noqa: F811
+    """Twinkle (1001) calls our phone (1002) through the lab and holds it: the lab's proxy sees
+    the hold in the re-INVITE — ``a=sendonly`` answered ``recvonly``, or RFC 2543's ``c=0.0.0.0``,
+    which our phone answers ``sendrecv`` (still willing; RFC 3264 §8.4) and which the lab missed
+    — and starts the music towards 1002; retrieving stops it."""
+    assert lab.services is not None, lab.notes
+    lab_port = port(lab, "udp")
+    profile = (f"user_domain={DOMAIN}\nauth_realm={DOMAIN}\nauth_name=1001\nauth_pass=demo1001\n"
+               f"registrar=127.0.0.1:{lab_port}\nregister_at_startup=yes\nhold_variant={hold_variant}\n")
+    member = SIPAccount(aor=f"sip:1002@{DOMAIN}", password="demo1002", registrar=f"127.0.0.1:{lab_port}",
+                        expires=60, source="silence")
+    async with twinkle("1001", profile=profile) as tw, SIPPhone(member) as held:
+        await tw.wait_line(r"registration succeeded")
+        await registered(lab, "1002")
+        await tw.command(f"call sip:1002@127.0.0.1:{lab_port}")
+        call = await incoming(held)
+        await call.answer()
+        assert await call.wait_connected(5), call.end_reason
+        await tw.wait_line(r"far end answered call")
+        assert lab.services.moh_keys == []
+        await tw.command("hold")
+        assert await until(lambda: call.remote_hold)
+        assert await until(lambda: len(lab.services.moh_keys) == 1), lab.services.moh_keys  # type: ignore[union-attr]
+        await tw.command("retrieve")
+        assert await until(lambda: not call.remote_hold)
+        assert await until(lambda: lab.services.moh_keys == []), lab.services.moh_keys  # type: ignore[union-attr]

@@ -31,8 +31,9 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
   header (loose routing, §16.4: our own Route values are removed) or, without one, the
   Request-URI — for a registered contact over its binding's flow.
 - Music on hold: a relayed re-INVITE that offers ``sendonly``/``inactive`` and is answered
-  ``recvonly``/``inactive`` starts the services' music towards the held party's RTP
-  address; the resuming re-INVITE or the BYE stops it.
+  ``recvonly``/``inactive``, or that holds by address (``c=0.0.0.0``, RFC 2543), starts the
+  services' music towards the held party's RTP address; the resuming re-INVITE or the BYE
+  stops it.
 
 Every call (Call-ID of a request other than REGISTER/OPTIONS) is on record with every
 message the lab sent or received for it (:meth:`LabProxy.calls`; the last
@@ -58,7 +59,7 @@ from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord, to_wire_messages
-from skinnysip.sdp import SDPParseError, SessionDescription
+from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.request import DIALOG_CREATING, build_cancel, build_response, new_branch, new_tag
 from skinnysip.sip.server_transaction import ServerState, ServerTransaction
@@ -178,8 +179,11 @@ def _pop_via(message: Response) -> Response:
     return Response(message.status_code, message.reason, headers, message.body)
 
 
-def _audio_of(body: bytes) -> tuple[str, tuple[str, int] | None, int | None] | None:
-    """(direction, RTP address, first payload type) of the first audio stream of an SDP body."""
+def _audio_of(body: bytes) -> tuple[str, tuple[str, int] | None, int | None, bool] | None:
+    """(direction, RTP address, first payload type, held by address) of the first audio
+    stream of an SDP body; a stream at ``c=0.0.0.0`` (RFC 2543's hold,
+    :func:`~skinnysip.sdp.held_by_address`) does not receive, whatever its direction
+    attribute says."""
     if not body:
         return None
     try:
@@ -194,7 +198,10 @@ def _audio_of(body: bytes) -> tuple[str, tuple[str, int] | None, int | None] | N
         if conn is not None and m.port and conn.host not in ("0.0.0.0", "::"):
             remote = (conn.host, m.port)
         pts = m.payload_types
-        return sd.direction_of(m), remote, (pts[0] if pts else None)
+        direction, by_address = sd.direction_of(m), held_by_address(sd, m)
+        if by_address:
+            direction = combine_directions(direction, "sendonly")
+        return direction, remote, (pts[0] if pts else None), by_address
     return None
 
 
@@ -799,7 +806,8 @@ class LabProxy:
             return
         call_id = offer_request.call_id or ""
         key = f"{call_id}:{offer_request.to_tag or ''}"
-        held = offer[0] in ("sendonly", "inactive") and reply[0] in ("recvonly", "inactive")
+        # RFC 2543's hold (the offer at c=0.0.0.0) is often answered sendrecv: the offer alone says it
+        held = offer[0] in ("sendonly", "inactive") and (reply[0] in ("recvonly", "inactive") or offer[3])
         try:
             if held and reply[1] is not None and reply[2] is not None:
                 self.moh.moh_start(key, reply[1], reply[2])
