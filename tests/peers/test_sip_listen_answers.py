@@ -71,3 +71,47 @@ hello listener]]></send>
         result = await sipp_uac(HOST, port, xml=message, timeout=15)
         assert result.returncode == 0, result.errors or result.screen
         assert responder.calls == {}
+
+
+async def test_in_dialog_options_is_answered_and_refer_is_405() -> None:
+    """In a call: OPTIONS (a keep-alive ping) → 200 in the dialog; REFER → 405 whose Allow
+    names no REFER (the responder transfers nothing, and no longer claims to: both got 481,
+    "no such dialog", although the dialog was up)."""
+
+    def in_dialog(method: str, cseq: int, extra: str = "") -> str:
+        return f"""  <send retrans="500"><![CDATA[
+{method} [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To:[$to]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Contact: <sip:sipp@[local_ip]:[local_port]>
+{extra}Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+
+    answered = """  <recv response="200" rrs="true">
+    <action><ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to"/></action>
+  </recv>
+"""
+    refused = """  <recv response="405">
+    <action><ereg regexp="INVITE" search_in="hdr" header="Allow:" check_it="true" assign_to="allow"/></action>
+  </recv>
+"""
+    bye = in_dialog("BYE", 4) + recv("200")
+    async with Responder(ListenConfig(HOST, 0, "udp")) as responder:
+        assert responder.local is not None
+        port = responder.local[1]
+        xml = (HEAD.format(name="in-dialog") + uac_invite(port) + recv("180", True) + answered
+               + uac_ack(port, for_2xx=True) + in_dialog("OPTIONS", 2) + recv("200")
+               + in_dialog("REFER", 3, f"Refer-To: <sip:x@127.0.0.1:{port}>\n") + refused + bye
+               + '  <Reference variables="to,allow"/>\n' + TAIL)
+        result = await sipp_uac(HOST, port, xml=xml, timeout=15)
+        sent = [r for r in responder.endpoint.trace if r.direction == "sent"]
+    assert result.returncode == 0, result.errors or result.screen
+    refusal = next(r.raw.decode() for r in sent if r.summary.startswith("405"))
+    allow = next(line for line in refusal.split("\r\n") if line.startswith("Allow:"))
+    assert "REFER" not in allow and "INVITE" in allow, allow

@@ -11,7 +11,9 @@
   sends CANCEL → 200 to the CANCEL and 487 to the INVITE, §9.2);
 - BYE in a known dialog → 200 (the dialog and its RTP echo end); re-INVITE → 200 answering
   its offer the same way (hold: ``sendonly`` is answered ``recvonly``, §8.4), the SDP version
-  one up, or our last SDP when it has none; INFO/UPDATE/MESSAGE/NOTIFY in a dialog → 200;
+  one up, or our last SDP when it has none; INFO/UPDATE/MESSAGE/NOTIFY in a dialog → 200,
+  OPTIONS → 200 with the capabilities; REFER, SUBSCRIBE, PRACK → 405 with ``Allow`` (it
+  claims no extension but ``timer``, which it answers without a session timer);
 - MESSAGE outside a dialog → 200 (RFC 3428 §7);
 - anything else per the UAS core (405 with Allow, 481 for no dialog, …).
 
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skinnysip.net.rtp import bind_even_port
-from skinnysip.net.sip_endpoint import SIPEndpoint
+from skinnysip.net.sip_endpoint import USER_AGENT, SIPEndpoint
 from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord
 from skinnysip.sdp import SDPParseError, SessionDescription, audio_answer, audio_offer
@@ -37,10 +39,13 @@ from skinnysip.sip.dialog import Dialog, DialogID, dialog_id
 from skinnysip.sip.request import new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction
 from skinnysip.sip.transactions import AckReceived, CancelReceived, LayerEvent, RequestReceived, TimedOut
+from skinnysip.sip.uas import UASCore
 
 __all__ = ["ListenConfig", "Responder"]
 
 _IN_DIALOG_OK = ("INFO", "UPDATE", "MESSAGE", "NOTIFY")
+#: what the responder answers (its ``Allow``): no REFER, SUBSCRIBE or PRACK — those get 405
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", *_IN_DIALOG_OK)
 
 
 @dataclass
@@ -100,7 +105,11 @@ class Responder:
 
     def __init__(self, config: ListenConfig, on_record: Callable[[TraceRecord], None] | None = None) -> None:
         self.config = config
-        self.endpoint = SIPEndpoint(tls_cert=config.tls_cert, tls_key=config.tls_key)
+        # it claims no extension it does not do (no Replaces, REFER or 100rel); ``timer`` stays
+        # so that an INVITE requiring it is answered, without Session-Expires: no session timer
+        # (RFC 4028 §9)
+        self.endpoint = SIPEndpoint(tls_cert=config.tls_cert, tls_key=config.tls_key,
+                                    uas=UASCore(allow=ALLOW, supported=("timer",), server=USER_AGENT))
         self.endpoint.trace.listener = on_record
         self.calls: dict[str, _Call] = {}  # by Call-ID
         self.local: tuple[str, int] | None = None
@@ -172,8 +181,10 @@ class Responder:
                 self._reinvite(call, event)
             elif request.method in _IN_DIALOG_OK:
                 self.endpoint.respond(tx, 200)
+            elif request.method == "OPTIONS":  # an in-dialog ping: our capabilities, in the dialog
+                self.endpoint.send_response(tx, self.endpoint.uas.options(request))
             else:
-                return False
+                self.endpoint.respond(tx, 405, headers=[("Allow", ", ".join(ALLOW))])
             return True
         if request.method == "MESSAGE":
             self.endpoint.respond(tx, 200, to_tag=new_tag())
