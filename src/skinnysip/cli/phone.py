@@ -13,10 +13,11 @@ Three ways to run it:
   ``transfer TARGET [ID]``, ``atransfer OTHER_ID [ID]`` (attended, RFC 3891), ``dtmf DIGITS [ID]``,
   ``message TARGET TEXT``, ``calls``,
   ``reg`` (the registration's state), ``register``, ``unregister`` (now), ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
-  first (a script). The current call is the newest live one. A transfer goes on in the
-  background (it may wait up to 60 s for the transferee's final NOTIFY) and prints
-  ``transfer of call N: done`` or an ``error:`` line when it ends; the next command does not
-  wait for it.
+  first (a script). The current call is the newest live one. ``transfer`` and ``hangup`` go
+  on in the background — a transfer may wait up to 60 s for the transferee's final NOTIFY, a
+  BYE 32 s for its answer — and the next command does not wait for them; a transfer prints
+  ``transfer of call N: done (the target answered 200)`` (or that the call ended first) or an
+  ``error:`` line when it ends.
 
 ``--json`` prints one JSON event per line (the API's WebSocket form); otherwise one line per
 event; ``--pcap FILE`` writes the phone's exchange as pcapng when it stops, with every call's

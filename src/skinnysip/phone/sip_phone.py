@@ -402,8 +402,8 @@ class SIPCall(Call):
         :class:`PhoneError` for bad digits, a call not early or confirmed, and RFC 4733
         digits the media cannot carry now: while the far end holds the call (our stream is
         ``recvonly`` or ``inactive``, RFC 3264 §5.1: we must not send RTP), an early call we
-        send no media in, a duration outside 0.04–2 s, a full send queue or a deadline. The call is
-        left as it was."""
+        send no media in, a duration outside 0.04–2 s, a full send queue or a deadline. The
+        call is left as it was."""
         self._require(CallState.CONFIRMED, CallState.EARLY, action="send DTMF on")
         bad = [d for d in digits if d.upper() not in "0123456789*#ABCD"]
         if bad or not digits:
@@ -1805,7 +1805,7 @@ class SIPPhone(Phone):
         try:
             summary = parse_message_summary(request.body)
         except MessageSummaryError as exc:
-            self.endpoint.respond(tx, 400, to_tag=new_tag(), headers=[("Warning", f'399 - "{exc}"')])
+            self.endpoint.respond(tx, 400, to_tag=new_tag(), headers=[_warning(str(exc))])
             return
         self.endpoint.respond(tx, 200, to_tag=new_tag())
         self.emit(MessageWaiting(summary.waiting, summary.account, summary.counts))
