@@ -3,7 +3,8 @@ re-used nonce meets stale=true): the lab challenges user 1001 with
 SHA-256 and 1002 with MD5 (per-user algorithms: baresip 1.0 fails a registration whose 401
 offers SHA-256 at all, in either order beside MD5, so one lab-wide list cannot serve both).
 linphonec registers with SHA-256 credentials and calls baresip through the lab — two real
-third-party phones, neither of them ours — and each hears the other's tone."""
+third-party phones, neither of them ours — and each hears the other's tone. linphonec also
+transfers (attended) one of our phones to another through the lab."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from baresip_peer import baresip
 from linphone_peer import linphonec
 from test_lab_sip import DOMAIN, port, registered, settings
 from test_phone_baresip import share_of
+from test_phone_replaces import answered
 
 from skinnysip.lab.config import LabUser
 from skinnysip.lab.runner import Lab
+from skinnysip.phone.api import CallState
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -57,3 +61,39 @@ async def test_linphonec_sha256_calls_baresip_through_the_lab() -> None:
     assert linphone_heard >= 0.85, linphone_heard
     call = next(c for c in calls if c["to"].startswith(f"sip:1002@{DOMAIN}"))
     assert call["state"] == "ended", call["state"]
+
+
+async def test_linphonec_transfers_attended_between_our_phones_through_the_lab() -> None:
+    """linphonec (1001) calls our 1002, pauses it, calls our 1003, then ``transfer 1
+    --to-call 2``: REFER with Replaces to 1002 through the lab; 1002's INVITE replaces
+    linphonec's call with 1003 (RFC 3891), linphonec's two calls end, and 1002 and 1003 are
+    in one call with media."""
+    async with Lab(settings()) as lab:
+        lab_port = port(lab, "udp")
+
+        def member(user: str) -> SIPAccount:
+            return SIPAccount(aor=f"sip:{user}@{DOMAIN}", password=f"demo{user}", registrar=f"127.0.0.1:{lab_port}",
+                              expires=60, source="tone:440")
+
+        async with linphonec("1001", "demo1001", f"127.0.0.1:{lab_port}", realm=DOMAIN, algorithm="MD5",
+                             auto_answer=False) as lin, SIPPhone(member("1002")) as b, SIPPhone(member("1003")) as c:
+            await lin.wait_registered(15)
+            await registered(lab, "1002")
+            await registered(lab, "1003")
+            await lin.command(f"call sip:1002@{DOMAIN}")
+            first = await answered(b)
+            await lin.wait_line(r"Media streams established with sip:1002")
+            await lin.command("pause 1")
+            await lin.wait_line(r"Call 1 .* is now paused")
+            await lin.command(f"call sip:1003@{DOMAIN}")
+            consult = await answered(c)
+            await lin.wait_line(r"Media streams established with sip:1003")
+            await lin.command("transfer 1 --to-call 2")
+            await lin.wait_line(r"Call 2 with sip:1003\S* ended", 15)
+            assert await first.wait_ended(10) and await consult.wait_ended(10)
+            assert consult.end_reason == "replaced (RFC 3891)"
+            live = [x for x in b.calls if x.state is CallState.CONFIRMED]
+            assert len(live) == 1 and live[0].remote == f"sip:1003@{DOMAIN}", [(x.remote, x.state) for x in b.calls]
+            await asyncio.sleep(1)
+            assert live[0].media_report()["received"]["packets"] > 20  # type: ignore[index]  # 1003's RTP
+

@@ -33,6 +33,14 @@ async def incoming(phone: SIPPhone, timeout: float = 10.0) -> SIPCall:
     raise AssertionError("no incoming call")
 
 
+async def answered(phone: SIPPhone, timeout: float = 10.0) -> SIPCall:
+    """The next incoming call of ``phone``, answered and confirmed."""
+    call = await incoming(phone, timeout)
+    await call.answer()
+    assert await call.wait_connected(timeout), call.end_reason
+    return call
+
+
 async def test_attended_transfer_replaces_the_call_with_the_target(pbx: KamailioPeer, tmp_path: Path) -> None:  # noqa: F811
     bob_account = account(pbx, "bob", auto_answer=0.1, record_dir=str(tmp_path / "bob"))
     bob_account.source = f"tone:{BOB_TONE}"

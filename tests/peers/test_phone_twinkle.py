@@ -20,13 +20,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from test_lab_sip import DOMAIN, lab, port, registered  # noqa: F401 - lab: fixture
+from test_phone_replaces import answered, incoming
 from twinkle_peer import twinkle
 
 from peertools import free_port
 from skinnysip.lab.runner import Lab
 from skinnysip.lab.services import MILLIWATT_HZ
-from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, IncomingCall, MessageReceived
-from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, MessageReceived
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
@@ -46,15 +47,6 @@ async def until(check: Callable[[], object], seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return bool(check())
-
-
-async def incoming(phone: SIPPhone, timeout: float = 10.0) -> SIPCall:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while (event := await phone.next_event(max(0.01, end - loop.time()))) is not None:
-        if isinstance(event, IncomingCall) and isinstance(event.call, SIPCall):
-            return event.call
-    raise AssertionError("no incoming call")
 
 
 async def events(phone: SIPPhone) -> list[object]:
@@ -96,9 +88,7 @@ async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str
     async with twinkle(profile=f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as tw, \
             SIPPhone(account()) as phone:
         await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
-        call = await incoming(phone)
-        await call.answer()
-        assert await call.wait_connected(5), call.end_reason
+        call = await answered(phone)
         await tw.wait_line(r"far end answered call")
         await tw.command("hold")
         assert await until(lambda: call.remote_hold), call.audio
@@ -146,14 +136,10 @@ async def test_twinkle_transfers_us_attended_to_another_phone() -> None:
     with alice. alice and carol are left in one call, with media."""
     async with twinkle() as tw, SIPPhone(account()) as alice, SIPPhone(account("carol")) as carol:
         await tw.command(f"call sip:alice@127.0.0.1:{alice.account.listen_port}")
-        first = await incoming(alice)
-        await first.answer()
-        assert await first.wait_connected(5), first.end_reason
+        first = await answered(alice)
         await tw.wait_line(r"far end answered call")
         await tw.command(f"transfer -c sip:carol@127.0.0.1:{carol.account.listen_port}")
-        consult = await incoming(carol)
-        await consult.answer()
-        assert await consult.wait_connected(5), consult.end_reason
+        consult = await answered(carol)
         assert await until(lambda: first.remote_hold)
         await asyncio.sleep(0.5)
         await tw.command("transfer -c")
@@ -176,9 +162,7 @@ async def test_we_transfer_twinkle_blind_to_another_phone() -> None:
         assert await call.wait_connected(5), call.end_reason
         transfer = asyncio.ensure_future(call.transfer(f"sip:carol@127.0.0.1:{carol.account.listen_port}"))
         try:
-            referred = await incoming(carol)
-            await referred.answer()
-            assert await referred.wait_connected(5), referred.end_reason
+            referred = await answered(carol)
             await asyncio.wait_for(transfer, 10)  # the final NOTIFY said 200
         finally:
             transfer.cancel()
@@ -214,14 +198,10 @@ async def test_twinkle_transfers_attended_through_the_lab(lab: Lab, transport: s
         await registered(lab, "1002")
         await registered(lab, "1003")
         await tw.command(f"call sip:1002@127.0.0.1:{lab_port}")  # Twinkle does no DNS for the lab's domain here
-        first = await incoming(b)
-        await first.answer()
-        assert await first.wait_connected(5), first.end_reason
+        first = await answered(b)
         await tw.wait_line(r"far end answered call")
         await tw.command(f"transfer -c sip:1003@127.0.0.1:{lab_port}")
-        consult = await incoming(c)
-        await consult.answer()
-        assert await consult.wait_connected(5), consult.end_reason
+        consult = await answered(c)
         await asyncio.sleep(0.5)
         await tw.command("transfer -c")
         await tw.wait_line(r"call successfully referred")
@@ -320,9 +300,7 @@ async def test_twinkles_hold_through_the_lab_starts_its_music(lab: Lab, hold_var
         await tw.wait_line(r"registration succeeded")
         await registered(lab, "1002")
         await tw.command(f"call sip:1002@127.0.0.1:{lab_port}")
-        call = await incoming(held)
-        await call.answer()
-        assert await call.wait_connected(5), call.end_reason
+        call = await answered(held)
         await tw.wait_line(r"far end answered call")
         assert lab.services.moh_keys == []
         await tw.command("hold")
