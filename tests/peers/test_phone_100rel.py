@@ -146,3 +146,19 @@ async def test_unpracked_180_is_retransmitted_then_504() -> None:
         refused = sent(call, "504")
         assert len(refused) == 1 and 6.0 <= refused[0][0] - times[0] <= 7.0
         assert "RFC 3262" in (call.end_reason or "")
+
+
+async def test_a_prack_crossing_our_200_is_answered_200() -> None:
+    """Answered at once (auto-answer 0), our 2xx goes out before the caller's PRACK of the
+    reliable 180 arrives (what Twinkle with ``ext_100rel=required`` met). The 180 was never
+    acknowledged, so the PRACK still matches it and gets 200 (RFC 3262 §3), not 481."""
+    port = free_port(socket.SOCK_DGRAM)
+    xml = (HEAD.format(name="prack-after-200") + uac_invite(port, "Require: 100rel\n") + _reliable_180()
+           + recv_checked("200", {"CSeq": "1 INVITE"}, 5000, rrs=True)
+           + _prack("[$rseq] 1 INVITE") + recv_checked("200", {"CSeq": "2 PRACK"})
+           + uac_ack(port, for_2xx=True) + '  <pause milliseconds="300"/>\n' + _bye() + TAIL)
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        call = next(e.call for e in await _events(phone) if isinstance(e, IncomingCall))
+        assert isinstance(call, SIPCall) and call.end_reason == "BYE received"

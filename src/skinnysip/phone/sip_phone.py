@@ -1111,10 +1111,10 @@ class SIPPhone(Phone):
     def _respond(self, tx: ServerTransaction, code: int, *, to_tag: str | None = None, body: bytes = b"",
                  headers: list[tuple[str, str]] | None = None, flow: Flow | None = None) -> None:
         contact = self._contact(flow or self.flow or tx.flow) if (code < 300 and tx.flow) else None  # type: ignore[arg-type]
-        if code >= 200:  # a final response ends our reliable 180's retransmission (RFC 3262 §3)
+        if code >= 200:  # a final response ends our reliable 180's retransmission (RFC 3262 §3);
+            # the 180 stays unacknowledged: a PRACK for it arriving after the 2xx still gets 200
             for call in self.calls:
                 if isinstance(call, SIPCall) and call.invite_tx is tx and call._rel_task is not None:
-                    call.rseq = None
                     if call._rel_task is not asyncio.current_task():
                         call._rel_task.cancel()
         with contextlib.suppress(ValueError, SIPParseError, SIPTransportError):
@@ -1197,7 +1197,8 @@ class SIPPhone(Phone):
 
     def _prack_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
         """RFC 3262 §3: a PRACK whose ``RAck`` (RSeq, CSeq number, method) names our
-        unacknowledged reliable 180 stops its retransmission and gets 200; any other 481."""
+        unacknowledged reliable 180 stops its retransmission and gets 200 — also when it
+        crosses our 2xx (answered at once, the PRACK arrives after it); any other 481."""
         rack = (request.headers.get("RAck") or "").split()
         invite = call.invite
         matches = (len(rack) == 3 and call.rseq is not None and invite is not None
