@@ -359,6 +359,12 @@ class Phone:
         del call.dtmf_received[:-1000]
         self.emit(DTMFReceived(call, digit, method, duration))
 
+    def _stream_dtmf(self, call: Call, digit: str, duration: float) -> None:
+        """A digit heard in the call's RTP (a media stream's ``on_dtmf``): an RFC 4733 event,
+        with its duration, or one found in the audio when no telephone-event was agreed
+        (``inband``: the stream gives those no duration, :class:`~skinnysip.net.media.ReceivedDTMF`)."""
+        self._dtmf(call, digit, "rfc4733" if duration > 0 else "inband", duration or None)
+
     def find(self, call_id: int) -> Call:
         """The live call with ``id``; :class:`PhoneError` if there is none."""
         for call in self.calls:

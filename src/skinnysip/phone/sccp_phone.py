@@ -885,10 +885,6 @@ class SCCPPhone(Phone):
         with contextlib.suppress(Exception):
             call.reports.append(await stream.close())
 
-    def _stream_dtmf(self, call: SCCPCall, digit: str, duration: float) -> None:
-        """A digit heard in the call's RTP (RFC 4733 with a duration; in-band without)."""
-        self._dtmf(call, digit, "rfc4733" if duration > 0 else "inband", duration or None)
-
     # -- actions ----------------------------------------------------------------------------------
     def _station(self) -> st.Station:
         if self.closed or self.station is None:

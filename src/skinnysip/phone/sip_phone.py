@@ -90,16 +90,14 @@ from skinnysip.sip.transactions import (
     TimedOut,
     TransportFailed,
 )
-from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
 __all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
-#: body types the phone reads (RFC 3261 §20.1): SDP, MESSAGE text, INFO digits, REFER progress,
-#: RFC 3842 message summaries
-ACCEPT = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag",
-          "application/simple-message-summary")
+#: body types the phone reads (RFC 3261 §20.1): the core's, and RFC 3842 message summaries
+ACCEPT = (*DEFAULT_ACCEPT, "application/simple-message-summary")
 SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891, RFC 4028)
 SUPPORTED_UAS = "100rel, replaces, timer"  # in our 2xx to INVITE
 MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
@@ -1529,7 +1527,7 @@ class SIPPhone(Phone):
         if response is None or not 200 <= response.status_code < 300:
             raise PhoneError(f"REFER refused: {response.summary if response else 'no response'}")
         result: asyncio.Future[int] = call._refer_result
-        ended: asyncio.Future[Any] = asyncio.ensure_future(call._done.wait())
+        ended: asyncio.Future[bool] = asyncio.ensure_future(call.wait_ended(60.0))
         try:
             await asyncio.wait((result, ended), timeout=60.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -1785,12 +1783,6 @@ class SIPPhone(Phone):
         self.messages.append({"from": sender, "text": text})
         del self.messages[:-100]
         self.emit(MessageReceived(sender, text, ctype))
-
-    def _stream_dtmf(self, call: SIPCall, digit: str, duration: float) -> None:
-        """A digit heard in the call's RTP: an RFC 4733 event (with its duration) or, when no
-        telephone-event was agreed, found in the audio (``inband``: the stream reports no
-        duration for those, :class:`~skinnysip.net.media.ReceivedDTMF`)."""
-        self._dtmf(call, digit, "rfc4733" if duration > 0 else "inband", duration or None)
 
     def _unsolicited_notify(self, event: RequestReceived) -> None:
         """A NOTIFY outside any dialog. A voicemail server's message-waiting indication

@@ -18,9 +18,11 @@ from collections.abc import Iterable
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_response, new_tag
 
-__all__ = ["DEFAULT_ALLOW", "UASCore"]
+__all__ = ["DEFAULT_ACCEPT", "DEFAULT_ALLOW", "UASCore"]
 
 DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER")
+#: body types read by default (RFC 3261 §20.1): SDP, text, INFO digits, REFER progress
+DEFAULT_ACCEPT = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag")
 
 
 class UASCore:
@@ -37,7 +39,7 @@ class UASCore:
         *,
         allow: Iterable[str] = DEFAULT_ALLOW,
         supported: Iterable[str] = ("replaces", "norefersub", "timer"),
-        accept: Iterable[str] = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag"),
+        accept: Iterable[str] = DEFAULT_ACCEPT,
         schemes: Iterable[str] = ("sip", "sips", "tel"),
         server: str | None = None,
         merge_memory: int = 4096,
