@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -236,3 +237,98 @@ def tshark_capture(capture_filter: str, decode_as: list[str] | None = None) -> I
         yield cap
     finally:
         cap.stop()
+
+
+def free_even_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """An even UDP port whose next ``count - 1`` ports are free too (a phone's RTP/RTCP pairs),
+    best effort."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM, host)
+        port -= port % 2
+        socks = []
+        try:
+            for offset in range(count):
+                s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((host, port + offset))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return port
+    raise RuntimeError(f"no run of {count} free UDP ports found")
+
+
+class ConsolePeer:
+    """A peer program driven on its stdin, its stdout kept line by line (linphonec,
+    twinkle-console). A subclass has ``proc`` (an asyncio subprocess with stdin and stdout
+    piped), ``lines`` (a list) and ``_task``; ``PROMPT`` is stripped from each line, ``NAME``
+    and ``WAIT`` (seconds) name the program and bound :meth:`wait_line`."""
+
+    PROMPT = ""
+    NAME = "peer"
+    WAIT = 15.0
+    proc: asyncio.subprocess.Process
+    lines: list[str]
+    _task: asyncio.Task[None] | None
+
+    def start_reading(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            try:
+                raw = await self.proc.stdout.readline()
+            except (ValueError, OSError):  # a line over the limit, or the pipe broke
+                return
+            if not raw:
+                return
+            line = raw.decode(errors="replace").replace(self.PROMPT, "").strip()
+            if line:
+                self.lines.append(line)
+
+    async def command(self, text: str) -> None:
+        """Write one command line on the program's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def wait_line(self, pattern: str, timeout: float | None = None, after: int = 0) -> re.Match[str]:
+        """The first stdout line at index ≥ ``after`` matching the regex ``pattern``, within
+        ``timeout`` seconds (default :attr:`WAIT`); ``AssertionError`` with the last lines."""
+        timeout = self.WAIT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.NAME}: no line matching {pattern!r} within {timeout} s; "
+                             f"stdout was {self.lines[-20:]}")
+
+    async def stop(self, commands: tuple[str, ...], workdir: Path) -> None:
+        """Send ``commands`` (its way to quit), wait 5 s for the exit, else kill its process
+        group; close stdin, stop reading; remove ``workdir`` unless ``$SKINNYSIP_KEEP_PEERS``."""
+        with contextlib.suppress(Exception):
+            for text in commands:
+                await self.command(text)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await asyncio.wait_for(self.proc.wait(), 5)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -37,9 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -49,14 +46,18 @@ from pathlib import Path
 
 from baresip_peer import write_tone_wav
 
-from peertools import free_port, require
+from peertools import ConsolePeer, free_even_port_run, free_port, require
 
 
 @dataclass
-class Linphone:
+class Linphone(ConsolePeer):
     """A running linphonec: ``aor``, ``sip_port``, ``rtp_port``, ``workdir``, ``log``
     (liblinphone's debug log), ``recording`` (the WAV file the next call's received audio is
-    written to), ``lines`` (every stdout line, prompts stripped)."""
+    written to), ``lines`` (every stdout line, prompts stripped); ``command``/``wait_line``
+    from :class:`~peertools.ConsolePeer`."""
+
+    PROMPT = "linphonec> "
+    NAME = "linphonec"
 
     aor: str
     sip_port: int
@@ -67,40 +68,6 @@ class Linphone:
     proc: asyncio.subprocess.Process
     lines: list[str] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                raw = await self.proc.stdout.readline()
-            except (ValueError, OSError):  # a line over the limit, or the pipe broke
-                return
-            if not raw:
-                return
-            line = raw.decode(errors="replace").replace("linphonec> ", "").strip()
-            if line:
-                self.lines.append(line)
-
-    async def command(self, text: str) -> None:
-        """Write one command line on linphonec's stdin."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def wait_line(self, pattern: str, timeout: float = 15.0, after: int = 0) -> re.Match[str]:
-        """The first stdout line at index ≥ ``after`` matching the regex ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"linphonec: no line matching {pattern!r} within {timeout} s; "
-                             f"stdout was {self.lines[-20:]}")
 
     async def wait_registered(self, timeout: float = 10.0) -> str:
         """Poll ``status register`` until linphonec reports the account registered; returns
@@ -206,26 +173,6 @@ publish=0
 """
 
 
-def _free_rtp_port() -> int:
-    """An even UDP port with the next five free too (audio RTP/RTCP, video and text pairs)."""
-    for _ in range(100):
-        port = free_port(socket.SOCK_DGRAM)
-        port -= port % 2
-        socks = []
-        try:
-            for offset in range(6):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return port
-    raise RuntimeError("no free RTP port range found")
-
-
 @contextlib.asynccontextmanager
 async def linphonec(
     user: str,
@@ -248,7 +195,7 @@ async def linphonec(
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-linphonec-"))
     tone = write_tone_wav(workdir / "tone.wav", tone_hz)
     sip_port = free_port(socket.SOCK_DGRAM)
-    rtp_port = _free_rtp_port()
+    rtp_port = free_even_port_run(6)  # audio RTP/RTCP, video and text pairs
     rc = workdir / "linphonerc"
     rc.write_text(_config(user, password, registrar, realm, algorithm, sip_port, rtp_port, workdir, codecs))
     log = workdir / "linphonec.log"
@@ -260,27 +207,11 @@ async def linphonec(
                                                 stderr=asyncio.subprocess.STDOUT, env=env, cwd=workdir,
                                                 start_new_session=True, limit=1 << 20)
     peer = Linphone(f"sip:{user}@{realm}", sip_port, rtp_port, workdir, log, workdir / "rec-1.wav", proc)
-    peer._task = asyncio.get_running_loop().create_task(peer._read())
+    peer.start_reading()
     try:
         await peer.command("soundcard use files")
         await peer.command(f"play {tone}")
         await peer.command(f"record {peer.recording}")
         yield peer
     finally:
-        with contextlib.suppress(Exception):
-            await peer.command("terminate all")
-            await peer.command("quit")
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        if peer._task is not None:
-            peer._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await peer._task
-        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
-            shutil.rmtree(workdir, ignore_errors=True)
+        await peer.stop(("terminate all", "quit"), workdir)

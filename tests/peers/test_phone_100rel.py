@@ -12,7 +12,7 @@ import pytest
 import sip_peers
 from sip_peers import sipp_uac
 from test_phone_session_timer import in_dialog_ok, recv_checked, sent, uac_ack, uac_invite
-from test_phone_sipp import HEAD, TAIL, _events, bye_answer, phone_account, recv, response
+from test_phone_sipp import HEAD, TAIL, _events, bye_answer, phone_account, recv, response, uac_in_dialog
 
 from peertools import free_port
 from skinnysip.phone.api import CallState, CallStateChanged, IncomingCall
@@ -65,24 +65,8 @@ async def test_reliable_183_and_180_are_pracked_once_each() -> None:
         assert result.successful_calls == 1, result.log
 
 
-def _in_dialog(method: str, cseq: int, extra: str = "") -> str:
-    """SIPp's request in the dialog of the last response (its To tag, its Contact as target)."""
-    return f"""  <send retrans="500"><![CDATA[
-{method} [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: {cseq} {method}
-{extra}Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
-
-
 def _prack(rack: str) -> str:
-    return _in_dialog("PRACK", 2, f"RAck: {rack}\n")
+    return uac_in_dialog("PRACK", 2, headers=f"RAck: {rack}\n")
 
 
 def _reliable_180(use_rseq: bool = True) -> str:
@@ -96,7 +80,7 @@ def _reliable_180(use_rseq: bool = True) -> str:
 
 
 def _bye() -> str:
-    return _in_dialog("BYE", 3) + recv("200")
+    return uac_in_dialog("BYE", 3) + recv("200")
 
 
 @pytest.mark.parametrize("header", ["Require: 100rel", "Supported: 100rel"])

@@ -109,21 +109,25 @@ Max-Forwards: 70
 """
 
 
-def uac_bye(after_ms: int) -> str:
-    """SIPp hangs up ``after_ms`` after the ACK: BYE in the dialog, then its 200."""
-    return f"""  <pause milliseconds="{after_ms}"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
+def uac_in_dialog(method: str, cseq: int, *, to: str = "[last_To:]", headers: str = "", body: str = NO_BODY) -> str:
+    """SIPp (the caller, tag ``…SIPpTag00…``) sends ``method`` in its dialog, to the last
+    response's Contact and Record-Route (``[next_url]``), retransmitted; ``to``: the To line
+    (the last message's, or e.g. ``To:[$to]`` saved from the 200); ``headers``: more lines."""
+    return f"""  <send retrans="500"><![CDATA[
+{method} [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
 From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
+{to}
 Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
+CSeq: {cseq} {method}
+{headers}Max-Forwards: 70
+{body}]]></send>
+"""
 
-]]></send>
-""" + recv("200")
+
+def uac_bye(after_ms: int, cseq: int = 2) -> str:
+    """SIPp hangs up ``after_ms`` after the ACK: BYE in the dialog, then its 200."""
+    return f'  <pause milliseconds="{after_ms}"/>\n' + uac_in_dialog("BYE", cseq) + recv("200")
 
 
 def phone_account(**kw: object) -> SIPAccount:
@@ -410,17 +414,8 @@ async def test_closing_the_phone_while_the_far_end_ignores_our_bye() -> None:
 
 def uac_reinvite(cseq: int, body: str) -> str:
     """SIPp (the caller) re-INVITEs in its dialog with ``body``, then ACKs the 2xx."""
-    return f"""  <send retrans="500"><![CDATA[
-INVITE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: {cseq} INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-{body}]]></send>
-""" + recv("100", True) + recv("200") + uac_ack(0, for_2xx=True).replace("CSeq: 1 ACK", f"CSeq: {cseq} ACK")
+    return (uac_in_dialog("INVITE", cseq, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=body)
+            + recv("100", True) + recv("200") + uac_ack(0, for_2xx=True).replace("CSeq: 1 ACK", f"CSeq: {cseq} ACK"))
 
 
 async def test_a_reinvite_to_the_unspecified_address_is_the_far_ends_hold() -> None:
@@ -435,7 +430,7 @@ async def test_a_reinvite_to_the_unspecified_address_is_the_far_ends_hold() -> N
     xml = (HEAD.format(name="rfc2543 hold") + uac_invite(port, body=sdp_body(media)) + recv("180", True)
            + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True) + '  <pause milliseconds="1500"/>\n'
            + uac_reinvite(2, hold) + '  <pause milliseconds="2500"/>\n' + uac_reinvite(3, back)
-           + uac_bye(1500).replace("CSeq: 2 BYE", "CSeq: 4 BYE") + TAIL)
+           + uac_bye(1500, cseq=4) + TAIL)
 
     async def wait_for(check: object, seconds: float) -> bool:
         for _ in range(int(seconds / 0.05)):
@@ -477,21 +472,9 @@ async def test_a_transferees_notify_carries_a_contact() -> None:
     never ended its side of an attended transfer."""
     with sip_peers.sipp_uas("answer") as target:
         port = free_port(socket.SOCK_DGRAM)
-        refer = f"""  <send retrans="500"><![CDATA[
-REFER [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To:[$to]
-Call-ID: [call_id]
-CSeq: 2 REFER
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Refer-To: <sip:target@127.0.0.1:{target.port}>
-Referred-By: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + recv("202")
+        refer = uac_in_dialog("REFER", 2, to="To:[$to]", headers=(
+            f"Contact: <sip:sipp@[local_ip]:[local_port]>\nRefer-To: <sip:target@127.0.0.1:{target.port}>\n"
+            "Referred-By: <sip:sipp@[local_ip]:[local_port]>\n")) + recv("202")
 
         def notify(n: int, final: bool) -> str:
             body = ('      <ereg regexp="SIP/2.0 200 OK" search_in="body" check_it="true" assign_to="ok"/>\n'
@@ -503,18 +486,7 @@ Content-Length: 0
   </recv>
 """ + response("200 OK", tag="").replace("Contact: <sip:sipp@[local_ip]:[local_port]>\n", "")
 
-        bye = """  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To:[$to]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + recv("200")
+        bye = uac_in_dialog("BYE", 3, to="To:[$to]") + recv("200")
         answered = """  <recv response="200" rrs="true">
     <action><ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to"/></action>
   </recv>

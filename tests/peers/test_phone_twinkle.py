@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from test_lab_sip import DOMAIN, lab, port, registered  # noqa: F401 - lab: fixture
 from test_phone_replaces import answered, incoming
+from test_phone_sipp import _events
 from twinkle_peer import twinkle
 
 from peertools import free_port
@@ -49,13 +50,6 @@ async def until(check: Callable[[], object], seconds: float = 5.0) -> bool:
     return bool(check())
 
 
-async def events(phone: SIPPhone) -> list[object]:
-    out = []
-    while (event := await phone.next_event(0.05)) is not None:
-        out.append(event)
-    return out
-
-
 async def test_twinkle_hears_our_call_our_digits_and_our_message() -> None:
     async with twinkle() as tw, SIPPhone(account()) as phone:
         call = await phone.call(tw.uri)
@@ -71,7 +65,7 @@ async def test_twinkle_hears_our_call_our_digits_and_our_message() -> None:
         mark = len(tw.lines)
         await call.hangup()
         await tw.wait_line(r"far end ended call", after=mark)
-        assert not [e for e in await events(phone) if isinstance(e, ErrorEvent)]
+        assert not [e for e in await _events(phone) if isinstance(e, ErrorEvent)]
         samples = np.fromfile(tw.speaker, dtype="<i2")  # G.711: Twinkle plays at 8000 Hz
     assert len(samples) >= 8000 * 2, len(samples)
     freqs = dominant_frequencies(samples[8000 // 2:], 8000)
@@ -105,7 +99,7 @@ async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str
         method = {"telephone-event": "rfc4733", "info": "info", "inband": "inband"}[dtmf]
         got: list[DTMFReceived] = []
         for _ in range(40):
-            got += [e for e in await events(phone) if isinstance(e, DTMFReceived)]
+            got += [e for e in await _events(phone) if isinstance(e, DTMFReceived)]
             if len(got) >= 3:
                 break
         assert [(e.digit, e.method) for e in got] == [("4", method), ("2", method), ("#", method)]
@@ -151,7 +145,7 @@ async def test_twinkle_transfers_us_attended_to_another_phone() -> None:
         assert [c.state for c in carol.calls if c is not consult] == [CallState.CONFIRMED]
         await asyncio.sleep(0.5)
         assert live[0].media_report()["received"]["packets"] > 10  # type: ignore[index]  # carol's RTP
-        assert not [e for e in await events(alice) + await events(carol) if isinstance(e, ErrorEvent)]
+        assert not [e for e in await _events(alice) + await _events(carol) if isinstance(e, ErrorEvent)]
 
 
 async def test_we_transfer_twinkle_blind_to_another_phone() -> None:
@@ -172,7 +166,7 @@ async def test_we_transfer_twinkle_blind_to_another_phone() -> None:
         messages = []
         await tw.command(f'message sip:carol@127.0.0.1:{carol.account.listen_port} "transferred fine"')
         for _ in range(40):
-            messages += [e for e in await events(carol) if isinstance(e, MessageReceived)]
+            messages += [e for e in await _events(carol) if isinstance(e, MessageReceived)]
             if messages:
                 break
         assert [m.text for m in messages] == ["transferred fine"]

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import pytest
 from sip_peers import sipp_uac
-from test_phone_sipp import HEAD, TAIL, recv, sdp_body, uac_ack, uac_bye, uac_invite, uac_reinvite
+from test_phone_sipp import (
+    HEAD,
+    TAIL,
+    recv,
+    sdp_body,
+    uac_ack,
+    uac_bye,
+    uac_in_dialog,
+    uac_invite,
+    uac_reinvite,
+)
 
 from skinnysip.probes.listen import ListenConfig, Responder
 
@@ -79,19 +89,8 @@ async def test_in_dialog_options_is_answered_and_refer_is_405() -> None:
     "no such dialog", although the dialog was up)."""
 
     def in_dialog(method: str, cseq: int, extra: str = "") -> str:
-        return f"""  <send retrans="500"><![CDATA[
-{method} [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To:[$to]
-Call-ID: [call_id]
-CSeq: {cseq} {method}
-Contact: <sip:sipp@[local_ip]:[local_port]>
-{extra}Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
+        return uac_in_dialog(method, cseq, to="To:[$to]",
+                             headers=f"Contact: <sip:sipp@[local_ip]:[local_port]>\n{extra}")
 
     answered = """  <recv response="200" rrs="true">
     <action><ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to"/></action>

@@ -18,17 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import shutil
-import signal
 import socket
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peertools import free_port, require
+from peertools import ConsolePeer, free_even_port_run, free_port, require
 
 ASOUNDRC = """pcm.twinkle_speaker {{
     type file
@@ -40,9 +36,14 @@ ASOUNDRC = """pcm.twinkle_speaker {{
 
 
 @dataclass
-class Twinkle:
+class Twinkle(ConsolePeer):
     """A running twinkle-console: ``uri`` (where to call it), ``sip_port``, ``workdir``,
-    ``speaker`` (the raw file its speaker writes), ``lines`` (its stdout, prompts stripped)."""
+    ``speaker`` (the raw file its speaker writes), ``lines`` (its stdout, prompts stripped);
+    ``command``/``wait_line`` from :class:`~peertools.ConsolePeer`."""
+
+    PROMPT = "Twinkle> "
+    NAME = "twinkle"
+    WAIT = 10.0
 
     uri: str
     sip_port: int
@@ -52,64 +53,10 @@ class Twinkle:
     lines: list[str] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                raw = await self.proc.stdout.readline()
-            except (ValueError, OSError):  # a line over the limit, or the pipe broke
-                return
-            if not raw:
-                return
-            line = raw.decode(errors="replace").replace("Twinkle> ", "").strip()
-            if line:
-                self.lines.append(line)
-
-    async def command(self, text: str) -> None:
-        """Write one command line on Twinkle's stdin."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def wait_line(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
-        """The first stdout line at index ≥ ``after`` matching the regex ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"twinkle: no line matching {pattern!r} within {timeout} s; "
-                             f"stdout was {self.lines[-20:]}")
-
     def sip_log(self) -> str:
         """Twinkle's log so far (every SIP message it sent and received)."""
         log = self.workdir / ".twinkle" / "twinkle.log"
         return log.read_text(errors="replace") if log.exists() else ""
-
-
-def _free_rtp_port() -> int:
-    """An even UDP port with the next three free (Twinkle's two lines, RTP and RTCP each)."""
-    for _ in range(100):
-        port = free_port(socket.SOCK_DGRAM)
-        port -= port % 2
-        socks = []
-        try:
-            for offset in range(4):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return port
-    raise RuntimeError("no free RTP port range found")
 
 
 @contextlib.asynccontextmanager
@@ -124,7 +71,7 @@ async def twinkle(name: str = "twinkle", *, profile: str = "") -> AsyncIterator[
     (workdir / ".asoundrc").write_text(ASOUNDRC.format(workdir=workdir))
     (workdir / ".twinkle" / "twinkle.sys").write_text(
         "dev_ringtone=alsa:null\ndev_speaker=alsa:twinkle_speaker\ndev_mic=alsa:null\n"
-        f"sip_udp_port={sip_port}\nsip_port={sip_port}\nrtp_port={_free_rtp_port()}\nstart_hidden=yes\n")
+        f"sip_udp_port={sip_port}\nsip_port={sip_port}\nrtp_port={free_even_port_run(4)}\nstart_hidden=yes\n")
     (workdir / ".twinkle" / f"{name}.cfg").write_text(
         f"user_name={name}\nuser_domain=127.0.0.1\nregister_at_startup=no\n"
         "use_nat_public_ip=yes\nnat_public_ip=127.0.0.1\nask_user_to_refer=no\n" + profile)
@@ -133,25 +80,10 @@ async def twinkle(name: str = "twinkle", *, profile: str = "") -> AsyncIterator[
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                                                 env=env, cwd=workdir, start_new_session=True, limit=1 << 20)
     peer = Twinkle(f"sip:{name}@127.0.0.1:{sip_port}", sip_port, workdir, workdir / "speaker.raw", proc)
-    peer._task = asyncio.get_running_loop().create_task(peer._read())
+    peer.start_reading()
     try:
         await peer.wait_line(r"^Local IP:", 10.0)
         await asyncio.sleep(0.3)  # its transaction layer starts after the banner
         yield peer
     finally:
-        with contextlib.suppress(Exception):
-            await peer.command("quit")
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        if peer._task is not None:
-            peer._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await peer._task
-        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
-            shutil.rmtree(workdir, ignore_errors=True)
+        await peer.stop(("quit",), workdir)
