@@ -74,7 +74,10 @@ async def twinkle(name: str = "twinkle", *, profile: str = "") -> AsyncIterator[
         f"sip_udp_port={sip_port}\nsip_port={sip_port}\nrtp_port={free_even_port_run(4)}\nstart_hidden=yes\n")
     (workdir / ".twinkle" / f"{name}.cfg").write_text(
         f"user_name={name}\nuser_domain=127.0.0.1\nregister_at_startup=no\n"
-        "use_nat_public_ip=yes\nnat_public_ip=127.0.0.1\nask_user_to_refer=no\n" + profile)
+        "use_nat_public_ip=yes\nnat_public_ip=127.0.0.1\nask_user_to_refer=no\n"
+        # no presence PUBLISH or MWI SUBSCRIBE to the user's domain: that is a DNS name in the
+        # lab tests (skinnysip.test), and looking it up would send queries off this machine
+        "pres_publish_startup=no\nmwi_sollicited=no\n" + profile)
     env = {**os.environ, "HOME": str(workdir)}
     proc = await asyncio.create_subprocess_exec(binary, f"{name}.cfg", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
