@@ -30,6 +30,7 @@ from webtools import (
     CHROMIUM,
     CHROMIUM_ARGS,
     LAPTOP,
+    NO_DNS,
     PHONE,
     LoopThread,
     heard_tones,
@@ -290,9 +291,10 @@ def mic_browser(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """A second Chromium (same Playwright) whose microphone is a 1000 Hz tone (fake capture
     device, no permission prompt) and which resolves OTHER_HOST to 127.0.0.1."""
     wav = _tone_wav(tmp_path_factory.mktemp("mic") / "mic.wav", MIC_TONE)
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    args = [*(a for a in CHROMIUM_ARGS if not a.startswith("--host-resolver-rules=")),
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-            f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1"]
+            f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1, {NO_DNS}"]
     b = browser.browser_type.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
     try:
         yield b

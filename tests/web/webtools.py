@@ -15,9 +15,12 @@ from peertools import require
 # Constants and the page guard live here (not in conftest.py) so test modules can import them:
 # with tests/peers on the path too, "conftest" names the other directory's module.
 CHROMIUM = "/usr/bin/chromium"
+#: Chromium resolves no name but loopback's: its background services (autofill, accounts,
+#: updates) otherwise send DNS queries off the machine despite --disable-background-networking
+NO_DNS = "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
 CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-component-update", "--disable-sync", "--no-first-run", f"--host-resolver-rules={NO_DNS}",
 ]
 LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
