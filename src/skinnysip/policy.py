@@ -363,6 +363,8 @@ class TargetPolicy:
         if forced is not None:
             raise TargetRefused(f"target refused: {forced.reason}")
         name = host.strip().strip("[]")
+        if is_invalid_name(name):
+            raise UnresolvedTarget(f"cannot resolve {host!r}: {INVALID_NAME_REASON}")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -376,6 +378,19 @@ class TargetPolicy:
         if not d.allowed:
             raise TargetRefused(f"target refused: {d.reason}")
         return addresses
+
+
+INVALID_NAME_REASON = "no such host (names under .invalid never resolve, RFC 6761 §6.4)"
+
+
+def is_invalid_name(name: str) -> bool:
+    """True for ``invalid`` and names under it (case-insensitive, a final dot allowed).
+
+    RFC 6761 §6.4: name resolution APIs should answer such names negatively at once, without
+    sending a query; the resolvers here do (no DNS traffic leaves for them).
+    """
+    lowered = name.lower().rstrip(".")
+    return lowered == "invalid" or lowered.endswith(".invalid")
 
 
 def _stronger(a: _Rule, b: _Rule) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import socket
 import subprocess
@@ -47,11 +48,22 @@ def users_file(peer: KamailioPeer, tmp_path: Path) -> Path:
     return path
 
 
-def run_load(args: list[str], timeout: float = 150.0) -> tuple[int, dict, str]:
+def run_load(args: list[str], timeout: float = 150.0, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
     proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", *args, "--json"], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
     assert proc.stdout.strip(), proc.stderr[-2000:]
     return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def ray_environment(home: Path) -> dict[str, str]:
+    """The environment for a command that starts a local Ray: Ray's dashboard process asks the
+    cloud metadata services (an HTTP connect to 169.254.169.254, DNS for
+    ``metadata.google.internal``) unless ``~/ray_bootstrap_config.yaml`` names the cluster's
+    provider, whatever ``RAY_USAGE_STATS_ENABLED`` says (Ray 2.x ``usage_lib``). A home with
+    that file for a ``local`` provider keeps the test's traffic on this machine."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
+    return {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def assert_server_agrees(delta: dict[str, int], result: dict) -> None:
@@ -134,7 +146,8 @@ def test_distributed_register_totals_equal_single_run_and_server(registrar: Kama
     pytest.importorskip("ray", reason="the distributed extra (ray) is part of [test]")
     # two Ray workers: a local Ray with 2 CPUs on 127.0.0.1 started by the command
     code3, ray, stderr3 = run_load(register_args(registrar, users, "--processes", "2", "--engine", "ray",
-                                                 count=1000), timeout=240)
+                                                 count=1000), timeout=240,
+                                  env=ray_environment(tmp_path / "home"))
     after_ray = kamailio_stats(registrar)
     assert code3 == 0, stderr3[-2000:]
     assert_fanned_out_equals_single(ray, single)

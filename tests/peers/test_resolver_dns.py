@@ -264,6 +264,40 @@ async def test_numeric_ip_does_no_dns(silent_nameserver: tuple[str, int]) -> Non
     assert time.monotonic() - started < 0.2
 
 
+@pytest.mark.peer
+@pytest.mark.timeout(30)
+async def test_invalid_names_send_no_query() -> None:
+    """RFC 6761 §6.4: ``.invalid`` names fail at once and no query reaches the name server;
+    a ``.test`` name (no such rule) does reach it, so the socket would see a leak."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+
+    def queries() -> int:
+        count = 0
+        while True:
+            try:
+                server.recv(4096)
+            except BlockingIOError:
+                return count
+            count += 1
+
+    try:
+        resolver = Resolver([server.getsockname()], timeout=0.3)
+        for name in ("no-such-host.invalid", "INVALID.", "sip.Example.Invalid"):
+            started = time.monotonic()
+            with pytest.raises(ResolveError) as info:
+                await resolver.resolve(name, secure=True)
+            assert time.monotonic() - started < 0.1
+            assert "RFC 6761" in info.value.reason and name.rstrip(".") in info.value.reason
+        assert queries() == 0
+        with pytest.raises(ResolveError, match="no answer from DNS server"):
+            await resolver.resolve("sip.example.test")
+        assert queries() > 0
+    finally:
+        server.close()
+
+
 # ---------------------------------------------------------------- without a DNS server
 
 

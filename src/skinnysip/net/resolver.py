@@ -335,6 +335,9 @@ class Resolver:
         except dns.exception.DNSException as exc:
             raise ResolveError(f"cannot resolve {name!r}: invalid host name ({exc})") from None
 
+        if target_policy.is_invalid_name(name):
+            raise ResolveError(f"cannot resolve {name!r}: {target_policy.INVALID_NAME_REASON}")
+
         loop = asyncio.get_running_loop()
         ctx = _Ctx(host=name, deadline=loop.time() + total, total=total)
         try:
