@@ -99,3 +99,17 @@ async def test_proxy_rules(lab: Lab, sock: socket.socket) -> None:
     routed = await exchange(sock, lab, request(sock, "MESSAGE", "sip:x@127.0.0.1:9",
                                                extra="Route: <sip:127.0.0.1:9;lr>\r\n"))
     assert [r.status_code for r in routed] == [407]
+
+
+async def test_the_labs_address_without_a_port_is_its_domain(lab: Lab, sock: socket.socket) -> None:
+    """A Request-URI host that is the lab's address and has no port names the lab's domain
+    (RFC 3261 §10.2: a domain is a host), though the lab listens on another port than 5060;
+    with another port it names another server."""
+    [ok] = await exchange(sock, lab, request(sock, "OPTIONS", "sip:127.0.0.1"))
+    assert ok.status_code == 200 and "INVITE" in (ok.headers.get("Allow") or "")
+    [challenge] = await exchange(sock, lab, request(sock, "MESSAGE", "sip:1002@127.0.0.1"))
+    assert challenge.status_code == 407
+    [register] = await exchange(sock, lab, request(sock, "REGISTER", "sip:127.0.0.1", to="sip:1001@127.0.0.1"))
+    assert register.status_code == 401
+    [elsewhere] = await exchange(sock, lab, request(sock, "MESSAGE", "sip:1002@127.0.0.1:9"))
+    assert (elsewhere.status_code, elsewhere.reason) == (404, "Not Found (not a lab domain)")

@@ -214,3 +214,21 @@ async def test_tls_certificate_made_at_start_or_given(tmp_path: Path) -> None:
                             transport="tls", tls_verify=True, ca_file=cert, expires=60, source="silence")
         async with SIPPhone(strict) as phone:
             assert phone.registration is RegistrationState.REGISTERED
+
+
+async def test_a_phone_whose_domain_is_the_labs_address(lab: Lab, tmp_path: Path) -> None:
+    """A phone set up with the lab's IP address as its domain (AOR ``sip:1001@127.0.0.1``, no
+    port) registers and reaches the echo service at ``sip:600@127.0.0.1``: a domain is a host
+    (RFC 3261 §10.2), whatever port the lab listens on. Our tone comes back."""
+    aor = "sip:1001@127.0.0.1"
+    async with SIPPhone(SIPAccount(aor=aor, password="demo1001", registrar=f"127.0.0.1:{port(lab, 'udp')}",
+                                   source=f"tone:{OUR_TONE}", expires=60, record_dir=str(tmp_path))) as ours:
+        await registered(lab, "1001")
+        call = await ours.call("sip:600@127.0.0.1")
+        assert await call.wait_connected(10), call.end_reason
+        assert call.exchange[0].summary == "INVITE sip:600@127.0.0.1"
+        await asyncio.sleep(2.5)
+        await call.hangup()
+        report = call.media_report()
+    assert report is not None
+    assert share_of(Path(report["recordings"]["rx"]), OUR_TONE, skip=0.5) >= 0.85

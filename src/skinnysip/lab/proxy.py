@@ -324,8 +324,15 @@ class LabProxy:
         return call
 
     # -- our addresses ----------------------------------------------------------------------
-    def _ours(self, uri: SipURI | str) -> bool:
-        """True if ``uri`` names this proxy (its domain, or one of its listening addresses)."""
+    def _ours(self, uri: SipURI | str, *, domain: bool = False) -> bool:
+        """True if ``uri`` names this proxy (its domain, or one of its listening addresses).
+
+        A URI with an address and no port names the default port (5060, 5061 for TLS), so a
+        Route or Record-Route value is ours only at a port we listen on. With ``domain`` the URI
+        is a Request-URI naming a domain (RFC 3261 §10.2: the registrar's domain; §16.5 a user
+        in it): a domain is a host, so one of our addresses without a port is ours on whatever
+        port we listen — what a phone sends whose domain is the lab's IP address.
+        """
         if not isinstance(uri, SipURI) or uri.scheme == "tel":
             return False
         host = strip_brackets(uri.host).lower()
@@ -334,6 +341,8 @@ class LabProxy:
         ports = {p for (_t, ip), (_, p) in self.listeners.items() if ip == host}
         if not ports:
             return False
+        if domain and uri.port is None:
+            return True
         default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
         return (uri.port or default) in ports
 
@@ -428,7 +437,7 @@ class LabProxy:
             self._respond(tx, 416)
             return
         in_dialog = request.to_tag is not None
-        if not routes and self._ours(target) and not in_dialog:
+        if not routes and self._ours(target, domain=True) and not in_dialog:
             if request.method == "REGISTER":
                 self._register(tx, request, flow)
                 return
@@ -452,7 +461,7 @@ class LabProxy:
             return
         # a Request-URI that is a registered contact (an attended transfer's Refer-To names the
         # target's Contact, as Twinkle's does) is forwarded to it; other domains are not ours
-        direct = not routes and not self._ours(target)
+        direct = not routes and not self._ours(target, domain=True)
         if direct and not self._known_target(target):
             self._respond(tx, 404, "Not Found (not a lab domain)")
             return
