@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from skinnysip.phone.api import (
     CallState,
     CallStateChanged,
     ErrorEvent,
+    IncomingCall,
     MessageWaiting,
     PhoneError,
     event_to_dict,
@@ -542,3 +544,43 @@ async def test_a_voicemail_servers_unsolicited_notify_is_a_message_waiting_event
     assert waiting == [MessageWaiting(True, "sip:*97@127.0.0.1", (("voice-message", (2, 8, 1, 0)),))], events
     assert event_to_dict(waiting[0])["counts"] == {"voice-message": {"new": 2, "old": 8, "newUrgent": 1,
                                                                      "oldUrgent": 0}}
+
+
+def uac_unanswered(port: int, final: str, headers: str = "") -> str:
+    """SIPp's INVITE that rings and is never cancelled; the phone's final ``final`` is ACKed."""
+    return HEAD.format(name=f"unanswered-{final}") + uac_invite(port, headers) + recv("180") + recv(final) + f"""\
+  <send><![CDATA[
+ACK sip:alice@127.0.0.1:{port} SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+""" + TAIL
+
+
+@pytest.mark.parametrize(("ring_timeout", "expires", "final", "reason"), [
+    (1.5, None, "480", "not answered within 1.5 s"),
+    (30.0, 1, "487", "the INVITE expired (Expires: 1)"),
+])
+async def test_a_call_nobody_answers_or_cancels_ends(ring_timeout: float, expires: int | None, final: str,
+                                                      reason: str) -> None:
+    """An INVITE that is never answered nor cancelled (a scanner's, svwar -m INVITE) does not
+    ring for ever and hold a call slot: after ``ring_timeout`` the phone refuses it 480, or
+    487 when the INVITE's own Expires passes first (RFC 3261 §13.3.1)."""
+    port = free_port(socket.SOCK_DGRAM)
+    headers = f"Expires: {expires}\n" if expires is not None else ""
+    async with SIPPhone(phone_account(listen_port=port, ring_timeout=ring_timeout)) as phone:
+        started = time.monotonic()
+        result = await sipp_uac("127.0.0.1", port, xml=uac_unanswered(port, final, headers), timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        assert time.monotonic() - started < 5
+        events = await _events(phone)
+        assert any(isinstance(e, IncomingCall) for e in events)
+        ended = [e for e in events if isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED]
+        assert [e.reason for e in ended] == [reason]
+        assert not phone.calls

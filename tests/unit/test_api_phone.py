@@ -79,6 +79,8 @@ def assert_400(r: Any, field: str) -> None:
         ({"aor": AOR, "expires": "60"}, "expires"),
         ({"aor": AOR, "register": "yes"}, "register"),
         ({"aor": AOR, "autoAnswer": -1}, "autoAnswer"),
+        ({"aor": AOR, "ringTimeout": 0}, "ringTimeout"),
+        ({"aor": AOR, "ringTimeout": None}, "ringTimeout"),
         ({"aor": AOR, "source": "/etc/passwd"}, "source"),
         ({"aor": AOR, "source": "tone:5"}, "source"),
         ({"aor": AOR, "source": "tone:abc"}, "source"),
@@ -126,6 +128,7 @@ def test_create_get_list_delete_and_the_password_never_shows(client: TestClient)
     assert phone["registration"] == {"state": "unregistered", "reason": "", "expires": None}
     assert phone["account"]["aor"] == AOR and phone["account"]["hasPassword"] is True
     assert phone["account"]["autoAnswer"] == 1500 and phone["account"]["register"] is False
+    assert phone["account"]["ringTimeout"] == 180000  # RING_TIMEOUT, 3 minutes
     assert phone["calls"] == []
     got = client.get(f"/api/phones/{phone['id']}")
     listed = client.get("/api/phones")
@@ -505,7 +508,7 @@ def test_shutdown_closes_every_phone(app: FastAPI) -> None:
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
-FIELDS = ["protocol", "aor", "password", "authUser", "expires", "register", "autoAnswer", "source", "dtmf",
+FIELDS = ["protocol", "aor", "password", "authUser", "expires", "register", "autoAnswer", "ringTimeout", "source", "dtmf",
           "tlsVerify", "caFile", "timeout", "target", "text", "digits", "code", "duration"]
 
 

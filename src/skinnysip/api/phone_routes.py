@@ -5,7 +5,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
-  "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
+  "ringTimeout", "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
   goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
@@ -100,7 +100,7 @@ from skinnysip.phone.api import (
     event_to_dict,
 )
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
-from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.phone.sip_phone import RING_TIMEOUT, SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import WireMessage
 from skinnysip.rtp.codecs import payload_types
@@ -229,6 +229,9 @@ class SIPPhoneBody(_Body):
                               description="Register (and keep the registration fresh); false: calls only.")
     auto_answer: float | None = Field(None, ge=0, le=3600000,
                                       description="Answer incoming calls after this many ms (absent: never).")
+    ring_timeout: int = Field(int(RING_TIMEOUT * 1000), ge=1000, le=3600000,
+                              description="ms an incoming call rings unanswered before it is refused 480 (an "
+                              "INVITE's own Expires ends it sooner, 487).")
     source: str = Field("tone:440", description=SOURCE_DESCRIPTION,
                         json_schema_extra={"pattern": SOURCE_PATTERN})
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
@@ -274,6 +277,7 @@ class SIPPhoneBody(_Body):
                           outbound_proxy=self.outbound_proxy, transport=self.transport, tls_verify=self.tls_verify,
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
+                          ring_timeout=self.ring_timeout / 1000,
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           timeout=self.timeout / 1000,
                           rtp_ports=_port_pair(self.rtp_ports))

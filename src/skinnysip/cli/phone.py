@@ -134,6 +134,8 @@ class PhoneCommand(Command):
 @option("--expires", default=600, type=click.IntRange(10, 86400), help="Registration expiry asked for, s.")
 @option("--auto-answer", type=FloatRange(0, 3600),
         help="Answer calls after DELAY_S seconds [default 0 if given alone].")
+@option("--ring-timeout", default=180.0, type=FloatRange(0.1, 3600), show_default=True,
+        help="Seconds an incoming call rings unanswered before it is refused 480 (SIP).")
 @option("--call", help="Place one call to TARGET.")
 @option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
 @option("--play", help="WAV file to send [default: a 440 Hz tone].")
@@ -154,7 +156,7 @@ def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
-    auto_answer: float | None,
+    auto_answer: float | None, ring_timeout: float,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
     pcap: str | None,
@@ -214,7 +216,8 @@ def phone_cmd(
                          outbound_proxy=_hostport(servers["--proxy"]), transport=chosen or "udp",  # type: ignore[arg-type]
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
-                         listen_port=listen_port, auto_answer=auto_answer, source=play or f"tone:{tone}",
+                         listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
+                         source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports)
         acc.uri()

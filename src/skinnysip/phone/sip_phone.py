@@ -102,6 +102,10 @@ SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891,
 SUPPORTED_UAS = "100rel, replaces, timer"  # in our 2xx to INVITE
 MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
 MAX_CALLS = 32
+#: Seconds an incoming call rings before it is refused 480 (``SIPAccount.ring_timeout``): three
+#: minutes, a proxy's Timer C (RFC 3261 §16.6 step 11: "greater than 3 minutes") and more
+#: than any PBX's ring time.
+RING_TIMEOUT = 180.0
 MAX_REDIRECTS = 3
 KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
 
@@ -169,6 +173,11 @@ class SIPAccount:
     ``inband_dtmf``: when the far end negotiated no telephone-event (RFC 4733) and sends
     none, find its digits in the received audio (Goertzel; a few µs of CPU per 20 ms frame);
     False hears RFC 4733 and SIP INFO digits only (a load run's phones, as SIPp hears none).
+    ``ring_timeout``: seconds an incoming call rings unanswered before we refuse it with 480
+    Temporarily Unavailable (a caller that never gives up, or a scanner's INVITE that is never
+    cancelled, would otherwise hold a call slot for good); None: ring until the caller
+    cancels. An INVITE's own ``Expires`` ends the ringing sooner, with 487 Request Terminated
+    (RFC 3261 §13.3.1). ``ValueError`` from :meth:`SIPPhone.__init__` when ≤ 0.
     """
 
     aor: str
@@ -200,6 +209,7 @@ class SIPAccount:
     max_calls: int = MAX_CALLS
     packet_log: bool = True
     inband_dtmf: bool = True
+    ring_timeout: float | None = RING_TIMEOUT
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -210,6 +220,20 @@ class SIPAccount:
         if uri.scheme not in ("sip", "sips") or not uri.host:
             raise ValueError("aor: a sip: or sips: URI with a host is needed")
         return uri
+
+
+def _ring_limit(request: Request, ring_timeout: float | None) -> tuple[float, int, str] | None:
+    """(seconds, response code, end reason) for how long an incoming INVITE may ring: its
+    ``Expires`` (delta-seconds, RFC 3261 §20.19; 487 when it passes, §13.3.1) or our
+    ``ring_timeout`` (480), whichever is sooner; None: no limit. A malformed Expires is ignored."""
+    limits: list[tuple[float, int, str]] = []
+    if ring_timeout is not None:
+        limits.append((ring_timeout, 480, f"not answered within {ring_timeout:g} s"))
+    value = (request.headers.get("Expires") or "").strip()
+    if value.isdigit() and value.isascii():
+        expires = min(int(value), 2**32 - 1)
+        limits.append((float(expires), 487, f"the INVITE expired (Expires: {expires})"))
+    return min(limits, key=lambda limit: limit[0]) if limits else None
 
 
 def _server(field_name: str, text: str | None) -> tuple[str, int | None] | None:
@@ -444,6 +468,8 @@ class SIPPhone(Phone):
             check_port_range(account.rtp_ports, "rtp_ports")
         if account.max_calls < 1:
             raise ValueError("max_calls: at least 1")
+        if account.ring_timeout is not None and not account.ring_timeout > 0:
+            raise ValueError("ring_timeout: seconds > 0, or None")
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -1174,6 +1200,16 @@ class SIPPhone(Phone):
             self._spawn(self._auto_answer(call, 0.0))
         elif self.account.auto_answer is not None:
             self._spawn(self._auto_answer(call, self.account.auto_answer))
+        limit = _ring_limit(request, self.account.ring_timeout)
+        if limit is not None:
+            self._spawn(self._ring_expiry(call, *limit))
+
+    async def _ring_expiry(self, call: SIPCall, seconds: float, code: int, reason: str) -> None:
+        """Refuse ``call`` with ``code`` if it still rings after ``seconds``."""
+        await asyncio.sleep(seconds)
+        if call.state is CallState.INCOMING and call.invite_tx is not None:
+            self._respond(call.invite_tx, code, to_tag=call.to_tag)
+            await self._end(call, reason)
 
     async def _retransmit_reliable(self, call: SIPCall, tx: InviteServerTransaction,
                                    headers: list[tuple[str, str]]) -> None:
