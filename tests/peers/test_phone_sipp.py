@@ -273,18 +273,7 @@ Max-Forwards: 70
 Content-Length: 0
 
 ]]></send>
-""" + recv("200") + recv("487") + f"""  <send><![CDATA[
-ACK sip:alice@127.0.0.1:{port} SIP/2.0
-[last_Via:]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + TAIL
+""" + recv("200") + recv("487") + uac_ack(port, for_2xx=False) + TAIL
     async with SIPPhone(phone_account(listen_port=port)) as phone:
         result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
         assert result.returncode == 0, result.errors or result.screen
@@ -548,19 +537,8 @@ async def test_a_voicemail_servers_unsolicited_notify_is_a_message_waiting_event
 
 def uac_unanswered(port: int, final: str, headers: str = "") -> str:
     """SIPp's INVITE that rings and is never cancelled; the phone's final ``final`` is ACKed."""
-    return HEAD.format(name=f"unanswered-{final}") + uac_invite(port, headers) + recv("180") + recv(final) + f"""\
-  <send><![CDATA[
-ACK sip:alice@127.0.0.1:{port} SIP/2.0
-[last_Via:]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-""" + TAIL
+    return (HEAD.format(name=f"unanswered-{final}") + uac_invite(port, headers) + recv("180") + recv(final)
+            + uac_ack(port, for_2xx=False) + TAIL)
 
 
 @pytest.mark.parametrize(("ring_timeout", "expires", "final", "reason"), [
