@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
 # the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server,
-# baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious)
+# baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious, coturn as a STUN server, iptables for a NAT)
 # Chromium for the web tests, and the package with its test extras (which include playwright; its own
 # browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
@@ -21,6 +21,8 @@ command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 command -v twinkle-console >/dev/null 2>&1 || need_apt+=(twinkle-console)
 command -v sngrep >/dev/null 2>&1 || need_apt+=(sngrep)  # reads our pcapng files back (test_pcap_sngrep.py)
 command -v svcrack >/dev/null 2>&1 || need_apt+=(sipvicious)  # scans the lab (test_lab_sipvicious.py)
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)  # the STUN server (test_phone_stun_nat.py)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test namespaces (tests/netns.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)

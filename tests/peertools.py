@@ -73,6 +73,16 @@ def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM ``proc``, and SIGKILL it when it has not ended ``grace`` s later."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 def require(program: str) -> str:
     """Path of ``program``; skip the test (clearly) if the install step did not provide it."""
     path = shutil.which(program)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+import netns
 from peertools import free_port, require
 from skinnysip.rtp.tones import sine
 
@@ -92,6 +93,8 @@ class Baresip:
     log: Path
     events: list[dict[str, Any]] = field(default_factory=list)
     _reader: asyncio.StreamReader | None = None
+    host: str = "127.0.0.1"
+    netns: str | None = None
     _writer: asyncio.StreamWriter | None = None
     _responses: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -103,7 +106,8 @@ class Baresip:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+                with netns.entered(self.netns) if self.netns else contextlib.nullcontext():
+                    self._reader, self._writer = await asyncio.open_connection(self.host, self.ctrl_port)
                 break
             except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -186,6 +190,8 @@ async def baresip(
     contact: str | None = None,
     codec_modules: tuple[str, ...] = (),
     tone_channels: int = 1,
+    host: str = "127.0.0.1",
+    netns_name: str | None = None,
 ) -> AsyncIterator[Baresip]:
     """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
     sine, answering calls by itself (``answermode=auto``) unless told ``manual``.
@@ -194,7 +200,9 @@ async def baresip(
     restrict what baresip offers and answers with ``extra_account="audio_codecs=G722/16000/1"``
     (baresip names a codec by its audio rate: ``G722/16000/1``, ``opus/48000/2``).
     ``tone_channels``: channels of the tone file; baresip 1.0's aufile must match the codec's
-    (2 for its ``opus/48000/2``), and its recordings then have as many."""
+    (2 for its ``opus/48000/2``), and its recordings then have as many.
+    ``host``: its SIP, media and control address; ``netns_name``: a namespace of
+    :mod:`netns` to run it in (its ports are then free there whatever this machine uses)."""
     unknown = set(codec_modules) - set(CODEC_MODULES)
     if unknown:
         raise ValueError(f"codec modules {sorted(unknown)}: only {CODEC_MODULES}")
@@ -223,11 +231,12 @@ async def baresip(
         for attempt in range(3):
             sip_port, ctrl_port = _free_ports()
             _write_config(workdir, sip_port=sip_port, ctrl_port=ctrl_port, tone=tone, record_dir=record_dir,
-                          modules=modules, dns=f"{domain}:53")
+                          modules=modules, dns=f"{domain}:53", host=host)
+            prefix = netns.ns_exec(netns_name) if netns_name else []
             with open(log, "wb") as out:
-                proc = subprocess.Popen([binary, "-f", str(workdir), "-t", "600"], stdout=out,
+                proc = subprocess.Popen([*prefix, binary, "-f", str(workdir), "-t", "600"], stdout=out,
                                         stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
-            peer = Baresip(aor, sip_port, ctrl_port, record_dir, log)
+            peer = Baresip(aor, sip_port, ctrl_port, record_dir, log, host=host, netns=netns_name)
             try:
                 await peer.connect(proc)
                 break
@@ -264,13 +273,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _write_config(workdir: Path, *, sip_port: int, ctrl_port: int, tone: Path, record_dir: Path,
-                  modules: list[str], dns: str) -> None:
+                  modules: list[str], dns: str, host: str = "127.0.0.1") -> None:
     # net_interface 127.0.0.1: baresip puts 127.0.0.1 in its SDP and sends media only there, never to
     # the machine's other addresses (its config takes no trailing comments)
     config = [
         "poll_method epoll",
-        "net_interface 127.0.0.1",
-        f"sip_listen 127.0.0.1:{sip_port}",
+        f"net_interface {host}",
+        f"sip_listen {host}:{sip_port}",
         "sip_trans_bsize 128",
         f"audio_source aufile,{tone}",
         "audio_player aubridge,speaker",
@@ -282,7 +291,7 @@ def _write_config(workdir: Path, *, sip_port: int, ctrl_port: int, tone: Path, r
         "rtp_stats yes",
         "jitter_buffer_delay 1-10",
         f"snd_path {record_dir}",
-        f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}",
+        f"ctrl_tcp_listen {host}:{ctrl_port}",
         "module_path /usr/lib/baresip/modules",
         *[f"module {m}.so" for m in modules],
         f"dns_server {dns}",

@@ -136,6 +136,9 @@ class PhoneCommand(Command):
         help="Answer calls after DELAY_S seconds [default 0 if given alone].")
 @option("--ring-timeout", default=180.0, type=FloatRange(0.1, 3600), show_default=True,
         help="Seconds an incoming call rings unanswered before it is refused 480 (SIP).")
+@option("--stun", "stun_server", metavar="HOST[:PORT]",
+        help="STUN server outside your NAT: each call's SDP gives the address it sees the RTP socket at "
+             "(RFC 8489; port 3478 by default; SIP).")
 @option("--call", help="Place one call to TARGET.")
 @option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
 @option("--play", help="WAV file to send [default: a 440 Hz tone].")
@@ -156,13 +159,14 @@ def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
-    auto_answer: float | None, ring_timeout: float,
+    auto_answer: float | None, ring_timeout: float, stun_server: str | None,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
     pcap: str | None,
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
+    from skinnysip.net.stun import parse_server
     from skinnysip.phone.sip_phone import SIPAccount
     from skinnysip.rtp.codecs import payload_types
 
@@ -217,10 +221,12 @@ def phone_cmd(
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
-                         source=play or f"tone:{tone}",
+                         stun_server=stun_server, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports)
         acc.uri()
+        if stun_server is not None:
+            parse_server(stun_server)
         if acc.codecs is not None:
             payload_types(acc.codecs)
     except ValueError as exc:

@@ -71,6 +71,8 @@ import numpy.typing as npt
 import pylibsrtp
 
 from skinnysip.net import realtime
+from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
+from skinnysip.net.stun import BindingClient
 from skinnysip.net.trace import wire_time
 from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
@@ -723,6 +725,9 @@ class MediaStream:
         self.local_ip = ""
         self.local_port = 0
         self.rtcp_port = 0
+        #: (IP, RTP port, RTCP port) a STUN server saw our sockets at (:meth:`map_through_stun`)
+        self.public: tuple[str, int, int] | None = None
+        self._stun_clients: dict[str, BindingClient] = {}
         self.name = name
         self.config = MediaConfig()
         self.source = source
@@ -911,6 +916,41 @@ class MediaStream:
         self._tasks = [asyncio.create_task(self._rtcp_timer(), name=f"rtcp-{self.name}")]
         realtime.acquire()  # while media flows the collector runs rarely (net/realtime.py)
         self._gc_held = True
+
+    @property
+    def advertised(self) -> tuple[str, int, int]:
+        """(IP, RTP port, RTCP port) for our SDP: where a STUN server saw the sockets
+        (:attr:`public`, after :meth:`map_through_stun`), else where they are bound."""
+        return self.public or (self.local_ip, self.local_port, self.rtcp_port)
+
+    async def map_through_stun(self, server: Address, *, timeout: float = STUN_TIMEOUT) -> tuple[str, int, int]:
+        """Ask the STUN server ``server`` (IP literal, port; of the stream's IP family) where
+        it sees the RTP and the RTCP socket (RFC 8489 Binding, both at once), store the answer
+        in :attr:`public` and return it: (IP, RTP port, RTCP port). Call it before the SDP is
+        made; the NAT keeps the mappings while RTP and RTCP flow.
+
+        Raises :class:`~skinnysip.net.stun.StunError` when either Binding fails (no answer
+        within ``timeout`` s, an error response), ``ValueError`` for a ``server`` that is not
+        an IP literal of the stream's family, ``RuntimeError`` after :meth:`close`."""
+        if self._closed or self._rtp is None or self._rtcp is None:
+            raise RuntimeError("the media stream is closed")
+        if ipaddress.ip_address(server[0]).version != ipaddress.ip_address(self.local_ip).version:
+            raise ValueError(f"STUN server {server[0]} is not of the stream's IP family ({self.local_ip})")
+        rtp, rtcp = self._rtp, self._rtcp
+        self._stun_clients = {"rtp": BindingClient(lambda data, remote: self._sendto(rtp, data, remote)),
+                              "rtcp": BindingClient(lambda data, remote: self._sendto(rtcp, data, remote))}
+        try:
+            answers = await asyncio.gather(
+                *(client.mapped_address(server, timeout=timeout) for client in self._stun_clients.values()),
+                return_exceptions=True)
+        finally:
+            self._stun_clients = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        (ip, rtp_port), (_, rtcp_port) = answers  # type: ignore[misc]
+        self.public = (ip, rtp_port, rtcp_port)
+        return self.public
 
     def apply(self, config: MediaConfig) -> None:
         """Start or change what the stream does, at once: start/stop sending by direction and
@@ -1287,7 +1327,10 @@ class MediaStream:
             self.parse_errors += 1
             return
         if is_stun(data):  # a peer's ICE check or keep-alive on the media port (RFC 7983 §7)
-            self.stun_received += 1
+            self.stun_received += 1  # or the answer to our own Binding (map_through_stun)
+            client = self._stun_clients.get("rtp")
+            if client is not None:
+                client.received(data, addr)
             return
         if len(data) >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 §4)
             self._rtcp_datagram(data, addr)
@@ -1459,6 +1502,9 @@ class MediaStream:
             return
         if is_stun(data):
             self.stun_received += 1
+            client = self._stun_clients.get("rtcp")
+            if client is not None:
+                client.received(data, addr)
             return
         if self._srtp is not None:
             plain = self._srtp.unprotect_rtcp(data)

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
+import socket
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -35,6 +37,8 @@ from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
+from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
+from skinnysip.net.stun import StunError, parse_server
 from skinnysip.net.trace import to_wire_messages
 from skinnysip.phone.api import (
     Call,
@@ -178,6 +182,13 @@ class SIPAccount:
     cancelled, would otherwise hold a call slot for good); None: ring until the caller
     cancels. An INVITE's own ``Expires`` ends the ringing sooner, with 487 Request Terminated
     (RFC 3261 §13.3.1). ``ValueError`` from :meth:`SIPPhone.__init__` when ≤ 0.
+    ``stun_server``: ``host[:port]`` (port 3478 by default) of a STUN server outside the NAT
+    this phone is behind: each call's RTP and RTCP sockets ask it where it sees them (RFC 8489
+    Binding) and the SDP gives those addresses (``a=rtcp``, RFC 3605, when the RTCP port is
+    not the RTP port + 1); when it does not answer the call goes on with the local address
+    and an :class:`ErrorEvent` says so. The signalling needs no STUN: the registrar's
+    ``received``/``rport`` (RFC 3581) already fix our Contact. ``ValueError`` from
+    :meth:`SIPPhone.__init__` for a malformed value.
     """
 
     aor: str
@@ -210,6 +221,7 @@ class SIPAccount:
     packet_log: bool = True
     inband_dtmf: bool = True
     ring_timeout: float | None = RING_TIMEOUT
+    stun_server: str | None = None
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -220,6 +232,31 @@ class SIPAccount:
         if uri.scheme not in ("sip", "sips") or not uri.host:
             raise ValueError("aor: a sip: or sips: URI with a host is needed")
         return uri
+
+
+def _with_rtcp(sdp: SessionDescription, media: MediaStream) -> SessionDescription:
+    """Add ``a=rtcp`` (RFC 3605) to ``sdp``'s first stream when the RTCP port we give (a NAT's
+    mapping, :attr:`MediaStream.advertised`) is not the RTP port + 1 and RTCP is not muxed."""
+    ip, port, rtcp = media.advertised
+    if sdp.media and rtcp != port + 1 and sdp.media[0].attribute("rtcp-mux") is None:
+        sdp.media[0].attributes.append(("rtcp", f"{rtcp} IN {'IP6' if ':' in ip else 'IP4'} {ip}"))
+    return sdp
+
+
+async def _addresses(host: str, timeout: float) -> list[str]:
+    """``host``'s IP addresses (an IP literal as it is; a name through ``getaddrinfo``
+    within ``timeout`` s). ``OSError`` when it does not resolve."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except TimeoutError:
+        raise OSError(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _ring_limit(request: Request, ring_timeout: float | None) -> tuple[float, int, str] | None:
@@ -470,6 +507,7 @@ class SIPPhone(Phone):
             raise ValueError("max_calls: at least 1")
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
+        self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -836,6 +874,8 @@ class SIPPhone(Phone):
                                         on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                         ports=acc.rtp_ports, inband_dtmf=acc.inband_dtmf)
         stream.packet_log.enabled = acc.packet_log
+        if acc.stun_server is not None:
+            await self._map_through_stun(call, stream)
         if acc.soundcard is not None:
             from skinnysip.net.soundcard import attach
 
@@ -846,6 +886,28 @@ class SIPPhone(Phone):
                 raise
         return stream
 
+    async def _map_through_stun(self, call: SIPCall, stream: MediaStream) -> None:
+        """Learn where the account's STUN server sees ``stream``'s sockets, for the SDP
+        (:meth:`MediaStream.map_through_stun`). A failure (no answer, a name that does not
+        resolve or that the target policy refuses, no address of the stream's family) is an
+        :class:`ErrorEvent`, and the call goes on with the local address."""
+        assert self._stun is not None
+        host, port = self._stun
+        timeout = min(self.account.timeout, STUN_TIMEOUT)
+        six = ":" in stream.local_ip
+        try:
+            if self.policy is not None:
+                addresses = await self.policy.resolve(host, timeout=timeout)
+            else:
+                addresses = await _addresses(host, timeout)
+            server = next((a for a in addresses if (":" in a) == six), None)
+            if server is None:
+                raise StunError(f"STUN server {host} has no IPv{6 if six else 4} address")
+            await stream.map_through_stun((server, port), timeout=timeout)
+        except (StunError, target_policy.TargetRefused, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.emit(ErrorEvent(f"call {call.id}: {reason}; the SDP gives the local address"))
+
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         assert call.media is not None
         call.sdp_version += 1
@@ -853,9 +915,10 @@ class SIPPhone(Phone):
         crypto = None
         if a is not None and a.srtp_suite is not None and a.srtp_local_key is not None:
             crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
-        offer = audio_offer_for(call.media.local_ip, call.media.local_port, direction=direction,
-                                session_id=call.session_id, version=call.sdp_version, srtp=self.account.srtp,
-                                crypto=crypto, codecs=self.codecs)
+        ip, port, _ = call.media.advertised
+        offer = _with_rtcp(audio_offer_for(ip, port, direction=direction, session_id=call.session_id,
+                                           version=call.sdp_version, srtp=self.account.srtp, crypto=crypto,
+                                           codecs=self.codecs), call.media)
         call.offer = call.local_sdp = offer
         return offer
 
@@ -1291,9 +1354,10 @@ class SIPPhone(Phone):
             raise PhoneError(f"call {call.id} is {call.state.value}")
         if call.remote_offer is not None:
             try:
-                answer, session = audio_answer(call.remote_offer, call.media.local_ip, call.media.local_port,
-                                               session_id=call.session_id, srtp=self.account.srtp,
-                                               codecs=self.codecs)
+                ip, port, _ = call.media.advertised
+                answer, session = audio_answer(call.remote_offer, ip, port, session_id=call.session_id,
+                                               srtp=self.account.srtp, codecs=self.codecs)
+                _with_rtcp(answer, call.media)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag)
                 await self._end(call, "488 no audio offered")
@@ -1718,11 +1782,13 @@ class SIPPhone(Phone):
             return
         try:
             offer = SessionDescription.parse(request.body)
-            answer, session = audio_answer(offer, call.media.local_ip, call.media.local_port,
+            ip, port, _ = call.media.advertised
+            answer, session = audio_answer(offer, ip, port,
                                            direction="sendonly" if call.local_hold else "sendrecv",
                                            session_id=call.session_id, version=call.sdp_version + 1,
                                            srtp=self.account.srtp, codecs=self.codecs,
                                            srtp_key=call.audio.srtp_local_key if call.audio else None)
+            _with_rtcp(answer, call.media)
         except (SDPParseError, ValueError):
             self.endpoint.respond(tx, 488)
             return

@@ -1,0 +1,134 @@
+"""STUN Binding from a media socket: the transport address a NAT maps it to (RFC 8489 §7,
+which obsoletes RFC 5389; "server reflexive" in RFC 8445's words).
+
+A phone behind a NAT puts its private address in SDP, so the far end's RTP goes nowhere.
+With a STUN server outside the NAT, each call's RTP and RTCP sockets first ask it which
+address and port it saw them from, and the SDP gives those (pjsua's ``--stun-srv``,
+baresip's ``medianat stun``). The NAT keeps the mapping while the call's RTP flows.
+
+The messages and their retransmission (RTO 500 ms, doubling, 7 requests; RFC 8489 §6.2.1)
+are aioice's (:mod:`aioice.stun`), imported only when a Binding is asked for. This module
+sends over a datagram transport that the media stream owns and reads: the stream hands
+each received datagram that :func:`skinnysip.rtp.packet.is_stun` recognises to
+:meth:`BindingClient.received`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aioice import stun as aioice_stun
+
+#: The STUN port over UDP (RFC 8489 §9).
+DEFAULT_PORT = 3478
+#: Seconds :meth:`BindingClient.mapped_address` waits for an answer by default: the first
+#: four requests (0, 0.5, 1.5, 3.5 s) and time for the last one's answer.
+DEFAULT_TIMEOUT = 5.0
+#: Binding transactions in flight on one client at most (a bound on the pending table).
+MAX_PENDING = 8
+
+Address = tuple[str, int]
+
+
+class StunError(Exception):
+    """A Binding that gave no mapped address: ``reason`` says why (no answer within the
+    deadline, an error response with its code, a response without an address)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``host[:port]``, ``[IPv6]:port`` or a bare IPv6 literal → (host, port); port
+    :data:`DEFAULT_PORT` when absent. ``ValueError`` for an empty host or a port outside
+    1-65535."""
+    value = text.strip()
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest.startswith(":") else rest
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ValueError(f"STUN server {text!r}: no host")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"STUN server {text!r}: port 1-65535")
+    return host, int(port_text)
+
+
+class BindingClient:
+    """Binding requests over a datagram socket read by someone else.
+
+    ``send(data, address)`` sends one datagram from the socket whose mapping is wanted. The
+    owner of the socket passes every datagram for which :func:`skinnysip.rtp.packet.is_stun`
+    is true to :meth:`received`.
+    """
+
+    def __init__(self, send: Callable[[bytes, Address], None]) -> None:
+        self._send = send
+        self._pending: dict[bytes, aioice_stun.Transaction] = {}
+
+    # aioice's TransactionSender protocol
+    def send_stun(self, message: Any, addr: Address) -> None:
+        self._send(bytes(message), addr)
+
+    def received(self, data: bytes, addr: Address) -> bool:
+        """Give a received STUN datagram to the transaction it answers. True if it did; a
+        malformed message or one for no pending request is dropped (False)."""
+        if not self._pending:
+            return False
+        from aioice import stun
+
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return False
+        transaction = self._pending.get(message.transaction_id)
+        if transaction is None or message.message_method != stun.Method.BINDING:
+            return False
+        transaction.response_received(message, addr)
+        return True
+
+    async def mapped_address(self, server: Address, *, timeout: float = DEFAULT_TIMEOUT) -> Address:
+        """Send Binding requests to ``server`` (an IP literal and port) until one is answered;
+        return the XOR-MAPPED-ADDRESS (or the older MAPPED-ADDRESS) it gives: (IP text, port).
+
+        Raises :class:`StunError` when no answer comes within ``timeout`` seconds (and after
+        the RFC's seven requests), for an error response (its ERROR-CODE, RFC 8489 §14.8),
+        for a success without an address, and when :data:`MAX_PENDING` Bindings are in
+        flight already. ``ValueError`` for a ``server`` that is not an IP literal."""
+        ipaddress.ip_address(server[0])
+        if len(self._pending) >= MAX_PENDING:
+            raise StunError(f"{MAX_PENDING} STUN requests are in flight already")
+        from aioice import stun
+
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        transaction = stun.Transaction(request, server, self)
+        self._pending[request.transaction_id] = transaction
+        where = f"STUN server {_hostport(server)}"
+        try:
+            async with asyncio.timeout(timeout):
+                response, _ = await transaction.run()
+        except (TimeoutError, stun.TransactionTimeout):
+            raise StunError(f"no answer from {where} within {timeout * 1000:.0f} ms") from None
+        except stun.TransactionFailed as exc:
+            code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no ERROR-CODE"))
+            raise StunError(f"{where} answered error {code} {reason}") from None
+        finally:
+            self._pending.pop(request.transaction_id, None)
+        mapped = response.attributes.get("XOR-MAPPED-ADDRESS") or response.attributes.get("MAPPED-ADDRESS")
+        if not mapped:
+            raise StunError(f"{where} answered without a mapped address")
+        return str(mapped[0]), int(mapped[1])
+
+
+def _hostport(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
