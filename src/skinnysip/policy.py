@@ -463,8 +463,8 @@ def media_refusal(address: str, policy: TargetPolicy | None, *, what: str = "med
 def sdp_media_refusal(sd: SessionDescription, policy: TargetPolicy | None, *, media: str = "audio") -> str | None:
     """Why the SDP ``sd`` (an offer or an answer) names a media destination the policy refuses:
     the ``c=`` (media-level, else session-level, RFC 4566 §5.7) of every ``m=<media>`` line with a
-    non-zero port that is not a hold address (``0.0.0.0``/``::``); None when all may be used
-    or there is no policy."""
+    non-zero port that is not a hold address (``0.0.0.0``/``::``), and the address of its
+    ``a=rtcp`` (RFC 3605) when it names one; None when all may be used or there is no policy."""
     if policy is None:
         return None
     for m in sd.media:
@@ -476,6 +476,11 @@ def sdp_media_refusal(sd: SessionDescription, policy: TargetPolicy | None, *, me
         reason = media_refusal(conn.host, policy, what="SDP c= address")
         if reason is not None:
             return reason
+        rtcp = (m.attribute("rtcp") or "").split()
+        if len(rtcp) == 4:  # RFC 3605: RTCP to another address
+            reason = media_refusal(rtcp[3], policy, what="SDP a=rtcp address")
+            if reason is not None:
+                return reason
     return None
 
 

@@ -613,7 +613,9 @@ class AudioSession:
     the RFC 4733 payload type at that same clock rate (None: not agreed);
     ``ptime`` seconds; ``direction`` what WE do (sendrecv, sendonly, recvonly, inactive; never
     sending to a peer holding with ``c=0.0.0.0``, RFC 3264 §8.4);
-    ``rtcp_mux`` both offered RFC 5761 multiplexing; ``rejected`` the m-line was refused,
+    ``rtcp_mux`` both offered RFC 5761 multiplexing; ``remote_rtcp`` where the peer's
+    ``a=rtcp`` (RFC 3605) asks for its RTCP, None: the RTP port + 1 (or the RTP port itself
+    with ``rtcp_mux``); ``rejected`` the m-line was refused,
     ``refusal`` why (when we refused it). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
     suite, ``srtp_local_key`` our master key || salt (we protect with it), ``srtp_remote_key``
     the peer's (we unprotect with it); all three None = plain RTP.
@@ -633,6 +635,7 @@ class AudioSession:
     encoding: str = "PCMU"
     clock_rate: int = 8000
     fmtp: str | None = None
+    remote_rtcp: tuple[str, int] | None = None
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
@@ -644,6 +647,31 @@ def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | No
     if conn is None or m.port == 0 or conn.host in ("0.0.0.0", "::"):
         return None
     return conn.host, m.port
+
+
+def rtcp_address(m: MediaDescription, remote: tuple[str, int] | None) -> tuple[str, int] | None:
+    """Where the stream ``m``, whose RTP goes to ``remote``, wants its RTCP: its ``a=rtcp``
+    (RFC 3605 §2.1: ``a=rtcp:port [IN IP4|IP6 address]``; without an address, the RTP one).
+    None when there is no such attribute, when it is malformed or names a host name or an
+    address of the other family than ``remote`` (RTCP then goes to the RTP port + 1, RFC
+    3550 §11), and when ``remote`` is None (nothing is sent)."""
+    value = m.attribute("rtcp")
+    if value is None or remote is None:
+        return None
+    parts = value.split()
+    if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) < 65536:
+        return None
+    if len(parts) == 1:
+        return remote[0], int(parts[0])
+    if len(parts) != 4 or parts[1] != "IN" or parts[2] not in ("IP4", "IP6"):
+        return None
+    try:
+        address = ipaddress.ip_address(parts[3])
+    except ValueError:
+        return None
+    if address.version != ipaddress.ip_address(remote[0]).version or parts[2] != f"IP{address.version}":
+        return None
+    return str(address), int(parts[0])
 
 
 def held_by_address(sd: SessionDescription, m: MediaDescription) -> bool:
@@ -795,7 +823,8 @@ def audio_answer(
         answer.media[0].port = 0
         return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal)
     session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), _what_we_do(mine, offer, m), mux,
-                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
+                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen),
+                           remote_rtcp=None if mux else rtcp_address(m, remote))
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
     return answer, session
@@ -911,7 +940,8 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
         raise ValueError(family_refusal)
     session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ours.ptime or 20, codec),
                            _what_we_do(mine, answer, m), mux,
-                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen))
+                           encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen),
+                           remote_rtcp=None if mux else rtcp_address(m, remote))
     if keys is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys
     return session

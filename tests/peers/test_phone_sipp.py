@@ -45,8 +45,11 @@ a=rtpmap:101 telephone-event/8000
 
 
 def response(status: str, tag: str = "[pid]SIPpTag01[call_number]", sdp: bool = False, extra: str = "",
-             cseq: str = "[last_CSeq:]") -> str:
-    body = SDP if sdp else "Content-Length: 0\n\n"
+             cseq: str = "[last_CSeq:]", body: str | None = None) -> str:
+    """SIPp's response: ``body`` (its Content-* lines first, as :func:`sdp_body` makes them),
+    else SIPp's SDP with ``sdp``, else none."""
+    if body is None:
+        body = SDP if sdp else "Content-Length: 0\n\n"
     return f"""  <send><![CDATA[
 SIP/2.0 {status}
 [last_Via:]
@@ -562,3 +565,28 @@ async def test_a_call_nobody_answers_or_cancels_ends(ring_timeout: float, expire
         ended = [e for e in events if isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED]
         assert [e.reason for e in ended] == [reason]
         assert not phone.calls
+
+
+async def test_the_far_ends_rtcp_attribute_is_where_our_rtcp_goes() -> None:
+    """SIPp answers with ``a=rtcp:PORT`` (RFC 3605: its RTCP is not at the RTP port + 1, as
+    behind a NAT that mapped them apart): our RTCP reports arrive at that port."""
+    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtcp.bind(("127.0.0.1", 0))
+    rtcp.setblocking(False)
+    port = rtcp.getsockname()[1]
+    answer = sdp_body(f"m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=rtcp:{port}")
+    xml = HEAD.format(name="rtcp-attribute") + recv("INVITE") + response("200 OK", body=answer) + recv("ACK") \
+        + bye_answer() + TAIL
+    try:
+        with sip_peers.sipp_uas(xml=xml) as peer:
+            async with SIPPhone(phone_account()) as phone:
+                call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+                assert await call.wait_connected(5)
+                assert call.audio is not None and call.audio.remote_rtcp == ("127.0.0.1", port)
+                loop = asyncio.get_running_loop()
+                report = await asyncio.wait_for(loop.sock_recv(rtcp, 2048), 8)  # RFC 3550: the first within ~3 s
+                await call.hangup()
+            assert peer.finish().successful_calls == 1
+    finally:
+        rtcp.close()
+    assert report[0] >> 6 == 2 and report[1] in (200, 201)  # an RTCP SR or RR (RFC 3550 §6.4)

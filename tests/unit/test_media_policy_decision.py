@@ -100,3 +100,13 @@ def test_sccp_phone_keeps_the_policy_it_was_made_under() -> None:
 def test_warning_header_quotes_the_reason() -> None:
     """RFC 3261 §20.43: warn-code SP warn-agent SP quoted-string."""
     assert _warning('a "b" \\ c') == ("Warning", '399 skinnysip "a \\"b\\" \\\\ c"')
+
+
+def test_an_rtcp_attribute_naming_another_address_is_a_destination_too() -> None:
+    """RFC 3605: ``a=rtcp:port IN IP4 address`` sends RTCP elsewhere than the c= address."""
+    sdp = _sdp("127.0.0.1", [("audio", 4000, None)])
+    sdp.media[0].attributes.append(("rtcp", "4001 IN IP4 127.0.0.2"))
+    reason = sdp_media_refusal(sdp, DENY_2)
+    assert reason is not None and reason.startswith("SDP a=rtcp address 127.0.0.2 refused")
+    sdp.media[0].attributes[-1] = ("rtcp", "4001")  # the c= address, another port: nothing new
+    assert sdp_media_refusal(sdp, DENY_2) is None

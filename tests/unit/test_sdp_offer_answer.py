@@ -165,3 +165,26 @@ def test_a_dual_stack_phone_answers_in_the_offers_family(c_line: str, local: str
     offer = sdp.SessionDescription.parse(f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc={c_line}\r\nt=0 0\r\n"
                                          "m=audio 4000 RTP/AVP 0\r\n".encode())
     assert media_ip_for(offer, local) == expected
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    (None, None),
+    ("a=rtcp:53020", ("192.0.2.10", 53020)),  # RFC 3605 §2.1: the RTP address, another port
+    ("a=rtcp:53020 IN IP4 198.51.100.7", ("198.51.100.7", 53020)),
+    ("a=rtcp:53020 IN IP6 2001:db8::7", None),  # another family than the RTP address
+    ("a=rtcp:53020 IN IP4 rtcp.example.net", None),  # a name: RTCP stays at the RTP port + 1
+    ("a=rtcp:0", None),
+    ("a=rtcp:x", None),
+    ("a=rtcp:53020 IN IP4", None),
+])
+def test_the_far_ends_rtcp_attribute(line: str | None, expected: tuple[str, int] | None) -> None:
+    audio_only = BARESIP_OFFER.split("m=video")[0].replace("a=rtcp-mux\r\n", "")
+    offer_text = audio_only + (line + "\r\n" if line else "")
+    answer, session = audio_answer(SessionDescription.parse(offer_text.encode()), "192.0.2.1", 30000)
+    assert session.remote == ("192.0.2.10", 40000) and session.remote_rtcp == expected
+    ours = audio_offer_for("192.0.2.1", 30000)
+    answer_text = (answer.to_bytes().decode().replace("192.0.2.1", "192.0.2.10").replace("m=audio 30000", "m=audio 40000")
+                   + (line + "\r\n" if line else ""))
+    assert negotiate(ours, SessionDescription.parse(answer_text.encode())).remote_rtcp == expected
+    mux = SessionDescription.parse((offer_text + "a=rtcp-mux\r\n").encode())
+    assert audio_answer(mux, "192.0.2.1", 30000)[1].remote_rtcp is None  # muxed: RTCP on the RTP port

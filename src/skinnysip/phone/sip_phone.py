@@ -1161,11 +1161,15 @@ class SIPPhone(Phone):
         self._session_from_response(call, response)
 
     def _media_refusal(self, session: AudioSession | None) -> str | None:
-        """Why the phone's target policy forbids sending RTP where ``session`` says (the SDP
-        ``c=``/``m=`` address of the far end), or None (:func:`skinnysip.policy.media_refusal`)."""
+        """Why the phone's target policy forbids sending RTP or RTCP where ``session`` says (the
+        SDP ``c=``/``m=`` address of the far end, its ``a=rtcp`` one), or None
+        (:func:`skinnysip.policy.media_refusal`)."""
         if session is None or session.remote is None:
             return None
-        return target_policy.media_refusal(session.remote[0], self.policy, what="SDP c= address")
+        refused = target_policy.media_refusal(session.remote[0], self.policy, what="SDP c= address")
+        if refused is None and session.remote_rtcp is not None:
+            refused = target_policy.media_refusal(session.remote_rtcp[0], self.policy, what="SDP a=rtcp address")
+        return refused
 
     def _apply_media(self, call: SIPCall) -> None:
         if call.media is None or call.audio is None:
@@ -1178,7 +1182,7 @@ class SIPPhone(Phone):
         call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
         call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
                                      direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux,
-                                     srtp=SRTPConfig.from_audio(a)))
+                                     remote_rtcp=a.remote_rtcp, srtp=SRTPConfig.from_audio(a)))
 
     async def _cancel(self, call: SIPCall) -> None:
         """CANCEL our pending INVITE (§9.1); the 487 ends the call. Before any provisional
