@@ -119,12 +119,12 @@ async def far_end(topology: netns.NatTopology) -> AsyncIterator[object]:
         yield phone
 
 
-async def our_call(topology: netns.NatTopology, record: Path, *extra: str) -> tuple[list[dict], str]:
-    """Our phone in the LAN calls 1002 for 4 s: (its JSON events, its stderr)."""
+async def our_call(topology: netns.NatTopology, record: Path, *extra: str, target: str = "1002") -> tuple[list[dict], str]:
+    """Our phone in the LAN calls ``target`` for 4 s: (its JSON events, its stderr)."""
     record.mkdir()
     proc = await asyncio.create_subprocess_exec(
         *netns.ns_exec(topology.lan), sys.executable, "-m", "skinnysip", "phone", f"sip:1001@{DOMAIN}",
-        "--registrar", f"{WAN_IP}:5060", "--password", PASSWORDS["1001"], "--call", f"sip:1002@{DOMAIN}",
+        "--registrar", f"{WAN_IP}:5060", "--password", PASSWORDS["1001"], "--call", f"sip:{target}@{DOMAIN}",
         "--duration", "4", "--tone", str(OUR_TONE), "--record", str(record), "--json",
         "--pcap", str(record / "call.pcapng"), *extra,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -153,3 +153,14 @@ async def test_behind_a_nat_stun_lets_the_far_ends_audio_in(topology: netns.NatT
         assert heard >= 0.85, (heard, stderr[-1500:])
     else:
         assert heard < 0.05, heard
+
+
+@pytest.mark.usefixtures("wan_servers")
+async def test_the_labs_echo_latches_onto_a_phone_behind_a_nat(topology: netns.NatTopology, tmp_path: Path) -> None:
+    """Without STUN our SDP gives the LAN address, which the WAN cannot reach; the lab's echo
+    (600) sends to where our RTP comes from (latching, RFC 7362 §4) — the NAT's public side,
+    the address our INVITE came from — so we hear ourselves."""
+    events, stderr = await our_call(topology, tmp_path / "rec", target="600")
+    assert not [e for e in events if e.get("type") == "error"], events
+    [rx] = (tmp_path / "rec").glob("*-rx.wav")
+    assert share_of(rx, OUR_TONE, skip=1.0) >= 0.8, stderr[-1500:]

@@ -727,6 +727,16 @@ class MediaStream:
         self.rtcp_port = 0
         #: (IP, RTP port, RTCP port) a STUN server saw our sockets at (:meth:`map_through_stun`)
         self.public: tuple[str, int, int] | None = None
+        #: latching (RFC 7362 §4): after each :meth:`apply`, the source of the first RTP (and of
+        #: the first RTCP) packet becomes where we send, when it differs from the configured
+        #: remote — a far end behind a NAT that gave its private address in SDP. ``latch_refusal``
+        #: (IP → why not, or None) vets such a source first (a target policy).
+        self.latch = False
+        self.latch_refusal: Callable[[str], str | None] | None = None
+        #: the RTP and RTCP sources latched to, while the current config lasts
+        self.latched: Address | None = None
+        self.latched_rtcp: Address | None = None
+        self._latch_tried = self._latch_rtcp_tried = False
         self._stun_clients: dict[str, BindingClient] = {}
         self.name = name
         self.config = MediaConfig()
@@ -990,6 +1000,8 @@ class MediaStream:
         else:
             self._srtp.update(config.srtp)
         self.config = config
+        self.latched = self.latched_rtcp = None
+        self._latch_tried = self._latch_rtcp_tried = False
 
     @property
     def sending(self) -> bool:
@@ -1358,6 +1370,12 @@ class MediaStream:
         self.packets_received += 1
         self.octets_received += len(packet.payload)
         self.remote_seen = addr
+        if self.latch and not self._latch_tried:
+            decision = self._latch_decision(addr, self.config.remote)
+            self._latch_tried = decision is not False
+            if decision:
+                self.latched = addr
+                self.config = replace(self.config, remote=addr)
         self._last_rx = now
         self._peer_sent_recently = True
         self.stats.update(packet, now)
@@ -1375,6 +1393,21 @@ class MediaStream:
                 self._reflect(packet)
         else:
             self.unknown_payload_types += 1
+
+    def _latch_decision(self, source: Address, configured: Address | None) -> bool | None:
+        """Latching on a packet from ``source``: True, send to it from now on; None, there is
+        nothing to do (no remote configured — on hold —, or it is the source), latching is
+        over until the next :meth:`apply`; False, refused (the other IP family, or
+        ``latch_refusal`` names a reason): wait for a packet from elsewhere."""
+        if configured is None or source == configured:
+            return None
+        if ipaddress.ip_address(source[0]).version != ipaddress.ip_address(self.local_ip).version:
+            return False
+        refused = self.latch_refusal(source[0]) if self.latch_refusal is not None else None
+        if refused is not None:
+            log.info("media stream %s: not latching to %s: %s", self.name, source, refused)
+            return False
+        return True
 
     def _reflect(self, packet: RTPPacket) -> None:
         """``echo_payload``: send ``packet``'s payload back at once under our SSRC and sequence
@@ -1518,6 +1551,12 @@ class MediaStream:
             return
         self.rtcp_received += 1
         self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
+        if self.latch and not self._latch_rtcp_tried and not self.config.rtcp_mux:
+            decision = self._latch_decision(addr, self.config.rtcp_target)
+            self._latch_rtcp_tried = decision is not False
+            if decision:
+                self.latched_rtcp = addr
+                self.config = replace(self.config, remote_rtcp=addr)
         for packet in packets:
             if isinstance(packet, SenderReport):
                 self.peer.ssrc = packet.ssrc

@@ -189,6 +189,10 @@ class SIPAccount:
     and an :class:`ErrorEvent` says so. The signalling needs no STUN: the registrar's
     ``received``/``rport`` (RFC 3581) already fix our Contact. ``ValueError`` from
     :meth:`SIPPhone.__init__` for a malformed value.
+    ``latch_media``: send each call's RTP (and RTCP) to where the far end's first packet came
+    from when that is not where its SDP says (latching, RFC 7362 §4; Asterisk's
+    ``rtp_symmetric``, FreeSWITCH's auto-adjust): a server's answer to far ends behind a NAT
+    that give their private address. The target policy vets the source first.
     """
 
     aor: str
@@ -222,6 +226,7 @@ class SIPAccount:
     inband_dtmf: bool = True
     ring_timeout: float | None = RING_TIMEOUT
     stun_server: str | None = None
+    latch_media: bool = False
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -232,6 +237,34 @@ class SIPAccount:
         if uri.scheme not in ("sip", "sips") or not uri.host:
             raise ValueError("aor: a sip: or sips: URI with a host is needed")
         return uri
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        return text.lower()
+
+
+def _signalling_sources(call: SIPCall) -> set[str]:
+    """The far end's IP addresses as the signalling shows them; latching accepts RTP only
+    from these, as a NAT sends RTP from the address it sends SIP from (the RTP bleed attack,
+    a stranger's packets arriving first, wins nothing). For a call placed to us: the
+    ``received`` (else sent-by) of the INVITE's last Via, the one its UA added and a proxy
+    marked with the NAT's address (RFC 3261 §18.2.1), and the address it came from; for any
+    call, the host of the far end's Contact."""
+    sources: set[str] = set()
+    if call.direction is CallDirection.INCOMING and call.invite is not None:
+        with contextlib.suppress(SIPParseError):
+            vias = call.invite.vias
+            if vias:
+                sources.add(_normal_ip(vias[-1].params.get("received") or vias[-1].host))
+        if call.flow is not None:
+            sources.add(_normal_ip(call.flow.remote[0]))
+    if call.dialog is not None:
+        with contextlib.suppress(SIPParseError):
+            sources.add(_normal_ip(SipURI.parse(call.dialog.remote_target).host))
+    return sources
 
 
 def _with_rtcp(sdp: SessionDescription, media: MediaStream) -> SessionDescription:
@@ -874,6 +907,17 @@ class SIPPhone(Phone):
                                         on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                         ports=acc.rtp_ports, inband_dtmf=acc.inband_dtmf)
         stream.packet_log.enabled = acc.packet_log
+        if acc.latch_media:
+            policy = self.policy
+
+            def latch_refusal(ip: str) -> str | None:
+                sources = _signalling_sources(call)
+                if _normal_ip(ip) not in sources:  # RTP bleed: a stranger's packets must not win
+                    return f"{ip} is not where the call's signalling came from ({', '.join(sorted(sources))})"
+                return target_policy.media_refusal(ip, policy, what="RTP source")
+
+            stream.latch = True
+            stream.latch_refusal = latch_refusal
         if acc.stun_server is not None:
             await self._map_through_stun(call, stream)
         if acc.soundcard is not None:
