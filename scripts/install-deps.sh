@@ -22,6 +22,7 @@ command -v twinkle-console >/dev/null 2>&1 || need_apt+=(twinkle-console)
 command -v sngrep >/dev/null 2>&1 || need_apt+=(sngrep)  # reads our pcapng files back (test_pcap_sngrep.py)
 command -v svcrack >/dev/null 2>&1 || need_apt+=(sipvicious)  # scans the lab (test_lab_sipvicious.py)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)  # the STUN server (test_phone_stun_nat.py)
+ls /usr/lib/*/kamailio/modules/presence_mwi.so >/dev/null 2>&1 || need_apt+=(kamailio-presence-modules)  # MWI notifier
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test namespaces (tests/netns.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

@@ -5,7 +5,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
-  "ringTimeout", "stunServer", "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
+  "ringTimeout", "stunServer", "mwi", "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
   goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
@@ -232,6 +232,8 @@ class SIPPhoneBody(_Body):
     ring_timeout: int = Field(int(RING_TIMEOUT * 1000), ge=1000, le=3600000,
                               description="ms an incoming call rings unanswered before it is refused 480 (an "
                               "INVITE's own Expires ends it sooner, 487).")
+    mwi: bool = Field(False, description="Subscribe to the mailbox's message-waiting state (SUBSCRIBE "
+                      "message-summary, RFC 3842, refreshed); its NOTIFYs are messageWaiting events.")
     stun_server: str | None = Field(None, max_length=300, description="host[:port] of a STUN server outside "
                                     "the phone's NAT: each call's SDP gives the address it sees the RTP socket "
                                     "at (RFC 8489; port 3478 by default).", json_schema_extra=DOMAIN_SCHEMA)
@@ -281,7 +283,7 @@ class SIPPhoneBody(_Body):
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
                           ring_timeout=self.ring_timeout / 1000,
-                          stun_server=self.stun_server,
+                          stun_server=self.stun_server, mwi=self.mwi,
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           timeout=self.timeout / 1000,
                           rtp_ports=_port_pair(self.rtp_ports))

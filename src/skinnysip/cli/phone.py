@@ -139,6 +139,8 @@ class PhoneCommand(Command):
 @option("--stun", "stun_server", metavar="HOST[:PORT]",
         help="STUN server outside your NAT: each call's SDP gives the address it sees the RTP socket at "
              "(RFC 8489; port 3478 by default; SIP).")
+@option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
+        "message-summary, RFC 3842, refreshed; SIP).")
 @option("--call", help="Place one call to TARGET.")
 @option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
 @option("--play", help="WAV file to send [default: a 440 Hz tone].")
@@ -159,7 +161,7 @@ def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
-    auto_answer: float | None, ring_timeout: float, stun_server: str | None,
+    auto_answer: float | None, ring_timeout: float, stun_server: str | None, mwi: bool,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
     pcap: str | None,
@@ -221,7 +223,7 @@ def phone_cmd(
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
-                         stun_server=stun_server, source=play or f"tone:{tone}",
+                         stun_server=stun_server, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports)
         acc.uri()

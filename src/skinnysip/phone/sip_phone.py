@@ -54,6 +54,7 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
+from skinnysip.phone.mwi_subscription import MWISubscription
 from skinnysip.result import WireMessage
 from skinnysip.rtp import audio
 from skinnysip.rtp.codecs import payload_types
@@ -193,6 +194,10 @@ class SIPAccount:
     from when that is not where its SDP says (latching, RFC 7362 §4; Asterisk's
     ``rtp_symmetric``, FreeSWITCH's auto-adjust): a server's answer to far ends behind a NAT
     that give their private address. The target policy vets the source first.
+    ``mwi``: subscribe to the mailbox's message-waiting state (SUBSCRIBE ``message-summary``,
+    RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.mwi_subscription`), at
+    ``mwi_uri`` (default the AOR); its NOTIFYs become :class:`MessageWaiting` events. Without
+    it, unsolicited NOTIFYs are still heard.
     """
 
     aor: str
@@ -227,6 +232,8 @@ class SIPAccount:
     ring_timeout: float | None = RING_TIMEOUT
     stun_server: str | None = None
     latch_media: bool = False
+    mwi: bool = False
+    mwi_uri: str | None = None
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -562,6 +569,9 @@ class SIPPhone(Phone):
         self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
         self._reg_task: asyncio.Task[None] | None = None
         self._ka_task: asyncio.Task[None] | None = None
+        #: the message-waiting subscription (``SIPAccount.mwi``; RFC 3842), None without one
+        self.mwi: MWISubscription | None = None
+        self._mwi_task: asyncio.Task[None] | None = None
         self._remove_handler: Any = None
         self.messages: list[dict[str, str]] = []
         #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
@@ -591,6 +601,9 @@ class SIPPhone(Phone):
             await self.register()  # and keeps refreshing it
         if self.flow is not None:
             self._ka_task = self._spawn(self._keepalive_loop())
+        if acc.mwi:
+            self.mwi = MWISubscription(self, self.target_uri(acc.mwi_uri) if acc.mwi_uri else str(self.aor))
+            self._mwi_task = self._spawn(self.mwi.run())
 
     async def close(self) -> None:
         """Hang up every call, unregister, close the sockets (idempotent)."""
@@ -600,6 +613,10 @@ class SIPPhone(Phone):
             with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError, TimeoutError):
                 await asyncio.wait_for(call.hangup(), 5)
             await self._end(call, "phone closed")
+        if self._mwi_task is not None:
+            self._mwi_task.cancel()
+        if self.mwi is not None:
+            await self.mwi.unsubscribe()
         for task in (self._reg_task, self._ka_task):
             if task is not None:
                 task.cancel()
@@ -1771,6 +1788,9 @@ class SIPPhone(Phone):
                 self._unsolicited_notify(event)
                 return True
             return False  # OPTIONS and the rest: the endpoint's UAS core
+        if self.mwi is not None and self.mwi.owns(request):
+            self.mwi.notify_received(event)
+            return True
         call = self._call_for(request)
         if call is None:
             return False  # 481

@@ -1,0 +1,210 @@
+"""The SIP phone's message-waiting subscription: SUBSCRIBE to the ``message-summary`` event
+package (RFC 3842) of its mailbox, kept alive by refreshes, as the subscriber of RFC 6665 —
+what pjsua's ``--mwi`` and baresip's ``mwi`` module do. Voicemail servers that notify only
+subscribers (Kamailio's ``presence_mwi``, most IP-PBXs unless told otherwise) need it; the
+unsolicited NOTIFYs that others send are handled by the phone without a subscription.
+
+Each NOTIFY of the subscription is answered 200 and, when it carries a summary, becomes a
+:class:`~skinnysip.phone.api.MessageWaiting` event. Failures are
+:class:`~skinnysip.phone.api.ErrorEvent` events; the subscription is tried again later.
+Every wait has a deadline and the retries are spaced (at least :data:`RETRY_INTERVAL` s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from skinnysip.net.sip_endpoint import USER_AGENT, SIPTransportError
+from skinnysip.phone.api import ErrorEvent, MessageWaiting, PhoneError
+from skinnysip.sip.dialog import Dialog, dialog_id
+from skinnysip.sip.message import Request, SIPParseError
+from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
+from skinnysip.sip.request import new_call_id, new_request
+from skinnysip.sip.uri import NameAddr, SipURI
+
+if TYPE_CHECKING:
+    from skinnysip.phone.sip_phone import SIPPhone
+    from skinnysip.sip.transaction import Flow
+    from skinnysip.sip.transactions import RequestReceived
+
+#: Seconds a subscription is asked for (RFC 3842 §5 suggests nothing; servers pick ~3600).
+EXPIRES = 3600
+#: Seconds before trying again after a failed SUBSCRIBE or a terminated subscription.
+RETRY_INTERVAL = 60.0
+#: Seconds between two new SUBSCRIBEs at least (a notifier that terminates every
+#: subscription at once does not make a loop of them).
+MIN_SPACING = 5.0
+EVENT = "message-summary"
+ACCEPT = "application/simple-message-summary"
+
+
+class MWISubscription:
+    """The subscriber side of one ``message-summary`` subscription (RFC 6665 §4.1) to
+    ``uri`` (the mailbox: the phone's AOR unless the account names another).
+
+    ``state``: ``"init"`` (nothing sent), ``"pending"``/``"active"`` (the notifier's last
+    Subscription-State), ``"terminated"``, or ``"failed"`` (the last SUBSCRIBE was refused;
+    ``reason`` says how). ``expires_at``: the monotonic time the subscription ends unless
+    refreshed.
+    """
+
+    def __init__(self, phone: SIPPhone, uri: str, expires: int = EXPIRES) -> None:
+        self.phone = phone
+        self.uri = uri
+        self.expires = expires
+        self.state = "init"
+        self.reason = ""
+        self.expires_at: float | None = None
+        self.dialog: Dialog | None = None
+        self._call_id = new_call_id()
+        self._tag = secrets.token_hex(6)
+        self._wake = asyncio.Event()
+
+    # -- what the phone's loop runs ------------------------------------------------------------
+    async def run(self) -> None:
+        """Subscribe, refresh before expiry, subscribe again after a failure or a
+        termination, until cancelled (at :meth:`SIPPhone.close`)."""
+        while True:
+            started = time.monotonic()
+            granted = await self._subscribe(self.expires)
+            if granted is None:
+                delay = RETRY_INTERVAL
+            else:  # RFC 6665 §4.1.2.2: refresh before the granted time runs out
+                delay = max(1.0, min(granted * 0.8, granted - 5.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            await asyncio.sleep(max(0.0, started + MIN_SPACING - time.monotonic()))
+
+    async def unsubscribe(self, timeout: float = 3.0) -> None:
+        """SUBSCRIBE with Expires 0 in the dialog (RFC 6665 §4.1.2.3), bounded by ``timeout``
+        seconds; nothing when there is no subscription."""
+        if self.dialog is None or self.state in ("terminated", "failed"):
+            return
+        with contextlib.suppress(TimeoutError, PhoneError, SIPTransportError, SIPParseError, ValueError):
+            await asyncio.wait_for(self._subscribe(0), timeout)
+        self.state = "terminated"
+        self.dialog = None
+
+    async def _subscribe(self, expires: int) -> int | None:
+        """One SUBSCRIBE (a new one, or a refresh in the dialog): the granted seconds on a
+        2xx, None after a failure (reported as an ErrorEvent)."""
+        phone = self.phone
+        try:
+            flow = await phone._flow_for(self.uri)
+            request = self._request(flow, expires)
+            outcome = await phone.endpoint.transact(request, flow, timeout=phone.account.timeout,
+                                                    credentials=phone.credentials)
+        except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
+            self._failed(f"SUBSCRIBE {EVENT}: {getattr(exc, 'reason', None) or exc}")
+            return None
+        response = outcome.response
+        if response is None:
+            self._failed(f"SUBSCRIBE {EVENT}: {outcome.error}")
+            return None
+        code = response.status_code
+        if self.dialog is not None:
+            self.dialog.local_cseq = max(self.dialog.local_cseq or 0, outcome.request.cseq[0])
+        if code == 423 and expires:  # RFC 6665 §4.1.2.1: ask again for at least Min-Expires
+            minimum = (response.headers.get("Min-Expires") or "").strip()
+            if minimum.isdigit() and expires < int(minimum) <= 86400:
+                self.expires = int(minimum)
+                return await self._subscribe(self.expires)
+        if code == 481 and self.dialog is not None:  # the notifier forgot us: a new subscription
+            self.dialog = None
+            self._call_id = new_call_id()
+            return await self._subscribe(expires) if expires else None
+        if not 200 <= code < 300:
+            self._failed(f"SUBSCRIBE {EVENT} refused: {response.summary}")
+            return None
+        if self.dialog is None:
+            try:
+                self.dialog = Dialog.uac(outcome.request, response)
+            except (SIPParseError, ValueError) as exc:
+                self._failed(f"SUBSCRIBE {EVENT}: {getattr(exc, 'reason', None) or exc}")
+                return None
+        value = (response.headers.get("Expires") or "").strip()
+        granted = int(value) if value.isdigit() else expires  # §4.1.2.1: a 2xx carries Expires
+        granted = min(granted, expires) if expires else 0
+        if expires == 0:
+            return 0
+        if self.state in ("init", "failed", "terminated"):
+            self.state = "pending"  # until a NOTIFY says more (§4.1.2.1)
+        self.reason = ""
+        self.expires_at = time.monotonic() + granted
+        return granted
+
+    def _request(self, flow: Flow, expires: int) -> Request:
+        phone = self.phone
+        headers = [("Event", EVENT), ("Accept", ACCEPT), ("Expires", str(expires))]
+        contact = phone._contact(flow)
+        via = phone.endpoint.via(flow)
+        if self.dialog is not None:
+            return self.dialog.request("SUBSCRIBE", via, headers=[*headers, ("User-Agent", USER_AGENT)],
+                                       contact=contact)
+        aor = phone.aor
+        local = NameAddr(phone.account.display_name, SipURI(aor.scheme, aor.user, None, aor.host, aor.port),
+                         {"tag": self._tag})
+        return new_request("SUBSCRIBE", self.uri, from_=local, to=NameAddr(None, SipURI.parse(self.uri)), via=via,
+                           call_id=self._call_id, contact=contact, route_set=phone._route_set(),
+                           user_agent=USER_AGENT, headers=headers)
+
+    def _failed(self, reason: str) -> None:
+        self.state, self.reason = "failed", reason
+        self.phone.emit(ErrorEvent(reason))
+
+    # -- NOTIFY (RFC 6665 §4.1.3) ----------------------------------------------------------------
+    def owns(self, request: Request) -> bool:
+        """True for a NOTIFY of this subscription: our Call-ID, our tag as its To tag."""
+        return request.method == "NOTIFY" and request.call_id == self._call_id and request.to_tag == self._tag
+
+    def notify_received(self, event: RequestReceived) -> None:
+        """Answer the NOTIFY: 489 for another event package, 200 (and a MessageWaiting event
+        when it carries a summary) otherwise; a ``terminated`` Subscription-State ends the
+        subscription and, unless its reason forbids it, brings the next attempt forward."""
+        request, tx = event.request, event.transaction
+        endpoint = self.phone.endpoint
+        package = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if package != EVENT:
+            endpoint.respond(tx, 489)
+            return
+        if self.dialog is None:  # §4.1.2.4: a NOTIFY may come before the 2xx; it makes the dialog
+            try:
+                self.dialog = Dialog.uas(request, self._tag)
+            except (SIPParseError, ValueError):
+                endpoint.respond(tx, 400)
+                return
+        elif self.dialog.id != dialog_id(request, local_is_from=False):
+            endpoint.respond(tx, 481)
+            return
+        else:
+            refusal = self.dialog.receive_request(request)
+            if refusal is not None:
+                endpoint.respond(tx, refusal)
+                return
+        summary = None
+        if request.body:
+            try:
+                summary = parse_message_summary(request.body)
+            except MessageSummaryError as exc:
+                endpoint.respond(tx, 400, headers=[("Warning", f'399 skinnysip "{exc}"')])
+                return
+        endpoint.respond(tx, 200)
+        state, _, params = (request.headers.get("Subscription-State") or "active").partition(";")
+        self.state = state.strip().lower() or "active"
+        if summary is not None:
+            self.phone.emit(MessageWaiting(summary.waiting, summary.account, summary.counts))
+        if self.state == "terminated":
+            self.dialog = None
+            self.expires_at = None
+            reason = next((p.split("=", 1)[1].strip().lower() for p in params.split(";")
+                           if p.strip().lower().startswith("reason=")), "")
+            self.reason = f"terminated by the notifier{f' ({reason})' if reason else ''}"
+            self.phone.emit(ErrorEvent(f"{EVENT} subscription {self.reason}"))
+            self._call_id = new_call_id()
+            if reason not in ("noresource", "rejected", "invariant"):  # §4.1.3: those ask not to retry now
+                self._wake.set()
