@@ -590,3 +590,33 @@ async def test_the_far_ends_rtcp_attribute_is_where_our_rtcp_goes() -> None:
     finally:
         rtcp.close()
     assert report[0] >> 6 == 2 and report[1] in (200, 201)  # an RTCP SR or RR (RFC 3550 §6.4)
+
+
+async def test_a_refer_without_subscription_gets_no_notify() -> None:
+    """RFC 4488: the transferor's ``Refer-Sub: false`` (our Supported lists ``norefersub``):
+    the 202 says ``Refer-Sub: false`` again, no NOTIFY follows (SIPp fails its scenario on an
+    unexpected one), and we still call the target."""
+    with sip_peers.sipp_uas("answer") as target:
+        port = free_port(socket.SOCK_DGRAM)
+        refer = uac_in_dialog("REFER", 2, to="To:[$to]", headers=(
+            f"Contact: <sip:sipp@[local_ip]:[local_port]>\nRefer-To: <sip:target@127.0.0.1:{target.port}>\n"
+            "Refer-Sub: false\n")) + """  <recv response="202">
+    <action><ereg regexp="false" search_in="hdr" header="Refer-Sub:" check_it="true" assign_to="nosub"/></action>
+  </recv>
+"""
+        answered = """  <recv response="200" rrs="true">
+    <action><ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="to"/></action>
+  </recv>
+"""
+        xml = (HEAD.format(name="transferor-norefersub") + uac_invite(port) + recv("180", True) + answered
+               + uac_ack(port, for_2xx=True) + '  <pause milliseconds="500"/>\n' + refer
+               + '  <pause milliseconds="2500"/>\n' + uac_in_dialog("BYE", 3, to="To:[$to]") + recv("200")
+               + '  <Reference variables="nosub"/>\n' + TAIL)
+        async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+            result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+            assert result.returncode == 0, result.errors or result.screen
+            referred = [c for c in phone.calls if c.remote == f"sip:target@127.0.0.1:{target.port}"]
+            assert referred and referred[0].state is CallState.CONFIRMED, [(c.remote, c.state) for c in phone.calls]
+            assert not [r for r in phone.endpoint.trace if r.summary.startswith("NOTIFY")]
+            await referred[0].hangup()
+        assert target.finish().successful_calls == 1

@@ -106,13 +106,14 @@ def test_server_text() -> None:
 
 
 
-@pytest.mark.parametrize("server", ["silent", "coturn"])
+@pytest.mark.parametrize("server", ["silent", "coturn", "unresolvable"])
 async def test_the_phones_offer_with_a_stun_server(coturn: int, server: str) -> None:
     """Our phone's offer gives the mapped address when the STUN server answers; when it does
     not, the call goes on with the local address and an ErrorEvent says why (SIPp answers)."""
     port = coturn if server == "coturn" else free_port()
+    host = "stun.invalid" if server == "unresolvable" else "127.0.0.1"
     account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, listen_host="127.0.0.1",
-                         stun_server=f"127.0.0.1:{port}", timeout=1.5)
+                         stun_server=f"{host}:{port}", timeout=1.5)
     with sip_peers.sipp_uas("answer") as peer:
         async with SIPPhone(account) as phone:
             call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
@@ -127,7 +128,10 @@ async def test_the_phones_offer_with_a_stun_server(coturn: int, server: str) -> 
     assert call.offer.media[0].port == call.media.local_port
     if server == "coturn":
         assert errors == [] and call.media.public == ("127.0.0.1", call.media.local_port, call.media.rtcp_port)
-    else:
+    elif server == "silent":
         assert errors == [f"call {call.id}: no answer from STUN server 127.0.0.1:{port} within 1500 ms; "
                           "the SDP gives the local address"]
         assert call.media.public is None
+    else:  # RFC 6761 §6.4: no DNS query leaves for it
+        assert errors == [f"call {call.id}: cannot resolve 'stun.invalid': no such host (names under .invalid "
+                          "never resolve, RFC 6761 §6.4); the SDP gives the local address"]

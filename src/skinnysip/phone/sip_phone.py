@@ -288,6 +288,8 @@ async def _addresses(host: str, timeout: float) -> list[str]:
     within ``timeout`` s). ``OSError`` when it does not resolve."""
     with contextlib.suppress(ValueError):
         return [str(ipaddress.ip_address(host.strip("[]")))]
+    if target_policy.is_invalid_name(host):
+        raise OSError(f"cannot resolve {host!r}: {target_policy.INVALID_NAME_REASON}")
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
@@ -1894,7 +1896,8 @@ class SIPPhone(Phone):
 
     async def _refer_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
         """We are the transferee (RFC 3515): 202, NOTIFY 100 Trying, call the Refer-To
-        target, NOTIFY its outcome; the transferor then ends the original call."""
+        target, NOTIFY its outcome; the transferor then ends the original call. With
+        ``Refer-Sub: false`` (RFC 4488) the 202 repeats it and there are no NOTIFYs."""
         refer_to = request.headers.get("Refer-To")
         try:
             uri = SipURI.parse(str(NameAddr.parse(refer_to or "").uri))
@@ -1907,8 +1910,12 @@ class SIPPhone(Phone):
         if request.headers.get("Referred-By"):
             headers.append(("Referred-By", request.headers.get("Referred-By") or ""))
         target = str(replace(uri, headers={}))
-        self.endpoint.respond(tx, 202)
-        await self._notify_sipfrag(call, "SIP/2.0 100 Trying", active=True)
+        # RFC 4488 §4: "Refer-Sub: false", which we support ("norefersub"), asks for no implicit
+        # subscription: the 2xx says so again and no NOTIFY follows
+        subscribe = (request.headers.get("Refer-Sub") or "true").strip().lower() != "false"
+        self.endpoint.respond(tx, 202, headers=None if subscribe else [("Refer-Sub", "false")])
+        if subscribe:
+            await self._notify_sipfrag(call, "SIP/2.0 100 Trying", active=True)
         try:
             new = await self.call(target, headers=headers)
             ok = await new.wait_connected(60.0)
@@ -1917,8 +1924,9 @@ class SIPPhone(Phone):
                 frag = "SIP/2.0 480 Temporarily Unavailable"
         except PhoneError as exc:
             frag = f"SIP/2.0 503 Service Unavailable ({exc.reason[:60]})"
-        with contextlib.suppress(Exception):
-            await self._notify_sipfrag(call, frag, active=False)
+        if subscribe:
+            with contextlib.suppress(Exception):
+                await self._notify_sipfrag(call, frag, active=False)
 
     async def _notify_sipfrag(self, call: SIPCall, frag: str, *, active: bool) -> None:
         if call.state is CallState.TERMINATED:
