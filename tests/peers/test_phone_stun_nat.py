@@ -141,7 +141,7 @@ async def test_behind_a_nat_stun_lets_the_far_ends_audio_in(topology: netns.NatT
         events, stderr = await our_call(topology, tmp_path / "rec", *(["--stun", WAN_IP] if stun else []))
         await theirs.wait_event("CALL_CLOSED", timeout=15)  # type: ignore[attr-defined]
         baresip_heard = share_of(theirs.recordings()["dec"], OUR_TONE, skip=0.5)  # type: ignore[attr-defined]
-    assert not [e for e in events if e.get("type") == "error"], events
+    assert events and not [e for e in events if e.get("event") == "error"], events
     [rx] = (tmp_path / "rec").glob("*-rx.wav")
     heard = share_of(rx, THEIR_TONE, skip=0.5)
     assert baresip_heard >= 0.85  # the NAT lets our RTP out either way
@@ -161,6 +161,6 @@ async def test_the_labs_echo_latches_onto_a_phone_behind_a_nat(topology: netns.N
     (600) sends to where our RTP comes from (latching, RFC 7362 §4) — the NAT's public side,
     the address our INVITE came from — so we hear ourselves."""
     events, stderr = await our_call(topology, tmp_path / "rec", target="600")
-    assert not [e for e in events if e.get("type") == "error"], events
+    assert events and not [e for e in events if e.get("event") == "error"], events
     [rx] = (tmp_path / "rec").glob("*-rx.wav")
     assert share_of(rx, OUR_TONE, skip=1.0) >= 0.8, stderr[-1500:]

@@ -134,7 +134,7 @@ class PhoneCommand(Command):
 @option("--expires", default=600, type=click.IntRange(10, 86400), help="Registration expiry asked for, s.")
 @option("--auto-answer", type=FloatRange(0, 3600),
         help="Answer calls after DELAY_S seconds [default 0 if given alone].")
-@option("--ring-timeout", default=180.0, type=FloatRange(0.1, 3600), show_default=True,
+@option("--ring-timeout", default=180.0, metavar="S", type=FloatRange(0.1, 3600), show_default=True,
         help="Seconds an incoming call rings unanswered before it is refused 480 (SIP).")
 @option("--stun", "stun_server", metavar="HOST[:PORT]",
         help="STUN server outside your NAT: each call's SDP gives the address it sees the RTP socket at "
