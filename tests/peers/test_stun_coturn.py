@@ -119,6 +119,10 @@ async def test_the_phones_offer_with_a_stun_server(coturn: int, server: str) -> 
             call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
             assert await call.wait_connected(10), call.end_reason
             await call.hangup()
+            started = time.monotonic()
+            second = await phone.call(f"sip:service@127.0.0.1:{free_port()}")
+            second_call_took = time.monotonic() - started
+            await second.hangup()
             errors = []
             while (event := await phone.next_event(0.05)) is not None:
                 if isinstance(event, ErrorEvent):
@@ -130,8 +134,10 @@ async def test_the_phones_offer_with_a_stun_server(coturn: int, server: str) -> 
         assert errors == [] and call.media.public == ("127.0.0.1", call.media.local_port, call.media.rtcp_port)
     elif server == "silent":
         assert errors == [f"call {call.id}: no answer from STUN server 127.0.0.1:{port} within 1500 ms; "
-                          "the SDP gives the local address"]
+                          "the SDP gives the local address (and for 60 s, without asking again)"]
         assert call.media.public is None
+        assert second_call_took < 1.0  # the next call did not wait for the dead server again
     else:  # RFC 6761 §6.4: no DNS query leaves for it
         assert errors == [f"call {call.id}: cannot resolve 'stun.invalid': no such host (names under .invalid "
-                          "never resolve, RFC 6761 §6.4); the SDP gives the local address"]
+                          "never resolve, RFC 6761 §6.4); the SDP gives the local address (and for 60 s, without "
+                          "asking again)"]

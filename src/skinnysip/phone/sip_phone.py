@@ -28,6 +28,7 @@ import contextlib
 import ipaddress
 import random
 import socket
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -111,6 +112,8 @@ MAX_CALLS = 32
 #: minutes, a proxy's Timer C (RFC 3261 §16.6 step 11: "greater than 3 minutes") and more
 #: than any PBX's ring time.
 RING_TIMEOUT = 180.0
+#: Seconds after a failed STUN Binding during which calls use the local address at once.
+STUN_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 3
 KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
 
@@ -550,6 +553,7 @@ class SIPPhone(Phone):
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
         self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
+        self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
@@ -953,8 +957,11 @@ class SIPPhone(Phone):
         """Learn where the account's STUN server sees ``stream``'s sockets, for the SDP
         (:meth:`MediaStream.map_through_stun`). A failure (no answer, a name that does not
         resolve or that the target policy refuses, no address of the stream's family) is an
-        :class:`ErrorEvent`, and the call goes on with the local address."""
+        :class:`ErrorEvent`, and the call goes on with the local address — as do the calls of
+        the next :data:`STUN_RETRY_AFTER` seconds, without waiting for the server again."""
         assert self._stun is not None
+        if time.monotonic() < self._stun_down_until:
+            return  # it just failed: the next calls do not each wait for it again
         host, port = self._stun
         timeout = min(self.account.timeout, STUN_TIMEOUT)
         six = ":" in stream.local_ip
@@ -969,7 +976,9 @@ class SIPPhone(Phone):
             await stream.map_through_stun((server, port), timeout=timeout)
         except (StunError, target_policy.TargetRefused, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            self.emit(ErrorEvent(f"call {call.id}: {reason}; the SDP gives the local address"))
+            self._stun_down_until = time.monotonic() + STUN_RETRY_AFTER
+            self.emit(ErrorEvent(f"call {call.id}: {reason}; the SDP gives the local address (and for "
+                                 f"{STUN_RETRY_AFTER:g} s, without asking again)"))
 
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         assert call.media is not None
