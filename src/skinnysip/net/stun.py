@@ -20,6 +20,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from skinnysip.addresses import hostport
+
 if TYPE_CHECKING:
     from aioice import stun as aioice_stun
 
@@ -112,7 +114,7 @@ class BindingClient:
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         transaction = stun.Transaction(request, server, self)
         self._pending[request.transaction_id] = transaction
-        where = f"STUN server {_hostport(server)}"
+        where = f"STUN server {hostport(*server)}"
         try:
             async with asyncio.timeout(timeout):
                 response, _ = await transaction.run()
@@ -127,8 +129,3 @@ class BindingClient:
         if not mapped:
             raise StunError(f"{where} answered without a mapped address")
         return str(mapped[0]), int(mapped[1])
-
-
-def _hostport(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
