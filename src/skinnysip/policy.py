@@ -54,6 +54,7 @@ Errors: :class:`TargetRefused` (``reason``: one line naming the host, address an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -362,22 +363,33 @@ class TargetPolicy:
         forced = self.decide_name(host)
         if forced is not None:
             raise TargetRefused(f"target refused: {forced.reason}")
-        name = host.strip().strip("[]")
-        if is_invalid_name(name):
-            raise UnresolvedTarget(f"cannot resolve {host!r}: {INVALID_NAME_REASON}")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise UnresolvedTarget(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
-        except (socket.gaierror, UnicodeError, OSError) as exc:
-            raise UnresolvedTarget(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+        addresses = await lookup(host, timeout=timeout)
         d = self.decide(host, addresses)
         if not d.allowed:
             raise TargetRefused(f"target refused: {d.reason}")
         return addresses
+
+
+async def lookup(host: str, *, timeout: float = 5.0) -> list[str]:
+    """``host``'s addresses, with no policy: an IP literal (brackets allowed) as it is, a name
+    through the system resolver (``getaddrinfo``) within ``timeout`` s — normalised text, no
+    IPv6 zone, each once. Names under ``.invalid`` fail at once (RFC 6761 §6.4). Raises
+    :class:`UnresolvedTarget` when nothing resolves. :meth:`TargetPolicy.resolve` checks
+    what this returns."""
+    name = host.strip().strip("[]")
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(name))]
+    if is_invalid_name(name):
+        raise UnresolvedTarget(f"cannot resolve {host!r}: {INVALID_NAME_REASON}")
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise UnresolvedTarget(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        raise UnresolvedTarget(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
 
 
 INVALID_NAME_REASON = "no such host (names under .invalid never resolve, RFC 6761 §6.4)"

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import ipaddress
 import random
-import socket
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -284,24 +283,6 @@ def _with_rtcp(sdp: SessionDescription, media: MediaStream) -> SessionDescriptio
     if sdp.media and rtcp != port + 1 and sdp.media[0].attribute("rtcp-mux") is None:
         sdp.media[0].attributes.append(("rtcp", f"{rtcp} IN {'IP6' if ':' in ip else 'IP4'} {ip}"))
     return sdp
-
-
-async def _addresses(host: str, timeout: float) -> list[str]:
-    """``host``'s IP addresses (an IP literal as it is; a name through ``getaddrinfo``
-    within ``timeout`` s). ``OSError`` when it does not resolve."""
-    with contextlib.suppress(ValueError):
-        return [str(ipaddress.ip_address(host.strip("[]")))]
-    if target_policy.is_invalid_name(host):
-        raise OSError(f"cannot resolve {host!r}: {target_policy.INVALID_NAME_REASON}")
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except TimeoutError:
-        raise OSError(f"cannot resolve {host!r} within {timeout * 1000:.0f} ms") from None
-    except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _ring_limit(request: Request, ring_timeout: float | None) -> tuple[float, int, str] | None:
@@ -969,13 +950,13 @@ class SIPPhone(Phone):
             if self.policy is not None:
                 addresses = await self.policy.resolve(host, timeout=timeout)
             else:
-                addresses = await _addresses(host, timeout)
+                addresses = await target_policy.lookup(host, timeout=timeout)
             server = next((a for a in addresses if (":" in a) == six), None)
             if server is None:
                 raise StunError(f"STUN server {host} has no IPv{6 if six else 4} address")
             await stream.map_through_stun((server, port), timeout=timeout)
-        except (StunError, target_policy.TargetRefused, OSError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+        except (StunError, target_policy.TargetRefused) as exc:
+            reason = exc.reason
             self._stun_down_until = time.monotonic() + STUN_RETRY_AFTER
             self.emit(ErrorEvent(f"call {call.id}: {reason}; the SDP gives the local address (and for "
                                  f"{STUN_RETRY_AFTER:g} s, without asking again)"))
