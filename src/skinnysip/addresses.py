@@ -63,6 +63,17 @@ def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
+def normal_host(host: str) -> str:
+    """``host`` in one spelling, for comparing: an IP literal as :mod:`ipaddress` writes it
+    (brackets dropped, IPv6 compressed), a name in lower case.
+
+    >>> normal_host("[2001:DB8:0::1]"), normal_host("PBX.example.com")
+    ('2001:db8::1', 'pbx.example.com')
+    """
+    address = _ip_address(host)
+    return str(address) if address is not None else host.lower()
+
+
 def is_ip(host: str) -> bool:
     """True if ``host`` is an IPv4 or IPv6 literal (IPv6 brackets allowed).
 

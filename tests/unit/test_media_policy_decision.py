@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from skinnysip import policy as target_policy
-from skinnysip.phone.sip_phone import SIPAccount, SIPPhone, _warning
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.policy import TargetPolicy, media_refusal, sdp_media_refusal
 from skinnysip.sdp import AudioSession, SessionDescription
+from skinnysip.sip.request import warning_field
 
 DENY_2 = TargetPolicy(deny=["127.0.0.2"], restrict=False)
 EXPOSED = TargetPolicy(restrict=True)
@@ -99,7 +100,7 @@ def test_sccp_phone_keeps_the_policy_it_was_made_under() -> None:
 
 def test_warning_header_quotes_the_reason() -> None:
     """RFC 3261 §20.43: warn-code SP warn-agent SP quoted-string."""
-    assert _warning('a "b" \\ c') == ("Warning", '399 skinnysip "a \\"b\\" \\\\ c"')
+    assert warning_field('a "b" \\ c') == ("Warning", '399 skinnysip "a \\"b\\" \\\\ c"')
 
 
 def test_an_rtcp_attribute_naming_another_address_is_a_destination_too() -> None:

@@ -20,7 +20,9 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from skinnysip.addresses import hostport
+from skinnysip.addresses import hostport, is_ipv6
+from skinnysip.sip.message import SIPParseError
+from skinnysip.sip.uri import parse_hostport
 
 if TYPE_CHECKING:
     from aioice import stun as aioice_stun
@@ -47,22 +49,18 @@ class StunError(Exception):
 
 def parse_server(text: str) -> tuple[str, int]:
     """``host[:port]``, ``[IPv6]:port`` or a bare IPv6 literal → (host, port); port
-    :data:`DEFAULT_PORT` when absent. ``ValueError`` for an empty host or a port outside
-    1-65535."""
+    :data:`DEFAULT_PORT` when absent. ``ValueError`` for an empty or malformed host or a port
+    outside 1-65535."""
     value = text.strip()
-    host, port_text = value, ""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port_text = rest.removeprefix(":") if rest.startswith(":") else rest
-    elif value.count(":") == 1:
-        host, _, port_text = value.partition(":")
-    if not host:
-        raise ValueError(f"STUN server {text!r}: no host")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if is_ipv6(value) and not value.startswith("["):
+        return value, DEFAULT_PORT
+    try:
+        host, port = parse_hostport(value)
+    except SIPParseError as exc:
+        raise ValueError(f"STUN server {text!r}: {exc.reason}") from None
+    if port == 0:
         raise ValueError(f"STUN server {text!r}: port 1-65535")
-    return host, int(port_text)
+    return host, DEFAULT_PORT if port is None else port
 
 
 class BindingClient:

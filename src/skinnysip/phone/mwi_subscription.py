@@ -23,7 +23,7 @@ from skinnysip.phone.api import ErrorEvent, MessageWaiting, PhoneError
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
-from skinnysip.sip.request import new_call_id, new_request
+from skinnysip.sip.request import new_call_id, new_request, warning_field
 from skinnysip.sip.uri import NameAddr, SipURI
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class MWISubscription:
             try:
                 summary = parse_message_summary(request.body)
             except MessageSummaryError as exc:
-                endpoint.respond(tx, 400, headers=[("Warning", f'399 skinnysip "{exc}"')])
+                endpoint.respond(tx, 400, headers=[warning_field(str(exc))])
                 return
         endpoint.respond(tx, 200)
         state, _, params = (request.headers.get("Subscription-State") or "active").partition(";")

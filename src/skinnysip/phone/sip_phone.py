@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import random
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport, strip_brackets
+from skinnysip.addresses import hostport, normal_host, strip_brackets
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
@@ -81,6 +80,7 @@ from skinnysip.sip.request import (
     new_request,
     new_tag,
     resend_request,
+    warning_field,
 )
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
 from skinnysip.sip.syntax import parse_params, uint_or_none
@@ -248,13 +248,6 @@ class SIPAccount:
         return uri
 
 
-def _normal_ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        return text.lower()
-
-
 def _signalling_sources(call: SIPCall) -> set[str]:
     """The far end's IP addresses as the signalling shows them; latching accepts RTP only
     from these, as a NAT sends RTP from the address it sends SIP from (the RTP bleed attack,
@@ -267,12 +260,12 @@ def _signalling_sources(call: SIPCall) -> set[str]:
         with contextlib.suppress(SIPParseError):
             vias = call.invite.vias
             if vias:
-                sources.add(_normal_ip(vias[-1].params.get("received") or vias[-1].host))
+                sources.add(normal_host(vias[-1].params.get("received") or vias[-1].host))
         if call.flow is not None:
-            sources.add(_normal_ip(call.flow.remote[0]))
+            sources.add(normal_host(call.flow.remote[0]))
     if call.dialog is not None:
         with contextlib.suppress(SIPParseError):
-            sources.add(_normal_ip(SipURI.parse(call.dialog.remote_target).host))
+            sources.add(normal_host(SipURI.parse(call.dialog.remote_target).host))
     return sources
 
 
@@ -347,13 +340,6 @@ def _rseq(response: Response) -> int | None:
         return None
     value = uint_or_none(response.headers.get("RSeq"))
     return value if value else None
-
-
-def _warning(text: str) -> tuple[str, str]:
-    """A ``Warning: 399 skinnysip "<text>"`` header field (RFC 3261 §20.43: 399 miscellaneous,
-    the agent a pseudonym, the text a quoted-string)."""
-    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-    return ("Warning", f'399 skinnysip "{quoted}"')
 
 
 def _parse_replaces(value: str) -> tuple[str, str, str, bool] | None:
@@ -916,7 +902,7 @@ class SIPPhone(Phone):
 
             def latch_refusal(ip: str) -> str | None:
                 sources = _signalling_sources(call)
-                if _normal_ip(ip) not in sources:  # RTP bleed: a stranger's packets must not win
+                if normal_host(ip) not in sources:  # RTP bleed: a stranger's packets must not win
                     return f"{ip} is not where the call's signalling came from ({', '.join(sorted(sources))})"
                 return target_policy.media_refusal(ip, policy, what="RTP source")
 
@@ -1299,7 +1285,7 @@ class SIPPhone(Phone):
                 return
             refused = target_policy.sdp_media_refusal(call.remote_offer, self.policy)
             if refused is not None:  # 488 Not Acceptable Here (RFC 3261 §21.4.26) with the reason
-                self._respond(tx, 488, to_tag=call.to_tag, headers=[_warning(refused)])
+                self._respond(tx, 488, to_tag=call.to_tag, headers=[warning_field(refused)])
                 self.calls.append(call)
                 self._spawn(self._end(call, f"488 {refused}"))
                 return
@@ -1421,7 +1407,7 @@ class SIPPhone(Phone):
                 return
             if session.rejected:  # 488 with the reason (RFC 3261 §21.4.26, §20.43)
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag,
-                              headers=[_warning(session.refusal)] if session.refusal else [])
+                              headers=[warning_field(session.refusal)] if session.refusal else [])
                 await self._end(call, f"488 {session.refusal or 'no common codec'}")
                 return
             call.audio = session
@@ -1853,11 +1839,11 @@ class SIPPhone(Phone):
             self.endpoint.respond(tx, 488)
             return
         if session.rejected:  # e.g. RTP/SAVP while SRTP is off: 488 keeps the session as it is (RFC 3261 §14.2)
-            self.endpoint.respond(tx, 488, headers=[_warning(session.refusal)] if session.refusal else None)
+            self.endpoint.respond(tx, 488, headers=[warning_field(session.refusal)] if session.refusal else None)
             return
         refused = self._media_refusal(session)
         if refused is not None:  # 488: the session, and our media, stay as they were (RFC 3261 §14.2)
-            self.endpoint.respond(tx, 488, headers=[_warning(refused)])
+            self.endpoint.respond(tx, 488, headers=[warning_field(refused)])
             self.emit(ErrorEvent(f"call {call.id}: {request.method} refused with 488: {refused}"))
             return
         call.sdp_version += 1
@@ -1966,7 +1952,7 @@ class SIPPhone(Phone):
         try:
             summary = parse_message_summary(request.body)
         except MessageSummaryError as exc:
-            self.endpoint.respond(tx, 400, to_tag=new_tag(), headers=[_warning(str(exc))])
+            self.endpoint.respond(tx, 400, to_tag=new_tag(), headers=[warning_field(str(exc))])
             return
         self.endpoint.respond(tx, 200, to_tag=new_tag())
         self.emit(MessageWaiting(summary.waiting, summary.account, summary.counts))

@@ -32,6 +32,7 @@ __all__ = [
     "DIALOG_CREATING",
     "REASON_PHRASES",
     "apply_route_set",
+    "warning_field",
     "build_ack_for_failure",
     "build_cancel",
     "build_response",
@@ -268,6 +269,13 @@ def build_cancel(request: Request) -> Request:
     if user_agent:
         headers.add("User-Agent", user_agent)
     return Request("CANCEL", request.uri, headers)
+
+
+def warning_field(text: str) -> tuple[str, str]:
+    """A ``Warning: 399 skinnysip "<text>"`` header field (RFC 3261 §20.43: 399 miscellaneous,
+    the agent a pseudonym, the text a quoted-string)."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return ("Warning", f'399 skinnysip "{quoted}"')
 
 
 def build_response(
