@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from baresip_peer import baresip
 from test_phone_baresip import share_of
-from test_stun_coturn import wait_for_stun
+from test_stun_coturn import coturn_command, wait_for_stun
 
 import netns
 from netns import LAN_IP, PUBLIC_IP, WAN_IP
@@ -93,9 +93,7 @@ def wan_servers(topology: netns.NatTopology, tmp_path_factory: pytest.TempPathFa
                                 str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(lab)
         _wait_line(lab, "extensions", 20)
-        stun = subprocess.Popen([*netns.ns_exec(topology.wan), "turnserver", "-n", "--stun-only", "--no-cli",
-                                 "--no-tls", "--no-dtls", "--listening-ip", WAN_IP, "--listening-port", "3478",
-                                 "--log-file", "stdout", "--simple-log", "--pidfile", str(config.parent / "turn.pid")],
+        stun = subprocess.Popen([*netns.ns_exec(topology.wan), *coturn_command(WAN_IP, 3478, config.parent / "turn.pid")],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(stun)
         _wait_line(stun, "Total General servers", 20)

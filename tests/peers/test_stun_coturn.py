@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sip_peers
@@ -45,15 +46,20 @@ def wait_for_stun(server: tuple[str, int], timeout: float, namespace: str | None
     raise AssertionError(f"no STUN answer from {server} within {timeout} s")
 
 
+def coturn_command(ip: str, port: int, pid_file: Path) -> list[str]:
+    """coturn as a STUN server only (no TURN, TLS, CLI or configuration file) on ``ip:port``,
+    logging to stdout; its pid file where the test says (not /var/run)."""
+    return ["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", ip,
+            "--listening-port", str(port), "--log-file", "stdout", "--simple-log", "--pidfile", str(pid_file)]
+
+
 @pytest.fixture(scope="module")
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """coturn, STUN only, on a free UDP port of 127.0.0.1; its port."""
     port = free_port()
     pid = tmp_path_factory.mktemp("coturn") / "turn.pid"
-    proc = subprocess.Popen(["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls",
-                             "--listening-ip", "127.0.0.1", "--listening-port", str(port), "--log-file", "stdout",
-                             "--simple-log", "--pidfile", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(coturn_command("127.0.0.1", port, pid), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         wait_for_stun(("127.0.0.1", port), 10)
         yield port
