@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
 # the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server,
-# baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious, coturn as a STUN server, iptables for a NAT)
+# baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious, coturn as a STUN server, iptables for a NAT,
+# rtpengine as a media relay)
 # Chromium for the web tests, and the package with its test extras (which include playwright; its own
 # browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
@@ -24,6 +25,7 @@ command -v svcrack >/dev/null 2>&1 || need_apt+=(sipvicious)  # scans the lab (t
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)  # the STUN server (test_phone_stun_nat.py)
 ls /usr/lib/*/kamailio/modules/presence_mwi.so >/dev/null 2>&1 || need_apt+=(kamailio-presence-modules)  # MWI notifier
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test namespaces (tests/netns.py)
+command -v rtpengine >/dev/null 2>&1 || need_apt+=(rtpengine-daemon)  # media relay behind Kamailio (test_phone_rtpengine.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)
@@ -35,6 +37,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# rtpengine's package enables a system service too: the tests start their own rtpengine, so the
+# service is disabled (with systemd) or taken out of the runlevels (without)
+if command -v rtpengine >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now rtpengine-daemon.service >/dev/null 2>&1 || true
+  fi
+  command -v update-rc.d >/dev/null 2>&1 && $SUDO update-rc.d rtpengine-daemon disable >/dev/null 2>&1 || true
 fi
 
 # The tests start their own Kamailio on free ports: the package's system service (Debian enables

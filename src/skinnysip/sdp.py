@@ -399,6 +399,11 @@ SRTP_KEY_LENGTH = 30
 #: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted.
 SRTP_MODES = ("off", "optional", "mandatory")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+#: the RTP profiles over UDP this stack speaks (RFC 3551, 4585, 3711, 5124): RTCP feedback
+#: (AVPF) is a superset an endpoint meets by sending regular RTCP (RFC 4585 §3.1); anything
+#: else — DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764), RTP over TCP (RFC 4571), ``udp`` — is not RTP
+#: over plain UDP and is refused
+RTP_PROTOS = ("RTP/AVP", "RTP/AVPF") + _SECURE_PROTOS
 _CRYPTO_TAG_RE = re.compile(r"[0-9]{1,9}")
 _CRYPTO_SUITE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 _LIFETIME_RE = re.compile(r"(2\^)?[0-9]{1,20}")
@@ -642,6 +647,14 @@ def _audio(sd: SessionDescription) -> MediaDescription | None:
     return next((m for m in sd.media if m.media == "audio"), None)
 
 
+def _answerable_audio(sd: SessionDescription) -> MediaDescription | None:
+    """The offered audio stream to answer: the first one with a port and an RTP profile we
+    speak (:data:`RTP_PROTOS`), else the first audio stream (to be refused), else None."""
+    audio = [m for m in sd.media if m.media == "audio"]
+    usable = (m for m in audio if m.port != 0 and m.proto.upper() in RTP_PROTOS)
+    return next(usable, audio[0] if audio else None)
+
+
 def _remote(sd: SessionDescription, m: MediaDescription) -> tuple[str, int] | None:
     conn = sd.connection_for(m)
     if conn is None or m.port == 0 or conn.host in ("0.0.0.0", "::"):
@@ -758,7 +771,8 @@ def audio_answer(
     srtp: str = "off",
     srtp_key: bytes | None = None,
 ) -> tuple[SessionDescription, AudioSession]:
-    """Answer an offer's first audio stream (RFC 3264 §6): the first offered codec of
+    """Answer an offer's first audio stream with a port and an RTP profile over UDP
+    (:data:`RTP_PROTOS`; answered in that same profile) (RFC 3264 §6): the first offered codec of
     ``codecs`` whose binding imports here (the offerer's order, matched by rtpmap name, clock
     rate and channels, answered under the offerer's payload type), telephone-event if offered at
     that codec's clock rate (RFC 4733 §2.1), our ``direction`` combined
@@ -766,9 +780,10 @@ def audio_answer(
     when the offer holds by address, :func:`held_by_address`, while the answer says what we
     are willing to do), ``a=rtcp-mux`` echoed if offered (RFC 5761),
     the offered ``a=ptime`` when we can send it (:func:`agreed_ptime`), else ``ptime``.
-    With no common codec, or media at an address of the other IP family than ``address``
-    (:func:`same_family_remote`), the m-line is refused with port 0 (§6) and ``refusal`` says
-    why. Other media lines are refused with port 0. Raises ``ValueError`` if the offer has no audio stream or ``srtp``
+    With no common codec, no audio stream in such a profile (DTLS-SRTP, RTP over TCP…), or
+    media at an address of the other IP family than ``address`` (:func:`same_family_remote`),
+    the m-line is refused with port 0 (§6) and ``refusal`` says why. Other media lines are
+    refused with port 0, each in its place (the answer has the offer's m-lines in its order). Raises ``ValueError`` if the offer has no audio stream or ``srtp``
     is not one of :data:`SRTP_MODES`.
 
     SRTP (RFC 4568 §7.1.2): with ``srtp`` not ``off``, the first offered ``a=crypto`` we can
@@ -780,7 +795,7 @@ def audio_answer(
     of an RTP/AVP offer are ignored (plain RTP).
     """
     _check_srtp_mode(srtp)
-    m = _audio(offer)
+    m = _answerable_audio(offer)
     if m is None:
         raise ValueError("the offer has no audio stream")
     pick = _first_codec(m, _usable_codecs(_audio_codecs() if codecs is None else codecs))
@@ -791,16 +806,17 @@ def audio_answer(
     secure = m.proto.upper() in _SECURE_PROTOS
     usable = [c for c in crypto_attributes(m) if c.usable] if srtp != "off" else []
     refusal = "no common codec" if chosen is None else None
-    if secure and srtp == "off":
+    if m.proto.upper() not in RTP_PROTOS:
+        refusal = f"{m.proto[:40]} media is not supported here (RTP over UDP only: {', '.join(RTP_PROTOS)})"
+    elif secure and srtp == "off":
         refusal = f"{m.proto} (SRTP) offered, SRTP is off here"
     elif (secure or srtp == "mandatory") and not usable:
         suites = sorted({c.suite for c in crypto_attributes(m)})
         refusal = f"SRTP needed but no usable a=crypto offered (suites: {', '.join(suites) or 'none'})"
     if refusal is not None:
-        media = MediaDescription("audio", 0, m.proto, m.formats[:1] or ["0"])
         answer = audio_offer(address, port, (0,), session_id=session_id)
         answer.origin.session_version = version
-        answer.media = [media]
+        answer.media = [_refused(other) for other in offer.media]
         return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=refusal)
     assert chosen is not None
     formats = [(chosen, codec.payload_type)] + ([(te, _te_default(codec.clock_rate))] if te is not None else [])
@@ -810,17 +826,16 @@ def audio_answer(
         theirs = usable[0]
         key = srtp_key if srtp_key is not None and len(srtp_key) == SRTP_KEY_LENGTH else None
         keyed = CryptoAttribute(theirs.tag, theirs.suite, key or secrets.token_bytes(SRTP_KEY_LENGTH))
-        answer.media[0].proto = m.proto if secure else "RTP/AVP"
         answer.media[0].attributes.insert(-2, ("crypto", str(keyed)))
+    line = answer.media[0]
+    line.proto = m.proto  # the offered profile (RTP/AVPF answered as AVPF, RFC 4585 §4.2)
     if mux:
-        answer.media[0].attributes.append(("rtcp-mux", None))
-    # other m-lines: refused (RFC 3264 §6: same count, port 0)
-    for other in offer.media:
-        if other is not m:
-            answer.media.append(MediaDescription(other.media, 0, other.proto, other.formats[:1]))
+        line.attributes.append(("rtcp-mux", None))
+    # other m-lines: refused, in the offer's order (RFC 3264 §6: same count, matched by order, port 0)
+    answer.media = [line if other is m else _refused(other) for other in offer.media]
     remote, family_refusal = same_family_remote(_remote(offer, m), address)
     if family_refusal is not None:  # nothing we could send to: refused as a whole (RFC 3264 §6)
-        answer.media[0].port = 0
+        line.port = 0
         return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal)
     session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), _what_we_do(mine, offer, m), mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen),
@@ -828,6 +843,12 @@ def audio_answer(
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
     return answer, session
+
+
+def _refused(m: MediaDescription) -> MediaDescription:
+    """The answer's line refusing the offered stream ``m``: port 0, its media and profile (RFC
+    3264 §6)."""
+    return MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"])
 
 
 def _offer_with(address: str, port: int, formats: list[tuple[int, int]], session_id: int | None, direction: str,
@@ -912,6 +933,8 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
         if secure:
             raise SRTPRefused(f"the far end refused SRTP: it rejected our {ours.proto} audio stream")
         return AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
+    if m.proto.upper() not in RTP_PROTOS:
+        raise ValueError(f"the answer's audio stream is {m.proto[:40]}, not RTP over UDP ({', '.join(RTP_PROTOS)})")
     keys: tuple[str, bytes, bytes] | None = None
     if ours_crypto:
         theirs = [c for c in crypto_attributes(m) if c.tag in ours_crypto]

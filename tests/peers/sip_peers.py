@@ -113,6 +113,7 @@ def _kamailio_cfg(
     pbx: bool = False,
     max_expires: int = 3600,
     min_expires: int | None = None,
+    rtpengine: tuple[str, str, str] | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -181,7 +182,7 @@ def _kamailio_cfg(
     pbx_block = (
         """    if (has_totag()) {
         if (loose_route()) {
-            t_relay();
+{relay_in_dialog}            t_relay();
             exit;
         }
         if (is_method("ACK")) {
@@ -192,7 +193,7 @@ def _kamailio_cfg(
         exit;
     }
     if (is_method("CANCEL")) {
-        if (t_check_trans()) { t_relay(); }
+{relay_cancel}        if (t_check_trans()) { t_relay(); }
         exit;
     }
     if (is_method("INVITE|MESSAGE") && $fd == "REALM_NAME") {
@@ -214,7 +215,7 @@ def _kamailio_cfg(
             sl_send_reply("480", "Temporarily Unavailable");
             exit;
         }
-        t_relay();
+{relay_initial}        t_relay();
         exit;
     }
 """.replace("REALM_NAME", REALM)
@@ -226,6 +227,31 @@ def _kamailio_cfg(
     )
     forward_block = forward_block.replace("{password_lines}", password_lines)
     pbx_block = pbx_block.replace("{password_lines}", password_lines)
+    # media through rtpengine: every SDP offer/answer of the PBX's calls rewritten by it (the
+    # initial offer with ``offer_flags``, its answers with ``answer_flags``; later offers in the
+    # dialog with the plain rewrite: rtpengine keeps each side's protocol), deleted at BYE/CANCEL
+    relay_module = reply_route = ""
+    relay_in_dialog = relay_cancel = relay_initial = ""
+    if rtpengine is not None:
+        ng_socket, offer_flags, answer_flags = rtpengine
+        base = "replace-origin replace-session-connection"
+        relay_module = (f'loadmodule "rtpengine.so"\nmodparam("rtpengine", "rtpengine_sock", "{ng_socket}")\n'
+                        'modparam("rtpengine", "rtpengine_tout_ms", 2000)\n')
+        relay_in_dialog = (
+            f'            if (is_method("INVITE") && has_body("application/sdp")) {{ rtpengine_offer("{base}"); }}\n'
+            f'            if (is_method("INVITE")) {{ t_on_reply("RELAY_ANSWER"); }}\n'
+            f'            if (is_method("ACK") && has_body("application/sdp")) {{ rtpengine_answer("{base}"); }}\n'
+            '            if (is_method("BYE")) { rtpengine_delete(); }\n')
+        relay_cancel = '        rtpengine_delete();\n'
+        relay_initial = (
+            f'        if (is_method("INVITE") && has_body("application/sdp")) {{ rtpengine_offer("{base} {offer_flags}"); }}\n'
+            '        if (is_method("INVITE")) { t_on_reply("RELAY_ANSWER"); }\n')
+        reply_route = (
+            "onreply_route[RELAY_ANSWER] {\n"
+            f'    if (has_body("application/sdp")) {{ rtpengine_answer("{base} {answer_flags}"); }}\n'
+            "}\n")
+    pbx_block = (pbx_block.replace("{relay_in_dialog}", relay_in_dialog).replace("{relay_cancel}", relay_cancel)
+                 .replace("{relay_initial}", relay_initial))
     return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -274,6 +300,7 @@ modparam("auth", "secret", "skinnysip-test-secret")
 modparam("tls", "config", "{tls_cfg}")
 modparam("htable", "htable", "stale=>size=8;autoexpire=300;")
 modparam("rr", "enable_full_lr", 1)
+{relay_module}
 
 request_route {{
     xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) route=$hdr(Route)\n");
@@ -315,7 +342,7 @@ request_route {{
     sl_send_reply("404", "Not Here");
     exit;
 }}
-"""
+{reply_route}"""
 
 
 @contextlib.contextmanager
@@ -332,6 +359,7 @@ def kamailio(
     max_expires: int = 3600,
     min_expires: int | None = None,
     ports: tuple[int, int, int] | None = None,
+    rtpengine: tuple[str, str, str] | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -351,7 +379,9 @@ def kamailio(
     ``max_expires``: the longest registration granted (seconds). ``min_expires``: a shorter
     one asked for is refused with 423 (Interval Too Brief) and Min-Expires (Kamailio's
     ``min_expires_mode`` 1; default: raised to 10 s silently). ``ports``: (udp, tcp, tls) to
-    listen on (default: free ports) — to restart "the same" server. Other requests → 404.
+    listen on (default: free ports) — to restart "the same" server. ``rtpengine`` (with
+    ``pbx``): (its ng socket, offer flags, answer flags) — the calls' SDP is rewritten by that
+    rtpengine (``rtpengine_peer.py``) and their media relayed through it. Other requests → 404.
     """
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
@@ -370,7 +400,7 @@ def kamailio(
         tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
     cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                 relay_registered, pbx, max_expires, min_expires))
+                                 relay_registered, pbx, max_expires, min_expires, rtpengine))
     log_file = workdir / "kamailio.log"
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:

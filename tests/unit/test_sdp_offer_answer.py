@@ -188,3 +188,67 @@ def test_the_far_ends_rtcp_attribute(line: str | None, expected: tuple[str, int]
     assert negotiate(ours, SessionDescription.parse(answer_text.encode())).remote_rtcp == expected
     mux = SessionDescription.parse((offer_text + "a=rtcp-mux\r\n").encode())
     assert audio_answer(mux, "192.0.2.1", 30000)[1].remote_rtcp is None  # muxed: RTCP on the RTP port
+
+
+def _offer_with_video_first(audio_proto: str = "RTP/AVP") -> SessionDescription:
+    video, audio = BARESIP_OFFER.split("m=video")[1], BARESIP_OFFER.split("m=video")[0].split("m=audio")[1]
+    head = BARESIP_OFFER.split("m=audio")[0]
+    return SessionDescription.parse(f"{head}m=video{video}m=audio{audio}".replace(
+        "m=audio 40000 RTP/AVP", f"m=audio 40000 {audio_proto}"))
+
+
+def test_the_answer_keeps_the_offers_m_line_order() -> None:
+    """RFC 3264 §6: streams are matched by order, so an offer whose audio comes after video is
+    answered video (refused) first, then audio; a refused audio stream too."""
+    offer = _offer_with_video_first()
+    answer, session = audio_answer(offer, "127.0.0.1", 5000, codecs=G711)
+    assert [(m.media, m.port) for m in answer.media] == [("video", 0), ("audio", 5000)]
+    assert session.remote == ("192.0.2.10", 40000) and not session.rejected
+    refused, session = audio_answer(offer, "127.0.0.1", 5000, codecs=(18,))  # G.729: nothing in common
+    assert [(m.media, m.port) for m in refused.media] == [("video", 0), ("audio", 0)]
+    assert session.rejected and session.refusal == "no common codec"
+    again = SessionDescription.parse(refused.to_bytes())
+    assert [(m.media, m.proto) for m in again.media] == [("video", "RTP/AVP"), ("audio", "RTP/AVP")]
+
+
+@pytest.mark.parametrize("proto", ["RTP/AVPF", "RTP/SAVPF", "RTP/AVP"])
+def test_the_answer_is_in_the_offered_rtp_profile(proto: str) -> None:
+    """AVPF (RFC 4585) is answered as AVPF: we keep to its regular RTCP mode, which it allows
+    (§3.1); an AVP/AVPF answer to an AVPF/AVP offer would change the profile."""
+    text = BARESIP_OFFER.replace("RTP/AVP 96", f"{proto} 96")
+    if "S" in proto:
+        text = text.replace("a=ptime:20", "a=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+                            "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz")
+    answer, session = audio_answer(SessionDescription.parse(text), "127.0.0.1", 5000, codecs=G711,
+                                   srtp="optional")
+    assert answer.media[0].proto == proto and answer.media[0].port == 5000 and not session.rejected
+
+
+@pytest.mark.parametrize("proto", ["UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF", "TCP/RTP/AVP", "udp"])
+def test_an_audio_stream_in_another_transport_is_refused_with_its_reason(proto: str) -> None:
+    """DTLS-SRTP (RFC 5764), RTP over TCP (RFC 4571) or raw UDP are not answered as if they were
+    RTP/AVP: the stream is refused with port 0 in its own profile, and the refusal says why."""
+    offer = SessionDescription.parse(BARESIP_OFFER.replace("RTP/AVP 96", f"{proto} 96"))
+    answer, session = audio_answer(offer, "127.0.0.1", 5000, codecs=G711, srtp="optional")
+    assert [(m.media, m.port, m.proto) for m in answer.media] == [("audio", 0, proto), ("video", 0, "RTP/AVP")]
+    assert session.rejected and session.refusal is not None and proto in session.refusal
+    assert "RTP over UDP only" in session.refusal
+
+
+def test_the_first_audio_stream_we_can_speak_is_answered() -> None:
+    """An offer with a DTLS-SRTP audio stream and, after it, a plain RTP one (alternatives, as
+    some gateways offer): the second is answered, the first refused in place."""
+    audio = BARESIP_OFFER.split("m=video")[0].split("m=audio")[1]
+    head = BARESIP_OFFER.split("m=audio")[0]
+    dtls = "m=audio" + audio.replace("40000 RTP/AVP", "40010 UDP/TLS/RTP/SAVP")
+    offer = SessionDescription.parse(f"{head}{dtls}m=audio{audio}")
+    answer, session = audio_answer(offer, "127.0.0.1", 5000, codecs=G711)
+    assert [(m.port, m.proto) for m in answer.media] == [(0, "UDP/TLS/RTP/SAVP"), (5000, "RTP/AVP")]
+    assert session.remote == ("192.0.2.10", 40000)
+
+
+def test_an_answer_in_another_transport_is_an_error() -> None:
+    offer = audio_offer_for("127.0.0.1", 5000, codecs=G711)
+    answer = SessionDescription.parse(BARESIP_OFFER.replace("RTP/AVP 96", "TCP/RTP/AVP 96"))
+    with pytest.raises(ValueError, match="TCP/RTP/AVP, not RTP over UDP"):
+        negotiate(offer, answer)

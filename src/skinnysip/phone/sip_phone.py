@@ -270,11 +270,13 @@ def _signalling_sources(call: SIPCall) -> set[str]:
 
 
 def _with_rtcp(sdp: SessionDescription, media: MediaStream) -> SessionDescription:
-    """Add ``a=rtcp`` (RFC 3605) to ``sdp``'s first stream when the RTCP port we give (a NAT's
-    mapping, :attr:`MediaStream.advertised`) is not the RTP port + 1 and RTCP is not muxed."""
+    """Add ``a=rtcp`` (RFC 3605) to ``sdp``'s audio stream (its first with a port) when the RTCP
+    port we give (a NAT's mapping, :attr:`MediaStream.advertised`) is not the RTP port + 1 and
+    RTCP is not muxed."""
     ip, port, rtcp = media.advertised
-    if sdp.media and rtcp != port + 1 and sdp.media[0].attribute("rtcp-mux") is None:
-        sdp.media[0].attributes.append(("rtcp", f"{rtcp} IN {'IP6' if ':' in ip else 'IP4'} {ip}"))
+    line = next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
+    if line is not None and rtcp != port + 1 and line.attribute("rtcp-mux") is None:
+        line.attributes.append(("rtcp", f"{rtcp} IN {'IP6' if ':' in ip else 'IP4'} {ip}"))
     return sdp
 
 

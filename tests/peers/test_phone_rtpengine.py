@@ -1,0 +1,192 @@
+"""The softphone behind a media relay: Kamailio rewriting every SDP through Sipwise rtpengine
+(``rtpengine_peer.py``), as most Kamailio deployments do, with baresip as the far end.
+
+Our phone then never sees the far end's addresses: the offers and answers it gets name
+rtpengine's ports (and its ``a=rtcp``), and rtpengine may change more than addresses on the way —
+RTP to SRTP with its own SDES keys, ICE candidates offered on our side, RTCP multiplexing.
+Audio is proven by listening on both sides (≥ 95 % of 20 ms frames carry the other's tone)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from baresip_peer import baresip
+from rtpengine_peer import RtpenginePeer, rtpengine
+from sip_peers import KamailioPeer, kamailio
+from test_phone_baresip import OUR_TONE, THEIR_TONE, account, registered, share_of
+from test_phone_baresip import _wav as wav_samples
+from test_phone_srtp import incoming
+
+from skinnysip.phone.sip_phone import SIPCall, SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[RtpenginePeer]:
+    with rtpengine() as peer:
+        yield peer
+
+
+def bob_peer(pbx: KamailioPeer, extra_account: str = "") -> Any:
+    return baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                   extra_account=extra_account)
+
+
+def relayed(call: SIPCall, relay: RtpenginePeer) -> None:
+    """The far end's SDP as our phone got it names rtpengine's address and ports only."""
+    assert call.audio is not None
+    assert call.audio.remote is not None
+    host, port = call.audio.remote
+    assert host == "127.0.0.1" and relay.relays(port), call.audio
+    if call.audio.remote_rtcp is not None and not call.audio.rtcp_mux:
+        assert relay.relays(call.audio.remote_rtcp[1]), call.audio
+
+
+async def bob_calls(pbx: KamailioPeer, bob: Any, phone: SIPPhone, answered: bool = True) -> SIPCall:
+    """baresip dials our phone (alice, answering by itself) through the PBX; our side of the
+    call, connected and established at baresip too unless ``answered`` is False."""
+    await registered(pbx, "bob")
+    await registered(pbx, "alice")
+    await bob.command("dial", f"sip:alice@{pbx.realm}")
+    call = await incoming(phone)
+    if answered:
+        assert await call.wait_connected(10), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+    return call
+
+
+def heard_each_other(report: dict[str, Any], bob: Any) -> None:
+    assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
+    assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+
+
+async def test_we_call_through_rtpengine_hold_resume_and_hear_each_other(relay: RtpenginePeer,
+                                                                          tmp_path: Path) -> None:
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, "", "")) as pbx:
+        async with bob_peer(pbx) as bob:
+            await registered(pbx, "bob")
+            async with SIPPhone(account(pbx, "alice", record_dir=str(tmp_path))) as phone:
+                call = await phone.call("bob")
+                assert await call.wait_connected(15), call.end_reason
+                await bob.wait_event("CALL_ESTABLISHED")
+                relayed(call, relay)
+                await asyncio.sleep(2)
+                assert call.media is not None
+                await call.hold()
+                assert call.audio is not None and call.audio.direction == "sendonly"
+                await asyncio.sleep(0.3)
+                held = call.media.report()["received"]["packets"]
+                await asyncio.sleep(1)
+                assert call.media.report()["received"]["packets"] - held <= 2
+                await call.resume()
+                assert call.audio.direction == "sendrecv"
+                relayed(call, relay)
+                await asyncio.sleep(1.5)
+                assert call.media.report()["received"]["packets"] - held > 40
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED")
+                report = call.media_report()
+            assert report is not None and report["rtcp"]["received"] >= 1
+            # bob heard us all along (we kept sending while holding him); we heard him before the
+            # hold and after the resume: the recording's first 0.3–1.8 s and its last 1.2 s
+            assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+            samples, rate = wav_samples(Path(report["recordings"]["rx"]))
+            for span in (samples[int(0.3 * rate):int(1.8 * rate)], samples[-int(1.2 * rate):]):
+                assert np.mean(np.abs(dominant_frequencies(span, rate) - THEIR_TONE) < 25) >= 0.95
+
+
+async def test_rtpengine_offers_us_srtp_for_a_plain_caller(relay: RtpenginePeer, tmp_path: Path) -> None:
+    """baresip calls with plain RTP; rtpengine offers our phone RTP/SAVP with its own SDES key
+    (flag ``RTP/SAVP``), we answer with ours, and the relay bridges SRTP to RTP."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, "RTP/SAVP", "")) as pbx:
+        async with bob_peer(pbx) as bob, \
+                SIPPhone(account(pbx, "alice", srtp="mandatory", auto_answer=0.2,
+                                 record_dir=str(tmp_path))) as phone:
+            call = await bob_calls(pbx, bob, phone)
+            assert call.remote_offer is not None and call.remote_offer.media[0].proto == "RTP/SAVP"
+            relayed(call, relay)
+            await asyncio.sleep(3)
+            await bob.command("hangup")
+            assert await call.wait_ended(10)
+            report = call.media_report()
+            assert report is not None and report["srtp"]["suite"] is not None
+            assert report["srtp"]["auth_failures"] == 0 and report["rtcp"]["received"] >= 1  # SRTCP too
+            heard_each_other(report, bob)
+
+
+async def test_our_srtp_call_reaches_a_plain_callee_through_rtpengine(relay: RtpenginePeer,
+                                                                      tmp_path: Path) -> None:
+    """We offer RTP/SAVP; rtpengine offers baresip plain RTP (flag ``RTP/AVP``) and answers us
+    RTP/SAVP with its own key."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, "RTP/AVP", "")) as pbx:
+        async with bob_peer(pbx) as bob:
+            await registered(pbx, "bob")
+            async with SIPPhone(account(pbx, "alice", srtp="mandatory", record_dir=str(tmp_path))) as phone:
+                call = await phone.call("bob")
+                assert await call.wait_connected(15), call.end_reason
+                await bob.wait_event("CALL_ESTABLISHED")
+                assert call.audio is not None and call.audio.srtp_suite is not None
+                relayed(call, relay)
+                await asyncio.sleep(3)
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED")
+                report = call.media_report()
+            assert report is not None and report["srtp"]["auth_failures"] == 0
+            heard_each_other(report, bob)
+
+
+@pytest.mark.parametrize("flags", ["ICE=force rtcp-mux-offer", "RTP/AVPF"])
+async def test_offers_rtpengine_reshapes_are_answered_and_heard(relay: RtpenginePeer, tmp_path: Path,
+                                                                 flags: str) -> None:
+    """``ICE=force rtcp-mux-offer``: rtpengine offers our side ICE (ice-ufrag/pwd and host
+    candidates) and RTCP multiplexing. We do no ICE: our answer has no ICE attributes, so the
+    relay falls back to plain RTP (RFC 8445 §5.1.1.1); we accept rtcp-mux, and RTCP then
+    shares the RTP port both ways (RFC 5761). ``RTP/AVPF``: the offer is in the feedback profile
+    (RFC 4585), and our answer is too (its regular RTCP mode is what we send)."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, flags, "")) as pbx:
+        async with bob_peer(pbx) as bob, \
+                SIPPhone(account(pbx, "alice", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
+            call = await bob_calls(pbx, bob, phone)
+            offer = call.remote_offer
+            assert offer is not None and call.audio is not None
+            names = [name for name, _ in offer.media[0].attributes]
+            if "ICE" in flags:
+                assert "ice-ufrag" in names and "candidate" in names and "rtcp-mux" in names, names
+                assert call.audio.rtcp_mux
+            else:
+                assert offer.media[0].proto == "RTP/AVPF"
+            answer = next(m.raw for m in call.exchange if m.direction == "sent" and m.summary.startswith("200"))
+            assert f"m=audio {call.media.local_port if call.media else 0} {offer.media[0].proto} " in answer
+            assert "a=ice" not in answer and "a=candidate" not in answer
+            relayed(call, relay)
+            await asyncio.sleep(3)
+            await bob.command("hangup")
+            assert await call.wait_ended(10)
+            report = call.media_report()
+            assert report is not None and report["rtcp"]["received"] >= 1
+            heard_each_other(report, bob)
+
+
+async def test_a_dtls_srtp_offer_is_refused_with_488_and_its_reason(relay: RtpenginePeer) -> None:
+    """rtpengine turns baresip's offer into DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764), which
+    we do not speak: 488 with a Warning that says so — not an RTP/AVP answer to a DTLS offer,
+    which a DTLS peer (a browser) could not use."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, "UDP/TLS/RTP/SAVP", "")) as pbx:
+        async with bob_peer(pbx) as bob, \
+                SIPPhone(account(pbx, "alice", auto_answer=0.2, srtp="optional")) as phone:
+            call = await bob_calls(pbx, bob, phone, answered=False)
+            assert call.remote_offer is not None
+            assert call.remote_offer.media[0].proto == "UDP/TLS/RTP/SAVP"
+            assert await call.wait_ended(10)
+            assert call.end_reason is not None and call.end_reason.startswith("488")
+            assert "UDP/TLS/RTP/SAVP media is not supported" in call.end_reason
+            await bob.wait_event("CALL_CLOSED")
+            sent = [m for m in call.exchange if m.direction == "sent" and m.summary.startswith("488")]
+            assert sent and "Warning: 3" in sent[0].raw, sent
