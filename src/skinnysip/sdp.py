@@ -399,6 +399,10 @@ SRTP_KEY_LENGTH = 30
 #: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted.
 SRTP_MODES = ("off", "optional", "mandatory")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+#: Warning codes (RFC 3261 §20.43) for an offer we refuse: its network address format (IPv4
+#: against IPv6), its transport protocol (RTP profile, SRTP), its media type (no audio stream),
+#: its media formats (no common codec)
+WARN_ADDRESS_FORMAT, WARN_TRANSPORT, WARN_MEDIA_TYPE, WARN_MEDIA_FORMAT = 301, 302, 304, 305
 #: the RTP profiles over UDP this stack speaks (RFC 3551, 4585, 3711, 5124): RTCP feedback
 #: (AVPF) is a superset an endpoint meets by sending regular RTCP (RFC 4585 §3.1); anything
 #: else — DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764), RTP over TCP (RFC 4571), ``udp`` — is not RTP
@@ -621,7 +625,8 @@ class AudioSession:
     ``rtcp_mux`` both offered RFC 5761 multiplexing; ``remote_rtcp`` where the peer's
     ``a=rtcp`` (RFC 3605) asks for its RTCP, None: the RTP port + 1 (or the RTP port itself
     with ``rtcp_mux``); ``rejected`` the m-line was refused,
-    ``refusal`` why (when we refused it). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
+    ``refusal`` why (when we refused it) and ``refusal_code`` the Warning code that says it
+    (RFC 3261 §20.43: :data:`WARN_TRANSPORT`…). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
     suite, ``srtp_local_key`` our master key || salt (we protect with it), ``srtp_remote_key``
     the peer's (we unprotect with it); all three None = plain RTP.
     """
@@ -641,6 +646,7 @@ class AudioSession:
     clock_rate: int = 8000
     fmtp: str | None = None
     remote_rtcp: tuple[str, int] | None = None
+    refusal_code: int | None = None
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
@@ -805,19 +811,22 @@ def audio_answer(
     mux = m.attribute("rtcp-mux") is not None
     secure = m.proto.upper() in _SECURE_PROTOS
     usable = [c for c in crypto_attributes(m) if c.usable] if srtp != "off" else []
-    refusal = "no common codec" if chosen is None else None
+    refusal, code = ("no common codec", WARN_MEDIA_FORMAT) if chosen is None else (None, None)
     if m.proto.upper() not in RTP_PROTOS:
         refusal = f"{m.proto[:40]} media is not supported here (RTP over UDP only: {', '.join(RTP_PROTOS)})"
+        code = WARN_TRANSPORT
     elif secure and srtp == "off":
-        refusal = f"{m.proto} (SRTP) offered, SRTP is off here"
+        refusal, code = f"{m.proto} (SRTP) offered, SRTP is off here", WARN_TRANSPORT
     elif (secure or srtp == "mandatory") and not usable:
         suites = sorted({c.suite for c in crypto_attributes(m)})
         refusal = f"SRTP needed but no usable a=crypto offered (suites: {', '.join(suites) or 'none'})"
+        code = WARN_TRANSPORT
     if refusal is not None:
         answer = audio_offer(address, port, (0,), session_id=session_id)
         answer.origin.session_version = version
         answer.media = [_refused(other) for other in offer.media]
-        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=refusal)
+        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=refusal,
+                                    refusal_code=code)
     assert chosen is not None
     formats = [(chosen, codec.payload_type)] + ([(te, _te_default(codec.clock_rate))] if te is not None else [])
     answer = _offer_with(address, port, formats, session_id, mine, ptime, version)
@@ -836,7 +845,8 @@ def audio_answer(
     remote, family_refusal = same_family_remote(_remote(offer, m), address)
     if family_refusal is not None:  # nothing we could send to: refused as a whole (RFC 3264 §6)
         line.port = 0
-        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal)
+        return answer, AudioSession(None, 0, None, 0.02, "inactive", rejected=True, refusal=family_refusal,
+                                    refusal_code=WARN_ADDRESS_FORMAT)
     session = AudioSession(remote, chosen, te, agreed_ptime(m.ptime, ptime, codec), _what_we_do(mine, offer, m), mux,
                            encoding=codec.name, clock_rate=codec.clock_rate, fmtp=m.fmtps().get(chosen),
                            remote_rtcp=None if mux else rtcp_address(m, remote))

@@ -189,4 +189,4 @@ async def test_a_dtls_srtp_offer_is_refused_with_488_and_its_reason(relay: Rtpen
             assert "UDP/TLS/RTP/SAVP media is not supported" in call.end_reason
             await bob.wait_event("CALL_CLOSED")
             sent = [m for m in call.exchange if m.direction == "sent" and m.summary.startswith("488")]
-            assert sent and "Warning: 3" in sent[0].raw, sent
+            assert sent and "Warning: 302 skinnysip \"UDP/TLS/RTP/SAVP media is not supported" in sent[0].raw, sent

@@ -620,3 +620,49 @@ async def test_a_refer_without_subscription_gets_no_notify() -> None:
             assert not [r for r in phone.endpoint.trace if r.summary.startswith("NOTIFY")]
             await referred[0].hangup()
         assert target.finish().successful_calls == 1
+
+
+async def test_a_t38_reinvite_is_refused_and_the_call_keeps_its_audio() -> None:
+    """A gateway that hears a fax tone re-INVITEs to T.38 (``m=image … udptl t38``, ITU-T T.38
+    Annex D). We have no T.38: 488 with ``Warning: 304`` (media type not available, RFC 3261
+    §20.43), and the session stays as it was (§14.2) — audio keeps flowing both ways until the
+    caller's BYE. (Before, the 488 said nothing about why.)"""
+    port = free_port(socket.SOCK_DGRAM)
+    t38 = sdp_body("m=image [media_port] udptl t38\na=T38FaxVersion:0\na=T38MaxBitRate:14400\n"
+                   "a=T38FaxRateManagement:transferredTCF\na=T38FaxUdpEC:t38UDPRedundancy").replace(
+                       "o=sipp 1 1", "o=sipp 1 2")
+    ack_488 = """  <send><![CDATA[
+ACK [next_url] SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+    xml = (HEAD.format(name="t38 reinvite") + uac_invite(port) + recv("180", True)
+           + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True) + '  <pause milliseconds="800"/>\n'
+           + uac_in_dialog("INVITE", 2, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=t38)
+           + recv("100", True) + '  <recv response="488"/>\n' + ack_488 + uac_bye(1500, cseq=3) + TAIL)
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        sipp = asyncio.ensure_future(sipp_uac("127.0.0.1", port, xml=xml, timeout=20, extra=["-rtp_echo"]))
+        try:
+            event = await phone.next_event(5)
+            while event is not None and not isinstance(event, IncomingCall):
+                event = await phone.next_event(5)
+            assert isinstance(event, IncomingCall)
+            call = event.call
+            result = await sipp
+        finally:
+            sipp.cancel()
+        events = await _events(phone)
+    assert result.returncode == 0, result.errors or result.screen
+    refusal = next(m.raw for m in call.exchange if m.direction == "sent" and m.summary.startswith("488"))
+    assert 'Warning: 304 skinnysip "no audio stream offered"' in refusal, refusal
+    assert call.end_reason == "BYE received" and call.audio is not None and call.audio.direction == "sendrecv"
+    report = call.media_report()
+    assert report is not None and report["received"]["packets"] > 80  # SIPp echoed our audio before and after
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events

@@ -101,6 +101,8 @@ def test_sccp_phone_keeps_the_policy_it_was_made_under() -> None:
 def test_warning_header_quotes_the_reason() -> None:
     """RFC 3261 §20.43: warn-code SP warn-agent SP quoted-string."""
     assert warning_field('a "b" \\ c') == ("Warning", '399 skinnysip "a \\"b\\" \\\\ c"')
+    assert warning_field("no common codec", 305) == ("Warning", '305 skinnysip "no common codec"')
+    assert warning_field("x", 200)[1].startswith("399 ")  # not a warn-code: miscellaneous
 
 
 def test_an_rtcp_attribute_naming_another_address_is_a_destination_too() -> None:

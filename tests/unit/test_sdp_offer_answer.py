@@ -207,6 +207,7 @@ def test_the_answer_keeps_the_offers_m_line_order() -> None:
     refused, session = audio_answer(offer, "127.0.0.1", 5000, codecs=(18,))  # G.729: nothing in common
     assert [(m.media, m.port) for m in refused.media] == [("video", 0), ("audio", 0)]
     assert session.rejected and session.refusal == "no common codec"
+    assert session.refusal_code == sdp.WARN_MEDIA_FORMAT  # 305 incompatible media format
     again = SessionDescription.parse(refused.to_bytes())
     assert [(m.media, m.proto) for m in again.media] == [("video", "RTP/AVP"), ("audio", "RTP/AVP")]
 
@@ -232,7 +233,7 @@ def test_an_audio_stream_in_another_transport_is_refused_with_its_reason(proto: 
     answer, session = audio_answer(offer, "127.0.0.1", 5000, codecs=G711, srtp="optional")
     assert [(m.media, m.port, m.proto) for m in answer.media] == [("audio", 0, proto), ("video", 0, "RTP/AVP")]
     assert session.rejected and session.refusal is not None and proto in session.refusal
-    assert "RTP over UDP only" in session.refusal
+    assert "RTP over UDP only" in session.refusal and session.refusal_code == sdp.WARN_TRANSPORT  # 302
 
 
 def test_the_first_audio_stream_we_can_speak_is_answered() -> None:

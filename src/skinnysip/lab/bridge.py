@@ -56,7 +56,7 @@ from skinnysip.sdp import (
 )
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
-from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag
+from skinnysip.sip.request import build_cancel, new_call_id, new_request, new_tag, warning_field
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
 from skinnysip.sip.transaction import Flow
 from skinnysip.sip.transactions import (
@@ -561,13 +561,14 @@ class SCCPBridge(TaskOwner):
         call.state = "early"
         self._respond(call, 180)
 
-    def _respond(self, call: _BridgedCall, code: int, body: bytes = b"") -> None:
+    def _respond(self, call: _BridgedCall, code: int, body: bytes = b"",
+                 warning: tuple[str, str] | None = None) -> None:
         assert call.invite_tx is not None and call.flow is not None
         contact = self.endpoint.contact(call.flow, call.number or None)
         with contextlib.suppress(ValueError, SIPParseError, SIPTransportError):
             self.endpoint.respond(call.invite_tx, code, to_tag=call.to_tag, body=body, contact=contact,
                                   content_type="application/sdp" if body else None,
-                                  headers=[("Allow", ALLOW)])
+                                  headers=[("Allow", ALLOW), *([warning] if warning else [])])
 
     async def _answer(self, call: _BridgedCall) -> None:
         """The station answered and its receive channel is open: 200 with its address, and the
@@ -580,8 +581,9 @@ class SCCPBridge(TaskOwner):
         except ValueError:
             answer, audio = None, None
         if answer is None or audio is None or audio.rejected:
-            self._respond(call, 488)
-            self._finish(call, f"488 {(audio.refusal if audio else None) or 'no common codec'}")
+            refusal = (audio.refusal if audio else None) or "no common codec"
+            self._respond(call, 488, warning=warning_field(refusal, audio.refusal_code if audio else None))
+            self._finish(call, f"488 {refusal}")
             leg.bridge_done = True
             await self.cm.end_call(leg)
             return

@@ -59,6 +59,7 @@ from skinnysip.rtp import audio
 from skinnysip.rtp.codecs import payload_types
 from skinnysip.rtp.dtmf import dtmf_relay_body, parse_dtmf_relay
 from skinnysip.sdp import (
+    WARN_MEDIA_TYPE,
     AudioSession,
     CryptoAttribute,
     SDPParseError,
@@ -1404,12 +1405,13 @@ class SIPPhone(Phone):
                                                srtp=self.account.srtp, codecs=self.codecs)
                 _with_rtcp(answer, call.media)
             except ValueError:
-                self._respond(call.invite_tx, 488, to_tag=call.to_tag)
+                self._respond(call.invite_tx, 488, to_tag=call.to_tag,
+                              headers=[warning_field("no audio stream offered", WARN_MEDIA_TYPE)])
                 await self._end(call, "488 no audio offered")
                 return
             if session.rejected:  # 488 with the reason (RFC 3261 §21.4.26, §20.43)
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag,
-                              headers=[warning_field(session.refusal)] if session.refusal else [])
+                              headers=[warning_field(session.refusal, session.refusal_code)] if session.refusal else [])
                 await self._end(call, f"488 {session.refusal or 'no common codec'}")
                 return
             call.audio = session
@@ -1837,11 +1839,15 @@ class SIPPhone(Phone):
                                            srtp=self.account.srtp, codecs=self.codecs,
                                            srtp_key=call.audio.srtp_local_key if call.audio else None)
             _with_rtcp(answer, call.media)
-        except (SDPParseError, ValueError):
-            self.endpoint.respond(tx, 488)
+        except SDPParseError as exc:
+            self.endpoint.respond(tx, 488, headers=[warning_field(f"malformed SDP: {exc}"[:200])])
+            return
+        except ValueError:  # no audio stream (a T.38 re-INVITE, say): the session stays as it is
+            self.endpoint.respond(tx, 488, headers=[warning_field("no audio stream offered", WARN_MEDIA_TYPE)])
             return
         if session.rejected:  # e.g. RTP/SAVP while SRTP is off: 488 keeps the session as it is (RFC 3261 §14.2)
-            self.endpoint.respond(tx, 488, headers=[warning_field(session.refusal)] if session.refusal else None)
+            self.endpoint.respond(tx, 488, headers=[warning_field(session.refusal, session.refusal_code)]
+                                  if session.refusal else None)
             return
         refused = self._media_refusal(session)
         if refused is not None:  # 488: the session, and our media, stay as they were (RFC 3261 §14.2)

@@ -271,11 +271,14 @@ def build_cancel(request: Request) -> Request:
     return Request("CANCEL", request.uri, headers)
 
 
-def warning_field(text: str) -> tuple[str, str]:
-    """A ``Warning: 399 skinnysip "<text>"`` header field (RFC 3261 §20.43: 399 miscellaneous,
-    the agent a pseudonym, the text a quoted-string)."""
+def warning_field(text: str, code: int | None = None) -> tuple[str, str]:
+    """A ``Warning: <code> skinnysip "<text>"`` header field (RFC 3261 §20.43: ``code`` one of
+    its three-digit warn-codes, e.g. 302 incompatible transport protocol, 305 incompatible
+    media format; None or out of range: 399 miscellaneous; the agent a pseudonym, the text a
+    quoted-string)."""
     quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-    return ("Warning", f'399 skinnysip "{quoted}"')
+    warn = code if code is not None and 300 <= code <= 399 else 399
+    return ("Warning", f'{warn} skinnysip "{quoted}"')
 
 
 def build_response(
