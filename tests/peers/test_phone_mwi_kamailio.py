@@ -17,7 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from test_api_phone_http import uvicorn_server
 from test_lab_sip import DOMAIN as LAB_DOMAIN
 from test_lab_sip import port as lab_port
 from test_lab_sip import settings as lab_settings
@@ -147,3 +149,36 @@ async def test_a_server_without_the_event_package_is_an_error_event() -> None:
             assert error.reason == "SUBSCRIBE message-summary refused: 405 Method Not Allowed"
             assert phone.mwi is not None and phone.mwi.state == "failed"
             assert phone.registration.value == "registered"
+
+
+async def test_the_api_phone_view_shows_the_mailbox(notifier: int) -> None:
+    """``GET /api/phones/{id}`` carries ``messageWaiting``: the subscription's state and the
+    last summary heard (counts per message class), so a client that was not listening to the
+    event socket when the NOTIFY came still sees the lamp. (Before, only the event said it.)"""
+    body = {"protocol": "sip", "aor": "sip:carol@127.0.0.1", "registrar": f"127.0.0.1:{notifier}",
+            "register": False, "mwi": True}
+    with uvicorn_server() as (address, _):
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as api:
+            created = await api.post("/api/phones", json=body)
+            assert created.status_code == 201, created.text
+            pid = created.json()["id"]
+            view: dict = {}
+            for _ in range(50):
+                view = (await api.get(f"/api/phones/{pid}")).json()["messageWaiting"]
+                if view["subscription"] == "active":
+                    break
+                await asyncio.sleep(0.1)
+            assert view["subscription"] == "active" and view["waiting"] is None and view["counts"] == {}, view
+            waiting = "Messages-Waiting: yes\r\nMessage-Account: sip:carol@127.0.0.1\r\nVoice-Message: 3/1 (1/0)\r\n"
+            assert publish(notifier, "carol", waiting, 11) == "SIP/2.0 200 OK"
+            for _ in range(50):
+                view = (await api.get(f"/api/phones/{pid}")).json()["messageWaiting"]
+                if view["waiting"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert view["waiting"] is True and view["account"] == "sip:carol@127.0.0.1", view
+            assert view["counts"] == {"voice-message": {"new": 3, "old": 1, "newUrgent": 1, "oldUrgent": 0}}
+            assert view["updated"] is not None and abs(view["updated"] - time.time()) < 10
+            listed = (await api.get("/api/phones")).json()["phones"]
+            assert [p["messageWaiting"]["waiting"] for p in listed if p["id"] == pid] == [True]
+            assert (await api.delete(f"/api/phones/{pid}")).status_code == 200

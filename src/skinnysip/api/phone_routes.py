@@ -98,6 +98,7 @@ from skinnysip.phone.api import (
     RegistrationState,
     camel_keys,
     event_to_dict,
+    message_counts,
 )
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import RING_TIMEOUT, SIPAccount, SIPCall, SIPPhone
@@ -380,6 +381,19 @@ class Registration(ResultModel):
     expires: int | None = None
 
 
+class MessageWaitingView(ResultModel):
+    """The phone's message-waiting state (RFC 3842): its subscription and the last summary."""
+
+    subscription: str = Field("off", description="off (not subscribed), init, pending, active, terminated or "
+                              "failed: the SUBSCRIBE message-summary's state (RFC 6665).")
+    reason: str = Field("", description="Why the subscription failed or ended.")
+    waiting: bool | None = Field(None, description="Messages-Waiting of the last NOTIFY (null: none heard yet).")
+    account: str | None = Field(None, description="Message-Account of the last NOTIFY.")
+    counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="Per message class "
+                                              "(voice-message…): new, old, newUrgent, oldUrgent.")
+    updated: float | None = Field(None, description="When the last summary came (wall-clock seconds).")
+
+
 class CallSummary(ResultModel):
     """:meth:`Call.summary` (extra keys a phone adds are passed through)."""
 
@@ -426,6 +440,7 @@ class PhoneResult(ResultModel):
                                "message, hangup…), each to end with an actionDone event.")
     account: dict[str, Any]
     registration: Registration
+    message_waiting: MessageWaitingView
     calls: list[CallSummary]
     created: float
     last_used: float
@@ -641,12 +656,22 @@ class PhoneSession:
         return Registration(state=phone.registration.value, reason=getattr(phone, "registration_reason", ""),
                             expires=getattr(phone, "expires_granted", None))
 
+    def message_waiting(self) -> MessageWaitingView:
+        phone = self.phone
+        subscription = getattr(phone, "mwi", None)
+        last = phone.message_waiting
+        return MessageWaitingView(
+            subscription=subscription.state if subscription is not None else "off",
+            reason=subscription.reason if subscription is not None else "",
+            waiting=last.waiting if last else None, account=last.account if last else None,
+            counts=message_counts(last) if last else {}, updated=phone.message_waiting_time)
+
     def view(self) -> PhoneResult:
         state: PhoneState = ("closing" if self.closing else "failed" if self.failure else "starting" if self.starting
                  else "open")
         return PhoneResult(id=self.id, protocol=self.protocol, state=state, reason=self.failure,
                            pending=sorted(self.pending.values()), account=self.account,
-                           registration=self.registration(),
+                           registration=self.registration(), message_waiting=self.message_waiting(),
                            calls=[CallSummary.model_validate(c.summary()) for c in self.calls()],
                            created=self.created, last_used=self.last_used,
                            events_dropped=self.phone.events_dropped)

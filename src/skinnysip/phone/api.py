@@ -144,6 +144,12 @@ class MessageWaiting:
     counts: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
 
 
+def message_counts(event: MessageWaiting) -> dict[str, dict[str, int]]:
+    """``event.counts`` as JSON: ``{"voice-message": {"new": 2, "old": 8, "newUrgent": 0,
+    "oldUrgent": 0}, …}`` (RFC 3842 §5.2)."""
+    return {kind: dict(zip(("new", "old", "newUrgent", "oldUrgent"), n, strict=True)) for kind, n in event.counts}
+
+
 @dataclass(frozen=True)
 class ErrorEvent:
     """Something went wrong outside any action a caller awaits (a refresh failed…)."""
@@ -282,7 +288,9 @@ class Phone:
 
     ``on_call_ended``: None, or a function called with each call as it ends (its state
     just became ``TERMINATED``, before the event is queued); one that raises is logged and
-    the phone goes on. A load run remembers ended Call-IDs with it (SIPp's DeadCallMsgs)."""
+    the phone goes on. A load run remembers ended Call-IDs with it (SIPp's DeadCallMsgs).
+    ``message_waiting``: the last :class:`MessageWaiting` the phone heard (None: none yet) and
+    ``message_waiting_time`` when (wall-clock seconds)."""
 
     def __init__(self) -> None:
         self.on_call_ended: Callable[[Call], None] | None = None
@@ -293,6 +301,8 @@ class Phone:
         self.history: list[dict[str, Any]] = []  # ended calls' summaries (bounded)
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.message_waiting: MessageWaiting | None = None
+        self.message_waiting_time: float | None = None
 
     async def __aenter__(self) -> Phone:
         await self.start()
@@ -320,6 +330,8 @@ class Phone:
 
     def emit(self, event: PhoneEvent) -> None:
         """Queue an event for :meth:`events` (the oldest is dropped when the queue is full)."""
+        if isinstance(event, MessageWaiting):
+            self.message_waiting, self.message_waiting_time = event, time.time()
         if self._events.full():
             self._events.get_nowait()
             self.events_dropped += 1
@@ -434,6 +446,5 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
                 "contentType": event.content_type}
     if isinstance(event, MessageWaiting):
         return {"event": "messageWaiting", "time": now, "waiting": event.waiting, "account": event.account,
-                "counts": {kind: dict(zip(("new", "old", "newUrgent", "oldUrgent"), n, strict=True))
-                           for kind, n in event.counts}}
+                "counts": message_counts(event)}
     return {"event": "error", "time": now, "reason": event.reason}
