@@ -37,7 +37,9 @@ __all__ = [
     "SessionDescription",
     "AUDIO_CODECS",  # noqa: F822 - computed on first use by __getattr__
     "SRTP_MODES",
+    "SRTP_KEY_LENGTHS",
     "SRTP_SUITES",
+    "check_srtp_suites",
     "TELEPHONE_EVENT_PT",
     "TELEPHONE_EVENT_48K_PT",
     "AudioSession",
@@ -395,6 +397,12 @@ def _parse_attribute(value: str) -> tuple[str, str | None]:
 SRTP_SUITES: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 #: octets of master key || master salt for :data:`SRTP_SUITES`
 SRTP_KEY_LENGTH = 30
+#: every SDES suite we can key, with its master key || master salt length in octets: the
+#: AES-CM suites of RFC 4568 §6.2 (16 + 14) and the AES-GCM ones of RFC 7714 (16 or 32, + 12).
+#: Offers carry :data:`SRTP_SUITES` unless told otherwise; answers take any of these.
+SRTP_KEY_LENGTHS: dict[str, int] = {
+    "AES_CM_128_HMAC_SHA1_80": 30, "AES_CM_128_HMAC_SHA1_32": 30, "AEAD_AES_128_GCM": 28, "AEAD_AES_256_GCM": 44,
+}
 #: ``off``: plain RTP/AVP; ``optional``: RTP/AVP with ``a=crypto`` (SRTP if the answer keys
 #: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted.
 SRTP_MODES = ("off", "optional", "mandatory")
@@ -427,8 +435,8 @@ class CryptoAttribute:
     """``a=crypto:<tag> <crypto-suite> inline:<key||salt>[|<lifetime>][|<MKI>:<length>] [<session-params>]``
     (RFC 4568 §9.1).
 
-    ``key``: the decoded master key || master salt (exactly :data:`SRTP_KEY_LENGTH` octets for
-    :data:`SRTP_SUITES`; as given for suites we do not know). ``lifetime`` and ``mki``: as
+    ``key``: the decoded master key || master salt (exactly :data:`SRTP_KEY_LENGTHS` octets for
+    the suites we know; as given for the others). ``lifetime`` and ``mki``: as
     written, or None; checked for syntax, not used. Of several ``;``-separated keys the first
     is kept. ``session_params``: the tokens after the key parameters (``KDR=0``, ``WSH=128``…).
     """
@@ -471,8 +479,9 @@ class CryptoAttribute:
             key = base64.b64decode(key_text.rstrip("=") + "=" * (-len(key_text.rstrip("=")) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise SDPParseError("a=crypto inline key is not base64") from None
-        if suite in SRTP_SUITES and len(key) != SRTP_KEY_LENGTH:
-            raise SDPParseError(f"a=crypto {suite} needs {SRTP_KEY_LENGTH} octets of key||salt, got {len(key)}")
+        need = SRTP_KEY_LENGTHS.get(suite)
+        if need is not None and len(key) != need:
+            raise SDPParseError(f"a=crypto {suite} needs {need} octets of key||salt, got {len(key)}")
         return cls(int(tag), suite, key, lifetime, mki, tuple(parts[3:]))
 
     def __str__(self) -> str:
@@ -484,10 +493,10 @@ class CryptoAttribute:
 
     @property
     def usable(self) -> bool:
-        """True if we can key SRTP with it: a suite of :data:`SRTP_SUITES`, no MKI in the
-        packets (none, or length 0), no ``KDR`` other than 0 and none of the UNENCRYPTED/
-        UNAUTHENTICATED session parameters."""
-        if self.suite not in SRTP_SUITES or len(self.key) != SRTP_KEY_LENGTH:
+        """True if we can key SRTP with it: a suite of :data:`SRTP_KEY_LENGTHS` with a key of
+        its length, no MKI in the packets (none, or length 0), no ``KDR`` other than 0 and none
+        of the UNENCRYPTED/UNAUTHENTICATED session parameters."""
+        if len(self.key) != SRTP_KEY_LENGTHS.get(self.suite, -1):
             return False
         if self.mki is not None and not self.mki.endswith(":0"):
             return False
@@ -498,12 +507,26 @@ class CryptoAttribute:
         return True
 
 
+def check_srtp_suites(suites: Sequence[str]) -> tuple[str, ...]:
+    """``suites`` as a tuple, checked: at least one, each a suite of :data:`SRTP_KEY_LENGTHS`,
+    none twice; ``ValueError`` naming the first bad one."""
+    if not suites:
+        raise ValueError("srtp suites: at least one")
+    for suite in suites:
+        if suite not in SRTP_KEY_LENGTHS:
+            raise ValueError(f"srtp suite {suite[:40]!r}: one of {', '.join(SRTP_KEY_LENGTHS)}")
+    if len(set(suites)) != len(suites):
+        raise ValueError("srtp suites: each once")
+    return tuple(suites)
+
+
 def new_crypto(tag: int, suite: str = SRTP_SUITES[0]) -> CryptoAttribute:
-    """A fresh ``a=crypto`` line: ``tag``, ``suite`` and a random master key || salt from
-    :mod:`secrets` (RFC 4568 §6.1: keys must be random). ``ValueError`` for another suite."""
-    if suite not in SRTP_SUITES:
-        raise ValueError(f"crypto suite {suite!r}: one of {', '.join(SRTP_SUITES)}")
-    return CryptoAttribute(tag, suite, secrets.token_bytes(SRTP_KEY_LENGTH))
+    """A fresh ``a=crypto`` line: ``tag``, ``suite`` (one of :data:`SRTP_KEY_LENGTHS`) and a
+    random master key || salt of its length from :mod:`secrets` (RFC 4568 §6.1: keys must be
+    random). ``ValueError`` for another suite."""
+    if suite not in SRTP_KEY_LENGTHS:
+        raise ValueError(f"crypto suite {suite[:40]!r}: one of {', '.join(SRTP_KEY_LENGTHS)}")
+    return CryptoAttribute(tag, suite, secrets.token_bytes(SRTP_KEY_LENGTHS[suite]))
 
 
 def crypto_attributes(media: MediaDescription) -> list[CryptoAttribute]:
@@ -776,6 +799,7 @@ def audio_answer(
     ptime: int = 20,
     srtp: str = "off",
     srtp_key: bytes | None = None,
+    srtp_suites: Sequence[str] | None = None,
 ) -> tuple[SessionDescription, AudioSession]:
     """Answer an offer's first audio stream with a port and an RTP profile over UDP
     (:data:`RTP_PROTOS`; answered in that same profile) (RFC 3264 §6): the first offered codec of
@@ -793,7 +817,7 @@ def audio_answer(
     is not one of :data:`SRTP_MODES`.
 
     SRTP (RFC 4568 §7.1.2): with ``srtp`` not ``off``, the first offered ``a=crypto`` we can
-    use (the offerer's order) is answered with the same tag and suite and our own key
+    use (the offerer's order; of ``srtp_suites`` when given, else of :data:`SRTP_KEY_LENGTHS`) is answered with the same tag and suite and our own key
     (``srtp_key`` when it is a 30-octet key to keep, e.g. on a re-offer; else fresh from
     :mod:`secrets`). The stream is refused (port 0, ``refusal`` says why) when the offer is
     RTP/SAVP and ``srtp`` is ``off`` or no crypto line is usable, and when ``srtp`` is
@@ -810,7 +834,8 @@ def audio_answer(
     mine = combine_directions(direction, reverse_direction(offer.direction_of(m)))
     mux = m.attribute("rtcp-mux") is not None
     secure = m.proto.upper() in _SECURE_PROTOS
-    usable = [c for c in crypto_attributes(m) if c.usable] if srtp != "off" else []
+    usable = [c for c in crypto_attributes(m) if c.usable and (srtp_suites is None or c.suite in srtp_suites)] \
+        if srtp != "off" else []
     refusal, code = ("no common codec", WARN_MEDIA_FORMAT) if chosen is None else (None, None)
     if m.proto.upper() not in RTP_PROTOS:
         refusal = f"{m.proto[:40]} media is not supported here (RTP over UDP only: {', '.join(RTP_PROTOS)})"
@@ -833,8 +858,9 @@ def audio_answer(
     keyed: CryptoAttribute | None = None
     if usable:
         theirs = usable[0]
-        key = srtp_key if srtp_key is not None and len(srtp_key) == SRTP_KEY_LENGTH else None
-        keyed = CryptoAttribute(theirs.tag, theirs.suite, key or secrets.token_bytes(SRTP_KEY_LENGTH))
+        length = SRTP_KEY_LENGTHS[theirs.suite]
+        key = srtp_key if srtp_key is not None and len(srtp_key) == length else None
+        keyed = CryptoAttribute(theirs.tag, theirs.suite, key or secrets.token_bytes(length))
         answer.media[0].attributes.insert(-2, ("crypto", str(keyed)))
     line = answer.media[0]
     line.proto = m.proto  # the offered profile (RTP/AVPF answered as AVPF, RFC 4585 §4.2)
@@ -886,7 +912,8 @@ def _renumber(value: str | None, remap: dict[str, str]) -> str | None:
 def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", codecs: tuple[int, ...] | None = None,
                     telephone_event: int | None = TELEPHONE_EVENT_PT, session_id: int | None = None, version: int = 0,
                     ptime: int = 20, srtp: str = "off", crypto: Sequence[CryptoAttribute] | None = None,
-                    telephone_event_48k: int | None = TELEPHONE_EVENT_48K_PT) -> SessionDescription:
+                    telephone_event_48k: int | None = TELEPHONE_EVENT_48K_PT,
+                    srtp_suites: Sequence[str] | None = None) -> SessionDescription:
     """Our audio offer (RFC 3264 §5): ``codecs`` in preference order (default: the wideband
     codecs available here first, :data:`AUDIO_CODECS`), telephone-event/8000 (RFC 4733) on
     ``telephone_event`` and, when Opus is offered, telephone-event/48000 on
@@ -896,8 +923,8 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
 
     ``srtp`` (:data:`SRTP_MODES`): ``mandatory`` offers ``RTP/SAVP``, ``optional`` offers
     ``RTP/AVP``, both with ``a=crypto`` lines (RFC 4568): ``crypto`` (e.g. the keys in use,
-    on a re-offer) or one fresh key per suite of :data:`SRTP_SUITES`, tags 1, 2.
-    ``ValueError`` for another ``srtp``."""
+    on a re-offer) or one fresh key per suite of ``srtp_suites`` (default :data:`SRTP_SUITES`),
+    tags 1, 2…. ``ValueError`` for another ``srtp`` or a suite not in :data:`SRTP_KEY_LENGTHS`."""
     _check_srtp_mode(srtp)
     if codecs is None:
         codecs = _audio_codecs()
@@ -911,7 +938,8 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
     if srtp != "off":
         media = offer.media[0]
         media.proto = "RTP/SAVP" if srtp == "mandatory" else "RTP/AVP"
-        lines = list(crypto) if crypto else [new_crypto(i, suite) for i, suite in enumerate(SRTP_SUITES, 1)]
+        suites = SRTP_SUITES if srtp_suites is None else srtp_suites
+        lines = list(crypto) if crypto else [new_crypto(i, suite) for i, suite in enumerate(suites, 1)]
         media.attributes[-2:-2] = [("crypto", str(c)) for c in lines]
     return offer
 

@@ -111,6 +111,8 @@ async def test_rtpengine_offers_us_srtp_for_a_plain_caller(relay: RtpenginePeer,
                                  record_dir=str(tmp_path))) as phone:
             call = await bob_calls(pbx, bob, phone)
             assert call.remote_offer is not None and call.remote_offer.media[0].proto == "RTP/SAVP"
+            # rtpengine offers twelve suites, AES-256-GCM first: we take the first we can key (RFC 7714)
+            assert call.audio is not None and call.audio.srtp_suite == "AEAD_AES_256_GCM"
             relayed(call, relay)
             await asyncio.sleep(3)
             await bob.command("hangup")
@@ -121,18 +123,22 @@ async def test_rtpengine_offers_us_srtp_for_a_plain_caller(relay: RtpenginePeer,
             heard_each_other(report, bob)
 
 
-async def test_our_srtp_call_reaches_a_plain_callee_through_rtpengine(relay: RtpenginePeer,
-                                                                      tmp_path: Path) -> None:
-    """We offer RTP/SAVP; rtpengine offers baresip plain RTP (flag ``RTP/AVP``) and answers us
-    RTP/SAVP with its own key."""
+@pytest.mark.parametrize("suites", [None, ("AEAD_AES_128_GCM",), ("AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_32")])
+async def test_our_srtp_call_reaches_a_plain_callee_through_rtpengine(relay: RtpenginePeer, tmp_path: Path,
+                                                                      suites: tuple[str, ...] | None) -> None:
+    """We offer RTP/SAVP (our default AES-CM suites, or the AES-GCM ones of RFC 7714 through
+    ``srtp_suites``); rtpengine offers baresip plain RTP (flag ``RTP/AVP``) and answers us
+    RTP/SAVP keying our first suite with its own key."""
     with kamailio(pbx=True, rtpengine=(relay.ng_socket, "RTP/AVP", "")) as pbx:
         async with bob_peer(pbx) as bob:
             await registered(pbx, "bob")
-            async with SIPPhone(account(pbx, "alice", srtp="mandatory", record_dir=str(tmp_path))) as phone:
+            async with SIPPhone(account(pbx, "alice", srtp="mandatory", srtp_suites=suites,
+                                        record_dir=str(tmp_path))) as phone:
                 call = await phone.call("bob")
                 assert await call.wait_connected(15), call.end_reason
                 await bob.wait_event("CALL_ESTABLISHED")
-                assert call.audio is not None and call.audio.srtp_suite is not None
+                assert call.audio is not None
+                assert call.audio.srtp_suite == (suites or ("AES_CM_128_HMAC_SHA1_80",))[0]
                 relayed(call, relay)
                 await asyncio.sleep(3)
                 await call.hangup()

@@ -261,6 +261,10 @@ def test_phone_server_targets() -> None:
     assert r.returncode == 2 and "--sccp" in r.stderr
     r = skinnysip("phone", "sip:alice@127.0.0.1", "--no-register", "--codecs", "PCMA,MP3")
     assert r.returncode == 2 and r.stderr.startswith("error: --codecs: unknown codec 'MP3'"), r.stderr
+    r = skinnysip("phone", "sip:alice@127.0.0.1", "--no-register", "--srtp-suites", "AEAD_AES_128_GCM,F8_128_HMAC_SHA1_80")
+    assert r.returncode == 2 and r.stderr.startswith("error: --srtp-suites: srtp suite 'F8_128_HMAC_SHA1_80'"), r.stderr
+    r = skinnysip("phone", "sip:alice@127.0.0.1", "--no-register", "--srtp-suites", ",")
+    assert r.returncode == 2 and r.stderr.startswith("error: --srtp-suites: at least one"), r.stderr
 
 
 @pytest.mark.parametrize(("text", "account"), [("[::1]", "[::1]"), ("[::1]:5070", "[::1]:5070"),

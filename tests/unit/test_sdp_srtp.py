@@ -24,6 +24,7 @@ from skinnysip.sdp import (
     SRTPRefused,
     audio_answer,
     audio_offer_for,
+    check_srtp_suites,
     crypto_attributes,
     negotiate,
     new_crypto,
@@ -38,7 +39,7 @@ SAVP_OFFER = (  # what baresip 1.0 with mediaenc=srtp-mand offers, give or take
     "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
     "m=audio 40000 RTP/SAVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
     "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
-    f"a=crypto:1 AEAD_AES_256_GCM inline:{KEY_A}{KEY_A[:16]}\r\n"
+    f"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}{KEY_A[:16]}\r\n"
     f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_A}\r\n"
     f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B}\r\n"
     "a=ptime:20\r\na=sendrecv\r\n"
@@ -66,10 +67,10 @@ def test_crypto_attribute_parses_the_rfc_example_and_builds_back() -> None:
     assert not CryptoAttribute.parse(f"7 AES_CM_128_HMAC_SHA1_32 inline:{RFC_KEY} UNENCRYPTED_SRTP").usable
     assert not CryptoAttribute.parse(f"7 AES_CM_128_HMAC_SHA1_32 inline:{RFC_KEY} KDR=24").usable
     # a suite we do not know parses (to be skipped), with its own key length
-    gcm = CryptoAttribute.parse(f"2 AEAD_AES_256_GCM inline:{KEY_A}{KEY_A[:16]}")
-    assert len(gcm.key) == 42 and not gcm.usable
+    aes256 = CryptoAttribute.parse(f"2 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}{KEY_A[:16]}")
+    assert len(aes256.key) == 42 and not aes256.usable
     # unpadded base64 of a key whose length is not a multiple of 3 is accepted
-    assert len(CryptoAttribute.parse(f"2 AEAD_AES_256_GCM inline:{KEY_A}{KEY_A[:15]}").key) == 41
+    assert len(CryptoAttribute.parse(f"2 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}{KEY_A[:15]}").key) == 41
     assert RFC_KEY not in repr(c) and "key=" not in repr(c)  # keys stay out of logs
 
 
@@ -105,8 +106,9 @@ def test_crypto_parse_raises_nothing_but_sdp_parse_error(value: str) -> None:
 def test_new_crypto_keys_are_fresh_and_checked() -> None:
     keys = {new_crypto(1).key for _ in range(20)}
     assert len(keys) == 20 and all(len(k) == 30 for k in keys)
+    assert [len(new_crypto(1, suite).key) for suite in ("AEAD_AES_128_GCM", "AEAD_AES_256_GCM")] == [28, 44]
     with pytest.raises(ValueError):
-        new_crypto(1, "AEAD_AES_256_GCM")
+        new_crypto(1, "AES_256_CM_HMAC_SHA1_80")
 
 
 # ---------------------------------------------------------------------------- offers
@@ -138,7 +140,7 @@ def test_savp_offer_answered_with_first_supported_suite_and_our_own_key() -> Non
     m = SessionDescription.parse(answer.to_bytes()).media[0]
     (ours,) = crypto_attributes(m)
     assert m.proto == "RTP/SAVP" and m.port == 5000
-    assert (ours.tag, ours.suite) == (2, "AES_CM_128_HMAC_SHA1_32")  # GCM skipped; the offerer's order
+    assert (ours.tag, ours.suite) == (2, "AES_CM_128_HMAC_SHA1_32")  # AES-256-CM skipped; the offerer's order
     assert ours.key not in (base64.b64decode(KEY_A), base64.b64decode(KEY_B))
     assert session.srtp_suite == "AES_CM_128_HMAC_SHA1_32"
     assert session.srtp_local_key == ours.key and session.srtp_remote_key == base64.b64decode(KEY_A)
@@ -283,3 +285,38 @@ def test_cli_srtp_alone_means_mandatory() -> None:
     assert fix_auto_answer(["--srtp", "optional", "--auto-answer"]) == ["--srtp", "optional", "--auto-answer", "0"]
     assert fix_auto_answer(["--auto-answer", "1.5", "--srtp", "--json"]) == [
         "--auto-answer", "1.5", "--srtp", "mandatory", "--json"]
+
+
+@pytest.mark.parametrize(("suite", "length"), [("AEAD_AES_128_GCM", 28), ("AEAD_AES_256_GCM", 44)])
+def test_an_aes_gcm_offer_is_answered_with_a_key_of_its_length(suite: str, length: int) -> None:
+    """RFC 7714's SDES suites (as rtpengine offers them first): 16 or 32 octets of key and 12
+    of salt. Answered in the offerer's order with our own key of that length; a GCM line whose
+    key has the AES-CM length is malformed and skipped (RFC 4568 §7.1.1)."""
+    theirs = new_crypto(1, suite)
+    text = SAVP_OFFER.replace("a=crypto:1 AES_256_CM_HMAC_SHA1_80", "a=crypto:9 AES_256_CM_HMAC_SHA1_80").replace(
+        "a=crypto:2 ", f"a=crypto:{theirs}\r\na=crypto:2 ")
+    answer, session = audio_answer(offer(text), "127.0.0.1", 5000, srtp="mandatory")
+    (ours,) = crypto_attributes(SessionDescription.parse(answer.to_bytes()).media[0])
+    assert (ours.tag, ours.suite, len(ours.key)) == (1, suite, length) and ours.usable
+    assert session.srtp_suite == suite and session.srtp_remote_key == theirs.key
+    assert audio_answer(offer(text), "127.0.0.1", 5000, srtp="mandatory", srtp_key=ours.key)[1].srtp_local_key \
+        == ours.key  # kept on a re-offer
+    with pytest.raises(SDPParseError, match=f"needs {length} octets"):
+        CryptoAttribute.parse(f"1 {suite} inline:{KEY_A}")
+
+
+def test_the_suites_offered_and_accepted_can_be_chosen() -> None:
+    """``srtp_suites``: offered in that order with a key of each one's length; an answer takes
+    only those (so an offer of none of them is refused when SRTP is mandatory); a bad list is
+    a ValueError naming the bad suite."""
+    mine = audio_offer_for("127.0.0.1", 4000, srtp="mandatory", srtp_suites=("AEAD_AES_256_GCM", "AEAD_AES_128_GCM"))
+    lines = crypto_attributes(SessionDescription.parse(mine.to_bytes()).media[0])
+    assert [(c.tag, c.suite, len(c.key)) for c in lines] == [(1, "AEAD_AES_256_GCM", 44), (2, "AEAD_AES_128_GCM", 28)]
+    answer, session = audio_answer(offer(), "127.0.0.1", 5000, srtp="mandatory", srtp_suites=("AES_CM_128_HMAC_SHA1_80",))
+    assert session.srtp_suite == "AES_CM_128_HMAC_SHA1_80"  # tag 3: tag 2's _32 is not among ours
+    refused = audio_answer(offer(), "127.0.0.1", 5000, srtp="mandatory", srtp_suites=("AEAD_AES_128_GCM",))[1]
+    assert refused.rejected and refused.refusal is not None and refused.refusal.startswith("SRTP needed")
+    assert check_srtp_suites(["AEAD_AES_128_GCM"]) == ("AEAD_AES_128_GCM",)
+    for bad, says in (([], "at least one"), (["AES_192_CM_HMAC_SHA1_80"], "AES_192"), (["AEAD_AES_128_GCM"] * 2, "once")):
+        with pytest.raises(ValueError, match=says):
+            check_srtp_suites(bad)

@@ -5,7 +5,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
-  "ringTimeout", "stunServer", "mwi", "source", "dtmf", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
+  "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
   goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
@@ -106,6 +106,7 @@ from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import WireMessage
 from skinnysip.rtp.codecs import payload_types
 from skinnysip.sccp.station import validate_device_name
+from skinnysip.sdp import check_srtp_suites
 from skinnysip.sip.message import SIPParseError
 from skinnysip.sip.uri import SipURI, parse_hostport
 
@@ -244,9 +245,23 @@ class SIPPhoneBody(_Body):
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
         None, min_length=1, max_length=4, description="Audio codecs offered and accepted, in order of preference "
         "(default: every one available on the server, wideband first); one the server lacks is a 400.")
+    srtp: Literal["off", "optional", "mandatory"] = Field(
+        "off", description="SRTP with SDES keys (RFC 4568): optional (RTP/AVP with a=crypto, plain RTP if the far "
+        "end keys none) or mandatory (RTP/SAVP; the call fails without SRTP); off: plain RTP, SRTP offers refused.")
+    srtp_suites: list[Literal["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM",
+                              "AEAD_AES_256_GCM"]] | None = Field(
+        None, min_length=1, max_length=4, description="SDES suites offered, in order, and the only ones accepted "
+        "(AES-GCM: RFC 7714); default: offer the two AES_CM ones, accept any of the four.")
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None
+
+    @field_validator("srtp_suites")
+    @classmethod
+    def _srtp_suites(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            check_srtp_suites(v)
+        return v
 
     @field_validator("aor")
     @classmethod
@@ -286,6 +301,7 @@ class SIPPhoneBody(_Body):
                           ring_timeout=self.ring_timeout / 1000,
                           stun_server=self.stun_server, mwi=self.mwi,
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
+                          srtp=self.srtp, srtp_suites=tuple(self.srtp_suites) if self.srtp_suites else None,
                           timeout=self.timeout / 1000,
                           rtp_ports=_port_pair(self.rtp_ports))
 

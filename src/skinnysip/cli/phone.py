@@ -67,7 +67,7 @@ from skinnysip.cli.common import (
     writable_directory,
     write_pcap,
 )
-from skinnysip.sdp import SRTP_MODES
+from skinnysip.sdp import SRTP_MODES, check_srtp_suites
 
 EXIT_NO_CALL, EXIT_UNREACHABLE = EXIT_ANSWERED, EXIT_NO_ANSWER
 
@@ -153,6 +153,9 @@ class PhoneCommand(Command):
         "PCMU, PCMA, G722, opus) [default: all available, wideband first].")
 @option("--srtp", default="off", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + a=crypto, plain RTP "
         "if refused) or mandatory (RTP/SAVP) [mandatory if given alone].")
+@option("--srtp-suites", metavar="LIST", help="SDES suites offered, in order, and the only ones accepted, e.g. "
+        "AEAD_AES_256_GCM,AES_CM_128_HMAC_SHA1_80 (of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, "
+        "AEAD_AES_128_GCM, AEAD_AES_256_GCM) [default: offer the two AES_CM ones, accept any].")
 @option("--exec", "execute", help="Commands to run first, separated by ';'.")
 @option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 @option("--pcap", metavar="FILE",
@@ -163,8 +166,8 @@ def phone_cmd(
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, mwi: bool,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
-    soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, execute: str | None, as_json: bool,
-    pcap: str | None,
+    soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
+    execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
@@ -208,6 +211,12 @@ def phone_cmd(
         raise exit_with(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
     if aor is None:
         raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
+    suites = comma_list(srtp_suites)
+    if suites is not None:
+        try:
+            check_srtp_suites(suites)
+        except ValueError as exc:
+            raise _fail(f"--srtp-suites: {str(exc).removeprefix('srtp suites: ')}") from None
     secret = password_from(password, prompt=False)
     servers = {"--registrar": _server(registrar, "--registrar"), "--proxy": _server(proxy, "--proxy")}
     for flag, server in servers.items():
@@ -225,7 +234,7 @@ def phone_cmd(
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
                          stun_server=stun_server, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
-                         codecs=comma_list(codecs), rtp_ports=media_ports)
+                         codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites)
         acc.uri()
         if stun_server is not None:
             parse_server(stun_server)

@@ -96,6 +96,7 @@ from skinnysip.rtp.rtcp import (
 )
 from skinnysip.rtp.stats import RTP_SEQ_MOD, RTPReceiverStats, RTPSender
 from skinnysip.rtp.tones import DTMF_FREQUENCIES, ToneSource
+from skinnysip.sdp import SRTP_KEY_LENGTHS
 
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
@@ -201,33 +202,37 @@ class PacketLog:
         return len(self.head) + len(self.tail)
 
 
-#: SDES crypto suites (RFC 4568 §6.2) → libsrtp profiles. Both tag SRTCP with 80 bits (RFC 4568 §6.2.2).
+#: SDES crypto suites → libsrtp profiles: AES-CM with HMAC-SHA1 (RFC 4568 §6.2; both tag SRTCP
+#: with 80 bits, §6.2.2) and AES-GCM (RFC 7714: 16-octet tags, no separate authentication).
+#: Their key || salt lengths: :data:`skinnysip.sdp.SRTP_KEY_LENGTHS`.
 _SRTP_PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
 }
-#: octets of master key (16) || master salt (14) for those suites
-_SRTP_KEY_LENGTH = 30
 
 
 @dataclass(frozen=True)
 class SRTPConfig:
     """The SRTP keys of one stream (RFC 3711): ``suite`` an SDES suite name
-    (``AES_CM_128_HMAC_SHA1_80`` or ``AES_CM_128_HMAC_SHA1_32``), ``tx_key`` our master key ||
-    master salt (30 octets; protects what we send), ``rx_key`` the peer's (unprotects what we
-    receive). Keys are left out of ``repr``."""
+    (``AES_CM_128_HMAC_SHA1_80``, ``AES_CM_128_HMAC_SHA1_32``, ``AEAD_AES_128_GCM`` or
+    ``AEAD_AES_256_GCM``), ``tx_key`` our master key || master salt (30, 30, 28 or 44 octets:
+    :data:`skinnysip.sdp.SRTP_KEY_LENGTHS`; protects what we send), ``rx_key`` the peer's
+    (unprotects what we receive). Keys are left out of ``repr``."""
 
     suite: str
     tx_key: bytes = field(repr=False)
     rx_key: bytes = field(repr=False)
 
     def validate(self) -> None:
-        """``ValueError`` for an unknown suite or a key that is not 30 octets."""
+        """``ValueError`` for an unknown suite or a key that is not the suite's length."""
         if self.suite not in _SRTP_PROFILES:
             raise ValueError(f"srtp suite {self.suite!r}: one of {', '.join(_SRTP_PROFILES)}")
+        length = SRTP_KEY_LENGTHS[self.suite]
         for name, key in (("tx_key", self.tx_key), ("rx_key", self.rx_key)):
-            if not isinstance(key, bytes) or len(key) != _SRTP_KEY_LENGTH:
-                raise ValueError(f"srtp {name}: {_SRTP_KEY_LENGTH} octets of master key || salt")
+            if not isinstance(key, bytes) or len(key) != length:
+                raise ValueError(f"srtp {name}: {length} octets of master key || salt for {self.suite}")
 
     @classmethod
     def from_audio(cls, audio: AudioSession) -> SRTPConfig | None:

@@ -67,6 +67,7 @@ from skinnysip.sdp import (
     SRTPRefused,
     audio_answer,
     audio_offer_for,
+    check_srtp_suites,
     negotiate,
     same_family_remote,
 )
@@ -153,7 +154,10 @@ class SIPAccount:
     RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
     RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
     crypto) or ``"mandatory"`` (offer RTP/SAVP, the call fails if the far end refuses SRTP;
-    offers without usable crypto refused with 488). ``session_expires``: the session interval
+    offers without usable crypto refused with 488). ``srtp_suites``: the SDES crypto suites
+    offered, in order, and the only ones accepted (of :data:`~skinnysip.sdp.SRTP_KEY_LENGTHS`:
+    the AES-CM suites of RFC 4568 and the AES-GCM ones of RFC 7714; None: offer the two AES-CM
+    ones, accept any). ``session_expires``: the session interval
     (RFC 4028) our INVITEs ask for, and that we impose on an incoming INVITE which supports
     timers but asks for none (None: ask for none; the far end's interval is honoured either
     way). ``min_se``: the smallest interval we accept; a smaller one in an incoming request is
@@ -237,6 +241,7 @@ class SIPAccount:
     latch_media: bool = False
     mwi: bool = False
     mwi_uri: str | None = None
+    srtp_suites: tuple[str, ...] | None = None
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -516,6 +521,9 @@ class SIPPhone(Phone):
         self.outbound_proxy = _server("outbound_proxy", account.outbound_proxy)
         #: payload types of ``account.codecs`` (None: every codec available here)
         self.codecs = payload_types(account.codecs) if account.codecs is not None else None
+        #: the SDES suites offered and accepted (``account.srtp_suites``, checked; None: offer
+        #: :data:`~skinnysip.sdp.SRTP_SUITES`, accept any of :data:`~skinnysip.sdp.SRTP_KEY_LENGTHS`)
+        self.srtp_suites = check_srtp_suites(account.srtp_suites) if account.srtp_suites is not None else None
         if account.rtp_ports is not None:
             check_port_range(account.rtp_ports, "rtp_ports")
         if account.max_calls < 1:
@@ -960,7 +968,7 @@ class SIPPhone(Phone):
         ip, port, _ = call.media.advertised
         offer = _with_rtcp(audio_offer_for(ip, port, direction=direction, session_id=call.session_id,
                                            version=call.sdp_version, srtp=self.account.srtp, crypto=crypto,
-                                           codecs=self.codecs), call.media)
+                                           codecs=self.codecs, srtp_suites=self.srtp_suites), call.media)
         call.offer = call.local_sdp = offer
         return offer
 
@@ -1402,7 +1410,8 @@ class SIPPhone(Phone):
             try:
                 ip, port, _ = call.media.advertised
                 answer, session = audio_answer(call.remote_offer, ip, port, session_id=call.session_id,
-                                               srtp=self.account.srtp, codecs=self.codecs)
+                                               srtp=self.account.srtp, codecs=self.codecs,
+                                               srtp_suites=self.srtp_suites)
                 _with_rtcp(answer, call.media)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag,
@@ -1836,7 +1845,7 @@ class SIPPhone(Phone):
             answer, session = audio_answer(offer, ip, port,
                                            direction="sendonly" if call.local_hold else "sendrecv",
                                            session_id=call.session_id, version=call.sdp_version + 1,
-                                           srtp=self.account.srtp, codecs=self.codecs,
+                                           srtp=self.account.srtp, codecs=self.codecs, srtp_suites=self.srtp_suites,
                                            srtp_key=call.audio.srtp_local_key if call.audio else None)
             _with_rtcp(answer, call.media)
         except SDPParseError as exc:
