@@ -103,6 +103,22 @@ async def test_echo_returns_our_tone(services: LabServices, tmp_path: Path) -> N
     assert summaries[0].startswith("INVITE sip:600@") and "200 OK" in summaries and any(s.startswith("BYE") for s in summaries)
 
 
+@pytest.mark.parametrize("suites", [None, ("AEAD_AES_256_GCM",)])
+async def test_echo_over_srtp(services: LabServices, tmp_path: Path, suites: tuple[str, ...] | None) -> None:
+    """An SRTP caller (RTP/SAVP with SDES keys, AES-CM or RFC 7714's AES-GCM) is keyed and
+    hears its tone back, with no packet failing authentication; the services still answer a
+    plain caller in plain RTP (the other tests). (Before, the lab refused SRTP with 488.)"""
+    async with caller(tmp_path, "alice", 440.0, srtp="mandatory", srtp_suites=suites) as phone:
+        call = await dial(phone, services, "600")
+        await asyncio.sleep(3)
+        path = rx(call)
+        report = call.media_report()
+        await call.hangup()
+    assert call.audio is not None and call.audio.srtp_suite == (suites or ("AES_CM_128_HMAC_SHA1_80",))[0]
+    assert report is not None and report["srtp"]["auth_failures"] == 0 and report["received"]["packets"] > 100
+    assert_heard(wav_samples(path)[4000:], 440.0)
+
+
 async def test_echo_over_rtp_ports_from_a_range(services: LabServices, tmp_path: Path) -> None:
     """A phone whose media must use a port range (``rtp_ports``, baresip's ``rtp_ports``):
     the offer names an even port inside it, and the echo comes back there."""

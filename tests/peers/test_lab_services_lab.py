@@ -55,6 +55,26 @@ async def test_baresip_hears_the_tone(lab: Lab) -> None:
     assert [c["service"] for c in lab.services.calls()] == ["tone"]
 
 
+@pytest.mark.parametrize("mediaenc", ["srtp-mand", "srtp"])
+async def test_baresip_with_srtp_hears_its_echo(lab: Lab, mediaenc: str) -> None:
+    """baresip's own SRTP (``srtp-mand``: RTP/SAVP; ``srtp``: RTP/AVP with a=crypto, best
+    effort) through the lab to the echo: keyed, and baresip hears its tone back."""
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE,
+                       extra_account=f"mediaenc={mediaenc}") as phone:
+        await registered(lab, "1001")
+        await phone.command("dial", f"sip:600@{DOMAIN}")
+        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
+        await asyncio.sleep(3)
+        await phone.command("hangup")
+        await phone.wait_event("CALL_CLOSED")
+        freqs = frequencies(phone.recordings()["dec"], start=0.8)
+    assert np.mean(np.abs(freqs - THEIR_TONE) < 25) >= 0.9
+    assert lab.services is not None
+    [record] = lab.services.calls()
+    assert record["service"] == "echo"
+    assert "a=crypto" in next(m["raw"] for m in record["messages"] if m["summary"] == "200 OK")
+
+
 async def test_baresip_hears_the_prompt_and_the_lab_hangs_up(lab: Lab) -> None:
     async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
         await registered(lab, "1001")

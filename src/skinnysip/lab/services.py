@@ -163,10 +163,12 @@ class LabServices(TaskOwner):
         self.domain = domain
         self.extensions = dict(extensions)
         self.host = host
-        # latching: a phone behind a NAT that gives its private address in SDP still hears us
+        # latching: a phone behind a NAT that gives its private address in SDP still hears us;
+        # SRTP optional: an SRTP caller (RTP/SAVP, or RTP/AVP with a=crypto) is keyed with any
+        # suite we know (AES-CM, AES-GCM), a plain one gets plain RTP
         self.phone = SIPPhone(SIPAccount(aor=f"sip:services@{domain}", register=False, source="silence",
                                          record_dir=record_dir, display_name="skinnysip lab services",
-                                         latch_media=True))
+                                         latch_media=True, srtp="optional"))
         self.address: tuple[str, int] | None = None
         self._prompt = np.asarray(prompt, dtype=np.int16) if prompt is not None else None
         self._records: dict[int, _Record] = {}  # live calls by call.id
