@@ -41,15 +41,22 @@ def frequencies(path: Path, start: float = 0.0, end: float | None = None) -> np.
     return dominant_frequencies(samples[int(start * rate):stop], rate)
 
 
-async def test_baresip_hears_the_tone(lab: Lab) -> None:
-    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as phone:
+async def baresip_hears(lab: Lab, number: str, start: float, extra_account: str = "") -> np.ndarray:
+    """baresip (1001, our 660 Hz tone) dials ``number`` at the lab, talks 3 s and hangs up: the
+    dominant frequencies of what it heard from ``start`` s on."""
+    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE,
+                       extra_account=extra_account) as phone:
         await registered(lab, "1001")
-        await phone.command("dial", f"sip:601@{DOMAIN}")
+        await phone.command("dial", f"sip:{number}@{DOMAIN}")
         await phone.wait_event("CALL_ESTABLISHED", timeout=15)
         await asyncio.sleep(3)
         await phone.command("hangup")
         await phone.wait_event("CALL_CLOSED")
-        freqs = frequencies(phone.recordings()["dec"], start=0.5)
+        return frequencies(phone.recordings()["dec"], start=start)
+
+
+async def test_baresip_hears_the_tone(lab: Lab) -> None:
+    freqs = await baresip_hears(lab, "601", 0.5)
     assert np.mean(np.abs(freqs - MILLIWATT_HZ) < 10) >= 0.9
     assert lab.services is not None
     assert [c["service"] for c in lab.services.calls()] == ["tone"]
@@ -59,15 +66,7 @@ async def test_baresip_hears_the_tone(lab: Lab) -> None:
 async def test_baresip_with_srtp_hears_its_echo(lab: Lab, mediaenc: str) -> None:
     """baresip's own SRTP (``srtp-mand``: RTP/SAVP; ``srtp``: RTP/AVP with a=crypto, best
     effort) through the lab to the echo: keyed, and baresip hears its tone back."""
-    async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE,
-                       extra_account=f"mediaenc={mediaenc}") as phone:
-        await registered(lab, "1001")
-        await phone.command("dial", f"sip:600@{DOMAIN}")
-        await phone.wait_event("CALL_ESTABLISHED", timeout=15)
-        await asyncio.sleep(3)
-        await phone.command("hangup")
-        await phone.wait_event("CALL_CLOSED")
-        freqs = frequencies(phone.recordings()["dec"], start=0.8)
+    freqs = await baresip_hears(lab, "600", 0.8, f"mediaenc={mediaenc}")
     assert np.mean(np.abs(freqs - THEIR_TONE) < 25) >= 0.9
     assert lab.services is not None
     [record] = lab.services.calls()
