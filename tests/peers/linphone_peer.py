@@ -109,7 +109,10 @@ def _codec_sections(codecs: tuple[str, ...] | None) -> str:
 
 
 def _config(user: str, password: str, registrar: str, realm: str, algorithm: str, sip_port: int,
-            rtp_port: int, workdir: Path, codecs: tuple[str, ...] | None) -> str:
+            rtp_port: int, workdir: Path, codecs: tuple[str, ...] | None, srtp_suites: tuple[str, ...] | None) -> str:
+    # SRTP (SDES) mandatory with those suites, in liblinphone's [sip] keys
+    srtp = ("media_encryption=srtp\nmedia_encryption_mandatory=1\n"
+            f"srtp_crypto_suites={', '.join(srtp_suites)}\n") if srtp_suites else ""
     return _codec_sections(codecs) + f"""[storage]
 uri={workdir}/linphone.db
 call_logs_db_uri={workdir}/call-history.db
@@ -126,7 +129,7 @@ register_only_when_network_is_up=0
 ping_with_options=0
 guess_hostname=1
 inc_timeout=60
-
+{srtp}
 [net]
 firewall_policy=0
 dns_srv_enabled=0
@@ -184,20 +187,23 @@ async def linphonec(
     tone_hz: float = 660.0,
     auto_answer: bool = True,
     codecs: tuple[str, ...] | None = ("PCMU/8000", "PCMA/8000"),
+    srtp_suites: tuple[str, ...] | None = None,
 ) -> AsyncIterator[Linphone]:
     """Start linphonec for ``user`` registering at ``registrar`` (``host:port``, UDP), sending
     a ``tone_hz`` sine from a WAV file and answering calls by itself (``-a``) unless told not
     to. What it receives is written to ``peer.recording`` (``rec-1.wav`` in its work
     directory; :meth:`Linphone.record_to` names the next one). ``codecs``: the audio codecs it
     offers and accepts (``"mime/rate[/channels]"``, e.g. ``"opus/48000/2"``); None keeps
-    liblinphone's default list (opus, speex, PCMU, PCMA, GSM, G722, G729…)."""
+    liblinphone's default list (opus, speex, PCMU, PCMA, GSM, G722, G729…). ``srtp_suites``:
+    SRTP with SDES keys made mandatory, offering and accepting those suites, in order."""
     binary = require("linphonec")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-linphonec-"))
     tone = write_tone_wav(workdir / "tone.wav", tone_hz)
     sip_port = free_port(socket.SOCK_DGRAM)
     rtp_port = free_even_port_run(6)  # audio RTP/RTCP, video and text pairs
     rc = workdir / "linphonerc"
-    rc.write_text(_config(user, password, registrar, realm, algorithm, sip_port, rtp_port, workdir, codecs))
+    rc.write_text(_config(user, password, registrar, realm, algorithm, sip_port, rtp_port, workdir, codecs,
+                          srtp_suites))
     log = workdir / "linphonec.log"
     env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
            "XDG_CONFIG_HOME": str(workdir / "config")}

@@ -153,3 +153,50 @@ async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone,
     assert report is not None, call.end_reason
     assert_heard(report, THEIR_TONE)
     assert share_of(bob.recording, OUR_TONE) >= 0.95
+
+
+@pytest.mark.parametrize("suites", [("AES_CM_128_HMAC_SHA1_80",), ("AES_CM_128_HMAC_SHA1_32",)])
+async def test_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: Path, suites: tuple[str, ...]) -> None:
+    """liblinphone's SRTP (SDES, mandatory; its libsrtp2) with one suite (liblinphone 5.1 has no
+    AES-GCM: "Unsupported crypto suite"; the GCM suites are proven with rtpengine): we call it
+    and it calls us (RTP/SAVP both ways: with encryption mandatory it
+    refuses a best-effort RTP/AVP offer); each side hears the other's tone. With
+    AES_CM_128_HMAC_SHA1_80 no packet fails authentication. With ..._32, mediastreamer2 5.1
+    (``ms_add_srtp_stream``) also tags SRTCP with 32 bits where RFC 4568 §6.2.2 (and libsrtp,
+    which we use) says 80: the RTCP reports fail authentication both ways — each side logs
+    it — while RTP, tagged 32 bits by both, passes."""
+    async with linphonec("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", realm=pbx.realm,
+                         algorithm="SHA-256", tone_hz=THEIR_TONE, srtp_suites=suites) as bob, \
+            SIPPhone(account(pbx, "alice", srtp="mandatory", srtp_suites=suites, auto_answer=0.2,
+                             record_dir=str(tmp_path))) as phone:
+        await bob.wait_registered(15)
+        await registered(pbx, "bob")
+        await registered(pbx, "alice")
+        for direction in ("out", "in"):
+            mark = len(bob.lines)
+            recording = await bob.record_to(f"srtp-{direction}.wav")
+            if direction == "out":
+                call = await phone.call("bob")
+            else:
+                await bob.command(f"call sip:alice@{pbx.realm}")
+                event = await phone.next_event(15)
+                while event is not None and not isinstance(event, IncomingCall):
+                    event = await phone.next_event(15)
+                assert isinstance(event, IncomingCall)
+                call = event.call
+            assert await call.wait_connected(15), call.end_reason
+            connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
+            await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
+            await asyncio.sleep(3)
+            await call.hangup()
+            await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
+            report = call.media_report()
+            assert report is not None and call.audio is not None
+            assert call.audio.srtp_suite == suites[0], (direction, call.audio)
+            assert report["received"]["packets"] > 100, report["received"]
+            if suites[0].endswith("_80"):
+                assert report["srtp"]["auth_failures"] == 0 and report["rtcp"]["received"] >= 1, report["srtp"]
+            else:  # mediastreamer2 tags SRTCP with 32 bits here too (RFC 4568 §6.2.2: 80): RTCP fails, RTP not
+                assert report["srtp"]["auth_failures"] <= 3 and report["rtcp"]["received"] == 0, report["srtp"]
+            assert_heard(report, THEIR_TONE)
+            assert share_of(recording, OUR_TONE) >= 0.9, direction
