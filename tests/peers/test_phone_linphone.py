@@ -23,8 +23,9 @@ import pytest
 from linphone_peer import Linphone, linphonec
 from sip_peers import KamailioPeer, kamailio
 from test_phone_baresip import _wav, registered, share_of
+from test_phone_srtp import incoming
 
-from skinnysip.phone.api import CallState, IncomingCall, RegistrationState
+from skinnysip.phone.api import CallState, RegistrationState
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
@@ -133,11 +134,7 @@ async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone,
         await registered(pbx, "alice")
         mark = len(bob.lines)
         await bob.command(f"call sip:alice@{pbx.realm}")
-        event = await phone.next_event(15)
-        while event is not None and not isinstance(event, IncomingCall):
-            event = await phone.next_event(15)
-        assert isinstance(event, IncomingCall)
-        call = event.call
+        call = await incoming(phone, 15)
         assert await call.wait_connected(10), call.end_reason
         assert call.state is CallState.CONFIRMED
         connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
@@ -179,11 +176,7 @@ async def test_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: Path, 
                 call = await phone.call("bob")
             else:
                 await bob.command(f"call sip:alice@{pbx.realm}")
-                event = await phone.next_event(15)
-                while event is not None and not isinstance(event, IncomingCall):
-                    event = await phone.next_event(15)
-                assert isinstance(event, IncomingCall)
-                call = event.call
+                call = await incoming(phone, 15)
             assert await call.wait_connected(15), call.end_reason
             connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
             await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
