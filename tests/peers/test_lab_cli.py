@@ -97,7 +97,7 @@ async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
             assert {"user": "1001", "password": "demo1001", "aor": "sip:1001@lab.skinnysip"} in body["accounts"]
             assert {"name": "SEP001122334455", "line": "2001"} in body["devices"]
             assert body["extensions"] == {"600": "echo", "601": "tone", "602": "playback", "603": "conference",
-                                          "604": "dtmf-echo"}
+                                          "604": "dtmf-echo", "605": "voicemail"}
             calls = await client.get("/api/lab/calls")
             assert calls.status_code == 200 and calls.json() == {"calls": []}
             # a newcomer's first call, with what /api/lab told: register 1001, dial the echo

@@ -1,6 +1,6 @@
 """The SIP phone's message-waiting subscription (``SIPAccount.mwi``: SUBSCRIBE
 ``message-summary``, RFC 3842 over RFC 6665) against Kamailio's ``presence`` +
-``presence_mwi`` modules, the notifier; and against the lab, which has no voicemail. A voicemail server's PUBLISH of a summary (sent here
+``presence_mwi`` modules, the notifier; and against a lab extension that is no voicemail. A voicemail server's PUBLISH of a summary (sent here
 from a plain socket, as a voicemail system would) makes Kamailio NOTIFY every subscriber.
 
 Kamailio grants 10 s at most (``max_expires``), so the phone's refresh comes within the test.
@@ -139,11 +139,12 @@ async def test_subscribed_phone_hears_the_mailbox_refreshes_and_unsubscribes(not
 
 
 async def test_a_server_without_the_event_package_is_an_error_event() -> None:
-    """The lab has no voicemail: its proxy forwards the SUBSCRIBE to the registered phone,
-    which does not take SUBSCRIBE (405). The refusal is an ErrorEvent, the phone goes on."""
+    """A mailbox URI that is no voicemail server: the lab's echo extension, whose UA does not
+    take SUBSCRIBE (405; the lab itself is the notifier only for its users' own mailboxes,
+    test_lab_voicemail.py). The refusal is an ErrorEvent, the phone goes on."""
     async with Lab(lab_settings()) as lab:
         account = SIPAccount(aor=f"sip:1001@{LAB_DOMAIN}", password="demo1001",
-                             registrar=f"127.0.0.1:{lab_port(lab, 'udp')}", mwi=True)
+                             registrar=f"127.0.0.1:{lab_port(lab, 'udp')}", mwi=True, mwi_uri=f"sip:600@{LAB_DOMAIN}")
         async with SIPPhone(account) as phone:
             [error] = await events_of(phone, ErrorEvent, 1, 10)
             assert error.reason == "SUBSCRIBE message-summary refused: 405 Method Not Allowed"

@@ -37,7 +37,7 @@ async def answered(phone: SIPPhone, timeout: float = 10.0) -> SIPCall:
     """The next incoming call of ``phone``, answered and confirmed."""
     call = await incoming(phone, timeout)
     await call.answer()
-    assert await call.wait_connected(timeout), call.end_reason
+    assert await call.wait_connected(timeout), (call.end_reason, [(m.direction, m.summary) for m in call.exchange])
     return call
 
 

@@ -250,8 +250,9 @@ class SIPPhoneBody(_Body):
         "end keys none) or mandatory (RTP/SAVP; the call fails without SRTP); off: plain RTP, SRTP offers refused.")
     srtp_suites: list[Literal["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM",
                               "AEAD_AES_256_GCM"]] | None = Field(
-        None, min_length=1, max_length=4, description="SDES suites offered, in order, and the only ones accepted "
-        "(AES-GCM: RFC 7714); default: offer the two AES_CM ones, accept any of the four.")
+        None, min_length=1, max_length=4, json_schema_extra={"uniqueItems": True},
+        description="SDES suites offered, in order, and the only ones accepted (each once; AES-GCM: RFC 7714); "
+        "default: offer the two AES_CM ones, accept any of the four.")
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None

@@ -33,7 +33,7 @@ Every key is optional; the defaults are the demo the README promises::
     line = "2001"
 
     [extensions]
-    600 = "echo"                      # kinds: echo tone playback conference dtmf-echo
+    600 = "echo"                      # kinds: echo tone playback conference dtmf-echo voicemail
 
 A bad file raises :class:`ConfigError` whose message names the key (``users[1].password:
 missing``). With a demo password (``demo<user>``) the lab refuses to listen beyond loopback
@@ -64,8 +64,9 @@ __all__ = [
 #: digest algorithms the lab can challenge with (RFC 7616 §6.1, RFC 8760)
 ALGORITHMS = ("MD5", "SHA-256")
 #: the services of ``lab/services.py``
-EXTENSION_KINDS = ("echo", "tone", "playback", "conference", "dtmf-echo")
-DEFAULT_EXTENSIONS = {"600": "echo", "601": "tone", "602": "playback", "603": "conference", "604": "dtmf-echo"}
+EXTENSION_KINDS = ("echo", "tone", "playback", "conference", "dtmf-echo", "voicemail")
+DEFAULT_EXTENSIONS = {"600": "echo", "601": "tone", "602": "playback", "603": "conference", "604": "dtmf-echo",
+                      "605": "voicemail"}
 
 
 class ConfigError(ValueError):

@@ -55,6 +55,8 @@ from typing import Any, Protocol
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.lab.config import LabSettings
 from skinnysip.lab.registrar import NonceGuard, Registrar
+from skinnysip.lab.voicemail import EVENT as MWI_EVENT
+from skinnysip.lab.voicemail import Mailboxes, MWINotifier
 from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import Transport
@@ -76,7 +78,7 @@ from skinnysip.sip.transactions import (
     TransportFailed,
 )
 from skinnysip.sip.uas import UASCore
-from skinnysip.sip.uri import NameAddr, SipURI
+from skinnysip.sip.uri import NameAddr, SipURI, user_of
 
 __all__ = ["MAX_CALLS", "MAX_MESSAGES_PER_CALL", "CallRecord", "LabProxy", "MusicOnHold"]
 
@@ -152,12 +154,9 @@ def _uri_of(value: str | None) -> str:
         return value
 
 
-def _user_of(value: str | None) -> str | None:
-    try:
-        uri = NameAddr.parse(value or "").uri
-    except SIPParseError:
-        return None
-    return uri.user if isinstance(uri, SipURI) else None
+def _event_package(request: Request) -> str:
+    """The Event header field's package name, lower case (RFC 6665 §8.2.1; "" when absent)."""
+    return (request.headers.get("Event") or "").split(";")[0].strip().lower()
 
 
 def _ignore(event: object) -> None:
@@ -242,6 +241,9 @@ class LabProxy:
         self.registrar = Registrar({u.user for u in settings.users}, min_expires=settings.min_expires,
                                    max_expires=settings.max_expires, default_expires=settings.default_expires)
         self.lines = {d.line for d in settings.devices}
+        #: every lab user's voicemail box, and the lab as their message-summary notifier
+        self.mailboxes = Mailboxes({u.user for u in settings.users}, settings.domain)
+        self.notifier = MWINotifier(self.endpoint, self.mailboxes)
         self.services: tuple[str, int] | None = None
         self.bridge: tuple[str, int] | None = None
         self.moh: MusicOnHold | None = None
@@ -288,6 +290,7 @@ class LabProxy:
                 forward.timer.cancel()
         for task in list(self._tasks):
             task.cancel()
+        await self.notifier.close()
         await self.endpoint.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -450,6 +453,9 @@ class LabProxy:
         if len(self._forwards) >= MAX_PENDING:
             self._respond(tx, 503, headers=[("Retry-After", "5")])
             return
+        if in_dialog and not routes and self.notifier.owns(request):  # a mailbox subscription's dialog
+            self.notifier.in_dialog(tx, request)
+            return
         if in_dialog:
             # a dialog the lab record-routed (our Route value was on top), or a request straight
             # to a registered contact or a lab service; anything else would make the lab an
@@ -465,15 +471,25 @@ class LabProxy:
         if direct and not self._known_target(target):
             self._respond(tx, 404, "Not Found (not a lab domain)")
             return
+        authenticated: str | None = None
         if not self._trusted(flow) and request.method in AUTHENTICATED:
             result = self.guard.check(request, time.time(), proxy=True, uri_ok=self._names_us)
             if result.user is None:
                 self._respond(tx, 407, headers=self.guard.challenge(
-                    time.time(), proxy=True, stale=result.stale, user=_user_of(request.headers.get("From"))))
+                    time.time(), proxy=True, stale=result.stale, user=user_of(request.headers.get("From"))))
                 return
-            if _user_of(request.headers.get("From")) != result.user:
+            if user_of(request.headers.get("From")) != result.user:
                 self._respond(tx, 403, f"Forbidden (From is not {result.user})")
                 return
+            authenticated = result.user
+        if (request.method == "SUBSCRIBE" and not routes and not direct and target.user
+                and self.mailboxes.has(target.user) and _event_package(request) == MWI_EVENT):
+            # the lab is the voicemail server: a user's own mailbox only (RFC 3842 §6)
+            if authenticated != target.user:
+                self._respond(tx, 403, f"Forbidden (not the mailbox of {authenticated or 'a lab service'})")
+                return
+            self.notifier.subscribe(tx, request, flow, target.user)
+            return
         # a pre-loaded Route beyond the lab (§16.4) is followed, but only for an authenticated user
         self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
                                   direct=direct, user="" if routes else target.user or ""))
@@ -484,9 +500,9 @@ class LabProxy:
         result = self.guard.check(request, now, proxy=False, uri_ok=self._names_us)
         if result.user is None:
             self._respond(tx, 401, headers=self.guard.challenge(
-                now, proxy=False, stale=result.stale, user=_user_of(request.headers.get("To"))))
+                now, proxy=False, stale=result.stale, user=user_of(request.headers.get("To"))))
             return
-        aor_user = _user_of(request.headers.get("To"))
+        aor_user = user_of(request.headers.get("To"))
         if aor_user != result.user:
             self._respond(tx, 403, f"Forbidden ({result.user} may not register {aor_user})")
             return
@@ -522,6 +538,9 @@ class LabProxy:
     def _targets(self, user: str) -> list[tuple[str, Flow | None]] | tuple[int, str]:
         """(Request-URI, known flow) of every target for ``user``, or (code, reason)."""
         kind = self.settings.extensions.get(user)
+        if kind is None and user.startswith("*") and self.mailboxes.has(user[1:]) \
+                and "voicemail" in self.settings.extensions.values():
+            kind = "voicemail"  # *<user>: straight to that user's mailbox, to leave a message
         if kind is not None:
             if self.services is None:
                 return 480, f"Temporarily Unavailable ({kind} service not running)"

@@ -146,7 +146,8 @@ class Lab:
         except ImportError as exc:
             self._note(f"services not available ({exc}); extensions answer 480")
             return
-        self.services = LabServices(domain=self.settings.domain, extensions=dict(self.settings.extensions), host=host)
+        self.services = LabServices(domain=self.settings.domain, extensions=dict(self.settings.extensions), host=host,
+                                    mailboxes=self.proxy.mailboxes)
         try:
             self.proxy.services = await self.services.start()
         except OSError as exc:

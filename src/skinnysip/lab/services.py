@@ -19,6 +19,13 @@ Request-URI (RFC 3261 §8.2.2.1 leaves routing by Request-URI to the UAS):
 * ``conference``: everyone who calls the extension hears the mix of all the others (one mix
   per participant, per 20 ms frame; at most :data:`~skinnysip.phone.conference.MAX_PARTIES`;
   the next caller gets 486): the phone layer's :class:`~skinnysip.phone.conference.Conference`.
+* ``voicemail``: the caller (its From user, which the lab proxy authenticated) hears its new
+  messages, each after a beep (:data:`VOICEMAIL_BEEP`), oldest first; they are then heard
+  (the lab's message-summary NOTIFYs say so); with none, two low beeps. Then the service hangs
+  up. A call to ``*<user>`` (the proxy routes it here when a voicemail extension exists)
+  leaves a message for that user: a beep, then what the caller says until it hangs up, at
+  most :data:`~skinnysip.lab.voicemail.MAX_MESSAGE_SECONDS`
+  (:class:`~skinnysip.lab.voicemail.Mailboxes`).
 * ``dtmf-echo``: the digits received (RFC 4733 events, SIP INFO ``application/dtmf-relay`` or
   in-band) are read back after :data:`DTMF_ECHO_PAUSE` seconds without a new one — as RFC 4733
   events when telephone-event was negotiated (RFC 4733 §2), else as in-band DTMF tones in the
@@ -48,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from skinnysip.lab.tasks import TaskOwner
+from skinnysip.lab.voicemail import MAX_MESSAGE_SECONDS, Mailboxes
 from skinnysip.net.media import MediaConfig, MediaStream
 from skinnysip.net.sip_endpoint import SIPTransportError
 from skinnysip.phone.api import CallState, CallStateChanged, DTMFReceived, IncomingCall, PhoneError
@@ -56,7 +64,7 @@ from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp import tones
 from skinnysip.rtp.audio import SamplesSource, ToneSource, WavSource
 from skinnysip.sip.message import SIPParseError
-from skinnysip.sip.uri import SipURI
+from skinnysip.sip.uri import SipURI, user_of
 
 __all__ = ["SERVICE_KINDS", "LabServices", "moh_melody", "milliwatt_source", "prompt_samples",
            "MILLIWATT_HZ", "MILLIWATT_PEAK", "MOH_MAX_SECONDS", "MAX_KEPT_CALLS"]
@@ -64,7 +72,7 @@ __all__ = ["SERVICE_KINDS", "LabServices", "moh_melody", "milliwatt_source", "pr
 log = logging.getLogger(__name__)
 
 #: the services an extension can be
-SERVICE_KINDS = ("echo", "tone", "playback", "conference", "dtmf-echo")
+SERVICE_KINDS = ("echo", "tone", "playback", "conference", "dtmf-echo", "voicemail")
 #: the test tone's frequency (Hz, ITU-T O.6)
 MILLIWATT_HZ = 1004.0
 #: the peak of a 0 dBm0 sine in 16-bit linear PCM (the G.711 digital milliwatt's amplitude)
@@ -89,11 +97,30 @@ MAX_CALL_MESSAGES = 500
 #: longest a service call may last (seconds): then the service hangs up
 MAX_SERVICE_CALL_SECONDS = 3600.0
 
+#: voicemail: the beep before a message is recorded, and before each one played (Hz, s)
+VOICEMAIL_BEEP = (1400.0, 0.25)
+#: voicemail: two low beeps when there is no new message (Hz, s)
+VOICEMAIL_EMPTY = (425.0, 0.2)
+#: voicemail: a deposit shorter than this (s) is no message
+MIN_MESSAGE_SECONDS = 0.2
+
 #: the melody of the music on hold: (Hz, seconds) — C E G E C G(low) F A, a short tune
 MOH_NOTES: tuple[tuple[float, float], ...] = (
     (523.25, 0.3), (659.25, 0.3), (783.99, 0.3), (659.25, 0.3),
     (523.25, 0.3), (392.00, 0.3), (698.46, 0.3), (880.00, 0.6),
 )
+
+
+def _beeps(freq: float, seconds: float, count: int) -> npt.NDArray[np.int16]:
+    """``count`` beeps of ``freq`` Hz and ``seconds`` each, with as long a pause after each."""
+    beep = tones.sine(freq, seconds, amplitude=0.4).astype(np.int16)
+    pause = np.zeros(len(beep), dtype=np.int16)
+    return np.concatenate([part for _ in range(count) for part in (beep, pause)])
+
+
+def _caller(call: SIPCall) -> str:
+    """The user part of the call's From (the lab proxy authenticated it), else ""."""
+    return (user_of(call.invite.headers.get("From")) if call.invite is not None else None) or ""
 
 
 def milliwatt_source() -> ToneSource:
@@ -152,17 +179,20 @@ class LabServices(TaskOwner):
     kind one of :data:`SERVICE_KINDS` (``ValueError`` otherwise). ``host``: the IP literal to
     listen on (UDP, a free port) and to open media on. ``record_dir``: WAV recordings of every
     service call (None: none). ``prompt``: int16 8000 Hz samples played by ``playback``
-    (default: the bundled prompt).
+    (default: the bundled prompt). ``mailboxes``: the voicemail boxes the ``voicemail`` kind
+    plays and ``*<user>`` fills (None: a voicemail extension answers 480).
     """
 
     def __init__(self, *, domain: str, extensions: dict[str, str], host: str = "127.0.0.1",
-                 record_dir: str | None = None, prompt: npt.ArrayLike | None = None) -> None:
+                 record_dir: str | None = None, prompt: npt.ArrayLike | None = None,
+                 mailboxes: Mailboxes | None = None) -> None:
         for number, kind in extensions.items():
             if kind not in SERVICE_KINDS:
                 raise ValueError(f"extensions.{number}: unknown service {kind!r} (use one of {', '.join(SERVICE_KINDS)})")
         self.domain = domain
         self.extensions = dict(extensions)
         self.host = host
+        self.mailboxes = mailboxes
         # latching: a phone behind a NAT that gives its private address in SDP still hears us;
         # SRTP optional: an SRTP caller (RTP/SAVP, or RTP/AVP with a=crypto) is keyed with any
         # suite we know (AES-CM, AES-GCM), a plain one gets plain RTP
@@ -259,9 +289,11 @@ class LabServices(TaskOwner):
     async def _serve(self, call: SIPCall) -> None:
         number = self._number(call)
         service = self.extensions.get(number)
-        if service is None:
+        if service is None and number.startswith("*") and "voicemail" in self.extensions.values():
+            service = "voicemail"  # *<user>: a message for that user
+        if service is None or (service == "voicemail" and not self._voicemail_ok(call, number)):
             with contextlib.suppress(PhoneError):
-                await call.reject(404)
+                await call.reject(404 if service is None else 480 if self.mailboxes is None else 404)
             return
         record = self._records[call.id] = _Record(call, number, service)
         room = self._rooms.setdefault(number, Conference(self.phone)) if service == "conference" else None
@@ -286,7 +318,15 @@ class LabServices(TaskOwner):
             media.source = milliwatt_source()
         elif service == "playback":
             media.source = self._playback_source()
+        elif service == "voicemail":
+            if number.startswith("*"):
+                media.source = SamplesSource(_beeps(*VOICEMAIL_BEEP, 1), loop=False)
+            else:
+                media.source = self._messages_source(_caller(call))
         if not await call.wait_connected(32.0):  # the ACK (RFC 3261 §13.3.1.4: 64*T1)
+            return
+        if service == "voicemail":
+            await self._voicemail(call, number, media)
             return
         if room is not None:
             try:
@@ -316,6 +356,59 @@ class LabServices(TaskOwner):
 
     def _playback_seconds(self) -> float:
         return PLAYBACK_REPEATS * (len(self._prompt_audio()) / 8000 + PLAYBACK_PAUSE)
+
+    # -- voicemail -------------------------------------------------------------------------
+    def _voicemail_ok(self, call: SIPCall, number: str) -> bool:
+        """A mailbox exists for the call: ``*<user>``'s, or (retrieval) the caller's own."""
+        if self.mailboxes is None:
+            return False
+        owner = number[1:] if number.startswith("*") else _caller(call)
+        return self.mailboxes.has(owner)
+
+    def _messages_source(self, user: str) -> SamplesSource:
+        """The new messages of ``user``, each after a beep, now marked heard; two low beeps when
+        there is none."""
+        assert self.mailboxes is not None
+        fresh = self.mailboxes.take_new(user)
+        if not fresh:
+            return SamplesSource(_beeps(*VOICEMAIL_EMPTY, 2), loop=False)
+        pause = np.zeros(int(0.3 * 8000), dtype=np.int16)
+        parts = [part for m in fresh for part in (_beeps(*VOICEMAIL_BEEP, 1), pause, m.samples, pause)]
+        return SamplesSource(np.concatenate(parts), loop=False)
+
+    async def _voicemail(self, call: SIPCall, number: str, media: MediaStream) -> None:
+        """Retrieval: hang up once the messages have played. Deposit: record what the caller
+        sends until it hangs up (or the message is as long as allowed), then file it."""
+        assert self.mailboxes is not None
+        if not number.startswith("*"):
+            source = media.source
+            seconds = source.duration if isinstance(source, SamplesSource) else 1.0
+            if not await call.wait_ended(seconds + 0.5):
+                await self._hang_up(call)
+            return
+        tap = media.add_tap(max_frames=250)
+        frames: list[npt.NDArray[np.int16]] = []
+        skip = int(VOICEMAIL_BEEP[1] / 0.02)  # what the caller said over our beep is not kept
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_MESSAGE_SECONDS + VOICEMAIL_BEEP[1]
+        try:
+            while loop.time() < deadline:
+                frame = await tap.get(1.0)
+                if frame is None:
+                    if tap.closed or call.state is CallState.TERMINATED:
+                        break
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                frames.append(frame)
+        finally:
+            media.remove_tap(tap)
+        if call.state is not CallState.TERMINATED:
+            await self._hang_up(call)
+        samples = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
+        if len(samples) >= MIN_MESSAGE_SECONDS * 8000:
+            self.mailboxes.deposit(number[1:], _caller(call), samples)
 
     # -- DTMF echo -------------------------------------------------------------------------
     def _digit(self, record: _Record, digit: str) -> None:

@@ -15,7 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MessageSummary", "MessageSummaryError", "parse_message_summary", "MAX_SUMMARY_BYTES"]
+__all__ = ["MessageSummary", "MessageSummaryError", "format_message_summary", "parse_message_summary",
+           "MAX_SUMMARY_BYTES", "CONTENT_TYPE"]
+
+#: the body's media type (RFC 3842 §5.1)
+CONTENT_TYPE = "application/simple-message-summary"
 
 #: bodies longer than this are refused (a summary is a few lines)
 MAX_SUMMARY_BYTES = 8192
@@ -69,3 +73,21 @@ def parse_message_summary(body: bytes) -> MessageSummary:
     if waiting is None:
         raise MessageSummaryError("no Messages-Waiting line (RFC 3842 §5.2)")
     return MessageSummary(waiting, account, tuple(counts))
+
+
+def format_message_summary(summary: MessageSummary) -> bytes:
+    """The ``application/simple-message-summary`` body of ``summary`` (RFC 3842 §5.2): the
+    ``Messages-Waiting`` line, ``Message-Account`` when known, then one line per message class
+    (``Voice-Message: 2/8 (0/2)``; the urgent counts only when not both 0), CRLF line ends.
+    ``ValueError`` for a class :data:`CONTEXT_CLASSES` does not name or a negative count."""
+    lines = [f"Messages-Waiting: {'yes' if summary.waiting else 'no'}"]
+    if summary.account:
+        lines.append(f"Message-Account: {summary.account}")
+    for kind, (new, old, new_urgent, old_urgent) in summary.counts:
+        if kind not in CONTEXT_CLASSES:
+            raise ValueError(f"message context class {kind[:40]!r} is not one of RFC 3458's")
+        if min(new, old, new_urgent, old_urgent) < 0:
+            raise ValueError("message counts are not negative")
+        urgent = f" ({new_urgent}/{old_urgent})" if new_urgent or old_urgent else ""
+        lines.append(f"{kind.title()}: {new}/{old}{urgent}")
+    return ("\r\n".join(lines) + "\r\n").encode()

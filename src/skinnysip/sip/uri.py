@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from skinnysip.addresses import format_host
 from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_checked_params
 
-__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri"]
+__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri", "user_of"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
@@ -302,3 +302,13 @@ class NameAddr:
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 §19.3), or ``None``."""
         return self.params.get("tag")
+
+
+def user_of(value: str | None) -> str | None:
+    """The user part of the SIP/SIPS URI in a name-addr or addr-spec header value (From, To,
+    Refer-To…; RFC 3261 §20.10), None when the value has none or does not parse."""
+    try:
+        uri = NameAddr.parse(value or "").uri
+    except SIPParseError:
+        return None
+    return uri.user if isinstance(uri, SipURI) else None
