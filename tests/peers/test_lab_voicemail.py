@@ -22,6 +22,7 @@ import pytest
 from test_lab_sip import DOMAIN, port, settings
 from test_phone_baresip import _wav
 
+from skinnysip.lab import voicemail
 from skinnysip.lab.runner import Lab
 from skinnysip.lab.services import VOICEMAIL_BEEP
 from skinnysip.phone.api import ErrorEvent, MessageWaiting
@@ -111,3 +112,22 @@ async def test_only_the_owner_subscribes_and_a_dead_subscriber_is_dropped(lab: L
         assert error is not None and error.reason.startswith("SUBSCRIBE message-summary refused: 403"), error
     assert lab.proxy is not None
     assert lab.proxy.notifier.count == 0
+
+
+async def test_the_subscription_is_refreshed_in_its_dialog(lab: Lab, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the lab granting 8 s (``MAX_EXPIRES``), our phone refreshes in the dialog before
+    they run out: the refresh (same Call-ID, the lab's To tag) gets 200 and a NOTIFY, the
+    subscription stays one, and a message left after it still lights the lamp."""
+    monkeypatch.setattr(voicemail, "MAX_EXPIRES", 8)
+    async with SIPPhone(account(lab, "1001", mwi=True)) as owner:
+        await lamp(owner)
+        await asyncio.sleep(6.5)  # the phone refreshes at 80 % of the time, at least 5 s apart
+        subscribes = [m for m in owner.endpoint.trace if m.summary.startswith("SUBSCRIBE") and m.direction == "sent"]
+        assert len({m.call_id for m in subscribes}) == 1 and len(subscribes) >= 3, [m.summary for m in subscribes]
+        assert "tag=" in subscribes[-1].raw.decode(errors="replace").split("\r\nTo:", 1)[1].split("\r\n", 1)[0]
+        assert lab.proxy is not None and lab.proxy.notifier.count == 1
+        refreshed = await lamp(owner)  # the NOTIFY after the refresh
+        assert refreshed.waiting is False
+        await leave_message(lab, "1002", "1001", 1.0, tmp_path)
+        assert (await lamp(owner)).waiting
