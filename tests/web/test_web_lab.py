@@ -143,3 +143,38 @@ def test_lab_panel_is_hidden_without_a_lab(page: Any, server: str) -> None:
     page.goto(f"{server}/")
     page.wait_for_load_state("networkidle")
     assert page.locator("#tab-lab").is_hidden() and page.locator("#panel-lab").is_hidden()
+
+
+def test_the_voicemail_lamp_on_the_page(page: Any, serve_lab: tuple[str, float], artifacts: Path) -> None:
+    """The softphone's "Message waiting" box subscribes to the lab's mailbox (RFC 3842): the lamp
+    says no new messages; 1002 (a phone of the API) leaves a message with ``*1001`` and the lamp
+    lights with "1 new"; the page's phone calls 605, hears it, and the lamp goes out."""
+    from test_web_softphone import _api, wait_for
+
+    base, _ = serve_lab
+    info = _api(base, "GET", "/api/lab")
+    page.goto(f"{base}/")
+    page.wait_for_selector("#tab-lab:not([hidden])", timeout=UI_MS)
+    page.click("#tab-lab")
+    page.click('#lab-info button.use-account[data-user="1001"]')
+    page.check("#phone-mwi")
+    page.click("#phone-register")
+    page.wait_for_selector('#phone-reg-state[data-state="registered"]', timeout=UI_MS)
+    page.wait_for_selector('#phone-mwi-lamp[data-waiting="no"]', timeout=UI_MS)
+    caller = _api(base, "POST", "/api/phones", {"aor": f"sip:1002@{info['domain']}", "password": "demo1002",
+                                                "registrar": info["sip"]["udp"], "register": False})
+    try:
+        call = _api(base, "POST", f"/api/phones/{caller['id']}/calls", {"target": "*1001"})
+        wait_for(lambda: _api(base, "GET", f"/api/phones/{caller['id']}/calls/{call['id']}")["state"] == "confirmed",
+                 "the deposit call")
+        time.sleep(1.5)
+        _api(base, "POST", f"/api/phones/{caller['id']}/calls/{call['id']}/hangup")
+    finally:
+        _api(base, "DELETE", f"/api/phones/{caller['id']}")
+    page.wait_for_selector('#phone-mwi-lamp[data-waiting="yes"]', timeout=UI_MS)
+    assert "1 new" in (page.locator("#phone-mwi-lamp").text_content() or "")
+    page.screenshot(path=str(artifacts / "laptop-voicemail-lamp.png"), full_page=True)
+    page.fill("#phone-target", "605")
+    page.click("#phone-call")
+    page.wait_for_selector('#phone-mwi-lamp[data-waiting="no"]', timeout=UI_MS)
+    assert "1 old" in (page.locator("#phone-mwi-lamp").text_content() or "")

@@ -179,6 +179,25 @@ function setRegistration(reg) {
   $("phone-reg-reason").textContent = reg && reg.reason ? `(${reg.reason}${reg.expires ? `, ${reg.expires} s` : ""})` : "";
 }
 
+// The voicemail lamp (RFC 3842): the last summary the phone heard, or its subscription's state.
+// ``mw``: the phone view's messageWaiting, or a messageWaiting event (no subscription field).
+function setLamp(mw) {
+  const lamp = $("phone-mwi-lamp");
+  if (!mw || (mw.waiting === null && (!mw.subscription || mw.subscription === "off"))) {
+    lamp.hidden = true;
+    lamp.dataset.waiting = "";
+    return;
+  }
+  const voice = (mw.counts || {})["voice-message"];
+  let text;
+  if (mw.waiting === true) text = `✉ messages waiting${voice ? `: ${voice.new} new, ${voice.old} old` : ""}`;
+  else if (mw.waiting === false) text = `no new messages${voice ? ` (${voice.old} old)` : ""}`;
+  else text = `voicemail: ${mw.subscription}${mw.reason ? ` (${mw.reason})` : ""}`;
+  lamp.textContent = text;
+  lamp.dataset.waiting = mw.waiting === true ? "yes" : mw.waiting === false ? "no" : "";
+  lamp.hidden = false;
+}
+
 function syncProtocol() {
   const sccp = $("phone-protocol").value === "sccp";
   for (const n of document.querySelectorAll("#phone-form .sip-only")) n.hidden = sccp;
@@ -218,6 +237,7 @@ function setupPhoneForm() {
       ? `Phone ${data.id} (${data.protocol}) is starting (the server has not answered yet)`
       : `Phone ${data.id} (${data.protocol}) is up`;
     setRegistration(data.registration);
+    setLamp(data.messageWaiting);
     $("phone-unregister").disabled = false;
     $("phone-live").hidden = false;
     renderCalls();
@@ -237,6 +257,7 @@ async function unregister() {
   if (phone.ws) { phone.ws.onclose = null; phone.ws.close(1000); phone.ws = null; }
   $("phone-status").textContent = result.status === 200 ? `Phone ${id} closed` : `Phone ${id}: ${result.data.error}`;
   setRegistration(result.data.registration || { state: "unregistered", reason: "" });
+  setLamp(null);
   $("phone-incoming").hidden = true;
 }
 
@@ -246,7 +267,9 @@ const EVENT_RETRY_MS = 1000;
 function connectEvents(id, attempt = 0) {
   const ws = phone.ws = openSocket(wsUrl(`/api/phones/${id}/events`));
   ws.onopen = () => {
-    if (attempt > 0) resync(id);  // events of the gap are lost: take the phone's state once
+    // what happened before the socket was open (the first NOTIFY of a mailbox comes within
+    // the phone's start) or during a reconnection gap is not replayed: take the state once
+    resync(id);
     attempt = 0;
   };
   ws.onmessage = (ev) => {
@@ -274,6 +297,7 @@ async function resync(id) {
   const result = await api("GET", `/api/phones/${id}`);
   if (result.status !== 200 || phone.id !== id) return;
   setRegistration(result.data.registration);
+  setLamp(result.data.messageWaiting);
   for (const c of result.data.calls || []) Object.assign(callOf(c.id), c);
   renderCalls();
   renderSelected();
@@ -340,6 +364,7 @@ function onEvent(ev) {
       logLine(`message from ${ev.from}`);
       break;
     case "messageWaiting": {  // the voicemail server's RFC 3842 summary
+      setLamp(ev);
       const counts = Object.entries(ev.counts || {}).map(([kind, n]) => `${kind} ${n.new} new / ${n.old} old`);
       logLine(`voicemail${ev.account ? ` ${ev.account}` : ""}: ${ev.waiting ? "messages waiting" : "no new messages"}`
         + (counts.length ? ` (${counts.join(", ")})` : ""));
@@ -662,6 +687,7 @@ function follow() {
   for (const c of found.calls) Object.assign(callOf(c.id), c);
   $("phone-status").textContent = `Following phone ${found.id} (${found.protocol})`;
   setRegistration(found.registration);
+  setLamp(found.messageWaiting);
   $("phone-unregister").disabled = false;
   $("phone-live").hidden = false;
   $("phone-existing-box").hidden = true;
