@@ -131,3 +131,17 @@ async def test_the_subscription_is_refreshed_in_its_dialog(lab: Lab, tmp_path: P
         assert refreshed.waiting is False
         await leave_message(lab, "1002", "1001", 1.0, tmp_path)
         assert (await lamp(owner)).waiting
+
+
+async def test_a_caller_that_skips_the_proxy_reaches_no_mailbox(lab: Lab) -> None:
+    """The voicemail trusts the From the lab proxy authenticated: a call straight to the
+    services' own port, claiming to be 1001, is refused (404) and hears nothing."""
+    assert lab.services is not None and lab.services.address is not None and lab.services.mailboxes is not None
+    lab.services.mailboxes.deposit("1001", "1002", np.ones(8000, dtype=np.int16))
+    host, services_port = lab.services.address
+    async with SIPPhone(SIPAccount(aor=f"sip:1001@{DOMAIN}", register=False)) as forger:
+        for number in ("605", "*1001"):
+            call = await forger.call(f"sip:{number}@{host}:{services_port}")
+            assert not await call.wait_connected(5) and call.end_reason is not None
+            assert call.end_reason.startswith("404"), call.end_reason
+    assert lab.services.mailboxes.summary("1001").waiting  # still new: nobody heard it

@@ -148,6 +148,7 @@ class Lab:
             return
         self.services = LabServices(domain=self.settings.domain, extensions=dict(self.settings.extensions), host=host,
                                     mailboxes=self.proxy.mailboxes)
+        self.services.proxy_addresses = {addr for (kind, _), addr in self.proxy.listeners.items() if kind == "udp"}
         try:
             self.proxy.services = await self.services.start()
         except OSError as exc:

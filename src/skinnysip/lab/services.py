@@ -193,6 +193,9 @@ class LabServices(TaskOwner):
         self.extensions = dict(extensions)
         self.host = host
         self.mailboxes = mailboxes
+        #: where calls to a mailbox may come from (the lab proxy's UDP listeners, which
+        #: authenticated the From the service trusts); None: anywhere (the services alone)
+        self.proxy_addresses: set[tuple[str, int]] | None = None
         # latching: a phone behind a NAT that gives its private address in SDP still hears us;
         # SRTP optional: an SRTP caller (RTP/SAVP, or RTP/AVP with a=crypto) is keyed with any
         # suite we know (AES-CM, AES-GCM), a plain one gets plain RTP
@@ -359,8 +362,12 @@ class LabServices(TaskOwner):
 
     # -- voicemail -------------------------------------------------------------------------
     def _voicemail_ok(self, call: SIPCall, number: str) -> bool:
-        """A mailbox exists for the call: ``*<user>``'s, or (retrieval) the caller's own."""
+        """A mailbox exists for the call: ``*<user>``'s, or (retrieval) the caller's own — and
+        the call came through the lab proxy (:attr:`proxy_addresses`), so its From was
+        authenticated; a caller that reaches the services' port straight is refused."""
         if self.mailboxes is None:
+            return False
+        if self.proxy_addresses is not None and (call.flow is None or call.flow.remote not in self.proxy_addresses):
             return False
         owner = number[1:] if number.startswith("*") else _caller(call)
         return self.mailboxes.has(owner)
