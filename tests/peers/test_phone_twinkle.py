@@ -82,7 +82,13 @@ async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str
     async with twinkle(profile=f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as tw, \
             SIPPhone(account()) as phone:
         await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
-        call = await answered(phone)
+        # on a loaded machine Twinkle has been seen to leave our 200 un-ACKed for over 10 s
+        # (twice in CI); the 200 is retransmitted until 64*T1 (RFC 3261 §13.3.1.4), so wait
+        # longer, and say what Twinkle logged if it still fails
+        try:
+            call = await answered(phone, 25.0)
+        except AssertionError as exc:  # what Twinkle saw of it
+            raise AssertionError(f"{exc}\nTwinkle's log:\n{tw.sip_log()[-6000:]}") from None
         await tw.wait_line(r"far end answered call")
         await tw.command("hold")
         assert await until(lambda: call.remote_hold), call.audio
