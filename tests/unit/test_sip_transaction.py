@@ -351,3 +351,13 @@ def test_identifiers_are_random_and_well_formed() -> None:
     assert len(branches) == 50 and all(b.startswith("z9hG4bK") for b in branches)
     assert new_tag() != new_tag() and len(new_tag()) >= 8
     assert new_call_id() != new_call_id()
+
+
+def test_the_flow_back_to_a_peer() -> None:
+    """Over a stream the flow itself (its connection); over UDP the peer from the same socket."""
+    from skinnysip.sip.transaction import Flow
+
+    stream = Flow("tcp", ("127.0.0.1", 5060), connection=7, local=("127.0.0.1", 5070))
+    assert stream.back() is stream
+    udp = Flow("udp", ("127.0.0.1", 5060), connection=3, local=("127.0.0.1", 5070))
+    assert udp.back() == Flow("udp", ("127.0.0.1", 5060), local=("127.0.0.1", 5070))

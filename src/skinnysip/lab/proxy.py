@@ -525,7 +525,7 @@ class LabProxy:
             if binding.uri == wanted:
                 flow = binding.flow
                 if flow.connection is None or flow.connection in self.endpoint.transport.connections:
-                    return flow if flow.transport != "udp" else Flow("udp", flow.remote, local=flow.local)
+                    return flow.back()
         host = strip_brackets(uri.host)
         if not is_ip(host):
             raise SIPTransportError(f"{uri.host} is not an address the lab can reach (no DNS in the lab)")

@@ -296,7 +296,7 @@ class LabServices(TaskOwner):
             service = "voicemail"  # *<user>: a message for that user
         if service is None or (service == "voicemail" and not self._voicemail_ok(call, number)):
             with contextlib.suppress(PhoneError):
-                await call.reject(404 if service is None else 480 if self.mailboxes is None else 404)
+                await call.reject(480 if service == "voicemail" and self.mailboxes is None else 404)
             return
         record = self._records[call.id] = _Record(call, number, service)
         room = self._rooms.setdefault(number, Conference(self.phone)) if service == "conference" else None

@@ -171,9 +171,6 @@ class MWINotifier(TaskOwner):
     def count(self) -> int:
         return len(self._subs)
 
-    def subscriptions(self, user: str) -> int:
-        return sum(1 for s in self._subs.values() if s.user == user)
-
     # -- requests ----------------------------------------------------------------------------
     def subscribe(self, tx: ServerTransaction, request: Request, flow: Flow, user: str) -> None:
         """A new SUBSCRIBE (no To tag) from ``user``, already authenticated, to its own
@@ -195,7 +192,7 @@ class MWINotifier(TaskOwner):
             return
         dialog.local_cseq = secrets.randbelow(1 << 30)
         granted = min(expires, MAX_EXPIRES)
-        sub = _Subscription(user, dialog, _back_flow(flow), 0.0)
+        sub = _Subscription(user, dialog, flow.back(), 0.0)
         self._respond(tx, 200, headers=[("Expires", str(granted))], to_tag=tag, flow=flow)
         if granted:
             self._subs[_key(dialog)] = sub
@@ -309,7 +306,3 @@ def _key(dialog: Dialog) -> tuple[str, str, str]:
 def _request_key(request: Request) -> tuple[str, str, str]:
     return request.call_id or "", request.to_tag or "", request.from_tag or ""
 
-
-def _back_flow(flow: Flow) -> Flow:
-    """The flow back to where a request came from: its connection, or over UDP its source."""
-    return flow if flow.transport != "udp" else Flow("udp", flow.remote, local=flow.local)

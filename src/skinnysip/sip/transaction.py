@@ -75,6 +75,13 @@ class Flow:
         """True for TCP/TLS: no retransmissions, Timers D/K/I/J zero (§17.1.1.2, §17.2.2)."""
         return self.transport != "udp"
 
+    def back(self) -> Flow:
+        """The flow for new requests back to the peer a message came from on this flow: over
+        a stream this flow (its connection); over UDP the peer's address from the same local
+        socket, without any connection id (RFC 5626's flow reuse, as a proxy reaches a
+        registered UA behind a NAT)."""
+        return self if self.transport != "udp" else Flow("udp", self.remote, local=self.local)
+
 
 @dataclass(frozen=True)
 class Timers:
