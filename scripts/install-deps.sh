@@ -20,6 +20,7 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dns
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli)
 command -v twinkle-console >/dev/null 2>&1 || need_apt+=(twinkle-console)
+command -v gdb >/dev/null 2>&1 || need_apt+=(gdb)  # a stuck peer's thread stacks in a failure message (twinkle_peer.py)
 command -v sngrep >/dev/null 2>&1 || need_apt+=(sngrep)  # reads our pcapng files back (test_pcap_sngrep.py)
 command -v svcrack >/dev/null 2>&1 || need_apt+=(sipvicious)  # scans the lab (test_lab_sipvicious.py)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)  # the STUN server (test_phone_stun_nat.py)

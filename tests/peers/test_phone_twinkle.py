@@ -12,23 +12,26 @@ and linphonec prove it.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import socket
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
 from test_lab_sip import DOMAIN, lab, port, registered  # noqa: F401 - lab: fixture
 from test_phone_replaces import answered, incoming
 from test_phone_sipp import _events
-from twinkle_peer import twinkle
+from twinkle_peer import Twinkle, twinkle
 
 from peertools import free_port
 from skinnysip.lab.runner import Lab
 from skinnysip.lab.services import MILLIWATT_HZ
 from skinnysip.phone.api import CallState, DTMFReceived, ErrorEvent, MessageReceived
-from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
@@ -72,6 +75,33 @@ async def test_twinkle_hears_our_call_our_digits_and_our_message() -> None:
     assert np.mean(np.abs(freqs - OUR_TONE) < 25) >= 0.9, np.round(freqs[:50])
 
 
+@contextlib.asynccontextmanager
+async def twinkle_calls_us(profile: str) -> AsyncIterator[tuple[Twinkle, SIPPhone, SIPCall]]:
+    """Twinkle (with ``profile``) calls a phone of ours, which answers; yields both and the
+    confirmed call.
+
+    In 3 CI runs of about 20 Twinkle logged our 200 and each retransmission of it but never
+    ACKed (RFC 3261 §13.3.1.4: we retransmit until 64*T1): one of its own threads was stuck.
+    Then the call is made once more with a fresh Twinkle, and a warning carries what the
+    first one logged and where its threads were; a second failure fails the test."""
+    for attempt in (1, 2):
+        async with twinkle(profile=profile) as tw, SIPPhone(account()) as phone:
+            await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
+            try:
+                call = await answered(phone, 15.0)
+            except AssertionError as exc:
+                report = f"{exc}\n{tw.diagnosis()}"
+                log = tw.sip_log()
+                stuck = re.search(r"Received from: [^\n]*\nSIP/2\.0 200 OK\n", log) and "\nACK sip:" not in log
+                if attempt == 2 or not stuck:
+                    raise AssertionError(report) from None
+                warnings.warn(f"Twinkle left our 200 un-ACKed; calling again with a fresh one\n{report}",
+                              stacklevel=1)
+                continue
+            yield tw, phone, call
+            return
+
+
 @pytest.mark.parametrize(("hold_variant", "dtmf"), [("rfc3264", "telephone-event"), ("rfc2543", "info"),
                                                     ("rfc3264", "inband")])
 async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str) -> None:
@@ -79,16 +109,7 @@ async def test_twinkle_calls_holds_and_sends_digits(hold_variant: str, dtmf: str
     hold (RFC 3264 §8.4) and stop our RTP; its digits come as RFC 4733 events, INFO or tones
     in the audio (no telephone-event offered), and each is reported with how it came (in-band
     digits were reported as ``rfc4733``)."""
-    async with twinkle(profile=f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as tw, \
-            SIPPhone(account()) as phone:
-        await tw.command(f"call sip:alice@127.0.0.1:{phone.account.listen_port}")
-        # on a loaded machine Twinkle has been seen to leave our 200 un-ACKed for over 10 s
-        # (twice in CI); the 200 is retransmitted until 64*T1 (RFC 3261 §13.3.1.4), so wait
-        # longer, and say what Twinkle logged if it still fails
-        try:
-            call = await answered(phone, 25.0)
-        except AssertionError as exc:  # what Twinkle saw of it
-            raise AssertionError(f"{exc}\nTwinkle's log:\n{tw.sip_log()[-6000:]}") from None
+    async with twinkle_calls_us(f"hold_variant={hold_variant}\ndtmf_transport={dtmf}\n") as (tw, phone, call):
         await tw.wait_line(r"far end answered call")
         await tw.command("hold")
         assert await until(lambda: call.remote_hold), call.audio

@@ -8,9 +8,9 @@ in a sandbox (it prints ``Local IP: 255.255.255.255``), so the profile makes it 
 devices of a test ``~/.asoundrc``: the speaker is the ``file`` plugin writing what Twinkle
 plays to ``speaker.raw`` (16-bit little-endian at the call's rate: 8000 Hz for G.711), the
 microphone and the ringtone ALSA's ``null`` (Twinkle then sends next to no RTP; its capture
-has no clock). Commands (``call``, ``answer``, ``hold``, ``retrieve``, ``dtmf``,
-``transfer``, ``message``, ``bye``) go to its stdin; what it prints is read from stdout.
-Always stopped by its context manager.
+has no clock); no ringback is played. Commands (``call``, ``answer``, ``hold``,
+``retrieve``, ``dtmf``, ``transfer``, ``message``, ``bye``) go to its stdin; what it prints
+is read from stdout. Always stopped by its context manager.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,6 +61,35 @@ class Twinkle(ConsolePeer):
         log = self.workdir / ".twinkle" / "twinkle.log"
         return log.read_text(errors="replace") if log.exists() else ""
 
+    def diagnosis(self) -> str:
+        """What Twinkle did, for a failure message: the headline of each entry of its log (a
+        SIP message's first line, a report's first line) and, when ``gdb`` is installed, the
+        stack of each of its threads (where it is stuck, if it is)."""
+        headlines = []
+        for entry in self.sip_log().split("\n+++ ")[1:]:
+            lines = entry.splitlines()
+            body = [line for line in lines[1:3] if line and line != "---"]
+            headlines.append(f"{lines[0]} | {' | '.join(body)}")
+        text = "Twinkle's log:\n" + "\n".join(headlines[-150:])
+        gdb = shutil.which("gdb")
+        if gdb and self.proc.returncode is None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                stacks = subprocess.run([gdb, "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                                        capture_output=True, text=True, timeout=30, check=False).stdout
+                text += "\nTwinkle's threads (innermost call first):\n" + "\n".join(_stacks(stacks))
+        return text
+
+
+def _stacks(gdb_output: str) -> list[str]:
+    """gdb's ``thread apply all bt`` as one line per thread: the function names of its frames."""
+    threads: list[str] = []
+    for line in gdb_output.splitlines():
+        if line.startswith("Thread "):
+            threads.append(line.split(" (")[0] + ":")
+        elif threads and (frame := re.match(r"#\d+\s+(?:0x[0-9a-f]+ in )?([^ (]+)", line)):
+            threads[-1] += " " + frame.group(1)
+    return threads
+
 
 @contextlib.asynccontextmanager
 async def twinkle(name: str = "twinkle", *, profile: str = "") -> AsyncIterator[Twinkle]:
@@ -71,6 +103,9 @@ async def twinkle(name: str = "twinkle", *, profile: str = "") -> AsyncIterator[
     (workdir / ".asoundrc").write_text(ASOUNDRC.format(workdir=workdir))
     (workdir / ".twinkle" / "twinkle.sys").write_text(
         "dev_ringtone=alsa:null\ndev_speaker=alsa:twinkle_speaker\ndev_mic=alsa:null\n"
+        # no ringback: it would go to the speaker file (before the call's audio), and its
+        # tone thread is the one Twinkle must stop on our 200 before it ACKs
+        "play_ringback=no\n"
         f"sip_udp_port={sip_port}\nsip_port={sip_port}\nrtp_port={free_even_port_run(4)}\nstart_hidden=yes\n")
     (workdir / ".twinkle" / f"{name}.cfg").write_text(
         f"user_name={name}\nuser_domain=127.0.0.1\nregister_at_startup=no\n"
