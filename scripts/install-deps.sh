@@ -2,7 +2,7 @@
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
 # the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server,
 # baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious, coturn as a STUN server, iptables for a NAT,
-# rtpengine as a media relay)
+# rtpengine as a media relay), the Sippy B2BUA (PyPI) in a virtualenv of its own,
 # Chromium for the web tests, and the package with its test extras (which include playwright; its own
 # browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
@@ -68,6 +68,15 @@ if command -v kamailio >/dev/null 2>&1; then
     done
     command -v update-rc.d >/dev/null 2>&1 && $SUDO update-rc.d kamailio disable >/dev/null 2>&1 || true
   fi
+fi
+
+# the Sippy B2BUA (PyPI sippy) as a B2BUA between two phones (tests/peers/sippy_peer.py), in its
+# own virtualenv so its dependencies stay out of ours
+SIPPY_VENV="${SKINNYSIP_SIPPY:-/opt/skinnysip-peers/sippy}"
+if [ ! -x "$SIPPY_VENV/bin/b2bua" ]; then
+  echo "installing the Sippy B2BUA into $SIPPY_VENV"
+  python3 -m venv "$SIPPY_VENV"
+  "$SIPPY_VENV/bin/python" -m pip install -q sippy==2.5.0
 fi
 
 python3 -m pip install -q -e '.[test]'

@@ -22,7 +22,7 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from skinnysip.addresses import is_ip, is_ipv6, strip_brackets
@@ -391,6 +391,21 @@ def _parse_attribute(value: str) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------- SDES keys (RFC 4568)
+
+def versioned(sdp: SessionDescription, previous: SessionDescription | None) -> SessionDescription:
+    """``sdp`` as it is sent after ``previous`` (the SDP we last sent in this session; None:
+    the first). RFC 3264 §8: an SDP that modifies the session has the ``o=`` sess-version of the
+    previous one plus one; one that does not keeps it (and must then be identical — the far end
+    may restart its media on a new version). So: ``previous`` itself when ``sdp`` differs from
+    it in the version alone, else ``sdp`` with ``previous``'s version + 1 (``sdp`` as it is
+    when there is no ``previous``)."""
+    if previous is None:
+        return sdp
+    same = replace(sdp, origin=replace(sdp.origin, session_version=previous.origin.session_version))
+    if same == previous:
+        return previous
+    return replace(sdp, origin=replace(sdp.origin, session_version=previous.origin.session_version + 1))
+
 
 #: SRTP crypto suites we can key (RFC 4568 §6.2), in our order of preference. Both take a
 #: 128-bit master key and a 112-bit master salt: 30 octets, 40 base64 characters inline.

@@ -1,7 +1,8 @@
 """What ``skinnysip sip listen`` (the :class:`Responder`) answers, judged by SIPp scenarios:
 its SDP answers follow RFC 3264 §6 (the offerer's codec and telephone-event payload types,
 the reverse of the offered direction, so a hold's re-INVITE ``sendonly`` is answered
-``recvonly`` with the o= version one up, §8), an offer it cannot answer gets 488, and a
+``recvonly`` with the o= version one up, §8, and the same hold again gets the same answer and
+version), an offer it cannot answer gets 488, and a
 MESSAGE outside a dialog gets 200 (RFC 3428 §7; its Allow names MESSAGE). Before, it
 answered every offer with PCMU/PCMA and PT 101, ``sendrecv``, the same SDP again on a
 re-INVITE, and MESSAGE with 480."""
@@ -45,12 +46,16 @@ async def test_offers_are_answered_per_rfc_3264_and_a_hold_reinvite_recvonly() -
     held = (uac_reinvite(2, hold).replace('  <recv response="200"/>\n', '  <recv response="200">\n    <action>\n'
                                           + check("recvonly", "a=recvonly") + check("second", "o=[^ ]+ [0-9]+ 1 ")
                                           + "    </action>\n  </recv>\n"))
-    names = "codecs,te,first,both,recvonly,second"
+    # the same hold again (o= version 2 once more: nothing changed): the same answer, version 1
+    # still (RFC 3264 §8; a new version would tell the caller the session changed)
+    again = (uac_reinvite(3, hold).replace('  <recv response="200"/>\n', '  <recv response="200">\n    <action>\n'
+                                           + check("unchanged", "o=[^ ]+ [0-9]+ 1 ") + "    </action>\n  </recv>\n"))
+    names = "codecs,te,first,both,recvonly,second,unchanged"
     async with Responder(ListenConfig(HOST, 0, "udp")) as responder:
         assert responder.local is not None
         port = responder.local[1]
         xml = (HEAD.format(name="rfc3264") + uac_invite(port, body=offer) + recv("180", True) + answered
-               + uac_ack(port, for_2xx=True) + held + uac_bye(100).replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+               + uac_ack(port, for_2xx=True) + held + again + uac_bye(100).replace("CSeq: 2 BYE", "CSeq: 4 BYE")
                + f'  <Reference variables="{names}"/>\n' + TAIL)
         assert '<recv response="200">' in held  # the hold's 200 is checked
         result = await sipp_uac(HOST, port, xml=xml, timeout=15)

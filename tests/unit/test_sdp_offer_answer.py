@@ -253,3 +253,20 @@ def test_an_answer_in_another_transport_is_an_error() -> None:
     answer = SessionDescription.parse(BARESIP_OFFER.replace("RTP/AVP 96", "TCP/RTP/AVP 96"))
     with pytest.raises(ValueError, match="TCP/RTP/AVP, not RTP over UDP"):
         negotiate(offer, answer)
+
+
+def test_an_unchanged_sdp_keeps_its_version_and_a_changed_one_goes_up_by_one() -> None:
+    """RFC 3264 §8: a new SDP that modifies the session has the previous sess-version + 1;
+    one that does not is the previous SDP itself, version and all (a keep-alive or session
+    refresh re-INVITE's answer must not look like a change: peers restart media on one)."""
+    first, _ = sdp.audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 40000, session_id=7, version=3)
+    again, _ = sdp.audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 40000, session_id=7, version=9)
+    assert sdp.versioned(again, first) is first
+    assert sdp.versioned(first, None) is first
+    held, _ = sdp.audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 40000, session_id=7, version=9,
+                               direction="sendonly")
+    sent = sdp.versioned(held, first)
+    assert sent.origin.session_version == 4 and sent.media[0].direction == "sendonly"
+    moved, _ = sdp.audio_answer(SessionDescription.parse(BARESIP_OFFER), "127.0.0.1", 40002, session_id=7, version=0)
+    assert sdp.versioned(moved, sent).origin.session_version == 5
+    assert b" 7 5 IN IP4 127.0.0.1\r\n" in sdp.versioned(moved, sent).to_bytes()

@@ -53,6 +53,7 @@ from skinnysip.sdp import (
     audio_answer,
     audio_offer_for,
     negotiate,
+    versioned,
 )
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError
@@ -117,6 +118,7 @@ class _BridgedCall:
         self.station: tuple[str, int] | None = None  # the station RTP address the SIP side knows
         self.session_id = random.getrandbits(48)
         self.sdp_version = 0
+        self.local_sdp: SessionDescription | None = None  # the SDP we sent last (offer or answer)
         self.provisional = False  # a provisional response came (CANCEL allowed, §9.1)
         self.hung_up = False  # the station ended it
         self.held = False  # the station holds it (our last offer was sendonly)
@@ -324,11 +326,12 @@ class SCCPBridge(TaskOwner):
         assert leg is not None
         address = leg.rtp_addr or call.station
         assert address is not None
-        call.sdp_version += 1
         call.station = address
         offer = audio_offer_for(address[0], address[1], codecs=(_payload_type(leg),), telephone_event=None,
-                                session_id=call.session_id, version=call.sdp_version, direction=direction)
-        call.offer = offer
+                                session_id=call.session_id, version=call.sdp_version + 1, direction=direction)
+        offer = versioned(offer, call.local_sdp)  # unchanged: the same version (RFC 3264 §8)
+        call.sdp_version = offer.origin.session_version
+        call.offer = call.local_sdp = offer
         return offer
 
     async def _invite(self, call: _BridgedCall) -> None:
@@ -587,7 +590,7 @@ class SCCPBridge(TaskOwner):
             leg.bridge_done = True
             await self.cm.end_call(leg)
             return
-        call.audio, call.station = audio, leg.rtp_addr
+        call.audio, call.station, call.local_sdp = audio, leg.rtp_addr, answer
         self._respond(call, 200, answer.to_bytes())
         if call.dialog is not None:
             call.dialog.confirm()
@@ -624,7 +627,9 @@ class SCCPBridge(TaskOwner):
         if audio.rejected:
             self.endpoint.respond(tx, 488)
             return
-        call.sdp_version += 1
+        answer = versioned(answer, call.local_sdp)  # unchanged (a keep-alive re-INVITE): the same version
+        call.sdp_version = answer.origin.session_version
+        call.local_sdp = answer
         call.audio = audio
         contact = self.endpoint.contact(tx.flow, leg.number) if tx.flow is not None else None
         self.endpoint.respond(tx, 200, body=answer.to_bytes(), content_type="application/sdp", contact=contact)

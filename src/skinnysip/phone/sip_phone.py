@@ -70,6 +70,7 @@ from skinnysip.sdp import (
     check_srtp_suites,
     negotiate,
     same_family_remote,
+    versioned,
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
@@ -959,18 +960,28 @@ class SIPPhone(Phone):
                                  f"{STUN_RETRY_AFTER:g} s, without asking again)"))
 
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
+        """Our offer (a new call's, a re-INVITE's, or the one in the 200 to an offerless
+        re-INVITE); the SDP version goes up only when it differs from the SDP we sent last."""
         assert call.media is not None
-        call.sdp_version += 1
         a = call.audio  # a re-offer keeps the keys in use (RFC 4568 §7.1.4), and with them the SRTP index
         crypto = None
         if a is not None and a.srtp_suite is not None and a.srtp_local_key is not None:
             crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
         ip, port, _ = call.media.advertised
         offer = _with_rtcp(audio_offer_for(ip, port, direction=direction, session_id=call.session_id,
-                                           version=call.sdp_version, srtp=self.account.srtp, crypto=crypto,
+                                           version=call.sdp_version + 1, srtp=self.account.srtp, crypto=crypto,
                                            codecs=self.codecs, srtp_suites=self.srtp_suites), call.media)
+        offer = self._versioned(call, offer)
         call.offer = call.local_sdp = offer
         return offer
+
+    @staticmethod
+    def _versioned(call: SIPCall, sdp: SessionDescription) -> SessionDescription:
+        """``sdp`` as it is sent: the SDP we sent last, version and all, when it says the same
+        (RFC 3264 §8, :func:`~skinnysip.sdp.versioned`); ``call.sdp_version`` follows."""
+        sdp = versioned(sdp, call.local_sdp)
+        call.sdp_version = sdp.origin.session_version
+        return sdp
 
     async def _outgoing(self, call: SIPCall, uri: str, extra: list[tuple[str, str]]) -> None:
         assert call.flow is not None
@@ -1863,7 +1874,7 @@ class SIPPhone(Phone):
             self.endpoint.respond(tx, 488, headers=[warning_field(refused)])
             self.emit(ErrorEvent(f"call {call.id}: {request.method} refused with 488: {refused}"))
             return
-        call.sdp_version += 1
+        answer = self._versioned(call, answer)  # an unchanged answer keeps its version (a keep-alive re-INVITE)
         call.audio = session
         call.local_sdp = answer
         self._respond(tx, 200, body=answer.to_bytes(), flow=call.flow, headers=headers)

@@ -34,7 +34,7 @@ from skinnysip.net.rtp import bind_even_port
 from skinnysip.net.sip_endpoint import USER_AGENT, SIPEndpoint
 from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord
-from skinnysip.sdp import SDPParseError, SessionDescription, audio_answer, audio_offer
+from skinnysip.sdp import SDPParseError, SessionDescription, audio_answer, audio_offer, versioned
 from skinnysip.sip.dialog import Dialog, DialogID, dialog_id
 from skinnysip.sip.request import new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction
@@ -96,7 +96,7 @@ class _Call:
     last_activity: float = field(default_factory=time.monotonic)
     media: tuple[str, int] = ("", 0)  # the echo's (IP, port), what our SDP names
     session_id: int = 0
-    version: int = 0  # of our SDP's o= line, one up on each new answer (RFC 3264 §8)
+    local_sdp: SessionDescription | None = None  # our last SDP: its o= version goes up on each change (RFC 3264 §8)
 
 
 class Responder:
@@ -232,7 +232,7 @@ class Responder:
             call.echo, call.media = echo, (local_ip, port)
             if offer is None:  # offerless INVITE: our offer goes in the 200 (RFC 3264 §5)
                 sdp = audio_offer(local_ip, port, (0, 8, 101))
-                call.session_id = sdp.origin.session_id
+                call.session_id, call.local_sdp = sdp.origin.session_id, sdp
                 call.sdp = sdp.to_bytes()
             elif not self._answer(call, offer):
                 self.endpoint.respond(tx, 488, to_tag=to_tag)
@@ -253,13 +253,13 @@ class Responder:
         we know: the echo returns every payload as it came); False when its audio cannot be
         answered (none, or refused: no common codec, SRTP, the other IP family)."""
         try:
-            answer, session = audio_answer(offer, *call.media, session_id=call.session_id or None,
-                                           version=call.version + 1 if call.sdp else 0)
+            answer, session = audio_answer(offer, *call.media, session_id=call.session_id or None, version=0)
         except ValueError:  # no audio stream
             return False
         if session.rejected:
             return False
-        call.session_id, call.version = answer.origin.session_id, answer.origin.session_version
+        answer = versioned(answer, call.local_sdp)  # an unchanged answer keeps its version
+        call.session_id, call.local_sdp = answer.origin.session_id, answer
         call.sdp = answer.to_bytes()
         return True
 
