@@ -1,8 +1,10 @@
 """The softphone through a back-to-back user agent: the Sippy B2BUA (``sippy_peer.py``) between
 two of our phones, as a PBX sits between two extensions. Every call is two dialogs (new
-Call-ID, tags, CSeq on bob's side); the re-INVITEs, INFOs and BYEs bob gets are the B2BUA's,
-not alice's; the B2BUA re-INVITEs a leg by itself to see that it is alive, ends calls whose
-credit ran out, and filters the codecs an offer may carry.
+Call-ID, tags, CSeq on bob's side); the re-INVITEs, INFOs, REFERs and BYEs a phone gets are the
+B2BUA's, not the other phone's; the B2BUA re-INVITEs a leg by itself to see that it is alive,
+ends calls whose credit ran out, filters the codecs an offer may carry, hangs up a transferred
+call at once, refuses what it does not take (MESSAGE), and logs in at a server with digest as a
+UAC of its own (the lab, as a trunk would).
 
 Audio is proven by listening on both sides (the dominant frequency of ≥ 95 % of 20 ms frames is
 the other's tone)."""
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sippy_peer import SippyB2BUA, sippy_b2bua
+from test_lab_sip import lab, port  # noqa: F401 - lab: fixture
 from test_load_answer import finish
 from test_load_answer import tone_share as load_tone_share
 from test_phone_baresip import OUR_TONE, THEIR_TONE
@@ -28,7 +31,8 @@ from test_phone_replaces import incoming
 from test_phone_sipp import _events
 
 from peertools import free_port
-from skinnysip.phone.api import DTMFReceived, ErrorEvent
+from skinnysip.lab.runner import Lab
+from skinnysip.phone.api import DTMFReceived, ErrorEvent, PhoneError
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
@@ -230,3 +234,68 @@ def test_a_call_load_through_the_b2bua_is_counted_on_both_legs_and_heard(tmp_pat
     for folder, tone in ((call_rec, OUR_TONE), (answer_rec, THEIR_TONE)):
         heard = sorted(folder.glob("*-rx.wav"))
         assert len(heard) == calls and all(load_tone_share(path, tone) > 0.8 for path in heard), heard
+
+
+async def test_a_blind_transfer_through_the_b2bua(tmp_path: Path) -> None:
+    """bob REFERs alice to carol (RFC 3515) through the B2BUA, which passes the REFER on as its
+    own, hangs up both legs as soon as alice accepts it (202) and refuses her NOTIFY (the dialog
+    is gone): alice calls carol all the same (the transferor may leave at once, RFC 5589 §6.1),
+    and alice and carol hear each other."""
+    carol_tone = 880.0
+    async with SIPPhone(account("bob", THEIR_TONE, tmp_path, auto_answer=0.1)) as bob, \
+            SIPPhone(account("carol", carol_tone, tmp_path, auto_answer=0.1)) as carol, \
+            SIPPhone(account("alice", OUR_TONE, tmp_path)) as alice:
+        with sippy_b2bua(f"127.0.0.1:{bob.account.listen_port}") as b2bua:
+            call, far = await call_through(b2bua, alice, bob)
+            await far.transfer(f"sip:carol@127.0.0.1:{carol.account.listen_port}")
+            assert await call.wait_ended(5) and await far.wait_ended(5)
+            referred = await incoming(carol)
+            assert await referred.wait_connected(5), referred.end_reason
+            [new] = [c for c in alice.calls if c is not call]
+            assert await new.wait_connected(5), new.end_reason
+            await asyncio.sleep(2)
+            await new.hangup()
+            assert await referred.wait_ended(5)
+            ours, theirs = new.media_report(), referred.media_report()
+    assert ours is not None and theirs is not None
+    assert tone_share(ours, 0.3, None, carol_tone) >= 0.95
+    assert tone_share(theirs, 0.3, None, OUR_TONE) >= 0.95
+
+
+async def test_cancel_busy_and_message_through_the_b2bua(tmp_path: Path) -> None:
+    """alice gives up while bob rings: the B2BUA CANCELs bob's leg (RFC 3261 §9); bob's 486
+    reaches alice as the B2BUA's; a MESSAGE, which this B2BUA does not take, is refused 501 and
+    alice says so (:class:`PhoneError`)."""
+    async with SIPPhone(account("bob", THEIR_TONE, tmp_path)) as bob, \
+            SIPPhone(account("alice", OUR_TONE, tmp_path)) as alice:
+        with sippy_b2bua(f"127.0.0.1:{bob.account.listen_port}") as b2bua:
+            call = await alice.call(b2bua.uri("bob"))
+            far = await incoming(bob)
+            await asyncio.sleep(0.5)
+            await call.hangup()
+            assert await far.wait_ended(5) and far.end_reason == "cancelled by the caller", far.end_reason
+            assert call.end_reason == "cancelled"
+            call = await alice.call(b2bua.uri("bob"))
+            far = await incoming(bob)
+            await far.reject(486)
+            assert await call.wait_ended(5) and call.end_reason == "486 Busy Here", call.end_reason
+            with pytest.raises(PhoneError, match="501"):
+                await alice.message(b2bua.uri("bob"), "hello")
+
+
+async def test_the_b2bua_logs_in_at_the_lab_and_its_echo_answers(lab: Lab, tmp_path: Path) -> None:  # noqa: F811
+    """The B2BUA in front of the lab, as a trunk: its route carries the lab user 1001's
+    credentials (``;auth=1001:demo1001``), so the lab's proxy challenges its INVITE (407) and it
+    answers with its own digest (RFC 3261 §22, RFC 2617); alice, who never registered, dials
+    the echo (600) through it and hears her own tone."""
+    async with SIPPhone(account("1001", OUR_TONE, tmp_path)) as alice:
+        with sippy_b2bua(f"127.0.0.1:{port(lab, 'udp')};auth=1001:demo1001") as b2bua:
+            call = await alice.call(b2bua.uri("600"))
+            assert await call.wait_connected(10), (call.end_reason, b2bua.log()[-3000:])
+            await asyncio.sleep(3)
+            await call.hangup()
+            log = b2bua.log()
+            report = call.media_report()
+    assert re.search(r"RECEIVED message from [^\n]*\nSIP/2\.0 407 ", log), log[-3000:]
+    assert re.search(r"SENDING message to [^\n]*\nINVITE [^\n]*\n(?:[^\n]+\n)*Proxy-Authorization: Digest ", log)
+    assert report is not None and tone_share(report, 0.5, None, OUR_TONE) >= 0.95
