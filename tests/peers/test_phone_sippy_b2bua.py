@@ -197,11 +197,13 @@ async def test_the_b2bua_filters_the_offer_to_pcma_and_digits_go_as_info(tmp_pat
     assert tone_share(theirs, 0.3, None, OUR_TONE) >= 0.95
 
 
-def test_a_call_load_through_the_b2bua_is_counted_on_both_legs_and_heard(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_a_call_load_through_the_b2bua_is_counted_on_both_legs_and_heard(tmp_path: Path, keepalive: bool) -> None:
     """``skinnysip load call`` → the B2BUA → ``skinnysip load answer --no-register``: every call
     is two dialogs; the B2BUA's own log is the independent count (as many INVITEs taken from
     the caller as it placed toward the answering side, and as many BYEs), both sides count
-    every call successful and hear each other's tone in each."""
+    every call successful and hear each other's tone in each. With ``keepalive`` the B2BUA
+    also re-INVITEs both legs of each call every second, and every one is answered 200."""
     calls, port = 8, free_port(socket.SOCK_DGRAM)
     answer_rec, call_rec = tmp_path / "answered", tmp_path / "called"
     answer = subprocess.Popen(
@@ -209,7 +211,8 @@ def test_a_call_load_through_the_b2bua_is_counted_on_both_legs_and_heard(tmp_pat
          "--duration", "60", "--source", f"tone:{OUR_TONE:g}", "--record", str(answer_rec), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with sippy_b2bua(f"127.0.0.1:{port}") as b2bua:
+        options = ("--keepalive_ans=1", "--keepalive_orig=1") if keepalive else ()
+        with sippy_b2bua(f"127.0.0.1:{port}", options=options) as b2bua:
             caller = subprocess.run(
                 [sys.executable, "-m", "skinnysip", "load", "call", f"127.0.0.1:{b2bua.port}", "--to", "bob",
                  "-r", "4", "-l", "4", "-m", str(calls), "--hold", "2", "--source", f"tone:{THEIR_TONE:g}",
@@ -227,8 +230,11 @@ def test_a_call_load_through_the_b2bua_is_counted_on_both_legs_and_heard(tmp_pat
     assert (answered["attempted"], answered["successful"]) == (calls, calls), answered
     received = re.findall(r"RECEIVED message from udp:127\.0\.0\.1:(\d+):\n(INVITE|BYE) ", log)
     sent = re.findall(r"SENDING message to udp:127\.0\.0\.1:(\d+):\n(INVITE|BYE) ", log)
+    reinvites = calls if keepalive else 0  # at least one a leg in a 2 s call
     assert sum(1 for _, m in received if m == "INVITE") == calls, received
-    assert [m for p, m in sent if int(p) == port].count("INVITE") == calls, sent
+    assert [m for p, m in sent if int(p) == port].count("INVITE") >= calls + reinvites, sent
+    assert len([m for p, m in sent if int(p) != port and m == "INVITE"]) >= reinvites, sent
+    assert not re.search(r"RECEIVED message from [^\n]*\nSIP/2\.0 [3-6]\d\d ", log), "a request of the B2BUA was refused"
     assert sum(1 for _, m in received if m == "BYE") == calls  # the caller hung up each call…
     assert [m for p, m in sent if int(p) == port].count("BYE") == calls  # …and the B2BUA ended each other leg
     for folder, tone in ((call_rec, OUR_TONE), (answer_rec, THEIR_TONE)):
