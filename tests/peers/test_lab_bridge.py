@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baresip_peer import Baresip, baresip
+from sippy_peer import sippy_b2bua
 from test_lab_services import assert_heard
+from test_phone_sippy_b2bua import account as sip_account
 
 from skinnysip.lab.bridge import SCCPBridge
 from skinnysip.lab.callmanager import LabCallManager, LabConfig, LabDevice, LabLine
 from skinnysip.phone.api import CallState, IncomingCall
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
+from skinnysip.phone.sip_phone import SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -233,3 +236,27 @@ async def test_pcma_only_offer_is_bridged_as_alaw(cm: LabCallManager, tmp_path: 
     [record] = bridge.calls()
     answer = next(m["raw"] for m in record["messages"] if m["summary"].startswith("200") and "m=audio" in m["raw"])
     assert "m=audio" in answer and "RTP/AVP 8" in answer and "PCMA/8000" in answer
+
+
+async def test_a_b2buas_keepalive_reinvites_get_the_same_answer_and_version(cm: LabCallManager,
+                                                                            tmp_path: Path) -> None:
+    """Our SIP phone calls the station through the Sippy B2BUA, which re-INVITEs the bridge
+    every second with the same SDP (a keep-alive): each 200 carries the bridge's answer with the
+    o= version it had (nothing changed, RFC 3264 §8) and the call goes on."""
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge:
+        assert bridge.address is not None
+        host, port = bridge.address
+        async with station(cm, tmp_path, auto_answer=0.3), \
+                SIPPhone(sip_account("1001", BARESIP_TONE, tmp_path)) as caller:
+            with sippy_b2bua(f"{host}:{port}", options=("--keepalive_orig=1",)) as b2bua:
+                call = await caller.call(b2bua.uri("2001"))
+                assert await call.wait_connected(10), call.end_reason
+                await asyncio.sleep(3.5)
+                assert call.state is CallState.CONFIRMED
+                await call.hangup()
+            [record] = bridge.calls()
+    answers = [m["raw"] for m in record["messages"] if m["direction"] == "sent" and m["summary"] == "200 OK"
+               and "m=audio" in m["raw"]]
+    assert len(answers) >= 3, [m["summary"] for m in record["messages"]]  # the first answer and two keep-alives
+    origins = {next(line for line in raw.splitlines() if line.startswith("o=")) for raw in answers}
+    assert len(origins) == 1, origins
