@@ -392,30 +392,41 @@ def kamailio(
         f"certificate = {cert}\nprivate_key = {key}\n\n"
         "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
     )
-    if ports is not None:
-        udp, tcp, tls = ports
-    else:
-        udp = free_port(socket.SOCK_DGRAM, host)
-        tcp = free_port(socket.SOCK_STREAM, host)
-        tls = free_port(socket.SOCK_STREAM, host)
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                 relay_registered, pbx, max_expires, min_expires, rtpengine))
     log_file = workdir / "kamailio.log"
-    check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
-    if check.returncode != 0:
-        raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
     pid_file = workdir / "kamailio.pid"
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(
-            [binary, "-f", str(cfg), "-DD", "-E", "-P", str(pid_file), "-Y", str(workdir), "-m", "64", "-M", "8"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # free ports are free when picked, not when Kamailio binds them: a parallel test may take one
+    # first, and Kamailio exits ("Address already in use"). Then it is started again on new
+    # ports (three tries), unless the caller fixed the ports.
+    for attempt in range(3):
+        if ports is not None:
+            udp, tcp, tls = ports
+        else:
+            udp = free_port(socket.SOCK_DGRAM, host)
+            tcp = free_port(socket.SOCK_STREAM, host)
+            tls = free_port(socket.SOCK_STREAM, host)
+        cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
+                                     relay_registered, pbx, max_expires, min_expires, rtpengine))
+        check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
+        with open(log_file, "wb") as log:
+            proc = subprocess.Popen(
+                [binary, "-f", str(cfg), "-DD", "-E", "-P", str(pid_file), "-Y", str(workdir), "-m", "64", "-M", "8"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if _listening(proc, host, (tcp, tls), timeout):
+            break
+        exited = proc.poll() is not None
+        _stop_group(proc)
+        if not exited or ports is not None or attempt == 2:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError(f"kamailio did not start on udp/tcp/tls {udp}/{tcp}/{tls} of {host} "
+                               f"({'it exited' if exited else f'not listening after {timeout} s'}):\n"
+                               f"{log_file.read_text(errors='replace')[-3000:]}")
     try:
-        wait_tcp(host, tcp, timeout)
-        wait_tcp(host, tls, timeout)
         version = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
         m = re.search(r"version: kamailio ([\d.]+) \(([^)]*)\)", version)
         server = f"kamailio ({m.group(1)} ({m.group(2)}))" if m else "kamailio"
@@ -435,6 +446,24 @@ def kamailio(
     finally:
         _stop_group(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _listening(proc: subprocess.Popen[bytes], host: str, tcp_ports: tuple[int, ...], timeout: float) -> bool:
+    """True once something accepts TCP connections on each of ``tcp_ports``; False when ``proc``
+    exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    for port in tcp_ports:
+        while True:
+            if proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+    return True
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:

@@ -149,7 +149,8 @@ async def test_our_phone_calls_baresip_and_status_codes(lab: Lab, tmp_path: Path
 
 async def test_forking_to_two_contacts_and_cancel(lab: Lab, tmp_path: Path) -> None:
     """User 1002 registered from two phones (two bindings): the lab rings both in parallel;
-    the one that answers gets the call and the other one is CANCELled (RFC 3261 §16.7 step 10).
+    the one that answers gets the call and the other one is CANCELled (RFC 3261 §16.7 step 10)
+    with ``Reason: SIP;cause=200`` (RFC 3326), so it reports "answered elsewhere".
     Then a caller that gives up while both ring CANCELs through the lab: both stop ringing,
     the caller's INVITE ends with 487."""
     async with SIPPhone(account(lab, "1002", "udp")) as first, SIPPhone(account(lab, "1002", "tcp")) as second, \
@@ -167,8 +168,11 @@ async def test_forking_to_two_contacts_and_cancel(lab: Lab, tmp_path: Path) -> N
         one, two = await ringing(first), await ringing(second)
         await two.call.answer()
         assert await call.wait_connected(10), call.end_reason
-        assert await one.call.wait_ended(10)  # the other branch was cancelled
+        assert await one.call.wait_ended(10)  # the other branch was cancelled…
         assert one.call.state is CallState.TERMINATED
+        # …saying why (RFC 3326): that phone was not missed, the call was answered on the other
+        assert one.call.end_reason == "answered elsewhere", one.call.end_reason
+        assert one.call.remote_reason == "SIP cause 200 (Call completed elsewhere)"
         await call.hangup()
         assert await two.call.wait_ended(10)
 
@@ -177,6 +181,7 @@ async def test_forking_to_two_contacts_and_cancel(lab: Lab, tmp_path: Path) -> N
         await asyncio.sleep(0.5)
         await attempt.hangup()  # before any answer: CANCEL
         assert await one.call.wait_ended(10) and await two.call.wait_ended(10)
+        assert (one.call.end_reason, two.call.end_reason) == ("cancelled by the caller",) * 2
         assert await attempt.wait_ended(10)
         assert not attempt.connected
     cancelled = [c for c in lab.calls() if c["callId"] == attempt.call_id][0]

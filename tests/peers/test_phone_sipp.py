@@ -140,6 +140,23 @@ def phone_account(**kw: object) -> SIPAccount:
                       source="tone:440", **kw)  # type: ignore[arg-type]
 
 
+def uas_bye(extra: str = "") -> str:
+    """SIPp (the callee, its INVITE's From kept in ``$caller``) sends BYE in its dialog, with
+    ``extra`` header lines."""
+    return """  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+From: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$caller]
+Call-ID: [call_id]
+CSeq: 1 BYE
+Max-Forwards: 70
+""" + extra + """Content-Length: 0
+
+]]></send>
+"""
+
+
 async def _events(phone: SIPPhone) -> list[object]:
     out = []
     while (event := await phone.next_event(0.05)) is not None:
@@ -302,18 +319,7 @@ async def test_far_end_bye_during_our_reinvite() -> None:
     </action>
   </recv>
 """
-    bye = """  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
-From: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To:[$caller]
-Call-ID: [call_id]
-CSeq: 1 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
+    bye = uas_bye()
     terminated = response("487 Request Terminated", tag="").replace("[last_Via:]", "Via:[$via]").replace(
         "[last_CSeq:]", "CSeq:[$cseq]").replace("[last_To:]", "To: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]").replace(
         "[last_From:]", "From:[$caller]")
@@ -326,6 +332,29 @@ Content-Length: 0
             with pytest.raises(PhoneError, match="487 Request Terminated"):
                 await call.hold()
             assert await call.wait_ended(5) and call.end_reason == "BYE received"
+        assert peer.finish().successful_calls == 1
+
+
+async def test_the_far_ends_reason_for_its_bye_is_reported() -> None:
+    """A PBX's BYE says why (RFC 3326): ``Reason: Q.850;cause=16;text="Normal call clearing"``
+    (with a second reason-value for SIP): the call ends "BYE received" and ``remote_reason``
+    (the API's ``remoteReason``) gives both, in order."""
+    first = """  <recv request="INVITE" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>
+    </action>
+  </recv>
+"""
+    bye = uas_bye('Reason: Q.850;cause=16;text="Normal call clearing", SIP;cause=200;text="OK"\n')
+    xml = (HEAD.format(name="bye-with-reason") + first + response("200 OK", sdp=True) + recv("ACK")
+           + '  <pause milliseconds="500"/>\n' + bye + recv("200") + TAIL)
+    with sip_peers.sipp_uas(xml=xml) as peer:
+        async with SIPPhone(phone_account()) as phone:
+            call = await phone.call(f"sip:service@127.0.0.1:{peer.port}")
+            assert await call.wait_connected(5)
+            assert await call.wait_ended(5) and call.end_reason == "BYE received"
+            assert call.remote_reason == "Q.850 cause 16 (Normal call clearing); SIP cause 200 (OK)"
+            assert call.summary()["remoteReason"] == call.remote_reason
         assert peer.finish().successful_calls == 1
 
 

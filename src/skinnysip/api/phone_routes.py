@@ -429,6 +429,9 @@ class CallSummary(ResultModel):
     connected: float | None
     ended: float | None
     end_reason: str | None
+    remote_reason: str | None = Field(None, description="Why the far end said it ended the call: the RFC 3326 "
+                                      "Reason of its BYE or CANCEL (e.g. 'Q.850 cause 16 (Normal call clearing)'); "
+                                      "null when it gave none.")
     dtmf_received: str
     media: dict[str, Any] | None
 

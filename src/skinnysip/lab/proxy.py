@@ -24,12 +24,13 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
 - Responses (§16.7): 100 is sent at once by the proxy and never forwarded; other 1xx and
   every 2xx are forwarded at once (our Via popped); the best final response of all branches
   is forwarded when none answered 2xx (6xx first, then the lowest class; 503 becomes 500);
-  a 2xx or 6xx CANCELs the other branches. Timer C: an INVITE branch ringing for
-  ``ring_timeout`` seconds is cancelled.
+  a 2xx or 6xx CANCELs the other branches (after a 2xx with ``Reason: SIP;cause=200;text="Call
+  completed elsewhere"``, RFC 3326: those phones were not missed). Timer C: an INVITE branch
+  ringing for ``ring_timeout`` seconds is cancelled.
 - CANCEL (§16.10): answered 200 at once and forwarded to every pending branch (after its
-  first provisional, §9.1). ACK for a 2xx and every in-dialog request follow their Route
-  header (loose routing, §16.4: our own Route values are removed) or, without one, the
-  Request-URI — for a registered contact over its binding's flow.
+  first provisional, §9.1), with the caller's Reason field lines. ACK for a 2xx and every
+  in-dialog request follow their Route header (loose routing, §16.4: our own Route values are
+  removed) or, without one, the Request-URI — for a registered contact over its binding's flow.
 - Music on hold: a relayed re-INVITE that offers ``sendonly``/``inactive`` and is answered
   ``recvonly``/``inactive``, or that holds by address (``c=0.0.0.0``, RFC 2543), starts the
   services' music towards the held party's RTP address; the resuming re-INVITE or the BYE
@@ -63,6 +64,7 @@ from skinnysip.net.sip_transport import Transport
 from skinnysip.net.trace import TraceRecord, to_wire_messages
 from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
+from skinnysip.sip.reason import COMPLETED_ELSEWHERE, MAX_REASONS
 from skinnysip.sip.request import DIALOG_CREATING, build_cancel, build_response, new_branch, new_tag
 from skinnysip.sip.server_transaction import ServerState, ServerTransaction
 from skinnysip.sip.syntax import split_comma, uint_or_none
@@ -130,6 +132,7 @@ class _Branch:
     provisional: bool = False
     final: Response | None = None
     cancel_wanted: bool = False
+    cancel_reasons: tuple[str, ...] = ()  # the Reason field values of its CANCEL (RFC 3326)
     cancelled: bool = False
 
 
@@ -692,7 +695,8 @@ class LabProxy:
                 self._set_call_state(forward.request, "ended")
             if method == "INVITE" and forward.request.to_tag is not None:
                 self._check_hold(branch.request, upstream)
-            self._cancel_all(forward)
+            # the other branches lost: their phones were not missed (RFC 3326 §1)
+            self._cancel_all(forward, (COMPLETED_ELSEWHERE.header_value(),))
             self._done(forward)
         elif tx.flow is not None and tx.method == "INVITE":
             with contextlib.suppress(SIPTransportError):
@@ -746,11 +750,13 @@ class LabProxy:
             return
         forward.cancelled = True
         self._set_state(forward.request, "cancelled")
-        self._cancel_all(forward)
+        self._cancel_all(forward, tuple(event.request.headers.get_all("Reason")[:MAX_REASONS]))  # the caller's why
 
-    def _cancel_all(self, forward: _Forward) -> None:
+    def _cancel_all(self, forward: _Forward, reasons: tuple[str, ...] = ()) -> None:
+        """CANCEL every pending branch, with ``reasons`` as its Reason field values."""
         for branch in forward.branches:
             if branch.final is None and not branch.cancelled:
+                branch.cancel_reasons = reasons
                 if branch.provisional:
                     self._cancel_branch(branch)
                 else:
@@ -761,7 +767,8 @@ class LabProxy:
             return
         branch.cancelled = True
         with contextlib.suppress(SIPTransportError, ValueError, SIPParseError):
-            handle = self.endpoint.send_request(build_cancel(branch.request), branch.flow)
+            handle = self.endpoint.send_request(build_cancel(branch.request, reasons=branch.cancel_reasons),
+                                                branch.flow)
             if handle is not None:
                 handle.set_listener(_ignore)
 

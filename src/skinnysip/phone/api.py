@@ -169,7 +169,9 @@ class Call:
     ``started``/``alerting``/``connected``/``ended``: wall-clock seconds (None until then;
     ``alerting``: the call's first early state, an outgoing SIP call's first 18x with a To
     tag, so ``alerting - started`` is its post-dial delay);
-    ``end_reason``: why it ended. Subclasses implement the actions."""
+    ``end_reason``: why it ended; ``remote_reason``: why the far end said it ended it (SIP: the
+    RFC 3326 Reason of its BYE or CANCEL, e.g. ``Q.850 cause 16 (Normal call clearing)``;
+    None when it gave none). Subclasses implement the actions."""
 
     def __init__(self, direction: CallDirection, remote: str) -> None:
         self.id = next(_call_ids)
@@ -183,6 +185,7 @@ class Call:
         self.connected: float | None = None
         self.ended: float | None = None
         self.end_reason: str | None = None
+        self.remote_reason: str | None = None
         self.dtmf_received: list[str] = []
         self._done = asyncio.Event()
         self._connected_event = asyncio.Event()
@@ -248,11 +251,12 @@ class Call:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: id, direction, remote, state, hold flags, times
-        (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reason."""
+        (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reasons."""
         return {
             "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
             "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
             "alerting": self.alerting, "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
+            "remoteReason": self.remote_reason,
             "dtmfReceived": "".join(self.dtmf_received), "media": camel_keys(self.media_report()),
         }
 
@@ -437,7 +441,8 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     if isinstance(event, CallStateChanged):
         return {"event": "callState", "time": now, "call": event.call.id, "state": event.state.value,
                 "reason": event.reason, "protocolState": event.protocol_state, "remote": event.call.remote,
-                "localHold": event.call.local_hold, "remoteHold": event.call.remote_hold}
+                "localHold": event.call.local_hold, "remoteHold": event.call.remote_hold,
+                "remoteReason": event.call.remote_reason}
     if isinstance(event, DTMFReceived):
         return {"event": "dtmf", "time": now, "call": event.call.id, "digit": event.digit, "method": event.method,
                 "duration": event.duration}

@@ -76,6 +76,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
+from skinnysip.sip.reason import completed_elsewhere, parse_reasons
 from skinnysip.sip.request import (
     build_cancel,
     min_expires_retry,
@@ -1751,7 +1752,12 @@ class SIPPhone(Phone):
             self.endpoint.respond(event.transaction, 200)
             if not event.invite.final:
                 self._respond(event.invite, 487, to_tag=call.to_tag)
-            self._spawn(self._end(call, "cancelled by the caller"))
+            reasons = parse_reasons(event.request.headers.get_all("Reason"))
+            call.remote_reason = "; ".join(map(str, reasons)) or None
+            # RFC 3326: a forking proxy's CANCEL of a branch that lost says the call was
+            # answered on another device (not missed)
+            why = "answered elsewhere" if completed_elsewhere(reasons) else "cancelled by the caller"
+            self._spawn(self._end(call, why))
             return True
         if isinstance(event, AckReceived):
             call = self._call_for(event.request)
@@ -1809,6 +1815,7 @@ class SIPPhone(Phone):
         method = request.method
         if method == "BYE":
             self.endpoint.respond(tx, 200)
+            call.remote_reason = "; ".join(map(str, parse_reasons(request.headers.get_all("Reason")))) or None
             await self._end(call, "BYE received")
         elif method in ("INVITE", "UPDATE"):
             await self._remote_offer(call, tx, request)

@@ -255,16 +255,20 @@ def build_ack_for_failure(request: Request, response: Response) -> Request:
     return Request("ACK", request.uri, headers)
 
 
-def build_cancel(request: Request) -> Request:
+def build_cancel(request: Request, *, reasons: Iterable[str] = ()) -> Request:
     """A CANCEL for ``request`` (RFC 3261 §9.1).
 
     Same Request-URI, Call-ID, To (as in the request), From and CSeq number, method CANCEL;
     one Via equal to the request's top Via (same branch, so the server matches it to the
     pending transaction); the request's Route header fields; no Require/Proxy-Require, no
-    body. The CANCEL is a non-INVITE client transaction of its own.
+    body; a Reason field line for each of ``reasons`` (RFC 3326 reason-values, e.g.
+    :meth:`skinnysip.sip.reason.Reason.header_value`). The CANCEL is a non-INVITE client
+    transaction of its own.
     Raises :class:`SIPParseError` if the request lacks Via, From, To, Call-ID or CSeq.
     """
     headers = _same_transaction(request, "CANCEL", _required(request, "To"))
+    for reason in reasons:
+        headers.add("Reason", reason)
     user_agent = request.headers.get("User-Agent")
     if user_agent:
         headers.add("User-Agent", user_agent)

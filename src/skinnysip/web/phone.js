@@ -334,7 +334,8 @@ function onEvent(ev) {
       const call = callOf(ev.call);
       Object.assign(call, { state: ev.state, remote: ev.remote || call.remote, localHold: ev.localHold,
         remoteHold: ev.remoteHold, reason: ev.reason, protocolState: ev.protocolState });
-      logLine(`call ${ev.call} ${ev.state} ${ev.reason || ""}${ev.protocolState ? ` [${ev.protocolState}]` : ""}`);
+      logLine(`call ${ev.call} ${ev.state} ${ev.reason || ""}${ev.protocolState ? ` [${ev.protocolState}]` : ""}`
+              + (ev.remoteReason ? ` — the far end says: ${ev.remoteReason}` : ""));
       if (phone.incoming === ev.call && ev.state !== "incoming") {
         phone.incoming = null;
         $("phone-incoming").hidden = true;
