@@ -114,6 +114,7 @@ def _kamailio_cfg(
     max_expires: int = 3600,
     min_expires: int | None = None,
     rtpengine: tuple[str, str, str] | None = None,
+    dialog: tuple[int, int] | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -250,6 +251,16 @@ def _kamailio_cfg(
             "onreply_route[RELAY_ANSWER] {\n"
             f'    if (has_body("application/sdp")) {{ rtpengine_answer("{base} {answer_flags}"); }}\n'
             "}\n")
+    # the dialog module tracking each call: OPTIONS in the dialog to both ends every ``keepalive``
+    # seconds (a failed one ends the call), and after ``timeout`` seconds a BYE to both ends
+    if dialog is not None:
+        keepalive, dialog_timeout = dialog
+        relay_module += ('loadmodule "dialog.so"\nmodparam("dialog", "dlg_flag", 4)\n'
+                         f'modparam("dialog", "ka_timer", 1)\nmodparam("dialog", "ka_interval", {keepalive})\n'
+                         f'modparam("dialog", "default_timeout", {dialog_timeout})\n'
+                         'modparam("dialog", "send_bye", 1)\n')
+        relay_initial += ('        if (is_method("INVITE")) { dlg_manage(); dlg_set_property("ka-src"); '
+                          'dlg_set_property("ka-dst"); }\n')
     pbx_block = (pbx_block.replace("{relay_in_dialog}", relay_in_dialog).replace("{relay_cancel}", relay_cancel)
                  .replace("{relay_initial}", relay_initial))
     return f"""#!KAMAILIO
@@ -360,6 +371,7 @@ def kamailio(
     min_expires: int | None = None,
     ports: tuple[int, int, int] | None = None,
     rtpengine: tuple[str, str, str] | None = None,
+    dialog: tuple[int, int] | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -381,7 +393,10 @@ def kamailio(
     ``min_expires_mode`` 1; default: raised to 10 s silently). ``ports``: (udp, tcp, tls) to
     listen on (default: free ports) — to restart "the same" server. ``rtpengine`` (with
     ``pbx``): (its ng socket, offer flags, answer flags) — the calls' SDP is rewritten by that
-    rtpengine (``rtpengine_peer.py``) and their media relayed through it. Other requests → 404.
+    rtpengine (``rtpengine_peer.py``) and their media relayed through it. ``dialog`` (with
+    ``pbx``): (keepalive, timeout) seconds — the dialog module tracks each call, sends OPTIONS
+    in the dialog to both ends every ``keepalive`` s and BYE to both ends after ``timeout`` s.
+    Other requests → 404.
     """
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-"))
@@ -406,7 +421,7 @@ def kamailio(
             tcp = free_port(socket.SOCK_STREAM, host)
             tls = free_port(socket.SOCK_STREAM, host)
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                     relay_registered, pbx, max_expires, min_expires, rtpengine))
+                                     relay_registered, pbx, max_expires, min_expires, rtpengine, dialog))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
@@ -422,10 +437,10 @@ def kamailio(
         exited = proc.poll() is not None
         _stop_group(proc)
         if not exited or ports is not None or attempt == 2:
+            log_text = log_file.read_text(errors="replace")[-3000:]
             shutil.rmtree(workdir, ignore_errors=True)
             raise RuntimeError(f"kamailio did not start on udp/tcp/tls {udp}/{tcp}/{tls} of {host} "
-                               f"({'it exited' if exited else f'not listening after {timeout} s'}):\n"
-                               f"{log_file.read_text(errors='replace')[-3000:]}")
+                               f"({'it exited' if exited else f'not listening after {timeout} s'}):\n{log_text}")
     try:
         version = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
         m = re.search(r"version: kamailio ([\d.]+) \(([^)]*)\)", version)
