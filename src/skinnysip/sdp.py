@@ -390,8 +390,6 @@ def _parse_attribute(value: str) -> tuple[str, str | None]:
     return (name, rest) if colon else (name, None)
 
 
-# --------------------------------------------------------------------------- SDES keys (RFC 4568)
-
 def versioned(sdp: SessionDescription, previous: SessionDescription | None) -> SessionDescription:
     """``sdp`` as it is sent after ``previous`` (the SDP we last sent in this session; None:
     the first). RFC 3264 §8: an SDP that modifies the session has the ``o=`` sess-version of the
@@ -406,6 +404,8 @@ def versioned(sdp: SessionDescription, previous: SessionDescription | None) -> S
         return previous
     return replace(sdp, origin=replace(sdp.origin, session_version=previous.origin.session_version + 1))
 
+
+# --------------------------------------------------------------------------- SDES keys (RFC 4568)
 
 #: SRTP crypto suites we can key (RFC 4568 §6.2), in our order of preference. Both take a
 #: 128-bit master key and a 112-bit master salt: 30 octets, 40 base64 characters inline.
