@@ -7,13 +7,15 @@ BYE) and tshark shows the echo sending SIPp's own payloads back to it — the ch
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sip_peers import sipp_uac
-from test_lab_sip import DOMAIN, port, settings
+from test_lab_sip import DOMAIN, port, registered, settings
+from test_phone_replaces import incoming
 from test_phone_sipp import HEAD, TAIL, recv
 
 from peertools import TsharkCapture
@@ -68,16 +70,18 @@ async def test_sipp_registers_with_md5_and_the_binding_expires(lab: Lab) -> None
         assert "480" in (call.end_reason or ""), call.end_reason
 
 
-def echo_call_xml() -> str:
-    sdp = ("v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
-           "m=audio [media_port] RTP/AVP 8\na=rtpmap:8 PCMA/8000\n")
+SIPP_SDP = ("v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+            "m=audio [media_port] RTP/AVP 8\na=rtpmap:8 PCMA/8000\n")
 
-    def invite(tag: str, auth: str) -> str:
-        return f"""  <send retrans="500"><![CDATA[
-INVITE sip:600@{DOMAIN} SIP/2.0
+
+def invite_xml(target: str, tag: str, auth: str) -> str:
+    """SIPp (as 1001) INVITEs ``target`` of the lab: transaction ``tag`` "a" (CSeq 1) or "b"
+    (CSeq 2, with ``auth``: SIPp's ``[authentication …]`` line)."""
+    return f"""  <send retrans="500"><![CDATA[
+INVITE sip:{target}@{DOMAIN} SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=z9hG4bK-[pid]-[call_number]-{tag}
 From: <sip:1001@{DOMAIN}>;tag=[pid]SIPpTag00[call_number]
-To: <sip:600@{DOMAIN}>
+To: <sip:{target}@{DOMAIN}>
 Call-ID: [call_id]
 CSeq: {1 if tag == "a" else 2} INVITE
 Contact: <sip:1001@[local_ip]:[local_port]>
@@ -85,21 +89,29 @@ Contact: <sip:1001@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-{sdp}]]></send>
+{SIPP_SDP}]]></send>
 """
 
-    ack_407 = f"""  <send><![CDATA[
-ACK sip:600@{DOMAIN} SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=z9hG4bK-[pid]-[call_number]-a
+
+def ack_xml(target: str, tag: str, cseq: int) -> str:
+    """SIPp's ACK for a non-2xx final response to its INVITE transaction ``tag``."""
+    return f"""  <send><![CDATA[
+ACK sip:{target}@{DOMAIN} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=z9hG4bK-[pid]-[call_number]-{tag}
 From: <sip:1001@{DOMAIN}>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
-CSeq: 1 ACK
+CSeq: {cseq} ACK
 Max-Forwards: 70
 Content-Length: 0
 
 ]]></send>
 """
+
+
+def echo_call_xml() -> str:
+    invite = functools.partial(invite_xml, "600")
+    ack_407 = ack_xml("600", "a", 1)
 
     def in_dialog(method: str, cseq: int) -> str:
         retrans = "" if method == "ACK" else ' retrans="500"'
@@ -165,3 +177,38 @@ async def test_sipp_calls_the_lab_echo_and_gets_its_payloads_back(lab: Lab) -> N
     assert len(reference) == 236
     assert len(back) >= 0.95 * len(reference), len(back)  # the echo sent SIPp's audio back ...
     assert in_order_within(back, reference)  # ... byte for byte, in order, nothing else
+
+
+async def test_a_callers_cancel_reason_reaches_the_ringing_phone(lab: Lab) -> None:
+    """SIPp (1001) calls 1002, our phone, and gives up while it rings with ``Reason:
+    Q.850;cause=19;text="No answer"`` in its CANCEL; the lab forwards the CANCEL with that
+    Reason (RFC 3326) and the phone reports it: "cancelled by the caller", and why."""
+    cancel = f"""  <send><![CDATA[
+CANCEL sip:1002@{DOMAIN} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=z9hG4bK-[pid]-[call_number]-b
+From: <sip:1001@{DOMAIN}>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1002@{DOMAIN}>
+Call-ID: [call_id]
+CSeq: 2 CANCEL
+Reason: Q.850;cause=19;text="No answer"
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+    xml = (HEAD.format(name="cancel-with-reason") + invite_xml("1002", "a", "") + recv("100", True)
+           + '  <recv response="407" auth="true"/>\n' + ack_xml("1002", "a", 1)
+           + invite_xml("1002", "b", "[authentication username=1001 password=demo1001]\n")
+           + recv("100", True) + recv("180") + '  <pause milliseconds="300"/>\n' + cancel
+           + recv("200") + recv("487") + ack_xml("1002", "b", 2) + TAIL)
+    account = SIPAccount(aor=f"sip:1002@{DOMAIN}", password="demo1002", registrar=f"127.0.0.1:{port(lab, 'udp')}",
+                         expires=60, source="silence")
+    async with SIPPhone(account) as phone:
+        await registered(lab, "1002")
+        caller = asyncio.create_task(sipp_uac("127.0.0.1", port(lab, "udp"), xml=xml, timeout=20))
+        call = await incoming(phone, 15)
+        assert await call.wait_ended(10)
+        result = await caller
+    assert result.returncode == 0, result.errors or result.screen
+    assert call.end_reason == "cancelled by the caller" and not call.connected
+    assert call.remote_reason == "Q.850 cause 19 (No answer)", call.remote_reason
