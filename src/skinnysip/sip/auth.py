@@ -29,6 +29,7 @@ from typing import Protocol
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.request import resend_request
+from skinnysip.sip.syntax import quote_string, unquote_string
 
 __all__ = [
     "ALGORITHMS",
@@ -58,18 +59,6 @@ _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _PARAM_RE = re.compile(rf"[ \t]*({_TOKEN})[ \t]*=[ \t]*({_QUOTED}|[^\s,\"]+)[ \t]*(?:,|$)", re.S)
 _SCHEME_RE = re.compile(rf"[ \t,]*({_TOKEN})(?:[ \t]+|$)")
 _TOKEN68_RE = re.compile(r"[ \t]*([A-Za-z0-9\-._~+/]+=*)[ \t]*(?:,|$)")
-_UNESCAPE_RE = re.compile(r"\\(.)", re.S)
-
-
-def _unquote(value: str) -> str:
-    if value.startswith('"'):
-        inner = value[1:-1]
-        return _UNESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
-    return value
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
@@ -102,7 +91,7 @@ def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
                 name = pm.group(1).lower()
                 if name in params:
                     raise SIPParseError(f"auth-param {name!r} repeated")
-                params[name] = _unquote(pm.group(2))
+                params[name] = unquote_string(pm.group(2))
                 pos = pm.end()
         out.append((scheme, params))
     if not out:
@@ -355,21 +344,21 @@ class DigestClient:
         else:
             username = self.username
         parts = [
-            f"Digest username={_quote(username)}",
-            f"realm={_quote(challenge.realm)}",
-            f"nonce={_quote(challenge.nonce)}",
-            f"uri={_quote(uri)}",
-            f"response={_quote(response)}",
+            f"Digest username={quote_string(username)}",
+            f"realm={quote_string(challenge.realm)}",
+            f"nonce={quote_string(challenge.nonce)}",
+            f"uri={quote_string(uri)}",
+            f"response={quote_string(response)}",
         ]
         if challenge.algorithm_token is not None:
             parts.append(f"algorithm={challenge.algorithm_token}")
         if cnonce is not None:
-            parts.append(f"cnonce={_quote(cnonce)}")
+            parts.append(f"cnonce={quote_string(cnonce)}")
         if chosen:
             parts.append(f"qop={chosen}")
             parts.append(f"nc={nc}")
         if challenge.opaque is not None:
-            parts.append(f"opaque={_quote(challenge.opaque)}")
+            parts.append(f"opaque={quote_string(challenge.opaque)}")
         if challenge.userhash:
             parts.append("userhash=true")
         name = "Proxy-Authorization" if challenge.proxy else "Authorization"
@@ -531,11 +520,11 @@ def challenge_value(realm: str, nonce: str, *, algorithm: str = "MD5", qop: str 
     [, stale=true]``. Raises ``ValueError`` for an unknown algorithm."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
-    parts = [f"Digest realm={_quote(realm)}", f"nonce={_quote(nonce)}", f"algorithm={algorithm}"]
+    parts = [f"Digest realm={quote_string(realm)}", f"nonce={quote_string(nonce)}", f"algorithm={algorithm}"]
     if qop:
-        parts.append(f"qop={_quote(qop)}")
+        parts.append(f"qop={quote_string(qop)}")
     if opaque is not None:
-        parts.append(f"opaque={_quote(opaque)}")
+        parts.append(f"opaque={quote_string(opaque)}")
     if stale:
         parts.append("stale=true")
     return ", ".join(parts)

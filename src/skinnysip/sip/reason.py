@@ -23,7 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_comma, uint_or_none
+from skinnysip.sip.syntax import (
+    TOKEN_RE,
+    SIPParseError,
+    parse_params,
+    quote_string,
+    split_comma,
+    uint_or_none,
+    unquote_string,
+)
 
 __all__ = ["COMPLETED_ELSEWHERE", "MAX_REASONS", "Reason", "completed_elsewhere", "parse_reasons"]
 
@@ -52,29 +60,12 @@ class Reason:
         """The reason-value as sent: ``SIP;cause=200;text="Call completed elsewhere"``."""
         value = self.protocol + (f";cause={self.cause}" if self.cause is not None else "")
         if self.text is not None:
-            quoted = self.text.replace("\\", "\\\\").replace('"', '\\"')
-            value += f';text="{quoted}"'
+            value += f";text={quote_string(self.text)}"
         return value
 
 
 #: what a forking proxy puts in the CANCELs of the branches that lost (RFC 3326 §1)
 COMPLETED_ELSEWHERE = Reason("SIP", 200, "Call completed elsewhere")
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        inner = value[1:-1]
-        out, escaped = [], False
-        for char in inner:
-            if escaped:
-                out.append(char)
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            else:
-                out.append(char)
-        return "".join(out)
-    return value
 
 
 def parse_reasons(values: Iterable[str]) -> list[Reason]:
@@ -99,7 +90,7 @@ def parse_reasons(values: Iterable[str]) -> list[Reason]:
                 continue
             text = params.get("text")
             reasons.append(Reason(protocol, uint_or_none(params.get("cause"), 2**31 - 1),
-                                  _unquote(text)[:_MAX_TEXT] if text is not None else None))
+                                  unquote_string(text)[:_MAX_TEXT] if text is not None else None))
             if len(reasons) >= MAX_REASONS:
                 return reasons
     return reasons

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Iterable
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
-from skinnysip.sip.syntax import uint_or_none
+from skinnysip.sip.syntax import quote_string, uint_or_none
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
@@ -280,9 +280,8 @@ def warning_field(text: str, code: int | None = None) -> tuple[str, str]:
     its three-digit warn-codes, e.g. 302 incompatible transport protocol, 305 incompatible
     media format; None or out of range: 399 miscellaneous; the agent a pseudonym, the text a
     quoted-string)."""
-    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
     warn = code if code is not None and 300 <= code <= 399 else 399
-    return ("Warning", f'{warn} skinnysip "{quoted}"')
+    return ("Warning", f"{warn} skinnysip {quote_string(text)}")
 
 
 def build_response(

@@ -19,9 +19,11 @@ __all__ = [
     "SIPParseError",
     "parse_params",
     "parse_uint",
+    "quote_string",
     "split_checked_params",
     "split_comma",
     "uint_or_none",
+    "unquote_string",
 ]
 
 
@@ -48,6 +50,24 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 COMMON_METHODS = frozenset(
     "INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
 )
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+
+
+def quote_string(text: str) -> str:
+    """``text`` as an RFC 3261 §25.1 ``quoted-string``: in double quotes, ``\\`` and ``"``
+    escaped as quoted-pairs."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unquote_string(value: str) -> str:
+    """The text of a ``quoted-string`` (quotes removed, quoted-pairs undone); a value that is
+    not one (no surrounding double quotes) comes back as it is."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        inner = value[1:-1]
+        return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
+    return value
+
+
 _COMMA_PARTS_RE = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
 
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from skinnysip.addresses import format_host
-from skinnysip.sip.syntax import TOKEN_RE, SIPParseError, parse_params, split_checked_params
+from skinnysip.sip.syntax import (
+    TOKEN_RE,
+    SIPParseError,
+    parse_params,
+    quote_string,
+    split_checked_params,
+    unquote_string,
+)
 
 __all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri", "user_of"]
 
@@ -229,7 +236,6 @@ def check_uri(text: str) -> None:
 
 
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
 
 
 @dataclass
@@ -263,7 +269,7 @@ class NameAddr:
             m = _QUOTED_RE.match(s)
             if m is None:
                 raise SIPParseError("unterminated quoted display name")
-            display = _QUOTED_PAIR_RE.sub(r"\1", m.group(1))
+            display = unquote_string(m.group(0))
             rest = s[m.end():].lstrip(" \t")
             if not rest.startswith("<"):
                 raise SIPParseError("quoted display name not followed by '<'")
@@ -291,8 +297,7 @@ class NameAddr:
     def __str__(self) -> str:
         parts = []
         if self.display_name is not None:
-            escaped = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'"{escaped}" ')
+            parts.append(quote_string(self.display_name) + " ")
         parts.append(f"<{self.uri}>")
         for name, value in self.params.items():
             parts.append(f";{name}" if value is None else f";{name}={value}")
