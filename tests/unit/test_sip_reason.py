@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from skinnysip.sip.message import Request, parse_message
-from skinnysip.sip.reason import COMPLETED_ELSEWHERE, MAX_REASONS, Reason, completed_elsewhere, parse_reasons
+from skinnysip.sip.reason import (
+    COMPLETED_ELSEWHERE,
+    MAX_REASONS,
+    Reason,
+    completed_elsewhere,
+    describe,
+    parse_reasons,
+)
 from skinnysip.sip.request import build_cancel
 
 
@@ -37,3 +44,9 @@ def test_a_cancel_carries_the_reasons_it_is_given() -> None:
     assert parse_reasons(cancel.headers.get_all("Reason")) == [COMPLETED_ELSEWHERE]
     assert build_cancel(invite).headers.get_all("Reason") == []
     assert Reason("Q.850", 16, 'say "hi"').header_value() == 'Q.850;cause=16;text="say \\"hi\\""'
+
+
+def test_described_for_people() -> None:
+    assert describe(parse_reasons(['Q.850;cause=16;text="Normal call clearing", SIP;cause=200'])) == \
+        "Q.850 cause 16 (Normal call clearing); SIP cause 200"
+    assert describe([]) is None

@@ -117,7 +117,6 @@ class _BridgedCall:
         self.audio: AudioSession | None = None
         self.station: tuple[str, int] | None = None  # the station RTP address the SIP side knows
         self.session_id = random.getrandbits(48)
-        self.sdp_version = 0
         self.local_sdp: SessionDescription | None = None  # the SDP we sent last (offer or answer)
         self.provisional = False  # a provisional response came (CANCEL allowed, §9.1)
         self.hung_up = False  # the station ended it
@@ -328,9 +327,8 @@ class SCCPBridge(TaskOwner):
         assert address is not None
         call.station = address
         offer = audio_offer_for(address[0], address[1], codecs=(_payload_type(leg),), telephone_event=None,
-                                session_id=call.session_id, version=call.sdp_version + 1, direction=direction)
-        offer = versioned(offer, call.local_sdp)  # unchanged: the same version (RFC 3264 §8)
-        call.sdp_version = offer.origin.session_version
+                                session_id=call.session_id, version=1, direction=direction)
+        offer = versioned(offer, call.local_sdp)  # after our first SDP: its version, + 1 if changed (RFC 3264 §8)
         call.offer = call.local_sdp = offer
         return offer
 
@@ -620,7 +618,7 @@ class SCCPBridge(TaskOwner):
         try:
             offer = SessionDescription.parse(request.body)
             answer, audio = audio_answer(offer, leg.rtp_addr[0], leg.rtp_addr[1], codecs=(_payload_type(leg),),
-                                         session_id=call.session_id, version=call.sdp_version + 1)
+                                         session_id=call.session_id)
         except (SDPParseError, ValueError):
             self.endpoint.respond(tx, 488)
             return
@@ -628,7 +626,6 @@ class SCCPBridge(TaskOwner):
             self.endpoint.respond(tx, 488)
             return
         answer = versioned(answer, call.local_sdp)  # unchanged (a keep-alive re-INVITE): the same version
-        call.sdp_version = answer.origin.session_version
         call.local_sdp = answer
         call.audio = audio
         contact = self.endpoint.contact(tx.flow, leg.number) if tx.flow is not None else None

@@ -76,7 +76,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
-from skinnysip.sip.reason import completed_elsewhere, parse_reasons
+from skinnysip.sip.reason import completed_elsewhere, describe, parse_reasons
 from skinnysip.sip.request import (
     build_cancel,
     min_expires_retry,
@@ -381,7 +381,6 @@ class SIPCall(Call):
         self.offer: SessionDescription | None = None  # the last offer we sent
         self.remote_offer: SessionDescription | None = None
         self.audio: AudioSession | None = None
-        self.sdp_version = 0
         self.session_id = random.getrandbits(48)
         self.to_tag: str | None = None
         self.handle: ClientHandle | None = None
@@ -970,19 +969,11 @@ class SIPPhone(Phone):
             crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
         ip, port, _ = call.media.advertised
         offer = _with_rtcp(audio_offer_for(ip, port, direction=direction, session_id=call.session_id,
-                                           version=call.sdp_version + 1, srtp=self.account.srtp, crypto=crypto,
+                                           version=1, srtp=self.account.srtp, crypto=crypto,
                                            codecs=self.codecs, srtp_suites=self.srtp_suites), call.media)
-        offer = self._versioned(call, offer)
+        offer = versioned(offer, call.local_sdp)  # after our first SDP: its version, + 1 if changed
         call.offer = call.local_sdp = offer
         return offer
-
-    @staticmethod
-    def _versioned(call: SIPCall, sdp: SessionDescription) -> SessionDescription:
-        """``sdp`` as it is sent: the SDP we sent last, version and all, when it says the same
-        (RFC 3264 §8, :func:`~skinnysip.sdp.versioned`); ``call.sdp_version`` follows."""
-        sdp = versioned(sdp, call.local_sdp)
-        call.sdp_version = sdp.origin.session_version
-        return sdp
 
     async def _outgoing(self, call: SIPCall, uri: str, extra: list[tuple[str, str]]) -> None:
         assert call.flow is not None
@@ -1753,7 +1744,7 @@ class SIPPhone(Phone):
             if not event.invite.final:
                 self._respond(event.invite, 487, to_tag=call.to_tag)
             reasons = parse_reasons(event.request.headers.get_all("Reason"))
-            call.remote_reason = "; ".join(map(str, reasons)) or None
+            call.remote_reason = describe(reasons)
             # RFC 3326: a forking proxy's CANCEL of a branch that lost says the call was
             # answered on another device (not missed)
             why = "answered elsewhere" if completed_elsewhere(reasons) else "cancelled by the caller"
@@ -1815,7 +1806,7 @@ class SIPPhone(Phone):
         method = request.method
         if method == "BYE":
             self.endpoint.respond(tx, 200)
-            call.remote_reason = "; ".join(map(str, parse_reasons(request.headers.get_all("Reason")))) or None
+            call.remote_reason = describe(parse_reasons(request.headers.get_all("Reason")))
             await self._end(call, "BYE received")
         elif method in ("INVITE", "UPDATE"):
             await self._remote_offer(call, tx, request)
@@ -1862,7 +1853,7 @@ class SIPPhone(Phone):
             ip, port, _ = call.media.advertised
             answer, session = audio_answer(offer, ip, port,
                                            direction="sendonly" if call.local_hold else "sendrecv",
-                                           session_id=call.session_id, version=call.sdp_version + 1,
+                                           session_id=call.session_id,
                                            srtp=self.account.srtp, codecs=self.codecs, srtp_suites=self.srtp_suites,
                                            srtp_key=call.audio.srtp_local_key if call.audio else None)
             _with_rtcp(answer, call.media)
@@ -1881,7 +1872,7 @@ class SIPPhone(Phone):
             self.endpoint.respond(tx, 488, headers=[warning_field(refused)])
             self.emit(ErrorEvent(f"call {call.id}: {request.method} refused with 488: {refused}"))
             return
-        answer = self._versioned(call, answer)  # an unchanged answer keeps its version (a keep-alive re-INVITE)
+        answer = versioned(answer, call.local_sdp)  # unchanged (a keep-alive re-INVITE): the same version
         call.audio = session
         call.local_sdp = answer
         self._respond(tx, 200, body=answer.to_bytes(), flow=call.flow, headers=headers)

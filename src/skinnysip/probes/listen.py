@@ -91,12 +91,15 @@ class _Call:
     dialog: Dialog | None
     invite: InviteServerTransaction
     to_tag: str
-    sdp: bytes = b""
     echo: _Echo | None = None
     last_activity: float = field(default_factory=time.monotonic)
     media: tuple[str, int] = ("", 0)  # the echo's (IP, port), what our SDP names
-    session_id: int = 0
     local_sdp: SessionDescription | None = None  # our last SDP: its o= version goes up on each change (RFC 3264 §8)
+
+    @property
+    def sdp(self) -> bytes:
+        """Our last SDP as sent (empty before the first)."""
+        return self.local_sdp.to_bytes() if self.local_sdp is not None else b""
 
 
 class Responder:
@@ -231,9 +234,7 @@ class Responder:
             echo, port = await bind_even_port(local_ip, lambda: _Echo(self.config.echo_limit))
             call.echo, call.media = echo, (local_ip, port)
             if offer is None:  # offerless INVITE: our offer goes in the 200 (RFC 3264 §5)
-                sdp = audio_offer(local_ip, port, (0, 8, 101))
-                call.session_id, call.local_sdp = sdp.origin.session_id, sdp
-                call.sdp = sdp.to_bytes()
+                call.local_sdp = audio_offer(local_ip, port, (0, 8, 101))
             elif not self._answer(call, offer):
                 self.endpoint.respond(tx, 488, to_tag=to_tag)
                 self._end(call)
@@ -249,18 +250,17 @@ class Responder:
             self._end(call)
 
     def _answer(self, call: _Call, offer: SessionDescription) -> bool:
-        """Answer ``offer`` from the echo's address into ``call.sdp`` (RFC 3264 §6; any codec
+        """Answer ``offer`` from the echo's address into ``call.local_sdp`` (RFC 3264 §6; any codec
         we know: the echo returns every payload as it came); False when its audio cannot be
         answered (none, or refused: no common codec, SRTP, the other IP family)."""
         try:
-            answer, session = audio_answer(offer, *call.media, session_id=call.session_id or None, version=0)
+            session_id = call.local_sdp.origin.session_id if call.local_sdp is not None else None
+            answer, session = audio_answer(offer, *call.media, session_id=session_id)
         except ValueError:  # no audio stream
             return False
         if session.rejected:
             return False
-        answer = versioned(answer, call.local_sdp)  # an unchanged answer keeps its version
-        call.session_id, call.local_sdp = answer.origin.session_id, answer
-        call.sdp = answer.to_bytes()
+        call.local_sdp = versioned(answer, call.local_sdp)  # an unchanged answer keeps its version
         return True
 
     def _reinvite(self, call: _Call, event: RequestReceived) -> None:
@@ -273,7 +273,7 @@ class Responder:
             except SDPParseError:
                 self.endpoint.respond(tx, 488)
                 return
-            if not self._answer(call, offer):  # call.sdp stays as it was
+            if not self._answer(call, offer):  # call.local_sdp stays as it was
                 self.endpoint.respond(tx, 488)
                 return
         self.endpoint.respond(tx, 200, body=call.sdp, content_type="application/sdp",

@@ -33,7 +33,7 @@ from skinnysip.sip.syntax import (
     unquote_string,
 )
 
-__all__ = ["COMPLETED_ELSEWHERE", "MAX_REASONS", "Reason", "completed_elsewhere", "parse_reasons"]
+__all__ = ["COMPLETED_ELSEWHERE", "MAX_REASONS", "Reason", "completed_elsewhere", "describe", "parse_reasons"]
 
 #: reason-values read from one message at most (one per protocol is the norm, RFC 3326 §2)
 MAX_REASONS = 8
@@ -100,3 +100,9 @@ def completed_elsewhere(reasons: Iterable[Reason]) -> bool:
     """True when a CANCEL's reasons say the call was answered on another branch: protocol
     ``SIP`` with cause 200 (RFC 3326 §1; the text is informative only)."""
     return any(r.protocol.upper() == "SIP" and r.cause == 200 for r in reasons)
+
+
+def describe(reasons: Iterable[Reason]) -> str | None:
+    """The reasons in human form, ``; ``-separated (``Q.850 cause 16 (Normal call clearing)``);
+    None when there are none."""
+    return "; ".join(map(str, reasons)) or None
