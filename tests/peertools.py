@@ -61,10 +61,17 @@ def free_even_range(pairs: int) -> tuple[int, int]:
     raise RuntimeError("no free port range")
 
 
-def wait_tcp(host: str, port: int, timeout: float = 10.0) -> None:
-    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
+class ExitedError(RuntimeError):
+    """The process that should have started listening exited first."""
+
+
+def wait_tcp(host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Block until something accepts TCP connections on host:port, or raise TimeoutError;
+    with ``proc``, raise :class:`ExitedError` as soon as that process has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ExitedError(f"the process exited ({proc.returncode}) before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from peertools import free_port, require, wait_tcp
+from peertools import ExitedError, free_port, require, wait_tcp
 
 USERS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
 REALM = "skinnysip.test"
@@ -432,9 +432,13 @@ def kamailio(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if _listening(proc, host, (tcp, tls), timeout):
+        try:
+            deadline = time.monotonic() + timeout
+            for listening in (tcp, tls):
+                wait_tcp(host, listening, max(0.1, deadline - time.monotonic()), proc)
             break
-        exited = proc.poll() is not None
+        except (TimeoutError, ExitedError) as exc:
+            exited = isinstance(exc, ExitedError)
         _stop_group(proc)
         if not exited or ports is not None or attempt == 2:
             log_text = log_file.read_text(errors="replace")[-3000:]
@@ -461,24 +465,6 @@ def kamailio(
     finally:
         _stop_group(proc)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _listening(proc: subprocess.Popen[bytes], host: str, tcp_ports: tuple[int, ...], timeout: float) -> bool:
-    """True once something accepts TCP connections on each of ``tcp_ports``; False when ``proc``
-    exits first or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    for port in tcp_ports:
-        while True:
-            if proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.05)
-    return True
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
