@@ -53,6 +53,11 @@ __all__ = [
     "negotiate",
     "new_crypto",
     "reverse_direction",
+    "DTLS_PROTOS",
+    "SETUP_VALUES",
+    "answer_setup",
+    "fingerprints",
+    "setup_of",
 ]
 
 
@@ -419,9 +424,16 @@ SRTP_KEY_LENGTHS: dict[str, int] = {
     "AES_CM_128_HMAC_SHA1_80": 30, "AES_CM_128_HMAC_SHA1_32": 30, "AEAD_AES_128_GCM": 28, "AEAD_AES_256_GCM": 44,
 }
 #: ``off``: plain RTP/AVP; ``optional``: RTP/AVP with ``a=crypto`` (SRTP if the answer keys
-#: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted.
-SRTP_MODES = ("off", "optional", "mandatory")
+#: it, like baresip's ``mediaenc=srtp``); ``mandatory``: RTP/SAVP, nothing else accepted;
+#: ``dtls``: offers DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764; baresip's ``mediaenc=dtls_srtp``)
+#: and accepts SRTP keyed either way, never plain RTP. Every mode but ``off`` answers a
+#: DTLS-SRTP offer when given a certificate fingerprint.
+SRTP_MODES = ("off", "optional", "mandatory", "dtls")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+#: the DTLS-SRTP profiles (RFC 5764 §8, RFC 5124 for the feedback one)
+DTLS_PROTOS = ("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+#: ``a=setup`` values (RFC 4145 §4): who opens the association; ``active`` is the DTLS client
+SETUP_VALUES = ("actpass", "active", "passive", "holdconn")
 #: Warning codes (RFC 3261 §20.43) for an offer we refuse: its network address format (IPv4
 #: against IPv6), its transport protocol (RTP profile, SRTP), its media type (no audio stream),
 #: its media formats (no common codec)
@@ -443,6 +455,46 @@ _UNSUPPORTED_PARAMS = ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED
 class SRTPRefused(ValueError):
     """The far end did not key SRTP for our RTP/SAVP offer (RFC 4568 §7.1.2); the message
     starts with "the far end refused SRTP"."""
+
+
+_FINGERPRINT_HASH_RE = re.compile(r"[A-Za-z0-9-]{1,16}")
+_FINGERPRINT_HEX_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){15,63}")
+
+
+def fingerprints(sd: SessionDescription, m: MediaDescription) -> tuple[tuple[str, str], ...]:
+    """The certificate fingerprints for stream ``m`` of ``sd``: its ``a=fingerprint`` lines, or
+    the session's when it has none (RFC 8122 §5: ``a=fingerprint:<hash-func> <XX:XX:…>``), as
+    (lower-case hash name, upper-case hex). Malformed lines are skipped; at most 8 are kept."""
+    values = m.attribute_values("fingerprint") or [v for n, v in sd.attributes if n == "fingerprint" and v]
+    found: list[tuple[str, str]] = []
+    for value in values[:8]:
+        parts = value.split()
+        if len(parts) == 2 and _FINGERPRINT_HASH_RE.fullmatch(parts[0]) and _FINGERPRINT_HEX_RE.fullmatch(parts[1]):
+            found.append((parts[0].lower(), parts[1].upper()))
+    return tuple(found)
+
+
+def setup_of(sd: SessionDescription, m: MediaDescription) -> str | None:
+    """Stream ``m``'s ``a=setup`` (or the session's), lower-case, None when absent or not one of
+    :data:`SETUP_VALUES` (RFC 4145 §4)."""
+    value = m.attribute("setup")
+    if value is None:
+        value = next((v for n, v in sd.attributes if n == "setup" and v), None)
+    value = (value or "").strip().lower()
+    return value if value in SETUP_VALUES else None
+
+
+def answer_setup(offered: str | None, role: str | None = None) -> str | None:
+    """Our ``a=setup`` in an answer to an offered one (RFC 8842 §5.2/§5.3, RFC 5763 §5):
+    ``actpass`` → ``active`` (RECOMMENDED: the handshake starts with the answer) unless we
+    already have a DTLS ``role`` to keep (``"client"`` → active, ``"server"`` → passive: no new
+    association on a re-offer); ``active`` → ``passive``; ``passive`` → ``active``; an offer
+    without ``a=setup`` is ``active`` by RFC 4145 §4.1's default. None for ``holdconn``."""
+    if offered is None:
+        offered = "active"
+    if offered == "actpass":
+        return "passive" if role == "server" else "active"
+    return {"active": "passive", "passive": "active"}.get(offered)
 
 
 @dataclass(frozen=True)
@@ -666,7 +718,10 @@ class AudioSession:
     ``refusal`` why (when we refused it) and ``refusal_code`` the Warning code that says it
     (RFC 3261 §20.43: :data:`WARN_TRANSPORT`…). SRTP (RFC 4568): ``srtp_suite`` the agreed crypto
     suite, ``srtp_local_key`` our master key || salt (we protect with it), ``srtp_remote_key``
-    the peer's (we unprotect with it); all three None = plain RTP.
+    the peer's (we unprotect with it); all three None = plain RTP. DTLS-SRTP (RFC 5763):
+    ``dtls_role`` ``"client"`` (our ``a=setup:active``) or ``"server"`` (``passive``), None when
+    the keys do not come from DTLS; ``dtls_fingerprints`` the peer's ``a=fingerprint`` values
+    (:func:`fingerprints`), which its certificate must match.
     """
 
     remote: tuple[str, int] | None
@@ -685,17 +740,21 @@ class AudioSession:
     fmtp: str | None = None
     remote_rtcp: tuple[str, int] | None = None
     refusal_code: int | None = None
+    dtls_role: str | None = None
+    dtls_fingerprints: tuple[tuple[str, str], ...] = ()
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
     return next((m for m in sd.media if m.media == "audio"), None)
 
 
-def _answerable_audio(sd: SessionDescription) -> MediaDescription | None:
+def _answerable_audio(sd: SessionDescription, dtls: bool = False) -> MediaDescription | None:
     """The offered audio stream to answer: the first one with a port and an RTP profile we
-    speak (:data:`RTP_PROTOS`), else the first audio stream (to be refused), else None."""
+    speak (:data:`RTP_PROTOS`, and :data:`DTLS_PROTOS` with ``dtls``), else the first audio
+    stream (to be refused), else None."""
     audio = [m for m in sd.media if m.media == "audio"]
-    usable = (m for m in audio if m.port != 0 and m.proto.upper() in RTP_PROTOS)
+    protos = RTP_PROTOS + DTLS_PROTOS if dtls else RTP_PROTOS
+    usable = (m for m in audio if m.port != 0 and m.proto.upper() in protos)
     return next(usable, audio[0] if audio else None)
 
 
@@ -815,6 +874,8 @@ def audio_answer(
     srtp: str = "off",
     srtp_key: bytes | None = None,
     srtp_suites: Sequence[str] | None = None,
+    dtls_fingerprint: tuple[str, str] | None = None,
+    dtls_role: str | None = None,
 ) -> tuple[SessionDescription, AudioSession]:
     """Answer an offer's first audio stream with a port and an RTP profile over UDP
     (:data:`RTP_PROTOS`; answered in that same profile) (RFC 3264 §6): the first offered codec of
@@ -836,13 +897,22 @@ def audio_answer(
     (``srtp_key`` when it is a 30-octet key to keep, e.g. on a re-offer; else fresh from
     :mod:`secrets`). The stream is refused (port 0, ``refusal`` says why) when the offer is
     RTP/SAVP and ``srtp`` is ``off`` or no crypto line is usable, and when ``srtp`` is
-    ``mandatory`` and the offer has no usable crypto. With ``srtp`` ``off`` the crypto lines
+    ``mandatory`` or ``dtls`` and the offer has no usable crypto. With ``srtp`` ``off`` the crypto lines
     of an RTP/AVP offer are ignored (plain RTP).
+
+    DTLS-SRTP (RFC 5763 §5, RFC 8842): with ``srtp`` not ``off`` and ``dtls_fingerprint`` (our
+    certificate's (hash name, hex), :class:`skinnysip.net.dtls.Certificate`), a
+    ``UDP/TLS/RTP/SAVP(F)`` offer is answered in its profile with our ``a=fingerprint`` and
+    the ``a=setup`` of :func:`answer_setup` (``dtls_role``: the role of an association to
+    keep); the session's ``dtls_role``/``dtls_fingerprints`` say how to run the handshake. It
+    is refused without a usable ``a=fingerprint`` or with ``a=setup:holdconn``.
     """
     _check_srtp_mode(srtp)
-    m = _answerable_audio(offer)
+    dtls_ok = srtp != "off" and dtls_fingerprint is not None
+    m = _answerable_audio(offer, dtls_ok)
     if m is None:
         raise ValueError("the offer has no audio stream")
+    is_dtls = m.proto.upper() in DTLS_PROTOS
     pick = _first_codec(m, _usable_codecs(_audio_codecs() if codecs is None else codecs))
     chosen, codec = pick if pick is not None else (None, _codecs.PCMU)
     te = _telephone_event(m, codec.clock_rate)
@@ -850,14 +920,26 @@ def audio_answer(
     mux = m.attribute("rtcp-mux") is not None
     secure = m.proto.upper() in _SECURE_PROTOS
     usable = [c for c in crypto_attributes(m) if c.usable and (srtp_suites is None or c.suite in srtp_suites)] \
-        if srtp != "off" else []
+        if srtp != "off" and not is_dtls else []
+    their_fingerprints = fingerprints(offer, m) if is_dtls else ()
+    setup = answer_setup(setup_of(offer, m), dtls_role) if is_dtls else None
     refusal, code = ("no common codec", WARN_MEDIA_FORMAT) if chosen is None else (None, None)
-    if m.proto.upper() not in RTP_PROTOS:
+    if is_dtls and srtp == "off":
+        refusal, code = f"{m.proto} (DTLS-SRTP) offered, SRTP is off here", WARN_TRANSPORT
+    elif is_dtls and not dtls_ok:
+        refusal, code = f"{m.proto} (DTLS-SRTP) offered, no DTLS certificate here", WARN_TRANSPORT
+    elif is_dtls and not their_fingerprints:
+        refusal, code = "DTLS-SRTP offered without a usable a=fingerprint (RFC 8122 §5)", WARN_TRANSPORT
+    elif is_dtls and setup is None:
+        refusal, code = "DTLS-SRTP offered with a=setup:holdconn: no association to answer", WARN_TRANSPORT
+    elif is_dtls:
+        pass
+    elif m.proto.upper() not in RTP_PROTOS:
         refusal = f"{m.proto[:40]} media is not supported here (RTP over UDP only: {', '.join(RTP_PROTOS)})"
         code = WARN_TRANSPORT
     elif secure and srtp == "off":
         refusal, code = f"{m.proto} (SRTP) offered, SRTP is off here", WARN_TRANSPORT
-    elif (secure or srtp == "mandatory") and not usable:
+    elif (secure or srtp in ("mandatory", "dtls")) and not usable:
         suites = sorted({c.suite for c in crypto_attributes(m)})
         refusal = f"SRTP needed but no usable a=crypto offered (suites: {', '.join(suites) or 'none'})"
         code = WARN_TRANSPORT
@@ -877,6 +959,8 @@ def audio_answer(
         key = srtp_key if srtp_key is not None and len(srtp_key) == length else None
         keyed = CryptoAttribute(theirs.tag, theirs.suite, key or secrets.token_bytes(length))
         answer.media[0].attributes.insert(-2, ("crypto", str(keyed)))
+    if is_dtls and dtls_fingerprint is not None and setup is not None:
+        answer.media[0].attributes[-2:-2] = [("setup", setup), ("fingerprint", " ".join(dtls_fingerprint))]
     line = answer.media[0]
     line.proto = m.proto  # the offered profile (RTP/AVPF answered as AVPF, RFC 4585 §4.2)
     if mux:
@@ -893,6 +977,9 @@ def audio_answer(
                            remote_rtcp=None if mux else rtcp_address(m, remote))
     if keyed is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keyed.suite, keyed.key, usable[0].key
+    if is_dtls:
+        session.dtls_role = "client" if setup == "active" else "server"
+        session.dtls_fingerprints = their_fingerprints
     return answer, session
 
 
@@ -928,7 +1015,8 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
                     telephone_event: int | None = TELEPHONE_EVENT_PT, session_id: int | None = None, version: int = 0,
                     ptime: int = 20, srtp: str = "off", crypto: Sequence[CryptoAttribute] | None = None,
                     telephone_event_48k: int | None = TELEPHONE_EVENT_48K_PT,
-                    srtp_suites: Sequence[str] | None = None) -> SessionDescription:
+                    srtp_suites: Sequence[str] | None = None,
+                    dtls_fingerprint: tuple[str, str] | None = None) -> SessionDescription:
     """Our audio offer (RFC 3264 §5): ``codecs`` in preference order (default: the wideband
     codecs available here first, :data:`AUDIO_CODECS`), telephone-event/8000 (RFC 4733) on
     ``telephone_event`` and, when Opus is offered, telephone-event/48000 on
@@ -939,8 +1027,13 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
     ``srtp`` (:data:`SRTP_MODES`): ``mandatory`` offers ``RTP/SAVP``, ``optional`` offers
     ``RTP/AVP``, both with ``a=crypto`` lines (RFC 4568): ``crypto`` (e.g. the keys in use,
     on a re-offer) or one fresh key per suite of ``srtp_suites`` (default :data:`SRTP_SUITES`),
-    tags 1, 2…. ``ValueError`` for another ``srtp`` or a suite not in :data:`SRTP_KEY_LENGTHS`."""
+    tags 1, 2…. ``dtls`` offers ``UDP/TLS/RTP/SAVP`` with ``a=setup:actpass`` (RFC 5763 §5,
+    also on re-offers, RFC 8829 §5.2.2) and ``a=fingerprint`` from ``dtls_fingerprint`` ((hash
+    name, hex) of our certificate). ``ValueError`` for another ``srtp``, a suite not in
+    :data:`SRTP_KEY_LENGTHS`, or ``dtls`` without a fingerprint."""
     _check_srtp_mode(srtp)
+    if srtp == "dtls" and dtls_fingerprint is None:
+        raise ValueError("srtp dtls: a certificate fingerprint is needed for a=fingerprint")
     if codecs is None:
         codecs = _audio_codecs()
     formats = [(pt, pt) for pt in codecs]
@@ -950,7 +1043,11 @@ def audio_offer_for(address: str, port: int, *, direction: str = "sendrecv", cod
         if wideband and telephone_event_48k is not None and telephone_event_48k not in {pt for pt, _ in formats}:
             formats.append((telephone_event_48k, TELEPHONE_EVENT_48K_PT))
     offer = _offer_with(address, port, formats, session_id, direction, ptime, version)
-    if srtp != "off":
+    if srtp == "dtls" and dtls_fingerprint is not None:
+        media = offer.media[0]
+        media.proto = DTLS_PROTOS[0]
+        media.attributes[-2:-2] = [("setup", "actpass"), ("fingerprint", " ".join(dtls_fingerprint))]
+    elif srtp != "off":
         media = offer.media[0]
         media.proto = "RTP/SAVP" if srtp == "mandatory" else "RTP/AVP"
         suites = SRTP_SUITES if srtp_suites is None else srtp_suites
@@ -981,12 +1078,25 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
     if ours is None or m is None:
         raise ValueError("no audio stream in the offer or the answer")
     ours_crypto = {c.tag: c for c in crypto_attributes(ours)}
+    ours_dtls = ours.proto.upper() in DTLS_PROTOS
     secure = ours.proto.upper() in _SECURE_PROTOS and bool(ours_crypto)
     if m.port == 0:
-        if secure:
+        if secure or ours_dtls:
             raise SRTPRefused(f"the far end refused SRTP: it rejected our {ours.proto} audio stream")
         return AudioSession(None, 0, None, 0.02, "inactive", rejected=True)
-    if m.proto.upper() not in RTP_PROTOS:
+    dtls: tuple[str, tuple[tuple[str, str], ...]] | None = None
+    if ours_dtls:
+        if m.proto.upper() not in DTLS_PROTOS:
+            raise SRTPRefused(f"the far end refused SRTP: it answered our {ours.proto} offer with {m.proto[:40]}")
+        theirs_fp = fingerprints(answer, m)
+        if not theirs_fp:
+            raise SRTPRefused("the far end refused SRTP: its DTLS-SRTP answer has no usable a=fingerprint (RFC 8122)")
+        their_setup = setup_of(answer, m) or "passive"  # an answer's default (RFC 4145 §4.1)
+        if their_setup not in ("active", "passive"):
+            raise SRTPRefused(f"the far end refused SRTP: its answer has a=setup:{their_setup}, not active or "
+                              "passive (RFC 5763 §5)")
+        dtls = ("server" if their_setup == "active" else "client", theirs_fp)
+    elif m.proto.upper() not in RTP_PROTOS:
         raise ValueError(f"the answer's audio stream is {m.proto[:40]}, not RTP over UDP ({', '.join(RTP_PROTOS)})")
     keys: tuple[str, bytes, bytes] | None = None
     if ours_crypto:
@@ -1020,4 +1130,6 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
                            remote_rtcp=None if mux else rtcp_address(m, remote))
     if keys is not None:
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys
+    if dtls is not None:
+        session.dtls_role, session.dtls_fingerprints = dtls
     return session

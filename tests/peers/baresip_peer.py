@@ -32,7 +32,7 @@ from skinnysip.rtp.tones import sine
 
 # baresip 1.0 reads the accounts when ``account`` loads: what an account names (``mediaenc=srtp``,
 # codecs) must be loaded before it.
-MODULES = ["stdio", "menu", "srtp", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "contact", "account"]
+MODULES = ["stdio", "menu", "srtp", "dtls_srtp", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "contact", "account"]
 #: optional codec modules a test may ask for (baresip 1.0: ``g722.so``, ``opus.so``); without them
 #: baresip speaks G.711 only, as the tests written before them expect
 CODEC_MODULES = ("g722", "opus")

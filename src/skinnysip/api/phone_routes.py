@@ -245,9 +245,11 @@ class SIPPhoneBody(_Body):
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
         None, min_length=1, max_length=4, description="Audio codecs offered and accepted, in order of preference "
         "(default: every one available on the server, wideband first); one the server lacks is a 400.")
-    srtp: Literal["off", "optional", "mandatory"] = Field(
+    srtp: Literal["off", "optional", "mandatory", "dtls"] = Field(
         "off", description="SRTP with SDES keys (RFC 4568): optional (RTP/AVP with a=crypto, plain RTP if the far "
-        "end keys none) or mandatory (RTP/SAVP; the call fails without SRTP); off: plain RTP, SRTP offers refused.")
+        "end keys none) or mandatory (RTP/SAVP; the call fails without SRTP); dtls: DTLS-SRTP (RFC 5764, "
+        "UDP/TLS/RTP/SAVP with a=fingerprint; the call fails without it); off: plain RTP, SRTP offers refused. "
+        "Every mode but off answers DTLS-SRTP offers.")
     srtp_suites: list[Literal["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM",
                               "AEAD_AES_256_GCM"]] | None = Field(
         None, min_length=1, max_length=4, json_schema_extra={"uniqueItems": True},

@@ -152,7 +152,8 @@ class PhoneCommand(Command):
 @option("--codecs", metavar="LIST", help="Audio codecs offered and accepted, in order, e.g. PCMA,PCMU (SIP; of "
         "PCMU, PCMA, G722, opus) [default: all available, wideband first].")
 @option("--srtp", default="off", help="SRTP with SDES keys (RFC 4568): optional (RTP/AVP + a=crypto, plain RTP "
-        "if refused) or mandatory (RTP/SAVP) [mandatory if given alone].")
+        "if refused) or mandatory (RTP/SAVP) [mandatory if given alone]; dtls: DTLS-SRTP (RFC 5764, "
+        "UDP/TLS/RTP/SAVP + a=fingerprint). Any but off answers DTLS-SRTP offers.")
 @option("--srtp-suites", metavar="LIST", help="SDES suites offered, in order, and the only ones accepted, e.g. "
         "AEAD_AES_256_GCM,AES_CM_128_HMAC_SHA1_80 (of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, "
         "AEAD_AES_128_GCM, AEAD_AES_256_GCM) [default: offer the two AES_CM ones, accept any].")
@@ -182,7 +183,7 @@ def phone_cmd(
     if dtmf_mode not in ("rfc4733", "info"):
         raise _fail("--dtmf: rfc4733 or info")
     if srtp not in SRTP_MODES:
-        raise _fail("--srtp: optional or mandatory (or off)")
+        raise _fail("--srtp: optional, mandatory or dtls (or off)")
     if call is not None and auto_answer is not None:
         raise _fail("--call and --auto-answer: choose one")
     from skinnysip.net.media import check_port_range

@@ -71,6 +71,7 @@ import numpy.typing as npt
 import pylibsrtp
 
 from skinnysip.net import realtime
+from skinnysip.net.dtls import DTLSAssociation, is_dtls
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
 from skinnysip.net.stun import BindingClient
 from skinnysip.net.trace import wire_time
@@ -101,7 +102,7 @@ from skinnysip.sdp import SRTP_KEY_LENGTHS
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
 
-__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "SRTPContext", "DIRECTIONS", "check_port_range",
+__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "DTLSConfig", "SRTPContext", "DIRECTIONS", "check_port_range",
            "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,29 @@ class SRTPContext:
 
 
 @dataclass
+class DTLSConfig:
+    """DTLS-SRTP for one stream (RFC 5763, RFC 5764): the keys come from a DTLS handshake on the
+    media port (:mod:`skinnysip.net.dtls`). ``role``: ``"client"`` (our SDP said
+    ``a=setup:active``; we send the ClientHello) or ``"server"`` (``passive``);
+    ``fingerprints``: the peer's ``a=fingerprint`` values as (hash name, hex), which its
+    certificate must match; ``certificate``: ours (None: the process's,
+    :func:`skinnysip.net.dtls.default_certificate`). An association is kept across
+    :meth:`MediaStream.apply` calls while role, fingerprints and ``rtcp_mux`` stay the same
+    (RFC 8842 §5.5: a re-offer does not restart it)."""
+
+    role: str
+    fingerprints: tuple[tuple[str, str], ...]
+    certificate: Any = field(default=None, compare=False)
+
+    def validate(self) -> None:
+        """``ValueError`` for a role other than client/server or no fingerprint."""
+        if self.role not in ("client", "server"):
+            raise ValueError(f"dtls role {self.role!r}: client or server")
+        if not self.fingerprints or not all(isinstance(f, tuple) and len(f) == 2 for f in self.fingerprints):
+            raise ValueError("dtls fingerprints: at least one (hash name, hex) pair")
+
+
+@dataclass
 class MediaConfig:
     """What offer/answer negotiated for one audio stream (RFC 3264), from our side.
 
@@ -333,7 +357,8 @@ class MediaConfig:
     ``remote``: where to send RTP (IP literal, port); None = nowhere yet.
     ``remote_rtcp``: where to send RTCP; None = the remote RTP port + 1, or the RTP port itself
     with ``rtcp_mux`` (RFC 5761). ``srtp``: :class:`SRTPConfig` to protect RTP and RTCP with
-    (RFC 3711), None = plain RTP.
+    (RFC 3711), None = plain RTP. ``dtls``: :class:`DTLSConfig` when the SRTP keys come from
+    DTLS instead (``srtp`` then None); nothing is sent or played until the handshake is done.
     """
 
     payload_type: int = g711.PT_PCMU
@@ -345,6 +370,7 @@ class MediaConfig:
     rtcp_mux: bool = False
     srtp: SRTPConfig | None = None
     codec: str | None = None
+    dtls: DTLSConfig | None = None
 
     def validate(self) -> None:
         """``ValueError`` naming the first field that is out of range."""
@@ -366,6 +392,12 @@ class MediaConfig:
             if not isinstance(self.srtp, SRTPConfig):
                 raise ValueError(f"srtp {type(self.srtp).__name__}: an SRTPConfig or None")
             self.srtp.validate()
+        if self.dtls is not None:
+            if not isinstance(self.dtls, DTLSConfig):
+                raise ValueError(f"dtls {type(self.dtls).__name__}: a DTLSConfig or None")
+            if self.srtp is not None:
+                raise ValueError("srtp and dtls are exclusive: DTLS-SRTP makes its own keys")
+            self.dtls.validate()
 
     @property
     def sends(self) -> bool:
@@ -794,7 +826,17 @@ class MediaStream:
         self.callback_errors = 0
         self.socket_errors = 0
         self.remote_seen: Address | None = None
-        self._srtp: SRTPContext | None = None
+        self._srtp: SRTPContext | None = None  # RTP's (and RTCP's, unless DTLS keys RTCP apart)
+        self._srtp_rtcp: SRTPContext | None = None
+        # DTLS-SRTP (RFC 5764): an association per component ("rtp"; "rtcp" without rtcp-mux)
+        self._dtls: dict[str, DTLSAssociation] = {}
+        self._dtls_setup: tuple[Any, ...] | None = None  # (role, fingerprints, mux) they run for
+        self._dtls_timers: dict[str, asyncio.TimerHandle] = {}
+        self._dtls_peer: dict[str, Address] = {}  # where each component's DTLS last came from
+        self._dtls_early: dict[str, deque[tuple[bytes, Address]]] = {}  # before apply() said how
+        #: ``on_dtls(component, association)``: called when an association connects or fails
+        self.on_dtls: Callable[[str, DTLSAssociation], None] | None = None
+        self.unkeyed = 0  # packets not sent or not played: SRTP keys not there yet (DTLS)
         # send side
         self.late_sent = 0
         self.tx_dropped = 0
@@ -998,15 +1040,141 @@ class MediaStream:
         elif abs(config.ptime - old.ptime) > 1e-9:
             self._retire_jitter_buffer()
             self._jitter = self._new_jitter_buffer(config.ptime)
-        if config.srtp is None:
+        if config.dtls is None and self._dtls_setup is not None:  # DTLS no more: its keys go with it
+            self._stop_dtls()
+            self._srtp = None
+        if config.dtls is not None:
+            pass  # the keys come from the handshake (_apply_dtls, below)
+        elif config.srtp is None:
             self._srtp = None
         elif self._srtp is None:
             self._srtp = SRTPContext(config.srtp)
         else:
             self._srtp.update(config.srtp)
+        if config.dtls is None:
+            self._srtp_rtcp = self._srtp
         self.config = config
         self.latched = self.latched_rtcp = None
         self._latch_tried = self._latch_rtcp_tried = False
+        if config.dtls is not None:
+            self._apply_dtls(config)
+
+    # ---- DTLS-SRTP (RFC 5763, RFC 5764) -------------------------------------------------
+
+    def _apply_dtls(self, config: MediaConfig) -> None:
+        """Start the DTLS associations ``config.dtls`` asks for, unless the running ones
+        already are (same role, fingerprints and RTCP multiplexing: a re-INVITE keeps them)."""
+        assert config.dtls is not None
+        setup = (config.dtls.role, config.dtls.fingerprints, config.rtcp_mux)
+        if setup == self._dtls_setup:
+            for component in self._dtls:  # a new remote (e.g. after a hold): go on from there
+                self._dtls_schedule(component)
+            return
+        self._stop_dtls()
+        self._dtls_setup = setup
+        self._srtp = self._srtp_rtcp = None
+        components = ("rtp",) if config.rtcp_mux else ("rtp", "rtcp")
+        for component in components:
+            association = DTLSAssociation(config.dtls.role, config.dtls.fingerprints, config.dtls.certificate)
+            self._dtls[component] = association
+            self._dtls_send(component, association.start())
+            early = self._dtls_early.pop(component, ())
+            for data, addr in early:  # a ClientHello that came before the SDP answer (RFC 5763 §5)
+                self._dtls_datagram(component, data, addr)
+            self._dtls_schedule(component)
+        self._dtls_early.clear()
+
+    def _stop_dtls(self) -> None:
+        for handle in self._dtls_timers.values():
+            handle.cancel()
+        self._dtls_timers.clear()
+        self._dtls.clear()
+        self._dtls_peer.clear()
+        self._dtls_setup = None
+
+    def _dtls_target(self, component: str) -> Address | None:
+        peer = self._dtls_peer.get(component)
+        if peer is not None:
+            return peer
+        return self.config.remote if component == "rtp" else self.config.rtcp_target
+
+    def _dtls_send(self, component: str, datagrams: list[bytes]) -> None:
+        target = self._dtls_target(component)
+        transport = self._rtp if component == "rtp" else self._rtcp
+        if target is None:
+            return
+        for data in datagrams:
+            self._sendto(transport, data, target)
+
+    def _dtls_received(self, component: str, data: bytes, addr: Address) -> None:
+        """A DTLS datagram on the RTP or RTCP port (RFC 7983 §7: first octet 20..63)."""
+        if component == "rtcp" and "rtcp" not in self._dtls and "rtp" in self._dtls:
+            return  # RTCP is multiplexed: its port carries no association
+        if component not in self._dtls:
+            if self.config.srtp is None:  # not told yet: keep a few for when the answer comes
+                self._dtls_early.setdefault(component, deque(maxlen=8)).append((data, addr))
+            return
+        self._dtls_datagram(component, data, addr)
+
+    def _dtls_datagram(self, component: str, data: bytes, addr: Address) -> None:
+        association = self._dtls[component]
+        self._dtls_peer[component] = addr
+        before = association.state
+        self._dtls_send(component, association.datagram_received(data))
+        self._dtls_progress(component, before)
+        self._dtls_schedule(component)
+
+    def _dtls_schedule(self, component: str) -> None:
+        old = self._dtls_timers.pop(component, None)
+        if old is not None:
+            old.cancel()
+        association = self._dtls.get(component)
+        wait = association.timeout() if association is not None else None
+        if wait is not None and self._loop is not None and not self._closed:
+            self._dtls_timers[component] = self._loop.call_later(wait, self._dtls_timer, component)
+
+    def _dtls_timer(self, component: str) -> None:
+        self._dtls_timers.pop(component, None)
+        association = self._dtls.get(component)
+        if association is None or self._closed:
+            return
+        before = association.state
+        try:
+            self._dtls_send(component, association.handle_timeout())
+        except Exception:  # never let the timer break the loop
+            self.callback_errors += 1
+            log.debug("media stream %s: DTLS timer failed", self.name, exc_info=True)
+        self._dtls_progress(component, before)
+        self._dtls_schedule(component)
+
+    def _dtls_progress(self, component: str, before: str) -> None:
+        association = self._dtls[component]
+        if association.state == before:
+            return
+        if association.state == "connected" and association.keys is not None:
+            keys = association.keys
+            context = SRTPContext(SRTPConfig(keys.suite, keys.tx_key, keys.rx_key))
+            if component == "rtp":
+                self._srtp = context
+                if "rtcp" not in self._dtls:
+                    self._srtp_rtcp = context
+            else:
+                self._srtp_rtcp = context
+        elif association.state == "failed":
+            log.info("media stream %s: DTLS-SRTP on %s failed: %s", self.name, component, association.error)
+        if self.on_dtls is not None:
+            try:
+                self.on_dtls(component, association)
+            except Exception:
+                self.callback_errors += 1
+                log.exception("media stream %s: on_dtls callback failed", self.name)
+
+    def dtls_report(self) -> dict[str, Any] | None:
+        """``{"rtp": {...}, "rtcp": {...}}`` (:meth:`DTLSAssociation.report` of each
+        association; ``rtcp`` only without rtcp-mux), None when DTLS does not key this stream."""
+        if not self._dtls:
+            return None
+        return {component: association.report() for component, association in self._dtls.items()}
 
     @property
     def sending(self) -> bool:
@@ -1040,9 +1208,15 @@ class MediaStream:
             self._gc_held = False
             realtime.release()
         if not self._closed:
-            self._closed = True
             with contextlib.suppress(Exception):
                 self._send_rtcp(bye=reason)
+            for component, association in list(self._dtls.items()):
+                with contextlib.suppress(Exception):  # close_notify (RFC 5246 §7.2.1)
+                    self._dtls_send(component, association.close())
+            self._closed = True
+        for handle in self._dtls_timers.values():
+            handle.cancel()
+        self._dtls_timers.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -1269,6 +1443,9 @@ class MediaStream:
             if protected is None:
                 return
             data = protected
+        elif self.config.dtls is not None:  # DTLS-SRTP: no keys yet, nothing in the clear
+            self.unkeyed += 1
+            return
         if self.tx_jitter and self._loop is not None:
             self._loop.call_later(self._tx_rng.uniform(0.0, self.tx_jitter), self._sendto, self._rtp, data, remote)
         else:
@@ -1349,6 +1526,9 @@ class MediaStream:
             if client is not None:
                 client.received(data, addr)
             return
+        if is_dtls(data):  # DTLS-SRTP's handshake on the media port (RFC 7983 §7)
+            self._dtls_received("rtp", data, addr)
+            return
         if len(data) >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 §4)
             self._rtcp_datagram(data, addr)
             return
@@ -1357,6 +1537,9 @@ class MediaStream:
             if plain is None:
                 return
             data = plain
+        elif self.config.dtls is not None:
+            self.unkeyed += 1
+            return
         try:
             packet = RTPPacket.parse(data)
         except RTPParseError:
@@ -1513,11 +1696,14 @@ class MediaStream:
         data = build_compound(packets)
         self._sent_at_last_report = sender.packets_sent
         self._peer_sent_recently = False
-        if self._srtp is not None:
-            protected = self._srtp.protect_rtcp(data)
+        if self._srtp_rtcp is not None:
+            protected = self._srtp_rtcp.protect_rtcp(data)
             if protected is None:
                 return
             data = protected
+        elif self.config.dtls is not None:
+            self.unkeyed += 1
+            return
         self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
         self.rtcp_sent += 1
         self._sendto(transport, data, target)
@@ -1544,11 +1730,17 @@ class MediaStream:
             if client is not None:
                 client.received(data, addr)
             return
-        if self._srtp is not None:
-            plain = self._srtp.unprotect_rtcp(data)
+        if is_dtls(data):
+            self._dtls_received("rtcp", data, addr)
+            return
+        if self._srtp_rtcp is not None:
+            plain = self._srtp_rtcp.unprotect_rtcp(data)
             if plain is None:
                 return
             data = plain
+        elif self.config.dtls is not None:
+            self.unkeyed += 1
+            return
         try:
             packets = parse_compound(data)
         except RTCPParseError:
@@ -1616,6 +1808,9 @@ class MediaStream:
              "quality": {"r", "mos", "delay_ms"} | None,   # None until audio was received
              "rtcp": {"sent", "received", "parse_errors"},
              "srtp": {"suite", "auth_failures", "replays", "protect_errors"} | None,  # None: plain RTP
+             "dtls": {"rtp": {"role", "state", "profile", "error", "datagramsSent",
+                              "datagramsReceived"}, "rtcp": {...}} | None,  # None: no DTLS-SRTP
+             "unkeyed": int,  # packets neither sent nor played for want of DTLS keys
              "errors": {"socket", "callback", "recording": str | None},  # why a recording stopped
              "capture": {"packets", "dropped"},  # the PacketLog: datagrams kept / left out of a pcap
              "recordings": {"rx"|"tx"|"mix": path}}
@@ -1683,6 +1878,8 @@ class MediaStream:
             "rtcp": {"sent": self.rtcp_sent, "received": self.rtcp_received,
                      "parse_errors": self.rtcp_parse_errors},
             "srtp": self._srtp.report() if self._srtp is not None else None,
+            "dtls": self.dtls_report(),
+            "unkeyed": self.unkeyed,
             "errors": {"socket": self.socket_errors, "callback": self.callback_errors,
                        "recording": next((r.error for r in self._recorders.values() if r.error), None)},
             "capture": {"packets": len(self.packet_log), "dropped": self.packet_log.dropped},

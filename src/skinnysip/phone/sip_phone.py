@@ -33,7 +33,15 @@ from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport, normal_host, strip_brackets
-from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, SRTPConfig, check_port_range
+from skinnysip.net.dtls import DTLSAssociation, default_certificate
+from skinnysip.net.media import (
+    DTLSConfig,
+    MediaConfig,
+    MediaPacket,
+    MediaStream,
+    SRTPConfig,
+    check_port_range,
+)
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import route_ip
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
@@ -156,7 +164,12 @@ class SIPAccount:
     RFC 4568): ``"off"`` (plain RTP; RTP/SAVP offers refused with 488), ``"optional"`` (offer
     RTP/AVP with ``a=crypto``, plain RTP if the answer has none; accept offers with or without
     crypto) or ``"mandatory"`` (offer RTP/SAVP, the call fails if the far end refuses SRTP;
-    offers without usable crypto refused with 488). ``srtp_suites``: the SDES crypto suites
+    offers without usable crypto refused with 488) or ``"dtls"`` (offer DTLS-SRTP,
+    ``UDP/TLS/RTP/SAVP`` with our certificate's ``a=fingerprint``, RFC 5763/5764; the call fails
+    if the far end refuses it; offers keyed either way accepted, plain ones refused with
+    488). Every mode but ``"off"`` answers a DTLS-SRTP offer; a DTLS handshake that fails or
+    a certificate that does not match the peer's fingerprint ends the call with a BYE that
+    says so. ``srtp_suites``: the SDES crypto suites
     offered, in order, and the only ones accepted (of :data:`~skinnysip.sdp.SRTP_KEY_LENGTHS`:
     the AES-CM suites of RFC 4568 and the AES-GCM ones of RFC 7714; None: offer the two AES-CM
     ones, accept any). ``session_expires``: the session interval
@@ -226,7 +239,7 @@ class SIPAccount:
     source: str = "tone:440"
     record_dir: str | None = None
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
-    srtp: Literal["off", "optional", "mandatory"] = "off"
+    srtp: Literal["off", "optional", "mandatory", "dtls"] = "off"
     session_expires: int | None = None
     min_se: int = MIN_SE
     reliable_provisional: bool = False
@@ -909,6 +922,7 @@ class SIPPhone(Phone):
                                         on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                         ports=acc.rtp_ports, inband_dtmf=acc.inband_dtmf)
         stream.packet_log.enabled = acc.packet_log
+        stream.on_dtls = lambda component, association: self._dtls_progress(call, component, association)
         if acc.latch_media:
             policy = self.policy
 
@@ -959,18 +973,38 @@ class SIPPhone(Phone):
             self.emit(ErrorEvent(f"call {call.id}: {reason}; the SDP gives the local address (and for "
                                  f"{STUN_RETRY_AFTER:g} s, without asking again)"))
 
+    def _dtls_fingerprint(self) -> tuple[str, str] | None:
+        """Our certificate's ``a=fingerprint`` (sha-256, RFC 8122) when SRTP is not off: the
+        process's certificate (:func:`~skinnysip.net.dtls.default_certificate`), made on first use."""
+        if self.account.srtp == "off":
+            return None
+        return "sha-256", default_certificate().fingerprint("sha-256")
+
+    def _dtls_progress(self, call: SIPCall, component: str, association: DTLSAssociation) -> None:
+        """A call's DTLS association connected (its media report's ``dtls`` says so) or failed:
+        an :class:`ErrorEvent`, and the call ends (no SRTP keys, no media; RFC 5763 §6.6 for a
+        certificate that does not match its fingerprint)."""
+        if association.state == "failed" and call.state is not CallState.TERMINATED:
+            self.emit(ErrorEvent(f"call {call.id}: DTLS-SRTP on {component} failed: {association.error}"))
+            self._spawn(self._bye(call, reason=f"DTLS-SRTP failed: {association.error}"))
+
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         """Our offer (a new call's, a re-INVITE's, or the one in the 200 to an offerless
         re-INVITE); the SDP version goes up only when it differs from the SDP we sent last."""
         assert call.media is not None
         a = call.audio  # a re-offer keeps the keys in use (RFC 4568 §7.1.4), and with them the SRTP index
         crypto = None
+        mode = self.account.srtp
         if a is not None and a.srtp_suite is not None and a.srtp_local_key is not None:
             crypto = [CryptoAttribute(1, a.srtp_suite, a.srtp_local_key)]
+            mode = "mandatory" if mode == "dtls" else mode  # keyed by SDES: re-offered as it is
+        elif a is not None and a.dtls_role is not None:
+            mode = "dtls"  # keyed by DTLS: re-offered with the same fingerprint (the association stays)
         ip, port, _ = call.media.advertised
         offer = _with_rtcp(audio_offer_for(ip, port, direction=direction, session_id=call.session_id,
-                                           version=1, srtp=self.account.srtp, crypto=crypto,
-                                           codecs=self.codecs, srtp_suites=self.srtp_suites), call.media)
+                                           version=1, srtp=mode, crypto=crypto,
+                                           codecs=self.codecs, srtp_suites=self.srtp_suites,
+                                           dtls_fingerprint=self._dtls_fingerprint()), call.media)
         offer = versioned(offer, call.local_sdp)  # after our first SDP: its version, + 1 if changed
         call.offer = call.local_sdp = offer
         return offer
@@ -1022,7 +1056,7 @@ class SIPPhone(Phone):
                         flow = call.flow = await self._flow_for(target)  # without a proxy: the new target's own server
                         request = resend_request(request, self.endpoint.via(flow), uri=target)
                         continue
-                srtp_refused = code == 488 and self.account.srtp == "mandatory"
+                srtp_refused = code == 488 and self.account.srtp in ("mandatory", "dtls")
                 await self._end(call, f"the far end refused SRTP ({final.summary})" if srtp_refused else final.summary)
                 return
         except (SIPTransportError, SIPParseError, ValueError) as exc:
@@ -1233,9 +1267,11 @@ class SIPPhone(Phone):
             self.emit(ErrorEvent(f"call {call.id}: {refused}: no media sent"))
             return
         call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
+        dtls = DTLSConfig(a.dtls_role, a.dtls_fingerprints) if a.dtls_role is not None else None
         call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
                                      direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux,
-                                     remote_rtcp=a.remote_rtcp, srtp=SRTPConfig.from_audio(a)))
+                                     remote_rtcp=a.remote_rtcp, srtp=None if dtls else SRTPConfig.from_audio(a),
+                                     dtls=dtls))
 
     async def _cancel(self, call: SIPCall) -> None:
         """CANCEL our pending INVITE (§9.1); the 487 ends the call. Before any provisional
@@ -1414,7 +1450,8 @@ class SIPPhone(Phone):
                 ip, port, _ = call.media.advertised
                 answer, session = audio_answer(call.remote_offer, ip, port, session_id=call.session_id,
                                                srtp=self.account.srtp, codecs=self.codecs,
-                                               srtp_suites=self.srtp_suites)
+                                               srtp_suites=self.srtp_suites,
+                                               dtls_fingerprint=self._dtls_fingerprint())
                 _with_rtcp(answer, call.media)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag,
@@ -1855,7 +1892,9 @@ class SIPPhone(Phone):
                                            direction="sendonly" if call.local_hold else "sendrecv",
                                            session_id=call.session_id,
                                            srtp=self.account.srtp, codecs=self.codecs, srtp_suites=self.srtp_suites,
-                                           srtp_key=call.audio.srtp_local_key if call.audio else None)
+                                           srtp_key=call.audio.srtp_local_key if call.audio else None,
+                                           dtls_fingerprint=self._dtls_fingerprint(),
+                                           dtls_role=call.audio.dtls_role if call.audio else None)
             _with_rtcp(answer, call.media)
         except SDPParseError as exc:
             self.endpoint.respond(tx, 488, headers=[warning_field(f"malformed SDP: {exc}"[:200])])
