@@ -19,6 +19,7 @@ association or certificate is made.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import secrets
@@ -57,6 +58,9 @@ MAX_HANDSHAKE_INPUT = 64 * 1024
 
 _EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 §4.2
 _DTLS1_2_VERSION = 0xFEFD  # OpenSSL's DTLS1_2_VERSION (pyOpenSSL does not name it)
+#: the record content types (RFC 6347 §4.1) fed to OpenSSL in each state: no application
+#: data before the handshake ends (DTLS-SRTP has none, and OpenSSL would fail on it)
+_ACCEPTED = {"handshaking": (20, 21, 22), "connected": (21, 22, 23)}
 _RECORD_HEADER = 13  # DTLS record: type, version (2), epoch (2), sequence (6), length (2)
 
 
@@ -189,7 +193,10 @@ class DTLSAssociation:
 
     ``role``: ``"client"`` (our SDP said ``a=setup:active``) or ``"server"`` (``passive``);
     ``fingerprints``: the peer's ``a=fingerprint`` values, (hash name, hex) — its certificate
-    must match one; ``certificate``: ours (default: :func:`default_certificate`).
+    must match one; ``certificate``: ours (default: :func:`default_certificate`); ``profiles``:
+    the SRTP profiles offered in ``use_srtp`` (names of :data:`SRTP_PROFILES`, default all, in
+    its order); ``handshake_timeout``: seconds the handshake may take (default
+    :data:`HANDSHAKE_TIMEOUT`). ``ValueError`` for a bad role, profile or timeout.
 
     :meth:`start` returns the first flight (the client's ClientHello; nothing for a server),
     :meth:`datagram_received` feeds a received DTLS datagram and returns what to send back,
@@ -200,7 +207,8 @@ class DTLSAssociation:
     """
 
     def __init__(self, role: str, fingerprints: Sequence[tuple[str, str]],
-                 certificate: Certificate | None = None, *, profiles: Sequence[str] | None = None) -> None:
+                 certificate: Certificate | None = None, *, profiles: Sequence[str] | None = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         from OpenSSL import SSL
 
         if role not in ("client", "server"):
@@ -209,7 +217,10 @@ class DTLSAssociation:
         unknown = [p for p in chosen if p not in SRTP_PROFILES]
         if unknown or not chosen:
             raise ValueError(f"SRTP profiles {unknown or chosen}: of {', '.join(SRTP_PROFILES)}")
+        if not 0 < handshake_timeout <= 120:
+            raise ValueError(f"handshake_timeout {handshake_timeout} s: within 0..120 s")
         self.role = role
+        self.handshake_timeout = handshake_timeout
         self.fingerprints = tuple(fingerprints)
         self.certificate = certificate or default_certificate()
         self.state = "handshaking"
@@ -254,7 +265,9 @@ class DTLSAssociation:
         self.datagrams_received += 1
         if self.state in ("failed", "closed"):
             return []
-        if not is_dtls(data):
+        if not is_dtls(data) or len(data) < _RECORD_HEADER or data[0] not in _ACCEPTED[self.state]:
+            # not a record OpenSSL should see now: a stray or forged one is dropped, not fatal
+            # (RFC 6347 §4.1.2.7: invalid records SHOULD be discarded silently)
             self.bad_datagrams += 1
             return []
         if self.state == "handshaking":
@@ -273,7 +286,7 @@ class DTLSAssociation:
         """Seconds until :meth:`handle_timeout` is due, None when no timer runs."""
         if self.state != "handshaking":
             return None
-        left = HANDSHAKE_TIMEOUT - (time.monotonic() - self._started)
+        left = self.handshake_timeout - (time.monotonic() - self._started)
         try:
             timer = self._conn.DTLSv1_get_timeout()
         except self._SSL.Error:
@@ -285,8 +298,8 @@ class DTLSAssociation:
         :data:`HANDSHAKE_TIMEOUT` the association fails."""
         if self.state != "handshaking":
             return []
-        if time.monotonic() - self._started >= HANDSHAKE_TIMEOUT:
-            self._fail(f"no DTLS handshake within {HANDSHAKE_TIMEOUT:g} s")
+        if time.monotonic() - self._started >= self.handshake_timeout:
+            self._fail(f"no DTLS handshake within {self.handshake_timeout:g} s")
             return []
         try:
             self._conn.DTLSv1_handle_timeout()
@@ -297,10 +310,8 @@ class DTLSAssociation:
     def close(self) -> list[bytes]:
         """close_notify to send (when the association is up); the association is closed."""
         if self.state == "connected":
-            try:
+            with contextlib.suppress(self._SSL.Error):
                 self._conn.shutdown()
-            except self._SSL.Error:
-                pass
         self.state = "closed" if self.state != "failed" else self.state
         return self._pending()
 
@@ -326,13 +337,19 @@ class DTLSAssociation:
             theirs = ", ".join(f"{h} {v[:23]}…" for h, v in self.fingerprints) or "none"
             self._fail(f"the peer's DTLS certificate does not match its SDP a=fingerprint ({theirs}; "
                        f"the certificate's sha-256 is {_fingerprint_of(cert, 'sha-256')})")
+            with contextlib.suppress(self._SSL.Error):
+                self._conn.shutdown()  # close_notify: the peer's association ends too
             return
         profile = self._conn.get_selected_srtp_profile().decode("ascii", "replace")
         if profile not in SRTP_PROFILES:
             self._fail(f"the DTLS handshake agreed no SRTP profile we offered ({profile or 'none'})")
             return
         suite, key_len, salt_len = SRTP_PROFILES[profile]
-        material = self._conn.export_keying_material(_EXPORTER_LABEL, 2 * (key_len + salt_len))
+        try:
+            material = self._conn.export_keying_material(_EXPORTER_LABEL, 2 * (key_len + salt_len))
+        except self._SSL.Error as exc:
+            self._fail(f"no SRTP keys from the DTLS exporter: {_describe(exc)}")
+            return
         client_key, server_key = material[:key_len], material[key_len:2 * key_len]
         client_salt = material[2 * key_len:2 * key_len + salt_len]
         server_salt = material[2 * key_len + salt_len:]

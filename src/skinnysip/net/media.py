@@ -71,7 +71,7 @@ import numpy.typing as npt
 import pylibsrtp
 
 from skinnysip.net import realtime
-from skinnysip.net.dtls import DTLSAssociation, is_dtls
+from skinnysip.net.dtls import HANDSHAKE_TIMEOUT, DTLSAssociation, is_dtls
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
 from skinnysip.net.stun import BindingClient
 from skinnysip.net.trace import wire_time
@@ -326,20 +326,25 @@ class DTLSConfig:
     ``a=setup:active``; we send the ClientHello) or ``"server"`` (``passive``);
     ``fingerprints``: the peer's ``a=fingerprint`` values as (hash name, hex), which its
     certificate must match; ``certificate``: ours (None: the process's,
-    :func:`skinnysip.net.dtls.default_certificate`). An association is kept across
+    :func:`skinnysip.net.dtls.default_certificate`); ``handshake_timeout``: seconds before a
+    handshake that has not finished fails. An association is kept across
     :meth:`MediaStream.apply` calls while role, fingerprints and ``rtcp_mux`` stay the same
     (RFC 8842 §5.5: a re-offer does not restart it)."""
 
     role: str
     fingerprints: tuple[tuple[str, str], ...]
     certificate: Any = field(default=None, compare=False)
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
 
     def validate(self) -> None:
-        """``ValueError`` for a role other than client/server or no fingerprint."""
+        """``ValueError`` for a role other than client/server, no fingerprint or a timeout out
+        of 0..120 s."""
         if self.role not in ("client", "server"):
             raise ValueError(f"dtls role {self.role!r}: client or server")
         if not self.fingerprints or not all(isinstance(f, tuple) and len(f) == 2 for f in self.fingerprints):
             raise ValueError("dtls fingerprints: at least one (hash name, hex) pair")
+        if not 0 < self.handshake_timeout <= 120:
+            raise ValueError(f"dtls handshake_timeout {self.handshake_timeout} s: within 0..120 s")
 
 
 @dataclass
@@ -1075,7 +1080,8 @@ class MediaStream:
         self._srtp = self._srtp_rtcp = None
         components = ("rtp",) if config.rtcp_mux else ("rtp", "rtcp")
         for component in components:
-            association = DTLSAssociation(config.dtls.role, config.dtls.fingerprints, config.dtls.certificate)
+            association = DTLSAssociation(config.dtls.role, config.dtls.fingerprints, config.dtls.certificate,
+                                          handshake_timeout=config.dtls.handshake_timeout)
             self._dtls[component] = association
             self._dtls_send(component, association.start())
             early = self._dtls_early.pop(component, ())
