@@ -109,10 +109,13 @@ def _codec_sections(codecs: tuple[str, ...] | None) -> str:
 
 
 def _config(user: str, password: str, registrar: str, realm: str, algorithm: str, sip_port: int,
-            rtp_port: int, workdir: Path, codecs: tuple[str, ...] | None, srtp_suites: tuple[str, ...] | None) -> str:
-    # SRTP (SDES) mandatory with those suites, in liblinphone's [sip] keys
+            rtp_port: int, workdir: Path, codecs: tuple[str, ...] | None, srtp_suites: tuple[str, ...] | None,
+            dtls: bool = False) -> str:
+    # SRTP (SDES) mandatory with those suites, or DTLS-SRTP mandatory, in liblinphone's [sip] keys
     srtp = ("media_encryption=srtp\nmedia_encryption_mandatory=1\n"
             f"srtp_crypto_suites={', '.join(srtp_suites)}\n") if srtp_suites else ""
+    if dtls:
+        srtp = "media_encryption=dtls\nmedia_encryption_mandatory=1\n"
     return _codec_sections(codecs) + f"""[storage]
 uri={workdir}/linphone.db
 call_logs_db_uri={workdir}/call-history.db
@@ -188,6 +191,7 @@ async def linphonec(
     auto_answer: bool = True,
     codecs: tuple[str, ...] | None = ("PCMU/8000", "PCMA/8000"),
     srtp_suites: tuple[str, ...] | None = None,
+    dtls: bool = False,
 ) -> AsyncIterator[Linphone]:
     """Start linphonec for ``user`` registering at ``registrar`` (``host:port``, UDP), sending
     a ``tone_hz`` sine from a WAV file and answering calls by itself (``-a``) unless told not
@@ -195,7 +199,8 @@ async def linphonec(
     directory; :meth:`Linphone.record_to` names the next one). ``codecs``: the audio codecs it
     offers and accepts (``"mime/rate[/channels]"``, e.g. ``"opus/48000/2"``); None keeps
     liblinphone's default list (opus, speex, PCMU, PCMA, GSM, G722, G729…). ``srtp_suites``:
-    SRTP with SDES keys made mandatory, offering and accepting those suites, in order."""
+    SRTP with SDES keys made mandatory, offering and accepting those suites, in order. ``dtls``:
+    DTLS-SRTP made mandatory (liblinphone's ``media_encryption=dtls``)."""
     binary = require("linphonec")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-linphonec-"))
     tone = write_tone_wav(workdir / "tone.wav", tone_hz)
@@ -203,7 +208,7 @@ async def linphonec(
     rtp_port = free_even_port_run(6)  # audio RTP/RTCP, video and text pairs
     rc = workdir / "linphonerc"
     rc.write_text(_config(user, password, registrar, realm, algorithm, sip_port, rtp_port, workdir, codecs,
-                          srtp_suites))
+                          srtp_suites, dtls))
     log = workdir / "linphonec.log"
     env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
            "XDG_CONFIG_HOME": str(workdir / "config")}

@@ -180,19 +180,49 @@ async def test_offers_rtpengine_reshapes_are_answered_and_heard(relay: Rtpengine
             heard_each_other(report, bob)
 
 
-async def test_a_dtls_srtp_offer_is_refused_with_488_and_its_reason(relay: RtpenginePeer) -> None:
-    """rtpengine turns baresip's offer into DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764), which
-    we do not speak: 488 with a Warning that says so — not an RTP/AVP answer to a DTLS offer,
-    which a DTLS peer (a browser) could not use."""
+async def test_rtpengine_offers_us_dtls_srtp_for_a_plain_caller(relay: RtpenginePeer, tmp_path: Path) -> None:
+    """rtpengine turns baresip's plain offer into DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764),
+    as a WebRTC gateway does: we answer ``a=setup:active`` with our fingerprint, open the DTLS
+    association with rtpengine and key SRTP from it (RFC 5763 §5); the relay bridges it to
+    baresip's plain RTP."""
     with kamailio(pbx=True, rtpengine=(relay.ng_socket, "UDP/TLS/RTP/SAVP", "")) as pbx:
         async with bob_peer(pbx) as bob, \
-                SIPPhone(account(pbx, "alice", auto_answer=0.2, srtp="optional")) as phone:
-            call = await bob_calls(pbx, bob, phone, answered=False)
-            assert call.remote_offer is not None
-            assert call.remote_offer.media[0].proto == "UDP/TLS/RTP/SAVP"
+                SIPPhone(account(pbx, "alice", auto_answer=0.2, srtp="optional", record_dir=str(tmp_path))) as phone:
+            call = await bob_calls(pbx, bob, phone)
+            offer = call.remote_offer
+            assert offer is not None and offer.media[0].proto == "UDP/TLS/RTP/SAVP"
+            assert call.local_sdp is not None and call.local_sdp.media[0].attribute("setup") == "active"
+            relayed(call, relay)
+            await asyncio.sleep(6)  # baresip's first RTCP comes after ~5 s
+            await bob.command("hangup")
             assert await call.wait_ended(10)
-            assert call.end_reason is not None and call.end_reason.startswith("488")
-            assert "UDP/TLS/RTP/SAVP media is not supported" in call.end_reason
-            await bob.wait_event("CALL_CLOSED")
-            sent = [m for m in call.exchange if m.direction == "sent" and m.summary.startswith("488")]
-            assert sent and "Warning: 302 skinnysip \"UDP/TLS/RTP/SAVP media is not supported" in sent[0].raw, sent
+            report = call.media_report()
+            assert report is not None and report["dtls"] is not None
+            assert all(d["role"] == "client" and d["error"] is None for d in report["dtls"].values()), report["dtls"]
+            # SRTCP keyed by the association on the RTCP port (no rtcp-mux: RFC 5764 §4.1)
+            assert set(report["dtls"]) == {"rtp", "rtcp"} and report["rtcp"]["received"] >= 1
+            assert report["srtp"]["auth_failures"] == 0 and report["srtp"]["suite"] == "AEAD_AES_256_GCM"
+            heard_each_other(report, bob)
+
+
+async def test_our_dtls_srtp_call_reaches_a_plain_callee_through_rtpengine(relay: RtpenginePeer,
+                                                                         tmp_path: Path) -> None:
+    """We offer DTLS-SRTP (actpass); rtpengine offers baresip plain RTP (flag ``RTP/AVP``) and
+    answers us in DTLS-SRTP with its own certificate, whose fingerprint our handshake checks."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, "RTP/AVP", "")) as pbx:
+        async with bob_peer(pbx) as bob:
+            await registered(pbx, "bob")
+            async with SIPPhone(account(pbx, "alice", srtp="dtls", record_dir=str(tmp_path))) as phone:
+                call = await phone.call("bob")
+                assert await call.wait_connected(15), call.end_reason
+                await bob.wait_event("CALL_ESTABLISHED")
+                assert call.audio is not None and call.audio.dtls_role is not None
+                relayed(call, relay)
+                await asyncio.sleep(3)
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED")
+                report = call.media_report()
+            assert report is not None and report["dtls"] is not None
+            assert all(d["error"] is None and d["profile"] for d in report["dtls"].values()), report["dtls"]
+            assert report["srtp"]["auth_failures"] == 0
+            heard_each_other(report, bob)

@@ -1175,6 +1175,17 @@ class MediaStream:
                 self.callback_errors += 1
                 log.exception("media stream %s: on_dtls callback failed", self.name)
 
+    def _srtp_report(self) -> dict[str, Any] | None:
+        """The SRTP figures, those of RTCP's own context (DTLS without rtcp-mux) added in."""
+        if self._srtp is None:
+            return None
+        report = self._srtp.report()
+        if self._srtp_rtcp is not None and self._srtp_rtcp is not self._srtp:
+            for key, value in self._srtp_rtcp.report().items():
+                if key != "suite":
+                    report[key] += value
+        return report
+
     def dtls_report(self) -> dict[str, Any] | None:
         """``{"rtp": {...}, "rtcp": {...}}`` (:meth:`DTLSAssociation.report` of each
         association; ``rtcp`` only without rtcp-mux), None when DTLS does not key this stream."""
@@ -1883,7 +1894,7 @@ class MediaStream:
             "quality": quality,
             "rtcp": {"sent": self.rtcp_sent, "received": self.rtcp_received,
                      "parse_errors": self.rtcp_parse_errors},
-            "srtp": self._srtp.report() if self._srtp is not None else None,
+            "srtp": self._srtp_report(),
             "dtls": self.dtls_report(),
             "unkeyed": self.unkeyed,
             "errors": {"socket": self.socket_errors, "callback": self.callback_errors,
