@@ -119,6 +119,21 @@ async def test_echo_over_srtp(services: LabServices, tmp_path: Path, suites: tup
     assert_heard(wav_samples(path)[4000:], 440.0)
 
 
+async def test_echo_over_dtls_srtp(services: LabServices, tmp_path: Path) -> None:
+    """A DTLS-SRTP caller (UDP/TLS/RTP/SAVP, RFC 5764) is answered a=setup:active by the
+    services, which open the association and key SRTP from it; the caller hears its tone back."""
+    async with caller(tmp_path, "alice", 440.0, srtp="dtls") as phone:
+        call = await dial(phone, services, "600")
+        await asyncio.sleep(3)
+        path = rx(call)
+        report = call.media_report()
+        await call.hangup()
+    assert call.audio is not None and call.audio.dtls_role == "server"  # the services answered active
+    assert report is not None and report["dtls"]["rtp"]["error"] is None and report["dtls"]["rtp"]["profile"]
+    assert report["srtp"]["auth_failures"] == 0 and report["received"]["packets"] > 100
+    assert_heard(wav_samples(path)[4000:], 440.0)
+
+
 async def test_echo_over_rtp_ports_from_a_range(services: LabServices, tmp_path: Path) -> None:
     """A phone whose media must use a port range (``rtp_ports``, baresip's ``rtp_ports``):
     the offer names an even port inside it, and the echo comes back there."""

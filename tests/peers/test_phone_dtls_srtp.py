@@ -151,6 +151,39 @@ async def test_hold_and_resume_keep_the_dtls_association(pbx: KamailioPeer, tmp_
         assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] == 0
 
 
+async def test_baresip_holds_and_resumes_us_on_the_same_association(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """baresip called us (we answered active: the DTLS client); its hold and resume
+    re-INVITEs offer actpass again, and we answer active again with the same fingerprint
+    (RFC 8842 §5.5): no new handshake, and its audio comes back after the resume."""
+    async with bob_peer(pbx) as bob, \
+            SIPPhone(account(pbx, "alice", srtp="dtls", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
+        await registered(pbx, "bob")
+        await registered(pbx, "alice")
+        await bob.command("dial", f"sip:alice@{pbx.realm}")
+        call = await incoming(phone)
+        assert await call.wait_connected(10), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(1)
+        assert call.media is not None and call.audio is not None
+        first = call.media.report()["dtls"]["rtp"]
+        for command, held in (("hold", True), ("resume", False)):
+            await bob.command(command)
+            for _ in range(50):
+                if call.remote_hold is held:
+                    break
+                await asyncio.sleep(0.1)
+            assert call.remote_hold is held, command
+            assert call.local_sdp is not None and call.local_sdp.media[0].attribute("setup") == "active"
+        before = call.media.report()["received"]["packets"]
+        await asyncio.sleep(2)
+        after = call.media.report()
+        await call.hangup()
+        await bob.wait_event("CALL_CLOSED")
+    assert first["role"] == "client" and after["dtls"]["rtp"]["state"] == "connected"
+    assert after["dtls"]["rtp"]["datagramsSent"] == first["datagramsSent"]  # no second ClientHello
+    assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] <= 2
+
+
 async def test_dtls_against_a_plain_baresip_fails_with_a_clear_reason(pbx: KamailioPeer) -> None:
     async with bob_peer(pbx, None) as bob, SIPPhone(account(pbx, "alice", srtp="dtls")) as phone:
         await registered(pbx, "bob")
