@@ -545,6 +545,37 @@ def test_srtp_chosen_on_the_page(page: Any, server: str, pbx: KamailioPeer) -> N
         _api(server, "DELETE", f"/api/phones/{carol['id']}")
 
 
+def test_dtls_srtp_chosen_on_the_page(page: Any, server: str, pbx: KamailioPeer) -> None:
+    """DTLS-SRTP chosen on the page: its phone offers UDP/TLS/RTP/SAVP, carol (an API phone with
+    SRTP optional) answers it and opens the association (a=setup:active), both sides key SRTP
+    from the handshake, and the page's quality table says so."""
+    carol = _api(server, "POST", "/api/phones", {
+        "aor": f"sip:carol@{pbx.realm}", "password": pbx.users["carol"], "registrar": f"127.0.0.1:{pbx.udp_port}",
+        "autoAnswer": 100, "expires": 60, "srtp": "optional"})
+    try:
+        page.goto(f"{server}/")
+        page.click("#tab-phone")
+        page.select_option("#phone-protocol", "sip")
+        page.select_option("#phone-srtp", "dtls")
+        register(page, pbx)
+        page.fill("#phone-target", "carol")
+        page.click("#phone-call")
+        call_state(page, "confirmed")
+        page.wait_for_function(
+            "() => (document.querySelector('#phone-quality tr[data-key=security] td') || {}).textContent"
+            " === 'SRTP AES_CM_128_HMAC_SHA1_80, DTLS server keys'", timeout=UI_MS)
+        theirs = _api(server, "GET", f"/api/phones/{carol['id']}/calls")
+        dtls = theirs[-1]["media"]["dtls"]
+        assert dtls["rtp"]["role"] == "client" and dtls["rtp"]["error"] is None, dtls
+        wait_for(lambda: _api(server, "GET", f"/api/phones/{carol['id']}/calls")[-1]["media"]["received"]["packets"]
+                 > 50, "carol hearing the page's phone")
+        assert _api(server, "GET", f"/api/phones/{carol['id']}/calls")[-1]["media"]["srtp"]["authFailures"] == 0
+        page.click("#phone-unregister")
+        page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+    finally:
+        _api(server, "DELETE", f"/api/phones/{carol['id']}")
+
+
 def test_follow_a_phone_after_a_reload(page: Any, server: str) -> None:
     """A phone outlives the page: after a reload the panel lists the server's phones and
     follows one (its state, its event stream); Unregister then deletes it."""

@@ -445,6 +445,16 @@ function renderSelected() {
   renderQuality(call);
 }
 
+// How the call's media is protected: the SRTP suite and where its keys came from (SDES in the
+// SDP, or a DTLS handshake and our role in it), the DTLS state while there are no keys yet.
+function security(m) {
+  const dtls = m.dtls && (m.dtls.rtp || Object.values(m.dtls)[0]);
+  if (dtls && dtls.error) return `DTLS-SRTP failed: ${dtls.error}`;
+  if (m.srtp) return `SRTP ${m.srtp.suite}, ${dtls ? `DTLS ${dtls.role}` : "SDES"} keys`;
+  if (dtls) return `DTLS-SRTP ${dtls.state}`;
+  return "none (RTP)";
+}
+
 function renderQuality(call) {
   const m = call.media;
   const tbody = document.querySelector("#phone-quality tbody");
@@ -458,6 +468,7 @@ function renderQuality(call) {
     ["jitterMs", rx.jitterMs], ["rttMs", m.rttMs === null || m.rttMs === undefined ? "—" : m.rttMs],
     ["mos", q.mos === undefined ? "—" : q.mos], ["rFactor", q.r === undefined ? "—" : q.r],
     ["direction", m.direction], ["remote", m.remote ? m.remote.join(":") : "—"],
+    ["security", security(m)],
   ];
   tbody.replaceChildren(...rows.map(([k, v]) => el("tr", { "data-key": k }, el("th", { scope: "row", text: k }),
     el("td", { text: v === undefined || v === null ? "—" : String(v) }))));
