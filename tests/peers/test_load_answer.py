@@ -29,6 +29,7 @@ from sip_peers import KamailioPeer, _sipp_result, kamailio
 
 from peertools import free_port, require
 from skinnysip.rtp.audio import dominant_frequencies
+from skinnysip.rtp.g711 import decode as g711_decode
 
 pytestmark = pytest.mark.peer
 
@@ -445,3 +446,56 @@ def test_options_pings_to_the_answering_side_are_auto_answered_as_sipp_counts_th
             answer.kill()
     assert code == 0, err[-2000:]
     assert (result["autoAnswered"], result["outOfCallMsgs"], result["attempted"]) == (3, 0, 0), result
+
+
+def test_a_dtls_srtp_call_load_is_keyed_call_by_call_and_heard(tmp_path: Path) -> None:
+    """``load call --srtp dtls`` against ``load answer --srtp optional``: every call offers
+    UDP/TLS/RTP/SAVP, the answering side answers active and opens a DTLS association per call
+    and component (RTP, RTCP: no rtcp-mux) — tshark counts the ClientHellos and ServerHellos —
+    and each caller hears the answering side's tone through SRTP; the media are not the tone
+    in the clear."""
+    from peertools import TsharkCapture
+
+    port = free_port(socket.SOCK_DGRAM)
+    first = free_port(socket.SOCK_DGRAM) // 2 * 2
+    ports = f"{first}-{first + 9}"
+    answer = subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", "3",
+         "--duration", "60", "--source", f"tone:{OUR_TONE:g}", "--rtp-ports", ports, "--srtp", "optional", "--codecs", "PCMU",
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capture = TsharkCapture(f"udp and portrange {ports}")
+    try:
+        time.sleep(2)  # listening
+        assert answer.poll() is None, answer.communicate()[1]
+        capture.start()
+        record = tmp_path / "rec"
+        caller = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port), "--to", "echo",
+             "-r", "3", "-m", "3", "--hold", "2", "--source", f"tone:{THEIR_TONE:g}", "--srtp", "dtls",
+             "--codecs", "PCMU", "--record", str(record), "--json"], capture_output=True, text=True, timeout=90)
+        code, result, err = finish(answer)
+    finally:
+        capture.stop()
+        if answer.poll() is None:
+            answer.kill()
+    assert caller.returncode == 0, caller.stderr[-2000:]
+    assert (json.loads(caller.stdout)["successful"], json.loads(caller.stdout)["failed"]) == (3, 0), caller.stdout
+    assert code == 0 and (result["successful"], result["failed"]) == (3, 0), err[-2000:]
+    ours = range(first, first + 10)
+    capture.decode_as = [f"udp.port=={p},dtls" for p in ours]
+    hellos = capture.decode("dtls.handshake.type == 1 || dtls.handshake.type == 2",
+                            ["udp.srcport", "dtls.handshake.type"])
+    client_hellos = [h for h in hellos if "1" in h["dtls.handshake.type"] and int(h["udp.srcport"][0]) in ours]
+    server_hellos = [h for h in hellos if "2" in h["dtls.handshake.type"] and int(h["udp.srcport"][0]) not in ours]
+    assert len(client_hellos) >= 6 and len(server_hellos) >= 6, hellos  # 3 calls × RTP and RTCP
+    heard = sorted(record.glob("*-rx.wav"))
+    assert len(heard) == 3 and all(tone_share(path, OUR_TONE) > 0.8 for path in heard), heard
+    capture.decode_as = []
+    sent = [bytes.fromhex(p["udp.payload"][0].replace(":", ""))
+            for p in capture.decode("udp.length > 150", ["udp.srcport", "udp.payload"])
+            if int(p["udp.srcport"][0]) in ours[::2]]
+    payloads = [p[12:] for p in sent if p[0] == 0x80 and p[1] & 0x7F == 0]  # RTP v2, PCMU: the answering side's
+    assert len(payloads) > 200, len(sent)
+    clear = [abs(dominant_frequencies(g711_decode(0, p[:160]), 8000)[0] - OUR_TONE) < 25 for p in payloads if len(p) >= 160]
+    assert sum(clear) < 0.05 * len(clear), sum(clear)

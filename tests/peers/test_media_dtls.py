@@ -51,10 +51,10 @@ async def test_two_streams_key_srtp_by_dtls_and_hear_each_other(tmp_path: Path, 
         a.apply(MediaConfig(remote=("127.0.0.1", b.local_port), rtcp_mux=mux, dtls=DTLSConfig("server", fp(CERT_B), CERT_A)))
         await asyncio.sleep(1.5)
         # a re-INVITE with the same roles and fingerprints keeps the association (no new handshake)
-        received = a.report()["dtls"]["rtp"]["datagramsReceived"]
+        received = a.report()["dtls"]["rtp"]["datagrams_received"]
         a.apply(MediaConfig(remote=("127.0.0.1", b.local_port), rtcp_mux=mux, dtls=DTLSConfig("server", fp(CERT_B), CERT_A)))
         await asyncio.sleep(0.5)
-        assert a.report()["dtls"]["rtp"]["datagramsReceived"] == received and a.report()["dtls"]["rtp"]["state"] == "connected"
+        assert a.report()["dtls"]["rtp"]["datagrams_received"] == received and a.report()["dtls"]["rtp"]["state"] == "connected"
     finally:
         ra, rb = await a.close(), await b.close()
     components = {"rtp"} if mux else {"rtp", "rtcp"}
@@ -106,7 +106,7 @@ async def test_a_peer_that_never_answers_fails_the_handshake_in_time() -> None:
         await silent.close()
     dtls = report["dtls"]["rtp"]
     assert dtls["state"] == "failed" and dtls["error"] == "no DTLS handshake within 1.6 s"
-    assert dtls["datagramsSent"] >= 2  # the ClientHello and OpenSSL's retransmission after 1 s
+    assert dtls["datagrams_sent"] >= 2  # the ClientHello and OpenSSL's retransmission after 1 s
 
 
 def test_forged_records_before_the_handshake_are_dropped_not_fatal() -> None:

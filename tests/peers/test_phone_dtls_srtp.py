@@ -147,7 +147,7 @@ async def test_hold_and_resume_keep_the_dtls_association(pbx: KamailioPeer, tmp_
             await call.hangup()
             await bob.wait_event("CALL_CLOSED")
         assert after["dtls"]["rtp"]["state"] == "connected" and after["dtls"]["rtp"]["role"] == first["role"]
-        assert after["dtls"]["rtp"]["datagramsReceived"] == first["datagramsReceived"]  # no second handshake
+        assert after["dtls"]["rtp"]["datagrams_received"] == first["datagrams_received"]  # no second handshake
         assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] == 0
 
 
@@ -180,7 +180,7 @@ async def test_baresip_holds_and_resumes_us_on_the_same_association(pbx: Kamaili
         await call.hangup()
         await bob.wait_event("CALL_CLOSED")
     assert first["role"] == "client" and after["dtls"]["rtp"]["state"] == "connected"
-    assert after["dtls"]["rtp"]["datagramsSent"] == first["datagramsSent"]  # no second ClientHello
+    assert after["dtls"]["rtp"]["datagrams_sent"] == first["datagrams_sent"]  # no second ClientHello
     assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] <= 2
 
 

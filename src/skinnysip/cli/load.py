@@ -200,7 +200,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
          connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
          headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True,
-         event_loop: str = "auto") -> None:
+         event_loop: str = "auto", srtp: str = "off") -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -247,7 +247,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         message=text, local_ports=port_range(local_ports, "--local-ports"), user_script=script,
         rtp_ports=port_range(rtp_ports, "--rtp-ports"),
         source=source, tls_verify=not insecure, ca_file=ca_file,
-        codecs=comma_list(codecs), rate_increase=steps[0],
+        codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
         record_dir=record, ring=ring, register=register)
@@ -469,6 +469,9 @@ def _command(scenario: str, doc: str) -> click.Command:
             "with --processes N in DIR/0 … DIR/N-1); mind the disk on long runs.")
     @option("--codecs", metavar="LIST", help="Audio codecs calls offer and accept, in order, e.g. PCMA,PCMU "
             "[default: all available, wideband first].")
+    @option("--srtp", default="off", type=click.Choice(["off", "optional", "mandatory", "dtls"]),
+            help="Calls: SRTP with SDES keys (optional: RTP/AVP + a=crypto; mandatory: RTP/SAVP) or DTLS-SRTP "
+            "(dtls: UDP/TLS/RTP/SAVP, RFC 5764) [default: off].")
     @option("--csv", "csv_path", help="Per-interval statistics (SIPp -trace_stat columns).")
     @option("--trace-err", help="Write what failed attempts were (status, the request sent, the answer; the first "
             "20 an interval, 1000 in all), as SIPp -trace_err.")
@@ -508,7 +511,7 @@ def _command(scenario: str, doc: str) -> click.Command:
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
         text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, register: bool,
-        ring: float, record: str | None, codecs: str | None,
+        ring: float, record: str | None, codecs: str | None, srtp: str,
         csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
         processes: int,
@@ -522,7 +525,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports, headers, record, ring, register, event_loop)
+             rtp_ports, headers, record, ring, register, event_loop, srtp)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

@@ -340,6 +340,8 @@ class LoadConfig:
     index)``). ``source``: what calls send (``tone:440``, ``silence``, ``echo``, a WAV).
     ``codecs``: the audio codecs calls offer and accept, by name in preference order
     (:attr:`~skinnysip.phone.sip_phone.SIPAccount.codecs`; None: every one available).
+    ``srtp``: the calls' media protection, as :attr:`~skinnysip.phone.sip_phone.SIPAccount.srtp`
+    (``off``, ``optional``, ``mandatory``: SDES; ``dtls``: DTLS-SRTP).
     ``t1``: RFC 3261 T1. ``index_start``/``index_step``: the attempt indexes this runner
     uses (``start + k·step``; a distributed run's workers interleave them).
 
@@ -414,6 +416,7 @@ class LoadConfig:
     user_script: str | None = None
     source: str = "tone:440"
     codecs: tuple[str, ...] | None = None
+    srtp: str = "off"
     tls_verify: bool = True
     ca_file: str | None = None
     t1: float = 0.5
@@ -499,6 +502,10 @@ class LoadConfig:
                 from skinnysip.rtp.codecs import payload_types
 
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
+        if self.srtp not in ("off", "optional", "mandatory", "dtls"):
+            raise ValueError(f"srtp {self.srtp!r}: off, optional, mandatory or dtls")
+        if self.srtp != "off" and self.scenario not in ("call", "user", "answer"):
+            raise ValueError("srtp: for the calls of call, user and answer (--srtp)")
         for name, value in self.headers:
             check_header_field(name, value)
         self._check_fields()

@@ -394,9 +394,9 @@ class DTLSAssociation:
         self.error = why
 
     def report(self) -> dict[str, Any]:
-        """``{"role", "state", "profile", "error", "datagramsSent", "datagramsReceived"}``."""
+        """``{"role", "state", "profile", "error", "datagrams_sent", "datagrams_received"}``."""
         return {"role": self.role, "state": self.state, "profile": self.profile, "error": self.error,
-                "datagramsSent": self.datagrams_sent, "datagramsReceived": self.datagrams_received}
+                "datagrams_sent": self.datagrams_sent, "datagrams_received": self.datagrams_received}
 
 
 def _describe(exc: Exception) -> str:

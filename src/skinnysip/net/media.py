@@ -1099,10 +1099,13 @@ class MediaStream:
         self._dtls_setup = None
 
     def _dtls_target(self, component: str) -> Address | None:
+        """Where a component's DTLS goes: the SDP's address, or where the peer's DTLS came from
+        when the stream latches and would latch to it (a peer behind a NAT; as RTP does)."""
+        configured = self.config.remote if component == "rtp" else self.config.rtcp_target
         peer = self._dtls_peer.get(component)
-        if peer is not None:
+        if peer is not None and (peer == configured or (self.latch and self._latch_decision(peer, configured))):
             return peer
-        return self.config.remote if component == "rtp" else self.config.rtcp_target
+        return configured
 
     def _dtls_send(self, component: str, datagrams: list[bytes]) -> None:
         target = self._dtls_target(component)
@@ -1825,8 +1828,8 @@ class MediaStream:
              "quality": {"r", "mos", "delay_ms"} | None,   # None until audio was received
              "rtcp": {"sent", "received", "parse_errors"},
              "srtp": {"suite", "auth_failures", "replays", "protect_errors"} | None,  # None: plain RTP
-             "dtls": {"rtp": {"role", "state", "profile", "error", "datagramsSent",
-                              "datagramsReceived"}, "rtcp": {...}} | None,  # None: no DTLS-SRTP
+             "dtls": {"rtp": {"role", "state", "profile", "error", "datagrams_sent",
+                              "datagrams_received"}, "rtcp": {...}} | None,  # None: no DTLS-SRTP
              "unkeyed": int,  # packets neither sent nor played for want of DTLS keys
              "errors": {"socket", "callback", "recording": str | None},  # why a recording stopped
              "capture": {"packets", "dropped"},  # the PacketLog: datagrams kept / left out of a pcap
