@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_phone_baresip import share_of
 
-from skinnysip.net.dtls import SRTP_PROFILES, Certificate, DTLSAssociation
+from skinnysip.net.dtls import EARLY_RESENDS, SRTP_PROFILES, Certificate, DTLSAssociation
 from skinnysip.net.media import DTLSConfig, MediaConfig, MediaStream
 from skinnysip.rtp.tones import ToneSource
 
@@ -147,3 +148,25 @@ def test_bad_arguments_are_value_errors() -> None:
                     dtls=DTLSConfig("client", fp(CERT_A))).validate()
     with pytest.raises(ValueError, match="sha-256"):
         CERT_A.fingerprint("md5")
+
+
+def test_a_client_sends_its_clienthello_again_early_while_nothing_came_back() -> None:
+    """A ClientHello lost to an offerer that was not ready for it (baresip 1.0 drops one that
+    beats our 200 to it) is sent again after 0.1 s, not after OpenSSL's 1 s; the duplicate is
+    harmless to the server, and the early resends stop once anything came back."""
+    client = DTLSAssociation("client", fp(CERT_B), CERT_A)
+    first = client.start()
+    assert first and client.timeout() is not None and client.timeout() <= EARLY_RESENDS[0]  # type: ignore[operator]
+    time.sleep(EARLY_RESENDS[0])
+    again = client.handle_timeout()
+    assert again == first
+    server = DTLSAssociation("server", fp(CERT_A), CERT_B)
+    flight = server.datagram_received(first[0])
+    assert flight and server.datagram_received(again[0]) in ([], flight)  # a duplicate: at most the same flight
+    out = [d for x in flight for d in client.datagram_received(x)]
+    time.sleep(EARLY_RESENDS[1])
+    assert client.handle_timeout() == []  # the server answered: no more early resends
+    for _ in range(4):
+        back = [d for x in out for d in server.datagram_received(x)]
+        out = [d for x in back for d in client.datagram_received(x)]
+    assert client.state == server.state == "connected"

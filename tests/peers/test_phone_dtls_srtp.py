@@ -94,7 +94,9 @@ async def test_we_call_baresip_over_dtls_srtp_and_the_wire_shows_it(pbx: Kamaili
         assert dtls is not None and set(dtls) == {"rtp", "rtcp"}  # no rtcp-mux: an association each
         assert {d["profile"] for d in dtls.values()} == {"SRTP_AES128_CM_SHA1_80"}
         assert all(d["error"] is None for d in dtls.values())
-        assert report["srtp"]["suite"] == "AES_CM_128_HMAC_SHA1_80" and report["srtp"]["auth_failures"] == 0
+        # baresip sends one plain RTCP APP "PINGPONG" (16 octets, no SRTCP trailer) to our RTCP
+        # port: it fails authentication, is counted and dropped; everything else authenticates
+        assert report["srtp"]["suite"] == "AES_CM_128_HMAC_SHA1_80" and report["srtp"]["auth_failures"] <= 1
         assert report["received"]["packets"] > 100 and report["rtcp"]["received"] >= 1  # SRTCP both ways
         heard_each_other(report, bob)
         check_wire(cap, call, pbx.udp_port, "SRTP_AES128_CM_SHA1_80")
@@ -148,7 +150,7 @@ async def test_hold_and_resume_keep_the_dtls_association(pbx: KamailioPeer, tmp_
             await bob.wait_event("CALL_CLOSED")
         assert after["dtls"]["rtp"]["state"] == "connected" and after["dtls"]["rtp"]["role"] == first["role"]
         assert after["dtls"]["rtp"]["datagrams_received"] == first["datagrams_received"]  # no second handshake
-        assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] == 0
+        assert after["received"]["packets"] - before > 80 and after["srtp"]["auth_failures"] <= 1  # its RTCP PING
 
 
 async def test_baresip_holds_and_resumes_us_on_the_same_association(pbx: KamailioPeer, tmp_path: Path) -> None:

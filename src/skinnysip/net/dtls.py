@@ -53,6 +53,11 @@ HANDSHAKE_TIMEOUT = 20.0
 #: Largest datagram we send: DTLS records are packed into datagrams up to this size (a
 #: certificate flight of ours is well below it; RFC 6347 §4.1.1 allows several records in one).
 MAX_DATAGRAM = 1200
+#: Seconds after the first at which a client sends its first flight (the ClientHello) again
+#: while nothing has come back, before OpenSSL's own 1 s timer: an offerer may drop a
+#: ClientHello that reaches it before the SDP answer does (baresip 1.0 does), and a second
+#: lost here would cost a second of audio. WebRTC stacks start their timer at 50 ms.
+EARLY_RESENDS = (0.1, 0.3, 0.6)
 #: Octets of received DTLS we accept before the handshake ends (a bound on OpenSSL's input).
 MAX_HANDSHAKE_INPUT = 64 * 1024
 
@@ -232,6 +237,8 @@ class DTLSAssociation:
         self.datagrams_sent = 0
         self._input = 0
         self._started = time.monotonic()
+        self._first_flight: list[bytes] = []
+        self._early: list[float] = []  # when to send the first flight again (monotonic)
         self._SSL = SSL
         ctx = SSL.Context(SSL.DTLS_METHOD)
         ctx.set_min_proto_version(_DTLS1_2_VERSION)
@@ -257,12 +264,17 @@ class DTLSAssociation:
         """The first flight: a client's ClientHello; nothing for a server (it waits)."""
         if self.role == "client" and self.state == "handshaking":
             self._handshake()
+            self._first_flight = self._pending()
+            now = time.monotonic()
+            self._early = [now + delay for delay in EARLY_RESENDS]
+            return list(self._first_flight)
         return self._pending()
 
     def datagram_received(self, data: bytes) -> list[bytes]:
         """Feed one received DTLS datagram; the datagrams to send back (a flight, or a
         retransmission OpenSSL decided on)."""
         self.datagrams_received += 1
+        self._early = []  # the peer heard us: OpenSSL's timer alone from now on
         if self.state in ("failed", "closed"):
             return []
         if not is_dtls(data) or len(data) < _RECORD_HEADER or data[0] not in _ACCEPTED[self.state]:
@@ -291,16 +303,23 @@ class DTLSAssociation:
             timer = self._conn.DTLSv1_get_timeout()
         except self._SSL.Error:
             timer = None
-        return max(0.0, min(left, timer) if timer is not None else left)
+        due = [left] + ([timer] if timer is not None else []) + \
+            ([self._early[0] - time.monotonic()] if self._early else [])
+        return max(0.0, min(due))
 
     def handle_timeout(self) -> list[bytes]:
         """Run the retransmission timer; the datagrams to resend. After
         :data:`HANDSHAKE_TIMEOUT` the association fails."""
         if self.state != "handshaking":
             return []
-        if time.monotonic() - self._started >= self.handshake_timeout:
+        now = time.monotonic()
+        if now - self._started >= self.handshake_timeout:
             self._fail(f"no DTLS handshake within {self.handshake_timeout:g} s")
             return []
+        if self._early and now >= self._early[0]:
+            del self._early[0]
+            self.datagrams_sent += len(self._first_flight)
+            return list(self._first_flight)
         try:
             self._conn.DTLSv1_handle_timeout()
         except self._SSL.Error as exc:
