@@ -109,8 +109,10 @@ async def test_bye_when_the_refresher_stays_silent() -> None:
         assert (call.end_reason or "").startswith("session expired"), call.end_reason
         ok = next(t for t, raw in sent(call, "200 OK") if "CSeq: 1 INVITE" in raw)
         assert "Session-Expires: 6;refresher=uac" in sent(call, "200 OK")[0][1]
-        bye = sent(call, "BYE")[0][0]
+        bye, raw = sent(call, "BYE")[0]
         assert 3.7 <= bye - ok <= 4.6, bye - ok
+        # the BYE says why (RFC 3326): no refresh came in time
+        assert 'Reason: SIP;cause=408;text="session expired: no refresh within 6 s' in raw, raw
 
 
 async def test_422_is_retried_once_with_the_larger_interval() -> None:

@@ -241,6 +241,29 @@ async def test_offerless_invite_is_answered_with_an_offer() -> None:
         assert CallState.CONFIRMED in states and states[-1] is CallState.TERMINATED
 
 
+@pytest.mark.parametrize("srtp", ["mandatory", "dtls"])
+async def test_an_ack_answer_that_refuses_srtp_ends_the_call_with_a_reason(srtp: str) -> None:
+    """An offerless INVITE: our 200 offers SRTP (RTP/SAVP with a=crypto, or DTLS-SRTP), the
+    ACK answers plain RTP/AVP. There is no media we may send (the call fails as RFC 4568
+    §7.1.2 / RFC 5763 want), so we BYE at once, and the BYE says why: ``Reason: SIP;cause=488``
+    with the text (RFC 3326) — SIPp checks the header on the wire. (Before, the refusal in
+    the ACK was ignored and the call stayed up without media.)"""
+    port = free_port(socket.SOCK_DGRAM)
+    check = ('  <recv request="BYE"><action><ereg regexp="SIP;cause=488;text=.the far end refused SRTP" '
+             'search_in="hdr" header="Reason:" check_it="true" assign_to="r"/></action></recv>\n'
+             '  <Reference variables="r"/>\n')
+    xml = (HEAD.format(name="ack-refuses-srtp") + uac_invite(port, body=NO_BODY) + recv("180", True)
+           + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True, body=SDP)
+           + check + response("200 OK", tag="") + TAIL)
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0, srtp=srtp)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        events = await _events(phone)
+        calls = [e.call for e in events if isinstance(e, CallStateChanged)]
+        assert calls and calls[-1].end_reason is not None
+        assert calls[-1].end_reason.startswith("the far end refused SRTP"), calls[-1].end_reason
+
+
 async def test_reinvite_glare_491_is_retried() -> None:
     """§14.1: our re-INVITE (hold) gets 491 Request Pending; we retry after 2.1-4 s (we own
     the Call-ID) and the second one is accepted."""

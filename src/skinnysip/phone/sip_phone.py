@@ -84,7 +84,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
-from skinnysip.sip.reason import completed_elsewhere, describe, parse_reasons
+from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_reasons
 from skinnysip.sip.request import (
     build_cancel,
     min_expires_retry,
@@ -986,7 +986,7 @@ class SIPPhone(Phone):
         certificate that does not match its fingerprint)."""
         if association.state == "failed" and call.state is not CallState.TERMINATED:
             self.emit(ErrorEvent(f"call {call.id}: DTLS-SRTP on {component} failed: {association.error}"))
-            self._spawn(self._bye(call, reason=f"DTLS-SRTP failed: {association.error}"))
+            self._spawn(self._bye(call, reason=f"DTLS-SRTP failed: {association.error}", cause=488))
 
     def _offer(self, call: SIPCall, direction: str) -> SessionDescription:
         """Our offer (a new call's, a re-INVITE's, or the one in the 200 to an offerless
@@ -1235,12 +1235,13 @@ class SIPPhone(Phone):
                 session = negotiate(call.offer, SessionDescription.parse(response.body))
             except (SDPParseError, ValueError) as exc:
                 self._set_state(call, CallState.CONFIRMED, response.summary)
-                await self._bye(call, reason=str(exc) if isinstance(exc, SRTPRefused) else f"bad SDP answer: {exc}")
+                await self._bye(call, reason=str(exc) if isinstance(exc, SRTPRefused) else f"bad SDP answer: {exc}",
+                                cause=488)
                 return
             refused = self._media_refusal(session)
             if refused is not None:  # the answer aims our RTP where the policy forbids: hang up
                 self._set_state(call, CallState.CONFIRMED, response.summary)
-                await self._bye(call, reason=refused)
+                await self._bye(call, reason=refused, cause=488)
                 return
             call.audio = session
             self._apply_media(call)
@@ -1478,16 +1479,20 @@ class SIPPhone(Phone):
 
     def _acked(self, call: SIPCall, ack: Request) -> None:
         if ack.body and call.offer is not None and call.audio is None:
-            with contextlib.suppress(SDPParseError, ValueError):
+            refused: str | None
+            try:
                 session = negotiate(call.offer, SessionDescription.parse(ack.body))
-                refused = self._media_refusal(session)
-                if refused is not None:  # the answer in the ACK aims RTP where the policy forbids
-                    if call.state is CallState.INCOMING:
-                        self._set_state(call, CallState.CONFIRMED, "ACK")
-                    self._spawn(self._bye(call, refused))
-                    return
-                call.audio = session
-                self._apply_media(call)
+            except (SDPParseError, ValueError) as exc:  # no media we may send: BYE, saying why
+                refused = str(exc) if isinstance(exc, SRTPRefused) else f"bad SDP answer in the ACK: {exc}"
+            else:
+                refused = self._media_refusal(session)  # the answer aims RTP where the policy forbids
+            if refused is not None:
+                if call.state is CallState.INCOMING:
+                    self._set_state(call, CallState.CONFIRMED, "ACK")
+                self._spawn(self._bye(call, refused, cause=488))
+                return
+            call.audio = session
+            self._apply_media(call)
         if call.state is CallState.INCOMING:
             self._set_state(call, CallState.CONFIRMED, "ACK")
             if call.replaces is not None:
@@ -1522,11 +1527,15 @@ class SIPPhone(Phone):
             call.dialog.local_cseq = max(call.dialog.local_cseq or 0, outcome.request.cseq[0])
         return outcome.response
 
-    async def _bye(self, call: SIPCall, reason: str = "BYE sent") -> None:
+    async def _bye(self, call: SIPCall, reason: str = "BYE sent", cause: int | None = None) -> None:
+        """End ``call`` with a BYE (``reason``: its end reason here). ``cause``: a SIP status
+        code that says why we hang up when it is a failure — the BYE then carries ``Reason:
+        SIP;cause=<cause>;text="<reason>"`` (RFC 3326 §2), so the far end and its CDRs see it."""
         if call.dialog is None or call.flow is None:
             await self._end(call, reason)
             return
-        request = self._in_dialog(call, "BYE")
+        headers = [("Reason", Reason("SIP", cause, reason[:120]).header_value())] if cause is not None else None
+        request = self._in_dialog(call, "BYE", headers=headers)
         await self._end(call, reason)
         with contextlib.suppress(SIPTransportError, ValueError):
             await self._transact(call, request)
@@ -1676,7 +1685,7 @@ class SIPPhone(Phone):
         if not we_refresh:
             await asyncio.sleep(interval - min(32.0, interval / 3))
             if call.state is not CallState.TERMINATED:
-                await self._bye(call, f"session expired: no refresh within {interval} s (RFC 4028 §10)")
+                await self._bye(call, f"session expired: no refresh within {interval} s (RFC 4028 §10)", cause=408)
             return
         await asyncio.sleep(interval / 2)
         for _ in range(40):  # a re-INVITE of ours in progress refreshes the session itself
@@ -1689,7 +1698,7 @@ class SIPPhone(Phone):
             await self._reinvite(call, "sendonly" if call.local_hold else "sendrecv", refresh=True)
         except PhoneError as exc:
             if call.state is not CallState.TERMINATED:
-                await self._bye(call, f"session refresh failed: {exc.reason} (RFC 4028 §10)")
+                await self._bye(call, f"session refresh failed: {exc.reason} (RFC 4028 §10)", cause=408)
 
     def _reack(self, event: Any, ack: Request, call: SIPCall) -> None:
         if isinstance(event, ResponseReceived) and 200 <= event.response.status_code < 300 and call.flow:
@@ -1807,7 +1816,7 @@ class SIPPhone(Phone):
                 call = next((c for c in self.calls if isinstance(c, SIPCall) and c.invite_tx is event.transaction),
                             None)
                 if call is not None and call.state is not CallState.CONFIRMED:
-                    self._spawn(self._bye(call, "no ACK for our 200 (RFC 3261 §13.3.1.4)"))
+                    self._spawn(self._bye(call, "no ACK for our 200 (RFC 3261 §13.3.1.4)", cause=408))
             return True
         if not isinstance(event, RequestReceived):
             return False
