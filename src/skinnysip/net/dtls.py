@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["Certificate", "DTLSAssociation", "DTLSError", "FINGERPRINT_HASHES", "HANDSHAKE_TIMEOUT",
-           "SRTP_PROFILES", "default_certificate", "fingerprint_matches", "is_dtls"]
+__all__ = ["Certificate", "DTLSAssociation", "EARLY_RESENDS", "FINGERPRINT_HASHES", "HANDSHAKE_TIMEOUT",
+           "SRTP_PROFILES", "SRTPKeys", "default_certificate", "fingerprint_matches", "is_dtls"]
 
 #: SRTP protection profiles we offer in ``use_srtp`` (RFC 5764 §4.1.2, RFC 7714 §14.2), in our
 #: order of preference, each → (our SDES suite name for libsrtp, master key octets, master
@@ -67,11 +67,6 @@ _DTLS1_2_VERSION = 0xFEFD  # OpenSSL's DTLS1_2_VERSION (pyOpenSSL does not name 
 #: data before the handshake ends (DTLS-SRTP has none, and OpenSSL would fail on it)
 _ACCEPTED = {"handshaking": (20, 21, 22), "connected": (21, 22, 23)}
 _RECORD_HEADER = 13  # DTLS record: type, version (2), epoch (2), sequence (6), length (2)
-
-
-class DTLSError(Exception):
-    """The DTLS association failed: handshake error, timeout or a certificate that does not
-    match the SDP fingerprint. The message says which."""
 
 
 def is_dtls(data: bytes) -> bool:
@@ -274,7 +269,6 @@ class DTLSAssociation:
         """Feed one received DTLS datagram; the datagrams to send back (a flight, or a
         retransmission OpenSSL decided on)."""
         self.datagrams_received += 1
-        self._early = []  # the peer heard us: OpenSSL's timer alone from now on
         if self.state in ("failed", "closed"):
             return []
         if not is_dtls(data) or len(data) < _RECORD_HEADER or data[0] not in _ACCEPTED[self.state]:
@@ -282,6 +276,7 @@ class DTLSAssociation:
             # (RFC 6347 §4.1.2.7: invalid records SHOULD be discarded silently)
             self.bad_datagrams += 1
             return []
+        self._early = []  # the peer heard us: OpenSSL's timer alone from now on
         if self.state == "handshaking":
             self._input += len(data)
             if self._input > MAX_HANDSHAKE_INPUT:
@@ -308,8 +303,8 @@ class DTLSAssociation:
         return max(0.0, min(due))
 
     def handle_timeout(self) -> list[bytes]:
-        """Run the retransmission timer; the datagrams to resend. After
-        :data:`HANDSHAKE_TIMEOUT` the association fails."""
+        """Run the retransmission timer (ours for the first flight, :data:`EARLY_RESENDS`, then
+        OpenSSL's); the datagrams to resend. After ``handshake_timeout`` the association fails."""
         if self.state != "handshaking":
             return []
         now = time.monotonic()

@@ -416,6 +416,7 @@ class SIPCall(Call):
         self.replaces: SIPCall | None = None  # RFC 3891: the call this incoming call replaces
         self.rseq: int | None = None  # RFC 3262: the RSeq of our reliable 180 awaiting its PRACK
         self._rel_task: asyncio.Task[None] | None = None
+        self.dtls_failed = False  # a DTLS-SRTP association of the call failed (it is being ended)
 
     # -- record ----------------------------------------------------------------------------
     @property
@@ -984,7 +985,8 @@ class SIPPhone(Phone):
         """A call's DTLS association connected (its media report's ``dtls`` says so) or failed:
         an :class:`ErrorEvent`, and the call ends (no SRTP keys, no media; RFC 5763 §6.6 for a
         certificate that does not match its fingerprint)."""
-        if association.state == "failed" and call.state is not CallState.TERMINATED:
+        if association.state == "failed" and call.state is not CallState.TERMINATED and not call.dtls_failed:
+            call.dtls_failed = True  # one BYE: RTP's and RTCP's associations may both fail
             self.emit(ErrorEvent(f"call {call.id}: DTLS-SRTP on {component} failed: {association.error}"))
             self._spawn(self._bye(call, reason=f"DTLS-SRTP failed: {association.error}", cause=488))
 
