@@ -58,6 +58,9 @@ __all__ = [
     "answer_setup",
     "fingerprints",
     "setup_of",
+    "ice_credentials",
+    "with_ice_lite",
+    "host_priority",
 ]
 
 
@@ -484,6 +487,53 @@ def setup_of(sd: SessionDescription, m: MediaDescription) -> str | None:
     return value if value in SETUP_VALUES else None
 
 
+def host_priority(component: int, local_preference: int = 65535) -> int:
+    """A host candidate's priority (RFC 8445 §5.1.2.1): 2^24·126 (the recommended type
+    preference of a host candidate, §5.1.2.2) + 2^8·``local_preference`` + (256 −
+    ``component``); component 1 is RTP, 2 RTCP."""
+    return (126 << 24) + (local_preference << 8) + (256 - component)
+
+
+_ICE_UFRAG_RE = re.compile(r"[A-Za-z0-9+/]{4,256}")
+_ICE_PWD_RE = re.compile(r"[A-Za-z0-9+/]{22,256}")
+
+
+def ice_credentials(sd: SessionDescription, m: MediaDescription) -> tuple[str, str] | None:
+    """Stream ``m``'s ICE short-term credentials, (``a=ice-ufrag``, ``a=ice-pwd``), each from
+    the media or else the session level (RFC 8839 §5.4); None when either is missing or not
+    ice-chars of the allowed length (ufrag 4..256, pwd 22..256)."""
+    def value(name: str) -> str | None:
+        found = m.attribute(name)
+        if found is None:
+            found = next((v for n, v in sd.attributes if n == name and v), None)
+        return found.strip() if found is not None else None
+
+    ufrag, pwd = value("ice-ufrag"), value("ice-pwd")
+    if ufrag is None or pwd is None or not _ICE_UFRAG_RE.fullmatch(ufrag) or not _ICE_PWD_RE.fullmatch(pwd):
+        return None
+    return ufrag, pwd
+
+
+def with_ice_lite(sd: SessionDescription, credentials: tuple[str, str],
+                  candidates: Sequence[tuple[int, str, int]]) -> SessionDescription:
+    """``sd`` as an ICE lite agent's SDP (RFC 8445 §2.5, RFC 8839 §5): ``a=ice-lite`` at
+    session level, and on its first audio stream with a port ``a=ice-ufrag``/``a=ice-pwd``
+    (``credentials``) and one host ``a=candidate`` per (component, address, port) of
+    ``candidates`` (1 RTP, 2 RTCP), foundation 1, priority by RFC 8445 §5.1.2.1. Changes
+    and returns ``sd``."""
+    line = next((m for m in sd.media if m.media == "audio" and m.port != 0), None)
+    if line is None:
+        return sd
+    if ("ice-lite", None) not in sd.attributes:
+        sd.attributes.append(("ice-lite", None))
+    ufrag, pwd = credentials
+    extra: list[tuple[str, str | None]] = [("ice-ufrag", ufrag), ("ice-pwd", pwd)]
+    for component, address, port in candidates:
+        extra.append(("candidate", f"1 {component} UDP {host_priority(component)} {address} {port} typ host"))
+    line.attributes.extend(extra)
+    return sd
+
+
 def answer_setup(offered: str | None, role: str | None = None) -> str | None:
     """Our ``a=setup`` in an answer to an offered one (RFC 8842 §5.2/§5.3, RFC 5763 §5):
     ``actpass`` → ``active`` (RECOMMENDED: the handshake starts with the answer) unless we
@@ -721,7 +771,8 @@ class AudioSession:
     the peer's (we unprotect with it); all three None = plain RTP. DTLS-SRTP (RFC 5763):
     ``dtls_role`` ``"client"`` (our ``a=setup:active``) or ``"server"`` (``passive``), None when
     the keys do not come from DTLS; ``dtls_fingerprints`` the peer's ``a=fingerprint`` values
-    (:func:`fingerprints`), which its certificate must match.
+    (:func:`fingerprints`), which its certificate must match. ``ice_remote``: the peer's ICE
+    credentials (:func:`ice_credentials`), None when its SDP has none.
     """
 
     remote: tuple[str, int] | None
@@ -742,6 +793,7 @@ class AudioSession:
     refusal_code: int | None = None
     dtls_role: str | None = None
     dtls_fingerprints: tuple[tuple[str, str], ...] = ()
+    ice_remote: tuple[str, str] | None = None
 
 
 def _audio(sd: SessionDescription) -> MediaDescription | None:
@@ -980,6 +1032,7 @@ def audio_answer(
     if is_dtls:
         session.dtls_role = "client" if setup == "active" else "server"
         session.dtls_fingerprints = their_fingerprints
+    session.ice_remote = ice_credentials(offer, m)
     return answer, session
 
 
@@ -1132,4 +1185,5 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> AudioSes
         session.srtp_suite, session.srtp_local_key, session.srtp_remote_key = keys
     if dtls is not None:
         session.dtls_role, session.dtls_fingerprints = dtls
+    session.ice_remote = ice_credentials(answer, m)
     return session

@@ -34,8 +34,9 @@ from skinnysip.rtp.tones import sine
 # codecs) must be loaded before it.
 MODULES = ["stdio", "menu", "srtp", "dtls_srtp", "g711", "aufile", "sndfile", "aubridge", "ctrl_tcp", "contact", "account"]
 #: optional codec modules a test may ask for (baresip 1.0: ``g722.so``, ``opus.so``); without them
-#: baresip speaks G.711 only, as the tests written before them expect
-CODEC_MODULES = ("g722", "opus")
+#: baresip speaks G.711 only, as the tests written before them expect; and ``ice`` (its full ICE
+#: agent, used by an account with ``medianat=ice``)
+CODEC_MODULES = ("g722", "opus", "ice")
 
 
 def write_tone_wav(path: Path, freq: float, seconds: float = 200.0, rate: int = 8000, channels: int = 1) -> Path:

@@ -234,3 +234,34 @@ async def test_a_certificate_that_does_not_match_its_fingerprint_ends_the_call(p
         assert await theirs.wait_ended(10)
         assert theirs.remote_reason is not None and theirs.remote_reason.startswith("SIP cause 488 (DTLS-SRTP failed: "), \
             theirs.remote_reason
+
+
+async def test_baresips_full_ice_agent_checks_and_nominates_us_as_ice_lite(pbx: KamailioPeer, tmp_path: Path) -> None:
+    """baresip with its ``ice`` module (``medianat=ice``: a full ICE agent) calls us with
+    DTLS-SRTP; with ``ice=True`` we answer as an ICE lite agent (RFC 8445 §2.5), so baresip
+    controls: it sends connectivity checks to our host candidates, we answer them, it
+    nominates, and media and DTLS run over that pair."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
+                       extra_account="mediaenc=dtls_srtp;medianat=ice", codec_modules=("ice",)) as bob, \
+            SIPPhone(account(pbx, "alice", srtp="optional", ice=True, auto_answer=0.2,
+                             record_dir=str(tmp_path))) as phone:
+        await registered(pbx, "bob")
+        await registered(pbx, "alice")
+        await bob.command("dial", f"sip:alice@{pbx.realm}")
+        call = await incoming(phone)
+        assert await call.wait_connected(10), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+        offer = call.remote_offer
+        assert offer is not None and offer.media[0].attribute_values("candidate"), offer.to_bytes()
+        assert call.local_sdp is not None and ("ice-lite", None) in call.local_sdp.attributes
+        await asyncio.sleep(3)
+        await bob.command("hangup")
+        assert await call.wait_ended(10)
+        report = call.media_report()
+        assert report is not None
+        ice = report["ice"]
+        assert ice is not None and set(ice) == {"rtp", "rtcp"}, ice  # no rtcp-mux: a check per component
+        for component in ice.values():
+            assert component["answered"] >= 1 and component["refused"] == 0 and component["nominations"] >= 1, ice
+        assert report["dtls"]["rtp"]["error"] is None
+        heard_each_other(report, bob)

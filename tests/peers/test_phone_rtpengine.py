@@ -226,3 +226,38 @@ async def test_our_dtls_srtp_call_reaches_a_plain_callee_through_rtpengine(relay
             assert all(d["error"] is None and d["profile"] for d in report["dtls"].values()), report["dtls"]
             assert report["srtp"]["auth_failures"] == 0
             heard_each_other(report, bob)
+
+
+@pytest.mark.parametrize("flags", ["ICE=force rtcp-mux-offer", "ICE=force rtcp-mux-offer UDP/TLS/RTP/SAVP"])
+async def test_as_an_ice_lite_agent_rtpengine_checks_and_nominates_us(relay: RtpenginePeer, tmp_path: Path,
+                                                                     flags: str) -> None:
+    """``ice=True``: rtpengine offers us ICE (and, second, DTLS-SRTP too: a WebRTC-style leg);
+    we answer as an ICE lite agent (RFC 8445 §2.5: ``a=ice-lite``, our credentials, a host
+    candidate), so rtpengine, the full and controlling agent, sends its connectivity checks to
+    our media port; we answer them (MESSAGE-INTEGRITY with our password) and it nominates
+    (USE-CANDIDATE). Audio both ways (and the DTLS handshake) run over the nominated pair."""
+    with kamailio(pbx=True, rtpengine=(relay.ng_socket, flags, "")) as pbx:
+        async with bob_peer(pbx) as bob, \
+                SIPPhone(account(pbx, "alice", auto_answer=0.2, ice=True, srtp="optional",
+                                 record_dir=str(tmp_path))) as phone:
+            call = await bob_calls(pbx, bob, phone)
+            assert call.remote_offer is not None and call.local_sdp is not None
+            answer = call.local_sdp
+            assert ("ice-lite", None) in answer.attributes
+            line = answer.media[0]
+            assert line.attribute("ice-ufrag") and line.attribute("ice-pwd") and line.attribute("rtcp-mux") == ""
+            assert call.media is not None
+            assert line.attribute_values("candidate") == [
+                f"1 1 UDP 2130706431 {call.media.local_ip} {call.media.local_port} typ host"]  # muxed: RTP only
+            await asyncio.sleep(3)
+            report = call.media.report()
+            await bob.command("hangup")
+            assert await call.wait_ended(10)
+            ice = report["ice"]
+            assert ice is not None and set(ice) == {"rtp"}, ice
+            assert ice["rtp"]["answered"] >= 1 and ice["rtp"]["refused"] == 0, ice
+            assert ice["rtp"]["nominations"] >= 1 and ice["rtp"]["nominated"] is not None, ice
+            assert relay.relays(ice["rtp"]["nominated"][1]), ice  # the pair ends at rtpengine's port
+            if "UDP/TLS" in flags:
+                assert report["dtls"] is not None and report["dtls"]["rtp"]["error"] is None, report["dtls"]
+            heard_each_other(call.media_report() or report, bob)

@@ -234,6 +234,9 @@ class SIPPhoneBody(_Body):
     ring_timeout: int = Field(int(RING_TIMEOUT * 1000), ge=1000, le=3600000,
                               description="ms an incoming call rings unanswered before it is refused 480 (an "
                               "INVITE's own Expires ends it sooner, 487).")
+    ice: bool = Field(False, description="Be an ICE lite agent (RFC 8445 §2.5): ICE credentials and host "
+                      "candidates in the phone's SDP, the far end's connectivity checks answered, media where it "
+                      "nominates.")
     mwi: bool = Field(False, description="Subscribe to the mailbox's message-waiting state (SUBSCRIBE "
                       "message-summary, RFC 3842, refreshed); its NOTIFYs are messageWaiting events.")
     stun_server: str | None = Field(None, max_length=300, description="host[:port] of a STUN server outside "
@@ -302,7 +305,7 @@ class SIPPhoneBody(_Body):
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
                           ring_timeout=self.ring_timeout / 1000,
-                          stun_server=self.stun_server, mwi=self.mwi,
+                          stun_server=self.stun_server, ice=self.ice, mwi=self.mwi,
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           srtp=self.srtp, srtp_suites=tuple(self.srtp_suites) if self.srtp_suites else None,
                           timeout=self.timeout / 1000,

@@ -139,6 +139,8 @@ class PhoneCommand(Command):
 @option("--stun", "stun_server", metavar="HOST[:PORT]",
         help="STUN server outside your NAT: each call's SDP gives the address it sees the RTP socket at "
              "(RFC 8489; port 3478 by default; SIP).")
+@option("--ice", is_flag=True, help="Be an ICE lite agent (RFC 8445 §2.5): ICE credentials and host candidates "
+        "in our SDP, the far end's connectivity checks answered, media where it nominates (SIP).")
 @option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
         "message-summary, RFC 3842, refreshed; SIP).")
 @option("--call", help="Place one call to TARGET.")
@@ -165,7 +167,7 @@ def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
-    auto_answer: float | None, ring_timeout: float, stun_server: str | None, mwi: bool,
+    auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, mwi: bool,
     call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
@@ -233,7 +235,7 @@ def phone_cmd(
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
-                         stun_server=stun_server, mwi=mwi, source=play or f"tone:{tone}",
+                         stun_server=stun_server, ice=ice, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites)
         acc.uri()

@@ -72,6 +72,7 @@ import pylibsrtp
 
 from skinnysip.net import realtime
 from skinnysip.net.dtls import HANDSHAKE_TIMEOUT, DTLSAssociation, is_dtls
+from skinnysip.net.ice import ICECredentials, ICELiteResponder
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
 from skinnysip.net.stun import BindingClient
 from skinnysip.net.trace import wire_time
@@ -102,7 +103,7 @@ from skinnysip.sdp import SRTP_KEY_LENGTHS
 if TYPE_CHECKING:
     from skinnysip.sdp import AudioSession
 
-__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "DTLSConfig", "SRTPContext", "DIRECTIONS", "check_port_range",
+__all__ = ["AudioTap", "MediaConfig", "MediaPacket", "MediaStream", "PacketLog", "PushSource", "ReceivedDTMF", "SRTPConfig", "DTLSConfig", "ICEConfig", "SRTPContext", "DIRECTIONS", "check_port_range",
            "MAX_CALL_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -347,6 +348,17 @@ class DTLSConfig:
             raise ValueError(f"dtls handshake_timeout {self.handshake_timeout} s: within 0..120 s")
 
 
+@dataclass(frozen=True)
+class ICEConfig:
+    """ICE lite on one stream (RFC 8445 §2.5; :mod:`skinnysip.net.ice`): ``local`` our
+    credentials (in our SDP), ``remote_ufrag`` the peer's ``a=ice-ufrag`` (None: not checked).
+    The stream answers the peer's connectivity checks on its RTP and RTCP ports and sends
+    media where the peer nominated (``USE-CANDIDATE``)."""
+
+    local: ICECredentials
+    remote_ufrag: str | None = None
+
+
 @dataclass
 class MediaConfig:
     """What offer/answer negotiated for one audio stream (RFC 3264), from our side.
@@ -364,6 +376,7 @@ class MediaConfig:
     with ``rtcp_mux`` (RFC 5761). ``srtp``: :class:`SRTPConfig` to protect RTP and RTCP with
     (RFC 3711), None = plain RTP. ``dtls``: :class:`DTLSConfig` when the SRTP keys come from
     DTLS instead (``srtp`` then None); nothing is sent or played until the handshake is done.
+    ``ice``: :class:`ICEConfig` when both SDPs had ICE and we are a lite agent.
     """
 
     payload_type: int = g711.PT_PCMU
@@ -376,6 +389,7 @@ class MediaConfig:
     srtp: SRTPConfig | None = None
     codec: str | None = None
     dtls: DTLSConfig | None = None
+    ice: ICEConfig | None = None
 
     def validate(self) -> None:
         """``ValueError`` naming the first field that is out of range."""
@@ -842,6 +856,9 @@ class MediaStream:
         #: ``on_dtls(component, association)``: called when an association connects or fails
         self.on_dtls: Callable[[str, DTLSAssociation], None] | None = None
         self.unkeyed = 0  # packets not sent or not played: SRTP keys not there yet (DTLS)
+        # ICE lite (RFC 8445 §2.5): a responder per component ("rtp"; "rtcp" without rtcp-mux)
+        self._ice: dict[str, ICELiteResponder] = {}
+        self._ice_setup: tuple[Any, ...] | None = None
         # send side
         self.late_sent = 0
         self.tx_dropped = 0
@@ -1063,6 +1080,64 @@ class MediaStream:
         self._latch_tried = self._latch_rtcp_tried = False
         if config.dtls is not None:
             self._apply_dtls(config)
+        self._apply_ice(config)
+
+    # ---- ICE lite (RFC 8445 §2.5) ------------------------------------------------------
+
+    def _apply_ice(self, config: MediaConfig) -> None:
+        """Answer connectivity checks as ``config.ice`` says (the same responders while the
+        credentials and RTCP multiplexing stay: a re-INVITE is no ICE restart), or stop."""
+        if config.ice is None:
+            self._ice, self._ice_setup = {}, None
+            return
+        setup = (config.ice, config.rtcp_mux)
+        if setup == self._ice_setup:
+            for component, responder in self._ice.items():  # keep sending where the peer nominated
+                if responder.nominated is not None:
+                    self._ice_nominated(component, responder.nominated)
+            return
+        self._ice_setup = setup
+        components = ("rtp",) if config.rtcp_mux else ("rtp", "rtcp")
+        self._ice = {c: ICELiteResponder(config.ice.local, config.ice.remote_ufrag) for c in components}
+
+    def _ice_request(self, component: str, data: bytes, addr: Address) -> bool:
+        """A STUN message on a media port while ICE runs: a connectivity check is answered
+        (True); anything else is for someone else (False)."""
+        responder = self._ice.get(component) or self._ice.get("rtp")
+        if responder is None:
+            return False
+        response, nominated = responder.request(data, addr)
+        if response is None:
+            return False
+        self._sendto(self._rtp if component == "rtp" else self._rtcp, response, addr)
+        if nominated:
+            self._ice_nominated(component, addr)
+        return True
+
+    def _ice_nominated(self, component: str, addr: Address) -> None:
+        """Send the component's media to ``addr``, which the full agent nominated (RFC 8445
+        §8.2.2), unless it is of the other IP family or ``latch_refusal`` forbids it."""
+        configured = self.config.remote if component == "rtp" else self.config.rtcp_target
+        if addr == configured:
+            return
+        if ipaddress.ip_address(addr[0]).version != ipaddress.ip_address(self.local_ip).version:
+            return
+        refused = self.latch_refusal(addr[0]) if self.latch_refusal is not None else None
+        if refused is not None:
+            log.info("media stream %s: not sending to the nominated %s: %s", self.name, addr, refused)
+            return
+        if component == "rtp":
+            self.config = replace(self.config, remote=addr)
+            self._new_spurt = True
+        else:
+            self.config = replace(self.config, remote_rtcp=addr)
+
+    def ice_report(self) -> dict[str, Any] | None:
+        """``{"rtp": {...}, "rtcp": {...}}`` (:meth:`ICELiteResponder.report` of each
+        component; ``rtcp`` only without rtcp-mux), None without ICE."""
+        if not self._ice:
+            return None
+        return {component: responder.report() for component, responder in self._ice.items()}
 
     # ---- DTLS-SRTP (RFC 5763, RFC 5764) -------------------------------------------------
 
@@ -1542,6 +1617,8 @@ class MediaStream:
             return
         if is_stun(data):  # a peer's ICE check or keep-alive on the media port (RFC 7983 §7)
             self.stun_received += 1  # or the answer to our own Binding (map_through_stun)
+            if self._ice and self._ice_request("rtp", data, addr):
+                return
             client = self._stun_clients.get("rtp")
             if client is not None:
                 client.received(data, addr)
@@ -1746,6 +1823,8 @@ class MediaStream:
             return
         if is_stun(data):
             self.stun_received += 1
+            if self._ice and self._ice_request("rtcp", data, addr):
+                return
             client = self._stun_clients.get("rtcp")
             if client is not None:
                 client.received(data, addr)
@@ -1831,6 +1910,8 @@ class MediaStream:
              "dtls": {"rtp": {"role", "state", "profile", "error", "datagrams_sent",
                               "datagrams_received"}, "rtcp": {...}} | None,  # None: no DTLS-SRTP
              "unkeyed": int,  # packets neither sent nor played for want of DTLS keys
+             "ice": {"rtp": {"requests", "answered", "refused", "nominations", "nominated"},
+                     "rtcp": {...}} | None,  # None: no ICE
              "errors": {"socket", "callback", "recording": str | None},  # why a recording stopped
              "capture": {"packets", "dropped"},  # the PacketLog: datagrams kept / left out of a pcap
              "recordings": {"rx"|"tx"|"mix": path}}
@@ -1899,6 +1980,7 @@ class MediaStream:
                      "parse_errors": self.rtcp_parse_errors},
             "srtp": self._srtp_report(),
             "dtls": self.dtls_report(),
+            "ice": self.ice_report(),
             "unkeyed": self.unkeyed,
             "errors": {"socket": self.socket_errors, "callback": self.callback_errors,
                        "recording": next((r.error for r in self._recorders.values() if r.error), None)},

@@ -34,8 +34,10 @@ from urllib.parse import quote, unquote
 from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport, normal_host, strip_brackets
 from skinnysip.net.dtls import DTLSAssociation, default_certificate
+from skinnysip.net.ice import ICECredentials
 from skinnysip.net.media import (
     DTLSConfig,
+    ICEConfig,
     MediaConfig,
     MediaPacket,
     MediaStream,
@@ -79,6 +81,7 @@ from skinnysip.sdp import (
     negotiate,
     same_family_remote,
     versioned,
+    with_ice_lite,
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
@@ -216,6 +219,11 @@ class SIPAccount:
     from when that is not where its SDP says (latching, RFC 7362 §4; Asterisk's
     ``rtp_symmetric``, FreeSWITCH's auto-adjust): a server's answer to far ends behind a NAT
     that give their private address. The target policy vets the source first.
+    ``ice``: be an ICE lite agent (RFC 8445 §2.5): offers, and answers to offers with ICE, carry
+    ``a=ice-lite``, our credentials and host candidates; the far end's connectivity checks
+    are answered on the media ports and media goes where it nominates (WebRTC gateways,
+    rtpengine ``ICE=force``). Off: ICE offers are answered without ICE (RFC 8445 §5.1.1.1 then
+    falls back to the SDP addresses).
     ``mwi``: subscribe to the mailbox's message-waiting state (SUBSCRIBE ``message-summary``,
     RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.mwi_subscription`), at
     ``mwi_uri`` (default the AOR); its NOTIFYs become :class:`MessageWaiting` events. Without
@@ -254,6 +262,7 @@ class SIPAccount:
     ring_timeout: float | None = RING_TIMEOUT
     stun_server: str | None = None
     latch_media: bool = False
+    ice: bool = False
     mwi: bool = False
     mwi_uri: str | None = None
     srtp_suites: tuple[str, ...] | None = None
@@ -288,6 +297,21 @@ def _signalling_sources(call: SIPCall) -> set[str]:
         with contextlib.suppress(SIPParseError):
             sources.add(normal_host(SipURI.parse(call.dialog.remote_target).host))
     return sources
+
+
+def _with_ice(call: SIPCall, sdp: SessionDescription, session: AudioSession | None = None) -> SessionDescription:
+    """``sdp`` (ours) as an ICE lite agent's (:func:`skinnysip.sdp.with_ice_lite`) — an offer
+    (``session`` None), or an answer to an offer with ICE — with the call's credentials (made
+    on first use, kept: new ones would be an ICE restart, RFC 8445 §9) and a host candidate for
+    RTP and, unless muxed, RTCP, at the addresses :attr:`MediaStream.advertised` gives."""
+    if call.media is None or (session is not None and (session.ice_remote is None or session.rejected)):
+        return sdp
+    if call.ice_local is None:
+        call.ice_local = ICECredentials.new()
+    ip, port, rtcp = call.media.advertised
+    line = next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
+    candidates = [(1, ip, port)] + ([] if line is None or line.attribute("rtcp-mux") is not None else [(2, ip, rtcp)])
+    return with_ice_lite(sdp, (call.ice_local.ufrag, call.ice_local.pwd), candidates)
 
 
 def _with_rtcp(sdp: SessionDescription, media: MediaStream) -> SessionDescription:
@@ -417,6 +441,7 @@ class SIPCall(Call):
         self.rseq: int | None = None  # RFC 3262: the RSeq of our reliable 180 awaiting its PRACK
         self._rel_task: asyncio.Task[None] | None = None
         self.dtls_failed = False  # a DTLS-SRTP association of the call failed (it is being ended)
+        self.ice_local: ICECredentials | None = None  # our ICE credentials, kept for the call (no restart)
 
     # -- record ----------------------------------------------------------------------------
     @property
@@ -1007,6 +1032,8 @@ class SIPPhone(Phone):
                                            version=1, srtp=mode, crypto=crypto,
                                            codecs=self.codecs, srtp_suites=self.srtp_suites,
                                            dtls_fingerprint=self._dtls_fingerprint()), call.media)
+        if self.account.ice:
+            offer = _with_ice(call, offer)
         offer = versioned(offer, call.local_sdp)  # after our first SDP: its version, + 1 if changed
         call.offer = call.local_sdp = offer
         return offer
@@ -1271,10 +1298,12 @@ class SIPPhone(Phone):
             return
         call.remote_hold = a.direction in ("recvonly", "inactive") and not call.local_hold
         dtls = DTLSConfig(a.dtls_role, a.dtls_fingerprints) if a.dtls_role is not None else None
+        ice = ICEConfig(call.ice_local, a.ice_remote[0]) \
+            if self.account.ice and call.ice_local is not None and a.ice_remote is not None else None
         call.media.apply(MediaConfig(payload_type=a.payload_type, ptime=a.ptime, telephone_event=a.telephone_event,
                                      direction=a.direction, remote=a.remote, rtcp_mux=a.rtcp_mux,
                                      remote_rtcp=a.remote_rtcp, srtp=None if dtls else SRTPConfig.from_audio(a),
-                                     dtls=dtls))
+                                     dtls=dtls, ice=ice))
 
     async def _cancel(self, call: SIPCall) -> None:
         """CANCEL our pending INVITE (§9.1); the 487 ends the call. Before any provisional
@@ -1456,6 +1485,8 @@ class SIPPhone(Phone):
                                                srtp_suites=self.srtp_suites,
                                                dtls_fingerprint=self._dtls_fingerprint())
                 _with_rtcp(answer, call.media)
+                if self.account.ice:
+                    _with_ice(call, answer, session)
             except ValueError:
                 self._respond(call.invite_tx, 488, to_tag=call.to_tag,
                               headers=[warning_field("no audio stream offered", WARN_MEDIA_TYPE)])
@@ -1907,6 +1938,8 @@ class SIPPhone(Phone):
                                            dtls_fingerprint=self._dtls_fingerprint(),
                                            dtls_role=call.audio.dtls_role if call.audio else None)
             _with_rtcp(answer, call.media)
+            if self.account.ice:
+                _with_ice(call, answer, session)
         except SDPParseError as exc:
             self.endpoint.respond(tx, 488, headers=[warning_field(f"malformed SDP: {exc}"[:200])])
             return
