@@ -49,15 +49,16 @@ def test_use_candidate_nominates_the_source() -> None:
     assert responder.report()["nominated"] == list(SOURCE)
 
 
-@pytest.mark.parametrize(("request_", "code"), [
-    (check("abcd1234:peer", "wrong-password-wrong-password"), 401),   # MESSAGE-INTEGRITY fails
-    (check("someone1:peer", OURS.pwd), 401),                          # not our ufrag
-    (check("abcd1234:other", OURS.pwd), 401),                         # not the peer's ufrag
-    (check("abcd1234:peer", OURS.pwd, integrity=False), 400),          # no MESSAGE-INTEGRITY
-])
-def test_a_check_that_does_not_authenticate_gets_an_error_and_nominates_nothing(request_: bytes, code: int) -> None:
+@pytest.mark.parametrize(("username", "pwd", "integrity", "code"), [
+    ("abcd1234:peer", "wrong-password-wrong-password", True, 401),   # MESSAGE-INTEGRITY fails
+    ("someone1:peer", OURS.pwd, True, 401),                          # not our ufrag
+    ("abcd1234:other", OURS.pwd, True, 401),                         # not the peer's ufrag
+    ("abcd1234:peer", OURS.pwd, False, 400),                         # no MESSAGE-INTEGRITY
+], ids=["bad-integrity", "not-our-ufrag", "not-their-ufrag", "no-integrity"])
+def test_a_check_that_does_not_authenticate_gets_an_error_and_nominates_nothing(username: str, pwd: str,
+                                                                                integrity: bool, code: int) -> None:
     responder = ICELiteResponder(OURS, "peer")
-    response, nominated = responder.request(request_, SOURCE)
+    response, nominated = responder.request(check(username, pwd, nominate=True, integrity=integrity), SOURCE)
     assert response is not None and not nominated and responder.nominated is None
     parsed = stun.parse_message(response)
     assert parsed.message_class == stun.Class.ERROR and parsed.error_code == code
