@@ -64,7 +64,9 @@ def rtpengine(host: str = "127.0.0.1", ports: int = 200, timeout: float = 15.0) 
     ng = free_port(socket.SOCK_DGRAM, host)
     first = random.randrange(30000, 50000, 2)
     log_file = workdir / "rtpengine.log"
-    args = [binary, "--foreground", "--log-stderr", "--no-log-timestamps", "--table=-1",
+    # --config-file=none: not Debian's /etc/rtpengine/rtpengine.conf, whose fixed CLI (2224) and
+    # HTTP/WebSocket (2225) ports make a second rtpengine (another test module) fail to start
+    args = [binary, "--config-file=none", "--foreground", "--log-stderr", "--no-log-timestamps", "--table=-1",
             f"--interface={host}", f"--listen-ng={host}:{ng}", f"--port-min={first}",
             f"--port-max={first + ports - 1}", "--log-level=6", f"--pidfile={workdir / 'rtpengine.pid'}",
             "--num-threads=2", "--timeout=60", "--final-timeout=120", "--delete-delay=0"]
