@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from baresip_peer import baresip
 from sip_peers import KamailioPeer, kamailio
+from test_call_pcap import tshark
 from test_phone_baresip import OUR_TONE, THEIR_TONE, account, registered, share_of
 from test_phone_srtp import entropy, incoming, talk_to_bob, tone_share
 
@@ -100,6 +101,15 @@ async def test_we_call_baresip_over_dtls_srtp_and_the_wire_shows_it(pbx: Kamaili
         assert report["received"]["packets"] > 100 and report["rtcp"]["received"] >= 1  # SRTCP both ways
         heard_each_other(report, bob)
         check_wire(cap, call, pbx.udp_port, "SRTP_AES128_CM_SHA1_80")
+        # the call's own pcap (what --pcap and the API's pcap give) holds the handshake as sent
+        path = tmp_path / "call.pcapng"
+        call.write_pcap(path)
+        assert call.media is not None
+        rows = tshark(path, "-d", f"udp.port=={call.media.local_port},dtls", "-d", f"udp.port=={call.media.rtcp_port},dtls",
+                      "-Y", "dtls.handshake.type == 1 || dtls.handshake.type == 2", "-T", "fields",
+                      "-e", "dtls.handshake.type")
+        types = [t for row in rows for t in row[0].split(",")]
+        assert types.count("1") >= 2 and types.count("2") >= 2, rows  # RTP's and RTCP's associations
 
 
 async def test_baresip_calls_us_over_dtls_srtp(pbx: KamailioPeer, tmp_path: Path) -> None:
