@@ -175,6 +175,11 @@ def test_config_validation_names_the_field() -> None:
         with pytest.raises(ValueError, match="connection_per_attempt: options, register and message only"):
             LoadConfig(**{"host": "h", "connection_per_attempt": True, **bad}).validate()  # type: ignore[arg-type]
     LoadConfig("register", "h", transport="tls", connection_per_attempt=True).validate()
+    with pytest.raises(ValueError, match="srtp: for the calls of call, user and answer"):
+        LoadConfig("options", "h", srtp="dtls").validate()
+    with pytest.raises(ValueError, match="srtp 'sdes': off, optional, mandatory or dtls"):
+        LoadConfig("call", "h", to="bob", srtp="sdes").validate()
+    LoadConfig("call", "h", to="bob", srtp="dtls").validate()
     LoadConfig("options", "h", transport="udp", connection_per_attempt=True, local_ports=(5070, 5071)).validate()
     assert LoadConfig("options", "h", port=5070).sip_domain == "h:5070"
     assert LoadConfig("options", "::1", transport="tls").sip_domain == "[::1]"
