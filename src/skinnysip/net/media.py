@@ -1116,9 +1116,10 @@ class MediaStream:
 
     def _ice_nominated(self, component: str, addr: Address) -> None:
         """Send the component's media to ``addr``, which the full agent nominated (RFC 8445
-        §8.2.2), unless it is of the other IP family or ``latch_refusal`` forbids it."""
+        §8.2.2), unless it is of the other IP family, ``latch_refusal`` forbids it, or the
+        SDP gives no remote (held with ``c=0.0.0.0``: nothing is sent, RFC 3264 §8.4)."""
         configured = self.config.remote if component == "rtp" else self.config.rtcp_target
-        if addr == configured:
+        if configured is None or addr == configured:
             return
         if ipaddress.ip_address(addr[0]).version != ipaddress.ip_address(self.local_ip).version:
             return
