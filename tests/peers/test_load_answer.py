@@ -21,7 +21,9 @@ import tempfile
 import time
 import wave
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,6 +102,53 @@ def tone_share(path: Path, hz: float, skip: float = 0.5) -> float:
         samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
     freqs = dominant_frequencies(samples[int(skip * rate):], rate)
     return float(np.mean(np.abs(freqs - hz) < 10)) if len(freqs) else 0.0
+
+
+@dataclass
+class LoadToLoad:
+    """``load call`` run against ``load answer --no-register`` (:func:`load_call_to_load_answer`):
+    the caller's finished process, the answering side's exit status, JSON summary and stderr,
+    the tshark capture of the answering side's media port range ``ports``, and where the
+    callers recorded (``record``)."""
+
+    caller: subprocess.CompletedProcess[str]
+    code: int
+    result: dict[str, Any]
+    err: str
+    capture: Any
+    ports: range
+    record: Path
+
+
+def load_call_to_load_answer(tmp_path: Path, calls: int, answer_args: list[str], call_args: list[str]) -> LoadToLoad:
+    """``load answer`` on a free port of 127.0.0.1 for ``calls`` calls, its media on ten ports
+    captured by tshark, then ``load call`` of ``calls`` calls (``-m``, one a second, ``--hold 2``)
+    to it with ``--record``; ``answer_args``/``call_args``: more options of each."""
+    from peertools import TsharkCapture
+
+    port = free_port(socket.SOCK_DGRAM)
+    first = free_port(socket.SOCK_DGRAM) // 2 * 2
+    ports = f"{first}-{first + 9}"
+    answer = subprocess.Popen(
+        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", str(calls),
+         "--duration", "60", "--rtp-ports", ports, "--json", *answer_args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capture = TsharkCapture(f"udp and portrange {ports}")
+    record = tmp_path / "rec"
+    try:
+        time.sleep(2)  # listening
+        assert answer.poll() is None, answer.communicate()[1]
+        capture.start()
+        caller = subprocess.run(
+            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port), "--to", "echo",
+             "-r", str(calls), "-m", str(calls), "--hold", "2", "--record", str(record), "--json", *call_args],
+            capture_output=True, text=True, timeout=90)
+        code, result, err = finish(answer)
+    finally:
+        capture.stop()
+        if answer.poll() is None:
+            answer.kill()
+    return LoadToLoad(caller, code, result, err, capture, range(first, first + 10), record)
 
 
 def test_sipp_calls_are_answered_counted_and_echoed(pbx: KamailioPeer, tmp_path: Path) -> None:
@@ -337,33 +386,11 @@ def test_rtp_echo_sends_each_payload_back_as_it_came_as_sipp_rtp_echo(tmp_path: 
     carry the payload of the one it received last (a tone of 437.3 Hz, so no two frames are
     alike; a decoding echo sends a frame back a jitter buffer later) — and the caller hears
     its own tone."""
-    from peertools import TsharkCapture
-
-    port = free_port(socket.SOCK_DGRAM)
-    first = free_port(socket.SOCK_DGRAM) // 2 * 2
-    ports = f"{first}-{first + 9}"
-    answer = subprocess.Popen(
-        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", "2",
-         "--duration", "60", "--source", "rtp-echo", "--rtp-ports", ports, "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    capture = TsharkCapture(f"udp and portrange {ports}")
-    try:
-        time.sleep(2)  # listening
-        assert answer.poll() is None, answer.communicate()[1]
-        capture.start()
-        record = tmp_path / "rec"
-        caller = subprocess.run(
-            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port), "--to", "echo",
-             "-r", "2", "-m", "2", "--hold", "2", "--source", "tone:437.3", "--record", str(record),
-             "--json"], capture_output=True, text=True, timeout=90)
-        code, result, err = finish(answer)
-    finally:
-        capture.stop()
-        if answer.poll() is None:
-            answer.kill()
+    run = load_call_to_load_answer(tmp_path, 2, ["--source", "rtp-echo"], ["--source", "tone:437.3"])
+    caller, code, result, err, capture, ours, record = (run.caller, run.code, run.result, run.err, run.capture,
+                                                        run.ports, run.record)
     assert caller.returncode == 0, caller.stderr[-2000:]
     assert code == 0 and (result["successful"], result["failed"]) == (2, 0), err[-2000:]
-    ours = range(first, first + 10)
     capture.decode_as = [f"udp.port=={p},rtp" for p in ours[::2]]  # the RTP ports the answering side may take
     packets = capture.decode("rtp", ["udp.srcport", "udp.dstport", "rtp.payload"])
     last_in: dict[int, str] = {}  # the answering side's port -> the payload it received last
@@ -454,35 +481,14 @@ def test_a_dtls_srtp_call_load_is_keyed_call_by_call_and_heard(tmp_path: Path) -
     and component (RTP, RTCP: no rtcp-mux) — tshark counts the ClientHellos and ServerHellos —
     and each caller hears the answering side's tone through SRTP; the media are not the tone
     in the clear."""
-    from peertools import TsharkCapture
-
-    port = free_port(socket.SOCK_DGRAM)
-    first = free_port(socket.SOCK_DGRAM) // 2 * 2
-    ports = f"{first}-{first + 9}"
-    answer = subprocess.Popen(
-        [sys.executable, "-m", "skinnysip", "load", "answer", f"127.0.0.1:{port}", "--no-register", "-m", "3",
-         "--duration", "60", "--source", f"tone:{OUR_TONE:g}", "--rtp-ports", ports, "--srtp", "optional", "--codecs", "PCMU",
-         "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    capture = TsharkCapture(f"udp and portrange {ports}")
-    try:
-        time.sleep(2)  # listening
-        assert answer.poll() is None, answer.communicate()[1]
-        capture.start()
-        record = tmp_path / "rec"
-        caller = subprocess.run(
-            [sys.executable, "-m", "skinnysip", "load", "call", "127.0.0.1", "--port", str(port), "--to", "echo",
-             "-r", "3", "-m", "3", "--hold", "2", "--source", f"tone:{THEIR_TONE:g}", "--srtp", "dtls",
-             "--codecs", "PCMU", "--record", str(record), "--json"], capture_output=True, text=True, timeout=90)
-        code, result, err = finish(answer)
-    finally:
-        capture.stop()
-        if answer.poll() is None:
-            answer.kill()
+    run = load_call_to_load_answer(
+        tmp_path, 3, ["--source", f"tone:{OUR_TONE:g}", "--srtp", "optional", "--codecs", "PCMU"],
+        ["--source", f"tone:{THEIR_TONE:g}", "--srtp", "dtls", "--codecs", "PCMU"])
+    caller, code, result, err, capture, ours, record = (run.caller, run.code, run.result, run.err, run.capture,
+                                                        run.ports, run.record)
     assert caller.returncode == 0, caller.stderr[-2000:]
     assert (json.loads(caller.stdout)["successful"], json.loads(caller.stdout)["failed"]) == (3, 0), caller.stdout
     assert code == 0 and (result["successful"], result["failed"]) == (3, 0), err[-2000:]
-    ours = range(first, first + 10)
     capture.decode_as = [f"udp.port=={p},dtls" for p in ours]
     hellos = capture.decode("dtls.handshake.type == 1 || dtls.handshake.type == 2",
                             ["udp.srcport", "dtls.handshake.type"])

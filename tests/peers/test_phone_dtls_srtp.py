@@ -19,8 +19,9 @@ import pytest
 from baresip_peer import baresip
 from sip_peers import KamailioPeer, kamailio
 from test_call_pcap import tshark
-from test_phone_baresip import OUR_TONE, THEIR_TONE, account, registered, share_of
-from test_phone_srtp import entropy, incoming, talk_to_bob, tone_share
+from test_phone_baresip import OUR_TONE, THEIR_TONE, account, registered
+from test_phone_srtp import bob_calls, entropy, heard_each_other, talk_to_bob, tone_share
+from test_phone_srtp import bob_peer as srtp_bob_peer
 
 from peertools import TsharkCapture
 from skinnysip.net.dtls import Certificate
@@ -38,13 +39,8 @@ def pbx() -> Iterator[KamailioPeer]:
 
 
 def bob_peer(pbx: KamailioPeer, mediaenc: str | None = "dtls_srtp") -> Any:
-    return baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE,
-                   extra_account=f"mediaenc={mediaenc}" if mediaenc else "")
-
-
-def heard_each_other(report: dict[str, Any], bob: Any) -> None:
-    assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
-    assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
+    """baresip as bob with ``mediaenc=dtls_srtp`` (or ``mediaenc``; None: plain RTP)."""
+    return srtp_bob_peer(pbx, mediaenc)
 
 
 def check_wire(cap: TsharkCapture, call: SIPCall, sip_port: int, profile: str) -> None:
@@ -115,12 +111,7 @@ async def test_we_call_baresip_over_dtls_srtp_and_the_wire_shows_it(pbx: Kamaili
 async def test_baresip_calls_us_over_dtls_srtp(pbx: KamailioPeer, tmp_path: Path) -> None:
     async with bob_peer(pbx) as bob, \
             SIPPhone(account(pbx, "alice", srtp="optional", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
-        await registered(pbx, "bob")
-        await registered(pbx, "alice")
-        await bob.command("dial", f"sip:alice@{pbx.realm}")
-        call = await incoming(phone)
-        assert await call.wait_connected(10), call.end_reason
-        await bob.wait_event("CALL_ESTABLISHED")
+        call = await bob_calls(pbx, bob, phone)
         offer = call.remote_offer
         # baresip 1.0 offers the feedback profile, a=setup and a=fingerprint at session level
         assert offer is not None and offer.media[0].proto == "UDP/TLS/RTP/SAVPF"
@@ -169,12 +160,7 @@ async def test_baresip_holds_and_resumes_us_on_the_same_association(pbx: Kamaili
     (RFC 8842 §5.5): no new handshake, and its audio comes back after the resume."""
     async with bob_peer(pbx) as bob, \
             SIPPhone(account(pbx, "alice", srtp="dtls", auto_answer=0.2, record_dir=str(tmp_path))) as phone:
-        await registered(pbx, "bob")
-        await registered(pbx, "alice")
-        await bob.command("dial", f"sip:alice@{pbx.realm}")
-        call = await incoming(phone)
-        assert await call.wait_connected(10), call.end_reason
-        await bob.wait_event("CALL_ESTABLISHED")
+        call = await bob_calls(pbx, bob, phone)
         await asyncio.sleep(1)
         assert call.media is not None and call.audio is not None
         first = call.media.report()["dtls"]["rtp"]
@@ -208,10 +194,7 @@ async def test_dtls_against_a_plain_baresip_fails_with_a_clear_reason(pbx: Kamai
 
 async def test_dtls_srtp_offer_refused_with_488_when_srtp_is_off(pbx: KamailioPeer) -> None:
     async with bob_peer(pbx) as bob, SIPPhone(account(pbx, "alice", auto_answer=0.1)) as phone:
-        await registered(pbx, "bob")
-        await registered(pbx, "alice")
-        await bob.command("dial", f"sip:alice@{pbx.realm}")
-        call = await incoming(phone)
+        call = await bob_calls(pbx, bob, phone, answered=False)
         assert await call.wait_ended(10)
         assert call.end_reason is not None and call.end_reason.startswith("488") and "DTLS" in call.end_reason
         closed = await bob.wait_event("CALL_CLOSED")
@@ -255,12 +238,7 @@ async def test_baresips_full_ice_agent_checks_and_nominates_us_as_ice_lite(pbx: 
                        extra_account="mediaenc=dtls_srtp;medianat=ice", codec_modules=("ice",)) as bob, \
             SIPPhone(account(pbx, "alice", srtp="optional", ice=True, auto_answer=0.2,
                              record_dir=str(tmp_path))) as phone:
-        await registered(pbx, "bob")
-        await registered(pbx, "alice")
-        await bob.command("dial", f"sip:alice@{pbx.realm}")
-        call = await incoming(phone)
-        assert await call.wait_connected(10), call.end_reason
-        await bob.wait_event("CALL_ESTABLISHED")
+        call = await bob_calls(pbx, bob, phone)
         offer = call.remote_offer
         assert offer is not None and offer.media[0].attribute_values("candidate"), offer.to_bytes()
         assert call.local_sdp is not None and ("ice-lite", None) in call.local_sdp.attributes

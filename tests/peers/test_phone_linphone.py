@@ -26,7 +26,7 @@ from test_phone_baresip import _wav, registered, share_of
 from test_phone_srtp import incoming
 
 from skinnysip.phone.api import CallState, RegistrationState
-from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
 
@@ -152,6 +152,28 @@ async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone,
     assert share_of(bob.recording, OUR_TONE) >= 0.95
 
 
+async def call_linphonec(pbx: KamailioPeer, phone: SIPPhone, bob: Linphone, direction: str,
+                         label: str) -> tuple[SIPCall, dict[str, Any] | None, Path]:
+    """One 3 s call between our phone and linphonec (bob), placed by us (``direction``
+    ``"out"``) or by bob (``"in"``), hung up by us once linphonec saw its media up; the call,
+    its final media report and bob's recording of it (``<label>-<direction>.wav``)."""
+    mark = len(bob.lines)
+    recording = await bob.record_to(f"{label}-{direction}.wav")
+    if direction == "out":
+        call = await phone.call("bob")
+    else:
+        await bob.command(f"call sip:alice@{pbx.realm}")
+        call = await incoming(phone, 15)
+    assert isinstance(call, SIPCall)
+    assert await call.wait_connected(15), call.end_reason
+    connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
+    await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
+    await asyncio.sleep(3)
+    await call.hangup()
+    await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
+    return call, call.media_report(), recording
+
+
 @pytest.mark.parametrize("suites", [("AES_CM_128_HMAC_SHA1_80",), ("AES_CM_128_HMAC_SHA1_32",)])
 async def test_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: Path, suites: tuple[str, ...]) -> None:
     """liblinphone's SRTP (SDES, mandatory; its libsrtp2) with one suite (liblinphone 5.1 has no
@@ -170,20 +192,7 @@ async def test_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: Path, 
         await registered(pbx, "bob")
         await registered(pbx, "alice")
         for direction in ("out", "in"):
-            mark = len(bob.lines)
-            recording = await bob.record_to(f"srtp-{direction}.wav")
-            if direction == "out":
-                call = await phone.call("bob")
-            else:
-                await bob.command(f"call sip:alice@{pbx.realm}")
-                call = await incoming(phone, 15)
-            assert await call.wait_connected(15), call.end_reason
-            connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
-            await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
-            await asyncio.sleep(3)
-            await call.hangup()
-            await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
-            report = call.media_report()
+            call, report, recording = await call_linphonec(pbx, phone, bob, direction, "srtp")
             assert report is not None and call.audio is not None
             assert call.audio.srtp_suite == suites[0], (direction, call.audio)
             assert report["received"]["packets"] > 100, report["received"]
@@ -206,20 +215,7 @@ async def test_dtls_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: P
         await registered(pbx, "bob")
         await registered(pbx, "alice")
         for direction in ("out", "in"):
-            mark = len(bob.lines)
-            recording = await bob.record_to(f"dtls-{direction}.wav")
-            if direction == "out":
-                call = await phone.call("bob")
-            else:
-                await bob.command(f"call sip:alice@{pbx.realm}")
-                call = await incoming(phone, 15)
-            assert await call.wait_connected(15), call.end_reason
-            connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
-            await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
-            await asyncio.sleep(3)
-            await call.hangup()
-            await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
-            report = call.media_report()
+            call, report, recording = await call_linphonec(pbx, phone, bob, direction, "dtls")
             assert report is not None and call.audio is not None and call.audio.dtls_role is not None
             assert all(d["error"] is None and d["profile"] for d in report["dtls"].values()), report["dtls"]
             assert report["srtp"]["auth_failures"] == 0, report["srtp"]

@@ -20,7 +20,7 @@ from rtpengine_peer import RtpenginePeer, rtpengine
 from sip_peers import KamailioPeer, kamailio
 from test_phone_baresip import OUR_TONE, THEIR_TONE, account, registered, share_of
 from test_phone_baresip import _wav as wav_samples
-from test_phone_srtp import incoming
+from test_phone_srtp import bob_calls, heard_each_other
 
 from skinnysip.phone.sip_phone import SIPCall, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
@@ -47,24 +47,6 @@ def relayed(call: SIPCall, relay: RtpenginePeer) -> None:
     assert host == "127.0.0.1" and relay.relays(port), call.audio
     if call.audio.remote_rtcp is not None and not call.audio.rtcp_mux:
         assert relay.relays(call.audio.remote_rtcp[1]), call.audio
-
-
-async def bob_calls(pbx: KamailioPeer, bob: Any, phone: SIPPhone, answered: bool = True) -> SIPCall:
-    """baresip dials our phone (alice, answering by itself) through the PBX; our side of the
-    call, connected and established at baresip too unless ``answered`` is False."""
-    await registered(pbx, "bob")
-    await registered(pbx, "alice")
-    await bob.command("dial", f"sip:alice@{pbx.realm}")
-    call = await incoming(phone)
-    if answered:
-        assert await call.wait_connected(10), call.end_reason
-        await bob.wait_event("CALL_ESTABLISHED")
-    return call
-
-
-def heard_each_other(report: dict[str, Any], bob: Any) -> None:
-    assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
-    assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
 
 
 async def test_we_call_through_rtpengine_hold_resume_and_hear_each_other(relay: RtpenginePeer,

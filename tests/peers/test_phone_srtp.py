@@ -66,6 +66,19 @@ async def talk_to_bob(phone: SIPPhone, bob: Any, seconds: float) -> tuple[SIPCal
     return call, report
 
 
+async def bob_calls(pbx: KamailioPeer, bob: Any, phone: SIPPhone, answered: bool = True) -> SIPCall:
+    """baresip dials our phone (alice, answering by itself) through the PBX; our side of the
+    call, connected and established at baresip too unless ``answered`` is False."""
+    await registered(pbx, "bob")
+    await registered(pbx, "alice")
+    await bob.command("dial", f"sip:alice@{pbx.realm}")
+    call = await incoming(phone)
+    if answered:
+        assert await call.wait_connected(10), call.end_reason
+        await bob.wait_event("CALL_ESTABLISHED")
+    return call
+
+
 def heard_each_other(report: dict[str, Any], bob: Any) -> None:
     assert share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
     assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95
