@@ -23,7 +23,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from skinnysip.addresses import is_ip, is_ipv6, strip_brackets
 from skinnysip.rtp import codecs as _codecs
@@ -37,6 +37,7 @@ __all__ = [
     "SessionDescription",
     "AUDIO_CODECS",  # noqa: F822 - computed on first use by __getattr__
     "SRTP_MODES",
+    "SRTPMode",
     "SRTP_KEY_LENGTHS",
     "SRTP_SUITES",
     "check_srtp_suites",
@@ -431,7 +432,8 @@ SRTP_KEY_LENGTHS: dict[str, int] = {
 #: ``dtls``: offers DTLS-SRTP (``UDP/TLS/RTP/SAVP``, RFC 5764; baresip's ``mediaenc=dtls_srtp``)
 #: and accepts SRTP keyed either way, never plain RTP. Every mode but ``off`` answers a
 #: DTLS-SRTP offer when given a certificate fingerprint.
-SRTP_MODES = ("off", "optional", "mandatory", "dtls")
+SRTPMode = Literal["off", "optional", "mandatory", "dtls"]
+SRTP_MODES: tuple[SRTPMode, ...] = ("off", "optional", "mandatory", "dtls")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 #: the DTLS-SRTP profiles (RFC 5764 §8, RFC 5124 for the feedback one)
 DTLS_PROTOS = ("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
@@ -976,16 +978,14 @@ def audio_answer(
     their_fingerprints = fingerprints(offer, m) if is_dtls else ()
     setup = answer_setup(setup_of(offer, m), dtls_role) if is_dtls else None
     refusal, code = ("no common codec", WARN_MEDIA_FORMAT) if chosen is None else (None, None)
-    if is_dtls and srtp == "off":
-        refusal, code = f"{m.proto} (DTLS-SRTP) offered, SRTP is off here", WARN_TRANSPORT
-    elif is_dtls and not dtls_ok:
-        refusal, code = f"{m.proto} (DTLS-SRTP) offered, no DTLS certificate here", WARN_TRANSPORT
-    elif is_dtls and not their_fingerprints:
-        refusal, code = "DTLS-SRTP offered without a usable a=fingerprint (RFC 8122 §5)", WARN_TRANSPORT
-    elif is_dtls and setup is None:
-        refusal, code = "DTLS-SRTP offered with a=setup:holdconn: no association to answer", WARN_TRANSPORT
-    elif is_dtls:
-        pass
+    if is_dtls:
+        why = (f"{m.proto} (DTLS-SRTP) offered, SRTP is off here" if srtp == "off"
+               else f"{m.proto} (DTLS-SRTP) offered, no DTLS certificate here" if not dtls_ok
+               else "DTLS-SRTP offered without a usable a=fingerprint (RFC 8122 §5)" if not their_fingerprints
+               else "DTLS-SRTP offered with a=setup:holdconn: no association to answer" if setup is None
+               else None)
+        if why is not None:
+            refusal, code = why, WARN_TRANSPORT
     elif m.proto.upper() not in RTP_PROTOS:
         refusal = f"{m.proto[:40]} media is not supported here (RTP over UDP only: {', '.join(RTP_PROTOS)})"
         code = WARN_TRANSPORT

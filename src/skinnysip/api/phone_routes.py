@@ -106,7 +106,7 @@ from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import WireMessage
 from skinnysip.rtp.codecs import payload_types
 from skinnysip.sccp.station import validate_device_name
-from skinnysip.sdp import check_srtp_suites
+from skinnysip.sdp import SRTPMode, check_srtp_suites
 from skinnysip.sip.message import SIPParseError
 from skinnysip.sip.uri import SipURI, parse_hostport
 
@@ -248,7 +248,7 @@ class SIPPhoneBody(_Body):
     codecs: list[Literal["PCMU", "PCMA", "G722", "opus"]] | None = Field(
         None, min_length=1, max_length=4, description="Audio codecs offered and accepted, in order of preference "
         "(default: every one available on the server, wideband first); one the server lacks is a 400.")
-    srtp: Literal["off", "optional", "mandatory", "dtls"] = Field(
+    srtp: SRTPMode = Field(
         "off", description="SRTP with SDES keys (RFC 4568): optional (RTP/AVP with a=crypto, plain RTP if the far "
         "end keys none) or mandatory (RTP/SAVP; the call fails without SRTP); dtls: DTLS-SRTP (RFC 5764, "
         "UDP/TLS/RTP/SAVP with a=fingerprint; the call fails without it); off: plain RTP, SRTP offers refused. "

@@ -247,7 +247,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         message=text, local_ports=port_range(local_ports, "--local-ports"), user_script=script,
         rtp_ports=port_range(rtp_ports, "--rtp-ports"),
         source=source, tls_verify=not insecure, ca_file=ca_file,
-        codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],
+        codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
         record_dir=record, ring=ring, register=register)

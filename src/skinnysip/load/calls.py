@@ -81,7 +81,7 @@ class PhoneScenario(Scenario):
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
             outbound_proxy=None if listen else hostport(c.host, c.server_port), transport=c.transport,
             tls_verify=c.tls_verify, ca_file=c.ca_file, register=register, expires=c.expires, source=c.source,
-            codecs=c.codecs, srtp=c.srtp, t1=c.t1, timeout=c.timeout,  # type: ignore[arg-type]
+            codecs=c.codecs, srtp=c.srtp, t1=c.t1, timeout=c.timeout,
             listen_host=c.host if listen else route_ip(c.host) if port else None,
             listen_port=c.server_port if listen else port, rtp_ports=c.rtp_ports, record_dir=c.record_dir,
             max_calls=c.limit + MAX_CALLS if answering else MAX_CALLS, packet_log=False, inband_dtmf=False)

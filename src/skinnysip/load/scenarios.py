@@ -49,6 +49,8 @@ from skinnysip.sip.uri import NameAddr, SipURI
 from .stats import Counters
 
 if TYPE_CHECKING:
+    from skinnysip.sdp import SRTPMode
+
     from .report import MessageLog
 
 __all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
@@ -416,7 +418,7 @@ class LoadConfig:
     user_script: str | None = None
     source: str = "tone:440"
     codecs: tuple[str, ...] | None = None
-    srtp: str = "off"
+    srtp: SRTPMode = "off"
     tls_verify: bool = True
     ca_file: str | None = None
     t1: float = 0.5
@@ -502,8 +504,10 @@ class LoadConfig:
                 from skinnysip.rtp.codecs import payload_types
 
                 payload_types(self.codecs)  # "codecs: …" for an unknown or missing one
-        if self.srtp not in ("off", "optional", "mandatory", "dtls"):
-            raise ValueError(f"srtp {self.srtp!r}: off, optional, mandatory or dtls")
+        from skinnysip.sdp import SRTP_MODES
+
+        if self.srtp not in SRTP_MODES:
+            raise ValueError(f"srtp {self.srtp!r}: {', '.join(SRTP_MODES[:-1])} or {SRTP_MODES[-1]}")
         if self.srtp != "off" and self.scenario not in ("call", "user", "answer"):
             raise ValueError("srtp: for the calls of call, user and answer (--srtp)")
         for name, value in self.headers:

@@ -9,8 +9,8 @@ out of the TLS exporter ``EXTRACTOR-dtls_srtp`` (RFC 5764 §4.2). The handshake 
 authenticated by comparing the peer's certificate with the fingerprint its SDP announced
 (RFC 5763 §6.6); a mismatch fails the association and no media flows.
 
-The DTLS itself is OpenSSL's, through pyOpenSSL on memory BIOs: :class:`DTLSAssociation` is
-sans-IO — it is given the datagrams that arrive (the media stream demultiplexes them by
+The DTLS itself is OpenSSL's, through pyOpenSSL on memory BIOs: :class:`DTLSAssociation` owns
+no socket — it is given the datagrams that arrive (the media stream demultiplexes them by
 their first octet, RFC 7983 §7: 20..63 is DTLS) and returns the datagrams to send; its
 owner calls :meth:`DTLSAssociation.handle_timeout` when :meth:`DTLSAssociation.timeout`
 says (OpenSSL's retransmission timer: 1 s, doubling). pyOpenSSL is imported only when an
@@ -107,6 +107,7 @@ class Certificate:
     def __init__(self, certificate: x509.Certificate, private_key: Any) -> None:
         self.certificate = certificate
         self.private_key = private_key
+        self._fingerprints: dict[str, str] = {}  # by hash name: every SDP we send carries one
 
     @classmethod
     def generate(cls, common_name: str = "skinnysip", days: int = 30) -> Certificate:
@@ -131,9 +132,10 @@ class Certificate:
         """The certificate's fingerprint as ``a=fingerprint`` carries it: upper-case hex octets
         joined by colons (RFC 8122 §5). ``ValueError`` for a hash not in
         :data:`FINGERPRINT_HASHES`."""
-        value = _fingerprint_of(self.certificate, algorithm)
+        value = self._fingerprints.get(algorithm) or _fingerprint_of(self.certificate, algorithm)
         if value is None:
             raise ValueError(f"fingerprint hash {algorithm[:20]!r}: one of {', '.join(FINGERPRINT_HASHES)}")
+        self._fingerprints[algorithm] = value
         return value
 
 
@@ -189,7 +191,8 @@ class SRTPKeys:
 
 
 class DTLSAssociation:
-    """One DTLS association of DTLS-SRTP (RFC 5764 §4), sans-IO.
+    """One DTLS association of DTLS-SRTP (RFC 5764 §4), without a socket (its timers read the
+    monotonic clock, as OpenSSL's own do).
 
     ``role``: ``"client"`` (our SDP said ``a=setup:active``) or ``"server"`` (``passive``);
     ``fingerprints``: the peer's ``a=fingerprint`` values, (hash name, hex) — its certificate

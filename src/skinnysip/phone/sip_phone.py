@@ -74,6 +74,7 @@ from skinnysip.sdp import (
     CryptoAttribute,
     SDPParseError,
     SessionDescription,
+    SRTPMode,
     SRTPRefused,
     audio_answer,
     audio_offer_for,
@@ -247,7 +248,7 @@ class SIPAccount:
     source: str = "tone:440"
     record_dir: str | None = None
     dtmf: Literal["rfc4733", "info"] = "rfc4733"
-    srtp: Literal["off", "optional", "mandatory", "dtls"] = "off"
+    srtp: SRTPMode = "off"
     session_expires: int | None = None
     min_se: int = MIN_SE
     reliable_provisional: bool = False
