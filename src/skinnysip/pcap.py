@@ -16,6 +16,9 @@ direction, time in s since the epoch, ``local``/``remote`` ``host:port``, transp
   as Wireshark "exported PDUs" (LINKTYPE_WIRESHARK_UPPER_PDU, 252, the format of Wireshark's
   *File → Export PDUs*) naming the ``sip`` or ``skinny`` dissector and carrying the real
   addresses and ports; each packet's comment says it is TLS plaintext.
+- ``ws``/``wss`` (SIP over WebSocket, RFC 7118): the exchange holds the SIP messages the
+  WebSocket messages carried, not the frames (nor the handshake), so they are exported PDUs
+  for the ``sip`` dissector too; each packet's comment names the WebSocket.
 
 RTP and RTCP of a call (``media``: :class:`~skinnysip.net.media.MediaPacket` records of its
 streams: time on the same clock, direction, local and remote ``(ip, port)``, the datagram as on
@@ -195,12 +198,13 @@ def _packets(exchange: Iterable[WireMessage]) -> list[_Packet]:
             direction = 2 if msg.direction == "sent" else 1
             payload = _payload(msg)
             transport = msg.transport.lower()
-            if transport == "tls":
+            if transport in ("tls", "ws", "wss"):
                 if src[0].version != dst[0].version:
                     raise _FieldError("remote", "local and remote are of different IP versions")
                 dissector = "skinny" if msg.decoded is not None else "sip"
+                carried = {"tls": "TLS plaintext", "ws": "WebSocket payload", "wss": "WebSocket payload, over TLS"}
                 out.append(_Packet(_exported_pdu(dissector, src, dst, payload), LINKTYPE_WIRESHARK_UPPER_PDU,
-                                   msg.time, direction, f"{msg.summary} (TLS plaintext)"))
+                                   msg.time, direction, f"{msg.summary} ({carried[transport]})"))
             elif transport == "udp":
                 data, linktype = _ip_packet(src[0], dst[0], _udp(src, dst, payload, "raw"))
                 out.append(_Packet(data, linktype, msg.time, direction, msg.summary))
@@ -216,7 +220,7 @@ def _packets(exchange: Iterable[WireMessage]) -> list[_Packet]:
                     seq = (seq + len(chunk)) & 0xFFFFFFFF
                 next_seq[(*src, *dst)] = seq
             else:
-                raise _FieldError("transport", f"{msg.transport!r} is not udp, tcp or tls")
+                raise _FieldError("transport", f"{msg.transport!r} is not udp, tcp, tls, ws or wss")
         except _FieldError as exc:
             raise PcapError(f"exchange[{i}].{exc}") from None
     return out

@@ -45,9 +45,12 @@ class KamailioPeer:
     server_header: str
     log_file: str
     ctl_socket: str = ""
+    ws_port: int = 0  # with websocket=True: SIP over WebSocket (RFC 7118), any path
+    wss_port: int = 0
 
     def port(self, transport: str) -> int:
-        return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
+        return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port, "ws": self.ws_port,
+                "wss": self.wss_port}[transport]
 
     def contacts(self, user: str) -> list[str]:
         """The Contacts registered for ``user`` now (``kamcmd ul.lookup``)."""
@@ -115,6 +118,7 @@ def _kamailio_cfg(
     min_expires: int | None = None,
     rtpengine: tuple[str, str, str] | None = None,
     dialog: tuple[int, int] | None = None,
+    websocket: tuple[int, int] | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -261,6 +265,43 @@ def _kamailio_cfg(
                          'modparam("dialog", "send_bye", 1)\n')
         relay_initial += ('        if (is_method("INVITE")) { dlg_manage(); dlg_set_property("ka-src"); '
                           'dlg_set_property("ka-dst"); }\n')
+    # SIP over WebSocket as Kamailio's own example configuration does it (WITH_WEBSOCKETS): xhttp
+    # takes the HTTP Upgrade on the WS/WSS ports, the websocket module the handshake (it wants
+    # the "sip" subprotocol); a request that came over a WebSocket (nat_uac_test 64) has its
+    # REGISTER Contact's source kept (fix_nated_register → received) and other Contacts aliased,
+    # so requests to WebSocket clients go back over their connection
+    ws_listen = ws_modules = ws_route = ws_event = ""
+    if websocket is not None:
+        ws, wss = websocket
+        ws_listen = f"listen=tcp:{host}:{ws}\nlisten=tls:{host}:{wss}\ntcp_accept_no_cl=yes\n"
+        ws_modules = ('loadmodule "xhttp.so"\nloadmodule "websocket.so"\nloadmodule "nathelper.so"\n'
+                      'modparam("nathelper|registrar", "received_avp", "$avp(RECEIVED)")\n')
+        ws_route = """    if (nat_uac_test("64")) {
+        force_rport();
+        if (is_method("REGISTER")) {
+            fix_nated_register();
+        } else if (!has_totag() || !is_method("ACK")) {
+            add_contact_alias();
+        }
+    }
+"""
+        relay_in_dialog = "            handle_ruri_alias();\n" + relay_in_dialog
+        ws_event = f"""event_route[xhttp:request] {{
+    set_reply_close();
+    set_reply_no_connect();
+    if ($Rp != {ws} && $Rp != {wss}) {{
+        xhttp_reply("403", "Forbidden", "", "");
+        exit;
+    }}
+    if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {{
+        xlog("L_NOTICE", "websocket handshake from $si:$sp for $hu\\n");
+        if (ws_handle_handshake()) {{
+            exit;
+        }}
+    }}
+    xhttp_reply("404", "Not Found", "", "");
+}}
+"""
     pbx_block = (pbx_block.replace("{relay_in_dialog}", relay_in_dialog).replace("{relay_cancel}", relay_cancel)
                  .replace("{relay_initial}", relay_initial))
     return f"""#!KAMAILIO
@@ -273,7 +314,7 @@ auto_aliases=no
 listen=udp:{host}:{udp}
 listen=tcp:{host}:{tcp}
 listen=tls:{host}:{tls}
-alias="localhost:{udp}"
+{ws_listen}alias="localhost:{udp}"
 alias="localhost:{tcp}"
 alias="localhost:{tls}"
 alias="{REALM}"
@@ -311,7 +352,7 @@ modparam("auth", "secret", "skinnysip-test-secret")
 modparam("tls", "config", "{tls_cfg}")
 modparam("htable", "htable", "stale=>size=8;autoexpire=300;")
 modparam("rr", "enable_full_lr", 1)
-{relay_module}
+{relay_module}{ws_modules}
 
 request_route {{
     xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) route=$hdr(Route)\n");
@@ -323,7 +364,7 @@ request_route {{
         xlog("L_WARN", "malformed request from $si:$sp\\n");
         exit;
     }}
-    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
+{ws_route}    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
         append_to_reply("Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER\\r\\n");
         append_to_reply("Supported: path, outbound, gruu\\r\\n");
         append_to_reply("Accept: application/sdp, text/plain\\r\\n");
@@ -353,7 +394,7 @@ request_route {{
     sl_send_reply("404", "Not Here");
     exit;
 }}
-{reply_route}"""
+{reply_route}{ws_event}"""
 
 
 @contextlib.contextmanager
@@ -372,6 +413,7 @@ def kamailio(
     ports: tuple[int, int, int] | None = None,
     rtpengine: tuple[str, str, str] | None = None,
     dialog: tuple[int, int] | None = None,
+    websocket: bool = False,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -396,6 +438,8 @@ def kamailio(
     rtpengine (``rtpengine_peer.py``) and their media relayed through it. ``dialog`` (with
     ``pbx``): (keepalive, timeout) seconds — the dialog module tracks each call, sends OPTIONS
     in the dialog to both ends every ``keepalive`` s and BYE to both ends after ``timeout`` s.
+    ``websocket``: SIP over WebSocket (RFC 7118) on two more ports (``ws_port``, and
+    ``wss_port`` over TLS), as Kamailio's example configuration serves WebRTC clients.
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -420,8 +464,9 @@ def kamailio(
             udp = free_port(socket.SOCK_DGRAM, host)
             tcp = free_port(socket.SOCK_STREAM, host)
             tls = free_port(socket.SOCK_STREAM, host)
+        ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                     relay_registered, pbx, max_expires, min_expires, rtpengine, dialog))
+                                     relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
@@ -434,7 +479,7 @@ def kamailio(
             )
         try:
             deadline = time.monotonic() + timeout
-            for listening in (tcp, tls):
+            for listening in (tcp, tls, *(ws_ports or ())):
                 wait_tcp(host, listening, max(0.1, deadline - time.monotonic()), proc)
             break
         except (TimeoutError, ExitedError) as exc:
@@ -461,6 +506,8 @@ def kamailio(
             server_header=server,
             log_file=str(log_file),
             ctl_socket=f"unix:{workdir}/kamailio_ctl",
+            ws_port=ws_ports[0] if ws_ports else 0,
+            wss_port=ws_ports[1] if ws_ports else 0,
         )
     finally:
         _stop_group(proc)

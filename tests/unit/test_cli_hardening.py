@@ -221,7 +221,7 @@ def test_targets_as_people_write_them(target: str, extra: list[str], transport: 
     (["127.0.0.1:5080", "--port", "5090"], "HOST says port 5080 but --port says 5090"),
     (["sip:127.0.0.1;transport=tcp", "--transport", "udp"], "HOST says tcp but --transport says udp"),
     (["sips:127.0.0.1", "-t", "udp"], "sips: means tls but --transport says udp"),
-    (["127.0.0.1", "--transport", "sctp"], "'sctp' is not udp, tcp or tls"),
+    (["127.0.0.1", "--transport", "sctp"], "'sctp' is not udp, tcp, tls, ws or wss"),
     (["http://127.0.0.1"], "is not HOST, HOST:PORT"),
     (["127.0.0.1", "-t", "tcp", "--sips"], "--sips needs tls"),
 ])
@@ -244,7 +244,7 @@ def test_load_takes_targets_as_sipp_and_the_other_commands_do() -> None:
     for args, says in [
         (["127.0.0.1:5080", "--port", "5090"], "HOST says port 5080 but --port says 5090"),
         (["sips:127.0.0.1", "-t", "udp"], "sips: means tls but --transport says udp"),
-        (["127.0.0.1", "-t", "sctp"], "'sctp' is not udp, tcp or tls"),
+        (["127.0.0.1", "-t", "sctp"], "'sctp' is not udp, tcp, tls, ws or wss"),
         (["http://127.0.0.1"], "is not HOST, HOST:PORT"),
     ]:
         bad = skinnysip("load", "options", *args, "-m", "1")

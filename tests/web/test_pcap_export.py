@@ -78,7 +78,7 @@ def test_unwritable_exchanges_are_400_naming_the_message_and_field() -> None:
         "exchange[1].remote: 'sip.example.com' is not an IP address": [good, {**good, "remote": "sip.example.com:5060"}],
         "exchange[0].local: '10.0.0.1' is not host:port": [{**good, "local": "10.0.0.1"}],
         "exchange[0].raw: not hex (an SCCP frame)": [{**good, "decoded": {"id": 0}, "raw": "zz"}],
-        "exchange[0].transport: 'sctp' is not udp, tcp or tls": [{**good, "transport": "sctp"}],
+        "exchange[0].transport: 'sctp' is not udp, tcp, tls, ws or wss": [{**good, "transport": "sctp"}],
         "exchange[0].remote: local and remote are of different IP versions": [{**good, "remote": "10.0.0.1:5060"}],
         # one UDP datagram holds at most 65507 octets over IPv4, 65527 over IPv6 (was a 500)
         "exchange[0].raw: 65508 octets do not fit in one UDP datagram over IPv4 (at most 65507)": [

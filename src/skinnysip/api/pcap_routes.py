@@ -42,7 +42,7 @@ EXCHANGE_ITEM_SCHEMA: dict[str, Any] = {
     "allOf": [
         {"$ref": "#/components/schemas/WireMessage"},
         {"oneOf": [_item(_V4), _item(rf"\[{_V6}\]")]},
-        {"properties": {"transport": {"enum": ["udp", "tcp", "tls"]},
+        {"properties": {"transport": {"enum": ["udp", "tcp", "tls", "ws", "wss"]},
                         "time": {"type": "number", "minimum": 0, "maximum": MAX_TIME}}},
         {"if": {"required": ["decoded"], "properties": {"decoded": {"type": "object"}}},
          "then": {"properties": {"raw": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{2})*$"}}}},

@@ -203,21 +203,24 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
 # --------------------------------------------------------------------------- targets
 
 _SCHEME_RE = re.compile(r"(?i)sips?:")
-TRANSPORTS = ("udp", "tcp", "tls")
+_WS_URL_RE = re.compile(r"(?i)wss?://")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 @dataclass(frozen=True)
 class Target:
     """A server as a person writes it: ``host`` (no IPv6 brackets), ``port`` (None: not
-    written), ``transport`` (``udp``/``tcp``/``tls``, None: not written), ``scheme``
-    (``sip``/``sips``, None: not a URI) and ``uri`` (the URI as written when it has a user
-    part, ``sip:bob@host``: whom to address there, as sipsak's ``-s``; else None)."""
+    written), ``transport`` (``udp``/``tcp``/``tls``/``ws``/``wss``, None: not written),
+    ``scheme`` (``sip``/``sips``, None: not a URI), ``uri`` (the URI as written when it has a
+    user part, ``sip:bob@host``: whom to address there, as sipsak's ``-s``; else None) and
+    ``path`` (a WebSocket URL's resource, ``wss://host:8089/ws``; None: not written)."""
 
     host: str
     port: int | None = None
     transport: str | None = None
     scheme: str | None = None
     uri: str | None = None
+    path: str | None = None
 
     @property
     def user(self) -> str | None:
@@ -231,15 +234,19 @@ class Target:
 
 def parse_target(text: str, what: str = "HOST") -> Target:
     """Parse ``HOST``, ``HOST:PORT``, ``[v6]:PORT``, a bare IPv6 address,
-    ``sip:[user@]host[:port][;transport=tcp]`` or ``sips:host`` (RFC 3261 §19.1; a URI with a
-    user part is kept as :attr:`Target.uri`). ``sips:`` means TLS (§26.2.2). Raises
-    ``click.BadParameter`` naming ``what`` (the argument or flag)."""
+    ``sip:[user@]host[:port][;transport=tcp]``, ``sips:host`` (RFC 3261 §19.1; a URI with a
+    user part is kept as :attr:`Target.uri`) or a WebSocket URL ``ws://host[:port][/path]``,
+    ``wss://…`` (RFC 6455 §3; SIP over WebSocket, RFC 7118). ``sips:`` means TLS (§26.2.2),
+    and WSS with ``transport=ws`` (RFC 7118 §5.2). Raises ``click.BadParameter`` naming
+    ``what`` (the argument or flag)."""
     from skinnysip.addresses import check_host, is_ipv6
     from skinnysip.sip.syntax import SIPParseError
     from skinnysip.sip.uri import SipURI, parse_hostport
 
     value = text.strip()
     try:
+        if _WS_URL_RE.match(value):
+            return _websocket_target(value)
         if _SCHEME_RE.match(value):
             uri = SipURI.parse(value)
             scheme = uri.scheme.lower()
@@ -247,8 +254,10 @@ def parse_target(text: str, what: str = "HOST") -> Target:
             if transport is not None:
                 transport = transport.lower()
                 if transport not in TRANSPORTS:
-                    raise ValueError(f"transport={transport} is not udp, tcp or tls")
-                if scheme == "sips" and transport != "tls":
+                    raise ValueError(f"transport={transport} is not udp, tcp, tls or ws")
+                if scheme == "sips" and transport in ("ws", "wss"):
+                    transport = "wss"  # RFC 7118 §5.2: transport=ws is both; sips: makes it secure
+                elif scheme == "sips" and transport != "tls":
                     # RFC 3261 §26.2.2: sips: is TLS; ;transport=tcp there means TLS over TCP
                     transport = "tls"
             elif scheme == "sips":
@@ -261,8 +270,31 @@ def parse_target(text: str, what: str = "HOST") -> Target:
     except (ValueError, SIPParseError) as exc:
         reason = exc.reason if isinstance(exc, SIPParseError) else str(exc)
         raise click.BadParameter(
-            f"{text!r} is not HOST, HOST:PORT, [IPv6]:PORT or a sip:/sips: URI ({reason})", param_hint=what
-        ) from None
+            f"{text!r} is not HOST, HOST:PORT, [IPv6]:PORT, a sip:/sips: URI or a ws:/wss: URL ({reason})",
+            param_hint=what) from None
+
+
+def _websocket_target(value: str) -> Target:
+    """``ws://host[:port][/path][?query]`` or ``wss://…`` → a Target (RFC 6455 §3: no
+    fragment, no user information). Raises ``ValueError``."""
+    from urllib.parse import urlsplit
+
+    from skinnysip.addresses import check_host
+
+    parts = urlsplit(value)
+    if parts.fragment or "#" in value:
+        raise ValueError("a WebSocket URL has no fragment (RFC 6455 §3)")
+    if "@" in parts.netloc:
+        raise ValueError("a WebSocket URL has no user information")
+    if not parts.hostname:
+        raise ValueError("no host")
+    port = parts.port  # ValueError for a port out of range
+    if port == 0:
+        raise ValueError("port 0")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if any(c in path for c in " \t\r\n"):
+        raise ValueError("spaces in the path")
+    return Target(check_host(parts.hostname), port, parts.scheme.lower(), None, None, path)
 
 
 def merge_target(target: Target, port: int | None, transport: str | None, what: str = "HOST") -> Target:
@@ -275,16 +307,16 @@ def merge_target(target: Target, port: int | None, transport: str | None, what: 
             f"{what} says {target.transport}"
         raise click.BadParameter(f"{source} but --transport says {transport}", param_hint="--transport")
     return Target(target.host, port if port is not None else target.port,
-                  transport if transport is not None else target.transport, target.scheme, target.uri)
+                  transport if transport is not None else target.transport, target.scheme, target.uri, target.path)
 
 
 def transport_value(value: str | None, flag: str = "--transport") -> str | None:
-    """``udp``/``tcp``/``tls`` in any case (``UDP``, ``Udp``); None stays None."""
+    """``udp``/``tcp``/``tls``/``ws``/``wss`` in any case (``UDP``, ``Udp``); None stays None."""
     if value is None:
         return None
     lowered = value.strip().lower()
     if lowered not in TRANSPORTS:
-        raise click.BadParameter(f"{value!r} is not udp, tcp or tls", param_hint=flag)
+        raise click.BadParameter(f"{value!r} is not udp, tcp, tls, ws or wss", param_hint=flag)
     return lowered
 
 

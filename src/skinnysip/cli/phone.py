@@ -117,9 +117,11 @@ class PhoneCommand(Command):
 @option("--device", "-d", default="SEP001122334455", metavar="NAME", help="SCCP device name: SEP + 12 hex digits.")
 @option("--device-type", default=7, type=click.IntRange(0, 65535), help="SCCP device type (7 = 7960).")
 @option("--sccp-tls", is_flag=True, help="SCCP over TLS (port 2443 by default).")
-@option("--registrar", metavar="HOST[:PORT]", help="Registrar (or a sip: URI) [default: the AOR's host].")
-@option("--proxy", metavar="HOST[:PORT]", help="Outbound proxy (or a sip: URI; loose route).")
-@option("--transport", "-t", metavar="udp|tcp|tls",
+@option("--registrar", metavar="HOST[:PORT]",
+        help="Registrar (or a sip: URI, or a ws:/wss: URL for SIP over WebSocket) [default: the AOR's host].")
+@option("--proxy", metavar="HOST[:PORT]",
+        help="Outbound proxy (or a sip: URI, or a ws:/wss: URL: a WebRTC gateway; loose route).")
+@option("--transport", "-t", metavar="udp|tcp|tls|ws|wss",
         help="Transport, any case [default: from --registrar/--proxy, else udp].")
 @option("--user", "-u", help="Digest auth user [default: the AOR's user].")
 @option("--password", metavar="PASSWORD",
@@ -228,6 +230,9 @@ def phone_cmd(
                 chosen = merge_target(server, None, chosen, flag).transport
             except click.BadParameter as exc:
                 raise _fail(f"--transport: {exc.message}") from None
+    paths = [server.path for server in servers.values() if server is not None and server.path is not None]
+    if paths and chosen not in ("ws", "wss"):
+        raise _fail(f"--transport: a WebSocket URL needs ws or wss, not {chosen}")
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
                          auth_user=user, registrar=_hostport(servers["--registrar"]),
@@ -237,7 +242,8 @@ def phone_cmd(
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
                          stun_server=stun_server, ice=ice, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
-                         codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites)
+                         codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
+                         ws_path=paths[0] if paths else "/")
         acc.uri()
         if stun_server is not None:
             parse_server(stun_server)

@@ -75,11 +75,13 @@ def _request(
             to = target.uri
         elif host_user == "user" and user is None:
             user = target.user
-    if sips and target.transport not in (None, "tls"):
-        raise click.BadParameter(f"--sips needs tls, but the transport is {target.transport}",
+    if sips and target.transport not in (None, "tls", "wss"):
+        raise click.BadParameter(f"--sips needs tls or wss, but the transport is {target.transport}",
                                  param_hint="--transport")
     scheme = "sips" if sips or target.scheme == "sips" else "sip"
     chosen = target.transport or ("tls" if scheme == "sips" else "udp")
+    if target.path is not None and chosen not in ("ws", "wss"):
+        raise click.BadParameter(f"a WebSocket URL needs --transport ws or wss, not {chosen}", param_hint="--transport")
     return probes.ProbeRequest(
         host=target.host,
         port=target.port,
@@ -95,6 +97,7 @@ def _request(
         t1=(t1 or 500) / 1000,
         tls_verify=not insecure,
         ca_file=readable_file(ca_file, "--ca-file"),
+        ws_path=target.path or "/",
     )
 
 
@@ -192,13 +195,15 @@ def render(result: ApiResult) -> None:
 # -------------------------------------------------------------------- commands
 
 HostArg = argument("host", metavar="HOST",
-                   help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp or sips:HOST "
+                   help="SIP server: HOST, HOST:PORT, [IPv6]:PORT, sip:HOST:PORT;transport=tcp, sips:HOST or "
+                        "a WebSocket URL ws://HOST:PORT/PATH, wss://… (SIP over WebSocket, RFC 7118) "
                         "(sip:bob@HOST addresses bob: To and Request-URI; register: the user).")
 PortOpt = option("--port", "-p", type=click.IntRange(1, 65535), metavar="PORT",
-                 help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls].")
-TransportOpt = option("--transport", "-t", metavar="udp|tcp|tls", show_default=False,
+                 help="Server port [default: from HOST, else DNS SRV (RFC 3263), else 5060, 5061 for tls, "
+                      "80 for ws, 443 for wss].")
+TransportOpt = option("--transport", "-t", metavar="udp|tcp|tls|ws|wss", show_default=False,
                       help="Transport, any case [default: from HOST, else udp; tls for sips:].")
-SipsOpt = option("--sips", is_flag=True, help="Use sips: URIs (implies --transport tls).")
+SipsOpt = option("--sips", is_flag=True, help="Use sips: URIs (implies --transport tls unless wss).")
 UserOpt = option("--user", "-u", metavar="USER", help="User part of the URIs we build / Digest username.")
 DomainOpt = option("--domain", metavar="DOMAIN", help="SIP domain for the URIs [default: HOST].")
 FromOpt = option("--from", "from_", metavar="URI", help="From: user part or full URI.")
@@ -315,10 +320,11 @@ def auth_cmd(
 @option("--host", default="127.0.0.1", metavar="ADDRESS", help="Local address to listen on.")
 @option("--port", "-p", default=5060, type=click.IntRange(0, 65535), metavar="PORT",
         help="Port to listen on (0: any free port).")
-@option("--transport", "-t", default="udp", metavar="udp|tcp|tls", help="Transport, any case.")
+@option("--transport", "-t", default="udp", metavar="udp|tcp|tls|ws|wss",
+        help="Transport, any case (ws/wss: SIP over WebSocket, any path).")
 @option("--answer", default="200", metavar="ANSWER",
         help="INVITE answer: 200 (SDP + RTP echo), ring (180 until CANCEL), or a code 300-699 (486, 603, ...).")
-@option("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --transport tls.")
+@option("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --transport tls or wss.")
 @option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert.")
 @option("--max-dialogs", default=100, type=click.IntRange(1, 100000), metavar="N",
         help="Calls at once (more get 486).")
@@ -346,8 +352,8 @@ def listen_cmd(
     bind_host = _validated("--host", host, check_host) or host
     readable_file(tls_cert, "--tls-cert")
     readable_file(tls_key, "--tls-key")
-    if chosen == "tls" and not tls_cert:
-        raise click.BadParameter("--transport tls needs --tls-cert (and --tls-key)", param_hint="--tls-cert")
+    if chosen in ("tls", "wss") and not tls_cert:
+        raise click.BadParameter(f"--transport {chosen} needs --tls-cert (and --tls-key)", param_hint="--tls-cert")
 
     def show(record: TraceRecord) -> None:
         if as_json:

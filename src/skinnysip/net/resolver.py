@@ -10,8 +10,10 @@ Rules implemented (RFC 3263 §4.1 transport selection, §4.2 port and IP address
 
 * an IP literal (``192.0.2.1``, ``2001:db8::1`` or ``[2001:db8::1]``) needs no DNS at all;
   transport is the given one, else ``tls`` for ``sips:`` and ``udp`` otherwise; the port is
-  the given one, else 5061 for TLS and 5060 otherwise;
+  the given one, else 5061 for TLS, 80 for ``ws``, 443 for ``wss`` and 5060 otherwise;
 * a name with an explicit port: A/AAAA only;
+* a name with ``transport=ws`` (``wss`` in a ``sips:`` URI, RFC 7118 §5.2): A/AAAA on 80 or
+  443 (RFC 7118 names no SRV records; a WebSocket server is usually given with its port);
 * a name without port but with a transport: SRV for that transport (``_sip._udp``,
   ``_sip._tcp``, ``_sips._tcp``), else A/AAAA on the default port;
 * a name without port and transport: NAPTR (``SIP+D2U``, ``SIP+D2T``, ``SIPS+D2T``) → SRV →
@@ -59,13 +61,13 @@ __all__ = [
     "order_srv",
 ]
 
-Transport = Literal["udp", "tcp", "tls"]
+Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
 
 #: At most this many targets are returned by :meth:`Resolver.resolve` (and at most this many
 #: SRV records per SRV name are looked at).
 MAX_TARGETS = 32
 
-_TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
+_TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls", "ws", "wss")
 
 #: NAPTR service field (RFC 3263 §4.1) → transport, for the services we support.
 _NAPTR_SERVICES: dict[str, Transport] = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
@@ -79,8 +81,9 @@ _SRV_FALLBACK_ORDER: tuple[Transport, ...] = ("tls", "tcp", "udp")
 
 
 def default_port(transport: Transport) -> int:
-    """The default SIP port for ``transport``: 5061 for TLS, 5060 otherwise (RFC 3261 §19.1.2)."""
-    return 5061 if transport == "tls" else 5060
+    """The default port for ``transport``: 5061 for TLS, 5060 for UDP and TCP (RFC 3261
+    §19.1.2); WebSocket's 80 for ``ws`` and 443 for ``wss`` (RFC 6455 §3, RFC 7118 §5.2)."""
+    return {"tls": 5061, "ws": 80, "wss": 443}.get(transport, 5060)
 
 
 @dataclass(frozen=True)
@@ -314,13 +317,15 @@ class Resolver:
             raise ResolveError(f"cannot resolve {name!r}: invalid port {port!r} (1-65535)")
         if transport is not None and transport not in _TRANSPORTS:
             raise ResolveError(
-                f"cannot resolve {name!r}: unsupported transport {transport!r} (udp, tcp, tls)"
+                f"cannot resolve {name!r}: unsupported transport {transport!r} (udp, tcp, tls, ws, wss)"
             )
         if secure:
             if transport == "udp":
                 raise ResolveError(f"cannot resolve {name!r}: a sips: URI needs TLS, not transport=udp")
             if transport == "tcp":
                 transport = "tls"
+            if transport == "ws":  # RFC 7118 §5.2: transport=ws in a sips: URI means WebSocket over TLS
+                transport = "wss"
 
         ip = _ip_literal(name)
         if ip is not None:  # RFC 3263 §4.1/§4.2: numeric IP, no DNS at all
@@ -358,6 +363,8 @@ class Resolver:
             chosen: Transport = transport or ("tls" if secure else "udp")
             return await self._addresses_or_fail(ctx, name, port, chosen)
 
+        if transport in ("ws", "wss"):  # RFC 7118 defines no SRV names: the address, WebSocket's port
+            return await self._addresses_or_fail(ctx, name, default_port(transport), transport)
         if transport is not None:  # §4.1: transport known → SRV for it, then A/AAAA
             srv = await self._srv(ctx, _SRV_PREFIX[transport] + name)
             if srv is not None:

@@ -192,12 +192,16 @@ class SIPEndpoint:
         uas: UASCore | None = None,
         user_agent: str = USER_AGENT,
         idle_timeout: float = 64.0,
+        ws_path: str = "/",
     ) -> None:
         self.timers = timers or Timers()
         self.layer = TransactionLayer(self.timers, trying_delay)
         self.trace = Trace(trace_limit, enabled=trace, exchange=exchange_limit)
         self.transport = SIPTransportLayer(self._on_message, self._on_lost, trace=self.trace,
                                            idle_timeout=idle_timeout, on_unreachable=self._on_lost)
+        self.transport.agent = user_agent
+        #: the resource our WebSocket handshakes ask for (``ws``/``wss`` flows; RFC 7118 §4.1)
+        self.ws_path = ws_path
         self.user_agent = user_agent
         self.uas = uas or UASCore(server=user_agent)
         self.resolver = resolver or Resolver()
@@ -253,10 +257,10 @@ class SIPEndpoint:
     # -- sockets ----------------------------------------------------------------------------
     async def listen(self, transport: Transport, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on ``host:port`` (0: any free port) over ``transport``; returns the bound
-        (IP, port). TLS needs ``tls_cert``. Raises :class:`SIPTransportError`."""
+        (IP, port). TLS and WSS need ``tls_cert``. Raises :class:`SIPTransportError`."""
         self.start()
         context = None
-        if transport == "tls":
+        if transport in ("tls", "wss"):
             if not self.tls_cert:
                 raise SIPTransportError("a TLS listener needs a certificate (tls_cert) and key")
             try:
@@ -285,16 +289,17 @@ class SIPEndpoint:
     async def flow_to(self, target: ServerTarget, *, timeout: float = 10.0, server_name: str | None = None,
                       reuse: bool = True, ports: tuple[int, int] | None = None) -> Flow:
         """A flow to ``target``: a UDP flow from our socket, or an open (reused or new)
-        TCP/TLS connection; ``reuse=False``: a new connection, or UDP socket (on a port of
-        ``ports`` when given), of the caller's own, to end with :meth:`close_flow`.
-        ``server_name``: the TLS name to check (default: the target's name). Raises
-        :class:`SIPTransportError`."""
+        TCP/TLS/WebSocket connection (a WebSocket asks for :attr:`ws_path`); ``reuse=False``:
+        a new connection, or UDP socket (on a port of ``ports`` when given), of the caller's
+        own, to end with :meth:`close_flow`. ``server_name``: the TLS name to check and the
+        WebSocket's Host (default: the target's name). Raises :class:`SIPTransportError`."""
         self.start()
         if target.transport == "udp":
             return await self.transport.udp_flow((target.address, target.port), reuse=reuse, ports=ports)
-        context = self._client_context() if target.transport == "tls" else None
+        context = self._client_context() if target.transport in ("tls", "wss") else None
         conn = await self.transport.connect(target.transport, (target.address, target.port), timeout=timeout,
-                                            tls_client=context, server_name=server_name or target.name, reuse=reuse)
+                                            tls_client=context, server_name=server_name or target.name, reuse=reuse,
+                                            ws_path=self.ws_path)
         return conn.flow
 
     async def close_flow(self, flow: Flow) -> None:
@@ -339,11 +344,12 @@ class SIPEndpoint:
         return f"SIP/2.0/{flow.transport.upper()} {hostport(host, port)};rport;branch={branch or new_branch()}"
 
     def contact(self, flow: Flow, user: str | None = None, *, scheme: str = "sip") -> NameAddr:
-        """A Contact for requests on ``flow``: our address on it, ``transport`` for streams."""
+        """A Contact for requests on ``flow``: our address on it, ``transport`` for streams
+        (``ws`` for both WebSocket transports, RFC 7118 §5.2)."""
         host, port = self.local_address(flow)
         params: dict[str, str | None] = {}
         if flow.transport != "udp" and scheme == "sip":
-            params["transport"] = flow.transport
+            params["transport"] = "ws" if flow.transport == "wss" else flow.transport
         return NameAddr(None, SipURI(scheme, user, None, host, port, params))
 
     # -- sending ----------------------------------------------------------------------------
@@ -479,8 +485,8 @@ class SIPEndpoint:
         address) at the sent-by port (default 5060, 5061 for TLS), opened within
         :data:`RESPONSE_CONNECT_TIMEOUT` s; the target policy applies. True when that was
         started (failing it, the transaction hears a transport error then)."""
-        if not isinstance(message, Response) or flow.transport == "udp" or self._closed:
-            return False
+        if not isinstance(message, Response) or flow.transport in ("udp", "ws", "wss") or self._closed:
+            return False  # a WebSocket client cannot be connected to (RFC 7118 §5)
         try:
             via = message.top_via
         except SIPParseError:

@@ -1,4 +1,4 @@
-"""asyncio SIP transports (RFC 3261 §18): UDP sockets, TCP and TLS listeners and connections.
+"""asyncio SIP transports (RFC 3261 §18): UDP sockets, TCP, TLS and WebSocket listeners and connections.
 
 :class:`SIPTransportLayer` owns every socket of one endpoint:
 
@@ -8,7 +8,10 @@
   reused per remote flow (§18.1.1: a request to a peer we already have a connection with
   goes on it); a connection idle for ``idle_timeout`` seconds is closed;
 - each stream is framed by :class:`skinnysip.sip.message.StreamParser` (Content-Length,
-  §18.3); a CRLF CRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1).
+  §18.3); a CRLF CRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1);
+- ``ws``/``wss`` (SIP over WebSocket, RFC 7118) are TCP/TLS connections that begin with the
+  WebSocket handshake (``sip`` subprotocol; :mod:`skinnysip.net.websocket`) and carry one SIP
+  message per WebSocket message, parsed as a datagram is; the keep-alive is a ping frame.
 
 Every message is handed to ``on_message(message, flow)`` with the
 :class:`~skinnysip.sip.transaction.Flow` it came on; a closed or broken stream is reported
@@ -34,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.net import tls as tlsmod
@@ -42,6 +45,9 @@ from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
 from skinnysip.result import TLSInfo
 from skinnysip.sip.message import Request, Response, SIPParseError, StreamParser, parse_message
 from skinnysip.sip.transaction import Flow
+
+if TYPE_CHECKING:
+    from skinnysip.net.websocket import WebSocketFraming
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -53,12 +59,13 @@ __all__ = [
     "route_ip",
 ]
 
-Transport = Literal["udp", "tcp", "tls"]
+Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
 Message = Request | Response
 
 MAX_MESSAGE_SIZE = 65536  # bytes; one SIP message (datagram or framed) at most
 READ_CHUNK = 16384
 WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stuck
+WS_HANDSHAKE_TIMEOUT = 10.0  # seconds an accepted WebSocket connection has to send its handshake
 MAX_CONNECTIONS = 1024
 UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
 UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
@@ -355,11 +362,14 @@ class _Listener:
 
 
 class Connection:
-    """One TCP or TLS connection (inbound or outbound)."""
+    """One TCP, TLS or WebSocket connection (inbound or outbound). ``ws``: the WebSocket layer
+    of a ``ws``/``wss`` one (an inbound one's handshake is still to come)."""
 
     def __init__(self, layer: SIPTransportLayer, transport: Transport, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, *, inbound: bool, tls: TLSInfo | None = None) -> None:
+                 writer: asyncio.StreamWriter, *, inbound: bool, tls: TLSInfo | None = None,
+                 ws: WebSocketFraming | None = None) -> None:
         self.layer = layer
+        self.ws = ws
         self.transport: Transport = transport
         self.reader = reader
         self.writer = writer
@@ -382,6 +392,15 @@ class Connection:
 
     async def _read_loop(self) -> None:
         reason = f"{PEER_CLOSED[0]}{self.where}"
+        if self.ws is not None:
+            try:
+                reason = await self._read_websocket(reason)
+            except (OSError, ssl.SSLError) as exc:
+                reason = describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
+            except asyncio.CancelledError:
+                reason = "closed"
+            self.layer._lost(self, reason)
+            return
         unframed = b""
         try:
             while True:
@@ -421,7 +440,80 @@ class Connection:
             reason = "closed"
         self.layer._lost(self, reason)
 
+    async def _read_websocket(self, reason: str) -> str:
+        """The read loop of a WebSocket connection (RFC 7118 §5): the handshake of an inbound
+        one first (within :data:`WS_HANDSHAKE_TIMEOUT`), then one SIP message per WebSocket
+        message. Returns why it ended."""
+        from skinnysip.net.websocket import WebSocketError
+
+        ws = self.ws
+        assert ws is not None
+        try:
+            if not ws.is_open:
+                async with asyncio.timeout(WS_HANDSHAKE_TIMEOUT):
+                    while True:
+                        data = await self.reader.read(READ_CHUNK)
+                        if not data:
+                            return f"{self.where} closed before its WebSocket handshake"
+                        done = ws.handshake_step(data)
+                        self._flush_ws()
+                        if done:
+                            break
+            for raw in ws.feed(b""):  # messages that came behind the handshake
+                self._ws_message(raw)
+            while not ws.is_closed:
+                data = await self.reader.read(READ_CHUNK)
+                if not data:
+                    ws.end_of_stream()
+                    break
+                self.last_activity = time.monotonic()
+                messages = ws.feed(data)
+                self._flush_ws()
+                for raw in messages:
+                    self._ws_message(raw)
+        except TimeoutError:
+            return f"no WebSocket handshake from {self.where} within {WS_HANDSHAKE_TIMEOUT:.0f} s"
+        except WebSocketError as exc:
+            self._flush_ws()
+            self.layer.malformed(hostport(*self.local), hostport(*self.remote), self.transport, exc.reason, b"")
+            return exc.reason
+        return ws.close_note or reason
+
+    def _flush_ws(self) -> None:
+        assert self.ws is not None
+        data = self.ws.outgoing()
+        if data and not self.writer.transport.is_closing():
+            self.writer.write(data)
+
+    def _ws_message(self, raw: bytes) -> None:
+        """One WebSocket message: a SIP message, or CRLFs (a keep-alive: CRLF CRLF is answered
+        with CRLF, RFC 5626 §4.4.1, as SIP.js and JsSIP send it)."""
+        if not raw.strip(b"\r\n"):
+            if b"\r\n\r\n" in raw:
+                with contextlib.suppress(SIPTransportError):
+                    self.write(b"\r\n")
+            return
+        self.layer.whole_message(raw, self.local, self.remote, self.transport, self.flow)
+
+    def keepalive(self) -> None:
+        """A keep-alive: CRLF CRLF (RFC 5626 §4.4.1), a ping frame on a WebSocket (RFC 6455
+        §5.5.2). Raises :class:`SIPTransportError`."""
+        if self.ws is not None:
+            self._raw_write(self.ws.ping())
+        else:
+            self.write(b"\r\n\r\n")
+
     def write(self, data: bytes) -> None:
+        if self.ws is not None:
+            from skinnysip.net.websocket import WebSocketError
+
+            try:
+                data = self.ws.message(data)
+            except WebSocketError as exc:
+                raise SIPTransportError(exc.reason) from exc
+        self._raw_write(data)
+
+    def _raw_write(self, data: bytes) -> None:
         if self.closed:
             raise SIPTransportError(f"connection to {self.where} is closed")
         transport = self.writer.transport
@@ -439,6 +531,11 @@ class Connection:
         self._task.cancel()
         with contextlib.suppress(BaseException):
             await self._task
+        if self.ws is not None:  # the closing handshake's first half (RFC 6455 §7.1.2), best effort
+            with contextlib.suppress(Exception):
+                data = self.ws.close(1000)
+                if data and not self.writer.transport.is_closing():
+                    self.writer.write(data)
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
@@ -468,6 +565,8 @@ class SIPTransportLayer:
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        #: the User-Agent of our WebSocket handshakes, the Server of our answers to them
+        self.agent: str | None = None
         self.listeners: list[_Listener] = []
         self.udp: dict[tuple[str, int], _UDPSocket] = {}
         #: sockets of one flow's own (:meth:`udp_flow` with ``reuse=False``), closed by :meth:`close_udp`
@@ -485,8 +584,9 @@ class SIPTransportLayer:
     # -- listening ------------------------------------------------------------------------
     async def listen(self, transport: Transport, host: str, port: int, *,
                      tls_server: ssl.SSLContext | None = None) -> tuple[str, int]:
-        """Bind a UDP socket or start a TCP/TLS listener on ``host:port`` (port 0: any).
-        Returns the bound (IP, port). Raises :class:`SIPTransportError` (e.g. port busy)."""
+        """Bind a UDP socket or start a TCP/TLS/WS/WSS listener on ``host:port`` (port 0: any;
+        a WebSocket listener takes any path). Returns the bound (IP, port). Raises
+        :class:`SIPTransportError` (e.g. port busy)."""
         host = strip_brackets(host)
         loop = asyncio.get_running_loop()
         where = f"{hostport(host, port)}/{transport}"
@@ -496,12 +596,13 @@ class SIPTransportLayer:
                 self.udp[proto.local] = proto
                 self.listeners.append(_Listener("udp", proto.local, udp=proto))
                 return proto.local
-            if transport == "tls" and tls_server is None:
-                raise SIPTransportError("a TLS listener needs a certificate and key")
+            secure = transport in ("tls", "wss")
+            if secure and tls_server is None:
+                raise SIPTransportError(f"a {transport.upper()} listener needs a certificate and key")
             server = await asyncio.start_server(
                 lambda r, w: self._accepted(transport, r, w), host, port,
-                ssl=tls_server if transport == "tls" else None, limit=self.max_message_size,
-                ssl_handshake_timeout=10.0 if transport == "tls" else None)
+                ssl=tls_server if secure else None, limit=self.max_message_size,
+                ssl_handshake_timeout=10.0 if secure else None)
         except OSError as exc:
             if exc.errno in (98, 48):  # EADDRINUSE (Linux, BSD)
                 raise SIPTransportError(f"cannot listen on {where}: address already in use") from exc
@@ -537,9 +638,16 @@ class SIPTransportLayer:
             writer.close()
             return
         info = None
-        if transport == "tls":
+        if transport in ("tls", "wss"):
             info = tlsmod.describe(writer.get_extra_info("ssl_object"), verified=False)
-        conn = Connection(self, transport, reader, writer, inbound=True, tls=info)
+        ws = None
+        if transport in ("ws", "wss"):
+            from skinnysip.net.websocket import WebSocketFraming
+
+            peer = writer.get_extra_info("peername")
+            ws = WebSocketFraming.server(f"{hostport(str(peer[0]), int(peer[1]))}/{transport}",
+                                         max_size=self.max_message_size, server=self.agent)
+        conn = Connection(self, transport, reader, writer, inbound=True, tls=info, ws=ws)
         self.connections[conn.id] = conn
         self._by_remote[(transport, *conn.remote)] = conn
 
@@ -602,17 +710,19 @@ class SIPTransportLayer:
 
     async def connect(self, transport: Transport, remote: tuple[str, int], *, timeout: float,
                       tls_client: ssl.SSLContext | None = None, server_name: str | None = None,
-                      reuse: bool = True) -> Connection:
-        """The connection to ``remote`` over TCP/TLS: an open one is reused (inbound or
-        outbound), else a new one is opened within ``timeout`` seconds (TLS: handshake
-        included; SNI and name checks use ``server_name``). ``reuse=False``: always a new
-        one, the caller's alone (never handed out for ``remote`` again; close it with
+                      reuse: bool = True, ws_path: str = "/") -> Connection:
+        """The connection to ``remote`` over TCP/TLS/WS/WSS: an open one is reused (inbound or
+        outbound), else a new one is opened within ``timeout`` seconds (TLS and WebSocket
+        handshakes included; SNI, name checks and the WebSocket's Host use ``server_name``;
+        ``ws_path``: the resource the WebSocket handshake asks for). ``reuse=False``: always a
+        new one, the caller's alone (never handed out for ``remote`` again; close it with
         :meth:`close_connection`). Raises :class:`SIPTransportError`."""
         ip = strip_brackets(remote[0])
         if not reuse:
             if len(self.connections) >= self.max_connections:
                 raise SIPTransportError(f"too many connections open ({self.max_connections})")
-            return await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name, shared=False)
+            return await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name, shared=False,
+                                    ws_path=ws_path)
         key = (transport, ip, int(remote[1]))
         conn = self._by_remote.get(key)
         if conn is not None and not conn.closed:
@@ -625,7 +735,8 @@ class SIPTransportLayer:
         future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._connecting[key] = future
         try:
-            conn = await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name)
+            conn = await self._open(transport, ip, int(remote[1]), timeout, tls_client, server_name,
+                                    ws_path=ws_path)
             future.set_result(conn)
             return conn
         except SIPTransportError as exc:
@@ -636,10 +747,11 @@ class SIPTransportLayer:
             del self._connecting[key]
 
     async def _open(self, transport: Transport, ip: str, port: int, timeout: float,
-                    tls_client: ssl.SSLContext | None, server_name: str | None, *, shared: bool = True) -> Connection:
+                    tls_client: ssl.SSLContext | None, server_name: str | None, *, shared: bool = True,
+                    ws_path: str = "/") -> Connection:
         where = f"{hostport(ip, port)}/{transport}"
         context = None
-        if transport == "tls":
+        if transport in ("tls", "wss"):
             context = tls_client or tlsmod.client_context(True, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -671,11 +783,47 @@ class SIPTransportLayer:
         if context is not None:
             info = tlsmod.describe(writer.get_extra_info("ssl_object"),
                                    verified=context.verify_mode != ssl.CERT_NONE)
-        conn = Connection(self, transport, reader, writer, inbound=False, tls=info)
+        ws = None
+        if transport in ("ws", "wss"):
+            ws = await self._websocket_handshake(reader, writer, server_name or ip, port, ws_path,
+                                                 transport == "wss", max(0.001, deadline - loop.time()))
+        conn = Connection(self, transport, reader, writer, inbound=False, tls=info, ws=ws)
         self.connections[conn.id] = conn
         if shared:
             self._by_remote[(transport, ip, port)] = conn
         return conn
+
+    async def _websocket_handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
+                                   port: int, path: str, secure: bool, timeout: float) -> WebSocketFraming:
+        """The client's opening handshake on a fresh stream (RFC 6455 §4.1, RFC 7118 §4.1)
+        within ``timeout`` s. Raises :class:`SIPTransportError` (closing the stream)."""
+        from skinnysip.net.websocket import WebSocketError, WebSocketFraming
+
+        where = f"{hostport(host, port)}{path} ({'wss' if secure else 'ws'})"
+        try:
+            ws = WebSocketFraming.client(host, port, path, secure=secure, max_size=self.max_message_size,
+                                         user_agent=self.agent)
+            writer.write(ws.outgoing())
+            async with asyncio.timeout(timeout):
+                while True:
+                    data = await reader.read(READ_CHUNK)
+                    if not data:
+                        raise SIPTransportError(f"{where} closed the connection during the WebSocket handshake")
+                    if ws.handshake_step(data):
+                        return ws
+        except TimeoutError as exc:
+            writer.close()
+            raise SIPTransportError(f"no WebSocket handshake answer from {where} within "
+                                    f"{timeout * 1000:.0f} ms") from exc
+        except WebSocketError as exc:
+            writer.close()
+            raise SIPTransportError(exc.reason) from exc
+        except SIPTransportError:
+            writer.close()
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            writer.close()
+            raise SIPTransportError(describe_os_error(exc, where) if isinstance(exc, OSError) else str(exc)) from exc
 
     async def close_connection(self, flow: Flow) -> None:
         """Close the TCP/TLS connection of ``flow`` (none, or already closed: nothing to do);
@@ -765,33 +913,41 @@ class SIPTransportLayer:
         conn = self.connections.get(flow.connection) if flow.connection is not None else None
         if conn is None or conn.closed:
             raise SIPTransportError(f"no open {flow.transport.upper()} connection to {hostport(*flow.remote)}")
-        conn.write(ping)
+        conn.keepalive()
 
     # -- receiving --------------------------------------------------------------------------
     def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
+        self.whole_message(data, sock.local, source, "udp", None)
+
+    def whole_message(self, data: bytes, local: tuple[str, int], source: tuple[str, int], transport: Transport,
+                      flow: Flow | None) -> None:
+        """One received unit that holds one whole SIP message — a datagram, or a WebSocket
+        message (RFC 7118 §5) — parsed, traced and handed on (``flow``: the connection's; a
+        UDP one is made). A malformed one is dropped (RFC 3261 §18.1.2), counted and traced."""
         if not _SIP_START_RE.match(data):
             if data.strip(b"\r\n"):  # not a CRLF keep-alive (RFC 5626 §3.5.1): garbage, dropped unparsed
-                self.malformed(hostport(*sock.local), hostport(*source), "udp", "not a SIP start line",
+                self.malformed(hostport(*local), hostport(*source), transport, "not a SIP start line",
                                data[: self.max_message_size])
             return
         if len(data) > self.max_message_size:
-            self.malformed(hostport(*sock.local), hostport(*source), "udp",
-                           f"datagram of {len(data)} octets exceeds the {self.max_message_size}-octet limit",
+            self.malformed(hostport(*local), hostport(*source), transport,
+                           f"{'datagram' if transport == 'udp' else 'message'} of {len(data)} octets exceeds "
+                           f"the {self.max_message_size}-octet limit",
                            data[: self.max_message_size])
             return
         try:
             message = parse_message(data, self.max_message_size)
         except SIPParseError as exc:
-            self.malformed(hostport(*sock.local), hostport(*source), "udp", exc.reason, data)
+            self.malformed(hostport(*local), hostport(*source), transport, exc.reason, data)
             return  # RFC 3261 §18.1.2: a malformed datagram is discarded
         unusable = unusable_response(message)
         if unusable is not None:
-            self.malformed(hostport(*sock.local), hostport(*source), "udp", f"{message.summary}: {unusable}", data)
+            self.malformed(hostport(*local), hostport(*source), transport, f"{message.summary}: {unusable}", data)
             return
-        stamp = self.stamp("received", sock.local, source, "udp", message, data)
+        stamp = self.stamp("received", local, source, transport, message, data)
         if isinstance(message, Response):
             message.received_at = stamp
-        self.on_message(message, Flow("udp", source, local=sock.local))
+        self.on_message(message, flow if flow is not None else Flow("udp", source, local=local))
 
     def malformed(self, local: str, remote: str, transport: str, reason: str, raw: bytes) -> None:
         """Count a received message that was dropped as malformed and trace it as

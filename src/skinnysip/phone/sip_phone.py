@@ -157,7 +157,11 @@ class SIPAccount:
     ``aor``: address of record, ``sip:alice@example.com``. ``password``/``auth_user``:
     digest credentials (``auth_user`` defaults to the AOR's user). ``registrar``:
     ``host[:port]`` (default: the AOR's host). ``outbound_proxy``: ``host[:port]``, every
-    request goes there with a loose route (RFC 3261 §8.1.2). ``transport``: udp/tcp/tls.
+    request goes there with a loose route (RFC 3261 §8.1.2). ``transport``: udp/tcp/tls, or
+    ws/wss — SIP over WebSocket (RFC 7118), as a browser phone (JsSIP, SIP.js) talks to a
+    WebRTC gateway: the connection to the registrar or outbound proxy (default port 80/443)
+    carries every request and every request to us; ``ws_path`` is the resource its handshake
+    asks for (Asterisk's ``/ws``; Kamailio and FreeSWITCH take any).
     ``tls_verify``/``ca_file``: checking of the server certificate. ``expires``: the
     registration time asked for. ``register``: False for calls without a registrar.
     ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
@@ -236,7 +240,8 @@ class SIPAccount:
     auth_user: str | None = None
     registrar: str | None = None
     outbound_proxy: str | None = None
-    transport: Literal["udp", "tcp", "tls"] = "udp"
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"] = "udp"
+    ws_path: str = "/"
     tls_verify: bool = True
     ca_file: str | None = None
     expires: int = 600
@@ -577,7 +582,8 @@ class SIPPhone(Phone):
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
                                     uas=UASCore(supported=("100rel", "replaces", "norefersub", "timer"),
-                                                allow=ALLOW.split(", "), server=USER_AGENT, accept=ACCEPT))
+                                                allow=ALLOW.split(", "), server=USER_AGENT, accept=ACCEPT),
+                                    ws_path=account.ws_path)
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
         self.flow: Flow | None = None
@@ -711,8 +717,8 @@ class SIPPhone(Phone):
             return []
         host, port = self.outbound_proxy
         params: dict[str, str | None] = {"lr": None}
-        if self.account.transport != "udp":
-            params["transport"] = self.account.transport
+        if self.account.transport != "udp":  # RFC 7118 §5.2: "ws" for both WebSocket transports
+            params["transport"] = "ws" if self.account.transport == "wss" else self.account.transport
         return [str(NameAddr(None, SipURI("sip", None, None, host, port, params)))]
 
     async def register(self) -> bool:

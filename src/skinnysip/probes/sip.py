@@ -34,7 +34,7 @@ from typing import Literal, TypeVar
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
-from skinnysip.net.resolver import Resolver, ServerTarget
+from skinnysip.net.resolver import Resolver, ServerTarget, default_port
 from skinnysip.net.sip_endpoint import (
     USER_AGENT,
     ClientEvent,
@@ -132,8 +132,9 @@ class ProbeRequest:
 
     ``host``: name, IPv4 or IPv6 literal. ``port``: explicit port; None: located by
     RFC 3263 (SRV for the transport, else 5060, or 5061 for TLS; IP literals skip DNS).
-    ``transport``: ``udp``/``tcp``/``tls``; None (Python only): chosen by RFC 3263 (NAPTR,
-    then SRV, else UDP; TLS for ``sips``). ``nameservers``: DNS servers to ask, as
+    ``transport``: ``udp``/``tcp``/``tls``, or ``ws``/``wss`` (SIP over WebSocket, RFC 7118:
+    default port 80/443, the handshake asks for ``ws_path``); None (Python only): chosen by
+    RFC 3263 (NAPTR, then SRV, else UDP; TLS for ``sips``). ``nameservers``: DNS servers to ask, as
     ``[(ip, port)]`` (Python only; default: the system's). ``scheme``: ``sip`` or ``sips`` (the URIs we
     build; ``sips`` needs TLS). ``uri``: the Request-URI (default per operation).
     ``from_uri``/``to_uri``: a user part (``alice``) or a full ``sip:``/``sips:``/``tel:``
@@ -152,7 +153,7 @@ class ProbeRequest:
 
     host: str
     port: int | None = None
-    transport: Literal["udp", "tcp", "tls"] | None = "udp"
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"] | None = "udp"
     scheme: Literal["sip", "sips"] = "sip"
     uri: str | None = None
     from_uri: str | None = None
@@ -168,12 +169,13 @@ class ProbeRequest:
     nameservers: list[tuple[str, int]] | None = None
     max_exchange_messages: int = MAX_EXCHANGE_MESSAGES
     max_exchange_bytes: int = MAX_EXCHANGE_BYTES
+    ws_path: str = "/"
 
     @property
     def effective_port(self) -> int:
         if self.port is not None:
             return self.port
-        return 5061 if self.transport == "tls" or (self.transport is None and self.scheme == "sips") else 5060
+        return default_port(self.transport or ("tls" if self.scheme == "sips" else "udp"))
 
     @property
     def bare_host(self) -> str:
@@ -325,10 +327,10 @@ class _Session:
         self.bye_answer: str | None = None
         self.scheme = request.scheme
         self.answered = False  # did this server send anything back?
-        default_port = 5061 if self.scheme == "sips" or target.transport == "tls" else 5060
         port = request.effective_port
+        usual = 5061 if self.scheme == "sips" or target.transport == "tls" else 5060  # the URI's default (§19.1.2)
         self.domain = request.domain or (
-            format_host(request.bare_host) + ("" if port == default_port else f":{port}")
+            format_host(request.bare_host) + ("" if port == usual else f":{port}")
         )
 
     @property
@@ -467,11 +469,12 @@ async def _run_bounded(request: ProbeRequest, result: R, flow: Callable[[_Sessio
     ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
                      ca_file=request.ca_file,
                      exchange_limit=ExchangeLimit(request.max_exchange_messages, request.max_exchange_bytes),
-                     resolver=Resolver(request.nameservers) if request.nameservers else None)
+                     resolver=Resolver(request.nameservers) if request.nameservers else None,
+                     ws_path=request.ws_path)
     try:
         async with ep:
-            if request.scheme == "sips" and request.transport not in ("tls", None):
-                raise _ProbeFailure("sips: URIs need the tls transport (RFC 3261 §26.2.2)")
+            if request.scheme == "sips" and request.transport not in ("tls", "wss", None):
+                raise _ProbeFailure("sips: URIs need the tls or wss transport (RFC 3261 §26.2.2, RFC 7118 §5.2)")
             targets = await ep.resolve(request.bare_host, port=request.port, transport=request.transport,
                                        secure=request.scheme == "sips", timeout=request.timeout)
             if request.transport is not None:
