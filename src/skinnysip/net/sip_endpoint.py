@@ -222,6 +222,9 @@ class SIPEndpoint:
         #: requests; RFC 3261 §17): the load generator's Retransmissions counter
         self.retransmissions = 0
         self._resends: set[asyncio.Task[None]] = set()  # responses going over a new connection
+        #: called with (flow, reason) when a TCP/TLS/WebSocket connection closes or breaks (after
+        #: its transactions heard it): a phone registered over it registers again at once
+        self.on_connection_lost: Callable[[Flow, str], None] | None = None
 
     # -- life -------------------------------------------------------------------------------
     async def __aenter__(self) -> SIPEndpoint:
@@ -456,6 +459,8 @@ class SIPEndpoint:
 
     def _on_lost(self, flow: Flow, reason: str) -> None:
         self._process(self.layer.connection_lost(flow, reason, self.loop_time))
+        if flow.connection is not None and self.on_connection_lost is not None:
+            self.on_connection_lost(flow, reason)
 
     def _process(self, out: LayerOutput, depth: int = 0) -> None:
         for item in out.send:

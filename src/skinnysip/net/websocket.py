@@ -136,8 +136,10 @@ class WebSocketFraming:
             if done:
                 self._ready.extend(self._messages(events[i + 1:]))
                 return True
-        if isinstance(protocol, ServerProtocol) and protocol.handshake_exc is not None:
-            raise WebSocketError(f"bad WebSocket handshake from {self._where}: {_why(protocol.handshake_exc)}")
+        if protocol.handshake_exc is not None:
+            if isinstance(protocol, ServerProtocol):
+                raise WebSocketError(f"bad WebSocket handshake from {self._where}: {_why(protocol.handshake_exc)}")
+            raise WebSocketError(f"WebSocket handshake with {self._where} failed: {_why(protocol.handshake_exc)}")
         if protocol.state is State.CLOSED or protocol.close_expected() and protocol.state is not State.OPEN:
             raise WebSocketError(f"{self._where} closed during the WebSocket handshake")
         return False

@@ -131,6 +131,7 @@ RING_TIMEOUT = 180.0
 STUN_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 3
 KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
+RECONNECT_DELAY = 0.5  # seconds before connecting again after the server's connection closed (doubling)
 
 
 def media_ip_for(offer: SessionDescription, local_ip: str) -> str:
@@ -600,6 +601,8 @@ class SIPPhone(Phone):
         self._public: tuple[str, int] | None = None  # received/rport learned (RFC 3581)
         self._reg_task: asyncio.Task[None] | None = None
         self._ka_task: asyncio.Task[None] | None = None
+        #: set when the connection to the registrar/proxy closes: the keep-alive loop wakes
+        self._flow_lost = asyncio.Event()
         #: the message-waiting subscription (``SIPAccount.mwi``; RFC 3842), None without one
         self.mwi: MWISubscription | None = None
         self._mwi_task: asyncio.Task[None] | None = None
@@ -616,6 +619,7 @@ class SIPPhone(Phone):
         be reached; a refused registration is an event, not an exception."""
         self.endpoint.start()
         self._remove_handler = self.endpoint.add_handler(self._on_event)
+        self.endpoint.on_connection_lost = self._on_connection_lost
         acc = self.account
         if acc.listen_host or acc.listen_port:
             try:
@@ -889,17 +893,29 @@ class SIPPhone(Phone):
             except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                 self._set_registration(RegistrationState.FAILED, str(exc))
 
+    def _on_connection_lost(self, flow: Flow, reason: str) -> None:
+        if self.flow is not None and flow.connection == self.flow.connection and not self.closed:
+            self._flow_lost.set()
+
     async def _keepalive_loop(self) -> None:
+        backoff = RECONNECT_DELAY
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flow_lost.wait(), KEEPALIVE_INTERVAL)
+            if self._flow_lost.is_set():  # wait a moment (longer each time it fails) before connecting
+                self._flow_lost.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(KEEPALIVE_INTERVAL, backoff * 2)
             if self.flow is None:
                 continue
             if not self.endpoint.transport.is_open(self.flow):
-                # the server closed our connection: connect and register again now, not at the
-                # refresh (a phone that does not register opens one at its next request)
+                # the server closed our connection (a WebSocket client cannot be connected to,
+                # RFC 7118 §5; RFC 5626 §4.4.1 flow recovery): connect and register again now,
+                # not at the refresh (a phone that does not register opens one at its next request)
                 if self.account.register:
                     try:
-                        await self._register_now()
+                        if await self._register_now():
+                            backoff = RECONNECT_DELAY
                     except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                         self._set_registration(RegistrationState.FAILED, str(exc))
                 continue

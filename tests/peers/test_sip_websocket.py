@@ -1,0 +1,185 @@
+"""SIP over WebSocket (RFC 7118) against Kamailio's websocket module, as WebRTC deployments run
+it (``kamailio(websocket=True)``: xhttp takes the Upgrade, ``ws_handle_handshake`` wants the
+``sip`` subprotocol, requests from WebSocket clients are NAT-handled as its example
+configuration does). The probes and the phone over ``ws`` and ``wss``; tshark's view of the
+wire; a browser-style leg (WSS signalling, ICE, DTLS-SRTP, rtcp-mux through rtpengine) to a
+plain UDP phone; and what a client sees from a server that is not a WebSocket server.
+Audio is proven by listening (≥ 95 % of 20 ms frames carry the other side's tone)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from baresip_peer import baresip
+from rtpengine_peer import RtpenginePeer, rtpengine
+from sip_peers import KamailioPeer, kamailio
+from test_phone_baresip import THEIR_TONE, account, registered
+from test_phone_srtp import bob_calls, heard_each_other, incoming, talk_to_bob
+
+from peertools import TsharkCapture
+from skinnysip.phone.api import RegistrationState
+from skinnysip.phone.sip_phone import SIPPhone
+from skinnysip.probes import sip as probes
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+CLI = [sys.executable, "-m", "skinnysip"]
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True, websocket=True) as peer:
+        yield peer
+
+
+def handshakes(pbx: KamailioPeer) -> list[str]:
+    """The resources Kamailio logged WebSocket handshakes for (its xhttp event route)."""
+    return re.findall(r"websocket handshake from \S+ for (\S+)", Path(pbx.log_file).read_text(errors="replace"))
+
+
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+def test_cli_probes_over_a_websocket_url(pbx: KamailioPeer, transport: str) -> None:
+    """``skinnysip sip options wss://host:port/path`` and ``sip auth`` (REGISTER with digest): the
+    handshake asks for the URL's path, the requests say ``SIP/2.0/WS``/``WSS`` in their Via and
+    ``transport=ws`` in their Contact (RFC 7118 §5.2: ``ws`` for both), Kamailio answers."""
+    url = f"{transport}://127.0.0.1:{pbx.port(transport)}/sip-{transport}"
+    done = subprocess.run([*CLI, "sip", "options", url, "--insecure", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = json.loads(done.stdout)
+    assert body["statusCode"] == 200 and body["transport"] == transport, body
+    assert body["serverAgent"].startswith("kamailio"), body
+    sent = body["exchange"][0]["raw"]
+    assert f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:" in sent and ";transport=ws>" in sent, sent
+    assert f"/sip-{transport}" in handshakes(pbx)
+
+    done = subprocess.run([*CLI, "sip", "auth", url, "--insecure", "--user", "alice", "--password",
+                           pbx.users["alice"], "--domain", pbx.realm, "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = json.loads(done.stdout)
+    assert body["statusCode"] == 200 and body["authenticated"] is True, body
+    assert [m["summary"].split()[0] for m in body["exchange"][:4]] == ["REGISTER", "401", "REGISTER", "200"]
+
+
+def test_tshark_reads_the_websocket_and_the_sip_inside(pbx: KamailioPeer) -> None:
+    """What went over the wire, as Wireshark's dissectors read it: the HTTP Upgrade with
+    ``Sec-WebSocket-Protocol: sip`` both ways and a 101, then SIP in WebSocket text frames —
+    ours masked (RFC 6455 §5.3: a client masks every frame), Kamailio's not."""
+    port = pbx.ws_port
+    cap = TsharkCapture(f"tcp port {port}", decode_as=[f"tcp.port=={port},http"])
+    with cap:
+        result = asyncio.run(probes.options(probes.ProbeRequest(host="127.0.0.1", port=port, transport="ws",
+                                                                ws_path="/tshark", timeout=5)))
+    assert result.status_code == 200, result.error
+    upgrade = cap.decode("http", ["http.request.method", "http.request.uri", "http.response.code",
+                                  "http.upgrade", "http.sec_websocket_protocol"])
+    request = next(p for p in upgrade if p.get("http.request.method"))
+    response = next(p for p in upgrade if p.get("http.response.code"))
+    assert request["http.request.uri"] == ["/tshark"] and request["http.sec_websocket_protocol"] == ["sip"]
+    assert response["http.response.code"] == ["101"] and response["http.sec_websocket_protocol"] == ["sip"]
+    frames = cap.decode("sip", ["websocket.opcode", "websocket.mask", "sip.Method", "sip.Status-Code", "sip.Via"])
+    options = next(p for p in frames if p.get("sip.Method") == ["OPTIONS"])
+    answer = next(p for p in frames if p.get("sip.Status-Code") == ["200"])
+    assert options["websocket.opcode"] == ["1"] and options["websocket.mask"] == ["1"], options  # text, masked
+    assert answer["websocket.opcode"] == ["1"] and answer["websocket.mask"] == ["0"], answer
+    assert options["sip.Via"][0].startswith("SIP/2.0/WS 127.0.0.1:"), options
+
+
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+async def test_phone_over_websocket_calls_and_is_called(pbx: KamailioPeer, transport: str, tmp_path: Path) -> None:
+    """Our phone as a browser phone would be: registered over a WebSocket (Kamailio keeps the
+    connection's address, ``fix_nated_register``), it calls baresip (UDP) and baresip calls it:
+    Kamailio's INVITE to us comes down the same WebSocket (it cannot connect to a WebSocket
+    client). Both hear each other both times."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        async with SIPPhone(account(pbx, "alice", transport, record_dir=str(tmp_path), auto_answer=0.2)) as phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert phone.flow is not None and phone.flow.transport == transport
+            contacts = pbx.contacts("alice")
+            assert len(contacts) == 1 and contacts[0].endswith(";transport=ws"), contacts
+            _, report = await talk_to_bob(phone, bob, 2.0)
+            heard_each_other(report, bob)
+
+            call = await bob_calls(pbx, bob, phone)
+            assert call.flow is not None and call.flow.connection == phone.flow.connection  # the one WebSocket
+            invite = next(m for m in call.exchange if m.direction == "received" and m.summary.startswith("INVITE"))
+            assert invite.transport == transport and ";transport=ws" in invite.summary, invite.summary
+            await asyncio.sleep(2)
+            await bob.command("hangup")
+            assert await call.wait_ended(10)
+            report = call.media_report()
+            assert report is not None
+            heard_each_other(report, bob)
+
+
+async def test_a_browser_style_leg_through_rtpengine(tmp_path: Path) -> None:
+    """The leg a WebRTC gateway gives a browser: signalling over WSS, and rtpengine turning
+    baresip's plain RTP offer into ``UDP/TLS/RTP/SAVP`` with ICE and rtcp-mux
+    (``ICE=force rtcp-mux-offer``). Our phone answers as an ICE lite agent over DTLS-SRTP;
+    rtpengine checks and nominates us, the handshake keys SRTP, and both sides hear each other."""
+    with rtpengine() as relay, \
+            kamailio(pbx=True, websocket=True,
+                     rtpengine=(relay.ng_socket, "ICE=force rtcp-mux-offer UDP/TLS/RTP/SAVP", "")) as wss_pbx:
+        async with baresip("bob", wss_pbx.users["bob"], f"127.0.0.1:{wss_pbx.udp_port}", tone_hz=THEIR_TONE) as bob, \
+                SIPPhone(account(wss_pbx, "alice", "wss", auto_answer=0.2, ice=True, srtp="dtls",
+                                 record_dir=str(tmp_path))) as phone:
+            call = await bob_calls(wss_pbx, bob, phone)
+            assert call.flow is not None and call.flow.transport == "wss"
+            assert call.remote_offer is not None and call.remote_offer.media[0].proto == "UDP/TLS/RTP/SAVP"
+            await asyncio.sleep(3)
+            assert call.media is not None
+            live = call.media.report()
+            await bob.command("hangup")
+            assert await call.wait_ended(10)
+            report = call.media_report()
+            assert report is not None
+            ice = live["ice"]
+            assert ice is not None and ice["rtp"]["nominated"] is not None, ice
+            assert isinstance(relay, RtpenginePeer) and relay.relays(ice["rtp"]["nominated"][1]), ice
+            assert all(d["error"] is None and d["profile"] for d in report["dtls"].values()), report["dtls"]
+            assert report["srtp"]["auth_failures"] == 0
+            heard_each_other(report, bob)
+
+
+def test_a_port_that_is_not_a_websocket_server_says_so(pbx: KamailioPeer) -> None:
+    """Kamailio's plain SIP TCP port takes the HTTP request to its xhttp route, which refuses
+    it (403: not a WebSocket port); a port where nothing listens is refused by the system.
+    Both end the probe with one line that says what happened, exit status 3."""
+    refused = subprocess.run([*CLI, "sip", "options", f"ws://127.0.0.1:{pbx.tcp_port}/", "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    body = json.loads(refused.stdout)
+    assert "refused the WebSocket upgrade with HTTP 403" in body["error"], body["error"]
+    assert "Traceback" not in refused.stderr
+
+
+async def test_a_websocket_client_cannot_be_reached_once_its_connection_is_gone(pbx: KamailioPeer,
+                                                                               tmp_path: Path) -> None:
+    """RFC 7118 §5: a server cannot open a connection to a WebSocket client. When our phone's
+    WebSocket closes, it opens a new one and registers again at once (not at the refresh), so
+    calls to it work again; the old Contact is replaced."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        async with SIPPhone(account(pbx, "alice", "ws", record_dir=str(tmp_path), auto_answer=0.2)) as phone:
+            first = pbx.contacts("alice")
+            assert phone.flow is not None
+            await phone.endpoint.transport.close_connection(phone.flow)
+            for _ in range(150):  # the keep-alive loop notices within its interval
+                await asyncio.sleep(0.1)
+                now = pbx.contacts("alice")
+                if now and now != first and phone.endpoint.transport.is_open(phone.flow):
+                    break
+            assert pbx.contacts("alice") != first, "never registered again over a new WebSocket"
+            await bob.command("dial", f"sip:alice@{pbx.realm}")
+            call = await incoming(phone)
+            assert await call.wait_connected(10), call.end_reason
+            await call.hangup()
