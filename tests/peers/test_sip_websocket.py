@@ -16,10 +16,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from baresip_peer import baresip
 from rtpengine_peer import RtpenginePeer, rtpengine
 from sip_peers import KamailioPeer, kamailio
+from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
 from test_phone_baresip import THEIR_TONE, account, registered
 from test_phone_srtp import bob_calls, heard_each_other, incoming, talk_to_bob
 
@@ -183,3 +185,39 @@ async def test_a_websocket_client_cannot_be_reached_once_its_connection_is_gone(
             call = await incoming(phone)
             assert await call.wait_connected(10), call.end_reason
             await call.hangup()
+
+
+def test_the_api_probes_and_phones_over_websocket(pbx: KamailioPeer, api: httpx.Client,  # noqa: F811
+                                                  tmp_path: Path) -> None:
+    """The HTTP API takes ``transport: "wss"`` and ``wsPath`` for a probe and for a live phone,
+    and its pcap export writes the WebSocket's SIP messages for Wireshark's SIP dissector."""
+    client = api
+    r = client.post("/api/sip/options", json={"host": "127.0.0.1", "port": pbx.wss_port, "transport": "wss",
+                                             "wsPath": "/from-the-api", "tlsVerify": False, "timeout": 5000})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["success"] is True and body["transport"] == "wss" and body["statusCode"] == 200, body
+    assert "/from-the-api" in handshakes(pbx)
+    bad = client.post("/api/sip/options", json={"host": "127.0.0.1", "transport": "ws", "wsPath": "no-slash"})
+    assert bad.status_code == 400 and "wsPath" in bad.json()["error"], bad.text
+
+    pcap = client.post("/api/pcap", json={"exchange": body["exchange"]})
+    assert pcap.status_code == 200, pcap.text
+    path = tmp_path / "ws.pcapng"
+    path.write_bytes(pcap.content)
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
+                          "-e", "frame.comment"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "OPTIONS" in out and "200" in out and "WebSocket payload, over TLS" in out, out
+
+    created = client.post("/api/phones", json={"protocol": "sip", "aor": f"sip:carol@{pbx.realm}",
+                                               "password": pbx.users["carol"], "registrar": f"127.0.0.1:{pbx.ws_port}",
+                                               "transport": "ws", "wsPath": "/phone", "expires": 60})
+    assert created.status_code == 201, created.text
+    phone = created.json()
+    try:
+        assert phone["registration"]["state"] == "registered", phone
+        contacts = pbx.contacts("carol")
+        assert len(contacts) == 1 and contacts[0].endswith(";transport=ws"), contacts
+        assert "/phone" in handshakes(pbx)
+    finally:
+        assert client.delete(f"/api/phones/{phone['id']}").status_code in (200, 204)

@@ -261,14 +261,18 @@ class _Body(BaseModel):
 
 
 class SIPBody(_Body):
-    """``/api/sip/*``: SIP over UDP (default), TCP or TLS with ``sip:`` URIs."""
+    """``/api/sip/*``: SIP over UDP (default), TCP, TLS or WebSocket (RFC 7118) with ``sip:`` URIs."""
 
-    port: int | None = Field(None, ge=1, le=65535, description="Server port (default: DNS SRV per RFC 3263 for a host name, else 5060; 5061 for tls).")
-    transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
+    port: int | None = Field(None, ge=1, le=65535, description="Server port (default: DNS SRV per RFC 3263 for a host name, else 5060; 5061 for tls, 80 for ws, 443 for wss).")
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"] = Field(
+        "udp", description="udp, tcp, tls, or ws/wss: SIP over WebSocket (RFC 7118).")
+    ws_path: str = Field("/", alias="wsPath", max_length=256, pattern=r'^/[!"$-~]*$',
+                         description="The resource a ws/wss handshake asks for (Asterisk: /ws).")
     timeout: float = Field(10000, ge=100, le=120000, description="ms to wait for each final response.")
 
     def to_probe(self) -> probes.ProbeRequest:
-        return self._probe(port=self.port, transport=self.transport, scheme="sip", timeout=self.timeout / 1000)
+        return self._probe(port=self.port, transport=self.transport, scheme="sip", timeout=self.timeout / 1000,
+                           ws_path=self.ws_path)
 
 
 class SIPSBody(_Body):

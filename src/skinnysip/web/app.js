@@ -579,7 +579,10 @@ function setupSip() {
     const sips = scheme.value === "sips";
     transport.disabled = sips;
     if (sips) transport.value = "tls";
-    port.placeholder = sips || transport.value === "tls" ? "5061" : "5060 (or DNS SRV)";
+    const ws = ["ws", "wss"].includes(transport.value);
+    port.placeholder = sips || transport.value === "tls" ? "5061"
+      : transport.value === "ws" ? "80" : transport.value === "wss" ? "443" : "5060 (or DNS SRV)";
+    for (const n of form.querySelectorAll(".ws-only")) n.hidden = !ws;
     for (const n of form.querySelectorAll(".digest-only")) n.hidden = op.value !== "digest-auth";
     document.getElementById("sip-username").required = op.value === "digest-auth";
     // digest-auth requires a password, and an empty one is a valid password to try

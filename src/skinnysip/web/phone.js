@@ -202,6 +202,8 @@ function syncProtocol() {
   const sccp = $("phone-protocol").value === "sccp";
   for (const n of document.querySelectorAll("#phone-form .sip-only")) n.hidden = sccp;
   for (const n of document.querySelectorAll("#phone-form .sccp-only")) n.hidden = !sccp;
+  const ws = ["ws", "wss"].includes($("phone-transport").value);
+  for (const n of document.querySelectorAll("#phone-form .ws-only")) n.hidden = sccp || !ws;
   $("phone-target").placeholder = sccp ? "600 (a number)" : "bob, 600 or sip:bob@example.com";
 }
 
@@ -212,6 +214,7 @@ function setupPhoneForm() {
   for (const opt of $("sccp-device-type").options) types.append(opt.cloneNode(true));
   types.value = "7";
   $("phone-protocol").addEventListener("change", syncProtocol);
+  $("phone-transport").addEventListener("change", syncProtocol);
   syncProtocol();
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
