@@ -22,6 +22,7 @@ from baresip_peer import baresip
 from rtpengine_peer import RtpenginePeer, rtpengine
 from sip_peers import KamailioPeer, kamailio
 from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
+from test_load_answer import load_call_to_load_answer, tone_share
 from test_phone_baresip import THEIR_TONE, account, registered
 from test_phone_srtp import bob_calls, heard_each_other, incoming, talk_to_bob
 
@@ -221,3 +222,41 @@ def test_the_api_probes_and_phones_over_websocket(pbx: KamailioPeer, api: httpx.
         assert "/phone" in handshakes(pbx)
     finally:
         assert client.delete(f"/api/phones/{phone['id']}").status_code in (200, 204)
+
+
+def registrar_accepted(pbx: KamailioPeer) -> int:
+    out = subprocess.run(["kamcmd", "-s", pbx.ctl_socket, "stats.get_statistics", "registrar:"],
+                         capture_output=True, text=True, timeout=10).stdout
+    found = re.search(r"accepted_regs = (\d+)", out)
+    assert found, out
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+def test_load_register_over_websocket_counts_what_kamailio_counts(pbx: KamailioPeer, transport: str) -> None:
+    """``skinnysip load register wss://…`` (digest, then unregister): every attempt succeeds
+    and Kamailio's own counter agrees (each attempt is a REGISTER and an un-REGISTER)."""
+    before = registrar_accepted(pbx)
+    done = subprocess.run([*CLI, "load", "register", f"{transport}://127.0.0.1:{pbx.port(transport)}/load", "-u",
+                           "alice", "--password", pbx.users["alice"], "--domain", pbx.realm, "-r", "50", "-m", "100",
+                           "--insecure", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert (result["attempted"], result["successful"], result["failed"]) == (100, 100, 0), result
+    assert registrar_accepted(pbx) - before == 200
+    assert "/load" in handshakes(pbx)
+
+
+def test_load_calls_over_websocket_to_load_answer_are_heard(tmp_path: Path) -> None:
+    """``load answer --no-register --transport ws`` is a WebSocket SIP server (our listener);
+    ``load call --transport ws`` places three calls to it, each over its WebSocket: all
+    counted on both sides, and each caller's recording hears the answering side's tone."""
+    run = load_call_to_load_answer(tmp_path, 3, ["--transport", "ws", "--source", f"tone:{THEIR_TONE:g}"],
+                                   ["--transport", "ws", "--source", "tone:440"])
+    run.capture.stop()
+    assert run.caller.returncode == 0, run.caller.stderr[-2000:]
+    caller = json.loads(run.caller.stdout)
+    assert (caller["successful"], caller["failed"]) == (3, 0), caller
+    assert run.code == 0 and (run.result["successful"], run.result["failed"]) == (3, 0), run.err[-2000:]
+    heard = sorted(run.record.glob("*-rx.wav"))
+    assert len(heard) == 3 and all(tone_share(path, THEIR_TONE) > 0.8 for path in heard), heard

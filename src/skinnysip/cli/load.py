@@ -221,6 +221,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
     target = merge_target(parse_target(host), port, transport_value(transport))
     host, port, transport = target.host, target.port, target.transport or "udp"
+    if target.path is not None and transport not in ("ws", "wss"):
+        _fail(f"--transport: a WebSocket URL needs ws or wss, not {transport}")
     if target.uri is not None and to is None and scenario in ("options", "message", "call"):
         to = target.uri  # sip:bob@host: bob is the target, as SIPp's -s bob with host
     engine = (engine or ("ray" if ray_address else "processes")).strip().lower()
@@ -242,6 +244,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     writable_directory(record, "--record")  # the calls make their files there: refused now
     config = LoadConfig(
         scenario=scenario, host=host, port=port, transport=transport, domain=domain,  # type: ignore[arg-type]
+        ws_path=target.path or "/",
         users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
         message=text, local_ports=port_range(local_ports, "--local-ports"), user_script=script,
@@ -257,7 +260,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         _fail(str(exc))
 
     raise_open_files_limit()  # sockets per user, connection and call (worker processes inherit it)
-    server = f"{format_host(host)}:{port or (5061 if transport == 'tls' else 5060)}/{transport}"
+    server = f"{format_host(host)}:{config.server_port}/{transport}"
     listening = None if register or scenario != "answer" else server
     view = LiveView(f"skinnysip load {scenario} {server}", calls=scenario in ("call", "answer"),
                     answering=scenario == "answer", listening=listening)
@@ -434,9 +437,11 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
 
 def _command(scenario: str, doc: str) -> click.Command:
     @argument("host", help="The server every request goes to: HOST, HOST:PORT, [IPv6]:PORT, "
-              "sip:HOST:PORT;transport=tcp or sips:HOST (sip:bob@HOST: bob is the target, as --to).")
-    @option("--port", "-p", type=click.IntRange(1, 65535), help="Server port (5060; TLS 5061).")
-    @option("--transport", "-t", show_default=False, help="udp, tcp or tls [default: from HOST, else udp].")
+              "sip:HOST:PORT;transport=tcp, sips:HOST or a WebSocket URL ws://HOST:PORT/PATH, wss://… "
+              "(sip:bob@HOST: bob is the target, as --to).")
+    @option("--port", "-p", type=click.IntRange(1, 65535), help="Server port (5060; TLS 5061; WS 80, WSS 443).")
+    @option("--transport", "-t", show_default=False,
+            help="udp, tcp, tls, ws or wss (SIP over WebSocket) [default: from HOST, else udp].")
     @option("--domain", help="Domain of the URIs (default: HOST[:PORT]).")
     @option("--user", "-u", help="User name (From/To, digest).")
     @option("--password", help="Digest password (or $SKINNYSIP_PASSWORD).")

@@ -80,6 +80,7 @@ class PhoneScenario(Scenario):
         account = SIPAccount(
             aor=f"sip:{user.user}@{c.sip_domain}", password=user.password, auth_user=user.auth_user,
             outbound_proxy=None if listen else hostport(c.host, c.server_port), transport=c.transport,
+            ws_path=c.ws_path,
             tls_verify=c.tls_verify, ca_file=c.ca_file, register=register, expires=c.expires, source=c.source,
             codecs=c.codecs, srtp=c.srtp, t1=c.t1, timeout=c.timeout,
             listen_host=c.host if listen else route_ip(c.host) if port else None,

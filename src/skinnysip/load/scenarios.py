@@ -35,7 +35,7 @@ from time import monotonic  # response times at full resolution on any loop (ski
 from typing import TYPE_CHECKING, Any, Literal
 
 from skinnysip.addresses import format_host
-from skinnysip.net.resolver import ServerTarget
+from skinnysip.net.resolver import ServerTarget, default_port
 from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import closed_by_peer, route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
@@ -399,7 +399,8 @@ class LoadConfig:
     scenario: ScenarioName
     host: str
     port: int | None = None
-    transport: Literal["udp", "tcp", "tls"] = "udp"
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"] = "udp"
+    ws_path: str = "/"
     domain: str | None = None
     users: list[User] = field(default_factory=list)
     user_order: str = "SEQUENTIAL"
@@ -544,7 +545,8 @@ class LoadConfig:
                    ("rate_increase", "--rate-increase", self.stepped), ("ramp_up", "--ramp-up", self.ramp_up > 0),
                    ("user_order", "RANDOM", self.user_order == "RANDOM")]
         if not self.register:
-            refused += [("users", "--users", bool(self.users)), ("transport", "tls", self.transport == "tls"),
+            refused += [("users", "--users", bool(self.users)),
+                        ("transport", self.transport, self.transport in ("tls", "wss")),
                         ("index_step", "--processes", self.index_step > 1)]
         for name, flag, given in refused:
             if given:
@@ -582,13 +584,13 @@ class LoadConfig:
 
     @property
     def server_port(self) -> int:
-        return self.port or (5061 if self.transport == "tls" else 5060)
+        return self.port or default_port(self.transport)
 
     @property
     def sip_domain(self) -> str:
         if self.domain:
             return self.domain
-        default = 5061 if self.transport == "tls" else 5060
+        default = 5061 if self.transport == "tls" else 5060  # a URI's default port (RFC 3261 §19.1.2)
         host = format_host(self.host)
         return host if self.server_port == default else f"{host}:{self.server_port}"
 
@@ -690,7 +692,7 @@ class TransactionScenario(Scenario):
         # no wire trace (load), unless every message goes to the --trace-msg file: then the
         # trace keeps only the newest record and hands each to the file
         self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=log is not None, trace_limit=1,
-                              tls_verify=c.tls_verify, ca_file=c.ca_file)
+                              tls_verify=c.tls_verify, ca_file=c.ca_file, ws_path=c.ws_path)
         self.ep.trace.listener = log
         self.ep.add_handler(self._unexpected)
         # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
