@@ -237,3 +237,39 @@ async def test_a_phone_whose_domain_is_the_labs_address(lab: Lab, tmp_path: Path
         report = call.media_report()
     assert report is not None
     assert share_of(Path(report["recordings"]["rx"]), OUR_TONE, skip=0.5) >= 0.85
+
+
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+async def test_browser_phones_use_the_lab_over_websocket(transport: str, tmp_path: Path) -> None:
+    """With ``ws_port``/``wss_port`` the lab is a WebSocket SIP server (RFC 7118), as a WebRTC
+    gateway is for JsSIP or SIP.js: our phone registers over it, hears its own tone from the
+    echo, and baresip (UDP) reaches it through the lab — the INVITE comes down the phone's own
+    WebSocket, record-routed with ``transport=ws`` — and hears it."""
+    from test_phone_srtp import incoming
+
+    async with Lab(settings(ws_port=0, wss_port=0)) as lab:
+        assert set(lab.sip) == {"udp", "tcp", "tls", "ws", "wss"}, lab.sip
+        async with SIPPhone(account(lab, "1001", transport, record_dir=str(tmp_path), auto_answer=0.2)) as ours, \
+                baresip("1002", "demo1002", f"127.0.0.1:{port(lab, 'udp')}", tone_hz=THEIR_TONE) as bob:
+            assert ours.registration is RegistrationState.REGISTERED, ours.registration_reason
+            [binding] = [b for b in lab.proxy.bindings() if b["user"] == "1001"]  # type: ignore[union-attr]
+            assert ";transport=ws" in binding["contact"], binding
+            echo = await ours.call("600")
+            assert await echo.wait_connected(10), echo.end_reason
+            await asyncio.sleep(2)
+            await echo.hangup()
+            report = echo.media_report()
+            assert report is not None and share_of(Path(report["recordings"]["rx"]), OUR_TONE) >= 0.9
+
+            await registered(lab, "1002")
+            await bob.command("dial", f"sip:1001@{DOMAIN}")
+            call = await incoming(ours)
+            assert await call.wait_connected(10), call.end_reason
+            invite = next(m for m in call.exchange if m.direction == "received" and m.summary.startswith("INVITE"))
+            assert invite.transport == transport and "transport=ws" in invite.raw.split("Record-Route:", 1)[1]
+            await asyncio.sleep(2)
+            await call.hangup()
+            await bob.wait_event("CALL_CLOSED")  # its recording is complete then
+            report = call.media_report()
+            assert report is not None and share_of(Path(report["recordings"]["rx"]), THEIR_TONE) >= 0.95
+            assert share_of(bob.recordings()["dec"], OUR_TONE) >= 0.95

@@ -26,13 +26,14 @@ __all__ = ["describe", "lab_cmd", "serve_with_lab", "settings_from_options"]
 
 
 def settings_from_options(config: Path | None, *, sip_port: int | None = None, sips_port: int | None = None,
-                          sccp_port: int | None = None, hosts: list[str] | None = None) -> LabSettings:
+                          sccp_port: int | None = None, hosts: list[str] | None = None,
+                          ws_port: int | None = None, wss_port: int | None = None) -> LabSettings:
     """The lab settings of ``config`` (None: the defaults) with the command-line overrides;
     a bad value exits with one line naming the key."""
     try:
         settings = load_settings(config)
         return settings.with_overrides(sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
-                                       hosts=tuple(hosts) if hosts else None)
+                                       hosts=tuple(hosts) if hosts else None, ws_port=ws_port, wss_port=wss_port)
     except ConfigError as exc:
         fail(f"lab config: {exc}", EXIT_USAGE)
 
@@ -72,15 +73,19 @@ async def _start(settings: LabSettings) -> Lab:
         help="SIP port for UDP and TCP [default: 5060].")
 @option("--sips-port", type=click.IntRange(0, 65535), show_default=False, help="SIP over TLS port [default: 5061].")
 @option("--sccp-port", type=click.IntRange(0, 65535), show_default=False, help="SCCP port [default: 2000].")
+@option("--ws-port", type=click.IntRange(0, 65535), show_default=False,
+        help="SIP over WebSocket port, for browser phones (e.g. 5066) [default: none].")
+@option("--wss-port", type=click.IntRange(0, 65535), show_default=False,
+        help="SIP over secure WebSocket port (e.g. 7443) [default: none].")
 @option("--host", multiple=True, show_default=False,
         help="Address to listen on (repeatable) [default: 127.0.0.1 and ::1].")
 def lab_cmd(config: Path | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None,
-            host: tuple[str, ...]) -> None:
+            ws_port: int | None, wss_port: int | None, host: tuple[str, ...]) -> None:
     """Run the lab: a SIP registrar and record-routing proxy (UDP, TCP, TLS; digest auth),
     the SCCP call manager and the services (600 echo, 601 tone, 602 playback, 603
     conference, 604 DTMF echo, music on hold), until Ctrl-C."""
     settings = settings_from_options(config, sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
-                                     hosts=list(host))
+                                     hosts=list(host), ws_port=ws_port, wss_port=wss_port)
 
     async def run() -> None:
         lab = await _start(settings)

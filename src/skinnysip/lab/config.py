@@ -116,7 +116,9 @@ class LabSettings:
     """Everything the lab needs (Python units: seconds). Ports 0 pick free ports (tests).
     ``hosts``: the listen addresses (IPv4 and/or IPv6 literals). ``tls_cert``/``tls_key``:
     PEM files (None: a self-signed certificate is made at start). ``extensions``: number →
-    service kind."""
+    service kind. ``ws_port``/``wss_port``: SIP over WebSocket (RFC 7118) and over secure
+    WebSocket, for browser phones (JsSIP, SIP.js); None: not listened on (FreeSWITCH's
+    defaults are 5066 and 7443)."""
 
     domain: str = "lab.skinnysip"
     realm: str = "lab.skinnysip"
@@ -125,6 +127,8 @@ class LabSettings:
     sip_port: int = 5060
     sips_port: int = 5061
     sccp_port: int = 2000
+    ws_port: int | None = None
+    wss_port: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     users: tuple[LabUser, ...] = field(default_factory=_default_users)
@@ -162,8 +166,10 @@ class LabSettings:
                 ipaddress.ip_address(strip_brackets(host))
             except ValueError:
                 raise ConfigError(f"hosts[{i}]: {host!r} is not an IP address") from None
-        for key in ("sip_port", "sips_port", "sccp_port"):
+        for key in ("sip_port", "sips_port", "sccp_port", "ws_port", "wss_port"):
             value = getattr(self, key)
+            if value is None and key in ("ws_port", "wss_port"):
+                continue
             if not 0 <= value <= 65535:
                 raise ConfigError(f"ports.{key.removesuffix('_port')}: {value} is not a port (0-65535)")
         if self.sip_port and self.sip_port == self.sips_port:
@@ -257,7 +263,7 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
     if "hosts" in top:
         hosts = _type(top["hosts"], list, "hosts", "a list of addresses")
         kw["hosts"] = tuple(_type(h, str, f"hosts[{i}]", "an address") for i, h in enumerate(hosts))
-    ports = _table(top.get("ports", {}), "ports", {"sip", "sips", "sccp"})
+    ports = _table(top.get("ports", {}), "ports", {"sip", "sips", "sccp", "ws", "wss"})
     for name, value in ports.items():
         kw[f"{name}_port"] = _type(value, int, f"ports.{name}", "a port number")
     tls = _table(top.get("tls", {}), "tls", {"cert", "key"})

@@ -261,8 +261,9 @@ class LabProxy:
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
         """Listen on every host: UDP and TCP on ``sip_port``, TLS on ``sips_port`` (0: a free
-        port, the same for UDP and TCP when it can be). Returns ``{"udp": "h:p", "tcp": …,
-        "tls": …}`` of the first host. Raises :class:`SIPTransportError` (a busy port)."""
+        port, the same for UDP and TCP when it can be), WebSocket on ``ws_port`` and
+        ``wss_port`` when set. Returns ``{"udp": "h:p", "tcp": …, "tls": …}`` (and ``ws``,
+        ``wss``) of the first host. Raises :class:`SIPTransportError` (a busy port)."""
         self.endpoint.trace.listener = self._traced
         self._remove_handler = self.endpoint.add_handler(self._handle)
         s = self.settings
@@ -272,8 +273,13 @@ class LabProxy:
             self.listeners[("udp", host)] = udp
             self.listeners[("tcp", host)] = await self._listen_stream("tcp", host, s.sip_port or udp[1])
             self.listeners[("tls", host)] = await self._listen_stream("tls", host, s.sips_port)
+            if s.ws_port is not None:  # SIP over WebSocket (RFC 7118): browser phones
+                self.listeners[("ws", host)] = await self.endpoint.listen("ws", host, s.ws_port)
+            if s.wss_port is not None:
+                self.listeners[("wss", host)] = await self.endpoint.listen("wss", host, s.wss_port)
         first = strip_brackets(s.hosts[0])
-        return {t: hostport(*self.listeners[(t, first)]) for t in ("udp", "tcp", "tls")}
+        return {t: hostport(*self.listeners[(t, first)]) for t in ("udp", "tcp", "tls", "ws", "wss")
+                if (t, first) in self.listeners}
 
     async def _listen_stream(self, transport: Transport, host: str, port: int) -> tuple[str, int]:
         try:
@@ -385,7 +391,9 @@ class LabProxy:
         six = ":" in local_ip
         ip, port = next(((ip, addr[1]) for (t, ip), addr in self.listeners.items()
                          if t == flow.transport and (":" in ip) == six), (local_ip, 5060))
-        params: dict[str, str | None] = {} if flow.transport == "udp" else {"transport": flow.transport}
+        params: dict[str, str | None] = {}
+        if flow.transport != "udp":  # RFC 7118 §5.2: "ws" for both WebSocket transports
+            params["transport"] = "ws" if flow.transport == "wss" else flow.transport
         params["lr"] = None
         return str(NameAddr(None, SipURI("sip", None, None, ip, port, params)))
 
@@ -533,6 +541,9 @@ class LabProxy:
         if not is_ip(host):
             raise SIPTransportError(f"{uri.host} is not an address the lab can reach (no DNS in the lab)")
         transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+        if transport in ("ws", "wss"):
+            raise SIPTransportError(f"{uri} is a WebSocket client whose connection is gone: it cannot be "
+                                    "connected to (RFC 7118 §5)")
         if transport not in ("udp", "tcp", "tls"):
             raise SIPTransportError(f"transport {transport} is not supported")
         port = uri.port or (5061 if transport == "tls" else 5060)
