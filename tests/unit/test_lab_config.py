@@ -14,6 +14,7 @@ def test_defaults_are_the_readme_demo() -> None:
     s = load_settings(None)
     assert (s.domain, s.realm, s.algorithm) == ("lab.skinnysip", "lab.skinnysip", "MD5")
     assert (s.sip_port, s.sips_port, s.sccp_port) == (5060, 5061, 2000)
+    assert (s.ws_port, s.wss_port) == (None, None)  # SIP over WebSocket only when asked for
     assert s.hosts == ("127.0.0.1", "::1")
     assert [(u.user, u.password) for u in s.users] == [("1001", "demo1001"), ("1002", "demo1002"), ("1003", "demo1003")]
     assert [(d.name, d.line) for d in s.devices] == [("SEP001122334455", "2001"), ("SEP00112233445A", "2002")]
@@ -24,12 +25,13 @@ def test_defaults_are_the_readme_demo() -> None:
 def test_a_full_file(tmp_path: Path) -> None:
     path = tmp_path / "lab.toml"
     path.write_text('domain = "pbx.test"\nalgorithm = "sha-256"\nhosts = ["0.0.0.0"]\n'
-                    "[ports]\nsip = 5070\nsips = 5071\nsccp = 2001\n"
+                    "[ports]\nsip = 5070\nsips = 5071\nsccp = 2001\nws = 5066\nwss = 7443\n"
                     '[[users]]\nuser = 2100\npassword = "s3cret"\n'
                     '[[devices]]\nname = "sep0011223344ff"\nline = 3001\n'
                     '[extensions]\n700 = "echo"\n')
     s = load_settings(path)
     assert (s.domain, s.realm, s.algorithm, s.sip_port) == ("pbx.test", "pbx.test", "SHA-256", 5070)
+    assert (s.ws_port, s.wss_port) == (5066, 7443)
     assert s.users[0].user == "2100" and s.devices[0].name == "SEP0011223344FF" and s.devices[0].line == "3001"
     assert s.extensions == {"700": "echo"}
     s.check_exposure()  # beyond loopback, but no demo password
@@ -41,6 +43,7 @@ def test_a_full_file(tmp_path: Path) -> None:
     ('[[users]]\nuser = "1001"\n', "users[0].password: missing"),
     ('colour = "red"\n', "colour: unknown key"),
     ("[ports]\nsip = 70000\n", "ports.sip: 70000 is not a port"),
+    ("[ports]\nwss = -1\n", "ports.wss: -1 is not a port"),
     ('[ports]\nsip = "x"\n', "ports.sip: a port number expected"),
     ('hosts = ["lab.example"]\n', "hosts[0]: 'lab.example' is not an IP address"),
     ('[extensions]\n600 = "karaoke"\n', "extensions.600: 'karaoke' is not one of"),
