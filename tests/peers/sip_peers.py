@@ -268,8 +268,8 @@ def _kamailio_cfg(
     # SIP over WebSocket as Kamailio's own example configuration does it (WITH_WEBSOCKETS): xhttp
     # takes the HTTP Upgrade on the WS/WSS ports, the websocket module the handshake (it wants
     # the "sip" subprotocol); a request that came over a WebSocket (nat_uac_test 64) has its
-    # REGISTER Contact's source kept (fix_nated_register → received) and other Contacts aliased,
-    # so requests to WebSocket clients go back over their connection
+    # REGISTER Contact's source kept (fix_nated_register → received) and the Contacts of other
+    # requests and of replies aliased, so requests to WebSocket clients go back over their connection
     ws_listen = ws_modules = ws_route = ws_event = ""
     if websocket is not None:
         ws, wss = websocket
@@ -286,7 +286,12 @@ def _kamailio_cfg(
     }
 """
         relay_in_dialog = "            handle_ruri_alias();\n" + relay_in_dialog
-        ws_event = f"""event_route[xhttp:request] {{
+        ws_event = f"""onreply_route {{
+    if (nat_uac_test("64")) {{
+        add_contact_alias();
+    }}
+}}
+event_route[xhttp:request] {{
     set_reply_close();
     set_reply_no_connect();
     if ($Rp != {ws} && $Rp != {wss}) {{

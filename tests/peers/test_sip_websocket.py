@@ -112,6 +112,7 @@ async def test_phone_over_websocket_calls_and_is_called(pbx: KamailioPeer, trans
             _, report = await talk_to_bob(phone, bob, 2.0)
             heard_each_other(report, bob)
 
+            mark = len(bob.events)
             call = await bob_calls(pbx, bob, phone)
             assert call.flow is not None and call.flow.connection == phone.flow.connection  # the one WebSocket
             invite = next(m for m in call.exchange if m.direction == "received" and m.summary.startswith("INVITE"))
@@ -119,6 +120,7 @@ async def test_phone_over_websocket_calls_and_is_called(pbx: KamailioPeer, trans
             await asyncio.sleep(2)
             await bob.command("hangup")
             assert await call.wait_ended(10)
+            await bob.wait_event("CALL_CLOSED", after=mark)  # its recording is complete then
             report = call.media_report()
             assert report is not None
             heard_each_other(report, bob)
@@ -260,3 +262,52 @@ def test_load_calls_over_websocket_to_load_answer_are_heard(tmp_path: Path) -> N
     assert run.code == 0 and (run.result["successful"], run.result["failed"]) == (3, 0), run.err[-2000:]
     heard = sorted(run.record.glob("*-rx.wav"))
     assert len(heard) == 3 and all(tone_share(path, THEIR_TONE) > 0.8 for path in heard), heard
+
+
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+async def test_a_browser_like_phone_with_an_invalid_host_is_reached_by_its_connection(
+        pbx: KamailioPeer, transport: str, tmp_path: Path) -> None:
+    """``ws_invalid_host``: Via and Contact name a random ``….invalid`` host, as JsSIP and SIP.js
+    do. Kamailio (its example configuration's NAT handling) keeps the WebSocket's source for
+    the binding and aliases the Contact of our INVITE, so both baresip's call to us and the
+    BYE of our call to it come down our WebSocket."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        async with SIPPhone(account(pbx, "alice", transport, ws_invalid_host=True, auto_answer=0.2,
+                                    record_dir=str(tmp_path))) as phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            host = phone.endpoint.ws_host
+            assert host is not None and host.endswith(".invalid")
+            register = next(m.raw.decode() for m in phone.endpoint.trace.records if m.summary.startswith("REGISTER"))
+            assert f"Via: SIP/2.0/{transport.upper()} {host};rport;" in register, register
+            assert f"@{host};transport=ws>" in register, register
+            _, report = await talk_to_bob(phone, bob, 1.5)  # the in-dialog requests to our aliased Contact
+            heard_each_other(report, bob)
+
+            mark = len(bob.events)
+            call = await bob_calls(pbx, bob, phone)
+            invite = next(m for m in call.exchange if m.direction == "received" and m.summary.startswith("INVITE"))
+            assert f"@{host};transport=ws" in invite.summary, invite.summary
+            await asyncio.sleep(2)
+            await bob.command("hangup")  # its BYE reaches us by the alias Kamailio put on our Contact
+            assert await call.wait_ended(10)
+            await bob.wait_event("CALL_CLOSED", after=mark)
+            report = call.media_report()
+            assert report is not None
+            heard_each_other(report, bob)
+
+
+def test_the_phone_command_takes_a_wss_url_and_a_browser_like_host(pbx: KamailioPeer) -> None:
+    """``skinnysip phone … --registrar wss://host:port/path --ws-invalid-host``: registered over
+    the secure WebSocket (the handshake asked for the path), the binding Kamailio keeps names the
+    ``.invalid`` host, and the phone unregisters when it stops."""
+    done = subprocess.run([*CLI, "phone", f"sip:carol@{pbx.realm}", "--password", pbx.users["carol"], "--registrar",
+                           f"wss://127.0.0.1:{pbx.wss_port}/cli-phone", "--insecure", "--ws-invalid-host",
+                           "--duration", "1", "--json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    states = [json.loads(line)["state"] for line in done.stdout.splitlines() if '"registration"' in line]
+    assert states == ["registering", "registered", "unregistered"], done.stdout
+    assert "/cli-phone" in handshakes(pbx)
+    refused = subprocess.run([*CLI, "phone", f"sip:carol@{pbx.realm}", "--registrar", "wss://127.0.0.1:1/x",
+                              "--transport", "udp", "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--registrar says wss but --transport says udp" in refused.stderr, refused.stderr

@@ -143,6 +143,9 @@ class PhoneCommand(Command):
              "(RFC 8489; port 3478 by default; SIP).")
 @option("--ice", is_flag=True, help="Be an ICE lite agent (RFC 8445 §2.5): ICE credentials and host candidates "
         "in our SDP, the far end's connectivity checks answered, media where it nominates (SIP).")
+@option("--ws-invalid-host", is_flag=True,
+        help="Over ws/wss, give a random ….invalid host in Via and Contact as browser phones (JsSIP, SIP.js) do: "
+             "the server must reach us by the connection (RFC 7118).")
 @option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
         "message-summary, RFC 3842, refreshed; SIP).")
 @option("--call", help="Place one call to TARGET.")
@@ -169,8 +172,8 @@ def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
-    auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, mwi: bool,
-    call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
+    mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
@@ -243,7 +246,7 @@ def phone_cmd(
                          stun_server=stun_server, ice=ice, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
-                         ws_path=paths[0] if paths else "/")
+                         ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host)
         acc.uri()
         if stun_server is not None:
             parse_server(stun_server)

@@ -202,6 +202,10 @@ class SIPEndpoint:
         self.transport.agent = user_agent
         #: the resource our WebSocket handshakes ask for (``ws``/``wss`` flows; RFC 7118 §4.1)
         self.ws_path = ws_path
+        #: a host our Via and Contact name on ``ws``/``wss`` flows instead of our address, as
+        #: browser phones do (JsSIP: a random ``….invalid`` name, RFC 6761 §6.4): the server
+        #: must route requests to us by the connection (RFC 7118 §5); None: our address
+        self.ws_host: str | None = None
         self.user_agent = user_agent
         self.uas = uas or UASCore(server=user_agent)
         self.resolver = resolver or Resolver()
@@ -343,13 +347,18 @@ class SIPEndpoint:
     def via(self, flow: Flow, branch: str | None = None) -> str:
         """A Via value for a request on ``flow``: our address on it, ``rport`` (RFC 3581),
         and ``branch`` (new if None; RFC 3261 §8.1.1.7)."""
+        if self.ws_host is not None and flow.transport in ("ws", "wss"):
+            return f"SIP/2.0/{flow.transport.upper()} {self.ws_host};rport;branch={branch or new_branch()}"
         host, port = self.local_address(flow)
         return f"SIP/2.0/{flow.transport.upper()} {hostport(host, port)};rport;branch={branch or new_branch()}"
 
     def contact(self, flow: Flow, user: str | None = None, *, scheme: str = "sip") -> NameAddr:
         """A Contact for requests on ``flow``: our address on it, ``transport`` for streams
         (``ws`` for both WebSocket transports, RFC 7118 §5.2)."""
-        host, port = self.local_address(flow)
+        if self.ws_host is not None and flow.transport in ("ws", "wss"):
+            host, port = self.ws_host, None
+        else:
+            host, port = self.local_address(flow)
         params: dict[str, str | None] = {}
         if flow.transport != "udp" and scheme == "sip":
             params["transport"] = "ws" if flow.transport == "wss" else flow.transport

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -162,7 +163,11 @@ class SIPAccount:
     ws/wss — SIP over WebSocket (RFC 7118), as a browser phone (JsSIP, SIP.js) talks to a
     WebRTC gateway: the connection to the registrar or outbound proxy (default port 80/443)
     carries every request and every request to us; ``ws_path`` is the resource its handshake
-    asks for (Asterisk's ``/ws``; Kamailio and FreeSWITCH take any).
+    asks for (Asterisk's ``/ws``; Kamailio and FreeSWITCH take any). ``ws_invalid_host``: over
+    ws/wss, name a random ``….invalid`` host in Via and Contact instead of our address, as
+    JsSIP and SIP.js do (a browser has no address to give): the server must then route
+    requests to us by the connection (Kamailio's ``fix_nated_register``/``add_contact_alias``,
+    Asterisk's ``rewrite_contact``), which is what this tests.
     ``tls_verify``/``ca_file``: checking of the server certificate. ``expires``: the
     registration time asked for. ``register``: False for calls without a registrar.
     ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
@@ -243,6 +248,7 @@ class SIPAccount:
     outbound_proxy: str | None = None
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = "udp"
     ws_path: str = "/"
+    ws_invalid_host: bool = False
     tls_verify: bool = True
     ca_file: str | None = None
     expires: int = 600
@@ -585,6 +591,8 @@ class SIPPhone(Phone):
                                     uas=UASCore(supported=("100rel", "replaces", "norefersub", "timer"),
                                                 allow=ALLOW.split(", "), server=USER_AGENT, accept=ACCEPT),
                                     ws_path=account.ws_path)
+        if account.ws_invalid_host:
+            self.endpoint.ws_host = f"{secrets.token_hex(6)}.invalid"
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
         self.flow: Flow | None = None
