@@ -140,7 +140,7 @@ class WebSocketFraming:
             if isinstance(protocol, ServerProtocol):
                 raise WebSocketError(f"bad WebSocket handshake from {self._where}: {_why(protocol.handshake_exc)}")
             raise WebSocketError(f"WebSocket handshake with {self._where} failed: {_why(protocol.handshake_exc)}")
-        if protocol.state is State.CLOSED or protocol.close_expected() and protocol.state is not State.OPEN:
+        if protocol.state is State.CLOSED:
             raise WebSocketError(f"{self._where} closed during the WebSocket handshake")
         return False
 
