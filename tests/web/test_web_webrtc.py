@@ -1,0 +1,71 @@
+"""A browser calls our softphone: Chromium's own WebRTC (RTCPeerConnection with its fake
+microphone: ICE as the full, controlling agent, DTLS-SRTP, rtcp-mux, Opus or PCMU) and a
+browser phone's signalling, SIP over a WebSocket (RFC 7118), written out in
+``browser_sip_call.html`` as a SIPp scenario would be. Our phone listens on a WebSocket as an
+ICE lite agent (RFC 8445 §2.5) with ``srtp="dtls"``: it answers, Chromium checks and nominates
+the pair, the DTLS handshake keys SRTP, and audio goes both ways — proven by listening on both
+sides: the page's AnalyserNode hears our 440 Hz, our recording hears Chromium's 1000 Hz.
+
+Chromium gathers no ICE candidate on loopback, so the call runs in a network namespace of its
+own (``unshare --net``) with loopback and a veth pair whose both ends are inside it: nothing
+leaves the namespace (``webrtc_call.py`` is what runs there).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webtools import mostly
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
+
+HERE = Path(__file__).parent
+NAMESPACE_SETUP = ("ip link set lo up && ip link add v0 type veth peer name v1 && "
+                   "ip addr add 10.213.0.1/24 dev v0 && ip link set v0 up && ip link set v1 up")
+
+
+def browser_calls_us(codec: str, work: Path) -> dict[str, Any]:
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    assert unshare and ip, "unshare (util-linux) and ip (iproute2) are needed to make the call's namespace"
+    paths = ":".join(str(p) for p in (HERE.parent, HERE.parent / "peers", HERE))
+    done = subprocess.run(
+        [unshare, "--net", "sh", "-c",
+         f'{NAMESPACE_SETUP} && PYTHONPATH="{paths}" exec "{sys.executable}" "{HERE / "webrtc_call.py"}" '
+         f'"{codec}" "{work}"'],
+        capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("codec", ["any", "PCMU"])
+def test_chromium_calls_our_phone_over_websocket_with_webrtc_media(codec: str, tmp_path: Path) -> None:
+    result = browser_calls_us(codec, tmp_path)
+    assert result["error"] is None, result
+    sent = [line.split()[1] for line in result["log"] if line.startswith("->")]
+    received = [line.split()[2] for line in result["log"] if line.startswith("<-")]
+    assert sent == ["INVITE", "ACK", "BYE"] and received[-2:] == ["200", "200"], result["log"]
+
+    answer = result["answer"]  # ours: what Chromium accepted
+    for line in ("a=ice-lite", "a=setup:active", "a=rtcp-mux", "a=fingerprint:sha-256 ", "UDP/TLS/RTP/SAVPF"):
+        assert line in answer, answer
+    assert ("opus/48000/2" if codec == "any" else "PCMU/8000") in answer, answer
+
+    stats = result["stats"]  # Chromium's getStats(): the pair ICE chose, the DTLS and SRTP it keyed
+    assert stats["candidate-pair"]["state"] == "succeeded", stats
+    assert stats["transport"]["dtlsState"] == "connected", stats
+    assert stats["transport"]["srtpCipher"], stats
+    assert stats["inbound-rtp"]["packetsReceived"] > 100 and stats["inbound-rtp"]["packetsLost"] <= 5, stats
+    assert mostly(result["readings"], 440.0), result["readings"]  # the page heard our tone
+
+    ours = result["ours"]
+    report = ours["report"]
+    assert report["ice"]["rtp"]["nominated"] is not None and report["ice"]["rtp"]["refused"] == 0, report["ice"]
+    assert report["dtls"]["rtp"]["role"] == "client" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
+    assert report["srtp"]["auth_failures"] == 0, report["srtp"]
+    assert ours["recordings"] == 1 and ours["heard"] >= 0.9, ours  # we heard Chromium's microphone

@@ -1,0 +1,110 @@
+"""One WebRTC call from Chromium to our softphone, run by ``test_web_webrtc.py`` inside a
+network namespace of its own (Chromium gathers no candidate on loopback, so the namespace has
+a veth pair of its own as well: its traffic stays in the namespace).
+
+Our phone listens for SIP over WebSocket (``transport="ws"``) on 127.0.0.1 as an ICE lite,
+DTLS-SRTP phone answering by itself and sending a 440 Hz tone; headless Chromium (its fake
+microphone a 1000 Hz tone) loads ``browser_sip_call.html`` from a local HTTP server (a secure
+context) and calls it. Prints one JSON object: the page's result (``log``, ``answer``,
+``readings``, ``stats``), our call's media report and the share of our recording's 20 ms
+frames at 1000 Hz. Arguments: ``CODEC`` (``any`` or a codec name we are limited to) and a
+work directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import socketserver
+import sys
+import threading
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from playwright import sync_api
+from webtools import CHROMIUM, CHROMIUM_ARGS, LoopThread
+
+from peertools import free_port
+from skinnysip.phone.api import IncomingCall
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.rtp.audio import dominant_frequencies
+
+MIC_TONE, OUR_TONE = 1000.0, 440.0
+SECONDS = 4
+
+
+def tone_wav(path: Path, hz: float, seconds: float = 15.0, rate: int = 48000) -> Path:
+    t = np.arange(int(rate * seconds)) / rate
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((0.5 * np.sin(2 * np.pi * hz * t) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def share_at(path: Path, hz: float) -> float:
+    with wave.open(str(path)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        rate = w.getframerate()
+    freqs = dominant_frequencies(samples[int(0.5 * rate):], rate)  # the first 0.5 s: ICE and DTLS
+    return float(np.mean(np.abs(freqs - hz) < 25)) if len(freqs) else 0.0
+
+
+async def incoming_call(phone: SIPPhone) -> Any:
+    """The call the browser placed (the first IncomingCall among the phone's queued events)."""
+    while True:
+        event = await phone.next_event(0.5)
+        if event is None:
+            return None
+        if isinstance(event, IncomingCall):
+            return event.call
+
+
+def main(codec: str, work: Path) -> dict[str, Any]:
+    page_dir = work / "site"
+    page_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).with_name("browser_sip_call.html"), page_dir / "index.html")
+    mic = tone_wav(work / "mic.wav", MIC_TONE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page_dir))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    site = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    loop = LoopThread()
+    port = free_port()
+    account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, transport="ws", listen_host="127.0.0.1",
+                         listen_port=port, auto_answer=0.2, ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}",
+                         record_dir=str(work / "rec"), codecs=None if codec == "any" else (codec,))
+    phone = SIPPhone(account)
+    loop.run(phone.start())
+    try:
+        args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+                result = page.evaluate("([url, target, seconds]) => window.browserCall(url, target, seconds)",
+                                       [f"ws://127.0.0.1:{port}/", f"sip:alice@127.0.0.1:{port};transport=ws",
+                                        SECONDS])
+            finally:
+                browser.close()
+        call = loop.run(incoming_call(phone))
+        report = call.media_report() if call is not None else None
+        recordings = sorted((work / "rec").glob("*-rx.wav"))
+        result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+                          "recordings": len(recordings)}
+        return result
+    finally:
+        loop.run(phone.close())
+        loop.close()
+        site.shutdown()
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], Path(sys.argv[2])), default=str))
