@@ -9,6 +9,9 @@ sides: the page's AnalyserNode hears our 440 Hz, our recording hears Chromium's 
 Chromium gathers no ICE candidate on loopback, so the call runs in a network namespace of its
 own (``unshare --net``) with loopback and a veth pair whose both ends are inside it: nothing
 leaves the namespace (``webrtc_call.py`` is what runs there).
+
+The same page logs in to the lab over its WebSocket port (the 407 answered with SHA-256
+digest from WebCrypto, RFC 7616) and calls the echo: zero setup for a browser phone.
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ NAMESPACE_SETUP = ("ip link set lo up && ip link add v0 type veth peer name v1 &
                    "ip addr add 10.213.0.1/24 dev v0 && ip link set v0 up && ip link set v1 up")
 
 
-def browser_calls_us(codec: str, work: Path) -> dict[str, Any]:
+def browser_calls_us(target: str, codec: str, work: Path) -> dict[str, Any]:
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     assert unshare and ip, "unshare (util-linux) and ip (iproute2) are needed to make the call's namespace"
     paths = ":".join(str(p) for p in (HERE.parent, HERE.parent / "peers", HERE))
     done = subprocess.run(
         [unshare, "--net", "sh", "-c",
          f'{NAMESPACE_SETUP} && PYTHONPATH="{paths}" exec "{sys.executable}" "{HERE / "webrtc_call.py"}" '
-         f'"{codec}" "{work}"'],
+         f'"{target}" "{codec}" "{work}"'],
         capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -45,7 +48,7 @@ def browser_calls_us(codec: str, work: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("codec", ["any", "PCMU"])
 def test_chromium_calls_our_phone_over_websocket_with_webrtc_media(codec: str, tmp_path: Path) -> None:
-    result = browser_calls_us(codec, tmp_path)
+    result = browser_calls_us("phone", codec, tmp_path)
     assert result["error"] is None, result
     sent = [line.split()[1] for line in result["log"] if line.startswith("->")]
     received = [line.split()[2] for line in result["log"] if line.startswith("<-")]
@@ -69,3 +72,20 @@ def test_chromium_calls_our_phone_over_websocket_with_webrtc_media(codec: str, t
     assert report["dtls"]["rtp"]["role"] == "client" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
     assert report["srtp"]["auth_failures"] == 0, report["srtp"]
     assert ours["recordings"] == 1 and ours["heard"] >= 0.9, ours  # we heard Chromium's microphone
+
+
+def test_chromium_logs_in_to_the_lab_over_websocket_and_hears_the_echo(tmp_path: Path) -> None:
+    """The lab with ``ws_port`` and SHA-256 digest: the page's INVITE to 600 is challenged
+    (407), sent again with credentials, record-routed to the services (ICE lite, DTLS-SRTP
+    answered), and the page hears its own 1000 Hz microphone come back from the echo."""
+    result = browser_calls_us("lab", "any", tmp_path)
+    assert result["error"] is None, result
+    statuses = [line.split()[2] for line in result["log"] if line.startswith("<-")]
+    assert "407" in statuses and statuses[-2:] == ["200", "200"], result["log"]
+    sent = [line.split()[1] for line in result["log"] if line.startswith("->")]
+    assert sent == ["INVITE", "ACK", "INVITE", "ACK", "BYE"], result["log"]
+    stats = result["stats"]
+    assert stats["transport"]["dtlsState"] == "connected" and stats["transport"]["srtpCipher"], stats
+    assert mostly(result["readings"], 1000.0), result["readings"]  # the echo of the page's own microphone
+    [call] = [c for c in result["ours"]["calls"] if c["to"].startswith("sip:600@")]
+    assert call["from"].startswith("sip:1001@"), call

@@ -7,8 +7,9 @@ DTLS-SRTP phone answering by itself and sending a 440 Hz tone; headless Chromium
 microphone a 1000 Hz tone) loads ``browser_sip_call.html`` from a local HTTP server (a secure
 context) and calls it. Prints one JSON object: the page's result (``log``, ``answer``,
 ``readings``, ``stats``), our call's media report and the share of our recording's 20 ms
-frames at 1000 Hz. Arguments: ``CODEC`` (``any`` or a codec name we are limited to) and a
-work directory.
+frames at 1000 Hz. Or, with ``lab``, the page logs in to the lab over its WebSocket port and
+calls the echo. Arguments: ``phone`` or ``lab``, ``CODEC`` (``any`` or a codec name our phone
+is limited to) and a work directory.
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ def share_at(path: Path, hz: float) -> float:
     return float(np.mean(np.abs(freqs - hz) < 25)) if len(freqs) else 0.0
 
 
+def browser_call(site_port: int, mic: Path, url: str, target: str, from_: str,
+                 auth: dict[str, str] | None) -> dict[str, Any]:
+    """Headless Chromium (``mic`` as its microphone) runs the page's call to ``target`` over the
+    WebSocket ``url``; the page's result."""
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{site_port}/index.html")
+            return page.evaluate(  # type: ignore[no-any-return]
+                "([url, target, seconds, from, auth]) => window.browserCall(url, target, seconds, from, auth)",
+                [url, target, SECONDS, from_, auth])
+        finally:
+            browser.close()
+
+
+def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dict[str, Any]:
+    """The lab with SHA-256 digest (what WebCrypto can compute) and a WebSocket port: the page
+    logs in as 1001 (the 407 answered) and calls 600, the echo."""
+    from skinnysip.lab.config import LabSettings
+    from skinnysip.lab.runner import Lab
+
+    lab = Lab(LabSettings(hosts=("127.0.0.1",), sip_port=0, sips_port=0, sccp_port=0, ws_port=0,
+                          algorithm="SHA-256"))
+    loop.run(lab.start())
+    try:
+        url = f"ws://{lab.sip['ws']}/"
+        result = browser_call(site_port, mic, url, f"sip:600@{lab.settings.domain}", f"sip:1001@{lab.settings.domain}",
+                              {"user": "1001", "password": "demo1001"})
+        result["ours"] = {"calls": lab.calls()}
+        return result
+    finally:
+        loop.run(lab.close())
+        loop.close()
+
+
 async def incoming_call(phone: SIPPhone) -> Any:
     """The call the browser placed (the first IncomingCall among the phone's queued events)."""
     while True:
@@ -65,7 +104,7 @@ async def incoming_call(phone: SIPPhone) -> Any:
             return event.call
 
 
-def main(codec: str, work: Path) -> dict[str, Any]:
+def main(target: str, codec: str, work: Path) -> dict[str, Any]:
     page_dir = work / "site"
     page_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).with_name("browser_sip_call.html"), page_dir / "index.html")
@@ -75,6 +114,8 @@ def main(codec: str, work: Path) -> dict[str, Any]:
     site = socketserver.TCPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     loop = LoopThread()
+    if target == "lab":
+        return call_the_lab(loop, site.server_address[1], mic, work)
     port = free_port()
     account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, transport="ws", listen_host="127.0.0.1",
                          listen_port=port, auto_answer=0.2, ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}",
@@ -82,18 +123,8 @@ def main(codec: str, work: Path) -> dict[str, Any]:
     phone = SIPPhone(account)
     loop.run(phone.start())
     try:
-        args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
-            try:
-                page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
-                result = page.evaluate("([url, target, seconds]) => window.browserCall(url, target, seconds)",
-                                       [f"ws://127.0.0.1:{port}/", f"sip:alice@127.0.0.1:{port};transport=ws",
-                                        SECONDS])
-            finally:
-                browser.close()
+        result = browser_call(site.server_address[1], mic, f"ws://127.0.0.1:{port}/",
+                              f"sip:alice@127.0.0.1:{port};transport=ws", "sip:browser@browser.invalid", None)
         call = loop.run(incoming_call(phone))
         report = call.media_report() if call is not None else None
         recordings = sorted((work / "rec").glob("*-rx.wav"))
@@ -107,4 +138,4 @@ def main(codec: str, work: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], Path(sys.argv[2])), default=str))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], Path(sys.argv[3])), default=str))

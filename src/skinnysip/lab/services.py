@@ -201,7 +201,7 @@ class LabServices(TaskOwner):
         # suite we know (AES-CM, AES-GCM), a plain one gets plain RTP
         self.phone = SIPPhone(SIPAccount(aor=f"sip:services@{domain}", register=False, source="silence",
                                          record_dir=record_dir, display_name="skinnysip lab services",
-                                         latch_media=True, srtp="optional"))
+                                         latch_media=True, srtp="optional", ice=True))
         self.address: tuple[str, int] | None = None
         self._prompt = np.asarray(prompt, dtype=np.int16) if prompt is not None else None
         self._records: dict[int, _Record] = {}  # live calls by call.id
