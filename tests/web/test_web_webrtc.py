@@ -4,7 +4,8 @@ browser phone's signalling, SIP over a WebSocket (RFC 7118), written out in
 ``browser_sip_call.html`` as a SIPp scenario would be. Our phone listens on a WebSocket as an
 ICE lite agent (RFC 8445 §2.5) with ``srtp="dtls"``: it answers, Chromium checks and nominates
 the pair, the DTLS handshake keys SRTP, and audio goes both ways — proven by listening on both
-sides: the page's AnalyserNode hears our 440 Hz, our recording hears Chromium's 1000 Hz.
+sides: the page's AnalyserNode hears our 440 Hz, our recording hears Chromium's 1000 Hz; the
+digits the page sends with ``RTCDTMFSender`` reach us as RFC 4733 events.
 
 Chromium gathers no ICE candidate on loopback, so the call runs in a network namespace of its
 own (``unshare --net``) with loopback and a veth pair whose both ends are inside it: nothing
@@ -72,6 +73,8 @@ def test_chromium_calls_our_phone_over_websocket_with_webrtc_media(codec: str, t
     assert report["dtls"]["rtp"]["role"] == "client" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
     assert report["srtp"]["auth_failures"] == 0, report["srtp"]
     assert ours["recordings"] == 1 and ours["heard"] >= 0.9, ours  # we heard Chromium's microphone
+    # the page's RTCDTMFSender digits arrive as RFC 4733 events (telephone-event at the codec's rate)
+    assert ours["digits"] == [[d, "rfc4733"] for d in "19*#"], ours["digits"]
 
 
 def test_chromium_logs_in_to_the_lab_over_websocket_and_hears_the_echo(tmp_path: Path) -> None:

@@ -30,12 +30,13 @@ from playwright import sync_api
 from webtools import CHROMIUM, CHROMIUM_ARGS, LoopThread
 
 from peertools import free_port
-from skinnysip.phone.api import IncomingCall
+from skinnysip.phone.api import DTMFReceived, IncomingCall
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
 MIC_TONE, OUR_TONE = 1000.0, 440.0
 SECONDS = 4
+DIGITS = "19*#"  # sent by the page to our phone with Chromium's RTCDTMFSender (RFC 4733)
 
 
 def tone_wav(path: Path, hz: float, seconds: float = 15.0, rate: int = 48000) -> Path:
@@ -68,8 +69,9 @@ def browser_call(site_port: int, mic: Path, url: str, target: str, from_: str,
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{site_port}/index.html")
             return page.evaluate(  # type: ignore[no-any-return]
-                "([url, target, seconds, from, auth]) => window.browserCall(url, target, seconds, from, auth)",
-                [url, target, SECONDS, from_, auth])
+                "([url, target, seconds, from, auth, digits]) => "
+                "window.browserCall(url, target, seconds, from, auth, digits)",
+                [url, target, SECONDS, from_, auth, DIGITS if auth is None else ""])
         finally:
             browser.close()
 
@@ -94,14 +96,18 @@ def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dic
         loop.close()
 
 
-async def incoming_call(phone: SIPPhone) -> Any:
-    """The call the browser placed (the first IncomingCall among the phone's queued events)."""
+async def incoming_call(phone: SIPPhone) -> tuple[Any, list[tuple[str, str]]]:
+    """The call the browser placed (the first IncomingCall among the phone's queued events)
+    and the digits it heard, as (digit, method)."""
+    call, digits = None, []
     while True:
         event = await phone.next_event(0.5)
         if event is None:
-            return None
-        if isinstance(event, IncomingCall):
-            return event.call
+            return call, digits
+        if isinstance(event, IncomingCall) and call is None:
+            call = event.call
+        elif isinstance(event, DTMFReceived):
+            digits.append((event.digit, event.method))
 
 
 def main(target: str, codec: str, work: Path) -> dict[str, Any]:
@@ -125,11 +131,11 @@ def main(target: str, codec: str, work: Path) -> dict[str, Any]:
     try:
         result = browser_call(site.server_address[1], mic, f"ws://127.0.0.1:{port}/",
                               f"sip:alice@127.0.0.1:{port};transport=ws", "sip:browser@browser.invalid", None)
-        call = loop.run(incoming_call(phone))
+        call, digits = loop.run(incoming_call(phone))
         report = call.media_report() if call is not None else None
         recordings = sorted((work / "rec").glob("*-rx.wav"))
         result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
-                          "recordings": len(recordings)}
+                          "recordings": len(recordings), "digits": digits}
         return result
     finally:
         loop.run(phone.close())
