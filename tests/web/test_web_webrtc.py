@@ -12,7 +12,8 @@ own (``unshare --net``) with loopback and a veth pair whose both ends are inside
 leaves the namespace (``webrtc_call.py`` is what runs there).
 
 The same page logs in to the lab over its WebSocket port (the 407 answered with SHA-256
-digest from WebCrypto, RFC 7616) and calls the echo: zero setup for a browser phone.
+digest from WebCrypto, RFC 7616) and calls the echo: zero setup for a browser phone; and it
+registers there and is called by our phone.
 """
 
 from __future__ import annotations
@@ -92,3 +93,28 @@ def test_chromium_logs_in_to_the_lab_over_websocket_and_hears_the_echo(tmp_path:
     assert mostly(result["readings"], 1000.0), result["readings"]  # the echo of the page's own microphone
     [call] = [c for c in result["ours"]["calls"] if c["to"].startswith("sip:600@")]
     assert call["from"].startswith("sip:1001@"), call
+
+
+def test_our_phone_calls_a_browser_registered_at_the_lab(tmp_path: Path) -> None:
+    """The other way: the page registers at the lab over its WebSocket (401 answered with
+    SHA-256 digest) with a ``.invalid`` Contact; our phone (UDP, ``ice=True, srtp="dtls"``)
+    calls it through the lab. Our offer must carry ``a=rtcp-mux`` (Chromium refuses an offer
+    without it: "RTCP-MUX is not enabled when it is required"), ICE lite credentials and
+    candidates, ``a=setup:actpass``; Chromium answers as the full, controlling agent and the
+    DTLS client, so we are the DTLS server; both hear each other and our BYE ends it."""
+    result = browser_calls_us("browser", "any", tmp_path)
+    assert result["error"] is None, result
+    assert [line.split()[1] for line in result["log"][:4]] == ["REGISTER", "SIP/2.0", "REGISTER", "SIP/2.0"]
+    assert result["bye"] is True, result["log"]
+    offer = result["offer"]
+    for line in ("a=rtcp-mux", "a=ice-lite", "a=setup:actpass", "UDP/TLS/RTP/SAVP"):
+        assert line in offer, offer
+    assert "a=setup:active" in result["answer"] and "a=rtcp-mux" in result["answer"], result["answer"]
+    assert result["stats"]["inbound-rtp"]["packetsReceived"] > 100, result["stats"]  # SRTP it could decrypt
+    assert mostly(result["readings"], 440.0), result["readings"]
+    ours = result["ours"]
+    assert ours["connected"] and ours["heard"] >= 0.9, {k: v for k, v in ours.items() if k != "report"}
+    report = ours["report"]
+    assert report["dtls"]["rtp"]["role"] == "server" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
+    assert set(report["dtls"]) == {"rtp"} and set(report["ice"]) == {"rtp"}, report  # multiplexed: one of each
+    assert report["ice"]["rtp"]["nominated"] is not None and report["srtp"]["auth_failures"] == 0, report

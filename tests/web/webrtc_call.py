@@ -8,12 +8,15 @@ microphone a 1000 Hz tone) loads ``browser_sip_call.html`` from a local HTTP ser
 context) and calls it. Prints one JSON object: the page's result (``log``, ``answer``,
 ``readings``, ``stats``), our call's media report and the share of our recording's 20 ms
 frames at 1000 Hz. Or, with ``lab``, the page logs in to the lab over its WebSocket port and
-calls the echo. Arguments: ``phone`` or ``lab``, ``CODEC`` (``any`` or a codec name our phone
+calls the echo; with ``browser``, the page registers at the lab and our phone calls it.
+Arguments: ``phone``, ``lab`` or ``browser``, ``CODEC`` (``any`` or a codec name our phone
 is limited to) and a work directory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import http.server
 import json
@@ -30,7 +33,7 @@ from playwright import sync_api
 from webtools import CHROMIUM, CHROMIUM_ARGS, LoopThread
 
 from peertools import free_port
-from skinnysip.phone.api import DTMFReceived, IncomingCall
+from skinnysip.phone.api import DTMFReceived, IncomingCall, PhoneError
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.rtp.audio import dominant_frequencies
 
@@ -96,6 +99,55 @@ def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dic
         loop.close()
 
 
+def call_the_browser(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dict[str, Any]:
+    """The page registers as 1002 at the lab over its WebSocket (SHA-256 digest); our phone,
+    1001 over UDP, an ICE lite DTLS-SRTP offerer, calls it through the lab, talks
+    :data:`SECONDS` s and hangs up."""
+    from skinnysip.lab.config import LabSettings
+    from skinnysip.lab.runner import Lab
+
+    lab = Lab(LabSettings(hosts=("127.0.0.1",), sip_port=0, sips_port=0, sccp_port=0, ws_port=0,
+                          algorithm="SHA-256"))
+    loop.run(lab.start())
+    domain = lab.settings.domain
+    phone = SIPPhone(SIPAccount(aor=f"sip:1001@{domain}", password="demo1001", registrar=lab.sip["udp"],
+                                ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}", record_dir=str(work / "rec")))
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
+    try:
+        loop.run(phone.start())
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site_port}/index.html")
+                page.evaluate("([url, aor, registrar, seconds, auth]) => { window.answered = "
+                              "window.browserAnswer(url, aor, registrar, seconds, auth); }",
+                              [f"ws://{lab.sip['ws']}/", f"sip:1002@{domain}", f"sip:{domain}", SECONDS + 10,
+                               {"user": "1002", "password": "demo1002"}])
+                page.wait_for_function("() => window.registered === true", timeout=15_000)
+                call = loop.run(phone.call("1002"))
+                connected = loop.run(call.wait_connected(15))
+                if connected:
+                    loop.run(asyncio.sleep(SECONDS))
+                report = call.media_report()
+                with contextlib.suppress(PhoneError):  # it may have ended already: the result says why
+                    loop.run(call.hangup())
+                result: dict[str, Any] = page.evaluate("() => window.answered")
+            finally:
+                browser.close()
+        recordings = sorted((work / "rec").glob("*-rx.wav"))
+        result["ours"] = {"connected": connected, "end_reason": call.end_reason, "report": report,
+                          "exchange": [m.summary for m in call.exchange],
+                          "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+                          "offer": str(call.local_sdp) if call.local_sdp is not None else None}
+        return result
+    finally:
+        loop.run(phone.close())
+        loop.run(lab.close())
+        loop.close()
+
+
 async def incoming_call(phone: SIPPhone) -> tuple[Any, list[tuple[str, str]]]:
     """The call the browser placed (the first IncomingCall among the phone's queued events)
     and the digits it heard, as (digit, method)."""
@@ -122,6 +174,8 @@ def main(target: str, codec: str, work: Path) -> dict[str, Any]:
     loop = LoopThread()
     if target == "lab":
         return call_the_lab(loop, site.server_address[1], mic, work)
+    if target == "browser":
+        return call_the_browser(loop, site.server_address[1], mic, work)
     port = free_port()
     account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, transport="ws", listen_host="127.0.0.1",
                          listen_port=port, auto_answer=0.2, ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}",

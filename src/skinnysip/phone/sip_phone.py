@@ -231,7 +231,8 @@ class SIPAccount:
     ``rtp_symmetric``, FreeSWITCH's auto-adjust): a server's answer to far ends behind a NAT
     that give their private address. The target policy vets the source first.
     ``ice``: be an ICE lite agent (RFC 8445 §2.5): offers, and answers to offers with ICE, carry
-    ``a=ice-lite``, our credentials and host candidates; the far end's connectivity checks
+    ``a=ice-lite``, our credentials and host candidates (offers also ``a=rtcp-mux``, which
+    WebRTC requires); the far end's connectivity checks
     are answered on the media ports and media goes where it nominates (WebRTC gateways,
     rtpengine ``ICE=force``). Off: ICE offers are answered without ICE (RFC 8445 §5.1.1.1 then
     falls back to the SDP addresses).
@@ -323,7 +324,10 @@ def _with_ice(call: SIPCall, sdp: SessionDescription, session: AudioSession | No
         call.ice_local = ICECredentials.new()
     ip, port, rtcp = call.media.advertised
     line = next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
-    candidates = [(1, ip, port)] + ([] if line is None or line.attribute("rtcp-mux") is not None else [(2, ip, rtcp)])
+    # RTCP's own candidate unless an answer accepts multiplexing: an offer of rtcp-mux may be
+    # refused, and RTCP then needs its own pair (RFC 5761 §5.1.3)
+    muxed = line is not None and line.attribute("rtcp-mux") is not None and session is not None
+    candidates = [(1, ip, port)] + ([] if line is None or muxed else [(2, ip, rtcp)])
     return with_ice_lite(sdp, (call.ice_local.ufrag, call.ice_local.pwd), candidates)
 
 
@@ -1064,6 +1068,11 @@ class SIPPhone(Phone):
                                            codecs=self.codecs, srtp_suites=self.srtp_suites,
                                            dtls_fingerprint=self._dtls_fingerprint()), call.media)
         if self.account.ice:
+            # a WebRTC peer requires RTCP multiplexing (RFC 8829 §5.1.3's "require" policy): offer
+            # it (RFC 5761 §5.1.1); a peer that does not take it answers without, as before
+            line = next((m for m in offer.media if m.media == "audio" and m.port != 0), None)
+            if line is not None and line.attribute("rtcp-mux") is None:
+                line.attributes.append(("rtcp-mux", None))
             offer = _with_ice(call, offer)
         offer = versioned(offer, call.local_sdp)  # after our first SDP: its version, + 1 if changed
         call.offer = call.local_sdp = offer
