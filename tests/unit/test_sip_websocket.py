@@ -12,6 +12,8 @@ import struct
 
 import click
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from skinnysip.cli.common import parse_target
 from skinnysip.net import sip_transport
@@ -244,3 +246,45 @@ async def test_websocket_ports_and_no_srv() -> None:
     resolver = Resolver()
     (target,) = await resolver.resolve("127.0.0.1", transport="ws", secure=True)
     assert (target.transport, target.port) == ("wss", 443)
+
+
+def _open_server_framing() -> WebSocketFraming:
+    """A server-side framing whose handshake is done (a client's request fed)."""
+    client = WebSocketFraming.client("127.0.0.1", 80, "/")
+    server = WebSocketFraming.server("fuzz")
+    assert server.handshake_step(client.outgoing())
+    server.outgoing()
+    return server
+
+
+#: masked client frames of any opcode, either fin, payloads from empty to past the SIP cap
+_FRAMES = st.builds(lambda opcode, fin, payload, pad: frame(opcode, payload + b"x" * pad, fin=fin),
+                    st.integers(0, 15), st.booleans(), st.binary(max_size=200),
+                    st.sampled_from([0, 0, 0, 130, 70000]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=300), _FRAMES), max_size=8))
+def test_any_bytes_after_the_handshake_are_messages_or_one_websocket_error(chunks: list[bytes]) -> None:
+    """Whatever a peer sends once the WebSocket is open — fragments of frames, bad opcodes,
+    unmasked client frames, lengths that lie — the framing gives whole messages (none over the
+    cap) or raises :class:`WebSocketError`; never another exception."""
+    server = _open_server_framing()
+    for chunk in chunks:
+        try:
+            messages = server.feed(chunk)
+        except WebSocketError:
+            return
+        assert all(len(m) <= sip_transport.MAX_MESSAGE_SIZE for m in messages)
+        server.outgoing()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_answer_to_our_handshake_completes_it_or_is_one_websocket_error(answer: bytes) -> None:
+    client = WebSocketFraming.client("127.0.0.1", 80, "/")
+    client.outgoing()
+    try:
+        client.handshake_step(answer)
+    except WebSocketError:
+        pass
