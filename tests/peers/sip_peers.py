@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import os
 import re
 import shutil
 import signal
@@ -57,6 +58,17 @@ class KamailioPeer:
         out = subprocess.run(["kamcmd", "-s", self.ctl_socket, "ul.lookup", "location", f"{user}@{self.realm}"],
                              capture_output=True, text=True, timeout=10).stdout
         return re.findall(r"Address:\s*(\S+)", out)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Kamailio stopped (SIGSTOP to its process group) while the block runs: its sockets
+        stay open but nothing is read or answered — a server that hangs, not one that closes."""
+        pid = int((Path(self.ctl_socket.removeprefix("unix:")).parent / "kamailio.pid").read_text().split()[0])
+        os.killpg(os.getpgid(pid), signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(os.getpgid(pid), signal.SIGCONT)
 
 
 def make_self_signed(directory: Path, common_name: str = "skinnysip test server") -> tuple[Path, Path]:

@@ -311,3 +311,26 @@ def test_the_phone_command_takes_a_wss_url_and_a_browser_like_host(pbx: Kamailio
     refused = subprocess.run([*CLI, "phone", f"sip:carol@{pbx.realm}", "--registrar", "wss://127.0.0.1:1/x",
                               "--transport", "udp", "--duration", "1"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--registrar says wss but --transport says udp" in refused.stderr, refused.stderr
+
+
+async def wait_registration(phone: SIPPhone, state: RegistrationState, timeout: float) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if phone.registration is state:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not {state.value} within {timeout} s: {phone.registration} ({phone.registration_reason})")
+
+
+async def test_a_frozen_server_is_noticed_by_its_unanswered_ping_and_the_phone_recovers(tmp_path: Path) -> None:
+    """A WebSocket peer must answer a ping (RFC 6455 §5.5.2). Kamailio frozen (SIGSTOP: its
+    connections stay open, nothing is answered): our ping goes unanswered, 10 s later the
+    connection counts as failed, the phone tries to connect again and says registration
+    failed, with why; once Kamailio runs again the phone registers again by itself."""
+    with kamailio(pbx=True, websocket=True) as pbx:
+        async with SIPPhone(account(pbx, "alice", "ws", keepalive_interval=1.0)) as phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            with pbx.frozen():
+                await wait_registration(phone, RegistrationState.FAILED, 45)
+                assert "WebSocket" in phone.registration_reason, phone.registration_reason
+            await wait_registration(phone, RegistrationState.REGISTERED, 40)
+            assert phone.flow is not None and phone.endpoint.transport.is_open(phone.flow)

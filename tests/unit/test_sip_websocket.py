@@ -288,3 +288,34 @@ def test_any_answer_to_our_handshake_completes_it_or_is_one_websocket_error(answ
         client.handshake_step(answer)
     except WebSocketError:
         pass
+
+
+async def test_an_unanswered_ping_fails_the_connection_an_answered_one_does_not(
+        listener: Responder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our keep-alive on a WebSocket is a ping; a peer that answers it (our listener) keeps the
+    connection, one that completed the handshake but then says nothing loses it, with why."""
+    monkeypatch.setattr(sip_transport, "PONG_TIMEOUT", 0.3)
+    lost: list[str] = []
+    layer = sip_transport.SIPTransportLayer(lambda message, flow: None, lambda flow, reason: lost.append(reason))
+    try:
+        alive = await layer.connect("ws", listener.local, timeout=2.0)
+        layer.send_keepalive(alive.flow)
+        await asyncio.sleep(0.6)
+        assert not alive.closed and lost == []
+
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            request = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
+                       if line.lower().startswith("sec-websocket-key:"))
+            writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Accept: {accept_value(key)}\r\nSec-WebSocket-Protocol: sip\r\n\r\n".encode())
+            await reader.read()  # reads our ping, never answers
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        async with server:
+            silent = await layer.connect("ws", ("127.0.0.1", server.sockets[0].getsockname()[1]), timeout=2.0)
+            layer.send_keepalive(silent.flow)
+            await asyncio.sleep(0.6)
+            assert silent.closed and lost and "no answer to a WebSocket ping" in lost[-1], lost
+    finally:
+        await layer.close()

@@ -66,6 +66,7 @@ MAX_MESSAGE_SIZE = 65536  # bytes; one SIP message (datagram or framed) at most
 READ_CHUNK = 16384
 WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stuck
 WS_HANDSHAKE_TIMEOUT = 10.0  # seconds an accepted WebSocket connection has to send its handshake
+PONG_TIMEOUT = 10.0  # seconds a WebSocket peer has to answer our keep-alive ping (RFC 5626 §4.4.1's 10 s)
 MAX_CONNECTIONS = 1024
 UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
 UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
@@ -383,6 +384,8 @@ class Connection:
         self.flow = Flow(transport, self.remote, connection=self.id, local=self.local)
         self.last_activity = time.monotonic()
         self.closed = False
+        self._pong_check: asyncio.TimerHandle | None = None
+        self._failed: str | None = None  # why we gave the connection up ourselves
         self._parser = StreamParser(layer.max_message_size)
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
@@ -399,7 +402,7 @@ class Connection:
                 reason = describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
             except asyncio.CancelledError:
                 reason = "closed"
-            self.layer._lost(self, reason)
+            self.layer._lost(self, self._failed or reason)
             return
         unframed = b""
         try:
@@ -497,11 +500,25 @@ class Connection:
 
     def keepalive(self) -> None:
         """A keep-alive: CRLF CRLF (RFC 5626 §4.4.1), a ping frame on a WebSocket (RFC 6455
-        §5.5.2). Raises :class:`SIPTransportError`."""
-        if self.ws is not None:
-            self._raw_write(self.ws.ping())
-        else:
+        §5.5.2). A WebSocket peer must answer a ping: when no pong has come
+        :data:`PONG_TIMEOUT` s later, the connection is closed as failed (a server that froze
+        or a path that died without a FIN), so its user connects again. Raises
+        :class:`SIPTransportError`."""
+        if self.ws is None:
             self.write(b"\r\n\r\n")
+            return
+        self._raw_write(self.ws.ping())
+        if self._pong_check is None:
+            pongs = self.ws.pongs
+            self._pong_check = asyncio.get_running_loop().call_later(PONG_TIMEOUT, self._pong_due, pongs)
+
+    def _pong_due(self, pongs: int) -> None:
+        self._pong_check = None
+        if self.closed or self.ws is None or self.ws.pongs > pongs:
+            return
+        self._failed = f"no answer to a WebSocket ping from {self.where} within {PONG_TIMEOUT:.0f} s"
+        self.closed = True
+        self._task.cancel()  # the read loop ends and reports the connection lost, for this reason
 
     def write(self, data: bytes) -> None:
         if self.ws is not None:
@@ -528,6 +545,8 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self._pong_check is not None:
+            self._pong_check.cancel()
         self._task.cancel()
         with contextlib.suppress(BaseException):
             await self._task

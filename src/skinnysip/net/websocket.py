@@ -62,6 +62,8 @@ class WebSocketFraming:
         self._where = where
         self._parts: list[bytes] = []  # the fragments of a message not yet complete
         self._ready: list[bytes] = []  # whole messages found while the handshake completed
+        #: pong frames received (answers to our pings: the peer is alive, RFC 6455 §5.5.3)
+        self.pongs = 0
         #: the HTTP response (client) or request (server) of the opening handshake
         self.handshake: Request | Response | None = None
 
@@ -171,7 +173,9 @@ class WebSocketFraming:
         for event in events:
             if not isinstance(event, Frame):
                 continue
-            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            if event.opcode is Opcode.PONG:
+                self.pongs += 1
+            elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 self._parts.append(bytes(event.data))
                 if event.fin:
                     out.append(b"".join(self._parts))

@@ -131,7 +131,7 @@ RING_TIMEOUT = 180.0
 #: Seconds after a failed STUN Binding during which calls use the local address at once.
 STUN_RETRY_AFTER = 60.0
 MAX_REDIRECTS = 3
-KEEPALIVE_INTERVAL = 25.0  # seconds between CRLF pings (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
+KEEPALIVE_INTERVAL = 25.0  # default s between keep-alives (RFC 5626 §4.4.1 suggests 95-120 for TCP; NATs need less)
 RECONNECT_DELAY = 0.5  # seconds before connecting again after the server's connection closed (doubling)
 
 
@@ -167,7 +167,11 @@ class SIPAccount:
     ws/wss, name a random ``….invalid`` host in Via and Contact instead of our address, as
     JsSIP and SIP.js do (a browser has no address to give): the server must then route
     requests to us by the connection (Kamailio's ``fix_nated_register``/``add_contact_alias``,
-    Asterisk's ``rewrite_contact``), which is what this tests.
+    Asterisk's ``rewrite_contact``), which is what this tests. ``keepalive_interval``: seconds
+    between keep-alives on the registrar/proxy flow (CRLF CRLF, RFC 5626 §4.4.1; a ping frame
+    on a WebSocket, whose peer must answer within 10 s or the connection counts as failed and
+    the phone connects and registers again); ``ValueError`` from :meth:`SIPPhone.__init__` when
+    not > 0.
     ``tls_verify``/``ca_file``: checking of the server certificate. ``expires``: the
     registration time asked for. ``register``: False for calls without a registrar.
     ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
@@ -250,6 +254,7 @@ class SIPAccount:
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = "udp"
     ws_path: str = "/"
     ws_invalid_host: bool = False
+    keepalive_interval: float = KEEPALIVE_INTERVAL
     tls_verify: bool = True
     ca_file: str | None = None
     expires: int = 600
@@ -585,6 +590,8 @@ class SIPPhone(Phone):
             check_port_range(account.rtp_ports, "rtp_ports")
         if account.max_calls < 1:
             raise ValueError("max_calls: at least 1")
+        if not account.keepalive_interval > 0:
+            raise ValueError("keepalive_interval: seconds > 0")
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
         self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
@@ -913,11 +920,11 @@ class SIPPhone(Phone):
         backoff = RECONNECT_DELAY
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flow_lost.wait(), KEEPALIVE_INTERVAL)
+                await asyncio.wait_for(self._flow_lost.wait(), self.account.keepalive_interval)
             if self._flow_lost.is_set():  # wait a moment (longer each time it fails) before connecting
                 self._flow_lost.clear()
                 await asyncio.sleep(backoff)
-                backoff = min(KEEPALIVE_INTERVAL, backoff * 2)
+                backoff = min(max(self.account.keepalive_interval, RECONNECT_DELAY), backoff * 2)
             if self.flow is None:
                 continue
             if not self.endpoint.transport.is_open(self.flow):
