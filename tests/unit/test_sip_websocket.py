@@ -9,6 +9,7 @@ import asyncio
 import base64
 import os
 import struct
+from typing import Any
 
 import click
 import pytest
@@ -169,6 +170,22 @@ async def raw_server(answer: bytes | None) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+def switching_protocols(*, subprotocol: bool) -> Any:
+    """A raw server's handler: a 101 to the client's handshake (with ``Sec-WebSocket-Protocol:
+    sip`` or without), then nothing — it reads until the client goes and answers no frame."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        agreed = "Sec-WebSocket-Protocol: sip\r\n" if subprotocol else ""
+        writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Accept: {accept_value(key)}\r\n{agreed}\r\n".encode())
+        await reader.read()
+        writer.close()
+
+    return handle
+
+
 def accept_value(request_key: str) -> str:
     import hashlib
 
@@ -200,16 +217,7 @@ async def test_a_server_that_is_not_a_websocket_server_is_one_clear_error(answer
 async def test_a_server_that_drops_the_sip_subprotocol_is_refused() -> None:
     """RFC 7118 §4.1: a 101 without ``Sec-WebSocket-Protocol: sip`` is not a SIP WebSocket; the
     client must not use it."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = (await reader.readuntil(b"\r\n\r\n")).decode()
-        key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
-                   if line.lower().startswith("sec-websocket-key:"))
-        writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n".encode())
-        await reader.read()  # until the client goes
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(switching_protocols(subprotocol=False), "127.0.0.1", 0)
     async with server:
         result = await probes.options(probes.ProbeRequest(host="127.0.0.1", port=server.sockets[0].getsockname()[1],
                                                           transport="ws", timeout=2.0))
@@ -303,15 +311,7 @@ async def test_an_unanswered_ping_fails_the_connection_an_answered_one_does_not(
         await asyncio.sleep(0.6)
         assert not alive.closed and lost == []
 
-        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            request = (await reader.readuntil(b"\r\n\r\n")).decode()
-            key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
-                       if line.lower().startswith("sec-websocket-key:"))
-            writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         f"Sec-WebSocket-Accept: {accept_value(key)}\r\nSec-WebSocket-Protocol: sip\r\n\r\n".encode())
-            await reader.read()  # reads our ping, never answers
-
-        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        server = await asyncio.start_server(switching_protocols(subprotocol=True), "127.0.0.1", 0)  # mute after
         async with server:
             silent = await layer.connect("ws", ("127.0.0.1", server.sockets[0].getsockname()[1]), timeout=2.0)
             layer.send_keepalive(silent.flow)
