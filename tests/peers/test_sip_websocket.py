@@ -303,10 +303,10 @@ def test_the_phone_command_takes_a_wss_url_and_a_browser_like_host(pbx: Kamailio
     ``.invalid`` host, and the phone unregisters when it stops."""
     done = subprocess.run([*CLI, "phone", f"sip:carol@{pbx.realm}", "--password", pbx.users["carol"], "--registrar",
                            f"wss://127.0.0.1:{pbx.wss_port}/cli-phone", "--insecure", "--ws-invalid-host",
-                           "--duration", "1", "--json"], capture_output=True, text=True, timeout=60)
+                           "--keepalive", "0.5", "--duration", "1.5", "--json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     states = [json.loads(line)["state"] for line in done.stdout.splitlines() if '"registration"' in line]
-    assert states == ["registering", "registered", "unregistered"], done.stdout
+    assert states == ["registering", "registered", "unregistered"], done.stdout  # pinged and answered meanwhile
     assert "/cli-phone" in handshakes(pbx)
     refused = subprocess.run([*CLI, "phone", f"sip:carol@{pbx.realm}", "--registrar", "wss://127.0.0.1:1/x",
                               "--transport", "udp", "--duration", "1"], capture_output=True, text=True, timeout=60)

@@ -4,7 +4,7 @@ placing and taking calls) until it is deleted, idle too long, or the server stop
 Routes (JSON camelCase; times of day are seconds since the epoch, durations milliseconds):
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
-  "outboundProxy", "transport", "wsPath", "wsInvalidHost", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
+  "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
   "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
@@ -228,6 +228,8 @@ class SIPPhoneBody(_Body):
         "WebRTC gateway (default port 80/443).")
     ws_path: str = Field("/", max_length=256, pattern=r'^/[!"$-~]*$',
                          description="The resource a ws/wss handshake asks for (Asterisk: /ws).")
+    keepalive_interval: float = Field(25000, ge=100, le=3600000, description="ms between keep-alives to the "
+                                      "registrar/proxy (a ping on a WebSocket, which must be answered within 10 s).")
     ws_invalid_host: bool = Field(False, description="Over ws/wss, a random ….invalid host in Via and Contact, as "
                                   "browser phones give: the server must reach the phone by its connection.")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
@@ -308,7 +310,7 @@ class SIPPhoneBody(_Body):
     def account(self) -> SIPAccount:
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
                           outbound_proxy=self.outbound_proxy, transport=self.transport, ws_path=self.ws_path,
-                          ws_invalid_host=self.ws_invalid_host,
+                          ws_invalid_host=self.ws_invalid_host, keepalive_interval=self.keepalive_interval / 1000,
                           tls_verify=self.tls_verify,
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,

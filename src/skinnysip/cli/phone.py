@@ -146,6 +146,10 @@ class PhoneCommand(Command):
 @option("--ws-invalid-host", is_flag=True,
         help="Over ws/wss, give a random ….invalid host in Via and Contact as browser phones (JsSIP, SIP.js) do: "
              "the server must reach us by the connection (RFC 7118).")
+@option("--keepalive", "keepalive_interval", type=FloatRange(0.1, 3600), default=25.0, show_default=True,
+        metavar="SECONDS",
+        help="Seconds between keep-alives to the registrar/proxy (CRLF CRLF; a ping on a WebSocket, which must "
+             "be answered within 10 s or the phone connects again; SIP).")
 @option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
         "message-summary, RFC 3842, refreshed; SIP).")
 @option("--call", help="Place one call to TARGET.")
@@ -173,7 +177,7 @@ def phone_cmd(
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
-    mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    keepalive_interval: float, mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
@@ -246,7 +250,8 @@ def phone_cmd(
                          stun_server=stun_server, ice=ice, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
-                         ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host)
+                         ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host,
+                         keepalive_interval=keepalive_interval)
         acc.uri()
         if stun_server is not None:
             parse_server(stun_server)
