@@ -84,6 +84,7 @@ from skinnysip.api.sip_routes import (
     check_ca_file,
     integral_floats,
     spec_match,
+    ws_path_field,
 )
 from skinnysip.models import ResultModel
 from skinnysip.net.media import AudioTap, MediaStream, PushSource
@@ -226,8 +227,7 @@ class SIPPhoneBody(_Body):
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = Field(
         "udp", description="udp, tcp, tls, or ws/wss: SIP over WebSocket (RFC 7118), as a browser phone talks to a "
         "WebRTC gateway (default port 80/443).")
-    ws_path: str = Field("/", max_length=256, pattern=r'^/[!"$-~]*$',
-                         description="The resource a ws/wss handshake asks for (Asterisk: /ws).")
+    ws_path: str = ws_path_field()
     keepalive_interval: float = Field(25000, ge=100, le=3600000, description="ms between keep-alives to the "
                                       "registrar/proxy (a ping on a WebSocket, which must be answered within 10 s).")
     ws_invalid_host: bool = Field(False, description="Over ws/wss, a random ….invalid host in Via and Contact, as "

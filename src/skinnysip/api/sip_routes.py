@@ -68,6 +68,13 @@ PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": rf"^{_HOST_IN_URI}(?::{_PORT})?$"}
 
 
+def ws_path_field() -> Any:
+    """The ``wsPath`` field of probes and phones: a WebSocket resource (RFC 6455 §3: a path
+    and query, printable, no space, no fragment), ``/`` by default."""
+    return Field("/", max_length=256, pattern=r'^/[!"$-~]*$',
+                 description="The resource a ws/wss handshake asks for (Asterisk: /ws).")
+
+
 def _int_field(annotation: Any) -> bool:
     if annotation is int:
         return True
@@ -266,8 +273,7 @@ class SIPBody(_Body):
     port: int | None = Field(None, ge=1, le=65535, description="Server port (default: DNS SRV per RFC 3263 for a host name, else 5060; 5061 for tls, 80 for ws, 443 for wss).")
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = Field(
         "udp", description="udp, tcp, tls, or ws/wss: SIP over WebSocket (RFC 7118).")
-    ws_path: str = Field("/", alias="wsPath", max_length=256, pattern=r'^/[!"$-~]*$',
-                         description="The resource a ws/wss handshake asks for (Asterisk: /ws).")
+    ws_path: str = ws_path_field()
     timeout: float = Field(10000, ge=100, le=120000, description="ms to wait for each final response.")
 
     def to_probe(self) -> probes.ProbeRequest:

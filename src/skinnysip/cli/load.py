@@ -221,8 +221,6 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
     target = merge_target(parse_target(host), port, transport_value(transport))
     host, port, transport = target.host, target.port, target.transport or "udp"
-    if target.path is not None and transport not in ("ws", "wss"):
-        _fail(f"--transport: a WebSocket URL needs ws or wss, not {transport}")
     if target.uri is not None and to is None and scenario in ("options", "message", "call"):
         to = target.uri  # sip:bob@host: bob is the target, as SIPp's -s bob with host
     engine = (engine or ("ray" if ray_address else "processes")).strip().lower()

@@ -237,9 +237,8 @@ def phone_cmd(
                 chosen = merge_target(server, None, chosen, flag).transport
             except click.BadParameter as exc:
                 raise _fail(f"--transport: {exc.message}") from None
+    # a ws:// or wss:// server made ``chosen`` ws/wss (another transport given was refused above)
     paths = [server.path for server in servers.values() if server is not None and server.path is not None]
-    if paths and chosen not in ("ws", "wss"):
-        raise _fail(f"--transport: a WebSocket URL needs ws or wss, not {chosen}")
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
                          auth_user=user, registrar=_hostport(servers["--registrar"]),

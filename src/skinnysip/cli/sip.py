@@ -79,9 +79,7 @@ def _request(
         raise click.BadParameter(f"--sips needs tls or wss, but the transport is {target.transport}",
                                  param_hint="--transport")
     scheme = "sips" if sips or target.scheme == "sips" else "sip"
-    chosen = target.transport or ("tls" if scheme == "sips" else "udp")
-    if target.path is not None and chosen not in ("ws", "wss"):
-        raise click.BadParameter(f"a WebSocket URL needs --transport ws or wss, not {chosen}", param_hint="--transport")
+    chosen = target.transport or ("tls" if scheme == "sips" else "udp")  # a ws:// URL's is ws (merge_target)
     return probes.ProbeRequest(
         host=target.host,
         port=target.port,

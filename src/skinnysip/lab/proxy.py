@@ -60,7 +60,7 @@ from skinnysip.lab.voicemail import EVENT as MWI_EVENT
 from skinnysip.lab.voicemail import Mailboxes, MWINotifier
 from skinnysip.net.resolver import ServerTarget
 from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportError
-from skinnysip.net.sip_transport import Transport
+from skinnysip.net.sip_transport import Transport, uri_transport
 from skinnysip.net.trace import TraceRecord, to_wire_messages
 from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
@@ -392,8 +392,8 @@ class LabProxy:
         ip, port = next(((ip, addr[1]) for (t, ip), addr in self.listeners.items()
                          if t == flow.transport and (":" in ip) == six), (local_ip, 5060))
         params: dict[str, str | None] = {}
-        if flow.transport != "udp":  # RFC 7118 §5.2: "ws" for both WebSocket transports
-            params["transport"] = "ws" if flow.transport == "wss" else flow.transport
+        if flow.transport != "udp":
+            params["transport"] = uri_transport(flow.transport)
         params["lr"] = None
         return str(NameAddr(None, SipURI("sip", None, None, ip, port, params)))
 

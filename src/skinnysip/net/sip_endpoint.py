@@ -33,7 +33,7 @@ from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.resolver import ResolveError, Resolver, ServerTarget
-from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport
+from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport, uri_transport
 from skinnysip.net.trace import Trace
 from skinnysip.result import ExchangeLimit
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
@@ -361,7 +361,7 @@ class SIPEndpoint:
             host, port = self.local_address(flow)
         params: dict[str, str | None] = {}
         if flow.transport != "udp" and scheme == "sip":
-            params["transport"] = "ws" if flow.transport == "wss" else flow.transport
+            params["transport"] = uri_transport(flow.transport)
         return NameAddr(None, SipURI(scheme, user, None, host, port, params))
 
     # -- sending ----------------------------------------------------------------------------

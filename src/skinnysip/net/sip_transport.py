@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
+    "uri_transport",
     "Connection",
     "SIPTransportError",
     "SIPTransportLayer",
@@ -111,6 +112,12 @@ def describe_os_error(exc: OSError, where: str) -> str:
 
 
 _ROUTES: dict[str, str] = {}  # remote IP → local IP, a small cache (cleared when full)
+
+
+def uri_transport(transport: str) -> str:
+    """The ``transport`` parameter of a SIP URI reached over ``transport``: ``ws`` for both
+    WebSocket transports (RFC 7118 §5.2; ``wss`` is not a URI transport), else its name."""
+    return "ws" if transport == "wss" else transport
 
 
 def route_ip(remote_ip: str) -> str:

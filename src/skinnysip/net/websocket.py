@@ -30,18 +30,13 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-__all__ = ["DEFAULT_PATH", "SUBPROTOCOL", "WebSocketError", "WebSocketFraming", "default_port"]
+__all__ = ["DEFAULT_PATH", "SUBPROTOCOL", "WebSocketError", "WebSocketFraming"]
 
 #: the WebSocket subprotocol of SIP (RFC 7118 §4, IANA "WebSocket Subprotocol Name Registry")
 SUBPROTOCOL = "sip"
 #: the resource asked for when none is given (Kamailio and FreeSWITCH take any; Asterisk wants ``/ws``)
 DEFAULT_PATH = "/"
 MAX_EVENTS = 1024  # frames kept between two reads of one connection (bounded; a flood fails it)
-
-
-def default_port(secure: bool) -> int:
-    """The port of ``ws`` (80) or ``wss`` (443) when a URI has none (RFC 6455 §3; RFC 7118 §5.2)."""
-    return 443 if secure else 80
 
 
 class WebSocketError(Exception):
@@ -64,8 +59,6 @@ class WebSocketFraming:
         self._ready: list[bytes] = []  # whole messages found while the handshake completed
         #: pong frames received (answers to our pings: the peer is alive, RFC 6455 §5.5.3)
         self.pongs = 0
-        #: the HTTP response (client) or request (server) of the opening handshake
-        self.handshake: Request | Response | None = None
 
     # -- the opening handshake (RFC 6455 §4) --------------------------------------------------
     @classmethod
@@ -87,9 +80,7 @@ class WebSocketFraming:
         if user_agent:
             request.headers["User-Agent"] = user_agent
         protocol.send_request(request)
-        framing = cls(protocol, f"{scheme}://{shown}:{port}{path}")
-        framing.handshake = request
-        return framing
+        return cls(protocol, f"{scheme}://{shown}:{port}{path}")
 
     @classmethod
     def server(cls, where: str, *, max_size: int = 65536, server: str | None = None) -> WebSocketFraming:
@@ -118,7 +109,6 @@ class WebSocketFraming:
         done = False
         for i, event in enumerate(events):
             if isinstance(event, Request) and isinstance(protocol, ServerProtocol):
-                self.handshake = event
                 response = protocol.accept(event)
                 if self._server_header:
                     response.headers["Server"] = self._server_header
@@ -128,7 +118,6 @@ class WebSocketFraming:
                                          f"({response.status_code}): {_why(protocol.handshake_exc)}")
                 done = True
             elif isinstance(event, Response):
-                self.handshake = event
                 if protocol.handshake_exc is not None:
                     raise WebSocketError(_client_failure(self._where, event, protocol.handshake_exc))
                 if protocol.subprotocol != SUBPROTOCOL:  # RFC 7118 §4.1

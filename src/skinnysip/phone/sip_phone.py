@@ -46,7 +46,7 @@ from skinnysip.net.media import (
     check_port_range,
 )
 from skinnysip.net.sip_endpoint import USER_AGENT, ClientHandle, SIPEndpoint, SIPTransportError
-from skinnysip.net.sip_transport import route_ip
+from skinnysip.net.sip_transport import route_ip, uri_transport
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
 from skinnysip.net.stun import StunError, parse_server
 from skinnysip.net.trace import to_wire_messages
@@ -740,8 +740,8 @@ class SIPPhone(Phone):
             return []
         host, port = self.outbound_proxy
         params: dict[str, str | None] = {"lr": None}
-        if self.account.transport != "udp":  # RFC 7118 §5.2: "ws" for both WebSocket transports
-            params["transport"] = "ws" if self.account.transport == "wss" else self.account.transport
+        if self.account.transport != "udp":
+            params["transport"] = uri_transport(self.account.transport)
         return [str(NameAddr(None, SipURI("sip", None, None, host, port, params)))]
 
     async def register(self) -> bool:
