@@ -22,7 +22,7 @@ import pytest
 from sip_peers import KamailioPeer, kamailio
 from test_web_softphone import UI_MS, _api, call_state, wait_for
 
-from peertools import free_port, wait_tcp
+from peertools import free_port, stop_process, wait_tcp
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(240)]
 
@@ -74,17 +74,12 @@ def test_the_page_phone_registers_over_wss_and_calls(page: Any, server: str, ws_
 def ws_listener() -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "skinnysip", "sip", "listen", "--transport", "ws", "--port",
-                             str(port), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(port), "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_tcp("127.0.0.1", port, 20)
+        wait_tcp("127.0.0.1", port, 20, proc)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 BROWSER_SIP_CLIENT = """async ([url, protocols, request]) => {

@@ -25,6 +25,7 @@ import socketserver
 import sys
 import threading
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,10 @@ def share_at(path: Path, hz: float) -> float:
     return float(np.mean(np.abs(freqs - hz) < 25)) if len(freqs) else 0.0
 
 
-def browser_call(site_port: int, mic: Path, url: str, target: str, from_: str,
-                 auth: dict[str, str] | None) -> dict[str, Any]:
-    """Headless Chromium (``mic`` as its microphone) runs the page's call to ``target`` over the
-    WebSocket ``url``; the page's result."""
+@contextlib.contextmanager
+def chromium_page(site_port: int, mic: Path) -> Iterator[Any]:
+    """Headless Chromium whose microphone is ``mic``, on the scenario page (a secure context:
+    served from 127.0.0.1)."""
     args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
     with sync_api.sync_playwright() as pw:
@@ -71,17 +72,21 @@ def browser_call(site_port: int, mic: Path, url: str, target: str, from_: str,
         try:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{site_port}/index.html")
-            return page.evaluate(  # type: ignore[no-any-return]
-                "([url, target, seconds, from, auth, digits]) => "
-                "window.browserCall(url, target, seconds, from, auth, digits)",
-                [url, target, SECONDS, from_, auth, DIGITS if auth is None else ""])
+            yield page
         finally:
             browser.close()
 
 
-def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dict[str, Any]:
-    """The lab with SHA-256 digest (what WebCrypto can compute) and a WebSocket port: the page
-    logs in as 1001 (the 407 answered) and calls 600, the echo."""
+def browser_call(page: Any, url: str, target: str, from_: str, auth: dict[str, str] | None) -> dict[str, Any]:
+    """The page's call to ``target`` over the WebSocket ``url`` (digits sent when no ``auth``)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        "([url, target, seconds, from, auth, digits]) => window.browserCall(url, target, seconds, from, auth, digits)",
+        [url, target, SECONDS, from_, auth, DIGITS if auth is None else ""])
+
+
+@contextlib.contextmanager
+def webrtc_lab(loop: LoopThread) -> Iterator[Any]:
+    """The lab with SHA-256 digest (what WebCrypto can compute, it has no MD5) and a WebSocket port."""
     from skinnysip.lab.config import LabSettings
     from skinnysip.lab.runner import Lab
 
@@ -89,38 +94,31 @@ def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dic
                           algorithm="SHA-256"))
     loop.run(lab.start())
     try:
-        url = f"ws://{lab.sip['ws']}/"
-        result = browser_call(site_port, mic, url, f"sip:600@{lab.settings.domain}", f"sip:1001@{lab.settings.domain}",
+        yield lab
+    finally:
+        loop.run(lab.close())
+
+
+def call_the_lab(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dict[str, Any]:
+    """The page logs in as 1001 (the 407 answered) and calls 600, the echo."""
+    with webrtc_lab(loop) as lab, chromium_page(site_port, mic) as page:
+        domain = lab.settings.domain
+        result = browser_call(page, f"ws://{lab.sip['ws']}/", f"sip:600@{domain}", f"sip:1001@{domain}",
                               {"user": "1001", "password": "demo1001"})
         result["ours"] = {"calls": lab.calls()}
         return result
-    finally:
-        loop.run(lab.close())
-        loop.close()
 
 
 def call_the_browser(loop: LoopThread, site_port: int, mic: Path, work: Path) -> dict[str, Any]:
-    """The page registers as 1002 at the lab over its WebSocket (SHA-256 digest); our phone,
-    1001 over UDP, an ICE lite DTLS-SRTP offerer, calls it through the lab, talks
-    :data:`SECONDS` s and hangs up."""
-    from skinnysip.lab.config import LabSettings
-    from skinnysip.lab.runner import Lab
-
-    lab = Lab(LabSettings(hosts=("127.0.0.1",), sip_port=0, sips_port=0, sccp_port=0, ws_port=0,
-                          algorithm="SHA-256"))
-    loop.run(lab.start())
-    domain = lab.settings.domain
-    phone = SIPPhone(SIPAccount(aor=f"sip:1001@{domain}", password="demo1001", registrar=lab.sip["udp"],
-                                ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}", record_dir=str(work / "rec")))
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}", "--autoplay-policy=no-user-gesture-required"]
-    try:
-        loop.run(phone.start())
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=60_000)
-            try:
-                page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{site_port}/index.html")
+    """The page registers as 1002 at the lab over its WebSocket; our phone, 1001 over UDP, an
+    ICE lite DTLS-SRTP offerer, calls it through the lab, talks :data:`SECONDS` s and hangs up."""
+    with webrtc_lab(loop) as lab:
+        domain = lab.settings.domain
+        phone = SIPPhone(SIPAccount(aor=f"sip:1001@{domain}", password="demo1001", registrar=lab.sip["udp"],
+                                    ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}", record_dir=str(work / "rec")))
+        try:
+            loop.run(phone.start())
+            with chromium_page(site_port, mic) as page:
                 page.evaluate("([url, aor, registrar, seconds, auth]) => { window.answered = "
                               "window.browserAnswer(url, aor, registrar, seconds, auth); }",
                               [f"ws://{lab.sip['ws']}/", f"sip:1002@{domain}", f"sip:{domain}", SECONDS + 10,
@@ -134,18 +132,37 @@ def call_the_browser(loop: LoopThread, site_port: int, mic: Path, work: Path) ->
                 with contextlib.suppress(PhoneError):  # it may have ended already: the result says why
                     loop.run(call.hangup())
                 result: dict[str, Any] = page.evaluate("() => window.answered")
-            finally:
-                browser.close()
+            recordings = sorted((work / "rec").glob("*-rx.wav"))
+            result["ours"] = {"connected": connected, "end_reason": call.end_reason, "report": report,
+                              "exchange": [m.summary for m in call.exchange],
+                              "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+                              "offer": str(call.local_sdp) if call.local_sdp is not None else None}
+            return result
+        finally:
+            loop.run(phone.close())
+
+
+def call_the_phone(loop: LoopThread, site_port: int, mic: Path, work: Path, codec: str) -> dict[str, Any]:
+    """Our phone listens on a WebSocket (ICE lite, DTLS-SRTP, answering by itself); the page
+    calls it and sends :data:`DIGITS`."""
+    port = free_port()
+    account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, transport="ws", listen_host="127.0.0.1",
+                         listen_port=port, auto_answer=0.2, ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}",
+                         record_dir=str(work / "rec"), codecs=None if codec == "any" else (codec,))
+    phone = SIPPhone(account)
+    loop.run(phone.start())
+    try:
+        with chromium_page(site_port, mic) as page:
+            result = browser_call(page, f"ws://127.0.0.1:{port}/", f"sip:alice@127.0.0.1:{port};transport=ws",
+                                  "sip:browser@browser.invalid", None)
+        call, digits = loop.run(incoming_call(phone))
+        report = call.media_report() if call is not None else None
         recordings = sorted((work / "rec").glob("*-rx.wav"))
-        result["ours"] = {"connected": connected, "end_reason": call.end_reason, "report": report,
-                          "exchange": [m.summary for m in call.exchange],
-                          "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
-                          "offer": str(call.local_sdp) if call.local_sdp is not None else None}
+        result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+                          "recordings": len(recordings), "digits": digits}
         return result
     finally:
         loop.run(phone.close())
-        loop.run(lab.close())
-        loop.close()
 
 
 async def incoming_call(phone: SIPPhone) -> tuple[Any, list[tuple[str, str]]]:
@@ -172,27 +189,13 @@ def main(target: str, codec: str, work: Path) -> dict[str, Any]:
     site = socketserver.TCPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     loop = LoopThread()
-    if target == "lab":
-        return call_the_lab(loop, site.server_address[1], mic, work)
-    if target == "browser":
-        return call_the_browser(loop, site.server_address[1], mic, work)
-    port = free_port()
-    account = SIPAccount(aor="sip:alice@127.0.0.1", register=False, transport="ws", listen_host="127.0.0.1",
-                         listen_port=port, auto_answer=0.2, ice=True, srtp="dtls", source=f"tone:{OUR_TONE:g}",
-                         record_dir=str(work / "rec"), codecs=None if codec == "any" else (codec,))
-    phone = SIPPhone(account)
-    loop.run(phone.start())
     try:
-        result = browser_call(site.server_address[1], mic, f"ws://127.0.0.1:{port}/",
-                              f"sip:alice@127.0.0.1:{port};transport=ws", "sip:browser@browser.invalid", None)
-        call, digits = loop.run(incoming_call(phone))
-        report = call.media_report() if call is not None else None
-        recordings = sorted((work / "rec").glob("*-rx.wav"))
-        result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
-                          "recordings": len(recordings), "digits": digits}
-        return result
+        if target == "lab":
+            return call_the_lab(loop, site.server_address[1], mic, work)
+        if target == "browser":
+            return call_the_browser(loop, site.server_address[1], mic, work)
+        return call_the_phone(loop, site.server_address[1], mic, work, codec)
     finally:
-        loop.run(phone.close())
         loop.close()
         site.shutdown()
 
