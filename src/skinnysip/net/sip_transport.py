@@ -328,7 +328,7 @@ class _UDPSocket:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.layer._datagram(self, data, (str(addr[0]), int(addr[1])))
+        self.layer.whole_message(data, self.local, (str(addr[0]), int(addr[1])), "udp", None)
 
     def error_received(self, exc: Exception) -> None:
         """A receive met the socket's pending error: the queued errors name their
@@ -942,9 +942,6 @@ class SIPTransportLayer:
         conn.keepalive()
 
     # -- receiving --------------------------------------------------------------------------
-    def _datagram(self, sock: _UDPSocket, data: bytes, source: tuple[str, int]) -> None:
-        self.whole_message(data, sock.local, source, "udp", None)
-
     def whole_message(self, data: bytes, local: tuple[str, int], source: tuple[str, int], transport: Transport,
                       flow: Flow | None) -> None:
         """One received unit that holds one whole SIP message — a datagram, or a WebSocket
