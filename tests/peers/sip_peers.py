@@ -131,6 +131,7 @@ def _kamailio_cfg(
     rtpengine: tuple[str, str, str] | None = None,
     dialog: tuple[int, int] | None = None,
     websocket: tuple[int, int] | None = None,
+    flow_timer: int | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -277,6 +278,18 @@ def _kamailio_cfg(
                          'modparam("dialog", "send_bye", 1)\n')
         relay_initial += ('        if (is_method("INVITE")) { dlg_manage(); dlg_set_property("ka-src"); '
                           'dlg_set_property("ka-dst"); }\n')
+    # SIP outbound (RFC 5626) and GRUU (RFC 5627) at the registrar: outbound_mode 1 (supported),
+    # a Flow-Timer in the 2xx, a STUN server on the SIP UDP port for keep-alives (§8); GRUUs are
+    # the registrar's own (gruu_enabled, its default), and lookup() resolves them
+    outbound_modules = ""
+    if flow_timer is not None:
+        # an in-dialog request to a GRUU (the remote target a GRUU-using UA gave) names this
+        # domain: the location service resolves it (RFC 5627 §5.5)
+        relay_in_dialog = '            if (uri == myself) { lookup("location"); }\n' + relay_in_dialog
+        outbound_modules = ('loadmodule "outbound.so"\nloadmodule "stun.so"\n'
+                            'modparam("registrar", "outbound_mode", 1)\n'
+                            f'modparam("registrar", "flow_timer", {flow_timer})\n'
+                            'modparam("registrar", "gruu_enabled", 1)\n')
     # SIP over WebSocket as Kamailio's own example configuration does it (WITH_WEBSOCKETS): xhttp
     # takes the HTTP Upgrade on the WS/WSS ports, the websocket module the handshake (it wants
     # the "sip" subprotocol); a request that came over a WebSocket (nat_uac_test 64) has its
@@ -369,7 +382,7 @@ modparam("auth", "secret", "skinnysip-test-secret")
 modparam("tls", "config", "{tls_cfg}")
 modparam("htable", "htable", "stale=>size=8;autoexpire=300;")
 modparam("rr", "enable_full_lr", 1)
-{relay_module}{ws_modules}
+{relay_module}{ws_modules}{outbound_modules}
 
 request_route {{
     xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) route=$hdr(Route)\n");
@@ -431,6 +444,7 @@ def kamailio(
     rtpengine: tuple[str, str, str] | None = None,
     dialog: tuple[int, int] | None = None,
     websocket: bool = False,
+    flow_timer: int | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -457,6 +471,9 @@ def kamailio(
     in the dialog to both ends every ``keepalive`` s and BYE to both ends after ``timeout`` s.
     ``websocket``: SIP over WebSocket (RFC 7118) on two more ports (``ws_port``, and
     ``wss_port`` over TLS), as Kamailio's example configuration serves WebRTC clients.
+    ``flow_timer``: SIP outbound (RFC 5626) at the registrar — the outbound and stun modules,
+    ``outbound_mode`` 1, this ``Flow-Timer`` (seconds) in its 2xx, STUN answered on the UDP port;
+    and GRUUs (RFC 5627, ``gruu_enabled``).
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -483,7 +500,8 @@ def kamailio(
             tls = free_port(socket.SOCK_STREAM, host)
         ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
-                                     relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports))
+                                     relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports,
+                                     flow_timer))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")

@@ -125,7 +125,8 @@ def test_a_phone_echoing_rtp_payloads_as_sipp_rtp_echo(client: TestClient) -> No
 def test_create_get_list_delete_and_the_password_never_shows(client: TestClient) -> None:
     phone = new_phone(client, autoAnswer=1500, source="echo", dtmf="info")
     assert phone["success"] is True and phone["protocol"] == "sip" and phone["state"] == "open"
-    assert phone["registration"] == {"state": "unregistered", "reason": "", "expires": None}
+    assert phone["registration"] == {"state": "unregistered", "reason": "", "expires": None, "outbound": False,
+                                     "flowTimer": None, "gruu": None, "tempGruu": None}
     assert phone["account"]["aor"] == AOR and phone["account"]["hasPassword"] is True
     assert phone["account"]["autoAnswer"] == 1500 and phone["account"]["register"] is False
     assert phone["account"]["ringTimeout"] == 180000  # RING_TIMEOUT, 3 minutes

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
+from skinnysip.net.stun import is_stun
+from skinnysip.rtp.packet import RTPPacket, RTPParseError
 
 
 def test_header_bytes():

@@ -4,7 +4,7 @@ placing and taking calls) until it is deleted, idle too long, or the server stop
 Routes (JSON camelCase; times of day are seconds since the epoch, durations milliseconds):
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
-  "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
+  "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "outbound", "gruu", "instanceId", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
   "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
@@ -232,6 +232,13 @@ class SIPPhoneBody(_Body):
                                       "registrar/proxy (a ping on a WebSocket, which must be answered within 10 s).")
     ws_invalid_host: bool = Field(False, description="Over ws/wss, a random ….invalid host in Via and Contact, as "
                                   "browser phones give: the server must reach the phone by its connection.")
+    outbound: bool = Field(False, description="SIP outbound (RFC 5626): register with +sip.instance and reg-id; when "
+                           "the registrar agrees, keep-alives every Flow-Timer that must be answered (CRLF pong, STUN "
+                           "over UDP) and a failed flow registered again at once.")
+    gruu: bool = Field(False, description="Ask the registrar for GRUUs (RFC 5627); the public one is the phone's "
+                       "Contact in calls.")
+    instance_id: str | None = Field(None, max_length=200, pattern=r"^[uU][rR][nN]:[^<>\"\s;,]+$",
+                                    description="The +sip.instance URN (default: a new urn:uuid: per phone).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with.")
     expires: int = Field(600, ge=10, le=86400, description="Registration expiry asked for, s.")
@@ -311,6 +318,7 @@ class SIPPhoneBody(_Body):
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
                           outbound_proxy=self.outbound_proxy, transport=self.transport, ws_path=self.ws_path,
                           ws_invalid_host=self.ws_invalid_host, keepalive_interval=self.keepalive_interval / 1000,
+                          outbound=self.outbound, gruu=self.gruu, instance_id=self.instance_id,
                           tls_verify=self.tls_verify,
                           ca_file=self.ca_file, expires=self.expires, register=self.do_register,
                           auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
@@ -411,6 +419,10 @@ class Registration(ResultModel):
     state: str
     reason: str = ""
     expires: int | None = None
+    outbound: bool = Field(False, description="The registrar agreed to SIP outbound on the phone's flow (RFC 5626).")
+    flow_timer: int | None = Field(None, description="The registrar's Flow-Timer, s (RFC 5626 §4.4).")
+    gruu: str | None = Field(None, description="The public GRUU the registrar gave (RFC 5627).")
+    temp_gruu: str | None = Field(None, description="The temporary GRUU the registrar gave (RFC 5627).")
 
 
 class MessageWaitingView(ResultModel):
@@ -689,7 +701,10 @@ class PhoneSession:
     def registration(self) -> Registration:
         phone = self.phone
         return Registration(state=phone.registration.value, reason=getattr(phone, "registration_reason", ""),
-                            expires=getattr(phone, "expires_granted", None))
+                            expires=getattr(phone, "expires_granted", None),
+                            outbound=getattr(phone, "outbound_active", False),
+                            flow_timer=getattr(phone, "flow_timer", None), gruu=getattr(phone, "gruu", None),
+                            temp_gruu=getattr(phone, "temp_gruu", None))
 
     def message_waiting(self) -> MessageWaitingView:
         phone = self.phone

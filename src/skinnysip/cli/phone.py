@@ -77,7 +77,7 @@ MAX_PCAP_CALLS = 50
 _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
           "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
           "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard",
-          "codecs": "--codecs"}
+          "codecs": "--codecs", "instance_id": "--instance-id"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> click.exceptions.Exit:
@@ -150,6 +150,14 @@ class PhoneCommand(Command):
         metavar="SECONDS",
         help="Seconds between keep-alives to the registrar/proxy (CRLF CRLF; a ping on a WebSocket, which must "
              "be answered within 10 s or the phone connects again; SIP).")
+@option("--outbound", is_flag=True,
+        help="SIP outbound (RFC 5626): register with +sip.instance and reg-id; when the registrar agrees, "
+             "keep-alives every Flow-Timer (CRLF pings that must be answered; STUN over UDP) and a failed flow "
+             "is registered again at once (SIP).")
+@option("--gruu", is_flag=True, help="Ask the registrar for GRUUs (RFC 5627) and use the public one as our Contact "
+        "in calls (SIP).")
+@option("--instance-id", metavar="URN", help="The +sip.instance of --outbound/--gruu, e.g. urn:uuid:… [default: a "
+        "new UUID each run] (SIP).")
 @option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
         "message-summary, RFC 3842, refreshed; SIP).")
 @option("--call", help="Place one call to TARGET.")
@@ -177,14 +185,14 @@ def phone_cmd(
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
-    keepalive_interval: float, mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
     from skinnysip.net.stun import parse_server
-    from skinnysip.phone.sip_phone import SIPAccount
+    from skinnysip.phone.sip_phone import SIPAccount, instance_id_for
     from skinnysip.rtp.codecs import payload_types
 
     try:
@@ -250,8 +258,10 @@ def phone_cmd(
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
                          ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host,
-                         keepalive_interval=keepalive_interval)
+                         keepalive_interval=keepalive_interval, outbound=outbound, gruu=gruu,
+                         instance_id=instance_id)
         acc.uri()
+        instance_id_for(acc)
         if stun_server is not None:
             parse_server(stun_server)
         if acc.codecs is not None:

@@ -74,13 +74,13 @@ from skinnysip.net import realtime
 from skinnysip.net.dtls import HANDSHAKE_TIMEOUT, DTLSAssociation, is_dtls
 from skinnysip.net.ice import ICECredentials, ICELiteResponder
 from skinnysip.net.stun import DEFAULT_TIMEOUT as STUN_TIMEOUT
-from skinnysip.net.stun import BindingClient
+from skinnysip.net.stun import BindingClient, is_stun
 from skinnysip.net.trace import wire_time
 from skinnysip.rtp import codecs, g711
 from skinnysip.rtp.audio import AudioSource, EchoSource, SilenceSource, WavRecorder, mix
 from skinnysip.rtp.dtmf import DTMFReceiver, InBandDTMFDetector, dtmf_packets, dtmf_rtp_packet
 from skinnysip.rtp.jitter import JitterBuffer
-from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
+from skinnysip.rtp.packet import RTPPacket, RTPParseError
 from skinnysip.rtp.quality import mos_from_r, r_factor
 from skinnysip.rtp.rtcp import (
     Bye,

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from skinnysip.rtp.packet import RTPPacket, RTPParseError, is_stun
+from skinnysip.net.stun import is_stun
+from skinnysip.rtp.packet import RTPPacket, RTPParseError
 from skinnysip.rtp.stats import RTPReceiverStats, RTPSender
 
 if TYPE_CHECKING:  # numpy and G.711 load when audio is decoded, not when a probe binds a port

@@ -47,6 +47,7 @@ from skinnysip.sip.message import Request, Response, SIPParseError, StreamParser
 from skinnysip.sip.transaction import Flow
 
 if TYPE_CHECKING:
+    from skinnysip.net.stun import BindingClient
     from skinnysip.net.websocket import WebSocketFraming
 
 __all__ = [
@@ -78,6 +79,7 @@ UDP_ERROR_QUEUE_READS = 64  # ICMP errors read from a socket's error queue at a 
 #: Status-Line); a datagram that does not begin so is dropped before any parsing
 _SIP_START_RE = re.compile(rb"[\r\n]*(?:SIP/[0-9]|[A-Za-z][A-Za-z0-9.!%*_+`'~-]* )")
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_STUN_FIRST_OCTETS = (b"\x00", b"\x01")  # a STUN message's first octet (RFC 7983 §7 gives STUN 0-3)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 #: the control messages an error queue entry carries its ``sock_extended_err`` in
@@ -328,6 +330,12 @@ class _UDPSocket:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:1] in _STUN_FIRST_OCTETS:  # never a SIP message's first octet
+            from skinnysip.net.stun import is_stun
+
+            if is_stun(data):
+                self.layer.stun_datagram(self.local, data, (str(addr[0]), int(addr[1])))
+                return
         self.layer.whole_message(data, self.local, (str(addr[0]), int(addr[1])), "udp", None)
 
     def error_received(self, exc: Exception) -> None:
@@ -392,6 +400,8 @@ class Connection:
         self.last_activity = time.monotonic()
         self.closed = False
         self._pong_check: asyncio.TimerHandle | None = None
+        #: CRLF pongs received on a TCP/TLS stream (RFC 5626 §4.4.1; a WebSocket's are ``ws.pongs``)
+        self.pongs = 0
         self._failed: str | None = None  # why we gave the connection up ourselves
         self._parser = StreamParser(layer.max_message_size)
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
@@ -418,11 +428,16 @@ class Connection:
                 if not data:
                     break
                 self.last_activity = time.monotonic()
-                if self._parser.buffered == 0 and not data.strip(b"\r\n"):
-                    if b"\r\n\r\n" in data:  # RFC 5626 §4.4.1 ping: answer with a pong
+                if self._parser.buffered == 0 and data[:1] in (b"\r", b"\n"):
+                    rest = data.lstrip(b"\r\n")
+                    if b"\r\n\r\n" in data[:len(data) - len(rest)]:  # RFC 5626 §4.4.1 ping: answer with a pong
                         with contextlib.suppress(OSError, RuntimeError):
                             self.writer.write(b"\r\n")
-                    continue
+                    else:  # a lone CRLF between messages: the pong to our ping
+                        self.pongs += 1
+                    if not rest:
+                        continue
+                    data = rest
                 unframed += data
                 try:
                     messages = self._parser.feed(data)
@@ -448,7 +463,7 @@ class Connection:
             reason = describe_os_error(exc, self.where) if isinstance(exc, OSError) else str(exc)
         except asyncio.CancelledError:
             reason = "closed"
-        self.layer._lost(self, reason)
+        self.layer._lost(self, self._failed or reason)
 
     async def _read_websocket(self, reason: str) -> str:
         """The read loop of a WebSocket connection (RFC 7118 §5): the handshake of an inbound
@@ -505,25 +520,31 @@ class Connection:
             return
         self.layer.whole_message(raw, self.local, self.remote, self.transport, self.flow)
 
-    def keepalive(self) -> None:
+    def keepalive(self, *, expect_pong: bool = False) -> None:
         """A keep-alive: CRLF CRLF (RFC 5626 §4.4.1), a ping frame on a WebSocket (RFC 6455
-        §5.5.2). A WebSocket peer must answer a ping: when no pong has come
+        §5.5.2). A WebSocket peer must answer a ping, and so must a TCP/TLS peer that agreed
+        to SIP outbound (``expect_pong``: a CRLF pong, RFC 5626 §4.4.1): when no pong has come
         :data:`PONG_TIMEOUT` s later, the connection is closed as failed (a server that froze
         or a path that died without a FIN), so its user connects again. Raises
         :class:`SIPTransportError`."""
         if self.ws is None:
             self.write(b"\r\n\r\n")
-            return
-        self._raw_write(self.ws.ping())
+            if not expect_pong:
+                return
+        else:
+            self._raw_write(self.ws.ping())
         if self._pong_check is None:
-            pongs = self.ws.pongs
-            self._pong_check = asyncio.get_running_loop().call_later(PONG_TIMEOUT, self._pong_due, pongs)
+            self._pong_check = asyncio.get_running_loop().call_later(PONG_TIMEOUT, self._pong_due, self._pongs())
+
+    def _pongs(self) -> int:
+        return self.ws.pongs if self.ws is not None else self.pongs
 
     def _pong_due(self, pongs: int) -> None:
         self._pong_check = None
-        if self.closed or self.ws is None or self.ws.pongs > pongs:
+        if self.closed or self._pongs() > pongs:
             return
-        self._failed = f"no answer to a WebSocket ping from {self.where} within {PONG_TIMEOUT:.0f} s"
+        kind = "WebSocket ping" if self.ws is not None else "CRLF keep-alive ping"
+        self._failed = f"no answer to a {kind} from {self.where} within {PONG_TIMEOUT:.0f} s"
         self.closed = True
         self._task.cancel()  # the read loop ends and reports the connection lost, for this reason
 
@@ -605,6 +626,12 @@ class SIPTransportLayer:
         #: received messages dropped as malformed (RFC 3261 §18.1.2), and the last one's summary
         self.malformed_count = 0
         self.last_malformed: str | None = None
+        #: answer STUN Binding requests on our SIP UDP sockets (a SIP outbound registrar or
+        #: edge proxy, RFC 5626 §8); how many were answered, and STUN messages dropped
+        self.answer_stun = False
+        self.stun_answered = 0
+        self.stun_dropped = 0
+        self._stun_clients: dict[tuple[str, int], BindingClient] = {}
         self.closed = False
 
     # -- listening ------------------------------------------------------------------------
@@ -925,21 +952,65 @@ class SIPTransportLayer:
             conn = self._by_remote.get((flow.transport, *flow.remote))
         return conn is not None and not conn.closed
 
-    def send_keepalive(self, flow: Flow) -> None:
+    def send_keepalive(self, flow: Flow, *, expect_pong: bool = False) -> None:
         """A CRLF CRLF keep-alive ping on ``flow`` (RFC 5626 §4.4.1 on streams; on UDP the
         same bytes, which SIP servers ignore, keep a NAT binding open). Not traced.
+        ``expect_pong``: the peer agreed to SIP outbound, so a TCP/TLS connection whose pong
+        does not come within :data:`PONG_TIMEOUT` s fails (a WebSocket's always does).
         Raises :class:`SIPTransportError`."""
         ping = b"\r\n\r\n"
         if flow.transport == "udp":
-            sock = self.udp.get(flow.local) if flow.local is not None else None
-            if sock is None or sock.transport is None:
-                raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
-            sock.transport.sendto(ping, flow.remote)
+            self._udp_socket(flow).sendto(ping, flow.remote)
             return
         conn = self.connections.get(flow.connection) if flow.connection is not None else None
         if conn is None or conn.closed:
             raise SIPTransportError(f"no open {flow.transport.upper()} connection to {hostport(*flow.remote)}")
-        conn.keepalive()
+        conn.keepalive(expect_pong=expect_pong)
+
+    def _udp_socket(self, flow: Flow) -> _DrainingDatagramTransport:
+        sock = self.udp.get(flow.local) if flow.local is not None else None
+        if sock is None or sock.transport is None:
+            raise SIPTransportError(f"no UDP socket to send to {hostport(*flow.remote)}")
+        return sock.transport
+
+    async def stun_keepalive(self, flow: Flow, *, timeout: float | None = None) -> tuple[str, int]:
+        """SIP outbound's keep-alive on a UDP ``flow`` (RFC 5626 §4.4.2): a STUN Binding
+        request from the flow's SIP socket to its remote SIP port, retransmitted as RFC 8489
+        §6.2.1 says. Returns the XOR-MAPPED-ADDRESS (IP text, port) the server saw; a change
+        means the NAT binding, hence the flow, changed. Raises :class:`SIPTransportError` when
+        no answer comes within ``timeout`` seconds (default :data:`PONG_TIMEOUT`: the flow
+        failed) or the answer is an error."""
+        from skinnysip.net.stun import BindingClient, StunError
+
+        if flow.transport != "udp" or flow.local is None:
+            raise SIPTransportError("a STUN keep-alive needs a UDP flow")
+        sock = self._udp_socket(flow)
+        client = self._stun_clients.get(flow.local)
+        if client is None:
+            client = self._stun_clients[flow.local] = BindingClient(sock.sendto)
+        try:
+            return await client.mapped_address(flow.remote, timeout=PONG_TIMEOUT if timeout is None else timeout)
+        except StunError as exc:
+            raise SIPTransportError(f"STUN keep-alive: {exc.reason}") from None
+
+    def stun_datagram(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
+        """A STUN message that came to the SIP UDP socket bound at ``local`` (RFC 7983's first
+        octet 0-3; SIP outbound multiplexes STUN on the SIP port, RFC 5626 §4.4.2/§8): the
+        answer to our keep-alive, or — when :attr:`answer_stun` — a Binding request answered
+        with the address it came from. Anything else is counted in :attr:`stun_dropped`."""
+        client = self._stun_clients.get(local)
+        if client is not None and client.received(data, source):
+            return
+        sock = self.udp.get(local)
+        if self.answer_stun and sock is not None and sock.transport is not None:
+            from skinnysip.net.stun import binding_answer
+
+            answer = binding_answer(data, source)
+            if answer is not None:
+                self.stun_answered += 1
+                sock.transport.sendto(answer, source)
+                return
+        self.stun_dropped += 1
 
     # -- receiving --------------------------------------------------------------------------
     def whole_message(self, data: bytes, local: tuple[str, int], source: tuple[str, int], transport: Transport,

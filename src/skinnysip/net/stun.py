@@ -1,5 +1,7 @@
 """STUN Binding from a media socket: the transport address a NAT maps it to (RFC 8489 §7,
-which obsoletes RFC 5389; "server reflexive" in RFC 8445's words).
+which obsoletes RFC 5389; "server reflexive" in RFC 8445's words). The same Binding is
+SIP outbound's keep-alive over UDP (RFC 5626 §4.4.2, §8): the SIP socket asks the registrar's
+SIP port, and :func:`binding_answer` is the registrar's side.
 
 A phone behind a NAT puts its private address in SDP, so the far end's RTP goes nowhere.
 With a STUN server outside the NAT, each call's RTP and RTCP sockets first ask it which
@@ -9,7 +11,7 @@ baresip's ``medianat stun``). The NAT keeps the mapping while the call's RTP flo
 The messages and their retransmission (RTO 500 ms, doubling, 7 requests; RFC 8489 §6.2.1)
 are aioice's (:mod:`aioice.stun`), imported only when a Binding is asked for. This module
 sends over a datagram transport that the media stream owns and reads: the stream hands
-each received datagram that :func:`skinnysip.rtp.packet.is_stun` recognises to
+each received datagram that :func:`is_stun` recognises to
 :meth:`BindingClient.received`.
 """
 
@@ -34,8 +36,24 @@ DEFAULT_PORT = 3478
 DEFAULT_TIMEOUT = 5.0
 #: Binding transactions in flight on one client at most (a bound on the pending table).
 MAX_PENDING = 8
+STUN_HEADER_SIZE = 20  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
 
 Address = tuple[str, int]
+
+
+def is_stun(data: bytes) -> bool:
+    """True if ``data`` is a STUN message sharing the media port: its first octet is 0..3
+    (RFC 7983 §7, the demultiplexing of STUN, DTLS, TURN and RTP/RTCP on one port), it holds
+    at least the 20-octet STUN header and its length field (a multiple of 4) covers the rest
+    (RFC 8489 §5; RFC 3489's older messages, without the magic cookie, included).
+
+    Peers send them from their RTP ports (ICE connectivity checks, RFC 7675 consent, NAT
+    keep-alives); they are neither RTP nor RTCP, so a media stream counts them apart instead of
+    as parse errors."""
+    if len(data) < STUN_HEADER_SIZE or data[0] > 3:
+        return False
+    length = int.from_bytes(data[2:4], "big")
+    return length % 4 == 0 and STUN_HEADER_SIZE + length == len(data)
 
 
 class StunError(Exception):
@@ -63,11 +81,30 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, DEFAULT_PORT if port is None else port
 
 
+def binding_answer(data: bytes, source: Address) -> bytes | None:
+    """The success response to an unauthenticated STUN Binding request ``data`` that came
+    from ``source`` (IP text, port): XOR-MAPPED-ADDRESS = ``source`` and FINGERPRINT (RFC 8489
+    §7.3.1, §14.2; RFC 5626 §8: a SIP outbound registrar or edge proxy is a STUN server on its
+    SIP UDP ports). None for anything that is not a well-formed Binding request."""
+    from aioice import stun
+
+    try:
+        message = stun.parse_message(data)
+    except ValueError:  # malformed, or a FINGERPRINT that does not match
+        return None
+    if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
+        return None
+    response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, message.transaction_id,
+                            {"XOR-MAPPED-ADDRESS": source})
+    response.add_fingerprint()
+    return bytes(response)
+
+
 class BindingClient:
     """Binding requests over a datagram socket read by someone else.
 
     ``send(data, address)`` sends one datagram from the socket whose mapping is wanted. The
-    owner of the socket passes every datagram for which :func:`skinnysip.rtp.packet.is_stun`
+    owner of the socket passes every datagram for which :func:`is_stun`
     is true to :meth:`received`.
     """
 

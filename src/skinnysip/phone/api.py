@@ -88,11 +88,18 @@ class CallDirection(enum.Enum):
 @dataclass(frozen=True)
 class RegistrationChanged:
     """``state`` now; ``expires`` seconds granted (registered); ``reason`` of a failure or
-    of the change (``"200 OK"``, ``"403 Forbidden"``, ``"no response"``…)."""
+    of the change (``"200 OK"``, ``"403 Forbidden"``, ``"no response"``…). A SIP phone's
+    registration also says whether the flow is a SIP outbound one (``outbound``, with the
+    registrar's ``flow_timer`` in seconds, RFC 5626 §4.2.1) and gives the public and temporary
+    GRUU the registrar assigned (``gruu``/``temp_gruu``, RFC 5627 §4.2)."""
 
     state: RegistrationState
     reason: str = ""
     expires: int | None = None
+    outbound: bool = False
+    flow_timer: int | None = None
+    gruu: str | None = None
+    temp_gruu: str | None = None
 
 
 @dataclass(frozen=True)
@@ -435,7 +442,8 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     now = time.time()
     if isinstance(event, RegistrationChanged):
         return {"event": "registration", "time": now, "state": event.state.value, "reason": event.reason,
-                "expires": event.expires}
+                "expires": event.expires, "outbound": event.outbound, "flowTimer": event.flow_timer,
+                "gruu": event.gruu, "tempGruu": event.temp_gruu}
     if isinstance(event, IncomingCall):
         return {"event": "incomingCall", "time": now, "call": event.call.id, "remote": event.call.remote}
     if isinstance(event, CallStateChanged):

@@ -28,6 +28,7 @@ import contextlib
 import random
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -115,7 +116,7 @@ from skinnysip.sip.transactions import (
 from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
-__all__ = ["SIPAccount", "SIPCall", "SIPPhone"]
+__all__ = ["SIPAccount", "SIPCall", "SIPPhone", "instance_id_for"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
 #: body types the phone reads (RFC 3261 §20.1): the core's, and RFC 3842 message summaries
@@ -240,6 +241,23 @@ class SIPAccount:
     are answered on the media ports and media goes where it nominates (WebRTC gateways,
     rtpengine ``ICE=force``). Off: ICE offers are answered without ICE (RFC 8445 §5.1.1.1 then
     falls back to the SDP addresses).
+    ``outbound``: SIP outbound (RFC 5626): our REGISTER's Contact carries ``+sip.instance``
+    and ``reg-id=1`` and ``Supported`` lists ``outbound`` and ``path`` (§4.2.1). When the
+    registrar's 2xx answers with ``Require: outbound`` the flow is an outbound flow
+    (:attr:`SIPPhone.outbound_active`): keep-alives come every 80-100 % of its ``Flow-Timer``
+    (else ``keepalive_interval``), a TCP/TLS flow's CRLF CRLF ping must get its CRLF pong
+    within 10 s and a UDP flow's keep-alive is a STUN Binding to the registrar's SIP port whose
+    mapped address must not change (§4.4.1, §4.4.2); a flow that fails either way is replaced
+    and registered again at once (when that fails the registration's retries back off from 2 s
+    to 300 s, sooner than §4.5's 30 s to 30 min: a test phone should recover quickly); dialog-forming
+    requests and their 2xx carry the ``ob`` Contact URI parameter (§4.3, §5.4) so the
+    dialog's requests come back on the flow. ``gruu``: ask for GRUUs (``Supported: gruu``
+    with ``+sip.instance``, RFC 5627 §4.1): the registrar's ``pub-gruu``/``temp-gruu`` are
+    :attr:`SIPPhone.gruu`/:attr:`SIPPhone.temp_gruu`, and the public one is our Contact in
+    dialogs (§4.3), so a call to it reaches this phone only. ``instance_id``: the
+    ``+sip.instance`` URN (RFC 5626 §4.1: the same across restarts; None: a new
+    ``urn:uuid:`` for each :class:`SIPPhone`); ``ValueError`` from :meth:`SIPPhone.__init__`
+    for one that is not a URN.
     ``mwi``: subscribe to the mailbox's message-waiting state (SUBSCRIBE ``message-summary``,
     RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.mwi_subscription`), at
     ``mwi_uri`` (default the AOR); its NOTIFYs become :class:`MessageWaiting` events. Without
@@ -285,6 +303,9 @@ class SIPAccount:
     mwi: bool = False
     mwi_uri: str | None = None
     srtp_suites: tuple[str, ...] | None = None
+    outbound: bool = False
+    gruu: bool = False
+    instance_id: str | None = None
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -370,6 +391,23 @@ def _server(field_name: str, text: str | None) -> tuple[str, int | None] | None:
         return parse_hostport(text.strip())
     except SIPParseError as exc:
         raise ValueError(f"{field_name}: {exc.reason}") from exc
+
+
+def instance_id_for(account: SIPAccount) -> str | None:
+    """The account's ``+sip.instance`` URN (RFC 5626 §4.1), made up when it asks for outbound
+    or GRUU without one; None when it asks for neither. ``ValueError`` for a non-URN."""
+    if account.instance_id is None:
+        return f"urn:uuid:{uuid.uuid4()}" if account.outbound or account.gruu else None
+    value = account.instance_id.strip()
+    if not value.lower().startswith("urn:") or any(c in value for c in '<>" \t;,'):
+        raise ValueError(f"instance_id: a URN such as urn:uuid:…, not {account.instance_id!r}")
+    return value
+
+
+def _unquote(value: str) -> str:
+    """A parameter value without its surrounding double quotes (RFC 3261 §25.1 quoted-string;
+    the URNs and URIs here hold no escapes)."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
 
 
 def _option_tags(message: Request | Response, name: str) -> set[str]:
@@ -595,6 +633,19 @@ class SIPPhone(Phone):
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
         self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
+        #: our ``+sip.instance`` (RFC 5626 §4.1, RFC 5627 §4.1), None when neither outbound nor GRUU is asked for
+        self.instance_id = instance_id_for(account)
+        #: the registrar agreed to SIP outbound on our flow (``Require: outbound`` in its 2xx, RFC 5626 §4.2.1)
+        self.outbound_active = False
+        #: the registrar's ``Flow-Timer`` (seconds, RFC 5626 §4.4), None when it gave none
+        self.flow_timer: int | None = None
+        #: the public and temporary GRUUs the registrar gave us (RFC 5627 §4.2), or None
+        self.gruu: str | None = None
+        self.temp_gruu: str | None = None
+        #: the address a STUN keep-alive last said the registrar sees our UDP flow from (RFC 5626 §4.4.2)
+        self.flow_mapped: tuple[str, int] | None = None
+        #: flow failures noticed (no pong, no STUN answer, a changed mapping, a closed connection)
+        self.flow_failures = 0
         self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
@@ -707,10 +758,25 @@ class SIPPhone(Phone):
             raise PhoneError(exc.reason) from exc
 
     # -- registration (RFC 3261 §10) -------------------------------------------------------------
-    def _contact(self, flow: Flow) -> NameAddr:
+    def _contact(self, flow: Flow, *, register: bool = False) -> NameAddr:
+        """Our Contact on ``flow``. ``register``: the one to bind (with ``+sip.instance`` and
+        ``reg-id`` as the account asks, RFC 5626 §4.2.1, RFC 5627 §4.1). Else the one for a
+        dialog: our public GRUU when the registrar gave one (RFC 5627 §4.3), with ``ob`` on an
+        outbound flow (RFC 5626 §4.3, §5.4)."""
+        if not register and self.gruu is not None and self.registration is RegistrationState.REGISTERED:
+            uri = SipURI.parse(self.gruu)
+            if self.outbound_active:
+                uri.params["ob"] = None
+            return NameAddr(None, uri)
         contact = self.endpoint.contact(flow, self.user, scheme="sip")
         if self._public is not None and isinstance(contact.uri, SipURI):
             contact.uri.host, contact.uri.port = self._public
+        if register and self.instance_id is not None:
+            contact.params["+sip.instance"] = f'"<{self.instance_id}>"'
+            if self.account.outbound:
+                contact.params["reg-id"] = "1"
+        elif self.outbound_active and isinstance(contact.uri, SipURI) and flow == self.flow:
+            contact.uri.params["ob"] = None
         return contact
 
     async def _flow_for(self, uri: str) -> Flow:
@@ -803,7 +869,7 @@ class SIPPhone(Phone):
         flow = await self._server_flow()
         if flow is None:
             raise PhoneError("no registrar to register with")
-        contact = contact or self._contact(flow)
+        contact = contact or self._contact(flow, register=True)
         self._reg_cseq += 1
         aor = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
                                                           self.aor.port))
@@ -811,7 +877,7 @@ class SIPPhone(Phone):
             "REGISTER", self._registrar_uri(), from_=NameAddr(aor.display_name, aor.uri, {"tag": self._reg_tag}),
             to=aor, via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
             contact=contact, route_set=self._route_set(), user_agent=USER_AGENT,
-            headers=[("Expires", str(expires)), ("Allow", ALLOW)],
+            headers=[("Expires", str(expires)), ("Allow", ALLOW), *self._register_supported()],
         )
         if challenge is not None and self.credentials is not None:
             request = ChallengeRetry(self.credentials).authorize(request, challenge, self.endpoint.via(flow),
@@ -838,12 +904,15 @@ class SIPPhone(Phone):
             return False
         granted = self._granted(response, request) or expires
         self.expires_granted = granted
+        self._learn_outbound(response, request)
         if self._learn_public(response, flow):
             # behind a NAT (RFC 3581): remove the private binding, register the public one
             await self._register_once(0, contact)
             return await self._register_once(self._expires_wanted())
         stale, self._bound = self._bound, contact
-        if stale is not None and str(stale.uri) != str(contact.uri):
+        # (with a +sip.instance the registrar replaced that binding itself: RFC 5626 §6, RFC 5627
+        # §5.2; removing the old Contact by its instance would remove the new binding)
+        if stale is not None and str(stale.uri) != str(contact.uri) and self.instance_id is None:
             # a new connection (or address) made a new Contact: remove the binding of the old
             # one, which nothing reaches any more, so the registrar does not fork calls there
             with contextlib.suppress(PhoneError, SIPTransportError, SIPParseError, ValueError):
@@ -851,21 +920,56 @@ class SIPPhone(Phone):
         self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
         return True
 
-    def _granted(self, response: Response, request: Request) -> int | None:
-        """The expiry the registrar granted for our Contact (its ``expires`` param, else
-        ``Expires``), RFC 3261 §10.2.4."""
+    def _register_supported(self) -> list[tuple[str, str]]:
+        """``Supported`` of our REGISTER: ``outbound`` and ``path`` (RFC 5626 §4.2.1, RFC 3327
+        §5), ``gruu`` (RFC 5627 §4.1), as the account asks."""
+        tags = [*(("outbound", "path") if self.account.outbound else ()), *(("gruu",) if self.account.gruu else ())]
+        return [("Supported", ", ".join(tags))] if tags else []
+
+    def _our_binding(self, response: Response, request: Request) -> NameAddr | None:
+        """Our Contact among those a REGISTER's 2xx lists (RFC 3261 §10.2.4): the one with our
+        ``+sip.instance``, else the one with our Contact URI's user, host and port."""
         ours = NameAddr.parse(request.headers.get("Contact") or "<sip:x@invalid>").uri
         try:
             contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
         except SIPParseError:
-            contacts = []
+            return None
+        if self.instance_id is not None:
+            for c in contacts:
+                if _unquote(c.params.get("+sip.instance") or "").strip("<>") == self.instance_id:
+                    return c
         for c in contacts:
             if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
                     ours.host, ours.port, ours.user):
-                value = uint_or_none(c.params.get("expires"), 10**9 - 1)
-                if value is not None:
-                    return value
-        return uint_or_none(response.headers.get("Expires"), 10**9 - 1)
+                return c
+        return None
+
+    def _granted(self, response: Response, request: Request) -> int | None:
+        """The expiry the registrar granted for our Contact (its ``expires`` param, else
+        ``Expires``), RFC 3261 §10.2.4."""
+        ours = self._our_binding(response, request)
+        value = uint_or_none(ours.params.get("expires"), 10**9 - 1) if ours is not None else None
+        return value if value is not None else uint_or_none(response.headers.get("Expires"), 10**9 - 1)
+
+    def _learn_outbound(self, response: Response, request: Request) -> None:
+        """What a REGISTER's 2xx says about SIP outbound (``Require: outbound``, ``Flow-Timer``;
+        RFC 5626 §4.2.1, §4.4) and our GRUUs (``pub-gruu``/``temp-gruu`` of our Contact, RFC
+        5627 §4.2; a malformed one is ignored)."""
+        if self.account.outbound:
+            self.outbound_active = "outbound" in _option_tags(response, "Require")
+            timer = uint_or_none(response.headers.get("Flow-Timer"), 10**6) if self.outbound_active else None
+            self.flow_timer = timer or None
+        if not self.account.gruu:
+            return
+        ours = self._our_binding(response, request)
+        found: list[str | None] = []
+        for name in ("pub-gruu", "temp-gruu"):
+            value = _unquote(ours.params.get(name) or "") if ours is not None else ""
+            try:
+                found.append(str(SipURI.parse(value)) if value else None)
+            except SIPParseError:
+                found.append(None)
+        self.gruu, self.temp_gruu = found
 
     def _learn_public(self, response: Response, flow: Flow) -> bool:
         """RFC 3581: the registrar saw us at ``received``:``rport``; if that differs from
@@ -892,7 +996,11 @@ class SIPPhone(Phone):
             return
         self.registration = state
         self.registration_reason = reason
-        self.emit(RegistrationChanged(state, reason, expires))
+        if state is RegistrationState.REGISTERED:
+            self.emit(RegistrationChanged(state, reason, expires, self.outbound_active, self.flow_timer,
+                                          self.gruu, self.temp_gruu))
+        else:
+            self.emit(RegistrationChanged(state, reason, expires))
 
     async def _registration_loop(self) -> None:
         """Refresh before the granted expiry runs out (half of it up to 2 min, else 60 s
@@ -914,34 +1022,69 @@ class SIPPhone(Phone):
 
     def _on_connection_lost(self, flow: Flow, reason: str) -> None:
         if self.flow is not None and flow.connection == self.flow.connection and not self.closed:
+            self.flow_failures += 1
+            self.emit(ErrorEvent(f"lost the flow to {hostport(*flow.remote)}: {reason}; registering again"
+                                 if self.account.register else f"lost the flow to {hostport(*flow.remote)}: {reason}"))
             self._flow_lost.set()
 
+    def _keepalive_wait(self) -> float:
+        """Seconds to the next keep-alive: 80-100 % of the registrar's ``Flow-Timer`` on an
+        outbound flow (RFC 5626 §4.4.1), else ``keepalive_interval``."""
+        if self.outbound_active and self.flow_timer:
+            return self.flow_timer * random.uniform(0.8, 1.0)
+        return self.account.keepalive_interval
+
     async def _keepalive_loop(self) -> None:
+        """Keep the registrar/proxy flow alive and replace it when it fails (RFC 5626 §4.4,
+        §4.5; RFC 7118 §5 for a WebSocket, which nothing can connect to us again)."""
         backoff = RECONNECT_DELAY
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flow_lost.wait(), self.account.keepalive_interval)
+                await asyncio.wait_for(self._flow_lost.wait(), self._keepalive_wait())
             if self._flow_lost.is_set():  # wait a moment (longer each time it fails) before connecting
                 self._flow_lost.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(max(self.account.keepalive_interval, RECONNECT_DELAY), backoff * 2)
             if self.flow is None:
                 continue
-            if not self.endpoint.transport.is_open(self.flow):
-                # the server closed our connection (a WebSocket client cannot be connected to,
-                # RFC 7118 §5; RFC 5626 §4.4.1 flow recovery): connect and register again now,
-                # not at the refresh (a phone that does not register opens one at its next request)
-                if self.account.register:
-                    try:
-                        if await self._register_now():
-                            backoff = RECONNECT_DELAY
-                    except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
-                        self._set_registration(RegistrationState.FAILED, str(exc))
+            replace_flow = not self.endpoint.transport.is_open(self.flow)
+            if not replace_flow and self.outbound_active and self.flow.transport == "udp":
+                replace_flow = not await self._stun_keepalive(self.flow)
+            if replace_flow:
+                # the server closed our connection, or the outbound flow failed: connect and
+                # register again now, not at the refresh (a phone that does not register opens
+                # a connection at its next request)
+                if not self.account.register:
+                    continue
+                try:
+                    if await self._register_now():
+                        backoff = RECONNECT_DELAY
+                except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
+                    self._set_registration(RegistrationState.FAILED, str(exc))
                 continue
+            if self.outbound_active and self.flow.transport == "udp":
+                continue  # the STUN Binding above was the keep-alive
             try:
-                self.endpoint.transport.send_keepalive(self.flow)
+                self.endpoint.transport.send_keepalive(self.flow, expect_pong=self.outbound_active)
             except SIPTransportError as exc:
                 self.emit(ErrorEvent(f"keep-alive failed: {exc.reason}"))
+
+    async def _stun_keepalive(self, flow: Flow) -> bool:
+        """An outbound UDP flow's keep-alive: a STUN Binding to the registrar's SIP port (RFC
+        5626 §4.4.2). False (an :class:`ErrorEvent` says why) when it went unanswered or the
+        mapped address changed — the NAT binding, hence the flow, is new."""
+        try:
+            mapped = await self.endpoint.transport.stun_keepalive(flow)
+        except SIPTransportError as exc:
+            reason = exc.reason
+        else:
+            before, self.flow_mapped = self.flow_mapped, mapped
+            if before is None or before == mapped:
+                return True
+            reason = f"the flow's mapped address changed from {hostport(*before)} to {hostport(*mapped)}"
+        self.flow_failures += 1
+        self.emit(ErrorEvent(f"the flow to {hostport(*flow.remote)} failed: {reason}; registering again"))
+        return False
 
     # -- outgoing calls (RFC 3261 §13.2) ------------------------------------------------------
     def target_uri(self, target: str) -> str:

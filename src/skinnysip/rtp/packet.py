@@ -12,28 +12,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["RTPParseError", "RTPPacket", "RTP_VERSION", "HEADER_SIZE", "is_stun"]
+__all__ = ["RTPParseError", "RTPPacket", "RTP_VERSION", "HEADER_SIZE"]
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
-STUN_HEADER_SIZE = 20  # RFC 8489 §5: type (16), length (16), magic cookie (32), transaction ID (96)
 #: RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _FIXED_HEADER = struct.Struct("!BBHII")
-
-
-def is_stun(data: bytes) -> bool:
-    """True if ``data`` is a STUN message sharing the media port: its first octet is 0..3
-    (RFC 7983 §7, the demultiplexing of STUN, DTLS, TURN and RTP/RTCP on one port), it holds
-    at least the 20-octet STUN header and its length field (a multiple of 4) covers the rest
-    (RFC 8489 §5; RFC 3489's older messages, without the magic cookie, included).
-
-    Peers send them from their RTP ports (ICE connectivity checks, RFC 7675 consent, NAT
-    keep-alives); they are neither RTP nor RTCP, so a media stream counts them apart instead of
-    as parse errors."""
-    if len(data) < STUN_HEADER_SIZE or data[0] > 3:
-        return False
-    length = int.from_bytes(data[2:4], "big")
-    return length % 4 == 0 and STUN_HEADER_SIZE + length == len(data)
 
 
 class RTPParseError(ValueError):

@@ -176,7 +176,9 @@ function setRegistration(reg) {
   const state = reg ? reg.state : "none";
   $("phone-reg-state").textContent = reg ? state : "no phone";
   $("phone-reg-state").dataset.state = state;
-  $("phone-reg-reason").textContent = reg && reg.reason ? `(${reg.reason}${reg.expires ? `, ${reg.expires} s` : ""})` : "";
+  const extras = reg ? [reg.expires ? `${reg.expires} s` : "", reg.outbound ? `outbound, Flow-Timer ${reg.flowTimer ?? "none"}` : "",
+    reg.gruu ? `GRUU ${reg.gruu}` : ""].filter(Boolean) : [];
+  $("phone-reg-reason").textContent = reg && reg.reason ? `(${[reg.reason, ...extras].join(", ")})` : "";
 }
 
 // The voicemail lamp (RFC 3842): the last summary the phone heard, or its subscription's state.
