@@ -289,7 +289,8 @@ def _kamailio_cfg(
         outbound_modules = ('loadmodule "outbound.so"\nloadmodule "stun.so"\n'
                             'modparam("registrar", "outbound_mode", 1)\n'
                             f'modparam("registrar", "flow_timer", {flow_timer})\n'
-                            'modparam("registrar", "gruu_enabled", 1)\n')
+                            'modparam("registrar", "gruu_enabled", 1)\n'
+                            'modparam("registrar", "use_path", 1)\nmodparam("registrar", "path_mode", 2)\n')
     # SIP over WebSocket as Kamailio's own example configuration does it (WITH_WEBSOCKETS): xhttp
     # takes the HTTP Upgrade on the WS/WSS ports, the websocket module the handshake (it wants
     # the "sip" subprotocol); a request that came over a WebSocket (nat_uac_test 64) has its
@@ -563,6 +564,105 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+@dataclass
+class EdgeProxy:
+    """A Kamailio edge proxy (RFC 5626 §5) in front of a registrar: ``udp_port``/``tcp_port``
+    on 127.0.0.1, its log."""
+
+    udp_port: int
+    tcp_port: int
+    log_file: str
+
+    def port(self, transport: str) -> int:
+        return self.udp_port if transport == "udp" else self.tcp_port
+
+
+@contextlib.contextmanager
+def kamailio_edge(registrar_udp_port: int, *, outbound: bool = True, timeout: float = 15.0) -> Iterator[EdgeProxy]:
+    """Kamailio as the edge proxy of an outbound deployment (RFC 5626 §5, as its outbound
+    module's documentation sets it up): a REGISTER gets a Path (``add_path``: with ``outbound``,
+    a flow token naming the UA's flow and ``ob``; RFC 3327) and goes to the registrar at
+    ``registrar_udp_port``; a request whose Route names the edge's flow token goes out on that
+    flow (``loose_route``); other requests from UAs are record-routed (initial ones) and go to
+    the registrar. ``outbound``: load the outbound and stun modules (without them the edge is a
+    plain Path proxy, which a registrar doing outbound must refuse, RFC 5626 §6)."""
+    binary = require("kamailio")
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-edge-"))
+    udp, tcp = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    modules = 'loadmodule "outbound.so"\nloadmodule "stun.so"\n' if outbound else ""
+    registrar = f"sip:127.0.0.1:{registrar_udp_port}"
+    (workdir / "edge.cfg").write_text(f"""#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=2
+auto_aliases=no
+listen=udp:127.0.0.1:{udp}
+listen=tcp:127.0.0.1:{tcp}
+mpath="{_module_dir()}"
+
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "path.so"
+{modules}
+request_route {{
+    xlog("L_NOTICE", "edge: $rm $ru from $si:$sp ($pr)\n");
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (is_method("REGISTER")) {{
+        if (!add_path()) {{
+            sl_send_reply("503", "Cannot Add Path");
+            exit;
+        }}
+        $du = "{registrar}";
+        t_relay();
+        exit;
+    }}
+    if (loose_route()) {{
+        xlog("L_NOTICE", "edge: routed to $du\n");
+        t_relay();
+        exit;
+    }}
+    if (has_totag()) {{
+        if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+    if (is_method("INVITE|SUBSCRIBE|REFER")) {{ record_route(); }}
+    $du = "{registrar}";
+    t_relay();
+}}
+""")
+    log_file = workdir / "edge.log"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen([binary, "-f", str(workdir / "edge.cfg"), "-DD", "-E", "-Y", str(workdir),
+                                 "-m", "32", "-M", "8"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            wait_tcp("127.0.0.1", tcp, timeout, proc)
+        except (TimeoutError, ExitedError) as exc:
+            raise RuntimeError(f"the edge proxy did not start ({exc}):\n"
+                               f"{log_file.read_text(errors='replace')[-3000:]}") from None
+        yield EdgeProxy(udp, tcp, str(log_file))
+    finally:
+        _stop_group(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 RING_NO_ANSWER = """<?xml version="1.0" encoding="ISO-8859-1" ?>

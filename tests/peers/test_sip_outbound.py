@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from baresip_peer import baresip
-from sip_peers import KamailioPeer, kamailio
+from sip_peers import KamailioPeer, kamailio, kamailio_edge
 from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
 from test_phone_baresip import THEIR_TONE, account, registered
 from test_phone_srtp import heard_each_other, incoming
@@ -221,6 +221,48 @@ def test_the_phone_command_registers_with_outbound_and_shows_the_gruu(pbx: Kamai
     bad = subprocess.run([*CLI, "phone", f"sip:alice@{pbx.realm}", "--outbound", "--instance-id", "not-a-urn"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--instance-id: a URN" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_through_an_outbound_edge_proxy_calls_come_back_on_our_flow(transport: str, tmp_path: Path) -> None:
+    """The deployment RFC 5626 is for: our phone registers through a Kamailio edge proxy
+    (outbound module: a Path with a flow token and ``ob``, RFC 3327/§5.2) to a Kamailio
+    registrar. baresip, registered at the registrar, calls us: the registrar routes by the Path,
+    the edge by its flow token, and the INVITE reaches us from the edge on the very flow we
+    registered (over TCP, the connection we opened: we listen nowhere). Heard both ways; our
+    keep-alives to the edge are answered."""
+    with kamailio(pbx=True, flow_timer=FLOW_TIMER) as registrar, kamailio_edge(registrar.udp_port) as edge:
+        async with baresip("bob", registrar.users["bob"], f"127.0.0.1:{registrar.udp_port}",
+                           tone_hz=THEIR_TONE) as bob:
+            await registered(registrar, "bob")
+            acc = account(registrar, "alice", transport, outbound=True, gruu=True, auto_answer=0.2,
+                          record_dir=str(tmp_path))
+            acc.registrar = f"127.0.0.1:{edge.port(transport)}"
+            async with SIPPhone(acc) as phone:
+                assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+                assert phone.outbound_active and phone.flow_timer == FLOW_TIMER
+                [binding] = location(registrar, "alice")
+                assert re.fullmatch(rf"<sip:[^@]+@127\.0\.0\.1:{edge.udp_port};lr;ob>", binding["Path"]), binding
+                mark = len(bob.events)
+                await bob.command("dial", f"sip:alice@{registrar.realm}")
+                call = await incoming(phone)
+                assert await call.wait_connected(10), call.end_reason
+                invite = next(m for m in call.exchange if m.direction == "received" and m.summary.startswith("INVITE"))
+                assert invite.remote == f"127.0.0.1:{edge.port(transport)}" and invite.transport == transport, invite
+                assert phone.flow is not None and invite.local == "{}:{}".format(*phone.endpoint.local_address(phone.flow))
+                await bob.wait_event("CALL_ESTABLISHED", after=mark)
+                await asyncio.sleep(FLOW_TIMER + 1)  # a keep-alive goes by
+                await bob.command("hangup")
+                assert await call.wait_ended(10), "bob's BYE did not reach us"
+                await bob.wait_event("CALL_CLOSED", after=mark)
+                report = call.media_report()
+                assert report is not None
+                heard_each_other(report, bob)
+                assert phone.flow_failures == 0 and phone.registration is RegistrationState.REGISTERED
+                if transport == "udp":
+                    assert phone.flow_mapped == phone.endpoint.local_address(phone.flow)
+                else:
+                    assert [c.pongs for c in phone.endpoint.transport.connections.values()] >= [1]
 
 
 def test_the_api_makes_an_outbound_phone_with_gruus(pbx: KamailioPeer, api: httpx.Client) -> None:  # noqa: F811

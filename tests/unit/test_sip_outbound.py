@@ -237,3 +237,28 @@ def test_an_instance_is_made_up_only_when_asked_for() -> None:
     made = instance_id_for(SIPAccount(aor="sip:a@b", gruu=True))
     assert made is not None and re.fullmatch(r"urn:uuid:[0-9a-f-]{36}", made)
     assert instance_id_for(SIPAccount(aor="sip:a@b", instance_id=" urn:dev:mac:0011 ")) == "urn:dev:mac:0011"
+
+
+async def test_a_439_makes_the_phone_register_without_outbound() -> None:
+    """439 First Hop Lacks Outbound Support (RFC 5626 §11.5): the registrar does outbound, the
+    first hop does not — registered again at once without reg-id and the "outbound" tag,
+    keeping the instance (GRUUs still work)."""
+
+    def reply(data: bytes, f: dict[str, str]) -> list[bytes]:
+        if f["method"] != "REGISTER":
+            return []
+        if b"reg-id=" in data:
+            return [response(f, "439 First Hop Lacks Outbound Support")]
+        return [response(f, extra=f"Contact: {f['Contact']};expires=60\r\n")]
+
+    with udp_server(reply) as (port, received):
+        async with SIPPhone(account(port, outbound=True, gruu=True, instance_id=INSTANCE)) as phone:
+            assert phone.registration is RegistrationState.REGISTERED
+            assert phone.outbound_refused and not phone.outbound_active
+            assert any("439 First Hop Lacks Outbound Support: registering without SIP outbound" in e
+                       for e in errors(phone))
+            assert await phone.register()  # later registrations do not ask again
+    registers = [r.decode() for r in received if r.startswith(b"REGISTER")]
+    assert "reg-id=1" in registers[0] and "Supported: outbound, path, gruu" in registers[0]
+    assert all("reg-id" not in r and "Supported: gruu\r\n" in r and INSTANCE in r for r in registers[1:])
+    assert len(registers) >= 3

@@ -251,8 +251,9 @@ class SIPAccount:
     and registered again at once (when that fails the registration's retries back off from 2 s
     to 300 s, sooner than §4.5's 30 s to 30 min: a test phone should recover quickly); dialog-forming
     requests and their 2xx carry the ``ob`` Contact URI parameter (§4.3, §5.4) so the
-    dialog's requests come back on the flow. ``gruu``: ask for GRUUs (``Supported: gruu``
-    with ``+sip.instance``, RFC 5627 §4.1): the registrar's ``pub-gruu``/``temp-gruu`` are
+    dialog's requests come back on the flow. A 439 (First Hop Lacks Outbound Support, §11.5)
+    is answered by registering again without outbound (:attr:`SIPPhone.outbound_refused`).
+    ``gruu``: ask for GRUUs (``Supported: gruu`` with ``+sip.instance``, RFC 5627 §4.1): the registrar's ``pub-gruu``/``temp-gruu`` are
     :attr:`SIPPhone.gruu`/:attr:`SIPPhone.temp_gruu`, and the public one is our Contact in
     dialogs (§4.3), so a call to it reaches this phone only. ``instance_id``: the
     ``+sip.instance`` URN (RFC 5626 §4.1: the same across restarts; None: a new
@@ -646,6 +647,8 @@ class SIPPhone(Phone):
         self.flow_mapped: tuple[str, int] | None = None
         #: flow failures noticed (no pong, no STUN answer, a changed mapping, a closed connection)
         self.flow_failures = 0
+        #: the registrar answered 439 (First Hop Lacks Outbound Support): we register without outbound
+        self.outbound_refused = False
         self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
@@ -773,7 +776,7 @@ class SIPPhone(Phone):
             contact.uri.host, contact.uri.port = self._public
         if register and self.instance_id is not None:
             contact.params["+sip.instance"] = f'"<{self.instance_id}>"'
-            if self.account.outbound:
+            if self._asks_outbound():
                 contact.params["reg-id"] = "1"
         elif self.outbound_active and isinstance(contact.uri, SipURI) and flow == self.flow:
             contact.uri.params["ob"] = None
@@ -896,6 +899,12 @@ class SIPPhone(Phone):
             self._min_expires = longer
             answered = outcome.auth.challenge if outcome.auth is not None else None
             return await self._register_once(longer, contact, brief_retry=False, challenge=answered)
+        if response.status_code == 439 and self._asks_outbound():
+            # RFC 5626 §4.2.1/§11.5: the registrar does outbound but the first hop does not; a
+            # registration without it (no reg-id, no "outbound" tag) still works
+            self.outbound_refused = True
+            self.emit(ErrorEvent(f"{response.summary}: registering without SIP outbound"))
+            return await self._register_once(expires, None, brief_retry=brief_retry)
         if not 200 <= response.status_code < 300:
             reason = response.summary
             if outcome.auth is not None and outcome.auth.refused:
@@ -920,10 +929,13 @@ class SIPPhone(Phone):
         self._set_registration(RegistrationState.REGISTERED, response.summary, granted)
         return True
 
+    def _asks_outbound(self) -> bool:
+        return self.account.outbound and not self.outbound_refused
+
     def _register_supported(self) -> list[tuple[str, str]]:
         """``Supported`` of our REGISTER: ``outbound`` and ``path`` (RFC 5626 §4.2.1, RFC 3327
         §5), ``gruu`` (RFC 5627 §4.1), as the account asks."""
-        tags = [*(("outbound", "path") if self.account.outbound else ()), *(("gruu",) if self.account.gruu else ())]
+        tags = [*(("outbound", "path") if self._asks_outbound() else ()), *(("gruu",) if self.account.gruu else ())]
         return [("Supported", ", ".join(tags))] if tags else []
 
     def _our_binding(self, response: Response, request: Request) -> NameAddr | None:
@@ -955,7 +967,7 @@ class SIPPhone(Phone):
         """What a REGISTER's 2xx says about SIP outbound (``Require: outbound``, ``Flow-Timer``;
         RFC 5626 §4.2.1, §4.4) and our GRUUs (``pub-gruu``/``temp-gruu`` of our Contact, RFC
         5627 §4.2; a malformed one is ignored)."""
-        if self.account.outbound:
+        if self._asks_outbound():
             self.outbound_active = "outbound" in _option_tags(response, "Require")
             timer = uint_or_none(response.headers.get("Flow-Timer"), 10**6) if self.outbound_active else None
             self.flow_timer = timer or None
