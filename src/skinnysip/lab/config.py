@@ -21,6 +21,8 @@ Every key is optional; the defaults are the demo the README promises::
     max_expires = 3600
     default_expires = 3600
     nonce_lifetime = 300
+    flow_timer = 120                  # Flow-Timer for SIP outbound over TCP/TLS (RFC 5626 §6)
+    flow_timer_udp = 29               # … and over UDP (NAT bindings live shorter)
 
     [[users]]
     user = "1001"
@@ -118,7 +120,9 @@ class LabSettings:
     PEM files (None: a self-signed certificate is made at start). ``extensions``: number →
     service kind. ``ws_port``/``wss_port``: SIP over WebSocket (RFC 7118) and over secure
     WebSocket, for browser phones (JsSIP, SIP.js); None: not listened on (FreeSWITCH's
-    defaults are 5066 and 7443)."""
+    defaults are 5066 and 7443). ``flow_timer``/``flow_timer_udp``: the ``Flow-Timer``
+    (seconds) the registrar answers to a SIP outbound REGISTER over a stream / over UDP
+    (RFC 5626 §6; the defaults are the RFC's keep-alive defaults of §4.4.1)."""
 
     domain: str = "lab.skinnysip"
     realm: str = "lab.skinnysip"
@@ -138,6 +142,8 @@ class LabSettings:
     max_expires: int = 3600
     default_expires: int = 3600
     nonce_lifetime: float = 300.0
+    flow_timer: int = 120
+    flow_timer_udp: int = 29
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -180,6 +186,9 @@ class LabSettings:
             raise ConfigError("registrar.default_expires: must lie between min_expires and max_expires")
         if self.nonce_lifetime <= 0:
             raise ConfigError("registrar.nonce_lifetime: must be positive")
+        for key in ("flow_timer", "flow_timer_udp"):
+            if not 1 <= getattr(self, key) <= 3600:
+                raise ConfigError(f"registrar.{key}: must lie between 1 and 3600 seconds")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls.key: give both tls.cert and tls.key, or neither")
         seen: set[str] = set()
@@ -273,7 +282,8 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
             raise ConfigError(f"tls.{name}: {path!r} is not a readable file")
         kw[f"tls_{name}"] = path
     reg = _table(top.get("registrar", {}), "registrar",
-                 {"min_expires", "max_expires", "default_expires", "nonce_lifetime"})
+                 {"min_expires", "max_expires", "default_expires", "nonce_lifetime", "flow_timer",
+                  "flow_timer_udp"})
     for name, value in reg.items():
         kind: type | tuple[type, ...] = (int, float) if name == "nonce_lifetime" else int
         kw[name] = _type(value, kind, f"registrar.{name}", "a number of seconds")

@@ -8,19 +8,28 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
 - REGISTER (§10.3): 401 digest challenge (:class:`~skinnysip.lab.registrar.NonceGuard`,
   MD5 and/or SHA-256, qop auth, ``stale=true`` for an expired nonce), then the
   :class:`~skinnysip.lab.registrar.Registrar` updates the bindings and answers 200 with
-  them (423 + Min-Expires for too short a time).
+  them (423 + Min-Expires for too short a time), with SIP outbound (RFC 5626: ``Require:
+  outbound``, ``Flow-Timer``) and GRUUs (RFC 5627: ``pub-gruu``/``temp-gruu``) when asked.
+- SIP outbound's keep-alives (RFC 5626 §8): STUN Binding requests to the SIP UDP ports are
+  answered (XOR-MAPPED-ADDRESS = their source), CRLF CRLF pings on streams with a CRLF pong.
 - A new request (INVITE, MESSAGE, SUBSCRIBE, …) from anyone but the lab's own services is
   challenged with 407 and must come from the authenticated user (403 otherwise). Its
   Request-URI's user names the target: an extension (600…) → the services' UAS; an SCCP line
-  (2001…) → the SCCP bridge's UAS; a user → every binding in parallel (forking); a
-  Request-URI that is itself a registered contact (the Refer-To of an attended transfer, as
-  Twinkle writes it) → that contact; anything else 404, a known user without bindings 480.
+  (2001…) → the SCCP bridge's UAS; a user → every binding in parallel (forking; one binding
+  per ``+sip.instance``, RFC 5626 §7); a GRUU (a ``gr`` parameter, RFC 5627 §5.5: the
+  public one → the bindings of that instance, a temporary one → the instance it was made
+  for; 404 unknown, 480 nothing registered); a Request-URI that is itself a registered
+  contact (the Refer-To of an attended transfer, as Twinkle writes it) → that contact;
+  anything else 404, a known user without bindings 480.
 - Forwarding is §16.6: copy, Request-URI = the target, Max-Forwards − 1 (483 at 0), our
   Record-Route (two of them when the request changes transport or address family, RFC 5658)
   for dialog-creating requests, our Via on top, and the request goes out in a client
   transaction. A registered UA is reached over the flow its REGISTER came on (the TCP/TLS
   connection, or the UDP source address): RFC 5626's flow reuse, so a UA behind a
-  connection or a NAT is callable from any transport.
+  connection or a NAT is callable from any transport. An outbound binding (RFC 5626) is
+  reached only over its flow; when that connection is gone the instance's next flow
+  (another ``reg-id``) is used, and with none left the answer is 430 Flow Failed (§5.3,
+  §11.4). UDP flows count as alive while their binding lives.
 - Responses (§16.7): 100 is sent at once by the proxy and never forwarded; other 1xx and
   every 2xx are forwarded at once (our Via popped); the best final response of all branches
   is forwarded when none answered 2xx (6xx first, then the lowest class; 503 becomes 500);
@@ -55,7 +64,7 @@ from typing import Any, Protocol
 
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.lab.config import LabSettings
-from skinnysip.lab.registrar import NonceGuard, Registrar
+from skinnysip.lab.registrar import Binding, NonceGuard, Registrar, pick_targets
 from skinnysip.lab.voicemail import EVENT as MWI_EVENT
 from skinnysip.lab.voicemail import Mailboxes, MWINotifier
 from skinnysip.net.resolver import ServerTarget
@@ -91,6 +100,10 @@ MAX_MESSAGES_PER_CALL = 1000
 MAX_PENDING = 2048  # proxy transactions in progress at once
 RING_TIMEOUT = 120.0  # Timer C (§16.6 step 11: > 3 min is the RFC's floor for real proxies; a lab rings less)
 AUTHENTICATED = ("INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH", "NOTIFY", "INFO", "UPDATE", "OPTIONS")
+
+
+class _FlowFailed(SIPTransportError):
+    """Every flow of an outbound binding's instance is gone (RFC 5626 §5.3): answer 430."""
 
 
 class MusicOnHold(Protocol):
@@ -242,7 +255,11 @@ class LabProxy:
                                 algorithms=settings.algorithms, lifetime=settings.nonce_lifetime,
                                 per_user={u.user: u.algorithms for u in settings.users if u.algorithm})
         self.registrar = Registrar({u.user for u in settings.users}, min_expires=settings.min_expires,
-                                   max_expires=settings.max_expires, default_expires=settings.default_expires)
+                                   max_expires=settings.max_expires, default_expires=settings.default_expires,
+                                   domain=settings.domain, flow_timer=settings.flow_timer,
+                                   flow_timer_udp=settings.flow_timer_udp)
+        # RFC 5626 §8: a registrar doing outbound is a STUN server on its SIP UDP ports
+        self.endpoint.transport.answer_stun = True
         self.lines = {d.line for d in settings.devices}
         #: every lab user's voicemail box, and the lab as their message-summary notifier
         self.mailboxes = Mailboxes({u.user for u in settings.users}, settings.domain)
@@ -313,10 +330,25 @@ class LabProxy:
         return [c.to_api() for c in self._calls.values()]
 
     def bindings(self) -> list[dict[str, Any]]:
-        """The live registrations: ``{"user", "contact", "expires" (s), "transport", "source"}``."""
+        """The live registrations: ``{"user", "contact", "expires" (s), "transport", "source"}``,
+        and where present ``"instance"`` (the ``+sip.instance`` URN), ``"regId"`` (an outbound
+        binding's reg-id, RFC 5626), ``"pubGruu"``/``"tempGruu"`` (RFC 5627; the newest
+        temporary GRUU made for it)."""
         now = time.monotonic()
-        return [{"user": b.user, "contact": b.uri, "expires": b.remaining(now), "transport": b.flow.transport,
-                 "source": hostport(*b.flow.remote)} for b in self.registrar.all(now)]
+        out: list[dict[str, Any]] = []
+        for b in self.registrar.all(now):
+            row: dict[str, Any] = {"user": b.user, "contact": b.uri, "expires": b.remaining(now),
+                                   "transport": b.flow.transport, "source": hostport(*b.flow.remote)}
+            if b.instance is not None:
+                row["instance"] = b.instance
+                row["pubGruu"] = self.registrar.pub_gruu(b)
+            if b.reg_id is not None:
+                row["regId"] = b.reg_id
+            temp = self.registrar.temp_gruu(b)
+            if temp is not None:
+                row["tempGruu"] = temp
+            out.append(row)
+        return out
 
     def _traced(self, record: TraceRecord) -> None:
         call = self._calls.get(record.call_id or "")
@@ -369,8 +401,11 @@ class LabProxy:
         return routes, popped
 
     def _known_target(self, uri: SipURI) -> bool:
-        """True if ``uri`` is a registered contact or the address of a lab service/bridge."""
+        """True if ``uri`` is a registered contact, a GRUU of the lab's domain (RFC 5627) or
+        the address of a lab service/bridge."""
         if any(b.uri == str(uri) for b in self.registrar.all(time.monotonic())):
+            return True
+        if self.registrar.is_gruu(uri) and self._ours(uri, domain=True):
             return True
         if uri.port is None:
             return False
@@ -494,6 +529,7 @@ class LabProxy:
                 return
             authenticated = result.user
         if (request.method == "SUBSCRIBE" and not routes and not direct and target.user
+                and not self.registrar.is_gruu(target)
                 and self.mailboxes.has(target.user) and _event_package(request) == MWI_EVENT):
             # the lab is the voicemail server: a user's own mailbox only (RFC 3842 §6)
             if authenticated != target.user:
@@ -522,8 +558,8 @@ class LabProxy:
 
     def _respond_register(self, tx: ServerTransaction, code: int, reason: str, headers: list[tuple[str, str]]) -> None:
         phrase = None if code == 200 or not reason else f"{'Bad Request' if code == 400 else 'Error'} ({reason})"
-        if code == 423:
-            phrase = "Interval Too Brief"
+        if code in (423, 439):  # the standard phrase (RFC 3261 §21.4.17, RFC 5626 §11.5)
+            phrase = None
         self._respond(tx, code, phrase, headers)
 
     # -- locating and forwarding ------------------------------------------------------------
@@ -532,11 +568,19 @@ class LabProxy:
         connection if still open, else its source address over UDP), else the URI's own host,
         port and transport (IP literals only: the lab does no DNS)."""
         wanted = str(uri)
-        for binding in self.registrar.all(time.monotonic()):
-            if binding.uri == wanted:
-                flow = binding.flow
-                if flow.connection is None or flow.connection in self.endpoint.transport.connections:
-                    return flow.back()
+        now = time.monotonic()
+        matches = [b for b in self.registrar.all(now) if b.uri == wanted]
+        for binding in matches:
+            if self._alive(binding):
+                return binding.flow.back()
+        outbound = next((b for b in matches if b.outbound), None)
+        if outbound is not None:  # RFC 5626 §5.3: another flow of that instance, else 430
+            others = sorted((b for b in self.registrar.lookup(outbound.user, now)
+                             if b.outbound and b.instance == outbound.instance and self._alive(b)),
+                            key=lambda b: b.reg_id or 0)
+            if others:
+                return others[0].flow.back()
+            raise _FlowFailed(f"every flow of {outbound.instance} is gone")
         host = strip_brackets(uri.host)
         if not is_ip(host):
             raise SIPTransportError(f"{uri.host} is not an address the lab can reach (no DNS in the lab)")
@@ -548,6 +592,43 @@ class LabProxy:
             raise SIPTransportError(f"transport {transport} is not supported")
         port = uri.port or (5061 if transport == "tls" else 5060)
         return await self.endpoint.flow_to(ServerTarget(host, port, transport, host), timeout=5.0)  # type: ignore[arg-type]
+
+    def _alive(self, binding: Binding) -> bool:
+        """Whether the flow ``binding`` registered over can still carry a request: a UDP flow
+        always (no keep-alive failure is tracked for it), a stream while its connection is open."""
+        flow = binding.flow
+        if flow.connection is None:
+            return True
+        conn = self.endpoint.transport.connections.get(flow.connection)
+        return conn is not None and not conn.closed
+
+    def _chosen(self, bindings: list[Binding]) -> list[tuple[str, Flow | None]] | tuple[int, str]:
+        """(Request-URI, known flow) for ``bindings``: one per instance (:func:`pick_targets`),
+        an outbound one over its own flow; 430 when only failed flows were left (RFC 5626
+        §5.3, §11.4)."""
+        chosen, failed = pick_targets(bindings, self._alive)
+        if not chosen:
+            return (430, "Flow Failed") if failed else (480, "Temporarily Unavailable (not registered)")
+        return [(b.uri, b.flow.back() if b.outbound else None) for b in chosen]
+
+    def _gruu(self, uri: str) -> SipURI | None:
+        """The Request-URI as a GRUU of the lab's domain (a ``gr`` parameter, RFC 5627 §3.1),
+        else None."""
+        try:
+            parsed = SipURI.parse(uri)
+        except SIPParseError:
+            return None
+        if self.registrar.is_gruu(parsed) and self._ours(parsed, domain=True):
+            return parsed
+        return None
+
+    def _gruu_targets(self, gruu: SipURI) -> list[tuple[str, Flow | None]] | tuple[int, str]:
+        """The one target of a GRUU (RFC 5627 §5.5: the Request-URI becomes the registered
+        contact of that instance), or (404/480/430, reason)."""
+        found = self.registrar.gruu_bindings(gruu, time.monotonic())
+        if isinstance(found, tuple):
+            return found
+        return self._chosen(found)
 
     def _targets(self, user: str) -> list[tuple[str, Flow | None]] | tuple[int, str]:
         """(Request-URI, known flow) of every target for ``user``, or (code, reason)."""
@@ -565,10 +646,7 @@ class LabProxy:
             return [(f"sip:{user}@{hostport(*self.bridge)}", Flow("udp", self.bridge))]
         if self.settings.user(user) is None:
             return 404, "Not Found"
-        bindings = self.registrar.lookup(user, time.monotonic())
-        if not bindings:
-            return 480, "Temporarily Unavailable (not registered)"
-        return [(b.uri, None) for b in bindings]
+        return self._chosen(self.registrar.lookup(user, time.monotonic()))
 
     def _pending(self, tx: ServerTransaction, request: Request) -> _Forward:
         """The response context of a request about to be forwarded, registered at once so a
@@ -583,14 +661,16 @@ class LabProxy:
         try:
             if forward.cancelled or forward.answered:
                 return
-            if routes or in_dialog or direct:
+            gruu = None if routes else self._gruu(request.uri)
+            if routes or ((in_dialog or direct) and gruu is None):
                 targets: list[tuple[str, Flow | None]] = [(request.uri, None)]
             else:
-                found = self._targets(user)
+                found = self._gruu_targets(gruu) if gruu is not None else self._targets(user)
                 if isinstance(found, tuple):
                     self._respond(tx, found[0], found[1])
                     return
                 targets = found
+            flow_failed = False
             if request.method == "BYE":
                 self._stop_moh(request.call_id or "")
             for uri, known in targets:
@@ -602,6 +682,10 @@ class LabProxy:
                     if flow.transport == "udp" and flow.local is None:
                         flow = await self.endpoint.transport.udp_flow(flow.remote)
                     branch = _Branch(self._outgoing(request, uri, routes, max_forwards, tx, flow), flow, uri)
+                except _FlowFailed as exc:
+                    log.info("lab: cannot reach %s: %s", uri, exc.reason)
+                    flow_failed = True
+                    continue
                 except (SIPTransportError, SIPParseError) as exc:
                     log.info("lab: cannot reach %s: %s", uri, exc.reason)
                     continue
@@ -617,7 +701,10 @@ class LabProxy:
                 branch.handle = handle
                 handle.set_listener(functools.partial(self._branch_event, forward, branch))
             if not forward.branches:
-                self._respond(tx, 480 if not routes else 502, "Temporarily Unavailable (no reachable contact)")
+                if flow_failed:
+                    self._respond(tx, 430)
+                else:
+                    self._respond(tx, 480 if not routes else 502, "Temporarily Unavailable (no reachable contact)")
                 return
             if tx.method == "INVITE" and not forward.answered:
                 loop = asyncio.get_running_loop()
@@ -798,12 +885,19 @@ class LabProxy:
         (§16.6, §16.11); not a transaction: sent once."""
         try:
             routes, popped = self._own_routes_removed(ack)
-            hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(ack.uri)
+            uri, known = ack.uri, None
+            gruu = None if routes else self._gruu(ack.uri)
+            if gruu is not None:  # to a GRUU (RFC 5627 §5.5): to the contact of that instance
+                found = self._gruu_targets(gruu)
+                if isinstance(found, tuple):
+                    return
+                uri, known = found[0]
+            hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(uri)
             if not isinstance(hop, SipURI) or (not routes and self._ours(hop)):
                 return  # an ACK for us, or for nowhere
             if not popped and not (not routes and self._known_target(hop)):
                 return  # not through a dialog the lab record-routed (no open relay)
-            flow = await self._flow_for_uri(hop)
+            flow = known or await self._flow_for_uri(hop)
             if flow.transport == "udp" and flow.local is None:
                 flow = await self.endpoint.transport.udp_flow(flow.remote)
             max_forwards = int((ack.headers.get("Max-Forwards") or "70").strip())
@@ -817,7 +911,7 @@ class LabProxy:
                 if name not in ("Route", "Max-Forwards"):
                     headers.add(name, value)
             headers.set("Max-Forwards", str(max_forwards - 1))
-            self.endpoint.send_request(Request("ACK", ack.uri, headers, ack.body), flow)
+            self.endpoint.send_request(Request("ACK", uri, headers, ack.body), flow)
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             log.info("lab: ACK not forwarded: %s", getattr(exc, "reason", exc))
 

@@ -649,6 +649,7 @@ class SIPPhone(Phone):
         self.flow_failures = 0
         #: the registrar answered 439 (First Hop Lacks Outbound Support): we register without outbound
         self.outbound_refused = False
+        self._registrar_answered = False  # our last REGISTER got a final response
         self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
@@ -889,6 +890,7 @@ class SIPPhone(Phone):
                                                credentials=self.credentials)
         self._reg_cseq = outcome.request.cseq[0]
         response = outcome.response
+        self._registrar_answered = response is not None
         if expires == 0:
             return response is not None and 200 <= response.status_code < 300
         if response is None:
@@ -1050,6 +1052,7 @@ class SIPPhone(Phone):
         """Keep the registrar/proxy flow alive and replace it when it fails (RFC 5626 §4.4,
         §4.5; RFC 7118 §5 for a WebSocket, which nothing can connect to us again)."""
         backoff = RECONNECT_DELAY
+        recovering = False  # a failed flow's registration did not succeed yet: try again soon
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flow_lost.wait(), self._keepalive_wait())
@@ -1059,20 +1062,27 @@ class SIPPhone(Phone):
                 backoff = min(max(self.account.keepalive_interval, RECONNECT_DELAY), backoff * 2)
             if self.flow is None:
                 continue
-            replace_flow = not self.endpoint.transport.is_open(self.flow)
+            replace_flow = recovering or not self.endpoint.transport.is_open(self.flow)
             if not replace_flow and self.outbound_active and self.flow.transport == "udp":
                 replace_flow = not await self._stun_keepalive(self.flow)
             if replace_flow:
                 # the server closed our connection, or the outbound flow failed: connect and
-                # register again now, not at the refresh (a phone that does not register opens
-                # a connection at its next request)
+                # register again now, not at the refresh, and until it works (a phone that does
+                # not register opens a connection at its next request)
                 if not self.account.register:
                     continue
+                self._registrar_answered = False
                 try:
-                    if await self._register_now():
-                        backoff = RECONNECT_DELAY
+                    registered = await self._register_now()
                 except (PhoneError, SIPTransportError, SIPParseError, ValueError) as exc:
                     self._set_registration(RegistrationState.FAILED, str(exc))
+                    registered = False
+                # unreachable: try again soon; refused (403…): the registration loop's slower retries
+                recovering = not registered and not self._registrar_answered
+                if registered:
+                    backoff = RECONNECT_DELAY
+                elif recovering:
+                    self._flow_lost.set()  # again after the (growing) backoff
                 continue
             if self.outbound_active and self.flow.transport == "udp":
                 continue  # the STUN Binding above was the keep-alive
