@@ -757,6 +757,7 @@ class SIPTransportLayer:
             return
         self._own_udp.discard(local)
         sock = self.udp.pop(local, None)
+        self._stun_clients.pop(local, None)
         self.listeners = [listener for listener in self.listeners if listener.udp is not sock]
         if sock is not None and sock.transport is not None:
             sock.transport.close()

@@ -248,14 +248,15 @@ class SIPAccount:
     (else ``keepalive_interval``), a TCP/TLS flow's CRLF CRLF ping must get its CRLF pong
     within 10 s and a UDP flow's keep-alive is a STUN Binding to the registrar's SIP port whose
     mapped address must not change (§4.4.1, §4.4.2); a flow that fails either way is replaced
-    and registered again at once (when that fails the registration's retries back off from 2 s
-    to 300 s, sooner than §4.5's 30 s to 30 min: a test phone should recover quickly); dialog-forming
-    requests and their 2xx carry the ``ob`` Contact URI parameter (§4.3, §5.4) so the
-    dialog's requests come back on the flow. A 439 (First Hop Lacks Outbound Support, §11.5)
+    and registered again at once — while the registrar does not answer, again after 0.5 s
+    doubling up to the keep-alive interval; a refusal waits for the registration's own retries
+    (2 s to 300 s). That is sooner than §4.5's 30 s to 30 min: a test phone should recover
+    quickly. Dialog-forming requests and their 2xx carry the ``ob`` Contact URI parameter
+    (§4.3, §5.4) so the dialog's requests come back on the flow. A 439 (First Hop Lacks Outbound Support, §11.5)
     is answered by registering again without outbound (:attr:`SIPPhone.outbound_refused`).
-    ``gruu``: ask for GRUUs (``Supported: gruu`` with ``+sip.instance``, RFC 5627 §4.1): the registrar's ``pub-gruu``/``temp-gruu`` are
-    :attr:`SIPPhone.gruu`/:attr:`SIPPhone.temp_gruu`, and the public one is our Contact in
-    dialogs (§4.3), so a call to it reaches this phone only. ``instance_id``: the
+    ``gruu``: ask for GRUUs (``Supported: gruu`` with ``+sip.instance``, RFC 5627 §4.1): the
+    registrar's ``pub-gruu``/``temp-gruu`` are :attr:`SIPPhone.gruu`/:attr:`SIPPhone.temp_gruu`,
+    and the public one is our Contact in dialogs (§4.3), so a call to it reaches this phone only. ``instance_id``: the
     ``+sip.instance`` URN (RFC 5626 §4.1: the same across restarts; None: a new
     ``urn:uuid:`` for each :class:`SIPPhone`); ``ValueError`` from :meth:`SIPPhone.__init__`
     for one that is not a URN.
