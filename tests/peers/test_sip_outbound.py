@@ -269,6 +269,46 @@ async def test_through_an_outbound_edge_proxy_calls_come_back_on_our_flow(transp
                     assert [c.pongs for c in phone.endpoint.transport.connections.values()] >= [1]
 
 
+@pytest.mark.parametrize("transport", ["ws", "wss"])
+async def test_a_websocket_phone_replaces_its_binding_by_its_instance(transport: str, tmp_path: Path) -> None:
+    """A browser-style phone (SIP over WebSocket, RFC 7118) with outbound and GRUU, as JsSIP
+    registers: its WebSocket closes, it connects again from a new port (a new Contact) and
+    registers: Kamailio replaces the binding by instance and reg-id — one binding, and no
+    un-REGISTER of the old Contact was needed (RFC 5626 §6). baresip's call to our GRUU then
+    comes down the new WebSocket."""
+    with kamailio(pbx=True, websocket=True, flow_timer=FLOW_TIMER) as pbx:
+        async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+            await registered(pbx, "bob")
+            async with SIPPhone(account(pbx, "alice", transport, outbound=True, gruu=True, auto_answer=0.2,
+                                        record_dir=str(tmp_path))) as phone:
+                assert phone.outbound_active and phone.gruu is not None, phone.registration_reason
+                [first] = location(pbx, "alice")
+                assert phone.flow is not None
+                await phone.endpoint.transport.close_connection(phone.flow)
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    now = location(pbx, "alice")
+                    if now and now[0]["Address"] != first["Address"]:
+                        break
+                [binding] = location(pbx, "alice")
+                assert binding["Address"] != first["Address"] and binding["Instance"] == first["Instance"], binding
+                assert not any(r.direction == "sent" and r.raw.startswith(b"REGISTER") and b"Expires: 0\r\n" in r.raw
+                               for r in phone.endpoint.trace)
+                mark = len(bob.events)
+                await bob.command("dial", phone.gruu)
+                call = await incoming(phone)
+                assert await call.wait_connected(10), call.end_reason
+                assert phone.flow is not None and call.flow is not None
+                assert call.flow.connection == phone.flow.connection  # down the new WebSocket
+                await bob.wait_event("CALL_ESTABLISHED", after=mark)
+                await asyncio.sleep(1.5)
+                await call.hangup()
+                await bob.wait_event("CALL_CLOSED", after=mark)
+                report = call.media_report()
+                assert report is not None
+                heard_each_other(report, bob)
+
+
 def test_the_api_makes_an_outbound_phone_with_gruus(pbx: KamailioPeer, api: httpx.Client) -> None:  # noqa: F811
     """``POST /api/phones`` with ``outbound``, ``gruu`` and ``instanceId``: the phone's
     registration view says outbound, the Flow-Timer and both GRUUs; a bad instance is a 400."""
