@@ -193,6 +193,7 @@ async def baresip(
     tone_channels: int = 1,
     host: str = "127.0.0.1",
     netns_name: str | None = None,
+    instance: bool = False,
 ) -> AsyncIterator[Baresip]:
     """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
     sine, answering calls by itself (``answermode=auto``) unless told ``manual``.
@@ -203,11 +204,15 @@ async def baresip(
     ``tone_channels``: channels of the tone file; baresip 1.0's aufile must match the codec's
     (2 for its ``opus/48000/2``), and its recordings then have as many.
     ``host``: its SIP, media and control address; ``netns_name``: a namespace of
-    :mod:`netns` to run it in (its ports are then free there whatever this machine uses)."""
+    :mod:`netns` to run it in (its ports are then free there whatever this machine uses).
+    ``instance``: load its ``uuid`` module before ``account``, so its registrations carry a
+    ``+sip.instance`` (which ``extra_account="sipnat=outbound"``, RFC 5626, needs)."""
     unknown = set(codec_modules) - set(CODEC_MODULES)
     if unknown:
         raise ValueError(f"codec modules {sorted(unknown)}: only {CODEC_MODULES}")
     modules = MODULES[:MODULES.index("g711") + 1] + list(codec_modules) + MODULES[MODULES.index("g711") + 1:]
+    if instance:
+        modules.insert(modules.index("account"), "uuid")
     binary = require("baresip")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-baresip-"))
     record_dir = workdir / "rec"

@@ -110,7 +110,7 @@ def _codec_sections(codecs: tuple[str, ...] | None) -> str:
 
 def _config(user: str, password: str, registrar: str, realm: str, algorithm: str, sip_port: int,
             rtp_port: int, workdir: Path, codecs: tuple[str, ...] | None, srtp_suites: tuple[str, ...] | None,
-            dtls: bool = False) -> str:
+            dtls: bool = False, instance: str | None = None) -> str:
     # SRTP (SDES) mandatory with those suites, or DTLS-SRTP mandatory, in liblinphone's [sip] keys
     srtp = ("media_encryption=srtp\nmedia_encryption_mandatory=1\n"
             f"srtp_crypto_suites={', '.join(srtp_suites)}\n") if srtp_suites else ""
@@ -157,7 +157,7 @@ automatically_accept=0
 
 [misc]
 enable_basic_to_client_group_chat_room_migration=0
-uuid=0
+uuid={instance or 0}
 add_missing_audio_codecs={0 if codecs is not None else 1}
 
 [auth_info_0]
@@ -192,6 +192,7 @@ async def linphonec(
     codecs: tuple[str, ...] | None = ("PCMU/8000", "PCMA/8000"),
     srtp_suites: tuple[str, ...] | None = None,
     dtls: bool = False,
+    instance: str | None = None,
 ) -> AsyncIterator[Linphone]:
     """Start linphonec for ``user`` registering at ``registrar`` (``host:port``, UDP), sending
     a ``tone_hz`` sine from a WAV file and answering calls by itself (``-a``) unless told not
@@ -200,7 +201,9 @@ async def linphonec(
     offers and accepts (``"mime/rate[/channels]"``, e.g. ``"opus/48000/2"``); None keeps
     liblinphone's default list (opus, speex, PCMU, PCMA, GSM, G722, G729…). ``srtp_suites``:
     SRTP with SDES keys made mandatory, offering and accepting those suites, in order. ``dtls``:
-    DTLS-SRTP made mandatory (liblinphone's ``media_encryption=dtls``)."""
+    DTLS-SRTP made mandatory (liblinphone's ``media_encryption=dtls``). ``instance``: a UUID
+    (without ``urn:uuid:``) for its ``+sip.instance`` (liblinphone's ``[misc] uuid``; by default
+    ``0``, which sends none; with one it asks for GRUUs, RFC 5627)."""
     binary = require("linphonec")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-linphonec-"))
     tone = write_tone_wav(workdir / "tone.wav", tone_hz)
@@ -208,7 +211,7 @@ async def linphonec(
     rtp_port = free_even_port_run(6)  # audio RTP/RTCP, video and text pairs
     rc = workdir / "linphonerc"
     rc.write_text(_config(user, password, registrar, realm, algorithm, sip_port, rtp_port, workdir, codecs,
-                          srtp_suites, dtls))
+                          srtp_suites, dtls, instance))
     log = workdir / "linphonec.log"
     env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
            "XDG_CONFIG_HOME": str(workdir / "config")}

@@ -1,14 +1,14 @@
 """The lab as a SIP outbound (RFC 5626) and GRUU (RFC 5627) registrar, against real phones on
 127.0.0.1.
 
-- linphonec 5.1 (with an ``[misc] uuid``; the harness's ``uuid=0`` switches liblinphone's
-  ``+sip.instance`` off) sends ``Supported: replaces, outbound, gruu`` and
+- linphonec 5.1 (with an ``[misc] uuid``, ``linphonec(instance=…)``; the helper's default
+  ``uuid=0`` switches liblinphone's ``+sip.instance`` off) sends ``Supported: replaces, outbound, gruu`` and
   ``+sip.instance="<urn:uuid:…>"`` but no ``reg-id``: it gets ``pub-gruu``/``temp-gruu`` and
   no ``Require: outbound``, and then uses the public GRUU as its Contact. Calls to its public
   and temporary GRUU reach it and not another phone of the same AoR, and the far end's BYE to
   its GRUU Contact reaches it through the lab.
-- baresip 1.0 with ``;sipnat=outbound`` (and its ``uuid`` module loaded before ``account``:
-  without a UUID it refuses outbound) sends ``Supported: gruu, outbound, path``, ``reg-id=1``
+- baresip 1.0 with ``;sipnat=outbound`` (and its ``uuid`` module loaded before ``account``,
+  ``baresip(instance=True)``: without a UUID it refuses outbound) sends ``Supported: gruu, outbound, path``, ``reg-id=1``
   and ``+sip.instance``; with ``Require: outbound`` it sends keep-alives every 80-100 % of
   ``Flow-Timer`` (STUN Binding requests over UDP, answered by the lab). Over TCP it is called
   over its flow; when the lab closes that connection a call gets 430 Flow Failed, baresip
@@ -31,8 +31,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import baresip_peer
-import linphone_peer
 import pytest
 from baresip_peer import baresip
 from linphone_peer import linphonec
@@ -49,34 +47,13 @@ LINPHONE_UUID = "0e3b6a52-8e5c-4c1e-9f6b-3f1f2a7d5c11"
 TEMP_GRUU = re.compile(rf"^sip:tgruu\.[0-9a-f]{{24}}@{re.escape(DOMAIN)};gr$")
 
 
-@pytest.fixture
-def linphonec_with_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """linphonec with a fixed ``[misc] uuid`` (its ``+sip.instance``)."""
-    config = linphone_peer._config
-
-    def with_uuid(*args: Any, **kw: Any) -> str:
-        text = config(*args, **kw)
-        assert "\nuuid=0\n" in text
-        return text.replace("\nuuid=0\n", f"\nuuid={LINPHONE_UUID}\n")
-
-    monkeypatch.setattr(linphone_peer, "_config", with_uuid)
-
-
-@pytest.fixture
-def baresip_with_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """baresip with its ``uuid`` module, loaded before ``account`` (the accounts' user agents
-    read the UUID when they are made)."""
-    modules = list(baresip_peer.MODULES)
-    modules.insert(modules.index("account"), "uuid")
-    monkeypatch.setattr(baresip_peer, "MODULES", modules)
-
-
 @contextlib.asynccontextmanager
 async def baresip_outbound(lab: Lab, transport: str) -> AsyncIterator[tuple[Any, SIPPhone, dict[str, Any]]]:
     """baresip as 1001 with ``sipnat=outbound`` over ``transport``, and our phone 1002 to call
     it; both registered. Yields (baresip, our phone, 1001's one binding as the lab lists it)."""
     async with baresip("1001", "demo1001", f"127.0.0.1:{port(lab, transport)}", transport=transport,
-                       extra_account="sipnat=outbound") as phone, SIPPhone(account(lab, "1002")) as caller:
+                       extra_account="sipnat=outbound", instance=True) as phone, \
+            SIPPhone(account(lab, "1002")) as caller:
         await registered(lab, "1001")
         await registered(lab, "1002")
         [row] = bindings_of(lab, "1001")
@@ -125,13 +102,12 @@ async def no_incoming(phone: SIPPhone) -> None:
         assert not isinstance(event, IncomingCall), "a phone that the GRUU does not name rang"
 
 
-@pytest.mark.usefixtures("linphonec_with_uuid")
 async def test_linphonec_gets_gruus_and_is_reached_by_them() -> None:
     instance = f"urn:uuid:{LINPHONE_UUID}"
     async with Lab(settings()) as lab:
         lab_port = port(lab, "udp")
         async with linphonec("1001", "demo1001", f"127.0.0.1:{lab_port}", realm=DOMAIN, algorithm="MD5",
-                             auto_answer=True) as lin, \
+                             auto_answer=True, instance=LINPHONE_UUID) as lin, \
                 SIPPhone(account(lab, "1001")) as other, \
                 SIPPhone(account(lab, "1002", auto_answer=0.2)) as ours:
             await lin.wait_registered(15)
@@ -189,7 +165,6 @@ async def test_linphonec_gets_gruus_and_is_reached_by_them() -> None:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.usefixtures("baresip_with_uuid")
 async def test_baresip_outbound_over_tcp_flow_replaced_after_its_connection_closes() -> None:
     async with Lab(settings(flow_timer=30)) as lab, baresip_outbound(lab, "tcp") as (phone, caller, row):
         assert lab.proxy is not None
@@ -228,7 +203,6 @@ async def test_baresip_outbound_over_tcp_flow_replaced_after_its_connection_clos
         assert len(bindings_of(lab, "1001")) == 1
 
 
-@pytest.mark.usefixtures("baresip_with_uuid")
 async def test_baresip_outbound_over_udp_keeps_its_flow_alive_with_stun() -> None:
     async with Lab(settings(flow_timer_udp=3)) as lab, baresip_outbound(lab, "udp") as (phone, caller, row):
         assert lab.proxy is not None
