@@ -15,11 +15,12 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class Baresip:
     netns: str | None = None
     _writer: asyncio.StreamWriter | None = None
     _responses: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    pid: int = 0  # its process (a new session: the group has the same id)
     _task: asyncio.Task[None] | None = None
     _token: int = 0
 
@@ -162,6 +164,16 @@ class Baresip:
             await asyncio.sleep(0.05)
         seen = [e.get("type") for e in self.events]
         raise AssertionError(f"baresip: no {kind} event within {timeout} s (saw {seen})")
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """baresip stopped (SIGSTOP) while the block runs: its sockets stay, nothing is sent or
+        answered — a phone that hangs or lost its network without a word."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
 
     def event_types(self) -> list[str]:
         return [str(e.get("type")) for e in self.events]
@@ -252,6 +264,7 @@ async def baresip(
                 if attempt == 2:
                     raise
         assert peer is not None and proc is not None
+        peer.pid = proc.pid
         yield peer
     finally:
         if peer is not None and proc is not None:

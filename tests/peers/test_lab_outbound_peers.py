@@ -37,6 +37,7 @@ from linphone_peer import linphonec
 from test_lab_sip import DOMAIN, account, port, registered, settings
 
 from skinnysip.addresses import hostport
+from skinnysip.lab.proxy import FLOW_GRACE
 from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import IncomingCall, RegistrationState
 from skinnysip.phone.sip_phone import SIPPhone
@@ -216,6 +217,18 @@ async def test_baresip_outbound_over_udp_keeps_its_flow_alive_with_stun() -> Non
         await phone.wait_event("CALL_ESTABLISHED")
         await call.hangup()
         assert [b["source"] for b in bindings_of(lab, "1001")] == [row["source"]]
+        # baresip goes silent (frozen): past Flow-Timer + grace without a keep-alive the lab
+        # counts its UDP flow dead and a call gets 430 Flow Failed at once (RFC 5626 §4.4, §11.4)
+        with phone.frozen():
+            await asyncio.sleep(3 + FLOW_GRACE + 1.5)
+            failed = await caller.call("1001")
+            assert not await failed.wait_connected(5)
+            assert "430" in (failed.end_reason or ""), failed.end_reason
+        answered = transport.stun_answered  # thawed: its next keep-alive revives the flow
+        await until(lambda: transport.stun_answered > answered, 10, "a keep-alive after the thaw")
+        call = await caller.call("1001")
+        assert await call.wait_connected(15), call.end_reason
+        await call.hangup()
 
 
 async def test_our_outbound_phone_reconnects_with_a_new_contact_and_replaces_its_binding() -> None:

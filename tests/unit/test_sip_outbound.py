@@ -210,6 +210,7 @@ async def test_stun_on_the_sip_port_is_answered_only_when_asked() -> None:
         assert answer.transaction_id == request.transaction_id and answer.message_class == stun.Class.RESPONSE
         assert answer.attributes["XOR-MAPPED-ADDRESS"] == client.getsockname()
         assert "FINGERPRINT" in answer.attributes and layer.stun_answered == 1
+        assert list(layer.stun_seen) == [client.getsockname()]  # a registrar's view of live UDP flows
         client.sendto(b"\x00\x01\x00\x05garbage", local)  # first octet 0, not STUN-shaped
         await asyncio.sleep(0.3)
         assert layer.malformed_count == 1 and layer.stun_answered == 1

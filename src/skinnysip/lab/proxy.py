@@ -98,6 +98,7 @@ log = logging.getLogger("skinnysip.lab")
 MAX_CALLS = 200
 MAX_MESSAGES_PER_CALL = 1000
 MAX_PENDING = 2048  # proxy transactions in progress at once
+FLOW_GRACE = 2.0  # s past a UDP flow's Flow-Timer before its silence counts as a failed flow
 RING_TIMEOUT = 120.0  # Timer C (§16.6 step 11: > 3 min is the RFC's floor for real proxies; a lab rings less)
 AUTHENTICATED = ("INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH", "NOTIFY", "INFO", "UPDATE", "OPTIONS")
 
@@ -594,12 +595,17 @@ class LabProxy:
         return await self.endpoint.flow_to(ServerTarget(host, port, transport, host), timeout=5.0)  # type: ignore[arg-type]
 
     def _alive(self, binding: Binding) -> bool:
-        """Whether the flow ``binding`` registered over can still carry a request: a UDP flow
-        always (no keep-alive failure is tracked for it), a stream while its connection is open."""
+        """Whether the flow an outbound ``binding`` registered over can still carry a request:
+        a UDP flow while a STUN keep-alive (or its REGISTER) came from it within the Flow-Timer
+        (RFC 5626 §4.4: how long the server waits for a keep-alive before it counts the flow
+        dead), :data:`FLOW_GRACE` s more for the network; a stream while its connection is open
+        (TCP notices a dead peer itself)."""
         flow = binding.flow
+        transport = self.endpoint.transport
         if flow.connection is None:
-            return True
-        conn = self.endpoint.transport.connections.get(flow.connection)
+            last = max(binding.updated, transport.stun_seen.get(flow.remote, 0.0))
+            return time.monotonic() - last <= self.registrar.flow_timer_udp + FLOW_GRACE
+        conn = transport.connections.get(flow.connection)
         return conn is not None and not conn.closed
 
     def _chosen(self, bindings: list[Binding]) -> list[tuple[str, Flow | None]] | tuple[int, str]:

@@ -34,7 +34,7 @@ import socket
 import ssl
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,6 +70,7 @@ WRITE_BUFFER_LIMIT = 1 << 20  # bytes queued on one stream before we call it stu
 WS_HANDSHAKE_TIMEOUT = 10.0  # seconds an accepted WebSocket connection has to send its handshake
 PONG_TIMEOUT = 10.0  # seconds a WebSocket peer has to answer our keep-alive ping (RFC 5626 §4.4.1's 10 s)
 MAX_CONNECTIONS = 1024
+MAX_STUN_SOURCES = 4096  # sources whose last STUN keep-alive time is remembered
 UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
 UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
 UDP_SEND_QUEUE = 4096  # datagrams queued while the socket's send buffer is full (then dropped)
@@ -631,6 +632,9 @@ class SIPTransportLayer:
         self.answer_stun = False
         self.stun_answered = 0
         self.stun_dropped = 0
+        #: when (monotonic s) each source's last answered Binding came, newest last (at most
+        #: :data:`MAX_STUN_SOURCES`): a registrar's view of which UDP flows keep alive
+        self.stun_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._stun_clients: dict[tuple[str, int], BindingClient] = {}
         self.closed = False
 
@@ -1009,6 +1013,10 @@ class SIPTransportLayer:
             answer = binding_answer(data, source)
             if answer is not None:
                 self.stun_answered += 1
+                self.stun_seen[source] = time.monotonic()
+                self.stun_seen.move_to_end(source)
+                while len(self.stun_seen) > MAX_STUN_SOURCES:
+                    self.stun_seen.popitem(last=False)
                 sock.transport.sendto(answer, source)
                 return
         self.stun_dropped += 1
