@@ -10,6 +10,8 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skinnysip.lab.config import ConfigError, LabSettings, settings_from_dict
 from skinnysip.lab.proxy import LabProxy
@@ -292,3 +294,20 @@ def test_proxy_answers_430_when_every_flow_of_the_instance_is_gone() -> None:
     row = next(r for r in proxy.bindings() if r.get("regId") == 2)
     assert row["instance"] == UUID and row["pubGruu"] == f"sip:1001@{DOMAIN};gr={UUID}"
     assert TEMP_GRUU.match(row["tempGruu"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters='"<>\\'),
+               min_size=1, max_size=40))
+def test_any_instance_id_gives_a_public_gruu_that_leads_back_to_it(instance: str) -> None:
+    """Whatever a phone puts in ``+sip.instance`` (printable, as a quoted string allows), the
+    pub-gruu is one well-formed URI whose ``gr`` (escaped, RFC 5627 §3.1) finds that binding
+    again — a ``?``, ``;`` or ``=`` in the instance must not cut the URI short."""
+    reg = registrar()
+    out = reg.register("1001", register(f'<sip:1001@127.0.0.1:5070>;+sip.instance="<{instance}>";reg-id=1',
+                                        supported="outbound, path, gruu"), Flow("udp", ("127.0.0.1", 5070)), 0.0)
+    assert out.code == 200, out.reason
+    [contact] = [NameAddr.parse(v) for name, v in out.headers if name == "Contact"]
+    pub = SipURI.parse((contact.params.get("pub-gruu") or "").strip('"'))
+    found = reg.gruu_bindings(pub, 1.0)
+    assert isinstance(found, list) and [b.instance for b in found] == [instance]

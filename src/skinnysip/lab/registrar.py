@@ -40,7 +40,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from skinnysip.sip.auth import DigestCredentials, challenge_value, verify_credentials
 from skinnysip.sip.message import Request, SIPParseError
@@ -330,7 +330,10 @@ class Registrar:
         instance-id), None without an instance-id."""
         if binding.instance is None:
             return None
-        return str(SipURI("sip", binding.user, None, self.domain, None, {"gr": binding.instance}))
+        # the instance-id escaped as a URI parameter value (RFC 5627 §3.1, RFC 3261 §25.1
+        # paramchar: unreserved, param-unreserved, escaped); gruu_bindings() unescapes it
+        gr = quote(binding.instance, safe="!*'()[]/:&+$")
+        return str(SipURI("sip", binding.user, None, self.domain, None, {"gr": gr}))
 
     def _new_temp_gruu(self, user: str, instance: str, call_id: str) -> str:
         """A new temporary GRUU for (``user``, ``instance``) (RFC 5627 §3.2: it must not
