@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skinnysip.lab.config import ConfigError, LabSettings, settings_from_dict
-from skinnysip.lab.proxy import LabProxy
+from skinnysip.lab.proxy import FLOW_GRACE, LabProxy
 from skinnysip.lab.registrar import (
     MAX_TEMP_GRUUS_PER_INSTANCE,
     Binding,
@@ -30,6 +30,7 @@ DOMAIN = "lab.skinnysip"
 UUID = "urn:uuid:F81D4FAE-7dec-11d0-a765-00a0c91e6bf6"  # mixed case on purpose: kept as given
 OTHER = "urn:uuid:0e3b6a52-8e5c-4c1e-9f6b-3f1f2a7d5c11"
 UDP = Flow("udp", ("127.0.0.1", 5070), local=("127.0.0.1", 5060))
+UDP2 = Flow("udp", ("127.0.0.1", 5072), local=("127.0.0.1", 5060))
 TCP = Flow("tcp", ("127.0.0.1", 40001), connection=111, local=("127.0.0.1", 5060))
 TCP2 = Flow("tcp", ("127.0.0.1", 40002), connection=222, local=("127.0.0.1", 5060))
 TEMP_GRUU = re.compile(r'^sip:tgruu\.[0-9a-f]{24}@lab\.skinnysip;gr$')
@@ -294,6 +295,18 @@ def test_proxy_answers_430_when_every_flow_of_the_instance_is_gone() -> None:
     row = next(r for r in proxy.bindings() if r.get("regId") == 2)
     assert row["instance"] == UUID and row["pubGruu"] == f"sip:1001@{DOMAIN};gr={UUID}"
     assert TEMP_GRUU.match(row["tempGruu"])
+
+
+def test_a_silent_udp_flow_fails_only_when_outbound_was_agreed() -> None:
+    """An outbound UDP binding whose flow sent no STUN keep-alive within Flow-Timer + grace
+    is a failed flow (RFC 5626 §4.4); a keep-alive revives it. A plain UDP binding owes no
+    keep-alive and stays reachable however long it is silent."""
+    proxy = LabProxy(LabSettings(domain=DOMAIN, sip_port=0, sips_port=0, sccp_port=0))
+    long_ago = time.monotonic() - proxy.registrar.flow_timer_udp - FLOW_GRACE - 1
+    outbound, plain = binding(1, UDP, updated=long_ago), binding(None, UDP2, instance=None, updated=long_ago)
+    assert not proxy._alive(outbound) and proxy._alive(plain)
+    proxy.endpoint.transport.stun_seen[UDP.remote] = time.monotonic()
+    assert proxy._alive(outbound)
 
 
 @settings(max_examples=300, deadline=None)

@@ -29,7 +29,8 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
   connection or a NAT is callable from any transport. An outbound binding (RFC 5626) is
   reached only over its flow; when that connection is gone the instance's next flow
   (another ``reg-id``) is used, and with none left the answer is 430 Flow Failed (§5.3,
-  §11.4). UDP flows count as alive while their binding lives.
+  §11.4). An outbound UDP flow counts as failed once no STUN keep-alive came within its
+  Flow-Timer (and 2 s); other UDP flows live as long as their binding.
 - Responses (§16.7): 100 is sent at once by the proxy and never forwarded; other 1xx and
   every 2xx are forwarded at once (our Via popped); the best final response of all branches
   is forwarded when none answered 2xx (6xx first, then the lowest class; 503 becomes 500);
@@ -595,14 +596,16 @@ class LabProxy:
         return await self.endpoint.flow_to(ServerTarget(host, port, transport, host), timeout=5.0)  # type: ignore[arg-type]
 
     def _alive(self, binding: Binding) -> bool:
-        """Whether the flow an outbound ``binding`` registered over can still carry a request:
-        a UDP flow while a STUN keep-alive (or its REGISTER) came from it within the Flow-Timer
+        """Whether the flow ``binding`` registered over can still carry a request: an outbound
+        UDP flow while a STUN keep-alive (or its REGISTER) came from it within the Flow-Timer
         (RFC 5626 §4.4: how long the server waits for a keep-alive before it counts the flow
-        dead), :data:`FLOW_GRACE` s more for the network; a stream while its connection is open
-        (TCP notices a dead peer itself)."""
+        dead), :data:`FLOW_GRACE` s more for the network; another UDP flow always; a stream
+        while its connection is open (TCP notices a dead peer itself)."""
         flow = binding.flow
         transport = self.endpoint.transport
         if flow.connection is None:
+            if not binding.outbound:  # no keep-alive was agreed: the binding's life is the flow's
+                return True
             last = max(binding.updated, transport.stun_seen.get(flow.remote, 0.0))
             return time.monotonic() - last <= self.registrar.flow_timer_udp + FLOW_GRACE
         conn = transport.connections.get(flow.connection)
