@@ -87,6 +87,20 @@ async def test_without_the_account_asking_nothing_changes(pbx: KamailioPeer) -> 
         assert binding["Instance"] == "[not set]", binding
 
 
+async def test_kamailios_three_digit_flow_timer_is_read_despite_its_lost_line_end() -> None:
+    """Kamailio 5.6.3 with ``flow_timer`` 120: its ``add_flow_timer`` sizes the buffer for
+    the field and CRLF but not snprintf's NUL, and sends the length it meant to write: after a
+    three-digit value the LF is a NUL on the wire and ``Server`` runs into the field. The
+    phone reads 120 s and says the field was malformed."""
+    with kamailio(pbx=True, flow_timer=120) as pbx:
+        async with SIPPhone(account(pbx, "alice", "tcp", outbound=True)) as phone:
+            assert phone.outbound_active and phone.flow_timer == 120
+            ok = next(r.raw for r in phone.endpoint.trace if r.direction == "received" and b"Flow-Timer" in r.raw)
+            assert b"Flow-Timer: 120\r\x00Server:" in ok, ok  # the server's bug, as it came
+            reports = [e for e in _drain(phone) if isinstance(e, ErrorEvent) and "Flow-Timer" in e.reason]
+            assert len(reports) == 1 and "read as 120 s" in reports[0].reason
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_keepalives_follow_the_flow_timer_and_are_answered(pbx: KamailioPeer, transport: str) -> None:
     """Every 80-100 % of the Flow-Timer (RFC 5626 §4.4.1): over TCP a CRLF CRLF ping that

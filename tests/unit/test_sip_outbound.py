@@ -263,3 +263,17 @@ async def test_a_439_makes_the_phone_register_without_outbound() -> None:
     assert "reg-id=1" in registers[0] and "Supported: outbound, path, gruu" in registers[0]
     assert all("reg-id" not in r and "Supported: gruu\r\n" in r and INSTANCE in r for r in registers[1:])
     assert len(registers) >= 3
+
+
+async def test_a_flow_timer_that_lost_its_line_end_is_read_and_reported() -> None:
+    """Kamailio 5.6's registrar sizes its Flow-Timer buffer for the number and CRLF but not
+    snprintf's NUL, so after a three-digit value a NUL goes out instead of the LF and the next
+    field runs into it (``Flow-Timer: 120\\r\\x00Server: …``). The number is read, and an
+    error event says so once."""
+    with udp_server(registrar("Require: outbound\r\nFlow-Timer: 120\r\x00Server: kamailio (5.6.3)\r\n")) \
+            as (port, _):
+        async with SIPPhone(account(port, outbound=True)) as phone:
+            assert phone.outbound_active and phone.flow_timer == 120
+            assert await phone.register()
+            reports = [e for e in errors(phone) if "Flow-Timer" in e]
+            assert len(reports) == 1 and "malformed" in reports[0] and "read as 120 s" in reports[0], reports

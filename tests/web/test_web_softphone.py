@@ -15,6 +15,7 @@ Screenshots of the panel go to the artifacts directory.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 import wave
@@ -50,7 +51,7 @@ OTHER_HOST = "skinnysip-web.test"  # mapped to 127.0.0.1 inside mic_browser only
 
 @pytest.fixture(scope="module")
 def pbx() -> Iterator[KamailioPeer]:
-    with kamailio(pbx=True) as peer:
+    with kamailio(pbx=True, flow_timer=120) as peer:  # SIP outbound and GRUUs when a phone asks
         yield peer
 
 
@@ -79,13 +80,13 @@ def bob(pbx: KamailioPeer, peers_loop: LoopThread) -> Iterator[Baresip]:
         peers_loop.run(manager.__aexit__(None, None, None))
 
 
-def register(page: Any, pbx: KamailioPeer, source: str = "tone:440") -> None:
+def register(page: Any, pbx: KamailioPeer, source: str = "tone:440", transport: str = "udp") -> None:
     page.click("#tab-phone")
     page.select_option("#phone-protocol", "sip")
     page.fill("#phone-aor", f"sip:alice@{pbx.realm}")
     page.fill("#phone-password", pbx.users["alice"])
-    page.fill("#phone-registrar", f"127.0.0.1:{pbx.udp_port}")
-    page.select_option("#phone-transport", "udp")
+    page.fill("#phone-registrar", f"127.0.0.1:{pbx.port(transport)}")
+    page.select_option("#phone-transport", transport)
     page.fill("#phone-source", source)
     page.fill("#phone-expires", "60")
     page.click("#phone-register")
@@ -499,6 +500,29 @@ def call_carol_after_a_field_error(page: Any, server: str, pbx: KamailioPeer, fi
     call_state(page, "confirmed")
     return (page.evaluate("() => window.skinnysipPhone.state.id"),
             page.evaluate("() => window.skinnysipPhone.state.selected"))
+
+
+def test_outbound_and_gruu_chosen_on_the_page(page: Any, server: str, pbx: KamailioPeer) -> None:
+    """The two checkboxes make the page's phone register with SIP outbound and ask for GRUUs
+    (RFC 5626, RFC 5627): Kamailio agrees, and the registration line shows the Flow-Timer and
+    the public GRUU, which Kamailio's location table has under the phone's instance."""
+    page.goto(f"{server}/")
+    page.click("#tab-phone")
+    page.check("#phone-outbound")
+    page.check("#phone-gruu")
+    register(page, pbx, transport="tcp")
+    reason = page.locator("#phone-reg-reason").text_content() or ""
+    assert "outbound, Flow-Timer 120" in reason and f"GRUU sip:alice@{pbx.realm};gr=urn:uuid:" in reason, reason
+    phone_id = page.evaluate("() => window.skinnysipPhone.state.id")
+    registration = _api(server, "GET", f"/api/phones/{phone_id}")["registration"]
+    instance = registration["gruu"].split(";gr=", 1)[1]
+    out = subprocess.run(["kamcmd", "-s", pbx.ctl_socket, "ul.lookup", "location", f"alice@{pbx.realm}"],
+                         capture_output=True, text=True, timeout=10).stdout
+    assert f"Instance: <{instance}>" in out and "Reg-Id: 1" in out, out
+    page.click("#phone-unregister")
+    page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+    page.uncheck("#phone-outbound")
+    page.uncheck("#phone-gruu")
 
 
 def test_codecs_chosen_on_the_page(page: Any, server: str, pbx: KamailioPeer) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import secrets
 import time
 import uuid
@@ -651,6 +652,7 @@ class SIPPhone(Phone):
         #: the registrar answered 439 (First Hop Lacks Outbound Support): we register without outbound
         self.outbound_refused = False
         self._registrar_answered = False  # our last REGISTER got a final response
+        self._flow_timer_warned = False  # a malformed Flow-Timer was reported
         self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
         self.endpoint = SIPEndpoint(timers=Timers(t1=account.t1, t2=max(4.0, account.t1)),
@@ -972,7 +974,17 @@ class SIPPhone(Phone):
         5627 §4.2; a malformed one is ignored)."""
         if self._asks_outbound():
             self.outbound_active = "outbound" in _option_tags(response, "Require")
-            timer = uint_or_none(response.headers.get("Flow-Timer"), 10**6) if self.outbound_active else None
+            raw = response.headers.get("Flow-Timer") if self.outbound_active else None
+            timer = uint_or_none(raw, 10**6) if raw is not None else None
+            lenient = re.match(r"\s*(\d{1,6})(?!\d)", raw) if raw is not None and timer is None else None
+            if lenient is not None:
+                # Kamailio 5.6 sends a three-digit Flow-Timer with a NUL for its LF, so the next
+                # field runs into it: read the number, say what was wrong (once)
+                timer = int(lenient.group(1))
+                if not self._flow_timer_warned:
+                    self._flow_timer_warned = True
+                    self.emit(ErrorEvent(f"the registrar's Flow-Timer {raw!r} is malformed (RFC 5626 §11.2: "
+                                         f"digits only); read as {timer} s"))
             self.flow_timer = timer or None
         if not self.account.gruu:
             return
