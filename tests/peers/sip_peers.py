@@ -582,11 +582,11 @@ class EdgeProxy:
 @contextlib.contextmanager
 def kamailio_edge(registrar_udp_port: int, *, outbound: bool = True, timeout: float = 15.0) -> Iterator[EdgeProxy]:
     """Kamailio as the edge proxy of an outbound deployment (RFC 5626 §5, as its outbound
-    module's documentation sets it up): a REGISTER gets a Path (``add_path``: with ``outbound``,
-    a flow token naming the UA's flow and ``ob``; RFC 3327) and goes to the registrar at
-    ``registrar_udp_port``; a request whose Route names the edge's flow token goes out on that
-    flow (``loose_route``); other requests from UAs are record-routed (initial ones) and go to
-    the registrar. ``outbound``: load the outbound and stun modules (without them the edge is a
+    module's documentation sets it up): a UA's new request loses its preloaded Route and goes
+    to the registrar at 127.0.0.1:``registrar_udp_port`` — a REGISTER with a Path (``add_path``:
+    with ``outbound``, a flow token naming the UA's flow and ``ob``; RFC 3327), an INVITE,
+    SUBSCRIBE or REFER record-routed; a request whose Route names the edge's flow token (the
+    registrar's, along a Path, or one in a dialog) goes out on that flow (``loose_route``). ``outbound``: load the outbound and stun modules (without them the edge is a
     plain Path proxy, which a registrar doing outbound must refuse, RFC 5626 §6)."""
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-edge-"))
@@ -617,36 +617,33 @@ loadmodule "xlog.so"
 loadmodule "path.so"
 {modules}
 request_route {{
-    xlog("L_NOTICE", "edge: $rm $ru from $si:$sp ($pr)\n");
+    xlog("L_NOTICE", "edge: $rm $ru from $si:$sp ($pr)\\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (is_method("REGISTER")) {{
-        if (!add_path()) {{
-            sl_send_reply("503", "Cannot Add Path");
-            exit;
-        }}
-        $du = "{registrar}";
-        t_relay();
-        exit;
-    }}
-    if (loose_route()) {{
-        xlog("L_NOTICE", "edge: routed to $du\n");
-        t_relay();
-        exit;
-    }}
-    if (has_totag()) {{
-        if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
         exit;
     }}
     if (is_method("CANCEL")) {{
         if (t_check_trans()) {{ t_relay(); }}
         exit;
     }}
-    if (is_method("INVITE|SUBSCRIBE|REFER")) {{ record_route(); }}
-    $du = "{registrar}";
-    t_relay();
+    if (!has_totag() && !($si == "127.0.0.1" && $sp == {registrar_udp_port})) {{
+        # a UA's new request: its preloaded Route (us) goes, and it goes to the registrar
+        remove_hf("Route");
+        if (is_method("REGISTER") && !add_path()) {{
+            sl_send_reply("503", "Cannot Add Path");
+            exit;
+        }}
+        if (is_method("INVITE|SUBSCRIBE|REFER")) {{ record_route(); }}
+        $du = "{registrar}";
+        t_relay();
+        exit;
+    }}
+    if (loose_route()) {{
+        xlog("L_NOTICE", "edge: routed to $du\\n");
+        t_relay();
+        exit;
+    }}
+    if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
 }}
 """)
     log_file = workdir / "edge.log"

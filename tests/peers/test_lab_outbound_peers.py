@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from baresip_peer import baresip
 from linphone_peer import linphonec
+from sip_peers import kamailio_edge
 from test_lab_sip import DOMAIN, account, port, registered, settings
 
 from skinnysip.addresses import hostport
@@ -248,6 +249,42 @@ async def test_our_outbound_phone_reconnects_with_a_new_contact_and_replaces_its
             [new] = bindings_of(lab, "1002")
             assert new["contact"] != row["contact"], "the Contact URI did not change: nothing to prove"
             assert (new["instance"], new["regId"]) == (instance, 1)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_our_phone_through_a_kamailio_edge_proxy_to_the_lab(transport: str) -> None:
+    """The lab as the registrar behind a Kamailio edge proxy (RFC 5626 §5, outbound module):
+    our phone registers through the edge, whose Path carries a flow token and ``ob``; the lab
+    accepts the outbound registration (a Path with ``ob``: the first hop does outbound, §6),
+    keeps the Path and gives it back (RFC 3327 §5.3). A call from another phone of the lab goes
+    out with the Path as its Route, to the edge, which sends it down our very flow."""
+    async with Lab(settings()) as lab:
+        assert lab.proxy is not None
+        with kamailio_edge(port(lab, "udp")) as edge:
+            acc = account(lab, "1001", transport, outbound=True, gruu=True, auto_answer=0.2)
+            acc.registrar, acc.outbound_proxy = None, f"127.0.0.1:{edge.port(transport)}"  # REGISTER sip:DOMAIN
+            async with SIPPhone(acc) as ours, SIPPhone(account(lab, "1002")) as caller:
+                assert ours.registration is RegistrationState.REGISTERED, ours.registration_reason
+                assert ours.outbound_active and ours.gruu is not None
+                await registered(lab, "1002")
+                [row] = bindings_of(lab, "1001")
+                assert row["regId"] == 1 and row["source"] == f"127.0.0.1:{edge.udp_port}", row
+                [path] = row["path"]
+                assert re.fullmatch(rf"<sip:[^@]+@127\.0\.0\.1:{edge.udp_port};lr;ob>", path), path
+                ok = next(raw for raw in register_oks(lab, "1001") if "Require: outbound" in raw)
+                assert f"Path: {path}" in ok, ok
+                for target in ("1001", ours.gruu):
+                    call = await caller.call(target)
+                    assert await call.wait_connected(15), (target, call.end_reason)
+                    sent = wire(lab, "sent", "INVITE", lambda raw: f"Route: {path}" in raw)
+                    assert sent, "the lab's INVITE did not take the Path as its Route"
+                    theirs = (await incoming(ours)).call
+                    invite = next(m for m in theirs.exchange if m.direction == "received"
+                                  and m.summary.startswith("INVITE"))
+                    assert invite.remote == f"127.0.0.1:{edge.port(transport)}", invite.remote  # from the edge
+                    await asyncio.sleep(0.5)
+                    await call.hangup()
+                    assert await theirs.wait_ended(10)
 
 
 @pytest.fixture

@@ -297,6 +297,24 @@ def test_proxy_answers_430_when_every_flow_of_the_instance_is_gone() -> None:
     assert TEMP_GRUU.match(row["tempGruu"])
 
 
+def test_a_path_is_kept_routed_through_and_given_back_to_a_ua_that_knows_path() -> None:
+    """RFC 3327 §5.3: the registrar keeps the REGISTER's Path with the binding (the proxy routes
+    through it), echoes it in the 200 only when the UA supports ``path``; a refresh without
+    Path drops it."""
+    edge = "<sip:token@127.0.0.9:5060;lr;ob>"
+    reg, now = registrar(), time.monotonic()  # the proxy's clock
+    out = reg.register("1001", register(contact(), supported="outbound, path", vias=2, path=edge), UDP, now)
+    assert out.code == 200 and ("Path", edge) in out.headers and ("Require", "outbound") in out.headers
+    assert [b.path for b in reg.lookup("1001", now)] == [(edge,)]
+    out = reg.register("1001", register(contact(), supported="outbound", vias=2, path=edge, cseq=2), UDP, now)
+    assert out.code == 200 and not any(name == "Path" for name, _ in out.headers)  # stored, not echoed
+    proxy = LabProxy(LabSettings(domain=DOMAIN, sip_port=0, sips_port=0, sccp_port=0))
+    proxy.registrar = reg
+    assert proxy._path("sip:1001@127.0.0.1:5070") == [edge]
+    reg.register("1001", register(contact(instance=None, reg_id=None), supported=None, cseq=3), UDP, now)
+    assert proxy._path("sip:1001@127.0.0.1:5070") == []
+
+
 def test_a_silent_udp_flow_fails_only_when_outbound_was_agreed() -> None:
     """An outbound UDP binding whose flow sent no STUN keep-alive within Flow-Timer + grace
     is a failed flow (RFC 5626 §4.4); a keep-alive revives it. A plain UDP binding owes no

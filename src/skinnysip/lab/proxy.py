@@ -29,7 +29,9 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
   connection or a NAT is callable from any transport. An outbound binding (RFC 5626) is
   reached only over its flow; when that connection is gone the instance's next flow
   (another ``reg-id``) is used, and with none left the answer is 430 Flow Failed (§5.3,
-  §11.4). An outbound UDP flow counts as failed once no STUN keep-alive came within its
+  §11.4). A binding registered through proxies is reached through them: its ``Path`` becomes
+  the request's Route (RFC 3327 §5.3; an edge proxy's flow token, RFC 5626 §5.2). An outbound
+  UDP flow counts as failed once no STUN keep-alive came within its
   Flow-Timer (and 2 s); other UDP flows live as long as their binding.
 - Responses (§16.7): 100 is sent at once by the proxy and never forwarded; other 1xx and
   every 2xx are forwarded at once (our Via popped); the best final response of all branches
@@ -335,7 +337,7 @@ class LabProxy:
         """The live registrations: ``{"user", "contact", "expires" (s), "transport", "source"}``,
         and where present ``"instance"`` (the ``+sip.instance`` URN), ``"regId"`` (an outbound
         binding's reg-id, RFC 5626), ``"pubGruu"``/``"tempGruu"`` (RFC 5627; the newest
-        temporary GRUU made for it)."""
+        temporary GRUU made for it), ``"path"`` (the proxies it registered through, RFC 3327)."""
         now = time.monotonic()
         out: list[dict[str, Any]] = []
         for b in self.registrar.all(now):
@@ -349,6 +351,8 @@ class LabProxy:
             temp = self.registrar.temp_gruu(b)
             if temp is not None:
                 row["tempGruu"] = temp
+            if b.path:
+                row["path"] = list(b.path)
             out.append(row)
         return out
 
@@ -595,6 +599,15 @@ class LabProxy:
         port = uri.port or (5061 if transport == "tls" else 5060)
         return await self.endpoint.flow_to(ServerTarget(host, port, transport, host), timeout=5.0)  # type: ignore[arg-type]
 
+    def _path(self, uri: str) -> list[str]:
+        """The ``Path`` (RFC 3327 §5.3) of the binding whose contact is ``uri``: the route a
+        request to it takes (through an edge proxy and its flow token, RFC 5626 §5.2); none
+        for a UA that registered directly."""
+        for binding in self.registrar.all(time.monotonic()):
+            if binding.uri == uri and binding.path:
+                return list(binding.path)
+        return []
+
     def _alive(self, binding: Binding) -> bool:
         """Whether the flow ``binding`` registered over can still carry a request: an outbound
         UDP flow while a STUN keep-alive (or its REGISTER) came from it within the Flow-Timer
@@ -684,13 +697,14 @@ class LabProxy:
                 self._stop_moh(request.call_id or "")
             for uri, known in targets:
                 try:
-                    hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(uri)
+                    hops = routes or self._path(uri)
+                    hop = NameAddr.parse(hops[0]).uri if hops else SipURI.parse(uri)
                     if not isinstance(hop, SipURI):
                         raise SIPTransportError(f"cannot route to {hop}")
                     flow = known or await self._flow_for_uri(hop)
                     if flow.transport == "udp" and flow.local is None:
                         flow = await self.endpoint.transport.udp_flow(flow.remote)
-                    branch = _Branch(self._outgoing(request, uri, routes, max_forwards, tx, flow), flow, uri)
+                    branch = _Branch(self._outgoing(request, uri, hops, max_forwards, tx, flow), flow, uri)
                 except _FlowFailed as exc:
                     log.info("lab: cannot reach %s: %s", uri, exc.reason)
                     flow_failed = True
@@ -901,10 +915,12 @@ class LabProxy:
                 if isinstance(found, tuple):
                     return
                 uri, known = found[0]
-            hop = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(uri)
-            if not isinstance(hop, SipURI) or (not routes and self._ours(hop)):
+            hops = routes or self._path(uri)  # a registered contact behind an edge proxy: its Path
+            hop = NameAddr.parse(hops[0]).uri if hops else SipURI.parse(uri)
+            if not isinstance(hop, SipURI) or (not hops and self._ours(hop)):
                 return  # an ACK for us, or for nowhere
-            if not popped and not (not routes and self._known_target(hop)):
+            target = hop if routes or not hops else SipURI.parse(uri)
+            if not popped and not (not routes and self._known_target(target)):
                 return  # not through a dialog the lab record-routed (no open relay)
             flow = known or await self._flow_for_uri(hop)
             if flow.transport == "udp" and flow.local is None:
@@ -914,7 +930,7 @@ class LabProxy:
                 return
             headers = Headers()
             headers.add("Via", self.endpoint.via(flow, new_branch()))
-            for route in routes:
+            for route in hops:
                 headers.add("Route", route)
             for name, value in ack.headers:
                 if name not in ("Route", "Max-Forwards"):

@@ -22,6 +22,8 @@
   its usual rhythm). More than one Contact with ``reg-id`` → 400; ``reg-id`` over more than
   one hop without a ``Path`` with ``ob`` → 439 (the lab is the first hop, §6 step 2). A
   ``reg-id`` without ``+sip.instance``, or without ``Supported: outbound``, is ignored.
+- Path (RFC 3327): a REGISTER's ``Path`` values are kept with its bindings (requests to them
+  are routed through those proxies) and given back in the 200 when ``Supported`` lists ``path``.
 - GRUU (RFC 5627 §5): a REGISTER with ``Supported: gruu`` gets, on every Contact with an
   instance-id, ``pub-gruu`` (the AoR with ``gr=<instance-id>``) and ``temp-gruu`` (an
   unguessable ``sip:tgruu.<token>@<domain>;gr``, a new one per registration; it stays valid
@@ -182,7 +184,9 @@ class Binding:
     ``instance``: the ``+sip.instance`` value without quotes and ``<>`` (``urn:uuid:…``,
     as given; None without one); ``reg_id``: set only for an outbound binding (RFC 5626 §6);
     ``temp_gruu``: the newest temporary GRUU made for it (RFC 5627 §5.2), None if none;
-    ``updated``: when a REGISTER last refreshed it (registrar's clock)."""
+    ``updated``: when a REGISTER last refreshed it (registrar's clock). ``path``: the
+    REGISTER's ``Path`` values, in order (RFC 3327: the proxies between us and the UA, which
+    requests to the binding are routed through)."""
 
     user: str
     contact: NameAddr
@@ -196,6 +200,7 @@ class Binding:
     reg_id: int | None = None
     temp_gruu: str | None = None
     updated: float = 0.0
+    path: tuple[str, ...] = ()
 
     @property
     def outbound(self) -> bool:
@@ -414,6 +419,7 @@ class Registrar:
             contacts = [v for v in request.headers.values("Contact") if v.strip()]
             options = _options(request)
             hops = len(request.headers.values("Via"))
+            path = tuple(v.strip() for v in request.headers.values("Path") if v.strip())
         except SIPParseError as exc:
             return RegisterOutcome(400, reason=exc.reason)
         gruu = "gruu" in options
@@ -487,7 +493,7 @@ class Registrar:
                                                                                      "temp-gruu")})
             binding = Binding(user, stored, uri, now + expires, flow, call_id, cseq, q, instance, reg_id,
                               temp_gruu=next((o.temp_gruu for o in olds if o.instance == instance), None),
-                              updated=now)
+                              updated=now, path=path)
             current.append(binding)
             added.append(binding)
         for binding in added:  # the REGISTER is accepted: a new temporary GRUU each (RFC 5627 §5.2)
@@ -505,6 +511,8 @@ class Registrar:
         if outbound:
             timer = self.flow_timer_udp if flow.transport == "udp" else self.flow_timer
             headers += [("Require", "outbound"), ("Flow-Timer", str(timer))]
+        if path and "path" in options:  # RFC 3327 §5.3: the path we store, for a UA that knows Path
+            headers += [("Path", value) for value in path]
         return RegisterOutcome(200, headers)
 
 
