@@ -19,7 +19,6 @@ from skinnysip.lab.registrar import (
     MAX_TEMP_GRUUS_PER_INSTANCE,
     Binding,
     Registrar,
-    instance_of,
     pick_targets,
 )
 from skinnysip.sip.message import Headers, Request
@@ -152,7 +151,7 @@ def test_outbound_beyond_the_first_hop_needs_a_path_with_ob() -> None:
 def test_the_200_echoes_instance_and_reg_id() -> None:
     out = registrar().register("1001", register(contact()), UDP, 0.0)
     [c] = contacts_of(out.headers)
-    assert instance_of(c) == UUID and c.params["reg-id"] == "1" and c.params["expires"] == "600"
+    assert c.instance == UUID and c.params["reg-id"] == "1" and c.params["expires"] == "600"
 
 
 def test_flow_timer_settings_are_checked_and_read_from_toml() -> None:

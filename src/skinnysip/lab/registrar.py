@@ -46,7 +46,7 @@ from urllib.parse import quote, unquote
 
 from skinnysip.sip.auth import DigestCredentials, challenge_value, verify_credentials
 from skinnysip.sip.message import Request, SIPParseError
-from skinnysip.sip.syntax import quote_string, uint_or_none, unquote_string
+from skinnysip.sip.syntax import quote_string, uint_or_none
 from skinnysip.sip.transaction import Flow
 from skinnysip.sip.uri import NameAddr, SipURI
 
@@ -61,7 +61,6 @@ __all__ = [
     "NonceGuard",
     "RegisterOutcome",
     "Registrar",
-    "instance_of",
     "pick_targets",
 ]
 
@@ -233,24 +232,6 @@ def _comparable(uri: str) -> str:
     return f"{parsed.scheme}:{parsed.user or ''}@{parsed.host.lower()}:{parsed.port or ''};{params}"
 
 
-def instance_of(contact: NameAddr) -> str | None:
-    """The instance-id of a Contact's ``+sip.instance`` parameter (RFC 5626 §4.1, RFC 5627
-    §4.1): the quoted ``"<urn:…>"`` with quotes and angle brackets removed, kept as given
-    (compared case-sensitively). None when absent or empty."""
-    raw = contact.params.get("+sip.instance")
-    if raw is None:
-        return None
-    value = unquote_string(raw.strip())
-    if value.startswith("<") and value.endswith(">"):
-        value = value[1:-1]
-    return value.strip() or None
-
-
-def _options(request: Request) -> set[str]:
-    """The option tags of the ``Supported`` header field, lower case (RFC 3261 §20.37)."""
-    return {v.strip().lower() for v in request.headers.values("Supported") if v.strip()}
-
-
 def pick_targets(bindings: list[Binding], alive: Callable[[Binding], bool]) -> tuple[list[Binding], bool]:
     """The bindings to fork a request to, and whether an instance was left out because all
     its flows failed. At most one binding per (AoR, instance-id) (RFC 5626 §7, RFC 5627
@@ -417,7 +398,7 @@ class Registrar:
             call_id = request.call_id or ""
             cseq = request.cseq[0]
             contacts = [v for v in request.headers.values("Contact") if v.strip()]
-            options = _options(request)
+            options = request.headers.option_tags("Supported")
             hops = len(request.headers.values("Via"))
             path = tuple(v.strip() for v in request.headers.values("Path") if v.strip())
         except SIPParseError as exc:
@@ -457,7 +438,7 @@ class Registrar:
             if 0 < expires < self.min_expires:
                 return RegisterOutcome(423, [("Min-Expires", str(self.min_expires))],
                                        reason=f"{expires} s is below {self.min_expires} s")
-            instance = instance_of(contact)
+            instance = contact.instance
             reg_id: int | None = None
             if "outbound" in options and instance is not None and "reg-id" in contact.params:
                 reg_id = uint_or_none(contact.params.get("reg-id") or "", MAX_REG_ID)

@@ -231,6 +231,12 @@ class Headers:
         items = self._items
         return [items[i][2] for i in self._positions(_key(name))]
 
+    def option_tags(self, name: str) -> set[str]:
+        """The option tags of ``name`` (``Supported``, ``Require``, ``Proxy-Require``,
+        ``Unsupported``; RFC 3261 §19.2), lower-cased (their comparison is case-insensitive).
+        Raises :class:`SIPParseError` as :meth:`values` does."""
+        return {v.strip().lower() for v in self.values(name) if v.strip()}
+
     def values(self, name: str) -> list[str]:
         """All values of ``name``, comma-separated lists split (RFC 3261 §7.3.1).
 

@@ -308,6 +308,19 @@ class NameAddr:
         """The ``tag`` parameter (RFC 3261 §19.3), or ``None``."""
         return self.params.get("tag")
 
+    @property
+    def instance(self) -> str | None:
+        """The instance-id of a Contact's ``+sip.instance`` parameter (RFC 5626 §4.1, RFC 5627
+        §4.1): the quoted ``"<urn:…>"`` without its quotes and angle brackets, as given
+        (compared case-sensitively); None when absent or empty."""
+        raw = self.params.get("+sip.instance")
+        if raw is None:
+            return None
+        value = unquote_string(raw.strip())
+        if value.startswith("<") and value.endswith(">"):
+            value = value[1:-1]
+        return value.strip() or None
+
 
 def user_of(value: str | None) -> str | None:
     """The user part of the SIP/SIPS URI in a name-addr or addr-spec header value (From, To,
