@@ -227,7 +227,8 @@ async def test_a_stun_keepalive_needs_a_udp_flow() -> None:
     await layer.close()
 
 
-@pytest.mark.parametrize("value", ["uuid:123", "<urn:uuid:1>", 'urn:x"y', "urn:a b", "urn:a;b"])
+@pytest.mark.parametrize("value", ["uuid:123", "<urn:uuid:1>", 'urn:x"y', "urn:a b", "urn:a;b", "urn:a\r\nVia: x",
+                                   "urn:a\x00b"])
 def test_an_instance_id_must_be_a_bare_urn(value: str) -> None:
     with pytest.raises(ValueError, match="instance_id: a URN"):
         instance_id_for(SIPAccount(aor="sip:a@b", outbound=True, instance_id=value))

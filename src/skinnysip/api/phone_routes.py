@@ -102,7 +102,7 @@ from skinnysip.phone.api import (
     message_counts,
 )
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
-from skinnysip.phone.sip_phone import RING_TIMEOUT, SIPAccount, SIPCall, SIPPhone
+from skinnysip.phone.sip_phone import RING_TIMEOUT, SIPAccount, SIPCall, SIPPhone, check_instance_id
 from skinnysip.probes.sip import check_uri, check_user
 from skinnysip.result import WireMessage
 from skinnysip.rtp.codecs import payload_types
@@ -237,7 +237,7 @@ class SIPPhoneBody(_Body):
                            "over UDP) and a failed flow registered again at once.")
     gruu: bool = Field(False, description="Ask the registrar for GRUUs (RFC 5627); the public one is the phone's "
                        "Contact in calls.")
-    instance_id: str | None = Field(None, max_length=200, pattern=r"^[uU][rR][nN]:[^<>\"\s;,]+$",
+    instance_id: str | None = Field(None, max_length=200,
                                     description="The +sip.instance URN (default: a new urn:uuid: per phone).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with.")
@@ -313,6 +313,14 @@ class SIPPhoneBody(_Body):
     @classmethod
     def _source(cls, v: str) -> str:
         return _check_source(v)
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, v: str | None) -> str | None:
+        try:
+            return None if v is None else check_instance_id(v)
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("instance_id: ")) from None
 
     def account(self) -> SIPAccount:
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,

@@ -102,7 +102,7 @@ from skinnysip.sip.request import (
     warning_field,
 )
 from skinnysip.sip.server_transaction import InviteServerTransaction, ServerTransaction
-from skinnysip.sip.syntax import parse_params, uint_or_none
+from skinnysip.sip.syntax import parse_params, uint_or_none, unquote_string
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import (
     AckReceived,
@@ -117,7 +117,7 @@ from skinnysip.sip.transactions import (
 from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
-__all__ = ["SIPAccount", "SIPCall", "SIPPhone", "instance_id_for"]
+__all__ = ["SIPAccount", "SIPCall", "SIPPhone", "check_instance_id", "instance_id_for"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
 #: body types the phone reads (RFC 3261 §20.1): the core's, and RFC 3842 message summaries
@@ -401,22 +401,23 @@ def instance_id_for(account: SIPAccount) -> str | None:
     or GRUU without one; None when it asks for neither. ``ValueError`` for a non-URN."""
     if account.instance_id is None:
         return f"urn:uuid:{uuid.uuid4()}" if account.outbound or account.gruu else None
-    value = account.instance_id.strip()
-    if not value.lower().startswith("urn:") or any(c in value for c in '<>" \t;,'):
-        raise ValueError(f"instance_id: a URN such as urn:uuid:…, not {account.instance_id!r}")
+    return check_instance_id(account.instance_id)
+
+
+def check_instance_id(text: str) -> str:
+    """``text`` as a ``+sip.instance`` URN (RFC 5626 §4.1: ``urn:…``; no blank, control
+    character or anything that would end the quoted ``"<…>"`` or the parameter), surrounding
+    blanks removed. ``ValueError`` else."""
+    value = text.strip()
+    if not value.lower().startswith("urn:") or any(c in '<>";,' or c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError(f"instance_id: a URN such as urn:uuid:…, not {text!r}")
     return value
-
-
-def _unquote(value: str) -> str:
-    """A parameter value without its surrounding double quotes (RFC 3261 §25.1 quoted-string;
-    the URNs and URIs here hold no escapes)."""
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
 
 
 def _option_tags(message: Request | Response, name: str) -> set[str]:
     """The option tags of ``Supported``/``Require`` (lower-cased; a malformed field: none)."""
     try:
-        return {v.strip().lower() for v in message.headers.values(name) if v.strip()}
+        return message.headers.option_tags(name)
     except SIPParseError:
         return set()
 
@@ -953,7 +954,7 @@ class SIPPhone(Phone):
             return None
         if self.instance_id is not None:
             for c in contacts:
-                if _unquote(c.params.get("+sip.instance") or "").strip("<>") == self.instance_id:
+                if c.instance == self.instance_id:
                     return c
         for c in contacts:
             if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
@@ -991,7 +992,7 @@ class SIPPhone(Phone):
         ours = self._our_binding(response, request)
         found: list[str | None] = []
         for name in ("pub-gruu", "temp-gruu"):
-            value = _unquote(ours.params.get(name) or "") if ours is not None else ""
+            value = unquote_string(ours.params.get(name) or "") if ours is not None else ""
             try:
                 found.append(str(SipURI.parse(value)) if value else None)
             except SIPParseError:
