@@ -106,6 +106,12 @@ def make_self_signed(directory: Path, common_name: str = "skinnysip test server"
     return cert_path, key_path
 
 
+#: the modules every Kamailio configuration here loads: a stateful proxy's (transactions, record
+#: routing, pseudo-variables, text operations, logging)
+_PROXY_MODULES = "\n".join(f'loadmodule "{name}.so"' for name in (
+    "kex", "corex", "tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "xlog"))
+
+
 def _module_dir() -> str:
     for candidate in sorted(Path("/usr/lib").glob("*/kamailio/modules")):
         if (candidate / "tls.so").exists():
@@ -354,16 +360,7 @@ tcp_connection_lifetime=30
 server_signature=yes
 mpath="{_module_dir()}"
 
-loadmodule "kex.so"
-loadmodule "corex.so"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
+{_PROXY_MODULES}
 loadmodule "sanity.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
@@ -604,16 +601,7 @@ listen=udp:127.0.0.1:{udp}
 listen=tcp:127.0.0.1:{tcp}
 mpath="{_module_dir()}"
 
-loadmodule "kex.so"
-loadmodule "corex.so"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
+{_PROXY_MODULES}
 loadmodule "path.so"
 {modules}
 request_route {{
