@@ -448,7 +448,7 @@ class Registrar:
         if "outbound" in options and sum(1 for c, *_ in parsed if "reg-id" in c.params) > 1:
             return RegisterOutcome(400, reason="more than one Contact with reg-id (RFC 5626 §6)")
         outbound = any(reg_id is not None for *_, reg_id in parsed)
-        if outbound and hops > 1 and not _path_with_ob(request):
+        if outbound and hops > 1 and not _path_with_ob(path):
             return RegisterOutcome(439, reason="First Hop Lacks Outbound Support")
         added: list[Binding] = []
         for contact, expires, instance, reg_id in parsed:
@@ -497,10 +497,10 @@ class Registrar:
         return RegisterOutcome(200, headers)
 
 
-def _path_with_ob(request: Request) -> bool:
+def _path_with_ob(path: tuple[str, ...]) -> bool:
     """True when a ``Path`` value of the REGISTER (RFC 3327) has the ``ob`` URI parameter:
     the first hop is an edge proxy that supports outbound (RFC 5626 §5.1)."""
-    for value in request.headers.values("Path"):
+    for value in path:
         try:
             uri = NameAddr.parse(value).uri
         except SIPParseError:
