@@ -138,6 +138,7 @@ def _kamailio_cfg(
     dialog: tuple[int, int] | None = None,
     websocket: tuple[int, int] | None = None,
     flow_timer: int | None = None,
+    service_route: str | None = None,
 ) -> str:
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
@@ -287,6 +288,9 @@ def _kamailio_cfg(
     # SIP outbound (RFC 5626) and GRUU (RFC 5627) at the registrar: outbound_mode 1 (supported),
     # a Flow-Timer in the 2xx, a STUN server on the SIP UDP port for keep-alives (§8); GRUUs are
     # the registrar's own (gruu_enabled, its default), and lookup() resolves them
+    # a service route (RFC 3608) in every 2xx to REGISTER, as an IMS S-CSCF gives it
+    service_route_line = (f'        append_to_reply("Service-Route: <{service_route}>\\r\\n");\n'
+                          if service_route is not None else "")
     outbound_modules = ""
     if flow_timer is not None:
         # an in-dialog request to a GRUU (the remote target a GRUU-using UA gave) names this
@@ -411,7 +415,7 @@ request_route {{
             exit;
         }}
 {stale_block}        consume_credentials();
-        if (!save("location")) {{
+{service_route_line}        if (!save("location")) {{
             sl_reply_error();
         }}
         exit;
@@ -443,6 +447,7 @@ def kamailio(
     dialog: tuple[int, int] | None = None,
     websocket: bool = False,
     flow_timer: int | None = None,
+    service_route: str | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -471,7 +476,8 @@ def kamailio(
     ``wss_port`` over TLS), as Kamailio's example configuration serves WebRTC clients.
     ``flow_timer``: SIP outbound (RFC 5626) at the registrar — the outbound and stun modules,
     ``outbound_mode`` 1, this ``Flow-Timer`` (seconds) in its 2xx, STUN answered on the UDP port;
-    and GRUUs (RFC 5627, ``gruu_enabled``).
+    and GRUUs (RFC 5627, ``gruu_enabled``). ``service_route`` (a SIP URI): every 2xx to REGISTER
+    carries it as ``Service-Route`` (RFC 3608), as an IMS S-CSCF does.
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -499,7 +505,7 @@ def kamailio(
         ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
                                      relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports,
-                                     flow_timer))
+                                     flow_timer, service_route))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")
@@ -577,17 +583,20 @@ class EdgeProxy:
 
 
 @contextlib.contextmanager
-def kamailio_edge(registrar_udp_port: int, *, outbound: bool = True, timeout: float = 15.0) -> Iterator[EdgeProxy]:
+def kamailio_edge(registrar_udp_port: int, *, outbound: bool = True, ports: tuple[int, int] | None = None,
+                  timeout: float = 15.0) -> Iterator[EdgeProxy]:
     """Kamailio as the edge proxy of an outbound deployment (RFC 5626 §5, as its outbound
     module's documentation sets it up): a UA's new request loses its preloaded Route and goes
     to the registrar at 127.0.0.1:``registrar_udp_port`` — a REGISTER with a Path (``add_path``:
     with ``outbound``, a flow token naming the UA's flow and ``ob``; RFC 3327), an INVITE,
     SUBSCRIBE or REFER record-routed; a request whose Route names the edge's flow token (the
     registrar's, along a Path, or one in a dialog) goes out on that flow (``loose_route``). ``outbound``: load the outbound and stun modules (without them the edge is a
-    plain Path proxy, which a registrar doing outbound must refuse, RFC 5626 §6)."""
+    plain Path proxy, which a registrar doing outbound must refuse, RFC 5626 §6). ``ports``:
+    (udp, tcp) to listen on (default: free ports), for a registrar configured with the edge's
+    address before the edge starts."""
     binary = require("kamailio")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-kamailio-edge-"))
-    udp, tcp = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    udp, tcp = ports or (free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM))
     modules = 'loadmodule "outbound.so"\nloadmodule "stun.so"\n' if outbound else ""
     registrar = f"sip:127.0.0.1:{registrar_udp_port}"
     (workdir / "edge.cfg").write_text(f"""#!KAMAILIO

@@ -27,6 +27,7 @@ from test_phone_baresip import THEIR_TONE, account, registered
 from test_phone_srtp import bob_calls, heard_each_other, incoming, talk_to_bob
 
 from peertools import TsharkCapture
+from skinnysip.net import sip_transport
 from skinnysip.phone.api import RegistrationState
 from skinnysip.phone.sip_phone import SIPPhone
 from skinnysip.probes import sip as probes
@@ -321,13 +322,16 @@ async def wait_registration(phone: SIPPhone, state: RegistrationState, timeout: 
     raise AssertionError(f"not {state.value} within {timeout} s: {phone.registration} ({phone.registration_reason})")
 
 
-async def test_a_frozen_server_is_noticed_by_its_unanswered_ping_and_the_phone_recovers(tmp_path: Path) -> None:
+async def test_a_frozen_server_is_noticed_by_its_unanswered_ping_and_the_phone_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A WebSocket peer must answer a ping (RFC 6455 §5.5.2). Kamailio frozen (SIGSTOP: its
-    connections stay open, nothing is answered): our ping goes unanswered, 10 s later the
-    connection counts as failed, the phone tries to connect again and says registration
-    failed, with why; once Kamailio runs again the phone registers again by itself."""
+    connections stay open, nothing is answered): our ping goes unanswered, after the pong
+    timeout (10 s; 3 s here) the connection counts as failed, the phone tries to connect
+    again and says registration failed, with why; once Kamailio runs again the phone
+    registers again by itself."""
+    monkeypatch.setattr(sip_transport, "PONG_TIMEOUT", 3.0)
     with kamailio(pbx=True, websocket=True) as pbx:
-        async with SIPPhone(account(pbx, "alice", "ws", keepalive_interval=1.0)) as phone:
+        async with SIPPhone(account(pbx, "alice", "ws", keepalive_interval=1.0, timeout=4.0)) as phone:
             assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
             with pbx.frozen():
                 await wait_registration(phone, RegistrationState.FAILED, 45)

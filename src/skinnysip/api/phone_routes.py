@@ -237,8 +237,9 @@ class SIPPhoneBody(_Body):
                            "over UDP) and a failed flow registered again at once.")
     gruu: bool = Field(False, description="Ask the registrar for GRUUs (RFC 5627); the public one is the phone's "
                        "Contact in calls.")
-    instance_id: str | None = Field(None, max_length=200,
-                                    description="The +sip.instance URN (default: a new urn:uuid: per phone).")
+    instance_id: str | None = Field(None, max_length=200, pattern=r"^[Uu][Rr][Nn]:[!#-+\--:=?-~]*$",
+                                    description="The +sip.instance URN, printable ASCII without blanks, quotes, "
+                                    "<, >, ; or , (default: a new urn:uuid: per phone).")
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with.")
     expires: int = Field(600, ge=10, le=86400, description="Registration expiry asked for, s.")
@@ -431,6 +432,8 @@ class Registration(ResultModel):
     flow_timer: int | None = Field(None, description="The registrar's Flow-Timer, s (RFC 5626 §4.4).")
     gruu: str | None = Field(None, description="The public GRUU the registrar gave (RFC 5627).")
     temp_gruu: str | None = Field(None, description="The temporary GRUU the registrar gave (RFC 5627).")
+    service_route: list[str] = Field([], description="The registrar's Service-Route: the Route values of the "
+                                     "phone's requests outside a dialog, in order (RFC 3608).")
 
 
 class MessageWaitingView(ResultModel):
@@ -712,7 +715,8 @@ class PhoneSession:
                             expires=getattr(phone, "expires_granted", None),
                             outbound=getattr(phone, "outbound_active", False),
                             flow_timer=getattr(phone, "flow_timer", None), gruu=getattr(phone, "gruu", None),
-                            temp_gruu=getattr(phone, "temp_gruu", None))
+                            temp_gruu=getattr(phone, "temp_gruu", None),
+                            service_route=list(getattr(phone, "service_route", [])))
 
     def message_waiting(self) -> MessageWaitingView:
         phone = self.phone

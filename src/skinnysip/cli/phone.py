@@ -374,7 +374,8 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
             return
         kind = data.pop("event")
         data.pop("time", None)
-        text = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", False))
+        text = ", ".join(f"{k}={' '.join(v) if isinstance(v, list) else v}" for k, v in data.items()
+                         if v not in (None, "", False, []))
         console.print(f"{kind}: {printable(text)}", markup=False, highlight=False)
         console.print(f"  [{_current(phone)}]", markup=False, highlight=False, style="dim")
 

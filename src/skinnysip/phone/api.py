@@ -91,7 +91,9 @@ class RegistrationChanged:
     of the change (``"200 OK"``, ``"403 Forbidden"``, ``"no response"``…). A SIP phone's
     registration also says whether the flow is a SIP outbound one (``outbound``, with the
     registrar's ``flow_timer`` in seconds, RFC 5626 §4.2.1) and gives the public and temporary
-    GRUU the registrar assigned (``gruu``/``temp_gruu``, RFC 5627 §4.2)."""
+    GRUU the registrar assigned (``gruu``/``temp_gruu``, RFC 5627 §4.2) and its service route
+    (``service_route``: the ``Service-Route`` values our requests outside a dialog carry, RFC
+    3608 §6.1)."""
 
     state: RegistrationState
     reason: str = ""
@@ -100,6 +102,7 @@ class RegistrationChanged:
     flow_timer: int | None = None
     gruu: str | None = None
     temp_gruu: str | None = None
+    service_route: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -443,7 +446,7 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     if isinstance(event, RegistrationChanged):
         return {"event": "registration", "time": now, "state": event.state.value, "reason": event.reason,
                 "expires": event.expires, "outbound": event.outbound, "flowTimer": event.flow_timer,
-                "gruu": event.gruu, "tempGruu": event.temp_gruu}
+                "gruu": event.gruu, "tempGruu": event.temp_gruu, "serviceRoute": list(event.service_route)}
     if isinstance(event, IncomingCall):
         return {"event": "incomingCall", "time": now, "call": event.call.id, "remote": event.call.remote}
     if isinstance(event, CallStateChanged):

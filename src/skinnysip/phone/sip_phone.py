@@ -261,6 +261,11 @@ class SIPAccount:
     ``+sip.instance`` URN (RFC 5626 §4.1: the same across restarts; None: a new
     ``urn:uuid:`` for each :class:`SIPPhone`); ``ValueError`` from :meth:`SIPPhone.__init__`
     for one that is not a URN.
+    A registrar's ``Service-Route`` (RFC 3608, as IMS S-CSCFs and some SBCs give it) is
+    followed without asking: the values of its last 2xx to our REGISTER become
+    :attr:`SIPPhone.service_route`, the Route of every request outside a dialog but REGISTER
+    (after the outbound proxy's), and without an outbound proxy such requests go to its first
+    hop.
     ``mwi``: subscribe to the mailbox's message-waiting state (SUBSCRIBE ``message-summary``,
     RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.mwi_subscription`), at
     ``mwi_uri`` (default the AOR); its NOTIFYs become :class:`MessageWaiting` events. Without
@@ -646,6 +651,11 @@ class SIPPhone(Phone):
         #: the public and temporary GRUUs the registrar gave us (RFC 5627 §4.2), or None
         self.gruu: str | None = None
         self.temp_gruu: str | None = None
+        #: the registrar's service route (``Service-Route`` of its last 2xx to our REGISTER, RFC
+        #: 3608 §6.1): Route values our requests outside a dialog carry after the outbound
+        #: proxy's, never a REGISTER; [] without one
+        self.service_route: list[str] = []
+        self._service_flow: Flow | None = None  # the flow to the service route's first hop
         #: the address a STUN keep-alive last said the registrar sees our UDP flow from (RFC 5626 §4.4.2)
         self.flow_mapped: tuple[str, int] | None = None
         #: flow failures noticed (no pong, no STUN answer, a changed mapping, a closed connection)
@@ -788,8 +798,13 @@ class SIPPhone(Phone):
         return contact
 
     async def _flow_for(self, uri: str) -> Flow:
-        """The flow a request to ``uri`` goes on: the registrar/proxy flow, else one to the
-        URI's own host (calls without a registrar)."""
+        """The flow a request to ``uri`` goes on (RFC 3261 §8.1.2: where its first Route
+        points): the outbound proxy's; the first hop of the registrar's service route (RFC
+        3608 §6.1) when there is no outbound proxy and our flow is not an outbound one (RFC
+        5626 §4.3: then requests stay on the flow); the registrar's; else one to the URI's
+        own host (calls without a registrar)."""
+        if self.service_route and self.outbound_proxy is None and not self.outbound_active:
+            return await self._service_route_flow()
         flow = await self._server_flow()
         if flow is not None:
             return flow
@@ -809,14 +824,37 @@ class SIPPhone(Phone):
         host, port = self.registrar or (self.aor.host, self.aor.port)
         return str(SipURI(self.aor.scheme, None, None, host, port))
 
-    def _route_set(self) -> list[str]:
+    async def _service_route_flow(self) -> Flow:
+        """The flow to the service route's first hop: the registrar's flow when that hop is
+        the registrar, else a flow of the account's transport opened to it (and kept).
+        :class:`PhoneError` when it cannot be reached."""
+        first = NameAddr.parse(self.service_route[0]).uri
+        server = await self._server_flow()
+        assert isinstance(first, SipURI)  # _learn_service_route keeps SIP URIs only
+        host = strip_brackets(first.host)
+        default = 5061 if first.scheme == "sips" or self.account.transport in ("tls", "wss") else 5060
+        if server is not None and self._server is not None and (
+                (host.lower(), first.port) == (self._server[0].lower(), self._server[1])
+                or (host, first.port or default) == server.remote):
+            return server
+        flow = self._service_flow
+        if flow is not None and flow.remote == (host, first.port or default) and self.endpoint.transport.is_open(flow):
+            return flow
+        self._service_flow = await self._open_flow(host, first.port, secure=first.scheme == "sips")
+        return self._service_flow
+
+    def _route_set(self, *, register: bool = False) -> list[str]:
+        """The Route values of a request outside a dialog (RFC 3261 §8.1.2): the outbound
+        proxy's URI (loose routing), then — except in a REGISTER — the registrar's service
+        route (RFC 3608 §6.1)."""
+        routes = [] if register else list(self.service_route)
         if self.outbound_proxy is None:
-            return []
+            return routes
         host, port = self.outbound_proxy
         params: dict[str, str | None] = {"lr": None}
         if self.account.transport != "udp":
             params["transport"] = uri_transport(self.account.transport)
-        return [str(NameAddr(None, SipURI("sip", None, None, host, port, params)))]
+        return [str(NameAddr(None, SipURI("sip", None, None, host, port, params))), *routes]
 
     async def register(self) -> bool:
         """Register now (REGISTER with the account's expiry, digest if challenged). True
@@ -853,6 +891,7 @@ class SIPPhone(Phone):
             self._set_registration(RegistrationState.FAILED, "the registrar did not accept the unregister")
             return False
         self._bound = None
+        self.service_route = []  # it was the registration's (RFC 3608 §6.1)
         self._set_registration(RegistrationState.UNREGISTERED, "unregistered")
         return True
 
@@ -884,7 +923,7 @@ class SIPPhone(Phone):
         request = new_request(
             "REGISTER", self._registrar_uri(), from_=NameAddr(aor.display_name, aor.uri, {"tag": self._reg_tag}),
             to=aor, via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
-            contact=contact, route_set=self._route_set(), user_agent=USER_AGENT,
+            contact=contact, route_set=self._route_set(register=True), user_agent=USER_AGENT,
             headers=[("Expires", str(expires)), ("Allow", ALLOW), *self._register_supported()],
         )
         if challenge is not None and self.credentials is not None:
@@ -920,6 +959,7 @@ class SIPPhone(Phone):
         granted = self._granted(response, request) or expires
         self.expires_granted = granted
         self._learn_outbound(response, request)
+        self._learn_service_route(response)
         if self._learn_public(response, flow):
             # behind a NAT (RFC 3581): remove the private binding, register the public one
             await self._register_once(0, contact)
@@ -999,6 +1039,21 @@ class SIPPhone(Phone):
                 found.append(None)
         self.gruu, self.temp_gruu = found
 
+    def _learn_service_route(self, response: Response) -> None:
+        """The service route of a REGISTER's 2xx (RFC 3608 §6.1): its ``Service-Route``
+        values in order, replacing the one before; none there clears it. A malformed value
+        (not a name-addr with a SIP URI) drops the whole route, and an :class:`ErrorEvent`
+        says so: a partial route would send requests past a hop the registrar asked for."""
+        try:
+            routes = [NameAddr.parse(v) for v in response.headers.values("Service-Route")]
+            if any(not isinstance(r.uri, SipURI) or r.uri.scheme not in ("sip", "sips") for r in routes):
+                raise SIPParseError("not a SIP URI")
+        except SIPParseError as exc:
+            self.emit(ErrorEvent(f"the registrar's Service-Route is malformed ({exc}): ignored"))
+            self.service_route = []
+            return
+        self.service_route = [str(r) for r in routes]
+
     def _learn_public(self, response: Response, flow: Flow) -> bool:
         """RFC 3581: the registrar saw us at ``received``:``rport``; if that differs from
         the Contact we registered, use it (we are behind a NAT). True when it changed."""
@@ -1026,7 +1081,7 @@ class SIPPhone(Phone):
         self.registration_reason = reason
         if state is RegistrationState.REGISTERED:
             self.emit(RegistrationChanged(state, reason, expires, self.outbound_active, self.flow_timer,
-                                          self.gruu, self.temp_gruu))
+                                          self.gruu, self.temp_gruu, tuple(self.service_route)))
         else:
             self.emit(RegistrationChanged(state, reason, expires))
 

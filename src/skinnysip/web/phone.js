@@ -177,7 +177,8 @@ function setRegistration(reg) {
   $("phone-reg-state").textContent = reg ? state : "no phone";
   $("phone-reg-state").dataset.state = state;
   const extras = reg ? [reg.expires ? `${reg.expires} s` : "", reg.outbound ? `outbound, Flow-Timer ${reg.flowTimer ?? "none"}` : "",
-    reg.gruu ? `GRUU ${reg.gruu}` : ""].filter(Boolean) : [];
+    reg.gruu ? `GRUU ${reg.gruu}` : "",
+    reg.serviceRoute && reg.serviceRoute.length ? `Service-Route ${reg.serviceRoute.join(", ")}` : ""].filter(Boolean) : [];
   $("phone-reg-reason").textContent = reg && reg.reason ? `(${[reg.reason, ...extras].join(", ")})` : "";
 }
 
