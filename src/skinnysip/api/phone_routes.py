@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Request, WebSocket
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,6 +98,7 @@ from skinnysip.phone.api import (
     PhoneError,
     RegistrationState,
     camel_keys,
+    dialog_to_dict,
     event_to_dict,
     message_counts,
 )
@@ -414,6 +415,18 @@ class MessageBody(TargetBody):
     text: str = Field(min_length=1, max_length=1000, description="text/plain body of the MESSAGE.")
 
 
+class WatchBody(TargetBody):
+    event: Literal["presence", "dialog"] = Field("presence", description="presence: the target's presence "
+                                                 "(RFC 3856, PIDF); dialog: its calls, as a busy lamp (RFC 4235).")
+
+
+class PresenceBody(_Body):
+    basic: Literal["open", "closed"] = Field("open", description="open: willing to communicate (RFC 3863).")
+    note: str | None = Field(None, max_length=200, description="Free text for watchers (PIDF <note>).")
+    activity: str | None = Field(None, pattern=r"^[a-z][a-z-]{0,39}$",
+                                 description="An RPID activity (RFC 4480): away, busy, on-the-phone, meal…")
+
+
 class RejectBody(_Body):
     code: int = Field(486, ge=300, le=699, description="Final response: 486 Busy Here, 603 Decline…")
 
@@ -447,6 +460,21 @@ class MessageWaitingView(ResultModel):
     counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="Per message class "
                                               "(voice-message…): new, old, newUrgent, oldUrgent.")
     updated: float | None = Field(None, description="When the last summary came (wall-clock seconds).")
+
+
+class WatchView(ResultModel):
+    """One watched resource: its subscription (RFC 6665) and what the last NOTIFY said."""
+
+    uri: str
+    event: str = Field(description="presence (RFC 3856) or dialog (RFC 4235).")
+    state: str = Field(description="init, pending, active, terminated or failed: the subscription's state.")
+    reason: str = Field("", description="Why the subscription failed or ended.")
+    basic: str | None = Field(None, description="presence: open, closed, or null (not told yet).")
+    notes: list[str] = Field(default_factory=list, description="presence: the PIDF notes.")
+    activities: list[str] = Field(default_factory=list, description="presence: RPID activities (RFC 4480).")
+    lamp: str | None = Field(None, description="dialog: idle, calling, ringing or busy.")
+    dialogs: list[dict[str, Any]] = Field(default_factory=list, description="dialog: the dialogs not terminated "
+                                          "(id, state, direction, callId, remote, remoteTarget, duration).")
 
 
 class CallSummary(ResultModel):
@@ -499,6 +527,7 @@ class PhoneResult(ResultModel):
     account: dict[str, Any]
     registration: Registration
     message_waiting: MessageWaitingView
+    watches: list[WatchView] = Field(default_factory=list, description="Presence and busy lamps watched (SIP).")
     calls: list[CallSummary]
     created: float
     last_used: float
@@ -728,13 +757,16 @@ class PhoneSession:
             waiting=last.waiting if last else None, account=last.account if last else None,
             counts=message_counts(last) if last else {}, updated=phone.message_waiting_time)
 
+    def watches(self) -> list[WatchView]:
+        return [watch_view(sub) for sub in getattr(self.phone, "watches", {}).values()]
+
     def view(self) -> PhoneResult:
         state: PhoneState = ("closing" if self.closing else "failed" if self.failure else "starting" if self.starting
                  else "open")
         return PhoneResult(id=self.id, protocol=self.protocol, state=state, reason=self.failure,
                            pending=sorted(self.pending.values()), account=self.account,
                            registration=self.registration(), message_waiting=self.message_waiting(),
-                           calls=[CallSummary.model_validate(c.summary()) for c in self.calls()],
+                           watches=self.watches(), calls=[CallSummary.model_validate(c.summary()) for c in self.calls()],
                            created=self.created, last_used=self.last_used,
                            events_dropped=self.phone.events_dropped)
 
@@ -1123,6 +1155,70 @@ async def send_message(request: Request, phone_id: str, body: MessageBody) -> An
         finished, _ = await session.bounded(session.phone.message(body.target, body.text), "message")
         done = Done(success=finished, pending=not finished, id=session.id)
         return done.to_api() if finished else _pending(done)
+
+
+def watch_view(sub: Any) -> WatchView:
+    """A :class:`~skinnysip.phone.subscription.Subscription` of a watch, as JSON."""
+    if sub.EVENT == "dialog":
+        return WatchView(uri=sub.uri, event=sub.EVENT, state=sub.state, reason=sub.reason, basic=None, lamp=sub.lamp,
+                         dialogs=[dialog_to_dict(d) for d in sub.view.dialogs.values()])
+    return WatchView(uri=sub.uri, event=sub.EVENT, state=sub.state, reason=sub.reason, basic=sub.basic,
+                     notes=list(sub.notes), activities=list(sub.activities), lamp=None)
+
+
+def _sip_only(session: PhoneSession, what: str) -> Any:
+    if not hasattr(session.phone, "watch"):
+        raise PhoneError(f"{what} is SIP's (an SCCP phone has no presence)")
+    return session.phone
+
+
+@router.post("/api/phones/{phone_id}/watches", status_code=201, response_model=WatchView)
+async def add_watch(request: Request, phone_id: str, body: WatchBody) -> Any:
+    """Watch ``target``'s presence (RFC 3856) or dialogs (``event`` dialog: a busy lamp, RFC
+    4235): the phone subscribes, refreshes and subscribes again after failures; the NOTIFYs
+    come as ``presence``/``dialogState`` events and in the phone view's ``watches``. Watching
+    the same again gives the same watch. 409 for an SCCP phone or beyond the phone's limit."""
+    async with _acting(request, phone_id, "target") as session:
+        sub = _sip_only(session, "watching").watch(body.target, body.event)
+        return watch_view(sub).to_api()
+
+
+@router.delete("/api/phones/{phone_id}/watches", response_model=Done)
+async def remove_watch(request: Request, phone_id: str,
+                       target: str = Query(max_length=512, description="The watched target, as given."),
+                       event: Literal["presence", "dialog"] = Query("presence")) -> Any:
+    """Stop watching (SUBSCRIBE Expires 0 in the subscription, at most 3 s). 404 when that
+    target is not watched for that event."""
+    async with _acting(request, phone_id, "target") as session:
+        phone = _sip_only(session, "watching")
+        try:
+            target = _check_target(target)
+        except ValueError as exc:
+            raise HTTPException(400, f"target: {exc}") from exc
+        if not await phone.unwatch(target, event):
+            raise HTTPException(404, f"{target} is not watched for {event}")
+        return Done(pending=False, id=session.id).to_api()
+
+
+@router.post("/api/phones/{phone_id}/presence", response_model=Done, responses=_pending_doc(Done))
+async def publish_presence(request: Request, phone_id: str, body: PresenceBody) -> Any:
+    """Publish the phone's own presence (PUBLISH with a PIDF, RFC 3903), refreshed until
+    removed; 200 once the presence server accepted (else 409 with its answer), 202 when it
+    has not answered within ANSWER_WAIT."""
+    async with _acting(request, phone_id) as session:
+        phone = _sip_only(session, "publishing presence")
+        finished, _ = await session.bounded(phone.publish_presence(body.basic, note=body.note,
+                                                                   activity=body.activity), "presence")
+        done = Done(success=finished, pending=not finished, id=session.id)
+        return done.to_api() if finished else _pending(done)
+
+
+@router.delete("/api/phones/{phone_id}/presence", response_model=Done)
+async def unpublish_presence(request: Request, phone_id: str) -> Any:
+    """Remove the phone's published presence (PUBLISH Expires 0, RFC 3903 §4.5)."""
+    async with _acting(request, phone_id) as session:
+        await _sip_only(session, "publishing presence").unpublish_presence()
+        return Done(pending=False, id=session.id).to_api()
 
 
 @router.websocket("/api/phones/{phone_id}/events")

@@ -160,6 +160,12 @@ class PhoneCommand(Command):
         "new UUID each run] (SIP).")
 @option("--mwi", is_flag=True, help="Subscribe to your mailbox's message-waiting state (SUBSCRIBE "
         "message-summary, RFC 3842, refreshed; SIP).")
+@option("--watch", "watch_presence", multiple=True, metavar="TARGET", help="Subscribe to TARGET's presence "
+        "(RFC 3856; PIDF, RFC 3863) and print each change; repeatable (SIP).")
+@option("--blf", "watch_dialog", multiple=True, metavar="TARGET", help="Busy lamp: subscribe to TARGET's dialog "
+        "state (RFC 4235) and print idle/calling/ringing/busy as it changes; repeatable (SIP).")
+@option("--presence", "presence", metavar="open|closed[:NOTE]", help="Publish our own presence (PUBLISH, RFC "
+        "3903), refreshed, removed at the end (SIP).")
 @option("--call", help="Place one call to TARGET.")
 @option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
 @option("--play", help="WAV file to send [default: a 440 Hz tone].")
@@ -185,7 +191,8 @@ def phone_cmd(
     proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
-    keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool,
+    watch_presence: tuple[str, ...], watch_dialog: tuple[str, ...], presence: str | None, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
@@ -259,7 +266,8 @@ def phone_cmd(
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
                          ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host,
                          keepalive_interval=keepalive_interval, outbound=outbound, gruu=gruu,
-                         instance_id=instance_id)
+                         instance_id=instance_id, watch_presence=tuple(watch_presence),
+                         watch_dialog=tuple(watch_dialog))
         acc.uri()
         instance_id_for(acc)
         if stun_server is not None:
@@ -268,6 +276,11 @@ def phone_cmd(
             payload_types(acc.codecs)
     except ValueError as exc:
         raise _fail(_flag_message(str(exc))) from exc
+    if presence is not None:
+        basic, _, note = presence.partition(":")
+        if basic not in ("open", "closed"):
+            raise _fail("--presence: open or closed, then :NOTE if you like (e.g. open:at my desk)")
+        execute = f"presence {basic} {shlex.quote(note)}" + (f"; {execute}" if execute else "")
     raise exit_with(_guarded(acc, call, duration, execute, as_json, pcap))
 
 
@@ -455,7 +468,8 @@ def _current(phone: Any) -> str:
 
 HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "
         "transfer TARGET [ID] | atransfer OTHER_ID [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | "
-        "register | unregister | "
+        "register | unregister | watch TARGET [presence|dialog] | blf TARGET | unwatch TARGET [presence|dialog] | "
+        "watches | presence open|closed [NOTE] | presence off | "
         "sleep S | quit")
 
 
@@ -581,6 +595,29 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         reason = printable(str(getattr(phone, "registration_reason", "")))
         console.print(f"registration: {phone.registration.value} {reason}",
                       markup=False, highlight=False)
+    elif verb in ("watch", "blf", "unwatch", "watches", "presence") and not hasattr(phone, "watch"):
+        from skinnysip.phone.api import PhoneError
+
+        raise PhoneError(f"{verb}: presence and busy lamps are SIP's (RFC 3856, RFC 4235)")
+    elif verb in ("watch", "blf", "unwatch"):  # watch TARGET [presence|dialog]; blf TARGET
+        package = "dialog" if verb == "blf" else (args[1] if len(args) > 1 else "presence")
+        if verb == "unwatch":
+            if not await phone.unwatch(args[0], package):
+                console.print(f"not watching {printable(args[0])} ({package})", markup=False, highlight=False)
+        else:
+            sub = phone.watch(args[0], package)
+            console.print(f"watching {printable(sub.uri)} ({package})", markup=False, highlight=False)
+    elif verb == "watches":
+        for (uri, package), sub in phone.watches.items():
+            shown = {"uri": uri, "event": package, "state": sub.state, "reason": sub.reason}
+            shown.update({"lamp": sub.lamp} if package == "dialog" else {"basic": sub.basic})
+            console.print(json.dumps(shown), markup=False, highlight=False)
+    elif verb == "presence":  # presence open|closed [NOTE…] | presence off
+        if args[0] == "off":
+            await phone.unpublish_presence()
+        else:
+            await phone.publish_presence(args[0], note=" ".join(args[1:]) or None)
+        console.print(f"presence: {args[0]}", markup=False, highlight=False)
     elif verb == "sleep":
         await asyncio.sleep(min(3600.0, float(args[0])))
     else:

@@ -31,6 +31,7 @@ from skinnysip.result import WireMessage
 
 if TYPE_CHECKING:
     from skinnysip.net.media import MediaPacket
+    from skinnysip.sip.presence import DialogInfoDialog
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ __all__ = [
     "ErrorEvent",
     "IncomingCall",
     "MessageReceived",
+    "DialogStateChanged",
     "MessageWaiting",
     "Phone",
     "PhoneError",
     "PhoneEvent",
+    "PresenceChanged",
     "RegistrationChanged",
     "RegistrationState",
     "event_to_dict",
@@ -154,6 +157,31 @@ class MessageWaiting:
     counts: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
 
 
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A watched presentity's presence, from a NOTIFY of its ``presence`` subscription (RFC
+    3856) carrying a PIDF document (RFC 3863): ``uri`` watched; ``basic`` ``"open"`` (willing
+    to communicate), ``"closed"`` or None (not told); ``notes`` (free text); ``activities``
+    (RPID, RFC 4480: ``away``, ``busy``, ``on-the-phone``…)."""
+
+    uri: str
+    basic: str | None
+    notes: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DialogStateChanged:
+    """A watched line's dialogs changed (the ``dialog`` event package, RFC 4235: what a
+    busy-lamp-field key shows): ``uri`` watched; ``state`` the lamp — ``idle`` (no dialog),
+    ``calling`` (an early dialog the line started), ``ringing`` (one it receives), ``busy``
+    (a confirmed one); ``dialogs`` those not terminated."""
+
+    uri: str
+    state: str
+    dialogs: tuple[DialogInfoDialog, ...] = ()
+
+
 def message_counts(event: MessageWaiting) -> dict[str, dict[str, int]]:
     """``event.counts`` as JSON: ``{"voice-message": {"new": 2, "old": 8, "newUrgent": 0,
     "oldUrgent": 0}, …}`` (RFC 3842 §5.2)."""
@@ -168,7 +196,7 @@ class ErrorEvent:
 
 
 PhoneEvent = (RegistrationChanged | IncomingCall | CallStateChanged | DTMFReceived | MessageReceived
-              | MessageWaiting | ErrorEvent)
+              | MessageWaiting | PresenceChanged | DialogStateChanged | ErrorEvent)
 
 _call_ids = itertools.count(1)
 
@@ -463,4 +491,17 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     if isinstance(event, MessageWaiting):
         return {"event": "messageWaiting", "time": now, "waiting": event.waiting, "account": event.account,
                 "counts": message_counts(event)}
+    if isinstance(event, PresenceChanged):
+        return {"event": "presence", "time": now, "uri": event.uri, "basic": event.basic, "notes": list(event.notes),
+                "activities": list(event.activities)}
+    if isinstance(event, DialogStateChanged):
+        return {"event": "dialogState", "time": now, "uri": event.uri, "state": event.state,
+                "dialogs": [dialog_to_dict(d) for d in event.dialogs]}
     return {"event": "error", "time": now, "reason": event.reason}
+
+
+def dialog_to_dict(dialog: DialogInfoDialog) -> dict[str, Any]:
+    """One dialog of a dialog-info document (RFC 4235 §4.1.6) as JSON: ``id``, ``state``,
+    ``direction``, ``callId``, ``remote`` (its identity), ``remoteTarget``, ``duration`` (s)."""
+    return {"id": dialog.id, "state": dialog.state, "direction": dialog.direction, "callId": dialog.call_id,
+            "remote": dialog.remote_identity, "remoteTarget": dialog.remote_target, "duration": dialog.duration}

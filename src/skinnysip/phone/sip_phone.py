@@ -66,7 +66,13 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
-from skinnysip.phone.mwi_subscription import MWISubscription
+from skinnysip.phone.publication import PresencePublication
+from skinnysip.phone.subscription import (
+    DialogSubscription,
+    MWISubscription,
+    PresenceSubscription,
+    Subscription,
+)
 from skinnysip.result import WireMessage
 from skinnysip.rtp import audio
 from skinnysip.rtp.codecs import payload_types
@@ -117,11 +123,14 @@ from skinnysip.sip.transactions import (
 from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
 
-__all__ = ["SIPAccount", "SIPCall", "SIPPhone", "check_instance_id", "instance_id_for"]
+__all__ = ["MAX_WATCHES", "SIPAccount", "SIPCall", "SIPPhone", "check_instance_id", "instance_id_for"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER, PRACK"
-#: body types the phone reads (RFC 3261 §20.1): the core's, and RFC 3842 message summaries
-ACCEPT = (*DEFAULT_ACCEPT, "application/simple-message-summary")
+#: body types the phone reads (RFC 3261 §20.1): the core's, RFC 3842 message summaries, PIDF
+#: (RFC 3863) and dialog-info (RFC 4235) in the NOTIFYs of its watches
+ACCEPT = (*DEFAULT_ACCEPT, "application/simple-message-summary", "application/pidf+xml",
+          "application/dialog-info+xml")
+MAX_WATCHES = 64  # presence/dialog subscriptions one phone keeps at once
 SUPPORTED_UAC = "100rel, replaces, timer"  # in our INVITEs (RFC 3262, RFC 3891, RFC 4028)
 SUPPORTED_UAS = "100rel, replaces, timer"  # in our 2xx to INVITE
 MIN_SE = 90  # seconds, the smallest session interval RFC 4028 §5 allows on the wire
@@ -267,9 +276,13 @@ class SIPAccount:
     (after the outbound proxy's), and without an outbound proxy such requests go to its first
     hop.
     ``mwi``: subscribe to the mailbox's message-waiting state (SUBSCRIBE ``message-summary``,
-    RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.mwi_subscription`), at
+    RFC 3842 over RFC 6665, refreshed; :mod:`skinnysip.phone.subscription`), at
     ``mwi_uri`` (default the AOR); its NOTIFYs become :class:`MessageWaiting` events. Without
     it, unsolicited NOTIFYs are still heard.
+    ``watch_presence``/``watch_dialog``: targets (as :meth:`SIPPhone.call` takes them) whose
+    ``presence`` (RFC 3856) or ``dialog`` (RFC 4235: a busy lamp) the phone subscribes to once
+    started — :meth:`SIPPhone.watch` does it later; their NOTIFYs become
+    :class:`PresenceChanged` and :class:`DialogStateChanged` events.
     """
 
     aor: str
@@ -310,6 +323,8 @@ class SIPAccount:
     ice: bool = False
     mwi: bool = False
     mwi_uri: str | None = None
+    watch_presence: tuple[str, ...] = ()
+    watch_dialog: tuple[str, ...] = ()
     srtp_suites: tuple[str, ...] | None = None
     outbound: bool = False
     gruu: bool = False
@@ -694,6 +709,12 @@ class SIPPhone(Phone):
         #: the message-waiting subscription (``SIPAccount.mwi``; RFC 3842), None without one
         self.mwi: MWISubscription | None = None
         self._mwi_task: asyncio.Task[None] | None = None
+        #: the watched resources (:meth:`watch`): (URI, event package) → their subscription
+        self.watches: dict[tuple[str, str], Subscription] = {}
+        self._watch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: our published presence (:meth:`publish_presence`; RFC 3903), None until then
+        self.publication: PresencePublication | None = None
+        self._publish_task: asyncio.Task[None] | None = None
         self._remove_handler: Any = None
         self.messages: list[dict[str, str]] = []
         #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
@@ -727,6 +748,9 @@ class SIPPhone(Phone):
         if acc.mwi:
             self.mwi = MWISubscription(self, self.target_uri(acc.mwi_uri) if acc.mwi_uri else str(self.aor))
             self._mwi_task = self._spawn(self.mwi.run())
+        for package, targets in (("presence", acc.watch_presence), ("dialog", acc.watch_dialog)):
+            for target in targets:
+                self.watch(target, package)
 
     async def close(self) -> None:
         """Hang up every call, unregister, close the sockets (idempotent)."""
@@ -740,6 +764,9 @@ class SIPPhone(Phone):
             self._mwi_task.cancel()
         if self.mwi is not None:
             await self.mwi.unsubscribe()
+        if self.watches:
+            await asyncio.gather(*(self.unwatch(sub.uri, sub.EVENT) for sub in list(self.watches.values())))
+        await self.unpublish_presence()
         for task in (self._reg_task, self._ka_task):
             if task is not None:
                 task.cancel()
@@ -2069,6 +2096,70 @@ class SIPPhone(Phone):
         if replaces is not None and not await replaces.wait_ended(5.0):
             await self._bye(replaces, "transferred (the target did not end the replaced call)")
 
+    # -- watching others: presence (RFC 3856) and dialogs (RFC 4235) ----------------------------
+    def watch(self, target: str, package: str = "presence") -> Subscription:
+        """Subscribe to ``target``'s ``presence`` (RFC 3856: a buddy's status) or ``dialog``
+        state (RFC 4235: a busy-lamp-field key), refreshed and subscribed again after a
+        failure until :meth:`unwatch` or :meth:`close`. Its NOTIFYs become
+        :class:`PresenceChanged` / :class:`DialogStateChanged` events; the subscription's
+        ``state`` and ``reason`` tell how it stands. Watching the same again returns the
+        subscription there is. ``ValueError`` for another package or a malformed target;
+        :class:`PhoneError` beyond :data:`MAX_WATCHES` or when closed."""
+        kinds: dict[str, type[Subscription]] = {"presence": PresenceSubscription, "dialog": DialogSubscription}
+        if package not in kinds:
+            raise ValueError(f"package: presence or dialog, not {package!r}")
+        if self.closed:
+            raise PhoneError("the phone is closed")
+        uri = self.target_uri(target)
+        key = (uri, package)
+        if key in self.watches:
+            return self.watches[key]
+        if len(self.watches) >= MAX_WATCHES:
+            raise PhoneError(f"at most {MAX_WATCHES} watches")
+        sub = kinds[package](self, uri)
+        self.watches[key] = sub
+        self._watch_tasks[key] = self._spawn(sub.run())
+        return sub
+
+    async def unwatch(self, target: str, package: str = "presence") -> bool:
+        """Stop watching: SUBSCRIBE with Expires 0 in the subscription's dialog (at most 3 s).
+        False when ``target`` was not watched for ``package``."""
+        key = (self.target_uri(target), package)
+        sub = self.watches.pop(key, None)
+        task = self._watch_tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+        if sub is None:
+            return False
+        await sub.unsubscribe()
+        return True
+
+    async def publish_presence(self, basic: str = "open", *, note: str | None = None,
+                               activity: str | None = None) -> None:
+        """Publish our own presence for the AOR (PUBLISH ``presence`` with a PIDF document,
+        RFC 3903 §4, RFC 3863): ``basic`` ``open`` or ``closed``, a ``note``, an RPID
+        ``activity`` (RFC 4480: ``away``, ``busy``, ``on-the-phone``…). Kept alive by
+        refreshes until :meth:`unpublish_presence` or :meth:`close`; a second call modifies
+        it. ``ValueError`` for another ``basic``; :class:`PhoneError` when the presence
+        server refuses (the reason) or does not answer."""
+        from skinnysip.sip.presence import build_pidf
+
+        body = build_pidf(str(self.aor), basic, note=note, activity=activity)
+        if self.publication is None:
+            self.publication = PresencePublication(self)
+        await self.publication.publish(body)
+        if self._publish_task is None or self._publish_task.done():
+            self._publish_task = self._spawn(self.publication.run())
+
+    async def unpublish_presence(self) -> None:
+        """Remove our published presence (PUBLISH ``Expires: 0``, RFC 3903 §4.5; at most 3 s)
+        and stop refreshing it."""
+        if self._publish_task is not None:
+            self._publish_task.cancel()
+            self._publish_task = None
+        if self.publication is not None:
+            await self.publication.remove()
+
     # -- MESSAGE (RFC 3428) ---------------------------------------------------------------------
     async def message(self, target: str, text: str) -> None:
         """Send an instant message (MESSAGE, ``text/plain``; digest if challenged).
@@ -2150,6 +2241,11 @@ class SIPPhone(Phone):
         if self.mwi is not None and self.mwi.owns(request):
             self.mwi.notify_received(event)
             return True
+        if method == "NOTIFY":
+            watch = next((w for w in self.watches.values() if w.owns(request)), None)
+            if watch is not None:
+                watch.notify_received(event)
+                return True
         call = self._call_for(request)
         if call is None:
             return False  # 481
