@@ -100,6 +100,21 @@ def require(program: str) -> str:
     return path
 
 
+async def collect_events(phone: Any, kind: type, until: Callable[[list[Any]], bool], timeout: float) -> list[Any]:
+    """A phone's events of ``kind`` (in order) until ``until(found)`` holds or ``timeout`` s
+    pass; every event read, of any kind, is also kept in ``phone.seen``."""
+    found: list[Any] = []
+    seen = phone.__dict__.setdefault("seen", [])
+    deadline = time.monotonic() + timeout
+    while not until(found) and time.monotonic() < deadline:
+        event = await phone.next_event(0.1)
+        if event is not None:
+            seen.append(event)
+        if isinstance(event, kind):
+            found.append(event)
+    return found
+
+
 async def run_program(args: list[str], timeout: float = 20.0, cwd: str | Path | None = None) -> tuple[int, str]:
     """Run ``args`` to its end (killed after ``timeout`` seconds) without blocking the event
     loop; returns (exit code, stdout and stderr as text)."""

@@ -206,6 +206,9 @@ async def baresip(
     host: str = "127.0.0.1",
     netns_name: str | None = None,
     instance: bool = False,
+    presence: bool = False,
+    pubint: int = 0,
+    watch: tuple[str, ...] = (),
 ) -> AsyncIterator[Baresip]:
     """Start baresip for ``user`` at ``registrar`` (``host:port``), sending a ``tone_hz``
     sine, answering calls by itself (``answermode=auto``) unless told ``manual``.
@@ -218,13 +221,21 @@ async def baresip(
     ``host``: its SIP, media and control address; ``netns_name``: a namespace of
     :mod:`netns` to run it in (its ports are then free there whatever this machine uses).
     ``instance``: load its ``uuid`` module before ``account``, so its registrations carry a
-    ``+sip.instance`` (which ``extra_account="sipnat=outbound"``, RFC 5626, needs)."""
+    ``+sip.instance`` (which ``extra_account="sipnat=outbound"``, RFC 5626, needs).
+    ``presence``: load baresip's ``presence`` module (after ``account``: it takes the accounts
+    there are when it loads); with ``pubint`` > 0 the account PUBLISHes its PIDF status
+    (RFC 3903, ``Expires: pubint``; ``open`` once registered; the ``presence_online`` and
+    ``presence_offline`` commands change it); ``watch``: URIs it SUBSCRIBEs to (Event:
+    presence, through its outbound proxy), put in its contacts with ``;presence=p2p``
+    (see presence_peer.py)."""
     unknown = set(codec_modules) - set(CODEC_MODULES)
     if unknown:
         raise ValueError(f"codec modules {sorted(unknown)}: only {CODEC_MODULES}")
     modules = MODULES[:MODULES.index("g711") + 1] + list(codec_modules) + MODULES[MODULES.index("g711") + 1:]
     if instance:
         modules.insert(modules.index("account"), "uuid")
+    if presence:
+        modules.append("presence")
     binary = require("baresip")
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-baresip-"))
     record_dir = workdir / "rec"
@@ -234,10 +245,13 @@ async def baresip(
     aor = f"sip:{user}@skinnysip.test"
     params = [f"auth_pass={password}", f"answermode={answermode}",
               f'outbound="sip:{registrar};transport={transport}"', f"regint={regint if register else 0}"]
+    if pubint:
+        params.append(f"pubint={pubint}")
     if extra_account:
         params.append(extra_account)
     (workdir / "accounts").write_text(f"<{aor};transport={transport}>;" + ";".join(params) + "\n")
-    (workdir / "contacts").write_text(f'"peer" <{contact}>\n' if contact else "")
+    (workdir / "contacts").write_text((f'"peer" <{contact}>\n' if contact else "")
+                                      + "".join(f'"{uri}" <{uri}>;presence=p2p\n' for uri in watch))
     if contact:
         (workdir / "current_contact").write_text(contact + "\n")
     log = workdir / "baresip.log"

@@ -523,7 +523,7 @@ def kamailio(
             break
         except (TimeoutError, ExitedError) as exc:
             exited = isinstance(exc, ExitedError)
-        _stop_group(proc)
+        stop_group(proc)
         if not exited or ports is not None or attempt == 2:
             log_text = log_file.read_text(errors="replace")[-3000:]
             shutil.rmtree(workdir, ignore_errors=True)
@@ -549,21 +549,19 @@ def kamailio(
             wss_port=ws_ports[1] if ws_ports else 0,
         )
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a peer started with ``start_new_session``: SIGTERM to its process group, SIGKILL
+    after 10 s."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            import os
-
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            import os
-
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
@@ -655,7 +653,7 @@ request_route {{
                                f"{log_file.read_text(errors='replace')[-3000:]}") from None
         yield EdgeProxy(udp, tcp, str(log_file))
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ from skinnysip.phone.api import DialogStateChanged, ErrorEvent, PhoneError, Pres
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peertools import collect_events  # noqa: E402
 from rawsip import response, udp_server  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,19 +96,8 @@ def account(port: int, **kw: Any) -> SIPAccount:
 
 
 async def next_of(phone: SIPPhone, kind: type, count: int, timeout: float = 5.0) -> list[Any]:
-    """The next ``count`` events of ``kind`` (fewer after ``timeout`` s); every event read is
-    kept in ``phone.seen`` for later looks."""
-    found: list[Any] = []
-    seen = phone.__dict__.setdefault("seen", [])
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while len(found) < count and loop.time() < deadline:
-        event = await phone.next_event(0.1)
-        if event is not None:
-            seen.append(event)
-        if isinstance(event, kind):
-            found.append(event)
-    return found
+    """The next ``count`` events of ``kind`` (fewer after ``timeout`` s)."""
+    return await collect_events(phone, kind, lambda found: len(found) >= count, timeout)
 
 
 async def test_a_busy_lamp_follows_full_and_partial_dialog_info() -> None:

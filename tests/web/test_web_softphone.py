@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from baresip_peer import Baresip, baresip
+from presence_peer import kamailio_presence, presence_baresip
 from sip_peers import KamailioPeer, kamailio
 from webtools import (
     CHROMIUM,
@@ -662,3 +663,39 @@ def test_attended_transfer_from_the_page(page: Any, server: str, pbx: KamailioPe
     finally:
         for made in others.values():
             _api(server, "DELETE", f"/api/phones/{made['id']}")
+
+
+def test_a_busy_lamp_and_presence_on_the_page(page: Any, server: str, peers_loop: LoopThread) -> None:
+    """The "Presence and busy lamps" block: the page's phone watches bob's line (RFC 4235) at
+    Kamailio's presence server; when carol (baresip) calls bob (baresip) the lamp turns busy,
+    and idle again after the hangup. Publishing the page's own presence reaches Kamailio."""
+    with kamailio_presence(max_expires=60) as presence:
+        bob_manager = presence_baresip(presence, "bob", pubint=0)
+        carol_manager = presence_baresip(presence, "carol", pubint=0)
+        peers_loop.run(bob_manager.__aenter__())
+        try:
+            carol = peers_loop.run(carol_manager.__aenter__())
+            try:
+                page.goto(f"{server}/")
+                register(page, presence)  # type: ignore[arg-type]
+                page.fill("#phone-watch-target", "bob")
+                page.select_option("#phone-watch-event", "dialog")
+                page.click("#phone-watch-add")
+                lamp = f'#phone-watches li[data-key="dialog {presence.aor("bob")}"]'
+                page.wait_for_selector(f'{lamp}[data-state="idle"]', timeout=UI_MS)
+                peers_loop.run(carol.command("dial", presence.aor("bob")))
+                page.wait_for_selector(f'{lamp}[data-state="busy"]', timeout=UI_MS)
+                assert f"with {presence.aor('carol')}" in (page.locator(lamp).text_content() or "")
+                peers_loop.run(carol.command("hangup"))
+                page.wait_for_selector(f'{lamp}[data-state="idle"]', timeout=UI_MS)
+                page.select_option("#phone-presence-basic", "closed")
+                page.fill("#phone-presence-note", "on the page")
+                page.click("#phone-presence-publish")
+                wait_for(lambda: any("<basic>closed</basic>" in p and "on the page" in p
+                                     for p in presence.received("PUBLISH")), "our PUBLISH at Kamailio")
+                page.click("#phone-unregister")
+                page.wait_for_selector('#phone-reg-state[data-state="unregistered"]', timeout=UI_MS)
+            finally:
+                peers_loop.run(carol_manager.__aexit__(None, None, None))
+        finally:
+            peers_loop.run(bob_manager.__aexit__(None, None, None))

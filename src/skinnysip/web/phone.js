@@ -182,6 +182,30 @@ function setRegistration(reg) {
   $("phone-reg-reason").textContent = reg && reg.reason ? `(${[reg.reason, ...extras].join(", ")})` : "";
 }
 
+// One watched target's line in the list: a busy lamp (idle/calling/ringing/busy) or a presence.
+function setWatch(w) {
+  const key = `${w.event} ${w.uri}`;
+  let item = [...$("phone-watches").children].find((li) => li.dataset.key === key);
+  if (!item) {
+    item = el("li", {});
+    item.dataset.key = key;
+    $("phone-watches").append(item);
+  }
+  const shown = w.event === "dialog" ? (w.lamp || "idle") : (w.basic || "unknown");
+  item.dataset.event = w.event;
+  item.dataset.state = shown;
+  const extra = w.event === "dialog"
+    ? (w.dialogs || []).map((d) => `${d.state}${d.remote ? ` with ${d.remote}` : ""}`).join(", ")
+    : [...(w.activities || []), ...(w.notes || [])].join(", ");
+  item.textContent = `${w.uri} — ${w.event === "dialog" ? "lamp" : "presence"}: ${shown}${extra ? ` (${extra})` : ""}`
+    + (w.state === "failed" ? ` — ${w.reason}` : "");
+}
+
+function setWatches(list) {
+  $("phone-watches").replaceChildren();
+  for (const w of list || []) setWatch(w);
+}
+
 // The voicemail lamp (RFC 3842): the last summary the phone heard, or its subscription's state.
 // ``mw``: the phone view's messageWaiting, or a messageWaiting event (no subscription field).
 function setLamp(mw) {
@@ -244,6 +268,7 @@ function setupPhoneForm() {
       : `Phone ${data.id} (${data.protocol}) is up`;
     setRegistration(data.registration);
     setLamp(data.messageWaiting);
+    setWatches(data.watches);
     $("phone-unregister").disabled = false;
     $("phone-live").hidden = false;
     renderCalls();
@@ -264,6 +289,7 @@ async function unregister() {
   $("phone-status").textContent = result.status === 200 ? `Phone ${id} closed` : `Phone ${id}: ${result.data.error}`;
   setRegistration(result.data.registration || { state: "unregistered", reason: "" });
   setLamp(null);
+  setWatches([]);
   $("phone-incoming").hidden = true;
 }
 
@@ -304,6 +330,7 @@ async function resync(id) {
   if (result.status !== 200 || phone.id !== id) return;
   setRegistration(result.data.registration);
   setLamp(result.data.messageWaiting);
+  setWatches(result.data.watches);
   for (const c of result.data.calls || []) Object.assign(callOf(c.id), c);
   renderCalls();
   renderSelected();
@@ -377,6 +404,15 @@ function onEvent(ev) {
         + (counts.length ? ` (${counts.join(", ")})` : ""));
       break;
     }
+    case "presence":  // a watched presentity's PIDF (RFC 3863)
+      setWatch({ uri: ev.uri, event: "presence", state: "active", basic: ev.basic, notes: ev.notes,
+        activities: ev.activities });
+      logLine(`presence of ${ev.uri}: ${ev.basic || "unknown"}${(ev.notes || []).length ? ` (${ev.notes.join("; ")})` : ""}`);
+      break;
+    case "dialogState":  // a watched line's dialogs (RFC 4235): the busy lamp
+      setWatch({ uri: ev.uri, event: "dialog", state: "active", lamp: ev.state, dialogs: ev.dialogs });
+      logLine(`busy lamp ${ev.uri}: ${ev.state}`);
+      break;
     case "overflow":
       logLine(`${ev.dropped} events lost (the page was too slow)`);
       break;
@@ -606,6 +642,26 @@ function setupCallControls() {
     addMessage("out", body.target, result.status === 202 ? `${body.text} (not answered yet)` : body.text);
     $("phone-message-text").value = "";
   });
+  $("phone-watch").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = $("phone-watch");
+    clearErrors(form);
+    if (!phone.id) return;
+    const result = await api("POST", `/api/phones/${phone.id}/watches`, formBody(form));
+    if (result.status !== 201) { showApiError(form, result); return; }
+    setWatch(result.data);
+    $("phone-watch-target").value = "";
+  });
+  $("phone-presence").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = $("phone-presence");
+    clearErrors(form);
+    if (!phone.id) return;
+    const body = formBody(form);
+    const result = await api("POST", `/api/phones/${phone.id}/presence`, body, 60000);
+    if (result.status !== 200 && result.status !== 202) { showApiError(form, result); return; }
+    logLine(`presence published: ${body.basic}${body.note ? ` (${body.note})` : ""}`);
+  });
   $("phone-listen").addEventListener("click", () => (phone.audio ? stopAudio() : startAudio(false)));
   $("phone-mic").addEventListener("click", () => {
     if (phone.audio && phone.audio.micStream) { phone.audio.stopMic(); micButton(false); return; }
@@ -706,6 +762,7 @@ function follow() {
   $("phone-status").textContent = `Following phone ${found.id} (${found.protocol})`;
   setRegistration(found.registration);
   setLamp(found.messageWaiting);
+  setWatches(found.watches);
   $("phone-unregister").disabled = false;
   $("phone-live").hidden = false;
   $("phone-existing-box").hidden = true;
