@@ -8,6 +8,7 @@ one before. Kamailio's side is in ``tests/peers/test_phone_presence.py``."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
@@ -231,3 +232,23 @@ async def test_a_refused_publish_is_a_phone_error_with_the_answer() -> None:
             with pytest.raises(PhoneError, match="489 Bad Event"):
                 await phone.publish_presence("open")
             assert phone.publication is not None and phone.publication.state == "failed"
+
+
+def test_the_cli_prints_each_lamp_change() -> None:
+    """``phone --blf bob`` (no registration) prints a line per NOTIFY: the lamp and the dialogs
+    behind it, for a person (and JSON with --json)."""
+    import subprocess
+
+    notifier = Notifier("dialog", "application/dialog-info+xml", [
+        dialog_info(0, "full"), dialog_info(1, "partial", dialog("early")), dialog_info(2, "partial", dialog("confirmed"))])
+    with udp_server(notifier) as (port, _):
+        notifier.dialog["port"] = str(port)
+        done = subprocess.run([sys.executable, "-m", "skinnysip", "phone", "sip:alice@example.test", "--registrar",
+                               f"127.0.0.1:{port}", "--no-register", "--blf", "bob", "--duration", "1.5"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("dialogState:")]
+    assert lines == ["dialogState: uri=sip:bob@example.test, state=idle",
+                     "dialogState: uri=sip:bob@example.test, state=ringing, dialogs=early recipient sip:carol@example.test",
+                     "dialogState: uri=sip:bob@example.test, state=busy, dialogs=confirmed recipient sip:carol@example.test"], \
+        done.stdout

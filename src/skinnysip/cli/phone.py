@@ -387,8 +387,7 @@ async def _run(acc: Any, target: str | None, duration: float | None, execute: st
             return
         kind = data.pop("event")
         data.pop("time", None)
-        text = ", ".join(f"{k}={' '.join(v) if isinstance(v, list) else v}" for k, v in data.items()
-                         if v not in (None, "", False, []))
+        text = ", ".join(f"{k}={_shown(v)}" for k, v in data.items() if v not in (None, "", False, []))
         console.print(f"{kind}: {printable(text)}", markup=False, highlight=False)
         console.print(f"  [{_current(phone)}]", markup=False, highlight=False, style="dim")
 
@@ -488,6 +487,15 @@ async def _interactive(phone: Any, stop: asyncio.Event) -> None:
             return  # end of input
         if not await _commands(phone, [line], stop):
             return
+
+
+def _shown(value: Any) -> str:
+    """An event field for a person: a list as its items, a dialog (RFC 4235) as its state,
+    direction and the other party."""
+    if not isinstance(value, list):
+        return str(value)
+    return "; ".join(" ".join(str(item[k]) for k in ("state", "direction", "remote") if item.get(k))
+                     if isinstance(item, dict) else str(item) for item in value)
 
 
 async def _commands(phone: Any, lines: list[str], stop: asyncio.Event) -> bool:
