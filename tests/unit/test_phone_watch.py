@@ -148,6 +148,22 @@ async def test_a_version_gap_brings_a_refresh_for_the_full_state(monkeypatch: py
     assert ";tag=" in re.search(r"(?m)^To:.*$", notifier.subscribes[1]).group(0)  # type: ignore[union-attr]
 
 
+async def test_an_old_version_is_discarded_without_a_refresh() -> None:
+    notifier = Notifier("dialog", "application/dialog-info+xml", [
+        dialog_info(4, "full", dialog("confirmed")),
+        dialog_info(4, "full"),  # a repeat of version 4 (saying something else): discarded
+        dialog_info(3, "partial", dialog("terminated")),  # older still
+    ])
+    with udp_server(notifier) as (port, _):
+        notifier.dialog["port"] = str(port)
+        async with SIPPhone(account(port)) as phone:
+            sub = phone.watch("bob", "dialog")
+            events = await next_of(phone, DialogStateChanged, 3, 1.5)
+            assert [e.state for e in events] == ["busy"] and sub.lamp == "busy"
+            assert not [e for e in phone.seen if isinstance(e, ErrorEvent)]  # type: ignore[attr-defined]
+            assert len(notifier.answers) == 3 and len(notifier.subscribes) == 1
+
+
 async def test_presence_notes_and_activities_are_told() -> None:
     notifier = Notifier("presence", "application/pidf+xml", [PIDF])
     with udp_server(notifier) as (port, _):

@@ -277,8 +277,9 @@ class DialogSubscription(Subscription):
     watches it: the dialog-info documents are merged (full ones replace, partial ones update
     by dialog id, versions in order: :class:`~skinnysip.sip.presence.DialogInfoView`) and each
     change becomes a :class:`DialogStateChanged` event with the lamp (``idle``, ``calling``,
-    ``ringing``, ``busy``). A document that cannot be applied (a version gap) makes the
-    subscription refresh now, which brings a full document (RFC 4235 §4.1, RFC 6665 §4.2.1)."""
+    ``ringing``, ``busy``). An old or repeated version is discarded; a document that cannot
+    be applied (a version gap, or a partial one before any full one) makes the subscription
+    refresh now, which brings a full document (RFC 4235 §4.1, RFC 6665 §4.2.1)."""
 
     EVENT = "dialog"
     ACCEPT = "application/dialog-info+xml"
@@ -296,6 +297,8 @@ class DialogSubscription(Subscription):
         return parse_dialog_info(body)
 
     def _deliver(self, parsed: Any) -> None:
+        if self.view.version is not None and parsed.version <= self.view.version:
+            return  # RFC 4235 §4.1.1: an old or repeated version is discarded
         if not self.view.apply(parsed):
             self.phone.emit(ErrorEvent(f"dialog-info version {parsed.version} of {self.uri} does not follow "
                                        f"{self.view.version}: refreshing for the full state"))
