@@ -42,6 +42,8 @@ def _bodies(app_paths: dict) -> list[tuple[str, dict]]:
         "/api/phones": {"aor": "sip:alice@127.0.0.1"},
         "/api/phones/{phone_id}/calls": {"target": "bob"},
         "/api/phones/{phone_id}/messages": {"target": "bob", "text": "hi"},
+        "/api/phones/{phone_id}/watches": {"target": "bob"},
+        "/api/phones/{phone_id}/presence": {"basic": "open"},
         "/api/phones/{phone_id}/calls/{call_id}/dtmf": {"digits": "1"},
         "/api/phones/{phone_id}/calls/{call_id}/transfer": {"target": "bob"},
         "/api/phones/{phone_id}/calls/{call_id}/reject": {"code": 486},

@@ -59,16 +59,18 @@ class Notifier:
         self.subscribes: list[str] = []
         self.dialog: dict[str, str] = {}
 
-    def notify(self) -> list[bytes]:
-        if not self.bodies or self.bodies[0] is None:
+    def notify(self, final: str | None = None) -> list[bytes]:
+        """The next NOTIFY; ``final``: the body of a last one, ``terminated`` (RFC 6665 §4.2.1.2)."""
+        if final is None and (not self.bodies or self.bodies[0] is None):
             return []
-        body = str(self.bodies.pop(0)).encode()
+        body = (final if final is not None else str(self.bodies.pop(0))).encode()
+        state = "terminated;reason=timeout" if final is not None else "active;expires=60"
         self.cseq += 1
         d = self.dialog
         head = (f"NOTIFY {d['contact']} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{d['port']};branch=z9hG4bKn{self.cseq}"
                 f"x{len(self.answers)}\r\nMax-Forwards: 70\r\nFrom: {d['to']};tag=ntf1\r\nTo: {d['from']}\r\n"
                 f"Call-ID: {d['call_id']}\r\nCSeq: {self.cseq} NOTIFY\r\nEvent: {self.event}\r\n"
-                f"Subscription-State: active;expires=60\r\nContact: <sip:127.0.0.1:{d['port']}>\r\n"
+                f"Subscription-State: {state}\r\nContact: <sip:127.0.0.1:{d['port']}>\r\n"
                 f"Content-Type: {self.content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
         return [head.encode() + body]
 
@@ -82,6 +84,8 @@ class Notifier:
                            "call_id": f["Call-ID"], "port": self.dialog.get("port", "")}
             ok = response(f, to_tag="" if ";tag=" in f["To"] else ";tag=ntf1",
                           extra=f"Expires: 60\r\nContact: <sip:127.0.0.1:{self.dialog['port']}>\r\n")
+            if "\r\nExpires: 0\r\n" in self.subscribes[-1]:  # the end: a last NOTIFY follows
+                return [ok, *self.notify(final=self.bodies[-1] if self.bodies and self.bodies[-1] else "")]
             if self.bodies and self.bodies[0] is None:
                 self.bodies.pop(0)
                 first = True
@@ -119,6 +123,12 @@ async def test_a_busy_lamp_follows_full_and_partial_dialog_info() -> None:
             assert event_to_dict(events[2])["dialogs"][0]["state"] == "confirmed"
             assert sub.state == "active" and sub.lamp == "idle"
             assert await phone.unwatch("bob", "dialog") and not await phone.unwatch("bob", "dialog")
+            for _ in range(40):  # the notifier's last NOTIFY (terminated) is answered 200, quietly
+                if len(notifier.answers) == 5:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(notifier.answers) == 5 and notifier.answers[-1].startswith("SIP/2.0 200 "), notifier.answers[-1:]
+            assert not [e for e in await next_of(phone, ErrorEvent, 1, 0.3)]
     subscribe = notifier.subscribes[0]
     assert subscribe.startswith("SUBSCRIBE sip:bob@example.test SIP/2.0\r\n")
     assert "\r\nEvent: dialog\r\n" in subscribe and "\r\nAccept: application/dialog-info+xml\r\n" in subscribe

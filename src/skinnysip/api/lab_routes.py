@@ -35,11 +35,14 @@ async def lab_info(request: Request) -> dict[str, Any]:
     (demo passwords only, else null), "aor"}], "devices": [{"name", "line"}], "extensions":
     {"600": "echo", …}, "registrations": [{"user", "contact", "expires" (s), "transport",
     "source", and where the phone gave them "instance" (its +sip.instance), "regId" (an RFC 5626
-    outbound binding), "pubGruu"/"tempGruu" (RFC 5627), "path" (RFC 3327)}], "notes": [...]}``. 404 without a lab."""
+    outbound binding), "pubGruu"/"tempGruu" (RFC 5627), "path" (RFC 3327)}], "subscriptions":
+    {"message-summary", "presence", "dialog" (live subscriptions to the lab as notifier, RFC 6665),
+    "publications" (presence PUBLISHed to it, RFC 3903)}, "notes": [...]}``. 404 without a lab."""
     lab = _lab(request)
     body = lab.info()
     assert lab.proxy is not None
     body["registrations"] = lab.proxy.bindings()
+    body["subscriptions"] = lab.proxy.subscriptions()
     return body
 
 

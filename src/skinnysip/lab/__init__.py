@@ -5,6 +5,9 @@
 - :mod:`skinnysip.lab.registrar`: bindings (RFC 3261 §10.3) and the digest nonce guard.
 - :mod:`skinnysip.lab.proxy`: the SIP registrar + stateful record-routing proxy
   (:class:`~skinnysip.lab.proxy.LabProxy`) on UDP, TCP and TLS, IPv4 and IPv6.
+- :mod:`skinnysip.lab.notifier`: the RFC 6665 notifier bookkeeping its event packages share;
+  :mod:`skinnysip.lab.voicemail` (mailboxes, ``message-summary``) and
+  :mod:`skinnysip.lab.presence` (``presence`` with PUBLISH, ``dialog`` for busy lamps) use it.
 - :mod:`skinnysip.lab.callmanager`: the SCCP lab call manager.
 - :mod:`skinnysip.lab.services`: echo, tone, playback, conference, DTMF echo, music on hold.
 - :mod:`skinnysip.lab.bridge`: SCCP ⇄ SIP.

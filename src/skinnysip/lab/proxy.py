@@ -48,9 +48,17 @@ handler hands the proxy every new request, CANCEL and ACK for a 2xx.
   services' music towards the held party's RTP address; the resuming re-INVITE or the BYE
   stops it.
 
+- Notifier (RFC 6665): a SUBSCRIBE or PUBLISH to a lab user's AOR is the lab's own to answer
+  (after the challenge): ``message-summary`` of one's own mailbox (lab/voicemail.py),
+  ``presence`` and ``dialog`` of any lab user, PUBLISH of one's own ``presence``
+  (lab/presence.py), 489 with ``Allow-Events`` for another package. OPTIONS to the lab lists
+  the packages in ``Allow-Events``.
+
 Every call (Call-ID of a request other than REGISTER/OPTIONS) is on record with every
 message the lab sent or received for it (:meth:`LabProxy.calls`; the last
-``MAX_CALLS`` calls, ``MAX_MESSAGES_PER_CALL`` messages each). Python units: seconds.
+``MAX_CALLS`` calls, ``MAX_MESSAGES_PER_CALL`` messages each); each change of a call's state
+is told to :attr:`LabProxy.call_listeners` (the dialog package's tracker is one). Python
+units: seconds.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ from typing import Any, Protocol
 
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.lab.config import LabSettings
+from skinnysip.lab.notifier import event_package
+from skinnysip.lab.presence import LAB_EVENTS, PresenceNotifier
 from skinnysip.lab.registrar import Binding, NonceGuard, Registrar, pick_targets
 from skinnysip.lab.voicemail import EVENT as MWI_EVENT
 from skinnysip.lab.voicemail import Mailboxes, MWINotifier
@@ -91,7 +101,7 @@ from skinnysip.sip.transactions import (
     TimedOut,
     TransportFailed,
 )
-from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uas import DEFAULT_ALLOW, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, user_of
 
 __all__ = ["MAX_CALLS", "MAX_MESSAGES_PER_CALL", "CallRecord", "LabProxy", "MusicOnHold"]
@@ -122,8 +132,9 @@ class MusicOnHold(Protocol):
 class CallRecord:
     """One call (one Call-ID) as the lab saw it: ``call_id``, ``from_``/``to`` (URIs of the
     first request), ``method``, ``state`` (``trying``, ``ringing``, ``connected``,
-    ``ended``, ``failed (486 Busy Here)``, ``delivered``…), ``started`` (epoch seconds) and
-    the ``records`` of every message on the wire (bounded)."""
+    ``ended``, ``failed (486 Busy Here)``, ``delivered``…), ``started`` (epoch seconds),
+    the ``records`` of every message on the wire (bounded), ``from_tag`` (the first request's)
+    and ``to_tag`` (an INVITE's answerer's: the 2xx's, else the first provisional's)."""
 
     call_id: str
     from_: str
@@ -132,6 +143,8 @@ class CallRecord:
     started: float
     state: str = "trying"
     records: deque[TraceRecord] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES_PER_CALL))
+    from_tag: str | None = None
+    to_tag: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         """``{"callId", "from", "to", "method", "state", "started", "messages": [WireMessage…]}``."""
@@ -172,11 +185,6 @@ def _uri_of(value: str | None) -> str:
         return str(NameAddr.parse(value).uri)
     except SIPParseError:
         return value
-
-
-def _event_package(request: Request) -> str:
-    """The Event header field's package name, lower case (RFC 6665 §8.2.1; "" when absent)."""
-    return (request.headers.get("Event") or "").split(";")[0].strip().lower()
 
 
 def _ignore(event: object) -> None:
@@ -253,7 +261,9 @@ class LabProxy:
         self.settings = settings
         self.ring_timeout = ring_timeout
         self.endpoint = SIPEndpoint(trying_delay=None, tls_cert=tls_cert, tls_key=tls_key, tls_verify=False,
-                                    uas=_ProxyChecks(server="skinnysip-lab"), user_agent="skinnysip-lab",
+                                    uas=_ProxyChecks(server="skinnysip-lab", allow=(*DEFAULT_ALLOW, "REGISTER",
+                                                                                    "SUBSCRIBE", "PUBLISH")),
+                                    user_agent="skinnysip-lab",
                                     trace_limit=20000, idle_timeout=900.0)
         self.guard = NonceGuard(settings.realm, {u.user: u.password for u in settings.users},
                                 algorithms=settings.algorithms, lifetime=settings.nonce_lifetime,
@@ -267,7 +277,12 @@ class LabProxy:
         self.lines = {d.line for d in settings.devices}
         #: every lab user's voicemail box, and the lab as their message-summary notifier
         self.mailboxes = Mailboxes({u.user for u in settings.users}, settings.domain)
-        self.notifier = MWINotifier(self.endpoint, self.mailboxes)
+        self.notifier = MWINotifier(self.endpoint, self.mailboxes, allow_events=LAB_EVENTS)
+        #: the lab as its users' presence server and busy-lamp-field notifier (lab/presence.py)
+        self.presence = PresenceNotifier(self.endpoint, registrar=self.registrar, users=self.mailboxes.users,
+                                         domain=settings.domain)
+        #: told (record, the request of the transaction that changed it) after each call state change
+        self.call_listeners: list[Callable[[CallRecord, Request], None]] = [self.presence.call_changed]
         self.services: tuple[str, int] | None = None
         self.bridge: tuple[str, int] | None = None
         self.moh: MusicOnHold | None = None
@@ -321,6 +336,7 @@ class LabProxy:
         for task in list(self._tasks):
             task.cancel()
         await self.notifier.close()
+        await self.presence.close()
         await self.endpoint.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -356,6 +372,11 @@ class LabProxy:
             out.append(row)
         return out
 
+    def subscriptions(self) -> dict[str, int]:
+        """What the lab serves as a notifier now: live subscriptions per event package
+        (``message-summary``, ``presence``, ``dialog``) and ``publications`` (RFC 3903)."""
+        return {**self.notifier.counts(), **self.presence.counts(), "publications": self.presence.publications}
+
     def _traced(self, record: TraceRecord) -> None:
         call = self._calls.get(record.call_id or "")
         if call is not None:
@@ -366,7 +387,7 @@ class LabProxy:
         call = self._calls.get(call_id)
         if call is None and request.method not in ("REGISTER", "OPTIONS", "ACK", "CANCEL") and request.to_tag is None:
             call = CallRecord(call_id, _uri_of(request.headers.get("From")), _uri_of(request.headers.get("To")),
-                              request.method, time.time())
+                              request.method, time.time(), from_tag=request.from_tag)
             call.records.extend(self.endpoint.trace.for_call(call_id)[-MAX_MESSAGES_PER_CALL:])
             self._calls[call_id] = call
             while len(self._calls) > MAX_CALLS:
@@ -464,10 +485,22 @@ class LabProxy:
             if code >= 300:
                 self._set_state(tx.request, f"failed ({response.summary})")
 
-    def _set_state(self, request: Request, state: str) -> None:
+    def _set_state(self, request: Request, state: str, response: Response | None = None) -> None:
+        """The state of the call of ``request`` (a request outside a dialog), and its answerer's
+        tag from ``response`` (a 2xx's wins over a provisional's)."""
         call = self._calls.get(request.call_id or "")
         if call is not None and request.to_tag is None:
             call.state = state
+            if response is not None and response.to_tag and (call.to_tag is None or response.status_code >= 200):
+                call.to_tag = response.to_tag
+            self._call_changed(call, request)
+
+    def _call_changed(self, call: CallRecord, request: Request) -> None:
+        for listener in list(self.call_listeners):
+            try:
+                listener(call, request)
+            except Exception:  # a listener's fault must not stop the proxy
+                log.exception("lab: call listener failed")
 
     def _trusted(self, flow: Flow) -> bool:
         return flow.transport == "udp" and flow.remote in (self.services, self.bridge)
@@ -497,7 +530,9 @@ class LabProxy:
                 self._register(tx, request, flow)
                 return
             if request.method == "OPTIONS" and not target.user:
-                self.endpoint.send_response(tx, self.endpoint.uas.options(request))
+                response = self.endpoint.uas.options(request)
+                response.headers.add("Allow-Events", ", ".join(LAB_EVENTS))  # RFC 6665 §7.2.2
+                self.endpoint.send_response(tx, response)
                 return
         if max_forwards <= 0:
             self._respond(tx, 483)
@@ -505,8 +540,9 @@ class LabProxy:
         if len(self._forwards) >= MAX_PENDING:
             self._respond(tx, 503, headers=[("Retry-After", "5")])
             return
-        if in_dialog and not routes and self.notifier.owns(request):  # a mailbox subscription's dialog
-            self.notifier.in_dialog(tx, request)
+        notifier = next((n for n in (self.notifier, self.presence) if n.owns(request)), None) if in_dialog else None
+        if notifier is not None and not routes:  # a dialog of one of the lab's subscriptions
+            notifier.in_dialog(tx, request)
             return
         if in_dialog:
             # a dialog the lab record-routed (our Route value was on top), or a request straight
@@ -534,15 +570,20 @@ class LabProxy:
                 self._respond(tx, 403, f"Forbidden (From is not {result.user})")
                 return
             authenticated = result.user
-        if (request.method == "SUBSCRIBE" and not routes and not direct and target.user
-                and not self.registrar.is_gruu(target)
-                and self.mailboxes.has(target.user) and _event_package(request) == MWI_EVENT):
-            # the lab is the voicemail server: a user's own mailbox only (RFC 3842 §6)
-            if authenticated != target.user:
-                self._respond(tx, 403, f"Forbidden (not the mailbox of {authenticated or 'a lab service'})")
+        if (request.method in ("SUBSCRIBE", "PUBLISH") and not routes and not direct and target.user
+                and not self.registrar.is_gruu(target) and self.mailboxes.has(target.user)):
+            if request.method == "SUBSCRIBE" and event_package(request) == MWI_EVENT:
+                # the lab is the voicemail server: a user's own mailbox only (RFC 3842 §6)
+                if authenticated != target.user:
+                    self._respond(tx, 403, f"Forbidden (not the mailbox of {authenticated or 'a lab service'})")
+                    return
+                self.notifier.subscribe(tx, request, flow, target.user)
                 return
-            self.notifier.subscribe(tx, request, flow, target.user)
+            # presence, busy lamps (dialog), PUBLISH; 489 for another event (lab/presence.py)
+            self.presence.handle(tx, request, flow, target.user, authenticated)
             return
+        if request.method == "INVITE":
+            self._set_state(request, "trying")  # forwarded now (after the challenge, if any)
         # a pre-loaded Route beyond the lab (§16.4) is followed, but only for an authenticated user
         self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
                                   direct=direct, user="" if routes else target.user or ""))
@@ -561,6 +602,8 @@ class LabProxy:
             return
         outcome = self.registrar.register(result.user, request, flow, time.monotonic())
         self._respond_register(tx, outcome.code, outcome.reason, outcome.headers)
+        if outcome.code == 200:
+            self.presence.registration_changed(result.user)
 
     def _respond_register(self, tx: ServerTransaction, code: int, reason: str, headers: list[tuple[str, str]]) -> None:
         phrase = None if code == 200 or not reason else f"{'Bad Request' if code == 400 else 'Error'} ({reason})"
@@ -788,7 +831,7 @@ class LabProxy:
                 with contextlib.suppress(ValueError):
                     self.endpoint.send_response(forward.tx, upstream)
                 if code in (180, 183):
-                    self._set_state(forward.request, "ringing")
+                    self._set_state(forward.request, "ringing", response)
             return
         if code < 300:
             if branch.final is None:
@@ -811,7 +854,7 @@ class LabProxy:
             if forward.timer is not None:
                 forward.timer.cancel()
             method = forward.request.method
-            self._set_state(forward.request, "connected" if method == "INVITE" else "delivered")
+            self._set_state(forward.request, "connected" if method == "INVITE" else "delivered", upstream)
             if method == "BYE":
                 self._set_call_state(forward.request, "ended")
             if method == "INVITE" and forward.request.to_tag is not None:
@@ -827,6 +870,7 @@ class LabProxy:
         call = self._calls.get(request.call_id or "")
         if call is not None:
             call.state = state
+            self._call_changed(call, request)
 
     def _maybe_final(self, forward: _Forward) -> None:
         """When every branch has its final response and none was 2xx: send the best (§16.7

@@ -24,6 +24,7 @@ Every call's signalling is on record (:attr:`SIPCall.exchange`). Python units: s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import re
@@ -712,6 +713,7 @@ class SIPPhone(Phone):
         #: the watched resources (:meth:`watch`): (URI, event package) → their subscription
         self.watches: dict[tuple[str, str], Subscription] = {}
         self._watch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._unwatched: collections.deque[Subscription] = collections.deque(maxlen=16)  # their last NOTIFYs
         #: our published presence (:meth:`publish_presence`; RFC 3903), None until then
         self.publication: PresencePublication | None = None
         self._publish_task: asyncio.Task[None] | None = None
@@ -2131,6 +2133,7 @@ class SIPPhone(Phone):
             task.cancel()
         if sub is None:
             return False
+        self._unwatched.append(sub)  # the notifier's final NOTIFY is still ours to answer
         await sub.unsubscribe()
         return True
 
@@ -2242,7 +2245,7 @@ class SIPPhone(Phone):
             self.mwi.notify_received(event)
             return True
         if method == "NOTIFY":
-            watch = next((w for w in self.watches.values() if w.owns(request)), None)
+            watch = next((w for w in (*self.watches.values(), *self._unwatched) if w.owns(request)), None)
             if watch is not None:
                 watch.notify_received(event)
                 return True

@@ -74,6 +74,8 @@ class Subscription:
         self._call_id = new_call_id()
         self._tag = secrets.token_hex(6)
         self._wake = asyncio.Event()
+        #: we ended it (:meth:`unsubscribe`): NOTIFYs still coming are answered 200 and ignored
+        self.ended = False
 
     # -- what the phone's loop runs ------------------------------------------------------------
     async def run(self) -> None:
@@ -94,6 +96,7 @@ class Subscription:
     async def unsubscribe(self, timeout: float = 3.0) -> None:
         """SUBSCRIBE with Expires 0 in the dialog (RFC 6665 §4.1.2.3), bounded by ``timeout``
         seconds; nothing when there is no subscription."""
+        self.ended = True  # the notifier's last NOTIFY (§4.2.1.2: it follows) is answered 200, quietly
         if self.dialog is None or self.state in ("terminated", "failed"):
             return
         with contextlib.suppress(TimeoutError, PhoneError, SIPTransportError, SIPParseError, ValueError):
@@ -181,6 +184,9 @@ class Subscription:
         package = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if package != self.EVENT:
             endpoint.respond(tx, 489)
+            return
+        if self.ended:
+            endpoint.respond(tx, 200)
             return
         if self.dialog is None:  # §4.1.2.4: a NOTIFY may come before the 2xx; it makes the dialog
             try:

@@ -61,6 +61,7 @@ REASON_PHRASES: dict[int, str] = {
     400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
     407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed",  # RFC 3903 §11.2.1
     413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
     422: "Session Interval Too Small", 423: "Interval Too Brief", 430: "Flow Failed",
