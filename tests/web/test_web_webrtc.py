@@ -73,7 +73,8 @@ def test_chromium_calls_our_phone_over_websocket_with_webrtc_media(codec: str, t
     assert report["ice"]["rtp"]["nominated"] is not None and report["ice"]["rtp"]["refused"] == 0, report["ice"]
     assert report["dtls"]["rtp"]["role"] == "client" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
     assert report["srtp"]["auth_failures"] == 0, report["srtp"]
-    assert ours["recordings"] == 1 and ours["heard"] >= 0.9, ours  # we heard Chromium's microphone
+    heard, sounding = ours["heard"]  # we heard Chromium's microphone (silent while its digits go)
+    assert ours["recordings"] == 1 and heard >= 0.95 and sounding >= 0.7, ours
     # the page's RTCDTMFSender digits arrive as RFC 4733 events (telephone-event at the codec's rate)
     assert ours["digits"] == [[d, "rfc4733"] for d in "19*#"], ours["digits"]
 
@@ -113,7 +114,8 @@ def test_our_phone_calls_a_browser_registered_at_the_lab(tmp_path: Path) -> None
     assert result["stats"]["inbound-rtp"]["packetsReceived"] > 100, result["stats"]  # SRTP it could decrypt
     assert mostly(result["readings"], 440.0), result["readings"]
     ours = result["ours"]
-    assert ours["connected"] and ours["heard"] >= 0.9, {k: v for k, v in ours.items() if k != "report"}
+    heard, sounding = ours["heard"]
+    assert ours["connected"] and heard >= 0.95 and sounding >= 0.7, {k: v for k, v in ours.items() if k != "report"}
     report = ours["report"]
     assert report["dtls"]["rtp"]["role"] == "server" and report["dtls"]["rtp"]["error"] is None, report["dtls"]
     assert set(report["dtls"]) == {"rtp"} and set(report["ice"]) == {"rtp"}, report  # multiplexed: one of each

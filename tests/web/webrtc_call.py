@@ -53,12 +53,20 @@ def tone_wav(path: Path, hz: float, seconds: float = 15.0, rate: int = 48000) ->
     return path
 
 
-def share_at(path: Path, hz: float) -> float:
+def share_at(path: Path, hz: float) -> tuple[float, float]:
+    """(the share of the recording's sounding 20 ms frames whose dominant frequency is ``hz``
+    ± 25 Hz, the share of frames that sound at all), after the first 0.5 s (ICE and DTLS).
+    Frames are silent while the page's digits go as RFC 4733 events instead of audio (4 of
+    100 ms in a 4 s call): counted apart, they do not decide what was heard."""
     with wave.open(str(path)) as w:
         samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         rate = w.getframerate()
-    freqs = dominant_frequencies(samples[int(0.5 * rate):], rate)  # the first 0.5 s: ICE and DTLS
-    return float(np.mean(np.abs(freqs - hz) < 25)) if len(freqs) else 0.0
+    freqs = dominant_frequencies(samples[int(0.5 * rate):], rate)
+    if not len(freqs):
+        return 0.0, 0.0
+    sounding = freqs > 0
+    return (float(np.mean(np.abs(freqs[sounding] - hz) < 25)) if sounding.any() else 0.0,
+            float(np.mean(sounding)))
 
 
 @contextlib.contextmanager
@@ -135,7 +143,7 @@ def call_the_browser(loop: LoopThread, site_port: int, mic: Path, work: Path) ->
             recordings = sorted((work / "rec").glob("*-rx.wav"))
             result["ours"] = {"connected": connected, "end_reason": call.end_reason, "report": report,
                               "exchange": [m.summary for m in call.exchange],
-                              "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+                              "heard": share_at(recordings[0], MIC_TONE) if recordings else (0.0, 0.0),
                               "offer": str(call.local_sdp) if call.local_sdp is not None else None}
             return result
         finally:
@@ -158,7 +166,7 @@ def call_the_phone(loop: LoopThread, site_port: int, mic: Path, work: Path, code
         call, digits = loop.run(incoming_call(phone))
         report = call.media_report() if call is not None else None
         recordings = sorted((work / "rec").glob("*-rx.wav"))
-        result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else None,
+        result["ours"] = {"report": report, "heard": share_at(recordings[0], MIC_TONE) if recordings else (0.0, 0.0),
                           "recordings": len(recordings), "digits": digits}
         return result
     finally:

@@ -422,7 +422,8 @@ class WatchBody(TargetBody):
 
 class PresenceBody(_Body):
     basic: Literal["open", "closed"] = Field("open", description="open: willing to communicate (RFC 3863).")
-    note: str | None = Field(None, max_length=200, description="Free text for watchers (PIDF <note>).")
+    note: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]*$",
+                             description="Free text for watchers (PIDF <note>): no control characters.")
     activity: str | None = Field(None, pattern=r"^[a-z][a-z-]{0,39}$",
                                  description="An RPID activity (RFC 4480): away, busy, on-the-phone, meal…")
 
@@ -1207,8 +1208,11 @@ async def publish_presence(request: Request, phone_id: str, body: PresenceBody) 
     has not answered within ANSWER_WAIT."""
     async with _acting(request, phone_id) as session:
         phone = _sip_only(session, "publishing presence")
-        finished, _ = await session.bounded(phone.publish_presence(body.basic, note=body.note,
-                                                                   activity=body.activity), "presence")
+        try:
+            finished, _ = await session.bounded(phone.publish_presence(body.basic, note=body.note,
+                                                                       activity=body.activity), "presence")
+        except ValueError as exc:  # text XML 1.0 cannot carry (a lone surrogate)
+            raise HTTPException(400, f"note: {exc}") from exc
         done = Done(success=finished, pending=not finished, id=session.id)
         return done.to_api() if finished else _pending(done)
 

@@ -2143,8 +2143,9 @@ class SIPPhone(Phone):
         RFC 3903 §4, RFC 3863): ``basic`` ``open`` or ``closed``, a ``note``, an RPID
         ``activity`` (RFC 4480: ``away``, ``busy``, ``on-the-phone``…). Kept alive by
         refreshes until :meth:`unpublish_presence` or :meth:`close`; a second call modifies
-        it. ``ValueError`` for another ``basic``; :class:`PhoneError` when the presence
-        server refuses (the reason) or does not answer."""
+        it. ``ValueError`` for another ``basic`` or text XML 1.0 cannot carry (a control
+        character); :class:`PhoneError` when the presence server refuses (the reason) or does
+        not answer."""
         from skinnysip.sip.presence import build_pidf
 
         body = build_pidf(str(self.aor), basic, note=note, activity=activity)
