@@ -206,6 +206,11 @@ async def test_presence_from_registration_and_publication(lab: Lab) -> None:
             assert lab.proxy.subscriptions()["publications"] == 1
             await b.publish_presence("open", note="back")
             await wait_for(a, presence(aor("1002"), "open", ("back",)))
+            # /api/lab/calls says how the lab answered them (not the challenge's 407)
+            records = {c["callId"]: c["state"] for c in lab.proxy.calls()}
+            assert b.publication is not None and records[b.publication._call_id] == "published", records
+            [watch] = a.watches.values()
+            assert records[watch._call_id] == "subscribed", records
         await wait_for(a, presence(aor("1002"), "closed", ()))
         assert lab.proxy.subscriptions() == {"message-summary": 0, "presence": 1, "dialog": 0, "publications": 0}
 

@@ -132,7 +132,8 @@ class MusicOnHold(Protocol):
 class CallRecord:
     """One call (one Call-ID) as the lab saw it: ``call_id``, ``from_``/``to`` (URIs of the
     first request), ``method``, ``state`` (``trying``, ``ringing``, ``connected``,
-    ``ended``, ``failed (486 Busy Here)``, ``delivered``…), ``started`` (epoch seconds),
+    ``ended``, ``failed (486 Busy Here)``, ``delivered``, ``subscribed``, ``published``…),
+    ``started`` (epoch seconds),
     the ``records`` of every message on the wire (bounded), ``from_tag`` (the first request's)
     and ``to_tag`` (an INVITE's answerer's: the 2xx's, else the first provisional's)."""
 
@@ -485,6 +486,17 @@ class LabProxy:
             if code >= 300:
                 self._set_state(tx.request, f"failed ({response.summary})")
 
+    def _notifier_answered(self, tx: ServerTransaction) -> None:
+        """The call record of a SUBSCRIBE/PUBLISH the lab answered itself says how (it said
+        the challenge's 407 until then): ``subscribed``/``published``, or ``failed (…)``."""
+        answer = tx.last_response
+        if answer is None:
+            return
+        if answer.status_code < 300:
+            self._set_state(tx.request, "subscribed" if tx.request.method == "SUBSCRIBE" else "published")
+        else:
+            self._set_state(tx.request, f"failed ({answer.summary})")
+
     def _set_state(self, request: Request, state: str, response: Response | None = None) -> None:
         """The state of the call of ``request`` (a request outside a dialog), and its answerer's
         tag from ``response`` (a 2xx's wins over a provisional's)."""
@@ -578,9 +590,9 @@ class LabProxy:
                     self._respond(tx, 403, f"Forbidden (not the mailbox of {authenticated or 'a lab service'})")
                     return
                 self.notifier.subscribe(tx, request, flow, target.user)
-                return
-            # presence, busy lamps (dialog), PUBLISH; 489 for another event (lab/presence.py)
-            self.presence.handle(tx, request, flow, target.user, authenticated)
+            else:  # presence, busy lamps (dialog), PUBLISH; 489 for another event (lab/presence.py)
+                self.presence.handle(tx, request, flow, target.user, authenticated)
+            self._notifier_answered(tx)
             return
         if request.method == "INVITE":
             self._set_state(request, "trying")  # forwarded now (after the challenge, if any)
