@@ -51,7 +51,7 @@ from skinnysip.sip.server_transaction import ServerTransaction
 from skinnysip.sip.transaction import Flow
 
 __all__ = ["DEFAULT_EXPIRES", "NOTIFY_TIMEOUT", "SERVER", "EventNotifier", "EventSubscription", "arm_expiry",
-           "disarm", "event_package"]
+           "disarm"]
 
 log = logging.getLogger("skinnysip.lab")
 
@@ -62,11 +62,6 @@ NOTIFY_TIMEOUT = 8.0
 DEFAULT_EXPIRES = 3600
 SERVER = "skinnysip-lab"
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]{1,64}")  # RFC 3261 §25.1 token (bounded)
-
-
-def event_package(request: Request) -> str:
-    """The Event header field's package name, lower case (RFC 6665 §8.2.1; "" when absent)."""
-    return (request.headers.get("Event") or "").split(";")[0].strip().lower()
 
 
 def _event_id(request: Request) -> str | None:

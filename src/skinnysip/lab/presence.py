@@ -51,7 +51,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from skinnysip.lab.notifier import EventNotifier, EventSubscription, arm_expiry, disarm, event_package
+from skinnysip.lab.notifier import EventNotifier, EventSubscription, arm_expiry, disarm
 from skinnysip.lab.registrar import Registrar
 from skinnysip.lab.voicemail import EVENT as MWI_EVENT
 from skinnysip.net.sip_endpoint import SIPEndpoint
@@ -65,7 +65,7 @@ from skinnysip.sip.presence import (
     build_pidf,
     parse_pidf,
 )
-from skinnysip.sip.request import warning_field
+from skinnysip.sip.request import event_package, warning_field
 from skinnysip.sip.server_transaction import ServerTransaction
 from skinnysip.sip.transaction import Flow
 from skinnysip.sip.uri import user_of

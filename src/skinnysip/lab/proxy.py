@@ -75,7 +75,6 @@ from typing import Any, Protocol
 
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.lab.config import LabSettings
-from skinnysip.lab.notifier import event_package
 from skinnysip.lab.presence import LAB_EVENTS, PresenceNotifier
 from skinnysip.lab.registrar import Binding, NonceGuard, Registrar, pick_targets
 from skinnysip.lab.voicemail import EVENT as MWI_EVENT
@@ -87,7 +86,14 @@ from skinnysip.net.trace import TraceRecord, to_wire_messages
 from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.reason import COMPLETED_ELSEWHERE, MAX_REASONS
-from skinnysip.sip.request import DIALOG_CREATING, build_cancel, build_response, new_branch, new_tag
+from skinnysip.sip.request import (
+    DIALOG_CREATING,
+    build_cancel,
+    build_response,
+    event_package,
+    new_branch,
+    new_tag,
+)
 from skinnysip.sip.server_transaction import ServerState, ServerTransaction
 from skinnysip.sip.syntax import split_comma, uint_or_none
 from skinnysip.sip.transaction import Flow

@@ -101,6 +101,7 @@ from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
 from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_reasons
 from skinnysip.sip.request import (
     build_cancel,
+    event_package,
     min_expires_retry,
     new_call_id,
     new_request,
@@ -2405,7 +2406,7 @@ class SIPPhone(Phone):
     def _notify_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
         """A NOTIFY of our REFER subscription: its sipfrag status line tells the outcome."""
         self.endpoint.respond(tx, 200)
-        if (request.headers.get("Event") or "").split(";")[0].strip().lower() != "refer":
+        if event_package(request) != "refer":
             return
         line = request.body.decode("utf-8", "replace").split("\r\n", 1)[0].split()
         code = uint_or_none(line[1], 699) if len(line) >= 2 else None
@@ -2435,7 +2436,7 @@ class SIPPhone(Phone):
         summary); any other event package → 481, no subscription of ours matches it
         (RFC 6665 §4.1.3)."""
         request, tx = event.request, event.transaction
-        package = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        package = event_package(request)
         if package != "message-summary":
             self.endpoint.respond(tx, 481, to_tag=new_tag())
             return

@@ -31,7 +31,7 @@ from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.mwi import parse_message_summary
 from skinnysip.sip.presence import DialogInfoView, parse_dialog_info, parse_pidf
-from skinnysip.sip.request import new_call_id, new_request, warning_field
+from skinnysip.sip.request import event_package, new_call_id, new_request, warning_field
 from skinnysip.sip.uri import NameAddr, SipURI
 
 if TYPE_CHECKING:
@@ -181,8 +181,7 @@ class Subscription:
         subscription and, unless its reason forbids it, brings the next attempt forward."""
         request, tx = event.request, event.transaction
         endpoint = self.phone.endpoint
-        package = (request.headers.get("Event") or "").split(";")[0].strip().lower()
-        if package != self.EVENT:
+        if event_package(request) != self.EVENT:
             endpoint.respond(tx, 489)
             return
         if self.ended:

@@ -32,6 +32,7 @@ __all__ = [
     "DIALOG_CREATING",
     "REASON_PHRASES",
     "apply_route_set",
+    "event_package",
     "warning_field",
     "build_ack_for_failure",
     "build_cancel",
@@ -275,6 +276,12 @@ def build_cancel(request: Request, *, reasons: Iterable[str] = ()) -> Request:
     if user_agent:
         headers.add("User-Agent", user_agent)
     return Request("CANCEL", request.uri, headers)
+
+
+def event_package(request: Request) -> str:
+    """The package name of a request's ``Event`` header field, lower case (RFC 6665 §8.2.1:
+    ``Event: dialog;id=7`` → ``"dialog"``; "" when absent)."""
+    return (request.headers.get("Event") or "").split(";")[0].strip().lower()
 
 
 def warning_field(text: str, code: int | None = None) -> tuple[str, str]:
