@@ -57,6 +57,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DTMFReceived": ("skinnysip.phone.api", "DTMFReceived"),
     "MessageReceived": ("skinnysip.phone.api", "MessageReceived"),
     "MessageWaiting": ("skinnysip.phone.api", "MessageWaiting"),
+    "PresenceChanged": ("skinnysip.phone.api", "PresenceChanged"),
+    "DialogStateChanged": ("skinnysip.phone.api", "DialogStateChanged"),
     "Lab": ("skinnysip.lab.runner", "Lab"),
     "LabSettings": ("skinnysip.lab.config", "LabSettings"),
     "LoadConfig": ("skinnysip.load.scenarios", "LoadConfig"),
