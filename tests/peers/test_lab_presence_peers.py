@@ -8,7 +8,8 @@ What baresip 1.0 does here (seen on the wire, the lab's record of each Call-ID):
 and its SUBSCRIBE are challenged (407) and sent again with credentials; its
 ``presence_offline``/``presence_online`` PUBLISH with ``SIP-If-Match``; on quit it removes
 its publication (``Expires: 0``). Its ``contacts`` command shows each watched contact as
-``Online``/``Offline`` from the PIDF ``<basic>`` of our NOTIFYs."""
+``Online``/``Offline`` from the PIDF ``<basic>`` of our NOTIFYs. linphonec 5.1's ``friend add``
+SUBSCRIBEs to a friend's presence and prints each change (an RPID activity as its words)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 
 import pytest
 from baresip_peer import Baresip, baresip
+from linphone_peer import linphonec
 from test_lab_sip import DOMAIN, account, lab, port, registered  # noqa: F401 (lab: the fixture)
 from test_phone_presence import lamps
 
@@ -145,3 +147,26 @@ async def test_busy_lamps_of_a_call_between_two_baresips(lab: Lab) -> None:  # n
     [dialog] = confirmed.dialogs
     assert dialog.direction == "recipient" and (dialog.remote_identity or "").startswith(aor("1003")), dialog
     assert dialog.call_id and dialog.local_tag and dialog.remote_tag
+
+
+async def test_linphonec_watches_our_presence_through_the_lab(lab: Lab) -> None:  # noqa: F811
+    """linphonec 5.1 adds us (1001) as a friend: it SUBSCRIBEs to our presence at the lab and
+    shows what the NOTIFYs say — Offline while we are not registered, Online once we are, and
+    "Out to lunch" when we PUBLISH ``closed`` with the RPID activity ``meal`` (RFC 4480): our
+    PIDF as another implementation reads it."""
+    assert lab.proxy is not None
+    async with linphonec("1003", "demo1003", f"127.0.0.1:{port(lab, 'udp')}", realm=DOMAIN,
+                         algorithm="MD5") as peer:
+        await peer.wait_registered()
+        mark = len(peer.lines)
+        await peer.command(f'friend add "alice" {aor("1001")}')
+        pattern = rf'^Friend "alice" <{re.escape(aor("1001"))}> is (.+)$'
+        assert (await peer.wait_line(pattern, 10, mark)).group(1) == "Offline"
+        async with SIPPhone(account(lab, "1001")) as ours:
+            mark = len(peer.lines)
+            assert (await peer.wait_line(pattern, 10, mark)).group(1) == "Online"
+            mark = len(peer.lines)
+            await ours.publish_presence("closed", note="lunch", activity="meal")
+            assert (await peer.wait_line(pattern, 10, mark)).group(1) == "Out to lunch"
+        subscribes = [c for c in lab.proxy.calls() if c["method"] == "SUBSCRIBE" and "1003" in c["from"]]
+        assert subscribes and subscribes[-1]["state"] == "subscribed", subscribes
