@@ -206,7 +206,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baresip_peer import Baresip, baresip
-from sip_peers import stop_group
+from sip_peers import digest_check, kamailio_head, stop_group
 
 from peertools import ExitedError, free_port, require, wait_tcp
 
@@ -243,7 +243,6 @@ def available() -> bool:
 
 def _config(*, host: str, udp: int, tcp: int, workdir: Path, max_expires: int, auth: bool,
             dummy_dialog: bool = False) -> str:
-    passwords = "\n".join(f'    if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in USERS.items())
     # SUBSCRIBE/PUBLISH/INVITE/MESSAGE from the realm's users: proxy Digest (407) like sip_peers'
     # pbx; the server's own PUBLISHes (pua_dialoginfo, from its UDP socket) are never challenged
     proxy_auth = f"""    if (is_method("INVITE|MESSAGE|SUBSCRIBE|PUBLISH") && $fd == "{REALM}"
@@ -256,16 +255,7 @@ def _config(*, host: str, udp: int, tcp: int, workdir: Path, max_expires: int, a
     # next state's NOTIFY could overtake (seen once: a caller's watcher got "early", then
     # "Trying" with a higher CSeq and version). pua's PUBLISHes all come over UDP, so one UDP
     # worker keeps every entity's NOTIFYs in the order of its states.
-    return f"""#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=1
-tcp_children=2
-auto_aliases=no
-listen=udp:{host}:{udp}
-listen=tcp:{host}:{tcp}
-alias="{REALM}"
+    return f"""{kamailio_head(host, udp, tcp, children=1)}alias="{REALM}"
 alias="localhost:{udp}"
 alias="localhost:{tcp}"
 tcp_connection_lifetime=60
@@ -383,34 +373,14 @@ request_route {{
 }}
 
 route[REGISTRAR] {{
-    $var(pw) = "!no-such-user!";
-{passwords}
-    if (!pv_www_authenticate("{REALM}", "$var(pw)", "0")) {{
-        if ($rc == -2 || $rc == -3) {{
-            sl_send_reply("403", "Forbidden");
-            exit;
-        }}
-        www_challenge("{REALM}", "1");
-        exit;
-    }}
-    consume_credentials();
+{digest_check("www", "1", USERS, "    ")}    consume_credentials();
     if (!save("location")) {{
         sl_reply_error();
     }}
 }}
 
 route[PROXY_AUTH] {{
-    $var(pw) = "!no-such-user!";
-{passwords}
-    if (!pv_proxy_authenticate("{REALM}", "$var(pw)", "0")) {{
-        if ($rc == -2 || $rc == -3) {{
-            sl_send_reply("403", "Forbidden");
-            exit;
-        }}
-        proxy_challenge("{REALM}", "1");
-        exit;
-    }}
-    consume_credentials();
+{digest_check("proxy", "1", USERS, "    ")}    consume_credentials();
 }}
 
 # every request the server makes itself (presence's NOTIFYs, pua's PUBLISHes, the dialog

@@ -119,6 +119,33 @@ def _module_dir() -> str:
     raise RuntimeError("kamailio modules (with tls.so) not found; install kamailio-tls-modules")
 
 
+def kamailio_head(host: str, udp: int, tcp: int, *, children: int = 2) -> str:
+    """The first lines of every test Kamailio's configuration: logs to stderr, ``children``
+    UDP workers and two TCP ones, no automatic aliases, UDP and TCP on ``host``."""
+    return (f"#!KAMAILIO\ndebug=2\nlog_stderror=yes\nfork=yes\nchildren={children}\ntcp_children=2\n"
+            f"auto_aliases=no\nlisten=udp:{host}:{udp}\nlisten=tcp:{host}:{tcp}\n")
+
+
+def digest_check(kind: str, qop_flag: str, users: dict[str, str], indent: str = "        ") -> str:
+    """Kamailio configuration lines (each at ``indent``) that check a request's Digest
+    credentials in :data:`REALM` against ``users`` (``kind`` "www": its Authorization, "proxy":
+    its Proxy-Authorization): an unknown user or a wrong password → 403; none, or a stale
+    nonce → a challenge (401/407, ``qop_flag`` as Kamailio's auth module reads it: 0 no qop,
+    1 auth, 2 auth-int, 3 both, +16 stale=true), and the script exits. The caller then
+    consumes the credentials."""
+    lines = ['$var(pw) = "!no-such-user!";',
+             *(f'if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in users.items()),
+             f'if (!pv_{kind}_authenticate("{REALM}", "$var(pw)", "0")) {{',
+             "    if ($rc == -2 || $rc == -3) {",
+             '        sl_send_reply("403", "Forbidden");',
+             "        exit;",
+             "    }",
+             f'    {kind}_challenge("{REALM}", "{qop_flag}");',
+             "    exit;",
+             "}"]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
 def _kamailio_cfg(
     host: str,
     udp: int,
@@ -171,17 +198,7 @@ def _kamailio_cfg(
         exit;
     }}
     if (is_method("INVITE")) {{
-        $var(pw) = "!no-such-user!";
-{{password_lines}}
-        if (!pv_proxy_authenticate("{REALM}", "$var(pw)", "0")) {{
-            if ($rc == -2 || $rc == -3) {{
-                sl_send_reply("403", "Forbidden");
-                exit;
-            }}
-            proxy_challenge("{REALM}", "{qop_flag}");
-            exit;
-        }}
-        consume_credentials();
+{digest_check("proxy", qop_flag, USERS)}        consume_credentials();
         record_route();
         $du = "{next_hop}";
         t_relay();
@@ -222,17 +239,7 @@ def _kamailio_cfg(
         exit;
     }
     if (is_method("INVITE|MESSAGE") && $fd == "REALM_NAME") {
-        $var(pw) = "!no-such-user!";
-{password_lines}
-        if (!pv_proxy_authenticate("REALM_NAME", "$var(pw)", "0")) {
-            if ($rc == -2 || $rc == -3) {
-                sl_send_reply("403", "Forbidden");
-                exit;
-            }
-            proxy_challenge("REALM_NAME", "1");
-            exit;
-        }
-        consume_credentials();
+{proxy_check}        consume_credentials();
     }
     if (!is_method("REGISTER|ACK")) {
         if (is_method("INVITE|SUBSCRIBE|REFER")) { record_route(); }
@@ -247,11 +254,7 @@ def _kamailio_cfg(
         if pbx
         else ""
     )
-    password_lines = "\n".join(
-        f'        if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in USERS.items()
-    )
-    forward_block = forward_block.replace("{password_lines}", password_lines)
-    pbx_block = pbx_block.replace("{password_lines}", password_lines)
+    pbx_block = pbx_block.replace("{proxy_check}", digest_check("proxy", "1", USERS))
     # media through rtpengine: every SDP offer/answer of the PBX's calls rewritten by it (the
     # initial offer with ``offer_flags``, its answers with ``answer_flags``; later offers in the
     # dialog with the plain rewrite: rtpengine keeps each side's protocol), deleted at BYE/CANCEL
@@ -345,16 +348,7 @@ event_route[xhttp:request] {{
 """
     pbx_block = (pbx_block.replace("{relay_in_dialog}", relay_in_dialog).replace("{relay_cancel}", relay_cancel)
                  .replace("{relay_initial}", relay_initial))
-    return f"""#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=2
-tcp_children=2
-auto_aliases=no
-listen=udp:{host}:{udp}
-listen=tcp:{host}:{tcp}
-listen=tls:{host}:{tls}
+    return f"""{kamailio_head(host, udp, tcp)}listen=tls:{host}:{tls}
 {ws_listen}alias="localhost:{udp}"
 alias="localhost:{tcp}"
 alias="localhost:{tls}"
@@ -404,17 +398,7 @@ request_route {{
         exit;
     }}
 {forward_block}{pbx_block}    if (is_method("REGISTER")) {{
-        $var(pw) = "!no-such-user!";
-{password_lines}
-        if (!pv_www_authenticate("{REALM}", "$var(pw)", "0")) {{
-            if ($rc == -2 || $rc == -3) {{
-                sl_send_reply("403", "Forbidden");
-                exit;
-            }}
-            www_challenge("{REALM}", "{qop_flag}");
-            exit;
-        }}
-{stale_block}        consume_credentials();
+{digest_check("www", qop_flag, USERS)}{stale_block}        consume_credentials();
 {service_route_line}        if (!save("location")) {{
             sl_reply_error();
         }}
@@ -597,16 +581,7 @@ def kamailio_edge(registrar_udp_port: int, *, outbound: bool = True, ports: tupl
     udp, tcp = ports or (free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM))
     modules = 'loadmodule "outbound.so"\nloadmodule "stun.so"\n' if outbound else ""
     registrar = f"sip:127.0.0.1:{registrar_udp_port}"
-    (workdir / "edge.cfg").write_text(f"""#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=2
-tcp_children=2
-auto_aliases=no
-listen=udp:127.0.0.1:{udp}
-listen=tcp:127.0.0.1:{tcp}
-mpath="{_module_dir()}"
+    (workdir / "edge.cfg").write_text(f"""{kamailio_head("127.0.0.1", udp, tcp)}mpath="{_module_dir()}"
 
 {_PROXY_MODULES}
 loadmodule "path.so"
