@@ -584,12 +584,19 @@ async function callAction(action, body, box) {
   return result.data;
 }
 
-function setupCallControls() {
-  $("phone-dial").addEventListener("submit", async (ev) => {
+// A form of the live phone: its submit does ``act(form)`` once the old errors are cleared, and
+// nothing without a phone.
+function onPhoneForm(id, act) {
+  const form = $(id);
+  form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const form = $("phone-dial");
     clearErrors(form);
-    if (!phone.id) return;
+    if (phone.id) await act(form);
+  });
+}
+
+function setupCallControls() {
+  onPhoneForm("phone-dial", async (form) => {
     $("phone-call").disabled = true;
     const result = await api("POST", `/api/phones/${phone.id}/calls`, formBody(form), 60000);
     $("phone-call").disabled = false;
@@ -631,32 +638,20 @@ function setupCallControls() {
       if (done) $("phone-dtmf-sent").textContent = `sent ${key}`;
     } }, key));
   }
-  $("phone-message").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = $("phone-message");
-    clearErrors(form);
-    if (!phone.id) return;
+  onPhoneForm("phone-message", async (form) => {
     const body = formBody(form);
     const result = await api("POST", `/api/phones/${phone.id}/messages`, body, 60000);
     if (result.status !== 200 && result.status !== 202) { showApiError(form, result); return; }
     addMessage("out", body.target, result.status === 202 ? `${body.text} (not answered yet)` : body.text);
     $("phone-message-text").value = "";
   });
-  $("phone-watch").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = $("phone-watch");
-    clearErrors(form);
-    if (!phone.id) return;
+  onPhoneForm("phone-watch", async (form) => {
     const result = await api("POST", `/api/phones/${phone.id}/watches`, formBody(form));
     if (result.status !== 201) { showApiError(form, result); return; }
     setWatch(result.data);
     $("phone-watch-target").value = "";
   });
-  $("phone-presence").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = $("phone-presence");
-    clearErrors(form);
-    if (!phone.id) return;
+  onPhoneForm("phone-presence", async (form) => {
     const body = formBody(form);
     const result = await api("POST", `/api/phones/${phone.id}/presence`, body, 60000);
     if (result.status !== 200 && result.status !== 202) { showApiError(form, result); return; }
