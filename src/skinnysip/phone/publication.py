@@ -20,7 +20,6 @@ from skinnysip.net.sip_endpoint import USER_AGENT, SIPTransportError
 from skinnysip.phone.api import ErrorEvent, PhoneError
 from skinnysip.sip.message import Response, SIPParseError
 from skinnysip.sip.request import new_call_id, new_request
-from skinnysip.sip.uri import NameAddr, SipURI
 
 if TYPE_CHECKING:
     from skinnysip.phone.sip_phone import SIPPhone
@@ -111,9 +110,7 @@ class PresencePublication:
             headers = [("Event", self.EVENT), ("Expires", str(expires))]
             if self.etag is not None:
                 headers.append(("SIP-If-Match", self.etag))
-            me = SipURI(phone.aor.scheme, phone.aor.user, None, phone.aor.host, phone.aor.port)
-            request = new_request("PUBLISH", aor, from_=NameAddr(phone.account.display_name, me, {"tag": self._tag}),
-                                  to=NameAddr(None, me), via=phone.endpoint.via(flow), call_id=self._call_id,
+            request = new_request("PUBLISH", aor, from_=phone.identity(self._tag), to=phone.identity(), via=phone.endpoint.via(flow), call_id=self._call_id,
                                   cseq=self._cseq, route_set=phone._route_set(), user_agent=USER_AGENT,
                                   headers=headers, body=body or b"",
                                   content_type=self.CONTENT_TYPE if body is not None else None)

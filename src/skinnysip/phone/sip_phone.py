@@ -948,11 +948,8 @@ class SIPPhone(Phone):
             raise PhoneError("no registrar to register with")
         contact = contact or self._contact(flow, register=True)
         self._reg_cseq += 1
-        aor = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
-                                                          self.aor.port))
         request = new_request(
-            "REGISTER", self._registrar_uri(), from_=NameAddr(aor.display_name, aor.uri, {"tag": self._reg_tag}),
-            to=aor, via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
+            "REGISTER", self._registrar_uri(), from_=self.identity(self._reg_tag), to=self.identity(), via=self.endpoint.via(flow), call_id=self._reg_call_id, cseq=self._reg_cseq,
             contact=contact, route_set=self._route_set(register=True), user_agent=USER_AGENT,
             headers=[("Expires", str(expires)), ("Allow", ALLOW), *self._register_supported()],
         )
@@ -1208,6 +1205,12 @@ class SIPPhone(Phone):
         return False
 
     # -- outgoing calls (RFC 3261 §13.2) ------------------------------------------------------
+    def identity(self, tag: str | None = None) -> NameAddr:
+        """Our AOR as From (with ``tag``) or To of our requests: the account's display name and
+        the AOR's URI without its parameters (RFC 3261 §8.1.1.3)."""
+        uri = SipURI(self.aor.scheme, self.aor.user, None, self.aor.host, self.aor.port)
+        return NameAddr(self.account.display_name, uri, {"tag": tag} if tag is not None else {})
+
     def target_uri(self, target: str) -> str:
         """A dial string → a Request-URI: a full sip:/sips:/tel: URI, ``user@host``, or a user
         at the AOR's domain."""
@@ -1353,8 +1356,7 @@ class SIPPhone(Phone):
         assert call.flow is not None
         flow = call.flow
         offer = self._offer(call, "sendrecv")
-        local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
-                                                            self.aor.port), {"tag": new_tag()})
+        local = self.identity(new_tag())
         headers = [("Allow", ALLOW), ("Supported", SUPPORTED_UAC)]
         if self.account.session_expires:
             headers.append(("Session-Expires", str(self.account.session_expires)))
@@ -2171,9 +2173,7 @@ class SIPPhone(Phone):
         :class:`PhoneError` when it is not accepted (2xx)."""
         uri = self.target_uri(target)
         flow = await self._flow_for(uri)
-        local = NameAddr(self.account.display_name, SipURI(self.aor.scheme, self.aor.user, None, self.aor.host,
-                                                            self.aor.port))
-        request = new_request("MESSAGE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri)),
+        request = new_request("MESSAGE", uri, from_=self.identity(), to=NameAddr(None, SipURI.parse(uri)),
                               via=self.endpoint.via(flow), route_set=self._route_set(), user_agent=USER_AGENT,
                               body=text.encode(), content_type="text/plain;charset=UTF-8")
         outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,

@@ -159,10 +159,7 @@ class Subscription:
         if self.dialog is not None:
             return self.dialog.request("SUBSCRIBE", via, headers=[*headers, ("User-Agent", USER_AGENT)],
                                        contact=contact)
-        aor = phone.aor
-        local = NameAddr(phone.account.display_name, SipURI(aor.scheme, aor.user, None, aor.host, aor.port),
-                         {"tag": self._tag})
-        return new_request("SUBSCRIBE", self.uri, from_=local, to=NameAddr(None, SipURI.parse(self.uri)), via=via,
+        return new_request("SUBSCRIBE", self.uri, from_=phone.identity(self._tag), to=NameAddr(None, SipURI.parse(self.uri)), via=via,
                            call_id=self._call_id, contact=contact, route_set=phone._route_set(),
                            user_agent=USER_AGENT, headers=headers)
 
