@@ -30,12 +30,12 @@ from skinnysip.phone.api import DialogStateChanged, ErrorEvent, MessageWaiting, 
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.mwi import parse_message_summary
-from skinnysip.sip.presence import DialogInfoView, parse_dialog_info, parse_pidf
 from skinnysip.sip.request import event_package, new_call_id, new_request, warning_field
 from skinnysip.sip.uri import NameAddr, SipURI
 
 if TYPE_CHECKING:
     from skinnysip.phone.sip_phone import SIPPhone
+    from skinnysip.sip.presence import DialogInfoView
     from skinnysip.sip.transaction import Flow
     from skinnysip.sip.transactions import RequestReceived
 
@@ -266,6 +266,8 @@ class PresenceSubscription(Subscription):
         self.activities: tuple[str, ...] = ()
 
     def _parse(self, body: bytes) -> Any:
+        from skinnysip.sip.presence import parse_pidf  # XML only for a phone that watches
+
         return parse_pidf(body)  # PresenceError is a ValueError
 
     def _deliver(self, parsed: Any) -> None:
@@ -288,7 +290,7 @@ class DialogSubscription(Subscription):
 
     def __init__(self, phone: SIPPhone, uri: str, expires: int = EXPIRES) -> None:
         super().__init__(phone, uri, expires)
-        self.view = DialogInfoView()
+        self.view = _dialog_info_view()
 
     @property
     def lamp(self) -> str:
@@ -296,6 +298,8 @@ class DialogSubscription(Subscription):
         return self.view.summary
 
     def _parse(self, body: bytes) -> Any:
+        from skinnysip.sip.presence import parse_dialog_info
+
         return parse_dialog_info(body)
 
     def _deliver(self, parsed: Any) -> None:
@@ -310,4 +314,10 @@ class DialogSubscription(Subscription):
 
     def _restart(self) -> None:
         super()._restart()
-        self.view = DialogInfoView()
+        self.view = _dialog_info_view()
+
+
+def _dialog_info_view() -> DialogInfoView:
+    from skinnysip.sip.presence import DialogInfoView  # imported by the first dialog watch only
+
+    return DialogInfoView()
