@@ -8,6 +8,7 @@ one before. Kamailio's side is in ``tests/peers/test_phone_presence.py``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -271,11 +272,16 @@ def test_the_cli_prints_each_lamp_change() -> None:
     with udp_server(notifier) as (port, _):
         notifier.dialog["port"] = str(port)
         done = subprocess.run([sys.executable, "-m", "skinnysip", "phone", "sip:alice@example.test", "--registrar",
-                               f"127.0.0.1:{port}", "--no-register", "--blf", "bob", "--duration", "1.5"],
-                              capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+                               f"127.0.0.1:{port}", "--no-register", "--blf", "bob", "--duration", "1.5",
+                               "--exec", "sleep 1; watches"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "1000"})
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("dialogState:")]
     assert lines == ["dialogState: uri=sip:bob@example.test, state=idle",
                      "dialogState: uri=sip:bob@example.test, state=ringing, dialogs=early recipient sip:carol@example.test",
                      "dialogState: uri=sip:bob@example.test, state=busy, dialogs=confirmed recipient sip:carol@example.test"], \
         done.stdout
+    [shown] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"uri"')]
+    assert shown == {"uri": "sip:bob@example.test", "event": "dialog", "state": "active", "reason": "", "lamp": "busy",
+                     "dialogs": [{"id": "d1", "state": "confirmed", "direction": "recipient", "callId": "c-d1",
+                                  "remote": "sip:carol@example.test", "remoteTarget": None, "duration": None}]}, shown

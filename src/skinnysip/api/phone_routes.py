@@ -98,7 +98,6 @@ from skinnysip.phone.api import (
     PhoneError,
     RegistrationState,
     camel_keys,
-    dialog_to_dict,
     event_to_dict,
     message_counts,
 )
@@ -1160,11 +1159,7 @@ async def send_message(request: Request, phone_id: str, body: MessageBody) -> An
 
 def watch_view(sub: Any) -> WatchView:
     """A :class:`~skinnysip.phone.subscription.Subscription` of a watch, as JSON."""
-    if sub.EVENT == "dialog":
-        return WatchView(uri=sub.uri, event=sub.EVENT, state=sub.state, reason=sub.reason, basic=None, lamp=sub.lamp,
-                         dialogs=[dialog_to_dict(d) for d in sub.view.dialogs.values()])
-    return WatchView(uri=sub.uri, event=sub.EVENT, state=sub.state, reason=sub.reason, basic=sub.basic,
-                     notes=list(sub.notes), activities=list(sub.activities), lamp=None)
+    return WatchView.model_validate(sub.summary())
 
 
 def _sip_only(session: PhoneSession, what: str) -> Any:

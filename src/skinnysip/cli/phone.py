@@ -616,10 +616,8 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
             sub = phone.watch(args[0], package)
             console.print(f"watching {printable(sub.uri)} ({package})", markup=False, highlight=False)
     elif verb == "watches":
-        for (uri, package), sub in phone.watches.items():
-            shown = {"uri": uri, "event": package, "state": sub.state, "reason": sub.reason}
-            shown.update({"lamp": sub.lamp} if package == "dialog" else {"basic": sub.basic})
-            console.print(json.dumps(shown), markup=False, highlight=False)
+        for sub in phone.watches.values():
+            console.print(json.dumps(sub.summary()), markup=False, highlight=False)
     elif verb == "presence":  # presence open|closed [NOTE…] | presence off
         if args[0] == "off":
             await phone.unpublish_presence()

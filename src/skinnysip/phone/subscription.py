@@ -26,7 +26,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from skinnysip.net.sip_endpoint import USER_AGENT, SIPTransportError
-from skinnysip.phone.api import DialogStateChanged, ErrorEvent, MessageWaiting, PhoneError, PresenceChanged
+from skinnysip.phone.api import (
+    DialogStateChanged,
+    ErrorEvent,
+    MessageWaiting,
+    PhoneError,
+    PresenceChanged,
+    dialog_to_dict,
+)
 from skinnysip.sip.dialog import Dialog, dialog_id
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.mwi import parse_message_summary
@@ -220,6 +227,11 @@ class Subscription:
             if reason not in ("noresource", "rejected", "invariant"):  # §4.1.3: those ask not to retry now
                 self._wake.set()
 
+    def summary(self) -> dict[str, Any]:
+        """The watch as JSON (the CLI's ``watches``, the API's phone view): ``uri``, ``event``
+        (the package), ``state``, ``reason``, and what the package tells (subclasses)."""
+        return {"uri": self.uri, "event": self.EVENT, "state": self.state, "reason": self.reason}
+
     # -- what a package says ---------------------------------------------------------------------
     def _parse(self, body: bytes) -> Any:
         """A NOTIFY body read; ``ValueError`` (its message goes in the 400's Warning) when
@@ -265,6 +277,11 @@ class PresenceSubscription(Subscription):
         self.notes: tuple[str, ...] = ()
         self.activities: tuple[str, ...] = ()
 
+    def summary(self) -> dict[str, Any]:
+        """:meth:`Subscription.summary` with ``basic``, ``notes`` and ``activities``."""
+        return {**super().summary(), "basic": self.basic, "notes": list(self.notes),
+                "activities": list(self.activities)}
+
     def _parse(self, body: bytes) -> Any:
         from skinnysip.sip.presence import parse_pidf  # XML only for a phone that watches
 
@@ -296,6 +313,12 @@ class DialogSubscription(Subscription):
     def lamp(self) -> str:
         """``idle``, ``calling``, ``ringing`` or ``busy``: what the line's dialogs show."""
         return self.view.summary
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`Subscription.summary` with the ``lamp`` and the ``dialogs`` (as
+        :func:`~skinnysip.phone.api.dialog_to_dict` gives them)."""
+        return {**super().summary(), "lamp": self.lamp,
+                "dialogs": [dialog_to_dict(d) for d in self.view.dialogs.values()]}
 
     def _parse(self, body: bytes) -> Any:
         from skinnysip.sip.presence import parse_dialog_info
