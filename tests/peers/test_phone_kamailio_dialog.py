@@ -82,7 +82,8 @@ async def test_kamailio_ends_a_call_that_outlived_its_dialog_timeout(tmp_path: P
     with kamailio(pbx=True, dialog=(30, 3)) as pbx:
         async with SIPPhone(account(pbx, "alice")) as alice, SIPPhone(account(pbx, "bob", auto_answer=0.1)) as bob:
             call, far = await call_bob(pbx, alice, bob)
-            assert await call.wait_ended(8) and await far.wait_ended(3), (call.end_reason, far.end_reason)
+            # (the second BYE may trail the first on a loaded machine: both get the same deadline)
+            assert await call.wait_ended(8) and await far.wait_ended(8), (call.end_reason, far.end_reason)
             assert (call.end_reason, far.end_reason) == ("BYE received", "BYE received")
             for leg in (call, far):
                 bye = [i for i, m in enumerate(leg.exchange) if m.direction == "received" and m.summary.startswith("BYE")]

@@ -153,10 +153,12 @@ async def test_linphonec_calls_us_and_hangs_up(pbx: KamailioPeer, bob: Linphone,
 
 
 async def call_linphonec(pbx: KamailioPeer, phone: SIPPhone, bob: Linphone, direction: str,
-                         label: str) -> tuple[SIPCall, dict[str, Any] | None, Path]:
+                         label: str, *, await_rtcp: bool = False) -> tuple[SIPCall, dict[str, Any] | None, Path]:
     """One 3 s call between our phone and linphonec (bob), placed by us (``direction``
     ``"out"``) or by bob (``"in"``), hung up by us once linphonec saw its media up; the call,
-    its final media report and bob's recording of it (``<label>-<direction>.wav``)."""
+    its final media report and bob's recording of it (``<label>-<direction>.wav``).
+    ``await_rtcp``: the call lasts, at most 10 s more, until bob's first RTCP report came (its
+    interval is 5 s, randomised: on a loaded machine 3 s may see none)."""
     mark = len(bob.lines)
     recording = await bob.record_to(f"{label}-{direction}.wav")
     if direction == "out":
@@ -169,6 +171,11 @@ async def call_linphonec(pbx: KamailioPeer, phone: SIPPhone, bob: Linphone, dire
     connected = await bob.wait_line(r"^Call (\d+) with sip:alice@skinnysip\.test connected", 10, mark)
     await bob.wait_line(r"^Media streams established with sip:alice@", 10, mark)
     await asyncio.sleep(3)
+    for _ in range(100 if await_rtcp else 0):
+        report = call.media_report()
+        if report is not None and report["rtcp"]["received"] >= 1:
+            break
+        await asyncio.sleep(0.1)
     await call.hangup()
     await bob.wait_line(rf"^Call {connected.group(1)} with sip:alice@skinnysip\.test ended", 10, mark)
     return call, call.media_report(), recording
@@ -192,7 +199,8 @@ async def test_srtp_with_linphonec_both_ways(pbx: KamailioPeer, tmp_path: Path, 
         await registered(pbx, "bob")
         await registered(pbx, "alice")
         for direction in ("out", "in"):
-            call, report, recording = await call_linphonec(pbx, phone, bob, direction, "srtp")
+            call, report, recording = await call_linphonec(pbx, phone, bob, direction, "srtp",
+                                                           await_rtcp=suites[0].endswith("_80"))
             assert report is not None and call.audio is not None
             assert call.audio.srtp_suite == suites[0], (direction, call.audio)
             assert report["received"]["packets"] > 100, report["received"]
