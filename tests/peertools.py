@@ -364,3 +364,25 @@ class ConsolePeer:
                 await self._task
         if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+GAP_ALLOWANCE = 0.1
+
+
+def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE) -> float:
+    """The share of frames whose dominant frequency (``freqs``: one per 20 ms frame, 0.0 for a
+    silent frame, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives) is ``freq`` ± 25 Hz.
+
+    Silent frames up to ``gaps`` of all frames are left out of the count: a recording is what
+    was played out, and a jitter buffer that runs dry while the machine is starved (three test
+    workers and their peers on two cores) plays silence for a moment. Beyond that allowance
+    silent frames count as misses; a frame at any other frequency is always a miss, so one-way,
+    wrong or garbled audio still fails."""
+    import numpy as np
+
+    freqs = np.asarray(freqs)
+    if not len(freqs):
+        return 0.0
+    hits = float(np.sum(np.abs(freqs - freq) < 25))
+    sounding = float(np.sum(freqs > 0))
+    return hits / max(sounding, (1.0 - gaps) * len(freqs))

@@ -20,6 +20,7 @@ from sippy_peer import sippy_b2bua
 from test_lab_services import assert_heard
 from test_phone_sippy_b2bua import account as sip_account
 
+from peertools import tone_share
 from skinnysip.lab.bridge import SCCPBridge
 from skinnysip.lab.callmanager import LabCallManager, LabConfig, LabDevice, LabLine
 from skinnysip.phone.api import CallState, IncomingCall
@@ -37,13 +38,12 @@ ALICE, BOB = "SEP001122334455", "SEP00112233445A"
 def share_of(path: Path, freq: float, skip: float = 0.5, last: float | None = None) -> float:
     """Share of 20 ms frames (after ``skip`` s, or of the ``last`` seconds only: a station's
     receive channel opens before the far end answers) whose dominant frequency is within 25 Hz
-    of ``freq``; silent frames count as misses."""
+    of ``freq`` (:func:`peertools.tone_share`: a few silent frames are forgiven)."""
     with wave.open(str(path)) as w:
         samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
         rate = w.getframerate()
     samples = samples[-int(last * rate):] if last is not None else samples[int(skip * rate):]
-    freqs = dominant_frequencies(samples, rate)
-    return float(np.mean(np.abs(freqs - freq) < 25)) if len(freqs) else 0.0
+    return tone_share(dominant_frequencies(samples, rate), freq)
 
 
 def station_heard(path: Path, freq: float, last: float = 3.0) -> None:

@@ -17,6 +17,7 @@ import pytest
 from baresip_peer import Baresip, baresip
 from sip_peers import KamailioPeer, kamailio
 
+from peertools import tone_share
 from skinnysip.phone.api import (
     CallState,
     DTMFReceived,
@@ -46,11 +47,10 @@ def _wav(path: Path) -> tuple[np.ndarray, int]:
 
 def share_of(path: Path, freq: float, skip: float = 0.3) -> float:
     """Fraction of 20 ms frames (after ``skip`` s of start-up) whose dominant frequency is
-    within 25 Hz of ``freq``; silent frames count as misses."""
+    within 25 Hz of ``freq`` (:func:`peertools.tone_share`: a few silent frames are forgiven,
+    more count as misses)."""
     samples, rate = _wav(path)
-    samples = samples[int(skip * rate):]
-    freqs = dominant_frequencies(samples, rate)
-    return float(np.mean(np.abs(freqs - freq) < 25)) if len(freqs) else 0.0
+    return tone_share(dominant_frequencies(samples[int(skip * rate):], rate), freq)
 
 
 def account(pbx: KamailioPeer, user: str, transport: str = "udp", **kw: object) -> SIPAccount:
