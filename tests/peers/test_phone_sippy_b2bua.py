@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sippy_peer import SippyB2BUA, sippy_b2bua
 from test_lab_sip import lab, port  # noqa: F401 - lab: fixture
@@ -31,6 +30,7 @@ from test_phone_replaces import incoming
 from test_phone_sipp import _events
 
 from peertools import free_port
+from peertools import tone_share as frame_share
 from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import DTMFReceived, ErrorEvent, PhoneError
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
@@ -106,10 +106,11 @@ def heard_each_other(ours: dict[str, object] | None, theirs: dict[str, object] |
 
 def tone_share(report: dict[str, object], start: float, end: float | None, tone: float) -> float:
     """Share of the 20 ms frames of the received recording between ``start`` and ``end`` s
-    (negative: from its end) whose dominant frequency is within 25 Hz of ``tone``."""
+    (negative: from its end) whose dominant frequency is within 25 Hz of ``tone``
+    (:func:`peertools.tone_share`: a few silent frames are forgiven)."""
     samples, rate = wav_samples(Path(report["recordings"]["rx"]))  # type: ignore[index]
     span = samples[int(start * rate):None if end is None else int(end * rate)]
-    return float(np.mean(np.abs(dominant_frequencies(span, rate) - tone) < 25))
+    return frame_share(dominant_frequencies(span, rate), tone)
 
 
 async def until(check: object, seconds: float = 5.0) -> bool:

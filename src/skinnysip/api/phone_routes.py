@@ -5,7 +5,10 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "outbound", "gruu", "instanceId", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
-  "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout"}`` → 201, the phone (``id``, ``registration``…); the phone
+  "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout",
+  "identityKey", "identityX5u", "attest", "identityCertificate", "identityFetch", "identityCa",
+  "identityRequired"}`` (STIR/SHAKEN: PEM texts; a call's ``identity`` says what verifying its
+  caller found) → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
   longer than :data:`ANSWER_WAIT`, the answer comes with ``state: "starting"`` and the start
   goes on (``state`` becomes ``open``, or ``failed`` with its ``reason``).
@@ -101,6 +104,7 @@ from skinnysip.phone.api import (
     event_to_dict,
     message_counts,
 )
+from skinnysip.phone.identity import IdentityService
 from skinnysip.phone.sccp_phone import SCCPAccount, SCCPCall, SCCPPhone
 from skinnysip.phone.sip_phone import RING_TIMEOUT, SIPAccount, SIPCall, SIPPhone, check_instance_id
 from skinnysip.probes.sip import check_uri, check_user
@@ -155,6 +159,9 @@ TARGET_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", **USER_SCHEMA}, {"
 SOURCE_PATTERN = (r"^(?:silence|echo|rtp-echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2}|[12][0-9]{3}|3[0-8][0-9]{2})"
                   r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
 
+
+#: PEM text (what the identity fields take: never a path on the server's disk)
+PEM_PATTERN = r"^\s*-----BEGIN [A-Z0-9 ]+-----"
 
 SOURCE_DESCRIPTION = ('What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears) or '
                       '"rtp-echo" (each RTP payload back as it came).')
@@ -277,6 +284,28 @@ class SIPPhoneBody(_Body):
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None
+    identity_key: str | None = Field(
+        None, max_length=16384, pattern=PEM_PATTERN, description="STIR/SHAKEN (RFC 8224, RFC 8588): the EC P-256 "
+        "private key (PEM text) each INVITE's Identity is signed with (ES256); with identityX5u. Never returned.")
+    identity_x5u: str | None = Field(None, alias="identityX5u", max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                                     description="The http(s) URL of identityKey's certificate (x5u, info).")
+    attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation of the phone's INVITEs: A (full), "
+                                           "B (partial), C (gateway).")
+    identity_certificate: str | None = Field(
+        None, max_length=65536, pattern=PEM_PATTERN, description="A certificate (PEM text) that verifies the "
+        "Identity of every INVITE the phone gets (no fetch).")
+    identity_fetch: bool = Field(False, description="Verify the Identity of INVITEs with the certificate its "
+                                 "x5u/info URL names, fetched over http(s) (3 s, 64 KiB, through the server's target "
+                                 "policy).")
+    identity_ca: str | None = Field(None, max_length=65536, pattern=PEM_PATTERN, description="Trust anchors "
+                                    "(PEM text) the Identity's certificate must chain to.")
+    identity_required: bool = Field(False, description="Refuse INVITEs whose Identity does not verify: 428 "
+                                    "without one, else RFC 8224's 436/437/438 or 403 Stale Date.")
+
+    @model_validator(mode="after")
+    def _identity(self) -> SIPPhoneBody:
+        IdentityService.for_account(self.account())  # ValueError naming the field: a 400
+        return self
 
     @field_validator("srtp_suites")
     @classmethod
@@ -336,7 +365,10 @@ class SIPPhoneBody(_Body):
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           srtp=self.srtp, srtp_suites=tuple(self.srtp_suites) if self.srtp_suites else None,
                           timeout=self.timeout / 1000,
-                          rtp_ports=_port_pair(self.rtp_ports))
+                          rtp_ports=_port_pair(self.rtp_ports), identity_key=self.identity_key,
+                          identity_x5u=self.identity_x5u, identity_attest=self.attest,
+                          identity_certificate=self.identity_certificate, identity_fetch=self.identity_fetch,
+                          identity_ca=self.identity_ca, identity_required=self.identity_required)
 
     @field_validator("codecs")
     @classmethod
@@ -350,8 +382,9 @@ class SIPPhoneBody(_Body):
 
     def public(self) -> dict[str, Any]:
         """The account as shown back: everything but the password."""
-        shown = self.model_dump(mode="json", by_alias=True, exclude={"password"})
+        shown = self.model_dump(mode="json", by_alias=True, exclude={"password", "identity_key"})
         shown["hasPassword"] = self.password is not None
+        shown["hasIdentityKey"] = self.identity_key is not None
         return shown
 
 
@@ -500,6 +533,10 @@ class CallSummary(ResultModel):
                                       "null when it gave none.")
     dtmf_received: str
     media: dict[str, Any] | None
+    identity: dict[str, Any] | None = Field(None, description="What verifying the caller's Identity found (RFC "
+                                            "8224 §6.2; SHAKEN): verified, code, reason, attest, orig, dest, "
+                                            "origid, iat, age (s), ppt, x5u, chain, compact; null when the INVITE "
+                                            "carried none.")
 
 
 class CallResult(CallSummary):

@@ -77,7 +77,9 @@ MAX_PCAP_CALLS = 50
 _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
           "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
           "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard",
-          "codecs": "--codecs", "instance_id": "--instance-id"}
+          "codecs": "--codecs", "instance_id": "--instance-id", "identity_key": "--identity-key",
+          "identity_x5u": "--identity-x5u", "identity_attest": "--attest",
+          "identity_certificate": "--identity-cert", "identity_ca": "--identity-ca"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> click.exceptions.Exit:
@@ -166,6 +168,19 @@ class PhoneCommand(Command):
         "state (RFC 4235) and print idle/calling/ringing/busy as it changes; repeatable (SIP).")
 @option("--presence", "presence", metavar="open|closed[:NOTE]", help="Publish our own presence (PUBLISH, RFC "
         "3903), refreshed, removed at the end (SIP).")
+@option("--identity-key", metavar="PEM", help="STIR/SHAKEN (RFC 8224, RFC 8588): sign each INVITE with this "
+        "EC P-256 private key (an Identity header, ES256; with --identity-x5u; SIP).")
+@option("--identity-x5u", metavar="URL", help="The http(s) URL of --identity-key's certificate, as the "
+        "PASSporT's x5u and the Identity's info.")
+@option("--attest", "identity_attest", default="A", help="SHAKEN attestation of our INVITEs: A (full), B "
+        "(partial) or C (gateway).")
+@option("--identity-cert", "identity_certificate", metavar="PEM", help="Verify the Identity of INVITEs we get "
+        "with this certificate (no fetch; SIP).")
+@option("--identity-fetch", is_flag=True, help="Verify the Identity of INVITEs we get with the certificate "
+        "its x5u/info URL names, fetched over http(s) (3 s, 64 KiB, through the target policy; SIP).")
+@option("--identity-ca", metavar="PEM", help="Trust anchors the Identity's certificate must chain to (SIP).")
+@option("--identity-required", is_flag=True, help="Refuse INVITEs whose Identity does not verify: 428 without "
+        "one, else RFC 8224's 436/437/438 or 403 Stale Date (SIP).")
 @option("--call", help="Place one call to TARGET.")
 @option("--duration", type=FloatRange(0, 86400), help="Seconds a --call lasts / --auto-answer runs.")
 @option("--play", help="WAV file to send [default: a 440 Hz tone].")
@@ -192,13 +207,17 @@ def phone_cmd(
     insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
     keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool,
-    watch_presence: tuple[str, ...], watch_dialog: tuple[str, ...], presence: str | None, call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
+    watch_presence: tuple[str, ...], watch_dialog: tuple[str, ...], presence: str | None,
+    identity_key: str | None, identity_x5u: str | None, identity_attest: str, identity_certificate: str | None,
+    identity_fetch: bool, identity_ca: str | None, identity_required: bool,
+    call: str | None, duration: float | None, play: str | None, tone: float, record: str | None,
     soundcard: str | None, dtmf_mode: str, codecs: str | None, srtp: str, srtp_suites: str | None,
     execute: str | None, as_json: bool, pcap: str | None,
 ) -> None:
     """A softphone (SIP, or SCCP with --sccp): register, call and answer, hold, transfer, DTMF,
     messages (SIP), recordings."""
     from skinnysip.net.stun import parse_server
+    from skinnysip.phone.identity import IdentityService
     from skinnysip.phone.sip_phone import SIPAccount, instance_id_for
     from skinnysip.rtp.codecs import payload_types
 
@@ -267,9 +286,13 @@ def phone_cmd(
                          ws_path=paths[0] if paths else "/", ws_invalid_host=ws_invalid_host,
                          keepalive_interval=keepalive_interval, outbound=outbound, gruu=gruu,
                          instance_id=instance_id, watch_presence=tuple(watch_presence),
-                         watch_dialog=tuple(watch_dialog))
+                         watch_dialog=tuple(watch_dialog), identity_key=identity_key, identity_x5u=identity_x5u,
+                         identity_attest=identity_attest.upper(), identity_certificate=identity_certificate,
+                         identity_fetch=identity_fetch, identity_ca=identity_ca,
+                         identity_required=identity_required)
         acc.uri()
         instance_id_for(acc)
+        IdentityService.for_account(acc)
         if stun_server is not None:
             parse_server(stun_server)
         if acc.codecs is not None:
@@ -491,7 +514,12 @@ async def _interactive(phone: Any, stop: asyncio.Event) -> None:
 
 def _shown(value: Any) -> str:
     """An event field for a person: a list as its items, a dialog (RFC 4235) as its state,
-    direction and the other party."""
+    direction and the other party, a caller's identity (RFC 8224) as what its check found."""
+    if isinstance(value, dict) and "verified" in value:
+        claims = f"attest {value.get('attest')} orig {value.get('orig')} dest {','.join(value.get('dest') or [])}"
+        if value["verified"]:
+            return f"verified ({claims}, chain {value.get('chain')})"
+        return f"NOT verified: {value.get('code')} {value.get('reason')} ({claims})"
     if not isinstance(value, list):
         return str(value)
     return "; ".join(" ".join(str(item[k]) for k in ("state", "direction", "remote") if item.get(k))

@@ -389,9 +389,10 @@ class SIPEndpoint:
 
     def respond(self, transaction: ServerTransaction, code: int, *, to_tag: str | None = None,
                 headers: list[tuple[str, str]] | None = None, body: bytes = b"", content_type: str | None = None,
-                contact: NameAddr | None = None) -> Response:
-        """Build (§8.2.6) and send a response to the transaction's request; returns it."""
-        response = build_response(transaction.request, code, to_tag=to_tag, headers=headers or [], body=body,
+                contact: NameAddr | None = None, reason: str | None = None) -> Response:
+        """Build (§8.2.6) and send a response to the transaction's request (``reason``: its
+        reason phrase, default the usual one for ``code``); returns it."""
+        response = build_response(transaction.request, code, reason, to_tag=to_tag, headers=headers or [], body=body,
                                   content_type=content_type, contact=contact, server=self.user_agent)
         self.send_response(transaction, response)
         return response

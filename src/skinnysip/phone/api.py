@@ -31,6 +31,7 @@ from skinnysip.result import WireMessage
 
 if TYPE_CHECKING:
     from skinnysip.net.media import MediaPacket
+    from skinnysip.sip.identity import IdentityCheck
     from skinnysip.sip.presence import DialogInfoDialog
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ class Call:
         self.end_reason: str | None = None
         self.remote_reason: str | None = None
         self.dtmf_received: list[str] = []
+        #: what the verification of the caller's ``Identity`` found (SIP, RFC 8224 §6.2), None
+        #: when the INVITE carried none (and for every outgoing or SCCP call)
+        self.identity: IdentityCheck | None = None
         self._done = asyncio.Event()
         self._connected_event = asyncio.Event()
 
@@ -289,13 +293,15 @@ class Call:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: id, direction, remote, state, hold flags, times
-        (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reasons."""
+        (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reasons, the
+        caller's verified ``identity`` (:meth:`~skinnysip.sip.identity.IdentityCheck.summary`, or None)."""
         return {
             "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
             "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
             "alerting": self.alerting, "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
             "remoteReason": self.remote_reason,
             "dtmfReceived": "".join(self.dtmf_received), "media": camel_keys(self.media_report()),
+            "identity": self.identity.summary() if self.identity is not None else None,
         }
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -476,7 +482,8 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
                 "expires": event.expires, "outbound": event.outbound, "flowTimer": event.flow_timer,
                 "gruu": event.gruu, "tempGruu": event.temp_gruu, "serviceRoute": list(event.service_route)}
     if isinstance(event, IncomingCall):
-        return {"event": "incomingCall", "time": now, "call": event.call.id, "remote": event.call.remote}
+        return {"event": "incomingCall", "time": now, "call": event.call.id, "remote": event.call.remote,
+                "identity": event.call.identity.summary() if event.call.identity is not None else None}
     if isinstance(event, CallStateChanged):
         return {"event": "callState", "time": now, "call": event.call.id, "state": event.state.value,
                 "reason": event.reason, "protocolState": event.protocol_state, "remote": event.call.remote,

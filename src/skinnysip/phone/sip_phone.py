@@ -67,6 +67,7 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
+from skinnysip.phone.identity import IdentityService
 from skinnysip.phone.publication import PresencePublication
 from skinnysip.phone.subscription import (
     DialogSubscription,
@@ -96,6 +97,7 @@ from skinnysip.sdp import (
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
+from skinnysip.sip.identity import STALE_DATE, STALE_DATE_PHRASE, IdentityCheck
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
 from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_reasons
@@ -285,6 +287,19 @@ class SIPAccount:
     ``presence`` (RFC 3856) or ``dialog`` (RFC 4235: a busy lamp) the phone subscribes to once
     started — :meth:`SIPPhone.watch` does it later; their NOTIFYs become
     :class:`PresenceChanged` and :class:`DialogStateChanged` events.
+    STIR/SHAKEN (RFC 8224, RFC 8588; :mod:`skinnysip.phone.identity`): with ``identity_key``
+    (an EC P-256 private key: a PEM file's path, or the PEM text, as every ``identity_*`` PEM) and ``identity_x5u`` (the public http(s) URL of its
+    certificate) every new INVITE carries a ``Date`` and an ``Identity`` whose PASSporT says
+    ``attest`` ``identity_attest`` (A, B or C), ``orig`` our AOR's telephone number (else its
+    URI), ``dest`` the target's. An INVITE we are sent with an ``Identity`` is verified before
+    it rings (signature, ``iat`` within 60 s, From/To numbers, certificate dates) and the
+    call's :attr:`~skinnysip.phone.api.Call.identity` says what was found; the certificate
+    is ``identity_certificate`` (a PEM file) when given, else — only with ``identity_fetch``,
+    as the URL comes from the caller — fetched from the ``x5u``/``info`` URL (3 s, 64 KiB,
+    through the target policy). ``identity_ca``: trust anchors (PEM) the certificate must
+    chain to. ``identity_required``: refuse an INVITE without a verified identity with RFC
+    8224's code (428 without one; 436, 437, 438, or 403 Stale Date). ``ValueError`` from
+    :meth:`SIPPhone.__init__` for a file that cannot be read or used.
     """
 
     aor: str
@@ -331,6 +346,13 @@ class SIPAccount:
     outbound: bool = False
     gruu: bool = False
     instance_id: str | None = None
+    identity_key: str | None = None
+    identity_x5u: str | None = None
+    identity_attest: str = "A"
+    identity_certificate: str | None = None
+    identity_fetch: bool = False
+    identity_ca: str | None = None
+    identity_required: bool = False
 
     def uri(self) -> SipURI:
         """The AOR parsed; ``ValueError`` if it is not a sip/sips URI with a host."""
@@ -659,6 +681,8 @@ class SIPPhone(Phone):
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
         self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
+        #: the account's STIR/SHAKEN roles: signing our INVITEs, verifying those we get
+        self.stir = IdentityService.for_account(account)
         #: our ``+sip.instance`` (RFC 5626 §4.1, RFC 5627 §4.1), None when neither outbound nor GRUU is asked for
         self.instance_id = instance_id_for(account)
         #: the registrar agreed to SIP outbound on our flow (``Require: outbound`` in its 2xx, RFC 5626 §4.2.1)
@@ -720,6 +744,7 @@ class SIPPhone(Phone):
         self._publish_task: asyncio.Task[None] | None = None
         self._remove_handler: Any = None
         self.messages: list[dict[str, str]] = []
+        self._verifying: set[ServerTransaction] = set()  # INVITEs whose Identity is being checked
         #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
         #: the one active where the phone was made (the API's, for a phone it created)
         self.policy = target_policy.active()
@@ -1360,6 +1385,8 @@ class SIPPhone(Phone):
         headers = [("Allow", ALLOW), ("Supported", SUPPORTED_UAC)]
         if self.account.session_expires:
             headers.append(("Session-Expires", str(self.account.session_expires)))
+        if not any(canonical_name(name) == "Identity" for name, _ in extra):  # RFC 8224 §5
+            headers += self.stir.sign(str(local.uri), uri)
         request = new_request(
             "INVITE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri) if not uri.startswith("tel:") else uri),
             via=self.endpoint.via(flow), call_id=call.call_id, cseq=1, contact=self._contact(flow),
@@ -1634,7 +1661,8 @@ class SIPPhone(Phone):
 
     # -- incoming calls (RFC 3261 §13.3) ------------------------------------------------------
     def _respond(self, tx: ServerTransaction, code: int, *, to_tag: str | None = None, body: bytes = b"",
-                 headers: list[tuple[str, str]] | None = None, flow: Flow | None = None) -> None:
+                 headers: list[tuple[str, str]] | None = None, flow: Flow | None = None,
+                 reason: str | None = None) -> None:
         contact = self._contact(flow or self.flow or tx.flow) if (code < 300 and tx.flow) else None  # type: ignore[arg-type]
         if code >= 200:  # a final response ends our reliable 180's retransmission (RFC 3262 §3);
             # the 180 stays unacknowledged: a PRACK for it arriving after the 2xx still gets 200
@@ -1644,7 +1672,7 @@ class SIPPhone(Phone):
                         call._rel_task.cancel()
         with contextlib.suppress(ValueError, SIPParseError, SIPTransportError):
             self.endpoint.respond(tx, code, to_tag=to_tag, body=body, headers=headers or [],
-                                  content_type="application/sdp" if body else None, contact=contact)
+                                  content_type="application/sdp" if body else None, contact=contact, reason=reason)
 
     def _incoming(self, event: RequestReceived) -> None:
         request, tx = event.request, event.transaction
@@ -1655,6 +1683,40 @@ class SIPPhone(Phone):
         if self._session_too_small(request):  # RFC 4028 §9
             self._respond(tx, 422, to_tag=new_tag(), headers=[("Min-SE", str(self.account.min_se))])
             return
+        if request.headers.get_all("Identity") or self.stir.required:
+            self._verifying.add(tx)  # a CANCEL meanwhile is answered (see _on_event)
+            self._spawn(self._verified_incoming(event))
+            return
+        self._ring(event)
+
+    async def _verified_incoming(self, event: RequestReceived) -> None:
+        """Verify the INVITE's ``Identity`` (RFC 8224 §6.2: the certificate may have to be
+        fetched; the transaction's 100 Trying covers the wait), then ring or — when an
+        identity is required and this one does not verify — refuse it with RFC 8224's code."""
+        request, tx = event.request, event.transaction
+        assert isinstance(tx, InviteServerTransaction)
+        try:
+            check = await self.stir.verify(request)
+        finally:
+            self._verifying.discard(tx)
+        if tx.final:  # cancelled meanwhile (487 sent)
+            return
+        refusal = self.stir.refusal(check)
+        if refusal is not None:
+            why = check.reason if check is not None else "no Identity header"
+            self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why)],
+                          reason=STALE_DATE_PHRASE if refusal == STALE_DATE else None)
+            self.emit(ErrorEvent(f"INVITE from {request.headers.get('From') or 'unknown'} refused {refusal}: {why}"))
+            return
+        if len(self.calls) >= self.account.max_calls or self.closed:
+            self._respond(tx, 486, to_tag=new_tag())
+            return
+        self._ring(event, check)
+
+    def _ring(self, event: RequestReceived, identity: IdentityCheck | None = None) -> None:
+        """Take an INVITE that passed the phone's checks: a new incoming call, ringing."""
+        request, tx = event.request, event.transaction
+        assert isinstance(tx, InviteServerTransaction)
         replaced: SIPCall | None = None
         if request.headers.get_all("Replaces"):
             found = self._replaced_call(request)
@@ -1671,6 +1733,7 @@ class SIPPhone(Phone):
         call.flow = event.flow
         call.to_tag = new_tag()
         call.replaces = replaced
+        call.identity = identity
         call._session_answer = self._session_for_request(request)
         if request.body:
             try:
@@ -2194,6 +2257,11 @@ class SIPPhone(Phone):
     def _on_event(self, event: LayerEvent) -> bool:
         if isinstance(event, CancelReceived):
             call = next((c for c in self.calls if isinstance(c, SIPCall) and c.invite_tx is event.invite), None)
+            if call is None and event.invite in self._verifying:  # its Identity is being checked: not rung yet
+                self.endpoint.respond(event.transaction, 200)
+                if not event.invite.final:
+                    self._respond(event.invite, 487, to_tag=new_tag())
+                return True
             if call is None:
                 return False
             self.endpoint.respond(event.transaction, 200)

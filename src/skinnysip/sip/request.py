@@ -65,7 +65,9 @@ REASON_PHRASES: dict[int, str] = {
     412: "Conditional Request Failed",  # RFC 3903 §11.2.1
     413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
-    422: "Session Interval Too Small", 423: "Interval Too Brief", 430: "Flow Failed",
+    422: "Session Interval Too Small", 423: "Interval Too Brief", 428: "Use Identity Header",
+    430: "Flow Failed", 436: "Bad Identity Info", 437: "Unsupported Credential",
+    438: "Invalid Identity Header",  # 428, 436-438: RFC 8224 §13.2
     439: "First Hop Lacks Outbound Support",
     480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
     483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here",
