@@ -206,7 +206,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baresip_peer import Baresip, baresip
-from sip_peers import digest_check, kamailio_head, stop_group
+from sip_peers import SANE_REQUEST, KamailioControl, digest_check, kamailio_head, stop_group, wait_ctl
 
 from peertools import ExitedError, free_port, require, wait_tcp
 
@@ -300,15 +300,7 @@ modparam("pua_dialoginfo", "include_localremote", 1)
 request_route {{
     xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) event=$hdr(Event)\\n");
     xlog("L_NOTICE", "IN-REQUEST $rm $si:$sp $(mb{{s.encode.base64}})\\n");
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (!sanity_check("17895", "7")) {{
-        xlog("L_WARN", "malformed request from $si:$sp\\n");
-        exit;
-    }}
-    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
+{SANE_REQUEST}    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
         append_to_reply("Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE\\r\\n");
         sl_send_reply("200", "OK");
         exit;
@@ -406,39 +398,12 @@ class Subscription:
 
 
 @dataclass
-class PresencePeer:
+class PresencePeer(KamailioControl):
     """A running :func:`kamailio_presence`: where it listens, its users and realm, its log."""
 
-    host: str
-    udp_port: int
-    tcp_port: int
-    realm: str
     users: dict[str, str]
     max_expires: int
     auth: bool
-    log_file: str
-    ctl_socket: str
-    workdir: Path
-
-    @property
-    def registrar(self) -> str:
-        """``host:udp_port`` (baresip_peer's ``registrar`` argument)."""
-        return f"{self.host}:{self.udp_port}"
-
-    def port(self, transport: str) -> int:
-        return {"udp": self.udp_port, "tcp": self.tcp_port}[transport]
-
-    def aor(self, user: str) -> str:
-        return f"sip:{user}@{self.realm}"
-
-    def kamcmd(self, *args: str, timeout: float = 10.0) -> str:
-        """``kamcmd`` against this server's control socket: its output."""
-        return subprocess.run(["kamcmd", "-s", self.ctl_socket, *args], capture_output=True, text=True,
-                              timeout=timeout).stdout
-
-    def contacts(self, user: str) -> list[str]:
-        """The Contacts registered for ``user`` now (``ul.lookup``)."""
-        return re.findall(r"Address:\s*(\S+)", self.kamcmd("ul.lookup", "location", f"{user}@{self.realm}"))
 
     async def wait_registered(self, user: str, timeout: float = 10.0) -> list[str]:
         """Wait (bounded) until ``user`` has a binding; its Contacts. (baresip's REGISTER_OK
@@ -552,7 +517,7 @@ def kamailio_presence(*, max_expires: int = 60, auth: bool = True, dummy_dialog:
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 wait_tcp(host, tcp, timeout, proc)
-                _wait_ctl(workdir / "kamailio_ctl", proc, timeout)
+                wait_ctl(workdir / "kamailio_ctl", proc, timeout)
                 break
             except (TimeoutError, ExitedError) as exc:
                 exited = isinstance(exc, ExitedError)
@@ -568,16 +533,6 @@ def kamailio_presence(*, max_expires: int = 60, auth: bool = True, dummy_dialog:
         if proc is not None:
             stop_group(proc)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_ctl(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise ExitedError(f"kamailio exited ({proc.returncode})")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no control socket {path} after {timeout} s")
-        time.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

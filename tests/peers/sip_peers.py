@@ -33,6 +33,19 @@ USERS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
 REALM = "skinnysip.test"
 
 
+#: the first lines of every request_route here: Max-Forwards (483 at 0) and the sanity module's
+#: checks (a malformed request is dropped and logged)
+SANE_REQUEST = """    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    if (!sanity_check("17895", "7")) {
+        xlog("L_WARN", "malformed request from $si:$sp\\n");
+        exit;
+    }
+"""
+
+
 @dataclass
 class KamailioPeer:
     host: str
@@ -69,6 +82,55 @@ class KamailioPeer:
             yield
         finally:
             os.killpg(os.getpgid(pid), signal.SIGCONT)
+
+
+@dataclass
+class KamailioControl:
+    """What a Kamailio started by a peer helper with its own configuration (presence_peer.py,
+    stir_peer.py) offers every test: where it listens, its realm, its control socket and log."""
+
+    host: str
+    udp_port: int
+    tcp_port: int
+    realm: str
+    log_file: str
+    ctl_socket: str
+    workdir: Path
+
+    @property
+    def registrar(self) -> str:
+        """``host:udp_port`` (baresip_peer's ``registrar`` argument)."""
+        return f"{self.host}:{self.udp_port}"
+
+    def port(self, transport: str) -> int:
+        return {"udp": self.udp_port, "tcp": self.tcp_port}[transport]
+
+    def aor(self, user: str) -> str:
+        return f"sip:{user}@{self.realm}"
+
+    def kamcmd(self, *args: str, timeout: float = 10.0) -> str:
+        """``kamcmd`` against this server's control socket: its output."""
+        return subprocess.run(["kamcmd", "-s", self.ctl_socket, *args], capture_output=True, text=True,
+                              timeout=timeout).stdout
+
+    def contacts(self, user: str) -> list[str]:
+        """The Contacts registered for ``user`` now (``ul.lookup``)."""
+        return re.findall(r"Address:\s*(\S+)", self.kamcmd("ul.lookup", "location", f"{user}@{self.realm}"))
+
+    def log_text(self) -> str:
+        return Path(self.log_file).read_text(errors="replace")
+
+
+def wait_ctl(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until Kamailio's control socket ``path`` exists (it is ready for ``kamcmd``);
+    :class:`ExitedError` if it exits first, ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise ExitedError(f"kamailio exited ({proc.returncode})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no control socket {path} after {timeout} s")
+        time.sleep(0.05)
 
 
 def make_self_signed(directory: Path, common_name: str = "skinnysip test server") -> tuple[Path, Path]:
@@ -382,15 +444,7 @@ modparam("rr", "enable_full_lr", 1)
 
 request_route {{
     xlog("L_NOTICE", "request $rm $ru from $si:$sp ($pr) route=$hdr(Route)\n");
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (!sanity_check("17895", "7")) {{
-        xlog("L_WARN", "malformed request from $si:$sp\\n");
-        exit;
-    }}
-{ws_route}    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
+{SANE_REQUEST}{ws_route}    if (is_method("OPTIONS") && ($rU == $null || $rU == "ping")) {{
         append_to_reply("Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER\\r\\n");
         append_to_reply("Supported: path, outbound, gruu\\r\\n");
         append_to_reply("Accept: application/sdp, text/plain\\r\\n");

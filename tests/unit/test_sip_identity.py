@@ -41,11 +41,12 @@ TO = "sip:12155550111@pbx.example.test"
 
 
 def make_cert(key: Any, *, issuer_key: Any = None, issuer: str | None = None, name: str = "sti",
-              ca: bool = False, days: tuple[float, float] = (-1, 30)) -> x509.Certificate:
-    """A certificate of ``key``'s public key, signed by ``issuer_key`` (self-signed without)."""
+              ca: bool = False, days: tuple[float, float] = (-1, 30), at: float = NOW) -> x509.Certificate:
+    """A certificate of ``key``'s public key, signed by ``issuer_key`` (self-signed without),
+    valid ``days`` (from, to) around ``at`` (s since the epoch)."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer or name)])
-    start = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    start = dt.datetime.fromtimestamp(at, dt.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(start + dt.timedelta(days=days[0])).not_valid_after(start + dt.timedelta(days=days[1])))
