@@ -27,6 +27,8 @@ command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)  # the STUN server (
 ls /usr/lib/*/kamailio/modules/presence_mwi.so >/dev/null 2>&1 || need_apt+=(kamailio-presence-modules)  # MWI notifier
 ls /usr/lib/*/kamailio/modules/websocket.so >/dev/null 2>&1 || need_apt+=(kamailio-websocket-modules)  # SIP over WebSocket (test_sip_websocket.py)
 ls /usr/lib/*/kamailio/modules/outbound.so >/dev/null 2>&1 || need_apt+=(kamailio-outbound-modules)  # SIP outbound, RFC 5626 (test_sip_outbound.py)
+ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamailio-secsipid-modules)  # STIR/SHAKEN verifier and signer (test_phone_identity.py)
+command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)  # STIR/SHAKEN PASSporT signer and checker
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test namespaces (tests/netns.py)
 command -v rtpengine >/dev/null 2>&1 || need_apt+=(rtpengine-daemon)  # media relay behind Kamailio (test_phone_rtpengine.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
