@@ -699,3 +699,41 @@ def test_a_busy_lamp_and_presence_on_the_page(page: Any, server: str, peers_loop
                 peers_loop.run(carol_manager.__aexit__(None, None, None))
         finally:
             peers_loop.run(bob_manager.__aexit__(None, None, None))
+
+
+def test_a_callers_stir_shaken_identity_on_the_page(page: Any, server: str, peers_loop: LoopThread,
+                                                    tmp_path: Path) -> None:
+    """The page's phone, asked to verify callers' identity (the "STIR/SHAKEN" box: the API's
+    ``identityFetch``), is called by baresip through Kamailio, which signs the INVITE (RFC 8224
+    authentication service, attest A): the incoming banner and the call say the identity was
+    verified, with the numbers it vouches for."""
+    from stir_peer import cert_server, kamailio_stir, stir_credentials
+
+    creds = stir_credentials(tmp_path / "sti")
+    with cert_server(creds.cert.parent) as site, \
+            kamailio_stir(creds, site.url("cert.pem"), check="off", sign=True) as stir:
+        page.goto(f"{server}/")
+        page.click("#tab-phone")
+        page.select_option("#phone-protocol", "sip")
+        page.fill("#phone-aor", f"sip:12155550111@{stir.realm}")
+        page.fill("#phone-registrar", stir.registrar)
+        page.fill("#phone-expires", "60")
+        page.check("#phone-identity-fetch")
+        page.click("#phone-register")
+        page.wait_for_selector('#phone-reg-state[data-state="registered"]', timeout=UI_MS)
+        manager = baresip("12155550100", "unused", stir.registrar, tone_hz=660.0)
+        caller = peers_loop.run(manager.__aenter__())
+        try:
+            stir.wait_registered("12155550100")
+            peers_loop.run(caller.command("dial", f"sip:12155550111@{stir.realm}"))
+            page.wait_for_selector("#phone-incoming:not([hidden])", timeout=UI_MS)
+            banner = page.locator("#phone-incoming-identity").text_content() or ""
+            assert "caller identity verified (attestation A, 12155550100 → 12155550111" in banner, banner
+            page.click("#phone-answer")
+            call_state(page, "confirmed")
+            page.wait_for_selector('#phone-call-identity[data-verified="true"]', timeout=UI_MS)
+            peers_loop.run(caller.command("hangup"))
+            call_state(page, "terminated")
+        finally:
+            peers_loop.run(manager.__aexit__(None, None, None))
+        assert stir.signs() == [1] and site.requests.count("/cert.pem") == 1

@@ -353,9 +353,10 @@ function onEvent(ev) {
       break;
     case "incomingCall": {
       const call = callOf(ev.call);
-      Object.assign(call, { direction: "incoming", remote: ev.remote, state: "incoming" });
+      Object.assign(call, { direction: "incoming", remote: ev.remote, state: "incoming", identity: ev.identity });
       phone.incoming = ev.call;
       $("phone-incoming-from").textContent = ev.remote;
+      $("phone-incoming-identity").textContent = ev.identity ? `— ${identityText(ev.identity)}` : "";
       $("phone-incoming").hidden = false;
       ringing(true);
       logLine(`incoming call ${ev.call} from ${ev.remote}`);
@@ -470,9 +471,20 @@ function selectCall(id) {
   loadDetail(id);
 }
 
+// A caller's STIR/SHAKEN identity (RFC 8224, RFC 8588) as the phone's check found it.
+function identityText(identity) {
+  const claims = `attestation ${identity.attest || "?"}, ${identity.orig || "?"} → ${(identity.dest || []).join(", ")}`;
+  return identity.verified
+    ? `caller identity verified (${claims}; certificate chain ${identity.chain})`
+    : `caller identity NOT verified: ${identity.code} ${identity.reason} (${claims})`;
+}
+
 function renderSelected() {
   const call = phone.calls.get(phone.selected);
   if (!call) return;
+  $("phone-call-identity").hidden = !call.identity;
+  $("phone-call-identity").textContent = call.identity ? identityText(call.identity) : "";
+  if (call.identity) $("phone-call-identity").dataset.verified = String(call.identity.verified);
   $("phone-call-title").textContent = `Call ${call.id}: ${call.direction} ${call.direction === "incoming" ? "from" : "to"} ${call.remote}`;
   $("phone-call-state").textContent = call.state + (call.localHold ? " (on hold)" : call.remoteHold ? " (held by the far end)" : "");
   $("phone-call-state").dataset.state = call.state;
@@ -528,6 +540,7 @@ function loadDetail(id) {
     const data = result.data;
     const call = callOf(id);
     if (data.media) call.media = data.media;
+    if (data.identity && !call.identity) { call.identity = data.identity; renderSelected(); }
     phone.details.set(id, data);
     const box = $("phone-call-ladder");
     const block = ladderBlock({ exchange: data.exchange }, phone.protocol === "sccp" ? "sccp" : "sip", data.media);
