@@ -245,11 +245,11 @@ def test_the_api_phone_verifies_and_shows_the_identity(creds: StirCredentials, s
             made.append(callee.json()["id"])
             caller = api.post("/api/phones", json={
                 "aor": f"sip:{CALLER}@{peer.realm}", "registrar": peer.registrar,
-                "identityKey": creds.key.read_text(), "identityX5u": x5u, "attest": "C"})
+                "identitySigning": {"key": creds.key.read_text(), "x5u": x5u, "attest": "C"}})
             assert caller.status_code == 201, caller.text
             made.append(caller.json()["id"])
             shown = caller.json()["account"]
-            assert "identityKey" not in shown and shown["hasIdentityKey"] and shown["identityX5u"] == x5u
+            assert shown["identitySigning"] == {"x5u": x5u, "attest": "C"}  # the key is never shown
             peer.wait_registered(CALLEE)
             placed = api.post(f"/api/phones/{made[1]}/calls", json={"target": f"sip:{CALLEE}@{peer.realm}"})
             assert placed.status_code == 201, placed.text
@@ -261,9 +261,8 @@ def test_the_api_phone_verifies_and_shows_the_identity(creds: StirCredentials, s
                 time.sleep(0.1)
             assert calls and calls[0]["identity"]["verified"], calls
             assert calls[0]["identity"]["attest"] == "C" and calls[0]["identity"]["orig"] == CALLER
-            bad = api.post("/api/phones", json={"aor": f"sip:{CALLER}@{peer.realm}", "identityX5u": x5u,
-                                                "identityKey": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE "
-                                                               "KEY-----\n"})
+            bad = api.post("/api/phones", json={"aor": f"sip:{CALLER}@{peer.realm}", "identitySigning": {
+                "x5u": x5u, "key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}})
             assert bad.status_code == 400 and "not a PEM private key" in bad.text, bad.text
             path = api.post("/api/phones", json={"aor": f"sip:{CALLER}@{peer.realm}", "identityCertificate": "/etc/passwd"})
             assert path.status_code == 400  # PEM text only: never a file on the server

@@ -11,13 +11,37 @@ it must still be a 400.
 ``rtpPorts`` is ``[first, last]`` with first <= last holding an even port and its successor:
 a relation between the items JSON Schema cannot state. A schema-valid case whose pair breaks
 it gets the pair around its smaller port instead (``[p, p + 1]``, p even); a negative case is
-sent as it is (a 400 either way)."""
+sent as it is (a 400 either way).
+
+The STIR/SHAKEN fields take PEM texts (``identitySigning.key``, ``identityCertificate``,
+``identityCa``): their pattern says PEM, not that the text is a usable key or certificate. A
+schema-valid case has them replaced by a real EC P-256 key and its certificate; a negative
+case keeps its text (a 400 either way)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import schemathesis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_sip_identity import make_cert, pem
+
+_KEY = ec.generate_private_key(ec.SECP256R1())
+_KEY_PEM = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode()
+_CERT_PEM = pem(make_cert(_KEY, days=(-1, 3650), at=time.time())).decode()
+
+
+def _usable_pems(body: dict[str, Any]) -> dict[str, Any]:
+    signing = body.get("identitySigning")
+    if isinstance(signing, dict) and isinstance(signing.get("key"), str):
+        body = {**body, "identitySigning": {**signing, "key": _KEY_PEM}}
+    for name in ("identityCertificate", "identityCa"):
+        if isinstance(body.get(name), str):
+            body = {**body, name: _CERT_PEM}
+    return body
 
 
 def _negative(case: Any) -> bool:
@@ -54,4 +78,7 @@ def map_case(context: Any, case: Any) -> Any:
     body = getattr(case, "body", None)
     if not _negative(case) and isinstance(body, dict) and "rtpPorts" in body:
         case.body = {**body, "rtpPorts": _usable_rtp_ports(body["rtpPorts"])}
+    body = getattr(case, "body", None)
+    if not _negative(case) and isinstance(body, dict):
+        case.body = _usable_pems(body)
     return case

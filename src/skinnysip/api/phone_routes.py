@@ -6,7 +6,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
   "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "outbound", "gruu", "instanceId", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
   "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout",
-  "identityKey", "identityX5u", "attest", "identityCertificate", "identityFetch", "identityCa",
+  "identitySigning": {"key", "x5u", "attest"}, "identityCertificate", "identityFetch", "identityCa",
   "identityRequired"}`` (STIR/SHAKEN: PEM texts; a call's ``identity`` says what verifying its
   caller found) → 201, the phone (``id``, ``registration``…); the phone
   is started (and registered, when ``register``) before the answer — or, when that takes
@@ -218,6 +218,18 @@ RTPPorts = Annotated[
 ]
 
 
+class IdentitySigning(_Body):
+    """``identitySigning`` of ``POST /api/phones``: what the phone's INVITEs are signed with."""
+
+    key: str = Field(max_length=16384, pattern=PEM_PATTERN, description="The EC P-256 private key, PEM text "
+                     "(ES256); never returned.")
+    x5u: str = Field(alias="x5u", max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                     description="The http(s) URL of the key's certificate (the PASSporT's x5u, the Identity's "
+                     "info).")
+    attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation: A (full), B (partial), C "
+                                           "(gateway).")
+
+
 class SIPPhoneBody(_Body):
     """``POST /api/phones`` with ``protocol`` ``sip``: the account (:class:`SIPAccount`)."""
 
@@ -284,13 +296,9 @@ class SIPPhoneBody(_Body):
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None
-    identity_key: str | None = Field(
-        None, max_length=16384, pattern=PEM_PATTERN, description="STIR/SHAKEN (RFC 8224, RFC 8588): the EC P-256 "
-        "private key (PEM text) each INVITE's Identity is signed with (ES256); with identityX5u. Never returned.")
-    identity_x5u: str | None = Field(None, alias="identityX5u", max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
-                                     description="The http(s) URL of identityKey's certificate (x5u, info).")
-    attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation of the phone's INVITEs: A (full), "
-                                           "B (partial), C (gateway).")
+    identity_signing: IdentitySigning | None = Field(
+        None, description="STIR/SHAKEN (RFC 8224, RFC 8588): sign each INVITE's Identity (ES256) with this key, "
+        "its certificate's URL and the SHAKEN attestation. The key is never returned.")
     identity_certificate: str | None = Field(
         None, max_length=65536, pattern=PEM_PATTERN, description="A certificate (PEM text) that verifies the "
         "Identity of every INVITE the phone gets (no fetch).")
@@ -365,8 +373,10 @@ class SIPPhoneBody(_Body):
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           srtp=self.srtp, srtp_suites=tuple(self.srtp_suites) if self.srtp_suites else None,
                           timeout=self.timeout / 1000,
-                          rtp_ports=_port_pair(self.rtp_ports), identity_key=self.identity_key,
-                          identity_x5u=self.identity_x5u, identity_attest=self.attest,
+                          rtp_ports=_port_pair(self.rtp_ports),
+                          identity_key=self.identity_signing.key if self.identity_signing else None,
+                          identity_x5u=self.identity_signing.x5u if self.identity_signing else None,
+                          identity_attest=self.identity_signing.attest if self.identity_signing else "A",
                           identity_certificate=self.identity_certificate, identity_fetch=self.identity_fetch,
                           identity_ca=self.identity_ca, identity_required=self.identity_required)
 
@@ -382,9 +392,9 @@ class SIPPhoneBody(_Body):
 
     def public(self) -> dict[str, Any]:
         """The account as shown back: everything but the password."""
-        shown = self.model_dump(mode="json", by_alias=True, exclude={"password", "identity_key"})
+        shown = self.model_dump(mode="json", by_alias=True, exclude={"password": True,
+                                                                      "identity_signing": {"key"}})
         shown["hasPassword"] = self.password is not None
-        shown["hasIdentityKey"] = self.identity_key is not None
         return shown
 
 
