@@ -269,3 +269,40 @@ def test_the_api_phone_verifies_and_shows_the_identity(creds: StirCredentials, s
         finally:
             for phone in made:
                 api.delete(f"/api/phones/{phone}")
+
+
+async def test_load_calls_signed_for_kamailios_verifier(creds: StirCredentials, site: CertServer,
+                                                        tmp_path: Path) -> None:
+    """``skinnysip load call --identity-key --identity-x5u`` loads Kamailio's verification
+    service: every INVITE is checked (and its certificate fetched) and relayed to our phone,
+    which verifies each too; signed with a stranger's key, every call is refused 438 and the
+    summary counts them by status."""
+    x5u = site.url("cert.pem")
+    stranger = stir_credentials(tmp_path / "stranger")
+
+    async def load(key: Path) -> dict[str, Any]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "skinnysip", "load", "call", peer.registrar, "--domain", peer.realm,
+            "--user", CALLER, "--to", f"sip:{CALLEE}@{peer.realm}", "-r", "5", "-m", "6", "-l", "6", "--hold", "0.5",
+            "--identity-key", str(key), "--identity-x5u", x5u, "--attest", "B", "--json", "--quiet",
+            "--max-failures", "100%", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert b"Traceback" not in err, err.decode()[-2000:]
+        return dict(json.loads(out))
+
+    with kamailio_stir(creds, x5u, check="url", sign=False) as peer:
+        async with SIPPhone(account(peer, CALLEE, CALLEE_TONE, auto_answer=0.0, max_calls=20,
+                                    identity_certificate=str(creds.cert))) as bob:
+            await registered(peer, CALLEE)
+            good = await load(creds.key)
+            verified = []
+            while (event := await bob.next_event(0.2)) is not None:
+                if isinstance(event, IncomingCall):
+                    verified.append(event.call.identity)
+            bad = await load(stranger.key)
+        checks = peer.checks()
+    assert (good["attempted"], good["successful"], good["failed"]) == (6, 6, 0), good
+    assert len(verified) == 6 and all(v.verified and v.attest == "B" for v in verified), verified
+    assert (bad["attempted"], bad["successful"], bad["failed"]) == (6, 0, 6), bad
+    assert bad["failedByStatus"] == {"438": 6}, bad
+    assert checks == [1] * 6 + [-251] * 6, checks

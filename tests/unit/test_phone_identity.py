@@ -195,3 +195,15 @@ def test_the_cli_refuses_unusable_identity_settings(creds: dict[str, Path]) -> N
     missing = run("--identity-cert", "/nonexistent.pem")
     assert missing.returncode == 2 and "--identity-cert: cannot read" in missing.stderr
     assert "Traceback" not in lonely.stderr + not_key.stderr + attest.stderr + missing.stderr
+
+    def load(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "skinnysip", "load", *args, "127.0.0.1", "-m", "1", "--quiet",
+                               "--to", "sip:b@127.0.0.1"],
+                              capture_output=True, text=True, timeout=30)
+
+    options = load("options", "--identity-key", str(creds["key"]), "--identity-x5u", "https://x.test/c.pem")
+    assert options.returncode == 2 and "call and user are signed" in options.stderr
+    bad_key = load("call", "--identity-key", str(creds["cert"]), "--identity-x5u", "https://x.test/c.pem")
+    assert bad_key.returncode == 2 and "not a PEM private key" in bad_key.stderr and "(--identity-key" in bad_key.stderr
+    gone = load("call", "--identity-key", "/nonexistent.pem", "--identity-x5u", "https://x.test/c.pem")
+    assert gone.returncode == 2 and "--identity-key: cannot read" in gone.stderr

@@ -191,6 +191,19 @@ def _header_fields(texts: tuple[str, ...]) -> list[tuple[str, str]]:
     return fields
 
 
+def _pem_text(path: str | None, flag: str) -> str | None:
+    """The PEM text of the file at ``path`` (None stays None): a distributed run's workers
+    get the text, not a path that may not exist where they run."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read(1 << 16)
+    except OSError as exc:
+        _fail(f"{flag}: cannot read {path}: {exc.strerror or exc}")
+        raise  # not reached: _fail exits
+
+
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int,
@@ -200,7 +213,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          ca_file: str | None, steps: tuple[float, float | None, float | None, bool] = (0.0, None, None, True),
          connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
          headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True,
-         event_loop: str = "auto", srtp: str = "off") -> None:
+         event_loop: str = "auto", srtp: str = "off",
+         identity: tuple[str | None, str | None, str] = (None, None, "A")) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -251,7 +265,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
-        record_dir=record, ring=ring, register=register)
+        record_dir=record, ring=ring, register=register, identity_key=_pem_text(identity[0], "--identity-key"),
+        identity_x5u=identity[1], identity_attest=identity[2].upper())
     try:
         config.validate()
     except ValueError as exc:
@@ -475,6 +490,10 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--srtp", default="off", type=click.Choice(["off", "optional", "mandatory", "dtls"]),
             help="Calls: SRTP with SDES keys (optional: RTP/AVP + a=crypto; mandatory: RTP/SAVP) or DTLS-SRTP "
             "(dtls: UDP/TLS/RTP/SAVP, RFC 5764) [default: off].")
+    @option("--identity-key", metavar="PEM", help="Calls: sign each INVITE (STIR/SHAKEN, RFC 8224/8588: Date and "
+            "Identity, ES256) with this EC P-256 private key; with --identity-x5u.")
+    @option("--identity-x5u", metavar="URL", help="The http(s) URL of --identity-key's certificate (x5u, info).")
+    @option("--attest", default="A", help="SHAKEN attestation of the signed INVITEs: A, B or C.")
     @option("--csv", "csv_path", help="Per-interval statistics (SIPp -trace_stat columns).")
     @option("--trace-err", help="Write what failed attempts were (status, the request sent, the answer; the first "
             "20 an interval, 1000 in all), as SIPp -trace_err.")
@@ -515,7 +534,7 @@ def _command(scenario: str, doc: str) -> click.Command:
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
         text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, register: bool,
         ring: float, record: str | None, codecs: str | None, srtp: str,
-        csv_path: str | None,
+        identity_key: str | None, identity_x5u: str | None, attest: str, csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
         processes: int,
         engine: str | None, ray_address: str | None, event_loop: str, rate_file: str | None, rate_increase: float,
@@ -528,7 +547,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports, headers, record, ring, register, event_loop, srtp)
+             rtp_ports, headers, record, ring, register, event_loop, srtp, (identity_key, identity_x5u, attest))
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

@@ -394,7 +394,13 @@ class LoadConfig:
     paused or stopping, are refused 480 and not counted). At the end every user
     unregisters. ``register`` False: no registration — the scenario listens on
     ``host:port`` itself (UDP or TCP) and answers every call sent there, as SIPp's ``-sn
-    uas`` (no users; one process)."""
+    uas`` (no users; one process).
+
+    STIR/SHAKEN (RFC 8224, RFC 8588): with ``identity_key`` (an EC P-256 private key, PEM
+    text: the workers of a distributed run need no file) and ``identity_x5u`` every INVITE
+    of ``call``/``user`` carries a ``Date`` and an ``Identity`` signed ES256 with SHAKEN
+    attestation ``identity_attest`` — loading a verification service (an SBC's, Kamailio's
+    secsipid), whose refusals (438, 436, 437, 403) are counted by status as any other."""
 
     scenario: ScenarioName
     host: str
@@ -436,6 +442,9 @@ class LoadConfig:
     record_dir: str | None = None
     ring: float = 0.0
     register: bool = True
+    identity_key: str | None = None
+    identity_x5u: str | None = None
+    identity_attest: str = "A"
 
     @property
     def stepped(self) -> bool:
@@ -511,6 +520,15 @@ class LoadConfig:
             raise ValueError(f"srtp {self.srtp!r}: {', '.join(SRTP_MODES[:-1])} or {SRTP_MODES[-1]}")
         if self.srtp != "off" and self.scenario not in ("call", "user", "answer"):
             raise ValueError("srtp: for the calls of call, user and answer (--srtp)")
+        if self.identity_key is not None or self.identity_x5u is not None:
+            if self.scenario not in ("call", "user"):
+                raise ValueError("identity_key: the INVITEs of call and user are signed (--identity-key)")
+            from skinnysip.phone.identity import IdentityService
+
+            try:
+                IdentityService(key=self.identity_key, x5u=self.identity_x5u, attest=self.identity_attest)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (--identity-key, --identity-x5u, --attest)") from None
         for name, value in self.headers:
             check_header_field(name, value)
         self._check_fields()
