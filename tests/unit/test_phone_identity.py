@@ -207,3 +207,18 @@ def test_the_cli_refuses_unusable_identity_settings(creds: dict[str, Path]) -> N
     assert bad_key.returncode == 2 and "not a PEM private key" in bad_key.stderr and "(--identity-key" in bad_key.stderr
     gone = load("call", "--identity-key", "/nonexistent.pem", "--identity-x5u", "https://x.test/c.pem")
     assert gone.returncode == 2 and "--identity-key: cannot read" in gone.stderr
+
+
+async def test_an_invite_being_verified_holds_a_call_slot(creds: dict[str, Path]) -> None:
+    """With ``max_calls`` 1, a second INVITE while the first one's certificate is fetched is
+    refused 486: verifications are bounded as calls are."""
+    with cert_site(creds["cert"].parent, delay=1.0) as (site, asked):
+        signing = {"identity_key": str(creds["key"]), "identity_x5u": f"{site}/cert.pem"}
+        bob_acc, alice_acc, port = accounts({"identity_fetch": True, "max_calls": 1}, signing)
+        async with SIPPhone(bob_acc), SIPPhone(alice_acc) as alice:
+            first_call = await alice.call(f"sip:{CALLEE}@127.0.0.1:{port}")
+            await asyncio.sleep(0.3)
+            second = await alice.call(f"sip:{CALLEE}@127.0.0.1:{port}")
+            assert await second.wait_ended(5)
+            assert await first_call.wait_connected(5)
+    assert second.end_reason == "486 Busy Here" and asked == ["/cert.pem"]

@@ -1677,8 +1677,8 @@ class SIPPhone(Phone):
     def _incoming(self, event: RequestReceived) -> None:
         request, tx = event.request, event.transaction
         assert isinstance(tx, InviteServerTransaction)
-        if len(self.calls) >= self.account.max_calls or self.closed:
-            self._respond(tx, 486, to_tag=new_tag())
+        if len(self.calls) + len(self._verifying) >= self.account.max_calls or self.closed:
+            self._respond(tx, 486, to_tag=new_tag())  # INVITEs being verified hold a call slot too
             return
         if self._session_too_small(request):  # RFC 4028 §9
             self._respond(tx, 422, to_tag=new_tag(), headers=[("Min-SE", str(self.account.min_se))])
