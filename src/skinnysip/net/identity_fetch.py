@@ -56,7 +56,7 @@ def _get(scheme: str, host: str, address: str, port: int, target: str, timeout: 
         if len(body) > MAX_CERTIFICATE_BYTES:
             raise CertificateFetchError(f"more than {MAX_CERTIFICATE_BYTES} bytes")
         return body
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a host IDNA refuses
         raise CertificateFetchError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()

@@ -67,7 +67,7 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
-from skinnysip.phone.identity import IdentityService
+from skinnysip.phone.identity import IdentityService, request_party
 from skinnysip.phone.publication import PresencePublication
 from skinnysip.phone.subscription import (
     DialogSubscription,
@@ -288,8 +288,8 @@ class SIPAccount:
     started — :meth:`SIPPhone.watch` does it later; their NOTIFYs become
     :class:`PresenceChanged` and :class:`DialogStateChanged` events.
     STIR/SHAKEN (RFC 8224, RFC 8588; :mod:`skinnysip.phone.identity`): with ``identity_key``
-    (an EC P-256 private key: a PEM file's path, or the PEM text, as every ``identity_*`` PEM) and ``identity_x5u`` (the public http(s) URL of its
-    certificate) every new INVITE carries a ``Date`` and an ``Identity`` whose PASSporT says
+    (an EC P-256 private key: a PEM file's path, or the PEM text, as every ``identity_*`` PEM)
+    and ``identity_x5u`` (the public http(s) URL of its certificate) every new INVITE carries a ``Date`` and an ``Identity`` whose PASSporT says
     ``attest`` ``identity_attest`` (A, B or C), ``orig`` our AOR's telephone number (else its
     URI), ``dest`` the target's. An INVITE we are sent with an ``Identity`` is verified before
     it rings (signature, ``iat`` within 60 s, From/To numbers, certificate dates) and the
@@ -1706,7 +1706,8 @@ class SIPPhone(Phone):
             why = check.reason if check is not None else "no Identity header"
             self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why)],
                           reason=STALE_DATE_PHRASE if refusal == STALE_DATE else None)
-            self.emit(ErrorEvent(f"INVITE from {request.headers.get('From') or 'unknown'} refused {refusal}: {why}"))
+            caller = request_party(request.headers.get("From") or "unknown")
+            self.emit(ErrorEvent(f"INVITE from {caller} refused {refusal}: {why}"))
             return
         if len(self.calls) >= self.account.max_calls or self.closed:
             self._respond(tx, 486, to_tag=new_tag())
