@@ -126,10 +126,14 @@ async def test_a_wrong_certificate_rings_unverified_or_is_refused_when_required(
     call, incoming, _ = await place({"identity_certificate": str(creds["other"])}, signing)
     assert call.connected is not None  # only told: nothing is required
     assert incoming.call.identity.code == 438 and "signature" in incoming.call.identity.reason
+    [ringing] = [m.raw for m in call.exchange if m.direction == "received" and m.summary.startswith("180")]
+    assert 'Reason: STIR;cause=438;text="Invalid Identity Header"' in ringing  # RFC 9410 §3, upstream
     call, incoming, errors = await place({"identity_certificate": str(creds["other"]), "identity_required": True},
                                          signing)
     assert incoming is None and call.connected is None
     assert call.end_reason.startswith("438 Invalid Identity Header")
+    [refused] = [m.raw for m in call.exchange if m.direction == "received" and m.summary.startswith("438")]
+    assert 'Reason: STIR;cause=438;text="Invalid Identity Header"' in refused and "Warning: 399" in refused
     assert "refused 438" in errors[0].reason and "signature" in errors[0].reason
 
 

@@ -28,6 +28,7 @@ from skinnysip.sip.identity import (
     parse_identity,
     shaken_claims,
     sign_passport,
+    stir_reason,
     uri_tn,
     verify_identity,
 )
@@ -264,6 +265,16 @@ def test_any_text_is_a_result_never_an_exception(text: str) -> None:
 def test_any_certificate_bytes_are_a_result(data: bytes) -> None:
     result = check(signed(), certificate=data)
     assert result.code == 437 or result.verified
+
+
+def test_the_stir_reason_of_a_failure() -> None:
+    """RFC 9410 §3: a verifier tells upstream why with ``Reason: STIR;cause=…``."""
+    assert stir_reason(check(signed(key=ec.generate_private_key(ec.SECP256R1())))) == \
+        'STIR;cause=438;text="Invalid Identity Header"'
+    assert stir_reason(check(signed(iat=NOW - 300))) == 'STIR;cause=403;text="Stale Date"'
+    assert stir_reason(check(signed(), certificate=None)) == 'STIR;cause=436;text="Bad Identity Info"'
+    with pytest.raises(ValueError):
+        stir_reason(check(signed()))
 
 
 def test_rfc_8224_reason_phrases() -> None:

@@ -97,7 +97,7 @@ from skinnysip.sdp import (
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
-from skinnysip.sip.identity import STALE_DATE, STALE_DATE_PHRASE, IdentityCheck
+from skinnysip.sip.identity import STALE_DATE, STALE_DATE_PHRASE, IdentityCheck, stir_reason
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
 from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_reasons
@@ -1704,7 +1704,8 @@ class SIPPhone(Phone):
         refusal = self.stir.refusal(check)
         if refusal is not None:
             why = check.reason if check is not None else "no Identity header"
-            self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why)],
+            stir = [("Reason", stir_reason(check))] if check is not None else []
+            self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why), *stir],
                           reason=STALE_DATE_PHRASE if refusal == STALE_DATE else None)
             caller = request_party(request.headers.get("From") or "unknown")
             self.emit(ErrorEvent(f"INVITE from {caller} refused {refusal}: {why}"))
@@ -1750,14 +1751,17 @@ class SIPPhone(Phone):
                 return
         self.calls.append(call)
         offered = _option_tags(request, "Supported") | _option_tags(request, "Require")
+        # an identity that did not verify, the call going on: its reason goes back upstream in
+        # our first response after the 100 (RFC 9410 §3: Reason with the STIR protocol)
+        stir = [("Reason", stir_reason(identity))] if identity is not None and not identity.verified else []
         if "100rel" in _option_tags(request, "Require") or (
                 self.account.reliable_provisional and "100rel" in offered):
             call.rseq = random.randint(1, 2**31 - 1)  # RFC 3262 §3
-            ringing = [("Require", "100rel"), ("RSeq", str(call.rseq))]
+            ringing = [("Require", "100rel"), ("RSeq", str(call.rseq)), *stir]
             self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow, headers=ringing)
             call._rel_task = self._spawn(self._retransmit_reliable(call, tx, ringing))
         else:
-            self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow)
+            self._respond(tx, 180, to_tag=call.to_tag, flow=event.flow, headers=stir)
         with contextlib.suppress(SIPParseError, ValueError):
             call.dialog = Dialog.uas(request, call.to_tag, early=True)
         self.emit(IncomingCall(call))

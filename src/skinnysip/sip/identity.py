@@ -39,7 +39,7 @@ __all__ = [
     "canonical_tn", "uri_tn", "verify_identity", "load_certificates",
     "ATTESTATIONS", "FRESHNESS", "MAX_IDENTITY_BYTES", "MAX_CERTIFICATE_BYTES",
     "USE_IDENTITY_HEADER", "BAD_IDENTITY_INFO", "UNSUPPORTED_CREDENTIAL", "INVALID_IDENTITY_HEADER",
-    "STALE_DATE", "STALE_DATE_PHRASE", "certificate_url",
+    "STALE_DATE", "STALE_DATE_PHRASE", "certificate_url", "stir_reason",
 ]
 
 #: SHAKEN attestation levels (RFC 8588 §4): full, partial, gateway
@@ -408,6 +408,19 @@ class IdentityCheck:
                 "orig": self.orig, "dest": list(self.dest), "origid": self.origid, "iat": self.iat,
                 "age": None if self.age is None else round(self.age, 3), "ppt": self.ppt, "x5u": self.x5u,
                 "chain": self.chain, "compact": self.compact}
+
+
+def stir_reason(check: IdentityCheck) -> str:
+    """The ``Reason`` header field value telling upstream why ``check`` failed (RFC 9410 §3:
+    protocol ``STIR``, the RFC 8224 code as cause): ``STIR;cause=438;text="Invalid Identity
+    Header"``. ``ValueError`` for a check that verified."""
+    from skinnysip.sip.reason import Reason
+    from skinnysip.sip.request import reason_phrase
+
+    if check.verified or check.code is None:
+        raise ValueError("a verified identity has no STIR reason")
+    phrase = STALE_DATE_PHRASE if check.code == STALE_DATE else reason_phrase(check.code)
+    return Reason("STIR", check.code, phrase).header_value()
 
 
 def _who(claim: Any) -> str | None:
