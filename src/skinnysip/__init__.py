@@ -14,6 +14,8 @@ The library's entry points are names of this package, each imported on first use
 - phones that stay up, call and are called: ``SIPPhone(SIPAccount(...))``,
   ``SCCPPhone(SCCPAccount(...))`` (async context managers; ``Call`` objects, ``events()``),
   with ``PhoneError``, ``CallState``, ``RegistrationState`` and the event classes;
+- caller identity (STIR/SHAKEN, RFC 8224/8588): ``IdentitySigner`` (sign a PASSporT),
+  ``verify_identity`` (check an Identity header value) and its ``IdentityCheck``;
 - the embedded lab (``Lab(LabSettings(...))``) and load runs (``LoadConfig``, ``run_load``).
 
 Example: ``await skinnysip.sip_options(skinnysip.ProbeRequest(host="127.0.0.1", port=5060))``
@@ -59,6 +61,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "MessageWaiting": ("skinnysip.phone.api", "MessageWaiting"),
     "PresenceChanged": ("skinnysip.phone.api", "PresenceChanged"),
     "DialogStateChanged": ("skinnysip.phone.api", "DialogStateChanged"),
+    "IdentityCheck": ("skinnysip.sip.identity", "IdentityCheck"),
+    "IdentitySigner": ("skinnysip.sip.identity", "IdentitySigner"),
+    "verify_identity": ("skinnysip.sip.identity", "verify_identity"),
     "Lab": ("skinnysip.lab.runner", "Lab"),
     "LabSettings": ("skinnysip.lab.config", "LabSettings"),
     "LoadConfig": ("skinnysip.load.scenarios", "LoadConfig"),
