@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from test_phone_baresip import share_of
 
 from peertools import free_port
+from skinnysip.phone.api import IncomingCall
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
@@ -45,6 +47,8 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     assert "ports.sip: a port number expected" in one_line_error(run("lab", "--config", str(config)))
     config.write_text("[ports\n")
     assert "not valid TOML" in one_line_error(run("lab", "--config", str(config)))
+    config.write_text('hosts = ["127.0.0.1"]\n[ports]\nsip = 0\nsips = 0\nsccp = 0\n[stir]\nsign = true\n')
+    assert "stir.x5u: needed to sign" in one_line_error(run("lab", "--config", str(config)))  # no serve, no URL
 
 
 def test_demo_passwords_stay_on_loopback() -> None:
@@ -135,3 +139,60 @@ def test_api_without_lab_answers_404() -> None:
         assert response.status_code == 404
         assert response.json() == {"success": False, "error": "no lab: start the server with 'skinnysip serve --lab'"}
         assert client.get("/api/lab/calls").status_code == 404
+
+
+async def test_serve_stir_signs_lab_calls_that_a_phone_verifies(tmp_path: Path) -> None:
+    """``serve --stir``: the lab signs the INVITEs of its authenticated users (RFC 8224 §5,
+    attest A) with a certificate it serves at /api/lab/stir.pem (no token needed), the x5u of
+    its PASSporTs; 1002, verifying by fetching it, sees 1001's call verified; secsipidx agrees."""
+    config = tmp_path / "lab.toml"
+    config.write_text('hosts = ["127.0.0.1"]\n[ports]\nsip = 0\nsips = 0\nsccp = 0\n')
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--lab-config", str(config), "--stir"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    body = (await client.get("/api/lab")).json()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, "serve --stir did not come up"
+                    await asyncio.sleep(0.2)
+            x5u = f"http://127.0.0.1:{port}/api/lab/stir.pem"
+            assert body["stir"] == {"sign": True, "attest": "A", "x5u": x5u}
+            cert = await client.get("/api/lab/stir.pem")
+            assert cert.status_code == 200 and cert.text.startswith("-----BEGIN CERTIFICATE-----")
+
+            def account(user: str, **kw: Any) -> SIPAccount:
+                return SIPAccount(aor=f"sip:{user}@lab.skinnysip", password=f"demo{user}",
+                                  registrar=body["sip"]["udp"], expires=60, source="silence", **kw)
+
+            async with SIPPhone(account("1002", auto_answer=0.2, identity_fetch=True,
+                                        identity_required=True)) as callee, SIPPhone(account("1001")) as caller:
+                call = await caller.call("1002")
+                event = await callee.next_event(15)
+                while event is not None and not isinstance(event, IncomingCall):
+                    event = await callee.next_event(15)
+                assert isinstance(event, IncomingCall)
+                assert await call.wait_connected(15), call.end_reason
+                await call.hangup()
+            identity = event.call.summary()["identity"]
+            assert identity["verified"] and (identity["attest"], identity["orig"], identity["dest"], identity["x5u"]) \
+                == ("A", "1001", ["1002"], x5u), identity
+            listed = (await client.get("/api/lab/calls")).json()["calls"]
+            relayed = [m["raw"] for m in listed[-1]["messages"] if m["direction"] == "sent"
+                       and m["summary"].startswith("INVITE sip:1002")]
+            value = next(line.split(":", 1)[1].strip() for line in relayed[0].splitlines()
+                         if line.startswith("Identity:"))
+            pem = tmp_path / "lab-sti.pem"
+            pem.write_bytes(cert.content)
+            checked = subprocess.run(["secsipidx", "-check", "-identity", value, "-fpubkey", str(pem),
+                                      "-expire", "120"], capture_output=True, text=True, timeout=10)
+            assert checked.returncode == 0 and checked.stdout.strip() == "ok", checked
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "Traceback" not in out
+    assert f"STIR/SHAKEN: users' calls signed (attest A), certificate at http://127.0.0.1:{port}/api/lab/stir.pem" in out

@@ -52,6 +52,11 @@ def test_a_full_file(tmp_path: Path) -> None:
     ("[registrar]\nmin_expires = 0\n", "registrar.min_expires"),
     ('[[users]]\nuser = "600"\npassword = "x"\n', "users[0].user: '600' is also an extension"),
     ("[ports\n", "not valid TOML"),
+    ('[stir]\nsign = "yes"\n', "stir.sign: true or false expected"),
+    ('[stir]\nattest = "D"\n', "stir.attest: 'D' is not A, B or C"),
+    ('[stir]\nx5u = "ftp://x/c.pem"\n', "stir.x5u: 'ftp://x/c.pem' is not an http(s) URL"),
+    ('[stir]\nkey = "/nonexistent.pem"\n', "stir.key: '/nonexistent.pem' is not a readable file"),
+    ('[stir]\ncolour = 1\n', "stir.colour: unknown key"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "lab.toml"
@@ -72,3 +77,20 @@ def test_demo_passwords_refused_beyond_loopback() -> None:
     with pytest.raises(ConfigError, match=r"users\[0\]\.password: the demo password of 1001"):
         LabSettings(hosts=("127.0.0.1", "192.0.2.10")).check_exposure()
     LabSettings(hosts=("::1",)).check_exposure()
+
+
+def test_the_stir_table(tmp_path: Path) -> None:
+    """``[stir]``: the lab as STIR/SHAKEN authentication service (RFC 8224 §5)."""
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    key.write_text("k")
+    cert.write_text("c")
+    path = tmp_path / "lab.toml"
+    path.write_text(f'[stir]\nsign = true\nattest = "B"\nx5u = "https://sti.example.test/c.pem"\n'
+                    f'key = "{key}"\ncert = "{cert}"\n')
+    settings = load_settings(path)
+    assert (settings.stir_sign, settings.stir_attest, settings.stir_x5u) == (True, "B", "https://sti.example.test/c.pem")
+    assert (settings.stir_key, settings.stir_cert) == (str(key), str(cert))
+    assert not LabSettings().stir_sign
+    path.write_text(f'[stir]\nkey = "{key}"\n')
+    with pytest.raises(ConfigError, match="stir.key: give both stir.key and stir.cert"):
+        load_settings(path)

@@ -63,8 +63,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: ``/api/`` paths open without a token and exempt from rate and concurrency limits.
-OPEN_PATHS = frozenset({"/api/health"})
+#: ``/api/`` paths open without a token and exempt from rate and concurrency limits (the lab's
+#: STIR certificate: verifiers fetch the x5u with no token, as any STI certificate repository)
+OPEN_PATHS = frozenset({"/api/health", "/api/lab/stir.pem"})
 #: WebSocket subprotocol carrying the token: ``skinnysip.bearer.<token>``.
 WS_TOKEN_PREFIX = "skinnysip.bearer."
 #: Request paths that run an operation (counted for the concurrency limits) when POSTed.

@@ -1,5 +1,7 @@
 """The embedded lab over HTTP: ``GET /api/lab`` (addresses, demo accounts, devices,
-extensions) and ``GET /api/lab/calls`` (every call the lab handled, with its messages).
+extensions), ``GET /api/lab/calls`` (every call the lab handled, with its messages) and
+``GET /api/lab/stir.pem`` (the certificate of the lab's STIR/SHAKEN signatures: the ``x5u``
+its Identity headers name).
 
 The lab runs in the API server's event loop when ``skinnysip serve --lab`` started it
 (``app.state.lab``, a running :class:`~skinnysip.lab.runner.Lab`); without it both routes
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from skinnysip.lab.runner import Lab
 
@@ -52,3 +54,16 @@ async def lab_calls(request: Request) -> dict[str, Any]:
     "messages": [WireMessage…]}]}``, oldest first (the last 200 calls, 1000 messages each).
     404 without a lab."""
     return {"calls": _lab(request).calls()}
+
+
+@router.get("/api/lab/stir.pem", response_class=Response,
+            responses={200: {"content": {"application/pem-certificate-chain": {}}},
+                       404: {"description": "No lab, or a lab that does not sign (stir.sign)."}})
+async def lab_stir_certificate(request: Request) -> Response:
+    """The certificate (PEM) the lab's STIR/SHAKEN signatures verify with (RFC 8224 §7.4; the
+    ``x5u`` of its PASSporTs when ``serve --lab --stir`` set it). 404 without a lab or when
+    the lab does not sign."""
+    lab = _lab(request)
+    if lab.stir_certificate is None:
+        raise HTTPException(404, "the lab does not sign calls: start it with --stir (or stir.sign in its config)")
+    return Response(lab.stir_certificate, media_type="application/pem-certificate-chain")

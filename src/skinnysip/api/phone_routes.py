@@ -976,8 +976,27 @@ def _connect_hosts(spec: Any) -> list[str]:
 
 
 # -- routes -------------------------------------------------------------------------------------------
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local ``$defs`` references (pydantic's, for a nested model such as
+    :class:`IdentitySigning`) replaced by the definitions: the operation's own schema lives
+    outside ``components``, where ReDoc cannot resolve ``#/$defs/…`` (no recursion here)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk({**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}})
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
 _CREATE_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": SIPPhoneBody.model_json_schema(by_alias=True)}}}}
+    "schema": _inlined(SIPPhoneBody.model_json_schema(by_alias=True))}}}}
 
 
 @router.post("/api/phones", status_code=201, response_model=PhoneResult, openapi_extra=_CREATE_SCHEMA)

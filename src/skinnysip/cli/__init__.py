@@ -59,6 +59,12 @@ def app() -> None:
     """Probe, register and call SIP and Cisco SCCP (Skinny) servers; see every byte on the wire."""
 
 
+def _reachable(host: str) -> str:
+    """The address a client on this machine reaches a server listening on ``host`` at (the
+    wildcard addresses are not one)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
 @app.command("serve")
 @option("--host", default="127.0.0.1", help="Address to listen on.")
 @option("--port", default=8080, type=click.IntRange(1, 65535), help="TCP port to listen on.")
@@ -79,8 +85,11 @@ def app() -> None:
         help="Lab SIP over TLS port (default 5061; implies --lab).")
 @option("--sccp-port", type=click.IntRange(1, 65535), show_default=False,
         help="Lab SCCP call manager port (default 2000; implies --lab).")
+@option("--stir", is_flag=True, help="The lab signs its users' calls (STIR/SHAKEN, RFC 8224/8588, attest A) with a "
+        "certificate served at /api/lab/stir.pem, their x5u (implies --lab).")
 def serve(host: str, port: int, allow: tuple[str, ...], deny: tuple[str, ...], token: str | None, lab: bool,
-          lab_config: Path | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None) -> None:
+          lab_config: Path | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None,
+          stir: bool) -> None:
     """Run the HTTP API (OpenAPI page at /docs) and the web page at /.
 
     Listening beyond loopback, the API requires a bearer token and refuses targets in
@@ -99,11 +108,13 @@ def serve(host: str, port: int, allow: tuple[str, ...], deny: tuple[str, ...], t
         click.echo(f"error: {exc}", err=True)
         raise common.exit_with(2) from None
     _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
-    wants_lab = lab or any(v is not None for v in (lab_config, sip_port, sips_port, sccp_port))
+    wants_lab = lab or stir or any(v is not None for v in (lab_config, sip_port, sips_port, sccp_port))
     from skinnysip.cli import lab as lab_cli
 
     lab_settings = (lab_cli.settings_from_options(lab_config, sip_port=sip_port, sips_port=sips_port,
-                                                  sccp_port=sccp_port) if wants_lab else None)
+                                                  sccp_port=sccp_port, stir=stir,
+                                                  stir_x5u=f"http://{hostport(_reachable(host), port)}/api/lab/stir.pem")
+                    if wants_lab else None)
     click.echo(f"skinnysip {__version__}: http://{hostport(host, port)}/  (API docs at /docs)")
     if settings.token_generated:
         click.echo(f"bearer token: {settings.token}  (send 'Authorization: Bearer <token>'; set --token or SKINNYSIP_TOKEN to choose one)")

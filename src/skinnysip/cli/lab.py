@@ -27,13 +27,20 @@ __all__ = ["describe", "lab_cmd", "serve_with_lab", "settings_from_options"]
 
 def settings_from_options(config: Path | None, *, sip_port: int | None = None, sips_port: int | None = None,
                           sccp_port: int | None = None, hosts: list[str] | None = None,
-                          ws_port: int | None = None, wss_port: int | None = None) -> LabSettings:
+                          ws_port: int | None = None, wss_port: int | None = None, stir: bool = False,
+                          stir_x5u: str | None = None) -> LabSettings:
     """The lab settings of ``config`` (None: the defaults) with the command-line overrides;
-    a bad value exits with one line naming the key."""
+    a bad value exits with one line naming the key. ``stir``: sign calls (``stir.sign``);
+    ``stir_x5u``: where the certificate is served (``serve``'s own URL) when the config
+    names no other."""
     try:
         settings = load_settings(config)
-        return settings.with_overrides(sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
-                                       hosts=tuple(hosts) if hosts else None, ws_port=ws_port, wss_port=wss_port)
+        settings = settings.with_overrides(sip_port=sip_port, sips_port=sips_port, sccp_port=sccp_port,
+                                           hosts=tuple(hosts) if hosts else None, ws_port=ws_port,
+                                           wss_port=wss_port, stir_sign=True if stir else None)
+        if settings.stir_sign and settings.stir_x5u is None and stir_x5u is not None:
+            settings = settings.with_overrides(stir_x5u=stir_x5u)
+        return settings
     except ConfigError as exc:
         fail(f"lab config: {exc}", EXIT_USAGE)
 
@@ -50,6 +57,9 @@ def describe(lab: Lab) -> list[str]:
     for device in info["devices"]:
         lines.append(f"  SCCP device {device['name']}  line {device['line']}")
     lines.append("  extensions " + ", ".join(f"{n} {k}" for n, k in info["extensions"].items()))
+    if info["stir"]["sign"]:
+        lines.append(f"  STIR/SHAKEN: users' calls signed (attest {info['stir']['attest']}), certificate at "
+                     f"{info['stir']['x5u']}")
     lines.extend(f"  note: {n}" for n in info["notes"])
     return lines
 

@@ -34,6 +34,12 @@ Every key is optional; the defaults are the demo the README promises::
     name = "SEP001122334455"
     line = "2001"
 
+    [stir]                            # STIR/SHAKEN authentication service (RFC 8224, RFC 8588)
+    sign = true                       # sign each INVITE of an authenticated lab user (attest A)
+    attest = "A"
+    x5u = "http://127.0.0.1:8080/api/lab/stir.pem"   # default under ``serve``: its own URL
+    key = "/path/sti-key.pem"         # EC P-256; without key and cert both are made at start
+    cert = "/path/sti-cert.pem"
     [extensions]
     600 = "echo"                      # kinds: echo tone playback conference dtmf-echo voicemail
 
@@ -45,6 +51,7 @@ missing``). With a demo password (``demo<user>``) the lab refuses to listen beyo
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,6 +151,11 @@ class LabSettings:
     nonce_lifetime: float = 300.0
     flow_timer: int = 120
     flow_timer_udp: int = 29
+    stir_sign: bool = False
+    stir_attest: str = "A"
+    stir_x5u: str | None = None
+    stir_key: str | None = None
+    stir_cert: str | None = None
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -191,6 +203,12 @@ class LabSettings:
                 raise ConfigError(f"registrar.{key}: must lie between 1 and 3600 seconds")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls.key: give both tls.cert and tls.key, or neither")
+        if self.stir_attest not in ("A", "B", "C"):
+            raise ConfigError(f"stir.attest: {self.stir_attest!r} is not A, B or C")
+        if (self.stir_key is None) != (self.stir_cert is None):
+            raise ConfigError("stir.key: give both stir.key and stir.cert, or neither")
+        if self.stir_x5u is not None and not re.match(r"(?i)https?://[!-~]+$", self.stir_x5u):
+            raise ConfigError(f"stir.x5u: {self.stir_x5u!r} is not an http(s) URL")
         seen: set[str] = set()
         numbers = set(self.extensions)
         for i, u in enumerate(self.users):
@@ -233,7 +251,8 @@ class LabSettings:
 
 # --------------------------------------------------------------------------- the file
 
-_TOP = {"domain", "realm", "algorithm", "hosts", "ports", "tls", "registrar", "users", "devices", "extensions"}
+_TOP = {"domain", "realm", "algorithm", "hosts", "ports", "tls", "registrar", "users", "devices", "extensions",
+        "stir"}
 
 
 def _type(value: Any, kind: type | tuple[type, ...], key: str, what: str) -> Any:
@@ -281,6 +300,18 @@ def settings_from_dict(data: dict[str, Any]) -> LabSettings:
         if not Path(path).is_file():
             raise ConfigError(f"tls.{name}: {path!r} is not a readable file")
         kw[f"tls_{name}"] = path
+    stir = _table(top.get("stir", {}), "stir", {"sign", "attest", "x5u", "key", "cert"})
+    if "sign" in stir:
+        kw["stir_sign"] = _type(stir["sign"], bool, "stir.sign", "true or false")
+    for name in ("attest", "x5u"):
+        if name in stir:
+            kw[f"stir_{name}"] = _type(stir[name], str, f"stir.{name}", "a string")
+    for name in ("key", "cert"):
+        if name in stir:
+            path = _type(stir[name], str, f"stir.{name}", "a file name")
+            if not Path(path).is_file():
+                raise ConfigError(f"stir.{name}: {path!r} is not a readable file")
+            kw[f"stir_{name}"] = path
     reg = _table(top.get("registrar", {}), "registrar",
                  {"min_expires", "max_expires", "default_expires", "nonce_lifetime", "flow_timer",
                   "flow_timer_udp"})

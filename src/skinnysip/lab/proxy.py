@@ -84,6 +84,7 @@ from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportEr
 from skinnysip.net.sip_transport import Transport, uri_transport
 from skinnysip.net.trace import TraceRecord, to_wire_messages
 from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
+from skinnysip.sip.identity import IdentitySigner
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.reason import COMPLETED_ELSEWHERE, MAX_REASONS
 from skinnysip.sip.request import (
@@ -292,6 +293,8 @@ class LabProxy:
         self.call_listeners: list[Callable[[CallRecord, Request], None]] = [self.presence.call_changed]
         self.services: tuple[str, int] | None = None
         self.bridge: tuple[str, int] | None = None
+        #: the STIR/SHAKEN authentication service's signer (``stir.sign``; set by the Lab)
+        self.stir: IdentitySigner | None = None
         self.moh: MusicOnHold | None = None
         #: (transport, IP) → bound (IP, port)
         self.listeners: dict[tuple[str, str], tuple[str, int]] = {}
@@ -520,6 +523,15 @@ class LabProxy:
             except Exception:  # a listener's fault must not stop the proxy
                 log.exception("lab: call listener failed")
 
+    def _sign(self, request: Request, user: str, target: SipURI) -> None:
+        """STIR/SHAKEN authentication service (RFC 8224 §5, RFC 8588): the INVITE of a lab
+        user the lab just authenticated gets a Date (when it has none) and an Identity with
+        ``orig`` that user, ``dest`` the Request-URI's user, attestation ``stir.attest``."""
+        assert self.stir is not None
+        for name, value in self.stir.header_fields(user, target.user or str(target), time.time(),
+                                                   date=not request.headers.get("Date")):
+            request.headers.add(name, value)
+
     def _trusted(self, flow: Flow) -> bool:
         return flow.transport == "udp" and flow.remote in (self.services, self.bridge)
 
@@ -602,6 +614,8 @@ class LabProxy:
             return
         if request.method == "INVITE":
             self._set_state(request, "trying")  # forwarded now (after the challenge, if any)
+            if self.stir is not None and authenticated is not None and not request.headers.get_all("Identity"):
+                self._sign(request, authenticated, target)
         # a pre-loaded Route beyond the lab (§16.4) is followed, but only for an authenticated user
         self._spawn(self._forward(self._pending(tx, request), routes, max_forwards, in_dialog=False,
                                   direct=direct, user="" if routes else target.user or ""))

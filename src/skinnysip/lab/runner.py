@@ -25,6 +25,7 @@ from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.lab.config import ConfigError, LabSettings
 from skinnysip.lab.proxy import LabProxy
 from skinnysip.net.sip_transport import SIPTransportError
+from skinnysip.sip.identity import IdentityError, IdentitySigner
 
 __all__ = ["Lab", "LabError", "self_signed_certificate"]
 
@@ -39,10 +40,11 @@ class LabError(Exception):
         self.reason = reason
 
 
-def self_signed_certificate(directory: Path, names: list[str], addresses: list[str]) -> tuple[str, str]:
+def self_signed_certificate(directory: Path, names: list[str], addresses: list[str],
+                            stem: str = "lab") -> tuple[str, str]:
     """Write a self-signed certificate (EC P-256, valid one year, SAN with ``names`` as
-    DNS names and ``addresses`` as IP addresses) and its key as PEM files in
-    ``directory``; returns (cert path, key path)."""
+    DNS names and ``addresses`` as IP addresses) and its key as PEM files
+    ``<stem>-cert.pem``/``<stem>-key.pem`` in ``directory``; returns (cert path, key path)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -59,7 +61,7 @@ def self_signed_certificate(directory: Path, names: list[str], addresses: list[s
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "lab-cert.pem", directory / "lab-key.pem"
+    cert_path, key_path = directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -82,6 +84,9 @@ class Lab:
         self.sip: dict[str, str] = {}
         self.sccp = ""
         self.tls_cert: str | None = None
+        #: the STIR/SHAKEN certificate (PEM) of the lab's signatures (``stir.sign``), served at
+        #: ``stir.x5u``; None when the lab does not sign
+        self.stir_certificate: bytes | None = None
         self.notes: list[str] = []
         self._tmp: Path | None = None
 
@@ -118,6 +123,8 @@ class Lab:
             cert, key = self_signed_certificate(self._tmp, [s.domain, "localhost"], list(s.hosts))
         self.tls_cert = cert
         self.proxy = LabProxy(s, tls_cert=cert, tls_key=key)
+        if s.stir_sign:
+            self.proxy.stir = self._stir_signer(s)
         try:
             self.sip = await self.proxy.start()
         except SIPTransportError as exc:
@@ -138,6 +145,25 @@ class Lab:
         self.sccp = hostport(host, self.callmanager.port)
         await self._start_services(host)
         await self._start_bridge(host)
+
+    def _stir_signer(self, s: LabSettings) -> IdentitySigner:
+        """The STIR/SHAKEN authentication service's signer (RFC 8224 §5): the configured key
+        and certificate, or a new self-signed pair; :attr:`stir_certificate` is what phones
+        fetch from ``stir.x5u``."""
+        if s.stir_x5u is None:
+            raise LabError("stir.x5u: needed to sign — the URL phones fetch the lab's certificate from "
+                           "(`serve --lab` serves it at /api/lab/stir.pem and sets it)")
+        cert, key = s.stir_cert, s.stir_key
+        if cert is None or key is None:
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="skinnysip-lab-"))
+            cert, key = self_signed_certificate(self._tmp, ["skinnysip lab STI"], [], stem="lab-sti")
+        try:
+            signer = IdentitySigner.from_pem(Path(key).read_bytes(), s.stir_x5u, s.stir_attest)
+            self.stir_certificate = Path(cert).read_bytes()
+        except (OSError, IdentityError) as exc:
+            raise LabError(f"stir.key: {getattr(exc, 'reason', None) or exc}") from None
+        return signer
 
     async def _start_services(self, host: str) -> None:
         assert self.proxy is not None
@@ -206,7 +232,8 @@ class Lab:
         "sip": {"udp", "tcp", "tls"} ("host:port"), "sccp", "accounts": [{"user", "password"
         (only a demo password; else null), "aor"}], "devices": [{"name", "line"}],
         "extensions": {number: kind}, "listeners": ["udp 127.0.0.1:5060", …] (every
-        host), "notes": [...]}``."""
+        host), "notes": [...], "stir": {"sign", "attest", "x5u"} (STIR/SHAKEN signing of the
+        lab users' INVITEs)}``."""
         s = self.settings
         return {
             "enabled": True, "domain": s.domain, "realm": s.realm, "algorithm": s.algorithm,
@@ -218,6 +245,8 @@ class Lab:
             "listeners": [f"{t} {hostport(*addr)}" for (t, _ip), addr in
                           (self.proxy.listeners.items() if self.proxy is not None else [])],
             "notes": list(self.notes),
+            "stir": {"sign": self.stir_certificate is not None, "attest": s.stir_attest if s.stir_sign else None,
+                     "x5u": s.stir_x5u if s.stir_sign else None},
         }
 
     def calls(self) -> list[dict[str, Any]]:

@@ -113,9 +113,8 @@ class IdentityService:
         ``to_uri`` (RFC 8224 §5: the Date is the PASSporT's ``iat``); [] without a key."""
         if self.signer is None:
             return []
-        when = time.time() if now is None else now
-        return [("Date", email.utils.formatdate(int(when), usegmt=True)),
-                ("Identity", self.signer.sign(_signed_party(from_uri), _signed_party(to_uri), when))]
+        return self.signer.header_fields(_signed_party(from_uri), _signed_party(to_uri),
+                                         time.time() if now is None else now)
 
     async def verify(self, request: Request) -> IdentityCheck | None:
         """The check of the request's ``Identity`` (RFC 8224 §6.2; with several, the first

@@ -354,6 +354,15 @@ class IdentitySigner:
         claims = shaken_claims(orig, dest, attest=self.attest, iat=int(now), origid=origid)
         return identity_value(sign_passport(claims, self.private_key, self.x5u), self.x5u)
 
+    def header_fields(self, orig: str, dest: str, now: float, *, date: bool = True) -> list[tuple[str, str]]:
+        """The header fields an authentication service adds to a new request (RFC 8224 §5):
+        a ``Date`` of ``now`` (RFC 3261 §20.17; left out with ``date`` False, when the request
+        has one) and the ``Identity`` (:meth:`sign`) whose ``iat`` is that time."""
+        import email.utils
+
+        fields = [("Date", email.utils.formatdate(int(now), usegmt=True))] if date else []
+        return [*fields, ("Identity", self.sign(orig, dest, now))]
+
 
 # -- verification (RFC 8224 §6.2) -------------------------------------------------------------
 def load_certificates(data: bytes) -> list[Any]:
