@@ -37,6 +37,17 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+async def lab_info(client: httpx.AsyncClient, proc: subprocess.Popen[str], timeout: float = 30.0) -> httpx.Response:
+    """``GET /api/lab`` once ``serve`` answers (bounded: ``timeout`` s, or the process exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await client.get("/api/lab")
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and proc.poll() is None, "serve --lab did not come up"
+            await asyncio.sleep(0.2)
+
+
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
     config = tmp_path / "lab.toml"
     config.write_text('[[users]]\nuser = "1001"\npassword = "secret1"\n\n[[users]]\nuser = "1002"\n')
@@ -85,14 +96,7 @@ async def test_serve_lab_shows_the_lab(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    response = await client.get("/api/lab")
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None, "serve --lab did not come up"
-                    await asyncio.sleep(0.2)
+            response = await lab_info(client, proc)
             assert response.status_code == 200
             body = response.json()
             assert body["enabled"] is True and body["domain"] == "lab.skinnysip"
@@ -152,14 +156,7 @@ async def test_serve_stir_signs_lab_calls_that_a_phone_verifies(tmp_path: Path) 
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    body = (await client.get("/api/lab")).json()
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None, "serve --stir did not come up"
-                    await asyncio.sleep(0.2)
+            body = (await lab_info(client, proc)).json()
             x5u = f"http://127.0.0.1:{port}/api/lab/stir.pem"
             assert body["stir"] == {"sign": True, "attest": "A", "x5u": x5u}
             cert = await client.get("/api/lab/stir.pem")
