@@ -195,7 +195,7 @@ def test_the_cli_refuses_unusable_identity_settings(creds: dict[str, Path]) -> N
     not_key = run("--identity-key", str(creds["cert"]), "--identity-x5u", "https://x.test/c.pem")
     assert not_key.returncode == 2 and "--identity-key: not a PEM private key" in not_key.stderr
     attest = run("--identity-key", str(creds["key"]), "--identity-x5u", "https://x.test/c.pem", "--attest", "D")
-    assert attest.returncode == 2 and "attestation level" in attest.stderr
+    assert attest.returncode == 2 and "--attest: 'D' is not one of A, B, C" in attest.stderr
     missing = run("--identity-cert", "/nonexistent.pem")
     assert missing.returncode == 2 and "--identity-cert: cannot read" in missing.stderr
     assert "Traceback" not in lonely.stderr + not_key.stderr + attest.stderr + missing.stderr

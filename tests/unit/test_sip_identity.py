@@ -169,6 +169,17 @@ def test_the_numbers_must_be_the_requests() -> None:
     assert check(signed(), to_uri="tel:+1-215-555-0111").verified  # visual separators do not matter
 
 
+def test_uri_claims_are_compared_as_uris() -> None:
+    """A party that is no number is a ``uri`` claim (RFC 8225 §5.2.1), compared without
+    parameters — not as a substring."""
+    claims = shaken_claims("sip:alice@example.test", "sip:bob@example.test", attest="C", iat=int(NOW))
+    value = signed(claims=claims)
+    assert check(value, from_uri='"A" <sip:alice@example.test;transport=tcp>;tag=1',
+                 to_uri="<sip:bob@example.test>").verified
+    assert check(value, from_uri="sip:alice@example.test.evil", to_uri="sip:bob@example.test").code == 438
+    assert check(value, from_uri="sip:alice@example.test", to_uri="sip:bob@example.testing").code == 438
+
+
 def test_a_changed_claim_breaks_the_signature() -> None:
     token, _, params = signed().partition(";")
     head, payload, sig = token.split(".")

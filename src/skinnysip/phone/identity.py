@@ -13,6 +13,7 @@ from typing import Any
 
 from skinnysip.net.identity_fetch import FETCH_TIMEOUT, CertificateCache, CertificateFetchError
 from skinnysip.sip.identity import (
+    ATTESTATIONS,
     IdentityCheck,
     IdentityError,
     IdentitySigner,
@@ -74,6 +75,8 @@ class IdentityService:
                  certificate: str | None = None, fetch: bool = False, ca: str | None = None,
                  required: bool = False) -> None:
         self.signer: IdentitySigner | None = None
+        if attest not in ATTESTATIONS:
+            raise ValueError(f"identity_attest: {attest!r} is not one of {', '.join(ATTESTATIONS)}")
         if key is not None or x5u is not None:
             if key is None or x5u is None:
                 raise ValueError("identity_key and identity_x5u go together (the key signs, x5u names its certificate)")
@@ -81,8 +84,6 @@ class IdentityService:
                 self.signer = IdentitySigner.from_pem(_read(key, "identity_key"), x5u, attest)
             except IdentityError as exc:
                 raise ValueError(f"identity_key: {exc.reason}") from exc
-        elif attest not in ("A", "B", "C"):
-            raise ValueError(f"identity_attest {attest!r}: not one of A, B, C")
         self.certificate: bytes | None = None
         if certificate is not None:
             self.certificate = _read(certificate, "identity_certificate")

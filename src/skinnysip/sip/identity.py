@@ -605,6 +605,15 @@ def _check_signature(passport: PASSporT, certificate: Any) -> None:
         raise IdentityError("the signature does not verify with the certificate's key") from None
 
 
+def _bare_uri(text: str) -> str:
+    """A URI for comparing a ``uri`` claim with From/To: the ``<…>`` part of a name-addr,
+    parameters cut, lower case."""
+    uri = text.strip()
+    if "<" in uri:
+        uri = uri[uri.index("<") + 1:].split(">", 1)[0]
+    return uri.split(";", 1)[0].strip().lower()
+
+
 def _check_numbers(passport: PASSporT, from_uri: str, to_uri: str, from_tn: str | None, to_tn: str | None) -> None:
     """RFC 8224 §6.2.2 step 1: the PASSporT's orig is the From's, and the To is one of its
     dest (telephone numbers canonical; a URI claim compared as it is)."""
@@ -613,12 +622,12 @@ def _check_numbers(passport: PASSporT, from_uri: str, to_uri: str, from_tn: str 
     if isinstance(orig_claim, dict) and "tn" in orig_claim:
         if orig is None or canonical_tn(orig) != from_tn:
             raise IdentityError(f"orig {orig!r} is not the From's number ({from_tn or 'none'})")
-    elif orig is not None and orig.lower() not in from_uri.lower():
+    elif orig is not None and _bare_uri(orig) != _bare_uri(from_uri):
         raise IdentityError(f"orig {orig!r} is not the From ({from_uri})")
     dests = _dests(passport.claims.get("dest"))
     canonical = {canonical_tn(d) for d in dests}
     if to_tn is not None and to_tn in canonical:
         return
-    if any(d.lower() in to_uri.lower() for d in dests if canonical_tn(d) is None):
+    if any(_bare_uri(d) == _bare_uri(to_uri) for d in dests if canonical_tn(d) is None):
         return
     raise IdentityError(f"dest {', '.join(dests)} does not name the To ({to_tn or to_uri})")
