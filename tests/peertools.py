@@ -369,9 +369,10 @@ class ConsolePeer:
 GAP_ALLOWANCE = 0.1
 
 
-def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE) -> float:
+def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE, tolerance: float = 25.0) -> float:
     """The share of frames whose dominant frequency (``freqs``: one per 20 ms frame, 0.0 for a
-    silent frame, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives) is ``freq`` ± 25 Hz.
+    silent frame, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives) is ``freq`` ±
+    ``tolerance`` Hz.
 
     Silent frames up to ``gaps`` of all frames are left out of the count: a recording is what
     was played out, and a jitter buffer that runs dry while the machine is starved (three test
@@ -383,6 +384,6 @@ def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE) -> float:
     freqs = np.asarray(freqs)
     if not len(freqs):
         return 0.0
-    hits = float(np.sum(np.abs(freqs - freq) < 25))
+    hits = float(np.sum(np.abs(freqs - freq) < tolerance))
     sounding = float(np.sum(freqs > 0))
     return hits / max(sounding, (1.0 - gaps) * len(freqs))
