@@ -7,6 +7,7 @@ described in stir_peer.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -306,3 +307,39 @@ async def test_load_calls_signed_for_kamailios_verifier(creds: StirCredentials, 
     assert (bad["attempted"], bad["successful"], bad["failed"]) == (6, 0, 6), bad
     assert bad["failedByStatus"] == {"438": 6}, bad
     assert checks == [1] * 6 + [-251] * 6, checks
+
+
+def test_the_invite_probe_signs_for_kamailios_verifier(creds: StirCredentials, site: CertServer, tmp_path: Path,
+                                                       api: httpx.Client) -> None:  # noqa: F811
+    """``skinnysip sip invite --identity-key --identity-x5u`` and ``POST /api/sip/invite`` with
+    ``identitySigning``: Kamailio's verifier passes the signed probe on (to no one: 404 Not
+    Found) and refuses the one signed with a stranger's key, 438 — one INVITE each, as a
+    security tester probes an SBC's verification service."""
+    x5u = site.url("cert.pem")
+    stranger = stir_credentials(tmp_path / "stranger")
+    with kamailio_stir(creds, x5u, check="url", sign=False) as peer:
+        def probe(key: Path) -> dict[str, Any]:
+            done = subprocess.run([sys.executable, "-m", "skinnysip", "sip", "invite", peer.registrar,
+                                   "--from", f"sip:+{CALLER}@{peer.realm}", "--to", f"sip:{CALLEE}@{peer.realm}",
+                                   "--identity-key", str(key), "--identity-x5u", x5u, "--attest", "C", "--json"],
+                                  capture_output=True, text=True, timeout=60)
+            assert "Traceback" not in done.stderr, done.stderr
+            return dict(json.loads(done.stdout))
+
+        good, forged = probe(creds.key), probe(stranger.key)
+        body = {"host": "127.0.0.1", "port": peer.udp_port, "from": f"sip:{CALLER}@{peer.realm}",
+                "to": f"sip:{CALLEE}@{peer.realm}", "timeout": 5000,
+                "identitySigning": {"key": stranger.key.read_text(), "x5u": x5u}}
+        over_api = api.post("/api/sip/invite", json=body)
+        bad_key = api.post("/api/sip/invite", json={**body, "identitySigning": {
+            "key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "x5u": x5u}})
+        checks = peer.checks()
+        received = peer.received("INVITE")
+    assert good["statusCode"] == 404 and forged["statusCode"] == 438, (good, forged)
+    assert over_api.status_code == 200 and over_api.json()["statusCode"] == 438, over_api.text
+    assert bad_key.status_code == 400 and "not a PEM private key" in bad_key.text, bad_key.text
+    assert checks == [1, -251, -251], checks
+    passport = received[0].split("Identity: ", 1)[1].split(".", 2)[1]
+    claims = json.loads(base64.urlsafe_b64decode(passport + "=" * (-len(passport) % 4)))
+    assert (claims["attest"], claims["orig"], claims["dest"]) == ("C", {"tn": CALLER}, {"tn": [CALLEE]})
+    assert "Date: " in received[0]

@@ -211,6 +211,14 @@ def test_the_cli_refuses_unusable_identity_settings(creds: dict[str, Path]) -> N
     assert bad_key.returncode == 2 and "not a PEM private key" in bad_key.stderr and "(--identity-key" in bad_key.stderr
     gone = load("call", "--identity-key", "/nonexistent.pem", "--identity-x5u", "https://x.test/c.pem")
     assert gone.returncode == 2 and "--identity-key: cannot read" in gone.stderr
+    for args, said in ((("--identity-key", str(creds["key"])), "go together"),
+                       (("--identity-key", str(creds["cert"]), "--identity-x5u", "https://x.test/c.pem"),
+                        "--identity-key: not a PEM private key"),
+                       (("--identity-key", "/nonexistent.pem", "--identity-x5u", "https://x.test/c.pem"),
+                        "--identity-key: cannot read")):
+        probe = subprocess.run([sys.executable, "-m", "skinnysip", "sip", "invite", "127.0.0.1", *args],
+                               capture_output=True, text=True, timeout=30)
+        assert probe.returncode == 2 and said in probe.stderr and "Traceback" not in probe.stderr, probe.stderr
 
 
 async def test_an_invite_being_verified_holds_a_call_slot(creds: dict[str, Path]) -> None:

@@ -81,9 +81,11 @@ from skinnysip.addresses import check_host
 from skinnysip.api.guard import check_target
 from skinnysip.api.sip_routes import (
     DOMAIN_SCHEMA,
+    PEM_PATTERN,
     URI_FORM,
     URI_SCHEMA,
     USER_SCHEMA,
+    IdentitySigning,
     check_ca_file,
     integral_floats,
     spec_match,
@@ -160,8 +162,6 @@ SOURCE_PATTERN = (r"^(?:silence|echo|rtp-echo|tone:(?:(?:[2-9][0-9]|[1-9][0-9]{2
                   r"(?:\.[0-9]{1,3})?|3900(?:\.0{1,3})?))$")
 
 
-#: PEM text (what the identity fields take: never a path on the server's disk)
-PEM_PATTERN = r"^\s*-----BEGIN [A-Z0-9 ]+-----"
 
 SOURCE_DESCRIPTION = ('What the phone sends: "tone:<Hz>" (20-3900), "silence", "echo" (what it hears) or '
                       '"rtp-echo" (each RTP payload back as it came).')
@@ -216,18 +216,6 @@ RTPPorts = Annotated[
           "hold an even port and its successor (else a 400).", examples=[[16384, 16483]]),
     AfterValidator(_check_rtp_ports),
 ]
-
-
-class IdentitySigning(_Body):
-    """``identitySigning`` of ``POST /api/phones``: what the phone's INVITEs are signed with."""
-
-    key: str = Field(max_length=16384, pattern=PEM_PATTERN, description="The EC P-256 private key, PEM text "
-                     "(ES256); never returned.")
-    x5u: str = Field(alias="x5u", max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
-                     description="The http(s) URL of the key's certificate (the PASSporT's x5u, the Identity's "
-                     "info).")
-    attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation: A (full), B (partial), C "
-                                           "(gateway).")
 
 
 class SIPPhoneBody(_Body):

@@ -17,7 +17,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -30,6 +30,9 @@ from skinnysip.models import api_model
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
+
+if TYPE_CHECKING:
+    from skinnysip.sip.identity import IdentitySigner
 
 router = APIRouter(tags=["sip"])
 
@@ -156,6 +159,34 @@ def check_ca_file(value: str | None) -> str | None:
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load it: {exc}") from exc
     return value
+
+#: PEM text (what the identity fields take: never a path on the server's disk)
+PEM_PATTERN = r"^\s*-----BEGIN [A-Z0-9 ]+-----"
+
+
+class IdentitySigning(BaseModel):
+    """``identitySigning``: what INVITEs are signed with (STIR/SHAKEN, RFC 8224 §5, RFC 8588)
+    — a phone's (``POST /api/phones``) or the INVITE probe's."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    key: str = Field(max_length=16384, pattern=PEM_PATTERN, description="The EC P-256 private key, PEM text "
+                     "(ES256); never returned.")
+    x5u: str = Field(max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                     description="The http(s) URL of the key's certificate (the PASSporT's x5u, the Identity's "
+                     "info).")
+    attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation: A (full), B (partial), C "
+                                           "(gateway).")
+
+    def signer(self) -> IdentitySigner:
+        """The signer; ``ValueError`` (a 400) for a key that is not EC P-256 PEM."""
+        from skinnysip.sip.identity import IdentityError, IdentitySigner
+
+        try:
+            return IdentitySigner.from_pem(self.key.encode("utf-8", "replace"), self.x5u, self.attest)
+        except IdentityError as exc:
+            raise ValueError(f"identitySigning: {exc.reason}") from None
+
 
 class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
@@ -316,6 +347,36 @@ class SIPSDigestBody(_DigestFields, SIPSBody):  # type: ignore[misc]
         return req
 
 
+class _SigningFields(BaseModel):
+    identity_signing: IdentitySigning | None = Field(
+        None, description="Sign the INVITE (STIR/SHAKEN, RFC 8224 §5, RFC 8588): a Date and an Identity whose "
+        "PASSporT names the From's number as orig and the Request-URI's as dest.")
+
+    @model_validator(mode="after")
+    def _usable_key(self) -> _SigningFields:
+        if self.identity_signing is not None:
+            self.identity_signing.signer()
+        return self
+
+    def _signed(self, req: probes.ProbeRequest) -> probes.ProbeRequest:
+        req.identity = self.identity_signing.signer() if self.identity_signing is not None else None
+        return req
+
+
+class SIPInviteProbeBody(_SigningFields, SIPBody):  # type: ignore[misc]
+    """``/api/sip/invite``."""
+
+    def to_probe(self) -> probes.ProbeRequest:
+        return self._signed(super().to_probe())
+
+
+class SIPSInviteProbeBody(_SigningFields, SIPSBody):  # type: ignore[misc]
+    """``/api/sips/invite``."""
+
+    def to_probe(self) -> probes.ProbeRequest:
+        return self._signed(super().to_probe())
+
+
 def for_method(body: type[_B], method: str) -> type[_B]:
     """``body`` whose optional ``method`` may only be ``method`` (any case), as the spec says."""
     return create_model(  # type: ignore[no-any-return,call-overload]
@@ -326,8 +387,10 @@ def for_method(body: type[_B], method: str) -> type[_B]:
 
 
 _B = TypeVar("_B", bound=BaseModel)
-SIPOptionsBody, SIPRegisterBody, SIPInviteBody = (for_method(SIPBody, m) for m in ("OPTIONS", "REGISTER", "INVITE"))
-SIPSOptionsBody, SIPSRegisterBody, SIPSInviteBody = (for_method(SIPSBody, m) for m in ("OPTIONS", "REGISTER", "INVITE"))
+SIPOptionsBody, SIPRegisterBody = (for_method(SIPBody, m) for m in ("OPTIONS", "REGISTER"))
+SIPSOptionsBody, SIPSRegisterBody = (for_method(SIPSBody, m) for m in ("OPTIONS", "REGISTER"))
+SIPInviteBody = for_method(SIPInviteProbeBody, "INVITE")
+SIPSInviteBody = for_method(SIPSInviteProbeBody, "INVITE")
 SIPDigestRouteBody = for_method(SIPDigestBody, "REGISTER")
 SIPSDigestRouteBody = for_method(SIPSDigestBody, "REGISTER")
 

@@ -275,16 +275,34 @@ def register_cmd(
 @FromOpt
 @ToOpt
 @UriOpt
+@option("--identity-key", metavar="PEM", help="Sign the INVITE (STIR/SHAKEN, RFC 8224/8588: Date and Identity, "
+        "ES256) with this EC P-256 private key; with --identity-x5u.")
+@option("--identity-x5u", metavar="URL", help="The http(s) URL of --identity-key's certificate (x5u, info).")
+@option("--attest", default="A", help="SHAKEN attestation of the signed INVITE: A, B or C.")
 @stacked(*_OUTPUT)
 def invite_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, user: str | None, password: str | None,
-    domain: str | None, from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None,
-    ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
+    domain: str | None, from_: str | None, to: str | None, uri: str | None, identity_key: str | None,
+    identity_x5u: str | None, attest: str, timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
+    as_json: bool, pcap: str | None,
 ) -> None:
     """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left.
     Exits 0 when the call connected (2xx)."""
     secret = password_from(password, prompt=False) if user else None
     req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure)
+    if identity_key is not None or identity_x5u is not None:
+        from skinnysip.sip.identity import IdentityError, IdentitySigner
+
+        if identity_key is None or identity_x5u is None:
+            fail("--identity-key and --identity-x5u go together (the key signs, x5u names its certificate)",
+                 EXIT_USAGE)
+        try:
+            with open(readable_file(identity_key, "--identity-key") or identity_key, "rb") as file:
+                req.identity = IdentitySigner.from_pem(file.read(1 << 16), identity_x5u, attest.upper())
+        except OSError as exc:
+            fail(f"--identity-key: cannot read {identity_key}: {exc.strerror or exc}", EXIT_USAGE)
+        except IdentityError as exc:
+            fail(f"--identity-key: {exc.reason}", EXIT_USAGE)
     _run(probes.invite, req, as_json, pcap)
 
 

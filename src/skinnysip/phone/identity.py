@@ -19,11 +19,11 @@ from skinnysip.sip.identity import (
     IdentitySigner,
     certificate_url,
     load_certificates,
-    uri_tn,
+    signed_party,
     verify_identity,
 )
 from skinnysip.sip.message import Request
-from skinnysip.sip.uri import NameAddr, SipURI
+from skinnysip.sip.uri import NameAddr
 
 __all__ = ["IdentityService", "request_party"]
 
@@ -45,19 +45,6 @@ def request_party(value: str) -> str:
         return str(NameAddr.parse(value).uri)
     except ValueError:
         return value
-
-
-def _signed_party(uri: str) -> str:
-    """What a PASSporT names for ``uri``: its telephone number (RFC 8224 §8.3), else the URI
-    without parameters (an ``orig``/``dest`` ``uri`` claim, RFC 8225 §5.2.1)."""
-    tn = uri_tn(uri)
-    if tn is not None:
-        return tn
-    try:
-        parsed = SipURI.parse(uri)
-    except ValueError:
-        return uri
-    return f"{parsed.scheme}:{parsed.user + '@' if parsed.user else ''}{parsed.host}"
 
 
 class IdentityService:
@@ -114,7 +101,7 @@ class IdentityService:
         ``to_uri`` (RFC 8224 §5: the Date is the PASSporT's ``iat``); [] without a key."""
         if self.signer is None:
             return []
-        return self.signer.header_fields(_signed_party(from_uri), _signed_party(to_uri),
+        return self.signer.header_fields(signed_party(from_uri), signed_party(to_uri),
                                          time.time() if now is None else now)
 
     async def verify(self, request: Request) -> IdentityCheck | None:

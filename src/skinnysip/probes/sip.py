@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from skinnysip import policy as target_policy
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
@@ -58,6 +58,9 @@ from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_ack_for_failure, build_cancel, new_call_id, new_request, new_tag
 from skinnysip.sip.syntax import parse_uint
 from skinnysip.sip.transaction import Flow, Timers
+
+if TYPE_CHECKING:
+    from skinnysip.sip.identity import IdentitySigner
 from skinnysip.sip.transactions import (
     LayerEvent,
     ResponseReceived,
@@ -149,6 +152,10 @@ class ProbeRequest:
     ``max_exchange_messages``/``max_exchange_bytes``: the bound of the result's ``exchange``
     (the first messages within both are kept, later ones only counted in
     ``dropped_messages``; default 1000 messages, 1,000,000 octets of raw text).
+    ``identity``: INVITE's STIR/SHAKEN signer (:class:`~skinnysip.sip.identity.IdentitySigner`,
+    RFC 8224 §5): the INVITE carries a Date and an Identity whose PASSporT names the From's
+    number as ``orig`` and the Request-URI's as ``dest`` — what a verification service (an
+    SBC, Kamailio's secsipid) makes of a signed call, or of a forged one.
     """
 
     host: str
@@ -170,6 +177,7 @@ class ProbeRequest:
     max_exchange_messages: int = MAX_EXCHANGE_MESSAGES
     max_exchange_bytes: int = MAX_EXCHANGE_BYTES
     ws_path: str = "/"
+    identity: IdentitySigner | None = None
 
     @property
     def effective_port(self) -> int:
@@ -731,8 +739,12 @@ async def _invite_flow(s: _Session, result: InviteResult, local_host: str, rtp_p
     sdp = audio_offer(local_host, rtp_port, session_id=int(time.time())).to_bytes()
     client = DigestClient(req.username, req.password) if req.username and req.password is not None else None
     rule = ChallengeRetry(client)
-    invite_req = s.build("INVITE", ruri, from_uri, to_uri, contact_user=user,
-                         headers=[("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")],
+    headers = [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")]
+    if req.identity is not None:  # RFC 8224 §5: Date and Identity
+        from skinnysip.sip.identity import signed_party
+
+        headers += req.identity.header_fields(signed_party(from_uri), signed_party(ruri), time.time())
+    invite_req = s.build("INVITE", ruri, from_uri, to_uri, contact_user=user, headers=headers,
                          body=sdp, content_type="application/sdp")
     for _ in range(3):  # first try + the retry rule's at most two answers to a challenge
         response, rtt = await _invite_once(s, result, invite_req)

@@ -36,7 +36,7 @@ from typing import Any
 __all__ = [
     "IdentityError", "IdentityHeader", "PASSporT", "IdentityCheck", "IdentitySigner",
     "parse_identity", "decode_passport", "sign_passport", "identity_value", "shaken_claims",
-    "canonical_tn", "uri_tn", "verify_identity", "load_certificates",
+    "canonical_tn", "uri_tn", "signed_party", "verify_identity", "load_certificates",
     "ATTESTATIONS", "FRESHNESS", "MAX_IDENTITY_BYTES", "MAX_CERTIFICATE_BYTES",
     "USE_IDENTITY_HEADER", "BAD_IDENTITY_INFO", "UNSUPPORTED_CREDENTIAL", "INVALID_IDENTITY_HEADER",
     "STALE_DATE", "STALE_DATE_PHRASE", "certificate_url", "stir_reason",
@@ -105,6 +105,21 @@ def uri_tn(uri: str) -> str | None:
     if scheme in ("sip", "sips") and "@" in rest:
         return canonical_tn(rest.rsplit("@", 1)[0].split(":", 1)[0])
     return None
+
+
+def signed_party(uri: str) -> str:
+    """What a PASSporT names for a From/To/Request-URI ``uri``: its telephone number (RFC
+    8224 §8.3), else the URI without parameters (a ``uri`` claim, RFC 8225 §5.2.1)."""
+    from skinnysip.sip.uri import SipURI
+
+    tn = uri_tn(uri)
+    if tn is not None:
+        return tn
+    try:
+        parsed = SipURI.parse(uri)
+    except ValueError:
+        return uri
+    return f"{parsed.scheme}:{parsed.user + '@' if parsed.user else ''}{parsed.host}"
 
 
 # -- JWS compact serialisation (RFC 7515 §7.1) ------------------------------------------------
