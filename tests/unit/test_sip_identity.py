@@ -130,8 +130,9 @@ def test_signing_refuses_what_es256_cannot_use() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     with pytest.raises(IdentityError, match="P-256"):
         IdentitySigner.from_pem(p384, X5U)
-    with pytest.raises(IdentityError, match="http"):
-        IdentitySigner.from_pem(b"", "ftp://x/")
+    for url in ("ftp://x/", "http://x/<y>", 'https://x/"', "https://x/ y"):  # it goes inside info=<…>
+        with pytest.raises(IdentityError, match="http"):
+            IdentitySigner.from_pem(b"", url)
     with pytest.raises(IdentityError, match="PEM"):
         IdentitySigner.from_pem(b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n", X5U)
 

@@ -172,9 +172,10 @@ class IdentitySigning(BaseModel):
 
     key: str = Field(max_length=16384, pattern=PEM_PATTERN, description="The EC P-256 private key, PEM text "
                      "(ES256); never returned.")
-    x5u: str = Field(max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+    x5u: str = Field(max_length=1000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!#-;=?-~]+$",
                      description="The http(s) URL of the key's certificate (the PASSporT's x5u, the Identity's "
-                     "info).")
+                     "info): printable ASCII without blanks, quotes, < or > (it goes between the info "
+                     "parameter's angle brackets).")
     attest: Literal["A", "B", "C"] = Field("A", description="SHAKEN attestation: A (full), B (partial), C "
                                            "(gateway).")
 

@@ -207,7 +207,7 @@ class LabSettings:
             raise ConfigError(f"stir.attest: {self.stir_attest!r} is not A, B or C")
         if (self.stir_key is None) != (self.stir_cert is None):
             raise ConfigError("stir.key: give both stir.key and stir.cert, or neither")
-        if self.stir_x5u is not None and not re.match(r"(?i)https?://[!-~]+$", self.stir_x5u):
+        if self.stir_x5u is not None and not re.fullmatch(r"(?i)https?://[!#-;=?-~]+", self.stir_x5u):
             raise ConfigError(f"stir.x5u: {self.stir_x5u!r} is not an http(s) URL")
         seen: set[str] = set()
         numbers = set(self.extensions)

@@ -353,7 +353,7 @@ class IdentitySigner:
 
         if attest not in ATTESTATIONS:
             raise IdentityError(f"attestation level {attest!r}: not one of {', '.join(ATTESTATIONS)}")
-        if not re.match(r"(?i)https?://[^\s<>\"]+$", x5u):
+        if not re.fullmatch(r"(?i)https?://[!#-;=?-~]+", x5u):
             raise IdentityError(f"the certificate URL {x5u!r} is not an http(s) URL")
         try:
             key = load_pem_private_key(pem, password)
