@@ -109,7 +109,7 @@ from skinnysip.sip.transactions import (
     TransportFailed,
 )
 from skinnysip.sip.uas import DEFAULT_ALLOW, UASCore
-from skinnysip.sip.uri import NameAddr, SipURI, user_of
+from skinnysip.sip.uri import NameAddr, SipURI, uri_of, user_of
 
 __all__ = ["MAX_CALLS", "MAX_MESSAGES_PER_CALL", "CallRecord", "LabProxy", "MusicOnHold"]
 
@@ -184,15 +184,6 @@ class _Forward:
     answered: bool = False  # a final response went upstream
     cancelled: bool = False
     timer: asyncio.TimerHandle | None = None
-
-
-def _uri_of(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return str(NameAddr.parse(value).uri)
-    except SIPParseError:
-        return value
 
 
 def _ignore(event: object) -> None:
@@ -396,7 +387,7 @@ class LabProxy:
         call_id = request.call_id or ""
         call = self._calls.get(call_id)
         if call is None and request.method not in ("REGISTER", "OPTIONS", "ACK", "CANCEL") and request.to_tag is None:
-            call = CallRecord(call_id, _uri_of(request.headers.get("From")), _uri_of(request.headers.get("To")),
+            call = CallRecord(call_id, uri_of(request.headers.get("From")), uri_of(request.headers.get("To")),
                               request.method, time.time(), from_tag=request.from_tag)
             call.records.extend(self.endpoint.trace.for_call(call_id)[-MAX_MESSAGES_PER_CALL:])
             self._calls[call_id] = call

@@ -23,9 +23,9 @@ from skinnysip.sip.identity import (
     verify_identity,
 )
 from skinnysip.sip.message import Request
-from skinnysip.sip.uri import NameAddr
+from skinnysip.sip.uri import uri_of
 
-__all__ = ["IdentityService", "request_party"]
+__all__ = ["IdentityService"]
 
 
 def _read(value: str, what: str) -> bytes:
@@ -36,15 +36,6 @@ def _read(value: str, what: str) -> bytes:
         return Path(value).read_bytes()[:1 << 20]
     except OSError as exc:
         raise ValueError(f"{what}: cannot read {value}: {exc.strerror or exc}") from exc
-
-
-def request_party(value: str) -> str:
-    """The URI of a From/To header field value (its ``<…>`` part, parameters cut); the value
-    as it is when it does not parse."""
-    try:
-        return str(NameAddr.parse(value).uri)
-    except ValueError:
-        return value
 
 
 class IdentityService:
@@ -110,8 +101,8 @@ class IdentityService:
         values = request.headers.get_all("Identity")
         if not values:
             return None
-        from_uri = request_party(request.headers.get("From") or "")
-        to_uri = request_party(request.headers.get("To") or "")
+        from_uri = uri_of(request.headers.get("From"))
+        to_uri = uri_of(request.headers.get("To"))
         date = _date(request.headers.get("Date"))
         first: IdentityCheck | None = None
         for value in values[:4]:  # bounded: a request with many is not worth more work

@@ -67,7 +67,7 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
-from skinnysip.phone.identity import IdentityService, request_party
+from skinnysip.phone.identity import IdentityService
 from skinnysip.phone.publication import PresencePublication
 from skinnysip.phone.subscription import (
     DialogSubscription,
@@ -125,7 +125,7 @@ from skinnysip.sip.transactions import (
     TransportFailed,
 )
 from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
-from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport
+from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport, uri_of
 
 __all__ = ["MAX_WATCHES", "SIPAccount", "SIPCall", "SIPPhone", "check_instance_id", "instance_id_for"]
 
@@ -1707,7 +1707,7 @@ class SIPPhone(Phone):
             stir = [("Reason", stir_reason(check))] if check is not None else []
             self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why), *stir],
                           reason=STALE_DATE_PHRASE if refusal == STALE_DATE else None)
-            caller = request_party(request.headers.get("From") or "unknown")
+            caller = uri_of(request.headers.get("From")) or "unknown"
             self.emit(ErrorEvent(f"INVITE from {caller} refused {refusal}: {why}"))
             return
         if len(self.calls) >= self.account.max_calls or self.closed:
@@ -1726,9 +1726,7 @@ class SIPPhone(Phone):
                 self._respond(tx, found, to_tag=new_tag())
                 return
             replaced = found
-        remote = request.headers.get("From") or "unknown"
-        with contextlib.suppress(SIPParseError):
-            remote = str(NameAddr.parse(remote).uri)
+        remote = uri_of(request.headers.get("From")) or "unknown"
         call = SIPCall(self, CallDirection.INCOMING, remote, request.call_id or "")
         call.invite = request
         call.invite_tx = tx

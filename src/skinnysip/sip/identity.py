@@ -88,15 +88,18 @@ def canonical_tn(text: str) -> str | None:
     return None
 
 
+def _addr_spec(text: str) -> str:
+    """The ``<…>`` part of a name-addr (display name and header parameters cut), else the text."""
+    text = text.strip()
+    return text[text.index("<") + 1:].split(">", 1)[0] if "<" in text else text
+
+
 def uri_tn(uri: str) -> str | None:
     """The telephone number of a From/To URI, canonical (RFC 8224 §8.3): a ``tel:`` URI's
     number, or the user part of a ``sip:``/``sips:`` URI when it is a telephone number (with
     or without ``user=phone``). ``<…>`` and a display name around it are cut; None when the
     URI names no telephone number."""
-    text = uri.strip()
-    if "<" in text:
-        text = text[text.index("<") + 1:].split(">", 1)[0]
-    scheme, colon, rest = text.partition(":")
+    scheme, colon, rest = _addr_spec(uri).partition(":")
     if not colon:
         return None
     scheme = scheme.strip().lower()
@@ -225,13 +228,11 @@ class PASSporT:
 
     @property
     def ppt(self) -> str | None:
-        value = self.header.get("ppt")
-        return value if isinstance(value, str) else None
+        return _text(self.header.get("ppt"))
 
     @property
     def x5u(self) -> str | None:
-        value = self.header.get("x5u")
-        return value if isinstance(value, str) else None
+        return _text(self.header.get("x5u"))
 
     @property
     def iat(self) -> int | None:
@@ -240,25 +241,25 @@ class PASSporT:
 
     @property
     def attest(self) -> str | None:
-        value = self.claims.get("attest")
-        return value if isinstance(value, str) else None
+        return _text(self.claims.get("attest"))
 
     @property
     def origid(self) -> str | None:
-        value = self.claims.get("origid")
-        return value if isinstance(value, str) else None
+        return _text(self.claims.get("origid"))
 
     @property
-    def orig_tn(self) -> str | None:
-        orig = self.claims.get("orig")
-        value = orig.get("tn") if isinstance(orig, dict) else None
-        return value if isinstance(value, str) else None
+    def orig(self) -> str | None:
+        """The originator: the ``orig`` claim's ``tn`` or ``uri`` (RFC 8225 §5.2.1)."""
+        return _who(self.claims.get("orig"))
 
     @property
-    def dest_tns(self) -> tuple[str, ...]:
-        dest = self.claims.get("dest")
-        values = dest.get("tn") if isinstance(dest, dict) else None
-        return tuple(v for v in values if isinstance(v, str)) if isinstance(values, list) else ()
+    def dest(self) -> tuple[str, ...]:
+        """The destinations: the ``dest`` claim's ``tn`` and ``uri`` values (RFC 8225 §5.2.1)."""
+        return _dests(self.claims.get("dest"))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def decode_passport(token: str, *, rebuild: dict[str, Any] | None = None) -> PASSporT:
@@ -528,8 +529,8 @@ def verify_identity(value: str, *, from_uri: str, to_uri: str, now: float,
     ``from_uri``/``to_uri`` are the request's From and To (their telephone numbers are
     compared with ``orig`` and ``dest``, canonical: §8.3); ``now`` is the time, s since the
     epoch; ``certificate`` the bytes fetched from ``info``/``x5u`` (PEM bundle or DER; None
-    when they could not be fetched: 436 with ``unavailable`` as the reason); ``roots`` trust anchors (``cryptography``
-    certificates) or None not to check the chain; ``freshness`` s (``iat`` farther from
+    when they could not be fetched: 436 with ``unavailable`` as the reason); ``roots``
+    trust anchors (``cryptography`` certificates) or None not to check the chain; ``freshness`` s (``iat`` farther from
     ``now`` → 403 Stale Date); ``date``: the request's Date (s since the epoch), needed to
     rebuild a compact-form PASSporT. Never raises on what came from the wire: the result
     says what failed."""
@@ -541,8 +542,8 @@ def verify_identity(value: str, *, from_uri: str, to_uri: str, now: float,
         if date is not None and from_tn is not None and to_tn is not None:
             rebuild = {"dest": {"tn": [to_tn]}, "iat": int(date), "orig": {"tn": from_tn}}
         passport = decode_passport(header.token, rebuild=rebuild)
-        partial = {"attest": passport.attest, "orig": _who(passport.claims.get("orig")),
-                   "dest": _dests(passport.claims.get("dest")), "origid": passport.origid, "iat": passport.iat,
+        partial = {"attest": passport.attest, "orig": passport.orig, "dest": passport.dest,
+                   "origid": passport.origid, "iat": passport.iat,
                    "ppt": passport.ppt or header.ppt, "x5u": passport.x5u or header.info, "compact": passport.compact}
         if passport.iat is not None:
             partial["age"] = now - passport.iat
@@ -577,7 +578,7 @@ def _check_passport(header: IdentityHeader, passport: PASSporT) -> None:
         raise IdentityError(f"ppt {header.ppt!r} in the header field, {passport.ppt!r} in the PASSporT")
     if passport.iat is None:
         raise IdentityError("the PASSporT has no iat (an integer)")
-    if _who(passport.claims.get("orig")) is None or not _dests(passport.claims.get("dest")):
+    if passport.orig is None or not passport.dest:
         raise IdentityError("the PASSporT has no orig or no dest")
     if passport.ppt == "shaken":
         if passport.compact:
@@ -621,25 +622,22 @@ def _check_signature(passport: PASSporT, certificate: Any) -> None:
 
 
 def _bare_uri(text: str) -> str:
-    """A URI for comparing a ``uri`` claim with From/To: the ``<…>`` part of a name-addr,
-    parameters cut, lower case."""
-    uri = text.strip()
-    if "<" in uri:
-        uri = uri[uri.index("<") + 1:].split(">", 1)[0]
-    return uri.split(";", 1)[0].strip().lower()
+    """A URI for comparing a ``uri`` claim with From/To: its addr-spec, parameters cut,
+    lower case."""
+    return _addr_spec(text).split(";", 1)[0].strip().lower()
 
 
 def _check_numbers(passport: PASSporT, from_uri: str, to_uri: str, from_tn: str | None, to_tn: str | None) -> None:
     """RFC 8224 §6.2.2 step 1: the PASSporT's orig is the From's, and the To is one of its
     dest (telephone numbers canonical; a URI claim compared as it is)."""
-    orig = _who(passport.claims.get("orig"))
+    orig = passport.orig
     orig_claim = passport.claims.get("orig")
     if isinstance(orig_claim, dict) and "tn" in orig_claim:
         if orig is None or canonical_tn(orig) != from_tn:
             raise IdentityError(f"orig {orig!r} is not the From's number ({from_tn or 'none'})")
     elif orig is not None and _bare_uri(orig) != _bare_uri(from_uri):
         raise IdentityError(f"orig {orig!r} is not the From ({from_uri})")
-    dests = _dests(passport.claims.get("dest"))
+    dests = passport.dest
     canonical = {canonical_tn(d) for d in dests}
     if to_tn is not None and to_tn in canonical:
         return

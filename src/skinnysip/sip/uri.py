@@ -33,7 +33,7 @@ from skinnysip.sip.syntax import (
     unquote_string,
 )
 
-__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri", "user_of"]
+__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri", "uri_of", "user_of"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
@@ -320,6 +320,17 @@ class NameAddr:
         if value.startswith("<") and value.endswith(">"):
             value = value[1:-1]
         return value.strip() or None
+
+
+def uri_of(value: str | None) -> str:
+    """The URI of a name-addr or addr-spec header value (From, To…; RFC 3261 §20.10) as text,
+    its parameters (tag…) cut; the value as it is when it does not parse, "" for none."""
+    if not value:
+        return ""
+    try:
+        return str(NameAddr.parse(value).uri)
+    except SIPParseError:
+        return value
 
 
 def user_of(value: str | None) -> str | None:
