@@ -327,6 +327,19 @@ def readable_file(path: str | None, flag: str) -> str | None:
     return path
 
 
+def pem_text(path: str | None, flag: str) -> str | None:
+    """The text of the PEM file at ``path`` (at most 64 KiB; None stays None), else exit 2
+    with one line naming ``flag``. Text, not a path: a distributed load's workers or an
+    operation get what was read here."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read(1 << 16)
+    except OSError as exc:
+        fail(f"{flag}: cannot read {path}: {exc.strerror or exc}")
+
+
 def writable_directory(path: str | None, flag: str) -> str | None:
     """``path`` made (with its parents) if missing, when it is a directory we can write
     files in; else exit 2 with one line naming ``flag`` — before anything is sent, not when

@@ -191,19 +191,6 @@ def _header_fields(texts: tuple[str, ...]) -> list[tuple[str, str]]:
     return fields
 
 
-def _pem_text(path: str | None, flag: str) -> str | None:
-    """The PEM text of the file at ``path`` (None stays None): a distributed run's workers
-    get the text, not a path that may not exist where they run."""
-    if path is None:
-        return None
-    try:
-        with open(path, encoding="ascii", errors="replace") as file:
-            return file.read(1 << 16)
-    except OSError as exc:
-        _fail(f"{flag}: cannot read {path}: {exc.strerror or exc}")
-        raise  # not reached: _fail exits
-
-
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int,
@@ -223,6 +210,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         merge_target,
         parse_target,
         password_from,
+        pem_text,
         printable,
         transport_value,
         writable_directory,
@@ -265,7 +253,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
-        record_dir=record, ring=ring, register=register, identity_key=_pem_text(identity[0], "--identity-key"),
+        record_dir=record, ring=ring, register=register, identity_key=pem_text(identity[0], "--identity-key"),
         identity_x5u=identity[1], identity_attest=identity[2].upper())
     try:
         config.validate()

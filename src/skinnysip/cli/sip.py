@@ -39,6 +39,7 @@ from skinnysip.cli.common import (
     option,
     parse_target,
     password_from,
+    pem_text,
     printable,
     readable_file,
     stacked,
@@ -296,11 +297,9 @@ def invite_cmd(
         if identity_key is None or identity_x5u is None:
             fail("--identity-key and --identity-x5u go together (the key signs, x5u names its certificate)",
                  EXIT_USAGE)
+        pem = pem_text(identity_key, "--identity-key") or ""
         try:
-            with open(readable_file(identity_key, "--identity-key") or identity_key, "rb") as file:
-                req.identity = IdentitySigner.from_pem(file.read(1 << 16), identity_x5u, attest.upper())
-        except OSError as exc:
-            fail(f"--identity-key: cannot read {identity_key}: {exc.strerror or exc}", EXIT_USAGE)
+            req.identity = IdentitySigner.from_pem(pem.encode("ascii"), identity_x5u, attest.upper())
         except IdentityError as exc:
             fail(f"--identity-key: {exc.reason}", EXIT_USAGE)
     _run(probes.invite, req, as_json, pcap)
