@@ -206,9 +206,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baresip_peer import Baresip, baresip
-from sip_peers import SANE_REQUEST, KamailioControl, digest_check, kamailio_head, stop_group, wait_ctl
+from sip_peers import (
+    SANE_REQUEST,
+    KamailioControl,
+    digest_check,
+    kamailio_head,
+    relay_by_transaction,
+    stop_group,
+    wait_ctl,
+)
 
 from peertools import ExitedError, free_port, require, wait_tcp
+
+#: in-dialog requests: a SUBSCRIBE refresh or unsubscribe in a subscription's dialog with the
+#: server goes to the presence module
+IN_DIALOG = relay_by_transaction(in_dialog="""        if (is_method("SUBSCRIBE")) {
+            # a refresh or an unsubscribe, in the subscription's dialog with the server
+            handle_subscribe();
+            exit;
+        }
+""")
 
 #: the users of the realm and their passwords (REGISTER, and INVITE/MESSAGE/SUBSCRIBE/PUBLISH
 #: with ``auth``)
@@ -305,28 +322,7 @@ request_route {{
         sl_send_reply("200", "OK");
         exit;
     }}
-    if (has_totag()) {{
-        if (loose_route()) {{
-            t_relay();
-            exit;
-        }}
-        if (is_method("SUBSCRIBE")) {{
-            # a refresh or an unsubscribe, in the subscription's dialog with the server
-            handle_subscribe();
-            exit;
-        }}
-        if (is_method("ACK")) {{
-            if (t_check_trans()) {{ t_relay(); }}
-            exit;
-        }}
-        sl_send_reply("404", "Not Here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{
-        if (t_check_trans()) {{ t_relay(); }}
-        exit;
-    }}
-    if (is_method("REGISTER")) {{
+{IN_DIALOG}    if (is_method("REGISTER")) {{
         route(REGISTRAR);
         exit;
     }}

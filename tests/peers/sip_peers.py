@@ -83,6 +83,33 @@ class KamailioPeer:
         finally:
             os.killpg(os.getpgid(pid), signal.SIGCONT)
 
+#: the registrar/PBX's in-dialog requests are logged with where they go
+_LOGGED_ROUTE = '            xlog("L_NOTICE", "loose_route -> $ru $du\\n");\n'
+
+
+def relay_by_transaction(routed: str = "", in_dialog: str = "") -> str:
+    """The request_route lines every proxy here shares (single braces: a value for the
+    configs' f-strings): an in-dialog request follows its Route (``routed``: lines run first,
+    e.g. an xlog), else ``in_dialog`` lines, an ACK its transaction, anything else 404; a
+    CANCEL goes by its INVITE's transaction."""
+    return f"""    if (has_totag()) {{
+        if (loose_route()) {{
+{routed}            t_relay();
+            exit;
+        }}
+{in_dialog}        if (is_method("ACK")) {{
+            if (t_check_trans()) {{ t_relay(); }}
+            exit;
+        }}
+        sl_send_reply("404", "Not Here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+"""
+
 
 @dataclass
 class KamailioControl:
@@ -242,24 +269,7 @@ def _kamailio_cfg(
         else ""
     )
     forward_block = (
-        f"""    if (has_totag()) {{
-        if (loose_route()) {{
-            xlog("L_NOTICE", "loose_route -> $ru $du\n");
-            t_relay();
-            exit;
-        }}
-        if (is_method("ACK")) {{
-            if (t_check_trans()) {{ t_relay(); }}
-            exit;
-        }}
-        sl_send_reply("404", "Not Here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{
-        if (t_check_trans()) {{ t_relay(); }}
-        exit;
-    }}
-    if (is_method("INVITE")) {{
+        f"""{relay_by_transaction(routed=_LOGGED_ROUTE)}    if (is_method("INVITE")) {{
 {digest_check("proxy", qop_flag, USERS)}        consume_credentials();
         record_route();
         $du = "{next_hop}";

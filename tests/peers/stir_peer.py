@@ -136,7 +136,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sip_peers import SANE_REQUEST, KamailioControl, kamailio_head, stop_group, wait_ctl
+from sip_peers import SANE_REQUEST, KamailioControl, kamailio_head, relay_by_transaction, stop_group, wait_ctl
 
 from peertools import ExitedError, free_port, require, wait_tcp
 
@@ -487,23 +487,7 @@ request_route {{
         }}
         t_check_trans();
     }}
-    if (has_totag()) {{
-        if (loose_route()) {{
-            t_relay();
-            exit;
-        }}
-        if (is_method("ACK")) {{
-            if (t_check_trans()) {{ t_relay(); }}
-            exit;
-        }}
-        sl_send_reply("404", "Not Here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{
-        if (t_check_trans()) {{ t_relay(); }}
-        exit;
-    }}
-    if (is_method("ACK")) {{
+{relay_by_transaction()}    if (is_method("ACK")) {{
         exit;
     }}
     if (is_method("REGISTER")) {{
