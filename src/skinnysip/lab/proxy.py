@@ -71,7 +71,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.lab.config import LabSettings
@@ -84,7 +84,6 @@ from skinnysip.net.sip_endpoint import ClientHandle, SIPEndpoint, SIPTransportEr
 from skinnysip.net.sip_transport import Transport, uri_transport
 from skinnysip.net.trace import TraceRecord, to_wire_messages
 from skinnysip.sdp import SDPParseError, SessionDescription, combine_directions, held_by_address
-from skinnysip.sip.identity import IdentitySigner
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.reason import COMPLETED_ELSEWHERE, MAX_REASONS
 from skinnysip.sip.request import (
@@ -110,6 +109,9 @@ from skinnysip.sip.transactions import (
 )
 from skinnysip.sip.uas import DEFAULT_ALLOW, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, uri_of, user_of
+
+if TYPE_CHECKING:
+    from skinnysip.sip.identity import IdentitySigner
 
 __all__ = ["MAX_CALLS", "MAX_MESSAGES_PER_CALL", "CallRecord", "LabProxy", "MusicOnHold"]
 

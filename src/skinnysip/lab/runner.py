@@ -19,13 +19,15 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skinnysip.addresses import hostport, strip_brackets
 from skinnysip.lab.config import ConfigError, LabSettings
 from skinnysip.lab.proxy import LabProxy
 from skinnysip.net.sip_transport import SIPTransportError
-from skinnysip.sip.identity import IdentityError, IdentitySigner
+
+if TYPE_CHECKING:
+    from skinnysip.sip.identity import IdentitySigner
 
 __all__ = ["Lab", "LabError", "self_signed_certificate"]
 
@@ -153,6 +155,8 @@ class Lab:
         if s.stir_x5u is None:
             raise LabError("stir.x5u: needed to sign — the URL phones fetch the lab's certificate from "
                            "(`serve --lab` serves it at /api/lab/stir.pem and sets it)")
+        from skinnysip.sip.identity import IdentityError, IdentitySigner
+
         cert, key = s.stir_cert, s.stir_key
         if cert is None or key is None:
             if self._tmp is None:

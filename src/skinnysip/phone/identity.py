@@ -9,9 +9,8 @@ from __future__ import annotations
 import email.utils
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skinnysip.net.identity_fetch import FETCH_TIMEOUT, CertificateCache, CertificateFetchError
 from skinnysip.sip.identity import (
     ATTESTATIONS,
     IdentityCheck,
@@ -24,6 +23,9 @@ from skinnysip.sip.identity import (
 )
 from skinnysip.sip.message import Request
 from skinnysip.sip.uri import uri_of
+
+if TYPE_CHECKING:
+    from skinnysip.net.identity_fetch import CertificateCache
 
 __all__ = ["IdentityService"]
 
@@ -45,7 +47,7 @@ class IdentityService:
 
     ``key``/``x5u``/``attest``: sign our INVITEs (:meth:`sign`); ``certificate``: a PEM file
     whose certificate verifies every ``Identity`` we get (no fetch); ``fetch``: else fetch
-    the certificate the ``Identity`` names (http/https, :data:`FETCH_TIMEOUT` s, through the
+    the certificate the ``Identity`` names (http/https, :data:`~skinnysip.net.identity_fetch.FETCH_TIMEOUT` s, through the
     target policy, cached); ``ca``: trust anchors the certificate must chain to;
     ``required``: an INVITE whose identity does not verify is refused (:meth:`refusal`)."""
 
@@ -77,7 +79,7 @@ class IdentityService:
                 raise ValueError(f"identity_ca: {exc.reason}") from exc
         self.fetch = fetch
         self.required = required
-        self._cache = CertificateCache()
+        self._cache: CertificateCache | None = None  # made on the first fetch
 
     @classmethod
     def for_account(cls, account: Any) -> IdentityService:
@@ -122,8 +124,12 @@ class IdentityService:
             return None, "no certificate URL (neither x5u nor info)"
         if not self.fetch:
             return None, f"the certificate at {url} was not fetched (fetching is off: identity_fetch)"
+        from skinnysip.net.identity_fetch import CertificateCache, CertificateFetchError
+
+        if self._cache is None:
+            self._cache = CertificateCache()
         try:
-            return await self._cache.get(url, timeout=FETCH_TIMEOUT), ""
+            return await self._cache.get(url), ""
         except CertificateFetchError as exc:
             return None, f"the certificate at {url} could not be fetched: {exc.reason}"
 

@@ -32,7 +32,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
@@ -67,7 +67,6 @@ from skinnysip.phone.api import (
     RegistrationChanged,
     RegistrationState,
 )
-from skinnysip.phone.identity import IdentityService
 from skinnysip.phone.publication import PresencePublication
 from skinnysip.phone.subscription import (
     DialogSubscription,
@@ -97,7 +96,6 @@ from skinnysip.sdp import (
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
-from skinnysip.sip.identity import STALE_DATE, STALE_DATE_PHRASE, IdentityCheck, stir_reason
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
 from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_reasons
@@ -126,6 +124,10 @@ from skinnysip.sip.transactions import (
 )
 from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport, uri_of
+
+if TYPE_CHECKING:
+    from skinnysip.phone.identity import IdentityService
+    from skinnysip.sip.identity import IdentityCheck
 
 __all__ = ["MAX_WATCHES", "SIPAccount", "SIPCall", "SIPPhone", "check_instance_id", "instance_id_for"]
 
@@ -681,8 +683,11 @@ class SIPPhone(Phone):
         if account.ring_timeout is not None and not account.ring_timeout > 0:
             raise ValueError("ring_timeout: seconds > 0, or None")
         self._stun = parse_server(account.stun_server) if account.stun_server is not None else None
-        #: the account's STIR/SHAKEN roles: signing our INVITEs, verifying those we get
-        self.stir = IdentityService.for_account(account)
+        #: the account's STIR/SHAKEN roles (:attr:`stir`), made at once when it has identity
+        #: settings (a bad file is a ValueError now), else on the first INVITE with an Identity
+        self._stir: IdentityService | None = None
+        if _identity_settings(account):
+            self._stir = self.stir
         #: our ``+sip.instance`` (RFC 5626 §4.1, RFC 5627 §4.1), None when neither outbound nor GRUU is asked for
         self.instance_id = instance_id_for(account)
         #: the registrar agreed to SIP outbound on our flow (``Require: outbound`` in its 2xx, RFC 5626 §4.2.1)
@@ -748,6 +753,18 @@ class SIPPhone(Phone):
         #: the target policy media destinations are checked with (:mod:`skinnysip.policy`):
         #: the one active where the phone was made (the API's, for a phone it created)
         self.policy = target_policy.active()
+
+    @property
+    def stir(self) -> IdentityService:
+        """The account's STIR/SHAKEN roles (:class:`~skinnysip.phone.identity.IdentityService`:
+        signing our INVITEs, verifying those we get), made on first use — a phone without
+        identity settings loads neither the crypto nor the HTTP client until an INVITE with an
+        Identity comes."""
+        if self._stir is None:
+            from skinnysip.phone.identity import IdentityService
+
+            self._stir = IdentityService.for_account(self.account)
+        return self._stir
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -1385,8 +1402,8 @@ class SIPPhone(Phone):
         headers = [("Allow", ALLOW), ("Supported", SUPPORTED_UAC)]
         if self.account.session_expires:
             headers.append(("Session-Expires", str(self.account.session_expires)))
-        if not any(canonical_name(name) == "Identity" for name, _ in extra):  # RFC 8224 §5
-            headers += self.stir.sign(str(local.uri), uri)
+        if self._stir is not None and not any(canonical_name(name) == "Identity" for name, _ in extra):
+            headers += self._stir.sign(str(local.uri), uri)  # RFC 8224 §5
         request = new_request(
             "INVITE", uri, from_=local, to=NameAddr(None, SipURI.parse(uri) if not uri.startswith("tel:") else uri),
             via=self.endpoint.via(flow), call_id=call.call_id, cseq=1, contact=self._contact(flow),
@@ -1683,7 +1700,7 @@ class SIPPhone(Phone):
         if self._session_too_small(request):  # RFC 4028 §9
             self._respond(tx, 422, to_tag=new_tag(), headers=[("Min-SE", str(self.account.min_se))])
             return
-        if request.headers.get_all("Identity") or self.stir.required:
+        if request.headers.get_all("Identity") or (self._stir is not None and self._stir.required):
             self._verifying.add(tx)  # a CANCEL meanwhile is answered (see _on_event)
             self._spawn(self._verified_incoming(event))
             return
@@ -1703,6 +1720,8 @@ class SIPPhone(Phone):
             return
         refusal = self.stir.refusal(check)
         if refusal is not None:
+            from skinnysip.sip.identity import STALE_DATE, STALE_DATE_PHRASE, stir_reason
+
             why = check.reason if check is not None else "no Identity header"
             stir = [("Reason", stir_reason(check))] if check is not None else []
             self._respond(tx, refusal, to_tag=new_tag(), headers=[warning_field(why), *stir],
@@ -1751,7 +1770,11 @@ class SIPPhone(Phone):
         offered = _option_tags(request, "Supported") | _option_tags(request, "Require")
         # an identity that did not verify, the call going on: its reason goes back upstream in
         # our first response after the 100 (RFC 9410 §3: Reason with the STIR protocol)
-        stir = [("Reason", stir_reason(identity))] if identity is not None and not identity.verified else []
+        stir: list[tuple[str, str]] = []
+        if identity is not None and not identity.verified:
+            from skinnysip.sip.identity import stir_reason
+
+            stir = [("Reason", stir_reason(identity))]
         if "100rel" in _option_tags(request, "Require") or (
                 self.account.reliable_provisional and "100rel" in offered):
             call.rseq = random.randint(1, 2**31 - 1)  # RFC 3262 §3
@@ -2529,3 +2552,10 @@ class SIPPhone(Phone):
             with contextlib.suppress(Exception):
                 await call.media.close()
         self._set_state(call, CallState.TERMINATED, reason)
+
+
+def _identity_settings(account: SIPAccount) -> bool:
+    """Whether ``account`` sets any of its ``identity_*`` fields (STIR/SHAKEN)."""
+    return (account.identity_key is not None or account.identity_x5u is not None or account.identity_attest != "A"
+            or account.identity_certificate is not None or account.identity_fetch or account.identity_ca is not None
+            or account.identity_required)
