@@ -255,7 +255,11 @@ def _kamailio_cfg(
     websocket: tuple[int, int] | None = None,
     flow_timer: int | None = None,
     service_route: str | None = None,
+    auth_params: dict[str, int | str] | None = None,
 ) -> str:
+    auth = {"algorithm": algorithm, "nonce_expire": 60, "secret": "skinnysip-test-secret", **(auth_params or {})}
+    auth_lines = "\n".join(f'modparam("auth", "{name}", {value})' if isinstance(value, int)
+                           else f'modparam("auth", "{name}", "{value}")' for name, value in auth.items())
     qop_flag = {"auth": "1", "auth-int": "2", "auth,auth-int": "3", "none": "0"}[qop]
     stale_flag = str(int(qop_flag) | 16)
     stale_block = (
@@ -444,9 +448,7 @@ modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", {max_expires})
 modparam("registrar", "min_expires", {min(10, max_expires) if min_expires is None else min_expires})
 modparam("registrar", "min_expires_mode", {0 if min_expires is None else 1})
-modparam("auth", "algorithm", "{algorithm}")
-modparam("auth", "nonce_expire", 60)
-modparam("auth", "secret", "skinnysip-test-secret")
+{auth_lines}
 modparam("tls", "config", "{tls_cfg}")
 modparam("htable", "htable", "stale=>size=8;autoexpire=300;")
 modparam("rr", "enable_full_lr", 1)
@@ -496,6 +498,7 @@ def kamailio(
     websocket: bool = False,
     flow_timer: int | None = None,
     service_route: str | None = None,
+    auth_params: dict[str, int | str] | None = None,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -525,7 +528,10 @@ def kamailio(
     ``flow_timer``: SIP outbound (RFC 5626) at the registrar — the outbound and stun modules,
     ``outbound_mode`` 1, this ``Flow-Timer`` (seconds) in its 2xx, STUN answered on the UDP port;
     and GRUUs (RFC 5627, ``gruu_enabled``). ``service_route`` (a SIP URI): every 2xx to REGISTER
-    carries it as ``Service-Route`` (RFC 3608), as an IMS S-CSCF does.
+    carries it as ``Service-Route`` (RFC 3608), as an IMS S-CSCF does. ``auth_params``: more
+    (or other) parameters of the auth module, e.g. ``{"nonce_count": 1}`` (an ``nc`` must grow
+    under one nonce), ``{"one_time_nonce": 1}``, ``{"add_authinfo_hdr": 1}`` (2xx with
+    ``Authentication-Info``), ``{"nonce_expire": 5}``.
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -553,7 +559,7 @@ def kamailio(
         ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
                                      relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports,
-                                     flow_timer, service_route))
+                                     flow_timer, service_route, auth_params))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")

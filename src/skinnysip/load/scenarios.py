@@ -865,16 +865,14 @@ class TransactionScenario(Scenario):
     async def _follow_up(self, previous: Request, flow: Flow, rule: ChallengeRetry,
                          expires: int) -> tuple[Outcome, ChallengeRetry]:
         """REGISTER ``previous``'s binding again for ``expires`` seconds (0: remove it): same
-        Call-ID, From tag, To, Contact; CSeq + 1; a new branch; credentials for the last
-        challenge ``rule`` answered (RFC 3261 §10.2.2, §10.2.8, §22.3), a new challenge
-        answered once. The outcome, and the rule that holds the newest challenge."""
+        Call-ID, From tag, To, Contact; CSeq + 1; a new branch; the credentials ``rule``'s
+        client cached for the Call-ID (RFC 3261 §10.2.2, §10.2.8, §22.3), a new challenge
+        answered once. The outcome, and the rule it ran under."""
         request = resend_request(previous, self.ep.via(flow))
         request.headers.set("Expires", str(expires))
-        if rule.challenge is not None:
-            request = rule.authorize(request, rule.challenge, self.ep.via(flow), next_cseq=False)
         again = ChallengeRetry(rule.client)
         outcome = await self._transact(request, flow, again)
-        return outcome, (again if again.challenge is not None else rule)
+        return outcome, again
 
     async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
         """REGISTER Expires: 0 for ``outcome``'s binding (:meth:`_follow_up`). Counts a

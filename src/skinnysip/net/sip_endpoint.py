@@ -421,9 +421,12 @@ class SIPEndpoint:
         answering 401/407 by the core's one retry rule (:class:`ChallengeRetry`) when
         ``credentials`` (or ``auth``) are given. Never raises for network problems: the
         :class:`Outcome` says what happened. A ``timeout`` no shorter than Timer F (64·T1,
-        RFC 3261 §17.1.2.2) leaves the end to Timer F: ``outcome.timer`` is then ``"F"``."""
+        RFC 3261 §17.1.2.2) leaves the end to Timer F: ``outcome.timer`` is then ``"F"``.
+        Credentials the client cached for the request's Call-ID go with the first send, and
+        the final response is filed in that cache (RFC 3261 §22.3,
+        :meth:`ChallengeRetry.preempt`, :meth:`ChallengeRetry.settle`)."""
         rule = auth or ChallengeRetry(credentials)
-        outcome = Outcome(request=request, auth=rule)
+        outcome = Outcome(request=rule.preempt(request), auth=rule)
         loop = asyncio.get_running_loop()
         for _ in range(3):  # first try + at most two retries (the rule stops earlier)
             try:
@@ -454,9 +457,11 @@ class SIPEndpoint:
                 outcome.error = event.reason
                 return outcome
             if not rule.answers(outcome.response):  # no retry: no Via to build
+                rule.settle(outcome.request, outcome.response)
                 return outcome
             retried = rule.retry(outcome.request, outcome.response, self.via(flow))
             if retried is None:
+                rule.settle(outcome.request, outcome.response)
                 return outcome
             outcome.request = retried
         return outcome

@@ -94,7 +94,7 @@ from skinnysip.sdp import (
     versioned,
     with_ice_lite,
 )
-from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient
+from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.dialog import TARGET_REFRESH, Dialog, dialog_id
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.mwi import MessageSummaryError, parse_message_summary
@@ -709,6 +709,10 @@ class SIPPhone(Phone):
         #: the registrar answered 439 (First Hop Lacks Outbound Support): we register without outbound
         self.outbound_refused = False
         self._registrar_answered = False  # our last REGISTER got a final response
+        #: the registrar's last ``Authentication-Info`` rspauth (RFC 2617 §3.2.3): True when it
+        #: proved that the registrar knows our password, False when it did not match (the phone
+        #: emits an ErrorEvent), None before any registrar sent one
+        self.server_authenticated: bool | None = None
         self._flow_timer_warned = False  # a malformed Flow-Timer was reported
         self._stun_down_until = 0.0  # monotonic time until which the STUN server counts as down
         self.user = self.aor.user or "skinnysip"
@@ -979,12 +983,14 @@ class SIPPhone(Phone):
         return max(self.account.expires, self._min_expires)
 
     async def _register_once(self, expires: int, contact: NameAddr | None = None, *,
-                             brief_retry: bool = True, challenge: DigestChallenge | None = None) -> bool:
+                             brief_retry: bool = True) -> bool:
         """One REGISTER of ``contact`` (default: ours now) for ``expires`` seconds, digest if
         challenged; True on a 2xx. Updates the registration state unless ``expires`` is 0.
         A 423 (Interval Too Brief) naming a longer Min-Expires is retried once with it, and
-        later registrations ask for it too (RFC 3261 §10.2.8); the retry carries credentials
-        for the challenge just answered (§22.3), so it needs no new challenge."""
+        later registrations ask for it too (RFC 3261 §10.2.8). Every REGISTER of the
+        registration's Call-ID after the first challenge carries credentials at once (§22.3:
+        refreshes, the 423 retry, the unregister), so it needs no new challenge unless the
+        registrar's nonce has expired."""
         flow = await self._server_flow()
         if flow is None:
             raise PhoneError("no registrar to register with")
@@ -995,14 +1001,17 @@ class SIPPhone(Phone):
             contact=contact, route_set=self._route_set(register=True), user_agent=USER_AGENT,
             headers=[("Expires", str(expires)), ("Allow", ALLOW), *self._register_supported()],
         )
-        if challenge is not None and self.credentials is not None:
-            request = ChallengeRetry(self.credentials).authorize(request, challenge, self.endpoint.via(flow),
-                                                                  next_cseq=False)
         outcome = await self.endpoint.transact(request, flow, timeout=self.account.timeout,
                                                credentials=self.credentials)
         self._reg_cseq = outcome.request.cseq[0]
         response = outcome.response
         self._registrar_answered = response is not None
+        checked = outcome.auth.server_authenticated if outcome.auth is not None else None
+        if checked is not None:
+            self.server_authenticated = checked
+        if checked is False:
+            self.emit(ErrorEvent("the registrar's Authentication-Info rspauth does not match our password: "
+                                 "the 200 did not come from a server that knows it (RFC 2617 §3.2.3)"))
         if expires == 0:
             return response is not None and 200 <= response.status_code < 300
         if response is None:
@@ -1011,8 +1020,7 @@ class SIPPhone(Phone):
         longer = min_expires_retry(response, expires) if brief_retry else None
         if longer is not None:
             self._min_expires = longer
-            answered = outcome.auth.challenge if outcome.auth is not None else None
-            return await self._register_once(longer, contact, brief_retry=False, challenge=answered)
+            return await self._register_once(longer, contact, brief_retry=False)
         if response.status_code == 439 and self._asks_outbound():
             # RFC 5626 §4.2.1/§11.5: the registrar does outbound but the first hop does not; a
             # registration without it (no reg-id, no "outbound" tag) still works
@@ -1422,6 +1430,7 @@ class SIPPhone(Phone):
                     return
                 code = final.status_code
                 if 200 <= code < 300:
+                    rule.settle(request, final)  # in-dialog requests carry these credentials (§22.3)
                     return
                 if code in (401, 407):
                     retried = rule.retry(request, final, self.endpoint.via(flow))
@@ -1432,7 +1441,8 @@ class SIPPhone(Phone):
                     retried = self._larger_interval(call, request, final, flow)
                     if retried is not None:
                         interval_retried = True
-                        request = retried
+                        rule.settle(request, final)
+                        request = rule.preempt(retried)
                         continue
                 if 300 <= code < 400 and redirects < MAX_REDIRECTS:
                     target = self._redirect_target(final)
@@ -2027,6 +2037,7 @@ class SIPPhone(Phone):
     async def _reinvite_once(self, call: SIPCall, request: Request) -> Response | None:
         assert call.flow is not None and call.dialog is not None
         rule = ChallengeRetry(self.credentials)
+        request = rule.preempt(request)  # the dialog's cached credentials (RFC 3261 §22.3)
         for _ in range(3):
             handle = self.endpoint.send_request(request, call.flow)
             assert handle is not None
@@ -2039,6 +2050,7 @@ class SIPPhone(Phone):
                 if isinstance(event, ResponseReceived) and event.final:
                     final = event.response
             if 200 <= final.status_code < 300:
+                rule.settle(request, final)
                 ack = call.dialog.ack(self.endpoint.via(call.flow), request)
                 self.endpoint.send_stateless(ack, call.flow)
                 def reack(event: Any, ack: Request = ack) -> None:

@@ -5,7 +5,12 @@
   :func:`choose_challenge` picks the strongest one we support.
 * :class:`DigestClient` answers a challenge with an ``Authorization`` (401) or
   ``Proxy-Authorization`` (407) value, counting ``nc`` per nonce and drawing a random
-  ``cnonce`` (``secrets``).
+  ``cnonce`` (``secrets``). It also keeps the challenges answered per Call-ID, so later
+  requests with that Call-ID carry credentials at once (RFC 3261 §22.3, see
+  :class:`ChallengeRetry`), with a server's ``nextnonce`` (``Authentication-Info``,
+  RFC 3261 §20.6) taken in.
+* :func:`response_auth` computes a server's ``rspauth`` (RFC 2617 §3.2.3) and
+  :func:`parse_authentication_info` reads the field that carries it.
 * :func:`digest_response` is the pure response computation (RFC 7616 §3.4.1-§3.4.3).
 * Server side: :meth:`DigestCredentials.parse` reads one ``Authorization`` /
   ``Proxy-Authorization`` value, :func:`verify_credentials` checks it against a password
@@ -20,6 +25,7 @@ Errors: :class:`~skinnysip.sip.message.SIPParseError` for unparseable challenges
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -40,6 +46,8 @@ __all__ = [
     "challenges_from",
     "choose_challenge",
     "digest_response",
+    "parse_authentication_info",
+    "response_auth",
     "verify_credentials",
 ]
 
@@ -278,16 +286,27 @@ class DigestClient:
 
     Keeps the nonce count per nonce (``nc``: ``"00000001"``, ``"00000002"``, ... for
     successive requests under one nonce; at most 64 nonces remembered). ``cnonce_factory``
-    returns a fresh cnonce (default: 32 random hex digits from ``secrets``).
+    returns a fresh cnonce (default: 32 random hex digits from ``secrets``); a ``-sess``
+    algorithm keeps the first cnonce drawn for a nonce, since it is part of the session key
+    H(A1) (RFC 7616 §3.4.2).
+
+    The credential cache (RFC 3261 §22.3): :meth:`remember` keeps the challenges answered
+    for a Call-ID, :meth:`cached` gives them back, :meth:`forget` drops them; at most 256
+    Call-IDs, the least recently used dropped first. §22.3 asks for credentials "in all
+    subsequent requests that contain the same Call-ID" and forbids caching them across
+    dialogs, so the cache is keyed by Call-ID only.
     """
 
     _MAX_NONCES = 64
+    _MAX_CALL_IDS = 256
 
     def __init__(self, username: str, password: str, cnonce_factory: Callable[[], str] | None = None) -> None:
         self.username = username
         self._password = password
         self._cnonce = cnonce_factory or _default_cnonce
         self._nc: dict[str, int] = {}
+        self._sess_cnonce: dict[str, str] = {}
+        self._by_call_id: dict[str, dict[tuple[bool, str], DigestChallenge]] = {}
 
     def __repr__(self) -> str:
         return f"DigestClient(username={self.username!r})"
@@ -298,6 +317,58 @@ class DigestClient:
         while len(self._nc) > self._MAX_NONCES:
             del self._nc[next(iter(self._nc))]
         return f"{count:08x}"
+
+    def _session_cnonce(self, nonce: str) -> str:
+        cnonce = self._sess_cnonce.get(nonce)
+        if cnonce is None:
+            cnonce = self._sess_cnonce[nonce] = self._cnonce()
+            while len(self._sess_cnonce) > self._MAX_NONCES:
+                del self._sess_cnonce[next(iter(self._sess_cnonce))]
+        return cnonce
+
+    # -- the credential cache (RFC 3261 §22.3) --------------------------------------------
+    def cached(self, call_id: str | None) -> list[DigestChallenge]:
+        """The challenges answered for ``call_id`` (one per protection space: proxy or
+        not, realm), oldest first; ``[]`` when none."""
+        if call_id is None:
+            return []
+        spaces = self._by_call_id.get(call_id)
+        return list(spaces.values()) if spaces else []
+
+    def remember(self, call_id: str | None, challenges: Iterable[DigestChallenge]) -> None:
+        """Keep ``challenges`` for ``call_id``, each replacing the one of its protection
+        space (proxy or not, realm)."""
+        if call_id is None:
+            return
+        spaces = self._by_call_id.pop(call_id, {})
+        for challenge in challenges:
+            spaces[(challenge.proxy, challenge.realm)] = challenge
+        if spaces:
+            self._by_call_id[call_id] = spaces
+            while len(self._by_call_id) > self._MAX_CALL_IDS:
+                del self._by_call_id[next(iter(self._by_call_id))]
+
+    def forget(self, call_id: str | None) -> None:
+        """Drop what :meth:`remember` kept for ``call_id``."""
+        if call_id is not None:
+            self._by_call_id.pop(call_id, None)
+
+    def next_nonce(self, call_id: str | None, nonce: str) -> None:
+        """A 2xx's ``Authentication-Info: nextnonce`` (RFC 3261 §20.6, RFC 2617 §3.2.3):
+        the next request with ``call_id`` answers the server's (``WWW-Authenticate``)
+        challenge with ``nonce``. Ignored when ``call_id`` has no such challenge cached, or
+        several realms of it (the field does not say which it is for)."""
+        spaces = self._by_call_id.get(call_id) if call_id is not None else None
+        if not spaces:
+            return
+        servers = [key for key in spaces if not key[0]]
+        if len(servers) == 1 and nonce and spaces[servers[0]].nonce != nonce:
+            spaces[servers[0]] = dataclasses.replace(spaces[servers[0]], nonce=nonce, stale=False)
+
+    def response_auth(self, credentials: DigestCredentials, body: bytes = b"") -> str:
+        """The ``rspauth`` a server that knows our password sends for ``credentials`` (ours,
+        as sent): :func:`response_auth` with our password."""
+        return response_auth(credentials, self._password, body)
 
     def authorization(
         self,
@@ -333,7 +404,7 @@ class DigestClient:
         else:
             chosen = None
         sess = challenge.algorithm.endswith("-sess")
-        cnonce = self._cnonce() if (chosen or sess) else None
+        cnonce = self._session_cnonce(challenge.nonce) if sess else self._cnonce() if chosen else None
         nc = self._next_nc(challenge.nonce) if chosen else None
         response = digest_response(
             challenge.algorithm, self.username, challenge.realm, self._password,
@@ -377,6 +448,16 @@ class ChallengeRetry:
 
     ``challenge`` is the last challenge answered (for later requests that pre-empt it,
     e.g. an unregister); ``attempts`` counts the retries made.
+
+    Credentials reused (RFC 3261 §22.3): :meth:`preempt` gives a new request the
+    credentials its client has cached for the request's Call-ID before it is first sent
+    (``nc`` counting on, RFC 7616 §3.4); :meth:`settle` files the final response: the
+    challenges answered (and any ``nextnonce``) are cached for the Call-ID, a refusal drops
+    them. A challenge to a request that carried cached credentials is answered like a first
+    one (the cached nonce may have expired without the server saying ``stale``), once.
+    ``server_authenticated``: after :meth:`settle`, True when the 2xx's
+    ``Authentication-Info`` carried the ``rspauth`` only a server knowing the password can
+    compute (RFC 2617 §3.2.3), False when it carried a wrong one, None without one.
     """
 
     def __init__(self, client: DigestClient | None, max_retries: int = 4) -> None:
@@ -384,10 +465,76 @@ class ChallengeRetry:
         self.max_retries = max_retries
         self.challenge: DigestChallenge | None = None
         self.answered: dict[tuple[bool, str], DigestChallenge] = {}
+        self.preempted: dict[tuple[bool, str], DigestChallenge] = {}
         self._stale_used: set[tuple[bool, str]] = set()
         self.attempts = 0
         self.refused: str | None = None
         self.challenged: list[Response] = []  # every 401/407 seen, in order
+        self.server_authenticated: bool | None = None
+
+    def preempt(self, request: Request) -> Request:
+        """``request`` (not yet sent; changed in place and returned) with credentials for
+        every challenge its client has cached for its Call-ID (RFC 3261 §22.3). Nothing is
+        added without a client or cache entry, to an ACK or CANCEL (they take the INVITE's
+        credentials, §13.2.2.4, §9.1), or to a request that already carries credentials."""
+        client = self.client
+        if client is None or not client._by_call_id or request.method in ("ACK", "CANCEL"):
+            return request
+        cached = client.cached(request.call_id)
+        if not cached or "Authorization" in request.headers or "Proxy-Authorization" in request.headers:
+            return request
+        for challenge in cached:
+            self.preempted[(challenge.proxy, challenge.realm)] = challenge
+            name, value = client.authorization(challenge, request.method, request.uri, request.body)
+            request.headers.add(name, value)
+        self.challenge = cached[-1]
+        return request
+
+    def settle(self, request: Request, response: Response | None) -> None:
+        """File ``response``, the final response to ``request`` (the last one sent), in the
+        client's cache for the request's Call-ID: a 401/407 this rule did not answer again,
+        or a 403, drops the entry (the credentials were refused); any other final response
+        keeps the challenges answered and pre-empted, with a 2xx's ``nextnonce``. Checks a
+        2xx's ``rspauth`` (:attr:`server_authenticated`). No-op without a client or
+        response."""
+        client = self.client
+        if client is None or response is None or response.status_code < 200:
+            return
+        call_id = request.call_id
+        code = response.status_code
+        if code in (401, 403, 407):
+            if self.answered or self.preempted:
+                client.forget(call_id)
+            return
+        spaces = {**self.preempted, **self.answered}
+        if not spaces:
+            return
+        client.remember(call_id, spaces.values())
+        if code >= 300:
+            return
+        info_value = response.headers.get("Authentication-Info")
+        if info_value is None:
+            return
+        info = parse_authentication_info(info_value)
+        nextnonce = info.get("nextnonce")
+        rspauth = info.get("rspauth")
+        if rspauth is not None:
+            self.server_authenticated = self._rspauth_matches(request, response, rspauth.lower())
+        if nextnonce:
+            client.next_nonce(call_id, nextnonce)
+
+    def _rspauth_matches(self, request: Request, response: Response, rspauth: str) -> bool:
+        assert self.client is not None
+        for value in request.headers.get_all("Authorization"):
+            try:
+                credentials = DigestCredentials.parse(value)
+            except SIPParseError:
+                continue
+            if credentials.algorithm in ALGORITHMS and credentials.qop in (None, "auth", "auth-int"):
+                expected = self.client.response_auth(credentials, response.body)
+                if secrets.compare_digest(expected, rspauth):
+                    return True
+        return False
 
     @staticmethod
     def answers(response: Response) -> bool:
@@ -427,7 +574,8 @@ class ChallengeRetry:
         self.attempts += 1
         self.answered.update(fresh)
         self.challenge = next(reversed(fresh.values()))
-        return self._with_credentials(request, list(self.answered.values()), via, next_cseq=True)
+        spaces = {**self.preempted, **self.answered}  # cached ones not challenged again go along
+        return self._with_credentials(request, list(spaces.values()), via, next_cseq=True)
 
     def authorize(self, request: Request, challenge: DigestChallenge, via: str, *, next_cseq: bool) -> Request:
         """A copy of ``request`` with a new top Via, CSeq + 1 if ``next_cseq``, and
@@ -511,6 +659,30 @@ def verify_credentials(credentials: DigestCredentials, password: str, method: st
                                credentials.uri, credentials.nonce, credentials.nc, credentials.cnonce,
                                credentials.qop, body)
     return secrets.compare_digest(expected, credentials.response)
+
+
+def response_auth(credentials: DigestCredentials, password: str, body: bytes = b"") -> str:
+    """The ``rspauth`` of an ``Authentication-Info`` (RFC 2617 §3.2.3, RFC 3261 §20.6) for
+    a request that carried ``credentials``: the ``response`` computed with an empty method
+    (``A2 = ":" digest-uri``; ``auth-int``: with H(response body)), so only a server that
+    knows ``password`` can give it. Lower-case hex. Raises ``ValueError`` for an unknown
+    algorithm."""
+    return digest_response(credentials.algorithm, credentials.username, credentials.realm, password, "",
+                           credentials.uri, credentials.nonce, credentials.nc, credentials.cnonce,
+                           credentials.qop, body)
+
+
+def parse_authentication_info(value: str) -> dict[str, str]:
+    """The parameters of an ``Authentication-Info`` value (RFC 3261 §20.6, §25.1 ``ainfo``:
+    ``nextnonce``, ``qop``, ``rspauth``, ``cnonce``, ``nc``), names lower-cased, quoted
+    values unquoted. Never raises: a value that does not parse gives the parameters read
+    before the fault (``{}`` at worst)."""
+    params: dict[str, str] = {}
+    pos = 0
+    while (match := _PARAM_RE.match(value, pos)) is not None and match.end() > pos:
+        params.setdefault(match.group(1).lower(), unquote_string(match.group(2)))
+        pos = match.end()
+    return params
 
 
 def challenge_value(realm: str, nonce: str, *, algorithm: str = "MD5", qop: str | None = "auth",

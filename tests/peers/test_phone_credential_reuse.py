@@ -1,0 +1,142 @@
+"""Digest credentials reused within a Call-ID (RFC 3261 §22.3) against Kamailio's auth
+module in its nonce modes: a phone's refresh and unregister carry the credentials of the
+challenge it answered (``nc`` counting on, RFC 7616 §3.4) and draw no new 401; a server that
+refuses a nonce twice (``one_time_nonce``) gets the challenge answered once more; a server's
+``Authentication-Info`` (``nextnonce``, ``rspauth``, RFC 2617 §3.2.3) is taken in and its
+``rspauth`` checked; a call's in-dialog requests carry the INVITE's Proxy-Authorization."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sip_peers import KamailioPeer, kamailio
+from test_phone_baresip import registered
+
+from skinnysip.phone.api import ErrorEvent, RegistrationState
+from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
+from skinnysip.sip.auth import DigestCredentials, parse_authentication_info
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+
+def _account(pbx: KamailioPeer, user: str = "alice", **kw: object) -> SIPAccount:
+    return SIPAccount(aor=f"sip:{user}@{pbx.realm}", password=pbx.users[user], registrar=f"127.0.0.1:{pbx.udp_port}",
+                      expires=600, **kw)  # type: ignore[arg-type]
+
+
+def _sent(trace: list[Any], method: str) -> list[Any]:
+    return [m for m in trace if m.direction == "sent" and m.summary.startswith(method + " ")]
+
+
+def _received(trace: list[Any], code: str) -> list[Any]:
+    return [m for m in trace if m.direction == "received" and m.summary.startswith(code)]
+
+
+def _text(message: Any) -> str:
+    return message.raw.decode() if isinstance(message.raw, bytes) else message.raw
+
+
+def _credentials(message: Any, name: str = "Authorization") -> DigestCredentials | None:
+    m = re.search(rf"^{name}: *(.*?)\r?$", _text(message), re.M | re.I)
+    return DigestCredentials.parse(m.group(1)) if m else None
+
+
+@pytest.mark.parametrize("mode", ["nonce_expire", "nonce_count"])
+async def test_refresh_and_unregister_reuse_the_answered_challenge(mode: str) -> None:
+    """Kamailio accepts a nonce again until it expires (``nonce_expire``), or with ``nonce_count``
+    only under a growing ``nc``: the phone's second REGISTER and its unregister carry
+    credentials for the first challenge, with nc 2 and 3 under its nonce, and Kamailio answers
+    both 200 — one 401 in all (pjsip and libre behave the same way)."""
+    params: dict[str, int | str] = {"nonce_count": 1} if mode == "nonce_count" else {}
+    with kamailio(pbx=True, auth_params=params) as pbx:
+        phone = SIPPhone(_account(pbx))
+        async with phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert await phone.register()
+            assert pbx.contacts("alice")
+            assert await phone.unregister()
+            assert pbx.contacts("alice") == []
+        trace = phone.endpoint.trace
+        registers = _sent(trace, "REGISTER")
+        assert len(registers) == 4, [m.summary for m in trace]
+        assert len(_received(trace, "401")) == 1
+        assert len(_received(trace, "200")) == 3
+        first, *later = (_credentials(m) for m in registers[1:])
+        assert _credentials(registers[0]) is None and first is not None
+        assert [c.nc if c else None for c in later] == ["00000002", "00000003"]
+        assert all(c is not None and c.nonce == first.nonce and c.cnonce != first.cnonce for c in later)
+
+
+async def test_one_time_nonces_and_authentication_info() -> None:
+    """With ``one_time_nonce`` every nonce is good once; with ``add_authinfo_hdr`` each 200 names
+    the next one (``nextnonce``) and proves the server knows the password (``rspauth``). The
+    phone's refresh uses the nextnonce (nc 1 again) and is answered 200 at once, and it finds
+    the rspauth right."""
+    with kamailio(pbx=True, auth_params={"one_time_nonce": 1, "add_authinfo_hdr": 1}) as pbx:
+        phone = SIPPhone(_account(pbx))
+        async with phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert await phone.register()
+            errors = []
+            while (event := await phone.next_event(0.1)) is not None:
+                if isinstance(event, ErrorEvent):
+                    errors.append(event.reason)
+        trace = phone.endpoint.trace
+        infos = [parse_authentication_info(v) for m in _received(trace, "200")
+                 for v in re.findall(r"^Authentication-Info: *(.*?)\r?$", _text(m), re.M | re.I)]
+        assert len(infos) >= 2 and all("nextnonce" in i and "rspauth" in i for i in infos), infos
+        registers = _sent(trace, "REGISTER")
+        refresh = _credentials(registers[2])
+        assert refresh is not None and refresh.nonce == infos[0]["nextnonce"] and refresh.nc == "00000001"
+        assert len(_received(trace, "401")) == 1, [m.summary for m in trace]
+        assert phone.server_authenticated is True
+        assert not [e for e in errors if "rspauth" in e], errors
+
+
+async def test_a_nonce_refused_the_second_time_is_answered_again() -> None:
+    """``one_time_nonce`` without ``Authentication-Info``: the cached nonce is refused (a new
+    401, without ``stale``), and the phone answers that challenge as a first one and is
+    registered again — the cache costs nothing where a server will not reuse nonces."""
+    with kamailio(pbx=True, auth_params={"one_time_nonce": 1}) as pbx:
+        phone = SIPPhone(_account(pbx))
+        async with phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert await phone.register()
+            assert await phone.register()
+        trace = phone.endpoint.trace
+        # first: 401 + 200; each refresh and the unregister at close: cached nonce → 401 → new
+        # nonce → 200
+        assert len(_received(trace, "401")) == 4, [m.summary for m in trace]
+        assert len(_received(trace, "200")) == 4, [m.summary for m in trace]
+        assert len(_sent(trace, "REGISTER")) == 8
+
+
+async def test_a_calls_in_dialog_requests_carry_the_invites_credentials() -> None:
+    """Kamailio as PBX asks the caller to authenticate its INVITE (407). Once answered, the
+    call's re-INVITE (hold) and BYE carry Proxy-Authorization for the same realm and nonce,
+    nc counting on (RFC 3261 §22.3: every later request with that Call-ID), and the ACK for the 2xx
+    carries the INVITE's own (§13.2.2.4)."""
+    with kamailio(pbx=True) as pbx:
+        async with SIPPhone(_account(pbx, "bob", auto_answer=0.1)), SIPPhone(_account(pbx)) as alice:
+            await registered(pbx, "bob")
+            call = await alice.call("bob")
+            assert await call.wait_connected(10), call.end_reason
+            await call.hold()
+            await call.hangup()
+            assert await call.wait_ended(5)
+        trace = alice.endpoint.trace
+        invites = _sent(trace, "INVITE")
+        assert len(_received(trace, "407")) == 1, [m.summary for m in trace]
+        answered = _credentials(invites[1], "Proxy-Authorization")
+        reinvite = _credentials(invites[-1], "Proxy-Authorization")
+        bye = _credentials(_sent(trace, "BYE")[0], "Proxy-Authorization")
+        assert answered is not None and reinvite is not None and bye is not None
+        assert reinvite.nonce == bye.nonce == answered.nonce
+        # Kamailio's nonces are stateless (time and secret): the REGISTER's 401 may have named the
+        # same one, and nc counts every request under a nonce (RFC 7616 §3.4), so count from it
+        assert answered.nc is not None and reinvite.nc is not None and bye.nc is not None
+        assert (int(reinvite.nc, 16), int(bye.nc, 16)) == (int(answered.nc, 16) + 1, int(answered.nc, 16) + 2)
+        acks = _sent(trace, "ACK")
+        assert any(_credentials(a, "Proxy-Authorization") == answered for a in acks)

@@ -1,0 +1,231 @@
+"""skinnysip.sip.auth: credentials reused within a Call-ID (RFC 3261 §22.3), the nonce count
+under one nonce (RFC 7616 §3.4), ``Authentication-Info`` (RFC 3261 §20.6): ``nextnonce`` and
+the server's ``rspauth`` (RFC 2617 §3.2.3). The peers' side is in
+``peers/test_phone_credential_reuse.py`` (Kamailio's nonce modes)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_sip_request_dialog_uas import REGISTER, challenge, parse, request
+
+from skinnysip.sip.auth import (
+    ChallengeRetry,
+    DigestClient,
+    DigestCredentials,
+    challenges_from,
+    parse_authentication_info,
+    response_auth,
+    verify_credentials,
+)
+from skinnysip.sip.message import Request, Response
+from skinnysip.sip.request import new_branch, resend_request
+
+PASSWORD = "zanzibar"
+VIA = "SIP/2.0/UDP bobspc.biloxi.example.com:5060;branch="
+
+
+def _via() -> str:
+    return VIA + new_branch()
+
+
+def _ok(request_: Request, *, authentication_info: str | None = None) -> Response:
+    text = (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {request_.headers.get('Via')}\r\n"
+        "To: Bob <sip:bob@biloxi.example.com>;tag=2493k59kd\r\n"
+        "From: Bob <sip:bob@biloxi.example.com>;tag=456248\r\n"
+        f"Call-ID: {request_.call_id}\r\n"
+        f"CSeq: {request_.cseq[0]} {request_.cseq[1]}\r\n"
+        + (f"Authentication-Info: {authentication_info}\r\n" if authentication_info is not None else "")
+        + "Content-Length: 0\r\n\r\n"
+    )
+    message = parse(text)
+    assert isinstance(message, Response)
+    return message
+
+
+def _credentials(message: Request, name: str = "Authorization") -> DigestCredentials:
+    value = message.headers.get(name)
+    assert value is not None, message.to_bytes().decode()
+    return DigestCredentials.parse(value)
+
+
+def _registered(client: DigestClient) -> Request:
+    """One REGISTER, its 401 answered, the 200 filed: the authorised REGISTER."""
+    rule = ChallengeRetry(client)
+    first = rule.preempt(request(REGISTER))
+    retried = rule.retry(first, challenge(), _via())
+    assert retried is not None
+    rule.settle(retried, _ok(retried))
+    return retried
+
+
+def test_a_refresh_carries_the_answered_challenge_with_the_next_nc() -> None:
+    """After a 401 answered and a 200, the next REGISTER with that Call-ID carries credentials
+    before any challenge: the same nonce, nc 2, a new cnonce, a response a registrar accepts
+    for the request's own method and URI; the one after that nc 3."""
+    client = DigestClient("bob", PASSWORD)
+    first = _credentials(_registered(client))
+    assert first.nc == "00000001"
+    previous = request(REGISTER)
+    for nc in ("00000002", "00000003"):
+        rule = ChallengeRetry(client)
+        refresh = rule.preempt(resend_request(previous, _via()))
+        credentials = _credentials(refresh)
+        assert (credentials.nonce, credentials.nc) == (first.nonce, nc)
+        assert credentials.cnonce != first.cnonce and credentials.uri == refresh.uri
+        assert verify_credentials(credentials, PASSWORD, "REGISTER")
+        assert rule.challenge is not None and rule.attempts == 0
+        rule.settle(refresh, _ok(refresh))
+        previous = refresh
+
+
+def test_nothing_is_preempted_for_another_call_id_an_ack_a_cancel_or_a_request_with_credentials() -> None:
+    client = DigestClient("bob", PASSWORD)
+    authorised = _registered(client)
+    other = request(REGISTER, Call_ID="another-call@998sdasdh09")
+    assert "Authorization" not in ChallengeRetry(client).preempt(other).headers
+    for method in ("ACK", "CANCEL"):
+        text = REGISTER.replace("REGISTER sip:", f"{method} sip:").replace("1826 REGISTER", f"1826 {method}")
+        assert "Authorization" not in ChallengeRetry(client).preempt(request(text)).headers
+    again = ChallengeRetry(client).preempt(authorised)
+    assert len(again.headers.get_all("Authorization")) == 1  # its own, not a second
+    assert "Authorization" not in ChallengeRetry(None).preempt(request(REGISTER)).headers
+    assert "Authorization" not in ChallengeRetry(DigestClient("bob", PASSWORD)).preempt(request(REGISTER)).headers
+
+
+def test_a_challenge_to_cached_credentials_is_answered_once_then_refused_and_forgotten() -> None:
+    """A server that will not take the cached nonce again challenges without ``stale``: that
+    challenge is answered like a first one (once); another is a refusal, and the cache entry
+    is dropped, so the next request starts without credentials."""
+    client = DigestClient("bob", PASSWORD)
+    authorised = _registered(client)
+    rule = ChallengeRetry(client)
+    refresh = rule.preempt(resend_request(authorised, _via()))
+    retried = rule.retry(refresh, challenge(nonce="second"), _via())
+    assert retried is not None and rule.attempts == 1
+    assert _credentials(retried).nonce == "second" and len(retried.headers.get_all("Authorization")) == 1
+    assert rule.retry(retried, challenge(nonce="third"), _via()) is None and rule.refused == "credentials refused"
+    rule.settle(retried, challenge(nonce="third"))
+    assert client.cached(authorised.call_id) == []
+    assert "Authorization" not in ChallengeRetry(client).preempt(resend_request(authorised, _via())).headers
+
+
+def test_a_403_drops_the_cached_credentials_and_a_423_keeps_them() -> None:
+    client = DigestClient("bob", PASSWORD)
+    authorised = _registered(client)
+    rule = ChallengeRetry(client)
+    refresh = rule.preempt(resend_request(authorised, _via()))
+    brief = parse(_ok(refresh).to_bytes().decode().replace("200 OK", "423 Interval Too Brief"))
+    assert isinstance(brief, Response)
+    rule.settle(refresh, brief)
+    assert [c.nonce for c in client.cached(authorised.call_id)] == [_credentials(authorised).nonce]
+    forbidden = parse(_ok(refresh).to_bytes().decode().replace("200 OK", "403 Forbidden"))
+    assert isinstance(forbidden, Response)
+    rule.settle(refresh, forbidden)
+    assert client.cached(authorised.call_id) == []
+
+
+def test_a_cached_proxy_realm_goes_along_when_only_the_registrar_challenges_again() -> None:
+    """Two protection spaces cached (an outbound proxy's 407, the registrar's 401); the next
+    request carries both; the registrar's nonce has expired (401, stale): the retry carries
+    the new registrar credentials and the proxy's cached ones, so the proxy does not
+    challenge again (§22.3)."""
+    client = DigestClient("bob", PASSWORD)
+    rule = ChallengeRetry(client)
+    proxy = parse(challenge(407).to_bytes().decode().replace('realm="biloxi.example.com"', 'realm="proxy.example"'))
+    assert isinstance(proxy, Response)
+    second = rule.retry(request(REGISTER), proxy, _via())
+    assert second is not None
+    third = rule.retry(second, challenge(401), _via())
+    assert third is not None
+    rule.settle(third, _ok(third))
+    rule = ChallengeRetry(client)
+    refresh = rule.preempt(resend_request(third, _via()))
+    assert _credentials(refresh, "Proxy-Authorization").realm == "proxy.example"
+    assert _credentials(refresh).realm == "biloxi.example.com"
+    retried = rule.retry(refresh, challenge(401, stale=True, nonce="renewed"), _via())
+    assert retried is not None
+    assert _credentials(retried).nonce == "renewed"
+    assert _credentials(retried, "Proxy-Authorization").realm == "proxy.example"
+
+
+def test_nextnonce_is_used_by_the_next_request_from_nc_1() -> None:
+    client = DigestClient("bob", PASSWORD)
+    rule = ChallengeRetry(client)
+    retried = rule.retry(request(REGISTER), challenge(), _via())
+    assert retried is not None
+    rule.settle(retried, _ok(retried, authentication_info='nextnonce="47364c23432d2e131a5fb210812c", qop=auth'))
+    refresh = ChallengeRetry(client).preempt(resend_request(retried, _via()))
+    credentials = _credentials(refresh)
+    assert (credentials.nonce, credentials.nc) == ("47364c23432d2e131a5fb210812c", "00000001")
+    assert verify_credentials(credentials, PASSWORD, "REGISTER")
+
+
+def test_rspauth_proves_the_server_knows_the_password() -> None:
+    """RFC 2617 §3.2.3: rspauth is the response with an empty method, A2 = ":" uri. The right
+    one → True; one computed with another password → False; none → None."""
+    client = DigestClient("bob", PASSWORD)
+    rule = ChallengeRetry(client)
+    retried = rule.retry(request(REGISTER), challenge(), _via())
+    assert retried is not None
+    sent = _credentials(retried)
+    ha1 = hashlib.md5(f"bob:{sent.realm}:{PASSWORD}".encode()).hexdigest()
+    ha2 = hashlib.md5(f":{sent.uri}".encode()).hexdigest()
+    by_hand = hashlib.md5(f"{ha1}:{sent.nonce}:{sent.nc}:{sent.cnonce}:auth:{ha2}".encode()).hexdigest()
+    assert response_auth(sent, PASSWORD) == by_hand
+    info = f'nextnonce="{sent.nonce}", qop=auth, rspauth="{by_hand}", cnonce="{sent.cnonce}", nc={sent.nc}'
+    rule.settle(retried, _ok(retried, authentication_info=info))
+    assert rule.server_authenticated is True
+    forged = ChallengeRetry(client)
+    again = forged.retry(request(REGISTER), challenge(nonce="n2"), _via())
+    assert again is not None
+    wrong = response_auth(_credentials(again), "not-the-password")
+    forged.settle(again, _ok(again, authentication_info=f'rspauth="{wrong}"'))
+    assert forged.server_authenticated is False
+    plain = ChallengeRetry(client)
+    third = plain.retry(request(REGISTER), challenge(nonce="n3"), _via())
+    assert third is not None
+    plain.settle(third, _ok(third))
+    assert plain.server_authenticated is None
+
+
+def test_a_sess_algorithm_keeps_its_cnonce_under_one_nonce() -> None:
+    """RFC 7616 §3.4.2: with ``-sess`` the cnonce is part of the session key H(A1), so the
+    requests under one nonce share it; a new nonce draws a new one."""
+    client = DigestClient("bob", PASSWORD)
+    sess = parse(challenge().to_bytes().decode().replace("algorithm=MD5", "algorithm=MD5-sess"))
+    assert isinstance(sess, Response)
+    rule = ChallengeRetry(client)
+    retried = rule.retry(request(REGISTER), sess, _via())
+    assert retried is not None
+    rule.settle(retried, _ok(retried))
+    refresh = ChallengeRetry(client).preempt(resend_request(retried, _via()))
+    one, two = _credentials(retried), _credentials(refresh)
+    assert one.cnonce == two.cnonce and (one.nc, two.nc) == ("00000001", "00000002")
+    assert verify_credentials(two, PASSWORD, "REGISTER")
+    other = ChallengeRetry(client).retry(request(REGISTER), parse(sess.to_bytes().decode().replace(
+        'nonce="ea9c8e88df84f1cec4341ae6cbe5a359"', 'nonce="other"')), _via())  # type: ignore[arg-type]
+    assert other is not None and _credentials(other).cnonce != one.cnonce
+
+
+def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    client = DigestClient("bob", PASSWORD)
+    (one,) = challenges_from(challenge())
+    for i in range(300):
+        client.remember(f"call-{i}", [one])
+    client.remember("call-0", [])  # not added: nothing to keep, and call-0 was dropped long ago
+    assert client.cached("call-0") == [] and client.cached("call-299") == [one]
+    assert len(client._by_call_id) == DigestClient._MAX_CALL_IDS
+    client.forget("call-299")
+    assert client.cached("call-299") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_authentication_info_never_raises(value: str) -> None:
+    params = parse_authentication_info(value)
+    assert all(name == name.lower() for name in params)
