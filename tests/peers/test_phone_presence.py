@@ -128,6 +128,12 @@ async def test_presence_both_ways_with_baresip_and_refreshes(server: PresencePee
         refreshes = [p for p in publishes if f"SIP-If-Match: {etag}" in p]
         assert refreshes and all(p.endswith("\r\n\r\n") for p in refreshes), publishes[-1:]
         assert alice.publication.state == "published", alice.publication.reason
+        # each refresh carries the credentials of the first PUBLISH's 407 (same Call-ID, RFC 3261
+        # §22.3), so Kamailio, which challenges every PUBLISH out of a dialog, challenged one only
+        assert all("\r\nProxy-Authorization: Digest " in p for p in refreshes), refreshes[-1]
+        challenged = [m for m in alice.endpoint.trace if m.direction == "received" and m.summary.startswith("407")
+                      and re.search(rb"(?m)^CSeq: *\d+ PUBLISH", m.raw)]
+        assert len(challenged) == 1, [m.summary for m in alice.endpoint.trace]
         subscribes = [s for s in server.received("SUBSCRIBE") if re.search(r"(?m)^From: <sip:alice@", s)
                       and "\r\nEvent: presence\r\n" in s]  # refreshed in its dialog: one Call-ID
         assert len({re.search(r"(?m)^Call-ID: *(\S+)", s).group(1) for s in subscribes}) == 1  # type: ignore[union-attr]
