@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import pytest
 from sip_peers import KamailioPeer, kamailio
+from test_api_phone_http import alice, uvicorn_server
 from test_phone_baresip import registered
 
 from skinnysip.phone.api import ErrorEvent, RegistrationState
@@ -73,7 +75,8 @@ async def test_one_time_nonces_and_authentication_info() -> None:
     """With ``one_time_nonce`` every nonce is good once; with ``add_authinfo_hdr`` each 200 names
     the next one (``nextnonce``) and proves the server knows the password (``rspauth``). The
     phone's refresh uses the nextnonce (nc 1 again) and is answered 200 at once, and it finds
-    the rspauth right."""
+    the rspauth right (``SIPPhone.server_authenticated``, and ``serverAuthenticated`` in the
+    API's registration view)."""
     with kamailio(pbx=True, auth_params={"one_time_nonce": 1, "add_authinfo_hdr": 1}) as pbx:
         phone = SIPPhone(_account(pbx))
         async with phone:
@@ -93,6 +96,13 @@ async def test_one_time_nonces_and_authentication_info() -> None:
         assert len(_received(trace, "401")) == 1, [m.summary for m in trace]
         assert phone.server_authenticated is True
         assert not [e for e in errors if "rspauth" in e], errors
+        # the API's phone view says so too
+        with uvicorn_server() as (address, _):
+            async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as api:
+                created = await api.post("/api/phones", json=alice(pbx))
+                assert created.status_code == 201, created.text
+                assert created.json()["registration"]["serverAuthenticated"] is True
+                assert (await api.delete(f"/api/phones/{created.json()['id']}")).status_code == 200
 
 
 async def test_a_nonce_refused_the_second_time_is_answered_again() -> None:

@@ -9,8 +9,13 @@ import hashlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_lab_presence import account as lab_account
+from test_lab_presence import settings as lab_settings
 from test_sip_request_dialog_uas import REGISTER, challenge, parse, request
 
+from skinnysip.lab.runner import Lab
+from skinnysip.phone.api import RegistrationState
+from skinnysip.phone.sip_phone import SIPPhone
 from skinnysip.sip.auth import (
     ChallengeRetry,
     DigestClient,
@@ -229,3 +234,29 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
 def test_authentication_info_never_raises(value: str) -> None:
     params = parse_authentication_info(value)
     assert all(name == name.lower() for name in params)
+
+
+async def test_the_lab_takes_our_cached_credentials_and_refuses_a_replay() -> None:
+    """Both roles on loopback: our phone's second REGISTER and its unregister carry the cached
+    credentials and the lab's registrar answers 200 at once (nc 2, 3); the nc-2 REGISTER sent
+    again as a new transaction is a replay, and the lab answers it with a ``stale=true``
+    challenge (RFC 7616 §3.5)."""
+    async with Lab(lab_settings()) as lab:
+        phone = SIPPhone(lab_account(lab, "1001"))
+        async with phone:
+            assert phone.registration is RegistrationState.REGISTERED, phone.registration_reason
+            assert await phone.register()
+            sent = [m for m in phone.endpoint.trace if m.direction == "sent" and m.summary.startswith("REGISTER")]
+            replay = parse(sent[-1].raw.decode())
+            assert isinstance(replay, Request) and _credentials(replay).nc == "00000002"
+            flow = phone.flow
+            assert flow is not None
+            again = resend_request(replay, phone.endpoint.via(flow), next_cseq=True)
+            again.headers.add("Authorization", replay.headers.get("Authorization") or "")
+            outcome = await phone.endpoint.transact(again, flow, timeout=5.0)
+            assert outcome.response is not None and outcome.response.status_code == 401
+            (stale,) = challenges_from(outcome.response)
+            assert stale.stale
+            assert await phone.unregister()
+        codes = [m.summary[:3] for m in phone.endpoint.trace if m.direction == "received"]
+        assert codes.count("401") == 2 and codes.count("200") == 3, codes

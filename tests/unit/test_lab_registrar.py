@@ -89,6 +89,24 @@ def test_guard_challenge_answer_and_stale(algorithm: str) -> None:
     assert guard.check(register(auth=other_uri), 1010.0, proxy=False).user is None
 
 
+def test_guard_takes_a_nonce_again_under_a_growing_nc_only() -> None:
+    """RFC 3261 §22.3 reuse, RFC 7616 §3.5 replay: the same nonce with nc 2 and 3 is accepted;
+    the nc-2 request replayed, or a count that is not 8 hex digits, gets a stale challenge;
+    a new nonce counts from 1 again."""
+    guard = NonceGuard("lab", {"1001": "demo1001"}, lifetime=300)
+    challenge = DigestChallenge.parse(guard.challenge(1000.0, proxy=False)[0][1])
+    client = DigestClient("1001", "demo1001")
+    sent = [client.authorization(challenge, "REGISTER", "sip:lab")[1] for _ in range(3)]
+    assert [guard.check(register(auth=auth), 1001.0, proxy=False).user for auth in sent] == ["1001"] * 3
+    replayed = guard.check(register(auth=sent[1]), 1002.0, proxy=False)
+    assert replayed.user is None and replayed.stale and "nc 00000002" in replayed.reason
+    odd = sent[2].replace("nc=00000003", "nc=4")
+    assert guard.check(register(auth=odd), 1002.0, proxy=False).user is None
+    fresh = DigestChallenge.parse(guard.challenge(1003.0, proxy=False)[0][1])
+    assert guard.check(register(auth=client.authorization(fresh, "REGISTER", "sip:lab")[1]), 1003.0,
+                       proxy=False).user == "1001"
+
+
 def test_bindings_expiry_multiple_contacts_and_star() -> None:
     reg = Registrar({"1001"}, min_expires=10, max_expires=3600, default_expires=3600)
     out = reg.register("1001", register(contact="<sip:1001@127.0.0.1:5070>;expires=30, <sip:1001@127.0.0.1:5072>",

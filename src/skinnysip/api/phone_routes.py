@@ -478,6 +478,9 @@ class Registration(ResultModel):
     temp_gruu: str | None = Field(None, description="The temporary GRUU the registrar gave (RFC 5627).")
     service_route: list[str] = Field([], description="The registrar's Service-Route: the Route values of the "
                                      "phone's requests outside a dialog, in order (RFC 3608).")
+    server_authenticated: bool | None = Field(
+        None, description="The registrar's Authentication-Info rspauth proved that it knows the password (true) "
+        "or did not match (false); null when it sent none (RFC 2617 §3.2.3).")
 
 
 class MessageWaitingView(ResultModel):
@@ -780,7 +783,8 @@ class PhoneSession:
                             outbound=getattr(phone, "outbound_active", False),
                             flow_timer=getattr(phone, "flow_timer", None), gruu=getattr(phone, "gruu", None),
                             temp_gruu=getattr(phone, "temp_gruu", None),
-                            service_route=list(getattr(phone, "service_route", [])))
+                            service_route=list(getattr(phone, "service_route", [])),
+                            server_authenticated=getattr(phone, "server_authenticated", None))
 
     def message_waiting(self) -> MessageWaitingView:
         phone = self.phone

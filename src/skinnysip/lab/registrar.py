@@ -1,10 +1,14 @@
 """The lab's registrar and its digest guard, sans-IO (times are passed in, in seconds).
 
 - :class:`NonceGuard` issues and checks digest nonces (RFC 7616 §3.3, §3.5; RFC 3261
-  §22.4): a nonce is ``<issue time>.<HMAC of it>`` under a per-process secret, so any
+  §22.4): a nonce is ``<issue time>.<random>.<HMAC of both>`` under a per-process secret, so any
   nonce this lab issued is recognised without state; one older than ``lifetime`` seconds
   gets a new challenge with ``stale=true`` (the client retries without asking its user).
-  Responses are checked by :func:`skinnysip.sip.auth.verify_credentials`.
+  Responses are checked by :func:`skinnysip.sip.auth.verify_credentials`. A nonce may be
+  used again (clients reuse credentials within a Call-ID, RFC 3261 §22.3) under a growing
+  ``nc`` only: the highest ``nc`` seen per user and nonce is kept (at most
+  :data:`MAX_NONCE_COUNTS` of them, the oldest forgotten first), and a count not above
+  it — a replayed request — gets a ``stale=true`` challenge (RFC 7616 §3.5).
 - :class:`Registrar` keeps the bindings of RFC 3261 §10.3: per user, any number of
   contacts, each with its expiry (``expires`` Contact parameter, else the ``Expires``
   header field, else ``default_expires``; shorter than ``min_expires`` → 423 with
@@ -89,6 +93,10 @@ class AuthResult:
     reason: str = ""
 
 
+#: nonces whose highest ``nc`` :class:`NonceGuard` remembers (replay detection, RFC 7616 §3.5)
+MAX_NONCE_COUNTS = 8192
+
+
 class NonceGuard:
     """Digest challenges and checks for one ``realm`` (qop ``auth``). ``algorithms``: one
     challenge per algorithm, in this order (RFC 8760 §2.4: strongest first, so that a client
@@ -109,20 +117,22 @@ class NonceGuard:
         self.lifetime = lifetime
         self._secret = secret or secrets.token_bytes(32)
         self.opaque = secrets.token_hex(8)
+        self._counts: dict[tuple[str, str, str], int] = {}  # (user, nonce, algorithm) → highest nc accepted
 
     def nonce(self, now: float) -> str:
-        """A nonce issued at ``now`` (seconds, wall clock)."""
-        stamp = f"{now:.3f}"
-        mac = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{stamp}.{mac}"
+        """A nonce issued at ``now`` (seconds, wall clock): ``<time>.<12 random hex>.<HMAC>``,
+        so two challenges in one millisecond differ (each starts its own ``nc`` count)."""
+        issued = f"{now:.3f}.{secrets.token_hex(6)}"
+        mac = hmac.new(self._secret, issued.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{issued}.{mac}"
 
     def _issued(self, nonce: str) -> float | None:
-        stamp, _, mac = nonce.rpartition(".")
-        expected = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        if not stamp or not hmac.compare_digest(mac, expected):
+        issued, _, mac = nonce.rpartition(".")
+        expected = hmac.new(self._secret, issued.encode(), hashlib.sha256).hexdigest()[:32]
+        if not issued or not hmac.compare_digest(mac, expected):
             return None
         try:
-            return float(stamp)
+            return float(issued.rpartition(".")[0])
         except ValueError:
             return None
 
@@ -170,8 +180,28 @@ class NonceGuard:
                 return AuthResult(None, reason=f"wrong password for {cred.username}")
             if now - issued > self.lifetime:
                 return AuthResult(None, stale=True, reason="nonce expired")
+            if cred.qop and not self._count_grows((cred.username, cred.nonce, cred.algorithm), cred.nc or ""):
+                return AuthResult(None, stale=True, reason=f"nc {cred.nc} not above the last under this nonce "
+                                                           "(a replayed request?)")
             return AuthResult(cred.username)
         return AuthResult(None, reason=f"no credentials for realm {self.realm!r}")
+
+
+    def _count_grows(self, key: tuple[str, str, str], nc: str) -> bool:
+        """Record ``nc`` (8 hex digits, RFC 7616 §3.4) under ``key`` (user, nonce, algorithm: a
+        nonce is a time stamp, so users challenged in the same millisecond share it); False
+        when it is not above the highest seen (or not a count at all)."""
+        try:
+            count = int(nc, 16) if len(nc) == 8 else -1
+        except ValueError:
+            return False
+        if count < 1 or count <= self._counts.get(key, 0):
+            return False
+        self._counts.pop(key, None)
+        self._counts[key] = count
+        while len(self._counts) > MAX_NONCE_COUNTS:
+            del self._counts[next(iter(self._counts))]
+        return True
 
 
 @dataclass

@@ -97,7 +97,9 @@ class RegistrationChanged:
     registrar's ``flow_timer`` in seconds, RFC 5626 §4.2.1) and gives the public and temporary
     GRUU the registrar assigned (``gruu``/``temp_gruu``, RFC 5627 §4.2) and its service route
     (``service_route``: the ``Service-Route`` values our requests outside a dialog carry, RFC
-    3608 §6.1)."""
+    3608 §6.1). ``server_authenticated``: the registrar's ``Authentication-Info`` rspauth
+    proved it knows our password (True), did not match (False), or none came (None; RFC 2617
+    §3.2.3)."""
 
     state: RegistrationState
     reason: str = ""
@@ -107,6 +109,7 @@ class RegistrationChanged:
     gruu: str | None = None
     temp_gruu: str | None = None
     service_route: tuple[str, ...] = ()
+    server_authenticated: bool | None = None
 
 
 @dataclass(frozen=True)

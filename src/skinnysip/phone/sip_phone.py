@@ -1158,7 +1158,8 @@ class SIPPhone(Phone):
         self.registration_reason = reason
         if state is RegistrationState.REGISTERED:
             self.emit(RegistrationChanged(state, reason, expires, self.outbound_active, self.flow_timer,
-                                          self.gruu, self.temp_gruu, tuple(self.service_route)))
+                                          self.gruu, self.temp_gruu, tuple(self.service_route),
+                                          self.server_authenticated))
         else:
             self.emit(RegistrationChanged(state, reason, expires))
 

@@ -178,7 +178,9 @@ function setRegistration(reg) {
   $("phone-reg-state").dataset.state = state;
   const extras = reg ? [reg.expires ? `${reg.expires} s` : "", reg.outbound ? `outbound, Flow-Timer ${reg.flowTimer ?? "none"}` : "",
     reg.gruu ? `GRUU ${reg.gruu}` : "",
-    reg.serviceRoute && reg.serviceRoute.length ? `Service-Route ${reg.serviceRoute.join(", ")}` : ""].filter(Boolean) : [];
+    reg.serviceRoute && reg.serviceRoute.length ? `Service-Route ${reg.serviceRoute.join(", ")}` : "",
+    reg.serverAuthenticated === true ? "registrar proved the password (rspauth)" : "",
+    reg.serverAuthenticated === false ? "registrar's rspauth does NOT match" : ""].filter(Boolean) : [];
   $("phone-reg-reason").textContent = reg && reg.reason ? `(${[reg.reason, ...extras].join(", ")})` : "";
 }
 
