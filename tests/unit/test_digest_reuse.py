@@ -240,7 +240,8 @@ async def test_the_lab_takes_our_cached_credentials_and_refuses_a_replay() -> No
     """Both roles on loopback: our phone's second REGISTER and its unregister carry the cached
     credentials and the lab's registrar answers 200 at once (nc 2, 3); the nc-2 REGISTER sent
     again as a new transaction is a replay, and the lab answers it with a ``stale=true``
-    challenge (RFC 7616 §3.5)."""
+    challenge (RFC 7616 §3.5). The lab's 200s carry ``Authentication-Info`` with an rspauth
+    our phone checks (RFC 2617 §3.2.3)."""
     async with Lab(lab_settings()) as lab:
         phone = SIPPhone(lab_account(lab, "1001"))
         async with phone:
@@ -260,3 +261,5 @@ async def test_the_lab_takes_our_cached_credentials_and_refuses_a_replay() -> No
             assert await phone.unregister()
         codes = [m.summary[:3] for m in phone.endpoint.trace if m.direction == "received"]
         assert codes.count("401") == 2 and codes.count("200") == 3, codes
+        # the lab's 200s carry Authentication-Info: its rspauth proved it knows the password
+        assert phone.server_authenticated is True

@@ -626,7 +626,8 @@ class LabProxy:
             self._respond(tx, 403, f"Forbidden ({result.user} may not register {aor_user})")
             return
         outcome = self.registrar.register(result.user, request, flow, time.monotonic())
-        self._respond_register(tx, outcome.code, outcome.reason, outcome.headers)
+        info = self.guard.authentication_info(result) if outcome.code == 200 else None
+        self._respond_register(tx, outcome.code, outcome.reason, [*outcome.headers, *([info] if info else [])])
         if outcome.code == 200:
             self.presence.registration_changed(result.user)
 

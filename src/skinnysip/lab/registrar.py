@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from skinnysip.sip.auth import DigestCredentials, challenge_value, verify_credentials
+from skinnysip.sip.auth import DigestCredentials, challenge_value, response_auth, verify_credentials
 from skinnysip.sip.message import Request, SIPParseError
 from skinnysip.sip.syntax import quote_string, uint_or_none
 from skinnysip.sip.transaction import Flow
@@ -91,6 +91,7 @@ class AuthResult:
     user: str | None
     stale: bool = False
     reason: str = ""
+    credentials: DigestCredentials | None = None  # the ones that authenticated ``user``
 
 
 #: nonces whose highest ``nc`` :class:`NonceGuard` remembers (replay detection, RFC 7616 §3.5)
@@ -183,8 +184,20 @@ class NonceGuard:
             if cred.qop and not self._count_grows((cred.username, cred.nonce, cred.algorithm), cred.nc or ""):
                 return AuthResult(None, stale=True, reason=f"nc {cred.nc} not above the last under this nonce "
                                                            "(a replayed request?)")
-            return AuthResult(cred.username)
+            return AuthResult(cred.username, credentials=cred)
         return AuthResult(None, reason=f"no credentials for realm {self.realm!r}")
+
+    def authentication_info(self, result: AuthResult) -> tuple[str, str] | None:
+        """The ``Authentication-Info`` field for a 2xx to a request ``result`` authenticated
+        (RFC 3261 §20.6, RFC 2617 §3.2.3): ``nextnonce`` (the same nonce: the client may go on
+        counting under it), ``qop``, ``rspauth`` (proves to the client that the lab knows its
+        password), ``cnonce``, ``nc``. None without qop credentials."""
+        cred = result.credentials
+        if cred is None or result.user is None or not cred.qop:
+            return None
+        rspauth = response_auth(cred, self.passwords[result.user])
+        return ("Authentication-Info", f"nextnonce={quote_string(cred.nonce)}, qop={cred.qop}, "
+                f"rspauth={quote_string(rspauth)}, cnonce={quote_string(cred.cnonce or '')}, nc={cred.nc}")
 
 
     def _count_grows(self, key: tuple[str, str, str], nc: str) -> bool:
