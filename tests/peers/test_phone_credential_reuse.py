@@ -7,20 +7,30 @@ refuses a nonce twice (``one_time_nonce``) gets the challenge answered once more
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 import pytest
 from sip_peers import KamailioPeer, kamailio
 from test_api_phone_http import alice, uvicorn_server
+from test_lab_sip import DOMAIN as LAB_DOMAIN
+from test_lab_sip import port as lab_port
+from test_lab_sip import settings as lab_settings
 from test_phone_baresip import registered
 
+from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import ErrorEvent, RegistrationState
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 from skinnysip.sip.auth import DigestCredentials, parse_authentication_info
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+CLI = [sys.executable, "-m", "skinnysip"]
 
 
 def _account(pbx: KamailioPeer, user: str = "alice", **kw: object) -> SIPAccount:
@@ -150,3 +160,44 @@ async def test_a_calls_in_dialog_requests_carry_the_invites_credentials() -> Non
         assert (int(reinvite.nc, 16), int(bye.nc, 16)) == (int(answered.nc, 16) + 1, int(answered.nc, 16) + 2)
         acks = _sent(trace, "ACK")
         assert any(_credentials(a, "Proxy-Authorization") == answered for a in acks)
+
+
+@pytest.mark.parametrize(("params", "reuse", "replay", "proved"), [
+    ({}, "accepted", "accepted", None),
+    ({"nonce_count": 1}, "accepted", "challenged", None),
+    ({"one_time_nonce": 1}, "challenged", "challenged", None),
+    ({"one_time_nonce": 1, "add_authinfo_hdr": 1}, "accepted", "challenged", True),
+])
+def test_the_auth_probe_reports_how_a_server_takes_reused_and_replayed_credentials(
+        params: dict[str, int | str], reuse: str, replay: str, proved: bool | None) -> None:
+    """``skinnysip sip auth --digest-checks`` after the login: the nonce again under nc 2, then
+    the login's Authorization replayed. Kamailio's auth module by default takes both (its
+    nonces are good until they expire: a captured REGISTER can be replayed for a minute);
+    with ``nonce_count`` it takes the reuse and challenges the replay; with ``one_time_nonce``
+    it challenges both — unless its Authentication-Info names the next nonce, which the reuse
+    then takes, and whose rspauth proves that it knows the password."""
+    with kamailio(auth_params=params) as pbx:
+        run = subprocess.run([*CLI, "sip", "auth", f"127.0.0.1:{pbx.udp_port}", "-u", "alice", "--domain", pbx.realm,
+                              "--digest-checks", "--json"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "SKINNYSIP_PASSWORD": pbx.users["alice"]})
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["authenticated"] is True and result["unregistered"] is True
+    assert (result["nonceReuse"], result["replay"], result["serverAuthenticated"]) == (reuse, replay, proved), result
+
+
+async def test_the_auth_probe_against_the_lab_through_the_api() -> None:
+    """The lab's registrar takes a nonce again under a growing nc, answers a replay with a
+    stale challenge and proves the password in Authentication-Info; ``POST
+    /api/sip/digest-auth`` with ``digestChecks`` says so."""
+    async with Lab(lab_settings()) as lab:
+        with uvicorn_server() as (address, _):
+            async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as api:
+                answer = await api.post("/api/sip/digest-auth", json={
+                    "host": "127.0.0.1", "port": lab_port(lab, "udp"), "domain": LAB_DOMAIN, "username": "1001",
+                    "password": "demo1001", "digestChecks": True})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["authenticated"] is True and result["unregistered"] is True, result
+    assert (result["nonceReuse"], result["replay"], result["serverAuthenticated"]) == (
+        "accepted", "challenged (stale)", True), result

@@ -126,7 +126,8 @@ def test_create_get_list_delete_and_the_password_never_shows(client: TestClient)
     phone = new_phone(client, autoAnswer=1500, source="echo", dtmf="info")
     assert phone["success"] is True and phone["protocol"] == "sip" and phone["state"] == "open"
     assert phone["registration"] == {"state": "unregistered", "reason": "", "expires": None, "outbound": False,
-                                     "flowTimer": None, "gruu": None, "tempGruu": None, "serviceRoute": []}
+                                     "flowTimer": None, "gruu": None, "tempGruu": None, "serviceRoute": [],
+                                     "serverAuthenticated": None}
     assert phone["account"]["aor"] == AOR and phone["account"]["hasPassword"] is True
     assert phone["account"]["autoAnswer"] == 1500 and phone["account"]["register"] is False
     assert phone["account"]["ringTimeout"] == 180000  # RING_TIMEOUT, 3 minutes

@@ -327,25 +327,25 @@ class _DigestFields(BaseModel):
     username: str = Field(description="Digest username.", json_schema_extra=USER_SCHEMA)
     password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")
     expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
+    digest_checks: bool = Field(False, description="After the login, also try whether the server takes the nonce "
+                                "again under the next nc (credential reuse, RFC 3261 §22.3) and whether it takes "
+                                "the login's Authorization replayed (RFC 7616 §5): two more REGISTERs.")
+
+
+    def to_probe(self) -> probes.ProbeRequest:
+        req: probes.ProbeRequest = super().to_probe()  # type: ignore[misc]  # the body class after the mixin
+        req.expires = self.expires
+        req.digest_checks = self.digest_checks
+        return req
 
 
 # The mixin comes first so its required username/password override the optional ones.
 class SIPDigestBody(_DigestFields, SIPBody):  # type: ignore[misc]
     """``/api/sip/digest-auth``."""
 
-    def to_probe(self) -> probes.ProbeRequest:
-        req = super().to_probe()
-        req.expires = self.expires
-        return req
-
 
 class SIPSDigestBody(_DigestFields, SIPSBody):  # type: ignore[misc]
     """``/api/sips/digest-auth``."""
-
-    def to_probe(self) -> probes.ProbeRequest:
-        req = super().to_probe()
-        req.expires = self.expires
-        return req
 
 
 class _SigningFields(BaseModel):

@@ -156,6 +156,9 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
             ("algorithm", result.algorithm),
             ("qop", result.qop),
             ("nonce", result.nonce),
+            ("server proved password", result.server_authenticated),
+            ("nonce reused (nc + 1)", result.nonce_reuse),
+            ("login replayed", result.replay),
             ("unregistered", result.unregistered),
         ]
     if result.tls is not None:
@@ -314,10 +317,14 @@ def invite_cmd(
 @DomainOpt
 @FromOpt
 @UriOpt
+@option("--digest-checks", is_flag=True,
+        help="After the login, also try whether the server takes the nonce again under the next nc "
+             "(credential reuse, RFC 3261 §22.3) and whether it takes the login's Authorization replayed "
+             "(RFC 7616 §5): two more REGISTERs.")
 @stacked(*_OUTPUT)
 def auth_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, user: str, password: str | None,
-    domain: str | None, from_: str | None, uri: str | None, timeout: int, t1: int | None,
+    domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, timeout: int, t1: int | None,
     ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
@@ -327,6 +334,7 @@ def auth_cmd(
         raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
                    host_user="user")
+    req.digest_checks = digest_checks
     _run(probes.digest_auth, req, as_json, pcap)
 
 

@@ -156,6 +156,10 @@ class ProbeRequest:
     RFC 8224 §5): the INVITE carries a Date and an Identity whose PASSporT names the From's
     number as ``orig`` and the Request-URI's as ``dest`` — what a verification service (an
     SBC, Kamailio's secsipid) makes of a signed call, or of a forged one.
+    ``digest_checks``: digest-auth also tries, after a successful login, whether the server
+    takes the credentials again under the next ``nc`` (RFC 3261 §22.3 credential reuse) and whether
+    it takes the login's own Authorization sent again (a replay, RFC 7616 §5.x): two more
+    REGISTERs of the test binding.
     """
 
     host: str
@@ -178,6 +182,7 @@ class ProbeRequest:
     max_exchange_bytes: int = MAX_EXCHANGE_BYTES
     ws_path: str = "/"
     identity: IdentitySigner | None = None
+    digest_checks: bool = False
 
     @property
     def effective_port(self) -> int:
@@ -284,7 +289,15 @@ class DigestAuthResult(SIPProbeResult):
     """Digest login by REGISTER (RFC 7616, RFC 3261 §22): ``authenticated`` iff the
     authenticated REGISTER got a 2xx; ``no_auth_required`` if the first REGISTER already
     did; ``challenge_code`` 401/407; ``nonce`` first 16 characters + ``...``;
-    ``unregistered``: the binding was removed again (``Expires: 0``) after success."""
+    ``unregistered``: the binding was removed again (``Expires: 0``) after success.
+    ``server_authenticated``: the 2xx's ``Authentication-Info`` rspauth proved that the
+    server knows the password (True), did not match (False), or none came (None; RFC 2617
+    §3.2.3). With ``digest_checks``: ``nonce_reuse`` is what the server made of a REGISTER
+    carrying the login's credentials again under the next ``nc`` (the login's nonce, or the
+    ``nextnonce`` its 2xx named; RFC 3261 §22.3, RFC 7616 §3.4), and
+    ``replay`` what it made of the login's own Authorization sent again on a new transaction
+    (RFC 7616 §5.x: a server that takes it accepts a captured request) — each
+    ``"accepted"`` (2xx), ``"challenged"``, ``"challenged (stale)"`` or ``"refused (<status>)"``."""
 
     authenticated: bool = False
     no_auth_required: bool = False
@@ -294,6 +307,9 @@ class DigestAuthResult(SIPProbeResult):
     algorithm: str | None = None
     qop: str | None = None
     unregistered: bool | None = None
+    server_authenticated: bool | None = None
+    nonce_reuse: str | None = None
+    replay: str | None = None
 
 
 R = TypeVar("R", bound=SIPProbeResult)
@@ -335,6 +351,7 @@ class _Session:
         self.bye_answer: str | None = None
         self.scheme = request.scheme
         self.answered = False  # did this server send anything back?
+        self.last_request: Request | None = None  # the last request a transaction sent (after any retry)
         port = request.effective_port
         usual = 5061 if self.scheme == "sips" or target.transport == "tls" else 5060  # the URI's default (§19.1.2)
         self.domain = request.domain or (
@@ -379,6 +396,7 @@ class _Session:
         :class:`_ProbeFailure` on timeout or transport failure."""
         outcome = await self.ep.transact(request, self.flow, timeout=self.req.timeout, auth=auth)
         self.cseq = max(self.cseq, outcome.request.cseq[0])
+        self.last_request = outcome.request
         if outcome.response is not None:
             self.answered = True
             return outcome.response, (outcome.rtt or 0.0) * 1000
@@ -661,10 +679,31 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
         result.qop = "auth" if "auth" in offered_qop else ("auth-int" if "auth-int" in offered_qop else None)
         _fill(result, response, elapsed)
         result.authenticated = 200 <= response.status_code < 300
+        result.server_authenticated = rule.server_authenticated
+        if result.authenticated and request.digest_checks:
+            login = s.last_request
+            assert login is not None
+            # the next REGISTER of this Call-ID carries the cached credentials (nc + 1), unanswered
+            reuse = ChallengeRetry(client).preempt(make(request.expires))
+            result.nonce_reuse = _digest_verdict((await s.transact(reuse, ChallengeRetry(None)))[0])
+            replay = make(request.expires)
+            for name in ("Authorization", "Proxy-Authorization"):
+                for value in login.headers.get_all(name):
+                    replay.headers.add(name, value)
+            result.replay = _digest_verdict((await s.transact(replay, ChallengeRetry(None)))[0])
         if result.authenticated and request.expires > 0:
             result.unregistered = await _unregister(s, make(0), rule, challenge)
 
-    return await _run(request, _new_result(DigestAuthResult, request), flow, steps=6)
+    return await _run(request, _new_result(DigestAuthResult, request), flow, steps=8 if request.digest_checks else 6)
+
+
+def _digest_verdict(response: Response) -> str:
+    """What a server made of credentials it was sent (:class:`DigestAuthResult`)."""
+    if 200 <= response.status_code < 300:
+        return "accepted"
+    if response.status_code in (401, 407):
+        return "challenged (stale)" if any(c.stale for c in challenges_from(response)) else "challenged"
+    return f"refused ({response.status_code} {response.reason})"
 
 
 async def _unregister(s: _Session, request: Request, rule: ChallengeRetry, challenge: DigestChallenge) -> bool:
