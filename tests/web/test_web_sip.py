@@ -115,6 +115,20 @@ def test_digest_auth_over_tcp_right_password(page: Any, server: str, kamailio_md
     assert_clean_capture(pcap)
 
 
+def test_digest_auth_checks_reuse_and_replay_from_the_page(page: Any, server: str, kamailio_md5: KamailioPeer) -> None:
+    """The "also try the nonce again and a replayed login" box: the result says what Kamailio
+    (default auth module: a nonce is good until it expires) made of both — accepted."""
+    k = kamailio_md5
+    page.goto(f"{server}/#sip")
+    page.select_option("#sip-operation", "digest-auth")
+    res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(k.udp_port), "username": "alice",
+                                 "password": k.users["alice"], "domain": k.realm}, checks={"digest-checks": True})
+    assert res["authenticated"] is True and res["unregistered"] is True, res["error"]
+    assert field(page, "sip", "nonceReuse") == "accepted" and field(page, "sip", "replay") == "accepted"
+    registers = [m for m in res["exchange"] if m["summary"].startswith("REGISTER")]
+    assert len(registers) == 5  # login (2), reuse, replay, unregister
+
+
 def test_digest_auth_wrong_password_is_not_authenticated(page: Any, server: str, kamailio_md5: KamailioPeer,
                                                          artifacts: Path) -> None:
     k = kamailio_md5
