@@ -7,6 +7,7 @@ refuses a nonce twice (``one_time_nonce``) gets the challenge answered once more
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -201,3 +202,40 @@ async def test_the_auth_probe_against_the_lab_through_the_api() -> None:
     assert result["authenticated"] is True and result["unregistered"] is True, result
     assert (result["nonceReuse"], result["replay"], result["serverAuthenticated"]) == (
         "accepted", "challenged (stale)", True), result
+
+
+@pytest.mark.parametrize("proxy_realm", [False, True])
+async def test_the_proxy_realm_is_reused_across_calls_and_messages(proxy_realm: bool) -> None:
+    """Kamailio as PBX proxy-authenticates every INVITE and MESSAGE (407). By default each new
+    dialog starts without credentials (RFC 3261 §22.3: not cached across dialogs), so a second
+    call and a MESSAGE each draw their own 407. With ``proxy_realm`` naming the PBX's realm
+    (§22.3's one exception: the UA's own proxy) only the first request is challenged: the
+    second call and the MESSAGE carry Proxy-Authorization at once, nc counting on, and Kamailio
+    takes it."""
+    with kamailio(pbx=True) as pbx:
+        extra: dict[str, Any] = {"proxy_realm": pbx.realm} if proxy_realm else {}
+        async with SIPPhone(_account(pbx, "bob", auto_answer=0.1)) as bob, \
+                SIPPhone(_account(pbx, **extra)) as alice:
+            await registered(pbx, "bob")
+            for _ in range(2):
+                call = await alice.call("bob")
+                assert await call.wait_connected(10), call.end_reason
+                await call.hangup()
+                assert await call.wait_ended(5)
+            await alice.message("bob", "hello")
+            for _ in range(50):
+                if any(m.direction == "received" and m.summary.startswith("MESSAGE") for m in bob.endpoint.trace):
+                    break
+                await asyncio.sleep(0.1)
+        trace = alice.endpoint.trace
+        challenged = _received(trace, "407")
+        assert len(challenged) == (1 if proxy_realm else 3), [m.summary for m in trace]
+        invites = [_credentials(m, "Proxy-Authorization") for m in _sent(trace, "INVITE")]
+        message = _credentials(_sent(trace, "MESSAGE")[-1], "Proxy-Authorization")
+        if proxy_realm:
+            first = invites[1]
+            assert first is not None and invites[2] is not None and message is not None
+            assert invites[2].nonce == message.nonce == first.nonce
+            assert int(message.nc or "0", 16) > int(invites[2].nc or "0", 16) > int(first.nc or "0", 16)
+        else:
+            assert invites[0] is None and invites[2] is None

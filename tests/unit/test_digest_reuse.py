@@ -263,3 +263,31 @@ async def test_the_lab_takes_our_cached_credentials_and_refuses_a_replay() -> No
         assert codes.count("401") == 2 and codes.count("200") == 3, codes
         # the lab's 200s carry Authentication-Info: its rspauth proved it knows the password
         assert phone.server_authenticated is True
+
+
+def test_a_realm_wide_challenge_goes_with_every_call_id_until_refused() -> None:
+    """RFC 3261 §22.3: the realm of the UA's own proxy MAY be cached across dialogs
+    (``realm_wide``): a challenge of that realm answered under one Call-ID is pre-empted under
+    any other, nc counting on; another realm's stays with its Call-ID; a refusal drops it."""
+    client = DigestClient("bob", PASSWORD)
+    client.realm_wide = frozenset({"biloxi.example.com"})
+    proxy = parse(challenge(407, nonce="proxy-nonce").to_bytes().decode().replace(
+        'realm="biloxi.example.com"', 'realm="other.example"'))
+    assert isinstance(proxy, Response)
+    rule = ChallengeRetry(client)
+    second = rule.retry(request(REGISTER), proxy, _via())
+    assert second is not None
+    third = rule.retry(second, challenge(401), _via())
+    assert third is not None
+    rule.settle(third, _ok(third))
+    elsewhere = ChallengeRetry(client).preempt(request(REGISTER, Call_ID="a-new-dialog@998sdasdh09"))
+    credentials = _credentials(elsewhere)
+    assert credentials.realm == "biloxi.example.com" and credentials.nc == "00000002"
+    assert verify_credentials(credentials, PASSWORD, "REGISTER")
+    assert "Proxy-Authorization" not in elsewhere.headers  # other.example is not realm-wide
+    refusal = ChallengeRetry(client)
+    refused = refusal.preempt(request(REGISTER, Call_ID="a-third-dialog@998sdasdh09"))
+    forbidden = parse(_ok(refused).to_bytes().decode().replace("200 OK", "403 Forbidden"))
+    assert isinstance(forbidden, Response)
+    refusal.settle(refused, forbidden)
+    assert "Authorization" not in ChallengeRetry(client).preempt(request(REGISTER, Call_ID="x@y")).headers

@@ -4,7 +4,7 @@ placing and taking calls) until it is deleted, idle too long, or the server stop
 Routes (JSON camelCase; times of day are seconds since the epoch, durations milliseconds):
 
 - ``POST /api/phones`` ``{"protocol": "sip", "aor", "password", "authUser", "registrar",
-  "outboundProxy", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "outbound", "gruu", "instanceId", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
+  "outboundProxy", "proxyRealm", "transport", "wsPath", "wsInvalidHost", "keepaliveInterval", "outbound", "gruu", "instanceId", "tlsVerify", "caFile", "expires", "register", "autoAnswer",
   "ringTimeout", "stunServer", "mwi", "source", "dtmf", "codecs", "srtp", "srtpSuites", "timeout",
   "identitySigning": {"key", "x5u", "attest"}, "identityCertificate", "identityFetch", "identityCa",
   "identityRequired"}`` (STIR/SHAKEN: PEM texts; a call's ``identity`` says what verifying its
@@ -231,6 +231,10 @@ class SIPPhoneBody(_Body):
                                   json_schema_extra=DOMAIN_SCHEMA)
     outbound_proxy: str | None = Field(None, max_length=300, description="host[:port] every request goes through.",
                                        json_schema_extra=DOMAIN_SCHEMA)
+    proxy_realm: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$",
+                                    description="The realm of the phone's own proxy or PBX: its credentials are "
+                                    "reused across calls and messages, so a new INVITE, MESSAGE, SUBSCRIBE or PUBLISH "
+                                    "draws no 401/407 first (RFC 3261 §22.3).")
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = Field(
         "udp", description="udp, tcp, tls, or ws/wss: SIP over WebSocket (RFC 7118), as a browser phone talks to a "
         "WebRTC gateway (default port 80/443).")
@@ -350,7 +354,8 @@ class SIPPhoneBody(_Body):
 
     def account(self) -> SIPAccount:
         return SIPAccount(aor=self.aor, password=self.password, auth_user=self.auth_user, registrar=self.registrar,
-                          outbound_proxy=self.outbound_proxy, transport=self.transport, ws_path=self.ws_path,
+                          outbound_proxy=self.outbound_proxy, proxy_realm=self.proxy_realm,
+                          transport=self.transport, ws_path=self.ws_path,
                           ws_invalid_host=self.ws_invalid_host, keepalive_interval=self.keepalive_interval / 1000,
                           outbound=self.outbound, gruu=self.gruu, instance_id=self.instance_id,
                           tls_verify=self.tls_verify,

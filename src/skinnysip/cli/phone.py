@@ -129,6 +129,10 @@ class PhoneCommand(Command):
 @option("--password", metavar="PASSWORD",
         help="Digest password, answering the registrar's and proxies' challenges to REGISTER, INVITE, "
              "MESSAGE... (or $SKINNYSIP_PASSWORD; never prompted; SIP only).")
+@option("--proxy-realm", metavar="REALM",
+        help="The realm of your own proxy or PBX: its credentials are reused across calls and messages, so a "
+             "new INVITE, MESSAGE, SUBSCRIBE or PUBLISH draws no 401/407 first (RFC 3261 §22.3; credentials "
+             "are always reused within a Call-ID).")
 @option("--ca-file", help="PEM bundle to verify the server with (TLS).")
 @option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
 @option("--no-register", is_flag=True, help="Do not register (direct calls).")
@@ -203,8 +207,8 @@ class PhoneCommand(Command):
         help="Write the exchange as pcapng (SIP/SCCP and the calls' RTP/RTCP) when the phone stops.")
 def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
-    proxy: str | None, transport: str | None, user: str | None, password: str | None, ca_file: str | None,
-    insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
+    proxy: str | None, transport: str | None, user: str | None, password: str | None, proxy_realm: str | None,
+    ca_file: str | None, insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
     keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool,
     watch_presence: tuple[str, ...], watch_dialog: tuple[str, ...], presence: str | None,
@@ -276,7 +280,8 @@ def phone_cmd(
     try:
         acc = SIPAccount(aor=aor if aor.startswith(("sip:", "sips:")) else f"sip:{aor}", password=secret,
                          auth_user=user, registrar=_hostport(servers["--registrar"]),
-                         outbound_proxy=_hostport(servers["--proxy"]), transport=chosen or "udp",  # type: ignore[arg-type]
+                         outbound_proxy=_hostport(servers["--proxy"]), proxy_realm=proxy_realm,
+                         transport=chosen or "udp",  # type: ignore[arg-type]
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
                          listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,

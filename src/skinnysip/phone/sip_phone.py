@@ -176,7 +176,12 @@ class SIPAccount:
     ``aor``: address of record, ``sip:alice@example.com``. ``password``/``auth_user``:
     digest credentials (``auth_user`` defaults to the AOR's user). ``registrar``:
     ``host[:port]`` (default: the AOR's host). ``outbound_proxy``: ``host[:port]``, every
-    request goes there with a loose route (RFC 3261 §8.1.2). ``transport``: udp/tcp/tls, or
+    request goes there with a loose route (RFC 3261 §8.1.2). Credentials answered are reused
+    by every later request with the same Call-ID (refreshes, in-dialog requests, RFC 3261
+    §22.3); ``proxy_realm`` names the realm of the phone's own proxy or PBX, whose
+    credentials §22.3 lets a UA cache across dialogs: a new call, MESSAGE, SUBSCRIBE or
+    PUBLISH then carries them at once instead of drawing a 401/407 first (as pjsua does).
+    ``transport``: udp/tcp/tls, or
     ws/wss — SIP over WebSocket (RFC 7118), as a browser phone (JsSIP, SIP.js) talks to a
     WebRTC gateway: the connection to the registrar or outbound proxy (default port 80/443)
     carries every request and every request to us; ``ws_path`` is the resource its handshake
@@ -309,6 +314,7 @@ class SIPAccount:
     auth_user: str | None = None
     registrar: str | None = None
     outbound_proxy: str | None = None
+    proxy_realm: str | None = None
     transport: Literal["udp", "tcp", "tls", "ws", "wss"] = "udp"
     ws_path: str = "/"
     ws_invalid_host: bool = False
@@ -725,6 +731,8 @@ class SIPPhone(Phone):
             self.endpoint.ws_host = f"{secrets.token_hex(6)}.invalid"
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)
                             if account.password is not None else None)
+        if self.credentials is not None and account.proxy_realm:
+            self.credentials.realm_wide = frozenset({account.proxy_realm})
         self.flow: Flow | None = None
         self._server: tuple[str, int | None] | None = None  # the registrar or outbound proxy (host, port)
         self.server_name: str | None = None
@@ -1421,6 +1429,7 @@ class SIPPhone(Phone):
             body=offer.to_bytes(), content_type="application/sdp",
         )
         rule = ChallengeRetry(self.credentials)
+        request = rule.preempt(request)  # the proxy realm's credentials (RFC 3261 §22.3), if cached
         redirects = 0
         interval_retried = False
         try:

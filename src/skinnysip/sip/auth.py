@@ -294,7 +294,9 @@ class DigestClient:
     for a Call-ID, :meth:`cached` gives them back, :meth:`forget` drops them; at most 256
     Call-IDs, the least recently used dropped first. §22.3 asks for credentials "in all
     subsequent requests that contain the same Call-ID" and forbids caching them across
-    dialogs, so the cache is keyed by Call-ID only.
+    dialogs — except for the realm of the UA's own outbound proxy, which it MAY cache across
+    dialogs: ``realm_wide`` names such realms, and the newest challenge of each (proxy or
+    server) then goes with every request, whatever its Call-ID.
     """
 
     _MAX_NONCES = 64
@@ -307,6 +309,8 @@ class DigestClient:
         self._nc: dict[str, int] = {}
         self._sess_cnonce: dict[str, str] = {}
         self._by_call_id: dict[str, dict[tuple[bool, str], DigestChallenge]] = {}
+        self.realm_wide: frozenset[str] = frozenset()
+        self._by_space: dict[tuple[bool, str], DigestChallenge] = {}  # the realm_wide ones
 
     def __repr__(self) -> str:
         return f"DigestClient(username={self.username!r})"
@@ -328,30 +332,36 @@ class DigestClient:
 
     # -- the credential cache (RFC 3261 §22.3) --------------------------------------------
     def cached(self, call_id: str | None) -> list[DigestChallenge]:
-        """The challenges answered for ``call_id`` (one per protection space: proxy or
-        not, realm), oldest first; ``[]`` when none."""
-        if call_id is None:
-            return []
-        spaces = self._by_call_id.get(call_id)
-        return list(spaces.values()) if spaces else []
+        """The challenges answered for ``call_id`` and those of the ``realm_wide`` realms
+        (one per protection space: proxy or not, realm; the newest of a realm-wide one),
+        oldest first; ``[]`` when none."""
+        spaces = self._by_call_id.get(call_id) if call_id is not None else None
+        if not self._by_space:
+            return list(spaces.values()) if spaces else []
+        return list({**(spaces or {}), **self._by_space}.values())
 
     def remember(self, call_id: str | None, challenges: Iterable[DigestChallenge]) -> None:
         """Keep ``challenges`` for ``call_id``, each replacing the one of its protection
-        space (proxy or not, realm)."""
+        space (proxy or not, realm); a ``realm_wide`` realm's for every Call-ID."""
         if call_id is None:
             return
         spaces = self._by_call_id.pop(call_id, {})
         for challenge in challenges:
             spaces[(challenge.proxy, challenge.realm)] = challenge
+            if challenge.realm in self.realm_wide:
+                self._by_space[(challenge.proxy, challenge.realm)] = challenge
         if spaces:
             self._by_call_id[call_id] = spaces
             while len(self._by_call_id) > self._MAX_CALL_IDS:
                 del self._by_call_id[next(iter(self._by_call_id))]
 
-    def forget(self, call_id: str | None) -> None:
-        """Drop what :meth:`remember` kept for ``call_id``."""
-        if call_id is not None:
-            self._by_call_id.pop(call_id, None)
+    def forget(self, call_id: str | None, spaces: Iterable[tuple[bool, str]] = ()) -> None:
+        """Drop what :meth:`remember` kept for ``call_id``, and the realm-wide challenges of
+        its protection spaces and of ``spaces`` (refused credentials are not tried on the
+        next dialog either)."""
+        kept = self._by_call_id.pop(call_id, None) if call_id is not None else None
+        for key in [*(kept or ()), *spaces]:
+            self._by_space.pop(key, None)
 
     def next_nonce(self, call_id: str | None, nonce: str) -> None:
         """A 2xx's ``Authentication-Info: nextnonce`` (RFC 3261 §20.6, RFC 2617 §3.2.3):
@@ -363,7 +373,10 @@ class DigestClient:
             return
         servers = [key for key in spaces if not key[0]]
         if len(servers) == 1 and nonce and spaces[servers[0]].nonce != nonce:
-            spaces[servers[0]] = dataclasses.replace(spaces[servers[0]], nonce=nonce, stale=False)
+            key = servers[0]
+            spaces[key] = dataclasses.replace(spaces[key], nonce=nonce, stale=False)
+            if key in self._by_space:
+                self._by_space[key] = spaces[key]
 
     def response_auth(self, credentials: DigestCredentials, body: bytes = b"") -> str:
         """The ``rspauth`` a server that knows our password sends for ``credentials`` (ours,
@@ -478,7 +491,7 @@ class ChallengeRetry:
         added without a client or cache entry, to an ACK or CANCEL (they take the INVITE's
         credentials, §13.2.2.4, §9.1), or to a request that already carries credentials."""
         client = self.client
-        if client is None or not client._by_call_id or request.method in ("ACK", "CANCEL"):
+        if client is None or not (client._by_call_id or client._by_space) or request.method in ("ACK", "CANCEL"):
             return request
         cached = client.cached(request.call_id)
         if not cached or "Authorization" in request.headers or "Proxy-Authorization" in request.headers:
@@ -504,7 +517,7 @@ class ChallengeRetry:
         code = response.status_code
         if code in (401, 403, 407):
             if self.answered or self.preempted:
-                client.forget(call_id)
+                client.forget(call_id, [*self.preempted, *self.answered])
             return
         spaces = {**self.preempted, **self.answered}
         if not spaces:
