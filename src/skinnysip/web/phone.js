@@ -833,7 +833,7 @@ function useAccount(lab, account) {
   const registrar = sip.udp || sip.tcp || "";
   fillForm({ "phone-protocol": "sip", "phone-aor": account.aor, "phone-password": account.password,
     "phone-auth-user": "", "phone-registrar": registrar, "phone-transport": sip.udp ? "udp" : "tcp",
-    "phone-outbound-proxy": "", "phone-stun-server": "" });
+    "phone-outbound-proxy": "", "phone-proxy-realm": "", "phone-stun-server": "" });
   syncProtocol();
   window.skinnysipSelectTab("tab-phone");
   $("phone-register").focus();
