@@ -291,3 +291,19 @@ def test_a_realm_wide_challenge_goes_with_every_call_id_until_refused() -> None:
     assert isinstance(forbidden, Response)
     refusal.settle(refused, forbidden)
     assert "Authorization" not in ChallengeRetry(client).preempt(request(REGISTER, Call_ID="x@y")).headers
+
+
+def test_rspauth_with_a_hashed_username_is_computed_with_the_real_one() -> None:
+    """RFC 7616 §3.4.4: with ``userhash=true`` the credentials carry H(user:realm), but A1 is
+    still computed from the user name, for the response and for the server's rspauth."""
+    client = DigestClient("bob", PASSWORD)
+    hashed = parse(challenge().to_bytes().decode().replace("algorithm=MD5", "algorithm=MD5, userhash=true"))
+    assert isinstance(hashed, Response)
+    rule = ChallengeRetry(client)
+    retried = rule.retry(request(REGISTER), hashed, _via())
+    assert retried is not None
+    sent = _credentials(retried)
+    assert sent.userhash and sent.username == hashlib.md5(f"bob:{sent.realm}".encode()).hexdigest()
+    right = response_auth(DigestCredentials(**{**sent.__dict__, "username": "bob"}), PASSWORD)
+    rule.settle(retried, _ok(retried, authentication_info=f'rspauth="{right}"'))
+    assert rule.server_authenticated is True

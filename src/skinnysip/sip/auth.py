@@ -380,7 +380,10 @@ class DigestClient:
 
     def response_auth(self, credentials: DigestCredentials, body: bytes = b"") -> str:
         """The ``rspauth`` a server that knows our password sends for ``credentials`` (ours,
-        as sent): :func:`response_auth` with our password."""
+        as sent): :func:`response_auth` with our password (and our username where the
+        credentials carried its hash, ``userhash``, RFC 7616 §3.4.4)."""
+        if credentials.userhash:
+            credentials = dataclasses.replace(credentials, username=self.username)
         return response_auth(credentials, self._password, body)
 
     def authorization(
