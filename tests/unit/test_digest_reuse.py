@@ -240,7 +240,7 @@ async def test_the_lab_takes_our_cached_credentials_and_refuses_a_replay() -> No
     """Both roles on loopback: our phone's second REGISTER and its unregister carry the cached
     credentials and the lab's registrar answers 200 at once (nc 2, 3); the nc-2 REGISTER sent
     again as a new transaction is a replay, and the lab answers it with a ``stale=true``
-    challenge (RFC 7616 §3.5). The lab's 200s carry ``Authentication-Info`` with an rspauth
+    challenge (RFC 7616 §3.4: nc detects replays). The lab's 200s carry ``Authentication-Info`` with an rspauth
     our phone checks (RFC 2617 §3.2.3)."""
     async with Lab(lab_settings()) as lab:
         phone = SIPPhone(lab_account(lab, "1001"))

@@ -329,7 +329,8 @@ class _DigestFields(BaseModel):
     expires: int = Field(60, ge=0, le=3600, description="Expires of the test registration, s (removed afterwards).")
     digest_checks: bool = Field(False, description="After the login, also try whether the server takes the nonce "
                                 "again under the next nc (credential reuse, RFC 3261 §22.3) and whether it takes "
-                                "the login's Authorization replayed (RFC 7616 §5): two more REGISTERs.")
+                                "the login's Authorization replayed (RFC 7616 §3.4: nc is there to detect replays): "
+                                "two more REGISTERs.")
 
 
     def to_probe(self) -> probes.ProbeRequest:

@@ -320,7 +320,7 @@ def invite_cmd(
 @option("--digest-checks", is_flag=True,
         help="After the login, also try whether the server takes the nonce again under the next nc "
              "(credential reuse, RFC 3261 §22.3) and whether it takes the login's Authorization replayed "
-             "(RFC 7616 §5): two more REGISTERs.")
+             "(RFC 7616 §3.4: nc is there to detect replays): two more REGISTERs.")
 @stacked(*_OUTPUT)
 def auth_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, user: str, password: str | None,

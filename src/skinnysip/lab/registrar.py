@@ -8,7 +8,7 @@
   used again (clients reuse credentials within a Call-ID, RFC 3261 §22.3) under a growing
   ``nc`` only: the highest ``nc`` seen per user and nonce is kept (at most
   :data:`MAX_NONCE_COUNTS` of them, the oldest forgotten first), and a count not above
-  it — a replayed request — gets a ``stale=true`` challenge (RFC 7616 §3.5).
+  it — a replayed request — gets a ``stale=true`` challenge (RFC 7616 §3.4: ``nc`` lets a server detect replays).
 - :class:`Registrar` keeps the bindings of RFC 3261 §10.3: per user, any number of
   contacts, each with its expiry (``expires`` Contact parameter, else the ``Expires``
   header field, else ``default_expires``; shorter than ``min_expires`` → 423 with
@@ -94,7 +94,7 @@ class AuthResult:
     credentials: DigestCredentials | None = None  # the ones that authenticated ``user``
 
 
-#: nonces whose highest ``nc`` :class:`NonceGuard` remembers (replay detection, RFC 7616 §3.5)
+#: nonces whose highest ``nc`` :class:`NonceGuard` remembers (replay detection, RFC 7616 §3.4)
 MAX_NONCE_COUNTS = 8192
 
 
@@ -198,7 +198,6 @@ class NonceGuard:
         rspauth = response_auth(cred, self.passwords[result.user])
         return ("Authentication-Info", f"nextnonce={quote_string(cred.nonce)}, qop={cred.qop}, "
                 f"rspauth={quote_string(rspauth)}, cnonce={quote_string(cred.cnonce or '')}, nc={cred.nc}")
-
 
     def _count_grows(self, key: tuple[str, str, str], nc: str) -> bool:
         """Record ``nc`` (8 hex digits, RFC 7616 §3.4) under ``key`` (user, nonce, algorithm: a

@@ -1447,6 +1447,7 @@ class SIPPhone(Phone):
                     if retried is not None:
                         request = retried
                         continue
+                    rule.settle(request, final)  # refused: cached credentials are not tried again
                 if code == 422 and not interval_retried:
                     retried = self._larger_interval(call, request, final, flow)
                     if retried is not None:

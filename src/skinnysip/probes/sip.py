@@ -158,7 +158,7 @@ class ProbeRequest:
     SBC, Kamailio's secsipid) makes of a signed call, or of a forged one.
     ``digest_checks``: digest-auth also tries, after a successful login, whether the server
     takes the credentials again under the next ``nc`` (RFC 3261 §22.3 credential reuse) and whether
-    it takes the login's own Authorization sent again (a replay, RFC 7616 §5.x): two more
+    it takes the login's own Authorization sent again (a replay; RFC 7616 §3.4: ``nc`` lets a server detect replays): two more
     REGISTERs of the test binding.
     """
 
@@ -296,7 +296,7 @@ class DigestAuthResult(SIPProbeResult):
     carrying the login's credentials again under the next ``nc`` (the login's nonce, or the
     ``nextnonce`` its 2xx named; RFC 3261 §22.3, RFC 7616 §3.4), and
     ``replay`` what it made of the login's own Authorization sent again on a new transaction
-    (RFC 7616 §5.x: a server that takes it accepts a captured request) — each
+    (a server that takes it accepts a captured request) — each
     ``"accepted"`` (2xx), ``"challenged"``, ``"challenged (stale)"`` or ``"refused (<status>)"``."""
 
     authenticated: bool = False
