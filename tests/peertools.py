@@ -387,3 +387,20 @@ def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE, tolerance: 
     hits = float(np.sum(np.abs(freqs - freq) < tolerance))
     sounding = float(np.sum(freqs > 0))
     return hits / max(sounding, (1.0 - gaps) * len(freqs))
+
+
+def distinct(messages: list[Any]) -> list[Any]:
+    """``messages`` without UDP retransmissions (of a request, or of a response to one): the
+    first of each (first line, top Via branch, CSeq) — a starved machine may retransmit, and a
+    stateless Kamailio answers each copy."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for m in messages:
+        text = m.raw.decode(errors="replace") if isinstance(m.raw, bytes) else m.raw
+        branch = re.search(r"(?im)^Via:[^\r\n]*?;branch=([^;,\s]+)", text)
+        cseq = re.search(r"(?im)^CSeq: *([^\r\n]*)", text)
+        key = (m.direction, text.split("\r\n", 1)[0], branch.group(1) if branch else "", cseq.group(1) if cseq else "")
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out

@@ -24,6 +24,7 @@ from test_lab_sip import port as lab_port
 from test_lab_sip import settings as lab_settings
 from test_phone_baresip import registered
 
+from peertools import distinct
 from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import ErrorEvent, RegistrationState
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
@@ -40,11 +41,11 @@ def _account(pbx: KamailioPeer, user: str = "alice", **kw: object) -> SIPAccount
 
 
 def _sent(trace: list[Any], method: str) -> list[Any]:
-    return [m for m in trace if m.direction == "sent" and m.summary.startswith(method + " ")]
+    return distinct([m for m in trace if m.direction == "sent" and m.summary.startswith(method + " ")])
 
 
 def _received(trace: list[Any], code: str) -> list[Any]:
-    return [m for m in trace if m.direction == "received" and m.summary.startswith(code)]
+    return distinct([m for m in trace if m.direction == "received" and m.summary.startswith(code)])
 
 
 def _text(message: Any) -> str:

@@ -20,7 +20,7 @@ import pytest
 from presence_peer import PresencePeer, available, kamailio_presence, presence_baresip
 from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
 
-from peertools import collect_events
+from peertools import collect_events, distinct
 from skinnysip.phone.api import DialogStateChanged, PresenceChanged
 from skinnysip.phone.sip_phone import SIPAccount, SIPPhone
 
@@ -131,8 +131,8 @@ async def test_presence_both_ways_with_baresip_and_refreshes(server: PresencePee
         # each refresh carries the credentials of the first PUBLISH's 407 (same Call-ID, RFC 3261
         # §22.3), so Kamailio, which challenges every PUBLISH out of a dialog, challenged one only
         assert all("\r\nProxy-Authorization: Digest " in p for p in refreshes), refreshes[-1]
-        challenged = [m for m in alice.endpoint.trace if m.direction == "received" and m.summary.startswith("407")
-                      and re.search(rb"(?m)^CSeq: *\d+ PUBLISH", m.raw)]
+        challenged = distinct([m for m in alice.endpoint.trace if m.direction == "received"
+                               and m.summary.startswith("407") and re.search(rb"(?m)^CSeq: *\d+ PUBLISH", m.raw)])
         assert len(challenged) == 1, [m.summary for m in alice.endpoint.trace]
         subscribes = [s for s in server.received("SUBSCRIBE") if re.search(r"(?m)^From: <sip:alice@", s)
                       and "\r\nEvent: presence\r\n" in s]  # refreshed in its dialog: one Call-ID
