@@ -215,15 +215,22 @@ def kamailio_head(host: str, udp: int, tcp: int, *, children: int = 2) -> str:
             f"auto_aliases=no\nlisten=udp:{host}:{udp}\nlisten=tcp:{host}:{tcp}\n")
 
 
-def digest_check(kind: str, qop_flag: str, users: dict[str, str], indent: str = "        ") -> str:
+def digest_check(kind: str, qop_flag: str, users: dict[str, str], indent: str = "        ", *,
+                 unknown_user_404: bool = False) -> str:
     """Kamailio configuration lines (each at ``indent``) that check a request's Digest
     credentials in :data:`REALM` against ``users`` (``kind`` "www": its Authorization, "proxy":
     its Proxy-Authorization): an unknown user or a wrong password → 403; none, or a stale
     nonce → a challenge (401/407, ``qop_flag`` as Kamailio's auth module reads it: 0 no qop,
     1 auth, 2 auth-int, 3 both, +16 stale=true), and the script exits. The caller then
-    consumes the credentials."""
+    consumes the credentials. ``unknown_user_404``: credentials for a user not in ``users``
+    get 404 instead — a server that lets a caller tell users from wrong passwords."""
+    leak = (['if ($au != $null && $var(pw) == "!no-such-user!") {',
+             '    sl_send_reply("404", "Not Found");',
+             "    exit;",
+             "}"] if unknown_user_404 else [])
     lines = ['$var(pw) = "!no-such-user!";',
              *(f'if ($au == "{user}") {{ $var(pw) = "{pw}"; }}' for user, pw in users.items()),
+             *leak,
              f'if (!pv_{kind}_authenticate("{REALM}", "$var(pw)", "0")) {{',
              "    if ($rc == -2 || $rc == -3) {",
              '        sl_send_reply("403", "Forbidden");',
@@ -256,6 +263,7 @@ def _kamailio_cfg(
     flow_timer: int | None = None,
     service_route: str | None = None,
     auth_params: dict[str, int | str] | None = None,
+    unknown_user_404: bool = False,
 ) -> str:
     auth = {"algorithm": algorithm, "nonce_expire": 60, "secret": "skinnysip-test-secret", **(auth_params or {})}
     auth_lines = "\n".join(f'modparam("auth", "{name}", {value})' if isinstance(value, int)
@@ -464,7 +472,7 @@ request_route {{
         exit;
     }}
 {forward_block}{pbx_block}    if (is_method("REGISTER")) {{
-{digest_check("www", qop_flag, USERS)}{stale_block}        consume_credentials();
+{digest_check("www", qop_flag, USERS, unknown_user_404=unknown_user_404)}{stale_block}        consume_credentials();
 {service_route_line}        if (!save("location")) {{
             sl_reply_error();
         }}
@@ -499,6 +507,7 @@ def kamailio(
     flow_timer: int | None = None,
     service_route: str | None = None,
     auth_params: dict[str, int | str] | None = None,
+    unknown_user_404: bool = False,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -531,7 +540,9 @@ def kamailio(
     carries it as ``Service-Route`` (RFC 3608), as an IMS S-CSCF does. ``auth_params``: more
     (or other) parameters of the auth module, e.g. ``{"nonce_count": 1}`` (an ``nc`` must grow
     under one nonce), ``{"one_time_nonce": 1}``, ``{"add_authinfo_hdr": 1}`` (2xx with
-    ``Authentication-Info``), ``{"nonce_expire": 5}``.
+    ``Authentication-Info``), ``{"nonce_expire": 5}``. ``unknown_user_404``: a REGISTER with
+    credentials for a user it does not know gets 404 (a wrong password still 403): a registrar
+    that leaks which users exist.
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -559,7 +570,7 @@ def kamailio(
         ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
                                      relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports,
-                                     flow_timer, service_route, auth_params))
+                                     flow_timer, service_route, auth_params, unknown_user_404))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")

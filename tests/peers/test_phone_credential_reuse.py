@@ -190,19 +190,21 @@ def test_the_auth_probe_reports_how_a_server_takes_reused_and_replayed_credentia
 
 async def test_the_auth_probe_against_the_lab_through_the_api() -> None:
     """The lab's registrar takes a nonce again under a growing nc, answers a replay with a
-    stale challenge and proves the password in Authentication-Info; ``POST
-    /api/sip/digest-auth`` with ``digestChecks`` says so."""
+    stale challenge and proves the password in Authentication-Info, and it answers an unknown
+    user as it answers a wrong password (401 again); ``POST /api/sip/digest-auth`` with
+    ``digestChecks`` and ``enumerationCheck`` says so."""
     async with Lab(lab_settings()) as lab:
         with uvicorn_server() as (address, _):
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as api:
                 answer = await api.post("/api/sip/digest-auth", json={
                     "host": "127.0.0.1", "port": lab_port(lab, "udp"), "domain": LAB_DOMAIN, "username": "1001",
-                    "password": "demo1001", "digestChecks": True})
+                    "password": "demo1001", "digestChecks": True, "enumerationCheck": True})
     assert answer.status_code == 200, answer.text
     result = answer.json()
     assert result["authenticated"] is True and result["unregistered"] is True, result
     assert (result["nonceReuse"], result["replay"], result["serverAuthenticated"]) == (
         "accepted", "challenged (stale)", True), result
+    assert result["userEnumeration"] is False and result["unknownUserStatus"] == result["wrongPasswordStatus"] == 401
 
 
 @pytest.mark.parametrize("proxy_realm", [False, True])
@@ -240,3 +242,22 @@ async def test_the_proxy_realm_is_reused_across_calls_and_messages(proxy_realm: 
             assert int(message.nc or "0", 16) > int(invites[2].nc or "0", 16) > int(first.nc or "0", 16)
         else:
             assert invites[0] is None and invites[2] is None
+
+
+@pytest.mark.parametrize("leaks", [False, True])
+def test_the_auth_probe_tells_whether_users_can_be_enumerated(leaks: bool) -> None:
+    """``sip auth --enumeration-check``: a login as a user that cannot exist and one as alice
+    with a wrong password (both ``Expires: 0``). Kamailio as the tests configure it answers
+    both 403 — nothing to learn; set to answer an unknown user 404, it tells users apart, and
+    the probe says so. Nothing stays registered."""
+    with kamailio(unknown_user_404=leaks) as pbx:
+        run = subprocess.run([*CLI, "sip", "auth", f"127.0.0.1:{pbx.udp_port}", "-u", "alice", "--domain", pbx.realm,
+                              "--enumeration-check", "--json"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "SKINNYSIP_PASSWORD": pbx.users["alice"]})
+        assert run.returncode == 0, run.stderr
+        result = json.loads(run.stdout)
+        assert pbx.contacts("alice") == [] and result["unregistered"] is True
+    assert (result["unknownUserStatus"], result["wrongPasswordStatus"], result["userEnumeration"]) == (
+        (404, 403, True) if leaks else (403, 403, False)), result
+    nobody = [m for m in result["exchange"] if m["direction"] == "sent" and "skinnysip-nobody-" in m["raw"]]
+    assert nobody and all("\r\nExpires: 0\r\n" in m["raw"] for m in nobody)

@@ -331,12 +331,17 @@ class _DigestFields(BaseModel):
                                 "again under the next nc (credential reuse, RFC 3261 §22.3) and whether it takes "
                                 "the login's Authorization replayed (RFC 7616 §3.4: nc is there to detect replays): "
                                 "two more REGISTERs.")
+    enumeration_check: bool = Field(False, description="Also log in as a user that cannot exist and as username with "
+                                    "a wrong password (Expires: 0, no binding made) and compare the answers: "
+                                    "different ones tell anyone which users exist. The wrong password counts towards "
+                                    "any lock-out policy.")
 
 
     def to_probe(self) -> probes.ProbeRequest:
         req: probes.ProbeRequest = super().to_probe()  # type: ignore[misc]  # the body class after the mixin
         req.expires = self.expires
         req.digest_checks = self.digest_checks
+        req.enumeration_check = self.enumeration_check
         return req
 
 

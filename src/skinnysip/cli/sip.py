@@ -159,6 +159,9 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
             ("server proved password", result.server_authenticated),
             ("nonce reused (nc + 1)", result.nonce_reuse),
             ("login replayed", result.replay),
+            ("unknown user answered", result.unknown_user_status),
+            ("wrong password answered", result.wrong_password_status),
+            ("users can be enumerated", result.user_enumeration),
             ("unregistered", result.unregistered),
         ]
     if result.tls is not None:
@@ -321,10 +324,15 @@ def invite_cmd(
         help="After the login, also try whether the server takes the nonce again under the next nc "
              "(credential reuse, RFC 3261 §22.3) and whether it takes the login's Authorization replayed "
              "(RFC 7616 §3.4: nc is there to detect replays): two more REGISTERs.")
+@option("--enumeration-check", is_flag=True,
+        help="Also log in as a user that cannot exist and as --user with a wrong password (Expires: 0, no "
+             "binding made) and compare the answers: different ones tell anyone which users exist (what svwar "
+             "looks for). The wrong password counts towards any lock-out policy.")
 @stacked(*_OUTPUT)
 def auth_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, user: str, password: str | None,
-    domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, timeout: int, t1: int | None,
+    domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, enumeration_check: bool,
+    timeout: int, t1: int | None,
     ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
@@ -335,6 +343,7 @@ def auth_cmd(
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
                    host_user="user")
     req.digest_checks = digest_checks
+    req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap)
 
 

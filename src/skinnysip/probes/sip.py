@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -159,7 +160,11 @@ class ProbeRequest:
     ``digest_checks``: digest-auth also tries, after a successful login, whether the server
     takes the credentials again under the next ``nc`` (RFC 3261 §22.3 credential reuse) and whether
     it takes the login's own Authorization sent again (a replay; RFC 7616 §3.4: ``nc`` lets a server detect replays): two more
-    REGISTERs of the test binding.
+    REGISTERs of the test binding. ``enumeration_check``: digest-auth also logs in as a user
+    that cannot exist and as ``username`` with a wrong password, each with ``Expires: 0``
+    (no binding is made), and compares the two answers: a server that answers them
+    differently tells anyone which users exist (RFC 3261 §26.1.5's concern; what
+    ``svwar`` looks for). Mind that the wrong password counts towards any lock-out policy.
     """
 
     host: str
@@ -183,6 +188,7 @@ class ProbeRequest:
     ws_path: str = "/"
     identity: IdentitySigner | None = None
     digest_checks: bool = False
+    enumeration_check: bool = False
 
     @property
     def effective_port(self) -> int:
@@ -297,7 +303,11 @@ class DigestAuthResult(SIPProbeResult):
     ``nextnonce`` its 2xx named; RFC 3261 §22.3, RFC 7616 §3.4), and
     ``replay`` what it made of the login's own Authorization sent again on a new transaction
     (a server that takes it accepts a captured request) — each
-    ``"accepted"`` (2xx), ``"challenged"``, ``"challenged (stale)"`` or ``"refused (<status>)"``."""
+    ``"accepted"`` (2xx), ``"challenged"``, ``"challenged (stale)"`` or ``"refused (<status>)"``.
+    With ``enumeration_check``: ``unknown_user_status`` and ``wrong_password_status``, the
+    final answers to a login as a user that cannot exist and as ``username`` with a wrong
+    password (a challenge answered once each), and ``user_enumeration``: True when they
+    differ (the server tells which users exist), False when they are the same."""
 
     authenticated: bool = False
     no_auth_required: bool = False
@@ -310,6 +320,9 @@ class DigestAuthResult(SIPProbeResult):
     server_authenticated: bool | None = None
     nonce_reuse: str | None = None
     replay: str | None = None
+    unknown_user_status: int | None = None
+    wrong_password_status: int | None = None
+    user_enumeration: bool | None = None
 
 
 R = TypeVar("R", bound=SIPProbeResult)
@@ -693,8 +706,24 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
             result.replay = _digest_verdict((await s.transact(replay, ChallengeRetry(None)))[0])
         if result.authenticated and request.expires > 0:
             result.unregistered = await _unregister(s, make(0), rule, challenge)
+        if request.enumeration_check:
+            nobody = f"skinnysip-nobody-{secrets.token_hex(6)}"
+            result.unknown_user_status = await _login_status(s, ruri, nobody, request.password or "")
+            result.wrong_password_status = await _login_status(s, ruri, user, f"not-{secrets.token_hex(8)}")
+            result.user_enumeration = result.unknown_user_status != result.wrong_password_status
 
-    return await _run(request, _new_result(DigestAuthResult, request), flow, steps=8 if request.digest_checks else 6)
+    steps = 6 + 2 * request.digest_checks + 4 * request.enumeration_check
+    return await _run(request, _new_result(DigestAuthResult, request), flow, steps=steps)
+
+
+async def _login_status(s: _Session, ruri: str, user: str, password: str) -> int:
+    """The final status of a de-registration (``Expires: 0``: no binding is made) by ``user``
+    with ``password``, its challenge answered once, on a Call-ID of its own."""
+    aor = s.uri(user, user)
+    request = s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", "0")])
+    request.headers.set("Call-ID", new_call_id())
+    response, _ = await s.transact(request, ChallengeRetry(DigestClient(user, password), max_retries=1))
+    return response.status_code
 
 
 def _digest_verdict(response: Response) -> str:

@@ -595,8 +595,9 @@ function setupSip() {
   setupTester(form, {
     url: () => `/api/${scheme.value}/${op.value}`,
     render: renderSip,
-    // digest-auth may wait for two final responses plus the un-REGISTER (and two checks)
-    wait: (body) => (body.timeout || (scheme.value === "sips" ? 15000 : 10000)) * (body.digestChecks ? 5 : 3) + 5000,
+    // digest-auth may wait for two final responses plus the un-REGISTER (and its checks)
+    wait: (body) => (body.timeout || (scheme.value === "sips" ? 15000 : 10000))
+      * (3 + (body.digestChecks ? 2 : 0) + (body.enumerationCheck ? 4 : 0)) + 5000,
   });
 }
 
