@@ -48,6 +48,16 @@ def _received(trace: list[Any], code: str) -> list[Any]:
     return distinct([m for m in trace if m.direction == "received" and m.summary.startswith(code)])
 
 
+def _auth_json(pbx: KamailioPeer, *flags: str) -> dict[str, Any]:
+    """``skinnysip sip auth`` as alice with ``flags`` and ``--json``: the result (exit 0)."""
+    run = subprocess.run([*CLI, "sip", "auth", f"127.0.0.1:{pbx.udp_port}", "-u", "alice", "--domain", pbx.realm,
+                          *flags, "--json"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SKINNYSIP_PASSWORD": pbx.users["alice"]})
+    assert run.returncode == 0, run.stderr
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
 def _text(message: Any) -> str:
     return message.raw.decode() if isinstance(message.raw, bytes) else message.raw
 
@@ -179,11 +189,7 @@ def test_the_auth_probe_reports_how_a_server_takes_reused_and_replayed_credentia
     it challenges both — unless its Authentication-Info names the next nonce, which the reuse
     then takes, and whose rspauth proves that it knows the password."""
     with kamailio(auth_params=params) as pbx:
-        run = subprocess.run([*CLI, "sip", "auth", f"127.0.0.1:{pbx.udp_port}", "-u", "alice", "--domain", pbx.realm,
-                              "--digest-checks", "--json"], capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "SKINNYSIP_PASSWORD": pbx.users["alice"]})
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+        result = _auth_json(pbx, "--digest-checks")
     assert result["authenticated"] is True and result["unregistered"] is True
     assert (result["nonceReuse"], result["replay"], result["serverAuthenticated"]) == (reuse, replay, proved), result
 
@@ -251,11 +257,7 @@ def test_the_auth_probe_tells_whether_users_can_be_enumerated(leaks: bool) -> No
     both 403 — nothing to learn; set to answer an unknown user 404, it tells users apart, and
     the probe says so. Nothing stays registered."""
     with kamailio(unknown_user_404=leaks) as pbx:
-        run = subprocess.run([*CLI, "sip", "auth", f"127.0.0.1:{pbx.udp_port}", "-u", "alice", "--domain", pbx.realm,
-                              "--enumeration-check", "--json"], capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "SKINNYSIP_PASSWORD": pbx.users["alice"]})
-        assert run.returncode == 0, run.stderr
-        result = json.loads(run.stdout)
+        result = _auth_json(pbx, "--enumeration-check")
         assert pbx.contacts("alice") == [] and result["unregistered"] is True
     assert (result["unknownUserStatus"], result["wrongPasswordStatus"], result["userEnumeration"]) == (
         (404, 403, True) if leaks else (403, 403, False)), result
