@@ -705,7 +705,7 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
                     replay.headers.add(name, value)
             result.replay = _digest_verdict((await s.transact(replay, ChallengeRetry(None)))[0])
         if result.authenticated and request.expires > 0:
-            result.unregistered = await _unregister(s, make(0), rule, challenge)
+            result.unregistered = await _unregister(s, make(0), client)
         if request.enumeration_check:
             nobody = f"skinnysip-nobody-{secrets.token_hex(6)}"
             result.unknown_user_status = await _login_status(s, ruri, nobody, request.password or "")
@@ -735,12 +735,12 @@ def _digest_verdict(response: Response) -> str:
     return f"refused ({response.status_code} {response.reason})"
 
 
-async def _unregister(s: _Session, request: Request, rule: ChallengeRetry, challenge: DigestChallenge) -> bool:
-    """Remove the binding just made (Expires: 0) with credentials for the last challenge;
-    a fresh challenge is answered once (the core's retry rule)."""
+async def _unregister(s: _Session, request: Request, client: DigestClient) -> bool:
+    """Remove the binding just made (Expires: 0) with the credentials ``client`` cached for the
+    session's Call-ID (RFC 3261 §22.3, :meth:`ChallengeRetry.preempt`); a fresh challenge is
+    answered once (the core's retry rule)."""
     try:
-        authorized = rule.authorize(request, challenge, s.ep.via(s.flow), next_cseq=False)
-        response, _ = await s.transact(authorized, ChallengeRetry(rule.client))
+        response, _ = await s.transact(request, ChallengeRetry(client))
         return 200 <= response.status_code < 300
     except _ProbeFailure:
         return False

@@ -331,6 +331,11 @@ class DigestClient:
         return cnonce
 
     # -- the credential cache (RFC 3261 §22.3) --------------------------------------------
+    @property
+    def caching(self) -> bool:
+        """Whether anything is cached at all (a request's look-up can be skipped when not)."""
+        return bool(self._by_call_id or self._by_space)
+
     def cached(self, call_id: str | None) -> list[DigestChallenge]:
         """The challenges answered for ``call_id`` and those of the ``realm_wide`` realms
         (one per protection space: proxy or not, realm; the newest of a realm-wide one),
@@ -462,8 +467,8 @@ class ChallengeRetry:
     the credentials of every realm so far. Every retry is the same request with a new top
     Via (new branch) and CSeq + 1. ``client`` None: never retries. At most ``max_retries``.
 
-    ``challenge`` is the last challenge answered (for later requests that pre-empt it,
-    e.g. an unregister); ``attempts`` counts the retries made.
+    ``challenge`` is the last challenge answered or pre-empted; ``attempts`` counts the
+    retries made.
 
     Credentials reused (RFC 3261 §22.3): :meth:`preempt` gives a new request the
     credentials its client has cached for the request's Call-ID before it is first sent
@@ -494,7 +499,7 @@ class ChallengeRetry:
         added without a client or cache entry, to an ACK or CANCEL (they take the INVITE's
         credentials, §13.2.2.4, §9.1), or to a request that already carries credentials."""
         client = self.client
-        if client is None or not (client._by_call_id or client._by_space) or request.method in ("ACK", "CANCEL"):
+        if client is None or not client.caching or request.method in ("ACK", "CANCEL"):
             return request
         cached = client.cached(request.call_id)
         if not cached or "Authorization" in request.headers or "Proxy-Authorization" in request.headers:
@@ -591,19 +596,12 @@ class ChallengeRetry:
         self.answered.update(fresh)
         self.challenge = next(reversed(fresh.values()))
         spaces = {**self.preempted, **self.answered}  # cached ones not challenged again go along
-        return self._with_credentials(request, list(spaces.values()), via, next_cseq=True)
+        return self._with_credentials(request, list(spaces.values()), via)
 
-    def authorize(self, request: Request, challenge: DigestChallenge, via: str, *, next_cseq: bool) -> Request:
-        """A copy of ``request`` with a new top Via, CSeq + 1 if ``next_cseq``, and
-        credentials for ``challenge`` replacing any it carried (RFC 3261 §22.2). Raises
-        ``ValueError`` without a client."""
-        return self._with_credentials(request, [challenge], via, next_cseq=next_cseq)
-
-    def _with_credentials(self, request: Request, challenges: list[DigestChallenge], via: str, *,
-                          next_cseq: bool) -> Request:
+    def _with_credentials(self, request: Request, challenges: list[DigestChallenge], via: str) -> Request:
         if self.client is None:
             raise ValueError("no credentials to answer the challenge with")
-        retry = resend_request(request, via, next_cseq=next_cseq)
+        retry = resend_request(request, via)
         for challenge in challenges:
             name, value = self.client.authorization(challenge, request.method, request.uri, request.body)
             retry.headers.add(name, value)
