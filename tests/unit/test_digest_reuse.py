@@ -58,14 +58,25 @@ def _credentials(message: Request, name: str = "Authorization") -> DigestCredent
     return DigestCredentials.parse(value)
 
 
-def _registered(client: DigestClient) -> Request:
-    """One REGISTER, its 401 answered, the 200 filed: the authorised REGISTER."""
+def _edited(code: int = 401, *, old: str, new: str, nonce: str | None = None) -> Response:
+    """:func:`challenge` (``code``, ``nonce``) with ``old`` replaced by ``new`` in its text."""
+    base = challenge(code) if nonce is None else challenge(code, nonce=nonce)
+    edited = parse(base.to_bytes().decode().replace(old, new))
+    assert isinstance(edited, Response)
+    return edited
+
+
+def _answered(client: DigestClient, *challenges: Response) -> Request:
+    """A REGISTER whose ``challenges`` were each answered in turn and whose 200 was filed:
+    the last one sent."""
     rule = ChallengeRetry(client)
-    first = rule.preempt(request(REGISTER))
-    retried = rule.retry(first, challenge(), _via())
-    assert retried is not None
-    rule.settle(retried, _ok(retried))
-    return retried
+    sent = request(REGISTER)
+    for each in challenges:
+        retried = rule.retry(sent, each, _via())
+        assert retried is not None
+        sent = retried
+    rule.settle(sent, _ok(sent))
+    return sent
 
 
 def test_a_refresh_carries_the_answered_challenge_with_the_next_nc() -> None:
@@ -73,7 +84,7 @@ def test_a_refresh_carries_the_answered_challenge_with_the_next_nc() -> None:
     before any challenge: the same nonce, nc 2, a new cnonce, a response a registrar accepts
     for the request's own method and URI; the one after that nc 3."""
     client = DigestClient("bob", PASSWORD)
-    first = _credentials(_registered(client))
+    first = _credentials(_answered(client, challenge()))
     assert first.nc == "00000001"
     previous = request(REGISTER)
     for nc in ("00000002", "00000003"):
@@ -90,7 +101,7 @@ def test_a_refresh_carries_the_answered_challenge_with_the_next_nc() -> None:
 
 def test_nothing_is_preempted_for_another_call_id_an_ack_a_cancel_or_a_request_with_credentials() -> None:
     client = DigestClient("bob", PASSWORD)
-    authorised = _registered(client)
+    authorised = _answered(client, challenge())
     other = request(REGISTER, Call_ID="another-call@998sdasdh09")
     assert "Authorization" not in ChallengeRetry(client).preempt(other).headers
     for method in ("ACK", "CANCEL"):
@@ -107,7 +118,7 @@ def test_a_challenge_to_cached_credentials_is_answered_once_then_refused_and_for
     challenge is answered like a first one (once); another is a refusal, and the cache entry
     is dropped, so the next request starts without credentials."""
     client = DigestClient("bob", PASSWORD)
-    authorised = _registered(client)
+    authorised = _answered(client, challenge())
     rule = ChallengeRetry(client)
     refresh = rule.preempt(resend_request(authorised, _via()))
     retried = rule.retry(refresh, challenge(nonce="second"), _via())
@@ -121,7 +132,7 @@ def test_a_challenge_to_cached_credentials_is_answered_once_then_refused_and_for
 
 def test_a_403_drops_the_cached_credentials_and_a_423_keeps_them() -> None:
     client = DigestClient("bob", PASSWORD)
-    authorised = _registered(client)
+    authorised = _answered(client, challenge())
     rule = ChallengeRetry(client)
     refresh = rule.preempt(resend_request(authorised, _via()))
     brief = parse(_ok(refresh).to_bytes().decode().replace("200 OK", "423 Interval Too Brief"))
@@ -140,14 +151,8 @@ def test_a_cached_proxy_realm_goes_along_when_only_the_registrar_challenges_agai
     the new registrar credentials and the proxy's cached ones, so the proxy does not
     challenge again (§22.3)."""
     client = DigestClient("bob", PASSWORD)
-    rule = ChallengeRetry(client)
-    proxy = parse(challenge(407).to_bytes().decode().replace('realm="biloxi.example.com"', 'realm="proxy.example"'))
-    assert isinstance(proxy, Response)
-    second = rule.retry(request(REGISTER), proxy, _via())
-    assert second is not None
-    third = rule.retry(second, challenge(401), _via())
-    assert third is not None
-    rule.settle(third, _ok(third))
+    proxy = _edited(407, old='realm="biloxi.example.com"', new='realm="proxy.example"')
+    third = _answered(client, proxy, challenge(401))
     rule = ChallengeRetry(client)
     refresh = rule.preempt(resend_request(third, _via()))
     assert _credentials(refresh, "Proxy-Authorization").realm == "proxy.example"
@@ -202,19 +207,13 @@ def test_a_sess_algorithm_keeps_its_cnonce_under_one_nonce() -> None:
     """RFC 7616 §3.4.2: with ``-sess`` the cnonce is part of the session key H(A1), so the
     requests under one nonce share it; a new nonce draws a new one."""
     client = DigestClient("bob", PASSWORD)
-    sess = parse(challenge().to_bytes().decode().replace("algorithm=MD5", "algorithm=MD5-sess"))
-    assert isinstance(sess, Response)
-    rule = ChallengeRetry(client)
-    retried = rule.retry(request(REGISTER), sess, _via())
-    assert retried is not None
-    rule.settle(retried, _ok(retried))
+    retried = _answered(client, _edited(old="algorithm=MD5", new="algorithm=MD5-sess"))
     refresh = ChallengeRetry(client).preempt(resend_request(retried, _via()))
     one, two = _credentials(retried), _credentials(refresh)
     assert one.cnonce == two.cnonce and (one.nc, two.nc) == ("00000001", "00000002")
     assert verify_credentials(two, PASSWORD, "REGISTER")
-    other = ChallengeRetry(client).retry(request(REGISTER), parse(sess.to_bytes().decode().replace(
-        'nonce="ea9c8e88df84f1cec4341ae6cbe5a359"', 'nonce="other"')), _via())  # type: ignore[arg-type]
-    assert other is not None and _credentials(other).cnonce != one.cnonce
+    other = _answered(client, _edited(old="algorithm=MD5", new="algorithm=MD5-sess", nonce="other"))
+    assert _credentials(other).cnonce != one.cnonce
 
 
 def test_the_cache_is_bounded_least_recently_used_first() -> None:
@@ -271,15 +270,8 @@ def test_a_realm_wide_challenge_goes_with_every_call_id_until_refused() -> None:
     any other, nc counting on; another realm's stays with its Call-ID; a refusal drops it."""
     client = DigestClient("bob", PASSWORD)
     client.realm_wide = frozenset({"biloxi.example.com"})
-    proxy = parse(challenge(407, nonce="proxy-nonce").to_bytes().decode().replace(
-        'realm="biloxi.example.com"', 'realm="other.example"'))
-    assert isinstance(proxy, Response)
-    rule = ChallengeRetry(client)
-    second = rule.retry(request(REGISTER), proxy, _via())
-    assert second is not None
-    third = rule.retry(second, challenge(401), _via())
-    assert third is not None
-    rule.settle(third, _ok(third))
+    proxy = _edited(407, old='realm="biloxi.example.com"', new='realm="other.example"', nonce="proxy-nonce")
+    _answered(client, proxy, challenge(401))
     elsewhere = ChallengeRetry(client).preempt(request(REGISTER, Call_ID="a-new-dialog@998sdasdh09"))
     credentials = _credentials(elsewhere)
     assert credentials.realm == "biloxi.example.com" and credentials.nc == "00000002"
@@ -297,8 +289,7 @@ def test_rspauth_with_a_hashed_username_is_computed_with_the_real_one() -> None:
     """RFC 7616 §3.4.4: with ``userhash=true`` the credentials carry H(user:realm), but A1 is
     still computed from the user name, for the response and for the server's rspauth."""
     client = DigestClient("bob", PASSWORD)
-    hashed = parse(challenge().to_bytes().decode().replace("algorithm=MD5", "algorithm=MD5, userhash=true"))
-    assert isinstance(hashed, Response)
+    hashed = _edited(old="algorithm=MD5", new="algorithm=MD5, userhash=true")
     rule = ChallengeRetry(client)
     retried = rule.retry(request(REGISTER), hashed, _via())
     assert retried is not None
