@@ -212,11 +212,11 @@ from sip_peers import (
     digest_check,
     kamailio_head,
     relay_by_transaction,
+    start_kamailio,
     stop_group,
-    wait_ctl,
 )
 
-from peertools import ExitedError, free_port, require, wait_tcp
+from peertools import free_port, require
 
 #: in-dialog requests: a SUBSCRIBE refresh or unsubscribe in a subscription's dialog with the
 #: server goes to the presence module
@@ -504,24 +504,9 @@ def kamailio_presence(*, max_expires: int = 60, auth: bool = True, dummy_dialog:
             tcp = free_port(socket.SOCK_STREAM, host)
             cfg.write_text(_config(host=host, udp=udp, tcp=tcp, workdir=workdir, max_expires=max_expires,
                                    auth=auth, dummy_dialog=dummy_dialog))
-            check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
-            if check.returncode != 0:
-                raise RuntimeError(f"kamailio rejected its presence config:\n{check.stderr[-3000:]}")
-            with open(log_file, "wb") as log:
-                proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-P",
-                                         str(workdir / "kamailio.pid"), "-Y", str(workdir), "-m", "64", "-M", "8"],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                wait_tcp(host, tcp, timeout, proc)
-                wait_ctl(workdir / "kamailio_ctl", proc, timeout)
+            proc = start_kamailio(binary, cfg, log_file, host, tcp, timeout, what="presence", last=attempt == 2)
+            if proc is not None:
                 break
-            except (TimeoutError, ExitedError) as exc:
-                exited = isinstance(exc, ExitedError)
-            stop_group(proc)
-            proc = None
-            if not exited or attempt == 2:
-                raise RuntimeError(f"kamailio (presence) did not start on udp/tcp {udp}/{tcp}: "
-                                   f"{log_file.read_text(errors='replace')[-3000:]}")
         yield PresencePeer(host=host, udp_port=udp, tcp_port=tcp, realm=REALM, users=dict(USERS),
                            max_expires=max_expires, auth=auth, log_file=str(log_file),
                            ctl_socket=f"unix:{workdir}/kamailio_ctl", workdir=workdir)

@@ -160,6 +160,36 @@ def wait_ctl(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
         time.sleep(0.05)
 
 
+def start_kamailio(binary: str, cfg: Path, log_file: Path, host: str, tcp: int, timeout: float, *,
+                   what: str, last: bool) -> subprocess.Popen[bytes] | None:
+    """Start Kamailio on ``cfg`` (checked first: ``RuntimeError`` with its complaint), its log
+    in ``log_file`` and its pid file beside ``cfg`` (where the configuration puts the control
+    socket, ``kamailio_ctl``), in a process group of its own, and wait until it listens on TCP
+    ``host:tcp`` and its control socket exists. The process; None when it exited meanwhile (a
+    port taken by another test: the caller tries other ports), unless ``last`` — then, as when
+    it does not come up within ``timeout`` s, ``RuntimeError`` with the tail of its log
+    (``what`` names it there)."""
+    workdir = cfg.parent
+    checked = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    if checked.returncode != 0:
+        raise RuntimeError(f"kamailio rejected its {what} config:\n{checked.stderr[-3000:]}")
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-P", str(workdir / "kamailio.pid"),
+                                 "-Y", str(workdir), "-m", "64", "-M", "8"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_tcp(host, tcp, timeout, proc)
+        wait_ctl(workdir / "kamailio_ctl", proc, timeout)
+        return proc
+    except (TimeoutError, ExitedError) as exc:
+        exited = isinstance(exc, ExitedError)
+    stop_group(proc)
+    if exited and not last:
+        return None
+    raise RuntimeError(f"kamailio ({what}) did not start on tcp {host}:{tcp}: "
+                       f"{log_file.read_text(errors='replace')[-3000:]}")
+
+
 def make_self_signed(directory: Path, common_name: str = "skinnysip test server") -> tuple[Path, Path]:
     """A self-signed EC certificate for 127.0.0.1/localhost; returns (cert.pem, key.pem)."""
     key = ec.generate_private_key(ec.SECP256R1())

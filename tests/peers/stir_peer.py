@@ -136,9 +136,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sip_peers import SANE_REQUEST, KamailioControl, kamailio_head, relay_by_transaction, stop_group, wait_ctl
+from sip_peers import (
+    SANE_REQUEST,
+    KamailioControl,
+    kamailio_head,
+    relay_by_transaction,
+    start_kamailio,
+    stop_group,
+)
 
-from peertools import ExitedError, free_port, require, wait_tcp
+from peertools import free_port, require
 
 #: the registrar's domain (an alias of the server; 127.0.0.1 works too: usrloc keys on the user)
 REALM = "skinnysip.test"
@@ -601,26 +608,9 @@ def kamailio_stir(creds: StirCredentials, x5u: str, *, host: str = "127.0.0.1",
                                    check=check, sign=sign, expire=expire, attest=attest, add_date=add_date,
                                    require_identity=require_identity, http_timeout=http_timeout,
                                    cert_verify=cert_verify, ca_file=ca_file))
-            checked = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True,
-                                     timeout=30)
-            if checked.returncode != 0:
-                raise RuntimeError(f"kamailio rejected its STIR config:\n{checked.stderr[-3000:]}")
-            with open(log_file, "wb") as log:
-                proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-P",
-                                         str(workdir / "kamailio.pid"), "-Y", str(workdir), "-m", "64",
-                                         "-M", "8"],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                wait_tcp(host, tcp, timeout, proc)
-                wait_ctl(workdir / "kamailio_ctl", proc, timeout)
+            proc = start_kamailio(binary, cfg, log_file, host, tcp, timeout, what="STIR", last=attempt == 2)
+            if proc is not None:
                 break
-            except (TimeoutError, ExitedError) as exc:
-                exited = isinstance(exc, ExitedError)
-            stop_group(proc)
-            proc = None
-            if not exited or attempt == 2:
-                raise RuntimeError(f"kamailio (STIR) did not start on udp/tcp {udp}/{tcp}: "
-                                   f"{log_file.read_text(errors='replace')[-3000:]}")
         yield StirPeer(host=host, udp_port=udp, tcp_port=tcp, realm=REALM, log_file=str(log_file),
                        ctl_socket=f"unix:{workdir}/kamailio_ctl", workdir=workdir, x5u=x5u, check=check,
                        sign=sign, expire=expire)
