@@ -292,11 +292,6 @@ async def _serve(config: dict[str, Any], name: str, conn: Connection, finished: 
                 await worker.task
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class ProcessSource(_WorkerAnswers):
     """Worker processes of this machine (:mod:`multiprocessing`, spawn) as one
     :class:`~skinnysip.load.runner.IntervalSource`: each asked over its pipe, one request at a
@@ -330,7 +325,7 @@ class ProcessSource(_WorkerAnswers):
             if verb is not None:
                 conn.send((verb, None))
             answered: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(conn.fileno(), _resolve, answered)
+            loop.add_reader(conn.fileno(), event_loops.set_once, answered, None)
             try:
                 await asyncio.wait_for(answered, timeout)
             finally:

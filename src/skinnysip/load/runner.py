@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from skinnysip.addresses import hostport
 from skinnysip.net import realtime
 
-from .scenarios import LoadConfig, Scenario, exception_note, make_scenario, record_failure
+from .scenarios import InlineAttempt, LoadConfig, Scenario, exception_note, make_scenario, record_failure
 from .stats import WATCHDOG_INTERVAL, Counters
 
 __all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep",
@@ -68,6 +68,10 @@ class LoadRunner:
         self.paused = False
         self._retrans_seen = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # attempts running by callbacks, with no task (Scenario.inline; InlineAttempt)
+        self._inline: set[InlineAttempt] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: asyncio.Event | None = None  # set when the last inline attempt ends (_drain)
 
     @property
     def count(self) -> int:
@@ -114,9 +118,19 @@ class LoadRunner:
         self._stop.set()
         for task in list(self._tasks):
             task.cancel()
+        for attempt in list(self._inline):
+            attempt.abort()
 
     def in_progress(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + len(self._inline)
+
+    def _inline_done(self, attempt: InlineAttempt) -> None:
+        """An inline attempt ended: its slot is free."""
+        self._inline.discard(attempt)
+        if self._slots is not None:
+            self._slots.release()
+        if not self._inline and self._idle is not None:
+            self._idle.set()
 
     def take_interval(self) -> Counters:
         """The counters since the last call (retransmissions included), and a new interval."""
@@ -174,7 +188,7 @@ class LoadRunner:
         for the last ones (bounded), close."""
         loop = asyncio.get_running_loop()
         c = self.config
-        slots = asyncio.Semaphore(c.limit)
+        slots = self._slots = asyncio.Semaphore(c.limit)
         self.scenario.admit = self.admit
         self.scenario.halted = self._stop.is_set
         await self.scenario.open()
@@ -234,11 +248,16 @@ class LoadRunner:
                     slots.release()
                     break
                 self.counters.attempted += 1
-                task = loop.create_task(self._attempt(self.scenario.attempt(c.index_start + self.issued * c.index_step),
-                                                      slots))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                index = c.index_start + self.issued * c.index_step
                 self.issued += 1
+                if self.scenario.inline:  # no task: the attempt runs from the receive path
+                    attempt = self.scenario.start(index, self._inline_done)
+                    if not attempt.ended:
+                        self._inline.add(attempt)
+                else:
+                    task = loop.create_task(self._attempt(self.scenario.attempt(index), slots))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
                 now = loop.time()
                 next_at = max(next_at + 1.0 / self._current_rate(now), now - MAX_BURST)
             await self._drain()
@@ -257,10 +276,20 @@ class LoadRunner:
                 await asyncio.wait_for(self._stop.wait(), min(left, 1.0))
 
     async def _drain(self) -> None:
+        """Wait for the attempts in progress (bounded), then end what is left as aborted."""
+        grace = self.config.timeout + (self.config.hold or 0.0) + DRAIN_GRACE
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        if self._inline:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+            self._idle = None
+            for attempt in list(self._inline):
+                attempt.abort()
         if not self._tasks:
             return
-        grace = self.config.timeout + (self.config.hold or 0.0) + DRAIN_GRACE
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.0, end - loop.time()))
         for task in pending:
             task.cancel()
         if pending:

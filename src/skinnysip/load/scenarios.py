@@ -35,8 +35,9 @@ from time import monotonic  # response times at full resolution on any loop (ski
 from typing import TYPE_CHECKING, Any, Literal
 
 from skinnysip.addresses import format_host
+from skinnysip.net.event_loop import set_once
 from skinnysip.net.resolver import ServerTarget, default_port
-from skinnysip.net.sip_endpoint import USER_AGENT, Outcome, SIPEndpoint, SIPTransportError
+from skinnysip.net.sip_endpoint import USER_AGENT, Exchange, Outcome, SIPEndpoint, SIPTransportError
 from skinnysip.net.sip_transport import closed_by_peer, route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
     from .report import MessageLog
 
-__all__ = ["SCENARIOS", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
+__all__ = ["SCENARIOS", "InlineAttempt", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
 
 ScenarioName = Literal["options", "register", "call", "message", "user", "answer"]
 SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user", "answer")
@@ -641,6 +642,9 @@ class Scenario:
     #: True for a scenario whose attempts the far end starts (``answer``): the runner starts
     #: none and the scenario hands each to :attr:`admit`
     answers = False
+    #: True (after :meth:`open`) when the runner starts attempts with :meth:`start` (callbacks,
+    #: no task) instead of running :meth:`attempt` as a task
+    inline = False
 
     def __init__(self, config: LoadConfig, counters: Callable[[], Counters]) -> None:
         self.config = config
@@ -693,6 +697,9 @@ class Scenario:
     async def attempt(self, index: int) -> None:
         raise NotImplementedError
 
+    def start(self, index: int, done: Callable[[InlineAttempt], None]) -> InlineAttempt:
+        raise NotImplementedError
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -728,6 +735,8 @@ class TransactionScenario(Scenario):
                                                 reuse=not c.connection_per_attempt, ports=c.local_ports)
         if c.connection_per_attempt:  # it showed the server answers; each attempt opens its own
             await self.ep.close_flow(self.flow)
+        # UDP on the one socket: attempts need no task (start); streams connect first (attempt)
+        self.inline = c.transport == "udp" and not c.connection_per_attempt
 
     async def close(self) -> None:
         if hasattr(self, "ep"):
@@ -775,11 +784,6 @@ class TransactionScenario(Scenario):
             cseq=cseq, contact=self._contact(flow, contact_user) if contact_user is not None else None,
             user_agent=self._user_agent, headers=[*(headers or ()), *added], body=body, content_type=content_type)
 
-    async def _transact(self, request: Request, flow: Flow, rule: ChallengeRetry) -> Outcome:
-        outcome = await self.ep.transact(request, flow, timeout=self.config.timeout, auth=rule)
-        self.counters().requests_sent += 1 + rule.attempts
-        return outcome
-
     def _failed(self, outcome: Outcome, elapsed: float) -> None:
         """Count a failed outcome under its status and SIPp's failure kind."""
         counters = self.counters()
@@ -801,92 +805,165 @@ class TransactionScenario(Scenario):
     def _credentials(self, user: User) -> DigestClient | None:
         return DigestClient(user.auth_user or user.user, user.password) if user.password is not None else None
 
+    def start(self, index: int, done: Callable[[InlineAttempt], None]) -> InlineAttempt:
+        """Start attempt ``index`` on the shared UDP flow with no task (:attr:`inline`): its
+        :class:`InlineAttempt` runs from the endpoint's receive path and calls ``done`` with
+        itself once it has ended (possibly before this returns: ``ended``). Never raises: a
+        bug is counted as a failed attempt, as the runner counts one in an attempt task."""
+        attempt = InlineAttempt(self, self.flow, index, monotonic(), done)
+        try:
+            attempt.begin()
+        except Exception as exc:
+            if not attempt.ended:
+                record_failure(self.counters(), f"error: {type(exc).__name__}", "FailedCallRejected",
+                               note=exception_note(exc))
+                attempt.stop()
+        return attempt
+
     async def attempt(self, index: int) -> None:
         started = monotonic()
         flow = await self._flow()
         if flow is None:
             return
-        if not self.config.connection_per_attempt:
-            await self._attempt_on(flow, index, started)
-            return
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        run = InlineAttempt(self, flow, index, started, lambda _: set_once(finished, None))
         try:
-            await self._attempt_on(flow, index, started)
+            run.begin()
+            await finished
         finally:
-            await self.ep.close_flow(flow)
+            if not run.ended:  # cancelled while waiting (the runner aborts): end it without a count
+                run.stop()
+            if self.config.connection_per_attempt:
+                await self.ep.close_flow(flow)
 
-    async def _attempt_on(self, flow: Flow, index: int, started: float) -> None:
-        loop = asyncio.get_running_loop()
-        c = self.config
-        user = c.user_for(index)
+
+class InlineAttempt:
+    """One OPTIONS, REGISTER or MESSAGE attempt of a :class:`TransactionScenario`, run by
+    callbacks from the endpoint's receive path (:meth:`SIPEndpoint.exchange`): the request
+    (401/407 answered there), for REGISTER once more after a 423 with the registrar's
+    Min-Expires (RFC 3261 §10.2.8) and the unregister (Expires: 0, same Call-ID, the
+    credentials cached for it, §22.3). Counts its outcome in the scenario's counters, then
+    calls ``done(self)`` once. Never raises for network problems."""
+
+    __slots__ = ("scenario", "flow", "started", "user", "call_id", "done", "ended", "exchange", "rule",
+                 "expires_retried", "unregister_started", "response_time")
+
+    def __init__(self, scenario: TransactionScenario, flow: Flow, index: int, started: float,
+                 done: Callable[[InlineAttempt], None]) -> None:
+        self.scenario, self.flow, self.started, self.done = scenario, flow, started, done
+        self.user = scenario.config.user_for(index)
+        self.call_id = new_call_id()
+        self.ended = False
+        self.exchange: Exchange | None = None
+        self.rule = ChallengeRetry(scenario._credentials(self.user))
+        self.expires_retried = False
+        self.unregister_started: float | None = None
+        self.response_time = 0.0  # s to the REGISTER's final response (an unregister follows)
+
+    def begin(self) -> None:
+        """Build and send the attempt's request."""
+        scenario, c, user, flow = self.scenario, self.scenario.config, self.user, self.flow
+        scenario.ledger.start(self.call_id)
         aor = f"sip:{user.user}@{c.sip_domain}"
-        rule = ChallengeRetry(self._credentials(user))
-        call_id = new_call_id()
-        self.ledger.start(call_id)
-        try:
-            await self._exchange(flow, user, aor, rule, call_id, started)
-        finally:
-            self.ledger.end(call_id, loop.time())
-
-    async def _exchange(self, flow: Flow, user: User, aor: str, rule: ChallengeRetry, call_id: str,
-                        started: float) -> None:
-        c = self.config
         try:
             if c.scenario == "options":
                 target = c.target_for(user)
                 ruri = c.uri(target) if target else f"sip:{c.sip_domain}"
-                request = self._request("OPTIONS", ruri, aor, ruri, flow, user, call_id=call_id,
-                                        headers=[("Accept", "application/sdp")])
+                request = scenario._request("OPTIONS", ruri, aor, ruri, flow, user, call_id=self.call_id,
+                                            headers=[("Accept", "application/sdp")])
             elif c.scenario == "message":
                 target = c.target_for(user)
                 assert target is not None
                 ruri = c.uri(target)
-                request = self._request("MESSAGE", ruri, aor, ruri, flow, user, call_id=call_id, body=c.message.encode(),
-                                        content_type="text/plain;charset=UTF-8")
+                request = scenario._request("MESSAGE", ruri, aor, ruri, flow, user, call_id=self.call_id,
+                                            body=c.message.encode(), content_type="text/plain;charset=UTF-8")
             else:
-                request = self._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user, call_id=call_id,
-                                        contact_user=user.user, headers=[("Expires", str(c.expires))])
-            outcome = await self._transact(request, flow, rule)
-            if c.scenario == "register" and outcome.response is not None:
+                request = scenario._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user,
+                                            call_id=self.call_id, contact_user=user.user,
+                                            headers=[("Expires", str(c.expires))])
+            self._send(request, self._answered)
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            self._broken(exc)
+
+    def stop(self) -> None:
+        """End it now without counting (its task was cancelled; the runner counts that)."""
+        if self.exchange is not None:
+            self.exchange.cancel()
+        self._end()
+
+    def abort(self) -> None:
+        """End it now, counted failed (``aborted``, as a cancelled attempt task is)."""
+        if not self.ended:
+            self.scenario.counters().failure("aborted", "FailedTimeoutOnRecv")
+            self.stop()
+
+    def _send(self, request: Request, then: Callable[[Outcome], None]) -> None:
+        self.exchange = self.scenario.ep.exchange(request, self.flow, timeout=self.scenario.config.timeout,
+                                                  auth=self.rule, on_outcome=then)
+
+    def _again(self, previous: Request, expires: int, then: Callable[[Outcome], None]) -> None:
+        """REGISTER ``previous``'s binding again for ``expires`` seconds (0: remove it): same
+        Call-ID, From tag, To, Contact; CSeq + 1; a new branch; the credentials the rule's
+        client cached for the Call-ID, a new challenge answered once (RFC 3261 §10.2.2,
+        §10.2.8, §22.3)."""
+        request = resend_request(previous, self.scenario.ep.via(self.flow))
+        request.headers.set("Expires", str(expires))
+        self.rule = ChallengeRetry(self.rule.client)
+        self._send(request, then)
+
+    def _sent(self, outcome: Outcome) -> None:
+        self.scenario.counters().requests_sent += 1 + self.rule.attempts
+
+    def _answered(self, outcome: Outcome) -> None:
+        if self.ended:
+            return
+        self._sent(outcome)
+        c = self.scenario.config
+        try:
+            if c.scenario == "register" and outcome.response is not None and not self.expires_retried:
                 longer = min_expires_retry(outcome.response, c.expires)
                 if longer is not None:  # 423: once more for the registrar's Min-Expires, as a phone does
-                    outcome, rule = await self._follow_up(outcome.request, flow, rule, longer)
-        except (SIPTransportError, SIPParseError, ValueError) as exc:
-            record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
-            return
-        elapsed = monotonic() - started
-        if outcome.response is None or not 200 <= outcome.response.status_code < 300:
-            self._failed(outcome, elapsed)
-            return
-        if c.scenario == "register" and c.unregister:
-            if not await self._unregister(outcome, flow, rule):
+                    self.expires_retried = True
+                    self._again(outcome.request, longer, self._answered)
+                    return
+            elapsed = monotonic() - self.started
+            if outcome.response is None or not 200 <= outcome.response.status_code < 300:
+                self.scenario._failed(outcome, elapsed)
+                self._end()
                 return
-        self.counters().success(elapsed, monotonic() - started)
-
-    async def _follow_up(self, previous: Request, flow: Flow, rule: ChallengeRetry,
-                         expires: int) -> tuple[Outcome, ChallengeRetry]:
-        """REGISTER ``previous``'s binding again for ``expires`` seconds (0: remove it): same
-        Call-ID, From tag, To, Contact; CSeq + 1; a new branch; the credentials ``rule``'s
-        client cached for the Call-ID (RFC 3261 §10.2.2, §10.2.8, §22.3), a new challenge
-        answered once. The outcome, and the rule it ran under."""
-        request = resend_request(previous, self.ep.via(flow))
-        request.headers.set("Expires", str(expires))
-        again = ChallengeRetry(rule.client)
-        outcome = await self._transact(request, flow, again)
-        return outcome, again
-
-    async def _unregister(self, outcome: Outcome, flow: Flow, rule: ChallengeRetry) -> bool:
-        """REGISTER Expires: 0 for ``outcome``'s binding (:meth:`_follow_up`). Counts a
-        failure and returns False when it is refused."""
-        started = monotonic()
-        try:
-            removed, _ = await self._follow_up(outcome.request, flow, rule, 0)
+            if c.scenario == "register" and c.unregister:
+                self.response_time = elapsed
+                self.unregister_started = monotonic()
+                self._again(outcome.request, 0, self._unregistered)
+                return
         except (SIPTransportError, SIPParseError, ValueError) as exc:
-            record_failure(self.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
-            return False
-        if removed.response is None or not 200 <= removed.response.status_code < 300:
-            self._failed(removed, monotonic() - started)
-            return False
-        return True
+            self._broken(exc)
+            return
+        self.scenario.counters().success(elapsed, monotonic() - self.started)
+        self._end()
+
+    def _unregistered(self, outcome: Outcome) -> None:
+        if self.ended:
+            return
+        self._sent(outcome)
+        response = outcome.response
+        if response is None or not 200 <= response.status_code < 300:
+            self.scenario._failed(outcome, monotonic() - (self.unregister_started or self.started))
+        else:
+            self.scenario.counters().success(self.response_time, monotonic() - self.started)
+        self._end()
+
+    def _broken(self, exc: Exception) -> None:
+        record_failure(self.scenario.counters(), "transport", "FailedCannotSendMessage", note=str(exc))
+        self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.exchange = None  # no cycle with the exchange's callback: freed by reference counting
+        self.scenario.ledger.end(self.call_id, asyncio.get_running_loop().time())
+        self.done(self)
 
 
 def make_scenario(config: LoadConfig, counters: Callable[[], Counters]) -> Scenario:

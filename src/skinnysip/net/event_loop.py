@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
-__all__ = ["EVENT_LOOPS", "EventLoopName", "EventLoopUnavailable", "loop_factory", "loop_name", "run"]
+__all__ = ["EVENT_LOOPS", "EventLoopName", "EventLoopUnavailable", "loop_factory", "loop_name", "run", "set_once"]
 
 EventLoopName = Literal["auto", "asyncio", "uvloop"]
 #: the choices: ``auto`` (uvloop when it can be imported, else asyncio), ``asyncio``, ``uvloop``
@@ -40,6 +40,13 @@ T = TypeVar("T")
 
 class EventLoopUnavailable(RuntimeError):
     """``uvloop`` was asked for and cannot be imported; the message says what to do."""
+
+
+def set_once(future: asyncio.Future[T], value: T) -> None:
+    """Give ``future`` its ``value`` unless it is done already (cancelled, or answered by a
+    racing timer or event): the one way this package's callbacks wake a waiting coroutine."""
+    if not future.done():
+        future.set_result(value)
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

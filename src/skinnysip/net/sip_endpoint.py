@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import ssl
 from collections import deque
@@ -32,6 +33,7 @@ from skinnysip import __version__
 from skinnysip import policy as target_policy
 from skinnysip.addresses import hostport, is_ip, strip_brackets
 from skinnysip.net import tls as tlsmod
+from skinnysip.net.event_loop import set_once
 from skinnysip.net.resolver import ResolveError, Resolver, ServerTarget
 from skinnysip.net.sip_transport import SIPTransportError, SIPTransportLayer, Transport, uri_transport
 from skinnysip.net.trace import Trace
@@ -60,6 +62,7 @@ __all__ = [
     "USER_AGENT",
     "round_trip",
     "ClientHandle",
+    "Exchange",
     "Handler",
     "Outcome",
     "SIPEndpoint",
@@ -70,6 +73,7 @@ USER_AGENT = f"skinnysip/{__version__}"
 HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
 TIMER_SLACK = 0.002  # s a transaction timer may fire late, so close deadlines share one tick
 HOUSEKEEPING_INTERVAL = 5.0  # s between checks for idle TCP/TLS connections
+MAX_EXCHANGE_SENDS = 3  # a request and at most two digest retries (SIPEndpoint.exchange)
 RESPONSE_CONNECT_TIMEOUT = 4.0  # s to open a new connection for a response (RFC 3261 §18.2.2)
 
 Handler = Callable[[LayerEvent], bool]
@@ -130,18 +134,13 @@ class ClientHandle:
                 return None
             waiter = loop.create_future()
             self._waiters.append(waiter)
-            timer = loop.call_at(deadline, _wake, waiter)
+            timer = loop.call_at(deadline, set_once, waiter, None)
             try:
                 await waiter
             finally:
                 timer.cancel()
                 self._waiters.remove(waiter)
         return self._events.popleft()
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 @dataclass
@@ -159,6 +158,122 @@ class Outcome:
     error: str | None = None
     timer: str | None = None
     auth: ChallengeRetry | None = None
+
+
+def _drop_event(event: ClientEvent) -> None:
+    """The listener of a handle whose exchange has ended: its late events go nowhere."""
+
+
+def _drop_outcome(outcome: Outcome) -> None:
+    """What an ended exchange calls back: nothing."""
+
+
+class Exchange:
+    """One request run to its outcome by callbacks (:meth:`SIPEndpoint.exchange`): the
+    client transaction's events arrive through its handle's listener, a challenge is
+    answered from there, and the deadline (when shorter than Timer F) is one loop timer."""
+
+    __slots__ = ("endpoint", "flow", "timeout", "rule", "on_outcome", "outcome", "handle", "timer", "finished",
+                 "sends")
+
+    def __init__(self, endpoint: SIPEndpoint, flow: Flow, timeout: float, rule: ChallengeRetry,
+                 on_outcome: Callable[[Outcome], None]) -> None:
+        self.endpoint, self.flow, self.timeout, self.rule = endpoint, flow, timeout, rule
+        self.on_outcome = on_outcome
+        self.outcome: Outcome | None = None
+        self.handle: ClientHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False
+        self.sends = 0  # requests sent: the first and at most MAX_EXCHANGE_SENDS - 1 retries
+
+    def send(self, request: Request) -> None:
+        """Send ``request`` in a new client transaction (the first, or a digest retry).
+        The first send raises what :meth:`SIPEndpoint.send_request` raises for a request
+        without branch or CSeq; a retry's such failure ends the exchange instead."""
+        first = self.outcome is None
+        if self.outcome is None:
+            self.outcome = Outcome(request=request, auth=self.rule)
+        else:
+            self.outcome.request = request
+        self.sends += 1
+        ep = self.endpoint
+        try:
+            handle = ep.send_request(request, self.flow)
+        except SIPTransportError as exc:
+            self._end(exc.reason)
+            return
+        except (ValueError, SIPParseError) as exc:
+            if first:
+                raise
+            self._end(f"cannot send the retry: {exc}")
+            return
+        assert handle is not None
+        self.handle = handle
+        if self.timer is not None:
+            self.timer.cancel()
+        # the deadline; one no shorter than Timer F is left to Timer F (it says so,
+        # outcome.timer), this timer only a backstop just after it
+        at = handle.started + self.timeout
+        if self.timeout >= ep.timers.timeout:
+            at += 2 * TIMER_SLACK
+        self.timer = asyncio.get_running_loop().call_at(at, self._expire)
+        handle.set_listener(self._on_event)
+
+    def cancel(self) -> None:
+        """End it now, without calling back (idempotent). Lets go of the handle's listener
+        and the timer, so no reference cycle keeps the exchange (and its messages) for the
+        garbage collector: thousands a second end by reference counting."""
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.handle is not None:
+            self.handle.listener = _drop_event
+            self.handle = None
+
+    def _expire(self) -> None:
+        self.timer = None
+        self._end("timeout")
+
+    def _end(self, error: str | None = None, timer: str | None = None) -> None:
+        if self.finished:
+            return
+        self.cancel()
+        outcome = self.outcome
+        assert outcome is not None
+        if error is not None:
+            outcome.error, outcome.timer = error, timer
+        on_outcome, self.on_outcome = self.on_outcome, _drop_outcome
+        try:
+            on_outcome(outcome)
+        except Exception as exc:  # runs inside the pump: a caller's bug must not stop it
+            self.endpoint.errors.append(f"exchange callback failed: {exc!r}")
+
+    def _on_event(self, event: ClientEvent) -> None:
+        outcome, handle = self.outcome, self.handle
+        if self.finished or outcome is None or handle is None or event.transaction is not handle.transaction:
+            return  # a late event of an earlier (challenged) transaction, or after the end
+        if isinstance(event, ResponseReceived):
+            response = event.response
+            if not event.final:
+                outcome.provisional.append(response)
+                return
+            outcome.response = response
+            outcome.rtt = round_trip(handle.transaction.request, response,
+                                     self.endpoint.loop_time - handle.started)
+            rule = self.rule
+            if self.sends < MAX_EXCHANGE_SENDS and rule.answers(response):  # else no retry: no Via to build
+                retried = rule.retry(outcome.request, response, self.endpoint.via(self.flow))
+                if retried is not None:
+                    outcome.response = outcome.rtt = None
+                    self.send(retried)
+                    return
+            rule.settle(outcome.request, response)
+            self._end()
+        elif isinstance(event, TimedOut):
+            self._end("timeout", event.timer)
+        else:
+            self._end(event.reason)
 
 
 class SIPEndpoint:
@@ -415,6 +530,22 @@ class SIPEndpoint:
         return remove
 
     # -- the UAC helper -------------------------------------------------------------------
+    def exchange(self, request: Request, flow: Flow, *, timeout: float, auth: ChallengeRetry,
+                 on_outcome: Callable[[Outcome], None]) -> Exchange:
+        """Start ``request`` (not INVITE) and call ``on_outcome`` once with its
+        :class:`Outcome` — from the pump, synchronously, with no task and no wake-up of a
+        waiting coroutine: the load generator's path (thousands a second) and the one behind
+        :meth:`transact`. 401/407 are answered by ``auth`` (:class:`ChallengeRetry`; at most
+        two retries, :data:`MAX_EXCHANGE_SENDS`) in the receive path itself. ``timeout``:
+        seconds from each send; one no shorter than Timer F (64·T1) leaves the end to Timer F
+        (``outcome.timer`` is ``"F"``, RFC 3261 §17.1.2.2). A request that cannot be sent ends
+        it at once (before this returns) with ``outcome.error``; one without branch or CSeq
+        raises ``ValueError``/:class:`SIPParseError`. Returns the :class:`Exchange`
+        (:meth:`Exchange.cancel` ends it without a callback)."""
+        run = Exchange(self, flow, timeout, auth, on_outcome)
+        run.send(auth.preempt(request))
+        return run
+
     async def transact(self, request: Request, flow: Flow, *, timeout: float,
                        credentials: DigestClient | None = None, auth: ChallengeRetry | None = None) -> Outcome:
         """Run ``request`` (not INVITE) to its final response within ``timeout`` seconds,
@@ -424,47 +555,15 @@ class SIPEndpoint:
         RFC 3261 §17.1.2.2) leaves the end to Timer F: ``outcome.timer`` is then ``"F"``.
         Credentials the client cached for the request's Call-ID go with the first send, and
         the final response is filed in that cache (RFC 3261 §22.3,
-        :meth:`ChallengeRetry.preempt`, :meth:`ChallengeRetry.settle`)."""
-        rule = auth or ChallengeRetry(credentials)
-        outcome = Outcome(request=rule.preempt(request), auth=rule)
-        loop = asyncio.get_running_loop()
-        for _ in range(3):  # first try + at most two retries (the rule stops earlier)
-            try:
-                handle = self.send_request(outcome.request, flow)
-            except SIPTransportError as exc:
-                outcome.error = exc.reason
-                return outcome
-            assert handle is not None
-            deadline = handle.started + timeout
-            if timeout >= self.timers.timeout:  # Timer B/F ends it by then: let it say so (outcome.timer)
-                deadline += 2 * TIMER_SLACK
-            while True:
-                event = await handle.next_event(deadline)
-                if event is None:
-                    outcome.error = "timeout"
-                    return outcome
-                if isinstance(event, ResponseReceived):
-                    if not event.final:
-                        outcome.provisional.append(event.response)
-                        continue
-                    outcome.response = event.response
-                    outcome.rtt = round_trip(handle.transaction.request, event.response,
-                                             loop.time() - handle.started)
-                    break
-                if isinstance(event, TimedOut):
-                    outcome.error, outcome.timer = "timeout", event.timer
-                    return outcome
-                outcome.error = event.reason
-                return outcome
-            if not rule.answers(outcome.response):  # no retry: no Via to build
-                rule.settle(outcome.request, outcome.response)
-                return outcome
-            retried = rule.retry(outcome.request, outcome.response, self.via(flow))
-            if retried is None:
-                rule.settle(outcome.request, outcome.response)
-                return outcome
-            outcome.request = retried
-        return outcome
+        :meth:`ChallengeRetry.preempt`, :meth:`ChallengeRetry.settle`). The awaitable form of
+        :meth:`exchange`."""
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        run = self.exchange(request, flow, timeout=timeout, auth=auth or ChallengeRetry(credentials),
+                            on_outcome=functools.partial(set_once, done))
+        try:
+            return await done
+        finally:
+            run.cancel()  # cancelled while waiting: no callback into a future nobody awaits
 
     # -- the pump ---------------------------------------------------------------------------
     def _on_message(self, message: Request | Response, flow: Flow) -> None:
