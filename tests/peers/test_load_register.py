@@ -370,3 +370,67 @@ def test_a_server_that_comes_up_during_the_run_is_heard_after_its_icmp_errors(lo
     assert result["successful"] >= 40, result  # ~3-4 s at 20/s after
     assert "timeout" not in result["failedByStatus"], result
     assert result["successful"] + result["failed"] == result["attempted"]
+
+
+def _sent_blocks(trace: Path) -> list[str]:
+    """The requests a ``--trace-msg`` file shows as sent, one text block each."""
+    return [block for block in trace.read_bytes().decode().split("\n-----") if " sent " in block.split("\n", 1)[0]]
+
+
+@pytest.mark.parametrize("one_time_nonce", [False, True], ids=["nonce-reused", "one-time-nonce"])
+def test_refreshes_carry_the_cached_credentials(tmp_path: Path, one_time_nonce: bool) -> None:
+    """``--refreshes 2``: each binding is refreshed twice with the same Call-ID, CSeq + 1 and
+    the Authorization cached for it under the next ``nc`` (RFC 3261 §10.2.4, §22.3; RFC 7616
+    §3.4), then removed. Kamailio's default takes the nonce again: no 401 beyond the first
+    per attempt, ``refreshChallenges`` 0. With ``one_time_nonce`` every refresh is challenged
+    once more and answered, and each is counted in ``refreshChallenges`` — what a registrar
+    admin reads as the cost of refusing nonce reuse. Kamailio's counts agree with ours."""
+    params = {"one_time_nonce": 1} if one_time_nonce else None
+    with kamailio("MD5", auth_params=params) as peer:
+        trace = tmp_path / "msgs.txt"
+        before = kamailio_stats(peer)
+        code, result, stderr = run_load(["register", "127.0.0.1", "--port", str(peer.udp_port), "--domain",
+                                         peer.realm, "-u", "alice", "--password", peer.users["alice"], "-r", "20",
+                                         "-m", "10", "--refreshes", "2", "--refresh-interval", "0.3",
+                                         "--trace-msg", str(trace), "--csv", str(tmp_path / "r.csv")])
+        after = kamailio_stats(peer)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert code == 0, (result, stderr[-2000:])
+    assert (result["attempted"], result["successful"], result["failed"]) == (10, 10, 0)
+    assert result["refreshes"] == 20
+    assert result["refreshChallenges"] == (20 if one_time_nonce else 0)
+    # REGISTER, with credentials, two refreshes, Expires 0; under one_time_nonce the refreshes and the
+    # unregister are each challenged and sent once more
+    per_attempt = 5 + 3 if one_time_nonce else 5
+    assert result["requestsSent"] == per_attempt * 10
+    if result["retransmissions"] == 0:
+        assert delta["sl:401_replies"] == (1 + 2 + 1 if one_time_nonce else 1) * 10
+        assert delta["registrar:accepted_regs"] == 4 * 10
+    assert after["usrloc:registered_users"] == 0
+    assert 0.6 * 1000 <= result["callLengthMs"]["p50"] < 5000  # two refresh intervals and the exchanges
+    blocks = _sent_blocks(trace)
+    by_call: dict[str, list[str]] = {}
+    for block in blocks:
+        call_id = re.search(r"\nCall-ID: (\S+)\r", block)
+        assert call_id is not None
+        by_call.setdefault(call_id.group(1), []).append(block)
+    assert len(by_call) == 10
+    for sent in by_call.values():
+        cseqs = [int(m.group(1)) for b in sent if (m := re.search(r"\nCSeq: (\d+) REGISTER\r", b))]
+        assert cseqs == list(range(1, len(sent) + 1))  # one dialog-less sequence per binding, +1 each
+        refreshes = [b for b in sent if "\nExpires: 60\r" in b][2:]  # after the first and its retry
+        assert len(refreshes) >= 2 and all("Authorization: Digest" in b for b in refreshes)
+        if not one_time_nonce:  # the cached credentials, nc counting on under the one nonce
+            assert [re.search(r"nc=(\w+)", b).group(1) for b in refreshes] == ["00000002", "00000003"]  # type: ignore[union-attr]
+    frame_text = (tmp_path / "r.csv").read_text().splitlines()
+    header = frame_text[0].split(",")
+    last = dict(zip(header, frame_text[-1].split(","), strict=False))
+    assert last["Refreshes(C)"] == "20" and last["RefreshChallenges(C)"] == str(result["refreshChallenges"])
+
+
+def test_refresh_options_are_checked_before_anything_is_sent(registrar: KamailioPeer) -> None:
+    proc = subprocess.run([sys.executable, "-m", "skinnysip", "load", "options", "127.0.0.1", "--port",
+                           str(registrar.udp_port), "--refreshes", "1", "-m", "1"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "only the register scenario refreshes" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -48,12 +48,15 @@ def test_counters_merge_equals_counting_in_one() -> None:
                 c.failure("486" if i % 2 else "timeout", "FailedUnexpectedMessage", 0.01)
             else:
                 c.success(value, 1.0)
+                c.refreshes += 2
+                c.refresh_challenges += i % 2
                 c.media({"received": {"expected": 100, "lost": i % 3, "jitter_ms": 1.5, "packets": 100},
                          "quality": {"mos": 4.0 + (i % 4) / 10}})
     merged = Counters()
     for part in parts:
         merged.merge(Counters.from_dict(part.to_dict()))  # as the workers send them
-    for name in ("attempted", "successful", "failed", "finished", "rtp_expected", "rtp_lost", "mos_count"):
+    for name in ("attempted", "successful", "failed", "finished", "rtp_expected", "rtp_lost", "mos_count",
+                 "refreshes", "refresh_challenges"):
         assert getattr(merged, name) == getattr(whole, name)
     assert merged.failed_by_status == whole.failed_by_status
     assert merged.response_time.buckets == whole.response_time.buckets
@@ -185,6 +188,24 @@ def test_config_validation_names_the_field() -> None:
     assert LoadConfig("options", "::1", transport="tls").sip_domain == "[::1]"
     assert LoadConfig("message", "h").uri("bob") == "sip:bob@h"
     assert LoadConfig("message", "h").uri("sips:bob@x") == "sips:bob@x"
+
+
+def test_refresh_config_and_how_long_an_attempt_may_stay_up() -> None:
+    with pytest.raises(ValueError, match="refreshes: only the register scenario"):
+        LoadConfig("options", "h", refreshes=1).validate()
+    with pytest.raises(ValueError, match="refreshes: 0"):
+        LoadConfig("register", "h", refreshes=-1).validate()
+    with pytest.raises(ValueError, match="refresh_interval"):
+        LoadConfig("register", "h", refreshes=1, refresh_interval=0.0).validate()
+    LoadConfig("register", "h", refreshes=3, refresh_interval=0.5).validate()
+    # the drain and the run's deadline wait this long beyond the transactions
+    assert LoadConfig("register", "h", refreshes=3, refresh_interval=0.5, timeout=2.0).attempt_hold == 3 * 2.5
+    assert LoadConfig("register", "h", refreshes=2, expires=60, timeout=1.0).attempt_hold == 2 * 31.0
+    assert LoadConfig("register", "h").attempt_hold == 0.0  # no call hold for a registration
+    assert LoadConfig("call", "h", to="bob", hold=7.0).attempt_hold == 7.0
+    share = worker_configs(LoadConfig("register", "h", count=4, refreshes=2, refresh_interval=1.5), 2)[1]
+    assert (share.refreshes, share.refresh_interval) == (2, 1.5)
+    assert _config_from(json.loads(json.dumps(_config_dict(share)))) == share
 
 
 def test_rate_steps_config_as_sipp() -> None:
@@ -567,3 +588,20 @@ def test_dead_call_and_out_of_call_messages_add_up_over_workers_into_the_csv() -
     assert CSV_COLUMNS[i:i + 9] == ["OutOfCallMsgs(P)", "OutOfCallMsgs(C)", "DeadCallMsgs(P)", "DeadCallMsgs(C)",
                                     "Retransmissions(P)", "Retransmissions(C)", "AutoAnswered(P)", "AutoAnswered(C)",
                                     "Warnings(P)"]  # SIPp's order
+
+
+def test_live_view_shows_refreshes_of_a_registration_load_only() -> None:
+    from rich.console import Console
+
+    from skinnysip.load.report import LiveView
+
+    def shown(counters: Counters) -> str:
+        view = LiveView("skinnysip load register", calls=False)
+        view(Interval(counters, counters, 1.0, 1.0, 5.0, 0, 1_700_000_000.0, 1_700_000_001.0))
+        console = Console(record=True, width=100)
+        console.print(view.render())
+        return console.export_text()
+
+    assert "refreshes" not in shown(Counters(attempted=3, successful=3))
+    text = shown(Counters(attempted=3, successful=3, refreshes=6, refresh_challenges=2))
+    assert re.search(r"refreshes\W+6\W+6", text) and re.search(r"challenged again\W+2\W+2", text), text

@@ -201,7 +201,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          connection_per_attempt: bool = False, trace_msg: str | None = None, rtp_ports: str | None = None,
          headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True,
          event_loop: str = "auto", srtp: str = "off",
-         identity: tuple[str | None, str | None, str] = (None, None, "A")) -> None:
+         identity: tuple[str | None, str | None, str] = (None, None, "A"),
+         refresh: tuple[int, float | None] = (0, None)) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -254,7 +255,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
         record_dir=record, ring=ring, register=register, identity_key=pem_text(identity[0], "--identity-key"),
-        identity_x5u=identity[1], identity_attest=identity[2].upper())
+        identity_x5u=identity[1], identity_attest=identity[2].upper(), refreshes=refresh[0],
+        refresh_interval=refresh[1])
     try:
         config.validate()
     except ValueError as exc:
@@ -461,6 +463,11 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--timeout", default=32000, type=click.IntRange(min=1), help="Longest transaction, ms (Timer B/F: 32000).")
     @option("--expires", default=60, type=click.IntRange(min=0), help="REGISTER expiry, seconds.")
     @option("--unregister/--no-unregister", default=True, help="Remove each binding after registering.")
+    @option("--refreshes", default=0, type=click.IntRange(min=0, max=10_000), metavar="N",
+            help="register: refresh each binding N times before the unregister, with the credentials cached "
+            "for its Call-ID (RFC 3261 §10.2.4, §22.3), as phones keep a registration.")
+    @option("--refresh-interval", type=FloatRange(min=0.001, max=86_400.0), metavar="S",
+            help="register: seconds between refreshes [default: half the expiry granted].")
     @option("--text", default="skinnysip load", help="MESSAGE body.")
     @option("--local-ports", help="Local UDP port range FIRST-LAST.")
     @option("--rtp-ports", metavar="FIRST-LAST", help="Calls: the range their RTP/RTCP port pairs are taken from "
@@ -520,7 +527,7 @@ def _command(scenario: str, doc: str) -> click.Command:
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
-        text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, register: bool,
+        refreshes: int, refresh_interval: float | None, text: str, local_ports: str | None, rtp_ports: str | None, script: str | None, source: str, register: bool,
         ring: float, record: str | None, codecs: str | None, srtp: str,
         identity_key: str | None, identity_x5u: str | None, attest: str, csv_path: str | None,
         trace_err: str | None, trace_msg: str | None, as_json: bool, interval: float, max_failures: str,
@@ -535,7 +542,8 @@ def _command(scenario: str, doc: str) -> click.Command:
              ramp_up, hold, timeout, expires, unregister, text, local_ports, script, source, codecs, csv_path, trace_err,
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
-             rtp_ports, headers, record, ring, register, event_loop, srtp, (identity_key, identity_x5u, attest))
+             rtp_ports, headers, record, ring, register, event_loop, srtp, (identity_key, identity_x5u, attest),
+             (refreshes, refresh_interval))
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

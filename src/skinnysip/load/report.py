@@ -51,7 +51,7 @@ CSV_COLUMNS: list[str] = [
     # skinnysip's own
     *_pc("RequestsSent"), *_pc("ResponseTimeP50"), *_pc("ResponseTimeP90"), *_pc("ResponseTimeP95"),
     *_pc("ResponseTimeP99"), *_pc("MOS"), "MOSMin(C)", *_pc("Loss"), *_pc("JitterMs"), "FailedByStatus(C)",
-    *_pc("LoopLagMaxMs"),
+    *_pc("LoopLagMaxMs"), *_pc("Refreshes"), *_pc("RefreshChallenges"),
 ]
 
 
@@ -103,6 +103,8 @@ def _row(item: Interval, incoming: bool = False) -> dict[str, Any]:
         "CallLength(P)": _ms(p.call_length.mean_ms), "CallLength(C)": _ms(c.call_length.mean_ms),
         "CallLengthStDev(P)": _ms(p.call_length.stdev_ms), "CallLengthStDev(C)": _ms(c.call_length.stdev_ms),
         "RequestsSent(P)": p.requests_sent, "RequestsSent(C)": c.requests_sent,
+        "Refreshes(P)": p.refreshes, "Refreshes(C)": c.refreshes,
+        "RefreshChallenges(P)": p.refresh_challenges, "RefreshChallenges(C)": c.refresh_challenges,
         "MOS(P)": _ms(p.mos), "MOS(C)": _ms(c.mos), "MOSMin(C)": _ms(c.mos_min),
         "Loss(P)": _ms(p.loss), "Loss(C)": _ms(c.loss), "JitterMs(P)": _ms(p.jitter_ms), "JitterMs(C)": _ms(c.jitter_ms),
         "FailedByStatus(C)": " ".join(f"{k}:{v}" for k, v in sorted(c.failed_by_status.items())),
@@ -379,6 +381,9 @@ class LiveView:
         for status in sorted(c.failed_by_status):
             table.add_row(f"  {status}", str(p.failed_by_status.get(status, 0)), str(c.failed_by_status[status]))
         table.add_row("retransmissions", str(p.retransmissions), str(c.retransmissions))
+        if c.refreshes or c.refresh_challenges:  # register --refreshes: how many needed a new challenge
+            table.add_row("refreshes", str(p.refreshes), str(c.refreshes))
+            table.add_row("  challenged again", str(p.refresh_challenges), str(c.refresh_challenges))
         for q in (50, 90, 99):
             table.add_row(f"response p{q}", pct(p, q), pct(c, q))
         if self.calls:

@@ -9,7 +9,8 @@ summary is :func:`summary`. Python units: seconds; rates per second.
 
 Bounded: no more than ``count`` attempts (:data:`MAX_ATTEMPTS` when only a duration is
 given; a run with neither ``count`` nor ``duration`` lasts :data:`DEFAULT_DURATION` seconds);
-no new attempt after ``duration``; in-flight attempts get ``timeout + hold +`` :data:`DRAIN_GRACE`
+no new attempt after ``duration``; in-flight attempts get ``timeout`` + their hold
+(:attr:`LoadConfig.attempt_hold`: a call's, a registration's refreshes) + :data:`DRAIN_GRACE`
 seconds to end, then are cancelled and counted as failed (``aborted``).
 
 The ``answer`` scenario (the called side) starts no attempts: the calls the server brings
@@ -277,7 +278,7 @@ class LoadRunner:
 
     async def _drain(self) -> None:
         """Wait for the attempts in progress (bounded), then end what is left as aborted."""
-        grace = self.config.timeout + (self.config.hold or 0.0) + DRAIN_GRACE
+        grace = self.config.timeout + self.config.attempt_hold + DRAIN_GRACE
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         if self._inline:
@@ -542,7 +543,7 @@ def run_deadline(config: LoadConfig, started: float) -> float:
         else:
             duration = config.stepped_duration() or DEFAULT_DURATION
         duration = duration * 3 + 30.0  # a count at a slipping rate: generous but finite
-    return started + duration + config.ramp_up + config.timeout + (config.hold or 0.0) + DRAIN_GRACE + 30.0
+    return started + duration + config.ramp_up + config.timeout + config.attempt_hold + DRAIN_GRACE + 30.0
 
 
 async def run_local(config: LoadConfig, sinks: list[Sink], *, interval: float = 1.0,
@@ -599,7 +600,9 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
     and for the ``call`` scenario ``"alertingTimeMs": {"p50", "p90", "p99", "max", "count"}``
     (post-dial delay: INVITE → the first 18x with a To tag, of the calls alerted); for the
     ``answer`` scenario ``"registered"`` (users registered), ``"notRegistered"``
-    (users that could not) and ``"registrationFailures"`` (``user: reason``, the first 20).
+    (users that could not) and ``"registrationFailures"`` (``user: reason``, the first 20);
+    for the ``register`` scenario ``"refreshes"`` (refreshes answered 2xx) and
+    ``"refreshChallenges"`` (refreshes whose cached credentials drew a new challenge).
     """
     total = monitor.total
     elapsed = monitor.history[-1].elapsed if monitor.history else 0.0
@@ -650,4 +653,6 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
     if config.scenario == "answer":
         result.update(registered=total.registered, notRegistered=total.not_registered_count,
                       registrationFailures=list(total.registration_failures))
+    if config.scenario == "register":
+        result.update(refreshes=total.refreshes, refreshChallenges=total.refresh_challenges)
     return result

@@ -41,7 +41,14 @@ from skinnysip.net.sip_endpoint import USER_AGENT, Exchange, Outcome, SIPEndpoin
 from skinnysip.net.sip_transport import closed_by_peer, route_ip
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
-from skinnysip.sip.request import min_expires_retry, new_call_id, new_request, new_tag, resend_request
+from skinnysip.sip.request import (
+    granted_expires,
+    min_expires_retry,
+    new_call_id,
+    new_request,
+    new_tag,
+    resend_request,
+)
 from skinnysip.sip.syntax import TOKEN_RE
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
@@ -59,6 +66,8 @@ __all__ = ["SCENARIOS", "InlineAttempt", "LoadConfig", "Scenario", "User", "make
 ScenarioName = Literal["options", "register", "call", "message", "user", "answer"]
 SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user", "answer")
 MAX_USERS = 100_000  # lines read from a users file
+MAX_REFRESHES = 10_000  # refreshes of one binding (--refreshes)
+MAX_REFRESH_INTERVAL = 86_400.0  # s between refreshes at most (--refresh-interval)
 
 
 #: SIPp's ``-deadcall_wait`` default: seconds an ended attempt's Call-ID is remembered, so a
@@ -338,6 +347,11 @@ class LoadConfig:
     longest an attempt's transaction may take (Timer B/F is 64·T1 = 32 s by default).
     ``expires``: of a REGISTER; ``unregister``: remove the binding after each successful
     registration (REGISTER Expires 0, authenticated with the last challenge).
+    ``refreshes``: REGISTER refreshes of each binding, as a phone keeps its registration
+    (RFC 3261 §10.2.4: same Call-ID, CSeq + 1; the credentials cached for the Call-ID sent
+    at once, §22.3, so a server that takes the nonce again answers no new challenge)
+    every ``refresh_interval`` seconds (None: half the expiry the registrar granted, at
+    least 1 s); the attempt succeeds when every refresh does.
     ``local_ports``: (first, last) local UDP ports to bind (SIP sockets; a phone per port).
     ``user_script``: the Python file of a ``user`` scenario (``async def scenario(phone,
     index)``). ``source``: what calls send (``tone:440``, ``silence``, ``echo``, a WAV).
@@ -446,6 +460,20 @@ class LoadConfig:
     identity_key: str | None = None
     identity_x5u: str | None = None
     identity_attest: str = "A"
+    refreshes: int = 0
+    refresh_interval: float | None = None
+
+    @property
+    def attempt_hold(self) -> float:
+        """Seconds an attempt stays up beyond its transactions: a call's ``hold``; the
+        refreshes of a registration (each ``refresh_interval``, at most half of ``expires``
+        when the registrar decides, and one ``timeout`` each)."""
+        if self.scenario == "register":
+            if not self.refreshes:
+                return 0.0
+            interval = self.refresh_interval if self.refresh_interval is not None else max(1.0, self.expires / 2)
+            return self.refreshes * (interval + self.timeout)
+        return self.hold or 0.0
 
     @property
     def stepped(self) -> bool:
@@ -496,6 +524,13 @@ class LoadConfig:
                 and self.duration is None):
             raise ValueError("rate_quit: a run that keeps going at rate_max (--no-rate-quit) needs a count (-m) "
                              "or a duration (--duration) to end")
+        if self.refreshes and self.scenario != "register":
+            raise ValueError("refreshes: only the register scenario refreshes its bindings (--refreshes)")
+        if not 0 <= self.refreshes <= MAX_REFRESHES:
+            raise ValueError(f"refreshes: 0 … {MAX_REFRESHES} refreshes of each binding (--refreshes)")
+        if self.refresh_interval is not None and not (0 < self.refresh_interval <= MAX_REFRESH_INTERVAL):
+            raise ValueError(f"refresh_interval: seconds > 0 and <= {MAX_REFRESH_INTERVAL:g} between refreshes "
+                             "(--refresh-interval)")
         if self.scenario in ("message", "call") and not self.to:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
         if self.scenario == "user" and not self.user_script:
@@ -841,12 +876,13 @@ class InlineAttempt:
     """One OPTIONS, REGISTER or MESSAGE attempt of a :class:`TransactionScenario`, run by
     callbacks from the endpoint's receive path (:meth:`SIPEndpoint.exchange`): the request
     (401/407 answered there), for REGISTER once more after a 423 with the registrar's
-    Min-Expires (RFC 3261 §10.2.8) and the unregister (Expires: 0, same Call-ID, the
-    credentials cached for it, §22.3). Counts its outcome in the scenario's counters, then
-    calls ``done(self)`` once. Never raises for network problems."""
+    Min-Expires (RFC 3261 §10.2.8), its ``refreshes`` (§10.2.4) and the unregister (Expires:
+    0); both with the same Call-ID and the credentials cached for it (§22.3). Counts its
+    outcome in the scenario's counters, then calls ``done(self)`` once. Never raises for
+    network problems."""
 
     __slots__ = ("scenario", "flow", "started", "user", "call_id", "done", "ended", "exchange", "rule",
-                 "expires_retried", "unregister_started", "response_time")
+                 "expires_retried", "unregister_started", "response_time", "refreshed", "timer", "binding")
 
     def __init__(self, scenario: TransactionScenario, flow: Flow, index: int, started: float,
                  done: Callable[[InlineAttempt], None]) -> None:
@@ -858,7 +894,10 @@ class InlineAttempt:
         self.rule = ChallengeRetry(scenario._credentials(self.user))
         self.expires_retried = False
         self.unregister_started: float | None = None
-        self.response_time = 0.0  # s to the REGISTER's final response (an unregister follows)
+        self.response_time = 0.0  # s to the REGISTER's final response (refreshes or an unregister follow)
+        self.refreshed = 0  # refreshes answered 2xx so far
+        self.timer: asyncio.TimerHandle | None = None  # the next refresh
+        self.binding: Request | None = None  # the REGISTER that last set the binding
 
     def begin(self) -> None:
         """Build and send the attempt's request."""
@@ -889,6 +928,9 @@ class InlineAttempt:
         """End it now without counting (its task was cancelled; the runner counts that)."""
         if self.exchange is not None:
             self.exchange.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self._end()
 
     def abort(self) -> None:
@@ -931,16 +973,71 @@ class InlineAttempt:
                 self.scenario._failed(outcome, elapsed)
                 self._end()
                 return
-            if c.scenario == "register" and c.unregister:
+            if c.scenario == "register" and (c.refreshes or c.unregister):
                 self.response_time = elapsed
-                self.unregister_started = monotonic()
-                self._again(outcome.request, 0, self._unregistered)
+                self.binding = outcome.request
+                if c.refreshes:
+                    self._wait_to_refresh(outcome)
+                else:
+                    self._unbind()
                 return
         except (SIPTransportError, SIPParseError, ValueError) as exc:
             self._broken(exc)
             return
         self.scenario.counters().success(elapsed, monotonic() - self.started)
         self._end()
+
+    def _wait_to_refresh(self, outcome: Outcome) -> None:
+        """Refresh the binding after ``refresh_interval``, else half the expiry granted
+        (RFC 3261 §10.2.4; at least 1 s, at most half of what we asked for)."""
+        c = self.scenario.config
+        interval = c.refresh_interval
+        if interval is None:
+            granted = granted_expires(outcome.response, outcome.request) if outcome.response is not None else None
+            interval = max(1.0, min(granted if granted else c.expires, c.expires) / 2)
+        self.timer = asyncio.get_running_loop().call_later(interval, self._refresh)
+
+    def _refresh(self) -> None:
+        self.timer = None
+        if self.ended or self.binding is None:
+            return
+        try:
+            self._again(self.binding, self.scenario.config.expires, self._refreshed)
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            self._broken(exc)
+
+    def _refreshed(self, outcome: Outcome) -> None:
+        if self.ended:
+            return
+        self._sent(outcome)
+        counters = self.scenario.counters()
+        if self.rule.attempts:  # the cached credentials were not taken: the server challenged again
+            counters.refresh_challenges += 1
+        response = outcome.response
+        if response is None or not 200 <= response.status_code < 300:
+            self.scenario._failed(outcome, monotonic() - self.started)
+            self._end()
+            return
+        counters.refreshes += 1
+        self.refreshed += 1
+        self.binding = outcome.request
+        c = self.scenario.config
+        if self.refreshed < c.refreshes:
+            self._wait_to_refresh(outcome)
+        elif c.unregister:
+            self._unbind()
+        else:
+            counters.success(self.response_time, monotonic() - self.started)
+            self._end()
+
+    def _unbind(self) -> None:
+        """The unregister: REGISTER Expires 0 for the binding."""
+        assert self.binding is not None
+        self.unregister_started = monotonic()
+        try:
+            self._again(self.binding, 0, self._unregistered)
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            self._broken(exc)
 
     def _unregistered(self, outcome: Outcome) -> None:
         if self.ended:

@@ -147,7 +147,10 @@ class Counters:
     in-dialog request for no call of ours — whose Call-ID was never ours (``OutOfCallMsgs``),
     or is that of an attempt that ended at most 33 s before (``DeadCallMsgs``, SIPp's
     ``-deadcall_wait``). ``auto_answered``: out-of-dialog OPTIONS our endpoint answered 200 by
-    itself (a registrar's keep-alive pings; SIPp's ``AutoAnswered`` under ``-aa``)."""
+    itself (a registrar's keep-alive pings; SIPp's ``AutoAnswered`` under ``-aa``).
+    ``refreshes``: REGISTER refreshes answered 2xx (``register`` with refreshes);
+    ``refresh_challenges``: refreshes whose cached credentials (RFC 3261 §22.3) drew a new
+    challenge — the server took the nonce only once, or not at all."""
 
     attempted: int = 0
     successful: int = 0
@@ -180,6 +183,8 @@ class Counters:
     out_of_call_msgs: int = 0
     dead_call_msgs: int = 0
     auto_answered: int = 0
+    refreshes: int = 0
+    refresh_challenges: int = 0
 
     # -- recording -------------------------------------------------------------------------
     def success(self, response_time: float | None, length: float) -> None:
@@ -255,7 +260,7 @@ class Counters:
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
                      "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
                      "malformed", "watchdog_minor", "watchdog_major", "out_of_call_msgs", "dead_call_msgs",
-                     "auto_answered"):
+                     "auto_answered", "refreshes", "refresh_challenges"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.loop_lag_max = max(self.loop_lag_max, other.loop_lag_max)
         self.last_malformed = other.last_malformed or self.last_malformed

@@ -102,10 +102,12 @@ from skinnysip.sip.reason import Reason, completed_elsewhere, describe, parse_re
 from skinnysip.sip.request import (
     build_cancel,
     event_package,
+    granted_expires,
     min_expires_retry,
     new_call_id,
     new_request,
     new_tag,
+    our_binding,
     resend_request,
     warning_field,
 )
@@ -1041,7 +1043,7 @@ class SIPPhone(Phone):
                 reason += f" ({outcome.auth.refused})"
             self._set_registration(RegistrationState.FAILED, reason)
             return False
-        granted = self._granted(response, request) or expires
+        granted = granted_expires(response, request, self.instance_id) or expires
         self.expires_granted = granted
         self._learn_outbound(response, request)
         self._learn_service_route(response)
@@ -1069,31 +1071,6 @@ class SIPPhone(Phone):
         tags = [*(("outbound", "path") if self._asks_outbound() else ()), *(("gruu",) if self.account.gruu else ())]
         return [("Supported", ", ".join(tags))] if tags else []
 
-    def _our_binding(self, response: Response, request: Request) -> NameAddr | None:
-        """Our Contact among those a REGISTER's 2xx lists (RFC 3261 §10.2.4): the one with our
-        ``+sip.instance``, else the one with our Contact URI's user, host and port."""
-        ours = NameAddr.parse(request.headers.get("Contact") or "<sip:x@invalid>").uri
-        try:
-            contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
-        except SIPParseError:
-            return None
-        if self.instance_id is not None:
-            for c in contacts:
-                if c.instance == self.instance_id:
-                    return c
-        for c in contacts:
-            if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
-                    ours.host, ours.port, ours.user):
-                return c
-        return None
-
-    def _granted(self, response: Response, request: Request) -> int | None:
-        """The expiry the registrar granted for our Contact (its ``expires`` param, else
-        ``Expires``), RFC 3261 §10.2.4."""
-        ours = self._our_binding(response, request)
-        value = uint_or_none(ours.params.get("expires"), 10**9 - 1) if ours is not None else None
-        return value if value is not None else uint_or_none(response.headers.get("Expires"), 10**9 - 1)
-
     def _learn_outbound(self, response: Response, request: Request) -> None:
         """What a REGISTER's 2xx says about SIP outbound (``Require: outbound``, ``Flow-Timer``;
         RFC 5626 §4.2.1, §4.4) and our GRUUs (``pub-gruu``/``temp-gruu`` of our Contact, RFC
@@ -1114,7 +1091,7 @@ class SIPPhone(Phone):
             self.flow_timer = timer or None
         if not self.account.gruu:
             return
-        ours = self._our_binding(response, request)
+        ours = our_binding(response, request, self.instance_id)
         found: list[str | None] = []
         for name in ("pub-gruu", "temp-gruu"):
             value = unquote_string(ours.params.get(name) or "") if ours is not None else ""

@@ -248,6 +248,36 @@ def min_expires_retry(response: Response, expires: int) -> int | None:
     return longer if longer is not None and longer > expires else None
 
 
+def our_binding(response: Response, request: Request, instance_id: str | None = None) -> NameAddr | None:
+    """Our Contact among those a REGISTER's 2xx lists (RFC 3261 §10.2.4: the registrar
+    returns every binding of the AOR): the one with our ``+sip.instance`` ``instance_id``
+    (RFC 5626 §4.1), else the one with ``request``'s Contact URI user, host and port. None
+    when it is not there, or the Contact values do not parse."""
+    ours = NameAddr.parse(request.headers.get("Contact") or "<sip:x@invalid>").uri
+    try:
+        contacts = [NameAddr.parse(v) for v in response.headers.values("Contact") if v.strip() != "*"]
+    except SIPParseError:
+        return None
+    if instance_id is not None:
+        for c in contacts:
+            if c.instance == instance_id:
+                return c
+    for c in contacts:
+        if isinstance(c.uri, SipURI) and isinstance(ours, SipURI) and (c.uri.host, c.uri.port, c.uri.user) == (
+                ours.host, ours.port, ours.user):
+            return c
+    return None
+
+
+def granted_expires(response: Response, request: Request, instance_id: str | None = None) -> int | None:
+    """The expiry (seconds) a REGISTER's 2xx grants our binding: our Contact's ``expires``
+    parameter (:func:`our_binding`), else the ``Expires`` header field (RFC 3261 §10.2.4);
+    None when neither holds a number 0 … 10⁹-1."""
+    ours = our_binding(response, request, instance_id)
+    value = uint_or_none(ours.params.get("expires"), 10**9 - 1) if ours is not None else None
+    return value if value is not None else uint_or_none(response.headers.get("Expires"), 10**9 - 1)
+
+
 def build_ack_for_failure(request: Request, response: Response) -> Request:
     """The ACK for a non-2xx final ``response`` to INVITE ``request`` (RFC 3261 §17.1.1.3).
 
