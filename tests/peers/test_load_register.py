@@ -434,3 +434,16 @@ def test_refresh_options_are_checked_before_anything_is_sent(registrar: Kamailio
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "only the register scenario refreshes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_refreshes_follow_the_expiry_the_registrar_granted() -> None:
+    """Kamailio granting at most 4 s (``max_expires``) to a REGISTER asking 60: without
+    ``--refresh-interval`` each binding is refreshed after half the granted 4 s (RFC 3261
+    §10.2.4: the 2xx's Contact ``expires`` rules), not half of 60."""
+    with kamailio("MD5", max_expires=4) as peer:
+        code, result, stderr = run_load(["register", "127.0.0.1", "--port", str(peer.udp_port), "--domain",
+                                         peer.realm, "-u", "alice", "--password", peer.users["alice"], "-r", "20",
+                                         "-m", "4", "--refreshes", "1", "--expires", "60"])
+    assert code == 0, (result, stderr[-2000:])
+    assert (result["successful"], result["refreshes"], result["refreshChallenges"]) == (4, 4, 0)
+    assert 1800 <= result["callLengthMs"]["p50"] < 5000

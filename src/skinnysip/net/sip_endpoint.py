@@ -171,7 +171,7 @@ def _drop_outcome(outcome: Outcome) -> None:
 class Exchange:
     """One request run to its outcome by callbacks (:meth:`SIPEndpoint.exchange`): the
     client transaction's events arrive through its handle's listener, a challenge is
-    answered from there, and the deadline (when shorter than Timer F) is one loop timer."""
+    answered from there, and the deadline is one loop timer per send."""
 
     __slots__ = ("endpoint", "flow", "timeout", "rule", "on_outcome", "outcome", "handle", "timer", "finished",
                  "sends")
@@ -250,6 +250,13 @@ class Exchange:
             self.endpoint.errors.append(f"exchange callback failed: {exc!r}")
 
     def _on_event(self, event: ClientEvent) -> None:
+        try:
+            self._handle(event)
+        except Exception as exc:  # runs inside the pump (a datagram's callback): end this exchange only
+            self.endpoint.errors.append(f"exchange failed on {type(event).__name__}: {exc!r}")
+            self._end(f"internal error: {exc!r}")
+
+    def _handle(self, event: ClientEvent) -> None:
         outcome, handle = self.outcome, self.handle
         if self.finished or outcome is None or handle is None or event.transaction is not handle.transaction:
             return  # a late event of an earlier (challenged) transaction, or after the end
