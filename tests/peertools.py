@@ -41,6 +41,18 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port found")
 
 
+@contextlib.contextmanager
+def silent_udp() -> Iterator[socket.socket]:
+    """A UDP socket bound on 127.0.0.1 that nobody reads: a server that answers nothing (and,
+    being bound, draws no ICMP port unreachable either). Closed on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+    finally:
+        sock.close()
+
+
 def free_even_range(pairs: int) -> tuple[int, int]:
     """(first, last): an even first port and ``pairs`` UDP port pairs after it on 127.0.0.1,
     all free now (bound and let go), for ``rtp_ports`` ranges."""

@@ -12,6 +12,7 @@ import pytest
 from sip_peers import KamailioPeer
 
 from peertools import free_port
+from peertools import silent_udp as silent_socket
 from skinnysip.probes.sip import ProbeRequest, digest_auth, invite, options
 
 pytestmark = pytest.mark.peer
@@ -74,12 +75,8 @@ async def relay(kamailio_md5: KamailioPeer) -> AsyncIterator[tuple[DropFirstRela
 @pytest.fixture
 async def silent_udp() -> AsyncIterator[int]:
     """A bound UDP socket that reads nothing and answers nothing (no ICMP either)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
+    with silent_socket() as sock:
         yield sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 async def test_lost_options_is_retransmitted_after_t1(relay) -> None:

@@ -1,16 +1,15 @@
 """The load runner's own rules with a scenario that only sleeps (no network: what is tested
-is the runner's pacing, limit, count, stop and drain, not a protocol)."""
+is the runner's pacing, limit, count, stop and drain, not a protocol); and its task-free
+attempts (``Scenario.inline``) against a silent UDP socket on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import socket
-from collections.abc import Iterator
 
 import pytest
 
+from peertools import silent_udp
 from skinnysip.load.runner import LoadRunner, LocalSource, Monitor, summary
 from skinnysip.load.scenarios import LoadConfig, Scenario, User
 from skinnysip.load.stats import Counters
@@ -439,23 +438,12 @@ def test_the_rate_keys_stop_reading_a_terminal_that_is_gone(monkeypatch: pytest.
     assert monitor.rate == 20.0 and calls == 2
 
 
-@contextlib.contextmanager
-def _silent_udp() -> Iterator[int]:
-    """A UDP port on 127.0.0.1 that never answers (a dead server)."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    try:
-        yield silent.getsockname()[1]
-    finally:
-        silent.close()
-
-
 async def test_inline_attempts_are_aborted_and_counted_like_tasks() -> None:
     """OPTIONS over UDP to a silent server: the attempts run with no task (the scenario's
     ``inline`` path), the limit holds them at 5, and an abort ends them now, each counted
     failed as ``aborted`` — as the task path does."""
-    with _silent_udp() as port:
-        config = LoadConfig("options", "127.0.0.1", port=port, rate=100, limit=5, count=50, timeout=30.0)
+    with silent_udp() as silent:
+        config = LoadConfig("options", "127.0.0.1", port=silent.getsockname()[1], rate=100, limit=5, count=50, timeout=30.0)
         runner = LoadRunner(config)
         task = asyncio.get_running_loop().create_task(runner.run())
         await asyncio.sleep(0.4)
@@ -471,8 +459,8 @@ async def test_inline_attempts_left_after_the_drain_grace_are_aborted(monkeypatc
     import skinnysip.load.runner as runner_module
 
     monkeypatch.setattr(runner_module, "DRAIN_GRACE", -1.7)  # grace: timeout 2 s - 1.7 s = 0.3 s
-    with _silent_udp() as port:
-        config = LoadConfig("options", "127.0.0.1", port=port, rate=100, count=3, timeout=2.0, hold=0.0)
+    with silent_udp() as silent:
+        config = LoadConfig("options", "127.0.0.1", port=silent.getsockname()[1], rate=100, count=3, timeout=2.0, hold=0.0)
         runner = LoadRunner(config)
         started = asyncio.get_running_loop().time()
         await asyncio.wait_for(runner.run(), 5.0)

@@ -463,16 +463,22 @@ class LoadConfig:
     refreshes: int = 0
     refresh_interval: float | None = None
 
+    def refresh_after(self, granted: int | None = None) -> float:
+        """Seconds from a registration (or refresh) to its next refresh: ``refresh_interval``,
+        else half the expiry ``granted`` (RFC 3261 §10.2.4), never more than half of
+        ``expires`` (what we asked for; the most a registrar grants without a 423) and at
+        least 1 s."""
+        if self.refresh_interval is not None:
+            return self.refresh_interval
+        return max(1.0, min(granted or self.expires, self.expires) / 2)
+
     @property
     def attempt_hold(self) -> float:
         """Seconds an attempt stays up beyond its transactions: a call's ``hold``; the
-        refreshes of a registration (each ``refresh_interval``, at most half of ``expires``
-        when the registrar decides, and one ``timeout`` each)."""
+        refreshes of a registration (each :meth:`refresh_after` at most, and one
+        ``timeout``)."""
         if self.scenario == "register":
-            if not self.refreshes:
-                return 0.0
-            interval = self.refresh_interval if self.refresh_interval is not None else max(1.0, self.expires / 2)
-            return self.refreshes * (interval + self.timeout)
+            return self.refreshes * (self.refresh_after() + self.timeout)
         return self.hold or 0.0
 
     @property
@@ -947,19 +953,23 @@ class InlineAttempt:
         """REGISTER ``previous``'s binding again for ``expires`` seconds (0: remove it): same
         Call-ID, From tag, To, Contact; CSeq + 1; a new branch; the credentials the rule's
         client cached for the Call-ID, a new challenge answered once (RFC 3261 §10.2.2,
-        §10.2.8, §22.3)."""
-        request = resend_request(previous, self.scenario.ep.via(self.flow))
-        request.headers.set("Expires", str(expires))
-        self.rule = ChallengeRetry(self.rule.client)
-        self._send(request, then)
+        §10.2.8, §22.3). A request that cannot be built or sent ends the attempt, counted."""
+        try:
+            request = resend_request(previous, self.scenario.ep.via(self.flow))
+            request.headers.set("Expires", str(expires))
+            self.rule = ChallengeRetry(self.rule.client)
+            self._send(request, then)
+        except (SIPTransportError, SIPParseError, ValueError) as exc:
+            self._broken(exc)
 
-    def _sent(self, outcome: Outcome) -> None:
+    def _count_sent(self) -> None:
+        """The requests the last exchange sent: its first and each digest retry."""
         self.scenario.counters().requests_sent += 1 + self.rule.attempts
 
     def _answered(self, outcome: Outcome) -> None:
         if self.ended:
             return
-        self._sent(outcome)
+        self._count_sent()
         c = self.scenario.config
         try:
             if c.scenario == "register" and outcome.response is not None and not self.expires_retried:
@@ -988,28 +998,20 @@ class InlineAttempt:
         self._end()
 
     def _wait_to_refresh(self, outcome: Outcome) -> None:
-        """Refresh the binding after ``refresh_interval``, else half the expiry granted
-        (RFC 3261 §10.2.4; at least 1 s, at most half of what we asked for)."""
-        c = self.scenario.config
-        interval = c.refresh_interval
-        if interval is None:
-            granted = granted_expires(outcome.response, outcome.request) if outcome.response is not None else None
-            interval = max(1.0, min(granted if granted else c.expires, c.expires) / 2)
-        self.timer = asyncio.get_running_loop().call_later(interval, self._refresh)
+        """Refresh the binding after :meth:`LoadConfig.refresh_after` the expiry granted."""
+        granted = granted_expires(outcome.response, outcome.request) if outcome.response is not None else None
+        self.timer = asyncio.get_running_loop().call_later(self.scenario.config.refresh_after(granted),
+                                                           self._refresh)
 
     def _refresh(self) -> None:
         self.timer = None
-        if self.ended or self.binding is None:
-            return
-        try:
+        if not self.ended and self.binding is not None:
             self._again(self.binding, self.scenario.config.expires, self._refreshed)
-        except (SIPTransportError, SIPParseError, ValueError) as exc:
-            self._broken(exc)
 
     def _refreshed(self, outcome: Outcome) -> None:
         if self.ended:
             return
-        self._sent(outcome)
+        self._count_sent()
         counters = self.scenario.counters()
         if self.rule.attempts:  # the cached credentials were not taken: the server challenged again
             counters.refresh_challenges += 1
@@ -1034,15 +1036,12 @@ class InlineAttempt:
         """The unregister: REGISTER Expires 0 for the binding."""
         assert self.binding is not None
         self.unregister_started = monotonic()
-        try:
-            self._again(self.binding, 0, self._unregistered)
-        except (SIPTransportError, SIPParseError, ValueError) as exc:
-            self._broken(exc)
+        self._again(self.binding, 0, self._unregistered)
 
     def _unregistered(self, outcome: Outcome) -> None:
         if self.ended:
             return
-        self._sent(outcome)
+        self._count_sent()
         response = outcome.response
         if response is None or not 200 <= response.status_code < 300:
             self.scenario._failed(outcome, monotonic() - (self.unregister_started or self.started))

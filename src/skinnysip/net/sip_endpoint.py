@@ -193,8 +193,7 @@ class Exchange:
         first = self.outcome is None
         if self.outcome is None:
             self.outcome = Outcome(request=request, auth=self.rule)
-        else:
-            self.outcome.request = request
+        self.outcome.request = request
         self.sends += 1
         ep = self.endpoint
         try:
