@@ -2,7 +2,7 @@
 # Installs everything the test suite needs on a fresh Debian 12 machine (run as root):
 # the Debian peers (Kamailio with TLS, SIPp, sipsak, tshark, openssl, dnsmasq as a test DNS server,
 # baresip, linphonec and twinkle-console as far-end phones, sngrep, SIPVicious, coturn as a STUN server, iptables for a NAT,
-# rtpengine as a media relay), the Sippy B2BUA (PyPI) in a virtualenv of its own,
+# rtpengine as a media relay, Net::SIP's registrar/proxy and Sofia-SIP's sip-options), the Sippy B2BUA (PyPI) in a virtualenv of its own,
 # Chromium for the web tests, and the package with its test extras (which include playwright; its own
 # browser download, `playwright install`, is never run: the tests use /usr/bin/chromium).
 # Idempotent: a second run only checks.
@@ -31,6 +31,8 @@ ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamaili
 command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)  # STIR/SHAKEN PASSporT signer and checker
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test namespaces (tests/netns.py)
 command -v rtpengine >/dev/null 2>&1 || need_apt+=(rtpengine-daemon)  # media relay behind Kamailio (test_phone_rtpengine.py)
+[ -e /usr/share/perl5/Net/SIP.pm ] || need_apt+=(libnet-sip-perl)  # Net::SIP's registrar and proxy, a second server stack (test_netsip.py)
+command -v sip-options >/dev/null 2>&1 || need_apt+=(sofia-sip-bin)  # Sofia-SIP's OPTIONS client (test_sip_listen_cli.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)

@@ -3,6 +3,7 @@ answering probes, stopping cleanly on Ctrl-C, and failing in one line on a busy 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from peertools import free_port
+from peertools import free_port, require
 from skinnysip.probes.sip import ProbeRequest, invite, options
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -92,3 +93,43 @@ def test_sigterm_writes_the_pcap(tmp_path) -> None:  # type: ignore[no-untyped-d
     tshark = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
                              "-e", "_ws.malformed"], capture_output=True, text=True, timeout=60)
     assert [line.split("\t") for line in tshark.stdout.splitlines()] == [["OPTIONS", "", ""], ["", "200", ""]]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sofia_sips_options_client_gets_our_answer(transport: str) -> None:
+    """Sofia-SIP's ``sip-options`` (``sofia-sip-bin``; the stack of FreeSWITCH's mod_sofia) asks
+    ``sip listen`` over UDP and over TCP: it prints our 200 with the Allow we send, exits 0,
+    and listen shows its OPTIONS and our answer on the transport it came by."""
+    client = require("sip-options")
+    port = free_port(socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM)
+    proc = _start("--port", str(port), "--transport", transport, "--json")
+    try:
+        if transport == "udp":
+            _wait_udp(port, proc)
+        else:
+            _wait_tcp(port, proc)
+        # bound to loopback, on any port (its default is every address, on 5060)
+        asked = subprocess.run([client, "--bind=sip:127.0.0.1:*", f"sip:127.0.0.1:{port};transport={transport}"],
+                               capture_output=True, text=True, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert asked.stdout.startswith("SIP/2.0 200 OK\n"), asked.stdout
+    assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS" in asked.stdout, asked.stdout
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(r["direction"], r["summary"][:7], r["transport"]) for r in lines] == [
+        ("received", "OPTIONS", transport), ("sent", "200 OK", transport)], lines
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
+    """Until the process accepts TCP connections on the port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"listen exited early: {proc.stderr.read() if proc.stderr else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise AssertionError("listen did not accept on its port")

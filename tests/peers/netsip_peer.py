@@ -1,0 +1,93 @@
+"""Net::SIP (CPAN; Debian's ``libnet-sip-perl``) as a peer on 127.0.0.1: a registrar and a
+stateless proxy with digest authentication, from a SIP stack written apart from ours and
+Kamailio's (``netsip_server.pl`` beside this file).
+
+It behaves unlike Kamailio in ways a server may: it challenges every request, OPTIONS too,
+with 401 (also as a proxy, where Kamailio sends 407), puts no tag in the To of its 401s, accepts
+a nonce again for as long as it is fresh, and rewrites the Request-URI of a call to the contact
+the callee registered. The server prints one line per request (:meth:`NetSIPServer.lines`):
+``seen METHOD`` for each request it gets, ``registered USER EXPIRES`` for each REGISTER that
+passed authentication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from peertools import require, stop_process
+
+SCRIPT = Path(__file__).with_name("netsip_server.pl")
+DOMAIN = "netsip.test"
+USERS = {"alice": "wonderland", "bob": "builder", "carol": "sea-shells"}
+
+
+@dataclass(frozen=True)
+class NetSIPServer:
+    """A running Net::SIP registrar/proxy on ``host``:``port`` (UDP) for ``domain``."""
+
+    host: str
+    port: int
+    domain: str
+    out_file: Path
+    users: dict[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """What the server printed so far, a line each (``ready``, ``seen``, ``registered``)."""
+        return _lines(self.out_file)
+
+    def seen(self, method: str) -> int:
+        """Requests of ``method`` the server got (before authentication)."""
+        return self.lines().count(f"seen {method}")
+
+    def registrations(self) -> list[tuple[str, int]]:
+        """(user, expires) of each REGISTER that passed digest authentication, in order."""
+        out = []
+        for line in self.lines():
+            if line.startswith("registered "):
+                _, user, expires = line.split()
+                out.append((user, int(expires)))
+        return out
+
+
+@contextlib.contextmanager
+def netsip_server(host: str = "127.0.0.1", users: dict[str, str] | None = None,
+                  timeout: float = 15.0) -> Iterator[NetSIPServer]:
+    """Start the server on a free UDP port of ``host``; yields once it printed its port;
+    stopped (SIGTERM, then SIGKILL) at exit."""
+    perl = require("perl")
+    if subprocess.run([perl, "-MNet::SIP", "-e", "1"], capture_output=True, timeout=30).returncode != 0:
+        missing = "Perl's Net::SIP is not installed (libnet-sip-perl; run scripts/install-deps.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    users = dict(USERS if users is None else users)
+    workdir = Path(tempfile.mkdtemp(prefix="skinnysip-netsip-"))
+    out_file, err_file = workdir / "stdout.log", workdir / "stderr.log"
+    with open(out_file, "wb") as out, open(err_file, "wb") as err:
+        proc = subprocess.Popen([perl, str(SCRIPT), host, DOMAIN, *(f"{u}:{p}" for u, p in users.items())],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (ready := [line for line in _lines(out_file) if line.startswith("ready ")]):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Net::SIP did not start:\n" + err_file.read_text(errors="replace")[-2000:])
+            time.sleep(0.05)
+        yield NetSIPServer(host, int(ready[0].split()[1]), DOMAIN, out_file, users)
+    finally:
+        stop_process(proc)
+        if not os.environ.get("SKINNYSIP_KEEP_PEERS"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []

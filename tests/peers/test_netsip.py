@@ -1,0 +1,124 @@
+"""Against a second, independent SIP server: Net::SIP's registrar and stateless proxy
+(``netsip_peer.py``), which challenges with 401 where Kamailio sends 407, tags no 401, takes a
+nonce again while it is fresh and rewrites the Request-URI to the callee's contact.
+
+- ``skinnysip load register`` with a SIPp ``-inf`` file of three users: every attempt
+  registers and unregisters, and the server's own log agrees request by request.
+- Three of our phones registered there: a MESSAGE, a call heard both ways, RFC 4733 digits,
+  hold and resume, and a blind transfer (REFER, RFC 3515) after which the transferee and the
+  target hear each other. Audio is proven by the recordings (dominant frequency per 20 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from netsip_peer import NetSIPServer, netsip_server
+from test_phone_replaces import incoming
+from test_phone_sippy_b2bua import digits, tone_share, until
+
+from skinnysip.phone.api import CallState, ErrorEvent, MessageReceived
+from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+ALICE_TONE, BOB_TONE, CAROL_TONE = 440.0, 660.0, 880.0
+
+
+def account(server: NetSIPServer, user: str, tone: float, tmp_path: Path, **kw: object) -> SIPAccount:
+    return SIPAccount(aor=f"sip:{user}@{server.domain}", password=server.users[user],
+                      registrar=f"{server.host}:{server.port}", expires=60, source=f"tone:{tone}",
+                      record_dir=str(tmp_path / user), **kw)  # type: ignore[arg-type]
+
+
+def test_load_register_with_three_users_agrees_with_the_servers_log(tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"
+    with netsip_server() as server:
+        users.write_text("SEQUENTIAL\n" + "".join(f"{u};{p}\n" for u, p in server.users.items()))
+        run = subprocess.run([sys.executable, "-m", "skinnysip", "load", "register", server.host,
+                              "-p", str(server.port), "--domain", server.domain, "--users", str(users),
+                              "-r", "100", "-m", "150", "--expires", "60", "--json", "--quiet"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        summary = json.loads(run.stdout)
+        seen = server.seen("REGISTER")
+        registrations = server.registrations()
+    assert (summary["attempted"], summary["successful"], summary["failed"]) == (150, 150, 0), summary
+    assert summary["retransmissions"] == 0, summary
+    # each attempt: REGISTER → 401, REGISTER with credentials → 200, the unregister under the
+    # same nonce (Net::SIP takes it again) → 200; every one of them reached the server
+    assert seen == summary["requestsSent"] == 450, (seen, summary["requestsSent"])
+    # 150 bindings and 150 removals passed its digest check, 50 of each per user (SEQUENTIAL)
+    assert Counter(registrations) == {(u, e): 50 for u in server.users for e in (60, 0)}, Counter(registrations)
+
+
+async def registered(server: NetSIPServer, *users: str, timeout: float = 10.0) -> None:
+    assert await until(lambda: {u for u, e in server.registrations() if e} >= set(users), timeout), \
+        server.lines()[-20:]
+
+
+async def test_message_call_digits_hold_and_blind_transfer_through_net_sip(tmp_path: Path) -> None:
+    with netsip_server() as server:
+        async with SIPPhone(account(server, "bob", BOB_TONE, tmp_path, auto_answer=0.1)) as bob, \
+                SIPPhone(account(server, "carol", CAROL_TONE, tmp_path, auto_answer=0.1)) as carol, \
+                SIPPhone(account(server, "alice", ALICE_TONE, tmp_path)) as alice:
+            await registered(server, "alice", "bob", "carol")
+
+            await alice.message("bob", "through Net::SIP")  # 401 answered, relayed to bob's contact
+            texts = []
+            for _ in range(40):
+                if (event := await bob.next_event(0.1)) is not None and isinstance(event, MessageReceived):
+                    texts.append((event.sender, event.text))
+                    break
+            assert texts == [(f"sip:alice@{server.domain}", "through Net::SIP")], texts
+
+            call = await alice.call("bob")
+            far = await incoming(bob)
+            assert await call.wait_connected(10), (call.end_reason, [m.summary for m in call.exchange])
+            assert await far.wait_connected(5), far.end_reason
+            await asyncio.sleep(1.5)
+            await call.send_dtmf("19#", duration=0.1)
+            got = await digits(bob, 3)
+            assert [(e.digit, e.method) for e in got] == [("1", "rfc4733"), ("9", "rfc4733"), ("#", "rfc4733")], got
+
+            await call.hold()  # re-INVITE a=sendonly, challenged and relayed in the dialog
+            assert await until(lambda: far.remote_hold), far.audio
+            await asyncio.sleep(0.5)
+            await call.resume()
+            assert await until(lambda: not far.remote_hold), far.audio
+            await asyncio.sleep(1.5)
+            before = call.media_report(), far.media_report()
+
+            await call.transfer("carol")  # returns once bob's NOTIFY told the target's answer
+            assert call.transfer_status == 200, call.transfer_status
+            assert await call.wait_ended(5) and await far.wait_ended(5), (call.end_reason, far.end_reason)
+            onward = next(c for c in bob.calls if isinstance(c, SIPCall) and "carol" in str(c.remote))
+            assert await onward.wait_connected(5), onward.end_reason
+            target = next(c for c in carol.calls if isinstance(c, SIPCall))
+            assert target.state is CallState.CONFIRMED and "bob" in str(target.remote), target.remote
+            await asyncio.sleep(2.0)
+            await onward.hangup()
+            assert await target.wait_ended(5), target.end_reason
+            after = onward.media_report(), target.media_report()
+            for phone in (alice, bob, carol):
+                while (event := await phone.next_event(0.05)) is not None:
+                    assert not isinstance(event, ErrorEvent), event
+    ours, theirs = before
+    assert ours is not None and theirs is not None
+    # alice heard bob before the hold and after the resume; bob heard alice all along but for
+    # her digits (her RFC 4733 events replace her audio while they last)
+    assert tone_share(ours, 0.3, 1.5, BOB_TONE) >= 0.95
+    assert tone_share(ours, -1.2, None, BOB_TONE) >= 0.95
+    assert tone_share(theirs, 0.3, 1.5, ALICE_TONE) >= 0.95
+    assert tone_share(theirs, -1.2, None, ALICE_TONE) >= 0.95
+    # after the transfer bob and carol hear each other
+    onward_report, target_report = after
+    assert onward_report is not None and target_report is not None
+    assert tone_share(onward_report, 0.3, None, CAROL_TONE) >= 0.95
+    assert tone_share(target_report, 0.3, None, BOB_TONE) >= 0.95
