@@ -4,6 +4,8 @@ nonce again while it is fresh and rewrites the Request-URI to the callee's conta
 
 - ``skinnysip load register`` with a SIPp ``-inf`` file of three users: every attempt
   registers and unregisters, and the server's own log agrees request by request.
+- ``skinnysip load call`` through its proxy to ``load answer`` registered there: both sides
+  count every call, the server saw exactly their requests, the recordings hold the tones.
 - Three of our phones registered there: a MESSAGE, a call heard both ways, RFC 4733 digits,
   hold and resume, and a blind transfer (REFER, RFC 3515) after which the transferee and the
   target hear each other. Audio is proven by the recordings (dominant frequency per 20 ms).
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from netsip_peer import NetSIPServer, netsip_server
+from test_load_answer import finish
+from test_load_answer import tone_share as load_tone_share
 from test_phone_replaces import incoming
 from test_phone_sippy_b2bua import digits, tone_share, until
 
@@ -56,6 +60,42 @@ def test_load_register_with_three_users_agrees_with_the_servers_log(tmp_path: Pa
     assert seen == summary["requestsSent"] == 450, (seen, summary["requestsSent"])
     # 150 bindings and 150 removals passed its digest check, 50 of each per user (SEQUENTIAL)
     assert Counter(registrations) == {(u, e): 50 for u in server.users for e in (60, 0)}, Counter(registrations)
+
+
+def test_load_call_through_net_sip_to_load_answer_registered_there(tmp_path: Path) -> None:
+    """``load answer`` registers bob at Net::SIP; ``load call`` places 10 calls as alice to bob
+    through its proxy (each INVITE challenged once, ACK and BYE along its Record-Route); both
+    sides count 10 calls, the server saw exactly those requests, and each side's recordings
+    hold the other's tone."""
+    with netsip_server() as server:
+        users = tmp_path / "bob.csv"
+        users.write_text("SEQUENTIAL\nbob;builder\n")
+        common = [server.host, "-p", str(server.port), "--domain", server.domain, "--json", "--quiet"]
+        answer = subprocess.Popen([sys.executable, "-m", "skinnysip", "load", "answer", *common, "--users", str(users),
+                                   "-m", "10", "--duration", "40", "--source", f"tone:{BOB_TONE}",
+                                   "--record", str(tmp_path / "answer")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert asyncio.run(until(lambda: ("bob", 60) in server.registrations(), 15)), server.lines()
+            caller = subprocess.run([sys.executable, "-m", "skinnysip", "load", "call", *common, "-u", "alice",
+                                     "--password", server.users["alice"], "--to", "bob", "-r", "5", "-m", "10",
+                                     "-l", "10", "--hold", "2", "--source", f"tone:{ALICE_TONE}",
+                                     "--record", str(tmp_path / "call")], capture_output=True, text=True, timeout=60)
+        finally:
+            code, answered, err = finish(answer)
+        seen = {method: server.seen(method) for method in ("INVITE", "ACK", "BYE", "REGISTER")}
+    assert caller.returncode == 0 and code == 0, caller.stdout[-1500:] + caller.stderr[-1500:] + err[-1500:]
+    called = json.loads(caller.stdout)
+    for side in (called, answered):
+        assert (side["attempted"], side["successful"], side["failed"]) == (10, 10, 0), side
+        assert side["media"]["rtpLost"] == 0 and side["media"]["mos"] > 4.0, side["media"]
+    # INVITE twice a call (401, then with credentials), an ACK for the 401 and one for the
+    # 200, one BYE; bob's REGISTER, its retry with credentials, the unregister
+    assert seen == {"INVITE": 20, "ACK": 20, "BYE": 10, "REGISTER": 3}, seen
+    assert called["requestsSent"] == seen["INVITE"] + seen["BYE"], called
+    for n in (1, 10):
+        assert load_tone_share(tmp_path / "call" / f"call{n}-rx.wav", BOB_TONE) >= 0.9
+        assert load_tone_share(tmp_path / "answer" / f"call{n}-rx.wav", ALICE_TONE) >= 0.9
 
 
 async def registered(server: NetSIPServer, *users: str, timeout: float = 10.0) -> None:
