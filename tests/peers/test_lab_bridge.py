@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baresip_peer import Baresip, baresip
+from sip_peers import sipp_uac
 from sippy_peer import sippy_b2bua
 from test_lab_services import assert_heard
+from test_phone_sipp import HEAD, REFUSED_415, TAIL, uac_ack, uac_invite
 from test_phone_sippy_b2bua import account as sip_account
 
 from peertools import tone_share
@@ -260,3 +262,20 @@ async def test_a_b2buas_keepalive_reinvites_get_the_same_answer_and_version(cm: 
     assert len(answers) >= 3, [m["summary"] for m in record["messages"]]  # the first answer and two keep-alives
     origins = {next(line for line in raw.splitlines() if line.startswith("o=")) for raw in answers}
     assert len(origins) == 1, origins
+
+
+async def test_an_invite_whose_body_is_not_sdp_is_refused_415(cm: LabCallManager, tmp_path: Path) -> None:
+    """RFC 3261 §8.2.3: an INVITE to a station's line whose body is ``text/plain`` gets 415 +
+    ``Accept: application/sdp`` from the bridge (it was a 400) and rings no station."""
+    plain = "Content-Type: text/plain\nContent-Length: [len]\n\nnot a session description\n"
+    async with SCCPBridge(callmanager=cm, proxy=("127.0.0.1", 9), domain=DOMAIN) as bridge, \
+            station(cm, tmp_path) as alice:
+        assert bridge.address is not None
+        host, port = bridge.address
+        xml = (HEAD.format(name="415") + uac_invite(port, body=plain).replace("sip:alice@", "sip:2001@")
+               + REFUSED_415 + uac_ack(port, for_2xx=False).replace("sip:alice@", "sip:2001@") + TAIL)
+        result = await sipp_uac(host, port, xml=xml, timeout=15)
+        await asyncio.sleep(0.3)
+        assert not alice.calls
+    assert result.returncode == 0, result.errors or result.screen
+    assert bridge.calls() == [], bridge.calls()

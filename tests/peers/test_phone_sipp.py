@@ -8,6 +8,7 @@ import asyncio
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sip_peers
@@ -111,6 +112,23 @@ Call-ID: [call_id]
 CSeq: 1 ACK
 Max-Forwards: 70
 {body}]]></send>
+"""
+
+
+def uac_ack_refusal(cseq: int) -> str:
+    """SIPp's ACK for a non-2xx final response to its in-dialog request of CSeq ``cseq`` (a
+    re-INVITE): in that transaction (its Via), to the dialog's remote target."""
+    return f"""  <send><![CDATA[
+ACK [next_url] SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
 """
 
 
@@ -674,6 +692,22 @@ async def test_a_refer_without_subscription_gets_no_notify() -> None:
         assert target.finish().successful_calls == 1
 
 
+async def called_by_sipp(port: int, xml: str) -> tuple[Any, Any, list[object]]:
+    """SIPp (``-rtp_echo``) plays the UAC scenario ``xml`` at a phone on ``port`` that answers
+    at once; returns the incoming call, SIPp's result and the phone's other events."""
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        sipp = asyncio.ensure_future(sipp_uac("127.0.0.1", port, xml=xml, timeout=20, extra=["-rtp_echo"]))
+        try:
+            event = await phone.next_event(5)
+            while event is not None and not isinstance(event, IncomingCall):
+                event = await phone.next_event(5)
+            assert isinstance(event, IncomingCall)
+            result = await sipp
+        finally:
+            sipp.cancel()
+        return event.call, result, await _events(phone)
+
+
 async def test_a_t38_reinvite_is_refused_and_the_call_keeps_its_audio() -> None:
     """A gateway that hears a fax tone re-INVITEs to T.38 (``m=image … udptl t38``, ITU-T T.38
     Annex D). We have no T.38: 488 with ``Warning: 304`` (media type not available, RFC 3261
@@ -683,38 +717,66 @@ async def test_a_t38_reinvite_is_refused_and_the_call_keeps_its_audio() -> None:
     t38 = sdp_body("m=image [media_port] udptl t38\na=T38FaxVersion:0\na=T38MaxBitRate:14400\n"
                    "a=T38FaxRateManagement:transferredTCF\na=T38FaxUdpEC:t38UDPRedundancy").replace(
                        "o=sipp 1 1", "o=sipp 1 2")
-    ack_488 = """  <send><![CDATA[
-ACK [next_url] SIP/2.0
-[last_Via:]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
     xml = (HEAD.format(name="t38 reinvite") + uac_invite(port) + recv("180", True)
            + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True) + '  <pause milliseconds="800"/>\n'
            + uac_in_dialog("INVITE", 2, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=t38)
-           + recv("100", True) + '  <recv response="488"/>\n' + ack_488 + uac_bye(1500, cseq=3) + TAIL)
-    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
-        sipp = asyncio.ensure_future(sipp_uac("127.0.0.1", port, xml=xml, timeout=20, extra=["-rtp_echo"]))
-        try:
-            event = await phone.next_event(5)
-            while event is not None and not isinstance(event, IncomingCall):
-                event = await phone.next_event(5)
-            assert isinstance(event, IncomingCall)
-            call = event.call
-            result = await sipp
-        finally:
-            sipp.cancel()
-        events = await _events(phone)
+           + recv("100", True) + '  <recv response="488"/>\n' + uac_ack_refusal(2) + uac_bye(1500, cseq=3) + TAIL)
+    call, result, events = await called_by_sipp(port, xml)
     assert result.returncode == 0, result.errors or result.screen
     refusal = next(m.raw for m in call.exchange if m.direction == "sent" and m.summary.startswith("488"))
     assert 'Warning: 304 skinnysip "no audio stream offered"' in refusal, refusal
     assert call.end_reason == "BYE received" and call.audio is not None and call.audio.direction == "sendrecv"
     report = call.media_report()
     assert report is not None and report["received"]["packets"] > 80  # SIPp echoed our audio before and after
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events
+
+
+TEXT_BODY = """Content-Type: text/plain
+Content-Length: [len]
+
+not a session description
+"""
+#: SIPp waits for a 415 whose Accept is application/sdp (RFC 3261 §8.2.3)
+REFUSED_415 = ('  <recv response="415"><action><ereg regexp="^ *application/sdp *$" search_in="hdr" header="Accept:" '
+               'check_it="true" assign_to="accept"/></action></recv>\n  <Reference variables="accept"/>\n')
+
+
+async def test_an_invite_whose_body_is_not_sdp_is_refused_415_with_accept() -> None:
+    """RFC 3261 §8.2.3: a UAS that does not understand the body's type answers 415 with an
+    Accept of the types it does. An INVITE with a ``text/plain`` body (a type the phone takes
+    in MESSAGE, not as a session) gets ``415`` + ``Accept: application/sdp`` — it was a 400,
+    as if the SDP were malformed — and rings nobody."""
+    port = free_port(socket.SOCK_DGRAM)
+    ack = f"""  <send><![CDATA[
+ACK sip:alice@127.0.0.1:{port} SIP/2.0
+[last_Via:]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+    xml = HEAD.format(name="text invite") + uac_invite(port, body=TEXT_BODY) + REFUSED_415 + ack + TAIL
+    async with SIPPhone(phone_account(listen_port=port, auto_answer=0.0)) as phone:
+        result = await sipp_uac("127.0.0.1", port, xml=xml, timeout=15)
+        events = await _events(phone)
+        assert not phone.calls
+    assert result.returncode == 0, result.errors or result.screen
+    assert not [e for e in events if isinstance(e, IncomingCall | ErrorEvent)], events
+
+
+async def test_a_reinvite_whose_body_is_not_sdp_is_refused_415_and_the_call_stays() -> None:
+    """The same in a dialog: a re-INVITE with a ``text/plain`` body gets 415 + ``Accept:
+    application/sdp`` and the session is as it was (RFC 3261 §14.2) until the caller's BYE."""
+    port = free_port(socket.SOCK_DGRAM)
+    xml = (HEAD.format(name="text reinvite") + uac_invite(port) + recv("180", True)
+           + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True) + '  <pause milliseconds="500"/>\n'
+           + uac_in_dialog("INVITE", 2, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=TEXT_BODY)
+           + recv("100", True) + REFUSED_415 + uac_ack_refusal(2) + uac_bye(800, cseq=3) + TAIL)
+    call, result, events = await called_by_sipp(port, xml)
+    assert result.returncode == 0, result.errors or result.screen
+    assert call.end_reason == "BYE received" and call.audio is not None and call.audio.direction == "sendrecv"
     assert not [e for e in events if isinstance(e, ErrorEvent)], events

@@ -13,10 +13,12 @@ import pytest
 from sip_peers import sipp_uac
 from test_phone_sipp import (
     HEAD,
+    REFUSED_415,
     TAIL,
     recv,
     sdp_body,
     uac_ack,
+    uac_ack_refusal,
     uac_bye,
     uac_in_dialog,
     uac_invite,
@@ -119,3 +121,26 @@ async def test_in_dialog_options_is_answered_and_refer_is_405() -> None:
     refusal = next(r.raw.decode() for r in sent if r.summary.startswith("405"))
     allow = next(line for line in refusal.split("\r\n") if line.startswith("Allow:"))
     assert "REFER" not in allow and "INVITE" in allow, allow
+
+
+async def test_a_body_that_is_no_sdp_is_415_in_an_invite_and_a_reinvite() -> None:
+    """RFC 3261 §8.2.3: an INVITE whose body is ``text/plain`` gets 415 with ``Accept:
+    application/sdp`` (it was a 488, as if the SDP were malformed); so does such a re-INVITE,
+    and the call goes on to its BYE."""
+    plain = "Content-Type: text/plain\nContent-Length: [len]\n\nnot a session description\n"
+    refused = HEAD.format(name="415") + uac_invite(0, body=plain) + REFUSED_415 + uac_ack(0, for_2xx=False) + TAIL
+    async with Responder(ListenConfig(HOST, 0, "udp")) as responder:
+        assert responder.local is not None
+        port = responder.local[1]
+        result = await sipp_uac(HOST, port, xml=refused.replace("127.0.0.1:0", f"127.0.0.1:{port}"), timeout=15)
+        assert result.returncode == 0, result.errors or result.screen
+        assert responder.calls == {}
+        in_call = (HEAD.format(name="415 in a call") + uac_invite(port) + recv("180", True)
+                   + '  <recv response="200" rrs="true"/>\n' + uac_ack(port, for_2xx=True)
+                   + uac_in_dialog("INVITE", 2, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=plain)
+                   + recv("100", True) + REFUSED_415 + uac_ack_refusal(2) + uac_bye(100).replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+                   + TAIL)
+        result = await sipp_uac(HOST, port, xml=in_call, timeout=15)
+        sent = [r.summary for r in responder.endpoint.trace if r.direction == "sent"]
+    assert result.returncode == 0, result.errors or result.screen
+    assert sent.count("415 Unsupported Media Type") == 2 and sent[-1] == "200 OK", sent

@@ -19,7 +19,7 @@ from skinnysip.sip.request import (
     new_request,
     reason_phrase,
 )
-from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uas import UASCore, is_session_body
 from skinnysip.sip.uri import NameAddr
 
 # RFC 3261 §24.2 (F1), with two proxies that recorded the route and a Timestamp.
@@ -514,3 +514,14 @@ def test_min_expires_retry_after_423(status: str, min_expires: str, asked: int, 
                               f"CSeq: 2 REGISTER\r\n{min_expires}Content-Length: 0\r\n\r\n").encode())
     assert isinstance(response, Response)
     assert min_expires_retry(response, asked) == retry
+
+
+@pytest.mark.parametrize(("content_type", "session"), [
+    ("application/sdp", True), ("Application/SDP; charset=utf-8", True), ("", True),
+    ("text/plain", False), ("multipart/mixed;boundary=unique-boundary-1", False), ("application/pidf+xml", False),
+])
+def test_is_session_body_takes_sdp_and_a_body_without_a_type(content_type: str, session: bool) -> None:
+    """RFC 3261 §8.2.3: an INVITE's body of another type is for a 415, not for the SDP parser
+    (a body without Content-Type is read as SDP, §20.15 being the sender's error)."""
+    assert is_session_body(request(Content_Type=content_type)) is session
+    assert is_session_body(request(ALICE_INVITE)) is True  # no body at all

@@ -69,6 +69,7 @@ from skinnysip.sip.transactions import (
     SuccessRetransmission,
     TimedOut,
 )
+from skinnysip.sip.uas import SESSION_ACCEPT, is_session_body
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = ["SCCPBridge", "MAX_BRIDGED_CALLS", "RING_SECONDS"]
@@ -528,6 +529,9 @@ class SCCPBridge(TaskOwner):
         assert isinstance(tx, InviteServerTransaction)
         call = _BridgedCall(False, "", request.call_id or new_call_id())
         call.invite, call.invite_tx, call.flow = request, tx, event.flow
+        if not is_session_body(request):  # RFC 3261 §8.2.3
+            self.endpoint.respond(tx, 415, to_tag=call.to_tag, headers=[SESSION_ACCEPT])
+            return
         try:
             call.number = SipURI.parse(request.uri).user or ""
             call.offer = SessionDescription.parse(request.body) if request.body else None
@@ -611,6 +615,9 @@ class SCCPBridge(TaskOwner):
     async def _remote_offer(self, call: _BridgedCall, tx: ServerTransaction, request: Request) -> None:
         """The SIP side's new offer (hold, resume, a new address; RFC 3264 §8): answered with
         the station's address; the station's transmission follows the answer."""
+        if not is_session_body(request):  # RFC 3261 §8.2.3; the session stays as it was
+            self.endpoint.respond(tx, 415, headers=[SESSION_ACCEPT])
+            return
         leg = call.leg
         if leg is None or leg.rtp_addr is None:
             self.endpoint.respond(tx, 488)

@@ -124,7 +124,7 @@ from skinnysip.sip.transactions import (
     TimedOut,
     TransportFailed,
 )
-from skinnysip.sip.uas import DEFAULT_ACCEPT, UASCore
+from skinnysip.sip.uas import DEFAULT_ACCEPT, SESSION_ACCEPT, UASCore, is_session_body
 from skinnysip.sip.uri import NameAddr, SipURI, parse_hostport, uri_of
 
 if TYPE_CHECKING:
@@ -466,6 +466,7 @@ def check_instance_id(text: str) -> str:
     if not value.lower().startswith("urn:") or any(c in '<>";,' or c.isspace() or ord(c) < 32 for c in value):
         raise ValueError(f"instance_id: a URN such as urn:uuid:…, not {text!r}")
     return value
+
 
 
 def _option_tags(message: Request | Response, name: str) -> set[str]:
@@ -1698,6 +1699,9 @@ class SIPPhone(Phone):
         if self._session_too_small(request):  # RFC 4028 §9
             self._respond(tx, 422, to_tag=new_tag(), headers=[("Min-SE", str(self.account.min_se))])
             return
+        if not is_session_body(request):  # RFC 3261 §8.2.3
+            self._respond(tx, 415, to_tag=new_tag(), headers=[SESSION_ACCEPT])
+            return
         if request.headers.get_all("Identity") or (self._stir is not None and self._stir.required):
             self._verifying.add(tx)  # a CANCEL meanwhile is answered (see _on_event)
             self._spawn(self._verified_incoming(event))
@@ -2389,6 +2393,9 @@ class SIPPhone(Phone):
             return
         if call.media is None or call.flow is None:
             self.endpoint.respond(tx, 488)
+            return
+        if not is_session_body(request):  # RFC 3261 §8.2.3
+            self.endpoint.respond(tx, 415, headers=[SESSION_ACCEPT])
             return
         if self._session_too_small(request):
             self.endpoint.respond(tx, 422, headers=[("Min-SE", str(self.account.min_se))])

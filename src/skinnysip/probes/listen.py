@@ -39,7 +39,7 @@ from skinnysip.sip.dialog import Dialog, DialogID, dialog_id
 from skinnysip.sip.request import new_tag
 from skinnysip.sip.server_transaction import InviteServerTransaction
 from skinnysip.sip.transactions import AckReceived, CancelReceived, LayerEvent, RequestReceived, TimedOut
-from skinnysip.sip.uas import UASCore
+from skinnysip.sip.uas import SESSION_ACCEPT, UASCore, is_session_body
 
 __all__ = ["ListenConfig", "Responder"]
 
@@ -224,6 +224,10 @@ class Responder:
                 self.endpoint.respond(tx, code, to_tag=to_tag)
                 self._end(call)
                 return
+            if not is_session_body(request):  # RFC 3261 §8.2.3
+                self.endpoint.respond(tx, 415, to_tag=to_tag, headers=[SESSION_ACCEPT])
+                self._end(call)
+                return
             try:
                 offer = SessionDescription.parse(request.body) if request.body else None
             except SDPParseError:
@@ -267,6 +271,9 @@ class Responder:
         """A re-INVITE (RFC 3261 §14.2): its offer answered anew (488 and the session as it
         was when it cannot be), or our last SDP as the offer when it has none."""
         request, tx = event.request, event.transaction
+        if not is_session_body(request):  # RFC 3261 §8.2.3; the session stays as it was
+            self.endpoint.respond(tx, 415, headers=[SESSION_ACCEPT])
+            return
         if request.body:
             try:
                 offer = SessionDescription.parse(request.body)

@@ -18,11 +18,26 @@ from collections.abc import Iterable
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_response, new_tag
 
-__all__ = ["DEFAULT_ACCEPT", "DEFAULT_ALLOW", "UASCore"]
+__all__ = ["DEFAULT_ACCEPT", "DEFAULT_ALLOW", "SESSION_ACCEPT", "UASCore", "is_session_body"]
 
 DEFAULT_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER")
 #: body types read by default (RFC 3261 §20.1): SDP, text, INFO digits, REFER progress
 DEFAULT_ACCEPT = ("application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag")
+#: the ``Accept`` of a 415 to an INVITE or UPDATE whose body is no session description
+SESSION_ACCEPT = ("Accept", "application/sdp")
+
+
+def is_session_body(request: Request) -> bool:
+    """Whether the body of an INVITE, re-INVITE or UPDATE is one a UA takes as its session
+    description: none, ``application/sdp`` (parameters aside), or a body without
+    ``Content-Type`` (read as SDP, the field's absence being the sender's error, RFC 3261
+    §20.15). Any other type — ``text/plain``, which :data:`DEFAULT_ACCEPT` lets through for
+    MESSAGE — is to be refused 415 with :data:`SESSION_ACCEPT` (RFC 3261 §8.2.3), not read
+    as malformed SDP."""
+    if not request.body:
+        return True
+    ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    return ctype in ("", "application/sdp")
 
 
 class UASCore:
