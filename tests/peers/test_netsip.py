@@ -1,4 +1,4 @@
-"""Against a second, independent SIP server: Net::SIP's registrar and stateless proxy
+"""Against a second, independent SIP stack: Net::SIP's registrar and stateless proxy
 (``netsip_peer.py``), which challenges with 401 where Kamailio sends 407, tags no 401, takes a
 nonce again while it is fresh and rewrites the Request-URI to the callee's contact.
 
@@ -8,27 +8,35 @@ nonce again while it is fresh and rewrites the Request-URI to the callee's conta
   count every call, the server saw exactly their requests, the recordings hold the tones.
 - Three of our phones registered there: a MESSAGE, a call heard both ways, RFC 4733 digits,
   hold and resume, and a blind transfer (REFER, RFC 3515) after which the transferee and the
-  target hear each other. Audio is proven by the recordings (dominant frequency per 20 ms).
+  target hear each other.
+- Its user agent as the far-end phone: it echoes our call's RTP (we hear our tone), and it
+  calls us with a µ-law stream and RFC 2833 digits (we hear the stream and report the digits).
+
+Audio is proven by the recordings (dominant frequency per 20 ms).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from netsip_peer import NetSIPServer, netsip_server
+from netsip_peer import NetSIPServer, netsip_call, netsip_echo, netsip_server
 from test_load_answer import finish
 from test_load_answer import tone_share as load_tone_share
 from test_phone_replaces import incoming
 from test_phone_sippy_b2bua import digits, tone_share, until
 
+from peertools import free_port
 from skinnysip.phone.api import CallState, ErrorEvent, MessageReceived
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.rtp.g711 import ulaw_encode
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -162,3 +170,41 @@ async def test_message_call_digits_hold_and_blind_transfer_through_net_sip(tmp_p
     assert onward_report is not None and target_report is not None
     assert tone_share(onward_report, 0.3, None, CAROL_TONE) >= 0.95
     assert tone_share(target_report, 0.3, None, BOB_TONE) >= 0.95
+
+
+async def test_our_phone_calls_net_sips_echo_and_hears_itself(tmp_path: Path) -> None:
+    """Net::SIP's user agent answers our call and sends our RTP back: we hear our own tone."""
+    with netsip_echo() as (port, log):
+        async with SIPPhone(SIPAccount(aor="sip:alice@127.0.0.1", register=False, source=f"tone:{ALICE_TONE}",
+                                       record_dir=str(tmp_path))) as alice:
+            call = await alice.call(f"sip:echo@127.0.0.1:{port}")
+            assert await call.wait_connected(10), (call.end_reason, [m.summary for m in call.exchange])
+            await asyncio.sleep(3)
+            await call.hangup()
+            assert await call.wait_ended(5)
+            report = call.media_report()
+        assert await until(lambda: "cleanup" in log.read_text(), 5), log.read_text()
+    assert report is not None
+    assert tone_share(report, 0.3, -0.2, ALICE_TONE) >= 0.95
+
+
+async def test_net_sip_calls_our_phone_with_audio_and_rfc2833_digits(tmp_path: Path) -> None:
+    """Net::SIP's user agent calls our phone, sends a 1000 Hz µ-law stream and the digits 159
+    as RFC 2833 events, then hangs up: we hear the tone and report the digits."""
+    t = np.arange(8000 * 6) / 8000
+    pcmu = tmp_path / "tone.pcmu"
+    pcmu.write_bytes(bytes(ulaw_encode((np.sin(2 * np.pi * 1000.0 * t) * 8000).astype(np.int16))))
+    async with SIPPhone(SIPAccount(aor="sip:bob@127.0.0.1", register=False, listen_host="127.0.0.1",
+                                   listen_port=free_port(socket.SOCK_DGRAM), auto_answer=0.1,
+                                   source=f"tone:{BOB_TONE}", record_dir=str(tmp_path))) as bob:
+        uri = f"sip:bob@127.0.0.1:{bob.account.listen_port}"
+        caller = await asyncio.to_thread(netsip_call, uri, pcmu, "159", 3.5)
+        assert caller.returncode == 0 and "digits sent" in caller.stdout, caller.stdout + caller.stderr[-2000:]
+        far = next(c for c in bob.calls if isinstance(c, SIPCall))
+        assert await far.wait_ended(5) and far.end_reason == "BYE received", far.end_reason
+        got = await digits(bob, 3)
+        report = far.media_report()
+    assert [(e.digit, e.method) for e in got] == [("1", "rfc4733"), ("5", "rfc4733"), ("9", "rfc4733")], got
+    assert report is not None
+    # the digits replace the tone while they last (~0.5 s of the first 1.5 s): judge the rest
+    assert tone_share(report, 1.8, -0.2, 1000.0) >= 0.95
