@@ -198,9 +198,10 @@ async def test_net_sip_calls_our_phone_with_audio_and_rfc2833_digits(tmp_path: P
                                    listen_port=free_port(socket.SOCK_DGRAM), auto_answer=0.1,
                                    source=f"tone:{BOB_TONE}", record_dir=str(tmp_path))) as bob:
         uri = f"sip:bob@127.0.0.1:{bob.account.listen_port}"
-        caller = await asyncio.to_thread(netsip_call, uri, pcmu, "159", 3.5)
+        calling = asyncio.ensure_future(asyncio.to_thread(netsip_call, uri, pcmu, "159", 3.5))
+        far = await incoming(bob)
+        caller = await calling
         assert caller.returncode == 0 and "digits sent" in caller.stdout, caller.stdout + caller.stderr[-2000:]
-        far = next(c for c in bob.calls if isinstance(c, SIPCall))
         assert await far.wait_ended(5) and far.end_reason == "BYE received", far.end_reason
         got = await digits(bob, 3)
         report = far.media_report()
