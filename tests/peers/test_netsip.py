@@ -11,6 +11,7 @@ nonce again while it is fresh and rewrites the Request-URI to the callee's conta
   target hear each other.
 - Its user agent as the far-end phone: it echoes our call's RTP (we hear our tone), and it
   calls us with a µ-law stream and RFC 2833 digits (we hear the stream and report the digits).
+- The ``sip invite`` probe through it: its BYE, challenged like any request, is answered.
 
 Audio is proven by the recordings (dominant frequency per 20 ms).
 """
@@ -36,6 +37,7 @@ from test_phone_sippy_b2bua import digits, tone_share, until
 from peertools import free_port
 from skinnysip.phone.api import CallState, ErrorEvent, MessageReceived
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
+from skinnysip.probes.sip import ProbeRequest, invite
 from skinnysip.rtp.g711 import ulaw_encode
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -209,3 +211,24 @@ async def test_net_sip_calls_our_phone_with_audio_and_rfc2833_digits(tmp_path: P
     assert report is not None
     # the digits replace the tone while they last (~0.5 s of the first 1.5 s): judge the rest
     assert tone_share(report, 1.8, -0.2, 1000.0) >= 0.95
+
+
+async def test_the_invite_probes_bye_answers_its_challenge(tmp_path: Path) -> None:
+    """``sip invite`` through Net::SIP to bob: Net::SIP does not record-route, so the probe's
+    ACK and BYE (sent over its flow to the server) reach it as new requests, and it challenges
+    the BYE. The probe answers that 401 with the INVITE's credentials (RFC 3261 §22.2) and
+    bob's call ends; it used to stop at the 401, report "BYE answered 401" and leave the call
+    up."""
+    with netsip_server() as server:
+        async with SIPPhone(account(server, "bob", BOB_TONE, tmp_path, auto_answer=0.1)) as bob:
+            await registered(server, "bob")
+            result = await invite(ProbeRequest(host=server.host, port=server.port, domain=server.domain,
+                                               to_uri="bob", username="alice", password=server.users["alice"],
+                                               timeout=10))
+            far = await incoming(bob)
+            assert await far.wait_ended(5), far.state
+    summaries = [m.summary.split(" sip:")[0] for m in result.exchange]
+    assert result.success and result.status_code == 200 and result.cleanup == "ack+bye", result.message
+    assert summaries[-4:] == ["BYE", "401 Authorization required", "BYE", "200 OK"], summaries
+    assert "BYE answered" not in (result.message or ""), result.message
+    assert far.end_reason == "BYE received", far.end_reason

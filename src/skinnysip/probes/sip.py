@@ -362,6 +362,7 @@ class _Session:
         self.from_tag = new_tag()
         self.cseq = 0
         self.bye_answer: str | None = None
+        self.digest: DigestClient | None = None  # the INVITE's credentials, for a challenged BYE too
         self.scheme = request.scheme
         self.answered = False  # did this server send anything back?
         self.last_request: Request | None = None  # the last request a transaction sent (after any retry)
@@ -807,6 +808,7 @@ async def _invite_flow(s: _Session, result: InviteResult, local_host: str, rtp_p
     sdp = audio_offer(local_host, rtp_port, session_id=int(time.time())).to_bytes()
     client = DigestClient(req.username, req.password) if req.username and req.password is not None else None
     rule = ChallengeRetry(client)
+    s.digest = client
     headers = [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")]
     if req.identity is not None:  # RFC 8224 §5: Date and Identity
         from skinnysip.sip.identity import signed_party
@@ -934,21 +936,16 @@ async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request, o
     invite_handle.set_listener(re_ack_accepted)
     try:
         bye = dialog.bye(s.ep.via(s.flow), USER_AGENT)
-        handle = s.ep.send_request(bye, s.flow)
-        assert handle is not None
-        deadline = handle.started + s.req.timeout
-        while True:
-            event = await handle.next_event(deadline)
-            if event is None:
+        # a proxy or the far end may challenge the BYE too (RFC 3261 §22.2: any request):
+        # answered with the INVITE's credentials, as the core answers every challenge
+        outcome = await s.ep.transact(bye, s.flow, timeout=s.req.timeout, auth=ChallengeRetry(s.digest))
+        if outcome.response is None:
+            if outcome.error == "timeout" and outcome.timer is None:
                 raise _ProbeFailure(f"no response to BYE from {s.where} within {s.timeout_ms()}; the call may remain")
-            if isinstance(event, ResponseReceived):
-                if event.final:
-                    if event.response.status_code >= 300:
-                        s.bye_answer = event.response.summary
-                    return
-                continue
-            if isinstance(event, TimedOut):
+            if outcome.error == "timeout":
                 raise _ProbeFailure(f"no response to BYE from {s.where}; the call may remain")
-            raise _ProbeFailure(event.reason)
+            raise _ProbeFailure(outcome.error or f"no response to BYE from {s.where}; the call may remain")
+        if outcome.response.status_code >= 300:
+            s.bye_answer = outcome.response.summary
     finally:
         remove()
