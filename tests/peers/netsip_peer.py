@@ -10,8 +10,8 @@ the callee registered. The server prints one line per request (:meth:`NetSIPServ
 passed authentication.
 
 Its user agent (``netsip_ua.pl``) is a far-end phone: it answers calls and echoes their RTP
-(:func:`netsip_echo`), or calls with a µ-law file as its audio and RFC 2833 digits
-(:func:`netsip_call`).
+(:func:`netsip_echo`), calls with a µ-law file as its audio and RFC 2833 digits
+(:func:`netsip_call`), or registers at a registrar and calls through it (:func:`netsip_lab_call`).
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def netsip_call(uri: str, pcmu: Path, digits: str, seconds: float, host: str = "
     its audio and ``digits`` as RFC 2833 events after 1 s, hangs up after ``seconds``."""
     return subprocess.run([perl_with_net_sip(), str(UA_SCRIPT), "call", host, uri, str(pcmu), digits,
                            str(seconds)], capture_output=True, text=True, timeout=timeout)
+
+
+def netsip_lab_call(registrar: str, domain: str, user: str, password: str, extension: str, pcmu: Path,
+                    out: Path, seconds: float, host: str = "127.0.0.1",
+                    timeout: float = 40.0) -> subprocess.CompletedProcess[str]:
+    """Net::SIP's user agent registers ``user``@``domain`` at ``registrar`` (``host:port``,
+    digest), calls ``extension`` through it with ``pcmu`` as its audio, writes what it hears to
+    ``out`` (raw µ-law), hangs up after ``seconds`` and unregisters."""
+    return subprocess.run([perl_with_net_sip(), str(UA_SCRIPT), "lab-call", host, registrar, domain, user, password,
+                           extension, str(pcmu), str(out), str(seconds)], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ nonce again while it is fresh and rewrites the Request-URI to the callee's conta
   target hear each other.
 - Its user agent as the far-end phone: it echoes our call's RTP (we hear our tone), and it
   calls us with a µ-law stream and RFC 2833 digits (we hear the stream and report the digits).
+- Its user agent as the lab's client: it registers with digest and calls the echo service.
 - The ``sip invite`` probe through it: its BYE, challenged like any request, is answered.
 
 Audio is proven by the recordings (dominant frequency per 20 ms).
@@ -28,17 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from netsip_peer import NetSIPServer, netsip_call, netsip_echo, netsip_server
+from netsip_peer import NetSIPServer, netsip_call, netsip_echo, netsip_lab_call, netsip_server
+from test_lab_sip import lab  # noqa: F401 - lab: fixture
 from test_load_answer import finish
 from test_load_answer import tone_share as load_tone_share
 from test_phone_replaces import incoming
 from test_phone_sippy_b2bua import digits, tone_share, until
 
 from peertools import free_port
+from peertools import tone_share as frame_share
+from skinnysip.lab.runner import Lab
 from skinnysip.phone.api import CallState, ErrorEvent, MessageReceived
 from skinnysip.phone.sip_phone import SIPAccount, SIPCall, SIPPhone
 from skinnysip.probes.sip import ProbeRequest, invite
-from skinnysip.rtp.g711 import ulaw_encode
+from skinnysip.rtp.audio import dominant_frequencies
+from skinnysip.rtp.g711 import ulaw_decode, ulaw_encode
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -193,9 +198,7 @@ async def test_our_phone_calls_net_sips_echo_and_hears_itself(tmp_path: Path) ->
 async def test_net_sip_calls_our_phone_with_audio_and_rfc2833_digits(tmp_path: Path) -> None:
     """Net::SIP's user agent calls our phone, sends a 1000 Hz µ-law stream and the digits 159
     as RFC 2833 events, then hangs up: we hear the tone and report the digits."""
-    t = np.arange(8000 * 6) / 8000
-    pcmu = tmp_path / "tone.pcmu"
-    pcmu.write_bytes(bytes(ulaw_encode((np.sin(2 * np.pi * 1000.0 * t) * 8000).astype(np.int16))))
+    pcmu = write_pcmu_tone(tmp_path / "tone.pcmu", 1000.0)
     async with SIPPhone(SIPAccount(aor="sip:bob@127.0.0.1", register=False, listen_host="127.0.0.1",
                                    listen_port=free_port(socket.SOCK_DGRAM), auto_answer=0.1,
                                    source=f"tone:{BOB_TONE}", record_dir=str(tmp_path))) as bob:
@@ -232,3 +235,25 @@ async def test_the_invite_probes_bye_answers_its_challenge(tmp_path: Path) -> No
     assert summaries[-4:] == ["BYE", "401 Authorization required", "BYE", "200 OK"], summaries
     assert "BYE answered" not in (result.message or ""), result.message
     assert far.end_reason == "BYE received", far.end_reason
+
+
+def write_pcmu_tone(path: Path, hz: float, seconds: float = 6.0) -> Path:
+    """A raw 8 kHz µ-law file of a ``hz`` tone (Net::SIP sends such files as RTP)."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    path.write_bytes(bytes(ulaw_encode((np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16))))
+    return path
+
+
+async def test_net_sips_user_agent_registers_at_the_lab_and_hears_the_echo(lab: Lab, tmp_path: Path) -> None:  # noqa: F811
+    """Another stack as the lab's client: Net::SIP registers 1001 with digest (the lab's 401,
+    qop=auth), calls the echo extension 600 through the lab's proxy, and hears its own 1000 Hz
+    tone back; then it hangs up and unregisters."""
+    heard = tmp_path / "heard.pcmu"
+    done = await asyncio.to_thread(netsip_lab_call, lab.sip["udp"], lab.settings.domain, "1001", "demo1001", "600",
+                                   write_pcmu_tone(tmp_path / "tone.pcmu", 1000.0), heard, 3.0)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.split() == ["registered", "established", "end"], done.stdout
+    samples = np.asarray(ulaw_decode(np.frombuffer(heard.read_bytes(), dtype=np.uint8)), dtype=np.int16)
+    assert frame_share(dominant_frequencies(samples[4000:], 8000), 1000.0) >= 0.95
+    assert lab.proxy is not None
+    assert not [b for b in lab.proxy.bindings() if b["user"] == "1001"]  # unregistered
