@@ -105,9 +105,12 @@ def test_load_call_through_net_sip_to_load_answer_registered_there(tmp_path: Pat
         assert (side["attempted"], side["successful"], side["failed"]) == (10, 10, 0), side
         assert side["media"]["rtpLost"] == 0 and side["media"]["mos"] > 4.0, side["media"]
     # INVITE twice a call (401, then with credentials), an ACK for the 401 and one for the
-    # 200, one BYE; bob's REGISTER, its retry with credentials, the unregister
-    assert seen == {"INVITE": 20, "ACK": 20, "BYE": 10, "REGISTER": 3}, seen
-    assert called["requestsSent"] == seen["INVITE"] + seen["BYE"], called
+    # 200, one BYE; bob's REGISTER, its retry with credentials, the unregister (a busy machine
+    # may make a side retransmit: the server sees those too, and the side counts them)
+    assert called["requestsSent"] == 30, called
+    assert seen["INVITE"] + seen["BYE"] == 30 + called["retransmissions"], (seen, called["retransmissions"])
+    assert seen["BYE"] >= 10 and seen["ACK"] >= 20, seen
+    assert seen["REGISTER"] == 3 + answered["retransmissions"], (seen, answered["retransmissions"])
     for n in (1, 10):
         assert load_tone_share(tmp_path / "call" / f"call{n}-rx.wav", BOB_TONE) >= 0.9
         assert load_tone_share(tmp_path / "answer" / f"call{n}-rx.wav", ALICE_TONE) >= 0.9
