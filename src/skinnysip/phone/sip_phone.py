@@ -468,7 +468,6 @@ def check_instance_id(text: str) -> str:
     return value
 
 
-
 def _option_tags(message: Request | Response, name: str) -> set[str]:
     """The option tags of ``Supported``/``Require`` (lower-cased; a malformed field: none)."""
     try:

@@ -769,8 +769,8 @@ async def invite(request: ProbeRequest) -> InviteResult:
 
     INVITE with an SDP offer (our local address, a really bound RTP port, PCMU/PCMA/
     telephone-event); provisional responses are followed to a final one. 2xx → ACK (new
-    branch, to the Contact, through the route set, §13.2.2.4) then BYE and its 200;
-    non-2xx → ACK (by the transaction, §17.1.1.3); 401/407 → ``requires_auth``, and with
+    branch, to the Contact, through the route set, §13.2.2.4) then BYE and its 200 (a 401/407
+    to the BYE answered with the same credentials, §22.2); non-2xx → ACK (by the transaction, §17.1.1.3); 401/407 → ``requires_auth``, and with
     credentials the core's retry rule (CSeq + 1; once more on ``stale=true``). If
     ``timeout`` passes with only 1xx, CANCEL (§9.1), then the 487 is consumed and ACKed.
     No response at all → failure. Request-URI: ``uri``, else ``to_uri``/
