@@ -381,6 +381,18 @@ class ConsolePeer:
 GAP_ALLOWANCE = 0.1
 
 
+def sounding_spans(freqs: Any, bridge: int = 1) -> list[Any]:
+    """The runs of sounding 20 ms frames in ``freqs`` (one dominant frequency per frame, 0.0
+    for a silent one, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives), as arrays of
+    frame indexes; silent gaps of up to ``bridge - 1`` frames do not split a run."""
+    import numpy as np
+
+    sounding = np.nonzero(freqs)[0]
+    if not len(sounding):
+        return []
+    return list(np.split(sounding, np.nonzero(np.diff(sounding) > bridge)[0] + 1))
+
+
 def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE, tolerance: float = 25.0) -> float:
     """The share of frames whose dominant frequency (``freqs``: one per 20 ms frame, 0.0 for a
     silent frame, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives) is ``freq`` ±

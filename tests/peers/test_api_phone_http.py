@@ -147,6 +147,12 @@ async def test_phone_over_http_registers_calls_baresip_and_unregisters(
         times = resumed.json()  # baresip's 180 alerted the call before its 200 confirmed it
         assert times["started"] <= times["alerting"] <= times["connected"], times
         assert (await api.post(f"/api/phones/{pid}/calls/{cid}/resume")).status_code == 409  # not on hold
+        muted = await api.post(f"/api/phones/{pid}/calls/{cid}/mute")  # silence sent, no re-INVITE
+        assert muted.status_code == 200 and muted.json()["muted"] is True, muted.text
+        reasons = [(await next_event(ws, "callState"))["reason"] for _ in range(3)]
+        assert reasons == ["on hold", "resumed", "muted"], reasons
+        unmuted = await api.post(f"/api/phones/{pid}/calls/{cid}/unmute")
+        assert unmuted.status_code == 200 and unmuted.json()["muted"] is False, unmuted.text
 
         sent = await api.post(f"/api/phones/{pid}/calls/{cid}/dtmf", json={"digits": "159#", "duration": 120})
         assert sent.status_code == 200, sent.text
@@ -196,6 +202,7 @@ async def test_incoming_call_answered_over_http(api: httpx.AsyncClient, server: 
             cid = incoming["call"]
             assert "bob" in incoming["remote"]
             assert (await api.post(f"/api/phones/{pid}/calls/{cid}/hold")).status_code == 409  # not answered yet
+            assert (await api.post(f"/api/phones/{pid}/calls/{cid}/mute")).status_code == 409  # nor is this
             answered = await api.post(f"/api/phones/{pid}/calls/{cid}/answer")
             assert answered.status_code == 200 and answered.json()["direction"] == "incoming", answered.text
             assert "confirmed" in await call_states(ws, cid, "confirmed")

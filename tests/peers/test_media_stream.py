@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peertools import TsharkCapture
+from peertools import TsharkCapture, sounding_spans
 from peertools import tone_share as frame_share
 from skinnysip.net.media import MediaConfig, MediaStream
 from skinnysip.rtp.audio import ToneSource, WavSource, dominant_frequencies
@@ -160,6 +160,39 @@ async def test_hold_stops_packets_and_resume_restarts_them(tmp_path):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_mute_sends_silence_and_the_stream_goes_on(tmp_path):
+    """While a is muted it sends encoded silence in place of its tone: b receives a packet
+    every ptime all along (no loss, no gap in RTP), plays out 1 s of silence between a's
+    tone before and after, and a's RFC 4733 digits still go through the mute."""
+    a, b = await talking_pair(V4, tmp_path)
+    try:
+        await asyncio.sleep(1.0)
+        a.muted = True
+        await asyncio.sleep(0.5)
+        await a.send_dtmf("7", 0.1)
+        await asyncio.sleep(0.5)
+        a.muted = False
+        await asyncio.sleep(1.0)
+        digit = await asyncio.wait_for(b.dtmf_events.get(), 2)
+    finally:
+        final_a = await a.close()
+        await asyncio.sleep(0.1)
+        final_b = await b.close()
+    assert digit.digit == "7"
+    received = final_b["received"]
+    assert received["lost"] == 0 and received["packets"] >= final_a["sent"]["packets"] - 3, (received, final_a)
+    rx, _ = read_wav(b.recordings["rx"])
+    freqs = dominant_frequencies(rx)
+    spans = sounding_spans(freqs)
+    # the tone, then ~1 s muted (the digit's 0.1 s of events carries no audio either), then the tone
+    assert len(spans) == 2, [(int(s[0]), int(s[-1])) for s in spans]
+    gap = (spans[1][0] - spans[0][-1] - 1) * 0.02
+    assert 0.9 <= gap <= 1.15, gap
+    for span in spans:
+        assert frame_share(freqs[span], 440.0) >= 0.95
+    assert final_b["peer"]["fraction_lost"] == 0
 
 
 async def test_rfc4733_dtmf_received_in_order(tmp_path):

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from baresip_peer import baresip
 from sip_peers import KamailioPeer, kamailio
-from test_phone_baresip import THEIR_TONE, registered, share_of
+from test_phone_baresip import OUR_TONE, THEIR_TONE, registered, share_of
+from test_phone_baresip import _wav as wav_samples
 
-from peertools import free_port
+from peertools import free_port, sounding_spans, tone_share
+from skinnysip.rtp.audio import dominant_frequencies
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
 
@@ -32,6 +34,17 @@ def pbx() -> Iterator[KamailioPeer]:
 def _cmd(pbx: KamailioPeer, *args: str) -> list[str]:
     return [sys.executable, "-m", "skinnysip", "phone", f"sip:alice@{pbx.realm}", "--registrar",
             f"127.0.0.1:{pbx.udp_port}", *args]
+
+
+async def _typed(pbx: KamailioPeer, script: str, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """The interactive phone (alice) given ``script`` on stdin, as a user types commands:
+    (exit status, stdout, stderr)."""
+    env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
+    proc = await asyncio.create_subprocess_exec(*_cmd(pbx, *args), stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env=env)
+    out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def _run(args: list[str], timeout: float = 40.0) -> tuple[int, str, str]:
@@ -125,16 +138,11 @@ async def test_interactive_commands_on_stdin(pbx: KamailioPeer) -> None:
     every event."""
     async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
         await registered(pbx, "bob")
-        env = {**os.environ, "SKINNYSIP_PASSWORD": "wonderland"}
-        proc = await asyncio.create_subprocess_exec(*_cmd(pbx), stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=env)
-        script = b"dial bob\nsleep 2\nhold\nsleep 1\ncalls\nresume\nsleep 1\nhangup\nsleep 1\nbogus\nquit\n"
-        out, err = await asyncio.wait_for(proc.communicate(script), 60)
-        text = out.decode()
-        assert proc.returncode == 0, text + err.decode()
-        assert "call 1 confirmed" in text and "call 1 confirmed on hold" in text, text + err.decode()
-        assert "unknown command 'bogus'" in text and "Traceback" not in err.decode()
+        code, text, err = await _typed(pbx, "dial bob\nsleep 2\nhold\nsleep 1\ncalls\nresume\nsleep 1\nhangup\n"
+                                       "sleep 1\nbogus\nquit\n")
+        assert code == 0, text + err
+        assert "call 1 confirmed" in text and "call 1 confirmed on hold" in text, text + err
+        assert "unknown command 'bogus'" in text and "Traceback" not in err
         await bob.wait_event("CALL_CLOSED")
 
 
@@ -170,3 +178,25 @@ async def test_unregister_and_register_again_on_stdin(pbx: KamailioPeer) -> None
             await proc.wait()
     assert proc.returncode == 0
     assert pbx.contacts("alice") == []
+
+
+async def test_mute_on_stdin_is_silence_at_the_far_end(pbx: KamailioPeer) -> None:
+    """``mute``/``unmute`` typed on stdin: the call shows ``muted``/``unmuted`` and baresip
+    hears our 440 Hz, about a second of silence, then the tone again — with no re-INVITE (a
+    mute is not a hold: Kamailio and baresip see nothing but the RTP)."""
+    async with baresip("bob", pbx.users["bob"], f"127.0.0.1:{pbx.udp_port}", tone_hz=THEIR_TONE) as bob:
+        await registered(pbx, "bob")
+        code, text, err = await _typed(pbx, "dial bob\nsleep 2\nmute\nsleep 1\nunmute\nsleep 2\nhangup\nsleep 1\n"
+                                       "quit\n", "--tone", str(OUR_TONE))
+        assert code == 0, text + err
+        assert "reason=muted" in text and "call 1 confirmed muted sip:" in text, text + err
+        assert "reason=unmuted" in text, text + err
+        await bob.wait_event("CALL_CLOSED")
+        samples, rate = wav_samples(bob.recordings()["dec"])
+    freqs = dominant_frequencies(samples, rate)
+    spans = sounding_spans(freqs, bridge=2)
+    assert len(spans) == 2, [(int(s[0]), int(s[-1])) for s in spans]
+    gap = (spans[1][0] - spans[0][-1] - 1) * 0.02
+    assert 0.8 <= gap <= 1.3, gap
+    for span in spans:
+        assert tone_share(freqs[span[0]:span[-1] + 1], OUR_TONE) >= 0.9

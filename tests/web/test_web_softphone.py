@@ -3,7 +3,7 @@ registered to Kamailio (PBX mode) and calling baresip, all driven through the pa
 
 - the panel registers (live state from the event WebSocket), calls baresip (auto-answer), the
   call goes to confirmed and the quality figures rise, the dial pad's DTMF reaches baresip (its
-  CALL_DTMF_START events), hold/resume, the call's ladder and pcapng with its RTP (read by tshark), hang up;
+  CALL_DTMF_START events), hold/resume, mute/unmute, the call's ladder and pcapng with its RTP (read by tshark), hang up;
   baresip calls the page's phone, the page rings, answer, hang up; MESSAGEs both ways;
   unregister;
 - audio: Chromium's fake microphone (a 1000 Hz WAV) reaches baresip's recording through the
@@ -159,6 +159,14 @@ def test_softphone_calls_baresip_and_takes_its_call(page: Any, server: str, pbx:
     page.click("#phone-resume")
     page.wait_for_function("() => !document.getElementById('phone-call-state').textContent.includes('hold')",
                            timeout=UI_MS)
+    # mute and unmute: a toggle (silence sent, no re-INVITE); the state and the button say so
+    page.click("#phone-mute")
+    page.wait_for_selector('#phone-call-state:has-text("(muted)")', timeout=UI_MS)
+    assert page.inner_text("#phone-mute") == "Unmute" and page.get_attribute("#phone-mute", "aria-pressed") == "true"
+    page.click("#phone-mute")
+    page.wait_for_function("() => !document.getElementById('phone-call-state').textContent.includes('muted')",
+                           timeout=UI_MS)
+    assert page.inner_text("#phone-mute") == "Mute"
     page.screenshot(path=str(artifacts / "laptop-softphone-in-call.png"), full_page=True)
 
     # the call's ladder: INVITE (407, INVITE again), 200, ACK and two re-INVITEs, with an RTP band

@@ -16,7 +16,7 @@ Routes (JSON camelCase; times of day are seconds since the epoch, durations mill
   unregister, close), ``POST /api/phones/{id}/register``, ``POST /api/phones/{id}/unregister``.
 - ``POST /api/phones/{id}/calls`` ``{"target"}`` → 201, the call's summary;
   ``GET /api/phones/{id}/calls``; ``GET /api/phones/{id}/calls/{cid}`` (summary, media report
-  and the call's ``exchange``); ``POST …/calls/{cid}/answer|reject|hangup|hold|resume|transfer|dtmf``
+  and the call's ``exchange``); ``POST …/calls/{cid}/answer|reject|hangup|hold|resume|mute|unmute|transfer|dtmf``
   (bodies ``{"code"}``, ``{"target"}``, ``{"digits", "duration"}``).
 - ``POST /api/phones/{id}/messages`` ``{"target", "text"}``.
 - WebSocket ``/api/phones/{id}/events``: every phone event from the moment of connection, as
@@ -527,6 +527,7 @@ class CallSummary(ResultModel):
     state: str
     local_hold: bool
     remote_hold: bool
+    muted: bool = Field(False, description="Silence is sent in place of our audio (POST …/mute); RTP goes on.")
     started: float
     alerting: float | None = Field(None, description="When the call was first alerted (wall-clock seconds): an "
                                    "outgoing SIP call's first 18x with a To tag (alerting - started: the "
@@ -1177,6 +1178,19 @@ async def hold_call(request: Request, phone_id: str, call_id: int) -> Any:
 async def resume_call(request: Request, phone_id: str, call_id: int) -> Any:
     """Take the call off hold."""
     return await _call_action(request, phone_id, call_id, lambda c: c.resume(), "resume")
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/mute", response_model=CallResult, responses=_pending_doc(CallResult))
+async def mute_call(request: Request, phone_id: str, call_id: int) -> Any:
+    """Send silence instead of our audio (a microphone's mute: RTP, RTCP and DTMF go on, the
+    far end is not told — no re-INVITE). 409 unless the call is early or confirmed."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.mute(), "mute")
+
+
+@router.post("/api/phones/{phone_id}/calls/{call_id}/unmute", response_model=CallResult, responses=_pending_doc(CallResult))
+async def unmute_call(request: Request, phone_id: str, call_id: int) -> Any:
+    """Send our audio again after a mute."""
+    return await _call_action(request, phone_id, call_id, lambda c: c.unmute(), "unmute")
 
 
 class TransferBody(TargetBody):

@@ -10,6 +10,7 @@ Three ways to run it:
   connected.
 - **interactive** (otherwise): commands on stdin in the baresip manner — ``dial TARGET``,
   ``accept [ID]``, ``reject [ID] [CODE]``, ``hangup [ID]``, ``hold [ID]``, ``resume [ID]``,
+  ``mute [ID]``, ``unmute [ID]`` (silence sent instead of our audio; no re-INVITE),
   ``transfer TARGET [ID]``, ``atransfer OTHER_ID [ID]`` (attended, RFC 3891), ``dtmf DIGITS [ID]``,
   ``message TARGET TEXT``, ``calls``,
   ``reg`` (the registration's state), ``register``, ``unregister`` (now), ``sleep S``, ``quit``. ``--exec 'dial bob; sleep 5; hangup; quit'`` runs commands
@@ -489,12 +490,13 @@ def _current(phone: Any) -> str:
         return f"{reg}; no call"
     call = phone.calls[-1]
     hold = " on hold" if call.local_hold else (" held by the far end" if call.remote_hold else "")
+    hold += " muted" if getattr(call, "muted", False) else ""
     more = f" (+{len(phone.calls) - 1} more)" if len(phone.calls) > 1 else ""
     return f"{reg}; call {call.id} {call.state.value}{hold} {call.remote}{more}"
 
 
 HELP = ("commands: dial TARGET | accept [ID] | reject [ID] [CODE] | hangup [ID] | hold [ID] | resume [ID] | "
-        "transfer TARGET [ID] | atransfer OTHER_ID [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | "
+        "mute [ID] | unmute [ID] | transfer TARGET [ID] | atransfer OTHER_ID [ID] | dtmf DIGITS [ID] | message TARGET TEXT | calls | reg | "
         "register | unregister | watch TARGET [presence|dialog] | blf TARGET | unwatch TARGET [presence|dialog] | "
         "watches | presence open|closed [NOTE] | presence off | "
         "sleep S | quit")
@@ -618,6 +620,8 @@ async def _command(phone: Any, verb: str, args: list[str]) -> None:
         await _pick(phone, args).hold()
     elif verb == "resume":
         await _pick(phone, args).resume()
+    elif verb in ("mute", "unmute"):  # silence instead of our audio; RTP goes on (no re-INVITE)
+        await getattr(_pick(phone, args), verb)()
     elif verb in ("transfer", "atransfer"):  # atransfer OTHER_ID [ID]: ID's far end replaces OTHER_ID's call
         call = _pick(phone, args[1:])
         action = call.transfer(args[0]) if verb == "transfer" else call.transfer("", replaces=phone.find(int(args[0])))

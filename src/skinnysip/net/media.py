@@ -769,7 +769,10 @@ class MediaStream:
     ``config`` (the :class:`MediaConfig` in force), ``recordings`` (``{"rx"|"tx"|"mix": Path}``),
     ``dtmf_events`` (bounded :class:`asyncio.Queue` of :class:`ReceivedDTMF`), ``on_dtmf``
     (``callback(digit, duration_s)`` or None), ``inband_dtmf`` (whether digits are also
-    looked for in the received audio when the peer sends no RFC 4733 events), ``stats``
+    looked for in the received audio when the peer sends no RFC 4733 events), ``muted``
+    (while True, silence is sent in place of the source's audio — a microphone's mute: the
+    source is still read, as a live microphone runs on, and RTP, RTCP and RFC 4733 digits go
+    on, so the far end sees no gap and no re-INVITE is needed), ``stats``
     (:class:`RTPReceiverStats` of the current remote SSRC), ``ssrc`` (ours), and counters
     (``packets_received``, ``late_sent``, ``parse_errors``, …) that :meth:`report` gathers.
     """
@@ -797,6 +800,7 @@ class MediaStream:
         self.name = name
         self.config = MediaConfig()
         self.source = source
+        self.muted = False
         self.echo = echo
         self.echo_payload = echo_payload
         self.taps: list[AudioTap] = []
@@ -1476,6 +1480,8 @@ class MediaStream:
         frame = np.asarray(self.source.read(n), dtype=np.int16).reshape(-1)
         if len(frame) != n:
             frame = np.resize(frame, n) if len(frame) else np.zeros(n, dtype=np.int16)
+        if self.muted:
+            frame = np.zeros(n, dtype=np.int16)
         if transmit:
             marker = self._new_spurt
             self._new_spurt = False

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from skinnysip.result import WireMessage
 
 if TYPE_CHECKING:
-    from skinnysip.net.media import MediaPacket
+    from skinnysip.net.media import MediaPacket, MediaStream
     from skinnysip.sip.identity import IdentityCheck
     from skinnysip.sip.presence import DialogInfoDialog
 
@@ -222,6 +222,7 @@ class Call:
         self.state = CallState.INCOMING if direction is CallDirection.INCOMING else CallState.CALLING
         self.local_hold = False
         self.remote_hold = False
+        self.muted = False
         self.started = time.time()
         self.alerting: float | None = None  # the first early state: SIP 18x with a To tag
         self.connected: float | None = None
@@ -261,6 +262,34 @@ class Call:
         """Blind transfer to ``target`` (SIP: REFER, RFC 3515)."""
         raise NotImplementedError
 
+    async def mute(self) -> None:
+        """Send silence instead of our audio until :meth:`unmute` (a microphone's mute: RTP,
+        RTCP and DTMF go on and the far end is not told — no re-INVITE, unlike :meth:`hold`).
+        Media streams the call opens later (SCCP opens one after each hold) start muted too.
+        :class:`PhoneError` unless the call is early or confirmed."""
+        self._set_muted(True)
+
+    async def unmute(self) -> None:
+        """Send our audio again after :meth:`mute`. :class:`PhoneError` unless the call is
+        early or confirmed."""
+        self._set_muted(False)
+
+    def _set_muted(self, on: bool) -> None:
+        self._require(CallState.CONFIRMED, CallState.EARLY, action="unmute" if not on else "mute")
+        if self.muted == on:
+            return
+        self.muted = on
+        for stream in self._media_streams():
+            stream.muted = on
+        self._announce("muted" if on else "unmuted")
+
+    def _media_streams(self) -> list[MediaStream]:
+        """The call's open media streams (subclasses)."""
+        return []
+
+    def _announce(self, reason: str) -> None:
+        """Tell the phone's listeners the call changed (``reason``; subclasses)."""
+
     async def send_dtmf(self, digits: str, duration: float = 0.1) -> None:
         """Send ``digits`` (0-9 * # A-D) as RFC 4733 events (SIP INFO when not negotiated)."""
         raise NotImplementedError
@@ -295,12 +324,12 @@ class Call:
         Path(path).write_bytes(self.pcapng())
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready description: id, direction, remote, state, hold flags, times
+        """A JSON-ready description: id, direction, remote, state, hold and mute flags, times
         (``started``, ``alerting``, ``connected``, ``ended``: wall-clock seconds), reasons, the
         caller's verified ``identity`` (:meth:`~skinnysip.sip.identity.IdentityCheck.summary`, or None)."""
         return {
             "id": self.id, "direction": self.direction.value, "remote": self.remote, "state": self.state.value,
-            "localHold": self.local_hold, "remoteHold": self.remote_hold, "started": self.started,
+            "localHold": self.local_hold, "remoteHold": self.remote_hold, "muted": self.muted, "started": self.started,
             "alerting": self.alerting, "connected": self.connected, "ended": self.ended, "endReason": self.end_reason,
             "remoteReason": self.remote_reason,
             "dtmfReceived": "".join(self.dtmf_received), "media": camel_keys(self.media_report()),
@@ -490,7 +519,7 @@ def event_to_dict(event: PhoneEvent) -> dict[str, Any]:
     if isinstance(event, CallStateChanged):
         return {"event": "callState", "time": now, "call": event.call.id, "state": event.state.value,
                 "reason": event.reason, "protocolState": event.protocol_state, "remote": event.call.remote,
-                "localHold": event.call.local_hold, "remoteHold": event.call.remote_hold,
+                "localHold": event.call.local_hold, "remoteHold": event.call.remote_hold, "muted": event.call.muted,
                 "remoteReason": event.call.remote_reason}
     if isinstance(event, DTMFReceived):
         return {"event": "dtmf", "time": now, "call": event.call.id, "digit": event.digit, "method": event.method,

@@ -187,6 +187,12 @@ class SCCPCall(Call):
     def exchange(self) -> list[WireMessage]:
         return list(self._exchange)
 
+    def _media_streams(self) -> list[MediaStream]:
+        return list(self.streams.values())
+
+    def _announce(self, reason: str) -> None:
+        self.phone.emit(CallStateChanged(self, self.state, reason))
+
     def media_packets(self) -> list[MediaPacket]:
         logs = [*self.closed_packet_logs, *(s.packet_log for s in self.streams.values())]
         return sorted((p for log in logs for p in log.packets()), key=lambda p: p.time)
@@ -830,6 +836,7 @@ class SCCPPhone(Phone):
         if old is not None:
             await self._close_stream(call, old)
         call.streams[ev.pass_thru_party_id] = stream
+        stream.muted = call.muted  # a stream opened after a hold stays muted (Call.mute)
         call.compression_type = ev.compression_type
         payload_type = PT_PCMA if ev.compression_type == enums.MEDIA_PAYLOAD_G711_ALAW_64K else PT_PCMU
         try:

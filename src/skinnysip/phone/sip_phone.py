@@ -570,6 +570,12 @@ class SIPCall(Call):
     def media_packets(self) -> list[MediaPacket]:
         return self.media.packet_log.packets() if self.media is not None else []
 
+    def _media_streams(self) -> list[MediaStream]:
+        return [self.media] if self.media is not None else []
+
+    def _announce(self, reason: str) -> None:
+        self.phone.emit(CallStateChanged(self, self.state, reason))
+
     def media_report(self) -> dict[str, Any] | None:
         if self.media is None:
             return None
@@ -1293,6 +1299,7 @@ class SIPPhone(Phone):
                                         on_dtmf=lambda digit, duration: self._stream_dtmf(call, digit, duration),
                                         ports=acc.rtp_ports, inband_dtmf=acc.inband_dtmf)
         stream.packet_log.enabled = acc.packet_log
+        stream.muted = call.muted
         stream.on_dtls = lambda component, association: self._dtls_progress(call, component, association)
         if acc.latch_media:
             policy = self.policy

@@ -341,7 +341,8 @@ async function resync(id) {
 function callOf(id) {
   let call = phone.calls.get(id);
   if (!call) {
-    call = { id, direction: "outgoing", remote: "", state: "calling", localHold: false, remoteHold: false, media: null };
+    call = { id, direction: "outgoing", remote: "", state: "calling", localHold: false, remoteHold: false, muted: false,
+             media: null };
     phone.calls.set(id, call);
   }
   return call;
@@ -369,7 +370,7 @@ function onEvent(ev) {
     case "callState": {
       const call = callOf(ev.call);
       Object.assign(call, { state: ev.state, remote: ev.remote || call.remote, localHold: ev.localHold,
-        remoteHold: ev.remoteHold, reason: ev.reason, protocolState: ev.protocolState });
+        remoteHold: ev.remoteHold, muted: Boolean(ev.muted), reason: ev.reason, protocolState: ev.protocolState });
       logLine(`call ${ev.call} ${ev.state} ${ev.reason || ""}${ev.protocolState ? ` [${ev.protocolState}]` : ""}`
               + (ev.remoteReason ? ` — the far end says: ${ev.remoteReason}` : ""));
       if (phone.incoming === ev.call && ev.state !== "incoming") {
@@ -488,13 +489,17 @@ function renderSelected() {
   $("phone-call-identity").textContent = call.identity ? identityText(call.identity) : "";
   if (call.identity) $("phone-call-identity").dataset.verified = String(call.identity.verified);
   $("phone-call-title").textContent = `Call ${call.id}: ${call.direction} ${call.direction === "incoming" ? "from" : "to"} ${call.remote}`;
-  $("phone-call-state").textContent = call.state + (call.localHold ? " (on hold)" : call.remoteHold ? " (held by the far end)" : "");
+  $("phone-call-state").textContent = call.state + (call.localHold ? " (on hold)" : call.remoteHold ? " (held by the far end)" : "")
+    + (call.muted ? " (muted)" : "");
   $("phone-call-state").dataset.state = call.state;
   $("phone-call-reason").textContent = call.reason ? `— ${call.reason}` : "";
   const up = call.state === "confirmed";
   $("phone-hangup").disabled = !liveState(call.state);
   $("phone-hold").disabled = !up || call.localHold;
   $("phone-resume").disabled = !up || !call.localHold;
+  $("phone-mute").disabled = !up;
+  $("phone-mute").textContent = call.muted ? "Unmute" : "Mute";
+  $("phone-mute").setAttribute("aria-pressed", String(Boolean(call.muted)));
   $("phone-transfer-go").disabled = !up;
   $("phone-listen").disabled = !up && phone.audioCall !== call.id;
   for (const b of document.querySelectorAll("#phone-dialpad button")) b.disabled = !up;
@@ -639,6 +644,10 @@ function setupCallControls() {
   $("phone-hangup").addEventListener("click", () => callAction("hangup"));
   $("phone-hold").addEventListener("click", () => callAction("hold"));
   $("phone-resume").addEventListener("click", () => callAction("resume"));
+  $("phone-mute").addEventListener("click", () => {
+    const call = phone.calls.get(phone.selected);
+    callAction(call && call.muted ? "unmute" : "mute");
+  });
   $("phone-transfer").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = $("phone-transfer");
