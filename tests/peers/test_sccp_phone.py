@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from peertools import TsharkCapture, free_port
+from peertools import tone_share as frame_share
 from skinnysip.lab.callmanager import LabCallManager, LabConfig, LabDevice, LabLine
 from skinnysip.phone.api import (
     CallState,
@@ -232,6 +233,34 @@ async def test_hold_and_resume(lab: LabCallManager, tmp_path: Path) -> None:
         assert soft == [3, 10]  # Hold, Resume (the lab template's numbers, §4.7)
         assert_heard(ra[1]["recordings"]["rx"], TONES[BOB])
         assert_heard(rb[1]["recordings"]["rx"], TONES[ALICE])
+
+
+async def test_mute_lasts_through_a_hold_and_its_new_stream(lab: LabCallManager, tmp_path: Path) -> None:
+    """``mute`` sends silence; SCCP closes the media on hold and opens new streams on resume,
+    and the new one starts muted too: bob hears nothing from alice's new stream until she
+    unmutes, then her tone."""
+    async with SCCPPhone(account(lab, ALICE, tmp_path)) as alice, SCCPPhone(account(lab, BOB, tmp_path)) as bob:
+        out, inc = await connected_pair(alice, bob)
+        await asyncio.sleep(0.5)
+        drain(alice)
+        await out.mute()
+        assert out.muted and (await event_of(alice, CallStateChanged, reason="muted")).call is out
+        await out.hold()
+        await out.resume()
+        await asyncio.sleep(1.5)
+        assert len(out.streams) == 1 and all(stream.muted for stream in out.streams.values())
+        await out.unmute()
+        assert not any(stream.muted for stream in out.streams.values())
+        await asyncio.sleep(1.5)
+        await out.hangup()
+        assert await inc.wait_ended(5.0)
+        rb = inc.media_reports()
+    assert len(rb) == 2, rb
+    with wave.open(rb[1]["recordings"]["rx"]) as w:
+        freqs = dominant_frequencies(np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate())
+    sounding = np.nonzero(freqs)[0]
+    assert len(sounding) and sounding[0] * 0.02 >= 1.2, sounding[:5]  # silent while muted
+    assert frame_share(freqs[sounding[0]:], TONES[ALICE]) >= 0.9  # her tone once unmuted
 
 
 async def test_blind_transfer_to_a_third_phone(lab: LabCallManager, tmp_path: Path) -> None:
