@@ -381,16 +381,19 @@ class ConsolePeer:
 GAP_ALLOWANCE = 0.1
 
 
-def sounding_spans(freqs: Any, bridge: int = 1) -> list[Any]:
-    """The runs of sounding 20 ms frames in ``freqs`` (one dominant frequency per frame, 0.0
-    for a silent one, as :func:`skinnysip.rtp.audio.dominant_frequencies` gives), as arrays of
-    frame indexes; silent gaps of up to ``bridge - 1`` frames do not split a run."""
+def longest_silence(freqs: Any) -> tuple[int, int, int, int]:
+    """Where the longest silence between sounding 20 ms frames is in ``freqs`` (one dominant
+    frequency per frame, 0.0 for a silent one, as
+    :func:`skinnysip.rtp.audio.dominant_frequencies` gives): (first sounding frame, first
+    frame of the silence, first sounding frame after it, last sounding frame). Leading and
+    trailing silence do not count; a recording with fewer than two sounding frames raises
+    ``AssertionError``."""
     import numpy as np
 
     sounding = np.nonzero(freqs)[0]
-    if not len(sounding):
-        return []
-    return list(np.split(sounding, np.nonzero(np.diff(sounding) > bridge)[0] + 1))
+    assert len(sounding) >= 2, "the recording is (almost) silent"
+    k = int(np.argmax(np.diff(sounding)))
+    return int(sounding[0]), int(sounding[k]) + 1, int(sounding[k + 1]), int(sounding[-1])
 
 
 def tone_share(freqs: Any, freq: float, gaps: float = GAP_ALLOWANCE, tolerance: float = 25.0) -> float:
