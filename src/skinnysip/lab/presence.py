@@ -296,8 +296,7 @@ class PresenceNotifier(EventNotifier):
             self._respond(tx, 400, "Bad Request (a new publication needs a body, RFC 3903 §6)")
             return
         if request.body:  # §6 step 4
-            ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-            if ctype != CONTENT_TYPE_PIDF:
+            if request.media_type != CONTENT_TYPE_PIDF:
                 self._respond(tx, 415, headers=[("Accept", CONTENT_TYPE_PIDF)])
                 return
             try:

@@ -2456,7 +2456,7 @@ class SIPPhone(Phone):
         self.emit(CallStateChanged(call, call.state, "on hold by the far end" if call.remote_hold else "resumed"))
 
     def _info_received(self, call: SIPCall, tx: ServerTransaction, request: Request) -> None:
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        ctype = request.media_type
         if ctype == "application/dtmf-relay":
             try:
                 digit, duration_ms = parse_dtmf_relay(request.body)
@@ -2523,7 +2523,7 @@ class SIPPhone(Phone):
 
     def _message_received(self, event: RequestReceived) -> None:
         request = event.request
-        ctype = (request.headers.get("Content-Type") or "text/plain").split(";")[0].strip().lower()
+        ctype = request.media_type or "text/plain"
         if not ctype.startswith("text/"):
             self.endpoint.respond(event.transaction, 415, headers=[("Accept", "text/plain")])
             return

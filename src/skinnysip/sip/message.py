@@ -337,6 +337,12 @@ class _MessageMixin:
         return self.headers.get("Call-ID")
 
     @property
+    def media_type(self) -> str:
+        """The body's media type from ``Content-Type`` — ``type/subtype``, lower-cased, its
+        parameters left out (RFC 3261 §20.15, RFC 2045 §5.1) — or ``""`` without the field."""
+        return (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+    @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad.
         Parsed once per distinct header text (cached, as :attr:`top_via`)."""

@@ -34,10 +34,7 @@ def is_session_body(request: Request) -> bool:
     §20.15). Any other type — ``text/plain``, which :data:`DEFAULT_ACCEPT` lets through for
     MESSAGE — is to be refused 415 with :data:`SESSION_ACCEPT` (RFC 3261 §8.2.3), not read
     as malformed SDP."""
-    if not request.body:
-        return True
-    ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-    return ctype in ("", "application/sdp")
+    return not request.body or request.media_type in ("", "application/sdp")
 
 
 class UASCore:
@@ -101,7 +98,7 @@ class UASCore:
         if unknown:
             return self._response(request, 420, [("Unsupported", ", ".join(unknown))])
         if request.body:
-            ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+            ctype = request.media_type
             encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
             if ctype not in self.accept or encoding not in ("identity", ""):
                 return self._response(request, 415, [("Accept", ", ".join(self.accept)),
