@@ -100,16 +100,20 @@ Contact: <sip:sipp@[local_ip]:[local_port]>
 """ + recv("100", True)
 
 
-def uac_ack(port: int, *, for_2xx: bool, body: str = NO_BODY) -> str:
-    """SIPp's ACK: for a 2xx a new transaction to the Contact; else in the INVITE's (its Via)."""
-    first = "ACK [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]" \
-        if for_2xx else f"ACK sip:alice@127.0.0.1:{port} SIP/2.0\n[last_Via:]"
+def uac_ack(port: int, *, for_2xx: bool, body: str = NO_BODY, cseq: int = 1, in_dialog: bool = False) -> str:
+    """SIPp's ACK of the request with CSeq ``cseq``: for a 2xx a new transaction to the
+    Contact; else in the request's transaction (its Via), to the Request-URI — or, for a
+    refused in-dialog request (``in_dialog``), to the dialog's remote target."""
+    if for_2xx:
+        first = "ACK [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]"
+    else:
+        first = f"ACK {'[next_url]' if in_dialog else f'sip:alice@127.0.0.1:{port}'} SIP/2.0\n[last_Via:]"
     return f"""  <send><![CDATA[
 {first}
 From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
-CSeq: 1 ACK
+CSeq: {cseq} ACK
 Max-Forwards: 70
 {body}]]></send>
 """
@@ -118,18 +122,7 @@ Max-Forwards: 70
 def uac_ack_refusal(cseq: int) -> str:
     """SIPp's ACK for a non-2xx final response to its in-dialog request of CSeq ``cseq`` (a
     re-INVITE): in that transaction (its Via), to the dialog's remote target."""
-    return f"""  <send><![CDATA[
-ACK [next_url] SIP/2.0
-[last_Via:]
-From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: {cseq} ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-"""
+    return uac_ack(0, for_2xx=False, cseq=cseq, in_dialog=True)
 
 
 def uac_in_dialog(method: str, cseq: int, *, to: str = "[last_To:]", headers: str = "", body: str = NO_BODY) -> str:
@@ -479,7 +472,7 @@ async def test_closing_the_phone_while_the_far_end_ignores_our_bye() -> None:
 def uac_reinvite(cseq: int, body: str) -> str:
     """SIPp (the caller) re-INVITEs in its dialog with ``body``, then ACKs the 2xx."""
     return (uac_in_dialog("INVITE", cseq, headers="Contact: <sip:sipp@[local_ip]:[local_port]>\n", body=body)
-            + recv("100", True) + recv("200") + uac_ack(0, for_2xx=True).replace("CSeq: 1 ACK", f"CSeq: {cseq} ACK"))
+            + recv("100", True) + recv("200") + uac_ack(0, for_2xx=True, cseq=cseq))
 
 
 async def test_a_reinvite_to_the_unspecified_address_is_the_far_ends_hold() -> None:

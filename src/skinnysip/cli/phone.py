@@ -490,7 +490,7 @@ def _current(phone: Any) -> str:
         return f"{reg}; no call"
     call = phone.calls[-1]
     hold = " on hold" if call.local_hold else (" held by the far end" if call.remote_hold else "")
-    hold += " muted" if getattr(call, "muted", False) else ""
+    hold += " muted" if call.muted else ""
     more = f" (+{len(phone.calls) - 1} more)" if len(phone.calls) > 1 else ""
     return f"{reg}; call {call.id} {call.state.value}{hold} {call.remote}{more}"
 
