@@ -7,7 +7,8 @@ with 401 (also as a proxy, where Kamailio sends 407), puts no tag in the To of i
 a nonce again for as long as it is fresh, and rewrites the Request-URI of a call to the contact
 the callee registered. The server prints one line per request (:meth:`NetSIPServer.lines`):
 ``seen METHOD`` for each request it gets, ``registered USER EXPIRES`` for each REGISTER that
-passed authentication.
+passed authentication, ``refused METHOD URI`` for a request to a user nobody registered, which
+it answers 404 itself: its proxy never looks a name up in DNS, so nothing leaves the machine.
 
 Its user agent (``netsip_ua.pl``) is a far-end phone: it answers calls and echoes their RTP
 (:func:`netsip_echo`), calls with a µ-law file as its audio and RFC 2833 digits

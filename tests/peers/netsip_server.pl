@@ -7,6 +7,7 @@
 # Binds UDP HOST:0, prints "ready PORT", then one line per request it is given:
 #   "seen METHOD"        every request, before authentication
 #   "registered USER N"  a REGISTER that passed digest authentication (N: its Expires or 0)
+#   "refused METHOD URI" a request to an unregistered user, answered 404 (no DNS lookup)
 # REGISTERs are challenged with 401 (realm DOMAIN); other requests go through the stateless
 # proxy (which challenges them too), to the contact registered for their Request-URI.
 use strict;
@@ -31,6 +32,21 @@ sub receive {
     return;    # on to the next in the chain
 }
 
+# After the registrar's rewrite: a request whose Request-URI still names a host (an unregistered
+# user@DOMAIN) is answered 404 here, so the proxy never resolves a name in DNS — nothing leaves
+# the machine. Registered targets and in-dialog requests carry IP literals and go on.
+package LoopbackOnly;
+sub new { my ($class, $dispatcher) = @_; return bless { dispatcher => $dispatcher }, $class }
+sub receive {
+    my ($self, $packet, $leg, $addr) = @_;
+    return if ! $packet->is_request || $packet->method eq 'ACK';
+    my ($host) = $packet->uri =~ m{^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;>]+)}i;
+    return if defined $host && $host =~ m{^(?:\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\])$};
+    print "refused ", $packet->method, " ", $packet->uri, "\n";
+    $self->{dispatcher}->deliver($packet->create_response('404', 'Not Found'), leg => $leg, dst_addr => $addr);
+    return 1;    # handled
+}
+
 package main;
 
 my ($host, $domain, @users) = @ARGV;
@@ -46,6 +62,7 @@ $ua->create_chain([
     $ua->create_chain([$ua->create_auth(user2pass => \%password, realm => $domain),
                        Counter->new('registered'), $registrar], methods => ['REGISTER']),
     $registrar,    # rewrites the Request-URI of other requests to the registered contact
+    LoopbackOnly->new($ua->{dispatcher}),
     $ua->create_stateless_proxy(auth_user2pass => \%password, auth_realm => $domain),
 ]);
 print "ready ", $sock->sockport, "\n";
