@@ -83,6 +83,19 @@ def is_ip(host: str) -> bool:
     return _ip_address(host) is not None
 
 
+def ip_literal(value: str) -> str:
+    """``value`` as an IPv4 or IPv6 literal in :mod:`ipaddress`'s spelling (brackets dropped,
+    IPv6 compressed). Raises ``ValueError`` ("not an IPv4 or IPv6 address") for anything else.
+
+    >>> ip_literal("[2001:DB8::1]"), ip_literal(" 127.0.0.2 ")
+    ('2001:db8::1', '127.0.0.2')
+    """
+    address = _ip_address(value.strip())
+    if address is None:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address")
+    return str(address)
+
+
 def is_ipv6(host: str) -> bool:
     """True if ``host`` is an IPv6 literal (brackets allowed).
 

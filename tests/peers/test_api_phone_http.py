@@ -191,6 +191,20 @@ async def test_phone_over_http_registers_calls_baresip_and_unregisters(
     assert (await api.get(f"/api/phones/{pid}")).status_code == 404
 
 
+async def test_a_phone_over_http_registers_from_its_local_ip(api: httpx.AsyncClient, pbx: KamailioPeer) -> None:
+    created = await api.post("/api/phones", json=alice(pbx, localIp="127.0.0.8"))
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    try:
+        await contacts_become(pbx, "alice", True)
+        assert all(c.startswith("sip:alice@127.0.0.8:") for c in pbx.contacts("alice")), pbx.contacts("alice")
+    finally:
+        assert (await api.delete(f"/api/phones/{pid}")).status_code == 200
+    await contacts_become(pbx, "alice", False)
+    bad = await api.post("/api/phones", json=alice(pbx, localIp="alice"))
+    assert bad.status_code == 400 and bad.json()["error"].startswith("localIp:"), bad.text
+
+
 async def test_incoming_call_answered_over_http(api: httpx.AsyncClient, server: str, pbx: KamailioPeer,
                                                bob: Baresip) -> None:
     pid = (await api.post("/api/phones", json=alice(pbx))).json()["id"]

@@ -108,12 +108,27 @@ def test_invite_over_http(api: httpx.Client, sipp_uas) -> None:
         ("/api/sips/invite", {"host": "$(reboot)"}, "host"),
         ("/api/sips/options", {"host": "127.0.0.1", "timeout": 3600000}, "timeout"),
         ("/api/sip/digest-auth", {"host": "127.0.0.1", "username": ["alice"], "password": "x"}, "username"),
+        ("/api/sip/options", {"host": "127.0.0.1", "localIp": "alice"}, "localIp"),
+        ("/api/sip/options", {"host": "127.0.0.1", "localPort": 65536}, "localPort"),
     ],
 )
 def test_bad_inputs_over_http(api: httpx.Client, path: str, payload: dict, field: str) -> None:
     r = api.post(path, json=payload)
     assert r.status_code == 400
     assert r.json()["success"] is False and r.json()["error"].startswith(f"{field}:")
+
+
+def test_options_over_http_from_a_local_ip(api: httpx.Client, kamailio_md5: KamailioPeer) -> None:
+    r = api.post("/api/sip/options", json={"host": "127.0.0.1", "port": kamailio_md5.udp_port, "localIp": "127.0.0.2"})
+    body = r.json()
+    assert r.status_code == 200 and body["success"] is True, body
+    assert {m["local"].split(":")[0] for m in body["exchange"]} == {"127.0.0.2"}
+    # an address the API's host lacks: the probe's error, nothing sent
+    r = api.post("/api/sip/options", json={"host": "127.0.0.1", "port": kamailio_md5.udp_port,
+                                           "localIp": "192.0.2.1"})
+    assert r.status_code == 200 and r.json()["success"] is False
+    assert r.json()["error"] == "cannot send from 192.0.2.1:0/udp: not an address of this host"
+    assert r.json()["exchange"] == []
 
 
 def test_invalid_json_over_http(api: httpx.Client) -> None:

@@ -77,10 +77,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
-from skinnysip.addresses import check_host
+from skinnysip.addresses import check_host, ip_literal
 from skinnysip.api.guard import check_target
 from skinnysip.api.sip_routes import (
     DOMAIN_SCHEMA,
+    LOCAL_IP_SCHEMA,
     PEM_PATTERN,
     URI_FORM,
     URI_SCHEMA,
@@ -288,6 +289,10 @@ class SIPPhoneBody(_Body):
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None
+    local_ip: str | None = Field(None, max_length=64, description="The server host's IPv4/IPv6 address the phone "
+                                 "listens on and sends from, SIP and media (pjsua --bound-addr; default: the one "
+                                 "its routing table picks for the registrar).", examples=["127.0.0.1"],
+                                 json_schema_extra=LOCAL_IP_SCHEMA)
     identity_signing: IdentitySigning | None = Field(
         None, description="STIR/SHAKEN (RFC 8224, RFC 8588): sign each INVITE's Identity (ES256) with this key, "
         "its certificate's URL and the SHAKEN attestation. The key is never returned.")
@@ -339,6 +344,11 @@ class SIPPhoneBody(_Body):
     def _ca_file(cls, v: str | None) -> str | None:
         return check_ca_file(v)
 
+    @field_validator("local_ip")
+    @classmethod
+    def _local_ip(cls, v: str | None) -> str | None:
+        return None if v is None else ip_literal(v)
+
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
@@ -366,7 +376,7 @@ class SIPPhoneBody(_Body):
                           source=self.source, dtmf=self.dtmf, codecs=tuple(self.codecs) if self.codecs else None,
                           srtp=self.srtp, srtp_suites=tuple(self.srtp_suites) if self.srtp_suites else None,
                           timeout=self.timeout / 1000,
-                          rtp_ports=_port_pair(self.rtp_ports),
+                          rtp_ports=_port_pair(self.rtp_ports), listen_host=self.local_ip,
                           identity_key=self.identity_signing.key if self.identity_signing else None,
                           identity_x5u=self.identity_signing.x5u if self.identity_signing else None,
                           identity_attest=self.identity_signing.attest if self.identity_signing else "A",

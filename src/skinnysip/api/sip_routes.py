@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from skinnysip.addresses import check_host
+from skinnysip.addresses import check_host, ip_literal
 from skinnysip.api.guard import check_target, client_files_allowed
 from skinnysip.models import api_model
 from skinnysip.net import tls
@@ -69,6 +69,8 @@ URI_SCHEMA: dict[str, Any] = {"pattern": (
 PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
     {"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA}]}
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": rf"^{_HOST_IN_URI}(?::{_PORT})?$"}
+#: an IP literal of the server's host to send from (``localIp``): IPv4, or IPv6 with or without brackets
+LOCAL_IP_SCHEMA: dict[str, Any] = {"pattern": rf"^(?:{IPV4_PATTERN}|{IPV6_PATTERN}|\[{IPV6_PATTERN}\])$"}
 
 
 def ws_path_field() -> Any:
@@ -217,6 +219,10 @@ class _Body(BaseModel):
     tls_verify: bool = Field(True, description="Verify the server certificate (TLS).")
     ca_file: str | None = Field(None, description="PEM bundle on the server's disk to verify TLS servers with "
                                 "(default: the system's CA store); refused by a server listening beyond loopback.")
+    local_ip: str | None = Field(None, max_length=64, description="Send from this IPv4/IPv6 address of the "
+                                 "server's host (SIPp -i; default: the one its routing table picks).",
+                                 examples=["127.0.0.1"], json_schema_extra=LOCAL_IP_SCHEMA)
+    local_port: int = Field(0, ge=0, le=65535, description="Send from this local port (sipsak -l; 0: any).")
     method: str | None = Field(
         None, max_length=32,
         description="Optional; if given it must be the route's own method (each route sends one method; "
@@ -237,6 +243,11 @@ class _Body(BaseModel):
     @classmethod
     def _ca_file(cls, v: str | None) -> str | None:
         return check_ca_file(v)
+
+    @field_validator("local_ip")
+    @classmethod
+    def _local_ip(cls, v: str | None) -> str | None:
+        return None if v is None else ip_literal(v)
 
     @field_validator("uri")
     @classmethod
@@ -295,6 +306,8 @@ class _Body(BaseModel):
             t1=(self.t1 or 500) / 1000,
             tls_verify=self.tls_verify,
             ca_file=self.ca_file,
+            source_ip=self.local_ip,
+            source_port=self.local_port,
             **kw,
         )
 

@@ -429,6 +429,44 @@ def port_range(value: str | None, flag: str) -> tuple[int, int] | None:
     return lo, hi
 
 
+def checked_ip(value: str | None, flag: str = "--local-ip") -> str | None:
+    """An IPv4 or IPv6 literal (brackets allowed) of this host to send from, normalised; None
+    for None. ``click.BadParameter`` naming ``flag`` otherwise (whether the host has it shows
+    when a socket is bound: a clear error then, nothing sent)."""
+    if value is None:
+        return None
+    from skinnysip.addresses import ip_literal
+
+    try:
+        return ip_literal(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+def check_source(ip: str | None, port: int, *, stream: bool, flags: str = "--local-ip/--local-port",
+                 target: str | None = None) -> None:
+    """Exit 2 (a local error) unless a socket can be bound on ``ip`` (None: the wildcard) and
+    ``port`` (0: any) — an address this host does not have, a port in use, an IP ``target`` of
+    the other family — before anything is sent. Nothing to check when both are unset."""
+    if ip is None and not port:
+        return
+    import socket
+
+    from skinnysip.addresses import hostport, is_ip, strip_brackets
+    from skinnysip.net.sip_transport import source_problem
+
+    if ip is not None and target is not None and is_ip(target) and (":" in ip) != (":" in strip_brackets(target)):
+        fail(f"{flags}: {ip} cannot reach {target}: the addresses are of different families (IPv4, IPv6)",
+             EXIT_USAGE)
+
+    family = socket.AF_INET6 if ip is not None and ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            fail(f"{flags}: cannot send from {hostport(ip or '*', port)}: {source_problem(exc)}", EXIT_USAGE)
+
+
 def comma_list(text: str | None) -> tuple[str, ...] | None:
     """``"PCMA, PCMU"`` → ``("PCMA", "PCMU")`` (empty items dropped); None stays None."""
     return None if text is None else tuple(item.strip() for item in text.split(",") if item.strip())

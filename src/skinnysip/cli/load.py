@@ -202,10 +202,12 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True,
          event_loop: str = "auto", srtp: str = "off",
          identity: tuple[str | None, str | None, str] = (None, None, "A"),
-         refresh: tuple[int, float | None] = (0, None)) -> None:
+         refresh: tuple[int, float | None] = (0, None), local_ip: str | None = None) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
+        check_source,
+        checked_ip,
         comma_list,
         err_console,
         merge_target,
@@ -248,7 +250,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         ws_path=target.path or "/",
         users=user_list, user_order=order, to=to, rate=rate, limit=limit, count=count, duration=duration,
         ramp_up=ramp_up, hold=hold, timeout=timeout / 1000.0, expires=expires, unregister=unregister,
-        message=text, local_ports=port_range(local_ports, "--local-ports"), user_script=script,
+        message=text, local_ports=port_range(local_ports, "--local-ports"), source_ip=checked_ip(local_ip),
+        user_script=script,
         rtp_ports=port_range(rtp_ports, "--rtp-ports"),
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
@@ -261,6 +264,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         config.validate()
     except ValueError as exc:
         _fail(str(exc))
+    if not ray_address:  # a cluster's workers bind on their own machines
+        check_source(config.source_ip, 0, stream=transport != "udp", flags="--local-ip", target=host)
 
     raise_open_files_limit()  # sockets per user, connection and call (worker processes inherit it)
     server = f"{format_host(host)}:{config.server_port}/{transport}"
@@ -469,6 +474,8 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--refresh-interval", type=FloatRange(min=0.001, max=86_400.0), metavar="S",
             help="register: seconds between refreshes [default: half the expiry granted].")
     @option("--text", default="skinnysip load", help="MESSAGE body.")
+    @option("--local-ip", metavar="IP", help="Send from this address of this host (SIPp -i): signalling and "
+            "calls' media [default: the one the routing table picks for HOST].")
     @option("--local-ports", help="Local UDP port range FIRST-LAST.")
     @option("--rtp-ports", metavar="FIRST-LAST", help="Calls: the range their RTP/RTCP port pairs are taken from "
             "(baresip rtp_ports).")
@@ -527,7 +534,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
-        refreshes: int, refresh_interval: float | None, text: str, local_ports: str | None, rtp_ports: str | None,
+        refreshes: int, refresh_interval: float | None, text: str, local_ip: str | None, local_ports: str | None,
+        rtp_ports: str | None,
         script: str | None, source: str, register: bool,
         ring: float, record: str | None, codecs: str | None, srtp: str,
         identity_key: str | None, identity_x5u: str | None, attest: str, csv_path: str | None,
@@ -544,7 +552,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
              rtp_ports, headers, record, ring, register, event_loop, srtp, (identity_key, identity_x5u, attest),
-             (refreshes, refresh_interval))
+             (refreshes, refresh_interval), local_ip)
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 

@@ -53,6 +53,8 @@ from skinnysip.cli.common import (
     FloatRange,
     Target,
     argument,
+    check_source,
+    checked_ip,
     comma_list,
     console,
     err_console,
@@ -77,7 +79,8 @@ EXIT_NO_CALL, EXIT_UNREACHABLE = EXIT_ANSWERED, EXIT_NO_ANSWER
 MAX_PCAP_CALLS = 50
 _FLAGS = {"aor": "AOR", "registrar": "--registrar", "outbound_proxy": "--proxy", "source": "--play",
           "record_dir": "--record", "auth_user": "--user", "transport": "--transport", "srtp": "--srtp",
-          "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "soundcard": "--soundcard",
+          "dtmf": "--dtmf", "expires": "--expires", "listen_port": "--listen-port", "listen_host": "--local-ip",
+          "soundcard": "--soundcard",
           "codecs": "--codecs", "instance_id": "--instance-id", "identity_key": "--identity-key",
           "identity_x5u": "--identity-x5u", "identity_attest": "--attest",
           "identity_certificate": "--identity-cert", "identity_ca": "--identity-ca"}
@@ -137,6 +140,8 @@ class PhoneCommand(Command):
 @option("--ca-file", help="PEM bundle to verify the server with (TLS).")
 @option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
 @option("--no-register", is_flag=True, help="Do not register (direct calls).")
+@option("--local-ip", metavar="IP", help="This host's address to listen on and send from, SIP and media "
+        "(pjsua --bound-addr, SIPp -i) [default: the one the routing table picks for the server].")
 @option("--listen-port", default=0, type=click.IntRange(0, 65535), help="Local SIP port [default: any].")
 @option("--rtp-ports", metavar="FIRST-LAST", help="Range the calls' RTP/RTCP port pairs are taken from (baresip "
         "rtp_ports) [default: any free pair].")
@@ -209,7 +214,7 @@ class PhoneCommand(Command):
 def phone_cmd(
     aor: str | None, sccp: str | None, device: str, device_type: int, sccp_tls: bool, registrar: str | None,
     proxy: str | None, transport: str | None, user: str | None, password: str | None, proxy_realm: str | None,
-    ca_file: str | None, insecure: bool, no_register: bool, listen_port: int, rtp_ports: str | None, expires: int,
+    ca_file: str | None, insecure: bool, no_register: bool, local_ip: str | None, listen_port: int, rtp_ports: str | None, expires: int,
     auto_answer: float | None, ring_timeout: float, stun_server: str | None, ice: bool, ws_invalid_host: bool,
     keepalive_interval: float, outbound: bool, gruu: bool, instance_id: str | None, mwi: bool,
     watch_presence: tuple[str, ...], watch_dialog: tuple[str, ...], presence: str | None,
@@ -285,7 +290,8 @@ def phone_cmd(
                          transport=chosen or "udp",  # type: ignore[arg-type]
                          tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"), expires=expires,
                          register=not no_register,
-                         listen_port=listen_port, auto_answer=auto_answer, ring_timeout=ring_timeout,
+                         listen_host=checked_ip(local_ip), listen_port=listen_port, auto_answer=auto_answer,
+                         ring_timeout=ring_timeout,
                          stun_server=stun_server, ice=ice, mwi=mwi, source=play or f"tone:{tone}",
                          record_dir=record, dtmf=dtmf_mode, srtp=srtp, soundcard=soundcard,  # type: ignore[arg-type]
                          codecs=comma_list(codecs), rtp_ports=media_ports, srtp_suites=suites,
@@ -305,6 +311,7 @@ def phone_cmd(
             payload_types(acc.codecs)
     except ValueError as exc:
         raise _fail(_flag_message(str(exc))) from exc
+    check_source(acc.listen_host, acc.listen_port, stream=acc.transport != "udp", flags="--local-ip/--listen-port")
     if presence is not None:
         basic, _, note = presence.partition(":")
         if basic not in ("open", "closed"):

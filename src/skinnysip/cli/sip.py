@@ -30,6 +30,8 @@ from skinnysip.cli.common import (
     ApiResult,
     Group,
     argument,
+    check_source,
+    checked_ip,
     console,
     emit,
     fail,
@@ -65,11 +67,13 @@ def _request(
     host: str, port: int | None, transport: str | None, sips: bool, user: str | None,
     password: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None,
     timeout: int, t1: int | None, ca_file: str | None, insecure: bool, *, host_user: str = "to",
+    source: tuple[str | None, int] = (None, 0),
 ) -> probes.ProbeRequest:
     """The probe request of a command line. A HOST written as a URI with a user part
     (``sip:bob@host``) names whom to address: the To and Request-URI (``host_user="to"``:
     OPTIONS, INVITE, as sipsak's ``-s``) or the registering user (``"user"``: REGISTER,
-    digest login) — unless ``--to``/``--uri`` (or ``--user``) say otherwise."""
+    digest login) — unless ``--to``/``--uri`` (or ``--user``) say otherwise. ``source``: the
+    ``--local-ip`` and ``--local-port`` (0: any) to send from."""
     target = merge_target(parse_target(host), port, transport_value(transport))
     if target.uri is not None:
         if host_user == "to" and to is None and uri is None:
@@ -97,6 +101,8 @@ def _request(
         tls_verify=not insecure,
         ca_file=readable_file(ca_file, "--ca-file"),
         ws_path=target.path or "/",
+        source_ip=checked_ip(source[0]),
+        source_port=source[1],
     )
 
 
@@ -209,6 +215,10 @@ PortOpt = option("--port", "-p", type=click.IntRange(1, 65535), metavar="PORT",
 TransportOpt = option("--transport", "-t", metavar="udp|tcp|tls|ws|wss", show_default=False,
                       help="Transport, any case [default: from HOST, else udp; tls for sips:].")
 SipsOpt = option("--sips", is_flag=True, help="Use sips: URIs (implies --transport tls unless wss).")
+LocalIpOpt = option("--local-ip", metavar="IP", help="Send from this address of this host (SIPp -i) "
+                    "[default: the one the routing table picks for HOST].")
+LocalPortOpt = option("--local-port", default=0, type=click.IntRange(0, 65535), metavar="PORT",
+                      help="Send from this local port (sipsak -l; 0: any).")
 UserOpt = option("--user", "-u", metavar="USER", help="User part of the URIs we build / Digest username.")
 DomainOpt = option("--domain", metavar="DOMAIN", help="SIP domain for the URIs [default: HOST].")
 FromOpt = option("--from", "from_", metavar="URI", help="From: user part or full URI.")
@@ -225,11 +235,13 @@ PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (W
 
 #: the first parameters of every probe command (HOST and how to reach it) and the last (timing,
 #: TLS checking and output)
-_TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt)
+_TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt, LocalIpOpt, LocalPortOpt)
 _OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt)
 
 
 def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None) -> None:
+    check_source(request.source_ip, request.source_port, stream=request.transport not in ("udp", None),
+                 target=request.host)
     result = asyncio.run(operation(request))
     write_pcap(pcap, result.exchange)
     emit(result, as_json, render, exit_status(result))
@@ -244,12 +256,14 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
 @UriOpt
 @stacked(*_OUTPUT)
 def options_cmd(
-    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, domain: str | None,
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    user: str | None, domain: str | None,
     from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
     insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """OPTIONS: status, allowed methods, extensions, accepted types, server agent."""
-    req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure)
+    req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
+                   source=(local_ip, local_port))
     _run(probes.options, req, as_json, pcap)
 
 
@@ -261,14 +275,16 @@ def options_cmd(
 @UriOpt
 @stacked(*_OUTPUT)
 def register_cmd(
-    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, domain: str | None,
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    user: str | None, domain: str | None,
     from_: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
     insecure: bool, as_json: bool, pcap: str | None,
 ) -> None:
     """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
     req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure,
-                   host_user="user")
+                   host_user="user",
+                   source=(local_ip, local_port))
     _run(probes.register, req, as_json, pcap)
 
 
@@ -288,7 +304,8 @@ def register_cmd(
 @option("--attest", default="A", help="SHAKEN attestation of the signed INVITE: A, B or C.")
 @stacked(*_OUTPUT)
 def invite_cmd(
-    host: str, port: int | None, transport: str | None, sips: bool, user: str | None, password: str | None,
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    user: str | None, password: str | None,
     domain: str | None, from_: str | None, to: str | None, uri: str | None, identity_key: str | None,
     identity_x5u: str | None, attest: str, timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
     as_json: bool, pcap: str | None,
@@ -296,7 +313,8 @@ def invite_cmd(
     """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left.
     Exits 0 when the call connected (2xx)."""
     secret = password_from(password, prompt=False) if user else None
-    req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure)
+    req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure,
+                   source=(local_ip, local_port))
     if identity_key is not None or identity_x5u is not None:
         from skinnysip.sip.identity import IdentityError, IdentitySigner
 
@@ -330,7 +348,8 @@ def invite_cmd(
              "looks for). The wrong password counts towards any lock-out policy.")
 @stacked(*_OUTPUT)
 def auth_cmd(
-    host: str, port: int | None, transport: str | None, sips: bool, user: str, password: str | None,
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    user: str, password: str | None,
     domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, enumeration_check: bool,
     timeout: int, t1: int | None,
     ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
@@ -341,7 +360,8 @@ def auth_cmd(
     if secret is None:
         raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
-                   host_user="user")
+                   host_user="user",
+                   source=(local_ip, local_port))
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap)

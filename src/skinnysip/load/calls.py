@@ -83,7 +83,7 @@ class PhoneScenario(Scenario):
             ws_path=c.ws_path,
             tls_verify=c.tls_verify, ca_file=c.ca_file, register=register, expires=c.expires, source=c.source,
             codecs=c.codecs, srtp=c.srtp, t1=c.t1, timeout=c.timeout,
-            listen_host=c.host if listen else route_ip(c.host) if port else None,
+            listen_host=c.host if listen else c.source_ip or (route_ip(c.host) if port else None),
             listen_port=c.server_port if listen else port, rtp_ports=c.rtp_ports, record_dir=c.record_dir,
             max_calls=c.limit + MAX_CALLS if answering else MAX_CALLS, packet_log=False, inband_dtmf=False,
             identity_key=c.identity_key, identity_x5u=c.identity_x5u, identity_attest=c.identity_attest)

@@ -34,11 +34,11 @@ from pathlib import Path
 from time import monotonic  # response times at full resolution on any loop (skinnysip.net.event_loop)
 from typing import TYPE_CHECKING, Any, Literal
 
-from skinnysip.addresses import format_host
+from skinnysip.addresses import format_host, ip_literal
 from skinnysip.net.event_loop import set_once
 from skinnysip.net.resolver import ServerTarget, default_port
 from skinnysip.net.sip_endpoint import USER_AGENT, Exchange, Outcome, SIPEndpoint, SIPTransportError
-from skinnysip.net.sip_transport import closed_by_peer, route_ip
+from skinnysip.net.sip_transport import closed_by_peer
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
@@ -353,6 +353,8 @@ class LoadConfig:
     every ``refresh_interval`` seconds (None: half the expiry the registrar granted, at
     least 1 s); the attempt succeeds when every refresh does.
     ``local_ports``: (first, last) local UDP ports to bind (SIP sockets; a phone per port).
+    ``source_ip``: the local address every flow (and a call's media) starts from, an IP literal
+    of this host (SIPp ``-i``); None: the one the routing table picks for the server.
     ``user_script``: the Python file of a ``user`` scenario (``async def scenario(phone,
     index)``). ``source``: what calls send (``tone:440``, ``silence``, ``echo``, a WAV).
     ``codecs``: the audio codecs calls offer and accept, by name in preference order
@@ -437,6 +439,7 @@ class LoadConfig:
     unregister: bool = True
     message: str = "skinnysip load"
     local_ports: tuple[int, int] | None = None
+    source_ip: str | None = None
     user_script: str | None = None
     source: str = "tone:440"
     codecs: tuple[str, ...] | None = None
@@ -582,6 +585,11 @@ class LoadConfig:
             first, last = self.local_ports
             if not 1 <= first <= last <= 65535:
                 raise ValueError("local_ports: FIRST-LAST within 1-65535")
+        if self.source_ip is not None:
+            try:
+                self.source_ip = ip_literal(self.source_ip)
+            except ValueError as exc:
+                raise ValueError(f"source_ip: {exc} (--local-ip)") from None
         if self.rtp_ports is not None:
             from skinnysip.net.media import check_port_range
 
@@ -758,7 +766,7 @@ class TransactionScenario(Scenario):
         # no wire trace (load), unless every message goes to the --trace-msg file: then the
         # trace keeps only the newest record and hands each to the file
         self.ep = SIPEndpoint(timers=Timers(t1=c.t1, t2=max(4.0, c.t1)), trace=log is not None, trace_limit=1,
-                              tls_verify=c.tls_verify, ca_file=c.ca_file, ws_path=c.ws_path)
+                              tls_verify=c.tls_verify, ca_file=c.ca_file, ws_path=c.ws_path, source_ip=c.source_ip)
         self.ep.trace.listener = log
         self.ep.add_handler(self._unexpected)
         # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
@@ -771,7 +779,7 @@ class TransactionScenario(Scenario):
         targets = await self.ep.resolve(c.host, port=c.server_port, transport=c.transport, timeout=10.0)
         self.target: ServerTarget = targets[0]
         if c.transport == "udp" and not c.connection_per_attempt:
-            await self.ep.transport.bind_udp(route_ip(self.target.address), c.local_ports)
+            await self.ep.transport.bind_udp(self.ep.transport.local_ip_for(self.target.address), c.local_ports)
         self.flow: Flow = await self.ep.flow_to(self.target, timeout=10.0, server_name=c.host,
                                                 reuse=not c.connection_per_attempt, ports=c.local_ports)
         if c.connection_per_attempt:  # it showed the server answers; each attempt opens its own

@@ -294,7 +294,10 @@ class SIPEndpoint:
     :data:`~skinnysip.sip.uas.DEFAULT_ALLOW`). ``idle_timeout``: seconds before an idle
     TCP/TLS connection is closed. ``trace_limit``: the newest records kept (long-running
     users); ``exchange_limit``: instead, keep the first messages within this budget (one
-    operation's exchange) and count the rest (``trace.dropped``).
+    operation's exchange) and count the rest (``trace.dropped``). ``source_ip``/``source_port``:
+    the local address outgoing flows start from (an IP literal of this host, SIPp ``-i``;
+    port 0: any); None: the address the routing table picks for each target
+    (:meth:`SIPTransportLayer.set_source`, which raises ``ValueError`` for a malformed one).
     """
 
     def __init__(
@@ -314,6 +317,8 @@ class SIPEndpoint:
         user_agent: str = USER_AGENT,
         idle_timeout: float = 64.0,
         ws_path: str = "/",
+        source_ip: str | None = None,
+        source_port: int = 0,
     ) -> None:
         self.timers = timers or Timers()
         self.layer = TransactionLayer(self.timers, trying_delay)
@@ -321,6 +326,7 @@ class SIPEndpoint:
         self.transport = SIPTransportLayer(self._on_message, self._on_lost, trace=self.trace,
                                            idle_timeout=idle_timeout, on_unreachable=self._on_lost)
         self.transport.agent = user_agent
+        self.transport.set_source(source_ip, source_port)
         #: the resource our WebSocket handshakes ask for (``ws``/``wss`` flows; RFC 7118 §4.1)
         self.ws_path = ws_path
         #: a host our Via and Contact name on ``ws``/``wss`` flows instead of our address, as

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -39,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from skinnysip.addresses import hostport, strip_brackets
+from skinnysip.addresses import hostport, ip_literal, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
 from skinnysip.result import TLSInfo
@@ -112,6 +113,18 @@ def describe_os_error(exc: OSError, where: str) -> str:
     if isinstance(exc, ConnectionResetError):
         return f"{PEER_CLOSED[1]}{where}"
     return f"network error with {where}: {exc.strerror or exc}"
+
+
+def source_problem(exc: BaseException | None) -> str:
+    """Why a local (source) address could not be bound, in a few words."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRNOTAVAIL:
+        return "not an address of this host"
+    if code == errno.EADDRINUSE:
+        return "port in use"
+    if code == errno.EACCES:
+        return "permission denied (a port below 1024 needs privileges)"
+    return str(getattr(exc, "strerror", None) or exc or "cannot bind")
 
 
 _ROUTES: dict[str, str] = {}  # remote IP → local IP, a small cache (cleared when full)
@@ -636,7 +649,36 @@ class SIPTransportLayer:
         #: :data:`MAX_STUN_SOURCES`): a registrar's view of which UDP flows keep alive
         self.stun_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._stun_clients: dict[tuple[str, int], BindingClient] = {}
+        #: the local IP every outgoing flow starts from (SIPp ``-i``, pjsua ``--bound-addr``),
+        #: and the local port (0: any; sipsak ``-l``); None: the address the routing table
+        #: picks for each remote (:func:`route_ip`). Set with :meth:`set_source`.
+        self.source_ip: str | None = None
+        self.source_port = 0
         self.closed = False
+
+    def set_source(self, ip: str | None, port: int = 0) -> None:
+        """Start every later outgoing flow from ``ip`` (an IPv4 or IPv6 literal of this host;
+        a wildcard or None: the routed address) and local ``port`` (0: any). Raises
+        :class:`ValueError` for a malformed address or port; an address this host does not
+        have fails at the first flow (:class:`SIPTransportError`, nothing sent)."""
+        if ip is not None:
+            ip = ip_literal(ip)
+            if ip in ("0.0.0.0", "::"):
+                ip = None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"source port {port} is not 0-65535")
+        self.source_ip, self.source_port = ip, port
+
+    def local_ip_for(self, remote_ip: str) -> str:
+        """Our local IP towards ``remote_ip``: :attr:`source_ip` when set, else the routed
+        one. Raises :class:`SIPTransportError` (no route; the source is of the other family)."""
+        source = self.source_ip
+        if source is None:
+            return route_ip(remote_ip)
+        if (":" in source) != (":" in remote_ip):
+            raise SIPTransportError(f"the source address {source} is IPv{6 if ':' in source else 4}; "
+                                    f"{remote_ip} is IPv{6 if ':' in remote_ip else 4}")
+        return source
 
     # -- listening ------------------------------------------------------------------------
     async def listen(self, transport: Transport, host: str, port: int, *,
@@ -717,14 +759,21 @@ class SIPTransportLayer:
         socket of the flow's own (SIPp ``-t un``), on a port of ``ports`` (first, last) when
         given, to end with :meth:`close_udp`. Raises :class:`SIPTransportError` (no free port)."""
         ip = strip_brackets(remote[0])
-        local_ip = route_ip(ip)
+        local_ip = self.local_ip_for(ip)
         if not reuse:
             return Flow("udp", (ip, remote[1]), local=await self._own_socket(local_ip, ports))
         wildcard = "::" if ":" in local_ip else "0.0.0.0"
-        for (bound_ip, _), sock in self.udp.items():
-            if bound_ip in (local_ip, wildcard) and sock.local not in self._own_udp:
+        for (bound_ip, bound_port), sock in self.udp.items():
+            if (bound_ip == local_ip or bound_ip == wildcard and self.source_ip is None) \
+                    and sock.local not in self._own_udp and self.source_port in (0, bound_port):
                 return Flow("udp", (ip, remote[1]), local=sock.local)
-        local = await self.listen("udp", local_ip, 0)
+        try:
+            local = await self.listen("udp", local_ip, self.source_port)
+        except SIPTransportError as exc:
+            if self.source_ip is None and not self.source_port:
+                raise
+            raise SIPTransportError(f"cannot send from {hostport(local_ip, self.source_port)}/udp: "
+                                    f"{source_problem(exc.__cause__)}") from exc
         return Flow("udp", (ip, remote[1]), local=local)
 
     async def bind_udp(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
@@ -813,12 +862,18 @@ class SIPTransportLayer:
             context = tls_client or tlsmod.client_context(True, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        local_addr = None
+        if self.source_ip is not None or self.source_port:
+            local_addr = (self.local_ip_for(ip), self.source_port)
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(ip, port, limit=self.max_message_size), timeout)
+                asyncio.open_connection(ip, port, limit=self.max_message_size, local_addr=local_addr), timeout)
         except TimeoutError as exc:
             raise SIPTransportError(f"no connection to {where} within {timeout * 1000:.0f} ms") from exc
         except OSError as exc:
+            if local_addr is not None and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
+                raise SIPTransportError(f"cannot connect to {where} from {hostport(*local_addr)}: "
+                                        f"{source_problem(exc)}") from exc
             raise SIPTransportError(describe_os_error(exc, where)) from exc
         if context is not None:
             # the handshake separately, so a port that accepts TCP but never speaks TLS says so
@@ -899,7 +954,7 @@ class SIPTransportLayer:
         if flow.local is not None:
             ip, port = flow.local
             if ip in ("0.0.0.0", "::"):
-                ip = route_ip(flow.remote[0])
+                ip = self.local_ip_for(flow.remote[0])
             return ip, port
         raise SIPTransportError(f"no socket for {hostport(*flow.remote)}/{flow.transport}")
 

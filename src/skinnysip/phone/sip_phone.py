@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport, normal_host, strip_brackets
+from skinnysip.addresses import hostport, is_ip, normal_host, strip_brackets
 from skinnysip.net.dtls import DTLSAssociation, default_certificate
 from skinnysip.net.ice import ICECredentials
 from skinnysip.net.media import (
@@ -198,7 +198,9 @@ class SIPAccount:
     not > 0.
     ``tls_verify``/``ca_file``: checking of the server certificate. ``expires``: the
     registration time asked for. ``register``: False for calls without a registrar.
-    ``listen_host``/``listen_port``: a fixed local address (0: any port). ``auto_answer``:
+    ``listen_host``/``listen_port``: a fixed local address (an IP literal of this host; port 0:
+    any), which the phone listens on and sends every request and its media from (SIPp ``-i``,
+    pjsua ``--bound-addr``; over UDP from that port too). ``auto_answer``:
     seconds after which an incoming call is answered (None: never). ``source``: what we
     send: ``"tone:440"`` (Hz), ``"silence"``, ``"echo"`` (what it hears, decoded and encoded
     again), ``"rtp-echo"`` (each received payload sent back as it came, SIPp's ``-rtp_echo``)
@@ -734,7 +736,11 @@ class SIPPhone(Phone):
                                     tls_verify=account.tls_verify, ca_file=account.ca_file,
                                     uas=UASCore(supported=("100rel", "replaces", "norefersub", "timer"),
                                                 allow=ALLOW.split(", "), server=USER_AGENT, accept=ACCEPT),
-                                    ws_path=account.ws_path)
+                                    ws_path=account.ws_path,
+                                    source_ip=account.listen_host if account.listen_host and is_ip(account.listen_host)
+                                    else None,
+                                    # a stream's own connections cannot take the port its listener has
+                                    source_port=account.listen_port if account.transport == "udp" else 0)
         if account.ws_invalid_host:
             self.endpoint.ws_host = f"{secrets.token_hex(6)}.invalid"
         self.credentials = (DigestClient(account.auth_user or self.user, account.password)

@@ -165,6 +165,10 @@ class ProbeRequest:
     (no binding is made), and compares the two answers: a server that answers them
     differently tells anyone which users exist (RFC 3261 §26.1.5's concern; what
     ``svwar`` looks for). Mind that the wrong password counts towards any lock-out policy.
+    ``source_ip``/``source_port``: the local address to send from (an IP literal of this host,
+    SIPp ``-i``; port as sipsak ``-l``, 0: any); None: the one the routing table picks. An
+    address the host does not have, or of the other family than the server's, fails the probe
+    with that error before anything is sent; a malformed one raises ``ValueError``.
     """
 
     host: str
@@ -189,6 +193,8 @@ class ProbeRequest:
     identity: IdentitySigner | None = None
     digest_checks: bool = False
     enumeration_check: bool = False
+    source_ip: str | None = None
+    source_port: int = 0
 
     @property
     def effective_port(self) -> int:
@@ -510,7 +516,7 @@ async def _run_bounded(request: ProbeRequest, result: R, flow: Callable[[_Sessio
                      ca_file=request.ca_file,
                      exchange_limit=ExchangeLimit(request.max_exchange_messages, request.max_exchange_bytes),
                      resolver=Resolver(request.nameservers) if request.nameservers else None,
-                     ws_path=request.ws_path)
+                     ws_path=request.ws_path, source_ip=request.source_ip, source_port=request.source_port)
     try:
         async with ep:
             if request.scheme == "sips" and request.transport not in ("tls", "wss", None):
