@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skinnysip.sip.headers import Via, parse_cseq, parse_params, split_comma
+from skinnysip.sip.headers import Via, parse_cseq, parse_params, parse_warning, split_comma
 from skinnysip.sip.message import Headers, SIPParseError, canonical_name
 
 
@@ -114,3 +114,18 @@ def test_first_value_splits_only_the_first_field() -> None:
     assert h.first_value("v") == "SIP/2.0/UDP a;branch=z9hG4bK1"  # the broken second field is never split
     assert h.first_value("CSeq") is None
     assert Headers([("From", "<sip:a@b>, <sip:c@d>")]).first_value("From") == "<sip:a@b>, <sip:c@d>"  # not a list
+
+
+def test_parse_warning_reads_each_warning_value() -> None:
+    # RFC 3261 §20.43's examples: a host agent, a pseudonym; quoted-pairs undone, comma lists split
+    assert parse_warning('307 isi.edu "Session parameter \'foo\' not understood"') == [
+        (307, "isi.edu", "Session parameter 'foo' not understood")]
+    assert parse_warning('301 isi.edu "Incompatible network address type \'E.164\'", 399 [::1]:5060 "a \\"b\\""') == [
+        (301, "isi.edu", "Incompatible network address type 'E.164'"), (399, "[::1]:5060", 'a "b"')]
+    assert parse_warning('399 pbx "Max-Forwards, exceeded"') == [(399, "pbx", "Max-Forwards, exceeded")]
+
+
+@pytest.mark.parametrize("value", ["", "30 isi.edu \"x\"", "307 isi.edu x", "307 \"x\"", '307 a "x" junk', '307 a "x'])
+def test_parse_warning_refuses_what_is_no_warning_value(value: str) -> None:
+    with pytest.raises(SIPParseError):
+        parse_warning(value)

@@ -13,11 +13,12 @@ same patterns and ranges), checks ``host`` against the server's target policy (4
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast, get_args, get_origin
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -68,6 +69,8 @@ URI_SCHEMA: dict[str, Any] = {"pattern": (
     r"|(?i:tel):\+[0-9]{1,32})$"), "maxLength": 1024}
 PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
     {"type": "string", **USER_SCHEMA}, {"type": "string", **URI_SCHEMA}]}
+#: the same for a field that may be null (absent): its own anyOf replaces pydantic's nullable one
+OPTIONAL_PARTY_SCHEMA: dict[str, Any] = {"anyOf": [*PARTY_SCHEMA["anyOf"], {"type": "null"}]}
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": rf"^{_HOST_IN_URI}(?::{_PORT})?$"}
 #: an IP literal of the server's host to send from (``localIp``): IPv4, or IPv6 with or without brackets
 LOCAL_IP_SCHEMA: dict[str, Any] = {"pattern": rf"^(?:{IPV4_PATTERN}|{IPV6_PATTERN}|\[{IPV6_PATTERN}\])$"}
@@ -204,8 +207,8 @@ class _Body(BaseModel):
     uri: str | None = Field(None, description="Request-URI (default depends on the operation).",
                             json_schema_extra=URI_SCHEMA)
     from_: str | None = Field(None, alias="from", description="From: user part or full URI.",
-                              json_schema_extra=PARTY_SCHEMA)
-    to: str | None = Field(None, description="To: user part or full URI.", json_schema_extra=PARTY_SCHEMA)
+                              json_schema_extra=OPTIONAL_PARTY_SCHEMA)
+    to: str | None = Field(None, description="To: user part or full URI.", json_schema_extra=OPTIONAL_PARTY_SCHEMA)
     from_uri: str | None = Field(None, description="From as a full URI (same as `from`; give one of them).",
                                  json_schema_extra=URI_SCHEMA)
     to_uri: str | None = Field(None, description="To as a full URI (same as `to`; give one of them).",
@@ -397,6 +400,19 @@ class SIPSInviteProbeBody(_SigningFields, SIPSBody):  # type: ignore[misc]
         return self._signed(super().to_probe())
 
 
+class _TraceFields(BaseModel):
+    max_hops: int = Field(20, ge=1, le=probes.MAX_TRACE_HOPS, description="Steps at most: OPTIONS with "
+                          "Max-Forwards 0 … maxHops-1, until an answer other than 483 Too Many Hops.")
+
+
+class SIPTraceBody(_TraceFields, SIPBody):  # type: ignore[misc]
+    """``/api/sip/traceroute``."""
+
+
+class SIPSTraceBody(_TraceFields, SIPSBody):  # type: ignore[misc]
+    """``/api/sips/traceroute``."""
+
+
 def for_method(body: type[_B], method: str) -> type[_B]:
     """``body`` whose optional ``method`` may only be ``method`` (any case), as the spec says."""
     return create_model(  # type: ignore[no-any-return,call-overload]
@@ -413,6 +429,8 @@ SIPInviteBody = for_method(SIPInviteProbeBody, "INVITE")
 SIPSInviteBody = for_method(SIPSInviteProbeBody, "INVITE")
 SIPDigestRouteBody = for_method(SIPDigestBody, "REGISTER")
 SIPSDigestRouteBody = for_method(SIPSDigestBody, "REGISTER")
+SIPTraceRouteBody = for_method(SIPTraceBody, "OPTIONS")
+SIPSTraceRouteBody = for_method(SIPSTraceBody, "OPTIONS")
 
 _ROUTE_OF_METHOD = {"OPTIONS": "options", "REGISTER": "register", "INVITE": "invite"}
 
@@ -438,6 +456,8 @@ _DESCRIPTIONS = {
     "register": "REGISTER with Expires: 0: does the registrar require authentication? Offered algorithms and qop.",
     "invite": "INVITE with an SDP offer; follows 1xx; CANCEL on timeout; ACK (+BYE for 2xx): no dialog left open.",
     "digest-auth": "Digest login by REGISTER (RFC 7616: MD5, SHA-256, SHA-512-256, -sess); binding removed after.",
+    "traceroute": "OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each element on the path answers 483 Too Many "
+                  "Hops in turn (RFC 3261 §16.3), until the destination answers; one hop a step.",
 }
 
 
@@ -479,3 +499,17 @@ async def sips_invite(body: SIPSInviteBody) -> JSONResponse:  # type: ignore[val
 @router.post("/api/sips/digest-auth", response_model=api_model(probes.DigestAuthResult), description=_DESCRIPTIONS["digest-auth"])
 async def sips_digest_auth(body: SIPSDigestRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(probes.digest_auth, body, "REGISTER")
+
+
+@router.post("/api/sip/traceroute", response_model=api_model(probes.TracerouteResult),
+             description=_DESCRIPTIONS["traceroute"])
+async def sip_traceroute(body: SIPTraceRouteBody) -> JSONResponse:  # type: ignore[valid-type]
+    return await _answer(functools.partial(probes.traceroute, max_hops=cast(_TraceFields, body).max_hops), body,
+                         "OPTIONS")
+
+
+@router.post("/api/sips/traceroute", response_model=api_model(probes.TracerouteResult),
+             description=_DESCRIPTIONS["traceroute"])
+async def sips_traceroute(body: SIPSTraceRouteBody) -> JSONResponse:  # type: ignore[valid-type]
+    return await _answer(functools.partial(probes.traceroute, max_hops=cast(_TraceFields, body).max_hops), body,
+                         "OPTIONS")

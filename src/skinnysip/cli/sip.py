@@ -1,4 +1,4 @@
-"""``skinnysip sip options|register|invite|auth HOST …``: the SIP probes on the command line.
+"""``skinnysip sip options|register|invite|auth|traceroute HOST …``: the SIP probes on the command line.
 
 By default a readable summary and a compact ladder (``→`` sent, ``←`` received) are
 printed; ``--json`` prints exactly the HTTP API's response body; ``--pcap FILE`` writes the
@@ -15,6 +15,7 @@ is never printed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -51,7 +52,7 @@ from skinnysip.cli.common import (
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 
-app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth.")
+app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute.")
 
 
 def _validated(kind: str, value: str | None, check: Any) -> str | None:
@@ -170,6 +171,11 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
             ("users can be enumerated", result.user_enumeration),
             ("unregistered", result.unregistered),
         ]
+    elif isinstance(result, probes.TracerouteResult):
+        rows += [
+            ("reached", result.reached),
+            ("hops", len(result.hops)),
+        ]
     if result.tls is not None:
         t = result.tls
         rows += [
@@ -200,7 +206,23 @@ def render(result: ApiResult) -> None:
     console.print(headline)
     field_table(_fields(result) if result.status_code is not None else
                 [("server", f"{result.server}/{result.transport}")])
+    if isinstance(result, probes.TracerouteResult):
+        _hops(result.hops)
     _ladder(result)
+
+
+def _hops(hops: list[probes.TraceHop]) -> None:
+    """One line a traceroute step, as sipsak -T prints them: Max-Forwards, who answered, rtt,
+    the answer (or why none came), its To tag and the Contact of an answer that has one."""
+    from rich.markup import escape
+
+    for hop in hops:
+        if hop.status_code is None:
+            line = f"{hop.max_forwards:>3}  *  {hop.error or 'no answer'}"
+        else:
+            line = (f"{hop.max_forwards:>3}  {hop.agent or '?'}  ({hop.rtt:.3f} ms)  {hop.status_code} "
+                    f"{hop.status_text}  tag={hop.to_tag}" + (f"  contact={hop.contact}" if hop.contact else ""))
+        console.print(escape(printable(line)), soft_wrap=True)
 
 
 # -------------------------------------------------------------------- commands
@@ -365,6 +387,28 @@ def auth_cmd(
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap)
+
+
+@app.command("traceroute", epilog=EXIT_STATUS_HELP)
+@stacked(*_TARGET)
+@UserOpt
+@DomainOpt
+@FromOpt
+@ToOpt
+@UriOpt
+@option("--max-hops", default=20, type=click.IntRange(1, probes.MAX_TRACE_HOPS), metavar="N",
+        help="Steps at most (Max-Forwards 0 … N-1).")
+@stacked(*_OUTPUT)
+def traceroute_cmd(
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    user: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None, max_hops: int,
+    timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
+) -> None:
+    """OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each proxy on the path answers 483 Too Many
+    Hops in turn, until the destination answers. Exits 0 when it answered 2xx."""
+    req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
+                   source=(local_ip, local_port))
+    _run(functools.partial(probes.traceroute, max_hops=max_hops), req, as_json, pcap)
 
 
 @app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "

@@ -1,4 +1,4 @@
-"""The four SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``.
+"""The SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``, ``traceroute``.
 
 Each is an ``async`` function taking a :class:`ProbeRequest` and returning a pydantic result
 (derived from :class:`skinnysip.result.ResultModel`) whose ``to_api()`` is the HTTP API's
@@ -55,6 +55,7 @@ from skinnysip.result import (
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
 from skinnysip.sip.dialog import Dialog
+from skinnysip.sip.headers import parse_warning
 from skinnysip.sip.message import Request, Response, SIPParseError
 from skinnysip.sip.request import build_ack_for_failure, build_cancel, new_call_id, new_request, new_tag
 from skinnysip.sip.syntax import parse_uint
@@ -80,6 +81,8 @@ __all__ = [
     "ProbeRequest",
     "RegisterResult",
     "SIPProbeResult",
+    "TraceHop",
+    "TracerouteResult",
     "check_host",
     "check_party",
     "check_uri",
@@ -87,6 +90,7 @@ __all__ = [
     "digest_auth",
     "invite",
     "options",
+    "traceroute",
     "register",
 ]
 
@@ -266,6 +270,40 @@ class OptionsResult(SIPProbeResult):
 
 
 @dataclass(kw_only=True)
+class TraceHop(Result):
+    """One step of a SIP traceroute: the OPTIONS sent with ``max_forwards`` and what came back.
+
+    ``status_code``/``status_text``: its final response (None: none within the timeout, then
+    ``error`` says so); ``agent``: who answered as far as the answer tells — the warn-agent of
+    its ``Warning`` (RFC 3261 §20.43, as sipsak shows), else its ``Server`` (or ``User-Agent``);
+    ``to_tag``: the answer's To tag (an element's own answers often share a prefix: Kamailio's
+    stateless replies derive theirs from its sockets, so two proxies' 483s differ there);
+    ``contact``: its Contact, if any; ``rtt``: ms from the request's first transmission to
+    the answer."""
+
+    max_forwards: int
+    status_code: int | None = None
+    status_text: str | None = None
+    agent: str | None = None
+    to_tag: str | None = None
+    contact: str | None = None
+    rtt: float | None = None
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class TracerouteResult(SIPProbeResult):
+    """SIP traceroute (sipsak ``-T``): OPTIONS with Max-Forwards 0, 1, 2… (RFC 3261 §16.3 step 2:
+    the element that finds it 0 answers 483 Too Many Hops instead of forwarding) until an
+    answer other than 483 comes — the destination's, or where the path ends. ``hops``: one
+    :class:`TraceHop` a step, in order; ``reached``: the last step got such a final answer
+    (reported as the result's status, headers and ``rtt``) within ``max_hops`` steps."""
+
+    hops: list[TraceHop] = field(default_factory=list)
+    reached: bool = False
+
+
+@dataclass(kw_only=True)
 class RegisterResult(SIPProbeResult):
     """REGISTER with ``Expires: 0`` (RFC 3261 §10.2.2): does the registrar demand
     authentication? ``auth_scheme``/``auth_realm`` of the first challenge,
@@ -398,7 +436,7 @@ class _Session:
 
     def build(self, method: str, request_uri: str, from_uri: str, to_uri: str, *,
               contact_user: str | None = None, headers: list[tuple[str, str]] | None = None,
-              body: bytes = b"", content_type: str | None = None) -> Request:
+              body: bytes = b"", content_type: str | None = None, max_forwards: int = 70) -> Request:
         """A request per RFC 3261 §8.1.1 on this session's Call-ID, From tag and next CSeq."""
         self.cseq += 1
         return new_request(
@@ -406,6 +444,7 @@ class _Session:
             from_=_name_addr(from_uri, self.from_tag), to=_name_addr(to_uri),
             via=self.ep.via(self.flow), call_id=self.call_id, cseq=self.cseq,
             contact=self.contact(contact_user) if contact_user is not None else None,
+            max_forwards=max_forwards,
             user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type,
         )
 
@@ -592,6 +631,78 @@ async def options(request: ProbeRequest) -> OptionsResult:
         result.content_types = _list(response, "Accept")
 
     return await _run(request, _new_result(OptionsResult, request), flow)
+
+
+# --------------------------------------------------------------------------- traceroute
+
+#: steps of a traceroute at most (Max-Forwards 0 … 69: a request starts with 70, RFC 3261 §8.1.1.6)
+MAX_TRACE_HOPS = 70
+#: a traceroute ends after this many steps in a row got no answer (a hop that drops what it
+#: cannot forward, as traceroute's ``* * *``)
+TRACE_SILENT_STEPS = 3
+
+
+def _answering_agent(response: Response) -> str | None:
+    """The warn-agent of the response's first Warning, else its Server or User-Agent."""
+    for value in response.headers.get_all("Warning"):
+        try:
+            warnings = parse_warning(value)
+        except SIPParseError:
+            continue
+        if warnings:
+            return warnings[0][1]
+    return response.headers.get("Server") or response.headers.get("User-Agent")
+
+
+async def traceroute(request: ProbeRequest, max_hops: int = 20) -> TracerouteResult:
+    """SIP traceroute, as sipsak's ``-T``: OPTIONS (addressed as :func:`options` addresses
+    it) with Max-Forwards 0, then 1, 2, … — each a new transaction of one Call-ID — until an
+    answer other than 483 (RFC 3261 §16.3 step 2) or ``max_hops`` steps (1 …
+    :data:`MAX_TRACE_HOPS`). A step with no answer within ``timeout`` is a hop that stays
+    silent (``error`` set); :data:`TRACE_SILENT_STEPS` of them in a row end the trace. The
+    whole trace takes at most ``(max_hops + 1) × timeout + 1 s``. Raises ``ValueError`` for
+    ``max_hops`` out of range."""
+    if not 1 <= max_hops <= MAX_TRACE_HOPS:
+        raise ValueError(f"max_hops: 1 … {MAX_TRACE_HOPS}")
+
+    async def flow(s: _Session, result: TracerouteResult) -> None:
+        to = s.uri(request.to_uri, None)
+        ruri = request.uri or to
+        silent, last = 0, None
+        for hops in range(max_hops):
+            req = s.build("OPTIONS", ruri, s.uri(request.from_uri, DEFAULT_USER), to, contact_user=DEFAULT_USER,
+                          headers=[("Accept", "application/sdp")], max_forwards=hops)
+            step = TraceHop(max_forwards=hops)
+            result.hops.append(step)
+            try:
+                response, rtt = await s.transact(req)
+            except _ProbeFailure as exc:
+                if not s.answered:
+                    raise  # nothing ever answered: the server itself is not there (failover)
+                step.error = str(exc)
+                silent += 1
+                if silent == TRACE_SILENT_STEPS:
+                    if last is not None:
+                        _fill(result, *last)  # the farthest answer
+                    result.error = f"{silent} steps in a row got no answer (the last: {exc})"
+                    return
+                continue
+            silent = 0
+            step.status_code, step.status_text = response.status_code, response.reason
+            step.agent = _answering_agent(response)
+            step.to_tag = response.to_tag
+            step.contact = response.headers.get("Contact")
+            step.rtt = round(rtt, 3)
+            last = (response, rtt)
+            if response.status_code != 483:
+                _fill(result, response, rtt)
+                result.reached = True
+                return
+        if last is not None:
+            _fill(result, *last)  # the farthest 483
+        result.error = f"no answer but 483 within {max_hops} hops (Max-Forwards 0 … {max_hops - 1})"
+
+    return await _run(request, _new_result(TracerouteResult, request), flow, steps=max_hops + 1)
 
 
 # --------------------------------------------------------------------------- REGISTER

@@ -18,6 +18,7 @@ from skinnysip.sip.syntax import (
     parse_params,
     split_checked_params,
     split_comma,
+    unquote_string,
 )
 from skinnysip.sip.uri import _HOSTNAME_RE, _IPV6_RE, _PORT_NUMBER, _PORT_RE, parse_hostport
 
@@ -33,6 +34,8 @@ _VIA_RE = re.compile(
     re.S,
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
+# warning-value (RFC 3261 §20.43, §25.1): 3DIGIT SP warn-agent SP warn-text (a quoted-string)
+_WARNING_RE = re.compile(r'([0-9]{3})[ \t]+([^ \t"]+)[ \t]+("(?:[^"\\]|\\.)*")')
 # Fast path: the common ``SIP/2.0/transport host[:port]*(;name[=value])`` with single spaces,
 # from the patterns the full parse checks (token, host name, IPv6 reference, port number)
 # and parameter values narrower than the full parser's (token characters, ``:``, ``[``,
@@ -172,3 +175,23 @@ def parse_cseq(value: str) -> tuple[int, str]:
     if number > 2**32 - 1:
         raise SIPParseError(f"CSeq number {m.group(1)[:20]} larger than 2**32-1")
     return number, m.group(2)
+
+
+def parse_warning(value: str) -> list[tuple[int, str, str]]:
+    """The warning-values of a ``Warning`` header value (RFC 3261 §20.43): ``(warn-code,
+    warn-agent, warn-text)`` each, the agent as written (``host[:port]`` or a pseudonym) and
+    the text unquoted. Raises :class:`SIPParseError` for a value that is not a list of them.
+
+    >>> parse_warning('399 pbx.example.com:5060 "Max-Forwards reached", 307 isi.edu "foo"')
+    [(399, 'pbx.example.com:5060', 'Max-Forwards reached'), (307, 'isi.edu', 'foo')]
+    """
+    items = split_comma(value)
+    if not items:
+        raise SIPParseError("empty Warning value")
+    out = []
+    for item in items:
+        m = _WARNING_RE.fullmatch(item)
+        if m is None:
+            raise SIPParseError(f"bad Warning value {item[:60]!r}")
+        out.append((int(m.group(1)), m.group(2), unquote_string(m.group(3))))
+    return out
