@@ -259,6 +259,8 @@ PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (W
 #: TLS checking and output)
 _TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt, LocalIpOpt, LocalPortOpt)
 _OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt)
+#: whom an OPTIONS addresses (options, traceroute)
+_ADDRESSING = (UserOpt, DomainOpt, FromOpt, ToOpt, UriOpt)
 
 
 def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None) -> None:
@@ -271,11 +273,7 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
 
 @app.command("options", epilog=EXIT_STATUS_HELP)
 @stacked(*_TARGET)
-@UserOpt
-@DomainOpt
-@FromOpt
-@ToOpt
-@UriOpt
+@stacked(*_ADDRESSING)
 @stacked(*_OUTPUT)
 def options_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
@@ -391,11 +389,7 @@ def auth_cmd(
 
 @app.command("traceroute", epilog=EXIT_STATUS_HELP)
 @stacked(*_TARGET)
-@UserOpt
-@DomainOpt
-@FromOpt
-@ToOpt
-@UriOpt
+@stacked(*_ADDRESSING)
 @option("--max-hops", default=20, type=click.IntRange(1, probes.MAX_TRACE_HOPS), metavar="N",
         help="Steps at most (Max-Forwards 0 … N-1).")
 @stacked(*_OUTPUT)
