@@ -33,6 +33,7 @@ command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)  # the NAT in test n
 command -v rtpengine >/dev/null 2>&1 || need_apt+=(rtpengine-daemon)  # media relay behind Kamailio (test_phone_rtpengine.py)
 [ -e /usr/share/perl5/Net/SIP.pm ] || need_apt+=(libnet-sip-perl)  # Net::SIP's registrar and proxy, a second server stack (test_netsip.py)
 command -v sip-options >/dev/null 2>&1 || need_apt+=(sofia-sip-bin)  # Sofia-SIP's OPTIONS client (test_sip_listen_cli.py)
+[ -x /usr/lib/nagios/plugins/negate ] || need_apt+=(monitoring-plugins-basic)  # negate: runs our --nagios line as a monitor does (test_sip_nagios.py)
 # the web tests drive Debian's Chromium through Playwright (pip's playwright, no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # PortAudio for the sound card extra (tests use ALSA's file plugin as a card: no hardware needed)

@@ -161,6 +161,9 @@ def main() -> None:
     and exit 2, never a traceback (Ctrl-C: exit 130)."""
     import sys
 
+    args = sys.argv[1:]
+    if "--nagios" in args and args[:1] == ["sip"]:
+        _nagios_main(args[0].upper())
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:
@@ -169,3 +172,26 @@ def main() -> None:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         print(f"error: {type(exc).__name__}{': ' + reason if reason else ''}", file=sys.stderr)
         sys.exit(common.EXIT_USAGE)
+
+
+def _nagios_main(service: str) -> None:
+    """A probe run as a monitoring plugin (``--nagios``): whatever stops it before it ran —
+    bad arguments, a local error, an unexpected exception — is one ``SERVICE UNKNOWN - reason``
+    line on stdout and exit 3 (the Monitoring Plugins guidelines); the probe's own line and
+    status come from the command."""
+    import sys
+
+    common.NAGIOS["service"] = service
+    unknown = common.NAGIOS_UNKNOWN
+    try:
+        status = app(standalone_mode=False)
+    except click.ClickException as exc:
+        print(common.nagios_line(service, unknown, exc.format_message()))
+        sys.exit(unknown)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print(common.nagios_line(service, unknown, "interrupted"))
+        sys.exit(unknown)
+    except Exception as exc:  # noqa: BLE001 - the last guard before the monitor
+        print(common.nagios_line(service, unknown, f"{type(exc).__name__}: {exc}"))
+        sys.exit(unknown)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -80,6 +80,30 @@ EXIT_STATUS_HELP = (
     "answer (refused, timed out, TLS failure, malformed stream)."
 )
 
+#: Nagios/Icinga plugin exit statuses (the Monitoring Plugins Development Guidelines, "Plugin
+#: Return Codes"), used with ``--nagios``
+NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
+NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+#: set by the entry point when ``--nagios`` is on the command line: a usage or local error then
+#: prints one ``… UNKNOWN - reason`` line on stdout and exits 3, as a monitoring plugin must
+NAGIOS: dict[str, str | None] = {"service": None}
+
+
+def nagios_line(service: str, state: int, text: str, perfdata: Sequence[str] = ()) -> str:
+    """One plugin output line: ``SERVICE STATE - text | perfdata…`` (``|`` and newlines in
+    ``text`` would cut the line short: they become ``/`` and spaces)."""
+    clean = printable(text).replace("|", "/").replace("\n", " ")
+    return f"{service} {NAGIOS_STATES[state]} - {clean}" + (f" | {' '.join(perfdata)}" if perfdata else "")
+
+
+def perf_value(label: str, value: float | None, unit: str = "", warn: float | None = None,
+               crit: float | None = None, low: float | None = 0) -> str:
+    """One performance datum ``label=value[unit];[warn];[crit];[min];`` (``U``: no value)."""
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:g}"
+    shown = "U" if value is None else f"{value:g}{unit}"
+    return f"{label}={shown};{num(warn)};{num(crit)};{num(low)};"
+
 
 # --------------------------------------------------------------------------- click building blocks
 #
@@ -172,7 +196,12 @@ def exit_with(code: int) -> click.exceptions.Exit:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``."""
+    """Print ``error: message`` (one line, stderr, no markup) and exit with ``code``; under
+    ``--nagios`` (:data:`NAGIOS`), a ``… UNKNOWN - message`` line on stdout and exit 3."""
+    service = NAGIOS["service"]
+    if service is not None:
+        click.echo(nagios_line(service, NAGIOS_UNKNOWN, message))
+        raise exit_with(NAGIOS_UNKNOWN)
     err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     raise exit_with(code)
 

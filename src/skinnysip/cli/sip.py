@@ -28,21 +28,28 @@ from skinnysip.cli.common import (
     EXIT_OK,
     EXIT_STATUS_HELP,
     EXIT_USAGE,
+    NAGIOS_CRITICAL,
+    NAGIOS_OK,
+    NAGIOS_WARNING,
     ApiResult,
+    FloatRange,
     Group,
     argument,
     check_source,
     checked_ip,
     console,
     emit,
+    exit_with,
     fail,
     field_table,
     ladder,
     merge_target,
+    nagios_line,
     option,
     parse_target,
     password_from,
     pem_text,
+    perf_value,
     printable,
     readable_file,
     stacked,
@@ -253,22 +260,66 @@ CaOpt = option("--ca-file", metavar="FILE", help="PEM bundle to verify the serve
 InsecureOpt = option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
 JsonOpt = option("--json", "as_json", is_flag=True, help="Print exactly the HTTP API's JSON body.")
 PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+NagiosOpt = option("--nagios", is_flag=True,
+                   help="Run as a Nagios/Icinga plugin: one line 'SIP STATE - text | rtt=…ms;…' and exit 0 OK "
+                        "(2xx; auth: authenticated), 1 WARNING (another answer, or --warning passed), 2 CRITICAL "
+                        "(no answer, a refused login, or --critical passed), 3 UNKNOWN (usage or local error).")
+WarningOpt = option("--warning", "-w", type=FloatRange(0, 600000), metavar="MS",
+                    help="--nagios: WARNING when the round trip takes at least this many ms.")
+CriticalOpt = option("--critical", "-c", type=FloatRange(0, 600000), metavar="MS",
+                     help="--nagios: CRITICAL when the round trip takes at least this many ms.")
 
 
 #: the first parameters of every probe command (HOST and how to reach it) and the last (timing,
 #: TLS checking and output)
 _TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt, LocalIpOpt, LocalPortOpt)
-_OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt)
+_OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt, NagiosOpt, WarningOpt, CriticalOpt)
 #: whom an OPTIONS addresses (options, traceroute)
 _ADDRESSING = (UserOpt, DomainOpt, FromOpt, ToOpt, UriOpt)
 
 
-def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None) -> None:
+def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None,
+         nagios: tuple[bool, float | None, float | None] = (False, None, None)) -> None:
     check_source(request.source_ip, request.source_port, stream=request.transport not in ("udp", None),
                  target=request.host)
     result = asyncio.run(operation(request))
     write_pcap(pcap, result.exchange)
+    if nagios[0]:
+        state, line = nagios_report(result, nagios[1], nagios[2])
+        click.echo(line)
+        raise exit_with(state)
     emit(result, as_json, render, exit_status(result))
+
+
+def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical: float | None) -> tuple[int, str]:
+    """The monitoring plugin's state and line for ``result`` (:data:`NAGIOS_STATES`): OK for
+    what exits 0, WARNING for another final answer, CRITICAL for no answer or a refused
+    login; a round trip (ms) at or above ``warning``/``critical`` raises the state to that.
+    Performance data: ``rtt`` in ms with the thresholds (a traceroute adds ``hops``)."""
+    status = exit_status(result)
+    answer = f"{result.status_code} {result.status_text}".strip() if result.status_code is not None else None
+    where = f"{result.server}/{result.transport}"
+    if status == EXIT_OK:
+        state = NAGIOS_OK
+        text = f"{'authenticated: ' if isinstance(result, probes.DigestAuthResult) else ''}{answer} from {where}"
+    elif answer is not None:
+        refused = isinstance(result, probes.DigestAuthResult)
+        state = NAGIOS_CRITICAL if refused else NAGIOS_WARNING
+        text = f"{'login refused: ' if refused else ''}{answer} from {where}"
+        text += f" ({result.error})" if result.error else ""
+    else:
+        state, text = NAGIOS_CRITICAL, result.error or f"no answer from {where}"
+    rtt = result.rtt if answer is not None else None
+    if rtt is not None:
+        text += (f" ({result.server_agent})" if result.server_agent else "") + f" in {rtt:.3f} ms"
+        if critical is not None and rtt >= critical:
+            state, text = NAGIOS_CRITICAL, text + f" (>= {critical:g} ms)"
+        elif warning is not None and rtt >= warning and state == NAGIOS_OK:
+            state, text = NAGIOS_WARNING, text + f" (>= {warning:g} ms)"
+    perf = [perf_value("rtt", rtt, "ms", warning, critical)]
+    if isinstance(result, probes.TracerouteResult):
+        perf.append(perf_value("hops", len(result.hops)))
+    return state, nagios_line("SIP", state, text, perf)
 
 
 @app.command("options", epilog=EXIT_STATUS_HELP)
@@ -279,12 +330,12 @@ def options_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
     user: str | None, domain: str | None,
     from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
-    insecure: bool, as_json: bool, pcap: str | None,
+    insecure: bool, as_json: bool, pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
     """OPTIONS: status, allowed methods, extensions, accepted types, server agent."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
                    source=(local_ip, local_port))
-    _run(probes.options, req, as_json, pcap)
+    _run(probes.options, req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("register", epilog=EXIT_STATUS_HELP)
@@ -298,14 +349,14 @@ def register_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
     user: str | None, domain: str | None,
     from_: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
-    insecure: bool, as_json: bool, pcap: str | None,
+    insecure: bool, as_json: bool, pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
     """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
     req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure,
                    host_user="user",
                    source=(local_ip, local_port))
-    _run(probes.register, req, as_json, pcap)
+    _run(probes.register, req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("invite", epilog=EXIT_STATUS_HELP)
@@ -328,7 +379,7 @@ def invite_cmd(
     user: str | None, password: str | None,
     domain: str | None, from_: str | None, to: str | None, uri: str | None, identity_key: str | None,
     identity_x5u: str | None, attest: str, timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
-    as_json: bool, pcap: str | None,
+    as_json: bool, pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
     """INVITE with SDP; CANCEL after --timeout if only ringing; ACK/BYE so no call is left.
     Exits 0 when the call connected (2xx)."""
@@ -346,7 +397,7 @@ def invite_cmd(
             req.identity = IdentitySigner.from_pem(pem.encode("ascii"), identity_x5u, attest.upper())
         except IdentityError as exc:
             fail(f"--identity-key: {exc.reason}", EXIT_USAGE)
-    _run(probes.invite, req, as_json, pcap)
+    _run(probes.invite, req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("auth", epilog=EXIT_STATUS_HELP)
@@ -372,7 +423,8 @@ def auth_cmd(
     user: str, password: str | None,
     domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, enumeration_check: bool,
     timeout: int, t1: int | None,
-    ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
+    ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None, nagios: bool, warning: float | None,
+    critical: float | None,
 ) -> None:
     """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
     Exits 0 when authenticated, 1 when the login was refused."""
@@ -384,7 +436,7 @@ def auth_cmd(
                    source=(local_ip, local_port))
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
-    _run(probes.digest_auth, req, as_json, pcap)
+    _run(probes.digest_auth, req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("traceroute", epilog=EXIT_STATUS_HELP)
@@ -397,12 +449,13 @@ def traceroute_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
     user: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None, max_hops: int,
     timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
+    nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
     """OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each proxy on the path answers 483 Too Many
     Hops in turn, until the destination answers. Exits 0 when it answered 2xx."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
                    source=(local_ip, local_port))
-    _run(functools.partial(probes.traceroute, max_hops=max_hops), req, as_json, pcap)
+    _run(functools.partial(probes.traceroute, max_hops=max_hops), req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "
