@@ -148,8 +148,8 @@ def test_added_header_fields_go_with_every_request_of_an_attempt(pbx: KamailioPe
 
 
 def test_header_fields_the_scenario_writes_are_refused_before_anything_is_sent() -> None:
-    for header, says in (("Call-ID: x", "Call-ID is written by the scenario itself"),
-                         ("v: SIP/2.0/UDP x", "Via is written by the scenario itself"),
+    for header, says in (("Call-ID: x", "Call-ID is written by skinnysip itself"),
+                         ("v: SIP/2.0/UDP x", "Via is written by skinnysip itself"),
                          ("Expires: 5", "use --expires"), ("X-A", "is not 'Name: value'"),
                          ("X A: b", "is not a header name")):
         proc = load_cli("register", "127.0.0.1", "-p", "9", "-m", "1", "--header", header)

@@ -288,8 +288,8 @@ def test_warnings_merge_once_and_survive_the_trip_through_plain_data() -> None:
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
-    ("Call-ID", "x", "Call-ID is written by the scenario itself"),
-    ("f", "<sip:a@b>", "From is written by the scenario itself"),  # a compact form
+    ("Call-ID", "x", "Call-ID is written by skinnysip itself"),
+    ("f", "<sip:a@b>", "From is written by skinnysip itself"),  # a compact form
     ("X-A", "one\r\nVia: injected", "must be one line"),
     ("X-A", "a" * 1025, "at most 1024"),
     ("X:A", "b", "is not a header name"),

@@ -31,6 +31,8 @@ from skinnysip.models import api_model
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
+from skinnysip.sip.request import check_header_field
+from skinnysip.sip.syntax import MEDIA_TYPE_RE
 
 if TYPE_CHECKING:
     from skinnysip.sip.identity import IdentitySigner
@@ -194,6 +196,28 @@ class IdentitySigning(BaseModel):
             raise ValueError(f"identitySigning: {exc.reason}") from None
 
 
+#: a header name (a token) that is none of MANAGED_HEADERS, nor their compact forms, in any case
+_ADDABLE_NAME = (r"^(?!(?i:via|v|from|f|to|t|call-id|i|cseq|max-forwards|contact|m|content-length|l|content-type|c"
+                 r"|authorization|proxy-authorization|expires)$)[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+class HeaderFieldBody(BaseModel):
+    """A header field to add to the probe's requests."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", str_max_length=1024)
+
+    name: str = Field(max_length=64, json_schema_extra={"pattern": _ADDABLE_NAME},
+                      description="A header name (a token) skinnysip does not write itself: not Via, From, To, "
+                      "Call-ID, CSeq, Max-Forwards, Contact, Content-Length, Content-Type, Authorization, "
+                      "Proxy-Authorization or Expires (compact forms too).")
+    value: str = Field(max_length=1024, pattern=r"^[^\r\n\x00]*$", description="Its value, one line.")
+
+    @model_validator(mode="after")
+    def _allowed(self) -> HeaderFieldBody:
+        check_header_field(self.name, self.value)  # ValueError naming what is wrong: a 400
+        return self
+
+
 class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
 
@@ -226,6 +250,9 @@ class _Body(BaseModel):
                                  "server's host (SIPp -i; default: the one its routing table picks).",
                                  examples=["127.0.0.1"], json_schema_extra=LOCAL_IP_SCHEMA)
     local_port: int = Field(0, ge=0, le=65535, description="Send from this local port (sipsak -l; 0: any).")
+    headers: list[HeaderFieldBody] = Field(default_factory=list, max_length=32, description="Header fields added to "
+                                           "each request, after the probe's own (sipsak -j); a User-Agent replaces "
+                                           "ours.")
     method: str | None = Field(
         None, max_length=32,
         description="Optional; if given it must be the route's own method (each route sends one method; "
@@ -311,6 +338,7 @@ class _Body(BaseModel):
             ca_file=self.ca_file,
             source_ip=self.local_ip,
             source_port=self.local_port,
+            headers=[(h.name, h.value) for h in self.headers],
             **kw,
         )
 
@@ -413,6 +441,46 @@ class SIPSTraceBody(_TraceFields, SIPSBody):  # type: ignore[misc]
     """``/api/sips/traceroute``."""
 
 
+class _RequestFields(BaseModel):
+    method: str = Field(max_length=32, json_schema_extra={"pattern": r"^(?!(?i:INVITE|ACK|CANCEL)$)"
+                                                                     r"[A-Za-z0-9\-.!%*_+`'~]+$"},
+                        description="The method to send (case-sensitive, RFC 3261 §7.1): MESSAGE, NOTIFY, INFO, "
+                        "PUBLISH, SUBSCRIBE, REGISTER, an extension…; not INVITE (the invite route), ACK or CANCEL.")
+    body: str | None = Field(None, max_length=probes.MAX_REQUEST_BODY, description="The body (sent as UTF-8).")
+    content_type: str | None = Field(None, max_length=256, json_schema_extra={"pattern": rf"^{MEDIA_TYPE_RE.pattern}$"},
+                                     description="Its Content-Type (default text/plain).")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return probes.check_method(v)
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, v: str | None) -> str | None:
+        if v is not None and not MEDIA_TYPE_RE.fullmatch(v):
+            raise ValueError("not a media type (type/subtype;param=value)")
+        return v
+
+    @model_validator(mode="after")
+    def _sized(self) -> _RequestFields:
+        if self.body is not None and len(self.body.encode()) > probes.MAX_REQUEST_BODY:
+            raise ValueError(f"body: at most {probes.MAX_REQUEST_BODY} octets of UTF-8")
+        return self
+
+    def operation(self) -> Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]]:
+        return functools.partial(probes.request, method=self.method, body=(self.body or "").encode(),
+                                 content_type=self.content_type)
+
+
+class SIPRequestBody(_RequestFields, SIPBody):  # type: ignore[misc]
+    """``/api/sip/request``."""
+
+
+class SIPSRequestBody(_RequestFields, SIPSBody):  # type: ignore[misc]
+    """``/api/sips/request``."""
+
+
 def for_method(body: type[_B], method: str) -> type[_B]:
     """``body`` whose optional ``method`` may only be ``method`` (any case), as the spec says."""
     return create_model(  # type: ignore[no-any-return,call-overload]
@@ -436,10 +504,11 @@ _ROUTE_OF_METHOD = {"OPTIONS": "options", "REGISTER": "register", "INVITE": "inv
 
 
 async def _answer(operation: Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]],
-                  body: SIPBody | SIPSBody, method: str) -> JSONResponse:
+                  body: SIPBody | SIPSBody, method: str | None) -> JSONResponse:
     # The reference's SIPS options route declared a `method` field and ignored it (always
-    # OPTIONS). Here a `method` that is not the route's own is refused, naming the route to use.
-    if body.method is not None and body.method.upper() != method:
+    # OPTIONS). Here a `method` that is not the route's own is refused, naming the route to use
+    # (``method`` None: the request route, which sends the body's method).
+    if method is not None and body.method is not None and body.method.upper() != method:
         wanted = _ROUTE_OF_METHOD.get(body.method.upper())
         hint = f"; use the /{wanted} route" if wanted else ""
         return JSONResponse(
@@ -456,6 +525,8 @@ _DESCRIPTIONS = {
     "register": "REGISTER with Expires: 0: does the registrar require authentication? Offered algorithms and qop.",
     "invite": "INVITE with an SDP offer; follows 1xx; CANCEL on timeout; ACK (+BYE for 2xx): no dialog left open.",
     "digest-auth": "Digest login by REGISTER (RFC 7616: MD5, SHA-256, SHA-512-256, -sess); binding removed after.",
+    "request": "One request of any other method (MESSAGE, NOTIFY, INFO, PUBLISH…) with added header fields and a "
+               "body; Digest when challenged and credentials are given; the final answer.",
     "traceroute": "OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each element on the path answers 483 Too Many "
                   "Hops in turn (RFC 3261 §16.3), until the destination answers; one hop a step.",
 }
@@ -513,3 +584,13 @@ async def sip_traceroute(body: SIPTraceRouteBody) -> JSONResponse:  # type: igno
 async def sips_traceroute(body: SIPSTraceRouteBody) -> JSONResponse:  # type: ignore[valid-type]
     return await _answer(functools.partial(probes.traceroute, max_hops=cast(_TraceFields, body).max_hops), body,
                          "OPTIONS")
+
+
+@router.post("/api/sip/request", response_model=api_model(probes.RequestResult), description=_DESCRIPTIONS["request"])
+async def sip_request(body: SIPRequestBody) -> JSONResponse:
+    return await _answer(body.operation(), body, None)
+
+
+@router.post("/api/sips/request", response_model=api_model(probes.RequestResult), description=_DESCRIPTIONS["request"])
+async def sips_request(body: SIPSRequestBody) -> JSONResponse:
+    return await _answer(body.operation(), body, None)

@@ -496,6 +496,28 @@ def check_source(ip: str | None, port: int, *, stream: bool, flags: str = "--loc
             fail(f"{flags}: cannot send from {hostport(ip or '*', port)}: {source_problem(exc)}", EXIT_USAGE)
 
 
+def header_fields(texts: Sequence[str], flag: str = "--header", *, check: bool = True) -> list[tuple[str, str]]:
+    """``--header 'Name: value'`` options as (name, value) pairs, each checked (unless
+    ``check`` is false: the caller checks them later) as a field to add to a request we build
+    (:func:`~skinnysip.sip.request.check_header_field`: a token name, not one skinnysip writes,
+    one line). ``click.BadParameter`` naming ``flag`` otherwise."""
+    from skinnysip.sip.request import check_header_field
+
+    fields = []
+    for text in texts:
+        name, colon, value = text.partition(":")
+        if not colon:
+            raise click.BadParameter(f"{text[:60]!r} is not 'Name: value'", param_hint=flag)
+        name, value = name.strip(" \t"), value.strip(" \t")
+        try:
+            if check:
+                check_header_field(name, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("headers: "), param_hint=flag) from None
+        fields.append((name, value))
+    return fields
+
+
 def comma_list(text: str | None) -> tuple[str, ...] | None:
     """``"PCMA, PCMU"`` → ``("PCMA", "PCMU")`` (empty items dropped); None stays None."""
     return None if text is None else tuple(item.strip() for item in text.split(",") if item.strip())

@@ -180,17 +180,6 @@ def _rate_file_sink(path: str, ref: dict[str, Any], warn: Callable[[str], None])
     return sink
 
 
-def _header_fields(texts: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``--header 'Name: value'`` options as (name, value) pairs (checked by LoadConfig)."""
-    fields = []
-    for text in texts:
-        name, colon, value = text.partition(":")
-        if not colon:
-            _fail(f"--header: {text[:60]!r} is not 'Name: value'")
-        fields.append((name.strip(" \t"), value.strip(" \t")))
-    return fields
-
-
 def _run(scenario: str, host: str, port: int | None, transport: str | None, domain: str | None,
          user: str | None, password: str | None, users: str | None, to: str | None, rate: float, limit: int,
          count: int | None, duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int,
@@ -210,6 +199,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         checked_ip,
         comma_list,
         err_console,
+        header_fields,
         merge_target,
         parse_target,
         password_from,
@@ -256,7 +246,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         source=source, tls_verify=not insecure, ca_file=ca_file,
         codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
-        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=_header_fields(headers),
+        connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=header_fields(headers, check=False),
         record_dir=record, ring=ring, register=register, identity_key=pem_text(identity[0], "--identity-key"),
         identity_x5u=identity[1], identity_attest=identity[2].upper(), refreshes=refresh[0],
         refresh_interval=refresh[1])

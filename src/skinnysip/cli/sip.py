@@ -1,4 +1,4 @@
-"""``skinnysip sip options|register|invite|auth|traceroute HOST …``: the SIP probes on the command line.
+"""``skinnysip sip options|register|invite|auth|traceroute|request HOST …``: the SIP probes on the command line.
 
 By default a readable summary and a compact ladder (``→`` sent, ``←`` received) are
 printed; ``--json`` prints exactly the HTTP API's response body; ``--pcap FILE`` writes the
@@ -42,6 +42,7 @@ from skinnysip.cli.common import (
     exit_with,
     fail,
     field_table,
+    header_fields,
     ladder,
     merge_target,
     nagios_line,
@@ -58,8 +59,9 @@ from skinnysip.cli.common import (
 )
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
+from skinnysip.sip.syntax import MEDIA_TYPE_RE
 
-app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute.")
+app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute, request (any method).")
 
 
 def _validated(kind: str, value: str | None, check: Any) -> str | None:
@@ -75,13 +77,14 @@ def _request(
     host: str, port: int | None, transport: str | None, sips: bool, user: str | None,
     password: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None,
     timeout: int, t1: int | None, ca_file: str | None, insecure: bool, *, host_user: str = "to",
-    source: tuple[str | None, int] = (None, 0),
+    source: tuple[str | None, int] = (None, 0), headers: tuple[str, ...] = (),
 ) -> probes.ProbeRequest:
     """The probe request of a command line. A HOST written as a URI with a user part
     (``sip:bob@host``) names whom to address: the To and Request-URI (``host_user="to"``:
     OPTIONS, INVITE, as sipsak's ``-s``) or the registering user (``"user"``: REGISTER,
     digest login) — unless ``--to``/``--uri`` (or ``--user``) say otherwise. ``source``: the
-    ``--local-ip`` and ``--local-port`` (0: any) to send from."""
+    ``--local-ip`` and ``--local-port`` (0: any) to send from; ``headers``: the ``--header``
+    options."""
     target = merge_target(parse_target(host), port, transport_value(transport))
     if target.uri is not None:
         if host_user == "to" and to is None and uri is None:
@@ -111,6 +114,7 @@ def _request(
         ws_path=target.path or "/",
         source_ip=checked_ip(source[0]),
         source_port=source[1],
+        headers=header_fields(headers),
     )
 
 
@@ -260,6 +264,9 @@ CaOpt = option("--ca-file", metavar="FILE", help="PEM bundle to verify the serve
 InsecureOpt = option("--insecure", "-k", is_flag=True, help="Do not verify the TLS certificate.")
 JsonOpt = option("--json", "as_json", is_flag=True, help="Print exactly the HTTP API's JSON body.")
 PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
+HeaderOpt = option("--header", "-H", "headers", multiple=True, metavar="'NAME: VALUE'",
+                   help="A header field added to each request (repeatable; sipsak -j): X-…, P-Asserted-Identity, "
+                        "Route, Event…; a User-Agent replaces ours; the fields skinnysip writes are refused.")
 NagiosOpt = option("--nagios", is_flag=True,
                    help="Run as a Nagios/Icinga plugin: one line 'SIP STATE - text | rtt=…ms;…' and exit 0 OK "
                         "(2xx; auth: authenticated), 1 WARNING (another answer, or --warning passed), 2 CRITICAL "
@@ -270,9 +277,9 @@ CriticalOpt = option("--critical", "-c", type=FloatRange(0, 600000), metavar="MS
                      help="--nagios: CRITICAL when the round trip takes at least this many ms.")
 
 
-#: the first parameters of every probe command (HOST and how to reach it) and the last (timing,
-#: TLS checking and output)
-_TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt, LocalIpOpt, LocalPortOpt)
+#: the first parameters of every probe command (HOST, how to reach it, fields added) and the last
+#: (timing, TLS checking and output)
+_TARGET = (HostArg, PortOpt, TransportOpt, SipsOpt, LocalIpOpt, LocalPortOpt, HeaderOpt)
 _OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt, NagiosOpt, WarningOpt, CriticalOpt)
 #: whom an OPTIONS addresses (options, traceroute)
 _ADDRESSING = (UserOpt, DomainOpt, FromOpt, ToOpt, UriOpt)
@@ -328,13 +335,14 @@ def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical
 @stacked(*_OUTPUT)
 def options_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...],
     user: str | None, domain: str | None,
     from_: str | None, to: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
     insecure: bool, as_json: bool, pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
     """OPTIONS: status, allowed methods, extensions, accepted types, server agent."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
-                   source=(local_ip, local_port))
+                   source=(local_ip, local_port), headers=headers)
     _run(probes.options, req, as_json, pcap, (nagios, warning, critical))
 
 
@@ -347,6 +355,7 @@ def options_cmd(
 @stacked(*_OUTPUT)
 def register_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...],
     user: str | None, domain: str | None,
     from_: str | None, uri: str | None, timeout: int, t1: int | None, ca_file: str | None,
     insecure: bool, as_json: bool, pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
@@ -355,7 +364,7 @@ def register_cmd(
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
     req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure,
                    host_user="user",
-                   source=(local_ip, local_port))
+                   source=(local_ip, local_port), headers=headers)
     _run(probes.register, req, as_json, pcap, (nagios, warning, critical))
 
 
@@ -376,6 +385,7 @@ def register_cmd(
 @stacked(*_OUTPUT)
 def invite_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...],
     user: str | None, password: str | None,
     domain: str | None, from_: str | None, to: str | None, uri: str | None, identity_key: str | None,
     identity_x5u: str | None, attest: str, timeout: int, t1: int | None, ca_file: str | None, insecure: bool,
@@ -385,7 +395,7 @@ def invite_cmd(
     Exits 0 when the call connected (2xx)."""
     secret = password_from(password, prompt=False) if user else None
     req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure,
-                   source=(local_ip, local_port))
+                   source=(local_ip, local_port), headers=headers)
     if identity_key is not None or identity_x5u is not None:
         from skinnysip.sip.identity import IdentityError, IdentitySigner
 
@@ -420,6 +430,7 @@ def invite_cmd(
 @stacked(*_OUTPUT)
 def auth_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...],
     user: str, password: str | None,
     domain: str | None, from_: str | None, uri: str | None, digest_checks: bool, enumeration_check: bool,
     timeout: int, t1: int | None,
@@ -433,7 +444,7 @@ def auth_cmd(
         raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
                    host_user="user",
-                   source=(local_ip, local_port))
+                   source=(local_ip, local_port), headers=headers)
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap, (nagios, warning, critical))
@@ -447,6 +458,7 @@ def auth_cmd(
 @stacked(*_OUTPUT)
 def traceroute_cmd(
     host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...],
     user: str | None, domain: str | None, from_: str | None, to: str | None, uri: str | None, max_hops: int,
     timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool, pcap: str | None,
     nagios: bool, warning: float | None, critical: float | None,
@@ -454,8 +466,55 @@ def traceroute_cmd(
     """OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each proxy on the path answers 483 Too Many
     Hops in turn, until the destination answers. Exits 0 when it answered 2xx."""
     req = _request(host, port, transport, sips, user, None, domain, from_, to, uri, timeout, t1, ca_file, insecure,
-                   source=(local_ip, local_port))
+                   source=(local_ip, local_port), headers=headers)
     _run(functools.partial(probes.traceroute, max_hops=max_hops), req, as_json, pcap, (nagios, warning, critical))
+
+
+@app.command("request", epilog=EXIT_STATUS_HELP)
+@argument("method", metavar="METHOD", help="The method: MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, REGISTER, an "
+          "extension… (case-sensitive, RFC 3261 §7.1; not INVITE, ACK or CANCEL).")
+@stacked(*_TARGET)
+@stacked(*_ADDRESSING)
+@option("--password", metavar="PASSWORD", help="Digest password, used with --user when the server challenges "
+        "(or $SKINNYSIP_PASSWORD; never prompted).")
+@option("--body", metavar="TEXT", help="The body (UTF-8).")
+@option("--body-file", metavar="FILE", help="The body, read from FILE as it is (at most 64 KiB).")
+@option("--content-type", metavar="TYPE", help="Content-Type of the body [default: text/plain].")
+@stacked(*_OUTPUT)
+def request_cmd(
+    method: str, host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None,
+    local_port: int, headers: tuple[str, ...], user: str | None, domain: str | None, from_: str | None,
+    to: str | None, uri: str | None, password: str | None, body: str | None, body_file: str | None,
+    content_type: str | None, timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool,
+    pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
+) -> None:
+    """Any request but INVITE, ACK and CANCEL (sipsak with a message of your own): a MESSAGE, a
+    NOTIFY with Event: check-sync that makes a phone fetch its configuration, an INFO, a
+    PUBLISH… with --header fields and a --body; the answer, Digest when challenged.
+    Exits 0 on a 2xx."""
+    try:
+        probes.check_method(method)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("method: "), param_hint="METHOD") from None
+    if body is not None and body_file is not None:
+        raise click.BadParameter("give --body or --body-file, not both", param_hint="--body")
+    payload = body.encode() if body is not None else b""
+    if body_file is not None:
+        path = readable_file(body_file, "--body-file") or body_file
+        with open(path, "rb") as f:
+            payload = f.read(probes.MAX_REQUEST_BODY + 1)
+        if len(payload) > probes.MAX_REQUEST_BODY:
+            raise click.BadParameter(f"larger than {probes.MAX_REQUEST_BODY} octets", param_hint="--body-file")
+    if content_type is not None and not MEDIA_TYPE_RE.fullmatch(content_type):
+        raise click.BadParameter(f"{content_type!r} is not a media type (type/subtype;param=value)",
+                                 param_hint="--content-type")
+    if content_type is not None and not payload:
+        raise click.BadParameter("a Content-Type needs a --body or --body-file", param_hint="--content-type")
+    secret = password_from(password, prompt=False) if user else None
+    req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure,
+                   source=(local_ip, local_port), headers=headers)
+    operation = functools.partial(probes.request, method=method, body=payload, content_type=content_type)
+    _run(operation, req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "

@@ -42,6 +42,7 @@ from skinnysip.net.sip_transport import closed_by_peer
 from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
+    check_header_field,
     granted_expires,
     min_expires_retry,
     new_call_id,
@@ -49,7 +50,6 @@ from skinnysip.sip.request import (
     new_tag,
     resend_request,
 )
-from skinnysip.sip.syntax import TOKEN_RE
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 from skinnysip.sip.uri import NameAddr, SipURI
@@ -308,26 +308,8 @@ def read_users(path: str | Path) -> tuple[list[User], str]:
     return users, order
 
 
-#: header fields a load scenario writes itself: ``headers`` may not name them
-MANAGED_HEADERS = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact", "Content-Length",
-                             "Content-Type", "Authorization", "Proxy-Authorization", "Expires"})
-#: the longest value of an added header field (characters)
-MAX_HEADER_VALUE = 1024
-
-
-def check_header_field(name: str, value: str) -> None:
-    """``ValueError`` naming what is wrong with an added header field ``name: value``: a
-    name that is no token (RFC 3261 §25.1) or one of :data:`MANAGED_HEADERS` (compact forms
-    too), a value with CR, LF or NUL or longer than :data:`MAX_HEADER_VALUE`."""
-    if not TOKEN_RE.fullmatch(name):
-        raise ValueError(f"headers: {name[:40]!r} is not a header name (--header 'Name: value')")
-    canonical = canonical_name(name)
-    if canonical in MANAGED_HEADERS:
-        hint = " (use --expires)" if canonical == "Expires" else ""
-        raise ValueError(f"headers: {canonical} is written by the scenario itself{hint or ' (--header)'}")
-    if any(c in value for c in "\r\n\0") or len(value) > MAX_HEADER_VALUE:
-        raise ValueError(f"headers: the value of {canonical} must be one line of at most {MAX_HEADER_VALUE} "
-                         "characters (--header)")
+#: what a load run's ``headers`` use instead of a field skinnysip writes
+LOAD_HINTS = {"Expires": "use --expires"}
 
 
 @dataclass
@@ -389,7 +371,7 @@ class LoadConfig:
     starts (its digest retry and a REGISTER's unregister too; a call's INVITE), as a SIPp
     scenario's own lines or sipsak's ``-j``: ``X-…``, ``P-Asserted-Identity``, ``Route``…
     A ``User-Agent`` replaces ours. The fields the scenario writes itself
-    (:data:`MANAGED_HEADERS`) are refused, as are names that are no token (RFC 3261 §25.1)
+    (:data:`~skinnysip.sip.request.MANAGED_HEADERS`) are refused, as are names that are no token (RFC 3261 §25.1)
     and values with a line break.
 
     ``trace_msg``: a file to write every SIP message sent and received to, as SIPp's
@@ -575,7 +557,7 @@ class LoadConfig:
             except ValueError as exc:
                 raise ValueError(f"{exc} (--identity-key, --identity-x5u, --attest)") from None
         for name, value in self.headers:
-            check_header_field(name, value)
+            check_header_field(name, value, LOAD_HINTS)
         self._check_fields()
         if self.headers and self.scenario == "user":
             raise ValueError("headers: a user scenario writes its own requests (--header)")
@@ -638,7 +620,7 @@ class LoadConfig:
                 except ValueError as exc:
                     raise ValueError(f"{what}: {exc}") from None
                 if header is not None:  # what a user's fields make of a value: still one (bounded)
-                    check_header_field(header, filled)
+                    check_header_field(header, filled, LOAD_HINTS)
 
     def target_for(self, user: User) -> str | None:
         """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""

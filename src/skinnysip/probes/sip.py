@@ -1,4 +1,5 @@
-"""The SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``, ``traceroute``.
+"""The SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``, ``traceroute``,
+``request`` (any other method).
 
 Each is an ``async`` function taking a :class:`ProbeRequest` and returning a pydantic result
 (derived from :class:`skinnysip.result.ResultModel`) whose ``to_api()`` is the HTTP API's
@@ -56,9 +57,16 @@ from skinnysip.result import (
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
 from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.headers import parse_warning
-from skinnysip.sip.message import Request, Response, SIPParseError
-from skinnysip.sip.request import build_ack_for_failure, build_cancel, new_call_id, new_request, new_tag
-from skinnysip.sip.syntax import parse_uint
+from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
+from skinnysip.sip.request import (
+    build_ack_for_failure,
+    build_cancel,
+    check_header_field,
+    new_call_id,
+    new_request,
+    new_tag,
+)
+from skinnysip.sip.syntax import MEDIA_TYPE_RE, TOKEN_RE, parse_uint
 from skinnysip.sip.transaction import Flow, Timers
 
 if TYPE_CHECKING:
@@ -80,6 +88,7 @@ __all__ = [
     "OptionsResult",
     "ProbeRequest",
     "RegisterResult",
+    "RequestResult",
     "SIPProbeResult",
     "TraceHop",
     "TracerouteResult",
@@ -90,6 +99,7 @@ __all__ = [
     "digest_auth",
     "invite",
     "options",
+    "request",
     "traceroute",
     "register",
 ]
@@ -173,6 +183,11 @@ class ProbeRequest:
     SIPp ``-i``; port as sipsak ``-l``, 0: any); None: the one the routing table picks. An
     address the host does not have, or of the other family than the server's, fails the probe
     with that error before anything is sent; a malformed one raises ``ValueError``.
+    ``headers``: (name, value) fields added to every request the probe builds, after its own
+    (sipsak ``-j``): ``X-…``, ``P-Asserted-Identity``, ``Route``, ``Event``…; a ``User-Agent``
+    replaces ours; the fields skinnysip writes itself
+    (:data:`~skinnysip.sip.request.MANAGED_HEADERS`) are refused (``invalid request: …``), as
+    :func:`~skinnysip.sip.request.check_header_field` says.
     """
 
     host: str
@@ -199,6 +214,7 @@ class ProbeRequest:
     enumeration_check: bool = False
     source_ip: str | None = None
     source_port: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def effective_port(self) -> int:
@@ -301,6 +317,17 @@ class TracerouteResult(SIPProbeResult):
 
     hops: list[TraceHop] = field(default_factory=list)
     reached: bool = False
+
+
+@dataclass(kw_only=True)
+class RequestResult(SIPProbeResult):
+    """A request of any method but INVITE, ACK and CANCEL (sipsak with a crafted message):
+    ``method`` sent; ``requires_auth``/``auth_scheme``: the server challenged it (401/407), and
+    without credentials (or with refused ones) that challenge is the reported answer."""
+
+    method: str
+    requires_auth: bool = False
+    auth_scheme: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -439,13 +466,15 @@ class _Session:
               body: bytes = b"", content_type: str | None = None, max_forwards: int = 70) -> Request:
         """A request per RFC 3261 §8.1.1 on this session's Call-ID, From tag and next CSeq."""
         self.cseq += 1
+        added = self.req.headers
         return new_request(
             method, request_uri,
             from_=_name_addr(from_uri, self.from_tag), to=_name_addr(to_uri),
             via=self.ep.via(self.flow), call_id=self.call_id, cseq=self.cseq,
             contact=self.contact(contact_user) if contact_user is not None else None,
             max_forwards=max_forwards,
-            user_agent=USER_AGENT, headers=headers or [], body=body, content_type=content_type,
+            user_agent=None if any(canonical_name(n) == "User-Agent" for n, _ in added) else USER_AGENT,
+            headers=[*(headers or []), *added], body=body, content_type=content_type,
         )
 
     # transactions --------------------------------------------------------------------
@@ -551,6 +580,12 @@ async def _run(request: ProbeRequest, result: R, flow: Callable[[_Session, R], A
 
 
 async def _run_bounded(request: ProbeRequest, result: R, flow: Callable[[_Session, R], Awaitable[None]]) -> R:
+    try:
+        for name, value in request.headers:
+            check_header_field(name, value)
+    except ValueError as exc:
+        result.success, result.error = False, f"invalid request: {exc}"
+        return result
     ep = SIPEndpoint(timers=Timers(t1=request.t1, t2=max(4.0, request.t1)), tls_verify=request.tls_verify,
                      ca_file=request.ca_file,
                      exchange_limit=ExchangeLimit(request.max_exchange_messages, request.max_exchange_bytes),
@@ -605,8 +640,9 @@ async def _run_bounded(request: ProbeRequest, result: R, flow: Callable[[_Sessio
     return result
 
 
-def _new_result(cls: type[R], request: ProbeRequest) -> R:
-    return cls(server=hostport(request.bare_host, request.effective_port), transport=request.transport or "udp")
+def _new_result(cls: type[R], request: ProbeRequest, **fields: object) -> R:
+    return cls(server=hostport(request.bare_host, request.effective_port), transport=request.transport or "udp",
+               **fields)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- OPTIONS
@@ -703,6 +739,64 @@ async def traceroute(request: ProbeRequest, max_hops: int = 20) -> TracerouteRes
         result.error = f"no answer but 483 within {max_hops} hops (Max-Forwards 0 … {max_hops - 1})"
 
     return await _run(request, _new_result(TracerouteResult, request), flow, steps=max_hops + 1)
+
+
+# --------------------------------------------------------------------------- any method
+
+#: methods :func:`request` does not send, and why (each needs more than one transaction)
+NOT_ONE_SHOT = {
+    "INVITE": "an INVITE makes a call: use the invite probe (it ACKs, CANCELs and BYEs what it starts)",
+    "ACK": "an ACK belongs to an INVITE transaction (RFC 3261 §17.1.1.3)",
+    "CANCEL": "a CANCEL belongs to a pending request (RFC 3261 §9.1)",
+}
+#: the largest body :func:`request` sends (octets)
+MAX_REQUEST_BODY = 65536
+
+
+def check_method(method: str) -> str:
+    """``method`` if :func:`request` can send it: a token (RFC 3261 §25.1; methods are
+    case-sensitive, §7.1) that is not in :data:`NOT_ONE_SHOT`. Raises ``ValueError``."""
+    if not TOKEN_RE.fullmatch(method):
+        raise ValueError(f"method: {method[:40]!r} is not a SIP method (a token)")
+    refused = NOT_ONE_SHOT.get(method.upper())
+    if refused is not None:
+        raise ValueError(f"method: {refused}")
+    return method
+
+
+async def request(request: ProbeRequest, method: str, body: bytes = b"",
+                  content_type: str | None = None) -> RequestResult:
+    """Send one request of ``method`` (MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, REGISTER, an
+    extension method…) and report its final answer: a non-INVITE transaction (RFC 3261 §17.1.2)
+    addressed as :func:`options` addresses it, with our Contact, ``request.headers`` (an
+    ``Event`` for NOTIFY/SUBSCRIBE/PUBLISH, say) and ``body`` (at most
+    :data:`MAX_REQUEST_BODY` octets) of ``content_type`` (default ``text/plain`` when there is
+    a body). With ``username`` and ``password`` a 401/407 is answered once with Digest
+    credentials (RFC 3261 §22.2). Raises ``ValueError`` for a method :func:`check_method`
+    refuses, a body too large or a ``content_type`` that is no media type."""
+    check_method(method)
+    if len(body) > MAX_REQUEST_BODY:
+        raise ValueError(f"body: {len(body)} octets, at most {MAX_REQUEST_BODY}")
+    if content_type is not None and not MEDIA_TYPE_RE.fullmatch(content_type):
+        raise ValueError(f"content_type: {content_type[:60]!r} is not a media type (RFC 3261 §20.15)")
+    if body and content_type is None:
+        content_type = "text/plain"
+
+    async def flow(s: _Session, result: RequestResult) -> None:
+        from_uri = s.uri(request.from_uri, request.username or DEFAULT_USER)
+        to = s.uri(request.to_uri, None)
+        req = s.build(method, request.uri or to, from_uri, to, contact_user=request.username or DEFAULT_USER,
+                      body=body, content_type=content_type if body else None)
+        client = (DigestClient(request.username, request.password)
+                  if request.username and request.password is not None else None)
+        response, rtt = await s.transact(req, ChallengeRetry(client) if client is not None else None)
+        _fill(result, response, rtt)
+        if response.status_code in (401, 407):
+            result.requires_auth = True
+            result.auth_scheme = _auth_scheme(response)
+
+    result = _new_result(RequestResult, request, method=method)
+    return await _run(request, result, flow)
 
 
 # --------------------------------------------------------------------------- REGISTER

@@ -21,10 +21,10 @@ request handed in lacks a header field the construction needs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from skinnysip.sip.message import Headers, Request, Response, SIPParseError
-from skinnysip.sip.syntax import quote_string, uint_or_none
+from skinnysip.sip.message import Headers, Request, Response, SIPParseError, canonical_name
+from skinnysip.sip.syntax import TOKEN_RE, quote_string, uint_or_none
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
@@ -78,6 +78,30 @@ REASON_PHRASES: dict[int, str] = {
     513: "Message Too Large",
     600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }
+
+
+#: header fields skinnysip writes itself in the requests it builds: fields added to them (a
+#: probe's or a load run's ``headers``) may not name these
+MANAGED_HEADERS = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact", "Content-Length",
+                             "Content-Type", "Authorization", "Proxy-Authorization", "Expires"})
+#: the longest value of an added header field (characters)
+MAX_HEADER_VALUE = 1024
+
+
+def check_header_field(name: str, value: str, hints: Mapping[str, str] | None = None) -> None:
+    """``ValueError`` naming what is wrong with a header field ``name: value`` to add to a
+    request we build: a name that is no token (RFC 3261 §25.1) or one of
+    :data:`MANAGED_HEADERS` (compact forms too; ``hints`` adds a word on what to use instead,
+    by canonical name), a value with CR, LF or NUL or longer than :data:`MAX_HEADER_VALUE`."""
+    if not TOKEN_RE.fullmatch(name):
+        raise ValueError(f"headers: {name[:40]!r} is not a header name ('Name: value')")
+    canonical = canonical_name(name)
+    if canonical in MANAGED_HEADERS:
+        hint = (hints or {}).get(canonical)
+        raise ValueError(f"headers: {canonical} is written by skinnysip itself" + (f" ({hint})" if hint else ""))
+    if any(c in value for c in "\r\n\0") or len(value) > MAX_HEADER_VALUE:
+        raise ValueError(f"headers: the value of {canonical} must be one line of at most {MAX_HEADER_VALUE} "
+                         "characters")
 
 
 def reason_phrase(code: int) -> str:

@@ -43,6 +43,11 @@ class SIPParseError(ValueError):
 
 #: RFC 3261 §25.1 ``token``
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+#: a Content-Type value (RFC 3261 §20.15 ``media-type``): type "/" subtype *(";" parameter),
+#: a parameter's value a token or a quoted-string, on one line
+MEDIA_TYPE_RE = re.compile(
+    rf"{TOKEN_RE.pattern}/{TOKEN_RE.pattern}"
+    rf'(?:[ \t]*;[ \t]*{TOKEN_RE.pattern}=(?:{TOKEN_RE.pattern}|"(?:[^"\\\r\n]|\\[^\r\n])*"))*')
 
 #: Methods of RFC 3261 and its extensions (RFC 3262, 3265/6665, 3311, 3428, 3515, 3903,
 #: 6086): all of them RFC 3261 §25.1 ``token``\s, so a parser that finds a method here
