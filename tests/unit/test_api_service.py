@@ -49,6 +49,8 @@ def _bodies(app_paths: dict) -> list[tuple[str, dict]]:
         "/api/phones/{phone_id}/calls/{call_id}/reject": {"code": 486},
         "/api/pcap": {"exchange": []},
         "/api/sccp/call-setup": {"host": "127.0.0.1", "dialNumber": "600"},
+        "/api/sip/request": {"host": "127.0.0.1", "method": "NOTIFY"},
+        "/api/sips/request": {"host": "127.0.0.1", "method": "NOTIFY"},
     }
     out = []
     for path, item in app_paths.items():
