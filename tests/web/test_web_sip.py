@@ -221,3 +221,32 @@ def test_tls_verified_with_the_ca_file_field(page: Any, server: str, kamailio_md
     page.fill("#sip-ca-file", str(tmp_path / "missing.pem"))
     page.click("#sip-run")
     page.wait_for_selector('#sip-ca-file-error:has-text("no such file")')
+
+
+def test_traceroute_from_the_page_lists_each_hop(page: Any, server: str, kamailio_md5: KamailioPeer) -> None:
+    page.goto(f"{server}/")
+    assert page.locator("#sip-max-hops").is_hidden() and page.locator("#sip-method").is_hidden()
+    res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(kamailio_md5.udp_port), "max-hops": "5"},
+                   selects={"operation": "traceroute"})
+    assert res["reached"] is True and [h["statusCode"] for h in res["hops"]] == [483, 200]
+    rows = page.locator("#sip-result table.hops tbody tr").all()
+    assert len(rows) == 2
+    cells = [r.locator("td").all_text_contents() for r in rows]
+    assert "483" in cells[0] and "200" in cells[1] and "0" in cells[0] and "1" in cells[1]
+    assert field(page, "sip", "reached") == "true"
+
+
+def test_any_request_from_the_page_with_fields_and_a_body(page: Any, server: str, kamailio_md5: KamailioPeer) -> None:
+    page.goto(f"{server}/")
+    page.select_option("#sip-operation", "request")
+    res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(kamailio_md5.udp_port), "method": "FETCH",
+                                 "headers": "X-Probe: page\nX-Second: 2", "body": "hello", "local-ip": "127.0.0.2"})
+    assert res["method"] == "FETCH" and res["statusCode"] == 404, res
+    sent = res["exchange"][0]
+    assert sent["local"].startswith("127.0.0.2:")
+    assert "\r\nX-Probe: page\r\nX-Second: 2\r\n" in sent["raw"] and sent["raw"].endswith("\r\n\r\nhello")
+    # a field skinnysip writes itself: the API's error lands next to the header fields
+    page.fill("#sip-headers", "Via: SIP/2.0/UDP 10.0.0.1")
+    page.click("#sip-run")
+    page.locator("#sip-headers-error").wait_for()
+    assert "written by skinnysip itself" in (page.locator("#sip-headers-error").text_content() or "")

@@ -124,12 +124,20 @@ function setupTabs() {
 // Empty fields are left out so the API's defaults apply; numbers are sent as numbers.
 function formBody(form) {
   const body = {};
-  for (const input of form.querySelectorAll("input[name], select[name]")) {
+  for (const input of form.querySelectorAll("input[name], select[name], textarea[name]")) {
     if (input.name.startsWith("_") || input.disabled || input.closest("[hidden]")) continue;
     if (input.type === "checkbox") { body[input.name] = input.checked; continue; }
     const value = input.value.trim();
     if (value === "" && !input.dataset.sendEmpty) continue;
-    if (input.dataset.type === "list") {  // "PCMA, PCMU" → ["PCMA", "PCMU"]
+    if (input.dataset.type === "headers") {  // "Event: check-sync" lines → [{name, value}]
+      body[input.name] = value.split(/\r?\n/).filter((line) => line.trim() !== "").map((line) => {
+        const colon = line.indexOf(":");
+        return colon < 0 ? { name: line.trim(), value: "" }
+          : { name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() };
+      });
+    } else if (input.tagName === "TEXTAREA") {
+      body[input.name] = input.value;  // a body as typed
+    } else if (input.dataset.type === "list") {  // "PCMA, PCMU" → ["PCMA", "PCMU"]
       body[input.name] = value.split(",").map((item) => item.trim()).filter((item) => item !== "");
     } else if (input.type === "number" || input.dataset.type === "number") {
       const n = Number(value);
@@ -301,6 +309,7 @@ function renderSip(box, data, body, target) {
   const status = data.statusCode ? ` — ${data.statusCode} ${data.statusText || ""}` : "";
   box.append(headline(data, `${target}${status}`));
   box.append(section("Result", fieldsTable(data, "Result fields")));
+  if (data.hops && data.hops.length) box.append(section("Hops", listTable(data.hops, "One OPTIONS a step, Max-Forwards 0, 1, 2…: who answered", "hops")));
   if (data.headers && data.headers.length) box.append(section("Response header fields", listTable(data.headers, "Header fields of the final response", "headers")));
   const tls = tlsBlock(data.tls);
   if (tls) box.append(tls);
@@ -584,6 +593,9 @@ function setupSip() {
       : transport.value === "ws" ? "80" : transport.value === "wss" ? "443" : "5060 (or DNS SRV)";
     for (const n of form.querySelectorAll(".ws-only")) n.hidden = !ws;
     for (const n of form.querySelectorAll(".digest-only")) n.hidden = op.value !== "digest-auth";
+    for (const n of form.querySelectorAll(".trace-only")) n.hidden = op.value !== "traceroute";
+    for (const n of form.querySelectorAll(".request-only")) n.hidden = op.value !== "request";
+    document.getElementById("sip-method").required = op.value === "request";
     document.getElementById("sip-username").required = op.value === "digest-auth";
     // digest-auth requires a password, and an empty one is a valid password to try
     document.getElementById("sip-password").dataset.sendEmpty = op.value === "digest-auth" ? "1" : "";
@@ -597,7 +609,8 @@ function setupSip() {
     render: renderSip,
     // digest-auth may wait for two final responses plus the un-REGISTER (and its checks)
     wait: (body) => (body.timeout || (scheme.value === "sips" ? 15000 : 10000))
-      * (3 + (body.digestChecks ? 2 : 0) + (body.enumerationCheck ? 4 : 0)) + 5000,
+      * (3 + (body.digestChecks ? 2 : 0) + (body.enumerationCheck ? 4 : 0)
+         + (op.value === "traceroute" ? (body.maxHops || 20) : 0)) + 5000,
   });
 }
 
