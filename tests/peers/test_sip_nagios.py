@@ -1,7 +1,8 @@
-"""``--nagios``: a SIP probe as a Nagios/Icinga check (the Monitoring Plugins Development
+"""``--nagios``: a SIP or SCCP probe as a Nagios/Icinga check (the Monitoring Plugins Development
 Guidelines: one line ``SERVICE STATE - text | perfdata`` on stdout, exit 0 OK, 1 WARNING,
-2 CRITICAL, 3 UNKNOWN) against Kamailio, and run through the Monitoring Plugins' own ``negate``
-wrapper, which reads the state from the exit status and rewrites the line as a monitor would."""
+2 CRITICAL, 3 UNKNOWN) against Kamailio and ``skinnysip sccp lab-cm`` (as processes), and run
+through the Monitoring Plugins' own ``negate`` wrapper, which reads the state from the exit
+status and rewrites the line as a monitor would."""
 
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ import sys
 import pytest
 from sip_peers import KamailioPeer
 
-from peertools import require
+from peertools import free_port, require, wait_tcp
 
 pytestmark = pytest.mark.peer
 
 CHECK = [sys.executable, "-m", "skinnysip", "sip"]
 #: a plugin line: the state, a text without '|', then performance data 'label=value[uom];warn;crit;min;max'
-LINE = re.compile(r"SIP (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+?(?: \| (?:[a-z]+=(?:U|[0-9.]+(?:ms)?);[0-9.]*;[0-9.]*;[0-9.]*;[0-9.]* ?)+)?\n")
+LINE = re.compile(r"(?:SIP|SCCP) (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+?(?: \| (?:[a-z]+=(?:U|[0-9.]+(?:ms)?);[0-9.]*;[0-9.]*;[0-9.]*;[0-9.]* ?)+)?\n")
 
 
-def check(*args: str) -> tuple[int, str]:
-    proc = subprocess.run([*CHECK, *args, "--nagios"], capture_output=True, text=True, timeout=60)
+def check(*args: str, service: str = "sip") -> tuple[int, str]:
+    proc = subprocess.run([*CHECK[:-1], service, *args, "--nagios"], capture_output=True, text=True, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert LINE.fullmatch(proc.stdout), proc.stdout
     return proc.returncode, proc.stdout
@@ -69,3 +70,30 @@ def test_the_monitoring_plugins_negate_reads_our_state(kamailio_md5: KamailioPee
     proc = subprocess.run([negate, "-t", "30", "-s", *CHECK, "options", "127.0.0.1", "--port", "99999", "--nagios"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and proc.stdout.startswith("SIP UNKNOWN - "), proc.stdout
+
+
+def test_sccp_states_against_the_lab_call_manager() -> None:
+    port = free_port()
+    cm = subprocess.Popen([*CHECK[:-1], "sccp", "lab-cm", "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    try:
+        wait_tcp("127.0.0.1", port, 15)
+        server = f"127.0.0.1:{port}"
+        code, line = check("probe", server, service="sccp")
+        assert code == 0 and line.startswith(f"SCCP OK - KeepAliveAck from {server}/tcp in "), line
+        code, line = check("register", server, service="sccp")
+        assert code == 0 and line.startswith(f"SCCP OK - SEP001122334455 registered at {server}/tcp"), line
+        code, line = check("register", server, "-c", "0", service="sccp")
+        assert code == 2 and "(>= 0 ms)" in line and ";;0;0;" in line
+        # a device the call manager does not know: RegisterReject
+        code, line = check("register", server, "-d", "SEP00000000000F", service="sccp")
+        assert code == 2 and line.startswith("SCCP CRITICAL - SEP00000000000F at") and "rejected" in line, line
+        code, line = check("call", server, "--dial", "600", "--hold", "300", service="sccp")
+        assert code == 0 and "call connected, RTP sent" in line, line
+        code, line = check("register", server, "-d", "bad", service="sccp")
+        assert code == 3 and line.startswith("SCCP UNKNOWN - "), line
+    finally:
+        cm.terminate()
+        cm.wait(timeout=10)
+    code, line = check("probe", server, "--timeout", "500", service="sccp")
+    assert code == 2 and line.startswith("SCCP CRITICAL - ") and "refused" in line, line

@@ -162,7 +162,7 @@ def main() -> None:
     import sys
 
     args = sys.argv[1:]
-    if "--nagios" in args and args[:1] == ["sip"]:
+    if "--nagios" in args and args[:1] in (["sip"], ["sccp"]):
         _nagios_main(args[0].upper())
     try:
         app(standalone_mode=True)
@@ -194,4 +194,8 @@ def _nagios_main(service: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the last guard before the monitor
         print(common.nagios_line(service, unknown, f"{type(exc).__name__}: {exc}"))
         sys.exit(unknown)
-    sys.exit(status if isinstance(status, int) else 0)
+    status = status if isinstance(status, int) else 0
+    if status not in (0, 1, 2, 3):  # Ctrl-C (130) or another ending a monitor cannot read
+        print(common.nagios_line(service, unknown, "interrupted" if status == 130 else f"ended with status {status}"))
+        status = unknown
+    sys.exit(status)

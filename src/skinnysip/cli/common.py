@@ -105,6 +105,29 @@ def perf_value(label: str, value: float | None, unit: str = "", warn: float | No
     return f"{label}={shown};{num(warn)};{num(crit)};{num(low)};"
 
 
+def nagios_verdict(service: str, status: int, text: str, rtt: float | None, warning: float | None,
+                   critical: float | None, *, answered_critical: bool = False,
+                   perf: Sequence[str] = ()) -> tuple[int, str]:
+    """A probe's monitoring-plugin state and line from its exit ``status`` (``EXIT_*``): OK
+    for :data:`EXIT_OK`, WARNING for another answer (CRITICAL with ``answered_critical``: a
+    refused login, a rejected device), CRITICAL for no answer; a round trip ``rtt`` (ms) at or
+    above ``warning``/``critical`` raises the state to that. Performance data: ``rtt`` in ms
+    with the thresholds, then ``perf``."""
+    if status == EXIT_OK:
+        state = NAGIOS_OK
+    elif status == EXIT_ANSWERED:
+        state = NAGIOS_CRITICAL if answered_critical else NAGIOS_WARNING
+    else:
+        state = NAGIOS_CRITICAL
+    if rtt is not None:
+        text += f" in {rtt:.3f} ms"
+        if critical is not None and rtt >= critical:
+            state, text = NAGIOS_CRITICAL, text + f" (>= {critical:g} ms)"
+        elif warning is not None and rtt >= warning and state == NAGIOS_OK:
+            state, text = NAGIOS_WARNING, text + f" (>= {warning:g} ms)"
+    return state, nagios_line(service, state, text, [perf_value("rtt", rtt, "ms", warning, critical), *perf])
+
+
 # --------------------------------------------------------------------------- click building blocks
 #
 # The commands are plain click (no typer: typer 0.29 converts every parameter through a pydantic
@@ -178,6 +201,21 @@ def option(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
 def argument(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
     """``@click.argument`` making an :class:`Argument` (which takes ``help``)."""
     return click.argument(*param_decls, cls=Argument, **attrs)
+
+
+def nagios_options(service: str, ok: str, critical: str) -> tuple[Callable[[Any], Any], ...]:
+    """``--nagios``, ``--warning MS`` and ``--critical MS`` of a probe command of ``service``
+    (SIP, SCCP): ``ok`` says what is OK, ``critical`` which answers are CRITICAL."""
+    return (
+        option("--nagios", is_flag=True,
+               help=f"Run as a Nagios/Icinga plugin: one line '{service} STATE - text | rtt=…ms;…' and exit 0 OK "
+                    f"({ok}), 1 WARNING (another answer, or --warning passed), 2 CRITICAL (no answer, "
+                    f"{critical}, or --critical passed), 3 UNKNOWN (usage or local error)."),
+        option("--warning", "-w", type=FloatRange(0, 600000), metavar="MS",
+               help="--nagios: WARNING when the round trip takes at least this many ms."),
+        option("--critical", "-c", type=FloatRange(0, 600000), metavar="MS",
+               help="--nagios: CRITICAL when the round trip takes at least this many ms."),
+    )
 
 
 def stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -29,10 +29,13 @@ from skinnysip.cli.common import (
     argument,
     console,
     emit,
+    exit_with,
     fail,
     field_table,
     ladder,
     merge_target,
+    nagios_options,
+    nagios_verdict,
     option,
     parse_target,
     readable_file,
@@ -176,47 +179,85 @@ LineOpt = option("--line", default=1, type=int, metavar="N", help="Line instance
 PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (Wireshark, tshark).")
 
 
+NagiosOpt, WarningOpt, CriticalOpt = nagios_options(
+    "SCCP", "KeepAliveAck; registered; the configuration complete; the call connected",
+    "a RegisterReject or a failed call")
+#: ``--nagios`` and its thresholds: (on, warning ms, critical ms)
+Nagios = tuple[bool, float | None, float | None]
+
 #: HOST and the options every station command takes, in help order
 _station_options = stacked(HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt,
-                           TimeoutOpt, JSONOpt, PcapOpt)
+                           TimeoutOpt, JSONOpt, PcapOpt, NagiosOpt, WarningOpt, CriticalOpt)
 
 
 def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, port: int | None,
-        **kwargs: Any) -> None:
+        nagios: Nagios = (False, None, None), **kwargs: Any) -> None:
     target = merge_target(parse_target(host), port, None)
     if target.scheme is not None:
         raise click.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
     req = _request(host=target.host, port=target.port, **kwargs)
     result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
     write_pcap(pcap, result.exchange)
+    if nagios[0]:
+        state, line = nagios_report(result, nagios[1], nagios[2])
+        click.echo(line)
+        raise exit_with(state)
     emit(result, json_, _render, exit_status(result))
+
+
+def nagios_report(result: Any, warning: float | None, critical: float | None) -> tuple[int, str]:
+    """The monitoring plugin's state and line for an SCCP ``result``
+    (:func:`~skinnysip.cli.common.nagios_verdict`): OK for what exits 0, CRITICAL for a
+    RegisterReject, a failed call or no answer, WARNING for an incomplete configuration
+    (``linestate``); the round trip is the KeepAliveAck's or the RegisterAck's
+    (``latencyMs``)."""
+    status = exit_status(result)
+    where = f"{result.host}:{result.port}/{result.transport}"
+    if not result.success:
+        text = f"{result.device_name} at {where}: {result.error or result.status}"
+    elif result.operation == "probe":
+        text = f"KeepAliveAck from {where}"
+    elif result.operation == "linestate":
+        text = (f"{result.device_name} at {where}: {len(result.lines)} lines, {len(result.speed_dials)} speed dials, "
+                f"{len(result.soft_keys)} soft keys")
+    elif result.operation == "call-setup":
+        text = (f"{result.device_name} at {where}: call connected, RTP sent {result.rtp_packets_sent}, "
+                f"received {result.rtp_packets_received}")
+    else:
+        text = f"{result.device_name} registered at {where} ({result.device_type_name})"
+    rtt = result.latency_ms if status != EXIT_NO_ANSWER else None
+    return nagios_verdict("SCCP", status, text, rtt, warning, critical,
+                          answered_critical=result.operation != "linestate")
 
 
 @app.command("probe", epilog=EXIT_STATUS_HELP)
 @_station_options
 def probe(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-          ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
+          ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
+          nagios: bool, warning: float | None, critical: float | None) -> None:
     """Connect and send KeepAlive; report KeepAliveAck and the round trip (exit 0 on KeepAliveAck)."""
-    _go("probe", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
+    _go("probe", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
 @app.command("register", epilog=EXIT_STATUS_HELP)
 @_station_options
 def register(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-             ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
+             ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
+             nagios: bool, warning: float | None, critical: float | None) -> None:
     """Register the device (RegisterAck / RegisterReject), then unregister (exit 0 when registered,
     1 on RegisterReject)."""
-    _go("register", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
+    _go("register", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
 @app.command("linestate", epilog=EXIT_STATUS_HELP)
 @_station_options
 def linestate(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-              ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None) -> None:
+              ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
+              nagios: bool, warning: float | None, critical: float | None) -> None:
     """Register and list lines, speed dials and soft keys (exit 0 when the configuration is complete)."""
-    _go("linestate", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
+    _go("linestate", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
 
 
@@ -235,12 +276,15 @@ def linestate(host: str, port: int | None, device: str, device_type: int, tls: b
 @TimeoutOpt
 @JSONOpt
 @PcapOpt
+@NagiosOpt
+@WarningOpt
+@CriticalOpt
 def call(host: str, dial: str, hold: int, port: int | None, device: str, device_type: int, line: int, tls: bool,
          insecure: bool, ca_file: str | None, protocol_version: int, timeout: int, json_: bool,
-         pcap: str | None) -> None:
+         pcap: str | None, nagios: bool, warning: float | None, critical: float | None) -> None:
     """Register, dial, hold with real RTP, hang up; print call states and RTP counts (exit 0 when
     the call connected, 1 when it was busy or failed)."""
-    _go("call-setup", ca_file, json_, pcap, host, port, deviceName=device, deviceType=device_type, tls=tls,
+    _go("call-setup", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
         tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout, dialNumber=dial, holdMs=hold,
         lineNumber=line)
 

@@ -28,11 +28,7 @@ from skinnysip.cli.common import (
     EXIT_OK,
     EXIT_STATUS_HELP,
     EXIT_USAGE,
-    NAGIOS_CRITICAL,
-    NAGIOS_OK,
-    NAGIOS_WARNING,
     ApiResult,
-    FloatRange,
     Group,
     argument,
     check_source,
@@ -45,7 +41,8 @@ from skinnysip.cli.common import (
     header_fields,
     ladder,
     merge_target,
-    nagios_line,
+    nagios_options,
+    nagios_verdict,
     option,
     parse_target,
     password_from,
@@ -267,14 +264,7 @@ PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (W
 HeaderOpt = option("--header", "-H", "headers", multiple=True, metavar="'NAME: VALUE'",
                    help="A header field added to each request (repeatable; sipsak -j): X-…, P-Asserted-Identity, "
                         "Route, Event…; a User-Agent replaces ours; the fields skinnysip writes are refused.")
-NagiosOpt = option("--nagios", is_flag=True,
-                   help="Run as a Nagios/Icinga plugin: one line 'SIP STATE - text | rtt=…ms;…' and exit 0 OK "
-                        "(2xx; auth: authenticated), 1 WARNING (another answer, or --warning passed), 2 CRITICAL "
-                        "(no answer, a refused login, or --critical passed), 3 UNKNOWN (usage or local error).")
-WarningOpt = option("--warning", "-w", type=FloatRange(0, 600000), metavar="MS",
-                    help="--nagios: WARNING when the round trip takes at least this many ms.")
-CriticalOpt = option("--critical", "-c", type=FloatRange(0, 600000), metavar="MS",
-                     help="--nagios: CRITICAL when the round trip takes at least this many ms.")
+NagiosOpt, WarningOpt, CriticalOpt = nagios_options("SIP", "2xx; auth: authenticated", "a refused login")
 
 
 #: the first parameters of every probe command (HOST, how to reach it, fields added) and the last
@@ -299,34 +289,26 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
 
 
 def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical: float | None) -> tuple[int, str]:
-    """The monitoring plugin's state and line for ``result`` (:data:`NAGIOS_STATES`): OK for
+    """The monitoring plugin's state and line for ``result`` (:func:`nagios_verdict`): OK for
     what exits 0, WARNING for another final answer, CRITICAL for no answer or a refused
-    login; a round trip (ms) at or above ``warning``/``critical`` raises the state to that.
-    Performance data: ``rtt`` in ms with the thresholds (a traceroute adds ``hops``)."""
+    login; the round trip ``rtt`` against the thresholds. Performance data: ``rtt`` in ms (a
+    traceroute adds ``hops``)."""
     status = exit_status(result)
     answer = f"{result.status_code} {result.status_text}".strip() if result.status_code is not None else None
     where = f"{result.server}/{result.transport}"
+    refused = isinstance(result, probes.DigestAuthResult)
     if status == EXIT_OK:
-        state = NAGIOS_OK
-        text = f"{'authenticated: ' if isinstance(result, probes.DigestAuthResult) else ''}{answer} from {where}"
+        text = f"{'authenticated: ' if refused else ''}{answer} from {where}"
     elif answer is not None:
-        refused = isinstance(result, probes.DigestAuthResult)
-        state = NAGIOS_CRITICAL if refused else NAGIOS_WARNING
         text = f"{'login refused: ' if refused else ''}{answer} from {where}"
         text += f" ({result.error})" if result.error else ""
     else:
-        state, text = NAGIOS_CRITICAL, result.error or f"no answer from {where}"
+        text = result.error or f"no answer from {where}"
     rtt = result.rtt if answer is not None else None
-    if rtt is not None:
-        text += (f" ({result.server_agent})" if result.server_agent else "") + f" in {rtt:.3f} ms"
-        if critical is not None and rtt >= critical:
-            state, text = NAGIOS_CRITICAL, text + f" (>= {critical:g} ms)"
-        elif warning is not None and rtt >= warning and state == NAGIOS_OK:
-            state, text = NAGIOS_WARNING, text + f" (>= {warning:g} ms)"
-    perf = [perf_value("rtt", rtt, "ms", warning, critical)]
-    if isinstance(result, probes.TracerouteResult):
-        perf.append(perf_value("hops", len(result.hops)))
-    return state, nagios_line("SIP", state, text, perf)
+    if rtt is not None and result.server_agent:
+        text += f" ({result.server_agent})"
+    extra = [perf_value("hops", len(result.hops))] if isinstance(result, probes.TracerouteResult) else []
+    return nagios_verdict("SIP", status, text, rtt, warning, critical, answered_critical=refused, perf=extra)
 
 
 @app.command("options", epilog=EXIT_STATUS_HELP)

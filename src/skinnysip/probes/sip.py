@@ -771,8 +771,9 @@ async def request(request: ProbeRequest, method: str, body: bytes = b"",
     addressed as :func:`options` addresses it, with our Contact, ``request.headers`` (an
     ``Event`` for NOTIFY/SUBSCRIBE/PUBLISH, say) and ``body`` (at most
     :data:`MAX_REQUEST_BODY` octets) of ``content_type`` (default ``text/plain`` when there is
-    a body). With ``username`` and ``password`` a 401/407 is answered once with Digest
-    credentials (RFC 3261 §22.2). Raises ``ValueError`` for a method :func:`check_method`
+    a body). With ``username`` and ``password`` a 401/407 is answered with Digest credentials
+    (RFC 3261 §22.2, the core's :class:`~skinnysip.sip.auth.ChallengeRetry`: a fresh challenge
+    each time, a few at most). Raises ``ValueError`` for a method :func:`check_method`
     refuses, a body too large or a ``content_type`` that is no media type."""
     check_method(method)
     if len(body) > MAX_REQUEST_BODY:
