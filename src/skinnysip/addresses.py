@@ -7,14 +7,29 @@ The SIP ``hostport`` grammar (parsing ``host[:port]``) lives in :mod:`skinnysip.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
+from typing import Any
 
 __all__ = ["HOSTNAME_RE", "check_host", "format_host", "hostport", "is_ip", "is_ipv6", "strip_brackets"]
 
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 #: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, optional final dot.
 HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: an IPv4 dotted quad (no leading zeros), as a JSON Schema / Python regex fragment
+IPV4_PATTERN = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+_H = "[0-9a-fA-F]{1,4}"
+#: an IPv6 address in its full or compressed hex form (no embedded IPv4), as a regex fragment
+IPV6_PATTERN = "(?:" + "|".join([
+    f"(?:{_H}:){{7}}{_H}", f"(?:{_H}:){{1,7}}:", f"(?:{_H}:){{1,6}}:{_H}", f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+    f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+    f"{_H}:(?::{_H}){{1,6}}", f":(?:(?::{_H}){{1,7}}|:)"]) + ")"
+#: the JSON Schema of an IP literal field (an API's ``localIp``): IPv4, or IPv6 with or without brackets
+IP_LITERAL_SCHEMA: dict[str, Any] = {"pattern": rf"^(?:{IPV4_PATTERN}|{IPV6_PATTERN}|\[{IPV6_PATTERN}\])$"}
 
 
 def strip_brackets(host: str) -> str:
@@ -130,3 +145,16 @@ def check_host(value: str) -> str:
     if len(v) > 253 or not HOSTNAME_RE.fullmatch(v) or v.replace(".", "").isdigit():
         raise ValueError("not a host name, IPv4 or IPv6 address")
     return v
+
+
+def source_problem(exc: BaseException | None) -> str:
+    """Why a local (source) address could not be bound (an ``OSError`` from ``bind`` or a
+    connect with a local address), in a few words."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRNOTAVAIL:
+        return "not an address of this host"
+    if code == errno.EADDRINUSE:
+        return "port in use"
+    if code == errno.EACCES:
+        return "permission denied (a port below 1024 needs privileges)"
+    return str(getattr(exc, "strerror", None) or exc or "cannot bind")

@@ -1,5 +1,5 @@
 """Sending from a chosen local address (SIPp ``-i``, sipsak ``-l``, pjsua ``--bound-addr``):
-the probes, the phone and the load generator. Kamailio's log names each request's source
+the probes, the phone, the load generator and the SCCP station. Kamailio's log names each request's source
 (``$si:$sp``), SIPp ``-rtp_echo`` sends our media back to the address our SDP names, and
 baresip sends its audio there. 127.0.0.2 … 127.0.0.9 are this host's loopback addresses as
 well (Linux routes all of 127/8 to ``lo``), so nothing leaves the machine."""
@@ -22,7 +22,7 @@ from test_load_call import sipp_echo_uas
 from test_phone_baresip import THEIR_TONE, registered, share_of
 from test_phone_cli import _cmd, _run
 
-from peertools import free_port
+from peertools import free_port, wait_tcp
 from skinnysip.probes.sip import ProbeRequest, digest_auth, options
 from skinnysip.sip.message import parse_message
 
@@ -134,3 +134,28 @@ async def test_the_phone_registers_calls_and_hears_at_its_local_ip(tmp_path: Pat
     # baresip sent its tone to the address our SDP named, and we heard it there
     rx = sorted(tmp_path.glob("*-rx.wav"))
     assert rx and share_of(rx[0], THEIR_TONE) >= 0.95
+
+
+def test_the_sccp_station_registers_and_streams_from_the_local_ip() -> None:
+    port = free_port()
+    cm = subprocess.Popen([sys.executable, "-m", "skinnysip", "sccp", "lab-cm", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_tcp("127.0.0.1", port, 15)
+        proc = subprocess.run([sys.executable, "-m", "skinnysip", "sccp", "call", f"127.0.0.1:{port}", "--dial", "600",
+                               "--hold", "800", "--local-ip", "127.0.0.9", "--json"],
+                              capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([sys.executable, "-m", "skinnysip", "sccp", "register", f"127.0.0.1:{port}",
+                                  "--local-ip", "192.0.2.1"], capture_output=True, text=True, timeout=60)
+    finally:
+        cm.terminate()
+        cm.wait(timeout=10)
+    body = json.loads(proc.stdout)
+    assert proc.returncode == 0 and body["success"], body.get("error")
+    assert {m["local"].split(":")[0] for m in body["exchange"]} == {"127.0.0.9"}
+    sent = {m["summary"]: m["decoded"]["fields"] for m in body["exchange"] if m["direction"] == "sent"}
+    assert sent["Register"]["stationIpAddr"] == "127.0.0.9"
+    assert sent["OpenReceiveChannelAck"]["ipAddr"] == "127.0.0.9"
+    # the echo service sent our audio back to the address we gave it: it came back
+    assert body["rtpPacketsSent"] > 20 and body["rtpPacketsReceived"] > 20
+    assert refused.returncode == 2 and "not an address of this host" in refused.stderr

@@ -77,11 +77,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect
 
-from skinnysip.addresses import check_host, ip_literal
+from skinnysip.addresses import IP_LITERAL_SCHEMA, check_host, ip_literal
 from skinnysip.api.guard import check_target
 from skinnysip.api.sip_routes import (
     DOMAIN_SCHEMA,
-    LOCAL_IP_SCHEMA,
     PEM_PATTERN,
     URI_FORM,
     URI_SCHEMA,
@@ -219,7 +218,19 @@ RTPPorts = Annotated[
 ]
 
 
-class SIPPhoneBody(_Body):
+class _LocalIP(ResultModel):
+    local_ip: str | None = Field(None, max_length=64, description="The server host's IPv4/IPv6 address the phone "
+                                 "connects and listens from, signalling and media (pjsua --bound-addr, SIPp -i; "
+                                 "default: the one its routing table picks for the server).", examples=["127.0.0.1"],
+                                 json_schema_extra=IP_LITERAL_SCHEMA)
+
+    @field_validator("local_ip")
+    @classmethod
+    def _local_ip(cls, v: str | None) -> str | None:
+        return None if v is None else ip_literal(v)
+
+
+class SIPPhoneBody(_LocalIP, _Body):
     """``POST /api/phones`` with ``protocol`` ``sip``: the account (:class:`SIPAccount`)."""
 
     protocol: Literal["sip"] = "sip"
@@ -289,10 +300,6 @@ class SIPPhoneBody(_Body):
     timeout: int = Field(32000, ge=1000, le=120000, description="ms to wait for each final response (and, up "
                          "to 10 s, for a TCP/TLS connection); an API request itself waits at most ANSWER_WAIT (10 s).")
     rtp_ports: RTPPorts = None
-    local_ip: str | None = Field(None, max_length=64, description="The server host's IPv4/IPv6 address the phone "
-                                 "listens on and sends from, SIP and media (pjsua --bound-addr; default: the one "
-                                 "its routing table picks for the registrar).", examples=["127.0.0.1"],
-                                 json_schema_extra=LOCAL_IP_SCHEMA)
     identity_signing: IdentitySigning | None = Field(
         None, description="STIR/SHAKEN (RFC 8224, RFC 8588): sign each INVITE's Identity (ES256) with this key, "
         "its certificate's URL and the SHAKEN attestation. The key is never returned.")
@@ -343,11 +350,6 @@ class SIPPhoneBody(_Body):
     @classmethod
     def _ca_file(cls, v: str | None) -> str | None:
         return check_ca_file(v)
-
-    @field_validator("local_ip")
-    @classmethod
-    def _local_ip(cls, v: str | None) -> str | None:
-        return None if v is None else ip_literal(v)
 
     @field_validator("source")
     @classmethod
@@ -401,7 +403,7 @@ class SIPPhoneBody(_Body):
         return shown
 
 
-class SCCPPhoneBody(_Body):
+class SCCPPhoneBody(_LocalIP, _Body):
     """``POST /api/phones`` with ``protocol`` ``sccp``: a station (:class:`SCCPAccount`)."""
 
     protocol: Literal["sccp"] = "sccp"
@@ -437,7 +439,7 @@ class SCCPPhoneBody(_Body):
     def account(self) -> SCCPAccount:
         return SCCPAccount(host=self.host, port=self.port, tls=self.tls, tls_verify=self.tls_verify,
                            device_name=self.device_name, device_type=self.device_type,
-                           protocol_version=self.protocol_version,
+                           protocol_version=self.protocol_version, local_ip=self.local_ip,
                            auto_answer=None if self.auto_answer is None else self.auto_answer / 1000,
                            source=self.source, timeout=self.timeout / 1000,
                            rtp_ports=_port_pair(self.rtp_ports))

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from skinnysip.addresses import check_host, ip_literal
+from skinnysip.addresses import IP_LITERAL_SCHEMA, IPV4_PATTERN, IPV6_PATTERN, check_host, ip_literal
 from skinnysip.api.guard import check_target, client_files_allowed
 from skinnysip.models import api_model
 from skinnysip.net import tls
@@ -51,15 +51,6 @@ HOST_SCHEMA: dict[str, Any] = {"anyOf": [
 ]}
 USER_SCHEMA: dict[str, Any] = {"pattern": r"^[A-Za-z0-9._~+\-!*'()&=$,]{1,128}$"}
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-#: an IPv4 dotted quad (no leading zeros)
-IPV4_PATTERN = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
-_H = "[0-9a-fA-F]{1,4}"
-#: an IPv6 address in its full or compressed hex form (no embedded IPv4)
-IPV6_PATTERN = "(?:" + "|".join([
-    f"(?:{_H}:){{7}}{_H}", f"(?:{_H}:){{1,7}}:", f"(?:{_H}:){{1,6}}:{_H}", f"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
-    f"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", f"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", f"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
-    f"{_H}:(?::{_H}){{1,6}}", f":(?:(?::{_H}){{1,7}}|:)"]) + ")"
 #: port numbers 1-65535 without leading zeros
 PORT_PATTERN = _PORT
 _HOST_IN_URI = rf"(?:{HOST_NAME_PATTERN[1:-1]}|{IPV4_PATTERN}|\[{IPV6_PATTERN}\])"
@@ -74,8 +65,6 @@ PARTY_SCHEMA: dict[str, Any] = {"anyOf": [
 #: the same for a field that may be null (absent): its own anyOf replaces pydantic's nullable one
 OPTIONAL_PARTY_SCHEMA: dict[str, Any] = {"anyOf": [*PARTY_SCHEMA["anyOf"], {"type": "null"}]}
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": rf"^{_HOST_IN_URI}(?::{_PORT})?$"}
-#: an IP literal of the server's host to send from (``localIp``): IPv4, or IPv6 with or without brackets
-LOCAL_IP_SCHEMA: dict[str, Any] = {"pattern": rf"^(?:{IPV4_PATTERN}|{IPV6_PATTERN}|\[{IPV6_PATTERN}\])$"}
 
 
 def ws_path_field() -> Any:
@@ -248,7 +237,7 @@ class _Body(BaseModel):
                                 "(default: the system's CA store); refused by a server listening beyond loopback.")
     local_ip: str | None = Field(None, max_length=64, description="Send from this IPv4/IPv6 address of the "
                                  "server's host (SIPp -i; default: the one its routing table picks).",
-                                 examples=["127.0.0.1"], json_schema_extra=LOCAL_IP_SCHEMA)
+                                 examples=["127.0.0.1"], json_schema_extra=IP_LITERAL_SCHEMA)
     local_port: int = Field(0, ge=0, le=65535, description="Send from this local port (sipsak -l; 0: any).")
     headers: list[HeaderFieldBody] = Field(default_factory=list, max_length=32, description="Header fields added to "
                                            "each request, after the probe's own (sipsak -j); a User-Agent replaces "

@@ -519,8 +519,7 @@ def check_source(ip: str | None, port: int, *, stream: bool, flags: str = "--loc
         return
     import socket
 
-    from skinnysip.addresses import hostport, is_ip, strip_brackets
-    from skinnysip.net.sip_transport import source_problem
+    from skinnysip.addresses import hostport, is_ip, source_problem, strip_brackets
 
     if ip is not None and target is not None and is_ip(target) and (":" in ip) != (":" in strip_brackets(target)):
         fail(f"{flags}: {ip} cannot reach {target}: the addresses are of different families (IPv4, IPv6)",

@@ -263,7 +263,8 @@ def phone_cmd(
         if aor is not None:
             raise _fail("an AOR is for SIP; with --sccp give --device")
         acc_sccp = _sccp_account(sccp, device, device_type, sccp_tls, insecure, readable_file(ca_file, "--ca-file"),
-                                 auto_answer, play or f"tone:{tone}", record, media_ports)
+                                 auto_answer, play or f"tone:{tone}", record, media_ports, checked_ip(local_ip))
+        check_source(acc_sccp.local_ip, 0, stream=True, flags="--local-ip", target=acc_sccp.host)
         raise exit_with(_guarded(acc_sccp, call, duration, execute, as_json, pcap))
     if aor is None:
         raise _fail("give your AOR (sip:user@domain), or --sccp HOST for an SCCP phone")
@@ -373,7 +374,7 @@ def _media(calls: Iterable[Any]) -> list[Any]:
 
 def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecure: bool, ca_file: str | None,
                   auto_answer: float | None, source: str, record: str | None,
-                  rtp_ports: tuple[int, int] | None = None) -> Any:
+                  rtp_ports: tuple[int, int] | None = None, local_ip: str | None = None) -> Any:
     from skinnysip.phone.sccp_phone import SCCPAccount
 
     try:
@@ -386,7 +387,7 @@ def _sccp_account(server: str, device: str, device_type: int, tls: bool, insecur
     try:
         account = SCCPAccount(host=host, port=port, tls=tls, tls_verify=not insecure, ca_file=ca_file,
                               device_name=device, device_type=device_type, auto_answer=auto_answer, source=source,
-                              record_dir=record, rtp_ports=rtp_ports)
+                              record_dir=record, rtp_ports=rtp_ports, local_ip=local_ip)
         account.station_config("0.0.0.0")  # checks the device name and type now
         return account
     except ValueError as exc:

@@ -27,6 +27,8 @@ from skinnysip.cli.common import (
     ApiResult,
     Group,
     argument,
+    check_source,
+    checked_ip,
     console,
     emit,
     exit_with,
@@ -185,8 +187,11 @@ NagiosOpt, WarningOpt, CriticalOpt = nagios_options(
 #: ``--nagios`` and its thresholds: (on, warning ms, critical ms)
 Nagios = tuple[bool, float | None, float | None]
 
+LocalIpOpt = option("--local-ip", metavar="IP", help="Connect from this address of this host, the station's own "
+                    "IP for its media too [default: the one the routing table picks for HOST].")
+
 #: HOST and the options every station command takes, in help order
-_station_options = stacked(HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt,
+_station_options = stacked(HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, InsecureOpt, CAOpt, PVOpt, LocalIpOpt,
                            TimeoutOpt, JSONOpt, PcapOpt, NagiosOpt, WarningOpt, CriticalOpt)
 
 
@@ -196,6 +201,7 @@ def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, 
     if target.scheme is not None:
         raise click.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
     req = _request(host=target.host, port=target.port, **kwargs)
+    check_source(req.local_ip, 0, stream=True, flags="--local-ip", target=req.host)
     result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
     write_pcap(pcap, result.exchange)
     if nagios[0]:
@@ -230,63 +236,47 @@ def nagios_report(result: Any, warning: float | None, critical: float | None) ->
                           answered_critical=result.operation != "linestate")
 
 
+def _station(op: str, host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
+             ca_file: str | None, protocol_version: int, local_ip: str | None, timeout: int, json_: bool,
+             pcap: str | None, nagios: bool, warning: float | None, critical: float | None, **more: Any) -> None:
+    """Run station operation ``op`` with the options every station command takes (``more``:
+    the operation's own fields, camelCase as the API names them)."""
+    _go(op, ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device,
+        deviceType=device_type, tls=tls, tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout,
+        localIp=checked_ip(local_ip), **more)
+
+
 @app.command("probe", epilog=EXIT_STATUS_HELP)
 @_station_options
-def probe(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-          ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
-          nagios: bool, warning: float | None, critical: float | None) -> None:
+def probe(**options: Any) -> None:
     """Connect and send KeepAlive; report KeepAliveAck and the round trip (exit 0 on KeepAliveAck)."""
-    _go("probe", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
-        tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
+    _station("probe", **options)
 
 
 @app.command("register", epilog=EXIT_STATUS_HELP)
 @_station_options
-def register(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-             ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
-             nagios: bool, warning: float | None, critical: float | None) -> None:
+def register(**options: Any) -> None:
     """Register the device (RegisterAck / RegisterReject), then unregister (exit 0 when registered,
     1 on RegisterReject)."""
-    _go("register", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
-        tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
+    _station("register", **options)
 
 
 @app.command("linestate", epilog=EXIT_STATUS_HELP)
 @_station_options
-def linestate(host: str, port: int | None, device: str, device_type: int, tls: bool, insecure: bool,
-              ca_file: str | None, protocol_version: int, timeout: int, json_: bool, pcap: str | None,
-              nagios: bool, warning: float | None, critical: float | None) -> None:
+def linestate(**options: Any) -> None:
     """Register and list lines, speed dials and soft keys (exit 0 when the configuration is complete)."""
-    _go("linestate", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
-        tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout)
+    _station("linestate", **options)
 
 
 @app.command("call", epilog=EXIT_STATUS_HELP)
-@HostArg
+@_station_options
 @option("--dial", required=True, metavar="NUMBER", help="Number to dial (0-9 * # A-D +).")
 @option("--hold", default=0, type=int, metavar="MS", help="Stay connected this many ms with RTP both ways.")
-@PortOpt
-@DeviceOpt
-@DeviceTypeOpt
 @LineOpt
-@TLSOpt
-@InsecureOpt
-@CAOpt
-@PVOpt
-@TimeoutOpt
-@JSONOpt
-@PcapOpt
-@NagiosOpt
-@WarningOpt
-@CriticalOpt
-def call(host: str, dial: str, hold: int, port: int | None, device: str, device_type: int, line: int, tls: bool,
-         insecure: bool, ca_file: str | None, protocol_version: int, timeout: int, json_: bool,
-         pcap: str | None, nagios: bool, warning: float | None, critical: float | None) -> None:
+def call(dial: str, hold: int, line: int, **options: Any) -> None:
     """Register, dial, hold with real RTP, hang up; print call states and RTP counts (exit 0 when
     the call connected, 1 when it was busy or failed)."""
-    _go("call-setup", ca_file, json_, pcap, host, port, (nagios, warning, critical), deviceName=device, deviceType=device_type, tls=tls,
-        tlsVerify=not insecure, protocolVersion=protocol_version, timeout=timeout, dialNumber=dial, holdMs=hold,
-        lineNumber=line)
+    _station("call-setup", **options, dialNumber=dial, holdMs=hold, lineNumber=line)
 
 
 @app.command("lab-cm", epilog="Exit status: 0 stopped by Ctrl-C; 2 usage or local error (bad arguments, "

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 from collections import deque
 from typing import Any
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport
+from skinnysip.addresses import hostport, is_ip, is_ipv6, source_problem, strip_brackets
 from skinnysip.net import tls as tls_helpers
 from skinnysip.result import ExchangeLimit, TLSInfo, WireMessage, now
 from skinnysip.sccp.messages import (
@@ -128,8 +129,10 @@ class SCCPTransport:
         max_frame: int = DEFAULT_MAX_FRAME,
         messages: list[WireMessage] | None = None,
         limit: ExchangeLimit | None = None,
+        local_ip: str | None = None,
     ) -> SCCPTransport:
-        """Open TCP (or TLS) to ``host``:``port`` within ``timeout`` seconds.
+        """Open TCP (or TLS) to ``host``:``port`` within ``timeout`` seconds, from ``local_ip``
+        (an IP literal of this host; None: the address the routing table picks).
 
         With an active target policy (:mod:`skinnysip.policy`) ``host`` is resolved once, checked,
         and the connection goes to that address (``host`` stays the TLS server name).
@@ -153,8 +156,14 @@ class SCCPTransport:
                 raise SCCPConnectionError(exc.reason) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        local_addr = None
+        if local_ip is not None:
+            if is_ip(address) and is_ipv6(address) != is_ipv6(local_ip):
+                raise SCCPConnectionError(f"the source address {local_ip} cannot reach {where}: IPv4 and IPv6")
+            local_addr = (strip_brackets(local_ip), 0)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, limit=READ_SIZE), timeout)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port, limit=READ_SIZE, local_addr=local_addr), timeout)
         except TimeoutError as exc:
             raise SCCPConnectionError(f"connection to {where} timed out after {timeout * 1000:.0f} ms") from exc
         except ConnectionRefusedError as exc:
@@ -162,6 +171,8 @@ class SCCPTransport:
         except socket.gaierror as exc:
             raise SCCPConnectionError(f"cannot resolve {host!r}: {exc.strerror}") from exc
         except OSError as exc:
+            if local_addr is not None and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
+                raise SCCPConnectionError(f"cannot connect to {where} from {local_ip}: {source_problem(exc)}") from exc
             raise SCCPConnectionError(f"cannot connect to {where}: {exc.strerror or exc}") from exc
         info = None
         if ctx is not None:  # the handshake on the connected socket, so its failures say so

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from skinnysip.addresses import hostport, ip_literal, strip_brackets
+from skinnysip.addresses import hostport, ip_literal, source_problem, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
 from skinnysip.result import TLSInfo
@@ -113,18 +113,6 @@ def describe_os_error(exc: OSError, where: str) -> str:
     if isinstance(exc, ConnectionResetError):
         return f"{PEER_CLOSED[1]}{where}"
     return f"network error with {where}: {exc.strerror or exc}"
-
-
-def source_problem(exc: BaseException | None) -> str:
-    """Why a local (source) address could not be bound, in a few words."""
-    code = getattr(exc, "errno", None)
-    if code == errno.EADDRNOTAVAIL:
-        return "not an address of this host"
-    if code == errno.EADDRINUSE:
-        return "port in use"
-    if code == errno.EACCES:
-        return "permission denied (a port below 1024 needs privileges)"
-    return str(getattr(exc, "strerror", None) or exc or "cannot bind")
 
 
 _ROUTES: dict[str, str] = {}  # remote IP → local IP, a small cache (cleared when full)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from skinnysip import policy as target_policy
+from skinnysip.addresses import ip_literal
 from skinnysip.net.media import MediaConfig, MediaPacket, MediaStream, PacketLog, check_port_range
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
 from skinnysip.phone.api import (
@@ -113,6 +114,8 @@ class SCCPAccount:
     the RegisterAck gave: a quarter of it, 2–10 s). ``rtp_ports``: (first, last), the range
     each media stream's RTP/RTCP port pair is taken from (None: any free pair; ``ValueError``
     from :meth:`SCCPPhone.__init__` for a range without an even port and its successor).
+    ``local_ip``: the address of this host the station connects from, and so the one it gives
+    the CM for its media (StationIpPort, OpenReceiveChannelAck); None: the routed one.
     """
 
     host: str
@@ -134,6 +137,7 @@ class SCCPAccount:
     reconnect_max: float = 60.0
     keepalive_ack_timeout: float | None = None
     rtp_ports: tuple[int, int] | None = None
+    local_ip: str | None = None
 
     def effective_port(self) -> int:
         return self.port or (SCCP_TLS_PORT if self.tls else SCCP_PORT)
@@ -305,6 +309,8 @@ class SCCPPhone(Phone):
         account.station_config("0.0.0.0")  # ValueError now for a bad device name/type/version
         if account.rtp_ports is not None:
             check_port_range(account.rtp_ports, "rtp_ports")
+        if account.local_ip is not None:
+            account.local_ip = ip_literal(account.local_ip)  # ValueError for what is no IP literal
         self.account = account
         self.station: st.Station | None = None
         self.transport: SCCPTransport | None = None
@@ -431,7 +437,7 @@ class SCCPPhone(Phone):
             transport = await SCCPTransport.connect(
                 acc.host, acc.effective_port(), timeout=acc.timeout if timeout is None else timeout, use_tls=acc.tls,
                 tls_verify=acc.tls_verify, ca_file=acc.ca_file, protocol_version=acc.protocol_version,
-                messages=self.wire, limit=self.record_limit)
+                messages=self.wire, limit=self.record_limit, local_ip=acc.local_ip)
         except SCCPConnectionError as exc:
             raise PhoneError(exc.reason) from exc
         ip = transport.local_ip

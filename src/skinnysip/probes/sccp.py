@@ -33,7 +33,7 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import check_host, hostport, is_ip, strip_brackets
+from skinnysip.addresses import IP_LITERAL_SCHEMA, check_host, hostport, ip_literal, is_ip, strip_brackets
 from skinnysip.models import ResultModel
 from skinnysip.net.rtp import RTPEndpoint, looping_source
 from skinnysip.net.sccp_transport import SCCP_PORT, SCCP_TLS_PORT, SCCPConnectionError, SCCPTransport
@@ -76,7 +76,9 @@ class SCCPRequest(ResultModel):
 
     ``timeout`` (ms) bounds the whole operation (every wait shares it; hanging up and
     unregistering may take up to 1 s each beyond it); ``holdMs`` is how long a call stays
-    connected with media (added to the budget). ``port`` defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
+    connected with media (added to the budget). ``localIp``: the address of this host to connect
+    from (the station's own IP, given to the CM for media; default the routed one). ``port``
+    defaults to 2000, or 2443 with ``tls``. ``server`` is accepted as an alias
     of ``host`` (the seed's field name). Types are strict (``"7"`` is not a number).
     """
 
@@ -93,6 +95,12 @@ class SCCPRequest(ResultModel):
     line_number: int = Field(default=1, ge=1, le=42)
     dial_number: str | None = Field(default=None, pattern=DIAL_PATTERN)
     hold_ms: int = Field(default=0, ge=0, le=MAX_HOLD_MS)
+    local_ip: str | None = Field(default=None, max_length=64, json_schema_extra=IP_LITERAL_SCHEMA)
+
+    @field_validator("local_ip")
+    @classmethod
+    def _local_ip(cls, v: str | None) -> str | None:
+        return None if v is None else ip_literal(v)
 
     @field_validator("device_name")
     @classmethod
@@ -554,7 +562,7 @@ async def _run(op: str, req: SCCPRequest, body: Body, *, ca_file: str | None = N
                           device_name=req.device_name, device_type=req.device_type,
                           protocol_version=req.protocol_version, source=f"tone:{PROBE_TONE_HZ:g}",
                           record_dir=record_dir.name if record_dir else None, timeout=timeout,
-                          reconnect_min=timeout, reconnect_max=timeout)
+                          reconnect_min=timeout, reconnect_max=timeout, local_ip=req.local_ip)
     phone: SCCPPhone | None = None
     try:
         phone = SCCPPhone(account, record_limit=limit)
