@@ -278,3 +278,28 @@ async def test_a_flow_timer_that_lost_its_line_end_is_read_and_reported() -> Non
             assert await phone.register()
             reports = [e for e in errors(phone) if "Flow-Timer" in e]
             assert len(reports) == 1 and "malformed" in reports[0] and "read as 120 s" in reports[0], reports
+
+
+RFC3489_ID = bytes.fromhex("d2f1e1dc087d2bb7461937397863003a")  # what stunc sent: 128 bits, no magic cookie
+
+
+def test_an_rfc_3489_binding_gets_its_id_back_and_a_plain_mapped_address() -> None:
+    answer = binding_answer(b"\x00\x01\x00\x00" + RFC3489_ID, ("192.0.2.7", 40495))
+    assert answer == (b"\x01\x01\x00\x0c" + RFC3489_ID  # Binding success, 12 octets of attributes, the same ID
+                      + b"\x00\x01\x00\x08" + b"\x00\x01" + (40495).to_bytes(2, "big") + bytes([192, 0, 2, 7]))
+    # a CHANGE-REQUEST without flags is a plain Binding (RFC 3489 §11.2.4)
+    plain = b"\x00\x03\x00\x04" + bytes(4)
+    assert binding_answer(b"\x00\x01\x00\x08" + RFC3489_ID + plain, ("192.0.2.7", 1)) is not None
+
+
+@pytest.mark.parametrize(("data", "source"), [
+    (b"\x00\x01\x00\x08" + RFC3489_ID + b"\x00\x03\x00\x04\x00\x00\x00\x06", ("192.0.2.7", 1)),  # change IP and port
+    (b"\x00\x01\x00\x0c" + RFC3489_ID + b"\x00\x02\x00\x08\x00\x01\x00\x09\xc0\x00\x02\x01", ("192.0.2.7", 1)),
+    (b"\x00\x01\x00\x00" + RFC3489_ID, ("2001:db8::1", 1)),  # RFC 3489 has no IPv6 family
+    (b"\x00\x01\x00\x04" + RFC3489_ID, ("192.0.2.7", 1)),  # a length the message does not have
+    (b"\x00\x01\x00\x08" + RFC3489_ID + b"\x80\x22\x00\x09" + bytes(4), ("192.0.2.7", 1)),  # an attribute cut short
+    (b"\x01\x11\x00\x00" + RFC3489_ID, ("192.0.2.7", 1)),  # an error response, not a request
+])
+def test_what_one_address_cannot_answer_or_is_no_rfc_3489_binding_is_dropped(data: bytes,
+                                                                              source: tuple[str, int]) -> None:
+    assert binding_answer(data, source) is None

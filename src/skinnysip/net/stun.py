@@ -81,11 +81,21 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, DEFAULT_PORT if port is None else port
 
 
+#: RFC 8489 §5's magic cookie: a request without it comes from an RFC 3489 client
+MAGIC_COOKIE = bytes.fromhex("2112a442")
+_BINDING_REQUEST, _BINDING_RESPONSE, _MAPPED_ADDRESS = 0x0001, 0x0101, 0x0001
+
+
 def binding_answer(data: bytes, source: Address) -> bytes | None:
     """The success response to an unauthenticated STUN Binding request ``data`` that came
     from ``source`` (IP text, port): XOR-MAPPED-ADDRESS = ``source`` and FINGERPRINT (RFC 8489
     §7.3.1, §14.2; RFC 5626 §8: a SIP outbound registrar or edge proxy is a STUN server on its
-    SIP UDP ports). None for anything that is not a well-formed Binding request."""
+    SIP UDP ports). A request of an RFC 3489 client (no magic cookie: Sofia-SIP's ``stunc``,
+    older phones) gets the answer it understands, as RFC 8489 §12.2 says: its 128-bit
+    transaction ID echoed and a plain MAPPED-ADDRESS (:func:`classic_binding_answer`). None
+    for anything that is not a well-formed Binding request."""
+    if data[4:8] != MAGIC_COOKIE:
+        return classic_binding_answer(data, source)
     from aioice import stun
 
     try:
@@ -98,6 +108,32 @@ def binding_answer(data: bytes, source: Address) -> bytes | None:
                             {"XOR-MAPPED-ADDRESS": source})
     response.add_fingerprint()
     return bytes(response)
+
+
+def classic_binding_answer(data: bytes, source: Address) -> bytes | None:
+    """The RFC 3489 (§11.1) Binding response to an RFC 3489 Binding request ``data`` (a header
+    whose 128-bit transaction ID has no magic cookie) from ``source``: the same transaction ID
+    and MAPPED-ADDRESS = ``source`` (IPv4 only: RFC 3489 has no IPv6 family). None when it is no
+    Binding request, when ``source`` is IPv6, or when it asks what one address cannot do
+    (RESPONSE-ADDRESS, or a CHANGE-REQUEST with a flag set: another address or port to answer
+    from, which RFC 8489 §12.2 lets a server refuse)."""
+    if len(data) < STUN_HEADER_SIZE or int.from_bytes(data[0:2], "big") != _BINDING_REQUEST:
+        return None
+    length = int.from_bytes(data[2:4], "big")
+    if length % 4 or STUN_HEADER_SIZE + length != len(data) or ":" in source[0]:
+        return None
+    pos = STUN_HEADER_SIZE
+    while pos + 4 <= len(data):
+        kind, size = int.from_bytes(data[pos:pos + 2], "big"), int.from_bytes(data[pos + 2:pos + 4], "big")
+        value = data[pos + 4:pos + 4 + size]
+        if len(value) != size:
+            return None
+        if kind == 0x0002 or (kind == 0x0003 and (size != 4 or int.from_bytes(value, "big") & 0x6)):
+            return None  # RESPONSE-ADDRESS; CHANGE-REQUEST with change-IP or change-port
+        pos += 4 + size + (-size % 4)
+    mapped = b"\x00\x01" + source[1].to_bytes(2, "big") + ipaddress.IPv4Address(source[0]).packed
+    attribute = _MAPPED_ADDRESS.to_bytes(2, "big") + len(mapped).to_bytes(2, "big") + mapped
+    return _BINDING_RESPONSE.to_bytes(2, "big") + len(attribute).to_bytes(2, "big") + data[4:20] + attribute
 
 
 class BindingClient:
