@@ -1,4 +1,4 @@
-"""``skinnysip sip request METHOD HOST`` — one request of any method but INVITE, ACK and CANCEL,
+"""``skinnysip sip request METHOD HOST`` — one request of any method but INVITE, ACK, CANCEL and REGISTER,
 as sipsak sends a message of one's own — and the probes' ``--header`` (sipsak ``-j``):
 
 - a NOTIFY with ``Event: check-sync`` (what makes a desk phone fetch its configuration) reaches
@@ -102,6 +102,7 @@ def test_an_extension_method_gets_kamailios_answer_and_our_user_agent_can_be_rep
     (["INVITE"], "use the invite probe"),
     (["ACK"], "belongs to an INVITE transaction"),
     (["cancel"], "belongs to a pending request"),
+    (["REGISTER"], "would leave a binding"),
     (["NOT IFY"], "is not a SIP method"),
     (["NOTIFY", "-H", "Via: SIP/2.0/UDP x"], "Via is written by skinnysip itself"),
     (["NOTIFY", "-H", "i: x"], "Call-ID is written by skinnysip itself"),

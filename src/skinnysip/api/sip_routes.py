@@ -431,10 +431,11 @@ class SIPSTraceBody(_TraceFields, SIPSBody):  # type: ignore[misc]
 
 
 class _RequestFields(BaseModel):
-    method: str = Field(max_length=32, json_schema_extra={"pattern": r"^(?!(?i:INVITE|ACK|CANCEL)$)"
+    method: str = Field(max_length=32, json_schema_extra={"pattern": r"^(?!(?i:INVITE|ACK|CANCEL|REGISTER)$)"
                                                                      r"[A-Za-z0-9\-.!%*_+`'~]+$"},
                         description="The method to send (case-sensitive, RFC 3261 §7.1): MESSAGE, NOTIFY, INFO, "
-                        "PUBLISH, SUBSCRIBE, REGISTER, an extension…; not INVITE (the invite route), ACK or CANCEL.")
+                        "PUBLISH, SUBSCRIBE, an extension…; not INVITE (the invite route), ACK, CANCEL or REGISTER (the "
+                        "register and digest-auth routes).")
     body: str | None = Field(None, max_length=probes.MAX_REQUEST_BODY, description="The body (sent as UTF-8).")
     content_type: str | None = Field(None, max_length=256, json_schema_extra={"pattern": rf"^{MEDIA_TYPE_RE.pattern}$"},
                                      description="Its Content-Type (default text/plain).")

@@ -453,8 +453,8 @@ def traceroute_cmd(
 
 
 @app.command("request", epilog=EXIT_STATUS_HELP)
-@argument("method", metavar="METHOD", help="The method: MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, REGISTER, an "
-          "extension… (case-sensitive, RFC 3261 §7.1; not INVITE, ACK or CANCEL).")
+@argument("method", metavar="METHOD", help="The method: MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, an extension… "
+          "(case-sensitive, RFC 3261 §7.1; not INVITE, ACK, CANCEL or REGISTER).")
 @stacked(*_TARGET)
 @stacked(*_ADDRESSING)
 @option("--password", metavar="PASSWORD", help="Digest password, used with --user when the server challenges "
@@ -470,7 +470,7 @@ def request_cmd(
     content_type: str | None, timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool,
     pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
 ) -> None:
-    """Any request but INVITE, ACK and CANCEL (sipsak with a message of your own): a MESSAGE, a
+    """Any request but INVITE, ACK, CANCEL and REGISTER (sipsak with a message of your own): a MESSAGE, a
     NOTIFY with Event: check-sync that makes a phone fetch its configuration, an INFO, a
     PUBLISH… with --header fields and a --body; the answer, Digest when challenged.
     Exits 0 on a 2xx."""

@@ -321,7 +321,7 @@ class TracerouteResult(SIPProbeResult):
 
 @dataclass(kw_only=True)
 class RequestResult(SIPProbeResult):
-    """A request of any method but INVITE, ACK and CANCEL (sipsak with a crafted message):
+    """A request of any method but INVITE, ACK, CANCEL and REGISTER (sipsak with a crafted message):
     ``method`` sent; ``requires_auth``/``auth_scheme``: the server challenged it (401/407), and
     without credentials (or with refused ones) that challenge is the reported answer."""
 
@@ -743,11 +743,14 @@ async def traceroute(request: ProbeRequest, max_hops: int = 20) -> TracerouteRes
 
 # --------------------------------------------------------------------------- any method
 
-#: methods :func:`request` does not send, and why (each needs more than one transaction)
+#: methods :func:`request` does not send, and why (each needs more than one transaction, or
+#: would leave state behind)
 NOT_ONE_SHOT = {
     "INVITE": "an INVITE makes a call: use the invite probe (it ACKs, CANCELs and BYEs what it starts)",
     "ACK": "an ACK belongs to an INVITE transaction (RFC 3261 §17.1.1.3)",
     "CANCEL": "a CANCEL belongs to a pending request (RFC 3261 §9.1)",
+    "REGISTER": "a REGISTER would leave a binding to a socket that closes: use the register probe (Expires 0) "
+                "or auth (it removes the binding it makes)",
 }
 #: the largest body :func:`request` sends (octets)
 MAX_REQUEST_BODY = 65536
@@ -766,8 +769,8 @@ def check_method(method: str) -> str:
 
 async def request(request: ProbeRequest, method: str, body: bytes = b"",
                   content_type: str | None = None) -> RequestResult:
-    """Send one request of ``method`` (MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, REGISTER, an
-    extension method…) and report its final answer: a non-INVITE transaction (RFC 3261 §17.1.2)
+    """Send one request of ``method`` (MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, an extension
+    method…) and report its final answer: a non-INVITE transaction (RFC 3261 §17.1.2)
     addressed as :func:`options` addresses it, with our Contact, ``request.headers`` (an
     ``Event`` for NOTIFY/SUBSCRIBE/PUBLISH, say) and ``body`` (at most
     :data:`MAX_REQUEST_BODY` octets) of ``content_type`` (default ``text/plain`` when there is
