@@ -32,7 +32,7 @@ from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.sip.request import check_header_field
-from skinnysip.sip.syntax import MEDIA_TYPE_RE
+from skinnysip.sip.syntax import MEDIA_TYPE_PATTERN, is_media_type
 
 if TYPE_CHECKING:
     from skinnysip.sip.identity import IdentitySigner
@@ -437,7 +437,7 @@ class _RequestFields(BaseModel):
                         "PUBLISH, SUBSCRIBE, an extension…; not INVITE (the invite route), ACK, CANCEL or REGISTER (the "
                         "register and digest-auth routes).")
     body: str | None = Field(None, max_length=probes.MAX_REQUEST_BODY, description="The body (sent as UTF-8).")
-    content_type: str | None = Field(None, max_length=256, json_schema_extra={"pattern": rf"^{MEDIA_TYPE_RE.pattern}$"},
+    content_type: str | None = Field(None, max_length=256, json_schema_extra={"pattern": rf"^{MEDIA_TYPE_PATTERN}$"},
                                      description="Its Content-Type (default text/plain).")
 
     @field_validator("method")
@@ -448,7 +448,7 @@ class _RequestFields(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _content_type(cls, v: str | None) -> str | None:
-        if v is not None and not MEDIA_TYPE_RE.fullmatch(v):
+        if v is not None and not is_media_type(v):
             raise ValueError("not a media type (type/subtype;param=value)")
         return v
 

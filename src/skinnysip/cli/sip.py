@@ -56,7 +56,6 @@ from skinnysip.cli.common import (
 )
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
-from skinnysip.sip.syntax import MEDIA_TYPE_RE
 
 app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute, request (any method).")
 
@@ -487,7 +486,9 @@ def request_cmd(
             payload = f.read(probes.MAX_REQUEST_BODY + 1)
         if len(payload) > probes.MAX_REQUEST_BODY:
             raise click.BadParameter(f"larger than {probes.MAX_REQUEST_BODY} octets", param_hint="--body-file")
-    if content_type is not None and not MEDIA_TYPE_RE.fullmatch(content_type):
+    from skinnysip.sip.syntax import is_media_type
+
+    if content_type is not None and not is_media_type(content_type):
         raise click.BadParameter(f"{content_type!r} is not a media type (type/subtype;param=value)",
                                  param_hint="--content-type")
     if content_type is not None and not payload:

@@ -66,7 +66,7 @@ from skinnysip.sip.request import (
     new_request,
     new_tag,
 )
-from skinnysip.sip.syntax import MEDIA_TYPE_RE, TOKEN_RE, parse_uint
+from skinnysip.sip.syntax import TOKEN_RE, is_media_type, parse_uint
 from skinnysip.sip.transaction import Flow, Timers
 
 if TYPE_CHECKING:
@@ -781,7 +781,7 @@ async def request(request: ProbeRequest, method: str, body: bytes = b"",
     check_method(method)
     if len(body) > MAX_REQUEST_BODY:
         raise ValueError(f"body: {len(body)} octets, at most {MAX_REQUEST_BODY}")
-    if content_type is not None and not MEDIA_TYPE_RE.fullmatch(content_type):
+    if content_type is not None and not is_media_type(content_type):
         raise ValueError(f"content_type: {content_type[:60]!r} is not a media type (RFC 3261 §20.15)")
     if body and content_type is None:
         content_type = "text/plain"

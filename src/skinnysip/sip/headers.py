@@ -35,7 +35,8 @@ _VIA_RE = re.compile(
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
 # warning-value (RFC 3261 §20.43, §25.1): 3DIGIT SP warn-agent SP warn-text (a quoted-string)
-_WARNING_RE = re.compile(r'([0-9]{3})[ \t]+([^ \t"]+)[ \t]+("(?:[^"\\]|\\.)*")')
+# (a pattern, compiled on first use: most runs never read a Warning)
+_WARNING = r'([0-9]{3})[ \t]+([^ \t"]+)[ \t]+("(?:[^"\\]|\\.)*")'
 # Fast path: the common ``SIP/2.0/transport host[:port]*(;name[=value])`` with single spaces,
 # from the patterns the full parse checks (token, host name, IPv6 reference, port number)
 # and parameter values narrower than the full parser's (token characters, ``:``, ``[``,
@@ -190,7 +191,7 @@ def parse_warning(value: str) -> list[tuple[int, str, str]]:
         raise SIPParseError("empty Warning value")
     out = []
     for item in items:
-        m = _WARNING_RE.fullmatch(item)
+        m = re.fullmatch(_WARNING, item)
         if m is None:
             raise SIPParseError(f"bad Warning value {item[:60]!r}")
         out.append((int(m.group(1)), m.group(2), unquote_string(m.group(3))))

@@ -44,10 +44,16 @@ class SIPParseError(ValueError):
 #: RFC 3261 §25.1 ``token``
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 #: a Content-Type value (RFC 3261 §20.15 ``media-type``): type "/" subtype *(";" parameter),
-#: a parameter's value a token or a quoted-string, on one line
-MEDIA_TYPE_RE = re.compile(
+#: a parameter's value a token or a quoted-string, on one line (a pattern: compiled on first
+#: use by :func:`is_media_type`, not at every start-up)
+MEDIA_TYPE_PATTERN = (
     rf"{TOKEN_RE.pattern}/{TOKEN_RE.pattern}"
     rf'(?:[ \t]*;[ \t]*{TOKEN_RE.pattern}=(?:{TOKEN_RE.pattern}|"(?:[^"\\\r\n]|\\[^\r\n])*"))*')
+
+
+def is_media_type(value: str) -> bool:
+    """True if ``value`` is a whole :data:`MEDIA_TYPE_PATTERN` (``text/plain;charset=UTF-8``)."""
+    return re.fullmatch(MEDIA_TYPE_PATTERN, value) is not None
 
 #: Methods of RFC 3261 and its extensions (RFC 3262, 3265/6665, 3311, 3428, 3515, 3903,
 #: 6086): all of them RFC 3261 §25.1 ``token``\s, so a parser that finds a method here
