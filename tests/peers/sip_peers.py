@@ -938,9 +938,10 @@ def _sipp_result(returncode: int, workdir: Path) -> SippResult:
 
 @contextlib.contextmanager
 def sipp_uas(
-    scenario: str = "answer", transport: str = "udp", host: str = "127.0.0.1", xml: str | None = None
+    scenario: str = "answer", transport: str = "udp", host: str = "127.0.0.1", xml: str | None = None,
+    calls: int = 1,
 ) -> Iterator[SippPeer]:
-    """Start SIPp as a UAS for one call (``-m 1``) on a free port.
+    """Start SIPp as a UAS for ``calls`` calls (``-m``, default one) on a free port.
 
     ``scenario``: ``"answer"`` (SIPp's built-in ``uas`` on UDP, the same exchange without
     its closing 4 s timewait on TCP: 180, 200, ACK, BYE → 200), ``"answer-record-route"``
@@ -952,7 +953,7 @@ def sipp_uas(
     workdir = Path(tempfile.mkdtemp(prefix="skinnysip-sipp-"))
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     port = free_port(kind, host)
-    args = [binary, "-i", host, "-p", str(port), "-m", "1", "-t", "u1" if transport == "udp" else "t1"]
+    args = [binary, "-i", host, "-p", str(port), "-m", str(calls), "-t", "u1" if transport == "udp" else "t1"]
     args += ["-nostdin", "-trace_stat", "-trace_msg", "-stf", str(workdir / "sipp_.csv")]
     args += ["-message_file", str(workdir / "sipp_messages.log"), "-timeout", "60s", "-timeout_error"]
     if xml is not None:

@@ -33,8 +33,8 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 SIP = [sys.executable, "-m", "skinnysip", "sip"]
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*SIP, *args], capture_output=True, text=True, timeout=60, env=env)
+def run(*args: str, env: dict[str, str] | None = None, sip: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*(SIP if sip else SIP[:-1]), *args], capture_output=True, text=True, timeout=60, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -133,3 +133,20 @@ def test_a_request_over_http(api: httpx.Client, kamailio_md5: KamailioPeer) -> N
                            ({"method": "FETCH", "contentType": "text"}, "contentType")):
         bad = api.post("/api/sip/request", json={"host": "127.0.0.1", **payload})
         assert bad.status_code == 400 and bad.json()["error"].startswith(field), bad.text
+
+
+def test_load_request_sends_notifies_sipp_counts_and_checks_each_one() -> None:
+    """The ``request`` load scenario: each attempt one NOTIFY (a new Call-ID: one SIPp "call")
+    with the added Event and a body; SIPp fails any call whose NOTIFY lacks them."""
+    calls = 30
+    xml = (HEAD.format(name="notify-flood")
+           + recv_checked("NOTIFY", {"Event": "check-sync", "Content-Type": "application/x-test", "X-Run": "7"})
+           + response("200 OK") + TAIL)
+    with sipp_uas(xml=xml, calls=calls) as peer:
+        proc = run("load", "request", f"127.0.0.1:{peer.port}", "--method", "NOTIFY", "--to", "1001", "-H",
+                   "Event: check-sync", "-H", "X-Run: 7", "--body", "resync", "--content-type", "application/x-test",
+                   "-r", "30", "-m", str(calls), "--json", "--quiet", sip=False)
+        sipp = peer.finish(timeout=15)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and (result["successful"], result["failed"]) == (calls, 0), (result, proc.stderr)
+    assert (sipp.successful_calls, sipp.failed_calls) == (calls, 0), sipp.log[-2000:]

@@ -605,3 +605,24 @@ def test_live_view_shows_refreshes_of_a_registration_load_only() -> None:
     assert "refreshes" not in shown(Counters(attempted=3, successful=3))
     text = shown(Counters(attempted=3, successful=3, refreshes=6, refresh_challenges=2))
     assert re.search(r"refreshes\W+6\W+6", text) and re.search(r"challenged again\W+2\W+2", text), text
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"scenario": "request"}, "needs a method"),
+    ({"scenario": "request", "method": "INVITE"}, "makes a call"),
+    ({"scenario": "request", "method": "REGISTER"}, "would leave a binding"),
+    ({"scenario": "request", "method": "NOT IFY"}, "is not a SIP method"),
+    ({"scenario": "request", "method": "NOTIFY", "content_type": "text/plain"}, "of a --body"),
+    ({"scenario": "request", "method": "NOTIFY", "body": "x", "content_type": "text"}, "a media type"),
+    ({"scenario": "request", "method": "NOTIFY", "body": "x" * 65537}, "at most 65536 octets"),
+    ({"scenario": "options", "method": "NOTIFY"}, "only the request scenario"),
+    ({"scenario": "message", "to": "bob", "body": "x"}, "only the request scenario"),
+])
+def test_the_request_scenarios_fields_are_checked(fields: dict, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        LoadConfig(host="h", **fields).validate()
+
+
+def test_a_request_scenario_that_is_fine() -> None:
+    LoadConfig("request", "h", method="SUBSCRIBE", body="x", content_type="application/pidf+xml").validate()
+    LoadConfig("request", "h", method="INFO").validate()

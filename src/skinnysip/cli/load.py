@@ -191,7 +191,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
          headers: tuple[str, ...] = (), record: str | None = None, ring: float = 0.0, register: bool = True,
          event_loop: str = "auto", srtp: str = "off",
          identity: tuple[str | None, str | None, str] = (None, None, "A"),
-         refresh: tuple[int, float | None] = (0, None), local_ip: str | None = None) -> None:
+         refresh: tuple[int, float | None] = (0, None), local_ip: str | None = None,
+         request: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
     from skinnysip.addresses import format_host
     from skinnysip.cli.common import (
         CONSOLE_OPTIONS,
@@ -216,7 +217,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     # HOST as SIPp and every skinnysip command take it: HOST, HOST:PORT, [IPv6]:PORT, sip:/sips: URI
     target = merge_target(parse_target(host), port, transport_value(transport))
     host, port, transport = target.host, target.port, target.transport or "udp"
-    if target.uri is not None and to is None and scenario in ("options", "message", "call"):
+    if target.uri is not None and to is None and scenario in ("options", "message", "call", "request"):
         to = target.uri  # sip:bob@host: bob is the target, as SIPp's -s bob with host
     engine = (engine or ("ray" if ray_address else "processes")).strip().lower()
     if engine not in ("processes", "ray"):
@@ -249,7 +250,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=header_fields(headers, check=False),
         record_dir=record, ring=ring, register=register, identity_key=pem_text(identity[0], "--identity-key"),
         identity_x5u=identity[1], identity_attest=identity[2].upper(), refreshes=refresh[0],
-        refresh_interval=refresh[1])
+        refresh_interval=refresh[1], method=request[0], body=request[1], content_type=request[2])
     try:
         config.validate()
     except ValueError as exc:
@@ -464,6 +465,10 @@ def _command(scenario: str, doc: str) -> click.Command:
     @option("--refresh-interval", type=FloatRange(min=0.001, max=86_400.0), metavar="S",
             help="register: seconds between refreshes [default: half the expiry granted].")
     @option("--text", default="skinnysip load", help="MESSAGE body.")
+    @option("--method", metavar="METHOD", help="request: the method each attempt sends (SUBSCRIBE, NOTIFY, INFO, "
+            "PUBLISH, an extension…; not INVITE, ACK, CANCEL or REGISTER), with --header fields.")
+    @option("--body", metavar="TEXT", help="request: the body of each request.")
+    @option("--content-type", metavar="TYPE", help="request: Content-Type of --body [default: text/plain].")
     @option("--local-ip", metavar="IP", help="Send from this address of this host (SIPp -i): signalling and "
             "calls' media [default: the one the routing table picks for HOST].")
     @option("--local-ports", help="Local UDP port range FIRST-LAST.")
@@ -514,7 +519,7 @@ def _command(scenario: str, doc: str) -> click.Command:
             "(SIPp -no_rate_quit).")
     @option("--connection-per-attempt", is_flag=True, help="Each attempt on a new connection (TCP/TLS) or UDP "
             "socket, closed after it (SIPp -t tn / -t ln / -t un); options, register, message.")
-    @option("--header", "headers", metavar="'NAME: VALUE'", multiple=True,
+    @option("--header", "-H", "headers", metavar="'NAME: VALUE'", multiple=True,
             help="A header field added to each attempt's request (repeatable), as a SIPp scenario's own lines or "
             "sipsak -j: X-…, P-Asserted-Identity, Route…; a User-Agent replaces ours; [fieldN] as in --to.")
     @option("--quiet", "-q", is_flag=True, help="No live view or table.")
@@ -524,7 +529,8 @@ def _command(scenario: str, doc: str) -> click.Command:
         host: str, port: int | None, transport: str | None, domain: str | None, user: str | None,
         password: str | None, users: str | None, to: str | None, rate: float, limit: int, count: int | None,
         duration: float | None, ramp_up: float, hold: float | None, timeout: int, expires: int, unregister: bool,
-        refreshes: int, refresh_interval: float | None, text: str, local_ip: str | None, local_ports: str | None,
+        refreshes: int, refresh_interval: float | None, text: str, method: str | None, body: str | None,
+        content_type: str | None, local_ip: str | None, local_ports: str | None,
         rtp_ports: str | None,
         script: str | None, source: str, register: bool,
         ring: float, record: str | None, codecs: str | None, srtp: str,
@@ -542,7 +548,7 @@ def _command(scenario: str, doc: str) -> click.Command:
              as_json, interval, max_failures, processes, engine, ray_address, rate_file, quiet, insecure, ca_file,
              (rate_increase, rate_interval, rate_max, not no_rate_quit), connection_per_attempt, trace_msg,
              rtp_ports, headers, record, ring, register, event_loop, srtp, (identity_key, identity_x5u, attest),
-             (refreshes, refresh_interval), local_ip)
+             (refreshes, refresh_interval), local_ip, (method, body, content_type))
 
     return app.command(scenario, help=doc, epilog=EPILOG)(command)
 
@@ -556,6 +562,8 @@ _command("options", "OPTIONS, one transaction per attempt.")
 _command("register", "REGISTER with digest (RFC 3261 §10, §22), then unregister.")
 _command("call", "INVITE (digest) → 200 → ACK → media both ways with RTCP for --hold → BYE.")
 _command("message", "MESSAGE (RFC 3428) to --to, digest when challenged.")
+_command("request", "One request of --method (SUBSCRIBE, NOTIFY, INFO, PUBLISH, an extension…) with --header fields "
+         "and a --body, to --to (else the domain); digest when challenged.")
 _command("user", "Your scenario: --script FILE.py with async def scenario(phone, index).")
 _command("answer", "The called side (SIPp -sn uas behind a registration): every --users user registers (-r per "
          "second), each call to one is answered (180, then 200 with SDP; --ring S later) with media both ways and "

@@ -1,7 +1,8 @@
-"""What one load *attempt* is: OPTIONS, REGISTER (digest, then unregister), MESSAGE, a call
-with media, or a user's own async function — all on the SIP core the probes and phones use.
+"""What one load *attempt* is: OPTIONS, REGISTER (digest, then unregister), MESSAGE, a request
+of another method (``request``: SUBSCRIBE, NOTIFY, INFO…), a call with media, or a user's own
+async function — all on the SIP core the probes and phones use.
 
-- ``options``/``register``/``message`` share one :class:`~skinnysip.net.sip_endpoint.SIPEndpoint`
+- ``options``/``register``/``message``/``request`` share one :class:`~skinnysip.net.sip_endpoint.SIPEndpoint`
   (wire trace off) and its flow to the server; each attempt is one non-INVITE transaction
   (:meth:`SIPEndpoint.transact`, digest by the core's :class:`~skinnysip.sip.auth.ChallengeRetry`).
 - ``call`` and user scenarios (:mod:`skinnysip.load.calls`, imported only for them) run on
@@ -43,6 +44,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
     check_header_field,
+    check_method,
     granted_expires,
     min_expires_retry,
     new_call_id,
@@ -50,6 +52,7 @@ from skinnysip.sip.request import (
     new_tag,
     resend_request,
 )
+from skinnysip.sip.syntax import is_media_type
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 from skinnysip.sip.uri import NameAddr, SipURI
@@ -63,9 +66,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SCENARIOS", "InlineAttempt", "LoadConfig", "Scenario", "User", "make_scenario", "read_users"]
 
-ScenarioName = Literal["options", "register", "call", "message", "user", "answer"]
-SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "user", "answer")
+ScenarioName = Literal["options", "register", "call", "message", "request", "user", "answer"]
+SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "request", "user", "answer")
 MAX_USERS = 100_000  # lines read from a users file
+MAX_BODY = 65536  # octets of a request scenario's body (--body)
 MAX_REFRESHES = 10_000  # refreshes of one binding (--refreshes)
 MAX_REFRESH_INTERVAL = 86_400.0  # s between refreshes at most (--refresh-interval)
 
@@ -316,7 +320,12 @@ LOAD_HINTS = {"Expires": "use --expires"}
 class LoadConfig:
     """One load run (Python units: seconds; rates per second).
 
-    ``scenario``: ``options``, ``register``, ``call``, ``message``, ``user`` or ``answer``.
+    ``scenario``: ``options``, ``register``, ``call``, ``message``, ``request``, ``user`` or
+    ``answer``. ``method``/``body``/``content_type``: what ``request`` sends — one request of
+    that method (not INVITE, ACK, CANCEL or REGISTER:
+    :func:`~skinnysip.sip.request.check_method`) to ``to`` (else the domain), with our Contact,
+    the body (at most :data:`MAX_BODY` octets) of that type (default ``text/plain``); digest
+    when challenged.
     ``host``/``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
     (an IP literal or a name, RFC 3263 A/AAAA). ``domain``: of the Request-URI and the
     From/To URIs (default ``host[:port]``). ``users``: the accounts (cycled through by
@@ -420,6 +429,9 @@ class LoadConfig:
     expires: int = 60
     unregister: bool = True
     message: str = "skinnysip load"
+    method: str | None = None
+    body: str | None = None
+    content_type: str | None = None
     local_ports: tuple[int, int] | None = None
     source_ip: str | None = None
     user_script: str | None = None
@@ -524,6 +536,7 @@ class LoadConfig:
                              "(--refresh-interval)")
         if self.scenario in ("message", "call") and not self.to:
             raise ValueError(f"to: the {self.scenario} scenario needs a target (--to)")
+        self._check_request()
         if self.scenario == "user" and not self.user_script:
             raise ValueError("user_script: the user scenario needs a Python file")
         if self.user_script and self.scenario != "user":
@@ -621,6 +634,24 @@ class LoadConfig:
                     raise ValueError(f"{what}: {exc}") from None
                 if header is not None:  # what a user's fields make of a value: still one (bounded)
                     check_header_field(header, filled, LOAD_HINTS)
+
+    def _check_request(self) -> None:
+        """The ``request`` scenario's own fields (``ValueError`` naming the flag)."""
+        if self.scenario != "request":
+            for name, flag in (("method", "--method"), ("body", "--body"), ("content_type", "--content-type")):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: only the request scenario sends a method of your own ({flag})")
+            return
+        if self.method is None:
+            raise ValueError("method: the request scenario needs a method (--method NOTIFY, SUBSCRIBE, INFO…)")
+        try:
+            check_method(self.method)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (--method)") from None
+        if self.body is not None and len(self.body.encode()) > MAX_BODY:
+            raise ValueError(f"body: at most {MAX_BODY} octets (--body)")
+        if self.content_type is not None and (self.body is None or not is_media_type(self.content_type)):
+            raise ValueError("content_type: a media type (type/subtype;param=value) of a --body (--content-type)")
 
     def target_for(self, user: User) -> str | None:
         """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""
@@ -739,7 +770,7 @@ class Scenario:
 
 
 class TransactionScenario(Scenario):
-    """OPTIONS, REGISTER and MESSAGE: one shared endpoint, one transaction (plus digest
+    """OPTIONS, REGISTER, MESSAGE and ``request``'s method: one shared endpoint, one transaction (plus digest
     retries and, for REGISTER, the unregister) per attempt."""
 
     async def open(self) -> None:
@@ -912,6 +943,14 @@ class InlineAttempt:
                 ruri = c.uri(target)
                 request = scenario._request("MESSAGE", ruri, aor, ruri, flow, user, call_id=self.call_id,
                                             body=c.message.encode(), content_type="text/plain;charset=UTF-8")
+            elif c.scenario == "request":
+                assert c.method is not None
+                target = c.target_for(user)
+                ruri = c.uri(target) if target else f"sip:{c.sip_domain}"
+                body = (c.body or "").encode()
+                request = scenario._request(c.method, ruri, aor, ruri, flow, user, call_id=self.call_id,
+                                            contact_user=user.user, body=body,
+                                            content_type=(c.content_type or "text/plain") if body else None)
             else:
                 request = scenario._request("REGISTER", f"sip:{c.sip_domain}", aor, aor, flow, user,
                                             call_id=self.call_id, contact_user=user.user,

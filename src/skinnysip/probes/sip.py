@@ -59,14 +59,16 @@ from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.headers import parse_warning
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
+    NOT_ONE_SHOT,
     build_ack_for_failure,
     build_cancel,
     check_header_field,
+    check_method,
     new_call_id,
     new_request,
     new_tag,
 )
-from skinnysip.sip.syntax import TOKEN_RE, is_media_type, parse_uint
+from skinnysip.sip.syntax import is_media_type, parse_uint
 from skinnysip.sip.transaction import Flow, Timers
 
 if TYPE_CHECKING:
@@ -87,12 +89,14 @@ __all__ = [
     "InviteResult",
     "OptionsResult",
     "ProbeRequest",
+    "NOT_ONE_SHOT",
     "RegisterResult",
     "RequestResult",
     "SIPProbeResult",
     "TraceHop",
     "TracerouteResult",
     "check_host",
+    "check_method",
     "check_party",
     "check_uri",
     "check_user",
@@ -743,28 +747,8 @@ async def traceroute(request: ProbeRequest, max_hops: int = 20) -> TracerouteRes
 
 # --------------------------------------------------------------------------- any method
 
-#: methods :func:`request` does not send, and why (each needs more than one transaction, or
-#: would leave state behind)
-NOT_ONE_SHOT = {
-    "INVITE": "an INVITE makes a call: use the invite probe (it ACKs, CANCELs and BYEs what it starts)",
-    "ACK": "an ACK belongs to an INVITE transaction (RFC 3261 §17.1.1.3)",
-    "CANCEL": "a CANCEL belongs to a pending request (RFC 3261 §9.1)",
-    "REGISTER": "a REGISTER would leave a binding to a socket that closes: use the register probe (Expires 0) "
-                "or auth (it removes the binding it makes)",
-}
 #: the largest body :func:`request` sends (octets)
 MAX_REQUEST_BODY = 65536
-
-
-def check_method(method: str) -> str:
-    """``method`` if :func:`request` can send it: a token (RFC 3261 §25.1; methods are
-    case-sensitive, §7.1) that is not in :data:`NOT_ONE_SHOT`. Raises ``ValueError``."""
-    if not TOKEN_RE.fullmatch(method):
-        raise ValueError(f"method: {method[:40]!r} is not a SIP method (a token)")
-    refused = NOT_ONE_SHOT.get(method.upper())
-    if refused is not None:
-        raise ValueError(f"method: {refused}")
-    return method
 
 
 async def request(request: ProbeRequest, method: str, body: bytes = b"",

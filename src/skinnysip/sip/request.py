@@ -104,6 +104,30 @@ def check_header_field(name: str, value: str, hints: Mapping[str, str] | None = 
                          "characters")
 
 
+#: methods a one-request probe or load scenario does not send, and why (each needs more than
+#: one transaction, or would leave state behind)
+NOT_ONE_SHOT = {
+    "INVITE": "an INVITE makes a call: use the invite probe or the call scenario (they ACK, CANCEL and BYE "
+              "what they start)",
+    "ACK": "an ACK belongs to an INVITE transaction (RFC 3261 §17.1.1.3)",
+    "CANCEL": "a CANCEL belongs to a pending request (RFC 3261 §9.1)",
+    "REGISTER": "a REGISTER would leave a binding to a socket that closes: use the register or auth probe or "
+                "the register scenario (they remove the bindings they make)",
+}
+
+
+def check_method(method: str) -> str:
+    """``method`` if it can be sent as one request on its own (the ``request`` probe, the
+    ``request`` load scenario): a token (RFC 3261 §25.1; methods are case-sensitive, §7.1) that
+    is not in :data:`NOT_ONE_SHOT`. Raises ``ValueError``."""
+    if not TOKEN_RE.fullmatch(method):
+        raise ValueError(f"method: {method[:40]!r} is not a SIP method (a token)")
+    refused = NOT_ONE_SHOT.get(method.upper())
+    if refused is not None:
+        raise ValueError(f"method: {refused}")
+    return method
+
+
 def reason_phrase(code: int) -> str:
     """The usual reason phrase for ``code`` (RFC 3261 §21), else one for its class."""
     return REASON_PHRASES.get(code) or REASON_PHRASES.get(code - code % 100, "Unknown")
