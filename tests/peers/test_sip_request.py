@@ -107,7 +107,7 @@ def test_an_extension_method_gets_kamailios_answer_and_our_user_agent_can_be_rep
     (["NOTIFY", "-H", "Via: SIP/2.0/UDP x"], "Via is written by skinnysip itself"),
     (["NOTIFY", "-H", "i: x"], "Call-ID is written by skinnysip itself"),
     (["NOTIFY", "-H", "Event"], "is not 'Name: value'"),
-    (["MESSAGE", "--content-type", "text/plain"], "needs a --body"),
+    (["MESSAGE", "--content-type", "text/plain"], "a Content-Type needs a body"),
     (["MESSAGE", "--body", "x", "--content-type", "text"], "is not a media type"),
     (["MESSAGE", "--body", "x", "--body-file", "/etc/hostname"], "not both"),
 ])
@@ -130,7 +130,8 @@ def test_a_request_over_http(api: httpx.Client, kamailio_md5: KamailioPeer) -> N
     for payload, field in (({"method": "INVITE"}, "method"), ({"method": "FETCH", "headers": [{"name": "CSeq",
                                                                                                "value": "1"}]},
                                                                "headers"),
-                           ({"method": "FETCH", "contentType": "text"}, "contentType")):
+                           ({"method": "FETCH", "contentType": "text"}, "contentType"),
+                           ({"method": "FETCH", "contentType": "text/plain"}, "body: content_type: a Content-Type needs")):
         bad = api.post("/api/sip/request", json={"host": "127.0.0.1", **payload})
         assert bad.status_code == 400 and bad.json()["error"].startswith(field), bad.text
 

@@ -612,7 +612,7 @@ def test_live_view_shows_refreshes_of_a_registration_load_only() -> None:
     ({"scenario": "request", "method": "INVITE"}, "makes a call"),
     ({"scenario": "request", "method": "REGISTER"}, "would leave a binding"),
     ({"scenario": "request", "method": "NOT IFY"}, "is not a SIP method"),
-    ({"scenario": "request", "method": "NOTIFY", "content_type": "text/plain"}, "of a --body"),
+    ({"scenario": "request", "method": "NOTIFY", "content_type": "text/plain"}, "a Content-Type needs a body (--content-type)"),
     ({"scenario": "request", "method": "NOTIFY", "body": "x", "content_type": "text"}, "a media type"),
     ({"scenario": "request", "method": "NOTIFY", "body": "x" * 65537}, "at most 65536 octets"),
     ({"scenario": "options", "method": "NOTIFY"}, "only the request scenario"),

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skinnysip.api.sip_routes import _ADDABLE_NAME
-from skinnysip.probes.sip import MAX_REQUEST_BODY, ProbeRequest, check_method, request
+from skinnysip.probes.sip import ProbeRequest, request
 from skinnysip.sip.message import canonical_name
-from skinnysip.sip.request import MANAGED_HEADERS, check_header_field
+from skinnysip.sip.request import MANAGED_HEADERS, MAX_REQUEST_BODY, check_header_field, check_method
 
 COMPACT = ["i", "m", "e", "l", "c", "f", "s", "k", "t", "v", "o", "u", "r", "b", "x", "y", "a", "j", "d"]
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"

@@ -31,7 +31,7 @@ from skinnysip.models import api_model
 from skinnysip.net import tls
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
-from skinnysip.sip.request import check_header_field
+from skinnysip.sip.request import MAX_REQUEST_BODY, check_header_field, check_method, check_one_request
 from skinnysip.sip.syntax import MEDIA_TYPE_PATTERN, is_media_type
 
 if TYPE_CHECKING:
@@ -207,12 +207,16 @@ class HeaderFieldBody(BaseModel):
         return self
 
 
+#: what every probe body's schema adds to its fields: from/fromUri and to/toUri not both
+_BODY_SCHEMA: dict[str, Any] = {"allOf": [_NOT_BOTH("from", "fromUri"), _NOT_BOTH("to", "toUri")]}
+
+
 class _Body(BaseModel):
     """Fields common to every SIP probe request (camelCase in JSON)."""
 
     model_config = ConfigDict(
         strict=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, str_max_length=1024,
-        json_schema_extra={"allOf": [_NOT_BOTH("from", "fromUri"), _NOT_BOTH("to", "toUri")]},
+        json_schema_extra=_BODY_SCHEMA,
     )
 
     host: str = Field(description="Server: host name, IPv4 or IPv6 address (brackets allowed).",
@@ -436,14 +440,14 @@ class _RequestFields(BaseModel):
                         description="The method to send (case-sensitive, RFC 3261 §7.1): MESSAGE, NOTIFY, INFO, "
                         "PUBLISH, SUBSCRIBE, an extension…; not INVITE (the invite route), ACK, CANCEL or REGISTER (the "
                         "register and digest-auth routes).")
-    body: str | None = Field(None, max_length=probes.MAX_REQUEST_BODY, description="The body (sent as UTF-8).")
+    body: str | None = Field(None, min_length=1, max_length=MAX_REQUEST_BODY, description="The body (sent as UTF-8).")
     content_type: str | None = Field(None, max_length=256, json_schema_extra={"pattern": rf"^{MEDIA_TYPE_PATTERN}$"},
                                      description="Its Content-Type (default text/plain).")
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        return probes.check_method(v)
+        return check_method(v)
 
     @field_validator("content_type")
     @classmethod
@@ -453,9 +457,8 @@ class _RequestFields(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _sized(self) -> _RequestFields:
-        if self.body is not None and len(self.body.encode()) > probes.MAX_REQUEST_BODY:
-            raise ValueError(f"body: at most {probes.MAX_REQUEST_BODY} octets of UTF-8")
+    def _one_request(self) -> _RequestFields:
+        check_one_request(self.method, (self.body or "").encode(), self.content_type)  # its size; a type needs it
         return self
 
     def operation(self) -> Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]]:
@@ -463,12 +466,20 @@ class _RequestFields(BaseModel):
                                  content_type=self.content_type)
 
 
+#: the request routes' body schema: _Body's rules, and a contentType only beside a body
+_REQUEST_SCHEMA: dict[str, Any] = {**_BODY_SCHEMA, "dependentRequired": {"contentType": ["body"]}}
+
+
 class SIPRequestBody(_RequestFields, SIPBody):  # type: ignore[misc]
     """``/api/sip/request``."""
+
+    model_config = ConfigDict(json_schema_extra=_REQUEST_SCHEMA)
 
 
 class SIPSRequestBody(_RequestFields, SIPSBody):  # type: ignore[misc]
     """``/api/sips/request``."""
+
+    model_config = ConfigDict(json_schema_extra=_REQUEST_SCHEMA)
 
 
 def for_method(body: type[_B], method: str) -> type[_B]:

@@ -56,6 +56,7 @@ from skinnysip.cli.common import (
 )
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
+from skinnysip.sip.request import MAX_REQUEST_BODY, check_one_request
 
 app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute, request (any method).")
 
@@ -473,26 +474,19 @@ def request_cmd(
     NOTIFY with Event: check-sync that makes a phone fetch its configuration, an INFO, a
     PUBLISH… with --header fields and a --body; the answer, Digest when challenged.
     Exits 0 on a 2xx."""
-    try:
-        probes.check_method(method)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc).removeprefix("method: "), param_hint="METHOD") from None
     if body is not None and body_file is not None:
         raise click.BadParameter("give --body or --body-file, not both", param_hint="--body")
     payload = body.encode() if body is not None else b""
     if body_file is not None:
         path = readable_file(body_file, "--body-file") or body_file
         with open(path, "rb") as f:
-            payload = f.read(probes.MAX_REQUEST_BODY + 1)
-        if len(payload) > probes.MAX_REQUEST_BODY:
-            raise click.BadParameter(f"larger than {probes.MAX_REQUEST_BODY} octets", param_hint="--body-file")
-    from skinnysip.sip.syntax import is_media_type
-
-    if content_type is not None and not is_media_type(content_type):
-        raise click.BadParameter(f"{content_type!r} is not a media type (type/subtype;param=value)",
-                                 param_hint="--content-type")
-    if content_type is not None and not payload:
-        raise click.BadParameter("a Content-Type needs a --body or --body-file", param_hint="--content-type")
+            payload = f.read(MAX_REQUEST_BODY + 1)  # one octet more: too large shows
+    try:
+        check_one_request(method, payload, content_type)
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        flag = {"method": "METHOD", "content_type": "--content-type"}.get(field, "--body-file" if body_file else "--body")
+        raise click.BadParameter(reason, param_hint=flag) from None
     secret = password_from(password, prompt=False) if user else None
     req = _request(host, port, transport, sips, user, secret, domain, from_, to, uri, timeout, t1, ca_file, insecure,
                    source=(local_ip, local_port), headers=headers)

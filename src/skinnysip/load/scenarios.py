@@ -44,7 +44,7 @@ from skinnysip.sip.auth import ChallengeRetry, DigestClient
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
     check_header_field,
-    check_method,
+    check_one_request,
     granted_expires,
     min_expires_retry,
     new_call_id,
@@ -52,7 +52,6 @@ from skinnysip.sip.request import (
     new_tag,
     resend_request,
 )
-from skinnysip.sip.syntax import is_media_type
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
 from skinnysip.sip.uri import NameAddr, SipURI
@@ -69,7 +68,6 @@ __all__ = ["SCENARIOS", "InlineAttempt", "LoadConfig", "Scenario", "User", "make
 ScenarioName = Literal["options", "register", "call", "message", "request", "user", "answer"]
 SCENARIOS: tuple[str, ...] = ("options", "register", "call", "message", "request", "user", "answer")
 MAX_USERS = 100_000  # lines read from a users file
-MAX_BODY = 65536  # octets of a request scenario's body (--body)
 MAX_REFRESHES = 10_000  # refreshes of one binding (--refreshes)
 MAX_REFRESH_INTERVAL = 86_400.0  # s between refreshes at most (--refresh-interval)
 
@@ -324,7 +322,7 @@ class LoadConfig:
     ``answer``. ``method``/``body``/``content_type``: what ``request`` sends — one request of
     that method (not INVITE, ACK, CANCEL or REGISTER:
     :func:`~skinnysip.sip.request.check_method`) to ``to`` (else the domain), with our Contact,
-    the body (at most :data:`MAX_BODY` octets) of that type (default ``text/plain``); digest
+    the body (at most :data:`~skinnysip.sip.request.MAX_REQUEST_BODY` octets) of that type (default ``text/plain``); digest
     when challenged.
     ``host``/``port`` (None: 5060, 5061 for TLS)/``transport``: the server every request goes to
     (an IP literal or a name, RFC 3263 A/AAAA). ``domain``: of the Request-URI and the
@@ -645,13 +643,10 @@ class LoadConfig:
         if self.method is None:
             raise ValueError("method: the request scenario needs a method (--method NOTIFY, SUBSCRIBE, INFO…)")
         try:
-            check_method(self.method)
+            check_one_request(self.method, (self.body or "").encode(), self.content_type)
         except ValueError as exc:
-            raise ValueError(f"{exc} (--method)") from None
-        if self.body is not None and len(self.body.encode()) > MAX_BODY:
-            raise ValueError(f"body: at most {MAX_BODY} octets (--body)")
-        if self.content_type is not None and (self.body is None or not is_media_type(self.content_type)):
-            raise ValueError("content_type: a media type (type/subtype;param=value) of a --body (--content-type)")
+            field = str(exc).partition(":")[0]
+            raise ValueError(f"{exc} (--{field.replace('_', '-')})") from None
 
     def target_for(self, user: User) -> str | None:
         """``to`` for an attempt of ``user``: its ``[fieldN]`` replaced (:func:`substitute_fields`)."""

@@ -59,16 +59,15 @@ from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.headers import parse_warning
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
-    NOT_ONE_SHOT,
     build_ack_for_failure,
     build_cancel,
     check_header_field,
-    check_method,
+    check_one_request,
     new_call_id,
     new_request,
     new_tag,
 )
-from skinnysip.sip.syntax import is_media_type, parse_uint
+from skinnysip.sip.syntax import parse_uint
 from skinnysip.sip.transaction import Flow, Timers
 
 if TYPE_CHECKING:
@@ -89,14 +88,12 @@ __all__ = [
     "InviteResult",
     "OptionsResult",
     "ProbeRequest",
-    "NOT_ONE_SHOT",
     "RegisterResult",
     "RequestResult",
     "SIPProbeResult",
     "TraceHop",
     "TracerouteResult",
     "check_host",
-    "check_method",
     "check_party",
     "check_uri",
     "check_user",
@@ -747,26 +744,18 @@ async def traceroute(request: ProbeRequest, max_hops: int = 20) -> TracerouteRes
 
 # --------------------------------------------------------------------------- any method
 
-#: the largest body :func:`request` sends (octets)
-MAX_REQUEST_BODY = 65536
-
-
 async def request(request: ProbeRequest, method: str, body: bytes = b"",
                   content_type: str | None = None) -> RequestResult:
     """Send one request of ``method`` (MESSAGE, NOTIFY, INFO, PUBLISH, SUBSCRIBE, an extension
     method…) and report its final answer: a non-INVITE transaction (RFC 3261 §17.1.2)
     addressed as :func:`options` addresses it, with our Contact, ``request.headers`` (an
     ``Event`` for NOTIFY/SUBSCRIBE/PUBLISH, say) and ``body`` (at most
-    :data:`MAX_REQUEST_BODY` octets) of ``content_type`` (default ``text/plain`` when there is
+    :data:`~skinnysip.sip.request.MAX_REQUEST_BODY` octets) of ``content_type`` (default ``text/plain`` when there is
     a body). With ``username`` and ``password`` a 401/407 is answered with Digest credentials
     (RFC 3261 §22.2, the core's :class:`~skinnysip.sip.auth.ChallengeRetry`: a fresh challenge
-    each time, a few at most). Raises ``ValueError`` for a method :func:`check_method`
-    refuses, a body too large or a ``content_type`` that is no media type."""
-    check_method(method)
-    if len(body) > MAX_REQUEST_BODY:
-        raise ValueError(f"body: {len(body)} octets, at most {MAX_REQUEST_BODY}")
-    if content_type is not None and not is_media_type(content_type):
-        raise ValueError(f"content_type: {content_type[:60]!r} is not a media type (RFC 3261 §20.15)")
+    each time, a few at most). Raises ``ValueError`` for what
+    :func:`~skinnysip.sip.request.check_one_request` refuses."""
+    check_one_request(method, body, content_type)
     if body and content_type is None:
         content_type = "text/plain"
 
@@ -774,7 +763,7 @@ async def request(request: ProbeRequest, method: str, body: bytes = b"",
         from_uri = s.uri(request.from_uri, request.username or DEFAULT_USER)
         to = s.uri(request.to_uri, None)
         req = s.build(method, request.uri or to, from_uri, to, contact_user=request.username or DEFAULT_USER,
-                      body=body, content_type=content_type if body else None)
+                      body=body, content_type=content_type)
         client = (DigestClient(request.username, request.password)
                   if request.username and request.password is not None else None)
         response, rtt = await s.transact(req, ChallengeRetry(client) if client is not None else None)

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError, canonical_name
-from skinnysip.sip.syntax import TOKEN_RE, quote_string, uint_or_none
+from skinnysip.sip.syntax import TOKEN_RE, is_media_type, quote_string, uint_or_none
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
@@ -126,6 +126,25 @@ def check_method(method: str) -> str:
     if refused is not None:
         raise ValueError(f"method: {refused}")
     return method
+
+
+#: the largest body of a request sent on its own (the ``request`` probe and load scenario), octets
+MAX_REQUEST_BODY = 65536
+
+
+def check_one_request(method: str, body: bytes = b"", content_type: str | None = None) -> None:
+    """``ValueError`` naming the field (``method: …``, ``body: …``, ``content_type: …``) unless
+    a request of ``method`` can be sent on its own (:func:`check_method`) with ``body`` (at most
+    :data:`MAX_REQUEST_BODY` octets) of ``content_type`` (a media type, RFC 3261 §20.15, and
+    only with a body; None: ``text/plain`` when there is one)."""
+    check_method(method)
+    if len(body) > MAX_REQUEST_BODY:
+        raise ValueError(f"body: at most {MAX_REQUEST_BODY} octets ({len(body)} given)")
+    if content_type is not None:
+        if not body:
+            raise ValueError("content_type: a Content-Type needs a body")
+        if not is_media_type(content_type):
+            raise ValueError(f"content_type: {content_type[:60]!r} is not a media type (type/subtype;param=value)")
 
 
 def reason_phrase(code: int) -> str:
