@@ -147,14 +147,27 @@ def check_host(value: str) -> str:
     return v
 
 
-def source_problem(exc: BaseException | None) -> str:
+_SOURCE_PROBLEMS = {errno.EADDRNOTAVAIL: "not an address of this host", errno.EADDRINUSE: "port in use",
+                    errno.EACCES: "permission denied (a port below 1024 needs privileges)"}
+
+
+def source_problem(exc: BaseException | None) -> str | None:
     """Why a local (source) address could not be bound (an ``OSError`` from ``bind`` or a
-    connect with a local address), in a few words."""
+    connect with a local address), in a few words; None when ``exc`` is no such problem."""
     code = getattr(exc, "errno", None)
-    if code == errno.EADDRNOTAVAIL:
-        return "not an address of this host"
-    if code == errno.EADDRINUSE:
-        return "port in use"
-    if code == errno.EACCES:
-        return "permission denied (a port below 1024 needs privileges)"
-    return str(getattr(exc, "strerror", None) or exc or "cannot bind")
+    return _SOURCE_PROBLEMS.get(code) if isinstance(code, int) else None
+
+
+def family_mismatch(source: str, remote: str) -> str | None:
+    """Why ``source`` (an IP literal) cannot send to ``remote`` (an IP literal or a name): they
+    are of different families; None when they are not (or ``remote`` is a name).
+
+    >>> family_mismatch("127.0.0.2", "[::1]")
+    'the source address 127.0.0.2 is IPv4; ::1 is IPv6 (different families)'
+    >>> family_mismatch("::1", "::1"), family_mismatch("127.0.0.2", "pbx.example.net")
+    (None, None)
+    """
+    if not is_ip(remote) or is_ipv6(source) == is_ipv6(remote):
+        return None
+    return (f"the source address {strip_brackets(source)} is IPv{6 if is_ipv6(source) else 4}; "
+            f"{strip_brackets(remote)} is IPv{6 if is_ipv6(remote) else 4} (different families)")

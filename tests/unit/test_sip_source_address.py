@@ -6,6 +6,7 @@ host lacks, a port in use, or a source of the other family. Real sockets on loop
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -121,3 +122,13 @@ async def test_the_endpoints_via_and_contact_name_the_source() -> None:
         assert str(contact.uri).startswith("sip:alice@127.0.0.2:")
     with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
         SIPEndpoint(source_ip="example.com")
+
+
+def test_the_source_rules_are_one_for_sip_sccp_and_the_command_line() -> None:
+    from skinnysip.addresses import family_mismatch, source_problem
+
+    assert family_mismatch("127.0.0.2", "[::1]") == "the source address 127.0.0.2 is IPv4; ::1 is IPv6 (different families)"
+    assert family_mismatch("::1", "::1") is None and family_mismatch("::1", "pbx.example.net") is None
+    assert source_problem(OSError(errno.EADDRNOTAVAIL, "x")) == "not an address of this host"
+    assert source_problem(OSError(errno.EADDRINUSE, "x")) == "port in use"
+    assert source_problem(ConnectionRefusedError(errno.ECONNREFUSED, "x")) is None  # not a source problem

@@ -519,18 +519,19 @@ def check_source(ip: str | None, port: int, *, stream: bool, flags: str = "--loc
         return
     import socket
 
-    from skinnysip.addresses import hostport, is_ip, source_problem, strip_brackets
+    from skinnysip.addresses import family_mismatch, hostport, source_problem
 
-    if ip is not None and target is not None and is_ip(target) and (":" in ip) != (":" in strip_brackets(target)):
-        fail(f"{flags}: {ip} cannot reach {target}: the addresses are of different families (IPv4, IPv6)",
-             EXIT_USAGE)
+    mismatch = family_mismatch(ip, target) if ip is not None and target is not None else None
+    if mismatch is not None:
+        fail(f"{flags}: {mismatch}", EXIT_USAGE)
 
     family = socket.AF_INET6 if ip is not None and ":" in ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM) as sock:
         try:
             sock.bind((ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
         except OSError as exc:
-            fail(f"{flags}: cannot send from {hostport(ip or '*', port)}: {source_problem(exc)}", EXIT_USAGE)
+            fail(f"{flags}: cannot send from {hostport(ip or '*', port)}: {source_problem(exc) or exc.strerror or exc}",
+                 EXIT_USAGE)
 
 
 def header_fields(texts: Sequence[str], flag: str = "--header", *, check: bool = True) -> list[tuple[str, str]]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import ssl
 from collections import deque
 from typing import Any
 
 from skinnysip import policy as target_policy
-from skinnysip.addresses import hostport, is_ip, is_ipv6, source_problem, strip_brackets
+from skinnysip.addresses import family_mismatch, hostport, source_problem, strip_brackets
 from skinnysip.net import tls as tls_helpers
 from skinnysip.result import ExchangeLimit, TLSInfo, WireMessage, now
 from skinnysip.sccp.messages import (
@@ -158,8 +157,9 @@ class SCCPTransport:
         deadline = loop.time() + timeout
         local_addr = None
         if local_ip is not None:
-            if is_ip(address) and is_ipv6(address) != is_ipv6(local_ip):
-                raise SCCPConnectionError(f"the source address {local_ip} cannot reach {where}: IPv4 and IPv6")
+            mismatch = family_mismatch(local_ip, address)
+            if mismatch is not None:
+                raise SCCPConnectionError(mismatch)
             local_addr = (strip_brackets(local_ip), 0)
         try:
             reader, writer = await asyncio.wait_for(
@@ -171,8 +171,9 @@ class SCCPTransport:
         except socket.gaierror as exc:
             raise SCCPConnectionError(f"cannot resolve {host!r}: {exc.strerror}") from exc
         except OSError as exc:
-            if local_addr is not None and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
-                raise SCCPConnectionError(f"cannot connect to {where} from {local_ip}: {source_problem(exc)}") from exc
+            problem = source_problem(exc) if local_addr is not None else None
+            if problem is not None:
+                raise SCCPConnectionError(f"cannot connect to {where} from {local_ip}: {problem}") from exc
             raise SCCPConnectionError(f"cannot connect to {where}: {exc.strerror or exc}") from exc
         info = None
         if ctx is not None:  # the handshake on the connected socket, so its failures say so

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import re
 import socket
@@ -40,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from skinnysip.addresses import hostport, ip_literal, source_problem, strip_brackets
+from skinnysip.addresses import family_mismatch, hostport, ip_literal, source_problem, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
 from skinnysip.result import TLSInfo
@@ -663,9 +662,9 @@ class SIPTransportLayer:
         source = self.source_ip
         if source is None:
             return route_ip(remote_ip)
-        if (":" in source) != (":" in remote_ip):
-            raise SIPTransportError(f"the source address {source} is IPv{6 if ':' in source else 4}; "
-                                    f"{remote_ip} is IPv{6 if ':' in remote_ip else 4}")
+        mismatch = family_mismatch(source, remote_ip)
+        if mismatch is not None:
+            raise SIPTransportError(mismatch)
         return source
 
     # -- listening ------------------------------------------------------------------------
@@ -761,7 +760,7 @@ class SIPTransportLayer:
             if self.source_ip is None and not self.source_port:
                 raise
             raise SIPTransportError(f"cannot send from {hostport(local_ip, self.source_port)}/udp: "
-                                    f"{source_problem(exc.__cause__)}") from exc
+                                    f"{source_problem(exc.__cause__) or exc.reason}") from exc
         return Flow("udp", (ip, remote[1]), local=local)
 
     async def bind_udp(self, local_ip: str, ports: tuple[int, int] | None) -> tuple[str, int]:
@@ -859,9 +858,9 @@ class SIPTransportLayer:
         except TimeoutError as exc:
             raise SIPTransportError(f"no connection to {where} within {timeout * 1000:.0f} ms") from exc
         except OSError as exc:
-            if local_addr is not None and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
-                raise SIPTransportError(f"cannot connect to {where} from {hostport(*local_addr)}: "
-                                        f"{source_problem(exc)}") from exc
+            problem = source_problem(exc) if local_addr is not None else None
+            if local_addr is not None and problem is not None:
+                raise SIPTransportError(f"cannot connect to {where} from {hostport(*local_addr)}: {problem}") from exc
             raise SIPTransportError(describe_os_error(exc, where)) from exc
         if context is not None:
             # the handshake separately, so a port that accepts TCP but never speaks TLS says so
