@@ -84,6 +84,8 @@ EXIT_STATUS_HELP = (
 #: Return Codes"), used with ``--nagios``
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+#: a probe command's ``--nagios``, ``--warning`` and ``--critical`` (:func:`nagios_options`)
+NagiosArgs = tuple[bool, float | None, float | None]
 #: set by the entry point when ``--nagios`` is on the command line: a usage or local error then
 #: prints one ``… UNKNOWN - reason`` line on stdout and exits 3, as a monitoring plugin must
 NAGIOS: dict[str, str | None] = {"service": None}
@@ -244,9 +246,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise exit_with(code)
 
 
-def emit(result: ApiResult, as_json: bool, render: Callable[[Any], None], status: int) -> NoReturn:
+def emit(result: ApiResult, as_json: bool, render: Callable[[Any], None], status: int,
+         nagios: tuple[int, str] | None = None) -> NoReturn:
     """Print ``result`` (the API body with ``--json``, else ``render``) and exit with ``status``
-    (one of the ``EXIT_*`` codes, chosen by the command from the result)."""
+    (one of the ``EXIT_*`` codes, chosen by the command from the result) — or, with
+    ``nagios`` (a monitoring plugin's state and line, :func:`nagios_verdict`), print that line
+    and exit with that state."""
+    if nagios is not None:
+        click.echo(nagios[1])
+        raise exit_with(nagios[0])
     body = result.to_api()
     if as_json:
         click.echo(json.dumps(body, indent=2))

@@ -26,12 +26,12 @@ from skinnysip.cli.common import (
     EXIT_USAGE,
     ApiResult,
     Group,
+    NagiosArgs,
     argument,
     check_source,
     checked_ip,
     console,
     emit,
-    exit_with,
     fail,
     field_table,
     ladder,
@@ -184,8 +184,6 @@ PcapOpt = option("--pcap", metavar="FILE", help="Write the exchange as pcapng (W
 NagiosOpt, WarningOpt, CriticalOpt = nagios_options(
     "SCCP", "KeepAliveAck; registered; the configuration complete; the call connected",
     "a RegisterReject or a failed call")
-#: ``--nagios`` and its thresholds: (on, warning ms, critical ms)
-Nagios = tuple[bool, float | None, float | None]
 
 LocalIpOpt = option("--local-ip", metavar="IP", help="Connect from this address of this host, the station's own "
                     "IP for its media too [default: the one the routing table picks for HOST].")
@@ -196,7 +194,7 @@ _station_options = stacked(HostArg, PortOpt, DeviceOpt, DeviceTypeOpt, TLSOpt, I
 
 
 def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, port: int | None,
-        nagios: Nagios = (False, None, None), **kwargs: Any) -> None:
+        nagios: NagiosArgs = (False, None, None), **kwargs: Any) -> None:
     target = merge_target(parse_target(host), port, None)
     if target.scheme is not None:
         raise click.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
@@ -204,11 +202,7 @@ def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, 
     check_source(req.local_ip, 0, stream=True, flags="--local-ip", target=req.host)
     result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
     write_pcap(pcap, result.exchange)
-    if nagios[0]:
-        state, line = nagios_report(result, nagios[1], nagios[2])
-        click.echo(line)
-        raise exit_with(state)
-    emit(result, json_, _render, exit_status(result))
+    emit(result, json_, _render, exit_status(result), nagios_report(result, *nagios[1:]) if nagios[0] else None)
 
 
 def nagios_report(result: Any, warning: float | None, critical: float | None) -> tuple[int, str]:

@@ -30,12 +30,12 @@ from skinnysip.cli.common import (
     EXIT_USAGE,
     ApiResult,
     Group,
+    NagiosArgs,
     argument,
     check_source,
     checked_ip,
     console,
     emit,
-    exit_with,
     fail,
     field_table,
     header_fields,
@@ -276,16 +276,12 @@ _ADDRESSING = (UserOpt, DomainOpt, FromOpt, ToOpt, UriOpt)
 
 
 def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None,
-         nagios: tuple[bool, float | None, float | None] = (False, None, None)) -> None:
+         nagios: NagiosArgs = (False, None, None)) -> None:
     check_source(request.source_ip, request.source_port, stream=request.transport not in ("udp", None),
                  target=request.host)
     result = asyncio.run(operation(request))
     write_pcap(pcap, result.exchange)
-    if nagios[0]:
-        state, line = nagios_report(result, nagios[1], nagios[2])
-        click.echo(line)
-        raise exit_with(state)
-    emit(result, as_json, render, exit_status(result))
+    emit(result, as_json, render, exit_status(result), nagios_report(result, *nagios[1:]) if nagios[0] else None)
 
 
 def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical: float | None) -> tuple[int, str]:
@@ -345,8 +341,7 @@ def register_cmd(
     """REGISTER with Expires: 0 (no credentials sent): does the server require authentication,
     and how? A 401/407 challenge exits 1 (use "sip auth" to log in)."""
     req = _request(host, port, transport, sips, user, None, domain, from_, None, uri, timeout, t1, ca_file, insecure,
-                   host_user="user",
-                   source=(local_ip, local_port), headers=headers)
+                   host_user="user", source=(local_ip, local_port), headers=headers)
     _run(probes.register, req, as_json, pcap, (nagios, warning, critical))
 
 
@@ -425,8 +420,7 @@ def auth_cmd(
     if secret is None:
         raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
     req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
-                   host_user="user",
-                   source=(local_ip, local_port), headers=headers)
+                   host_user="user", source=(local_ip, local_port), headers=headers)
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap, (nagios, warning, critical))
