@@ -466,8 +466,10 @@ class _RequestFields(BaseModel):
                                  content_type=self.content_type)
 
 
-#: the request routes' body schema: _Body's rules, and a contentType only beside a body
-_REQUEST_SCHEMA: dict[str, Any] = {**_BODY_SCHEMA, "dependentRequired": {"contentType": ["body"]}}
+#: the request routes' body schema: _Body's rules, and a contentType (not null) only beside a body (a string)
+_REQUEST_SCHEMA: dict[str, Any] = {"allOf": [*_BODY_SCHEMA["allOf"], {"anyOf": [
+    {"not": {"required": ["contentType"]}}, {"properties": {"contentType": {"type": "null"}}},
+    {"required": ["body"], "properties": {"body": {"type": "string"}}}]}]}
 
 
 class SIPRequestBody(_RequestFields, SIPBody):  # type: ignore[misc]
