@@ -28,6 +28,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from skinnysip import _dataclass_cache
+
+_dataclass_cache.install()  # before any of the package's dataclasses (issue 12: start-up)
+
 __version__ = "0.1.0"
 
 #: public name → (module, attribute in it)
