@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-from pathlib import Path
 
 import click
 
@@ -87,7 +86,7 @@ def _reachable(host: str) -> str:
         help="Bearer token clients must send (default beyond loopback: one generated and printed at start).")
 @option("--lab", is_flag=True, help="Also run the embedded lab (SIP 5060/5061, SCCP 2000, demo "
         "accounts 1001-1003) in the same process; the page shows it.")
-@option("--lab-config", type=click.Path(path_type=Path), show_default=False,
+@option("--lab-config", type=click.Path(), show_default=False,  # a str: pathlib is no start-up cost
         help="Lab configuration (TOML) for --lab.")
 @option("--sip-port", type=click.IntRange(1, 65535), show_default=False,
         help="Lab SIP port, UDP and TCP (default 5060; implies --lab).")
@@ -98,7 +97,7 @@ def _reachable(host: str) -> str:
 @option("--stir", is_flag=True, help="The lab signs its users' calls (STIR/SHAKEN, RFC 8224/8588, attest A) with a "
         "certificate served at /api/lab/stir.pem, their x5u (implies --lab).")
 def serve(host: str, port: int, allow: tuple[str, ...], deny: tuple[str, ...], token: str | None, lab: bool,
-          lab_config: Path | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None,
+          lab_config: str | None, sip_port: int | None, sips_port: int | None, sccp_port: int | None,
           stir: bool) -> None:
     """Run the HTTP API (OpenAPI page at /docs) and the web page at /.
 
@@ -119,9 +118,12 @@ def serve(host: str, port: int, allow: tuple[str, ...], deny: tuple[str, ...], t
         raise common.exit_with(2) from None
     _check_listen(host, port)  # a busy port or unknown host: one line, before any banner
     wants_lab = lab or stir or any(v is not None for v in (lab_config, sip_port, sips_port, sccp_port))
+    from pathlib import Path
+
     from skinnysip.cli import lab as lab_cli
 
-    lab_settings = (lab_cli.settings_from_options(lab_config, sip_port=sip_port, sips_port=sips_port,
+    lab_settings = (lab_cli.settings_from_options(None if lab_config is None else Path(lab_config),
+                                                  sip_port=sip_port, sips_port=sips_port,
                                                   sccp_port=sccp_port, stir=stir,
                                                   stir_x5u=f"http://{hostport(_reachable(host), port)}/api/lab/stir.pem")
                     if wants_lab else None)
