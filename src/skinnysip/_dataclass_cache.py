@@ -22,6 +22,9 @@ ignored when unreadable, truncated, too large (:data:`MAX_BYTES`) or not ours. A
 that cannot be written costs nothing but the gain.
 """
 
+# No ``from __future__`` import here: exec of a string inherits the future flags of the frame
+# calling it, and for code that is not ours that frame is _exec's (dataclasses.py has none).
+
 import atexit
 import builtins
 import dataclasses

@@ -62,15 +62,16 @@ class Plain:
 '''
 
 
-def _define(name: str, tmp_path: Path) -> dict[str, Any]:
-    """Run :data:`CLASSES` as the module ``name`` (a file in ``tmp_path``); its namespace."""
+def _define(name: str, tmp_path: Path, prelude: str = "") -> dict[str, Any]:
+    """Run ``prelude`` + :data:`CLASSES` as the module ``name`` (a file in ``tmp_path``); its
+    namespace."""
     module_file = tmp_path / f"{name.rsplit('.', 1)[-1]}.py"
-    module_file.write_text(CLASSES)
+    module_file.write_text(prelude + CLASSES)
     namespace: dict[str, Any] = {"__name__": name, "__file__": str(module_file)}
     sys.modules[name] = type(sys)(name)  # dataclasses looks the module up for its globals
     sys.modules[name].__dict__.update(namespace)
     try:
-        exec(compile(CLASSES, str(module_file), "exec"), sys.modules[name].__dict__)
+        exec(compile(prelude + CLASSES, str(module_file), "exec", dont_inherit=True), sys.modules[name].__dict__)
         return sys.modules[name].__dict__
     finally:
         del sys.modules[name]
@@ -119,16 +120,22 @@ def _behaviour(ns: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_classes_behave_exactly_as_without_the_cache(cache: cache_module._Cache, tmp_path: Path) -> None:
-    plain = _define("elsewhere.models", tmp_path)  # not this package's: the builtin exec
+@pytest.mark.parametrize("prelude", ["", "from __future__ import annotations\n"])
+def test_classes_behave_exactly_as_without_the_cache(cache: cache_module._Cache, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, prelude: str) -> None:
+    plain = _define("elsewhere.models", tmp_path, prelude)  # not this package's: the builtin exec
     assert cache.tables == {}
-    ours = _define("skinnysip.models_for_test", tmp_path)
+    ours = _define("skinnysip.models_for_test", tmp_path, prelude)
     assert list(cache.tables) == [str(tmp_path / "models_for_test.py")]
     assert len(cache.tables[str(tmp_path / "models_for_test.py")]) >= 15  # every generated method
-    assert _behaviour(ours) == _behaviour(plain)
+    monkeypatch.delattr(dataclasses, "exec")  # the standard library alone, as control
+    control = _define("control.models", tmp_path, prelude)
+    assert _behaviour(ours) == _behaviour(plain) == _behaviour(control)
     # the generated code is what exec would have made: same file name, no __future__ flags
-    init = ours["Point"].__init__.__code__
-    assert init.co_filename == "<string>" and init.co_flags == plain["Point"].__init__.__code__.co_flags
+    for name in ("Point", "Result", "Version"):
+        made = [ns[name].__init__.__code__ for ns in (ours, plain, control)]
+        assert {(c.co_filename, c.co_flags, c.co_code) for c in made} == {
+            ("<string>", control[name].__init__.__code__.co_flags, control[name].__init__.__code__.co_code)}
 
 
 def test_a_later_process_compiles_nothing_and_behaves_the_same(cache: cache_module._Cache, tmp_path: Path,
