@@ -174,6 +174,12 @@ def test_config_validation_names_the_field() -> None:
         LoadConfig("message", "h", to="bob@exa mple").validate()
     with pytest.raises(ValueError, match="domain:"):
         LoadConfig("options", "h", domain="a b").validate()
+    # a user given by -u or by the library is checked as a users file's line is (it was a
+    # "transport" failure of every attempt)
+    for bad_user in ("al ice", "alice@example.com", "a:b", "x\r\nVia: y", "%zz", ""):
+        with pytest.raises(ValueError, match="users: .* is not a SIP user name"):
+            LoadConfig("register", "h", users=[User("alice"), User(bad_user, "pw")]).validate()
+    LoadConfig("register", "h", users=[User("alice"), User("+1%20555*97#", "pw")]).validate()
     for bad in ({"transport": "udp", "scenario": "call", "to": "bob"}, {"transport": "tcp", "scenario": "call", "to": "bob"}):
         with pytest.raises(ValueError, match="connection_per_attempt: options, register and message only"):
             LoadConfig(**{"host": "h", "connection_per_attempt": True, **bad}).validate()  # type: ignore[arg-type]

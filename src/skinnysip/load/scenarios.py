@@ -54,7 +54,7 @@ from skinnysip.sip.request import (
 )
 from skinnysip.sip.transaction import Flow, Timers
 from skinnysip.sip.transactions import LayerEvent, RequestReceived, SuccessRetransmission, UnmatchedResponse
-from skinnysip.sip.uri import NameAddr, SipURI
+from skinnysip.sip.uri import NameAddr, SipURI, is_user
 
 from .stats import Counters
 
@@ -243,12 +243,10 @@ def _user_from_fields(fields: list[str], where: str) -> User:
     after the user are ignored."""
     if not fields[0]:
         raise ValueError(f"{where}: no user")
-    if ":" in fields[0] or "@" in fields[0]:
-        raise ValueError(f"{where}: {fields[0][:40]!r} is not a SIP user name (user;password[;auth_user] lines)")
-    try:
-        SipURI.parse(f"sip:{fields[0]}@user.invalid")  # RFC 3261 §25.1 user
-    except SIPParseError:
-        raise ValueError(f"{where}: {fields[0][:40]!r} is not a SIP user name") from None
+    if not is_user(fields[0]):  # RFC 3261 §25.1 user
+        # an address or a line of another format (/etc/passwd, e-mail addresses) gets the format
+        hint = " (user;password[;auth_user] lines)" if ":" in fields[0] or "@" in fields[0] else ""
+        raise ValueError(f"{where}: {fields[0][:40]!r} is not a SIP user name{hint}")
     for text in fields[1:]:
         match = _AUTH_FIELD.fullmatch(text)
         if match is None:
@@ -567,6 +565,10 @@ class LoadConfig:
                 IdentityService(key=self.identity_key, x5u=self.identity_x5u, attest=self.identity_attest)
             except ValueError as exc:
                 raise ValueError(f"{exc} (--identity-key, --identity-x5u, --attest)") from None
+        for user in self.users:
+            if not is_user(user.user):
+                raise ValueError(f"users: {user.user[:40]!r} is not a SIP user name (RFC 3261 §25.1: letters, "
+                                 "digits, -_.!~*'()&=+$,;?/# and %XX escapes)")
         for name, value in self.headers:
             check_header_field(name, value, LOAD_HINTS)
         self._check_fields()

@@ -33,7 +33,7 @@ from skinnysip.sip.syntax import (
     unquote_string,
 )
 
-__all__ = ["NameAddr", "SipURI", "check_uri", "parse_uri", "uri_of", "user_of"]
+__all__ = ["NameAddr", "SipURI", "check_uri", "is_user", "parse_uri", "uri_of", "user_of"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
@@ -50,6 +50,13 @@ _IPV6_RE = re.compile(r"(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]*+")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
+
+def is_user(text: str) -> bool:
+    """Whether ``text`` is the user part of a SIP URI as written (RFC 3261 §25.1 ``user``:
+    unreserved, user-unreserved and ``%XX`` escapes, ``#`` too): what a URI's ``user@`` may
+    hold, so no ``@``, ``:``, blank or control character."""
+    return _USER_RE.fullmatch(text) is not None
+
 
 # Fast path: the common ``sip:``/``sips:`` URI, ``[user@]host[:port]*(;name[=value])``,
 # built from the very patterns the full parser checks (user, host, IPv6 reference, port
