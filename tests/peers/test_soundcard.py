@@ -90,3 +90,21 @@ async def test_call_with_the_sound_card(pbx: KamailioPeer, card_home: Path) -> N
     voiced = freqs[freqs > 0]
     assert len(voiced) >= 100, len(voiced)  # ≥ 2 s of baresip's audio came out of our speaker
     assert np.mean(np.abs(voiced - THEIR_TONE) < 30) >= 0.9
+
+
+@pytest.mark.parametrize(("card", "named"), [
+    ("nosuchcard", "no microphone 'nosuchcard'"),
+    ("skinnysip_mic,nosuchspeaker", "no speaker 'nosuchspeaker'"),
+    ("99,skinnysip_speaker", "no microphone 99"),
+])
+def test_a_sound_card_that_is_not_there_is_refused_before_anything_is_sent(card_home: Path, card: str,
+                                                                            named: str) -> None:
+    """``--soundcard`` naming a device PortAudio lacks: one line and exit 2 at start, before
+    the REGISTER (the registrar here is a port where nothing listens: a phone that went on
+    would report the ICMP refusal, exit 3), not an error at the first call."""
+    done = subprocess.run([sys.executable, "-m", "skinnysip", "phone", "sip:alice@skinnysip.test", "--registrar",
+                           "127.0.0.1:9", "--call", "bob", "--soundcard", card], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "HOME": str(card_home)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: --soundcard: {named} (PortAudio: "), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

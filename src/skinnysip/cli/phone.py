@@ -274,6 +274,13 @@ def phone_cmd(
             check_srtp_suites(suites)
         except ValueError as exc:
             raise _fail(f"--srtp-suites: {str(exc).removeprefix('srtp suites: ')}") from None
+    if soundcard is not None:  # a card that is not there: refused now, not at the first call
+        from skinnysip.net.soundcard import SoundCardError, check_device
+
+        try:
+            check_device(soundcard)
+        except SoundCardError as exc:
+            raise _fail(f"--soundcard: {exc}") from None
     secret = password_from(password, prompt=False)
     servers = {"--registrar": _server(registrar, "--registrar"), "--proxy": _server(proxy, "--proxy")}
     for flag, server in servers.items():

@@ -79,6 +79,23 @@ def list_devices() -> list[dict[str, Any]]:
             for i, d in enumerate(devices)]
 
 
+def check_device(spec: int | str | tuple[int | str, int | str] | None) -> None:
+    """Whether PortAudio has the microphone and the speaker ``spec`` names (as
+    :class:`SoundCard` and the CLI's ``--soundcard`` write it: None or ``"default"``, a name
+    or part of one, an index, or ``"MIC,SPEAKER"``), before a call opens them. Raises
+    :class:`SoundCardError` naming the device that is missing or ambiguous, or why PortAudio
+    cannot be used."""
+    sd = _sounddevice()
+    device = _device(spec)
+    mic, speaker = device if isinstance(device, tuple) else (device, device)
+    for one, kind, what in ((mic, "input", "microphone"), (speaker, "output", "speaker")):
+        try:
+            sd.query_devices(one, kind)
+        except (ValueError, sd.PortAudioError) as exc:
+            name = f"default {what}" if one is None else f"{what} {one!r}"
+            raise SoundCardError(f"no {name} (PortAudio: {exc})") from None
+
+
 def _take(queue: deque[Samples], rest: Samples, n: int) -> tuple[Samples, Samples, int]:
     """``n`` samples from ``rest`` then the queue's blocks (one consumer only), zero-padded
     when short: (samples, the new rest, 1 if it was short else 0)."""
