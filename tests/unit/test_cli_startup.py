@@ -92,3 +92,26 @@ def test_a_transaction_load_run_does_not_load_the_phone_or_media_stack() -> None
         "from skinnysip.load.scenarios import LoadConfig\n"
         "LoadRunner(LoadConfig('call', '127.0.0.1', to='600', rate=10, count=1))")
     assert _loaded(modules, ("skinnysip.phone", "skinnysip.load.calls")) != []
+
+
+def test_the_collector_is_frozen_at_exit_not_when_main_returns() -> None:
+    """The CLI freezes the collector's objects when the process ends (the interpreter's last
+    collections then skip them), not when ``main`` returns: a caller that goes on keeps its
+    collector as it was. A handler registered before ``main`` runs after the freeze (atexit is
+    last in, first out) and sees it."""
+    program = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0))\n"
+        "from skinnysip.cli import main\n"
+        "for _ in range(2):\n"
+        "    sys.argv = ['skinnysip', '--version']\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    print('frozen after main', gc.get_freeze_count())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("frozen")]
+    assert lines == ["frozen after main 0", "frozen after main 0", "frozen at exit True"], done.stdout
