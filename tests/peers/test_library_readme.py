@@ -39,7 +39,8 @@ def test_every_listed_name_resolves_and_the_package_imports_lazily() -> None:
         _ = skinnysip.nope  # type: ignore[attr-defined]
     code = "import sys, skinnysip; print(sorted(m for m in sys.modules if m.startswith('skinnysip')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
-    assert loaded.stdout.strip() == "['skinnysip']", loaded.stdout
+    # only the dataclass method cache, which must be in place before the first class is made
+    assert loaded.stdout.strip() == "['skinnysip', 'skinnysip._dataclass_cache']", loaded.stdout
 
 
 async def test_the_readme_library_example_runs_against_the_lab() -> None:
