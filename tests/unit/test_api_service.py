@@ -51,6 +51,8 @@ def _bodies(app_paths: dict) -> list[tuple[str, dict]]:
         "/api/sccp/call-setup": {"host": "127.0.0.1", "dialNumber": "600"},
         "/api/sip/request": {"host": "127.0.0.1", "method": "NOTIFY"},
         "/api/sips/request": {"host": "127.0.0.1", "method": "NOTIFY"},
+        "/api/sip/usrloc": {"host": "127.0.0.1", "username": "u", "password": "p"},
+        "/api/sips/usrloc": {"host": "127.0.0.1", "username": "u", "password": "p"},
     }
     out = []
     for path, item in app_paths.items():

@@ -250,3 +250,24 @@ def test_any_request_from_the_page_with_fields_and_a_body(page: Any, server: str
     page.click("#sip-run")
     page.locator("#sip-headers-error").wait_for()
     assert "written by skinnysip itself" in (page.locator("#sip-headers-error").text_content() or "")
+
+
+def test_usrloc_from_the_page_registers_and_comes_back(page: Any, server: str) -> None:
+    """The usrloc operation against Kamailio's PBX: username and password required, the method
+    chosen from a list, the result's fields and a ladder with our request coming back to us."""
+    from sip_peers import kamailio
+
+    page.goto(f"{server}/")
+    assert page.locator("#sip-usrloc-method").is_hidden() and page.locator("#sip-expires").is_hidden()
+    page.select_option("#sip-operation", "usrloc")
+    assert page.locator("#sip-username").get_attribute("required") is not None
+    assert page.locator("#sip-expires").is_visible() and page.locator("#sip-digest-checks").is_hidden()
+    with kamailio(pbx=True) as pbx:
+        res = run_form(page, "sip", {"host": "127.0.0.1", "port": str(pbx.udp_port), "domain": pbx.realm,
+                                     "username": "alice", "password": pbx.users["alice"], "expires": "30"},
+                       selects={"usrloc-method": "OPTIONS"})
+        assert res["success"] and res["delivered"] and res["method"] == "OPTIONS", res
+        assert res["registerStatus"] == 200 and res["unregistered"] is True and pbx.contacts("alice") == []
+        assert "Expires: 30" in res["exchange"][0]["raw"]
+    assert field(page, "sip", "delivered") == "true" and field(page, "sip", "hops") == "1"
+    assert f"OPTIONS {res['deliveredUri']} (udp)" in ladder_labels(page, "sip")  # the request, back to us

@@ -1,4 +1,4 @@
-"""HTTP routes for the SIP probes: ``POST /api/sip/{options,register,invite,digest-auth}``
+"""HTTP routes for the SIP probes: ``POST /api/sip/{options,register,invite,digest-auth,traceroute,request,usrloc}``
 (transport ``udp`` by default, ``tcp`` or ``tls``) and ``POST /api/sips/{…}`` (always TLS,
 ``sips:`` URIs, port 5061, 15 s timeout by default).
 
@@ -484,6 +484,31 @@ class SIPSRequestBody(_RequestFields, SIPSBody):  # type: ignore[misc]
     model_config = ConfigDict(json_schema_extra=_REQUEST_SCHEMA)
 
 
+class _UsrlocFields(BaseModel):
+    username: str = Field(description="The user to register (the AOR is username@domain, or `from`) and Digest "
+                          "username.", json_schema_extra=USER_SCHEMA)
+    password: str = Field(max_length=256, description="Digest password (may be empty); never returned.")
+    expires: int = Field(60, ge=1, le=3600, description="Expires of the test binding, s (removed afterwards).")
+    method: Literal["MESSAGE", "OPTIONS"] = Field("MESSAGE", description="What is sent to the AOR through the "
+                                                  "server once registered, and answered by us when it comes back.")
+
+    def to_probe(self) -> probes.ProbeRequest:
+        req: probes.ProbeRequest = super().to_probe()  # type: ignore[misc]  # the body class after the mixin
+        req.expires = self.expires
+        return req
+
+    def operation(self) -> Callable[[probes.ProbeRequest], Awaitable[probes.SIPProbeResult]]:
+        return functools.partial(probes.usrloc, method=self.method)
+
+
+class SIPUsrlocBody(_UsrlocFields, SIPBody):  # type: ignore[misc]
+    """``/api/sip/usrloc``."""
+
+
+class SIPSUsrlocBody(_UsrlocFields, SIPSBody):  # type: ignore[misc]
+    """``/api/sips/usrloc``."""
+
+
 def for_method(body: type[_B], method: str) -> type[_B]:
     """``body`` whose optional ``method`` may only be ``method`` (any case), as the spec says."""
     return create_model(  # type: ignore[no-any-return,call-overload]
@@ -532,6 +557,9 @@ _DESCRIPTIONS = {
                "body; Digest when challenged and credentials are given; the final answer.",
     "traceroute": "OPTIONS with Max-Forwards 0, 1, 2… (sipsak -T): each element on the path answers 483 Too Many "
                   "Hops in turn (RFC 3261 §16.3), until the destination answers; one hop a step.",
+    "usrloc": "Is a registered user reachable? (sipsak -U): REGISTER username (Digest), send a MESSAGE or OPTIONS to "
+              "its AOR through the server, answer it when the server delivers it to the binding (RFC 3261 §10.3, "
+              "§16.5), remove the binding.",
 }
 
 
@@ -596,4 +624,14 @@ async def sip_request(body: SIPRequestBody) -> JSONResponse:
 
 @router.post("/api/sips/request", response_model=api_model(probes.RequestResult), description=_DESCRIPTIONS["request"])
 async def sips_request(body: SIPSRequestBody) -> JSONResponse:
+    return await _answer(body.operation(), body, None)
+
+
+@router.post("/api/sip/usrloc", response_model=api_model(probes.UsrlocResult), description=_DESCRIPTIONS["usrloc"])
+async def sip_usrloc(body: SIPUsrlocBody) -> JSONResponse:
+    return await _answer(body.operation(), body, None)
+
+
+@router.post("/api/sips/usrloc", response_model=api_model(probes.UsrlocResult), description=_DESCRIPTIONS["usrloc"])
+async def sips_usrloc(body: SIPSUsrlocBody) -> JSONResponse:
     return await _answer(body.operation(), body, None)

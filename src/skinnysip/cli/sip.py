@@ -1,4 +1,4 @@
-"""``skinnysip sip options|register|invite|auth|traceroute|request HOST …``: the SIP probes on the command line.
+"""``skinnysip sip options|register|invite|auth|traceroute|request|usrloc HOST …``: the SIP probes on the command line.
 
 By default a readable summary and a compact ladder (``→`` sent, ``←`` received) are
 printed; ``--json`` prints exactly the HTTP API's response body; ``--pcap FILE`` writes the
@@ -58,7 +58,8 @@ from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.sip.request import MAX_REQUEST_BODY, check_one_request
 
-app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute, request (any method).")
+app = Group("sip", help="SIP/SIPS probes: options, register, invite, auth, traceroute, request (any method), "
+            "usrloc (is a registered user reachable?).")
 
 
 def _validated(kind: str, value: str | None, check: Any) -> str | None:
@@ -116,10 +117,15 @@ def _request(
 
 
 def exit_status(result: probes.SIPProbeResult) -> int:
-    """0: a 2xx final response (``auth``: authenticated); 1: the server gave another final
-    response (``auth``: login refused); 3: no usable answer (nothing, or nothing parseable)."""
+    """0: a 2xx final response (``auth``: authenticated; ``usrloc``: the request came back to
+    us through the server and was answered 2xx); 1: the server gave another final response
+    (``auth``: login refused; ``usrloc``: registration refused, or the request not delivered);
+    3: no usable answer (nothing, or nothing parseable)."""
     if isinstance(result, probes.DigestAuthResult):
         if result.success and result.authenticated:
+            return EXIT_OK
+    elif isinstance(result, probes.UsrlocResult):
+        if result.success and result.delivered and result.status_code is not None and 200 <= result.status_code < 300:
             return EXIT_OK
     elif result.success and result.status_code is not None and 200 <= result.status_code < 300:
         return EXIT_OK
@@ -184,6 +190,17 @@ def _fields(result: probes.SIPProbeResult) -> list[tuple[str, Any]]:
             ("reached", result.reached),
             ("hops", len(result.hops)),
         ]
+    elif isinstance(result, probes.UsrlocResult):
+        rows += [
+            ("registered", f"{result.registered} ({result.register_status})" if result.register_status else None),
+            ("sent to the AOR", result.method if result.registered else None),
+            ("delivered to us", result.delivered if result.registered else None),
+            ("delivery time", f"{result.delivery_time:.1f} ms" if result.delivery_time is not None else None),
+            ("proxies on the way", result.hops),
+            ("delivered from", result.delivered_from),
+            ("delivered to", result.delivered_uri),
+            ("unregistered", result.unregistered),
+        ]
     if result.tls is not None:
         t = result.tls
         rows += [
@@ -206,6 +223,8 @@ def render(result: ApiResult) -> None:
         headline = "[green]authenticated[/green]" if isinstance(result, probes.DigestAuthResult) else "[green]ok[/green]"
     elif status == EXIT_ANSWERED and isinstance(result, probes.DigestAuthResult) and result.success:
         headline = f"[red]not authenticated:[/red] {escape(printable(f'{result.status_code} {result.status_text}'))}"
+    elif status == EXIT_ANSWERED and isinstance(result, probes.UsrlocResult) and result.success:
+        headline = f"[red]not delivered:[/red] {escape(printable(f'{result.status_code} {result.status_text}'))}"
     elif status == EXIT_ANSWERED:
         answer = escape(printable(f"{result.status_code} {result.status_text}".rstrip()))
         headline = f"[red]answered {answer}[/red]" + (f": {escape(printable(result.error))}" if result.error else "")
@@ -275,6 +294,15 @@ _OUTPUT = (TimeoutOpt, T1Opt, CaOpt, InsecureOpt, JsonOpt, PcapOpt, NagiosOpt, W
 _ADDRESSING = (UserOpt, DomainOpt, FromOpt, ToOpt, UriOpt)
 
 
+def _login_password(password: str | None) -> str:
+    """The password of a command that logs in (auth, usrloc): ``--password``, else
+    ``$SKINNYSIP_PASSWORD``, else a hidden prompt on a terminal; a usage error without one."""
+    secret = password_from(password, prompt=True)
+    if secret is None:
+        raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
+    return secret
+
+
 def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str | None,
          nagios: NagiosArgs = (False, None, None)) -> None:
     check_source(request.source_ip, request.source_port, stream=request.transport not in ("udp", None),
@@ -293,17 +321,23 @@ def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical
     answer = f"{result.status_code} {result.status_text}".strip() if result.status_code is not None else None
     where = f"{result.server}/{result.transport}"
     refused = isinstance(result, probes.DigestAuthResult)
-    if status == EXIT_OK:
+    reach = isinstance(result, probes.UsrlocResult)
+    if status == EXIT_OK and isinstance(result, probes.UsrlocResult):
+        text = f"{result.method} to the registered AOR came back through {where}"
+    elif status == EXIT_OK:
         text = f"{'authenticated: ' if refused else ''}{answer} from {where}"
     elif answer is not None:
-        text = f"{'login refused: ' if refused else ''}{answer} from {where}"
-        text += f" ({result.error})" if result.error else ""
+        text = f"{'login refused: ' if refused else ''}{'not delivered: ' if reach and not result.error else ''}"
+        text += f"{answer} from {where}" + (f" ({result.error})" if result.error else "")
     else:
         text = result.error or f"no answer from {where}"
     rtt = result.rtt if answer is not None else None
-    if rtt is not None and result.server_agent:
+    if rtt is not None and result.server_agent and not reach:
         text += f" ({result.server_agent})"
     extra = [perf_value("hops", len(result.hops))] if isinstance(result, probes.TracerouteResult) else []
+    if isinstance(result, probes.UsrlocResult) and result.delivery_time is not None:
+        extra.append(perf_value("delivery", result.delivery_time, "ms"))
+    refused = refused or reach  # a registration that does not reach us is as bad as a refused login
     return nagios_verdict("SIP", status, text, rtt, warning, critical, answered_critical=refused, perf=extra)
 
 
@@ -416,11 +450,8 @@ def auth_cmd(
 ) -> None:
     """Digest login by REGISTER (MD5/SHA-256/SHA-512-256); the test binding is removed after.
     Exits 0 when authenticated, 1 when the login was refused."""
-    secret = password_from(password, prompt=True)
-    if secret is None:
-        raise click.BadParameter("no password: use --password, $SKINNYSIP_PASSWORD or a terminal", param_hint="--password")
-    req = _request(host, port, transport, sips, user, secret, domain, from_, None, uri, timeout, t1, ca_file, insecure,
-                   host_user="user", source=(local_ip, local_port), headers=headers)
+    req = _request(host, port, transport, sips, user, _login_password(password), domain, from_, None, uri, timeout, t1,
+                   ca_file, insecure, host_user="user", source=(local_ip, local_port), headers=headers)
     req.digest_checks = digest_checks
     req.enumeration_check = enumeration_check
     _run(probes.digest_auth, req, as_json, pcap, (nagios, warning, critical))
@@ -486,6 +517,35 @@ def request_cmd(
                    source=(local_ip, local_port), headers=headers)
     operation = functools.partial(probes.request, method=method, body=payload, content_type=content_type)
     _run(operation, req, as_json, pcap, (nagios, warning, critical))
+
+
+@app.command("usrloc", epilog=EXIT_STATUS_HELP)
+@stacked(*_TARGET)
+@option("--user", "-u", required=True, metavar="USER", help="The user to register (the AOR is USER@DOMAIN) and "
+        "Digest username.")
+@option("--password", metavar="PASSWORD",
+        help="Digest password [default: $SKINNYSIP_PASSWORD, else a hidden prompt on a terminal]; never printed.")
+@DomainOpt
+@UriOpt
+@option("--method", default="MESSAGE", type=click.Choice(probes.USRLOC_METHODS, case_sensitive=False),
+        help="What to send to the AOR through the server.")
+@option("--expires", default=60, type=click.IntRange(1, 3600), metavar="S",
+        help="Seconds the test binding asks for (it is removed at the end).")
+@stacked(*_OUTPUT)
+def usrloc_cmd(
+    host: str, port: int | None, transport: str | None, sips: bool, local_ip: str | None, local_port: int,
+    headers: tuple[str, ...], user: str, password: str | None, domain: str | None, uri: str | None, method: str,
+    expires: int, timeout: int, t1: int | None, ca_file: str | None, insecure: bool, as_json: bool,
+    pcap: str | None, nagios: bool, warning: float | None, critical: float | None,
+) -> None:
+    """Is a registered user reachable? (sipsak -U): REGISTER USER, send a MESSAGE (or OPTIONS)
+    to USER's AOR through the server, answer it when it comes back to us, remove the binding.
+    Exits 0 when it came back and was answered 2xx, 1 when the registration was refused or
+    the server answered without delivering it."""
+    req = _request(host, port, transport, sips, user, _login_password(password), domain, None, None, uri, timeout, t1,
+                   ca_file, insecure, host_user="user", source=(local_ip, local_port), headers=headers)
+    req.expires = expires
+    _run(functools.partial(probes.usrloc, method=method.upper()), req, as_json, pcap, (nagios, warning, critical))
 
 
 @app.command("listen", epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage or local error "

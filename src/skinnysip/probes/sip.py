@@ -1,8 +1,8 @@
 """The SIP probe operations: ``options``, ``register``, ``invite``, ``digest_auth``, ``traceroute``,
-``request`` (any other method).
+``request`` (any other method), ``usrloc`` (a registration's reachability).
 
-Each is an ``async`` function taking a :class:`ProbeRequest` and returning a pydantic result
-(derived from :class:`skinnysip.result.ResultModel`) whose ``to_api()`` is the HTTP API's
+Each is an ``async`` function taking a :class:`ProbeRequest` and returning a result dataclass
+(a :class:`skinnysip.result.Result`) whose ``to_api()`` is the HTTP API's
 response body. They never raise for network or peer problems: those give
 ``success: false`` and a one-line ``error``. ``success`` means the probe ran to the end and
 got a final response (any status). Every result carries the whole ``exchange``: every
@@ -45,7 +45,7 @@ from skinnysip.net.sip_endpoint import (
     SIPTransportError,
     round_trip,
 )
-from skinnysip.net.trace import to_wire_messages
+from skinnysip.net.trace import to_wire_messages, wire_time
 from skinnysip.result import (
     MAX_EXCHANGE_BYTES,
     MAX_EXCHANGE_MESSAGES,
@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from skinnysip.sip.identity import IdentitySigner
 from skinnysip.sip.transactions import (
     LayerEvent,
+    RequestReceived,
     ResponseReceived,
     SuccessRetransmission,
     TimedOut,
@@ -93,6 +94,8 @@ __all__ = [
     "SIPProbeResult",
     "TraceHop",
     "TracerouteResult",
+    "USRLOC_METHODS",
+    "UsrlocResult",
     "check_host",
     "check_party",
     "check_uri",
@@ -395,6 +398,34 @@ class DigestAuthResult(SIPProbeResult):
     unknown_user_status: int | None = None
     wrong_password_status: int | None = None
     user_enumeration: bool | None = None
+
+
+#: the methods :func:`usrloc` sends to the registered AOR: requests outside a dialog that
+#: make none, so answering one leaves nothing behind
+USRLOC_METHODS = ("MESSAGE", "OPTIONS")
+
+
+@dataclass(kw_only=True)
+class UsrlocResult(SIPProbeResult):
+    """Does a registration make us reachable? (sipsak's usrloc mode): ``registered`` and
+    ``register_status`` say how the REGISTER of the binding ended; ``method`` is what was then
+    sent to the AOR through the server; ``delivered``: it reached our registered Contact
+    (RFC 3261 §10.3, §16.5: the location service's work), ``delivery_time`` ms after it left
+    us (the transmission the server took, after any challenge), with ``hops`` Via fields above ours (the proxies it passed), from ``delivered_from``
+    (host:port) and with ``delivered_uri`` as its Request-URI (the Contact the server
+    looked up). ``status_code``/``status_text``/``rtt``: the final response to that request
+    (ours when it was delivered; a registration refused: the REGISTER's).
+    ``unregistered``: the binding was removed again (``Expires: 0``)."""
+
+    method: str = "MESSAGE"
+    registered: bool = False
+    register_status: int | None = None
+    delivered: bool = False
+    delivery_time: float | None = None
+    hops: int | None = None
+    delivered_from: str | None = None
+    delivered_uri: str | None = None
+    unregistered: bool | None = None
 
 
 R = TypeVar("R", bound=SIPProbeResult)
@@ -831,6 +862,24 @@ async def register(request: ProbeRequest) -> RegisterResult:
 # --------------------------------------------------------------------------- digest-auth
 
 
+def _login(s: _Session, what: str) -> tuple[str, DigestClient, str, Callable[[int], Request]]:
+    """What a probe that logs in by REGISTER (``what``: digest-auth, usrloc) needs: the user,
+    its Digest credentials, the Request-URI (``uri``, else the domain) and a builder of its
+    REGISTER with a given Expires (To/From: the AOR, ``from_uri`` else user@domain; Contact:
+    us; RFC 3261 §10.2). :class:`_ProbeFailure` without a username."""
+    request = s.req
+    if not request.username:
+        raise _ProbeFailure(f"{what} needs a username")
+    user = request.username
+    aor = s.uri(request.from_uri or user, user)
+    ruri = request.uri or f"{s.scheme}:{s.domain}"
+
+    def register(expires: int) -> Request:
+        return s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", str(expires))])
+
+    return user, DigestClient(user, request.password or ""), ruri, register
+
+
 def _truncate_nonce(nonce: str) -> str:
     return nonce[:16] + "..." if len(nonce) > 16 else nonce
 
@@ -846,16 +895,7 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
     """
 
     async def flow(s: _Session, result: DigestAuthResult) -> None:
-        if not request.username:
-            raise _ProbeFailure("digest-auth needs a username")
-        user = request.username
-        client = DigestClient(user, request.password or "")
-        aor = s.uri(request.from_uri or user, user)
-        ruri = request.uri or f"{s.scheme}:{s.domain}"
-
-        def make(expires: int) -> Request:
-            return s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", str(expires))])
-
+        user, client, ruri, make = _login(s, "digest-auth")
         rule = ChallengeRetry(client)
         response, elapsed = await s.transact(make(request.expires), rule)
         if not rule.challenged:
@@ -933,6 +973,77 @@ async def _unregister(s: _Session, request: Request, client: DigestClient) -> bo
         return 200 <= response.status_code < 300
     except _ProbeFailure:
         return False
+
+
+# --------------------------------------------------------------------------- usrloc
+
+
+async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult:
+    """Check that a registration makes its AOR reachable, as sipsak's usrloc mode does:
+    REGISTER a binding of the AOR (``from_uri``, else ``username@domain``) to our own address
+    for ``expires`` seconds
+    (Digest answered: RFC 3261 §10.2, §22), send ``method`` (MESSAGE, RFC 3428, with a short
+    text; or OPTIONS) to that AOR through the server on a Call-ID of its own (a challenge
+    answered with the same credentials), answer it with 200 when the server delivers it to
+    our Contact (the location service, §10.3, §16.5), then remove the binding (``Expires:
+    0``). Nothing else is left behind: neither method makes a dialog.
+
+    Raises ``ValueError`` for a method not in :data:`USRLOC_METHODS`. A refused
+    registration ends the probe with that answer (``error`` says so); a request the server
+    answers without delivering it (404, 480…, or a 2xx of its own) is ``delivered: false``.
+    """
+    method = method.upper()
+    if method not in USRLOC_METHODS:
+        raise ValueError(f"usrloc sends {' or '.join(USRLOC_METHODS)}, not {method!r}")
+
+    async def flow(s: _Session, result: UsrlocResult) -> None:
+        if request.expires < 1:
+            raise _ProbeFailure("usrloc needs a binding to route to: expires of 1 s or more")
+        user, client, _, binding = _login(s, "usrloc")
+        aor = s.uri(request.from_uri or user, user)
+        response, rtt = await s.transact(binding(request.expires), ChallengeRetry(client))
+        result.register_status = response.status_code
+        if not 200 <= response.status_code < 300:
+            _fill(result, response, rtt)
+            result.error = f"registration refused: {response.status_code} {response.reason}"
+            return
+        result.registered = True
+        call_id = new_call_id()
+        arrivals: list[tuple[Request, Flow, float]] = []
+
+        def deliver(event: LayerEvent) -> bool:
+            """Our request as the server delivers it to the binding: noted and answered 200."""
+            if not (isinstance(event, RequestReceived) and event.request.call_id == call_id
+                    and event.request.method == method):
+                return False
+            arrivals.append((event.request, event.flow, wire_time()))  # the trace's clock, at arrival
+            if method == "OPTIONS":
+                s.ep.send_response(event.transaction, s.ep.uas.options(event.request))
+            else:
+                s.ep.respond(event.transaction, 200, to_tag=new_tag())
+            return True
+
+        body, content_type = (b"skinnysip usrloc check", "text/plain") if method == "MESSAGE" else (b"", None)
+        probe = s.build(method, aor, aor, aor, body=body, content_type=content_type)
+        probe.headers.set("Call-ID", call_id)
+        remove = s.ep.add_handler(deliver)
+        try:
+            answer, answer_rtt = await s.transact(probe, ChallengeRetry(client))
+            _fill(result, answer, answer_rtt)
+            if arrivals:
+                arrived, where, at = arrivals[0]
+                result.delivered = True
+                sent = s.last_request  # after a challenge: the request the server took
+                if sent is not None and sent.sent_at is not None:
+                    result.delivery_time = round(max(0.0, at - sent.sent_at) * 1000, 3)
+                result.hops = max(0, len(arrived.vias) - 1)
+                result.delivered_from = hostport(*where.remote)
+                result.delivered_uri = str(arrived.uri)
+        finally:
+            remove()
+            result.unregistered = await _unregister(s, binding(0), client)
+
+    return await _run(request, _new_result(UsrlocResult, request, method=method), flow, steps=6)
 
 
 # --------------------------------------------------------------------------- INVITE

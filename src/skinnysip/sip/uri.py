@@ -51,6 +51,7 @@ _PORT_RE = re.compile(r"[0-9]{1,5}")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 
+
 def is_user(text: str) -> bool:
     """Whether ``text`` is the user part of a SIP URI as written (RFC 3261 §25.1 ``user``:
     unreserved, user-unreserved and ``%XX`` escapes, ``#`` too): what a URI's ``user@`` may

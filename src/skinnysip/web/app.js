@@ -592,13 +592,17 @@ function setupSip() {
     port.placeholder = sips || transport.value === "tls" ? "5061"
       : transport.value === "ws" ? "80" : transport.value === "wss" ? "443" : "5060 (or DNS SRV)";
     for (const n of form.querySelectorAll(".ws-only")) n.hidden = !ws;
+    // digest-auth and usrloc register with credentials, for expires seconds
+    const login = ["digest-auth", "usrloc"].includes(op.value);
     for (const n of form.querySelectorAll(".digest-only")) n.hidden = op.value !== "digest-auth";
+    for (const n of form.querySelectorAll(".expires-field")) n.hidden = !login;
     for (const n of form.querySelectorAll(".trace-only")) n.hidden = op.value !== "traceroute";
     for (const n of form.querySelectorAll(".request-only")) n.hidden = op.value !== "request";
+    for (const n of form.querySelectorAll(".usrloc-only")) n.hidden = op.value !== "usrloc";
     document.getElementById("sip-method").required = op.value === "request";
-    document.getElementById("sip-username").required = op.value === "digest-auth";
-    // digest-auth requires a password, and an empty one is a valid password to try
-    document.getElementById("sip-password").dataset.sendEmpty = op.value === "digest-auth" ? "1" : "";
+    document.getElementById("sip-username").required = login;
+    // a login requires a password, and an empty one is a valid password to try
+    document.getElementById("sip-password").dataset.sendEmpty = login ? "1" : "";
   }
   scheme.addEventListener("change", sync);
   op.addEventListener("change", sync);

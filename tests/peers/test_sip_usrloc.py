@@ -1,0 +1,133 @@
+"""``skinnysip sip usrloc`` (sipsak ``-U``): register, send a MESSAGE or OPTIONS to the AOR
+through the server, answer it when the server delivers it to the binding, unregister — against
+two registrar/proxy implementations that route to registered contacts (Kamailio's ``pbx``
+configuration: ``lookup("location")`` then ``t_relay``; Net::SIP's registrar and stateless
+proxy), and against a registrar that does not route (Kamailio's plain registrar: 404).
+
+What is checked is what went over the wire and what the servers say: our request came back
+to the Contact we registered, through the server (its Via above ours), our 200 went back
+through it, and the binding is gone at the end (``kamcmd ul.lookup``; Net::SIP's log of each
+authenticated REGISTER: the binding, then its removal with Expires 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from netsip_peer import NetSIPServer, netsip_server
+from sip_peers import KamailioPeer, kamailio
+from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
+
+from skinnysip.probes.sip import ProbeRequest, UsrlocResult, usrloc
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def pbx() -> Iterator[KamailioPeer]:
+    with kamailio(pbx=True) as peer:
+        yield peer
+
+
+def probe(server: KamailioPeer | NetSIPServer, transport: str = "udp", user: str = "alice",
+          password: str | None = None, method: str = "MESSAGE") -> UsrlocResult:
+    port = server.tcp_port if transport == "tcp" else (server.udp_port if isinstance(server, KamailioPeer) else server.port)
+    domain = server.realm if isinstance(server, KamailioPeer) else server.domain
+    request = ProbeRequest(host="127.0.0.1", port=port, transport=transport,  # type: ignore[arg-type]
+                           username=user, password=server.users[user] if password is None else password,
+                           domain=domain, timeout=5)
+    return asyncio.run(usrloc(request, method))
+
+
+def summaries(result: UsrlocResult) -> list[tuple[str, str]]:
+    return [(m.direction, m.summary) for m in result.exchange]
+
+
+@pytest.mark.parametrize(("transport", "method"), [("tcp", "MESSAGE"), ("udp", "MESSAGE"), ("udp", "OPTIONS")])
+def test_kamailio_delivers_to_the_binding_and_the_binding_is_removed(pbx: KamailioPeer, transport: str,
+                                                                    method: str) -> None:
+    result = probe(pbx, transport, method=method)
+    assert result.success and result.error is None, result.error
+    assert (result.registered, result.register_status, result.method) == (True, 200, method)
+    assert result.delivered and (result.status_code, result.status_text) == (200, "OK")
+    assert result.server_agent and result.server_agent.startswith("skinnysip/")  # our own 200, relayed back
+    assert result.hops == 1 and result.delivered_from == f"127.0.0.1:{pbx.tcp_port if transport == 'tcp' else pbx.udp_port}"
+    # the location service rewrote the Request-URI to the Contact we registered
+    contact = next(m.raw for m in result.exchange if m.direction == "sent" and m.summary.startswith("REGISTER"))
+    registered = re.search(r"(?im)^Contact: <([^>]+)>", contact)
+    assert registered and result.delivered_uri == registered.group(1)
+    assert result.delivery_time is not None and 0 <= result.delivery_time < 1000
+    assert result.unregistered is True and pbx.contacts("alice") == []
+    # the ladder: the PBX challenges a MESSAGE from its users (407), not an OPTIONS; it relays
+    # the request to us and our 200 back
+    challenge = [("sent", f"{method} sip:alice@{pbx.realm}"), ("received", "407 Proxy Authentication Required")]
+    assert summaries(result)[4:-2] == [
+        *(challenge if method == "MESSAGE" else []), ("sent", f"{method} sip:alice@{pbx.realm}"),
+        ("received", f"{method} {result.delivered_uri}"), ("sent", "200 OK"), ("received", "200 OK")]
+
+
+def test_a_registrar_that_does_not_route_is_not_delivered(kamailio_md5: KamailioPeer) -> None:
+    """Kamailio's plain registrar keeps the binding but answers requests to users itself."""
+    result = probe(kamailio_md5)
+    assert result.success and result.registered and not result.delivered
+    assert (result.status_code, result.status_text) == (404, "Not Here")
+    assert result.delivered_from is None and result.unregistered is True and kamailio_md5.contacts("alice") == []
+
+
+def test_a_refused_registration_sends_nothing_to_the_aor(pbx: KamailioPeer) -> None:
+    result = probe(pbx, password="not-her-password")
+    assert not result.success and result.error == "registration refused: 403 Forbidden"
+    assert (result.registered, result.register_status, result.status_code) == (False, 403, 403)
+    assert [s for _, s in summaries(result)] == [f"REGISTER sip:{pbx.realm}", "401 Unauthorized",
+                                                 f"REGISTER sip:{pbx.realm}", "403 Forbidden"]
+
+
+def test_net_sip_registrar_and_stateless_proxy_deliver_to_the_binding() -> None:
+    """A stack written apart from Kamailio's: it challenges the MESSAGE with 401 (not 407), its
+    proxy is stateless and rewrites the Request-URI to the registered contact."""
+    with netsip_server() as server:
+        result = probe(server)
+        assert result.success and result.delivered, result.error
+        assert (result.status_code, result.hops, result.delivered_from) == (200, 1, f"127.0.0.1:{server.port}")
+        assert summaries(result)[5][1].startswith("401 ")  # its reason phrase: Authorization required
+        assert result.unregistered is True
+        assert server.registrations() == [("alice", 60), ("alice", 0)]  # the binding, then its removal
+        assert server.seen("MESSAGE") == 2  # challenged, then relayed
+
+
+def test_cli_exit_status_and_nagios_line(pbx: KamailioPeer, kamailio_md5: KamailioPeer) -> None:
+    def run(server: KamailioPeer, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "skinnysip", "sip", "usrloc", f"127.0.0.1:{server.udp_port}",
+                               "-u", "alice", "--domain", server.realm, *extra], capture_output=True, text=True,
+                              timeout=60, env={"SKINNYSIP_PASSWORD": server.users["alice"], "PATH": "/usr/bin:/bin"})
+
+    done = run(pbx)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stdout + done.stderr
+    assert re.search(r"delivered to us\s+True", done.stdout) and re.search(r"proxies on the way\s+1", done.stdout)
+    done = run(pbx, "--method", "options", "--nagios")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"SIP OK - OPTIONS to the registered AOR came back through 127.0.0.1:{pbx.udp_port}/udp")
+    assert re.search(r"\| rtt=[0-9.]+ms;;;0; delivery=[0-9.]+ms;;;0;\n$", done.stdout), done.stdout
+    done = run(kamailio_md5, "--nagios")
+    assert done.returncode == 2 and done.stdout.startswith("SIP CRITICAL - not delivered: 404 Not Here"), done.stdout
+    done = run(kamailio_md5)
+    assert done.returncode == 1 and done.stdout.startswith("not delivered: 404 Not Here"), done.stdout
+    done = run(pbx, "--method", "INFO")
+    assert done.returncode == 2 and "Invalid value for '--method': 'INFO' is not one of" in done.stderr, done.stderr
+
+
+def test_over_the_http_api(api: httpx.Client, pbx: KamailioPeer) -> None:  # noqa: F811
+    body = {"host": "127.0.0.1", "port": pbx.udp_port, "username": "alice", "password": pbx.users["alice"],
+            "domain": pbx.realm, "method": "OPTIONS"}
+    answer = api.post("/api/sip/usrloc", json=body)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert data["success"] and data["delivered"] and data["method"] == "OPTIONS" and data["hops"] == 1
+    assert data["registerStatus"] == 200 and data["unregistered"] is True and pbx.contacts("alice") == []
+    assert api.post("/api/sip/usrloc", json={**body, "expires": 0}).status_code == 400
+    assert api.post("/api/sip/usrloc", json={**body, "method": "INFO"}).status_code == 400
