@@ -8,7 +8,8 @@ The library's entry points are names of this package, each imported on first use
 ``import skinnysip`` stays as cheap as the command line needs it):
 
 - probes (RFC 3261; one operation each, a typed result carrying the whole wire exchange):
-  ``sip_options``, ``sip_register``, ``sip_invite``, ``sip_digest_auth`` taking a
+  ``sip_options``, ``sip_register``, ``sip_invite``, ``sip_digest_auth``, ``sip_traceroute``,
+  ``sip_request`` (any other method), ``sip_usrloc`` (is a registered user reachable?) taking a
   ``ProbeRequest``; ``sccp_probe``, ``sccp_register``, ``sccp_linestate``,
   ``sccp_call_setup`` taking an ``SCCPRequest``;
 - phones that stay up, call and are called: ``SIPPhone(SIPAccount(...))``,
@@ -41,6 +42,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "sip_register": ("skinnysip.probes.sip", "register"),
     "sip_invite": ("skinnysip.probes.sip", "invite"),
     "sip_digest_auth": ("skinnysip.probes.sip", "digest_auth"),
+    "sip_traceroute": ("skinnysip.probes.sip", "traceroute"),
+    "sip_request": ("skinnysip.probes.sip", "request"),
+    "sip_usrloc": ("skinnysip.probes.sip", "usrloc"),
     "SCCPRequest": ("skinnysip.probes.sccp", "SCCPRequest"),
     "sccp_probe": ("skinnysip.probes.sccp", "probe"),
     "sccp_register": ("skinnysip.probes.sccp", "register"),
