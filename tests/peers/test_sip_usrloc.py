@@ -22,7 +22,10 @@ import pytest
 from netsip_peer import NetSIPServer, netsip_server
 from sip_peers import KamailioPeer, kamailio
 from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
+from test_lab_sip import DOMAIN as LAB_DOMAIN
+from test_lab_sip import lab, port  # noqa: F401 (lab: a fixture)
 
+from skinnysip.lab.runner import Lab
 from skinnysip.probes.sip import ProbeRequest, UsrlocResult, usrloc
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -131,3 +134,16 @@ def test_over_the_http_api(api: httpx.Client, pbx: KamailioPeer) -> None:  # noq
     assert data["registerStatus"] == 200 and data["unregistered"] is True and pbx.contacts("alice") == []
     assert api.post("/api/sip/usrloc", json={**body, "expires": 0}).status_code == 400
     assert api.post("/api/sip/usrloc", json={**body, "method": "INFO"}).status_code == 400
+
+
+async def test_the_embedded_lab_delivers_to_the_binding(lab: Lab) -> None:  # noqa: F811
+    """The README's lab as the server (its registrar and proxy): MESSAGE over TCP, OPTIONS over
+    UDP; no binding is left."""
+    assert lab.proxy is not None
+    for transport, method in (("tcp", "MESSAGE"), ("udp", "OPTIONS")):
+        request = ProbeRequest(host="127.0.0.1", port=port(lab, transport), transport=transport,  # type: ignore[arg-type]
+                               username="1001", password="demo1001", domain=LAB_DOMAIN, timeout=5)
+        result = await usrloc(request, method)
+        assert result.success and result.delivered and result.status_code == 200, result.error
+        assert result.hops == 1 and result.unregistered is True
+    assert [b for b in lab.proxy.bindings() if b["user"] == "1001"] == []
