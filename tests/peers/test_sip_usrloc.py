@@ -19,11 +19,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from baresip_peer import baresip
 from netsip_peer import NetSIPServer, netsip_server
 from sip_peers import KamailioPeer, kamailio
 from test_api_sip_http import api  # noqa: F401 (the uvicorn-served API, a fixture)
 from test_lab_sip import DOMAIN as LAB_DOMAIN
 from test_lab_sip import lab, port  # noqa: F401 (lab: a fixture)
+from test_phone_baresip import registered
 
 from skinnysip.lab.runner import Lab
 from skinnysip.probes.sip import ProbeRequest, UsrlocResult, usrloc
@@ -147,3 +149,24 @@ async def test_the_embedded_lab_delivers_to_the_binding(lab: Lab) -> None:  # no
         assert result.success and result.delivered and result.status_code == 200, result.error
         assert result.hops == 1 and result.unregistered is True
     assert [b for b in lab.proxy.bindings() if b["user"] == "1001"] == []
+
+
+async def test_a_forked_request_counts_only_when_our_copy_arrives(pbx: KamailioPeer) -> None:
+    """alice's other device (baresip, registered as alice) gets a forked copy of the MESSAGE
+    and may answer it first (RFC 3261 §16.7: the proxy relays the first 2xx); our copy still
+    has to reach our binding, and the other binding stays registered."""
+    async with baresip("alice", pbx.users["alice"], f"127.0.0.1:{pbx.udp_port}") as phone:
+        await registered(pbx, "alice")
+        theirs = pbx.contacts("alice")
+        request = ProbeRequest(host="127.0.0.1", port=pbx.udp_port, username="alice", password=pbx.users["alice"],
+                               domain=pbx.realm, timeout=5)
+        result = await usrloc(request)
+        assert result.success and result.delivered and result.status_code == 200, result.error
+        assert result.hops == 1 and result.unregistered is True
+        assert pbx.contacts("alice") == theirs  # only ours was removed
+        for _ in range(50):  # the fork reached baresip too: it shows the text
+            if "skinnysip usrloc check" in phone.log.read_text(errors="replace"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(phone.log.read_text(errors="replace")[-2000:])

@@ -27,6 +27,7 @@ RFC 7616 / RFC 8760 (Digest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -403,6 +404,9 @@ class DigestAuthResult(SIPProbeResult):
 #: the methods :func:`usrloc` sends to the registered AOR: requests outside a dialog that
 #: make none, so answering one leaves nothing behind
 USRLOC_METHODS = ("MESSAGE", "OPTIONS")
+#: seconds :func:`usrloc` still waits for its request after a 2xx that was not ours (another
+#: binding of the AOR answered a forked copy first)
+USRLOC_GRACE = 1.0
 
 
 @dataclass(kw_only=True)
@@ -991,6 +995,8 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
     Raises ``ValueError`` for a method not in :data:`USRLOC_METHODS`. A refused
     registration ends the probe with that answer (``error`` says so); a request the server
     answers without delivering it (404, 480…, or a 2xx of its own) is ``delivered: false``.
+    When a 2xx comes from elsewhere (another binding of the AOR answered a forked copy first),
+    our copy is awaited :data:`USRLOC_GRACE` seconds more; ``server_agent`` says who answered.
     """
     method = method.upper()
     if method not in USRLOC_METHODS:
@@ -1010,6 +1016,7 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
         result.registered = True
         call_id = new_call_id()
         arrivals: list[tuple[Request, Flow, float]] = []
+        arrived_event = asyncio.Event()
 
         def deliver(event: LayerEvent) -> bool:
             """Our request as the server delivers it to the binding: noted and answered 200."""
@@ -1017,6 +1024,7 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
                     and event.request.method == method):
                 return False
             arrivals.append((event.request, event.flow, wire_time()))  # the trace's clock, at arrival
+            arrived_event.set()
             if method == "OPTIONS":
                 s.ep.send_response(event.transaction, s.ep.uas.options(event.request))
             else:
@@ -1030,6 +1038,11 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
         try:
             answer, answer_rtt = await s.transact(probe, ChallengeRetry(client))
             _fill(result, answer, answer_rtt)
+            if not arrivals and 200 <= answer.status_code < 300:
+                # another binding of the AOR answered first (a forked request, RFC 3261 §16.7):
+                # ours may still be on its way
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived_event.wait(), min(request.timeout, USRLOC_GRACE))
             if arrivals:
                 arrived, where, at = arrivals[0]
                 result.delivered = True
