@@ -294,6 +294,7 @@ def _kamailio_cfg(
     service_route: str | None = None,
     auth_params: dict[str, int | str] | None = None,
     unknown_user_404: bool = False,
+    message_b2bua: bool = False,
 ) -> str:
     auth = {"algorithm": algorithm, "nonce_expire": 60, "secret": "skinnysip-test-secret", **(auth_params or {})}
     auth_lines = "\n".join(f'modparam("auth", "{name}", {value})' if isinstance(value, int)
@@ -355,7 +356,7 @@ def _kamailio_cfg(
     if (is_method("INVITE|MESSAGE") && $fd == "REALM_NAME") {
 {proxy_check}        consume_credentials();
     }
-    if (!is_method("REGISTER|ACK")) {
+{message_b2bua}    if (!is_method("REGISTER|ACK")) {
         if (is_method("INVITE|SUBSCRIBE|REFER")) { record_route(); }
         if (!lookup("location")) {
             sl_send_reply("480", "Temporarily Unavailable");
@@ -369,16 +370,37 @@ def _kamailio_cfg(
         else ""
     )
     pbx_block = pbx_block.replace("{proxy_check}", digest_check("proxy", "1", USERS))
+    # a MESSAGE answered 202 here and sent anew to the binding (the uac module: a new Call-ID,
+    # From the PBX), as a back-to-back user agent relays it (Asterisk's res_pjsip_messaging)
+    pbx_block = pbx_block.replace("{message_b2bua}", """    if (is_method("MESSAGE")) {
+        if (!lookup("location")) {
+            sl_send_reply("480", "Temporarily Unavailable");
+            exit;
+        }
+        xlog("L_NOTICE", "b2bua: MESSAGE anew to $ru\\n");
+        $uac_req(method) = "MESSAGE";
+        $uac_req(ruri) = $ru;
+        $uac_req(furi) = "sip:pbx@REALM_NAME";
+        $uac_req(turi) = $tu;
+        $uac_req(hdrs) = "Content-Type: " + $cT + "\\r\\n";
+        $uac_req(body) = $rb;
+        uac_req_send();
+        sl_send_reply("202", "Accepted");
+        exit;
+    }
+""".replace("REALM_NAME", REALM) if message_b2bua else "")
     # media through rtpengine: every SDP offer/answer of the PBX's calls rewritten by it (the
     # initial offer with ``offer_flags``, its answers with ``answer_flags``; later offers in the
     # dialog with the plain rewrite: rtpengine keeps each side's protocol), deleted at BYE/CANCEL
     relay_module = reply_route = ""
+    if message_b2bua:
+        relay_module = 'loadmodule "uac.so"\n'
     relay_in_dialog = relay_cancel = relay_initial = ""
     if rtpengine is not None:
         ng_socket, offer_flags, answer_flags = rtpengine
         base = "replace-origin replace-session-connection"
-        relay_module = (f'loadmodule "rtpengine.so"\nmodparam("rtpengine", "rtpengine_sock", "{ng_socket}")\n'
-                        'modparam("rtpengine", "rtpengine_tout_ms", 2000)\n')
+        relay_module += (f'loadmodule "rtpengine.so"\nmodparam("rtpengine", "rtpengine_sock", "{ng_socket}")\n'
+                         'modparam("rtpengine", "rtpengine_tout_ms", 2000)\n')
         relay_in_dialog = (
             f'            if (is_method("INVITE") && has_body("application/sdp")) {{ rtpengine_offer("{base}"); }}\n'
             f'            if (is_method("INVITE")) {{ t_on_reply("RELAY_ANSWER"); }}\n'
@@ -538,6 +560,7 @@ def kamailio(
     service_route: str | None = None,
     auth_params: dict[str, int | str] | None = None,
     unknown_user_404: bool = False,
+    message_b2bua: bool = False,
 ) -> Iterator[KamailioPeer]:
     """Start Kamailio as a Digest-challenging registrar on free UDP/TCP/TLS ports.
 
@@ -572,7 +595,9 @@ def kamailio(
     under one nonce), ``{"one_time_nonce": 1}``, ``{"add_authinfo_hdr": 1}`` (2xx with
     ``Authentication-Info``), ``{"nonce_expire": 5}``. ``unknown_user_404``: a REGISTER with
     credentials for a user it does not know gets 404 (a wrong password still 403): a registrar
-    that leaks which users exist.
+    that leaks which users exist. ``message_b2bua`` (with ``pbx``): a MESSAGE to a registered
+    user is answered 202 by the PBX and sent anew to the binding with the same body (a new
+    Call-ID, From ``sip:pbx@…``), as a back-to-back user agent does, instead of being relayed.
     Other requests → 404.
     """
     binary = require("kamailio")
@@ -600,7 +625,7 @@ def kamailio(
         ws_ports = (free_port(socket.SOCK_STREAM, host), free_port(socket.SOCK_STREAM, host)) if websocket else None
         cfg.write_text(_kamailio_cfg(host, udp, tcp, tls, algorithm, tls_cfg, workdir, qop, stale_once, next_hop,
                                      relay_registered, pbx, max_expires, min_expires, rtpengine, dialog, ws_ports,
-                                     flow_timer, service_route, auth_params, unknown_user_404))
+                                     flow_timer, service_route, auth_params, unknown_user_404, message_b2bua))
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio rejected its config:\n{check.stderr[-3000:]}")

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -61,7 +62,8 @@ def test_kamailio_delivers_to_the_binding_and_the_binding_is_removed(pbx: Kamail
     assert (result.registered, result.register_status, result.method) == (True, 200, method)
     assert result.delivered and (result.status_code, result.status_text) == (200, "OK")
     assert result.server_agent and result.server_agent.startswith("skinnysip/")  # our own 200, relayed back
-    assert result.hops == 1 and result.delivered_from == f"127.0.0.1:{pbx.tcp_port if transport == 'tcp' else pbx.udp_port}"
+    assert result.hops == 1 and result.b2bua is False
+    assert result.delivered_from == f"127.0.0.1:{pbx.tcp_port if transport == 'tcp' else pbx.udp_port}"
     # the location service rewrote the Request-URI to the Contact we registered
     contact = next(m.raw for m in result.exchange if m.direction == "sent" and m.summary.startswith("REGISTER"))
     registered = re.search(r"(?im)^Contact: <([^>]+)>", contact)
@@ -74,6 +76,23 @@ def test_kamailio_delivers_to_the_binding_and_the_binding_is_removed(pbx: Kamail
     assert summaries(result)[4:-2] == [
         *(challenge if method == "MESSAGE" else []), ("sent", f"{method} sip:alice@{pbx.realm}"),
         ("received", f"{method} {result.delivered_uri}"), ("sent", "200 OK"), ("received", "200 OK")]
+
+
+def test_a_b2bua_that_sends_the_message_anew_is_recognised_by_its_text() -> None:
+    """Kamailio answering the MESSAGE 202 itself and sending a new one to the binding (the uac
+    module), as PBXs that are back-to-back user agents relay messages: another Call-ID, From
+    the PBX, none of our Via fields; the random text of the body is what comes back."""
+    with kamailio(pbx=True, message_b2bua=True) as b2bua:
+        result = probe(b2bua)
+        assert result.success and result.delivered and result.b2bua is True, result.error
+        assert (result.status_code, result.status_text) == (202, "Accepted") and result.hops == 1
+        ours = next(m.raw for m in result.exchange if m.direction == "sent" and m.summary.startswith("MESSAGE"))
+        arrived = next(m.raw for m in result.exchange if m.direction == "received" and m.summary.startswith("MESSAGE"))
+        call_id = re.compile(r"(?im)^Call-ID: *(\S+)")
+        assert call_id.search(ours).group(1) != call_id.search(arrived).group(1)  # type: ignore[union-attr]
+        assert re.search(r"(?im)^From: <sip:pbx@", arrived) and ours.split("\r\n\r\n", 1)[1] in arrived
+        assert "b2bua: MESSAGE anew to sip:alice@127.0.0.1:" in Path(b2bua.log_file).read_text(errors="replace")
+        assert result.unregistered is True and b2bua.contacts("alice") == []
 
 
 def test_a_registrar_that_does_not_route_is_not_delivered(kamailio_md5: KamailioPeer) -> None:

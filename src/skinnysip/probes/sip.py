@@ -415,10 +415,13 @@ class UsrlocResult(SIPProbeResult):
     ``register_status`` say how the REGISTER of the binding ended; ``method`` is what was then
     sent to the AOR through the server; ``delivered``: it reached our registered Contact
     (RFC 3261 §10.3, §16.5: the location service's work), ``delivery_time`` ms after it left
-    us (the transmission the server took, after any challenge), with ``hops`` Via fields above ours (the proxies it passed), from ``delivered_from``
-    (host:port) and with ``delivered_uri`` as its Request-URI (the Contact the server
-    looked up). ``status_code``/``status_text``/``rtt``: the final response to that request
-    (ours when it was delivered; a registration refused: the REGISTER's).
+    us (the transmission the server took, after any challenge), with ``hops`` Via fields above
+    ours (the proxies it passed), from ``delivered_from`` (host:port) and with
+    ``delivered_uri`` as its Request-URI (the Contact the server looked up). ``b2bua``: it came
+    back as a new request, not ours relayed (another Call-ID, our Via gone: a back-to-back user
+    agent, as PBXs relay a MESSAGE; recognised by the random text of its body); ``hops`` then
+    counts all its Via fields. ``status_code``/``status_text``/``rtt``: the final response to
+    that request (ours when a proxy relayed it; a registration refused: the REGISTER's).
     ``unregistered``: the binding was removed again (``Expires: 0``)."""
 
     method: str = "MESSAGE"
@@ -429,6 +432,7 @@ class UsrlocResult(SIPProbeResult):
     hops: int | None = None
     delivered_from: str | None = None
     delivered_uri: str | None = None
+    b2bua: bool | None = None
     unregistered: bool | None = None
 
 
@@ -985,12 +989,13 @@ async def _unregister(s: _Session, request: Request, client: DigestClient) -> bo
 async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult:
     """Check that a registration makes its AOR reachable, as sipsak's usrloc mode does:
     REGISTER a binding of the AOR (``from_uri``, else ``username@domain``) to our own address
-    for ``expires`` seconds
-    (Digest answered: RFC 3261 §10.2, §22), send ``method`` (MESSAGE, RFC 3428, with a short
-    text; or OPTIONS) to that AOR through the server on a Call-ID of its own (a challenge
-    answered with the same credentials), answer it with 200 when the server delivers it to
-    our Contact (the location service, §10.3, §16.5), then remove the binding (``Expires:
-    0``). Nothing else is left behind: neither method makes a dialog.
+    for ``expires`` seconds (Digest answered: RFC 3261 §10.2, §22), send ``method`` (MESSAGE,
+    RFC 3428, with a short text holding a random token; or OPTIONS) to that AOR through the
+    server on a Call-ID of its own (a challenge answered with the same credentials), answer it
+    with 200 when the server delivers it to our Contact — relayed by a proxy (the location
+    service, §10.3, §16.5), or for a MESSAGE also sent anew by a B2BUA with the same text —
+    then remove the binding (``Expires: 0``). Nothing else is left behind: neither method
+    makes a dialog.
 
     Raises ``ValueError`` for a method not in :data:`USRLOC_METHODS`. A refused
     registration ends the probe with that answer (``error`` says so); a request the server
@@ -1020,8 +1025,8 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
 
         def deliver(event: LayerEvent) -> bool:
             """Our request as the server delivers it to the binding: noted and answered 200."""
-            if not (isinstance(event, RequestReceived) and event.request.call_id == call_id
-                    and event.request.method == method):
+            if not (isinstance(event, RequestReceived) and event.request.method == method
+                    and (event.request.call_id == call_id or (token and token in event.request.body))):
                 return False
             arrivals.append((event.request, event.flow, wire_time()))  # the trace's clock, at arrival
             arrived_event.set()
@@ -1031,7 +1036,8 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
                 s.ep.respond(event.transaction, 200, to_tag=new_tag())
             return True
 
-        body, content_type = (b"skinnysip usrloc check", "text/plain") if method == "MESSAGE" else (b"", None)
+        token = f"skinnysip usrloc check {secrets.token_hex(8)}".encode() if method == "MESSAGE" else b""
+        body, content_type = (token, "text/plain") if token else (b"", None)
         probe = s.build(method, aor, aor, aor, body=body, content_type=content_type)
         probe.headers.set("Call-ID", call_id)
         remove = s.ep.add_handler(deliver)
@@ -1049,7 +1055,11 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
                 sent = s.last_request  # after a challenge: the request the server took
                 if sent is not None and sent.sent_at is not None:
                     result.delivery_time = round(max(0.0, at - sent.sent_at) * 1000, 3)
-                result.hops = max(0, len(arrived.vias) - 1)
+                vias = arrived.vias
+                branch = sent.top_via.branch if sent is not None and sent.top_via is not None else None
+                ours = next((i for i, via in enumerate(vias) if branch and via.branch == branch), None)
+                result.b2bua = ours is None
+                result.hops = len(vias) if ours is None else ours
                 result.delivered_from = hostport(*where.remote)
                 result.delivered_uri = str(arrived.uri)
         finally:
