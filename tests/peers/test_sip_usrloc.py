@@ -42,11 +42,11 @@ def pbx() -> Iterator[KamailioPeer]:
 
 def probe(server: KamailioPeer | NetSIPServer, transport: str = "udp", user: str = "alice",
           password: str | None = None, method: str = "MESSAGE") -> UsrlocResult:
-    port = server.tcp_port if transport == "tcp" else (server.udp_port if isinstance(server, KamailioPeer) else server.port)
+    port = server.port(transport) if isinstance(server, KamailioPeer) else server.port
     domain = server.realm if isinstance(server, KamailioPeer) else server.domain
     request = ProbeRequest(host="127.0.0.1", port=port, transport=transport,  # type: ignore[arg-type]
                            username=user, password=server.users[user] if password is None else password,
-                           domain=domain, timeout=5)
+                           domain=domain, timeout=5, tls_verify=False)
     return asyncio.run(usrloc(request, method))
 
 
@@ -54,7 +54,8 @@ def summaries(result: UsrlocResult) -> list[tuple[str, str]]:
     return [(m.direction, m.summary) for m in result.exchange]
 
 
-@pytest.mark.parametrize(("transport", "method"), [("tcp", "MESSAGE"), ("udp", "MESSAGE"), ("udp", "OPTIONS")])
+@pytest.mark.parametrize(("transport", "method"), [("tcp", "MESSAGE"), ("tls", "MESSAGE"), ("udp", "MESSAGE"),
+                                                  ("udp", "OPTIONS")])
 def test_kamailio_delivers_to_the_binding_and_the_binding_is_removed(pbx: KamailioPeer, transport: str,
                                                                     method: str) -> None:
     result = probe(pbx, transport, method=method)
@@ -63,7 +64,7 @@ def test_kamailio_delivers_to_the_binding_and_the_binding_is_removed(pbx: Kamail
     assert result.delivered and (result.status_code, result.status_text) == (200, "OK")
     assert result.server_agent and result.server_agent.startswith("skinnysip/")  # our own 200, relayed back
     assert result.hops == 1 and result.b2bua is False
-    assert result.delivered_from == f"127.0.0.1:{pbx.tcp_port if transport == 'tcp' else pbx.udp_port}"
+    assert result.delivered_from == f"127.0.0.1:{pbx.port(transport)}"
     # the location service rewrote the Request-URI to the Contact we registered
     contact = next(m.raw for m in result.exchange if m.direction == "sent" and m.summary.startswith("REGISTER"))
     registered = re.search(r"(?im)^Contact: <([^>]+)>", contact)
