@@ -315,31 +315,32 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
 
 def nagios_report(result: probes.SIPProbeResult, warning: float | None, critical: float | None) -> tuple[int, str]:
     """The monitoring plugin's state and line for ``result`` (:func:`nagios_verdict`): OK for
-    what exits 0, WARNING for another final answer, CRITICAL for no answer or a refused
-    login; the round trip ``rtt`` against the thresholds. Performance data: ``rtt`` in ms (a
-    traceroute adds ``hops``)."""
+    what exits 0, WARNING for another final answer, CRITICAL for no answer, a refused login or
+    a usrloc request not delivered; the round trip ``rtt`` against the thresholds. Performance
+    data: ``rtt`` in ms (a traceroute adds ``hops``, a usrloc ``delivery`` in ms)."""
     status = exit_status(result)
     answer = f"{result.status_code} {result.status_text}".strip() if result.status_code is not None else None
     where = f"{result.server}/{result.transport}"
-    refused = isinstance(result, probes.DigestAuthResult)
+    login = isinstance(result, probes.DigestAuthResult)
     reach = isinstance(result, probes.UsrlocResult)
+    extra: list[str] = []
+    if isinstance(result, probes.TracerouteResult):
+        extra.append(perf_value("hops", len(result.hops)))
+    if isinstance(result, probes.UsrlocResult) and result.delivery_time is not None:
+        extra.append(perf_value("delivery", result.delivery_time, "ms"))
     if status == EXIT_OK and isinstance(result, probes.UsrlocResult):
         text = f"{result.method} to the registered AOR came back through {where}"
     elif status == EXIT_OK:
-        text = f"{'authenticated: ' if refused else ''}{answer} from {where}"
+        text = f"{'authenticated: ' if login else ''}{answer} from {where}"
     elif answer is not None:
-        text = f"{'login refused: ' if refused else ''}{'not delivered: ' if reach and not result.error else ''}"
-        text += f"{answer} from {where}" + (f" ({result.error})" if result.error else "")
+        prefix = "login refused: " if login else "not delivered: " if reach and not result.error else ""
+        text = f"{prefix}{answer} from {where}" + (f" ({result.error})" if result.error else "")
     else:
         text = result.error or f"no answer from {where}"
     rtt = result.rtt if answer is not None else None
-    if rtt is not None and result.server_agent and not reach:
+    if rtt is not None and result.server_agent and not reach:  # usrloc: the agent is ours or the AOR's
         text += f" ({result.server_agent})"
-    extra = [perf_value("hops", len(result.hops))] if isinstance(result, probes.TracerouteResult) else []
-    if isinstance(result, probes.UsrlocResult) and result.delivery_time is not None:
-        extra.append(perf_value("delivery", result.delivery_time, "ms"))
-    refused = refused or reach  # a registration that does not reach us is as bad as a refused login
-    return nagios_verdict("SIP", status, text, rtt, warning, critical, answered_critical=refused, perf=extra)
+    return nagios_verdict("SIP", status, text, rtt, warning, critical, answered_critical=login or reach, perf=extra)
 
 
 @app.command("options", epilog=EXIT_STATUS_HELP)

@@ -495,6 +495,14 @@ class _Session:
         user = value or default_user
         return f"{self.scheme}:{user}@{self.domain}" if user else f"{self.scheme}:{self.domain}"
 
+    def aor(self, user: str) -> str:
+        """The AOR a REGISTER of the probe names (To and From): ``from_uri``, else user@domain."""
+        return self.uri(self.req.from_uri or user, user)
+
+    def registrar_uri(self) -> str:
+        """The Request-URI of the probe's REGISTERs: ``uri``, else the domain (RFC 3261 §10.2)."""
+        return self.req.uri or f"{self.scheme}:{self.domain}"
+
     def contact(self, user: str) -> NameAddr:
         return self.ep.contact(self.flow, user, scheme=self.scheme)
 
@@ -850,9 +858,8 @@ async def register(request: ProbeRequest) -> RegisterResult:
 
     async def flow(s: _Session, result: RegisterResult) -> None:
         user = request.username or DEFAULT_USER
-        aor = s.uri(request.from_uri or user, user)
-        ruri = request.uri or f"{s.scheme}:{s.domain}"
-        req = s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", "0")])
+        aor = s.aor(user)
+        req = s.build("REGISTER", s.registrar_uri(), aor, aor, contact_user=user, headers=[("Expires", "0")])
         response, rtt = await s.transact(req)
         _fill(result, response, rtt)
         result.requires_auth = response.status_code in (401, 407)
@@ -870,22 +877,22 @@ async def register(request: ProbeRequest) -> RegisterResult:
 # --------------------------------------------------------------------------- digest-auth
 
 
-def _login(s: _Session, what: str) -> tuple[str, DigestClient, str, Callable[[int], Request]]:
+def _login(s: _Session, what: str) -> tuple[str, DigestClient, Callable[[int], Request]]:
     """What a probe that logs in by REGISTER (``what``: digest-auth, usrloc) needs: the user,
-    its Digest credentials, the Request-URI (``uri``, else the domain) and a builder of its
-    REGISTER with a given Expires (To/From: the AOR, ``from_uri`` else user@domain; Contact:
-    us; RFC 3261 §10.2). :class:`_ProbeFailure` without a username."""
+    its Digest credentials and a builder of its REGISTER with a given Expires (Request-URI:
+    :meth:`_Session.registrar_uri`; To/From: :meth:`_Session.aor`; Contact: us; RFC 3261
+    §10.2). :class:`_ProbeFailure` without a username."""
     request = s.req
     if not request.username:
         raise _ProbeFailure(f"{what} needs a username")
     user = request.username
-    aor = s.uri(request.from_uri or user, user)
-    ruri = request.uri or f"{s.scheme}:{s.domain}"
+    aor = s.aor(user)
+    ruri = s.registrar_uri()
 
     def register(expires: int) -> Request:
         return s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", str(expires))])
 
-    return user, DigestClient(user, request.password or ""), ruri, register
+    return user, DigestClient(user, request.password or ""), register
 
 
 def _truncate_nonce(nonce: str) -> str:
@@ -903,7 +910,7 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
     """
 
     async def flow(s: _Session, result: DigestAuthResult) -> None:
-        user, client, ruri, make = _login(s, "digest-auth")
+        user, client, make = _login(s, "digest-auth")
         rule = ChallengeRetry(client)
         response, elapsed = await s.transact(make(request.expires), rule)
         if not rule.challenged:
@@ -945,19 +952,19 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
             result.unregistered = await _unregister(s, make(0), client)
         if request.enumeration_check:
             nobody = f"skinnysip-nobody-{secrets.token_hex(6)}"
-            result.unknown_user_status = await _login_status(s, ruri, nobody, request.password or "")
-            result.wrong_password_status = await _login_status(s, ruri, user, f"not-{secrets.token_hex(8)}")
+            result.unknown_user_status = await _login_status(s, nobody, request.password or "")
+            result.wrong_password_status = await _login_status(s, user, f"not-{secrets.token_hex(8)}")
             result.user_enumeration = result.unknown_user_status != result.wrong_password_status
 
     steps = 6 + 2 * request.digest_checks + 4 * request.enumeration_check
     return await _run(request, _new_result(DigestAuthResult, request), flow, steps=steps)
 
 
-async def _login_status(s: _Session, ruri: str, user: str, password: str) -> int:
+async def _login_status(s: _Session, user: str, password: str) -> int:
     """The final status of a de-registration (``Expires: 0``: no binding is made) by ``user``
     with ``password``, its challenge answered once, on a Call-ID of its own."""
     aor = s.uri(user, user)
-    request = s.build("REGISTER", ruri, aor, aor, contact_user=user, headers=[("Expires", "0")])
+    request = s.build("REGISTER", s.registrar_uri(), aor, aor, contact_user=user, headers=[("Expires", "0")])
     request.headers.set("Call-ID", new_call_id())
     response, _ = await s.transact(request, ChallengeRetry(DigestClient(user, password), max_retries=1))
     return response.status_code
@@ -1010,8 +1017,8 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
     async def flow(s: _Session, result: UsrlocResult) -> None:
         if request.expires < 1:
             raise _ProbeFailure("usrloc needs a binding to route to: expires of 1 s or more")
-        user, client, _, binding = _login(s, "usrloc")
-        aor = s.uri(request.from_uri or user, user)
+        user, client, binding = _login(s, "usrloc")
+        aor = s.aor(user)
         response, rtt = await s.transact(binding(request.expires), ChallengeRetry(client))
         result.register_status = response.status_code
         if not 200 <= response.status_code < 300:
