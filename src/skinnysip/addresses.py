@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import re
 from typing import Any
+
+from skinnysip._regex import compile_on_use
 
 __all__ = ["HOSTNAME_RE", "check_host", "format_host", "hostport", "is_ip", "is_ipv6", "strip_brackets"]
 
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 #: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, optional final dot.
-HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+HOSTNAME_RE = compile_on_use(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"

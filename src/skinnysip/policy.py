@@ -65,6 +65,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
+from skinnysip._regex import compile_on_use
+
 if TYPE_CHECKING:
     from skinnysip.sdp import SessionDescription
 
@@ -126,8 +128,8 @@ _DEFAULTS: list[tuple[str, str, bool]] = [
 DEFAULT_DENIED: tuple[tuple[str, str], ...] = tuple((n, r) for n, r, _ in _DEFAULTS)
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
-_NAME_RE = re.compile(r"^(\*\.|\.)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?)\.?$")
+_NUMERIC_PART = compile_on_use(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
+_NAME_RE = compile_on_use(r"^(\*\.|\.)?([A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?)\.?$")
 
 
 class TargetRefused(Exception):

@@ -16,9 +16,11 @@ import pytest
 #: never needed to start the CLI, print a help page or run 'sip options' to an IP literal
 HEAVY = ("dns", "numpy", "cryptography", "skinnysip.lab", "skinnysip.load", "skinnysip.phone",
          "skinnysip.sccp", "uvicorn", "fastapi")
-#: and not before a command asks for them (SDP: INVITE; rich: text output); pydantic is the
-#: HTTP API's and the SCCP results' (SIP results are plain dataclasses); typer is not used at all
-HEAVY_FOR_SIP_OPTIONS = (*HEAVY, "skinnysip.sdp", "skinnysip.net.rtp", "rich", "pydantic", "typer")
+#: and not before a command asks for them (SDP: INVITE; rich: text output; hashlib and hmac:
+#: a Digest challenge answered or checked); pydantic is the HTTP API's and the SCCP results'
+#: (SIP results are plain dataclasses); typer is not used at all
+HEAVY_FOR_SIP_OPTIONS = (*HEAVY, "skinnysip.sdp", "skinnysip.net.rtp", "rich", "pydantic", "typer",
+                         "hashlib", "hmac", "secrets")
 
 _RUN = """
 import json, sys

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 import click
+
+from skinnysip._regex import compile_on_use
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,7 +47,7 @@ class _LazyConsole:
 
 
 #: C0 controls but tab and line feed, DEL and C1 controls: never sent to a terminal as they are
-_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_RE = compile_on_use("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
@@ -277,8 +278,8 @@ def password_from(option: str | None, *, prompt: bool, env: str = "SKINNYSIP_PAS
 
 # --------------------------------------------------------------------------- targets
 
-_SCHEME_RE = re.compile(r"(?i)sips?:")
-_WS_URL_RE = re.compile(r"(?i)wss?://")
+_SCHEME_RE = compile_on_use(r"(?i)sips?:")
+_WS_URL_RE = compile_on_use(r"(?i)wss?://")
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import socket
 import ssl
 import sys
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from skinnysip._regex import compile_on_use
 from skinnysip.addresses import family_mismatch, hostport, ip_literal, source_problem, strip_brackets
 from skinnysip.net import tls as tlsmod
 from skinnysip.net.trace import UNPARSEABLE, Trace, wire_time
@@ -78,7 +78,7 @@ UDP_SEND_TRIES = 4  # sends of one datagram while each attempt meets an earlier 
 UDP_ERROR_QUEUE_READS = 64  # ICMP errors read from a socket's error queue at a time (bounded)
 #: the start of anything that can be a SIP message (RFC 3261 §7.1/§7.2: Request-Line or
 #: Status-Line); a datagram that does not begin so is dropped before any parsing
-_SIP_START_RE = re.compile(rb"[\r\n]*(?:SIP/[0-9]|[A-Za-z][A-Za-z0-9.!%*_+`'~-]* )")
+_SIP_START_RE = compile_on_use(rb"[\r\n]*(?:SIP/[0-9]|[A-Za-z][A-Za-z0-9.!%*_+`'~-]* )")
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _STUN_FIRST_OCTETS = (b"\x00", b"\x01")  # a STUN message's first octet (RFC 7983 §7 gives STUN 0-3)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from skinnysip import policy as target_policy
+from skinnysip._regex import compile_on_use
 from skinnysip.addresses import check_host, format_host, hostport, strip_brackets
 from skinnysip.net.resolver import Resolver, ServerTarget, default_port
 from skinnysip.net.sip_endpoint import (
@@ -111,13 +112,13 @@ __all__ = [
 
 RAW_LIMIT = 16384  # characters of the final response kept in ``raw``
 DEFAULT_USER = "probe"
-_URI_SCHEME_RE = re.compile(r"^(sips?|tel):", re.I)
+_URI_SCHEME_RE = compile_on_use(r"^(sips?|tel):", re.I)
 
 
 # --------------------------------------------------------------------------- request
 
 # RFC 3261 §25.1 user part without escapes and without ; ? / (which would end a URI part)
-USER_RE = re.compile(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
+USER_RE = compile_on_use(r"[A-Za-z0-9._~+\-!*'()&=$,]{1,128}")
 
 
 def check_user(value: str) -> str:
@@ -951,9 +952,9 @@ async def digest_auth(request: ProbeRequest) -> DigestAuthResult:
         if result.authenticated and request.expires > 0:
             result.unregistered = await _unregister(s, make(0), client)
         if request.enumeration_check:
-            nobody = f"skinnysip-nobody-{secrets.token_hex(6)}"
+            nobody = f"skinnysip-nobody-{os.urandom(6).hex()}"
             result.unknown_user_status = await _login_status(s, nobody, request.password or "")
-            result.wrong_password_status = await _login_status(s, user, f"not-{secrets.token_hex(8)}")
+            result.wrong_password_status = await _login_status(s, user, f"not-{os.urandom(8).hex()}")
             result.user_enumeration = result.unknown_user_status != result.wrong_password_status
 
     steps = 6 + 2 * request.digest_checks + 4 * request.enumeration_check
@@ -1043,7 +1044,7 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
                 s.ep.respond(event.transaction, 200, to_tag=new_tag())
             return True
 
-        token = f"skinnysip usrloc check {secrets.token_hex(8)}".encode() if method == "MESSAGE" else b""
+        token = f"skinnysip usrloc check {os.urandom(8).hex()}".encode() if method == "MESSAGE" else b""
         body, content_type = (token, "text/plain") if token else (b"", None)
         probe = s.build(method, aor, aor, aor, body=body, content_type=content_type)
         probe.headers.set("Call-ID", call_id)

@@ -5,7 +5,7 @@
   :func:`choose_challenge` picks the strongest one we support.
 * :class:`DigestClient` answers a challenge with an ``Authorization`` (401) or
   ``Proxy-Authorization`` (407) value, counting ``nc`` per nonce and drawing a random
-  ``cnonce`` (``secrets``). It also keeps the challenges answered per Call-ID, so later
+  ``cnonce`` (``os.urandom``). It also keeps the challenges answered per Call-ID, so later
   requests with that Call-ID carry credentials at once (RFC 3261 §22.3, see
   :class:`ChallengeRetry`), with a server's ``nextnonce`` (``Authentication-Info``,
   RFC 3261 §20.6) taken in.
@@ -26,13 +26,13 @@ Errors: :class:`~skinnysip.sip.message.SIPParseError` for unparseable challenges
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import os
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from skinnysip._regex import compile_on_use
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError
 from skinnysip.sip.request import resend_request
 from skinnysip.sip.syntax import quote_string, unquote_string
@@ -64,9 +64,9 @@ _BY_UPPER = {name.upper(): name for name in ALGORITHMS}
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM_RE = re.compile(rf"[ \t]*({_TOKEN})[ \t]*=[ \t]*({_QUOTED}|[^\s,\"]+)[ \t]*(?:,|$)", re.S)
-_SCHEME_RE = re.compile(rf"[ \t,]*({_TOKEN})(?:[ \t]+|$)")
-_TOKEN68_RE = re.compile(r"[ \t]*([A-Za-z0-9\-._~+/]+=*)[ \t]*(?:,|$)")
+_PARAM_RE = compile_on_use(rf"[ \t]*({_TOKEN})[ \t]*=[ \t]*({_QUOTED}|[^\s,\"]+)[ \t]*(?:,|$)", re.S)
+_SCHEME_RE = compile_on_use(rf"[ \t,]*({_TOKEN})(?:[ \t]+|$)")
+_TOKEN68_RE = compile_on_use(r"[ \t]*([A-Za-z0-9\-._~+/]+=*)[ \t]*(?:,|$)")
 
 
 def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
@@ -227,6 +227,8 @@ def _hash(algorithm: str) -> Callable[[bytes], str]:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
     name = ALGORITHMS[canonical][0]
 
+    import hashlib  # here: hashlib is not on the start-up path of unchallenged commands
+
     def h(data: bytes) -> str:
         return hashlib.new(name, data).hexdigest()
 
@@ -278,7 +280,7 @@ def octets(text: str) -> bytes:
 
 
 def _default_cnonce() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 class DigestClient:
@@ -286,7 +288,7 @@ class DigestClient:
 
     Keeps the nonce count per nonce (``nc``: ``"00000001"``, ``"00000002"``, ... for
     successive requests under one nonce; at most 64 nonces remembered). ``cnonce_factory``
-    returns a fresh cnonce (default: 32 random hex digits from ``secrets``); a ``-sess``
+    returns a fresh cnonce (default: 32 random hex digits from ``os.urandom``); a ``-sess``
     algorithm keeps the first cnonce drawn for a nonce, since it is part of the session key
     H(A1) (RFC 7616 §3.4.2).
 
@@ -545,6 +547,8 @@ class ChallengeRetry:
             client.next_nonce(call_id, nextnonce)
 
     def _rspauth_matches(self, request: Request, response: Response, rspauth: str) -> bool:
+        import hmac  # here: hmac and hashlib are not on the start-up path of unchallenged commands
+
         assert self.client is not None
         for value in request.headers.get_all("Authorization"):
             try:
@@ -553,7 +557,7 @@ class ChallengeRetry:
                 continue
             if credentials.algorithm in ALGORITHMS and credentials.qop in (None, "auth", "auth-int"):
                 expected = self.client.response_auth(credentials, response.body)
-                if secrets.compare_digest(expected, rspauth):
+                if hmac.compare_digest(expected, rspauth):
                     return True
         return False
 
@@ -672,7 +676,9 @@ def verify_credentials(credentials: DigestCredentials, password: str, method: st
     expected = digest_response(credentials.algorithm, credentials.username, credentials.realm, password, method,
                                credentials.uri, credentials.nonce, credentials.nc, credentials.cnonce,
                                credentials.qop, body)
-    return secrets.compare_digest(expected, credentials.response)
+    import hmac  # as in _rspauth_matches
+
+    return hmac.compare_digest(expected, credentials.response)
 
 
 def response_auth(credentials: DigestCredentials, password: str, body: bytes = b"") -> str:

@@ -17,7 +17,7 @@ objects with different remote tags; :func:`dialog_id` gives the key to tell them
 from __future__ import annotations
 
 import enum
-import secrets
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -226,7 +226,7 @@ class Dialog:
     def next_cseq(self) -> int:
         """Advance and return the local CSeq number (random start for a UAS, §12.1.1)."""
         if self.local_cseq is None:
-            self.local_cseq = secrets.randbelow(2**31 - 1) + 1
+            self.local_cseq = int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1
         else:
             self.local_cseq += 1
         return self.local_cseq

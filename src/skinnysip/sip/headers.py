@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from skinnysip._regex import compile_on_use
 from skinnysip.addresses import format_host
 from skinnysip.sip.syntax import (
     COMMON_METHODS,
@@ -28,21 +29,21 @@ __all__ = ["BRANCH_MAGIC_COOKIE", "Via", "parse_cseq", "parse_params", "split_co
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
 _TOKEN = TOKEN_RE.pattern
-_VIA_RE = re.compile(
+_VIA_RE = compile_on_use(
     rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
     r"(\[[^\]]*\]|[^\s:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*(;.*)?",
     re.S,
 )
-_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
+_CSEQ_RE = compile_on_use(rf"[ \t]*([0-9]{{1,30}})[ \t]+({_TOKEN})[ \t]*")
 # warning-value (RFC 3261 §20.43, §25.1): 3DIGIT SP warn-agent SP warn-text (a quoted-string)
 # (a pattern, compiled on first use: most runs never read a Warning)
-_WARNING = r'([0-9]{3})[ \t]+([^ \t"]+)[ \t]+("(?:[^"\\]|\\.)*")'
+_WARNING_RE = compile_on_use(r'([0-9]{3})[ \t]+([^ \t"]+)[ \t]+("(?:[^"\\]|\\.)*")')
 # Fast path: the common ``SIP/2.0/transport host[:port]*(;name[=value])`` with single spaces,
 # from the patterns the full parse checks (token, host name, IPv6 reference, port number)
 # and parameter values narrower than the full parser's (token characters, ``:``, ``[``,
 # ``]``: no blanks, commas, quotes, ``;``). What it matches the full parse accepts, with
 # the same fields (rport's range checked after the match); the rest goes the full way.
-_PLAIN_VIA_RE = re.compile(
+_PLAIN_VIA_RE = compile_on_use(
     rf"SIP/2\.0/({_TOKEN}) (?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])(?::({_PORT_NUMBER}))?"
     rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]*)?)*+)"  # possessive: linear on a miss
 )
@@ -191,7 +192,7 @@ def parse_warning(value: str) -> list[tuple[int, str, str]]:
         raise SIPParseError("empty Warning value")
     out = []
     for item in items:
-        m = re.fullmatch(_WARNING, item)
+        m = _WARNING_RE.fullmatch(item)
         if m is None:
             raise SIPParseError(f"bad Warning value {item[:60]!r}")
         out.append((int(m.group(1)), m.group(2), unquote_string(m.group(3))))

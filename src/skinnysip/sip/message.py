@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from skinnysip._regex import compile_on_use
 from skinnysip.sip.headers import Via, parse_cseq
 from skinnysip.sip.syntax import (
     COMMON_METHODS,
@@ -467,12 +468,12 @@ Message = Request | Response
 
 # --------------------------------------------------------------------------- parsing
 
-_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
-_FOLD_RE = re.compile(r"\r?\n[ \t]+")
-_LINE_SPLIT_RE = re.compile(r"\r?\n")
-_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
-_LEADING_CRLF_RE = re.compile(rb"(?:\r?\n)+")
-_DIGITS_RE = re.compile(r"[0-9]{1,30}")  # bounded: int() of huge strings is slow/refused
+_VERSION_RE = compile_on_use(r"SIP/[0-9]+\.[0-9]+", re.I)
+_FOLD_RE = compile_on_use(r"\r?\n[ \t]+")
+_LINE_SPLIT_RE = compile_on_use(r"\r?\n")
+_HEAD_END_RE = compile_on_use(rb"\r?\n\r?\n")
+_LEADING_CRLF_RE = compile_on_use(rb"(?:\r?\n)+")
+_DIGITS_RE = compile_on_use(r"[0-9]{1,30}")  # bounded: int() of huge strings is slow/refused
 
 
 def _build(line: str, headers: Headers, body: bytes) -> Request | Response:

@@ -20,7 +20,7 @@ request handed in lacks a header field the construction needs.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Iterable, Mapping
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError, canonical_name
@@ -154,18 +154,18 @@ def reason_phrase(code: int) -> str:
 
 def new_branch() -> str:
     """A fresh branch: the magic cookie ``z9hG4bK`` (RFC 3261 §8.1.1.7) + 96 random bits."""
-    return BRANCH_COOKIE + secrets.token_hex(12)
+    return BRANCH_COOKIE + os.urandom(12).hex()
 
 
 def new_tag() -> str:
     """A From/To tag: 64 random bits, hex (RFC 3261 §19.3 asks for at least 32)."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 def new_call_id() -> str:
     """A Call-ID: 128 random bits, hex, no host part (RFC 3261 §8.1.1.4 allows that, and a
     host part would reveal the local address for no gain)."""
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 # URI parameters that may not appear in a Request-URI (RFC 3261 §19.1.1, Table 1).

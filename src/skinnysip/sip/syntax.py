@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from skinnysip._regex import compile_on_use
+
 __all__ = [
     "COMMON_METHODS",
     "TOKEN_RE",
@@ -42,18 +44,20 @@ class SIPParseError(ValueError):
 # --------------------------------------------------------------------------- lexing
 
 #: RFC 3261 §25.1 ``token``
-TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+TOKEN_RE = compile_on_use(r"[A-Za-z0-9\-.!%*_+`'~]+")
 #: a Content-Type value (RFC 3261 §20.15 ``media-type``): type "/" subtype *(";" parameter),
-#: a parameter's value a token or a quoted-string, on one line (a pattern: compiled on first
-#: use by :func:`is_media_type`, not at every start-up)
+#: a parameter's value a token or a quoted-string, on one line (the pattern's text, which the
+#: API's schema also gives)
 MEDIA_TYPE_PATTERN = (
     rf"{TOKEN_RE.pattern}/{TOKEN_RE.pattern}"
     rf'(?:[ \t]*;[ \t]*{TOKEN_RE.pattern}=(?:{TOKEN_RE.pattern}|"(?:[^"\\\r\n]|\\[^\r\n])*"))*')
 
+_MEDIA_TYPE_RE = compile_on_use(MEDIA_TYPE_PATTERN)
+
 
 def is_media_type(value: str) -> bool:
     """True if ``value`` is a whole :data:`MEDIA_TYPE_PATTERN` (``text/plain;charset=UTF-8``)."""
-    return re.fullmatch(MEDIA_TYPE_PATTERN, value) is not None
+    return _MEDIA_TYPE_RE.fullmatch(value) is not None
 
 #: Methods of RFC 3261 and its extensions (RFC 3262, 3265/6665, 3311, 3428, 3515, 3903,
 #: 6086): all of them RFC 3261 §25.1 ``token``\s, so a parser that finds a method here
@@ -61,7 +65,7 @@ def is_media_type(value: str) -> bool:
 COMMON_METHODS = frozenset(
     "INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
 )
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_QUOTED_PAIR_RE = compile_on_use(r"\\(.)", re.S)
 
 
 def quote_string(text: str) -> str:
@@ -79,7 +83,7 @@ def unquote_string(value: str) -> str:
     return value
 
 
-_COMMA_PARTS_RE = re.compile(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
+_COMMA_PARTS_RE = compile_on_use(r'"(?:[^"\\]|\\.)*"|<[^>]*>|[^,"<]+|,|["<]', re.S)
 
 
 def split_comma(value: str) -> list[str]:
@@ -128,7 +132,7 @@ def first_in_list(value: str) -> str | None:
             return item or None
 
 
-_PARAM_RE = re.compile(
+_PARAM_RE = compile_on_use(
     r'[ \t]*;[ \t]*([^;=\s"]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^;\s"]*))?[ \t]*', re.S
 )
 
@@ -175,7 +179,7 @@ def split_checked_params(text: str) -> dict[str, str | None]:
 
 #: RFC 3261 §25.1 ``1*DIGIT``: ASCII digits only (``str.isdigit`` also takes "²", "٣"…);
 #: at most 30 of them (leading zeros allowed), so ``int()`` never sees a huge string
-_UINT_RE = re.compile(r"[0-9]{1,30}")
+_UINT_RE = compile_on_use(r"[0-9]{1,30}")
 
 
 def parse_uint(value: str, name: str, upper: int = 2**32 - 1) -> int:

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from skinnysip._regex import compile_on_use
 from skinnysip.addresses import format_host
 from skinnysip.sip.syntax import (
     TOKEN_RE,
@@ -35,21 +36,21 @@ from skinnysip.sip.syntax import (
 
 __all__ = ["NameAddr", "SipURI", "check_uri", "is_user", "parse_uri", "uri_of", "user_of"]
 
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
-_ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+_SCHEME_RE = compile_on_use(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+_ABSOLUTE_RE = compile_on_use(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
 # RFC 3261 §25.1 user / password, plus '#' accepted liberally (phones send "*97#").
 # (written unrolled, "(?=first char)C*(?:%XX C*)*", for speed: the same language as "(?:C|%XX)+")
-_USER_RE = re.compile(
+_USER_RE = compile_on_use(
     r"(?=[A-Za-z0-9\-_.!~*'()&=+$,;?/#%])[A-Za-z0-9\-_.!~*'()&=+$,;?/#]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9\-_.!~*'()&=+$,;?/#]*)*"
 )
-_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9\-_.]*)")
+_PASSWORD_RE = compile_on_use(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
+_HOSTNAME_RE = compile_on_use(r"[A-Za-z0-9_](?:[A-Za-z0-9\-_.]*)")
 # hex digits, '.' and ':' with at least one ':' — written so that no input backtracks
 # (the look-ahead finds the ':', the possessive run takes the rest), also inside longer patterns
-_IPV6_RE = re.compile(r"(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]*+")
-_PORT_RE = re.compile(r"[0-9]{1,5}")
-_TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
-_HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
+_IPV6_RE = compile_on_use(r"(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]*+")
+_PORT_RE = compile_on_use(r"[0-9]{1,5}")
+_TEL_RE = compile_on_use(r"\+?[0-9A-Fa-f*#\-.()]+")
+_HEADER_RE = compile_on_use(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 
 
 def is_user(text: str) -> bool:
@@ -68,7 +69,7 @@ def is_user(text: str) -> bool:
 # it exactly as before.
 #: a port 0..65535 in one to five digits (leading zeros allowed, as ``_PORT_RE`` + range check)
 _PORT_NUMBER = r"(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_PLAIN_SIP_URI_RE = re.compile(
+_PLAIN_SIP_URI_RE = compile_on_use(
     r"([Ss][Ii][Pp][Ss]?):"
     rf"(?:(?=[^@]*@)({_USER_RE.pattern})@)?"  # (the look-ahead spares a backtrack when there is no '@')
     rf"(?:({_HOSTNAME_RE.pattern})|\[({_IPV6_RE.pattern})\])"
@@ -243,7 +244,7 @@ def check_uri(text: str) -> None:
         parse_uri(text)
 
 
-_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_QUOTED_RE = compile_on_use(r'"((?:[^"\\]|\\.)*)"', re.S)
 
 
 @dataclass
