@@ -1,6 +1,6 @@
-"""``python -m skinnysip``: the command line (:func:`skinnysip.cli.main`)."""
+"""``python -m skinnysip``: the command line (:func:`skinnysip.cli.run`)."""
 
-from skinnysip.cli import main
+from skinnysip.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -117,3 +117,34 @@ def test_the_collector_is_frozen_at_exit_not_when_main_returns() -> None:
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("frozen")]
     assert lines == ["frozen after main 0", "frozen after main 0", "frozen at exit True"], done.stdout
+
+
+def test_the_console_script_ends_at_once_after_a_result_and_loses_nothing() -> None:
+    """``run`` (the console script) ends the process with os._exit once a probe printed its
+    result, after the atexit handlers and the flush of stdout: the exit status, the whole
+    output and a handler's own output all arrive. Without a result printed (``--version``),
+    or while a non-daemon thread runs, the process ends the ordinary way."""
+    program = (
+        "import atexit, os, sys, threading, time\n"
+        "real_exit = os._exit\n"
+        "def quick(status):\n"
+        "    os.write(2, b'quick exit')\n"
+        "    real_exit(status)\n"
+        "os._exit = quick\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "if sys.argv[1] == 'thread':\n"
+        "    threading.Thread(target=time.sleep, args=(2,)).start()\n"
+        "from skinnysip.cli import run\n"
+        "sys.argv = ['skinnysip', *sys.argv[2:]]\n"
+        "sys.exit(run())\n"
+    )
+    probe = ["sip", "options", "127.0.0.1", "--port", "9", "--timeout", "300", "--json"]
+    for mode, argv, status, quick in (("-", probe, 3, True), ("plain", ["--version"], 0, False),
+                                      ("thread", probe, 3, False)):
+        done = subprocess.run([sys.executable, "-c", program, mode, *argv], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == status and ("quick exit" in done.stderr) == quick, (mode, done.stderr)
+        assert done.stdout.endswith("atexit ran\n"), (mode, done.stdout)
+        if argv == probe:
+            body = done.stdout.removesuffix("atexit ran\n")
+            assert json.loads(body)["success"] is False, body

@@ -57,7 +57,6 @@ from skinnysip.result import (
     WireMessage,
 )
 from skinnysip.sip.auth import ChallengeRetry, DigestChallenge, DigestClient, challenges_from
-from skinnysip.sip.dialog import Dialog
 from skinnysip.sip.headers import parse_warning
 from skinnysip.sip.message import Request, Response, SIPParseError, canonical_name
 from skinnysip.sip.request import (
@@ -1238,6 +1237,8 @@ async def _ack_and_bye(s: _Session, result: InviteResult, invite_req: Request, o
     """ACK the 2xx (§13.2.2.4) and end the dialog with BYE (§15.1.1), re-ACKing any 2xx
     retransmission that arrives meanwhile (from the INVITE transaction in Accepted, or
     after it ended). ACK and BYE go over the flow to the server the user named."""
+    from skinnysip.sip.dialog import Dialog  # here: only an INVITE probe needs the dialog layer
+
     try:
         dialog = Dialog.from_2xx(invite_req, ok)
     except SIPParseError as exc:
