@@ -148,3 +148,25 @@ def test_the_console_script_ends_at_once_after_a_result_and_loses_nothing() -> N
         if argv == probe:
             body = done.stdout.removesuffix("atexit ran\n")
             assert json.loads(body)["success"] is False, body
+
+
+@pytest.mark.parametrize("entry", ["run", "main"])
+def test_only_the_console_script_freezes_what_loading_the_command_made(entry: str) -> None:
+    """The console script (``run``) freezes the collector's objects once the command's modules
+    are loaded (a later collection would walk them all: they were made with the collector
+    paused); ``main``, called by a program that goes on, freezes nothing before its exit."""
+    program = (
+        "import gc, sys\n"
+        "real = gc.freeze\n"
+        "def freeze():\n"
+        "    print('freeze in', sys._getframe(1).f_code.co_name, flush=True)\n"
+        "    real()\n"
+        "gc.freeze = freeze\n"
+        f"from skinnysip.cli import {entry} as entry\n"
+        "sys.argv = ['skinnysip', 'sip', 'options', '--help']\n"
+        "entry()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    frozen = [line for line in done.stdout.splitlines() if line.startswith("freeze in")]
+    assert ("freeze in get_command" in frozen) == (entry == "run"), frozen

@@ -12,6 +12,9 @@ from skinnysip import __version__
 from skinnysip.cli import common
 from skinnysip.cli.common import Group, option
 
+#: set by :func:`run`: this process is the command line's own, and its collector may be frozen
+_own_process = False
+
 # Sub-commands are imported when they run (or when a help page lists them), not at start-up:
 # ``skinnysip sip options`` does not pay for the lab, the phone, SCCP (numpy) or load.
 
@@ -35,15 +38,14 @@ class _RootGroup(Group):
         command = self.commands.get(cmd_name)
         where = _COMMANDS.get(cmd_name)
         if command is None and where is not None:
-            # an import makes long-lived objects only: the collector's passes over them while
-            # a command's modules load are wasted (~3 ms of 'sip options' start-up, issue 12)
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
+            # An import makes long-lived objects only: the collector's passes over them are
+            # wasted. Paused, they would all be walked by the next collection instead (~4 ms
+            # of 'sip options' start-up), so a process of its own then freezes them: no
+            # collection walks what was there before the command ran (issue 12).
+            with common.collector_paused():
                 module = importlib.import_module(where[0])
-            finally:
-                if collecting:
-                    gc.enable()
+                if _own_process:
+                    gc.freeze()
             command = getattr(module, where[1])
             assert isinstance(command, click.Command)
             self.commands[cmd_name] = command
@@ -198,8 +200,12 @@ def main() -> None:
 def run() -> None:
     """The ``skinnysip`` console script and ``python -m skinnysip``: :func:`main`; when the
     command printed a result (the probes: :data:`common.result_out`), the process then ends
-    at once with its exit status (:func:`quick_exit`), else as usual. A caller that goes on
-    after the command (a script, a test) calls :func:`main` instead."""
+    at once with its exit status (:func:`quick_exit`), else as usual. The objects made by
+    loading the command are frozen for the collector (:func:`gc.freeze`, in
+    ``_RootGroup.get_command``). A caller that goes on after the command (a script, a test)
+    calls :func:`main` instead, which leaves its collector as it was."""
+    global _own_process
+    _own_process = True
     try:
         main()
     except SystemExit as exc:

@@ -30,6 +30,7 @@ from skinnysip.cli.common import (
     argument,
     check_source,
     checked_ip,
+    collector_paused,
     console,
     emit,
     fail,
@@ -200,7 +201,8 @@ def _go(op: str, ca_file: str | None, json_: bool, pcap: str | None, host: str, 
         raise click.BadParameter("a SIP URI is not an SCCP call manager; give HOST or HOST:PORT", param_hint="HOST")
     req = _request(host=target.host, port=target.port, **kwargs)
     check_source(req.local_ip, 0, stream=True, flags="--local-ip", target=req.host)
-    result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
+    with collector_paused():  # one bounded run, then the process ends
+        result = asyncio.run(_probes().run_operation(op, req, ca_file=readable_file(ca_file, "--ca-file")))
     write_pcap(pcap, result.exchange)
     emit(result, json_, _render, exit_status(result), nagios_report(result, *nagios[1:]) if nagios[0] else None)
 

@@ -34,6 +34,7 @@ from skinnysip.cli.common import (
     argument,
     check_source,
     checked_ip,
+    collector_paused,
     console,
     emit,
     fail,
@@ -308,7 +309,8 @@ def _run(operation: Any, request: probes.ProbeRequest, as_json: bool, pcap: str 
          nagios: NagiosArgs = (False, None, None)) -> None:
     check_source(request.source_ip, request.source_port, stream=request.transport not in ("udp", None),
                  target=request.host)
-    result = asyncio.run(operation(request))
+    with collector_paused():  # one bounded run, then the process ends
+        result = asyncio.run(operation(request))
     write_pcap(pcap, result.exchange)
     emit(result, as_json, render, exit_status(result), nagios_report(result, *nagios[1:]) if nagios[0] else None)
 
