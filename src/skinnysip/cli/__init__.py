@@ -198,7 +198,8 @@ def main() -> None:
 
 
 def run() -> None:
-    """The ``skinnysip`` console script and ``python -m skinnysip``: :func:`main`; when the
+    """The command line of a process of its own (the ``skinnysip`` console script and
+    ``python -m skinnysip``, through :func:`skinnysip.__main__.run`): :func:`main`; when the
     command printed a result (the probes: :data:`common.result_out`), the process then ends
     at once with its exit status (:func:`quick_exit`), else as usual. The objects made by
     loading the command are frozen for the collector (:func:`gc.freeze`, in
