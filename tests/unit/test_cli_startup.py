@@ -170,3 +170,22 @@ def test_only_the_console_script_freezes_what_loading_the_command_made(entry: st
     assert done.returncode == 0, done.stderr
     frozen = [line for line in done.stdout.splitlines() if line.startswith("freeze in")]
     assert ("freeze in get_command" in frozen) == (entry == "run"), frozen
+
+
+def test_sip_options_adds_few_standard_modules_to_a_click_app() -> None:
+    """Beyond what a bare click command imports (asyncio, ssl, json, click), 'sip options'
+    loads only the standard modules the SIP core needs at once: ipaddress (the target policy),
+    dataclasses, copy, gc and importlib.util (the dataclass cache). random (SRV ordering),
+    urllib.parse (%-escapes in a URI), hashlib/hmac (Digest) and the like wait for their use.
+    (A site hook that imports some of them into every process hides them here; on a machine
+    without one each is ~1 ms of start-up: issue 12.)"""
+    argv = ["sip", "options", "127.0.0.1", "--port", "9", "--timeout", "500", "--json"]
+    modules, out = _modules_after(_COMMAND.format(argv=argv))
+    assert out.rstrip().endswith("exit 3"), out
+    done = subprocess.run([sys.executable, "-c", "import asyncio, ssl, json, click, sys\n"
+                           "print(json.dumps(sorted(sys.modules)))"], capture_output=True, text=True, timeout=60)
+    floor = set(json.loads(done.stdout))
+    added = sorted(m for m in modules - floor if not m.startswith("skinnysip"))
+    allowed = {"ipaddress", "dataclasses", "copy", "gc", "importlib.util", "importlib._abc",
+               "importlib.machinery", "org", "org.python", "org.python.core"}
+    assert [m for m in added if m not in allowed] == []

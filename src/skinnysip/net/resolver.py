@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from skinnysip import policy as target_policy
 
 if TYPE_CHECKING:
+    import random
+
     import dns.asyncresolver
     import dns.name
     import dns.rdatatype
@@ -149,7 +150,11 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random | None = None) ->
     ``rng`` defaults to the module-level :mod:`random` generator, so ``random.seed()`` makes the
     order reproducible in tests.
     """
-    draw = rng if rng is not None else cast(random.Random, random)
+    if rng is None:
+        import random  # here: ~1 ms of every start-up, and only SRV answers draw
+
+        rng = cast("random.Random", random)
+    draw = rng
     out: list[SrvRecord] = []
     for priority in sorted({r.priority for r in records}):
         pool = [r for r in records if r.priority == priority]
