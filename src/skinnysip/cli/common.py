@@ -237,8 +237,9 @@ class FloatRange(click.FloatRange):
 
 def option(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
     """``@click.option`` making an :class:`Option`: on a function that becomes a
-    :class:`Command`, when the command first needs its parameters (:class:`_PendingOption`);
-    on a command already made, at once."""
+    :class:`Command` or :class:`Group` (never click's own classes, which would not make it),
+    when the command first needs its parameters (:class:`_PendingOption`); on a command
+    already made, at once."""
     def decorator(f: Any) -> Any:
         if isinstance(f, click.Command):
             f.params.append(Option(param_decls, **attrs))
