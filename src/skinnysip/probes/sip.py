@@ -1027,6 +1027,8 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
             return
         result.registered = True
         call_id = new_call_id()
+        # a MESSAGE's text carries a random token: a B2BUA's new request is known by it
+        token = f"skinnysip usrloc check {os.urandom(8).hex()}".encode() if method == "MESSAGE" else b""
         arrivals: list[tuple[Request, Flow, float]] = []
         arrived_event = asyncio.Event()
 
@@ -1043,7 +1045,6 @@ async def usrloc(request: ProbeRequest, method: str = "MESSAGE") -> UsrlocResult
                 s.ep.respond(event.transaction, 200, to_tag=new_tag())
             return True
 
-        token = f"skinnysip usrloc check {os.urandom(8).hex()}".encode() if method == "MESSAGE" else b""
         body, content_type = (token, "text/plain") if token else (b"", None)
         probe = s.build(method, aor, aor, aor, body=body, content_type=content_type)
         probe.headers.set("Call-ID", call_id)
