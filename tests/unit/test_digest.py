@@ -224,3 +224,62 @@ def test_challenge_parse_raises_only_sip_parse_error(text: str) -> None:
         return
     if c.supported:
         DigestClient("u", "p").authorization(c, "REGISTER", "sip:x")
+
+
+# -- the common-shape fast path of the challenge parser ------------------------------------
+
+_TOKENS = st.text(alphabet="abcdefgHIJ0123456789-.!%*_+`'~", min_size=1, max_size=8)
+_QUOTED_TEXT = st.text(alphabet='abc XYZ=,;:@/\\"\t0123', max_size=10)
+_UNQUOTED = st.text(alphabet="abc019-.:/@=%~", min_size=1, max_size=8)
+
+
+@st.composite
+def _auth_values(draw: st.DrawFn) -> str:
+    """Challenge/credential values, most of the plain shape, some with what leaves it
+    (blanks around '=', escapes, '=' in unquoted values, several challenges, no comma)."""
+    params = []
+    for _ in range(draw(st.integers(1, 5))):
+        name = draw(_TOKENS)
+        if draw(st.booleans()):
+            value = '"' + draw(_QUOTED_TEXT) + '"'
+        else:
+            value = draw(_UNQUOTED)
+        eq = draw(st.sampled_from(["=", "=", "=", " = ", "= "]))
+        params.append(f"{name}{eq}{value}")
+    sep = draw(st.sampled_from([", ", ", ", ",", " ,  ", " "]))
+    value = f"{draw(_TOKENS)} " + sep.join(params)
+    if draw(st.integers(0, 9)) == 0:
+        value += ", Digest realm=\"b\", nonce=\"n\""
+    return value
+
+
+@settings(max_examples=600, deadline=None)
+@given(_auth_values())
+def test_the_plain_challenge_path_reads_what_the_full_parser_reads(value: str) -> None:
+    from skinnysip.sip.auth import _parse_auth_loop, _parse_plain_auth
+
+    try:
+        full: object = _parse_auth_loop(value)
+    except SIPParseError as exc:
+        full = ("error", str(exc))
+    try:
+        plain: object = _parse_plain_auth(value)
+    except SIPParseError as exc:
+        plain = ("error", str(exc))
+    if plain is not None:  # None: not the plain shape, the full parser alone reads it
+        assert plain == full
+
+
+def test_the_plain_challenge_path_takes_the_usual_servers_values() -> None:
+    from skinnysip.sip.auth import _parse_plain_auth
+
+    for value in (
+        'Digest realm="skinnysip.test", nonce="axVVLGsVVPDDENU6uxNSIsm0FqrLRnVV", qop="auth", algorithm=MD5',
+        'Digest algorithm=MD5, realm="asterisk", nonce="1a2b3c4d"',
+        'Digest realm="x", nonce="YQ==", algorithm=SHA-256, qop="auth", opaque="o"',
+        RFC2617_CHALLENGE,
+    ):
+        assert _parse_plain_auth(value) is not None, value
+    assert _parse_plain_auth('Digest realm="a\\"b", nonce="n"') is None  # a quoted-pair: the full parser
+    with pytest.raises(SIPParseError, match="repeated"):
+        _parse_plain_auth('Digest realm="a", Realm="b"')

@@ -99,7 +99,9 @@ class ClientHandle:
         self.transaction = transaction
         self.flow = flow
         self.started = started
-        self._events: deque[ClientEvent] = deque(maxlen=HANDLE_QUEUE_LIMIT)
+        #: the events not yet taken (made at the first one: a handle whose events go to
+        #: a listener from the start, as every exchange's do, never needs it)
+        self._events: deque[ClientEvent] | None = None
         #: the futures :meth:`next_event` calls wait on (usually one)
         self._waiters: list[asyncio.Future[None]] = []
         #: when set, events go to this callback (synchronously, from the pump) instead
@@ -110,6 +112,8 @@ class ClientHandle:
         if self.listener is not None:
             self.listener(event)
             return
+        if self._events is None:
+            self._events = deque(maxlen=HANDLE_QUEUE_LIMIT)
         self._events.append(event)
         for waiter in self._waiters:
             if not waiter.done():
@@ -119,8 +123,9 @@ class ClientHandle:
         """From now on hand events to ``listener`` (synchronously, from the pump); events
         already queued are handed to it first, in order."""
         self.listener = listener
-        while self._events:
-            listener(self._events.popleft())
+        events = self._events
+        while events:
+            listener(events.popleft())
 
     async def next_event(self, deadline: float) -> ClientEvent | None:
         """The next event, or None once the loop clock passes ``deadline`` (seconds).
@@ -648,6 +653,11 @@ class SIPEndpoint:
                 self.errors.append(exc.reason)
 
     def _dispatch(self, event: LayerEvent) -> None:
+        if type(event) is ResponseReceived:  # the usual event first: always a client transaction's
+            handle = self._handles.get(id(event.transaction))
+            if handle is not None:
+                handle._push(event)
+            return
         if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and isinstance(
                 event.transaction, ClientTransaction):
             handle = self._handles.get(id(event.transaction))

@@ -26,6 +26,7 @@ Errors: :class:`~skinnysip.sip.message.SIPParseError` for unparseable challenges
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -67,6 +68,30 @@ _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _PARAM_RE = compile_on_use(rf"[ \t]*({_TOKEN})[ \t]*=[ \t]*({_QUOTED}|[^\s,\"]+)[ \t]*(?:,|$)", re.S)
 _SCHEME_RE = compile_on_use(rf"[ \t,]*({_TOKEN})(?:[ \t]+|$)")
 _TOKEN68_RE = compile_on_use(r"[ \t]*([A-Za-z0-9\-._~+/]+=*)[ \t]*(?:,|$)")
+# The common shape of one challenge or credentials value, as servers and phones write it:
+# ``Scheme name=value, name="quoted", …`` — single spaces, no blanks around ``=``, quoted
+# values without quoted-pairs, unquoted values of token characters (and ``:/@``, never
+# ``=``, so no token68 reading applies). What it matches, the general loop below reads the
+# same way; anything else (several challenges, escapes, other spacing) goes that way.
+_PLAIN_AUTH_VALUE = r'(?:"[^"\\\r\n]*"|[A-Za-z0-9\-.!%*_+`\'~:/@]+)'
+_PLAIN_AUTH_RE = compile_on_use(
+    rf"({_TOKEN}) {_TOKEN}={_PLAIN_AUTH_VALUE}(?:[ \t]*,[ \t]*{_TOKEN}={_PLAIN_AUTH_VALUE})*")
+_PLAIN_AUTH_PARAM_RE = compile_on_use(rf"({_TOKEN})=({_PLAIN_AUTH_VALUE})")
+
+
+def _parse_plain_auth(value: str) -> list[tuple[str, dict[str, str]]] | None:
+    """:func:`_parse_challenge_list` of a value of the common shape (``_PLAIN_AUTH_RE``),
+    else None. Raises :class:`SIPParseError` for a repeated parameter, as the loop does."""
+    m = _PLAIN_AUTH_RE.fullmatch(value)
+    if m is None:
+        return None
+    params: dict[str, str] = {}
+    for name, raw in _PLAIN_AUTH_PARAM_RE.findall(value, m.end(1)):
+        name = name.lower()
+        if name in params:
+            raise SIPParseError(f"auth-param {name!r} repeated")
+        params[name] = raw[1:-1] if raw[0] == '"' else raw
+    return [(m.group(1), params)]
 
 
 def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
@@ -76,6 +101,12 @@ def _parse_challenge_list(value: str) -> list[tuple[str, dict[str, str]]]:
     a token is followed by whitespace instead of ``=``. A token68 credential (e.g.
     ``Negotiate abc==``) is stored under the empty name.
     """
+    plain = _parse_plain_auth(value)
+    return _parse_auth_loop(value) if plain is None else plain
+
+
+def _parse_auth_loop(value: str) -> list[tuple[str, dict[str, str]]]:
+    """:func:`_parse_challenge_list` of any value, one parameter at a time."""
     out: list[tuple[str, dict[str, str]]] = []
     pos = 0
     n = len(value)
@@ -222,6 +253,11 @@ def choose_challenge(challenges: Iterable[DigestChallenge]) -> DigestChallenge |
 
 
 def _hash(algorithm: str) -> Callable[[bytes], str]:
+    """The hex digest function of ``algorithm`` (any case; ``-sess`` hashes as its base).
+    Raises ``ValueError`` for an unknown one."""
+    known = _HASHES.get(algorithm)
+    if known is not None:
+        return known
     canonical = _BY_UPPER.get(algorithm.upper())
     if canonical is None:
         raise ValueError(f"unsupported digest algorithm {algorithm!r}")
@@ -229,10 +265,19 @@ def _hash(algorithm: str) -> Callable[[bytes], str]:
 
     import hashlib  # here: hashlib is not on the start-up path of unchallenged commands
 
-    def h(data: bytes) -> str:
-        return hashlib.new(name, data).hexdigest()
+    # hashlib's named constructors (md5, sha256) skip hashlib.new's look-up by name
+    make = getattr(hashlib, name, None) or functools.partial(hashlib.new, name)
 
+    def h(data: bytes) -> str:
+        return make(data).hexdigest()
+
+    if algorithm in ALGORITHMS:  # the canonical names only: a bounded memo
+        _HASHES[algorithm] = h
     return h
+
+
+#: the digest functions made so far, by canonical algorithm name
+_HASHES: dict[str, Callable[[bytes], str]] = {}
 
 
 def digest_response(

@@ -156,7 +156,9 @@ class Headers:
 
     __slots__ = ("_dups", "_first", "_index", "_items")
 
-    # _items: (key, name, value) per field in wire order, key the lower-case canonical name.
+    # _items: (key, name, value) per field in wire order, key the lower-case canonical name;
+    # changed only by appending (add) or replaced by a new list, never edited in place (a
+    # message caches its parsed top Via and CSeq per list: _MessageMixin.top_via/cseq).
     # _first: key -> position of its first field; _dups: the keys with more than one field,
     # None when there is none (both built on the first lookup, or by the parser when every
     # name comes once; dropped by set/remove); _index: key -> every position, built on the
@@ -290,7 +292,11 @@ class Headers:
             i = positions[0]
             k, canon, old = self._items[i]
             rest = split_comma(old)[1:] if key not in _NOT_LISTS else []
-            self._items[i] = (k, canon, ", ".join([value, *rest]))
+            # a new list, never the old one changed in place: a message's parsed top Via and
+            # CSeq are cached for its field list (_MessageMixin.top_via)
+            items = list(self._items)
+            items[i] = (k, canon, ", ".join([value, *rest]))
+            self._items = items
             return
         self.add(name, value)
 
@@ -347,15 +353,19 @@ class _MessageMixin:
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from ``CSeq``; :class:`SIPParseError` if absent/bad.
         Parsed once per distinct header text (cached, as :attr:`top_via`)."""
+        cached = self.__dict__.get("_cseq")
+        items = self.headers._items
+        if cached is not None and cached[0] is items:
+            return cached[2]  # type: ignore[no-any-return]
         value = self.headers.get("CSeq")
         if value is None:
             raise SIPParseError("no CSeq header field")
-        cached = self.__dict__.get("_cseq")
-        if cached is not None and cached[0] is value:
-            return cached[1]  # type: ignore[no-any-return]
-        parsed = parse_cseq(value)
-        self.__dict__["_cseq"] = (value, parsed)
-        return parsed
+        if cached is not None and cached[1] is value:
+            parsed = cached[2]
+        else:
+            parsed = parse_cseq(value)
+        self.__dict__["_cseq"] = (items, value, parsed)
+        return parsed  # type: ignore[no-any-return]
 
     def _tag(self, name: str) -> str | None:
         value = self.headers.get(name)
@@ -383,12 +393,16 @@ class _MessageMixin:
     def top_via(self) -> Via | None:
         """The first ``Via`` value, or ``None`` if there is none. Parsed once per distinct
         header text (cached): treat the result as read-only, copy it to change it."""
+        cached = self.__dict__.get("_top_via")
+        items = self.headers._items
+        if cached is not None and cached[0] is items:
+            return cached[2]  # type: ignore[no-any-return]
         raw = self.headers.get("Via")
         if raw is None:
             return None
-        cached = self.__dict__.get("_top_via")
-        if cached is not None and cached[0] is raw:
-            return cached[1]  # type: ignore[no-any-return]
+        if cached is not None and cached[1] is raw:
+            self.__dict__["_top_via"] = (items, raw, cached[2])
+            return cached[2]  # type: ignore[no-any-return]
         if "," not in raw:
             via = Via._parse_plain(raw)
         elif '"' not in raw and "<" not in raw:
@@ -400,7 +414,7 @@ class _MessageMixin:
         if via is None:
             top = first_in_list(raw)  # only the first value of the first field is split off
             via = None if top is None else Via.parse(top)
-        self.__dict__["_top_via"] = (raw, via)
+        self.__dict__["_top_via"] = (items, raw, via)
         return via
 
     def _serialize(self, start_line: str) -> bytes:

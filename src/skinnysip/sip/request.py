@@ -24,7 +24,14 @@ import os
 from collections.abc import Iterable, Mapping
 
 from skinnysip.sip.message import Headers, Request, Response, SIPParseError, canonical_name
-from skinnysip.sip.syntax import TOKEN_RE, is_media_type, quote_string, uint_or_none
+from skinnysip.sip.syntax import (
+    COMMON_METHODS,
+    TOKEN_RE,
+    is_media_type,
+    quote_string,
+    split_comma,
+    uint_or_none,
+)
 from skinnysip.sip.uri import NameAddr, SipURI
 
 __all__ = [
@@ -237,24 +244,32 @@ def new_request(
     if to.tag is not None:
         to = NameAddr(to.display_name, to.uri, {k: v for k, v in to.params.items() if k != "tag"})
     uri, routes = apply_route_set(request_uri, route_set)
-    h = Headers()
-    h.add("Via", via)
-    for route in routes:
-        h.add("Route", route)
-    h.add("Max-Forwards", str(max_forwards))
-    h.add("From", str(from_))
-    h.add("To", str(to))
-    h.add("Call-ID", call_id or new_call_id())
-    h.add("CSeq", f"{cseq} {method}")
+    # the fields as Headers keeps them — (lower-case key, canonical name, value) — written
+    # out here rather than added one by one: every load attempt builds one
+    cseq_value = f"{cseq} {method}"
+    items = [("via", "Via", via), *(("route", "Route", route) for route in routes),
+             ("max-forwards", "Max-Forwards", str(max_forwards)), ("from", "From", str(from_)), ("to", "To", str(to)),
+             ("call-id", "Call-ID", call_id or new_call_id()), ("cseq", "CSeq", cseq_value)]
     if contact is not None:
-        h.add("Contact", str(contact))
+        items.append(("contact", "Contact", str(contact)))
     if user_agent:
-        h.add("User-Agent", user_agent)
+        items.append(("user-agent", "User-Agent", user_agent))
+    h = Headers._from_parsed(items)
     for name, value in headers:
         h.add(name, value)
     if body and content_type:
         h.add("Content-Type", content_type)
-    return Request(method, uri, h, body)
+    return _with_cseq(Request(method, uri, h, body), cseq_value, cseq, method)
+
+
+def _with_cseq(request: Request, value: str, number: int, method: str) -> Request:
+    """``request`` with its parsed CSeq (``value`` = ``number method``, the first CSeq field)
+    known in advance, when it is one :func:`~skinnysip.sip.headers.parse_cseq` would accept
+    unchecked (a 32-bit number, a method of RFC 3261 and its extensions): the transaction
+    and the matching of responses then read it without parsing the text back."""
+    if 0 <= number <= 0xFFFFFFFF and method in COMMON_METHODS:
+        request.__dict__["_cseq"] = (request.headers._items, value, (number, method))
+    return request
 
 
 def _required(message: Request | Response, name: str) -> str:
@@ -293,14 +308,34 @@ def resend_request(request: Request, via: str, *, uri: str | None = None, next_c
     (a caller adds fresh credentials), and ``uri`` as Request-URI if given (a redirect,
     RFC 3261 §8.1.3.4). The rest — Call-ID, From tag, To, Contact, body — stays, as a
     retry after a challenge (§22.2), a 3xx, a 422 (RFC 4028 §7.3) or an unregister needs."""
-    headers = request.headers.copy()
-    headers.remove("Authorization")
-    headers.remove("Proxy-Authorization")
-    headers.replace_top("Via", via)
+    cseq: str | None = None
     if next_cseq:
         number, method = request.cseq
-        headers.set("CSeq", f"{number + 1} {method}")
-    return Request(request.method, request.uri if uri is None else uri, headers, request.body)
+        cseq = f"{number + 1} {method}"
+    # the fields rewritten by position, found with C-level list searches (a digest retry of
+    # every load attempt comes here): the top Via value replaced (the rest of its field
+    # kept), every CSeq as one field at the first one's place, the credentials left out
+    old = request.headers._items
+    keys = [item[0] for item in old]
+    if "authorization" in keys or "proxy-authorization" in keys:
+        items = [item for item in old if item[0] != "authorization" and item[0] != "proxy-authorization"]
+        keys = [item[0] for item in items]
+    else:
+        items = list(old)
+    if "via" in keys:
+        at = keys.index("via")
+        key, name, top = items[at]
+        rest = split_comma(top)[1:] if "," in top else []
+        items[at] = (key, name, ", ".join([via, *rest]) if rest else via)
+    else:
+        items.append(("via", "Via", via))
+    if cseq is not None:
+        at = keys.index("cseq")  # there is one: request.cseq read it
+        if keys.count("cseq") > 1:
+            items = [item for i, item in enumerate(items) if i <= at or item[0] != "cseq"]
+        items[at] = ("cseq", "CSeq", cseq)
+    retry = Request(request.method, request.uri if uri is None else uri, Headers._from_parsed(items), request.body)
+    return retry if cseq is None else _with_cseq(retry, cseq, number + 1, method)
 
 
 def min_expires_retry(response: Response, expires: int) -> int | None:

@@ -71,6 +71,8 @@ _QUOTED_PAIR_RE = compile_on_use(r"\\(.)", re.S)
 def quote_string(text: str) -> str:
     """``text`` as an RFC 3261 §25.1 ``quoted-string``: in double quotes, ``\\`` and ``"``
     escaped as quoted-pairs."""
+    if '"' not in text and "\\" not in text:  # the usual case: nothing to escape
+        return f'"{text}"'
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -233,12 +233,16 @@ class ClientTransaction:
         """Send the request for the first time and start the timers: the retransmission timer
         (A or E, T1, unreliable transports only) and the timeout timer (B or F, 64·T1). Call once."""
         self.state = self._initial_state
+        timers = self.timers
         out = TransactionOutput(transmit=[Transmit(self.request, "request")])
-        if not self.reliable:
-            self._interval = self.timers.t1
-            self._timers[self._retransmit_timer] = now + self._interval
-        self._timers[self._timeout_timer] = now + self.timers.timeout
-        out.deadline = self.deadline
+        timeout = now + 64 * timers.t1  # B or F (Timers.timeout)
+        if self.reliable:
+            self._timers[self._timeout_timer] = out.deadline = timeout
+        else:
+            self._interval = timers.t1
+            # A or E, the earlier of the two (T1 < 64·T1)
+            self._timers[self._retransmit_timer] = out.deadline = now + self._interval
+            self._timers[self._timeout_timer] = timeout
         return out
 
     def receive(self, response: Response, now: float) -> TransactionOutput:
@@ -252,14 +256,13 @@ class ClientTransaction:
         Via branch and CSeq method (§17.1.3; the transaction layer's lookup), so it is
         not parsed again."""
         out = TransactionOutput()
-        if self.terminated:
-            out.deadline = self.deadline
-            return out
-        if response.status_code < 200:
-            self._on_provisional(response, now, out)
-        else:
-            self._on_final(response, now, out)
-        out.deadline = self.deadline
+        if self.state is not _TERMINATED:
+            if response.status_code < 200:
+                self._on_provisional(response, now, out)
+            else:
+                self._on_final(response, now, out)
+        timers = self._timers
+        out.deadline = min(timers.values()) if timers else None  # self.deadline, inlined
         return out
 
     def transport_error(self, reason: str, now: float) -> TransactionOutput:

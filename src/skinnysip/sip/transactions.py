@@ -91,6 +91,11 @@ __all__ = [
 
 Transaction = ClientTransaction | ServerTransaction
 
+# the states the layer tests per message, as plain names (an enum member is a descriptor
+# look-up on every ``State.X`` on Python 3.11)
+_CLIENT_COMPLETED, _CLIENT_TERMINATED = State.COMPLETED, State.TERMINATED
+_SERVER_COMPLETED, _SERVER_TERMINATED = ServerState.COMPLETED, ServerState.TERMINATED
+
 #: Completed states of non-INVITE client transactions kept by key at most (10 000/s for T4 = 5 s)
 MAX_ABSORBING = 50_000
 #: Completed states of non-INVITE server transactions kept (key, final response) at most
@@ -386,8 +391,7 @@ class TransactionLayer:
         if key in self.client:
             raise ValueError(f"a {tx.method} client transaction with branch {tx.branch} is already running")
         self.client[key] = tx
-        if self._absorbing:
-            self._absorbing.discard(key)  # a branch used again (not by us): the new one gets the responses
+        self._absorbing.discard(key)  # a branch used again (not by us): the new one gets the responses
         self._client_keys[id(tx)] = key
         self._apply(tx, tx.start(now), out)
         out.deadline = self.next_deadline()
@@ -593,23 +597,24 @@ class TransactionLayer:
         for item in result.transmit:
             out.send.append(Send(item.message, target, item.kind, tx))
         for event in result.events:
-            if isinstance(event, _TxResponse) and isinstance(tx, ClientTransaction):
-                out.events.append(ResponseReceived(event.response, flow or target, tx))
-            elif isinstance(event, _TxTimedOut):
-                out.events.append(TimedOut(tx, event.timer))
-            elif isinstance(event, FinalResponseTimedOut | AckTimedOut):
+            kind = type(event)
+            if kind is Terminated:
+                continue
+            if kind is _TxResponse or isinstance(event, _TxResponse):
+                if isinstance(tx, ClientTransaction):
+                    out.events.append(ResponseReceived(event.response, flow or target, tx))
+            elif isinstance(event, _TxTimedOut | FinalResponseTimedOut | AckTimedOut):
                 out.events.append(TimedOut(tx, event.timer))
             elif isinstance(event, _TxTransportFailed | ServerTransportFailed):
                 out.events.append(TransportFailed(tx, event.reason))
-            elif isinstance(event, Terminated):
-                pass
-        if tx.terminated:
+        state = tx.state
+        if state is _CLIENT_TERMINATED or state is _SERVER_TERMINATED:
             self._forget(tx)
             out.ended.append(tx)
-        elif tx.state is State.COMPLETED and isinstance(tx, NonInviteClientTransaction):
+        elif state is _CLIENT_COMPLETED and isinstance(tx, NonInviteClientTransaction):
             self._absorb(tx)
             out.ended.append(tx)
-        elif (tx.state is ServerState.COMPLETED and isinstance(tx, NonInviteServerTransaction)
+        elif (state is _SERVER_COMPLETED and isinstance(tx, NonInviteServerTransaction)
               and self._server_keys.get(id(tx), ("2543",))[0] != "2543"):
             self._keep_answer(tx)
             out.ended.append(tx)
