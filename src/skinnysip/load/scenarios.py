@@ -782,7 +782,9 @@ class TransactionScenario(Scenario):
         # the users' AORs, the targets and our Contact per (flow, user) repeat every attempt:
         # made once per run (bounded; the results are only read)
         self._uri = functools.lru_cache(maxsize=MAX_USERS + 2)(SipURI.parse)
-        self._contact = functools.lru_cache(maxsize=MAX_USERS + 2)(self.ep.contact)
+        # the From/To address and Contact values, written once per user (and flow)
+        self._address = functools.lru_cache(maxsize=MAX_USERS + 2)(lambda uri: str(NameAddr(None, self._uri(uri))))
+        self._contact = functools.lru_cache(maxsize=MAX_USERS + 2)(lambda flow, user: str(self.ep.contact(flow, user)))
         added = {canonical_name(name) for name, _ in c.headers}
         self._user_agent = None if "User-Agent" in added else USER_AGENT
         self.ep.start()
@@ -838,8 +840,8 @@ class TransactionScenario(Scenario):
                  body: bytes = b"", content_type: str | None = None) -> Request:
         added = self.config.headers_for(user)
         return new_request(
-            method, ruri, from_=NameAddr(None, self._uri(from_uri), {"tag": from_tag or new_tag()}),
-            to=NameAddr(None, self._uri(to_uri)), via=self.ep.via(flow), call_id=call_id,
+            method, ruri, from_=f"{self._address(from_uri)};tag={from_tag or new_tag()}",
+            to=self._address(to_uri), via=self.ep.via(flow), call_id=call_id,
             cseq=cseq, contact=self._contact(flow, contact_user) if contact_user is not None else None,
             user_agent=self._user_agent, headers=[*(headers or ()), *added], body=body, content_type=content_type)
 

@@ -60,13 +60,20 @@ class LatencyHistogram:
 
     def add(self, seconds: float) -> None:
         """Record one duration (seconds; negative taken as 0)."""
-        ms = max(0.0, seconds * 1000.0)
-        index = 0 if ms <= _BASE_MS else min(_MAX_BUCKET, int(math.log(ms / _BASE_MS) / _LOG_GROWTH) + 1)
-        self.buckets[index] = self.buckets.get(index, 0) + 1
+        ms = seconds * 1000.0 if seconds > 0 else 0.0
+        if ms <= _BASE_MS:
+            index = 0
+        else:
+            index = int(math.log(ms / _BASE_MS) / _LOG_GROWTH) + 1
+            if index > _MAX_BUCKET:
+                index = _MAX_BUCKET
+        buckets = self.buckets
+        buckets[index] = buckets.get(index, 0) + 1
         self.count += 1
         self.total_ms += ms
         self.total_sq_ms += ms * ms
-        self.max_ms = max(self.max_ms, ms)
+        if ms > self.max_ms:
+            self.max_ms = ms
 
     def merge(self, other: LatencyHistogram) -> None:
         for index, n in other.buckets.items():

@@ -28,6 +28,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from skinnysip import __version__
 from skinnysip import policy as target_policy
@@ -165,8 +166,23 @@ class Outcome:
     auth: ChallengeRetry | None = None
 
 
-def _drop_event(event: ClientEvent) -> None:
-    """The listener of a handle whose exchange has ended: its late events go nowhere."""
+class _EventSink(Protocol):
+    """Where the endpoint hands a client transaction's events (:class:`ClientHandle`,
+    :class:`Exchange`), synchronously, from the pump."""
+
+    def _push(self, event: ClientEvent) -> None: ...
+
+
+class _Dropped:
+    """The sink of a transaction whose exchange was cancelled: its late events go nowhere."""
+
+    __slots__ = ()
+
+    def _push(self, event: ClientEvent) -> None:
+        pass
+
+
+_DROPPED = _Dropped()
 
 
 def _drop_outcome(outcome: Outcome) -> None:
@@ -175,19 +191,22 @@ def _drop_outcome(outcome: Outcome) -> None:
 
 class Exchange:
     """One request run to its outcome by callbacks (:meth:`SIPEndpoint.exchange`): the
-    client transaction's events arrive through its handle's listener, a challenge is
-    answered from there, and the deadline is one loop timer per send."""
+    exchange itself receives its client transaction's events (it is the transaction's
+    sink, no :class:`ClientHandle` in between), a challenge is answered from there, and
+    the deadline is one loop timer, moved on for each send when it fires."""
 
-    __slots__ = ("endpoint", "flow", "timeout", "rule", "on_outcome", "outcome", "handle", "timer", "finished",
-                 "sends")
+    __slots__ = ("endpoint", "flow", "timeout", "rule", "on_outcome", "outcome", "transaction", "started", "timer",
+                 "deadline", "finished", "sends")
 
     def __init__(self, endpoint: SIPEndpoint, flow: Flow, timeout: float, rule: ChallengeRetry,
                  on_outcome: Callable[[Outcome], None]) -> None:
         self.endpoint, self.flow, self.timeout, self.rule = endpoint, flow, timeout, rule
         self.on_outcome = on_outcome
         self.outcome: Outcome | None = None
-        self.handle: ClientHandle | None = None
+        self.transaction: ClientTransaction | None = None  # the one of the last send
+        self.started = 0.0  # loop time of the last send
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = math.inf  # loop time the last send times out at
         self.finished = False
         self.sends = 0  # requests sent: the first and at most MAX_EXCHANGE_SENDS - 1 retries
 
@@ -202,7 +221,7 @@ class Exchange:
         self.sends += 1
         ep = self.endpoint
         try:
-            handle = ep.send_request(request, self.flow)
+            ep._start_exchange_transaction(request, self)  # sets transaction and started
         except SIPTransportError as exc:
             self._end(exc.reason)
             return
@@ -211,32 +230,40 @@ class Exchange:
                 raise
             self._end(f"cannot send the retry: {exc}")
             return
-        assert handle is not None
-        self.handle = handle
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.finished:  # the send failed at once (a transport error reached us)
+            return
         # the deadline; one no shorter than Timer F is left to Timer F (it says so,
         # outcome.timer), this timer only a backstop just after it
-        at = handle.started + self.timeout
+        at = self.started + self.timeout
         if self.timeout >= ep.timers.timeout:
             at += 2 * TIMER_SLACK
-        self.timer = asyncio.get_running_loop().call_at(at, self._expire)
-        handle.set_listener(self._on_event)
+        self.deadline = at
+        if self.timer is None:  # else the armed (earlier) one moves on when it fires
+            self.timer = asyncio.get_running_loop().call_at(at, self._expire)
 
     def cancel(self) -> None:
-        """End it now, without calling back (idempotent). Lets go of the handle's listener
-        and the timer, so no reference cycle keeps the exchange (and its messages) for the
-        garbage collector: thousands a second end by reference counting."""
+        """End it now, without calling back (idempotent). Lets go of the timer and of the
+        transaction's events (they go nowhere from now on), so nothing keeps the exchange
+        (and its messages) alive: thousands a second end by reference counting."""
         self.finished = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.handle is not None:
-            self.handle.listener = _drop_event
-            self.handle = None
+        tx = self.transaction
+        if tx is not None:
+            self.transaction = None
+            handles = self.endpoint._handles
+            if handles.get(id(tx)) is self:
+                handles[id(tx)] = _DROPPED
 
     def _expire(self) -> None:
         self.timer = None
+        if self.finished:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.deadline - TIMER_SLACK:  # a later send moved the deadline on
+            self.timer = loop.call_at(self.deadline, self._expire)
+            return
         self._end("timeout")
 
     def _end(self, error: str | None = None, timer: str | None = None) -> None:
@@ -253,7 +280,7 @@ class Exchange:
         except Exception as exc:  # runs inside the pump: a caller's bug must not stop it
             self.endpoint.errors.append(f"exchange callback failed: {exc!r}")
 
-    def _on_event(self, event: ClientEvent) -> None:
+    def _push(self, event: ClientEvent) -> None:
         try:
             self._handle(event)
         except Exception as exc:  # runs inside the pump (a datagram's callback): end this exchange only
@@ -261,8 +288,8 @@ class Exchange:
             self._end(f"internal error: {exc!r}")
 
     def _handle(self, event: ClientEvent) -> None:
-        outcome, handle = self.outcome, self.handle
-        if self.finished or outcome is None or handle is None or event.transaction is not handle.transaction:
+        outcome, tx = self.outcome, self.transaction
+        if self.finished or outcome is None or tx is None or event.transaction is not tx:
             return  # a late event of an earlier (challenged) transaction, or after the end
         if isinstance(event, ResponseReceived):
             response = event.response
@@ -270,8 +297,7 @@ class Exchange:
                 outcome.provisional.append(response)
                 return
             outcome.response = response
-            outcome.rtt = round_trip(handle.transaction.request, response,
-                                     self.endpoint.loop_time - handle.started)
+            outcome.rtt = round_trip(tx.request, response, self.endpoint.loop_time - self.started)
             rule = self.rule
             if self.sends < MAX_EXCHANGE_SENDS and rule.answers(response):  # else no retry: no Via to build
                 retried = rule.retry(outcome.request, response, self.endpoint.via(self.flow))
@@ -345,7 +371,7 @@ class SIPEndpoint:
         self.tls_verify, self.ca_file = tls_verify, ca_file
         self._tls_client: ssl.SSLContext | None = None
         self._handlers: list[Handler] = []
-        self._handles: dict[int, ClientHandle] = {}
+        self._handles: dict[int, _EventSink] = {}
         # the armed loop timer and the loop time it fires at (uvloop's call_at answers a
         # plain Handle, without when(), for a time already past)
         self._timer: asyncio.Handle | None = None
@@ -513,6 +539,21 @@ class SIPEndpoint:
             out.send.clear()
         self._process(out)
         return handle
+
+    def _start_exchange_transaction(self, request: Request, exchange: Exchange) -> None:
+        """:meth:`send_request` of an :class:`Exchange`'s request (not an ACK) on its flow,
+        the events handed to the exchange itself; its ``transaction`` and ``started`` (loop
+        time) are set before anything is sent, so an error sending it reaches it. Raises as
+        :meth:`send_request` does, and ``ValueError`` for an ACK."""
+        if request.method == "ACK":
+            raise ValueError("an ACK is not sent in a client transaction")
+        self.start()
+        now = self.loop_time
+        tx, out = self.layer.send_request(request, exchange.flow, now)
+        assert tx is not None  # every request but an ACK has one
+        exchange.transaction, exchange.started = tx, now
+        self._handles[id(tx)] = exchange
+        self._process(out)
 
     def send_response(self, transaction: ServerTransaction, response: Response) -> None:
         """Send the TU's ``response`` in ``transaction``. Raises ``ValueError`` if the

@@ -74,6 +74,7 @@ MAX_STUN_SOURCES = 4096  # sources whose last STUN keep-alive time is remembered
 UDP_RECEIVE_BUFFER = 16 << 20  # bytes asked for each SIP UDP socket (a burst waits there, not lost)
 UDP_DRAIN_BATCH = 512  # datagrams read per readiness callback before other callbacks get a turn
 UDP_SEND_QUEUE = 4096  # datagrams queued while the socket's send buffer is full (then dropped)
+UDP_FLOW_CACHE = 4096  # source addresses a UDP socket keeps the Flow of (then it starts again)
 UDP_SEND_TRIES = 4  # sends of one datagram while each attempt meets an earlier datagram's ICMP error
 UDP_ERROR_QUEUE_READS = 64  # ICMP errors read from a socket's error queue at a time (bounded)
 #: the start of anything that can be a SIP message (RFC 3261 §7.1/§7.2: Request-Line or
@@ -305,6 +306,7 @@ class _UDPSocket:
         self.layer = layer
         self.transport: _DrainingDatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
+        self._flows: dict[object, Flow] = {}  # source address as received -> its Flow to us
 
     def connection_made(self, transport: _DrainingDatagramTransport) -> None:
         self.transport = transport
@@ -337,7 +339,12 @@ class _UDPSocket:
             if is_stun(data):
                 self.layer.stun_datagram(self.local, data, (str(addr[0]), int(addr[1])))
                 return
-        self.layer.whole_message(data, self.local, (str(addr[0]), int(addr[1])), "udp", None)
+        flow = self._flows.get(addr)
+        if flow is None:  # the flow of datagrams from addr to this socket, made once (it is immutable)
+            if len(self._flows) >= UDP_FLOW_CACHE:
+                self._flows.clear()
+            flow = self._flows[addr] = Flow("udp", (str(addr[0]), int(addr[1])), local=self.local)
+        self.layer.whole_message(data, self.local, flow.remote, "udp", flow)
 
     def error_received(self, exc: Exception) -> None:
         """A receive met the socket's pending error: the queued errors name their

@@ -217,12 +217,12 @@ def new_request(
     method: str,
     request_uri: str,
     *,
-    from_: NameAddr,
-    to: NameAddr,
+    from_: NameAddr | str,
+    to: NameAddr | str,
     via: str,
     call_id: str | None = None,
     cseq: int = 1,
-    contact: NameAddr | None = None,
+    contact: NameAddr | str | None = None,
     route_set: Iterable[NameAddr | str] = (),
     max_forwards: int = 70,
     user_agent: str | None = None,
@@ -233,15 +233,17 @@ def new_request(
     """An out-of-dialog request (RFC 3261 §8.1.1).
 
     ``from_`` must carry a ``tag`` (one is added if missing, §8.1.1.3); ``to`` must not
-    (§8.1.1.2: it is removed). ``via`` is the full Via value with a fresh branch (the
+    (§8.1.1.2: it is removed). ``from_``, ``to`` and ``contact`` may also be given as the
+    field values already written (a load generator's, formatted once per user): then they
+    go out as they are, ``from_`` with its tag. ``via`` is the full Via value with a fresh branch (the
     transport names its own address; see :func:`new_branch`). ``call_id``: a new one when
     None. ``route_set``: a pre-existing route set (outbound proxy, §8.1.2), applied with
     :func:`apply_route_set`. ``headers`` are extra fields appended in order. The
     Content-Length is computed when serialised.
     """
-    if from_.tag is None:
+    if isinstance(from_, NameAddr) and from_.tag is None:
         from_ = NameAddr(from_.display_name, from_.uri, {**from_.params, "tag": new_tag()})
-    if to.tag is not None:
+    if isinstance(to, NameAddr) and to.tag is not None:
         to = NameAddr(to.display_name, to.uri, {k: v for k, v in to.params.items() if k != "tag"})
     uri, routes = apply_route_set(request_uri, route_set)
     # the fields as Headers keeps them — (lower-case key, canonical name, value) — written
