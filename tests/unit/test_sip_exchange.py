@@ -142,3 +142,59 @@ async def test_a_failing_callback_is_recorded_and_the_endpoint_goes_on() -> None
         assert any("exchange callback failed" in error and "a bug in the caller" in error for error in ep.errors)
         after = await ep.transact(register(ep, flow), flow, timeout=5.0)
         assert after.response is not None and after.response.status_code == 200
+
+
+class SlowChallenger(asyncio.DatagramProtocol):
+    """Answers the first request with a 401 after ``delay`` seconds; every later one gets
+    nothing."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.requests: list[Request] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        if any(r.top_via == request.top_via for r in self.requests):
+            return  # a retransmission
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            answer = challenge(401, "registrar")(request).to_bytes()
+            assert self.transport is not None
+            asyncio.get_running_loop().call_later(self.delay, self.transport.sendto, answer, addr)
+
+
+async def test_the_deadline_of_a_retry_counts_from_its_own_send() -> None:
+    # the exchange keeps one timer: armed for the first send, it moves on to the retry's
+    # deadline when it fires (a retry 0.25 s in, a 0.3 s timeout: the end comes ~0.55 s in)
+    loop = asyncio.get_running_loop()
+    transport, slow = await loop.create_datagram_endpoint(lambda: SlowChallenger(0.25), local_addr=("127.0.0.1", 0))
+    try:
+        async with SIPEndpoint(timers=FAST, trace=False) as ep:
+            await ep.listen("udp", "127.0.0.1", 0)
+            flow = Flow("udp", transport.get_extra_info("sockname"), local=ep.transport.listeners[0].local)
+            done: asyncio.Future[Outcome] = loop.create_future()
+            started = loop.time()
+            ep.exchange(register(ep, flow), flow, timeout=0.3, auth=ChallengeRetry(DigestClient("alice", "secret")),
+                        on_outcome=done.set_result)
+            outcome = await asyncio.wait_for(done, 5.0)
+            elapsed = loop.time() - started
+            assert outcome.error == "timeout" and outcome.response is None
+            assert len(slow.requests) == 2 and "Authorization" in slow.requests[1].headers
+            assert 0.5 <= elapsed < 1.2, elapsed  # the retry's deadline, not the first send's (0.3 s)
+    finally:
+        transport.close()
+
+
+async def test_a_cancelled_exchange_leaves_nothing_behind_once_its_transaction_ends() -> None:
+    async with peer([]) as (ep, flow, _):
+        calls: list[Outcome] = []
+        run = ep.exchange(register(ep, flow), flow, timeout=5.0, auth=ChallengeRetry(None), on_outcome=calls.append)
+        assert len(ep._handles) == 1
+        run.cancel()
+        await asyncio.sleep(FAST.timeout + 0.3)  # Timer F ends the silent transaction
+        assert calls == [] and ep._handles == {}

@@ -350,3 +350,76 @@ def test_sip_like_fragments_on_streams_raise_only_sip_parse_error(parts: list[by
                 msg.to_bytes()
     except SIPParseError:
         pass
+
+
+def test_the_parsed_top_via_and_cseq_follow_every_change_of_the_fields() -> None:
+    # both are cached per field list; every way the fields change must show
+    msg = parse_message(
+        b"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa\r\n"
+        b"From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n")
+    assert msg.top_via is not None and msg.top_via.branch == "z9hG4bKa" and msg.cseq == (1, "REGISTER")
+    msg.headers.add("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKlower")  # a second field: the top stays
+    msg.headers.add("CSeq", "9 REGISTER")
+    assert msg.top_via.branch == "z9hG4bKa" and msg.cseq == (1, "REGISTER")
+    msg.headers.replace_top("Via", "SIP/2.0/TCP 192.0.2.2;branch=z9hG4bKb")
+    msg.headers.set("CSeq", "2 REGISTER")
+    assert msg.top_via.branch == "z9hG4bKb" and msg.top_via.transport == "TCP" and msg.cseq == (2, "REGISTER")
+    msg.headers.remove("Via")
+    assert msg.top_via is None
+    msg.headers = Headers([("Via", "SIP/2.0/UDP 192.0.2.3;branch=z9hG4bKc"), ("CSeq", "3 OPTIONS")])
+    assert msg.top_via is not None and msg.top_via.branch == "z9hG4bKc" and msg.cseq == (3, "OPTIONS")
+    msg.headers.remove("CSeq")
+    with pytest.raises(SIPParseError, match="no CSeq"):
+        msg.cseq  # noqa: B018
+
+
+def test_a_built_request_knows_its_cseq_and_a_resent_one_the_next() -> None:
+    from skinnysip.sip.request import new_request, resend_request
+    from skinnysip.sip.uri import NameAddr
+
+    aor = NameAddr.parse("<sip:a@example.test>")
+    request = new_request("REGISTER", "sip:example.test", from_=aor, to=aor,
+                          via="SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa", cseq=41,
+                          route_set=["<sip:p1.example.test;lr>", "<sip:p2.example.test;lr>"])
+    assert request.cseq == (41, "REGISTER") and request.headers.get("CSeq") == "41 REGISTER"
+    request.headers.add("Authorization", 'Digest username="a"')
+    retry = resend_request(request, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKb")
+    assert retry.cseq == (42, "REGISTER") and retry.headers.get("CSeq") == "42 REGISTER"
+    assert "Authorization" not in retry.headers and retry.top_via is not None and retry.top_via.branch == "z9hG4bKb"
+    assert [name for name, _ in retry.headers][:3] == ["Via", "Route", "Route"]
+    # a number past 32 bits is not taken on trust: the parse says what is wrong
+    odd = new_request("REGISTER", "sip:example.test", from_=aor, to=aor, via="SIP/2.0/UDP h;branch=z9hG4bKc",
+                      cseq=2**32)
+    with pytest.raises(SIPParseError, match="larger than"):
+        odd.cseq  # noqa: B018
+
+
+_FIELDS = st.lists(st.sampled_from([
+    ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1"), ("Via", "SIP/2.0/UDP a;branch=z9hG4bK2, SIP/2.0/UDP b"),
+    ("CSeq", "7 REGISTER"), ("CSeq", "8 REGISTER"), ("Authorization", 'Digest username="a"'),
+    ("Proxy-Authorization", 'Digest username="b"'), ("Route", "<sip:p;lr>"), ("Expires", "60"),
+    ("Contact", "<sip:a@192.0.2.1>"), ("X-Extra", "1"),
+]), max_size=9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_FIELDS, st.booleans())
+def test_resend_request_writes_the_fields_as_the_header_operations_would(fields: list[tuple[str, str]],
+                                                                         next_cseq: bool) -> None:
+    from skinnysip.sip.headers import parse_cseq
+    from skinnysip.sip.request import resend_request
+
+    if not any(name == "CSeq" for name, _ in fields):
+        fields = [*fields, ("CSeq", "7 REGISTER")]
+    request = Request("REGISTER", "sip:example.test", Headers(fields))
+    via = "SIP/2.0/UDP 192.0.2.5;rport;branch=z9hG4bKnew"
+    expected = request.headers.copy()  # the reference: the Headers operations one by one
+    expected.remove("Authorization")
+    expected.remove("Proxy-Authorization")
+    expected.replace_top("Via", via)
+    if next_cseq:
+        number, method = request.cseq
+        expected.set("CSeq", f"{number + 1} {method}")
+    retry = resend_request(request, via, next_cseq=next_cseq)
+    assert list(retry.headers) == list(expected)
+    assert retry.cseq == parse_cseq(retry.headers.get("CSeq") or "")

@@ -72,6 +72,7 @@ __all__ = [
 
 USER_AGENT = f"skinnysip/{__version__}"
 HANDLE_QUEUE_LIMIT = 256  # events one client transaction can queue (bounded)
+MAX_VIA_PREFIXES = 1024  # UDP flows whose Via prefix an endpoint keeps (then it starts again)
 TIMER_SLACK = 0.002  # s a transaction timer may fire late, so close deadlines share one tick
 HOUSEKEEPING_INTERVAL = 5.0  # s between checks for idle TCP/TLS connections
 MAX_EXCHANGE_SENDS = 3  # a request and at most two digest retries (SIPEndpoint.exchange)
@@ -372,6 +373,8 @@ class SIPEndpoint:
         self._tls_client: ssl.SSLContext | None = None
         self._handlers: list[Handler] = []
         self._handles: dict[int, _EventSink] = {}
+        # "SIP/2.0/UDP host:port;rport;branch=" per UDP flow from a socket bound to one address
+        self._via_prefixes: dict[Flow, str] = {}
         # the armed loop timer and the loop time it fires at (uvloop's call_at answers a
         # plain Handle, without when(), for a time already past)
         self._timer: asyncio.Handle | None = None
@@ -505,10 +508,19 @@ class SIPEndpoint:
     def via(self, flow: Flow, branch: str | None = None) -> str:
         """A Via value for a request on ``flow``: our address on it, ``rport`` (RFC 3581),
         and ``branch`` (new if None; RFC 3261 §8.1.1.7)."""
-        if self.ws_host is not None and flow.transport in ("ws", "wss"):
-            return f"SIP/2.0/{flow.transport.upper()} {self.ws_host};rport;branch={branch or new_branch()}"
-        host, port = self.local_address(flow)
-        return f"SIP/2.0/{flow.transport.upper()} {hostport(host, port)};rport;branch={branch or new_branch()}"
+        prefix = self._via_prefixes.get(flow)
+        if prefix is None:
+            if self.ws_host is not None and flow.transport in ("ws", "wss"):
+                return f"SIP/2.0/{flow.transport.upper()} {self.ws_host};rport;branch={branch or new_branch()}"
+            host, port = self.local_address(flow)
+            prefix = f"SIP/2.0/{flow.transport.upper()} {hostport(host, port)};rport;branch="
+            local = flow.local
+            if flow.transport == "udp" and local is not None and local[0] not in ("0.0.0.0", "::"):
+                # the socket's own address: what local_address gives for this flow, always
+                if len(self._via_prefixes) >= MAX_VIA_PREFIXES:
+                    self._via_prefixes.clear()
+                self._via_prefixes[flow] = prefix
+        return prefix + (branch or new_branch())
 
     def contact(self, flow: Flow, user: str | None = None, *, scheme: str = "sip") -> NameAddr:
         """A Contact for requests on ``flow``: our address on it, ``transport`` for streams

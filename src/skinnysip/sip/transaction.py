@@ -191,9 +191,10 @@ class ClientTransaction:
         self.reliable = reliable
         self.timers = timers or Timers()
         top = request.top_via
-        if top is None or not top.branch:
+        branch = top.branch if top is not None else None
+        if not branch:
             raise SIPParseError("request has no Via branch")
-        self.branch: str = top.branch
+        self.branch: str = branch
         self.method: str = request.method
         self.cseq: tuple[int, str] = request.cseq
         self.state: State = _TERMINATED
