@@ -10,6 +10,8 @@
 # rising rates) ~15 minutes;
 # bench_load_calls.py (concurrent calls through skinnysip load, SIPp -rtp_echo then skinnysip load answer as the
 # far end) ~4 minutes.
+# bench_register_path.py (load register's REGISTER path without the network: µs and calls per registration in our
+# code) a few seconds.
 # At the end benchmarks/summary.py prints one table of the ratios (results/summary.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
