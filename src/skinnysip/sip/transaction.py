@@ -236,7 +236,7 @@ class ClientTransaction:
         self.state = self._initial_state
         timers = self.timers
         out = TransactionOutput(transmit=[Transmit(self.request, "request")])
-        timeout = now + 64 * timers.t1  # B or F (Timers.timeout)
+        timeout = now + timers.timeout  # B or F
         if self.reliable:
             self._timers[self._timeout_timer] = out.deadline = timeout
         else:
