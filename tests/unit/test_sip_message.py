@@ -423,3 +423,26 @@ def test_resend_request_writes_the_fields_as_the_header_operations_would(fields:
     retry = resend_request(request, via, next_cseq=next_cseq)
     assert list(retry.headers) == list(expected)
     assert retry.cseq == parse_cseq(retry.headers.get("CSeq") or "")
+
+
+@pytest.mark.parametrize("routes", [0, 1, 2])
+@pytest.mark.parametrize("contact", [False, True])
+@pytest.mark.parametrize("user_agent", [False, True])
+def test_a_built_request_finds_each_field_as_headers_added_one_by_one_would(routes: int, contact: bool,
+                                                                            user_agent: bool) -> None:
+    from skinnysip.sip.request import new_request
+    from skinnysip.sip.uri import NameAddr
+
+    aor = NameAddr.parse("<sip:a@example.test>")
+    extra = [("Expires", "60"), ("Contact", "<sip:other@192.0.2.7>"), ("Via", "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKx")]
+    for _ in range(2):  # the second time from the memo of positions
+        request = new_request("REGISTER", "sip:example.test", from_=aor, to=aor,
+                              via="SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa",
+                              route_set=[f"<sip:p{i}.example.test;lr>" for i in range(routes)],
+                              contact=NameAddr.parse("<sip:a@192.0.2.1>") if contact else None,
+                              user_agent="ua/1" if user_agent else None, headers=extra)
+        reference = Headers(list(request.headers))
+        for name in ("Via", "Route", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "Contact", "User-Agent",
+                     "Expires", "X-None"):
+            assert request.headers.get(name) == reference.get(name), name
+            assert request.headers.get_all(name) == reference.get_all(name), name
