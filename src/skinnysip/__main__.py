@@ -14,14 +14,12 @@ def run() -> None:
     process is the command line's own, so freezing them (:func:`gc.freeze`) changes nothing
     for anyone else; a program that imports :mod:`skinnysip.cli` keeps its collector as it was.
     """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    from skinnysip.net.realtime import collector_paused
+
+    with collector_paused():
         from skinnysip import cli
-    finally:
+
         gc.freeze()
-        if collecting:
-            gc.enable()
     cli.run()
 
 

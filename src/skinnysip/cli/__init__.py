@@ -11,6 +11,7 @@ import click
 from skinnysip import __version__
 from skinnysip.cli import common
 from skinnysip.cli.common import Group, option
+from skinnysip.net.realtime import collector_paused
 
 #: set by :func:`run`: this process is the command line's own, and its collector may be frozen
 _own_process = False
@@ -42,7 +43,7 @@ class _RootGroup(Group):
             # wasted. Paused, they would all be walked by the next collection instead (~4 ms
             # of 'sip options' start-up), so a process of its own then freezes them: no
             # collection walks what was there before the command ran (issue 12).
-            with common.collector_paused():
+            with collector_paused():
                 module = importlib.import_module(where[0])
                 if _own_process:
                     gc.freeze()

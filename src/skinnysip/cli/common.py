@@ -7,12 +7,10 @@ otherwise, 2 usage or local error, 3 no usable answer.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
@@ -293,21 +291,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
         raise exit_with(NAGIOS_UNKNOWN)
     err_console.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     raise exit_with(code)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block; the collector is as it was after it.
-    For what makes objects that live to the end (imports) or ends soon and lets everything go
-    (a probe's one bounded run): the collector's passes would only walk them (~1 ms each of
-    'sip options' start-up, issue 12)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 #: True once :func:`emit` printed a command's result: the command has nothing left to finish

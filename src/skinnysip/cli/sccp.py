@@ -30,7 +30,6 @@ from skinnysip.cli.common import (
     argument,
     check_source,
     checked_ip,
-    collector_paused,
     console,
     emit,
     fail,
@@ -45,6 +44,7 @@ from skinnysip.cli.common import (
     stacked,
     write_pcap,
 )
+from skinnysip.net.realtime import collector_paused
 from skinnysip.result import validation_message
 
 if TYPE_CHECKING:

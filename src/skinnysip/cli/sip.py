@@ -34,7 +34,6 @@ from skinnysip.cli.common import (
     argument,
     check_source,
     checked_ip,
-    collector_paused,
     console,
     emit,
     fail,
@@ -55,6 +54,7 @@ from skinnysip.cli.common import (
     transport_value,
     write_pcap,
 )
+from skinnysip.net.realtime import collector_paused
 from skinnysip.probes import sip as probes
 from skinnysip.probes.sip import check_party, check_uri, check_user
 from skinnysip.sip.request import MAX_REQUEST_BODY, check_one_request

@@ -154,7 +154,6 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random | None = None) ->
         import random  # here: ~1 ms of every start-up, and only SRV answers draw
 
         rng = cast("random.Random", random)
-    draw = rng
     out: list[SrvRecord] = []
     for priority in sorted({r.priority for r in records}):
         pool = [r for r in records if r.priority == priority]
@@ -162,9 +161,9 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random | None = None) ->
             pool.sort(key=lambda r: r.weight != 0)  # stable: weight 0 first, else as listed
             total = sum(r.weight for r in pool)
             if total == 0:  # all weight 0: the RFC's "any order" → an equal chance each
-                chosen = draw.randrange(len(pool))
+                chosen = rng.randrange(len(pool))
             else:
-                pick = draw.randint(0, total)
+                pick = rng.randint(0, total)
                 running = 0
                 chosen = len(pool) - 1
                 for i, record in enumerate(pool):
