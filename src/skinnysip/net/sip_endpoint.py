@@ -28,7 +28,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from skinnysip import __version__
 from skinnysip import policy as target_policy
@@ -184,6 +184,7 @@ class _Dropped:
 
 
 _DROPPED = _Dropped()
+_SinkT = TypeVar("_SinkT", bound=_EventSink)
 
 
 def _drop_outcome(outcome: Outcome) -> None:
@@ -222,7 +223,9 @@ class Exchange:
         self.sends += 1
         ep = self.endpoint
         try:
-            ep._start_exchange_transaction(request, self)  # sets transaction and started
+            if request.method == "ACK":
+                raise ValueError("an ACK is not sent in a client transaction")
+            ep._send_request(request, self.flow, self._started)
         except SIPTransportError as exc:
             self._end(exc.reason)
             return
@@ -241,6 +244,11 @@ class Exchange:
         self.deadline = at
         if self.timer is None:  # else the armed (earlier) one moves on when it fires
             self.timer = asyncio.get_running_loop().call_at(at, self._expire)
+
+    def _started(self, transaction: ClientTransaction, started: float) -> Exchange:
+        """The sink of the transaction just started (:meth:`SIPEndpoint._send_request`): us."""
+        self.transaction, self.started = transaction, started
+        return self
 
     def cancel(self) -> None:
         """End it now, without calling back (idempotent). Lets go of the timer and of the
@@ -539,33 +547,24 @@ class SIPEndpoint:
         """Send ``request`` on ``flow`` in a new client transaction (None for an ACK, which
         is sent as it is). Raises :class:`SIPTransportError` if the ACK cannot be sent,
         ``ValueError``/:class:`SIPParseError` for a request without branch or CSeq."""
+        return self._send_request(request, flow, lambda tx, started: ClientHandle(tx, flow, started))
+
+    def _send_request(self, request: Request, flow: Flow,
+                      sink: Callable[[ClientTransaction, float], _SinkT]) -> _SinkT | None:
+        """:meth:`send_request`, the transaction's events handed to ``sink(transaction,
+        loop time it started)`` — made before anything is sent, so an error sending the
+        request reaches it (a :class:`ClientHandle`, or an :class:`Exchange` itself)."""
         self.start()
         now = self.loop_time
         tx, out = self.layer.send_request(request, flow, now)
-        handle = None
+        made = None
         if tx is not None:
-            handle = ClientHandle(tx, flow, now)
-            self._handles[id(tx)] = handle
+            made = self._handles[id(tx)] = sink(tx, now)
         elif out.send:
             self.transport.send(request, flow)
             out.send.clear()
         self._process(out)
-        return handle
-
-    def _start_exchange_transaction(self, request: Request, exchange: Exchange) -> None:
-        """:meth:`send_request` of an :class:`Exchange`'s request (not an ACK) on its flow,
-        the events handed to the exchange itself; its ``transaction`` and ``started`` (loop
-        time) are set before anything is sent, so an error sending it reaches it. Raises as
-        :meth:`send_request` does, and ``ValueError`` for an ACK."""
-        if request.method == "ACK":
-            raise ValueError("an ACK is not sent in a client transaction")
-        self.start()
-        now = self.loop_time
-        tx, out = self.layer.send_request(request, exchange.flow, now)
-        assert tx is not None  # every request but an ACK has one
-        exchange.transaction, exchange.started = tx, now
-        self._handles[id(tx)] = exchange
-        self._process(out)
+        return made
 
     def send_response(self, transaction: ServerTransaction, response: Response) -> None:
         """Send the TU's ``response`` in ``transaction``. Raises ``ValueError`` if the

@@ -234,16 +234,12 @@ class ClientTransaction:
         """Send the request for the first time and start the timers: the retransmission timer
         (A or E, T1, unreliable transports only) and the timeout timer (B or F, 64·T1). Call once."""
         self.state = self._initial_state
-        timers = self.timers
         out = TransactionOutput(transmit=[Transmit(self.request, "request")])
-        timeout = now + timers.timeout  # B or F
-        if self.reliable:
-            self._timers[self._timeout_timer] = out.deadline = timeout
-        else:
-            self._interval = timers.t1
-            # A or E, the earlier of the two (T1 < 64·T1)
-            self._timers[self._retransmit_timer] = out.deadline = now + self._interval
-            self._timers[self._timeout_timer] = timeout
+        if not self.reliable:
+            self._interval = self.timers.t1
+            self._timers[self._retransmit_timer] = now + self._interval
+        self._timers[self._timeout_timer] = now + self.timers.timeout
+        out.deadline = self.deadline
         return out
 
     def receive(self, response: Response, now: float) -> TransactionOutput:
@@ -262,8 +258,7 @@ class ClientTransaction:
                 self._on_provisional(response, now, out)
             else:
                 self._on_final(response, now, out)
-        timers = self._timers
-        out.deadline = min(timers.values()) if timers else None  # self.deadline, inlined
+        out.deadline = self.deadline
         return out
 
     def transport_error(self, reason: str, now: float) -> TransactionOutput:
