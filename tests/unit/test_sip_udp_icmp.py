@@ -39,17 +39,19 @@ def _options(ep: SIPEndpoint, flow: Flow):
                        to=NameAddr(None, uri), via=ep.via(flow), call_id=new_call_id())
 
 
+@pytest.mark.parametrize("burst", [0, 16])
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str, host: str) -> None:
+def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str, host: str, burst: int) -> None:
     """Four OPTIONS in one loop round to a port nobody listens on (IPv4, and IPv6 whose
     errors come as IPV6_RECVERR control messages): each fails on its ICMP
     port unreachable within 0.4 s (before Timer E's first retransmission at T1 = 0.5 s),
     none is retransmitted. Before: the sends after the first met the first one's error and
-    failed without being sent, the others waited for their retransmissions (0.5 s, 1.5 s)."""
+    failed without being sent, the others waited for their retransmissions (0.5 s, 1.5 s).
+    The same with the sends gathered and sent together at the round's end (``burst``)."""
 
     async def main() -> None:
-        async with SIPEndpoint(trace=False) as client:
+        async with SIPEndpoint(trace=False, udp_send_burst=burst) as client:
             await client.listen("udp", host, 0)
             flow = Flow("udp", (host, _closed_udp_port(host)), local=client.transport.listeners[0].local)
             started = time.monotonic()
@@ -64,8 +66,9 @@ def test_requests_sent_together_to_a_closed_port_all_fail_at_once(loop_name: str
     event_loops.run(main(), loop_name)
 
 
+@pytest.mark.parametrize("burst", [0, 16])
 @pytest.mark.parametrize("loop_name", LOOPS)
-def test_an_icmp_error_fails_only_its_destination_and_the_next_datagram_still_goes(loop_name: str) -> None:
+def test_an_icmp_error_fails_only_its_destination_and_the_next_datagram_still_goes(loop_name: str, burst: int) -> None:
     """OPTIONS to a closed port, then at once OPTIONS to a live endpoint (its default 200),
     from the same socket: the second send meets the first one's ICMP error. The live
     endpoint must still get its request and the 200 must come back; only the closed port's
@@ -75,7 +78,7 @@ def test_an_icmp_error_fails_only_its_destination_and_the_next_datagram_still_go
     reported POLLERR), so the 200 never arrived: ``timeout``."""
 
     async def main() -> None:
-        async with SIPEndpoint(trace=False) as server, SIPEndpoint(trace=False) as client:
+        async with SIPEndpoint(trace=False) as server, SIPEndpoint(trace=False, udp_send_burst=burst) as client:
             _, port = await server.listen("udp", "127.0.0.1", 0)
             await client.listen("udp", "127.0.0.1", 0)
             local = client.transport.listeners[0].local

@@ -338,6 +338,9 @@ class SIPEndpoint:
     the local address outgoing flows start from (an IP literal of this host, SIPp ``-i``;
     port 0: any); None: the address the routing table picks for each target
     (:meth:`SIPTransportLayer.set_source`, which raises ``ValueError`` for a malformed one).
+    ``udp_send_burst``: gather each loop round's UDP sends and send them together, at most
+    this many at a time (0: each at once; load generation,
+    :attr:`SIPTransportLayer.udp_send_burst`).
     """
 
     def __init__(
@@ -359,12 +362,14 @@ class SIPEndpoint:
         ws_path: str = "/",
         source_ip: str | None = None,
         source_port: int = 0,
+        udp_send_burst: int = 0,
     ) -> None:
         self.timers = timers or Timers()
         self.layer = TransactionLayer(self.timers, trying_delay)
         self.trace = Trace(trace_limit, enabled=trace, exchange=exchange_limit)
         self.transport = SIPTransportLayer(self._on_message, self._on_lost, trace=self.trace,
-                                           idle_timeout=idle_timeout, on_unreachable=self._on_lost)
+                                           idle_timeout=idle_timeout, on_unreachable=self._on_lost,
+                                           udp_send_burst=udp_send_burst)
         self.transport.agent = user_agent
         self.transport.set_source(source_ip, source_port)
         #: the resource our WebSocket handshakes ask for (``ws``/``wss`` flows; RFC 7118 §4.1)
