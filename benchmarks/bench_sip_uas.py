@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "peers")]
 
-from sip_peers import _module_dir, _stop_group, free_port  # noqa: E402
+from sip_peers import _module_dir, free_port, stop_group  # noqa: E402
 
 OPTIONS_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -166,7 +166,7 @@ def ours(lifetime: float) -> Iterator[int]:
             _wait_udp_options(port, 20)
             yield port
         finally:
-            _stop_group(proc)  # type: ignore[arg-type]
+            stop_group(proc)  # type: ignore[arg-type]
             if proc.returncode not in (0, -signal.SIGTERM):
                 err.seek(0)
                 text = err.read().decode(errors="replace")
@@ -195,7 +195,7 @@ def kamailio(children: int, stateful: bool = False) -> Iterator[int]:
         _wait_udp_options(port, 20)
         yield port
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -105,3 +105,8 @@ def test_a_gathered_datagrams_own_error_ends_its_exchange_as_an_immediate_one_do
         assert gathered == at_once
 
     event_loops.run(main(), loop_name)
+
+
+def test_a_negative_burst_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        SIPTransportLayer(lambda m, f: None, lambda f, r: None, udp_send_burst=-1)

@@ -327,11 +327,10 @@ class _DrainingDatagramTransport:
     def close(self) -> None:
         if self._closing:
             return
-        if self._round:  # what this round gathered still goes out (best effort: closing)
+        gathered, self._round = self._round, []
+        for data, addr in gathered:  # what this round gathered still goes out (best effort: closing)
             with contextlib.suppress(OSError):
-                for data, addr in self._round:
-                    self._send(data, addr)
-            self._round = []
+                self._send(data, addr)
         self._closing = True
         self._loop.remove_reader(self._sock.fileno())
         self._loop.remove_writer(self._sock.fileno())
@@ -648,7 +647,7 @@ class SIPTransportLayer:
     parsed message, ``on_lost(flow, reason)`` when a stream ends. ``tls_server``: the
     context for TLS listeners (certificate and key); ``tls_client``: for outgoing TLS.
     ``idle_timeout``: seconds of silence after which a stream is closed. ``udp_send_burst``:
-    :attr:`udp_send_burst`."""
+    :attr:`udp_send_burst` (``ValueError`` if negative)."""
 
     def __init__(
         self,
@@ -671,6 +670,8 @@ class SIPTransportLayer:
         self.idle_timeout = idle_timeout
         #: UDP sockets bound from now on gather each loop round's sends and send them
         #: together, at most this many at a time (0: each at once; :class:`_DrainingDatagramTransport`)
+        if udp_send_burst < 0:
+            raise ValueError(f"udp_send_burst {udp_send_burst} is negative")
         self.udp_send_burst = udp_send_burst
         #: the User-Agent of our WebSocket handshakes, the Server of our answers to them
         self.agent: str | None = None
