@@ -710,13 +710,9 @@ class SIPEndpoint:
                 self.errors.append(exc.reason)
 
     def _dispatch(self, event: LayerEvent) -> None:
-        if type(event) is ResponseReceived:  # the usual event first: always a client transaction's
-            handle = self._handles.get(id(event.transaction))
-            if handle is not None:
-                handle._push(event)
-            return
-        if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and isinstance(
-                event.transaction, ClientTransaction):
+        # a response is always a client transaction's (the usual event: tested first)
+        if type(event) is ResponseReceived or (isinstance(event, TimedOut | TransportFailed)
+                                               and isinstance(event.transaction, ClientTransaction)):
             handle = self._handles.get(id(event.transaction))
             if handle is not None:
                 handle._push(event)

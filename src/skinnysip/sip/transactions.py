@@ -60,7 +60,6 @@ from skinnysip.sip.transaction import (
     Flow,
     NonInviteClientTransaction,
     State,
-    Terminated,
     Timers,
     TransactionOutput,
     new_transaction,
@@ -597,10 +596,7 @@ class TransactionLayer:
         for item in result.transmit:
             out.send.append(Send(item.message, target, item.kind, tx))
         for event in result.events:
-            kind = type(event)
-            if kind is Terminated:
-                continue
-            if kind is _TxResponse or isinstance(event, _TxResponse):
+            if isinstance(event, _TxResponse):
                 if isinstance(tx, ClientTransaction):
                     out.events.append(ResponseReceived(event.response, flow or target, tx))
             elif isinstance(event, _TxTimedOut | FinalResponseTimedOut | AckTimedOut):
