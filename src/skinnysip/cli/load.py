@@ -229,7 +229,9 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
     if users is not None:
         try:
             user_list, order = read_users(users)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            _fail(f"--users: cannot read {users!r}: {exc.strerror or exc}")
+        except ValueError as exc:
             _fail(f"--users: {exc}")
     elif user is not None:
         user_list = [User(user, password_from(password, prompt=False))]
