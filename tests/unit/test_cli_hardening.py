@@ -196,14 +196,17 @@ def test_load_engine_choices_say_so(args: list[str], says: str) -> None:
         " (the default with it)" if "Ray cluster" in says else ""), cli.stderr
 
 
-def test_a_users_file_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> None:
+def test_load_files_that_cannot_be_read_are_named_before_anything_is_sent(tmp_path: Path) -> None:
     """``--users`` that is missing or a directory: one line naming the file and why, as the
-    other files the command reads (``--rate-file``), before anything is sent."""
+    other files the command reads (``--rate-file``); a missing ``--ca-file`` as the probes
+    and the phone say it (exit 2, not a TLS failure after the run started)."""
     missing = tmp_path / "nobody.csv"
     for path, why in ((missing, "No such file or directory"), (tmp_path, "Is a directory")):
         cli = skinnysip("load", "register", "127.0.0.1", "--users", str(path), "-m", "1")
         assert cli.returncode == 2 and cli.stderr.strip() == f"error: --users: cannot read {str(path)!r}: {why}", (
             cli.stderr)
+    cli = skinnysip("load", "register", "127.0.0.1", "-t", "tls", "--ca-file", str(missing), "-u", "a", "-m", "1")
+    assert cli.returncode == 2 and cli.stderr.strip() == f"error: --ca-file: cannot read {str(missing)!r}", cli.stderr
 
 
 # ------------------------------------------------------------------ targets

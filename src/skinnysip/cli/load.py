@@ -206,6 +206,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         password_from,
         pem_text,
         printable,
+        readable_file,
         transport_value,
         writable_directory,
     )
@@ -246,7 +247,7 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
         message=text, local_ports=port_range(local_ports, "--local-ports"), source_ip=checked_ip(local_ip),
         user_script=script,
         rtp_ports=port_range(rtp_ports, "--rtp-ports"),
-        source=source, tls_verify=not insecure, ca_file=ca_file,
+        source=source, tls_verify=not insecure, ca_file=readable_file(ca_file, "--ca-file"),
         codecs=comma_list(codecs), srtp=srtp, rate_increase=steps[0],  # type: ignore[arg-type]  # click.Choice
         rate_interval=steps[1] if steps[1] is not None else interval, rate_max=steps[2], rate_quit=steps[3],
         connection_per_attempt=connection_per_attempt, trace_msg=trace_msg, headers=header_fields(headers, check=False),
