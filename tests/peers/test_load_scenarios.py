@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sip_peers import KamailioPeer, kamailio
@@ -304,6 +305,24 @@ async def test_user_scenario_file(pbx: KamailioPeer, tmp_path: Path) -> None:
     assert sorted(m["text"] for m in bob.messages) == sorted(f"hello {i}" for i in range(20) if i % 5 != 4)
 
 
+def _user_run(pbx: KamailioPeer, tmp_path: Path, script_text: str, count: int,
+              processes: int) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], list[dict[str, str]]]:
+    """``load user`` with ``script_text`` as its scenario, ``count`` attempts at 10/s over
+    ``processes`` workers, a CSV row every 0.5 s: (process, JSON summary, CSV rows); every
+    attempt must succeed."""
+    script = tmp_path / "scenario.py"
+    script.write_text(script_text)
+    csv_path = tmp_path / "stats.csv"
+    proc = load_cli("user", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
+                    "--password", pbx.users["alice"], "--script", str(script), "-r", "10", "-m", str(count),
+                    "--processes", str(processes), "--csv", str(csv_path), "--interval", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["successful"], result["failed"]) == (count, 0)
+    with csv_path.open() as file:
+        return proc, result, list(csv.DictReader(file))
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_stalled_event_loop_trips_sipps_watchdog_and_says_so(pbx: KamailioPeer, tmp_path: Path,
                                                                processes: int) -> None:
@@ -311,28 +330,41 @@ def test_a_stalled_event_loop_trips_sipps_watchdog_and_says_so(pbx: KamailioPeer
     generator would): SIPp's watchdog (every 0.4 s, a minor trip when > 0.5 s apart) counts
     it in the summary, the CSV's WatchdogMinor column and a note on stderr that the numbers are
     the generator's limit — the attempts themselves all succeed."""
-    script = tmp_path / "stall.py"
-    script.write_text(
-        "import time\n"
-        "async def scenario(phone, index):\n"
-        "    if index == 0:\n"
-        "        time.sleep(0.9)  # blocks this worker's event loop\n")
-    csv_path = tmp_path / "stats.csv"
-    proc = load_cli("user", "127.0.0.1", "-p", str(pbx.udp_port), "--domain", pbx.realm, "-u", "alice",
-                    "--password", pbx.users["alice"], "--script", str(script), "-r", "10", "-m", str(4 * processes),
-                    "--processes", str(processes), "--csv", str(csv_path), "--interval", "0.5", "--json")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    assert (result["successful"], result["failed"]) == (4 * processes, 0)
+    proc, result, rows = _user_run(pbx, tmp_path, "import time\n"
+                                   "async def scenario(phone, index):\n"
+                                   "    if index == 0:\n"
+                                   "        time.sleep(0.9)  # blocks this worker's event loop\n", 4 * processes,
+                                   processes)
     dog = result["watchdog"]
     assert dog["minor"] >= 1 and dog["major"] == 0, dog
     assert 400 <= dog["maxLagMs"] < 2600, dog  # 0.9 s asleep, less the 0.4 s period at most
     assert "note: this load generator's event loop ran late" in proc.stderr
-    with csv_path.open() as file:
-        rows = list(csv.DictReader(file))
     assert int(rows[-1]["WatchdogMinor(C)"]) == dog["minor"]
     assert sum(int(r["WatchdogMinor(P)"]) for r in rows) == dog["minor"]
     assert float(rows[-1]["LoopLagMaxMs(C)"]) == dog["maxLagMs"]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_generator_that_never_waits_says_so_before_it_is_late(pbx: KamailioPeer, tmp_path: Path,
+                                                                 processes: int) -> None:
+    """A user scenario that keeps its worker's loop on the CPU in 5 ms slices (never late
+    enough for SIPp's watchdog, never waiting for input either): the summary counts the busy
+    0.4 s windows, the CSV's LoopBusyWindows column adds up to them, and stderr says the
+    generator was at its own limit — the attempts themselves all succeed."""
+    proc, result, rows = _user_run(pbx, tmp_path, "import asyncio, time\n"
+                                   "async def scenario(phone, index):\n"
+                                   "    end = time.thread_time() + 0.6\n"
+                                   "    while time.thread_time() < end:\n"
+                                   "        stop = time.perf_counter() + 0.005\n"
+                                   "        while time.perf_counter() < stop:\n"
+                                   "            pass\n"
+                                   "        await asyncio.sleep(0)\n", 5 * processes, processes)
+    dog = result["watchdog"]
+    assert dog["busyWindows"] >= 2 and dog["busyWindows"] * 4 >= dog["windows"], dog
+    if not dog["minor"] and not dog["major"]:  # a late loop's note comes first and says more
+        assert "note: this load generator's event loop never waited in" in proc.stderr, proc.stderr
+    assert int(rows[-1]["LoopBusyWindows(C)"]) == dog["busyWindows"]
+    assert sum(int(r["LoopBusyWindows(P)"]) for r in rows) == dog["busyWindows"]
 
 
 def test_refused_logins_and_the_failure_threshold(pbx: KamailioPeer) -> None:

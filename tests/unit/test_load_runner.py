@@ -388,6 +388,72 @@ async def test_the_watchdog_counts_a_stalled_loop() -> None:
     assert 0.35 <= total.loop_lag_max < 1.5
 
 
+async def test_the_watchdog_counts_the_windows_a_busy_loop_never_waited() -> None:
+    """Attempts that keep the loop's thread on the CPU (5 ms slices, so the loop is never
+    late) make busy watchdog windows; attempts that sleep make none. A blocked-but-idle
+    loop (the stall above) is late, not busy: it was not runnable while it slept."""
+    import time
+
+    class Spinner(Sleeper):
+        async def attempt(self, index: int) -> None:
+            end = time.thread_time() + 0.5
+            while time.thread_time() < end:
+                slice_end = time.perf_counter() + 0.005
+                while time.perf_counter() < slice_end:
+                    pass
+                await asyncio.sleep(0)
+            self.counters().success(0.5, 0.5)
+
+    config = LoadConfig("options", "127.0.0.1", rate=10, count=6)
+    runner = LoadRunner(config)
+    runner.scenario = Spinner(config, lambda: runner.counters, 0.0)
+    await runner.run()
+    busy = runner.take_interval()
+    # ~3 s of the thread's CPU: runnable all along, also while other processes take the cores
+    assert busy.loop_windows >= 2 and busy.busy_windows >= 2, (busy.loop_windows, busy.busy_windows)
+    assert busy.watchdog_minor == busy.watchdog_major == 0
+
+    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=10, count=6), 0.3)
+    await runner.run()
+    idle = runner.take_interval()
+    assert idle.loop_windows >= 2 and idle.busy_windows == 0
+
+
+def test_the_runnable_clock_falls_back_to_the_threads_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from skinnysip.load import runner as runner_module
+
+    clock = runner_module.runnable_clock()
+    first = clock()
+    end = time.perf_counter() + 0.05
+    while time.perf_counter() < end:
+        pass
+    assert clock() - first >= 0.04  # on a CPU (or waiting for one) all along
+
+    def unreadable() -> float:
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(runner_module, "_schedstat_runnable", unreadable)
+    assert runner_module.runnable_clock() is time.thread_time
+
+
+def test_busy_windows_add_up_over_workers_and_a_quarter_of_them_makes_the_note() -> None:
+    from skinnysip.cli.load import busy_note
+
+    worker = Counters()
+    worker.watchdog(0.4, 0.39)  # busy (>= 95 % of the window)
+    worker.watchdog(0.4, 0.30)  # not busy
+    worker.watchdog(0.4)  # no CPU figure: a lag sample only, no window
+    total = Counters().merge(worker).merge(Counters.from_dict(worker.to_dict()))
+    assert (total.loop_windows, total.busy_windows) == (4, 2)
+    assert busy_note({"windows": 8, "busyWindows": 2}) is not None  # a quarter
+    assert busy_note({"windows": 9, "busyWindows": 2}) is None
+    assert busy_note({"windows": 1, "busyWindows": 1}) is None  # one window is no pattern
+    assert busy_note({}) is None  # a summary from before these fields
+    assert "never waited in 2 of its 8" in (busy_note({"windows": 8, "busyWindows": 2}) or "")
+
+
 def test_the_rate_keys_stop_reading_a_terminal_that_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     """``load``'s rate keys read stdin when it is readable. At an end of file (the terminal
     hung up) the reader is removed: one left there would be called on every loop round, for

@@ -403,7 +403,15 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     text = console.export_text()
     for expected in ("successful", "486", "retransmissions", "response p99", "MOS", "4.1", "loss", "2 %", "jitter"):
         assert expected in text, (expected, text)
-    assert "loop late" not in text  # shown only once the watchdog tripped
+    assert "loop late" not in text and "loop busy" not in text  # shown only once the watchdog says so
+    busy = Counters()
+    busy.watchdog(0.4, 0.4)
+    busy.watchdog(0.4, 0.1)
+    view(Interval(busy, busy, 1.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_001.0))
+    console = Console(record=True, width=100)
+    console.print(view.render())
+    shown = console.export_text()
+    assert "loop busy" in shown and "1 of 2 windows" in shown
     period.watchdog(1.2)
     view(Interval(period, period, 2.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_002.0))
     console = Console(record=True, width=100)

@@ -78,6 +78,18 @@ def max_failures_exceeded(limit: str, failed: int, attempted: int) -> bool:
     return failed > count
 
 
+def busy_note(watchdog: dict[str, Any]) -> str | None:
+    """A note when the summary's ``watchdog`` says the event loop was busy all the time in at
+    least a quarter of its windows (two at least): the load generator was at its own limit
+    there, even where its loop was never late enough to trip SIPp's watchdog. Else None."""
+    busy, windows = int(watchdog.get("busyWindows") or 0), int(watchdog.get("windows") or 0)
+    if busy < 2 or busy * 4 < windows:
+        return None
+    return (f"note: this load generator's event loop never waited in {busy} of its {windows} 0.4 s windows: "
+            "it was at its own limit there, so attempts may have started late and response times "
+            "include its delay — lower the rate or use --processes")
+
+
 def _check_max_failures(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         max_failures_exceeded(value, 0, 0)
@@ -400,6 +412,8 @@ def _run(scenario: str, host: str, port: int | None, transport: str | None, doma
                           f"{dog['maxLagMs']:g} ms late): attempts started late and response times include "
                           "its delay — lower the rate or use --processes", markup=False, highlight=False,
                           soft_wrap=True)
+    elif (busy := busy_note(dog)) is not None:
+        err_console.print(busy, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

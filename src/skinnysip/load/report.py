@@ -51,7 +51,7 @@ CSV_COLUMNS: list[str] = [
     # skinnysip's own
     *_pc("RequestsSent"), *_pc("ResponseTimeP50"), *_pc("ResponseTimeP90"), *_pc("ResponseTimeP95"),
     *_pc("ResponseTimeP99"), *_pc("MOS"), "MOSMin(C)", *_pc("Loss"), *_pc("JitterMs"), "FailedByStatus(C)",
-    *_pc("LoopLagMaxMs"), *_pc("Refreshes"), *_pc("RefreshChallenges"),
+    *_pc("LoopLagMaxMs"), *_pc("Refreshes"), *_pc("RefreshChallenges"), *_pc("LoopBusyWindows"),
 ]
 
 
@@ -98,6 +98,7 @@ def _row(item: Interval, incoming: bool = False) -> dict[str, Any]:
         "WatchdogMajor(P)": p.watchdog_major, "WatchdogMajor(C)": c.watchdog_major,
         "WatchdogMinor(P)": p.watchdog_minor, "WatchdogMinor(C)": c.watchdog_minor,
         "LoopLagMaxMs(P)": round(p.loop_lag_max * 1000, 1), "LoopLagMaxMs(C)": round(c.loop_lag_max * 1000, 1),
+        "LoopBusyWindows(P)": p.busy_windows, "LoopBusyWindows(C)": c.busy_windows,
         "ResponseTime1(P)": _ms(p.response_time.mean_ms), "ResponseTime1(C)": _ms(c.response_time.mean_ms),
         "ResponseTime1StDev(P)": _ms(p.response_time.stdev_ms), "ResponseTime1StDev(C)": _ms(c.response_time.stdev_ms),
         "CallLength(P)": _ms(p.call_length.mean_ms), "CallLength(C)": _ms(c.call_length.mean_ms),
@@ -397,4 +398,7 @@ class LiveView:
         if c.watchdog_minor or c.watchdog_major:  # this process could not keep up: say so where it shows
             table.add_row("[yellow]loop late", f"[yellow]{p.watchdog_minor + p.watchdog_major}",
                           f"[yellow]{c.watchdog_minor + c.watchdog_major} (max {c.loop_lag_max * 1000:.0f} ms)")
+        elif p.busy_windows:  # never late, but never waiting either: at its limit now
+            table.add_row("[yellow]loop busy", f"[yellow]{p.busy_windows} of {p.loop_windows} windows",
+                          f"[yellow]{c.busy_windows} of {c.loop_windows}")
         return table

@@ -35,7 +35,7 @@ from .scenarios import InlineAttempt, LoadConfig, Scenario, exception_note, make
 from .stats import WATCHDOG_INTERVAL, Counters
 
 __all__ = ["ANSWER_DURATION", "DEFAULT_DURATION", "Interval", "LoadRunner", "Monitor", "RateStep",
-           "raise_open_files_limit", "run_local", "summary"]
+           "raise_open_files_limit", "run_local", "runnable_clock", "summary"]
 
 DEFAULT_DURATION = 10.0  # seconds, when neither count nor duration is given
 ANSWER_DURATION = 3600.0  # seconds the answer scenario waits for calls without a duration
@@ -46,6 +46,25 @@ MAX_ATTEMPTS = 1_000_000_000  # the count bound of a run given by its duration o
 PACE_QUANTUM = 0.005  # s, the shortest sleep between starts (an attempt starts at most this late)
 PAUSE_POLL = 0.05  # s, how often a paused runner looks whether it was resumed or stopped
 TICK_SLACK = 0.06  # s, how early a statistics interval may end against a step's due time (the poll's 0.05 s)
+
+
+def _schedstat_runnable() -> float:
+    with open("/proc/thread-self/schedstat", "rb") as file:
+        on_cpu, waiting, _ = file.read(256).split(maxsplit=2)
+    return (int(on_cpu) + int(waiting)) / 1e9
+
+
+def runnable_clock() -> Callable[[], float]:
+    """A clock of the seconds the calling thread has been runnable: on a CPU, or waiting in
+    a run queue for one (Linux: ``/proc/thread-self/schedstat``, its first two fields, ns) —
+    so a loop that shares the cores with the server it loads still counts as never waiting
+    for input. Where that file cannot be read: the thread's CPU time (:func:`time.thread_time`).
+    Chosen once, so one watchdog never mixes the two."""
+    try:
+        _schedstat_runnable()
+    except (OSError, ValueError):
+        return time.thread_time
+    return _schedstat_runnable
 
 
 class LoadRunner:
@@ -206,13 +225,15 @@ class LoadRunner:
         """SIPp's watchdog: wake every :data:`WATCHDOG_INTERVAL` and count in the interval's
         counters how late this event loop let it run (:meth:`Counters.watchdog`): a late
         watchdog means late attempts, late retransmissions and response times that measure
-        this process, not the server. Ends when cancelled."""
-        last = loop.time()
+        this process, not the server; with the loop thread's :func:`runnable_clock` in each
+        window, whether the loop ever waited for input in it. Ends when cancelled."""
+        clock = runnable_clock()
+        last, runnable = loop.time(), clock()
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            now = loop.time()
-            self.counters.watchdog(now - last)
-            last = now
+            now, runnable_now = loop.time(), clock()
+            self.counters.watchdog(now - last, runnable_now - runnable)
+            last, runnable = now, runnable_now
 
     async def _run(self, loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
         c = self.config
@@ -591,8 +612,11 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
          "warnings": [one line, …] (:attr:`Counters.warnings`; the CLI adds its files'),
          "malformedReceived": messages received and dropped as malformed (RFC 3261 §18.1.2),
          "lastMalformed": what the last one was (``unparseable (reason)``) | None,
-         "watchdog": {"minor", "major", "maxLagMs"}: SIPp's watchdog trips of our own event
-             loop (:meth:`Counters.watchdog`; summed over workers, the longest lag),
+         "watchdog": {"minor", "major", "maxLagMs", "windows", "busyWindows"}: SIPp's
+             watchdog trips of our own event loop (:meth:`Counters.watchdog`; summed over
+             workers, the longest lag), its 0.4 s windows and those in which the loop's
+             thread was runnable all along (:data:`~skinnysip.load.stats.BUSY_SHARE`: it
+             never waited for input),
          "outOfCallMsgs", "deadCallMsgs": SIPp's counters of messages for no running attempt
              (:class:`Counters`: never ours / an attempt that ended in the last 33 s),
          "autoAnswered": out-of-dialog OPTIONS answered 200 by our endpoint itself}
@@ -641,7 +665,8 @@ def summary(monitor: Monitor, config: LoadConfig, *, workers: int = 1) -> dict[s
         "malformedReceived": total.malformed,
         "lastMalformed": total.last_malformed,
         "watchdog": {"minor": total.watchdog_minor, "major": total.watchdog_major,
-                     "maxLagMs": round(total.loop_lag_max * 1000, 1)},
+                     "maxLagMs": round(total.loop_lag_max * 1000, 1), "windows": total.loop_windows,
+                     "busyWindows": total.busy_windows},
         "outOfCallMsgs": total.out_of_call_msgs,
         "deadCallMsgs": total.dead_call_msgs,
         "autoAnswered": total.auto_answered,

@@ -28,6 +28,10 @@ MAX_WARNINGS = 20
 WATCHDOG_INTERVAL = 0.4
 WATCHDOG_MINOR = 0.5
 WATCHDOG_MAJOR = 3.0
+#: a watchdog window in which the event loop's thread was runnable (on a CPU or waiting for
+#: one) for at least this share of the time is a busy one: the loop never waited for input,
+#: so the load generator itself set the pace then (not SIPp's; :meth:`Counters.watchdog`)
+BUSY_SHARE = 0.95
 
 #: why an attempt failed, by SIPp's failure counter names (``-trace_stat`` columns, in its order)
 FAILURE_KINDS = (
@@ -148,7 +152,10 @@ class Counters:
     ``last_malformed`` what the last one was (``unparseable (reason)``).
     ``watchdog_minor``/``watchdog_major``: SIPp's watchdog trips — our own event loop ran its
     watchdog more than 0.5 s / 3 s apart instead of every 0.4 s (the load generator was
-    overloaded or stalled); ``loop_lag_max``: the longest such delay beyond 0.4 s, seconds.
+    overloaded or stalled); ``loop_lag_max``: the longest such delay beyond 0.4 s, seconds;
+    ``loop_windows``/``busy_windows``: the watchdog's windows, and those in which the event
+    loop's thread was runnable for at least :data:`BUSY_SHARE` of the window (the generator
+    at its own limit even when it was not late).
     ``out_of_call_msgs``/``dead_call_msgs``: SIPp's counters of messages that belong to no
     running attempt — a response matching no transaction of ours (RFC 3261 §17.1.3) or an
     in-dialog request for no call of ours — whose Call-ID was never ours (``OutOfCallMsgs``),
@@ -187,6 +194,8 @@ class Counters:
     watchdog_minor: int = 0
     watchdog_major: int = 0
     loop_lag_max: float = 0.0
+    loop_windows: int = 0
+    busy_windows: int = 0
     out_of_call_msgs: int = 0
     dead_call_msgs: int = 0
     auto_answered: int = 0
@@ -224,9 +233,15 @@ class Counters:
             self.malformed += count
             self.last_malformed = last
 
-    def watchdog(self, gap: float) -> None:
+    def watchdog(self, gap: float, runnable: float | None = None) -> None:
         """The watchdog ran ``gap`` seconds after its previous run (due every
-        :data:`WATCHDOG_INTERVAL`): count SIPp's minor/major trips and the lag."""
+        :data:`WATCHDOG_INTERVAL`): count SIPp's minor/major trips and the lag; ``runnable``:
+        the seconds the loop's thread was on a CPU or waiting for one in that window (a busy
+        window from :data:`BUSY_SHARE` of ``gap`` on)."""
+        if runnable is not None:
+            self.loop_windows += 1
+            if runnable >= BUSY_SHARE * gap:
+                self.busy_windows += 1
         self.loop_lag_max = max(self.loop_lag_max, gap - WATCHDOG_INTERVAL)
         if gap > WATCHDOG_MAJOR:
             self.watchdog_major += 1
@@ -266,7 +281,8 @@ class Counters:
         """Add ``other`` into this one (returns self)."""
         for name in ("attempted", "successful", "failed", "finished", "retransmissions", "requests_sent",
                      "mos_count", "rtp_expected", "rtp_lost", "jitter_count", "registered", "not_registered_count",
-                     "malformed", "watchdog_minor", "watchdog_major", "out_of_call_msgs", "dead_call_msgs",
+                     "malformed", "watchdog_minor", "watchdog_major", "loop_windows", "busy_windows",
+                     "out_of_call_msgs", "dead_call_msgs",
                      "auto_answered", "refreshes", "refresh_challenges"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.loop_lag_max = max(self.loop_lag_max, other.loop_lag_max)
