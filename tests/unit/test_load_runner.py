@@ -413,10 +413,10 @@ async def test_the_watchdog_counts_the_windows_a_busy_loop_never_waited() -> Non
     assert busy.loop_windows >= 2 and busy.busy_windows >= 2, (busy.loop_windows, busy.busy_windows)
     assert busy.watchdog_minor == busy.watchdog_major == 0
 
-    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=10, count=6), 0.3)
-    await runner.run()
+    runner, _ = runner_with(LoadConfig("options", "127.0.0.1", rate=10, count=10), 0.6)
+    await runner.run()  # ~1.5 s: three windows or more
     idle = runner.take_interval()
-    assert idle.loop_windows >= 2 and idle.busy_windows == 0
+    assert idle.loop_windows >= 2 and idle.busy_windows == 0, (idle.loop_windows, idle.busy_windows)
 
 
 def test_the_runnable_clock_falls_back_to_the_threads_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
