@@ -444,7 +444,6 @@ def test_busy_windows_add_up_over_workers_and_a_quarter_of_them_makes_the_note()
     worker = Counters()
     worker.watchdog(0.4, 0.39)  # busy (>= 95 % of the window)
     worker.watchdog(0.4, 0.30)  # not busy
-    worker.watchdog(0.4)  # no CPU figure: a lag sample only, no window
     total = Counters().merge(worker).merge(Counters.from_dict(worker.to_dict()))
     assert (total.loop_windows, total.busy_windows) == (4, 2)
     assert busy_note({"windows": 8, "busyWindows": 2}) is not None  # a quarter

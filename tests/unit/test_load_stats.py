@@ -412,7 +412,7 @@ def test_live_view_shows_rates_failures_and_call_quality() -> None:
     console.print(view.render())
     shown = console.export_text()
     assert "loop busy" in shown and "1 of 2 windows" in shown
-    period.watchdog(1.2)
+    period.watchdog(1.2, 0.0)  # late, idle (a stall)
     view(Interval(period, period, 2.0, 1.0, 5.0, 3, 1_700_000_000.0, 1_700_000_002.0))
     console = Console(record=True, width=100)
     console.print(view.render())
@@ -556,10 +556,10 @@ def test_watchdog_trips_as_sipp_counts_them_and_add_up_over_workers() -> None:
     assert (WATCHDOG_INTERVAL, WATCHDOG_MINOR, WATCHDOG_MAJOR) == (0.4, 0.5, 3.0)  # SIPp's defaults
     a, b, total = Counters(), Counters(), Counters()
     for gap in (0.4, 0.45, 0.5, 0.51, 2.9, 3.0, 3.2):  # > 0.5 s apart: minor; > 3 s: major
-        a.watchdog(gap)
+        a.watchdog(gap, 0.0)
     assert (a.watchdog_minor, a.watchdog_major) == (3, 1)
     assert a.loop_lag_max == pytest.approx(2.8)
-    b.watchdog(1.0)
+    b.watchdog(1.0, 0.0)
     total.merge(a)
     total.merge(b)
     assert (total.watchdog_minor, total.watchdog_major, total.loop_lag_max) == (4, 1, pytest.approx(2.8))

@@ -233,15 +233,14 @@ class Counters:
             self.malformed += count
             self.last_malformed = last
 
-    def watchdog(self, gap: float, runnable: float | None = None) -> None:
+    def watchdog(self, gap: float, runnable: float) -> None:
         """The watchdog ran ``gap`` seconds after its previous run (due every
         :data:`WATCHDOG_INTERVAL`): count SIPp's minor/major trips and the lag; ``runnable``:
         the seconds the loop's thread was on a CPU or waiting for one in that window (a busy
         window from :data:`BUSY_SHARE` of ``gap`` on)."""
-        if runnable is not None:
-            self.loop_windows += 1
-            if runnable >= BUSY_SHARE * gap:
-                self.busy_windows += 1
+        self.loop_windows += 1
+        if runnable >= BUSY_SHARE * gap:
+            self.busy_windows += 1
         self.loop_lag_max = max(self.loop_lag_max, gap - WATCHDOG_INTERVAL)
         if gap > WATCHDOG_MAJOR:
             self.watchdog_major += 1
